@@ -1,0 +1,164 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+/**
+ * Provider configuration schema: the file, flags and env are merged (shared/config/load.ts) and then
+ * validated here once. Units are in the names (…Ms, …Seconds, …Mb, …Bytes).
+ */
+
+/** A relative path inside the workspace root: no absolute paths, no '..' segments. */
+export const relativePath = z
+  .string()
+  .min(1)
+  .max(512)
+  .refine((p) => !path.posix.isAbsolute(p) && !p.includes('\0'), 'must be a relative path')
+  .refine((p) => !p.split(/[\\/]+/).includes('..'), "must not contain '..'");
+
+export const credentialReference = z
+  .string()
+  .regex(
+    /^(env:[A-Za-z_][A-Za-z0-9_]*|file:\/.+|secretsmanager:[^#\s]+(#[^\s]+)?)$/,
+    'must be a reference: env:NAME, file:/abs/path or secretsmanager:<name-or-arn>[#jsonKey]',
+  );
+
+/** Git remote URL. Credentials in the URL are refused: they belong in `credential`. */
+export const gitUrl = z
+  .string()
+  .min(1)
+  .max(2048)
+  .refine((u) => /^(https?|file|ssh|git):\/\//.test(u) || /^[\w.-]+@[\w.-]+:/.test(u), 'must be an http(s), file, ssh or git URL')
+  .refine((u) => !/^[a-z]+:\/\/[^/@]*:[^/@]*@/i.test(u), 'must not embed credentials; use `credential`');
+
+export const gitRef = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(/^[A-Za-z0-9._\/@{}^~-]+$/, 'is not a valid git ref')
+  .refine((r) => !r.startsWith('-') && !r.includes('..'), 'is not a valid git ref');
+
+export const repositorySchema = z
+  .object({
+    url: gitUrl.optional(),
+    /** A host directory copied whole (working tree, uncommitted changes and `.git`). */
+    localPath: z.string().min(1).optional(),
+    path: relativePath.or(z.literal('.')),
+    ref: gitRef.optional(),
+    credential: credentialReference.optional(),
+    /** Paths inside this repository whose contents join the cache key (lockfiles). */
+    cacheKeyFiles: z.array(relativePath).default([]),
+  })
+  .strict()
+  .refine((r) => (r.url === undefined) !== (r.localPath === undefined), {
+    message: 'exactly one of url or localPath is required',
+  })
+  .refine((r) => r.localPath === undefined || r.credential === undefined, {
+    message: 'credential applies to url repositories only',
+    path: ['credential'],
+  });
+
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'is not a valid environment variable name');
+export const envMap = z.record(envName, z.string().max(32_768));
+
+export const networkPolicy = z.enum(['none', 'host', 'bridge']);
+
+export const configSchema = z
+  .object({
+    mode: z.enum(['local', 'docker', 'ecs']).default('local'),
+    /** Provider data: state, mirrors, cache, workspaces. Never visible inside a workspace. */
+    dataDir: z.string().min(1).default('.wsp'),
+    listen: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(7070),
+      })
+      .strict()
+      .prefault({}),
+    repositories: z.array(repositorySchema).max(64).default([]),
+    setup: z
+      .object({
+        script: z.string().max(1_000_000).default(''),
+        timeoutMs: z.number().int().positive().default(30 * 60_000),
+      })
+      .strict()
+      .prefault({}),
+    workspace: z
+      .object({
+        home: z.string().startsWith('/').default('/home/node'),
+        guestPath: z.string().startsWith('/').default('/home/node/workspace'),
+        user: z
+          .object({
+            name: z.string().regex(/^[a-z_][a-z0-9_-]*$/).default('node'),
+            uid: z.number().int().min(1).max(2 ** 31 - 1).default(1000),
+            gid: z.number().int().min(1).max(2 ** 31 - 1).default(1000),
+          })
+          .strict()
+          .prefault({}),
+        env: envMap.default({}),
+        resources: z
+          .object({
+            cpus: z.number().positive().max(256).optional(),
+            memoryMb: z.number().int().min(16).optional(),
+            pids: z.number().int().min(8).optional(),
+          })
+          .strict()
+          .prefault({}),
+        network: networkPolicy.default('host'),
+        ttlSeconds: z.number().int().positive().default(24 * 3600),
+        idleTimeoutSeconds: z.number().int().positive().default(3600),
+      })
+      .strict()
+      .prefault({}),
+    state: z
+      .object({
+        /** DynamoDB endpoint (LocalStack, DynamoDB Local). Unset + embedded → dynalite under dataDir. */
+        endpoint: z.string().url().optional(),
+        embedded: z.boolean().default(true),
+        region: z.string().min(1).default('us-east-1'),
+        tableName: z.string().regex(/^[A-Za-z0-9_.-]{3,255}$/).default('wsp'),
+      })
+      .strict()
+      .prefault({}),
+    cache: z
+      .object({
+        enabled: z.boolean().default(true),
+        maxEntries: z.number().int().min(0).default(20),
+        maxBytes: z.number().int().min(0).default(20 * 1024 ** 3),
+        maxAgeSeconds: z.number().int().positive().default(7 * 24 * 3600),
+      })
+      .strict()
+      .prefault({}),
+    commands: z
+      .object({
+        defaultTimeoutMs: z.number().int().min(0).default(10 * 60_000),
+        maxOutputBytes: z.number().int().min(1024).default(8 * 1024 * 1024),
+        defaultWaitMs: z.number().int().min(0).max(25_000).default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    auth: z
+      .object({
+        /** Bearer token. Unset → generated at first start, kept 0600 in dataDir/auth-token. */
+        token: z.string().min(16).optional(),
+        disabled: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .refine((c) => isInside(c.workspace.home, c.workspace.guestPath), {
+    message: 'workspace.guestPath must be inside workspace.home',
+    path: ['workspace', 'guestPath'],
+  })
+  .refine((c) => new Set(c.repositories.map((r) => path.posix.normalize(r.path))).size === c.repositories.length, {
+    message: 'repository paths must be unique',
+    path: ['repositories'],
+  });
+
+function isInside(parent: string, child: string): boolean {
+  const rel = path.posix.relative(path.posix.normalize(parent), path.posix.normalize(child));
+  return rel === '' || (!rel.startsWith('..') && !path.posix.isAbsolute(rel));
+}
+
+export type ProviderConfig = z.infer<typeof configSchema>;
+export type RepositoryConfig = z.infer<typeof repositorySchema>;
+export type ConfigInput = z.input<typeof configSchema>;

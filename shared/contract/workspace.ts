@@ -1,0 +1,108 @@
+import type { WorkspacePlan } from './plan.js';
+
+export type WorkspaceStatus = 'provisioning' | 'ready' | 'resetting' | 'deleting' | 'deleted' | 'failed';
+export const TRANSITIONAL_STATUSES: readonly WorkspaceStatus[] = ['provisioning', 'resetting', 'deleting'];
+
+/**
+ * A serialisable backend handle, kept in the state store so any process can rebuild it:
+ * `{ kind: 'local', dir }`, `{ kind: 'docker', containerId }`, `{ kind: 'ecs', taskArn }`.
+ */
+export interface BackendRef {
+  kind: string;
+  [key: string]: string | number | boolean;
+}
+
+/** A serialisable handle to a snapshot (cache entry or baseline) kept by a backend. */
+export interface SnapshotRef {
+  kind: string;
+  [key: string]: string | number | boolean;
+}
+
+export interface RepoState {
+  name: string;
+  path: string;
+  /** Commit checked out at the baseline (git sources only). */
+  commit?: string;
+  ref?: string;
+}
+
+export interface CacheInfo {
+  key: string;
+  hit: boolean;
+  /** Why it hit or missed, in words: 'entry ready', 'no entry for key', 'entry building elsewhere', … */
+  reason: string;
+}
+
+export interface Lease {
+  owner: string;
+  expiresAt: number;
+}
+
+export interface WorkspaceRecord {
+  id: string;
+  status: WorkspaceStatus;
+  /** Incremented by every write; every write is conditional on it. */
+  version: number;
+  plan: WorkspacePlan;
+  backend?: BackendRef;
+  baseline?: SnapshotRef;
+  baselineFingerprint?: string;
+  repos: RepoState[];
+  cache?: CacheInfo;
+  labels: Record<string, string>;
+  idempotencyKey?: string;
+  owner: string;
+  lease?: Lease;
+  failure?: { step: string; message: string };
+  warnings: string[];
+  createdAt: string;
+  updatedAt: string;
+  /** Epoch seconds after which the record (and workspace) may be reaped. */
+  expiresAt?: number;
+}
+
+export type CommandState = 'running' | 'exited' | 'killed' | 'lost';
+
+export interface StreamInfo {
+  /** Bytes the command wrote to this stream. */
+  bytes: number;
+  /** True when more was written than is kept (`bytes` > kept bytes). */
+  truncated: boolean;
+}
+
+export interface CommandRecord {
+  workspaceId: string;
+  id: string;
+  version: number;
+  state: CommandState;
+  argv: string[];
+  cwd: string;
+  /** Internal steps (setup, git) are not listed to agents. */
+  internal: boolean;
+  timeoutMs: number;
+  exitCode: number | null;
+  signal: string | null;
+  /** Why it was killed or lost ('timeout', 'cancelled', 'provider restarted', …). */
+  reason?: string;
+  stdout: StreamInfo;
+  stderr: StreamInfo;
+  startedAt: string;
+  endedAt?: string;
+  durationMs?: number;
+}
+
+export type CacheEntryStatus = 'building' | 'ready' | 'failed';
+
+export interface CacheEntryRecord {
+  key: string;
+  status: CacheEntryStatus;
+  version: number;
+  backendKind: string;
+  snapshot?: SnapshotRef;
+  repos: RepoState[];
+  /** Instance that builds the entry, and until when (single-flight lease). */
+  lease?: Lease;
+  sizeBytes?: number;
+  createdAt: string;
+  lastUsedAt: string;
+}
