@@ -33,6 +33,12 @@ export interface CacheInfo {
   reason: string;
 }
 
+export interface ProgressStep {
+  at: string;
+  step: string;
+  message: string;
+}
+
 export interface Lease {
   owner: string;
   expiresAt: number;
@@ -55,6 +61,10 @@ export interface WorkspaceRecord {
   lease?: Lease;
   failure?: { step: string; message: string };
   warnings: string[];
+  /** Progress of long work (provisioning, fetch, reset), newest last, bounded. */
+  steps: ProgressStep[];
+  /** Internal command id of the setup script's run, so its output can be read and streamed. */
+  setupCommandId?: string;
   createdAt: string;
   updatedAt: string;
   /** Epoch seconds after which the record (and workspace) may be reaped. */

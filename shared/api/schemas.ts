@@ -1,0 +1,160 @@
+import { z } from 'zod';
+import { envMap, gitRef, relativePath } from '../config/schema.js';
+
+/**
+ * Request and response schemas of the HTTP API. The route table validates requests with these,
+ * and /openapi.json is generated from the same objects (z.toJSONSchema), so the two cannot drift.
+ */
+
+export const workspaceId = z.string().regex(/^ws-[a-z0-9]{8,40}$/, 'is not a workspace id');
+export const commandId = z.string().regex(/^(cmd|sys)-[a-z0-9]{8,40}$/, 'is not a command id');
+const labelMap = z.record(z.string().regex(/^[A-Za-z0-9._\/-]{1,63}$/, 'is not a valid label key'), z.string().max(256));
+const repoName = relativePath.or(z.literal('.'));
+
+export const createWorkspaceBody = z
+  .object({
+    /** Ref (branch, tag or commit) per repository name (its configured path). */
+    refs: z.record(repoName, gitRef).optional(),
+    env: envMap.optional(),
+    labels: labelMap.optional(),
+    ttlSeconds: z.number().int().min(60).max(30 * 24 * 3600).optional(),
+    idempotencyKey: z.string().min(1).max(128).regex(/^[\x21-\x7e]+$/).optional(),
+  })
+  .strict();
+
+export const runCommandBody = z
+  .object({
+    argv: z.array(z.string().max(131_072)).min(1).max(4096).optional(),
+    /** A shell string, run with `bash -lc` if bash exists, else `sh -c`. */
+    command: z.string().min(1).max(131_072).optional(),
+    /** Relative to the workspace's workdir, or absolute; must stay inside the workspace home. */
+    cwd: z.string().min(1).max(4096).optional(),
+    env: envMap.optional(),
+    stdin: z.string().max(8 * 1024 * 1024).optional(),
+    stdinEncoding: z.enum(['utf8', 'base64']).default('utf8'),
+    timeoutMs: z.number().int().min(0).max(24 * 3600_000).optional(),
+    waitMs: z.number().int().min(0).max(25_000).optional(),
+  })
+  .strict()
+  .refine((b) => (b.argv === undefined) !== (b.command === undefined), { message: 'exactly one of argv or command is required' });
+
+export const readCommandQuery = z
+  .object({
+    stdoutOffset: z.coerce.number().int().min(0).default(0),
+    stderrOffset: z.coerce.number().int().min(0).default(0),
+    /** Max bytes per stream in this answer. */
+    limit: z.coerce.number().int().min(0).max(8 * 1024 * 1024).default(1024 * 1024),
+    /** Long-poll: wait up to this long for the command to end. */
+    waitMs: z.coerce.number().int().min(0).max(25_000).default(0),
+  })
+  .strict();
+
+export const fetchBody = z
+  .object({
+    /** Repository names to fetch; all git repositories when absent. */
+    repos: z.array(repoName).min(1).optional(),
+    /** Check out this ref in this repository after fetching. */
+    checkout: z.object({ repo: repoName, ref: gitRef }).strict().optional(),
+  })
+  .strict();
+
+export const resetBody = z
+  .object({
+    /** Move to new refs as part of the reset; the new state becomes the baseline. */
+    refs: z.record(repoName, gitRef).optional(),
+  })
+  .strict();
+
+// ---- responses (documentation + client types) ----
+
+export const streamView = z.object({
+  /** Base64 when `encoding` is base64 (non-UTF-8 output), else text. */
+  data: z.string(),
+  encoding: z.enum(['utf8', 'base64']),
+  offset: z.number(),
+  nextOffset: z.number(),
+  bytes: z.number(),
+  truncated: z.boolean(),
+});
+
+export const commandView = z.object({
+  id: z.string(),
+  workspaceId: z.string(),
+  state: z.enum(['running', 'exited', 'killed', 'lost']),
+  exitCode: z.number().nullable(),
+  signal: z.string().nullable(),
+  reason: z.string().optional(),
+  argv: z.array(z.string()),
+  cwd: z.string(),
+  stdout: streamView,
+  stderr: streamView,
+  startedAt: z.string(),
+  endedAt: z.string().optional(),
+  durationMs: z.number().optional(),
+});
+
+export const workspaceView = z.object({
+  id: z.string(),
+  status: z.enum(['provisioning', 'ready', 'resetting', 'deleting', 'deleted', 'failed']),
+  plan: z.object({
+    home: z.string(),
+    root: z.string(),
+    workdir: z.string(),
+    user: z.object({ name: z.string(), uid: z.number(), gid: z.number() }),
+    repos: z.array(z.object({ name: z.string(), path: z.string(), target: z.string(), source: z.object({ kind: z.string() }).loose() })),
+  }).loose(),
+  repos: z.array(z.object({ name: z.string(), path: z.string(), commit: z.string().optional(), ref: z.string().optional() })),
+  cache: z.object({ key: z.string(), hit: z.boolean(), reason: z.string() }).optional(),
+  baselineFingerprint: z.string().optional(),
+  labels: z.record(z.string(), z.string()),
+  failure: z.object({ step: z.string(), message: z.string() }).optional(),
+  warnings: z.array(z.string()),
+  steps: z.array(z.object({ at: z.string(), step: z.string(), message: z.string() })),
+  setupCommandId: z.string().optional(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  expiresAt: z.number().optional(),
+});
+
+export const fetchResult = z.object({
+  repos: z.array(z.object({ name: z.string(), before: z.string().optional(), after: z.string().optional(), heads: z.record(z.string(), z.string()), checkedOut: z.string().optional() })),
+});
+
+export const resetResult = z.object({
+  fingerprint: z.string(),
+  baselineFingerprint: z.string(),
+  matches: z.boolean(),
+  restored: z.number().optional(),
+  removed: z.number().optional(),
+  durationMs: z.number(),
+});
+
+export const changesView = z.object({
+  repos: z.array(
+    z.object({
+      name: z.string(),
+      path: z.string(),
+      baseCommit: z.string().optional(),
+      head: z.string().optional(),
+      status: z.array(z.object({ code: z.string(), path: z.string(), origPath: z.string().optional() })),
+      diff: z.string(),
+      diffTruncated: z.boolean(),
+    }),
+  ),
+});
+
+export const errorBody = z.object({
+  error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
+});
+
+export type CreateWorkspaceBody = z.infer<typeof createWorkspaceBody>;
+export type RunCommandBody = z.infer<typeof runCommandBody>;
+export type ReadCommandQuery = z.infer<typeof readCommandQuery>;
+export type FetchBody = z.infer<typeof fetchBody>;
+export type ResetBody = z.infer<typeof resetBody>;
+export type CommandView = z.infer<typeof commandView>;
+export type StreamView = z.infer<typeof streamView>;
+export type WorkspaceView = z.infer<typeof workspaceView>;
+export type FetchResult = z.infer<typeof fetchResult>;
+export type ResetResult = z.infer<typeof resetResult>;
+export type ChangesView = z.infer<typeof changesView>;
