@@ -59,6 +59,12 @@ export const repositorySchema = z
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'is not a valid environment variable name');
 export const envMap = z.record(envName, z.string().max(32_768));
 
+/** Canonical form of a repository path: 'a/b', or '.' for the workspace root. Also its name. */
+export function normalizeRepoPath(p: string): string {
+  const n = path.posix.normalize(p).replace(/\/+$/, '');
+  return n === '' ? '.' : n;
+}
+
 export const networkPolicy = z.enum(['none', 'host', 'bridge']);
 
 export const configSchema = z
@@ -149,7 +155,7 @@ export const configSchema = z
     message: 'workspace.guestPath must be inside workspace.home',
     path: ['workspace', 'guestPath'],
   })
-  .refine((c) => new Set(c.repositories.map((r) => path.posix.normalize(r.path))).size === c.repositories.length, {
+  .refine((c) => new Set(c.repositories.map((r) => normalizeRepoPath(r.path))).size === c.repositories.length, {
     message: 'repository paths must be unique',
     path: ['repositories'],
   });

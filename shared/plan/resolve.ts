@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { RepoPlan, WorkspacePlan } from '../contract/plan.js';
-import type { ProviderConfig } from '../config/schema.js';
+import { normalizeRepoPath, type ProviderConfig } from '../config/schema.js';
 
 export interface PlanOverrides {
   /** Per-repo refs keyed by repo name (its normalised path). */
@@ -18,7 +18,7 @@ export function resolveWorkspacePlan(config: ProviderConfig, overrides: PlanOver
   const home = path.posix.normalize(config.workspace.home);
   const root = path.posix.normalize(config.workspace.guestPath);
   const repos: RepoPlan[] = config.repositories.map((repo) => {
-    const rel = path.posix.normalize(repo.path);
+    const rel = normalizeRepoPath(repo.path);
     const name = rel;
     const target = rel === '.' ? root : path.posix.join(root, rel);
     if (repo.localPath !== undefined) {

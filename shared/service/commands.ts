@@ -1,0 +1,125 @@
+import type { CommandView, ReadCommandQuery, RunCommandBody } from '../api/schemas.js';
+import type { CommandStatus } from '../contract/backend.js';
+import { BadRequestError, ConflictError, NotFoundError } from '../contract/errors.js';
+import type { CommandRecord, WorkspaceRecord } from '../contract/workspace.js';
+import { resolveGuestCwd } from '../plan/resolve.js';
+import type { ServiceDeps } from './deps.js';
+import { newCommandId } from './ids.js';
+import type { WorkspaceRecords } from './records.js';
+import { commandView, streamView } from './views.js';
+
+/**
+ * Agent commands: results are data (a non-zero exit is a normal answer), every command is a record
+ * in the state store before it starts, and its final state is written back the first time anyone
+ * observes it ended — so a result outlives the provider process that started it.
+ */
+export class Commands {
+  constructor(
+    private readonly deps: ServiceDeps,
+    private readonly records: WorkspaceRecords,
+  ) {}
+
+  async run(workspaceId: string, input: RunCommandBody): Promise<CommandView> {
+    const ws = await this.ready(workspaceId);
+    const cwd = resolveGuestCwd(ws.plan, input.cwd);
+    if (cwd === undefined) throw new BadRequestError(`cwd '${input.cwd}' is outside the workspace`, [{ path: 'body.cwd', message: 'must stay inside the workspace home' }]);
+    const argv = input.argv ?? ['bash', '-c', input.command!];
+    const stdin = input.stdin === undefined ? undefined : Buffer.from(input.stdin, input.stdinEncoding === 'base64' ? 'base64' : 'utf8');
+    const timeoutMs = input.timeoutMs ?? this.deps.config.commands.defaultTimeoutMs;
+    const id = newCommandId();
+    const record: CommandRecord = {
+      workspaceId, id, version: 1, state: 'running', argv, cwd, internal: false, timeoutMs, exitCode: null, signal: null,
+      stdout: { bytes: 0, truncated: false }, stderr: { bytes: 0, truncated: false }, startedAt: this.now().toISOString(),
+    };
+    await this.deps.state.createCommand(record);
+    try {
+      await this.deps.backend.startCommand(ws.backend!, ws.plan, {
+        commandId: id, argv, cwd, env: { ...ws.plan.env, ...(input.env ?? {}) }, ...(stdin ? { stdin } : {}), timeoutMs,
+        maxOutputBytes: this.deps.config.commands.maxOutputBytes,
+      });
+    } catch (error) {
+      await this.deps.state.updateCommand(workspaceId, id, 1, { state: 'lost', reason: 'failed to start', endedAt: this.now().toISOString() }).catch(() => undefined);
+      throw error;
+    }
+    const waitMs = input.waitMs ?? this.deps.config.commands.defaultWaitMs;
+    return this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 1024 * 1024, waitMs });
+  }
+
+  async get(workspaceId: string, commandId: string, query: ReadCommandQuery): Promise<CommandView> {
+    const ws = await this.records.get(workspaceId);
+    const record = await this.record(workspaceId, commandId);
+    return this.read(ws, record, query);
+  }
+
+  async list(workspaceId: string): Promise<CommandView[]> {
+    const ws = await this.records.get(workspaceId);
+    const all = (await this.deps.state.listCommands(workspaceId)).filter((c) => !c.internal);
+    return Promise.all(all.map((c) => this.read(ws, c, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 0 })));
+  }
+
+  async cancel(workspaceId: string, commandId: string): Promise<CommandView> {
+    const ws = await this.records.get(workspaceId);
+    const record = await this.record(workspaceId, commandId);
+    if (record.state === 'running' && ws.backend) await this.deps.backend.killCommand(ws.backend, commandId, 'cancelled');
+    return this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 2_000 });
+  }
+
+  /** Status (long-polled up to waitMs) + output windows; persists the end state once observed. */
+  async read(ws: WorkspaceRecord, record: CommandRecord, query: ReadCommandQuery): Promise<CommandView> {
+    let current = record;
+    if (current.state === 'running') {
+      const status = ws.backend ? await this.status(ws, record.id, query.waitMs) : undefined;
+      current = await this.persist(current, status);
+    }
+    const out = async (stream: 'stdout' | 'stderr', offset: number) => {
+      const info = current[stream];
+      const chunk = ws.backend && query.limit > 0
+        ? await this.deps.backend.readOutput(ws.backend, current.id, stream, offset, query.limit).catch(() => ({ data: Buffer.alloc(0), nextOffset: offset }))
+        : { data: Buffer.alloc(0), nextOffset: offset };
+      return streamView(chunk, offset, info);
+    };
+    return commandView(current, await out('stdout', query.stdoutOffset), await out('stderr', query.stderrOffset));
+  }
+
+  private async status(ws: WorkspaceRecord, commandId: string, waitMs: number): Promise<CommandStatus | undefined> {
+    try {
+      return waitMs > 0 ? await this.deps.backend.waitCommand(ws.backend!, commandId, waitMs) : await this.deps.backend.commandStatus(ws.backend!, commandId);
+    } catch (error) {
+      if (error instanceof NotFoundError) return undefined; // compute is gone → the command is lost
+      throw error;
+    }
+  }
+
+  /** Write the observed status back; another observer may have done it first (then re-read). */
+  private async persist(record: CommandRecord, status: CommandStatus | undefined): Promise<CommandRecord> {
+    const patch: Partial<CommandRecord> = status
+      ? { state: status.state, exitCode: status.exitCode, signal: status.signal, stdout: status.stdout, stderr: status.stderr, ...(status.reason ? { reason: status.reason } : {}) }
+      : { state: 'lost', reason: 'workspace compute is gone' };
+    if (patch.state === 'running') return { ...record, ...patch };
+    const endedAt = status?.endedAt ?? this.now().toISOString();
+    patch.endedAt = endedAt;
+    patch.durationMs = Math.max(0, Date.parse(endedAt) - Date.parse(record.startedAt));
+    try {
+      return await this.deps.state.updateCommand(record.workspaceId, record.id, record.version, patch);
+    } catch (error) {
+      if (!(error instanceof ConflictError)) throw error;
+      return (await this.deps.state.getCommand(record.workspaceId, record.id)) ?? { ...record, ...patch };
+    }
+  }
+
+  private async record(workspaceId: string, commandId: string): Promise<CommandRecord> {
+    const r = await this.deps.state.getCommand(workspaceId, commandId);
+    if (!r) throw new NotFoundError('command', commandId);
+    return r;
+  }
+
+  private async ready(workspaceId: string): Promise<WorkspaceRecord> {
+    const ws = await this.records.get(workspaceId);
+    if (ws.status !== 'ready' || !ws.backend) throw new ConflictError(`workspace '${workspaceId}' is ${ws.status}; commands need it ready`);
+    return ws;
+  }
+
+  private now(): Date {
+    return (this.deps.now ?? (() => new Date()))();
+  }
+}

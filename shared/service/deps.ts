@@ -1,0 +1,23 @@
+import type { WorkspaceBackend } from '../contract/backend.js';
+import type { StateStore } from '../contract/state.js';
+import type { ProviderConfig } from '../config/schema.js';
+import type { GitBroker } from '../git/mirror.js';
+import type { Logger } from '../log.js';
+import type { SecretResolver } from '../secrets/resolver.js';
+
+/** Everything the service needs, built once by an entry point (functions/server/main.ts). */
+export interface ServiceDeps {
+  config: ProviderConfig;
+  /** Relative local paths in the config resolve against this. */
+  baseDir: string;
+  /** This provider instance; written as owner on every record it creates. */
+  instanceId: string;
+  state: StateStore;
+  backend: WorkspaceBackend;
+  broker: GitBroker;
+  secrets: SecretResolver;
+  /** Scratch space for bundles (provider-only). */
+  scratchDir: string;
+  log: Logger;
+  now?: () => Date;
+}

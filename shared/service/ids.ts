@@ -1,0 +1,8 @@
+import { randomBytes } from 'node:crypto';
+
+/** Ids are lowercase hex so they are safe in paths, labels, tags and DynamoDB keys. */
+export const newWorkspaceId = (): string => `ws-${randomBytes(12).toString('hex')}`;
+export const newCommandId = (): string => `cmd-${randomBytes(12).toString('hex')}`;
+/** Internal steps (setup, git, fingerprint) run as commands too, under a distinct prefix. */
+export const newSystemCommandId = (): string => `sys-${randomBytes(12).toString('hex')}`;
+export const newInstanceId = (): string => `wsp-${randomBytes(8).toString('hex')}`;

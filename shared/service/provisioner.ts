@@ -1,0 +1,263 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { ConflictError, StepFailedError, WspError } from '../contract/errors.js';
+import type { WorkspacePlan } from '../contract/plan.js';
+import type { BackendRef, CacheEntryRecord, CacheInfo, RepoState } from '../contract/workspace.js';
+import type { MirrorHandle } from '../git/mirror.js';
+import { normalizeRepoPath } from '../config/schema.js';
+import { errorFields } from '../log.js';
+import { fingerprintArgv, parseFingerprint } from '../workspace/fingerprint.js';
+import { computeCacheKey } from './cache-key.js';
+import type { ServiceDeps } from './deps.js';
+import { newSystemCommandId } from './ids.js';
+import type { WorkspaceRecords } from './records.js';
+import { byDepth, gitRepos, type RepoSync } from './repo-sync.js';
+import { runStep } from './steps.js';
+
+interface ResolvedRepo {
+  name: string;
+  mirror: MirrorHandle;
+  commit: string;
+  ref: string;
+  branch?: string;
+}
+
+/** How long a cache builder's lease lasts before another instance may take the key over. */
+const CACHE_LEASE_MS = 10 * 60_000;
+
+/**
+ * Provisioning: resolve refs in the mirrors, compute the cache key, then either start from a ready
+ * cache entry and fetch + check out (warm), or clone + run setup and keep the result as the entry
+ * (cold). Ends with a baseline snapshot and its fingerprint, and the workspace 'ready'.
+ */
+export class Provisioner {
+  constructor(
+    private readonly deps: ServiceDeps,
+    private readonly records: WorkspaceRecords,
+    private readonly repoSync: RepoSync,
+  ) {}
+
+  async provision(id: string): Promise<void> {
+    const log = this.deps.log.child({ workspaceId: id });
+    let ref: BackendRef | undefined;
+    let building: CacheEntryRecord | undefined;
+    try {
+      const record = await this.records.get(id);
+      const plan = record.plan;
+      await this.step(id, 'resolve', `resolving ${plan.repos.length} repositor${plan.repos.length === 1 ? 'y' : 'ies'}`);
+      const resolved = await this.resolveRepos(plan);
+      const key = await this.cacheKey(plan, resolved);
+      const decision = await this.decideCache(key);
+      building = decision.building;
+      await this.records.update(id, () => ({ cache: decision.info }));
+      await this.step(id, 'cache', `${decision.info.hit ? 'hit' : 'miss'}: ${decision.info.reason}`);
+
+      const labels = { 'wsp.workspace': id, 'wsp.owner': this.deps.instanceId, 'wsp.cache-key': key };
+      ref = await this.deps.backend.create(plan, { workspaceId: id, labels, ...(decision.entry?.snapshot ? { from: decision.entry.snapshot } : {}) });
+      await this.records.update(id, () => ({ backend: ref! }));
+
+      if (decision.entry) await this.warmStart(id, ref, plan, resolved, decision.entry);
+      else await this.coldStart(id, ref, plan, resolved);
+      if (building) building = await this.keepCacheEntry(id, ref, plan, building, resolved);
+
+      await this.step(id, 'baseline', 'taking the baseline snapshot');
+      const baseline = await this.deps.backend.snapshot(ref, plan, 'baseline', id);
+      const fingerprint = await this.fingerprint(ref, plan);
+      const repos: RepoState[] = plan.repos.map((r) => {
+        const res = resolved.find((x) => x.name === r.name);
+        return { name: r.name, path: r.path, ...(res ? { commit: res.commit, ref: res.ref } : {}) };
+      });
+      await this.records.transition(id, ['provisioning'], 'ready', { baseline, baselineFingerprint: fingerprint, repos, warnings: [...this.deps.backend.warnings] });
+      await this.step(id, 'ready', `ready (fingerprint ${fingerprint.slice(0, 12)})`);
+      log.info('workspace ready', { cacheKey: key, hit: decision.info.hit });
+    } catch (error) {
+      log.error('provisioning failed', errorFields(error));
+      await this.releaseCacheEntry(building);
+      await this.fail(id, error, ref);
+    }
+  }
+
+  private async resolveRepos(plan: WorkspacePlan): Promise<ResolvedRepo[]> {
+    const out: ResolvedRepo[] = [];
+    for (const repo of gitRepos(plan)) {
+      const mirror = await this.deps.broker.sync({ url: repo.source.url, ...(repo.source.credential ? { credential: repo.source.credential } : {}) });
+      const r = await this.deps.broker.resolveRef(mirror, repo.source.ref);
+      out.push({ name: repo.name, mirror, commit: r.commit, ref: r.ref, ...(r.branch ? { branch: r.branch } : {}) });
+    }
+    return out;
+  }
+
+  private async cacheKey(plan: WorkspacePlan, resolved: ResolvedRepo[]): Promise<string> {
+    const keyFiles: Record<string, [string, string | undefined][]> = {};
+    for (const repoConfig of this.deps.config.repositories) {
+      const name = normalizeRepoPath(repoConfig.path);
+      const res = resolved.find((r) => r.name === name);
+      const files: [string, string | undefined][] = [];
+      for (const file of repoConfig.cacheKeyFiles) {
+        if (res) files.push([file, await this.deps.broker.readFile(res.mirror, res.commit, file)]);
+        else if (repoConfig.localPath) files.push([file, await fs.readFile(path.resolve(this.deps.baseDir, repoConfig.localPath, file), 'utf8').catch(() => undefined)]);
+      }
+      keyFiles[name] = files;
+    }
+    return computeCacheKey({
+      backendKind: this.deps.backend.kind,
+      baseIdentity: this.deps.backend.kind === 'local' ? 'host' : this.deps.backend.kind,
+      plan,
+      setupScript: this.deps.config.setup.script,
+      setupEnv: this.deps.config.workspace.env,
+      keyFiles,
+    });
+  }
+
+  /**
+   * Single-flight per key across instances: the first to create the entry (conditional put) builds it;
+   * others wait for it to become ready, or go uncached when the builder fails or its lease runs out.
+   */
+  private async decideCache(key: string): Promise<{ info: CacheInfo; entry?: CacheEntryRecord; building?: CacheEntryRecord }> {
+    const { state } = this.deps;
+    if (!this.deps.config.cache.enabled) return { info: { key, hit: false, reason: 'cache disabled' } };
+    const deadline = Date.now() + this.deps.config.setup.timeoutMs;
+    let waited = false;
+    for (;;) {
+      const entry = await state.getCacheEntry(key);
+      const now = this.now();
+      if (entry?.status === 'ready' && entry.snapshot) {
+        const touched = await state.updateCacheEntry(key, entry.version, { lastUsedAt: now.toISOString() }).catch(() => entry);
+        return { info: { key, hit: true, reason: waited ? 'entry built by a concurrent setup' : `entry ready since ${entry.createdAt}` }, entry: touched };
+      }
+      const lease = { owner: this.deps.instanceId, expiresAt: now.getTime() + CACHE_LEASE_MS };
+      if (!entry) {
+        const fresh: CacheEntryRecord = { key, status: 'building', version: 1, backendKind: this.deps.backend.kind, repos: [], lease, createdAt: now.toISOString(), lastUsedAt: now.toISOString() };
+        try {
+          await state.createCacheEntry(fresh);
+          return { info: { key, hit: false, reason: 'no entry for this key (building it)' }, building: fresh };
+        } catch (error) {
+          if (error instanceof ConflictError) continue; // someone else just started building it
+          throw error;
+        }
+      }
+      const stale = entry.status === 'failed' || (entry.lease?.expiresAt ?? 0) < now.getTime();
+      if (stale) {
+        try {
+          const taken = await state.updateCacheEntry(key, entry.version, { status: 'building', lease });
+          return { info: { key, hit: false, reason: `previous entry ${entry.status === 'failed' ? 'failed' : 'build was abandoned'} (rebuilding it)` }, building: taken };
+        } catch (error) {
+          if (error instanceof ConflictError) continue;
+          throw error;
+        }
+      }
+      if (Date.now() > deadline) return { info: { key, hit: false, reason: 'entry still building elsewhere (went uncached)' } };
+      waited = true;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  private async coldStart(id: string, ref: BackendRef, plan: WorkspacePlan, resolved: ResolvedRepo[]): Promise<void> {
+    for (const repo of byDepth(plan.repos)) {
+      if (repo.source.kind === 'localDir') {
+        await this.step(id, 'copy', `copying ${repo.source.hostPath} to ${repo.target}`);
+        await this.deps.backend.putDirectory(ref, plan, repo.source.hostPath, repo.target);
+        continue;
+      }
+      const res = resolved.find((r) => r.name === repo.name)!;
+      await this.step(id, 'clone', `cloning ${repo.source.url} at ${res.ref} (${res.commit.slice(0, 12)}) into ${repo.target}`);
+      await this.repoSync.clone(ref, plan, { ...repo, source: repo.source }, res.mirror, res);
+    }
+    await this.runSetup(id, ref, plan);
+  }
+
+  /** Start from the entry: fetch and check out the requested commits; setup is NOT re-run. */
+  private async warmStart(id: string, ref: BackendRef, plan: WorkspacePlan, resolved: ResolvedRepo[], entry: CacheEntryRecord): Promise<void> {
+    for (const repo of byDepth(plan.repos)) {
+      if (repo.source.kind === 'localDir') {
+        // A local directory is the operator's live tree: always copied fresh, never served from cache.
+        await this.step(id, 'copy', `copying ${repo.source.hostPath} to ${repo.target}`);
+        await runStep(this.deps.backend, ref, plan, ['rm', '-rf', '--', repo.target], { step: `clear ${repo.name}` });
+        await this.deps.backend.putDirectory(ref, plan, repo.source.hostPath, repo.target);
+        continue;
+      }
+      const res = resolved.find((r) => r.name === repo.name)!;
+      const cached = entry.repos.find((r) => r.name === repo.name)?.commit;
+      const git = { ...repo, source: repo.source };
+      if (cached !== res.commit) {
+        await this.step(id, 'fetch', `fetching ${repo.name}: ${cached?.slice(0, 12) ?? '?'} → ${res.commit.slice(0, 12)}`);
+        await this.repoSync.fetch(ref, plan, git, res.mirror, [res.commit]);
+      }
+      await this.repoSync.checkout(ref, plan, git, res);
+    }
+  }
+
+  private async runSetup(id: string, ref: BackendRef, plan: WorkspacePlan): Promise<void> {
+    const script = this.deps.config.setup.script;
+    if (script.trim() === '') return;
+    const commandId = newSystemCommandId();
+    const now = this.now().toISOString();
+    await this.deps.state.createCommand({
+      workspaceId: id, id: commandId, version: 1, state: 'running', argv: ['sh', '-c', '<setup script>'], cwd: plan.workdir, internal: true,
+      timeoutMs: this.deps.config.setup.timeoutMs, exitCode: null, signal: null, stdout: { bytes: 0, truncated: false }, stderr: { bytes: 0, truncated: false }, startedAt: now,
+    });
+    await this.records.update(id, () => ({ setupCommandId: commandId }));
+    await this.step(id, 'setup', `running the setup script (command ${commandId})`);
+    try {
+      await runStep(this.deps.backend, ref, plan, ['sh', '-c', script], {
+        step: 'setup', commandId, cwd: plan.workdir, env: this.deps.config.workspace.env, timeoutMs: this.deps.config.setup.timeoutMs,
+        maxOutputBytes: this.deps.config.commands.maxOutputBytes,
+      });
+    } finally {
+      const status = await this.deps.backend.commandStatus(ref, commandId);
+      const rec = await this.deps.state.getCommand(id, commandId);
+      if (rec) {
+        await this.deps.state.updateCommand(id, commandId, rec.version, {
+          state: status.state, exitCode: status.exitCode, signal: status.signal, stdout: status.stdout, stderr: status.stderr,
+          ...(status.reason ? { reason: status.reason } : {}), ...(status.endedAt ? { endedAt: status.endedAt, durationMs: Date.parse(status.endedAt) - Date.parse(rec.startedAt) } : {}),
+        }).catch(() => undefined);
+      }
+    }
+  }
+
+  /** Snapshot the clean post-setup state, refuse it if any known secret value is inside, mark ready. */
+  private async keepCacheEntry(id: string, ref: BackendRef, plan: WorkspacePlan, building: CacheEntryRecord, resolved: ResolvedRepo[]): Promise<undefined> {
+    await this.step(id, 'cache', 'keeping the post-setup state as the cache entry');
+    const snapshot = await this.deps.backend.snapshot(ref, plan, 'cache', building.key);
+    const hits = await this.deps.backend.scanSnapshot(snapshot, this.deps.secrets.knownSecretValues());
+    if (hits.length > 0) {
+      await this.deps.backend.deleteSnapshot(snapshot);
+      await this.deps.state.updateCacheEntry(building.key, building.version, { status: 'failed' }).catch(() => undefined);
+      await this.records.update(id, (r) => ({ warnings: [...r.warnings, `cache entry refused: a secret value was found in ${hits.length} place(s) after setup`] }));
+      this.deps.log.error('cache entry refused: secret found', { workspaceId: id, cacheKey: building.key, places: hits.length });
+      return undefined;
+    }
+    const sizeBytes = await this.deps.backend.snapshotSizeBytes(snapshot);
+    await this.deps.state.updateCacheEntry(building.key, building.version, {
+      status: 'ready', snapshot, sizeBytes, repos: resolved.map((r) => ({ name: r.name, path: r.name, commit: r.commit, ref: r.ref })), lastUsedAt: this.now().toISOString(),
+    });
+    return undefined;
+  }
+
+  private async releaseCacheEntry(building: CacheEntryRecord | undefined): Promise<void> {
+    if (!building) return;
+    await this.deps.state.updateCacheEntry(building.key, building.version, { status: 'failed' }).catch(() => undefined);
+  }
+
+  async fingerprint(ref: BackendRef, plan: WorkspacePlan): Promise<string> {
+    const out = await runStep(this.deps.backend, ref, plan, fingerprintArgv(plan.home), { step: 'fingerprint', env: { LC_ALL: 'C' } });
+    return parseFingerprint(out.stdout).digest;
+  }
+
+  private async fail(id: string, error: unknown, ref: BackendRef | undefined): Promise<void> {
+    const step = error instanceof StepFailedError ? error.step : 'provision';
+    const message = error instanceof WspError ? error.message : 'internal error';
+    if (ref) await this.deps.backend.destroy(ref).catch(() => undefined);
+    await this.records.transition(id, ['provisioning'], 'failed', { failure: { step, message } }).catch(() => undefined);
+    await this.step(id, 'failed', message).catch(() => undefined);
+  }
+
+  private async step(id: string, step: string, message: string): Promise<void> {
+    await this.records.addStep(id, step, message);
+  }
+
+  private now(): Date {
+    return (this.deps.now ?? (() => new Date()))();
+  }
+}
+

@@ -1,0 +1,95 @@
+import type { WorkspaceRecord } from '../contract/workspace.js';
+import { errorFields } from '../log.js';
+import type { ServiceDeps } from './deps.js';
+import type { DefaultWorkspaceService } from './workspace-service.js';
+
+export interface ReconcileReport {
+  failedProvisioning: string[];
+  resumedResets: string[];
+  finishedDeletes: string[];
+  commandsSettled: number;
+  orphansDestroyed: string[];
+  snapshotsRemoved: number;
+  cacheEntriesReleased: string[];
+}
+
+/**
+ * Start-up reconciliation (mission invariant 5). Only this instance's records are touched (owner), so
+ * another provider sharing the state store is never reaped. After it: nothing of ours is left in a
+ * transitional status, every backend resource has a live record, every running command either runs
+ * or has its final state written, and every snapshot is referenced by a cache entry or a baseline.
+ */
+export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceService): Promise<ReconcileReport> {
+  const { state, backend, log, instanceId } = deps;
+  const report: ReconcileReport = { failedProvisioning: [], resumedResets: [], finishedDeletes: [], commandsSettled: 0, orphansDestroyed: [], snapshotsRemoved: 0, cacheEntriesReleased: [] };
+  const mine = (await state.listWorkspaces({ owner: instanceId })).filter((r) => r.owner === instanceId);
+
+  for (const r of mine) {
+    try {
+      if (r.status === 'provisioning') {
+        // The work was in this process's memory; it cannot be resumed safely. Fail it and free the compute.
+        await service.teardown(r).catch(() => undefined);
+        await service.records.transition(r.id, ['provisioning'], 'failed', { failure: { step: 'provision', message: 'provider restarted during provisioning' } });
+        report.failedProvisioning.push(r.id);
+      } else if (r.status === 'resetting') {
+        // Restore is idempotent: finish it and hand the workspace back.
+        if (r.backend && r.baseline) await backend.restore(r.backend, r.plan, r.baseline);
+        await service.records.transition(r.id, ['resetting'], 'ready');
+        report.resumedResets.push(r.id);
+      } else if (r.status === 'deleting') {
+        await service.teardown(r);
+        await service.records.transition(r.id, ['deleting'], 'deleted');
+        report.finishedDeletes.push(r.id);
+      }
+    } catch (error) {
+      log.error('reconcile: workspace not resolved', { workspaceId: r.id, status: r.status, ...errorFields(error) });
+    }
+  }
+
+  // Commands: read each running one once; ended ones get their result written, vanished ones 'lost'.
+  for (const r of await state.listWorkspaces({ owner: instanceId })) {
+    if (r.owner !== instanceId) continue;
+    for (const c of await state.listCommands(r.id)) {
+      if (c.state !== 'running') continue;
+      await service.getCommand(r.id, c.id, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 0 }).then(
+        (v) => { if (v.state !== 'running') report.commandsSettled++; },
+        async () => {
+          await state.updateCommand(r.id, c.id, c.version, { state: 'lost', reason: 'provider restarted', endedAt: new Date().toISOString() }).catch(() => undefined);
+          report.commandsSettled++;
+        },
+      );
+    }
+  }
+
+  // Backend resources without a live record of ours → destroy.
+  const live = new Map((await state.listWorkspaces({ owner: instanceId })).map((r) => [r.id, r] as const));
+  for (const res of await backend.listResources()) {
+    if (res.owner !== instanceId) continue;
+    const r = live.get(res.workspaceId);
+    if (!r || r.status === 'deleted' || r.status === 'failed') {
+      await backend.destroy(res.ref).catch((e) => log.warn('reconcile: destroy failed', { workspaceId: res.workspaceId, ...errorFields(e) }));
+      report.orphansDestroyed.push(res.workspaceId);
+    }
+  }
+
+  // Cache entries this instance was building when it died → failed (the next setup rebuilds).
+  for (const e of await state.listCacheEntries()) {
+    if (e.status === 'building' && e.lease?.owner === instanceId) {
+      await state.updateCacheEntry(e.key, e.version, { status: 'failed' }).catch(() => undefined);
+      report.cacheEntriesReleased.push(e.key);
+    }
+  }
+
+  // Snapshots referenced by nothing → delete.
+  const referenced = new Set<string>();
+  for (const e of await state.listCacheEntries()) if (e.snapshot) referenced.add(JSON.stringify(e.snapshot));
+  for (const r of live.values()) if (r.baseline && r.status !== 'deleted' && r.status !== 'failed') referenced.add(JSON.stringify(r.baseline));
+  for (const snap of await backend.listSnapshots()) {
+    if (referenced.has(JSON.stringify(snap))) continue;
+    await backend.deleteSnapshot(snap).catch(() => undefined);
+    report.snapshotsRemoved++;
+  }
+  log.info('reconciled', { ...report, failedProvisioning: report.failedProvisioning.length, orphansDestroyed: report.orphansDestroyed.length });
+  return report;
+}
+

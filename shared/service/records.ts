@@ -1,0 +1,50 @@
+import { ConflictError, NotFoundError } from '../contract/errors.js';
+import type { Patch, StateStore } from '../contract/state.js';
+import type { ProgressStep, WorkspaceRecord, WorkspaceStatus } from '../contract/workspace.js';
+
+const MAX_STEPS = 100;
+
+/**
+ * Read-modify-write helpers over the state store. Every write is conditional on the version read;
+ * status transitions also on the expected source statuses. Field updates retry on a lost race;
+ * transitions do not (a stale writer must see the conflict).
+ */
+export class WorkspaceRecords {
+  constructor(
+    private readonly state: StateStore,
+    private readonly now: () => Date,
+  ) {}
+
+  async get(id: string): Promise<WorkspaceRecord> {
+    const r = await this.state.getWorkspace(id);
+    if (!r) throw new NotFoundError('workspace', id);
+    return r;
+  }
+
+  /** Move `from` → `to` in one conditional write; ConflictError when the status is not in `from`. */
+  async transition(id: string, from: WorkspaceStatus[], to: WorkspaceStatus, patch: Patch<WorkspaceRecord> = {}): Promise<WorkspaceRecord> {
+    const r = await this.get(id);
+    if (!from.includes(r.status)) {
+      throw new ConflictError(`workspace '${id}' is ${r.status}; this needs it to be ${from.join(' or ')}`, { details: { status: r.status } });
+    }
+    return this.state.updateWorkspace(id, r.version, { ...patch, status: to, updatedAt: this.now().toISOString() }, from);
+  }
+
+  /** Apply a field update (no status change), re-reading and retrying if another writer got in first. */
+  async update(id: string, mutate: (r: WorkspaceRecord) => Patch<WorkspaceRecord>): Promise<WorkspaceRecord> {
+    for (let attempt = 0; ; attempt++) {
+      const r = await this.get(id);
+      try {
+        return await this.state.updateWorkspace(id, r.version, { ...mutate(r), updatedAt: this.now().toISOString() });
+      } catch (error) {
+        if (!(error instanceof ConflictError) || attempt >= 8) throw error;
+      }
+    }
+  }
+
+  async addStep(id: string, step: string, message: string): Promise<ProgressStep> {
+    const entry = { at: this.now().toISOString(), step, message };
+    await this.update(id, (r) => ({ steps: [...r.steps, entry].slice(-MAX_STEPS) }));
+    return entry;
+  }
+}

@@ -1,0 +1,74 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { RepoPlan, WorkspacePlan } from '../contract/plan.js';
+import type { BackendRef } from '../contract/workspace.js';
+import type { MirrorHandle } from '../git/mirror.js';
+import { checkoutArgv, cloneFromBundleArgv, fetchFromBundleArgv, headsArgv, parseHeads } from '../git/workspace-git.js';
+import type { ServiceDeps } from './deps.js';
+import { runStep } from './steps.js';
+
+type GitRepo = RepoPlan & { source: Extract<RepoPlan['source'], { kind: 'git' }> };
+
+export function gitRepos(plan: WorkspacePlan): GitRepo[] {
+  return plan.repos.filter((r): r is GitRepo => r.source.kind === 'git');
+}
+
+/** Repos ordered so that a parent path is populated before a repo nested inside it. */
+export function byDepth<T extends { path: string }>(repos: T[]): T[] {
+  const depth = (p: string): number => (p === '.' ? 0 : p.split('/').length);
+  return [...repos].sort((a, b) => depth(a.path) - depth(b.path));
+}
+
+/**
+ * Moves git objects from the provider's mirror into a workspace without a token ever entering it:
+ * the provider writes a bundle, the backend drops it into the read-only transfer dir, and the
+ * workspace's own git (as the workspace user) clones or fetches from that file.
+ */
+export class RepoSync {
+  constructor(private readonly deps: ServiceDeps) {}
+
+  /** Full bundle → clone at `commit` (on `branch` when the ref was a branch). */
+  async clone(ref: BackendRef, plan: WorkspacePlan, repo: GitRepo, mirror: MirrorHandle, target: { commit: string; branch?: string }): Promise<void> {
+    await this.withBundle(ref, plan, mirror, [target.commit], [], async (bundlePath) => {
+      await runStep(this.deps.backend, ref, plan, cloneFromBundleArgv({ bundlePath, target: repo.target, originUrl: repo.source.url, commit: target.commit, ...(target.branch ? { branch: target.branch } : {}) }), { step: `clone ${repo.name}` });
+    });
+  }
+
+  /** What the workspace's repo has now: HEAD and remote-tracking heads (the incremental basis). */
+  async heads(ref: BackendRef, plan: WorkspacePlan, repo: GitRepo): Promise<ReturnType<typeof parseHeads>> {
+    const out = await runStep(this.deps.backend, ref, plan, headsArgv({ target: repo.target }), { step: `read heads of ${repo.name}` });
+    return parseHeads(out.stdout);
+  }
+
+  /** Incremental bundle against what the workspace has → fetch into refs/remotes/origin/*. */
+  async fetch(ref: BackendRef, plan: WorkspacePlan, repo: GitRepo, mirror: MirrorHandle, include: string[]): Promise<void> {
+    const have = await this.heads(ref, plan, repo);
+    const basis = [...new Set([have.head, ...Object.values(have.remotes)].filter((c): c is string => typeof c === 'string'))];
+    await this.withBundle(ref, plan, mirror, include, basis, async (bundlePath) => {
+      await runStep(this.deps.backend, ref, plan, fetchFromBundleArgv({ bundlePath, target: repo.target }), { step: `fetch ${repo.name}` });
+    });
+  }
+
+  async checkout(ref: BackendRef, plan: WorkspacePlan, repo: GitRepo, target: { commit: string; branch?: string }): Promise<void> {
+    await runStep(this.deps.backend, ref, plan, checkoutArgv({ target: repo.target, commit: target.commit, ...(target.branch ? { branch: target.branch } : {}) }), { step: `checkout ${repo.name}` });
+  }
+
+  private async withBundle(ref: BackendRef, plan: WorkspacePlan, mirror: MirrorHandle, include: string[], basis: string[], use: (guestPath: string) => Promise<void>): Promise<void> {
+    const name = `${randomBytes(8).toString('hex')}.bundle`;
+    const hostPath = path.join(this.deps.scratchDir, name);
+    await fs.mkdir(this.deps.scratchDir, { recursive: true, mode: 0o700 });
+    try {
+      const bundle = await this.deps.broker.createBundle(mirror, { include, basis }, hostPath);
+      if (bundle.empty) return; // nothing new: the workspace already has every object
+      await this.deps.backend.putTransferFile(ref, plan, name, hostPath);
+      try {
+        await use(path.posix.join(plan.transferDir, name));
+      } finally {
+        await this.deps.backend.removeTransferFile(ref, plan, name);
+      }
+    } finally {
+      await fs.rm(hostPath, { force: true });
+    }
+  }
+}

@@ -1,0 +1,136 @@
+import type { ChangesView, FetchBody, FetchResult, ResetBody, ResetResult } from '../api/schemas.js';
+import { BadRequestError, ConflictError } from '../contract/errors.js';
+import type { WorkspaceRecord } from '../contract/workspace.js';
+import { diffArgv, parseStatus, statusArgv } from '../git/workspace-git.js';
+import type { ServiceDeps } from './deps.js';
+import type { Provisioner } from './provisioner.js';
+import type { WorkspaceRecords } from './records.js';
+import { gitRepos, type RepoSync } from './repo-sync.js';
+import { runStep } from './steps.js';
+
+const MAX_DIFF_BYTES = 1024 * 1024;
+
+/** Fetch, reset and changes: git and snapshot work on a ready workspace. */
+export class WorkspaceOps {
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(
+    private readonly deps: ServiceDeps,
+    private readonly records: WorkspaceRecords,
+    private readonly repoSync: RepoSync,
+    private readonly provisioner: Provisioner,
+  ) {}
+
+  /** The provider fetches into its mirror (with the token), then the workspace fetches a bundle. */
+  async fetch(id: string, input: FetchBody): Promise<FetchResult> {
+    return this.exclusive(id, async () => {
+      const ws = await this.ready(id);
+      const repos = gitRepos(ws.plan);
+      const names = input.repos ?? repos.map((r) => r.name);
+      for (const n of [...names, ...(input.checkout ? [input.checkout.repo] : [])]) {
+        if (!repos.some((r) => r.name === n)) throw new BadRequestError(`unknown git repository '${n}'`, [{ path: 'body.repos', message: `known: ${repos.map((r) => r.name).join(', ')}` }]);
+      }
+      const result: FetchResult = { repos: [] };
+      for (const repo of repos.filter((r) => names.includes(r.name))) {
+        const before = (await this.repoSync.heads(ws.backend!, ws.plan, repo)).head;
+        const mirror = await this.deps.broker.sync({ url: repo.source.url, ...(repo.source.credential ? { credential: repo.source.credential } : {}) });
+        const heads = await this.deps.broker.heads(mirror);
+        await this.repoSync.fetch(ws.backend!, ws.plan, repo, mirror, Object.values(heads));
+        let checkedOut: string | undefined;
+        if (input.checkout?.repo === repo.name) {
+          const target = await this.deps.broker.resolveRef(mirror, input.checkout.ref);
+          await this.repoSync.checkout(ws.backend!, ws.plan, repo, target);
+          checkedOut = target.commit;
+        }
+        const after = (await this.repoSync.heads(ws.backend!, ws.plan, repo)).head;
+        result.repos.push({ name: repo.name, ...(before ? { before } : {}), ...(after ? { after } : {}), heads, ...(checkedOut ? { checkedOut } : {}) });
+      }
+      await this.records.addStep(id, 'fetch', `fetched ${result.repos.map((r) => r.name).join(', ') || 'nothing'}`);
+      return result;
+    });
+  }
+
+  /**
+   * Back to the baseline: processes killed, only what changed rewritten, then the fingerprint is
+   * recomputed and compared. With `refs`, the workspace then moves to them and that becomes the baseline.
+   */
+  async reset(id: string, input: ResetBody): Promise<ResetResult> {
+    return this.exclusive(id, async () => {
+      const started = Date.now();
+      const ws = await this.records.transition(id, ['ready'], 'resetting');
+      try {
+        if (!ws.backend || !ws.baseline) throw new ConflictError(`workspace '${id}' has no baseline`);
+        await this.deps.backend.restore(ws.backend, ws.plan, ws.baseline);
+        let baselineFingerprint = ws.baselineFingerprint ?? '';
+        let repos = ws.repos;
+        if (input.refs && Object.keys(input.refs).length > 0) {
+          repos = await this.moveTo(ws, input.refs);
+          await this.deps.backend.deleteSnapshot(ws.baseline).catch(() => undefined);
+          const baseline = await this.deps.backend.snapshot(ws.backend, ws.plan, 'baseline', id);
+          baselineFingerprint = await this.provisioner.fingerprint(ws.backend, ws.plan);
+          await this.records.update(id, () => ({ baseline, baselineFingerprint, repos }));
+        }
+        const fingerprint = await this.provisioner.fingerprint(ws.backend, ws.plan);
+        await this.records.transition(id, ['resetting'], 'ready');
+        await this.records.addStep(id, 'reset', `reset to the baseline (${fingerprint === baselineFingerprint ? 'fingerprint matches' : 'FINGERPRINT DIFFERS'})`);
+        return { fingerprint, baselineFingerprint, matches: fingerprint === baselineFingerprint, durationMs: Date.now() - started };
+      } catch (error) {
+        await this.records.transition(id, ['resetting'], 'failed', { failure: { step: 'reset', message: error instanceof Error ? error.message : 'reset failed' } }).catch(() => undefined);
+        throw error;
+      }
+    });
+  }
+
+  /** Per git repo: porcelain status (incl. untracked) and the diff against the baseline commit. */
+  async changes(id: string): Promise<ChangesView> {
+    const ws = await this.ready(id);
+    const view: ChangesView = { repos: [] };
+    for (const repo of gitRepos(ws.plan)) {
+      const baseCommit = ws.repos.find((r) => r.name === repo.name)?.commit;
+      const status = await runStep(this.deps.backend, ws.backend!, ws.plan, statusArgv({ target: repo.target, baseCommit: baseCommit ?? 'HEAD' }), { step: `status ${repo.name}` });
+      const diff = await runStep(this.deps.backend, ws.backend!, ws.plan, diffArgv({ target: repo.target, baseCommit: baseCommit ?? 'HEAD' }), { step: `diff ${repo.name}`, maxOutputBytes: MAX_DIFF_BYTES + 1 });
+      const head = (await this.repoSync.heads(ws.backend!, ws.plan, repo)).head;
+      view.repos.push({
+        name: repo.name, path: repo.path, ...(baseCommit ? { baseCommit } : {}), ...(head ? { head } : {}),
+        status: parseStatus(status.stdout), diff: diff.stdout.slice(0, MAX_DIFF_BYTES), diffTruncated: diff.status.stdout.bytes > MAX_DIFF_BYTES,
+      });
+    }
+    return view;
+  }
+
+  private async moveTo(ws: WorkspaceRecord, refs: Record<string, string>): Promise<WorkspaceRecord['repos']> {
+    const repos = gitRepos(ws.plan);
+    const next = [...ws.repos];
+    for (const [name, ref] of Object.entries(refs)) {
+      const repo = repos.find((r) => r.name === name);
+      if (!repo) throw new BadRequestError(`unknown git repository '${name}'`);
+      const mirror = await this.deps.broker.sync({ url: repo.source.url, ...(repo.source.credential ? { credential: repo.source.credential } : {}) });
+      const target = await this.deps.broker.resolveRef(mirror, ref);
+      await this.repoSync.fetch(ws.backend!, ws.plan, repo, mirror, [target.commit]);
+      await this.repoSync.checkout(ws.backend!, ws.plan, repo, target);
+      const i = next.findIndex((r) => r.name === name);
+      const state = { name, path: repo.path, commit: target.commit, ref: target.ref };
+      if (i >= 0) next[i] = state;
+      else next.push(state);
+    }
+    return next;
+  }
+
+  private async ready(id: string): Promise<WorkspaceRecord> {
+    const ws = await this.records.get(id);
+    if (ws.status !== 'ready' || !ws.backend) throw new ConflictError(`workspace '${id}' is ${ws.status}; this needs it ready`);
+    return ws;
+  }
+
+  /** One fetch/reset at a time per workspace in this process; the status transition guards across processes. */
+  private async exclusive<T>(id: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(id) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(work);
+    this.locks.set(id, next);
+    try {
+      return await next;
+    } finally {
+      if (this.locks.get(id) === next) this.locks.delete(id);
+    }
+  }
+}

@@ -1,0 +1,174 @@
+import type { ChangesView, CommandView, CreateWorkspaceBody, FetchBody, FetchResult, ReadCommandQuery, ResetBody, ResetResult, RunCommandBody, WorkspaceView } from '../api/schemas.js';
+import { BadRequestError, ConflictError } from '../contract/errors.js';
+import type { WorkspaceRecord } from '../contract/workspace.js';
+import { normalizeRepoPath } from '../config/schema.js';
+import { resolveWorkspacePlan } from '../plan/resolve.js';
+import { errorFields } from '../log.js';
+import { Commands } from './commands.js';
+import type { ServiceDeps } from './deps.js';
+import { newWorkspaceId } from './ids.js';
+import { Provisioner } from './provisioner.js';
+import { WorkspaceRecords } from './records.js';
+import { RepoSync } from './repo-sync.js';
+import type { CommandEvent, WorkspaceEvent, WorkspaceService } from './types.js';
+import { workspaceView } from './views.js';
+import { WorkspaceOps } from './workspace-ops.js';
+
+const SETTLED = new Set<WorkspaceRecord['status']>(['ready', 'failed', 'deleted']);
+const POLL_MS = 150;
+
+/** The one service behind every entry point. Thin: each method delegates to a part. */
+export class DefaultWorkspaceService implements WorkspaceService {
+  readonly records: WorkspaceRecords;
+  readonly provisioner: Provisioner;
+  private readonly commands: Commands;
+  private readonly ops: WorkspaceOps;
+  /** Provisioning runs in the background of this process; kept so shutdown can wait for it. */
+  private readonly background = new Set<Promise<void>>();
+
+  constructor(private readonly deps: ServiceDeps) {
+    const now = deps.now ?? (() => new Date());
+    this.records = new WorkspaceRecords(deps.state, now);
+    const repoSync = new RepoSync(deps);
+    this.provisioner = new Provisioner(deps, this.records, repoSync);
+    this.commands = new Commands(deps, this.records);
+    this.ops = new WorkspaceOps(deps, this.records, repoSync, this.provisioner);
+  }
+
+  async createWorkspace(input: CreateWorkspaceBody): Promise<{ workspace: WorkspaceView; created: boolean }> {
+    const names = new Set(this.deps.config.repositories.map((r) => normalizeRepoPath(r.path)));
+    for (const name of Object.keys(input.refs ?? {})) {
+      if (!names.has(name)) throw new BadRequestError(`unknown repository '${name}' in refs`, [{ path: `body.refs.${name}`, message: `known: ${[...names].join(', ') || 'none'}` }]);
+    }
+    const id = newWorkspaceId();
+    if (input.idempotencyKey !== undefined) {
+      const holder = await this.deps.state.claimIdempotencyKey(input.idempotencyKey, id);
+      if (holder !== id) return { workspace: workspaceView(await this.records.get(holder)), created: false };
+    }
+    const plan = resolveWorkspacePlan(this.deps.config, { ...(input.refs ? { refs: input.refs } : {}), ...(input.env ? { env: input.env } : {}) }, this.deps.baseDir);
+    const now = (this.deps.now ?? (() => new Date()))();
+    const ttlSeconds = input.ttlSeconds ?? this.deps.config.workspace.ttlSeconds;
+    const record: WorkspaceRecord = {
+      id, status: 'provisioning', version: 1, plan, repos: [], labels: input.labels ?? {},
+      ...(input.idempotencyKey !== undefined ? { idempotencyKey: input.idempotencyKey } : {}),
+      owner: this.deps.instanceId, lease: { owner: this.deps.instanceId, expiresAt: now.getTime() + ttlSeconds * 1000 },
+      warnings: [], steps: [{ at: now.toISOString(), step: 'accepted', message: 'provisioning queued' }],
+      createdAt: now.toISOString(), updatedAt: now.toISOString(), expiresAt: Math.floor(now.getTime() / 1000) + ttlSeconds,
+    };
+    await this.deps.state.createWorkspace(record);
+    this.track(this.provisioner.provision(id));
+    return { workspace: workspaceView(record), created: true };
+  }
+
+  async getWorkspace(id: string): Promise<WorkspaceView> {
+    return workspaceView(await this.records.get(id));
+  }
+
+  async listWorkspaces(): Promise<WorkspaceView[]> {
+    return (await this.deps.state.listWorkspaces()).filter((r) => r.status !== 'deleted').map(workspaceView);
+  }
+
+  /** Idempotent teardown: a deleted workspace answers with its record; a failed one is cleaned too. */
+  async deleteWorkspace(id: string): Promise<WorkspaceView> {
+    const current = await this.records.get(id);
+    if (current.status === 'deleted') return workspaceView(current);
+    if (current.status === 'provisioning' || current.status === 'resetting') {
+      throw new ConflictError(`workspace '${id}' is ${current.status}; delete it when that ends`);
+    }
+    const deleting = current.status === 'deleting' ? current : await this.records.transition(id, ['ready', 'failed'], 'deleting');
+    await this.teardown(deleting);
+    return workspaceView(await this.records.transition(id, ['deleting'], 'deleted', { lease: { owner: this.deps.instanceId, expiresAt: 0 } }));
+  }
+
+  /** Remove the compute and the baseline. Also used by the reconciler. */
+  async teardown(record: WorkspaceRecord): Promise<void> {
+    if (record.backend) await this.deps.backend.destroy(record.backend);
+    if (record.baseline) await this.deps.backend.deleteSnapshot(record.baseline).catch((e) => this.deps.log.warn('baseline delete failed', { workspaceId: record.id, ...errorFields(e) }));
+  }
+
+  runCommand(workspaceId: string, input: RunCommandBody): Promise<CommandView> {
+    return this.commands.run(workspaceId, input);
+  }
+  getCommand(workspaceId: string, commandId: string, query: ReadCommandQuery): Promise<CommandView> {
+    return this.commands.get(workspaceId, commandId, query);
+  }
+  listCommands(workspaceId: string): Promise<CommandView[]> {
+    return this.commands.list(workspaceId);
+  }
+  cancelCommand(workspaceId: string, commandId: string): Promise<CommandView> {
+    return this.commands.cancel(workspaceId, commandId);
+  }
+  fetch(workspaceId: string, input: FetchBody): Promise<FetchResult> {
+    return this.ops.fetch(workspaceId, input);
+  }
+  reset(workspaceId: string, input: ResetBody): Promise<ResetResult> {
+    return this.ops.reset(workspaceId, input);
+  }
+  changes(workspaceId: string): Promise<ChangesView> {
+    return this.ops.changes(workspaceId);
+  }
+
+  /** Polls the record (any process may be doing the work) and the setup command's output. */
+  async *watchWorkspace(workspaceId: string, signal: AbortSignal): AsyncIterable<WorkspaceEvent> {
+    let status: string | undefined;
+    let steps = 0;
+    const offsets = { stdout: 0, stderr: 0 };
+    while (!signal.aborted) {
+      const r = await this.records.get(workspaceId);
+      for (const s of r.steps.slice(steps)) yield { type: 'step', ...s };
+      steps = r.steps.length;
+      if (r.setupCommandId && r.backend) {
+        for (const stream of ['stdout', 'stderr'] as const) {
+          const chunk = await this.deps.backend.readOutput(r.backend, r.setupCommandId, stream, offsets[stream], 256 * 1024).catch(() => undefined);
+          if (chunk && chunk.data.length > 0) {
+            offsets[stream] = chunk.nextOffset;
+            yield { type: 'output', commandId: r.setupCommandId, stream, data: chunk.data.toString('utf8') };
+          }
+        }
+      }
+      if (r.status !== status) {
+        status = r.status;
+        yield { type: 'status', status: r.status, workspace: workspaceView(r) };
+      }
+      if (SETTLED.has(r.status)) return;
+      await sleep(POLL_MS, signal);
+    }
+  }
+
+  async *watchCommand(workspaceId: string, commandId: string, signal: AbortSignal): AsyncIterable<CommandEvent> {
+    const offsets = { stdout: 0, stderr: 0 };
+    while (!signal.aborted) {
+      const view = await this.commands.get(workspaceId, commandId, { stdoutOffset: offsets.stdout, stderrOffset: offsets.stderr, limit: 256 * 1024, waitMs: 0 });
+      for (const stream of ['stdout', 'stderr'] as const) {
+        const s = view[stream];
+        if (s.nextOffset > offsets[stream]) {
+          yield { type: 'output', stream, data: s.encoding === 'utf8' ? s.data : Buffer.from(s.data, 'base64').toString('utf8'), offset: s.offset };
+          offsets[stream] = s.nextOffset;
+        }
+      }
+      const drained = view.stdout.nextOffset >= Math.min(view.stdout.bytes, this.deps.config.commands.maxOutputBytes) && view.stderr.nextOffset >= Math.min(view.stderr.bytes, this.deps.config.commands.maxOutputBytes);
+      if (view.state !== 'running' && drained) {
+        yield { type: 'end', command: { ...view, stdout: { ...view.stdout, data: '' }, stderr: { ...view.stderr, data: '' } } };
+        return;
+      }
+      await sleep(view.state === 'running' ? POLL_MS : 0, signal);
+    }
+  }
+
+  /** Wait for background provisioning (tests and graceful shutdown). */
+  async drain(): Promise<void> {
+    while (this.background.size > 0) await Promise.allSettled([...this.background]);
+  }
+
+  private track(work: Promise<void>): void {
+    const p = work.catch((e) => this.deps.log.error('background work failed', errorFields(e))).finally(() => this.background.delete(p));
+    this.background.add(p);
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+  });
+}
