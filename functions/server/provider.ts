@@ -1,0 +1,103 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { WorkspaceBackend } from '../../shared/contract/backend.js';
+import { BadRequestError } from '../../shared/contract/errors.js';
+import type { LoadedConfig } from '../../shared/config/load.js';
+import { GitBroker } from '../../shared/git/mirror.js';
+import type { Logger } from '../../shared/log.js';
+import { createSecretResolver } from '../../shared/secrets/default-resolver.js';
+import { createSecretsManagerClient } from '../../shared/secrets/secrets-manager-client.js';
+import { createDynamoClients } from '../../shared/state/client.js';
+import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
+import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/state/embedded.js';
+import { ensureTable } from '../../shared/state/table.js';
+import type { ServiceDeps } from '../../shared/service/deps.js';
+import { newInstanceId } from '../../shared/service/ids.js';
+import { reconcile, type ReconcileReport } from '../../shared/service/reconciler.js';
+import { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
+
+export interface Provider {
+  service: DefaultWorkspaceService;
+  deps: ServiceDeps;
+  authToken: string | undefined;
+  reconciled: ReconcileReport;
+  close(): Promise<void>;
+}
+
+/**
+ * Compose the provider for one machine: data dir, instance id, auth token, state store (embedded
+ * dynalite under the data dir, or a given DynamoDB endpoint), secret sources, the backend chosen by
+ * `mode` (imported lazily: only the chosen backend's code loads), the git broker, the service —
+ * then reconcile whatever a previous run left behind.
+ */
+export async function composeProvider(loaded: LoadedConfig, log: Logger): Promise<Provider> {
+  const { config, baseDir } = loaded;
+  const dataDir = config.dataDir;
+  // 0711: workspace sandboxes (other uids) must traverse to their own dirs; nothing here is listable.
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o711 });
+  fs.chmodSync(dataDir, 0o711);
+  const instanceId = readOrCreate(path.join(dataDir, 'instance-id'), newInstanceId);
+  const authToken = config.auth.disabled ? undefined : (config.auth.token ?? readOrCreate(path.join(dataDir, 'auth-token'), () => randomBytes(24).toString('base64url')));
+
+  let embedded: EmbeddedDynamo | undefined;
+  let endpoint = config.state.endpoint;
+  const sdkEndpoint = process.env.AWS_ENDPOINT_URL_DYNAMODB ?? process.env.AWS_ENDPOINT_URL;
+  if (endpoint === undefined && sdkEndpoint === undefined && config.state.embedded) {
+    embedded = await startEmbeddedDynamo({ dir: privateDir(dataDir, 'state') });
+    endpoint = embedded.endpoint;
+  }
+  const dynamo = createDynamoClients({ region: config.state.region, ...(endpoint ? { endpoint } : {}) });
+  await ensureTable(dynamo.client, config.state.tableName);
+  const state = new DynamoStateStore(dynamo.doc, config.state.tableName);
+
+  const usesSecretsManager = config.repositories.some((r) => r.credential?.startsWith('secretsmanager:'));
+  const secrets = createSecretResolver(usesSecretsManager ? { secretsManagerClient: createSecretsManagerClient({ region: config.state.region }) } : {});
+  const backend = await loadBackend(config.mode, dataDir, instanceId, log);
+  for (const warning of backend.warnings) log.warn(warning);
+  const broker = new GitBroker({ mirrorsDir: privateDir(dataDir, 'mirrors'), resolveSecret: (ref: string) => secrets.resolve(ref), log: log.child({ part: 'git' }) });
+
+  const deps: ServiceDeps = { config, baseDir, instanceId, state, backend, broker, secrets, scratchDir: privateDir(dataDir, 'scratch'), log };
+  const service = new DefaultWorkspaceService(deps);
+  const reconciled = await reconcile(deps, service);
+  return {
+    service,
+    deps,
+    authToken,
+    reconciled,
+    async close() {
+      await service.drain();
+      dynamo.client.destroy();
+      await embedded?.close();
+    },
+  };
+}
+
+async function loadBackend(mode: string, dataDir: string, owner: string, log: Logger): Promise<WorkspaceBackend> {
+  switch (mode) {
+    case 'local': {
+      const { createLocalBackend } = await import('../../shared/backends/local/index.js');
+      return createLocalBackend({ dataDir, owner, log: log.child({ part: 'local-backend' }) });
+    }
+    default:
+      throw new BadRequestError(`mode '${mode}' is not available yet in this build (use 'local')`, [{ path: 'mode', message: 'not available yet' }]);
+  }
+}
+
+function privateDir(dataDir: string, name: string): string {
+  const dir = path.join(dataDir, name);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.chmodSync(dir, 0o700);
+  return dir;
+}
+
+/** A small secret or id kept in a 0600 file: created once, read afterwards. */
+function readOrCreate(file: string, make: () => string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    const value = make();
+    fs.writeFileSync(file, value + '\n', { mode: 0o600, flag: 'wx' });
+    return value;
+  }
+}
