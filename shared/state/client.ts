@@ -1,0 +1,45 @@
+import { DynamoDBClient, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+
+export interface DynamoClientOptions {
+  /** Endpoint override (embedded dynalite, DynamoDB Local, LocalStack). Unset → AWS (or AWS_ENDPOINT_URL_DYNAMODB). */
+  endpoint?: string;
+  region: string;
+  /** Environment consulted for AWS credentials; default process.env. */
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface DynamoClients {
+  client: DynamoDBClient;
+  doc: DynamoDBDocumentClient;
+}
+
+/**
+ * Build the low-level client and the document client once (callers keep them at module scope or
+ * in their service container). With an explicit endpoint and no AWS credentials in the
+ * environment, dummy static credentials are used: embedded dynalite, DynamoDB Local and
+ * LocalStack accept any. Without an endpoint the SDK's own chain (and its AWS_ENDPOINT_URL*
+ * handling) applies untouched.
+ */
+export function createDynamoClients(options: DynamoClientOptions): DynamoClients {
+  const env = options.env ?? process.env;
+  const config: DynamoDBClientConfig = { region: options.region };
+  if (options.endpoint !== undefined) {
+    config.endpoint = options.endpoint;
+    if (!hasAwsCredentials(env)) {
+      // DynamoDB Local (1.23+) accepts only letters and digits in the access key id.
+      config.credentials = { accessKeyId: 'wsplocal', secretAccessKey: 'wsplocal' };
+    }
+  }
+  const client = new DynamoDBClient(config);
+  const doc = DynamoDBDocumentClient.from(client, {
+    marshallOptions: { removeUndefinedValues: true },
+  });
+  return { client, doc };
+}
+
+function hasAwsCredentials(env: NodeJS.ProcessEnv): boolean {
+  return Boolean(
+    (env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) || env.AWS_PROFILE || env.AWS_WEB_IDENTITY_TOKEN_FILE || env.AWS_CONTAINER_CREDENTIALS_RELATIVE_URI || env.AWS_CONTAINER_CREDENTIALS_FULL_URI,
+  );
+}

@@ -1,0 +1,67 @@
+import type { CacheEntryRecord, CommandRecord, WorkspaceRecord } from '../contract/workspace.js';
+import { TABLE_SHAPE } from './table.js';
+
+/**
+ * Item layout of the single table. Records are stored as plain attributes (not a JSON string)
+ * next to the key attributes below, so DynamoDB can index and expire them.
+ *
+ *   workspace    pk=WS#<id>      sk=META        gsi1pk=WS     gsi1sk=<createdAt>#<id>  ttl=expiresAt
+ *   command      pk=WS#<id>      sk=CMD#<cid>
+ *   idempotency  pk=IDEM#<key>   sk=IDEM        workspaceId, createdAt
+ *   cache entry  pk=CACHE#<key>  sk=META        gsi1pk=CACHE  gsi1sk=<createdAt>#<key>
+ */
+export type Key = { pk: string; sk: string };
+export type Item = Record<string, unknown>;
+
+export const GSI_WORKSPACES = 'WS';
+export const GSI_CACHE = 'CACHE';
+export const COMMAND_SK_PREFIX = 'CMD#';
+
+export const workspaceKey = (id: string): Key => ({ pk: `WS#${id}`, sk: 'META' });
+export const commandKey = (workspaceId: string, commandId: string): Key => ({
+  pk: `WS#${workspaceId}`,
+  sk: `${COMMAND_SK_PREFIX}${commandId}`,
+});
+export const idempotencyKey = (key: string): Key => ({ pk: `IDEM#${key}`, sk: 'IDEM' });
+export const cacheEntryKey = (key: string): Key => ({ pk: `CACHE#${key}`, sk: 'META' });
+
+/** Attributes the table adds to a record; stripped again when reading. */
+const TABLE_ATTRIBUTES = [
+  TABLE_SHAPE.partitionKey,
+  TABLE_SHAPE.sortKey,
+  TABLE_SHAPE.gsi1.partitionKey,
+  TABLE_SHAPE.gsi1.sortKey,
+  TABLE_SHAPE.ttlAttribute,
+] as const;
+
+export const listSortKey = (createdAt: string, id: string): string => `${createdAt}#${id}`;
+
+export function workspaceToItem(record: WorkspaceRecord): Item {
+  return {
+    ...record,
+    ...workspaceKey(record.id),
+    [TABLE_SHAPE.gsi1.partitionKey]: GSI_WORKSPACES,
+    [TABLE_SHAPE.gsi1.sortKey]: listSortKey(record.createdAt, record.id),
+    [TABLE_SHAPE.ttlAttribute]: record.expiresAt,
+  };
+}
+
+export function commandToItem(record: CommandRecord): Item {
+  return { ...record, ...commandKey(record.workspaceId, record.id) };
+}
+
+export function cacheEntryToItem(record: CacheEntryRecord): Item {
+  return {
+    ...record,
+    ...cacheEntryKey(record.key),
+    [TABLE_SHAPE.gsi1.partitionKey]: GSI_CACHE,
+    [TABLE_SHAPE.gsi1.sortKey]: listSortKey(record.createdAt, record.key),
+  };
+}
+
+/** The stored record without the table's own attributes. */
+export function itemToRecord<T>(item: Item): T {
+  const record: Item = { ...item };
+  for (const name of TABLE_ATTRIBUTES) delete record[name];
+  return record as T;
+}
