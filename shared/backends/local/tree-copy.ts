@@ -68,6 +68,7 @@ async function copySpecial(ctx: CopyContext, src: Buffer, dest: Buffer): Promise
     await runTool('restore special file', ['cp', '-a', '--', srcAlias, destTmp]);
     if (ctx.owner) await lchown(destTmp, ctx.owner.uid, ctx.owner.gid);
     await rename(destTmp, dest);
+    ctx.onWritten(Buffer.alloc(0)); // the staging moved the home root's ctime
   } finally {
     await rm(srcAlias, { force: true });
     await rm(destTmp, { force: true });
@@ -81,7 +82,7 @@ async function copySpecial(ctx: CopyContext, src: Buffer, dest: Buffer): Promise
 export async function copyFromSnapshot(ctx: CopyContext, rel: Buffer, dest?: Buffer): Promise<number> {
   const src = joinPath(ctx.snapHome, rel);
   const target = dest ?? joinPath(ctx.home, rel);
-  const st = await lstatBig(src);
+  const st = lstatBig(src);
   let count = 1;
   switch (entryType(st)) {
     case 'f':
@@ -92,7 +93,7 @@ export async function copyFromSnapshot(ctx: CopyContext, rel: Buffer, dest?: Buf
       break;
     case 'd':
       await mkdir(target);
-      for (const name of await readNames(src)) {
+      for (const name of readNames(src)) {
         count += await copyFromSnapshot(ctx, joinPath(rel, name), joinPath(target, name));
       }
       break;

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -43,7 +44,7 @@ export function keyRel(key: string): Buffer {
 /** Stat every path under `root` (and the root, key '') into a manifest. */
 export async function buildManifest(root: string): Promise<Manifest> {
   const manifest: Manifest = new Map();
-  const rootSt = await lstatBig(Buffer.from(root));
+  const rootSt = lstatBig(Buffer.from(root));
   manifest.set('', { type: 'd', ino: rootSt.ino, ctimeNs: rootSt.ctimeNs });
   await walkTree(root, (e) => {
     manifest.set(relKey(e.rel), { type: e.type, ino: e.st.ino, ctimeNs: e.st.ctimeNs });
@@ -57,9 +58,13 @@ export async function writeManifest(snapDir: string, manifest: Manifest): Promis
     version: MANIFEST_VERSION,
     entries: [...manifest].map(([k, e]) => [k, e.type, e.ino.toString(), e.ctimeNs.toString()]),
   };
-  const tmp = join(snapDir, `${MANIFEST_FILE}.tmp`);
-  await writeFile(tmp, JSON.stringify(json));
-  await rename(tmp, join(snapDir, MANIFEST_FILE));
+  const tmp = join(snapDir, `${MANIFEST_FILE}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    await writeFile(tmp, JSON.stringify(json));
+    await rename(tmp, join(snapDir, MANIFEST_FILE));
+  } finally {
+    await rm(tmp, { force: true });
+  }
 }
 
 /** Throws ConflictError when the snapshot has no readable manifest of our version. */
@@ -96,11 +101,11 @@ export function maxCtimeNs(manifest: Manifest): bigint {
  * waited out; such a file is still caught if its inode changes).
  */
 export async function waitPastCtime(probeDir: string, ctimeNs: bigint): Promise<void> {
-  const probe = join(probeDir, '.ctime-probe');
+  const probe = join(probeDir, `.ctime-probe-${randomBytes(6).toString('hex')}`);
   try {
     for (let i = 0; i < 200; i++) {
       await writeFile(probe, String(i));
-      if ((await lstatBig(Buffer.from(probe))).ctimeNs > ctimeNs) return;
+      if ((lstatBig(Buffer.from(probe))).ctimeNs > ctimeNs) return;
       await sleep(1);
     }
   } finally {

