@@ -20,6 +20,7 @@ import { StepFailedError } from '../contract/errors.js';
  */
 
 const SCRIPT = String.raw`set -u
+unset IFS
 fail() { printf 'wsp-fingerprint: %s\n' "$1" >&2; exit 1; }
 [ $# -eq 1 ] || fail "usage: wsp-fingerprint DIR"
 export LC_ALL=C

@@ -52,6 +52,24 @@ export async function buildManifest(root: string): Promise<Manifest> {
   return manifest;
 }
 
+/**
+ * Make the manifest describe exactly the paths of the snapshot's copy (`copyRoot`), which is the
+ * truth a restore copies from: a path that vanished between the stat and the copy is dropped (so
+ * a restore removes it instead of failing to copy it), and a path that appeared or changed type
+ * meanwhile gets inode 0 / ctime 0 — never equal to a live stat, so it is always rewritten.
+ */
+export async function reconcileWithCopy(manifest: Manifest, copyRoot: string): Promise<void> {
+  const inCopy = new Map<string, EntryType>([['', 'd']]);
+  await walkTree(copyRoot, (e) => {
+    inCopy.set(relKey(e.rel), e.type);
+  });
+  for (const key of manifest.keys()) if (!inCopy.has(key)) manifest.delete(key);
+  for (const [key, type] of inCopy) {
+    const m = manifest.get(key);
+    if (m === undefined || m.type !== type) manifest.set(key, { type, ino: 0n, ctimeNs: 0n });
+  }
+}
+
 /** Write atomically (temp + rename) so a crash never leaves a half manifest. */
 export async function writeManifest(snapDir: string, manifest: Manifest): Promise<void> {
   const json: ManifestJson = {

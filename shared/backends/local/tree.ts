@@ -2,7 +2,7 @@ import { lstat, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConflictError } from '../../contract/errors.js';
 import { runTool } from './tree-exec.js';
-import { buildManifest, maxCtimeNs, waitPastCtime, writeManifest } from './tree-manifest.js';
+import { buildManifest, maxCtimeNs, reconcileWithCopy, waitPastCtime, writeManifest } from './tree-manifest.js';
 import { walkTree } from './tree-walk.js';
 
 /**
@@ -32,13 +32,15 @@ export async function copyTree(src: string, dest: string): Promise<void> {
 /**
  * Snapshot `home` into `snapDir` (created if missing; `snapDir/home` must not exist). The live
  * tree is stat'ed BEFORE it is copied: a change racing with the copy then shows up as changed at
- * the next restore (rewritten — harmless) instead of being missed. The manifest is written last,
+ * the next restore (rewritten — harmless) instead of being missed; paths that appeared or vanished
+ * during the copy are reconciled with the copy (reconcileWithCopy). The manifest is written last,
  * so a snapshot without one is incomplete (restoreChanged refuses it).
  */
 export async function takeSnapshot(home: string, snapDir: string): Promise<void> {
   await mkdir(snapDir, { recursive: true });
   const manifest = await buildManifest(home);
   await copyTree(home, join(snapDir, 'home'));
+  await reconcileWithCopy(manifest, join(snapDir, 'home'));
   await writeManifest(snapDir, manifest);
   await waitPastCtime(snapDir, maxCtimeNs(manifest));
 }
