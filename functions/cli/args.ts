@@ -1,0 +1,157 @@
+import { parseArgs } from 'node:util';
+
+/**
+ * Command-line parsing for `wsp` (node:util parseArgs, no dependency). One option table for all
+ * subcommands; each subcommand then says which options it accepts, so a misplaced flag is a usage
+ * error (exit 2) rather than silently ignored.
+ */
+
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+const OPTIONS = {
+  url: { type: 'string' },
+  token: { type: 'string' },
+  'data-dir': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  ref: { type: 'string', multiple: true },
+  env: { type: 'string', multiple: true },
+  label: { type: 'string', multiple: true },
+  'ttl-seconds': { type: 'string' },
+  'idempotency-key': { type: 'string' },
+  'no-wait': { type: 'boolean' },
+  'timeout-ms': { type: 'string' },
+  cwd: { type: 'string' },
+  command: { type: 'string', short: 'c' },
+  'no-stdin': { type: 'boolean' },
+  repo: { type: 'string', multiple: true },
+  checkout: { type: 'string' },
+} as const;
+
+type OptionName = keyof typeof OPTIONS;
+const GLOBAL: OptionName[] = ['url', 'token', 'data-dir', 'json', 'help'];
+
+/** Subcommand → [positional names, extra options]. */
+export const SUBCOMMANDS = {
+  setup: [[], ['ref', 'env', 'label', 'ttl-seconds', 'idempotency-key', 'no-wait', 'timeout-ms']],
+  ls: [[], []],
+  show: [['id'], []],
+  exec: [['id'], ['cwd', 'timeout-ms', 'env', 'command', 'no-stdin']],
+  fetch: [['id'], ['repo', 'checkout']],
+  reset: [['id'], ['ref']],
+  changes: [['id'], []],
+  rm: [['id'], []],
+} as const satisfies Record<string, readonly [readonly string[], readonly OptionName[]]>;
+
+export type Subcommand = keyof typeof SUBCOMMANDS;
+
+export interface ParsedArgs {
+  subcommand: Subcommand | undefined;
+  /** Positionals after the subcommand, before `--`. */
+  positionals: string[];
+  /** Everything after `--` (exec's argv). */
+  rest: string[];
+  values: {
+    url?: string;
+    token?: string;
+    'data-dir'?: string;
+    json?: boolean;
+    help?: boolean;
+    ref?: string[];
+    env?: string[];
+    label?: string[];
+    'ttl-seconds'?: string;
+    'idempotency-key'?: string;
+    'no-wait'?: boolean;
+    'timeout-ms'?: string;
+    cwd?: string;
+    command?: string;
+    'no-stdin'?: boolean;
+    repo?: string[];
+    checkout?: string;
+  };
+}
+
+export function parseCli(argv: string[]): ParsedArgs {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
+  } catch (error) {
+    const message = (error as Error).message;
+    const unknown = /Unknown option '([^']+)'/.exec(message)?.[1];
+    if (unknown) throw new UsageError(`unknown option '${unknown}' (arguments of the command itself go after --)`);
+    throw new UsageError(message.split('\n')[0] ?? message);
+  }
+  const terminator = parsed.tokens.find((t) => t.kind === 'option-terminator')?.index ?? Infinity;
+  const before = parsed.tokens.filter((t) => t.kind === 'positional' && t.index < terminator).map((t) => (t as { value: string }).value);
+  const rest = parsed.tokens.filter((t) => t.kind === 'positional' && t.index > terminator).map((t) => (t as { value: string }).value);
+  const [name, ...positionals] = before;
+  const values = parsed.values as ParsedArgs['values'];
+  if (name === undefined) return { subcommand: undefined, positionals: [], rest, values };
+  if (!(name in SUBCOMMANDS)) throw new UsageError(`unknown command '${name}'`);
+  const subcommand = name as Subcommand;
+  const [names, extra] = SUBCOMMANDS[subcommand];
+  const allowed = new Set<string>([...GLOBAL, ...extra]);
+  for (const token of parsed.tokens) {
+    if (token.kind === 'option' && !allowed.has(token.name)) throw new UsageError(`${token.rawName} does not apply to '${subcommand}'`);
+  }
+  if (!values.help) {
+    if (positionals.length < names.length) throw new UsageError(`'${subcommand}' needs ${names.map((n) => `<${n}>`).join(' ')}`);
+    if (positionals.length > names.length) throw new UsageError(`unexpected argument '${positionals[names.length]}' (arguments of the command itself go after --)`);
+    if (rest.length > 0 && subcommand !== 'exec') throw new UsageError(`'${subcommand}' takes no arguments after --`);
+  }
+  return { subcommand, positionals, rest, values };
+}
+
+/** `--env K=V` style values → a map; a value without '=' or with an empty key is a usage error. */
+export function keyValues(flag: string, values: string[] | undefined): Record<string, string> | undefined {
+  if (values === undefined || values.length === 0) return undefined;
+  const out: Record<string, string> = {};
+  for (const item of values) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--${flag} expects KEY=VALUE, got '${item}'`);
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}
+
+/** A non-negative integer flag, or undefined when absent. */
+export function integer(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value)) throw new UsageError(`--${flag} expects a non-negative integer, got '${value}'`);
+  return Number(value);
+}
+
+export const USAGE = `Usage: wsp <command> [options]
+
+Commands:
+  serve [provider flags]                 run the provider (same as npm start; see --config, --port, --mode)
+  setup [--ref NAME=REF]... [--env K=V]... [--label K=V]... [--ttl-seconds N]
+        [--idempotency-key KEY] [--no-wait] [--timeout-ms N]
+                                         create a workspace, show progress, print its id
+  ls                                     list workspaces
+  show <id>                              show one workspace
+  exec <id> [--cwd DIR] [--timeout-ms N] [--env K=V]... [--no-stdin] -- ARGV...
+  exec <id> -c "SHELL STRING"            run a command, stream its output, exit with its exit code
+                                         (stdin is sent when it is not a terminal)
+  fetch <id> [--repo NAME]... [--checkout NAME=REF]
+                                         fetch new commits (provider-side credentials)
+  reset <id> [--ref NAME=REF]...         return to the baseline (optionally at new refs)
+  changes <id>                           status and diff against the baseline
+  rm <id>                                delete a workspace
+
+Options (every command):
+  --url URL          server (env WSP_URL, default http://127.0.0.1:7070)
+  --token TOKEN      bearer token (env WSP_TOKEN; prefer the env: flags are visible to other users)
+                     default: the contents of <data dir>/auth-token
+  --data-dir DIR     provider data dir for the token file (env WSP_DATA_DIR, default .wsp)
+  --json             print the raw JSON answer
+  -h, --help         this help
+
+Exit codes: 0 ok; 1 API or connection error (exec: the command's own exit code); 2 usage error.
+`;

@@ -1,0 +1,162 @@
+import type { WorkspaceView } from '../../shared/api/schemas.js';
+import type { WspClient } from '../../shared/client/client.js';
+import type { WorkspaceEvent } from '../../shared/service/types.js';
+import { integer, keyValues, UsageError, type ParsedArgs } from './args.js';
+import { runExec } from './exec.js';
+import type { Io } from './io.js';
+
+/**
+ * The client-side subcommands. Each returns the process exit code. Human output goes to stdout
+ * (progress and diagnostics to stderr); `--json` prints the API's JSON answer instead.
+ */
+export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs): Promise<number> {
+  const { values } = args;
+  const id = args.positionals[0] ?? '';
+  const json = async (value: unknown): Promise<number> => {
+    await io.out(JSON.stringify(value, null, 2) + '\n');
+    return 0;
+  };
+  switch (args.subcommand) {
+    case 'setup':
+      return setup(client, io, values);
+    case 'ls': {
+      const list = await client.listWorkspaces();
+      if (values.json) return json(list);
+      if (list.length === 0) await io.err('no workspaces\n');
+      else await io.out(table([['ID', 'STATUS', 'CREATED', 'LABELS'], ...list.map((w) => [w.id, w.status, w.createdAt, labels(w)])]));
+      return 0;
+    }
+    case 'show': {
+      const ws = await client.getWorkspace(id);
+      return values.json ? json(ws) : (await io.out(describe(ws)), 0);
+    }
+    case 'exec': {
+      if ((args.rest.length > 0) === (values.command !== undefined)) {
+        throw new UsageError("exec needs either '-- ARGV...' or -c \"SHELL STRING\" (one of them)");
+      }
+      return runExec(client, io, {
+        workspaceId: id,
+        ...(args.rest.length > 0 ? { argv: args.rest } : { command: values.command! }),
+        ...(values.cwd !== undefined ? { cwd: values.cwd } : {}),
+        ...(values['timeout-ms'] !== undefined ? { timeoutMs: integer('timeout-ms', values['timeout-ms']) } : {}),
+        ...(values.env ? { env: keyValues('env', values.env) } : {}),
+        noStdin: values['no-stdin'] === true,
+        json: values.json === true,
+      });
+    }
+    case 'fetch': {
+      const checkout = values.checkout === undefined ? undefined : Object.entries(keyValues('checkout', [values.checkout])!)[0];
+      const result = await client.fetch(id, {
+        ...(values.repo ? { repos: values.repo } : {}),
+        ...(checkout ? { checkout: { repo: checkout[0], ref: checkout[1] } } : {}),
+      });
+      if (values.json) return json(result);
+      for (const repo of result.repos) {
+        const moved = repo.before === repo.after ? `${short(repo.after)} (no new commits)` : `${short(repo.before)} -> ${short(repo.after)}`;
+        await io.out(`${repo.name}: ${moved}${repo.checkedOut ? `, checked out ${repo.checkedOut}` : ''}\n`);
+      }
+      return 0;
+    }
+    case 'reset': {
+      const refs = keyValues('ref', values.ref);
+      const result = await client.reset(id, refs ? { refs } : {});
+      if (values.json) return json(result);
+      const counts = [result.restored !== undefined ? `${result.restored} restored` : '', result.removed !== undefined ? `${result.removed} removed` : ''].filter(Boolean).join(', ');
+      await io.out(`fingerprint ${result.fingerprint} ${result.matches ? 'matches' : 'DOES NOT match'} the baseline${counts ? ` (${counts})` : ''} in ${result.durationMs} ms\n`);
+      if (!result.matches) {
+        await io.err(`wsp: reset did not reach the baseline (baseline ${result.baselineFingerprint})\n`);
+        return 1;
+      }
+      return 0;
+    }
+    case 'changes': {
+      const changes = await client.changes(id);
+      if (values.json) return json(changes);
+      for (const repo of changes.repos) {
+        await io.out(`== ${repo.name} (${repo.path})${repo.baseCommit ? ` base ${short(repo.baseCommit)}` : ''}${repo.head ? ` head ${short(repo.head)}` : ''}\n`);
+        if (repo.status.length === 0) await io.out('no changes\n');
+        for (const s of repo.status) await io.out(`${s.code.padEnd(2)} ${s.origPath ? `${s.origPath} -> ` : ''}${s.path}\n`);
+        if (repo.diff) await io.out('\n' + repo.diff + (repo.diff.endsWith('\n') ? '' : '\n'));
+        if (repo.diffTruncated) await io.out('(diff truncated)\n');
+      }
+      return 0;
+    }
+    case 'rm': {
+      const ws = await client.deleteWorkspace(id);
+      return values.json ? json(ws) : (await io.out(`${ws.id} ${ws.status}\n`), 0);
+    }
+    default:
+      throw new UsageError('missing command');
+  }
+}
+
+async function setup(client: WspClient, io: Io, values: ParsedArgs['values']): Promise<number> {
+  const refs = keyValues('ref', values.ref);
+  const env = keyValues('env', values.env);
+  const labelMap = keyValues('label', values.label);
+  const ttlSeconds = integer('ttl-seconds', values['ttl-seconds']);
+  const timeoutMs = integer('timeout-ms', values['timeout-ms']) ?? 60 * 60_000;
+  const created = await client.createWorkspace({
+    ...(refs ? { refs } : {}),
+    ...(env ? { env } : {}),
+    ...(labelMap ? { labels: labelMap } : {}),
+    ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
+    ...(values['idempotency-key'] !== undefined ? { idempotencyKey: values['idempotency-key'] } : {}),
+  });
+  if (values['no-wait']) {
+    await io.out(values.json ? JSON.stringify(created, null, 2) + '\n' : created.id + '\n');
+    return 0;
+  }
+  await io.err(`wsp: workspace ${created.id} ${created.status}\n`);
+  // Progress and setup output go to stderr, so stdout carries only the id: ID=$(wsp setup).
+  const pending: Promise<void>[] = [];
+  const onEvent = (event: WorkspaceEvent): void => {
+    if (event.type === 'step') pending.push(io.err(`[${event.step}] ${event.message}\n`));
+    else if (event.type === 'output') pending.push(io.err(event.data));
+  };
+  const final = await client.waitForWorkspace(created.id, { timeoutMs, onEvent });
+  await Promise.all(pending);
+  if (values.json) await io.out(JSON.stringify(final, null, 2) + '\n');
+  else await io.out(final.id + '\n');
+  if (final.status === 'ready') {
+    await io.err(`wsp: workspace ${final.id} ready${final.cache ? ` (cache ${final.cache.hit ? 'hit' : 'miss'}: ${final.cache.reason})` : ''}\n`);
+    return 0;
+  }
+  await io.err(`wsp: workspace ${final.id} ${final.status}${final.failure ? `: ${final.failure.step}: ${final.failure.message}` : ''}\n`);
+  return 1;
+}
+
+function describe(ws: WorkspaceView): string {
+  const lines: Array<[string, string]> = [
+    ['id', ws.id],
+    ['status', ws.status],
+    ['created', ws.createdAt],
+    ['updated', ws.updatedAt],
+    ['workdir', ws.plan.workdir],
+    ['user', `${ws.plan.user.name} (${ws.plan.user.uid}:${ws.plan.user.gid})`],
+  ];
+  if (ws.cache) lines.push(['cache', `${ws.cache.hit ? 'hit' : 'miss'} (${ws.cache.reason})`]);
+  for (const repo of ws.repos) lines.push(['repo', `${repo.name} at ${repo.path}${repo.commit ? ` ${short(repo.commit)}` : ''}${repo.ref ? ` (${repo.ref})` : ''}`]);
+  if (Object.keys(ws.labels).length > 0) lines.push(['labels', labels(ws)]);
+  if (ws.failure) lines.push(['failure', `${ws.failure.step}: ${ws.failure.message}`]);
+  for (const warning of ws.warnings) lines.push(['warning', warning]);
+  if (ws.setupCommandId) lines.push(['setup cmd', ws.setupCommandId]);
+  let out = lines.map(([k, v]) => `${(k + ':').padEnd(11)}${v}\n`).join('');
+  if (ws.steps.length > 0) out += 'steps:\n' + ws.steps.map((s) => `  ${s.at}  ${s.step.padEnd(10)} ${s.message}\n`).join('');
+  return out;
+}
+
+function labels(ws: WorkspaceView): string {
+  return Object.entries(ws.labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+}
+
+function short(commit: string | undefined): string {
+  return commit ? commit.slice(0, 12) : '-';
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ') + '\n').join('');
+}

@@ -1,0 +1,133 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { DEFAULT_MAX_BODY_BYTES, dispatch, type DispatchResponse } from '../../shared/api/dispatch.js';
+import { errorBody } from '../../shared/api/errors.js';
+import type { Route } from '../../shared/api/route-types.js';
+import { routes as defaultRoutes } from '../../shared/api/routes.js';
+import { createLogger, errorFields, type Logger } from '../../shared/log.js';
+import type { WorkspaceService } from '../../shared/service/types.js';
+import { readRequestBody } from './read-body.js';
+import { writeSseStream } from './sse-writer.js';
+
+/**
+ * The local HTTP server: node `http` in front of the shared route table (the same one the Lambda
+ * handlers use). Reads bodies with a size cap, leaves auth/validation/error mapping to dispatch(),
+ * writes JSON or SSE, and logs one access line per request (method, path, status, ms — never
+ * headers, query strings or bodies).
+ */
+
+export interface HttpServerOptions {
+  service: WorkspaceService;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Default 0: any free port (read it from `url`). */
+  port?: number;
+  /** Bearer token every route but /healthz requires; unset → no auth (tests, auth.disabled). */
+  authToken?: string;
+  /** Default: JSON lines on stderr. */
+  log?: Logger;
+  /** Default 1 MiB. */
+  maxBodyBytes?: number;
+  /** SSE heartbeat comment interval; default 15 000 ms. */
+  heartbeatMs?: number;
+  routes?: readonly Route[];
+}
+
+export interface StartedHttpServer {
+  /** `http://host:port`, no trailing slash. */
+  url: string;
+  port: number;
+  /** Ends open SSE streams, closes every connection and stops listening. Idempotent. */
+  close(): Promise<void>;
+}
+
+export async function startHttpServer(options: HttpServerOptions): Promise<StartedHttpServer> {
+  const host = options.host ?? '127.0.0.1';
+  const log = options.log ?? createLogger({ component: 'http' });
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const heartbeatMs = options.heartbeatMs ?? 15_000;
+  const routes = options.routes ?? defaultRoutes;
+  /** One controller per in-flight request, so close() can end SSE streams. */
+  const inFlight = new Set<AbortController>();
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const startedAt = performance.now();
+    const controller = new AbortController();
+    inFlight.add(controller);
+    const [rawPath = '/', rawQuery = ''] = splitUrl(req.url ?? '/');
+    res.on('close', () => {
+      inFlight.delete(controller);
+      controller.abort();
+      const ms = Math.round(performance.now() - startedAt);
+      log.info('request', { method: req.method, path: rawPath, status: res.statusCode, ms, ...(res.writableFinished ? {} : { aborted: true }) });
+    });
+
+    const read = await readRequestBody(req, maxBodyBytes);
+    if (read.kind === 'too_large') {
+      // The unread rest of the body is discarded; close the connection rather than reuse it.
+      sendJson(res, { status: 413, headers: { connection: 'close' }, body: errorBody('payload_too_large', `request body exceeds ${maxBodyBytes} bytes`) });
+      return;
+    }
+    const response = await dispatch(
+      routes,
+      options.service,
+      {
+        method: req.method ?? 'GET',
+        path: rawPath,
+        query: Object.fromEntries(new URLSearchParams(rawQuery)),
+        headers: req.headers,
+        rawBody: read.body,
+        signal: controller.signal,
+      },
+      { authToken: options.authToken, maxBodyBytes, log },
+    );
+    if ('stream' in response) await writeSseStream(res, response, controller.signal, heartbeatMs);
+    else sendJson(res, response);
+  };
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      // Only transport failures get here (dispatch maps every handler error itself).
+      log.error('request handling failed', errorFields(error));
+      if (!res.headersSent) sendJson(res, { status: 500, headers: {}, body: errorBody('internal', 'internal error') });
+      else res.destroy();
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= new Promise<void>((resolve, reject) => {
+      for (const controller of inFlight) controller.abort();
+      server.close((error) => (error ? reject(error) : resolve()));
+      server.closeAllConnections();
+    }));
+
+  return { url, port, close };
+}
+
+/** `/a/b?x=1` → ['/a/b', 'x=1'], without URL normalisation (`//x` stays a path, not a host). */
+function splitUrl(url: string): [string, string] {
+  const q = url.indexOf('?');
+  return q === -1 ? [url, ''] : [url.slice(0, q), url.slice(q + 1)];
+}
+
+function sendJson(res: ServerResponse, response: Extract<DispatchResponse, { body: unknown }>): void {
+  const payload = Buffer.from(JSON.stringify(response.body ?? null));
+  res.writeHead(response.status, {
+    ...response.headers,
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+    'content-length': String(payload.length),
+  });
+  res.end(payload);
+}

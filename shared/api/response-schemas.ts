@@ -1,0 +1,28 @@
+import { z } from 'zod';
+import { commandView, workspaceView } from './schemas.js';
+
+/**
+ * Response shapes the route table adds on top of shared/api/schemas.ts: list wrappers, the health
+ * answer and the SSE event payloads (mirroring WorkspaceEvent / CommandEvent in
+ * shared/service/types.ts). Used for /openapi.json and as the client's types.
+ */
+
+export const workspaceList = z.object({ workspaces: z.array(workspaceView) });
+export const commandList = z.object({ commands: z.array(commandView) });
+export const healthBody = z.object({ ok: z.literal(true) });
+
+/** SSE `event:` names are the `type` field; `data:` is the whole event as JSON. */
+export const workspaceEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('status'), status: workspaceView.shape.status, workspace: workspaceView }),
+  z.object({ type: z.literal('step'), at: z.string(), step: z.string(), message: z.string() }),
+  z.object({ type: z.literal('output'), commandId: z.string(), stream: z.enum(['stdout', 'stderr']), data: z.string() }),
+]);
+
+export const commandEventSchema = z.discriminatedUnion('type', [
+  /** `offset`: byte offset of `data` in its stream. */
+  z.object({ type: z.literal('output'), stream: z.enum(['stdout', 'stderr']), data: z.string(), offset: z.number() }),
+  z.object({ type: z.literal('end'), command: commandView }),
+]);
+
+export type WorkspaceList = z.infer<typeof workspaceList>;
+export type CommandList = z.infer<typeof commandList>;

@@ -1,0 +1,75 @@
+import type { z } from 'zod';
+import type { WorkspaceService } from '../service/types.js';
+
+/**
+ * Types of the route table. Deliberately free of Node `http` types: the local server and the Lambda
+ * handlers both drive the same table through shared/api/dispatch.ts.
+ */
+
+export type HttpMethod = 'GET' | 'POST' | 'DELETE';
+
+/** One Server-Sent Event: written as `event: <event>\ndata: <JSON of data>\n\n`. */
+export interface SseEvent {
+  event: string;
+  data: unknown;
+}
+
+export type HandlerResult =
+  | { status: number; body: unknown; headers?: Record<string, string> }
+  | { status: number; stream: AsyncIterable<SseEvent>; headers?: Record<string, string> };
+
+export interface ResponseDoc {
+  description: string;
+  schema?: z.ZodType;
+  /** Default application/json. */
+  contentType?: 'application/json' | 'text/event-stream';
+}
+
+type Out<S> = S extends z.ZodType ? z.output<S> : undefined;
+
+export interface HandlerInput<P, Q, B> {
+  params: P;
+  query: Q;
+  body: B;
+  /** Aborted when the client goes away; SSE handlers hand it to the service's watch*. */
+  signal: AbortSignal;
+}
+
+interface RouteFields {
+  method: HttpMethod;
+  /** OpenAPI-style template: `/workspaces/{id}/commands/{cid}`. */
+  path: string;
+  operationId: string;
+  summary: string;
+  /** No bearer token needed (only /healthz). */
+  public?: boolean;
+  responses: Record<number, ResponseDoc>;
+}
+
+/** A route as the dispatcher sees it: validated inputs arrive as `unknown`-typed but already parsed. */
+export interface Route extends RouteFields {
+  params?: z.ZodType;
+  query?: z.ZodType;
+  body?: z.ZodType;
+  handler(service: WorkspaceService, input: HandlerInput<unknown, unknown, unknown>): Promise<HandlerResult>;
+}
+
+/**
+ * Declares a route with its handler typed from its own schemas, then erases the types so routes of
+ * different shapes fit in one list. Safe because dispatch only calls the handler with values those
+ * same schemas produced.
+ */
+export function defineRoute<
+  P extends z.ZodType | undefined = undefined,
+  Q extends z.ZodType | undefined = undefined,
+  B extends z.ZodType | undefined = undefined,
+>(
+  route: RouteFields & {
+    params?: P;
+    query?: Q;
+    body?: B;
+    handler(service: WorkspaceService, input: HandlerInput<Out<P>, Out<Q>, Out<B>>): Promise<HandlerResult>;
+  },
+): Route {
+  return route as unknown as Route;
+}

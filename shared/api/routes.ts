@@ -1,0 +1,209 @@
+import { z } from 'zod';
+import type { CommandEvent, WorkspaceEvent } from '../service/types.js';
+import { buildOpenApiDocument } from './openapi.js';
+import { commandEventSchema, commandList, healthBody, workspaceEventSchema, workspaceList } from './response-schemas.js';
+import { defineRoute, type Route, type SseEvent } from './route-types.js';
+import {
+  changesView,
+  commandId,
+  commandView,
+  createWorkspaceBody,
+  fetchBody,
+  fetchResult,
+  readCommandQuery,
+  resetBody,
+  resetResult,
+  runCommandBody,
+  workspaceId,
+  workspaceView,
+} from './schemas.js';
+
+/**
+ * The HTTP API as data: every route, its schemas, its handler (one service call, then the response
+ * shape). Served by functions/server (node http) and the Lambda handlers alike, via dispatch().
+ */
+
+const wsParams = z.object({ id: workspaceId }).strict();
+const cmdParams = z.object({ id: workspaceId, cid: commandId }).strict();
+
+/** Service events → SSE events named by their `type`. */
+async function* toSse<E extends { type: string }>(events: AsyncIterable<E>): AsyncIterable<SseEvent> {
+  for await (const event of events) yield { event: event.type, data: event };
+}
+
+const workspaceLocation = (id: string) => `/workspaces/${id}`;
+const commandLocation = (id: string, cid: string) => `/workspaces/${id}/commands/${cid}`;
+
+let openApiCache: unknown;
+
+export const routes: readonly Route[] = [
+  defineRoute({
+    method: 'POST',
+    path: '/workspaces',
+    operationId: 'createWorkspace',
+    summary: 'Set up a workspace; provisioning continues in the background (poll or stream /events).',
+    body: createWorkspaceBody,
+    responses: {
+      202: { description: 'Provisioning started', schema: workspaceView },
+      200: { description: 'Idempotent repeat: the workspace created earlier with this idempotencyKey', schema: workspaceView },
+    },
+    handler: async (service, { body }) => {
+      const { workspace, created } = await service.createWorkspace(body);
+      return { status: created ? 202 : 200, body: workspace, headers: { location: workspaceLocation(workspace.id) } };
+    },
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces',
+    operationId: 'listWorkspaces',
+    summary: 'List workspaces.',
+    responses: { 200: { description: 'All workspaces', schema: workspaceList } },
+    handler: async (service) => ({ status: 200, body: { workspaces: await service.listWorkspaces() } }),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}',
+    operationId: 'getWorkspace',
+    summary: 'Inspect a workspace: status, plan, commits, cache hit or miss and why.',
+    params: wsParams,
+    responses: { 200: { description: 'The workspace', schema: workspaceView } },
+    handler: async (service, { params }) => ({ status: 200, body: await service.getWorkspace(params.id) }),
+  }),
+  defineRoute({
+    method: 'DELETE',
+    path: '/workspaces/{id}',
+    operationId: 'deleteWorkspace',
+    summary: 'Tear a workspace down; idempotent.',
+    params: wsParams,
+    responses: {
+      200: { description: 'Deleted', schema: workspaceView },
+      202: { description: 'Deletion in progress', schema: workspaceView },
+    },
+    handler: async (service, { params }) => {
+      const workspace = await service.deleteWorkspace(params.id);
+      return { status: workspace.status === 'deleted' ? 200 : 202, body: workspace };
+    },
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/events',
+    operationId: 'watchWorkspace',
+    summary: 'Stream provisioning progress (SSE) until the workspace settles.',
+    params: wsParams,
+    responses: { 200: { description: 'Server-Sent Events, one per WorkspaceEvent', schema: workspaceEventSchema, contentType: 'text/event-stream' } },
+    handler: async (service, { params, signal }) => {
+      // Ask first so an unknown id is an honest 404, not a 200 stream that ends in an error event.
+      await service.getWorkspace(params.id);
+      return { status: 200, stream: toSse<WorkspaceEvent>(service.watchWorkspace(params.id, signal)) };
+    },
+  }),
+  defineRoute({
+    method: 'POST',
+    path: '/workspaces/{id}/commands',
+    operationId: 'runCommand',
+    summary: 'Run a command; the result if it ends within waitMs, else 202 with its id (poll or stream).',
+    params: wsParams,
+    body: runCommandBody,
+    responses: {
+      201: { description: 'Ran and ended within waitMs', schema: commandView },
+      202: { description: 'Still running (state running)', schema: commandView },
+    },
+    handler: async (service, { params, body }) => {
+      const command = await service.runCommand(params.id, body);
+      return {
+        status: command.state === 'running' ? 202 : 201,
+        body: command,
+        headers: { location: commandLocation(params.id, command.id) },
+      };
+    },
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/commands',
+    operationId: 'listCommands',
+    summary: "List a workspace's commands.",
+    params: wsParams,
+    responses: { 200: { description: 'Commands', schema: commandList } },
+    handler: async (service, { params }) => ({ status: 200, body: { commands: await service.listCommands(params.id) } }),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/commands/{cid}',
+    operationId: 'getCommand',
+    summary: 'State, exit code, signal and output from the given offsets; waitMs long-polls for the end.',
+    params: cmdParams,
+    query: readCommandQuery,
+    responses: { 200: { description: 'The command', schema: commandView } },
+    handler: async (service, { params, query }) => ({ status: 200, body: await service.getCommand(params.id, params.cid, query) }),
+  }),
+  defineRoute({
+    method: 'DELETE',
+    path: '/workspaces/{id}/commands/{cid}',
+    operationId: 'cancelCommand',
+    summary: 'Cancel (kill) a running command; returns its view.',
+    params: cmdParams,
+    responses: { 200: { description: 'The command after cancelling', schema: commandView } },
+    handler: async (service, { params }) => ({ status: 200, body: await service.cancelCommand(params.id, params.cid) }),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/commands/{cid}/events',
+    operationId: 'watchCommand',
+    summary: "Stream a command's output (SSE), then its final view.",
+    params: cmdParams,
+    responses: { 200: { description: 'Server-Sent Events, one per CommandEvent', schema: commandEventSchema, contentType: 'text/event-stream' } },
+    handler: async (service, { params, signal }) => {
+      await service.getCommand(params.id, params.cid, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 0 });
+      return { status: 200, stream: toSse<CommandEvent>(service.watchCommand(params.id, params.cid, signal)) };
+    },
+  }),
+  defineRoute({
+    method: 'POST',
+    path: '/workspaces/{id}/git/fetch',
+    operationId: 'gitFetch',
+    summary: 'Fetch new commits into all or some repositories (optionally check one out).',
+    params: wsParams,
+    body: fetchBody,
+    responses: { 200: { description: 'Per-repository result', schema: fetchResult } },
+    handler: async (service, { params, body }) => ({ status: 200, body: await service.fetch(params.id, body) }),
+  }),
+  defineRoute({
+    method: 'POST',
+    path: '/workspaces/{id}/reset',
+    operationId: 'resetWorkspace',
+    summary: 'Undo everything since the baseline (optionally moving to new refs); reports a fingerprint.',
+    params: wsParams,
+    body: resetBody,
+    responses: { 200: { description: 'Reset done', schema: resetResult } },
+    handler: async (service, { params, body }) => ({ status: 200, body: await service.reset(params.id, body) }),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/changes',
+    operationId: 'getChanges',
+    summary: 'Per repository: status and diff against the baseline.',
+    params: wsParams,
+    responses: { 200: { description: 'Changes', schema: changesView } },
+    handler: async (service, { params }) => ({ status: 200, body: await service.changes(params.id) }),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/openapi.json',
+    operationId: 'openApi',
+    summary: 'This API as an OpenAPI 3.1 document.',
+    responses: { 200: { description: 'OpenAPI document' } },
+    handler: async () => {
+      openApiCache ??= buildOpenApiDocument(routes);
+      return { status: 200, body: openApiCache };
+    },
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/healthz',
+    operationId: 'health',
+    summary: 'Liveness (no auth).',
+    public: true,
+    responses: { 200: { description: 'Alive', schema: healthBody } },
+    handler: async () => ({ status: 200, body: { ok: true } }),
+  }),
+];

@@ -1,0 +1,244 @@
+import type { z } from 'zod';
+import { statusForCode } from '../api/errors.js';
+import type { CommandList, WorkspaceList } from '../api/response-schemas.js';
+import type {
+  ChangesView,
+  CommandView,
+  createWorkspaceBody,
+  fetchBody,
+  FetchResult,
+  readCommandQuery,
+  resetBody,
+  ResetResult,
+  runCommandBody,
+  WorkspaceView,
+} from '../api/schemas.js';
+import type { CommandEvent, WorkspaceEvent } from '../service/types.js';
+import { apiErrorFrom, WspApiError, WspTimeoutError } from './errors.js';
+import { parseSse } from './sse.js';
+
+export { WspApiError, WspTimeoutError } from './errors.js';
+
+/** Request types as a caller writes them (defaults optional). */
+export type CreateWorkspaceInput = z.input<typeof createWorkspaceBody>;
+export type RunCommandInput = z.input<typeof runCommandBody>;
+export type ReadCommandOptions = Partial<z.input<typeof readCommandQuery>>;
+export type FetchInput = z.input<typeof fetchBody>;
+export type ResetInput = z.input<typeof resetBody>;
+
+export interface WspClientOptions {
+  /** e.g. `http://127.0.0.1:7070` (a trailing slash is fine). */
+  baseUrl: string;
+  /** Bearer token; omit when the server runs without auth. */
+  token?: string;
+  /** Default: the global fetch (Node 20+). */
+  fetch?: typeof fetch;
+}
+
+const SETTLED: ReadonlySet<WorkspaceView['status']> = new Set(['ready', 'failed', 'deleted']);
+/** The server holds a long-poll at most 25 s. */
+const LONG_POLL_MS = 25_000;
+
+/**
+ * Typed client for the Workspace Provider API. Every method throws WspApiError on an error answer
+ * (its `code`/`message`/`details` are the API's) and for an unreachable server (status 0).
+ *
+ *   const wsp = new WspClient({ baseUrl, token });
+ *   const ws = await wsp.waitForWorkspace((await wsp.createWorkspace({ refs: { app: 'main' } })).id, { timeoutMs: 600_000 });
+ *   const result = await wsp.runCommand(ws.id, { command: 'npm test' }); // waits for the end
+ */
+export class WspClient {
+  readonly baseUrl: string;
+  readonly #token: string | undefined;
+  readonly #fetch: typeof fetch;
+
+  constructor(options: WspClientOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.#token = options.token;
+    this.#fetch = options.fetch ?? globalThis.fetch;
+  }
+
+  // ---- workspaces ----
+
+  /** Starts provisioning (status 'provisioning'); an idempotent repeat returns the earlier workspace. */
+  async createWorkspace(body: CreateWorkspaceInput = {}): Promise<WorkspaceView> {
+    return (await this.#json<WorkspaceView>('POST', '/workspaces', { body })).body;
+  }
+
+  async getWorkspace(id: string): Promise<WorkspaceView> {
+    return (await this.#json<WorkspaceView>('GET', `/workspaces/${enc(id)}`)).body;
+  }
+
+  async listWorkspaces(): Promise<WorkspaceView[]> {
+    return (await this.#json<WorkspaceList>('GET', '/workspaces')).body.workspaces;
+  }
+
+  /** Idempotent; the view's status is 'deleted' or, while tearing down, 'deleting'. */
+  async deleteWorkspace(id: string): Promise<WorkspaceView> {
+    return (await this.#json<WorkspaceView>('DELETE', `/workspaces/${enc(id)}`)).body;
+  }
+
+  /** Provisioning progress as it happens (SSE), until the workspace settles or `signal` aborts. */
+  async *watchWorkspace(id: string, options: { signal?: AbortSignal } = {}): AsyncGenerator<WorkspaceEvent> {
+    for await (const data of this.#sse(`/workspaces/${enc(id)}/events`, options.signal)) yield data as WorkspaceEvent;
+  }
+
+  /**
+   * Resolves with the workspace once it is ready, failed or deleted (check `status`: a failed
+   * workspace is returned, not thrown). Follows the SSE stream (`onEvent` sees every event) and
+   * falls back to polling every `pollIntervalMs` (default 1000) if streaming is not possible.
+   * Throws WspTimeoutError after `timeoutMs`.
+   */
+  async waitForWorkspace(
+    id: string,
+    options: { timeoutMs: number; onEvent?: (event: WorkspaceEvent) => void; pollIntervalMs?: number },
+  ): Promise<WorkspaceView> {
+    const deadline = Date.now() + options.timeoutMs;
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(), options.timeoutMs);
+    try {
+      for await (const event of this.watchWorkspace(id, { signal: timeout.signal })) {
+        options.onEvent?.(event);
+        if (event.type === 'status' && SETTLED.has(event.status)) return event.workspace;
+      }
+    } catch (error) {
+      // Answers about the workspace itself are final; anything else (no SSE through a proxy, a
+      // dropped stream, a server-side stream error) falls back to polling.
+      if (error instanceof WspApiError && ['not_found', 'unauthorized', 'forbidden', 'bad_request'].includes(error.code)) throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+    for (;;) {
+      const workspace = await this.getWorkspace(id);
+      if (SETTLED.has(workspace.status)) return workspace;
+      if (Date.now() >= deadline) throw new WspTimeoutError(`workspace ${id} still ${workspace.status} after ${options.timeoutMs} ms`);
+      await sleep(Math.min(options.pollIntervalMs ?? 1000, Math.max(0, deadline - Date.now())));
+    }
+  }
+
+  // ---- commands ----
+
+  /**
+   * Runs a command. By default waits for its end: if the server answers 202 (still running after
+   * `waitMs`), long-polls until the command ends, then returns the final view with output from
+   * offset 0. `{ wait: false }` returns the first answer as is (state may be 'running').
+   */
+  async runCommand(id: string, body: RunCommandInput, options: { wait?: boolean } = {}): Promise<CommandView> {
+    const first = await this.#json<CommandView>('POST', `/workspaces/${enc(id)}/commands`, { body });
+    if (first.status !== 202 || options.wait === false) return first.body;
+    return this.waitForCommand(id, first.body.id);
+  }
+
+  /** Long-polls (no output transferred) until the command ends, then returns its full view. */
+  async waitForCommand(id: string, commandId: string): Promise<CommandView> {
+    let view = await this.getCommand(id, commandId, { waitMs: LONG_POLL_MS, limit: 0 });
+    while (view.state === 'running') view = await this.getCommand(id, commandId, { waitMs: LONG_POLL_MS, limit: 0 });
+    return this.getCommand(id, commandId);
+  }
+
+  /** State and output from the given byte offsets (`limit` bytes per stream, default 1 MiB). */
+  async getCommand(id: string, commandId: string, query: ReadCommandOptions = {}): Promise<CommandView> {
+    return (await this.#json<CommandView>('GET', `/workspaces/${enc(id)}/commands/${enc(commandId)}`, { query })).body;
+  }
+
+  async listCommands(id: string): Promise<CommandView[]> {
+    return (await this.#json<CommandList>('GET', `/workspaces/${enc(id)}/commands`)).body.commands;
+  }
+
+  async cancelCommand(id: string, commandId: string): Promise<CommandView> {
+    return (await this.#json<CommandView>('DELETE', `/workspaces/${enc(id)}/commands/${enc(commandId)}`)).body;
+  }
+
+  /** Output as it comes (`output` events, `offset` = byte offset in its stream), then one `end` event. */
+  async *watchCommand(id: string, commandId: string, options: { signal?: AbortSignal } = {}): AsyncGenerator<CommandEvent> {
+    for await (const data of this.#sse(`/workspaces/${enc(id)}/commands/${enc(commandId)}/events`, options.signal)) yield data as CommandEvent;
+  }
+
+  // ---- git and baseline ----
+
+  /** Fetches new commits into all (or `repos`) repositories; optionally checks one out. */
+  async fetch(id: string, body: FetchInput = {}): Promise<FetchResult> {
+    return (await this.#json<FetchResult>('POST', `/workspaces/${enc(id)}/git/fetch`, { body })).body;
+  }
+
+  async reset(id: string, body: ResetInput = {}): Promise<ResetResult> {
+    return (await this.#json<ResetResult>('POST', `/workspaces/${enc(id)}/reset`, { body })).body;
+  }
+
+  async changes(id: string): Promise<ChangesView> {
+    return (await this.#json<ChangesView>('GET', `/workspaces/${enc(id)}/changes`)).body;
+  }
+
+  async health(): Promise<{ ok: true }> {
+    return (await this.#json<{ ok: true }>('GET', '/healthz')).body;
+  }
+
+  // ---- transport ----
+
+  async #send(method: string, path: string, options: { body?: unknown; query?: Record<string, unknown>; accept: string; signal?: AbortSignal }): Promise<Response> {
+    const url = new URL(this.baseUrl + path);
+    for (const [key, value] of Object.entries(options.query ?? {})) if (value !== undefined) url.searchParams.set(key, String(value));
+    const headers: Record<string, string> = { accept: options.accept };
+    if (this.#token !== undefined) headers['authorization'] = `Bearer ${this.#token}`;
+    if (options.body !== undefined) headers['content-type'] = 'application/json';
+    try {
+      return await this.#fetch(url, {
+        method,
+        headers,
+        ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+    } catch (error) {
+      if (options.signal?.aborted) throw error;
+      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+      const reason = cause?.code ?? cause?.message ?? (error as Error).message;
+      throw new WspApiError(0, 'unreachable', `cannot reach ${this.baseUrl}: ${reason}`, { cause: error });
+    }
+  }
+
+  async #json<T>(method: string, path: string, options: { body?: unknown; query?: Record<string, unknown> } = {}): Promise<{ status: number; body: T }> {
+    const res = await this.#send(method, path, { ...options, accept: 'application/json' });
+    const text = await res.text();
+    let parsed: unknown;
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      throw new WspApiError(res.status, 'bad_response', `HTTP ${res.status} answer is not JSON`);
+    }
+    if (!res.ok) throw apiErrorFrom(res.status, parsed);
+    return { status: res.status, body: parsed as T };
+  }
+
+  /** Parsed `data` of each SSE event; an `error` event throws the API error it carries. */
+  async *#sse(path: string, signal: AbortSignal | undefined): AsyncGenerator<unknown> {
+    const res = await this.#send('GET', path, { accept: 'text/event-stream', ...(signal ? { signal } : {}) });
+    if (!res.ok) {
+      const text = await res.text();
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      throw apiErrorFrom(res.status, parsed);
+    }
+    if (!res.body || !(res.headers.get('content-type') ?? '').startsWith('text/event-stream')) {
+      await res.body?.cancel();
+      throw new WspApiError(res.status, 'bad_response', 'expected an event stream');
+    }
+    for await (const message of parseSse(res.body)) {
+      const data = JSON.parse(message.data) as unknown;
+      if (message.event === 'error') {
+        const error = apiErrorFrom(0, data);
+        throw new WspApiError(statusForCode(error.code), error.code, error.message, { details: error.details });
+      }
+      yield data;
+    }
+  }
+}
+
+const enc = encodeURIComponent;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,272 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startHttpServer, type StartedHttpServer } from '../../functions/server/http-server.js';
+import { silentLogger } from '../../shared/log.js';
+import { FakeWorkspaceService, type FakeOptions } from '../support/fake-service.js';
+
+/**
+ * The CLI as a user runs it: a child process (node + tsx) against the real HTTP server on
+ * 127.0.0.1, backed by the fake service.
+ */
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CLI = path.join(ROOT, 'functions', 'cli', 'wsp.ts');
+/** tsx's loader by absolute URL: the CLI runs in a scratch cwd, where a bare 'tsx' would not resolve. */
+const TSX = import.meta.resolve('tsx');
+const TOKEN = 'cli-test-token-3a9f0c2b71';
+
+let fake: FakeWorkspaceService;
+let server: StartedHttpServer;
+let tmp: string;
+
+async function startWith(options: FakeOptions = {}): Promise<void> {
+  await server?.close();
+  fake = new FakeWorkspaceService(options);
+  server = await startHttpServer({ service: fake, authToken: TOKEN, log: silentLogger });
+}
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-cli-'));
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+afterEach(async () => {
+  await server?.close();
+});
+
+interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+function spawnCli(args: string[], options: { env?: Record<string, string>; input?: string; noStdinEnd?: boolean } = {}): { child: ChildProcess; done: Promise<CliResult> } {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('WSP_')) env[k] = v;
+  Object.assign(env, { WSP_URL: server.url, WSP_TOKEN: TOKEN }, options.env);
+  const child = spawn(process.execPath, ['--import', TSX, CLI, ...args], { cwd: tmp, env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  if (!options.noStdinEnd) child.stdin!.end(options.input ?? '');
+  const done = new Promise<CliResult>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return { child, done };
+}
+
+const wsp = (args: string[], options?: Parameters<typeof spawnCli>[1]): Promise<CliResult> => spawnCli(args, options).done;
+
+describe('wsp exec', () => {
+  it('propagates the exit code and streams stderr', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    const r = await wsp(['exec', ws.id, '--', 'exit', '3', 'something', 'failed']);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toBe('something failed\n');
+    expect(r.stdout).toBe('');
+  });
+
+  it('runs a shell string with -c and prints its stdout exactly once', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    const r = await wsp(['exec', ws.id, '-c', 'echo hi there']);
+    expect([r.code, r.stdout]).toEqual([0, 'hi there\n']);
+    expect(fake.calls.find((c) => c.method === 'runCommand')?.args[1]).toMatchObject({ command: 'echo hi there', waitMs: 0 });
+  });
+
+  it('streams output of a running command over SSE, nothing doubled or lost', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    const r = await wsp(['exec', ws.id, '--cwd', 'sub', '--timeout-ms', '5000', '--env', 'A=1', '--', 'ticks', '4', '30']);
+    expect([r.code, r.stdout]).toEqual([0, 'tick 1\ntick 2\ntick 3\ntick 4\n']);
+    expect(fake.calls.map((c) => c.method)).toContain('watchCommand');
+    expect(fake.calls.find((c) => c.method === 'runCommand')?.args[1]).toMatchObject({ argv: ['ticks', '4', '30'], cwd: 'sub', timeoutMs: 5000, env: { A: '1' } });
+  });
+
+  it('pipes stdin when it is not a terminal', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    const r = await wsp(['exec', ws.id, '--', 'cat'], { input: 'piped data\nline 2\n' });
+    expect([r.code, r.stdout]).toEqual([0, 'piped data\nline 2\n']);
+  });
+
+  it('--json prints the final command view and still exits with its code', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    const r = await wsp(['exec', ws.id, '--json', '--', 'exit', '7']);
+    expect(r.code).toBe(7);
+    expect(JSON.parse(r.stdout)).toMatchObject({ state: 'exited', exitCode: 7 });
+  });
+
+  it('Ctrl-C cancels the remote command and exits 130', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    const watching = new Promise<void>((resolve) => {
+      fake.onCall = (call) => call.method === 'watchCommand' && resolve();
+    });
+    const { child, done } = spawnCli(['exec', ws.id, '--', 'hang']);
+    await watching;
+    child.kill('SIGINT');
+    const r = await done;
+    expect(r.code).toBe(130);
+    const cancel = fake.calls.find((c) => c.method === 'cancelCommand');
+    expect(cancel?.args[0]).toBe(ws.id);
+    const listed = await fetch(`${server.url}/workspaces/${ws.id}/commands`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(((await listed.json()) as any).commands[0].state).toBe('killed');
+  });
+
+  it('an API error exits 1 with its code and message', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    fake.finishProvisioning(ws.id, 'failed');
+    const r = await wsp(['exec', ws.id, '--', 'echo', 'x']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^wsp: conflict: workspace .* is failed, not ready/);
+  });
+});
+
+describe('wsp usage errors exit 2', () => {
+  const cases: Array<[string, string[], RegExp]> = [
+    ['no command', [], /missing command/],
+    ['unknown command', ['frobnicate'], /unknown command 'frobnicate'/],
+    ['missing id', ['show'], /'show' needs <id>/],
+    ['exec without argv or -c', ['exec', 'ws-abcdefgh1234'], /either/],
+    ['exec with both argv and -c', ['exec', 'ws-abcdefgh1234', '-c', 'ls', '--', 'ls'], /either/],
+    ['option of another command', ['ls', '--cwd', 'x'], /--cwd does not apply to 'ls'/],
+    ['unknown option', ['ls', '--bogus'], /unknown option '--bogus'/],
+    ['command flags without --', ['exec', 'ws-abcdefgh1234', 'ls', '-la'], /unknown option '-l'/],
+    ['malformed --ref', ['setup', '--ref', 'main'], /--ref expects KEY=VALUE/],
+    ['non-numeric --timeout-ms', ['exec', 'ws-abcdefgh1234', '--timeout-ms', 'soon', '--', 'ls'], /--timeout-ms expects a non-negative integer/],
+    ['extra positional', ['rm', 'ws-abcdefgh1234', 'ws-abcdefgh5678'], /unexpected argument/],
+  ];
+  it.each(cases)('%s', async (_name, args, message) => {
+    await startWith();
+    const r = await wsp(args);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).toContain("Run 'wsp --help'");
+    expect(fake.calls).toEqual([]);
+  });
+
+  it('--help prints usage and exits 0', async () => {
+    await startWith();
+    const r = await wsp(['--help']);
+    expect([r.code, r.stdout.startsWith('Usage: wsp')]).toEqual([0, true]);
+  });
+});
+
+describe('wsp workspace commands', () => {
+  it('setup prints progress and setup output on stderr, the id on stdout', async () => {
+    await startWith();
+    const r = await wsp(['setup', '--ref', 'app=main', '--ref', '.=v1.0', '--env', 'NODE_ENV=test', '--label', 'team=core']);
+    expect(r.code).toBe(0);
+    const id = r.stdout.trim();
+    expect(id).toMatch(/^ws-[a-f0-9]+$/);
+    expect(r.stderr).toContain('[clone] cloned 1 repository');
+    expect(r.stderr).toContain('[setup] running setup script');
+    expect(r.stderr).toContain('installing dependencies');
+    expect(r.stderr).toContain(`workspace ${id} ready`);
+    expect(fake.calls[0]).toEqual({
+      method: 'createWorkspace',
+      args: [{ refs: { app: 'main', '.': 'v1.0' }, env: { NODE_ENV: 'test' }, labels: { team: 'core' } }],
+    });
+  });
+
+  it('setup exits 1 when provisioning fails, naming the failed step', async () => {
+    await startWith({ failSetup: true });
+    const r = await wsp(['setup']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('npm ERR! boom');
+    expect(r.stderr).toMatch(/failed: setup: setup exited with code 1/);
+  });
+
+  it('setup --no-wait prints the id at once; a schema error is exit 1 with every bad field', async () => {
+    await startWith({ manualProvisioning: true });
+    const quick = await wsp(['setup', '--no-wait']);
+    expect([quick.code, quick.stdout]).toEqual([0, expect.stringMatching(/^ws-[a-f0-9]+\n$/)]);
+    const bad = await wsp(['setup', '--ref', '../x=main', '--env', '1BAD=x']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('wsp: bad_request:');
+    expect(bad.stderr).toContain('body.refs["../x"]');
+    expect(bad.stderr).toContain('body.env["1BAD"]');
+  });
+
+  it('ls, show, fetch, reset, changes, rm', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace({ team: 'core' });
+    const ls = await wsp(['ls']);
+    expect(ls.code).toBe(0);
+    expect(ls.stdout).toMatch(new RegExp(`^ID\\s+STATUS\\s+CREATED\\s+LABELS\\n${ws.id}\\s+ready\\s+\\S+\\s+team=core\\n$`));
+    const lsJson = await wsp(['ls', '--json']);
+    expect(JSON.parse(lsJson.stdout).map((w: { id: string }) => w.id)).toEqual([ws.id]);
+    const show = await wsp(['show', ws.id]);
+    expect(show.stdout).toContain(`id:        ${ws.id}`);
+    expect(show.stdout).toContain('cache:     miss (no entry for key)');
+    const fetched = await wsp(['fetch', ws.id, '--repo', '.', '--checkout', '.=main']);
+    expect(fetched.stdout).toBe(`.: ${'a'.repeat(12)} -> ${'b'.repeat(12)}, checked out main\n`);
+    expect(fake.calls.find((c) => c.method === 'fetch')?.args[1]).toEqual({ repos: ['.'], checkout: { repo: '.', ref: 'main' } });
+    const reset = await wsp(['reset', ws.id, '--ref', '.=v2']);
+    expect(reset.code).toBe(0);
+    expect(reset.stdout).toMatch(/matches the baseline \(2 restored, 1 removed\)/);
+    expect(fake.calls.find((c) => c.method === 'reset')?.args[1]).toEqual({ refs: { '.': 'v2' } });
+    const changes = await wsp(['changes', ws.id]);
+    expect(changes.stdout).toContain('M  README.md\n');
+    expect(changes.stdout).toContain('+new\n');
+    const rm = await wsp(['rm', ws.id]);
+    expect([rm.code, rm.stdout]).toEqual([0, `${ws.id} deleted\n`]);
+  });
+
+  it('reset exits 1 when the fingerprint does not match the baseline', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    fake.stub('reset', async () => ({ fingerprint: 'a', baselineFingerprint: 'b', matches: false, durationMs: 1 }));
+    const r = await wsp(['reset', ws.id]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('did not reach the baseline');
+  });
+
+  it('unknown workspace → exit 1 with not_found', async () => {
+    await startWith();
+    const r = await wsp(['show', 'ws-000000000000']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe("wsp: not_found: workspace 'ws-000000000000' not found\n");
+  });
+});
+
+describe('wsp connection settings', () => {
+  it('reads the token from <data dir>/auth-token when none is given', async () => {
+    await startWith();
+    const dataDir = path.join(tmp, 'data');
+    fs.mkdirSync(dataDir, { recursive: true });
+    fs.writeFileSync(path.join(dataDir, 'auth-token'), TOKEN + '\n', { mode: 0o600 });
+    const viaFlag = await wsp(['ls', '--data-dir', dataDir, '--json'], { env: { WSP_TOKEN: '' } });
+    expect(viaFlag.code).toBe(0);
+    const viaEnv = await wsp(['ls', '--json'], { env: { WSP_TOKEN: '', WSP_DATA_DIR: dataDir } });
+    expect(viaEnv.code).toBe(0);
+  });
+
+  it('a wrong token is exit 1 unauthorized; --url and --token override the env', async () => {
+    await startWith();
+    const wrong = await wsp(['ls'], { env: { WSP_TOKEN: 'wrong-token' } });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain('wsp: unauthorized:');
+    const flags = await wsp(['ls', '--json', '--url', server.url, '--token', TOKEN], { env: { WSP_URL: 'http://127.0.0.1:9', WSP_TOKEN: 'wrong' } });
+    expect(flags.code).toBe(0);
+  });
+
+  it('an unreachable server is exit 1 with a clear message', async () => {
+    await startWith();
+    const url = server.url;
+    await server.close();
+    const r = await wsp(['ls'], { env: { WSP_URL: url } });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`wsp: unreachable: cannot reach ${url}`);
+  });
+});

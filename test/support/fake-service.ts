@@ -1,0 +1,436 @@
+import { randomBytes } from 'node:crypto';
+import type { ChangesView, CommandView, CreateWorkspaceBody, FetchBody, FetchResult, ReadCommandQuery, ResetBody, ResetResult, RunCommandBody, StreamView, WorkspaceView } from '../../shared/api/schemas.js';
+import { ConflictError, NotFoundError } from '../../shared/contract/errors.js';
+import type { CommandEvent, WorkspaceEvent, WorkspaceService } from '../../shared/service/types.js';
+
+/**
+ * A FAKE WorkspaceService, in memory, for testing the HTTP layer, the client and the CLI only. It
+ * runs no processes: a command is interpreted by a tiny script language (below), so tests can
+ * produce exit codes, output over time, hangs and crashes. The real service is tested elsewhere.
+ *
+ * Fake programs (argv[0], or the first word of a `command` string):
+ *   echo WORDS…        stdout "WORDS…\n", exit 0
+ *   exit N [WORDS…]    stderr "WORDS…\n" if given, exit N
+ *   cat                stdout = stdin
+ *   ticks N MS         stdout "tick i\n" N times, one every MS ms, exit 0
+ *   hang               runs until cancelled (then killed, SIGTERM)
+ *   crash              runCommand throws a plain Error (a non-domain error, with a "secret" message)
+ *   anything else      stderr "fake: unknown program", exit 127
+ */
+
+export interface RecordedCall {
+  method: keyof WorkspaceService;
+  args: unknown[];
+}
+
+export interface FakeOptions {
+  /** Delay between provisioning steps, ms (default 5). Provisioning always ends 'ready' unless `failSetup`. */
+  stepDelayMs?: number;
+  /** Provisioning ends 'failed' at the setup step. */
+  failSetup?: boolean;
+  /** Leave new workspaces in 'provisioning' until `finishProvisioning(id)` is called. */
+  manualProvisioning?: boolean;
+}
+
+export const CRASH_MESSAGE = 'fake internal failure: token=SECRET-CANARY at /srv/internal/path';
+
+interface FakeCommand {
+  view: Omit<CommandView, 'stdout' | 'stderr'>;
+  out: { stdout: Buffer; stderr: Buffer };
+  events: CommandEvent[];
+  ended: Promise<void>;
+  finish(exitCode: number | null, state: CommandView['state'], signal?: string): void;
+  timers: NodeJS.Timeout[];
+  listeners: Set<() => void>;
+}
+
+interface FakeWorkspace {
+  view: WorkspaceView;
+  events: WorkspaceEvent[];
+  listeners: Set<() => void>;
+  idempotencyKey?: string;
+}
+
+export class FakeWorkspaceService implements WorkspaceService {
+  readonly calls: RecordedCall[] = [];
+  /** Called on every recorded call, before the method runs (tests use it to act at a given moment). */
+  onCall: ((call: RecordedCall) => void) | undefined;
+  /** How many watch* streams ended because their AbortSignal fired. */
+  watchAborts = 0;
+  private readonly workspaces = new Map<string, FakeWorkspace>();
+  private readonly commands = new Map<string, FakeCommand>();
+  private readonly stubs = new Map<keyof WorkspaceService, (...args: unknown[]) => unknown>();
+  private readonly abortWaiters: Array<() => void> = [];
+
+  constructor(private readonly options: FakeOptions = {}) {}
+
+  /** Replace one method (until `unstub`); the call is still recorded. */
+  stub<M extends keyof WorkspaceService>(method: M, impl: WorkspaceService[M]): void {
+    this.stubs.set(method, impl as (...args: unknown[]) => unknown);
+  }
+  unstub(method: keyof WorkspaceService): void {
+    this.stubs.delete(method);
+  }
+  /** Make the next call of `method` throw `error`. */
+  failNext(method: keyof WorkspaceService, error: unknown): void {
+    this.stubs.set(method, () => {
+      this.stubs.delete(method);
+      throw error;
+    });
+  }
+  /** Resolves once a watch* stream has ended through its AbortSignal (`count` in total). */
+  waitForWatchAbort(count = 1): Promise<void> {
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (this.watchAborts >= count) resolve();
+        else this.abortWaiters.push(check);
+      };
+      check();
+    });
+  }
+  /** Adds a ready workspace directly (no calls recorded). */
+  seedWorkspace(labels: Record<string, string> = {}): WorkspaceView {
+    const ws = this.newWorkspace(labels);
+    ws.view.status = 'ready';
+    this.workspaces.set(ws.view.id, ws);
+    return structuredClone(ws.view);
+  }
+  finishProvisioning(id: string, status: 'ready' | 'failed' = 'ready'): void {
+    const ws = this.mustWorkspace(id);
+    this.setStatus(ws, status);
+  }
+
+  // ---- WorkspaceService ----
+
+  async createWorkspace(input: CreateWorkspaceBody): Promise<{ workspace: WorkspaceView; created: boolean }> {
+    return this.call('createWorkspace', [input], async () => {
+      if (input.idempotencyKey !== undefined) {
+        for (const ws of this.workspaces.values()) {
+          if (ws.idempotencyKey === input.idempotencyKey) return { workspace: structuredClone(ws.view), created: false };
+        }
+      }
+      const ws = this.newWorkspace(input.labels ?? {});
+      if (input.idempotencyKey !== undefined) ws.idempotencyKey = input.idempotencyKey;
+      this.workspaces.set(ws.view.id, ws);
+      this.emit(ws, { type: 'status', status: 'provisioning', workspace: structuredClone(ws.view) });
+      if (!this.options.manualProvisioning) void this.provision(ws);
+      return { workspace: structuredClone(ws.view), created: true };
+    });
+  }
+
+  async getWorkspace(id: string): Promise<WorkspaceView> {
+    return this.call('getWorkspace', [id], async () => structuredClone(this.mustWorkspace(id).view));
+  }
+
+  async listWorkspaces(): Promise<WorkspaceView[]> {
+    return this.call('listWorkspaces', [], async () => [...this.workspaces.values()].map((w) => structuredClone(w.view)));
+  }
+
+  async deleteWorkspace(id: string): Promise<WorkspaceView> {
+    return this.call('deleteWorkspace', [id], async () => {
+      const ws = this.mustWorkspace(id);
+      if (ws.view.status !== 'deleted') this.setStatus(ws, 'deleted');
+      return structuredClone(ws.view);
+    });
+  }
+
+  async runCommand(workspaceId: string, input: RunCommandBody): Promise<CommandView> {
+    return this.call('runCommand', [workspaceId, input], async () => {
+      const ws = this.mustWorkspace(workspaceId);
+      if (ws.view.status !== 'ready') throw new ConflictError(`workspace '${workspaceId}' is ${ws.view.status}, not ready`);
+      const argv = input.argv ?? ['bash', '-lc', input.command ?? ''];
+      const words = input.argv ?? (input.command ?? '').trim().split(/\s+/);
+      if (words[0] === 'crash') throw new Error(CRASH_MESSAGE);
+      const stdin = input.stdin === undefined ? Buffer.alloc(0) : Buffer.from(input.stdin, input.stdinEncoding === 'base64' ? 'base64' : 'utf8');
+      const cmd = this.startCommand(workspaceId, argv, input.cwd ?? ws.view.plan.workdir);
+      this.interpret(cmd, words, stdin);
+      await endedOrTimeout(cmd.ended, input.waitMs ?? 0);
+      return this.viewOf(cmd, { stdoutOffset: 0, stderrOffset: 0, limit: 1024 * 1024, waitMs: 0 });
+    });
+  }
+
+  async getCommand(workspaceId: string, commandId: string, query: ReadCommandQuery): Promise<CommandView> {
+    return this.call('getCommand', [workspaceId, commandId, query], async () => {
+      const cmd = this.mustCommand(workspaceId, commandId);
+      if (query.waitMs > 0) await endedOrTimeout(cmd.ended, query.waitMs);
+      return this.viewOf(cmd, query);
+    });
+  }
+
+  async listCommands(workspaceId: string): Promise<CommandView[]> {
+    return this.call('listCommands', [workspaceId], async () => {
+      this.mustWorkspace(workspaceId);
+      const all = [...this.commands.values()].filter((c) => c.view.workspaceId === workspaceId);
+      return all.map((c) => this.viewOf(c, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 0 }));
+    });
+  }
+
+  async cancelCommand(workspaceId: string, commandId: string): Promise<CommandView> {
+    return this.call('cancelCommand', [workspaceId, commandId], async () => {
+      const cmd = this.mustCommand(workspaceId, commandId);
+      if (cmd.view.state === 'running') cmd.finish(null, 'killed', 'SIGTERM');
+      return this.viewOf(cmd, { stdoutOffset: 0, stderrOffset: 0, limit: 1024 * 1024, waitMs: 0 });
+    });
+  }
+
+  async fetch(workspaceId: string, input: FetchBody): Promise<FetchResult> {
+    return this.call('fetch', [workspaceId, input], async () => {
+      this.mustReady(workspaceId);
+      const names = input.repos ?? ['.'];
+      return {
+        repos: names.map((name) => ({
+          name,
+          before: 'a'.repeat(40),
+          after: 'b'.repeat(40),
+          heads: { main: 'b'.repeat(40) },
+          ...(input.checkout?.repo === name ? { checkedOut: input.checkout.ref } : {}),
+        })),
+      };
+    });
+  }
+
+  async reset(workspaceId: string, input: ResetBody): Promise<ResetResult> {
+    return this.call('reset', [workspaceId, input], async () => {
+      this.mustReady(workspaceId);
+      return { fingerprint: 'f'.repeat(64), baselineFingerprint: 'f'.repeat(64), matches: true, restored: 2, removed: 1, durationMs: 12 };
+    });
+  }
+
+  async changes(workspaceId: string): Promise<ChangesView> {
+    return this.call('changes', [workspaceId], async () => {
+      this.mustReady(workspaceId);
+      return {
+        repos: [
+          {
+            name: '.',
+            path: '/home/node/workspace',
+            baseCommit: 'a'.repeat(40),
+            head: 'a'.repeat(40),
+            status: [{ code: 'M', path: 'README.md' }],
+            diff: 'diff --git a/README.md b/README.md\n-old\n+new\n',
+            diffTruncated: false,
+          },
+        ],
+      };
+    });
+  }
+
+  watchWorkspace(workspaceId: string, signal: AbortSignal): AsyncIterable<WorkspaceEvent> {
+    this.record('watchWorkspace', [workspaceId]);
+    const stub = this.stubs.get('watchWorkspace');
+    if (stub) return stub(workspaceId, signal) as AsyncIterable<WorkspaceEvent>;
+    const ws = this.mustWorkspace(workspaceId);
+    const settled = (): boolean => ['ready', 'failed', 'deleted'].includes(ws.view.status);
+    return this.follow(ws.events, ws.listeners, settled, signal);
+  }
+
+  watchCommand(workspaceId: string, commandId: string, signal: AbortSignal): AsyncIterable<CommandEvent> {
+    this.record('watchCommand', [workspaceId, commandId]);
+    const stub = this.stubs.get('watchCommand');
+    if (stub) return stub(workspaceId, commandId, signal) as AsyncIterable<CommandEvent>;
+    const cmd = this.mustCommand(workspaceId, commandId);
+    return this.follow(cmd.events, cmd.listeners, () => cmd.view.state !== 'running', signal);
+  }
+
+  // ---- internals ----
+
+  private async call<T>(method: keyof WorkspaceService, args: unknown[], impl: () => Promise<T>): Promise<T> {
+    this.record(method, args);
+    const stub = this.stubs.get(method);
+    if (stub) return (await stub(...args)) as T;
+    return impl();
+  }
+
+  private record(method: keyof WorkspaceService, args: unknown[]): void {
+    const call = { method, args: structuredClone(args) };
+    this.calls.push(call);
+    this.onCall?.(call);
+  }
+
+  /** Replays `history` from the start, then follows it live until `done()` or the signal aborts. */
+  private async *follow<E>(history: E[], listeners: Set<() => void>, done: () => boolean, signal: AbortSignal): AsyncGenerator<E> {
+    let next = 0;
+    for (;;) {
+      while (next < history.length) yield history[next++]!;
+      if (done()) return;
+      if (signal.aborted) return this.noteAbort();
+      await new Promise<void>((resolve) => {
+        const wake = (): void => {
+          listeners.delete(wake);
+          signal.removeEventListener('abort', wake);
+          resolve();
+        };
+        listeners.add(wake);
+        signal.addEventListener('abort', wake, { once: true });
+      });
+      if (signal.aborted) return this.noteAbort();
+    }
+  }
+
+  private noteAbort(): void {
+    this.watchAborts++;
+    for (const waiter of this.abortWaiters.splice(0)) waiter();
+  }
+
+  private newWorkspace(labels: Record<string, string>): FakeWorkspace {
+    const now = new Date().toISOString();
+    const id = `ws-${randomBytes(6).toString('hex')}`;
+    const view: WorkspaceView = {
+      id,
+      status: 'provisioning',
+      plan: {
+        home: '/home/node',
+        root: '/home/node/workspace',
+        workdir: '/home/node/workspace',
+        user: { name: 'node', uid: 1000, gid: 1000 },
+        repos: [{ name: '.', path: '.', target: '/home/node/workspace', source: { kind: 'git' } }],
+      },
+      repos: [{ name: '.', path: '.', commit: 'a'.repeat(40), ref: 'main' }],
+      cache: { key: 'k'.repeat(16), hit: false, reason: 'no entry for key' },
+      labels,
+      warnings: [],
+      steps: [],
+      createdAt: now,
+      updatedAt: now,
+    };
+    return { view, events: [], listeners: new Set() };
+  }
+
+  private async provision(ws: FakeWorkspace): Promise<void> {
+    const delay = this.options.stepDelayMs ?? 5;
+    const setupId = `sys-${randomBytes(6).toString('hex')}`;
+    ws.view.setupCommandId = setupId;
+    for (const [step, message] of [['clone', 'cloned 1 repository'], ['setup', 'running setup script']] as const) {
+      await sleep(delay);
+      const at = new Date().toISOString();
+      ws.view.steps.push({ at, step, message });
+      this.emit(ws, { type: 'step', at, step, message });
+    }
+    await sleep(delay);
+    this.emit(ws, { type: 'output', commandId: setupId, stream: 'stdout', data: 'installing dependencies\n' });
+    if (this.options.failSetup) {
+      this.emit(ws, { type: 'output', commandId: setupId, stream: 'stderr', data: 'npm ERR! boom\n' });
+      ws.view.failure = { step: 'setup', message: 'setup exited with code 1' };
+      this.setStatus(ws, 'failed');
+      return;
+    }
+    await sleep(delay);
+    this.setStatus(ws, 'ready');
+  }
+
+  private setStatus(ws: FakeWorkspace, status: WorkspaceView['status']): void {
+    ws.view.status = status;
+    ws.view.updatedAt = new Date().toISOString();
+    this.emit(ws, { type: 'status', status, workspace: structuredClone(ws.view) });
+  }
+
+  private emit(ws: FakeWorkspace, event: WorkspaceEvent): void {
+    ws.events.push(event);
+    for (const wake of [...ws.listeners]) wake();
+  }
+
+  private startCommand(workspaceId: string, argv: string[], cwd: string): FakeCommand {
+    const id = `cmd-${randomBytes(6).toString('hex')}`;
+    let resolveEnded!: () => void;
+    const started = Date.now();
+    const cmd: FakeCommand = {
+      view: { id, workspaceId, state: 'running', exitCode: null, signal: null, argv, cwd, startedAt: new Date(started).toISOString() },
+      out: { stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) },
+      events: [],
+      ended: new Promise<void>((resolve) => (resolveEnded = resolve)),
+      timers: [],
+      listeners: new Set(),
+      finish: (exitCode, state, signal) => {
+        if (cmd.view.state !== 'running') return;
+        for (const t of cmd.timers) clearTimeout(t);
+        Object.assign(cmd.view, { state, exitCode, signal: signal ?? null, endedAt: new Date().toISOString(), durationMs: Date.now() - started });
+        cmd.events.push({ type: 'end', command: this.viewOf(cmd, { stdoutOffset: 0, stderrOffset: 0, limit: 1024 * 1024, waitMs: 0 }) });
+        for (const wake of [...cmd.listeners]) wake();
+        resolveEnded();
+      },
+    };
+    this.commands.set(id, cmd);
+    return cmd;
+  }
+
+  private write(cmd: FakeCommand, stream: 'stdout' | 'stderr', text: string | Buffer): void {
+    const data = typeof text === 'string' ? Buffer.from(text) : text;
+    const offset = cmd.out[stream].length;
+    cmd.out[stream] = Buffer.concat([cmd.out[stream], data]);
+    cmd.events.push({ type: 'output', stream, data: data.toString('utf8'), offset });
+    for (const wake of [...cmd.listeners]) wake();
+  }
+
+  private interpret(cmd: FakeCommand, words: string[], stdin: Buffer): void {
+    const [program = '', ...args] = words;
+    switch (program) {
+      case 'echo':
+        this.write(cmd, 'stdout', args.join(' ') + '\n');
+        return cmd.finish(0, 'exited');
+      case 'exit':
+        if (args.length > 1) this.write(cmd, 'stderr', args.slice(1).join(' ') + '\n');
+        return cmd.finish(Number(args[0] ?? 0), 'exited');
+      case 'cat':
+        if (stdin.length > 0) this.write(cmd, 'stdout', stdin);
+        return cmd.finish(0, 'exited');
+      case 'ticks': {
+        const n = Number(args[0] ?? 3);
+        const ms = Number(args[1] ?? 10);
+        for (let i = 1; i <= n; i++) {
+          cmd.timers.push(
+            setTimeout(() => {
+              this.write(cmd, 'stdout', `tick ${i}\n`);
+              if (i === n) cmd.finish(0, 'exited');
+            }, i * ms),
+          );
+        }
+        if (n <= 0) cmd.finish(0, 'exited');
+        return;
+      }
+      case 'hang':
+        return;
+      default:
+        this.write(cmd, 'stderr', `fake: unknown program '${program}'\n`);
+        return cmd.finish(127, 'exited');
+    }
+  }
+
+  private viewOf(cmd: FakeCommand, query: ReadCommandQuery): CommandView {
+    const stream = (buf: Buffer, offset: number): StreamView => {
+      const slice = buf.subarray(Math.min(offset, buf.length), Math.min(offset + query.limit, buf.length));
+      const start = Math.min(offset, buf.length);
+      return { data: slice.toString('utf8'), encoding: 'utf8', offset: start, nextOffset: start + slice.length, bytes: buf.length, truncated: false };
+    };
+    return { ...structuredClone(cmd.view), stdout: stream(cmd.out.stdout, query.stdoutOffset), stderr: stream(cmd.out.stderr, query.stderrOffset) };
+  }
+
+  private mustWorkspace(id: string): FakeWorkspace {
+    const ws = this.workspaces.get(id);
+    if (!ws) throw new NotFoundError('workspace', id);
+    return ws;
+  }
+
+  private mustReady(id: string): FakeWorkspace {
+    const ws = this.mustWorkspace(id);
+    if (ws.view.status !== 'ready') throw new ConflictError(`workspace '${id}' is ${ws.view.status}, not ready`);
+    return ws;
+  }
+
+  private mustCommand(workspaceId: string, commandId: string): FakeCommand {
+    this.mustWorkspace(workspaceId);
+    const cmd = this.commands.get(commandId);
+    if (!cmd || cmd.view.workspaceId !== workspaceId) throw new NotFoundError('command', commandId);
+    return cmd;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Waits for `ended` or `ms`, whichever first, without leaving a timer behind. */
+async function endedOrTimeout(ended: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([ended, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
