@@ -16,7 +16,9 @@ export async function writeSseStream(
   res.writeHead(response.status, { ...response.headers, ...SSE_HEADERS });
   // A first comment flushes the headers, so the client sees the 200 before the first event.
   res.write(': stream open\n\n');
-  const heartbeat = setInterval(() => res.write(SSE_HEARTBEAT), heartbeatMs);
+  const heartbeat = setInterval(() => {
+    if (!res.destroyed && !res.writableEnded) res.write(SSE_HEARTBEAT);
+  }, heartbeatMs);
   const aborted = new Promise<'aborted'>((resolve) => {
     if (signal.aborted) resolve('aborted');
     else signal.addEventListener('abort', () => resolve('aborted'), { once: true });
