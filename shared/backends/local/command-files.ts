@@ -1,0 +1,137 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { CommandStatus } from '../../contract/backend.js';
+import { liveStartTime } from './procs.js';
+
+/**
+ * The on-disk record of one command (written by commands.ts and run-command.sh), and how its status
+ * is read back from it — by any provider process, also after a restart.
+ */
+
+/** What the provider writes before starting the wrapper (spec.json). */
+export interface StoredSpec {
+  commandId: string;
+  timeoutMs: number;
+  maxOutputBytes: number;
+  startedAt: string;
+}
+
+/** The wrapper's last word (file `exit`). */
+export interface ExitRecord {
+  code: number;
+  signal: string | null;
+  killed: boolean;
+  stdoutBytes: number;
+  stderrBytes: number;
+  endedAt: string;
+}
+
+export const commandFile = (dir: string, name: 'spec.json' | 'stdin' | 'stdout' | 'stderr' | 'fd3' | 'pid' | 'pgid' | 'kill' | 'exit'): string =>
+  path.join(dir, name);
+
+async function readText(file: string): Promise<string | undefined> {
+  try {
+    return await fs.readFile(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+async function sizeOf(file: string): Promise<number> {
+  try {
+    return (await fs.stat(file)).size;
+  } catch {
+    return 0;
+  }
+}
+
+export async function readSpec(dir: string): Promise<StoredSpec | undefined> {
+  const text = await readText(commandFile(dir, 'spec.json'));
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as StoredSpec;
+  } catch {
+    return undefined;
+  }
+}
+
+/** "<code> <signal|-> <killed 0|1> <stdout bytes> <stderr bytes> <ended epoch ms>" */
+export function parseExit(text: string): ExitRecord | undefined {
+  const [code, signal, killed, out, err, ended] = text.trim().split(/\s+/);
+  const numbers = [code, out, err, ended].map(Number);
+  if (numbers.some((n) => !Number.isFinite(n)) || signal === undefined || killed === undefined) return undefined;
+  return {
+    code: numbers[0]!,
+    signal: signal === '-' ? null : signal,
+    killed: killed === '1',
+    stdoutBytes: numbers[1]!,
+    stderrBytes: numbers[2]!,
+    endedAt: new Date(numbers[3]!).toISOString(),
+  };
+}
+
+export async function readExit(dir: string): Promise<ExitRecord | undefined> {
+  const text = await readText(commandFile(dir, 'exit'));
+  return text === undefined ? undefined : parseExit(text);
+}
+
+/** Is the wrapper recorded in `pid` still the same live process (start time checked against pid reuse)? */
+export async function wrapperAlive(dir: string): Promise<boolean> {
+  const text = await readText(commandFile(dir, 'pid'));
+  if (text === undefined) return false;
+  const [pid, start] = text.trim().split(' ');
+  if (pid === undefined || start === undefined || !/^\d+$/.test(pid)) return false;
+  return (await liveStartTime(Number(pid))) === start;
+}
+
+export async function readPgid(dir: string): Promise<number | undefined> {
+  const text = await readText(commandFile(dir, 'pgid'));
+  const n = Number(text?.trim());
+  return Number.isInteger(n) && n > 1 ? n : undefined;
+}
+
+export async function readKillReason(dir: string): Promise<string | undefined> {
+  return (await readText(commandFile(dir, 'kill')))?.trim() || undefined;
+}
+
+/** Record why the command is being killed; the first reason wins. */
+export async function writeKillReason(dir: string, reason: string): Promise<void> {
+  try {
+    await fs.writeFile(commandFile(dir, 'kill'), `${reason}\n`, { flag: 'wx', mode: 0o600 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
+}
+
+/** The status as the files tell it: exit record → ended; live wrapper → running; else lost. */
+export async function readStatus(dir: string, spec: StoredSpec): Promise<CommandStatus> {
+  const base = { commandId: spec.commandId, startedAt: spec.startedAt };
+  const max = spec.maxOutputBytes;
+  let exit = await readExit(dir);
+  if (exit === undefined) {
+    if (await wrapperAlive(dir)) {
+      const [out, err] = await Promise.all([sizeOf(commandFile(dir, 'stdout')), sizeOf(commandFile(dir, 'stderr'))]);
+      return {
+        ...base, state: 'running', exitCode: null, signal: null,
+        stdout: { bytes: out, truncated: out > max }, stderr: { bytes: err, truncated: err > max },
+      };
+    }
+    // The wrapper may have written its record and ended between the two reads.
+    exit = await readExit(dir);
+  }
+  if (exit === undefined) {
+    const [out, err] = await Promise.all([sizeOf(commandFile(dir, 'stdout')), sizeOf(commandFile(dir, 'stderr'))]);
+    return {
+      ...base, state: 'lost', exitCode: null, signal: null, reason: 'process vanished',
+      stdout: { bytes: out, truncated: out > max }, stderr: { bytes: err, truncated: err > max },
+    };
+  }
+  const streams = {
+    stdout: { bytes: exit.stdoutBytes, truncated: exit.stdoutBytes > max },
+    stderr: { bytes: exit.stderrBytes, truncated: exit.stderrBytes > max },
+  };
+  if (exit.killed) {
+    return { ...base, state: 'killed', exitCode: null, signal: exit.signal ?? 'SIGKILL', reason: (await readKillReason(dir)) ?? 'killed', ...streams, endedAt: exit.endedAt };
+  }
+  return { ...base, state: 'exited', exitCode: exit.code, signal: exit.signal, ...streams, endedAt: exit.endedAt };
+}

@@ -1,0 +1,205 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
+import type { WorkspacePlan } from '../../contract/plan.js';
+import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
+import {
+  commandFile, readExit, readPgid, readSpec, readStatus, wrapperAlive, writeKillReason, type StoredSpec,
+} from './command-files.js';
+import { TOOL_ENV } from './exec.js';
+import type { LocalLayout } from './layout.js';
+import { killAllOfUid, killGroup } from './procs.js';
+import { buildLaunch, checkCommandSpec, type SandboxHost } from './sandbox.js';
+
+const WRAPPER = fileURLToPath(new URL('./run-command.sh', import.meta.url));
+/** How often a waiter looks at the exit file when it did not spawn the command itself. */
+const POLL_MS = 50;
+/** How long startCommand waits for the wrapper to record its pid before calling the start failed. */
+const START_TIMEOUT_MS = 15_000;
+/** How long killCommand/killAll wait for the wrapper to write the killed record. */
+const KILL_SETTLE_MS = 5_000;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** What the runner needs to know about a workspace (from its meta.json). */
+export interface WorkspaceIdentity {
+  workspaceId: string;
+  hostUid: number;
+}
+
+/**
+ * The exec contract of the local backend. Each command is a directory of files and a detached
+ * wrapper (run-command.sh) that survives the provider; status is always read back from the files.
+ */
+export class CommandRunner {
+  /** Exit events of wrappers this process spawned, by command dir: waiters wake at once. */
+  private readonly exits = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly layout: LocalLayout,
+    private readonly sandbox: SandboxHost,
+  ) {}
+
+  /** Idempotent on commandId: an existing command dir means it was started already. */
+  async start(ws: WorkspaceIdentity, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
+    checkCommandSpec(spec);
+    const dir = this.layout.commandDir(ws.workspaceId, spec.commandId);
+    const launch = buildLaunch(this.sandbox, ws.hostUid, plan, {
+      home: this.layout.home(ws.workspaceId),
+      tmp: this.layout.tmp(ws.workspaceId),
+      transfer: this.layout.transfer(ws.workspaceId),
+    }, spec);
+    try {
+      await fs.mkdir(dir, { mode: 0o700 });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return;
+      throw new BackendUnavailableError('cannot create the command directory', error);
+    }
+    const stored: StoredSpec = {
+      commandId: spec.commandId,
+      timeoutMs: spec.timeoutMs,
+      maxOutputBytes: spec.maxOutputBytes,
+      startedAt: new Date().toISOString(),
+    };
+    await Promise.all([
+      fs.writeFile(commandFile(dir, 'stdin'), spec.stdin ?? Buffer.alloc(0), { mode: 0o600 }),
+      fs.writeFile(commandFile(dir, 'stdout'), '', { mode: 0o600 }),
+      fs.writeFile(commandFile(dir, 'stderr'), '', { mode: 0o600 }),
+      fs.writeFile(commandFile(dir, 'fd3'), launch.fd3, { mode: 0o600 }),
+    ]);
+    // spec.json last: its presence means "the files are complete".
+    await fs.writeFile(commandFile(dir, 'spec.json'), JSON.stringify(stored), { mode: 0o600 });
+
+    const child = spawn('/bin/sh', [WRAPPER, dir, String(spec.timeoutMs), String(spec.maxOutputBytes), '--', ...launch.chain], {
+      detached: true,
+      stdio: 'ignore',
+      cwd: '/',
+      env: TOOL_ENV,
+    });
+    let spawnError: Error | undefined;
+    let exited = false;
+    const exit = new Promise<void>((resolve) => {
+      child.once('error', (error) => {
+        spawnError = error;
+        resolve();
+      });
+      child.once('exit', () => {
+        exited = true;
+        resolve();
+      });
+    });
+    child.unref();
+    this.exits.set(dir, exit);
+    void exit.then(() => setTimeout(() => this.exits.delete(dir), 60_000).unref());
+
+    // Return only once the wrapper has recorded itself and the command's process group, so a status
+    // right after start is never 'lost' and a kill right after start reaches the group.
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      if (spawnError) throw new BackendUnavailableError('cannot start the command wrapper', spawnError);
+      if ((await readExit(dir)) !== undefined || ((await readPgid(dir)) !== undefined && (await wrapperAlive(dir)))) return;
+      if (exited) return; // it ended without an exit record: status will say 'lost'
+      if (Date.now() > deadline) throw new BackendUnavailableError('the command wrapper did not start in time');
+      await sleep(2);
+    }
+  }
+
+  async status(workspaceId: string, commandId: string): Promise<CommandStatus> {
+    const { dir, spec } = await this.find(workspaceId, commandId);
+    return readStatus(dir, spec);
+  }
+
+  async wait(workspaceId: string, commandId: string, waitMs: number): Promise<CommandStatus> {
+    if (!Number.isFinite(waitMs) || waitMs < 0) throw new BadRequestError('waitMs must be >= 0', { field: 'waitMs' });
+    const { dir, spec } = await this.find(workspaceId, commandId);
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const status = await readStatus(dir, spec);
+      const left = deadline - Date.now();
+      if (status.state !== 'running' || left <= 0) return status;
+      const exit = this.exits.get(dir);
+      await Promise.race([sleep(Math.min(POLL_MS, left)), ...(exit ? [exit] : [])]);
+    }
+  }
+
+  /** Bytes [offset, min(offset + limit, kept)) of a stream; kept = min(file size, maxOutputBytes). */
+  async read(workspaceId: string, commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
+    if (stream !== 'stdout' && stream !== 'stderr') throw new BadRequestError("stream must be 'stdout' or 'stderr'", { field: 'stream' });
+    if (!Number.isInteger(offset) || offset < 0) throw new BadRequestError('offset must be an integer >= 0', { field: 'offset' });
+    if (!Number.isInteger(limit) || limit < 0) throw new BadRequestError('limit must be an integer >= 0', { field: 'limit' });
+    const { dir, spec } = await this.find(workspaceId, commandId);
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(commandFile(dir, stream), 'r');
+    } catch {
+      return { data: Buffer.alloc(0), nextOffset: offset };
+    }
+    try {
+      const kept = Math.min((await handle.stat()).size, spec.maxOutputBytes);
+      const length = Math.max(0, Math.min(offset + limit, kept) - offset);
+      const data = Buffer.alloc(length);
+      const { bytesRead } = length > 0 ? await handle.read(data, 0, length, offset) : { bytesRead: 0 };
+      return { data: data.subarray(0, bytesRead), nextOffset: offset + bytesRead };
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Kill the command's process group and record `reason`; no-op once it has ended. */
+  async kill(workspaceId: string, commandId: string, reason: string): Promise<void> {
+    const { dir } = await this.find(workspaceId, commandId);
+    if (!(await this.isRunning(dir))) return;
+    await writeKillReason(dir, reason || 'killed');
+    // If the pgid is not recorded yet, the wrapper sees the kill file right after recording it.
+    const pgid = await readPgid(dir);
+    if (pgid !== undefined) killGroup(pgid);
+    await this.settle([dir]);
+  }
+
+  /**
+   * Kill every process of the workspace. Root: all processes of its host uid (also ones that left
+   * their command's group). Otherwise: the process group of every running command.
+   */
+  async killAll(ws: WorkspaceIdentity, reason: string): Promise<void> {
+    const running = await this.runningDirs(ws.workspaceId);
+    await Promise.all(running.map((dir) => writeKillReason(dir, reason)));
+    // Groups first: a chain that is still root (before setpriv) is not caught by the uid sweep.
+    for (const dir of running) {
+      const pgid = await readPgid(dir);
+      if (pgid !== undefined) killGroup(pgid);
+    }
+    if (this.sandbox.asRoot) await killAllOfUid(ws.hostUid);
+    await this.settle(running);
+  }
+
+  private async find(workspaceId: string, commandId: string): Promise<{ dir: string; spec: StoredSpec }> {
+    const dir = this.layout.commandDir(workspaceId, commandId);
+    const spec = await readSpec(dir);
+    if (spec === undefined) {
+      const workspaceExists = await fs.stat(this.layout.workspaceDir(workspaceId)).then(() => true, () => false);
+      throw workspaceExists ? new NotFoundError('command', commandId) : new NotFoundError('workspace', workspaceId);
+    }
+    return { dir, spec };
+  }
+
+  private async isRunning(dir: string): Promise<boolean> {
+    return (await readExit(dir)) === undefined && (await wrapperAlive(dir));
+  }
+
+  private async runningDirs(workspaceId: string): Promise<string[]> {
+    const base = this.layout.commandsDir(workspaceId);
+    const names = await fs.readdir(base).catch(() => [] as string[]);
+    const dirs = names.map((n) => this.layout.commandDir(workspaceId, n));
+    const running = await Promise.all(dirs.map(async (d) => ((await this.isRunning(d)) ? d : undefined)));
+    return running.filter((d): d is string => d !== undefined);
+  }
+
+  /** Wait (bounded) until the wrappers of `dirs` have written their records. */
+  private async settle(dirs: string[]): Promise<void> {
+    const deadline = Date.now() + KILL_SETTLE_MS;
+    for (const dir of dirs) {
+      while ((await this.isRunning(dir)) && Date.now() < deadline) await sleep(10);
+    }
+  }
+}

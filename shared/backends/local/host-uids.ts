@@ -1,0 +1,120 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { BackendUnavailableError } from '../../contract/errors.js';
+import { processesOfUid } from './procs.js';
+
+/**
+ * Host uids for workspaces (root mode): each workspace runs as a host uid of its own, so the kernel
+ * keeps workspaces apart (files, /proc, signals) and "every process of the workspace" is "every
+ * process of that uid".
+ *
+ * Uids are a HOST-wide resource — two providers (or two test runs) with different data dirs must
+ * never hand out the same uid — so claims live in one registry dir per host (default
+ * /var/lib/wsp-local/host-uids): file `<uid>` = {"workspaceDir": …}. Allocation runs under a
+ * mkdir lock in that dir. A claim whose workspace dir is gone and whose uid has no process left is
+ * stale (a data dir deleted without destroy) and is reused. Uids of /etc/passwd accounts and
+ * /etc/subuid ranges are skipped.
+ */
+export const HOST_UID_BASE = 200_000;
+export const HOST_UID_COUNT = 1_000_000;
+export const DEFAULT_UID_REGISTRY = '/var/lib/wsp-local/host-uids';
+
+const LOCK = '.lock';
+/** A lock older than this was left by a crashed allocator. */
+const STALE_LOCK_MS = 30_000;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface Claim {
+  workspaceDir: string;
+}
+
+async function readClaim(file: string): Promise<Claim | undefined> {
+  try {
+    return JSON.parse(await fs.readFile(file, 'utf8')) as Claim;
+  } catch {
+    return undefined;
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  return fs.lstat(p).then(() => true, () => false);
+}
+
+/** Uids the host already uses for accounts or delegates to user namespaces (subuid/subgid). */
+async function reservedUids(): Promise<(uid: number) => boolean> {
+  const single = new Set<number>();
+  const ranges: Array<[number, number]> = [];
+  const passwd = await fs.readFile('/etc/passwd', 'utf8').catch(() => '');
+  for (const line of passwd.split('\n')) {
+    const uid = Number(line.split(':')[2]);
+    if (Number.isInteger(uid)) single.add(uid);
+  }
+  for (const file of ['/etc/subuid', '/etc/subgid']) {
+    const text = await fs.readFile(file, 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      const [, start, count] = line.split(':').map(Number);
+      if (Number.isInteger(start) && Number.isInteger(count)) ranges.push([start!, start! + count!]);
+    }
+  }
+  return (uid) => single.has(uid) || ranges.some(([lo, hi]) => uid >= lo && uid < hi);
+}
+
+async function withLock<T>(registry: string, fn: () => Promise<T>): Promise<T> {
+  const lock = path.join(registry, LOCK);
+  const deadline = Date.now() + 2 * STALE_LOCK_MS;
+  for (;;) {
+    try {
+      await fs.mkdir(lock);
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const age = await fs.stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+      if (age > STALE_LOCK_MS) await fs.rm(lock, { recursive: true, force: true });
+      else if (Date.now() > deadline) throw new BackendUnavailableError(`host uid registry ${registry} stays locked`);
+      else await sleep(5 + Math.random() * 20);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await fs.rm(lock, { recursive: true, force: true });
+  }
+}
+
+/** Claim a free host uid for the workspace at `workspaceDir` (which must exist already). */
+export async function claimHostUid(registry: string, workspaceDir: string): Promise<number> {
+  try {
+    await fs.mkdir(registry, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new BackendUnavailableError(`cannot create the host uid registry ${registry}`, error);
+  }
+  const reserved = await reservedUids();
+  return withLock(registry, async () => {
+    const claimed = new Set((await fs.readdir(registry)).map(Number).filter(Number.isInteger));
+    for (let uid = HOST_UID_BASE + 1; uid < HOST_UID_BASE + HOST_UID_COUNT; uid++) {
+      if (reserved(uid)) continue;
+      const file = path.join(registry, String(uid));
+      if (claimed.has(uid)) {
+        const claim = await readClaim(file);
+        // Still held: its workspace exists (or the claim is unreadable — leave it alone).
+        if (claim === undefined || (await exists(claim.workspaceDir))) continue;
+      }
+      // A uid with live processes (left by a crash mid-destroy) is not reused until they are gone.
+      if ((await processesOfUid(uid)).length > 0) continue;
+      await fs.writeFile(file, JSON.stringify({ workspaceDir } satisfies Claim), { mode: 0o600 });
+      return uid;
+    }
+    throw new BackendUnavailableError(`no free host uid in ${HOST_UID_BASE + 1}..${HOST_UID_BASE + HOST_UID_COUNT - 1}`);
+  });
+}
+
+/** Release `uid` if it is still claimed for `workspaceDir` (idempotent). */
+export async function releaseHostUid(registry: string, uid: number, workspaceDir: string): Promise<void> {
+  const file = path.join(registry, String(uid));
+  if (!(await exists(file))) return;
+  // Under the lock: an allocator may be re-using this very claim as stale right now.
+  await withLock(registry, async () => {
+    const claim = await readClaim(file);
+    if (claim?.workspaceDir === workspaceDir) await fs.rm(file, { force: true });
+  });
+}

@@ -1,0 +1,250 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { BackendResource, CommandSpec, CreateOptions, OutputStream, WorkspaceBackend } from '../../contract/backend.js';
+import type { WorkspacePlan } from '../../contract/plan.js';
+import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
+import { BadRequestError, ConflictError } from '../../contract/errors.js';
+import { silentLogger, type Logger } from '../../log.js';
+import { CommandRunner } from './commands.js';
+import { runToolChecked } from './exec.js';
+import { copyDirIntoHome, hostPathInHome, putTransfer } from './files.js';
+import { claimHostUid, DEFAULT_UID_REGISTRY, releaseHostUid } from './host-uids.js';
+import { checkName, LocalLayout } from './layout.js';
+import { killAllOfUid } from './procs.js';
+import { readMeta, refWorkspaceId, requireMeta, writeMeta, type WorkspaceMeta } from './meta.js';
+import { detectSandbox } from './sandbox-detect.js';
+import type { SandboxHost } from './sandbox.js';
+import * as snapshots from './snapshots.js';
+import { prepareDataDir } from './setup-dirs.js';
+import { copyTree, restoreChanged } from './tree.js';
+
+export interface LocalBackendOptions {
+  /** Provider data dir; the backend keeps everything under `<dataDir>/local/`. */
+  dataDir: string;
+  /** This provider instance; recorded in every workspace's meta.json for the reconciler. */
+  owner: string;
+  log?: Logger;
+  /** Path of bwrap (default: search PATH); null = behave as if bwrap were not installed. */
+  bwrapPath?: string | null;
+  /** Host-wide registry of claimed workspace uids (root only); shared by every provider on the host. */
+  hostUidRegistry?: string;
+}
+
+const KILL_ALL_REASON = 'all workspace processes killed';
+
+/**
+ * The local backend (`mode: local`): each workspace is a directory tree under the data dir; commands
+ * run in a bubblewrap sandbox, as a host uid of the workspace's own when the provider is root.
+ * Throws BackendUnavailableError when the host cannot run it (missing tools, untraversable data dir).
+ */
+export async function createLocalBackend(options: LocalBackendOptions): Promise<WorkspaceBackend> {
+  const log = (options.log ?? silentLogger).child({ backend: 'local' });
+  const layout = new LocalLayout(options.dataDir);
+  const detected = await detectSandbox(options.bwrapPath === undefined ? {} : { bwrapPath: options.bwrapPath });
+  await prepareDataDir(layout, detected.sandbox);
+  for (const warning of detected.warnings) log.warn(warning);
+  return new LocalBackend(layout, detected.sandbox, options.hostUidRegistry ?? DEFAULT_UID_REGISTRY, options.owner, log, detected.warnings);
+}
+
+class LocalBackend implements WorkspaceBackend {
+  readonly kind = 'local';
+  private readonly commands: CommandRunner;
+
+  constructor(
+    private readonly layout: LocalLayout,
+    private readonly sandbox: SandboxHost,
+    private readonly uidRegistry: string,
+    private readonly owner: string,
+    private readonly log: Logger,
+    readonly warnings: string[],
+  ) {
+    this.commands = new CommandRunner(layout, sandbox);
+  }
+
+  private ref(workspaceId: string): BackendRef {
+    return { kind: 'local', workspaceId, dir: this.layout.workspaceDir(workspaceId) };
+  }
+
+  private warnOnce(message: string): void {
+    if (this.warnings.includes(message)) return;
+    this.warnings.push(message);
+    this.log.warn(message);
+  }
+
+  /** chown -hR to the workspace's host uid (root only; -h: symlinks themselves, never their targets). */
+  private async chownToWorkspace(meta: WorkspaceMeta, target: string): Promise<void> {
+    if (!this.sandbox.asRoot) return;
+    await runToolChecked('chown', ['chown', '-hR', `${meta.hostUid}:${meta.hostUid}`, '--', target]);
+  }
+
+  async create(plan: WorkspacePlan, options: CreateOptions): Promise<BackendRef> {
+    const id = checkName('workspace id', options.workspaceId);
+    if (!path.posix.isAbsolute(plan.home) || !Number.isInteger(plan.user.uid) || !Number.isInteger(plan.user.gid)) {
+      throw new BadRequestError('plan.home must be absolute and plan.user.uid/gid integers', { field: 'plan' });
+    }
+    const snapDir = options.from ? await snapshots.requireSnapshot(this.layout, options.from) : undefined;
+    const wsDir = this.layout.workspaceDir(id);
+    let hostUid: number | undefined;
+    try {
+      await fs.mkdir(wsDir, { mode: 0o711 });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`local workspace '${id}' already exists`, { cause: error });
+      throw error;
+    }
+    try {
+      // 0711: bwrap, running as the workspace uid, must traverse it to reach home/tmp/transfer.
+      await fs.chmod(wsDir, 0o711);
+      if (this.sandbox.asRoot) hostUid = await claimHostUid(this.uidRegistry, wsDir);
+      else hostUid = process.getuid!();
+      const meta: WorkspaceMeta = { workspaceId: id, owner: this.owner, labels: { ...options.labels }, hostUid, createdAt: new Date().toISOString() };
+      // meta.json first: from here on a crash leaves a resource the reconciler can find and destroy.
+      await writeMeta(this.layout, meta);
+      await fs.mkdir(this.layout.commandsDir(id), { mode: 0o700 });
+      await fs.mkdir(this.layout.transfer(id), { mode: 0o755 });
+      await fs.chmod(this.layout.transfer(id), 0o755);
+      await fs.mkdir(this.layout.tmp(id), { mode: 0o700 });
+      await this.chownToWorkspace(meta, this.layout.tmp(id));
+      const home = this.layout.home(id);
+      if (snapDir !== undefined) await copyTree(path.join(snapDir, 'home'), home);
+      else await fs.mkdir(home, { mode: 0o700 });
+      await this.chownToWorkspace(meta, home);
+      await this.ensureRootDir(meta, plan);
+      if (plan.resources.cpus !== undefined) this.warnOnce('resources.cpus is not enforced by the local backend');
+      this.log.info('workspace created', { workspaceId: id, hostUid, fromSnapshot: options.from?.name ?? null });
+      return this.ref(id);
+    } catch (error) {
+      await fs.rm(wsDir, { recursive: true, force: true }).catch(() => undefined);
+      if (this.sandbox.asRoot && hostUid !== undefined) await releaseHostUid(this.uidRegistry, hostUid, wsDir).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** plan.root (where repositories land) exists in a fresh workspace; made as the workspace user. */
+  private async ensureRootDir(meta: WorkspaceMeta, plan: WorkspacePlan): Promise<void> {
+    const home = this.layout.home(meta.workspaceId);
+    let root: string;
+    try {
+      root = hostPathInHome(plan, home, plan.root);
+    } catch {
+      return; // a root outside the home is not the backend's to create
+    }
+    if (root === home) return;
+    const asUser = this.sandbox.asRoot ? { uid: meta.hostUid, gid: meta.hostUid } : {};
+    await runToolChecked('create workspace root', ['mkdir', '-p', '--', root], asUser);
+  }
+
+  async destroy(ref: BackendRef): Promise<void> {
+    const id = refWorkspaceId(ref);
+    const meta = await readMeta(this.layout, id);
+    if (meta !== undefined) await this.commands.killAll(meta, KILL_ALL_REASON);
+    const wsDir = this.layout.workspaceDir(id);
+    await fs.rm(wsDir, { recursive: true, force: true });
+    if (meta !== undefined && this.sandbox.asRoot) {
+      // A command that was mid-start during the first sweep must not outlive its uid's claim: the uid
+      // goes to the next workspace. (Without meta the claim, if any, is stale already.)
+      await killAllOfUid(meta.hostUid);
+      await releaseHostUid(this.uidRegistry, meta.hostUid, wsDir);
+    }
+    this.log.info('workspace destroyed', { workspaceId: id, existed: meta !== undefined });
+  }
+
+  async putTransferFile(ref: BackendRef, _plan: WorkspacePlan, name: string, hostPath: string): Promise<void> {
+    const meta = await requireMeta(this.layout, ref);
+    await putTransfer(this.layout.transfer(meta.workspaceId), checkName('transfer file name', name), hostPath);
+  }
+
+  async removeTransferFile(ref: BackendRef, _plan: WorkspacePlan, name: string): Promise<void> {
+    const meta = await requireMeta(this.layout, ref);
+    await fs.rm(path.join(this.layout.transfer(meta.workspaceId), checkName('transfer file name', name)), { force: true });
+  }
+
+  async putDirectory(ref: BackendRef, plan: WorkspacePlan, hostDir: string, guestPath: string): Promise<void> {
+    const meta = await requireMeta(this.layout, ref);
+    const home = this.layout.home(meta.workspaceId);
+    const dest = hostPathInHome(plan, home, guestPath);
+    await copyDirIntoHome({ home, hostUid: meta.hostUid, asRoot: this.sandbox.asRoot }, hostDir, dest);
+  }
+
+  async startCommand(ref: BackendRef, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
+    const meta = await requireMeta(this.layout, ref);
+    await this.commands.start(meta, plan, spec);
+  }
+
+  commandStatus(ref: BackendRef, commandId: string) {
+    return this.commands.status(refWorkspaceId(ref), commandId);
+  }
+
+  waitCommand(ref: BackendRef, commandId: string, waitMs: number) {
+    return this.commands.wait(refWorkspaceId(ref), commandId, waitMs);
+  }
+
+  readOutput(ref: BackendRef, commandId: string, stream: OutputStream, offset: number, limit: number) {
+    return this.commands.read(refWorkspaceId(ref), commandId, stream, offset, limit);
+  }
+
+  killCommand(ref: BackendRef, commandId: string, reason: string): Promise<void> {
+    return this.commands.kill(refWorkspaceId(ref), commandId, reason);
+  }
+
+  async killAll(ref: BackendRef): Promise<void> {
+    await this.commands.killAll(await requireMeta(this.layout, ref), KILL_ALL_REASON);
+  }
+
+  async snapshot(ref: BackendRef, _plan: WorkspacePlan, purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
+    const meta = await requireMeta(this.layout, ref);
+    checkName('snapshot name', name);
+    const snap = await snapshots.createSnapshot(this.layout, this.layout.home(meta.workspaceId), name, {
+      purpose,
+      workspaceId: meta.workspaceId,
+      createdAt: new Date().toISOString(),
+    });
+    this.log.info('snapshot taken', { workspaceId: meta.workspaceId, snapshot: name, purpose });
+    return snap;
+  }
+
+  /** killAll, then rewrite only what changed since the snapshot, then an empty /tmp. */
+  async restore(ref: BackendRef, _plan: WorkspacePlan, snapshot: SnapshotRef): Promise<void> {
+    const meta = await requireMeta(this.layout, ref);
+    const snapDir = await snapshots.requireSnapshot(this.layout, snapshot);
+    await this.commands.killAll(meta, KILL_ALL_REASON);
+    const owner = this.sandbox.asRoot ? { uid: meta.hostUid, gid: meta.hostUid } : undefined;
+    const result = await restoreChanged(this.layout.home(meta.workspaceId), snapDir, owner);
+    const tmp = this.layout.tmp(meta.workspaceId);
+    await fs.rm(tmp, { recursive: true, force: true });
+    await fs.mkdir(tmp, { mode: 0o700 });
+    await this.chownToWorkspace(meta, tmp);
+    this.log.info('workspace restored', { workspaceId: meta.workspaceId, snapshot: snapshot.name, ...result });
+  }
+
+  deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
+    return snapshots.deleteSnapshot(this.layout, snapshot);
+  }
+
+  snapshotSizeBytes(snapshot: SnapshotRef): Promise<number> {
+    return snapshots.snapshotSize(this.layout, snapshot);
+  }
+
+  scanSnapshot(snapshot: SnapshotRef, needles: readonly string[]): Promise<string[]> {
+    return snapshots.scanSnapshot(this.layout, snapshot, needles);
+  }
+
+  /** Every workspace dir; one without meta.json (crash during create) is listed with owner ''. */
+  async listResources(): Promise<BackendResource[]> {
+    const names = await fs.readdir(this.layout.workspacesDir).catch(() => [] as string[]);
+    const out: BackendResource[] = [];
+    for (const name of names.sort()) {
+      try {
+        checkName('workspace id', name);
+      } catch {
+        continue;
+      }
+      const meta = await readMeta(this.layout, name);
+      out.push({ workspaceId: name, owner: meta?.owner ?? '', ref: this.ref(name) });
+    }
+    return out;
+  }
+
+  listSnapshots(): Promise<SnapshotRef[]> {
+    return snapshots.listSnapshots(this.layout);
+  }
+}

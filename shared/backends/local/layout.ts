@@ -1,0 +1,71 @@
+import path from 'node:path';
+import { BadRequestError } from '../../contract/errors.js';
+
+/**
+ * Where the local backend keeps everything, under `<dataDir>/local/` (never visible inside a
+ * workspace):
+ *
+ *   workspaces/<id>/            root-owned 0711 (the workspace's host uid must traverse it for bwrap)
+ *     meta.json                 root-only: id, owner, labels, host uid, createdAt
+ *     home/                     bound at plan.home, owned by the workspace's host uid
+ *     tmp/                      bound at /tmp, owned by the host uid
+ *     transfer/                 bound read-only at plan.transferDir, root-owned 0755
+ *     commands/<cid>/           root-only: the exec contract's files (see run-command.sh)
+ *   snapshots/<name>/           root-only: home/ + manifest.json (tree.ts) + info.json
+ *
+ * Host uid claims are host-wide, not per data dir: see host-uids.ts.
+ */
+
+/** Names that become path segments (workspace ids, command ids, snapshot names, transfer names). */
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$/;
+
+/** Returns `value` if it is safe as one path segment; throws BadRequestError otherwise. */
+export function checkName(what: string, value: unknown): string {
+  if (typeof value !== 'string' || !SAFE_NAME.test(value) || value.includes('..')) {
+    throw new BadRequestError(`invalid ${what}: expected 1-200 characters of [A-Za-z0-9_.-], not starting with '.' or '-'`, { field: what });
+  }
+  return value;
+}
+
+export class LocalLayout {
+  /** `<dataDir>/local`, absolute. */
+  readonly base: string;
+  readonly dataDir: string;
+
+  constructor(dataDir: string) {
+    this.dataDir = path.resolve(dataDir);
+    this.base = path.join(this.dataDir, 'local');
+  }
+
+  get workspacesDir(): string {
+    return path.join(this.base, 'workspaces');
+  }
+  get snapshotsDir(): string {
+    return path.join(this.base, 'snapshots');
+  }
+
+  workspaceDir(workspaceId: string): string {
+    return path.join(this.workspacesDir, checkName('workspace id', workspaceId));
+  }
+  meta(workspaceId: string): string {
+    return path.join(this.workspaceDir(workspaceId), 'meta.json');
+  }
+  home(workspaceId: string): string {
+    return path.join(this.workspaceDir(workspaceId), 'home');
+  }
+  tmp(workspaceId: string): string {
+    return path.join(this.workspaceDir(workspaceId), 'tmp');
+  }
+  transfer(workspaceId: string): string {
+    return path.join(this.workspaceDir(workspaceId), 'transfer');
+  }
+  commandsDir(workspaceId: string): string {
+    return path.join(this.workspaceDir(workspaceId), 'commands');
+  }
+  commandDir(workspaceId: string, commandId: string): string {
+    return path.join(this.commandsDir(workspaceId), checkName('command id', commandId));
+  }
+  snapshotDir(name: string): string {
+    return path.join(this.snapshotsDir, checkName('snapshot name', name));
+  }
+}

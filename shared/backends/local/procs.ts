@@ -1,0 +1,86 @@
+import fs from 'node:fs/promises';
+import { BackendUnavailableError } from '../../contract/errors.js';
+import { runTool } from './exec.js';
+
+/**
+ * Host process helpers over /proc. Pids are host pids (the provider runs in the host pid namespace).
+ */
+
+/** Fields of /proc/<pid>/stat after the ')' that closes the command name (which may hold spaces). */
+async function statFields(pid: number): Promise<string[] | undefined> {
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).trim().split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Start time (clock ticks since boot, field 22) of a live process, or undefined when the pid is gone
+ * or a zombie. Comparing it with a recorded value tells a process from a later one reusing its pid.
+ */
+export async function liveStartTime(pid: number): Promise<string | undefined> {
+  const fields = await statFields(pid);
+  if (fields === undefined) return undefined;
+  const state = fields[0];
+  if (state === 'Z' || state === 'X') return undefined;
+  return fields[19];
+}
+
+/** Pids of live (non-zombie) processes whose real uid is `uid`. */
+export async function processesOfUid(uid: number): Promise<number[]> {
+  const out: number[] = [];
+  let entries: string[];
+  try {
+    entries = await fs.readdir('/proc');
+  } catch {
+    return out;
+  }
+  await Promise.all(
+    entries
+      .filter((e) => /^\d+$/.test(e))
+      .map(async (e) => {
+        try {
+          const status = await fs.readFile(`/proc/${e}/status`, 'utf8');
+          const state = /^State:\s+(\S)/m.exec(status)?.[1];
+          const realUid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
+          if (realUid === String(uid) && state !== 'Z' && state !== 'X') out.push(Number(e));
+        } catch {
+          // gone while we looked
+        }
+      }),
+  );
+  return out;
+}
+
+/** SIGKILL a process group; a group that no longer exists is fine. */
+export function killGroup(pgid: number): void {
+  if (!Number.isInteger(pgid) || pgid <= 1) return;
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {
+    // ESRCH: already gone
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Kill every process whose uid is `uid` (provider must be root), repeating until none is left.
+ * Each round runs `kill -KILL -1` AS that uid (a throwaway sh, so only that uid's permissions apply): the kernel then signals every process the uid owns in
+ * one pass under the task-list lock, so a fork bomb cannot outrun a /proc scan. Returns the number of
+ * rounds; throws if processes survive `maxRounds`.
+ */
+export async function killAllOfUid(uid: number, maxRounds = 50): Promise<number> {
+  for (let round = 1; round <= maxRounds; round++) {
+    if ((await processesOfUid(uid)).length === 0) return round - 1;
+    // The shell's builtin kill: procps kill(1) mis-parses a pid of -1.
+    await runTool(['sh', '-c', 'kill -KILL -1'], { uid, gid: uid });
+    // Signal delivery is asynchronous; give the kernel a moment before looking again.
+    if ((await processesOfUid(uid)).length > 0) await sleep(Math.min(10 * round, 100));
+  }
+  const left = await processesOfUid(uid);
+  if (left.length === 0) return maxRounds;
+  throw new BackendUnavailableError(`${left.length} process(es) of host uid ${uid} survived ${maxRounds} kill rounds`);
+}

@@ -1,0 +1,148 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { CommandSpec } from '../../contract/backend.js';
+import type { WorkspacePlan } from '../../contract/plan.js';
+import { BadRequestError } from '../../contract/errors.js';
+
+/**
+ * How commands are confined on this host (decided once, by detectSandbox in sandbox-detect.ts):
+ * - bwrap + root: own host uid per workspace (setpriv), bwrap user/mount/ipc/uts namespaces.
+ * - bwrap, not root: the provider's uid; a pid namespace per command (background processes end with it).
+ * - none: no bwrap — commands run directly (as the workspace's host uid when root). NOT a sandbox.
+ */
+export interface SandboxHost {
+  kind: 'bwrap' | 'none';
+  /** Absolute path of bwrap when kind is 'bwrap'. */
+  bwrapPath?: string;
+  /** The provider runs as root: per-workspace host uids via setpriv. */
+  asRoot: boolean;
+  /** bwrap args that rebuild the host's read-only system dirs (/usr, /bin → usr/bin, /etc, …). */
+  rootfsArgs: string[];
+}
+
+/** Host directories of one workspace that appear inside it. */
+export interface WorkspaceHostPaths {
+  home: string;
+  tmp: string;
+  transfer: string;
+}
+
+export interface Launch {
+  /** argv of the launch chain (the wrapper runs it). Holds no env values: those travel in `fd3`. */
+  chain: string[];
+  /** Data the wrapper opens as fd 3 for the chain: bwrap `--args` (NUL-separated) or an env script. */
+  fd3: Buffer;
+}
+
+export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Throws BadRequestError for argv/env that cannot be passed verbatim (NUL bytes, bad names). */
+export function checkCommandSpec(spec: CommandSpec): void {
+  if (!Array.isArray(spec.argv) || spec.argv.length === 0 || spec.argv.some((a) => typeof a !== 'string' || a.includes('\0'))) {
+    throw new BadRequestError('argv must be a non-empty list of strings without NUL bytes', { field: 'argv' });
+  }
+  if (typeof spec.cwd !== 'string' || !path.posix.isAbsolute(spec.cwd) || spec.cwd.includes('\0')) {
+    throw new BadRequestError('cwd must be an absolute guest path', { field: 'cwd' });
+  }
+  for (const [name, value] of Object.entries(spec.env ?? {})) {
+    if (!ENV_NAME.test(name) || typeof value !== 'string' || value.includes('\0')) {
+      throw new BadRequestError('env names must be [A-Za-z_][A-Za-z0-9_]* and values strings without NUL bytes', { field: 'env' });
+    }
+  }
+  if (!Number.isInteger(spec.timeoutMs) || spec.timeoutMs < 0) throw new BadRequestError('timeoutMs must be an integer >= 0', { field: 'timeoutMs' });
+  if (!Number.isInteger(spec.maxOutputBytes) || spec.maxOutputBytes < 0) {
+    throw new BadRequestError('maxOutputBytes must be an integer >= 0', { field: 'maxOutputBytes' });
+  }
+}
+
+/** The command's environment: fixed basics, then spec.env (which may override any of them). */
+export function commandEnv(plan: WorkspacePlan, spec: CommandSpec, home: string): Record<string, string> {
+  return { HOME: home, USER: plan.user.name, LOGNAME: plan.user.name, PATH: DEFAULT_PATH, LANG: 'C.UTF-8', ...spec.env };
+}
+
+/** `prlimit` prefix for plan.resources (pids → RLIMIT_NPROC, per real uid; memoryMb → RLIMIT_AS, per process). */
+function limitArgs(plan: WorkspacePlan): string[] {
+  const limits: string[] = [];
+  if (plan.resources.pids !== undefined) limits.push(`--nproc=${plan.resources.pids}`);
+  if (plan.resources.memoryMb !== undefined) limits.push(`--as=${plan.resources.memoryMb * 1024 * 1024}`);
+  return limits.length > 0 ? ['prlimit', ...limits, '--'] : [];
+}
+
+function dropToUid(hostUid: number): string[] {
+  return ['setpriv', `--reuid=${hostUid}`, `--regid=${hostUid}`, '--clear-groups', '--inh-caps=-all', '--'];
+}
+
+/**
+ * Build the launch chain of one command. Env values (possibly secrets) never enter argv — argv is
+ * world-readable in /proc — they go into fd 3, which the wrapper opens from a root-only file.
+ */
+export function buildLaunch(sandbox: SandboxHost, hostUid: number, plan: WorkspacePlan, paths: WorkspaceHostPaths, spec: CommandSpec): Launch {
+  const prefix = [...limitArgs(plan), ...(sandbox.asRoot ? dropToUid(hostUid) : [])];
+  if (sandbox.kind === 'bwrap') {
+    const env = commandEnv(plan, spec, plan.home);
+    const args = ['--clearenv', ...Object.entries(env).flatMap(([k, v]) => ['--setenv', k, v])];
+    const chain = [
+      ...prefix,
+      sandbox.bwrapPath ?? 'bwrap',
+      '--args', '3',
+      '--unshare-user', '--uid', String(plan.user.uid), '--gid', String(plan.user.gid),
+      '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
+      ...(plan.network === 'none' ? ['--unshare-net'] : []),
+      // Without root there is no per-workspace uid to kill by: a pid namespace per command instead.
+      ...(sandbox.asRoot ? [] : ['--unshare-pid', '--die-with-parent']),
+      ...sandbox.rootfsArgs,
+      '--proc', '/proc',
+      '--dev', '/dev',
+      '--bind', paths.home, plan.home,
+      '--bind', paths.tmp, '/tmp',
+      '--ro-bind', paths.transfer, plan.transferDir,
+      '--chdir', spec.cwd,
+      '--cap-drop', 'ALL',
+      '--',
+      ...spec.argv,
+    ];
+    return { chain, fd3: Buffer.from(args.map((a) => `${a}\0`).join(''), 'utf8') };
+  }
+  // No sandbox: guest paths do not exist on the host, so they are mapped onto the workspace's dirs.
+  const cwd = guestToHost(plan, paths, spec.cwd);
+  if (cwd === undefined) throw new BadRequestError('cwd must be inside the workspace home', { field: 'cwd' });
+  const env = commandEnv(plan, spec, paths.home);
+  const script = Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}\n`).join('');
+  // The env script is read from fd 3 (root-only file opened by the wrapper), then fd 3 is closed.
+  const runner = 'eval "$(cat <&3)"; exec 3<&-; cd "$1" || exit 126; shift; exec "$@"';
+  const chain = [...prefix, 'env', '-i', 'sh', '-c', runner, 'wsp-run', cwd, ...spec.argv];
+  return { chain, fd3: Buffer.from(script, 'utf8') };
+}
+
+/** Host path of a guest path under plan.home, /tmp or plan.transferDir (no-sandbox mode only). */
+export function guestToHost(plan: WorkspacePlan, paths: WorkspaceHostPaths, guest: string): string | undefined {
+  const normal = path.posix.normalize(guest);
+  for (const [guestBase, hostBase] of [[plan.home, paths.home], ['/tmp', paths.tmp], [plan.transferDir, paths.transfer]] as const) {
+    const rel = path.posix.relative(guestBase, normal);
+    if (rel === '') return hostBase;
+    if (!rel.startsWith('..') && !path.posix.isAbsolute(rel)) return path.join(hostBase, rel);
+  }
+  return undefined;
+}
+
+export function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+/** System dirs shared read-only with every sandbox; merged-/usr symlinks are recreated as symlinks. */
+const SYSTEM_DIRS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc'];
+
+export async function rootfsArgs(): Promise<string[]> {
+  const args: string[] = [];
+  for (const dir of SYSTEM_DIRS) {
+    try {
+      const st = await fs.lstat(dir);
+      if (st.isSymbolicLink()) args.push('--symlink', await fs.readlink(dir), dir);
+      else if (st.isDirectory()) args.push('--ro-bind', dir, dir);
+    } catch {
+      // not on this host
+    }
+  }
+  return args;
+}

@@ -1,0 +1,45 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { BackendUnavailableError } from '../../contract/errors.js';
+import type { LocalLayout } from './layout.js';
+import type { SandboxHost } from './sandbox.js';
+
+/**
+ * Create the backend's dirs with their modes. When workspaces run as their own host uids, bwrap
+ * (or the command itself, without bwrap), running as that uid, must traverse every directory from / down to `workspaces/<id>`: the dirs we
+ * own get o+x (0711: traverse, not list); a parent above the data dir that is not traversable is an
+ * error the operator must fix (we do not chmod their directories). Without root nothing changes uid.
+ */
+export async function prepareDataDir(layout: LocalLayout, sandbox: SandboxHost): Promise<void> {
+  // Root: commands run as per-workspace host uids, with or without bwrap.
+  const perUid = sandbox.asRoot;
+  try {
+    await fs.mkdir(layout.dataDir, { recursive: true, mode: 0o700 });
+    await ensureDir(layout.base, 0o711);
+    await ensureDir(layout.workspacesDir, 0o711);
+    await ensureDir(layout.snapshotsDir, 0o700);
+    if (perUid) {
+      const st = await fs.stat(layout.dataDir);
+      if ((st.mode & 0o001) === 0) await fs.chmod(layout.dataDir, (st.mode & 0o7777) | 0o001);
+    }
+  } catch (error) {
+    throw new BackendUnavailableError(`cannot prepare the local backend's data dir ${layout.dataDir}`, error);
+  }
+  if (!perUid) return;
+  for (let dir = path.dirname(layout.dataDir); ; dir = path.dirname(dir)) {
+    const st = await fs.stat(dir);
+    if ((st.mode & 0o001) === 0) {
+      throw new BackendUnavailableError(
+        `workspace uids cannot traverse ${dir} (mode ${(st.mode & 0o777).toString(8)}) on the way to the data dir ${layout.dataDir}: ` +
+          'give it o+x or choose a data dir whose parents are traversable',
+      );
+    }
+    if (dir === path.dirname(dir)) break;
+  }
+}
+
+/** mkdir with an exact mode (mkdir's mode is filtered by the umask; an existing dir is re-moded). */
+async function ensureDir(dir: string, mode: number): Promise<void> {
+  await fs.mkdir(dir, { recursive: true, mode });
+  await fs.chmod(dir, mode);
+}

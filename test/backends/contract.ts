@@ -1,0 +1,358 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { WorkspaceBackend } from '../../shared/contract/backend.js';
+import type { BackendRef } from '../../shared/contract/workspace.js';
+import { fingerprintArgv, parseFingerprint } from '../../shared/workspace/fingerprint.js';
+import { newId, useBackendFixture, type BackendFixture, type MakeBackend } from '../support/backend-fixture.js';
+
+/**
+ * The backend contract (style.md §7): one suite, run against every backend. Everything here goes
+ * through the WorkspaceBackend interface and commands inside the workspace; nothing reads a
+ * backend's internals (the two hooks a backend may offer — reopen, loseCommand — are in its handle).
+ */
+
+/** In the provider's environment; must never reach a command. Set before any backend exists. */
+const PROVIDER_CANARY = `wsp-provider-canary-${newId('v')}`;
+process.env.WSP_CONTRACT_PROVIDER_CANARY = PROVIDER_CANARY;
+
+/** sh snippet: `alive PID` succeeds iff the process exists and is not a zombie. */
+const ALIVE = `alive() { s=$(sed -n 's/^State:[[:space:]]*\\(.\\).*/\\1/p' "/proc/$1/status" 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ] && [ "$s" != X ]; }`;
+
+async function isAlive(fx: BackendFixture, ref: BackendRef, pid: string): Promise<boolean> {
+  const r = await fx.sh(ref, `${ALIVE}\nif alive "$1"; then echo yes; else echo no; fi`, [pid]);
+  expect(r.status.exitCode).toBe(0);
+  return r.stdout.trim() === 'yes';
+}
+
+async function fingerprint(fx: BackendFixture, ref: BackendRef, dir: string): Promise<string> {
+  const r = await fx.run(ref, fingerprintArgv(dir));
+  expect(r.status, r.stderr).toMatchObject({ state: 'exited', exitCode: 0 });
+  return parseFingerprint(r.stdout).digest;
+}
+
+async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
+  await expect(promise).rejects.toMatchObject({ code });
+}
+
+export function describeBackendContract(name: string, makeBackend: MakeBackend): void {
+  describe(`backend contract: ${name}`, () => {
+    const fx = useBackendFixture(makeBackend);
+
+    describe('lifecycle', () => {
+      it('creates a home that exists, is the working dir and is writable by the plan user', async () => {
+        const ref = await fx.create();
+        const r = await fx.sh(ref, 'id -u; id -g; pwd; echo "$HOME"; touch "$HOME/probe" && echo ok; ls -d "$1"', [fx.plan.root]);
+        expect(r.status).toMatchObject({ state: 'exited', exitCode: 0 });
+        expect(r.stdout.split('\n')).toEqual([String(fx.plan.user.uid), String(fx.plan.user.gid), fx.plan.workdir, fx.plan.home, 'ok', fx.plan.root, '']);
+        const inRoot = await fx.run(ref, ['pwd'], { cwd: fx.plan.root });
+        expect(inRoot.stdout).toBe(`${fx.plan.root}\n`);
+      });
+
+      it('lists the workspace as a resource until it is destroyed; destroy is idempotent', async () => {
+        const ref = await fx.create();
+        const id = String(ref.workspaceId ?? '');
+        const before = await fx.backend.listResources();
+        expect(before.map((r) => r.workspaceId)).toContain(id);
+        await fx.backend.destroy(ref);
+        await fx.backend.destroy(ref);
+        const after = await fx.backend.listResources();
+        expect(after.map((r) => r.workspaceId)).not.toContain(id);
+        await expectCode(fx.backend.startCommand(ref, fx.plan, { commandId: 'c', argv: ['true'], cwd: fx.plan.home, env: {}, timeoutMs: 0, maxOutputBytes: 1024 }), 'not_found');
+      });
+    });
+
+    describe('commands', () => {
+      it('passes argv verbatim (spaces, quotes, globs, unicode, empty)', async () => {
+        const ref = await fx.create();
+        const args = ['a b', "it's", '"double"', '$HOME', '*', '', 'ünïcødé ✓ 日本', 'back\\slash', 'semi;colon && x', '-n'];
+        const r = await fx.run(ref, ['printf', '[%s]\\n', ...args]);
+        expect(r.status.exitCode).toBe(0);
+        expect(r.stdout).toBe(args.map((a) => `[${a}]\n`).join(''));
+      });
+
+      it('gives the command spec.env and the basics, never the provider environment', async () => {
+        const ref = await fx.create();
+        const value = `a b "c" $d 'e' ünï\nline2`;
+        const r = await fx.sh(ref, 'printenv WSP_VISIBLE; echo ---; env', [], { env: { WSP_VISIBLE: value, EMPTY_ONE: '' } });
+        expect(r.status.exitCode).toBe(0);
+        const [visible, env] = r.stdout.split('---\n');
+        expect(visible).toBe(`${value}\n`);
+        expect(env).toContain(`HOME=${fx.plan.home}\n`);
+        expect(env).toContain('EMPTY_ONE=\n');
+        expect(env).toMatch(/^PATH=/m);
+        expect(r.stdout).not.toContain(PROVIDER_CANARY);
+        expect(env).not.toContain('WSP_CONTRACT_PROVIDER_CANARY');
+      });
+
+      it('feeds stdin (binary-safe), and an absent stdin is empty', async () => {
+        const ref = await fx.create();
+        const input = Buffer.from([0, 1, 2, 255, 10, 0x68, 0x69, 0, 10]);
+        const id = await fx.start(ref, ['od', '-An', '-tx1', '-v'], { stdin: input });
+        await fx.backend.waitCommand(ref, id, 60_000);
+        const out = (await fx.backend.readOutput(ref, id, 'stdout', 0, 4096)).data.toString().trim().split(/\s+/);
+        expect(out).toEqual([...input].map((b) => b.toString(16).padStart(2, '0')));
+        const empty = await fx.run(ref, ['cat']);
+        expect(empty.status).toMatchObject({ state: 'exited', exitCode: 0 });
+        expect(empty.stdout).toBe('');
+      });
+
+      it('reports the exit code and keeps stdout and stderr apart', async () => {
+        const ref = await fx.create();
+        const r = await fx.sh(ref, 'echo out; echo err >&2; exit 3');
+        expect(r.status).toMatchObject({ state: 'exited', exitCode: 3, signal: null });
+        expect(r.stdout).toBe('out\n');
+        expect(r.stderr).toBe('err\n');
+        expect(r.status.stdout).toEqual({ bytes: 4, truncated: false });
+        expect(r.status.endedAt).toBeDefined();
+      });
+
+      it('a program that does not exist ends as exited with a non-zero code (not lost)', async () => {
+        const ref = await fx.create();
+        const r = await fx.run(ref, ['wsp-no-such-program-x']);
+        expect(r.status.state).toBe('exited');
+        expect(r.status.exitCode).not.toBe(0);
+        expect(r.stderr).toContain('wsp-no-such-program-x');
+      });
+
+      it('bounds large output: truncated, real byte count, paged reads of the kept part', async () => {
+        const ref = await fx.create();
+        const total = 3 * 1024 * 1024;
+        const max = 1024 * 1024;
+        const id = await fx.start(ref, ['sh', '-c', 'yes 0123456789abcde | head -c "$1"', 'sh', String(total)], { maxOutputBytes: max });
+        const status = await fx.backend.waitCommand(ref, id, 60_000);
+        expect(status).toMatchObject({ state: 'exited', exitCode: 0, stdout: { bytes: total, truncated: true }, stderr: { bytes: 0, truncated: false } });
+        const chunks: Buffer[] = [];
+        let offset = 0;
+        for (;;) {
+          const chunk = await fx.backend.readOutput(ref, id, 'stdout', offset, 300_000);
+          if (chunk.data.length === 0) break;
+          expect(chunk.nextOffset).toBe(offset + chunk.data.length);
+          chunks.push(chunk.data);
+          offset = chunk.nextOffset;
+        }
+        const kept = Buffer.concat(chunks);
+        expect(kept.length).toBe(max);
+        expect(kept.equals(Buffer.from('0123456789abcde\n'.repeat(max / 16)))).toBe(true);
+      });
+
+      it('streams output while the command runs', async () => {
+        const ref = await fx.create();
+        const id = await fx.start(ref, ['sh', '-c', 'echo one; sleep 300']);
+        let seen = '';
+        for (let i = 0; i < 400 && seen === ''; i++) {
+          seen = (await fx.backend.readOutput(ref, id, 'stdout', 0, 100)).data.toString();
+          if (seen === '') await new Promise((r) => setTimeout(r, 25));
+        }
+        expect(seen).toBe('one\n');
+        expect((await fx.backend.commandStatus(ref, id)).state).toBe('running');
+        await fx.backend.killCommand(ref, id, 'cancelled');
+      });
+
+      it('kills the whole process group on timeout', async () => {
+        const ref = await fx.create();
+        const id = await fx.start(ref, ['sh', '-c', 'sleep 300 & echo $! > "$HOME/child.pid"; sleep 300'], { timeoutMs: 500 });
+        const status = await fx.backend.waitCommand(ref, id, 60_000);
+        expect(status).toMatchObject({ state: 'killed', reason: 'timeout', signal: 'SIGKILL', exitCode: null });
+        const pid = (await fx.run(ref, ['cat', `${fx.plan.home}/child.pid`])).stdout.trim();
+        expect(pid).toMatch(/^\d+$/);
+        expect(await isAlive(fx, ref, pid)).toBe(false);
+      });
+
+      it('killCommand ends a running command as killed with the reason; killing an ended one is a no-op', async () => {
+        const ref = await fx.create();
+        const id = await fx.start(ref, ['sleep', '300']);
+        expect((await fx.backend.commandStatus(ref, id)).state).toBe('running');
+        await fx.backend.killCommand(ref, id, 'cancelled');
+        const status = await fx.backend.waitCommand(ref, id, 30_000);
+        expect(status).toMatchObject({ state: 'killed', reason: 'cancelled', signal: 'SIGKILL' });
+        await fx.backend.killCommand(ref, id, 'again');
+        expect(await fx.backend.commandStatus(ref, id)).toMatchObject({ state: 'killed', reason: 'cancelled' });
+        const done = await fx.run(ref, ['true']);
+        await fx.backend.killCommand(ref, done.commandId, 'late');
+        expect(await fx.backend.commandStatus(ref, done.commandId)).toMatchObject({ state: 'exited', exitCode: 0 });
+      });
+
+      it('startCommand is idempotent on the command id', async () => {
+        const ref = await fx.create();
+        const commandId = newId('cmd');
+        await fx.start(ref, ['sh', '-c', 'echo first'], { commandId });
+        await fx.start(ref, ['sh', '-c', 'echo second'], { commandId });
+        const status = await fx.backend.waitCommand(ref, commandId, 60_000);
+        expect(status.state).toBe('exited');
+        expect((await fx.backend.readOutput(ref, commandId, 'stdout', 0, 100)).data.toString()).toBe('first\n');
+      });
+
+      it('unknown command or workspace → not_found; bad read arguments → bad_request', async () => {
+        const ref = await fx.create();
+        await expectCode(fx.backend.commandStatus(ref, 'cmd-unknown'), 'not_found');
+        const done = await fx.run(ref, ['true']);
+        await expectCode(fx.backend.readOutput(ref, done.commandId, 'stdout', -1, 10), 'bad_request');
+      });
+
+      it('background processes outlive their command and are gone after killAll', async () => {
+        const ref = await fx.create();
+        const r = await fx.sh(ref, 'sleep 300 > /dev/null 2>&1 & echo $!');
+        expect(r.status).toMatchObject({ state: 'exited', exitCode: 0 });
+        const pid = r.stdout.trim();
+        expect(await isAlive(fx, ref, pid)).toBe(true);
+        await fx.backend.killAll(ref);
+        expect(await isAlive(fx, ref, pid)).toBe(false);
+      });
+
+      it('killAll also ends running commands (state killed)', async () => {
+        const ref = await fx.create();
+        const id = await fx.start(ref, ['sleep', '300']);
+        await fx.backend.killAll(ref);
+        const status = await fx.backend.waitCommand(ref, id, 30_000);
+        expect(status.state).toBe('killed');
+        expect(status.reason).toBeTruthy();
+      });
+    });
+
+    describe('provider restart', () => {
+      it('a new backend instance reports a finished result and one that finished while it was away', async (ctx) => {
+        if (!fx.handle.reopen) return ctx.skip();
+        const ref = await fx.create();
+        const done = await fx.sh(ref, 'echo before; exit 4');
+        const away = await fx.start(ref, ['sh', '-c', 'sleep 1; echo after']);
+        const again: WorkspaceBackend = await fx.handle.reopen();
+        expect(await again.commandStatus(ref, done.commandId)).toMatchObject({ state: 'exited', exitCode: 4 });
+        expect((await again.readOutput(ref, done.commandId, 'stdout', 0, 100)).data.toString()).toBe('before\n');
+        const status = await again.waitCommand(ref, away, 60_000);
+        expect(status).toMatchObject({ state: 'exited', exitCode: 0 });
+        expect((await again.readOutput(ref, away, 'stdout', 0, 100)).data.toString()).toBe('after\n');
+      });
+
+      it('a command whose supervisor vanished is lost, not running forever', async (ctx) => {
+        if (!fx.handle.loseCommand) return ctx.skip();
+        const ref = await fx.create();
+        const id = await fx.start(ref, ['sleep', '300']);
+        await fx.handle.loseCommand(ref, id);
+        expect(await fx.backend.waitCommand(ref, id, 10_000)).toMatchObject({ state: 'lost', reason: 'process vanished' });
+      });
+    });
+
+    describe('snapshots', () => {
+      const populate = [
+        'mkdir -p d/sub empty && echo a > a.txt && echo b > d/sub/b.txt && ln -s a.txt link',
+        "printf '#!/bin/sh\\necho hi\\n' > x.sh && chmod 755 x.sh && printf 'token=%s\\n' \"$1\" > .hidden",
+      ].join(' && ');
+      const mutate = [
+        'echo changed > a.txt && chmod 600 x.sh && rm -rf d && ln -sfn x.sh link && echo new > new.txt',
+        'mkdir -p n/e/w && echo t > /tmp/scratch && (sleep 300 > /dev/null 2>&1 & echo $! > "$HOME/bg.pid")',
+      ].join(' && ');
+
+      it('restore returns the home to the snapshot exactly, kills processes and empties /tmp', async () => {
+        const ref = await fx.create();
+        expect((await fx.sh(ref, populate, ['x'])).status.exitCode).toBe(0);
+        const f0 = await fingerprint(fx, ref, fx.plan.home);
+        const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('snap')));
+        expect((await fx.sh(ref, mutate)).status.exitCode).toBe(0);
+        const pid = (await fx.run(ref, ['cat', `${fx.plan.home}/bg.pid`])).stdout.trim();
+        expect(await isAlive(fx, ref, pid)).toBe(true);
+        expect(await fingerprint(fx, ref, fx.plan.home)).not.toBe(f0);
+
+        await fx.backend.restore(ref, fx.plan, snap);
+        expect(await isAlive(fx, ref, pid)).toBe(false);
+        expect(await fingerprint(fx, ref, fx.plan.home)).toBe(f0);
+        expect((await fx.run(ref, ['ls', '-A', '/tmp'])).stdout).toBe('');
+        // Still the user's and writable; and a second round trip is exact too.
+        expect((await fx.sh(ref, 'echo again >> a.txt && touch d/sub/more && rm link')).status.exitCode).toBe(0);
+        await fx.backend.restore(ref, fx.plan, snap);
+        expect(await fingerprint(fx, ref, fx.plan.home)).toBe(f0);
+      });
+
+      it('a workspace created from a snapshot equals it and belongs to its own user', async () => {
+        const ref = await fx.create();
+        expect((await fx.sh(ref, populate, ['x'])).status.exitCode).toBe(0);
+        const f0 = await fingerprint(fx, ref, fx.plan.home);
+        const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'cache', newId('snap')));
+        const copy = await fx.create({ from: snap });
+        expect(await fingerprint(fx, copy, fx.plan.home)).toBe(f0);
+        const r = await fx.sh(copy, 'stat -c %u a.txt d/sub; touch a.txt d/sub/new && echo ok');
+        expect(r.stdout).toBe(`${fx.plan.user.uid}\n${fx.plan.user.uid}\nok\n`);
+      });
+
+      it('lists, sizes, scans and deletes snapshots', async () => {
+        const ref = await fx.create();
+        const needle = newId('needle');
+        expect((await fx.sh(ref, populate, [needle])).status.exitCode).toBe(0);
+        const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'cache', newId('snap')));
+        expect((await fx.backend.listSnapshots()).map((s) => s.name)).toContain(snap.name);
+        expect(await fx.backend.snapshotSizeBytes(snap)).toBeGreaterThan(0);
+        const hits = await fx.backend.scanSnapshot(snap, [needle, newId('absent')]);
+        expect(hits.length).toBeGreaterThan(0);
+        expect(hits.join('\n')).not.toContain(needle);
+        expect(await fx.backend.scanSnapshot(snap, [newId('absent')])).toEqual([]);
+        await fx.backend.deleteSnapshot(snap);
+        await fx.backend.deleteSnapshot(snap);
+        expect((await fx.backend.listSnapshots()).map((s) => s.name)).not.toContain(snap.name);
+      });
+    });
+
+    describe('files from the host', () => {
+      it('a transfer file is readable but not writable inside; removing it works', async () => {
+        const ref = await fx.create();
+        const host = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-transfer-'));
+        try {
+          const file = path.join(host, 'bundle');
+          fs.writeFileSync(file, 'bundle-bytes\n', { mode: 0o600 });
+          await fx.backend.putTransferFile(ref, fx.plan, 'repo.bundle', file);
+          const t = `${fx.plan.transferDir}/repo.bundle`;
+          expect((await fx.run(ref, ['cat', t])).stdout).toBe('bundle-bytes\n');
+          expect((await fx.sh(ref, 'echo x >> "$1"', [t])).status.exitCode).not.toBe(0);
+          expect((await fx.sh(ref, 'rm -f "$1"', [t])).status.exitCode).not.toBe(0);
+          expect((await fx.sh(ref, 'touch "$1/new"', [fx.plan.transferDir])).status.exitCode).not.toBe(0);
+          expect((await fx.run(ref, ['cat', t])).stdout).toBe('bundle-bytes\n');
+          await fx.backend.removeTransferFile(ref, fx.plan, 'repo.bundle');
+          expect((await fx.run(ref, ['cat', t])).status.exitCode).not.toBe(0);
+        } finally {
+          fs.rmSync(host, { recursive: true, force: true });
+        }
+      });
+
+      it('putDirectory copies a tree whole (.git, dotfiles, symlinks, modes), owned by the user', async () => {
+        const ref = await fx.create();
+        const host = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-putdir-'));
+        try {
+          fs.mkdirSync(path.join(host, '.git', 'refs'), { recursive: true });
+          fs.writeFileSync(path.join(host, '.git', 'HEAD'), 'ref: refs/heads/main\n');
+          fs.writeFileSync(path.join(host, '.env.local'), 'dot\n');
+          fs.mkdirSync(path.join(host, 'bin'));
+          fs.writeFileSync(path.join(host, 'bin', 'run.sh'), '#!/bin/sh\n', { mode: 0o755 });
+          fs.writeFileSync(path.join(host, 'ro.txt'), 'ro\n', { mode: 0o444 });
+          fs.symlinkSync('bin/run.sh', path.join(host, 'link'));
+          const dest = `${fx.plan.root}/proj`;
+          await fx.backend.putDirectory(ref, fx.plan, host, dest);
+          const r = await fx.sh(ref, [
+            'cd "$1" && stat -c "%n %u %g %a %F" .git/HEAD .env.local bin/run.sh ro.txt link',
+            'readlink link && cat .git/HEAD && touch .git/new bin/new && echo writable',
+          ].join(' && '), [dest]);
+          const u = `${fx.plan.user.uid} ${fx.plan.user.gid}`;
+          expect(r.stdout.split('\n')).toEqual([
+            `.git/HEAD ${u} 644 regular file`,
+            `.env.local ${u} 644 regular file`,
+            `bin/run.sh ${u} 755 regular file`,
+            `ro.txt ${u} 444 regular file`,
+            `link ${u} 777 symbolic link`,
+            'bin/run.sh',
+            'ref: refs/heads/main',
+            'writable',
+            '',
+          ]);
+          // Into an existing directory: merged.
+          fs.writeFileSync(path.join(host, 'second.txt'), '2\n');
+          await fx.backend.putDirectory(ref, fx.plan, host, dest);
+          expect((await fx.run(ref, ['ls', '-A', dest])).stdout.split('\n').filter(Boolean).sort()).toEqual(
+            ['.env.local', '.git', 'bin', 'link', 'ro.txt', 'second.txt'],
+          );
+          await expectCode(fx.backend.putDirectory(ref, fx.plan, host, '/etc/evil'), 'bad_request');
+        } finally {
+          fs.rmSync(host, { recursive: true, force: true });
+        }
+      });
+    });
+  });
+}
