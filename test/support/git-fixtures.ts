@@ -71,7 +71,8 @@ export function commitFiles(repo: UpstreamRepo, files: FileMap, message: string)
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, content);
   }
-  git(repo.work, ['add', '--all', '--', ...Object.keys(files)]);
+  // No paths → an empty commit (`git add --all` without a pathspec would stage everything).
+  if (Object.keys(files).length > 0) git(repo.work, ['add', '--all', '--', ...Object.keys(files)]);
   return commitAndPush(repo, message);
 }
 
