@@ -61,6 +61,18 @@ export class GitBroker {
     this.timeoutMs = options.timeoutMs ?? 600_000;
     fs.mkdirSync(this.home, { recursive: true, mode: 0o700 });
     fs.chmodSync(this.mirrorsDir, 0o700);
+    this.removeStaleClones();
+  }
+
+  /** Temp clones left by a provider process that died mid-clone (its pid is gone). */
+  private removeStaleClones(): void {
+    for (const name of fs.readdirSync(this.mirrorsDir)) {
+      const pid = /\.git\.tmp-(\d+)-[0-9a-f]+$/.exec(name)?.[1];
+      if (pid !== undefined && !processAlive(Number(pid))) {
+        fs.rmSync(path.join(this.mirrorsDir, name), { recursive: true, force: true });
+        this.options.log?.info('git mirror: removed an interrupted clone', { name });
+      }
+    }
   }
 
   /** `<mirrorsDir>/<first 16 hex of sha256(url)>.git` */
@@ -197,6 +209,15 @@ export class GitBroker {
       this.locks.set(url, lock);
     }
     return lock;
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -97,6 +97,17 @@ describe('GitBroker.sync', () => {
     await expect(b.sync({ url: server.url('nope'), credential: 'env:GOOD' })).rejects.toThrow(/repository .*nope\.git not found/);
   });
 
+  it('removes temp clones of dead provider processes on start, and keeps live ones', async () => {
+    const { mirrorsDir } = broker();
+    const dead = path.join(mirrorsDir, 'abcdef0123456789.git.tmp-999999999-0a1b2c3d');
+    const live = path.join(mirrorsDir, `abcdef0123456789.git.tmp-${process.pid}-0a1b2c3d`);
+    fs.mkdirSync(path.join(dead, 'objects'), { recursive: true });
+    fs.mkdirSync(live);
+    new GitBroker({ mirrorsDir, resolveSecret });
+    expect(fs.existsSync(dead)).toBe(false);
+    expect(fs.existsSync(live)).toBe(true);
+  });
+
   it('shares one fetch between concurrent callers for the same URL', async () => {
     const { broker: b } = broker();
     const url = server.url('app');
