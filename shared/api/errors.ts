@@ -16,6 +16,7 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
   payload_too_large: 413,
   unsupported_media_type: 415,
   backend_unavailable: 503,
+  step_failed: 502,
   internal: 500,
 };
 

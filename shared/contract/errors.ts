@@ -11,6 +11,8 @@ export type ErrorCode =
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'backend_unavailable'
+  /** A step inside the workspace or against an upstream (clone, fetch, setup) failed; the message says which. */
+  | 'step_failed'
   | 'internal';
 
 export class WspError extends Error {
@@ -26,8 +28,8 @@ export class WspError extends Error {
 
 /** Bad input: a request body, path parameter, query or config field. `details` lists the fields. */
 export class BadRequestError extends WspError {
-  constructor(message: string, details?: unknown) {
-    super('bad_request', message, { details });
+  constructor(message: string, details?: unknown, cause?: unknown) {
+    super('bad_request', message, { details, cause });
     this.name = 'BadRequestError';
   }
 }
@@ -66,7 +68,7 @@ export class StepFailedError extends WspError {
   readonly step: string;
   readonly result?: unknown;
   constructor(step: string, message: string, result?: unknown) {
-    super('internal', `${step} failed: ${message}`, { details: result });
+    super('step_failed', `${step} failed: ${message}`, { details: result });
     this.name = 'StepFailedError';
     this.step = step;
     this.result = result;

@@ -42,7 +42,7 @@ export async function startTestProvider(config: ConfigInput, options: { dataDir?
   const provider = await composeProvider({ config: parsed, baseDir: process.cwd(), sources: [] }, log);
   const server = await startHttpServer({ service: provider.service, host: '127.0.0.1', port: 0, authToken: token, log });
 
-  const api = async <T,>(method: string, route: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer<T>> => {
+  const api = async <T = any,>(method: string, route: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer<T>> => {
     const res = await fetch(server.url + route, {
       method,
       headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },

@@ -1,0 +1,120 @@
+/**
+ * `npm run bench` — local backend, side by side in one run, reported as times and ratios (never
+ * asserted): cold setup, warm setup, warm setup after 5 new upstream commits, command round trip
+ * through the API vs a raw bwrap spawn, reset of a small change in a big tree vs in a small tree.
+ * Writes bench/results/local.md and local.json. `BENCH_SHORT=1` does fewer rounds (CI).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { commitFiles, createUpstreamRepo } from '../test/support/git-fixtures.js';
+import { startGitServer } from '../test/support/git-server.js';
+import { startTestProvider } from '../test/support/provider-fixture.js';
+
+const short = process.env.BENCH_SHORT === '1';
+const rounds = short ? 3 : 10;
+const TOKEN = 'bench-token-0123456789';
+
+interface Row { name: string; ms: number; note?: string }
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+async function time(fn: () => Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
+
+async function main(): Promise<void> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-bench-'));
+  process.env.WSP_BENCH_TOKEN = TOKEN;
+  const git = await startGitServer({ token: TOKEN, root: path.join(root, 'git') });
+  // A repository of ~2,000 files (~8 MB) so snapshot and reset costs are visible.
+  const files: Record<string, string> = {};
+  for (let i = 0; i < 2000; i++) files[`src/m${Math.floor(i / 100)}/f${i}.txt`] = `${i}\n`.repeat(1000);
+  const app = createUpstreamRepo(git.root, 'app', files);
+  const wsp = await startTestProvider({
+    repositories: [{ url: git.url('app'), path: 'app', credential: 'env:WSP_BENCH_TOKEN' }],
+    setup: { script: 'mkdir -p ~/.cache/deps && head -c 2000000 /dev/urandom > ~/.cache/deps/blob' },
+    workspace: { network: 'none' },
+  }, { dataDir: path.join(root, 'data') });
+  const rows: Row[] = [];
+  try {
+    const cold = await time(() => wsp.setup());
+    rows.push({ name: 'cold setup (clone 2,000 files + setup)', ms: cold });
+    const warmTimes: number[] = [];
+    const ids: string[] = [];
+    for (let i = 0; i < rounds; i++) warmTimes.push(await time(async () => ids.push((await wsp.setup()).id)));
+    const warm = median(warmTimes);
+    rows.push({ name: 'warm setup (cache hit, same commit)', ms: warm });
+    for (let i = 0; i < 5; i++) commitFiles(app, { [`src/new${i}.txt`]: `new ${i}\n` }, `c${i}`);
+    const warmFetch = await time(async () => ids.push((await wsp.setup()).id));
+    rows.push({ name: 'warm setup after 5 new upstream commits', ms: warmFetch });
+
+    const id = ids[0]!;
+    const rtt: number[] = [];
+    for (let i = 0; i < rounds * 3; i++) rtt.push(await time(() => wsp.exec(id, 'true')));
+    const apiRtt = median(rtt);
+    rows.push({ name: 'command round trip through the API (`true`)', ms: apiRtt });
+    const raw: number[] = [];
+    for (let i = 0; i < rounds * 3; i++) {
+      const t = performance.now();
+      spawnSync('bwrap', ['--ro-bind', '/', '/', '--unshare-user', '--', 'true']);
+      raw.push(performance.now() - t);
+    }
+    const rawRtt = median(raw);
+    rows.push({ name: 'raw bwrap spawn of `true` (floor)', ms: rawRtt });
+
+    const resetSmall: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      await wsp.exec(id, 'echo change >> app/src/m0/f0.txt; echo new > app/new-file');
+      resetSmall.push(await time(() => wsp.api('POST', `/workspaces/${id}/reset`, {})));
+    }
+    rows.push({ name: 'reset after a 2-file change (8 MB tree)', ms: median(resetSmall) });
+    const resetBig: number[] = [];
+    for (let i = 0; i < Math.max(2, Math.floor(rounds / 2)); i++) {
+      await wsp.exec(id, 'for f in app/src/m*/f*.txt; do echo x >> "$f"; done');
+      resetBig.push(await time(() => wsp.api('POST', `/workspaces/${id}/reset`, {})));
+    }
+    rows.push({ name: 'reset after changing all 2,000 files', ms: median(resetBig) });
+
+    const ratios = {
+      warmVsCold: warm / cold,
+      apiRoundTripVsRawSpawn: apiRtt / rawRtt,
+      resetAllVsResetSmall: median(resetBig) / median(resetSmall),
+    };
+    const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, node ${process.version}`;
+    const md = [
+      `## Local backend — ${new Date().toISOString().slice(0, 10)}${short ? ' (short run)' : ''}`,
+      '',
+      `Machine: ${machine}. Median of ${rounds} rounds where repeated.`,
+      '',
+      '| step | ms |',
+      '|---|---:|',
+      ...rows.map((r) => `| ${r.name} | ${r.ms.toFixed(0)} |`),
+      '',
+      '| ratio | value |',
+      '|---|---:|',
+      `| warm setup / cold setup | ${ratios.warmVsCold.toFixed(2)} |`,
+      `| API command round trip / raw bwrap spawn | ${ratios.apiRoundTripVsRawSpawn.toFixed(2)} |`,
+      `| reset (all files changed) / reset (2 files changed) | ${ratios.resetAllVsResetSmall.toFixed(2)} |`,
+      '',
+    ].join('\n');
+    process.stdout.write(md + '\n');
+    fs.writeFileSync(path.join(import.meta.dirname, 'results', 'local.md'), md);
+    fs.writeFileSync(path.join(import.meta.dirname, 'results', 'local.json'), JSON.stringify({ date: new Date().toISOString(), machine, short, rows, ratios }, null, 2) + '\n');
+    for (const w of ids) await wsp.api('DELETE', `/workspaces/${w}`);
+  } finally {
+    await wsp.close();
+    await git.close();
+    execFileSync('rm', ['-rf', root]);
+  }
+}
+
+void main().then(() => process.exit(0), (error) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
+  process.exit(1);
+});
