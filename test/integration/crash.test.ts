@@ -19,6 +19,7 @@ let provider: SpawnedProvider | undefined;
 
 beforeAll(async () => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-crash-'));
+  fs.chmodSync(root, 0o711); // workspace uids traverse to their dirs under the data dir
   git = await startGitServer({ token: TOKEN, root: path.join(root, 'git') });
   createUpstreamRepo(git.root, 'app', { 'a.txt': 'a\n' });
   dataDir = path.join(root, 'data');
@@ -79,7 +80,7 @@ describe('crash safety (kill -9 of the provider process)', () => {
     expect(ws.failure.message).toMatch(/restarted/);
     expect(fs.existsSync(path.join(dataDir, 'local', 'workspaces', id))).toBe(false);
     expect(processesWith(`sleep ${MARK}`)).toBe(0);
-    const all = (await provider.api('GET', '/workspaces')).body as any[];
+    const all = (await provider.api('GET', '/workspaces')).body.workspaces as any[];
     expect(all.filter((w) => ['provisioning', 'resetting', 'deleting'].includes(w.status))).toEqual([]);
     await provider.stop();
   });

@@ -122,8 +122,12 @@ describe('core loop over HTTP (local backend)', () => {
     expect(r.state).toBe('exited');
     expect(r.stdout.bytes).toBe(3_000_000);
     expect(r.stdout.truncated).toBe(true);
-    const page = await wsp.api('GET', `/workspaces/${warm.id}/commands/${r.id}?stdoutOffset=1000000&limit=100000`);
-    expect(page.body.stdout.data).toBe('');
+    // 1 MiB is kept: a read past it is empty, a read across its end is cut at it.
+    const past = await wsp.api('GET', `/workspaces/${warm.id}/commands/${r.id}?stdoutOffset=1048576&limit=100000`);
+    expect(past.body.stdout.data.length).toBe(0);
+    const across = await wsp.api('GET', `/workspaces/${warm.id}/commands/${r.id}?stdoutOffset=1000000&limit=100000`);
+    expect(across.body.stdout.data.length).toBe(48_576);
+    expect(across.body.stdout.nextOffset).toBe(1_048_576);
     const first = await wsp.api('GET', `/workspaces/${warm.id}/commands/${r.id}?stdoutOffset=1000&limit=10`);
     expect(first.body.stdout).toMatchObject({ data: 'xxxxxxxxxx', offset: 1000, nextOffset: 1010 });
   });
