@@ -43,9 +43,11 @@ export function describeBackendContract(name: string, makeBackend: MakeBackend):
     describe('lifecycle', () => {
       it('creates a home that exists, is the working dir and is writable by the plan user', async () => {
         const ref = await fx.create();
-        const r = await fx.sh(ref, 'id -u; id -g; pwd; echo "$HOME"; touch "$HOME/probe" && echo ok; ls -d "$1"', [fx.plan.root]);
+        const r = await fx.sh(ref, 'id -u; id -g; id -un; pwd; echo "$HOME"; touch "$HOME/probe" && echo ok; ls -d "$1"', [fx.plan.root]);
         expect(r.status).toMatchObject({ state: 'exited', exitCode: 0 });
-        expect(r.stdout.split('\n')).toEqual([String(fx.plan.user.uid), String(fx.plan.user.gid), fx.plan.workdir, fx.plan.home, 'ok', fx.plan.root, '']);
+        expect(r.stdout.split('\n')).toEqual([
+          String(fx.plan.user.uid), String(fx.plan.user.gid), fx.plan.user.name, fx.plan.workdir, fx.plan.home, 'ok', fx.plan.root, '',
+        ]);
         const inRoot = await fx.run(ref, ['pwd'], { cwd: fx.plan.root });
         expect(inRoot.stdout).toBe(`${fx.plan.root}\n`);
       });

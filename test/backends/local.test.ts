@@ -1,6 +1,8 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { createLocalBackend } from '../../shared/backends/local/index.js';
 import { processesOfUid } from '../../shared/backends/local/procs.js';
 import { hostFingerprint } from '../../shared/backends/local/tree.js';
 import type { BackendRef } from '../../shared/contract/workspace.js';
@@ -89,6 +91,17 @@ describe('local backend specifics', () => {
     await fx.backend.killCommand(ref, id, 'cancelled');
   });
 
+  it('passes no descriptor of the provider into a command (inherited ones are overwritten with /dev/null)', async () => {
+    const ref = await fx.create();
+    // ls lists its own descriptors: 0-2, the directory it reads, and whatever it inherited.
+    const r = await fx.run(ref, ['ls', '-l', '/proc/self/fd']);
+    expect(r.status.exitCode).toBe(0);
+    const fds = r.stdout.split('\n').filter((l) => l.includes(' -> ')).map((l) => l.slice(l.lastIndexOf(' ', l.indexOf(' -> ') - 1) + 1));
+    const inherited = fds.filter((f) => !/^[012] -> /.test(f) && !/ -> \/proc\/\d+\/fd$/.test(f));
+    for (const fd of inherited) expect(fd).toMatch(/^\d+ -> \/dev\/null$/);
+    expect(fds.length).toBeGreaterThanOrEqual(4);
+  });
+
   it('applies pids and memory limits with prlimit', async () => {
     const plan = { ...fx.plan, resources: { pids: 64, memoryMb: 2048 } };
     const ref = await fx.create({ plan });
@@ -126,6 +139,22 @@ describe('local backend specifics', () => {
     await expect(fx.start(ref, ['true'], { env: { 'BAD=NAME': 'x' } })).rejects.toMatchObject({ code: 'bad_request' });
     await expect(fx.start(ref, ['printf', 'a\0b'])).rejects.toMatchObject({ code: 'bad_request' });
     await fx.backend.destroy({ kind: 'local', workspaceId: 'ws-never-created', dir: '/nowhere' });
+  });
+
+  it('refuses a data dir whose parents the workspace uids cannot traverse, naming the fix', async () => {
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-closed-'));
+    try {
+      fs.chmodSync(parent, 0o700);
+      const attempt = createLocalBackend({ dataDir: path.join(parent, 'data'), owner: 'x' });
+      await expect(attempt).rejects.toMatchObject({ code: 'backend_unavailable' });
+      await expect(attempt).rejects.toThrow(`chmod o+x ${parent}`);
+      fs.chmodSync(parent, 0o711);
+      const backend = await createLocalBackend({ dataDir: path.join(parent, 'data'), owner: 'x' });
+      expect(backend.kind).toBe('local');
+      expect(fs.statSync(path.join(parent, 'data')).mode & 0o777).toBe(0o701);
+    } finally {
+      fs.rmSync(parent, { recursive: true, force: true });
+    }
   });
 
   it('without bwrap: runs commands unsandboxed as the workspace uid and says so loudly', async () => {

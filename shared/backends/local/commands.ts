@@ -7,7 +7,7 @@ import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../c
 import {
   commandFile, readExit, readPgid, readSpec, readStatus, wrapperAlive, writeKillReason, type StoredSpec,
 } from './command-files.js';
-import { TOOL_ENV } from './exec.js';
+import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
 import { killAllOfUid, killGroup } from './procs.js';
 import { buildLaunch, checkCommandSpec, type SandboxHost } from './sandbox.js';
@@ -35,6 +35,8 @@ export interface WorkspaceIdentity {
 export class CommandRunner {
   /** Exit events of wrappers this process spawned, by command dir: waiters wake at once. */
   private readonly exits = new Map<string, Promise<void>>();
+  /** /dev/null, kept open (close-on-exec) to overwrite leaked descriptors in wrappers (sealedStdio). */
+  private devNullHandle: Promise<fs.FileHandle> | undefined;
 
   constructor(
     private readonly layout: LocalLayout,
@@ -49,6 +51,8 @@ export class CommandRunner {
       home: this.layout.home(ws.workspaceId),
       tmp: this.layout.tmp(ws.workspaceId),
       transfer: this.layout.transfer(ws.workspaceId),
+      passwd: this.layout.passwd(ws.workspaceId),
+      group: this.layout.group(ws.workspaceId),
     }, spec);
     try {
       await fs.mkdir(dir, { mode: 0o700 });
@@ -73,7 +77,7 @@ export class CommandRunner {
 
     const child = spawn('/bin/sh', [WRAPPER, dir, String(spec.timeoutMs), String(spec.maxOutputBytes), '--', ...launch.chain], {
       detached: true,
-      stdio: 'ignore',
+      stdio: await sealedStdio(await this.devNull()),
       cwd: '/',
       env: TOOL_ENV,
     });
@@ -171,6 +175,12 @@ export class CommandRunner {
     }
     if (this.sandbox.asRoot) await killAllOfUid(ws.hostUid);
     await this.settle(running);
+  }
+
+  private async devNull(): Promise<number> {
+    // The handle is kept (not just its fd): a collected FileHandle closes its descriptor.
+    this.devNullHandle ??= fs.open('/dev/null', 'r');
+    return (await this.devNullHandle).fd;
   }
 
   private async find(workspaceId: string, commandId: string): Promise<{ dir: string; spec: StoredSpec }> {

@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { spawn, type StdioOptions } from 'node:child_process';
+import fs from 'node:fs/promises';
 import { StepFailedError } from '../../contract/errors.js';
 
 /** A fixed, minimal environment for host tools: the provider's own env (tokens!) never leaks. */
@@ -59,4 +60,28 @@ export async function runToolChecked(step: string, argv: readonly string[], opti
     });
   }
   return result;
+}
+
+/** O_CLOEXEC as shown in /proc/<pid>/fdinfo `flags:` (octal). */
+const O_CLOEXEC = 0o2000000;
+
+/**
+ * stdio for a child that runs workspace code: 0-2 on /dev/null, and every descriptor the provider
+ * itself inherited WITHOUT close-on-exec (a supervisor's pipe, say) overwritten with /dev/null in the
+ * child — otherwise it would pass through bwrap into the sandbox. `devNull` is an fd of /dev/null
+ * the caller keeps open (Node opens files close-on-exec, so it does not leak itself).
+ */
+export async function sealedStdio(devNull: number): Promise<StdioOptions> {
+  const leaked: number[] = [];
+  for (const name of await fs.readdir('/proc/self/fdinfo').catch(() => [] as string[])) {
+    const fd = Number(name);
+    if (!Number.isInteger(fd) || fd < 3) continue;
+    const info = await fs.readFile(`/proc/self/fdinfo/${name}`, 'utf8').catch(() => undefined);
+    const flags = info === undefined ? undefined : /^flags:\s+([0-7]+)/m.exec(info)?.[1];
+    if (flags !== undefined && (parseInt(flags, 8) & O_CLOEXEC) === 0) leaked.push(fd);
+  }
+  const stdio: Array<'ignore' | number> = ['ignore', 'ignore', 'ignore'];
+  const max = Math.max(2, ...leaked);
+  for (let fd = 3; fd <= max; fd++) stdio.push(leaked.includes(fd) ? devNull : 'ignore');
+  return stdio;
 }

@@ -13,7 +13,7 @@ import { checkName, LocalLayout } from './layout.js';
 import { killAllOfUid } from './procs.js';
 import { readMeta, refWorkspaceId, requireMeta, writeMeta, type WorkspaceMeta } from './meta.js';
 import { detectSandbox } from './sandbox-detect.js';
-import type { SandboxHost } from './sandbox.js';
+import { accountFiles, type SandboxHost } from './sandbox.js';
 import * as snapshots from './snapshots.js';
 import { prepareDataDir } from './setup-dirs.js';
 import { copyTree, restoreChanged } from './tree.js';
@@ -100,6 +100,9 @@ class LocalBackend implements WorkspaceBackend {
       // meta.json first: from here on a crash leaves a resource the reconciler can find and destroy.
       await writeMeta(this.layout, meta);
       await fs.mkdir(this.layout.commandsDir(id), { mode: 0o700 });
+      const accounts = accountFiles(plan);
+      await fs.writeFile(this.layout.passwd(id), accounts.passwd, { mode: 0o644 });
+      await fs.writeFile(this.layout.group(id), accounts.group, { mode: 0o644 });
       await fs.mkdir(this.layout.transfer(id), { mode: 0o755 });
       await fs.chmod(this.layout.transfer(id), 0o755);
       await fs.mkdir(this.layout.tmp(id), { mode: 0o700 });

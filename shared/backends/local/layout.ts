@@ -7,6 +7,7 @@ import { BadRequestError } from '../../contract/errors.js';
  *
  *   workspaces/<id>/            root-owned 0711 (the workspace's host uid must traverse it for bwrap)
  *     meta.json                 root-only: id, owner, labels, host uid, createdAt
+ *     passwd, group             0644: bound over /etc/passwd and /etc/group (the plan user's name)
  *     home/                     bound at plan.home, owned by the workspace's host uid
  *     tmp/                      bound at /tmp, owned by the host uid
  *     transfer/                 bound read-only at plan.transferDir, root-owned 0755
@@ -52,6 +53,12 @@ export class LocalLayout {
   }
   home(workspaceId: string): string {
     return path.join(this.workspaceDir(workspaceId), 'home');
+  }
+  passwd(workspaceId: string): string {
+    return path.join(this.workspaceDir(workspaceId), 'passwd');
+  }
+  group(workspaceId: string): string {
+    return path.join(this.workspaceDir(workspaceId), 'group');
   }
   tmp(workspaceId: string): string {
     return path.join(this.workspaceDir(workspaceId), 'tmp');

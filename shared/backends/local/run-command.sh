@@ -6,9 +6,10 @@
 # It outlives the provider (the provider spawns it detached, in its own session), so a command's
 # result survives a provider restart. Everything it knows is in the command dir, which only the
 # provider (root) can write:
-#   stdin            fed to the command
+#   stdin            fed to the command (removed once opened)
 #   stdout, stderr   appended to by the command (and by background processes it leaves behind)
-#   fd3              opened as fd 3 for the launch chain (bwrap --args data, or an env script)
+#   fd3              opened as fd 3 for the launch chain (bwrap --args data, or an env script);
+#                    it carries env values, so it is removed as soon as it is open
 #   pid              "<wrapper pid> <start time>"  (start time = field 22 of /proc/<pid>/stat)
 #   pgid             process group of the launch chain (the command runs in a session of its own)
 #   kill             reason, written by whoever kills the command (first writer wins)
@@ -43,8 +44,12 @@ write_atomic "$dir/pid" "$$ $(stat_field $$ 22)"
 
 # The chain runs in a session (and process group) of its own, so a group kill reaches the command and
 # everything it started without it setsid-ing away, and never this wrapper.
-setsid -w "$@" < "$dir/stdin" >> "$dir/stdout" 2>> "$dir/stderr" 3< "$dir/fd3" &
+# stdin and fd3 (env values) are opened, then unlinked: they stay on disk no longer than needed.
+exec 3< "$dir/fd3" 4< "$dir/stdin"
+rm -f "$dir/fd3" "$dir/stdin"
+setsid -w "$@" <&4 4<&- >> "$dir/stdout" 2>> "$dir/stderr" &
 child=$!
+exec 3<&- 4<&-
 # setsid(1) makes the child a group leader only just after it starts. Publish the pgid once the group
 # exists (or the child is gone), so no one sends a group kill to a group that does not exist yet.
 # (A child that died before setsid stays a zombie in our group until we wait: stop on state Z.)

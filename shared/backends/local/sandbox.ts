@@ -25,6 +25,9 @@ export interface WorkspaceHostPaths {
   home: string;
   tmp: string;
   transfer: string;
+  /** Bound over /etc/passwd and /etc/group when present (see accountFiles). */
+  passwd?: string;
+  group?: string;
 }
 
 export interface Launch {
@@ -92,6 +95,8 @@ export function buildLaunch(sandbox: SandboxHost, hostUid: number, plan: Workspa
       // Without root there is no per-workspace uid to kill by: a pid namespace per command instead.
       ...(sandbox.asRoot ? [] : ['--unshare-pid', '--die-with-parent']),
       ...sandbox.rootfsArgs,
+      ...(paths.passwd ? ['--ro-bind-try', paths.passwd, '/etc/passwd'] : []),
+      ...(paths.group ? ['--ro-bind-try', paths.group, '/etc/group'] : []),
       '--proc', '/proc',
       '--dev', '/dev',
       '--bind', paths.home, plan.home,
@@ -124,6 +129,18 @@ export function guestToHost(plan: WorkspacePlan, paths: WorkspaceHostPaths, gues
     if (!rel.startsWith('..') && !path.posix.isAbsolute(rel)) return path.join(hostBase, rel);
   }
   return undefined;
+}
+
+/**
+ * /etc/passwd and /etc/group for the sandbox: root, the plan user (so `id`, `whoami`, git and ssh
+ * see its name and home rather than whichever host account has its uid) and nobody.
+ */
+export function accountFiles(plan: WorkspacePlan): { passwd: string; group: string } {
+  const { name, uid, gid } = plan.user;
+  const passwd = [`root:x:0:0:root:/root:/bin/sh`, `${name}:x:${uid}:${gid}:${name}:${plan.home}:/bin/sh`, 'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin'];
+  const group = ['root:x:0:', `${name}:x:${gid}:`, 'nogroup:x:65534:'];
+  const unique = (lines: string[]): string[] => lines.filter((l, i) => lines.findIndex((m) => m.split(':')[0] === l.split(':')[0]) === i);
+  return { passwd: `${unique(passwd).join('\n')}\n`, group: `${unique(group).join('\n')}\n` };
 }
 
 export function shellQuote(value: string): string {

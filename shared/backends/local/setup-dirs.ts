@@ -30,8 +30,9 @@ export async function prepareDataDir(layout: LocalLayout, sandbox: SandboxHost):
     const st = await fs.stat(dir);
     if ((st.mode & 0o001) === 0) {
       throw new BackendUnavailableError(
-        `workspace uids cannot traverse ${dir} (mode ${(st.mode & 0o777).toString(8)}) on the way to the data dir ${layout.dataDir}: ` +
-          'give it o+x or choose a data dir whose parents are traversable',
+        `the local backend runs each workspace as its own host uid, and those uids cannot traverse ${dir} ` +
+          `(mode ${(st.mode & 0o777).toString(8)}) on the way to the data dir ${layout.dataDir}: ` +
+          `run 'chmod o+x ${dir}' (traverse only, no listing) or choose a data dir whose parents are traversable`,
       );
     }
     if (dir === path.dirname(dir)) break;
