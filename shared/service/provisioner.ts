@@ -179,10 +179,9 @@ export class Provisioner {
       const res = resolved.find((r) => r.name === repo.name)!;
       const cached = entry.repos.find((r) => r.name === repo.name)?.commit;
       const git = { ...repo, source: repo.source };
-      if (cached !== res.commit) {
-        await this.step(id, 'fetch', `fetching ${repo.name}: ${cached?.slice(0, 12) ?? '?'} → ${res.commit.slice(0, 12)}`);
-        await this.repoSync.fetch(ref, plan, git, res.mirror, [res.commit]);
-      }
+      // Always fetch (cheap when nothing is new): refs and tags then equal a cold clone's.
+      await this.step(id, 'fetch', `fetching ${repo.name}: ${cached?.slice(0, 12) ?? '?'} → ${res.commit.slice(0, 12)}`);
+      await this.repoSync.fetch(ref, plan, git, res.mirror, [res.commit]);
       await this.repoSync.checkout(ref, plan, git, res);
     }
   }

@@ -2,9 +2,11 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { RepoPlan, WorkspacePlan } from '../contract/plan.js';
+import { StepFailedError } from '../contract/errors.js';
 import type { BackendRef } from '../contract/workspace.js';
 import type { MirrorHandle } from '../git/mirror.js';
-import { checkoutArgv, cloneFromBundleArgv, fetchFromBundleArgv, headsArgv, parseHeads } from '../git/workspace-git.js';
+import type { BundleResult } from '../git/bundle.js';
+import { checkoutArgv, cloneFromBundleArgv, fetchFromBundleArgv, headsArgv, parseHeads, refsUpdateArgv, refsUpdateInput } from '../git/workspace-git.js';
 import type { ServiceDeps } from './deps.js';
 import { runStep } from './steps.js';
 
@@ -31,6 +33,7 @@ export class RepoSync {
   /** Full bundle → clone at `commit` (on `branch` when the ref was a branch). */
   async clone(ref: BackendRef, plan: WorkspacePlan, repo: GitRepo, mirror: MirrorHandle, target: { commit: string; branch?: string }): Promise<void> {
     await this.withBundle(ref, plan, mirror, [target.commit], [], async (bundlePath) => {
+      if (!bundlePath) throw new StepFailedError(`clone ${repo.name}`, 'the mirror produced an empty bundle');
       await runStep(this.deps.backend, ref, plan, cloneFromBundleArgv({ bundlePath, target: repo.target, originUrl: repo.source.url, commit: target.commit, ...(target.branch ? { branch: target.branch } : {}) }), { step: `clone ${repo.name}` });
     });
   }
@@ -41,12 +44,16 @@ export class RepoSync {
     return parseHeads(out.stdout);
   }
 
-  /** Incremental bundle against what the workspace has → fetch into refs/remotes/origin/*. */
+  /**
+   * Incremental bundle against what the workspace has → fetch, then set refs/remotes/origin/* and tags
+   * to the mirror's (a bundle leaves out refs whose tips the workspace already has, e.g. a new tag on a
+   * known commit, so refs are written explicitly; origin/* refs of deleted branches are pruned).
+   */
   async fetch(ref: BackendRef, plan: WorkspacePlan, repo: GitRepo, mirror: MirrorHandle, include: string[]): Promise<void> {
     const have = await this.heads(ref, plan, repo);
-    const basis = [...new Set([have.head, ...Object.values(have.remotes)].filter((c): c is string => typeof c === 'string'))];
-    await this.withBundle(ref, plan, mirror, include, basis, async (bundlePath) => {
-      await runStep(this.deps.backend, ref, plan, fetchFromBundleArgv({ bundlePath, target: repo.target }), { step: `fetch ${repo.name}` });
+    await this.withBundle(ref, plan, mirror, include, have.basis, async (bundlePath, bundle) => {
+      if (bundlePath) await runStep(this.deps.backend, ref, plan, fetchFromBundleArgv({ bundlePath, target: repo.target }), { step: `fetch ${repo.name}` });
+      await runStep(this.deps.backend, ref, plan, refsUpdateArgv({ target: repo.target }), { step: `update refs of ${repo.name}`, stdin: refsUpdateInput(bundle.refs, have) });
     });
   }
 
@@ -54,16 +61,17 @@ export class RepoSync {
     await runStep(this.deps.backend, ref, plan, checkoutArgv({ target: repo.target, commit: target.commit, ...(target.branch ? { branch: target.branch } : {}) }), { step: `checkout ${repo.name}` });
   }
 
-  private async withBundle(ref: BackendRef, plan: WorkspacePlan, mirror: MirrorHandle, include: string[], basis: string[], use: (guestPath: string) => Promise<void>): Promise<void> {
+  /** `use` gets the bundle's guest path, or undefined when the workspace already has every object. */
+  private async withBundle(ref: BackendRef, plan: WorkspacePlan, mirror: MirrorHandle, include: string[], basis: string[], use: (guestPath: string | undefined, bundle: BundleResult) => Promise<void>): Promise<void> {
     const name = `${randomBytes(8).toString('hex')}.bundle`;
     const hostPath = path.join(this.deps.scratchDir, name);
     await fs.mkdir(this.deps.scratchDir, { recursive: true, mode: 0o700 });
     try {
       const bundle = await this.deps.broker.createBundle(mirror, { include, basis }, hostPath);
-      if (bundle.empty) return; // nothing new: the workspace already has every object
+      if (bundle.empty) return await use(undefined, bundle);
       await this.deps.backend.putTransferFile(ref, plan, name, hostPath);
       try {
-        await use(path.posix.join(plan.transferDir, name));
+        await use(path.posix.join(plan.transferDir, name), bundle);
       } finally {
         await this.deps.backend.removeTransferFile(ref, plan, name);
       }

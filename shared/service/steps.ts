@@ -20,6 +20,7 @@ export interface StepOptions {
   maxOutputBytes?: number;
   /** Throw StepFailedError on a non-zero exit (default true). */
   check?: boolean;
+  stdin?: Buffer;
 }
 
 /**
@@ -37,6 +38,7 @@ export async function runStep(backend: WorkspaceBackend, ref: BackendRef, plan: 
     env: { ...plan.env, GIT_TERMINAL_PROMPT: '0', ...(options.env ?? {}) },
     timeoutMs: options.timeoutMs ?? 10 * 60_000,
     maxOutputBytes,
+    ...(options.stdin ? { stdin: options.stdin } : {}),
   });
   let status = await backend.waitCommand(ref, commandId, 25_000);
   while (status.state === 'running') status = await backend.waitCommand(ref, commandId, 25_000);

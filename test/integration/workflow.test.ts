@@ -191,7 +191,7 @@ describe('core loop over HTTP (local backend)', () => {
       expect(coldNow.cache).toMatchObject({ hit: false, reason: 'cache disabled' });
       expect(coldNow.repos).toEqual(warmNow.repos);
       // Working trees (content, modes, symlinks; .git internals differ by history of arrival).
-      const tree = 'cd ~/workspace && find . -path "*/.git" -prune -o -printf "%p %y %m %l\\n" | LC_ALL=C sort | sha256sum; find . -path "*/.git" -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum; git -C app rev-parse HEAD; git -C libs/lib rev-parse HEAD';
+      const tree = 'cd ~/workspace && find . -path "*/.git" -prune -o -printf "%p %y %m %l\\n" | LC_ALL=C sort | sha256sum; find . -path "*/.git" -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum; git -C app rev-parse HEAD; git -C libs/lib rev-parse HEAD; for r in app libs/lib; do git -C $r for-each-ref --format="%(refname) %(objectname)"; git -C $r status --porcelain; done';
       const a = await wsp.exec(warmNow.id, tree);
       const b = await coldProvider.exec(coldNow.id, tree);
       expect(a.exitCode).toBe(0);
