@@ -8,6 +8,7 @@ import { normalizeRepoPath } from '../config/schema.js';
 import { errorFields } from '../log.js';
 import { fingerprintArgv, parseFingerprint } from '../workspace/fingerprint.js';
 import { computeCacheKey } from './cache-key.js';
+import { evictCache } from './cache-eviction.js';
 import type { ServiceDeps } from './deps.js';
 import { newSystemCommandId } from './ids.js';
 import type { WorkspaceRecords } from './records.js';
@@ -67,7 +68,8 @@ export class Provisioner {
         const res = resolved.find((x) => x.name === r.name);
         return { name: r.name, path: r.path, ...(res ? { commit: res.commit, ref: res.ref } : {}) };
       });
-      await this.records.transition(id, ['provisioning'], 'ready', { baseline, baselineFingerprint: fingerprint, repos, warnings: [...this.deps.backend.warnings] });
+      const warnings = [...new Set([...(await this.records.get(id)).warnings, ...this.deps.backend.warnings])];
+      await this.records.transition(id, ['provisioning'], 'ready', { baseline, baselineFingerprint: fingerprint, repos, warnings });
       await this.step(id, 'ready', `ready (fingerprint ${fingerprint.slice(0, 12)})`);
       log.info('workspace ready', { cacheKey: key, hit: decision.info.hit });
     } catch (error) {
@@ -230,6 +232,7 @@ export class Provisioner {
     await this.deps.state.updateCacheEntry(building.key, building.version, {
       status: 'ready', snapshot, sizeBytes, repos: resolved.map((r) => ({ name: r.name, path: r.name, commit: r.commit, ref: r.ref })), lastUsedAt: this.now().toISOString(),
     });
+    await evictCache(this.deps, this.now()).catch((e) => this.deps.log.warn('cache eviction failed', errorFields(e)));
     return undefined;
   }
 

@@ -1,0 +1,78 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { commitFiles, createUpstreamRepo, type UpstreamRepo } from '../support/git-fixtures.js';
+import { startGitServer, type GitServer } from '../support/git-server.js';
+import { startTestProvider } from '../support/provider-fixture.js';
+
+// Provisioning cache: single-flight per key, eviction by count, secret scan before an entry is kept.
+const TOKEN = `cache-${randomBytes(10).toString('hex')}`;
+let git: GitServer;
+let app: UpstreamRepo;
+let root: string;
+
+beforeAll(async () => {
+  process.env.WSP_CACHE_TOKEN = TOKEN;
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-cache-'));
+  git = await startGitServer({ token: TOKEN, root });
+  app = createUpstreamRepo(root, 'app', { 'deps.lock': 'v1\n', 'a.txt': 'a\n' });
+});
+
+afterAll(async () => {
+  await git?.close();
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+const repo = () => ({ url: git.url('app'), path: 'app', credential: 'env:WSP_CACHE_TOKEN', cacheKeyFiles: ['deps.lock'] });
+
+describe('provisioning cache', () => {
+  it('builds each key once when setups race (single-flight)', async () => {
+    const wsp = await startTestProvider({ repositories: [repo()], setup: { script: 'sleep 0.5; echo run >> ~/runs' } });
+    try {
+      const all = await Promise.all([wsp.setup(), wsp.setup(), wsp.setup()]);
+      const misses = all.filter((w) => !w.cache.hit);
+      expect(misses).toHaveLength(1);
+      expect(all.filter((w) => w.cache.hit).map((w) => w.cache.reason)).toEqual(['entry built by a concurrent setup', 'entry built by a concurrent setup']);
+      for (const w of all) expect((await wsp.exec(w.id, 'wc -l < ~/runs')).stdout.data.trim()).toBe('1');
+    } finally {
+      await wsp.close();
+    }
+  });
+
+  it('evicts the least recently used entry beyond maxEntries, snapshot included', async () => {
+    const wsp = await startTestProvider({ repositories: [repo()], setup: { script: 'true' }, cache: { maxEntries: 1 } });
+    try {
+      const first = await wsp.setup();
+      const snapshotsBefore = fs.readdirSync(path.join(wsp.dataDir, 'local', 'snapshots'));
+      commitFiles(app, { 'deps.lock': `v${Date.now()}\n` }, 'new deps');
+      const second = await wsp.setup();
+      expect(second.cache.key).not.toBe(first.cache.key);
+      const entries = await wsp.provider.deps.state.listCacheEntries();
+      expect(entries.map((e) => e.key)).toEqual([second.cache.key]);
+      const snapshotsAfter = fs.readdirSync(path.join(wsp.dataDir, 'local', 'snapshots'));
+      const firstEntrySnapshot = snapshotsBefore.find((s) => s.includes(first.cache.key));
+      expect(firstEntrySnapshot).toBeDefined();
+      expect(snapshotsAfter).not.toContain(firstEntrySnapshot);
+      expect(wsp.logs.some((l) => l.includes('cache entry evicted'))).toBe(true);
+    } finally {
+      await wsp.close();
+    }
+  });
+
+  it('refuses to keep an entry that contains a secret value, and says so on the workspace', async () => {
+    // The operator put the token into the workspace env by mistake; setup writes it to a file.
+    const wsp = await startTestProvider({ repositories: [repo()], setup: { script: 'echo "$OOPS" > ~/leaked' }, workspace: { env: { OOPS: TOKEN } } });
+    try {
+      const ws = await wsp.setup();
+      expect(ws.warnings.join(' ')).toMatch(/cache entry refused: a secret value was found/);
+      const entries = await wsp.provider.deps.state.listCacheEntries();
+      expect(entries.every((e) => e.status !== 'ready')).toBe(true);
+      const next = await wsp.setup();
+      expect(next.cache.hit).toBe(false);
+    } finally {
+      await wsp.close();
+    }
+  });
+});
