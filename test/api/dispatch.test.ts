@@ -320,7 +320,8 @@ describe('dispatch: error mapping', () => {
   const cases: Array<[string, unknown, number, string]> = [
     ['conflict', new ConflictError('workspace is resetting'), 409, 'conflict'],
     ['backend unavailable', new BackendUnavailableError('docker daemon not reachable', new Error('ECONNREFUSED')), 503, 'backend_unavailable'],
-    ['step failed (internal code)', new StepFailedError('clone', 'git exited 128: /srv/mirrors/x', { stderr: 'secret' }), 500, 'internal'],
+    // A failed step's message is shown (messages are scrubbed of secrets where they are made).
+    ['step failed', new StepFailedError('clone', 'authentication failed for https://git.example/app.git', { exitCode: 128 }), 502, 'step_failed'],
     ['plain Error', new Error(CRASH_MESSAGE), 500, 'internal'],
     ['a thrown string', 'oops', 500, 'internal'],
   ];
