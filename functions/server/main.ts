@@ -25,6 +25,7 @@ export async function startProvider(argv: string[], env: NodeJS.ProcessEnv = pro
     service: provider.service,
     host: config.listen.host,
     port: config.listen.port,
+    maxBodyBytes: config.listen.maxBodyBytes,
     ...(provider.authToken !== undefined ? { authToken: provider.authToken } : {}),
     log: log.child({ part: 'http' }),
   });

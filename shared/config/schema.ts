@@ -76,6 +76,8 @@ export const configSchema = z
       .object({
         host: z.string().min(1).default('127.0.0.1'),
         port: z.number().int().min(0).max(65535).default(7070),
+        /** Largest request body accepted (413 beyond). Command stdin may be up to 8 MiB (base64 ~11 MiB). */
+        maxBodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(12 * 1024 * 1024),
       })
       .strict()
       .prefault({}),

@@ -57,6 +57,11 @@ export class WorkspaceOps {
   async reset(id: string, input: ResetBody): Promise<ResetResult> {
     return this.exclusive(id, async () => {
       const started = Date.now();
+      // Bad input is refused before anything changes (a failed reset would cost the workspace).
+      const known = gitRepos((await this.records.get(id)).plan).map((r) => r.name);
+      for (const name of Object.keys(input.refs ?? {})) {
+        if (!known.includes(name)) throw new BadRequestError(`unknown git repository '${name}'`, [{ path: `body.refs.${name}`, message: `known: ${known.join(', ') || 'none'}` }]);
+      }
       const ws = await this.records.transition(id, ['ready'], 'resetting');
       try {
         if (!ws.backend || !ws.baseline) throw new ConflictError(`workspace '${id}' has no baseline`);

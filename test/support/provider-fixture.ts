@@ -38,9 +38,9 @@ export async function startTestProvider(config: ConfigInput, options: { dataDir?
   const logs: string[] = [];
   const responses: string[] = [];
   const log = createLogger({ svc: 'wsp-test' }, (line) => logs.push(line));
-  const parsed = parseConfig({ ...config, dataDir, listen: { host: '127.0.0.1', port: 0 }, auth: { token } });
+  const parsed = parseConfig({ ...config, dataDir, listen: { ...(config.listen ?? {}), host: '127.0.0.1', port: 0 }, auth: { token } });
   const provider = await composeProvider({ config: parsed, baseDir: process.cwd(), sources: [] }, log);
-  const server = await startHttpServer({ service: provider.service, host: '127.0.0.1', port: 0, authToken: token, log });
+  const server = await startHttpServer({ service: provider.service, host: '127.0.0.1', port: 0, authToken: token, log, maxBodyBytes: parsed.listen.maxBodyBytes });
 
   const api = async <T = any,>(method: string, route: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer<T>> => {
     const res = await fetch(server.url + route, {
