@@ -30,6 +30,7 @@ async function time(fn: () => Promise<unknown>): Promise<number> {
 
 async function main(): Promise<void> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-bench-'));
+  fs.chmodSync(root, 0o711); // workspace uids traverse to their dirs under the data dir
   process.env.WSP_BENCH_TOKEN = TOKEN;
   const git = await startGitServer({ token: TOKEN, root: path.join(root, 'git') });
   // A repository of ~2,000 files (~8 MB) so snapshot and reset costs are visible.
