@@ -14,8 +14,12 @@ import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/state/emb
 import { ensureTable } from '../../shared/state/table.js';
 import type { ServiceDeps } from '../../shared/service/deps.js';
 import { newInstanceId } from '../../shared/service/ids.js';
+import { sweep } from '../../shared/service/janitor.js';
 import { reconcile, type ReconcileReport } from '../../shared/service/reconciler.js';
+import { errorFields } from '../../shared/log.js';
 import { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
+
+const JANITOR_INTERVAL_MS = 60_000;
 
 export interface Provider {
   service: DefaultWorkspaceService;
@@ -60,12 +64,20 @@ export async function composeProvider(loaded: LoadedConfig, log: Logger): Promis
   const deps: ServiceDeps = { config, baseDir, instanceId, state, backend, broker, secrets, scratchDir: privateDir(dataDir, 'scratch'), log };
   const service = new DefaultWorkspaceService(deps);
   const reconciled = await reconcile(deps, service);
+  // The janitor: TTL, idle timeout and cache limits, once a minute (never keeps the process alive).
+  let sweeping: Promise<unknown> = Promise.resolve();
+  const janitor = setInterval(() => {
+    sweeping = sweep(deps, service).catch((e) => log.warn('janitor sweep failed', errorFields(e)));
+  }, JANITOR_INTERVAL_MS);
+  janitor.unref();
   return {
     service,
     deps,
     authToken,
     reconciled,
     async close() {
+      clearInterval(janitor);
+      await sweeping;
       await service.drain();
       dynamo.client.destroy();
       await embedded?.close();
