@@ -82,7 +82,7 @@ export class Provisioner {
   private async resolveRepos(plan: WorkspacePlan): Promise<ResolvedRepo[]> {
     const out: ResolvedRepo[] = [];
     for (const repo of gitRepos(plan)) {
-      const mirror = await this.deps.broker.sync({ url: repo.source.url, ...(repo.source.credential ? { credential: repo.source.credential } : {}) });
+      const mirror = await this.repoSync.mirror(repo);
       const r = await this.deps.broker.resolveRef(mirror, repo.source.ref);
       out.push({ name: repo.name, mirror, commit: r.commit, ref: r.ref, ...(r.branch ? { branch: r.branch } : {}) });
     }

@@ -30,6 +30,12 @@ export function byDepth<T extends { path: string }>(repos: T[]): T[] {
 export class RepoSync {
   constructor(private readonly deps: ServiceDeps) {}
 
+  /** The provider's mirror of the repo, brought up to date (the only place its token is used). */
+  mirror(repo: GitRepo): Promise<MirrorHandle> {
+    const { url, credential } = repo.source;
+    return this.deps.broker.sync({ url, ...(credential ? { credential } : {}) });
+  }
+
   /** Full bundle → clone at `commit` (on `branch` when the ref was a branch). */
   async clone(ref: BackendRef, plan: WorkspacePlan, repo: GitRepo, mirror: MirrorHandle, target: { commit: string; branch?: string }): Promise<void> {
     await this.withBundle(ref, plan, mirror, [target.commit], [], async (bundlePath) => {

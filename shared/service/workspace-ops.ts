@@ -33,7 +33,7 @@ export class WorkspaceOps {
       const result: FetchResult = { repos: [] };
       for (const repo of repos.filter((r) => names.includes(r.name))) {
         const before = (await this.repoSync.heads(ws.backend!, ws.plan, repo)).head;
-        const mirror = await this.deps.broker.sync({ url: repo.source.url, ...(repo.source.credential ? { credential: repo.source.credential } : {}) });
+        const mirror = await this.repoSync.mirror(repo);
         const heads = await this.deps.broker.heads(mirror);
         await this.repoSync.fetch(ws.backend!, ws.plan, repo, mirror, Object.values(heads));
         let checkedOut: string | undefined;
@@ -109,7 +109,7 @@ export class WorkspaceOps {
     for (const [name, ref] of Object.entries(refs)) {
       const repo = repos.find((r) => r.name === name);
       if (!repo) throw new BadRequestError(`unknown git repository '${name}'`);
-      const mirror = await this.deps.broker.sync({ url: repo.source.url, ...(repo.source.credential ? { credential: repo.source.credential } : {}) });
+      const mirror = await this.repoSync.mirror(repo);
       const target = await this.deps.broker.resolveRef(mirror, ref);
       await this.repoSync.fetch(ws.backend!, ws.plan, repo, mirror, [target.commit]);
       await this.repoSync.checkout(ws.backend!, ws.plan, repo, target);
