@@ -4,6 +4,7 @@ import type { ProviderConfig } from '../config/schema.js';
 import type { GitBroker } from '../git/mirror.js';
 import type { Logger } from '../log.js';
 import type { SecretResolver } from '../secrets/resolver.js';
+import type { JobDispatcher } from './jobs.js';
 
 /** Everything the service needs, built once by an entry point (functions/server/main.ts). */
 export interface ServiceDeps {
@@ -20,4 +21,6 @@ export interface ServiceDeps {
   scratchDir: string;
   log: Logger;
   now?: () => Date;
+  /** Where long work runs; default: in this process, in the background (see jobs.ts). */
+  jobs?: JobDispatcher;
 }

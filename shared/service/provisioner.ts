@@ -44,6 +44,7 @@ export class Provisioner {
     let building: CacheEntryRecord | undefined;
     try {
       const record = await this.records.get(id);
+      if (record.status !== 'provisioning') return; // a re-delivered job for a settled workspace
       const plan = record.plan;
       await this.step(id, 'resolve', `resolving ${plan.repos.length} repositor${plan.repos.length === 1 ? 'y' : 'ies'}`);
       const resolved = await this.resolveRepos(plan);

@@ -6,6 +6,7 @@ import { resolveWorkspacePlan } from '../plan/resolve.js';
 import { errorFields } from '../log.js';
 import { Commands } from './commands.js';
 import type { ServiceDeps } from './deps.js';
+import type { Job } from './jobs.js';
 import { newWorkspaceId } from './ids.js';
 import { Provisioner } from './provisioner.js';
 import { WorkspaceRecords } from './records.js';
@@ -56,7 +57,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
       createdAt: now.toISOString(), updatedAt: now.toISOString(), expiresAt: Math.floor(now.getTime() / 1000) + ttlSeconds,
     };
     await this.deps.state.createWorkspace(record);
-    this.track(this.provisioner.provision(id));
+    await this.dispatch({ kind: 'provision', workspaceId: id });
     return { workspace: workspaceView(record), created: true };
   }
 
@@ -153,6 +154,19 @@ export class DefaultWorkspaceService implements WorkspaceService {
       }
       await sleep(view.state === 'running' ? POLL_MS : 0, signal);
     }
+  }
+
+  /** Run a job here and now (the in-process dispatcher, or a worker Lambda that received it). */
+  async runJob(job: Job): Promise<void> {
+    switch (job.kind) {
+      case 'provision':
+        return this.provisioner.provision(job.workspaceId);
+    }
+  }
+
+  private async dispatch(job: Job): Promise<void> {
+    if (this.deps.jobs) return this.deps.jobs.dispatch(job);
+    this.track(this.runJob(job));
   }
 
   /** Wait for background provisioning (tests and graceful shutdown). */
