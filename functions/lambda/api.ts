@@ -1,0 +1,59 @@
+import { randomBytes } from 'node:crypto';
+import middy from '@middy/core';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import { dispatch, type DispatchRequest } from '../../shared/api/dispatch.js';
+import { errorBody } from '../../shared/api/errors.js';
+import { routes } from '../../shared/api/routes.js';
+import { createLogger } from '../../shared/log.js';
+import { authorizationMatches } from './api-keys.js';
+import { errorResult, jsonResult, toDispatchRequest } from './http-event.js';
+import { containerOr503, httpErrorShape } from './middleware.js';
+
+/**
+ * Every HTTP route of the API (HTTP API, payload 2.0) through the one route table and dispatch()
+ * that the local server uses: same validation, same error mapping, same statuses. Request bodies
+ * are parsed by dispatch (malformed JSON → our 400), never by a middy body parser (which answers 415).
+ *
+ * Streaming (SSE) routes cannot stream through API Gateway + a buffered Lambda: they answer 501 with
+ * the GET to poll instead (after dispatch has checked auth and that the workspace/command exists).
+ */
+
+const log = createLogger({ svc: 'wsp-api' });
+
+/**
+ * When bearer-key hashes are configured, a request whose key does not match any of them is
+ * dispatched with this random, never-revealed token as the expected one: dispatch then refuses it
+ * with its own 401 exactly where the local server would (after route matching, never on /healthz).
+ */
+const UNMATCHABLE_TOKEN = randomBytes(32).toString('base64url');
+
+export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
+  .use(httpErrorShape(log))
+  .handler(async (event, _context, options) => {
+    const request = toDispatchRequest(event, options?.signal);
+    const container = await containerOr503(log);
+    const hashes = container.settings.apiKeyHashes;
+    const keyOk = hashes.length === 0 || authorizationMatches(header(request, 'authorization'), hashes);
+    const response = await dispatch(routes, container.service, request, {
+      maxBodyBytes: container.deps.config.listen.maxBodyBytes,
+      log,
+      ...(keyOk ? {} : { authToken: UNMATCHABLE_TOKEN }),
+    });
+    log.info('request', { method: request.method, path: request.path, status: 'stream' in response ? 501 : response.status });
+    if ('stream' in response) return streamingUnavailable(request.path);
+    return jsonResult(response.status, response.headers, response.body);
+  });
+
+/** `/workspaces/x/events` → 501 naming `GET /workspaces/x` (and `?waitMs=` for commands) to poll instead. */
+function streamingUnavailable(path: string): APIGatewayProxyStructuredResultV2 {
+  const target = path.replace(/\/events$/, '');
+  const poll = target.includes('/commands/') ? `GET ${target}?waitMs=20000` : `GET ${target}`;
+  return errorResult(501, errorBody('not_implemented', `streaming is not available on the Lambda API; poll ${poll}`));
+}
+
+function header(request: DispatchRequest, name: string): string | undefined {
+  for (const [key, value] of Object.entries(request.headers)) {
+    if (key.toLowerCase() === name) return Array.isArray(value) ? value[0] : value;
+  }
+  return undefined;
+}

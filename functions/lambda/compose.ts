@@ -1,0 +1,155 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { LambdaClient } from '@aws-sdk/client-lambda';
+import type { WorkspaceBackend } from '../../shared/contract/backend.js';
+import { BackendUnavailableError } from '../../shared/contract/errors.js';
+import type { ProviderConfig } from '../../shared/config/schema.js';
+import { GitBroker } from '../../shared/git/mirror.js';
+import { createLogger, errorFields, type Logger } from '../../shared/log.js';
+import { createSecretResolver } from '../../shared/secrets/default-resolver.js';
+import { createSecretsManagerClient } from '../../shared/secrets/secrets-manager-client.js';
+import type { ServiceDeps } from '../../shared/service/deps.js';
+import type { Job, JobDispatcher } from '../../shared/service/jobs.js';
+import { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
+import { createDynamoClients } from '../../shared/state/client.js';
+import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
+import { ensureTable } from '../../shared/state/table.js';
+import { LambdaInvokeDispatcher } from './invoke-dispatcher.js';
+import { readLambdaSettings, type LambdaSettings } from './settings.js';
+import { unavailableBackend } from './unavailable-backend.js';
+
+/**
+ * The composition for Lambda: config from the environment, the DynamoDB state store, secret
+ * sources, the backend for the mode, the git broker, the service and the job dispatcher — built
+ * once per container (lazily, on the first invocation) and reused by later invocations. Nothing
+ * about a workspace is kept here: every call reads its record (and backend handle) from DynamoDB.
+ *
+ * Backends are never imported statically (the bundle must not contain dockerode or the local
+ * backend). No backend is built for Lambda yet, so every mode gets `unavailableBackend` — except
+ * when a test injects one through `LambdaOverrides.backend`.
+ */
+
+export interface LambdaOverrides {
+  /** Instead of process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** Instead of the config read from env (tests); the env still supplies instance id, keys, worker name. */
+  config?: ProviderConfig;
+  /** DynamoDB endpoint (DynamoDB Local in tests); wins over the config's. */
+  dynamoEndpoint?: string;
+  /** Build the backend (tests: the local backend). Receives the data dir and the instance id (owner). */
+  backend?: (context: { dataDir: string; instanceId: string; log: Logger }) => Promise<WorkspaceBackend>;
+  /** Where long work goes (tests: a dispatcher that calls the worker handler). Default: async Lambda invoke. */
+  jobs?: JobDispatcher;
+  log?: Logger;
+}
+
+export interface LambdaContainer {
+  settings: LambdaSettings;
+  deps: ServiceDeps;
+  service: DefaultWorkspaceService;
+  close(): Promise<void>;
+}
+
+/** The service used when the backend is unavailable: create refuses up front instead of storing a workspace doomed to fail. */
+class BackendGatedService extends DefaultWorkspaceService {
+  constructor(deps: ServiceDeps, private readonly unavailable: string) {
+    super(deps);
+  }
+  override async createWorkspace(): Promise<never> {
+    throw new BackendUnavailableError(this.unavailable);
+  }
+}
+
+export async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaContainer> {
+  const env = overrides.env ?? process.env;
+  const settings = readLambdaSettings(env);
+  const config = overrides.config ?? settings.config;
+  const log = overrides.log ?? createLogger({ svc: 'wsp-lambda' });
+  const dataDir = config.dataDir;
+  const { instanceId } = settings;
+
+  const endpoint = overrides.dynamoEndpoint ?? config.state.endpoint;
+  const dynamo = createDynamoClients({ region: config.state.region, ...(endpoint ? { endpoint } : {}), env });
+  if (settings.ensureTable || overrides.dynamoEndpoint !== undefined) await ensureTable(dynamo.client, config.state.tableName);
+  const state = new DynamoStateStore(dynamo.doc, config.state.tableName);
+
+  // The Secrets Manager client is cheap to build and needed only by the worker (the provisioner).
+  const secrets = createSecretResolver({ env, secretsManagerClient: createSecretsManagerClient({ region: config.state.region }) });
+  const backend = overrides.backend
+    ? await overrides.backend({ dataDir, instanceId, log: log.child({ part: 'backend' }) })
+    : unavailableBackend(config.mode);
+  const broker = new GitBroker({ mirrorsDir: privateDir(dataDir, 'mirrors'), resolveSecret: (ref: string) => secrets.resolve(ref), log: log.child({ part: 'git' }) });
+
+  let lambdaClient: LambdaClient | undefined;
+  const handOff = overrides.jobs ?? workerDispatcher(settings, () => (lambdaClient ??= new LambdaClient({ region: config.state.region })));
+  // A job that could not be handed off would leave the workspace 'provisioning' for ever: fail it.
+  const jobs: JobDispatcher = {
+    async dispatch(job: Job) {
+      try {
+        await handOff.dispatch(job);
+      } catch (error) {
+        log.error('job hand-off failed', { job: job.kind, workspaceId: job.workspaceId, ...errorFields(error) });
+        await service.records
+          .transition(job.workspaceId, ['provisioning'], 'failed', { failure: { step: 'dispatch', message: 'provisioning could not be handed to the worker' } })
+          .catch(() => undefined);
+        throw error;
+      }
+    },
+  };
+  const deps: ServiceDeps = { config, baseDir: process.cwd(), instanceId, state, backend, broker, secrets, scratchDir: privateDir(dataDir, 'scratch'), log, jobs };
+  const service = overrides.backend ? new DefaultWorkspaceService(deps) : new BackendGatedService(deps, `mode ${config.mode} is not available in this build`);
+  return {
+    settings,
+    deps,
+    service,
+    async close() {
+      dynamo.client.destroy();
+      lambdaClient?.destroy();
+    },
+  };
+}
+
+function workerDispatcher(settings: LambdaSettings, client: () => LambdaClient): JobDispatcher {
+  return {
+    dispatch(job) {
+      if (settings.workerFunctionName === undefined) {
+        return Promise.reject(new BackendUnavailableError('no worker function configured (WSP_WORKER_FUNCTION)'));
+      }
+      return new LambdaInvokeDispatcher(client(), settings.workerFunctionName).dispatch(job);
+    },
+  };
+}
+
+function privateDir(dataDir: string, name: string): string {
+  const dir = path.join(dataDir, name);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return dir;
+}
+
+// ---- one container per Lambda execution environment ----
+
+let current: Promise<LambdaContainer> | undefined;
+let configured: LambdaOverrides = {};
+
+/**
+ * The container for this execution environment, composed on first use. A failed composition is
+ * not cached, so the next invocation retries (e.g. after a transient DynamoDB error).
+ */
+export function lambdaContainer(): Promise<LambdaContainer> {
+  if (current === undefined) {
+    const attempt = composeLambda(configured);
+    current = attempt;
+    attempt.catch(() => {
+      if (current === attempt) current = undefined;
+    });
+  }
+  return current;
+}
+
+/** Test seam: the next `lambdaContainer()` composes with these overrides. Closes the previous container. */
+export async function configureLambda(overrides: LambdaOverrides): Promise<void> {
+  const previous = current;
+  current = undefined;
+  configured = overrides;
+  await previous?.then((c) => c.close(), () => undefined);
+}
