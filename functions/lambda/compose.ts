@@ -67,6 +67,9 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
   const log = overrides.log ?? createLogger({ svc: 'wsp-lambda' });
   const dataDir = config.dataDir;
   const { instanceId } = settings;
+  // 0711: a sandboxed workspace user (another uid) must traverse to its own dir; nothing here is listable.
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o711 });
+  fs.chmodSync(dataDir, 0o711);
 
   const endpoint = overrides.dynamoEndpoint ?? config.state.endpoint;
   const dynamo = createDynamoClients({ region: config.state.region, ...(endpoint ? { endpoint } : {}), env });
