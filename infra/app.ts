@@ -1,8 +1,38 @@
-import { App } from 'aws-cdk-lib';
+import fs from 'node:fs';
+import path from 'node:path';
+import { App, type Environment } from 'aws-cdk-lib';
+import { stageConfig, type ApiAuthMode, type StageOverrides } from './config.js';
+import { addWspStacks } from './wsp-app.js';
 
 /**
- * The CDK app. The stateful and stateless stacks of the AWS path arrive with that issue; until then
- * the app synthesises to an empty assembly, so `npx cdk synth` already works offline.
+ * The CDK app (`npx cdk synth|deploy`). Context (`-c key=value`):
+ * - `stage`: `dev` (default) or `prod`.
+ * - `account`, `region`: target environment; else CDK_DEFAULT_ACCOUNT / CDK_DEFAULT_REGION; else
+ *   environment-agnostic stacks.
+ * - `gitSecrets`: comma-separated Secrets Manager names or ARNs of the git tokens.
+ * - `vpcId`: use an existing VPC instead of creating one.
+ * - `apiAuth`: `iam` (default) or `bearer`.
+ * - `providerConfig`: path of a provider config JSON file (repositories, setup, workspace).
  */
 const app = new App();
+const ctx = (key: string): string | undefined => {
+  const value: unknown = app.node.tryGetContext(key);
+  return typeof value === 'string' && value.trim() !== '' ? value.trim() : undefined;
+};
+
+const overrides: StageOverrides = {};
+const secrets = ctx('gitSecrets');
+if (secrets) overrides.gitSecrets = secrets.split(',').map((s) => s.trim()).filter(Boolean);
+const vpcId = ctx('vpcId');
+if (vpcId) overrides.vpcId = vpcId;
+const apiAuth = ctx('apiAuth');
+if (apiAuth) overrides.apiAuth = apiAuth as ApiAuthMode;
+const providerConfig = ctx('providerConfig');
+if (providerConfig) overrides.provider = JSON.parse(fs.readFileSync(path.resolve(providerConfig), 'utf8')) as Record<string, unknown>;
+
+const account = ctx('account') ?? process.env.CDK_DEFAULT_ACCOUNT;
+const region = ctx('region') ?? process.env.CDK_DEFAULT_REGION;
+const env: Environment | undefined = account || region ? { account, region } : undefined;
+
+addWspStacks(app, stageConfig(ctx('stage') ?? 'dev', overrides), env);
 app.synth();

@@ -1,0 +1,142 @@
+import { BadRequestError } from '../shared/contract/errors.js';
+
+/**
+ * Stage configuration: a pure function of the stage name and a few deploy-time overrides (which
+ * app.ts reads from CDK context). Nothing here reads the environment or the disk, so tests build any
+ * stage exactly as `cdk synth` does.
+ */
+
+/** How the workspaces' network is obtained. */
+export type VpcConfig =
+  /** A VPC per stage: public subnets hold only the NAT gateways; workspaces use the private ones. */
+  | { kind: 'create'; maxAzs: number; natGateways: number }
+  /** An existing VPC by id, resolved by a context lookup (cdk.context.json must hold it to synth offline). */
+  | { kind: 'import'; vpcId: string };
+
+/**
+ * `iam`: every route needs a SigV4-signed request (controllers inside the customer's AWS).
+ * `bearer`: every route goes through the Lambda authorizer (hashed bearer keys, controllers outside AWS).
+ * An HTTP API route has exactly one authorizer, so this is a per-stage choice.
+ */
+export type ApiAuthMode = 'iam' | 'bearer';
+
+export interface StageConfig {
+  /** Stage name: part of every stack name and the owner id written on state records. */
+  name: string;
+  vpc: VpcConfig;
+  api: {
+    auth: ApiAuthMode;
+    /** Steady-state requests per second for the whole stage. */
+    throttleRatePerSecond: number;
+    throttleBurst: number;
+  };
+  /**
+   * Git secrets (Secrets Manager), by name or full ARN. Referenced, never created: operators put
+   * the token there themselves. Only the provisioner may read them.
+   */
+  gitSecrets: string[];
+  /** Provider configuration (shared/config/schema.ts input) handed to the Lambdas as WSP_CONFIG_JSON. */
+  provider: Record<string, unknown>;
+  logRetentionDays: LogRetentionDays;
+  bucket: {
+    /** Git bundles are short-lived transfer objects. */
+    bundleExpiryDays: number;
+    /** Command output and setup logs kept for inspection. */
+    outputExpiryDays: number;
+  };
+  cacheImages: {
+    /** ECR keeps at most this many cache images (tag prefix `cache-`). */
+    maxImages: number;
+    /** Untagged images (replaced layers) expire after this many days. */
+    untaggedExpiryDays: number;
+  };
+  workspace: {
+    /** Fargate CPU units (1024 = 1 vCPU) and memory in MiB; must be a valid Fargate pair. */
+    cpu: number;
+    memoryMiB: number;
+    /** 21–200 GiB; the image counts against it. */
+    ephemeralStorageGiB: number;
+    architecture: 'X86_64' | 'ARM64';
+    /** `all`: any outbound traffic (setup scripts install packages). `https`: TCP 443 only. */
+    egress: 'all' | 'https';
+    /** Image tag of the base image in the cache repository. */
+    baseImageTag: string;
+  };
+  janitorRateMinutes: number;
+}
+
+/** The values CloudWatch Logs accepts (a subset that stage configs use). */
+export type LogRetentionDays = 1 | 3 | 5 | 7 | 14 | 30 | 60 | 90 | 180 | 365 | 731;
+
+/** Deploy-time inputs that are not part of the code (CDK context). All optional. */
+export interface StageOverrides {
+  gitSecrets?: string[];
+  vpcId?: string;
+  apiAuth?: ApiAuthMode;
+  provider?: Record<string, unknown>;
+}
+
+export const STAGE_NAMES = ['dev', 'prod'] as const;
+export type StageName = (typeof STAGE_NAMES)[number];
+
+const dev: StageConfig = {
+  name: 'dev',
+  vpc: { kind: 'create', maxAzs: 2, natGateways: 1 },
+  api: { auth: 'iam', throttleRatePerSecond: 20, throttleBurst: 40 },
+  gitSecrets: [],
+  provider: {},
+  logRetentionDays: 14,
+  bucket: { bundleExpiryDays: 1, outputExpiryDays: 7 },
+  cacheImages: { maxImages: 20, untaggedExpiryDays: 1 },
+  workspace: { cpu: 1024, memoryMiB: 4096, ephemeralStorageGiB: 40, architecture: 'X86_64', egress: 'all', baseImageTag: 'base' },
+  janitorRateMinutes: 5,
+};
+
+const prod: StageConfig = {
+  ...dev,
+  name: 'prod',
+  vpc: { kind: 'create', maxAzs: 3, natGateways: 2 },
+  api: { auth: 'iam', throttleRatePerSecond: 100, throttleBurst: 200 },
+  logRetentionDays: 90,
+  bucket: { bundleExpiryDays: 1, outputExpiryDays: 30 },
+  cacheImages: { maxImages: 100, untaggedExpiryDays: 1 },
+  workspace: { ...dev.workspace, cpu: 2048, memoryMiB: 8192, ephemeralStorageGiB: 60 },
+  janitorRateMinutes: 1,
+};
+
+const STAGES: Record<StageName, StageConfig> = { dev, prod };
+
+const SECRET_REF = /^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+|[A-Za-z0-9/_+=.@-]{1,512})$/;
+
+/**
+ * The configuration of stage `name` with `overrides` applied. A fresh object each call.
+ * Throws BadRequestError for an unknown stage or a malformed override (secret reference, VPC id).
+ */
+export function stageConfig(name: string, overrides: StageOverrides = {}): StageConfig {
+  const base = (STAGES as Record<string, StageConfig | undefined>)[name];
+  if (!base) throw new BadRequestError(`unknown stage '${name}' (known: ${STAGE_NAMES.join(', ')})`);
+  const config: StageConfig = structuredClone(base);
+  if (overrides.gitSecrets) {
+    for (const ref of overrides.gitSecrets) {
+      if (!SECRET_REF.test(ref)) throw new BadRequestError(`git secret reference '${ref}' is not a secret name or ARN`);
+    }
+    config.gitSecrets = [...new Set(overrides.gitSecrets)];
+  }
+  if (overrides.vpcId !== undefined) {
+    if (!/^vpc-[0-9a-f]{8,17}$/.test(overrides.vpcId)) throw new BadRequestError(`'${overrides.vpcId}' is not a VPC id`);
+    config.vpc = { kind: 'import', vpcId: overrides.vpcId };
+  }
+  if (overrides.apiAuth !== undefined) {
+    if (overrides.apiAuth !== 'iam' && overrides.apiAuth !== 'bearer') {
+      throw new BadRequestError(`api auth must be 'iam' or 'bearer', not '${String(overrides.apiAuth)}'`);
+    }
+    config.api.auth = overrides.apiAuth;
+  }
+  if (overrides.provider) config.provider = structuredClone(overrides.provider);
+  return config;
+}
+
+/** True when `ref` is a full secret ARN (else it is a secret name). */
+export function isSecretArn(ref: string): boolean {
+  return ref.startsWith('arn:');
+}

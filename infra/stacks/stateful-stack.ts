@@ -1,0 +1,100 @@
+import { CfnOutput, Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
+import { AttributeType, BillingMode, ProjectionType, Table } from 'aws-cdk-lib/aws-dynamodb';
+import { Repository, TagStatus } from 'aws-cdk-lib/aws-ecr';
+import { BlockPublicAccess, Bucket, BucketEncryption, ObjectOwnership } from 'aws-cdk-lib/aws-s3';
+import { Secret, type ISecret } from 'aws-cdk-lib/aws-secretsmanager';
+import type { Construct } from 'constructs';
+import { TABLE_SHAPE } from '../../shared/state/table.js';
+import { isSecretArn, type StageConfig } from '../config.js';
+import { stateNames } from '../names.js';
+
+/** Key prefixes in the data bucket; each has its own lifecycle rule and its own grants. */
+export const BUCKET_PREFIXES = { bundles: 'bundles/', outputs: 'outputs/' } as const;
+
+/** Cache image tags start with this; the ECR count rule applies to them only (not to `base`). */
+export const CACHE_TAG_PREFIX = 'cache-';
+
+export interface StatefulStackProps extends StackProps {
+  stage: StageConfig;
+}
+
+/**
+ * What must survive a redeploy: the state table, the data bucket, the image repository (all
+ * RETAIN), and references to the git secrets (never created here, never holding a value).
+ */
+export class StatefulStack extends Stack {
+  readonly table: Table;
+  readonly bucket: Bucket;
+  readonly repository: Repository;
+  readonly gitSecrets: ISecret[];
+
+  constructor(scope: Construct, id: string, props: StatefulStackProps) {
+    super(scope, id, props);
+    const { stage } = props;
+    const names = stateNames(this, stage.name);
+
+    this.table = new Table(this, 'StateTable', {
+      tableName: names.table,
+      partitionKey: { name: TABLE_SHAPE.partitionKey, type: AttributeType.STRING },
+      sortKey: { name: TABLE_SHAPE.sortKey, type: AttributeType.STRING },
+      billingMode: BillingMode[TABLE_SHAPE.billingMode],
+      timeToLiveAttribute: TABLE_SHAPE.ttlAttribute,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      deletionProtection: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    this.table.addGlobalSecondaryIndex({
+      indexName: TABLE_SHAPE.gsi1.indexName,
+      partitionKey: { name: TABLE_SHAPE.gsi1.partitionKey, type: AttributeType.STRING },
+      sortKey: { name: TABLE_SHAPE.gsi1.sortKey, type: AttributeType.STRING },
+      projectionType: ProjectionType.ALL,
+    });
+
+    const accessLogs = new Bucket(this, 'AccessLogsBucket', {
+      blockPublicAccess: BlockPublicAccess.BLOCK_ALL,
+      encryption: BucketEncryption.S3_MANAGED,
+      enforceSSL: true,
+      objectOwnership: ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      lifecycleRules: [{ id: 'expire-access-logs', expiration: Duration.days(90) }],
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    Validations.of(accessLogs).acknowledge({
+      id: 'AwsSolutions-S1',
+      reason: 'This is the server access log bucket of the data bucket; logging it into itself would loop.',
+    });
+
+    this.bucket = new Bucket(this, 'DataBucket', {
+      bucketName: names.bucket,
+      blockPublicAccess: BlockPublicAccess.BLOCK_ALL,
+      encryption: BucketEncryption.S3_MANAGED,
+      enforceSSL: true,
+      objectOwnership: ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      serverAccessLogsBucket: accessLogs,
+      serverAccessLogsPrefix: 'data-bucket/',
+      lifecycleRules: [
+        { id: 'expire-bundles', prefix: BUCKET_PREFIXES.bundles, expiration: Duration.days(stage.bucket.bundleExpiryDays) },
+        { id: 'expire-outputs', prefix: BUCKET_PREFIXES.outputs, expiration: Duration.days(stage.bucket.outputExpiryDays) },
+        { id: 'abort-incomplete-uploads', abortIncompleteMultipartUploadAfter: Duration.days(1) },
+      ],
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+
+    this.repository = new Repository(this, 'ImageRepository', {
+      repositoryName: names.repository,
+      imageScanOnPush: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+      lifecycleRules: [
+        { rulePriority: 1, description: 'Untagged layers of replaced images', tagStatus: TagStatus.UNTAGGED, maxImageAge: Duration.days(stage.cacheImages.untaggedExpiryDays) },
+        { rulePriority: 2, description: 'Keep the newest cache images', tagStatus: TagStatus.TAGGED, tagPrefixList: [CACHE_TAG_PREFIX], maxImageCount: stage.cacheImages.maxImages },
+      ],
+    });
+
+    this.gitSecrets = stage.gitSecrets.map((ref, i) =>
+      isSecretArn(ref) ? Secret.fromSecretCompleteArn(this, `GitSecret${i}`, ref) : Secret.fromSecretNameV2(this, `GitSecret${i}`, ref),
+    );
+
+    new CfnOutput(this, 'TableName', { value: this.table.tableName });
+    new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName });
+    new CfnOutput(this, 'RepositoryUri', { value: this.repository.repositoryUri, description: `Push the base image as :${stage.workspace.baseImageTag}` });
+  }
+}

@@ -1,0 +1,175 @@
+import { CfnOutput, CfnParameter, Duration, Stack, Validations, type StackProps } from 'aws-cdk-lib';
+import { Table } from 'aws-cdk-lib/aws-dynamodb';
+import { Repository } from 'aws-cdk-lib/aws-ecr';
+import { Rule, Schedule } from 'aws-cdk-lib/aws-events';
+import { LambdaFunction } from 'aws-cdk-lib/aws-events-targets';
+import { Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
+import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { Bucket } from 'aws-cdk-lib/aws-s3';
+import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
+import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
+import type { Construct } from 'constructs';
+import type { StageConfig } from '../config.js';
+import { stateNames } from '../names.js';
+import { TABLE_SHAPE } from '../../shared/state/table.js';
+import { WspHttpApi } from '../constructs/http-api.js';
+import { workspaceVpc } from '../constructs/network.js';
+import { WorkspaceCompute } from '../constructs/workspace-compute.js';
+import { WspFunction } from '../constructs/wsp-function.js';
+import { BUCKET_PREFIXES } from './stateful-stack.js';
+
+export interface StatelessStackProps extends StackProps {
+  stage: StageConfig;
+  /** References to the git secrets (StatefulStack.gitSecrets); only the provisioner may read them. */
+  gitSecrets: ISecret[];
+}
+
+/** Handler entry files (owned by functions/lambda); referenced by path, never imported. */
+export const HANDLER_ENTRIES = {
+  api: 'functions/lambda/api.ts',
+  worker: 'functions/lambda/worker.ts',
+  taskEvents: 'functions/lambda/task-events.ts',
+  janitor: 'functions/lambda/janitor.ts',
+  authorizer: 'functions/lambda/authorizer.ts',
+} as const;
+
+/**
+ * Everything that can be replaced freely: the HTTP API, the five functions, the workspace compute
+ * (VPC, cluster, task definition), the provisioner role, the event rule and the janitor schedule.
+ */
+export class StatelessStack extends Stack {
+  readonly provisionerRole: Role;
+  readonly functions: { api: WspFunction; worker: WspFunction; taskEvents: WspFunction; janitor: WspFunction; authorizer?: WspFunction };
+  readonly compute: WorkspaceCompute;
+  readonly httpApi: WspHttpApi;
+
+  constructor(scope: Construct, id: string, props: StatelessStackProps) {
+    super(scope, id, props);
+    const { stage } = props;
+    const logRetention = stage.logRetentionDays as RetentionDays;
+    // The stateful resources, by name (see names.ts): no CloudFormation exports between the stacks.
+    const names = stateNames(this, stage.name);
+    const table = Table.fromTableAttributes(this, 'StateTable', { tableName: names.table, globalIndexes: [TABLE_SHAPE.gsi1.indexName] });
+    const bucket = Bucket.fromBucketName(this, 'DataBucket', names.bucket);
+    const repository = Repository.fromRepositoryName(this, 'ImageRepository', names.repository);
+
+    const vpc = workspaceVpc(this, stage.vpc, logRetention);
+    this.compute = new WorkspaceCompute(this, 'Workspaces', { stage, vpc, repository, logRetention });
+
+    const common: Record<string, string> = {
+      WSP_MODE: 'ecs',
+      // One owner id for every container of this deployment, so the janitor recognises them all.
+      WSP_INSTANCE_ID: `wsp-${stage.name}`,
+      WSP_CONFIG_JSON: JSON.stringify(stage.provider),
+      ...this.compute.environment(),
+    };
+
+    // Failed async invocations (worker jobs) and undeliverable task events end up here.
+    const failures = new Queue(this, 'FailedInvocations', {
+      encryption: QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    Validations.of(failures).acknowledge({ id: 'AwsSolutions-SQS3', reason: 'This queue is itself the dead-letter queue of the worker and the task-event rule.' });
+
+    // The provisioner: the only principal that may read the git secrets, write git bundles and
+    // push cache images. The worker function runs as this role.
+    this.provisionerRole = new Role(this, 'ProvisionerRole', {
+      assumedBy: new ServicePrincipal('lambda.amazonaws.com'),
+      description: 'Provisioner (worker function): git secrets, bundle writes, cache image pushes, RunTask',
+    });
+    for (const secret of props.gitSecrets) secret.grantRead(this.provisionerRole);
+    repository.grantPullPush(this.provisionerRole);
+    Validations.of(this.provisionerRole).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'ecr:GetAuthorizationToken and ecs:RegisterTaskDefinition/ListTasks have no resource-level permissions.',
+    });
+
+    const worker = new WspFunction(this, 'Worker', {
+      entry: HANDLER_ENTRIES.worker,
+      description: 'Provisioning jobs (async-invoked by the api function)',
+      role: this.provisionerRole,
+      memorySizeMiB: 2048,
+      timeout: Duration.minutes(15),
+      ephemeralStorageMiB: 10240,
+      logRetention,
+      environment: common,
+      deadLetterQueue: failures,
+    })
+      .bindTable(table)
+      .bindBucket(bucket, { read: [BUCKET_PREFIXES.bundles], write: [BUCKET_PREFIXES.bundles, BUCKET_PREFIXES.outputs] });
+    this.compute.grantRun(this.provisionerRole);
+
+    const api = new WspFunction(this, 'Api', {
+      entry: HANDLER_ENTRIES.api,
+      description: 'Every HTTP route (API Gateway HTTP API, payload v2)',
+      memorySizeMiB: 1024,
+      // The HTTP API gives up after 30 s; command long-polls stop at 25 s.
+      timeout: Duration.seconds(29),
+      logRetention,
+      environment: common,
+      retryAttempts: 0,
+    })
+      .bindTable(table)
+      .bindBucket(bucket, { read: [BUCKET_PREFIXES.outputs], write: [BUCKET_PREFIXES.outputs] })
+      .bindInvoke(worker, 'WSP_WORKER_FUNCTION');
+    this.compute.grantOperate(api.role, { exec: true });
+
+    const taskEvents = new WspFunction(this, 'TaskEvents', {
+      entry: HANDLER_ENTRIES.taskEvents,
+      description: 'ECS Task State Change events: keep the state table true',
+      logRetention,
+      environment: common,
+    }).bindTable(table);
+
+    const janitor = new WspFunction(this, 'Janitor', {
+      entry: HANDLER_ENTRIES.janitor,
+      description: 'Scheduled sweep: tear down expired and idle workspaces, apply cache limits',
+      timeout: Duration.minutes(5),
+      logRetention,
+      environment: common,
+    }).bindTable(table);
+    this.compute.grantOperate(janitor.role, { exec: false });
+
+    let authorizer: WspFunction | undefined;
+    if (stage.api.auth === 'bearer') {
+      const hashes = new CfnParameter(this, 'ApiKeyHashes', {
+        type: 'String',
+        noEcho: true,
+        default: '',
+        description: 'Comma-separated hex SHA-256 hashes of the accepted bearer keys (never the keys)',
+      });
+      authorizer = new WspFunction(this, 'Authorizer', {
+        entry: HANDLER_ENTRIES.authorizer,
+        description: 'HTTP API Lambda authorizer: hashed bearer keys (simple responses)',
+        memorySizeMiB: 256,
+        timeout: Duration.seconds(5),
+        logRetention,
+        environment: { WSP_API_KEY_HASHES: hashes.valueAsString },
+      });
+      api.addEnvironment('WSP_API_KEY_HASHES', hashes.valueAsString);
+    }
+
+    this.httpApi = new WspHttpApi(this, 'Http', { stage, handler: api, authorizer, logRetention });
+
+    new Rule(this, 'TaskStateChanges', {
+      description: 'ECS Task State Change of the workspace cluster → task-events function',
+      eventPattern: {
+        source: ['aws.ecs'],
+        detailType: ['ECS Task State Change'],
+        detail: { clusterArn: [this.compute.cluster.clusterArn] },
+      },
+      targets: [new LambdaFunction(taskEvents, { deadLetterQueue: failures, retryAttempts: 8, maxEventAge: Duration.hours(2) })],
+    });
+
+    new Rule(this, 'JanitorSchedule', {
+      description: 'Janitor sweep',
+      schedule: Schedule.rate(Duration.minutes(stage.janitorRateMinutes)),
+      targets: [new LambdaFunction(janitor, { retryAttempts: 0 })],
+    });
+
+    this.functions = { api, worker, taskEvents, janitor, ...(authorizer ? { authorizer } : {}) };
+    new CfnOutput(this, 'ClusterName', { value: this.compute.cluster.clusterName });
+    new CfnOutput(this, 'WorkspaceTaskFamily', { value: this.compute.taskDefinition.family });
+  }
+}
