@@ -1,0 +1,240 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
+import { mockClient } from 'aws-sdk-client-mock';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { configureLambda, lambdaContainer, type LambdaOverrides } from '../../functions/lambda/compose.js';
+import { hashApiKey } from '../../functions/lambda/api-keys.js';
+import { handler as api } from '../../functions/lambda/api.js';
+import { handler as janitor } from '../../functions/lambda/janitor.js';
+import { handler as taskEvents } from '../../functions/lambda/task-events.js';
+import { handler as worker } from '../../functions/lambda/worker.js';
+import { LambdaInvokeDispatcher } from '../../functions/lambda/invoke-dispatcher.js';
+import { unavailableBackend } from '../../functions/lambda/unavailable-backend.js';
+import { BackendUnavailableError } from '../../shared/contract/errors.js';
+import { createLogger } from '../../shared/log.js';
+import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/state/embedded.js';
+import { commandRecord, workspaceRecord } from '../state/fixtures.js';
+import { apiEvent, lambdaContext, parseResult } from './events.js';
+
+// The handlers as deployed (no backend injected: mode ecs is not in this build), against a real
+// DynamoDB-protocol endpoint (embedded dynalite) — one fresh table per test.
+
+let dynamo: EmbeddedDynamo;
+let dataDir: string;
+let table = 0;
+let logs: string[];
+const lambdaMock = mockClient(LambdaClient);
+
+beforeAll(async () => {
+  dynamo = await startEmbeddedDynamo();
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-lambda-h-'));
+});
+afterAll(async () => {
+  await configureLambda({});
+  await dynamo?.close();
+  fs.rmSync(dataDir, { recursive: true, force: true });
+  lambdaMock.restore();
+});
+beforeEach(() => {
+  lambdaMock.reset();
+  logs = [];
+});
+afterEach(() => configureLambda({}));
+
+/** A container composed exactly as in AWS (settings from env), pointed at dynalite. */
+async function deploy(env: Record<string, string> = {}, extra: Partial<LambdaOverrides> = {}): Promise<void> {
+  table++;
+  await configureLambda({
+    env: { TABLE_NAME: `wsp-h-${table}`, AWS_REGION: 'eu-west-1', WSP_DATA_DIR: dataDir, WSP_INSTANCE_ID: 'wsp-test-stack', ...env },
+    dynamoEndpoint: dynamo.endpoint,
+    log: createLogger({}, (line) => logs.push(line)),
+    ...extra,
+  });
+}
+
+const call = async (method: string, url: string, options: Parameters<typeof apiEvent>[2] = {}) => parseResult(await api(apiEvent(method, url, options), lambdaContext()));
+const json = { 'content-type': 'application/json' };
+
+describe('api handler as deployed today (mode ecs, no backend in this build)', () => {
+  it('workspace creation is a clear 503 and stores nothing; reads still work', async () => {
+    await deploy({ WSP_MODE: 'ecs' });
+    const created = await call('POST', '/workspaces', { headers: json, body: '{}' });
+    expect(created.status).toBe(503);
+    expect(created.body).toEqual({ error: { code: 'backend_unavailable', message: 'mode ecs is not available in this build' } });
+    expect((await call('GET', '/workspaces')).body).toEqual({ workspaces: [] });
+    expect((await call('GET', '/healthz')).status).toBe(200);
+    expect((await call('GET', '/workspaces/ws-0123456789abcdef01234567')).status).toBe(404);
+  });
+
+  it('no key hashes configured (IAM auth in front): no bearer needed; with hashes: 401 in our shape', async () => {
+    await deploy();
+    expect((await call('GET', '/workspaces')).status).toBe(200);
+    await deploy({ WSP_API_KEY_HASHES: hashApiKey('the-right-key-123') });
+    const denied = await call('GET', '/workspaces');
+    expect(denied.status).toBe(401);
+    expect(denied.headers['www-authenticate']).toBe('Bearer');
+    expect(denied.body.error.code).toBe('unauthorized');
+    expect((await call('GET', '/workspaces', { headers: { authorization: 'Bearer the-right-key-123' } })).status).toBe(200);
+    expect((await call('GET', '/healthz')).status).toBe(200);
+  });
+
+  it('strips a named stage from the path and decodes base64 bodies', async () => {
+    await deploy();
+    expect((await call('GET', '/healthz', { stage: 'prod' })).status).toBe(200);
+    expect((await call('GET', '/workspaces', { stage: 'prod' })).body).toEqual({ workspaces: [] });
+    // Valid JSON once decoded reaches the service (503 here); the same bytes not decoded would be a 400.
+    expect((await call('POST', '/workspaces', { headers: json, body: '{"labels":{"a":"b"}}', base64: true })).status).toBe(503);
+    expect((await call('POST', '/workspaces', { headers: json, body: '{"labels":', base64: true })).status).toBe(400);
+  });
+
+  it('SSE routes answer 501 naming the GET to poll, after checking the workspace/command exists', async () => {
+    await deploy();
+    const { deps } = await lambdaContainer();
+    const id = 'ws-00000000000000000000000a';
+    await deps.state.createWorkspace(workspaceRecord(id, { status: 'failed', owner: 'wsp-test-stack' }));
+    await deps.state.createCommand(commandRecord(id, 'cmd-00000000000000000000000b', { state: 'exited', exitCode: 0 }));
+    const events = await call('GET', `/workspaces/${id}/events`);
+    expect(events.status).toBe(501);
+    expect(events.body.error).toEqual({ code: 'not_implemented', message: `streaming is not available on the Lambda API; poll GET /workspaces/${id}` });
+    const cmdEvents = await call('GET', `/workspaces/${id}/commands/cmd-00000000000000000000000b/events`);
+    expect(cmdEvents.status).toBe(501);
+    expect(cmdEvents.body.error.message).toBe(`streaming is not available on the Lambda API; poll GET /workspaces/${id}/commands/cmd-00000000000000000000000b?waitMs=20000`);
+    expect((await call('GET', '/workspaces/ws-0123456789abcdef01234567/events')).status).toBe(404);
+  });
+
+  it('a misconfigured deployment is a 503 (the operator’s fault), never a 400, and the cause is logged', async () => {
+    await deploy({ WSP_CONFIG_JSON: '{"repositories": "not a list"}' });
+    const r = await call('GET', '/workspaces');
+    expect(r.status).toBe(503);
+    expect(r.body.error.code).toBe('backend_unavailable');
+    await deploy({ WSP_API_KEY_HASHES: 'abc' });
+    expect((await call('GET', '/workspaces')).status).toBe(503);
+  });
+});
+
+describe('provisioning hand-off (async invoke of the worker)', () => {
+  it('POST /workspaces invokes the worker with InvocationType Event and answers 202', async () => {
+    lambdaMock.on(InvokeCommand).resolves({ StatusCode: 202 });
+    await deploy({ WSP_WORKER_FUNCTION: 'wsp-worker-fn' }, { backend: async () => unavailableBackend('test') });
+    const created = await call('POST', '/workspaces', { headers: json, body: '{}' });
+    expect(created.status).toBe(202);
+    const calls = lambdaMock.commandCalls(InvokeCommand);
+    expect(calls).toHaveLength(1);
+    const input = calls[0]!.args[0].input;
+    expect(input).toMatchObject({ FunctionName: 'wsp-worker-fn', InvocationType: 'Event' });
+    expect(JSON.parse(new TextDecoder().decode(input.Payload as Uint8Array))).toEqual({ kind: 'provision', workspaceId: created.body.id });
+  });
+
+  it('a failed hand-off is a 503 and the workspace is failed, not left provisioning', async () => {
+    lambdaMock.on(InvokeCommand).rejects(new Error('throttled'));
+    await deploy({ WSP_WORKER_FUNCTION: 'wsp-worker-fn' }, { backend: async () => unavailableBackend('test') });
+    const created = await call('POST', '/workspaces', { headers: json, body: '{}' });
+    expect(created.status).toBe(503);
+    expect(created.body.error.message).toBe('could not hand the provision job to the worker function');
+    const [ws] = (await call('GET', '/workspaces')).body.workspaces;
+    expect(ws).toMatchObject({ status: 'failed', failure: { step: 'dispatch' } });
+  });
+
+  it('no worker function configured → 503 naming the setting', async () => {
+    await deploy({}, { backend: async () => unavailableBackend('test') });
+    const created = await call('POST', '/workspaces', { headers: json, body: '{}' });
+    expect(created.status).toBe(503);
+    expect(created.body.error.message).toContain('WSP_WORKER_FUNCTION');
+  });
+
+  it('LambdaInvokeDispatcher refuses a non-202 answer', async () => {
+    lambdaMock.on(InvokeCommand).resolves({ StatusCode: 200 });
+    const dispatcher = new LambdaInvokeDispatcher(new LambdaClient({ region: 'eu-west-1' }), 'fn');
+    await expect(dispatcher.dispatch({ kind: 'provision', workspaceId: 'ws-1' })).rejects.toBeInstanceOf(BackendUnavailableError);
+  });
+});
+
+describe('worker handler', () => {
+  it('ignores a malformed job without throwing (no pointless retries)', async () => {
+    await deploy();
+    expect(await worker({ kind: 'provision' }, lambdaContext())).toEqual({ ran: false, reason: 'malformed job' });
+    expect(await worker({ kind: 'format-disk', workspaceId: 'ws-0123456789abcdef01234567' }, lambdaContext())).toEqual({ ran: false, reason: 'malformed job' });
+  });
+
+  it('a re-delivered job for a settled workspace changes nothing', async () => {
+    await deploy();
+    const { deps } = await lambdaContainer();
+    const id = 'ws-00000000000000000000000c';
+    await deps.state.createWorkspace(workspaceRecord(id, { status: 'ready', owner: 'wsp-test-stack' }));
+    expect(await worker({ kind: 'provision', workspaceId: id }, lambdaContext())).toEqual({ ran: true });
+    expect(await deps.state.getWorkspace(id)).toMatchObject({ status: 'ready', version: 1 });
+  });
+
+  it('a provisioning job whose backend is unavailable fails the workspace with the reason', async () => {
+    await deploy({ WSP_MODE: 'ecs' });
+    const { deps } = await lambdaContainer();
+    const id = 'ws-00000000000000000000000d';
+    await deps.state.createWorkspace(workspaceRecord(id, { status: 'provisioning', owner: 'wsp-test-stack', plan: { ...workspaceRecord(id).plan, repos: [] } }));
+    await worker({ kind: 'provision', workspaceId: id }, lambdaContext());
+    const after = await deps.state.getWorkspace(id);
+    expect(after?.status).toBe('failed');
+    expect(after?.failure?.message).toContain('mode ecs is not available in this build');
+  });
+});
+
+describe('task-events handler', () => {
+  const stopped = (taskArn: string, lastStatus = 'STOPPED') => ({
+    version: '0', id: 'e1', 'detail-type': 'ECS Task State Change', source: 'aws.ecs', account: '111111111111', time: new Date().toISOString(), region: 'eu-west-1',
+    resources: [taskArn], detail: { taskArn, lastStatus, desiredStatus: 'STOPPED', stoppedReason: 'Essential container in task exited', stopCode: 'EssentialContainerExited', clusterArn: 'arn:c' },
+  });
+
+  it("marks the stopped task's running commands lost, leaves ended ones and other workspaces alone", async () => {
+    await deploy();
+    const { deps } = await lambdaContainer();
+    const arn = 'arn:aws:ecs:eu-west-1:111111111111:task/wsp/abc';
+    const a = 'ws-0000000000000000000000a1';
+    const b = 'ws-0000000000000000000000b1';
+    await deps.state.createWorkspace(workspaceRecord(a, { status: 'ready', backend: { kind: 'ecs', taskArn: arn } }));
+    await deps.state.createWorkspace(workspaceRecord(b, { status: 'ready', backend: { kind: 'ecs', taskArn: `${arn}-other` } }));
+    await deps.state.createCommand(commandRecord(a, 'cmd-1'));
+    await deps.state.createCommand(commandRecord(a, 'cmd-2', { state: 'exited', exitCode: 0 }));
+    await deps.state.createCommand(commandRecord(b, 'cmd-3'));
+
+    expect(await taskEvents(stopped(arn, 'RUNNING'), lambdaContext())).toMatchObject({ commandsLost: 0 });
+    expect((await deps.state.getCommand(a, 'cmd-1'))?.state).toBe('running');
+
+    expect(await taskEvents(stopped(arn), lambdaContext())).toEqual({ taskArn: arn, lastStatus: 'STOPPED', workspaces: [a], commandsLost: 1 });
+    expect(await deps.state.getCommand(a, 'cmd-1')).toMatchObject({ state: 'lost', reason: 'workspace task stopped: Essential container in task exited' });
+    expect((await deps.state.getCommand(a, 'cmd-2'))?.state).toBe('exited');
+    expect((await deps.state.getCommand(b, 'cmd-3'))?.state).toBe('running');
+  });
+
+  it('ignores events that are not ECS task state changes', async () => {
+    await deploy();
+    expect(await taskEvents({ 'detail-type': 'Something Else', detail: {} }, lambdaContext())).toEqual({ workspaces: [], commandsLost: 0 });
+  });
+});
+
+describe('janitor handler', () => {
+  it("tears down this deployment's expired workspaces only", async () => {
+    await deploy();
+    const { deps } = await lambdaContainer();
+    const past = Math.floor(Date.now() / 1000) - 60;
+    const now = new Date().toISOString();
+    await deps.state.createWorkspace(workspaceRecord('ws-0000000000000000000000e1', { status: 'failed', owner: 'wsp-test-stack', expiresAt: past, updatedAt: now }));
+    await deps.state.createWorkspace(workspaceRecord('ws-0000000000000000000000e2', { status: 'failed', owner: 'someone-else', expiresAt: past, updatedAt: now }));
+    await deps.state.createWorkspace(workspaceRecord('ws-0000000000000000000000e3', { status: 'failed', owner: 'wsp-test-stack', expiresAt: past + 3600, updatedAt: now }));
+    const report = await janitor({ source: 'aws.scheduler' }, lambdaContext());
+    expect(report).toMatchObject({ expired: ['ws-0000000000000000000000e1'], idle: [] });
+    expect((await deps.state.getWorkspace('ws-0000000000000000000000e1'))?.status).toBe('deleted');
+    expect((await deps.state.getWorkspace('ws-0000000000000000000000e2'))?.status).toBe('failed');
+    expect((await deps.state.getWorkspace('ws-0000000000000000000000e3'))?.status).toBe('failed');
+  });
+});
+
+describe('container lifetime', () => {
+  it('is composed once per execution environment and reused across invocations', async () => {
+    await deploy();
+    const first = await lambdaContainer();
+    await call('GET', '/workspaces');
+    await call('GET', '/healthz');
+    expect(await lambdaContainer()).toBe(first);
+  });
+});
