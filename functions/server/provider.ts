@@ -57,7 +57,7 @@ export async function composeProvider(loaded: LoadedConfig, log: Logger): Promis
 
   const usesSecretsManager = config.repositories.some((r) => r.credential?.startsWith('secretsmanager:'));
   const secrets = createSecretResolver(usesSecretsManager ? { secretsManagerClient: createSecretsManagerClient({ region: config.state.region }) } : {});
-  const backend = await loadBackend(config.mode, dataDir, instanceId, log);
+  const backend = await loadBackend(config, dataDir, instanceId, log);
   for (const warning of backend.warnings) log.warn(warning);
   const broker = new GitBroker({ mirrorsDir: privateDir(dataDir, 'mirrors'), resolveSecret: (ref: string) => secrets.resolve(ref), log: log.child({ part: 'git' }) });
 
@@ -85,14 +85,20 @@ export async function composeProvider(loaded: LoadedConfig, log: Logger): Promis
   };
 }
 
-async function loadBackend(mode: string, dataDir: string, owner: string, log: Logger): Promise<WorkspaceBackend> {
+async function loadBackend(config: LoadedConfig['config'], dataDir: string, owner: string, log: Logger): Promise<WorkspaceBackend> {
+  const mode = config.mode;
   switch (mode) {
     case 'local': {
       const { createLocalBackend } = await import('../../shared/backends/local/index.js');
       return createLocalBackend({ dataDir, owner, log: log.child({ part: 'local-backend' }) });
     }
+    case 'docker': {
+      const { createDockerBackend } = await import('../../shared/backends/docker/index.js');
+      const { socketPath, baseImage } = config.docker;
+      return createDockerBackend({ dataDir, owner, baseImage, ...(socketPath !== undefined ? { socketPath } : {}), log: log.child({ part: 'docker-backend' }) });
+    }
     default:
-      throw new BadRequestError(`mode '${mode}' is not available yet in this build (use 'local')`, [{ path: 'mode', message: 'not available yet' }]);
+      throw new BadRequestError(`mode '${mode}' is not available yet in this build (use 'local' or 'docker')`, [{ path: 'mode', message: 'not available yet' }]);
   }
 }
 

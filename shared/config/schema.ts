@@ -143,6 +143,16 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** mode 'docker': the daemon and the image fresh workspaces start from (never pulled). */
+    docker: z
+      .object({
+        /** Unix socket of the Docker daemon. Unset → $WSP_DOCKER_SOCKET, else /var/run/docker.sock. */
+        socketPath: z.string().startsWith('/').optional(),
+        /** Local image tag of fresh workspaces (.ci/docker.sh builds wsp-base:bookworm). */
+        baseImage: z.string().min(1).max(256).regex(/^[a-z0-9][a-z0-9._\/:@-]*$/, 'is not a valid image reference').default('wsp-base:bookworm'),
+      })
+      .strict()
+      .prefault({}),
     auth: z
       .object({
         /** Bearer token. Unset → generated at first start, kept 0600 in dataDir/auth-token. */

@@ -1,0 +1,108 @@
+import fs from 'node:fs/promises';
+import type Docker from 'dockerode';
+import type { WorkspacePlan } from '../../contract/plan.js';
+import { BackendUnavailableError, ConflictError } from '../../contract/errors.js';
+import { RUNNER_SCRIPT } from '../runner/command-files.js';
+import { packFiles } from './archive.js';
+import { dockerStatus, isNotFound, type DockerClient } from './client.js';
+import { containerName, GUEST_CMD_ROOT, GUEST_RUNNER_DIR, LABEL, type DockerLayout } from './layout.js';
+
+/**
+ * One workspace container: how it is configured, created, started and removed. PID 1 is docker's
+ * init (reaps the runner's orphans) running `sleep infinity` as root, so the workspace user cannot end
+ * its own container (its processes are killed with `kill -1` as that user); commands run as the plan
+ * user through runner.sh.
+ */
+
+/**
+ * Root inside (only ever runner.sh) needs only these: make and chown homes inside the user's 0700 home
+ * (DAC_OVERRIDE), drop to the user (chroot --userspec), kill its processes. The user gets none
+ * (non-root, no-new-privileges).
+ */
+const CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'SETUID', 'SETGID', 'KILL', 'SYS_CHROOT'];
+const PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export function containerConfig(layout: DockerLayout, workspaceId: string, plan: WorkspacePlan, image: string, labels: Record<string, string>): Docker.ContainerCreateOptions {
+  const r = plan.resources;
+  return {
+    name: containerName(workspaceId),
+    Image: image,
+    Entrypoint: ['sleep', 'infinity'],
+    Cmd: [],
+    User: '0:0',
+    WorkingDir: plan.workdir,
+    // Nothing of the workspace's env: commands get theirs from a file (never in Config.Env or argv).
+    Env: [PATH],
+    Labels: labels,
+    HostConfig: {
+      Init: true,
+      NetworkMode: plan.network,
+      Binds: [`${layout.cmdRoot(workspaceId)}:${GUEST_CMD_ROOT}`, `${layout.transfer(workspaceId)}:${plan.transferDir}:ro`],
+      // /tmp in memory: empty in every new container (restore) and never part of a committed image.
+      Tmpfs: { '/tmp': 'rw,exec,nosuid,nodev,mode=1777' },
+      CapDrop: ['ALL'],
+      CapAdd: CAPABILITIES,
+      SecurityOpt: ['no-new-privileges'],
+      ...(r.cpus !== undefined ? { NanoCpus: Math.round(r.cpus * 1e9) } : {}),
+      ...(r.memoryMb !== undefined ? { Memory: r.memoryMb * 1024 * 1024 } : {}),
+      ...(r.pids !== undefined ? { PidsLimit: r.pids } : {}),
+    },
+  };
+}
+
+export function workspaceLabels(workspaceId: string, owner: string, labels: Record<string, string>): Record<string, string> {
+  return { ...labels, [LABEL.workspace]: workspaceId, [LABEL.owner]: owner, [LABEL.kind]: 'workspace' };
+}
+
+/** Create + runner in + start. Throws ConflictError when the name is taken, BackendUnavailableError otherwise. */
+export async function createAndStart(docker: DockerClient, config: Docker.ContainerCreateOptions): Promise<void> {
+  let container: Docker.Container;
+  try {
+    container = await docker.createContainer(config);
+  } catch (error) {
+    if (dockerStatus(error) === 409) throw new ConflictError(`container ${config.name} already exists`, { cause: error });
+    throw new BackendUnavailableError(`cannot create container ${config.name} from ${config.Image}`, error);
+  }
+  try {
+    // The runner goes in before start (any image works; an old runner in a snapshot is replaced).
+    const script = await fs.readFile(RUNNER_SCRIPT);
+    const dir = GUEST_RUNNER_DIR.replace(/^\//, '');
+    await container.putArchive(packFiles([{ name: dir, mode: 0o700 }], [{ name: `${dir}/runner.sh`, content: script, mode: 0o700 }], { uid: 0, gid: 0 }), { path: '/' });
+    await container.start();
+  } catch (error) {
+    await container.remove({ force: true }).catch(() => undefined);
+    throw new BackendUnavailableError(`cannot start container ${config.name}`, error);
+  }
+}
+
+/** Remove the container and everything running in it; idempotent. */
+export async function removeContainer(docker: DockerClient, name: string): Promise<void> {
+  try {
+    await docker.getContainer(name).remove({ force: true, v: true });
+  } catch (error) {
+    if (isNotFound(error)) return;
+    // 409 "removal already in progress": wait for it.
+    if (dockerStatus(error) === 409) {
+      for (let i = 0; i < 100; i++) {
+        try {
+          await docker.getContainer(name).inspect();
+        } catch (e) {
+          if (isNotFound(e)) return;
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    throw new BackendUnavailableError(`cannot remove container ${name}`, error);
+  }
+}
+
+/** Does the image exist on the daemon? */
+export async function imageExists(docker: DockerClient, image: string): Promise<boolean> {
+  try {
+    await docker.getImage(image).inspect();
+    return true;
+  } catch (error) {
+    if (isNotFound(error)) return false;
+    throw new BackendUnavailableError(`cannot inspect image ${image}`, error);
+  }
+}

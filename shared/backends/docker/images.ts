@@ -1,0 +1,129 @@
+import type { SnapshotRef } from '../../contract/workspace.js';
+import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
+import type { Logger } from '../../log.js';
+import { dockerStatus, isNotFound, type DockerClient } from './client.js';
+import { checkName, LABEL } from './layout.js';
+import { scanImageTar } from './scan.js';
+
+/**
+ * Snapshots are images: `docker commit` of a workspace container, tagged `wsp-<purpose>:<name>` and
+ * labelled (kind, snapshot name, owner) explicitly at commit — a committed image inherits its
+ * container's labels, so `wsp.kind` must be overridden or the image would look like a workspace.
+ */
+
+export type Purpose = 'cache' | 'baseline';
+
+/** The one way a snapshot ref is built (the reconciler compares refs as JSON, so the shape is fixed). */
+export function snapshotRef(purpose: Purpose, name: string): SnapshotRef {
+  return { kind: 'docker', purpose, name, image: `wsp-${purpose}:${name}` };
+}
+
+/** The image tag of a ref, rebuilt from purpose and name (the stored `image` is not trusted). */
+export function refImage(snapshot: SnapshotRef): { purpose: Purpose; name: string; image: string } {
+  if (snapshot?.kind !== 'docker') throw new BadRequestError(`not a docker snapshot (kind '${String(snapshot?.kind)}')`, { field: 'snapshot' });
+  const purpose = snapshot.purpose;
+  if (purpose !== 'cache' && purpose !== 'baseline') throw new BadRequestError('invalid snapshot purpose', { field: 'snapshot' });
+  const name = checkName('snapshot name', snapshot.name);
+  return { purpose, name, image: `wsp-${purpose}:${name}` };
+}
+
+export async function commitSnapshot(docker: DockerClient, container: string, purpose: Purpose, name: string, owner: string): Promise<SnapshotRef> {
+  checkName('snapshot name', name);
+  const labels = [`"${LABEL.kind}"="${purpose}"`, `"${LABEL.snapshot}"="${name}"`, `"${LABEL.owner}"="${owner}"`].join(' ');
+  try {
+    // pause: a consistent file system for the commit (processes are frozen for its duration).
+    await docker.getContainer(container).commit({ repo: `wsp-${purpose}`, tag: name, pause: true, changes: [`LABEL ${labels}`] });
+  } catch (error) {
+    if (isNotFound(error)) throw new NotFoundError('workspace container', container);
+    throw new BackendUnavailableError(`docker commit of ${container} failed`, error);
+  }
+  return snapshotRef(purpose, name);
+}
+
+/** Image ids carrying this snapshot's labels (tagged or not — an untagged one is still ours to remove). */
+async function imagesOf(docker: DockerClient, owner: string, purpose: Purpose, name: string): Promise<string[]> {
+  const list = await docker.listImages({
+    filters: JSON.stringify({ label: [`${LABEL.owner}=${owner}`, `${LABEL.kind}=${purpose}`, `${LABEL.snapshot}=${name}`] }),
+  });
+  return list.map((i) => i.Id);
+}
+
+/**
+ * Remove the snapshot's image; idempotent. An image a container still runs from cannot go: its tag
+ * is removed (so the name is free) and the untagged image stays listed by its labels until a later
+ * delete (the reconciler's) succeeds — logged, not thrown.
+ */
+export async function deleteSnapshot(docker: DockerClient, owner: string, snapshot: SnapshotRef, log: Logger): Promise<void> {
+  const { purpose, name, image } = refImage(snapshot);
+  const targets = [image, ...(await imagesOf(docker, owner, purpose, name))];
+  for (const target of targets) {
+    try {
+      await docker.getImage(target).remove({ noprune: false });
+    } catch (error) {
+      const status = dockerStatus(error);
+      if (status === 404) continue;
+      if (status === 409) {
+        await docker.getImage(target).remove({ force: true }).catch(() => undefined);
+        log.warn('snapshot image still used by a container: untagged, removal retried later', { snapshot: name, purpose });
+        continue;
+      }
+      throw new BackendUnavailableError(`cannot remove image ${image}`, error);
+    }
+  }
+}
+
+/** Snapshots of this owner (tagged or left untagged by a delete that had to wait). */
+export async function listSnapshots(docker: DockerClient, owner: string): Promise<SnapshotRef[]> {
+  const list = await docker.listImages({ filters: JSON.stringify({ label: [`${LABEL.owner}=${owner}`] }) });
+  const out = new Map<string, SnapshotRef>();
+  for (const img of list) {
+    const labels = img.Labels ?? {};
+    const purpose = labels[LABEL.kind];
+    const name = labels[LABEL.snapshot];
+    if ((purpose !== 'cache' && purpose !== 'baseline') || name === undefined) continue;
+    try {
+      checkName('snapshot name', name);
+    } catch {
+      continue;
+    }
+    out.set(`${purpose}:${name}`, snapshotRef(purpose, name));
+  }
+  return [...out.values()];
+}
+
+/**
+ * Bytes the snapshot adds on top of the base image (its whole size when it does not descend from it).
+ * Throws NotFoundError when the image is gone.
+ */
+export async function snapshotSize(docker: DockerClient, snapshot: SnapshotRef, baseImage: string): Promise<number> {
+  const { image } = refImage(snapshot);
+  let info: { Size: number; RootFS?: { Layers?: string[] } };
+  try {
+    info = await docker.getImage(image).inspect();
+  } catch (error) {
+    if (isNotFound(error)) throw new NotFoundError('snapshot', String(snapshot.name));
+    throw new BackendUnavailableError(`cannot inspect image ${image}`, error);
+  }
+  try {
+    const base = await docker.getImage(baseImage).inspect();
+    const mine = info.RootFS?.Layers ?? [];
+    const theirs = base.RootFS?.Layers ?? [];
+    if (theirs.length > 0 && theirs.every((l, i) => mine[i] === l)) return Math.max(1, info.Size - base.Size);
+  } catch {
+    // no base image to compare with: report the whole size
+  }
+  return info.Size;
+}
+
+/** Every needle in every layer (file contents and names) and in the image config: "<where>: needle #i". */
+export async function scanSnapshot(docker: DockerClient, snapshot: SnapshotRef, needles: readonly string[]): Promise<string[]> {
+  const { image } = refImage(snapshot);
+  let stream: NodeJS.ReadableStream;
+  try {
+    stream = await docker.getImage(image).get();
+  } catch (error) {
+    if (isNotFound(error)) throw new NotFoundError('snapshot', String(snapshot.name));
+    throw new BackendUnavailableError(`docker save of ${image} failed`, error);
+  }
+  return scanImageTar(stream, needles);
+}

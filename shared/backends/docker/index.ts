@@ -1,0 +1,262 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { BackendResource, CommandSpec, CreateOptions, OutputStream, WorkspaceBackend } from '../../contract/backend.js';
+import type { WorkspacePlan } from '../../contract/plan.js';
+import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
+import { BackendUnavailableError, BadRequestError, ConflictError, NotFoundError } from '../../contract/errors.js';
+import { silentLogger, type Logger } from '../../log.js';
+import { packTree } from './archive.js';
+import { connectDocker, DEFAULT_DOCKER_SOCKET, execChecked, pingDocker, type DockerClient } from './client.js';
+import { DockerCommands } from './commands.js';
+import { containerConfig, createAndStart, imageExists, removeContainer, workspaceLabels } from './container.js';
+import * as images from './images.js';
+import { checkName, containerName, DockerLayout, dockerRef, GUEST_RUNNER, LABEL, refWorkspaceId } from './layout.js';
+import { readMeta, requireMeta, writeMeta, type DockerWorkspaceMeta } from './workspace-meta.js';
+
+export interface DockerBackendOptions {
+  /** Provider data dir; the backend keeps its host files under `<dataDir>/docker/`. */
+  dataDir: string;
+  /** This provider instance: the `wsp.owner` label on everything it creates (and all it lists). */
+  owner: string;
+  log?: Logger;
+  /** Docker socket (default: $WSP_DOCKER_SOCKET, else /var/run/docker.sock). */
+  socketPath?: string;
+  /** Image of fresh workspaces (never pulled: it must exist on the daemon). */
+  baseImage: string;
+}
+
+const KILL_ALL_REASON = 'all workspace processes killed';
+const OWNER = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+/**
+ * The Docker backend (`mode: docker`): one container per workspace (`wsp-<id>`), commands through
+ * runner.sh with host-side command files, snapshots as committed images, restore = a new container
+ * from the snapshot image (constant time). Throws BackendUnavailableError when the daemon does not answer.
+ */
+export async function createDockerBackend(options: DockerBackendOptions): Promise<WorkspaceBackend> {
+  const log = (options.log ?? silentLogger).child({ backend: 'docker' });
+  if (!OWNER.test(options.owner)) throw new BadRequestError('invalid owner id for docker labels', { field: 'owner' });
+  const socketPath = options.socketPath ?? process.env.WSP_DOCKER_SOCKET ?? DEFAULT_DOCKER_SOCKET;
+  const docker = connectDocker(socketPath);
+  await pingDocker(docker, socketPath);
+  const layout = new DockerLayout(options.dataDir);
+  await fs.mkdir(layout.workspacesDir, { recursive: true, mode: 0o700 });
+  await fs.chmod(layout.base, 0o700);
+  await fs.chmod(layout.workspacesDir, 0o700);
+  const warnings: string[] = [];
+  if (!(await imageExists(docker, options.baseImage))) {
+    warnings.push(`docker base image '${options.baseImage}' is missing on the daemon (it is never pulled): build it (.ci/docker.sh) or set docker.baseImage`);
+  }
+  for (const w of warnings) log.warn(w);
+  return new DockerBackend(docker, layout, options.owner, options.baseImage, log, warnings);
+}
+
+class DockerBackend implements WorkspaceBackend {
+  readonly kind = 'docker';
+  private readonly commands: DockerCommands;
+
+  constructor(
+    private readonly docker: DockerClient,
+    private readonly layout: DockerLayout,
+    private readonly owner: string,
+    private readonly baseImage: string,
+    private readonly log: Logger,
+    readonly warnings: string[],
+  ) {
+    this.commands = new DockerCommands(docker, layout);
+  }
+
+  private warnOnce(message: string): void {
+    if (this.warnings.includes(message)) return;
+    this.warnings.push(message);
+    this.log.warn(message);
+  }
+
+  private noteNetwork(plan: WorkspacePlan): void {
+    if (plan.network === 'host') this.warnOnce("network 'host': workspaces share the Docker host's network namespace (they can reach its loopback services)");
+    if (plan.network === 'bridge') this.warnOnce("network 'bridge': workspaces reach the network through Docker's default bridge (and each other on it)");
+  }
+
+  async create(plan: WorkspacePlan, options: CreateOptions): Promise<BackendRef> {
+    const id = checkName('workspace id', options.workspaceId);
+    checkPlan(plan);
+    const image = options.from ? images.refImage(options.from).image : this.baseImage;
+    if (!(await imageExists(this.docker, image))) {
+      if (options.from) throw new NotFoundError('snapshot', String(options.from.name));
+      throw new BackendUnavailableError(`docker base image '${image}' is missing on the daemon (it is never pulled): build it (.ci/docker.sh) or set docker.baseImage`);
+    }
+    const wsDir = this.layout.workspaceDir(id);
+    try {
+      await fs.mkdir(wsDir, { mode: 0o700 });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`docker workspace '${id}' already exists`, { cause: error });
+      throw error;
+    }
+    const labels = workspaceLabels(id, this.owner, options.labels);
+    const meta: DockerWorkspaceMeta = { workspaceId: id, owner: this.owner, labels, user: { uid: plan.user.uid, gid: plan.user.gid }, createdAt: new Date().toISOString() };
+    try {
+      // meta.json first: from here on a crash leaves a resource listResources finds.
+      await writeMeta(this.layout, meta);
+      await fs.mkdir(this.layout.cmdRoot(id), { mode: 0o700 });
+      await fs.mkdir(this.layout.transfer(id), { mode: 0o755 });
+      await fs.chmod(this.layout.transfer(id), 0o755);
+      this.noteNetwork(plan);
+      await createAndStart(this.docker, containerConfig(this.layout, id, plan, image, labels));
+      const { user } = plan;
+      await execChecked(this.docker, containerName(id), 'preparing the workspace user', [
+        '/bin/sh', GUEST_RUNNER, 'init', String(user.uid), String(user.gid), user.name, plan.home, plan.root,
+      ]);
+      this.log.info('workspace created', { workspaceId: id, image, fromSnapshot: options.from?.name ?? null });
+      return dockerRef(id);
+    } catch (error) {
+      await removeContainer(this.docker, containerName(id)).catch(() => undefined);
+      await fs.rm(wsDir, { recursive: true, force: true }).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async destroy(ref: BackendRef): Promise<void> {
+    const id = refWorkspaceId(ref);
+    await removeContainer(this.docker, containerName(id));
+    const existed = (await readMeta(this.layout, id)) !== undefined;
+    await fs.rm(this.layout.workspaceDir(id), { recursive: true, force: true });
+    this.log.info('workspace destroyed', { workspaceId: id, existed });
+  }
+
+  /** A host file in the workspace's transfer dir, bind-mounted read-only at plan.transferDir. */
+  async putTransferFile(ref: BackendRef, _plan: WorkspacePlan, name: string, hostPath: string): Promise<void> {
+    const meta = await requireMeta(this.layout, ref);
+    const dest = path.join(this.layout.transfer(meta.workspaceId), checkName('transfer file name', name));
+    const tmp = `${dest}.${process.pid}.tmp`;
+    await fs.copyFile(hostPath, tmp);
+    await fs.chmod(tmp, 0o644);
+    await fs.rename(tmp, dest);
+  }
+
+  async removeTransferFile(ref: BackendRef, _plan: WorkspacePlan, name: string): Promise<void> {
+    const meta = await requireMeta(this.layout, ref);
+    await fs.rm(path.join(this.layout.transfer(meta.workspaceId), checkName('transfer file name', name)), { force: true });
+  }
+
+  /** put-archive of the host tree, every header owned by the plan user; missing parents made as the user. */
+  async putDirectory(ref: BackendRef, plan: WorkspacePlan, hostDir: string, guestPath: string): Promise<void> {
+    const meta = await requireMeta(this.layout, ref);
+    const dest = path.posix.resolve(plan.workdir, guestPath);
+    const rel = path.posix.relative(plan.home, dest);
+    if (rel.startsWith('..') || path.posix.isAbsolute(rel)) {
+      throw new BadRequestError(`destination ${guestPath} is outside the workspace home`, { field: 'guestPath' });
+    }
+    const st = await fs.stat(hostDir).catch(() => undefined);
+    if (!st?.isDirectory()) throw new BadRequestError('source is not a directory', { field: 'hostDir' });
+    const segments = rel === '' ? [] : rel.split('/');
+    const parents = segments.slice(0, -1).map((_, i) => ({ name: segments.slice(0, i + 1).join('/'), mode: 0o755 }));
+    const archive = packTree(hostDir, rel, parents, { uid: plan.user.uid, gid: plan.user.gid });
+    try {
+      await this.docker.getContainer(containerName(meta.workspaceId)).putArchive(archive, { path: plan.home });
+    } catch (error) {
+      throw new BackendUnavailableError(`cannot copy ${hostDir} into the workspace`, error);
+    }
+  }
+
+  async startCommand(ref: BackendRef, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
+    const meta = await requireMeta(this.layout, ref);
+    await this.commands.start(meta.workspaceId, plan, spec);
+  }
+
+  commandStatus(ref: BackendRef, commandId: string) {
+    return this.commands.status(refWorkspaceId(ref), commandId);
+  }
+
+  waitCommand(ref: BackendRef, commandId: string, waitMs: number) {
+    return this.commands.wait(refWorkspaceId(ref), commandId, waitMs);
+  }
+
+  readOutput(ref: BackendRef, commandId: string, stream: OutputStream, offset: number, limit: number) {
+    return this.commands.read(refWorkspaceId(ref), commandId, stream, offset, limit);
+  }
+
+  killCommand(ref: BackendRef, commandId: string, reason: string): Promise<void> {
+    return this.commands.kill(refWorkspaceId(ref), commandId, reason);
+  }
+
+  async killAll(ref: BackendRef): Promise<void> {
+    const meta = await requireMeta(this.layout, ref);
+    await this.commands.killAll(meta.workspaceId, meta.user, KILL_ALL_REASON);
+  }
+
+  async snapshot(ref: BackendRef, _plan: WorkspacePlan, purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
+    const meta = await requireMeta(this.layout, ref);
+    const snap = await images.commitSnapshot(this.docker, containerName(meta.workspaceId), purpose, name, this.owner);
+    this.log.info('snapshot taken', { workspaceId: meta.workspaceId, snapshot: name, purpose });
+    return snap;
+  }
+
+  /**
+   * Constant time: running commands are killed (and recorded so), the container is removed and a new
+   * one with the same name is made from the snapshot image. The host command dir is kept.
+   */
+  async restore(ref: BackendRef, plan: WorkspacePlan, snapshot: SnapshotRef): Promise<void> {
+    const meta = await requireMeta(this.layout, ref);
+    const { image } = images.refImage(snapshot);
+    if (!(await imageExists(this.docker, image))) throw new NotFoundError('snapshot', String(snapshot.name));
+    const id = meta.workspaceId;
+    await this.commands.killAll(id, meta.user, KILL_ALL_REASON).catch((e: unknown) => {
+      // A container that is gone or stopped has no processes left to kill; its commands read 'lost'.
+      this.log.warn('restore: killAll before replacing the container failed', { workspaceId: id, error: (e as Error).message });
+    });
+    await removeContainer(this.docker, containerName(id));
+    await createAndStart(this.docker, containerConfig(this.layout, id, plan, image, meta.labels));
+    this.log.info('workspace restored', { workspaceId: id, snapshot: snapshot.name });
+  }
+
+  deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
+    return images.deleteSnapshot(this.docker, this.owner, snapshot, this.log);
+  }
+
+  snapshotSizeBytes(snapshot: SnapshotRef): Promise<number> {
+    return images.snapshotSize(this.docker, snapshot, this.baseImage);
+  }
+
+  scanSnapshot(snapshot: SnapshotRef, needles: readonly string[]): Promise<string[]> {
+    return images.scanSnapshot(this.docker, snapshot, needles);
+  }
+
+  /**
+   * This owner's workspace containers (by label; images are told apart by `wsp.kind`), plus host dirs
+   * left without a container by a crash during create.
+   */
+  async listResources(): Promise<BackendResource[]> {
+    const containers = await this.docker.listContainers({
+      all: true,
+      filters: JSON.stringify({ label: [`${LABEL.owner}=${this.owner}`, `${LABEL.kind}=workspace`] }),
+    });
+    const ids = new Set<string>();
+    for (const c of containers) {
+      const id = c.Labels?.[LABEL.workspace];
+      if (id !== undefined) ids.add(id);
+    }
+    for (const name of await fs.readdir(this.layout.workspacesDir).catch(() => [] as string[])) ids.add(name);
+    const out: BackendResource[] = [];
+    for (const id of [...ids].sort()) {
+      try {
+        checkName('workspace id', id);
+      } catch {
+        continue;
+      }
+      out.push({ workspaceId: id, owner: this.owner, ref: dockerRef(id) });
+    }
+    return out;
+  }
+
+  listSnapshots(): Promise<SnapshotRef[]> {
+    return images.listSnapshots(this.docker, this.owner);
+  }
+}
+
+function checkPlan(plan: WorkspacePlan): void {
+  const abs = [plan.home, plan.root, plan.workdir, plan.transferDir].every((p) => typeof p === 'string' && path.posix.isAbsolute(p));
+  if (!abs || !Number.isInteger(plan.user.uid) || !Number.isInteger(plan.user.gid) || !/^[a-z_][a-z0-9_-]*$/.test(plan.user.name)) {
+    throw new BadRequestError('plan paths must be absolute and plan.user a valid name with integer uid/gid', { field: 'plan' });
+  }
+  if (!['none', 'host', 'bridge'].includes(plan.network)) throw new BadRequestError('invalid plan.network', { field: 'plan.network' });
+}

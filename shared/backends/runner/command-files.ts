@@ -1,0 +1,202 @@
+import { constants } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
+import { BadRequestError } from '../../contract/errors.js';
+
+/**
+ * The provider's side of runner.sh's command directory (see the header of runner.sh for the files):
+ * what the provider writes before a start, and how a status is read back — from the files only, by
+ * any provider process, also after a restart. Backend-neutral: whoever can see the directory (a bind
+ * mount for Docker) uses this; backends that cannot (Fargate) ask the runner instead.
+ */
+
+/** Absolute host path of runner.sh (shipped with the code; put into the workspace by the backend). */
+export const RUNNER_SCRIPT = fileURLToPath(new URL('./runner.sh', import.meta.url));
+
+/** What the provider writes before starting the runner (spec.json). */
+export interface StoredSpec {
+  commandId: string;
+  timeoutMs: number;
+  maxOutputBytes: number;
+  startedAt: string;
+}
+
+/** The runner's last word (file `exit`). */
+export interface ExitRecord {
+  code: number;
+  signal: string | null;
+  killed: boolean;
+  stdoutBytes: number;
+  stderrBytes: number;
+  endedAt: string;
+}
+
+type FileName = 'spec.json' | 'stdin' | 'env' | 'stdout' | 'stderr' | 'alive' | 'pid' | 'pgid' | 'kill' | 'exit' | 'claim';
+export const commandFile = (dir: string, name: FileName): string => path.join(dir, name);
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Throws BadRequestError for what no process can be given: NUL bytes in argv/env, bad env names. */
+export function checkCommandSpec(spec: CommandSpec): void {
+  if (!Array.isArray(spec.argv) || spec.argv.length === 0) throw new BadRequestError('argv must not be empty', { field: 'argv' });
+  if (spec.argv.some((a) => typeof a !== 'string' || a.includes('\0'))) throw new BadRequestError('argv must not contain NUL bytes', { field: 'argv' });
+  if (typeof spec.cwd !== 'string' || !spec.cwd.startsWith('/') || spec.cwd.includes('\0')) throw new BadRequestError('cwd must be an absolute path', { field: 'cwd' });
+  for (const [name, value] of Object.entries(spec.env)) {
+    if (!ENV_NAME.test(name)) throw new BadRequestError('invalid environment variable name', { field: 'env' });
+    if (typeof value !== 'string' || value.includes('\0')) throw new BadRequestError('environment values must not contain NUL bytes', { field: 'env' });
+  }
+  if (!Number.isInteger(spec.timeoutMs) || spec.timeoutMs < 0) throw new BadRequestError('timeoutMs must be an integer >= 0', { field: 'timeoutMs' });
+  if (!Number.isInteger(spec.maxOutputBytes) || spec.maxOutputBytes < 0) throw new BadRequestError('maxOutputBytes must be an integer >= 0', { field: 'maxOutputBytes' });
+}
+
+/** The env script the command's shell evals: one `export NAME='value'` line per variable. */
+export function envScript(env: Record<string, string>): string {
+  return Object.entries(env)
+    .map(([name, value]) => `export ${name}='${value.replaceAll("'", "'\\''")}'\n`)
+    .join('');
+}
+
+/**
+ * Create the command dir and its input files (root-only). Returns false when the dir exists already
+ * (startCommand is idempotent on the command id). spec.json is written last: its presence means the
+ * dir is complete.
+ */
+export async function writeCommandDir(dir: string, spec: CommandSpec, env: Record<string, string>): Promise<boolean> {
+  try {
+    await fs.mkdir(dir, { mode: 0o700 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw error;
+  }
+  const stored: StoredSpec = { commandId: spec.commandId, timeoutMs: spec.timeoutMs, maxOutputBytes: spec.maxOutputBytes, startedAt: new Date().toISOString() };
+  await Promise.all([
+    fs.writeFile(commandFile(dir, 'stdin'), spec.stdin ?? Buffer.alloc(0), { mode: 0o600 }),
+    fs.writeFile(commandFile(dir, 'env'), envScript(env), { mode: 0o600 }),
+    fs.writeFile(commandFile(dir, 'stdout'), '', { mode: 0o600 }),
+    fs.writeFile(commandFile(dir, 'stderr'), '', { mode: 0o600 }),
+  ]);
+  await fs.writeFile(commandFile(dir, 'spec.json'), JSON.stringify(stored), { mode: 0o600 });
+  return true;
+}
+
+async function readText(file: string): Promise<string | undefined> {
+  try {
+    return await fs.readFile(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+async function sizeOf(file: string): Promise<number> {
+  try {
+    return (await fs.stat(file)).size;
+  } catch {
+    return 0;
+  }
+}
+
+export async function readSpec(dir: string): Promise<StoredSpec | undefined> {
+  const text = await readText(commandFile(dir, 'spec.json'));
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as StoredSpec;
+  } catch {
+    return undefined;
+  }
+}
+
+/** "<code> <signal|-> <killed 0|1> <stdout bytes> <stderr bytes> <ended epoch ms>" */
+export function parseExit(text: string): ExitRecord | undefined {
+  const [code, signal, killed, out, err, ended] = text.trim().split(/\s+/);
+  const numbers = [code, out, err, ended].map(Number);
+  if (numbers.some((n) => !Number.isFinite(n)) || signal === undefined || killed === undefined) return undefined;
+  return {
+    code: numbers[0]!,
+    signal: signal === '-' ? null : signal,
+    killed: killed === '1',
+    stdoutBytes: numbers[1]!,
+    stderrBytes: numbers[2]!,
+    endedAt: new Date(numbers[3]!).toISOString(),
+  };
+}
+
+export async function readExit(dir: string): Promise<ExitRecord | undefined> {
+  const text = await readText(commandFile(dir, 'exit'));
+  return text === undefined ? undefined : parseExit(text);
+}
+
+/**
+ * Is the supervisor alive? It holds the `alive` FIFO open for reading for exactly its lifetime; a
+ * non-blocking open for writing fails with ENXIO when no reader has it. Works across pid namespaces
+ * and needs no process table.
+ */
+export async function supervisorAlive(dir: string): Promise<boolean> {
+  let handle: fs.FileHandle | undefined;
+  try {
+    handle = await fs.open(commandFile(dir, 'alive'), constants.O_WRONLY | constants.O_NONBLOCK);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await handle?.close();
+  }
+}
+
+/** Started (claimed by the runner) and no exit record yet, with a live supervisor. */
+export async function isRunning(dir: string): Promise<boolean> {
+  return (await readExit(dir)) === undefined && (await supervisorAlive(dir));
+}
+
+export async function readKillReason(dir: string): Promise<string | undefined> {
+  return (await readText(commandFile(dir, 'kill')))?.trim() || undefined;
+}
+
+/** The status as the files tell it: exit record → ended; live supervisor → running; else lost. */
+export async function readStatus(dir: string, spec: StoredSpec): Promise<CommandStatus> {
+  const base = { commandId: spec.commandId, startedAt: spec.startedAt };
+  const max = spec.maxOutputBytes;
+  let exit = await readExit(dir);
+  if (exit === undefined) {
+    const alive = await supervisorAlive(dir);
+    // The supervisor may have written its record and ended between the two reads.
+    exit = await readExit(dir);
+    if (exit === undefined) {
+      const [out, err] = await Promise.all([sizeOf(commandFile(dir, 'stdout')), sizeOf(commandFile(dir, 'stderr'))]);
+      const streams = { stdout: { bytes: out, truncated: out > max }, stderr: { bytes: err, truncated: err > max } };
+      if (alive) return { ...base, state: 'running', exitCode: null, signal: null, ...streams };
+      return { ...base, state: 'lost', exitCode: null, signal: null, reason: 'process vanished', ...streams };
+    }
+  }
+  const streams = {
+    stdout: { bytes: exit.stdoutBytes, truncated: exit.stdoutBytes > max },
+    stderr: { bytes: exit.stderrBytes, truncated: exit.stderrBytes > max },
+  };
+  if (exit.killed) {
+    return { ...base, state: 'killed', exitCode: null, signal: exit.signal ?? 'SIGKILL', reason: (await readKillReason(dir)) ?? 'killed', ...streams, endedAt: exit.endedAt };
+  }
+  return { ...base, state: 'exited', exitCode: exit.code, signal: exit.signal, ...streams, endedAt: exit.endedAt };
+}
+
+/** Bytes [offset, min(offset + limit, kept)) of a stream; kept = min(file size, maxOutputBytes). */
+export async function readStream(dir: string, spec: StoredSpec, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
+  if (stream !== 'stdout' && stream !== 'stderr') throw new BadRequestError("stream must be 'stdout' or 'stderr'", { field: 'stream' });
+  if (!Number.isInteger(offset) || offset < 0) throw new BadRequestError('offset must be an integer >= 0', { field: 'offset' });
+  if (!Number.isInteger(limit) || limit < 0) throw new BadRequestError('limit must be an integer >= 0', { field: 'limit' });
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(commandFile(dir, stream), 'r');
+  } catch {
+    return { data: Buffer.alloc(0), nextOffset: offset };
+  }
+  try {
+    const kept = Math.min((await handle.stat()).size, spec.maxOutputBytes);
+    const length = Math.max(0, Math.min(offset + limit, kept) - offset);
+    const data = Buffer.alloc(length);
+    const { bytesRead } = length > 0 ? await handle.read(data, 0, length, offset) : { bytesRead: 0 };
+    return { data: data.subarray(0, bytesRead), nextOffset: offset + bytesRead };
+  } finally {
+    await handle.close();
+  }
+}
