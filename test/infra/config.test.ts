@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { STAGE_NAMES, stageConfig } from '../../infra/config.js';
+import { BadRequestError } from '../../shared/contract/errors.js';
+
+describe('stageConfig', () => {
+  it('is pure: the same input gives an equal, independent object', () => {
+    const a = stageConfig('dev');
+    const b = stageConfig('dev');
+    expect(a).toEqual(b);
+    a.workspace.cpu = 1;
+    a.gitSecrets.push('x');
+    expect(stageConfig('dev').workspace.cpu).toBe(1024);
+    expect(stageConfig('dev').gitSecrets).toEqual([]);
+  });
+
+  it('knows dev and prod, which differ where they should', () => {
+    expect([...STAGE_NAMES]).toEqual(['dev', 'prod']);
+    const dev = stageConfig('dev');
+    const prod = stageConfig('prod');
+    expect(prod.name).toBe('prod');
+    expect(prod.logRetentionDays).toBeGreaterThan(dev.logRetentionDays);
+    expect(prod.vpc).toEqual({ kind: 'create', maxAzs: 3, natGateways: 2 });
+    expect(dev.api.auth).toBe('iam');
+  });
+
+  it('rejects an unknown stage with a BadRequestError naming the known ones', () => {
+    expect(() => stageConfig('staging')).toThrow(BadRequestError);
+    expect(() => stageConfig('staging')).toThrow(/dev, prod/);
+  });
+
+  it('applies overrides: secrets (deduplicated), VPC id, auth mode, provider config', () => {
+    const arn = 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:git-AbCdEf';
+    const c = stageConfig('dev', { gitSecrets: ['wsp/git/a', arn, 'wsp/git/a'], vpcId: 'vpc-0abc1234', apiAuth: 'bearer', provider: { setup: { script: 'true' } } });
+    expect(c.gitSecrets).toEqual(['wsp/git/a', arn]);
+    expect(c.vpc).toEqual({ kind: 'import', vpcId: 'vpc-0abc1234' });
+    expect(c.api.auth).toBe('bearer');
+    expect(c.provider).toEqual({ setup: { script: 'true' } });
+  });
+
+  it('rejects malformed overrides', () => {
+    expect(() => stageConfig('dev', { gitSecrets: ['has space'] })).toThrow(/not a secret name or ARN/);
+    expect(() => stageConfig('dev', { gitSecrets: ['arn:aws:s3:::bucket'] })).toThrow(/not a secret name or ARN/);
+    expect(() => stageConfig('dev', { vpcId: 'my-vpc' })).toThrow(/not a VPC id/);
+    expect(() => stageConfig('dev', { apiAuth: 'none' as never })).toThrow(/'iam' or 'bearer'/);
+  });
+});
