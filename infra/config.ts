@@ -133,7 +133,25 @@ export function stageConfig(name: string, overrides: StageOverrides = {}): Stage
     config.api.auth = overrides.apiAuth;
   }
   if (overrides.provider) config.provider = structuredClone(overrides.provider);
+  // Every secret the provider config refers to must be readable by the provisioner: add them.
+  for (const ref of secretsReferencedBy(config.provider)) {
+    if (!SECRET_REF.test(ref)) throw new BadRequestError(`provider config refers to '${ref}', which is not a secret name or ARN`);
+    if (!config.gitSecrets.includes(ref)) config.gitSecrets.push(ref);
+  }
   return config;
+}
+
+/**
+ * Secret names/ARNs in the provider config's `secretsmanager:<name-or-arn>[#jsonKey]` credential
+ * references (repositories[].credential), without the `#jsonKey` part.
+ */
+export function secretsReferencedBy(provider: Record<string, unknown>): string[] {
+  const repos = Array.isArray(provider['repositories']) ? (provider['repositories'] as unknown[]) : [];
+  const refs = repos
+    .map((r) => (typeof r === 'object' && r !== null ? (r as Record<string, unknown>)['credential'] : undefined))
+    .filter((c): c is string => typeof c === 'string' && c.startsWith('secretsmanager:'))
+    .map((c) => c.slice('secretsmanager:'.length).split('#')[0]!);
+  return [...new Set(refs)];
 }
 
 /** True when `ref` is a full secret ARN (else it is a secret name). */

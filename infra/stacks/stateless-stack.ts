@@ -33,6 +33,9 @@ export const HANDLER_ENTRIES = {
   authorizer: 'functions/lambda/authorizer.ts',
 } as const;
 
+/** Share of the 4 KB Lambda environment the provider config (WSP_CONFIG_JSON) may take. */
+export const MAX_PROVIDER_CONFIG_CHARS = 2800;
+
 /**
  * Everything that can be replaced freely: the HTTP API, the five functions, the workspace compute
  * (VPC, cluster, task definition), the provisioner role, the event rule and the janitor schedule.
@@ -56,11 +59,16 @@ export class StatelessStack extends Stack {
     const vpc = workspaceVpc(this, stage.vpc, logRetention);
     this.compute = new WorkspaceCompute(this, 'Workspaces', { stage, vpc, repository, logRetention });
 
+    const providerJson = JSON.stringify(stage.provider);
+    // Lambda allows 4 KB of environment in total; a bigger config (a long setup script) needs another carrier.
+    if (providerJson.length > MAX_PROVIDER_CONFIG_CHARS) {
+      throw new Error(`provider config is ${providerJson.length} characters as JSON; at most ${MAX_PROVIDER_CONFIG_CHARS} fit in the Lambda environment`);
+    }
     const common: Record<string, string> = {
       WSP_MODE: 'ecs',
       // One owner id for every container of this deployment, so the janitor recognises them all.
       WSP_INSTANCE_ID: `wsp-${stage.name}`,
-      WSP_CONFIG_JSON: JSON.stringify(stage.provider),
+      WSP_CONFIG_JSON: providerJson,
       ...this.compute.environment(),
     };
 

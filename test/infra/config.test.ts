@@ -43,4 +43,16 @@ describe('stageConfig', () => {
     expect(() => stageConfig('dev', { vpcId: 'my-vpc' })).toThrow(/not a VPC id/);
     expect(() => stageConfig('dev', { apiAuth: 'none' as never })).toThrow(/'iam' or 'bearer'/);
   });
+
+  it('adds every secret the provider config refers to (the provisioner must be able to read it)', () => {
+    const provider = {
+      repositories: [
+        { url: 'https://example.com/a.git', path: 'a', credential: 'secretsmanager:wsp/git/a#token' },
+        { url: 'https://example.com/b.git', path: 'b', credential: 'env:GIT_TOKEN' },
+        { url: 'https://example.com/c.git', path: 'c', credential: 'secretsmanager:wsp/git/a' },
+      ],
+    };
+    expect(stageConfig('dev', { provider }).gitSecrets).toEqual(['wsp/git/a']);
+    expect(stageConfig('dev', { provider, gitSecrets: ['wsp/git/b'] }).gitSecrets).toEqual(['wsp/git/b', 'wsp/git/a']);
+  });
 });

@@ -1,6 +1,6 @@
 import { Match } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { HANDLER_ENTRIES } from '../../infra/stacks/stateless-stack.js';
+import { HANDLER_ENTRIES, MAX_PROVIDER_CONFIG_CHARS } from '../../infra/stacks/stateless-stack.js';
 import { createTableInput, TABLE_SHAPE } from '../../shared/state/table.js';
 import { logicalId, resourcesOf, synthTemplates, type Json, type Templates } from './synth-fixture.js';
 
@@ -154,5 +154,10 @@ describe('stateless stack', () => {
     expect(td['Memory']).toBe('4096');
     expect(td['EphemeralStorage']).toEqual({ SizeInGiB: 40 });
     expect(JSON.stringify(td['ContainerDefinitions'])).toContain('wsp-dev-workspaces:base');
+  });
+
+  it('refuses a provider config too big for the Lambda environment, naming the limit', () => {
+    const provider = { setup: { script: 'x'.repeat(MAX_PROVIDER_CONFIG_CHARS) } };
+    expect(() => synthTemplates({ overrides: { provider } })).toThrow(/at most 2800 fit in the Lambda environment/);
   });
 });
