@@ -172,7 +172,10 @@ async function waitSettled(ctx: Ctx, id: string): Promise<any> {
   for (let i = 0; i < 1200; i++) {
     const r = await ctx.call({ method: 'GET', url: `/workspaces/${id}` });
     if (r.status !== 200) throw new Error(`GET ${id}: ${r.status} ${r.text}`);
-    if (r.body.status !== 'provisioning') return r.body;
+    // The provisioner writes status 'ready' and then, separately, its 'ready' step: wait for both,
+    // or the next GET may see one more step than this one did (on either target).
+    const last = r.body.steps?.[r.body.steps.length - 1]?.step;
+    if (r.body.status === 'failed' || (r.body.status === 'ready' && last === 'ready')) return r.body;
     await new Promise((res) => setTimeout(res, 100));
   }
   throw new Error(`workspace ${id} still provisioning`);
