@@ -224,7 +224,7 @@ describe('HTTP API', () => {
     expect(apiRoutes.map(([, r]) => r['RouteKey'])).not.toContain('$default');
     expect(Object.keys(iam.stateless.findResources('AWS::ApiGatewayV2::Authorizer'))).toEqual([]);
     expect(iam.built.stateless.functions.authorizer).toBeUndefined();
-  });
+  }, 240_000); // a second whole-app synth: slow on a busy machine
 
   it('the default stage logs access and is throttled', () => {
     const [[, stage]] = resourcesOf(t.stateless, 'AWS::ApiGatewayV2::Stage') as [[string, Json]];

@@ -13,6 +13,9 @@ import { buildStage, type SynthOptions } from './synth-fixture.js';
  * deliberately bad resource must be caught (so the plugin is known to run on our stacks).
  */
 
+/** A whole-app synth is CPU-bound; on a busy 2-core machine it can take far longer than alone. */
+const SYNTH_TIMEOUT_MS = 240_000;
+
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-nag-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -60,7 +63,7 @@ describe('cdk-nag AwsSolutions', () => {
     expect(error).toBeUndefined();
     // The plugin did run (a report is written even when it is clean).
     expect(readReport(outdir)).toBeDefined();
-  });
+  }, SYNTH_TIMEOUT_MS);
 
   it('every acknowledgement has a written reason, and wildcard ones name the exact resource (appliesTo)', () => {
     const built = buildStage({ stage: 'prod', overrides: { gitSecrets: SECRETS, apiAuth: 'bearer' } });
@@ -72,7 +75,7 @@ describe('cdk-nag AwsSolutions', () => {
       // A bare rule id on an IAM principal would hide every future wildcard on it.
       expect(id, where).not.toMatch(/AwsSolutions-IAM5$/);
     }
-  });
+  }, SYNTH_TIMEOUT_MS);
 
   it('catches a non-compliant resource added to our stacks (control)', () => {
     const outdir = path.join(tmp, 'control');
@@ -82,5 +85,5 @@ describe('cdk-nag AwsSolutions', () => {
     const found = violations(readReport(outdir));
     expect(found).toContain('AwsSolutions-S10 @ wsp-dev-stateful/UnsafeBucket/Resource');
     expect(found.every((v) => v.includes('UnsafeBucket'))).toBe(true);
-  });
+  }, SYNTH_TIMEOUT_MS);
 });

@@ -12,6 +12,9 @@ import { buildStage, cliContext, TEST_ENV } from './synth-fixture.js';
  * handler, cdk-nag on, every lookup answered by the committed cdk.context.json.
  */
 
+/** A whole-app synth is CPU-bound; on a busy 2-core machine it can take far longer than alone. */
+const SYNTH_TIMEOUT_MS = 240_000;
+
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-synth-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -44,7 +47,7 @@ describe('cdk synth (offline)', () => {
       expect(code).toContain('__wspCreateRequire'); // our banner: CommonJS dependencies get a require
       expect(code).not.toMatch(/from ?["']dockerode["']|require\(["']dockerode["']\)/);
     }
-  });
+  }, SYNTH_TIMEOUT_MS);
 
   it('an imported VPC needs an account and region, a recorded lookup, and then synthesizes offline', () => {
     const stage = stageConfig('dev', { vpcId: 'vpc-0123456789abcdef0' });
@@ -82,5 +85,5 @@ describe('cdk synth (offline)', () => {
     const template = JSON.stringify(assembly.getStackByName(stateless.stackName).template);
     expect(template).toContain('subnet-0aaaaaaaaaaaaaaa1,subnet-0aaaaaaaaaaaaaaa2');
     expect(template).not.toContain('AWS::EC2::VPC"');
-  });
+  }, SYNTH_TIMEOUT_MS);
 });
