@@ -76,6 +76,43 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     expect(fs.statSync(path.dirname(dir)).mode & 0o077).toBe(0);
   });
 
+  /** exec_create events of the container between two instants (seconds), from the daemon's event log. */
+  async function execsCreated(ref: BackendRef, since: number, until: number): Promise<number> {
+    const id = (await inspect(ref)).Id;
+    const stream = await h().docker.getEvents({ since, until, filters: { container: [id], event: ['exec_create'] } });
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+    return Buffer.concat(chunks).toString().split('\n').filter((l) => l.includes('exec_create')).length;
+  }
+  const nowSeconds = (): number => Date.now() / 1000;
+
+  it('starts commands over the persistent runner channel (no docker exec per start)', async () => {
+    const ref = await fx.create();
+    const t0 = nowSeconds();
+    await fx.run(ref, ['true']);
+    // The daemon's clock counts the exec that opened the channel at create; a plain exec is counted too.
+    await h().docker.getContainer(String(ref.container)).exec({ Cmd: ['true'] }).then((e) => e.start({})).then((s) => new Promise((r) => { s.on('end', r); s.resume(); }));
+    const t1 = nowSeconds();
+    for (let i = 0; i < 5; i++) expect((await fx.run(ref, ['sh', '-c', 'echo "$1"', 'sh', String(i)])).stdout).toBe(`${i}\n`);
+    await fx.backend.killAll(ref);
+    const t2 = nowSeconds() + 1;
+    expect(await execsCreated(ref, t0, t1)).toBe(1); // the probe exec: the count sees execs
+    expect(await execsCreated(ref, t1, t2)).toBe(0); // five starts and a killAll: none
+  });
+
+  it('keeps working when the channel dies (exec fallback or a fresh channel)', async () => {
+    const ref = await fx.create();
+    await fx.run(ref, ['true']);
+    // Kill the serve loop (root, so through a one-off exec): the channel's stream ends.
+    await h().docker.getContainer(String(ref.container)).exec({ Cmd: ['pkill', '-KILL', '-f', 'runner.sh serve'], User: '0:0' })
+      .then((e) => e.start({}))
+      .then((s) => new Promise((r) => { s.on('end', r); s.resume(); }));
+    const r = await fx.run(ref, ['echo', 'still here']);
+    expect(r.status).toMatchObject({ state: 'exited', exitCode: 0 });
+    expect(r.stdout).toBe('still here\n');
+    expect((await fx.run(ref, ['echo', 'again'])).stdout).toBe('again\n');
+  });
+
   it('rejects unsafe ids and names with bad_request', async () => {
     const ref = await fx.create();
     await expect(fx.backend.commandStatus(ref, '../meta.json')).rejects.toMatchObject({ code: 'bad_request' });

@@ -1,3 +1,4 @@
+import { watch, type FSWatcher } from 'node:fs';
 import fs from 'node:fs/promises';
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
@@ -5,11 +6,11 @@ import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../c
 import {
   checkCommandSpec, isRunning, readSpec, readStatus, readStream, writeCommandDir, type StoredSpec,
 } from '../runner/command-files.js';
-import { execChecked, type DockerClient } from './client.js';
-import { containerName, GUEST_CMD_ROOT, GUEST_RUNNER, guestCommandDir, type DockerLayout } from './layout.js';
+import type { RunnerChannels } from './channel.js';
+import { containerName, GUEST_CMD_ROOT, guestCommandDir, type DockerLayout } from './layout.js';
 
-/** How often a waiter looks at the exit file (a host file read: cheap). */
-const POLL_MS = 20;
+/** How often a waiter looks at the exit file when no watch event came (a host file read: cheap). */
+const POLL_MS = 50;
 /** How long killCommand/killAll wait for the supervisors to write their killed records. */
 const KILL_SETTLE_MS = 5_000;
 
@@ -29,13 +30,13 @@ export function commandEnv(plan: WorkspacePlan, spec: CommandSpec): Record<strin
 
 /**
  * The exec contract of the Docker backend: runner.sh inside the container does the work; its command
- * dirs are a bind mount of host dirs, so start costs one `docker exec` and every read (status,
- * output, wait) is a host file read — no round trip, and results survive container replacement and
- * provider restarts.
+ * dirs are a bind mount of host dirs, so start/kill cost one request on the runner channel (or one
+ * `docker exec` when the channel is down) and every read (status, output, wait) is a host file read
+ * — no round trip, and results survive container replacement and provider restarts.
  */
 export class DockerCommands {
   constructor(
-    private readonly docker: DockerClient,
+    private readonly channels: RunnerChannels,
     private readonly layout: DockerLayout,
   ) {}
 
@@ -51,11 +52,11 @@ export class DockerCommands {
     }
     if (!fresh) return;
     const argv = [
-      '/bin/sh', GUEST_RUNNER, 'start', guestCommandDir(spec.commandId),
+      'start', guestCommandDir(spec.commandId),
       String(plan.user.uid), String(plan.user.gid), String(spec.timeoutMs), String(spec.maxOutputBytes), spec.cwd, '--', ...spec.argv,
     ];
     // On failure the dir stays without a supervisor: its status reads 'lost', which is the truth.
-    await execChecked(this.docker, containerName(workspaceId), 'starting the command', argv);
+    await this.channels.run(containerName(workspaceId), 'starting the command', argv);
   }
 
   async status(workspaceId: string, commandId: string): Promise<CommandStatus> {
@@ -67,11 +68,31 @@ export class DockerCommands {
     if (!Number.isFinite(waitMs) || waitMs < 0) throw new BadRequestError('waitMs must be >= 0', { field: 'waitMs' });
     const { dir, spec } = await this.find(workspaceId, commandId);
     const deadline = Date.now() + waitMs;
-    for (;;) {
-      const status = await readStatus(dir, spec);
-      const left = deadline - Date.now();
-      if (status.state !== 'running' || left <= 0) return status;
-      await sleep(Math.min(POLL_MS, left));
+    // The exit record lands by rename in the (bind-mounted) dir: a watch wakes us at once; the poll
+    // is the fallback for whatever a watch misses.
+    let wake: () => void = () => undefined;
+    let watcher: FSWatcher | undefined;
+    try {
+      watcher = watch(dir, () => wake());
+      watcher.on('error', () => undefined);
+    } catch {
+      watcher = undefined;
+    }
+    try {
+      for (;;) {
+        const status = await readStatus(dir, spec);
+        const left = deadline - Date.now();
+        if (status.state !== 'running' || left <= 0) return status;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(POLL_MS, left));
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+    } finally {
+      watcher?.close();
     }
   }
 
@@ -85,16 +106,14 @@ export class DockerCommands {
   async kill(workspaceId: string, commandId: string, reason: string): Promise<void> {
     const { dir } = await this.find(workspaceId, commandId);
     if (!(await isRunning(dir))) return;
-    await execChecked(this.docker, containerName(workspaceId), 'killing the command', ['/bin/sh', GUEST_RUNNER, 'kill', guestCommandDir(commandId), reason || 'killed']);
+    await this.channels.run(containerName(workspaceId), 'killing the command', ['kill', guestCommandDir(commandId), reason || 'killed']);
     await this.settle([dir]);
   }
 
   /** Kill every running command (recorded as killed with `reason`) and every process of the user. */
   async killAll(workspaceId: string, user: { uid: number; gid: number }, reason: string): Promise<void> {
     const running = await this.runningDirs(workspaceId);
-    await execChecked(this.docker, containerName(workspaceId), 'killing all processes', [
-      '/bin/sh', GUEST_RUNNER, 'killall', GUEST_CMD_ROOT, reason, String(user.uid), String(user.gid),
-    ]);
+    await this.channels.run(containerName(workspaceId), 'killing all processes', ['killall', GUEST_CMD_ROOT, reason, String(user.uid), String(user.gid)]);
     await this.settle(running);
   }
 

@@ -36,6 +36,8 @@ export function containerConfig(layout: DockerLayout, workspaceId: string, plan:
     Labels: labels,
     HostConfig: {
       Init: true,
+      // Back after a daemon restart (its commands then read 'lost': their supervisors are gone).
+      RestartPolicy: { Name: 'unless-stopped' },
       NetworkMode: plan.network,
       Binds: [`${layout.cmdRoot(workspaceId)}:${GUEST_CMD_ROOT}`, `${layout.transfer(workspaceId)}:${plan.transferDir}:ro`],
       // /tmp in memory: empty in every new container (restore) and never part of a committed image.

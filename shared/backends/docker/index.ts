@@ -6,11 +6,12 @@ import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
 import { BackendUnavailableError, BadRequestError, ConflictError, NotFoundError } from '../../contract/errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { packTree } from './archive.js';
-import { connectDocker, DEFAULT_DOCKER_SOCKET, execChecked, pingDocker, type DockerClient } from './client.js';
+import { RunnerChannels } from './channel.js';
+import { connectDocker, DEFAULT_DOCKER_SOCKET, pingDocker, type DockerClient } from './client.js';
 import { DockerCommands } from './commands.js';
 import { containerConfig, createAndStart, imageExists, removeContainer, workspaceLabels } from './container.js';
 import * as images from './images.js';
-import { checkName, containerName, DockerLayout, dockerRef, GUEST_RUNNER, LABEL, refWorkspaceId } from './layout.js';
+import { checkName, containerName, DockerLayout, dockerRef, LABEL, refWorkspaceId } from './layout.js';
 import { readMeta, requireMeta, writeMeta, type DockerWorkspaceMeta } from './workspace-meta.js';
 
 export interface DockerBackendOptions {
@@ -54,6 +55,7 @@ export async function createDockerBackend(options: DockerBackendOptions): Promis
 class DockerBackend implements WorkspaceBackend {
   readonly kind = 'docker';
   private readonly commands: DockerCommands;
+  private readonly channels: RunnerChannels;
 
   constructor(
     private readonly docker: DockerClient,
@@ -63,7 +65,8 @@ class DockerBackend implements WorkspaceBackend {
     private readonly log: Logger,
     readonly warnings: string[],
   ) {
-    this.commands = new DockerCommands(docker, layout);
+    this.channels = new RunnerChannels(docker, log);
+    this.commands = new DockerCommands(this.channels, layout);
   }
 
   private warnOnce(message: string): void {
@@ -103,12 +106,14 @@ class DockerBackend implements WorkspaceBackend {
       this.noteNetwork(plan);
       await createAndStart(this.docker, containerConfig(this.layout, id, plan, image, labels));
       const { user } = plan;
-      await execChecked(this.docker, containerName(id), 'preparing the workspace user', [
-        '/bin/sh', GUEST_RUNNER, 'init', String(user.uid), String(user.gid), user.name, plan.home, plan.root,
+      // Also opens the runner channel, so the first command does not pay for it.
+      await this.channels.run(containerName(id), 'preparing the workspace user', [
+        'init', String(user.uid), String(user.gid), user.name, plan.home, plan.root,
       ]);
       this.log.info('workspace created', { workspaceId: id, image, fromSnapshot: options.from?.name ?? null });
       return dockerRef(id);
     } catch (error) {
+      this.channels.forget(containerName(id));
       await removeContainer(this.docker, containerName(id)).catch(() => undefined);
       await fs.rm(wsDir, { recursive: true, force: true }).catch(() => undefined);
       throw error;
@@ -117,6 +122,7 @@ class DockerBackend implements WorkspaceBackend {
 
   async destroy(ref: BackendRef): Promise<void> {
     const id = refWorkspaceId(ref);
+    this.channels.forget(containerName(id));
     await removeContainer(this.docker, containerName(id));
     const existed = (await readMeta(this.layout, id)) !== undefined;
     await fs.rm(this.layout.workspaceDir(id), { recursive: true, force: true });
@@ -204,6 +210,7 @@ class DockerBackend implements WorkspaceBackend {
       // A container that is gone or stopped has no processes left to kill; its commands read 'lost'.
       this.log.warn('restore: killAll before replacing the container failed', { workspaceId: id, error: (e as Error).message });
     });
+    this.channels.forget(containerName(id));
     await removeContainer(this.docker, containerName(id));
     await createAndStart(this.docker, containerConfig(this.layout, id, plan, image, meta.labels));
     this.log.info('workspace restored', { workspaceId: id, snapshot: snapshot.name });

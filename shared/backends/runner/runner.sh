@@ -14,6 +14,8 @@
 #       kill every running command under <cmdroot>, then every process of uid (kill -1 as that uid).
 #   runner.sh init <uid> <gid> <name> <home> <root>
 #       Make sure the user exists in /etc/passwd and /etc/group, and home and root exist, owned by it.
+#   runner.sh serve
+#       The persistent channel: the subcommands above as requests on stdin (see cmd_serve).
 #
 # The command dir (root-only; the backend bind-mounts it from the host so results survive the
 # workspace's compute being replaced and can be read without a round trip):
@@ -64,9 +66,10 @@ exec "$@"'
 
 cmd_start() {
   dir=$1
-  # Claim the dir atomically: the second of two concurrent starts returns at once.
-  mkdir "$dir/claim" 2> /dev/null || return 0
-  setsid sh "$SELF" supervise "$@" < /dev/null > /dev/null 2>&1 &
+  # Claim the dir atomically; a second start (a retry over another channel) only waits like the first.
+  if mkdir "$dir/claim" 2> /dev/null; then
+    setsid sh "$SELF" supervise "$@" < /dev/null > /dev/null 2>&1 &
+  fi
   tries=0
   while [ ! -e "$dir/pgid" ] && [ ! -e "$dir/exit" ] && [ "$tries" -lt 7500 ]; do
     tries=$((tries + 1))
@@ -188,16 +191,38 @@ cmd_init() {
   chmod 700 "$home"
 }
 
-sub=${1:-}
-[ $# -gt 0 ] && shift
-case $sub in
-  start) cmd_start "$@" ;;
-  supervise) cmd_supervise "$@" ;;
-  kill) cmd_kill "$@" ;;
-  killall) cmd_killall "$@" ;;
-  init) cmd_init "$@" ;;
-  *)
-    echo "usage: runner.sh start|kill|killall|init ..." >&2
-    exit 2
-    ;;
-esac
+# The persistent channel: one long-lived process reads requests from stdin, one per line,
+# "<id> <base64 of a shell-quoted runner argv>", runs each like `runner.sh <argv>` would, and answers
+# "<id> <exit status>" on stdout. A request costs a pipe write instead of a new exec; whoever talks to
+# it falls back to a plain exec when the channel dies. Requests run one at a time, each in a subshell
+# with its own stdio, so nothing a request starts holds the channel's pipes.
+cmd_serve() {
+  echo "ready"
+  while IFS= read -r line; do
+    rid=${line%% *}
+    enc=${line#* }
+    (
+      script=$(printf '%s' "$enc" | base64 -d) && eval "set -- $script" && main "$@"
+    ) < /dev/null > /dev/null 2>&1
+    printf '%s %s\n' "$rid" "$?"
+  done
+}
+
+main() {
+  sub=${1:-}
+  [ $# -gt 0 ] && shift
+  case $sub in
+    start) cmd_start "$@" ;;
+    supervise) cmd_supervise "$@" ;;
+    kill) cmd_kill "$@" ;;
+    killall) cmd_killall "$@" ;;
+    init) cmd_init "$@" ;;
+    serve) cmd_serve ;;
+    *)
+      echo "usage: runner.sh start|kill|killall|init|serve ..." >&2
+      return 2
+      ;;
+  esac
+}
+
+main "$@"
