@@ -1,3 +1,4 @@
+import { parseConfig } from '../shared/config/load.js';
 import { BadRequestError } from '../shared/contract/errors.js';
 
 /**
@@ -132,7 +133,11 @@ export function stageConfig(name: string, overrides: StageOverrides = {}): Stage
     }
     config.api.auth = overrides.apiAuth;
   }
-  if (overrides.provider) config.provider = structuredClone(overrides.provider);
+  if (overrides.provider) {
+    // Validated here so a bad config fails the synth, not the first request (throws BadRequestError naming each field).
+    parseConfig(overrides.provider);
+    config.provider = structuredClone(overrides.provider);
+  }
   // Every secret the provider config refers to must be readable by the provisioner: add them.
   for (const ref of secretsReferencedBy(config.provider)) {
     if (!SECRET_REF.test(ref)) throw new BadRequestError(`provider config refers to '${ref}', which is not a secret name or ARN`);

@@ -55,4 +55,11 @@ describe('stageConfig', () => {
     expect(stageConfig('dev', { provider }).gitSecrets).toEqual(['wsp/git/a']);
     expect(stageConfig('dev', { provider, gitSecrets: ['wsp/git/b'] }).gitSecrets).toEqual(['wsp/git/b', 'wsp/git/a']);
   });
+
+  it('validates the provider config with the provider\'s own schema', () => {
+    expect(() => stageConfig('dev', { provider: { repositories: [{ url: 'https://example.com/r.git', path: '../escape' }] } })).toThrow(
+      /repositories\[0\]\.path/,
+    );
+    expect(() => stageConfig('dev', { provider: { mode: 'kubernetes' } })).toThrow(BadRequestError);
+  });
 });

@@ -1,9 +1,11 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { App } from 'aws-cdk-lib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { stageConfig } from '../../infra/config.js';
+import { PROJECT_ROOT } from '../../infra/constructs/wsp-function.js';
 import { addWspStacks } from '../../infra/wsp-app.js';
 import { buildStage, cliContext, TEST_ENV } from './synth-fixture.js';
 
@@ -85,5 +87,37 @@ describe('cdk synth (offline)', () => {
     const template = JSON.stringify(assembly.getStackByName(stateless.stackName).template);
     expect(template).toContain('subnet-0aaaaaaaaaaaaaaa1,subnet-0aaaaaaaaaaaaaaa2');
     expect(template).not.toContain('AWS::EC2::VPC"');
+  }, SYNTH_TIMEOUT_MS);
+
+  it('infra/app.ts reads stage, environment, secrets, auth mode and provider config from context as the CLI passes it', () => {
+    const outdir = path.join(tmp, 'app');
+    const providerFile = path.join(tmp, 'provider.json');
+    const provider = { repositories: [{ url: 'https://example.com/r.git', path: 'r', credential: 'secretsmanager:wsp/git/from-config#token' }] };
+    fs.writeFileSync(providerFile, JSON.stringify(provider));
+    const context = {
+      ...cliContext(),
+      'aws:cdk:bundling-stacks': [],
+      stage: 'prod',
+      apiAuth: 'bearer',
+      gitSecrets: 'wsp/git/a, wsp/git/b',
+      providerConfig: providerFile,
+    };
+    // The same variables the cdk CLI sets for the app process.
+    execFileSync(process.execPath, ['--import', 'tsx', 'infra/app.ts'], {
+      cwd: PROJECT_ROOT,
+      env: { ...process.env, CDK_OUTDIR: outdir, CDK_CONTEXT_JSON: JSON.stringify(context), CDK_DEFAULT_ACCOUNT: TEST_ENV.account, CDK_DEFAULT_REGION: TEST_ENV.region },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const manifest = JSON.parse(fs.readFileSync(path.join(outdir, 'manifest.json'), 'utf8')) as Manifest;
+    expect(manifest.missing).toBeUndefined();
+    const stacks = Object.entries(manifest.artifacts).filter(([, a]) => a.type === 'aws:cloudformation:stack');
+    expect(stacks.map(([name, a]) => `${name} ${a.environment}`).sort()).toEqual([
+      `wsp-prod-stateful aws://${TEST_ENV.account}/${TEST_ENV.region}`,
+      `wsp-prod-stateless aws://${TEST_ENV.account}/${TEST_ENV.region}`,
+    ]);
+    const template = fs.readFileSync(path.join(outdir, 'wsp-prod-stateless.template.json'), 'utf8');
+    expect(template).toContain('AWS::ApiGatewayV2::Authorizer');
+    for (const name of ['wsp/git/a', 'wsp/git/b', 'wsp/git/from-config']) expect(template).toContain(`secret:${name}-??????`);
+    expect(template).toContain(JSON.stringify(JSON.stringify(provider)));
   }, SYNTH_TIMEOUT_MS);
 });
