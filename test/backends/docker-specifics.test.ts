@@ -113,6 +113,30 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     expect((await fx.run(ref, ['echo', 'again'])).stdout).toBe('again\n');
   });
 
+  it('never puts env values in any process argv or in the container config', async () => {
+    const ref = await fx.create();
+    const secret = newId('env-secret');
+    const id = await fx.start(ref, ['sh', '-c', 'printf "%s\\n" "$API_KEY"; exec sleep 300'], { env: { API_KEY: secret } });
+    let out = '';
+    for (let i = 0; i < 400 && out === ''; i++) {
+      out = (await fx.backend.readOutput(ref, id, 'stdout', 0, 1000)).data.toString();
+      if (out === '') await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(out).toBe(`${secret}\n`);
+    // Container processes are host processes (a child pid namespace): the host's /proc sees them all.
+    const leaks: string[] = [];
+    for (const pid of fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+      try {
+        if (fs.readFileSync(`/proc/${pid}/cmdline`).includes(secret)) leaks.push(pid);
+      } catch {
+        // gone
+      }
+    }
+    expect(leaks).toEqual([]);
+    expect(JSON.stringify((await inspect(ref)).Config)).not.toContain(secret);
+    await fx.backend.killCommand(ref, id, 'cancelled');
+  });
+
   it('rejects unsafe ids and names with bad_request', async () => {
     const ref = await fx.create();
     await expect(fx.backend.commandStatus(ref, '../meta.json')).rejects.toMatchObject({ code: 'bad_request' });
