@@ -14,7 +14,13 @@ import { errorResult } from './http-event.js';
 export function httpErrorShape(log: Logger): MiddlewareObj<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2> {
   return {
     onError: async (request) => {
-      const { status, headers, body } = toErrorResponse(request.error, log);
+      // middy aborts a handler shortly before the function's timeout with a TimeoutError: that is
+      // the provider running out of time, not an internal fault to hide behind a 500.
+      const error =
+        request.error?.name === 'TimeoutError'
+          ? new BackendUnavailableError('the request did not finish within the function timeout; retry, or long-poll with a shorter waitMs', request.error)
+          : request.error;
+      const { status, headers, body } = toErrorResponse(error, log);
       request.response = errorResult(status, body, headers);
     },
   };

@@ -238,3 +238,27 @@ describe('container lifetime', () => {
     expect(await lambdaContainer()).toBe(first);
   });
 });
+
+describe('function timeout', () => {
+  it('a request cut short by the Lambda timeout answers 503 in our error shape, not a 500', async () => {
+    // A DynamoDB endpoint that accepts connections and never answers: composition hangs.
+    const net = await import('node:net');
+    const sockets = new Set<import('node:net').Socket>();
+    const silent = net.createServer((s) => void sockets.add(s));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      await configureLambda({
+        env: { TABLE_NAME: 'wsp-hang', WSP_DATA_DIR: dataDir },
+        dynamoEndpoint: `http://127.0.0.1:${(silent.address() as import('node:net').AddressInfo).port}`,
+        log: createLogger({}, (line) => logs.push(line)),
+      });
+      const context = { ...lambdaContext(), getRemainingTimeInMillis: () => 300 };
+      const r = parseResult(await api(apiEvent('GET', '/workspaces'), context));
+      expect(r.status).toBe(503);
+      expect(r.body.error).toEqual({ code: 'backend_unavailable', message: 'the request did not finish within the function timeout; retry, or long-poll with a shorter waitMs' });
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
+  });
+});
