@@ -63,7 +63,9 @@ export async function deleteSnapshot(docker: DockerClient, owner: string, snapsh
       const status = dockerStatus(error);
       if (status === 404) continue;
       if (status === 409) {
-        await docker.getImage(target).remove({ force: true }).catch(() => undefined);
+        // Forced removal of a *tag* only untags an image a container uses (never the image itself);
+        // an image id is never force-removed (that would break a stopped container built on it).
+        if (target === image) await docker.getImage(target).remove({ force: true }).catch(() => undefined);
         log.warn('snapshot image still used by a container: untagged, removal retried later', { snapshot: name, purpose });
         continue;
       }
