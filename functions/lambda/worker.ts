@@ -1,6 +1,6 @@
 import middy from '@middy/core';
 import { z } from 'zod';
-import { createLogger } from '../../shared/log.js';
+import { createLogger, errorFields } from '../../shared/log.js';
 import type { Job } from '../../shared/service/jobs.js';
 import { lambdaContainer } from './compose.js';
 
@@ -10,9 +10,17 @@ import { lambdaContainer } from './compose.js';
  * re-delivered provision job for a settled workspace does nothing. Provisioning records its own
  * failure on the workspace and does not throw; a throw here (e.g. the state store unreachable)
  * lets Lambda retry the async invocation.
+ *
+ * Time limit: a Lambda runs at most 15 minutes. When provisioning is still going
+ * `TIME_MARGIN_MS` before the function's timeout, the workspace is failed and its compute torn
+ * down, and the invocation ends normally — no retry that would start over, nothing left
+ * 'provisioning' for ever.
  */
 
 const log = createLogger({ svc: 'wsp-worker' });
+
+/** Kept free before the function timeout to fail the workspace and tear its compute down. */
+export const TIME_MARGIN_MS = 30_000;
 
 const jobSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('provision'), workspaceId: z.string().regex(/^ws-[0-9a-f]{24}$/) }).strict(),
@@ -23,17 +31,42 @@ export interface WorkerResult {
   reason?: string;
 }
 
-export const handler = middy<unknown, WorkerResult>().handler(async (event) => {
-  const parsed = jobSchema.safeParse(event);
-  if (!parsed.success) {
-    // Not retried: a malformed job never becomes valid. Only the field paths are logged, not the payload.
-    log.error('worker: malformed job ignored', { issues: parsed.error.issues.map((i) => i.path.join('.') || '(root)') });
-    return { ran: false, reason: 'malformed job' };
+export const handler = middy<unknown, WorkerResult>({ timeoutEarlyInMillis: TIME_MARGIN_MS })
+  .use({
+    onError: async (request) => {
+      if (request.error?.name !== 'TimeoutError') return; // rethrown by middy: Lambda retries
+      const job = jobSchema.safeParse(request.event);
+      if (job.success) await failTimedOut(job.data);
+      request.response = { ran: true, reason: 'timed out' };
+    },
+  })
+  .handler(async (event) => {
+    const parsed = jobSchema.safeParse(event);
+    if (!parsed.success) {
+      // Not retried: a malformed job never becomes valid. Only the field paths are logged, not the payload.
+      log.error('worker: malformed job ignored', { issues: parsed.error.issues.map((i) => i.path.join('.') || '(root)') });
+      return { ran: false, reason: 'malformed job' };
+    }
+    const job: Job = parsed.data;
+    const { service } = await lambdaContainer();
+    log.info('worker: job started', { job: job.kind, workspaceId: job.workspaceId });
+    await service.runJob(job);
+    log.info('worker: job done', { job: job.kind, workspaceId: job.workspaceId });
+    return { ran: true };
+  });
+
+/** The provisioning outlived the function: fail the workspace (if still provisioning) and free its compute. */
+async function failTimedOut(job: Job): Promise<void> {
+  log.error('worker: job did not finish within the function timeout', { job: job.kind, workspaceId: job.workspaceId });
+  try {
+    const { service, deps } = await lambdaContainer();
+    const record = await deps.state.getWorkspace(job.workspaceId);
+    if (record?.status !== 'provisioning') return;
+    const failed = await service.records.transition(job.workspaceId, ['provisioning'], 'failed', {
+      failure: { step: 'provision', message: 'provisioning did not finish within the worker function time limit' },
+    });
+    await service.teardown(failed);
+  } catch (error) {
+    log.error('worker: could not fail the timed-out workspace', { workspaceId: job.workspaceId, ...errorFields(error) });
   }
-  const job: Job = parsed.data;
-  const { service } = await lambdaContainer();
-  log.info('worker: job started', { job: job.kind, workspaceId: job.workspaceId });
-  await service.runJob(job);
-  log.info('worker: job done', { job: job.kind, workspaceId: job.workspaceId });
-  return { ran: true };
-});
+}

@@ -9,7 +9,7 @@ import { hashApiKey } from '../../functions/lambda/api-keys.js';
 import { handler as api } from '../../functions/lambda/api.js';
 import { handler as janitor } from '../../functions/lambda/janitor.js';
 import { handler as taskEvents } from '../../functions/lambda/task-events.js';
-import { handler as worker } from '../../functions/lambda/worker.js';
+import { handler as worker, TIME_MARGIN_MS } from '../../functions/lambda/worker.js';
 import { LambdaInvokeDispatcher } from '../../functions/lambda/invoke-dispatcher.js';
 import { unavailableBackend } from '../../functions/lambda/unavailable-backend.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
@@ -176,6 +176,19 @@ describe('worker handler', () => {
     const after = await deps.state.getWorkspace(id);
     expect(after?.status).toBe('failed');
     expect(after?.failure?.message).toContain('mode ecs is not available in this build');
+  });
+});
+
+describe('worker time limit', () => {
+  it('provisioning still running just before the function timeout fails the workspace instead of leaving it provisioning', async () => {
+    const hanging = { ...unavailableBackend('test'), create: () => new Promise<never>(() => undefined) };
+    await deploy({}, { backend: async () => hanging });
+    const { deps } = await lambdaContainer();
+    const id = 'ws-00000000000000000000000f';
+    await deps.state.createWorkspace(workspaceRecord(id, { status: 'provisioning', owner: 'wsp-test-stack', plan: { ...workspaceRecord(id).plan, repos: [] } }));
+    const context = { ...lambdaContext(), getRemainingTimeInMillis: () => TIME_MARGIN_MS + 300 };
+    expect(await worker({ kind: 'provision', workspaceId: id }, context)).toEqual({ ran: true, reason: 'timed out' });
+    expect(await deps.state.getWorkspace(id)).toMatchObject({ status: 'failed', failure: { step: 'provision', message: 'provisioning did not finish within the worker function time limit' } });
   });
 });
 
