@@ -146,10 +146,10 @@ export const configSchema = z
     /** mode 'docker': the daemon and the image fresh workspaces start from (never pulled). */
     docker: z
       .object({
-        /** Unix socket of the Docker daemon. Unset → $WSP_DOCKER_SOCKET, else /var/run/docker.sock. */
+        /** Unix socket of the Docker daemon. Unset → $WSP_DOCKER_SOCKET, a unix:// $DOCKER_HOST, else /var/run/docker.sock. */
         socketPath: z.string().startsWith('/').optional(),
-        /** Local image tag of fresh workspaces (.ci/docker.sh builds wsp-base:bookworm). */
-        baseImage: z.string().min(1).max(256).regex(/^[a-z0-9][a-z0-9._\/:@-]*$/, 'is not a valid image reference').default('wsp-base:bookworm'),
+        /** Local image of fresh workspaces, never pulled (.ci/docker.sh builds wsp-base:bookworm). */
+        baseImage: z.string().min(1).max(256).regex(/^[A-Za-z0-9][A-Za-z0-9._\/:@-]*$/, 'is not a valid image reference').default('wsp-base:bookworm'),
       })
       .strict()
       .prefault({}),

@@ -20,7 +20,7 @@ export interface DockerBackendOptions {
   /** This provider instance: the `wsp.owner` label on everything it creates (and all it lists). */
   owner: string;
   log?: Logger;
-  /** Docker socket (default: $WSP_DOCKER_SOCKET, else /var/run/docker.sock). */
+  /** Docker socket (default: $WSP_DOCKER_SOCKET, else a unix:// $DOCKER_HOST, else /var/run/docker.sock). */
   socketPath?: string;
   /** Image of fresh workspaces (never pulled: it must exist on the daemon). */
   baseImage: string;
@@ -37,7 +37,8 @@ const OWNER = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 export async function createDockerBackend(options: DockerBackendOptions): Promise<WorkspaceBackend> {
   const log = (options.log ?? silentLogger).child({ backend: 'docker' });
   if (!OWNER.test(options.owner)) throw new BadRequestError('invalid owner id for docker labels', { field: 'owner' });
-  const socketPath = options.socketPath ?? process.env.WSP_DOCKER_SOCKET ?? DEFAULT_DOCKER_SOCKET;
+  const dockerHost = process.env.DOCKER_HOST?.startsWith('unix://') ? process.env.DOCKER_HOST.slice('unix://'.length) : undefined;
+  const socketPath = options.socketPath ?? process.env.WSP_DOCKER_SOCKET ?? dockerHost ?? DEFAULT_DOCKER_SOCKET;
   const docker = connectDocker(socketPath);
   await pingDocker(docker, socketPath);
   const layout = new DockerLayout(options.dataDir);
