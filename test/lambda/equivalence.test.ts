@@ -276,10 +276,13 @@ for (const target of TARGETS) {
     for (const c of CASES) {
       it(c.name, async () => {
         await c.before?.(ctx);
-        const answer = await api.call(c.request(ctx));
+        const request = c.request(ctx);
+        const answer = await api.call(request);
         mine.set(c.name, answer);
         expect(answer.status, answer.text).toBe(c.status);
         if (answer.status >= 400) expect(answer.body.error).toEqual(expect.objectContaining({ code: expect.any(String), message: expect.any(String) }));
+        // The authorizer in front of the api (same key hashes) lets exactly these requests through.
+        if (answer.authorizerAllowed !== undefined) expect(answer.authorizerAllowed).toBe((request.auth ?? 'ok') === 'ok');
         await c.after?.(answer, ctx);
       });
     }

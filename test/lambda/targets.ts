@@ -7,7 +7,8 @@ import { createLocalBackend } from '../../shared/backends/local/index.js';
 import { createLogger } from '../../shared/log.js';
 import type { Job, JobDispatcher } from '../../shared/service/jobs.js';
 import { configureLambda } from '../../functions/lambda/compose.js';
-import { hashApiKey } from '../../functions/lambda/api-keys.js';
+import { hashApiKey, parseKeyHashes } from '../../functions/lambda/api-keys.js';
+import { authorize } from '../../functions/lambda/authorizer.js';
 import { handler as apiHandler } from '../../functions/lambda/api.js';
 import { handler as workerHandler } from '../../functions/lambda/worker.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
@@ -36,6 +37,8 @@ export interface Answer {
   headers: Record<string, string>;
   body: any;
   text: string;
+  /** Lambda target only: the authorizer handler's decision for the same request. */
+  authorizerAllowed?: boolean;
 }
 
 export interface ApiTarget {
@@ -103,6 +106,7 @@ export async function lambdaTarget(config: ConfigInput, dynamoEndpoint: string, 
       background.add(tracked);
     },
   };
+  const keyHashes = parseKeyHashes(hashApiKey(token));
   const parsed = parseConfig({ ...config, dataDir, state: { tableName: 'wsp-eq', embedded: false }, auth: { disabled: true } });
   await configureLambda({
     env: { ...process.env, WSP_API_KEY_HASHES: hashApiKey(token), WSP_INSTANCE_ID: 'wsp-eq-lambda', WSP_MODE: 'local' },
@@ -116,9 +120,10 @@ export async function lambdaTarget(config: ConfigInput, dynamoEndpoint: string, 
     name: 'Lambda api handler (HTTP API v2 events)',
     async call(request) {
       const { headers, body } = headersFor(request, token);
-      const result = parseResult(await apiHandler(apiEvent(request.method, request.url, { headers, ...(body !== undefined ? { body } : {}) }), lambdaContext('wsp-api')));
+      const event = apiEvent(request.method, request.url, { headers, ...(body !== undefined ? { body } : {}) });
+      const result = parseResult(await apiHandler(event, lambdaContext('wsp-api')));
       responses.push(result.text);
-      return result;
+      return { ...result, authorizerAllowed: authorize(event, keyHashes).isAuthorized };
     },
     transcript: () => [...responses, ...logs],
     async close() {
