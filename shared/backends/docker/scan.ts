@@ -16,11 +16,15 @@ async function searchStream(stream: AsyncIterable<Buffer>, needles: readonly Buf
   const keep = Math.max(0, ...needles.map((n) => n.length)) - 1;
   let carry = Buffer.alloc(0);
   for await (const chunk of stream) {
-    const window = carry.length > 0 ? Buffer.concat([carry, chunk]) : chunk;
+    // The chunk itself, plus only the seam with the previous chunk (no copy of whole chunks).
+    const seam = carry.length > 0 ? Buffer.concat([carry, chunk.subarray(0, keep)]) : undefined;
     needles.forEach((n, i) => {
-      if (n.length > 0 && !found.has(i) && window.includes(n)) found.add(i);
+      if (n.length > 0 && !found.has(i) && (chunk.includes(n) || (seam !== undefined && seam.includes(n)))) found.add(i);
     });
-    carry = keep > 0 ? Buffer.from(window.subarray(Math.max(0, window.length - keep))) : Buffer.alloc(0);
+    if (keep > 0) {
+      const joined = chunk.length >= keep ? chunk : Buffer.concat([carry, chunk]);
+      carry = Buffer.from(joined.subarray(Math.max(0, joined.length - keep)));
+    }
   }
   return found;
 }
