@@ -5,7 +5,8 @@ export const TRANSITIONAL_STATUSES: readonly WorkspaceStatus[] = ['provisioning'
 
 /**
  * A serialisable backend handle, kept in the state store so any process can rebuild it:
- * `{ kind: 'local', dir }`, `{ kind: 'docker', containerId }`, `{ kind: 'ecs', taskArn }`.
+ * `{ kind: 'local', workspaceId, dir }`, `{ kind: 'docker', workspaceId, container }` (the name,
+ * stable across a reset), `{ kind: 'ecs', taskArn }`.
  */
 export interface BackendRef {
   kind: string;
