@@ -1,13 +1,22 @@
 /**
  * `npm run bench` — local backend, side by side in one run, reported as times and ratios (never
  * asserted): cold setup, warm setup, warm setup after 5 new upstream commits, command round trip
- * through the API vs a raw bwrap spawn, reset of a small change in a big tree vs in a small tree.
+ * through the API vs a raw bwrap spawn, reset of a small change in a big tree vs in a small tree;
+ * then the steps of a warm setup on the backend alone (create from the cache snapshot, baseline
+ * snapshot linked vs copied, fingerprint on the host vs inside).
  * Writes bench/results/local.md and local.json. `BENCH_SHORT=1` does fewer rounds (CI).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { createLocalBackend } from '../shared/backends/local/index.js';
+import type { WorkspaceBackend } from '../shared/contract/backend.js';
+import type { WorkspacePlan } from '../shared/contract/plan.js';
+import type { BackendRef, SnapshotRef } from '../shared/contract/workspace.js';
+import { fingerprintArgv, parseFingerprint } from '../shared/workspace/fingerprint.js';
+import { planFor } from '../test/support/backend-fixture.js';
 import { commitFiles, createUpstreamRepo } from '../test/support/git-fixtures.js';
 import { startGitServer } from '../test/support/git-server.js';
 import { startTestProvider } from '../test/support/provider-fixture.js';
@@ -82,10 +91,16 @@ async function main(): Promise<void> {
     }
     rows.push({ name: 'reset after changing all 2,000 files', ms: median(resetBig) });
 
+    const steps = await backendSteps(path.join(root, 'steps'), files);
+    rows.push(...steps);
+    const stepMs = (prefix: string): number => steps.find((r) => r.name.startsWith(prefix))!.ms;
+
     const ratios = {
       warmVsCold: warm / cold,
       apiRoundTripVsRawSpawn: apiRtt / rawRtt,
       resetAllVsResetSmall: median(resetBig) / median(resetSmall),
+      linkedVsCopiedSnapshot: stepMs('backend: baseline snapshot of a warm-created') / stepMs('backend: cache snapshot'),
+      hostVsInsideFingerprint: stepMs('backend: fingerprintHome') / stepMs('backend: fingerprint script'),
     };
     const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, node ${process.version}`;
     const md = [
@@ -102,6 +117,8 @@ async function main(): Promise<void> {
       `| warm setup / cold setup | ${ratios.warmVsCold.toFixed(2)} |`,
       `| API command round trip / raw bwrap spawn | ${ratios.apiRoundTripVsRawSpawn.toFixed(2)} |`,
       `| reset (all files changed) / reset (2 files changed) | ${ratios.resetAllVsResetSmall.toFixed(2)} |`,
+      `| warm baseline snapshot (linked) / cache snapshot (full copy) | ${ratios.linkedVsCopiedSnapshot.toFixed(2)} |`,
+      `| fingerprint on the host / fingerprint script inside | ${ratios.hostVsInsideFingerprint.toFixed(2)} |`,
       '',
     ].join('\n');
     process.stdout.write(md + '\n');
@@ -113,6 +130,72 @@ async function main(): Promise<void> {
     await git.close();
     execFileSync('rm', ['-rf', root]);
   }
+}
+
+/**
+ * The steps of a warm setup on the backend alone, on a home like the one above (the 2,000 files
+ * plus a 2 MB blob). Per round: a fresh workspace holding it, its cache snapshot (its first
+ * snapshot: a full `cp -a`) and right after that its baseline (links from the cache snapshot, as a
+ * cold start's does); then a workspace created from the cache snapshot, two files changed (as a
+ * fetch + checkout would), its baseline (links), and its fingerprint both ways.
+ */
+async function backendSteps(dir: string, files: Record<string, string>): Promise<Row[]> {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o711 });
+  const content = path.join(dir, 'content');
+  for (const [rel, text] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(content, 'app', rel)), { recursive: true });
+    fs.writeFileSync(path.join(content, 'app', rel), text);
+  }
+  fs.mkdirSync(path.join(content, '.cache', 'deps'), { recursive: true });
+  fs.writeFileSync(path.join(content, '.cache', 'deps', 'blob'), randomBytes(2_000_000));
+  const backend = await createLocalBackend({ dataDir: path.join(dir, 'data'), owner: 'bench' });
+  const plan = planFor({ workspace: { network: 'none' } });
+  const t: Record<'full' | 'coldBase' | 'create' | 'warmBase' | 'inside' | 'host', number[]> = {
+    full: [], coldBase: [], create: [], warmBase: [], inside: [], host: [],
+  };
+  for (let i = 0; i < rounds; i++) {
+    const source = await backend.create(plan, { workspaceId: `bench-src-${i}`, labels: {} });
+    await backend.putDirectory(source, plan, content, plan.home);
+    let ref: BackendRef | undefined;
+    try {
+      let cache: SnapshotRef | undefined;
+      t.full.push(await time(async () => (cache = await backend.snapshot(source, plan, 'cache', `bench-cache-${i}`))));
+      t.coldBase.push(await time(() => backend.snapshot(source, plan, 'baseline', `bench-cold-${i}`)));
+      t.create.push(await time(async () => (ref = await backend.create(plan, { workspaceId: `bench-${i}`, labels: {}, from: cache! }))));
+      await runInside(backend, ref!, plan, ['sh', '-c', 'echo moved >> app/src/m0/f0.txt && echo new > app/new.txt']);
+      t.warmBase.push(await time(() => backend.snapshot(ref!, plan, 'baseline', `bench-base-${i}`)));
+      let a = '';
+      t.inside.push(await time(async () => (a = parseFingerprint(await runInside(backend, ref!, plan, fingerprintArgv(plan.home))).digest)));
+      // (A build without fingerprintHome — the code before it — reports NaN for that row.)
+      if (backend.fingerprintHome) {
+        let b = '';
+        t.host.push(await time(async () => (b = await backend.fingerprintHome!(ref!, plan))));
+        if (a !== b) throw new Error('the two fingerprints disagree');
+      } else t.host.push(Number.NaN);
+      for (const name of [`bench-cache-${i}`, `bench-cold-${i}`, `bench-base-${i}`]) await backend.deleteSnapshot({ kind: 'local', name });
+    } finally {
+      if (ref) await backend.destroy(ref);
+      await backend.destroy(source);
+    }
+  }
+  return [
+    { name: 'backend: cache snapshot (a first snapshot: full cp -a)', ms: median(t.full) },
+    { name: 'backend: cold baseline right after the cache snapshot (links from it)', ms: median(t.coldBase) },
+    { name: 'backend: create from the cache snapshot (cp -a + chown + origin record)', ms: median(t.create) },
+    { name: 'backend: baseline snapshot of a warm-created workspace (links unchanged files)', ms: median(t.warmBase) },
+    { name: 'backend: fingerprint script inside the workspace', ms: median(t.inside) },
+    { name: 'backend: fingerprintHome on the host', ms: median(t.host) },
+  ];
+}
+
+/** Run argv in the workspace, wait, return stdout; throws on a non-zero exit. */
+async function runInside(backend: WorkspaceBackend, ref: BackendRef, plan: WorkspacePlan, argv: string[]): Promise<string> {
+  const commandId = `bench-${randomBytes(6).toString('hex')}`;
+  await backend.startCommand(ref, plan, { commandId, argv, cwd: plan.home, env: {}, timeoutMs: 600_000, maxOutputBytes: 1 << 20 });
+  let status = await backend.waitCommand(ref, commandId, 60_000);
+  while (status.state === 'running') status = await backend.waitCommand(ref, commandId, 60_000);
+  if (status.state !== 'exited' || status.exitCode !== 0) throw new Error(`${argv[0]} failed in the bench workspace (${status.state} ${status.exitCode})`);
+  return (await backend.readOutput(ref, commandId, 'stdout', 0, 1 << 20)).data.toString('utf8');
 }
 
 void main().then(() => process.exit(0), (error) => {

@@ -91,6 +91,14 @@ export interface WorkspaceBackend {
   /** Every needle found in the snapshot's content (file paths or layer ids), for the secret scan. */
   scanSnapshot(snapshot: SnapshotRef, needles: readonly string[]): Promise<string[]>;
 
+  /**
+   * Optional: the digest `fingerprintArgv(plan.home)` (shared/workspace/fingerprint.ts) would print
+   * inside the workspace, computed by the backend when it can do that faster (e.g. from the host).
+   * Absent → the service runs the script in the workspace. Throws NotFoundError for an unknown
+   * workspace, StepFailedError('fingerprint') when the home cannot be read (or changes meanwhile).
+   */
+  fingerprintHome?(ref: BackendRef, plan: WorkspacePlan): Promise<string>;
+
   /** Resources this backend holds that carry our labels (for the reconciler). */
   listResources(): Promise<BackendResource[]>;
   listSnapshots(): Promise<SnapshotRef[]>;

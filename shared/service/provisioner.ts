@@ -242,8 +242,14 @@ export class Provisioner {
     await this.deps.state.updateCacheEntry(building.key, building.version, { status: 'failed' }).catch(() => undefined);
   }
 
+  /**
+   * The home's fingerprint: from the backend when it can compute the in-workspace digest itself
+   * (faster, e.g. the local backend reads the host directory), else by the script inside.
+   */
   async fingerprint(ref: BackendRef, plan: WorkspacePlan): Promise<string> {
-    const out = await runStep(this.deps.backend, ref, plan, fingerprintArgv(plan.home), { step: 'fingerprint', env: { LC_ALL: 'C' } });
+    const { backend } = this.deps;
+    if (backend.fingerprintHome) return backend.fingerprintHome(ref, plan);
+    const out = await runStep(backend, ref, plan, fingerprintArgv(plan.home), { step: 'fingerprint', env: { LC_ALL: 'C' } });
     return parseFingerprint(out.stdout).digest;
   }
 

@@ -277,6 +277,51 @@ export function describeBackendContract(name: string, makeBackend: MakeBackend):
         expect(r.stdout).toBe(`${fx.plan.user.uid}\n${fx.plan.user.uid}\nok\n`);
       });
 
+      it('a snapshot of a workspace created from a snapshot restores exactly, even after the first one is deleted', async () => {
+        const src = await fx.create();
+        expect((await fx.sh(src, populate, ['x'])).status.exitCode).toBe(0);
+        const cache = fx.trackSnapshot(await fx.backend.snapshot(src, fx.plan, 'cache', newId('snap')));
+        const ref = await fx.create({ from: cache });
+        expect((await fx.sh(ref, 'echo warm > a.txt && echo fetched > new.txt && chmod 700 x.sh')).status.exitCode).toBe(0);
+        const f0 = await fingerprint(fx, ref, fx.plan.home);
+        const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('snap')));
+        await fx.backend.deleteSnapshot(cache);
+        // Agent work: files from the first snapshot edited in place, removed, added; modes changed.
+        expect((await fx.sh(ref, 'echo edit >> d/sub/b.txt && echo edit >> .hidden && rm -f link new.txt && chmod 600 a.txt && echo junk > junk')).status.exitCode).toBe(0);
+        await fx.backend.restore(ref, fx.plan, baseline);
+        expect(await fingerprint(fx, ref, fx.plan.home)).toBe(f0);
+        expect((await fx.run(ref, ['cat', 'd/sub/b.txt', 'a.txt'], { cwd: fx.plan.home })).stdout).toBe('b\nwarm\n');
+        // The restored files are the workspace user's own, and writing to them leaves the baseline alone.
+        const own = await fx.sh(ref, 'stat -c %u d/sub/b.txt .hidden && echo again >> d/sub/b.txt', [], { cwd: fx.plan.home });
+        expect(own.stdout).toBe(`${fx.plan.user.uid}\n${fx.plan.user.uid}\n`);
+        await fx.backend.restore(ref, fx.plan, baseline);
+        expect(await fingerprint(fx, ref, fx.plan.home)).toBe(f0);
+      });
+
+      it('fingerprintHome, when offered, equals the in-workspace script on a tree with every kind of entry', async (ctx) => {
+        if (!fx.backend.fingerprintHome) return ctx.skip();
+        const ref = await fx.create();
+        const odd = [
+          'set -e',
+          "mkdir -p d/sub empty 'with space' \"$(printf 'new\\nline')\" sticky",
+          "printf 'hello\\n' > d/sub/file && printf x > 'with space/a  b.txt' && printf t > \"$(printf 'new\\nline')/$(printf 'tab\\there')\"",
+          "printf raw > \"$(printf 'raw-\\377\\376')\" && printf d > ./-dash && : > empty-file",
+          "printf '#!/bin/sh\\n' > run.sh && chmod 755 run.sh && printf s > suid && chmod 4755 suid && chmod 1777 sticky",
+          'printf ro > ro && chmod 444 ro && ln -s d/sub/file link && ln -s "/nowhere/$(printf \'dangling\\ntarget\')" dangling',
+          'ln d/sub/file hard && mkfifo fifo && head -c 3000000 /dev/urandom > big.bin',
+          // A unix socket, where perl is there to make one.
+          'if command -v perl >/dev/null; then perl -MIO::Socket::UNIX -e \'IO::Socket::UNIX->new(Local => "sock", Listen => 1) or die\'; fi',
+        ].join('\n');
+        const made = await fx.sh(ref, odd, [], { cwd: fx.plan.home });
+        expect(made.status, made.stderr).toMatchObject({ state: 'exited', exitCode: 0 });
+        const inside = await fingerprint(fx, ref, fx.plan.home);
+        expect(await fx.backend.fingerprintHome(ref, fx.plan)).toBe(inside);
+        expect((await fx.sh(ref, 'chmod 644 suid')).status.exitCode).toBe(0);
+        const changed = await fx.backend.fingerprintHome(ref, fx.plan);
+        expect(changed).not.toBe(inside);
+        expect(changed).toBe(await fingerprint(fx, ref, fx.plan.home));
+      });
+
       it('lists, sizes, scans and deletes snapshots', async () => {
         const ref = await fx.create();
         const needle = newId('needle');

@@ -1,10 +1,12 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { BackendResource, CommandSpec, CreateOptions, OutputStream, WorkspaceBackend } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
-import { BadRequestError, ConflictError } from '../../contract/errors.js';
-import { silentLogger, type Logger } from '../../log.js';
+import { BadRequestError, ConflictError, StepFailedError, WspError } from '../../contract/errors.js';
+import { errorFields, silentLogger, type Logger } from '../../log.js';
+import { fingerprintArgv, parseFingerprint } from '../../workspace/fingerprint.js';
 import { CommandRunner } from './commands.js';
 import { runToolChecked } from './exec.js';
 import { copyDirIntoHome, hostPathInHome, putTransfer } from './files.js';
@@ -12,11 +14,14 @@ import { claimHostUid, DEFAULT_UID_REGISTRY, releaseHostUid } from './host-uids.
 import { checkName, LocalLayout } from './layout.js';
 import { killAllOfUid } from './procs.js';
 import { readMeta, refWorkspaceId, requireMeta, writeMeta, type WorkspaceMeta } from './meta.js';
+import { readOrigin, writeOrigin } from './origin.js';
 import { detectSandbox } from './sandbox-detect.js';
-import { accountFiles, type SandboxHost } from './sandbox.js';
+import { accountFiles, mountsOverlapHome, type SandboxHost } from './sandbox.js';
 import * as snapshots from './snapshots.js';
 import { prepareDataDir } from './setup-dirs.js';
-import { copyTree, restoreChanged } from './tree.js';
+import { copyTree, hostFingerprint, restoreChanged } from './tree.js';
+import { readManifest, waitPastCtime } from './tree-manifest.js';
+import { maxOriginCtimeNs, recordOriginFiles, type OriginFiles } from './tree-snapshot-linked.js';
 
 export interface LocalBackendOptions {
   /** Provider data dir; the backend keeps everything under `<dataDir>/local/`. */
@@ -31,6 +36,9 @@ export interface LocalBackendOptions {
 }
 
 const KILL_ALL_REASON = 'all workspace processes killed';
+/** Bounds of the in-workspace fingerprint, when the host cannot compute the same digest itself. */
+const FINGERPRINT_TIMEOUT_MS = 10 * 60_000;
+const FINGERPRINT_OUTPUT_BYTES = 64 * 1024;
 
 /**
  * The local backend (`mode: local`): each workspace is a directory tree under the data dir; commands
@@ -108,9 +116,15 @@ class LocalBackend implements WorkspaceBackend {
       await fs.mkdir(this.layout.tmp(id), { mode: 0o700 });
       await this.chownToWorkspace(meta, this.layout.tmp(id));
       const home = this.layout.home(id);
-      if (snapDir !== undefined) await copyTree(path.join(snapDir, 'home'), home);
-      else await fs.mkdir(home, { mode: 0o700 });
-      await this.chownToWorkspace(meta, home);
+      if (snapDir !== undefined) {
+        const snapshotId = await snapshots.readSnapshotId(snapDir);
+        await copyTree(path.join(snapDir, 'home'), home);
+        await this.chownToWorkspace(meta, home);
+        if (snapshotId !== undefined) await this.recordOrigin(id, String(options.from!.name), snapDir, snapshotId);
+      } else {
+        await fs.mkdir(home, { mode: 0o700 });
+        await this.chownToWorkspace(meta, home);
+      }
       await this.ensureRootDir(meta, plan);
       if (plan.resources.cpus !== undefined) this.warnOnce('resources.cpus is not enforced by the local backend');
       this.log.info('workspace created', { workspaceId: id, hostUid, fromSnapshot: options.from?.name ?? null });
@@ -119,6 +133,26 @@ class LocalBackend implements WorkspaceBackend {
       await fs.rm(wsDir, { recursive: true, force: true }).catch(() => undefined);
       if (this.sandbox.asRoot && hostUid !== undefined) await releaseHostUid(this.uidRegistry, hostUid, wsDir).catch(() => undefined);
       throw error;
+    }
+  }
+
+  /**
+   * origin.json for a home just copied from a snapshot (and chowned; no workspace process exists
+   * yet), so later snapshots can link what stays unchanged. Kept only when the snapshot still has
+   * the id it had before the copy (not replaced meanwhile). Then the clock is made to pass the
+   * newest recorded ctime: a write in the same tick could otherwise keep a file's ctime and look
+   * untouched. A failure here costs only the optimisation (warned, record removed).
+   */
+  private async recordOrigin(workspaceId: string, snapshot: string, snapDir: string, snapshotId: string): Promise<void> {
+    const file = this.layout.origin(workspaceId);
+    try {
+      const files = await recordOriginFiles(this.layout.home(workspaceId));
+      if ((await snapshots.readSnapshotId(snapDir)) !== snapshotId) return;
+      await writeOrigin(file, { snapshot, snapshotId, files });
+      await waitPastCtime(this.layout.workspaceDir(workspaceId), maxOriginCtimeNs(files));
+    } catch (error) {
+      this.log.warn('origin record not written: snapshots of this workspace will copy every file', { workspaceId, ...errorFields(error) });
+      await fs.rm(file, { force: true });
     }
   }
 
@@ -196,13 +230,37 @@ class LocalBackend implements WorkspaceBackend {
   async snapshot(ref: BackendRef, _plan: WorkspacePlan, purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
     const meta = await requireMeta(this.layout, ref);
     checkName('snapshot name', name);
-    const snap = await snapshots.createSnapshot(this.layout, this.layout.home(meta.workspaceId), name, {
+    const origin = await readOrigin(this.layout.origin(meta.workspaceId));
+    const taken = await snapshots.createSnapshot(this.layout, this.layout.home(meta.workspaceId), name, {
       purpose,
       workspaceId: meta.workspaceId,
       createdAt: new Date().toISOString(),
+    }, origin);
+    this.log.info('snapshot taken', {
+      workspaceId: meta.workspaceId, snapshot: name, purpose, linkedFiles: taken.linkedFiles ?? 0, copiedFiles: taken.copiedFiles ?? 'all',
     });
-    this.log.info('snapshot taken', { workspaceId: meta.workspaceId, snapshot: name, purpose });
-    return snap;
+    // A workspace not seeded from a snapshot: its first snapshot becomes its origin (a cold start's
+    // baseline, right after its cache snapshot, then links nearly everything from it).
+    if (origin === undefined) await this.recordOriginFromSnapshot(meta.workspaceId, name, taken.id);
+    return taken.ref;
+  }
+
+  /**
+   * origin.json from a snapshot just taken of this workspace: its manifest holds (inode, ctime) of
+   * every live path, stat'ed before the copy, with the ctime barrier already passed — what
+   * recordOrigin collects after a create. Entries reconciled to inode 0 are left out.
+   */
+  private async recordOriginFromSnapshot(workspaceId: string, snapshot: string, snapshotId: string): Promise<void> {
+    const file = this.layout.origin(workspaceId);
+    try {
+      const manifest = await readManifest(this.layout.snapshotDir(snapshot));
+      const files: OriginFiles = new Map();
+      for (const [key, e] of manifest) if (e.type === 'f' && e.ino !== 0n) files.set(key, { ino: e.ino, ctimeNs: e.ctimeNs });
+      await writeOrigin(file, { snapshot, snapshotId, files });
+    } catch (error) {
+      this.log.warn('origin record not written: snapshots of this workspace will copy every file', { workspaceId, ...errorFields(error) });
+      await fs.rm(file, { force: true });
+    }
   }
 
   /** killAll, then rewrite only what changed since the snapshot, then an empty /tmp. */
@@ -217,6 +275,41 @@ class LocalBackend implements WorkspaceBackend {
     await fs.mkdir(tmp, { mode: 0o700 });
     await this.chownToWorkspace(meta, tmp);
     this.log.info('workspace restored', { workspaceId: meta.workspaceId, snapshot: snapshot.name, ...result });
+  }
+
+  /**
+   * hostFingerprint of the home: the digest the in-workspace script prints, without a sandbox
+   * start and a shell pipeline (and as root, so a file the user made unreadable does not fail it).
+   * When another sandbox mount (/tmp, the transfer dir, system dirs) lies inside or around
+   * plan.home, the workspace sees a different tree there: the script is run inside instead.
+   */
+  async fingerprintHome(ref: BackendRef, plan: WorkspacePlan): Promise<string> {
+    const meta = await requireMeta(this.layout, ref);
+    if (this.sandbox.kind === 'bwrap' && mountsOverlapHome(plan)) return this.fingerprintInside(meta, plan);
+    try {
+      return await hostFingerprint(this.layout.home(meta.workspaceId));
+    } catch (error) {
+      if (error instanceof WspError) throw error;
+      const failed = new StepFailedError('fingerprint', 'cannot read the workspace home');
+      failed.cause = error;
+      throw failed;
+    }
+  }
+
+  private async fingerprintInside(meta: WorkspaceMeta, plan: WorkspacePlan): Promise<string> {
+    const id = meta.workspaceId;
+    const commandId = `sys-fp-${randomBytes(8).toString('hex')}`;
+    await this.commands.start(meta, plan, {
+      commandId, argv: fingerprintArgv(plan.home), cwd: plan.home, env: { ...plan.env, LC_ALL: 'C' },
+      timeoutMs: FINGERPRINT_TIMEOUT_MS, maxOutputBytes: FINGERPRINT_OUTPUT_BYTES,
+    });
+    let status = await this.commands.wait(id, commandId, 25_000);
+    while (status.state === 'running') status = await this.commands.wait(id, commandId, 25_000);
+    if (status.state !== 'exited' || status.exitCode !== 0) {
+      const stderr = (await this.commands.read(id, commandId, 'stderr', 0, FINGERPRINT_OUTPUT_BYTES)).data.toString('utf8').trim();
+      throw new StepFailedError('fingerprint', `${status.state} ${status.exitCode ?? status.reason ?? ''}: ${stderr.slice(-2000)}`, { commandId });
+    }
+    return parseFingerprint((await this.commands.read(id, commandId, 'stdout', 0, FINGERPRINT_OUTPUT_BYTES)).data.toString('utf8')).digest;
   }
 
   deleteSnapshot(snapshot: SnapshotRef): Promise<void> {

@@ -7,12 +7,15 @@ import { BadRequestError } from '../../contract/errors.js';
  *
  *   workspaces/<id>/            root-owned 0711 (the workspace's host uid must traverse it for bwrap)
  *     meta.json                 root-only: id, owner, labels, host uid, createdAt
+ *     origin.json               root-only: the snapshot the home was seeded from (or its first
+ *                               snapshot) and (inode, ctime) of each home file then (origin.ts)
  *     passwd, group             0644: bound over /etc/passwd and /etc/group (the plan user's name)
  *     home/                     bound at plan.home, owned by the workspace's host uid
  *     tmp/                      bound at /tmp, owned by the host uid
  *     transfer/                 bound read-only at plan.transferDir, root-owned 0755
  *     commands/<cid>/           root-only: the exec contract's files (see run-command.sh)
- *   snapshots/<name>/           root-only: home/ + manifest.json (tree.ts) + info.json
+ *   snapshots/<name>/           root-only: home/ + manifest.json (tree.ts) + info.json; home files
+ *                               may be hard links shared with other snapshots (never written to)
  *
  * Host uid claims are host-wide, not per data dir: see host-uids.ts.
  */
@@ -53,6 +56,9 @@ export class LocalLayout {
   }
   home(workspaceId: string): string {
     return path.join(this.workspaceDir(workspaceId), 'home');
+  }
+  origin(workspaceId: string): string {
+    return path.join(this.workspaceDir(workspaceId), 'origin.json');
   }
   passwd(workspaceId: string): string {
     return path.join(this.workspaceDir(workspaceId), 'passwd');

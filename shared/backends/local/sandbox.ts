@@ -150,6 +150,21 @@ export function shellQuote(value: string): string {
 /** System dirs shared read-only with every sandbox; merged-/usr symlinks are recreated as symlinks. */
 const SYSTEM_DIRS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc'];
 
+/**
+ * True when a bwrap mount other than the home (system dirs, /proc, /dev, /tmp, the transfer dir,
+ * /etc/passwd and /etc/group) lies inside plan.home or contains it: the workspace's view of
+ * plan.home then differs from the host directory bound there.
+ */
+export function mountsOverlapHome(plan: WorkspacePlan): boolean {
+  const within = (inner: string, outer: string): boolean => {
+    const rel = path.posix.relative(outer, inner);
+    return rel === '' || (rel !== '..' && !rel.startsWith('../') && !path.posix.isAbsolute(rel));
+  };
+  const home = path.posix.normalize(plan.home);
+  const mounts = [...SYSTEM_DIRS, '/proc', '/dev', '/tmp', plan.transferDir, '/etc/passwd', '/etc/group'];
+  return mounts.some((m) => within(m, home) || within(home, m));
+}
+
 export async function rootfsArgs(): Promise<string[]> {
   const args: string[] = [];
   for (const dir of SYSTEM_DIRS) {

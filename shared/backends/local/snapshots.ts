@@ -1,20 +1,38 @@
 import { randomBytes } from 'node:crypto';
+import { closeSync, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { SnapshotRef } from '../../contract/workspace.js';
 import { BadRequestError, NotFoundError } from '../../contract/errors.js';
 import { checkName, type LocalLayout } from './layout.js';
+import type { OriginRecord } from './origin.js';
 import { scanTree, takeSnapshot, treeSizeBytes } from './tree.js';
+import { SpecialFileFound, takeLinkedSnapshot } from './tree-snapshot-linked.js';
+import { fdPath, openDirAt } from './tree-walk-at.js';
 
 /**
  * Snapshots of a workspace home: `snapshots/<name>/` = tree.ts's home copy + manifest, plus
- * info.json. Root-only (0700), so no workspace uid can read a snapshot.
+ * info.json. Root-only (0700), so no workspace uid can read a snapshot. A snapshot's regular
+ * files may be hard links shared with the snapshot its workspace was seeded from
+ * (tree-snapshot-linked.ts); snapshots are never written to after they are taken (restores only
+ * update manifest.json), so that sharing is invisible.
  */
 
 export interface SnapshotInfo {
   purpose: 'cache' | 'baseline';
   workspaceId: string;
   createdAt: string;
+  /** Random, set by createSnapshot: tells a snapshot from a later one taken under the same name. */
+  id?: string;
+}
+
+/** How a snapshot was taken: files hard-linked from the origin snapshot, files copied (undefined: whole `cp -a`). */
+export interface SnapshotTaken {
+  ref: SnapshotRef;
+  /** The id written to its info.json. */
+  id: string;
+  linkedFiles?: number;
+  copiedFiles?: number;
 }
 
 export function snapshotRef(layout: LocalLayout, name: string): SnapshotRef {
@@ -35,25 +53,82 @@ export async function requireSnapshot(layout: LocalLayout, snapshot: SnapshotRef
   return dir;
 }
 
+/** The id in a snapshot dir's info.json; undefined when absent (snapshots from before ids, or gone). */
+export async function readSnapshotId(snapDir: string): Promise<string | undefined> {
+  try {
+    const info = JSON.parse(await fs.readFile(path.join(snapDir, 'info.json'), 'utf8')) as SnapshotInfo;
+    return typeof info.id === 'string' ? info.id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Take `home` as snapshot `name`. Built under a temp name and renamed into place, so a crash never
  * leaves a half snapshot under a real name; an existing snapshot of that name is replaced (a
- * baseline is re-taken after a reset to new refs).
+ * baseline is re-taken after a reset to new refs). With `origin` (the workspace was seeded from a
+ * snapshot), files unchanged since are hard-linked from that snapshot when it is still there
+ * under the recorded id; otherwise, or when the home holds a fifo/socket/device, the home is
+ * copied whole.
  */
-export async function createSnapshot(layout: LocalLayout, home: string, name: string, info: SnapshotInfo): Promise<SnapshotRef> {
+export async function createSnapshot(
+  layout: LocalLayout, home: string, name: string, info: Omit<SnapshotInfo, 'id'>, origin?: OriginRecord,
+): Promise<SnapshotTaken> {
   const final = layout.snapshotDir(name);
   const tmp = path.join(layout.snapshotsDir, `.tmp-${name}-${randomBytes(4).toString('hex')}`);
+  let taken: SnapshotTaken = { ref: snapshotRef(layout, name), id: randomBytes(12).toString('hex') };
   try {
     await fs.mkdir(tmp, { mode: 0o700 });
-    await takeSnapshot(home, tmp);
-    await fs.writeFile(path.join(tmp, 'info.json'), JSON.stringify(info), { mode: 0o600 });
+    const counts = origin ? await takeLinkedFromOrigin(layout, home, tmp, origin) : undefined;
+    if (counts) taken = { ...taken, linkedFiles: counts.linked, copiedFiles: counts.copied };
+    else await takeSnapshot(home, tmp);
+    const full: SnapshotInfo = { ...info, id: taken.id };
+    await fs.writeFile(path.join(tmp, 'info.json'), JSON.stringify(full), { mode: 0o600 });
     await fs.rm(final, { recursive: true, force: true });
     await fs.rename(tmp, final);
   } catch (error) {
     await fs.rm(tmp, { recursive: true, force: true });
     throw error;
   }
-  return snapshotRef(layout, name);
+  return taken;
+}
+
+/**
+ * The origin snapshot's directory is opened first and its id checked through that descriptor;
+ * files are then linked from `/proc/self/fd/<fd>/home`, so a snapshot deleted or replaced under
+ * the same name meanwhile is never linked from (links to a deleted one fail and are copied).
+ * Undefined (nothing left in `tmp`) when a full copy must be taken instead.
+ */
+async function takeLinkedFromOrigin(
+  layout: LocalLayout, home: string, tmp: string, origin: OriginRecord,
+): Promise<{ linked: number; copied: number } | undefined> {
+  let dir: string;
+  try {
+    dir = layout.snapshotDir(origin.snapshot);
+  } catch {
+    return undefined;
+  }
+  const pinned = openDirAt(dir);
+  if (pinned === undefined) return undefined; // evicted
+  try {
+    const at = fdPath(pinned.fd).toString();
+    let id: unknown;
+    try {
+      id = (JSON.parse(readFileSync(path.join(at, 'info.json'), 'utf8')) as SnapshotInfo).id;
+    } catch {
+      return undefined;
+    }
+    if (id !== origin.snapshotId) return undefined; // another snapshot under that name now
+    try {
+      return await takeLinkedSnapshot(home, tmp, { snapHome: path.join(at, 'home'), files: origin.files });
+    } catch (error) {
+      if (!(error instanceof SpecialFileFound)) throw error;
+      for (const entry of await fs.readdir(tmp)) await fs.rm(path.join(tmp, entry), { recursive: true, force: true });
+      return undefined;
+    }
+  } finally {
+    closeSync(pinned.fd);
+  }
 }
 
 export async function deleteSnapshot(layout: LocalLayout, snapshot: SnapshotRef): Promise<void> {

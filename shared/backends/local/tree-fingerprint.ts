@@ -1,7 +1,9 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, readFileSync, readlinkSync } from 'node:fs';
-import type { WalkEntry } from './tree-walk.js';
-import { walkTree, yieldToLoop } from './tree-walk.js';
+import { createHash, type Hash } from 'node:crypto';
+import { closeSync, readlinkSync, readSync } from 'node:fs';
+import { StepFailedError } from '../../contract/errors.js';
+import type { AtEntry } from './tree-walk-at.js';
+import { openRegularAt, walkTreeAt } from './tree-walk-at.js';
+import { yieldToLoop } from './tree-walk.js';
 
 /**
  * The tree fingerprint, computed on the host. The same algorithm runs inside a workspace as a
@@ -14,6 +16,12 @@ import { walkTree, yieldToLoop } from './tree-walk.js';
  * perm = `mode & 07777` in octal without leading zeros (`find -printf %m`). Records are sorted
  * bytewise (`LC_ALL=C sort -z`), each terminated by NUL, and hashed with sha256. Mtimes, owners,
  * link counts and inode numbers are left out on purpose: a restore or a warm start may change them.
+ *
+ * It runs as root over a tree the workspace controls, so it walks with tree-walk-at.ts: no
+ * symlink is ever followed (in any path component), and nothing but a regular file is ever
+ * opened — a fifo, socket or device is only lstat'ed, even if it replaces a file mid-walk.
+ * Throws StepFailedError ('fingerprint') when the tree changes under the walk (the in-workspace
+ * script fails in that case too).
  */
 
 const TAB = Buffer.from('\t');
@@ -24,19 +32,20 @@ export async function hostFingerprint(dir: string): Promise<string> {
 }
 
 export async function hostFingerprintDetailed(dir: string): Promise<{ digest: string; entries: number }> {
-  const entries: WalkEntry[] = [];
-  await walkTree(dir, (e) => {
-    entries.push(e);
-  });
   const records: Buffer[] = [];
   let bytesSinceYield = 0n;
-  for (const e of entries) {
-    records.push(await fingerprintRecord(e));
-    if (e.type === 'f' && (bytesSinceYield += e.st.size + 4096n) > YIELD_EVERY_BYTES) {
-      bytesSinceYield = 0n;
-      await yieldToLoop();
-    }
-  }
+  await walkTreeAt(dir, {
+    visit: async (e) => {
+      records.push(await fingerprintRecord(e));
+      if (e.type === 'f' && (bytesSinceYield += e.st.size + 4096n) > YIELD_EVERY_BYTES) {
+        bytesSinceYield = 0n;
+        await yieldToLoop();
+      }
+    },
+    onChanged: () => {
+      throw changed();
+    },
+  });
   records.sort(Buffer.compare);
   const hash = createHash('sha256');
   for (const r of records) {
@@ -46,24 +55,52 @@ export async function hostFingerprintDetailed(dir: string): Promise<{ digest: st
   return { digest: hash.digest('hex'), entries: records.length };
 }
 
-async function fingerprintRecord(e: WalkEntry): Promise<Buffer> {
+function changed(cause?: unknown): StepFailedError {
+  const error = new StepFailedError('fingerprint', 'the tree changed while it was being read');
+  if (cause !== undefined) error.cause = cause;
+  return error;
+}
+
+async function fingerprintRecord(e: AtEntry): Promise<Buffer> {
   const perm = Buffer.from((Number(e.st.mode) & 0o7777).toString(8));
   let last = Buffer.alloc(0);
-  if (e.type === 'f') last = Buffer.from(await sha256File(e.abs, e.st.size));
-  else if (e.type === 'l') last = readlinkSync(e.abs, { encoding: 'buffer' });
+  if (e.type === 'f') last = Buffer.from(await sha256At(e));
+  else if (e.type === 'l') {
+    try {
+      last = readlinkSync(e.at, { encoding: 'buffer' });
+    } catch (error) {
+      throw changed(error); // no longer a symlink (EINVAL) or gone
+    }
+  }
   return Buffer.concat([e.rel, TAB, Buffer.from(e.type), TAB, perm, TAB, last]);
 }
 
 /**
- * Small files in one synchronous read (a stream or promise per file costs more than the hashing
- * itself — ~10× here); big ones streamed. The caller yields to the event loop every few MiB.
+ * Read in chunks from the descriptor openRegularAt gives (synchronous reads: a stream or promise
+ * per file costs more than the hashing itself here); a yield to the event loop every few MiB of
+ * one big file, and between files via the caller.
  */
-const WHOLE_READ_MAX_BYTES = 1n << 20n;
+const CHUNK_BYTES = 1 << 20;
 const YIELD_EVERY_BYTES = 8n << 20n;
+const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
 
-async function sha256File(path: Buffer, size: bigint): Promise<string> {
-  const hash = createHash('sha256');
-  if (size <= WHOLE_READ_MAX_BYTES) return hash.update(readFileSync(path)).digest('hex');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+async function sha256At(e: AtEntry): Promise<string> {
+  const file = openRegularAt(e.at, e.st);
+  if (file === undefined) throw changed();
+  const hash: Hash = createHash('sha256');
+  try {
+    let sinceYield = 0;
+    for (;;) {
+      const n = readSync(file.fd, chunk, 0, CHUNK_BYTES, null);
+      if (n === 0) break;
+      hash.update(chunk.subarray(0, n));
+      if ((sinceYield += n) >= Number(YIELD_EVERY_BYTES)) {
+        sinceYield = 0;
+        await yieldToLoop();
+      }
+    }
+  } finally {
+    closeSync(file.fd);
+  }
   return hash.digest('hex');
 }
