@@ -102,7 +102,7 @@ describe('core loop over HTTP (local backend)', () => {
   it('kills a command at its timeout, with its process group', async () => {
     const r = await wsp.exec(warm.id, 'sleep 300 & sleep 300; echo never', { timeoutMs: 500 });
     expect(r).toMatchObject({ state: 'killed', reason: 'timeout' });
-    const ps = await wsp.exec(warm.id, 'ps -eo args | grep -c "^sleep 300" || true');
+    const ps = await wsp.exec(warm.id, 'ps -u "$(id -u)" -o args= | grep -c "^sleep 300" || true');
     expect(ps.stdout.data.trim()).toBe('0');
   });
 
@@ -164,7 +164,7 @@ describe('core loop over HTTP (local backend)', () => {
     expect(reset.status).toBe(200);
     expect(reset.body.matches).toBe(true);
     expect(reset.body.fingerprint).toBe(warm.baselineFingerprint);
-    const check = await wsp.exec(warm.id, 'ls app; cat app/README.md; ls /tmp | wc -l; ps -eo args | grep -c "^sleep 99" || true');
+    const check = await wsp.exec(warm.id, 'ls app; cat app/README.md; ls /tmp | wc -l; ps -u "$(id -u)" -o args= | grep -c "^sleep 99" || true');
     expect(check.stdout.data).not.toContain('untracked.txt');
     expect(check.stdout.data).not.toContain('link');
     expect(check.stdout.data).toContain('# app\n');
