@@ -70,8 +70,7 @@ export class Provisioner {
         return { name: r.name, path: r.path, ...(res ? { commit: res.commit, ref: res.ref } : {}) };
       });
       const warnings = [...new Set([...(await this.records.get(id)).warnings, ...this.deps.backend.warnings])];
-      await this.records.transition(id, ['provisioning'], 'ready', { baseline, baselineFingerprint: fingerprint, repos, warnings });
-      await this.step(id, 'ready', `ready (fingerprint ${fingerprint.slice(0, 12)})`);
+      await this.records.transition(id, ['provisioning'], 'ready', { baseline, baselineFingerprint: fingerprint, repos, warnings }, { step: 'ready', message: `ready (fingerprint ${fingerprint.slice(0, 12)})` });
       log.info('workspace ready', { cacheKey: key, hit: decision.info.hit });
     } catch (error) {
       log.error('provisioning failed', errorFields(error));
@@ -257,8 +256,7 @@ export class Provisioner {
     const step = error instanceof StepFailedError ? error.step : 'provision';
     const message = error instanceof WspError ? error.message : 'internal error';
     if (ref) await this.deps.backend.destroy(ref).catch(() => undefined);
-    await this.records.transition(id, ['provisioning'], 'failed', { failure: { step, message } }).catch(() => undefined);
-    await this.step(id, 'failed', message).catch(() => undefined);
+    await this.records.transition(id, ['provisioning'], 'failed', { failure: { step, message } }, { step: 'failed', message }).catch(() => undefined);
   }
 
   private async step(id: string, step: string, message: string): Promise<void> {

@@ -21,13 +21,19 @@ export class WorkspaceRecords {
     return r;
   }
 
-  /** Move `from` → `to` in one conditional write; ConflictError when the status is not in `from`. */
-  async transition(id: string, from: WorkspaceStatus[], to: WorkspaceStatus, patch: Patch<WorkspaceRecord> = {}): Promise<WorkspaceRecord> {
+  /**
+   * Move `from` → `to` in one conditional write; ConflictError when the status is not in `from`.
+   * A progress `step` given here lands in the same write, so a watcher that stops at the new status
+   * has already seen it.
+   */
+  async transition(id: string, from: WorkspaceStatus[], to: WorkspaceStatus, patch: Patch<WorkspaceRecord> = {}, step?: { step: string; message: string }): Promise<WorkspaceRecord> {
     const r = await this.get(id);
     if (!from.includes(r.status)) {
       throw new ConflictError(`workspace '${id}' is ${r.status}; this needs it to be ${from.join(' or ')}`, { details: { status: r.status } });
     }
-    return this.state.updateWorkspace(id, r.version, { ...patch, status: to, updatedAt: this.now().toISOString() }, from);
+    const at = this.now().toISOString();
+    const steps = step ? { steps: [...r.steps, { at, ...step }].slice(-MAX_STEPS) } : {};
+    return this.state.updateWorkspace(id, r.version, { ...patch, ...steps, status: to, updatedAt: at }, from);
   }
 
   /** Apply a field update (no status change), re-reading and retrying if another writer got in first. */

@@ -76,8 +76,7 @@ export class WorkspaceOps {
           await this.records.update(id, () => ({ baseline, baselineFingerprint, repos }));
         }
         const fingerprint = await this.provisioner.fingerprint(ws.backend, ws.plan);
-        await this.records.transition(id, ['resetting'], 'ready');
-        await this.records.addStep(id, 'reset', `reset to the baseline (${fingerprint === baselineFingerprint ? 'fingerprint matches' : 'FINGERPRINT DIFFERS'})`);
+        await this.records.transition(id, ['resetting'], 'ready', {}, { step: 'reset', message: `reset to the baseline (${fingerprint === baselineFingerprint ? 'fingerprint matches' : 'FINGERPRINT DIFFERS'})` });
         return { fingerprint, baselineFingerprint, matches: fingerprint === baselineFingerprint, durationMs: Date.now() - started };
       } catch (error) {
         await this.records.transition(id, ['resetting'], 'failed', { failure: { step: 'reset', message: error instanceof Error ? error.message : 'reset failed' } }).catch(() => undefined);
