@@ -30,6 +30,8 @@ export const dockerUnavailable: string | undefined = (() => {
 })();
 
 if (dockerUnavailable !== undefined) {
+  // CI always has Docker (.ci/run starts it): there a missing daemon is a failure, never a skip.
+  if (process.env.CI === 'true') throw new Error(`Docker is required in CI: ${dockerUnavailable}`);
   console.warn(`\n!!!!!!!!!! DOCKER TESTS SKIPPED: ${dockerUnavailable} !!!!!!!!!!\n`);
 }
 
