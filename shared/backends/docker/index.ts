@@ -13,6 +13,7 @@ import { containerConfig, createAndStart, imageExists, removeContainer, workspac
 import * as images from './images.js';
 import { checkName, containerName, DockerLayout, dockerRef, LABEL, refWorkspaceId } from './layout.js';
 import { readMeta, requireMeta, writeMeta, type DockerWorkspaceMeta } from './workspace-meta.js';
+import { DockerFingerprints } from './fingerprint.js';
 
 export interface DockerBackendOptions {
   /** Provider data dir; the backend keeps its host files under `<dataDir>/docker/`. */
@@ -57,6 +58,7 @@ class DockerBackend implements WorkspaceBackend {
   readonly kind = 'docker';
   private readonly commands: DockerCommands;
   private readonly channels: RunnerChannels;
+  private readonly fingerprints: DockerFingerprints;
 
   constructor(
     private readonly docker: DockerClient,
@@ -68,6 +70,7 @@ class DockerBackend implements WorkspaceBackend {
   ) {
     this.channels = new RunnerChannels(docker, log);
     this.commands = new DockerCommands(this.channels, layout);
+    this.fingerprints = new DockerFingerprints(docker, path.join(layout.base, 'fingerprints'));
   }
 
   private warnOnce(message: string): void {
@@ -215,6 +218,12 @@ class DockerBackend implements WorkspaceBackend {
     await removeContainer(this.docker, containerName(id));
     await createAndStart(this.docker, containerConfig(this.layout, id, plan, image, meta.labels));
     this.log.info('workspace restored', { workspaceId: id, snapshot: snapshot.name });
+  }
+
+  /** O(changes since the container's image) when the home is untouched — see fingerprint.ts. */
+  async fingerprintHome(ref: BackendRef, plan: WorkspacePlan): Promise<string> {
+    const meta = await requireMeta(this.layout, ref);
+    return this.fingerprints.home(containerName(meta.workspaceId), plan);
   }
 
   deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
