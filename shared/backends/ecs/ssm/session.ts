@@ -10,6 +10,7 @@
  *    the counter) and resent every `retransmitMs` until the agent acknowledges it;
  *  - the agent's HandshakeRequest is answered by echoing its SessionType; if none arrives within
  *    `handshakeTimeoutMs` (default 15 s, the agent's own window) the session fails;
+ *  - `pause_publication` / `start_publication` hold back and release our new input;
  *  - `channel_closed` ends the session normally.
  * Input written before the handshake is queued and sent after the handshake response.
  */
@@ -40,6 +41,8 @@ export interface SsmSessionOptions {
   retransmitMs?: number;
   /** Give up (session fails) after this many resends of one message. Default 30. */
   maxRetransmits?: number;
+  /** Most out-of-order output frames held back; beyond it frames are dropped unacked (the agent resends). Default 10000. */
+  maxBufferedFrames?: number;
   /** Sent right after the handshake response when set. */
   terminalSize?: { cols: number; rows: number };
   timers?: SsmTimers;
@@ -90,6 +93,7 @@ export class SsmSession {
       handshakeTimeoutMs: 15_000,
       retransmitMs: 1_000,
       maxRetransmits: 30,
+      maxBufferedFrames: 10_000,
       timers: realTimers,
       ...options,
     };
@@ -223,6 +227,10 @@ export class SsmSession {
   private dispatch(msg: ClientMessage): void {
     switch (msg.messageType) {
       case MessageType.OutputStreamData:
+        if (msg.sequenceNumber > this.expectedSeq && !this.outOfOrder.has(msg.sequenceNumber) &&
+            this.outOfOrder.size >= this.opts.maxBufferedFrames) {
+          return; // no room: leave it unacknowledged so the agent sends it again later
+        }
         this.transport.send(encodeClientMessage(buildAcknowledge(msg)));
         if (msg.sequenceNumber === this.expectedSeq) {
           this.process(msg);
