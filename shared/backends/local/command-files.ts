@@ -1,79 +1,18 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { CommandStatus } from '../../contract/backend.js';
+import { readExit, readText, sizeOf, type StoredSpec } from '../runner/command-record.js';
 import { liveStartTime } from './procs.js';
+
+export { parseExit, readExit, readSpec, type ExitRecord, type StoredSpec } from '../runner/command-record.js';
 
 /**
  * The on-disk record of one command (written by commands.ts and run-command.sh), and how its status
  * is read back from it — by any provider process, also after a restart.
  */
 
-/** What the provider writes before starting the wrapper (spec.json). */
-export interface StoredSpec {
-  commandId: string;
-  timeoutMs: number;
-  maxOutputBytes: number;
-  startedAt: string;
-}
-
-/** The wrapper's last word (file `exit`). */
-export interface ExitRecord {
-  code: number;
-  signal: string | null;
-  killed: boolean;
-  stdoutBytes: number;
-  stderrBytes: number;
-  endedAt: string;
-}
-
 export const commandFile = (dir: string, name: 'spec.json' | 'stdin' | 'stdout' | 'stderr' | 'fd3' | 'pid' | 'pgid' | 'kill' | 'exit'): string =>
   path.join(dir, name);
-
-async function readText(file: string): Promise<string | undefined> {
-  try {
-    return await fs.readFile(file, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
-
-async function sizeOf(file: string): Promise<number> {
-  try {
-    return (await fs.stat(file)).size;
-  } catch {
-    return 0;
-  }
-}
-
-export async function readSpec(dir: string): Promise<StoredSpec | undefined> {
-  const text = await readText(commandFile(dir, 'spec.json'));
-  if (text === undefined) return undefined;
-  try {
-    return JSON.parse(text) as StoredSpec;
-  } catch {
-    return undefined;
-  }
-}
-
-/** "<code> <signal|-> <killed 0|1> <stdout bytes> <stderr bytes> <ended epoch ms>" */
-export function parseExit(text: string): ExitRecord | undefined {
-  const [code, signal, killed, out, err, ended] = text.trim().split(/\s+/);
-  const numbers = [code, out, err, ended].map(Number);
-  if (numbers.some((n) => !Number.isFinite(n)) || signal === undefined || killed === undefined) return undefined;
-  return {
-    code: numbers[0]!,
-    signal: signal === '-' ? null : signal,
-    killed: killed === '1',
-    stdoutBytes: numbers[1]!,
-    stderrBytes: numbers[2]!,
-    endedAt: new Date(numbers[3]!).toISOString(),
-  };
-}
-
-export async function readExit(dir: string): Promise<ExitRecord | undefined> {
-  const text = await readText(commandFile(dir, 'exit'));
-  return text === undefined ? undefined : parseExit(text);
-}
 
 /** Is the wrapper recorded in `pid` still the same live process (start time checked against pid reuse)? */
 export async function wrapperAlive(dir: string): Promise<boolean> {

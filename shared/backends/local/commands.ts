@@ -11,6 +11,7 @@ import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
 import { killAllOfUid, killGroup } from './procs.js';
 import { buildLaunch, checkCommandSpec, type SandboxHost } from './sandbox.js';
+import { checkReadArgs, readStream } from '../runner/command-record.js';
 
 const WRAPPER = fileURLToPath(new URL('./run-command.sh', import.meta.url));
 /** How often a waiter looks at the exit file when it did not spawn the command itself. */
@@ -129,25 +130,9 @@ export class CommandRunner {
 
   /** Bytes [offset, min(offset + limit, kept)) of a stream; kept = min(file size, maxOutputBytes). */
   async read(workspaceId: string, commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
-    if (stream !== 'stdout' && stream !== 'stderr') throw new BadRequestError("stream must be 'stdout' or 'stderr'", { field: 'stream' });
-    if (!Number.isInteger(offset) || offset < 0) throw new BadRequestError('offset must be an integer >= 0', { field: 'offset' });
-    if (!Number.isInteger(limit) || limit < 0) throw new BadRequestError('limit must be an integer >= 0', { field: 'limit' });
+    checkReadArgs(stream, offset, limit); // before the lookup: a bad read is 400 even for an unknown command
     const { dir, spec } = await this.find(workspaceId, commandId);
-    let handle: fs.FileHandle;
-    try {
-      handle = await fs.open(commandFile(dir, stream), 'r');
-    } catch {
-      return { data: Buffer.alloc(0), nextOffset: offset };
-    }
-    try {
-      const kept = Math.min((await handle.stat()).size, spec.maxOutputBytes);
-      const length = Math.max(0, Math.min(offset + limit, kept) - offset);
-      const data = Buffer.alloc(length);
-      const { bytesRead } = length > 0 ? await handle.read(data, 0, length, offset) : { bytesRead: 0 };
-      return { data: data.subarray(0, bytesRead), nextOffset: offset + bytesRead };
-    } finally {
-      await handle.close();
-    }
+    return readStream(dir, spec, stream, offset, limit);
   }
 
   /** Kill the command's process group and record `reason`; no-op once it has ended. */

@@ -4,6 +4,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
 import { BadRequestError } from '../../contract/errors.js';
+import { readExit, readText, sizeOf, type StoredSpec } from './command-record.js';
+
+export { parseExit, readExit, readSpec, readStream, type ExitRecord, type StoredSpec } from './command-record.js';
 
 /**
  * The provider's side of runner.sh's command directory (see the header of runner.sh for the files):
@@ -14,24 +17,6 @@ import { BadRequestError } from '../../contract/errors.js';
 
 /** Absolute host path of runner.sh (shipped with the code; put into the workspace by the backend). */
 export const RUNNER_SCRIPT = fileURLToPath(new URL('./runner.sh', import.meta.url));
-
-/** What the provider writes before starting the runner (spec.json). */
-export interface StoredSpec {
-  commandId: string;
-  timeoutMs: number;
-  maxOutputBytes: number;
-  startedAt: string;
-}
-
-/** The runner's last word (file `exit`). */
-export interface ExitRecord {
-  code: number;
-  signal: string | null;
-  killed: boolean;
-  stdoutBytes: number;
-  stderrBytes: number;
-  endedAt: string;
-}
 
 type FileName = 'spec.json' | 'stdin' | 'env' | 'stdout' | 'stderr' | 'alive' | 'pid' | 'pgid' | 'kill' | 'exit' | 'claim';
 export const commandFile = (dir: string, name: FileName): string => path.join(dir, name);
@@ -79,52 +64,6 @@ export async function writeCommandDir(dir: string, spec: CommandSpec, env: Recor
   ]);
   await fs.writeFile(commandFile(dir, 'spec.json'), JSON.stringify(stored), { mode: 0o600 });
   return true;
-}
-
-async function readText(file: string): Promise<string | undefined> {
-  try {
-    return await fs.readFile(file, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
-
-async function sizeOf(file: string): Promise<number> {
-  try {
-    return (await fs.stat(file)).size;
-  } catch {
-    return 0;
-  }
-}
-
-export async function readSpec(dir: string): Promise<StoredSpec | undefined> {
-  const text = await readText(commandFile(dir, 'spec.json'));
-  if (text === undefined) return undefined;
-  try {
-    return JSON.parse(text) as StoredSpec;
-  } catch {
-    return undefined;
-  }
-}
-
-/** "<code> <signal|-> <killed 0|1> <stdout bytes> <stderr bytes> <ended epoch ms>" */
-export function parseExit(text: string): ExitRecord | undefined {
-  const [code, signal, killed, out, err, ended] = text.trim().split(/\s+/);
-  const numbers = [code, out, err, ended].map(Number);
-  if (numbers.some((n) => !Number.isFinite(n)) || signal === undefined || killed === undefined) return undefined;
-  return {
-    code: numbers[0]!,
-    signal: signal === '-' ? null : signal,
-    killed: killed === '1',
-    stdoutBytes: numbers[1]!,
-    stderrBytes: numbers[2]!,
-    endedAt: new Date(numbers[3]!).toISOString(),
-  };
-}
-
-export async function readExit(dir: string): Promise<ExitRecord | undefined> {
-  const text = await readText(commandFile(dir, 'exit'));
-  return text === undefined ? undefined : parseExit(text);
 }
 
 /**
@@ -179,24 +118,3 @@ export async function readStatus(dir: string, spec: StoredSpec): Promise<Command
   return { ...base, state: 'exited', exitCode: exit.code, signal: exit.signal, ...streams, endedAt: exit.endedAt };
 }
 
-/** Bytes [offset, min(offset + limit, kept)) of a stream; kept = min(file size, maxOutputBytes). */
-export async function readStream(dir: string, spec: StoredSpec, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
-  if (stream !== 'stdout' && stream !== 'stderr') throw new BadRequestError("stream must be 'stdout' or 'stderr'", { field: 'stream' });
-  if (!Number.isInteger(offset) || offset < 0) throw new BadRequestError('offset must be an integer >= 0', { field: 'offset' });
-  if (!Number.isInteger(limit) || limit < 0) throw new BadRequestError('limit must be an integer >= 0', { field: 'limit' });
-  let handle: fs.FileHandle;
-  try {
-    handle = await fs.open(commandFile(dir, stream), 'r');
-  } catch {
-    return { data: Buffer.alloc(0), nextOffset: offset };
-  }
-  try {
-    const kept = Math.min((await handle.stat()).size, spec.maxOutputBytes);
-    const length = Math.max(0, Math.min(offset + limit, kept) - offset);
-    const data = Buffer.alloc(length);
-    const { bytesRead } = length > 0 ? await handle.read(data, 0, length, offset) : { bytesRead: 0 };
-    return { data: data.subarray(0, bytesRead), nextOffset: offset + bytesRead };
-  } finally {
-    await handle.close();
-  }
-}
