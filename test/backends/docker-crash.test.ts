@@ -7,6 +7,7 @@ import { createUpstreamRepo } from '../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../support/git-server.js';
 import { spawnProvider, type SpawnedProvider } from '../support/spawned-provider.js';
 import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../support/docker-daemon.js';
+import { processesWith, waitFor as waitUntil } from '../support/wait.js';
 
 // Issue 3 acceptance, crash test on docker: kill -9 the provider mid-setup and mid-command; after a
 // restart no orphan container or image, nothing transitional, no completed result lost.
@@ -55,28 +56,8 @@ describe.skipIf(dockerUnavailable !== undefined)('crash safety on docker (kill -
     }));
   }
 
-  async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const v = await fn();
-      if (v !== undefined) return v;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-
-  /** Container processes are host processes in a child pid namespace: visible in the host's /proc. */
-  function processesWith(text: string): number {
-    let n = 0;
-    for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-      try {
-        if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(text)) n++;
-      } catch {
-        /* gone */
-      }
-    }
-    return n;
-  }
+  // waitFor's default here: a docker setup takes longer than a local one.
+  const waitFor = <T,>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000) => waitUntil(what, fn, timeoutMs);
 
   it('during setup: the workspace ends failed; no container, image or process is left', async () => {
     writeConfig(`sleep ${MARK}`);

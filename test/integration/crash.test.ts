@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUpstreamRepo } from '../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../support/git-server.js';
 import { spawnProvider, type SpawnedProvider } from '../support/spawned-provider.js';
+import { processesWith, waitFor } from '../support/wait.js';
 
 // Invariant 5: kill -9 the provider at any point; on restart nothing stays transitional, nothing is
 // orphaned, no completed command result is lost.
@@ -39,28 +40,6 @@ function writeConfig(setup: string): void {
     setup: { script: setup },
     workspace: { network: 'none' },
   }));
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function processesWith(text: string): number {
-  let n = 0;
-  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(text)) n++;
-    } catch {
-      /* gone */
-    }
-  }
-  return n;
 }
 
 describe('crash safety (kill -9 of the provider process)', () => {
