@@ -27,6 +27,8 @@ command -v docker > /dev/null || need+=(docker.io)
 command -v debootstrap > /dev/null || need+=(debootstrap)
 command -v unshare > /dev/null || need+=(util-linux)
 command -v ip > /dev/null || need+=(iproute2)
+# The loopback OCI registry of the cache-image tests (issue 5); never started as a service here.
+command -v docker-registry > /dev/null || need+=(docker-registry)
 if [ ${#need[@]} -gt 0 ]; then
   say "apt-get install ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -91,6 +93,12 @@ apt_mirror() {
   return 1
 }
 
+# curl is part of the base contract since the Fargate backend (bundles and layers move through
+# presigned S3 URLs); an older image without it is rebuilt.
+if dk image inspect "$TAG" > /dev/null 2>&1 && ! dk run --rm --network none "$TAG" sh -c 'command -v curl' > /dev/null 2>&1; then
+  say "base image $TAG lacks curl; rebuilding it"
+  dk image rm -f "$TAG" > /dev/null
+fi
 if dk image inspect "$TAG" > /dev/null 2>&1; then
   say "base image $TAG exists ($(dk image inspect "$TAG" --format '{{.Size}}') bytes); reusing it"
 else
@@ -99,7 +107,7 @@ else
   trap 'rm -rf "$rootfs"' EXIT
   t0=$(date +%s)
   say "debootstrap --variant=minbase $SUITE from $mirror (into $rootfs)"
-  debootstrap --variant=minbase --include=git,ca-certificates,procps,findutils "$SUITE" "$rootfs" "$mirror" > "$DIR/debootstrap.log" 2>&1 \
+  debootstrap --variant=minbase --include=git,ca-certificates,curl,procps,findutils "$SUITE" "$rootfs" "$mirror" > "$DIR/debootstrap.log" 2>&1 \
     || { tail -n 30 "$DIR/debootstrap.log" >&2; exit 1; }
   say "debootstrap took $(($(date +%s) - t0)) s"
   # The default workspace user (config default: node, uid/gid 1000, home /home/node).
