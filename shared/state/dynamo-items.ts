@@ -1,4 +1,4 @@
-import type { CacheEntryRecord, CommandRecord, WorkspaceRecord } from '../contract/workspace.js';
+import type { CacheEntryRecord, CommandRecord, WarmTaskRecord, WorkspaceRecord } from '../contract/workspace.js';
 import { TABLE_SHAPE } from './table.js';
 
 /**
@@ -9,13 +9,18 @@ import { TABLE_SHAPE } from './table.js';
  *   command      pk=WS#<id>      sk=CMD#<cid>
  *   idempotency  pk=IDEM#<key>   sk=IDEM        workspaceId, createdAt
  *   cache entry  pk=CACHE#<key>  sk=META        gsi1pk=CACHE  gsi1sk=<createdAt>#<key>
+ *   warm task    pk=WARM#<key>   sk=TASK#<id>   gsi1pk=WARM   gsi1sk=<createdAt>#<key>#<id>
+ *
+ * Listings query gsi1 by kind (WS, CACHE, WARM), so no listing sees another kind's items.
  */
 export type Key = { pk: string; sk: string };
 export type Item = Record<string, unknown>;
 
 export const GSI_WORKSPACES = 'WS';
 export const GSI_CACHE = 'CACHE';
+export const GSI_WARM = 'WARM';
 export const COMMAND_SK_PREFIX = 'CMD#';
+export const WARM_TASK_SK_PREFIX = 'TASK#';
 
 export const workspaceKey = (id: string): Key => ({ pk: `WS#${id}`, sk: 'META' });
 export const commandKey = (workspaceId: string, commandId: string): Key => ({
@@ -24,6 +29,11 @@ export const commandKey = (workspaceId: string, commandId: string): Key => ({
 });
 export const idempotencyKey = (key: string): Key => ({ pk: `IDEM#${key}`, sk: 'IDEM' });
 export const cacheEntryKey = (key: string): Key => ({ pk: `CACHE#${key}`, sk: 'META' });
+export const warmPoolPartition = (cacheKey: string): string => `WARM#${cacheKey}`;
+export const warmTaskKey = (cacheKey: string, id: string): Key => ({
+  pk: warmPoolPartition(cacheKey),
+  sk: `${WARM_TASK_SK_PREFIX}${id}`,
+});
 
 /** Attributes the table adds to a record; stripped again when reading. */
 const TABLE_ATTRIBUTES = [
@@ -56,6 +66,15 @@ export function cacheEntryToItem(record: CacheEntryRecord): Item {
     ...cacheEntryKey(record.key),
     [TABLE_SHAPE.gsi1.partitionKey]: GSI_CACHE,
     [TABLE_SHAPE.gsi1.sortKey]: listSortKey(record.createdAt, record.key),
+  };
+}
+
+export function warmTaskToItem(record: WarmTaskRecord): Item {
+  return {
+    ...record,
+    ...warmTaskKey(record.cacheKey, record.id),
+    [TABLE_SHAPE.gsi1.partitionKey]: GSI_WARM,
+    [TABLE_SHAPE.gsi1.sortKey]: listSortKey(record.createdAt, `${record.cacheKey}#${record.id}`),
   };
 }
 

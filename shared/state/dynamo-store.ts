@@ -9,12 +9,14 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { ConflictError, NotFoundError } from '../contract/errors.js';
 import type { Patch, StateStore, WorkspaceQuery } from '../contract/state.js';
-import type { CacheEntryRecord, CommandRecord, WorkspaceRecord } from '../contract/workspace.js';
+import type { CacheEntryRecord, CommandRecord, WarmTaskRecord, WorkspaceRecord } from '../contract/workspace.js';
 import { isConditionFailed, storeUnavailable } from './dynamo-errors.js';
 import {
   COMMAND_SK_PREFIX,
   GSI_CACHE,
+  GSI_WARM,
   GSI_WORKSPACES,
+  WARM_TASK_SK_PREFIX,
   cacheEntryKey,
   cacheEntryToItem,
   commandKey,
@@ -22,6 +24,9 @@ import {
   idempotencyKey,
   itemToRecord,
   listSortKey,
+  warmPoolPartition,
+  warmTaskKey,
+  warmTaskToItem,
   workspaceKey,
   workspaceToItem,
   type Item,
@@ -39,7 +44,7 @@ export interface DynamoStateStoreOptions {
 
 /** What a conditional update targets; used to build the write and to explain a lost condition. */
 interface UpdateTarget {
-  kind: 'workspace' | 'command' | 'cache entry';
+  kind: 'workspace' | 'command' | 'cache entry' | 'warm task';
   label: string;
   key: Key;
   /** Fields that name the record and may not change. */
@@ -259,21 +264,66 @@ export class DynamoStateStore implements StateStore {
 
   /** Delete iff the stored version is `expectedVersion`. NotFoundError if gone, ConflictError if changed. */
   async deleteCacheEntry(key: string, expectedVersion: number): Promise<void> {
-    const target: UpdateTarget = { kind: 'cache entry', label: key, key: cacheEntryKey(key), identity: { key }, expectedVersion };
-    try {
-      await this.doc.send(
-        new DeleteCommand({
-          TableName: this.tableName,
-          Key: target.key,
-          ConditionExpression: 'attribute_exists(#pk) AND #version = :expected',
-          ExpressionAttributeNames: { '#pk': TABLE_SHAPE.partitionKey, '#version': 'version' },
-          ExpressionAttributeValues: { ':expected': expectedVersion },
-        }),
-      );
-    } catch (err) {
-      if (!isConditionFailed(err)) throw storeUnavailable(`delete cache entry '${key}'`, err);
-      throw await this.explainLostCondition(target, err);
+    await this.deleteAtVersion({ kind: 'cache entry', label: key, key: cacheEntryKey(key), identity: { key }, expectedVersion });
+  }
+
+  // ---- warm-pool tasks --------------------------------------------------------------------
+
+  async putWarmTask(record: WarmTaskRecord): Promise<void> {
+    await this.putNew(warmTaskToItem(record), `warm task '${record.cacheKey}/${record.id}'`);
+  }
+
+  async getWarmTask(cacheKey: string, id: string): Promise<WarmTaskRecord | undefined> {
+    return this.getRecord<WarmTaskRecord>(warmTaskKey(cacheKey, id), `warm task '${cacheKey}/${id}'`);
+  }
+
+  /** One pool: a strongly consistent Query of its partition. All pools: gsi1 `WARM`. Oldest first. */
+  async listWarmTasks(cacheKey?: string): Promise<WarmTaskRecord[]> {
+    const b = new ExpressionBuilder();
+    const input: Omit<QueryCommandInput, 'TableName'> =
+      cacheKey === undefined
+        ? { IndexName: TABLE_SHAPE.gsi1.indexName, KeyConditionExpression: `${b.name(TABLE_SHAPE.gsi1.partitionKey)} = ${b.value(GSI_WARM)}` }
+        : {
+            KeyConditionExpression: `${b.name(TABLE_SHAPE.partitionKey)} = ${b.value(warmPoolPartition(cacheKey))} AND begins_with(${b.name(TABLE_SHAPE.sortKey)}, ${b.value(WARM_TASK_SK_PREFIX)})`,
+            ConsistentRead: true,
+          };
+    const items = await this.queryAll(
+      { ...input, ExpressionAttributeNames: b.names, ExpressionAttributeValues: b.values },
+      cacheKey === undefined ? 'list warm tasks' : `list warm tasks of '${cacheKey}'`,
+    );
+    // The partition sorts by id (random); callers want launch order.
+    return items
+      .map((item) => itemToRecord<WarmTaskRecord>(item))
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.cacheKey.localeCompare(b.cacheKey) || a.id.localeCompare(b.id));
+  }
+
+  async updateWarmTask(
+    cacheKey: string,
+    id: string,
+    expectedVersion: number,
+    patch: Patch<WarmTaskRecord>,
+    expectedStatus?: WarmTaskRecord['status'][],
+  ): Promise<WarmTaskRecord> {
+    return this.conditionalUpdate<WarmTaskRecord>(patch, {
+      kind: 'warm task',
+      label: `${cacheKey}/${id}`,
+      key: warmTaskKey(cacheKey, id),
+      identity: { cacheKey, id },
+      expectedVersion,
+      ...(expectedStatus !== undefined ? { expectedStatus } : {}),
+      derive: (plan) => {
+        if (typeof plan.set.createdAt === 'string') plan.set[TABLE_SHAPE.gsi1.sortKey] = listSortKey(plan.set.createdAt, `${cacheKey}#${id}`);
+      },
+    });
+  }
+
+  async deleteWarmTask(cacheKey: string, id: string, expectedVersion?: number): Promise<void> {
+    const label = `${cacheKey}/${id}`;
+    if (expectedVersion === undefined) {
+      await this.deleteItem(warmTaskKey(cacheKey, id), `delete warm task '${label}'`);
+      return;
     }
+    await this.deleteAtVersion({ kind: 'warm task', label, key: warmTaskKey(cacheKey, id), identity: { cacheKey, id }, expectedVersion });
   }
 
   // ---- building blocks --------------------------------------------------------------------
@@ -292,6 +342,24 @@ export class DynamoStateStore implements StateStore {
     } catch (err) {
       if (isConditionFailed(err)) throw new ConflictError(`${what} already exists`, { cause: err });
       throw storeUnavailable(`create ${what}`, err);
+    }
+  }
+
+  /** DeleteItem iff the item exists at `expectedVersion`: NotFoundError if gone, ConflictError if changed. */
+  private async deleteAtVersion(target: UpdateTarget): Promise<void> {
+    try {
+      await this.doc.send(
+        new DeleteCommand({
+          TableName: this.tableName,
+          Key: target.key,
+          ConditionExpression: 'attribute_exists(#pk) AND #version = :expected',
+          ExpressionAttributeNames: { '#pk': TABLE_SHAPE.partitionKey, '#version': 'version' },
+          ExpressionAttributeValues: { ':expected': target.expectedVersion },
+        }),
+      );
+    } catch (err) {
+      if (!isConditionFailed(err)) throw storeUnavailable(`delete ${target.kind} '${target.label}'`, err);
+      throw await this.explainLostCondition(target, err);
     }
   }
 

@@ -14,12 +14,13 @@ import { BackendUnavailableError } from '../contract/errors.js';
  * this constant, so the key names live here and nowhere else.
  *
  * Items: workspace `WS#<id>/META` (gsi1 `WS`), command `WS#<id>/CMD#<cid>`, idempotency key
- * `IDEM#<key>/IDEM`, cache entry `CACHE#<key>/META` (gsi1 `CACHE`). See dynamo-items.ts.
+ * `IDEM#<key>/IDEM`, cache entry `CACHE#<key>/META` (gsi1 `CACHE`), warm-pool task
+ * `WARM#<key>/TASK#<id>` (gsi1 `WARM`). See dynamo-items.ts.
  */
 export const TABLE_SHAPE = {
   partitionKey: 'pk',
   sortKey: 'sk',
-  /** Listing index: partition = item kind (`WS`, `CACHE`), sort = `<createdAt>#<id>`. */
+  /** Listing index: partition = item kind (`WS`, `CACHE`, `WARM`), sort = `<createdAt>#<id>`. */
   gsi1: { indexName: 'gsi1', partitionKey: 'gsi1pk', sortKey: 'gsi1sk' },
   /** Epoch seconds; DynamoDB deletes the item some time after it passes (not dynalite). */
   ttlAttribute: 'ttl',

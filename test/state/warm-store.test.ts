@@ -1,0 +1,155 @@
+import { GetCommand } from '@aws-sdk/lib-dynamodb';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { BadRequestError, ConflictError, NotFoundError } from '../../shared/contract/errors.js';
+import type { WarmTaskRecord } from '../../shared/contract/workspace.js';
+import { createDynamoClients, type DynamoClients } from '../../shared/state/client.js';
+import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
+import { startEmbeddedDynamo } from '../../shared/state/embedded.js';
+import { ensureTable } from '../../shared/state/table.js';
+import { dynamoDbLocalStatus, startDynamoDbLocal } from '../support/dynamodb-local.js';
+import { cacheEntryRecord, workspaceRecord } from './fixtures.js';
+import type { Endpoint } from './store-contract.js';
+
+/** The warm-pool record methods of DynamoStateStore, against dynalite and DynamoDB Local. */
+function warmTask(cacheKey: string, id: string, overrides: Partial<WarmTaskRecord> = {}): WarmTaskRecord {
+  return {
+    cacheKey,
+    id,
+    taskDefinitionArn: 'arn:aws:ecs:us-east-1:123456789012:task-definition/wsp-cache:1',
+    status: 'starting',
+    owner: 'stack-1',
+    createdAt: '2025-01-01T00:00:00.000Z',
+    updatedAt: '2025-01-01T00:00:00.000Z',
+    version: 1,
+    ...overrides,
+  };
+}
+
+function warmStoreSuite(name: string, startEndpoint: () => Promise<Endpoint>): void {
+  describe(`warm-task records on ${name}`, () => {
+    let endpoint: Endpoint | undefined;
+    let clients: DynamoClients;
+    let tableName: string;
+    let store: DynamoStateStore;
+    let tableCount = 0;
+
+    beforeAll(async () => {
+      endpoint = await startEndpoint();
+      clients = createDynamoClients({ endpoint: endpoint.endpoint, region: 'us-east-1', env: {} });
+    });
+    afterAll(async () => {
+      clients?.client.destroy();
+      await endpoint?.close();
+    });
+    beforeEach(async () => {
+      tableName = `wsp-warm-${++tableCount}`;
+      await ensureTable(clients.client, tableName);
+      store = new DynamoStateStore(clients.doc, tableName);
+    });
+
+    it('puts once, reads back, and stores table keys in their own partition', async () => {
+      const record = warmTask('k1', 'a');
+      await store.putWarmTask(record);
+      expect(await store.getWarmTask('k1', 'a')).toEqual(record);
+      expect(await store.getWarmTask('k1', 'nope')).toBeUndefined();
+      expect(await store.getWarmTask('k2', 'a')).toBeUndefined();
+
+      const raw = await clients.doc.send(new GetCommand({ TableName: tableName, Key: { pk: 'WARM#k1', sk: 'TASK#a' } }));
+      expect(raw.Item).toMatchObject({ gsi1pk: 'WARM', gsi1sk: '2025-01-01T00:00:00.000Z#k1#a', status: 'starting' });
+
+      const again = await store.putWarmTask(warmTask('k1', 'a', { status: 'ready' })).catch((e: unknown) => e);
+      expect(again).toBeInstanceOf(ConflictError);
+      expect(await store.getWarmTask('k1', 'a')).toEqual(record);
+    });
+
+    it('lists one pool oldest first, or every pool, and never mixes with workspaces or cache entries', async () => {
+      await store.putWarmTask(warmTask('k1', 'z-old', { createdAt: '2025-01-01T00:00:01.000Z' }));
+      await store.putWarmTask(warmTask('k1', 'a-new', { createdAt: '2025-01-01T00:00:02.000Z', taskArn: 'arn:task/1' }));
+      await store.putWarmTask(warmTask('k2', 'b', { createdAt: '2025-01-01T00:00:00.500Z' }));
+      // Same sort-key shapes as other kinds: a cache entry and a workspace named like the pool.
+      await store.createCacheEntry(cacheEntryRecord('k1'));
+      await store.createWorkspace(workspaceRecord('k1'));
+
+      expect((await store.listWarmTasks('k1')).map((r) => r.id)).toEqual(['z-old', 'a-new']);
+      expect((await store.listWarmTasks('k2')).map((r) => r.id)).toEqual(['b']);
+      expect(await store.listWarmTasks('k3')).toEqual([]);
+      expect((await store.listWarmTasks()).map((r) => `${r.cacheKey}/${r.id}`)).toEqual(['k2/b', 'k1/z-old', 'k1/a-new']);
+      expect((await store.listCacheEntries()).map((e) => e.key)).toEqual(['k1']);
+      expect((await store.listWorkspaces()).map((w) => w.id)).toEqual(['k1']);
+    });
+
+    it('pages a pool listing', async () => {
+      const paged = new DynamoStateStore(clients.doc, tableName, { pageSize: 2 });
+      for (let i = 0; i < 5; i++) await paged.putWarmTask(warmTask('k1', `t${i}`, { createdAt: `2025-01-01T00:00:0${i}.000Z` }));
+      expect((await paged.listWarmTasks('k1')).map((r) => r.id)).toEqual(['t0', 't1', 't2', 't3', 't4']);
+      expect(await paged.listWarmTasks()).toHaveLength(5);
+    });
+
+    it('updates conditionally on version and status, and removes fields patched to undefined', async () => {
+      await store.putWarmTask(warmTask('k1', 'a'));
+      const withArn = await store.updateWarmTask('k1', 'a', 1, { taskArn: 'arn:task/1', updatedAt: '2025-01-01T00:01:00.000Z' }, ['starting']);
+      expect(withArn).toEqual(warmTask('k1', 'a', { taskArn: 'arn:task/1', updatedAt: '2025-01-01T00:01:00.000Z', version: 2 }));
+
+      const stale = await store.updateWarmTask('k1', 'a', 1, { status: 'ready' }).catch((e: unknown) => e);
+      expect(stale).toBeInstanceOf(ConflictError);
+      expect((stale as ConflictError).details).toMatchObject({ expectedVersion: 1, storedVersion: 2 });
+
+      const wrongStatus = await store.updateWarmTask('k1', 'a', 2, { status: 'claimed' }, ['ready']).catch((e: unknown) => e);
+      expect(wrongStatus).toBeInstanceOf(ConflictError);
+      expect((wrongStatus as Error).message).toMatch(/is 'starting', expected one of \[ready\]/);
+
+      const claimed = await store.updateWarmTask('k1', 'a', 2, { status: 'claimed', claimedBy: 'ws-1' });
+      expect(claimed).toMatchObject({ status: 'claimed', claimedBy: 'ws-1', version: 3 });
+      const unclaimed = await store.updateWarmTask('k1', 'a', 3, { status: 'ready', claimedBy: undefined });
+      expect(unclaimed).not.toHaveProperty('claimedBy');
+      expect(await store.getWarmTask('k1', 'a')).toEqual(unclaimed);
+
+      expect(await store.updateWarmTask('k1', 'a', 4, { id: 'b' }).catch((e: unknown) => e)).toBeInstanceOf(BadRequestError);
+      expect(await store.updateWarmTask('k1', 'a', 4, { cacheKey: 'k2' }).catch((e: unknown) => e)).toBeInstanceOf(BadRequestError);
+      expect(await store.updateWarmTask('k1', 'gone', 1, { status: 'ready' }).catch((e: unknown) => e)).toBeInstanceOf(NotFoundError);
+      expect(await store.getWarmTask('k1', 'gone')).toBeUndefined();
+    });
+
+    it('lets exactly one of 10 concurrent ready → claimed updates win', async () => {
+      await store.putWarmTask(warmTask('k1', 'a', { status: 'ready', taskArn: 'arn:task/1' }));
+      const results = await Promise.allSettled(
+        Array.from({ length: 10 }, (_, i) => store.updateWarmTask('k1', 'a', 1, { status: 'claimed', claimedBy: `ws-${i}` }, ['ready'])),
+      );
+      const winners = results.filter((r) => r.status === 'fulfilled');
+      expect(winners).toHaveLength(1);
+      for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(ConflictError);
+      const stored = await store.getWarmTask('k1', 'a');
+      expect(stored).toEqual((winners[0] as PromiseFulfilledResult<WarmTaskRecord>).value);
+    });
+
+    it('deletes at a version (Conflict if changed, NotFound if gone) or unconditionally and idempotently', async () => {
+      await store.putWarmTask(warmTask('k1', 'a'));
+      await store.updateWarmTask('k1', 'a', 1, { status: 'ready' });
+      expect(await store.deleteWarmTask('k1', 'a', 1).catch((e: unknown) => e)).toBeInstanceOf(ConflictError);
+      expect(await store.getWarmTask('k1', 'a')).toBeDefined();
+      await store.deleteWarmTask('k1', 'a', 2);
+      expect(await store.getWarmTask('k1', 'a')).toBeUndefined();
+      expect(await store.deleteWarmTask('k1', 'a', 2).catch((e: unknown) => e)).toBeInstanceOf(NotFoundError);
+
+      await store.putWarmTask(warmTask('k1', 'b'));
+      await store.deleteWarmTask('k1', 'b');
+      await store.deleteWarmTask('k1', 'b');
+      expect(await store.listWarmTasks('k1')).toEqual([]);
+    });
+  });
+}
+
+warmStoreSuite('embedded dynalite', () => startEmbeddedDynamo());
+
+const local = dynamoDbLocalStatus();
+if (local.state === 'present') {
+  warmStoreSuite('DynamoDB Local', () => startDynamoDbLocal());
+} else if (local.state === 'missing') {
+  describe('warm-task records on DynamoDB Local', () => {
+    it('needs DynamoDB Local', () => {
+      throw new Error(local.message);
+    });
+  });
+} else {
+  console.log(local.message);
+}
