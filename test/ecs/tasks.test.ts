@@ -1,4 +1,4 @@
-import { DescribeTasksCommand, ECSClient, ListTasksCommand, RunTaskCommand, StopTaskCommand } from '@aws-sdk/client-ecs';
+import { DescribeTasksCommand, ECSClient, ListTasksCommand, RunTaskCommand, StopTaskCommand, type Task } from '@aws-sdk/client-ecs';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
@@ -30,7 +30,7 @@ function tasks(retry = policy(), now?: () => number) {
 }
 
 const describing = (lastStatus: string, agent?: string, extra: Record<string, unknown> = {}) => ({
-  tasks: [{ taskArn: TASK, lastStatus, containers: [{ name: 'workspace', managedAgents: agent ? [{ name: 'ExecuteCommandAgent', lastStatus: agent }] : [] }], ...extra }],
+  tasks: [{ taskArn: TASK, lastStatus, containers: [{ name: 'workspace', managedAgents: agent ? [{ name: 'ExecuteCommandAgent', lastStatus: agent }] : [] }], ...extra }] as Task[],
 });
 
 beforeEach(() => mock.reset());

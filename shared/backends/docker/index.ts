@@ -14,6 +14,7 @@ import * as images from './images.js';
 import { checkName, containerName, DockerLayout, dockerRef, LABEL, refWorkspaceId } from './layout.js';
 import { readMeta, requireMeta, writeMeta, type DockerWorkspaceMeta } from './workspace-meta.js';
 import { DockerFingerprints } from './fingerprint.js';
+import { checkPlanShape, homeDestination } from '../plan-check.js';
 
 export interface DockerBackendOptions {
   /** Provider data dir; the backend keeps its host files under `<dataDir>/docker/`. */
@@ -151,15 +152,9 @@ class DockerBackend implements WorkspaceBackend {
   /** put-archive of the host tree, every header owned by the plan user; missing parents made as the user. */
   async putDirectory(ref: BackendRef, plan: WorkspacePlan, hostDir: string, guestPath: string): Promise<void> {
     const meta = await requireMeta(this.layout, ref);
-    const dest = path.posix.resolve(plan.workdir, guestPath);
-    const rel = path.posix.relative(plan.home, dest);
-    if (rel.startsWith('..') || path.posix.isAbsolute(rel)) {
-      throw new BadRequestError(`destination ${guestPath} is outside the workspace home`, { field: 'guestPath' });
-    }
+    const { rel, parents } = homeDestination(plan, guestPath);
     const st = await fs.stat(hostDir).catch(() => undefined);
     if (!st?.isDirectory()) throw new BadRequestError('source is not a directory', { field: 'hostDir' });
-    const segments = rel === '' ? [] : rel.split('/');
-    const parents = segments.slice(0, -1).map((_, i) => ({ name: segments.slice(0, i + 1).join('/'), mode: 0o755 }));
     const archive = packTree(hostDir, rel, parents, { uid: plan.user.uid, gid: plan.user.gid });
     try {
       await this.docker.getContainer(containerName(meta.workspaceId)).putArchive(archive, { path: plan.home });
@@ -271,9 +266,6 @@ class DockerBackend implements WorkspaceBackend {
 }
 
 function checkPlan(plan: WorkspacePlan): void {
-  const abs = [plan.home, plan.root, plan.workdir, plan.transferDir].every((p) => typeof p === 'string' && path.posix.isAbsolute(p));
-  if (!abs || !Number.isInteger(plan.user.uid) || !Number.isInteger(plan.user.gid) || !/^[a-z_][a-z0-9_-]*$/.test(plan.user.name)) {
-    throw new BadRequestError('plan paths must be absolute and plan.user a valid name with integer uid/gid', { field: 'plan' });
-  }
+  checkPlanShape(plan);
   if (!['none', 'host', 'bridge'].includes(plan.network)) throw new BadRequestError('invalid plan.network', { field: 'plan.network' });
 }
