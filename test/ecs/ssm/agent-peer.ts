@@ -76,6 +76,10 @@ export class AgentPeer {
     this.sendOutput(sequenceNumber, JSON.stringify(HANDSHAKE_REQUEST), 5);
   }
 
+  sendHandshakeComplete(sequenceNumber: number): void {
+    this.sendOutput(sequenceNumber, JSON.stringify({ HandshakeTimeToComplete: 1_000_000, CustomerMessage: '' }), 7);
+  }
+
   ack(of: ClientMessage): void {
     this.sendMsg({
       messageType: 'acknowledge',

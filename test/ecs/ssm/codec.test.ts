@@ -79,17 +79,50 @@ describe('ClientMessage codec', () => {
     expect(() => decodeClientMessage(f)).toThrow(/digest mismatch/);
   });
 
-  it('rejects a payload length that disagrees with the frame', () => {
+  // Go plugin messageparser.go DeserializeClientMessage: the payload is `input[HeaderLength+4:]` and the
+  // PayloadLength field is never compared with it; Validate only hashes when PayloadLength != 0.
+  it('takes the payload from HeaderLength + 4 and does not cross-check PayloadLength (as the Go parser)', () => {
     const f = handBuilt({ type: 'output_stream_data', seq: 0n, payloadType: 1, payload: Buffer.from('abc') });
-    f.writeUInt32BE(4, 116);
-    expect(() => decodeClientMessage(f)).toThrow(/payload length field says 4 bytes but the frame carries 3/);
+    f.writeUInt32BE(4, 116); // disagrees with the 3 bytes present: ignored, digest still checked on 'abc'
+    expect(decodeClientMessage(f).payload.toString()).toBe('abc');
+    f.writeUInt32BE(0, 116); // PayloadLength 0: the digest is not checked at all
+    f[120] = 'x'.charCodeAt(0);
+    expect(decodeClientMessage(f).payload.toString()).toBe('xbc');
     expect(() => decodeClientMessage(f.subarray(0, 100))).toThrow(/shorter than the 120-byte header/);
   });
 
-  it('rejects a wrong header length', () => {
+  it('locates the payload by the frame\'s own header length, so a wrong one fails the digest', () => {
     const f = handBuilt({ type: 'output_stream_data', seq: 0n, payloadType: 1, payload: Buffer.from('abc') });
-    f.writeUInt32BE(112, 0);
-    expect(() => decodeClientMessage(f)).toThrow(/header length 112, expected 116/);
+    f.writeUInt32BE(112, 0); // payload would start at 116 (the PayloadLength bytes + 'abc')
+    expect(() => decodeClientMessage(f)).toThrow(/digest mismatch/);
+    f.writeUInt32BE(500, 0);
+    expect(() => decodeClientMessage(f)).toThrow(/header length 500 points past the end/);
+  });
+
+  // Go plugin messageparser.go Validate (agent agentmessage.go Validate): zero HeaderLength, empty
+  // MessageType and zero CreatedDate are invalid, except for start/pause_publication, which skip validation.
+  it('applies Validate: header length, message type and created date, except for the publication messages', () => {
+    const ok = handBuilt({ type: 'output_stream_data', seq: 0n, payloadType: 1, payload: Buffer.from('abc') });
+    const noDate = Buffer.from(ok);
+    noDate.writeBigUInt64BE(0n, 40);
+    expect(() => decodeClientMessage(noDate)).toThrow(/created date is missing/);
+    const noType = Buffer.from(ok);
+    noType.fill(0x20, 4, 36);
+    expect(() => decodeClientMessage(noType)).toThrow(/message type is missing/);
+    const zeroHeader = Buffer.from(ok);
+    zeroHeader.writeUInt32BE(0, 0);
+    expect(() => decodeClientMessage(zeroHeader)).toThrow(/header length is zero/);
+
+    const pause = handBuilt({ type: 'pause_publication', seq: 0n, payloadType: 0, payload: Buffer.from('{}') });
+    pause.writeBigUInt64BE(0n, 40);
+    pause.fill(0, 80, 112); // no digest either
+    expect(decodeClientMessage(pause).messageType).toBe('pause_publication');
+  });
+
+  it('trims NUL and space padding from the message type', () => {
+    const f = handBuilt({ type: 'acknowledge', seq: 0n, payloadType: 0, payload: Buffer.alloc(0) });
+    f.fill(0, 4 + 'acknowledge'.length, 36);
+    expect(decodeClientMessage(f).messageType).toBe('acknowledge');
   });
 
   it('refuses to encode a non-UUID id or an oversized type', () => {

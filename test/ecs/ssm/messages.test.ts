@@ -50,6 +50,23 @@ describe('SSM messages', () => {
     expect(resp.ProcessedClientActions[1]).toMatchObject({ ActionType: 'KMSEncryption', ActionStatus: 3 });
   });
 
+  // Go plugin streaming.go handleHandshakeRequest: every failed/unsupported action's text is also in
+  // Errors (null when none — a nil Go slice); ProcessSessionTypeHandshakeAction fails unknown session types.
+  it('handshake response lists failures in Errors (null when none) and fails unknown session types', () => {
+    const only = (type: string) =>
+      parseHandshakeRequest(
+        Buffer.from(JSON.stringify({ AgentVersion: '3', RequestedClientActions: [{ ActionType: 'SessionType', ActionParameters: { SessionType: type } }] })),
+      );
+    const good = JSON.parse(buildHandshakeResponse(only('Standard_Stream')).toString());
+    expect(good.Errors).toBeNull();
+    expect(good.ProcessedClientActions).toEqual([{ ActionType: 'SessionType', ActionStatus: 1, ActionResult: null, Error: '' }]);
+    const bad = JSON.parse(buildHandshakeResponse(only('Bogus')).toString());
+    expect(bad.ProcessedClientActions[0]).toMatchObject({ ActionStatus: 2, Error: expect.stringContaining('Unknown session type Bogus') });
+    expect(bad.Errors).toEqual(['Unknown session type Bogus']);
+    const kms = JSON.parse(buildHandshakeResponse(parseHandshakeRequest(request)).toString());
+    expect(kms.Errors).toEqual(['Unsupported action KMSEncryption']);
+  });
+
   it('rejects a malformed handshake request', () => {
     expect(() => parseHandshakeRequest(Buffer.from('{'))).toThrow(/not JSON/);
     expect(() => parseHandshakeRequest(Buffer.from('{"AgentVersion":"1"}'))).toThrow(/RequestedClientActions/);

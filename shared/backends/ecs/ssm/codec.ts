@@ -131,38 +131,49 @@ export function encodeClientMessage(msg: ClientMessage): Buffer {
 }
 
 /**
- * Parse and validate one frame. Throws BackendUnavailableError when the frame is shorter than a
- * header, the header length is not 116, PayloadLength disagrees with the frame size, or the
- * payload's SHA-256 differs from PayloadDigest. Like the Go plugin, an empty payload is not
- * digest-checked (the agent leaves the digest of `start_publication` and friends unset).
+ * Parse and validate one frame the way the Go peers do (plugin `messageparser.go`
+ * `DeserializeClientMessage` + `Validate`; the agent's `agentmessage.go` is the same minus the digest):
+ *  - the fields sit at fixed offsets; the payload starts at HeaderLength + 4 (HeaderLength is read
+ *    from the frame, not assumed), and the PayloadLength field is NOT compared with the bytes present;
+ *  - `start_publication` / `pause_publication` skip validation entirely;
+ *  - otherwise HeaderLength must be non-zero, MessageType non-empty, CreatedDate non-zero, and when
+ *    the PayloadLength field is non-zero the SHA-256 of the payload bytes must equal PayloadDigest.
+ * Throws BackendUnavailableError when a check fails or the frame is too short to hold the fields.
+ * (What a caller does with a rejected frame is its business; `SsmSession` drops it unacknowledged,
+ * as the plugin does, so the agent resends it.)
  */
 export function decodeClientMessage(buf: Buffer): ClientMessage {
   if (buf.length < PAYLOAD_OFFSET) {
     throw protocolError(`frame of ${buf.length} bytes is shorter than the ${PAYLOAD_OFFSET}-byte header`);
   }
   const headerLength = buf.readUInt32BE(OFFSETS.headerLength);
-  if (headerLength !== HEADER_LENGTH) {
-    throw protocolError(`header length ${headerLength}, expected ${HEADER_LENGTH}`);
-  }
-  const payloadLength = buf.readUInt32BE(OFFSETS.payloadLength);
-  const actual = buf.length - PAYLOAD_OFFSET;
-  if (payloadLength !== actual) {
-    throw protocolError(`payload length field says ${payloadLength} bytes but the frame carries ${actual}`);
-  }
-  const payload = Buffer.from(buf.subarray(PAYLOAD_OFFSET));
-  const digest = buf.subarray(OFFSETS.payloadDigest, OFFSETS.payloadDigest + 32);
-  if (payloadLength > 0 && !sha256(payload).equals(digest)) {
-    throw protocolError('payload digest mismatch (frame corrupt)');
-  }
   const messageType = buf
     .subarray(OFFSETS.messageType, OFFSETS.messageType + MESSAGE_TYPE_LENGTH)
     .toString('ascii')
-    .replace(/\0/g, '')
+    .replace(/^\0+|\0+$/g, '')
     .trim();
+  const createdDate = Number(buf.readBigUInt64BE(OFFSETS.createdDate));
+  const payloadStart = headerLength + 4;
+  if (payloadStart > buf.length) {
+    throw protocolError(`header length ${headerLength} points past the end of a ${buf.length}-byte frame`);
+  }
+  const payload = Buffer.from(buf.subarray(payloadStart));
+  const payloadLength = buf.readUInt32BE(OFFSETS.payloadLength);
+  const skipValidation =
+    messageType === MessageType.StartPublication || messageType === MessageType.PausePublication;
+  if (!skipValidation) {
+    if (headerLength === 0) throw protocolError('header length is zero');
+    if (messageType === '') throw protocolError('message type is missing');
+    if (createdDate === 0) throw protocolError('created date is missing');
+    const digest = buf.subarray(OFFSETS.payloadDigest, OFFSETS.payloadDigest + 32);
+    if (payloadLength !== 0 && !sha256(payload).equals(digest)) {
+      throw protocolError('payload digest mismatch (frame corrupt)');
+    }
+  }
   return {
     messageType,
     schemaVersion: buf.readUInt32BE(OFFSETS.schemaVersion),
-    createdDate: Number(buf.readBigUInt64BE(OFFSETS.createdDate)),
+    createdDate,
     sequenceNumber: Number(buf.readBigInt64BE(OFFSETS.sequenceNumber)),
     flags: Number(buf.readBigUInt64BE(OFFSETS.flags)),
     messageId: uuidFromWire(buf.subarray(OFFSETS.messageId, OFFSETS.messageId + 16)),

@@ -139,24 +139,61 @@ export function requestedSessionType(req: HandshakeRequest): string | undefined 
   return isRecord(params) && typeof params.SessionType === 'string' ? params.SessionType : undefined;
 }
 
+/** Session types the Go plugin accepts in the SessionType action (`ProcessSessionTypeHandshakeAction`). */
+export const KNOWN_SESSION_TYPES = ['Standard_Stream', 'InteractiveCommands', 'NonInteractiveCommands', 'Port'] as const;
+
 /**
- * HandshakeResponse payload (payload type 6). The `SessionType` action is echoed with status
- * Success; any other action (e.g. `KMSEncryption`, which we deliberately do not implement — the
- * cluster must not set a KMS key) is answered Unsupported so the agent fails loudly instead of
- * waiting.
+ * HandshakeResponse payload (payload type 6), shaped like the Go plugin's `handleHandshakeRequest`
+ * (streaming.go): one ProcessedClientAction per requested action, in order, and every failure text
+ * also listed in `Errors` (`null` when there is none, as Go marshals a nil slice).
+ *  - `SessionType` with a known type → Success; an unknown type → Failed "Unknown session type X".
+ *  - anything else (notably `KMSEncryption`, which we deliberately do not implement — the cluster
+ *    must not set a KMS key) → not processed. Go leaves ActionStatus at its zero value and puts 3 in
+ *    ActionResult there; we send ActionStatus 3 (Unsupported). The agent (`handleHandshakeResponse`)
+ *    treats every status other than 1 the same way — it cancels the session with the error — so the
+ *    observable outcome is identical and ours is the well-formed one.
  */
 export function buildHandshakeResponse(req: HandshakeRequest, clientVersion: string = CLIENT_VERSION): Buffer {
-  const processed = req.RequestedClientActions.map((a) =>
-    a.ActionType === 'SessionType'
-      ? { ActionType: a.ActionType, ActionStatus: ActionStatus.Success, ActionResult: null, Error: '' }
-      : {
-          ActionType: a.ActionType,
-          ActionStatus: ActionStatus.Unsupported,
-          ActionResult: null,
-          Error: `client does not support action ${a.ActionType}`,
-        },
+  const errors: string[] = [];
+  const processed = req.RequestedClientActions.map((a) => {
+    if (a.ActionType === 'SessionType') {
+      const params = isRecord(a.ActionParameters) ? a.ActionParameters : {};
+      const type = typeof params.SessionType === 'string' ? params.SessionType : '';
+      if ((KNOWN_SESSION_TYPES as readonly string[]).includes(type)) {
+        return { ActionType: a.ActionType, ActionStatus: ActionStatus.Success, ActionResult: null, Error: '' };
+      }
+      const error = `Failed to process action SessionType: Unknown session type ${type}`;
+      errors.push(`Unknown session type ${type}`);
+      return { ActionType: a.ActionType, ActionStatus: ActionStatus.Failed, ActionResult: null, Error: error };
+    }
+    const error = `Unsupported action ${a.ActionType}`;
+    errors.push(error);
+    return { ActionType: a.ActionType, ActionStatus: ActionStatus.Unsupported, ActionResult: null, Error: error };
+  });
+  return Buffer.from(
+    JSON.stringify({ ClientVersion: clientVersion, ProcessedClientActions: processed, Errors: errors.length ? errors : null }),
   );
-  return Buffer.from(JSON.stringify({ ClientVersion: clientVersion, ProcessedClientActions: processed, Errors: [] }));
+}
+
+export interface HandshakeComplete {
+  /** Go time.Duration: nanoseconds. */
+  HandshakeTimeToComplete: number;
+  /** Text the plugin prints to the user, e.g. a KMS notice; usually empty. */
+  CustomerMessage: string;
+}
+
+/** Parse the agent's HandshakeComplete (payload type 7); tolerant, its content is informational. */
+export function parseHandshakeComplete(payload: Buffer): HandshakeComplete {
+  let v: unknown;
+  try {
+    v = JSON.parse(payload.toString('utf8'));
+  } catch {
+    v = undefined;
+  }
+  return {
+    HandshakeTimeToComplete: isRecord(v) && typeof v.HandshakeTimeToComplete === 'number' ? v.HandshakeTimeToComplete : 0,
+    CustomerMessage: isRecord(v) && typeof v.CustomerMessage === 'string' ? v.CustomerMessage : '',
+  };
 }
 
 /** Terminal size payload (payload type 3). */

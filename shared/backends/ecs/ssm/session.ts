@@ -1,18 +1,36 @@
 /**
  * One SSM data-channel session (the client side of ECS Exec) over an `SsmTransport`.
  *
- * Protocol duties (after `src/datachannel/streaming.go` of `aws/session-manager-plugin`):
- *  - first frame: the token text frame;
- *  - every `output_stream_data` is acknowledged — duplicates too, because a duplicate means the
- *    agent missed our earlier ack and will keep resending until it gets one;
- *  - output is delivered in sequence order from 0: later frames are buffered, earlier ones dropped;
- *  - our own `input_stream_data` is numbered from 0 (handshake response, sizes and keystrokes share
- *    the counter) and resent every `retransmitMs` until the agent acknowledges it;
- *  - the agent's HandshakeRequest is answered by echoing its SessionType; if none arrives within
- *    `handshakeTimeoutMs` (default 15 s, the agent's own window) the session fails;
- *  - `pause_publication` / `start_publication` hold back and release our new input;
- *  - `channel_closed` ends the session normally.
- * Input written before the handshake is queued and sent after the handshake response.
+ * Protocol summary, checked against the Apache-2.0 Go sources (plugin = aws/session-manager-plugin
+ * `src/datachannel/streaming.go`, `src/sessionmanagerplugin/session/*`; agent = aws/amazon-ssm-agent
+ * `agent/session/datachannel/datachannel.go`, `agent/session/shell/*`):
+ *  - first websocket frame: the token text frame (plugin `FinalizeDataChannelHandshake`);
+ *  - each side numbers its own `*_stream_data` messages from 0; control messages (`acknowledge`,
+ *    `channel_closed`, ...) carry sequence 0, flags 3;
+ *  - the agent opens with HandshakeRequest (payload type 5), waits up to 15 s for our
+ *    HandshakeResponse (6), then sends HandshakeComplete (7) and only then starts the command.
+ *    The agent acknowledges and DISCARDS any other input that arrives before its handshake is
+ *    complete (agent `processStreamDataMessage`), and the plugin starts keyboard/resize handlers only
+ *    after HandshakeComplete (plugin `handleHandshakeComplete` → `isSessionTypeSet`). So we send the
+ *    response at once but hold keystrokes and terminal sizes until HandshakeComplete arrives.
+ *    An agent that skips the handshake starts with plain Output; that also opens the gate
+ *    (plugin `ProcessFirstMessage`);
+ *  - output is delivered in sequence order; later frames wait in a reorder buffer (acked), earlier
+ *    ones are duplicates. The plugin does not ack duplicates, the agent does (`handleStreamDataMessage`
+ *    "Resending acknowledge for already processed message"); we ack them like the agent — harmless to
+ *    the sender and it stops a resend loop whose first ack was lost;
+ *  - a frame that fails parsing/validation is dropped without an ack, not fatal: the plugin's
+ *    websocket callback ignores `OutputMessageHandler`'s error, and the agent resends the frame;
+ *  - our unacked input is resent oldest-first only (plugin `ResendStreamDataMessageScheduler` resends
+ *    only the front of its buffer), after `retransmitMs` (1 s, the plugin's maximum RTO, which its
+ *    adaptive RTO reaches under ECS's ~1 s latency); the plugin gives up after ~5 min of resends
+ *    (ResendMaxAttempt) and so do we by default (300 × 1 s);
+ *  - keystrokes travel in frames of at most 1024 bytes (plugin `StdinBufferLimit`);
+ *  - `pause_publication` holds our new input and resends until `start_publication` or any stream
+ *    data/ack from the peer (the agent's own rule, `handlePausePublicationMessage` and
+ *    `dataChannel.Pause = false` on incoming traffic; the plugin ignores both messages);
+ *  - `channel_closed` ends the session normally. InteractiveCommands (ECS Exec) never sends an exit
+ *    code: when the process ends the agent reports Terminating to the service, which closes the channel.
  */
 import { BackendUnavailableError } from '../../../contract/errors.js';
 import { decodeClientMessage, encodeClientMessage, MessageType, PayloadType, type ClientMessage } from './codec.js';
@@ -30,20 +48,27 @@ import {
 } from './messages.js';
 import { realTimers, type SsmTimers, type SsmTransport } from './transport.js';
 
+/** Bytes per keystroke frame, as the plugin reads stdin (`StdinBufferLimit`). */
+export const MAX_INPUT_FRAME_BYTES = 1024;
+/** The PTY's end-of-file character (VEOF, Ctrl-D). */
+const EOF_CHAR = 0x04;
+
 export interface SsmSessionOptions {
   /** `session.tokenValue` from ECS ExecuteCommand. Secret. */
   tokenValue: string;
   clientId?: string;
   clientVersion?: string;
-  /** Fail if no HandshakeRequest arrives within this many ms. Default 15000. */
+  /** Fail unless the handshake completes (HandshakeComplete received) within this many ms. Default 15000. */
   handshakeTimeoutMs?: number;
-  /** Resend an unacknowledged input message after this many ms. Default 1000. */
+  /** Resend the oldest unacknowledged input message after this many ms. Default 1000. */
   retransmitMs?: number;
-  /** Give up (session fails) after this many resends of one message. Default 30. */
+  /** Give up (session fails) after this many resends of one message. Default 300 (~5 min, as the plugin). */
   maxRetransmits?: number;
   /** Most out-of-order output frames held back; beyond it frames are dropped unacked (the agent resends). Default 10000. */
   maxBufferedFrames?: number;
-  /** Sent right after the handshake response when set. */
+  /** Largest keystroke frame in bytes. Default 1024. */
+  maxInputFrameBytes?: number;
+  /** Sent right after the handshake completes when set. */
   terminalSize?: { cols: number; rows: number };
   timers?: SsmTimers;
 }
@@ -54,18 +79,24 @@ export interface SsmSessionEnd {
   output: string;
 }
 
+export interface SsmHandshakeResult {
+  /** The session type the agent asked for; `Standard_Stream` when it skipped the handshake. */
+  sessionType: string | undefined;
+  /** Empty when the agent skipped the handshake. */
+  agentVersion: string;
+}
+
 interface PendingInput {
   msg: ClientMessage;
   frame: Buffer;
   resends: number;
-  timer: unknown;
 }
 
 export class SsmSession {
   /** Resolves when the session ends normally; rejects with BackendUnavailableError on failure. */
   readonly ended: Promise<SsmSessionEnd>;
-  /** Resolves with the agreed session type once the handshake response is sent. */
-  readonly handshake: Promise<{ sessionType: string | undefined; agentVersion: string }>;
+  /** Resolves once HandshakeComplete arrived (input flows from then on). */
+  readonly handshake: Promise<SsmHandshakeResult>;
 
   private readonly opts: Required<Omit<SsmSessionOptions, 'terminalSize' | 'clientId'>> &
     Pick<SsmSessionOptions, 'terminalSize' | 'clientId'>;
@@ -73,15 +104,21 @@ export class SsmSession {
   private expectedSeq = 0;
   private readonly outOfOrder = new Map<number, ClientMessage>();
   private nextInputSeq = 0;
+  /** Sent, not yet acknowledged, in sequence order (Map keeps insertion order). */
   private readonly unacked = new Map<number, PendingInput>();
+  private resendTimer: unknown;
   private queuedInput: Array<{ payload: Buffer; payloadType: number }> = [];
+  private handshakeResult: SsmHandshakeResult | undefined;
   private handshakeDone = false;
   private paused = false;
   private done = false;
+  private dropped = 0;
+  private lastInputByte: number | undefined;
+  private drainWaiters: Array<() => void> = [];
   private handshakeTimer: unknown;
   private resolveEnded!: (v: SsmSessionEnd) => void;
   private rejectEnded!: (e: Error) => void;
-  private resolveHandshake!: (v: { sessionType: string | undefined; agentVersion: string }) => void;
+  private resolveHandshake!: (v: SsmHandshakeResult) => void;
   private rejectHandshake!: (e: Error) => void;
 
   constructor(
@@ -92,11 +129,13 @@ export class SsmSession {
       clientVersion: CLIENT_VERSION,
       handshakeTimeoutMs: 15_000,
       retransmitMs: 1_000,
-      maxRetransmits: 30,
+      maxRetransmits: 300,
       maxBufferedFrames: 10_000,
+      maxInputFrameBytes: MAX_INPUT_FRAME_BYTES,
       timers: realTimers,
       ...options,
     };
+    if (!(this.opts.maxInputFrameBytes >= 1)) throw new BackendUnavailableError('ssm session: maxInputFrameBytes must be >= 1');
     this.ended = new Promise((res, rej) => {
       this.resolveEnded = res;
       this.rejectEnded = rej;
@@ -112,6 +151,17 @@ export class SsmSession {
   /** Register a consumer of output payloads (in sequence order). payloadType: 1 Output, 11 StdErr, 12 ExitCode. */
   onOutput(handler: (chunk: Buffer, payloadType: number) => void): void {
     this.outputHandlers.push(handler);
+  }
+
+  /**
+   * Called once when the session ends: `err` set when it failed (BackendUnavailableError), else
+   * `end` says why. Registering after the end still fires (asynchronously).
+   */
+  onClose(handler: (err: Error | undefined, end: SsmSessionEnd | undefined) => void): void {
+    this.ended.then(
+      (end) => handler(undefined, end),
+      (err: Error) => handler(err, undefined),
+    );
   }
 
   /** Send the token frame and start waiting for the handshake. Call once, after the socket is open. */
@@ -130,26 +180,78 @@ export class SsmSession {
       }),
     );
     this.handshakeTimer = this.opts.timers.setTimeout(() => {
+      const stage = this.handshakeResult ? 'no handshake complete' : 'no handshake request';
       this.fail(
         new BackendUnavailableError(
-          `ssm data channel: no handshake request from the agent within ${this.opts.handshakeTimeoutMs} ms`,
+          `ssm data channel: ${stage} from the agent within ${this.opts.handshakeTimeoutMs} ms`,
         ),
       );
     }, this.opts.handshakeTimeoutMs);
   }
 
-  /** Keystrokes / stdin bytes. Queued until the handshake is done. */
+  /**
+   * Keystrokes / stdin bytes, split into frames of at most `maxInputFrameBytes`. Queued until the
+   * handshake is complete. Throws BackendUnavailableError once the session has ended. Empty input is ignored.
+   */
+  write(data: Buffer | string): void {
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    if (this.done) throw new BackendUnavailableError('ssm data channel: session already ended');
+    const step = this.opts.maxInputFrameBytes;
+    for (let i = 0; i < buf.length; i += step) {
+      this.enqueue(Buffer.from(buf.subarray(i, i + step)), PayloadType.Output);
+    }
+    if (buf.length > 0) this.lastInputByte = buf[buf.length - 1];
+  }
+
+  /** Same as `write` (kept for callers of the first version). */
   sendInput(data: Buffer | string): void {
-    this.enqueue(typeof data === 'string' ? Buffer.from(data) : data, PayloadType.Output);
+    this.write(data);
+  }
+
+  /**
+   * End of input: types the PTY's EOF character (Ctrl-D). In canonical mode Ctrl-D after a partial
+   * line only flushes that line, so a second one is sent then; the process reading stdin sees EOF.
+   * The session itself ends when the process exits (channel_closed) — await `ended`.
+   */
+  end(): void {
+    const needsTwo = this.lastInputByte !== undefined && this.lastInputByte !== 0x0a && this.lastInputByte !== 0x0d;
+    this.write(Buffer.from(needsTwo ? [EOF_CHAR, EOF_CHAR] : [EOF_CHAR]));
   }
 
   sendTerminalSize(cols: number, rows: number): void {
+    if (this.done) throw new BackendUnavailableError('ssm data channel: session already ended');
     this.enqueue(buildTerminalSize(cols, rows), PayloadType.Size);
   }
 
   /** Number of our input messages not yet acknowledged by the agent. */
   get unacknowledgedCount(): number {
     return this.unacked.size;
+  }
+
+  /** Frames from the agent dropped because they failed validation (the agent resends them). */
+  get droppedFrames(): number {
+    return this.dropped;
+  }
+
+  /** True while the peer has paused publication. */
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /**
+   * Resolves when everything written so far has been acknowledged by the agent (queued input
+   * included); rejects if the session ends first.
+   */
+  drained(): Promise<void> {
+    if (this.done) return this.ended.then(() => Promise.reject(new BackendUnavailableError('ssm data channel: session already ended')));
+    if (this.isDrained()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.drainWaiters.push(resolve);
+      this.ended.then(
+        () => reject(new BackendUnavailableError('ssm data channel: session ended before input was acknowledged')),
+        reject,
+      );
+    });
   }
 
   /** Close from our side: the session ends with reason `closed_by_client`. */
@@ -159,8 +261,11 @@ export class SsmSession {
     this.resolveEnded({ reason: 'closed_by_client', output: '' });
   }
 
+  private isDrained(): boolean {
+    return this.unacked.size === 0 && this.queuedInput.length === 0;
+  }
+
   private enqueue(payload: Buffer, payloadType: number): void {
-    if (this.done) throw new BackendUnavailableError('ssm data channel: session already ended');
     if (!this.handshakeDone || this.paused) {
       this.queuedInput.push({ payload, payloadType });
       return;
@@ -170,37 +275,58 @@ export class SsmSession {
 
   private sendStream(payload: Buffer, payloadType: number): void {
     const msg = buildInputMessage(this.nextInputSeq++, payload, payloadType);
-    const pending: PendingInput = { msg, frame: encodeClientMessage(msg), resends: 0, timer: undefined };
+    const pending: PendingInput = { msg, frame: encodeClientMessage(msg), resends: 0 };
     this.unacked.set(msg.sequenceNumber, pending);
-    this.transmit(pending);
+    this.sendFrame(pending.frame);
+    if (this.resendTimer === undefined) this.armResend();
   }
 
-  private transmit(p: PendingInput): void {
+  private sendFrame(frame: Buffer): void {
+    if (this.done) return;
     try {
-      this.transport.send(p.frame);
+      this.transport.send(frame);
     } catch (err) {
       this.fail(new BackendUnavailableError('ssm data channel: send failed', err));
-      return;
     }
-    p.timer = this.opts.timers.setTimeout(() => {
-      if (this.done || !this.unacked.has(p.msg.sequenceNumber)) return;
-      if (p.resends >= this.opts.maxRetransmits) {
-        this.fail(
-          new BackendUnavailableError(
-            `ssm data channel: input message ${p.msg.sequenceNumber} not acknowledged after ${p.resends} resends`,
-          ),
-        );
-        return;
+  }
+
+  /** One timer for the oldest unacknowledged message (only the front is ever resent). */
+  private armResend(): void {
+    this.opts.timers.clearTimeout(this.resendTimer);
+    this.resendTimer = undefined;
+    if (this.done || this.unacked.size === 0) return;
+    this.resendTimer = this.opts.timers.setTimeout(() => {
+      this.resendTimer = undefined;
+      if (this.done) return;
+      const oldest = this.unacked.values().next().value;
+      if (!oldest) return;
+      if (!this.paused) {
+        if (oldest.resends >= this.opts.maxRetransmits) {
+          this.fail(
+            new BackendUnavailableError(
+              `ssm data channel: input message ${oldest.msg.sequenceNumber} not acknowledged after ${oldest.resends} resends`,
+            ),
+          );
+          return;
+        }
+        oldest.resends++;
+        this.sendFrame(oldest.frame);
       }
-      p.resends++;
-      this.transmit(p);
+      this.armResend();
     }, this.opts.retransmitMs);
   }
 
   private flushQueue(): void {
     const queued = this.queuedInput;
     this.queuedInput = [];
-    for (const q of queued) this.sendStream(q.payload, q.payloadType);
+    for (const q of queued) {
+      if (this.done) return;
+      this.sendStream(q.payload, q.payloadType);
+    }
+  }
+
+  private release(): void {
+    if (this.handshakeDone && !this.paused) this.flushQueue();
   }
 
   private onFrame(data: Buffer | string): void {
@@ -213,8 +339,8 @@ export class SsmSession {
     let msg: ClientMessage;
     try {
       msg = decodeClientMessage(data);
-    } catch (err) {
-      this.fail(err instanceof Error ? err : new BackendUnavailableError('ssm data channel: bad frame', err));
+    } catch {
+      this.dropped++; // unacked: the agent resends it
       return;
     }
     try {
@@ -227,32 +353,21 @@ export class SsmSession {
   private dispatch(msg: ClientMessage): void {
     switch (msg.messageType) {
       case MessageType.OutputStreamData:
-        if (msg.sequenceNumber > this.expectedSeq && !this.outOfOrder.has(msg.sequenceNumber) &&
-            this.outOfOrder.size >= this.opts.maxBufferedFrames) {
-          return; // no room: leave it unacknowledged so the agent sends it again later
-        }
-        this.transport.send(encodeClientMessage(buildAcknowledge(msg)));
-        if (msg.sequenceNumber === this.expectedSeq) {
-          this.process(msg);
-          this.expectedSeq++;
-          // Drain frames that were waiting for this one.
-          for (let next = this.outOfOrder.get(this.expectedSeq); next; next = this.outOfOrder.get(this.expectedSeq)) {
-            this.outOfOrder.delete(this.expectedSeq);
-            this.process(next);
-            if (this.done) return;
-            this.expectedSeq++;
-          }
-        } else if (msg.sequenceNumber > this.expectedSeq) {
-          this.outOfOrder.set(msg.sequenceNumber, msg);
-        } // else: a duplicate of something already delivered — acked above, otherwise dropped.
+        this.unpauseOnTraffic();
+        this.onOutputStream(msg);
         return;
       case MessageType.Acknowledge: {
-        const ack = parseAcknowledge(msg.payload);
-        const p = this.unacked.get(ack.AcknowledgedMessageSequenceNumber);
-        if (p) {
-          this.opts.timers.clearTimeout(p.timer);
-          this.unacked.delete(ack.AcknowledgedMessageSequenceNumber);
+        let seq: number;
+        try {
+          seq = parseAcknowledge(msg.payload).AcknowledgedMessageSequenceNumber;
+        } catch {
+          this.dropped++; // the plugin logs and ignores a malformed ack
+          return;
         }
+        this.unpauseOnTraffic();
+        const wasOldest = this.unacked.keys().next().value === seq;
+        if (this.unacked.delete(seq) && wasOldest) this.armResend();
+        if (this.isDrained()) this.notifyDrained();
         return;
       }
       case MessageType.ChannelClosed: {
@@ -266,11 +381,38 @@ export class SsmSession {
         return;
       case MessageType.StartPublication:
         this.paused = false;
-        if (this.handshakeDone) this.flushQueue();
+        this.release();
         return;
       default:
         return; // unknown control messages are ignored, as the plugin does
     }
+  }
+
+  private unpauseOnTraffic(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.release();
+  }
+
+  private onOutputStream(msg: ClientMessage): void {
+    if (msg.sequenceNumber > this.expectedSeq && !this.outOfOrder.has(msg.sequenceNumber) &&
+        this.outOfOrder.size >= this.opts.maxBufferedFrames) {
+      return; // no room: leave it unacknowledged so the agent sends it again later
+    }
+    this.sendFrame(encodeClientMessage(buildAcknowledge(msg)));
+    if (msg.sequenceNumber === this.expectedSeq) {
+      this.process(msg);
+      this.expectedSeq++;
+      // Drain frames that were waiting for this one.
+      for (let next = this.outOfOrder.get(this.expectedSeq); next; next = this.outOfOrder.get(this.expectedSeq)) {
+        if (this.done) return;
+        this.outOfOrder.delete(this.expectedSeq);
+        this.process(next);
+        this.expectedSeq++;
+      }
+    } else if (msg.sequenceNumber > this.expectedSeq) {
+      this.outOfOrder.set(msg.sequenceNumber, msg);
+    } // else: a duplicate of something already delivered — acked above, otherwise dropped.
   }
 
   /** Handle one in-order output stream message. */
@@ -278,24 +420,20 @@ export class SsmSession {
     switch (msg.payloadType) {
       case PayloadType.HandshakeRequest: {
         const req = parseHandshakeRequest(msg.payload);
-        this.opts.timers.clearTimeout(this.handshakeTimer);
-        this.handshakeDone = true;
+        this.handshakeResult = { sessionType: requestedSessionType(req), agentVersion: req.AgentVersion };
         this.sendStream(buildHandshakeResponse(req, this.opts.clientVersion), PayloadType.HandshakeResponse);
-        if (this.opts.terminalSize) {
-          this.sendStream(
-            buildTerminalSize(this.opts.terminalSize.cols, this.opts.terminalSize.rows),
-            PayloadType.Size,
-          );
-        }
-        this.resolveHandshake({ sessionType: requestedSessionType(req), agentVersion: req.AgentVersion });
-        if (!this.paused) this.flushQueue();
         return;
       }
       case PayloadType.HandshakeComplete:
+        this.completeHandshake(this.handshakeResult ?? { sessionType: undefined, agentVersion: '' });
         return;
       case PayloadType.Output:
       case PayloadType.StdErr:
       case PayloadType.ExitCode:
+        // An agent that skips the handshake starts right away with output (plugin ProcessFirstMessage).
+        if (!this.handshakeDone && !this.handshakeResult) {
+          this.completeHandshake({ sessionType: 'Standard_Stream', agentVersion: '' });
+        }
         for (const h of this.outputHandlers) h(msg.payload, msg.payloadType);
         return;
       default:
@@ -303,10 +441,32 @@ export class SsmSession {
     }
   }
 
+  private completeHandshake(result: SsmHandshakeResult): void {
+    if (this.handshakeDone) return;
+    this.handshakeDone = true;
+    this.opts.timers.clearTimeout(this.handshakeTimer);
+    if (this.opts.terminalSize) {
+      // Ahead of queued keystrokes, as the plugin's resize loop starts with the handlers.
+      this.queuedInput.unshift({
+        payload: buildTerminalSize(this.opts.terminalSize.cols, this.opts.terminalSize.rows),
+        payloadType: PayloadType.Size,
+      });
+    }
+    this.resolveHandshake(result);
+    this.release();
+  }
+
+  private notifyDrained(): void {
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w();
+  }
+
   private finish(handshakeError?: Error): void {
     this.done = true;
     this.opts.timers.clearTimeout(this.handshakeTimer);
-    for (const p of this.unacked.values()) this.opts.timers.clearTimeout(p.timer);
+    this.opts.timers.clearTimeout(this.resendTimer);
+    this.resendTimer = undefined;
     this.unacked.clear();
     // No-op when the handshake already resolved.
     this.rejectHandshake(
