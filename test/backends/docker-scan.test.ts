@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { describe, expect, it } from 'vitest';
-import { scanImageTar } from '../../shared/backends/docker/scan.js';
+import { scanImageTar } from '../../shared/backends/tar/scan.js';
 
 // The layer scan on a synthetic `docker save` stream (no Docker needed), fed in tiny chunks so every
 // needle crosses chunk boundaries.

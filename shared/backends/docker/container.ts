@@ -3,7 +3,7 @@ import type Docker from 'dockerode';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, ConflictError } from '../../contract/errors.js';
 import { RUNNER_SCRIPT } from '../runner/command-files.js';
-import { packFiles } from './archive.js';
+import { packFiles } from '../tar/archive.js';
 import { dockerStatus, isNotFound, type DockerClient } from './client.js';
 import { containerName, GUEST_CMD_ROOT, GUEST_RUNNER_DIR, LABEL, type DockerLayout } from './layout.js';
 

@@ -3,7 +3,7 @@ import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../c
 import type { Logger } from '../../log.js';
 import { dockerStatus, isNotFound, type DockerClient } from './client.js';
 import { checkName, LABEL } from './layout.js';
-import { scanImageTar } from './scan.js';
+import { scanImageTar } from '../tar/scan.js';
 
 /**
  * Snapshots are images: `docker commit` of a workspace container, tagged `wsp-<purpose>:<name>` and

@@ -5,7 +5,7 @@ import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
 import { BackendUnavailableError, BadRequestError, ConflictError, NotFoundError } from '../../contract/errors.js';
 import { silentLogger, type Logger } from '../../log.js';
-import { packTree } from './archive.js';
+import { packTree } from '../tar/archive.js';
 import { RunnerChannels } from './channel.js';
 import { connectDocker, DEFAULT_DOCKER_SOCKET, pingDocker, type DockerClient } from './client.js';
 import { DockerCommands } from './commands.js';

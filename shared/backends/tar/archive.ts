@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 
 /**
- * Tar streams for Docker's put-archive, built with tar-stream so every header carries the owner we
+ * Tar streams (Docker put-archive, Fargate directory transfers), built with tar-stream so every header carries the owner we
  * choose (never the host's uids — `docker cp` would keep those). Regular files are streamed, not
  * buffered; hard links become copies; sockets and devices are skipped.
  */

@@ -42,6 +42,28 @@ function redact(name: string, needles: readonly string[]): string {
   return needles.reduce((s, n) => (n.length > 0 ? s.split(n).join('***') : s), name);
 }
 
+/** Every file of one layer tar: names (and link targets) and contents. */
+async function scanLayerEntries(layer: Readable, needles: readonly Buffer[], texts: readonly string[], label: string): Promise<string[]> {
+  const hits: string[] = [];
+  const inner = tar.extract();
+  layer.pipe(inner);
+  for await (const file of inner as AsyncIterable<Entry>) {
+    const where = `${label}:/${redact(file.header.name.replace(/^\.?\//, ''), texts)}`;
+    report(hits, `${where} (name)`, nameHits(`${file.header.name}\n${file.header.linkname ?? ''}`, texts));
+    report(hits, where, await searchStream(file, needles));
+  }
+  return hits;
+}
+
+/** The secret scan of a single layer tar (uncompressed), e.g. the one a Fargate cache image appends. Hits are "<label>:/<path>: needle #<i>". */
+export async function scanLayerTar(stream: NodeJS.ReadableStream, needleStrings: readonly string[], label: string): Promise<string[]> {
+  if (needleStrings.every((n) => n.length === 0)) {
+    stream.resume();
+    return [];
+  }
+  return scanLayerEntries(stream as Readable, needleStrings.map((n) => Buffer.from(n)), needleStrings, label);
+}
+
 export async function scanImageTar(stream: NodeJS.ReadableStream, needleStrings: readonly string[]): Promise<string[]> {
   // Indexes are the caller's; an empty needle never matches.
   const needles = needleStrings.map((n) => Buffer.from(n));
@@ -57,14 +79,7 @@ export async function scanImageTar(stream: NodeJS.ReadableStream, needleStrings:
     const memberName = member.header.name;
     if (memberName.endsWith('.tar')) {
       // A layer: "<id>/layer.tar" (docker save v1.2 format).
-      const layer = memberName.split('/')[0]!.slice(0, 12);
-      const inner = tar.extract();
-      member.pipe(inner);
-      for await (const file of inner as AsyncIterable<Entry>) {
-        const where = `${layer}:/${redact(file.header.name.replace(/^\.?\//, ''), texts)}`;
-        report(hits, `${where} (name)`, nameHits(`${file.header.name}\n${file.header.linkname ?? ''}`, texts));
-        report(hits, where, await searchStream(file, needles));
-      }
+      hits.push(...(await scanLayerEntries(member, needles, texts, memberName.split('/')[0]!.slice(0, 12))));
     } else {
       const where = `image:${redact(memberName, texts)}`;
       report(hits, `${where} (name)`, nameHits(memberName, texts));
