@@ -1,0 +1,311 @@
+import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { BackendUnavailableError } from '../../../contract/errors.js';
+import { noAuth, type RegistryAuth } from './auth.js';
+import { assertDigest, assertReference, assertRepository, isDigest, sha256Digest, VerifyingStream } from './digest.js';
+import { RegistryError, errorFromResponse } from './errors.js';
+import { LINUX_AMD64, manifestMediaType, parseImageManifest, selectPlatform, type Descriptor, type ImageIndex, type ImageManifest, type Platform } from './manifest.js';
+import { MANIFEST_ACCEPT, isIndexType } from './media-types.js';
+
+/**
+ * A small OCI Distribution API client over Node's global fetch (one registry, many repositories).
+ * Works against ECR (Basic auth from GetAuthorizationToken; blob GETs redirect to S3) and any
+ * distribution-spec registry. Every failure is a RegistryError (a BackendUnavailableError).
+ */
+export interface RegistryClientOptions {
+  /** The registry's base URL: `https://<account>.dkr.ecr.<region>.amazonaws.com`, `http://127.0.0.1:5000`. */
+  endpoint: string;
+  /** Default: no auth. */
+  auth?: RegistryAuth;
+  /** Largest PATCH of a chunked upload, bytes. Default 20 MiB (ECR's part limit); parts are exactly this size except the last. */
+  partSizeBytes?: number;
+}
+
+export interface FetchedManifest {
+  /** The manifest's digest (sha256 of `bytes`). */
+  digest: string;
+  mediaType: string;
+  bytes: Buffer;
+  manifest: ImageManifest;
+}
+
+export type BlobPlacement = 'present' | 'mounted' | 'copied';
+
+export const DEFAULT_PART_SIZE_BYTES = 20 * 1024 * 1024;
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const MAX_REDIRECTS = 5;
+
+interface RequestInit2 {
+  headers?: Record<string, string>;
+  body?: Buffer;
+}
+
+export class RegistryClient {
+  readonly endpoint: URL;
+  /** host[:port] — the prefix of image references in this registry */
+  readonly host: string;
+  readonly partSizeBytes: number;
+  private readonly auth: RegistryAuth;
+
+  constructor(options: RegistryClientOptions) {
+    this.endpoint = new URL(options.endpoint);
+    if (this.endpoint.protocol !== 'https:' && this.endpoint.protocol !== 'http:') throw new BackendUnavailableError(`registry endpoint must be http(s): ${this.endpoint.protocol}`);
+    this.host = this.endpoint.host;
+    this.auth = options.auth ?? noAuth;
+    this.partSizeBytes = options.partSizeBytes ?? DEFAULT_PART_SIZE_BYTES;
+    if (!Number.isInteger(this.partSizeBytes) || this.partSizeBytes <= 0) throw new BackendUnavailableError(`partSizeBytes must be a positive integer`);
+  }
+
+  private url(pathAndQuery: string): URL {
+    return new URL(pathAndQuery, this.endpoint);
+  }
+
+  /**
+   * One HTTP exchange. Auth is attached only for the registry's own origin; a 401 gives the auth
+   * one chance to refresh (bodies are Buffers, so a retry can resend them). Redirects are followed
+   * by hand, without the Authorization header once they leave the registry's origin (ECR sends blob
+   * GETs to S3 presigned URLs, which reject a second auth mechanism). Statuses outside `ok` throw.
+   */
+  private async request(what: string, method: string, url: URL, init: RequestInit2, ok: number[]): Promise<Response> {
+    let target = url;
+    for (let hop = 0, retried = false; ; ) {
+      const headers: Record<string, string> = { ...init.headers };
+      if (target.origin === this.endpoint.origin) {
+        const auth = await this.auth.header();
+        if (auth !== undefined) headers.authorization = auth;
+      }
+      let res: Response;
+      try {
+        res = await fetch(target, { method, headers, redirect: 'manual', ...(init.body !== undefined ? { body: init.body } : {}) });
+      } catch (error) {
+        throw new RegistryError(`${what}: registry ${method} ${target.host}${target.pathname} unreachable (${(error as Error).message})`, { cause: error });
+      }
+      if (res.status === 401 && !retried && this.auth.onUnauthorized && target.origin === this.endpoint.origin) {
+        retried = true;
+        const challenge = res.headers.get('www-authenticate');
+        await res.body?.cancel();
+        if (await this.auth.onUnauthorized(challenge)) continue;
+        throw await errorFromResponse(what, method, target, res);
+      }
+      const location = res.headers.get('location');
+      if ([301, 302, 303, 307, 308].includes(res.status) && location && (method === 'GET' || method === 'HEAD')) {
+        await res.body?.cancel();
+        if (++hop > MAX_REDIRECTS) throw new RegistryError(`${what}: too many redirects from ${url.pathname}`);
+        target = new URL(location, target);
+        continue;
+      }
+      if (!ok.includes(res.status)) throw await errorFromResponse(what, method, target, res);
+      return res;
+    }
+  }
+
+  private location(what: string, res: Response, base: URL): URL {
+    const loc = res.headers.get('location');
+    if (!loc) throw new RegistryError(`${what}: registry answered ${res.status} without a Location header`);
+    return new URL(loc, base);
+  }
+
+  /** `/v2/` answers (with auth): the registry is reachable and the credentials work. */
+  async ping(): Promise<void> {
+    const res = await this.request('ping', 'GET', this.url('/v2/'), {}, [200]);
+    await res.body?.cancel();
+  }
+
+  /**
+   * The image manifest for `reference` (tag or digest). An index / manifest list resolves to its
+   * `platform` entry (default linux/amd64; BadRequestError if absent). The bytes are verified
+   * against the reference digest or the Docker-Content-Digest header.
+   */
+  async getManifest(repository: string, reference: string, options: { platform?: Platform } = {}): Promise<FetchedManifest> {
+    assertRepository(repository);
+    assertReference(reference);
+    const where = `manifest ${repository}:${reference}`;
+    const first = await this.getRawManifest(repository, reference, where);
+    if (!isIndexType(first.mediaType)) return { ...first, manifest: parseImageManifest(first.mediaType, first.body, where) };
+    const entry = selectPlatform(first.body as ImageIndex, options.platform ?? LINUX_AMD64, where);
+    const chosen = await this.getRawManifest(repository, entry.digest, `${where} (${entry.digest})`);
+    return { ...chosen, manifest: parseImageManifest(chosen.mediaType, chosen.body, `${where} (${entry.digest})`) };
+  }
+
+  private async getRawManifest(repository: string, reference: string, where: string): Promise<{ digest: string; mediaType: string; bytes: Buffer; body: unknown }> {
+    const url = this.url(`/v2/${repository}/manifests/${reference}`);
+    const res = await this.request(where, 'GET', url, { headers: { accept: MANIFEST_ACCEPT } }, [200]);
+    const bytes = Buffer.from(await res.arrayBuffer());
+    if (bytes.length > MAX_MANIFEST_BYTES) throw new RegistryError(`${where}: manifest larger than ${MAX_MANIFEST_BYTES} bytes`);
+    const digest = sha256Digest(bytes);
+    const claimed = isDigest(reference) ? reference : res.headers.get('docker-content-digest');
+    if (claimed && claimed.startsWith('sha256:') && claimed !== digest) {
+      throw new RegistryError(`${where}: manifest digest mismatch (expected ${claimed}, got ${digest})`, { registryCode: 'DIGEST_INVALID' });
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(bytes.toString('utf8'));
+    } catch (error) {
+      throw new RegistryError(`${where}: manifest is not JSON`, { cause: error });
+    }
+    return { digest, mediaType: manifestMediaType(res.headers.get('content-type'), body as object), bytes, body };
+  }
+
+  /** Stores a manifest under `reference` (a tag); returns its digest (sha256 of `bytes`). */
+  async putManifest(repository: string, reference: string, mediaType: string, bytes: Buffer): Promise<string> {
+    assertRepository(repository);
+    assertReference(reference);
+    const digest = sha256Digest(bytes);
+    const where = `put manifest ${repository}:${reference}`;
+    const res = await this.request(where, 'PUT', this.url(`/v2/${repository}/manifests/${reference}`), { headers: { 'content-type': mediaType }, body: bytes }, [200, 201]);
+    await res.body?.cancel();
+    const echoed = res.headers.get('docker-content-digest');
+    if (echoed && echoed !== digest) throw new RegistryError(`${where}: registry stored digest ${echoed}, we sent ${digest}`, { registryCode: 'DIGEST_INVALID' });
+    return digest;
+  }
+
+  /** Whether the repository has the blob (HEAD; 404 = no). */
+  async blobExists(repository: string, digest: string): Promise<boolean> {
+    assertRepository(repository);
+    assertDigest(digest);
+    const res = await this.request(`blob ${repository}@${digest}`, 'HEAD', this.url(`/v2/${repository}/blobs/${digest}`), {}, [200, 404]);
+    await res.body?.cancel();
+    return res.status === 200;
+  }
+
+  /**
+   * The blob's bytes as a stream that fails at the end if they do not hash to `digest` (or differ
+   * from `expectedSize`, when given). The consumer must read it to the end to get the check.
+   */
+  async getBlob(repository: string, digest: string, expectedSize?: number): Promise<Readable> {
+    assertRepository(repository);
+    assertDigest(digest);
+    const where = `blob ${repository}@${digest}`;
+    const res = await this.request(where, 'GET', this.url(`/v2/${repository}/blobs/${digest}`), {}, [200]);
+    if (!res.body) throw new RegistryError(`${where}: empty response body`);
+    const source = Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
+    const verify = new VerifyingStream(digest, where, expectedSize);
+    source.on('error', (e) => verify.destroy(new RegistryError(`${where}: download failed (${e.message})`, { cause: e })));
+    return source.pipe(verify);
+  }
+
+  /** A small blob (a config) in memory, verified; RegistryError past `maxBytes` (default 16 MiB). */
+  async getBlobBytes(repository: string, digest: string, maxBytes = 16 * 1024 * 1024): Promise<Buffer> {
+    const stream = await this.getBlob(repository, digest);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of stream) {
+      size += (chunk as Buffer).length;
+      if (size > maxBytes) {
+        stream.destroy();
+        throw new RegistryError(`blob ${repository}@${digest}: larger than ${maxBytes} bytes`);
+      }
+      chunks.push(chunk as Buffer);
+    }
+    return Buffer.concat(chunks);
+  }
+
+  /** Opens an upload session (POST /blobs/uploads/); its URL. */
+  async startUpload(repository: string): Promise<URL> {
+    assertRepository(repository);
+    const url = this.url(`/v2/${repository}/blobs/uploads/`);
+    const res = await this.request(`start upload to ${repository}`, 'POST', url, { headers: { 'content-length': '0' } }, [202]);
+    await res.body?.cancel();
+    return this.location(`start upload to ${repository}`, res, url);
+  }
+
+  /**
+   * Uploads a blob: chunked PATCHes of exactly `partSizeBytes` (the last may be shorter) with
+   * Content-Range, then PUT ?digest=. `source` is streamed: at most one part is held in memory.
+   * The registry verifies the digest (DIGEST_INVALID otherwise). `session` continues an upload
+   * that a mount attempt already opened. A failed upload is cancelled (best effort).
+   */
+  async uploadBlob(repository: string, digest: string, source: Buffer | AsyncIterable<Uint8Array>, session?: URL): Promise<void> {
+    assertRepository(repository);
+    assertDigest(digest);
+    const where = `upload ${repository}@${digest}`;
+    let location = session ?? (await this.startUpload(repository));
+    try {
+      let offset = 0;
+      for await (const part of partsOf(Buffer.isBuffer(source) ? [source] : source, this.partSizeBytes)) {
+        const res = await this.request(
+          where,
+          'PATCH',
+          location,
+          {
+            headers: { 'content-type': 'application/octet-stream', 'content-length': String(part.length), 'content-range': `${offset}-${offset + part.length - 1}` },
+            body: part,
+          },
+          [202],
+        );
+        await res.body?.cancel();
+        location = this.location(where, res, location);
+        offset += part.length;
+      }
+      const done = new URL(location);
+      done.searchParams.set('digest', digest);
+      const res = await this.request(where, 'PUT', done, { headers: { 'content-length': '0' } }, [201]);
+      await res.body?.cancel();
+    } catch (error) {
+      await fetch(location, { method: 'DELETE', headers: await this.authHeaders(location) }).then((r) => r.body?.cancel(), () => undefined);
+      throw error;
+    }
+  }
+
+  private async authHeaders(url: URL): Promise<Record<string, string>> {
+    if (url.origin !== this.endpoint.origin) return {};
+    const auth = await this.auth.header().catch(() => undefined);
+    return auth === undefined ? {} : { authorization: auth };
+  }
+
+  /**
+   * Makes `descriptor`'s blob present in `toRepository`: already there; else a cross-repository
+   * mount from `fromRepository` (no bytes move); else, if the registry declines the mount (202,
+   * or an error like ECR without blob mounting), download-and-upload, streamed and verified.
+   */
+  async copyBlob(fromRepository: string, toRepository: string, descriptor: Descriptor): Promise<BlobPlacement> {
+    assertRepository(fromRepository);
+    assertRepository(toRepository);
+    assertDigest(descriptor.digest);
+    if (await this.blobExists(toRepository, descriptor.digest)) return 'present';
+    let session: URL | undefined;
+    const url = this.url(`/v2/${toRepository}/blobs/uploads/?mount=${encodeURIComponent(descriptor.digest)}&from=${encodeURIComponent(fromRepository)}`);
+    try {
+      const res = await this.request(`mount ${descriptor.digest} from ${fromRepository} into ${toRepository}`, 'POST', url, { headers: { 'content-length': '0' } }, [201, 202]);
+      await res.body?.cancel();
+      if (res.status === 201) return 'mounted';
+      session = this.location(`mount into ${toRepository}`, res, url);
+    } catch (error) {
+      // Only "the registry does not do mounts" falls back; auth and availability errors propagate.
+      if (!(error instanceof RegistryError) || error.status === undefined || ![400, 404, 405].includes(error.status)) throw error;
+    }
+    const bytes = await this.getBlob(fromRepository, descriptor.digest, descriptor.size);
+    await this.uploadBlob(toRepository, descriptor.digest, bytes, session);
+    return 'copied';
+  }
+
+  /** Deletes a manifest by digest (registries with deletes enabled; ECR: use BatchDeleteImage). */
+  async deleteManifest(repository: string, digest: string): Promise<void> {
+    assertRepository(repository);
+    assertDigest(digest);
+    const res = await this.request(`delete manifest ${repository}@${digest}`, 'DELETE', this.url(`/v2/${repository}/manifests/${digest}`), {}, [202, 404]);
+    await res.body?.cancel();
+  }
+}
+
+/** Re-slices a byte stream into parts of exactly `size` bytes (the last may be shorter; none empty). */
+export async function* partsOf(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, size: number): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  for await (const chunk of source) {
+    let buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    while (pendingBytes + buf.length >= size) {
+      const take = size - pendingBytes;
+      pending.push(buf.subarray(0, take));
+      yield Buffer.concat(pending);
+      pending = [];
+      pendingBytes = 0;
+      buf = buf.subarray(take);
+    }
+    if (buf.length > 0) {
+      pending.push(buf);
+      pendingBytes += buf.length;
+    }
+  }
+  if (pendingBytes > 0) yield Buffer.concat(pending);
+}
