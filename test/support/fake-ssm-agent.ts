@@ -105,7 +105,7 @@ class AgentConnection {
   private rtt = 100;
   private rttVar = 0;
   private rto = 200;
-  private carry = Buffer.alloc(0);
+  private carry: Buffer = Buffer.alloc(0);
   private readonly resendTimer: ReturnType<typeof setInterval>;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
