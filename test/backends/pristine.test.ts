@@ -255,6 +255,26 @@ describe.skipIf(dockerUnavailable !== undefined)('pristine.sh save/restore in a 
     expect(restore(store)).toMatchObject({ checked: 0, mode: 'changed' });
   });
 
+  it('a change made right after save or restore returns is still found by the next restore', () => {
+    // Within one shell, so the change lands microseconds after the marker: it must not share the
+    // marker's (coarse) timestamp. Each round: save/restore, append at once, restore must rewrite it.
+    const out = sh(String.raw`
+      set -e
+      P="sh /opt/wsp/pristine.sh"
+      $P save /home/node /var/lib/wsp/pristine/ws4 > /dev/null
+      i=0
+      while [ $i -lt 10 ]; do
+        if [ $((i % 2)) = 0 ]; then $P restore /home/node /var/lib/wsp/pristine/ws4 1000 1000 > /dev/null
+        else $P save /home/node /var/lib/wsp/pristine/ws4 > /dev/null; fi
+        printf 'x' >> src/main.ts
+        $P restore /home/node /var/lib/wsp/pristine/ws4 1000 1000
+        i=$((i + 1))
+      done`);
+    const summaries = out.trim().split('\n').map(parseSummary);
+    expect(summaries).toHaveLength(10);
+    for (const s of summaries) expect(s).toMatchObject({ rewritten: 1, removed: 0, restored: 0, mode: 'changed' });
+  });
+
   it('refuses bad arguments without touching anything', () => {
     const run = (...args: string[]) => {
       try {
