@@ -276,6 +276,21 @@ function warmPoolSuite(name: string, startEndpoint: () => Promise<Endpoint>): vo
       expect(await store.getWarmTask('k1', 'in-flight')).toBeUndefined();
     });
 
+    it('forgets a claim never released after claimedRetentionMs, without stopping its task', async () => {
+      await pool.replenish('k1', TD1, 1);
+      launcher.makeReady();
+      await pool.replenish('k1', TD1, 1);
+      const claimed = await pool.claim('k1', 'ws-crashed');
+      const soon = new WarmPool(store, launcher, { owner: 'stack-1', now: () => new Date(Date.now() + 60_000) });
+      expect(await soon.replenish('k1', TD1, 0)).toEqual({ launched: 0, stopped: 0, removed: 0 });
+      expect(await store.getWarmTask('k1', claimed?.id as string)).toEqual(claimed);
+
+      const hourLater = new WarmPool(store, launcher, { owner: 'stack-1', now: () => new Date(Date.now() + 3_600_001) });
+      expect(await hourLater.replenish('k1', TD1, 0)).toEqual({ launched: 0, stopped: 0, removed: 1 });
+      expect(await records()).toEqual([]);
+      expect(launcher.stopped).toEqual([]);
+    });
+
     for (const replenishers of [2, 8]) {
       it(`never launches more than the pool size with ${replenishers} concurrent replenishers`, async () => {
         await pool.replenish('k1', TD1, 1);

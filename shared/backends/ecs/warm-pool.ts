@@ -33,6 +33,12 @@ export interface WarmPoolOptions {
    */
   launchTimeoutMs?: number;
   /**
+   * A 'claimed' record not released for this long belongs to a claimer that died before handing
+   * the task to its workspace record; replenish forgets it (never stops the task: a workspace may
+   * hold it). Default 3 600 000 ms.
+   */
+  claimedRetentionMs?: number;
+  /**
    * Rounds replenish tries when concurrent replenishers made it withdraw every reservation (see
    * replenish). Default 3.
    */
@@ -47,7 +53,7 @@ export interface ReplenishResult {
   launched: number;
   /** Unclaimed tasks stopped: surplus over `size`, or from another task-definition revision. */
   stopped: number;
-  /** Records forgotten because their task is gone or their launch never recorded an ARN. */
+  /** Records forgotten: task gone, launch never recorded an ARN, or claim never released. */
   removed: number;
 }
 
@@ -70,6 +76,7 @@ export class WarmPool {
   private readonly log: Logger;
   private readonly now: () => Date;
   private readonly launchTimeoutMs: number;
+  private readonly claimedRetentionMs: number;
   private readonly maxRounds: number;
 
   constructor(
@@ -81,6 +88,7 @@ export class WarmPool {
     this.log = opts.log ?? silentLogger;
     this.now = opts.now ?? (() => new Date());
     this.launchTimeoutMs = opts.launchTimeoutMs ?? 600_000;
+    this.claimedRetentionMs = opts.claimedRetentionMs ?? 3_600_000;
     this.maxRounds = opts.maxRounds ?? 3;
   }
 
@@ -115,7 +123,7 @@ export class WarmPool {
   /**
    * Bring the pool of `cacheKey` to `size` unclaimed tasks of `taskDefinitionArn`:
    * 1. probe tasks with an ARN: ready → 'ready'; gone → record deleted; forget launches older than
-   *    launchTimeoutMs that never recorded an ARN;
+   *    launchTimeoutMs that never recorded an ARN, and claims not released within claimedRetentionMs;
    * 2. stop unclaimed tasks of another revision, and the surplus over `size` (newest, starting first);
    * 3. launch the deficit: reserve records first (bounded under concurrency), then RunTask each and
    *    patch its ARN in. A failed RunTask deletes its record (no phantom) and, after the others are
@@ -203,7 +211,11 @@ export class WarmPool {
 
     for (const r of records) {
       if (r.status === 'claimed') {
-        kept.push(r);
+        const unreleased = nowMs - Date.parse(r.updatedAt) > this.claimedRetentionMs;
+        if (unreleased && (await this.forget(r))) {
+          result.removed++;
+          this.log.warn('claimed warm task never released; record forgotten', { cacheKey, warmTaskId: r.id, taskArn: r.taskArn, workspaceId: r.claimedBy });
+        } else if (!unreleased) kept.push(r);
       } else if (r.taskArn === undefined) {
         const stale = nowMs - Date.parse(r.createdAt) > this.launchTimeoutMs;
         if (stale && (await this.forget(r))) {
