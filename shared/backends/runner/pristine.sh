@@ -4,11 +4,12 @@
 # POSIX sh + coreutils + findutils; runs as root (runner.sh dispatches pristine-save/pristine-restore here).
 #
 #   pristine.sh save <home> <store>
-#       Copy <home> (cp -a: owners, modes, symlinks, times) into a root-only version dir
-#       <store>.d.<stamp>/tree, with <store>.d.<stamp>/marker whose mtime is the baseline time, then
-#       point the symlink <store> at it (rename of a symlink: atomic). Saving again replaces the copy
-#       (idempotent); older version dirs and leftovers of an interrupted save are removed.
-#       Expects a quiet home (no process of the user writing into it). Prints one summary line.
+#       Copy <home> (cp -a: owners, modes, symlinks, times) into the root-only (0700) dir <store>:
+#       <store>/v.<stamp>/tree, with <store>/v.<stamp>/marker whose mtime is the baseline time, then
+#       point the symlink <store>/current at it (rename of a symlink: atomic). Saving again replaces the
+#       copy (idempotent); older versions and leftovers of an interrupted save are removed. Deleting
+#       the baseline = rm -rf <store>. Expects a quiet home (no process of the user writing into it).
+#       Prints one line: pristine: saved entries=<n>
 #   pristine.sh restore <home> <store> <uid> <gid>
 #       SIGKILL every process of uid (as that uid: kill -1, repeated until none is left, so forks that
 #       race the first sweep die in the next), then make <home> identical to the copy: remove what the
@@ -64,11 +65,6 @@ clean_path() {
   case $p in /?*) printf '%s' "$p" ;; *) return 1 ;; esac
 }
 
-# The store's name is chosen by the backend; keep it free of glob and shell characters.
-check_store() {
-  case ${1##*/} in '' | *[!A-Za-z0-9._-]*) die "store name must be [A-Za-z0-9._-]+" ;; esac
-}
-
 exists() { [ -e "$1" ] || [ -L "$1" ]; }
 
 # Return once a file touched now has an mtime strictly after <ref>'s mtime: the kernel stamps inodes
@@ -90,14 +86,12 @@ cmd_save() {
   [ $# -eq 2 ] || usage
   home=$(clean_path "$1") || die "home must be an absolute path"
   store=$(clean_path "$2") || die "store must be an absolute path"
-  check_store "$store"
   [ -d "$home" ] && [ ! -L "$home" ] || die "home is not a directory"
-  parent=${store%/*}
-  [ -n "$parent" ] || parent=/
-  [ -d "$parent" ] || mkdir -p -m 700 "$parent" || die "cannot create the store's parent"
+  case $store in "$home" | "$home"/*) die "the store must be outside the home" ;; esac
+  # Root-only: the copy keeps the user's files with their modes; the user must not reach it.
+  mkdir -p "$store" && chown 0:0 "$store" && chmod 700 "$store" || die "cannot create the store"
 
-  name=${store##*/}
-  version="$store.d.$(date +%s%N).$$"
+  version="$store/v.$(date +%s%N).$$"
   mkdir -m 700 "$version" || die "cannot create the version dir"
   # The marker first, then the copy: anything that changes while the copy is taken is newer than the
   # marker and so a candidate at restore (compared, never missed).
@@ -109,24 +103,20 @@ cmd_save() {
     rm -rf "$version"
     die "copying the home failed"
   }
-  # Atomic switch: a new symlink renamed over the old one. An old real directory (never made by this
-  # script, but possible by hand) is moved away first.
-  if [ -d "$store" ] && [ ! -L "$store" ]; then
-    rm -rf "$store" || die "cannot replace the directory at the store path"
-  fi
-  ln -s "${version##*/}" "$store.lnk.$$" && mv -f -T "$store.lnk.$$" "$store" || {
-    rm -rf "$version" "$store.lnk.$$"
+  # Atomic switch: a new symlink renamed over the old one.
+  ln -s "${version##*/}" "$store/current.$$" && mv -f -T "$store/current.$$" "$store/current" || {
+    rm -rf "$version" "$store/current.$$"
     die "cannot switch the store to the new copy"
   }
-  # Older versions and leftovers of interrupted saves (the name has no glob characters: check_store).
+  # Older versions and leftovers of interrupted saves.
   set +f
-  for old in "$store".d.* "$store".lnk.*; do
+  for old in "$store"/v.* "$store"/current.*; do
     [ "$old" = "$version" ] && continue
     exists "$old" && rm -rf "$old"
   done
   set -f
   entries=$(find "$version/tree" | wc -l)
-  printf 'pristine: saved entries=%s store=%s\n' "$entries" "$name"
+  printf 'pristine: saved entries=%s\n' "$entries"
 }
 
 # Live pids (not zombies) whose real or saved uid is <uid>: the ones kill -1 as that uid can reach.
@@ -175,14 +165,14 @@ cmd_restore() {
   [ $# -eq 4 ] || usage
   home=$(clean_path "$1") || die "home must be an absolute path"
   store=$(clean_path "$2") || die "store must be an absolute path"
-  check_store "$store"
   uid=$3 gid=$4
   case $uid$gid in *[!0-9]*) die "uid and gid must be numbers" ;; esac
   # As root, kill -1 would end the whole task.
   [ "$uid" -ne 0 ] || die "refusing to kill uid 0"
   [ -d "$home" ] && [ ! -L "$home" ] || die "home is not a directory"
   # Pin the version: a save running meanwhile switches the symlink, not our copy.
-  version=$(readlink -f -- "$store") || die "no pristine copy at the store"
+  [ -L "$store/current" ] || die "no pristine copy at the store"
+  version=$(readlink -f -- "$store/current") || die "no pristine copy at the store"
   tree=$version/tree marker=$version/marker
   [ -d "$tree" ] && [ -f "$marker" ] || die "no pristine copy at the store"
 
