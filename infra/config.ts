@@ -44,6 +44,16 @@ export interface StageConfig {
     bundleExpiryDays: number;
     /** Command output and setup logs kept for inspection. */
     outputExpiryDays: number;
+    /**
+     * `transfer/`: bundles and directories going INTO workspace tasks (fetched there through
+     * presigned GET URLs). Only needed until the task has fetched them.
+     */
+    transferExpiryDays: number;
+    /**
+     * `layers/`: cache-layer tars the tasks PUT through presigned URLs; the worker appends them to
+     * the base image and deletes them. Leftovers are from failed snapshots.
+     */
+    layerExpiryDays: number;
   };
   cacheImages: {
     /** ECR keeps at most this many cache images (tag prefix `cache-`). */
@@ -55,7 +65,10 @@ export interface StageConfig {
     /** Fargate CPU units (1024 = 1 vCPU) and memory in MiB; must be a valid Fargate pair. */
     cpu: number;
     memoryMiB: number;
-    /** 21–200 GiB; the image counts against it. */
+    /**
+     * Fargate ephemeral storage in GiB, EPHEMERAL_STORAGE_GIB.min–max (21–200); the image counts
+     * against it (a cache image holds the whole set-up home). dev 40, prod 60; `-c ephemeralStorageGiB=N`.
+     */
     ephemeralStorageGiB: number;
     architecture: 'X86_64' | 'ARM64';
     /** `all`: any outbound traffic (setup scripts install packages). `https`: TCP 443 only. */
@@ -64,7 +77,30 @@ export interface StageConfig {
     baseImageTag: string;
   };
   janitorRateMinutes: number;
+  /**
+   * Warm pool: `size` tasks per cache image kept started (from the cache image) so a setup claims
+   * one instead of waiting for an image pull. 0 (the default) = no pool; at most WARM_POOL_MAX_SIZE.
+   * The scheduled janitor replenishes pools, so with size > 0 it may run tasks.
+   */
+  warmPool: { size: number };
+  provisioner: {
+    /**
+     * ARN of a Lambda layer version that holds `git` (bin/git, libexec/git-core, lib/): the Lambda
+     * runtime has none and the provisioner (worker function) runs git. Added to the worker only.
+     * Absent → synth warns, and provisioning fails until one is given (docs/deploy.md builds one).
+     */
+    gitLayerArn?: string;
+  };
 }
+
+/** The ephemeral storage a Fargate task may be given (GiB); below 21 Fargate uses its fixed 20. */
+export const EPHEMERAL_STORAGE_GIB = { min: 21, max: 200 } as const;
+
+/** Upper bound of warmPool.size: every pooled task is a running Fargate task (billed while idle). */
+export const WARM_POOL_MAX_SIZE = 20;
+
+/** Where a git layer's exec path lands (layers are extracted under /opt). */
+export const GIT_LAYER_EXEC_PATH = '/opt/libexec/git-core';
 
 /** The values CloudWatch Logs accepts (a subset that stage configs use). */
 export type LogRetentionDays = 1 | 3 | 5 | 7 | 14 | 30 | 60 | 90 | 180 | 365 | 731;
@@ -75,6 +111,12 @@ export interface StageOverrides {
   vpcId?: string;
   apiAuth?: ApiAuthMode;
   provider?: Record<string, unknown>;
+  /** warmPool.size; integer 0–WARM_POOL_MAX_SIZE. */
+  warmPoolSize?: number;
+  /** provisioner.gitLayerArn; a Lambda layer version ARN. */
+  gitLayerArn?: string;
+  /** workspace.ephemeralStorageGiB; integer 21–200. */
+  ephemeralStorageGiB?: number;
 }
 
 export const STAGE_NAMES = ['dev', 'prod'] as const;
@@ -87,10 +129,12 @@ const dev: StageConfig = {
   gitSecrets: [],
   provider: {},
   logRetentionDays: 14,
-  bucket: { bundleExpiryDays: 1, outputExpiryDays: 7 },
+  bucket: { bundleExpiryDays: 1, outputExpiryDays: 7, transferExpiryDays: 1, layerExpiryDays: 1 },
   cacheImages: { maxImages: 20, untaggedExpiryDays: 1 },
   workspace: { cpu: 1024, memoryMiB: 4096, ephemeralStorageGiB: 40, architecture: 'X86_64', egress: 'all', baseImageTag: 'base' },
   janitorRateMinutes: 5,
+  warmPool: { size: 0 },
+  provisioner: {},
 };
 
 const prod: StageConfig = {
@@ -99,13 +143,16 @@ const prod: StageConfig = {
   vpc: { kind: 'create', maxAzs: 3, natGateways: 2 },
   api: { auth: 'iam', throttleRatePerSecond: 100, throttleBurst: 200 },
   logRetentionDays: 90,
-  bucket: { bundleExpiryDays: 1, outputExpiryDays: 30 },
+  bucket: { bundleExpiryDays: 1, outputExpiryDays: 30, transferExpiryDays: 1, layerExpiryDays: 1 },
   cacheImages: { maxImages: 100, untaggedExpiryDays: 1 },
   workspace: { ...dev.workspace, cpu: 2048, memoryMiB: 8192, ephemeralStorageGiB: 60 },
   janitorRateMinutes: 1,
 };
 
 const STAGES: Record<StageName, StageConfig> = { dev, prod };
+
+/** A Lambda layer *version* ARN (the unversioned layer ARN cannot be attached to a function). */
+const LAYER_VERSION_ARN = /^arn:aws[a-z-]*:lambda:[a-z]{2}(-[a-z]+)+-\d:\d{12}:layer:[A-Za-z0-9_-]{1,140}:[1-9]\d*$/;
 
 const SECRET_REF = /^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+|[A-Za-z0-9/_+=.@-]{1,512})$/;
 
@@ -138,12 +185,32 @@ export function stageConfig(name: string, overrides: StageOverrides = {}): Stage
     parseConfig(overrides.provider);
     config.provider = structuredClone(overrides.provider);
   }
+  if (overrides.warmPoolSize !== undefined) config.warmPool.size = overrides.warmPoolSize;
+  if (overrides.gitLayerArn !== undefined) config.provisioner.gitLayerArn = overrides.gitLayerArn;
+  if (overrides.ephemeralStorageGiB !== undefined) config.workspace.ephemeralStorageGiB = overrides.ephemeralStorageGiB;
+  checkRanges(config);
   // Every secret the provider config refers to must be readable by the provisioner: add them.
   for (const ref of secretsReferencedBy(config.provider)) {
     if (!SECRET_REF.test(ref)) throw new BadRequestError(`provider config refers to '${ref}', which is not a secret name or ARN`);
     if (!config.gitSecrets.includes(ref)) config.gitSecrets.push(ref);
   }
   return config;
+}
+
+/** The checks a stage table and overrides alike must pass. Throws BadRequestError naming the field. */
+function checkRanges(config: StageConfig): void {
+  const integerIn = (value: number, min: number, max: number) => Number.isInteger(value) && value >= min && value <= max;
+  if (!integerIn(config.warmPool.size, 0, WARM_POOL_MAX_SIZE)) {
+    throw new BadRequestError(`warmPool.size must be an integer 0–${WARM_POOL_MAX_SIZE}, not ${String(config.warmPool.size)}`);
+  }
+  const storage = config.workspace.ephemeralStorageGiB;
+  if (!integerIn(storage, EPHEMERAL_STORAGE_GIB.min, EPHEMERAL_STORAGE_GIB.max)) {
+    throw new BadRequestError(`workspace.ephemeralStorageGiB must be an integer ${EPHEMERAL_STORAGE_GIB.min}–${EPHEMERAL_STORAGE_GIB.max}, not ${String(storage)}`);
+  }
+  const layer = config.provisioner.gitLayerArn;
+  if (layer !== undefined && !LAYER_VERSION_ARN.test(layer)) {
+    throw new BadRequestError(`provisioner.gitLayerArn '${layer}' is not a Lambda layer version ARN (arn:aws:lambda:<region>:<account>:layer:<name>:<version>)`);
+  }
 }
 
 /**

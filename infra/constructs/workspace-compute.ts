@@ -52,10 +52,15 @@ export class WorkspaceCompute extends Construct {
   readonly taskRole: Role;
   readonly executionRole: Role;
   readonly subnetIds: string[];
+  readonly repository: IRepository;
+  private readonly stage: StageConfig;
+  private readonly passRoleGranted = new Set<IRole>();
 
   constructor(scope: Construct, id: string, props: WorkspaceComputeProps) {
     super(scope, id);
     const { stage, vpc } = props;
+    this.stage = stage;
+    this.repository = props.repository;
 
     this.cluster = new Cluster(this, 'Cluster', {
       vpc,
@@ -104,8 +109,12 @@ export class WorkspaceCompute extends Construct {
     const logGroup = new LogGroup(this, 'WorkspaceLogs', { retention: props.logRetention, removalPolicy: RemovalPolicy.DESTROY });
     // Deliberately no `secrets` and no environment: anything here is visible to every command.
     this.taskDefinition.addContainer(WORKSPACE_CONTAINER, {
+      // Grants the execution role pull on the whole repository (ECR permissions are per
+      // repository, not per tag), so the cache-image revisions (new tags) pull with the same role.
       image: ContainerImage.fromEcrRepository(props.repository, stage.workspace.baseImageTag),
       essential: true,
+      // The runner writes its state under /var/lib/wsp and the workspace user's home is written too.
+      readonlyRootFilesystem: false,
       // Commands arrive through ECS Exec; the main process only keeps the task alive. The init
       // process (tini) reaps orphans and passes StopTask's SIGTERM on to it.
       command: ['sleep', 'infinity'],
@@ -151,11 +160,12 @@ export class WorkspaceCompute extends Construct {
   }
 
   /**
-   * Start workspace tasks and register task-definition revisions for cache images (provisioner).
-   * Includes grantOperate and iam:PassRole for exactly the two workspace roles, only to ECS tasks.
+   * Start workspace tasks (provisioner; the janitor when it keeps a warm pool): grantOperate,
+   * RunTask on any revision of the workspace family in this cluster only, tag-on-create (the tags
+   * are given in the RunTask request) and iam:PassRole of the two workspace roles.
    */
-  grantRun(role: IRole): void {
-    this.grantOperate(role, { exec: true });
+  grantRunTasks(role: IRole, options: { exec: boolean }): void {
+    this.grantOperate(role, options);
     role.addToPrincipalPolicy(
       new PolicyStatement({
         actions: ['ecs:RunTask'],
@@ -164,6 +174,7 @@ export class WorkspaceCompute extends Construct {
       }),
     );
     // Tags (workspace id, owner, cache key) are set at RunTask; the reconciler finds tasks by them.
+    // RunTask with tags also needs ecs:TagResource; CreateAction keeps it from tagging anything later.
     role.addToPrincipalPolicy(
       new PolicyStatement({
         actions: ['ecs:TagResource'],
@@ -171,9 +182,42 @@ export class WorkspaceCompute extends Construct {
         conditions: { StringEquals: { 'ecs:CreateAction': 'RunTask' } },
       }),
     );
+    this.grantPassWorkspaceRoles(role);
+    acknowledgeWildcardResource(role, this.taskDefinitionArnPattern(), 'RunTask on any revision of the workspace family: each cache image registers a new revision.');
+  }
+
+  /**
+   * Cache images (provisioner only): push and pull the image repository (layer upload, PutImage,
+   * ecr:GetAuthorizationToken for the registry login), and register/describe/deregister task
+   * definition revisions — one per cache image, copied from the family's base revision with the same
+   * two roles, hence iam:PassRole of exactly those.
+   */
+  grantCacheImages(role: IRole): void {
+    this.repository.grantPullPush(role);
+    // These three have no resource-level permissions (ARNs of revisions do not exist before RegisterTaskDefinition).
     role.addToPrincipalPolicy(
       new PolicyStatement({ actions: ['ecs:RegisterTaskDefinition', 'ecs:DescribeTaskDefinition', 'ecs:DeregisterTaskDefinition'], resources: ['*'] }),
     );
+    this.grantPassWorkspaceRoles(role);
+    Validations.of(role).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'ecr:GetAuthorizationToken and ecs:Register/Describe/DeregisterTaskDefinition have no resource-level permissions; iam:PassRole limits what a registered revision can use to the two workspace roles.',
+    });
+  }
+
+  /**
+   * Start workspace tasks and register task-definition revisions for cache images (provisioner):
+   * grantRunTasks with ECS Exec, plus grantCacheImages.
+   */
+  grantRun(role: IRole): void {
+    this.grantRunTasks(role, { exec: true });
+    this.grantCacheImages(role);
+  }
+
+  /** iam:PassRole of the workspace task and execution roles, to ECS tasks only (once per role). */
+  private grantPassWorkspaceRoles(role: IRole): void {
+    if (this.passRoleGranted.has(role)) return;
+    this.passRoleGranted.add(role);
     role.addToPrincipalPolicy(
       new PolicyStatement({
         actions: ['iam:PassRole'],
@@ -181,10 +225,16 @@ export class WorkspaceCompute extends Construct {
         conditions: { StringEquals: { 'iam:PassedToService': 'ecs-tasks.amazonaws.com' } },
       }),
     );
-    acknowledgeWildcardResource(role, this.taskDefinitionArnPattern(), 'RunTask on any revision of the workspace family: each cache image registers a new revision.');
   }
 
-  /** Env for handlers that talk to ECS (read by the ECS backend). */
+  /**
+   * Env for handlers that talk to ECS (read by the ECS backend):
+   * - `WSP_ECS_CLUSTER`, `WSP_ECS_TASK_FAMILY`, `WSP_ECS_TASK_DEFINITION` (the base revision's ARN),
+   *   `WSP_ECS_CONTAINER`, `WSP_ECS_SUBNETS` (comma-separated), `WSP_ECS_SECURITY_GROUPS`;
+   * - `WSP_ECR_REPOSITORY_URI`: `<account>.dkr.ecr.<region>.<suffix>/<name>`, base and cache images;
+   * - `WSP_ECS_BASE_IMAGE_TAG`: tag of the base image in that repository (cache images: `cache-…`);
+   * - `WSP_ECS_WARM_POOL_SIZE`: tasks kept started per cache image (decimal; `0` = no pool).
+   */
   environment(): Record<string, string> {
     return {
       WSP_ECS_CLUSTER: this.cluster.clusterName,
@@ -193,6 +243,9 @@ export class WorkspaceCompute extends Construct {
       WSP_ECS_CONTAINER: WORKSPACE_CONTAINER,
       WSP_ECS_SUBNETS: this.subnetIds.join(','),
       WSP_ECS_SECURITY_GROUPS: this.securityGroup.securityGroupId,
+      WSP_ECR_REPOSITORY_URI: this.repository.repositoryUri,
+      WSP_ECS_BASE_IMAGE_TAG: this.stage.workspace.baseImageTag,
+      WSP_ECS_WARM_POOL_SIZE: String(this.stage.warmPool.size),
     };
   }
 
@@ -200,7 +253,7 @@ export class WorkspaceCompute extends Construct {
     acknowledgeWildcardResource(role, this.taskArnPattern(), 'Task ids are generated at RunTask; access is limited to the tasks of the workspace cluster.');
     Validations.of(role).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'ListTasks (and RegisterTaskDefinition for the provisioner) have no resource-level permissions; ListTasks is conditioned on the workspace cluster.',
+      reason: 'ecs:ListTasks has no resource-level permissions; it is conditioned on the workspace cluster (ecs:cluster).',
     });
   }
 }

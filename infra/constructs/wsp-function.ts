@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Duration, RemovalPolicy, Size, Validations } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
-import { Architecture, LoggingFormat, Runtime } from 'aws-cdk-lib/aws-lambda';
+import { Architecture, LoggingFormat, Runtime, type ILayerVersion } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
@@ -48,6 +48,8 @@ export interface WspFunctionProps {
   deadLetterQueue?: IQueue;
   /** Async retries (0–2). Default 2: every job and event handler is idempotent. */
   retryAttempts?: number;
+  /** Lambda layers (extracted under /opt), e.g. the provisioner's git. Default none. */
+  layers?: ILayerVersion[];
 }
 
 /**
@@ -83,6 +85,7 @@ export class WspFunction extends NodejsFunction {
       logGroup,
       loggingFormat: LoggingFormat.JSON,
       deadLetterQueue: props.deadLetterQueue,
+      ...(props.layers?.length ? { layers: props.layers } : {}),
       retryAttempts: props.retryAttempts ?? 2,
       environment: { NODE_OPTIONS: '--enable-source-maps', ...props.environment },
       bundling: { ...BUNDLING, externalModules: [...BUNDLING.externalModules], mainFields: [...BUNDLING.mainFields] },
@@ -104,14 +107,19 @@ export class WspFunction extends NodejsFunction {
     return this;
   }
 
-  /** Object access under key prefixes (`bundles/`, `outputs/`) only; sets WSP_BUCKET. */
-  bindBucket(bucket: IBucket, access: { read?: string[]; write?: string[] }): this {
+  /**
+   * Object access under key prefixes only (`transfer/`, `layers/`, …); sets WSP_BUCKET. `read`:
+   * GetObject; `write`: PutObject + AbortMultipartUpload; `delete`: DeleteObject. A presigned URL
+   * this function makes works only for what it may do itself.
+   */
+  bindBucket(bucket: IBucket, access: { read?: string[]; write?: string[]; delete?: string[] }): this {
     const arns = (prefixes: string[]) => prefixes.map((p) => bucket.arnForObjects(`${p}*`));
     if (access.read?.length) this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:GetObject'], resources: arns(access.read) }));
     if (access.write?.length) {
       this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:PutObject', 's3:AbortMultipartUpload'], resources: arns(access.write) }));
     }
-    for (const p of new Set([...(access.read ?? []), ...(access.write ?? [])])) {
+    if (access.delete?.length) this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:DeleteObject'], resources: arns(access.delete) }));
+    for (const p of new Set([...(access.read ?? []), ...(access.write ?? []), ...(access.delete ?? [])])) {
       acknowledgeWildcardResource(
         this.role,
         bucket.arnForObjects(`${p}*`),

@@ -8,8 +8,16 @@ import { TABLE_SHAPE } from '../../shared/state/table.js';
 import { isSecretArn, type StageConfig } from '../config.js';
 import { stateNames } from '../names.js';
 
-/** Key prefixes in the data bucket; each has its own lifecycle rule and its own grants. */
-export const BUCKET_PREFIXES = { bundles: 'bundles/', outputs: 'outputs/' } as const;
+/**
+ * Key prefixes in the data bucket; each has its own lifecycle rule and its own grants.
+ * - `bundles/`: git bundles (provisioner).
+ * - `outputs/`: command output and setup logs.
+ * - `transfer/`: bundles and directories going INTO workspace tasks (the worker and the api
+ *   function write them and presign the GET the task's curl uses).
+ * - `layers/`: cache-layer tars the tasks PUT through a URL the worker presigns; the worker reads
+ *   them (append to the base image) and deletes them.
+ */
+export const BUCKET_PREFIXES = { bundles: 'bundles/', outputs: 'outputs/', transfer: 'transfer/', layers: 'layers/' } as const;
 
 /** Cache image tags start with this; the ECR count rule applies to them only (not to `base`). */
 export const CACHE_TAG_PREFIX = 'cache-';
@@ -74,6 +82,19 @@ export class StatefulStack extends Stack {
       lifecycleRules: [
         { id: 'expire-bundles', prefix: BUCKET_PREFIXES.bundles, expiration: Duration.days(stage.bucket.bundleExpiryDays) },
         { id: 'expire-outputs', prefix: BUCKET_PREFIXES.outputs, expiration: Duration.days(stage.bucket.outputExpiryDays) },
+        // Transfer objects and layer tars are single-use; a failed or abandoned step leaves them behind.
+        {
+          id: 'expire-transfer',
+          prefix: BUCKET_PREFIXES.transfer,
+          expiration: Duration.days(stage.bucket.transferExpiryDays),
+          abortIncompleteMultipartUploadAfter: Duration.days(1),
+        },
+        {
+          id: 'expire-layers',
+          prefix: BUCKET_PREFIXES.layers,
+          expiration: Duration.days(stage.bucket.layerExpiryDays),
+          abortIncompleteMultipartUploadAfter: Duration.days(1),
+        },
         { id: 'abort-incomplete-uploads', abortIncompleteMultipartUploadAfter: Duration.days(1) },
       ],
       removalPolicy: RemovalPolicy.RETAIN,

@@ -1,15 +1,16 @@
-import { CfnOutput, CfnParameter, Duration, Stack, Validations, type StackProps } from 'aws-cdk-lib';
+import { Annotations, CfnOutput, CfnParameter, Duration, Stack, Validations, type StackProps } from 'aws-cdk-lib';
 import { Table } from 'aws-cdk-lib/aws-dynamodb';
 import { Repository } from 'aws-cdk-lib/aws-ecr';
 import { Rule, Schedule } from 'aws-cdk-lib/aws-events';
 import { LambdaFunction } from 'aws-cdk-lib/aws-events-targets';
 import { Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
+import { LayerVersion } from 'aws-cdk-lib/aws-lambda';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Bucket } from 'aws-cdk-lib/aws-s3';
 import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
-import type { StageConfig } from '../config.js';
+import { GIT_LAYER_EXEC_PATH, type StageConfig } from '../config.js';
 import { stateNames } from '../names.js';
 import { TABLE_SHAPE } from '../../shared/state/table.js';
 import { WspHttpApi } from '../constructs/http-api.js';
@@ -32,6 +33,9 @@ export const HANDLER_ENTRIES = {
   janitor: 'functions/lambda/janitor.ts',
   authorizer: 'functions/lambda/authorizer.ts',
 } as const;
+
+/** Id of the synth warning given when the stage has no git layer for the provisioner. */
+export const GIT_LAYER_MISSING_WARNING = 'wsp:provisioner-git-layer-missing';
 
 /** Share of the 4 KB Lambda environment the provider config (WSP_CONFIG_JSON) may take. */
 export const MAX_PROVIDER_CONFIG_CHARS = 2800;
@@ -87,12 +91,15 @@ export class StatelessStack extends Stack {
       description: 'Provisioner (worker function): git secrets, bundle writes, cache image pushes, RunTask',
     });
     for (const secret of props.gitSecrets) secret.grantRead(this.provisionerRole);
-    repository.grantPullPush(this.provisionerRole);
-    Validations.of(this.provisionerRole).acknowledge({
-      id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'ecr:GetAuthorizationToken and ecs:RegisterTaskDefinition/ListTasks have no resource-level permissions.',
-    });
 
+    // The Lambda runtime has no git; the provisioner runs it from a layer (docs/deploy.md builds one).
+    const gitLayerArn = stage.provisioner.gitLayerArn;
+    if (gitLayerArn === undefined) {
+      Annotations.of(this).addWarningV2(
+        GIT_LAYER_MISSING_WARNING,
+        'No provisioner.gitLayerArn (-c gitLayerArn=…): the Lambda runtime has no git, so provisioning workspaces will fail until a git layer is given (docs/deploy.md).',
+      );
+    }
     const worker = new WspFunction(this, 'Worker', {
       entry: HANDLER_ENTRIES.worker,
       description: 'Provisioning jobs (async-invoked by the api function)',
@@ -101,11 +108,20 @@ export class StatelessStack extends Stack {
       timeout: Duration.minutes(15),
       ephemeralStorageMiB: 10240,
       logRetention,
-      environment: common,
+      // git finds its helpers (git-remote-https, …) through GIT_EXEC_PATH; /opt/bin is already on
+      // Lambda's PATH and /opt/lib on its LD_LIBRARY_PATH.
+      environment: gitLayerArn === undefined ? common : { ...common, GIT_EXEC_PATH: GIT_LAYER_EXEC_PATH },
+      layers: gitLayerArn === undefined ? [] : [LayerVersion.fromLayerVersionArn(this, 'GitLayer', gitLayerArn)],
       deadLetterQueue: failures,
     })
       .bindTable(table)
-      .bindBucket(bucket, { read: [BUCKET_PREFIXES.bundles], write: [BUCKET_PREFIXES.bundles, BUCKET_PREFIXES.outputs] });
+      // transfer/: bundles it writes for tasks (presigned GET); layers/: cache layers the tasks PUT
+      // through URLs it presigns, which it then reads and deletes. Presigned URLs carry the signer's rights.
+      .bindBucket(bucket, {
+        read: [BUCKET_PREFIXES.bundles, BUCKET_PREFIXES.transfer, BUCKET_PREFIXES.layers],
+        write: [BUCKET_PREFIXES.bundles, BUCKET_PREFIXES.outputs, BUCKET_PREFIXES.transfer, BUCKET_PREFIXES.layers],
+        delete: [BUCKET_PREFIXES.transfer, BUCKET_PREFIXES.layers],
+      });
     this.compute.grantRun(this.provisionerRole);
 
     const api = new WspFunction(this, 'Api', {
@@ -119,7 +135,12 @@ export class StatelessStack extends Stack {
       retryAttempts: 0,
     })
       .bindTable(table)
-      .bindBucket(bucket, { read: [BUCKET_PREFIXES.outputs], write: [BUCKET_PREFIXES.outputs] })
+      // transfer/: directories copied into a workspace go up here and down through a presigned GET.
+      .bindBucket(bucket, {
+        read: [BUCKET_PREFIXES.outputs, BUCKET_PREFIXES.transfer],
+        write: [BUCKET_PREFIXES.outputs, BUCKET_PREFIXES.transfer],
+        delete: [BUCKET_PREFIXES.transfer],
+      })
       .bindInvoke(worker, 'WSP_WORKER_FUNCTION');
     this.compute.grantOperate(api.role, { exec: true });
 
@@ -137,7 +158,9 @@ export class StatelessStack extends Stack {
       logRetention,
       environment: common,
     }).bindTable(table);
-    this.compute.grantOperate(janitor.role, { exec: false });
+    // The janitor replenishes warm pools (RunTask); without a pool it only lists and stops tasks.
+    if (stage.warmPool.size > 0) this.compute.grantRunTasks(janitor.role, { exec: false });
+    else this.compute.grantOperate(janitor.role, { exec: false });
 
     let authorizer: WspFunction | undefined;
     if (stage.api.auth === 'bearer') {

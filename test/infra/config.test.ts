@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { STAGE_NAMES, stageConfig } from '../../infra/config.js';
+import { EPHEMERAL_STORAGE_GIB, STAGE_NAMES, stageConfig, WARM_POOL_MAX_SIZE } from '../../infra/config.js';
 import { BadRequestError } from '../../shared/contract/errors.js';
 
 describe('stageConfig', () => {
@@ -61,5 +61,53 @@ describe('stageConfig', () => {
       /repositories\[0\]\.path/,
     );
     expect(() => stageConfig('dev', { provider: { mode: 'kubernetes' } })).toThrow(BadRequestError);
+  });
+
+  it('Fargate defaults: no warm pool, no git layer, one-day transfer and layer expiry', () => {
+    for (const name of STAGE_NAMES) {
+      const c = stageConfig(name);
+      expect(c.warmPool).toEqual({ size: 0 });
+      expect(c.provisioner.gitLayerArn).toBeUndefined();
+      expect(c.bucket.transferExpiryDays).toBe(1);
+      expect(c.bucket.layerExpiryDays).toBe(1);
+      expect(c.workspace.ephemeralStorageGiB).toBeGreaterThanOrEqual(EPHEMERAL_STORAGE_GIB.min);
+    }
+  });
+
+  it('warm pool size: an integer 0–20', () => {
+    expect(stageConfig('dev', { warmPoolSize: 0 }).warmPool.size).toBe(0);
+    expect(stageConfig('dev', { warmPoolSize: WARM_POOL_MAX_SIZE }).warmPool.size).toBe(20);
+    for (const bad of [-1, 21, 1.5, Number.NaN]) {
+      expect(() => stageConfig('dev', { warmPoolSize: bad }), String(bad)).toThrow(BadRequestError);
+      expect(() => stageConfig('dev', { warmPoolSize: bad }), String(bad)).toThrow(/warmPool\.size must be an integer 0–20/);
+    }
+  });
+
+  it('workspace ephemeral storage: an integer 21–200 GiB', () => {
+    expect(stageConfig('dev', { ephemeralStorageGiB: 21 }).workspace.ephemeralStorageGiB).toBe(21);
+    expect(stageConfig('prod', { ephemeralStorageGiB: 200 }).workspace.ephemeralStorageGiB).toBe(200);
+    for (const bad of [20, 201, 30.5, Number.NaN]) {
+      expect(() => stageConfig('dev', { ephemeralStorageGiB: bad }), String(bad)).toThrow(/ephemeralStorageGiB must be an integer 21–200/);
+    }
+  });
+
+  it('git layer: a Lambda layer *version* ARN, nothing else', () => {
+    for (const good of [
+      'arn:aws:lambda:eu-west-1:111111111111:layer:wsp-git:1',
+      'arn:aws:lambda:us-gov-west-1:111111111111:layer:git_2-45:12',
+      'arn:aws-cn:lambda:cn-north-1:111111111111:layer:git:3',
+    ]) {
+      expect(stageConfig('dev', { gitLayerArn: good }).provisioner.gitLayerArn).toBe(good);
+    }
+    for (const bad of [
+      'arn:aws:lambda:eu-west-1:111111111111:layer:wsp-git', // the layer, not a version
+      'arn:aws:lambda:eu-west-1:111111111111:layer:wsp-git:0',
+      'arn:aws:lambda:eu-west-1:111111111111:function:wsp-git:1',
+      'arn:aws:lambda:eu-west-1:1111:layer:wsp-git:1',
+      'wsp-git:1',
+      '',
+    ]) {
+      expect(() => stageConfig('dev', { gitLayerArn: bad }), bad).toThrow(/not a Lambda layer version ARN/);
+    }
   });
 });

@@ -5,6 +5,7 @@ import { Validations } from 'aws-cdk-lib';
 import { Bucket } from 'aws-cdk-lib/aws-s3';
 import type { IConstruct } from 'constructs';
 import { afterAll, describe, expect, it } from 'vitest';
+import { GIT_LAYER_MISSING_WARNING } from '../../infra/stacks/stateless-stack.js';
 import { buildStage, type SynthOptions } from './synth-fixture.js';
 
 /**
@@ -20,7 +21,11 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-nag-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 interface Report {
-  pluginReports: { pluginName: string; conclusion: string; violations: { ruleName: string; violatingConstructs: { constructPath: string }[] }[] }[];
+  pluginReports: {
+    pluginName: string;
+    conclusion: string;
+    violations: { ruleName: string; severity?: string; violatingConstructs: { constructPath: string }[] }[];
+  }[];
 }
 
 function readReport(outdir: string): Report | undefined {
@@ -43,10 +48,17 @@ function acknowledgements(root: IConstruct): [string, string, string][] {
 
 const SECRETS = ['wsp/git/github-token', 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:wsp/git/gitlab-AbCdEf'];
 
+/**
+ * A deployable stage has a git layer for the provisioner; without one the synth carries a
+ * deliberate warning (its own test below), which the validation report lists next to nag findings.
+ */
+const GIT_LAYER = 'arn:aws:lambda:eu-west-1:111111111111:layer:wsp-git:3';
+
 const cases: [string, SynthOptions][] = [
-  ['dev, IAM auth, two git secrets', { stage: 'dev', overrides: { gitSecrets: SECRETS } }],
-  ['prod, bearer auth (Lambda authorizer)', { stage: 'prod', overrides: { gitSecrets: SECRETS, apiAuth: 'bearer' } }],
-  ['dev without git secrets', { stage: 'dev' }],
+  ['dev, IAM auth, two git secrets', { stage: 'dev', overrides: { gitSecrets: SECRETS, gitLayerArn: GIT_LAYER } }],
+  ['prod, bearer auth (Lambda authorizer)', { stage: 'prod', overrides: { gitSecrets: SECRETS, apiAuth: 'bearer', gitLayerArn: GIT_LAYER } }],
+  ['dev without git secrets', { stage: 'dev', overrides: { gitLayerArn: GIT_LAYER } }],
+  ['prod with a warm pool (the janitor runs tasks)', { stage: 'prod', overrides: { gitLayerArn: GIT_LAYER, warmPoolSize: 3 } }],
 ];
 
 describe('cdk-nag AwsSolutions', () => {
@@ -65,6 +77,15 @@ describe('cdk-nag AwsSolutions', () => {
     expect(readReport(outdir)).toBeDefined();
   }, SYNTH_TIMEOUT_MS);
 
+  it('without a git layer the only finding is the git-layer warning, and it does not fail the synth', () => {
+    const outdir = path.join(tmp, 'no-git-layer');
+    const built = buildStage({ stage: 'dev', nag: true, outdir });
+    expect(() => built.app.synth()).not.toThrow();
+    expect(violations(readReport(outdir))).toEqual([`Annotation::${GIT_LAYER_MISSING_WARNING} @ wsp-dev-stateless`]);
+    const [annotation] = (readReport(outdir)?.pluginReports ?? []).flatMap((p) => p.violations);
+    expect(annotation).toMatchObject({ severity: 'warning' });
+  }, SYNTH_TIMEOUT_MS);
+
   it('every acknowledgement has a written reason, and wildcard ones name the exact resource (appliesTo)', () => {
     const built = buildStage({ stage: 'prod', overrides: { gitSecrets: SECRETS, apiAuth: 'bearer' } });
     const acks = acknowledgements(built.app);
@@ -79,7 +100,7 @@ describe('cdk-nag AwsSolutions', () => {
 
   it('catches a non-compliant resource added to our stacks (control)', () => {
     const outdir = path.join(tmp, 'control');
-    const built = buildStage({ stage: 'dev', nag: true, outdir });
+    const built = buildStage({ stage: 'dev', nag: true, outdir, overrides: { gitLayerArn: GIT_LAYER } });
     new Bucket(built.stateful, 'UnsafeBucket');
     expect(() => built.app.synth()).toThrow(/AwsSolutions-S10/);
     const found = violations(readReport(outdir));

@@ -101,6 +101,10 @@ describe('cdk synth (offline)', () => {
       apiAuth: 'bearer',
       gitSecrets: 'wsp/git/a, wsp/git/b',
       providerConfig: providerFile,
+      // `-c key=value` arrives as strings.
+      warmPoolSize: '4',
+      gitLayerArn: 'arn:aws:lambda:eu-west-1:111111111111:layer:wsp-git:2',
+      ephemeralStorageGiB: '120',
     };
     // The same variables the cdk CLI sets for the app process.
     execFileSync(process.execPath, ['--import', 'tsx', 'infra/app.ts'], {
@@ -119,5 +123,12 @@ describe('cdk synth (offline)', () => {
     expect(template).toContain('AWS::ApiGatewayV2::Authorizer');
     for (const name of ['wsp/git/a', 'wsp/git/b', 'wsp/git/from-config']) expect(template).toContain(`secret:${name}-??????`);
     expect(template).toContain(JSON.stringify(JSON.stringify(provider)));
+    const parsed = JSON.parse(template) as { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> };
+    const fns = Object.values(parsed.Resources).filter((r) => r.Type === 'AWS::Lambda::Function');
+    expect(fns.filter((f) => JSON.stringify(f.Properties['Layers']) === JSON.stringify([context.gitLayerArn]))).toHaveLength(1);
+    // api, worker, task-events, janitor (the authorizer and CDK's custom-resource function get no ECS env).
+    expect(fns.filter((f) => JSON.stringify(f.Properties['Environment'] ?? {}).includes('"WSP_ECS_WARM_POOL_SIZE":"4"'))).toHaveLength(4);
+    const [td] = Object.values(parsed.Resources).filter((r) => r.Type === 'AWS::ECS::TaskDefinition');
+    expect(td?.Properties['EphemeralStorage']).toEqual({ SizeInGiB: 120 });
   }, SYNTH_TIMEOUT_MS);
 });

@@ -1,0 +1,288 @@
+import { Annotations, Match } from 'aws-cdk-lib/assertions';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { GIT_LAYER_EXEC_PATH } from '../../infra/config.js';
+import { WORKSPACE_CONTAINER } from '../../infra/constructs/workspace-compute.js';
+import { BUCKET_PREFIXES } from '../../infra/stacks/stateful-stack.js';
+import { GIT_LAYER_MISSING_WARNING } from '../../infra/stacks/stateless-stack.js';
+import {
+  actionCovers,
+  actionsOf,
+  functionRole,
+  logicalId,
+  resourcesOf,
+  roleCan,
+  statementsByRole,
+  synthTemplates,
+  type Json,
+  type PolicyStatementJson,
+  type Templates,
+} from './synth-fixture.js';
+
+/**
+ * What the Fargate backend (issue 5) needs from the stacks: cache-image task-definition revisions,
+ * the transfer/ and layers/ prefixes, the warm pool, git for the provisioner, the workspace
+ * container. Two synths: `full` (warm pool, git layer, bearer auth: every optional part present)
+ * and `plain` (the dev defaults: no pool, no layer). Each "only X" test also checks X has it.
+ */
+
+const GIT_LAYER = 'arn:aws:lambda:eu-west-1:111111111111:layer:wsp-git:7';
+const ECR_PUSH_ACTIONS = ['ecr:PutImage', 'ecr:InitiateLayerUpload', 'ecr:UploadLayerPart', 'ecr:CompleteLayerUpload', 'ecr:BatchCheckLayerAvailability'];
+const ECR_PULL_ACTIONS = ['ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer'];
+const TASK_DEFINITION_ACTIONS = ['ecs:RegisterTaskDefinition', 'ecs:DescribeTaskDefinition', 'ecs:DeregisterTaskDefinition'];
+
+interface Roles {
+  template: Templates;
+  statements: Map<string, PolicyStatementJson[]>;
+  provisioner: string;
+  api: string;
+  janitor: string;
+  taskEvents: string;
+  authorizer?: string;
+  taskRole: string;
+  executionRole: string;
+}
+
+function rolesOf(template: Templates): Roles {
+  const s = template.built.stateless;
+  const fnRole = (fn: Parameters<typeof logicalId>[0]) => functionRole(template.stateless, logicalId(fn));
+  return {
+    template,
+    statements: statementsByRole(template.stateless),
+    provisioner: logicalId(s.provisionerRole),
+    api: fnRole(s.functions.api),
+    janitor: fnRole(s.functions.janitor),
+    taskEvents: fnRole(s.functions.taskEvents),
+    ...(s.functions.authorizer ? { authorizer: fnRole(s.functions.authorizer) } : {}),
+    taskRole: logicalId(s.compute.taskRole),
+    executionRole: logicalId(s.compute.executionRole),
+  };
+}
+
+let full: Roles;
+let plain: Roles;
+
+beforeAll(() => {
+  full = rolesOf(synthTemplates({ stage: 'dev', overrides: { apiAuth: 'bearer', warmPoolSize: 3, gitLayerArn: GIT_LAYER, ephemeralStorageGiB: 100 } }));
+  plain = rolesOf(synthTemplates({ stage: 'dev' }));
+}, 240_000);
+
+const of = (r: Roles, role: string): PolicyStatementJson[] => r.statements.get(role) ?? [];
+const holders = (r: Roles, action: string): string[] => [...r.statements].filter(([, st]) => roleCan(st, action)).map(([id]) => id).sort();
+const statementsFor = (statements: PolicyStatementJson[], action: string) => statements.filter((s) => actionsOf(s).some((a) => actionCovers(a, action)));
+const resourcesFor = (statements: PolicyStatementJson[], action: string): unknown[] =>
+  statementsFor(statements, action).flatMap((s) => (Array.isArray(s.Resource) ? s.Resource : [s.Resource]));
+const fnProps = (r: Roles, fn: Parameters<typeof logicalId>[0]): Json => (r.template.stateless.toJSON()['Resources'][logicalId(fn)] as Json)['Properties'] as Json;
+const envOf = (r: Roles, fn: Parameters<typeof logicalId>[0]): Json => ((fnProps(r, fn)['Environment'] as Json)['Variables'] as Json);
+/** `{ "Fn::GetAtt": [role, "Arn"] }` as the template writes a role ARN. */
+const roleArn = (role: string) => ({ 'Fn::GetAtt': [role, 'Arn'] });
+
+describe('cache images: the provisioner registers a task-definition revision per image', () => {
+  it('only the provisioner may register, describe or deregister task definitions (even with a warm pool)', () => {
+    for (const r of [full, plain]) {
+      for (const action of TASK_DEFINITION_ACTIONS) expect(holders(r, action), action).toEqual([r.provisioner]);
+    }
+  });
+
+  it('iam:PassRole names exactly the workspace task and execution roles, only towards ECS tasks, for every holder', () => {
+    expect(holders(full, 'iam:PassRole')).toEqual([full.provisioner, full.janitor].sort());
+    expect(holders(plain, 'iam:PassRole')).toEqual([plain.provisioner]);
+    for (const r of [full, plain]) {
+      for (const [role, statements] of r.statements) {
+        for (const st of statementsFor(statements, 'iam:PassRole')) {
+          expect(actionsOf(st), role).toEqual(['iam:PassRole']);
+          expect(st.Resource, role).toEqual(expect.arrayContaining([roleArn(r.taskRole), roleArn(r.executionRole)]));
+          expect(st.Resource, role).toHaveLength(2);
+          expect(st.Condition, role).toEqual({ StringEquals: { 'iam:PassedToService': 'ecs-tasks.amazonaws.com' } });
+        }
+      }
+    }
+  });
+
+  it('the provisioner pushes and pulls the workspace repository only, and may log in to the registry', () => {
+    const statements = of(full, full.provisioner);
+    for (const action of [...ECR_PUSH_ACTIONS, ...ECR_PULL_ACTIONS]) {
+      const resources = resourcesFor(statements, action);
+      expect(resources, action).toHaveLength(1);
+      const flat = JSON.stringify(resources[0]);
+      expect(flat, action).toMatch(/:ecr:eu-west-1:111111111111:repository\/wsp-dev-workspaces"/);
+      expect(flat, action).not.toContain('*');
+    }
+    expect(resourcesFor(statements, 'ecr:GetAuthorizationToken')).toEqual(['*']);
+    // Nobody else pushes (the janitor keeping a pool included).
+    for (const action of ECR_PUSH_ACTIONS.filter((a) => a !== 'ecr:BatchCheckLayerAvailability')) {
+      expect(holders(full, action), action).toEqual([full.provisioner]);
+    }
+  });
+
+  it('RunTask is limited to revisions of the workspace family in the workspace cluster', () => {
+    for (const role of [full.provisioner, full.janitor]) {
+      const [st, ...more] = statementsFor(of(full, role), 'ecs:RunTask');
+      expect(more).toEqual([]);
+      expect(actionsOf(st!)).toEqual(['ecs:RunTask']);
+      expect(JSON.stringify(st!.Resource)).toMatch(/:task-definition\/wsp-dev-workspace:\*"/);
+      expect(st!.Condition).toEqual({ ArnEquals: { 'ecs:cluster': { 'Fn::GetAtt': [logicalId(full.template.built.stateless.compute.cluster), 'Arn'] } } });
+    }
+  });
+
+  it('every role that runs tasks may tag them at RunTask, and no role may tag anything otherwise', () => {
+    const runners = holders(full, 'ecs:RunTask');
+    expect(runners).toEqual([full.provisioner, full.janitor].sort());
+    expect(holders(full, 'ecs:TagResource')).toEqual(runners);
+    for (const role of runners) {
+      const tagging = statementsFor(of(full, role), 'ecs:TagResource');
+      expect(tagging.length, role).toBeGreaterThan(0);
+      for (const st of tagging) {
+        expect(st.Condition, role).toEqual({ StringEquals: { 'ecs:CreateAction': 'RunTask' } });
+        // The cluster's tasks only: arn:…:task/<cluster>/*.
+        expect(st.Resource, role).toEqual({
+          'Fn::Join': ['', ['arn:aws:ecs:eu-west-1:111111111111:task/', { Ref: logicalId(full.template.built.stateless.compute.cluster) }, '/*']],
+        });
+      }
+    }
+  });
+
+  it('the workspace execution role pulls any tag of the workspace repository (cache images are new tags), nothing else', () => {
+    const statements = of(full, full.executionRole);
+    for (const action of [...ECR_PULL_ACTIONS, 'ecr:BatchCheckLayerAvailability']) {
+      const resources = resourcesFor(statements, action);
+      expect(resources, action).toHaveLength(1);
+      // A repository ARN has no tag part: one grant covers base and every cache tag.
+      expect(JSON.stringify(resources[0]), action).toMatch(/:ecr:eu-west-1:111111111111:repository\/wsp-dev-workspaces"$/);
+    }
+    for (const action of ECR_PUSH_ACTIONS.filter((a) => a !== 'ecr:BatchCheckLayerAvailability')) expect(roleCan(statements, action), action).toBe(false);
+  });
+});
+
+describe('data bucket: transfer/ and layers/', () => {
+  it('the prefixes are exported, and each expires after a day and aborts incomplete multipart uploads after a day', () => {
+    expect(BUCKET_PREFIXES).toMatchObject({ transfer: 'transfer/', layers: 'layers/', bundles: 'bundles/', outputs: 'outputs/' });
+    full.template.stateful.hasResourceProperties('AWS::S3::Bucket', {
+      BucketName: 'wsp-dev-data-111111111111-eu-west-1',
+      LifecycleConfiguration: {
+        Rules: Match.arrayWith([
+          Match.objectLike({ Prefix: 'transfer/', ExpirationInDays: 1, AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' }),
+          Match.objectLike({ Prefix: 'layers/', ExpirationInDays: 1, AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' }),
+        ]),
+      },
+    });
+  });
+
+  /**
+   * Roles that may do `action` on an object under `prefix`: any resource pattern (glob) that covers
+   * a sample key there — so a whole-bucket `…/*` or `*` grant counts too. S3 resources are literal
+   * strings in these templates (the bucket is referenced by name); a token would fail the check.
+   */
+  const s3Holders = (r: Roles, action: string, prefix: string): string[] => {
+    const sample = `arn:aws:s3:::wsp-dev-data-111111111111-eu-west-1/${prefix}ws-1/abc.tar`;
+    return [...r.statements]
+      .filter(([, st]) =>
+        resourcesFor(st, action).some((res) => {
+          expect(typeof res, JSON.stringify(res)).toBe('string');
+          return actionCovers(res as string, sample);
+        }),
+      )
+      .map(([id]) => id)
+      .sort();
+  };
+
+  it('transfer/: the worker and the api function write, read (presigned GET) and delete; nobody else', () => {
+    for (const action of ['s3:PutObject', 's3:GetObject', 's3:DeleteObject']) {
+      expect(s3Holders(full, action, BUCKET_PREFIXES.transfer), action).toEqual([full.provisioner, full.api].sort());
+    }
+  });
+
+  it('layers/: only the worker signs the PUT, reads the layer and deletes it', () => {
+    for (const action of ['s3:PutObject', 's3:GetObject', 's3:DeleteObject']) {
+      expect(s3Holders(full, action, BUCKET_PREFIXES.layers), action).toEqual([full.provisioner]);
+    }
+  });
+
+  it('no role may delete outside transfer/ and layers/, and the workspace roles have no S3 right at all', () => {
+    for (const [role, statements] of full.statements) {
+      for (const res of resourcesFor(statements, 's3:DeleteObject')) expect(JSON.stringify(res), role).toMatch(/\/(transfer|layers)\/\*"/);
+    }
+    for (const role of [full.taskRole, full.executionRole]) {
+      expect(of(full, role).flatMap(actionsOf).filter((a) => a.startsWith('s3:')), role).toEqual([]);
+    }
+  });
+});
+
+describe('handler environment', () => {
+  it('api and worker know the bucket; every ECS handler knows the repository URI, base image tag and warm pool size', () => {
+    const fns = full.template.built.stateless.functions;
+    for (const fn of [fns.api, fns.worker]) expect(envOf(full, fn)['WSP_BUCKET']).toBe('wsp-dev-data-111111111111-eu-west-1');
+    for (const fn of [fns.api, fns.worker, fns.janitor, fns.taskEvents]) {
+      const env = envOf(full, fn);
+      expect(JSON.stringify(env['WSP_ECR_REPOSITORY_URI'])).toMatch(/^"111111111111\.dkr\.ecr\.eu-west-1\.|"111111111111\.dkr\.ecr\.eu-west-1\."/);
+      expect(JSON.stringify(env['WSP_ECR_REPOSITORY_URI'])).toContain('/wsp-dev-workspaces');
+      expect(env['WSP_ECS_BASE_IMAGE_TAG']).toBe('base');
+      expect(env['WSP_ECS_WARM_POOL_SIZE']).toBe('3');
+      expect(env['WSP_ECS_TASK_FAMILY']).toBe('wsp-dev-workspace');
+    }
+    expect(envOf(plain, plain.template.built.stateless.functions.janitor)['WSP_ECS_WARM_POOL_SIZE']).toBe('0');
+  });
+});
+
+describe('warm pool', () => {
+  it('with a pool the janitor runs, describes and stops tasks, but cannot exec, read secrets, push images or register revisions', () => {
+    const janitor = of(full, full.janitor);
+    for (const action of ['ecs:RunTask', 'ecs:DescribeTasks', 'ecs:StopTask', 'ecs:ListTasks', 'iam:PassRole', 'ecs:TagResource']) {
+      expect(roleCan(janitor, action), action).toBe(true);
+    }
+    for (const action of ['ecs:ExecuteCommand', 'secretsmanager:GetSecretValue', 'ecr:PutImage', 'ecr:GetAuthorizationToken', ...TASK_DEFINITION_ACTIONS]) {
+      expect(roleCan(janitor, action), action).toBe(false);
+    }
+  });
+
+  it('without a pool (the default) the janitor cannot start tasks or pass roles, and still stops them', () => {
+    const janitor = of(plain, plain.janitor);
+    expect(roleCan(janitor, 'ecs:StopTask')).toBe(true);
+    for (const action of ['ecs:RunTask', 'iam:PassRole', 'ecs:TagResource']) expect(roleCan(janitor, action), action).toBe(false);
+  });
+});
+
+describe('git for the provisioner', () => {
+  it('the layer is attached to the worker only, with GIT_EXEC_PATH, and the synth does not warn', () => {
+    const fns = full.template.built.stateless.functions;
+    expect(fnProps(full, fns.worker)['Layers']).toEqual([GIT_LAYER]);
+    expect(envOf(full, fns.worker)['GIT_EXEC_PATH']).toBe(GIT_LAYER_EXEC_PATH);
+    expect(GIT_LAYER_EXEC_PATH).toBe('/opt/libexec/git-core');
+    for (const fn of [fns.api, fns.janitor, fns.taskEvents, fns.authorizer!]) {
+      expect(fnProps(full, fn)['Layers'], fn.node.id).toBeUndefined();
+      expect(envOf(full, fn)['GIT_EXEC_PATH'], fn.node.id).toBeUndefined();
+    }
+    expect(Annotations.fromStack(full.template.built.stateless).findWarning('*', Match.anyValue())).toEqual([]);
+  });
+
+  it('without a layer the worker has none and the stateless stack carries a warning that provisioning will fail', () => {
+    const worker = plain.template.built.stateless.functions.worker;
+    expect(fnProps(plain, worker)['Layers']).toBeUndefined();
+    expect(envOf(plain, worker)['GIT_EXEC_PATH']).toBeUndefined();
+    const warnings = Annotations.fromStack(plain.template.built.stateless).findWarning('*', Match.stringLikeRegexp('provisioning workspaces will fail until a git layer'));
+    expect(warnings).toHaveLength(1);
+    expect(JSON.stringify(warnings[0]!.entry.data)).toContain(GIT_LAYER_MISSING_WARNING);
+  });
+});
+
+describe('workspace container', () => {
+  it('init process, writable root filesystem, storage from the stage, no secrets or environment', () => {
+    const [[, td]] = resourcesOf(full.template.stateless, 'AWS::ECS::TaskDefinition') as [[string, Json]];
+    expect(td['EphemeralStorage']).toEqual({ SizeInGiB: 100 });
+    const [container, ...others] = td['ContainerDefinitions'] as Json[];
+    expect(others).toEqual([]);
+    expect(container!['Name']).toBe(WORKSPACE_CONTAINER);
+    expect((container!['LinuxParameters'] as Json)['InitProcessEnabled']).toBe(true);
+    expect(container!['ReadonlyRootFilesystem']).toBe(false);
+    expect(container!['Secrets']).toBeUndefined();
+    expect(container!['Environment']).toBeUndefined();
+    const [[, plainTd]] = resourcesOf(plain.template.stateless, 'AWS::ECS::TaskDefinition') as [[string, Json]];
+    expect(plainTd['EphemeralStorage']).toEqual({ SizeInGiB: 40 });
+  });
+
+  it('the cluster enables ECS Exec without a KMS key', () => {
+    const [[, cluster]] = resourcesOf(full.template.stateless, 'AWS::ECS::Cluster') as [[string, Json]];
+    const exec = (cluster['Configuration'] as Json)['ExecuteCommandConfiguration'] as Json;
+    expect(exec).toEqual({ Logging: 'NONE' });
+    expect(JSON.stringify(cluster)).not.toMatch(/kms/i);
+  });
+});
