@@ -170,6 +170,7 @@ cmd_restore() {
   # As root, kill -1 would end the whole task.
   [ "$uid" -ne 0 ] || die "refusing to kill uid 0"
   [ -d "$home" ] && [ ! -L "$home" ] || die "home is not a directory"
+  case $store in "$home" | "$home"/*) die "the store must be outside the home" ;; esac
   # Pin the version: a save running meanwhile switches the symlink, not our copy.
   [ -L "$store/current" ] || die "no pristine copy at the store"
   version=$(readlink -f -- "$store/current") || die "no pristine copy at the store"
