@@ -30,11 +30,11 @@ async function writeLayerTar(file: string, big: Buffer): Promise<void> {
   const pack = tar.pack();
   const owner = { uid: 1000, gid: 1000, uname: 'node', gname: 'node' };
   const mtime = new Date('2026-01-02T03:04:05Z');
-  const entry = (header: tar.Header, body?: string | Buffer): Promise<void> =>
+  const entry = (header: Partial<tar.Header> & { name: string }, body?: string | Buffer): Promise<void> =>
     new Promise((resolve, reject) => {
       const done = (e?: Error | null): void => (e ? reject(e) : resolve());
-      if (body === undefined) pack.entry({ mtime, ...owner, ...header }, done);
-      else pack.entry({ mtime, ...owner, ...header }, body, done);
+      if (body === undefined) pack.entry({ ...owner, mtime, ...header }, done);
+      else pack.entry({ ...owner, mtime, ...header }, body, done);
     });
   const out = pipeline(pack, fs.createWriteStream(file));
   await entry({ name: 'home/node/', type: 'directory', mode: 0o755 });
