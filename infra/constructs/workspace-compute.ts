@@ -55,6 +55,7 @@ export class WorkspaceCompute extends Construct {
   readonly repository: IRepository;
   private readonly stage: StageConfig;
   private readonly passRoleGranted = new Set<IRole>();
+  private readonly evictGranted = new Set<IRole>();
 
   constructor(scope: Construct, id: string, props: WorkspaceComputeProps) {
     super(scope, id);
@@ -188,20 +189,43 @@ export class WorkspaceCompute extends Construct {
 
   /**
    * Cache images (provisioner only): push and pull the image repository (layer upload, PutImage,
-   * ecr:GetAuthorizationToken for the registry login), and register/describe/deregister task
-   * definition revisions — one per cache image, copied from the family's base revision with the same
-   * two roles, hence iam:PassRole of exactly those.
+   * ecr:GetAuthorizationToken for the registry login), and register/describe task-definition
+   * revisions — one per cache image, copied from the family's base revision with the same two
+   * roles (hence iam:PassRole of exactly those) and its tags (hence tag-on-create for
+   * RegisterTaskDefinition on the family's revisions). Includes grantEvictCacheImages (a cache
+   * image whose layer fails the secret scan is removed at once).
    */
   grantCacheImages(role: IRole): void {
     this.repository.grantPullPush(role);
-    // These three have no resource-level permissions (ARNs of revisions do not exist before RegisterTaskDefinition).
+    role.addToPrincipalPolicy(new PolicyStatement({ actions: ['ecs:RegisterTaskDefinition', 'ecs:DescribeTaskDefinition'], resources: ['*'] }));
     role.addToPrincipalPolicy(
-      new PolicyStatement({ actions: ['ecs:RegisterTaskDefinition', 'ecs:DescribeTaskDefinition', 'ecs:DeregisterTaskDefinition'], resources: ['*'] }),
+      new PolicyStatement({
+        actions: ['ecs:TagResource'],
+        resources: [this.taskDefinitionArnPattern()],
+        conditions: { StringEquals: { 'ecs:CreateAction': 'RegisterTaskDefinition' } },
+      }),
     );
     this.grantPassWorkspaceRoles(role);
+    this.grantEvictCacheImages(role);
     Validations.of(role).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'ecr:GetAuthorizationToken and ecs:Register/Describe/DeregisterTaskDefinition have no resource-level permissions; iam:PassRole limits what a registered revision can use to the two workspace roles.',
+      reason:
+        'ecr:GetAuthorizationToken and ecs:Register/Describe/DeregisterTaskDefinition accept no resource ARN; DeleteTaskDefinitions is granted with them. iam:PassRole limits a registered revision to the two workspace roles.',
+    });
+  }
+
+  /**
+   * Cache eviction (janitor; provisioner through grantCacheImages): deregister and delete a cache
+   * image's task-definition revision, delete its image from the workspace repository. No push.
+   */
+  grantEvictCacheImages(role: IRole): void {
+    if (this.evictGranted.has(role)) return;
+    this.evictGranted.add(role);
+    role.addToPrincipalPolicy(new PolicyStatement({ actions: ['ecs:DeregisterTaskDefinition', 'ecs:DeleteTaskDefinitions'], resources: ['*'] }));
+    role.addToPrincipalPolicy(new PolicyStatement({ actions: ['ecr:BatchDeleteImage'], resources: [this.repository.repositoryArn] }));
+    Validations.of(role).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'ecs:DeregisterTaskDefinition accepts no resource ARN; DeleteTaskDefinitions is granted with it. Image deletes are limited to the workspace repository.',
     });
   }
 

@@ -109,11 +109,22 @@ export class WspFunction extends NodejsFunction {
 
   /**
    * Object access under key prefixes only (`transfer/`, `layers/`, …); sets WSP_BUCKET. `read`:
-   * GetObject; `write`: PutObject + AbortMultipartUpload; `delete`: DeleteObject. A presigned URL
+   * GetObject; `write`: PutObject + AbortMultipartUpload (multipart uploads need only these);
+   * `delete`: DeleteObject (also what DeleteObjects checks per key); `list`: ListBucket with an
+   * `s3:prefix` under those prefixes (deleting a workspace's prefix lists it first). A presigned URL
    * this function makes works only for what it may do itself.
    */
-  bindBucket(bucket: IBucket, access: { read?: string[]; write?: string[]; delete?: string[] }): this {
+  bindBucket(bucket: IBucket, access: { read?: string[]; write?: string[]; delete?: string[]; list?: string[] }): this {
     const arns = (prefixes: string[]) => prefixes.map((p) => bucket.arnForObjects(`${p}*`));
+    if (access.list?.length) {
+      this.role.addToPrincipalPolicy(
+        new PolicyStatement({
+          actions: ['s3:ListBucket'],
+          resources: [bucket.bucketArn],
+          conditions: { StringLike: { 's3:prefix': access.list.map((p) => `${p}*`) } },
+        }),
+      );
+    }
     if (access.read?.length) this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:GetObject'], resources: arns(access.read) }));
     if (access.write?.length) {
       this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:PutObject', 's3:AbortMultipartUpload'], resources: arns(access.write) }));

@@ -121,6 +121,7 @@ export class StatelessStack extends Stack {
         read: [BUCKET_PREFIXES.bundles, BUCKET_PREFIXES.transfer, BUCKET_PREFIXES.layers],
         write: [BUCKET_PREFIXES.bundles, BUCKET_PREFIXES.outputs, BUCKET_PREFIXES.transfer, BUCKET_PREFIXES.layers],
         delete: [BUCKET_PREFIXES.transfer, BUCKET_PREFIXES.layers],
+        list: [BUCKET_PREFIXES.transfer],
       });
     this.compute.grantRun(this.provisionerRole);
 
@@ -140,6 +141,7 @@ export class StatelessStack extends Stack {
         read: [BUCKET_PREFIXES.outputs, BUCKET_PREFIXES.transfer],
         write: [BUCKET_PREFIXES.outputs, BUCKET_PREFIXES.transfer],
         delete: [BUCKET_PREFIXES.transfer],
+        list: [BUCKET_PREFIXES.transfer],
       })
       .bindInvoke(worker, 'WSP_WORKER_FUNCTION');
     this.compute.grantOperate(api.role, { exec: true });
@@ -157,7 +159,12 @@ export class StatelessStack extends Stack {
       timeout: Duration.minutes(5),
       logRetention,
       environment: common,
-    }).bindTable(table);
+    })
+      .bindTable(table)
+      // Tearing a workspace down deletes its transfer/ objects; evicting a cache entry deletes its layer tar.
+      .bindBucket(bucket, { delete: [BUCKET_PREFIXES.transfer, BUCKET_PREFIXES.layers], list: [BUCKET_PREFIXES.transfer] });
+    // Cache limits: evicting an entry deregisters its task-definition revision and deletes its image.
+    this.compute.grantEvictCacheImages(janitor.role);
     // The janitor replenishes warm pools (RunTask); without a pool it only lists and stops tasks.
     if (stage.warmPool.size > 0) this.compute.grantRunTasks(janitor.role, { exec: false });
     else this.compute.grantOperate(janitor.role, { exec: false });

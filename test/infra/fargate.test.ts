@@ -28,7 +28,8 @@ import {
 const GIT_LAYER = 'arn:aws:lambda:eu-west-1:111111111111:layer:wsp-git:7';
 const ECR_PUSH_ACTIONS = ['ecr:PutImage', 'ecr:InitiateLayerUpload', 'ecr:UploadLayerPart', 'ecr:CompleteLayerUpload', 'ecr:BatchCheckLayerAvailability'];
 const ECR_PULL_ACTIONS = ['ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer'];
-const TASK_DEFINITION_ACTIONS = ['ecs:RegisterTaskDefinition', 'ecs:DescribeTaskDefinition', 'ecs:DeregisterTaskDefinition'];
+const TASK_DEFINITION_ACTIONS = ['ecs:RegisterTaskDefinition', 'ecs:DescribeTaskDefinition'];
+const EVICT_ACTIONS = ['ecs:DeregisterTaskDefinition', 'ecs:DeleteTaskDefinitions', 'ecr:BatchDeleteImage'];
 
 interface Roles {
   template: Templates;
@@ -77,9 +78,20 @@ const envOf = (r: Roles, fn: Parameters<typeof logicalId>[0]): Json => ((fnProps
 const roleArn = (role: string) => ({ 'Fn::GetAtt': [role, 'Arn'] });
 
 describe('cache images: the provisioner registers a task-definition revision per image', () => {
-  it('only the provisioner may register, describe or deregister task definitions (even with a warm pool)', () => {
+  it('only the provisioner may register or describe task definitions (even with a warm pool)', () => {
     for (const r of [full, plain]) {
       for (const action of TASK_DEFINITION_ACTIONS) expect(holders(r, action), action).toEqual([r.provisioner]);
+    }
+  });
+
+  it('cache eviction: the provisioner (failed secret scan) and the janitor (cache limits) deregister revisions and delete images of the workspace repository only', () => {
+    for (const r of [full, plain]) {
+      for (const action of EVICT_ACTIONS) expect(holders(r, action), action).toEqual([r.provisioner, r.janitor].sort());
+      for (const role of [r.provisioner, r.janitor]) {
+        const resources = resourcesFor(of(r, role), 'ecr:BatchDeleteImage');
+        expect(resources, role).toHaveLength(1);
+        expect(JSON.stringify(resources[0]), role).toMatch(/:ecr:eu-west-1:111111111111:repository\/wsp-dev-workspaces"$/);
+      }
     }
   });
 
@@ -124,21 +136,28 @@ describe('cache images: the provisioner registers a task-definition revision per
     }
   });
 
-  it('every role that runs tasks may tag them at RunTask, and no role may tag anything otherwise', () => {
+  it('tags only at creation: every role that runs tasks tags them at RunTask, the provisioner tags its revisions at RegisterTaskDefinition', () => {
     const runners = holders(full, 'ecs:RunTask');
     expect(runners).toEqual([full.provisioner, full.janitor].sort());
     expect(holders(full, 'ecs:TagResource')).toEqual(runners);
+    const cluster = logicalId(full.template.built.stateless.compute.cluster);
     for (const role of runners) {
       const tagging = statementsFor(of(full, role), 'ecs:TagResource');
-      expect(tagging.length, role).toBeGreaterThan(0);
-      for (const st of tagging) {
-        expect(st.Condition, role).toEqual({ StringEquals: { 'ecs:CreateAction': 'RunTask' } });
-        // The cluster's tasks only: arn:…:task/<cluster>/*.
-        expect(st.Resource, role).toEqual({
-          'Fn::Join': ['', ['arn:aws:ecs:eu-west-1:111111111111:task/', { Ref: logicalId(full.template.built.stateless.compute.cluster) }, '/*']],
-        });
-      }
+      for (const st of tagging) expect(actionsOf(st), role).toEqual(['ecs:TagResource']);
+      // The cluster's tasks only (arn:…:task/<cluster>/*), and only as part of RunTask.
+      expect(tagging, role).toContainEqual(
+        expect.objectContaining({
+          Condition: { StringEquals: { 'ecs:CreateAction': 'RunTask' } },
+          Resource: { 'Fn::Join': ['', ['arn:aws:ecs:eu-west-1:111111111111:task/', { Ref: cluster }, '/*']] },
+        }),
+      );
+      const conditions = tagging.map((st) => JSON.stringify(st.Condition)).sort();
+      const expected = [JSON.stringify({ StringEquals: { 'ecs:CreateAction': 'RunTask' } })];
+      if (role === full.provisioner) expected.push(JSON.stringify({ StringEquals: { 'ecs:CreateAction': 'RegisterTaskDefinition' } }));
+      expect(conditions, role).toEqual(expected.sort());
     }
+    const [onRegister] = statementsFor(of(full, full.provisioner), 'ecs:TagResource').filter((st) => JSON.stringify(st.Condition).includes('RegisterTaskDefinition'));
+    expect(onRegister!.Resource).toBe('arn:aws:ecs:eu-west-1:111111111111:task-definition/wsp-dev-workspace:*');
   });
 
   it('the workspace execution role pulls any tag of the workspace repository (cache images are new tags), nothing else', () => {
@@ -185,15 +204,27 @@ describe('data bucket: transfer/ and layers/', () => {
       .sort();
   };
 
-  it('transfer/: the worker and the api function write, read (presigned GET) and delete; nobody else', () => {
-    for (const action of ['s3:PutObject', 's3:GetObject', 's3:DeleteObject']) {
+  it('transfer/: the worker and the api function write and read (presigned GET); they and the janitor delete (teardown)', () => {
+    for (const action of ['s3:PutObject', 's3:GetObject']) {
       expect(s3Holders(full, action, BUCKET_PREFIXES.transfer), action).toEqual([full.provisioner, full.api].sort());
     }
+    expect(s3Holders(full, 's3:DeleteObject', BUCKET_PREFIXES.transfer)).toEqual([full.provisioner, full.api, full.janitor].sort());
   });
 
-  it('layers/: only the worker signs the PUT, reads the layer and deletes it', () => {
-    for (const action of ['s3:PutObject', 's3:GetObject', 's3:DeleteObject']) {
+  it('layers/: only the worker signs the PUT and reads the layer; it and the janitor (eviction) delete it', () => {
+    for (const action of ['s3:PutObject', 's3:GetObject']) {
       expect(s3Holders(full, action, BUCKET_PREFIXES.layers), action).toEqual([full.provisioner]);
+    }
+    expect(s3Holders(full, 's3:DeleteObject', BUCKET_PREFIXES.layers)).toEqual([full.provisioner, full.janitor].sort());
+  });
+
+  it('listing is limited to keys under transfer/ (deleting a workspace\'s transfer objects), for exactly those that delete them', () => {
+    expect(holders(full, 's3:ListBucket')).toEqual([full.provisioner, full.api, full.janitor].sort());
+    for (const role of holders(full, 's3:ListBucket')) {
+      const statements = statementsFor(of(full, role), 's3:ListBucket');
+      expect(statements, role).toEqual([
+        { Effect: 'Allow', Action: 's3:ListBucket', Resource: 'arn:aws:s3:::wsp-dev-data-111111111111-eu-west-1', Condition: { StringLike: { 's3:prefix': ['transfer/*'] } } },
+      ]);
     }
   });
 
@@ -208,9 +239,9 @@ describe('data bucket: transfer/ and layers/', () => {
 });
 
 describe('handler environment', () => {
-  it('api and worker know the bucket; every ECS handler knows the repository URI, base image tag and warm pool size', () => {
+  it('api, worker and janitor know the bucket; every ECS handler knows the repository URI, base image tag and warm pool size', () => {
     const fns = full.template.built.stateless.functions;
-    for (const fn of [fns.api, fns.worker]) expect(envOf(full, fn)['WSP_BUCKET']).toBe('wsp-dev-data-111111111111-eu-west-1');
+    for (const fn of [fns.api, fns.worker, fns.janitor]) expect(envOf(full, fn)['WSP_BUCKET']).toBe('wsp-dev-data-111111111111-eu-west-1');
     for (const fn of [fns.api, fns.worker, fns.janitor, fns.taskEvents]) {
       const env = envOf(full, fn);
       expect(JSON.stringify(env['WSP_ECR_REPOSITORY_URI'])).toMatch(/^"111111111111\.dkr\.ecr\.eu-west-1\.|"111111111111\.dkr\.ecr\.eu-west-1\."/);
@@ -229,7 +260,7 @@ describe('warm pool', () => {
     for (const action of ['ecs:RunTask', 'ecs:DescribeTasks', 'ecs:StopTask', 'ecs:ListTasks', 'iam:PassRole', 'ecs:TagResource']) {
       expect(roleCan(janitor, action), action).toBe(true);
     }
-    for (const action of ['ecs:ExecuteCommand', 'secretsmanager:GetSecretValue', 'ecr:PutImage', 'ecr:GetAuthorizationToken', ...TASK_DEFINITION_ACTIONS]) {
+    for (const action of ['ecs:ExecuteCommand', 'secretsmanager:GetSecretValue', 'ecr:PutImage', 'ecr:InitiateLayerUpload', 'ecr:GetAuthorizationToken', 'ecr:BatchGetImage', ...TASK_DEFINITION_ACTIONS]) {
       expect(roleCan(janitor, action), action).toBe(false);
     }
   });
