@@ -66,6 +66,23 @@ describe('chunked upload protocol (scripted registry)', () => {
     }
   });
 
+  it("ECR's quirk: intermediate PATCHes answered 201 with a stale Range still advance by the bytes sent", async () => {
+    const server = await scriptedServer((req) => {
+      if (req.method === 'POST') return { status: 202, headers: { location: '/v2/r/blobs/uploads/e1' } };
+      if (req.method === 'PATCH') return { status: 201, headers: { location: '/v2/r/blobs/uploads/e1', range: '0-1023' } };
+      if (req.method === 'PUT') return { status: 201 };
+      return { status: 405 };
+    });
+    try {
+      const data = crypto.randomBytes(3 * KiB);
+      await new RegistryClient({ endpoint: server.url, partSizeBytes: KiB }).uploadBlob('r', sha256Digest(data), data);
+      expect(server.requests.filter((r) => r.method === 'PATCH').map((r) => r.headers['content-range'])).toEqual(['0-1023', '1024-2047', '2048-3071']);
+      expect(server.requests.at(-1)!.method).toBe('PUT');
+    } finally {
+      await server.close();
+    }
+  });
+
   it('a failed PATCH cancels the upload (DELETE) and throws the registry error', async () => {
     const server = await scriptedServer((req) => {
       if (req.method === 'POST') return { status: 202, headers: { location: '/v2/r/blobs/uploads/u2' } };
@@ -142,6 +159,9 @@ describe('downloads are verified (scripted registry)', () => {
       expect(reg.requests[0]!.headers.authorization).toMatch(/^Basic /);
       expect(s3.requests[0]!.headers.authorization).toBeUndefined();
       expect(s3.requests[0]!.url).toBe('/bucket/blob?X-Amz-Signature=abc');
+      // HEAD: the redirect itself says "exists"; a presigned GET URL is not HEAD-able, so not followed.
+      expect(await client.blobExists('r', digest)).toBe(true);
+      expect(s3.requests).toHaveLength(1);
     } finally {
       await reg.close();
       await s3.close();

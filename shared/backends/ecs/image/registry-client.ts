@@ -34,6 +34,7 @@ export type BlobPlacement = 'present' | 'mounted' | 'copied';
 export const DEFAULT_PART_SIZE_BYTES = 20 * 1024 * 1024;
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const MAX_REDIRECTS = 5;
+const REDIRECTS = [301, 302, 303, 307, 308];
 
 interface RequestInit2 {
   headers?: Record<string, string>;
@@ -62,7 +63,7 @@ export class RegistryClient {
 
   /**
    * One HTTP exchange. Auth is attached only for the registry's own origin; a 401 gives the auth
-   * one chance to refresh (bodies are Buffers, so a retry can resend them). Redirects are followed
+   * one chance to refresh (bodies are Buffers, so a retry can resend them). GET redirects are followed
    * by hand, without the Authorization header once they leave the registry's origin (ECR sends blob
    * GETs to S3 presigned URLs, which reject a second auth mechanism). Statuses outside `ok` throw.
    */
@@ -88,7 +89,7 @@ export class RegistryClient {
         throw await errorFromResponse(what, method, target, res);
       }
       const location = res.headers.get('location');
-      if ([301, 302, 303, 307, 308].includes(res.status) && location && (method === 'GET' || method === 'HEAD')) {
+      if (REDIRECTS.includes(res.status) && location && method === 'GET') {
         await res.body?.cancel();
         if (++hop > MAX_REDIRECTS) throw new RegistryError(`${what}: too many redirects from ${url.pathname}`);
         target = new URL(location, target);
@@ -163,9 +164,10 @@ export class RegistryClient {
   async blobExists(repository: string, digest: string): Promise<boolean> {
     assertRepository(repository);
     assertDigest(digest);
-    const res = await this.request(`blob ${repository}@${digest}`, 'HEAD', this.url(`/v2/${repository}/blobs/${digest}`), {}, [200, 404]);
+    // A redirect (to storage) also means "exists"; it is not followed: presigned URLs are per-method.
+    const res = await this.request(`blob ${repository}@${digest}`, 'HEAD', this.url(`/v2/${repository}/blobs/${digest}`), {}, [200, 404, ...REDIRECTS]);
     await res.body?.cancel();
-    return res.status === 200;
+    return res.status !== 404;
   }
 
   /**
@@ -211,7 +213,8 @@ export class RegistryClient {
 
   /**
    * Uploads a blob: chunked PATCHes of exactly `partSizeBytes` (the last may be shorter) with
-   * Content-Range, then PUT ?digest=. `source` is streamed: at most one part is held in memory.
+   * Content-Range, each to the Location of the previous answer, then PUT ?digest=. (ECR: keep
+   * parts ≥ 5 MiB except the last, ≤ 20 MiB — the default.) `source` is streamed: at most one part is held in memory.
    * The registry verifies the digest (DIGEST_INVALID otherwise). `session` continues an upload
    * that a mount attempt already opened. A failed upload is cancelled (best effort).
    */
@@ -231,10 +234,13 @@ export class RegistryClient {
             headers: { 'content-type': 'application/octet-stream', 'content-length': String(part.length), 'content-range': `${offset}-${offset + part.length - 1}` },
             body: part,
           },
-          [202],
+          // ECR answers intermediate PATCHes with 201 (not the spec's 202) and a stale Range header
+          // (aws/containers-roadmap#2831): accept both, and track the offset by what we sent.
+          [201, 202],
         );
         await res.body?.cancel();
-        location = this.location(where, res, location);
+        const next = res.headers.get('location');
+        if (next) location = new URL(next, location);
         offset += part.length;
       }
       const done = new URL(location);
