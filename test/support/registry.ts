@@ -134,3 +134,16 @@ export async function pushImage(dockerSocket: string, image: string, registry: L
   }
   return ref;
 }
+
+/**
+ * Pushes the test base image (WSP_BASE_IMAGE, default wsp-base:bookworm) into the registry as
+ * `<host>/wsp/base:bookworm` (by default). Bridge the registry's port into the daemon's namespace first.
+ */
+export async function pushBaseImage(
+  registry: LoopbackRegistry,
+  options: { dockerSocket?: string; image?: string; repository?: string; tag?: string } = {},
+): Promise<string> {
+  const socket = options.dockerSocket ?? process.env.WSP_DOCKER_SOCKET ?? '/var/lib/wsp-ci-docker/docker.sock';
+  const image = options.image ?? process.env.WSP_BASE_IMAGE ?? 'wsp-base:bookworm';
+  return pushImage(socket, image, registry, options.repository ?? 'wsp/base', options.tag ?? 'bookworm');
+}

@@ -11,7 +11,7 @@ import { appendLayer } from '../../../shared/backends/ecs/image/append-layer.js'
 import { RegistryClient } from '../../../shared/backends/ecs/image/registry-client.js';
 import { BASE_IMAGE, DOCKER_SOCKET, dockerUnavailable } from '../../support/docker-daemon.js';
 import { bridgeIntoDockerNetns, type NetnsBridge } from '../../support/netns-bridge.js';
-import { pushImage, registryUnavailable, startRegistry, type LoopbackRegistry } from '../../support/registry.js';
+import { pushBaseImage, registryUnavailable, startRegistry, type LoopbackRegistry } from '../../support/registry.js';
 
 /**
  * Acceptance for issue 5 item 5: a layer appended through the registry API (no Docker daemon
@@ -60,7 +60,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-append-'));
     registry = await startRegistry();
     bridge = await bridgeIntoDockerNetns(registry.port);
-    await pushImage(DOCKER_SOCKET, BASE_IMAGE, registry, 'wsp/base', 'bookworm');
+    await pushBaseImage(registry, { dockerSocket: DOCKER_SOCKET, image: BASE_IMAGE });
   });
 
   afterAll(async () => {

@@ -36,11 +36,16 @@ export async function errorFromResponse(what: string, method: string, url: URL, 
   } catch {
     /* body unreadable: status alone */
   }
+  return errorFromBody(what, method, url, res.status, res.statusText, text);
+}
+
+/** The RegistryError for an error response whose body was already read. */
+export function errorFromBody(what: string, method: string, url: URL, status: number, statusText: string, text: string): RegistryError {
   const errors = parseErrors(text);
   const first = errors[0];
-  const detail = errors.length > 0 ? errors.map((e) => `${e.code}: ${e.message}`).join('; ') : text.trim().slice(0, 200) || res.statusText;
-  return new RegistryError(`${what}: registry ${method} ${url.pathname} → HTTP ${res.status} ${detail}`, {
-    status: res.status,
+  const detail = errors.length > 0 ? errors.map((e) => `${e.code}: ${e.message}`).join('; ') : text.trim().slice(0, 200) || statusText;
+  return new RegistryError(`${what}: registry ${method} ${url.pathname} → HTTP ${status} ${detail}`, {
+    status,
     ...(first ? { registryCode: first.code } : {}),
   });
 }

@@ -3,7 +3,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { BackendUnavailableError } from '../../../contract/errors.js';
 import { noAuth, type RegistryAuth } from './auth.js';
 import { assertDigest, assertReference, assertRepository, isDigest, sha256Digest, VerifyingStream } from './digest.js';
-import { RegistryError, errorFromResponse } from './errors.js';
+import { RegistryError, errorFromBody, errorFromResponse } from './errors.js';
 import { LINUX_AMD64, manifestMediaType, parseImageManifest, selectPlatform, type Descriptor, type ImageIndex, type ImageManifest, type Platform } from './manifest.js';
 import { MANIFEST_ACCEPT, isIndexType } from './media-types.js';
 
@@ -84,9 +84,9 @@ export class RegistryClient {
       if (res.status === 401 && !retried && this.auth.onUnauthorized && target.origin === this.endpoint.origin) {
         retried = true;
         const challenge = res.headers.get('www-authenticate');
-        await res.body?.cancel();
+        const text = (await res.text().catch(() => '')).slice(0, 65_536);
         if (await this.auth.onUnauthorized(challenge)) continue;
-        throw await errorFromResponse(what, method, target, res);
+        throw errorFromBody(what, method, target, res.status, res.statusText, text);
       }
       const location = res.headers.get('location');
       if (REDIRECTS.includes(res.status) && location && method === 'GET') {
