@@ -210,22 +210,24 @@ export class WorkspaceCompute extends Construct {
     Validations.of(role).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
       reason:
-        'ecr:GetAuthorizationToken and ecs:Register/Describe/DeregisterTaskDefinition accept no resource ARN; DeleteTaskDefinitions is granted with them. iam:PassRole limits a registered revision to the two workspace roles.',
+        'ecr:GetAuthorizationToken and ecs:Register/Describe/DeregisterTaskDefinition accept no resource ARN; iam:PassRole limits a registered revision to the two workspace roles.',
     });
   }
 
   /**
-   * Cache eviction (janitor; provisioner through grantCacheImages): deregister and delete a cache
-   * image's task-definition revision, delete its image from the workspace repository. No push.
+   * Cache eviction (janitor; provisioner through grantCacheImages): deregister a cache image's
+   * task-definition revision and delete its manifest from the workspace repository — through the
+   * registry API (DELETE /v2/…/manifests/<digest>, authorized as ecr:BatchDeleteImage), hence the
+   * registry login (ecr:GetAuthorizationToken). No push, no pull.
    */
   grantEvictCacheImages(role: IRole): void {
     if (this.evictGranted.has(role)) return;
     this.evictGranted.add(role);
-    role.addToPrincipalPolicy(new PolicyStatement({ actions: ['ecs:DeregisterTaskDefinition', 'ecs:DeleteTaskDefinitions'], resources: ['*'] }));
+    role.addToPrincipalPolicy(new PolicyStatement({ actions: ['ecs:DeregisterTaskDefinition', 'ecr:GetAuthorizationToken'], resources: ['*'] }));
     role.addToPrincipalPolicy(new PolicyStatement({ actions: ['ecr:BatchDeleteImage'], resources: [this.repository.repositoryArn] }));
     Validations.of(role).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'ecs:DeregisterTaskDefinition accepts no resource ARN; DeleteTaskDefinitions is granted with it. Image deletes are limited to the workspace repository.',
+      reason: 'ecs:DeregisterTaskDefinition and ecr:GetAuthorizationToken accept no resource ARN; image deletes are limited to the workspace repository.',
     });
   }
 

@@ -29,7 +29,8 @@ const GIT_LAYER = 'arn:aws:lambda:eu-west-1:111111111111:layer:wsp-git:7';
 const ECR_PUSH_ACTIONS = ['ecr:PutImage', 'ecr:InitiateLayerUpload', 'ecr:UploadLayerPart', 'ecr:CompleteLayerUpload', 'ecr:BatchCheckLayerAvailability'];
 const ECR_PULL_ACTIONS = ['ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer'];
 const TASK_DEFINITION_ACTIONS = ['ecs:RegisterTaskDefinition', 'ecs:DescribeTaskDefinition'];
-const EVICT_ACTIONS = ['ecs:DeregisterTaskDefinition', 'ecs:DeleteTaskDefinitions', 'ecr:BatchDeleteImage'];
+/** Eviction deregisters the revision and deletes the manifest through the registry API (login + BatchDeleteImage). */
+const EVICT_ACTIONS = ['ecs:DeregisterTaskDefinition', 'ecr:BatchDeleteImage', 'ecr:GetAuthorizationToken'];
 
 interface Roles {
   template: Templates;
@@ -86,7 +87,11 @@ describe('cache images: the provisioner registers a task-definition revision per
 
   it('cache eviction: the provisioner (failed secret scan) and the janitor (cache limits) deregister revisions and delete images of the workspace repository only', () => {
     for (const r of [full, plain]) {
-      for (const action of EVICT_ACTIONS) expect(holders(r, action), action).toEqual([r.provisioner, r.janitor].sort());
+      for (const action of EVICT_ACTIONS) {
+        // The execution role logs in to pull images; nothing else of it is about eviction.
+        const expected = action === 'ecr:GetAuthorizationToken' ? [r.provisioner, r.janitor, r.executionRole] : [r.provisioner, r.janitor];
+        expect(holders(r, action), action).toEqual(expected.sort());
+      }
       for (const role of [r.provisioner, r.janitor]) {
         const resources = resourcesFor(of(r, role), 'ecr:BatchDeleteImage');
         expect(resources, role).toHaveLength(1);
@@ -260,7 +265,7 @@ describe('warm pool', () => {
     for (const action of ['ecs:RunTask', 'ecs:DescribeTasks', 'ecs:StopTask', 'ecs:ListTasks', 'iam:PassRole', 'ecs:TagResource']) {
       expect(roleCan(janitor, action), action).toBe(true);
     }
-    for (const action of ['ecs:ExecuteCommand', 'secretsmanager:GetSecretValue', 'ecr:PutImage', 'ecr:InitiateLayerUpload', 'ecr:GetAuthorizationToken', 'ecr:BatchGetImage', ...TASK_DEFINITION_ACTIONS]) {
+    for (const action of ['ecs:ExecuteCommand', 'secretsmanager:GetSecretValue', 'ecr:PutImage', 'ecr:InitiateLayerUpload', 'ecr:BatchGetImage', ...TASK_DEFINITION_ACTIONS]) {
       expect(roleCan(janitor, action), action).toBe(false);
     }
   });
