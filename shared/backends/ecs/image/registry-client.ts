@@ -183,6 +183,8 @@ export class RegistryClient {
     const source = Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
     const verify = new VerifyingStream(digest, where, expectedSize);
     source.on('error', (e) => verify.destroy(new RegistryError(`${where}: download failed (${e.message})`, { cause: e })));
+    // A consumer that stops early (destroy) must not leave the HTTP body flowing.
+    verify.on('close', () => source.destroy());
     return source.pipe(verify);
   }
 
