@@ -259,6 +259,14 @@ describe.skipIf(registryUnavailable !== undefined)('against a real registry (doc
     await expect(client.getManifest('t/dlist', 'list', { platform: { os: 'windows', architecture: 'amd64' } })).rejects.toThrow('the manifest list has no windows/amd64 image (it has: linux/amd64)');
   });
 
+  it('deleteManifest removes a manifest and is idempotent', async () => {
+    const img = await pushTinyImage('t/del', 'amd64');
+    expect((await client.getManifest('t/del', img.digest)).digest).toBe(img.digest);
+    await client.deleteManifest('t/del', img.digest);
+    await expect(client.getManifest('t/del', img.digest)).rejects.toMatchObject({ status: 404 });
+    await expect(client.deleteManifest('t/del', img.digest)).resolves.toBeUndefined();
+  });
+
   it('copyBlob mounts across repositories, then finds the blob present', async () => {
     const data = crypto.randomBytes(5000);
     const digest = sha256Digest(data);
@@ -267,6 +275,18 @@ describe.skipIf(registryUnavailable !== undefined)('against a real registry (doc
     expect(await client.copyBlob('t/from', 't/to', d)).toBe('mounted');
     expect(await client.copyBlob('t/from', 't/to', d)).toBe('present');
     expect((await client.getBlobBytes('t/to', digest)).equals(data)).toBe(true);
+  });
+});
+
+describe('deleteManifest on a registry without the delete API (scripted)', () => {
+  it('a bare 404 (no registry error code) is an error, not "already gone"', async () => {
+    const server = await scriptedServer(() => ({ status: 404, body: '404 page not found' }));
+    try {
+      const client = new RegistryClient({ endpoint: server.url });
+      await expect(client.deleteManifest('r', sha256Digest(Buffer.from('m')))).rejects.toThrow(/HTTP 404 404 page not found/);
+    } finally {
+      await server.close();
+    }
   });
 });
 

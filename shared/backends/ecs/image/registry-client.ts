@@ -287,12 +287,23 @@ export class RegistryClient {
     return 'copied';
   }
 
-  /** Deletes a manifest by digest (registries with deletes enabled; ECR: use BatchDeleteImage). */
+  /**
+   * Deletes a manifest by digest. Idempotent: MANIFEST_UNKNOWN / NAME_UNKNOWN count as done; a bare
+   * 404 without a registry error code (a registry without the delete API — older ECR answered
+   * "404 page not found", aws/containers-roadmap#1229) throws, so nothing is silently left behind.
+   */
   async deleteManifest(repository: string, digest: string): Promise<void> {
     assertRepository(repository);
     assertDigest(digest);
-    const res = await this.request(`delete manifest ${repository}@${digest}`, 'DELETE', this.url(`/v2/${repository}/manifests/${digest}`), {}, [202, 404]);
-    await res.body?.cancel();
+    const what = `delete manifest ${repository}@${digest}`;
+    const url = this.url(`/v2/${repository}/manifests/${digest}`);
+    const res = await this.request(what, 'DELETE', url, {}, [200, 202, 404]);
+    if (res.status !== 404) {
+      await res.body?.cancel();
+      return;
+    }
+    const error = await errorFromResponse(what, 'DELETE', url, res);
+    if (error.registryCode !== 'MANIFEST_UNKNOWN' && error.registryCode !== 'NAME_UNKNOWN') throw error;
   }
 }
 
