@@ -1,4 +1,4 @@
-import { Annotations, CfnOutput, CfnParameter, Duration, Stack, Validations, type StackProps } from 'aws-cdk-lib';
+import { Annotations, CfnOutput, CfnParameter, Duration, Stack, Token, Validations, type StackProps } from 'aws-cdk-lib';
 import { Table } from 'aws-cdk-lib/aws-dynamodb';
 import { Repository } from 'aws-cdk-lib/aws-ecr';
 import { Rule, Schedule } from 'aws-cdk-lib/aws-events';
@@ -10,6 +10,7 @@ import { Bucket } from 'aws-cdk-lib/aws-s3';
 import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
+import { BadRequestError } from '../../shared/contract/errors.js';
 import { GIT_LAYER_EXEC_PATH, type StageConfig } from '../config.js';
 import { stateNames } from '../names.js';
 import { TABLE_SHAPE } from '../../shared/state/table.js';
@@ -94,6 +95,11 @@ export class StatelessStack extends Stack {
 
     // The Lambda runtime has no git; the provisioner runs it from a layer (docs/deploy.md builds one).
     const gitLayerArn = stage.provisioner.gitLayerArn;
+    // Lambda attaches layers of the function's own region only; say so at synth, not at deploy.
+    const layerRegion = gitLayerArn?.split(':')[3];
+    if (layerRegion !== undefined && !Token.isUnresolved(this.region) && layerRegion !== this.region) {
+      throw new BadRequestError(`provisioner.gitLayerArn is in ${layerRegion}, the stack in ${this.region}: publish the git layer in ${this.region}`);
+    }
     if (gitLayerArn === undefined) {
       Annotations.of(this).addWarningV2(
         GIT_LAYER_MISSING_WARNING,

@@ -290,6 +290,12 @@ describe('git for the provisioner', () => {
     expect(Annotations.fromStack(full.template.built.stateless).findWarning('*', Match.anyValue())).toEqual([]);
   });
 
+  it('a layer from another region is refused at synth (Lambda attaches same-region layers only)', () => {
+    expect(() => synthTemplates({ overrides: { gitLayerArn: 'arn:aws:lambda:us-east-1:111111111111:layer:wsp-git:7' } })).toThrow(
+      /gitLayerArn is in us-east-1, the stack in eu-west-1/,
+    );
+  });
+
   it('without a layer the worker has none and the stateless stack carries a warning that provisioning will fail', () => {
     const worker = plain.template.built.stateless.functions.worker;
     expect(fnProps(plain, worker)['Layers']).toBeUndefined();
