@@ -4,9 +4,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
 import { BadRequestError } from '../../contract/errors.js';
-import { readExit, readText, sizeOf, type StoredSpec } from './command-record.js';
+import { readExit, readText, sizeOf, statusFromRecord, type StoredSpec } from './command-record.js';
 
-export { parseExit, readExit, readSpec, readStream, type ExitRecord, type StoredSpec } from './command-record.js';
+export {
+  parseExit, readExit, readSpec, readStream, statusFromRecord, type CommandRecordFiles, type ExitRecord, type StoredSpec,
+} from './command-record.js';
 
 /**
  * The provider's side of runner.sh's command directory (see the header of runner.sh for the files):
@@ -92,29 +94,17 @@ export async function readKillReason(dir: string): Promise<string | undefined> {
   return (await readText(commandFile(dir, 'kill')))?.trim() || undefined;
 }
 
-/** The status as the files tell it: exit record → ended; live supervisor → running; else lost. */
+/**
+ * The status as the files tell it (statusFromRecord: exit record → ended; live supervisor → running;
+ * else lost). The exit file is read after the liveness check, so a supervisor that ends in between is
+ * seen with its record, never as lost.
+ */
 export async function readStatus(dir: string, spec: StoredSpec): Promise<CommandStatus> {
-  const base = { commandId: spec.commandId, startedAt: spec.startedAt };
-  const max = spec.maxOutputBytes;
-  let exit = await readExit(dir);
-  if (exit === undefined) {
-    const alive = await supervisorAlive(dir);
-    // The supervisor may have written its record and ended between the two reads.
-    exit = await readExit(dir);
-    if (exit === undefined) {
-      const [out, err] = await Promise.all([sizeOf(commandFile(dir, 'stdout')), sizeOf(commandFile(dir, 'stderr'))]);
-      const streams = { stdout: { bytes: out, truncated: out > max }, stderr: { bytes: err, truncated: err > max } };
-      if (alive) return { ...base, state: 'running', exitCode: null, signal: null, ...streams };
-      return { ...base, state: 'lost', exitCode: null, signal: null, reason: 'process vanished', ...streams };
-    }
-  }
-  const streams = {
-    stdout: { bytes: exit.stdoutBytes, truncated: exit.stdoutBytes > max },
-    stderr: { bytes: exit.stderrBytes, truncated: exit.stderrBytes > max },
-  };
-  if (exit.killed) {
-    return { ...base, state: 'killed', exitCode: null, signal: exit.signal ?? 'SIGKILL', reason: (await readKillReason(dir)) ?? 'killed', ...streams, endedAt: exit.endedAt };
-  }
-  return { ...base, state: 'exited', exitCode: exit.code, signal: exit.signal, ...streams, endedAt: exit.endedAt };
+  const exitBefore = await readText(commandFile(dir, 'exit'));
+  const alive = exitBefore === undefined ? await supervisorAlive(dir) : false;
+  const exit = exitBefore ?? (await readText(commandFile(dir, 'exit')));
+  const [stdoutBytes, stderrBytes, kill] = await Promise.all([
+    sizeOf(commandFile(dir, 'stdout')), sizeOf(commandFile(dir, 'stderr')), readText(commandFile(dir, 'kill')),
+  ]);
+  return statusFromRecord({ spec, exit, kill, alive, stdoutBytes, stderrBytes });
 }
-

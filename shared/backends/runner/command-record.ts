@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { OutputChunk, OutputStream } from '../../contract/backend.js';
+import type { CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
 import { BadRequestError } from '../../contract/errors.js';
 
 /**
@@ -68,6 +68,54 @@ export function parseExit(text: string): ExitRecord | undefined {
   };
 }
 
+/**
+ * Everything a status is made of, as read from a command dir — by the provider from host files
+ * (command-files.ts readStatus, Docker) or by the runner inside the workspace (`runner.sh status`,
+ * over rpc.ts, Fargate). Both end in statusFromRecord, so the two backends cannot tell it differently.
+ */
+export interface CommandRecordFiles {
+  spec: StoredSpec;
+  /** Contents of `exit` (undefined: no file). Read AFTER `alive`: a supervisor ending in between has written it. */
+  exit: string | undefined;
+  /** Contents of `kill` (undefined: no file). */
+  kill: string | undefined;
+  /** The supervisor holds its `alive` FIFO (only meaningful while there is no exit record). */
+  alive: boolean;
+  /** Current sizes of the stdout/stderr files (used while there is no exit record). */
+  stdoutBytes: number;
+  stderrBytes: number;
+}
+
+/** The status the files tell: a valid exit record → exited/killed; else a live supervisor → running; else lost. */
+export function statusFromRecord(record: CommandRecordFiles): CommandStatus {
+  const { spec } = record;
+  const base = { commandId: spec.commandId, startedAt: spec.startedAt };
+  const max = spec.maxOutputBytes;
+  const exit = record.exit === undefined ? undefined : parseExit(record.exit);
+  if (exit === undefined) {
+    const out = record.stdoutBytes;
+    const err = record.stderrBytes;
+    const streams = { stdout: { bytes: out, truncated: out > max }, stderr: { bytes: err, truncated: err > max } };
+    if (record.alive) return { ...base, state: 'running', exitCode: null, signal: null, ...streams };
+    return { ...base, state: 'lost', exitCode: null, signal: null, reason: 'process vanished', ...streams };
+  }
+  const streams = {
+    stdout: { bytes: exit.stdoutBytes, truncated: exit.stdoutBytes > max },
+    stderr: { bytes: exit.stderrBytes, truncated: exit.stderrBytes > max },
+  };
+  if (exit.killed) {
+    const reason = record.kill?.trim() || 'killed';
+    return { ...base, state: 'killed', exitCode: null, signal: exit.signal ?? 'SIGKILL', reason, ...streams, endedAt: exit.endedAt };
+  }
+  return { ...base, state: 'exited', exitCode: exit.code, signal: exit.signal, ...streams, endedAt: exit.endedAt };
+}
+
+/** Bytes of a stream a read may return: [offset, min(offset + limit, kept)), kept = min(size, maxOutputBytes). */
+export function readWindow(size: number, maxOutputBytes: number, offset: number, limit: number): number {
+  const kept = Math.min(size, maxOutputBytes);
+  return Math.max(0, Math.min(offset + limit, kept) - offset);
+}
+
 export async function readExit(dir: string): Promise<ExitRecord | undefined> {
   const text = await readText(path.join(dir, 'exit'));
   return text === undefined ? undefined : parseExit(text);
@@ -90,8 +138,7 @@ export async function readStream(dir: string, spec: StoredSpec, stream: OutputSt
     return { data: Buffer.alloc(0), nextOffset: offset };
   }
   try {
-    const kept = Math.min((await handle.stat()).size, spec.maxOutputBytes);
-    const length = Math.max(0, Math.min(offset + limit, kept) - offset);
+    const length = readWindow((await handle.stat()).size, spec.maxOutputBytes, offset, limit);
     const data = Buffer.alloc(length);
     const { bytesRead } = length > 0 ? await handle.read(data, 0, length, offset) : { bytesRead: 0 };
     return { data: data.subarray(0, bytesRead), nextOffset: offset + bytesRead };

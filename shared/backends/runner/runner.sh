@@ -16,6 +16,36 @@
 #       Make sure the user exists in /etc/passwd and /etc/group, and home and root exist, owned by it.
 #   runner.sh serve
 #       The persistent channel: the subcommands above as requests on stdin (see cmd_serve).
+#   runner.sh rpc
+#       The persistent channel over a PTY (ECS Exec): framed requests in, one sentinel line per answer
+#       out (see cmd_rpc; the provider's side is rpc.ts). Every subcommand here is a request.
+#   runner.sh prepare <dir> <b64 spec.json> <b64 env script> <b64 stdin>
+#       Create the command dir (0700, parents 0700) with stdin, env, empty stdout/stderr and spec.json,
+#       atomically (built in a hidden sibling, then renamed). Prints "created", or "exists" if the dir
+#       is there already (a retried start). Exit 0 either way.
+#   runner.sh status <dir>
+#       Prints one JSON object (see status_fields); exit 3 if the dir holds no spec.json.
+#   runner.sh status-many <cmdroot>
+#       Prints a JSON array of {"id":<dir name>, ...status_fields} for every complete command dir.
+#   runner.sh read <dir> <stdout|stderr> <offset> <limit>
+#       Prints bytes [offset, min(offset+limit, kept)) of the stream, kept = min(size, maxOutputBytes
+#       of spec.json) — what readStream in command-record.ts returns. Exit 3 without spec.json.
+#   runner.sh fetch-url <url> <dest> <mode> <uid:gid>
+#       GET the url (retries, fails on HTTP errors) into a temp file next to dest, chmod/chown, rename.
+#       The url reaches curl on its stdin (a config line), never in an argv.
+#   runner.sh put-url <file> <url>
+#       PUT the file to the url (from a file, so with Content-Length, as S3 presigned PUTs need).
+#   runner.sh pack <dir> <dest.tar>
+#       tar of dir, numeric owners, member names relative to / (home/node/...): a valid image layer.
+#   runner.sh unpack <tar> <destdir> <uid:gid>
+#       Extract the tar into destdir, then chown everything under destdir to uid:gid (links themselves).
+#   runner.sh pristine-save|pristine-restore ...
+#       sh pristine.sh save|restore ... (the baseline copy; pristine.sh sits next to this script).
+#   runner.sh mkdirs <mode> <uid:gid> <dir...>    mkdir -p, chmod, chown each (absolute paths only)
+#   runner.sh remove <path...>                     rm -rf each (absolute, no "..", never "/")
+#   runner.sh clean-tmp                            empty /tmp and /var/tmp (but this channel's work dirs)
+#
+# Exit statuses of the new subcommands: 0 done, 1 failed, 2 bad arguments, 3 no such command dir.
 #
 # The command dir (root-only; the backend bind-mounts it from the host so results survive the
 # workspace's compute being replaced and can be read without a round trip):
@@ -35,10 +65,14 @@
 set -u
 set -f
 
-SELF=$0
+# Absolute, so requests that change directory can still start `sh "$SELF" supervise`.
+case $0 in /*) SELF=$0 ;; *) SELF=$(pwd)/$0 ;; esac
 DEFAULT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 PATH=$DEFAULT_PATH
 export PATH
+NL='
+'
+CR=$(printf '\r')
 # Absolute: after `env -i` the exec lookup falls back to a default path that may lack /usr/sbin.
 CHROOT=$(command -v chroot || echo /usr/sbin/chroot)
 
@@ -208,6 +242,305 @@ cmd_serve() {
   done
 }
 
+# --- command dirs for backends without a host view of them (Fargate) -------------------------------
+
+is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; esac; }
+fail2() { echo "runner: $*" >&2; return 2; }
+
+cmd_prepare() {
+  [ $# -eq 4 ] || { fail2 "usage: prepare <dir> <b64 spec.json> <b64 env> <b64 stdin>"; return; }
+  dir=${1%/}
+  case $dir in /?*) ;; *) fail2 "prepare: dir must be absolute"; return ;; esac
+  if [ -e "$dir" ]; then echo exists; return 0; fi
+  umask 077
+  parent=${dir%/*}
+  [ -n "$parent" ] && { mkdir -p "$parent" || return 1; }
+  # A hidden sibling ("*" never matches it, so killall and status-many skip it), renamed into place
+  # complete: a request cut off half-way (a dropped session) leaves no half dir behind that a retry
+  # would take for a finished prepare.
+  tmp=$(mktemp -d "$parent/.prepare.XXXXXX") || return 1
+  if printf '%s' "$4" | base64 -d > "$tmp/stdin" && printf '%s' "$3" | base64 -d > "$tmp/env" \
+    && : > "$tmp/stdout" && : > "$tmp/stderr" && printf '%s' "$2" | base64 -d > "$tmp/spec.json"; then
+    # -T: never move INTO an existing dir; rename(2) of a dir onto an existing non-empty dir fails.
+    if mv -T "$tmp" "$dir" 2> /dev/null; then
+      echo created
+      return 0
+    fi
+    rm -rf "$tmp"
+    [ -e "$dir" ] && { echo exists; return 0; }
+    echo "runner: prepare: cannot create $dir" >&2
+    return 1
+  fi
+  rm -rf "$tmp"
+  echo "runner: prepare: bad base64 input" >&2
+  return 2
+}
+
+# "<base64 of the file>" with quotes, or null when the file is missing.
+b64_or_null() {
+  if [ -f "$1" ]; then printf '"%s"' "$(base64 -w0 < "$1")"; else printf null; fi
+}
+
+size_or_0() { stat -c %s "$1" 2> /dev/null || echo 0; }
+
+# The supervisor holds `alive` (a FIFO) open for exactly its lifetime: a non-blocking open for writing
+# fails (ENXIO) once no one has it open — supervisorAlive in command-files.ts, in coreutils. nocreat:
+# never turn a missing FIFO into a file.
+fifo_alive() {
+  [ -p "$1" ] && dd of="$1" oflag=nonblock conv=nocreat,notrunc count=0 status=none < /dev/null 2> /dev/null
+}
+
+# The fields of a status answer; statusFromRecord (command-record.ts) turns them into a CommandStatus.
+# File contents travel as base64 (exact bytes, no JSON escaping in sh):
+#   "spec": spec.json, "exit": the exit line or null, "kill": the kill reason or null,
+#   "alive": the supervisor holds its FIFO (only looked at while there is no exit record),
+#   "stdoutBytes"/"stderrBytes": current file sizes.
+status_fields() {
+  d=$1
+  alive=false
+  if [ ! -f "$d/exit" ] && fifo_alive "$d/alive"; then alive=true; fi
+  # The exit record is read after the liveness check: a supervisor that ended in between has written it.
+  printf '"spec":%s,"exit":%s,"kill":%s,"alive":%s,"stdoutBytes":%s,"stderrBytes":%s' \
+    "$(b64_or_null "$d/spec.json")" "$(b64_or_null "$d/exit")" "$(b64_or_null "$d/kill")" "$alive" \
+    "$(size_or_0 "$d/stdout")" "$(size_or_0 "$d/stderr")"
+}
+
+cmd_status() {
+  [ $# -eq 1 ] || { fail2 "usage: status <dir>"; return; }
+  [ -f "$1/spec.json" ] || { echo "runner: no command at $1" >&2; return 3; }
+  printf '{'
+  status_fields "$1"
+  printf '}\n'
+}
+
+cmd_status_many() {
+  [ $# -eq 1 ] || { fail2 "usage: status-many <cmdroot>"; return; }
+  sep=
+  printf '['
+  set +f
+  for d in "$1"/*/; do
+    d=${d%/}
+    name=${d##*/}
+    [ -f "$d/spec.json" ] || continue
+    # Names become JSON strings unescaped: only the characters command ids are made of.
+    case $name in *[!A-Za-z0-9._-]*) continue ;; esac
+    printf '%s{"id":"%s",' "$sep" "$name"
+    status_fields "$d"
+    printf '}'
+    sep=,
+  done
+  set -f
+  printf ']\n'
+}
+
+cmd_read() {
+  [ $# -eq 4 ] || { fail2 "usage: read <dir> <stdout|stderr> <offset> <limit>"; return; }
+  dir=$1 stream=$2 offset=$3 limit=$4
+  case $stream in stdout | stderr) ;; *) fail2 "read: stream must be stdout or stderr"; return ;; esac
+  is_uint "$offset" && is_uint "$limit" || { fail2 "read: offset and limit must be integers >= 0"; return; }
+  [ -f "$dir/spec.json" ] || { echo "runner: no command at $dir" >&2; return 3; }
+  max=$(sed -n 's/.*"maxOutputBytes":\([0-9][0-9]*\).*/\1/p' "$dir/spec.json")
+  is_uint "$max" || { echo "runner: read: spec.json has no maxOutputBytes" >&2; return 1; }
+  [ -f "$dir/$stream" ] || return 0
+  kept=$(size_or_0 "$dir/$stream")
+  [ "$kept" -gt "$max" ] && kept=$max
+  end=$((offset + limit))
+  [ "$end" -gt "$kept" ] && end=$kept
+  [ "$end" -le "$offset" ] && return 0
+  dd if="$dir/$stream" bs=65536 iflag=skip_bytes,count_bytes skip="$offset" count=$((end - offset)) status=none
+}
+
+# The url goes to curl as a config line on stdin: an argv is readable by every process in the task.
+curl_url_config() {
+  case $1 in
+    *'"'* | *'\'* | *"$NL"* | *"$CR"*) echo "runner: url contains characters it may not" >&2; return 2 ;;
+    http://* | https://*) printf 'url = "%s"\n' "$1" ;;
+    *) echo "runner: url must be http(s)" >&2; return 2 ;;
+  esac
+}
+# Retries transient failures (timeouts, 5xx, refused connections); a transfer slower than 1 KiB/s for
+# a minute is abandoned rather than hanging the request.
+CURL_OPTS='-fsS --retry 3 --retry-connrefused --connect-timeout 20 --speed-limit 1024 --speed-time 60'
+
+cmd_fetch_url() {
+  [ $# -eq 4 ] || { fail2 "usage: fetch-url <url> <dest> <mode> <uid:gid>"; return; }
+  url=$1 dest=$2 mode=$3 owner=$4
+  config=$(curl_url_config "$url") || return 2
+  tmp=$(mktemp "$dest.XXXXXX") || return 1
+  # shellcheck disable=SC2086
+  if printf '%s\n' "$config" | curl $CURL_OPTS -o "$tmp" -K - && chmod "$mode" "$tmp" && chown "$owner" "$tmp" \
+    && mv -f "$tmp" "$dest"; then
+    return 0
+  fi
+  rm -f "$tmp"
+  return 1
+}
+
+cmd_put_url() {
+  [ $# -eq 2 ] || { fail2 "usage: put-url <file> <url>"; return; }
+  [ -f "$1" ] || { echo "runner: put-url: no file $1" >&2; return 1; }
+  config=$(curl_url_config "$2") || return 2
+  # -T <file>: a PUT with Content-Length (never chunked); the response body is not wanted.
+  # shellcheck disable=SC2086
+  printf '%s\n' "$config" | curl $CURL_OPTS -T "$1" -o /dev/null -K -
+}
+
+cmd_pack() {
+  [ $# -eq 2 ] || { fail2 "usage: pack <dir> <dest.tar>"; return; }
+  dir=${1%/} dest=$2
+  case $dir in /?*) ;; *) fail2 "pack: dir must be absolute"; return ;; esac
+  [ -d "$dir" ] || { echo "runner: pack: no dir $dir" >&2; return 1; }
+  umask 077
+  tmp=$(mktemp "$dest.XXXXXX") || return 1
+  # Members relative to / (home/node/...), numeric owners: the tar is an image layer as it is.
+  if tar -C / --numeric-owner -cf "$tmp" -- "${dir#/}" && mv -f "$tmp" "$dest"; then return 0; fi
+  rm -f "$tmp"
+  return 1
+}
+
+cmd_unpack() {
+  [ $# -eq 3 ] || { fail2 "usage: unpack <tar> <destdir> <uid:gid>"; return; }
+  mkdir -p "$2" || return 1
+  # -h: chown a symlink itself, never what it points to (a link into /etc must not hand it over).
+  tar -C "$2" --numeric-owner -xf "$1" && chown -R -h "$3" "$2"
+}
+
+# Refuses what no request should ever remove or create: relative paths, "/", paths with "..".
+check_abs() {
+  case $1 in
+    /*/.. | /*/../* | */./* | /.. | /../* | / | //*) return 1 ;;
+    /?*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+cmd_mkdirs() { # <mode> <uid:gid> <dir...>
+  [ $# -ge 3 ] || { fail2 "usage: mkdirs <mode> <uid:gid> <dir...>"; return; }
+  mode=$1 owner=$2
+  shift 2
+  for d in "$@"; do
+    check_abs "$d" || { fail2 "mkdirs: not an absolute path: $d"; return; }
+    mkdir -p "$d" && chmod "$mode" "$d" && chown "$owner" "$d" || return 1
+  done
+}
+
+cmd_remove() { # <path...>
+  [ $# -ge 1 ] || { fail2 "usage: remove <path...>"; return; }
+  for p in "$@"; do
+    check_abs "$p" || { fail2 "remove: not an absolute path below /: $p"; return; }
+    rm -rf -- "$p" || return 1
+  done
+}
+
+# Empty /tmp and /var/tmp (a reset leaves nothing of the agent's there). This channel's own work dirs
+# (wsp-rpc.*) stay: a session may be using one.
+cmd_clean_tmp() {
+  for t in /tmp /var/tmp; do
+    [ -d "$t" ] || continue
+    find "$t" -mindepth 1 -maxdepth 1 ! -name 'wsp-rpc.*' -exec rm -rf -- {} + || return 1
+  done
+}
+
+cmd_pristine() { # <save|restore> ...
+  sh "${SELF%/*}/pristine.sh" "$@"
+}
+
+# --- the channel over a PTY (ECS Exec) ------------------------------------------------------------
+#
+# The session is a PTY: whatever it echoes, however it ends lines, whatever a login prints first.
+# Requests (provider → runner) are printable ASCII lines of at most 1000 characters, so no tty mode
+# can cut, reinterpret or drop them (canonical mode keeps 4095 per line):
+#   WSPREQ <id>                   id: [A-Za-z0-9]{1,64}, new per request
+#   <base64 text>                 any number of lines: base64 of the shell-quoted argv (as cmd_serve)
+#   WSPEND <id> <chars>           chars: the base64 length without newlines (a damaged request is refused)
+# Answers (runner → provider) are ONE line each; the parser finds them in any noise:
+#   <<<wsp:<id>:<status>:<base64>>>>
+#   status: the request's exit status; base64 of its stdout when 0, of its stderr (last 64 KiB) if not.
+#   Id "ready" is the banner, printed once the tty is set up: base64 of '{"rpc":1}'.
+# A request of argv ['bye'] answers 0 and ends the session, like EOF on the tty.
+#
+# Each request runs in a session of its own (setsid): a hangup of the channel (the provider's session
+# dropped) reaches this loop, never a request in flight, so a request that arrived whole completes, and
+# its effect is there for the next session to see. The loop finishes that request before it exits.
+cmd_rpc() {
+  umask 077
+  work=$(mktemp -d "${TMPDIR:-/tmp}/wsp-rpc.XXXXXX") || return 1
+  trap 'rm -rf "$work"' EXIT
+  trap 'exit 129' HUP
+  trap 'exit 143' TERM
+  # No echo, no line editing, no signal/flow-control/literal-next keys, a byte at a time. Framing does
+  # not depend on it (WSP_RPC_KEEP_TTY=1 keeps the tty as it is: the tests prove both).
+  if [ -t 0 ] && [ "${WSP_RPC_KEEP_TTY:-0}" != 1 ]; then
+    stty -echo -icanon -isig -ixon -iexten min 1 time 0 2> /dev/null || true
+  fi
+  printf '{"rpc":1}' > "$work/banner"
+  rpc_answer ready 0 "$work/banner"
+  rid=
+  while IFS= read -r line; do
+    line=${line%"$CR"}
+    case $line in
+      "WSPREQ "*)
+        rid=${line#WSPREQ }
+        case $rid in '' | *[!A-Za-z0-9]*) rid= ;; esac
+        : > "$work/req"
+        ;;
+      "WSPEND "*)
+        set -- ${line#WSPEND }
+        if [ -n "$rid" ] && [ "${1:-}" = "$rid" ]; then
+          rpc_run "$rid" "${2:-}" || break
+        fi
+        rid=
+        ;;
+      *)
+        # Base64 lines of the open request; anything else (noise, a request whose head was lost) is dropped.
+        [ -n "$rid" ] && printf '%s\n' "$line" >> "$work/req"
+        ;;
+    esac
+  done
+  return 0
+}
+
+# Run the request in $work/req and answer it; returns 1 when the session should end (bye).
+rpc_run() { # <id> <expected chars>
+  got=$(tr -d '\n' < "$work/req" | wc -c)
+  if [ "$got" != "$2" ]; then
+    printf 'runner: request damaged in transit (%s of %s characters)' "$got" "$2" > "$work/err"
+    rpc_answer "$1" 2 "$work/err"
+    return 0
+  fi
+  if [ "$got" -le 8 ] && [ "$(base64 -d < "$work/req" 2> /dev/null)" = "'bye'" ]; then
+    : > "$work/out"
+    rpc_answer "$1" 0 "$work/out"
+    return 1
+  fi
+  setsid -w sh "$SELF" rpc-exec < "$work/req" > "$work/out" 2> "$work/err"
+  st=$?
+  if [ "$st" -eq 0 ]; then
+    rpc_answer "$1" 0 "$work/out"
+  else
+    tail -c 65536 "$work/err" > "$work/err.tail"
+    rpc_answer "$1" "$st" "$work/err.tail"
+  fi
+  return 0
+}
+
+rpc_answer() { # <id> <status> <payload file>
+  printf '<<<wsp:%s:%s:' "$1" "$2"
+  base64 -w0 < "$3"
+  printf '>>>\n'
+}
+
+# One request, in its own session: argv = the shell-quoted words on stdin, base64-encoded.
+cmd_rpc_exec() {
+  script=$(base64 -d) || { echo "runner: request is not base64" >&2; return 2; }
+  exec < /dev/null
+  eval "set -- $script" || { echo "runner: request is not a quoted argv" >&2; return 2; }
+  case ${1:-} in
+    rpc | serve | rpc-exec | supervise | '') echo "runner: '${1:-}' is not a request" >&2; return 2 ;;
+  esac
+  main "$@"
+}
+
 main() {
   sub=${1:-}
   [ $# -gt 0 ] && shift
@@ -218,8 +551,23 @@ main() {
     killall) cmd_killall "$@" ;;
     init) cmd_init "$@" ;;
     serve) cmd_serve ;;
+    rpc) cmd_rpc ;;
+    rpc-exec) cmd_rpc_exec ;;
+    prepare) cmd_prepare "$@" ;;
+    status) cmd_status "$@" ;;
+    status-many) cmd_status_many "$@" ;;
+    read) cmd_read "$@" ;;
+    fetch-url) cmd_fetch_url "$@" ;;
+    put-url) cmd_put_url "$@" ;;
+    pack) cmd_pack "$@" ;;
+    unpack) cmd_unpack "$@" ;;
+    mkdirs) cmd_mkdirs "$@" ;;
+    remove) cmd_remove "$@" ;;
+    clean-tmp) cmd_clean_tmp ;;
+    pristine-save) cmd_pristine save "$@" ;;
+    pristine-restore) cmd_pristine restore "$@" ;;
     *)
-      echo "usage: runner.sh start|kill|killall|init|serve ..." >&2
+      echo "usage: runner.sh start|kill|killall|init|serve|rpc|prepare|mkdirs|remove|clean-tmp|status|status-many|read|fetch-url|put-url|pack|unpack|pristine-save|pristine-restore ..." >&2
       return 2
       ;;
   esac
