@@ -88,6 +88,8 @@ interface Env {
   uid: number;
   gid: number;
   cwd: string;
+  /** A container of its own: requests that touch /tmp or the home may run. */
+  disposable: boolean;
   open(options?: OpenOptions): Promise<{ rpc: RunnerRpc; pty: PtyLike }>;
   /** Kill a command's supervisor and group behind the runner's back (a crash): the record stays without exit. */
   crash(commandId: string): Promise<void>;
@@ -113,6 +115,7 @@ async function localEnv(): Promise<Env> {
     uid: 65534,
     gid: 65534,
     cwd: '/tmp',
+    disposable: false,
     open: (o = {}) => openRpc(localPty(motdCommand(o.motd, runnerRpcCommand(RUNNER_SCRIPT)), o.keepTty ? { WSP_RPC_KEEP_TTY: '1' } : {}), o.wrap),
     async crash(id) {
       const dir = path.join(cmdRoot, id);
@@ -155,6 +158,7 @@ async function dockerEnv(): Promise<Env> {
     uid: 1000,
     gid: 1000,
     cwd: '/home/node',
+    disposable: true,
     open: async (o = {}) =>
       openRpc(await dockerPty(docker, name, ['sh', '-c', motdCommand(o.motd, 'sh /opt/wsp/runner.sh rpc')], o.keepTty ? ['WSP_RPC_KEEP_TTY=1'] : []), o.wrap),
     async crash(id) {
@@ -411,5 +415,27 @@ describe.each(envs)('runner.sh rpc over a %s', (_name, makeEnv, runnable) => {
     expect(bad.status).toBe(2);
     expect(bad.payload.toString()).toContain('stream must be stdout or stderr');
     expect((await rpc.call(['supervise', '/x'])).status).toBe(2);
+  });
+
+  it.runIf(runnable)('pristine-save / pristine-restore reach pristine.sh; clean-tmp empties /tmp but keeps the session', async () => {
+    if (!env.disposable) return; // the host's /tmp and homes are not ours to reset
+    const run = async (script: string): Promise<string> => {
+      const spec = specOf(['sh', '-c', script]);
+      await start(rpc, spec);
+      expect(await waitEnd(rpc, spec.commandId)).toMatchObject({ state: 'exited', exitCode: 0 });
+      return (await readAll(rpc, spec.commandId, 'stdout')).toString();
+    };
+    await run('echo base > /home/node/f; touch /tmp/junk');
+    const saved = await rpc.call(['pristine-save', '/home/node', '/var/lib/wsp/pristine/b1']);
+    expect(saved.status, saved.payload.toString()).toBe(0);
+    expect(saved.payload.toString()).toContain('pristine: saved');
+    await run('echo changed > /home/node/f; echo new > /home/node/g');
+    const restored = await rpc.call(['pristine-restore', '/home/node', '/var/lib/wsp/pristine/b1', String(env.uid), String(env.gid)]);
+    expect(restored.status, restored.payload.toString()).toBe(0);
+    expect(restored.payload.toString()).toMatch(/pristine: rewritten=1 removed=1/);
+    expect(await run('cat /home/node/f; ls /home/node; ls /tmp | grep -v "^wsp-rpc\\."')).toBe('base\nf\njunk\n');
+    expect((await rpc.call(['clean-tmp'])).status).toBe(0);
+    expect(await run('ls -A /tmp | grep -v "^wsp-rpc\\." || true')).toBe('');
+    expect(await run('ls -d /tmp/wsp-rpc.* | wc -l')).not.toBe('0\n');
   });
 });

@@ -382,7 +382,7 @@ cmd_put_url() {
   config=$(curl_url_config "$2") || return 2
   # -T <file>: a PUT with Content-Length (never chunked); the response body is not wanted.
   # shellcheck disable=SC2086
-  printf '%s\n' "$config" | curl $CURL_OPTS -T "$1" -o /dev/null -K -
+  printf '%s\n' "$config" | curl $CURL_OPTS -T "$1" -o /dev/null -K - || return 1
 }
 
 cmd_pack() {
