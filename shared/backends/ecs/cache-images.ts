@@ -1,0 +1,133 @@
+import { DescribeTaskDefinitionCommand, ListTaskDefinitionsCommand, type ECSClient } from '@aws-sdk/client-ecs';
+import { BackendUnavailableError } from '../../contract/errors.js';
+import { appendLayer, deregisterCacheTaskDefinition, registerCacheTaskDefinition, type RegistryClient } from './image/index.js';
+import { checkName, TAG, type ImageSnapshot } from './guest.js';
+
+/**
+ * Cache snapshots as images, without a Docker daemon: the home's tar is appended as ONE layer onto the
+ * base image through the registry API (ECR or any OCI registry), and a task-definition revision names
+ * the new image by digest (RunTask cannot override an image). The snapshot's facts live in that task
+ * definition's tags, so any provider process can list them again.
+ */
+
+export interface CacheImages {
+  build(input: { name: string; layerTarPath: string; layerKey: string; owner: string }): Promise<ImageSnapshot>;
+  /** Idempotent: the task definition is deregistered and the image manifest deleted. */
+  remove(snapshot: ImageSnapshot): Promise<void>;
+  /** This owner's cache snapshots (ACTIVE task-definition revisions tagged as ours). */
+  list(owner: string): Promise<ImageSnapshot[]>;
+}
+
+export interface RegistryCacheImagesOptions {
+  ecs: ECSClient;
+  /** The registry client (ECR: createEcrRegistryClient) — created on first use. */
+  registry: () => Promise<RegistryClient>;
+  /** Base image: repository and tag/digest in that registry. */
+  baseRepository: string;
+  baseReference: string;
+  /** Repository of cache images (may be the base's). */
+  cacheRepository: string;
+  /** Base task definition (family[:revision] or ARN); cache revisions join its family. */
+  baseTaskDefinition: string;
+  container: string;
+  /** Scratch for the gzip of a layer. */
+  tmpDir?: string;
+}
+
+const TAG_LAYER = 'wsp:layer-key';
+const TAG_BYTES = 'wsp:layer-bytes';
+const TAG_IMAGE = 'wsp:image';
+
+export class RegistryCacheImages implements CacheImages {
+  private client: Promise<RegistryClient> | undefined;
+
+  constructor(private readonly o: RegistryCacheImagesOptions) {}
+
+  private registry(): Promise<RegistryClient> {
+    this.client ??= this.o.registry().catch((error: unknown) => {
+      this.client = undefined;
+      throw error;
+    });
+    return this.client;
+  }
+
+  async build(input: { name: string; layerTarPath: string; layerKey: string; owner: string }): Promise<ImageSnapshot> {
+    const name = checkName('snapshot name', input.name);
+    const client = await this.registry();
+    const appended = await appendLayer({
+      client,
+      baseRepository: this.o.baseRepository,
+      baseReference: this.o.baseReference,
+      targetRepository: this.o.cacheRepository,
+      targetTag: `cache-${name}`.slice(0, 128),
+      layerTarPath: input.layerTarPath,
+      history: `wsp cache snapshot ${name}`,
+      labels: { [TAG.snapshot]: name, [TAG.owner]: input.owner },
+      ...(this.o.tmpDir ? { tmpDir: this.o.tmpDir } : {}),
+    });
+    const taskDefinitionArn = await registerCacheTaskDefinition(this.o.ecs, {
+      baseTaskDefinition: this.o.baseTaskDefinition,
+      image: appended.imageRef,
+      containerName: this.o.container,
+      tags: {
+        [TAG.owner]: input.owner,
+        [TAG.snapshot]: name,
+        [TAG.kind]: 'cache',
+        [TAG_LAYER]: input.layerKey,
+        [TAG_BYTES]: String(appended.compressedSize),
+        [TAG_IMAGE]: appended.imageRef,
+      },
+    });
+    return { kind: 'ecs-image', name, image: appended.imageRef, taskDefinitionArn, layerKey: input.layerKey, bytes: appended.compressedSize };
+  }
+
+  async remove(snapshot: ImageSnapshot): Promise<void> {
+    await deregisterCacheTaskDefinition(this.o.ecs, snapshot.taskDefinitionArn);
+    const at = snapshot.image.lastIndexOf('@');
+    if (at < 0) return;
+    const client = await this.registry();
+    await client.deleteManifest(this.o.cacheRepository, snapshot.image.slice(at + 1));
+  }
+
+  async list(owner: string): Promise<ImageSnapshot[]> {
+    const family = await this.family();
+    const arns: string[] = [];
+    let nextToken: string | undefined;
+    try {
+      do {
+        const page = await this.o.ecs.send(new ListTaskDefinitionsCommand({ familyPrefix: family, status: 'ACTIVE', ...(nextToken ? { nextToken } : {}) }));
+        arns.push(...(page.taskDefinitionArns ?? []));
+        nextToken = page.nextToken;
+      } while (nextToken);
+    } catch (error) {
+      throw new BackendUnavailableError(`ECS ListTaskDefinitions failed: ${(error as Error).message}`, error);
+    }
+    const out: ImageSnapshot[] = [];
+    for (const arn of arns) {
+      const described = await this.o.ecs.send(new DescribeTaskDefinitionCommand({ taskDefinition: arn, include: ['TAGS'] })).catch(() => undefined);
+      const tags = Object.fromEntries((described?.tags ?? []).map((t) => [t.key ?? '', t.value ?? '']));
+      if (tags[TAG.kind] !== 'cache' || tags[TAG.owner] !== owner || !tags[TAG.snapshot] || !tags[TAG_IMAGE] || !tags[TAG_LAYER]) continue;
+      out.push({
+        kind: 'ecs-image',
+        name: tags[TAG.snapshot]!,
+        image: tags[TAG_IMAGE]!,
+        taskDefinitionArn: arn,
+        layerKey: tags[TAG_LAYER]!,
+        bytes: Number(tags[TAG_BYTES] ?? 0) || 0,
+      });
+    }
+    return out;
+  }
+
+  private familyName: string | undefined;
+  private async family(): Promise<string> {
+    if (this.familyName) return this.familyName;
+    try {
+      const out = await this.o.ecs.send(new DescribeTaskDefinitionCommand({ taskDefinition: this.o.baseTaskDefinition }));
+      this.familyName = out.taskDefinition?.family ?? this.o.baseTaskDefinition.split(':')[0]!;
+    } catch (error) {
+      throw new BackendUnavailableError(`ECS DescribeTaskDefinition ${this.o.baseTaskDefinition} failed: ${(error as Error).message}`, error);
+    }
+    return this.familyName;
+  }
+}

@@ -1,0 +1,122 @@
+import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
+import type { WorkspacePlan } from '../../contract/plan.js';
+import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
+import { checkReadArgs } from '../runner/command-record.js';
+import { checkCommandSpec, envScript } from '../runner/command-files.js';
+import { commandEnv } from '../docker/commands.js';
+import type { RunnerRpc } from '../runner/rpc.js';
+import { ExecChannels, TaskGoneError } from './exec-channel.js';
+import { commandDir, GUEST } from './guest.js';
+
+/** How often a waiter asks the runner again (one request on the open session each time). */
+const POLL_MIN_MS = 100;
+const POLL_MAX_MS = 1_000;
+const KILL_SETTLE_MS = 5_000;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The exec contract of the Fargate backend: the same runner as Docker, but no host view of its
+ * command dirs — every start, status, read and kill is one request over the task's ECS Exec session
+ * (`runner.sh rpc`). A task that is gone turns every command into `lost` (its exit code died with it).
+ */
+export class EcsCommands {
+  constructor(private readonly channels: ExecChannels) {}
+
+  /** Idempotent on commandId: the runner's `prepare` says `exists` for a dir made already. */
+  async start(taskArn: string, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
+    checkCommandSpec(spec);
+    const dir = commandDir(spec.commandId);
+    const stored = { commandId: spec.commandId, timeoutMs: spec.timeoutMs, maxOutputBytes: spec.maxOutputBytes, startedAt: new Date().toISOString() };
+    await this.channels.with(taskArn, 'starting the command', async (rpc) => {
+      const created = await rpc.prepare(dir, JSON.stringify(stored), envScript(commandEnv(plan, spec)), spec.stdin ?? Buffer.alloc(0));
+      if (created === 'exists') return;
+      // On failure the dir stays without a supervisor: its status reads 'lost', which is the truth.
+      const argv = ['start', dir, String(plan.user.uid), String(plan.user.gid), String(spec.timeoutMs), String(spec.maxOutputBytes), spec.cwd, '--', ...spec.argv];
+      const { status, payload } = await rpc.call(argv);
+      if (status !== 0) throw new BackendUnavailableError(`starting the command failed in the workspace task: ${payload.toString('utf8').slice(0, 300)}`);
+    });
+  }
+
+  async status(taskArn: string, commandId: string): Promise<CommandStatus> {
+    try {
+      return await this.channels.with(taskArn, 'reading the command status', (rpc) => this.statusVia(rpc, commandId));
+    } catch (error) {
+      if (error instanceof TaskGoneError) return lostStatus(commandId, error.why);
+      throw error;
+    }
+  }
+
+  async wait(taskArn: string, commandId: string, waitMs: number): Promise<CommandStatus> {
+    if (!Number.isFinite(waitMs) || waitMs < 0) throw new BadRequestError('waitMs must be >= 0', { field: 'waitMs' });
+    const deadline = Date.now() + waitMs;
+    for (let round = 0; ; round++) {
+      const status = await this.status(taskArn, commandId);
+      const left = deadline - Date.now();
+      if (status.state !== 'running' || left <= 0) return status;
+      await sleep(Math.min(left, Math.min(POLL_MAX_MS, POLL_MIN_MS * 1.5 ** round)));
+    }
+  }
+
+  async read(taskArn: string, commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
+    checkReadArgs(stream, offset, limit);
+    try {
+      return await this.channels.with(taskArn, 'reading command output', async (rpc) => {
+        const data = await rpc.read(commandDir(commandId), stream, offset, limit);
+        if (data === undefined) throw new NotFoundError('command', commandId);
+        return { data, nextOffset: offset + data.length };
+      });
+    } catch (error) {
+      // The output died with the task: nothing more to read.
+      if (error instanceof TaskGoneError) return { data: Buffer.alloc(0), nextOffset: offset };
+      throw error;
+    }
+  }
+
+  async kill(taskArn: string, commandId: string, reason: string): Promise<void> {
+    const status = await this.status(taskArn, commandId);
+    if (status.state !== 'running') return;
+    await this.channels.with(taskArn, 'killing the command', async (rpc) => {
+      await rpc.call(['kill', commandDir(commandId), reason || 'killed']);
+      await this.settle(rpc, [commandId]);
+    });
+  }
+
+  /** Kill every running command (recorded as killed with `reason`) and every process of the user. */
+  async killAll(taskArn: string, user: { uid: number; gid: number }, reason: string): Promise<void> {
+    await this.channels.with(taskArn, 'killing all processes', async (rpc) => {
+      const running = (await rpc.statusMany(GUEST.cmdRoot)).filter((s) => s.status.state === 'running').map((s) => s.id);
+      const { status, payload } = await rpc.call(['killall', GUEST.cmdRoot, reason, String(user.uid), String(user.gid)]);
+      if (status !== 0) throw new BackendUnavailableError(`killing all processes failed in the workspace task: ${payload.toString('utf8').slice(0, 300)}`);
+      await this.settle(rpc, running);
+    });
+  }
+
+  private async statusVia(rpc: RunnerRpc, commandId: string): Promise<CommandStatus> {
+    const status = await rpc.status(commandDir(commandId));
+    if (status === undefined) throw new NotFoundError('command', commandId);
+    return status;
+  }
+
+  /** Wait (bounded) until the supervisors of `ids` have written their records. */
+  private async settle(rpc: RunnerRpc, ids: string[]): Promise<void> {
+    const deadline = Date.now() + KILL_SETTLE_MS;
+    for (const id of ids) {
+      while (Date.now() < deadline && (await rpc.status(commandDir(id)))?.state === 'running') await sleep(20);
+    }
+  }
+}
+
+/** What a command on a stopped task is: lost, with ECS's reason. Its start time is the record's (the service keeps it). */
+function lostStatus(commandId: string, why: string): CommandStatus {
+  return {
+    commandId,
+    state: 'lost',
+    exitCode: null,
+    signal: null,
+    reason: `workspace task stopped: ${why}`.slice(0, 300),
+    stdout: { bytes: 0, truncated: false },
+    stderr: { bytes: 0, truncated: false },
+    startedAt: new Date(0).toISOString(),
+  };
+}

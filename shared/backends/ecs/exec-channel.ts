@@ -1,0 +1,171 @@
+import { DescribeTasksCommand, ExecuteCommandCommand, type ECSClient } from '@aws-sdk/client-ecs';
+import { BackendUnavailableError } from '../../contract/errors.js';
+import { silentLogger, type Logger } from '../../log.js';
+import { RunnerRpc, type PtyLike } from '../runner/rpc.js';
+import { SsmSession } from './ssm/session.js';
+import type { SsmTransport } from './ssm/transport.js';
+import { openWsTransport } from './ssm/ws-transport.js';
+import { defaultRetryPolicy, isRetryable, withRetry, type RetryPolicy } from './retry.js';
+
+/**
+ * The provider's way into a Fargate task: ECS Exec (`ExecuteCommand`, interactive — the only mode)
+ * of `runner.sh rpc`, spoken over our SSM data-channel client. One persistent session per task is kept
+ * (the 1 s ExecuteCommand floor is paid once, not per request); when it dies (20 min idle timeout,
+ * network, agent restart) the next request opens a new one. A result never travels only in the
+ * session: the runner keeps everything in files, so a retried request is safe.
+ */
+
+/** The task is gone (stopped, or unknown to ECS): nothing in it can answer again. */
+export class TaskGoneError extends BackendUnavailableError {
+  constructor(
+    readonly taskArn: string,
+    readonly why: string,
+  ) {
+    super(`workspace task is gone: ${why}`);
+  }
+}
+
+export interface ExecChannelOptions {
+  cluster: string;
+  container: string;
+  /** Shell command ECS Exec runs in the task. Default `sh /opt/wsp/runner.sh rpc`. */
+  command?: string;
+  /** Opens the websocket of `session.streamUrl` (tests: the same `ws` transport against a loopback agent). */
+  openTransport?: (streamUrl: string) => Promise<SsmTransport>;
+  retry?: RetryPolicy;
+  /** A request that gets no answer within this time fails the session. Default 120 s. */
+  requestTimeoutMs?: number;
+  log?: Logger;
+}
+
+const DEFAULT_COMMAND = 'sh /opt/wsp/runner.sh rpc';
+
+/** The runner's bytes come as Output (1) or, for some agents, StdErr (11) payloads: both are the PTY. */
+function ptyOverSession(session: SsmSession): PtyLike {
+  return {
+    write: (data) => session.write(data),
+    onData: (cb) => session.onOutput((chunk, type) => {
+      if (type === 1 || type === 11) cb(chunk);
+    }),
+    onClose: (cb) => {
+      session.ended.then(
+        () => cb(),
+        (error: Error) => cb(error),
+      );
+    },
+    close: () => session.close(),
+  };
+}
+
+export class ExecChannels {
+  private readonly open = new Map<string, Promise<RunnerRpc>>();
+  private readonly retry: RetryPolicy;
+  private readonly log: Logger;
+
+  constructor(
+    private readonly ecs: ECSClient,
+    private readonly options: ExecChannelOptions,
+  ) {
+    this.retry = options.retry ?? defaultRetryPolicy;
+    this.log = options.log ?? silentLogger;
+  }
+
+  /**
+   * Run `fn` with the task's runner session; on a channel failure, once more with a new session.
+   * Throws TaskGoneError when the task has stopped (the caller reports its commands lost).
+   */
+  async with<T>(taskArn: string, what: string, fn: (rpc: RunnerRpc) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const rpc = await this.session(taskArn, what);
+      try {
+        return await fn(rpc);
+      } catch (error) {
+        if (!(error instanceof BackendUnavailableError) || error instanceof TaskGoneError) throw error;
+        this.forget(taskArn, rpc);
+        if (attempt >= 2) {
+          await this.throwIfGone(taskArn);
+          throw new BackendUnavailableError(`${what}: the exec session to the workspace task failed twice`, error);
+        }
+        this.log.warn('ecs exec session failed; opening a new one', { taskArn, what, error: error.message });
+      }
+    }
+  }
+
+  forget(taskArn: string, rpc?: RunnerRpc): void {
+    const current = this.open.get(taskArn);
+    if (!current) return;
+    void current.then(
+      (r) => {
+        if (rpc === undefined || r === rpc) {
+          if (this.open.get(taskArn) === current) this.open.delete(taskArn);
+          r.close();
+        }
+      },
+      () => {
+        if (this.open.get(taskArn) === current) this.open.delete(taskArn);
+      },
+    );
+    if (rpc === undefined) this.open.delete(taskArn);
+  }
+
+  closeAll(): void {
+    for (const taskArn of [...this.open.keys()]) this.forget(taskArn);
+  }
+
+  private session(taskArn: string, what: string): Promise<RunnerRpc> {
+    let pending = this.open.get(taskArn);
+    if (!pending) {
+      pending = this.connect(taskArn, what);
+      this.open.set(taskArn, pending);
+      pending.catch(() => {
+        if (this.open.get(taskArn) === pending) this.open.delete(taskArn);
+      });
+    }
+    return pending;
+  }
+
+  private async connect(taskArn: string, what: string): Promise<RunnerRpc> {
+    const { cluster, container } = this.options;
+    let out;
+    try {
+      out = await withRetry(
+        () => this.ecs.send(new ExecuteCommandCommand({ cluster, task: taskArn, container, interactive: true, command: this.options.command ?? DEFAULT_COMMAND })),
+        this.retry,
+        // The agent can lag the task by a moment right after start: TargetNotConnected is worth a retry.
+        (e) => isRetryable(e) || (e as { name?: string }).name === 'TargetNotConnectedException',
+      );
+    } catch (error) {
+      await this.throwIfGone(taskArn);
+      throw new BackendUnavailableError(`${what}: ECS ExecuteCommand failed: ${(error as Error).message}`, error);
+    }
+    const session = out.session;
+    if (!session?.streamUrl || !session.tokenValue) throw new BackendUnavailableError(`${what}: ECS ExecuteCommand returned no session`);
+    const transport = await (this.options.openTransport ?? openWsTransport)(session.streamUrl);
+    const ssm = new SsmSession(transport, { tokenValue: session.tokenValue });
+    ssm.start();
+    const rpc = new RunnerRpc(ptyOverSession(ssm), { requestTimeoutMs: this.options.requestTimeoutMs ?? 120_000 });
+    try {
+      await ssm.handshake;
+      await rpc.ready();
+    } catch (error) {
+      rpc.close();
+      throw error instanceof BackendUnavailableError ? error : new BackendUnavailableError(`${what}: the runner did not answer in the workspace task`, error);
+    }
+    return rpc;
+  }
+
+  /** Throws TaskGoneError when ECS says the task is stopped or unknown; returns otherwise (also when ECS cannot be asked). */
+  async throwIfGone(taskArn: string): Promise<void> {
+    let out;
+    try {
+      out = await withRetry(() => this.ecs.send(new DescribeTasksCommand({ cluster: this.options.cluster, tasks: [taskArn] })), this.retry);
+    } catch {
+      return;
+    }
+    const task = out.tasks?.find((t) => t.taskArn === taskArn);
+    if (!task) throw new TaskGoneError(taskArn, out.failures?.[0]?.reason ?? 'MISSING');
+    if (task.lastStatus === 'STOPPED' || task.desiredStatus === 'STOPPED' || task.lastStatus === 'DEPROVISIONING' || task.lastStatus === 'STOPPING') {
+      throw new TaskGoneError(taskArn, task.stoppedReason ?? task.lastStatus ?? 'stopped');
+    }
+  }
+}

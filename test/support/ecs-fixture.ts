@@ -1,0 +1,143 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { S3Client } from '@aws-sdk/client-s3';
+import { S3BlobStore } from '../../shared/backends/ecs/blob-store.js';
+import { RegistryCacheImages } from '../../shared/backends/ecs/cache-images.js';
+import { RegistryClient } from '../../shared/backends/ecs/image/index.js';
+import { EcsBackend, type EcsBackendOptions } from '../../shared/backends/ecs/index.js';
+import type { RetryPolicy } from '../../shared/backends/ecs/retry.js';
+import type { BackendHandle } from './backend-fixture.js';
+import { DOCKER_SOCKET, dockerClient } from './docker-daemon.js';
+import { FakeEcs } from './fake-ecs.js';
+import { startFakeS3, type FakeS3 } from './fake-s3.js';
+import { bridgeIntoDockerNetns, type NetnsBridge } from './netns-bridge.js';
+import { pushBaseImage, startRegistry, type LoopbackRegistry } from './registry.js';
+
+const run = promisify(execFile);
+
+/**
+ * A Fargate backend with only AWS's control plane faked: ECS at the SDK boundary (fake-ecs.ts: tasks are
+ * Docker containers, ECS Exec is a loopback SSM agent over `docker exec -t`), S3 as a loopback
+ * S3-protocol server reached by the tasks' real curl through presigned URLs, and a real OCI registry
+ * (Debian's docker-registry) that cache layers are appended to and the task containers pull from.
+ * Task containers run with network 'host' inside the test dockerd's own loopback-only namespace; the
+ * S3 and registry ports are bridged into it (netns-bridge.ts).
+ */
+
+export const RUNNER_DIR = path.dirname(fileURLToPath(new URL('../../shared/backends/runner/runner.sh', import.meta.url)));
+export const ECS_CLUSTER = 'wsp-test';
+
+/** Shared by every backend of one test file: the registry with the base image pushed once. */
+interface Infra {
+  s3: FakeS3;
+  registry: LoopbackRegistry;
+  bridges: NetnsBridge[];
+  baseImage: string;
+}
+let infra: Promise<Infra> | undefined;
+let users = 0;
+
+async function startInfra(): Promise<Infra> {
+  const s3 = await startFakeS3({ bucket: 'wsp-data' });
+  const registry = await startRegistry();
+  const bridges = [
+    await bridgeIntoDockerNetns(Number(new URL(s3.endpoint).port)),
+    await bridgeIntoDockerNetns(registry.port),
+  ];
+  const baseImage = await pushBaseImage(registry);
+  return { s3, registry, bridges, baseImage };
+}
+
+async function ensureImage(image: string): Promise<void> {
+  const docker = (...args: string[]) => run('docker', ['-H', `unix://${DOCKER_SOCKET}`, ...args], { maxBuffer: 16 * 1024 * 1024 });
+  try {
+    await docker('image', 'inspect', image);
+  } catch {
+    await docker('pull', '-q', image);
+  }
+}
+
+/** Fast, deterministic enough for tests: same shape as production, shorter waits. */
+export const TEST_RETRY: RetryPolicy = { attempts: 4, baseMs: 20, capMs: 200, random: Math.random, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) };
+
+export interface EcsHandle extends BackendHandle {
+  backend: EcsBackend;
+  fake: FakeEcs;
+  s3: FakeS3;
+  owner: string;
+  options: EcsBackendOptions;
+}
+
+export async function makeEcsBackend(overrides: Partial<EcsBackendOptions> = {}): Promise<EcsHandle> {
+  users++;
+  infra ??= startInfra();
+  const { s3, registry } = await infra;
+  const docker = dockerClient();
+  const label = `wsp-ecs-test-${randomBytes(4).toString('hex')}`;
+  const fake = await FakeEcs.start({ docker, runnerDir: RUNNER_DIR, network: 'host', label, ensureImage });
+  const baseTaskDefinition = fake.registerBase('wsp-workspace', `${registry.host}/wsp/base:bookworm`);
+  const s3Client = new S3Client({
+    endpoint: s3.endpoint,
+    forcePathStyle: true,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'AKIDTEST', secretAccessKey: 'test-secret-key' },
+  });
+  const blobs = new S3BlobStore({ client: s3Client, bucket: s3.bucket, prefix: '' });
+  const images = new RegistryCacheImages({
+    ecs: fake.client,
+    registry: async () => new RegistryClient({ endpoint: registry.url }),
+    baseRepository: 'wsp/base',
+    baseReference: 'bookworm',
+    cacheRepository: 'wsp/cache',
+    baseTaskDefinition,
+    container: 'workspace',
+  });
+  const owner = label;
+  const options: EcsBackendOptions = {
+    ecs: fake.client,
+    cluster: ECS_CLUSTER,
+    container: 'workspace',
+    subnets: ['subnet-private-a'],
+    securityGroups: ['sg-workspaces'],
+    baseTaskDefinition,
+    owner,
+    blobs,
+    images,
+    retry: TEST_RETRY,
+    readyTimeoutMs: 60_000,
+    readyPollMs: { min: 20, max: 200 },
+    ...overrides,
+  };
+  const backend = new EcsBackend(options);
+  return {
+    backend,
+    fake,
+    s3,
+    owner,
+    options,
+    reopen: async () => new EcsBackend(options),
+    async loseCommand(ref, commandId) {
+      const task = fake.tasks.get(String(ref.taskArn));
+      if (!task) throw new Error('unknown task');
+      const dir = `/var/lib/wsp/cmd/${commandId}`;
+      await run('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'exec', task.container, 'sh', '-c', `kill -KILL "$(cat ${dir}/pid)" "-$(cat ${dir}/pgid)"`]);
+    },
+    async cleanup() {
+      for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
+      for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
+      backend.close();
+      await fake.stop();
+      users--;
+      if (users === 0 && infra) {
+        const done = await infra;
+        infra = undefined;
+        for (const b of done.bridges) await b.close();
+        await done.registry.stop();
+        await done.s3.stop();
+      }
+    },
+  };
+}
