@@ -53,7 +53,7 @@ describe.skipIf(process.getuid?.() !== 0)('runner rpc byte movers (local pty, ro
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    rpc = new RunnerRpc(localPty(runnerRpcCommand(RUNNER_SCRIPT)), { readyTimeoutMs: 20_000, requestTimeoutMs: 60_000 });
+    rpc = new RunnerRpc(localPty(runnerRpcCommand(RUNNER_SCRIPT), { WSP_RPC_WORK_ROOT: path.join(tmp, 'rpc') }), { readyTimeoutMs: 20_000, requestTimeoutMs: 60_000 });
     await rpc.ready();
   });
   afterAll(async () => {
@@ -93,7 +93,7 @@ describe.skipIf(process.getuid?.() !== 0)('runner rpc byte movers (local pty, ro
   });
 
   it('a fetch in flight when the session drops completes; the url is in no process argv meanwhile', async () => {
-    const session = new RunnerRpc(localPty(runnerRpcCommand(RUNNER_SCRIPT)), { readyTimeoutMs: 20_000 });
+    const session = new RunnerRpc(localPty(runnerRpcCommand(RUNNER_SCRIPT), { WSP_RPC_WORK_ROOT: path.join(tmp, 'rpc') }), { readyTimeoutMs: 20_000 });
     await session.ready();
     const dest = path.join(tmp, 'slow');
     const before = seen.length;

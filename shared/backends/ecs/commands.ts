@@ -29,9 +29,9 @@ export class EcsCommands {
     const dir = commandDir(spec.commandId);
     const stored = { commandId: spec.commandId, timeoutMs: spec.timeoutMs, maxOutputBytes: spec.maxOutputBytes, startedAt: new Date().toISOString() };
     await this.channels.with(taskArn, 'starting the command', async (rpc) => {
-      const created = await rpc.prepare(dir, JSON.stringify(stored), envScript(commandEnv(plan, spec)), spec.stdin ?? Buffer.alloc(0));
-      if (created === 'exists') return;
-      // On failure the dir stays without a supervisor: its status reads 'lost', which is the truth.
+      await rpc.prepare(dir, JSON.stringify(stored), envScript(commandEnv(plan, spec)), spec.stdin ?? Buffer.alloc(0));
+      // Always `start`, also when the dir existed: a session that dropped between prepare and start
+      // must not leave a command that never runs. `start` claims the dir, so a second one only waits.
       const argv = ['start', dir, String(plan.user.uid), String(plan.user.gid), String(spec.timeoutMs), String(spec.maxOutputBytes), spec.cwd, '--', ...spec.argv];
       const { status, payload } = await rpc.call(argv);
       if (status !== 0) throw new BackendUnavailableError(`starting the command failed in the workspace task: ${payload.toString('utf8').slice(0, 300)}`);

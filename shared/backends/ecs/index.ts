@@ -56,6 +56,9 @@ export interface EcsBackendOptions {
 }
 
 const KILL_ALL_REASON = 'all workspace processes killed';
+/** Requests that move or copy a whole tree: they may take minutes (the default request timeout is 2 min). */
+const SLOW_OPS = new Set(['fetch-url', 'put-url', 'pack', 'unpack', 'pristine-save', 'pristine-restore']);
+const SLOW_OP_TIMEOUT_MS = 30 * 60_000;
 /** Key prefixes in the data bucket (infra: BUCKET_PREFIXES; each has its own expiry rule). */
 const BLOB = { transfer: 'transfer/', layers: 'layers/' } as const;
 const TAG_VALUE = /[^A-Za-z0-9 +\-=._:/@]/g;
@@ -313,7 +316,7 @@ export class EcsBackend implements WorkspaceBackend {
   }
 
   private async call(ref: BackendRef, what: string, argv: string[]): Promise<void> {
-    await this.channels.with(parseRef(ref).taskArn, what, (rpc) => rpcOk(rpc, what, argv));
+    await this.channels.with(parseRef(ref).taskArn, what, (rpc) => rpcOk(rpc, what, argv, SLOW_OPS.has(argv[0]!) ? SLOW_OP_TIMEOUT_MS : undefined));
   }
 
   private tags(labels: Record<string, string>): Record<string, string> {
@@ -330,8 +333,8 @@ export class EcsBackend implements WorkspaceBackend {
 }
 
 /** A runner request that must succeed; its stderr-free failure is reported by what it was for. */
-export async function rpcOk(rpc: RunnerRpc, what: string, argv: string[]): Promise<Buffer> {
-  const { status, payload } = await rpc.call(argv);
+export async function rpcOk(rpc: RunnerRpc, what: string, argv: string[], timeoutMs?: number): Promise<Buffer> {
+  const { status, payload } = await rpc.call(argv, timeoutMs !== undefined ? { timeoutMs } : {});
   if (status !== 0) throw new BackendUnavailableError(`${what} failed in the workspace task (runner status ${status}): ${payload.toString('utf8').slice(0, 300)}`);
   return payload;
 }

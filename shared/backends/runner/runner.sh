@@ -432,12 +432,12 @@ cmd_remove() { # <path...>
   done
 }
 
-# Empty /tmp and /var/tmp (a reset leaves nothing of the agent's there). This channel's own work dirs
-# (wsp-rpc.*) stay: a session may be using one.
+# Empty /tmp and /var/tmp (a reset leaves nothing of the agent's there). The channel's own work dirs
+# live elsewhere (RPC_WORK_ROOT), so the workspace never sees them.
 cmd_clean_tmp() {
   for t in /tmp /var/tmp; do
     [ -d "$t" ] || continue
-    find "$t" -mindepth 1 -maxdepth 1 ! -name 'wsp-rpc.*' -exec rm -rf -- {} + || return 1
+    find "$t" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + || return 1
   done
 }
 
@@ -464,7 +464,10 @@ cmd_pristine() { # <save|restore> ...
 # its effect is there for the next session to see. The loop finishes that request before it exits.
 cmd_rpc() {
   umask 077
-  work=$(mktemp -d "${TMPDIR:-/tmp}/wsp-rpc.XXXXXX") || return 1
+  # Root-only and outside /tmp: invisible to the workspace user, untouched by a reset's clean-tmp.
+  root=${WSP_RPC_WORK_ROOT:-/var/lib/wsp/rpc}
+  mkdir -p -m 700 "$root" || return 1
+  work=$(mktemp -d "$root/wsp-rpc.XXXXXX") || return 1
   trap 'rm -rf "$work"' EXIT
   trap 'exit 129' HUP
   trap 'exit 143' TERM
