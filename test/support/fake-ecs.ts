@@ -26,7 +26,7 @@ import { FakeSsmAgent, type AgentProcess } from './fake-ssm-agent.js';
  * fake SSM agent that runs the command in the container through `docker exec` with a TTY — so the
  * backend's SSM client, the PTY quirks and the runner are all real; only AWS's control plane is faked.
  *
- * Knobs for failure paths: `failRunTask`, `agentNeverReady`, `startRounds`, `killTask` (a task dies).
+ * Knobs for failure paths: `failRunTask`, `failTaskStart`, `agentNeverReady`, `startRounds`, `killTask` (a task dies).
  */
 
 export const FAKE_CLUSTER = 'arn:aws:ecs:us-east-1:123456789012:cluster/wsp-test';
@@ -62,6 +62,11 @@ export class FakeEcs {
   readonly taskDefinitionTags = new Map<string, Array<{ key?: string; value?: string }>>();
   /** Next RunTask answers: 'throttle' throws ThrottlingException, a string is a RunTask `failures[0].reason`. */
   failRunTask: string[] = [];
+  /**
+   * Next RunTasks succeed but their task never starts: no container, DescribeTasks reports it STOPPED
+   * with this stoppedReason (e.g. 'CannotPullContainerError: …', what Fargate says for a bad image).
+   */
+  failTaskStart: string[] = [];
   /** DescribeTasks never reports the exec agent RUNNING. */
   agentNeverReady = false;
   /** DescribeTasks rounds a new task spends PROVISIONING/PENDING before RUNNING. */
@@ -188,10 +193,18 @@ export class FakeEcs {
     const td = this.findTaskDefinition(input.taskDefinition);
     if (!td || td.status !== 'ACTIVE') throw Object.assign(new Error('TaskDefinition not found.'), { name: 'ClientException' });
     if (!input.enableExecuteCommand) throw new Error('the fake requires enableExecuteCommand (every workspace task needs it)');
-    const image = td.containerDefinitions![0]!.image!;
-    await this.opts.ensureImage?.(image);
     const id = randomBytes(16).toString('hex');
     const arn = `${ACCOUNT_PREFIX}:task/wsp-test/${id}`;
+    const tags: Record<string, string> = {};
+    for (const t of input.tags ?? []) if (t.key) tags[t.key] = t.value ?? '';
+    const neverStarts = this.failTaskStart.shift();
+    if (neverStarts !== undefined) {
+      // Accepted, then stopped before any container ran (no container to inspect or remove).
+      this.tasks.set(arn, { arn, container: '', taskDefinitionArn: td.taskDefinitionArn!, tags, ...(input.startedBy ? { startedBy: input.startedBy } : {}), describeRounds: 0, stopped: neverStarts });
+      return { tasks: [{ taskArn: arn, lastStatus: 'PROVISIONING', desiredStatus: 'RUNNING', taskDefinitionArn: td.taskDefinitionArn }], failures: [] };
+    }
+    const image = td.containerDefinitions![0]!.image!;
+    await this.opts.ensureImage?.(image);
     const container = await this.opts.docker.createContainer({
       Image: image,
       name: `wsp-fake-task-${id}`,
@@ -204,8 +217,6 @@ export class FakeEcs {
       },
     });
     await container.start();
-    const tags: Record<string, string> = {};
-    for (const t of input.tags ?? []) if (t.key) tags[t.key] = t.value ?? '';
     this.tasks.set(arn, { arn, container: container.id, taskDefinitionArn: td.taskDefinitionArn!, tags, ...(input.startedBy ? { startedBy: input.startedBy } : {}), describeRounds: 0 });
     return { tasks: [{ taskArn: arn, lastStatus: 'PROVISIONING', desiredStatus: 'RUNNING', taskDefinitionArn: td.taskDefinitionArn }], failures: [] };
   }

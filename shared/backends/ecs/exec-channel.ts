@@ -76,12 +76,18 @@ export class ExecChannels {
    */
   async with<T>(taskArn: string, what: string, fn: (rpc: RunnerRpc) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
-      const rpc = await this.session(taskArn, what);
+      let rpc = await this.session(taskArn, what);
+      if (rpc.closed) {
+        // It ended while idle (agent restart, 20 min idle timeout): replace it without spending the retry.
+        await this.forget(taskArn, rpc);
+        rpc = await this.session(taskArn, what);
+      }
       try {
         return await fn(rpc);
       } catch (error) {
         if (!(error instanceof BackendUnavailableError) || error instanceof TaskGoneError) throw error;
-        this.forget(taskArn, rpc);
+        // Awaited: the next attempt must not pick the failed session up again.
+        await this.forget(taskArn, rpc);
         if (attempt >= 2) {
           await this.throwIfGone(taskArn);
           throw new BackendUnavailableError(`${what}: the exec session to the workspace task failed twice`, error);
@@ -91,10 +97,14 @@ export class ExecChannels {
     }
   }
 
-  forget(taskArn: string, rpc?: RunnerRpc): void {
+  /**
+   * Close and drop the task's session (only if it is `rpc`, when given). The session is dropped from
+   * the map at once without `rpc`, else once the returned promise settles.
+   */
+  forget(taskArn: string, rpc?: RunnerRpc): Promise<void> {
     const current = this.open.get(taskArn);
-    if (!current) return;
-    void current.then(
+    if (!current) return Promise.resolve();
+    const done = current.then(
       (r) => {
         if (rpc === undefined || r === rpc) {
           if (this.open.get(taskArn) === current) this.open.delete(taskArn);
@@ -106,10 +116,11 @@ export class ExecChannels {
       },
     );
     if (rpc === undefined) this.open.delete(taskArn);
+    return done;
   }
 
   closeAll(): void {
-    for (const taskArn of [...this.open.keys()]) this.forget(taskArn);
+    for (const taskArn of [...this.open.keys()]) void this.forget(taskArn);
   }
 
   private session(taskArn: string, what: string): Promise<RunnerRpc> {

@@ -180,19 +180,20 @@ export class EcsBackend implements WorkspaceBackend {
     }
   }
 
-  commandStatus(ref: BackendRef, commandId: string) {
+  // async (also below): a malformed ref must reject, not throw before a promise exists (callers `.catch()`).
+  async commandStatus(ref: BackendRef, commandId: string) {
     return this.commands.status(parseRef(ref).taskArn, commandId);
   }
 
-  waitCommand(ref: BackendRef, commandId: string, waitMs: number) {
+  async waitCommand(ref: BackendRef, commandId: string, waitMs: number) {
     return this.commands.wait(parseRef(ref).taskArn, commandId, waitMs);
   }
 
-  readOutput(ref: BackendRef, commandId: string, stream: OutputStream, offset: number, limit: number) {
+  async readOutput(ref: BackendRef, commandId: string, stream: OutputStream, offset: number, limit: number) {
     return this.commands.read(parseRef(ref).taskArn, commandId, stream, offset, limit);
   }
 
-  killCommand(ref: BackendRef, commandId: string, reason: string): Promise<void> {
+  async killCommand(ref: BackendRef, commandId: string, reason: string): Promise<void> {
     return this.commands.kill(parseRef(ref).taskArn, commandId, reason);
   }
 
