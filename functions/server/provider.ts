@@ -29,13 +29,19 @@ export interface Provider {
   close(): Promise<void>;
 }
 
+/** What a caller may supply instead of building it from the config (tests). */
+export interface ProviderOverrides {
+  /** Used as is instead of the backend chosen by `mode` (e.g. a Fargate backend over fakes). The caller closes it. */
+  backend?: WorkspaceBackend;
+}
+
 /**
  * Compose the provider for one machine: data dir, instance id, auth token, state store (embedded
  * dynalite under the data dir, or a given DynamoDB endpoint), secret sources, the backend chosen by
- * `mode` (imported lazily: only the chosen backend's code loads), the git broker, the service —
- * then reconcile whatever a previous run left behind.
+ * `mode` (imported lazily: only the chosen backend's code loads) unless `overrides.backend` is given,
+ * the git broker, the service — then reconcile whatever a previous run left behind.
  */
-export async function composeProvider(loaded: LoadedConfig, log: Logger): Promise<Provider> {
+export async function composeProvider(loaded: LoadedConfig, log: Logger, overrides: ProviderOverrides = {}): Promise<Provider> {
   const { config, baseDir } = loaded;
   const dataDir = config.dataDir;
   // 0711: workspace sandboxes (other uids) must traverse to their own dirs; nothing here is listable.
@@ -57,7 +63,7 @@ export async function composeProvider(loaded: LoadedConfig, log: Logger): Promis
 
   const usesSecretsManager = config.repositories.some((r) => r.credential?.startsWith('secretsmanager:'));
   const secrets = createSecretResolver(usesSecretsManager ? { secretsManagerClient: createSecretsManagerClient({ region: config.state.region }) } : {});
-  const backend = await loadBackend(config, dataDir, instanceId, log);
+  const backend = overrides.backend ?? (await loadBackend(config, dataDir, instanceId, log));
   for (const warning of backend.warnings) log.warn(warning);
   const broker = new GitBroker({ mirrorsDir: privateDir(dataDir, 'mirrors'), resolveSecret: (ref: string) => secrets.resolve(ref), log: log.child({ part: 'git' }) });
 

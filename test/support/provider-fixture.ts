@@ -3,8 +3,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ConfigInput } from '../../shared/config/schema.js';
+import type { WorkspaceBackend } from '../../shared/contract/backend.js';
 import { parseConfig } from '../../shared/config/load.js';
-import { createLogger } from '../../shared/log.js';
+import { createLogger, type Logger } from '../../shared/log.js';
 import { startHttpServer } from '../../functions/server/http-server.js';
 import { composeProvider, type Provider } from '../../functions/server/provider.js';
 
@@ -31,15 +32,22 @@ export interface TestProvider {
   close(): Promise<void>;
 }
 
-/** A real provider (local backend, embedded dynalite, real HTTP on 127.0.0.1) in this process. */
-export async function startTestProvider(config: ConfigInput, options: { dataDir?: string } = {}): Promise<TestProvider> {
+export interface TestProviderOptions {
+  dataDir?: string;
+  /** A backend to use instead of the one `mode` selects, given the provider's logger (so its lines land in `logs`). */
+  backend?: (log: Logger) => WorkspaceBackend;
+}
+
+/** A real provider (backend per `mode`, embedded dynalite, real HTTP on 127.0.0.1) in this process. */
+export async function startTestProvider(config: ConfigInput, options: TestProviderOptions = {}): Promise<TestProvider> {
   const dataDir = options.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-it-'));
   const token = randomBytes(18).toString('hex');
   const logs: string[] = [];
   const responses: string[] = [];
   const log = createLogger({ svc: 'wsp-test' }, (line) => logs.push(line));
   const parsed = parseConfig({ ...config, dataDir, listen: { ...(config.listen ?? {}), host: '127.0.0.1', port: 0 }, auth: { token } });
-  const provider = await composeProvider({ config: parsed, baseDir: process.cwd(), sources: [] }, log);
+  const backend = options.backend?.(log.child({ part: 'backend' }));
+  const provider = await composeProvider({ config: parsed, baseDir: process.cwd(), sources: [] }, log, backend ? { backend } : {});
   const server = await startHttpServer({ service: provider.service, host: '127.0.0.1', port: 0, authToken: token, log, maxBodyBytes: parsed.listen.maxBodyBytes });
 
   const api = async <T = any,>(method: string, route: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer<T>> => {
