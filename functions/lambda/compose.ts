@@ -25,8 +25,9 @@ import { unavailableBackend } from './unavailable-backend.js';
  * about a workspace is kept here: every call reads its record (and backend handle) from DynamoDB.
  *
  * Backends are never imported statically (the bundle must not contain dockerode or the local
- * backend). No backend is built for Lambda yet, so every mode gets `unavailableBackend` — except
- * when a test injects one through `LambdaOverrides.backend`.
+ * backend). Mode `ecs` builds the Fargate backend from the WSP_ECS_* environment (settings.ts);
+ * any other mode — or an ecs configuration that is incomplete — gets `unavailableBackend`, which
+ * answers 503 with the reason. Tests inject a backend through `LambdaOverrides.backend`.
  */
 
 export interface LambdaOverrides {
@@ -78,9 +79,24 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
 
   // The Secrets Manager client is cheap to build and needed only by the worker (the provisioner).
   const secrets = createSecretResolver({ env, secretsManagerClient: createSecretsManagerClient({ region: config.state.region }) });
-  const backend = overrides.backend
-    ? await overrides.backend({ dataDir, instanceId, log: log.child({ part: 'backend' }) })
-    : unavailableBackend(config.mode);
+  // Why this container cannot reach workspaces (undefined: it can): create then refuses up front.
+  let unavailable: string | undefined;
+  let backend: WorkspaceBackend;
+  if (overrides.backend) backend = await overrides.backend({ dataDir, instanceId, log: log.child({ part: 'backend' }) });
+  else if (config.mode === 'ecs') {
+    try {
+      // Imported lazily: only the Fargate backend is ever bundled into a function (never dockerode).
+      const { createEcsBackendFromConfig } = await import('../../shared/backends/ecs/factory.js');
+      backend = createEcsBackendFromConfig(config, { owner: instanceId, dataDir, log: log.child({ part: 'ecs-backend' }), state });
+    } catch (error) {
+      unavailable = `mode ecs is not configured: ${(error as Error).message}`;
+      log.error('the Fargate backend could not be built', errorFields(error));
+      backend = unavailableBackend(config.mode, unavailable);
+    }
+  } else {
+    unavailable = `mode ${config.mode} is not available in this build`;
+    backend = unavailableBackend(config.mode, unavailable);
+  }
   const broker = new GitBroker({ mirrorsDir: privateDir(dataDir, 'mirrors'), resolveSecret: (ref: string) => secrets.resolve(ref), log: log.child({ part: 'git' }) });
 
   let lambdaClient: LambdaClient | undefined;
@@ -100,7 +116,7 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
     },
   };
   const deps: ServiceDeps = { config, baseDir: process.cwd(), instanceId, state, backend, broker, secrets, scratchDir: privateDir(dataDir, 'scratch'), log, jobs };
-  const service = overrides.backend ? new DefaultWorkspaceService(deps) : new BackendGatedService(deps, `mode ${config.mode} is not available in this build`);
+  const service = unavailable === undefined ? new DefaultWorkspaceService(deps) : new BackendGatedService(deps, unavailable);
   return {
     settings,
     deps,

@@ -21,6 +21,10 @@ import { parseKeyHashes } from './api-keys.js';
  *   handler checks the bearer key itself too (defence in depth behind the authorizer).
  * - `WSP_ENSURE_TABLE=1`: create the table if missing (LocalStack / DynamoDB Local only; the
  *   deployed roles have no CreateTable).
+ * - The Fargate backend (config `ecs`, set by infra/constructs/workspace-compute.ts): `WSP_ECS_CLUSTER`,
+ *   `WSP_ECS_TASK_DEFINITION`, `WSP_ECS_CONTAINER`, `WSP_ECS_SUBNETS` and `WSP_ECS_SECURITY_GROUPS`
+ *   (comma-separated), `WSP_BUCKET`, `WSP_ECR_REPOSITORY_URI`, `WSP_ECS_BASE_IMAGE_TAG`,
+ *   `WSP_ECS_WARM_POOL_SIZE`. Each overrides the same field of WSP_CONFIG_JSON's `ecs`.
  */
 export interface LambdaSettings {
   config: ProviderConfig;
@@ -57,6 +61,7 @@ export function readLambdaSettings(env: NodeJS.ProcessEnv = process.env): Lambda
   state['embedded'] = false;
   const config = parseConfig({
     ...input,
+    ecs: ecsFromEnv(env, input['ecs']),
     mode: env.WSP_MODE ?? input['mode'] ?? 'ecs',
     dataDir: path.resolve(env.WSP_DATA_DIR || DEFAULT_LAMBDA_DATA_DIR),
     state,
@@ -70,6 +75,29 @@ export function readLambdaSettings(env: NodeJS.ProcessEnv = process.env): Lambda
     apiKeyHashes: keyHashes(env.WSP_API_KEY_HASHES),
     ensureTable: env.WSP_ENSURE_TABLE === '1',
   };
+}
+
+const list = (v: string): string[] => v.split(',').map((x) => x.trim()).filter(Boolean);
+
+/** The `ecs` config section with the stack's WSP_ECS_* variables over WSP_CONFIG_JSON's (validated by the schema). */
+function ecsFromEnv(env: NodeJS.ProcessEnv, fromJson: unknown): Record<string, unknown> {
+  const ecs: Record<string, unknown> = { ...(fromJson as Record<string, unknown> | undefined) };
+  const set = (name: string, field: string, map: (v: string) => unknown = (v) => v): void => {
+    const v = env[name];
+    if (v !== undefined && v.trim() !== '') ecs[field] = map(v.trim());
+  };
+  set('WSP_ECS_CLUSTER', 'cluster');
+  set('WSP_ECS_TASK_DEFINITION', 'taskDefinition');
+  set('WSP_ECS_CONTAINER', 'container');
+  set('WSP_ECS_SUBNETS', 'subnets', list);
+  set('WSP_ECS_SECURITY_GROUPS', 'securityGroups', list);
+  set('WSP_BUCKET', 'bucket');
+  set('WSP_ECR_REPOSITORY_URI', 'repositoryUri');
+  set('WSP_ECS_BASE_IMAGE_TAG', 'baseImageTag');
+  // Not a number → the schema names ecs.warmPoolSize.
+  set('WSP_ECS_WARM_POOL_SIZE', 'warmPoolSize', (v) => (/^\d+$/.test(v) ? Number(v) : v));
+  if (env.AWS_REGION && ecs['region'] === undefined) ecs['region'] = env.AWS_REGION;
+  return ecs;
 }
 
 function keyHashes(value: string | undefined): Buffer[] {

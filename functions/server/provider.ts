@@ -63,7 +63,7 @@ export async function composeProvider(loaded: LoadedConfig, log: Logger, overrid
 
   const usesSecretsManager = config.repositories.some((r) => r.credential?.startsWith('secretsmanager:'));
   const secrets = createSecretResolver(usesSecretsManager ? { secretsManagerClient: createSecretsManagerClient({ region: config.state.region }) } : {});
-  const backend = overrides.backend ?? (await loadBackend(config, dataDir, instanceId, log));
+  const backend = overrides.backend ?? (await loadBackend(config, dataDir, instanceId, log, state));
   for (const warning of backend.warnings) log.warn(warning);
   const broker = new GitBroker({ mirrorsDir: privateDir(dataDir, 'mirrors'), resolveSecret: (ref: string) => secrets.resolve(ref), log: log.child({ part: 'git' }) });
 
@@ -91,7 +91,7 @@ export async function composeProvider(loaded: LoadedConfig, log: Logger, overrid
   };
 }
 
-async function loadBackend(config: LoadedConfig['config'], dataDir: string, owner: string, log: Logger): Promise<WorkspaceBackend> {
+async function loadBackend(config: LoadedConfig['config'], dataDir: string, owner: string, log: Logger, state: DynamoStateStore): Promise<WorkspaceBackend> {
   const mode = config.mode;
   switch (mode) {
     case 'local': {
@@ -103,8 +103,13 @@ async function loadBackend(config: LoadedConfig['config'], dataDir: string, owne
       const { socketPath, baseImage } = config.docker;
       return createDockerBackend({ dataDir, owner, baseImage, ...(socketPath !== undefined ? { socketPath } : {}), log: log.child({ part: 'docker-backend' }) });
     }
+    case 'ecs': {
+      // Fargate from this machine: the same backend the Lambda functions use (config section `ecs`).
+      const { createEcsBackendFromConfig } = await import('../../shared/backends/ecs/factory.js');
+      return createEcsBackendFromConfig(config, { owner, dataDir, log: log.child({ part: 'ecs-backend' }), state });
+    }
     default:
-      throw new BadRequestError(`mode '${mode}' is not available yet in this build (use 'local' or 'docker')`, [{ path: 'mode', message: 'not available yet' }]);
+      throw new BadRequestError(`mode '${mode as string}' is not available in this build`, [{ path: 'mode', message: 'unknown mode' }]);
   }
 }
 

@@ -188,6 +188,20 @@ export class WorkspaceCompute extends Construct {
   }
 
   /**
+   * A setup that claims a warm-pool task tags it with the workspace's tags after the fact (the
+   * reconciler finds workspaces by them): only tasks that are pool tasks already (wsp:kind = warm).
+   */
+  grantClaimWarmTasks(role: IRole): void {
+    role.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['ecs:TagResource'],
+        resources: [this.taskArnPattern()],
+        conditions: { StringEquals: { 'aws:ResourceTag/wsp:kind': 'warm' } },
+      }),
+    );
+  }
+
+  /**
    * Cache images (provisioner only): push and pull the image repository (layer upload, PutImage,
    * ecr:GetAuthorizationToken for the registry login), and register/describe task-definition
    * revisions — one per cache image, copied from the family's base revision with the same two

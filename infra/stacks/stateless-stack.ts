@@ -172,7 +172,10 @@ export class StatelessStack extends Stack {
     // Cache limits: evicting an entry deregisters its task-definition revision and deletes its image.
     this.compute.grantEvictCacheImages(janitor.role);
     // The janitor replenishes warm pools (RunTask); without a pool it only lists and stops tasks.
-    if (stage.warmPool.size > 0) this.compute.grantRunTasks(janitor.role, { exec: false });
+    if (stage.warmPool.size > 0) {
+      this.compute.grantRunTasks(janitor.role, { exec: false });
+      this.compute.grantClaimWarmTasks(this.provisionerRole);
+    }
     else this.compute.grantOperate(janitor.role, { exec: false });
 
     let authorizer: WspFunction | undefined;

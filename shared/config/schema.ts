@@ -153,6 +153,34 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * mode 'ecs' (Fargate): where workspaces run. The CDK stack sets all of it from its resources
+     * (WSP_ECS_* environment of the handlers, functions/lambda/settings.ts); a server in mode ecs
+     * needs it in its config. Required fields are checked when the backend is built.
+     */
+    ecs: z
+      .object({
+        /** AWS region; unset → the SDK's (AWS_REGION). */
+        region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'is not an AWS region').optional(),
+        cluster: z.string().regex(/^[A-Za-z0-9_:/.-]{1,255}$/, 'is not a cluster name or ARN').optional(),
+        /** Task definition of fresh workspaces (family[:revision] or ARN); cache images get revisions of its family. */
+        taskDefinition: z.string().regex(/^[A-Za-z0-9_:/.-]{1,512}$/, 'is not a task definition family or ARN').optional(),
+        container: z.string().regex(/^[A-Za-z0-9_-]{1,255}$/).default('workspace'),
+        /** Private subnets; tasks never get a public IP. */
+        subnets: z.array(z.string().regex(/^subnet-[0-9a-f]{8,17}$/, 'is not a subnet id')).max(16).default([]),
+        securityGroups: z.array(z.string().regex(/^sg-[0-9a-f]{8,17}$/, 'is not a security group id')).max(5).default([]),
+        /** Data bucket (transfer/ and layers/ prefixes). */
+        bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'is not an S3 bucket name').optional(),
+        /** `<registry host>/<repository>`: base image and cache images (ECR: `<acct>.dkr.ecr.<region>.amazonaws.com/<repo>`). */
+        repositoryUri: z.string().regex(/^[A-Za-z0-9.-]+(:\d+)?\/[a-z0-9][a-z0-9._\/-]*$/, 'is not <registry host>/<repository>').optional(),
+        baseImageTag: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/).default('base'),
+        /** Tasks kept started per cache image (0: none); a setup then claims one instead of waiting for a pull. */
+        warmPoolSize: z.number().int().min(0).max(20).default(0),
+        /** How long a new task may take to be exec-ready (image pull included). */
+        readyTimeoutSeconds: z.number().int().min(30).max(3600).default(600),
+      })
+      .strict()
+      .prefault({}),
     auth: z
       .object({
         /** Bearer token. Unset → generated at first start, kept 0600 in dataDir/auth-token. */

@@ -99,6 +99,12 @@ export interface WorkspaceBackend {
    */
   fingerprintHome?(ref: BackendRef, plan: WorkspacePlan): Promise<string>;
 
+  /**
+   * Optional periodic upkeep, called by the janitor with the snapshots of the ready cache entries
+   * (e.g. the Fargate backend keeps its warm pools of tasks at size for them and drains the rest).
+   */
+  maintain?(readyCacheSnapshots: SnapshotRef[]): Promise<void>;
+
   /** Resources this backend holds that carry our labels (for the reconciler). */
   listResources(): Promise<BackendResource[]>;
   listSnapshots(): Promise<SnapshotRef[]>;

@@ -38,5 +38,9 @@ export async function sweep(deps: ServiceDeps, service: DefaultWorkspaceService,
     }
   }
   report.cacheEvicted = (await evictCache(deps, now)).evicted.length;
+  if (deps.backend.maintain) {
+    const ready = (await deps.state.listCacheEntries()).flatMap((e) => (e.status === 'ready' && e.snapshot && e.backendKind === deps.backend.kind ? [e.snapshot] : []));
+    await deps.backend.maintain(ready).catch((error: unknown) => deps.log.warn('backend upkeep failed', errorFields(error)));
+  }
   return report;
 }

@@ -52,6 +52,14 @@ describe('provider configuration', () => {
     [{ state: { endpoint: 'not a url' } }, 'state.endpoint'],
     [{ commands: { defaultWaitMs: 60_000 } }, 'commands.defaultWaitMs'],
     [{ auth: { token: 'short' } }, 'auth.token'],
+    [{ ecs: { subnets: ['subnet-x'] } }, 'ecs.subnets[0]'],
+    [{ ecs: { securityGroups: ['default'] } }, 'ecs.securityGroups[0]'],
+    [{ ecs: { warmPoolSize: 99 } }, 'ecs.warmPoolSize'],
+    [{ ecs: { repositoryUri: 'https://x/y' } }, 'ecs.repositoryUri'],
+    [{ ecs: { region: 'mars' } }, 'ecs.region'],
+    [{ ecs: { cluster: 'a b' } }, 'ecs.cluster'],
+    [{ ecs: { readyTimeoutSeconds: 5 } }, 'ecs.readyTimeoutSeconds'],
+    [{ ecs: { unknown: 1 } }, 'ecs'],
     [{ unknownTopLevel: true }, ''],
   ])('%j → names %s', (input, field) => {
     expect(fieldsOf(() => parseConfig(input))).toContain(field);

@@ -141,7 +141,7 @@ describe('cache images: the provisioner registers a task-definition revision per
     }
   });
 
-  it('tags only at creation: every role that runs tasks tags them at RunTask, the provisioner tags its revisions at RegisterTaskDefinition', () => {
+  it('tags at creation (RunTask, the provisioner’s RegisterTaskDefinition) and, with a warm pool, only pool tasks a setup claims', () => {
     const runners = holders(full, 'ecs:RunTask');
     expect(runners).toEqual([full.provisioner, full.janitor].sort());
     expect(holders(full, 'ecs:TagResource')).toEqual(runners);
@@ -158,7 +158,11 @@ describe('cache images: the provisioner registers a task-definition revision per
       );
       const conditions = tagging.map((st) => JSON.stringify(st.Condition)).sort();
       const expected = [JSON.stringify({ StringEquals: { 'ecs:CreateAction': 'RunTask' } })];
-      if (role === full.provisioner) expected.push(JSON.stringify({ StringEquals: { 'ecs:CreateAction': 'RegisterTaskDefinition' } }));
+      if (role === full.provisioner) {
+        expected.push(JSON.stringify({ StringEquals: { 'ecs:CreateAction': 'RegisterTaskDefinition' } }));
+        // With a warm pool, a setup claiming a pool task tags it — pool tasks only.
+        expected.push(JSON.stringify({ StringEquals: { 'aws:ResourceTag/wsp:kind': 'warm' } }));
+      }
       expect(conditions, role).toEqual(expected.sort());
     }
     const [onRegister] = statementsFor(of(full, full.provisioner), 'ecs:TagResource').filter((st) => JSON.stringify(st.Condition).includes('RegisterTaskDefinition'));

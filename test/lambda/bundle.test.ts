@@ -105,7 +105,7 @@ describe('Lambda bundles', () => {
         ]);
         expect(answers.map((a: any) => a.statusCode)).toEqual([200, 200, 401, 400, 503]);
         expect(JSON.parse(answers[1].body)).toEqual({ workspaces: [] });
-        expect(JSON.parse(answers[4].body).error.message).toBe('mode ecs is not available in this build');
+        expect(JSON.parse(answers[4].body).error.message).toMatch(/^mode ecs is not configured: mode 'ecs' needs ecs\.cluster, /);
         const decisions = await invokeBundle(bundlePath('authorizer.ts', format), env, [
           { headers: auth }, { headers: { authorization: 'Bearer wrong' } }, { headers: {} },
         ]);

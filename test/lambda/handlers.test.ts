@@ -57,12 +57,12 @@ async function deploy(env: Record<string, string> = {}, extra: Partial<LambdaOve
 const call = async (method: string, url: string, options: Parameters<typeof apiEvent>[2] = {}) => parseResult(await api(apiEvent(method, url, options), lambdaContext()));
 const json = { 'content-type': 'application/json' };
 
-describe('api handler as deployed today (mode ecs, no backend in this build)', () => {
+describe('api handler in mode ecs without its WSP_ECS_* configuration', () => {
   it('workspace creation is a clear 503 and stores nothing; reads still work', async () => {
     await deploy({ WSP_MODE: 'ecs' });
     const created = await call('POST', '/workspaces', { headers: json, body: '{}' });
     expect(created.status).toBe(503);
-    expect(created.body).toEqual({ error: { code: 'backend_unavailable', message: 'mode ecs is not available in this build' } });
+    expect(created.body).toEqual({ error: { code: 'backend_unavailable', message: expect.stringMatching(/^mode ecs is not configured: mode 'ecs' needs ecs\.cluster, .*WSP_ECS_\*/) } });
     expect((await call('GET', '/workspaces')).body).toEqual({ workspaces: [] });
     expect((await call('GET', '/healthz')).status).toBe(200);
     expect((await call('GET', '/workspaces/ws-0123456789abcdef01234567')).status).toBe(404);
@@ -175,7 +175,7 @@ describe('worker handler', () => {
     await worker({ kind: 'provision', workspaceId: id }, lambdaContext());
     const after = await deps.state.getWorkspace(id);
     expect(after?.status).toBe('failed');
-    expect(after?.failure?.message).toContain('mode ecs is not available in this build');
+    expect(after?.failure?.message).toContain('mode ecs is not configured');
   });
 });
 

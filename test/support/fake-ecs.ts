@@ -11,6 +11,7 @@ import {
   RegisterTaskDefinitionCommand,
   RunTaskCommand,
   StopTaskCommand,
+  TagResourceCommand,
   type Task,
   type TaskDefinition,
 } from '@aws-sdk/client-ecs';
@@ -106,6 +107,12 @@ export class FakeEcs {
       if (!task) throw Object.assign(new Error('The referenced task was not found.'), { name: 'InvalidParameterException' });
       await this.killTask(task.arn, `Task stopped by user${input.reason ? `: ${input.reason}` : ''}`);
       return { task: { taskArn: task.arn, lastStatus: 'STOPPED', desiredStatus: 'STOPPED' } };
+    });
+    this.mock.on(TagResourceCommand).callsFake(async (input: { resourceArn: string; tags?: Array<{ key?: string; value?: string }> }) => {
+      const task = this.tasks.get(input.resourceArn);
+      if (!task) throw Object.assign(new Error('The specified resource could not be found.'), { name: 'InvalidParameterException' });
+      for (const t of input.tags ?? []) if (t.key) task.tags[t.key] = t.value ?? '';
+      return {};
     });
     this.mock.on(ListTasksCommand).callsFake(async (input: { startedBy?: string; desiredStatus?: string }) => ({
       taskArns: [...this.tasks.values()]

@@ -4,7 +4,7 @@ import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../.
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import {
-  checkCommandSpec, isRunning, readSpec, readStatus, readStream, writeCommandDir, type StoredSpec,
+  checkCommandSpec, commandEnv, isRunning, readSpec, readStatus, readStream, writeCommandDir, type StoredSpec,
 } from '../runner/command-files.js';
 import type { RunnerChannels } from './channel.js';
 import { containerName, GUEST_CMD_ROOT, guestCommandDir, type DockerLayout } from './layout.js';
@@ -15,18 +15,6 @@ const POLL_MS = 50;
 const KILL_SETTLE_MS = 5_000;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** The basics every command gets, under spec.env (which wins). PATH/HOME/USER as a login would set them. */
-export function commandEnv(plan: WorkspacePlan, spec: CommandSpec): Record<string, string> {
-  return {
-    HOME: plan.home,
-    USER: plan.user.name,
-    LOGNAME: plan.user.name,
-    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-    LANG: 'C.UTF-8',
-    ...spec.env,
-  };
-}
 
 /**
  * The exec contract of the Docker backend: runner.sh inside the container does the work; its command

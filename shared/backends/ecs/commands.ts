@@ -2,8 +2,7 @@ import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../.
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import { checkReadArgs } from '../runner/command-record.js';
-import { checkCommandSpec, envScript } from '../runner/command-files.js';
-import { commandEnv } from '../docker/commands.js';
+import { checkCommandSpec, commandEnv, envScript } from '../runner/command-files.js';
 import type { RunnerRpc } from '../runner/rpc.js';
 import { ExecChannels, TaskGoneError } from './exec-channel.js';
 import { commandDir, GUEST } from './guest.js';

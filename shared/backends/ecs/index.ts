@@ -39,8 +39,10 @@ export interface EcsBackendOptions {
   blobs: BlobStore;
   /** Appends cache layers and registers their task definitions. */
   images: CacheImages;
-  /** Optional warm pool: a create from a cache snapshot claims a ready task first. */
+  /** Optional warm pool: a create from a cache snapshot claims a ready task first; `maintain` keeps it at `warmPoolSize`. */
   warmPool?: WarmPool;
+  /** Ready tasks kept per cache image by `maintain` (0: pools are drained). */
+  warmPoolSize?: number;
   /** Local scratch for tars in transit (Lambda: under /tmp). */
   scratchDir?: string;
   /** How long a new task may take to be exec-ready. Default 10 min (large images pull slowly on Fargate). */
@@ -123,6 +125,10 @@ export class EcsBackend implements WorkspaceBackend {
       const { user } = plan;
       await this.call(ref, 'preparing the workspace user', ['init', String(user.uid), String(user.gid), user.name, plan.home, plan.root]);
       await this.call(ref, 'preparing the transfer dir', ['mkdirs', '0755', '0:0', plan.transferDir, GUEST.tmp]);
+      // The workspace holds the task now: it carries the workspace's tags (listResources, the reconciler),
+      // and the pool forgets it (and starts a new one at its next upkeep).
+      if (claimed) await this.tasks.tag(taskArn, tags);
+      if (claimed && from) await this.o.warmPool!.release(from.name, taskArn).catch((e: unknown) => this.log.warn('warm claim not released', { taskArn, error: (e as Error).message }));
       this.log.info('workspace created', { workspaceId, taskArn, fromSnapshot: from?.name ?? null, warm: claimed });
       return ref;
     } catch (error) {
@@ -281,6 +287,31 @@ export class EcsBackend implements WorkspaceBackend {
     const snap = parseSnapshot(snapshot);
     if (snap.kind !== 'ecs-image') throw new BadRequestError('only cache images are scanned', { field: 'snapshot' });
     return scanLayerTar(await this.o.blobs.getStream(snap.layerKey), needles, `layer ${snap.name}`);
+  }
+
+  /**
+   * Janitor upkeep: every ready cache image gets its pool of `warmPoolSize` started tasks; pools of
+   * images that are no longer ready are drained. A pool's key is its snapshot's name (the cache key).
+   */
+  async maintain(readyCacheSnapshots: SnapshotRef[]): Promise<void> {
+    const pool = this.o.warmPool;
+    if (!pool) return;
+    const size = this.o.warmPoolSize ?? 0;
+    const ready = readyCacheSnapshots.flatMap((s) => {
+      try {
+        const snap = parseSnapshot(s);
+        return snap.kind === 'ecs-image' ? [snap] : [];
+      } catch {
+        return [];
+      }
+    });
+    for (const snap of ready) {
+      await pool.replenish(snap.name, snap.taskDefinitionArn, size).catch((e: unknown) => this.log.warn('warm pool not replenished', { snapshot: snap.name, error: (e as Error).message }));
+    }
+    const keep = new Set(size > 0 ? ready.map((s) => s.name) : []);
+    for (const key of await pool.cacheKeys()) {
+      if (!keep.has(key)) await pool.drain(key).catch((e: unknown) => this.log.warn('warm pool not drained', { cacheKey: key, error: (e as Error).message }));
+    }
   }
 
   async listResources(): Promise<BackendResource[]> {

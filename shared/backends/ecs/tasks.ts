@@ -3,6 +3,7 @@ import {
   ListTasksCommand,
   RunTaskCommand,
   StopTaskCommand,
+  TagResourceCommand,
   type ECSClient,
   type Task,
 } from '@aws-sdk/client-ecs';
@@ -147,6 +148,13 @@ export class EcsTasks {
       const ceiling = Math.min(max, min * 1.5 ** round);
       await sleep(Math.min(Math.max(0, deadline - now()), min / 2 + this.retry.random() * (ceiling - min / 2)));
     }
+  }
+
+  /** Add tags to a running task (a warm-pool task claimed by a workspace gets the workspace's tags). */
+  async tag(taskArn: string, tags: Record<string, string>): Promise<void> {
+    await this.call('TagResource', () =>
+      this.ecs.send(new TagResourceCommand({ resourceArn: taskArn, tags: Object.entries(tags).map(([key, value]) => ({ key, value })) })),
+    );
   }
 
   /** Idempotent: a task already stopped or unknown is fine. */

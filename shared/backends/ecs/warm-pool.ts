@@ -176,6 +176,11 @@ export class WarmPool {
     return result;
   }
 
+  /** Every cache key that has a pool record (of any status). */
+  async cacheKeys(): Promise<string[]> {
+    return [...new Set((await this.store.listWarmTasks()).map((r) => r.cacheKey))].sort();
+  }
+
   /** Stop and forget every unclaimed task of `cacheKey` (cache entry evicted / new revision). Returns records forgotten. */
   async drain(cacheKey: string): Promise<number> {
     let forgotten = 0;

@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
+import type { WorkspacePlan } from '../../contract/plan.js';
 import { BadRequestError } from '../../contract/errors.js';
 import { readExit, readText, sizeOf, statusFromRecord, type StoredSpec } from './command-record.js';
 
@@ -18,7 +19,9 @@ export {
  */
 
 /** Absolute host path of runner.sh (shipped with the code; put into the workspace by the backend). */
-export const RUNNER_SCRIPT = fileURLToPath(new URL('./runner.sh', import.meta.url));
+// Bundled into a CommonJS Lambda there is no import.meta.url and no runner.sh on disk — nor a need for
+// one: Fargate tasks carry the runner in their image. Only the Docker backend and tests read this path.
+export const RUNNER_SCRIPT = typeof import.meta.url === 'string' ? fileURLToPath(new URL('./runner.sh', import.meta.url)) : '';
 
 type FileName = 'spec.json' | 'stdin' | 'env' | 'stdout' | 'stderr' | 'alive' | 'pid' | 'pgid' | 'kill' | 'exit' | 'claim';
 export const commandFile = (dir: string, name: FileName): string => path.join(dir, name);
@@ -36,6 +39,18 @@ export function checkCommandSpec(spec: CommandSpec): void {
   }
   if (!Number.isInteger(spec.timeoutMs) || spec.timeoutMs < 0) throw new BadRequestError('timeoutMs must be an integer >= 0', { field: 'timeoutMs' });
   if (!Number.isInteger(spec.maxOutputBytes) || spec.maxOutputBytes < 0) throw new BadRequestError('maxOutputBytes must be an integer >= 0', { field: 'maxOutputBytes' });
+}
+
+/** The basics every command gets, under spec.env (which wins). PATH/HOME/USER as a login would set them. */
+export function commandEnv(plan: WorkspacePlan, spec: CommandSpec): Record<string, string> {
+  return {
+    HOME: plan.home,
+    USER: plan.user.name,
+    LOGNAME: plan.user.name,
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    LANG: 'C.UTF-8',
+    ...spec.env,
+  };
 }
 
 /** The env script the command's shell evals: one `export NAME='value'` line per variable. */
