@@ -136,7 +136,12 @@ export function runGit(args: readonly string[], options: RunGitOptions): Promise
     child.stdin.on('error', () => undefined); // git may exit before reading stdin
     child.on('error', (cause) => {
       if (timer) clearTimeout(timer);
-      const error = new StepFailedError('git', `cannot run git: ${scrub(cause.message, secrets)}`);
+      // No git at all is a deployment problem with one fix; say it (the Lambda runtime has no git).
+      const missing = (cause as NodeJS.ErrnoException).code === 'ENOENT';
+      const message = missing
+        ? 'git is not installed where the provider runs (on AWS Lambda: deploy the worker with a git layer, stage config provisioner.gitLayerArn; see docs/deploy.md)'
+        : `cannot run git: ${scrub(cause.message, secrets)}`;
+      const error = new StepFailedError('git', message);
       error.cause = cause;
       reject(error);
     });

@@ -100,5 +100,7 @@ describe('runGit', () => {
     const error = await runGit(['version'], { env, gitPath: '/nonexistent/git' }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(StepFailedError);
     expect((error as Error).cause).toBeDefined();
+    // A provider without git (the Lambda runtime) is told how to fix it.
+    expect((error as Error).message).toMatch(/git is not installed .*provisioner\.gitLayerArn/);
   });
 });
