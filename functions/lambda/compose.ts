@@ -17,6 +17,7 @@ import { ensureTable } from '../../shared/state/table.js';
 import { LambdaInvokeDispatcher } from './invoke-dispatcher.js';
 import { readLambdaSettings, type LambdaSettings } from './settings.js';
 import { unavailableBackend } from './unavailable-backend.js';
+import { invokeWorkerGitOp, WorkerGitOpsService, type GitOp, type GitOpAnswer } from './git-ops.js';
 
 /**
  * The composition for Lambda: config from the environment, the DynamoDB state store, secret
@@ -37,6 +38,8 @@ export interface LambdaOverrides {
   config?: ProviderConfig;
   /** DynamoDB endpoint (DynamoDB Local in tests); wins over the config's. */
   dynamoEndpoint?: string;
+  /** Instead of invoking the worker function for git operations (tests: run them in process). */
+  gitOps?: (op: GitOp) => Promise<GitOpAnswer>;
   /** Build the backend (tests: the local backend). Receives the data dir and the instance id (owner). */
   backend?: (context: { dataDir: string; instanceId: string; log: Logger }) => Promise<WorkspaceBackend>;
   /** Where long work goes (tests: a dispatcher that calls the worker handler). Default: async Lambda invoke. */
@@ -100,7 +103,8 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
   const broker = new GitBroker({ mirrorsDir: privateDir(dataDir, 'mirrors'), resolveSecret: (ref: string) => secrets.resolve(ref), log: log.child({ part: 'git' }) });
 
   let lambdaClient: LambdaClient | undefined;
-  const handOff = overrides.jobs ?? workerDispatcher(settings, () => (lambdaClient ??= new LambdaClient({ region: config.state.region })));
+  const lambda = (): LambdaClient => (lambdaClient ??= new LambdaClient({ region: config.state.region }));
+  const handOff = overrides.jobs ?? workerDispatcher(settings, lambda);
   // A job that could not be handed off would leave the workspace 'provisioning' for ever: fail it.
   const jobs: JobDispatcher = {
     async dispatch(job: Job) {
@@ -116,7 +120,14 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
     },
   };
   const deps: ServiceDeps = { config, baseDir: process.cwd(), instanceId, state, backend, broker, secrets, scratchDir: privateDir(dataDir, 'scratch'), log, jobs };
-  const service = unavailable === undefined ? new DefaultWorkspaceService(deps) : new BackendGatedService(deps, unavailable);
+  // The api function (it knows a worker) hands git operations to it; the worker runs them itself.
+  const gitOps = overrides.gitOps ?? (settings.workerFunctionName !== undefined ? invokeWorkerGitOp(lambda(), settings.workerFunctionName) : undefined);
+  const service =
+    unavailable !== undefined
+      ? new BackendGatedService(deps, unavailable)
+      : gitOps !== undefined
+        ? new WorkerGitOpsService(deps, gitOps)
+        : new DefaultWorkspaceService(deps);
   return {
     settings,
     deps,

@@ -3,9 +3,12 @@ import { z } from 'zod';
 import { createLogger, errorFields } from '../../shared/log.js';
 import type { Job } from '../../shared/service/jobs.js';
 import { lambdaContainer } from './compose.js';
+import { gitOpSchema, runGitOp, type GitOp, type GitOpAnswer } from './git-ops.js';
 
 /**
- * The worker: receives a job from the api function's async invoke and runs it with
+ * The worker (the provisioner: the only role with the git secrets, the only function with git).
+ * Git operations of running workspaces arrive as `{ gitOp }` synchronous invokes from the api function
+ * (git-ops.ts) and are answered with their result. Jobs arrive from the api function's async invoke, run with
  * `service.runJob` (provisioning: clone/fetch, setup, cache, baseline). Jobs are idempotent: a
  * re-delivered provision job for a settled workspace does nothing. Provisioning records its own
  * failure on the workspace and does not throw; a throw here (e.g. the state store unreachable)
@@ -31,7 +34,7 @@ export interface WorkerResult {
   reason?: string;
 }
 
-export const handler = middy<unknown, WorkerResult>({ timeoutEarlyInMillis: TIME_MARGIN_MS })
+export const handler = middy<unknown, WorkerResult | GitOpAnswer>({ timeoutEarlyInMillis: TIME_MARGIN_MS })
   .use({
     onError: async (request) => {
       if (request.error?.name !== 'TimeoutError') return; // rethrown by middy: Lambda retries
@@ -41,6 +44,17 @@ export const handler = middy<unknown, WorkerResult>({ timeoutEarlyInMillis: TIME
     },
   })
   .handler(async (event) => {
+    // A git operation from the api function (synchronous invoke): run it here, answer with its result.
+    if (typeof event === 'object' && event !== null && 'gitOp' in event) {
+      const op = gitOpSchema.safeParse((event as { gitOp: unknown }).gitOp);
+      if (!op.success) {
+        log.error('worker: malformed git op refused', { issues: op.error.issues.map((i) => i.path.join('.') || '(root)') });
+        return { ok: false, error: { code: 'bad_request', message: 'malformed git operation' } };
+      }
+      const { service } = await lambdaContainer();
+      log.info('worker: git op', { op: op.data.kind, workspaceId: op.data.workspaceId });
+      return runGitOp(service, op.data as GitOp);
+    }
     const parsed = jobSchema.safeParse(event);
     if (!parsed.success) {
       // Not retried: a malformed job never becomes valid. Only the field paths are logged, not the payload.

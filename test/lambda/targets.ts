@@ -100,7 +100,7 @@ export async function lambdaTarget(config: ConfigInput, dynamoEndpoint: string, 
     async dispatch(job: Job) {
       const payload = JSON.parse(JSON.stringify(job)) as unknown;
       const run = workerHandler(payload, lambdaContext('wsp-worker')).then((result) => {
-        if (!result.ran) logs.push(`worker refused a job: ${result.reason}`);
+        if ('ran' in result && !result.ran) logs.push(`worker refused a job: ${result.reason}`);
       });
       const tracked = run.catch((e: unknown) => void logs.push(`worker failed: ${String(e)}`)).finally(() => background.delete(tracked));
       background.add(tracked);
@@ -114,6 +114,8 @@ export async function lambdaTarget(config: ConfigInput, dynamoEndpoint: string, 
     dynamoEndpoint,
     backend: ({ dataDir: dir, instanceId, log: backendLog }) => createLocalBackend({ dataDir: dir, owner: instanceId, log: backendLog }),
     jobs,
+    // Git operations go through the worker handler as they do deployed (a synchronous invoke), JSON both ways.
+    gitOps: async (op) => JSON.parse(JSON.stringify(await workerHandler({ gitOp: JSON.parse(JSON.stringify(op)) }, lambdaContext('wsp-worker')))),
     log,
   });
   return {
