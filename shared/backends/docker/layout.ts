@@ -1,6 +1,9 @@
 import path from 'node:path';
 import type { BackendRef } from '../../contract/workspace.js';
 import { BadRequestError } from '../../contract/errors.js';
+import { checkName } from '../plan-check.js';
+
+export { checkName };
 
 /**
  * Names and places of the Docker backend.
@@ -29,16 +32,6 @@ export const LABEL = {
   snapshot: 'wsp.snapshot',
 } as const;
 
-/** Names that become path segments, container names and image tags. */
-const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$/;
-
-/** Returns `value` if it is safe as a path segment, container name part and image tag. */
-export function checkName(what: string, value: unknown): string {
-  if (typeof value !== 'string' || !SAFE_NAME.test(value) || value.includes('..')) {
-    throw new BadRequestError(`invalid ${what}: expected 1-120 characters of [A-Za-z0-9_.-], not starting with '.' or '-'`, { field: what });
-  }
-  return value;
-}
 
 export const containerName = (workspaceId: string): string => `wsp-${checkName('workspace id', workspaceId)}`;
 

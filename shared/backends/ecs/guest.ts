@@ -1,5 +1,8 @@
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
 import { BadRequestError } from '../../contract/errors.js';
+import { checkName } from '../plan-check.js';
+
+export { checkName };
 
 /**
  * Names and places of the Fargate backend.
@@ -31,14 +34,6 @@ export const TAG = {
   kind: 'wsp:kind',
 } as const;
 
-const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$/;
-
-export function checkName(what: string, value: unknown): string {
-  if (typeof value !== 'string' || !SAFE_NAME.test(value) || value.includes('..')) {
-    throw new BadRequestError(`invalid ${what}: expected 1-120 characters of [A-Za-z0-9_.-], not starting with '.' or '-'`, { field: what });
-  }
-  return value;
-}
 
 export const commandDir = (commandId: string): string => `${GUEST.cmdRoot}/${checkName('command id', commandId)}`;
 export const pristineDir = (name: string): string => `${GUEST.pristineRoot}/${checkName('snapshot name', name)}`;
