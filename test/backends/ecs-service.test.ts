@@ -29,6 +29,12 @@ const CANARY = `wsp-canary-${randomBytes(12).toString('hex')}`;
 const S3_SECRET = 'test-secret-key';
 const SETUP = ['echo "setup ran" >> "$HOME/setup-runs"', 'mkdir -p app/build && echo built > app/build/out.txt', 'echo "setup says hello"'].join('\n');
 
+interface ProcSamples {
+  count: number;
+  hits: string[];
+  sawRunner: boolean;
+}
+
 interface PutRecord {
   key: string;
   body: Buffer;
@@ -50,7 +56,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
   /** Every byte of every ECS Exec session, both directions (the rpc traffic). */
   const rpcBytes: Buffer[] = [];
   /** Process command lines + environments sampled inside every live task during the run. */
-  const procSamples: { count: number; hits: string[]; sawRunner: boolean } = { count: 0, hits: [], sawRunner: false };
+  const procSamples: ProcSamples = { count: 0, hits: [], sawRunner: false };
   let sampler: { stop(): Promise<void> } | undefined;
 
   beforeAll(async () => {
@@ -228,17 +234,23 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     const docker = dockerClient();
     const live = [...ecs.fake.tasks.values()].filter((t) => !t.stopped);
     expect(live.map((t) => t.tags['wsp:workspace']).sort()).toEqual([cold.id, warm.id].sort());
+    // A user command is running meanwhile: the process scan must be able to read its environment.
+    const sleeper = await wsp.api('POST', `/workspaces/${warm.id}/commands`, { command: 'sleep 120', waitMs: 0 });
+    expect(sleeper.body.state).toBe('running');
     for (const t of live) {
       const c = docker.getContainer(t.container);
+      const procs = await procDump(t.container);
+      if (t === taskOf(warm.id)) expect(procs.includes('HOME=/home/node')).toBe(true);
       expect(find(Buffer.from(JSON.stringify((await c.inspect()).Config)), needles), `task ${t.arn} config`).toEqual([]);
       expect(await findInStream((await c.export()) as unknown as Readable, needles), `task ${t.arn} filesystem`).toEqual([]);
-      expect(find(await procDump(t.container), needles), `task ${t.arn} processes`).toEqual([]);
+      expect(find(procs, needles), `task ${t.arn} processes`).toEqual([]);
       // Git objects are zlib-compressed on disk: read every object of every repository (home and the
       // baseline copy) uncompressed, and every repository's config.
       const objects = await gitObjectsDump(t.container);
       expect(objects.includes('# app')).toBe(true);
       expect(find(objects, needles), `task ${t.arn} git objects`).toEqual([]);
     }
+    expect((await wsp.api('DELETE', `/workspaces/${warm.id}/commands/${sleeper.body.id}`)).body.state).toBe('killed');
     // The processes sampled during the whole run (the sampler saw the runner, so it looked at the right place).
     expect(procSamples.count).toBeGreaterThan(0);
     expect(procSamples.sawRunner).toBe(true);
@@ -350,7 +362,7 @@ function findRegistry(ecs: EcsHandle): { url: string; host: string; dataDir: str
 }
 
 /** Every 300 ms, the command lines and environments of every process in every live task. */
-function sampleTaskProcesses(ecs: EcsHandle, out: { count: number; hits: string[]; sawRunner: boolean }): { stop(): Promise<void> } {
+function sampleTaskProcesses(ecs: EcsHandle, out: ProcSamples): { stop(): Promise<void> } {
   let stopped = false;
   const loop = (async () => {
     while (!stopped) {
@@ -372,11 +384,25 @@ function sampleTaskProcesses(ecs: EcsHandle, out: { count: number; hits: string[
   };
 }
 
-/** /proc/<pid>/cmdline and environ of every process in a container (read as root, from inside). */
+/**
+ * /proc/<pid>/cmdline and environ of every process in a container, read from the host (the test dockerd
+ * shares the host's pid namespace): inside the container even root lacks CAP_SYS_PTRACE and cannot read
+ * the environ of the workspace user's processes, so an in-container scan would silently miss them.
+ */
 async function procDump(container: string): Promise<Buffer> {
-  const script = 'for p in /proc/[0-9]*; do cat "$p/cmdline" "$p/environ" 2>/dev/null; echo; done';
-  const { stdout } = await run('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'exec', container, 'sh', '-c', script], { encoding: 'buffer', maxBuffer: 64 * 1024 * 1024 });
-  return stdout;
+  const { stdout } = await run('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'top', container, '-eo', 'pid']);
+  const pids = stdout.split('\n').slice(1).map((l) => l.trim()).filter((l) => /^\d+$/.test(l));
+  const out: Buffer[] = [];
+  for (const pid of pids) {
+    for (const file of ['cmdline', 'environ']) {
+      try {
+        out.push(fs.readFileSync(`/proc/${pid}/${file}`), Buffer.from('\n'));
+      } catch {
+        // The process ended meanwhile.
+      }
+    }
+  }
+  return Buffer.concat(out);
 }
 
 /** Every object of every git repository in a container (home, baseline copies), uncompressed, plus their configs. */
