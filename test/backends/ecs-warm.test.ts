@@ -1,4 +1,4 @@
-import { RunTaskCommand } from '@aws-sdk/client-ecs';
+import { RunTaskCommand, TagResourceCommand } from '@aws-sdk/client-ecs';
 import { describe, expect, it } from 'vitest';
 import { EcsBackend } from '../../shared/backends/ecs/index.js';
 import { EcsTasks } from '../../shared/backends/ecs/tasks.js';
@@ -133,6 +133,10 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     const r = await fx.sh(ref, 'cat "$HOME/warm-file"; echo; stat -c %u:%g "$HOME/warm-file"; id -u');
     expect(r.stdout).toBe(`${content}\n${fx.plan.user.uid}:${fx.plan.user.gid}\n${fx.plan.user.uid}\n`);
     // Once claimed the task is the workspace's: listed (tagged with the workspace id) so the reconciler finds it.
+    const tagCalls = s().ecs.fake.mock.commandCalls(TagResourceCommand, { resourceArn: String(ref.taskArn) });
+    expect(tagCalls).toHaveLength(1);
+    const claimTags = Object.fromEntries((tagCalls[0]!.args[0].input.tags ?? []).map((t) => [t.key, t.value]));
+    expect(claimTags).toMatchObject({ 'wsp:workspace': workspaceId, 'wsp:kind': 'workspace', 'wsp:owner': s().ecs.owner, 'wsp.workspace': workspaceId });
     const listed = (await fx.backend.listResources()).find((res) => res.workspaceId === workspaceId);
     expect(listed?.ref.taskArn).toBe(ref.taskArn);
     // The pool no longer counts it: one unclaimed task left, and the next replenish starts one more.
@@ -149,6 +153,23 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     const others = readyArns.filter((arn) => arn !== ref.taskArn);
     for (const arn of others) expect(s().ecs.fake.tasks.get(String(arn))?.stopped).toBeUndefined();
     expect(await s().pool.drain(key)).toBe(2);
+  });
+
+  it('a claimed pool task that stopped since the last upkeep is not used: create falls back to RunTask', async () => {
+    const content = `stale ${newId('c')}`;
+    const { snap, td } = await cacheSnapshot(content);
+    const key = String(snap.name);
+    const ready = await fillUntilReady(key, td, 1);
+    // Fargate retired the task after the pool saw it ready; the record still says ready.
+    await s().ecs.fake.killTask(String(ready[0]!.taskArn), 'Task is being retired');
+
+    const before = runTasks().length;
+    const ref = await fx.create({ from: snap });
+    expect(runTasks().length - before).toBe(1);
+    expect(ref.taskArn).not.toBe(ready[0]!.taskArn);
+    expect((await fx.sh(ref, 'cat "$HOME/warm-file"')).stdout).toBe(content);
+    // The dead task's record is gone (not left claimed for an hour).
+    expect(await records(key)).toEqual([]);
   });
 
   it('with the pool empty, create from the cache image falls back to RunTask', async () => {

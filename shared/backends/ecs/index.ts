@@ -116,7 +116,7 @@ export class EcsBackend implements WorkspaceBackend {
     }
     const from = options.from ? this.imageSnapshot(options.from) : undefined;
     const tags = this.tags({ ...options.labels, [TAG.workspace]: workspaceId, [TAG.kind]: 'workspace' });
-    let taskArn = from && this.o.warmPool ? (await this.o.warmPool.claim(from.name, workspaceId))?.taskArn : undefined;
+    let taskArn = from ? await this.claimWarm(from.name, workspaceId, tags) : undefined;
     const claimed = taskArn !== undefined;
     if (!taskArn) taskArn = await this.tasks.run(from?.taskDefinitionArn ?? this.o.baseTaskDefinition, tags);
     const ref = ecsRef({ workspaceId, taskArn, uid: plan.user.uid, gid: plan.user.gid });
@@ -125,15 +125,43 @@ export class EcsBackend implements WorkspaceBackend {
       const { user } = plan;
       await this.call(ref, 'preparing the workspace user', ['init', String(user.uid), String(user.gid), user.name, plan.home, plan.root]);
       await this.call(ref, 'preparing the transfer dir', ['mkdirs', '0755', '0:0', plan.transferDir, GUEST.tmp]);
-      // The workspace holds the task now: it carries the workspace's tags (listResources, the reconciler),
-      // and the pool forgets it (and starts a new one at its next upkeep).
-      if (claimed) await this.tasks.tag(taskArn, tags);
+      // The pool forgets the task (and starts a new one at its next upkeep): the workspace holds it now.
       if (claimed && from) await this.o.warmPool!.release(from.name, taskArn).catch((e: unknown) => this.log.warn('warm claim not released', { taskArn, error: (e as Error).message }));
       this.log.info('workspace created', { workspaceId, taskArn, fromSnapshot: from?.name ?? null, warm: claimed });
       return ref;
     } catch (error) {
       this.channels.forget(taskArn);
       await this.tasks.stop(taskArn, 'workspace creation failed').catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /**
+   * A ready warm-pool task of `cacheKey`, or undefined (no pool, none ready, or the claimed one is no
+   * longer running — the pool saw it ready at its last upkeep; Fargate may have retired it since: its
+   * record is dropped and the caller runs a fresh task). The claimed task gets the workspace's tags at
+   * once, so from here on a crash leaves a task listResources (the reconciler) finds.
+   */
+  private async claimWarm(cacheKey: string, workspaceId: string, tags: Record<string, string>): Promise<string | undefined> {
+    const pool = this.o.warmPool;
+    const taskArn = pool ? (await pool.claim(cacheKey, workspaceId))?.taskArn : undefined;
+    if (!pool || !taskArn) return undefined;
+    const giveBack = async (reason: string): Promise<void> => {
+      await pool.release(cacheKey, taskArn).catch(() => undefined);
+      await this.tasks.stop(taskArn, reason).catch(() => undefined);
+    };
+    try {
+      const [view] = await this.tasks.describe([taskArn]);
+      if (view?.phase !== 'ready') {
+        this.log.warn('claimed warm task is not running; starting a new task', { cacheKey, taskArn, status: view?.lastStatus ?? 'unknown' });
+        await giveBack('warm task not ready when claimed');
+        return undefined;
+      }
+      await this.tasks.tag(taskArn, tags);
+      return taskArn;
+    } catch (error) {
+      // Neither the pool's nor a workspace's: stop it rather than leave an untagged task running.
+      await giveBack('workspace creation failed');
       throw error;
     }
   }
