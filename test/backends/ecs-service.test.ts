@@ -173,11 +173,9 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     expect(cat.stdout.data).toBe('export const f = 3;\n0\n');
   }, 120_000);
 
-  // KNOWN BUG (reported): commands started through `runner.sh rpc` inherit its `umask 077`
-  // (shared/backends/runner/runner.sh cmd_rpc), so on Fargate the clone's checkout, the setup script and
-  // every agent command create 0600 files and 0700 dirs, where the docker and local backends give 0644/0755.
-  // `it.fails` keeps the suite green while the bug exists; when it is fixed this turns red: make it `it`.
-  it.fails('commands run with the usual umask 022, like the docker backend (files 0644)', async () => {
+  // Commands started through `runner.sh rpc` once inherited its `umask 077` (0600 files on Fargate where
+  // docker and local give 0644): the command's shell sets the usual 022 itself now.
+  it('commands run with the usual umask 022, like the docker backend (files 0644)', async () => {
     const r = await wsp.exec(warm.id, 'umask; stat -c %a app/README.md; touch ~/new-file && stat -c %a ~/new-file && rm ~/new-file');
     expect(r.stdout.data.trim().split('\n')).toEqual(['0022', '644', '644']);
   }, 60_000);

@@ -90,9 +90,11 @@ write_atomic() { # <file> <content>
   printf '%s\n' "$2" > "$1.tmp" && mv -f "$1.tmp" "$1"
 }
 
-# The shell that becomes the command, already as the workspace user: read the env script from fd 3
+# The shell that becomes the command, already as the workspace user: the usual umask (whatever channel
+# started the runner — an rpc session runs with 077), then read the env script from fd 3
 # (opened by the supervisor, whose file is gone by now), close it, enter cwd, exec argv.
-INNER='eval "$(cat <&3)" || exit 126
+INNER='umask 022
+eval "$(cat <&3)" || exit 126
 exec 3<&-
 cd "$1" || exit 126
 shift
