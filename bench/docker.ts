@@ -27,6 +27,7 @@ import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../t
 import { commitFiles, createUpstreamRepo } from '../test/support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../test/support/git-server.js';
 import { startTestProvider, type TestProvider } from '../test/support/provider-fixture.js';
+import { type Row, median, time, timeN } from './timing.js';
 
 const run = promisify(execFile);
 const short = process.env.BENCH_SHORT === '1';
@@ -44,23 +45,6 @@ const TOKEN = `bench-token-${randomBytes(8).toString('hex')}`;
 const RUN = `b${randomBytes(5).toString('hex')}`;
 const RUN_LABEL = 'wsp-bench';
 const DEVCONTAINER_CLI = '@devcontainers/cli@0.89.0';
-
-interface Row { name: string; ms: number | null; note?: string }
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-async function time(fn: () => Promise<unknown>): Promise<number> {
-  const t = performance.now();
-  await fn();
-  return performance.now() - t;
-}
-async function timeN(n: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) out.push(await time(fn));
-  return out;
-}
 
 /** POST /workspaces and poll every `pollMs` until it settles; throws unless ready. Returns the view. */
 async function setup(wsp: TestProvider, pollMs = POLL_MS): Promise<any> {

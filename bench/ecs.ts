@@ -50,6 +50,7 @@ import { ensureTable } from '../shared/state/table.js';
 import { DOCKER_SOCKET, dockerClient, dockerUnavailable, makeDockerBackend } from '../test/support/docker-daemon.js';
 import { ECS_CLUSTER, makeEcsBackend, TEST_RETRY, type EcsHandle } from '../test/support/ecs-fixture.js';
 import { registryUnavailable } from '../test/support/registry.js';
+import { type Row, median, time, timeN } from './timing.js';
 
 const run = promisify(execFile);
 const short = process.env.BENCH_SHORT === '1';
@@ -63,22 +64,6 @@ const SMALL_MB = short ? 4 : 16;
 const CHANGE_MB = short ? 1 : 10;
 const RUN = randomBytes(4).toString('hex');
 
-interface Row { name: string; ms: number | null; note?: string }
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-async function time(fn: () => Promise<unknown>): Promise<number> {
-  const t = performance.now();
-  await fn();
-  return performance.now() - t;
-}
-async function timeN(n: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) out.push(await time(fn));
-  return out;
-}
 const planFor = (config: ConfigInput): WorkspacePlan => resolveWorkspacePlan(configSchema.parse(config));
 const mb = (bytes: number): string => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / MiB).toFixed(0)} MiB`);
 

@@ -20,22 +20,11 @@ import { planFor } from '../test/support/backend-fixture.js';
 import { commitFiles, createUpstreamRepo } from '../test/support/git-fixtures.js';
 import { startGitServer } from '../test/support/git-server.js';
 import { startTestProvider } from '../test/support/provider-fixture.js';
+import { type Row, median, time } from './timing.js';
 
 const short = process.env.BENCH_SHORT === '1';
 const rounds = short ? 3 : 10;
 const TOKEN = 'bench-token-0123456789';
-
-interface Row { name: string; ms: number; note?: string }
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-async function time(fn: () => Promise<unknown>): Promise<number> {
-  const t = performance.now();
-  await fn();
-  return performance.now() - t;
-}
 
 async function main(): Promise<void> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-bench-'));
@@ -93,7 +82,7 @@ async function main(): Promise<void> {
 
     const steps = await backendSteps(path.join(root, 'steps'), files);
     rows.push(...steps);
-    const stepMs = (prefix: string): number => steps.find((r) => r.name.startsWith(prefix))!.ms;
+    const stepMs = (prefix: string): number => steps.find((r) => r.name.startsWith(prefix))!.ms ?? NaN;
 
     const ratios = {
       warmVsCold: warm / cold,
@@ -110,7 +99,7 @@ async function main(): Promise<void> {
       '',
       '| step | ms |',
       '|---|---:|',
-      ...rows.map((r) => `| ${r.name} | ${r.ms.toFixed(0)} |`),
+      ...rows.map((r) => `| ${r.name} | ${r.ms === null ? '—' : r.ms.toFixed(0)} |`),
       '',
       '| ratio | value |',
       '|---|---:|',
