@@ -391,8 +391,12 @@ describe.each(envs)('runner.sh rpc over a %s', (_name, makeEnv, runnable) => {
     const doomed = await env.open({
       wrap: (p) => ({ ...p, write: (d) => { p.write(d); if (++writes === 2) p.close(); } }),
     });
-    const attempt = start(doomed.rpc, spec);
-    await expect(attempt).rejects.toBeInstanceOf(BackendUnavailableError);
+    const hungUp = new Promise<void>((r) => doomed.pty.onClose(() => r()));
+    // Whether the start's answer beats the hangup is timing (a docker exec pty closes asynchronously):
+    // a failure must be BackendUnavailableError, and either way the command runs exactly once (below).
+    const outcome = await start(doomed.rpc, spec).then(() => undefined, (e: unknown) => e);
+    if (outcome !== undefined) expect(outcome).toBeInstanceOf(BackendUnavailableError);
+    await hungUp;
     await expect(doomed.rpc.call(['status', dirOf(spec.commandId)])).rejects.toBeInstanceOf(BackendUnavailableError);
     const retry = await env.open();
     try {
