@@ -31,6 +31,7 @@ const OPTIONS = {
   'no-stdin': { type: 'boolean' },
   repo: { type: 'string', multiple: true },
   checkout: { type: 'string' },
+  recreate: { type: 'boolean' },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -43,7 +44,7 @@ export const SUBCOMMANDS = {
   show: [['id'], []],
   exec: [['id'], ['cwd', 'timeout-ms', 'env', 'command', 'no-stdin']],
   fetch: [['id'], ['repo', 'checkout']],
-  reset: [['id'], ['ref']],
+  reset: [['id'], ['ref', 'recreate']],
   changes: [['id'], []],
   rm: [['id'], []],
 } as const satisfies Record<string, readonly [readonly string[], readonly OptionName[]]>;
@@ -72,6 +73,7 @@ export interface ParsedArgs {
     cwd?: string;
     command?: string;
     'no-stdin'?: boolean;
+    recreate?: boolean;
     repo?: string[];
     checkout?: string;
   };
@@ -141,7 +143,9 @@ Commands:
                                          (stdin is sent when it is not a terminal)
   fetch <id> [--repo NAME]... [--checkout NAME=REF]
                                          fetch new commits (provider-side credentials)
-  reset <id> [--ref NAME=REF]...         return to the baseline (optionally at new refs)
+  reset <id> [--ref NAME=REF]... [--recreate]
+                                         return to the baseline (optionally at new refs);
+                                         --recreate: new compute from the cache entry instead
   changes <id>                           status and diff against the baseline
   rm <id>                                delete a workspace
 

@@ -59,8 +59,9 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
     }
     case 'reset': {
       const refs = keyValues('ref', values.ref);
-      const result = await client.reset(id, refs ? { refs } : {});
+      const result = await client.reset(id, { ...(refs ? { refs } : {}), ...(values.recreate ? { mode: 'recreate' as const } : {}) });
       if (values.json) return json(result);
+      if (result.recreated) await io.out(`recreated from the cache entry: new baseline ${result.baselineFingerprint} (was ${result.previousBaselineFingerprint})\n`);
       const counts = [result.restored !== undefined ? `${result.restored} restored` : '', result.removed !== undefined ? `${result.removed} removed` : ''].filter(Boolean).join(', ');
       await io.out(`fingerprint ${result.fingerprint} ${result.matches ? 'matches' : 'DOES NOT match'} the baseline${counts ? ` (${counts})` : ''} in ${result.durationMs} ms\n`);
       if (!result.matches) {

@@ -62,6 +62,12 @@ export const resetBody = z
   .object({
     /** Move to new refs as part of the reset; the new state becomes the baseline. */
     refs: z.record(repoName, gitRef).optional(),
+    /**
+     * 'restore' (default): back to the baseline in place (only what changed is rewritten).
+     * 'recreate': new compute from the workspace's cache entry, at the baseline commits; that becomes
+     * the new baseline (same files and HEAD, new git metadata — see resetResult).
+     */
+    mode: z.enum(['restore', 'recreate']).optional(),
   })
   .strict();
 
@@ -126,6 +132,10 @@ export const resetResult = z.object({
   matches: z.boolean(),
   restored: z.number().optional(),
   removed: z.number().optional(),
+  /** mode 'recreate': new compute and a new baseline (its fingerprint is `baselineFingerprint`). */
+  recreated: z.boolean().optional(),
+  /** mode 'recreate': the replaced baseline's fingerprint (the new one differs: git's index and reflogs are rewritten). */
+  previousBaselineFingerprint: z.string().optional(),
   durationMs: z.number(),
 });
 

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ConflictError, StepFailedError, WspError } from '../contract/errors.js';
 import type { WorkspacePlan } from '../contract/plan.js';
-import type { BackendRef, CacheEntryRecord, CacheInfo, RepoState } from '../contract/workspace.js';
+import type { BackendRef, CacheEntryRecord, CacheInfo, RepoState, SnapshotRef, WorkspaceRecord } from '../contract/workspace.js';
 import type { MirrorHandle } from '../git/mirror.js';
 import { normalizeRepoPath } from '../config/schema.js';
 import { errorFields } from '../log.js';
@@ -77,6 +77,40 @@ export class Provisioner {
       await this.releaseCacheEntry(building);
       await this.fail(id, error, ref);
     }
+  }
+
+  /**
+   * Reset by replacement (`reset` with mode 'recreate'): the workspace's compute is destroyed and made
+   * again from its cache entry, its repositories are fetched and checked out at the baseline commits
+   * (setup is not re-run: the entry holds its result), and a new baseline is taken. For when restoring
+   * in place is not enough (the compute itself is suspect) or not cheaper (a Fargate task from a warm
+   * pool). Throws ConflictError when the workspace's cache entry is not ready (nothing to recreate from).
+   */
+  async recreate(ws: WorkspaceRecord): Promise<{ backend: BackendRef; baseline: SnapshotRef; baselineFingerprint: string }> {
+    const key = ws.cache?.key;
+    const entry = key ? await this.deps.state.getCacheEntry(key) : undefined;
+    if (!key || entry?.status !== 'ready' || !entry.snapshot) {
+      throw new ConflictError(`workspace '${ws.id}' has no ready cache entry to recreate from; reset with mode 'restore'`);
+    }
+    const { plan } = ws;
+    await this.step(ws.id, 'recreate', 'replacing the workspace compute');
+    if (ws.backend) await this.deps.backend.destroy(ws.backend);
+    if (ws.baseline) await this.deps.backend.deleteSnapshot(ws.baseline).catch(() => undefined);
+    const labels = { 'wsp.workspace': ws.id, 'wsp.owner': this.deps.instanceId, 'wsp.cache-key': key };
+    const ref = await this.deps.backend.create(plan, { workspaceId: ws.id, labels, from: entry.snapshot });
+    await this.records.update(ws.id, () => ({ backend: ref }));
+    // The baseline commits, not wherever the branches are now.
+    const resolved: ResolvedRepo[] = [];
+    for (const repo of gitRepos(plan)) {
+      const state = ws.repos.find((r) => r.name === repo.name);
+      const mirror = await this.repoSync.mirror(repo);
+      if (!state?.commit) throw new ConflictError(`workspace '${ws.id}' has no baseline commit for '${repo.name}'`);
+      const now = await this.deps.broker.resolveRef(mirror, state.ref ?? state.commit);
+      resolved.push({ name: repo.name, mirror, commit: state.commit, ref: state.ref ?? state.commit, ...(now.branch ? { branch: now.branch } : {}) });
+    }
+    await this.warmStart(ws.id, ref, plan, resolved, entry);
+    const baseline = await this.deps.backend.snapshot(ref, plan, 'baseline', ws.id);
+    return { backend: ref, baseline, baselineFingerprint: await this.fingerprint(ref, plan) };
   }
 
   private async resolveRepos(plan: WorkspacePlan): Promise<ResolvedRepo[]> {

@@ -62,11 +62,24 @@ export class WorkspaceOps {
       for (const name of Object.keys(input.refs ?? {})) {
         if (!known.includes(name)) throw new BadRequestError(`unknown git repository '${name}'`, [{ path: `body.refs.${name}`, message: `known: ${known.join(', ') || 'none'}` }]);
       }
-      const ws = await this.records.transition(id, ['ready'], 'resetting');
+      let ws = await this.records.transition(id, ['ready'], 'resetting');
       try {
         if (!ws.backend || !ws.baseline) throw new ConflictError(`workspace '${id}' has no baseline`);
-        await this.deps.backend.restore(ws.backend, ws.plan, ws.baseline);
+        // The fingerprint the workspace must come back to: the baseline's, whichever way it is reached.
         let baselineFingerprint = ws.baselineFingerprint ?? '';
+        let previous: string | undefined;
+        if (input.mode === 'recreate') {
+          // A new baseline at the same commits: the files and HEAD as before; git's own metadata is new
+          // (index stat data, reflog times; remote-tracking refs as the mirror has them now), so its
+          // fingerprint is a new one. Both are reported.
+          const made = await this.provisioner.recreate(ws);
+          previous = baselineFingerprint;
+          baselineFingerprint = made.baselineFingerprint;
+          ws = await this.records.update(id, () => ({ backend: made.backend, baseline: made.baseline, baselineFingerprint: made.baselineFingerprint }));
+        } else {
+          await this.deps.backend.restore(ws.backend, ws.plan, ws.baseline);
+        }
+        if (!ws.backend || !ws.baseline) throw new ConflictError(`workspace '${id}' has no baseline`);
         let repos = ws.repos;
         if (input.refs && Object.keys(input.refs).length > 0) {
           repos = await this.moveTo(ws, input.refs);
@@ -77,7 +90,11 @@ export class WorkspaceOps {
         }
         const fingerprint = await this.provisioner.fingerprint(ws.backend, ws.plan);
         await this.records.transition(id, ['resetting'], 'ready', {}, { step: 'reset', message: `reset to the baseline (${fingerprint === baselineFingerprint ? 'fingerprint matches' : 'FINGERPRINT DIFFERS'})` });
-        return { fingerprint, baselineFingerprint, matches: fingerprint === baselineFingerprint, durationMs: Date.now() - started };
+        return {
+          fingerprint, baselineFingerprint, matches: fingerprint === baselineFingerprint,
+          ...(previous !== undefined ? { recreated: true, previousBaselineFingerprint: previous } : {}),
+          durationMs: Date.now() - started,
+        };
       } catch (error) {
         await this.records.transition(id, ['resetting'], 'failed', { failure: { step: 'reset', message: error instanceof Error ? error.message : 'reset failed' } }).catch(() => undefined);
         throw error;

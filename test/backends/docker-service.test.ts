@@ -75,6 +75,37 @@ describe.skipIf(dockerUnavailable !== undefined)('service over the docker backen
     expect(r.stdout.data.trim().split('\n').pop()).toBe('none');
   });
 
+  it('reset with mode recreate makes a new container from the cache image at the baseline commit (a new baseline)', async () => {
+    const before = (await wsp.provider.deps.state.getWorkspace(warm.id))!;
+    const containerBefore = (await dockerClient().getContainer(String(before.backend!['container'])).inspect()).Id;
+    await wsp.exec(warm.id, 'echo junk > app/junk.txt && rm app/README.md');
+    const reset = await wsp.api('POST', `/workspaces/${warm.id}/reset`, { mode: 'recreate' });
+    expect(reset.status, JSON.stringify(reset.body)).toBe(200);
+    // A new baseline (git's index and reflogs are rewritten, so its digest is new); the work tree is the baseline's.
+    expect(reset.body).toMatchObject({ matches: true, recreated: true, previousBaselineFingerprint: before.baselineFingerprint });
+    expect(reset.body.fingerprint).toBe(reset.body.baselineFingerprint);
+    const after = (await wsp.provider.deps.state.getWorkspace(warm.id))!;
+    expect((await dockerClient().getContainer(String(after.backend!['container'])).inspect()).Id).not.toBe(containerBefore);
+    const r = await wsp.exec(warm.id, 'ls app; wc -l < ~/setup-runs; git -C app rev-parse HEAD; git -C app status --porcelain | wc -l');
+    expect(r.stdout.data).toContain('README.md');
+    expect(r.stdout.data).not.toContain('junk.txt');
+    expect(r.stdout.data.trim().split('\n').slice(-3)).toEqual(['1', before.repos.find((x) => x.name === 'app')!.commit, '0']);
+  }, 120_000);
+
+  it('reset with mode recreate of a workspace whose cache entry is gone is a 409 and changes nothing', async () => {
+    const ws = (await wsp.provider.deps.state.getWorkspace(warm.id))!;
+    const entry = (await wsp.provider.deps.state.getCacheEntry(ws.cache!.key))!;
+    await wsp.provider.deps.state.updateCacheEntry(entry.key, entry.version, { status: 'building' });
+    try {
+      const reset = await wsp.api('POST', `/workspaces/${warm.id}/reset`, { mode: 'recreate' });
+      expect(reset.status).toBe(409);
+      expect(reset.body.error.message).toMatch(/no ready cache entry to recreate from/);
+    } finally {
+      const now = (await wsp.provider.deps.state.getCacheEntry(entry.key))!;
+      await wsp.provider.deps.state.updateCacheEntry(entry.key, now.version, { status: 'ready' });
+    }
+  });
+
   it('the canary token is in no image layer, container environment, response or log line', async () => {
     const backend = wsp.provider.deps.backend;
     const snapshots = await backend.listSnapshots();

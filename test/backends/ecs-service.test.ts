@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import { StopTaskCommand } from '@aws-sdk/client-ecs';
+import { RunTaskCommand, StopTaskCommand } from '@aws-sdk/client-ecs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EcsBackend } from '../../shared/backends/ecs/index.js';
 import { DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../support/docker-daemon.js';
@@ -193,6 +193,30 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     expect(r.stdout.data.trim().split('\n').slice(-3)).toEqual([mode, '0', 'none']);
     expect(mode).not.toBe('755');
   }, 120_000);
+
+  it('reset with mode recreate replaces the task from the cache image at the baseline commits (a new baseline)', async () => {
+    const before = (await wsp.provider.deps.state.getWorkspace(warm.id))!;
+    await wsp.exec(warm.id, 'echo junk > app/junk.txt && rm app/README.md && (setsid sleep 300 > /dev/null 2>&1 &)');
+    const runsBefore = ecs.fake.mock.commandCalls(RunTaskCommand).length;
+    const reset = await wsp.api('POST', `/workspaces/${warm.id}/reset`, { mode: 'recreate' });
+    expect(reset.status, JSON.stringify(reset.body)).toBe(200);
+    expect(reset.body).toMatchObject({ matches: true, recreated: true, previousBaselineFingerprint: before.baselineFingerprint });
+    // A new baseline: the files and HEAD are the old baseline's; git's own metadata (index stat data,
+    // reflog times, and here the remote-tracking refs — upstream moved since) is new, so is its digest.
+    expect(reset.body.fingerprint).toBe(reset.body.baselineFingerprint);
+    expect(reset.body.baselineFingerprint).not.toBe(before.baselineFingerprint);
+    // A new task, from the cache image's task definition; the old one stopped.
+    const runs = ecs.fake.mock.commandCalls(RunTaskCommand).slice(runsBefore);
+    expect(runs).toHaveLength(1);
+    expect(ecs.fake.imageOf(String(runs[0]!.args[0].input.taskDefinition))).toMatch(/\/wsp\/cache@sha256:/);
+    expect(ecs.fake.tasks.get(String(before.backend!['taskArn']))?.stopped).toBeDefined();
+    const after = (await wsp.provider.deps.state.getWorkspace(warm.id))!;
+    expect(after.backend!['taskArn']).not.toBe(before.backend!['taskArn']);
+    const r = await wsp.exec(warm.id, 'ls app; git -C app rev-parse HEAD; wc -l < ~/setup-runs; pgrep -u 1000 sleep || echo none');
+    expect(r.stdout.data).toContain('README.md');
+    expect(r.stdout.data).not.toContain('junk.txt');
+    expect(r.stdout.data.trim().split('\n').slice(-3)).toEqual([before.repos.find((x) => x.name === 'app')!.commit, '1', 'none']);
+  }, 180_000);
 
   it('the canary is in no S3 object, registry blob, task filesystem/env/process, rpc byte, response or log line', async () => {
     await sampler?.stop();
