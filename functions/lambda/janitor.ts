@@ -5,16 +5,23 @@ import { lambdaContainer } from './compose.js';
 
 /**
  * Scheduled (EventBridge Scheduler / rule): one janitor sweep — tear down this deployment's
- * workspaces past their TTL or idle timeout, and apply the cache limits (shared/service/janitor.ts).
+ * workspaces past their TTL or idle timeout, fail those whose worker was lost mid-work, apply the
+ * cache limits and keep the warm pools (shared/service/janitor.ts).
  * "This deployment" is the shared `WSP_INSTANCE_ID`, so workspaces created by any api container count.
  * The event's content is not used.
  */
 
 const log = createLogger({ svc: 'wsp-janitor' });
 
+/**
+ * A worker Lambda lives at most 15 minutes and records progress as it goes: a workspace whose work has
+ * not moved for longer than that has no worker any more (killed hard: out of memory, a crash).
+ */
+export const ABANDONED_AFTER_MS = 16 * 60_000;
+
 export const handler = middy<unknown, SweepReport>().handler(async () => {
   const { deps, service } = await lambdaContainer();
-  const report = await sweep(deps, service);
-  log.info('janitor sweep done', { expired: report.expired.length, idle: report.idle.length, cacheEvicted: report.cacheEvicted });
+  const report = await sweep(deps, service, new Date(), { abandonedAfterMs: ABANDONED_AFTER_MS });
+  log.info('janitor sweep done', { expired: report.expired.length, idle: report.idle.length, cacheEvicted: report.cacheEvicted, abandoned: report.abandoned.length });
   return report;
 });

@@ -7,6 +7,18 @@ export interface SweepReport {
   expired: string[];
   idle: string[];
   cacheEvicted: number;
+  /** Workspaces failed because the work on them (provisioning, a reset) stopped without an end. */
+  abandoned: string[];
+}
+
+export interface SweepOptions {
+  /**
+   * Where work runs in processes with a hard time limit (a Lambda worker: 15 min), a workspace still
+   * 'provisioning' or 'resetting' whose record has not changed for longer than this cannot have anyone
+   * working on it any more (the process was killed: out of memory, a crash): it is failed and its
+   * compute freed. Unset (the local server): never — its own reconciler handles its crashes on restart.
+   */
+  abandonedAfterMs?: number;
 }
 
 /**
@@ -15,8 +27,9 @@ export interface SweepReport {
  * `workspace.idleTimeoutSeconds`, and applies the cache limits. Only settled workspaces (ready or
  * failed) are touched; another instance's records never are.
  */
-export async function sweep(deps: ServiceDeps, service: DefaultWorkspaceService, now = new Date()): Promise<SweepReport> {
-  const report: SweepReport = { expired: [], idle: [], cacheEvicted: 0 };
+export async function sweep(deps: ServiceDeps, service: DefaultWorkspaceService, now = new Date(), options: SweepOptions = {}): Promise<SweepReport> {
+  const report: SweepReport = { expired: [], idle: [], cacheEvicted: 0, abandoned: [] };
+  if (options.abandonedAfterMs !== undefined) report.abandoned = await failAbandoned(deps, service, now, options.abandonedAfterMs);
   const idleMs = deps.config.workspace.idleTimeoutSeconds * 1000;
   const mine = await deps.state.listWorkspaces({ owner: deps.instanceId, status: ['ready', 'failed'] });
   for (const ws of mine) {
@@ -43,4 +56,25 @@ export async function sweep(deps: ServiceDeps, service: DefaultWorkspaceService,
     await deps.backend.maintain(ready).catch((error: unknown) => deps.log.warn('backend upkeep failed', errorFields(error)));
   }
   return report;
+}
+
+async function failAbandoned(deps: ServiceDeps, service: DefaultWorkspaceService, now: Date, afterMs: number): Promise<string[]> {
+  const out: string[] = [];
+  const busy = await deps.state.listWorkspaces({ owner: deps.instanceId, status: ['provisioning', 'resetting'] });
+  for (const ws of busy) {
+    if (ws.owner !== deps.instanceId || (ws.status !== 'provisioning' && ws.status !== 'resetting')) continue;
+    if (now.getTime() - Date.parse(ws.updatedAt) <= afterMs) continue;
+    try {
+      // Conditional on the status: a worker that was alive after all and finished wins the race.
+      const failed = await service.records.transition(ws.id, [ws.status], 'failed', {
+        failure: { step: ws.status === 'provisioning' ? 'provision' : 'reset', message: `no progress for ${Math.round(afterMs / 60_000)} min: the process doing it was lost` },
+      });
+      await service.teardown(failed);
+      out.push(ws.id);
+      deps.log.warn('abandoned workspace failed', { workspaceId: ws.id, was: ws.status });
+    } catch (error) {
+      deps.log.warn('janitor could not fail an abandoned workspace', { workspaceId: ws.id, ...errorFields(error) });
+    }
+  }
+  return out;
 }

@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { configureLambda, lambdaContainer, type LambdaOverrides } from '../../functions/lambda/compose.js';
 import { hashApiKey } from '../../functions/lambda/api-keys.js';
 import { handler as api } from '../../functions/lambda/api.js';
-import { handler as janitor } from '../../functions/lambda/janitor.js';
+import { ABANDONED_AFTER_MS, handler as janitor } from '../../functions/lambda/janitor.js';
 import { handler as taskEvents } from '../../functions/lambda/task-events.js';
 import { handler as worker, TIME_MARGIN_MS } from '../../functions/lambda/worker.js';
 import { LambdaInvokeDispatcher } from '../../functions/lambda/invoke-dispatcher.js';
@@ -239,6 +239,27 @@ describe('janitor handler', () => {
     expect((await deps.state.getWorkspace('ws-0000000000000000000000e1'))?.status).toBe('deleted');
     expect((await deps.state.getWorkspace('ws-0000000000000000000000e2'))?.status).toBe('failed');
     expect((await deps.state.getWorkspace('ws-0000000000000000000000e3'))?.status).toBe('failed');
+  });
+});
+
+describe('janitor handler: work whose worker was lost', () => {
+  it('fails provisioning/resetting workspaces with no progress beyond the worker time limit, and only those', async () => {
+    await deploy();
+    const { deps } = await lambdaContainer();
+    const stale = new Date(Date.now() - ABANDONED_AFTER_MS - 60_000).toISOString();
+    const fresh = new Date(Date.now() - 60_000).toISOString();
+    const ids = { lostProvision: 'ws-0000000000000000000000a1', lostReset: 'ws-0000000000000000000000a2', working: 'ws-0000000000000000000000a3', other: 'ws-0000000000000000000000a4' };
+    await deps.state.createWorkspace(workspaceRecord(ids.lostProvision, { status: 'provisioning', owner: 'wsp-test-stack', updatedAt: stale }));
+    await deps.state.createWorkspace(workspaceRecord(ids.lostReset, { status: 'resetting', owner: 'wsp-test-stack', updatedAt: stale }));
+    await deps.state.createWorkspace(workspaceRecord(ids.working, { status: 'provisioning', owner: 'wsp-test-stack', updatedAt: fresh }));
+    await deps.state.createWorkspace(workspaceRecord(ids.other, { status: 'provisioning', owner: 'someone-else', updatedAt: stale }));
+    const report = await janitor({ source: 'aws.scheduler' }, lambdaContext());
+    expect(report.abandoned.sort()).toEqual([ids.lostProvision, ids.lostReset]);
+    const lost = await deps.state.getWorkspace(ids.lostProvision);
+    expect(lost).toMatchObject({ status: 'failed', failure: { step: 'provision', message: expect.stringMatching(/no progress for 16 min/) } });
+    expect((await deps.state.getWorkspace(ids.lostReset))).toMatchObject({ status: 'failed', failure: { step: 'reset' } });
+    expect((await deps.state.getWorkspace(ids.working))?.status).toBe('provisioning');
+    expect((await deps.state.getWorkspace(ids.other))?.status).toBe('provisioning');
   });
 });
 
