@@ -192,4 +192,26 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     expect(await s().pool.drain(String(snap.name))).toBe(1);
     expect(await records(String(snap.name))).toEqual([]);
   });
+
+  it('janitor upkeep (maintain) keeps a pool per ready cache image at size and drains images no longer ready', async () => {
+    const { snap } = await cacheSnapshot(`upkeep ${newId('u')}`);
+    const key = String(snap.name);
+    const upkeep = new EcsBackend({ ...s().ecs.options, warmPool: s().pool, warmPoolSize: 2 });
+    try {
+      await upkeep.maintain([snap]);
+      expect((await records(key)).length).toBe(2);
+      // Idempotent: at size, nothing more is launched.
+      const launched = runTasks().length;
+      await upkeep.maintain([snap]);
+      expect(runTasks().length).toBe(launched);
+      expect((await records(key)).length).toBe(2);
+      const arns = (await records(key)).map((r) => r.taskArn!);
+      // The image is no longer a ready cache entry: its pool is drained and its tasks stopped.
+      await upkeep.maintain([]);
+      expect(await records(key)).toEqual([]);
+      for (const arn of arns) expect(s().ecs.fake.tasks.get(arn)?.stopped).toBeDefined();
+    } finally {
+      upkeep.close();
+    }
+  });
 });
