@@ -21,7 +21,9 @@ export const ABANDONED_AFTER_MS = 16 * 60_000;
 
 export const handler = middy<unknown, SweepReport>().handler(async () => {
   const { deps, service } = await lambdaContainer();
-  const report = await sweep(deps, service, new Date(), { abandonedAfterMs: ABANDONED_AFTER_MS });
-  log.info('janitor sweep done', { expired: report.expired.length, idle: report.idle.length, cacheEvicted: report.cacheEvicted, abandoned: report.abandoned.length });
+  const report = await sweep(deps, service, new Date(), { abandonedAfterMs: ABANDONED_AFTER_MS, orphans: true });
+  log.info('janitor sweep done', {
+    expired: report.expired.length, idle: report.idle.length, cacheEvicted: report.cacheEvicted, abandoned: report.abandoned.length, orphansDestroyed: report.orphansDestroyed.length,
+  });
   return report;
 });

@@ -1,5 +1,6 @@
 import { errorFields } from '../log.js';
 import { evictCache } from './cache-eviction.js';
+import { destroyOrphans } from './reconciler.js';
 import type { ServiceDeps } from './deps.js';
 import type { DefaultWorkspaceService } from './workspace-service.js';
 
@@ -9,6 +10,8 @@ export interface SweepReport {
   cacheEvicted: number;
   /** Workspaces failed because the work on them (provisioning, a reset) stopped without an end. */
   abandoned: string[];
+  /** Compute destroyed because no live workspace record holds it (with `orphans`). */
+  orphansDestroyed: string[];
 }
 
 export interface SweepOptions {
@@ -19,6 +22,12 @@ export interface SweepOptions {
    * compute freed. Unset (the local server): never — its own reconciler handles its crashes on restart.
    */
   abandonedAfterMs?: number;
+  /**
+   * Destroy backend resources no live record holds (a worker killed between creating compute and its
+   * teardown). The local server does this in its start-up reconcile; Lambda has no start-up, so its
+   * janitor does it on every sweep.
+   */
+  orphans?: boolean;
 }
 
 /**
@@ -28,8 +37,14 @@ export interface SweepOptions {
  * failed) are touched; another instance's records never are.
  */
 export async function sweep(deps: ServiceDeps, service: DefaultWorkspaceService, now = new Date(), options: SweepOptions = {}): Promise<SweepReport> {
-  const report: SweepReport = { expired: [], idle: [], cacheEvicted: 0, abandoned: [] };
+  const report: SweepReport = { expired: [], idle: [], cacheEvicted: 0, abandoned: [], orphansDestroyed: [] };
   if (options.abandonedAfterMs !== undefined) report.abandoned = await failAbandoned(deps, service, now, options.abandonedAfterMs);
+  if (options.orphans) {
+    report.orphansDestroyed = await destroyOrphans(deps).catch((error: unknown) => {
+      deps.log.warn('orphan sweep failed', errorFields(error));
+      return [];
+    });
+  }
   const idleMs = deps.config.workspace.idleTimeoutSeconds * 1000;
   const mine = await deps.state.listWorkspaces({ owner: deps.instanceId, status: ['ready', 'failed'] });
   for (const ws of mine) {

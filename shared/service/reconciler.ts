@@ -61,16 +61,8 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
     }
   }
 
-  // Backend resources without a live record of ours → destroy.
+  report.orphansDestroyed = await destroyOrphans(deps);
   const live = new Map((await state.listWorkspaces({ owner: instanceId })).map((r) => [r.id, r] as const));
-  for (const res of await backend.listResources()) {
-    if (res.owner !== instanceId) continue;
-    const r = live.get(res.workspaceId);
-    if (!r || r.status === 'deleted' || r.status === 'failed') {
-      await backend.destroy(res.ref).catch((e) => log.warn('reconcile: destroy failed', { workspaceId: res.workspaceId, ...errorFields(e) }));
-      report.orphansDestroyed.push(res.workspaceId);
-    }
-  }
 
   // Cache entries this instance was building when it died → failed (the next setup rebuilds).
   for (const e of await state.listCacheEntries()) {
@@ -93,3 +85,23 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
   return report;
 }
 
+
+/**
+ * Backend resources of this instance without a live record (none, or deleted/failed) → destroyed.
+ * Safe while other processes work for the same instance (Lambda): a workspace's record is written
+ * before its compute is created, so a resource being set up always has a live record.
+ */
+export async function destroyOrphans(deps: ServiceDeps): Promise<string[]> {
+  const { state, backend, log, instanceId } = deps;
+  const out: string[] = [];
+  const live = new Map((await state.listWorkspaces({ owner: instanceId })).map((r) => [r.id, r] as const));
+  for (const res of await backend.listResources()) {
+    if (res.owner !== instanceId) continue;
+    const r = live.get(res.workspaceId);
+    if (!r || r.status === 'deleted' || r.status === 'failed') {
+      await backend.destroy(res.ref).catch((e) => log.warn('orphan not destroyed', { workspaceId: res.workspaceId, ...errorFields(e) }));
+      out.push(res.workspaceId);
+    }
+  }
+  return out;
+}

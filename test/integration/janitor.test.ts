@@ -34,4 +34,23 @@ describe('janitor', () => {
     await wsp.api('DELETE', `/workspaces/${busy.id}/commands/${running.body.id}`);
     await wsp.api('DELETE', `/workspaces/${busy.id}`);
   });
+
+  it('with orphans (the Lambda janitor), destroys compute no live record holds — and nothing else', async () => {
+    const kept = await wsp.setup();
+    const { deps, service } = wsp.provider;
+    const plan = (await deps.state.getWorkspace(kept.id))!.plan;
+    const orphanId = 'ws-0000000000000000000000f1';
+    await deps.backend.create(plan, { workspaceId: orphanId, labels: {} });
+    const ids = async () => (await deps.backend.listResources()).map((r) => r.workspaceId);
+    expect(await ids()).toEqual(expect.arrayContaining([orphanId, kept.id]));
+
+    expect((await sweep(deps, service)).orphansDestroyed).toEqual([]);
+    expect(await ids()).toContain(orphanId);
+    const swept = await sweep(deps, service, new Date(), { orphans: true });
+    expect(swept.orphansDestroyed).toEqual([orphanId]);
+    expect(await ids()).not.toContain(orphanId);
+    expect(await ids()).toContain(kept.id);
+    expect((await wsp.api('GET', `/workspaces/${kept.id}`)).body.status).toBe('ready');
+    await wsp.api('DELETE', `/workspaces/${kept.id}`);
+  });
 });
