@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { ExecuteCommandCommand, RunTaskCommand, StopTaskCommand } from '@aws-sdk/client-ecs';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -108,6 +109,27 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       await fx.backend.killAll(ref);
       expect(execCalls(taskArn(ref))).toHaveLength(1);
       expect(sessionsOf(taskArn(ref)).map((s) => s.state)).toEqual(['running']);
+    });
+
+    it('a big stdin goes in through S3 (presigned GET by the runner), not through the PTY; a small one inline', async () => {
+      const ref = await fx.create();
+      const s3 = h().s3;
+      const stdinRequests = () => s3.requests.filter((q) => q.key.startsWith('transfer/stdin/'));
+      const small = randomBytes(1000);
+      const r1 = await fx.run(ref, ['sha256sum'], { stdin: small });
+      expect(r1.stdout.split(' ')[0]).toBe(createHash('sha256').update(small).digest('hex'));
+      expect(stdinRequests()).toEqual([]);
+      const big = randomBytes(3 * 1024 * 1024 + 7);
+      const r2 = await fx.run(ref, ['sh', '-c', 'wc -c; exit 0'], { stdin: big });
+      expect(r2.stdout.trim()).toBe(String(big.length));
+      const r3 = await fx.run(ref, ['sha256sum'], { stdin: big });
+      expect(r3.stdout.split(' ')[0]).toBe(createHash('sha256').update(big).digest('hex'));
+      const methods = stdinRequests().map((q) => `${q.method}${q.presigned ? ' presigned' : ''}`);
+      expect(methods.filter((m) => m === 'PUT')).toHaveLength(2);
+      expect(methods.filter((m) => m === 'GET presigned')).toHaveLength(2);
+      expect(methods.filter((m) => m === 'DELETE')).toHaveLength(2);
+      // Nothing left behind in the bucket.
+      expect([...s3.objects.keys()].filter((k) => k.startsWith('transfer/stdin/'))).toEqual([]);
     });
 
     it('a session dropped between operations: the next operation opens a new one and sees the true state', async () => {

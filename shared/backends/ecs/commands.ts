@@ -19,22 +19,47 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  * command dirs — every start, status, read and kill is one request over the task's ECS Exec session
  * (`runner.sh rpc`). A task that is gone turns every command into `lost` (its exit code died with it).
  */
+/**
+ * Stdin up to this size travels in the start request itself (through the PTY, ~0.4 MB/s after base64);
+ * larger stdin goes through S3 like any other bytes (a presigned GET by the runner's curl).
+ */
+export const STDIN_INLINE_MAX_BYTES = 64 * 1024;
+
+/** Moves a big stdin in through the blob store: returns the URL for `fetch-url`, and how to clean up. */
+export type StdinCarrier = (commandId: string, stdin: Buffer) => Promise<{ url: string; done: () => Promise<void> }>;
+
 export class EcsCommands {
-  constructor(private readonly channels: ExecChannels) {}
+  constructor(
+    private readonly channels: ExecChannels,
+    private readonly stdinCarrier?: StdinCarrier,
+  ) {}
 
   /** Idempotent on commandId: the runner's `prepare` says `exists` for a dir made already. */
   async start(taskArn: string, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
     checkCommandSpec(spec);
     const dir = commandDir(spec.commandId);
     const stored = { commandId: spec.commandId, timeoutMs: spec.timeoutMs, maxOutputBytes: spec.maxOutputBytes, startedAt: new Date().toISOString() };
-    await this.channels.with(taskArn, 'starting the command', async (rpc) => {
-      await rpc.prepare(dir, JSON.stringify(stored), envScript(commandEnv(plan, spec)), spec.stdin ?? Buffer.alloc(0));
-      // Always `start`, also when the dir existed: a session that dropped between prepare and start
-      // must not leave a command that never runs. `start` claims the dir, so a second one only waits.
-      const argv = ['start', dir, String(plan.user.uid), String(plan.user.gid), String(spec.timeoutMs), String(spec.maxOutputBytes), spec.cwd, '--', ...spec.argv];
-      const { status, payload } = await rpc.call(argv);
-      if (status !== 0) throw new BackendUnavailableError(`starting the command failed in the workspace task: ${payload.toString('utf8').slice(0, 300)}`);
-    });
+    const stdin = spec.stdin ?? Buffer.alloc(0);
+    const carried = stdin.length > STDIN_INLINE_MAX_BYTES && this.stdinCarrier ? await this.stdinCarrier(spec.commandId, stdin) : undefined;
+    try {
+      await this.channels.with(taskArn, 'starting the command', async (rpc) => {
+        await rpc.prepare(dir, JSON.stringify(stored), envScript(commandEnv(plan, spec)), carried ? Buffer.alloc(0) : stdin);
+        // Also on a retry (dir exists): a first attempt may have died before this step. A command that did
+        // start has opened and removed its stdin already, so a second copy is never read (and the runner
+        // renames it in whole, so a supervisor opening it meanwhile sees one complete file or the other).
+        if (carried) {
+          const got = await rpc.call(['fetch-url', carried.url, `${dir}/stdin`, '0600', '0:0'], { timeoutMs: 30 * 60_000 });
+          if (got.status !== 0) throw new BackendUnavailableError(`moving the command's stdin into the workspace task failed: ${got.payload.toString('utf8').slice(0, 300)}`);
+        }
+        // Always `start`, also when the dir existed: a session that dropped between prepare and start
+        // must not leave a command that never runs. `start` claims the dir, so a second one only waits.
+        const argv = ['start', dir, String(plan.user.uid), String(plan.user.gid), String(spec.timeoutMs), String(spec.maxOutputBytes), spec.cwd, '--', ...spec.argv];
+        const { status, payload } = await rpc.call(argv);
+        if (status !== 0) throw new BackendUnavailableError(`starting the command failed in the workspace task: ${payload.toString('utf8').slice(0, 300)}`);
+      });
+    } finally {
+      await carried?.done();
+    }
   }
 
   async status(taskArn: string, commandId: string): Promise<CommandStatus> {

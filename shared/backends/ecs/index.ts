@@ -99,7 +99,7 @@ export class EcsBackend implements WorkspaceBackend {
       ...(o.retry ? { retry: o.retry } : {}),
       log: this.log,
     });
-    this.commands = new EcsCommands(this.channels);
+    this.commands = new EcsCommands(this.channels, (commandId, stdin) => this.carryStdin(commandId, stdin));
     this.scratch = o.scratchDir ?? path.join(os.tmpdir(), 'wsp-ecs');
   }
 
@@ -362,6 +362,21 @@ export class EcsBackend implements WorkspaceBackend {
     const snap = parseSnapshot(snapshot);
     if (snap.kind !== 'ecs-image') throw new BadRequestError('a workspace is created from a cache image snapshot', { field: 'from' });
     return snap;
+  }
+
+  /** A big stdin as a transfer object: its presigned URL for the runner, and the cleanup after the start. */
+  private async carryStdin(commandId: string, stdin: Buffer): Promise<{ url: string; done: () => Promise<void> }> {
+    const nonce = randomBytes(8).toString('hex');
+    const key = `${BLOB.transfer}stdin/${checkName('command id', commandId)}-${nonce}`;
+    await fsp.mkdir(this.scratch, { recursive: true, mode: 0o700 });
+    const local = path.join(this.scratch, `stdin-${nonce}`);
+    try {
+      await fsp.writeFile(local, stdin, { mode: 0o600 });
+      await this.o.blobs.putFile(key, local);
+    } finally {
+      await fsp.rm(local, { force: true });
+    }
+    return { url: await this.o.blobs.presignGet(key, this.o.transferTtlSeconds ?? 600), done: () => this.o.blobs.delete(key).catch(() => undefined) };
   }
 
   private async fetchInto(ref: BackendRef, workspaceId: string, hostPath: string, dest: string, mode: string, owner: string): Promise<void> {
