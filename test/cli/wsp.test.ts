@@ -232,6 +232,16 @@ describe('wsp workspace commands', () => {
     expect(r.stderr).toContain('did not reach the baseline');
   });
 
+  it('reset --recreate asks for mode recreate and says what replaced what', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    fake.stub('reset', async () => ({ fingerprint: 'n', baselineFingerprint: 'n', matches: true, recreated: true, previousBaselineFingerprint: 'o', durationMs: 1 }));
+    const r = await wsp(['reset', ws.id, '--recreate']);
+    expect(r.code).toBe(0);
+    expect(fake.calls.filter((c) => c.method === 'reset').at(-1)?.args[1]).toEqual({ mode: 'recreate' });
+    expect(r.stdout).toContain('recreated from the cache entry: new baseline n (was o)');
+  });
+
   it('unknown workspace → exit 1 with not_found', async () => {
     await startWith();
     const r = await wsp(['show', 'ws-000000000000']);
