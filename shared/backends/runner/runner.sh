@@ -134,8 +134,17 @@ cmd_supervise() {
     <&4 4<&- 5<&- >> "$dir/stdout" 2>> "$dir/stderr" &
   child=$!
   exec 3<&- 4<&-
+  supervise_group "$dir" "$child" "$timeout_ms" "$max_bytes"
+}
+
+# The supervision every command gets — here and in the local backend's wrapper (which sources this
+# file as a library): publish the process group of <child> (a `setsid` launch, already started), kill
+# it on timeout, wait for it, cut the kept output to <max_bytes> and write the exit record atomically.
+supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
+  dir=$1 child=$2 timeout_ms=$3 max_bytes=$4
   # setsid(1) makes the child a group leader only just after it starts. Publish the pgid once the group
   # exists (or the child is gone), so no one sends a group kill to a group that does not exist yet.
+  # (A child that died before setsid stays a zombie in our group until we wait: stop on state Z.)
   tries=0
   while state=$(stat_field "$child" 3) && [ "$state" != Z ] && [ "$(stat_field "$child" 5)" != "$child" ] \
     && [ "$tries" -lt 5000 ]; do
@@ -143,13 +152,14 @@ cmd_supervise() {
     sleep 0.002
   done
   write_atomic "$dir/pgid" "$child"
-  # A kill requested before the pgid was known: honour it now.
+  # A kill requested before the pgid was known: honour it now. (dash's kill takes no "--".)
   [ -e "$dir/kill" ] && kill -KILL "-$child" 2> /dev/null
 
   timer=
   if [ "$timeout_ms" -gt 0 ]; then
     secs=$((timeout_ms / 1000)).$(printf '%03d' $((timeout_ms % 1000)))
     (
+      # Not the supervisor's liveness FIFO (fd 5, when there is one): only the supervisor holds it.
       exec 5<&-
       trap 'kill "$sleeper" 2> /dev/null; exit 0' TERM
       sleep "$secs" &
@@ -170,6 +180,7 @@ cmd_supervise() {
   fi
 
   # Killed by us = a kill reason was recorded AND the command died of SIGKILL (the shell reports 128+9).
+  # A kill request that came after the command had ended by itself does not make it "killed".
   killed=0
   signal=-
   if [ "$code" -eq 137 ] && [ -e "$dir/kill" ]; then
@@ -578,4 +589,5 @@ main() {
   esac
 }
 
-main "$@"
+# Sourced as a library (the local backend's wrapper uses stat_field, write_atomic, supervise_group): no main.
+[ "${WSP_RUNNER_LIBRARY:-0}" = 1 ] || main "$@"
