@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
+import { waitWhileRunning } from '../runner/command-record.js';
 import {
   checkCommandSpec, commandEnv, isRunning, readSpec, readStatus, readStream, writeCommandDir, type StoredSpec,
 } from '../runner/command-files.js';
@@ -55,7 +56,6 @@ export class DockerCommands {
   async wait(workspaceId: string, commandId: string, waitMs: number): Promise<CommandStatus> {
     if (!Number.isFinite(waitMs) || waitMs < 0) throw new BadRequestError('waitMs must be >= 0', { field: 'waitMs' });
     const { dir, spec } = await this.find(workspaceId, commandId);
-    const deadline = Date.now() + waitMs;
     // The exit record lands by rename in the (bind-mounted) dir: a watch wakes us at once; the poll
     // is the fallback for whatever a watch misses.
     let wake: () => void = () => undefined;
@@ -67,18 +67,15 @@ export class DockerCommands {
       watcher = undefined;
     }
     try {
-      for (;;) {
-        const status = await readStatus(dir, spec);
-        const left = deadline - Date.now();
-        if (status.state !== 'running' || left <= 0) return status;
-        await new Promise<void>((resolve) => {
+      return await waitWhileRunning(() => readStatus(dir, spec), waitMs, (left) =>
+        new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, Math.min(POLL_MS, left));
           wake = () => {
             clearTimeout(timer);
             resolve();
           };
-        });
-      }
+        }),
+      );
     } finally {
       watcher?.close();
     }

@@ -1,7 +1,7 @@
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
-import { checkReadArgs } from '../runner/command-record.js';
+import { checkReadArgs, waitWhileRunning } from '../runner/command-record.js';
 import { checkCommandSpec, commandEnv, envScript } from '../runner/command-files.js';
 import type { RunnerRpc } from '../runner/rpc.js';
 import { ExecChannels, TaskGoneError } from './exec-channel.js';
@@ -72,14 +72,10 @@ export class EcsCommands {
   }
 
   async wait(taskArn: string, commandId: string, waitMs: number): Promise<CommandStatus> {
-    if (!Number.isFinite(waitMs) || waitMs < 0) throw new BadRequestError('waitMs must be >= 0', { field: 'waitMs' });
-    const deadline = Date.now() + waitMs;
-    for (let round = 0; ; round++) {
-      const status = await this.status(taskArn, commandId);
-      const left = deadline - Date.now();
-      if (status.state !== 'running' || left <= 0) return status;
-      await sleep(Math.min(left, Math.min(POLL_MAX_MS, POLL_MIN_MS * 1.5 ** round)));
-    }
+    // Each read is one request on the open session: back off from 100 ms to 1 s.
+    return waitWhileRunning(() => this.status(taskArn, commandId), waitMs, (left, round) =>
+      sleep(Math.min(left, POLL_MAX_MS, POLL_MIN_MS * 1.5 ** round)),
+    );
   }
 
   async read(taskArn: string, commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {

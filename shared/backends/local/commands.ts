@@ -11,7 +11,7 @@ import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
 import { killAllOfUid, killGroup } from './procs.js';
 import { buildLaunch, checkCommandSpec, type SandboxHost } from './sandbox.js';
-import { checkReadArgs, readStream } from '../runner/command-record.js';
+import { checkReadArgs, readStream, waitWhileRunning } from '../runner/command-record.js';
 
 const WRAPPER = fileURLToPath(new URL('./run-command.sh', import.meta.url));
 /** How often a waiter looks at the exit file when it did not spawn the command itself. */
@@ -118,14 +118,11 @@ export class CommandRunner {
   async wait(workspaceId: string, commandId: string, waitMs: number): Promise<CommandStatus> {
     if (!Number.isFinite(waitMs) || waitMs < 0) throw new BadRequestError('waitMs must be >= 0', { field: 'waitMs' });
     const { dir, spec } = await this.find(workspaceId, commandId);
-    const deadline = Date.now() + waitMs;
-    for (;;) {
-      const status = await readStatus(dir, spec);
-      const left = deadline - Date.now();
-      if (status.state !== 'running' || left <= 0) return status;
+    // A wrapper this process started wakes the waiter when it exits; others are polled.
+    return waitWhileRunning(() => readStatus(dir, spec), waitMs, async (left) => {
       const exit = this.exits.get(dir);
       await Promise.race([sleep(Math.min(POLL_MS, left)), ...(exit ? [exit] : [])]);
-    }
+    });
   }
 
   /** Bytes [offset, min(offset + limit, kept)) of a stream; kept = min(file size, maxOutputBytes). */

@@ -146,3 +146,24 @@ export async function readStream(dir: string, spec: StoredSpec, stream: OutputSt
     await handle.close();
   }
 }
+
+/**
+ * The wait of every backend: read the status until the command is no longer running or `waitMs` has
+ * passed (the last status is returned either way). Between reads `pause(ms, round)` waits at most `ms`
+ * (the time left) — a backend may end it early when it learns of an exit. Throws BadRequestError for a
+ * negative or non-finite `waitMs`.
+ */
+export async function waitWhileRunning(
+  read: () => Promise<CommandStatus>,
+  waitMs: number,
+  pause: (maxMs: number, round: number) => Promise<void>,
+): Promise<CommandStatus> {
+  if (!Number.isFinite(waitMs) || waitMs < 0) throw new BadRequestError('waitMs must be >= 0', { field: 'waitMs' });
+  const deadline = Date.now() + waitMs;
+  for (let round = 0; ; round++) {
+    const status = await read();
+    const left = deadline - Date.now();
+    if (status.state !== 'running' || left <= 0) return status;
+    await pause(left, round);
+  }
+}
