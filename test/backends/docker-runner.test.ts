@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { encodeRequest, shellQuote } from '../../shared/backends/docker/channel.js';
 import { envScript, readSpec, readStatus, RUNNER_SCRIPT, supervisorAlive, writeCommandDir } from '../../shared/backends/runner/command-files.js';
 import { configSchema } from '../../shared/config/schema.js';
+import { rootUnavailable } from '../support/root.js';
 
 // runner.sh and its encodings on the host itself (no Docker needed): the runner is plain POSIX sh +
 // coreutils + setsid, so it runs here as it does inside any container (and later over ECS Exec).
@@ -36,7 +37,7 @@ describe('runner encodings', () => {
   });
 });
 
-describe.skipIf(process.getuid?.() !== 0)('runner.sh on the host (root)', () => {
+describe.skipIf(rootUnavailable !== undefined)('runner.sh on the host (root)', () => {
   const start = async (id: string, argv: string[], timeoutMs = 0, stdin = ''): Promise<string> => {
     const dir = path.join(tmp, id);
     const spec = { commandId: id, argv, cwd: '/tmp', env: { WSP_X: "it's" }, timeoutMs, maxOutputBytes: 1000, stdin: Buffer.from(stdin) };

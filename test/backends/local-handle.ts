@@ -4,10 +4,10 @@ import path from 'node:path';
 import type { WorkspaceBackend } from '../../shared/contract/backend.js';
 import type { BackendRef } from '../../shared/contract/workspace.js';
 import { createLocalBackend } from '../../shared/backends/local/index.js';
-import type { BackendHandle } from '../support/backend-fixture.js';
+import type { ContractHandle } from '../support/backend-fixture.js';
 
 /** A local backend over a fresh temp data dir; reopen = a second instance on the same dir. */
-export async function makeLocalBackend(options: { bwrapPath?: string | null } = {}): Promise<BackendHandle & { dataDir: string }> {
+export async function makeLocalBackend(options: { bwrapPath?: string | null } = {}): Promise<ContractHandle & { dataDir: string }> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-local-'));
   const open = (): Promise<WorkspaceBackend> => createLocalBackend({ dataDir, owner: 'test-instance', ...options });
   const backend = await open();

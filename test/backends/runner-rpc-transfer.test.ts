@@ -10,6 +10,7 @@ import { RUNNER_SCRIPT } from '../../shared/backends/runner/command-files.js';
 import { RunnerRpc, runnerRpcCommand } from '../../shared/backends/runner/rpc.js';
 import { localPty } from '../support/pty.js';
 import { processesWith, waitFor } from '../support/wait.js';
+import { rootUnavailable } from '../support/root.js';
 
 // The runner's byte movers over a real PTY session (local `script` pty; the test dockerd lives in its
 // own network namespace, so its containers cannot reach a loopback server of ours): fetch-url/put-url
@@ -24,7 +25,7 @@ interface Seen {
   body: Buffer;
 }
 
-describe.skipIf(process.getuid?.() !== 0)('runner rpc byte movers (local pty, root)', () => {
+describe.skipIf(rootUnavailable !== undefined)('runner rpc byte movers (local pty, root)', () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-rpc-xfer-'));
   const blob = randomBytes(300_000);
   const seen: Seen[] = [];

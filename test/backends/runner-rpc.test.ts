@@ -12,13 +12,13 @@ import {
 } from '../../shared/backends/runner/rpc.js';
 import { BASE_IMAGE, dockerClient, dockerUnavailable } from '../support/docker-daemon.js';
 import { dockerPty, localPty } from '../support/pty.js';
+import { rootUnavailable } from '../support/root.js';
 
 // The runner's rpc over REAL PTYs (issue 5 item 2): `script` on this host, and a TTY `docker exec` into
 // the base image — the two terminals ECS Exec is made of (echo, \r\n, control characters), with the
 // runner doing everything through requests only. The host view of the command dirs is used for
 // nothing but cross-checks (Fargate has none).
 
-const isRoot = process.getuid?.() === 0;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('rpc framing (pure)', () => {
@@ -174,7 +174,7 @@ async function dockerEnv(): Promise<Env> {
 }
 
 const envs: Array<[string, () => Promise<Env>, boolean]> = [
-  ['local pty (script)', localEnv, isRoot],
+  ['local pty (script)', localEnv, rootUnavailable === undefined],
   ['docker exec pty (wsp-base)', dockerEnv, dockerUnavailable === undefined],
 ];
 

@@ -214,6 +214,7 @@ let gitRoot: string;
 let localSource: string;
 let dynamo: StartedDynamoDbLocal | undefined;
 const dynamoStatus = dynamoDbLocalStatus();
+if (dynamoStatus.state === 'skipped') console.warn(`\n!!!!!!!!!! ${dynamoStatus.message} !!!!!!!!!!\n`);
 const answers = new Map<string, Map<string, Answer>>();
 
 function config(): ConfigInput {

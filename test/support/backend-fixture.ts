@@ -19,6 +19,9 @@ export interface BackendHandle {
 
 export type MakeBackend = () => Promise<BackendHandle>;
 
+/** What the shared contract suite needs: every backend in it can be reopened and can lose a command (nothing is skipped). */
+export type ContractHandle = BackendHandle & Required<Pick<BackendHandle, 'reopen' | 'loseCommand'>>;
+
 export interface RunOptions {
   commandId?: string;
   cwd?: string;

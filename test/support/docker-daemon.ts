@@ -6,7 +6,7 @@ import Docker from 'dockerode';
 import { createDockerBackend } from '../../shared/backends/docker/index.js';
 import type { WorkspaceBackend } from '../../shared/contract/backend.js';
 import type { BackendRef } from '../../shared/contract/workspace.js';
-import type { BackendHandle } from './backend-fixture.js';
+import type { ContractHandle } from './backend-fixture.js';
 
 /**
  * Finding the test Docker daemon (started by .ci/docker.sh) and making docker backends over it.
@@ -38,7 +38,7 @@ if (dockerUnavailable !== undefined) {
 export const dockerClient = (): Docker => new Docker({ socketPath: DOCKER_SOCKET });
 
 /** A docker backend over a fresh temp data dir and a unique owner; reopen = a second instance on both. */
-export async function makeDockerBackend(): Promise<BackendHandle & { dataDir: string; owner: string; docker: Docker }> {
+export async function makeDockerBackend(): Promise<ContractHandle & { dataDir: string; owner: string; docker: Docker }> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-docker-'));
   const owner = `test-${path.basename(dataDir).replace(/[^A-Za-z0-9]/g, '').toLowerCase()}`;
   const open = (): Promise<WorkspaceBackend> => createDockerBackend({ dataDir, owner, socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE });

@@ -9,7 +9,7 @@ import { RegistryCacheImages } from '../../shared/backends/ecs/cache-images.js';
 import { RegistryClient } from '../../shared/backends/ecs/image/index.js';
 import { EcsBackend, type EcsBackendOptions } from '../../shared/backends/ecs/index.js';
 import type { RetryPolicy } from '../../shared/backends/ecs/retry.js';
-import type { BackendHandle } from './backend-fixture.js';
+import type { ContractHandle } from './backend-fixture.js';
 import { DOCKER_SOCKET, dockerClient } from './docker-daemon.js';
 import { FakeEcs } from './fake-ecs.js';
 import { startFakeS3, type FakeS3 } from './fake-s3.js';
@@ -63,7 +63,7 @@ async function ensureImage(image: string): Promise<void> {
 /** Fast, deterministic enough for tests: same shape as production, shorter waits. */
 export const TEST_RETRY: RetryPolicy = { attempts: 4, baseMs: 20, capMs: 200, random: Math.random, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) };
 
-export interface EcsHandle extends BackendHandle {
+export interface EcsHandle extends ContractHandle {
   backend: EcsBackend;
   fake: FakeEcs;
   s3: FakeS3;

@@ -27,7 +27,11 @@ export const REGISTRY_BIN = process.env.WSP_REGISTRY_BIN ?? '/usr/bin/docker-reg
 export const registryUnavailable: string | undefined = fs.existsSync(REGISTRY_BIN)
   ? undefined
   : `${REGISTRY_BIN} not found (apt-get install docker-registry; .ci/docker.sh does)`;
-if (registryUnavailable !== undefined && process.env.CI === 'true') throw new Error(`docker-registry is required in CI: ${registryUnavailable}`);
+if (registryUnavailable !== undefined) {
+  // CI always has it (.ci/docker.sh installs it): there a missing registry is a failure, never a skip.
+  if (process.env.CI === 'true') throw new Error(`docker-registry is required in CI: ${registryUnavailable}`);
+  console.warn(`\n!!!!!!!!!! REGISTRY TESTS SKIPPED: ${registryUnavailable} !!!!!!!!!!\n`);
+}
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
