@@ -92,6 +92,16 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** A JSON object payload, or an empty record when it is not one (for the informational messages). */
+function lenientRecord(payload: Buffer): Record<string, unknown> {
+  try {
+    const v: unknown = JSON.parse(payload.toString('utf8'));
+    return isRecord(v) ? v : {};
+  } catch {
+    return {};
+  }
+}
+
 /** Parse an `acknowledge` payload. Throws BackendUnavailableError if malformed. */
 export function parseAcknowledge(payload: Buffer): AcknowledgeContent {
   const v = parseJson(payload, 'acknowledge');
@@ -184,15 +194,10 @@ export interface HandshakeComplete {
 
 /** Parse the agent's HandshakeComplete (payload type 7); tolerant, its content is informational. */
 export function parseHandshakeComplete(payload: Buffer): HandshakeComplete {
-  let v: unknown;
-  try {
-    v = JSON.parse(payload.toString('utf8'));
-  } catch {
-    v = undefined;
-  }
+  const v = lenientRecord(payload);
   return {
-    HandshakeTimeToComplete: isRecord(v) && typeof v.HandshakeTimeToComplete === 'number' ? v.HandshakeTimeToComplete : 0,
-    CustomerMessage: isRecord(v) && typeof v.CustomerMessage === 'string' ? v.CustomerMessage : '',
+    HandshakeTimeToComplete: typeof v.HandshakeTimeToComplete === 'number' ? v.HandshakeTimeToComplete : 0,
+    CustomerMessage: typeof v.CustomerMessage === 'string' ? v.CustomerMessage : '',
   };
 }
 
@@ -209,14 +214,9 @@ export interface ChannelClosed {
 
 /** Parse a `channel_closed` payload; tolerant, because it only carries a reason. */
 export function parseChannelClosed(payload: Buffer): ChannelClosed {
-  let v: unknown;
-  try {
-    v = JSON.parse(payload.toString('utf8'));
-  } catch {
-    v = undefined;
-  }
+  const v = lenientRecord(payload);
   return {
-    SessionId: isRecord(v) && typeof v.SessionId === 'string' ? v.SessionId : '',
-    Output: isRecord(v) && typeof v.Output === 'string' ? v.Output : '',
+    SessionId: typeof v.SessionId === 'string' ? v.SessionId : '',
+    Output: typeof v.Output === 'string' ? v.Output : '',
   };
 }
