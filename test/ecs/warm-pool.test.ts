@@ -1,13 +1,11 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BackendUnavailableError, ConflictError } from '../../shared/contract/errors.js';
 import type { WarmTaskRecord } from '../../shared/contract/workspace.js';
 import { WarmPool, type WarmLauncher } from '../../shared/backends/ecs/warm-pool.js';
-import { createDynamoClients, type DynamoClients } from '../../shared/state/client.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
 import { startEmbeddedDynamo } from '../../shared/state/embedded.js';
-import { ensureTable } from '../../shared/state/table.js';
 import { dynamoDbLocalStatus, startDynamoDbLocal } from '../support/dynamodb-local.js';
-import type { Endpoint } from '../state/store-contract.js';
+import { useFreshTable, type Endpoint } from '../state/fresh-table.js';
 
 const TD1 = 'arn:aws:ecs:us-east-1:123456789012:task-definition/wsp-cache-k1:1';
 const TD2 = 'arn:aws:ecs:us-east-1:123456789012:task-definition/wsp-cache-k1:2';
@@ -80,25 +78,12 @@ class FakeLauncher implements WarmLauncher {
 
 function warmPoolSuite(name: string, startEndpoint: () => Promise<Endpoint>): void {
   describe(`WarmPool on ${name}`, () => {
-    let endpoint: Endpoint | undefined;
-    let clients: DynamoClients;
+    const table = useFreshTable(startEndpoint, 'wsp-pool');
     let store: DynamoStateStore;
     let launcher: FakeLauncher;
     let pool: WarmPool;
-    let tableCount = 0;
-
-    beforeAll(async () => {
-      endpoint = await startEndpoint();
-      clients = createDynamoClients({ endpoint: endpoint.endpoint, region: 'us-east-1', env: {} });
-    });
-    afterAll(async () => {
-      clients?.client.destroy();
-      await endpoint?.close();
-    });
-    beforeEach(async () => {
-      const tableName = `wsp-pool-${++tableCount}`;
-      await ensureTable(clients.client, tableName);
-      store = new DynamoStateStore(clients.doc, tableName);
+    beforeEach(() => {
+      ({ store } = table());
       launcher = new FakeLauncher();
       pool = new WarmPool(store, launcher, { owner: 'stack-1' });
     });

@@ -1,17 +1,15 @@
 import { DescribeTimeToLiveCommand } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, GetCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConflictError, NotFoundError, WspError } from '../../shared/contract/errors.js';
 import type { WorkspaceRecord } from '../../shared/contract/workspace.js';
-import { createDynamoClients, type DynamoClients } from '../../shared/state/client.js';
+import type { DynamoClients } from '../../shared/state/client.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
 import { ensureTable } from '../../shared/state/table.js';
+import { useFreshTable, type Endpoint } from './fresh-table.js';
 import { cacheEntryRecord, commandRecord, workspaceRecord } from './fixtures.js';
 
-export interface Endpoint {
-  endpoint: string;
-  close(): Promise<void>;
-}
+export type { Endpoint } from './fresh-table.js';
 
 /**
  * The StateStore contract, run against any DynamoDB-protocol endpoint. Each test gets its own
@@ -24,27 +22,15 @@ export interface EndpointTraits {
 
 export function stateStoreContract(name: string, startEndpoint: () => Promise<Endpoint>, traits: EndpointTraits): void {
   describe(`DynamoStateStore on ${name}`, () => {
-    let endpoint: Endpoint | undefined;
+    const table = useFreshTable(startEndpoint, 'wsp-test');
     let clients: DynamoClients;
     let tableName: string;
     let store: DynamoStateStore;
-    let tableCount = 0;
-
-    beforeAll(async () => {
-      endpoint = await startEndpoint();
-      clients = createDynamoClients({ endpoint: endpoint.endpoint, region: 'us-east-1', env: {} });
-    });
-    afterAll(async () => {
-      clients?.client.destroy();
-      await endpoint?.close();
-    });
     afterEach(() => {
       vi.restoreAllMocks();
     });
-    beforeEach(async () => {
-      tableName = `wsp-test-${++tableCount}`;
-      await ensureTable(clients.client, tableName);
-      store = new DynamoStateStore(clients.doc, tableName);
+    beforeEach(() => {
+      ({ clients, tableName, store } = table());
     });
 
     it('ensureTable is idempotent', async () => {

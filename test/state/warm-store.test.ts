@@ -1,14 +1,13 @@
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { BadRequestError, ConflictError, NotFoundError } from '../../shared/contract/errors.js';
 import type { WarmTaskRecord } from '../../shared/contract/workspace.js';
-import { createDynamoClients, type DynamoClients } from '../../shared/state/client.js';
+import type { DynamoClients } from '../../shared/state/client.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
 import { startEmbeddedDynamo } from '../../shared/state/embedded.js';
-import { ensureTable } from '../../shared/state/table.js';
 import { dynamoDbLocalStatus, startDynamoDbLocal } from '../support/dynamodb-local.js';
 import { cacheEntryRecord, workspaceRecord } from './fixtures.js';
-import type { Endpoint } from './store-contract.js';
+import { useFreshTable, type Endpoint } from './fresh-table.js';
 
 /** The warm-pool record methods of DynamoStateStore, against dynalite and DynamoDB Local. */
 function warmTask(cacheKey: string, id: string, overrides: Partial<WarmTaskRecord> = {}): WarmTaskRecord {
@@ -27,24 +26,12 @@ function warmTask(cacheKey: string, id: string, overrides: Partial<WarmTaskRecor
 
 function warmStoreSuite(name: string, startEndpoint: () => Promise<Endpoint>): void {
   describe(`warm-task records on ${name}`, () => {
-    let endpoint: Endpoint | undefined;
+    const table = useFreshTable(startEndpoint, 'wsp-warm');
     let clients: DynamoClients;
     let tableName: string;
     let store: DynamoStateStore;
-    let tableCount = 0;
-
-    beforeAll(async () => {
-      endpoint = await startEndpoint();
-      clients = createDynamoClients({ endpoint: endpoint.endpoint, region: 'us-east-1', env: {} });
-    });
-    afterAll(async () => {
-      clients?.client.destroy();
-      await endpoint?.close();
-    });
-    beforeEach(async () => {
-      tableName = `wsp-warm-${++tableCount}`;
-      await ensureTable(clients.client, tableName);
-      store = new DynamoStateStore(clients.doc, tableName);
+    beforeEach(() => {
+      ({ clients, tableName, store } = table());
     });
 
     it('puts once, reads back, and stores table keys in their own partition', async () => {
