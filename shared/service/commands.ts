@@ -7,6 +7,7 @@ import type { ServiceDeps } from './deps.js';
 import { newCommandId } from './ids.js';
 import type { WorkspaceRecords } from './records.js';
 import { commandView, streamView } from './views.js';
+import type { WorkspaceGate } from './workspace-gate.js';
 
 /**
  * Agent commands: results are data (a non-zero exit is a normal answer), every command is a record
@@ -17,9 +18,17 @@ export class Commands {
   constructor(
     private readonly deps: ServiceDeps,
     private readonly records: WorkspaceRecords,
+    private readonly gate: WorkspaceGate,
   ) {}
 
   async run(workspaceId: string, input: RunCommandBody): Promise<CommandView> {
+    const { ws, record } = await this.gate.start(workspaceId, () => this.start(workspaceId, input));
+    const waitMs = input.waitMs ?? this.deps.config.commands.defaultWaitMs;
+    return this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 1024 * 1024, waitMs });
+  }
+
+  /** Record, then start; refused (409) unless the workspace is ready before and still ready after. */
+  private async start(workspaceId: string, input: RunCommandBody): Promise<{ ws: WorkspaceRecord; record: CommandRecord }> {
     const ws = await this.ready(workspaceId);
     const cwd = resolveGuestCwd(ws.plan, input.cwd);
     if (cwd === undefined) throw new BadRequestError(`cwd '${input.cwd}' is outside the workspace`, [{ path: 'body.cwd', message: 'must stay inside the workspace home' }]);
@@ -41,8 +50,21 @@ export class Commands {
       await this.deps.state.updateCommand(workspaceId, id, 1, { state: 'lost', reason: 'failed to start', endedAt: this.now().toISOString() }).catch(() => undefined);
       throw error;
     }
-    const waitMs = input.waitMs ?? this.deps.config.commands.defaultWaitMs;
-    return this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 1024 * 1024, waitMs });
+    await this.stillReady(ws, record);
+    return { ws, record };
+  }
+
+  /**
+   * Another process may have begun a reset or delete between our ready check and the start (this
+   * process's gate cannot see it): then the command must not live on beside it. It is killed and
+   * recorded as such, and the caller gets the 409 it would have had a moment later.
+   */
+  private async stillReady(ws: WorkspaceRecord, record: CommandRecord): Promise<void> {
+    const now = await this.records.get(ws.id);
+    if (now.status === 'ready' && now.backend !== undefined) return;
+    await this.deps.backend.killCommand(ws.backend!, record.id, `workspace became ${now.status}`).catch(() => undefined);
+    await this.deps.state.updateCommand(ws.id, record.id, record.version, { state: 'killed', reason: `workspace became ${now.status} while it started`, endedAt: this.now().toISOString() }).catch(() => undefined);
+    throw new ConflictError(`workspace '${ws.id}' is ${now.status}; commands need it ready`, { details: { status: now.status } });
   }
 
   async get(workspaceId: string, commandId: string, query: ReadCommandQuery): Promise<CommandView> {
@@ -115,7 +137,7 @@ export class Commands {
 
   private async ready(workspaceId: string): Promise<WorkspaceRecord> {
     const ws = await this.records.get(workspaceId);
-    if (ws.status !== 'ready' || !ws.backend) throw new ConflictError(`workspace '${workspaceId}' is ${ws.status}; commands need it ready`);
+    if (ws.status !== 'ready' || !ws.backend) throw new ConflictError(`workspace '${workspaceId}' is ${ws.status}; commands need it ready`, { details: { status: ws.status } });
     return ws;
   }
 

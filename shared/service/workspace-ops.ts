@@ -7,23 +7,24 @@ import type { Provisioner } from './provisioner.js';
 import type { WorkspaceRecords } from './records.js';
 import { gitRepos, type RepoSync } from './repo-sync.js';
 import { runStep } from './steps.js';
+import type { WorkspaceGate } from './workspace-gate.js';
 
 const MAX_DIFF_BYTES = 1024 * 1024;
 
 /** Fetch, reset and changes: git and snapshot work on a ready workspace. */
 export class WorkspaceOps {
-  private readonly locks = new Map<string, Promise<unknown>>();
-
   constructor(
     private readonly deps: ServiceDeps,
     private readonly records: WorkspaceRecords,
     private readonly repoSync: RepoSync,
     private readonly provisioner: Provisioner,
+    private readonly gate: WorkspaceGate,
   ) {}
 
   /** The provider fetches into its mirror (with the token), then the workspace fetches a bundle. */
   async fetch(id: string, input: FetchBody): Promise<FetchResult> {
-    return this.exclusive(id, async () => {
+    // Fetch changes only git metadata, through the workspace's own git: commands may run beside it.
+    return this.gate.exclusive(id, 'fetching', false, async () => {
       const ws = await this.ready(id);
       const repos = gitRepos(ws.plan);
       const names = input.repos ?? repos.map((r) => r.name);
@@ -55,7 +56,9 @@ export class WorkspaceOps {
    * recomputed and compared. With `refs`, the workspace then moves to them and that becomes the baseline.
    */
   async reset(id: string, input: ResetBody): Promise<ResetResult> {
-    return this.exclusive(id, async () => {
+    // No command starts from here on (409), and the ones starting now finish starting first, so the
+    // backend's kill-all inside restore/recreate catches every process before content is rewritten.
+    return this.gate.exclusive(id, 'resetting', true, async () => {
       const started = Date.now();
       // Bad input is refused before anything changes (a failed reset would cost the workspace).
       const known = gitRepos((await this.records.get(id)).plan).map((r) => r.name);
@@ -141,17 +144,5 @@ export class WorkspaceOps {
     const ws = await this.records.get(id);
     if (ws.status !== 'ready' || !ws.backend) throw new ConflictError(`workspace '${id}' is ${ws.status}; this needs it ready`);
     return ws;
-  }
-
-  /** One fetch/reset at a time per workspace in this process; the status transition guards across processes. */
-  private async exclusive<T>(id: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.locks.get(id) ?? Promise.resolve();
-    const next = previous.catch(() => undefined).then(work);
-    this.locks.set(id, next);
-    try {
-      return await next;
-    } finally {
-      if (this.locks.get(id) === next) this.locks.delete(id);
-    }
   }
 }

@@ -13,6 +13,7 @@ import { WorkspaceRecords } from './records.js';
 import { RepoSync } from './repo-sync.js';
 import type { CommandEvent, WorkspaceEvent, WorkspaceService } from './types.js';
 import { workspaceView } from './views.js';
+import { WorkspaceGate } from './workspace-gate.js';
 import { WorkspaceOps } from './workspace-ops.js';
 
 const SETTLED = new Set<WorkspaceRecord['status']>(['ready', 'failed', 'deleted']);
@@ -24,6 +25,8 @@ export class DefaultWorkspaceService implements WorkspaceService {
   readonly provisioner: Provisioner;
   private readonly commands: Commands;
   private readonly ops: WorkspaceOps;
+  /** Command starts against reset/delete of the same workspace, in this process. */
+  private readonly gate = new WorkspaceGate();
   /** Provisioning runs in the background of this process; kept so shutdown can wait for it. */
   private readonly background = new Set<Promise<void>>();
 
@@ -32,8 +35,8 @@ export class DefaultWorkspaceService implements WorkspaceService {
     this.records = new WorkspaceRecords(deps.state, now);
     const repoSync = new RepoSync(deps);
     this.provisioner = new Provisioner(deps, this.records, repoSync);
-    this.commands = new Commands(deps, this.records);
-    this.ops = new WorkspaceOps(deps, this.records, repoSync, this.provisioner);
+    this.commands = new Commands(deps, this.records, this.gate);
+    this.ops = new WorkspaceOps(deps, this.records, repoSync, this.provisioner, this.gate);
   }
 
   async createWorkspace(input: CreateWorkspaceBody): Promise<{ workspace: WorkspaceView; created: boolean }> {
@@ -71,6 +74,10 @@ export class DefaultWorkspaceService implements WorkspaceService {
 
   /** Idempotent teardown: a deleted workspace answers with its record; a failed one is cleaned too. */
   async deleteWorkspace(id: string): Promise<WorkspaceView> {
+    return this.gate.exclusive(id, 'deleting', true, () => this.delete(id));
+  }
+
+  private async delete(id: string): Promise<WorkspaceView> {
     const current = await this.records.get(id);
     if (current.status === 'deleted') return workspaceView(current);
     if (current.status === 'provisioning' || current.status === 'resetting') {
