@@ -268,7 +268,7 @@ async function main(): Promise<void> {
 
     progress('warm-pool claims');
     dynamo = await startEmbeddedDynamo();
-    const clients = createDynamoClients({ endpoint: dynamo.endpoint, region: 'us-east-1', env: {} });
+    const clients = createDynamoClients({ endpoint: dynamo.endpoint, socketPath: dynamo.socketPath, region: 'us-east-1', env: {} });
     await ensureTable(clients.client, `wsp-bench-${RUN}`);
     const store = new DynamoStateStore(clients.doc, `wsp-bench-${RUN}`);
     const o = ecs.options;

@@ -54,10 +54,11 @@ export async function composeProvider(loaded: LoadedConfig, log: Logger, overrid
   let endpoint = config.state.endpoint;
   const sdkEndpoint = process.env.AWS_ENDPOINT_URL_DYNAMODB ?? process.env.AWS_ENDPOINT_URL;
   if (endpoint === undefined && sdkEndpoint === undefined && config.state.embedded) {
+    // A unix socket in the root-only state dir: no workspace can reach it (see embedded.ts).
     embedded = await startEmbeddedDynamo({ dir: privateDir(dataDir, 'state') });
     endpoint = embedded.endpoint;
   }
-  const dynamo = createDynamoClients({ region: config.state.region, ...(endpoint ? { endpoint } : {}) });
+  const dynamo = createDynamoClients({ region: config.state.region, ...(endpoint ? { endpoint } : {}), ...(embedded ? { socketPath: embedded.socketPath } : {}) });
   await ensureTable(dynamo.client, config.state.tableName);
   const state = new DynamoStateStore(dynamo.doc, config.state.tableName);
 

@@ -37,7 +37,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
   const fx = useBackendFixture(async () => {
     const ecs = await makeEcsBackend();
     const dynamo = await startEmbeddedDynamo();
-    const clients = createDynamoClients({ endpoint: dynamo.endpoint, region: 'us-east-1', env: {} });
+    const clients = createDynamoClients({ endpoint: dynamo.endpoint, socketPath: dynamo.socketPath, region: 'us-east-1', env: {} });
     await ensureTable(clients.client, 'wsp-warm-test');
     const store = new DynamoStateStore(clients.doc, 'wsp-warm-test');
     // The pool's tasks: same cluster, network and startedBy as the backend's own (what production wires).

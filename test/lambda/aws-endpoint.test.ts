@@ -42,7 +42,7 @@ beforeAll(async () => {
         return;
       }
       // Everything else is DynamoDB: forward as-is.
-      const upstream = http.request(dynamo.endpoint, { method: req.method, path: req.url, headers: req.headers }, (up) => {
+      const upstream = http.request(dynamo.endpoint, { socketPath: dynamo.socketPath, method: req.method, path: req.url, headers: req.headers }, (up) => {
         res.writeHead(up.statusCode ?? 500, up.headers);
         up.pipe(res);
       });

@@ -6,8 +6,8 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { build, type Metafile } from 'esbuild';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startEmbeddedDynamo } from '../../shared/state/embedded.js';
 import { hashApiKey } from '../../functions/lambda/api-keys.js';
+import { startTcpDynalite } from '../support/dynalite-tcp.js';
 import { apiEvent } from './events.js';
 
 // Every Lambda entry bundles as NodejsFunction would (esbuild, platform node, target node22) — in
@@ -89,7 +89,7 @@ describe('Lambda bundles', () => {
     it(`the ${format} api and authorizer bundles run: routes answer from a real DynamoDB endpoint, keys are checked`, async () => {
       await bundle('api.ts', format);
       await bundle('authorizer.ts', format);
-      const dynamo = await startEmbeddedDynamo();
+      const dynamo = await startTcpDynalite();
       try {
         const env = {
           PATH: process.env.PATH ?? '', HOME: os.tmpdir(), AWS_REGION: 'eu-west-1', TABLE_NAME: 'wsp-bundle', WSP_DYNAMODB_ENDPOINT: dynamo.endpoint,

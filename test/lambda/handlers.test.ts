@@ -14,21 +14,21 @@ import { LambdaInvokeDispatcher } from '../../functions/lambda/invoke-dispatcher
 import { unavailableBackend } from '../../functions/lambda/unavailable-backend.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
 import { createLogger } from '../../shared/log.js';
-import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/state/embedded.js';
+import { startTcpDynalite, type TcpDynamo } from '../support/dynalite-tcp.js';
 import { commandRecord, workspaceRecord } from '../state/fixtures.js';
 import { apiEvent, lambdaContext, parseResult } from './events.js';
 
 // The handlers as deployed (no backend injected: mode ecs is not in this build), against a real
 // DynamoDB-protocol endpoint (embedded dynalite) — one fresh table per test.
 
-let dynamo: EmbeddedDynamo;
+let dynamo: TcpDynamo;
 let dataDir: string;
 let table = 0;
 let logs: string[];
 const lambdaMock = mockClient(LambdaClient);
 
 beforeAll(async () => {
-  dynamo = await startEmbeddedDynamo();
+  dynamo = await startTcpDynalite();
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-lambda-h-'));
 });
 afterAll(async () => {

@@ -29,7 +29,7 @@ if (local.state === 'skipped') {
 describe('DynamoStateStore when the endpoint is down', () => {
   it('raises BackendUnavailableError, keeping the cause', async () => {
     const embedded = await startEmbeddedDynamo();
-    const { client, doc } = createDynamoClients({ endpoint: embedded.endpoint, region: 'us-east-1', env: {} });
+    const { client, doc } = createDynamoClients({ endpoint: embedded.endpoint, socketPath: embedded.socketPath, region: 'us-east-1', env: {} });
     await ensureTable(client, 'wsp');
     const store = new DynamoStateStore(doc, 'wsp');
     await store.createWorkspace(workspaceRecord('ws-1'));

@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConflictError } from '../../shared/contract/errors.js';
 import { createDynamoClients } from '../../shared/state/client.js';
@@ -27,24 +28,23 @@ async function start(dir?: string): Promise<EmbeddedDynamo> {
   return embedded;
 }
 
-function storeOn(endpoint: string): { store: DynamoStateStore; ready: Promise<void> } {
-  const { client, doc } = createDynamoClients({ endpoint, region: 'us-east-1', env: {} });
+function storeOn(embedded: EmbeddedDynamo): { store: DynamoStateStore; ready: Promise<void> } {
+  const { client, doc } = createDynamoClients({ endpoint: embedded.endpoint, socketPath: embedded.socketPath, region: 'us-east-1', env: {} });
   cleanups.push(() => client.destroy());
   return { store: new DynamoStateStore(doc, 'wsp'), ready: ensureTable(client, 'wsp') };
 }
 
 describe('startEmbeddedDynamo', () => {
-  it('listens on 127.0.0.1 and keeps nothing in memory mode across restarts', async () => {
+  it('keeps nothing in memory mode across restarts', async () => {
     const first = await start();
-    expect(first.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-    const a = storeOn(first.endpoint);
+    const a = storeOn(first);
     await a.ready;
     await a.store.createWorkspace(workspaceRecord('ws-1'));
     await first.close();
     await first.close(); // idempotent
 
     const second = await start();
-    const b = storeOn(second.endpoint);
+    const b = storeOn(second);
     await b.ready;
     expect(await b.store.getWorkspace('ws-1')).toBeUndefined();
   });
@@ -52,14 +52,14 @@ describe('startEmbeddedDynamo', () => {
   it('persists under dir across restarts', async () => {
     const dir = tempDir();
     const first = await start(dir);
-    const a = storeOn(first.endpoint);
+    const a = storeOn(first);
     await a.ready;
     await a.store.createWorkspace(workspaceRecord('ws-1'));
     await first.close();
     expect(existsSync(join(dir, 'wsp-embedded.lock'))).toBe(false);
 
     const second = await start(dir);
-    const b = storeOn(second.endpoint);
+    const b = storeOn(second);
     await b.ready;
     expect(await b.store.getWorkspace('ws-1')).toEqual(workspaceRecord('ws-1'));
   });
@@ -77,10 +77,86 @@ describe('startEmbeddedDynamo', () => {
     const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
     writeFileSync(join(dir, 'wsp-embedded.lock'), dead.stdout);
     const embedded = await start(dir);
-    const { store, ready } = storeOn(embedded.endpoint);
+    const { store, ready } = storeOn(embedded);
     await ready;
     await store.createWorkspace(workspaceRecord('ws-1'));
     expect(await store.getWorkspace('ws-1')).toBeDefined();
+  });
+});
+
+/** Local TCP ports in LISTEN state, from /proc/net/tcp and tcp6 (state 0A), as "addr:port" hex. */
+function tcpListeners(): Set<string> {
+  const out = new Set<string>();
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols[3] === '0A') out.add(cols[1]!);
+    }
+  }
+  return out;
+}
+
+describe('the embedded store is reachable only through a root-only unix socket', () => {
+  it('opens no TCP listener; its socket sits in a 0700 dir (in-memory mode: a fresh temp dir)', async () => {
+    const before = tcpListeners();
+    const embedded = await start();
+    const after = tcpListeners();
+    expect([...after].filter((l) => !before.has(l))).toEqual([]);
+    expect(lstatSync(embedded.socketPath).isSocket()).toBe(true);
+    expect(statSync(dirname(embedded.socketPath)).mode & 0o777).toBe(0o700);
+    expect(embedded.endpoint).toBe('http://localhost');
+    const { store, ready } = storeOn(embedded);
+    await ready;
+    await store.createWorkspace(workspaceRecord('ws-1'));
+    await embedded.close();
+    expect(existsSync(dirname(embedded.socketPath))).toBe(false);
+  });
+
+  it('with a dir: the socket is <dir>/socket/dynamo.sock, the socket dir is forced back to 0700, a stale socket file is replaced', async () => {
+    const dir = tempDir();
+    const first = await start(dir);
+    expect(first.socketPath).toBe(join(dir, 'socket', 'dynamo.sock'));
+    await first.close();
+    expect(existsSync(first.socketPath)).toBe(false);
+    // A loosened dir and a leftover file (a crash) do not survive the next start.
+    chmodSync(join(dir, 'socket'), 0o777);
+    writeFileSync(join(dir, 'socket', 'dynamo.sock'), 'stale');
+    const before = tcpListeners();
+    const second = await start(dir);
+    expect([...tcpListeners()].filter((l) => !before.has(l))).toEqual([]);
+    expect(statSync(join(dir, 'socket')).mode & 0o777).toBe(0o700);
+    expect(lstatSync(second.socketPath).isSocket()).toBe(true);
+    const { store, ready } = storeOn(second);
+    await ready;
+    await store.createWorkspace(workspaceRecord('ws-1'));
+    expect(await store.getWorkspace('ws-1')).toEqual(workspaceRecord('ws-1'));
+  });
+
+  it('refuses a socket dir that is a symlink planted in its place', async () => {
+    const dir = tempDir();
+    const elsewhere = tempDir();
+    symlinkSync(elsewhere, join(dir, 'socket'));
+    await expect(startEmbeddedDynamo({ dir })).rejects.toThrow(/socket directory/);
+    expect(existsSync(join(elsewhere, 'dynamo.sock'))).toBe(false);
+    expect(existsSync(join(dir, 'wsp-embedded.lock'))).toBe(false);
+  });
+
+  it('answers DynamoDB on the socket (a raw connection gets an HTTP reply)', async () => {
+    const embedded = await start();
+    const reply = await new Promise<string>((resolve, reject) => {
+      const s = connect({ path: embedded.socketPath }, () => s.end('GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'));
+      let data = '';
+      s.on('data', (d) => (data += String(d)));
+      s.on('end', () => resolve(data));
+      s.on('error', reject);
+    });
+    expect(reply).toMatch(/^HTTP\/1\.1 /);
   });
 });
 

@@ -5,6 +5,8 @@ import { ensureTable } from '../../shared/state/table.js';
 
 export interface Endpoint {
   endpoint: string;
+  /** Set for the embedded store (a unix socket); unset for TCP endpoints such as DynamoDB Local. */
+  socketPath?: string;
   close(): Promise<void>;
 }
 
@@ -25,7 +27,7 @@ export function useFreshTable(startEndpoint: () => Promise<Endpoint>, prefix: st
   let tableCount = 0;
   beforeAll(async () => {
     endpoint = await startEndpoint();
-    clients = createDynamoClients({ endpoint: endpoint.endpoint, region: 'us-east-1', env: {} });
+    clients = createDynamoClients({ endpoint: endpoint.endpoint, ...(endpoint.socketPath !== undefined ? { socketPath: endpoint.socketPath } : {}), region: 'us-east-1', env: {} });
   });
   afterAll(async () => {
     clients?.client.destroy();
