@@ -78,6 +78,9 @@ export const configSchema = z
         port: z.number().int().min(0).max(65535).default(7070),
         /** Largest request body accepted (413 beyond). Command stdin may be up to 8 MiB (base64 ~11 MiB). */
         maxBodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(12 * 1024 * 1024),
+        /** Open event streams (SSE) in total and per workspace; 429 beyond (each stream polls while open). */
+        maxEventStreams: z.number().int().min(1).max(100_000).default(256),
+        maxEventStreamsPerWorkspace: z.number().int().min(1).max(10_000).default(16),
       })
       .strict()
       .prefault({}),

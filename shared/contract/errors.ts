@@ -10,6 +10,8 @@ export type ErrorCode =
   | 'conflict'
   | 'payload_too_large'
   | 'unsupported_media_type'
+  /** A per-workspace or provider-wide cap (open event streams) is reached; retry later. */
+  | 'too_many_requests'
   | 'backend_unavailable'
   /** A step inside the workspace or against an upstream (clone, fetch, setup) failed; the message says which. */
   | 'step_failed'
@@ -53,6 +55,13 @@ export class UnauthorizedError extends WspError {
   constructor(message = 'missing or invalid bearer token') {
     super('unauthorized', message);
     this.name = 'UnauthorizedError';
+  }
+}
+
+export class TooManyRequestsError extends WspError {
+  constructor(message: string) {
+    super('too_many_requests', message);
+    this.name = 'TooManyRequestsError';
   }
 }
 

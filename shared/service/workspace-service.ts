@@ -13,6 +13,7 @@ import { WorkspaceRecords } from './records.js';
 import { RepoSync } from './repo-sync.js';
 import type { CommandEvent, WorkspaceEvent, WorkspaceService } from './types.js';
 import { workspaceView } from './views.js';
+import { StreamLimits } from './stream-limits.js';
 import { WorkspaceGate } from './workspace-gate.js';
 import { WorkspaceOps } from './workspace-ops.js';
 
@@ -27,11 +28,13 @@ export class DefaultWorkspaceService implements WorkspaceService {
   private readonly ops: WorkspaceOps;
   /** Command starts against reset/delete of the same workspace, in this process. */
   private readonly gate = new WorkspaceGate();
+  private readonly streams: StreamLimits;
   /** Provisioning runs in the background of this process; kept so shutdown can wait for it. */
   private readonly background = new Set<Promise<void>>();
 
   constructor(private readonly deps: ServiceDeps) {
     const now = deps.now ?? (() => new Date());
+    this.streams = new StreamLimits(deps.config.listen.maxEventStreams, deps.config.listen.maxEventStreamsPerWorkspace);
     this.records = new WorkspaceRecords(deps.state, now);
     const repoSync = new RepoSync(deps);
     this.provisioner = new Provisioner(deps, this.records, repoSync);
@@ -116,8 +119,19 @@ export class DefaultWorkspaceService implements WorkspaceService {
     return this.ops.changes(workspaceId);
   }
 
+  /** A stream slot is taken now (429 beyond the caps, before any event), given back when it ends. */
+  watchWorkspace(workspaceId: string, signal: AbortSignal): AsyncIterable<WorkspaceEvent> {
+    const release = this.streams.acquire(workspaceId, signal);
+    return releasing(this.workspaceEvents(workspaceId, signal), release);
+  }
+
+  watchCommand(workspaceId: string, commandId: string, signal: AbortSignal): AsyncIterable<CommandEvent> {
+    const release = this.streams.acquire(workspaceId, signal);
+    return releasing(this.commandEvents(workspaceId, commandId, signal), release);
+  }
+
   /** Polls the record (any process may be doing the work) and the setup command's output. */
-  async *watchWorkspace(workspaceId: string, signal: AbortSignal): AsyncIterable<WorkspaceEvent> {
+  private async *workspaceEvents(workspaceId: string, signal: AbortSignal): AsyncIterable<WorkspaceEvent> {
     let status: string | undefined;
     let steps = 0;
     const offsets = { stdout: 0, stderr: 0 };
@@ -143,7 +157,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
     }
   }
 
-  async *watchCommand(workspaceId: string, commandId: string, signal: AbortSignal): AsyncIterable<CommandEvent> {
+  private async *commandEvents(workspaceId: string, commandId: string, signal: AbortSignal): AsyncIterable<CommandEvent> {
     const offsets = { stdout: 0, stderr: 0 };
     while (!signal.aborted) {
       const view = await this.commands.get(workspaceId, commandId, { stdoutOffset: offsets.stdout, stderrOffset: offsets.stderr, limit: 256 * 1024, waitMs: 0 });
@@ -184,6 +198,14 @@ export class DefaultWorkspaceService implements WorkspaceService {
   private track(work: Promise<void>): void {
     const p = work.catch((e) => this.deps.log.error('background work failed', errorFields(e))).finally(() => this.background.delete(p));
     this.background.add(p);
+  }
+}
+
+async function* releasing<T>(events: AsyncIterable<T>, release: () => void): AsyncIterable<T> {
+  try {
+    yield* events;
+  } finally {
+    release();
   }
 }
 

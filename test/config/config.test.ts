@@ -19,7 +19,7 @@ describe('provider configuration', () => {
   it('has sane embedded defaults', () => {
     const c = parseConfig({});
     expect(c.mode).toBe('local');
-    expect(c.listen).toEqual({ host: '127.0.0.1', port: 7070, maxBodyBytes: 12 * 1024 * 1024 });
+    expect(c.listen).toEqual({ host: '127.0.0.1', port: 7070, maxBodyBytes: 12 * 1024 * 1024, maxEventStreams: 256, maxEventStreamsPerWorkspace: 16 });
     expect(c.workspace.guestPath).toBe('/home/node/workspace');
     expect(c.state.embedded).toBe(true);
   });
