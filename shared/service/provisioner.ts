@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { ConflictError, StepFailedError, WspError } from '../contract/errors.js';
+import { BadRequestError, ConflictError, StepFailedError, WspError } from '../contract/errors.js';
 import type { WorkspacePlan } from '../contract/plan.js';
 import type { BackendRef, CacheEntryRecord, CacheInfo, RepoState, SnapshotRef, WorkspaceRecord } from '../contract/workspace.js';
 import type { MirrorHandle } from '../git/mirror.js';
@@ -9,7 +9,8 @@ import { errorFields } from '../log.js';
 import { fingerprintArgv, parseFingerprint } from '../workspace/fingerprint.js';
 import { computeCacheKey } from './cache-key.js';
 import { evictCache } from './cache-eviction.js';
-import type { ServiceDeps } from './deps.js';
+import { hostDirs, type ServiceDeps } from './deps.js';
+import { publicError } from './public-error.js';
 import { newSystemCommandId } from './ids.js';
 import type { WorkspaceRecords } from './records.js';
 import { byDepth, gitRepos, type RepoSync } from './repo-sync.js';
@@ -48,21 +49,33 @@ export class Provisioner {
       const plan = record.plan;
       await this.step(id, 'resolve', `resolving ${plan.repos.length} repositor${plan.repos.length === 1 ? 'y' : 'ies'}`);
       const resolved = await this.resolveRepos(plan);
-      const key = await this.cacheKey(plan, resolved);
-      const decision = await this.decideCache(key);
+      // The entry is keyed and built from the CONFIGURED refs only: a request for other refs must
+      // never put its branch's setup side effects into everybody's cache (configuredRepos says which).
+      const configured = await this.configuredRepos(plan, resolved);
+      const overridden = configured ? overriddenRepos(resolved, configured) : resolved.map((r) => r.name);
+      const key = await this.cacheKey(plan, configured ?? resolved);
+      const decision = await this.decideCache(key, configured !== undefined);
       building = decision.building;
-      await this.records.update(id, () => ({ cache: decision.info }));
-      await this.step(id, 'cache', `${decision.info.hit ? 'hit' : 'miss'}: ${decision.info.reason}`);
+      const start = startPlan(decision, resolved, configured, overridden, this.deps.config.cache.enabled);
+      const info: CacheInfo = { ...decision.info, reason: start.reason };
+      await this.records.update(id, () => ({ cache: info }));
+      await this.step(id, 'cache', `${info.hit ? 'hit' : 'miss'}: ${info.reason}`);
 
       const labels = { 'wsp.workspace': id, 'wsp.owner': this.deps.instanceId, 'wsp.cache-key': key };
       ref = await this.deps.backend.create(plan, { workspaceId: id, labels, ...(decision.entry?.snapshot ? { from: decision.entry.snapshot } : {}) });
       await this.records.update(id, () => ({ backend: ref! }));
 
       if (decision.entry) await this.warmStart(id, ref, plan, resolved, decision.entry);
-      else await this.coldStart(id, ref, plan, resolved);
-      if (building) building = await this.keepCacheEntry(id, ref, plan, building, resolved);
+      else {
+        // Setup runs at `start.setupAt`: the configured refs whenever the cache is in play.
+        await this.coldStart(id, ref, plan, start.setupAt);
+        if (building) building = await this.keepCacheEntry(id, ref, plan, building, start.setupAt);
+        // Then the requested refs are fetched and checked out over it, setup not re-run.
+        await this.checkoutOverrides(id, ref, plan, start.setupAt, resolved);
+      }
 
       await this.step(id, 'baseline', 'taking the baseline snapshot');
+      await this.deps.backend.killAll(ref); // nothing left running writes into the home while it is kept
       const baseline = await this.deps.backend.snapshot(ref, plan, 'baseline', id);
       const fingerprint = await this.fingerprint(ref, plan);
       const repos: RepoState[] = plan.repos.map((r) => {
@@ -109,6 +122,7 @@ export class Provisioner {
       resolved.push({ name: repo.name, mirror, commit: state.commit, ref: state.ref ?? state.commit, ...(now.branch ? { branch: now.branch } : {}) });
     }
     await this.warmStart(ws.id, ref, plan, resolved, entry);
+    await this.deps.backend.killAll(ref);
     const baseline = await this.deps.backend.snapshot(ref, plan, 'baseline', ws.id);
     return { backend: ref, baseline, baselineFingerprint: await this.fingerprint(ref, plan) };
   }
@@ -119,6 +133,32 @@ export class Provisioner {
       const mirror = await this.repoSync.mirror(repo);
       const r = await this.deps.broker.resolveRef(mirror, repo.source.ref);
       out.push({ name: repo.name, mirror, commit: r.commit, ref: r.ref, ...(r.branch ? { branch: r.branch } : {}) });
+    }
+    return out;
+  }
+
+  /**
+   * The configured refs (each repository's `ref`, or its default branch when none is configured),
+   * resolved in the same mirrors as the requested ones. A repo whose request names the configured
+   * ref string (or none) reuses its resolution. Undefined when a configured ref does not resolve
+   * any more (e.g. its branch was deleted): then nothing may be cached from this request.
+   */
+  private async configuredRepos(plan: WorkspacePlan, resolved: ResolvedRepo[]): Promise<ResolvedRepo[] | undefined> {
+    const out: ResolvedRepo[] = [];
+    for (const repo of gitRepos(plan)) {
+      const res = resolved.find((r) => r.name === repo.name)!;
+      const configuredRef = this.deps.config.repositories.find((c) => normalizeRepoPath(c.path) === repo.name)?.ref;
+      if (repo.source.ref === configuredRef) {
+        out.push(res);
+        continue;
+      }
+      try {
+        const r = await this.deps.broker.resolveRef(res.mirror, configuredRef);
+        out.push({ name: repo.name, mirror: res.mirror, commit: r.commit, ref: r.ref, ...(r.branch ? { branch: r.branch } : {}) });
+      } catch (error) {
+        if (error instanceof BadRequestError) return undefined;
+        throw error;
+      }
     }
     return out;
   }
@@ -149,9 +189,10 @@ export class Provisioner {
    * Single-flight per key across instances: the first to create the entry (conditional put) builds it;
    * others wait for it to become ready, or go uncached when the builder fails or its lease runs out.
    */
-  private async decideCache(key: string): Promise<{ info: CacheInfo; entry?: CacheEntryRecord; building?: CacheEntryRecord }> {
+  private async decideCache(key: string, usable = true): Promise<CacheDecision> {
     const { state } = this.deps;
     if (!this.deps.config.cache.enabled) return { info: { key, hit: false, reason: 'cache disabled' } };
+    if (!usable) return { info: { key, hit: false, reason: 'uncached' } };
     const deadline = Date.now() + this.deps.config.setup.timeoutMs;
     let waited = false;
     for (;;) {
@@ -222,6 +263,21 @@ export class Provisioner {
     }
   }
 
+  /**
+   * After setup ran at `setupAt` (the configured refs), bring each repo whose request differs to its
+   * requested commit: fetch + check out, setup NOT re-run (what a warm start from the entry does).
+   */
+  private async checkoutOverrides(id: string, ref: BackendRef, plan: WorkspacePlan, setupAt: ResolvedRepo[], resolved: ResolvedRepo[]): Promise<void> {
+    for (const repo of byDepth(gitRepos(plan))) {
+      const res = resolved.find((r) => r.name === repo.name)!;
+      const at = setupAt.find((r) => r.name === repo.name)!;
+      if (sameCheckout(at, res)) continue;
+      await this.step(id, 'fetch', `checking out the requested ${res.ref} of ${repo.name}: ${at.commit.slice(0, 12)} → ${res.commit.slice(0, 12)}`);
+      await this.repoSync.fetch(ref, plan, repo, res.mirror, [res.commit]);
+      await this.repoSync.checkout(ref, plan, repo, res);
+    }
+  }
+
   private async runSetup(id: string, ref: BackendRef, plan: WorkspacePlan): Promise<void> {
     const script = this.deps.config.setup.script;
     if (script.trim() === '') return;
@@ -237,6 +293,8 @@ export class Provisioner {
       await runStep(this.deps.backend, ref, plan, ['sh', '-c', script], {
         step: 'setup', commandId, cwd: plan.workdir, env: this.deps.config.workspace.env, timeoutMs: this.deps.config.setup.timeoutMs,
         maxOutputBytes: this.deps.config.commands.maxOutputBytes,
+        // Setup has its own network (config setup.network: egress by default, for `npm install`).
+        ...(plan.setupNetwork ? { network: plan.setupNetwork } : {}),
       });
     } finally {
       const status = await this.deps.backend.commandStatus(ref, commandId);
@@ -248,6 +306,9 @@ export class Provisioner {
         }).catch(() => undefined);
       }
     }
+    // What setup left running (a daemon, `cmd &`) must not live on into the cache entry or keep
+    // writing into the home while it is snapshotted.
+    await this.deps.backend.killAll(ref);
   }
 
   /** Snapshot the clean post-setup state, refuse it if any known secret value is inside, mark ready. */
@@ -288,7 +349,7 @@ export class Provisioner {
 
   private async fail(id: string, error: unknown, ref: BackendRef | undefined): Promise<void> {
     const step = error instanceof StepFailedError ? error.step : 'provision';
-    const message = error instanceof WspError ? error.message : 'internal error';
+    const message = publicError(step, error, hostDirs(this.deps)).message;
     if (ref) await this.deps.backend.destroy(ref).catch(() => undefined);
     await this.records.transition(id, ['provisioning'], 'failed', { failure: { step, message } }, { step: 'failed', message }).catch(() => undefined);
   }
@@ -302,3 +363,38 @@ export class Provisioner {
   }
 }
 
+
+type CacheDecision = { info: CacheInfo; entry?: CacheEntryRecord; building?: CacheEntryRecord };
+
+/** Same commit on the same branch (or both detached): an identical clone. */
+function sameCheckout(a: ResolvedRepo, b: ResolvedRepo): boolean {
+  return a.commit === b.commit && a.branch === b.branch;
+}
+
+/**
+ * Repos whose requested ref differs from the configured one. "Differs" is decided on what a clone
+ * would be: another commit, or the same commit but not on the same branch (a tag or commit id of
+ * the configured branch's tip is an override; `main` when `main` is the default is not).
+ */
+function overriddenRepos(resolved: ResolvedRepo[], configured: ResolvedRepo[]): string[] {
+  return resolved.filter((r) => !sameCheckout(r, configured.find((c) => c.name === r.name)!)).map((r) => r.name);
+}
+
+/**
+ * Where setup runs and what the workspace's cache info says. With the cache in play, a workspace
+ * at other refs always is "configured-ref setup, then its refs checked out" — from the ready entry,
+ * or by building the entry from the configured refs, or (entry building elsewhere) the same uncached
+ * — so its content does not depend on the cache's state, and no entry ever holds a requested
+ * branch's setup. Without a usable cache (disabled, or a configured ref that no longer resolves),
+ * setup runs at the requested refs and nothing is written.
+ */
+function startPlan(decision: CacheDecision, resolved: ResolvedRepo[], configured: ResolvedRepo[] | undefined, overridden: string[], cacheEnabled: boolean): { setupAt: ResolvedRepo[]; reason: string } {
+  const reason = decision.info.reason;
+  if (overridden.length === 0) return { setupAt: configured!, reason };
+  const names = `refs override (${overridden.join(', ')})`;
+  if (!cacheEnabled) return { setupAt: resolved, reason };
+  if (!configured) return { setupAt: resolved, reason: `uncached: ${names}: a configured ref no longer resolves; setup ran at the requested refs, no entry written` };
+  if (decision.entry) return { setupAt: configured, reason: `${names}: started from the configured-ref entry (${reason}), requested refs checked out` };
+  if (decision.building) return { setupAt: configured, reason: `${names}: built the entry from the configured refs (${reason}), then checked out the requested refs` };
+  return { setupAt: configured, reason: `uncached: ${names}: ${reason}; setup ran at the configured refs, then the requested refs were checked out` };
+}
