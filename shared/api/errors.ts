@@ -1,5 +1,6 @@
 import { WspError, type ErrorCode } from '../contract/errors.js';
 import { errorFields, type Logger } from '../log.js';
+import { systemErrorAsDomain } from '../service/public-error.js';
 
 /**
  * THE one place that maps a domain error code to an HTTP status, and any thrown value to the JSON
@@ -43,6 +44,9 @@ export function statusForCode(code: string): number {
  * 5xx errors are logged server-side with the real error (message and name only, as shared/log.ts asks).
  */
 export function toErrorResponse(error: unknown, log?: Pick<Logger, 'error' | 'warn'>): ErrorResponse {
+  // A filesystem error that escaped a handler: its errno says what, its message would name host paths.
+  const system = error instanceof WspError ? undefined : systemErrorAsDomain('request', error);
+  if (system !== undefined) return toErrorResponse(system, log);
   if (error instanceof WspError && error.code !== 'internal') {
     const status = statusForCode(error.code);
     const body: ErrorBody = { error: { code: error.code, message: error.message } };

@@ -24,3 +24,8 @@ export interface ServiceDeps {
   /** Where long work runs; default: in this process, in the background (see jobs.ts). */
   jobs?: JobDispatcher;
 }
+
+/** The provider's own host directories: never named in a public message (see public-error.ts). */
+export function hostDirs(deps: Pick<ServiceDeps, 'config' | 'baseDir' | 'scratchDir'>): string[] {
+  return [deps.config.dataDir, deps.scratchDir, deps.baseDir];
+}

@@ -6,6 +6,8 @@ import type { ServiceDeps } from './deps.js';
 import type { Provisioner } from './provisioner.js';
 import type { WorkspaceRecords } from './records.js';
 import { gitRepos, type RepoSync } from './repo-sync.js';
+import { hostDirs } from './deps.js';
+import { publicError } from './public-error.js';
 import { runStep } from './steps.js';
 import type { WorkspaceGate } from './workspace-gate.js';
 
@@ -99,8 +101,11 @@ export class WorkspaceOps {
           durationMs: Date.now() - started,
         };
       } catch (error) {
-        await this.records.transition(id, ['resetting'], 'failed', { failure: { step: 'reset', message: error instanceof Error ? error.message : 'reset failed' } }).catch(() => undefined);
-        throw error;
+        // What the workspace provoked (a too-deep tree, a full disk) is the reset's failure, told
+        // without the provider's host paths — in the record and in the answer alike.
+        const failure = publicError('reset', error, hostDirs(this.deps));
+        await this.records.transition(id, ['resetting'], 'failed', { failure: { step: 'reset', message: failure.message } }).catch(() => undefined);
+        throw failure;
       }
     });
   }

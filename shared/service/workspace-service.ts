@@ -5,7 +5,8 @@ import { normalizeRepoPath } from '../config/schema.js';
 import { resolveWorkspacePlan } from '../plan/resolve.js';
 import { errorFields } from '../log.js';
 import { Commands } from './commands.js';
-import type { ServiceDeps } from './deps.js';
+import { hostDirs, type ServiceDeps } from './deps.js';
+import { publicError } from './public-error.js';
 import type { Job } from './jobs.js';
 import { newWorkspaceId } from './ids.js';
 import { Provisioner } from './provisioner.js';
@@ -87,7 +88,12 @@ export class DefaultWorkspaceService implements WorkspaceService {
       throw new ConflictError(`workspace '${id}' is ${current.status}; delete it when that ends`);
     }
     const deleting = current.status === 'deleting' ? current : await this.records.transition(id, ['ready', 'failed'], 'deleting');
-    await this.teardown(deleting);
+    try {
+      await this.teardown(deleting);
+    } catch (error) {
+      // Stays 'deleting': a later DELETE (or the reconciler) tries again; the caller learns why.
+      throw publicError('delete', error, hostDirs(this.deps));
+    }
     return workspaceView(await this.records.transition(id, ['deleting'], 'deleted', { lease: { owner: this.deps.instanceId, expiresAt: 0 } }));
   }
 
