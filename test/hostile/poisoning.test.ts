@@ -153,8 +153,8 @@ for (const backend of backends) {
     });
 
     it("setup's leftover processes are killed before the snapshots: nothing they would write lands anywhere", async () => {
+      // Built here or a hit on the entry: the entry was kept right after setup, too.
       const ws = await cached.setup();
-      expect(ws.cache.hit).toBe(true);
       // The leftovers would have written 1 s after setup; give them twice that.
       await new Promise((r) => setTimeout(r, 2000));
       const check = 'ls -a ~; ps -u "$(id -u)" -o args= | grep -c "^sleep 1" || true';
