@@ -102,12 +102,24 @@ describe('local backend specifics', () => {
     expect(fds.length).toBeGreaterThanOrEqual(4);
   });
 
-  it('applies pids and memory limits with prlimit', async () => {
+  it('applies pids and memory limits to the workspace cgroup, not as per-process rlimits', async () => {
     const plan = { ...fx.plan, resources: { pids: 64, memoryMb: 2048 } };
     const ref = await fx.create({ plan });
     const r = await fx.run(ref, ['cat', '/proc/self/limits'], {}, plan);
-    expect(r.stdout).toMatch(/^Max processes\s+64\s+64\s/m);
-    expect(r.stdout).toMatch(new RegExp(`^Max address space\\s+${2048 * 1024 * 1024}\\s+${2048 * 1024 * 1024}\\s`, 'm'));
+    expect(r.stdout).toMatch(/^Max address space\s+unlimited\s/m);
+    // From the host: the command's process sits in the workspace's cgroup, which holds the limits.
+    const hostUid = JSON.parse(fs.readFileSync(path.join(wsDir(ref), 'meta.json'), 'utf8')).hostUid as number;
+    const id = await fx.start(ref, ['sleep', '300'], {}, plan);
+    let pids: number[] = [];
+    for (let i = 0; i < 200 && pids.length === 0; i++) {
+      pids = (await processesOfUid(hostUid)).filter((p) => fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('sleep'));
+      if (pids.length === 0) await new Promise((res) => setTimeout(res, 10));
+    }
+    const cgroupOf = (hierarchy: string): string => fs.readFileSync(`/proc/${pids[0]}/cgroup`, 'utf8').split('\n').find((l) => l.split(':')[1] === hierarchy)!.split(':')[2]!;
+    expect(cgroupOf('pids')).toMatch(new RegExp(`^/wsp/[0-9a-f]{16}/${ref.workspaceId}$`));
+    expect(fs.readFileSync(`/sys/fs/cgroup/pids${cgroupOf('pids')}/pids.max`, 'utf8').trim()).toBe('64');
+    expect(fs.readFileSync(`/sys/fs/cgroup/memory${cgroupOf('memory')}/memory.limit_in_bytes`, 'utf8').trim()).toBe(String(2048 * 1024 * 1024));
+    await fx.backend.killCommand(ref, id, 'done');
   });
 
   it('restore rewrites only what changed (untouched files keep their inode)', async () => {

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
@@ -9,7 +10,8 @@ import {
 } from './command-files.js';
 import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
-import { killAllOfUid, killGroup } from './procs.js';
+import type { WorkspaceCgroups } from './cgroup.js';
+import { killAllOfUid, killGroup, tasksOfUid } from './procs.js';
 import { buildLaunch, checkCommandSpec, type SandboxHost } from './sandbox.js';
 import { checkReadArgs, readStream, waitWhileRunning } from '../runner/command-record.js';
 
@@ -42,19 +44,53 @@ export class CommandRunner {
   constructor(
     private readonly layout: LocalLayout,
     private readonly sandbox: SandboxHost,
+    /** The workspaces' cgroups (root with cgroup support); undefined: per-process rlimits instead. */
+    private readonly cgroups?: WorkspaceCgroups,
   ) {}
+
+  /** Create (or find again) the workspace's cgroup and set its limits from plan.resources. */
+  async prepareLimits(workspaceId: string, plan: WorkspacePlan): Promise<void> {
+    if (this.cgroups === undefined) return;
+    try {
+      await this.cgroups.ensure(workspaceId, { pids: plan.resources.pids, memoryMb: plan.resources.memoryMb });
+    } catch (error) {
+      throw new BackendUnavailableError('cannot set up the workspace cgroup', error);
+    }
+  }
+
+  /** Kill what is left in the workspace's cgroup and remove it (destroy); idempotent. */
+  async removeLimits(workspaceId: string): Promise<void> {
+    await this.cgroups?.remove(workspaceId);
+  }
+
+  /**
+   * The plan whose resources the launch chain's prlimit prefix applies. With a cgroup, none: the
+   * cgroup holds pids and memory for the whole workspace. Without one, the rlimits are the fallback:
+   * RLIMIT_AS per process, and RLIMIT_NPROC — which counts every task of the real uid. As root that
+   * uid is the workspace's own; otherwise it is the provider's, so the limit is the user's task count
+   * now plus pids (an approximation: said in the backend's warnings).
+   */
+  private async launchPlan(plan: WorkspacePlan): Promise<WorkspacePlan> {
+    if (this.cgroups !== undefined) return { ...plan, resources: {} };
+    const pids = plan.resources.pids;
+    if (this.sandbox.asRoot || pids === undefined) return plan;
+    return { ...plan, resources: { ...plan.resources, pids: (await tasksOfUid(process.getuid!())) + pids } };
+  }
 
   /** Idempotent on commandId: an existing command dir means it was started already. */
   async start(ws: WorkspaceIdentity, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
     checkCommandSpec(spec);
     const dir = this.layout.commandDir(ws.workspaceId, spec.commandId);
-    const launch = buildLaunch(this.sandbox, ws.hostUid, plan, {
+    const launch = buildLaunch(this.sandbox, ws.hostUid, await this.launchPlan(plan), {
       home: this.layout.home(ws.workspaceId),
       tmp: this.layout.tmp(ws.workspaceId),
       transfer: this.layout.transfer(ws.workspaceId),
       passwd: this.layout.passwd(ws.workspaceId),
       group: this.layout.group(ws.workspaceId),
     }, spec);
+    // Every start (re)creates the cgroup and applies the plan's limits: a workspace made before a
+    // provider restart or upgrade, or whose cgroup vanished, is confined all the same.
+    await this.prepareLimits(ws.workspaceId, plan);
     try {
       await fs.mkdir(dir, { mode: 0o700 });
     } catch (error) {
@@ -72,6 +108,7 @@ export class CommandRunner {
       fs.writeFile(commandFile(dir, 'stdout'), '', { mode: 0o600 }),
       fs.writeFile(commandFile(dir, 'stderr'), '', { mode: 0o600 }),
       fs.writeFile(commandFile(dir, 'fd3'), launch.fd3, { mode: 0o600 }),
+      ...(this.cgroups ? [fs.writeFile(path.join(dir, 'cgroup'), this.cgroups.procsFiles(ws.workspaceId).map((f) => `${f}\n`).join(''), { mode: 0o600 })] : []),
     ]);
     // spec.json last: its presence means "the files are complete".
     await fs.writeFile(commandFile(dir, 'spec.json'), JSON.stringify(stored), { mode: 0o600 });
@@ -144,8 +181,10 @@ export class CommandRunner {
   }
 
   /**
-   * Kill every process of the workspace. Root: all processes of its host uid (also ones that left
-   * their command's group). Otherwise: the process group of every running command.
+   * Kill every process of the workspace, so that none can fork its way out. With a cgroup: the
+   * cgroup's kill-all (frozen or cgroup.kill: a fork loop cannot outrun it). Root: then all processes
+   * of its host uid (also any that run as it outside the cgroup). Otherwise only the process group
+   * of every running command (a process that left its group survives: said in the warnings).
    */
   async killAll(ws: WorkspaceIdentity, reason: string): Promise<void> {
     const running = await this.runningDirs(ws.workspaceId);
@@ -155,6 +194,7 @@ export class CommandRunner {
       const pgid = await readPgid(dir);
       if (pgid !== undefined) killGroup(pgid);
     }
+    await this.cgroups?.killAll(ws.workspaceId);
     if (this.sandbox.asRoot) await killAllOfUid(ws.hostUid);
     await this.settle(running);
   }

@@ -7,6 +7,7 @@ import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
 import { BadRequestError, ConflictError, StepFailedError, WspError } from '../../contract/errors.js';
 import { errorFields, silentLogger, type Logger } from '../../log.js';
 import { fingerprintArgv, parseFingerprint } from '../../workspace/fingerprint.js';
+import { detectLimits, type WorkspaceCgroups } from './cgroup.js';
 import { CommandRunner } from './commands.js';
 import { runToolChecked } from './exec.js';
 import { copyDirIntoHome, hostPathInHome, putTransfer } from './files.js';
@@ -50,8 +51,10 @@ export async function createLocalBackend(options: LocalBackendOptions): Promise<
   const layout = new LocalLayout(options.dataDir);
   const detected = await detectSandbox(options.bwrapPath === undefined ? {} : { bwrapPath: options.bwrapPath });
   await prepareDataDir(layout, detected.sandbox);
-  for (const warning of detected.warnings) log.warn(warning);
-  return new LocalBackend(layout, detected.sandbox, options.hostUidRegistry ?? DEFAULT_UID_REGISTRY, options.owner, log, detected.warnings);
+  const limits = await detectLimits(options.dataDir, detected.sandbox);
+  const warnings = [...detected.warnings, ...limits.warnings];
+  for (const warning of warnings) log.warn(warning);
+  return new LocalBackend(layout, detected.sandbox, options.hostUidRegistry ?? DEFAULT_UID_REGISTRY, options.owner, log, warnings, limits.cgroups);
 }
 
 class LocalBackend implements WorkspaceBackend {
@@ -65,8 +68,9 @@ class LocalBackend implements WorkspaceBackend {
     private readonly owner: string,
     private readonly log: Logger,
     readonly warnings: string[],
+    cgroups?: WorkspaceCgroups,
   ) {
-    this.commands = new CommandRunner(layout, sandbox);
+    this.commands = new CommandRunner(layout, sandbox, cgroups);
   }
 
   private ref(workspaceId: string): BackendRef {
@@ -107,6 +111,9 @@ class LocalBackend implements WorkspaceBackend {
       const meta: WorkspaceMeta = { workspaceId: id, owner: this.owner, labels: { ...options.labels }, hostUid, createdAt: new Date().toISOString() };
       // meta.json first: from here on a crash leaves a resource the reconciler can find and destroy.
       await writeMeta(this.layout, meta);
+      // Its cgroup right after meta.json: a crash from here on leaves a workspace the reconciler's
+      // destroy finds, and destroy removes the cgroup (by workspace id).
+      await this.commands.prepareLimits(id, plan);
       await fs.mkdir(this.layout.commandsDir(id), { mode: 0o700 });
       const accounts = accountFiles(plan);
       await fs.writeFile(this.layout.passwd(id), accounts.passwd, { mode: 0o644 });
@@ -131,6 +138,7 @@ class LocalBackend implements WorkspaceBackend {
       return this.ref(id);
     } catch (error) {
       await fs.rm(wsDir, { recursive: true, force: true }).catch(() => undefined);
+      await this.commands.removeLimits(id).catch(() => undefined);
       if (this.sandbox.asRoot && hostUid !== undefined) await releaseHostUid(this.uidRegistry, hostUid, wsDir).catch(() => undefined);
       throw error;
     }
@@ -176,6 +184,8 @@ class LocalBackend implements WorkspaceBackend {
     if (meta !== undefined) await this.commands.killAll(meta, KILL_ALL_REASON);
     const wsDir = this.layout.workspaceDir(id);
     await fs.rm(wsDir, { recursive: true, force: true });
+    // Kills whatever is still in the workspace's cgroup, then removes it (also without meta.json).
+    await this.commands.removeLimits(id);
     if (meta !== undefined && this.sandbox.asRoot) {
       // A command that was mid-start during the first sweep must not outlive its uid's claim: the uid
       // goes to the next workspace. (Without meta the claim, if any, is stale already.)

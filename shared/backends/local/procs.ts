@@ -54,6 +54,19 @@ export async function processesOfUid(uid: number): Promise<number[]> {
   return out;
 }
 
+/** Tasks (threads included, as RLIMIT_NPROC counts them) of live processes whose real uid is `uid`. */
+export async function tasksOfUid(uid: number): Promise<number> {
+  let total = 0;
+  for (const pid of await processesOfUid(uid)) {
+    try {
+      total += Number(/^Threads:\s+(\d+)/m.exec(await fs.readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 1);
+    } catch {
+      // gone while we looked
+    }
+  }
+  return total;
+}
+
 /** SIGKILL a process group; a group that no longer exists is fine. */
 export function killGroup(pgid: number): void {
   if (!Number.isInteger(pgid) || pgid <= 1) return;

@@ -53,7 +53,9 @@
 #   stdin            fed to the command (removed once opened)
 #   env              "export NAME='value'" lines; opened as fd 3 and removed before the command runs,
 #                    then read by the command's own shell (env values never appear in any argv)
-#   stdout, stderr   appended to by the command (and by background processes it leaves behind)
+#   stdout, stderr   the kept output, at most maxOutputBytes each: the command (and background processes
+#                    it leaves behind) write into stdout.fifo/stderr.fifo, a cutter copies up to the cap
+#   stdout.rest, stderr.rest   bytes beyond the cap so far (absent: none)
 #   alive            a FIFO the supervisor holds open for reading for exactly its lifetime: a writer
 #                    that opens it O_NONBLOCK gets ENXIO once the supervisor is gone (liveness
 #                    without a process table, across pid namespaces)
@@ -125,21 +127,77 @@ cmd_supervise() {
   exec 5<> "$dir/alive"
   write_atomic "$dir/pid" "$$"
 
+  start_output_cutters "$dir" "$max_bytes"
   exec 3< "$dir/env" 4< "$dir/stdin"
   rm -f "$dir/env" "$dir/stdin"
   # setsid: the command leads a session (and process group) of its own, so a group kill reaches it and
   # everything it started. env -i: nothing of this shell's environment; the env script sets it all.
   # chroot --userspec to "/" (--skip-chdir) drops to uid:gid with coreutils only (no setpriv/su needed).
   setsid env -i "$CHROOT" --userspec="$uid:$gid" --groups="$gid" --skip-chdir / /bin/sh -c "$INNER" sh "$cwd" "$@" \
-    <&4 4<&- 5<&- >> "$dir/stdout" 2>> "$dir/stderr" &
+    <&4 4<&- 5<&- > "$dir/stdout.fifo" 2> "$dir/stderr.fifo" &
   child=$!
   exec 3<&- 4<&-
   supervise_group "$dir" "$child" "$timeout_ms" "$max_bytes"
 }
 
+# Output capped while the command runs (not only at exit): the command writes into a FIFO per stream,
+# and a cutter copies at most <max_bytes> of it into the kept file — as it comes, so readers stream the
+# file while it grows — then drains the rest, counting it into <file>.rest, so the exit record still
+# holds the real byte count. POSIX sh + coreutils: GNU head -c reads no byte past its count, so the
+# kept bytes and the counted rest add up exactly. Call before the launch, whose stdout/stderr go to
+# "$dir/stdout.fifo" and "$dir/stderr.fifo"; supervise_group collects the cutters.
+start_output_cutters() { # <dir> <max_bytes>
+  rm -f "$1/stdout.fifo" "$1/stderr.fifo" "$1/stdout.rest" "$1/stderr.rest"
+  mkfifo -m 600 "$1/stdout.fifo" "$1/stderr.fifo"
+  # Not the supervisor's liveness FIFO (fd 5, when there is one): a cutter may outlive the supervisor.
+  ( exec 5<&-; cut_stream "$1/stdout" "$2" ) < "$1/stdout.fifo" > /dev/null 2>&1 &
+  cut_out=$!
+  ( exec 5<&-; cut_stream "$1/stderr" "$2" ) < "$1/stderr.fifo" > /dev/null 2>&1 &
+  cut_err=$!
+}
+
+cut_stream() { # <file> <max_bytes>; stdin: the stream
+  # head writes through stdio (buffered into a file until it exits): stdbuf -o0 makes every chunk it
+  # reads reach the file at once, so the output streams. Without stdbuf it lands in 4 KiB pieces.
+  if command -v stdbuf > /dev/null 2>&1; then stdbuf -o0 head -c "$2" >> "$1"; else head -c "$2" >> "$1"; fi
+  # Fewer than max bytes kept: the stream ended before the cap, there is no rest.
+  [ "$(stat -c %s "$1" 2> /dev/null || echo 0)" -lt "$2" ] && return 0
+  rest=0
+  while n=$(head -c 4194304 | wc -c) && [ "$n" -gt 0 ]; do
+    rest=$((rest + n))
+    write_atomic "$1.rest" "$rest"
+  done
+}
+
+# How long the exit record waits for the cutters once the command has ended. They end with the last
+# writer of their FIFO — at once, unless a background process the command left behind still holds
+# its stdout; then the record counts what came so far and the cutter goes on capping alone.
+CUTTER_GRACE=1
+
+# Wait (bounded) for the cutters, then set out_bytes and err_bytes: kept + rest of each stream.
+# (Not in a subshell: it waits for children of this shell.)
+finish_output_cutters() { # <dir>
+  for s in stdout stderr; do
+    # A FIFO no writer ever opened would block its cutter's open for ever: a non-blocking open for
+    # writing (ENXIO when no reader) wakes it, and it reads EOF.
+    [ -p "$1/$s.fifo" ] && dd of="$1/$s.fifo" oflag=nonblock conv=nocreat,notrunc count=0 status=none < /dev/null 2> /dev/null
+  done
+  rm -f "$1/stdout.fifo" "$1/stderr.fifo"
+  # A trapped signal interrupts `wait` (POSIX): the grace timer sends one. The trap stays set, so a
+  # late signal is harmless.
+  trap : USR1
+  ( exec 5<&- > /dev/null 2>&1; sleep "$CUTTER_GRACE"; kill -USR1 $$ ) &
+  grace=$!
+  wait "$cut_out" "$cut_err"
+  kill "$grace" 2> /dev/null
+  out_bytes=$(($(stat -c %s "$1/stdout" 2> /dev/null || echo 0) + $(cat "$1/stdout.rest" 2> /dev/null || echo 0)))
+  err_bytes=$(($(stat -c %s "$1/stderr" 2> /dev/null || echo 0) + $(cat "$1/stderr.rest" 2> /dev/null || echo 0)))
+}
+
 # The supervision every command gets — here and in the local backend's wrapper (which sources this
 # file as a library): publish the process group of <child> (a `setsid` launch, already started), kill
-# it on timeout, wait for it, cut the kept output to <max_bytes> and write the exit record atomically.
+# it on timeout, wait for it, collect the output cutters (start_output_cutters, called before the
+# launch) and write the exit record atomically.
 supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
   dir=$1 child=$2 timeout_ms=$3 max_bytes=$4
   # setsid(1) makes the child a group leader only just after it starts. Publish the pgid once the group
@@ -188,11 +246,8 @@ supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
     signal=SIGKILL
   fi
 
-  # Real sizes are recorded; the kept bytes are cut to the limit.
-  out_bytes=$(stat -c %s "$dir/stdout" 2> /dev/null || echo 0)
-  err_bytes=$(stat -c %s "$dir/stderr" 2> /dev/null || echo 0)
-  [ "$out_bytes" -gt "$max_bytes" ] && truncate -s "$max_bytes" "$dir/stdout"
-  [ "$err_bytes" -gt "$max_bytes" ] && truncate -s "$max_bytes" "$dir/stderr"
+  # Real sizes are recorded (kept + counted rest); the kept files never grew past the limit.
+  finish_output_cutters "$dir"
 
   write_atomic "$dir/exit" "$code $signal $killed $out_bytes $err_bytes $(date +%s%3N)"
 }
