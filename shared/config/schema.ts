@@ -65,7 +65,16 @@ export function normalizeRepoPath(p: string): string {
   return n === '' ? '.' : n;
 }
 
-export const networkPolicy = z.enum(['none', 'host', 'bridge']);
+/**
+ * What a workspace's processes may reach: `none` (loopback of their own only), `egress` (the
+ * internet, never the host's loopback: slirp4netns with host loopback disabled on the local
+ * backend, a Docker bridge on Docker), `host` (the host's own network namespace, its loopback
+ * services included: an explicit opt-in, warned on every workspace). `bridge` is the old name of
+ * `egress` and still accepted.
+ */
+export const networkPolicy = z
+  .enum(['none', 'egress', 'host', 'bridge'])
+  .transform((v): 'none' | 'egress' | 'host' => (v === 'bridge' ? 'egress' : v));
 
 export const configSchema = z
   .object({
@@ -89,6 +98,8 @@ export const configSchema = z
       .object({
         script: z.string().max(1_000_000).default(''),
         timeoutMs: z.number().int().positive().default(30 * 60_000),
+        /** Network of the setup script (`npm install` needs the internet; never the host's loopback). */
+        network: networkPolicy.default('egress'),
       })
       .strict()
       .prefault({}),
@@ -113,7 +124,8 @@ export const configSchema = z
           })
           .strict()
           .prefault({}),
-        network: networkPolicy.default('host'),
+        /** Network of the agent's commands (and every provider step but setup): none unless asked. */
+        network: networkPolicy.default('none'),
         ttlSeconds: z.number().int().positive().default(24 * 3600),
         idleTimeoutSeconds: z.number().int().positive().default(3600),
       })

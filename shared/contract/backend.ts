@@ -1,4 +1,4 @@
-import type { WorkspacePlan } from './plan.js';
+import type { NetworkPolicy, WorkspacePlan } from './plan.js';
 import type { BackendRef, CommandState, SnapshotRef, StreamInfo } from './workspace.js';
 
 /**
@@ -20,6 +20,8 @@ export interface CommandSpec {
   timeoutMs: number;
   /** Bytes kept per stream; beyond that `truncated` is set and bytes are still counted. */
   maxOutputBytes: number;
+  /** Network of this command instead of plan.network (the setup script: plan.setupNetwork). */
+  network?: NetworkPolicy;
 }
 
 export interface CommandStatus {

@@ -24,6 +24,9 @@ export interface RepoPlan {
   source: RepoSource;
 }
 
+/** See the config's `networkPolicy`: none, egress (internet without the host's loopback), host (opt-in). */
+export type NetworkPolicy = 'none' | 'egress' | 'host';
+
 export interface WorkspacePlan {
   /** Guest home of the workspace user, e.g. /home/node. Persists across commands. */
   home: string;
@@ -37,6 +40,12 @@ export interface WorkspacePlan {
   repos: RepoPlan[];
   /** Environment for every command (config env, then per-workspace env). */
   env: Record<string, string>;
-  network: 'none' | 'host' | 'bridge';
-  resources: { cpus?: number; memoryMb?: number; pids?: number };
+  /** Network of commands (agent commands and the provider's own steps). */
+  network: NetworkPolicy;
+  /**
+   * Network of the setup script only (the provisioner passes it as CommandSpec.network). Absent in
+   * plans stored before it existed: those never run setup again.
+   */
+  setupNetwork?: NetworkPolicy;
+  resources: { cpus?: number; memoryMb?: number; pids?: number; diskMb?: number };
 }

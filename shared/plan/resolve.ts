@@ -48,6 +48,7 @@ export function resolveWorkspacePlan(config: ProviderConfig, overrides: PlanOver
     repos,
     env: { ...config.workspace.env, ...(overrides.env ?? {}) },
     network: config.workspace.network,
+    setupNetwork: config.setup.network,
     resources: { ...config.workspace.resources },
   };
 }

@@ -1,5 +1,5 @@
 import type { CommandStatus, WorkspaceBackend } from '../contract/backend.js';
-import type { WorkspacePlan } from '../contract/plan.js';
+import type { NetworkPolicy, WorkspacePlan } from '../contract/plan.js';
 import type { BackendRef } from '../contract/workspace.js';
 import { StepFailedError } from '../contract/errors.js';
 import { newSystemCommandId } from './ids.js';
@@ -21,6 +21,8 @@ export interface StepOptions {
   /** Throw StepFailedError on a non-zero exit (default true). */
   check?: boolean;
   stdin?: Buffer;
+  /** Network of this step instead of plan.network (setup: plan.setupNetwork). */
+  network?: NetworkPolicy;
 }
 
 /**
@@ -39,6 +41,7 @@ export async function runStep(backend: WorkspaceBackend, ref: BackendRef, plan: 
     timeoutMs: options.timeoutMs ?? 10 * 60_000,
     maxOutputBytes,
     ...(options.stdin ? { stdin: options.stdin } : {}),
+    ...(options.network ? { network: options.network } : {}),
   });
   let status = await backend.waitCommand(ref, commandId, 25_000);
   while (status.state === 'running') status = await backend.waitCommand(ref, commandId, 25_000);

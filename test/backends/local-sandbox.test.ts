@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { CommandSpec } from '../../shared/contract/backend.js';
-import { buildLaunch, guestToHost, type SandboxHost } from '../../shared/backends/local/sandbox.js';
+import { buildLaunch, guestToHost, NET_EGRESS_SCRIPT, networkWarnings, type SandboxHost } from '../../shared/backends/local/sandbox.js';
 import { planFor } from '../support/backend-fixture.js';
 
 /** The launch chain per host situation (pure); the root + bwrap chain runs for real in local.test.ts. */
@@ -16,7 +16,7 @@ describe('local sandbox launch chain', () => {
     expect(chain.slice(0, 9)).toEqual(['prlimit', '--nproc=100', '--', 'setpriv', '--reuid=200123', '--regid=200123', '--clear-groups', '--inh-caps=-all', '--']);
     expect(chain).toContain('/usr/bin/bwrap');
     expect(chain).not.toContain('--unshare-pid');
-    expect(chain).not.toContain('--unshare-net');
+    expect(chain).toContain('--unshare-net'); // the default network of commands is 'none'
     expect(chain.join(' ')).not.toContain('v@lue');
     expect(chain.slice(-3)).toEqual(['--', 'echo', 'hi']);
     const args = fd3.toString().split('\0');
@@ -29,6 +29,33 @@ describe('local sandbox launch chain', () => {
     const { chain } = buildLaunch(sandbox, 1000, { ...plan, network: 'none' }, paths, spec);
     expect(chain).not.toContain('setpriv');
     expect(chain).toEqual(expect.arrayContaining(['--unshare-pid', '--die-with-parent', '--unshare-net']));
+  });
+
+  it("network 'egress' (setup's default): net-egress.sh first, as root, then a fresh net namespace that waits for slirp4netns", () => {
+    const sandbox: SandboxHost = { kind: 'bwrap', bwrapPath: '/usr/bin/bwrap', asRoot: true, rootfsArgs, slirp4netnsPath: '/usr/bin/slirp4netns' };
+    const { chain } = buildLaunch(sandbox, 200123, plan, paths, { ...spec, network: 'egress' });
+    expect(chain.slice(0, 4)).toEqual(['/bin/sh', NET_EGRESS_SCRIPT, '/usr/bin/slirp4netns', '--']);
+    expect(chain.indexOf('setpriv')).toBeGreaterThan(3);
+    const bwrapArgs = chain.slice(chain.indexOf('/usr/bin/bwrap'));
+    expect(bwrapArgs).toEqual(expect.arrayContaining(['--unshare-net', '--info-fd', '5', '--block-fd', '6']));
+  });
+
+  it("network 'egress' without slirp4netns is 'none', never the host's network", () => {
+    const sandbox: SandboxHost = { kind: 'bwrap', bwrapPath: '/usr/bin/bwrap', asRoot: true, rootfsArgs, egressUnavailable: 'slirp4netns is not installed' };
+    const { chain } = buildLaunch(sandbox, 200123, { ...plan, network: 'egress' }, paths, spec);
+    expect(chain).toContain('--unshare-net');
+    expect(chain).not.toContain('--info-fd');
+    expect(chain).not.toContain(NET_EGRESS_SCRIPT);
+    expect(networkWarnings(sandbox, { ...plan, network: 'egress' })).toEqual(['slirp4netns is not installed']);
+  });
+
+  it("network 'host' shares the host's namespace, with a warning; spec.network overrides plan.network", () => {
+    const sandbox: SandboxHost = { kind: 'bwrap', bwrapPath: '/usr/bin/bwrap', asRoot: true, rootfsArgs };
+    const hostPlan = { ...plan, network: 'host' as const, setupNetwork: 'host' as const };
+    expect(buildLaunch(sandbox, 200123, hostPlan, paths, spec).chain).not.toContain('--unshare-net');
+    expect(buildLaunch(sandbox, 200123, hostPlan, paths, { ...spec, network: 'none' }).chain).toContain('--unshare-net');
+    expect(networkWarnings(sandbox, hostPlan).join('\n')).toMatch(/network 'host'.*loopback/);
+    expect(networkWarnings(sandbox, { ...plan, network: 'none', setupNetwork: 'none' })).toEqual([]);
   });
 
   it('no sandbox: guest cwd mapped to the host, env through an eval-ed script on fd 3', () => {

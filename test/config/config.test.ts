@@ -24,6 +24,14 @@ describe('provider configuration', () => {
     expect(c.state.embedded).toBe(true);
   });
 
+  it('networks: commands default to none, setup to egress; host is only ever chosen; bridge is the old name of egress', () => {
+    const c = parseConfig({});
+    expect(c.workspace.network).toBe('none');
+    expect(c.setup.network).toBe('egress');
+    expect(parseConfig({ workspace: { network: 'bridge' }, setup: { network: 'bridge' } })).toMatchObject({ workspace: { network: 'egress' }, setup: { network: 'egress' } });
+    expect(parseConfig({ workspace: { network: 'host' }, setup: { network: 'none' } })).toMatchObject({ workspace: { network: 'host' }, setup: { network: 'none' } });
+  });
+
   // Every bad field is reported by its path.
   it.each([
     [{ mode: 'cloud' }, 'mode'],
@@ -48,6 +56,7 @@ describe('provider configuration', () => {
     [{ workspace: { user: { uid: 0 } } }, 'workspace.user.uid'],
     [{ workspace: { env: { 'BAD-NAME': 'x' } } }, 'workspace.env.BAD-NAME'],
     [{ workspace: { network: 'internet' } }, 'workspace.network'],
+    [{ setup: { network: 'internet' } }, 'setup.network'],
     [{ workspace: { resources: { memoryMb: 1 } } }, 'workspace.resources.memoryMb'],
     [{ state: { endpoint: 'not a url' } }, 'state.endpoint'],
     [{ commands: { defaultWaitMs: 60_000 } }, 'commands.defaultWaitMs'],

@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import type Docker from 'dockerode';
-import type { WorkspacePlan } from '../../contract/plan.js';
-import { BackendUnavailableError, ConflictError } from '../../contract/errors.js';
+import type { NetworkPolicy, WorkspacePlan } from '../../contract/plan.js';
+import { BackendUnavailableError, BadRequestError, ConflictError } from '../../contract/errors.js';
 import { RUNNER_SCRIPT } from '../runner/command-files.js';
 import { packFiles } from '../tar/archive.js';
 import { dockerStatus, isNotFound, type DockerClient } from './client.js';
@@ -38,7 +38,7 @@ export function containerConfig(layout: DockerLayout, workspaceId: string, plan:
       Init: true,
       // Back after a daemon restart (its commands then read 'lost': their supervisors are gone).
       RestartPolicy: { Name: 'unless-stopped' },
-      NetworkMode: plan.network,
+      NetworkMode: dockerNetwork(plan.network),
       Binds: [`${layout.cmdRoot(workspaceId)}:${GUEST_CMD_ROOT}`, `${layout.transfer(workspaceId)}:${plan.transferDir}:ro`],
       // /tmp in memory: empty in every new container (restore) and never part of a committed image.
       Tmpfs: { '/tmp': 'rw,exec,nosuid,nodev,mode=1777' },
@@ -106,5 +106,70 @@ export async function imageExists(docker: DockerClient, image: string): Promise<
   } catch (error) {
     if (isNotFound(error)) return false;
     throw new BackendUnavailableError(`cannot inspect image ${image}`, error);
+  }
+}
+
+/**
+ * The Docker network of a workspace network policy. 'egress' is Docker's default bridge: the
+ * container gets its own network namespace with a route out through the host's NAT, and the host's
+ * loopback is NOT reachable from it (127.0.0.1 inside is the container's own lo; the host's
+ * loopback services are not published on the bridge). The provider's own endpoints are loopback
+ * (the API, by default) or unix sockets (the embedded state store): a bridge reaches neither.
+ * 'host' shares the host's namespace, loopback included: the warned opt-in. 'bridge' is the old
+ * name of 'egress' (plans stored before it); anything unknown is 'none'.
+ */
+export function dockerNetwork(network: NetworkPolicy | string): 'none' | 'bridge' | 'host' {
+  if (network === 'egress' || network === 'bridge') return 'bridge';
+  return network === 'host' ? 'host' : 'none';
+}
+
+/**
+ * The network a container's commands run on: plan.network, or a command's own (setup's
+ * setup.network). A container's network namespace is made once, so a switch is a Docker network
+ * disconnect + connect on the running container (Engine API POST /networks/{id}/disconnect and
+ * /connect): a container in 'none' cannot be connected to a second network, so 'none' is
+ * disconnected first, and the bridge is swapped back for 'none' when commands resume. 'host' cannot
+ * be entered or left at all: setup and commands must then both be 'host' (or neither).
+ * What each container is on is remembered; the first use after a provider start inspects it.
+ */
+export class ContainerNetworks {
+  private readonly current = new Map<string, 'none' | 'bridge' | 'host'>();
+
+  constructor(private readonly docker: DockerClient) {}
+
+  /** Put container `name` on `network` before a command starts. */
+  async ensure(name: string, network: NetworkPolicy): Promise<void> {
+    const want = dockerNetwork(network);
+    let now = this.current.get(name);
+    if (now === want) return;
+    const info = await this.inspect(name);
+    const mode = String(info.HostConfig?.NetworkMode ?? '');
+    const attached = Object.keys(info.NetworkSettings?.Networks ?? {});
+    if ((mode === 'host') !== (want === 'host')) {
+      throw new BadRequestError(`a Docker container cannot be moved ${want === 'host' ? 'into' : 'out of'} the host's network: set setup.network and workspace.network both to 'host', or neither`, { field: 'network' });
+    }
+    now = want === 'host' ? 'host' : attached.length === 1 && attached[0] === want ? want : undefined;
+    if (now !== want) {
+      try {
+        for (const other of attached.filter((n) => n !== want)) await this.docker.getNetwork(other).disconnect({ Container: name, Force: true });
+        if (!attached.includes(want)) await this.docker.getNetwork(want).connect({ Container: name });
+      } catch (error) {
+        this.current.delete(name);
+        throw new BackendUnavailableError(`cannot put container ${name} on network '${want}'`, error);
+      }
+    }
+    this.current.set(name, want);
+  }
+
+  forget(name: string): void {
+    this.current.delete(name);
+  }
+
+  private async inspect(name: string): Promise<Docker.ContainerInspectInfo> {
+    try {
+      return await this.docker.getContainer(name).inspect();
+    } catch (error) {
+      throw new BackendUnavailableError(`cannot inspect container ${name}`, error);
+    }
   }
 }

@@ -9,7 +9,7 @@ import { packTree } from '../tar/archive.js';
 import { RunnerChannels } from './channel.js';
 import { connectDocker, DEFAULT_DOCKER_SOCKET, pingDocker, type DockerClient } from './client.js';
 import { DockerCommands } from './commands.js';
-import { containerConfig, createAndStart, imageExists, removeContainer, workspaceLabels } from './container.js';
+import { ContainerNetworks, containerConfig, createAndStart, imageExists, removeContainer, workspaceLabels } from './container.js';
 import * as images from './images.js';
 import { checkName, containerName, DockerLayout, dockerRef, LABEL, refWorkspaceId } from './layout.js';
 import { readMeta, requireMeta, writeMeta, type DockerWorkspaceMeta } from './workspace-meta.js';
@@ -60,6 +60,7 @@ class DockerBackend implements WorkspaceBackend {
   private readonly commands: DockerCommands;
   private readonly channels: RunnerChannels;
   private readonly fingerprints: DockerFingerprints;
+  private readonly networks: ContainerNetworks;
 
   constructor(
     private readonly docker: DockerClient,
@@ -72,6 +73,7 @@ class DockerBackend implements WorkspaceBackend {
     this.channels = new RunnerChannels(docker, log);
     this.commands = new DockerCommands(this.channels, layout);
     this.fingerprints = new DockerFingerprints(docker, path.join(layout.base, 'fingerprints'));
+    this.networks = new ContainerNetworks(docker);
   }
 
   private warnOnce(message: string): void {
@@ -81,8 +83,9 @@ class DockerBackend implements WorkspaceBackend {
   }
 
   private noteNetwork(plan: WorkspacePlan): void {
-    if (plan.network === 'host') this.warnOnce("network 'host': workspaces share the Docker host's network namespace (they can reach its loopback services)");
-    if (plan.network === 'bridge') this.warnOnce("network 'bridge': workspaces reach the network through Docker's default bridge (and each other on it)");
+    const networks = new Set<string>([plan.network, plan.setupNetwork ?? plan.network]);
+    if (networks.has('host')) this.warnOnce("network 'host': workspaces share the Docker host's network namespace and can reach every service on its loopback (the provider's API included)");
+    if (networks.has('egress') || networks.has('bridge')) this.warnOnce("network 'egress': the workspace's egress goes through Docker's default bridge (other containers on it are reachable; the host's loopback is not)");
   }
 
   async create(plan: WorkspacePlan, options: CreateOptions): Promise<BackendRef> {
@@ -119,6 +122,7 @@ class DockerBackend implements WorkspaceBackend {
       return dockerRef(id);
     } catch (error) {
       this.channels.forget(containerName(id));
+      this.networks.forget(containerName(id));
       await removeContainer(this.docker, containerName(id)).catch(() => undefined);
       await fs.rm(wsDir, { recursive: true, force: true }).catch(() => undefined);
       throw error;
@@ -128,6 +132,7 @@ class DockerBackend implements WorkspaceBackend {
   async destroy(ref: BackendRef): Promise<void> {
     const id = refWorkspaceId(ref);
     this.channels.forget(containerName(id));
+    this.networks.forget(containerName(id));
     await removeContainer(this.docker, containerName(id));
     const existed = (await readMeta(this.layout, id)) !== undefined;
     await fs.rm(this.layout.workspaceDir(id), { recursive: true, force: true });
@@ -165,6 +170,8 @@ class DockerBackend implements WorkspaceBackend {
 
   async startCommand(ref: BackendRef, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
     const meta = await requireMeta(this.layout, ref);
+    // Setup may have a network of its own (spec.network); every other command runs on plan.network.
+    await this.networks.ensure(containerName(meta.workspaceId), spec.network ?? plan.network);
     await this.commands.start(meta.workspaceId, plan, spec);
   }
 
@@ -210,6 +217,7 @@ class DockerBackend implements WorkspaceBackend {
       this.log.warn('restore: killAll before replacing the container failed', { workspaceId: id, error: (e as Error).message });
     });
     this.channels.forget(containerName(id));
+    this.networks.forget(containerName(id));
     await removeContainer(this.docker, containerName(id));
     await createAndStart(this.docker, containerConfig(this.layout, id, plan, image, meta.labels));
     this.log.info('workspace restored', { workspaceId: id, snapshot: snapshot.name });
@@ -267,5 +275,11 @@ class DockerBackend implements WorkspaceBackend {
 
 function checkPlan(plan: WorkspacePlan): void {
   checkPlanShape(plan);
-  if (!['none', 'host', 'bridge'].includes(plan.network)) throw new BadRequestError('invalid plan.network', { field: 'plan.network' });
+  for (const network of [plan.network, plan.setupNetwork ?? plan.network]) {
+    if (!['none', 'egress', 'host', 'bridge'].includes(network)) throw new BadRequestError('invalid plan network', { field: 'plan.network' });
+  }
+  // A container never enters or leaves the host's network namespace (see ContainerNetworks).
+  if ((plan.network === 'host') !== ((plan.setupNetwork ?? plan.network) === 'host')) {
+    throw new BadRequestError("on Docker, setup.network and workspace.network must both be 'host' or neither", { field: 'plan.network' });
+  }
 }

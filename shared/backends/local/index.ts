@@ -17,7 +17,7 @@ import { killAllOfUid } from './procs.js';
 import { readMeta, refWorkspaceId, requireMeta, writeMeta, type WorkspaceMeta } from './meta.js';
 import { readOrigin, writeOrigin } from './origin.js';
 import { detectSandbox } from './sandbox-detect.js';
-import { accountFiles, mountsOverlapHome, type SandboxHost } from './sandbox.js';
+import { accountFiles, mountsOverlapHome, networkWarnings, type SandboxHost } from './sandbox.js';
 import * as snapshots from './snapshots.js';
 import { prepareDataDir } from './setup-dirs.js';
 import { copyTree, hostFingerprint, restoreChanged } from './tree.js';
@@ -134,6 +134,7 @@ class LocalBackend implements WorkspaceBackend {
       }
       await this.ensureRootDir(meta, plan);
       if (plan.resources.cpus !== undefined) this.warnOnce('resources.cpus is not enforced by the local backend');
+      for (const warning of networkWarnings(this.sandbox, plan)) this.warnOnce(warning);
       this.log.info('workspace created', { workspaceId: id, hostUid, fromSnapshot: options.from?.name ?? null });
       return this.ref(id);
     } catch (error) {

@@ -8,6 +8,8 @@ import { rootfsArgs, type SandboxHost } from './sandbox.js';
 export interface DetectOptions {
   /** Path of bwrap; undefined = search PATH; null = behave as if bwrap were not installed (tests). */
   bwrapPath?: string | null;
+  /** Path of slirp4netns; undefined = search PATH; null = behave as if it were not installed (tests). */
+  slirp4netnsPath?: string | null;
 }
 
 export interface Detected {
@@ -59,11 +61,22 @@ export async function detectSandbox(options: DetectOptions = {}): Promise<Detect
         ...rootfs, '--proc', '/proc', '--dev', '/dev', '--cap-drop', 'ALL', '--', 'true',
       ],
     );
-    if (probe.code === 0) return { sandbox: { kind: 'bwrap', bwrapPath, asRoot, rootfsArgs: rootfs }, warnings };
+    if (probe.code === 0) return { sandbox: { kind: 'bwrap', bwrapPath, asRoot, rootfsArgs: rootfs, ...(await detectEgress(asRoot, options)) }, warnings };
     warnings.push(`${NO_SANDBOX_WARNING} (bwrap at ${bwrapPath} failed its probe: ${probe.stderr.trim().slice(0, 300)})`);
   } else {
     warnings.push(NO_SANDBOX_WARNING);
   }
   if (!asRoot) warnings.push('without root and without a sandbox, workspaces are not isolated from each other at all');
   return { sandbox: { kind: 'none', asRoot, rootfsArgs: rootfs }, warnings };
+}
+
+/**
+ * Network 'egress' = a fresh network namespace + slirp4netns with the host's loopback disabled,
+ * attached by root (net-egress.sh). Without it 'egress' runs as 'none', never as 'host'.
+ */
+async function detectEgress(asRoot: boolean, options: DetectOptions): Promise<{ slirp4netnsPath: string } | { egressUnavailable: string }> {
+  if (!asRoot) return { egressUnavailable: "network 'egress' runs as 'none': it needs the provider to run as root (slirp4netns is attached by root)" };
+  const found = options.slirp4netnsPath === null ? undefined : (options.slirp4netnsPath ?? (await which('slirp4netns')));
+  if (found === undefined) return { egressUnavailable: "network 'egress' runs as 'none': slirp4netns is not installed (Debian package slirp4netns)" };
+  return { slirp4netnsPath: found };
 }

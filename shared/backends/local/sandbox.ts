@@ -1,7 +1,8 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { CommandSpec } from '../../contract/backend.js';
-import type { WorkspacePlan } from '../../contract/plan.js';
+import type { NetworkPolicy, WorkspacePlan } from '../../contract/plan.js';
 import { BadRequestError } from '../../contract/errors.js';
 
 /**
@@ -18,6 +19,12 @@ export interface SandboxHost {
   asRoot: boolean;
   /** bwrap args that rebuild the host's read-only system dirs (/usr, /bin → usr/bin, /etc, …). */
   rootfsArgs: string[];
+  /**
+   * slirp4netns, when network 'egress' can be given (bwrap, root, slirp4netns installed); else
+   * 'egress' runs as 'none' (never as 'host') and `egressUnavailable` says why.
+   */
+  slirp4netnsPath?: string;
+  egressUnavailable?: string;
 }
 
 /** Host directories of one workspace that appear inside it. */
@@ -38,6 +45,8 @@ export interface Launch {
 }
 
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
+/** Attaches slirp4netns (host loopback disabled) to a command's fresh network namespace. */
+export const NET_EGRESS_SCRIPT = fileURLToPath(new URL('./net-egress.sh', import.meta.url));
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Throws BadRequestError for argv/env that cannot be passed verbatim (NUL bytes, bad names). */
@@ -77,21 +86,59 @@ function dropToUid(hostUid: number): string[] {
 }
 
 /**
+ * The network a command gets here: spec.network (setup) or plan.network; 'egress' without
+ * slirp4netns is 'none' (the backend warns). Without bwrap nothing is enforced (NO SANDBOX warning).
+ */
+export function effectiveNetwork(sandbox: SandboxHost, plan: WorkspacePlan, spec: CommandSpec): NetworkPolicy {
+  let wanted: string = spec.network ?? plan.network;
+  if (wanted === 'bridge') wanted = 'egress'; // plans stored before 'egress' existed: the same meaning
+  if (wanted === 'egress') return sandbox.slirp4netnsPath !== undefined ? 'egress' : 'none';
+  return wanted === 'host' ? 'host' : 'none'; // anything unknown: the safest
+}
+
+/** What the plan's networks (commands, setup) mean on this host, said on every workspace. */
+export function networkWarnings(sandbox: SandboxHost, plan: WorkspacePlan): string[] {
+  const wanted = new Set<string>([plan.network, plan.setupNetwork ?? plan.network]);
+  const out: string[] = [];
+  if (wanted.has('host')) {
+    out.push("network 'host': workspaces share the host's network namespace and can reach every service on its loopback (the provider's API included)");
+  }
+  if ((wanted.has('egress') || wanted.has('bridge')) && sandbox.kind === 'bwrap' && sandbox.egressUnavailable) out.push(sandbox.egressUnavailable);
+  if (sandbox.kind === 'none' && (wanted.has('none') || wanted.has('egress'))) out.push('no sandbox: workspace networks are not enforced (commands use the host\'s network)');
+  return out;
+}
+
+/**
+ * bwrap network args: 'none' and 'egress' get a network namespace of their own (only lo); 'egress'
+ * also reports the sandbox pid on fd 5 and waits on fd 6 until net-egress.sh attached slirp4netns.
+ * 'host' shares the host's namespace (its loopback services included: the warned opt-in).
+ */
+function networkArgs(network: NetworkPolicy): string[] {
+  if (network === 'none') return ['--unshare-net'];
+  if (network === 'egress') return ['--unshare-net', '--info-fd', '5', '--block-fd', '6'];
+  return [];
+}
+
+/**
  * Build the launch chain of one command. Env values (possibly secrets) never enter argv — argv is
  * world-readable in /proc — they go into fd 3, which the wrapper opens from a root-only file.
  */
 export function buildLaunch(sandbox: SandboxHost, hostUid: number, plan: WorkspacePlan, paths: WorkspaceHostPaths, spec: CommandSpec): Launch {
   const prefix = [...limitArgs(plan), ...(sandbox.asRoot ? dropToUid(hostUid) : [])];
   if (sandbox.kind === 'bwrap') {
+    const network = effectiveNetwork(sandbox, plan, spec);
+    // net-egress.sh runs first, as root: it starts the rest of the chain and attaches slirp4netns.
+    const egress = network === 'egress' ? ['/bin/sh', NET_EGRESS_SCRIPT, sandbox.slirp4netnsPath!, '--'] : [];
     const env = commandEnv(plan, spec, plan.home);
     const args = ['--clearenv', ...Object.entries(env).flatMap(([k, v]) => ['--setenv', k, v])];
     const chain = [
+      ...egress,
       ...prefix,
       sandbox.bwrapPath ?? 'bwrap',
       '--args', '3',
       '--unshare-user', '--uid', String(plan.user.uid), '--gid', String(plan.user.gid),
       '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
-      ...(plan.network === 'none' ? ['--unshare-net'] : []),
+      ...networkArgs(network),
       // Without root there is no per-workspace uid to kill by: a pid namespace per command instead.
       ...(sandbox.asRoot ? [] : ['--unshare-pid', '--die-with-parent']),
       ...sandbox.rootfsArgs,
