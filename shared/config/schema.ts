@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_WORKSPACE_PIDS } from '../contract/limits.js';
 
 /**
  * Provider configuration schema: the file, flags and env are merged (shared/config/load.ts) and then
@@ -120,7 +121,13 @@ export const configSchema = z
           .object({
             cpus: z.number().positive().max(256).optional(),
             memoryMb: z.number().int().min(16).optional(),
-            pids: z.number().int().min(8).optional(),
+            // A default, unlike cpus and memory: without one a fork bomb takes the host (see limits.ts).
+            pids: z.number().int().min(8).default(DEFAULT_WORKSPACE_PIDS),
+            /**
+             * Disk the workspace's writable content may use (home and /tmp). Measured by the janitor;
+             * beyond it the workspace's processes are killed and commands refused until a reset.
+             */
+            diskMb: z.number().int().min(1).default(20 * 1024),
           })
           .strict()
           .prefault({}),

@@ -102,6 +102,13 @@ export interface WorkspaceBackend {
   fingerprintHome?(ref: BackendRef, plan: WorkspacePlan): Promise<string>;
 
   /**
+   * Optional: bytes the workspace's writable content uses now (its home and /tmp, or everything it
+   * wrote, whichever the backend can measure), read without trusting the workspace (a dir it made
+   * unreadable still counts). For the disk limit (plan.resources.diskMb), enforced by the janitor.
+   */
+  usageBytes?(ref: BackendRef): Promise<number>;
+
+  /**
    * Optional periodic upkeep, called by the janitor with the snapshots of the ready cache entries
    * (e.g. the Fargate backend keeps its warm pools of tasks at size for them and drains the rest).
    */

@@ -62,6 +62,11 @@ export interface WorkspaceRecord {
   lease?: Lease;
   failure?: { step: string; message: string };
   warnings: string[];
+  /**
+   * Set by the janitor when the workspace's writable content went over plan.resources.diskMb: its
+   * processes were killed and commands are refused (409) until a reset (which clears it) or delete.
+   */
+  diskExceeded?: { usedBytes: number; limitBytes: number; at: string };
   /** Progress of long work (provisioning, fetch, reset), newest last, bounded. */
   steps: ProgressStep[];
   /** Internal command id of the setup script's run, so its output can be read and streamed. */

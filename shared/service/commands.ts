@@ -4,6 +4,7 @@ import { BadRequestError, ConflictError, NotFoundError } from '../contract/error
 import type { CommandRecord, WorkspaceRecord } from '../contract/workspace.js';
 import { resolveGuestCwd } from '../plan/resolve.js';
 import type { ServiceDeps } from './deps.js';
+import { refuseIfOverDisk } from './disk-limit.js';
 import { newCommandId } from './ids.js';
 import type { WorkspaceRecords } from './records.js';
 import { commandView, streamView } from './views.js';
@@ -138,6 +139,7 @@ export class Commands {
   private async ready(workspaceId: string): Promise<WorkspaceRecord> {
     const ws = await this.records.get(workspaceId);
     if (ws.status !== 'ready' || !ws.backend) throw new ConflictError(`workspace '${workspaceId}' is ${ws.status}; commands need it ready`, { details: { status: ws.status } });
+    refuseIfOverDisk(ws);
     return ws;
   }
 

@@ -1,5 +1,6 @@
 import { errorFields } from '../log.js';
 import { evictCache } from './cache-eviction.js';
+import { enforceDiskLimits } from './disk-limit.js';
 import { destroyOrphans } from './reconciler.js';
 import type { ServiceDeps } from './deps.js';
 import type { DefaultWorkspaceService } from './workspace-service.js';
@@ -12,6 +13,8 @@ export interface SweepReport {
   abandoned: string[];
   /** Compute destroyed because no live workspace record holds it (with `orphans`). */
   orphansDestroyed: string[];
+  /** Workspaces found over their disk limit in this sweep (processes killed, commands refused). */
+  overDisk: string[];
 }
 
 export interface SweepOptions {
@@ -37,7 +40,7 @@ export interface SweepOptions {
  * failed) are touched; another instance's records never are.
  */
 export async function sweep(deps: ServiceDeps, service: DefaultWorkspaceService, now = new Date(), options: SweepOptions = {}): Promise<SweepReport> {
-  const report: SweepReport = { expired: [], idle: [], cacheEvicted: 0, abandoned: [], orphansDestroyed: [] };
+  const report: SweepReport = { expired: [], idle: [], cacheEvicted: 0, abandoned: [], orphansDestroyed: [], overDisk: [] };
   if (options.abandonedAfterMs !== undefined) report.abandoned = await failAbandoned(deps, service, now, options.abandonedAfterMs);
   if (options.orphans) {
     report.orphansDestroyed = await destroyOrphans(deps).catch((error: unknown) => {
@@ -65,6 +68,7 @@ export async function sweep(deps: ServiceDeps, service: DefaultWorkspaceService,
       deps.log.warn('janitor could not tear down a workspace', { workspaceId: ws.id, ...errorFields(error) });
     }
   }
+  report.overDisk = await enforceDiskLimits(deps, service.records, now);
   report.cacheEvicted = (await evictCache(deps, now)).evicted.length;
   if (deps.backend.maintain) {
     const ready = (await deps.state.listCacheEntries()).flatMap((e) => (e.status === 'ready' && e.snapshot && e.backendKind === deps.backend.kind ? [e.snapshot] : []));

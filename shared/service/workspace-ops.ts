@@ -7,6 +7,7 @@ import type { Provisioner } from './provisioner.js';
 import type { WorkspaceRecords } from './records.js';
 import { gitRepos, type RepoSync } from './repo-sync.js';
 import { hostDirs } from './deps.js';
+import { clearDiskExceeded } from './disk-limit.js';
 import { publicError } from './public-error.js';
 import { runStep } from './steps.js';
 import type { WorkspaceGate } from './workspace-gate.js';
@@ -94,7 +95,7 @@ export class WorkspaceOps {
           await this.records.update(id, () => ({ baseline, baselineFingerprint, repos }));
         }
         const fingerprint = await this.provisioner.fingerprint(ws.backend, ws.plan);
-        await this.records.transition(id, ['resetting'], 'ready', {}, { step: 'reset', message: `reset to the baseline (${fingerprint === baselineFingerprint ? 'fingerprint matches' : 'FINGERPRINT DIFFERS'})` });
+        await this.records.transition(id, ['resetting'], 'ready', clearDiskExceeded(ws), { step: 'reset', message: `reset to the baseline (${fingerprint === baselineFingerprint ? 'fingerprint matches' : 'FINGERPRINT DIFFERS'})` });
         return {
           fingerprint, baselineFingerprint, matches: fingerprint === baselineFingerprint,
           ...(previous !== undefined ? { recreated: true, previousBaselineFingerprint: previous } : {}),

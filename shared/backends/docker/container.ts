@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import type Docker from 'dockerode';
+import { DEFAULT_WORKSPACE_PIDS } from '../../contract/limits.js';
 import type { NetworkPolicy, WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, ConflictError } from '../../contract/errors.js';
 import { RUNNER_SCRIPT } from '../runner/command-files.js';
@@ -47,7 +48,8 @@ export function containerConfig(layout: DockerLayout, workspaceId: string, plan:
       SecurityOpt: ['no-new-privileges'],
       ...(r.cpus !== undefined ? { NanoCpus: Math.round(r.cpus * 1e9) } : {}),
       ...(r.memoryMb !== undefined ? { Memory: r.memoryMb * 1024 * 1024 } : {}),
-      ...(r.pids !== undefined ? { PidsLimit: r.pids } : {}),
+      // Always a pids limit: a plan without one gets the default (a fork bomb must not take the host).
+      PidsLimit: r.pids ?? DEFAULT_WORKSPACE_PIDS,
     },
   };
 }

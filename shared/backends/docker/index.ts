@@ -191,6 +191,18 @@ class DockerBackend implements WorkspaceBackend {
     return this.commands.kill(refWorkspaceId(ref), commandId, reason);
   }
 
+  /**
+   * What the container wrote (its writable layer, SizeRw: the home and everything else outside the
+   * image). /tmp is a tmpfs, capped by its own size option (container.ts), so it is not counted here.
+   */
+  async usageBytes(ref: BackendRef): Promise<number> {
+    const meta = await requireMeta(this.layout, ref);
+    // `size=true` is a query option of the Engine API that @types/dockerode does not list.
+    const options = { size: true } as unknown as Parameters<ReturnType<DockerClient['getContainer']>['inspect']>[0];
+    const info = (await this.docker.getContainer(containerName(meta.workspaceId)).inspect(options)) as { SizeRw?: number };
+    return info.SizeRw ?? 0;
+  }
+
   async killAll(ref: BackendRef): Promise<void> {
     const meta = await requireMeta(this.layout, ref);
     await this.commands.killAll(meta.workspaceId, meta.user, KILL_ALL_REASON);

@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
+import { DEFAULT_WORKSPACE_PIDS } from '../../contract/limits.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import {
@@ -52,7 +53,7 @@ export class CommandRunner {
   async prepareLimits(workspaceId: string, plan: WorkspacePlan): Promise<void> {
     if (this.cgroups === undefined) return;
     try {
-      await this.cgroups.ensure(workspaceId, { pids: plan.resources.pids, memoryMb: plan.resources.memoryMb });
+      await this.cgroups.ensure(workspaceId, { pids: plan.resources.pids ?? DEFAULT_WORKSPACE_PIDS, memoryMb: plan.resources.memoryMb });
     } catch (error) {
       throw new BackendUnavailableError('cannot set up the workspace cgroup', error);
     }
@@ -72,8 +73,8 @@ export class CommandRunner {
    */
   private async launchPlan(plan: WorkspacePlan): Promise<WorkspacePlan> {
     if (this.cgroups !== undefined) return { ...plan, resources: {} };
-    const pids = plan.resources.pids;
-    if (this.sandbox.asRoot || pids === undefined) return plan;
+    const pids = plan.resources.pids ?? DEFAULT_WORKSPACE_PIDS;
+    if (this.sandbox.asRoot) return { ...plan, resources: { ...plan.resources, pids } };
     return { ...plan, resources: { ...plan.resources, pids: (await tasksOfUid(process.getuid!())) + pids } };
   }
 

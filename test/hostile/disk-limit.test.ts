@@ -1,0 +1,77 @@
+import fs from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ConfigInput } from '../../shared/config/schema.js';
+import { sweep } from '../../shared/service/janitor.js';
+import { BASE_IMAGE, DOCKER_SOCKET, dockerUnavailable } from '../support/docker-daemon.js';
+import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
+
+// The agent writes until the host's disk is full. The workspace's writable content is measured by
+// the janitor (as the provider: a directory the agent made unreadable still counts); over the limit
+// its processes are killed (the writer stops) and commands are refused until a reset.
+
+const LIMIT_MB = 4;
+const BACKENDS: { name: string; config: ConfigInput; skip: string | undefined }[] = [
+  { name: 'local', config: {}, skip: undefined },
+  { name: 'docker', config: { mode: 'docker', docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE } }, skip: dockerUnavailable },
+];
+
+describe.each(BACKENDS)('disk limit ($name backend)', ({ config, skip }) => {
+  let wsp: TestProvider;
+
+  beforeAll(async () => {
+    if (skip !== undefined) return;
+    wsp = await startTestProvider({ ...config, setup: { script: 'echo clean > state.txt' }, workspace: { network: 'none', resources: { diskMb: LIMIT_MB } } });
+  }, 60_000);
+
+  afterAll(async () => {
+    if (wsp) {
+      const backend = wsp.provider.deps.backend;
+      for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
+      for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
+    }
+    await wsp?.close();
+    if (wsp) fs.rmSync(wsp.dataDir, { recursive: true, force: true });
+  });
+
+  it.skipIf(skip !== undefined)('a writer past the limit is stopped, commands get 409 until a reset, which clears it', async () => {
+    const { deps, service } = wsp.provider;
+    const ws = await wsp.setup();
+    // Under the limit: the sweep leaves it alone.
+    expect((await sweep(deps, service)).overDisk).toEqual([]);
+
+    // A hidden writer: data in a directory nobody else may read, and a process that keeps appending.
+    const started = await wsp.exec(ws.id, [
+      'mkdir -p hoard && head -c 6000000 /dev/zero > hoard/blob && chmod 000 hoard',
+      '(while :; do head -c 65536 /dev/zero >> more.bin; sleep 0.05; done) > /dev/null 2>&1 &',
+      'echo started',
+    ].join('\n'));
+    expect(started.stdout.data, JSON.stringify(started)).toContain('started');
+
+    const report = await sweep(deps, service);
+    expect(report.overDisk).toEqual([ws.id]);
+    const view = (await wsp.api('GET', `/workspaces/${ws.id}`)).body;
+    expect(view.warnings.join('\n')).toMatch(/disk limit exceeded: \d+ MiB used of 4 MiB/);
+
+    // The writer was killed: usage no longer grows.
+    const usage1 = await deps.backend.usageBytes!(view.backend ?? (await deps.state.getWorkspace(ws.id))!.backend!);
+    await new Promise((r) => setTimeout(r, 600));
+    const usage2 = await deps.backend.usageBytes!((await deps.state.getWorkspace(ws.id))!.backend!);
+    expect(usage2).toBe(usage1);
+
+    const refused = await wsp.api('POST', `/workspaces/${ws.id}/commands`, { command: 'echo hi' });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.message).toMatch(/disk limit/);
+    // A second sweep does not kill or warn again.
+    expect((await sweep(deps, service)).overDisk).toEqual([]);
+
+    const reset = await wsp.api('POST', `/workspaces/${ws.id}/reset`, {});
+    expect(reset.status, reset.text).toBe(200);
+    expect(reset.body.matches).toBe(true);
+    const after = (await wsp.api('GET', `/workspaces/${ws.id}`)).body;
+    expect(after.warnings.join('\n')).not.toMatch(/disk limit/);
+    const ok = await wsp.exec(ws.id, 'ls; cat state.txt');
+    expect(ok).toMatchObject({ state: 'exited', exitCode: 0 });
+    expect(ok.stdout.data).not.toMatch(/hoard|more\.bin/);
+    expect((await sweep(deps, service)).overDisk).toEqual([]);
+  }, 120_000);
+});
