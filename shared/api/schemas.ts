@@ -147,6 +147,13 @@ export const changesView = z.object({
       baseCommit: z.string().optional(),
       head: z.string().optional(),
       status: z.array(z.object({ code: z.string(), path: z.string(), origPath: z.string().optional() })),
+      /**
+       * Changed files git had been told to hide from the workspace's own status/diff, and how: an index
+       * flag (skip-worktree, assume-unchanged), an ignore rule added since the baseline or
+       * .git/info/exclude ('ignored'), attributes added since the baseline ('attributes'), or git's
+       * index saying unchanged while the content differs ('index'). Each is also in `status`.
+       */
+      hidden: z.array(z.object({ path: z.string(), how: z.enum(['skip-worktree', 'assume-unchanged', 'ignored', 'attributes', 'index']) })),
       diff: z.string(),
       diffTruncated: z.boolean(),
     }),

@@ -1,7 +1,7 @@
 import type { ChangesView, FetchBody, FetchResult, ResetBody, ResetResult } from '../api/schemas.js';
-import { BadRequestError, ConflictError } from '../contract/errors.js';
+import { BadRequestError, ConflictError, StepFailedError } from '../contract/errors.js';
 import type { WorkspaceRecord } from '../contract/workspace.js';
-import { diffArgv, parseStatus, statusArgv } from '../git/workspace-git.js';
+import { contentCheckArgv, diffArgv, parseContentCheck, parseStatus, reconcileChanges, statusArgv } from '../git/workspace-git.js';
 import type { ServiceDeps } from './deps.js';
 import type { Provisioner } from './provisioner.js';
 import type { WorkspaceRecords } from './records.js';
@@ -111,18 +111,31 @@ export class WorkspaceOps {
     });
   }
 
-  /** Per git repo: porcelain status (incl. untracked) and the diff against the baseline commit. */
+  /**
+   * Per git repo: porcelain status (incl. untracked) and the diff against the baseline commit, made
+   * whole by a content check the workspace cannot blind (index flags, ignore rules and attributes it
+   * added, forged stat data): `hidden` names each changed file git had been told to hide.
+   */
   async changes(id: string): Promise<ChangesView> {
     const ws = await this.ready(id);
     const view: ChangesView = { repos: [] };
     for (const repo of gitRepos(ws.plan)) {
       const baseCommit = ws.repos.find((r) => r.name === repo.name)?.commit;
-      const status = await runStep(this.deps.backend, ws.backend!, ws.plan, statusArgv({ target: repo.target, baseCommit: baseCommit ?? 'HEAD' }), { step: `status ${repo.name}` });
-      const diff = await runStep(this.deps.backend, ws.backend!, ws.plan, diffArgv({ target: repo.target, baseCommit: baseCommit ?? 'HEAD' }), { step: `diff ${repo.name}`, maxOutputBytes: MAX_DIFF_BYTES + 1 });
+      const at = { target: repo.target, baseCommit: baseCommit ?? 'HEAD' };
+      const status = await runStep(this.deps.backend, ws.backend!, ws.plan, statusArgv(at), { step: `status ${repo.name}` });
+      const check = await runStep(this.deps.backend, ws.backend!, ws.plan, contentCheckArgv(at), { step: `content check ${repo.name}` });
+      const diff = await runStep(this.deps.backend, ws.backend!, ws.plan, diffArgv(at), { step: `diff ${repo.name}`, maxOutputBytes: MAX_DIFF_BYTES + 1 });
       const head = (await this.repoSync.heads(ws.backend!, ws.plan, repo)).head;
+      if (check.status.stdout.truncated) throw new StepFailedError(`content check ${repo.name}`, 'too many changed files to list');
+      let whole: ReturnType<typeof reconcileChanges>;
+      try {
+        whole = reconcileChanges(parseStatus(status.stdout), parseContentCheck(check.stdout));
+      } catch {
+        throw new StepFailedError(`content check ${repo.name}`, 'unreadable content check output');
+      }
       view.repos.push({
         name: repo.name, path: repo.path, ...(baseCommit ? { baseCommit } : {}), ...(head ? { head } : {}),
-        status: parseStatus(status.stdout), diff: diff.stdout.slice(0, MAX_DIFF_BYTES), diffTruncated: diff.status.stdout.bytes > MAX_DIFF_BYTES,
+        status: whole.status, hidden: whole.hidden, diff: diff.stdout.slice(0, MAX_DIFF_BYTES), diffTruncated: diff.status.stdout.bytes > MAX_DIFF_BYTES,
       });
     }
     return view;

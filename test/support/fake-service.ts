@@ -207,6 +207,7 @@ export class FakeWorkspaceService implements WorkspaceService {
             baseCommit: 'a'.repeat(40),
             head: 'a'.repeat(40),
             status: [{ code: 'M', path: 'README.md' }],
+            hidden: [],
             diff: 'diff --git a/README.md b/README.md\n-old\n+new\n',
             diffTruncated: false,
           },
