@@ -3,16 +3,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConflictError } from '../../shared/contract/errors.js';
-import { copyTree, hostFingerprint, restoreChanged, takeSnapshot } from '../../shared/backends/local/tree.js';
+import { copyTreeAs, hostFingerprint, restoreChanged, takeSnapshot } from '../../shared/backends/local/tree.js';
 import { maxCtimeNs, readManifest, waitPastCtime } from '../../shared/backends/local/tree-manifest.js';
 import {
-  maxOriginCtimeNs, recordOriginFiles, SpecialFileFound, takeLinkedSnapshot, type OriginFiles,
+  maxOriginCtimeNs, recordOriginFiles, takeLinkedSnapshot, type OriginFiles,
 } from '../../shared/backends/local/tree-snapshot-linked.js';
 import { describeTree, makeTree, tmpDir, type TreeSpec } from './helpers.js';
 
-// What the local backend does around these helpers: snapshot O of a source home, a new home copied
-// from O and chowned to its own user, the origin record taken right then; later a snapshot of the
-// new home links from O whatever is untouched.
+// What the local backend does around these helpers: snapshot O of a source home, a new home written
+// from O by its own user (tar as that uid), the origin record taken right then; later a snapshot of
+// the new home links from O whatever is untouched.
 
 const OWNER = { uid: 4242, gid: 4242 };
 const ino = (p: string): bigint => fs.lstatSync(p, { bigint: true }).ino;
@@ -32,16 +32,17 @@ async function seeded(spec: TreeSpec, prepare?: (src: string) => void): Promise<
   const origin = path.join(base, 'origin');
   await takeSnapshot(src, origin);
   const home = path.join(base, 'home');
-  await copyTree(path.join(origin, 'home'), home);
-  execFileSync('chown', ['-hR', `${OWNER.uid}:${OWNER.gid}`, '--', home]);
+  fs.mkdirSync(home, { mode: 0o700 });
+  fs.chownSync(home, OWNER.uid, OWNER.gid);
+  await copyTreeAs(path.join(origin, 'home'), home, OWNER);
   const files = await recordOriginFiles(home);
   await waitPastCtime(base, maxOriginCtimeNs(files));
   return { base, origin, home, files };
 }
 
-async function linkedSnapshot(s: Seeded, name = 'snap'): Promise<{ snap: string; linked: number; copied: number }> {
+async function linkedSnapshot(s: Seeded, name = 'snap'): Promise<{ snap: string; linked: number; copied: number; skipped: { special: number; foreign: number } }> {
   const snap = path.join(s.base, name);
-  const r = await takeLinkedSnapshot(s.home, snap, { snapHome: path.join(s.origin, 'home'), files: s.files });
+  const r = await takeLinkedSnapshot(s.home, snap, { snapHome: path.join(s.origin, 'home'), files: s.files }, { ownerUid: OWNER.uid });
   return { snap, ...r };
 }
 
@@ -65,6 +66,7 @@ describe('takeLinkedSnapshot', () => {
     const s = await seeded(SPEC);
     fs.appendFileSync(path.join(s.home, 'src/b.ts'), '// changed\n');
     fs.writeFileSync(path.join(s.home, 'new.txt'), 'new\n');
+    fs.chownSync(path.join(s.home, 'new.txt'), OWNER.uid, OWNER.gid); // made by the workspace user
     fs.rmSync(path.join(s.home, 'README.md'));
     fs.chmodSync(path.join(s.home, 'ro.txt'), 0o644);
     const { snap, linked, copied } = await linkedSnapshot(s);
@@ -121,14 +123,21 @@ describe('takeLinkedSnapshot', () => {
     expect(ino(path.join(snap, 'home/src/a.ts'))).not.toBe(ino(path.join(s.origin, 'home/src/a.ts')));
   });
 
-  it('copies a file whose origin copy has another mode (the chown cleared its setuid bit)', async () => {
+  it('the copy into the home keeps exact modes (setuid too), so such files are linked as well', async () => {
     const s = await seeded({ 'tool': { mode: 0o4755, content: 'x' }, 'plain': 'p' });
     expect(fs.statSync(path.join(s.origin, 'home/tool')).mode & 0o7777).toBe(0o4755);
-    expect(fs.statSync(path.join(s.home, 'tool')).mode & 0o7777).toBe(0o755);
+    expect(fs.statSync(path.join(s.home, 'tool')).mode & 0o7777).toBe(0o4755);
+    const { snap } = await linkedSnapshot(s);
+    expect(ino(path.join(snap, 'home/tool'))).toBe(ino(path.join(s.origin, 'home/tool')));
+    expect(ino(path.join(snap, 'home/plain'))).toBe(ino(path.join(s.origin, 'home/plain')));
+  });
+
+  it('copies a file whose origin copy has another mode than the live one', async () => {
+    const s = await seeded({ 'tool': { mode: 0o755, content: 'x' } });
+    fs.chmodSync(path.join(s.origin, 'home/tool'), 0o700); // (a snapshot is never changed; this stands for any mismatch)
     const { snap } = await linkedSnapshot(s);
     expect(ino(path.join(snap, 'home/tool'))).not.toBe(ino(path.join(s.origin, 'home/tool')));
     expect(fs.statSync(path.join(snap, 'home/tool')).mode & 0o7777).toBe(0o755);
-    expect(ino(path.join(snap, 'home/plain'))).toBe(ino(path.join(s.origin, 'home/plain')));
   });
 
   it('copies when the origin file is gone or the record does not match', async () => {
@@ -186,6 +195,7 @@ describe('takeLinkedSnapshot', () => {
     fs.writeFileSync(raw, 'not utf-8 name');
     fs.writeFileSync(path.join(s.home, 'one'), 'shared');
     fs.linkSync(path.join(s.home, 'one'), path.join(s.home, 'two'));
+    for (const p of [raw, path.join(s.home, 'one')]) fs.chownSync(p, OWNER.uid, OWNER.gid); // made by the workspace user
     const fp = await hostFingerprint(s.home);
     const { snap } = await linkedSnapshot(s);
     expect(ino(path.join(snap, 'home/one'))).toBe(ino(path.join(snap, 'home/two')));
@@ -203,10 +213,30 @@ describe('takeLinkedSnapshot', () => {
     expect(fs.readlinkSync(path.join(snap, 'home/escape'))).toBe(path.join(s.base, 'outside'));
   });
 
-  it('throws SpecialFileFound for a fifo (the caller then takes a full copy)', async () => {
+  it('a fifo is recreated (never opened: that would block); a device node is left out', async () => {
     const s = await seeded(SPEC);
-    execFileSync('mkfifo', [path.join(s.home, 'src/pipe')]);
-    await expect(linkedSnapshot(s)).rejects.toBeInstanceOf(SpecialFileFound);
+    execFileSync('mkfifo', ['-m', '0640', path.join(s.home, 'src/pipe')]);
+    execFileSync('mknod', [path.join(s.home, 'src/null'), 'c', '1', '3']); // as root, as a hostile setup could not
+    const { snap, skipped } = await linkedSnapshot(s);
+    expect(fs.lstatSync(path.join(snap, 'home/src/pipe')).isFIFO()).toBe(true);
+    expect(fs.lstatSync(path.join(snap, 'home/src/pipe')).mode & 0o7777).toBe(0o640);
+    expect(fs.existsSync(path.join(snap, 'home/src/null'))).toBe(false);
+    expect(skipped).toEqual({ special: 1, foreign: 0 });
+    const manifest = await readManifest(snap);
+    expect(manifest.has('src/pipe')).toBe(true);
+    expect(manifest.has('src/null')).toBe(false);
+  });
+
+  it('a file of another owner (a hard link from outside the home) is neither read nor kept', async () => {
+    const s = await seeded(SPEC);
+    const outside = path.join(s.base, 'root-only.txt');
+    fs.writeFileSync(outside, 'root-only host data', { mode: 0o600 });
+    fs.linkSync(outside, path.join(s.home, 'stolen')); // root can link it; protected_hardlinks stops the uid
+    const { snap, skipped } = await linkedSnapshot(s);
+    expect(fs.existsSync(path.join(snap, 'home/stolen'))).toBe(false);
+    expect(skipped).toEqual({ special: 0, foreign: 1 });
+    expect((await readManifest(snap)).has('stolen')).toBe(false);
+    expect(fs.readFileSync(outside, 'utf8')).toBe('root-only host data');
   });
 
   it('refuses an existing destination', async () => {

@@ -1,9 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildManifest, maxCtimeNs, readManifest, reconcileWithCopy, waitPastCtime, writeManifest } from '../../shared/backends/local/tree-manifest.js';
-import { copyTree, restoreChanged } from '../../shared/backends/local/tree.js';
-import { describeTree, makeTree, tmpDir } from './helpers.js';
+import { buildManifest, maxCtimeNs, readManifest, waitPastCtime, writeManifest } from '../../shared/backends/local/tree-manifest.js';
+import { makeTree, tmpDir } from './helpers.js';
 
 describe('manifest', () => {
   it('round-trips through manifest.json, raw names included', async () => {
@@ -47,31 +46,5 @@ describe('manifest', () => {
       fs.writeFileSync(path.join(home, `b${i}`), 'b');
       expect(fs.statSync(path.join(home, `b${i}`), { bigint: true }).ctimeNs > seen).toBe(true);
     }
-  });
-
-  // takeSnapshot stats the live home, then copies it. What changed in between must not break the
-  // snapshot: the copy is the truth, the manifest only names live paths known to equal it.
-  it('reconcileWithCopy: paths that appear, vanish or change type during the copy', async () => {
-    const base = tmpDir();
-    const home = path.join(base, 'home');
-    makeTree(home, { 'a.txt': 'a', 'dir/b.txt': 'b', 'keep.txt': 'k' });
-    const manifest = await buildManifest(home);
-    // …the home changes while it is being copied…
-    fs.rmSync(path.join(home, 'a.txt'));
-    fs.writeFileSync(path.join(home, 'late.txt'), 'late');
-    fs.rmSync(path.join(home, 'dir/b.txt'));
-    fs.mkdirSync(path.join(home, 'dir/b.txt'));
-    const snap = path.join(base, 'snap');
-    fs.mkdirSync(snap);
-    await copyTree(home, path.join(snap, 'home'));
-    await reconcileWithCopy(manifest, path.join(snap, 'home'));
-    await writeManifest(snap, manifest);
-    expect([...manifest.keys()].sort()).toEqual(['', 'dir', 'dir/b.txt', 'keep.txt', 'late.txt']);
-    expect(manifest.get('late.txt')?.ino).toBe(0n);
-
-    const keepIno = fs.statSync(path.join(home, 'keep.txt')).ino;
-    await restoreChanged(home, snap);
-    expect(describeTree(home)).toEqual(describeTree(path.join(snap, 'home')));
-    expect(fs.statSync(path.join(home, 'keep.txt')).ino).toBe(keepIno);
   });
 });

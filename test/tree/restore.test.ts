@@ -62,14 +62,17 @@ describe('restoreChanged', () => {
     const spec: Record<string, string> = {};
     for (let i = 0; i < 400; i++) spec[`d${i % 20}/f${i}.txt`] = `file ${i}\n`.repeat(50);
     const f = await setup(spec);
-    const ino = inodes(f.home);
+    const stamp = (): Map<string, string> => new Map([...inodes(f.home)].map(([rel, n]) => [rel, `${n}@${fs.lstatSync(path.join(f.home, rel), { bigint: true }).ctimeNs}`]));
+    const ino = stamp();
     fs.appendFileSync(path.join(f.home, 'd7/f187.txt'), 'agent was here');
     const result = await expectRestored(f);
     expect(result).toEqual({ restored: 1, removed: 0 });
-    const after = inodes(f.home);
-    let sameInode = 0;
-    for (const [rel, n] of ino) if (after.get(rel) === n) sameInode++;
-    expect(sameInode).toBe(399);
+    // Untouched: same inode AND same ctime. (The rewritten file is removed and written anew; the
+    // file system may hand it the freed inode number again, but never the old ctime.)
+    const after = stamp();
+    let untouched = 0;
+    for (const [rel, n] of ino) if (after.get(rel) === n) untouched++;
+    expect(untouched).toBe(399);
     expect(after.get('d7/f187.txt')).not.toBe(ino.get('d7/f187.txt'));
   });
 
@@ -175,17 +178,22 @@ describe('restoreChanged', () => {
     expect(fs.statSync(outside).ino).not.toBe(fs.statSync(path.join(f.home, 'dir/sub/c.txt')).ino);
   });
 
-  it('fifos and sockets in the snapshot are recreated with their type', async () => {
-    const f = await setup(BASE, async (home) => {
-      execFileSync('mkfifo', ['-m', '0640', path.join(home, 'dir/pipe')]);
-      await makeSocket(path.join(home, 'dir/sock'));
-    });
-    fs.rmSync(path.join(f.home, 'dir/pipe'));
-    fs.rmSync(path.join(f.home, 'dir/sock'));
-    fs.writeFileSync(path.join(f.home, 'dir/sock'), 'a file now');
-    expect((await expectRestored(f)).restored).toBe(2);
-    expect(fs.lstatSync(path.join(f.home, 'dir/pipe')).isFIFO()).toBe(true);
-    expect(fs.lstatSync(path.join(f.home, 'dir/sock')).isSocket()).toBe(true);
+  it('fifos in the snapshot are recreated with their type; a socket is not kept (no server behind it), so a reset removes it', async () => {
+    const base = tmpDir();
+    const home = path.join(base, 'home');
+    makeTree(home, BASE);
+    execFileSync('mkfifo', ['-m', '0640', path.join(home, 'dir/pipe')]);
+    await makeSocket(path.join(home, 'dir/sock'));
+    const snap = path.join(base, 'snap');
+    await takeSnapshot(home, snap);
+    expect(fs.existsSync(path.join(snap, 'home/dir/sock'))).toBe(false);
+    fs.rmSync(path.join(home, 'dir/pipe'));
+    const result = await restoreChanged(home, snap);
+    expect(result).toEqual({ restored: 1, removed: 1 });
+    expect(fs.lstatSync(path.join(home, 'dir/pipe')).isFIFO()).toBe(true);
+    expect(fs.lstatSync(path.join(home, 'dir/pipe')).mode & 0o7777).toBe(0o640);
+    expect(fs.existsSync(path.join(home, 'dir/sock'))).toBe(false);
+    expect(describeTree(home)).toEqual(describeTree(path.join(snap, 'home')));
   });
 
   it('directories the user locked (chmod 000) with changes inside', async () => {
@@ -214,9 +222,13 @@ describe('restoreChanged', () => {
     expect(fs.readFileSync(weirdAbs, 'utf8')).toBe('raw');
   });
 
-  it('owner: everything rewritten gets the owner (setuid bits survive the chown), untouched paths keep theirs', async () => {
-    const f = await setup(BASE, (home) => fs.chmodSync(path.join(home, 'run.sh'), 0o4755));
+  it('as the workspace user: everything rewritten is written by it (setuid bits kept), untouched paths keep their owner', async () => {
     const owner = { uid: 4242, gid: 4343 };
+    // The home and the directories the changes are in belong to the workspace user, as in a real home.
+    const f = await setup(BASE, (home) => {
+      fs.chmodSync(path.join(home, 'run.sh'), 0o4755);
+      for (const d of ['', 'dir']) fs.chownSync(path.join(home, d), owner.uid, owner.gid);
+    });
     fs.writeFileSync(path.join(f.home, 'run.sh'), '#!/bin/sh\necho changed\n');
     fs.rmSync(path.join(f.home, 'dir/sub'), { recursive: true });
     fs.rmSync(path.join(f.home, 'link'));

@@ -2,32 +2,35 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConflictError, StepFailedError } from '../../shared/contract/errors.js';
-import { copyTree, takeSnapshot, treeSizeBytes } from '../../shared/backends/local/tree.js';
+import { copyTreeAs, takeSnapshot, treeSizeBytes } from '../../shared/backends/local/tree.js';
 import { readManifest } from '../../shared/backends/local/tree-manifest.js';
 import { describeTree, makeTree, tmpDir } from './helpers.js';
 
-describe('copyTree', () => {
-  it('keeps modes, symlinks, owners, mtimes and hard links', async () => {
+describe('copyTreeAs', () => {
+  it('keeps modes, symlinks, mtimes and hard links; everything belongs to the writer', async () => {
     const base = tmpDir();
     const src = path.join(base, 'src');
     makeTree(src, { 'a.txt': 'a', 'bin/run': { mode: 0o4750, content: 'x' }, 'l': { link: '../outside' }, 'e': { dir: true } });
-    fs.chownSync(path.join(src, 'a.txt'), 4242, 4343);
-    fs.lchownSync(path.join(src, 'l'), 4444, 4545);
     fs.utimesSync(path.join(src, 'a.txt'), 1_000_000, 1_000_000);
     fs.linkSync(path.join(src, 'a.txt'), path.join(src, 'a-link'));
+    fs.chmodSync(path.join(src, 'e'), 0o500);
     const dest = path.join(base, 'dest');
-    await copyTree(src, dest);
-    expect(describeTree(dest)).toEqual(describeTree(src));
+    fs.mkdirSync(dest);
+    fs.chownSync(dest, 4242, 4343);
+    await copyTreeAs(src, dest, { uid: 4242, gid: 4343 });
+    const owned = (t: Record<string, string>): Record<string, string> => Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v.replace(/ 0:0/, ' 4242:4343')]));
+    expect(describeTree(dest)).toEqual(owned(describeTree(src)));
     expect(fs.statSync(path.join(dest, 'a.txt')).mtimeMs).toBe(1_000_000_000);
     expect(fs.statSync(path.join(dest, 'a-link')).ino).toBe(fs.statSync(path.join(dest, 'a.txt')).ino);
   });
 
-  it('refuses an existing destination and reports a failing cp', async () => {
+  it('reports a failing copy as StepFailedError without host paths', async () => {
     const base = tmpDir();
     makeTree(path.join(base, 'src'), { x: 'x' });
-    fs.mkdirSync(path.join(base, 'dest'));
-    await expect(copyTree(path.join(base, 'src'), path.join(base, 'dest'))).rejects.toBeInstanceOf(ConflictError);
-    await expect(copyTree(path.join(base, 'missing'), path.join(base, 'dest2'))).rejects.toBeInstanceOf(StepFailedError);
+    fs.mkdirSync(path.join(base, 'dest')); // root-owned: uid 4242 cannot write into it
+    const error = await copyTreeAs(path.join(base, 'src'), path.join(base, 'dest'), { uid: 4242, gid: 4242 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StepFailedError);
+    expect(String((error as Error).message)).not.toContain(base);
   });
 });
 

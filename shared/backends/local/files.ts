@@ -3,13 +3,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BadRequestError, StepFailedError } from '../../contract/errors.js';
-import { runToolChecked } from './exec.js';
+import { tarAs } from './tree-as-user.js';
 
 /**
  * Moving host files into a workspace. The home belongs to the (untrusted) workspace user, who may
- * have planted symlinks anywhere in it; so whatever the provider does there as root is limited to
- * creating a fresh, randomly named entry, and every step that walks the user's tree runs AS the
- * workspace's host uid, where a symlink can only lead to what that uid may touch anyway.
+ * have planted symlinks anywhere in it; so every write there runs AS the workspace's host uid,
+ * where a symlink can only lead to what that uid may touch anyway.
  */
 
 export interface HomeOwner {
@@ -35,25 +34,22 @@ export function hostPathInHome(plan: WorkspacePlan, home: string, guestPath: str
 /**
  * Copy `hostDir` whole (incl. `.git`, dotfiles, symlinks as symlinks, modes) to `dest` (a host path in
  * the home), owned by the workspace user. An existing directory at `dest` is merged into.
+ *
+ * The provider reads only `hostDir` (provider-given) and streams it as a tar archive into a `tar -x`
+ * running AS the workspace's host uid (tree-as-user.ts), which makes the parents of `dest` and
+ * writes there: nothing in the home is ever followed or written by root.
  */
 export async function copyDirIntoHome(owner: HomeOwner, hostDir: string, dest: string): Promise<void> {
   const st = await fs.stat(hostDir).catch(() => undefined);
   if (!st?.isDirectory()) throw new BadRequestError('local directory to copy does not exist or is not a directory', { field: 'hostDir' });
-  const asUser = owner.asRoot ? { uid: owner.hostUid, gid: owner.hostUid } : {};
-  // 1. As the provider: copy into a fresh, unguessable name in the home (mkdir-exclusive by cp).
-  const stage = path.join(owner.home, `.wsp-put-${randomBytes(8).toString('hex')}`);
+  const user = owner.asRoot ? { uid: owner.hostUid, gid: owner.hostUid } : undefined;
+  const rel = path.relative(owner.home, dest);
+  if (rel.startsWith('..') || path.isAbsolute(rel)) throw new BadRequestError('destination must be inside the workspace home', { field: 'guestPath' });
   try {
-    await runToolChecked('copy directory', ['cp', '-a', '--no-target-directory', '--', hostDir, stage]);
-    if (owner.asRoot) await runToolChecked('copy directory', ['chown', '-hR', `${owner.hostUid}:${owner.hostUid}`, '--', stage]);
-    // 2. As the workspace user: create parents, then rename into place (or merge into an existing dir).
-    await runToolChecked('copy directory', ['mkdir', '-p', '--', path.dirname(dest)], asUser);
-    const place = 'if [ -e "$2" ] || [ -L "$2" ]; then cp -a -f --no-target-directory -- "$1" "$2"; else mv --no-target-directory -- "$1" "$2"; fi';
-    await runToolChecked('copy directory', ['sh', '-c', place, 'wsp-place', stage, dest], asUser);
+    await tarAs('copy directory', user, hostDir, owner.home, undefined, { subdir: rel });
   } catch (error) {
     if (error instanceof StepFailedError || error instanceof BadRequestError) throw error;
-    throw new StepFailedError('copy directory', (error as Error).message);
-  } finally {
-    await fs.rm(stage, { recursive: true, force: true });
+    throw new StepFailedError('copy directory', (error as NodeJS.ErrnoException).code ?? 'error');
   }
 }
 

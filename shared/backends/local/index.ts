@@ -20,7 +20,8 @@ import { detectSandbox } from './sandbox-detect.js';
 import { accountFiles, mountsOverlapHome, networkWarnings, type SandboxHost } from './sandbox.js';
 import * as snapshots from './snapshots.js';
 import { prepareDataDir } from './setup-dirs.js';
-import { copyTree, hostFingerprint, restoreChanged } from './tree.js';
+import { copyTreeAs, hostFingerprint, restoreChanged, type AsUser } from './tree.js';
+import { wipeAs } from './tree-as-user.js';
 import { readManifest, waitPastCtime } from './tree-manifest.js';
 import { maxOriginCtimeNs, recordOriginFiles, type OriginFiles } from './tree-snapshot-linked.js';
 
@@ -83,10 +84,62 @@ class LocalBackend implements WorkspaceBackend {
     this.log.warn(message);
   }
 
-  /** chown -hR to the workspace's host uid (root only; -h: symlinks themselves, never their targets). */
+  /**
+   * Who writes into this workspace's home and /tmp (tree-as-user.ts): its own host uid when the
+   * provider is root — a symlink the workspace planted can then only lead that writer to what the
+   * workspace may touch anyway; the provider itself otherwise (it is the workspace's uid then).
+   */
+  private asUser(meta: { hostUid: number }): AsUser {
+    return this.sandbox.asRoot ? { uid: meta.hostUid, gid: meta.hostUid } : undefined;
+  }
+
+  /**
+   * Hand a directory the provider just made (home, tmp: in the root-owned workspace dir, so never a
+   * symlink) to the workspace's host uid — the directory itself, never anything below it: what is
+   * below is written by the workspace uid itself.
+   */
   private async chownToWorkspace(meta: WorkspaceMeta, target: string): Promise<void> {
     if (!this.sandbox.asRoot) return;
-    await runToolChecked('chown', ['chown', '-hR', `${meta.hostUid}:${meta.hostUid}`, '--', target]);
+    await fs.lchown(target, meta.hostUid, meta.hostUid);
+  }
+
+  /**
+   * Remove a workspace dir. Its home and /tmp hold what the workspace made (any depth, any names,
+   * symlinks, locked dirs): they are emptied AS the workspace uid (GNU rm, fd-relative), then the
+   * provider removes its own root-owned files. When emptying fails, the whole dir is moved into the
+   * root-only trash (no uid can reach into it) instead, so the workspace is gone all the same and its
+   * uid can be handed out again; the leftover is logged. Never throws for the workspace's content.
+   */
+  private async removeWorkspaceDir(id: string, hostUid: number | undefined): Promise<void> {
+    const wsDir = this.layout.workspaceDir(id);
+    let clean = true;
+    for (const dir of [this.layout.home(id), this.layout.tmp(id)]) {
+      let st;
+      try {
+        st = await fs.lstat(dir);
+      } catch {
+        continue; // never made (a create that failed early)
+      }
+      try {
+        if (st.isDirectory()) {
+          // Without meta.json (a create that crashed early) the dir's owner is the uid it was handed to.
+          await wipeAs('delete', this.asUser({ hostUid: hostUid ?? st.uid }), dir);
+          await fs.rmdir(dir);
+        } else await fs.unlink(dir);
+      } catch (error) {
+        clean = false;
+        this.log.warn('workspace content could not be removed as its uid', { workspaceId: id, ...errorFields(error) });
+      }
+    }
+    if (clean) {
+      await fs.rm(wsDir, { recursive: true, force: true });
+      return;
+    }
+    await fs.mkdir(this.layout.trashDir, { recursive: true, mode: 0o700 });
+    await fs.chmod(this.layout.trashDir, 0o700);
+    const parked = path.join(this.layout.trashDir, `${id}-${randomBytes(4).toString('hex')}`);
+    await fs.rename(wsDir, parked);
+    this.log.warn('workspace content left in the root-only trash of the data dir', { workspaceId: id, trash: path.basename(parked) });
   }
 
   async create(plan: WorkspacePlan, options: CreateOptions): Promise<BackendRef> {
@@ -125,8 +178,10 @@ class LocalBackend implements WorkspaceBackend {
       const home = this.layout.home(id);
       if (snapDir !== undefined) {
         const snapshotId = await snapshots.readSnapshotId(snapDir);
-        await copyTree(path.join(snapDir, 'home'), home);
+        await fs.mkdir(home, { mode: 0o700 });
         await this.chownToWorkspace(meta, home);
+        // The provider reads the root-only snapshot; the workspace uid writes its home (tree-as-user.ts).
+        await copyTreeAs(path.join(snapDir, 'home'), home, this.asUser(meta));
         if (snapshotId !== undefined) await this.recordOrigin(id, String(options.from!.name), snapDir, snapshotId);
       } else {
         await fs.mkdir(home, { mode: 0o700 });
@@ -138,7 +193,7 @@ class LocalBackend implements WorkspaceBackend {
       this.log.info('workspace created', { workspaceId: id, hostUid, fromSnapshot: options.from?.name ?? null });
       return this.ref(id);
     } catch (error) {
-      await fs.rm(wsDir, { recursive: true, force: true }).catch(() => undefined);
+      await this.removeWorkspaceDir(id, hostUid).catch(() => undefined);
       await this.commands.removeLimits(id).catch(() => undefined);
       if (this.sandbox.asRoot && hostUid !== undefined) await releaseHostUid(this.uidRegistry, hostUid, wsDir).catch(() => undefined);
       throw error;
@@ -184,7 +239,7 @@ class LocalBackend implements WorkspaceBackend {
     const meta = await readMeta(this.layout, id);
     if (meta !== undefined) await this.commands.killAll(meta, KILL_ALL_REASON);
     const wsDir = this.layout.workspaceDir(id);
-    await fs.rm(wsDir, { recursive: true, force: true });
+    await this.removeWorkspaceDir(id, meta?.hostUid);
     // Kills whatever is still in the workspace's cgroup, then removes it (also without meta.json).
     await this.commands.removeLimits(id);
     if (meta !== undefined && this.sandbox.asRoot) {
@@ -246,9 +301,10 @@ class LocalBackend implements WorkspaceBackend {
       purpose,
       workspaceId: meta.workspaceId,
       createdAt: new Date().toISOString(),
-    }, origin);
+    }, origin, { ownerUid: meta.hostUid });
     this.log.info('snapshot taken', {
       workspaceId: meta.workspaceId, snapshot: name, purpose, linkedFiles: taken.linkedFiles ?? 0, copiedFiles: taken.copiedFiles ?? 'all',
+      skippedSpecialFiles: taken.skipped?.special ?? 0, skippedForeignFiles: taken.skipped?.foreign ?? 0,
     });
     // A workspace not seeded from a snapshot: its first snapshot becomes its origin (a cold start's
     // baseline, right after its cache snapshot, then links nearly everything from it).
@@ -279,12 +335,24 @@ class LocalBackend implements WorkspaceBackend {
     const meta = await requireMeta(this.layout, ref);
     const snapDir = await snapshots.requireSnapshot(this.layout, snapshot);
     await this.commands.killAll(meta, KILL_ALL_REASON);
-    const owner = this.sandbox.asRoot ? { uid: meta.hostUid, gid: meta.hostUid } : undefined;
-    const result = await restoreChanged(this.layout.home(meta.workspaceId), snapDir, owner);
-    const tmp = this.layout.tmp(meta.workspaceId);
-    await fs.rm(tmp, { recursive: true, force: true });
-    await fs.mkdir(tmp, { mode: 0o700 });
-    await this.chownToWorkspace(meta, tmp);
+    const user = this.asUser(meta);
+    let result;
+    try {
+      result = await restoreChanged(this.layout.home(meta.workspaceId), snapDir, user);
+      // /tmp emptied as the workspace uid too; the dir itself (root-owned parent) stays.
+      const tmp = this.layout.tmp(meta.workspaceId);
+      await fs.mkdir(tmp, { mode: 0o700 }).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'EEXIST') throw error;
+      });
+      await wipeAs('wipe /tmp', user, tmp);
+      await fs.chmod(tmp, 0o700);
+      await this.chownToWorkspace(meta, tmp);
+    } catch (error) {
+      if (error instanceof WspError) throw error;
+      // A file system error names host paths: the step, not the message, goes to the caller.
+      this.log.warn('restore failed', { workspaceId: meta.workspaceId, ...errorFields(error) });
+      throw new StepFailedError('restore', `cannot restore the workspace home (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
     this.log.info('workspace restored', { workspaceId: meta.workspaceId, snapshot: snapshot.name, ...result });
   }
 
@@ -350,6 +418,7 @@ class LocalBackend implements WorkspaceBackend {
     }
     return out;
   }
+
 
   listSnapshots(): Promise<SnapshotRef[]> {
     return snapshots.listSnapshots(this.layout);

@@ -14,6 +14,8 @@ import { BadRequestError } from '../../contract/errors.js';
  *     tmp/                      bound at /tmp, owned by the host uid
  *     transfer/                 bound read-only at plan.transferDir, root-owned 0755
  *     commands/<cid>/           root-only: the exec contract's files (see run-command.sh)
+ *   trash/<id>-<rand>/          root-only 0700: a deleted workspace's dir whose content could not be
+ *                               removed as its uid (kept out of reach of every uid, logged)
  *   snapshots/<name>/           root-only: home/ + manifest.json (tree.ts) + info.json; home files
  *                               may be hard links shared with other snapshots (never written to)
  *
@@ -46,6 +48,10 @@ export class LocalLayout {
   }
   get snapshotsDir(): string {
     return path.join(this.base, 'snapshots');
+  }
+  /** Root-only: workspace dirs whose content could not be removed (see LocalBackend.removeWorkspaceDir). */
+  get trashDir(): string {
+    return path.join(this.base, 'trash');
   }
 
   workspaceDir(workspaceId: string): string {

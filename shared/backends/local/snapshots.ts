@@ -7,7 +7,8 @@ import { BadRequestError, NotFoundError } from '../../contract/errors.js';
 import { checkName, type LocalLayout } from './layout.js';
 import type { OriginRecord } from './origin.js';
 import { scanTree, takeSnapshot, treeSizeBytes } from './tree.js';
-import { SpecialFileFound, takeLinkedSnapshot } from './tree-snapshot-linked.js';
+import { removeAs } from './tree-as-user.js';
+import { takeLinkedSnapshot, type SnapshotOptions, type Skipped } from './tree-snapshot-linked.js';
 import { fdPath, openDirAt } from './tree-walk-at.js';
 
 /**
@@ -26,13 +27,15 @@ export interface SnapshotInfo {
   id?: string;
 }
 
-/** How a snapshot was taken: files hard-linked from the origin snapshot, files copied (undefined: whole `cp -a`). */
+/** How a snapshot was taken: files hard-linked from the origin snapshot, files copied. */
 export interface SnapshotTaken {
   ref: SnapshotRef;
   /** The id written to its info.json. */
   id: string;
   linkedFiles?: number;
   copiedFiles?: number;
+  /** Left out: devices/sockets, files of another owner (hard links from outside the home). */
+  skipped?: Skipped;
 }
 
 export function snapshotRef(layout: LocalLayout, name: string): SnapshotRef {
@@ -68,29 +71,42 @@ export async function readSnapshotId(snapDir: string): Promise<string | undefine
  * leaves a half snapshot under a real name; an existing snapshot of that name is replaced (a
  * baseline is re-taken after a reset to new refs). With `origin` (the workspace was seeded from a
  * snapshot), files unchanged since are hard-linked from that snapshot when it is still there
- * under the recorded id; otherwise, or when the home holds a fifo/socket/device, the home is
- * copied whole.
+ * under the recorded id; otherwise the home is copied whole. Either way the home is only read,
+ * fd-relative and no-follow (tree-snapshot-linked.ts), with `options.ownerUid` keeping files of
+ * other owners out.
  */
 export async function createSnapshot(
-  layout: LocalLayout, home: string, name: string, info: Omit<SnapshotInfo, 'id'>, origin?: OriginRecord,
+  layout: LocalLayout, home: string, name: string, info: Omit<SnapshotInfo, 'id'>, origin: OriginRecord | undefined, options: SnapshotOptions,
 ): Promise<SnapshotTaken> {
   const final = layout.snapshotDir(name);
-  const tmp = path.join(layout.snapshotsDir, `.tmp-${name}-${randomBytes(4).toString('hex')}`);
+  const tmpName = `.tmp-${name}-${randomBytes(4).toString('hex')}`;
+  const tmp = path.join(layout.snapshotsDir, tmpName);
   let taken: SnapshotTaken = { ref: snapshotRef(layout, name), id: randomBytes(12).toString('hex') };
   try {
     await fs.mkdir(tmp, { mode: 0o700 });
-    const counts = origin ? await takeLinkedFromOrigin(layout, home, tmp, origin) : undefined;
-    if (counts) taken = { ...taken, linkedFiles: counts.linked, copiedFiles: counts.copied };
-    else await takeSnapshot(home, tmp);
+    const counts = origin ? await takeLinkedFromOrigin(layout, home, tmp, origin, options) : undefined;
+    if (counts) taken = { ...taken, linkedFiles: counts.linked, copiedFiles: counts.copied, skipped: counts.skipped };
+    else {
+      const full = await takeSnapshot(home, tmp, options);
+      taken = { ...taken, copiedFiles: full.copied, skipped: full.skipped };
+    }
     const full: SnapshotInfo = { ...info, id: taken.id };
     await fs.writeFile(path.join(tmp, 'info.json'), JSON.stringify(full), { mode: 0o600 });
-    await fs.rm(final, { recursive: true, force: true });
+    await removeSnapshotDir(layout, name);
     await fs.rename(tmp, final);
   } catch (error) {
-    await fs.rm(tmp, { recursive: true, force: true });
+    await removeAs('snapshot', undefined, layout.snapshotsDir, [Buffer.from(tmpName)]).catch(() => undefined);
     throw error;
   }
   return taken;
+}
+
+/**
+ * A snapshot dir is root-owned and no workspace can reach it, but it may be deeper than PATH_MAX:
+ * GNU rm (fd-relative) removes it at any depth, where fs.rm fails.
+ */
+async function removeSnapshotDir(layout: LocalLayout, name: string): Promise<void> {
+  await removeAs('delete snapshot', undefined, layout.snapshotsDir, [Buffer.from(checkName('snapshot name', name))]);
 }
 
 /**
@@ -100,8 +116,8 @@ export async function createSnapshot(
  * Undefined (nothing left in `tmp`) when a full copy must be taken instead.
  */
 async function takeLinkedFromOrigin(
-  layout: LocalLayout, home: string, tmp: string, origin: OriginRecord,
-): Promise<{ linked: number; copied: number } | undefined> {
+  layout: LocalLayout, home: string, tmp: string, origin: OriginRecord, options: SnapshotOptions,
+): Promise<{ linked: number; copied: number; skipped: Skipped } | undefined> {
   let dir: string;
   try {
     dir = layout.snapshotDir(origin.snapshot);
@@ -119,20 +135,15 @@ async function takeLinkedFromOrigin(
       return undefined;
     }
     if (id !== origin.snapshotId) return undefined; // another snapshot under that name now
-    try {
-      return await takeLinkedSnapshot(home, tmp, { snapHome: path.join(at, 'home'), files: origin.files });
-    } catch (error) {
-      if (!(error instanceof SpecialFileFound)) throw error;
-      for (const entry of await fs.readdir(tmp)) await fs.rm(path.join(tmp, entry), { recursive: true, force: true });
-      return undefined;
-    }
+    return await takeLinkedSnapshot(home, tmp, { snapHome: path.join(at, 'home'), files: origin.files }, options);
   } finally {
     closeSync(pinned.fd);
   }
 }
 
 export async function deleteSnapshot(layout: LocalLayout, snapshot: SnapshotRef): Promise<void> {
-  await fs.rm(snapshotDirOf(layout, snapshot), { recursive: true, force: true });
+  snapshotDirOf(layout, snapshot); // validates the ref
+  await removeSnapshotDir(layout, String(snapshot.name));
 }
 
 export async function snapshotSize(layout: LocalLayout, snapshot: SnapshotRef): Promise<number> {

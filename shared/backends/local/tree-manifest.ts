@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError } from '../../contract/errors.js';
 import type { EntryType } from './tree-walk.js';
-import { lstatBig, walkTree } from './tree-walk.js';
+import { lstatBig } from './tree-walk.js';
+import { walkTreeAt } from './tree-walk-at.js';
 
 /**
  * The snapshot manifest: for every path of the LIVE home at snapshot time, its type, inode number
@@ -41,33 +42,16 @@ export function keyRel(key: string): Buffer {
   return Buffer.from(key, 'latin1');
 }
 
-/** Stat every path under `root` (and the root, key '') into a manifest. */
+/** Stat every path under `root` (and the root, key '') into a manifest (no symlink followed). */
 export async function buildManifest(root: string): Promise<Manifest> {
   const manifest: Manifest = new Map();
-  const rootSt = lstatBig(Buffer.from(root));
-  manifest.set('', { type: 'd', ino: rootSt.ino, ctimeNs: rootSt.ctimeNs });
-  await walkTree(root, (e) => {
-    manifest.set(relKey(e.rel), { type: e.type, ino: e.st.ino, ctimeNs: e.st.ctimeNs });
+  const rootSt = await walkTreeAt(root, {
+    visit: (e) => {
+      manifest.set(relKey(e.rel), { type: e.type, ino: e.st.ino, ctimeNs: e.st.ctimeNs });
+    },
+    onChanged: () => undefined,
   });
-  return manifest;
-}
-
-/**
- * Make the manifest describe exactly the paths of the snapshot's copy (`copyRoot`), which is the
- * truth a restore copies from: a path that vanished between the stat and the copy is dropped (so
- * a restore removes it instead of failing to copy it), and a path that appeared or changed type
- * meanwhile gets inode 0 / ctime 0 — never equal to a live stat, so it is always rewritten.
- */
-export async function reconcileWithCopy(manifest: Manifest, copyRoot: string): Promise<void> {
-  const inCopy = new Map<string, EntryType>([['', 'd']]);
-  await walkTree(copyRoot, (e) => {
-    inCopy.set(relKey(e.rel), e.type);
-  });
-  for (const key of manifest.keys()) if (!inCopy.has(key)) manifest.delete(key);
-  for (const [key, type] of inCopy) {
-    const m = manifest.get(key);
-    if (m === undefined || m.type !== type) manifest.set(key, { type, ino: 0n, ctimeNs: 0n });
-  }
+  return new Map([['', { type: 'd', ino: rootSt.ino, ctimeNs: rootSt.ctimeNs }], ...manifest]);
 }
 
 /** Write atomically (temp + rename) so a crash never leaves a half manifest. */
@@ -91,10 +75,10 @@ export async function readManifest(snapDir: string): Promise<Manifest> {
   try {
     json = JSON.parse(await readFile(join(snapDir, MANIFEST_FILE), 'utf8')) as ManifestJson;
   } catch (cause) {
-    throw new ConflictError(`snapshot at ${snapDir} has no readable manifest`, { cause });
+    throw new ConflictError('the snapshot has no readable manifest', { cause });
   }
   if (json.version !== MANIFEST_VERSION || !Array.isArray(json.entries)) {
-    throw new ConflictError(`snapshot at ${snapDir} has an unknown manifest version`);
+    throw new ConflictError('the snapshot has an unknown manifest version');
   }
   const manifest: Manifest = new Map();
   for (const [k, type, ino, ctimeNs] of json.entries) {

@@ -1,118 +1,142 @@
 import type { BigIntStats } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { closeSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CopyContext, Owner } from './tree-copy.js';
-import { applyMeta, copyFromSnapshot, replaceFromSnapshot } from './tree-copy.js';
-import type { Manifest, ManifestEntry } from './tree-manifest.js';
+import { StepFailedError } from '../../contract/errors.js';
+import { removeAs, tarAs, type AsUser } from './tree-as-user.js';
+import type { ManifestEntry } from './tree-manifest.js';
 import { keyRel, maxCtimeNs, readManifest, relKey, waitPastCtime, writeManifest } from './tree-manifest.js';
-import { entryType, joinPath, lstatBig, parentRel, readNames, yieldToLoop } from './tree-walk.js';
+import { NoFollowStat, openDirAt, walkTreeAt } from './tree-walk-at.js';
+import { entryType, parentRel } from './tree-walk.js';
 
 /**
  * Return a live home to its snapshot, rewriting only what changed since the manifest was taken.
  *
- * Walks the live tree once (lstat only): a path whose (type, ino, ctimeNs) equals the manifest is
- * untouched and never read; a changed path is rewritten from `<snapDir>/home`; a path not in the
- * manifest is removed; a manifest path missing from the live tree is recreated (whole subtree).
- * Directories are always descended (a file's change does not touch its directory's ctime).
- * Afterwards everything written is re-stat'ed into the manifest, so the next reset is again
- * only-what-changed. Throws ConflictError when the snapshot has no manifest.
+ * 1. The provider (root) walks the live tree with tree-walk-at.ts — lstat only, fd-relative, no
+ *    symlink ever followed, nothing opened — and compares each path with the manifest: a path whose
+ *    (type, ino, ctimeNs) equals it is untouched and never read; a changed path is removed and
+ *    written again from `<snapDir>/home`; a path not in the manifest is removed (not descended);
+ *    a manifest path missing from the live tree is written (whole subtree).
+ * 2. Everything that writes into the home runs AS `user` (the workspace's host uid; see
+ *    tree-as-user.ts): one `rm -rf` for the removals (after `chmod u+rwx` of the directories the
+ *    changes are in, so the user's own locked directories do not block it), then one `tar -x` fed
+ *    by a `tar -c` the provider runs on the root-only, immutable snapshot. Directories on the way
+ *    to a change get the snapshot's mode and times back from that archive. A workspace process
+ *    racing with this (swapping a directory for a symlink) can only misdirect writes made with its
+ *    own uid.
+ * 3. Written paths are lstat'ed again, no-follow, into the manifest, so the next reset is again
+ *    only-what-changed.
+ *
+ * Devices and sockets in an (older) snapshot are not written: a workspace uid cannot create them.
+ * Throws ConflictError when the snapshot has no manifest, StepFailedError('restore') when a tool
+ * fails (e.g. a snapshot path longer than PATH_MAX), never with a host path in the message.
  */
-export async function restoreChanged(
-  home: string,
-  snapDir: string,
-  owner?: Owner,
-): Promise<{ restored: number; removed: number }> {
+export async function restoreChanged(home: string, snapDir: string, user?: AsUser): Promise<{ restored: number; removed: number }> {
   const manifest = await readManifest(snapDir);
-  const children = childIndex(manifest);
-  const written = new Set<string>();
-  const ctx: CopyContext = {
-    home: Buffer.from(home),
-    snapHome: Buffer.from(join(snapDir, 'home')),
-    homePath: home,
-    snapDir,
-    owner,
-    isRoot: process.getuid?.() === 0,
-    onWritten: (rel) => written.add(relKey(rel)),
-  };
-  let restored = 0;
-  let removed = 0;
+  const snapHome = join(snapDir, 'home');
 
+  const rootDir = openDirAt(home);
+  if (rootDir === undefined) throw new StepFailedError('restore', 'the workspace home is not a directory');
+  closeSync(rootDir.fd);
   // The manifest describes the home the snapshot was taken from (or last restored into). Restored
   // into another directory (another root inode), none of its entries can be trusted: rewrite all.
-  const rootSt = lstatBig(ctx.home);
   const rootEntry = manifest.get('');
-  const foreign = rootEntry === undefined || rootEntry.ino !== rootSt.ino;
+  const foreign = rootEntry === undefined || rootEntry.ino !== rootDir.st.ino;
   const same = (m: ManifestEntry, st: BigIntStats): boolean =>
     !foreign && m.type === entryType(st) && m.ino === st.ino && m.ctimeNs === st.ctimeNs;
 
-  /** Restore the contents of live directory `rel`; true when any entry in it was written/removed. */
-  const restoreDir = async (rel: Buffer): Promise<boolean> => {
-    const key = relKey(rel);
-    const abs = joinPath(ctx.home, rel);
-    let entriesChanged = false;
-    await yieldToLoop(); // a turn for the server between directories (the walk is synchronous)
-    const liveNames = readNames(abs);
-    const liveKeys = new Set<string>();
-    for (const name of liveNames) {
-      const childRel = joinPath(rel, name);
-      const childKey = relKey(childRel);
-      liveKeys.add(childKey);
-      const childAbs = joinPath(ctx.home, childRel);
-      const st = lstatBig(childAbs);
-      const m = manifest.get(childKey);
+  const remove = new Map<string, Buffer>();
+  const writeWhole = new Set<string>();
+  const changedDirs = new Map<string, BigIntStats>();
+  const seen = new Set<string>();
+  const descended = new Set<string>(['']);
+  let removed = 0;
+
+  await walkTreeAt(home, {
+    visit: (e) => {
+      const key = relKey(e.rel);
+      seen.add(key);
+      const m = manifest.get(key);
       if (m === undefined) {
-        await rm(childAbs, { recursive: true, force: true });
+        remove.set(key, e.rel);
         removed++;
-        entriesChanged = true;
-      } else if (m.type === 'd' && entryType(st) === 'd') {
-        const inner = await restoreDir(childRel);
-        if (!same(m, st) || inner) {
-          if (await restoreDirMeta(childRel, st, m)) restored++;
-          written.add(childKey);
-        }
-      } else if (!same(m, st)) {
-        if (m.type === 'd' || entryType(st) === 'd') {
-          // A type change involving a directory: rename cannot swap them, so remove then copy.
-          await rm(childAbs, { recursive: true, force: true });
-          restored += await copyFromSnapshot(ctx, childRel);
-        } else {
-          restored += await replaceFromSnapshot(ctx, childRel);
-        }
-        entriesChanged = true;
+        return false;
       }
-    }
-    for (const childKey of children.get(key) ?? []) {
-      if (liveKeys.has(childKey)) continue;
-      restored += await copyFromSnapshot(ctx, keyRel(childKey));
-      entriesChanged = true;
-    }
-    return entriesChanged;
-  };
-
-  /**
-   * Directory metadata (mode, owner, times) back to the snapshot's, applied after its contents
-   * (their rewrites move its mtime). Counts as restored (true) only when the directory itself
-   * differed — a new inode, mode or owner — not when its ctime moved because entries changed.
-   */
-  const restoreDirMeta = async (rel: Buffer, live: BigIntStats, m: ManifestEntry | undefined): Promise<boolean> => {
-    const snap = lstatBig(joinPath(ctx.snapHome, rel));
-    await applyMeta(ctx, joinPath(ctx.home, rel), snap);
-    const uid = ctx.owner ? BigInt(ctx.owner.uid) : ctx.isRoot ? snap.uid : live.uid;
-    const gid = ctx.owner ? BigInt(ctx.owner.gid) : ctx.isRoot ? snap.gid : live.gid;
-    return m === undefined || m.ino !== live.ino || (live.mode & 0o7777n) !== (snap.mode & 0o7777n) || live.uid !== uid || live.gid !== gid;
-  };
-
-  const rootInner = await restoreDir(Buffer.alloc(0));
-  // written.has(''): a special file was staged in the root on its way to a subdirectory.
-  if (rootEntry === undefined || !same(rootEntry, rootSt) || rootInner || written.has('')) {
-    if (await restoreDirMeta(Buffer.alloc(0), rootSt, rootEntry)) restored++;
-    written.add('');
+      if (m.type === 'd' && e.type === 'd') {
+        descended.add(key);
+        if (!same(m, e.st)) changedDirs.set(key, e.st);
+        return true;
+      }
+      if (!same(m, e.st)) {
+        remove.set(key, e.rel);
+        writeWhole.add(key);
+      }
+      return false;
+    },
+    onChanged: (rel) => {
+      // Vanished or replaced while we looked (only a live process does that): remove whatever is
+      // there now and write the snapshot's entry whole.
+      const key = relKey(rel);
+      remove.set(key, rel);
+      descended.delete(key);
+      changedDirs.delete(key);
+      if (manifest.has(key)) writeWhole.add(key);
+    },
+  });
+  for (const key of manifest.keys()) {
+    if (key !== '' && !seen.has(key) && descended.has(relKey(parentRel(keyRel(key))))) writeWhole.add(key);
   }
 
-  if (written.size > 0) {
-    for (const key of written) {
-      const st = lstatBig(joinPath(ctx.home, keyRel(key)));
-      manifest.set(key, { type: entryType(st), ino: st.ino, ctimeNs: st.ctimeNs });
+  // Every directory on the way to a change: opened up for the writer, its metadata restored after.
+  const metaDirs = new Set<string>();
+  const addAncestors = (key: string): void => {
+    for (let k = key; k !== ''; ) {
+      k = relKey(parentRel(keyRel(k)));
+      if (metaDirs.has(k)) return;
+      metaDirs.add(k);
+    }
+  };
+  for (const key of [...remove.keys(), ...writeWhole, ...changedDirs.keys()]) addAncestors(key);
+  for (const key of changedDirs.keys()) metaDirs.add(key);
+  if (rootEntry === undefined || !same(rootEntry, rootDir.st)) metaDirs.add('');
+
+  const written = await expandFromSnapshot(snapHome, writeWhole);
+  let restored = written.length;
+  if (changedDirs.size > 0 || metaDirs.has('')) {
+    const snapStat = new SnapshotStat(snapHome);
+    try {
+      const dirs = [...changedDirs];
+      if (metaDirs.has('') && !changedDirs.has('')) dirs.push(['', rootDir.st]);
+      for (const [key, live] of dirs) {
+        const m = manifest.get(key);
+        const snap = snapStat.lstat(keyRel(key));
+        // Counted only when the directory itself differed, not when its ctime moved because entries changed.
+        if (snap !== undefined && (m === undefined || m.ino !== live.ino || (live.mode & 0o7777n) !== (snap.mode & 0o7777n))) restored++;
+      }
+    } finally {
+      snapStat.close();
+    }
+  }
+
+  const dirMembers = [...metaDirs].filter((k) => !writeWhole.has(k)).map(keyRel);
+  const members = sortParentsFirst([...dirMembers, ...written]);
+  await removeAs('restore', user, home, sortParentsFirst([...remove.values()]), sortParentsFirst(dirMembers).map(dotForRoot));
+  await tarAs('restore', user, snapHome, home, members.map(dotForRoot));
+
+  const touched = sortParentsFirst([...dirMembers, ...written]);
+  if (touched.length > 0) {
+    const top = openDirAt(home);
+    if (top === undefined) throw new StepFailedError('restore', 'the workspace home is not a directory');
+    const stat = new NoFollowStat(top.fd);
+    try {
+      for (const rel of touched) {
+        const st = stat.lstat(rel);
+        const key = relKey(rel);
+        // Gone again (a live process) or never written: ino 0 never matches, so the next reset writes it.
+        manifest.set(key, st === undefined ? { type: manifest.get(key)?.type ?? 'f', ino: 0n, ctimeNs: 0n } : { type: entryType(st), ino: st.ino, ctimeNs: st.ctimeNs });
+      }
+    } finally {
+      stat.close();
+      closeSync(top.fd);
     }
     await writeManifest(snapDir, manifest);
     await waitPastCtime(snapDir, maxCtimeNs(manifest));
@@ -120,15 +144,66 @@ export async function restoreChanged(
   return { restored, removed };
 }
 
-/** Manifest keys grouped by their parent's key (the root's children under ''). */
-function childIndex(manifest: Manifest): Map<string, string[]> {
-  const index = new Map<string, string[]>();
-  for (const key of manifest.keys()) {
-    if (key === '') continue;
-    const parent = relKey(parentRel(keyRel(key)));
-    const list = index.get(parent);
-    if (list) list.push(key);
-    else index.set(parent, [key]);
+const DOT = Buffer.from('.');
+const dotForRoot = (rel: Buffer): Buffer => (rel.length === 0 ? DOT : rel);
+
+/** Bytewise order puts every directory before what is inside it (a prefix sorts first). */
+function sortParentsFirst(rels: Buffer[]): Buffer[] {
+  return rels.sort(Buffer.compare);
+}
+
+/** lstat inside the snapshot (root-only and immutable, but possibly deeper than PATH_MAX). */
+class SnapshotStat {
+  private readonly root: number;
+  private readonly stat: NoFollowStat;
+  constructor(snapHome: string) {
+    const top = openDirAt(snapHome);
+    if (top === undefined) throw new StepFailedError('restore', 'the snapshot has no home');
+    this.root = top.fd;
+    this.stat = new NoFollowStat(top.fd);
   }
-  return index;
+  lstat(rel: Buffer): BigIntStats | undefined {
+    return this.stat.lstat(rel);
+  }
+  /** A no-follow path to `rel` (non-empty), usable until the next call. */
+  at(rel: Buffer): Buffer | undefined {
+    return this.stat.at(rel);
+  }
+  close(): void {
+    this.stat.close();
+    closeSync(this.root);
+  }
+}
+
+/**
+ * The snapshot entries to write for each subtree root in `keys`: the entry and, for a directory,
+ * everything below it. Devices and sockets are left out (a workspace uid cannot create them).
+ */
+async function expandFromSnapshot(snapHome: string, keys: Set<string>): Promise<Buffer[]> {
+  if (keys.size === 0) return [];
+  const out: Buffer[] = [];
+  const snapStat = new SnapshotStat(snapHome);
+  const writable = (st: BigIntStats): boolean => !(st.isCharacterDevice() || st.isBlockDevice() || st.isSocket());
+  try {
+    for (const key of keys) {
+      const rel = keyRel(key);
+      const st = snapStat.lstat(rel);
+      if (st === undefined || !writable(st)) continue;
+      out.push(rel);
+      if (!st.isDirectory()) continue;
+      const at = rel.length === 0 ? Buffer.from(snapHome) : snapStat.at(rel);
+      if (at === undefined) continue;
+      await walkTreeAt(at, {
+        visit: (e) => {
+          if (writable(e.st)) out.push(Buffer.concat([rel, Buffer.from('/'), e.rel]));
+        },
+        onChanged: () => {
+          throw new StepFailedError('restore', 'the snapshot changed while it was read');
+        },
+      });
+    }
+  } finally {
+    snapStat.close();
+  }
+  return out;
 }

@@ -1,7 +1,8 @@
 import { readFileSync, readlinkSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import type { WalkEntry } from './tree-walk.js';
-import { walkTree, yieldToLoop } from './tree-walk.js';
+import { StepFailedError } from '../../contract/errors.js';
+import { walkTreeAt } from './tree-walk-at.js';
+import { yieldToLoop } from './tree-walk.js';
 
 /**
  * The secret scan over a host tree: every needle is searched as bytes in file contents, in every
@@ -30,28 +31,30 @@ export async function scanTree(dir: string, needles: readonly string[]): Promise
     .filter((n) => n.bytes.length > 0);
   if (list.length === 0) return [];
 
-  const entries: WalkEntry[] = [];
-  await walkTree(dir, (e) => {
-    entries.push(e);
-  });
   const hits: string[] = [];
   let bytesSinceYield = 0;
-  for (const e of entries) {
-    const found = new Set<number>();
-    for (const n of list) if (e.rel.includes(n.bytes)) found.add(n.index);
-    if (e.type === 'l') {
-      const target = readlinkSync(e.abs, { encoding: 'buffer' });
-      for (const n of list) if (target.includes(n.bytes)) found.add(n.index);
-    } else if (e.type === 'f') {
-      for (const i of await scanFile(e.abs, e.st.size, list)) found.add(i);
-      if ((bytesSinceYield += Number(e.st.size) + 4096) > YIELD_EVERY_BYTES) {
-        bytesSinceYield = 0;
-        await yieldToLoop();
+  // fd-relative (any depth; a fifo in the tree is only lstat'ed, never opened).
+  await walkTreeAt(dir, {
+    visit: async (e) => {
+      const found = new Set<number>();
+      for (const n of list) if (e.rel.includes(n.bytes)) found.add(n.index);
+      if (e.type === 'l') {
+        const target = readlinkSync(e.at, { encoding: 'buffer' });
+        for (const n of list) if (target.includes(n.bytes)) found.add(n.index);
+      } else if (e.type === 'f') {
+        for (const i of await scanFile(e.at, e.st.size, list)) found.add(i);
+        if ((bytesSinceYield += Number(e.st.size) + 4096) > YIELD_EVERY_BYTES) {
+          bytesSinceYield = 0;
+          await yieldToLoop();
+        }
       }
-    }
-    const shown = redact(e.rel, list);
-    for (const i of [...found].sort((a, b) => a - b)) hits.push(`${shown}: needle #${i}`);
-  }
+      const shown = redact(e.rel, list);
+      for (const i of [...found].sort((a, b) => a - b)) hits.push(`${shown}: needle #${i}`);
+    },
+    onChanged: () => {
+      throw new StepFailedError('scan', 'the snapshot changed while it was scanned');
+    },
+  });
   return hits.sort();
 }
 

@@ -1,15 +1,18 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
 import {
   closeSync, constants, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lutimesSync, mkdirSync, openSync, readlinkSync, readSync,
-  symlinkSync, unlinkSync, writeSync,
+  renameSync, symlinkSync, unlinkSync, writeSync,
 } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ConflictError } from '../../contract/errors.js';
+import { ConflictError, StepFailedError } from '../../contract/errors.js';
+import { TOOL_ENV } from './exec.js';
 import type { Manifest } from './tree-manifest.js';
 import { maxCtimeNs, relKey, waitPastCtime, writeManifest } from './tree-manifest.js';
 import { fdPath, openDirAt, openRegularAt, walkTreeAt, type AtEntry } from './tree-walk-at.js';
-import { joinPath, lstatBig, walkTree, yieldToLoop } from './tree-walk.js';
+import { joinPath, lstatBig, yieldToLoop } from './tree-walk.js';
 
 /**
  * Snapshots that hard-link what has not changed since the home was seeded from another snapshot.
@@ -44,12 +47,21 @@ export interface LinkOrigin {
   files: OriginFiles;
 }
 
-/** Thrown when the live home holds a fifo, socket or device: the caller takes a full copy instead. */
-export class SpecialFileFound extends Error {
-  constructor() {
-    super('the home holds a fifo, socket or device');
-    this.name = 'SpecialFileFound';
-  }
+export interface SnapshotOptions {
+  /**
+   * The workspace's host uid: a regular file owned by anyone else is left out of the snapshot (and
+   * its manifest, so a restore removes it). In a live home every file the provider put there and
+   * every file the workspace made belongs to that uid; another owner means a hard link to a file
+   * from outside the home, whose content root must not copy into a snapshot the workspace later
+   * gets back. Undefined: keep every owner's files (provider-owned trees, tests).
+   */
+  ownerUid?: number;
+}
+
+/** Files left out of a snapshot: devices and sockets (cannot be recreated by a workspace uid), foreign-owned files. */
+export interface Skipped {
+  special: number;
+  foreign: number;
 }
 
 /**
@@ -59,8 +71,11 @@ export class SpecialFileFound extends Error {
  */
 export async function recordOriginFiles(home: string): Promise<OriginFiles> {
   const files: OriginFiles = new Map();
-  await walkTree(home, (e) => {
-    if (e.type === 'f') files.set(relKey(e.rel), { ino: e.st.ino, ctimeNs: e.st.ctimeNs });
+  await walkTreeAt(home, {
+    visit: (e) => {
+      if (e.type === 'f') files.set(relKey(e.rel), { ino: e.st.ino, ctimeNs: e.st.ctimeNs });
+    },
+    onChanged: () => undefined, // left out: never linked
   });
   return files;
 }
@@ -79,13 +94,17 @@ const YIELD_EVERY_BYTES = 8 << 20;
 
 /**
  * Snapshot `home` into `snapDir` (created if missing; `snapDir/home` must not exist →
- * ConflictError), linking files unchanged since `origin`. Each live entry is lstat'ed before it is
- * copied and that stat goes into the manifest (a change racing with the copy shows up as changed at
- * the next restore); an entry that vanishes or is replaced mid-walk is left out of both the copy
- * and the manifest (a restore removes it). Throws SpecialFileFound for a fifo/socket/device.
- * Returns how many files were linked and copied.
+ * ConflictError), linking files unchanged since `origin` (none without one). Each live entry is
+ * lstat'ed before it is copied and that stat goes into the manifest (a change racing with the copy
+ * shows up as changed at the next restore); an entry that vanishes or is replaced mid-walk is left
+ * out of both the copy and the manifest (a restore removes it). FIFOs are recreated (never
+ * opened); devices, sockets and files of another owner (options.ownerUid) are left out.
+ * Any depth works: every path used is relative to an open directory.
+ * Returns how many files were linked and copied, and what was skipped.
  */
-export async function takeLinkedSnapshot(home: string, snapDir: string, origin: LinkOrigin): Promise<{ linked: number; copied: number }> {
+export async function takeLinkedSnapshot(
+  home: string, snapDir: string, origin: LinkOrigin | undefined, options: SnapshotOptions = {},
+): Promise<{ linked: number; copied: number; skipped: Skipped }> {
   await mkdir(snapDir, { recursive: true });
   const destHome = join(snapDir, 'home');
   try {
@@ -96,7 +115,9 @@ export async function takeLinkedSnapshot(home: string, snapDir: string, origin: 
   }
   const dest = openDirAt(destHome);
   if (dest === undefined) throw new ConflictError(`snapshot destination ${destHome} is not a directory`);
-  const builder = new LinkedCopy(Buffer.from(destHome), Buffer.from(origin.snapHome), origin.files, dest.fd);
+  const builder = new LinkedCopy(
+    Buffer.from(destHome), origin ? Buffer.from(origin.snapHome) : undefined, origin?.files ?? new Map(), dest.fd, options.ownerUid,
+  );
   try {
     const rootSt = await walkTreeAt(home, {
       visit: (e) => builder.visit(e),
@@ -110,7 +131,7 @@ export async function takeLinkedSnapshot(home: string, snapDir: string, origin: 
   }
   await writeManifest(snapDir, builder.manifest);
   await waitPastCtime(snapDir, maxCtimeNs(builder.manifest));
-  return { linked: builder.linked, copied: builder.copied };
+  return { linked: builder.linked, copied: builder.copied, skipped: builder.skipped };
 }
 
 /** The state of one linked snapshot build: a stack of open destination directories. */
@@ -118,6 +139,7 @@ class LinkedCopy {
   readonly manifest: Manifest = new Map();
   linked = 0;
   copied = 0;
+  readonly skipped: Skipped = { special: 0, foreign: 0 };
   private readonly dirs: number[];
   /** Live inode → destination path, for files with several links inside the home (cp -a keeps them). */
   private readonly copiedInodes = new Map<bigint, Buffer>();
@@ -125,15 +147,20 @@ class LinkedCopy {
 
   constructor(
     private readonly destHome: Buffer,
-    private readonly snapHome: Buffer,
+    private readonly snapHome: Buffer | undefined,
     private readonly files: OriginFiles,
     rootFd: number,
+    private readonly ownerUid: number | undefined,
   ) {
     this.dirs = [rootFd];
   }
 
+  private destFd(): number {
+    return this.dirs[this.dirs.length - 1]!;
+  }
+
   private destAt(name: Buffer): Buffer {
-    return joinPath(fdPath(this.dirs[this.dirs.length - 1]!), name);
+    return joinPath(fdPath(this.destFd()), name);
   }
 
   async visit(e: AtEntry): Promise<boolean> {
@@ -146,11 +173,17 @@ class LinkedCopy {
         this.dirs.push(opened.fd);
         break;
       }
-      case 'f':
-        if (this.link(e, to)) this.linked++;
-        else if (await this.copy(e, to)) this.copied++;
-        else return false; // replaced or gone since the listing: left out
+      case 'f': {
+        if (this.link(e, to)) {
+          this.linked++;
+          break;
+        }
+        const copied = await this.copy(e, to);
+        if (copied === 'foreign') this.skipped.foreign++;
+        if (copied !== 'copied') return false; // replaced or gone since the listing, or foreign: left out
+        this.copied++;
         break;
+      }
       case 'l': {
         let target: Buffer;
         try {
@@ -163,8 +196,12 @@ class LinkedCopy {
         lutimesSync(to, toSec(e.st.atimeNs), toSec(e.st.mtimeNs));
         break;
       }
+      case 'p':
+        this.fifo(e);
+        break;
       default:
-        throw new SpecialFileFound();
+        this.skipped.special++; // a device or socket: left out
+        return false;
     }
     this.manifest.set(relKey(e.rel), { type: e.type, ino: e.st.ino, ctimeNs: e.st.ctimeNs });
     return true;
@@ -196,6 +233,7 @@ class LinkedCopy {
    * setuid bits, for one: such a file is copied). False → copy it instead.
    */
   private link(e: AtEntry, to: Buffer): boolean {
+    if (this.snapHome === undefined) return false;
     const recorded = this.files.get(relKey(e.rel));
     if (recorded === undefined || recorded.ino !== e.st.ino || recorded.ctimeNs !== e.st.ctimeNs) return false;
     const src = joinPath(this.snapHome, e.rel);
@@ -205,7 +243,8 @@ class LinkedCopy {
     } catch {
       return false; // origin evicted meanwhile, path too long…: copy
     }
-    if (!s.isFile() || (s.mode & 0o7777n) !== (e.st.mode & 0o7777n) || s.size !== e.st.size || s.mtimeNs !== e.st.mtimeNs) return false;
+    // mtimes to the microsecond: the copies this module writes set times through futimes (µs).
+    if (!s.isFile() || (s.mode & 0o7777n) !== (e.st.mode & 0o7777n) || s.size !== e.st.size || s.mtimeNs / 1000n !== e.st.mtimeNs / 1000n) return false;
     try {
       linkSync(src, to);
     } catch {
@@ -218,16 +257,34 @@ class LinkedCopy {
     return true;
   }
 
-  /** Copy a live regular file (opened safely); false when it is no longer the file that was listed. */
-  private async copy(e: AtEntry, to: Buffer): Promise<boolean> {
+  /**
+   * A FIFO is recreated, never opened (an open would block): `mkfifo` makes it under a temp ASCII
+   * name in the destination directory, reached through an inherited descriptor (fd 3), and it is
+   * renamed to its raw name here.
+   */
+  private fifo(e: AtEntry): void {
+    const tmp = Buffer.from(`.wsp-fifo-${randomBytes(6).toString('hex')}`);
+    const mode = (Number(e.st.mode) & 0o7777).toString(8);
+    const r = spawnSync('mkfifo', ['-m', mode, `/proc/self/fd/3/${tmp.toString()}`], { stdio: ['ignore', 'ignore', 'pipe', this.destFd()], env: TOOL_ENV });
+    if (r.status !== 0) throw new StepFailedError('snapshot', `mkfifo exited ${r.status ?? r.signal}`);
+    const to = this.destAt(e.name);
+    renameSync(this.destAt(tmp), to);
+    if (isRoot()) lchownSync(to, Number(e.st.uid), Number(e.st.gid));
+    lutimesSync(to, toSec(e.st.atimeNs), toSec(e.st.mtimeNs));
+  }
+
+  /** Copy a live regular file (opened safely); 'gone' when it is no longer the file that was listed. */
+  private async copy(e: AtEntry, to: Buffer): Promise<'copied' | 'gone' | 'foreign'> {
     const src = openRegularAt(e.at, e.st);
-    if (src === undefined) return false;
+    if (src === undefined) return 'gone';
     try {
+      // Checked on the opened inode itself: a hard link to a file from outside the home (another owner) is never read.
+      if (this.ownerUid !== undefined && Number(src.st.uid) !== this.ownerUid) return 'foreign';
       const earlier = src.st.nlink > 1n ? this.copiedInodes.get(src.st.ino) : undefined;
       if (earlier !== undefined) {
         try {
           linkSync(earlier, to); // another name of a file copied already, inside this snapshot
-          return true;
+          return 'copied';
         } catch {
           // copy it on its own
         }
@@ -250,8 +307,8 @@ class LinkedCopy {
       } finally {
         closeSync(out);
       }
-      if (src.st.nlink > 1n) this.copiedInodes.set(src.st.ino, joinPath(this.destHome, e.rel));
-      return true;
+      if (src.st.nlink > 1n) this.copiedInodes.set(src.st.ino, joinPath(this.destHome, e.rel)); // a full path: fds get reused
+      return 'copied';
     } finally {
       closeSync(src.fd);
     }

@@ -109,9 +109,9 @@ export function openRegularAt(at: Buffer, expected: BigIntStats): { fd: number; 
  * Walk everything below `root` (parents before children, a yield to the event loop per directory).
  * `root` itself is provider-chosen and opened with O_NOFOLLOW; returns its fstat.
  */
-export async function walkTreeAt(root: string, options: WalkAtOptions): Promise<BigIntStats> {
+export async function walkTreeAt(root: string | Buffer, options: WalkAtOptions): Promise<BigIntStats> {
   const top = openDirAt(root);
-  if (top === undefined) throw Object.assign(new Error(`${root} is not a directory`), { code: 'ENOTDIR' });
+  if (top === undefined) throw Object.assign(new Error('the tree root is not a directory'), { code: 'ENOTDIR' });
 
   const walkDir = async (fd: number, relDir: Buffer): Promise<void> => {
     const base = fdPath(fd);
@@ -152,4 +152,67 @@ export async function walkTreeAt(root: string, options: WalkAtOptions): Promise<
   } finally {
     closeSync(top.fd);
   }
+}
+
+/**
+ * lstat of paths below an open root directory without following a symlink in any component: each
+ * directory on the way is opened with O_NOFOLLOW | O_DIRECTORY from its parent's descriptor (so
+ * the depth of the tree never matters either). Keeps the directories of the last path open: call
+ * it with paths in sorted order and consecutive paths share them. close() when done.
+ */
+export class NoFollowStat {
+  private readonly open: { name: Buffer; fd: number }[] = [];
+
+  constructor(private readonly rootFd: number) {}
+
+  /** undefined when the path is gone or a directory on the way is no longer a directory. */
+  lstat(rel: Buffer): BigIntStats | undefined {
+    if (rel.length === 0) return fstatSync(this.rootFd, { bigint: true });
+    const at = this.at(rel);
+    if (at === undefined) return undefined;
+    try {
+      return lstatSync(at, { bigint: true });
+    } catch (error) {
+      if (isGone(error)) return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * `/proc/self/fd/<parent fd>/<last name>` for a non-empty `rel` (valid until the next call), or
+   * undefined when a directory on the way is gone or no longer a directory.
+   */
+  at(rel: Buffer): Buffer | undefined {
+    const parts = splitRel(rel);
+    const last = parts.pop()!;
+    let same = 0;
+    while (same < this.open.length && same < parts.length && this.open[same]!.name.equals(parts[same]!)) same++;
+    while (this.open.length > same) closeSync(this.open.pop()!.fd);
+    for (let i = same; i < parts.length; i++) {
+      const child = openDirAt(joinPath(fdPath(this.parentFd()), parts[i]!));
+      if (child === undefined) return undefined;
+      this.open.push({ name: parts[i]!, fd: child.fd });
+    }
+    return joinPath(fdPath(this.parentFd()), last);
+  }
+
+  close(): void {
+    while (this.open.length > 0) closeSync(this.open.pop()!.fd);
+  }
+
+  private parentFd(): number {
+    return this.open.length === 0 ? this.rootFd : this.open[this.open.length - 1]!.fd;
+  }
+}
+
+function splitRel(rel: Buffer): Buffer[] {
+  const parts: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i <= rel.length; i++) {
+    if (i === rel.length || rel[i] === 0x2f) {
+      parts.push(rel.subarray(start, i));
+      start = i + 1;
+    }
+  }
+  return parts;
 }
