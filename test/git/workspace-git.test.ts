@@ -5,11 +5,14 @@ import { BadRequestError } from '../../shared/contract/errors.js';
 import {
   checkoutArgv,
   cloneFromBundleArgv,
+  contentCheckArgv,
   diffArgv,
   fetchFromBundleArgv,
   headsArgv,
+  parseContentCheck,
   parseHeads,
   parseStatus,
+  reconcileChanges,
   refsUpdateInput,
   statusArgv,
 } from '../../shared/git/workspace-git.js';
@@ -160,5 +163,38 @@ describe('status and diff inside a real repository', () => {
     expect(git(repo, ['symbolic-ref', 'HEAD'])).toBe('refs/heads/review');
     expect(git(repo, ['config', 'branch.review.merge'])).toBe('refs/heads/review');
     expect(fs.readFileSync(path.join(repo, 'README.md'), 'utf8')).toBe('hello\nworld\n');
+  });
+});
+
+describe('content check against the baseline (contentCheckArgv → parseContentCheck → reconcileChanges)', () => {
+  it('finds a skip-worktree edit, an info/exclude file and a file hidden by an added .gitignore rule; names tricky paths exactly', async () => {
+    const root = tempDir('upstream');
+    const home = tempDir('home');
+    dirs.push(root, home);
+    const upstream = createUpstreamRepo(root, 'hide', { '.gitignore': 'deps/\n', 'a.txt': 'a\n', 'flagged\nname.txt': 'n\n' });
+    const repo = upstream.work;
+    fs.appendFileSync(path.join(repo, 'a.txt'), 'more\n');
+    fs.appendFileSync(path.join(repo, 'flagged\nname.txt'), 'more\n');
+    git(repo, ['update-index', '--skip-worktree', '--', 'a.txt']);
+    git(repo, ['update-index', '--assume-unchanged', '--', 'flagged\nname.txt']);
+    fs.writeFileSync(path.join(repo, 'info-excluded.txt'), 'x\n');
+    fs.appendFileSync(path.join(repo, '.git/info/exclude'), 'info-excluded.txt\n');
+    fs.writeFileSync(path.join(repo, 'gi-hidden.txt'), 'x\n');
+    fs.appendFileSync(path.join(repo, '.gitignore'), 'gi-hidden.txt\n');
+    fs.mkdirSync(path.join(repo, 'deps'));
+    fs.writeFileSync(path.join(repo, 'deps/d.txt'), 'baseline rule\n');
+
+    const at = { target: repo, baseCommit: upstream.head };
+    const check = parseContentCheck((await runArgvOk(contentCheckArgv(at), { cwd: repo, home })).stdout);
+    expect(check.flagged).toEqual(new Map([['a.txt', 'skip-worktree'], ['flagged\nname.txt', 'assume-unchanged']]));
+    expect([...check.changed.keys()].sort()).toEqual(['.gitignore', 'a.txt', 'flagged\nname.txt']);
+    const status = parseStatus((await runArgvOk(statusArgv(at), { cwd: repo, home })).stdout);
+    const whole = reconcileChanges(status, check);
+    expect(Object.fromEntries(whole.hidden.map((h) => [h.path, h.how]))).toEqual({
+      'a.txt': 'skip-worktree', 'flagged\nname.txt': 'assume-unchanged', 'info-excluded.txt': 'ignored', 'gi-hidden.txt': 'ignored',
+    });
+    const codes = Object.fromEntries(whole.status.map((e) => [e.path, e.code]));
+    expect(codes).toMatchObject({ 'a.txt': ' M', 'flagged\nname.txt': ' M', 'info-excluded.txt': '??', 'gi-hidden.txt': '!!' });
+    expect(Object.keys(codes).some((p) => p.startsWith('deps'))).toBe(false);
   });
 });
