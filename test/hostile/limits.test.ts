@@ -1,0 +1,207 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ConfigInput } from '../../shared/config/schema.js';
+import { DEFAULT_WORKSPACE_PIDS } from '../../shared/contract/limits.js';
+import { processesOfUid } from '../../shared/backends/local/procs.js';
+import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../support/docker-daemon.js';
+import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
+import { rootUnavailable } from '../support/root.js';
+
+// The attacker owns every process it can start: it forks without end, allocates from many processes
+// at once, and writes output without end. Each must stop at a limit that holds for the WHOLE
+// workspace, while the provider (and the host) keep answering, and a reset must end all of it.
+
+const MiB = 1024 * 1024;
+const OUTPUT_CAP = MiB;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+type BackendName = 'local' | 'docker';
+const BACKENDS: { name: BackendName; config: ConfigInput; skip: string | undefined }[] = [
+  { name: 'local', config: {}, skip: rootUnavailable },
+  { name: 'docker', config: { mode: 'docker', docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE } }, skip: dockerUnavailable },
+];
+
+/** The workspace's cgroup dir in a v1 hierarchy, as the host sees it (this machine and CI are v1). */
+async function cgroupDir(backend: BackendName, workspaceId: string, hierarchy: 'pids' | 'memory'): Promise<string> {
+  if (backend === 'docker') {
+    const info = await dockerClient().getContainer(`wsp-${workspaceId}`).inspect();
+    return path.join('/sys/fs/cgroup', hierarchy, 'docker', info.Id);
+  }
+  const root = path.join('/sys/fs/cgroup', hierarchy, 'wsp');
+  for (const provider of fs.readdirSync(root)) {
+    const dir = path.join(root, provider, workspaceId);
+    if (fs.existsSync(dir)) return dir;
+  }
+  throw new Error(`no ${hierarchy} cgroup for workspace ${workspaceId}`);
+}
+
+const readNumber = (file: string): number => Number(fs.readFileSync(file, 'utf8').trim());
+/** Live (non-zombie) members of a cgroup. */
+function members(dir: string): number[] {
+  return fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number).filter((pid) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return !/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
+    } catch {
+      return false;
+    }
+  });
+}
+/** Real uid of a process (undefined once gone). */
+function uidOf(pid: number): number | undefined {
+  try {
+    return Number(/^Uid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The host dir of a command (both backends keep it under the data dir). */
+function commandDir(dataDir: string, commandId: string): string {
+  const found = execFileSync('find', [dataDir, '-type', 'd', '-name', commandId], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
+  if (found.length !== 1) throw new Error(`command dir of ${commandId}: ${JSON.stringify(found)}`);
+  return found[0]!;
+}
+
+/** How long the provider takes to answer a status request (ms). */
+async function latency(wsp: TestProvider, id: string): Promise<number> {
+  const t0 = Date.now();
+  const r = await wsp.api('GET', `/workspaces/${id}`);
+  expect(r.status).toBe(200);
+  return Date.now() - t0;
+}
+
+describe.each(BACKENDS)('limits that hold per workspace ($name backend, real provider)', ({ name, config, skip }) => {
+  let wsp: TestProvider;
+  let hog: TestProvider;
+
+  beforeAll(async () => {
+    if (skip !== undefined) return;
+    // The default config, but for a small output cap (the runaway-output case). No pids setting: the default holds.
+    wsp = await startTestProvider({ ...config, commands: { maxOutputBytes: OUTPUT_CAP } });
+    hog = await startTestProvider({ ...config, workspace: { resources: { memoryMb: 256 } } });
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const p of [wsp, hog]) {
+      if (!p) continue;
+      const backend = p.provider.deps.backend;
+      for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
+      for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
+      await p.close();
+      fs.rmSync(p.dataDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it.skipIf(skip !== undefined)('a fork bomb under the default config stops at the pids limit; provider and host keep answering; a reset ends it', async () => {
+    const ws = await wsp.setup();
+    const pids = await cgroupDir(name, ws.id, 'pids');
+    expect(readNumber(path.join(pids, 'pids.max'))).toBe(DEFAULT_WORKSPACE_PIDS);
+    const bomb = await wsp.api('POST', `/workspaces/${ws.id}/commands`, { command: 'f() { f | f & }; f', waitMs: 0 });
+    expect(bomb.status).toBeLessThan(300);
+
+    // The bomb reaches the limit (forks fail: pids.events counts them) and never passes it.
+    let peak = 0;
+    const deadline = Date.now() + 30_000;
+    const failedForks = (): number => Number(/^max (\d+)/m.exec(fs.readFileSync(path.join(pids, 'pids.events'), 'utf8'))?.[1] ?? 0);
+    while (failedForks() === 0) {
+      peak = Math.max(peak, readNumber(path.join(pids, 'pids.current')));
+      if (Date.now() > deadline) throw new Error(`the bomb never hit the limit (peak ${peak})`);
+      await sleep(50);
+    }
+    const latencies: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      peak = Math.max(peak, readNumber(path.join(pids, 'pids.current')));
+      latencies.push(await latency(wsp, ws.id));
+      // The host can still start a process: its pid space was not taken.
+      execFileSync('true', { timeout: 5_000 });
+      await sleep(200);
+    }
+    expect(peak).toBeLessThanOrEqual(DEFAULT_WORKSPACE_PIDS);
+    expect(Math.max(...latencies)).toBeLessThan(3_000);
+
+    const reset = await wsp.api('POST', `/workspaces/${ws.id}/reset`, {});
+    expect(reset.status).toBe(200);
+    // Nothing of the bomb is left, and nothing comes back.
+    await sleep(500);
+    const after = await cgroupDir(name, ws.id, 'pids');
+    const left = members(after).filter((pid) => uidOf(pid) !== 0);
+    expect(left).toEqual([]);
+    const ok = await wsp.exec(ws.id, 'echo still-works');
+    expect(ok).toMatchObject({ state: 'exited', exitCode: 0 });
+    expect(ok.stdout.data).toBe('still-works\n');
+  }, 120_000);
+
+  it.skipIf(skip !== undefined)('six processes of 200 MB each cannot hold more than memoryMb (256) together', async () => {
+    const ws = await hog.setup();
+    const memory = await cgroupDir(name, ws.id, 'memory');
+    expect(readNumber(path.join(memory, 'memory.limit_in_bytes'))).toBe(256 * MiB);
+    // Each hog: tail keeps the last 200 MB of its input in memory until the input ends (3 s later),
+    // then prints how much it held. Only a hog that was not killed prints 209715200.
+    const script = 'for i in 1 2 3 4 5 6; do ( { head -c 209715200 /dev/zero; sleep 3; } | tail -c 209715200 | wc -c ) & done; wait';
+    const run = await hog.exec(ws.id, script, { timeoutMs: 120_000 });
+    const held = String(run.stdout.data).split('\n').filter((l) => l.trim() === '209715200').length;
+    // At most one 200 MB hog fits under 256 MB; the kernel's OOM killer ended the others.
+    expect(held).toBeLessThanOrEqual(1);
+    expect(readNumber(path.join(memory, 'memory.max_usage_in_bytes'))).toBeLessThanOrEqual(256 * MiB);
+    // The cgroup's OOM killer did it (not something else that ended the hogs early).
+    const oomKills = Number(/^oom_kill (\d+)/m.exec(fs.readFileSync(path.join(memory, 'memory.oom_control'), 'utf8'))?.[1] ?? 0);
+    expect(oomKills).toBeGreaterThanOrEqual(5);
+    // The workspace goes on.
+    expect(await hog.exec(ws.id, 'echo alive')).toMatchObject({ exitCode: 0 });
+  }, 180_000);
+
+  it.skipIf(skip !== undefined)('runaway output: the stdout file stops at the cap while the command runs; the end records the real count', async () => {
+    const ws = await wsp.setup();
+    const started = await wsp.api('POST', `/workspaces/${ws.id}/commands`, { command: 'timeout 4 yes; true', waitMs: 0 });
+    expect(started.status).toBeLessThan(300);
+    const id = started.body.id as string;
+    const dir = commandDir(wsp.dataDir, id);
+    const file = path.join(dir, 'stdout');
+    // While it runs: the file reaches the cap and stays there.
+    let sawCapWhileRunning = false;
+    for (let i = 0; i < 60; i++) {
+      const size = fs.statSync(file).size;
+      expect(size).toBeLessThanOrEqual(OUTPUT_CAP);
+      const status = await wsp.api('GET', `/workspaces/${ws.id}/commands/${id}`);
+      if (status.body.state !== 'running') break;
+      if (size === OUTPUT_CAP) sawCapWhileRunning = true;
+      await sleep(50);
+    }
+    expect(sawCapWhileRunning).toBe(true);
+    let end = await wsp.api('GET', `/workspaces/${ws.id}/commands/${id}?waitMs=20000`);
+    while (end.body.state === 'running') end = await wsp.api('GET', `/workspaces/${ws.id}/commands/${id}?waitMs=20000`);
+    expect(end.body).toMatchObject({ state: 'exited', exitCode: 0 });
+    expect(end.body.stdout.truncated).toBe(true);
+    expect(end.body.stdout.bytes).toBeGreaterThan(OUTPUT_CAP * 4);
+    expect(fs.statSync(file).size).toBe(OUTPUT_CAP);
+    expect(fs.readFileSync(file, 'utf8')).toBe('y\n'.repeat(OUTPUT_CAP / 2));
+  }, 60_000);
+
+  it.skipIf(skip !== undefined)('killAll against a tight fork loop (double-forking orphans) leaves no process of the workspace', async () => {
+    const ws = await wsp.setup();
+    const backend = wsp.provider.deps.backend;
+    const ref = (await backend.listResources()).find((r) => r.workspaceId === ws.id)!.ref;
+    // Each round leaves an orphan sleeper behind (its parent subshell exits at once).
+    const started = await wsp.api('POST', `/workspaces/${ws.id}/commands`, { command: 'while :; do ( sleep 1000 & ) ; done', waitMs: 0 });
+    expect(started.status).toBeLessThan(300);
+    const pids = await cgroupDir(name, ws.id, 'pids');
+    for (let i = 0; i < 100 && readNumber(path.join(pids, 'pids.current')) < 50; i++) await sleep(50);
+    expect(readNumber(path.join(pids, 'pids.current'))).toBeGreaterThanOrEqual(50);
+
+    await backend.killAll(ref);
+    const userProcs = async (): Promise<number[]> => {
+      const inCgroup = members(pids).filter((pid) => uidOf(pid) !== 0);
+      if (name === 'docker') return inCgroup;
+      const meta = JSON.parse(fs.readFileSync(path.join(String(ref.dir), 'meta.json'), 'utf8')) as { hostUid: number };
+      return [...new Set([...members(pids), ...(await processesOfUid(meta.hostUid))])];
+    };
+    expect(await userProcs()).toEqual([]);
+    await sleep(500);
+    expect(await userProcs()).toEqual([]);
+    const status = await wsp.api('GET', `/workspaces/${ws.id}/commands/${started.body.id}`);
+    expect(status.body.state).toBe('killed');
+  }, 60_000);
+});
