@@ -89,6 +89,8 @@ export class WorkspaceOps {
         let repos = ws.repos;
         if (input.refs && Object.keys(input.refs).length > 0) {
           repos = await this.moveTo(ws, input.refs);
+          // Nothing may keep writing into the new baseline (a `git gc --auto` the checkout left behind).
+          await this.deps.backend.killAll(ws.backend);
           await this.deps.backend.deleteSnapshot(ws.baseline).catch(() => undefined);
           const baseline = await this.deps.backend.snapshot(ws.backend, ws.plan, 'baseline', id);
           baselineFingerprint = await this.provisioner.fingerprint(ws.backend, ws.plan);
