@@ -1,13 +1,17 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfigInput } from '../../shared/config/schema.js';
 import { DEFAULT_WORKSPACE_PIDS } from '../../shared/contract/limits.js';
+import { detectLimits } from '../../shared/backends/local/cgroup.js';
 import { processesOfUid } from '../../shared/backends/local/procs.js';
+import type { BackendRef } from '../../shared/contract/workspace.js';
 import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../support/docker-daemon.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
 import { rootUnavailable } from '../support/root.js';
+import { useBackendFixture } from '../support/backend-fixture.js';
+import { makeLocalBackend } from '../backends/local-handle.js';
 
 // The attacker owns every process it can start: it forks without end, allocates from many processes
 // at once, and writes output without end. Each must stop at a limit that holds for the WHOLE
@@ -204,4 +208,61 @@ describe.each(BACKENDS)('limits that hold per workspace ($name backend, real pro
     const status = await wsp.api('GET', `/workspaces/${ws.id}/commands/${started.body.id}`);
     expect(status.body.state).toBe('killed');
   }, 60_000);
+});
+
+describe.skipIf(rootUnavailable !== undefined)('the local workspace cgroup (root)', () => {
+  const fx = useBackendFixture(() => makeLocalBackend());
+  const wsDir = (ref: BackendRef): string => String(ref.dir);
+  const hostUid = (ref: BackendRef): number => (JSON.parse(fs.readFileSync(path.join(wsDir(ref), 'meta.json'), 'utf8')) as { hostUid: number }).hostUid;
+
+  it('belongs to root: the workspace uid can neither move a process out nor raise a limit', async () => {
+    const ref = await fx.create();
+    for (const hierarchy of ['pids', 'memory'] as const) {
+      const dir = await cgroupDir('local', String(ref.workspaceId), hierarchy);
+      for (const file of [dir, path.join(dir, 'cgroup.procs'), path.join(dir, hierarchy === 'pids' ? 'pids.max' : 'memory.limit_in_bytes')]) {
+        const st = fs.statSync(file);
+        expect(st.uid).toBe(0);
+        expect(st.mode & 0o022).toBe(0);
+      }
+      // Tried as the workspace's host uid, outside any sandbox: leave to the parent, raise the limit.
+      const parent = path.dirname(dir);
+      const r = spawnSync('setpriv', [`--reuid=${hostUid(ref)}`, `--regid=${hostUid(ref)}`, '--clear-groups', '--',
+        'sh', '-c', `echo $$ > ${parent}/cgroup.procs || echo $$ > ${dir}/../../cgroup.procs || echo -1 > ${dir}/${hierarchy === 'pids' ? 'pids.max' : 'memory.limit_in_bytes'} || exit 42; exit 0`], { encoding: 'utf8' });
+      expect(r.status).toBe(42);
+    }
+    // Inside the sandbox the cgroup file system is not even there.
+    const inside = await fx.sh(ref, 'ls /sys/fs/cgroup 2>&1; echo $$ > /sys/fs/cgroup/pids/cgroup.procs 2>&1 || echo refused');
+    expect(inside.stdout).toContain('refused');
+  });
+
+  it('is found again by a restarted provider: its killAll empties it, and destroy removes it', async () => {
+    const ref = await fx.create();
+    const id = await fx.start(ref, ['sh', '-c', 'while :; do ( sleep 1000 & ) ; done']);
+    const pids = await cgroupDir('local', String(ref.workspaceId), 'pids');
+    for (let i = 0; i < 100 && members(pids).length < 20; i++) await sleep(50);
+    expect(members(pids).length).toBeGreaterThanOrEqual(20);
+
+    const restarted = await fx.handle.reopen!();
+    await restarted.killAll(ref);
+    expect(members(pids)).toEqual([]);
+    expect(await processesOfUid(hostUid(ref))).toEqual([]);
+    expect((await restarted.commandStatus(ref, id)).state).toBe('killed');
+    // A new command of the restarted provider enters the same cgroup.
+    expect((await fx.run(ref, ['true'])).status.exitCode).toBe(0);
+
+    await restarted.destroy(ref);
+    for (const hierarchy of ['pids', 'memory', 'freezer']) {
+      expect(fs.existsSync(path.join(path.dirname(pids).replace('/pids/', `/${hierarchy}/`), String(ref.workspaceId)))).toBe(false);
+    }
+  });
+});
+
+describe('local limits without a cgroup say what they do not enforce', () => {
+  it('not root: memory per process, pids approximate; without bwrap, escaped processes survive', async () => {
+    const { warnings } = await detectLimits('/nonexistent', { kind: 'bwrap', asRoot: false, rootfsArgs: [] });
+    expect(warnings.join('\n')).toMatch(/memoryMb limits each process's address space, not the workspace's memory/);
+    expect(warnings.join('\n')).toMatch(/pids is approximate/);
+    const none = await detectLimits('/nonexistent', { kind: 'none', asRoot: false, rootfsArgs: [] });
+    expect(none.warnings.join('\n')).toMatch(/survives a reset or delete/);
+  });
 });
