@@ -65,6 +65,12 @@ export interface WorkspaceBackend {
 
   /** Create the workspace's compute and empty (or snapshot-seeded) home per the plan. */
   create(plan: WorkspacePlan, options: CreateOptions): Promise<BackendRef>;
+  /**
+   * Optional: does `ref` address the resources `create` made for `workspaceId` (and nothing else)?
+   * A ref comes back from the state store, which the service does not trust blindly: a record whose
+   * ref names another workspace's resources is refused, never used (shared/service/records.ts).
+   */
+  refBelongsTo?(ref: BackendRef, workspaceId: string): boolean;
   /** Tear down; idempotent (an unknown or already-removed ref is not an error). */
   destroy(ref: BackendRef): Promise<void>;
 

@@ -2,7 +2,7 @@ import { ConflictError } from '../contract/errors.js';
 import type { WorkspaceRecord } from '../contract/workspace.js';
 import { errorFields } from '../log.js';
 import type { ServiceDeps } from './deps.js';
-import type { WorkspaceRecords } from './records.js';
+import { hasForeignRef, type WorkspaceRecords } from './records.js';
 
 /**
  * The disk limit of a workspace (plan.resources.diskMb), measured and acted on: the janitor asks the
@@ -43,6 +43,7 @@ export async function enforceDiskLimits(deps: ServiceDeps, records: WorkspaceRec
   for (const ws of ready) {
     const limitMb = ws.plan.resources.diskMb;
     if (ws.status !== 'ready' || ws.owner !== deps.instanceId || ws.backend === undefined || limitMb === undefined || ws.diskExceeded) continue;
+    if (hasForeignRef(backend, ws)) continue; // never measured or killed through another workspace's ref
     try {
       const usedBytes = await backend.usageBytes(ws.backend);
       const limitBytes = limitMb * MIB;

@@ -1,6 +1,8 @@
 import type { WorkspaceRecord } from '../contract/workspace.js';
 import { errorFields } from '../log.js';
+import { ConflictError } from '../contract/errors.js';
 import type { ServiceDeps } from './deps.js';
+import { hasForeignRef } from './records.js';
 import type { DefaultWorkspaceService } from './workspace-service.js';
 
 export interface ReconcileReport {
@@ -26,6 +28,8 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
 
   for (const r of mine) {
     try {
+      // Listed records did not pass records.get: a ref naming another workspace is not used here either.
+      if (hasForeignRef(backend, r)) throw new ConflictError(`workspace '${r.id}': its stored backend ref does not belong to it; refusing to use it`);
       if (r.status === 'provisioning') {
         // The work was in this process's memory; it cannot be resumed safely. Fail it and free the compute.
         await service.teardown(r).catch(() => undefined);

@@ -1,6 +1,16 @@
+import type { WorkspaceBackend } from '../contract/backend.js';
 import { ConflictError, NotFoundError } from '../contract/errors.js';
 import type { Patch, StateStore } from '../contract/state.js';
 import type { ProgressStep, WorkspaceRecord, WorkspaceStatus } from '../contract/workspace.js';
+
+/**
+ * True when the record's stored backend ref addresses another workspace's resources (the backend
+ * says so: WorkspaceBackend.refBelongsTo). Such a ref is never used: it is how a write to the state
+ * store would turn into running as, resetting or deleting another workspace.
+ */
+export function hasForeignRef(backend: Pick<WorkspaceBackend, 'refBelongsTo'> | undefined, r: WorkspaceRecord): boolean {
+  return r.backend !== undefined && backend?.refBelongsTo !== undefined && !backend.refBelongsTo(r.backend, r.id);
+}
 
 const MAX_STEPS = 100;
 
@@ -13,11 +23,16 @@ export class WorkspaceRecords {
   constructor(
     private readonly state: StateStore,
     private readonly now: () => Date,
+    /** Verifies stored backend refs; every operation on a workspace reads its record through `get`. */
+    private readonly backend?: Pick<WorkspaceBackend, 'refBelongsTo'>,
   ) {}
 
   async get(id: string): Promise<WorkspaceRecord> {
     const r = await this.state.getWorkspace(id);
     if (!r) throw new NotFoundError('workspace', id);
+    if (hasForeignRef(this.backend, r)) {
+      throw new ConflictError(`workspace '${id}': its stored backend ref does not belong to it; refusing to use it`, { details: { status: r.status } });
+    }
     return r;
   }
 

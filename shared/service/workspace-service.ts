@@ -10,7 +10,7 @@ import { publicError } from './public-error.js';
 import type { Job } from './jobs.js';
 import { newWorkspaceId } from './ids.js';
 import { Provisioner } from './provisioner.js';
-import { WorkspaceRecords } from './records.js';
+import { hasForeignRef, WorkspaceRecords } from './records.js';
 import { RepoSync } from './repo-sync.js';
 import type { CommandEvent, WorkspaceEvent, WorkspaceService } from './types.js';
 import { workspaceView } from './views.js';
@@ -36,7 +36,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
   constructor(private readonly deps: ServiceDeps) {
     const now = deps.now ?? (() => new Date());
     this.streams = new StreamLimits(deps.config.listen.maxEventStreams, deps.config.listen.maxEventStreamsPerWorkspace);
-    this.records = new WorkspaceRecords(deps.state, now);
+    this.records = new WorkspaceRecords(deps.state, now, deps.backend);
     const repoSync = new RepoSync(deps);
     this.provisioner = new Provisioner(deps, this.records, repoSync);
     this.commands = new Commands(deps, this.records, this.gate);
@@ -99,6 +99,8 @@ export class DefaultWorkspaceService implements WorkspaceService {
 
   /** Remove the compute and the baseline. Also used by the reconciler. */
   async teardown(record: WorkspaceRecord): Promise<void> {
+    // Records from a list (reconciler) did not pass records.get: a foreign ref is not destroyed.
+    if (hasForeignRef(this.deps.backend, record)) throw new ConflictError(`workspace '${record.id}': its stored backend ref does not belong to it; refusing to use it`);
     if (record.backend) await this.deps.backend.destroy(record.backend);
     if (record.baseline) await this.deps.backend.deleteSnapshot(record.baseline).catch((e) => this.deps.log.warn('baseline delete failed', { workspaceId: record.id, ...errorFields(e) }));
   }

@@ -11,7 +11,7 @@ import { connectDocker, DEFAULT_DOCKER_SOCKET, pingDocker, type DockerClient } f
 import { DockerCommands } from './commands.js';
 import { ContainerNetworks, containerConfig, createAndStart, imageExists, removeContainer, workspaceLabels } from './container.js';
 import * as images from './images.js';
-import { checkName, containerName, DockerLayout, dockerRef, LABEL, refWorkspaceId } from './layout.js';
+import { checkName, containerName, DockerLayout, dockerRef, LABEL, refBelongsTo, refWorkspaceId } from './layout.js';
 import { readMeta, requireMeta, writeMeta, type DockerWorkspaceMeta } from './workspace-meta.js';
 import { DockerFingerprints } from './fingerprint.js';
 import { checkPlanShape, homeDestination } from '../plan-check.js';
@@ -86,6 +86,10 @@ class DockerBackend implements WorkspaceBackend {
     const networks = new Set<string>([plan.network, plan.setupNetwork ?? plan.network]);
     if (networks.has('host')) this.warnOnce("network 'host': workspaces share the Docker host's network namespace and can reach every service on its loopback (the provider's API included)");
     if (networks.has('egress') || networks.has('bridge')) this.warnOnce("network 'egress': the workspace's egress goes through Docker's default bridge (other containers on it are reachable; the host's loopback is not)");
+  }
+
+  refBelongsTo(ref: BackendRef, workspaceId: string): boolean {
+    return refBelongsTo(ref, workspaceId);
   }
 
   async create(plan: WorkspacePlan, options: CreateOptions): Promise<BackendRef> {

@@ -39,6 +39,18 @@ export function dockerRef(workspaceId: string): BackendRef {
   return { kind: 'docker', workspaceId, container: containerName(workspaceId) };
 }
 
+/**
+ * Does `ref` address workspace `workspaceId`'s container (`wsp-<id>`) and nothing else? A ref copied
+ * from another workspace's record names that workspace's container and must never be used.
+ */
+export function refBelongsTo(ref: BackendRef, workspaceId: string): boolean {
+  try {
+    return refWorkspaceId(ref) === workspaceId && ref.container === containerName(workspaceId);
+  } catch {
+    return false;
+  }
+}
+
 /** The workspace id of a ref (the container name is derived from it, never trusted). */
 export function refWorkspaceId(ref: BackendRef): string {
   if (ref?.kind !== 'docker') throw new BadRequestError(`not a docker backend ref (kind '${String(ref?.kind)}')`, { field: 'ref' });

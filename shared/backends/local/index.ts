@@ -14,7 +14,7 @@ import { copyDirIntoHome, hostPathInHome, putTransfer } from './files.js';
 import { claimHostUid, DEFAULT_UID_REGISTRY, releaseHostUid } from './host-uids.js';
 import { checkName, LocalLayout } from './layout.js';
 import { killAllOfUid } from './procs.js';
-import { readMeta, refWorkspaceId, requireMeta, writeMeta, type WorkspaceMeta } from './meta.js';
+import { readMeta, refBelongsTo, refWorkspaceId, requireMeta, writeMeta, type WorkspaceMeta } from './meta.js';
 import { readOrigin, writeOrigin } from './origin.js';
 import { detectSandbox } from './sandbox-detect.js';
 import { accountFiles, mountsOverlapHome, networkWarnings, type SandboxHost } from './sandbox.js';
@@ -140,6 +140,10 @@ class LocalBackend implements WorkspaceBackend {
     const parked = path.join(this.layout.trashDir, `${id}-${randomBytes(4).toString('hex')}`);
     await fs.rename(wsDir, parked);
     this.log.warn('workspace content left in the root-only trash of the data dir', { workspaceId: id, trash: path.basename(parked) });
+  }
+
+  refBelongsTo(ref: BackendRef, workspaceId: string): boolean {
+    return refBelongsTo(this.layout, ref, workspaceId);
   }
 
   async create(plan: WorkspacePlan, options: CreateOptions): Promise<BackendRef> {

@@ -34,6 +34,19 @@ export function refWorkspaceId(ref: BackendRef): string {
   return checkName('workspace id', ref.workspaceId);
 }
 
+/**
+ * Does `ref` address workspace `workspaceId`'s own dir? Its id must be that id and its `dir` the
+ * layout's dir for that id: a ref copied from another workspace (into this one's record, in the
+ * state store) names that workspace's uid and home and must never be used for this one.
+ */
+export function refBelongsTo(layout: LocalLayout, ref: BackendRef, workspaceId: string): boolean {
+  try {
+    return refWorkspaceId(ref) === workspaceId && ref.dir === layout.workspaceDir(workspaceId);
+  } catch {
+    return false;
+  }
+}
+
 export async function requireMeta(layout: LocalLayout, ref: BackendRef): Promise<WorkspaceMeta> {
   const id = refWorkspaceId(ref);
   const meta = await readMeta(layout, id);
