@@ -62,7 +62,13 @@ describe.skipIf(rootUnavailable !== undefined)('runner.sh on the host (root)', (
     expect(status).toMatchObject({ state: 'exited', exitCode: 3 });
     expect(fs.readFileSync(path.join(dir, 'stdout'), 'utf8')).toBe("65534\n/tmp\nit's\nin\n");
     expect(fs.existsSync(path.join(dir, 'env'))).toBe(false);
-    expect(await supervisorAlive(dir)).toBe(false);
+    // The record is the supervisor's last step; its exit follows within moments.
+    let alive = true;
+    for (let i = 0; i < 50 && alive; i++) {
+      alive = await supervisorAlive(dir);
+      if (alive) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(alive).toBe(false);
   });
 
   it('kill ends the group with the reason; a dead supervisor reads lost', async () => {
@@ -77,6 +83,29 @@ describe.skipIf(rootUnavailable !== undefined)('runner.sh on the host (root)', (
     process.kill(pid, 'SIGKILL');
     process.kill(-pgid, 'SIGKILL');
     expect(await waitEnd(lost)).toMatchObject({ state: 'lost', reason: 'process vanished' });
+  });
+
+  it('output is capped while the command runs; a background process holding stdout does not hold the exit record', async () => {
+    // maxOutputBytes is 1000: 5000 bytes now, then the command ends while its child writes on.
+    const dir = await start('c5', ['sh', '-c', 'head -c 5000 /dev/zero; (sleep 0.5; head -c 3000 /dev/zero; sleep 30) & echo done >&2']);
+    const t0 = Date.now();
+    const status = await waitEnd(dir);
+    expect(Date.now() - t0).toBeLessThan(5_000); // the 1 s grace, not the child's 30 s
+    expect(status).toMatchObject({ state: 'exited', exitCode: 0, stdout: { truncated: true }, stderr: { bytes: 5, truncated: false } });
+    // The count in the record is what was known at exit (the first byte past the cap at least).
+    expect(status.stdout.bytes).toBeGreaterThan(1000);
+    // The child's later output is still cut: the kept file never passes the cap; once the stream
+    // ends, the rest is counted exactly.
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(fs.statSync(path.join(dir, 'stdout')).size).toBe(1000);
+    process.kill(-Number(fs.readFileSync(path.join(dir, 'pgid'), 'utf8')), 'SIGKILL');
+    let rest = 0;
+    for (let i = 0; i < 100 && rest !== 7000; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      rest = Number(fs.readFileSync(path.join(dir, 'stdout.rest'), 'utf8'));
+    }
+    expect(rest).toBe(7000);
+    expect(fs.statSync(path.join(dir, 'stdout')).size).toBe(1000);
   });
 
   it('a second start of the same dir starts nothing new', async () => {

@@ -166,15 +166,19 @@ describe.each(BACKENDS)('limits that hold per workspace ($name backend, real pro
     const file = path.join(dir, 'stdout');
     // While it runs: the file reaches the cap and stays there.
     let sawCapWhileRunning = false;
+    let sawTruncatedWhileRunning = false;
     for (let i = 0; i < 60; i++) {
       const size = fs.statSync(file).size;
       expect(size).toBeLessThanOrEqual(OUTPUT_CAP);
       const status = await wsp.api('GET', `/workspaces/${ws.id}/commands/${id}`);
       if (status.body.state !== 'running') break;
       if (size === OUTPUT_CAP) sawCapWhileRunning = true;
+      // The status says so already while it runs: more bytes than the cap, truncated.
+      if (status.body.stdout.truncated === true && status.body.stdout.bytes > OUTPUT_CAP) sawTruncatedWhileRunning = true;
       await sleep(50);
     }
     expect(sawCapWhileRunning).toBe(true);
+    expect(sawTruncatedWhileRunning).toBe(true);
     let end = await wsp.api('GET', `/workspaces/${ws.id}/commands/${id}?waitMs=20000`);
     while (end.body.state === 'running') end = await wsp.api('GET', `/workspaces/${ws.id}/commands/${id}?waitMs=20000`);
     expect(end.body).toMatchObject({ state: 'exited', exitCode: 0 });

@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { CommandStatus } from '../../contract/backend.js';
-import { readExit, readText, sizeOf, type StoredSpec } from '../runner/command-record.js';
+import { readExit, readText, streamBytes, type StoredSpec } from '../runner/command-record.js';
 import { liveStartTime } from './procs.js';
 
 export { parseExit, readExit, readSpec, type ExitRecord, type StoredSpec } from '../runner/command-record.js';
@@ -49,7 +49,7 @@ export async function readStatus(dir: string, spec: StoredSpec): Promise<Command
   let exit = await readExit(dir);
   if (exit === undefined) {
     if (await wrapperAlive(dir)) {
-      const [out, err] = await Promise.all([sizeOf(commandFile(dir, 'stdout')), sizeOf(commandFile(dir, 'stderr'))]);
+      const [out, err] = await Promise.all([streamBytes(commandFile(dir, 'stdout')), streamBytes(commandFile(dir, 'stderr'))]);
       return {
         ...base, state: 'running', exitCode: null, signal: null,
         stdout: { bytes: out, truncated: out > max }, stderr: { bytes: err, truncated: err > max },
@@ -59,7 +59,7 @@ export async function readStatus(dir: string, spec: StoredSpec): Promise<Command
     exit = await readExit(dir);
   }
   if (exit === undefined) {
-    const [out, err] = await Promise.all([sizeOf(commandFile(dir, 'stdout')), sizeOf(commandFile(dir, 'stderr'))]);
+    const [out, err] = await Promise.all([streamBytes(commandFile(dir, 'stdout')), streamBytes(commandFile(dir, 'stderr'))]);
     return {
       ...base, state: 'lost', exitCode: null, signal: null, reason: 'process vanished',
       stdout: { bytes: out, truncated: out > max }, stderr: { bytes: err, truncated: err > max },

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BadRequestError } from '../../contract/errors.js';
-import { readExit, readText, sizeOf, statusFromRecord, type StoredSpec } from './command-record.js';
+import { readExit, readText, statusFromRecord, streamBytes, type StoredSpec } from './command-record.js';
 
 export {
   parseExit, readExit, readSpec, readStream, statusFromRecord, type CommandRecordFiles, type ExitRecord, type StoredSpec,
@@ -119,7 +119,7 @@ export async function readStatus(dir: string, spec: StoredSpec): Promise<Command
   const alive = exitBefore === undefined ? await supervisorAlive(dir) : false;
   const exit = exitBefore ?? (await readText(commandFile(dir, 'exit')));
   const [stdoutBytes, stderrBytes, kill] = await Promise.all([
-    sizeOf(commandFile(dir, 'stdout')), sizeOf(commandFile(dir, 'stderr')), readText(commandFile(dir, 'kill')),
+    streamBytes(commandFile(dir, 'stdout')), streamBytes(commandFile(dir, 'stderr')), readText(commandFile(dir, 'kill')),
   ]);
   return statusFromRecord({ spec, exit, kill, alive, stdoutBytes, stderrBytes });
 }

@@ -43,6 +43,16 @@ export async function sizeOf(file: string): Promise<number> {
   }
 }
 
+/**
+ * Bytes a stream has produced so far: the kept file plus what the runner's output cutter counted
+ * past the cap (`<stream>.rest`, see start_output_cutters in runner.sh). Above maxOutputBytes as
+ * soon as one byte past the cap came, so a running command already reads as truncated.
+ */
+export async function streamBytes(file: string): Promise<number> {
+  const rest = Number((await readText(`${file}.rest`))?.trim() ?? 0);
+  return (await sizeOf(file)) + (Number.isSafeInteger(rest) && rest > 0 ? rest : 0);
+}
+
 export async function readSpec(dir: string): Promise<StoredSpec | undefined> {
   const text = await readText(path.join(dir, 'spec.json'));
   if (text === undefined) return undefined;

@@ -162,8 +162,13 @@ cut_stream() { # <file> <max_bytes>; stdin: the stream
   if command -v stdbuf > /dev/null 2>&1; then stdbuf -o0 head -c "$2" >> "$1"; else head -c "$2" >> "$1"; fi
   # Fewer than max bytes kept: the stream ended before the cap, there is no rest.
   [ "$(stat -c %s "$1" 2> /dev/null || echo 0)" -lt "$2" ] && return 0
-  rest=0
-  while n=$(head -c 4194304 | wc -c) && [ "$n" -gt 0 ]; do
+  # One byte past the cap is enough to know the stream is truncated: recorded at once, so an exit
+  # record written while a background process still holds the stream says so. The rest is counted
+  # in chunks (exact once the stream ends).
+  rest=$(dd bs=1 count=1 status=none | wc -c)
+  [ "$rest" -gt 0 ] || return 0
+  write_atomic "$1.rest" "$rest"
+  while n=$(head -c 1048576 | wc -c) && [ "$n" -gt 0 ]; do
     rest=$((rest + n))
     write_atomic "$1.rest" "$rest"
   done
@@ -171,12 +176,15 @@ cut_stream() { # <file> <max_bytes>; stdin: the stream
 
 # How long the exit record waits for the cutters once the command has ended. They end with the last
 # writer of their FIFO — at once, unless a background process the command left behind still holds
-# its stdout; then the record counts what came so far and the cutter goes on capping alone.
+# its stdout; then the record counts what came so far and the cutter goes on capping alone. When the
+# command's process group is empty, nothing of it should hold the stream: the longer wait only covers
+# a loaded machine (the cutter not yet scheduled) and a holder that left the group (setsid).
 CUTTER_GRACE=1
+CUTTER_GRACE_GROUP_EMPTY=10
 
 # Wait (bounded) for the cutters, then set out_bytes and err_bytes: kept + rest of each stream.
 # (Not in a subshell: it waits for children of this shell.)
-finish_output_cutters() { # <dir>
+finish_output_cutters() { # <dir> <pgid of the command>
   for s in stdout stderr; do
     # A FIFO no writer ever opened would block its cutter's open for ever: a non-blocking open for
     # writing (ENXIO when no reader) wakes it, and it reads EOF.
@@ -186,7 +194,9 @@ finish_output_cutters() { # <dir>
   # A trapped signal interrupts `wait` (POSIX): the grace timer sends one. The trap stays set, so a
   # late signal is harmless.
   trap : USR1
-  ( exec 5<&- > /dev/null 2>&1; sleep "$CUTTER_GRACE"; kill -USR1 $$ ) &
+  wait_s=$CUTTER_GRACE_GROUP_EMPTY
+  kill -0 "-$2" 2> /dev/null && wait_s=$CUTTER_GRACE
+  ( exec 5<&- > /dev/null 2>&1; sleep "$wait_s"; kill -USR1 $$ ) &
   grace=$!
   wait "$cut_out" "$cut_err"
   kill "$grace" 2> /dev/null
@@ -247,7 +257,7 @@ supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
   fi
 
   # Real sizes are recorded (kept + counted rest); the kept files never grew past the limit.
-  finish_output_cutters "$dir"
+  finish_output_cutters "$dir" "$child"
 
   write_atomic "$dir/exit" "$code $signal $killed $out_bytes $err_bytes $(date +%s%3N)"
 }
@@ -350,6 +360,8 @@ b64_or_null() {
 }
 
 size_or_0() { stat -c %s "$1" 2> /dev/null || echo 0; }
+# Bytes a stream produced so far: the kept file + what its cutter counted past the cap (streamBytes).
+stream_bytes() { echo $(($(size_or_0 "$1") + $(cat "$1.rest" 2> /dev/null || echo 0))); }
 
 # The supervisor holds `alive` (a FIFO) open for exactly its lifetime: a non-blocking open for writing
 # fails (ENXIO) once no one has it open — supervisorAlive in command-files.ts, in coreutils. nocreat:
@@ -362,7 +374,7 @@ fifo_alive() {
 # File contents travel as base64 (exact bytes, no JSON escaping in sh):
 #   "spec": spec.json, "exit": the exit line or null, "kill": the kill reason or null,
 #   "alive": the supervisor holds its FIFO (only looked at while there is no exit record),
-#   "stdoutBytes"/"stderrBytes": current file sizes.
+#   "stdoutBytes"/"stderrBytes": bytes so far (kept file + counted rest).
 status_fields() {
   d=$1
   alive=false
@@ -370,7 +382,7 @@ status_fields() {
   # The exit record is read after the liveness check: a supervisor that ended in between has written it.
   printf '"spec":%s,"exit":%s,"kill":%s,"alive":%s,"stdoutBytes":%s,"stderrBytes":%s' \
     "$(b64_or_null "$d/spec.json")" "$(b64_or_null "$d/exit")" "$(b64_or_null "$d/kill")" "$alive" \
-    "$(size_or_0 "$d/stdout")" "$(size_or_0 "$d/stderr")"
+    "$(stream_bytes "$d/stdout")" "$(stream_bytes "$d/stderr")"
 }
 
 cmd_status() {
