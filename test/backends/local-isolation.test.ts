@@ -92,8 +92,11 @@ describe('local backend isolation', () => {
     const r = await fx.run(a, ['cat', '/proc/net/dev'], {}, plan);
     const interfaces = r.stdout.split('\n').slice(2).filter(Boolean).map((l) => l.split(':')[0]!.trim());
     expect(interfaces).toEqual(['lo']);
-    // With the default policy ('host') the host's interfaces are all there.
-    const open = await fx.run(await fx.create(), ['cat', '/proc/net/dev']);
+    // The default policy is 'none' too; only the explicit opt-in 'host' shows the host's interfaces.
+    const byDefault = await fx.run(await fx.create(), ['cat', '/proc/net/dev']);
+    expect(byDefault.stdout.split('\n').slice(2).filter(Boolean).map((l) => l.split(':')[0]!.trim())).toEqual(['lo']);
+    const hostPlan = { ...fx.plan, network: 'host' as const };
+    const open = await fx.run(await fx.create({ plan: hostPlan }), ['cat', '/proc/net/dev'], {}, hostPlan);
     const count = (text: string): number => text.split('\n').slice(2).filter(Boolean).length;
     expect(count(open.stdout)).toBe(count(fs.readFileSync('/proc/net/dev', 'utf8')));
   });

@@ -6,9 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfigInput } from '../../shared/config/schema.js';
+import { ContainerNetworks } from '../../shared/backends/docker/container.js';
 import { createDynamoClients } from '../../shared/state/client.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
-import { BASE_IMAGE, DOCKER_SOCKET, dockerUnavailable } from '../support/docker-daemon.js';
+import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../support/docker-daemon.js';
 import { createUpstreamRepo } from '../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../support/git-server.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
@@ -187,6 +188,13 @@ for (const backend of backends) {
       }
       // The commands that follow are back on 'none': no tap0.
       expect(await run(wsp, ws.id, 'grep -c tap0 /proc/net/dev || true')).toEqual(['0']);
+      if (backend.name === 'docker') {
+        // Setup's network was a connect around it; afterwards the container is on 'none' alone again.
+        // (This daemon runs with --bridge=none: the bridge connect itself is inert here, see the report.)
+        const info = await dockerClient().getContainer(`wsp-${ws.id}`).inspect();
+        expect(info.HostConfig.NetworkMode).toBe('none');
+        expect(Object.keys(info.NetworkSettings.Networks)).toEqual(['none']);
+      }
       await wsp.api('DELETE', `/workspaces/${ws.id}`);
     }, 600_000);
 
@@ -214,6 +222,41 @@ for (const backend of backends) {
       expect(await run(hostNet, ws.id, `[ -e ${socketPath} ] && echo visible || echo absent; [ -e ${hostNet.dataDir} ] && echo datadir || echo no-datadir`)).toEqual(['absent', 'no-datadir']);
       await hostNet.api('DELETE', `/workspaces/${ws.id}`);
     }, 600_000);
+
+    it.runIf(backend.name === 'docker')("Docker: a container never enters or leaves the host's network (setup host with commands none is refused)", async () => {
+      const created = await wsp.api('POST', '/workspaces', {});
+      expect(created.status).toBe(202);
+      // The same provider config, but a plan that mixes host and none: refused at create, before any container.
+      const plan = { ...(await wsp.provider.deps.state.getWorkspace(created.body.id))!.plan, network: 'none' as const, setupNetwork: 'host' as const };
+      await expect(wsp.provider.deps.backend.create(plan, { workspaceId: `mix${randomBytes(4).toString('hex')}`, labels: {} })).rejects.toThrow(/both be 'host' or neither/);
+      await waitReady(wsp, created.body.id);
+      await wsp.api('DELETE', `/workspaces/${created.body.id}`);
+    }, 600_000);
+
+    it.runIf(backend.name === 'docker')('Docker: setup\'s own network is a disconnect/connect of the running container, then back to none alone', async () => {
+      const docker = dockerClient();
+      const name = `wsp-nettest-${randomBytes(4).toString('hex')}`;
+      const container = await docker.createContainer({ name, Image: BASE_IMAGE, Entrypoint: ['sleep', 'infinity'], HostConfig: { NetworkMode: 'none', Init: true } });
+      try {
+        await container.start();
+        const attached = async (): Promise<string[]> => Object.keys((await container.inspect()).NetworkSettings.Networks).sort();
+        const networks = new ContainerNetworks(docker);
+        expect(await attached()).toEqual(['none']);
+        await networks.ensure(name, 'egress');
+        // 'none' is gone (a container on 'none' cannot join a second network). The bridge join is
+        // inert on this test daemon (--bridge=none): a real one attaches eth0 here.
+        expect(await attached()).not.toContain('none');
+        await networks.ensure(name, 'none');
+        expect(await attached()).toEqual(['none']);
+        // A fresh instance (a provider restart) reads the state back instead of trusting memory.
+        await new ContainerNetworks(docker).ensure(name, 'none');
+        expect(await attached()).toEqual(['none']);
+        await expect(networks.ensure(name, 'host')).rejects.toThrow(/cannot be moved into the host's network/);
+        expect(await attached()).toEqual(['none']);
+      } finally {
+        await container.remove({ force: true });
+      }
+    }, 120_000);
 
     it("a record whose backend ref was rewritten to another workspace's is refused; that workspace is untouched", async () => {
       const a = await wsp.setup();
@@ -246,6 +289,14 @@ for (const backend of backends) {
       await wsp.api('DELETE', `/workspaces/${b.id}`);
     }, 600_000);
   });
+}
+
+async function waitReady(p: TestProvider, id: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    const r = await p.api('GET', `/workspaces/${id}`);
+    if (r.body.status !== 'provisioning') return;
+    await new Promise((res) => setTimeout(res, 100));
+  }
 }
 
 function which(name: string): boolean {

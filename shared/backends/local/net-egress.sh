@@ -32,7 +32,8 @@ fail() {
   exit 125
 }
 
-work=$(mktemp -d) || fail "cannot make a private temp dir"
+# Fifos only (no data); a SIGKILLed group leaves this empty-ish dir behind (named so it can be swept).
+work=$(mktemp -d /tmp/wsp-net-egress.XXXXXX) || fail "cannot make a private temp dir"
 trap 'rm -rf "$work"' EXIT
 mkfifo -m 600 "$work/info" "$work/block" "$work/ready" "$work/exit" || fail "cannot make fifos"
 
