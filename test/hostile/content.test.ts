@@ -213,6 +213,24 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     expect(claimOf(uid)).not.toBe(wsDir(ref));
   }, 180_000);
 
+  it('content its uid cannot remove does not wedge a delete: parked root-only, the uid released, swept at the next start', async () => {
+    const ref = await fx.create();
+    const uid = hostUid(ref);
+    await sh(ref, 'mkdir -p a/b && echo x > a/b/f');
+    // A directory the uid cannot empty (root's, not the workspace's: it stands for any removal that fails).
+    fs.mkdirSync(path.join(home(ref), 'root-made'));
+    fs.writeFileSync(path.join(home(ref), 'root-made', 'x'), 'x');
+    await fx.backend.destroy(ref);
+    expect(fs.existsSync(wsDir(ref))).toBe(false);
+    expect(claimOf(uid)).not.toBe(wsDir(ref));
+    const trash = path.join(dataDir(), 'local', 'trash');
+    expect(fs.statSync(trash).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(trash).uid).toBe(0);
+    expect(fs.readdirSync(trash)).toHaveLength(1);
+    await fx.handle.reopen!();
+    expect(fs.readdirSync(trash)).toEqual([]);
+  }, 120_000);
+
   it('a hard link in the home to a root-only file outside: the snapshot neither reads nor keeps it, a reset cuts the link and leaves the file', async () => {
     const sentinel = makeSentinel();
     const ref = await fx.create();

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { BackendUnavailableError } from '../../contract/errors.js';
 import type { LocalLayout } from './layout.js';
 import type { SandboxHost } from './sandbox.js';
+import { removeAs } from './tree-as-user.js';
 
 /**
  * Create the backend's dirs with their modes. When workspaces run as their own host uids, bwrap
@@ -25,6 +26,7 @@ export async function prepareDataDir(layout: LocalLayout, sandbox: SandboxHost):
   } catch (error) {
     throw new BackendUnavailableError(`cannot prepare the local backend's data dir ${layout.dataDir}`, error);
   }
+  await sweepTrash(layout);
   if (!perUid) return;
   for (let dir = path.dirname(layout.dataDir); ; dir = path.dirname(dir)) {
     const st = await fs.stat(dir);
@@ -37,6 +39,18 @@ export async function prepareDataDir(layout: LocalLayout, sandbox: SandboxHost):
     }
     if (dir === path.dirname(dir)) break;
   }
+}
+
+/**
+ * Remove what deleted workspaces left in the root-only trash (content their uid could not remove,
+ * parked there so the delete could finish). No uid can reach into the trash, and GNU rm is
+ * fd-relative and never follows a symlink, so root removes it here. Best effort: a failure leaves it
+ * for the next start.
+ */
+async function sweepTrash(layout: LocalLayout): Promise<void> {
+  const names = await fs.readdir(layout.trashDir).catch(() => [] as string[]);
+  if (names.length === 0) return;
+  await removeAs('sweep trash', undefined, layout.trashDir, names.map((n) => Buffer.from(n))).catch(() => undefined);
 }
 
 /** mkdir with an exact mode (mkdir's mode is filtered by the umask; an existing dir is re-moded). */
