@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -84,8 +84,20 @@ describe('startEmbeddedDynamo', () => {
   });
 });
 
-/** Local TCP ports in LISTEN state, from /proc/net/tcp and tcp6 (state 0A), as "addr:port" hex. */
+/**
+ * TCP sockets in LISTEN state (/proc/net/tcp and tcp6, state 0A) that belong to THIS process (their
+ * inode is one of our open fds), as "addr:port" hex: other processes' listeners come and go.
+ */
 function tcpListeners(): Set<string> {
+  const ours = new Set<string>();
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`));
+      if (m) ours.add(m[1]!);
+    } catch {
+      // closed meanwhile
+    }
+  }
   const out = new Set<string>();
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
     let text = '';
@@ -96,13 +108,24 @@ function tcpListeners(): Set<string> {
     }
     for (const line of text.split('\n').slice(1)) {
       const cols = line.trim().split(/\s+/);
-      if (cols[3] === '0A') out.add(cols[1]!);
+      if (cols[3] === '0A' && ours.has(cols[9]!)) out.add(cols[1]!);
     }
   }
   return out;
 }
 
 describe('the embedded store is reachable only through a root-only unix socket', () => {
+  it('the listener check sees a TCP listener of this process (so "none opened" below means something)', async () => {
+    const before = tcpListeners();
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      expect([...tcpListeners()].filter((l) => !before.has(l))).toHaveLength(1);
+    } finally {
+      server.close();
+    }
+  });
+
   it('opens no TCP listener; its socket sits in a 0700 dir (in-memory mode: a fresh temp dir)', async () => {
     const before = tcpListeners();
     const embedded = await start();
