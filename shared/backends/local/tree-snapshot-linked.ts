@@ -17,7 +17,7 @@ import { joinPath, lstatBig, yieldToLoop } from './tree-walk.js';
 /**
  * Snapshots that hard-link what has not changed since the home was seeded from another snapshot.
  *
- * A home created by copying snapshot O (`cp -a` + chown) records, right after the copy, the
+ * A home created from snapshot O (a tar of O written by the workspace uid) records, right after the copy, the
  * (inode, ctime) of each of its regular files (recordOriginFiles). ctime cannot be set by a user
  * and every change of content, mode, owner or name moves it (or the inode), so a live file whose
  * (inode, ctime) still equals that record holds exactly what O's file holds: the new snapshot
@@ -27,9 +27,9 @@ import { joinPath, lstatBig, yieldToLoop } from './tree-walk.js';
  * (A snapshot's own manifest is such a record too — stat'ed before its copy, ctime barrier passed —
  * so a workspace created empty uses its first snapshot as O.)
  *
- * The result is what takeSnapshot (tree.ts) makes — `<snapDir>/home` + `<snapDir>/manifest.json`
- * describing the LIVE home (inode and ctime at snapshot time) — and restoreChanged treats both
- * alike; restores copy out of a snapshot, they never link into a live home.
+ * The result is `<snapDir>/home` + `<snapDir>/manifest.json` describing the LIVE home (inode and
+ * ctime at snapshot time); takeSnapshot (tree.ts) is this same copy without an origin. Restores
+ * copy out of a snapshot (as the workspace uid), they never link into a live home.
  *
  * Reading the live tree is done as tree-walk-at.ts does it (root reading a tree the workspace
  * controls): no symlink followed in any path component, no fifo or device ever opened.
@@ -141,7 +141,7 @@ class LinkedCopy {
   copied = 0;
   readonly skipped: Skipped = { special: 0, foreign: 0 };
   private readonly dirs: number[];
-  /** Live inode → destination path, for files with several links inside the home (cp -a keeps them). */
+  /** Live inode → destination path, for files with several links inside the home (kept as links). */
   private readonly copiedInodes = new Map<bigint, Buffer>();
   private readonly buf = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
 
@@ -207,7 +207,7 @@ class LinkedCopy {
     return true;
   }
 
-  /** A directory's contents are done: owner, mode, times as the live one had them (cp -a order). */
+  /** A directory's contents are done: owner, mode, times as the live one had them (owner first: chown clears setuid bits). */
   leave(e: AtEntry): void {
     const fd = this.dirs.pop()!;
     try {
