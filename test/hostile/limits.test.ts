@@ -138,6 +138,24 @@ describe.each(BACKENDS)('limits that hold per workspace ($name backend, real pro
     expect(ok.stdout.data).toBe('still-works\n');
   }, 120_000);
 
+  // Each loop in a session of its own: without a cpu cgroup every session is an autogroup of its own
+  // (measured on the local backend: API answers took up to 8 s), with it the workspace is one entity.
+  it.skipIf(skip !== undefined)('hundreds of busy loops in as many sessions do not starve the provider: the workspace competes for CPU as one', async () => {
+    const ws = await wsp.setup();
+    const burn = await wsp.api('POST', `/workspaces/${ws.id}/commands`, { command: 'for i in $(seq 400); do setsid sh -c "while :; do :; done" & done; wait', waitMs: 0 });
+    expect(burn.status).toBeLessThan(300);
+    const pids = await cgroupDir(name, ws.id, 'pids');
+    for (let i = 0; i < 200 && readNumber(path.join(pids, 'pids.current')) < 400; i++) await sleep(50);
+    expect(readNumber(path.join(pids, 'pids.current'))).toBeGreaterThanOrEqual(400);
+    const latencies: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      latencies.push(await latency(wsp, ws.id));
+      await sleep(100);
+    }
+    expect(Math.max(...latencies)).toBeLessThan(1_000);
+    await wsp.provider.deps.backend.killAll((await wsp.provider.deps.backend.listResources()).find((r) => r.workspaceId === ws.id)!.ref);
+  }, 120_000);
+
   it.skipIf(skip !== undefined)('six processes of 200 MB each cannot hold more than memoryMb (256) together', async () => {
     const ws = await hog.setup();
     const memory = await cgroupDir(name, ws.id, 'memory');
@@ -255,7 +273,7 @@ describe.skipIf(rootUnavailable !== undefined)('the local workspace cgroup (root
     expect((await fx.run(ref, ['true'])).status.exitCode).toBe(0);
 
     await restarted.destroy(ref);
-    for (const hierarchy of ['pids', 'memory', 'freezer']) {
+    for (const hierarchy of ['pids', 'memory', 'freezer', 'cpu']) {
       expect(fs.existsSync(path.join(path.dirname(pids).replace('/pids/', `/${hierarchy}/`), String(ref.workspaceId)))).toBe(false);
     }
   });

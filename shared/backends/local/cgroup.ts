@@ -15,7 +15,7 @@ import type { SandboxHost } from './sandbox.js';
  * cgroup.procs or a limit file). Inside bwrap, /sys is not even mounted.
  *
  * cgroup v2 (a unified hierarchy whose root offers pids + memory) is preferred; otherwise cgroup v1
- * with the pids, memory and freezer hierarchies. Without either, detectCgroups says why and the
+ * with the pids, memory and freezer hierarchies (and cpu when mounted). Without either, detectCgroups says why and the
  * local backend falls back to per-process rlimits.
  */
 
@@ -26,7 +26,13 @@ export interface CgroupLimits {
   memoryMb?: number;
 }
 
-type Hierarchy = 'pids' | 'memory' | 'freezer';
+/**
+ * cpu is optional: with it the whole workspace competes for CPU as ONE entity (default weight)
+ * against the provider and every other workspace, however many processes or sessions it runs.
+ * Without it each session of the workspace is an autogroup of its own: 400 `setsid` busy loops
+ * starved the provider for seconds.
+ */
+type Hierarchy = 'pids' | 'memory' | 'freezer' | 'cpu';
 
 interface Layout {
   version: 1 | 2;
@@ -62,6 +68,7 @@ export class WorkspaceCgroups {
       await fs.mkdir(dir, { recursive: true, mode: 0o755 }).catch(() => fs.mkdir(dir, { recursive: true, mode: 0o755 }));
     }
     const pids = limits.pids === undefined ? 'max' : String(limits.pids);
+    // cpu: nothing to set — the default weight of one cgroup is the point (see Hierarchy).
     const bytes = limits.memoryMb === undefined ? undefined : limits.memoryMb * 1024 * 1024;
     if (this.layout.version === 2) {
       const dir = this.dir(workspaceId, 'unified');
@@ -199,10 +206,10 @@ export class WorkspaceCgroups {
       }
     }
     const bases: Layout['bases'] = {};
-    for (const h of ['pids', 'memory', 'freezer'] as const) {
+    for (const h of ['pids', 'memory', 'freezer', 'cpu'] as const) {
       const m = mounts.find((x) => x.type === 'cgroup' && x.options.includes(h));
       if (m === undefined) {
-        reasons.push(`no cgroup v1 ${h} hierarchy`);
+        if (h !== 'cpu') reasons.push(`no cgroup v1 ${h} hierarchy`);
         continue;
       }
       const base = path.join(m.dir, subtree);
@@ -245,7 +252,9 @@ function unescapeMount(s: string): string {
 async function enableControllers(dir: string): Promise<void> {
   const file = path.join(dir, 'cgroup.subtree_control');
   const current = (await readTrim(file)) ?? '';
-  const missing = ['pids', 'memory'].filter((c) => !new RegExp(`\\b${c}\\b`).test(current));
+  const offered = (await readTrim(path.join(dir, 'cgroup.controllers'))) ?? '';
+  const wanted = ['pids', 'memory', ...(/\bcpu\b/.test(offered) ? ['cpu'] : [])];
+  const missing = wanted.filter((c) => !new RegExp(`\\b${c}\\b`).test(current));
   if (missing.length > 0) await fs.writeFile(file, missing.map((c) => `+${c}`).join(' '));
 }
 
