@@ -32,7 +32,7 @@ fail() {
   exit 125
 }
 
-# Fifos only (no data); a SIGKILLed group leaves this empty-ish dir behind (named so it can be swept).
+# Fifos (no data) and slirp4netns's stderr; removed as soon as slirp4netns is ready.
 work=$(mktemp -d /tmp/wsp-net-egress.XXXXXX) || fail "cannot make a private temp dir"
 trap 'rm -rf "$work"' EXIT
 mkfifo -m 600 "$work/info" "$work/block" "$work/ready" "$work/exit" || fail "cannot make fifos"
@@ -71,6 +71,10 @@ if [ "$ready" != 1 ]; then
   wait "$chain"
   exit 125
 fi
+# Every fifo is open on both ends now and slirp4netns has nothing more to say on stderr: the dir
+# goes right away (a group killed later, e.g. by killAll, leaves nothing behind).
+rm -rf "$work"
+trap - EXIT
 # Let the command start.
 printf x >&8
 exec 8>&-
@@ -80,8 +84,6 @@ code=$?
 exec 9>&-
 wait "$slirp_pid" 2>/dev/null
 if [ "$code" -gt 128 ] && [ "$code" -lt 160 ]; then
-  trap - EXIT
-  rm -rf "$work"
   kill -s "$(kill -l "$code")" $$
 fi
 exit "$code"
