@@ -207,6 +207,20 @@ describe('restoreChanged', () => {
     expect(result.removed).toBe(1);
   });
 
+  it('as the workspace user, with the home itself locked (chmod 000) and changes inside', async () => {
+    const owner = { uid: 4242, gid: 4343 };
+    const f = await setup(BASE, (home) => {
+      for (const d of ['', 'dir']) fs.chownSync(path.join(home, d), owner.uid, owner.gid);
+    });
+    fs.writeFileSync(path.join(f.home, 'junk'), 'junk');
+    fs.chownSync(path.join(f.home, 'junk'), owner.uid, owner.gid);
+    fs.chmodSync(f.home, 0);
+    const result = await restoreChanged(f.home, f.snap, owner);
+    expect(result.removed).toBe(1);
+    expect(fs.statSync(f.home).mode & 0o7777).toBe(fs.statSync(path.join(f.snap, 'home')).mode & 0o7777);
+    expect(await hostFingerprint(f.home)).toBe(f.fingerprint);
+  });
+
   it('names with spaces, newlines, tabs, unicode and invalid UTF-8', async () => {
     const weird = Buffer.from([0x66, 0xff, 0xfe, 0x2e, 0x62, 0x69, 0x6e]); // "f\xff\xfe.bin"
     const f = await setup({ 'with space.txt': 'a', 'new\nline': 'b', 'tab\there': 'c', 'ünï/cødé ✓': 'd' }, (home) => {

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
+import { chmod, lstat } from 'node:fs/promises';
 import { StepFailedError } from '../../contract/errors.js';
 import { sealedStdio, TOOL_ENV } from './exec.js';
 
@@ -99,6 +100,17 @@ function check(step: string, what: string, r: { code: number | null; signal: str
 }
 
 /**
+ * The writer starts in `dir` (provider-chosen: a home, a /tmp, in a root-owned parent — never a
+ * symlink) and resolves every name from there, which needs u+rwx on it: a user who locked its own
+ * home (chmod 000) would otherwise block its reset. The provider opens it up here (a restore puts
+ * the snapshot's mode back at the end).
+ */
+async function openUpOwnDir(dir: string): Promise<void> {
+  const st = await lstat(dir);
+  if (st.isDirectory() && (st.mode & 0o700) !== 0o700) await chmod(dir, (st.mode & 0o7777) | 0o700);
+}
+
+/**
  * The shell that removes its arguments (relative to its cwd). A directory the user made
  * unwritable or unreadable (chmod 000) fails the first `rm`; as its owner the writer may open it
  * up (chmod -R never follows a symlink while it recurses) and try again.
@@ -114,6 +126,7 @@ const nulList = (names: readonly Buffer[]): Buffer => Buffer.concat(names.flatMa
  */
 export async function removeAs(step: string, user: AsUser, dir: string, remove: readonly Buffer[], openDirs: readonly Buffer[] = []): Promise<void> {
   if (remove.length === 0 && openDirs.length === 0) return;
+  await openUpOwnDir(dir);
   const script = '{ xargs -0 -r chmod -f u+rwx -- <&3 || true; }; xargs -0 -r sh -c "$0" rm';
   const { child, done } = await spawnTool(asUserArgv(user, ['sh', '-c', script, REMOVE_SCRIPT]), dir, 'pipe', 'ignore', [nulList(openDirs)]);
   child.stdin!.on('error', () => undefined);
@@ -125,6 +138,7 @@ export async function removeAs(step: string, user: AsUser, dir: string, remove: 
  * As `user`, remove everything inside `dir` (not `dir` itself), at any depth.
  */
 export async function wipeAs(step: string, user: AsUser, dir: string): Promise<void> {
+  await openUpOwnDir(dir);
   const script = 'find . -mindepth 1 -maxdepth 1 -exec sh -c "$0" rm {} +';
   const { done } = await spawnTool(asUserArgv(user, ['sh', '-c', script, REMOVE_SCRIPT]), dir, 'ignore', 'ignore');
   check(step, 'rm', await done, [dir]);
