@@ -299,9 +299,15 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     await fx.backend.restore(ref, fx.plan, snap);
     expect(fs.lstatSync(path.join(home(ref), 'd', 'pipe')).isFIFO()).toBe(true);
     expect(fs.existsSync(path.join(home(ref), 'd', 'junk'))).toBe(false);
-    // Left out of the snapshot, so a reset removes them (a workspace uid could not recreate them).
-    for (const n of ['null', 'zero', 'loop', 'sock']) expect(fs.existsSync(path.join(home(ref), 'd', n)), n).toBe(false);
-    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toMatch(/^[0-9a-f]{64}$/);
+    // Recorded but not copied: untouched, they stay, and the home is back to its fingerprint.
+    for (const n of ['null', 'zero', 'loop', 'sock']) expect(fs.existsSync(path.join(home(ref), 'd', n)), n).toBe(true);
+    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toBe(fp);
+    // Removed by the workspace: a reset cannot bring them back (no uid may create them) — and says so
+    // through the fingerprint, without failing.
+    await sh(ref, 'rm d/null d/sock');
+    await fx.backend.restore(ref, fx.plan, snap);
+    expect(fs.existsSync(path.join(home(ref), 'd', 'null'))).toBe(false);
+    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).not.toBe(fp);
   }, 120_000);
 });
 

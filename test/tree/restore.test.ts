@@ -178,22 +178,26 @@ describe('restoreChanged', () => {
     expect(fs.statSync(outside).ino).not.toBe(fs.statSync(path.join(f.home, 'dir/sub/c.txt')).ino);
   });
 
-  it('fifos in the snapshot are recreated with their type; a socket is not kept (no server behind it), so a reset removes it', async () => {
+  it('fifos in the snapshot are recreated with their type; a socket is recorded, left alone while untouched, not recreated once gone', async () => {
     const base = tmpDir();
     const home = path.join(base, 'home');
     makeTree(home, BASE);
     execFileSync('mkfifo', ['-m', '0640', path.join(home, 'dir/pipe')]);
     await makeSocket(path.join(home, 'dir/sock'));
+    await makeSocket(path.join(home, 'dir/sock2'));
     const snap = path.join(base, 'snap');
     await takeSnapshot(home, snap);
-    expect(fs.existsSync(path.join(snap, 'home/dir/sock'))).toBe(false);
+    const fp = await hostFingerprint(home);
+    expect(fs.existsSync(path.join(snap, 'home/dir/sock'))).toBe(false); // not copied (no uid could create it again)
     fs.rmSync(path.join(home, 'dir/pipe'));
-    const result = await restoreChanged(home, snap);
-    expect(result).toEqual({ restored: 1, removed: 1 });
+    expect(await restoreChanged(home, snap)).toEqual({ restored: 1, removed: 0 });
     expect(fs.lstatSync(path.join(home, 'dir/pipe')).isFIFO()).toBe(true);
     expect(fs.lstatSync(path.join(home, 'dir/pipe')).mode & 0o7777).toBe(0o640);
-    expect(fs.existsSync(path.join(home, 'dir/sock'))).toBe(false);
-    expect(describeTree(home)).toEqual(describeTree(path.join(snap, 'home')));
+    expect(fs.lstatSync(path.join(home, 'dir/sock')).isSocket()).toBe(true); // untouched: kept
+    expect(await hostFingerprint(home)).toBe(fp);
+    fs.rmSync(path.join(home, 'dir/sock2'));
+    await restoreChanged(home, snap);
+    expect(fs.existsSync(path.join(home, 'dir/sock2'))).toBe(false); // gone stays gone
   });
 
   it('directories the user locked (chmod 000) with changes inside', async () => {

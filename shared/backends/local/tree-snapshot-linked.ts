@@ -58,7 +58,11 @@ export interface SnapshotOptions {
   ownerUid?: number;
 }
 
-/** Files left out of a snapshot: devices and sockets (cannot be recreated by a workspace uid), foreign-owned files. */
+/**
+ * What a snapshot does not copy: devices and sockets (recorded in the manifest — an untouched one
+ * is left alone by a reset — but not copied: a workspace uid could not create them again), and
+ * regular files of another owner (neither copied nor recorded: a reset removes them).
+ */
 export interface Skipped {
   special: number;
   foreign: number;
@@ -98,7 +102,8 @@ const YIELD_EVERY_BYTES = 8 << 20;
  * lstat'ed before it is copied and that stat goes into the manifest (a change racing with the copy
  * shows up as changed at the next restore); an entry that vanishes or is replaced mid-walk is left
  * out of both the copy and the manifest (a restore removes it). FIFOs are recreated (never
- * opened); devices, sockets and files of another owner (options.ownerUid) are left out.
+ * opened); devices and sockets are recorded but not copied; files of another owner
+ * (options.ownerUid) are left out.
  * Any depth works: every path used is relative to an open directory.
  * Returns how many files were linked and copied, and what was skipped.
  */
@@ -200,8 +205,10 @@ class LinkedCopy {
         this.fifo(e);
         break;
       default:
-        this.skipped.special++; // a device or socket: left out
-        return false;
+        // A device or socket: not copied (a workspace uid could not create it again), but recorded,
+        // so a reset leaves the live one alone as long as it is untouched.
+        this.skipped.special++;
+        break;
     }
     this.manifest.set(relKey(e.rel), { type: e.type, ino: e.st.ino, ctimeNs: e.st.ctimeNs });
     return true;
