@@ -133,26 +133,30 @@ describe.each(BACKENDS)('limits that hold per workspace ($name backend, real pro
     const after = await cgroupDir(name, ws.id, 'pids');
     const left = members(after).filter((pid) => uidOf(pid) !== 0);
     expect(left).toEqual([]);
+    // Killed tasks are reaped too: the pid budget is free again (else the next command cannot fork).
+    expect(readNumber(path.join(after, 'pids.current'))).toBeLessThan(DEFAULT_WORKSPACE_PIDS / 2);
     const ok = await wsp.exec(ws.id, 'echo still-works');
     expect(ok).toMatchObject({ state: 'exited', exitCode: 0 });
     expect(ok.stdout.data).toBe('still-works\n');
   }, 120_000);
 
   // Each loop in a session of its own: without a cpu cgroup every session is an autogroup of its own
-  // (measured on the local backend: API answers took up to 8 s), with it the workspace is one entity.
-  it.skipIf(skip !== undefined)('hundreds of busy loops in as many sessions do not starve the provider: the workspace competes for CPU as one', async () => {
+  // (measured on the local backend with 400 loops: API answers took 0.6-8 s), with it the workspace is one entity.
+  it.skipIf(skip !== undefined)('900 busy loops in as many sessions do not starve the provider: the workspace competes for CPU as one', async () => {
     const ws = await wsp.setup();
-    const burn = await wsp.api('POST', `/workspaces/${ws.id}/commands`, { command: 'for i in $(seq 400); do setsid sh -c "while :; do :; done" & done; wait', waitMs: 0 });
+    const burn = await wsp.api('POST', `/workspaces/${ws.id}/commands`, { command: 'for i in $(seq 900); do setsid sh -c "while :; do :; done" & done; wait', waitMs: 0 });
     expect(burn.status).toBeLessThan(300);
     const pids = await cgroupDir(name, ws.id, 'pids');
-    for (let i = 0; i < 200 && readNumber(path.join(pids, 'pids.current')) < 400; i++) await sleep(50);
-    expect(readNumber(path.join(pids, 'pids.current'))).toBeGreaterThanOrEqual(400);
+    // The loops start slowly (the spawning shell shares the workspace's CPU with them): enough of them.
+    for (let i = 0; i < 400 && readNumber(path.join(pids, 'pids.current')) < 500; i++) await sleep(50);
+    expect(readNumber(path.join(pids, 'pids.current'))).toBeGreaterThanOrEqual(500);
     const latencies: number[] = [];
     for (let i = 0; i < 10; i++) {
       latencies.push(await latency(wsp, ws.id));
       await sleep(100);
     }
-    expect(Math.max(...latencies)).toBeLessThan(1_000);
+    // The median: other test files share these 2 cores in CI. Without the cpu cgroup it was seconds.
+    expect(latencies.sort((a, b) => a - b)[5]).toBeLessThan(1_000);
     await wsp.provider.deps.backend.killAll((await wsp.provider.deps.backend.listResources()).find((r) => r.workspaceId === ws.id)!.ref);
   }, 120_000);
 

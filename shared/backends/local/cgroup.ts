@@ -110,7 +110,10 @@ export class WorkspaceCgroups {
    */
   async killAll(workspaceId: string, maxRounds = 50): Promise<number> {
     for (let round = 1; round <= maxRounds; round++) {
-      if ((await this.members(workspaceId)).length === 0) return round - 1;
+      if ((await this.members(workspaceId)).length === 0) {
+        await this.waitReaped(workspaceId);
+        return round - 1;
+      }
       if (this.layout.version === 2) await this.killRoundV2(workspaceId);
       else await this.killRoundV1(workspaceId);
       // Killed tasks leave the cgroup once they have exited: give the kernel a moment.
@@ -119,6 +122,22 @@ export class WorkspaceCgroups {
     const left = await this.members(workspaceId);
     if (left.length === 0) return maxRounds;
     throw new BackendUnavailableError(`${left.length} process(es) of workspace ${workspaceId} survived ${maxRounds} kill rounds`);
+  }
+
+  /**
+   * A killed task still counts against pids.max until its parent reaps it. The parents of a killed
+   * workspace's orphans are the host's init, which may reap late (seconds, measured here): a command
+   * started meanwhile could not fork. Wait (bounded) until the count is back to zero; a stuck
+   * zombie only costs its slot, so time running out is not an error.
+   */
+  private async waitReaped(workspaceId: string, maxMs = 5_000): Promise<void> {
+    const file = path.join(this.dir(workspaceId, this.layout.version === 2 ? 'unified' : 'pids'), 'pids.current');
+    const deadline = Date.now() + maxMs;
+    while (Date.now() < deadline) {
+      const current = Number(await readTrim(file));
+      if (!Number.isFinite(current) || current === 0) return;
+      await sleep(20);
+    }
   }
 
   /** killAll, then remove the workspace's cgroup dirs; idempotent (missing dirs are fine). */
