@@ -63,6 +63,7 @@ describe('local backend: fingerprintHome', () => {
       const ref = await handle.backend.create(fx.plan, { workspaceId: newId('ws'), labels: {} });
       const home = path.join(handle.dataDir, 'local', 'workspaces', String(ref.workspaceId), 'home');
       fs.writeFileSync(path.join(home, 'f'), 'x');
+      fs.chownSync(path.join(home, 'f'), fs.statSync(home).uid, fs.statSync(home).gid); // the workspace user's, as its files are
       expect(await handle.backend.fingerprintHome!(ref, fx.plan)).toBe(await hostFingerprint(home));
     } finally {
       await handle.cleanup();

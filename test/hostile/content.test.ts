@@ -231,7 +231,7 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     expect(fs.readdirSync(trash)).toEqual([]);
   }, 120_000);
 
-  it('a hard link in the home to a root-only file outside: the snapshot neither reads nor keeps it, a reset cuts the link and leaves the file', async () => {
+  it('a hard link in the home to a root-only file outside: the snapshot and the fingerprint never read it, a reset cuts the link and leaves the file', async () => {
     const sentinel = makeSentinel();
     const ref = await fx.create();
     const uid = hostUid(ref);
@@ -242,6 +242,11 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     if (protectedLinks) expect(attempt.status).not.toBe(0);
     // …so make it as root: what a host without that protection would let the workspace do.
     if (!fs.existsSync(path.join(home(ref), 'stolen'))) fs.linkSync(secret, path.join(home(ref), 'stolen'));
+    // The fingerprint (handed to the caller) does not depend on the secret's content.
+    const fp = await fx.backend.fingerprintHome!(ref, fx.plan);
+    fs.writeFileSync(secret, `${SECRET}-other\n`);
+    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toBe(fp);
+    fs.writeFileSync(secret, `${SECRET}\n`);
     const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
     expect(await fx.backend.scanSnapshot!(snap, [SECRET])).toEqual([]);
     expect(fs.existsSync(path.join(snapDir(snap), 'home', 'stolen'))).toBe(false);

@@ -370,7 +370,7 @@ class LocalBackend implements WorkspaceBackend {
     const meta = await requireMeta(this.layout, ref);
     if (this.sandbox.kind === 'bwrap' && mountsOverlapHome(plan)) return this.fingerprintInside(meta, plan);
     try {
-      return await hostFingerprint(this.layout.home(meta.workspaceId));
+      return await hostFingerprint(this.layout.home(meta.workspaceId), { ownerUid: meta.hostUid });
     } catch (error) {
       if (error instanceof WspError) throw error;
       const failed = new StepFailedError('fingerprint', 'cannot read the workspace home');

@@ -27,16 +27,28 @@ import { yieldToLoop } from './tree-walk.js';
 const TAB = Buffer.from('\t');
 const NUL = Buffer.from([0]);
 
-export async function hostFingerprint(dir: string): Promise<string> {
-  return (await hostFingerprintDetailed(dir)).digest;
+export interface FingerprintOptions {
+  /**
+   * The workspace's host uid: a regular file owned by anyone else (a hard link to a file from
+   * outside the home) is not read — its record carries FOREIGN instead of a content digest, so
+   * the digest handed back to the caller reveals nothing of data the workspace could not read.
+   */
+  ownerUid?: number;
 }
 
-export async function hostFingerprintDetailed(dir: string): Promise<{ digest: string; entries: number }> {
+/** In place of the content digest of a file of another owner (never a sha256 hex string). */
+const FOREIGN = Buffer.from('foreign-owner');
+
+export async function hostFingerprint(dir: string, options: FingerprintOptions = {}): Promise<string> {
+  return (await hostFingerprintDetailed(dir, options)).digest;
+}
+
+export async function hostFingerprintDetailed(dir: string, options: FingerprintOptions = {}): Promise<{ digest: string; entries: number }> {
   const records: Buffer[] = [];
   let bytesSinceYield = 0n;
   await walkTreeAt(dir, {
     visit: async (e) => {
-      records.push(await fingerprintRecord(e));
+      records.push(await fingerprintRecord(e, options.ownerUid));
       if (e.type === 'f' && (bytesSinceYield += e.st.size + 4096n) > YIELD_EVERY_BYTES) {
         bytesSinceYield = 0n;
         await yieldToLoop();
@@ -61,10 +73,10 @@ function changed(cause?: unknown): StepFailedError {
   return error;
 }
 
-async function fingerprintRecord(e: AtEntry): Promise<Buffer> {
+async function fingerprintRecord(e: AtEntry, ownerUid: number | undefined): Promise<Buffer> {
   const perm = Buffer.from((Number(e.st.mode) & 0o7777).toString(8));
-  let last = Buffer.alloc(0);
-  if (e.type === 'f') last = Buffer.from(await sha256At(e));
+  let last: Buffer = Buffer.alloc(0);
+  if (e.type === 'f') last = await sha256At(e, ownerUid);
   else if (e.type === 'l') {
     try {
       last = readlinkSync(e.at, { encoding: 'buffer' });
@@ -84,11 +96,13 @@ const CHUNK_BYTES = 1 << 20;
 const YIELD_EVERY_BYTES = 8n << 20n;
 const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
 
-async function sha256At(e: AtEntry): Promise<string> {
+async function sha256At(e: AtEntry, ownerUid: number | undefined): Promise<Buffer> {
   const file = openRegularAt(e.at, e.st);
   if (file === undefined) throw changed();
   const hash: Hash = createHash('sha256');
   try {
+    // Checked on the opened inode: nothing of another owner's file is read.
+    if (ownerUid !== undefined && Number(file.st.uid) !== ownerUid) return FOREIGN;
     let sinceYield = 0;
     for (;;) {
       const n = readSync(file.fd, chunk, 0, CHUNK_BYTES, null);
@@ -102,5 +116,5 @@ async function sha256At(e: AtEntry): Promise<string> {
   } finally {
     closeSync(file.fd);
   }
-  return hash.digest('hex');
+  return Buffer.from(hash.digest('hex'));
 }
