@@ -144,6 +144,16 @@ export async function wipeAs(step: string, user: AsUser, dir: string): Promise<v
   check(step, 'rm', await done, [dir]);
 }
 
+export interface TarOptions {
+  /** Extract into this directory relative to destDir, made (mkdir -p) by the writer. */
+  subdir?: string;
+  /**
+   * Before extracting, the writer does what removeAs does — `chmod u+rwx` of `openDirs`, then
+   * removes `remove` (relative to destDir): one process as the user for a whole restore.
+   */
+  prelude?: { remove: readonly Buffer[]; openDirs: readonly Buffer[] };
+}
+
 /**
  * Stream entries of `srcDir` (root-owned, immutable: read by the provider) as a tar archive into a
  * `tar -x` running as `user` in `destDir`. `members` (raw relative names, parents before children)
@@ -153,9 +163,13 @@ export async function wipeAs(step: string, user: AsUser, dir: string): Promise<v
  * can still be filled. Hard links among the members stay hard links.
  */
 export async function tarAs(
-  step: string, user: AsUser, srcDir: string, destDir: string, members?: readonly Buffer[], options: { subdir?: string } = {},
+  step: string, user: AsUser, srcDir: string, destDir: string, members?: readonly Buffer[], options: TarOptions = {},
 ): Promise<void> {
-  if (members !== undefined && members.length === 0) return;
+  if (members !== undefined && members.length === 0) {
+    if (options.prelude !== undefined) await removeAs(step, user, destDir, options.prelude.remove, options.prelude.openDirs);
+    return;
+  }
+  await openUpOwnDir(destDir);
   // posix (pax) format: nanosecond mtimes (a linked snapshot compares them exactly), any name length.
   const create = ['tar', '-c', '-f', '-', '--numeric-owner', '--format=posix', '--pax-option=delete=atime,delete=ctime'];
   if (members === undefined) create.push('.');
@@ -168,15 +182,27 @@ export async function tarAs(
     const script = 'if [ -L "$1" ] || { [ -e "$1" ] && [ ! -d "$1" ]; }; then rm -f -- "$1"; fi; mkdir -p -- "$1" && cd -- "$1" && shift && exec "$@"';
     extract = ['sh', '-c', script, 'wsp-put', options.subdir, ...extract];
   }
+  let lists: Buffer[] = [];
+  if (options.prelude !== undefined) {
+    // The same writer first opens up and removes (lists on fds 3 and 4; xargs gives its commands
+    // /dev/null as stdin, so the archive waiting on stdin is left for tar).
+    const prelude = '{ xargs -0 -r chmod -f u+rwx -- <&3 || true; }; exec 3<&-; xargs -0 -r sh -c "$0" rm <&4 || exit $?; exec 4<&-; exec "$@"';
+    extract = ['sh', '-c', prelude, REMOVE_SCRIPT, ...extract];
+    lists = [nulList(options.prelude.openDirs), nulList(options.prelude.remove)];
+  }
   // The writer first, waiting on its stdin pipe; the reader gets that pipe as its stdout (a
   // descriptor handed over, no copy through the provider), then our end of it is closed.
-  const writer = await spawnTool(asUserArgv(user, extract), destDir, 'pipe', 'ignore');
+  const writer = await spawnTool(asUserArgv(user, extract), destDir, 'pipe', 'ignore', lists);
   let reader: Spawned;
   try {
     reader = await spawnTool(create, srcDir, members === undefined ? 'ignore' : 'pipe', writer.child.stdin!);
   } catch (error) {
+    // The writer may have ended already (its prelude failed: its stdin is gone): its status tells why.
+    const endedFirst = writer.child.exitCode !== null || writer.child.signalCode !== null;
     writer.child.kill('SIGKILL');
-    throw error;
+    const w = await writer.done;
+    if (endedFirst) check(step, 'tar (extract)', w, [srcDir, destDir]);
+    throw new StepFailedError(step, `cannot start tar: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
   }
   writer.child.stdin!.destroy();
   if (members !== undefined) {

@@ -2,7 +2,7 @@ import type { BigIntStats } from 'node:fs';
 import { closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { StepFailedError } from '../../contract/errors.js';
-import { removeAs, tarAs, type AsUser } from './tree-as-user.js';
+import { tarAs, type AsUser } from './tree-as-user.js';
 import type { ManifestEntry } from './tree-manifest.js';
 import { keyRel, maxCtimeNs, readManifest, relKey, waitPastCtime, writeManifest } from './tree-manifest.js';
 import { NoFollowStat, openDirAt, walkTreeAt } from './tree-walk-at.js';
@@ -119,8 +119,9 @@ export async function restoreChanged(home: string, snapDir: string, user?: AsUse
 
   const dirMembers = [...metaDirs].filter((k) => !writeWhole.has(k)).map(keyRel);
   const members = sortParentsFirst([...dirMembers, ...written]);
-  await removeAs('restore', user, home, sortParentsFirst([...remove.values()]), sortParentsFirst(dirMembers).map(dotForRoot));
-  await tarAs('restore', user, snapHome, home, members.map(dotForRoot));
+  await tarAs('restore', user, snapHome, home, members.map(dotForRoot), {
+    prelude: { remove: sortParentsFirst([...remove.values()]), openDirs: sortParentsFirst(dirMembers).map(dotForRoot) },
+  });
 
   const touched = sortParentsFirst([...dirMembers, ...written]);
   if (touched.length > 0) {
