@@ -3,6 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ConfigInput } from '../../shared/config/schema.js';
+import { BASE_IMAGE, DOCKER_SOCKET, dockerUnavailable } from '../support/docker-daemon.js';
 import { createUpstreamRepo, type UpstreamRepo } from '../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../support/git-server.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
@@ -10,60 +12,76 @@ import { startTestProvider, type TestProvider } from '../support/provider-fixtur
 // Hiding work from `GET /changes` (issue 9, finding 5). The agent owns the repo's .git (index,
 // config, info/), its ~/.gitconfig and every file, and uses each way git offers to look away. Every
 // changed or added file must still be in the view, and `hidden` must say what git was told.
+// The `changes` logic runs git inside the workspace, so it is tried on every backend.
 const TOKEN = `hidden-${randomBytes(10).toString('hex')}`;
-let root: string;
-let git: GitServer;
-let app: UpstreamRepo;
-let wsp: TestProvider;
+const BACKENDS: { name: string; config: ConfigInput; skip: string | undefined }[] = [
+  { name: 'local', config: {}, skip: undefined },
+  { name: 'docker', config: { mode: 'docker', docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE } }, skip: dockerUnavailable },
+];
 
-beforeAll(async () => {
-  process.env.WSP_HIDDEN_TOKEN = TOKEN;
-  root = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-hidden-'));
-  git = await startGitServer({ token: TOKEN, root });
-  const files: Record<string, string> = { '.gitignore': 'node_modules/\n', 'README.md': '# app\n' };
-  for (const name of ['skip', 'assume', 'binary', 'filtered', 'forged', 'crlf', 'plain']) files[`src/${name}.js`] = `export const ${name} = 1;\n`;
-  app = createUpstreamRepo(root, 'app', files);
-  wsp = await startTestProvider({
-    repositories: [{ url: git.url('app'), path: 'app', credential: 'env:WSP_HIDDEN_TOKEN' }],
-    // Setup leaves ignored content behind, as `npm install` does: it must not flood the view.
-    setup: { script: 'mkdir -p app/node_modules/dep && echo dep > app/node_modules/dep/index.js' },
-    workspace: { network: 'none' },
+describe.each(BACKENDS)('changes cannot be blinded ($name backend)', ({ name, config, skip }) => {
+  let root: string;
+  let git: GitServer;
+  let app: UpstreamRepo;
+  let wsp: TestProvider;
+  const env = `WSP_HIDDEN_TOKEN_${name.toUpperCase()}`;
+
+  beforeAll(async () => {
+    if (skip !== undefined) return;
+    process.env[env] = TOKEN;
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-hidden-'));
+    git = await startGitServer({ token: TOKEN, root });
+    const files: Record<string, string> = { '.gitignore': 'node_modules/\n', 'README.md': '# app\n' };
+    for (const name of ['skip', 'assume', 'binary', 'filtered', 'forged', 'crlf', 'plain']) files[`src/${name}.js`] = `export const ${name} = 1;\n`;
+    app = createUpstreamRepo(root, 'app', files);
+    wsp = await startTestProvider({
+      ...config,
+      repositories: [{ url: git.url('app'), path: 'app', credential: `env:${env}` }],
+      // Setup leaves ignored content behind, as `npm install` does: it must not flood the view.
+      setup: { script: 'mkdir -p app/node_modules/dep && echo dep > app/node_modules/dep/index.js' },
+      workspace: { network: 'none' },
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    if (wsp && name === 'docker') {
+      // Containers and images outlive a provider by design; a test's must not outlive the test.
+      const backend = wsp.provider.deps.backend;
+      for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
+      for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
+    }
+    await wsp?.close();
+    await git?.close();
+    if (wsp) fs.rmSync(wsp.dataDir, { recursive: true, force: true });
+    if (root) fs.rmSync(root, { recursive: true, force: true });
+    delete process.env[env];
   });
-});
 
-afterAll(async () => {
-  await wsp?.close();
-  await git?.close();
-  fs.rmSync(root, { recursive: true, force: true });
-  delete process.env.WSP_HIDDEN_TOKEN;
-});
+  async function run(id: string, script: string): Promise<void> {
+    const r = await wsp.exec(id, script);
+    expect(r, `${r.stdout?.data}\n${r.stderr?.data}`).toMatchObject({ state: 'exited', exitCode: 0 });
+  }
 
-async function run(id: string, script: string): Promise<void> {
-  const r = await wsp.exec(id, script);
-  expect(r, `${r.stdout?.data}\n${r.stderr?.data}`).toMatchObject({ state: 'exited', exitCode: 0 });
-}
+  async function changes(id: string): Promise<any> {
+    const r = await wsp.api('GET', `/workspaces/${id}/changes`);
+    expect(r.status, r.text).toBe(200);
+    expect(r.body.repos).toHaveLength(1);
+    return r.body.repos[0];
+  }
 
-async function changes(id: string): Promise<any> {
-  const r = await wsp.api('GET', `/workspaces/${id}/changes`);
-  expect(r.status, r.text).toBe(200);
-  expect(r.body.repos).toHaveLength(1);
-  return r.body.repos[0];
-}
+  const codes = (repo: any): Record<string, string> => Object.fromEntries(repo.status.map((e: any) => [e.path, e.code]));
+  const hows = (repo: any): Record<string, string> => Object.fromEntries(repo.hidden.map((h: any) => [h.path, h.how]));
 
-const codes = (repo: any): Record<string, string> => Object.fromEntries(repo.status.map((e: any) => [e.path, e.code]));
-const hows = (repo: any): Record<string, string> => Object.fromEntries(repo.hidden.map((h: any) => [h.path, h.how]));
-
-describe('changes cannot be blinded', () => {
-  it('a clean workspace shows nothing, setup output (ignored at the baseline) included', async () => {
+  it.skipIf(skip !== undefined)('a clean workspace shows nothing, setup output (ignored at the baseline) included', async () => {
     const ws = await wsp.setup();
     const repo = await changes(ws.id);
     expect(repo.status).toEqual([]);
     expect(repo.hidden).toEqual([]);
     expect(repo.diff).toBe('');
     await wsp.api('DELETE', `/workspaces/${ws.id}`);
-  });
+  }, 120_000);
 
-  it('index flags, ignore rules, attributes, filters, a forged index and a lying config all fail to hide', async () => {
+  it.skipIf(skip !== undefined)('index flags, ignore rules, attributes, filters, a forged index and a lying config all fail to hide', async () => {
     const ws = await wsp.setup();
     await run(ws.id, [
       'set -e',
@@ -133,9 +151,9 @@ describe('changes cannot be blinded', () => {
     expect(after.status).toEqual([]);
     expect(after.hidden).toEqual([]);
     await wsp.api('DELETE', `/workspaces/${ws.id}`);
-  });
+  }, 120_000);
 
-  it('a replace ref does not stand in for the baseline commit', async () => {
+  it.skipIf(skip !== undefined)('a replace ref does not stand in for the baseline commit', async () => {
     const ws = await wsp.setup();
     await run(ws.id, [
       'set -e',
@@ -153,5 +171,5 @@ describe('changes cannot be blinded', () => {
     expect(codes(repo)['README.md']).toMatch(/M/);
     expect(repo.diff).toMatch(/^\+steal\(\)$/m);
     await wsp.api('DELETE', `/workspaces/${ws.id}`);
-  });
+  }, 120_000);
 });
