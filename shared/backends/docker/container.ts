@@ -42,7 +42,8 @@ export function containerConfig(layout: DockerLayout, workspaceId: string, plan:
       NetworkMode: dockerNetwork(plan.network),
       Binds: [`${layout.cmdRoot(workspaceId)}:${GUEST_CMD_ROOT}`, `${layout.transfer(workspaceId)}:${plan.transferDir}:ro`],
       // /tmp in memory: empty in every new container (restore) and never part of a committed image.
-      Tmpfs: { '/tmp': 'rw,exec,nosuid,nodev,mode=1777' },
+      // A tmpfs is memory: without a size the agent could fill the host's RAM through /tmp.
+      Tmpfs: { '/tmp': `rw,exec,nosuid,nodev,mode=1777${r.diskMb !== undefined ? `,size=${r.diskMb}m` : ''}` },
       CapDrop: ['ALL'],
       CapAdd: CAPABILITIES,
       SecurityOpt: ['no-new-privileges'],

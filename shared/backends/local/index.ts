@@ -9,7 +9,7 @@ import { errorFields, silentLogger, type Logger } from '../../log.js';
 import { fingerprintArgv, parseFingerprint } from '../../workspace/fingerprint.js';
 import { detectLimits, type WorkspaceCgroups } from './cgroup.js';
 import { CommandRunner } from './commands.js';
-import { runToolChecked } from './exec.js';
+import { runTool, runToolChecked } from './exec.js';
 import { copyDirIntoHome, hostPathInHome, putTransfer } from './files.js';
 import { claimHostUid, DEFAULT_UID_REGISTRY, releaseHostUid } from './host-uids.js';
 import { checkName, LocalLayout } from './layout.js';
@@ -423,6 +423,19 @@ class LocalBackend implements WorkspaceBackend {
     return out;
   }
 
+  /**
+   * `du` as root over the home and /tmp: no symlink followed, one filesystem, hardlinks once, and a
+   * directory the workspace made unreadable still counted. A walk that raced a deletion (du exits
+   * non-zero) still reports what it saw.
+   */
+  async usageBytes(ref: BackendRef): Promise<number> {
+    const meta = await requireMeta(this.layout, ref);
+    const id = meta.workspaceId;
+    const result = await runTool(['du', '-s', '-x', '-B1', '--total', '--', this.layout.home(id), this.layout.tmp(id)]);
+    const total = /^(\d+)\s+total$/m.exec(result.stdout);
+    if (total === null) throw new StepFailedError('disk usage', `du exited ${result.code ?? result.signal}`);
+    return Number(total[1]);
+  }
 
   listSnapshots(): Promise<SnapshotRef[]> {
     return snapshots.listSnapshots(this.layout);
