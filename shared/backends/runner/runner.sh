@@ -291,15 +291,26 @@ cmd_init() {
   uid=$1 gid=$2 name=$3 home=$4 root=$5
   grep -q "^[^:]*:[^:]*:$gid:" /etc/group || printf '%s:x:%s:\n' "$name" "$gid" >> /etc/group
   grep -q "^$name:" /etc/passwd || printf '%s:x:%s:%s::%s:/bin/sh\n' "$name" "$uid" "$gid" "$home" >> /etc/passwd
+  # The home may come from an image the workspace wrote (a cache entry is its setup's container): a
+  # symlink there (root -> /usr/local/bin) would make this root chown a system dir to the user, who
+  # could then shadow a tool this runner calls as root. No component from home down to root may be a
+  # symlink (nothing of the user runs yet to swap one in later), and nothing here dereferences one.
+  d=$root
+  while :; do
+    if [ -L "$d" ]; then echo "runner: init: $d is a symbolic link" >&2; exit 1; fi
+    [ "$d" = "$home" ] && break
+    case $d in "$home"/*) d=${d%/*} ;; *) break ;; esac
+  done
+  if [ -L "$home" ]; then echo "runner: init: $home is a symbolic link" >&2; exit 1; fi
   mkdir -p "$home" "$root"
   # Every directory from home down to root belongs to the user (root may be home itself).
   d=$root
   while :; do
-    chown "$uid:$gid" "$d"
+    chown -h "$uid:$gid" "$d"
     [ "$d" = "$home" ] && break
     case $d in "$home"/*) d=${d%/*} ;; *) break ;; esac
   done
-  chown "$uid:$gid" "$home"
+  chown -h "$uid:$gid" "$home"
   chmod 700 "$home"
 }
 
