@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +10,7 @@ import type { BackendRef } from '../../shared/contract/workspace.js';
 import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../support/docker-daemon.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
 import { rootUnavailable } from '../support/root.js';
-import { useBackendFixture } from '../support/backend-fixture.js';
+import { newId, planFor, useBackendFixture } from '../support/backend-fixture.js';
 import { makeLocalBackend } from '../backends/local-handle.js';
 
 // The attacker owns every process it can start: it forks without end, allocates from many processes
@@ -281,6 +281,28 @@ describe.skipIf(rootUnavailable !== undefined)('the local workspace cgroup (root
     await restarted.destroy(ref);
     for (const hierarchy of ['pids', 'memory', 'freezer', 'cpu']) {
       expect(fs.existsSync(path.join(path.dirname(pids).replace('/pids/', `/${hierarchy}/`), String(ref.workspaceId)))).toBe(false);
+    }
+  });
+});
+
+describe.skipIf(rootUnavailable !== undefined)('orphan workspace cgroups (root)', () => {
+  it('a provider start kills what runs in a cgroup of its own whose workspace dir is gone, and removes it', async () => {
+    const handle = await makeLocalBackend();
+    try {
+      const ref = await handle.backend.create(planFor(), { workspaceId: newId('ws-orphan'), labels: {} });
+      const id = String(ref.workspaceId);
+      const pids = await cgroupDir('local', id, 'pids');
+      // Something of the workspace still runs in its cgroup when its dir vanishes (a crash mid-destroy).
+      const stray = spawn('sh', ['-c', `echo $$ > ${pids}/cgroup.procs && exec sleep 1000`], { stdio: 'ignore', detached: true });
+      for (let i = 0; i < 100 && members(pids).length === 0; i++) await sleep(20);
+      expect(members(pids)).toEqual([stray.pid]);
+      fs.rmSync(String(ref.dir), { recursive: true, force: true });
+
+      await handle.reopen();
+      expect(fs.existsSync(pids)).toBe(false);
+      expect(uidOf(stray.pid!)).toBeUndefined();
+    } finally {
+      await handle.cleanup();
     }
   });
 });

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { BackendUnavailableError } from '../../contract/errors.js';
+import { LocalLayout } from './layout.js';
 import type { SandboxHost } from './sandbox.js';
 
 /**
@@ -138,6 +139,16 @@ export class WorkspaceCgroups {
       if (!Number.isFinite(current) || current === 0) return;
       await sleep(20);
     }
+  }
+
+  /** Workspace ids that have a cgroup of this provider (in any hierarchy). */
+  async workspaceIds(): Promise<string[]> {
+    const ids = new Set<string>();
+    for (const base of Object.values(this.layout.bases)) {
+      const entries = await fs.readdir(base!, { withFileTypes: true }).catch(() => []);
+      for (const e of entries) if (e.isDirectory() && ID.test(e.name)) ids.add(e.name);
+    }
+    return [...ids].sort();
   }
 
   /** killAll, then remove the workspace's cgroup dirs; idempotent (missing dirs are fine). */
@@ -327,7 +338,10 @@ async function waitFor(done: () => Promise<boolean>): Promise<void> {
 export async function detectLimits(dataDir: string, sandbox: SandboxHost): Promise<{ cgroups?: WorkspaceCgroups; warnings: string[] }> {
   const { asRoot } = sandbox;
   const found = asRoot ? await WorkspaceCgroups.detect(dataDir) : { reason: 'the provider does not run as root' };
-  if (found.cgroups !== undefined) return { cgroups: found.cgroups, warnings: [] };
+  if (found.cgroups !== undefined) {
+    await removeOrphans(found.cgroups, dataDir);
+    return { cgroups: found.cgroups, warnings: [] };
+  }
   const warnings = [`no per-workspace cgroup (${found.reason}): resources.memoryMb limits each process's address space, not the workspace's memory`];
   if (asRoot) {
     warnings.push('resources.pids is the RLIMIT_NPROC of the workspace\'s host uid; a kill-all is a by-uid sweep');
@@ -337,4 +351,20 @@ export async function detectLimits(dataDir: string, sandbox: SandboxHost): Promi
     if (sandbox.kind === 'none') warnings.push('a process that leaves its command\'s process group (setsid) survives a reset or delete');
   }
   return { warnings };
+}
+
+/**
+ * A cgroup of this provider whose workspace dir is gone (a crash between destroy's removal of the
+ * dir and of the cgroup): whatever still runs in it belongs to no workspace — killed, and the cgroup
+ * removed. Best effort: the provider starts regardless.
+ */
+async function removeOrphans(cgroups: WorkspaceCgroups, dataDir: string): Promise<void> {
+  const layout = new LocalLayout(dataDir);
+  for (const id of await cgroups.workspaceIds().catch(() => [])) {
+    try {
+      if (!(await fs.stat(layout.workspaceDir(id)).then(() => true, () => false))) await cgroups.remove(id);
+    } catch {
+      // not a name of ours, or it would not go: the next start tries again
+    }
+  }
 }
