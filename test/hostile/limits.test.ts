@@ -1,10 +1,11 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfigInput } from '../../shared/config/schema.js';
 import { DEFAULT_WORKSPACE_PIDS } from '../../shared/contract/limits.js';
-import { detectLimits } from '../../shared/backends/local/cgroup.js';
+import { detectLimits, WorkspaceCgroups } from '../../shared/backends/local/cgroup.js';
 import { processesOfUid } from '../../shared/backends/local/procs.js';
 import type { BackendRef } from '../../shared/contract/workspace.js';
 import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../support/docker-daemon.js';
@@ -314,5 +315,40 @@ describe('local limits without a cgroup say what they do not enforce', () => {
     expect(warnings.join('\n')).toMatch(/pids is approximate/);
     const none = await detectLimits('/nonexistent', { kind: 'none', asRoot: false, rootfsArgs: [] });
     expect(none.warnings.join('\n')).toMatch(/survives a reset or delete/);
+  });
+});
+
+// This machine has no cgroup v2 controllers: the v2 control files are checked on a plain dir (what is
+// written where), the kernel side of v2 is not exercised here.
+describe('workspace cgroup control files', () => {
+  const prepare = (files: Record<string, string>): string => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-cg-'));
+    fs.mkdirSync(path.join(dir, 'ws-a'));
+    for (const [name, value] of Object.entries(files)) fs.writeFileSync(path.join(dir, 'ws-a', name), value);
+    return dir;
+  };
+  const read = (dir: string, name: string): string => fs.readFileSync(path.join(dir, 'ws-a', name), 'utf8').trim();
+
+  it('v2: pids.max, memory.max and no swap; unset limits are max', async () => {
+    const dir = prepare({ 'pids.max': 'max', 'memory.max': 'max', 'memory.swap.max': 'max', 'cgroup.procs': '' });
+    const cg = WorkspaceCgroups.at(2, { unified: dir });
+    await cg.ensure('ws-a', { pids: 1024, memoryMb: 256 });
+    expect([read(dir, 'pids.max'), read(dir, 'memory.max'), read(dir, 'memory.swap.max')]).toEqual(['1024', String(256 * MiB), '0']);
+    await cg.ensure('ws-a', {});
+    expect([read(dir, 'pids.max'), read(dir, 'memory.max')]).toEqual(['max', 'max']);
+    expect(cg.procsFiles('ws-a')).toEqual([path.join(dir, 'ws-a', 'cgroup.procs')]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('v1: memsw follows the memory limit (swap cannot dodge it); ids that are not names are refused', async () => {
+    const unlimited = '9223372036854771712';
+    const pids = prepare({ 'pids.max': 'max' });
+    const memory = prepare({ 'memory.limit_in_bytes': unlimited, 'memory.memsw.limit_in_bytes': unlimited });
+    const cg = WorkspaceCgroups.at(1, { pids, memory });
+    await cg.ensure('ws-a', { pids: 64, memoryMb: 256 });
+    expect([read(pids, 'pids.max'), read(memory, 'memory.limit_in_bytes'), read(memory, 'memory.memsw.limit_in_bytes')])
+      .toEqual(['64', String(256 * MiB), String(256 * MiB)]);
+    expect(() => cg.dirs('../x')).toThrow(/not a workspace id/);
+    for (const d of [pids, memory]) fs.rmSync(d, { recursive: true, force: true });
   });
 });

@@ -47,6 +47,14 @@ const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 export class WorkspaceCgroups {
   private constructor(private readonly layout: Layout) {}
 
+  /**
+   * Over given base dirs, without detection: for tests of the control-file writes on a plain dir
+   * (this machine has no cgroup v2 controllers to test v2 on), and for hosts that know their layout.
+   */
+  static at(version: 1 | 2, bases: Layout['bases']): WorkspaceCgroups {
+    return new WorkspaceCgroups({ version, bases });
+  }
+
   get version(): 1 | 2 {
     return this.layout.version;
   }
