@@ -64,7 +64,7 @@ describe.each(BACKENDS)('commands racing reset and delete ($name backend, real p
 
   beforeAll(async () => {
     if (skip !== undefined) return;
-    wsp = await startTestProvider({ ...config, setup: { script: 'echo clean > state.txt' }, workspace: { network: 'none' } });
+    wsp = await startTestProvider({ ...config, setup: { script: 'echo clean > state.txt # command-race: a cache key of its own (docker cache images are named by key)' }, workspace: { network: 'none' } });
   }, 60_000);
 
   afterAll(async () => {

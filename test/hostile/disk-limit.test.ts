@@ -20,7 +20,7 @@ describe.each(BACKENDS)('disk limit ($name backend)', ({ config, skip }) => {
 
   beforeAll(async () => {
     if (skip !== undefined) return;
-    wsp = await startTestProvider({ ...config, setup: { script: 'echo clean > state.txt' }, workspace: { network: 'none', resources: { diskMb: LIMIT_MB } } });
+    wsp = await startTestProvider({ ...config, setup: { script: 'echo clean > state.txt # disk-limit: a cache key of its own (docker cache images are named by key)' }, workspace: { network: 'none', resources: { diskMb: LIMIT_MB } } });
   }, 60_000);
 
   afterAll(async () => {

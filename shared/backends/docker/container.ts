@@ -151,11 +151,16 @@ export class ContainerNetworks {
     if ((mode === 'host') !== (want === 'host')) {
       throw new BadRequestError(`a Docker container cannot be moved ${want === 'host' ? 'into' : 'out of'} the host's network: set setup.network and workspace.network both to 'host', or neither`, { field: 'network' });
     }
-    now = want === 'host' ? 'host' : attached.length === 1 && attached[0] === want ? want : undefined;
+    // 'none' is reached by leaving every network (only the container's own loopback remains), never
+    // by connecting 'none' again: dockerd (20.10) then keeps a stale endpoint named after the
+    // container in 'none', and the next container of that name (a reset's) cannot start.
+    const isNone = (list: string[]): boolean => list.length === 0 || (list.length === 1 && list[0] === 'none');
+    now = want === 'host' ? 'host' : want === 'none' ? (isNone(attached) ? 'none' : undefined) : attached.length === 1 && attached[0] === want ? want : undefined;
     if (now !== want) {
       try {
-        for (const other of attached.filter((n) => n !== want)) await this.docker.getNetwork(other).disconnect({ Container: name, Force: true });
-        if (!attached.includes(want)) await this.docker.getNetwork(want).connect({ Container: name });
+        const leave = want === 'none' ? attached.filter((n) => n !== 'none') : attached.filter((n) => n !== want);
+        for (const other of leave) await this.docker.getNetwork(other).disconnect({ Container: name, Force: true });
+        if (want !== 'none' && !attached.includes(want)) await this.docker.getNetwork(want).connect({ Container: name });
       } catch (error) {
         this.current.delete(name);
         throw new BackendUnavailableError(`cannot put container ${name} on network '${want}'`, error);
