@@ -53,6 +53,17 @@ if [ -z "$pid" ]; then
   exit $?
 fi
 
+# bwrap's child sets up the namespace's lo (netlink RTM_NEWADDR) after reporting its pid and before
+# it waits on fd 6. slirp4netns --configure talks netlink in the same namespace; started at once,
+# it raced that setup (seen under load: "bwrap: loopback: Failed RTM_NEWADDR"). So wait until lo
+# carries 127.0.0.1 (the namespace's own fib, read from the host side) — bounded, then go on.
+tries=0
+while ! grep -q '127\.0\.0\.1' "/proc/$pid/net/fib_trie" 2> /dev/null && [ "$tries" -lt 1000 ]; do
+  [ -e "/proc/$pid" ] || break
+  tries=$((tries + 1))
+  sleep 0.005
+done
+
 "$slirp" --configure --mtu=65520 --disable-host-loopback --enable-sandbox --enable-seccomp \
   --ready-fd=5 --exit-fd=6 --netns-type=path "/proc/$pid/ns/net" tap0 5> "$work/ready" 6< "$work/exit" \
   < /dev/null > /dev/null 2> "$work/slirp.err" &
