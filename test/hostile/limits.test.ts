@@ -3,7 +3,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ConfigInput } from '../../shared/config/schema.js';
+import { configSchema, type ConfigInput } from '../../shared/config/schema.js';
+import { containerConfig } from '../../shared/backends/docker/container.js';
+import { DockerLayout } from '../../shared/backends/docker/layout.js';
 import { DEFAULT_WORKSPACE_PIDS } from '../../shared/contract/limits.js';
 import { detectLimits, WorkspaceCgroups } from '../../shared/backends/local/cgroup.js';
 import { processesOfUid } from '../../shared/backends/local/procs.js';
@@ -350,5 +352,15 @@ describe('workspace cgroup control files', () => {
       .toEqual(['64', String(256 * MiB), String(256 * MiB)]);
     expect(() => cg.dirs('../x')).toThrow(/not a workspace id/);
     for (const d of [pids, memory]) fs.rmSync(d, { recursive: true, force: true });
+  });
+});
+
+describe('the default pids limit', () => {
+  it('is the config default, and a backend applies it to a plan that has none', () => {
+    expect(configSchema.parse({}).workspace.resources.pids).toBe(DEFAULT_WORKSPACE_PIDS);
+    const plan = planFor();
+    const bare = { ...plan, resources: {} };
+    expect(containerConfig(new DockerLayout('/data'), 'ws-a', bare, 'img', {}).HostConfig?.PidsLimit).toBe(DEFAULT_WORKSPACE_PIDS);
+    expect(containerConfig(new DockerLayout('/data'), 'ws-a', { ...plan, resources: { pids: 64 } }, 'img', {}).HostConfig?.PidsLimit).toBe(64);
   });
 });
