@@ -46,7 +46,7 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
    * A provider whose data dir sits next to a host sentinel dir (root-owned, 0755, a 0600 secret):
    * the host path an attacker would aim at, with a name it can guess from the layout.
    */
-  async function start(setup: string, extra: Partial<ConfigInput> = {}): Promise<{ sentinel: string; untouched: () => void }> {
+  async function start(setup: string | ((sentinel: string) => string)): Promise<{ sentinel: string; untouched: () => void }> {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-dcontent-'));
     const sentinel = path.join(root, 'sentinel');
     fs.mkdirSync(path.join(sentinel, 'sub'), { recursive: true, mode: 0o755 });
@@ -58,7 +58,8 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
     const ino = inodes(sentinel);
     const dataDir = path.join(root, 'data');
     fs.mkdirSync(dataDir, { mode: 0o700 });
-    wsp = await startTestProvider({ ...DOCKER, setup: { script: setup }, workspace: { network: 'none' }, ...extra }, { dataDir });
+    const script = typeof setup === 'string' ? setup : setup(sentinel);
+    wsp = await startTestProvider({ ...DOCKER, setup: { script }, workspace: { network: 'none' } }, { dataDir });
     return {
       sentinel,
       untouched: () => {
@@ -144,4 +145,117 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
     untouched();
     noSecretAnywhere();
   }, 180_000);
+
+  /**
+   * A racer of the workspace uid, in the background: swaps ~/victim between a real dir (with junk in
+   * it) and a symlink to each target in turn, thousands of times a second, until it is killed.
+   */
+  const racer = (targets: string[]): string =>
+    `(cd ~ && while :; do for t in ${targets.map((t) => `'${t}'`).join(' ')}; do rm -rf victim; mkdir -p victim/sub; echo x > victim/junk; echo x > victim/sub/deep.txt; rm -rf victim; ln -s "$t" victim; done; done) > /dev/null 2>&1 &`;
+
+  it('a racer swapping a dir for symlinks to a host dir and /etc, during snapshot, reset and delete, reaches none of them', async () => {
+    // The host sentinel's path is what the attacker aims at (the daemon resolves in-container paths
+    // only, but a path-following provider step on the host would hit it); /etc is the container's own.
+    const targets = (sentinel: string): string[] => [sentinel, `${sentinel}/sub`, '/etc'];
+    // The setup is itself hostile: it races during the cache and baseline commits (the provider kills
+    // its leftovers first; the commit pauses the container either way).
+    const { sentinel, untouched } = await start((dir) => `echo clean > state.txt && ln -s '${dir}' ~/hostlink && ${racer(targets(dir))} true`);
+    const hostTargets = targets(sentinel);
+    const ws = await healthyDuring(wsp!.setup());
+    const passwd = docker('exec', container(ws.id), 'sha256sum', '/etc/passwd');
+
+    for (let round = 0; round < 3; round++) {
+      await run(ws.id, `echo dirty > state.txt; ln -sfn '${sentinel}' ~/hostlink2; ${racer(hostTargets)} echo started`);
+      const reset = await healthyDuring(wsp!.api('POST', `/workspaces/${ws.id}/reset`, {}));
+      expect(reset.status, reset.text).toBe(200);
+      expect(reset.body.matches).toBe(true);
+      untouched();
+      expect(docker('exec', container(ws.id), 'sha256sum', '/etc/passwd')).toBe(passwd);
+      const after = await run(ws.id, 'cat state.txt; ls -a ~');
+      expect(after.stdout.data).toMatch(/^clean\n/);
+      expect(after.stdout.data).not.toMatch(/hostlink2/);
+    }
+
+    // Every snapshot the provider took while the racers ran: the host secret is in none.
+    const backend = wsp!.provider.deps.backend;
+    const snaps = await backend.listSnapshots();
+    expect(snaps.length).toBeGreaterThanOrEqual(2);
+    for (const snap of snaps) expect(await backend.scanSnapshot!(snap, [SECRET])).toEqual([]);
+
+    await run(ws.id, `${racer(hostTargets)} echo started`);
+    const del = await healthyDuring(wsp!.api('DELETE', `/workspaces/${ws.id}`));
+    expect(del.status, del.text).toBe(200);
+    expect((await backend.listResources()).map((r) => r.workspaceId)).not.toContain(ws.id);
+    untouched();
+    noSecretAnywhere();
+  }, 240_000);
+
+  it('a 2,200-deep chain and 255-byte names: snapshot, reset, fingerprint and delete succeed or fail as a clear step, and stay deletable', async () => {
+    const deep = 'd=deep; i=0; while [ $i -lt 2200 ]; do d="$d/d"; i=$((i+1)); done; mkdir -p "$d" && echo bottom > "$d/f"';
+    const long = `n=$(printf '%0255d' 0); mkdir -p "long/$n/$n" && echo x > "long/$n/$n/$n"`;
+    const { untouched } = await start(`echo clean > state.txt; ${deep}; ${long}`);
+    // The baseline (and cache) commit of a PATH_MAX-deep layer.
+    const created = await wsp!.api('POST', '/workspaces', {});
+    expect([200, 202]).toContain(created.status);
+    let view: any;
+    for (let i = 0; i < 1200; i++) {
+      view = (await wsp!.api('GET', `/workspaces/${created.body.id}`)).body;
+      if (view.status !== 'provisioning') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // The baseline commit of such a tree works on Docker (setup fails only if the commit does).
+    expect(view.status, JSON.stringify(view.failure)).toBe('ready');
+    // The agent piles another chain and long names on top: reset is a new container, fingerprinted
+    // (the daemon's diff cannot walk such a tree: the fingerprint then runs in the container).
+    await run(view.id, `echo dirty > state.txt; ${deep.replace('d=deep', 'd=deep2')}; ${long.replace('long/', 'long2/')}`);
+    const reset = await healthyDuring(wsp!.api('POST', `/workspaces/${view.id}/reset`, {}));
+    expect(reset.status, reset.text).toBe(200);
+    // KNOWN LIMIT (reported, not fixed here): the daemon's commit silently drops the part of the chain
+    // beyond PATH_MAX, so the baseline image lacks the bottom. The reset's fingerprint check must then
+    // say so (matches false) — never claim a match for a home that is not the baseline.
+    const bottom = await run(view.id, 'cd deep; i=0; while [ $i -lt 2200 ]; do cd d || break; i=$((i+1)); done; cat f 2>/dev/null || echo missing');
+    if (!bottom.stdout.data.includes('bottom')) expect(reset.body.matches).toBe(false);
+    else expect(reset.body.matches).toBe(true);
+    const after = await run(view.id, 'cat state.txt; ls');
+    expect(after.stdout.data).toBe('clean\ndeep\nlong\nstate.txt\nworkspace\n');
+    await run(view.id, deep.replace('d=deep', 'd=deep3'));
+    const del = await healthyDuring(wsp!.api('DELETE', `/workspaces/${created.body.id}`));
+    expect(del.status, del.text).toBe(200);
+    expect((await wsp!.api('GET', `/workspaces/${created.body.id}`)).body.status).toBe('deleted');
+    expect((await wsp!.provider.deps.backend.listResources()).map((r) => r.workspaceId)).not.toContain(created.body.id);
+    untouched();
+  }, 600_000);
+
+  it('fifos during snapshot, reset and fingerprint; a hard link to /etc/passwd; runaway output: no hang, no failure, nothing outside changes', async () => {
+    const { untouched } = await start('echo clean > state.txt && mkfifo setup.fifo ~/home.fifo');
+    const ws = await healthyDuring(wsp!.setup());
+    const passwd = docker('exec', container(ws.id), 'sha256sum', '/etc/passwd');
+    // The kernel's protected_hardlinks refuses a link to a file the uid neither owns nor may write;
+    // if it allowed one, a reset must still not be a way to change /etc/passwd.
+    const link = await wsp!.exec(ws.id, 'ln /etc/passwd ~/passwd.link 2>&1 && echo linked || echo refused; mkfifo agent.fifo && echo ok');
+    expect(link.stdout.data).toMatch(/(linked|refused)\nok\n$/);
+    await run(ws.id, 'echo "evil:x:0:0::/:/bin/sh" >> ~/passwd.link 2>/dev/null; echo dirty > state.txt; true');
+    // Runaway output at the default cap, still running while the reset begins.
+    const flood = await wsp!.api('POST', `/workspaces/${ws.id}/commands`, { command: 'yes flood', waitMs: 1_500 });
+    expect(flood.status).toBeLessThan(300);
+    const cap = 8 * 1024 * 1024;
+    const status = (await wsp!.api('GET', `/workspaces/${ws.id}/commands/${flood.body.id}`)).body;
+    expect(status.stdout.bytes).toBeGreaterThan(0);
+    const reset = await healthyDuring(wsp!.api('POST', `/workspaces/${ws.id}/reset`, {}));
+    expect(reset.status, reset.text).toBe(200);
+    expect(reset.body.matches).toBe(true);
+    const ended = (await wsp!.api('GET', `/workspaces/${ws.id}/commands/${flood.body.id}`)).body;
+    expect(ended.state).not.toBe('running');
+    const kept = fs.statSync(path.join(wsp!.dataDir, 'docker', 'workspaces', ws.id, 'cmd', flood.body.id, 'stdout')).size;
+    expect(kept).toBeLessThanOrEqual(cap);
+    expect(docker('exec', container(ws.id), 'sha256sum', '/etc/passwd')).toBe(passwd);
+    const after = await run(ws.id, 'cat state.txt; ls -a ~ ~/workspace | grep -c fifo; [ -p ~/home.fifo ] && echo fifo-kept');
+    expect(after.stdout.data).toBe('clean\n2\nfifo-kept\n');
+    // A second workspace (cache hit: a container from the committed image, fifos included).
+    const warm = await healthyDuring(wsp!.setup());
+    expect(warm.cache?.hit).toBe(true);
+    const del = await Promise.all([ws.id, warm.id].map((id) => healthyDuring(wsp!.api('DELETE', `/workspaces/${id}`))));
+    for (const d of del) expect(d.status, d.text).toBe(200);
+    untouched();
+  }, 240_000);
 });

@@ -35,9 +35,19 @@ export class DockerFingerprints {
     return digest;
   }
 
-  /** True when `docker diff` lists any path at or below `dir`. */
+  /**
+   * True when `docker diff` lists any path at or below `dir` — or cannot tell: the daemon's diff
+   * lstats full host paths, so a tree deeper than PATH_MAX in the image (the workspace made it) makes
+   * it answer 500. Unknown counts as changed: the script runs and nothing is cached.
+   */
   private async changedUnder(container: string, dir: string): Promise<boolean> {
-    const changes = parseChanges(await this.docker.getContainer(container).changes());
+    let raw: unknown;
+    try {
+      raw = await this.docker.getContainer(container).changes();
+    } catch {
+      return true;
+    }
+    const changes = parseChanges(raw);
     const prefix = dir.endsWith('/') ? dir : `${dir}/`;
     return changes.some((c) => c.Path === dir || c.Path.startsWith(prefix));
   }
