@@ -1,3 +1,4 @@
+import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
@@ -27,17 +28,40 @@ export interface ExitRecord {
   endedAt: string;
 }
 
-export async function readText(file: string): Promise<string | undefined> {
+/**
+ * Command files are read by the provider on the HOST, in a directory the runner (root in a container,
+ * or the local wrapper) writes: a compromised runner must not turn one into a symlink to a host file
+ * (it would be served as output) or a FIFO (a blocking open would hang the provider). So: no symlink
+ * followed at the file or at its directory, never blocking on open, regular files only.
+ */
+async function openRegular(file: string): Promise<fs.FileHandle | undefined> {
   try {
-    return await fs.readFile(file, 'utf8');
+    if (!(await fs.lstat(path.dirname(file))).isDirectory()) return undefined;
+    const handle = await fs.open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+    if ((await handle.stat()).isFile()) return handle;
+    await handle.close();
+  } catch {
+    // absent, a symlink (ELOOP) or unreadable: not a command file
+  }
+  return undefined;
+}
+
+export async function readText(file: string): Promise<string | undefined> {
+  const handle = await openRegular(file);
+  if (handle === undefined) return undefined;
+  try {
+    return await handle.readFile('utf8');
   } catch {
     return undefined;
+  } finally {
+    await handle.close();
   }
 }
 
 export async function sizeOf(file: string): Promise<number> {
   try {
-    return (await fs.stat(file)).size;
+    const st = await fs.lstat(file);
+    return st.isFile() ? st.size : 0;
   } catch {
     return 0;
   }
@@ -141,12 +165,8 @@ export function checkReadArgs(stream: OutputStream, offset: number, limit: numbe
 /** Bytes [offset, min(offset + limit, kept)) of a stream; kept = min(file size, maxOutputBytes). */
 export async function readStream(dir: string, spec: StoredSpec, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
   checkReadArgs(stream, offset, limit);
-  let handle: fs.FileHandle;
-  try {
-    handle = await fs.open(path.join(dir, stream), 'r');
-  } catch {
-    return { data: Buffer.alloc(0), nextOffset: offset };
-  }
+  const handle = await openRegular(path.join(dir, stream));
+  if (handle === undefined) return { data: Buffer.alloc(0), nextOffset: offset };
   try {
     const length = readWindow((await handle.stat()).size, spec.maxOutputBytes, offset, limit);
     const data = Buffer.alloc(length);
