@@ -17,13 +17,28 @@ import { newId, useBackendFixture, type BackendFixture, type ContractHandle } fr
 const PROVIDER_CANARY = `wsp-provider-canary-${newId('v')}`;
 process.env.WSP_CONTRACT_PROVIDER_CANARY = PROVIDER_CANARY;
 
-/** sh snippet: `alive PID` succeeds iff the process exists and is not a zombie. */
-const ALIVE = `alive() { s=$(sed -n 's/^State:[[:space:]]*\\(.\\).*/\\1/p' "/proc/$1/status" 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ] && [ "$s" != X ]; }`;
+/**
+ * sh snippet: `alive PID [START]` succeeds iff the process exists, is not a zombie and — given START —
+ * started at START (field 22 of /proc/PID/stat). The start time matters after a kill-all: a backend
+ * may give the workspace a fresh pid namespace, which numbers from 1 again, so a later process of the
+ * workspace can carry the very pid of a killed one. `started PID` prints that start time.
+ */
+const ALIVE = [
+  'started() { st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; st=${st##*) }; set -f; set -- $st; shift 19; echo "$1"; }',
+  `alive() { s=$(sed -n 's/^State:[[:space:]]*\\(.\\).*/\\1/p' "/proc/$1/status" 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ] && [ "$s" != X ] && { [ -z "\${2:-}" ] || [ "$(started "$1")" = "$2" ]; }; }`,
+].join('\n');
 
-async function isAlive(fx: BackendFixture, ref: BackendRef, pid: string): Promise<boolean> {
-  const r = await fx.sh(ref, `${ALIVE}\nif alive "$1"; then echo yes; else echo no; fi`, [pid]);
+async function isAlive(fx: BackendFixture, ref: BackendRef, pid: string, started = ''): Promise<boolean> {
+  const r = await fx.sh(ref, `${ALIVE}\nif alive "$1" "$2"; then echo yes; else echo no; fi`, [pid, started]);
   expect(r.status.exitCode).toBe(0);
   return r.stdout.trim() === 'yes';
+}
+
+/** The start time of a live process of the workspace (see ALIVE). */
+async function startedAt(fx: BackendFixture, ref: BackendRef, pid: string): Promise<string> {
+  const r = await fx.sh(ref, `${ALIVE}\nstarted "$1"`, [pid]);
+  expect(r.stdout.trim()).toMatch(/^\d+$/);
+  return r.stdout.trim();
 }
 
 async function fingerprint(fx: BackendFixture, ref: BackendRef, dir: string): Promise<string> {
@@ -198,9 +213,10 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const r = await fx.sh(ref, 'sleep 300 > /dev/null 2>&1 & echo $!');
         expect(r.status).toMatchObject({ state: 'exited', exitCode: 0 });
         const pid = r.stdout.trim();
-        expect(await isAlive(fx, ref, pid)).toBe(true);
+        const started = await startedAt(fx, ref, pid);
+        expect(await isAlive(fx, ref, pid, started)).toBe(true);
         await fx.backend.killAll(ref);
-        expect(await isAlive(fx, ref, pid)).toBe(false);
+        expect(await isAlive(fx, ref, pid, started)).toBe(false);
       });
 
       it('killAll also ends running commands (state killed)', async () => {
@@ -253,11 +269,12 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('snap')));
         expect((await fx.sh(ref, mutate)).status.exitCode).toBe(0);
         const pid = (await fx.run(ref, ['cat', `${fx.plan.home}/bg.pid`])).stdout.trim();
-        expect(await isAlive(fx, ref, pid)).toBe(true);
+        const started = await startedAt(fx, ref, pid);
+        expect(await isAlive(fx, ref, pid, started)).toBe(true);
         expect(await fingerprint(fx, ref, fx.plan.home)).not.toBe(f0);
 
         await fx.backend.restore(ref, fx.plan, snap);
-        expect(await isAlive(fx, ref, pid)).toBe(false);
+        expect(await isAlive(fx, ref, pid, started)).toBe(false);
         expect(await fingerprint(fx, ref, fx.plan.home)).toBe(f0);
         expect((await fx.run(ref, ['ls', '-A', '/tmp'])).stdout).toBe('');
         // Still the user's and writable; and a second round trip is exact too.

@@ -93,12 +93,21 @@ describe('local backend specifics', () => {
 
   it('passes no descriptor of the provider into a command (inherited ones are overwritten with /dev/null)', async () => {
     const ref = await fx.create();
-    // ls lists its own descriptors: 0-2, the directory it reads, and whatever it inherited.
-    const r = await fx.run(ref, ['ls', '-l', '/proc/self/fd']);
+    // ls lists its own descriptors: 0-2, the directory it reads, and whatever it inherited; then the
+    // namespaces the command is in.
+    const r = await fx.sh(ref, 'ls -l /proc/self/fd && readlink /proc/self/ns/user /proc/self/ns/pid');
     expect(r.status.exitCode).toBe(0);
     const fds = r.stdout.split('\n').filter((l) => l.includes(' -> ')).map((l) => l.slice(l.lastIndexOf(' ', l.indexOf(' -> ') - 1) + 1));
+    const ownNamespaces = r.stdout.split('\n').filter((l) => /^(user|pid):\[\d+\]$/.test(l));
+    expect(ownNamespaces).toHaveLength(2);
     const inherited = fds.filter((f) => !/^[012] -> /.test(f) && !/ -> \/proc\/\d+\/fd$/.test(f));
-    for (const fd of inherited) expect(fd).toMatch(/^\d+ -> \/dev\/null$/);
+    // The launch chain hands bwrap the workspace's user and pid namespaces (--userns/--pidns): those
+    // two descriptors stay open, and they name exactly the namespaces the command is in (what its
+    // own /proc/self/ns/* gives it anyway). Anything else is /dev/null.
+    for (const fd of inherited) {
+      if (/ -> (user|pid):/.test(fd)) expect(ownNamespaces).toContain(fd.slice(fd.indexOf(' -> ') + 4));
+      else expect(fd).toMatch(/^\d+ -> \/dev\/null$/);
+    }
     expect(fds.length).toBeGreaterThanOrEqual(4);
   });
 

@@ -12,6 +12,7 @@ import {
 import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
 import type { WorkspaceCgroups } from './cgroup.js';
+import { PidNamespaces } from './pid-namespace.js';
 import { killAllOfUid, killGroup, tasksOfUid } from './procs.js';
 import { buildLaunch, checkCommandSpec, type SandboxHost } from './sandbox.js';
 import { checkReadArgs, readStream, waitWhileRunning } from '../runner/command-record.js';
@@ -41,13 +42,17 @@ export class CommandRunner {
   private readonly exits = new Map<string, Promise<void>>();
   /** /dev/null, kept open (close-on-exec) to overwrite leaked descriptors in wrappers (sealedStdio). */
   private devNullHandle: Promise<fs.FileHandle> | undefined;
+  /** Each workspace's pid namespace (root + bwrap); undefined: none (see sandbox.ts). */
+  readonly pidns: PidNamespaces | undefined;
 
   constructor(
     private readonly layout: LocalLayout,
     private readonly sandbox: SandboxHost,
     /** The workspaces' cgroups (root with cgroup support); undefined: per-process rlimits instead. */
     private readonly cgroups?: WorkspaceCgroups,
-  ) {}
+  ) {
+    this.pidns = PidNamespaces.wanted(sandbox) ? new PidNamespaces(layout, sandbox, cgroups) : undefined;
+  }
 
   /** Create (or find again) the workspace's cgroup and set its limits from plan.resources. */
   async prepareLimits(workspaceId: string, plan: WorkspacePlan): Promise<void> {
@@ -82,16 +87,18 @@ export class CommandRunner {
   async start(ws: WorkspaceIdentity, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
     checkCommandSpec(spec);
     const dir = this.layout.commandDir(ws.workspaceId, spec.commandId);
+    // Every start (re)creates the cgroup and applies the plan's limits: a workspace made before a
+    // provider restart or upgrade, or whose cgroup vanished, is confined all the same. Then the
+    // workspace's pid namespace (started inside that cgroup when there is none alive).
+    await this.prepareLimits(ws.workspaceId, plan);
+    const pidns = await this.pidns?.ensure(ws, plan);
     const launch = buildLaunch(this.sandbox, ws.hostUid, await this.launchPlan(plan), {
       home: this.layout.home(ws.workspaceId),
       tmp: this.layout.tmp(ws.workspaceId),
       transfer: this.layout.transfer(ws.workspaceId),
       passwd: this.layout.passwd(ws.workspaceId),
       group: this.layout.group(ws.workspaceId),
-    }, spec);
-    // Every start (re)creates the cgroup and applies the plan's limits: a workspace made before a
-    // provider restart or upgrade, or whose cgroup vanished, is confined all the same.
-    await this.prepareLimits(ws.workspaceId, plan);
+    }, spec, pidns);
     try {
       await fs.mkdir(dir, { mode: 0o700 });
     } catch (error) {
@@ -182,14 +189,16 @@ export class CommandRunner {
   }
 
   /**
-   * Kill every process of the workspace, so that none can fork its way out. With a cgroup: the
-   * cgroup's kill-all (frozen or cgroup.kill: a fork loop cannot outrun it). Root: then all processes
-   * of its host uid (also any that run as it outside the cgroup). Otherwise only the process group
-   * of every running command (a process that left its group survives: said in the warnings).
+   * Kill every process of the workspace, so that none can fork its way out. With a pid namespace:
+   * its init first (the kernel ends everything inside at once). With a cgroup: the cgroup's kill-all
+   * (frozen or cgroup.kill: a fork loop cannot outrun it). Root: then all processes of its host uid
+   * (also any that run as it outside the cgroup). Otherwise only the process group of every running
+   * command (a process that left its group survives: said in the warnings).
    */
   async killAll(ws: WorkspaceIdentity, reason: string): Promise<void> {
     const running = await this.runningDirs(ws.workspaceId);
     await Promise.all(running.map((dir) => writeKillReason(dir, reason)));
+    await this.pidns?.kill(ws.workspaceId);
     // Groups first: a chain that is still root (before setpriv) is not caught by the uid sweep.
     for (const dir of running) {
       const pgid = await readPgid(dir);

@@ -3,7 +3,8 @@ import { BackendUnavailableError } from '../../contract/errors.js';
 import { runTool } from './exec.js';
 
 /**
- * Host process helpers over /proc. Pids are host pids (the provider runs in the host pid namespace).
+ * Host process helpers over /proc. Pids are host pids (the provider runs in the host pid namespace;
+ * a workspace's own pid namespace, see pid-namespace.ts, numbers its processes differently inside).
  */
 
 /** Fields of /proc/<pid>/stat after the ')' that closes the command name (which may hold spaces). */
@@ -25,6 +26,20 @@ export async function liveStartTime(pid: number): Promise<string | undefined> {
   if (fields === undefined) return undefined;
   const state = fields[0];
   if (state === 'Z' || state === 'X') return undefined;
+  return fields[19];
+}
+
+/** PF_EXITING in the flags field (9) of /proc/<pid>/stat: the task is on its way out. */
+const PF_EXITING = 0x4;
+
+/**
+ * liveStartTime, but also undefined for a process that is exiting: a pid namespace's init that is
+ * dying (killing the namespace's processes) can no longer take new members, so it counts as gone.
+ */
+export async function holderStartTime(pid: number): Promise<string | undefined> {
+  const fields = await statFields(pid);
+  if (fields === undefined || fields[0] === 'Z' || fields[0] === 'X') return undefined;
+  if ((Number(fields[6]) & PF_EXITING) !== 0) return undefined;
   return fields[19];
 }
 

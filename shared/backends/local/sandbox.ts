@@ -7,9 +7,12 @@ import { BadRequestError } from '../../contract/errors.js';
 
 /**
  * How commands are confined on this host (decided once, by detectSandbox in sandbox-detect.ts):
- * - bwrap + root: own host uid per workspace (setpriv), bwrap user/mount/ipc/uts namespaces.
+ * - bwrap + root: own host uid per workspace (setpriv); every command joins the workspace's user and
+ *   pid namespaces (held by pid-namespace.ts: background processes live on between commands, the
+ *   host's processes are invisible) and gets mount/ipc/uts (and per policy net) namespaces of its own.
  * - bwrap, not root: the provider's uid; a pid namespace per command (background processes end with it).
- * - none: no bwrap — commands run directly (as the workspace's host uid when root). NOT a sandbox.
+ * - none: no bwrap — commands run directly (as the workspace's host uid when root), in the host's pid
+ *   namespace. NOT a sandbox.
  */
 export interface SandboxHost {
   kind: 'bwrap' | 'none';
@@ -120,11 +123,39 @@ function networkArgs(network: NetworkPolicy): string[] {
 }
 
 /**
+ * Opens the workspace's user and pid namespaces as fds 7 and 8 for `bwrap --userns 7 --pidns 8`,
+ * while still root (args: holder pid, its recorded start time, then the rest of the chain). The
+ * start time is checked AFTER the open: the process that holds the pid then is the recorded holder,
+ * so the fds are its namespaces and never those of a later process that reuses the pid. A holder
+ * that died (or is dying) in the meantime fails the command clearly (125); the next command starts
+ * a new one. The command inherits both fds: they name the namespaces it is in anyway (as its own
+ * /proc/self/ns/user and /proc/self/ns/pid do), and setns needs capabilities it has not.
+ */
+export const JOIN_NS = `pid=$1 start=$2
+shift 2
+set -f
+st=
+exec 9>&2 2> /dev/null
+command exec 7< "/proc/$pid/ns/user" 8< "/proc/$pid/ns/pid" && IFS= read -r st < "/proc/$pid/stat"
+exec 2>&9 9>&-
+fields() { flags=$7; shift 19; now=$1; }
+[ -n "$st" ] && fields \${st##*) } && [ "$now" = "$start" ] && [ $((flags & 4)) -eq 0 ] || {
+  echo "wsp: the workspace's pid namespace ended before this command could join it (its holder was killed); run the command again" >&2
+  exit 125
+}
+exec "$@"`;
+
+/**
  * Build the launch chain of one command. Env values (possibly secrets) never enter argv — argv is
  * world-readable in /proc — they go into fd 3, which the wrapper opens from a root-only file.
+ * `pidns`: the holder of the workspace's pid namespace (root + bwrap); the command joins it.
  */
-export function buildLaunch(sandbox: SandboxHost, hostUid: number, plan: WorkspacePlan, paths: WorkspaceHostPaths, spec: CommandSpec): Launch {
-  const prefix = [...limitArgs(plan), ...(sandbox.asRoot ? dropToUid(hostUid) : [])];
+export function buildLaunch(
+  sandbox: SandboxHost, hostUid: number, plan: WorkspacePlan, paths: WorkspaceHostPaths, spec: CommandSpec,
+  pidns?: { pid: number; start: string },
+): Launch {
+  const join = pidns !== undefined && sandbox.kind === 'bwrap' ? ['sh', '-c', JOIN_NS, 'wsp-join-pidns', String(pidns.pid), pidns.start] : [];
+  const prefix = [...join, ...limitArgs(plan), ...(sandbox.asRoot ? dropToUid(hostUid) : [])];
   if (sandbox.kind === 'bwrap') {
     const network = effectiveNetwork(sandbox, plan, spec);
     // net-egress.sh runs first, as root: it starts the rest of the chain and attaches slirp4netns.
@@ -136,10 +167,14 @@ export function buildLaunch(sandbox: SandboxHost, hostUid: number, plan: Workspa
       ...prefix,
       sandbox.bwrapPath ?? 'bwrap',
       '--args', '3',
-      '--unshare-user', '--uid', String(plan.user.uid), '--gid', String(plan.user.gid),
+      // The workspace's user namespace (its uid mapping is the holder's: host uid -> plan uid) or,
+      // without a holder, one of the command's own.
+      ...(join.length > 0 ? ['--userns', '7', '--pidns', '8'] : ['--unshare-user']),
+      '--uid', String(plan.user.uid), '--gid', String(plan.user.gid),
       '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
       ...networkArgs(network),
-      // Without root there is no per-workspace uid to kill by: a pid namespace per command instead.
+      // Without root there is no per-workspace uid and no holder: a pid namespace per command instead
+      // (background processes end with the command).
       ...(sandbox.asRoot ? [] : ['--unshare-pid', '--die-with-parent']),
       ...sandbox.rootfsArgs,
       ...(paths.passwd ? ['--ro-bind-try', paths.passwd, '/etc/passwd'] : []),

@@ -1,0 +1,239 @@
+import { spawn, type ChildProcess, type IOType } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import type { WorkspacePlan } from '../../contract/plan.js';
+import { BackendUnavailableError } from '../../contract/errors.js';
+import type { WorkspaceCgroups } from './cgroup.js';
+import { sealedStdio, TOOL_ENV } from './exec.js';
+import type { LocalLayout } from './layout.js';
+import { holderStartTime } from './procs.js';
+import type { SandboxHost } from './sandbox.js';
+
+/**
+ * One pid namespace per workspace (local backend, provider as root with bwrap), alive as long as
+ * the workspace: background processes survive between commands, and `ps`/`/proc` inside show only
+ * the workspace's own processes — nothing of the host, the provider or other workspaces.
+ *
+ * The namespace is held by a "holder": `setpriv` to the workspace's host uid, then
+ * `bwrap --unshare-user --uid <plan uid> --gid <plan gid> --unshare-pid` (plus its own mount, ipc,
+ * uts, net and cgroup namespaces) running `sleep infinity`. bwrap's child is the namespace's pid 1
+ * (bwrap's reaper: it reaps every orphan of the workspace, so none lingers as a zombie against the
+ * pids limit); the sleep is pid 2. Every command's bwrap then joins the holder's user and pid
+ * namespaces (`--userns 7 --pidns 8`, descriptors opened as root by the launch chain, see
+ * sandbox.ts JOIN_NS) and still makes its own mount, ipc, uts and (per policy) net namespaces.
+ * The holder's namespaces are all its own: /proc/1/net, /proc/1/root of the holder, readable by the
+ * workspace (same uid), show an empty network namespace and the read-only system dirs only.
+ *
+ * Lifetime:
+ * - Started lazily by the first command (and again after it died), detached and in a session of its
+ *   own, so it outlives a provider restart; `<workspace dir>/pidns` (root-only dir) records
+ *   "<pid of the namespace's init> <its start time>", and a record whose pid now has another start
+ *   time (a recycled pid) is never trusted (holderStartTime also refuses a dying init).
+ * - It joins the workspace's cgroup before it execs, like every command: whatever the workspace
+ *   could make it do (it is the workspace's uid) stays under the workspace's limits, and a kill-all
+ *   of the cgroup ends it too.
+ * - killAll (reset, delete, setup's end) SIGKILLs the namespace's init first: the kernel then kills
+ *   every process in the namespace at once (no fork race). The next command starts a new holder.
+ * - The workspace can kill its own holder (pid 2 inside; pid 1 ignores signals from inside): that
+ *   ends the workspace's own processes only — it is its own namespace — and the next command
+ *   starts a new holder. A command racing that death fails with a clear message (exit 125).
+ * - A workspace dir removed while the holder ran (crash during destroy) is handled by the cgroup's
+ *   orphan removal at start-up (cgroup.ts removeOrphans: the holder is a member).
+ *
+ * Without root, or without bwrap, there is no holder: see sandbox.ts and the backend's warnings.
+ */
+
+/** How long a new holder may take to report its namespace and start its payload. */
+const START_TIMEOUT_MS = 15_000;
+
+export interface HolderRecord {
+  /** Host pid of the namespace's init (bwrap's child). */
+  pid: number;
+  /** Its start time (field 22 of /proc/<pid>/stat). */
+  start: string;
+}
+
+/** Runs in the holder sandbox (no /dev there): report readiness on fd 4 (every namespace is set up), then hold with no descriptor open. */
+const PAYLOAD = 'printf r >&4; exec sleep infinity <&- >&- 2>&- 3>&- 4>&-';
+
+/**
+ * Enter every cgroup.procs given before `--` (own pid: this sh), then exec the rest. A failed write
+ * means the holder would run outside the workspace's limits: it does not start.
+ */
+const ENTER_CGROUP = `while [ "$1" != -- ]; do
+  echo $$ > "$1" || { echo "wsp: cannot enter the workspace cgroup" >&2; exit 125; }
+  shift
+done
+shift
+exec "$@"`;
+
+export class PidNamespaces {
+  /** A start in flight per workspace: concurrent commands share it (never two holders). */
+  private readonly pending = new Map<string, Promise<HolderRecord>>();
+  private devNullHandle: Promise<fs.FileHandle> | undefined;
+
+  constructor(
+    private readonly layout: LocalLayout,
+    private readonly sandbox: SandboxHost,
+    private readonly cgroups?: WorkspaceCgroups,
+  ) {}
+
+  /** Only a root provider with bwrap gives workspaces a pid namespace of their own. */
+  static wanted(sandbox: SandboxHost): boolean {
+    return sandbox.kind === 'bwrap' && sandbox.asRoot;
+  }
+
+  /** The holder of the workspace's namespace, started now if there is none alive. */
+  ensure(ws: { workspaceId: string; hostUid: number }, plan: WorkspacePlan): Promise<HolderRecord> {
+    const inFlight = this.pending.get(ws.workspaceId);
+    if (inFlight !== undefined) return inFlight;
+    const started = this.findOrStart(ws, plan).finally(() => this.pending.delete(ws.workspaceId));
+    this.pending.set(ws.workspaceId, started);
+    return started;
+  }
+
+  /**
+   * SIGKILL the namespace's init: the kernel kills every process in the namespace with it. Returns
+   * whether a live holder was found. Idempotent; the record goes (the next command starts anew).
+   */
+  async kill(workspaceId: string): Promise<boolean> {
+    const record = await this.read(workspaceId);
+    if (record === undefined) return false;
+    let killed = false;
+    if ((await holderStartTime(record.pid)) === record.start) {
+      try {
+        process.kill(record.pid, 'SIGKILL');
+        killed = true;
+      } catch {
+        // ESRCH: it ended meanwhile
+      }
+    }
+    await fs.rm(this.recordFile(workspaceId), { force: true });
+    return killed;
+  }
+
+  /** The recorded holder if it is still that process and alive (not dying), else undefined. */
+  async alive(workspaceId: string): Promise<HolderRecord | undefined> {
+    const record = await this.read(workspaceId);
+    if (record === undefined) return undefined;
+    return (await holderStartTime(record.pid)) === record.start ? record : undefined;
+  }
+
+  private recordFile(workspaceId: string): string {
+    return path.join(this.layout.workspaceDir(workspaceId), 'pidns');
+  }
+
+  private async read(workspaceId: string): Promise<HolderRecord | undefined> {
+    const text = await fs.readFile(this.recordFile(workspaceId), 'utf8').catch(() => undefined);
+    const m = text === undefined ? null : /^(\d+) (\d+)\n?$/.exec(text);
+    return m === null ? undefined : { pid: Number(m[1]), start: m[2]! };
+  }
+
+  private async findOrStart(ws: { workspaceId: string; hostUid: number }, plan: WorkspacePlan): Promise<HolderRecord> {
+    const found = await this.alive(ws.workspaceId);
+    if (found !== undefined) return found;
+    const record = await this.start(ws, plan);
+    const file = this.recordFile(ws.workspaceId);
+    await fs.writeFile(`${file}.tmp`, `${record.pid} ${record.start}\n`, { mode: 0o600 });
+    await fs.rename(`${file}.tmp`, file);
+    return record;
+  }
+
+  private async start(ws: { workspaceId: string; hostUid: number }, plan: WorkspacePlan): Promise<HolderRecord> {
+    const uid = String(ws.hostUid);
+    const chain = [
+      'setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--inh-caps=-all', '--',
+      this.sandbox.bwrapPath ?? 'bwrap',
+      '--unshare-user', '--uid', String(plan.user.uid), '--gid', String(plan.user.gid),
+      '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--unshare-cgroup-try',
+      ...this.sandbox.rootfsArgs,
+      '--chdir', '/',
+      '--cap-drop', 'ALL',
+      '--info-fd', '3',
+      '--', 'sh', '-c', PAYLOAD,
+    ];
+    const procsFiles = this.cgroups?.procsFiles(ws.workspaceId) ?? [];
+    // bwrap's own complaints go to a root-only file (a pipe to the provider would break when the
+    // provider exits, and the holder outlives it); read back only when the start fails.
+    const logFile = path.join(this.layout.workspaceDir(ws.workspaceId), 'pidns.log');
+    const log = await fs.open(logFile, 'w', 0o600);
+    let child: ChildProcess;
+    try {
+      const stdio = [...(await sealedStdio(await this.devNull()))] as Array<IOType | number>;
+      while (stdio.length < 5) stdio.push('ignore');
+      stdio[2] = log.fd;
+      stdio[3] = 'pipe';
+      stdio[4] = 'pipe';
+      child = spawn('/bin/sh', ['-c', ENTER_CGROUP, 'wsp-pidns-holder', ...procsFiles, '--', ...chain], {
+        detached: true, stdio, cwd: '/', env: TOOL_ENV,
+      });
+    } finally {
+      await log.close();
+    }
+    child.unref();
+    const info = child.stdio[3] as Readable;
+    const ready = child.stdio[4] as Readable;
+    try {
+      let pid: number;
+      try {
+        [pid] = await Promise.all([childPid(info), readyByte(ready)]);
+      } catch (error) {
+        const why = (await fs.readFile(logFile, 'utf8').catch(() => '')).trim().slice(-500);
+        throw new BackendUnavailableError(`cannot start the workspace's pid namespace: ${(error as Error).message}${why ? ` (${why})` : ''}`);
+      }
+      const start = await holderStartTime(pid);
+      if (start === undefined) throw new BackendUnavailableError("the workspace's pid namespace ended right after it started");
+      return { pid, start };
+    } catch (error) {
+      child.kill('SIGKILL');
+      throw error;
+    } finally {
+      info.destroy();
+      ready.destroy();
+    }
+  }
+
+  private async devNull(): Promise<number> {
+    this.devNullHandle ??= fs.open('/dev/null', 'r');
+    return (await this.devNullHandle).fd;
+  }
+}
+
+/** bwrap's --info-fd JSON: the host pid of its child (the namespace's init). */
+function childPid(stream: Readable): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => reject(new Error('no namespace report in time')), START_TIMEOUT_MS);
+    stream.setEncoding('utf8');
+    stream.on('data', (d: string) => {
+      text += d;
+      const m = /"child-pid":\s*(\d+)/.exec(text);
+      if (m !== null) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    stream.once('close', () => {
+      clearTimeout(timer);
+      reject(new Error('bwrap reported no namespace'));
+    });
+    stream.once('error', (e) => reject(e));
+  });
+}
+
+/** One byte from the payload: the namespaces are set up and the init runs. EOF first: it failed. */
+function readyByte(stream: Readable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the holder did not start in time')), START_TIMEOUT_MS);
+    stream.once('data', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    stream.once('close', () => {
+      clearTimeout(timer);
+      reject(new Error('the holder ended before it was ready'));
+    });
+    stream.once('error', (e) => reject(e));
+  });
+}
