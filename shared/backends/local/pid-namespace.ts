@@ -35,9 +35,12 @@ import type { SandboxHost } from './sandbox.js';
  *   of the cgroup ends it too.
  * - killAll (reset, delete, setup's end) SIGKILLs the namespace's init first: the kernel then kills
  *   every process in the namespace at once (no fork race). The next command starts a new holder.
- * - The workspace can kill its own holder (pid 2 inside; pid 1 ignores signals from inside): that
- *   ends the workspace's own processes only — it is its own namespace — and the next command
- *   starts a new holder. A command racing that death fails with a clear message (exit 125).
+ * - The workspace can kill its holder's sleep (pid 2; pid 1 ignores signals from inside, and the
+ *   host-side bwrap processes are not in its namespace). bwrap's reaper then exits as soon as the
+ *   namespace has no other process left, and the kernel ends the namespace: that ends only the
+ *   workspace's own processes. The next command finds the init gone (or exiting) and starts a new
+ *   holder; a command racing that very end fails with a clear message (exit 125, JOIN_NS) or
+ *   bwrap's fork error, and the one after works.
  * - A workspace dir removed while the holder ran (crash during destroy) is handled by the cgroup's
  *   orphan removal at start-up (cgroup.ts removeOrphans: the holder is a member).
  *

@@ -49,7 +49,7 @@ export async function detectSandbox(options: DetectOptions = {}): Promise<Detect
       }
     }
   } else {
-    warnings.push('the provider does not run as root: every workspace runs as the provider\'s own uid; background processes end with their command');
+    warnings.push('the provider does not run as root: every workspace runs as the provider\'s own uid; each command has a pid namespace of its own, so background processes end with their command (no per-workspace pid namespace that lasts between commands)');
   }
   const bwrapPath = options.bwrapPath === null ? undefined : (options.bwrapPath ?? (await which('bwrap')));
   const rootfs = await rootfsArgs();
@@ -66,6 +66,8 @@ export async function detectSandbox(options: DetectOptions = {}): Promise<Detect
   } else {
     warnings.push(NO_SANDBOX_WARNING);
   }
+  // Each workspace's own pid namespace needs bwrap (pid-namespace.ts): here commands share the host's.
+  warnings.push('no pid namespace without bwrap: workspace commands see every process of the host (command lines included)');
   if (!asRoot) warnings.push('without root and without a sandbox, workspaces are not isolated from each other at all');
   return { sandbox: { kind: 'none', asRoot, rootfsArgs: rootfs }, warnings };
 }
