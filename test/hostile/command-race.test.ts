@@ -1,9 +1,7 @@
-import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkspaceGate } from '../../shared/service/workspace-gate.js';
 import { ConflictError } from '../../shared/contract/errors.js';
-import type { ConfigInput } from '../../shared/config/schema.js';
-import { BASE_IMAGE, DOCKER_SOCKET, dockerUnavailable } from '../support/docker-daemon.js';
+import { closeTestProvider, hostileBackends } from '../support/hostile-backends.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
 
 // The attacker posts commands while the provider resets or deletes its workspace, hoping one starts
@@ -54,12 +52,7 @@ describe('WorkspaceGate: command starts against reset/delete', () => {
   });
 });
 
-const BACKENDS: { name: string; config: ConfigInput; skip: string | undefined }[] = [
-  { name: 'local', config: {}, skip: undefined },
-  { name: 'docker', config: { mode: 'docker', docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE } }, skip: dockerUnavailable },
-];
-
-describe.each(BACKENDS)('commands racing reset and delete ($name backend, real provider)', ({ config, skip }) => {
+describe.each(hostileBackends())('commands racing reset and delete ($name backend, real provider)', ({ config, skip }) => {
   let wsp: TestProvider;
 
   beforeAll(async () => {
@@ -67,16 +60,7 @@ describe.each(BACKENDS)('commands racing reset and delete ($name backend, real p
     wsp = await startTestProvider({ ...config, setup: { script: 'echo clean > state.txt # command-race: a cache key of its own (docker cache images are named by key)' }, workspace: { network: 'none' } });
   }, 60_000);
 
-  afterAll(async () => {
-    if (wsp) {
-      // Containers and images outlive a provider by design; a test's must not outlive the test.
-      const backend = wsp.provider.deps.backend;
-      for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
-      for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
-    }
-    await wsp?.close();
-    if (wsp) fs.rmSync(wsp.dataDir, { recursive: true, force: true });
-  });
+  afterAll(() => closeTestProvider(wsp));
 
   /** Post `RACERS` commands spread over the first 30 ms after `op` was posted. */
   async function race(id: string, op: () => Promise<{ status: number }>): Promise<{ op: { status: number }; answers: { status: number; body: any }[] }> {

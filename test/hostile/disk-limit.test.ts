@@ -1,8 +1,6 @@
-import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ConfigInput } from '../../shared/config/schema.js';
 import { sweep } from '../../shared/service/janitor.js';
-import { BASE_IMAGE, DOCKER_SOCKET, dockerUnavailable } from '../support/docker-daemon.js';
+import { closeTestProvider, hostileBackends } from '../support/hostile-backends.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
 
 // The agent writes until the host's disk is full. The workspace's writable content is measured by
@@ -10,12 +8,8 @@ import { startTestProvider, type TestProvider } from '../support/provider-fixtur
 // its processes are killed (the writer stops) and commands are refused until a reset.
 
 const LIMIT_MB = 4;
-const BACKENDS: { name: string; config: ConfigInput; skip: string | undefined }[] = [
-  { name: 'local', config: {}, skip: undefined },
-  { name: 'docker', config: { mode: 'docker', docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE } }, skip: dockerUnavailable },
-];
 
-describe.each(BACKENDS)('disk limit ($name backend)', ({ config, skip }) => {
+describe.each(hostileBackends())('disk limit ($name backend)', ({ config, skip }) => {
   let wsp: TestProvider;
 
   beforeAll(async () => {
@@ -23,15 +17,7 @@ describe.each(BACKENDS)('disk limit ($name backend)', ({ config, skip }) => {
     wsp = await startTestProvider({ ...config, setup: { script: 'echo clean > state.txt # disk-limit: a cache key of its own (docker cache images are named by key)' }, workspace: { network: 'none', resources: { diskMb: LIMIT_MB } } });
   }, 60_000);
 
-  afterAll(async () => {
-    if (wsp) {
-      const backend = wsp.provider.deps.backend;
-      for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
-      for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
-    }
-    await wsp?.close();
-    if (wsp) fs.rmSync(wsp.dataDir, { recursive: true, force: true });
-  });
+  afterAll(() => closeTestProvider(wsp));
 
   it.skipIf(skip !== undefined)('a writer past the limit is stopped, commands get 409 until a reset, which clears it', async () => {
     const { deps, service } = wsp.provider;

@@ -3,8 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ConfigInput } from '../../shared/config/schema.js';
-import { BASE_IMAGE, DOCKER_SOCKET, dockerUnavailable } from '../support/docker-daemon.js';
+import { closeTestProvider, hostileBackends } from '../support/hostile-backends.js';
 import { createUpstreamRepo, type UpstreamRepo } from '../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../support/git-server.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
@@ -14,12 +13,8 @@ import { startTestProvider, type TestProvider } from '../support/provider-fixtur
 // changed or added file must still be in the view, and `hidden` must say what git was told.
 // The `changes` logic runs git inside the workspace, so it is tried on every backend.
 const TOKEN = `hidden-${randomBytes(10).toString('hex')}`;
-const BACKENDS: { name: string; config: ConfigInput; skip: string | undefined }[] = [
-  { name: 'local', config: {}, skip: undefined },
-  { name: 'docker', config: { mode: 'docker', docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE } }, skip: dockerUnavailable },
-];
 
-describe.each(BACKENDS)('changes cannot be blinded ($name backend)', ({ name, config, skip }) => {
+describe.each(hostileBackends())('changes cannot be blinded ($name backend)', ({ name, config, skip }) => {
   let root: string;
   let git: GitServer;
   let app: UpstreamRepo;
@@ -44,15 +39,8 @@ describe.each(BACKENDS)('changes cannot be blinded ($name backend)', ({ name, co
   }, 120_000);
 
   afterAll(async () => {
-    if (wsp && name === 'docker') {
-      // Containers and images outlive a provider by design; a test's must not outlive the test.
-      const backend = wsp.provider.deps.backend;
-      for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
-      for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
-    }
-    await wsp?.close();
+    await closeTestProvider(wsp);
     await git?.close();
-    if (wsp) fs.rmSync(wsp.dataDir, { recursive: true, force: true });
     if (root) fs.rmSync(root, { recursive: true, force: true });
     delete process.env[env];
   });

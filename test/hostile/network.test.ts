@@ -5,11 +5,11 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ConfigInput } from '../../shared/config/schema.js';
 import { ContainerNetworks } from '../../shared/backends/docker/container.js';
 import { createDynamoClients } from '../../shared/state/client.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
-import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../support/docker-daemon.js';
+import { BASE_IMAGE, dockerClient } from '../support/docker-daemon.js';
+import { hostileBackends } from '../support/hostile-backends.js';
 import { createUpstreamRepo } from '../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../support/git-server.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
@@ -83,16 +83,7 @@ async function askSocket(socketPath: string): Promise<string> {
 
 const DYNAMO_ANSWER = /com\.amazon|__type|UnrecognizedClient|MissingAuthenticationToken/;
 
-interface Backend {
-  name: string;
-  skip: string | undefined;
-  config: Partial<ConfigInput>;
-}
-
-const backends: Backend[] = [
-  { name: 'local', skip: undefined, config: {} },
-  { name: 'docker', skip: dockerUnavailable, config: { mode: 'docker', docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE } } },
-];
+const backends = hostileBackends();
 
 for (const backend of backends) {
   describe.skipIf(backend.skip !== undefined)(`a workspace cannot reach the provider (${backend.name} backend)`, () => {

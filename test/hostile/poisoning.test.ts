@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfigInput } from '../../shared/config/schema.js';
-import { BASE_IMAGE, DOCKER_SOCKET, dockerUnavailable } from '../support/docker-daemon.js';
+import { hostileBackends } from '../support/hostile-backends.js';
 import { commitFiles, createBranch, createUpstreamRepo, switchBranch, type UpstreamRepo } from '../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../support/git-server.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
@@ -49,16 +49,7 @@ const CONTENT = [
   'git -C workspace/app for-each-ref --format="%(refname) %(objectname)"; git -C workspace/app status --porcelain',
 ].join('\n');
 
-interface Backend {
-  name: string;
-  skip: string | undefined;
-  config: Partial<ConfigInput>;
-}
-
-const backends: Backend[] = [
-  { name: 'local', skip: undefined, config: {} },
-  { name: 'docker', skip: dockerUnavailable, config: { mode: 'docker', docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE } } },
-];
+const backends = hostileBackends();
 
 for (const backend of backends) {
   describe.skipIf(backend.skip !== undefined)(`cache poisoning through a refs override (${backend.name} backend)`, () => {
