@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { BadRequestError, ConflictError, StepFailedError, WspError } from '../contract/errors.js';
+import { BadRequestError, ConflictError, NotFoundError, StepFailedError, WspError } from '../contract/errors.js';
 import type { WorkspacePlan } from '../contract/plan.js';
 import type { BackendRef, CacheEntryRecord, CacheInfo, RepoState, SnapshotRef, WorkspaceRecord } from '../contract/workspace.js';
 import type { MirrorHandle } from '../git/mirror.js';
@@ -54,15 +54,27 @@ export class Provisioner {
       const configured = await this.configuredRepos(plan, resolved);
       const overridden = configured ? overriddenRepos(resolved, configured) : resolved.map((r) => r.name);
       const key = await this.cacheKey(plan, configured ?? resolved);
-      const decision = await this.decideCache(key, configured !== undefined);
-      building = decision.building;
-      const start = startPlan(decision, resolved, configured, overridden, this.deps.config.cache.enabled);
-      const info: CacheInfo = { ...decision.info, reason: start.reason };
-      await this.records.update(id, () => ({ cache: info }));
-      await this.step(id, 'cache', `${info.hit ? 'hit' : 'miss'}: ${info.reason}`);
-
       const labels = { 'wsp.workspace': id, 'wsp.owner': this.deps.instanceId, 'wsp.cache-key': key };
-      ref = await this.deps.backend.create(plan, { workspaceId: id, labels, ...(decision.entry?.snapshot ? { from: decision.entry.snapshot } : {}) });
+      let decision: Awaited<ReturnType<Provisioner['decideCache']>>;
+      let start: ReturnType<typeof startPlan>;
+      for (let attempt = 0; ; attempt++) {
+        decision = await this.decideCache(key, configured !== undefined);
+        building = decision.building;
+        start = startPlan(decision, resolved, configured, overridden, this.deps.config.cache.enabled);
+        const info: CacheInfo = { ...decision.info, reason: start.reason };
+        await this.records.update(id, () => ({ cache: info }));
+        await this.step(id, 'cache', `${info.hit ? 'hit' : 'miss'}: ${info.reason}`);
+        try {
+          ref = await this.deps.backend.create(plan, { workspaceId: id, labels, ...(decision.entry?.snapshot ? { from: decision.entry.snapshot } : {}) });
+          break;
+        } catch (error) {
+          // A ready entry whose snapshot is gone (pruned by hand, lost with a disk): a miss, not a
+          // failure. The entry is marked failed, so the next decision rebuilds it (once).
+          if (!(error instanceof NotFoundError) || !decision.entry || attempt > 0) throw error;
+          await this.deps.state.updateCacheEntry(key, decision.entry.version, { status: 'failed' }).catch(() => undefined);
+          await this.step(id, 'cache', "the entry's snapshot is gone: rebuilding the entry");
+        }
+      }
       await this.records.update(id, () => ({ backend: ref! }));
 
       if (decision.entry) await this.warmStart(id, ref, plan, resolved, decision.entry);

@@ -61,6 +61,26 @@ describe('provisioning cache', () => {
     }
   });
 
+  it("a ready entry whose snapshot vanished is a miss that rebuilds the entry, not a failed workspace", async () => {
+    const wsp = await startTestProvider({ repositories: [repo()], setup: { script: 'echo run >> ~/runs # vanished snapshot' } });
+    try {
+      const first = await wsp.setup();
+      const [entry] = (await wsp.provider.deps.state.listCacheEntries()).filter((e) => e.key === first.cache.key);
+      expect(entry?.status).toBe('ready');
+      // Pruned behind the provider's back (by hand, a lost disk, another tool).
+      await wsp.provider.deps.backend.deleteSnapshot(entry!.snapshot!);
+      const second = await wsp.setup();
+      expect(second.status).toBe('ready');
+      expect(second.steps.map((s: { message: string }) => s.message)).toContain("the entry's snapshot is gone: rebuilding the entry");
+      expect((await wsp.exec(second.id, 'cat ~/runs')).stdout.data).toBe('run\n');
+      const rebuilt = (await wsp.provider.deps.state.listCacheEntries()).find((e) => e.key === first.cache.key);
+      expect(rebuilt?.status).toBe('ready');
+      expect((await wsp.setup()).cache.hit).toBe(true);
+    } finally {
+      await wsp.close();
+    }
+  });
+
   it('refuses to keep an entry that contains a secret value, and says so on the workspace', async () => {
     // The operator put the token into the workspace env by mistake; setup writes it to a file.
     const wsp = await startTestProvider({ repositories: [repo()], setup: { script: 'echo "$OOPS" > ~/leaked' }, workspace: { env: { OOPS: TOKEN } } });
