@@ -1,10 +1,10 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import type { WorkspaceBackend } from '../../shared/contract/backend.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
 import type { ProviderConfig } from '../../shared/config/schema.js';
 import { GitBroker } from '../../shared/git/mirror.js';
+import { privateDir } from '../../shared/lib/private-dir.js';
 import { createLogger, errorFields, type Logger } from '../../shared/log.js';
 import { createSecretResolver } from '../../shared/secrets/default-resolver.js';
 import { createSecretsManagerClient } from '../../shared/secrets/secrets-manager-client.js';
@@ -148,12 +148,6 @@ function workerDispatcher(settings: LambdaSettings, client: () => LambdaClient):
       return new LambdaInvokeDispatcher(client(), settings.workerFunctionName).dispatch(job);
     },
   };
-}
-
-function privateDir(dataDir: string, name: string): string {
-  const dir = path.join(dataDir, name);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  return dir;
 }
 
 // ---- one container per Lambda execution environment ----

@@ -5,6 +5,7 @@ import type { WorkspaceBackend } from '../../shared/contract/backend.js';
 import { BadRequestError } from '../../shared/contract/errors.js';
 import type { LoadedConfig } from '../../shared/config/load.js';
 import { GitBroker } from '../../shared/git/mirror.js';
+import { privateDir } from '../../shared/lib/private-dir.js';
 import type { Logger } from '../../shared/log.js';
 import { createSecretResolver } from '../../shared/secrets/default-resolver.js';
 import { createSecretsManagerClient } from '../../shared/secrets/secrets-manager-client.js';
@@ -112,13 +113,6 @@ async function loadBackend(config: LoadedConfig['config'], dataDir: string, owne
     default:
       throw new BadRequestError(`mode '${mode as string}' is not available in this build`, [{ path: 'mode', message: 'unknown mode' }]);
   }
-}
-
-function privateDir(dataDir: string, name: string): string {
-  const dir = path.join(dataDir, name);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  fs.chmodSync(dir, 0o700);
-  return dir;
 }
 
 /** A small secret or id kept in a 0600 file: created once, read afterwards. */

@@ -2,18 +2,7 @@ import path from 'node:path';
 import type { WorkspacePlan } from '../contract/plan.js';
 import { BadRequestError } from '../contract/errors.js';
 
-/** Checks every container backend makes on names, plans and guest destinations (Docker and Fargate share them). */
-
-/** Names that become path segments, container names, image tags and S3 key parts. */
-const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$/;
-
-/** Returns `value` if it is safe as a path segment, container name part, image tag and key part; else BadRequestError. */
-export function checkName(what: string, value: unknown): string {
-  if (typeof value !== 'string' || !SAFE_NAME.test(value) || value.includes('..')) {
-    throw new BadRequestError(`invalid ${what}: expected 1-120 characters of [A-Za-z0-9_.-], not starting with '.' or '-'`, { field: what });
-  }
-  return value;
-}
+/** Checks every container backend makes on plans and guest destinations (Docker and Fargate share them); names: shared/lib/names.ts. */
 
 /** Throws BadRequestError unless the plan's paths are absolute and its user a valid name with integer ids. */
 export function checkPlanShape(plan: WorkspacePlan): void {

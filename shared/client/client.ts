@@ -16,6 +16,7 @@ import type {
 import type { CommandEvent, WorkspaceEvent } from '../service/types.js';
 import { apiErrorFrom, WspApiError, WspTimeoutError } from './errors.js';
 import { parseSse } from './sse.js';
+import { sleep } from '../lib/sleep.js';
 
 export { WspApiError, WspTimeoutError } from './errors.js';
 
@@ -238,7 +239,3 @@ export class WspClient {
 }
 
 const enc = encodeURIComponent;
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}

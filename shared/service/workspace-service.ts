@@ -17,6 +17,7 @@ import { workspaceView } from './views.js';
 import { StreamLimits } from './stream-limits.js';
 import { WorkspaceGate } from './workspace-gate.js';
 import { WorkspaceOps } from './workspace-ops.js';
+import { sleep } from '../lib/sleep.js';
 
 const SETTLED = new Set<WorkspaceRecord['status']>(['ready', 'failed', 'deleted']);
 const POLL_MS = 150;
@@ -215,11 +216,4 @@ async function* releasing<T>(events: AsyncIterable<T>, release: () => void): Asy
   } finally {
     release();
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
-  });
 }

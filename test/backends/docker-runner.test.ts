@@ -3,9 +3,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { encodeRequest, shellQuote } from '../../shared/backends/docker/channel.js';
-import { envScript, readSpec, readStatus, RUNNER_SCRIPT, supervisorAlive, writeCommandDir } from '../../shared/backends/runner/command-files.js';
+import { encodeRequest } from '../../shared/backends/docker/channel.js';
+import { envScript, readStatus, RUNNER_SCRIPT, supervisorAlive, writeCommandDir } from '../../shared/backends/runner/command-files.js';
+import { readSpec } from '../../shared/backends/runner/command-record.js';
 import { configSchema } from '../../shared/config/schema.js';
+import { shellQuote } from '../../shared/lib/shell-quote.js';
 import { rootUnavailable } from '../support/root.js';
 
 // runner.sh and its encodings on the host itself (no Docker needed): the runner is plain POSIX sh +

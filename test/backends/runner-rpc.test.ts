@@ -6,7 +6,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CommandSpec, CommandStatus } from '../../shared/contract/backend.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
-import { envScript, readSpec, readStatus, RUNNER_SCRIPT } from '../../shared/backends/runner/command-files.js';
+import { envScript, readStatus, RUNNER_SCRIPT } from '../../shared/backends/runner/command-files.js';
+import { readSpec } from '../../shared/backends/runner/command-record.js';
 import {
   encodeRpcRequest, REQUEST_LINE_CHARS, RpcFrameParser, RunnerRpc, runnerRpcCommand, type PtyLike,
 } from '../../shared/backends/runner/rpc.js';

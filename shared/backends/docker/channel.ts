@@ -1,4 +1,5 @@
 import { PassThrough, type Duplex } from 'node:stream';
+import { shellQuote } from '../../lib/shell-quote.js';
 import type { Logger } from '../../log.js';
 import { execChecked, type DockerClient } from './client.js';
 import { GUEST_RUNNER } from './layout.js';
@@ -16,10 +17,10 @@ const REQUEST_TIMEOUT_MS = 30_000;
 /** How long to wait for the serve loop's "ready" before giving up on the channel. */
 const OPEN_TIMEOUT_MS = 10_000;
 
-/** POSIX-sh single quoting: every byte but NUL survives (NULs are rejected before this). */
-export const shellQuote = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
-
-/** One request line: "<id> <base64 of the quoted argv>" (base64: no newline can split a request). */
+/**
+ * One request line: "<id> <base64 of the quoted argv>" (base64: no newline can split a request). The
+ * quoting keeps every byte but NUL (NULs are rejected before this).
+ */
 export const encodeRequest = (id: number, argv: readonly string[]): string =>
   `${id} ${Buffer.from(argv.map(shellQuote).join(' ')).toString('base64')}\n`;
 

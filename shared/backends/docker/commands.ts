@@ -3,19 +3,16 @@ import fs from 'node:fs/promises';
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
-import { waitWhileRunning } from '../runner/command-record.js';
-import {
-  checkCommandSpec, commandEnv, isRunning, readSpec, readStatus, readStream, writeCommandDir, type StoredSpec,
-} from '../runner/command-files.js';
+import { readSpec, readStream, waitWhileRunning, type StoredSpec } from '../runner/command-record.js';
+import { checkCommandSpec, commandEnv, isRunning, readStatus, writeCommandDir } from '../runner/command-files.js';
 import type { RunnerChannels } from './channel.js';
 import { containerName, GUEST_CMD_ROOT, guestCommandDir, type DockerLayout } from './layout.js';
+import { sleep } from '../../lib/sleep.js';
 
 /** How often a waiter looks at the exit file when no watch event came (a host file read: cheap). */
 const POLL_MS = 50;
 /** How long killCommand/killAll wait for the supervisors to write their killed records. */
 const KILL_SETTLE_MS = 5_000;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
  * The exec contract of the Docker backend: runner.sh inside the container does the work; its command

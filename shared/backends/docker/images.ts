@@ -2,7 +2,8 @@ import type { SnapshotRef } from '../../contract/workspace.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import type { Logger } from '../../log.js';
 import { dockerStatus, isNotFound, type DockerClient } from './client.js';
-import { checkName, LABEL } from './layout.js';
+import { checkName } from '../../lib/names.js';
+import { LABEL } from './layout.js';
 import { scanImageTar } from '../tar/scan.js';
 
 /**

@@ -11,7 +11,8 @@ import { connectDocker, DEFAULT_DOCKER_SOCKET, pingDocker, type DockerClient } f
 import { DockerCommands } from './commands.js';
 import { ContainerNetworks, containerConfig, createAndStart, imageExists, removeContainer, workspaceLabels } from './container.js';
 import * as images from './images.js';
-import { checkName, containerName, DockerLayout, dockerRef, LABEL, refBelongsTo, refWorkspaceId } from './layout.js';
+import { checkName } from '../../lib/names.js';
+import { containerName, DockerLayout, dockerRef, LABEL, refBelongsTo, refWorkspaceId } from './layout.js';
 import { readMeta, requireMeta, writeMeta, type DockerWorkspaceMeta } from './workspace-meta.js';
 import { DockerFingerprints } from './fingerprint.js';
 import { checkPlanShape, homeDestination } from '../plan-check.js';

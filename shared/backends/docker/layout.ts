@@ -1,9 +1,7 @@
 import path from 'node:path';
 import type { BackendRef } from '../../contract/workspace.js';
 import { BadRequestError } from '../../contract/errors.js';
-import { checkName } from '../plan-check.js';
-
-export { checkName };
+import { checkName } from '../../lib/names.js';
 
 /**
  * Names and places of the Docker backend.

@@ -1,7 +1,8 @@
 import { DescribeTaskDefinitionCommand, ListTaskDefinitionsCommand, type ECSClient } from '@aws-sdk/client-ecs';
 import { BackendUnavailableError } from '../../contract/errors.js';
 import { appendLayer, deregisterCacheTaskDefinition, registerCacheTaskDefinition, type RegistryClient } from './image/index.js';
-import { checkName, TAG, type ImageSnapshot } from './guest.js';
+import { checkName } from '../../lib/names.js';
+import { TAG, type ImageSnapshot } from './guest.js';
 
 /**
  * Cache snapshots as images, without a Docker daemon: the home's tar is appended as ONE layer onto the

@@ -6,13 +6,12 @@ import { checkCommandSpec, commandEnv, envScript } from '../runner/command-files
 import type { RunnerRpc } from '../runner/rpc.js';
 import { ExecChannels, TaskGoneError } from './exec-channel.js';
 import { commandDir, GUEST } from './guest.js';
+import { sleep } from '../../lib/sleep.js';
 
 /** How often a waiter asks the runner again (one request on the open session each time). */
 const POLL_MIN_MS = 100;
 const POLL_MAX_MS = 1_000;
 const KILL_SETTLE_MS = 5_000;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
  * The exec contract of the Fargate backend: the same runner as Docker, but no host view of its

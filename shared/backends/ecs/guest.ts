@@ -1,8 +1,6 @@
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
 import { BadRequestError } from '../../contract/errors.js';
-import { checkName } from '../plan-check.js';
-
-export { checkName };
+import { checkName } from '../../lib/names.js';
 
 /**
  * Names and places of the Fargate backend.

@@ -3,6 +3,7 @@ import { BackendUnavailableError, ConflictError, NotFoundError } from '../../con
 import type { Patch, StateStore } from '../../contract/state.js';
 import type { WarmTaskRecord } from '../../contract/workspace.js';
 import { errorFields, silentLogger, type Logger } from '../../log.js';
+import { sleep } from '../../lib/sleep.js';
 
 /**
  * The ECS side of the warm pool (implemented by the EcsBackend with the ECS SDK; a recording fake
@@ -345,5 +346,3 @@ function shuffle<T>(items: T[]): T[] {
   }
   return items;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

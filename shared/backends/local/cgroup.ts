@@ -4,6 +4,7 @@ import path from 'node:path';
 import { BackendUnavailableError } from '../../contract/errors.js';
 import { LocalLayout } from './layout.js';
 import type { SandboxHost } from './sandbox.js';
+import { sleep } from '../../lib/sleep.js';
 
 /**
  * One cgroup per workspace (local backend, provider running as root): the limits hold for the whole
@@ -41,7 +42,6 @@ interface Layout {
   bases: Partial<Record<Hierarchy | 'unified', string>>;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export class WorkspaceCgroups {

@@ -4,8 +4,6 @@ import type { CommandStatus } from '../../contract/backend.js';
 import { readExit, readText, streamBytes, type StoredSpec } from '../runner/command-record.js';
 import { liveStartTime } from './procs.js';
 
-export { parseExit, readExit, readSpec, type ExitRecord, type StoredSpec } from '../runner/command-record.js';
-
 /**
  * The on-disk record of one command (written by commands.ts and run-command.sh), and how its status
  * is read back from it — by any provider process, also after a restart.

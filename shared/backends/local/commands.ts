@@ -6,9 +6,8 @@ import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../.
 import { DEFAULT_WORKSPACE_PIDS } from '../../contract/limits.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
-import {
-  commandFile, readExit, readPgid, readSpec, readStatus, wrapperAlive, writeKillReason, type StoredSpec,
-} from './command-files.js';
+import { readExit, readSpec, type StoredSpec } from '../runner/command-record.js';
+import { commandFile, readPgid, readStatus, wrapperAlive, writeKillReason } from './command-files.js';
 import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
 import type { WorkspaceCgroups } from './cgroup.js';
@@ -16,6 +15,7 @@ import { PidNamespaces } from './pid-namespace.js';
 import { killAllOfUid, killGroup, tasksOfUid } from './procs.js';
 import { buildLaunch, checkCommandSpec, type SandboxHost } from './sandbox.js';
 import { checkReadArgs, readStream, waitWhileRunning } from '../runner/command-record.js';
+import { sleep } from '../../lib/sleep.js';
 
 const WRAPPER = fileURLToPath(new URL('./run-command.sh', import.meta.url));
 /** How often a waiter looks at the exit file when it did not spawn the command itself. */
@@ -24,8 +24,6 @@ const POLL_MS = 50;
 const START_TIMEOUT_MS = 15_000;
 /** How long killCommand/killAll wait for the wrapper to write the killed record. */
 const KILL_SETTLE_MS = 5_000;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** What the runner needs to know about a workspace (from its meta.json). */
 export interface WorkspaceIdentity {

@@ -2,6 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { BackendUnavailableError } from '../../contract/errors.js';
 import { processesOfUid } from './procs.js';
+import { sleep } from '../../lib/sleep.js';
 
 /**
  * Host uids for workspaces (root mode): each workspace runs as a host uid of its own, so the kernel
@@ -22,7 +23,6 @@ export const DEFAULT_UID_REGISTRY = '/var/lib/wsp-local/host-uids';
 const LOCK = '.lock';
 /** A lock older than this was left by a crashed allocator. */
 const STALE_LOCK_MS = 30_000;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface Claim {
   workspaceDir: string;

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { BadRequestError } from '../../contract/errors.js';
+import { checkName } from '../../lib/names.js';
 
 /**
  * Where the local backend keeps everything, under `<dataDir>/local/` (never visible inside a
@@ -21,17 +21,6 @@ import { BadRequestError } from '../../contract/errors.js';
  *
  * Host uid claims are host-wide, not per data dir: see host-uids.ts.
  */
-
-/** Names that become path segments (workspace ids, command ids, snapshot names, transfer names). */
-const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$/;
-
-/** Returns `value` if it is safe as one path segment; throws BadRequestError otherwise. */
-export function checkName(what: string, value: unknown): string {
-  if (typeof value !== 'string' || !SAFE_NAME.test(value) || value.includes('..')) {
-    throw new BadRequestError(`invalid ${what}: expected 1-200 characters of [A-Za-z0-9_.-], not starting with '.' or '-'`, { field: what });
-  }
-  return value;
-}
 
 export class LocalLayout {
   /** `<dataDir>/local`, absolute. */

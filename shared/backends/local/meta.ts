@@ -1,7 +1,8 @@
 import fs from 'node:fs/promises';
 import type { BackendRef } from '../../contract/workspace.js';
 import { BadRequestError, NotFoundError } from '../../contract/errors.js';
-import { checkName, type LocalLayout } from './layout.js';
+import { checkName } from '../../lib/names.js';
+import type { LocalLayout } from './layout.js';
 
 /** meta.json of a workspace (root-only): what a restarted provider needs to manage it. */
 export interface WorkspaceMeta {

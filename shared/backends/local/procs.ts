@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import { BackendUnavailableError } from '../../contract/errors.js';
 import { runTool } from './exec.js';
+import { sleep } from '../../lib/sleep.js';
 
 /**
  * Host process helpers over /proc. Pids are host pids (the provider runs in the host pid namespace;
@@ -91,8 +92,6 @@ export function killGroup(pgid: number): void {
     // ESRCH: already gone
   }
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Kill every process whose uid is `uid` (provider must be root), repeating until none is left.

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import type { CommandSpec } from '../../contract/backend.js';
 import type { NetworkPolicy, WorkspacePlan } from '../../contract/plan.js';
 import { BadRequestError } from '../../contract/errors.js';
+import { shellQuote } from '../../lib/shell-quote.js';
 
 /**
  * How commands are confined on this host (decided once, by detectSandbox in sandbox-detect.ts):
@@ -223,10 +224,6 @@ export function accountFiles(plan: WorkspacePlan): { passwd: string; group: stri
   const group = ['root:x:0:', `${name}:x:${gid}:`, 'nogroup:x:65534:'];
   const unique = (lines: string[]): string[] => lines.filter((l, i) => lines.findIndex((m) => m.split(':')[0] === l.split(':')[0]) === i);
   return { passwd: `${unique(passwd).join('\n')}\n`, group: `${unique(group).join('\n')}\n` };
-}
-
-export function shellQuote(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
 /** System dirs shared read-only with every sandbox; merged-/usr symlinks are recreated as symlinks. */

@@ -5,11 +5,8 @@ import { fileURLToPath } from 'node:url';
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BadRequestError } from '../../contract/errors.js';
+import { shellQuote } from '../../lib/shell-quote.js';
 import { readExit, readText, statusFromRecord, streamBytes, type StoredSpec } from './command-record.js';
-
-export {
-  parseExit, readExit, readSpec, readStream, statusFromRecord, type CommandRecordFiles, type ExitRecord, type StoredSpec,
-} from './command-record.js';
 
 /**
  * The provider's side of runner.sh's command directory (see the header of runner.sh for the files):
@@ -56,7 +53,7 @@ export function commandEnv(plan: WorkspacePlan, spec: CommandSpec): Record<strin
 /** The env script the command's shell evals: one `export NAME='value'` line per variable. */
 export function envScript(env: Record<string, string>): string {
   return Object.entries(env)
-    .map(([name, value]) => `export ${name}='${value.replaceAll("'", "'\\''")}'\n`)
+    .map(([name, value]) => `export ${name}=${shellQuote(value)}\n`)
     .join('');
 }
 

@@ -1,5 +1,6 @@
 import type { CommandStatus, OutputStream } from '../../contract/backend.js';
 import { BackendUnavailableError } from '../../contract/errors.js';
+import { shellQuote } from '../../lib/shell-quote.js';
 import { checkReadArgs, statusFromRecord, type StoredSpec } from './command-record.js';
 
 /**
@@ -55,9 +56,6 @@ export const REQUEST_LINE_CHARS = 1000;
 const START = '<<<wsp:';
 const END = '>>>';
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
-
-/** POSIX-sh single quoting: every byte but NUL survives (a NUL cannot be in an argv anyway). */
-const shellQuote = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
 
 /** The request lines for one call (see the wire format above). */
 export function encodeRpcRequest(id: string, argv: readonly string[]): string {
