@@ -4,6 +4,7 @@ import type { WorkspaceBackend } from '../../shared/contract/backend.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
 import type { ProviderConfig } from '../../shared/config/schema.js';
 import { GitBroker } from '../../shared/git/mirror.js';
+import { bestEffort } from '../../shared/lib/best-effort.js';
 import { privateDir } from '../../shared/lib/private-dir.js';
 import { createLogger, errorFields, type Logger } from '../../shared/log.js';
 import { createSecretResolver } from '../../shared/secrets/default-resolver.js';
@@ -112,9 +113,11 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
         await handOff.dispatch(job);
       } catch (error) {
         log.error('job hand-off failed', { job: job.kind, workspaceId: job.workspaceId, ...errorFields(error) });
-        await service.records
-          .transition(job.workspaceId, ['provisioning'], 'failed', { failure: { step: 'dispatch', message: 'provisioning could not be handed to the worker' } })
-          .catch(() => undefined);
+        await bestEffort(
+          service.records.transition(job.workspaceId, ['provisioning'], 'failed', { failure: { step: 'dispatch', message: 'provisioning could not be handed to the worker' } }),
+          log,
+          'marking a workspace whose job was not handed off failed',
+        );
         throw error;
       }
     },

@@ -9,6 +9,7 @@ import { newCommandId } from './ids.js';
 import type { WorkspaceRecords } from './records.js';
 import { commandView, streamView } from './views.js';
 import type { WorkspaceGate } from './workspace-gate.js';
+import { bestEffort } from '../lib/best-effort.js';
 
 /**
  * Agent commands: results are data (a non-zero exit is a normal answer), every command is a record
@@ -48,7 +49,7 @@ export class Commands {
         maxOutputBytes: this.deps.config.commands.maxOutputBytes,
       });
     } catch (error) {
-      await this.deps.state.updateCommand(workspaceId, id, 1, { state: 'lost', reason: 'failed to start', endedAt: this.now().toISOString() }).catch(() => undefined);
+      await bestEffort(this.deps.state.updateCommand(workspaceId, id, 1, { state: 'lost', reason: 'failed to start', endedAt: this.now().toISOString() }), this.deps.log, 'marking a command that failed to start lost');
       throw error;
     }
     await this.stillReady(ws, record);
@@ -63,8 +64,8 @@ export class Commands {
   private async stillReady(ws: WorkspaceRecord, record: CommandRecord): Promise<void> {
     const now = await this.records.get(ws.id);
     if (now.status === 'ready' && now.backend !== undefined) return;
-    await this.deps.backend.killCommand(ws.backend!, record.id, `workspace became ${now.status}`).catch(() => undefined);
-    await this.deps.state.updateCommand(ws.id, record.id, record.version, { state: 'killed', reason: `workspace became ${now.status} while it started`, endedAt: this.now().toISOString() }).catch(() => undefined);
+    await bestEffort(this.deps.backend.killCommand(ws.backend!, record.id, `workspace became ${now.status}`), this.deps.log, 'killing a command started while the workspace left ready');
+    await bestEffort(this.deps.state.updateCommand(ws.id, record.id, record.version, { state: 'killed', reason: `workspace became ${now.status} while it started`, endedAt: this.now().toISOString() }), this.deps.log, 'recording that command as killed');
     throw new ConflictError(`workspace '${ws.id}' is ${now.status}; commands need it ready`, { details: { status: now.status } });
   }
 

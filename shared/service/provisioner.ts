@@ -15,6 +15,7 @@ import { newSystemCommandId } from './ids.js';
 import type { WorkspaceRecords } from './records.js';
 import { byDepth, gitRepos, type RepoSync } from './repo-sync.js';
 import { runStep } from './steps.js';
+import { bestEffort } from '../lib/best-effort.js';
 
 interface ResolvedRepo {
   name: string;
@@ -71,7 +72,7 @@ export class Provisioner {
           // A ready entry whose snapshot is gone (pruned by hand, lost with a disk): a miss, not a
           // failure. The entry is marked failed, so the next decision rebuilds it (once).
           if (!(error instanceof NotFoundError) || !decision.entry || attempt > 0) throw error;
-          await this.deps.state.updateCacheEntry(key, decision.entry.version, { status: 'failed' }).catch(() => undefined);
+          await bestEffort(this.deps.state.updateCacheEntry(key, decision.entry.version, { status: 'failed' }), this.deps.log, 'marking a cache entry whose snapshot is gone failed');
           await this.step(id, 'cache', "the entry's snapshot is gone: rebuilding the entry");
         }
       }
@@ -120,7 +121,7 @@ export class Provisioner {
     const { plan } = ws;
     await this.step(ws.id, 'recreate', 'replacing the workspace compute');
     if (ws.backend) await this.deps.backend.destroy(ws.backend);
-    if (ws.baseline) await this.deps.backend.deleteSnapshot(ws.baseline).catch(() => undefined);
+    if (ws.baseline) await bestEffort(this.deps.backend.deleteSnapshot(ws.baseline), this.deps.log, 'deleting the old baseline before recreating');
     const labels = { 'wsp.workspace': ws.id, 'wsp.owner': this.deps.instanceId, 'wsp.cache-key': key };
     const ref = await this.deps.backend.create(plan, { workspaceId: ws.id, labels, from: entry.snapshot });
     await this.records.update(ws.id, () => ({ backend: ref }));
@@ -312,10 +313,10 @@ export class Provisioner {
       const status = await this.deps.backend.commandStatus(ref, commandId);
       const rec = await this.deps.state.getCommand(id, commandId);
       if (rec) {
-        await this.deps.state.updateCommand(id, commandId, rec.version, {
+        await bestEffort(this.deps.state.updateCommand(id, commandId, rec.version, {
           state: status.state, exitCode: status.exitCode, signal: status.signal, stdout: status.stdout, stderr: status.stderr,
           ...(status.reason ? { reason: status.reason } : {}), ...(status.endedAt ? { endedAt: status.endedAt, durationMs: Date.parse(status.endedAt) - Date.parse(rec.startedAt) } : {}),
-        }).catch(() => undefined);
+        }), this.deps.log, 'recording the final status of the setup command');
       }
     }
     // What setup left running (a daemon, `cmd &`) must not live on into the cache entry or keep
@@ -330,7 +331,7 @@ export class Provisioner {
     const hits = await this.deps.backend.scanSnapshot(snapshot, this.deps.secrets.knownSecretValues());
     if (hits.length > 0) {
       await this.deps.backend.deleteSnapshot(snapshot);
-      await this.deps.state.updateCacheEntry(building.key, building.version, { status: 'failed' }).catch(() => undefined);
+      await bestEffort(this.deps.state.updateCacheEntry(building.key, building.version, { status: 'failed' }), this.deps.log, 'marking a cache entry refused for a secret failed');
       await this.records.update(id, (r) => ({ warnings: [...r.warnings, `cache entry refused: a secret value was found in ${hits.length} place(s) after setup`] }));
       this.deps.log.error('cache entry refused: secret found', { workspaceId: id, cacheKey: building.key, places: hits.length });
       return undefined;
@@ -345,7 +346,7 @@ export class Provisioner {
 
   private async releaseCacheEntry(building: CacheEntryRecord | undefined): Promise<void> {
     if (!building) return;
-    await this.deps.state.updateCacheEntry(building.key, building.version, { status: 'failed' }).catch(() => undefined);
+    await bestEffort(this.deps.state.updateCacheEntry(building.key, building.version, { status: 'failed' }), this.deps.log, 'releasing the cache entry being built (marking it failed)');
   }
 
   /**
@@ -362,8 +363,8 @@ export class Provisioner {
   private async fail(id: string, error: unknown, ref: BackendRef | undefined): Promise<void> {
     const step = error instanceof StepFailedError ? error.step : 'provision';
     const message = publicError(step, error, hostDirs(this.deps)).message;
-    if (ref) await this.deps.backend.destroy(ref).catch(() => undefined);
-    await this.records.transition(id, ['provisioning'], 'failed', { failure: { step, message } }, { step: 'failed', message }).catch(() => undefined);
+    if (ref) await bestEffort(this.deps.backend.destroy(ref), this.deps.log, 'destroying the compute of a failed provisioning');
+    await bestEffort(this.records.transition(id, ['provisioning'], 'failed', { failure: { step, message } }, { step: 'failed', message }), this.deps.log, 'marking the workspace failed');
   }
 
   private async step(id: string, step: string, message: string): Promise<void> {

@@ -4,6 +4,7 @@ import { ConflictError } from '../contract/errors.js';
 import type { ServiceDeps } from './deps.js';
 import { hasForeignRef } from './records.js';
 import type { DefaultWorkspaceService } from './workspace-service.js';
+import { bestEffort } from '../lib/best-effort.js';
 
 export interface ReconcileReport {
   failedProvisioning: string[];
@@ -32,7 +33,7 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
       if (hasForeignRef(backend, r)) throw new ConflictError(`workspace '${r.id}': its stored backend ref does not belong to it; refusing to use it`);
       if (r.status === 'provisioning') {
         // The work was in this process's memory; it cannot be resumed safely. Fail it and free the compute.
-        await service.teardown(r).catch(() => undefined);
+        await bestEffort(service.teardown(r), log, 'tearing down a workspace left provisioning');
         await service.records.transition(r.id, ['provisioning'], 'failed', { failure: { step: 'provision', message: 'provider restarted during provisioning' } });
         report.failedProvisioning.push(r.id);
       } else if (r.status === 'resetting') {
@@ -58,7 +59,7 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
       await service.getCommand(r.id, c.id, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 0 }).then(
         (v) => { if (v.state !== 'running') report.commandsSettled++; },
         async () => {
-          await state.updateCommand(r.id, c.id, c.version, { state: 'lost', reason: 'provider restarted', endedAt: new Date().toISOString() }).catch(() => undefined);
+          await bestEffort(state.updateCommand(r.id, c.id, c.version, { state: 'lost', reason: 'provider restarted', endedAt: new Date().toISOString() }), log, 'marking a command lost after a restart');
           report.commandsSettled++;
         },
       );
@@ -71,7 +72,7 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
   // Cache entries this instance was building when it died → failed (the next setup rebuilds).
   for (const e of await state.listCacheEntries()) {
     if (e.status === 'building' && e.lease?.owner === instanceId) {
-      await state.updateCacheEntry(e.key, e.version, { status: 'failed' }).catch(() => undefined);
+      await bestEffort(state.updateCacheEntry(e.key, e.version, { status: 'failed' }), log, 'releasing a cache entry this instance was building');
       report.cacheEntriesReleased.push(e.key);
     }
   }
@@ -82,7 +83,7 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
   for (const r of live.values()) if (r.baseline && r.status !== 'deleted' && r.status !== 'failed') referenced.add(JSON.stringify(r.baseline));
   for (const snap of await backend.listSnapshots()) {
     if (referenced.has(JSON.stringify(snap))) continue;
-    await backend.deleteSnapshot(snap).catch(() => undefined);
+    await bestEffort(backend.deleteSnapshot(snap), log, 'deleting an unreferenced snapshot');
     report.snapshotsRemoved++;
   }
   log.info('reconciled', { ...report, failedProvisioning: report.failedProvisioning.length, orphansDestroyed: report.orphansDestroyed.length });

@@ -11,6 +11,7 @@ import { clearDiskExceeded } from './disk-limit.js';
 import { publicError } from './public-error.js';
 import { runStep } from './steps.js';
 import type { WorkspaceGate } from './workspace-gate.js';
+import { bestEffort } from '../lib/best-effort.js';
 
 const MAX_DIFF_BYTES = 1024 * 1024;
 
@@ -91,7 +92,7 @@ export class WorkspaceOps {
           repos = await this.moveTo(ws, input.refs);
           // Nothing may keep writing into the new baseline (a `git gc --auto` the checkout left behind).
           await this.deps.backend.killAll(ws.backend);
-          await this.deps.backend.deleteSnapshot(ws.baseline).catch(() => undefined);
+          await bestEffort(this.deps.backend.deleteSnapshot(ws.baseline), this.deps.log, 'deleting the old baseline before a new one');
           const baseline = await this.deps.backend.snapshot(ws.backend, ws.plan, 'baseline', id);
           baselineFingerprint = await this.provisioner.fingerprint(ws.backend, ws.plan);
           await this.records.update(id, () => ({ baseline, baselineFingerprint, repos }));
@@ -107,7 +108,7 @@ export class WorkspaceOps {
         // What the workspace provoked (a too-deep tree, a full disk) is the reset's failure, told
         // without the provider's host paths — in the record and in the answer alike.
         const failure = publicError('reset', error, hostDirs(this.deps));
-        await this.records.transition(id, ['resetting'], 'failed', { failure: { step: 'reset', message: failure.message } }).catch(() => undefined);
+        await bestEffort(this.records.transition(id, ['resetting'], 'failed', { failure: { step: 'reset', message: failure.message } }), this.deps.log, 'marking the workspace failed after a failed reset');
         throw failure;
       }
     });

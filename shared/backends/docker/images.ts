@@ -5,6 +5,7 @@ import { dockerStatus, isNotFound, type DockerClient } from './client.js';
 import { checkName } from '../../lib/names.js';
 import { LABEL } from './layout.js';
 import { scanImageTar } from '../tar/scan.js';
+import { bestEffort } from '../../lib/best-effort.js';
 
 /**
  * Snapshots are images: `docker commit` of a workspace container, tagged `wsp-<purpose>:<name>` and
@@ -66,7 +67,7 @@ export async function deleteSnapshot(docker: DockerClient, owner: string, snapsh
       if (status === 409) {
         // Forced removal of a *tag* only untags an image a container uses (never the image itself);
         // an image id is never force-removed (that would break a stopped container built on it).
-        if (target === image) await docker.getImage(target).remove({ force: true }).catch(() => undefined);
+        if (target === image) await bestEffort(docker.getImage(target).remove({ force: true }), log, 'force-removing a snapshot image in use');
         log.warn('snapshot image still used by a container: untagged, removal retried later', { snapshot: name, purpose });
         continue;
       }

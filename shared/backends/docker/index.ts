@@ -16,6 +16,7 @@ import { containerName, DockerLayout, dockerRef, LABEL, refBelongsTo, refWorkspa
 import { readMeta, requireMeta, writeMeta, type DockerWorkspaceMeta } from './workspace-meta.js';
 import { DockerFingerprints } from './fingerprint.js';
 import { checkPlanShape, homeDestination } from '../plan-check.js';
+import { bestEffort } from '../../lib/best-effort.js';
 
 export interface DockerBackendOptions {
   /** Provider data dir; the backend keeps its host files under `<dataDir>/docker/`. */
@@ -128,8 +129,8 @@ class DockerBackend implements WorkspaceBackend {
     } catch (error) {
       this.channels.forget(containerName(id));
       this.networks.forget(containerName(id));
-      await removeContainer(this.docker, containerName(id)).catch(() => undefined);
-      await fs.rm(wsDir, { recursive: true, force: true }).catch(() => undefined);
+      await bestEffort(removeContainer(this.docker, containerName(id)), this.log, 'removing the container of a failed create');
+      await bestEffort(fs.rm(wsDir, { recursive: true, force: true }), this.log, 'removing the workspace dir of a failed create');
       throw error;
     }
   }

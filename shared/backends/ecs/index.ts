@@ -24,6 +24,7 @@ import type { RetryPolicy } from './retry.js';
 import type { SsmTransport } from './ssm/transport.js';
 import { EcsTasks } from './tasks.js';
 import type { WarmPool } from './warm-pool.js';
+import { bestEffort } from '../../lib/best-effort.js';
 
 export interface EcsBackendOptions {
   ecs: ECSClient;
@@ -132,7 +133,7 @@ export class EcsBackend implements WorkspaceBackend {
       return ref;
     } catch (error) {
       this.channels.forget(taskArn);
-      await this.tasks.stop(taskArn, 'workspace creation failed').catch(() => undefined);
+      await bestEffort(this.tasks.stop(taskArn, 'workspace creation failed'), this.log, 'stopping the task of a failed create');
       throw error;
     }
   }
@@ -148,8 +149,8 @@ export class EcsBackend implements WorkspaceBackend {
     const taskArn = pool ? (await pool.claim(cacheKey, workspaceId))?.taskArn : undefined;
     if (!pool || !taskArn) return undefined;
     const giveBack = async (reason: string): Promise<void> => {
-      await pool.release(cacheKey, taskArn).catch(() => undefined);
-      await this.tasks.stop(taskArn, reason).catch(() => undefined);
+      await bestEffort(pool.release(cacheKey, taskArn), this.log, 'releasing a warm task given back');
+      await bestEffort(this.tasks.stop(taskArn, reason), this.log, 'stopping a warm task given back');
     };
     try {
       const [view] = await this.tasks.describe([taskArn]);
@@ -200,7 +201,7 @@ export class EcsBackend implements WorkspaceBackend {
       await this.call(ref, 'unpacking a directory', ['unpack', guestTar, plan.home, `${plan.user.uid}:${plan.user.gid}`]);
     } finally {
       await fsp.rm(local, { force: true });
-      await this.call(ref, 'removing a tar in transit', ['remove', guestTar]).catch(() => undefined);
+      await bestEffort(this.call(ref, 'removing a tar in transit', ['remove', guestTar]), this.log, 'removing a tar in transit');
     }
   }
 
@@ -270,11 +271,11 @@ export class EcsBackend implements WorkspaceBackend {
       this.log.info('snapshot taken', { workspaceId: r.workspaceId, snapshot: name, purpose: 'cache', image: snap.image, bytes: snap.bytes });
       return { ...snap };
     } catch (error) {
-      await this.o.blobs.delete(layerKey).catch(() => undefined);
+      await bestEffort(this.o.blobs.delete(layerKey), this.log, 'deleting the layer blob of a failed snapshot');
       throw error;
     } finally {
       await fsp.rm(local, { force: true });
-      await this.call(ref, 'removing the layer tar', ['remove', guestTar]).catch(() => undefined);
+      await bestEffort(this.call(ref, 'removing the layer tar', ['remove', guestTar]), this.log, 'removing the layer tar');
     }
   }
 
@@ -377,7 +378,7 @@ export class EcsBackend implements WorkspaceBackend {
     } finally {
       await fsp.rm(local, { force: true });
     }
-    return { url: await this.o.blobs.presignGet(key, this.o.transferTtlSeconds ?? 600), done: () => this.o.blobs.delete(key).catch(() => undefined) };
+    return { url: await this.o.blobs.presignGet(key, this.o.transferTtlSeconds ?? 600), done: () => bestEffort(this.o.blobs.delete(key), this.log, 'deleting a stdin blob') };
   }
 
   private async fetchInto(ref: BackendRef, workspaceId: string, hostPath: string, dest: string, mode: string, owner: string): Promise<void> {
@@ -387,7 +388,7 @@ export class EcsBackend implements WorkspaceBackend {
       const url = await this.o.blobs.presignGet(key, this.o.transferTtlSeconds ?? 600);
       await this.call(ref, 'fetching a file into the workspace', ['fetch-url', url, dest, mode, owner]);
     } finally {
-      await this.o.blobs.delete(key).catch(() => undefined);
+      await bestEffort(this.o.blobs.delete(key), this.log, 'deleting a transfer blob');
     }
   }
 

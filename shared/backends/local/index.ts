@@ -25,6 +25,7 @@ import { copyTreeAs, hostFingerprint, restoreChanged, type AsUser } from './tree
 import { wipeAs } from './tree-as-user.js';
 import { readManifest, waitPastCtime } from './tree-manifest.js';
 import { maxOriginCtimeNs, recordOriginFiles, type OriginFiles } from './tree-snapshot-linked.js';
+import { bestEffort } from '../../lib/best-effort.js';
 
 export interface LocalBackendOptions {
   /** Provider data dir; the backend keeps everything under `<dataDir>/local/`. */
@@ -198,9 +199,9 @@ class LocalBackend implements WorkspaceBackend {
       this.log.info('workspace created', { workspaceId: id, hostUid, fromSnapshot: options.from?.name ?? null });
       return this.ref(id);
     } catch (error) {
-      await this.removeWorkspaceDir(id, hostUid).catch(() => undefined);
-      await this.commands.removeLimits(id).catch(() => undefined);
-      if (this.sandbox.asRoot && hostUid !== undefined) await releaseHostUid(this.uidRegistry, hostUid, wsDir).catch(() => undefined);
+      await bestEffort(this.removeWorkspaceDir(id, hostUid), this.log, 'removing the workspace dir of a failed create');
+      await bestEffort(this.commands.removeLimits(id), this.log, 'removing the limits of a failed create');
+      if (this.sandbox.asRoot && hostUid !== undefined) await bestEffort(releaseHostUid(this.uidRegistry, hostUid, wsDir), this.log, 'releasing the host uid of a failed create');
       throw error;
     }
   }
