@@ -6,8 +6,8 @@ import type { StateStore } from '../../shared/contract/state.js';
 import { lambdaContainer } from './compose.js';
 
 /**
- * EventBridge "ECS Task State Change" events. For now (the Fargate backend arrives later): log the
- * change, and when a task has STOPPED, mark the running commands of the workspace(s) whose backend
+ * EventBridge "ECS Task State Change" events of the Fargate backend's cluster: log the change, and
+ * when a task has STOPPED, mark the running commands of the workspace(s) whose backend
  * handle names that task (`{ kind: 'ecs', taskArn }`) as `lost` — their process died with the task,
  * so no result will ever come. The workspace's own status is left to the service (a later call
  * finds the compute gone). Events for tasks no workspace knows are ignored.

@@ -38,9 +38,10 @@ export function statusForCode(code: string): number {
 }
 
 /**
- * Any thrown value → the response to send. Domain errors keep their code, message and details;
- * everything else (and the domain code `internal`, e.g. StepFailedError) becomes a bare 500
- * 'internal error' — never its message, stack or details, which may name paths or internals.
+ * Any thrown value → the response to send. Domain errors keep their code, message and details, with
+ * the status of their code (StepFailedError: step_failed → 502); everything else (and the domain code
+ * `internal`) becomes a bare 500 'internal error' — never its message, stack or details, which may
+ * name paths or internals.
  * 5xx errors are logged server-side with the real error (message and name only, as shared/log.ts asks).
  */
 export function toErrorResponse(error: unknown, log?: Pick<Logger, 'error' | 'warn'>): ErrorResponse {
