@@ -9,6 +9,7 @@ import { newId, useBackendFixture } from '../support/backend-fixture.js';
 import { DOCKER_SOCKET, dockerUnavailable } from '../support/docker-daemon.js';
 import { ECS_CLUSTER, makeEcsBackend, type EcsHandle } from '../support/ecs-fixture.js';
 import { registryUnavailable } from '../support/registry.js';
+import { sleep } from '../../shared/lib/sleep.js';
 
 /**
  * What only the Fargate backend has: the shapes of its ECS requests, its one persistent ECS Exec
@@ -18,7 +19,6 @@ import { registryUnavailable } from '../support/registry.js';
  */
 
 const run = promisify(execFile);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const roundTrip = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
 

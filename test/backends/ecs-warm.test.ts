@@ -13,14 +13,13 @@ import { newId, useBackendFixture } from '../support/backend-fixture.js';
 import { dockerUnavailable } from '../support/docker-daemon.js';
 import { ECS_CLUSTER, makeEcsBackend, TEST_RETRY, type EcsHandle } from '../support/ecs-fixture.js';
 import { registryUnavailable } from '../support/registry.js';
+import { sleep } from '../../shared/lib/sleep.js';
 
 /**
  * The warm pool end to end: a WarmPool over a real DynamoDB-protocol store (embedded dynalite) whose
  * launcher is the ECS one over the fake ECS (tasks are real containers of the cache image), and an
  * EcsBackend that claims from it. A claimed task becomes the workspace without a RunTask.
  */
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface WarmSetup {
   ecs: EcsHandle;

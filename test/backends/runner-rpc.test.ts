@@ -14,13 +14,12 @@ import {
 import { BASE_IMAGE, dockerClient, dockerUnavailable } from '../support/docker-daemon.js';
 import { dockerPty, localPty } from '../support/pty.js';
 import { rootUnavailable } from '../support/root.js';
+import { sleep } from '../../shared/lib/sleep.js';
 
 // The runner's rpc over REAL PTYs (issue 5 item 2): `script` on this host, and a TTY `docker exec` into
 // the base image — the two terminals ECS Exec is made of (echo, \r\n, control characters), with the
 // runner doing everything through requests only. The host view of the command dirs is used for
 // nothing but cross-checks (Fargate has none).
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('rpc framing (pure)', () => {
   it('request lines are short printable ASCII, never containing an answer sentinel', () => {

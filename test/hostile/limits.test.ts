@@ -15,6 +15,7 @@ import { startTestProvider, type TestProvider } from '../support/provider-fixtur
 import { rootUnavailable } from '../support/root.js';
 import { newId, planFor, useBackendFixture } from '../support/backend-fixture.js';
 import { makeLocalBackend } from '../backends/local-handle.js';
+import { sleep } from '../../shared/lib/sleep.js';
 
 // The attacker owns every process it can start: it forks without end, allocates from many processes
 // at once, and writes output without end. Each must stop at a limit that holds for the WHOLE
@@ -22,7 +23,6 @@ import { makeLocalBackend } from '../backends/local-handle.js';
 
 const MiB = 1024 * 1024;
 const OUTPUT_CAP = MiB;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 type BackendName = 'local' | 'docker';
 const BACKENDS: { name: BackendName; config: ConfigInput; skip: string | undefined }[] = [

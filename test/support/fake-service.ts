@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { ChangesView, CommandView, CreateWorkspaceBody, FetchBody, FetchResult, ReadCommandQuery, ResetBody, ResetResult, RunCommandBody, StreamView, WorkspaceView } from '../../shared/api/schemas.js';
 import { ConflictError, NotFoundError } from '../../shared/contract/errors.js';
 import type { CommandEvent, WorkspaceEvent, WorkspaceService } from '../../shared/service/types.js';
+import { sleep } from '../../shared/lib/sleep.js';
 
 /**
  * A FAKE WorkspaceService, in memory, for testing the HTTP layer, the client and the CLI only. It
@@ -423,10 +424,6 @@ export class FakeWorkspaceService implements WorkspaceService {
     if (!cmd || cmd.view.workspaceId !== workspaceId) throw new NotFoundError('command', commandId);
     return cmd;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Waits for `ended` or `ms`, whichever first, without leaving a timer behind. */

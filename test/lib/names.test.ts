@@ -1,0 +1,24 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { BadRequestError } from '../../shared/contract/errors.js';
+import { checkName } from '../../shared/lib/names.js';
+import type { WorkspacePlan } from '../../shared/contract/plan.js';
+import { computeCacheKey } from '../../shared/service/cache-key.js';
+import { newCommandId, newSystemCommandId, newWorkspaceId } from '../../shared/service/ids.js';
+
+describe('checkName: the one rule for names that become paths, tags and keys', () => {
+  it('accepts every name the provider produces', () => {
+    // The key reads only these plan fields.
+    const plan = { home: '/home/dev', root: '/', user: { name: 'dev', uid: 1000, gid: 1000 }, repos: [] } as unknown as WorkspacePlan;
+    const key = computeCacheKey({ backendKind: 'local', baseIdentity: 'host', plan, setupScript: 'true', setupEnv: {}, keyFiles: {} });
+    for (const name of [key, newWorkspaceId(), newCommandId(), newSystemCommandId(), `${randomBytes(8).toString('hex')}.bundle`, 'x'.repeat(120)]) {
+      expect(checkName('name', name)).toBe(name);
+    }
+  });
+
+  it('refuses what could escape a directory, start an option or overrun a tag', () => {
+    for (const bad of ['', '.', '..', 'a..b', '.hidden', '-rf', 'a/b', 'a b', 'x'.repeat(121), 'ü', 42, undefined]) {
+      expect(() => checkName('name', bad)).toThrow(BadRequestError);
+    }
+  });
+});
