@@ -8,9 +8,14 @@ import { BadRequestError } from '../contract/errors.js';
  */
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$/;
 
+/** True when `value` is safe as one path segment, name part, tag and key part (for filters and own errors). */
+export function isSafeName(value: unknown): value is string {
+  return typeof value === 'string' && SAFE_NAME.test(value) && !value.includes('..');
+}
+
 /** Returns `value` if it is safe as one path segment, name part, tag and key part; else BadRequestError. */
 export function checkName(what: string, value: unknown): string {
-  if (typeof value !== 'string' || !SAFE_NAME.test(value) || value.includes('..')) {
+  if (!isSafeName(value)) {
     throw new BadRequestError(`invalid ${what}: expected 1-120 characters of [A-Za-z0-9_.-], not starting with '.' or '-'`, { field: what });
   }
   return value;

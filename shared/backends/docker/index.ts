@@ -31,7 +31,6 @@ export interface DockerBackendOptions {
 }
 
 const KILL_ALL_REASON = 'all workspace processes killed';
-const OWNER = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 /**
  * The Docker backend (`mode: docker`): one container per workspace (`wsp-<id>`), commands through
@@ -40,7 +39,7 @@ const OWNER = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
  */
 export async function createDockerBackend(options: DockerBackendOptions): Promise<WorkspaceBackend> {
   const log = (options.log ?? silentLogger).child({ backend: 'docker' });
-  if (!OWNER.test(options.owner)) throw new BadRequestError('invalid owner id for docker labels', { field: 'owner' });
+  checkName('owner', options.owner);
   const dockerHost = process.env.DOCKER_HOST?.startsWith('unix://') ? process.env.DOCKER_HOST.slice('unix://'.length) : undefined;
   const socketPath = options.socketPath ?? process.env.WSP_DOCKER_SOCKET ?? dockerHost ?? DEFAULT_DOCKER_SOCKET;
   const docker = connectDocker(socketPath);

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { BackendUnavailableError } from '../../contract/errors.js';
 import { LocalLayout } from './layout.js';
 import type { SandboxHost } from './sandbox.js';
+import { isSafeName } from '../../lib/names.js';
 import { sleep } from '../../lib/sleep.js';
 
 /**
@@ -42,7 +43,6 @@ interface Layout {
   bases: Partial<Record<Hierarchy | 'unified', string>>;
 }
 
-const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export class WorkspaceCgroups {
   private constructor(private readonly layout: Layout) {}
@@ -61,7 +61,7 @@ export class WorkspaceCgroups {
 
   /** The workspace's cgroup dirs, one per hierarchy (v2: one). */
   dirs(workspaceId: string): string[] {
-    if (!ID.test(workspaceId)) throw new BackendUnavailableError(`not a workspace id for a cgroup: ${JSON.stringify(workspaceId)}`);
+    if (!isSafeName(workspaceId)) throw new BackendUnavailableError(`not a workspace id for a cgroup: ${JSON.stringify(workspaceId)}`);
     return Object.values(this.layout.bases).map((base) => path.join(base!, workspaceId));
   }
 
@@ -154,7 +154,7 @@ export class WorkspaceCgroups {
     const ids = new Set<string>();
     for (const base of Object.values(this.layout.bases)) {
       const entries = await fs.readdir(base!, { withFileTypes: true }).catch(() => []);
-      for (const e of entries) if (e.isDirectory() && ID.test(e.name)) ids.add(e.name);
+      for (const e of entries) if (e.isDirectory() && isSafeName(e.name)) ids.add(e.name);
     }
     return [...ids].sort();
   }
