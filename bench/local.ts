@@ -124,7 +124,7 @@ async function main(): Promise<void> {
 /**
  * The steps of a warm setup on the backend alone, on a home like the one above (the 2,000 files
  * plus a 2 MB blob). Per round: a fresh workspace holding it, its cache snapshot (its first
- * snapshot: a full `cp -a`) and right after that its baseline (links from the cache snapshot, as a
+ * snapshot: a full copy) and right after that its baseline (links from the cache snapshot, as a
  * cold start's does); then a workspace created from the cache snapshot, two files changed (as a
  * fetch + checkout would), its baseline (links), and its fingerprint both ways.
  */
@@ -168,9 +168,9 @@ async function backendSteps(dir: string, files: Record<string, string>): Promise
     }
   }
   return [
-    { name: 'backend: cache snapshot (a first snapshot: full cp -a)', ms: median(t.full) },
+    { name: 'backend: cache snapshot (a first snapshot: full fd-relative copy)', ms: median(t.full) },
     { name: 'backend: cold baseline right after the cache snapshot (links from it)', ms: median(t.coldBase) },
-    { name: 'backend: create from the cache snapshot (cp -a + chown + origin record)', ms: median(t.create) },
+    { name: 'backend: create from the cache snapshot (root tar -c into a tar -x as the workspace uid + origin record)', ms: median(t.create) },
     { name: 'backend: baseline snapshot of a warm-created workspace (links unchanged files)', ms: median(t.warmBase) },
     { name: 'backend: fingerprint script inside the workspace', ms: median(t.inside) },
     { name: 'backend: fingerprintHome on the host', ms: median(t.host) },
