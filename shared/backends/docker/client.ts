@@ -1,6 +1,11 @@
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { BackendUnavailableError } from '../../contract/errors.js';
+import { sleep } from '../../lib/sleep.js';
+
+/** How long exec waits for a container that is (re)starting: 15 × 200 ms. */
+const RESTARTING_RETRIES = 15;
+const RESTARTING_PAUSE_MS = 200;
 
 /**
  * The dockerode seam: connecting, one-shot execs with their exit code, and error classification.
@@ -45,13 +50,22 @@ export interface ExecResult {
  * list). Throws BackendUnavailableError when the exec cannot be created or started.
  */
 export async function execIn(docker: DockerClient, container: string, argv: string[], user = '0:0'): Promise<ExecResult> {
-  let exec: Docker.Exec;
-  let stream: NodeJS.ReadableStream;
-  try {
-    exec = await docker.getContainer(container).exec({ Cmd: argv, User: user, AttachStdout: true, AttachStderr: true, AttachStdin: false, Tty: false });
-    stream = await exec.start({ hijack: true, stdin: false });
-  } catch (error) {
-    throw new BackendUnavailableError(`cannot exec in container ${container}`, error);
+  let exec!: Docker.Exec;
+  let stream!: NodeJS.ReadableStream;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      exec = await docker.getContainer(container).exec({ Cmd: argv, User: user, AttachStdout: true, AttachStderr: true, AttachStdin: false, Tty: false });
+      stream = await exec.start({ hijack: true, stdin: false });
+      break;
+    } catch (error) {
+      // 409 "is restarting" / "is not running": a container just started (or brought back by its
+      // restart policy) answers exec a moment later; seen under load right after create. Bounded.
+      if (dockerStatus(error) === 409 && attempt < RESTARTING_RETRIES) {
+        await sleep(RESTARTING_PAUSE_MS);
+        continue;
+      }
+      throw new BackendUnavailableError(`cannot exec in container ${container}`, error);
+    }
   }
   const out: Buffer[] = [];
   const err: Buffer[] = [];
