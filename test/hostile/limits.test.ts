@@ -3,14 +3,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { configSchema, type ConfigInput } from '../../shared/config/schema.js';
+import { configSchema } from '../../shared/config/schema.js';
 import { containerConfig } from '../../shared/backends/docker/container.js';
 import { DockerLayout } from '../../shared/backends/docker/layout.js';
 import { DEFAULT_WORKSPACE_PIDS } from '../../shared/contract/limits.js';
 import { detectLimits, WorkspaceCgroups } from '../../shared/backends/local/cgroup.js';
 import { processesOfUid } from '../../shared/backends/local/procs.js';
 import type { BackendRef } from '../../shared/contract/workspace.js';
-import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../support/docker-daemon.js';
+import { dockerClient } from '../support/docker-daemon.js';
+import { closeTestProvider, hostileBackends, type HostileBackendName } from '../support/hostile-backends.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
 import { rootUnavailable } from '../support/root.js';
 import { newId, planFor, useBackendFixture } from '../support/backend-fixture.js';
@@ -24,11 +25,8 @@ import { sleep } from '../../shared/lib/sleep.js';
 const MiB = 1024 * 1024;
 const OUTPUT_CAP = MiB;
 
-type BackendName = 'local' | 'docker';
-const BACKENDS: { name: BackendName; config: ConfigInput; skip: string | undefined }[] = [
-  { name: 'local', config: {}, skip: rootUnavailable },
-  { name: 'docker', config: { mode: 'docker', docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE } }, skip: dockerUnavailable },
-];
+type BackendName = HostileBackendName;
+const BACKENDS = hostileBackends(rootUnavailable);
 
 /** The workspace's cgroup dir in a v1 hierarchy, as the host sees it (this machine and CI are v1). */
 async function cgroupDir(backend: BackendName, workspaceId: string, hierarchy: 'pids' | 'memory'): Promise<string> {
@@ -92,14 +90,7 @@ describe.each(BACKENDS)('limits that hold per workspace ($name backend, real pro
   }, 60_000);
 
   afterAll(async () => {
-    for (const p of [wsp, hog]) {
-      if (!p) continue;
-      const backend = p.provider.deps.backend;
-      for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
-      for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
-      await p.close();
-      fs.rmSync(p.dataDir, { recursive: true, force: true });
-    }
+    for (const p of [wsp, hog]) await closeTestProvider(p);
   }, 120_000);
 
   it.skipIf(skip !== undefined)('a fork bomb under the default config stops at the pids limit; provider and host keep answering; a reset ends it', async () => {
