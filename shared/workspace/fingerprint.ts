@@ -3,7 +3,7 @@ import { StepFailedError } from '../contract/errors.js';
 /**
  * The workspace fingerprint computed INSIDE a workspace, on any backend, with nothing but POSIX sh,
  * GNU findutils and coreutils (the Fargate image has no Node). It is the same algorithm as the
- * host's `hostFingerprint` (shared/backends/local/tree-fingerprint.ts) and gives the same digest
+ * host's `hostFingerprint` (shared/backends/local/tree/fingerprint.ts) and gives the same digest
  * for the same tree — test/workspace/fingerprint.test.ts proves it:
  *
  *   one record per entry below the directory (the directory itself excluded):

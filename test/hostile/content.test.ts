@@ -6,12 +6,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { StepFailedError } from '../../shared/contract/errors.js';
 import type { BackendRef, SnapshotRef } from '../../shared/contract/workspace.js';
 import { DEFAULT_UID_REGISTRY } from '../../shared/backends/local/host-uids.js';
-import { restoreChanged, takeSnapshot } from '../../shared/backends/local/tree.js';
-import { wipeAs } from '../../shared/backends/local/tree-as-user.js';
+import { restoreChanged, takeSnapshot } from '../../shared/backends/local/tree/index.js';
+import { wipeAs } from '../../shared/backends/local/tree/as-user.js';
 import { newId, useBackendFixture, type BackendHandle } from '../support/backend-fixture.js';
 import { rootUnavailable } from '../support/root.js';
-import { makeLocalBackend } from '../backends/local-handle.js';
-import { describeTree, inodes } from '../tree/helpers.js';
+import { makeLocalBackend } from '../backends/local/handle.js';
+import { describeTree, inodes } from '../backends/local/tree/helpers.js';
 
 // The workspace owns every byte of its home and /tmp and may have a process alive that swaps a
 // directory for a symlink to a host directory at any moment. Whatever the provider does to that

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ConfigInput } from '../../shared/config/schema.js';
 import { BASE_IMAGE, DOCKER_SOCKET, dockerUnavailable } from '../support/docker-daemon.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
-import { describeTree, inodes } from '../tree/helpers.js';
+import { describeTree, inodes } from '../backends/local/tree/helpers.js';
 
 // The Docker backend's content operations against a hostile workspace, through a real provider on
 // the real daemon (test/hostile/content.test.ts is the local backend's). On Docker the provider never

@@ -15,7 +15,7 @@ import { closeTestProvider, hostileBackends, type HostileBackendName } from '../
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
 import { rootUnavailable } from '../support/root.js';
 import { newId, planFor, useBackendFixture } from '../support/backend-fixture.js';
-import { makeLocalBackend } from '../backends/local-handle.js';
+import { makeLocalBackend } from '../backends/local/handle.js';
 import { sleep } from '../../shared/lib/sleep.js';
 
 // The attacker owns every process it can start: it forks without end, allocates from many processes

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { StepFailedError } from '../../shared/contract/errors.js';
-import { hostFingerprintDetailed } from '../../shared/backends/local/tree.js';
+import { hostFingerprintDetailed } from '../../shared/backends/local/tree/index.js';
 import { fingerprintArgv, parseFingerprint } from '../../shared/workspace/fingerprint.js';
 
 // The in-workspace script is run for real (sh + findutils + coreutils, as in a Debian image) and

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BadRequestError, StepFailedError } from '../../contract/errors.js';
-import { tarAs } from './tree-as-user.js';
+import { tarAs } from './tree/as-user.js';
 
 /**
  * Moving host files into a workspace. The home belongs to the (untrusted) workspace user, who may
@@ -36,7 +36,7 @@ export function hostPathInHome(plan: WorkspacePlan, home: string, guestPath: str
  * the home), owned by the workspace user. An existing directory at `dest` is merged into.
  *
  * The provider reads only `hostDir` (provider-given) and streams it as a tar archive into a `tar -x`
- * running AS the workspace's host uid (tree-as-user.ts), which makes the parents of `dest` and
+ * running AS the workspace's host uid (tree/as-user.ts), which makes the parents of `dest` and
  * writes there: nothing in the home is ever followed or written by root.
  */
 export async function copyDirIntoHome(owner: HomeOwner, hostDir: string, dest: string): Promise<void> {

@@ -21,10 +21,10 @@ import { detectSandbox } from './sandbox-detect.js';
 import { accountFiles, mountsOverlapHome, networkWarnings, type SandboxHost } from './sandbox.js';
 import * as snapshots from './snapshots.js';
 import { prepareDataDir } from './setup-dirs.js';
-import { copyTreeAs, hostFingerprint, restoreChanged, type AsUser } from './tree.js';
-import { wipeAs } from './tree-as-user.js';
-import { readManifest, waitPastCtime } from './tree-manifest.js';
-import { maxOriginCtimeNs, recordOriginFiles, type OriginFiles } from './tree-snapshot-linked.js';
+import { copyTreeAs, hostFingerprint, restoreChanged, type AsUser } from './tree/index.js';
+import { wipeAs } from './tree/as-user.js';
+import { readManifest, waitPastCtime } from './tree/manifest.js';
+import { maxOriginCtimeNs, recordOriginFiles, type OriginFiles } from './tree/snapshot-linked.js';
 import { bestEffort } from '../../lib/best-effort.js';
 
 export interface LocalBackendOptions {
@@ -87,7 +87,7 @@ class LocalBackend implements WorkspaceBackend {
   }
 
   /**
-   * Who writes into this workspace's home and /tmp (tree-as-user.ts): its own host uid when the
+   * Who writes into this workspace's home and /tmp (tree/as-user.ts): its own host uid when the
    * provider is root — a symlink the workspace planted can then only lead that writer to what the
    * workspace may touch anyway; the provider itself otherwise (it is the workspace's uid then).
    */
@@ -186,7 +186,7 @@ class LocalBackend implements WorkspaceBackend {
         const snapshotId = await snapshots.readSnapshotId(snapDir);
         await fs.mkdir(home, { mode: 0o700 });
         await this.chownToWorkspace(meta, home);
-        // The provider reads the root-only snapshot; the workspace uid writes its home (tree-as-user.ts).
+        // The provider reads the root-only snapshot; the workspace uid writes its home (tree/as-user.ts).
         await copyTreeAs(path.join(snapDir, 'home'), home, this.asUser(meta));
         if (snapshotId !== undefined) await this.recordOrigin(id, String(options.from!.name), snapDir, snapshotId);
       } else {

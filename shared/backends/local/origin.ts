@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
-import type { OriginFiles } from './tree-snapshot-linked.js';
+import type { OriginFiles } from './tree/snapshot-linked.js';
 
 /**
  * `<workspace>/origin.json` (root-only): which snapshot a workspace's home was seeded from, and the
  * (inode, ctime) of each of its regular files right after that copy + chown — or, for a workspace
  * created empty, its first snapshot and that snapshot's manifest. A later snapshot of the
- * workspace hard-links the files still matching it (tree-snapshot-linked.ts). Only regular files
+ * workspace hard-links the files still matching it (tree/snapshot-linked.ts). Only regular files
  * are recorded: nothing else is ever linked.
  *
  * The snapshot is named AND identified: a snapshot name can be taken again (a cache entry rebuilt

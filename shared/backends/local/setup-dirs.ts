@@ -3,7 +3,7 @@ import path from 'node:path';
 import { BackendUnavailableError } from '../../contract/errors.js';
 import type { LocalLayout } from './layout.js';
 import type { SandboxHost } from './sandbox.js';
-import { removeAs } from './tree-as-user.js';
+import { removeAs } from './tree/as-user.js';
 
 /**
  * Create the backend's dirs with their modes. When workspaces run as their own host uids, bwrap

@@ -7,16 +7,16 @@ import { BadRequestError, NotFoundError } from '../../contract/errors.js';
 import { checkName } from '../../lib/names.js';
 import type { LocalLayout } from './layout.js';
 import type { OriginRecord } from './origin.js';
-import { scanTree, takeSnapshot, treeSizeBytes } from './tree.js';
-import { removeAs } from './tree-as-user.js';
-import { takeLinkedSnapshot, type SnapshotOptions, type Skipped } from './tree-snapshot-linked.js';
-import { fdPath, openDirAt } from './tree-walk-at.js';
+import { scanTree, takeSnapshot, treeSizeBytes } from './tree/index.js';
+import { removeAs } from './tree/as-user.js';
+import { takeLinkedSnapshot, type SnapshotOptions, type Skipped } from './tree/snapshot-linked.js';
+import { fdPath, openDirAt } from './tree/walk-at.js';
 
 /**
  * Snapshots of a workspace home: `snapshots/<name>/` = tree.ts's home copy + manifest, plus
  * info.json. Root-only (0700), so no workspace uid can read a snapshot. A snapshot's regular
  * files may be hard links shared with the snapshot its workspace was seeded from
- * (tree-snapshot-linked.ts); snapshots are never written to after they are taken (restores only
+ * (tree/snapshot-linked.ts); snapshots are never written to after they are taken (restores only
  * update manifest.json), so that sharing is invisible.
  */
 
@@ -73,7 +73,7 @@ export async function readSnapshotId(snapDir: string): Promise<string | undefine
  * baseline is re-taken after a reset to new refs). With `origin` (the workspace was seeded from a
  * snapshot), files unchanged since are hard-linked from that snapshot when it is still there
  * under the recorded id; otherwise the home is copied whole. Either way the home is only read,
- * fd-relative and no-follow (tree-snapshot-linked.ts), with `options.ownerUid` keeping files of
+ * fd-relative and no-follow (tree/snapshot-linked.ts), with `options.ownerUid` keeping files of
  * other owners out.
  */
 export async function createSnapshot(

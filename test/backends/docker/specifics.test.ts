@@ -1,0 +1,150 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { BackendRef } from '../../../shared/contract/workspace.js';
+import { newId, useBackendFixture, type BackendHandle } from '../../support/backend-fixture.js';
+import { dockerUnavailable, makeDockerBackend } from '../../support/docker-daemon.js';
+
+type DockerHandle = Awaited<ReturnType<typeof makeDockerBackend>>;
+
+/** Docker-only guarantees: labels, resources, restore by replacement, deferred image removal. */
+describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () => {
+  const fx = useBackendFixture(() => makeDockerBackend());
+  const h = (): DockerHandle => fx.handle as BackendHandle as DockerHandle;
+  const inspect = (ref: BackendRef) => h().docker.getContainer(String(ref.container)).inspect();
+
+  it('labels the container (workspace, owner, cache key, kind) and runs it as configured', async () => {
+    const plan = { ...fx.plan, network: 'none' as const, resources: { cpus: 1.5, memoryMb: 512, pids: 128 } };
+    const ref = await fx.create({ plan, labels: { 'wsp.cache-key': 'key-1' } });
+    expect(ref).toEqual({ kind: 'docker', workspaceId: ref.workspaceId, container: `wsp-${String(ref.workspaceId)}` });
+    const info = await inspect(ref);
+    expect(info.Config.Labels).toMatchObject({
+      'wsp.workspace': ref.workspaceId, 'wsp.owner': h().owner, 'wsp.cache-key': 'key-1', 'wsp.kind': 'workspace',
+    });
+    expect(info.HostConfig).toMatchObject({ NetworkMode: 'none', NanoCpus: 1.5e9, Memory: 512 * 1024 * 1024, PidsLimit: 128, Init: true });
+    expect(info.Config.WorkingDir).toBe(plan.workdir);
+    // Network none: only the loopback interface exists inside.
+    const net = await fx.run(ref, ['ls', '/sys/class/net'], {}, plan);
+    expect(net.stdout.split('\n').filter(Boolean)).toEqual(['lo']);
+  });
+
+  it('snapshot images are labelled by their own kind and are never listed as workspaces', async () => {
+    const ref = await fx.create({ labels: { 'wsp.cache-key': 'key-2' } });
+    const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'cache', newId('snap')));
+    const image = await h().docker.getImage(String(snap.image)).inspect();
+    // Inherited from the container, except the kind, which the commit overrides.
+    expect(image.Config.Labels).toMatchObject({ 'wsp.kind': 'cache', 'wsp.snapshot': snap.name, 'wsp.owner': h().owner, 'wsp.cache-key': 'key-2' });
+    const resources = await fx.backend.listResources();
+    expect(resources.map((r) => r.workspaceId)).toEqual([ref.workspaceId]);
+    expect((await fx.backend.listSnapshots()).map((s) => s.name)).toEqual([snap.name]);
+  });
+
+  it('restore replaces the container under the same ref; earlier results stay readable', async () => {
+    const ref = await fx.create();
+    const before = await fx.sh(ref, 'echo kept; echo data > f');
+    const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('snap')));
+    const running = await fx.start(ref, ['sleep', '300']);
+    const oldId = (await inspect(ref)).Id;
+    await fx.backend.restore(ref, fx.plan, snap);
+    expect((await inspect(ref)).Id).not.toBe(oldId);
+    expect((await fx.backend.readOutput(ref, before.commandId, 'stdout', 0, 100)).data.toString()).toBe('kept\n');
+    expect(await fx.backend.commandStatus(ref, running)).toMatchObject({ state: 'killed', reason: 'all workspace processes killed' });
+    expect((await fx.run(ref, ['cat', 'f'])).stdout).toBe('data\n');
+  });
+
+  it('deleting a snapshot a container still runs from untags it now and removes it on a later try', async () => {
+    const src = await fx.create();
+    const snap = await fx.backend.snapshot(src, fx.plan, 'cache', newId('snap'));
+    const user = await fx.backend.create(fx.plan, { workspaceId: newId('ws'), labels: {}, from: snap });
+    await fx.backend.deleteSnapshot(snap);
+    await expect(h().docker.getImage(String(snap.image)).inspect()).rejects.toMatchObject({ statusCode: 404 });
+    // Still ours (by its labels) until nothing uses it.
+    expect((await fx.backend.listSnapshots()).map((s) => s.name)).toContain(snap.name);
+    await fx.backend.destroy(user);
+    await fx.backend.deleteSnapshot(snap);
+    expect((await fx.backend.listSnapshots()).map((s) => s.name)).not.toContain(snap.name);
+  });
+
+  it('keeps command files on the host, root-only, and removes the env file once the command runs', async () => {
+    const ref = await fx.create();
+    const r = await fx.sh(ref, 'echo "$TOKENISH"', [], { env: { TOKENISH: 'value-1' } });
+    expect(r.stdout).toBe('value-1\n');
+    const dir = path.join(h().dataDir, 'docker', 'workspaces', String(ref.workspaceId), 'cmd', r.commandId);
+    expect(fs.readFileSync(path.join(dir, 'exit'), 'utf8')).toMatch(/^0 - 0 8 0 \d+\n$/);
+    expect(fs.existsSync(path.join(dir, 'env'))).toBe(false);
+    expect(fs.existsSync(path.join(dir, 'stdin'))).toBe(false);
+    expect(fs.statSync(path.dirname(dir)).mode & 0o077).toBe(0);
+  });
+
+  /** exec_create events of the container between two instants (seconds), from the daemon's event log. */
+  async function execsCreated(ref: BackendRef, since: number, until: number): Promise<number> {
+    const id = (await inspect(ref)).Id;
+    const stream = await h().docker.getEvents({ since, until, filters: { container: [id], event: ['exec_create'] } });
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+    return Buffer.concat(chunks).toString().split('\n').filter((l) => l.includes('exec_create')).length;
+  }
+  const nowSeconds = (): number => Date.now() / 1000;
+
+  it('starts commands over the persistent runner channel (no docker exec per start)', async () => {
+    const ref = await fx.create();
+    const t0 = nowSeconds();
+    await fx.run(ref, ['true']);
+    // The daemon's clock counts the exec that opened the channel at create; a plain exec is counted too.
+    await h().docker.getContainer(String(ref.container)).exec({ Cmd: ['true'] }).then((e) => e.start({})).then((s) => new Promise((r) => { s.on('end', r); s.resume(); }));
+    const t1 = nowSeconds();
+    for (let i = 0; i < 5; i++) expect((await fx.run(ref, ['sh', '-c', 'echo "$1"', 'sh', String(i)])).stdout).toBe(`${i}\n`);
+    await fx.backend.killAll(ref);
+    const t2 = nowSeconds() + 1;
+    expect(await execsCreated(ref, t0, t1)).toBe(1); // the probe exec: the count sees execs
+    expect(await execsCreated(ref, t1, t2)).toBe(0); // five starts and a killAll: none
+  });
+
+  it('keeps working when the channel dies (exec fallback or a fresh channel)', async () => {
+    const ref = await fx.create();
+    await fx.run(ref, ['true']);
+    // Kill the serve loop (root, so through a one-off exec): the channel's stream ends.
+    await h().docker.getContainer(String(ref.container)).exec({ Cmd: ['pkill', '-KILL', '-f', 'runner.sh serve'], User: '0:0' })
+      .then((e) => e.start({}))
+      .then((s) => new Promise((r) => { s.on('end', r); s.resume(); }));
+    const r = await fx.run(ref, ['echo', 'still here']);
+    expect(r.status).toMatchObject({ state: 'exited', exitCode: 0 });
+    expect(r.stdout).toBe('still here\n');
+    expect((await fx.run(ref, ['echo', 'again'])).stdout).toBe('again\n');
+  });
+
+  it('never puts env values in any process argv or in the container config', async () => {
+    const ref = await fx.create();
+    const secret = newId('env-secret');
+    const id = await fx.start(ref, ['sh', '-c', 'printf "%s\\n" "$API_KEY"; exec sleep 300'], { env: { API_KEY: secret } });
+    let out = '';
+    for (let i = 0; i < 400 && out === ''; i++) {
+      out = (await fx.backend.readOutput(ref, id, 'stdout', 0, 1000)).data.toString();
+      if (out === '') await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(out).toBe(`${secret}\n`);
+    // Container processes are host processes (a child pid namespace): the host's /proc sees them all.
+    const leaks: string[] = [];
+    for (const pid of fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+      try {
+        if (fs.readFileSync(`/proc/${pid}/cmdline`).includes(secret)) leaks.push(pid);
+      } catch {
+        // gone
+      }
+    }
+    expect(leaks).toEqual([]);
+    expect(JSON.stringify((await inspect(ref)).Config)).not.toContain(secret);
+    await fx.backend.killCommand(ref, id, 'cancelled');
+  });
+
+  it('rejects unsafe ids and names with bad_request', async () => {
+    const ref = await fx.create();
+    await expect(fx.backend.commandStatus(ref, '../meta.json')).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(fx.backend.destroy({ kind: 'docker', workspaceId: '..', container: 'x' })).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(fx.backend.snapshot(ref, fx.plan, 'cache', 'a/b')).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(fx.start(ref, ['true'], { env: { 'BAD=NAME': 'x' } })).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(fx.start(ref, ['printf', 'a\0b'])).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(fx.backend.create(fx.plan, { workspaceId: newId('ws'), labels: {}, from: { kind: 'docker', purpose: 'cache', name: 'never-made', image: 'x' } }))
+      .rejects.toMatchObject({ code: 'not_found' });
+  });
+});

@@ -1,0 +1,34 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { WorkspaceBackend } from '../../../shared/contract/backend.js';
+import type { BackendRef } from '../../../shared/contract/workspace.js';
+import { createLocalBackend } from '../../../shared/backends/local/index.js';
+import type { ContractHandle } from '../../support/backend-fixture.js';
+
+/** A local backend over a fresh temp data dir; reopen = a second instance on the same dir. */
+export async function makeLocalBackend(options: { bwrapPath?: string | null } = {}): Promise<ContractHandle & { dataDir: string }> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-local-'));
+  const open = (): Promise<WorkspaceBackend> => createLocalBackend({ dataDir, owner: 'test-instance', ...options });
+  const backend = await open();
+  const commandDir = (ref: BackendRef, commandId: string): string =>
+    path.join(dataDir, 'local', 'workspaces', String(ref.workspaceId), 'commands', commandId);
+  return {
+    dataDir,
+    backend,
+    reopen: open,
+    // Kill the detached wrapper and its command group: no exit record can be written any more.
+    async loseCommand(ref, commandId) {
+      const dir = commandDir(ref, commandId);
+      const [pid] = fs.readFileSync(path.join(dir, 'pid'), 'utf8').trim().split(' ');
+      const pgid = fs.readFileSync(path.join(dir, 'pgid'), 'utf8').trim();
+      process.kill(Number(pid), 'SIGKILL');
+      process.kill(-Number(pgid), 'SIGKILL');
+    },
+    async cleanup() {
+      for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
