@@ -56,7 +56,8 @@ async function setup(wsp: TestProvider, pollMs = POLL_MS): Promise<any> {
     const r = await wsp.api('GET', `/workspaces/${id}`);
     if (r.status !== 200) throw new Error(`GET workspace ${id}: ${r.status} ${r.text}`);
     if (r.body.status === 'ready') return r.body;
-    if (r.body.status !== 'provisioning') throw new Error(`setup ended ${r.body.status}: ${JSON.stringify(r.body.failure)}`);
+    if (r.body.status !== 'provisioning')
+      throw new Error(`setup ended ${r.body.status}: ${JSON.stringify(r.body.failure)}`);
     if (Date.now() > deadline) throw new Error(`workspace ${id} still provisioning after 600 s`);
     await new Promise((res) => setTimeout(res, pollMs));
   }
@@ -67,17 +68,21 @@ async function api(wsp: TestProvider, id: string, argv: string[]): Promise<strin
   let r = await wsp.api('POST', `/workspaces/${id}/commands`, { argv, waitMs: 20_000 });
   if (r.status >= 400) throw new Error(`command: ${r.status} ${r.text}`);
   while (r.body.state === 'running') r = await wsp.api('GET', `/workspaces/${id}/commands/${r.body.id}?waitMs=20000`);
-  if (r.body.state !== 'exited' || r.body.exitCode !== 0) throw new Error(`${argv.join(' ')} ended ${r.body.state} ${r.body.exitCode}: ${r.body.stderr?.data ?? ''}`);
+  if (r.body.state !== 'exited' || r.body.exitCode !== 0)
+    throw new Error(`${argv.join(' ')} ended ${r.body.state} ${r.body.exitCode}: ${r.body.stderr?.data ?? ''}`);
   return r.body.stdout?.data ?? '';
 }
 
 function expectCache(view: any, hit: boolean, what: string): void {
-  if (view.cache?.hit !== hit) throw new Error(`${what}: expected a cache ${hit ? 'hit' : 'miss'}, got ${JSON.stringify(view.cache)}`);
+  if (view.cache?.hit !== hit)
+    throw new Error(`${what}: expected a cache ${hit ? 'hit' : 'miss'}, got ${JSON.stringify(view.cache)}`);
 }
 
 /** Raw `docker exec` of `true` as the workspace user through dockerode: create, start, drain, inspect. */
 async function rawExec(docker: Docker, container: string): Promise<void> {
-  const exec = await docker.getContainer(container).exec({ Cmd: ['true'], User: '1000:1000', AttachStdout: true, AttachStderr: true });
+  const exec = await docker
+    .getContainer(container)
+    .exec({ Cmd: ['true'], User: '1000:1000', AttachStdout: true, AttachStderr: true });
   const stream = await exec.start({ hijack: true, stdin: false });
   await new Promise<void>((resolve, reject) => {
     stream.on('end', resolve);
@@ -106,26 +111,29 @@ async function main(): Promise<void> {
   let git: GitServer | undefined;
   // One cleanup, shared by the normal end, a failure and a signal (whoever comes first; the others await it).
   let cleaning: Promise<void> | undefined;
-  const cleanup = (): Promise<void> => (cleaning ??= (async () => {
-    await removeRunContainers(docker).catch(() => undefined);
-    for (const wsp of providers) {
-      // Close first: the service drains its in-flight jobs, so nothing is created after the sweep.
-      await wsp.close().catch(() => undefined);
-      const backend = wsp.provider.deps.backend;
-      try {
-        for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
-        for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
-      } catch (error) {
-        process.stderr.write(`cleanup through the backend of ${wsp.provider.deps.instanceId}: ${(error as Error).message}\n`);
+  const cleanup = (): Promise<void> =>
+    (cleaning ??= (async () => {
+      await removeRunContainers(docker).catch(() => undefined);
+      for (const wsp of providers) {
+        // Close first: the service drains its in-flight jobs, so nothing is created after the sweep.
+        await wsp.close().catch(() => undefined);
+        const backend = wsp.provider.deps.backend;
+        try {
+          for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
+          for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
+        } catch (error) {
+          process.stderr.write(
+            `cleanup through the backend of ${wsp.provider.deps.instanceId}: ${(error as Error).message}\n`,
+          );
+        }
+        // Then anything still carrying this provider's (fresh, bench-only) owner label.
+        await sweepOwner(docker, wsp.provider.deps.instanceId).catch((error: unknown) => {
+          process.stderr.write(`cleanup sweep of ${wsp.provider.deps.instanceId}: ${(error as Error).message}\n`);
+        });
       }
-      // Then anything still carrying this provider's (fresh, bench-only) owner label.
-      await sweepOwner(docker, wsp.provider.deps.instanceId).catch((error: unknown) => {
-        process.stderr.write(`cleanup sweep of ${wsp.provider.deps.instanceId}: ${(error as Error).message}\n`);
-      });
-    }
-    await git?.close().catch(() => undefined);
-    execFileSync('rm', ['-rf', root]);
-  })());
+      await git?.close().catch(() => undefined);
+      execFileSync('rm', ['-rf', root]);
+    })());
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       process.stderr.write(`${signal}: cleaning up\n`);
@@ -146,7 +154,12 @@ async function main(): Promise<void> {
     for (let i = 0; i < 200; i++) files[`src/m${Math.floor(i / 20)}/f${i}.txt`] = `${i} ${'x'.repeat(60)}\n`.repeat(80);
     const app = createUpstreamRepo(git.root, 'app', files);
     const repositories = [{ url: git.url('app'), path: 'app', credential: 'env:WSP_BENCH_TOKEN' }];
-    const base = { mode: 'docker' as const, docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE }, repositories, workspace: { network: 'none' as const } };
+    const base = {
+      mode: 'docker' as const,
+      docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE },
+      repositories,
+      workspace: { network: 'none' as const },
+    };
     const small = await startTestProvider(
       { ...base, setup: { script: 'mkdir -p ~/.cache/deps && head -c 9437184 /dev/urandom > ~/.cache/deps/blob' } },
       { dataDir: path.join(root, 'data-small') },
@@ -154,23 +167,34 @@ async function main(): Promise<void> {
     providers.push(small);
     // A different setup script → a different cache key; its data is in the cache and the baseline.
     const big = await startTestProvider(
-      { ...base, setup: { script: `mkdir -p ~/data && for i in $(seq 1 ${BIG_MB / 4}); do head -c 4194304 /dev/urandom > ~/data/part$i; done` } },
+      {
+        ...base,
+        setup: {
+          script: `mkdir -p ~/data && for i in $(seq 1 ${BIG_MB / 4}); do head -c 4194304 /dev/urandom > ~/data/part$i; done`,
+        },
+      },
       { dataDir: path.join(root, 'data-big') },
     );
     providers.push(big);
 
     // --- setups -------------------------------------------------------------------------------
     let coldView: any;
-    const cold = push('cold setup (bundle in + 9 MB setup + cache and baseline commits)', await time(async () => (coldView = await setup(small))));
+    const cold = push(
+      'cold setup (bundle in + 9 MB setup + cache and baseline commits)',
+      await time(async () => (coldView = await setup(small))),
+    );
     expectCache(coldView, false, 'cold setup');
     const ids: string[] = [coldView.id];
     let lastWarm: any;
-    const warm = push(`warm setup (cache hit, same commit; median of ${rounds})`, await timeN(rounds, async () => {
-      const v = await setup(small);
-      expectCache(v, true, 'warm setup');
-      ids.push(v.id);
-      lastWarm = v;
-    }));
+    const warm = push(
+      `warm setup (cache hit, same commit; median of ${rounds})`,
+      await timeN(rounds, async () => {
+        const v = await setup(small);
+        expectCache(v, true, 'warm setup');
+        ids.push(v.id);
+        lastWarm = v;
+      }),
+    );
     let upstreamHead = app.head;
     for (let i = 0; i < 5; i++) upstreamHead = commitFiles(app, { [`src/new${i}.txt`]: `new ${i}\n` }, `c${i}`);
     let fetched: any;
@@ -182,25 +206,51 @@ async function main(): Promise<void> {
 
     // --- the create+start floor ---------------------------------------------------------------
     const image = await cacheImage(small);
-    const floor = push(`create+start floor: raw dockerode create+start of the cache image (median of ${rounds})`, await floorTimes(docker, image));
+    const floor = push(
+      `create+start floor: raw dockerode create+start of the cache image (median of ${rounds})`,
+      await floorTimes(docker, image),
+    );
 
     // --- command round trip ---------------------------------------------------------------------
     const id = ids[1]!;
-    const apiRtt = push(`command round trip through the API (argv \`true\`; median of ${rounds * 3})`, await timeN(rounds * 3, () => api(small, id, ['true'])));
+    const apiRtt = push(
+      `command round trip through the API (argv \`true\`; median of ${rounds * 3})`,
+      await timeN(rounds * 3, () => api(small, id, ['true'])),
+    );
     const container = `wsp-${id}`;
     await rawExec(docker, container); // warm-up (not counted)
-    const rawRtt = push(`raw docker exec of \`true\` through dockerode (median of ${rounds * 3})`, await timeN(rounds * 3, () => rawExec(docker, container)));
+    const rawRtt = push(
+      `raw docker exec of \`true\` through dockerode (median of ${rounds * 3})`,
+      await timeN(rounds * 3, () => rawExec(docker, container)),
+    );
 
     // --- resets ---------------------------------------------------------------------------------
     const smallSize = Number((await api(small, id, ['sh', '-c', 'du -sb "$HOME"'])).split('\t')[0]);
-    const resetSmall = push(`reset of a ${mb(smallSize)} workspace (median of ${rounds})`, await resetTimes(small, id, rounds));
-    const restoreSmall = push(`… of which the backend restore alone (new container from the baseline image; no fingerprint, no state writes; median of ${rounds})`, await restoreTimes(small, id, rounds));
+    const resetSmall = push(
+      `reset of a ${mb(smallSize)} workspace (median of ${rounds})`,
+      await resetTimes(small, id, rounds),
+    );
+    const restoreSmall = push(
+      `… of which the backend restore alone (new container from the baseline image; no fingerprint, no state writes; median of ${rounds})`,
+      await restoreTimes(small, id, rounds),
+    );
     let bigView: any;
-    push(`(cold setup of the big workspace, ${BIG_MB} MiB written by setup; 1 run)`, await time(async () => (bigView = await setup(big))));
+    push(
+      `(cold setup of the big workspace, ${BIG_MB} MiB written by setup; 1 run)`,
+      await time(async () => (bigView = await setup(big))),
+    );
     const bigSize = Number((await api(big, bigView.id, ['sh', '-c', 'du -sb "$HOME"'])).split('\t')[0]);
     const bigNote = short ? `short run: ${BIG_MB} MiB instead of 1 GiB` : undefined;
-    const resetBig = push(`reset of a ${mb(bigSize)} workspace (median of ${fewRounds})`, await resetTimes(big, bigView.id, fewRounds), bigNote);
-    const restoreBig = push(`… of which the backend restore alone (median of ${fewRounds})`, await restoreTimes(big, bigView.id, fewRounds), bigNote);
+    const resetBig = push(
+      `reset of a ${mb(bigSize)} workspace (median of ${fewRounds})`,
+      await resetTimes(big, bigView.id, fewRounds),
+      bigNote,
+    );
+    const restoreBig = push(
+      `… of which the backend restore alone (median of ${fewRounds})`,
+      await restoreTimes(big, bigView.id, fewRounds),
+      bigNote,
+    );
     await big.api('DELETE', `/workspaces/${bigView.id}`);
 
     // --- 20 parallel warm setups + 200 commands -------------------------------------------------
@@ -214,16 +264,27 @@ async function main(): Promise<void> {
     push(`${PARALLEL} parallel warm setups: wall time (polled every ${POLL_PARALLEL_MS} ms)`, parSetup);
     const perCommand: number[] = [];
     const perWs = COMMANDS / PARALLEL;
-    const parCmds = await time(() => Promise.all(par.map(async (w) => {
-      for (let i = 0; i < perWs; i++) perCommand.push(await time(() => api(small, w, ['true'])));
-    })));
-    push(`${COMMANDS} commands over them (${perWs} in sequence per workspace, all workspaces at once): wall time`, parCmds);
+    const parCmds = await time(() =>
+      Promise.all(
+        par.map(async (w) => {
+          for (let i = 0; i < perWs; i++) perCommand.push(await time(() => api(small, w, ['true'])));
+        }),
+      ),
+    );
+    push(
+      `${COMMANDS} commands over them (${perWs} in sequence per workspace, all workspaces at once): wall time`,
+      parCmds,
+    );
     push(`… per command (median of ${COMMANDS}, under that load)`, perCommand);
     await Promise.all(par.map((w) => small.api('DELETE', `/workspaces/${w}`)));
 
     // --- the peer: devcontainer up ---------------------------------------------------------------
     const dc = await devcontainerTimes(docker, image, root);
-    const dcMs = dc.times ? push(`peer: devcontainer up (${DEVCONTAINER_CLI}, same cache image, postCreateCommand \`true\`; median of ${fewRounds})`, dc.times)
+    const dcMs = dc.times
+      ? push(
+          `peer: devcontainer up (${DEVCONTAINER_CLI}, same cache image, postCreateCommand \`true\`; median of ${fewRounds})`,
+          dc.times,
+        )
       : push('peer: devcontainer up', null, `devcontainer: not measured (${dc.reason})`);
 
     const ratios = {
@@ -235,7 +296,13 @@ async function main(): Promise<void> {
       warmVsDevcontainerUp: dc.times ? warm / dcMs : null,
     };
     const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, node ${process.version}`;
-    const { stdout: engine } = await run('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'version', '--format', '{{.Server.Version}} (API {{.Server.APIVersion}})']);
+    const { stdout: engine } = await run('docker', [
+      '-H',
+      `unix://${DOCKER_SOCKET}`,
+      'version',
+      '--format',
+      '{{.Server.Version}} (API {{.Server.APIVersion}})',
+    ]);
     const fmt = (v: number | null): string => (v === null || Number.isNaN(v) ? 'not measured' : v.toFixed(2));
     const md = [
       `## Docker backend — ${new Date().toISOString().slice(0, 10)}${short ? ' (short run)' : ''}`,
@@ -262,10 +329,26 @@ async function main(): Promise<void> {
     const results = path.join(import.meta.dirname, 'results');
     fs.mkdirSync(results, { recursive: true });
     fs.writeFileSync(path.join(results, 'docker.md'), md);
-    fs.writeFileSync(path.join(results, 'docker.json'), JSON.stringify({
-      date: new Date().toISOString(), machine, engine: engine.trim(), short, rounds, bigWorkspaceBytes: bigSize, smallWorkspaceBytes: smallSize,
-      rows, ratios, warmSetupSteps: lastWarm?.steps ?? [], ...(dc.times ? { devcontainerTimes: dc.times } : { devcontainer: `not measured (${dc.reason})` }),
-    }, null, 2) + '\n');
+    fs.writeFileSync(
+      path.join(results, 'docker.json'),
+      JSON.stringify(
+        {
+          date: new Date().toISOString(),
+          machine,
+          engine: engine.trim(),
+          short,
+          rounds,
+          bigWorkspaceBytes: bigSize,
+          smallWorkspaceBytes: smallSize,
+          rows,
+          ratios,
+          warmSetupSteps: lastWarm?.steps ?? [],
+          ...(dc.times ? { devcontainerTimes: dc.times } : { devcontainer: `not measured (${dc.reason})` }),
+        },
+        null,
+        2,
+      ) + '\n',
+    );
   } finally {
     await cleanup();
   }
@@ -274,20 +357,30 @@ async function main(): Promise<void> {
 /** "step +ms, …" from a view's progress steps (their `at` stamps have ms resolution). */
 function stepTimeline(view: any): string {
   const steps: { at: string; step: string }[] = view?.steps ?? [];
-  return steps.map((st, i) => `${st.step} +${i === 0 ? 0 : Date.parse(st.at) - Date.parse(steps[i - 1]!.at)}`).join(', ') || 'no steps recorded';
+  return (
+    steps.map((st, i) => `${st.step} +${i === 0 ? 0 : Date.parse(st.at) - Date.parse(steps[i - 1]!.at)}`).join(', ') ||
+    'no steps recorded'
+  );
 }
 
-const mb = (bytes: number): string => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(0)} MiB`);
+const mb = (bytes: number): string =>
+  bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 
 /** Each round: a small change (a changed and a new file, a leftover process), then the timed reset. */
 async function resetTimes(wsp: TestProvider, id: string, n: number): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
-    await api(wsp, id, ['sh', '-c', 'echo change >> app/src/m0/f0.txt && echo new > app/new-file && (sleep 600 > /dev/null 2>&1 &)']);
-    out.push(await time(async () => {
-      const r = await wsp.api('POST', `/workspaces/${id}/reset`, {});
-      if (r.status !== 200) throw new Error(`reset: ${r.status} ${r.text}`);
-    }));
+    await api(wsp, id, [
+      'sh',
+      '-c',
+      'echo change >> app/src/m0/f0.txt && echo new > app/new-file && (sleep 600 > /dev/null 2>&1 &)',
+    ]);
+    out.push(
+      await time(async () => {
+        const r = await wsp.api('POST', `/workspaces/${id}/reset`, {});
+        if (r.status !== 200) throw new Error(`reset: ${r.status} ${r.text}`);
+      }),
+    );
   }
   // The last reset really undid the change (a number for an undone reset would be a lie).
   const left = await api(wsp, id, ['sh', '-c', 'test -e app/new-file && echo present || echo gone']);
@@ -308,7 +401,11 @@ async function restoreTimes(wsp: TestProvider, id: string, n: number): Promise<n
   if (!baseline) throw new Error(`no baseline snapshot named ${id}`);
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
-    await api(wsp, id, ['sh', '-c', 'echo change >> app/src/m0/f0.txt && echo new > app/new-file && (sleep 600 > /dev/null 2>&1 &)']);
+    await api(wsp, id, [
+      'sh',
+      '-c',
+      'echo change >> app/src/m0/f0.txt && echo new > app/new-file && (sleep 600 > /dev/null 2>&1 &)',
+    ]);
     out.push(await time(() => backend.restore(dockerRef(id), plan, baseline)));
   }
   const left = await api(wsp, id, ['sh', '-c', 'test -e app/new-file && echo present || echo gone']);
@@ -321,17 +418,19 @@ async function floorTimes(docker: Docker, image: string): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < rounds; i++) {
     let container: Docker.Container | undefined;
-    out.push(await time(async () => {
-      container = await docker.createContainer({
-        name: `wsp-bench-floor-${RUN}-${i}`,
-        Image: image,
-        Entrypoint: ['sleep', 'infinity'],
-        Cmd: [],
-        Labels: { [RUN_LABEL]: RUN },
-        HostConfig: { NetworkMode: 'none', Init: true },
-      });
-      await container.start();
-    }));
+    out.push(
+      await time(async () => {
+        container = await docker.createContainer({
+          name: `wsp-bench-floor-${RUN}-${i}`,
+          Image: image,
+          Entrypoint: ['sleep', 'infinity'],
+          Cmd: [],
+          Labels: { [RUN_LABEL]: RUN },
+          HostConfig: { NetworkMode: 'none', Init: true },
+        });
+        await container.start();
+      }),
+    );
     await container?.remove({ force: true });
   }
   return out;
@@ -341,11 +440,17 @@ async function floorTimes(docker: Docker, image: string): Promise<number[]> {
  * `devcontainer up` on a fresh temp folder per round, pointed at our daemon, on the cache image, with
  * no network and this run's label. Returns the times, or why it could not run (never a made-up number).
  */
-async function devcontainerTimes(docker: Docker, image: string, root: string): Promise<{ times?: number[]; reason?: string }> {
+async function devcontainerTimes(
+  docker: Docker,
+  image: string,
+  root: string,
+): Promise<{ times?: number[]; reason?: string }> {
   let bin: string;
   try {
     // Installs the CLI into npx's cache (not timed); the timed runs call its binary directly.
-    const { stdout } = await run('npx', ['--yes', `--package=${DEVCONTAINER_CLI}`, '-c', 'command -v devcontainer'], { timeout: 300_000 });
+    const { stdout } = await run('npx', ['--yes', `--package=${DEVCONTAINER_CLI}`, '-c', 'command -v devcontainer'], {
+      timeout: 300_000,
+    });
     bin = stdout.trim().split('\n').pop() ?? '';
     if (!bin) return { reason: 'npx printed no devcontainer binary' };
   } catch (error) {
@@ -357,17 +462,29 @@ async function devcontainerTimes(docker: Docker, image: string, root: string): P
     for (let i = 0; i < fewRounds; i++) {
       const folder = fs.mkdtempSync(path.join(root, `dc-${RUN}-`));
       fs.mkdirSync(path.join(folder, '.devcontainer'));
-      fs.writeFileSync(path.join(folder, '.devcontainer', 'devcontainer.json'), JSON.stringify({
-        image,
-        runArgs: ['--network=none', '--label', `${RUN_LABEL}=${RUN}`],
-        postCreateCommand: 'true',
-      }, null, 2));
+      fs.writeFileSync(
+        path.join(folder, '.devcontainer', 'devcontainer.json'),
+        JSON.stringify(
+          {
+            image,
+            runArgs: ['--network=none', '--label', `${RUN_LABEL}=${RUN}`],
+            postCreateCommand: 'true',
+          },
+          null,
+          2,
+        ),
+      );
       let stdout = '';
       const ms = await time(async () => {
-        ({ stdout } = await run(bin, ['up', '--workspace-folder', folder], { env, timeout: 300_000, maxBuffer: 16 << 20 }));
+        ({ stdout } = await run(bin, ['up', '--workspace-folder', folder], {
+          env,
+          timeout: 300_000,
+          maxBuffer: 16 << 20,
+        }));
       });
       const last = stdout.trim().split('\n').pop() ?? '';
-      if (!last.includes('"outcome":"success"')) return { reason: `devcontainer up did not report success: ${last.slice(0, 200)}` };
+      if (!last.includes('"outcome":"success"'))
+        return { reason: `devcontainer up did not report success: ${last.slice(0, 200)}` };
       times.push(ms);
       await removeRunContainers(docker);
     }
@@ -382,23 +499,42 @@ async function devcontainerTimes(docker: Docker, image: string, root: string): P
 /** Containers, then images, labelled with this bench provider's owner id (committed images inherit the label). */
 async function sweepOwner(docker: Docker, owner: string): Promise<void> {
   const filters = JSON.stringify({ label: [`wsp.owner=${owner}`] });
-  for (const c of await docker.listContainers({ all: true, filters })) await docker.getContainer(c.Id).remove({ force: true, v: true });
+  for (const c of await docker.listContainers({ all: true, filters }))
+    await docker.getContainer(c.Id).remove({ force: true, v: true });
   for (const img of await docker.listImages({ filters })) {
-    for (const tag of img.RepoTags ?? []) if (tag !== '<none>:<none>') await docker.getImage(tag).remove().catch(() => undefined);
-    await docker.getImage(img.Id).remove().catch(() => undefined);
+    for (const tag of img.RepoTags ?? [])
+      if (tag !== '<none>:<none>')
+        await docker
+          .getImage(tag)
+          .remove()
+          .catch(() => undefined);
+    await docker
+      .getImage(img.Id)
+      .remove()
+      .catch(() => undefined);
   }
 }
 
 /** Every container of this run (floor, devcontainer), and devcontainer's uid-update images of our folders. */
 async function removeRunContainers(docker: Docker): Promise<void> {
   const list = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${RUN_LABEL}=${RUN}`] }) });
-  for (const c of list) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
+  for (const c of list)
+    await docker
+      .getContainer(c.Id)
+      .remove({ force: true, v: true })
+      .catch(() => undefined);
   for (const img of await docker.listImages({ filters: JSON.stringify({ reference: [`vsc-dc-${RUN}-*`] }) })) {
-    await docker.getImage(img.Id).remove({ force: true }).catch(() => undefined);
+    await docker
+      .getImage(img.Id)
+      .remove({ force: true })
+      .catch(() => undefined);
   }
 }
 
-void main().then(() => process.exit(0), (error) => {
-  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
-  process.exit(1);
-});
+void main().then(
+  () => process.exit(0),
+  (error) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
+    process.exit(1);
+  },
+);

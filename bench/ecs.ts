@@ -65,11 +65,25 @@ const CHANGE_MB = short ? 1 : 10;
 const RUN = randomBytes(4).toString('hex');
 
 const planFor = (config: ConfigInput): WorkspacePlan => resolveWorkspacePlan(configSchema.parse(config));
-const mb = (bytes: number): string => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / MiB).toFixed(0)} MiB`);
+const mb = (bytes: number): string =>
+  bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / MiB).toFixed(0)} MiB`;
 
 /** Start argv as the workspace user and wait for the end; throws unless it exited 0. Returns stdout. */
-async function exec(backend: WorkspaceBackend, ref: BackendRef, plan: WorkspacePlan, argv: string[], timeoutMs = 120_000): Promise<string> {
-  const spec: CommandSpec = { commandId: `c-${randomBytes(6).toString('hex')}`, argv, cwd: plan.workdir, env: { ...plan.env }, timeoutMs, maxOutputBytes: MiB };
+async function exec(
+  backend: WorkspaceBackend,
+  ref: BackendRef,
+  plan: WorkspacePlan,
+  argv: string[],
+  timeoutMs = 120_000,
+): Promise<string> {
+  const spec: CommandSpec = {
+    commandId: `c-${randomBytes(6).toString('hex')}`,
+    argv,
+    cwd: plan.workdir,
+    env: { ...plan.env },
+    timeoutMs,
+    maxOutputBytes: MiB,
+  };
   await backend.startCommand(ref, plan, spec);
   const status = await backend.waitCommand(ref, spec.commandId, timeoutMs + 10_000);
   const out = (await backend.readOutput(ref, spec.commandId, 'stdout', 0, MiB)).data.toString('utf8');
@@ -79,8 +93,13 @@ async function exec(backend: WorkspaceBackend, ref: BackendRef, plan: WorkspaceP
   }
   return out;
 }
-const sh = (backend: WorkspaceBackend, ref: BackendRef, plan: WorkspacePlan, script: string, timeoutMs?: number): Promise<string> =>
-  exec(backend, ref, plan, ['sh', '-c', script], timeoutMs);
+const sh = (
+  backend: WorkspaceBackend,
+  ref: BackendRef,
+  plan: WorkspacePlan,
+  script: string,
+  timeoutMs?: number,
+): Promise<string> => exec(backend, ref, plan, ['sh', '-c', script], timeoutMs);
 
 /** `true` through the backend: start, then waitCommand until it has exited 0 (what a caller pays). */
 async function startToExit(backend: WorkspaceBackend, ref: BackendRef, plan: WorkspacePlan): Promise<void> {
@@ -102,8 +121,19 @@ async function rawExec(docker: Docker, container: string): Promise<void> {
 }
 
 /** A home of `mbytes` 1 MiB random files ~/data/f0000…; returns its measured size (du -sb of the home). */
-async function fillHome(backend: WorkspaceBackend, ref: BackendRef, plan: WorkspacePlan, mbytes: number): Promise<number> {
-  await sh(backend, ref, plan, `mkdir -p ~/data && head -c ${mbytes * MiB} /dev/urandom | split -b ${MiB} -a 4 -d - ~/data/f`, 900_000);
+async function fillHome(
+  backend: WorkspaceBackend,
+  ref: BackendRef,
+  plan: WorkspacePlan,
+  mbytes: number,
+): Promise<number> {
+  await sh(
+    backend,
+    ref,
+    plan,
+    `mkdir -p ~/data && head -c ${mbytes * MiB} /dev/urandom | split -b ${MiB} -a 4 -d - ~/data/f`,
+    900_000,
+  );
   return Number((await sh(backend, ref, plan, 'du -sb "$HOME"')).split('\t')[0]);
 }
 
@@ -123,14 +153,16 @@ async function main(): Promise<void> {
   let dynamo: EmbeddedDynamo | undefined;
   const extraRefs: BackendRef[] = [];
   let cleaning: Promise<void> | undefined;
-  const cleanup = (): Promise<void> => (cleaning ??= (async () => {
-    const note = (what: string) => (error: unknown) => process.stderr.write(`cleanup ${what}: ${(error as Error).message}\n`);
-    // Workspaces claimed from the warm pool carry no workspace tag: the fixture's sweep would miss them.
-    for (const ref of extraRefs) await ecs?.backend.destroy(ref).catch(note('claimed workspace'));
-    await ecs?.cleanup().catch(note('ecs fixture'));
-    await dockerHandle?.cleanup().catch(note('docker backend'));
-    await dynamo?.close().catch(note('dynalite'));
-  })());
+  const cleanup = (): Promise<void> =>
+    (cleaning ??= (async () => {
+      const note = (what: string) => (error: unknown) =>
+        process.stderr.write(`cleanup ${what}: ${(error as Error).message}\n`);
+      // Workspaces claimed from the warm pool carry no workspace tag: the fixture's sweep would miss them.
+      for (const ref of extraRefs) await ecs?.backend.destroy(ref).catch(note('claimed workspace'));
+      await ecs?.cleanup().catch(note('ecs fixture'));
+      await dockerHandle?.cleanup().catch(note('docker backend'));
+      await dynamo?.close().catch(note('dynalite'));
+    })());
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       process.stderr.write(`${signal}: cleaning up\n`);
@@ -147,7 +179,8 @@ async function main(): Promise<void> {
     return ms;
   };
   const section = (name: string): void => void rows.push({ name: `**${name}**`, ms: null });
-  const progress = (what: string): void => void process.stderr.write(`[bench:ecs ${new Date().toISOString().slice(11, 19)}] ${what}\n`);
+  const progress = (what: string): void =>
+    void process.stderr.write(`[bench:ecs ${new Date().toISOString().slice(11, 19)}] ${what}\n`);
   let n = 0;
   const wsId = (what: string): string => `bench-${RUN}-${what}-${++n}`;
 
@@ -167,44 +200,74 @@ async function main(): Promise<void> {
     const container = ecs.fake.tasks.get(taskArn)!.container;
     // A command dir to ask about (status of an exited command: the runner reads its record files).
     const probe = `c-${randomBytes(6).toString('hex')}`;
-    await backend.startCommand(a, ecsPlan, { commandId: probe, argv: ['true'], cwd: ecsPlan.workdir, env: {}, timeoutMs: 60_000, maxOutputBytes: MiB });
+    await backend.startCommand(a, ecsPlan, {
+      commandId: probe,
+      argv: ['true'],
+      cwd: ecsPlan.workdir,
+      env: {},
+      timeoutMs: 60_000,
+      maxOutputBytes: MiB,
+    });
     await backend.waitCommand(a, probe, 60_000);
-    const newChannels = (): ExecChannels => new ExecChannels(ecs!.fake.client, { cluster: ECS_CLUSTER, container: 'workspace', retry: TEST_RETRY });
+    const newChannels = (): ExecChannels =>
+      new ExecChannels(ecs!.fake.client, { cluster: ECS_CLUSTER, container: 'workspace', retry: TEST_RETRY });
     const statusOver = async (ch: ExecChannels): Promise<void> => {
       const st = await ch.with(taskArn, 'bench status', (rpc) => rpc.status(commandDir(probe)));
       if (st?.state !== 'exited' || st.exitCode !== 0) throw new Error(`status answered ${JSON.stringify(st)}`);
     };
-    const open = push(`open a session + first \`status\` (ExecuteCommand → websocket → SSM handshake → runner ready; median of ${rounds})`, await timeN(rounds, async () => {
-      const ch = newChannels();
-      try {
-        await statusOver(ch);
-      } finally {
-        ch.closeAll();
-      }
-    }));
+    const open = push(
+      `open a session + first \`status\` (ExecuteCommand → websocket → SSM handshake → runner ready; median of ${rounds})`,
+      await timeN(rounds, async () => {
+        const ch = newChannels();
+        try {
+          await statusOver(ch);
+        } finally {
+          ch.closeAll();
+        }
+      }),
+    );
     const channels = newChannels();
     await statusOver(channels); // opens the persistent session (not counted)
-    const rpcRtt = push(`runner \`status\` request over the open session (median of ${rounds * 10})`, await timeN(rounds * 10, () => statusOver(channels)));
+    const rpcRtt = push(
+      `runner \`status\` request over the open session (median of ${rounds * 10})`,
+      await timeN(rounds * 10, () => statusOver(channels)),
+    );
     channels.closeAll();
     await rawExec(docker, container); // warm-up
-    const rawRtt = push(`raw \`docker exec\` of \`true\` in the same container (median of ${rounds * 10})`, await timeN(rounds * 10, () => rawExec(docker, container)));
+    const rawRtt = push(
+      `raw \`docker exec\` of \`true\` in the same container (median of ${rounds * 10})`,
+      await timeN(rounds * 10, () => rawExec(docker, container)),
+    );
 
     // --- command start→exit -------------------------------------------------------------------
     progress('command start→exit');
     section('commands');
     await startToExit(backend, a, ecsPlan); // warm-up
-    const ecsCmd = push(`\`true\` start→exit through EcsBackend (startCommand + waitCommand; median of ${rounds * 3})`, await timeN(rounds * 3, () => startToExit(backend, a, ecsPlan)));
+    const ecsCmd = push(
+      `\`true\` start→exit through EcsBackend (startCommand + waitCommand; median of ${rounds * 3})`,
+      await timeN(rounds * 3, () => startToExit(backend, a, ecsPlan)),
+    );
     const dk = dockerHandle.backend;
     const d = await dk.create(dockerPlan, { workspaceId: wsId('docker'), labels: { 'wsp.bench': RUN } });
     await startToExit(dk, d, dockerPlan); // warm-up
-    const dockerCmd = push(`\`true\` start→exit through the Docker backend (same calls; median of ${rounds * 3})`, await timeN(rounds * 3, () => startToExit(dk, d, dockerPlan)));
+    const dockerCmd = push(
+      `\`true\` start→exit through the Docker backend (same calls; median of ${rounds * 3})`,
+      await timeN(rounds * 3, () => startToExit(dk, d, dockerPlan)),
+    );
     await dk.destroy(d);
 
     // --- resets --------------------------------------------------------------------------------
     progress(`resets: filling a ${BIG_MB} MiB home`);
-    section('reset in the task (pristine restore: kill the user\'s processes, rewrite what changed, empty /tmp)');
-    const sum = async (ref: BackendRef): Promise<string> => (await sh(backend, ref, ecsPlan, 'sha256sum ~/data/f0000 | cut -c1-64')).trim();
-    const resetRounds = async (ref: BackendRef, snap: SnapshotRef, expect: string, change: boolean, count: number): Promise<number[]> => {
+    section("reset in the task (pristine restore: kill the user's processes, rewrite what changed, empty /tmp)");
+    const sum = async (ref: BackendRef): Promise<string> =>
+      (await sh(backend, ref, ecsPlan, 'sha256sum ~/data/f0000 | cut -c1-64')).trim();
+    const resetRounds = async (
+      ref: BackendRef,
+      snap: SnapshotRef,
+      expect: string,
+      change: boolean,
+      count: number,
+    ): Promise<number[]> => {
       const out: number[] = [];
       for (let i = 0; i < count; i++) {
         if (change) await sh(backend, ref, ecsPlan, changeScript(CHANGE_MB));
@@ -219,30 +282,50 @@ async function main(): Promise<void> {
     const smallSnap = await backend.snapshot(small, ecsPlan, 'baseline', `bl-${RUN}-small`);
     const smallSum = await sum(small);
     await sh(backend, small, ecsPlan, 'sync');
-    const resetSmallChanged = push(`reset of a ${mb(smallBytes)} home, ${CHANGE_MB} MiB rewritten (median of ${rounds})`, await resetRounds(small, smallSnap, smallSum, true, rounds));
-    const resetSmallClean = push(`reset of a ${mb(smallBytes)} home, nothing changed (median of ${rounds})`, await resetRounds(small, smallSnap, smallSum, false, rounds));
+    const resetSmallChanged = push(
+      `reset of a ${mb(smallBytes)} home, ${CHANGE_MB} MiB rewritten (median of ${rounds})`,
+      await resetRounds(small, smallSnap, smallSum, true, rounds),
+    );
+    const resetSmallClean = push(
+      `reset of a ${mb(smallBytes)} home, nothing changed (median of ${rounds})`,
+      await resetRounds(small, smallSnap, smallSum, false, rounds),
+    );
 
     const big = await created('big');
     const bigBytes = await fillHome(backend, big, ecsPlan, BIG_MB);
     let bigSnap: SnapshotRef | undefined;
-    push(`(baseline copy of the ${mb(bigBytes)} home: pristine-save, cp -a; 1 run)`, await time(async () => (bigSnap = await backend.snapshot(big, ecsPlan, 'baseline', `bl-${RUN}-big`))));
+    push(
+      `(baseline copy of the ${mb(bigBytes)} home: pristine-save, cp -a; 1 run)`,
+      await time(async () => (bigSnap = await backend.snapshot(big, ecsPlan, 'baseline', `bl-${RUN}-big`))),
+    );
     const bigSum = await sum(big);
     // The fill and the copy leave GiBs of dirty pages: flush them so their writeback is not timed as reset.
     await sh(backend, big, ecsPlan, 'sync', 600_000);
-    const resetBigChanged = push(`reset of the ${mb(bigBytes)} home, ${CHANGE_MB} MiB rewritten (median of ${fewRounds})`, await resetRounds(big, bigSnap!, bigSum, true, fewRounds));
-    const resetBigClean = push(`reset of the ${mb(bigBytes)} home, nothing changed (median of ${fewRounds})`, await resetRounds(big, bigSnap!, bigSum, false, fewRounds));
+    const resetBigChanged = push(
+      `reset of the ${mb(bigBytes)} home, ${CHANGE_MB} MiB rewritten (median of ${fewRounds})`,
+      await resetRounds(big, bigSnap!, bigSum, true, fewRounds),
+    );
+    const resetBigClean = push(
+      `reset of the ${mb(bigBytes)} home, nothing changed (median of ${fewRounds})`,
+      await resetRounds(big, bigSnap!, bigSum, false, fewRounds),
+    );
     // --- cache image builds ---------------------------------------------------------------------
     progress('cache image builds');
-    section('cache image build (runner pack → presigned PUT → S3 → gzip + layer append in the registry → task definition)');
+    section(
+      'cache image build (runner pack → presigned PUT → S3 → gzip + layer append in the registry → task definition)',
+    );
     const snaps: SnapshotRef[] = [];
     const build = async (ref: BackendRef, what: string): Promise<void> => {
       snaps.push(await backend.snapshot(ref, ecsPlan, 'cache', `cache-${RUN}-${what}-${snaps.length}`));
     };
-    const cacheSmall = push(`cache image of the ${mb(smallBytes)} home (median of ${fewRounds})`, await timeN(fewRounds, () => build(small, 'small')));
+    const cacheSmall = push(
+      `cache image of the ${mb(smallBytes)} home (median of ${fewRounds})`,
+      await timeN(fewRounds, () => build(small, 'small')),
+    );
     const smallImage = snaps[0]!;
     const cacheBig = push(`cache image of the ${mb(bigBytes)} home (1 run)`, await time(() => build(big, 'big')));
     const bigLayer = Number(snaps.at(-1)!['bytes']);
-    rows.at(-1)!.note = `layer ${mb(bigLayer)} gzip; ${((bigBytes / MiB) / (cacheBig / 1000)).toFixed(0)} MiB/s of home`;
+    rows.at(-1)!.note = `layer ${mb(bigLayer)} gzip; ${(bigBytes / MiB / (cacheBig / 1000)).toFixed(0)} MiB/s of home`;
     for (const s of snaps.slice(1)) await backend.deleteSnapshot(s);
     for (const ref of [big]) await backend.destroy(ref);
 
@@ -253,9 +336,13 @@ async function main(): Promise<void> {
     const createFrom = async (pullFirst: boolean): Promise<number[]> => {
       const out: number[] = [];
       for (let i = 0; i < fewRounds; i++) {
-        if (pullFirst) await docker.getImage(image).remove().catch((e: { statusCode?: number }) => {
-          if (e.statusCode !== 404) throw e;
-        });
+        if (pullFirst)
+          await docker
+            .getImage(image)
+            .remove()
+            .catch((e: { statusCode?: number }) => {
+              if (e.statusCode !== 404) throw e;
+            });
         let ref: BackendRef | undefined;
         out.push(await time(async () => (ref = await created('from-cache', smallImage))));
         if ((await sum(ref!)) !== smallSum) throw new Error('a workspace from the cache image lacks the cached home');
@@ -263,16 +350,36 @@ async function main(): Promise<void> {
       }
       return out;
     };
-    const createPresent = push(`RunTask → ready → init, image already on the daemon (median of ${fewRounds})`, await createFrom(false));
-    const createPulled = push(`RunTask → ready → init, image removed first: the fake pulls it from the registry (median of ${fewRounds})`, await createFrom(true), 'only the appended layer is new; the base layers stay on the daemon');
+    const createPresent = push(
+      `RunTask → ready → init, image already on the daemon (median of ${fewRounds})`,
+      await createFrom(false),
+    );
+    const createPulled = push(
+      `RunTask → ready → init, image removed first: the fake pulls it from the registry (median of ${fewRounds})`,
+      await createFrom(true),
+      'only the appended layer is new; the base layers stay on the daemon',
+    );
 
     progress('warm-pool claims');
     dynamo = await startEmbeddedDynamo();
-    const clients = createDynamoClients({ endpoint: dynamo.endpoint, socketPath: dynamo.socketPath, region: 'us-east-1', env: {} });
+    const clients = createDynamoClients({
+      endpoint: dynamo.endpoint,
+      socketPath: dynamo.socketPath,
+      region: 'us-east-1',
+      env: {},
+    });
     await ensureTable(clients.client, `wsp-bench-${RUN}`);
     const store = new DynamoStateStore(clients.doc, `wsp-bench-${RUN}`);
     const o = ecs.options;
-    const tasks = new EcsTasks(o.ecs, { cluster: o.cluster, container: o.container, network: { subnets: o.subnets, securityGroups: o.securityGroups }, startedBy: o.owner, retry: TEST_RETRY, pollMinMs: 20, pollMaxMs: 200 });
+    const tasks = new EcsTasks(o.ecs, {
+      cluster: o.cluster,
+      container: o.container,
+      network: { subnets: o.subnets, securityGroups: o.securityGroups },
+      startedBy: o.owner,
+      retry: TEST_RETRY,
+      pollMinMs: 20,
+      pollMaxMs: 200,
+    });
     const pool = new WarmPool(store, new EcsWarmLauncher(tasks, o.owner), { owner: o.owner });
     const pooled = new EcsBackend({ ...o, warmPool: pool });
     const cacheKey = String(smallImage.name);
@@ -288,7 +395,14 @@ async function main(): Promise<void> {
       }
       const ready = (await store.listWarmTasks(cacheKey)).find((r) => r.status === 'ready')!;
       let ref: BackendRef | undefined;
-      const ms = await time(async () => (ref = await pooled.create(ecsPlan, { workspaceId: wsId('warm'), labels: { 'wsp.bench': RUN }, from: smallImage })));
+      const ms = await time(
+        async () =>
+          (ref = await pooled.create(ecsPlan, {
+            workspaceId: wsId('warm'),
+            labels: { 'wsp.bench': RUN },
+            from: smallImage,
+          })),
+      );
       extraRefs.push(ref!);
       if (ref!.taskArn !== ready.taskArn) throw new Error('the create did not claim the warm task');
       if (i > 0) claims.push(ms); // the first claim is a warm-up (the state store's first connection)
@@ -299,7 +413,10 @@ async function main(): Promise<void> {
     }
     pooled.close();
     clients.client.destroy();
-    const claim = push(`warm-pool claim: conditional write ready → claimed + init over a new session (median of ${fewRounds})`, claims);
+    const claim = push(
+      `warm-pool claim: conditional write ready → claimed + init over a new session (median of ${fewRounds})`,
+      claims,
+    );
     await pool.drain(cacheKey);
     await backend.deleteSnapshot(smallImage);
 
@@ -307,15 +424,27 @@ async function main(): Promise<void> {
       ['runner `status` over the open session / raw `docker exec true`', rpcRtt / rawRtt],
       ['opening a session / one request on an open session', open / rpcRtt],
       ['`true` start→exit: EcsBackend / Docker backend', ecsCmd / dockerCmd],
-      [`reset ${mb(bigBytes)} with ${CHANGE_MB} MiB changed / ${mb(smallBytes)} with ${CHANGE_MB} MiB changed (size)`, resetBigChanged / resetSmallChanged],
+      [
+        `reset ${mb(bigBytes)} with ${CHANGE_MB} MiB changed / ${mb(smallBytes)} with ${CHANGE_MB} MiB changed (size)`,
+        resetBigChanged / resetSmallChanged,
+      ],
       [`reset ${mb(bigBytes)}: ${CHANGE_MB} MiB changed / nothing changed`, resetBigChanged / resetBigClean],
       [`reset ${mb(bigBytes)} / ${mb(smallBytes)}, nothing changed`, resetBigClean / resetSmallClean],
-      [`cache image build ${mb(bigBytes)} / ${mb(smallBytes)} (home size ratio ${(bigBytes / smallBytes).toFixed(1)})`, cacheBig / cacheSmall],
+      [
+        `cache image build ${mb(bigBytes)} / ${mb(smallBytes)} (home size ratio ${(bigBytes / smallBytes).toFixed(1)})`,
+        cacheBig / cacheSmall,
+      ],
       ['create from cache (image present) / warm claim', createPresent / claim],
       ['create from cache (image pulled) / warm claim', createPulled / claim],
     ];
     const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, node ${process.version}`;
-    const { stdout: engine } = await run('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'version', '--format', '{{.Server.Version}} (API {{.Server.APIVersion}})']);
+    const { stdout: engine } = await run('docker', [
+      '-H',
+      `unix://${DOCKER_SOCKET}`,
+      'version',
+      '--format',
+      '{{.Server.Version}} (API {{.Server.APIVersion}})',
+    ]);
     const date = new Date().toISOString().slice(0, 10);
     const md = [
       `## Fargate backend (mode ecs) on the fake — ${date}${short ? ' (short run: smaller homes, fewer rounds)' : ''}`,
@@ -343,7 +472,10 @@ async function main(): Promise<void> {
   }
 }
 
-void main().then(() => process.exit(0), (error) => {
-  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
-  process.exit(1);
-});
+void main().then(
+  () => process.exit(0),
+  (error) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
+    process.exit(1);
+  },
+);

@@ -35,11 +35,14 @@ async function main(): Promise<void> {
   const files: Record<string, string> = {};
   for (let i = 0; i < 2000; i++) files[`src/m${Math.floor(i / 100)}/f${i}.txt`] = `${i}\n`.repeat(1000);
   const app = createUpstreamRepo(git.root, 'app', files);
-  const wsp = await startTestProvider({
-    repositories: [{ url: git.url('app'), path: 'app', credential: 'env:WSP_BENCH_TOKEN' }],
-    setup: { script: 'mkdir -p ~/.cache/deps && head -c 2000000 /dev/urandom > ~/.cache/deps/blob' },
-    workspace: { network: 'none' },
-  }, { dataDir: path.join(root, 'data') });
+  const wsp = await startTestProvider(
+    {
+      repositories: [{ url: git.url('app'), path: 'app', credential: 'env:WSP_BENCH_TOKEN' }],
+      setup: { script: 'mkdir -p ~/.cache/deps && head -c 2000000 /dev/urandom > ~/.cache/deps/blob' },
+      workspace: { network: 'none' },
+    },
+    { dataDir: path.join(root, 'data') },
+  );
   const rows: Row[] = [];
   try {
     const cold = await time(() => wsp.setup());
@@ -88,7 +91,8 @@ async function main(): Promise<void> {
       warmVsCold: warm / cold,
       apiRoundTripVsRawSpawn: apiRtt / rawRtt,
       resetAllVsResetSmall: median(resetBig) / median(resetSmall),
-      linkedVsCopiedSnapshot: stepMs('backend: baseline snapshot of a warm-created') / stepMs('backend: cache snapshot'),
+      linkedVsCopiedSnapshot:
+        stepMs('backend: baseline snapshot of a warm-created') / stepMs('backend: cache snapshot'),
       hostVsInsideFingerprint: stepMs('backend: fingerprintHome') / stepMs('backend: fingerprint script'),
     };
     const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, node ${process.version}`;
@@ -112,7 +116,10 @@ async function main(): Promise<void> {
     ].join('\n');
     process.stdout.write(md + '\n');
     fs.writeFileSync(path.join(import.meta.dirname, 'results', 'local.md'), md);
-    fs.writeFileSync(path.join(import.meta.dirname, 'results', 'local.json'), JSON.stringify({ date: new Date().toISOString(), machine, short, rows, ratios }, null, 2) + '\n');
+    fs.writeFileSync(
+      path.join(import.meta.dirname, 'results', 'local.json'),
+      JSON.stringify({ date: new Date().toISOString(), machine, short, rows, ratios }, null, 2) + '\n',
+    );
     for (const w of ids) await wsp.api('DELETE', `/workspaces/${w}`);
   } finally {
     await wsp.close();
@@ -140,7 +147,12 @@ async function backendSteps(dir: string, files: Record<string, string>): Promise
   const backend = await createLocalBackend({ dataDir: path.join(dir, 'data'), owner: 'bench' });
   const plan = planFor({ workspace: { network: 'none' } });
   const t: Record<'full' | 'coldBase' | 'create' | 'warmBase' | 'inside' | 'host', number[]> = {
-    full: [], coldBase: [], create: [], warmBase: [], inside: [], host: [],
+    full: [],
+    coldBase: [],
+    create: [],
+    warmBase: [],
+    inside: [],
+    host: [],
   };
   for (let i = 0; i < rounds; i++) {
     const source = await backend.create(plan, { workspaceId: `bench-src-${i}`, labels: {} });
@@ -150,18 +162,27 @@ async function backendSteps(dir: string, files: Record<string, string>): Promise
       let cache: SnapshotRef | undefined;
       t.full.push(await time(async () => (cache = await backend.snapshot(source, plan, 'cache', `bench-cache-${i}`))));
       t.coldBase.push(await time(() => backend.snapshot(source, plan, 'baseline', `bench-cold-${i}`)));
-      t.create.push(await time(async () => (ref = await backend.create(plan, { workspaceId: `bench-${i}`, labels: {}, from: cache! }))));
+      t.create.push(
+        await time(
+          async () => (ref = await backend.create(plan, { workspaceId: `bench-${i}`, labels: {}, from: cache! })),
+        ),
+      );
       await runInside(backend, ref!, plan, ['sh', '-c', 'echo moved >> app/src/m0/f0.txt && echo new > app/new.txt']);
       t.warmBase.push(await time(() => backend.snapshot(ref!, plan, 'baseline', `bench-base-${i}`)));
       let a = '';
-      t.inside.push(await time(async () => (a = parseFingerprint(await runInside(backend, ref!, plan, fingerprintArgv(plan.home))).digest)));
+      t.inside.push(
+        await time(
+          async () => (a = parseFingerprint(await runInside(backend, ref!, plan, fingerprintArgv(plan.home))).digest),
+        ),
+      );
       // (A build without fingerprintHome — the code before it — reports NaN for that row.)
       if (backend.fingerprintHome) {
         let b = '';
         t.host.push(await time(async () => (b = await backend.fingerprintHome!(ref!, plan))));
         if (a !== b) throw new Error('the two fingerprints disagree');
       } else t.host.push(Number.NaN);
-      for (const name of [`bench-cache-${i}`, `bench-cold-${i}`, `bench-base-${i}`]) await backend.deleteSnapshot({ kind: 'local', name });
+      for (const name of [`bench-cache-${i}`, `bench-cold-${i}`, `bench-base-${i}`])
+        await backend.deleteSnapshot({ kind: 'local', name });
     } finally {
       if (ref) await backend.destroy(ref);
       await backend.destroy(source);
@@ -170,7 +191,10 @@ async function backendSteps(dir: string, files: Record<string, string>): Promise
   return [
     { name: 'backend: cache snapshot (a first snapshot: full fd-relative copy)', ms: median(t.full) },
     { name: 'backend: cold baseline right after the cache snapshot (links from it)', ms: median(t.coldBase) },
-    { name: 'backend: create from the cache snapshot (root tar -c into a tar -x as the workspace uid + origin record)', ms: median(t.create) },
+    {
+      name: 'backend: create from the cache snapshot (root tar -c into a tar -x as the workspace uid + origin record)',
+      ms: median(t.create),
+    },
     { name: 'backend: baseline snapshot of a warm-created workspace (links unchanged files)', ms: median(t.warmBase) },
     { name: 'backend: fingerprint script inside the workspace', ms: median(t.inside) },
     { name: 'backend: fingerprintHome on the host', ms: median(t.host) },
@@ -178,16 +202,32 @@ async function backendSteps(dir: string, files: Record<string, string>): Promise
 }
 
 /** Run argv in the workspace, wait, return stdout; throws on a non-zero exit. */
-async function runInside(backend: WorkspaceBackend, ref: BackendRef, plan: WorkspacePlan, argv: string[]): Promise<string> {
+async function runInside(
+  backend: WorkspaceBackend,
+  ref: BackendRef,
+  plan: WorkspacePlan,
+  argv: string[],
+): Promise<string> {
   const commandId = `bench-${randomBytes(6).toString('hex')}`;
-  await backend.startCommand(ref, plan, { commandId, argv, cwd: plan.home, env: {}, timeoutMs: 600_000, maxOutputBytes: 1 << 20 });
+  await backend.startCommand(ref, plan, {
+    commandId,
+    argv,
+    cwd: plan.home,
+    env: {},
+    timeoutMs: 600_000,
+    maxOutputBytes: 1 << 20,
+  });
   let status = await backend.waitCommand(ref, commandId, 60_000);
   while (status.state === 'running') status = await backend.waitCommand(ref, commandId, 60_000);
-  if (status.state !== 'exited' || status.exitCode !== 0) throw new Error(`${argv[0]} failed in the bench workspace (${status.state} ${status.exitCode})`);
+  if (status.state !== 'exited' || status.exitCode !== 0)
+    throw new Error(`${argv[0]} failed in the bench workspace (${status.state} ${status.exitCode})`);
   return (await backend.readOutput(ref, commandId, 'stdout', 0, 1 << 20)).data.toString('utf8');
 }
 
-void main().then(() => process.exit(0), (error) => {
-  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
-  process.exit(1);
-});
+void main().then(
+  () => process.exit(0),
+  (error) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
+    process.exit(1);
+  },
+);

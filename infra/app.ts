@@ -27,19 +27,25 @@ const ctx = (key: string): string | undefined => {
 const ctxNumber = (key: string): number | undefined => {
   const value: unknown = app.node.tryGetContext(key);
   if (typeof value === 'number') return value;
-  if (typeof value === 'string' && value.trim() !== '') return /^\d+$/.test(value.trim()) ? Number(value.trim()) : Number.NaN;
+  if (typeof value === 'string' && value.trim() !== '')
+    return /^\d+$/.test(value.trim()) ? Number(value.trim()) : Number.NaN;
   return undefined;
 };
 
 const overrides: StageOverrides = {};
 const secrets = ctx('gitSecrets');
-if (secrets) overrides.gitSecrets = secrets.split(',').map((s) => s.trim()).filter(Boolean);
+if (secrets)
+  overrides.gitSecrets = secrets
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 const vpcId = ctx('vpcId');
 if (vpcId) overrides.vpcId = vpcId;
 const apiAuth = ctx('apiAuth');
 if (apiAuth) overrides.apiAuth = apiAuth as ApiAuthMode;
 const providerConfig = ctx('providerConfig');
-if (providerConfig) overrides.provider = JSON.parse(fs.readFileSync(path.resolve(providerConfig), 'utf8')) as Record<string, unknown>;
+if (providerConfig)
+  overrides.provider = JSON.parse(fs.readFileSync(path.resolve(providerConfig), 'utf8')) as Record<string, unknown>;
 const warmPoolSize = ctxNumber('warmPoolSize');
 if (warmPoolSize !== undefined) overrides.warmPoolSize = warmPoolSize;
 const gitLayerArn = ctx('gitLayerArn');

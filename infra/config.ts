@@ -131,7 +131,14 @@ const dev: StageConfig = {
   logRetentionDays: 14,
   bucket: { bundleExpiryDays: 1, outputExpiryDays: 7, transferExpiryDays: 1, layerExpiryDays: 1 },
   cacheImages: { maxImages: 20, untaggedExpiryDays: 1 },
-  workspace: { cpu: 1024, memoryMiB: 4096, ephemeralStorageGiB: 40, architecture: 'X86_64', egress: 'all', baseImageTag: 'base' },
+  workspace: {
+    cpu: 1024,
+    memoryMiB: 4096,
+    ephemeralStorageGiB: 40,
+    architecture: 'X86_64',
+    egress: 'all',
+    baseImageTag: 'base',
+  },
   janitorRateMinutes: 5,
   warmPool: { size: 0 },
   provisioner: {},
@@ -154,7 +161,8 @@ const STAGES: Record<StageName, StageConfig> = { dev, prod };
 /** A Lambda layer *version* ARN (the unversioned layer ARN cannot be attached to a function). */
 const LAYER_VERSION_ARN = /^arn:aws[a-z-]*:lambda:[a-z]{2}(-[a-z]+)+-\d:\d{12}:layer:[A-Za-z0-9_-]{1,140}:[1-9]\d*$/;
 
-const SECRET_REF = /^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+|[A-Za-z0-9/_+=.@-]{1,512})$/;
+const SECRET_REF =
+  /^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+|[A-Za-z0-9/_+=.@-]{1,512})$/;
 
 /**
  * The configuration of stage `name` with `overrides` applied. A fresh object each call.
@@ -171,7 +179,8 @@ export function stageConfig(name: string, overrides: StageOverrides = {}): Stage
     config.gitSecrets = [...new Set(overrides.gitSecrets)];
   }
   if (overrides.vpcId !== undefined) {
-    if (!/^vpc-[0-9a-f]{8,17}$/.test(overrides.vpcId)) throw new BadRequestError(`'${overrides.vpcId}' is not a VPC id`);
+    if (!/^vpc-[0-9a-f]{8,17}$/.test(overrides.vpcId))
+      throw new BadRequestError(`'${overrides.vpcId}' is not a VPC id`);
     config.vpc = { kind: 'import', vpcId: overrides.vpcId };
   }
   if (overrides.apiAuth !== undefined) {
@@ -191,7 +200,8 @@ export function stageConfig(name: string, overrides: StageOverrides = {}): Stage
   checkRanges(config);
   // Every secret the provider config refers to must be readable by the provisioner: add them.
   for (const ref of secretsReferencedBy(config.provider)) {
-    if (!SECRET_REF.test(ref)) throw new BadRequestError(`provider config refers to '${ref}', which is not a secret name or ARN`);
+    if (!SECRET_REF.test(ref))
+      throw new BadRequestError(`provider config refers to '${ref}', which is not a secret name or ARN`);
     if (!config.gitSecrets.includes(ref)) config.gitSecrets.push(ref);
   }
   return config;
@@ -199,17 +209,24 @@ export function stageConfig(name: string, overrides: StageOverrides = {}): Stage
 
 /** The checks a stage table and overrides alike must pass. Throws BadRequestError naming the field. */
 function checkRanges(config: StageConfig): void {
-  const integerIn = (value: number, min: number, max: number) => Number.isInteger(value) && value >= min && value <= max;
+  const integerIn = (value: number, min: number, max: number) =>
+    Number.isInteger(value) && value >= min && value <= max;
   if (!integerIn(config.warmPool.size, 0, WARM_POOL_MAX_SIZE)) {
-    throw new BadRequestError(`warmPool.size must be an integer 0–${WARM_POOL_MAX_SIZE}, not ${String(config.warmPool.size)}`);
+    throw new BadRequestError(
+      `warmPool.size must be an integer 0–${WARM_POOL_MAX_SIZE}, not ${String(config.warmPool.size)}`,
+    );
   }
   const storage = config.workspace.ephemeralStorageGiB;
   if (!integerIn(storage, EPHEMERAL_STORAGE_GIB.min, EPHEMERAL_STORAGE_GIB.max)) {
-    throw new BadRequestError(`workspace.ephemeralStorageGiB must be an integer ${EPHEMERAL_STORAGE_GIB.min}–${EPHEMERAL_STORAGE_GIB.max}, not ${String(storage)}`);
+    throw new BadRequestError(
+      `workspace.ephemeralStorageGiB must be an integer ${EPHEMERAL_STORAGE_GIB.min}–${EPHEMERAL_STORAGE_GIB.max}, not ${String(storage)}`,
+    );
   }
   const layer = config.provisioner.gitLayerArn;
   if (layer !== undefined && !LAYER_VERSION_ARN.test(layer)) {
-    throw new BadRequestError(`provisioner.gitLayerArn '${layer}' is not a Lambda layer version ARN (arn:aws:lambda:<region>:<account>:layer:<name>:<version>)`);
+    throw new BadRequestError(
+      `provisioner.gitLayerArn '${layer}' is not a Lambda layer version ARN (arn:aws:lambda:<region>:<account>:layer:<name>:<version>)`,
+    );
   }
 }
 

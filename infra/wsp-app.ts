@@ -14,9 +14,16 @@ export interface WspStacks {
  * cdk-nag AwsSolutions checks, so a synth with an unacknowledged finding fails. `env` undefined →
  * environment-agnostic stacks (only possible with a created VPC). Used by app.ts and the tests alike.
  */
-export function addWspStacks(app: App, stage: StageConfig, env?: Environment, options: { nag?: boolean } = {}): WspStacks {
+export function addWspStacks(
+  app: App,
+  stage: StageConfig,
+  env?: Environment,
+  options: { nag?: boolean } = {},
+): WspStacks {
   if (stage.vpc.kind === 'import' && (!env?.account || !env.region)) {
-    throw new Error(`stage '${stage.name}' imports VPC ${stage.vpc.vpcId}: an account and region are required (context account/region or CDK_DEFAULT_*)`);
+    throw new Error(
+      `stage '${stage.name}' imports VPC ${stage.vpc.vpcId}: an account and region are required (context account/region or CDK_DEFAULT_*)`,
+    );
   }
   const stateful = new StatefulStack(app, `wsp-${stage.name}-stateful`, {
     env,

@@ -90,8 +90,12 @@ export function parseCli(argv: string[]): ParsedArgs {
     throw new UsageError(message.split('\n')[0] ?? message);
   }
   const terminator = parsed.tokens.find((t) => t.kind === 'option-terminator')?.index ?? Infinity;
-  const before = parsed.tokens.filter((t) => t.kind === 'positional' && t.index < terminator).map((t) => (t as { value: string }).value);
-  const rest = parsed.tokens.filter((t) => t.kind === 'positional' && t.index > terminator).map((t) => (t as { value: string }).value);
+  const before = parsed.tokens
+    .filter((t) => t.kind === 'positional' && t.index < terminator)
+    .map((t) => (t as { value: string }).value);
+  const rest = parsed.tokens
+    .filter((t) => t.kind === 'positional' && t.index > terminator)
+    .map((t) => (t as { value: string }).value);
   const [name, ...positionals] = before;
   const values = parsed.values as ParsedArgs['values'];
   if (name === undefined) return { subcommand: undefined, positionals: [], rest, values };
@@ -100,11 +104,16 @@ export function parseCli(argv: string[]): ParsedArgs {
   const [names, extra] = SUBCOMMANDS[subcommand];
   const allowed = new Set<string>([...GLOBAL, ...extra]);
   for (const token of parsed.tokens) {
-    if (token.kind === 'option' && !allowed.has(token.name)) throw new UsageError(`${token.rawName} does not apply to '${subcommand}'`);
+    if (token.kind === 'option' && !allowed.has(token.name))
+      throw new UsageError(`${token.rawName} does not apply to '${subcommand}'`);
   }
   if (!values.help) {
-    if (positionals.length < names.length) throw new UsageError(`'${subcommand}' needs ${names.map((n) => `<${n}>`).join(' ')}`);
-    if (positionals.length > names.length) throw new UsageError(`unexpected argument '${positionals[names.length]}' (arguments of the command itself go after --)`);
+    if (positionals.length < names.length)
+      throw new UsageError(`'${subcommand}' needs ${names.map((n) => `<${n}>`).join(' ')}`);
+    if (positionals.length > names.length)
+      throw new UsageError(
+        `unexpected argument '${positionals[names.length]}' (arguments of the command itself go after --)`,
+      );
     if (rest.length > 0 && subcommand !== 'exec') throw new UsageError(`'${subcommand}' takes no arguments after --`);
   }
   return { subcommand, positionals, rest, values };

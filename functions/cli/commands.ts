@@ -23,7 +23,10 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
       const list = await client.listWorkspaces();
       if (values.json) return json(list);
       if (list.length === 0) await io.err('no workspaces\n');
-      else await io.out(table([['ID', 'STATUS', 'CREATED', 'LABELS'], ...list.map((w) => [w.id, w.status, w.createdAt, labels(w)])]));
+      else
+        await io.out(
+          table([['ID', 'STATUS', 'CREATED', 'LABELS'], ...list.map((w) => [w.id, w.status, w.createdAt, labels(w)])]),
+        );
       return 0;
     }
     case 'show': {
@@ -31,8 +34,8 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
       return values.json ? json(ws) : (await io.out(describe(ws)), 0);
     }
     case 'exec': {
-      if ((args.rest.length > 0) === (values.command !== undefined)) {
-        throw new UsageError("exec needs either '-- ARGV...' or -c \"SHELL STRING\" (one of them)");
+      if (args.rest.length > 0 === (values.command !== undefined)) {
+        throw new UsageError('exec needs either \'-- ARGV...\' or -c "SHELL STRING" (one of them)');
       }
       return runExec(client, io, {
         workspaceId: id,
@@ -45,25 +48,42 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
       });
     }
     case 'fetch': {
-      const checkout = values.checkout === undefined ? undefined : Object.entries(keyValues('checkout', [values.checkout])!)[0];
+      const checkout =
+        values.checkout === undefined ? undefined : Object.entries(keyValues('checkout', [values.checkout])!)[0];
       const result = await client.fetch(id, {
         ...(values.repo ? { repos: values.repo } : {}),
         ...(checkout ? { checkout: { repo: checkout[0], ref: checkout[1] } } : {}),
       });
       if (values.json) return json(result);
       for (const repo of result.repos) {
-        const moved = repo.before === repo.after ? `${short(repo.after)} (no new commits)` : `${short(repo.before)} -> ${short(repo.after)}`;
+        const moved =
+          repo.before === repo.after
+            ? `${short(repo.after)} (no new commits)`
+            : `${short(repo.before)} -> ${short(repo.after)}`;
         await io.out(`${repo.name}: ${moved}${repo.checkedOut ? `, checked out ${repo.checkedOut}` : ''}\n`);
       }
       return 0;
     }
     case 'reset': {
       const refs = keyValues('ref', values.ref);
-      const result = await client.reset(id, { ...(refs ? { refs } : {}), ...(values.recreate ? { mode: 'recreate' as const } : {}) });
+      const result = await client.reset(id, {
+        ...(refs ? { refs } : {}),
+        ...(values.recreate ? { mode: 'recreate' as const } : {}),
+      });
       if (values.json) return json(result);
-      if (result.recreated) await io.out(`recreated from the cache entry: new baseline ${result.baselineFingerprint} (was ${result.previousBaselineFingerprint})\n`);
-      const counts = [result.restored !== undefined ? `${result.restored} restored` : '', result.removed !== undefined ? `${result.removed} removed` : ''].filter(Boolean).join(', ');
-      await io.out(`fingerprint ${result.fingerprint} ${result.matches ? 'matches' : 'DOES NOT match'} the baseline${counts ? ` (${counts})` : ''} in ${result.durationMs} ms\n`);
+      if (result.recreated)
+        await io.out(
+          `recreated from the cache entry: new baseline ${result.baselineFingerprint} (was ${result.previousBaselineFingerprint})\n`,
+        );
+      const counts = [
+        result.restored !== undefined ? `${result.restored} restored` : '',
+        result.removed !== undefined ? `${result.removed} removed` : '',
+      ]
+        .filter(Boolean)
+        .join(', ');
+      await io.out(
+        `fingerprint ${result.fingerprint} ${result.matches ? 'matches' : 'DOES NOT match'} the baseline${counts ? ` (${counts})` : ''} in ${result.durationMs} ms\n`,
+      );
       if (!result.matches) {
         await io.err(`wsp: reset did not reach the baseline (baseline ${result.baselineFingerprint})\n`);
         return 1;
@@ -74,9 +94,12 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
       const changes = await client.changes(id);
       if (values.json) return json(changes);
       for (const repo of changes.repos) {
-        await io.out(`== ${repo.name} (${repo.path})${repo.baseCommit ? ` base ${short(repo.baseCommit)}` : ''}${repo.head ? ` head ${short(repo.head)}` : ''}\n`);
+        await io.out(
+          `== ${repo.name} (${repo.path})${repo.baseCommit ? ` base ${short(repo.baseCommit)}` : ''}${repo.head ? ` head ${short(repo.head)}` : ''}\n`,
+        );
         if (repo.status.length === 0) await io.out('no changes\n');
-        for (const s of repo.status) await io.out(`${s.code.padEnd(2)} ${s.origPath ? `${s.origPath} -> ` : ''}${s.path}\n`);
+        for (const s of repo.status)
+          await io.out(`${s.code.padEnd(2)} ${s.origPath ? `${s.origPath} -> ` : ''}${s.path}\n`);
         if (repo.diff) await io.out('\n' + repo.diff + (repo.diff.endsWith('\n') ? '' : '\n'));
         if (repo.diffTruncated) await io.out('(diff truncated)\n');
       }
@@ -120,10 +143,14 @@ async function setup(client: WspClient, io: Io, values: ParsedArgs['values']): P
   if (values.json) await io.out(JSON.stringify(final, null, 2) + '\n');
   else await io.out(final.id + '\n');
   if (final.status === 'ready') {
-    await io.err(`wsp: workspace ${final.id} ready${final.cache ? ` (cache ${final.cache.hit ? 'hit' : 'miss'}: ${final.cache.reason})` : ''}\n`);
+    await io.err(
+      `wsp: workspace ${final.id} ready${final.cache ? ` (cache ${final.cache.hit ? 'hit' : 'miss'}: ${final.cache.reason})` : ''}\n`,
+    );
     return 0;
   }
-  await io.err(`wsp: workspace ${final.id} ${final.status}${final.failure ? `: ${final.failure.step}: ${final.failure.message}` : ''}\n`);
+  await io.err(
+    `wsp: workspace ${final.id} ${final.status}${final.failure ? `: ${final.failure.step}: ${final.failure.message}` : ''}\n`,
+  );
   return 1;
 }
 
@@ -137,13 +164,18 @@ function describe(ws: WorkspaceView): string {
     ['user', `${ws.plan.user.name} (${ws.plan.user.uid}:${ws.plan.user.gid})`],
   ];
   if (ws.cache) lines.push(['cache', `${ws.cache.hit ? 'hit' : 'miss'} (${ws.cache.reason})`]);
-  for (const repo of ws.repos) lines.push(['repo', `${repo.name} at ${repo.path}${repo.commit ? ` ${short(repo.commit)}` : ''}${repo.ref ? ` (${repo.ref})` : ''}`]);
+  for (const repo of ws.repos)
+    lines.push([
+      'repo',
+      `${repo.name} at ${repo.path}${repo.commit ? ` ${short(repo.commit)}` : ''}${repo.ref ? ` (${repo.ref})` : ''}`,
+    ]);
   if (Object.keys(ws.labels).length > 0) lines.push(['labels', labels(ws)]);
   if (ws.failure) lines.push(['failure', `${ws.failure.step}: ${ws.failure.message}`]);
   for (const warning of ws.warnings) lines.push(['warning', warning]);
   if (ws.setupCommandId) lines.push(['setup cmd', ws.setupCommandId]);
   let out = lines.map(([k, v]) => `${(k + ':').padEnd(11)}${v}\n`).join('');
-  if (ws.steps.length > 0) out += 'steps:\n' + ws.steps.map((s) => `  ${s.at}  ${s.step.padEnd(10)} ${s.message}\n`).join('');
+  if (ws.steps.length > 0)
+    out += 'steps:\n' + ws.steps.map((s) => `  ${s.at}  ${s.step.padEnd(10)} ${s.message}\n`).join('');
   return out;
 }
 
@@ -159,5 +191,7 @@ function short(commit: string | undefined): string {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ') + '\n').join('');
+  return rows
+    .map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ') + '\n')
+    .join('');
 }

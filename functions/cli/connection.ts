@@ -14,7 +14,11 @@ export function clientFromArgs(values: ParsedArgs['values'], env: NodeJS.Process
   // An empty variable counts as unset (`WSP_TOKEN= wsp ls` falls through to the token file).
   const fromEnv = (name: string): string | undefined => env[name] || undefined;
   const baseUrl = values.url ?? fromEnv('WSP_URL') ?? DEFAULT_URL;
-  const token = values.token ?? fromEnv('WSP_TOKEN') ?? fromEnv('WSP_AUTH_TOKEN') ?? readTokenFile(values['data-dir'] ?? fromEnv('WSP_DATA_DIR') ?? '.wsp');
+  const token =
+    values.token ??
+    fromEnv('WSP_TOKEN') ??
+    fromEnv('WSP_AUTH_TOKEN') ??
+    readTokenFile(values['data-dir'] ?? fromEnv('WSP_DATA_DIR') ?? '.wsp');
   return new WspClient({ baseUrl, ...(token ? { token } : {}) });
 }
 

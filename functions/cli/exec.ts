@@ -29,7 +29,8 @@ export async function runExec(client: WspClient, io: Io, options: ExecOptions): 
     waitMs: 0,
   };
   const stdin = options.noStdin ? undefined : await readPipedStdin();
-  if (stdin !== undefined && stdin.length > 0) Object.assign(body, { stdin: stdin.toString('base64'), stdinEncoding: 'base64' });
+  if (stdin !== undefined && stdin.length > 0)
+    Object.assign(body, { stdin: stdin.toString('base64'), stdinEncoding: 'base64' });
 
   const first = await client.runCommand(options.workspaceId, body, { wait: false });
   const id = first.id;
@@ -67,9 +68,13 @@ export async function runExec(client: WspClient, io: Io, options: ExecOptions): 
     if (!final || final.state === 'running') final = await waitEnded(client, options.workspaceId, id);
     await catchUp(client, printer, options.workspaceId, id);
     for (const stream of ['stdout', 'stderr'] as const) {
-      if (final[stream].truncated) await io.err(`wsp: ${stream} truncated: the command wrote ${final[stream].bytes} bytes, more than is kept\n`);
+      if (final[stream].truncated)
+        await io.err(`wsp: ${stream} truncated: the command wrote ${final[stream].bytes} bytes, more than is kept\n`);
     }
-    if (final.state === 'killed') await io.err(`wsp: command killed${final.signal ? ` by ${final.signal}` : ''}${final.reason ? ` (${final.reason})` : ''}\n`);
+    if (final.state === 'killed')
+      await io.err(
+        `wsp: command killed${final.signal ? ` by ${final.signal}` : ''}${final.reason ? ` (${final.reason})` : ''}\n`,
+      );
     if (final.state === 'lost') await io.err(`wsp: command lost${final.reason ? `: ${final.reason}` : ''}\n`);
     return exitCodeOf(final);
   } finally {
@@ -101,7 +106,8 @@ class OffsetPrinter {
   constructor(private readonly io: Io) {}
 
   async view(view: CommandView): Promise<void> {
-    for (const stream of ['stdout', 'stderr'] as const) await this.chunk(stream, decode(view[stream]), view[stream].offset);
+    for (const stream of ['stdout', 'stderr'] as const)
+      await this.chunk(stream, decode(view[stream]), view[stream].offset);
   }
 
   async chunk(stream: 'stdout' | 'stderr', data: Buffer, offset: number): Promise<void> {

@@ -31,7 +31,9 @@ export async function readPipedStdin(): Promise<Buffer | undefined> {
 export function exitCodeOf(command: CommandView): number {
   if (command.state === 'exited') return command.exitCode ?? 1;
   if (command.state === 'killed') {
-    const number = command.signal ? (constants.signals as Record<string, number | undefined>)[command.signal] : undefined;
+    const number = command.signal
+      ? (constants.signals as Record<string, number | undefined>)[command.signal]
+      : undefined;
     return 128 + (number ?? 9);
   }
   return 255;

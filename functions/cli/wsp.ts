@@ -13,7 +13,11 @@ import { processIo, type Io } from './io.js';
  * other command talks to a running provider through the typed client (shared/client/client.ts).
  * Exit codes: 0 ok, 1 API/connection error, 2 usage error; `exec` exits with the command's code.
  */
-export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env, io: Io = processIo()): Promise<number> {
+export async function main(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  io: Io = processIo(),
+): Promise<number> {
   try {
     // `serve` hands its flags to the provider's own parser (--config, --port, …), untouched.
     if (argv[0] === 'serve') return await serve(argv.slice(1), io);

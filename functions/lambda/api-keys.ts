@@ -19,7 +19,10 @@ export function hashApiKey(key: string): string {
  */
 export function parseKeyHashes(value: string | undefined): Buffer[] {
   if (value === undefined) return [];
-  const entries = value.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== '');
+  const entries = value
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter((s) => s !== '');
   return entries.map((hex, i) => {
     if (!SHA256_HEX.test(hex)) throw new Error(`WSP_API_KEY_HASHES entry ${i + 1} is not a 64-digit hex sha256`);
     return Buffer.from(hex, 'hex');

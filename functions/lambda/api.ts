@@ -39,7 +39,11 @@ export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredRe
       log,
       ...(keyOk ? {} : { authToken: UNMATCHABLE_TOKEN }),
     });
-    log.info('request', { method: request.method, path: request.path, status: 'stream' in response ? 501 : response.status });
+    log.info('request', {
+      method: request.method,
+      path: request.path,
+      status: 'stream' in response ? 501 : response.status,
+    });
     if ('stream' in response) return streamingUnavailable(request.path);
     return jsonResult(response.status, response.headers, response.body);
   });

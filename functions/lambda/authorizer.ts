@@ -28,13 +28,17 @@ function configuredHashes(): Buffer[] {
 }
 
 /** The decision for one request, given the accepted hashes. */
-export function authorize(event: Pick<APIGatewayRequestAuthorizerEventV2, 'headers'>, accepted: readonly Buffer[]): APIGatewaySimpleAuthorizerResult {
+export function authorize(
+  event: Pick<APIGatewayRequestAuthorizerEventV2, 'headers'>,
+  accepted: readonly Buffer[],
+): APIGatewaySimpleAuthorizerResult {
   const headers = event.headers ?? {};
   // HTTP API lower-cases header names in payload 2.0; accept any case anyway.
-  const authorization = headers['authorization'] ?? Object.entries(headers).find(([k]) => k.toLowerCase() === 'authorization')?.[1];
+  const authorization =
+    headers['authorization'] ?? Object.entries(headers).find(([k]) => k.toLowerCase() === 'authorization')?.[1];
   return { isAuthorized: accepted.length > 0 && authorizationMatches(authorization, accepted) };
 }
 
-export const handler = middy<APIGatewayRequestAuthorizerEventV2, APIGatewaySimpleAuthorizerResult>().handler(async (event) =>
-  authorize(event, configuredHashes()),
+export const handler = middy<APIGatewayRequestAuthorizerEventV2, APIGatewaySimpleAuthorizerResult>().handler(
+  async (event) => authorize(event, configuredHashes()),
 );

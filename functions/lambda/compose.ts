@@ -57,7 +57,10 @@ export interface LambdaContainer {
 
 /** The service used when the backend is unavailable: create refuses up front instead of storing a workspace doomed to fail. */
 class BackendGatedService extends DefaultWorkspaceService {
-  constructor(deps: ServiceDeps, private readonly unavailable: string) {
+  constructor(
+    deps: ServiceDeps,
+    private readonly unavailable: string,
+  ) {
     super(deps);
   }
   override async createWorkspace(): Promise<never> {
@@ -78,20 +81,30 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
 
   const endpoint = overrides.dynamoEndpoint ?? config.state.endpoint;
   const dynamo = createDynamoClients({ region: config.state.region, ...(endpoint ? { endpoint } : {}), env });
-  if (settings.ensureTable || overrides.dynamoEndpoint !== undefined) await ensureTable(dynamo.client, config.state.tableName);
+  if (settings.ensureTable || overrides.dynamoEndpoint !== undefined)
+    await ensureTable(dynamo.client, config.state.tableName);
   const state = new DynamoStateStore(dynamo.doc, config.state.tableName);
 
   // The Secrets Manager client is cheap to build and needed only by the worker (the provisioner).
-  const secrets = createSecretResolver({ env, secretsManagerClient: createSecretsManagerClient({ region: config.state.region }) });
+  const secrets = createSecretResolver({
+    env,
+    secretsManagerClient: createSecretsManagerClient({ region: config.state.region }),
+  });
   // Why this container cannot reach workspaces (undefined: it can): create then refuses up front.
   let unavailable: string | undefined;
   let backend: WorkspaceBackend;
-  if (overrides.backend) backend = await overrides.backend({ dataDir, instanceId, log: log.child({ part: 'backend' }) });
+  if (overrides.backend)
+    backend = await overrides.backend({ dataDir, instanceId, log: log.child({ part: 'backend' }) });
   else if (config.mode === 'ecs') {
     try {
       // Imported lazily: only the Fargate backend is ever bundled into a function (never dockerode).
       const { createEcsBackendFromConfig } = await import('../../shared/backends/ecs/factory.js');
-      backend = createEcsBackendFromConfig(config, { owner: instanceId, dataDir, log: log.child({ part: 'ecs-backend' }), state });
+      backend = createEcsBackendFromConfig(config, {
+        owner: instanceId,
+        dataDir,
+        log: log.child({ part: 'ecs-backend' }),
+        state,
+      });
     } catch (error) {
       unavailable = `mode ecs is not configured: ${(error as Error).message}`;
       log.error('the Fargate backend could not be built', errorFields(error));
@@ -101,7 +114,11 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
     unavailable = `mode ${config.mode} is not available in this build`;
     backend = unavailableBackend(config.mode, unavailable);
   }
-  const broker = new GitBroker({ mirrorsDir: privateDir(dataDir, 'mirrors'), resolveSecret: (ref: string) => secrets.resolve(ref), log: log.child({ part: 'git' }) });
+  const broker = new GitBroker({
+    mirrorsDir: privateDir(dataDir, 'mirrors'),
+    resolveSecret: (ref: string) => secrets.resolve(ref),
+    log: log.child({ part: 'git' }),
+  });
 
   let lambdaClient: LambdaClient | undefined;
   const lambda = (): LambdaClient => (lambdaClient ??= new LambdaClient({ region: config.state.region }));
@@ -114,7 +131,9 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
       } catch (error) {
         log.error('job hand-off failed', { job: job.kind, workspaceId: job.workspaceId, ...errorFields(error) });
         await bestEffort(
-          service.records.transition(job.workspaceId, ['provisioning'], 'failed', { failure: { step: 'dispatch', message: 'provisioning could not be handed to the worker' } }),
+          service.records.transition(job.workspaceId, ['provisioning'], 'failed', {
+            failure: { step: 'dispatch', message: 'provisioning could not be handed to the worker' },
+          }),
           log,
           'marking a workspace whose job was not handed off failed',
         );
@@ -122,9 +141,22 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
       }
     },
   };
-  const deps: ServiceDeps = { config, baseDir: process.cwd(), instanceId, state, backend, broker, secrets, scratchDir: privateDir(dataDir, 'scratch'), log, jobs };
+  const deps: ServiceDeps = {
+    config,
+    baseDir: process.cwd(),
+    instanceId,
+    state,
+    backend,
+    broker,
+    secrets,
+    scratchDir: privateDir(dataDir, 'scratch'),
+    log,
+    jobs,
+  };
   // The api function (it knows a worker) hands git operations to it; the worker runs them itself.
-  const gitOps = overrides.gitOps ?? (settings.workerFunctionName !== undefined ? invokeWorkerGitOp(lambda(), settings.workerFunctionName) : undefined);
+  const gitOps =
+    overrides.gitOps ??
+    (settings.workerFunctionName !== undefined ? invokeWorkerGitOp(lambda(), settings.workerFunctionName) : undefined);
   const service =
     unavailable !== undefined
       ? new BackendGatedService(deps, unavailable)
@@ -178,5 +210,8 @@ export async function configureLambda(overrides: LambdaOverrides): Promise<void>
   const previous = current;
   current = undefined;
   configured = overrides;
-  await previous?.then((c) => c.close(), () => undefined);
+  await previous?.then(
+    (c) => c.close(),
+    () => undefined,
+  );
 }

@@ -13,13 +13,29 @@ import type { ServiceDeps } from '../../shared/service/deps.js';
  * The payload is ids and the request body only; the answer is the result or a domain error by code.
  */
 
-export type GitOp = { kind: 'fetch'; workspaceId: string; input: FetchBody } | { kind: 'reset'; workspaceId: string; input: ResetBody };
+export type GitOp =
+  | { kind: 'fetch'; workspaceId: string; input: FetchBody }
+  | { kind: 'reset'; workspaceId: string; input: ResetBody };
 
-export type GitOpAnswer = { ok: true; result: unknown } | { ok: false; error: { code: ErrorCode; message: string; details?: unknown } };
+export type GitOpAnswer =
+  | { ok: true; result: unknown }
+  | { ok: false; error: { code: ErrorCode; message: string; details?: unknown } };
 
 export const gitOpSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('fetch'), workspaceId: z.string().regex(/^ws-[0-9a-f]{24}$/), input: z.record(z.string(), z.unknown()) }).strict(),
-  z.object({ kind: z.literal('reset'), workspaceId: z.string().regex(/^ws-[0-9a-f]{24}$/), input: z.record(z.string(), z.unknown()) }).strict(),
+  z
+    .object({
+      kind: z.literal('fetch'),
+      workspaceId: z.string().regex(/^ws-[0-9a-f]{24}$/),
+      input: z.record(z.string(), z.unknown()),
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal('reset'),
+      workspaceId: z.string().regex(/^ws-[0-9a-f]{24}$/),
+      input: z.record(z.string(), z.unknown()),
+    })
+    .strict(),
 ]);
 
 /** The worker's side: run the op here and answer (domain errors become data, anything else throws). */
@@ -27,10 +43,19 @@ export async function runGitOp(service: DefaultWorkspaceService, op: GitOp): Pro
   try {
     // Always here: a worker sharing its container with an api handler (tests) must not hand it on again.
     const local = service instanceof WorkerGitOpsService ? service.locally : service;
-    const result = op.kind === 'fetch' ? await local.fetch(op.workspaceId, op.input) : await local.reset(op.workspaceId, op.input);
+    const result =
+      op.kind === 'fetch' ? await local.fetch(op.workspaceId, op.input) : await local.reset(op.workspaceId, op.input);
     return { ok: true, result };
   } catch (error) {
-    if (error instanceof WspError) return { ok: false, error: { code: error.code, message: error.message, ...(error.details !== undefined ? { details: error.details } : {}) } };
+    if (error instanceof WspError)
+      return {
+        ok: false,
+        error: {
+          code: error.code,
+          message: error.message,
+          ...(error.details !== undefined ? { details: error.details } : {}),
+        },
+      };
     throw error;
   }
 }
@@ -73,16 +98,26 @@ export class WorkerGitOpsService extends DefaultWorkspaceService {
 }
 
 /** A synchronous invoke of the worker with a git op (RequestResponse: the api waits for the answer). */
-export function invokeWorkerGitOp(client: Pick<LambdaClient, 'send'>, functionName: string): (op: GitOp) => Promise<GitOpAnswer> {
+export function invokeWorkerGitOp(
+  client: Pick<LambdaClient, 'send'>,
+  functionName: string,
+): (op: GitOp) => Promise<GitOpAnswer> {
   return async (op) => {
     let out;
     try {
-      out = await client.send(new InvokeCommand({ FunctionName: functionName, InvocationType: 'RequestResponse', Payload: new TextEncoder().encode(JSON.stringify({ gitOp: op })) }));
+      out = await client.send(
+        new InvokeCommand({
+          FunctionName: functionName,
+          InvocationType: 'RequestResponse',
+          Payload: new TextEncoder().encode(JSON.stringify({ gitOp: op })),
+        }),
+      );
     } catch (cause) {
       throw new BackendUnavailableError(`could not hand the ${op.kind} to the worker function`, cause);
     }
     const text = out.Payload ? new TextDecoder().decode(out.Payload) : '';
-    if (out.FunctionError) throw new BackendUnavailableError(`the worker function failed running the ${op.kind} (${out.FunctionError})`);
+    if (out.FunctionError)
+      throw new BackendUnavailableError(`the worker function failed running the ${op.kind} (${out.FunctionError})`);
     try {
       const answer = JSON.parse(text) as GitOpAnswer;
       if (typeof answer?.ok === 'boolean') return answer;

@@ -10,7 +10,9 @@ import type { ErrorBody } from '../../shared/api/errors.js';
 /** The event as a DispatchRequest. The raw path and query are used, never API Gateway's decoded maps. */
 export function toDispatchRequest(event: APIGatewayProxyEventV2, signal?: AbortSignal): DispatchRequest {
   const rawBody =
-    event.body === undefined || event.body === null ? undefined : Buffer.from(event.body, event.isBase64Encoded ? 'base64' : 'utf8');
+    event.body === undefined || event.body === null
+      ? undefined
+      : Buffer.from(event.body, event.isBase64Encoded ? 'base64' : 'utf8');
   return {
     method: event.requestContext.http.method,
     path: stripStage(event.rawPath, event.requestContext.stage),
@@ -30,7 +32,11 @@ function stripStage(rawPath: string, stage: string | undefined): string {
 }
 
 /** A JSON response with the same headers the local server sends. */
-export function jsonResult(status: number, headers: Record<string, string>, body: unknown): APIGatewayProxyStructuredResultV2 {
+export function jsonResult(
+  status: number,
+  headers: Record<string, string>,
+  body: unknown,
+): APIGatewayProxyStructuredResultV2 {
   return {
     statusCode: status,
     headers: { ...headers, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
@@ -39,6 +45,10 @@ export function jsonResult(status: number, headers: Record<string, string>, body
   };
 }
 
-export function errorResult(status: number, body: ErrorBody, headers: Record<string, string> = {}): APIGatewayProxyStructuredResultV2 {
+export function errorResult(
+  status: number,
+  body: ErrorBody,
+  headers: Record<string, string> = {},
+): APIGatewayProxyStructuredResultV2 {
   return jsonResult(status, headers, body);
 }

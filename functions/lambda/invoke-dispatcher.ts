@@ -19,12 +19,19 @@ export class LambdaInvokeDispatcher implements JobDispatcher {
     let status: number | undefined;
     try {
       const out = await this.client.send(
-        new InvokeCommand({ FunctionName: this.functionName, InvocationType: 'Event', Payload: new TextEncoder().encode(JSON.stringify(job)) }),
+        new InvokeCommand({
+          FunctionName: this.functionName,
+          InvocationType: 'Event',
+          Payload: new TextEncoder().encode(JSON.stringify(job)),
+        }),
       );
       status = out.StatusCode;
     } catch (cause) {
       throw new BackendUnavailableError(`could not hand the ${job.kind} job to the worker function`, cause);
     }
-    if (status !== 202) throw new BackendUnavailableError(`the worker function did not accept the ${job.kind} job (status ${status ?? 'none'})`);
+    if (status !== 202)
+      throw new BackendUnavailableError(
+        `the worker function did not accept the ${job.kind} job (status ${status ?? 'none'})`,
+      );
   }
 }

@@ -23,7 +23,11 @@ export const handler = middy<unknown, SweepReport>().handler(async () => {
   const { deps, service } = await lambdaContainer();
   const report = await sweep(deps, service, new Date(), { abandonedAfterMs: ABANDONED_AFTER_MS, orphans: true });
   log.info('janitor sweep done', {
-    expired: report.expired.length, idle: report.idle.length, cacheEvicted: report.cacheEvicted, abandoned: report.abandoned.length, orphansDestroyed: report.orphansDestroyed.length,
+    expired: report.expired.length,
+    idle: report.idle.length,
+    cacheEvicted: report.cacheEvicted,
+    abandoned: report.abandoned.length,
+    orphansDestroyed: report.orphansDestroyed.length,
   });
   return report;
 });

@@ -18,7 +18,10 @@ export function httpErrorShape(log: Logger): MiddlewareObj<APIGatewayProxyEventV
       // the provider running out of time, not an internal fault to hide behind a 500.
       const error =
         request.error?.name === 'TimeoutError'
-          ? new BackendUnavailableError('the request did not finish within the function timeout; retry, or long-poll with a shorter waitMs', request.error)
+          ? new BackendUnavailableError(
+              'the request did not finish within the function timeout; retry, or long-poll with a shorter waitMs',
+              request.error,
+            )
           : request.error;
       const { status, headers, body } = toErrorResponse(error, log);
       request.response = errorResult(status, body, headers);
@@ -35,7 +38,13 @@ export async function containerOr503(log: Logger): Promise<LambdaContainer> {
   try {
     return await lambdaContainer();
   } catch (error) {
-    log.error('composition failed', { error: error instanceof Error ? error.message : String(error), errorName: error instanceof Error ? error.name : undefined });
-    throw new BackendUnavailableError('the provider is not available (misconfigured or its state store is unreachable); see its logs', error);
+    log.error('composition failed', {
+      error: error instanceof Error ? error.message : String(error),
+      errorName: error instanceof Error ? error.name : undefined,
+    });
+    throw new BackendUnavailableError(
+      'the provider is not available (misconfigured or its state store is unreachable); see its logs',
+      error,
+    );
   }
 }

@@ -46,10 +46,16 @@ export function readLambdaSettings(env: NodeJS.ProcessEnv = process.env): Lambda
     try {
       parsed = JSON.parse(env.WSP_CONFIG_JSON);
     } catch (cause) {
-      throw new BadRequestError('WSP_CONFIG_JSON is not valid JSON', [{ path: 'WSP_CONFIG_JSON', message: 'not JSON' }], cause);
+      throw new BadRequestError(
+        'WSP_CONFIG_JSON is not valid JSON',
+        [{ path: 'WSP_CONFIG_JSON', message: 'not JSON' }],
+        cause,
+      );
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new BadRequestError('WSP_CONFIG_JSON must be a JSON object', [{ path: 'WSP_CONFIG_JSON', message: 'not an object' }]);
+      throw new BadRequestError('WSP_CONFIG_JSON must be a JSON object', [
+        { path: 'WSP_CONFIG_JSON', message: 'not an object' },
+      ]);
     }
     input = parsed as Record<string, unknown>;
   }
@@ -77,7 +83,11 @@ export function readLambdaSettings(env: NodeJS.ProcessEnv = process.env): Lambda
   };
 }
 
-const list = (v: string): string[] => v.split(',').map((x) => x.trim()).filter(Boolean);
+const list = (v: string): string[] =>
+  v
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
 
 /** The `ecs` config section with the stack's WSP_ECS_* variables over WSP_CONFIG_JSON's (validated by the schema). */
 function ecsFromEnv(env: NodeJS.ProcessEnv, fromJson: unknown): Record<string, unknown> {

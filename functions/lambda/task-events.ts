@@ -49,19 +49,33 @@ export const handler = middy<unknown, TaskEventResult>().handler(async (event) =
 });
 
 /** Every running command of the workspaces on `taskArn` → lost. A command settled meanwhile by someone else is left alone. */
-export async function markCommandsLost(state: StateStore, taskArn: string, stoppedReason: string | undefined): Promise<{ workspaces: string[]; commandsLost: number }> {
-  const workspaces = (await state.listWorkspaces()).filter((w) => w.backend?.kind === 'ecs' && w.backend['taskArn'] === taskArn);
+export async function markCommandsLost(
+  state: StateStore,
+  taskArn: string,
+  stoppedReason: string | undefined,
+): Promise<{ workspaces: string[]; commandsLost: number }> {
+  const workspaces = (await state.listWorkspaces()).filter(
+    (w) => w.backend?.kind === 'ecs' && w.backend['taskArn'] === taskArn,
+  );
   const reason = `workspace task stopped${stoppedReason ? `: ${stoppedReason.slice(0, 200)}` : ''}`;
   let commandsLost = 0;
   for (const ws of workspaces) {
     for (const command of await state.listCommands(ws.id)) {
       if (command.state !== 'running') continue;
       try {
-        await state.updateCommand(ws.id, command.id, command.version, { state: 'lost', reason, endedAt: new Date().toISOString() });
+        await state.updateCommand(ws.id, command.id, command.version, {
+          state: 'lost',
+          reason,
+          endedAt: new Date().toISOString(),
+        });
         commandsLost++;
       } catch (error) {
         if (!(error instanceof ConflictError)) throw error;
-        log.info('command settled by another writer first', { workspaceId: ws.id, commandId: command.id, ...errorFields(error) });
+        log.info('command settled by another writer first', {
+          workspaceId: ws.id,
+          commandId: command.id,
+          ...errorFields(error),
+        });
       }
     }
   }

@@ -7,7 +7,10 @@ import { BackendUnavailableError } from '../../shared/contract/errors.js';
  * operation throws BackendUnavailableError (503) with one clear message; reads of the state store
  * (list, get) keep working because they never reach the backend.
  */
-export function unavailableBackend(mode: string, message = `mode ${mode} is not available in this build`): WorkspaceBackend {
+export function unavailableBackend(
+  mode: string,
+  message = `mode ${mode} is not available in this build`,
+): WorkspaceBackend {
   const fail = async (): Promise<never> => {
     throw new BackendUnavailableError(message);
   };

@@ -48,7 +48,9 @@ export const handler = middy<unknown, WorkerResult | GitOpAnswer>({ timeoutEarly
     if (typeof event === 'object' && event !== null && 'gitOp' in event) {
       const op = gitOpSchema.safeParse((event as { gitOp: unknown }).gitOp);
       if (!op.success) {
-        log.error('worker: malformed git op refused', { issues: op.error.issues.map((i) => i.path.join('.') || '(root)') });
+        log.error('worker: malformed git op refused', {
+          issues: op.error.issues.map((i) => i.path.join('.') || '(root)'),
+        });
         return { ok: false, error: { code: 'bad_request', message: 'malformed git operation' } };
       }
       const { service } = await lambdaContainer();
@@ -58,7 +60,9 @@ export const handler = middy<unknown, WorkerResult | GitOpAnswer>({ timeoutEarly
     const parsed = jobSchema.safeParse(event);
     if (!parsed.success) {
       // Not retried: a malformed job never becomes valid. Only the field paths are logged, not the payload.
-      log.error('worker: malformed job ignored', { issues: parsed.error.issues.map((i) => i.path.join('.') || '(root)') });
+      log.error('worker: malformed job ignored', {
+        issues: parsed.error.issues.map((i) => i.path.join('.') || '(root)'),
+      });
       return { ran: false, reason: 'malformed job' };
     }
     const job: Job = parsed.data;
@@ -81,6 +85,9 @@ async function failTimedOut(job: Job): Promise<void> {
     });
     await service.teardown(failed);
   } catch (error) {
-    log.error('worker: could not fail the timed-out workspace', { workspaceId: job.workspaceId, ...errorFields(error) });
+    log.error('worker: could not fail the timed-out workspace', {
+      workspaceId: job.workspaceId,
+      ...errorFields(error),
+    });
   }
 }

@@ -59,13 +59,23 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
       inFlight.delete(controller);
       controller.abort();
       const ms = Math.round(performance.now() - startedAt);
-      log.info('request', { method: req.method, path: rawPath, status: res.statusCode, ms, ...(res.writableFinished ? {} : { aborted: true }) });
+      log.info('request', {
+        method: req.method,
+        path: rawPath,
+        status: res.statusCode,
+        ms,
+        ...(res.writableFinished ? {} : { aborted: true }),
+      });
     });
 
     const read = await readRequestBody(req, maxBodyBytes);
     if (read.kind === 'too_large') {
       // The unread rest of the body is discarded; close the connection rather than reuse it.
-      sendJson(res, { status: 413, headers: { connection: 'close' }, body: errorBody('payload_too_large', `request body exceeds ${maxBodyBytes} bytes`) });
+      sendJson(res, {
+        status: 413,
+        headers: { connection: 'close' },
+        body: errorBody('payload_too_large', `request body exceeds ${maxBodyBytes} bytes`),
+      });
       return;
     }
     const response = await dispatch(

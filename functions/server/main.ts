@@ -30,9 +30,13 @@ export async function startProvider(argv: string[], env: NodeJS.ProcessEnv = pro
     log: log.child({ part: 'http' }),
   });
   log.info('workspace provider listening', {
-    url: server.url, mode: config.mode, dataDir: config.dataDir, repositories: config.repositories.length,
+    url: server.url,
+    mode: config.mode,
+    dataDir: config.dataDir,
+    repositories: config.repositories.length,
     auth: provider.authToken ? `bearer token in ${path.join(config.dataDir, 'auth-token')}` : 'disabled',
-    instance: provider.deps.instanceId, config: loaded.sources,
+    instance: provider.deps.instanceId,
+    config: loaded.sources,
   });
   return {
     url: server.url,
@@ -49,7 +53,10 @@ async function main(): Promise<void> {
     const running = await startProvider(process.argv.slice(2));
     process.stdout.write(`wsp: serving on ${running.url}\n`);
     const stop = (): void => {
-      running.close().then(() => process.exit(0), () => process.exit(1));
+      running.close().then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
     };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);

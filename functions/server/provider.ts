@@ -42,14 +42,21 @@ export interface ProviderOverrides {
  * `mode` (imported lazily: only the chosen backend's code loads) unless `overrides.backend` is given,
  * the git broker, the service — then reconcile whatever a previous run left behind.
  */
-export async function composeProvider(loaded: LoadedConfig, log: Logger, overrides: ProviderOverrides = {}): Promise<Provider> {
+export async function composeProvider(
+  loaded: LoadedConfig,
+  log: Logger,
+  overrides: ProviderOverrides = {},
+): Promise<Provider> {
   const { config, baseDir } = loaded;
   const dataDir = config.dataDir;
   // 0711: workspace sandboxes (other uids) must traverse to their own dirs; nothing here is listable.
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o711 });
   fs.chmodSync(dataDir, 0o711);
   const instanceId = readOrCreate(path.join(dataDir, 'instance-id'), newInstanceId);
-  const authToken = config.auth.disabled ? undefined : (config.auth.token ?? readOrCreate(path.join(dataDir, 'auth-token'), () => randomBytes(24).toString('base64url')));
+  const authToken = config.auth.disabled
+    ? undefined
+    : (config.auth.token ??
+      readOrCreate(path.join(dataDir, 'auth-token'), () => randomBytes(24).toString('base64url')));
 
   let embedded: EmbeddedDynamo | undefined;
   let endpoint = config.state.endpoint;
@@ -59,17 +66,37 @@ export async function composeProvider(loaded: LoadedConfig, log: Logger, overrid
     embedded = await startEmbeddedDynamo({ dir: privateDir(dataDir, 'state') });
     endpoint = embedded.endpoint;
   }
-  const dynamo = createDynamoClients({ region: config.state.region, ...(endpoint ? { endpoint } : {}), ...(embedded ? { socketPath: embedded.socketPath } : {}) });
+  const dynamo = createDynamoClients({
+    region: config.state.region,
+    ...(endpoint ? { endpoint } : {}),
+    ...(embedded ? { socketPath: embedded.socketPath } : {}),
+  });
   await ensureTable(dynamo.client, config.state.tableName);
   const state = new DynamoStateStore(dynamo.doc, config.state.tableName);
 
   const usesSecretsManager = config.repositories.some((r) => r.credential?.startsWith('secretsmanager:'));
-  const secrets = createSecretResolver(usesSecretsManager ? { secretsManagerClient: createSecretsManagerClient({ region: config.state.region }) } : {});
+  const secrets = createSecretResolver(
+    usesSecretsManager ? { secretsManagerClient: createSecretsManagerClient({ region: config.state.region }) } : {},
+  );
   const backend = overrides.backend ?? (await loadBackend(config, dataDir, instanceId, log, state));
   for (const warning of backend.warnings) log.warn(warning);
-  const broker = new GitBroker({ mirrorsDir: privateDir(dataDir, 'mirrors'), resolveSecret: (ref: string) => secrets.resolve(ref), log: log.child({ part: 'git' }) });
+  const broker = new GitBroker({
+    mirrorsDir: privateDir(dataDir, 'mirrors'),
+    resolveSecret: (ref: string) => secrets.resolve(ref),
+    log: log.child({ part: 'git' }),
+  });
 
-  const deps: ServiceDeps = { config, baseDir, instanceId, state, backend, broker, secrets, scratchDir: privateDir(dataDir, 'scratch'), log };
+  const deps: ServiceDeps = {
+    config,
+    baseDir,
+    instanceId,
+    state,
+    backend,
+    broker,
+    secrets,
+    scratchDir: privateDir(dataDir, 'scratch'),
+    log,
+  };
   const service = new DefaultWorkspaceService(deps);
   const reconciled = await reconcile(deps, service);
   // The janitor: TTL, idle timeout and cache limits, once a minute (never keeps the process alive).
@@ -93,7 +120,13 @@ export async function composeProvider(loaded: LoadedConfig, log: Logger, overrid
   };
 }
 
-async function loadBackend(config: LoadedConfig['config'], dataDir: string, owner: string, log: Logger, state: DynamoStateStore): Promise<WorkspaceBackend> {
+async function loadBackend(
+  config: LoadedConfig['config'],
+  dataDir: string,
+  owner: string,
+  log: Logger,
+  state: DynamoStateStore,
+): Promise<WorkspaceBackend> {
   const mode = config.mode;
   switch (mode) {
     case 'local': {
@@ -103,7 +136,13 @@ async function loadBackend(config: LoadedConfig['config'], dataDir: string, owne
     case 'docker': {
       const { createDockerBackend } = await import('../../shared/backends/docker/index.js');
       const { socketPath, baseImage } = config.docker;
-      return createDockerBackend({ dataDir, owner, baseImage, ...(socketPath !== undefined ? { socketPath } : {}), log: log.child({ part: 'docker-backend' }) });
+      return createDockerBackend({
+        dataDir,
+        owner,
+        baseImage,
+        ...(socketPath !== undefined ? { socketPath } : {}),
+        log: log.child({ part: 'docker-backend' }),
+      });
     }
     case 'ecs': {
       // Fargate from this machine: the same backend the Lambda functions use (config section `ecs`).
@@ -111,7 +150,9 @@ async function loadBackend(config: LoadedConfig['config'], dataDir: string, owne
       return createEcsBackendFromConfig(config, { owner, dataDir, log: log.child({ part: 'ecs-backend' }), state });
     }
     default:
-      throw new BadRequestError(`mode '${mode as string}' is not available in this build`, [{ path: 'mode', message: 'unknown mode' }]);
+      throw new BadRequestError(`mode '${mode as string}' is not available in this build`, [
+        { path: 'mode', message: 'unknown mode' },
+      ]);
   }
 }
 

@@ -37,7 +37,10 @@ export async function writeSseStream(
       }
       if (next.done) break;
       if (!res.write(formatSseEvent(next.value))) {
-        const drained = await Promise.race([new Promise<'drained'>((resolve) => res.once('drain', () => resolve('drained'))), aborted]);
+        const drained = await Promise.race([
+          new Promise<'drained'>((resolve) => res.once('drain', () => resolve('drained'))),
+          aborted,
+        ]);
         if (drained === 'aborted') {
           void iterator.return?.()?.catch(() => {});
           break;

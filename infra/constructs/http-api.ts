@@ -1,6 +1,16 @@
 import { CfnOutput, Duration, RemovalPolicy } from 'aws-cdk-lib';
-import { HttpApi, HttpMethod, HttpStage, LogGroupLogDestination, type IHttpRouteAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2';
-import { HttpIamAuthorizer, HttpLambdaAuthorizer, HttpLambdaResponseType } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
+import {
+  HttpApi,
+  HttpMethod,
+  HttpStage,
+  LogGroupLogDestination,
+  type IHttpRouteAuthorizer,
+} from 'aws-cdk-lib/aws-apigatewayv2';
+import {
+  HttpIamAuthorizer,
+  HttpLambdaAuthorizer,
+  HttpLambdaResponseType,
+} from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
 import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
 import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
@@ -35,7 +45,10 @@ export class WspHttpApi extends Construct {
       description: `Workspace Provider (${stage.name})`,
       createDefaultStage: false,
     });
-    const accessLogs = new LogGroup(this, 'AccessLogs', { retention: props.logRetention, removalPolicy: RemovalPolicy.DESTROY });
+    const accessLogs = new LogGroup(this, 'AccessLogs', {
+      retention: props.logRetention,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
     this.stage = new HttpStage(this, 'DefaultStage', {
       httpApi: this.api,
       stageName: '$default',
@@ -49,7 +62,10 @@ export class WspHttpApi extends Construct {
     for (const route of routes) {
       this.api.addRoutes({ path: route.path, methods: [HttpMethod[route.method]], integration, authorizer });
     }
-    new CfnOutput(this, 'Url', { value: this.api.apiEndpoint, description: `Workspace Provider API (${stage.api.auth} auth)` });
+    new CfnOutput(this, 'Url', {
+      value: this.api.apiEndpoint,
+      description: `Workspace Provider API (${stage.api.auth} auth)`,
+    });
   }
 
   private authorizer(props: WspHttpApiProps): IHttpRouteAuthorizer {

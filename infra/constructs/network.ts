@@ -24,7 +24,10 @@ export function workspaceVpc(scope: Construct, config: VpcConfig, logRetention: 
       DynamoDB: { service: GatewayVpcEndpointAwsService.DYNAMODB },
     },
   });
-  const flowLogs = new LogGroup(scope, 'VpcFlowLogs', { retention: logRetention, removalPolicy: RemovalPolicy.DESTROY });
+  const flowLogs = new LogGroup(scope, 'VpcFlowLogs', {
+    retention: logRetention,
+    removalPolicy: RemovalPolicy.DESTROY,
+  });
   vpc.addFlowLog('FlowLog', { destination: FlowLogDestination.toCloudWatchLogs(flowLogs) });
   return vpc;
 }

@@ -76,7 +76,8 @@ export class WorkspaceCompute extends Construct {
       description: 'Workspace tasks: no inbound rule (commands arrive through ECS Exec); egress per stage config',
       allowAllOutbound: stage.workspace.egress === 'all',
     });
-    if (stage.workspace.egress === 'https') this.securityGroup.addEgressRule(Peer.anyIpv4(), Port.tcp(443), 'HTTPS only');
+    if (stage.workspace.egress === 'https')
+      this.securityGroup.addEgressRule(Peer.anyIpv4(), Port.tcp(443), 'HTTPS only');
 
     this.subnetIds = vpc.selectSubnets({ subnetType: SubnetType.PRIVATE_WITH_EGRESS }).subnetIds;
 
@@ -87,7 +88,8 @@ export class WorkspaceCompute extends Construct {
     this.taskRole.addToPrincipalPolicy(new PolicyStatement({ actions: [...SSM_MESSAGES_ACTIONS], resources: ['*'] }));
     Validations.of(this.taskRole).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'ssmmessages actions support no resource-level permissions; these four are what ECS Exec requires in the task.',
+      reason:
+        'ssmmessages actions support no resource-level permissions; these four are what ECS Exec requires in the task.',
     });
 
     this.executionRole = new Role(this, 'ExecutionRole', {
@@ -107,7 +109,10 @@ export class WorkspaceCompute extends Construct {
       taskRole: this.taskRole,
       executionRole: this.executionRole,
     });
-    const logGroup = new LogGroup(this, 'WorkspaceLogs', { retention: props.logRetention, removalPolicy: RemovalPolicy.DESTROY });
+    const logGroup = new LogGroup(this, 'WorkspaceLogs', {
+      retention: props.logRetention,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
     // Deliberately no `secrets` and no environment: anything here is visible to every command.
     this.taskDefinition.addContainer(WORKSPACE_CONTAINER, {
       // Grants the execution role pull on the whole repository (ECR permissions are per
@@ -124,13 +129,19 @@ export class WorkspaceCompute extends Construct {
     });
     Validations.of(this.executionRole).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'ecr:GetAuthorizationToken has no resource-level permissions; image pulls themselves are limited to the cache repository.',
+      reason:
+        'ecr:GetAuthorizationToken has no resource-level permissions; image pulls themselves are limited to the cache repository.',
     });
   }
 
   /** ARN pattern of this cluster's tasks (task ids are generated at RunTask). */
   private taskArnPattern(): string {
-    return Stack.of(this).formatArn({ service: 'ecs', resource: 'task', resourceName: `${this.cluster.clusterName}/*`, arnFormat: ArnFormat.SLASH_RESOURCE_NAME });
+    return Stack.of(this).formatArn({
+      service: 'ecs',
+      resource: 'task',
+      resourceName: `${this.cluster.clusterName}/*`,
+      arnFormat: ArnFormat.SLASH_RESOURCE_NAME,
+    });
   }
 
   /** The family's revisions (each cache image gets its own revision). */
@@ -149,7 +160,9 @@ export class WorkspaceCompute extends Construct {
    */
   grantOperate(role: IRole, options: { exec: boolean }): void {
     const actions = ['ecs:DescribeTasks', 'ecs:StopTask', ...(options.exec ? ['ecs:ExecuteCommand'] : [])];
-    role.addToPrincipalPolicy(new PolicyStatement({ actions, resources: [this.cluster.clusterArn, this.taskArnPattern()] }));
+    role.addToPrincipalPolicy(
+      new PolicyStatement({ actions, resources: [this.cluster.clusterArn, this.taskArnPattern()] }),
+    );
     role.addToPrincipalPolicy(
       new PolicyStatement({
         actions: ['ecs:ListTasks'],
@@ -184,7 +197,11 @@ export class WorkspaceCompute extends Construct {
       }),
     );
     this.grantPassWorkspaceRoles(role);
-    acknowledgeWildcardResource(role, this.taskDefinitionArnPattern(), 'RunTask on any revision of the workspace family: each cache image registers a new revision.');
+    acknowledgeWildcardResource(
+      role,
+      this.taskDefinitionArnPattern(),
+      'RunTask on any revision of the workspace family: each cache image registers a new revision.',
+    );
   }
 
   /**
@@ -211,7 +228,9 @@ export class WorkspaceCompute extends Construct {
    */
   grantCacheImages(role: IRole): void {
     this.repository.grantPullPush(role);
-    role.addToPrincipalPolicy(new PolicyStatement({ actions: ['ecs:RegisterTaskDefinition', 'ecs:DescribeTaskDefinition'], resources: ['*'] }));
+    role.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['ecs:RegisterTaskDefinition', 'ecs:DescribeTaskDefinition'], resources: ['*'] }),
+    );
     role.addToPrincipalPolicy(
       new PolicyStatement({
         actions: ['ecs:TagResource'],
@@ -237,11 +256,16 @@ export class WorkspaceCompute extends Construct {
   grantEvictCacheImages(role: IRole): void {
     if (this.evictGranted.has(role)) return;
     this.evictGranted.add(role);
-    role.addToPrincipalPolicy(new PolicyStatement({ actions: ['ecs:DeregisterTaskDefinition', 'ecr:GetAuthorizationToken'], resources: ['*'] }));
-    role.addToPrincipalPolicy(new PolicyStatement({ actions: ['ecr:BatchDeleteImage'], resources: [this.repository.repositoryArn] }));
+    role.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['ecs:DeregisterTaskDefinition', 'ecr:GetAuthorizationToken'], resources: ['*'] }),
+    );
+    role.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['ecr:BatchDeleteImage'], resources: [this.repository.repositoryArn] }),
+    );
     Validations.of(role).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'ecs:DeregisterTaskDefinition and ecr:GetAuthorizationToken accept no resource ARN; image deletes are limited to the workspace repository.',
+      reason:
+        'ecs:DeregisterTaskDefinition and ecr:GetAuthorizationToken accept no resource ARN; image deletes are limited to the workspace repository.',
     });
   }
 
@@ -290,10 +314,15 @@ export class WorkspaceCompute extends Construct {
   }
 
   private acknowledgeTaskWildcards(role: IRole): void {
-    acknowledgeWildcardResource(role, this.taskArnPattern(), 'Task ids are generated at RunTask; access is limited to the tasks of the workspace cluster.');
+    acknowledgeWildcardResource(
+      role,
+      this.taskArnPattern(),
+      'Task ids are generated at RunTask; access is limited to the tasks of the workspace cluster.',
+    );
     Validations.of(role).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'ecs:ListTasks has no resource-level permissions; it is conditioned on the workspace cluster (ecs:cluster).',
+      reason:
+        'ecs:ListTasks has no resource-level permissions; it is conditioned on the workspace cluster (ecs:cluster).',
     });
   }
 }

@@ -23,7 +23,8 @@ export const BUNDLING = {
   format: OutputFormat.ESM,
   target: 'node22',
   mainFields: ['module', 'main'],
-  banner: "import { createRequire as __wspCreateRequire } from 'node:module'; const require = __wspCreateRequire(import.meta.url);",
+  banner:
+    "import { createRequire as __wspCreateRequire } from 'node:module'; const require = __wspCreateRequire(import.meta.url);",
   externalModules: [] as string[],
   minify: true,
   keepNames: true,
@@ -69,7 +70,10 @@ export class WspFunction extends NodejsFunction {
         assumedBy: new ServicePrincipal('lambda.amazonaws.com'),
         description: `Execution role of the ${id} function (grants via WspFunction.bind*)`,
       });
-    const logGroup = new LogGroup(scope, `${id}Logs`, { retention: props.logRetention, removalPolicy: RemovalPolicy.DESTROY });
+    const logGroup = new LogGroup(scope, `${id}Logs`, {
+      retention: props.logRetention,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
     super(scope, id, {
       entry: path.join(PROJECT_ROOT, props.entry),
       handler: 'handler',
@@ -95,14 +99,19 @@ export class WspFunction extends NodejsFunction {
     logGroup.grantWrite(role);
     Validations.of(this).acknowledge({
       id: 'AwsSolutions-L1',
-      reason: 'The design card fixes nodejs22.x (the bundles are built and tested for Node 22); moving to a newer runtime is a deliberate upgrade, not a default.',
+      reason:
+        'The design card fixes nodejs22.x (the bundles are built and tested for Node 22); moving to a newer runtime is a deliberate upgrade, not a default.',
     });
   }
 
   /** Read/write items of the state table (no table management); sets TABLE_NAME. */
   bindTable(table: ITable): this {
     table.grantReadWriteData(this.role);
-    acknowledgeWildcardResource(this.role, `${table.tableArn}/index/*`, 'Queries use the table\'s global secondary indexes (listing by kind); no other table is reachable.');
+    acknowledgeWildcardResource(
+      this.role,
+      `${table.tableArn}/index/*`,
+      "Queries use the table's global secondary indexes (listing by kind); no other table is reachable.",
+    );
     this.addEnvironment('TABLE_NAME', table.tableName);
     return this;
   }
@@ -125,11 +134,17 @@ export class WspFunction extends NodejsFunction {
         }),
       );
     }
-    if (access.read?.length) this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:GetObject'], resources: arns(access.read) }));
+    if (access.read?.length)
+      this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:GetObject'], resources: arns(access.read) }));
     if (access.write?.length) {
-      this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:PutObject', 's3:AbortMultipartUpload'], resources: arns(access.write) }));
+      this.role.addToPrincipalPolicy(
+        new PolicyStatement({ actions: ['s3:PutObject', 's3:AbortMultipartUpload'], resources: arns(access.write) }),
+      );
     }
-    if (access.delete?.length) this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:DeleteObject'], resources: arns(access.delete) }));
+    if (access.delete?.length)
+      this.role.addToPrincipalPolicy(
+        new PolicyStatement({ actions: ['s3:DeleteObject'], resources: arns(access.delete) }),
+      );
     for (const p of new Set([...(access.read ?? []), ...(access.write ?? []), ...(access.delete ?? [])])) {
       acknowledgeWildcardResource(
         this.role,
@@ -143,7 +158,9 @@ export class WspFunction extends NodejsFunction {
 
   /** May invoke `target` (sync or async; exactly that function, no alias wildcard); sets `envName`. */
   bindInvoke(target: WspFunction, envName: string): this {
-    this.role.addToPrincipalPolicy(new PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [target.functionArn] }));
+    this.role.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [target.functionArn] }),
+    );
     this.addEnvironment(envName, target.functionName);
     return this;
   }

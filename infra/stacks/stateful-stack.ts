@@ -17,7 +17,12 @@ import { stateNames } from '../names.js';
  * - `layers/`: cache-layer tars the tasks PUT through a URL the worker presigns; the worker reads
  *   them (append to the base image) and deletes them.
  */
-export const BUCKET_PREFIXES = { bundles: 'bundles/', outputs: 'outputs/', transfer: 'transfer/', layers: 'layers/' } as const;
+export const BUCKET_PREFIXES = {
+  bundles: 'bundles/',
+  outputs: 'outputs/',
+  transfer: 'transfer/',
+  layers: 'layers/',
+} as const;
 
 /** Cache image tags start with this; the ECR count rule applies to them only (not to `base`). */
 export const CACHE_TAG_PREFIX = 'cache-';
@@ -80,8 +85,16 @@ export class StatefulStack extends Stack {
       serverAccessLogsBucket: accessLogs,
       serverAccessLogsPrefix: 'data-bucket/',
       lifecycleRules: [
-        { id: 'expire-bundles', prefix: BUCKET_PREFIXES.bundles, expiration: Duration.days(stage.bucket.bundleExpiryDays) },
-        { id: 'expire-outputs', prefix: BUCKET_PREFIXES.outputs, expiration: Duration.days(stage.bucket.outputExpiryDays) },
+        {
+          id: 'expire-bundles',
+          prefix: BUCKET_PREFIXES.bundles,
+          expiration: Duration.days(stage.bucket.bundleExpiryDays),
+        },
+        {
+          id: 'expire-outputs',
+          prefix: BUCKET_PREFIXES.outputs,
+          expiration: Duration.days(stage.bucket.outputExpiryDays),
+        },
         // Transfer objects and layer tars are single-use; a failed or abandoned step leaves them behind.
         {
           id: 'expire-transfer',
@@ -105,17 +118,33 @@ export class StatefulStack extends Stack {
       imageScanOnPush: true,
       removalPolicy: RemovalPolicy.RETAIN,
       lifecycleRules: [
-        { rulePriority: 1, description: 'Untagged layers of replaced images', tagStatus: TagStatus.UNTAGGED, maxImageAge: Duration.days(stage.cacheImages.untaggedExpiryDays) },
-        { rulePriority: 2, description: 'Keep the newest cache images', tagStatus: TagStatus.TAGGED, tagPrefixList: [CACHE_TAG_PREFIX], maxImageCount: stage.cacheImages.maxImages },
+        {
+          rulePriority: 1,
+          description: 'Untagged layers of replaced images',
+          tagStatus: TagStatus.UNTAGGED,
+          maxImageAge: Duration.days(stage.cacheImages.untaggedExpiryDays),
+        },
+        {
+          rulePriority: 2,
+          description: 'Keep the newest cache images',
+          tagStatus: TagStatus.TAGGED,
+          tagPrefixList: [CACHE_TAG_PREFIX],
+          maxImageCount: stage.cacheImages.maxImages,
+        },
       ],
     });
 
     this.gitSecrets = stage.gitSecrets.map((ref, i) =>
-      isSecretArn(ref) ? Secret.fromSecretCompleteArn(this, `GitSecret${i}`, ref) : Secret.fromSecretNameV2(this, `GitSecret${i}`, ref),
+      isSecretArn(ref)
+        ? Secret.fromSecretCompleteArn(this, `GitSecret${i}`, ref)
+        : Secret.fromSecretNameV2(this, `GitSecret${i}`, ref),
     );
 
     new CfnOutput(this, 'TableName', { value: this.table.tableName });
     new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName });
-    new CfnOutput(this, 'RepositoryUri', { value: this.repository.repositoryUri, description: `Push the base image as :${stage.workspace.baseImageTag}` });
+    new CfnOutput(this, 'RepositoryUri', {
+      value: this.repository.repositoryUri,
+      description: `Push the base image as :${stage.workspace.baseImageTag}`,
+    });
   }
 }

@@ -1,4 +1,13 @@
-import { Annotations, CfnOutput, CfnParameter, Duration, Stack, Token, Validations, type StackProps } from 'aws-cdk-lib';
+import {
+  Annotations,
+  CfnOutput,
+  CfnParameter,
+  Duration,
+  Stack,
+  Token,
+  Validations,
+  type StackProps,
+} from 'aws-cdk-lib';
 import { Table } from 'aws-cdk-lib/aws-dynamodb';
 import { Repository } from 'aws-cdk-lib/aws-ecr';
 import { Rule, Schedule } from 'aws-cdk-lib/aws-events';
@@ -47,7 +56,13 @@ export const MAX_PROVIDER_CONFIG_CHARS = 2800;
  */
 export class StatelessStack extends Stack {
   readonly provisionerRole: Role;
-  readonly functions: { api: WspFunction; worker: WspFunction; taskEvents: WspFunction; janitor: WspFunction; authorizer?: WspFunction };
+  readonly functions: {
+    api: WspFunction;
+    worker: WspFunction;
+    taskEvents: WspFunction;
+    janitor: WspFunction;
+    authorizer?: WspFunction;
+  };
   readonly compute: WorkspaceCompute;
   readonly httpApi: WspHttpApi;
 
@@ -57,7 +72,10 @@ export class StatelessStack extends Stack {
     const logRetention = stage.logRetentionDays as RetentionDays;
     // The stateful resources, by name (see names.ts): no CloudFormation exports between the stacks.
     const names = stateNames(this, stage.name);
-    const table = Table.fromTableAttributes(this, 'StateTable', { tableName: names.table, globalIndexes: [TABLE_SHAPE.gsi1.indexName] });
+    const table = Table.fromTableAttributes(this, 'StateTable', {
+      tableName: names.table,
+      globalIndexes: [TABLE_SHAPE.gsi1.indexName],
+    });
     const bucket = Bucket.fromBucketName(this, 'DataBucket', names.bucket);
     const repository = Repository.fromRepositoryName(this, 'ImageRepository', names.repository);
 
@@ -67,7 +85,9 @@ export class StatelessStack extends Stack {
     const providerJson = JSON.stringify(stage.provider);
     // Lambda allows 4 KB of environment in total; a bigger config (a long setup script) needs another carrier.
     if (providerJson.length > MAX_PROVIDER_CONFIG_CHARS) {
-      throw new Error(`provider config is ${providerJson.length} characters as JSON; at most ${MAX_PROVIDER_CONFIG_CHARS} fit in the Lambda environment`);
+      throw new Error(
+        `provider config is ${providerJson.length} characters as JSON; at most ${MAX_PROVIDER_CONFIG_CHARS} fit in the Lambda environment`,
+      );
     }
     const common: Record<string, string> = {
       WSP_MODE: 'ecs',
@@ -83,7 +103,10 @@ export class StatelessStack extends Stack {
       enforceSSL: true,
       retentionPeriod: Duration.days(14),
     });
-    Validations.of(failures).acknowledge({ id: 'AwsSolutions-SQS3', reason: 'This queue is itself the dead-letter queue of the worker and the task-event rule.' });
+    Validations.of(failures).acknowledge({
+      id: 'AwsSolutions-SQS3',
+      reason: 'This queue is itself the dead-letter queue of the worker and the task-event rule.',
+    });
 
     // The provisioner: the only principal that may read the git secrets, write git bundles and
     // push cache images. The worker function runs as this role.
@@ -98,7 +121,9 @@ export class StatelessStack extends Stack {
     // Lambda attaches layers of the function's own region only; say so at synth, not at deploy.
     const layerRegion = gitLayerArn?.split(':')[3];
     if (layerRegion !== undefined && !Token.isUnresolved(this.region) && layerRegion !== this.region) {
-      throw new BadRequestError(`provisioner.gitLayerArn is in ${layerRegion}, the stack in ${this.region}: publish the git layer in ${this.region}`);
+      throw new BadRequestError(
+        `provisioner.gitLayerArn is in ${layerRegion}, the stack in ${this.region}: publish the git layer in ${this.region}`,
+      );
     }
     if (gitLayerArn === undefined) {
       Annotations.of(this).addWarningV2(
@@ -168,15 +193,17 @@ export class StatelessStack extends Stack {
     })
       .bindTable(table)
       // Tearing a workspace down deletes its transfer/ objects; evicting a cache entry deletes its layer tar.
-      .bindBucket(bucket, { delete: [BUCKET_PREFIXES.transfer, BUCKET_PREFIXES.layers], list: [BUCKET_PREFIXES.transfer] });
+      .bindBucket(bucket, {
+        delete: [BUCKET_PREFIXES.transfer, BUCKET_PREFIXES.layers],
+        list: [BUCKET_PREFIXES.transfer],
+      });
     // Cache limits: evicting an entry deregisters its task-definition revision and deletes its image.
     this.compute.grantEvictCacheImages(janitor.role);
     // The janitor replenishes warm pools (RunTask); without a pool it only lists and stops tasks.
     if (stage.warmPool.size > 0) {
       this.compute.grantRunTasks(janitor.role, { exec: false });
       this.compute.grantClaimWarmTasks(this.provisionerRole);
-    }
-    else this.compute.grantOperate(janitor.role, { exec: false });
+    } else this.compute.grantOperate(janitor.role, { exec: false });
 
     let authorizer: WspFunction | undefined;
     if (stage.api.auth === 'bearer') {
@@ -206,7 +233,9 @@ export class StatelessStack extends Stack {
         detailType: ['ECS Task State Change'],
         detail: { clusterArn: [this.compute.cluster.clusterArn] },
       },
-      targets: [new LambdaFunction(taskEvents, { deadLetterQueue: failures, retryAttempts: 8, maxEventAge: Duration.hours(2) })],
+      targets: [
+        new LambdaFunction(taskEvents, { deadLetterQueue: failures, retryAttempts: 8, maxEventAge: Duration.hours(2) }),
+      ],
     });
 
     new Rule(this, 'JanitorSchedule', {

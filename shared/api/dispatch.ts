@@ -71,7 +71,8 @@ export async function dispatch(
     const input = validate(route, rawParams, request.query, body);
     const result = await route.handler(service, { ...input, signal });
     const headers = result.headers ?? {};
-    if ('stream' in result) return { status: result.status, headers, stream: guardStream(result.stream, signal, options.log) };
+    if ('stream' in result)
+      return { status: result.status, headers, stream: guardStream(result.stream, signal, options.log) };
     return { status: result.status, headers, body: result.body };
   } catch (error) {
     const { status, headers, body } = toErrorResponse(error, options.log);
@@ -105,7 +106,9 @@ function splitPath(path: string): string[] {
       try {
         return decodeURIComponent(segment);
       } catch {
-        throw new BadRequestError('malformed percent-encoding in the URL path', [{ path: 'path', message: 'bad escape' }]);
+        throw new BadRequestError('malformed percent-encoding in the URL path', [
+          { path: 'path', message: 'bad escape' },
+        ]);
       }
     });
 }
@@ -192,7 +195,11 @@ function header(headers: DispatchRequest['headers'], name: string): string | und
  * event carrying our usual error body (internal errors stay 'internal error'). A client that went
  * away needs no error event.
  */
-async function* guardStream(stream: AsyncIterable<SseEvent>, signal: AbortSignal, log: DispatchOptions['log']): AsyncIterable<SseEvent> {
+async function* guardStream(
+  stream: AsyncIterable<SseEvent>,
+  signal: AbortSignal,
+  log: DispatchOptions['log'],
+): AsyncIterable<SseEvent> {
   try {
     yield* stream;
   } catch (error) {

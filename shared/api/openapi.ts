@@ -1,5 +1,11 @@
 import { z } from 'zod';
-import { commandEventSchema, commandList, healthBody, workspaceEventSchema, workspaceList } from './response-schemas.js';
+import {
+  commandEventSchema,
+  commandList,
+  healthBody,
+  workspaceEventSchema,
+  workspaceList,
+} from './response-schemas.js';
 import type { Route } from './route-types.js';
 import {
   changesView,
@@ -46,7 +52,10 @@ const RESPONSE_SCHEMAS: Record<string, z.ZodType> = {
 
 const REF_PREFIX = '#/components/schemas/';
 
-export function buildOpenApiDocument(routes: readonly Route[], info = { title: 'Workspace Provider API', version: '0.1.0' }): JsonSchema {
+export function buildOpenApiDocument(
+  routes: readonly Route[],
+  info = { title: 'Workspace Provider API', version: '0.1.0' },
+): JsonSchema {
   const names = new Map<z.ZodType, string>();
   for (const [name, schema] of Object.entries({ ...REQUEST_SCHEMAS, ...RESPONSE_SCHEMAS })) names.set(schema, name);
   const components = { ...convertNamed(REQUEST_SCHEMAS, 'input'), ...convertNamed(RESPONSE_SCHEMAS, 'output') };
@@ -83,7 +92,9 @@ export function buildOpenApiDocument(routes: readonly Route[], info = { title: '
     paths,
     components: {
       schemas: components,
-      securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'The provider token (dataDir/auth-token).' } },
+      securitySchemes: {
+        bearerAuth: { type: 'http', scheme: 'bearer', description: 'The provider token (dataDir/auth-token).' },
+      },
     },
   };
 }
@@ -120,7 +131,10 @@ function parameters(schema: z.ZodType | undefined, location: 'path' | 'query'): 
   }));
 }
 
-function successResponses(route: Route, schemaFor: (s: z.ZodType, io: 'input' | 'output') => JsonSchema): Record<string, unknown> {
+function successResponses(
+  route: Route,
+  schemaFor: (s: z.ZodType, io: 'input' | 'output') => JsonSchema,
+): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [status, doc] of Object.entries(route.responses)) {
     const contentType = doc.contentType ?? 'application/json';

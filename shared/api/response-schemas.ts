@@ -15,7 +15,12 @@ export const healthBody = z.object({ ok: z.literal(true) });
 export const workspaceEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('status'), status: workspaceView.shape.status, workspace: workspaceView }),
   z.object({ type: z.literal('step'), at: z.string(), step: z.string(), message: z.string() }),
-  z.object({ type: z.literal('output'), commandId: z.string(), stream: z.enum(['stdout', 'stderr']), data: z.string() }),
+  z.object({
+    type: z.literal('output'),
+    commandId: z.string(),
+    stream: z.enum(['stdout', 'stderr']),
+    data: z.string(),
+  }),
 ]);
 
 export const commandEventSchema = z.discriminatedUnion('type', [

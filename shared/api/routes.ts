@@ -1,7 +1,13 @@
 import { z } from 'zod';
 import type { CommandEvent, WorkspaceEvent } from '../service/types.js';
 import { buildOpenApiDocument } from './openapi.js';
-import { commandEventSchema, commandList, healthBody, workspaceEventSchema, workspaceList } from './response-schemas.js';
+import {
+  commandEventSchema,
+  commandList,
+  healthBody,
+  workspaceEventSchema,
+  workspaceList,
+} from './response-schemas.js';
 import { defineRoute, type Route, type SseEvent } from './route-types.js';
 import {
   changesView,
@@ -45,7 +51,10 @@ export const routes: readonly Route[] = [
     body: createWorkspaceBody,
     responses: {
       202: { description: 'Provisioning started', schema: workspaceView },
-      200: { description: 'Idempotent repeat: the workspace created earlier with this idempotencyKey', schema: workspaceView },
+      200: {
+        description: 'Idempotent repeat: the workspace created earlier with this idempotencyKey',
+        schema: workspaceView,
+      },
     },
     handler: async (service, { body }) => {
       const { workspace, created } = await service.createWorkspace(body);
@@ -90,7 +99,13 @@ export const routes: readonly Route[] = [
     operationId: 'watchWorkspace',
     summary: 'Stream provisioning progress (SSE) until the workspace settles.',
     params: wsParams,
-    responses: { 200: { description: 'Server-Sent Events, one per WorkspaceEvent', schema: workspaceEventSchema, contentType: 'text/event-stream' } },
+    responses: {
+      200: {
+        description: 'Server-Sent Events, one per WorkspaceEvent',
+        schema: workspaceEventSchema,
+        contentType: 'text/event-stream',
+      },
+    },
     handler: async (service, { params, signal }) => {
       // Ask first so an unknown id is an honest 404, not a 200 stream that ends in an error event.
       await service.getWorkspace(params.id);
@@ -124,7 +139,10 @@ export const routes: readonly Route[] = [
     summary: "List a workspace's commands.",
     params: wsParams,
     responses: { 200: { description: 'Commands', schema: commandList } },
-    handler: async (service, { params }) => ({ status: 200, body: { commands: await service.listCommands(params.id) } }),
+    handler: async (service, { params }) => ({
+      status: 200,
+      body: { commands: await service.listCommands(params.id) },
+    }),
   }),
   defineRoute({
     method: 'GET',
@@ -134,7 +152,10 @@ export const routes: readonly Route[] = [
     params: cmdParams,
     query: readCommandQuery,
     responses: { 200: { description: 'The command', schema: commandView } },
-    handler: async (service, { params, query }) => ({ status: 200, body: await service.getCommand(params.id, params.cid, query) }),
+    handler: async (service, { params, query }) => ({
+      status: 200,
+      body: await service.getCommand(params.id, params.cid, query),
+    }),
   }),
   defineRoute({
     method: 'DELETE',
@@ -151,7 +172,13 @@ export const routes: readonly Route[] = [
     operationId: 'watchCommand',
     summary: "Stream a command's output (SSE), then its final view.",
     params: cmdParams,
-    responses: { 200: { description: 'Server-Sent Events, one per CommandEvent', schema: commandEventSchema, contentType: 'text/event-stream' } },
+    responses: {
+      200: {
+        description: 'Server-Sent Events, one per CommandEvent',
+        schema: commandEventSchema,
+        contentType: 'text/event-stream',
+      },
+    },
     handler: async (service, { params, signal }) => {
       await service.getCommand(params.id, params.cid, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 0 });
       return { status: 200, stream: toSse<CommandEvent>(service.watchCommand(params.id, params.cid, signal)) };

@@ -8,7 +8,10 @@ import { envMap, gitRef, relativePath } from '../config/schema.js';
 
 export const workspaceId = z.string().regex(/^ws-[a-z0-9]{8,40}$/, 'is not a workspace id');
 export const commandId = z.string().regex(/^(cmd|sys)-[a-z0-9]{8,40}$/, 'is not a command id');
-const labelMap = z.record(z.string().regex(/^[A-Za-z0-9._\/-]{1,63}$/, 'is not a valid label key'), z.string().max(256));
+const labelMap = z.record(
+  z.string().regex(/^[A-Za-z0-9._\/-]{1,63}$/, 'is not a valid label key'),
+  z.string().max(256),
+);
 const repoName = relativePath.or(z.literal('.'));
 
 export const createWorkspaceBody = z
@@ -17,8 +20,18 @@ export const createWorkspaceBody = z
     refs: z.record(repoName, gitRef).optional(),
     env: envMap.optional(),
     labels: labelMap.optional(),
-    ttlSeconds: z.number().int().min(60).max(30 * 24 * 3600).optional(),
-    idempotencyKey: z.string().min(1).max(128).regex(/^[\x21-\x7e]+$/).optional(),
+    ttlSeconds: z
+      .number()
+      .int()
+      .min(60)
+      .max(30 * 24 * 3600)
+      .optional(),
+    idempotencyKey: z
+      .string()
+      .min(1)
+      .max(128)
+      .regex(/^[\x21-\x7e]+$/)
+      .optional(),
   })
   .strict();
 
@@ -30,20 +43,35 @@ export const runCommandBody = z
     /** Relative to the workspace's workdir, or absolute; must stay inside the workspace home. */
     cwd: z.string().min(1).max(4096).optional(),
     env: envMap.optional(),
-    stdin: z.string().max(8 * 1024 * 1024).optional(),
+    stdin: z
+      .string()
+      .max(8 * 1024 * 1024)
+      .optional(),
     stdinEncoding: z.enum(['utf8', 'base64']).default('utf8'),
-    timeoutMs: z.number().int().min(0).max(24 * 3600_000).optional(),
+    timeoutMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(24 * 3600_000)
+      .optional(),
     waitMs: z.number().int().min(0).max(25_000).optional(),
   })
   .strict()
-  .refine((b) => (b.argv === undefined) !== (b.command === undefined), { message: 'exactly one of argv or command is required' });
+  .refine((b) => (b.argv === undefined) !== (b.command === undefined), {
+    message: 'exactly one of argv or command is required',
+  });
 
 export const readCommandQuery = z
   .object({
     stdoutOffset: z.coerce.number().int().min(0).default(0),
     stderrOffset: z.coerce.number().int().min(0).default(0),
     /** Max bytes per stream in this answer. */
-    limit: z.coerce.number().int().min(0).max(8 * 1024 * 1024).default(1024 * 1024),
+    limit: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(8 * 1024 * 1024)
+      .default(1024 * 1024),
     /** Long-poll: wait up to this long for the command to end. */
     waitMs: z.coerce.number().int().min(0).max(25_000).default(0),
   })
@@ -102,14 +130,25 @@ export const commandView = z.object({
 export const workspaceView = z.object({
   id: z.string(),
   status: z.enum(['provisioning', 'ready', 'resetting', 'deleting', 'deleted', 'failed']),
-  plan: z.object({
-    home: z.string(),
-    root: z.string(),
-    workdir: z.string(),
-    user: z.object({ name: z.string(), uid: z.number(), gid: z.number() }),
-    repos: z.array(z.object({ name: z.string(), path: z.string(), target: z.string(), source: z.object({ kind: z.string() }).loose() })),
-  }).loose(),
-  repos: z.array(z.object({ name: z.string(), path: z.string(), commit: z.string().optional(), ref: z.string().optional() })),
+  plan: z
+    .object({
+      home: z.string(),
+      root: z.string(),
+      workdir: z.string(),
+      user: z.object({ name: z.string(), uid: z.number(), gid: z.number() }),
+      repos: z.array(
+        z.object({
+          name: z.string(),
+          path: z.string(),
+          target: z.string(),
+          source: z.object({ kind: z.string() }).loose(),
+        }),
+      ),
+    })
+    .loose(),
+  repos: z.array(
+    z.object({ name: z.string(), path: z.string(), commit: z.string().optional(), ref: z.string().optional() }),
+  ),
   cache: z.object({ key: z.string(), hit: z.boolean(), reason: z.string() }).optional(),
   baselineFingerprint: z.string().optional(),
   labels: z.record(z.string(), z.string()),
@@ -123,7 +162,15 @@ export const workspaceView = z.object({
 });
 
 export const fetchResult = z.object({
-  repos: z.array(z.object({ name: z.string(), before: z.string().optional(), after: z.string().optional(), heads: z.record(z.string(), z.string()), checkedOut: z.string().optional() })),
+  repos: z.array(
+    z.object({
+      name: z.string(),
+      before: z.string().optional(),
+      after: z.string().optional(),
+      heads: z.record(z.string(), z.string()),
+      checkedOut: z.string().optional(),
+    }),
+  ),
 });
 
 export const resetResult = z.object({
@@ -153,7 +200,12 @@ export const changesView = z.object({
        * .git/info/exclude ('ignored'), attributes added since the baseline ('attributes'), or git's
        * index saying unchanged while the content differs ('index'). Each is also in `status`.
        */
-      hidden: z.array(z.object({ path: z.string(), how: z.enum(['skip-worktree', 'assume-unchanged', 'ignored', 'attributes', 'index']) })),
+      hidden: z.array(
+        z.object({
+          path: z.string(),
+          how: z.enum(['skip-worktree', 'assume-unchanged', 'ignored', 'attributes', 'index']),
+        }),
+      ),
       diff: z.string(),
       diffTruncated: z.boolean(),
     }),

@@ -27,7 +27,8 @@ export function issuesToProblems(root: string, issues: readonly z.core.$ZodIssue
   const problems: FieldProblem[] = [];
   for (const issue of issues) {
     if (issue.code === 'unrecognized_keys') {
-      for (const key of issue.keys) problems.push({ path: formatPath(root, [...issue.path, key]), message: 'unknown field' });
+      for (const key of issue.keys)
+        problems.push({ path: formatPath(root, [...issue.path, key]), message: 'unknown field' });
     } else if (issue.code === 'invalid_key') {
       const inner = issue.issues.map((i) => i.message).join('; ');
       problems.push({ path: formatPath(root, issue.path), message: `invalid key: ${inner}` });

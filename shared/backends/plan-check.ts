@@ -6,9 +6,18 @@ import { BadRequestError } from '../contract/errors.js';
 
 /** Throws BadRequestError unless the plan's paths are absolute and its user a valid name with integer ids. */
 export function checkPlanShape(plan: WorkspacePlan): void {
-  const abs = [plan.home, plan.root, plan.workdir, plan.transferDir].every((p) => typeof p === 'string' && path.posix.isAbsolute(p));
-  if (!abs || !Number.isInteger(plan.user.uid) || !Number.isInteger(plan.user.gid) || !/^[a-z_][a-z0-9_-]*$/.test(plan.user.name)) {
-    throw new BadRequestError('plan paths must be absolute and plan.user a valid name with integer uid/gid', { field: 'plan' });
+  const abs = [plan.home, plan.root, plan.workdir, plan.transferDir].every(
+    (p) => typeof p === 'string' && path.posix.isAbsolute(p),
+  );
+  if (
+    !abs ||
+    !Number.isInteger(plan.user.uid) ||
+    !Number.isInteger(plan.user.gid) ||
+    !/^[a-z_][a-z0-9_-]*$/.test(plan.user.name)
+  ) {
+    throw new BadRequestError('plan paths must be absolute and plan.user a valid name with integer uid/gid', {
+      field: 'plan',
+    });
   }
 }
 
@@ -16,7 +25,10 @@ export function checkPlanShape(plan: WorkspacePlan): void {
  * Where `guestPath` (relative to the workdir, or absolute) lands, relative to the home, plus the
  * directories to create on the way (mode 0755). Throws BadRequestError when it is outside the home.
  */
-export function homeDestination(plan: WorkspacePlan, guestPath: string): { rel: string; parents: Array<{ name: string; mode: number }> } {
+export function homeDestination(
+  plan: WorkspacePlan,
+  guestPath: string,
+): { rel: string; parents: Array<{ name: string; mode: number }> } {
   const dest = path.posix.resolve(plan.workdir, guestPath);
   const rel = path.posix.relative(plan.home, dest);
   if (rel.startsWith('..') || path.posix.isAbsolute(rel)) {

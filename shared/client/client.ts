@@ -105,14 +105,19 @@ export class WspClient {
     } catch (error) {
       // Answers about the workspace itself are final; anything else (no SSE through a proxy, a
       // dropped stream, a server-side stream error) falls back to polling.
-      if (error instanceof WspApiError && ['not_found', 'unauthorized', 'forbidden', 'bad_request'].includes(error.code)) throw error;
+      if (
+        error instanceof WspApiError &&
+        ['not_found', 'unauthorized', 'forbidden', 'bad_request'].includes(error.code)
+      )
+        throw error;
     } finally {
       clearTimeout(timer);
     }
     for (;;) {
       const workspace = await this.getWorkspace(id);
       if (SETTLED.has(workspace.status)) return workspace;
-      if (Date.now() >= deadline) throw new WspTimeoutError(`workspace ${id} still ${workspace.status} after ${options.timeoutMs} ms`);
+      if (Date.now() >= deadline)
+        throw new WspTimeoutError(`workspace ${id} still ${workspace.status} after ${options.timeoutMs} ms`);
       await sleep(Math.min(options.pollIntervalMs ?? 1000, Math.max(0, deadline - Date.now())));
     }
   }
@@ -151,8 +156,13 @@ export class WspClient {
   }
 
   /** Output as it comes (`output` events, `offset` = byte offset in its stream), then one `end` event. */
-  async *watchCommand(id: string, commandId: string, options: { signal?: AbortSignal } = {}): AsyncGenerator<CommandEvent> {
-    for await (const data of this.#sse(`/workspaces/${enc(id)}/commands/${enc(commandId)}/events`, options.signal)) yield data as CommandEvent;
+  async *watchCommand(
+    id: string,
+    commandId: string,
+    options: { signal?: AbortSignal } = {},
+  ): AsyncGenerator<CommandEvent> {
+    for await (const data of this.#sse(`/workspaces/${enc(id)}/commands/${enc(commandId)}/events`, options.signal))
+      yield data as CommandEvent;
   }
 
   // ---- git and baseline ----
@@ -176,9 +186,14 @@ export class WspClient {
 
   // ---- transport ----
 
-  async #send(method: string, path: string, options: { body?: unknown; query?: Record<string, unknown>; accept: string; signal?: AbortSignal }): Promise<Response> {
+  async #send(
+    method: string,
+    path: string,
+    options: { body?: unknown; query?: Record<string, unknown>; accept: string; signal?: AbortSignal },
+  ): Promise<Response> {
     const url = new URL(this.baseUrl + path);
-    for (const [key, value] of Object.entries(options.query ?? {})) if (value !== undefined) url.searchParams.set(key, String(value));
+    for (const [key, value] of Object.entries(options.query ?? {}))
+      if (value !== undefined) url.searchParams.set(key, String(value));
     const headers: Record<string, string> = { accept: options.accept };
     if (this.#token !== undefined) headers['authorization'] = `Bearer ${this.#token}`;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
@@ -197,7 +212,11 @@ export class WspClient {
     }
   }
 
-  async #json<T>(method: string, path: string, options: { body?: unknown; query?: Record<string, unknown> } = {}): Promise<{ status: number; body: T }> {
+  async #json<T>(
+    method: string,
+    path: string,
+    options: { body?: unknown; query?: Record<string, unknown> } = {},
+  ): Promise<{ status: number; body: T }> {
     const res = await this.#send(method, path, { ...options, accept: 'application/json' });
     const text = await res.text();
     let parsed: unknown;

@@ -28,7 +28,12 @@ export class WspTimeoutError extends Error {
 export function apiErrorFrom(status: number, body: unknown): WspApiError {
   const error = (body as { error?: { code?: unknown; message?: unknown; details?: unknown } } | undefined)?.error;
   if (error && typeof error.code === 'string' && typeof error.message === 'string') {
-    return new WspApiError(status, error.code, error.message, error.details === undefined ? undefined : { details: error.details });
+    return new WspApiError(
+      status,
+      error.code,
+      error.message,
+      error.details === undefined ? undefined : { details: error.details },
+    );
   }
   return new WspApiError(status, 'bad_response', `unexpected HTTP ${status} answer`);
 }

@@ -21,7 +21,11 @@ export interface LoadedConfig {
  * --setup SCRIPT, --setup-file FILE, --dynamodb-endpoint URL, --no-auth.
  * Env: WSP_CONFIG, WSP_MODE, WSP_DATA_DIR, WSP_HOST, WSP_PORT, WSP_DYNAMODB_ENDPOINT, WSP_AUTH_TOKEN.
  */
-export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): LoadedConfig {
+export function loadConfig(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+  cwd = process.cwd(),
+): LoadedConfig {
   const { values } = parseFlags(argv);
   const sources: string[] = [];
   const configPath = values.config ?? env.WSP_CONFIG;
@@ -59,8 +63,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   set(['listen', 'port'], num('--port', values.port), '--port');
   set(['state', 'endpoint'], values['dynamodb-endpoint'], '--dynamodb-endpoint');
   if (values['no-auth'] === true) set(['auth', 'disabled'], true, '--no-auth');
-  if (values.repo !== undefined && values.repo.length > 0) set(['repositories'], values.repo.map(parseRepoFlag), '--repo');
-  if (values['setup-file'] !== undefined) set(['setup', 'script'], fs.readFileSync(path.resolve(cwd, values['setup-file']), 'utf8'), '--setup-file');
+  if (values.repo !== undefined && values.repo.length > 0)
+    set(['repositories'], values.repo.map(parseRepoFlag), '--repo');
+  if (values['setup-file'] !== undefined)
+    set(['setup', 'script'], fs.readFileSync(path.resolve(cwd, values['setup-file']), 'utf8'), '--setup-file');
   set(['setup', 'script'], values.setup, '--setup');
 
   const config = parseConfig(input);
@@ -77,7 +83,10 @@ export function parseConfig(input: unknown): ProviderConfig {
 
 export function configError(error: z.ZodError): BadRequestError {
   const details = error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
-  return new BadRequestError(`invalid configuration: ${details.map((d) => `${d.path || '(root)'}: ${d.message}`).join('; ')}`, details);
+  return new BadRequestError(
+    `invalid configuration: ${details.map((d) => `${d.path || '(root)'}: ${d.message}`).join('; ')}`,
+    details,
+  );
 }
 
 function formatPath(p: readonly PropertyKey[]): string {
@@ -103,7 +112,8 @@ function readConfigFile(file: string): Record<string, unknown> {
 /** `--repo PATH=URL` or `--repo PATH=/local/dir`; a value without '=' lands at the root ('.'). */
 function parseRepoFlag(value: string): ConfigInput['repositories'] extends (infer R)[] | undefined ? R : never {
   const eq = value.indexOf('=');
-  const [where, what] = eq > 0 && !value.slice(0, eq).includes(':') ? [value.slice(0, eq), value.slice(eq + 1)] : ['.', value];
+  const [where, what] =
+    eq > 0 && !value.slice(0, eq).includes(':') ? [value.slice(0, eq), value.slice(eq + 1)] : ['.', value];
   const isUrl = /^[a-z][a-z0-9+.-]*:\/\//i.test(what) || /^[\w.-]+@[\w.-]+:/.test(what);
   return isUrl ? { path: where, url: what } : { path: where, localPath: what };
 }

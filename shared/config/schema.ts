@@ -27,7 +27,10 @@ export const gitUrl = z
   .string()
   .min(1)
   .max(2048)
-  .refine((u) => /^(https?|file|ssh|git):\/\//.test(u) || /^[\w.-]+@[\w.-]+:/.test(u), 'must be an http(s), file, ssh or git URL')
+  .refine(
+    (u) => /^(https?|file|ssh|git):\/\//.test(u) || /^[\w.-]+@[\w.-]+:/.test(u),
+    'must be an http(s), file, ssh or git URL',
+  )
   .refine((u) => !/^[a-z]+:\/\/[^/@]*:[^/@]*@/i.test(u), 'must not embed credentials; use `credential`');
 
 export const gitRef = z
@@ -87,7 +90,12 @@ export const configSchema = z
         host: z.string().min(1).default('127.0.0.1'),
         port: z.number().int().min(0).max(65535).default(7070),
         /** Largest request body accepted (413 beyond). Command stdin may be up to 8 MiB (base64 ~11 MiB). */
-        maxBodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(12 * 1024 * 1024),
+        maxBodyBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(64 * 1024 * 1024)
+          .default(12 * 1024 * 1024),
         /** Open event streams (SSE) in total and per workspace; 429 beyond (each stream polls while open). */
         maxEventStreams: z.number().int().min(1).max(100_000).default(256),
         maxEventStreamsPerWorkspace: z.number().int().min(1).max(10_000).default(16),
@@ -98,7 +106,11 @@ export const configSchema = z
     setup: z
       .object({
         script: z.string().max(1_000_000).default(''),
-        timeoutMs: z.number().int().positive().default(30 * 60_000),
+        timeoutMs: z
+          .number()
+          .int()
+          .positive()
+          .default(30 * 60_000),
         /** Network of the setup script (`npm install` needs the internet; never the host's loopback). */
         network: networkPolicy.default('egress'),
       })
@@ -110,9 +122,22 @@ export const configSchema = z
         guestPath: z.string().startsWith('/').default('/home/node/workspace'),
         user: z
           .object({
-            name: z.string().regex(/^[a-z_][a-z0-9_-]*$/).default('node'),
-            uid: z.number().int().min(1).max(2 ** 31 - 1).default(1000),
-            gid: z.number().int().min(1).max(2 ** 31 - 1).default(1000),
+            name: z
+              .string()
+              .regex(/^[a-z_][a-z0-9_-]*$/)
+              .default('node'),
+            uid: z
+              .number()
+              .int()
+              .min(1)
+              .max(2 ** 31 - 1)
+              .default(1000),
+            gid: z
+              .number()
+              .int()
+              .min(1)
+              .max(2 ** 31 - 1)
+              .default(1000),
           })
           .strict()
           .prefault({}),
@@ -127,13 +152,21 @@ export const configSchema = z
              * Disk the workspace's writable content may use (home and /tmp). Measured by the janitor;
              * beyond it the workspace's processes are killed and commands refused until a reset.
              */
-            diskMb: z.number().int().min(1).default(20 * 1024),
+            diskMb: z
+              .number()
+              .int()
+              .min(1)
+              .default(20 * 1024),
           })
           .strict()
           .prefault({}),
         /** Network of the agent's commands (and every provider step but setup): none unless asked. */
         network: networkPolicy.default('none'),
-        ttlSeconds: z.number().int().positive().default(24 * 3600),
+        ttlSeconds: z
+          .number()
+          .int()
+          .positive()
+          .default(24 * 3600),
         idleTimeoutSeconds: z.number().int().positive().default(3600),
       })
       .strict()
@@ -144,7 +177,10 @@ export const configSchema = z
         endpoint: z.string().url().optional(),
         embedded: z.boolean().default(true),
         region: z.string().min(1).default('us-east-1'),
-        tableName: z.string().regex(/^[A-Za-z0-9_.-]{3,255}$/).default('wsp'),
+        tableName: z
+          .string()
+          .regex(/^[A-Za-z0-9_.-]{3,255}$/)
+          .default('wsp'),
       })
       .strict()
       .prefault({}),
@@ -152,15 +188,31 @@ export const configSchema = z
       .object({
         enabled: z.boolean().default(true),
         maxEntries: z.number().int().min(0).default(20),
-        maxBytes: z.number().int().min(0).default(20 * 1024 ** 3),
-        maxAgeSeconds: z.number().int().positive().default(7 * 24 * 3600),
+        maxBytes: z
+          .number()
+          .int()
+          .min(0)
+          .default(20 * 1024 ** 3),
+        maxAgeSeconds: z
+          .number()
+          .int()
+          .positive()
+          .default(7 * 24 * 3600),
       })
       .strict()
       .prefault({}),
     commands: z
       .object({
-        defaultTimeoutMs: z.number().int().min(0).default(10 * 60_000),
-        maxOutputBytes: z.number().int().min(1024).default(8 * 1024 * 1024),
+        defaultTimeoutMs: z
+          .number()
+          .int()
+          .min(0)
+          .default(10 * 60_000),
+        maxOutputBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(8 * 1024 * 1024),
         defaultWaitMs: z.number().int().min(0).max(25_000).default(10_000),
       })
       .strict()
@@ -171,7 +223,12 @@ export const configSchema = z
         /** Unix socket of the Docker daemon. Unset → $WSP_DOCKER_SOCKET, a unix:// $DOCKER_HOST, else /var/run/docker.sock. */
         socketPath: z.string().startsWith('/').optional(),
         /** Local image of fresh workspaces, never pulled (.ci/docker.sh builds wsp-base:bookworm). */
-        baseImage: z.string().min(1).max(256).regex(/^[A-Za-z0-9][A-Za-z0-9._\/:@-]*$/, 'is not a valid image reference').default('wsp-base:bookworm'),
+        baseImage: z
+          .string()
+          .min(1)
+          .max(256)
+          .regex(/^[A-Za-z0-9][A-Za-z0-9._\/:@-]*$/, 'is not a valid image reference')
+          .default('wsp-base:bookworm'),
       })
       .strict()
       .prefault({}),
@@ -183,19 +240,46 @@ export const configSchema = z
     ecs: z
       .object({
         /** AWS region; unset → the SDK's (AWS_REGION). */
-        region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'is not an AWS region').optional(),
-        cluster: z.string().regex(/^[A-Za-z0-9_:/.-]{1,255}$/, 'is not a cluster name or ARN').optional(),
+        region: z
+          .string()
+          .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'is not an AWS region')
+          .optional(),
+        cluster: z
+          .string()
+          .regex(/^[A-Za-z0-9_:/.-]{1,255}$/, 'is not a cluster name or ARN')
+          .optional(),
         /** Task definition of fresh workspaces (family[:revision] or ARN); cache images get revisions of its family. */
-        taskDefinition: z.string().regex(/^[A-Za-z0-9_:/.-]{1,512}$/, 'is not a task definition family or ARN').optional(),
-        container: z.string().regex(/^[A-Za-z0-9_-]{1,255}$/).default('workspace'),
+        taskDefinition: z
+          .string()
+          .regex(/^[A-Za-z0-9_:/.-]{1,512}$/, 'is not a task definition family or ARN')
+          .optional(),
+        container: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]{1,255}$/)
+          .default('workspace'),
         /** Private subnets; tasks never get a public IP. */
-        subnets: z.array(z.string().regex(/^subnet-[0-9a-f]{8,17}$/, 'is not a subnet id')).max(16).default([]),
-        securityGroups: z.array(z.string().regex(/^sg-[0-9a-f]{8,17}$/, 'is not a security group id')).max(5).default([]),
+        subnets: z
+          .array(z.string().regex(/^subnet-[0-9a-f]{8,17}$/, 'is not a subnet id'))
+          .max(16)
+          .default([]),
+        securityGroups: z
+          .array(z.string().regex(/^sg-[0-9a-f]{8,17}$/, 'is not a security group id'))
+          .max(5)
+          .default([]),
         /** Data bucket (transfer/ and layers/ prefixes). */
-        bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'is not an S3 bucket name').optional(),
+        bucket: z
+          .string()
+          .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'is not an S3 bucket name')
+          .optional(),
         /** `<registry host>/<repository>`: base image and cache images (ECR: `<acct>.dkr.ecr.<region>.amazonaws.com/<repo>`). */
-        repositoryUri: z.string().regex(/^[A-Za-z0-9.-]+(:\d+)?\/[a-z0-9][a-z0-9._\/-]*$/, 'is not <registry host>/<repository>').optional(),
-        baseImageTag: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/).default('base'),
+        repositoryUri: z
+          .string()
+          .regex(/^[A-Za-z0-9.-]+(:\d+)?\/[a-z0-9][a-z0-9._\/-]*$/, 'is not <registry host>/<repository>')
+          .optional(),
+        baseImageTag: z
+          .string()
+          .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/)
+          .default('base'),
         /** Tasks kept started per cache image (0: none); a setup then claims one instead of waiting for a pull. */
         warmPoolSize: z.number().int().min(0).max(20).default(0),
         /** How long a new task may take to be exec-ready (image pull included). */

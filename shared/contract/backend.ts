@@ -84,7 +84,13 @@ export interface WorkspaceBackend {
   commandStatus(ref: BackendRef, commandId: string): Promise<CommandStatus>;
   /** Resolve when the command is no longer running or after `waitMs`; returns the status then. */
   waitCommand(ref: BackendRef, commandId: string, waitMs: number): Promise<CommandStatus>;
-  readOutput(ref: BackendRef, commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk>;
+  readOutput(
+    ref: BackendRef,
+    commandId: string,
+    stream: OutputStream,
+    offset: number,
+    limit: number,
+  ): Promise<OutputChunk>;
   /** Kill the command's process group; no-op if it has ended. */
   killCommand(ref: BackendRef, commandId: string, reason: string): Promise<void>;
   /** Kill every process of the workspace user. */

@@ -33,7 +33,12 @@ export interface StateStore {
   createCommand(record: CommandRecord): Promise<void>;
   getCommand(workspaceId: string, commandId: string): Promise<CommandRecord | undefined>;
   listCommands(workspaceId: string): Promise<CommandRecord[]>;
-  updateCommand(workspaceId: string, commandId: string, expectedVersion: number, patch: Patch<CommandRecord>): Promise<CommandRecord>;
+  updateCommand(
+    workspaceId: string,
+    commandId: string,
+    expectedVersion: number,
+    patch: Patch<CommandRecord>,
+  ): Promise<CommandRecord>;
 
   /** Claim an idempotency key for a workspace id; returns the id that holds it (ours or earlier). */
   claimIdempotencyKey(key: string, workspaceId: string): Promise<string>;

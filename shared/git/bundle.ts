@@ -33,7 +33,12 @@ const EMPTY_BUNDLE = /Refusing to create empty bundle/i;
  * Write a bundle of the mirror to `outPath` (mode 0600). Throws BadRequestError for a malformed
  * id or an `include` commit the mirror does not have; StepFailedError('git bundle') otherwise.
  */
-export async function createMirrorBundle(git: MirrorGit, url: string, request: BundleRequest, outPath: string): Promise<BundleResult> {
+export async function createMirrorBundle(
+  git: MirrorGit,
+  url: string,
+  request: BundleRequest,
+  outPath: string,
+): Promise<BundleResult> {
   for (const id of [...request.include, ...request.basis]) {
     if (!isFullObjectId(id)) throw new BadRequestError(`'${id}' is not a full commit id`);
   }
@@ -71,21 +76,31 @@ export async function createMirrorBundle(git: MirrorGit, url: string, request: B
  */
 async function ensureReachable(git: MirrorGit, url: string, commit: string): Promise<void> {
   if ((await commitOf(git, commit)) !== commit) throw new BadRequestError(`commit ${commit} not found in ${url}`);
-  const containing = await git(['for-each-ref', '--count=1', '--format=%(refname)', `--contains=${commit}`, 'refs/heads', 'refs/tags']);
+  const containing = await git([
+    'for-each-ref',
+    '--count=1',
+    '--format=%(refname)',
+    `--contains=${commit}`,
+    'refs/heads',
+    'refs/tags',
+  ]);
   if (containing.code !== 0) throw gitStepError('git bundle', stderrSummary(containing), containing);
   if (containing.stdout.trim() !== '') return;
   // Pins are never deleted: a concurrent bundle may be using one, and they are tiny.
   const pin = `${PIN_PREFIX}${commit}`;
   const pinned = await git(['update-ref', pin, commit]);
   // A concurrent bundle may have written the same pin; that is fine if it points at the commit.
-  if (pinned.code !== 0 && (await commitOf(git, pin)) !== commit) throw gitStepError('git bundle', stderrSummary(pinned), pinned);
+  if (pinned.code !== 0 && (await commitOf(git, pin)) !== commit)
+    throw gitStepError('git bundle', stderrSummary(pinned), pinned);
 }
 
 /** The subset of `ids` that are commits in the mirror (a basis the mirror never saw is dropped). */
 async function knownCommits(git: MirrorGit, ids: readonly string[]): Promise<string[]> {
   const unique = [...new Set(ids)];
   if (unique.length === 0) return [];
-  const checked = await git(['cat-file', '--batch-check=%(objectname) %(objecttype)'], { stdin: unique.join('\n') + '\n' });
+  const checked = await git(['cat-file', '--batch-check=%(objectname) %(objecttype)'], {
+    stdin: unique.join('\n') + '\n',
+  });
   if (checked.code !== 0) throw gitStepError('git bundle', stderrSummary(checked), checked);
   return checked.stdout
     .split('\n')

@@ -181,7 +181,12 @@ export function stderrSummary(result: GitResult, maxLines = 5): string {
 
 /** A failed git step as a StepFailedError carrying the (scrubbed) result. */
 export function gitStepError(step: string, message: string, result: GitResult): StepFailedError {
-  return new StepFailedError(step, message, { code: result.code, signal: result.signal, timedOut: result.timedOut, stderr: result.stderr });
+  return new StepFailedError(step, message, {
+    code: result.code,
+    signal: result.signal,
+    timedOut: result.timedOut,
+    stderr: result.stderr,
+  });
 }
 
 /** runGit that throws StepFailedError(step, <stderr summary>) on a non-zero exit or timeout. */

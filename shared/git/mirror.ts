@@ -9,7 +9,14 @@ import path from 'node:path';
 import { BadRequestError, NotFoundError, type StepFailedError } from '../contract/errors.js';
 import { createMirrorBundle, type BundleRequest, type BundleResult } from './bundle.js';
 import { authEnv, baseGitEnv, gitStepError, runGit, secretForms, stderrSummary, type GitResult } from './git-env.js';
-import { isFullObjectId, listMirrorRefs, resolveMirrorRef, type MirrorGit, type MirrorRef, type ResolvedRef } from './refs.js';
+import {
+  isFullObjectId,
+  listMirrorRefs,
+  resolveMirrorRef,
+  type MirrorGit,
+  type MirrorRef,
+  type ResolvedRef,
+} from './refs.js';
 import { ReadWriteLock } from './rw-lock.js';
 
 export type { BundleRequest, BundleResult } from './bundle.js';
@@ -114,7 +121,8 @@ export class GitBroker {
   async heads(mirror: MirrorHandle): Promise<Record<string, string>> {
     const refs = await this.listRefs(mirror);
     const heads: Record<string, string> = {};
-    for (const { ref, commit } of refs) if (ref.startsWith('refs/heads/')) heads[ref.slice('refs/heads/'.length)] = commit;
+    for (const { ref, commit } of refs)
+      if (ref.startsWith('refs/heads/')) heads[ref.slice('refs/heads/'.length)] = commit;
     return heads;
   }
 
@@ -126,7 +134,8 @@ export class GitBroker {
   async readFile(mirror: MirrorHandle, commit: string, file: string): Promise<string | undefined> {
     if (!isFullObjectId(commit)) throw new BadRequestError(`'${commit}' is not a full commit id`);
     const rel = path.posix.normalize(file.replace(/^\.\/+/, ''));
-    if (rel === '.' || rel.startsWith('../') || rel === '..' || path.posix.isAbsolute(rel)) throw new BadRequestError(`'${file}' is not a repository-relative file path`);
+    if (rel === '.' || rel.startsWith('../') || rel === '..' || path.posix.isAbsolute(rel))
+      throw new BadRequestError(`'${file}' is not a repository-relative file path`);
     return this.lock(mirror.url).read(async () => {
       const shown = await this.localGit(mirror)(['cat-file', 'blob', `${commit}:${rel}`]);
       return shown.code === 0 ? shown.stdout : undefined;
@@ -160,7 +169,11 @@ export class GitBroker {
   }
 
   /** Clone into a temp dir and rename, so a crash never leaves a half mirror at `dir`. */
-  private async cloneMirror(url: string, dir: string, git: (args: string[], cwd?: string) => Promise<GitResult>): Promise<void> {
+  private async cloneMirror(
+    url: string,
+    dir: string,
+    git: (args: string[], cwd?: string) => Promise<GitResult>,
+  ): Promise<void> {
     const tmp = `${dir}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
     try {
       const cloned = await git(['clone', '--bare', '--quiet', '--', url, tmp]);
@@ -199,7 +212,8 @@ export class GitBroker {
 
   private gitIn(dir: string): MirrorGit {
     const env = baseGitEnv(this.home);
-    return (args, extra) => runGit(args, { cwd: dir, env, stdin: extra?.stdin, timeoutMs: this.timeoutMs, gitPath: this.options.gitPath });
+    return (args, extra) =>
+      runGit(args, { cwd: dir, env, stdin: extra?.stdin, timeoutMs: this.timeoutMs, gitPath: this.options.gitPath });
   }
 
   private lock(url: string): ReadWriteLock {
@@ -221,16 +235,20 @@ function processAlive(pid: number): boolean {
   }
 }
 
-const AUTH_FAILED = /Authentication failed|could not read (Username|Password)|terminal prompts disabled|returned error: 40[13]\b|HTTP Basic: Access denied/i;
-const NOT_FOUND = /Repository not found|returned error: 404\b|does not appear to be a git repository|repository '.*' not found/i;
-const UNREACHABLE = /Could not resolve host|Failed to connect|Connection refused|Connection timed out|Couldn't connect/i;
+const AUTH_FAILED =
+  /Authentication failed|could not read (Username|Password)|terminal prompts disabled|returned error: 40[13]\b|HTTP Basic: Access denied/i;
+const NOT_FOUND =
+  /Repository not found|returned error: 404\b|does not appear to be a git repository|repository '.*' not found/i;
+const UNREACHABLE =
+  /Could not resolve host|Failed to connect|Connection refused|Connection timed out|Couldn't connect/i;
 
 /** A failed clone/fetch, worded for humans; the result (scrubbed by runGit) rides along. */
 function fetchError(url: string, result: GitResult): StepFailedError {
   const summary = stderrSummary(result);
   if (result.timedOut) return gitStepError('git fetch', `timed out fetching ${url}`, result);
   if (AUTH_FAILED.test(result.stderr)) return gitStepError('git fetch', `authentication failed for ${url}`, result);
-  if (NOT_FOUND.test(result.stderr)) return gitStepError('git fetch', `repository ${url} not found (or the credential cannot see it)`, result);
+  if (NOT_FOUND.test(result.stderr))
+    return gitStepError('git fetch', `repository ${url} not found (or the credential cannot see it)`, result);
   if (UNREACHABLE.test(result.stderr)) return gitStepError('git fetch', `cannot reach ${url}: ${summary}`, result);
   return gitStepError('git fetch', `${url}: ${summary}`, result);
 }

@@ -78,7 +78,9 @@ async function resolveDefault(git: MirrorGit, url: string): Promise<ResolvedRef>
     const commit = await commitOf(git, target);
     const branch = target.slice('refs/heads/'.length);
     if (commit) return { commit, ref: branch, branch };
-    throw new BadRequestError(`ref ${branch} (the default branch) not found in ${url}: the repository has no commits on it`);
+    throw new BadRequestError(
+      `ref ${branch} (the default branch) not found in ${url}: the repository has no commits on it`,
+    );
   }
   const commit = await commitOf(git, 'HEAD');
   if (commit) return { commit, ref: 'HEAD' };

@@ -292,12 +292,17 @@ export interface HiddenChange {
  * content differs and every added file not ignored by the baseline's rules is in `status`, and
  * `hidden` names each changed file git had been told to hide, and how.
  */
-export function reconcileChanges(status: StatusEntry[], check: ContentCheck): { status: StatusEntry[]; hidden: HiddenChange[] } {
+export function reconcileChanges(
+  status: StatusEntry[],
+  check: ContentCheck,
+): { status: StatusEntry[]; hidden: HiddenChange[] } {
   const out = [...status];
   const shown = new Set(status.flatMap((e) => (e.origPath !== undefined ? [e.path, e.origPath] : [e.path])));
   const hidden = new Map<string, HiddenHow>();
   const isAttributesFile = (p: string): boolean => p === '.gitattributes' || p.endsWith('/.gitattributes');
-  const attributesChanged = check.infoAttributes || [...check.changed.keys(), ...check.untracked, ...check.ignored.map((i) => i.path)].some(isAttributesFile);
+  const attributesChanged =
+    check.infoAttributes ||
+    [...check.changed.keys(), ...check.untracked, ...check.ignored.map((i) => i.path)].some(isAttributesFile);
   const byAttributes = (p: string): boolean => attributesChanged && check.attributes.has(p);
   const add = (code: string, path: string): void => {
     if (shown.has(path)) return;
@@ -319,7 +324,8 @@ export function reconcileChanges(status: StatusEntry[], check: ContentCheck): { 
     add('??', path);
   }
   for (const { path, source, pattern } of check.ignored) {
-    const agentRule = !check.baseGitignores.has(source) || (check.changed.has(source) && check.addedIgnoreRules.has(pattern));
+    const agentRule =
+      !check.baseGitignores.has(source) || (check.changed.has(source) && check.addedIgnoreRules.has(pattern));
     if (!agentRule) continue; // ignored by the baseline's own rules (node_modules, build output)
     hidden.set(path, 'ignored');
     add('!!', path);
@@ -358,7 +364,8 @@ export function parseContentCheck(stdout: string): ContentCheck {
   while (i + 1 < fields.length) {
     const name = fields[i] ?? '';
     const count = Number(fields[i + 1]);
-    if (!/^[a-z]+$/.test(name) || !Number.isInteger(count) || count < 0 || i + 2 + count > fields.length) throw new Error('malformed content check output');
+    if (!/^[a-z]+$/.test(name) || !Number.isInteger(count) || count < 0 || i + 2 + count > fields.length)
+      throw new Error('malformed content check output');
     sections.set(name, fields.slice(i + 2, i + 2 + count));
     i += 2 + count;
   }
@@ -391,8 +398,14 @@ export function parseContentCheck(stdout: string): ContentCheck {
     attributes.set(triples[j]!, [...(attributes.get(triples[j]!) ?? []), `${triples[j + 1]}=${triples[j + 2]}`]);
   }
   return {
-    flagged, changed, untracked: need('untracked'), ignored, infoAttributes: Number(need('attributes')[0]) > 0,
-    baseGitignores: new Set(need('gitignores')), addedIgnoreRules, attributes,
+    flagged,
+    changed,
+    untracked: need('untracked'),
+    ignored,
+    infoAttributes: Number(need('attributes')[0]) > 0,
+    baseGitignores: new Set(need('gitignores')),
+    addedIgnoreRules,
+    attributes,
   };
 }
 
@@ -426,13 +439,23 @@ export function parseHeads(stdout: string): WorkspaceHeads {
   }
   const remotes: Record<string, string> = {};
   for (const { ref, commit } of refs) {
-    if (ref.startsWith('refs/remotes/origin/') && ref !== 'refs/remotes/origin/HEAD') remotes[ref.slice('refs/remotes/origin/'.length)] = commit;
+    if (ref.startsWith('refs/remotes/origin/') && ref !== 'refs/remotes/origin/HEAD')
+      remotes[ref.slice('refs/remotes/origin/'.length)] = commit;
   }
   const basis = [...new Set([...(head ? [head] : []), ...refs.map((r) => r.commit)])];
   return { head, refs, remotes, basis };
 }
 
-export type ChangeKind = 'modified' | 'added' | 'deleted' | 'renamed' | 'copied' | 'typechange' | 'untracked' | 'ignored' | 'conflicted';
+export type ChangeKind =
+  | 'modified'
+  | 'added'
+  | 'deleted'
+  | 'renamed'
+  | 'copied'
+  | 'typechange'
+  | 'untracked'
+  | 'ignored'
+  | 'conflicted';
 
 export interface StatusEntry {
   /** The porcelain XY code, e.g. ' M', 'A ', '??', 'R '. */
@@ -455,7 +478,13 @@ export function parseStatus(stdout: string): StatusEntry[] {
     if (field.length < 4) continue;
     const index = field[0] ?? ' ';
     const worktree = field[1] ?? ' ';
-    const entry: StatusEntry = { code: `${index}${worktree}`, path: field.slice(3), index, worktree, kind: changeKind(index, worktree) };
+    const entry: StatusEntry = {
+      code: `${index}${worktree}`,
+      path: field.slice(3),
+      index,
+      worktree,
+      kind: changeKind(index, worktree),
+    };
     if (index === 'R' || index === 'C') entry.origPath = fields[++i] ?? '';
     entries.push(entry);
   }

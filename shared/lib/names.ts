@@ -16,7 +16,10 @@ export function isSafeName(value: unknown): value is string {
 /** Returns `value` if it is safe as one path segment, name part, tag and key part; else BadRequestError. */
 export function checkName(what: string, value: unknown): string {
   if (!isSafeName(value)) {
-    throw new BadRequestError(`invalid ${what}: expected 1-120 characters of [A-Za-z0-9_.-], not starting with '.' or '-'`, { field: what });
+    throw new BadRequestError(
+      `invalid ${what}: expected 1-120 characters of [A-Za-z0-9_.-], not starting with '.' or '-'`,
+      { field: what },
+    );
   }
   return value;
 }

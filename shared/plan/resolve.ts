@@ -14,7 +14,11 @@ export interface PlanOverrides {
  * Every later step reads guest paths from the plan; nothing else spells '/home/node/workspace'.
  * Relative `localPath`s resolve against `baseDir` (the config file's directory, or the cwd).
  */
-export function resolveWorkspacePlan(config: ProviderConfig, overrides: PlanOverrides = {}, baseDir = process.cwd()): WorkspacePlan {
+export function resolveWorkspacePlan(
+  config: ProviderConfig,
+  overrides: PlanOverrides = {},
+  baseDir = process.cwd(),
+): WorkspacePlan {
   const home = path.posix.normalize(config.workspace.home);
   const root = path.posix.normalize(config.workspace.guestPath);
   const repos: RepoPlan[] = config.repositories.map((repo) => {

@@ -13,9 +13,11 @@ export class EnvSecretSource implements SecretSource {
   /** BadRequestError when the name is malformed, or the variable is unset or empty. */
   async resolve(reference: string): Promise<string> {
     const name = bodyOf(reference, 'env');
-    if (!NAME.test(name)) throw new BadRequestError(`secret reference '${reference}': not a valid environment variable name`);
+    if (!NAME.test(name))
+      throw new BadRequestError(`secret reference '${reference}': not a valid environment variable name`);
     const value = this.env[name];
-    if (value === undefined) throw new BadRequestError(`secret reference '${reference}': environment variable is not set`);
+    if (value === undefined)
+      throw new BadRequestError(`secret reference '${reference}': environment variable is not set`);
     if (value === '') throw new BadRequestError(`secret reference '${reference}': environment variable is empty`);
     return value;
   }

@@ -20,7 +20,11 @@ export class FileSecretSource implements SecretSource {
     const path = bodyOf(reference, 'file');
     if (!isAbsolute(path)) throw new BadRequestError(`secret reference '${reference}': path must be absolute`);
     const content = await readLimited(reference, path);
-    const value = content.endsWith('\r\n') ? content.slice(0, -2) : content.endsWith('\n') ? content.slice(0, -1) : content;
+    const value = content.endsWith('\r\n')
+      ? content.slice(0, -2)
+      : content.endsWith('\n')
+        ? content.slice(0, -1)
+        : content;
     if (value === '') throw new BadRequestError(`secret reference '${reference}': file is empty`);
     return value;
   }
@@ -68,5 +72,8 @@ function fileError(reference: string, err: unknown): Error {
   };
   const reason = code !== undefined ? why[code] : undefined;
   if (reason !== undefined) return withCause(new BadRequestError(`secret reference '${reference}': ${reason}`), err);
-  return new BackendUnavailableError(`secret reference '${reference}': cannot read file (${code ?? 'unknown error'})`, err);
+  return new BackendUnavailableError(
+    `secret reference '${reference}': cannot read file (${code ?? 'unknown error'})`,
+    err,
+  );
 }

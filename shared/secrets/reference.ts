@@ -16,7 +16,9 @@ const SCHEME = /^([a-z][a-z0-9+.-]{0,31}):/;
 export function parseReference(reference: string): ParsedReference {
   const match = SCHEME.exec(reference);
   if (!match?.[1]) {
-    throw new BadRequestError('secret reference must look like env:NAME, file:/abs/path or secretsmanager:<name-or-arn>[#jsonKey]');
+    throw new BadRequestError(
+      'secret reference must look like env:NAME, file:/abs/path or secretsmanager:<name-or-arn>[#jsonKey]',
+    );
   }
   return { scheme: match[1], body: reference.slice(match[0].length) };
 }
@@ -24,7 +26,8 @@ export function parseReference(reference: string): ParsedReference {
 /** Parse and check the scheme a source expects (a programming error if it differs). */
 export function bodyOf(reference: string, scheme: string): string {
   const parsed = parseReference(reference);
-  if (parsed.scheme !== scheme) throw new BadRequestError(`secret reference scheme '${parsed.scheme}' is not '${scheme}'`);
+  if (parsed.scheme !== scheme)
+    throw new BadRequestError(`secret reference scheme '${parsed.scheme}' is not '${scheme}'`);
   return parsed.body;
 }
 

@@ -27,7 +27,9 @@ export class SecretResolver implements SecretSource {
     const { scheme } = parseReference(reference);
     const source = this.bySchemes.get(scheme);
     if (source === undefined) {
-      throw new BadRequestError(`unknown secret reference scheme '${scheme}' (known: ${this.schemes.join(', ') || 'none'})`);
+      throw new BadRequestError(
+        `unknown secret reference scheme '${scheme}' (known: ${this.schemes.join(', ') || 'none'})`,
+      );
     }
     const value = await source.resolve(reference);
     if (value !== '') this.resolved.add(value);

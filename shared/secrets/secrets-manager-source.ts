@@ -83,12 +83,17 @@ export class SecretsManagerSecretSource implements SecretSource {
       const reason = BAD_REFERENCE_ERRORS[name];
       if (reason !== undefined) throw withCause(new BadRequestError(`secret reference '${reference}': ${reason}`), err);
       if (name === 'AccessDeniedException') {
-        throw new BackendUnavailableError(`secret reference '${reference}': access denied (check the provider's permissions)`, err);
+        throw new BackendUnavailableError(
+          `secret reference '${reference}': access denied (check the provider's permissions)`,
+          err,
+        );
       }
       throw new BackendUnavailableError(`secret reference '${reference}': Secrets Manager unavailable (${name})`, err);
     }
     if (typeof out.SecretString !== 'string') {
-      throw new BadRequestError(`secret reference '${reference}': secret has no string value (binary secrets are not supported)`);
+      throw new BadRequestError(
+        `secret reference '${reference}': secret has no string value (binary secrets are not supported)`,
+      );
     }
     return { secretString: out.SecretString, fetchedAtMs: this.now() };
   }
@@ -105,10 +110,13 @@ function extractJsonKey(reference: string, secretString: string, key: string): s
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new BadRequestError(`secret reference '${reference}': secret is not a JSON object, cannot read key '${key}'`);
   }
-  if (!Object.hasOwn(parsed, key)) throw new BadRequestError(`secret reference '${reference}': JSON key '${key}' not found in secret`);
+  if (!Object.hasOwn(parsed, key))
+    throw new BadRequestError(`secret reference '${reference}': JSON key '${key}' not found in secret`);
   const value = (parsed as Record<string, unknown>)[key];
   if (typeof value !== 'string') {
-    throw new BadRequestError(`secret reference '${reference}': JSON key '${key}' is not a string (found ${value === null ? 'null' : typeof value})`);
+    throw new BadRequestError(
+      `secret reference '${reference}': JSON key '${key}' is not a string (found ${value === null ? 'null' : typeof value})`,
+    );
   }
   return value;
 }

@@ -23,7 +23,8 @@ export async function evictCache(deps: ServiceDeps, now = new Date()): Promise<E
   for (const e of byLastUse) {
     const ageSeconds = (now.getTime() - Date.parse(e.lastUsedAt)) / 1000;
     if (e.status === 'failed') victims.push({ entry: e, reason: 'failed build' });
-    else if (ageSeconds > config.cache.maxAgeSeconds) victims.push({ entry: e, reason: `unused for ${Math.round(ageSeconds)} s` });
+    else if (ageSeconds > config.cache.maxAgeSeconds)
+      victims.push({ entry: e, reason: `unused for ${Math.round(ageSeconds)} s` });
     else continue;
     keep.delete(e.key);
   }

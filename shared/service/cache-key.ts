@@ -32,7 +32,10 @@ export function computeCacheKey(inputs: CacheKeyInputs): string {
     repos: inputs.plan.repos.map((r) => ({
       path: r.path,
       source: r.source.kind === 'git' ? { git: r.source.url } : { dir: r.source.hostPath },
-      keyFiles: (inputs.keyFiles[r.name] ?? []).map(([p, content]) => [p, content === undefined ? null : sha256(content)]),
+      keyFiles: (inputs.keyFiles[r.name] ?? []).map(([p, content]) => [
+        p,
+        content === undefined ? null : sha256(content),
+      ]),
     })),
     setup: sha256(inputs.setupScript),
     setupEnv: sha256(JSON.stringify(Object.entries(inputs.setupEnv).sort())),

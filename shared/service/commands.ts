@@ -30,26 +30,59 @@ export class Commands {
   }
 
   /** Record, then start; refused (409) unless the workspace is ready before and still ready after. */
-  private async start(workspaceId: string, input: RunCommandBody): Promise<{ ws: WorkspaceRecord; record: CommandRecord }> {
+  private async start(
+    workspaceId: string,
+    input: RunCommandBody,
+  ): Promise<{ ws: WorkspaceRecord; record: CommandRecord }> {
     const ws = await this.ready(workspaceId);
     const cwd = resolveGuestCwd(ws.plan, input.cwd);
-    if (cwd === undefined) throw new BadRequestError(`cwd '${input.cwd}' is outside the workspace`, [{ path: 'body.cwd', message: 'must stay inside the workspace home' }]);
+    if (cwd === undefined)
+      throw new BadRequestError(`cwd '${input.cwd}' is outside the workspace`, [
+        { path: 'body.cwd', message: 'must stay inside the workspace home' },
+      ]);
     const argv = input.argv ?? ['bash', '-c', input.command!];
-    const stdin = input.stdin === undefined ? undefined : Buffer.from(input.stdin, input.stdinEncoding === 'base64' ? 'base64' : 'utf8');
+    const stdin =
+      input.stdin === undefined
+        ? undefined
+        : Buffer.from(input.stdin, input.stdinEncoding === 'base64' ? 'base64' : 'utf8');
     const timeoutMs = input.timeoutMs ?? this.deps.config.commands.defaultTimeoutMs;
     const id = newCommandId();
     const record: CommandRecord = {
-      workspaceId, id, version: 1, state: 'running', argv, cwd, internal: false, timeoutMs, exitCode: null, signal: null,
-      stdout: { bytes: 0, truncated: false }, stderr: { bytes: 0, truncated: false }, startedAt: this.now().toISOString(),
+      workspaceId,
+      id,
+      version: 1,
+      state: 'running',
+      argv,
+      cwd,
+      internal: false,
+      timeoutMs,
+      exitCode: null,
+      signal: null,
+      stdout: { bytes: 0, truncated: false },
+      stderr: { bytes: 0, truncated: false },
+      startedAt: this.now().toISOString(),
     };
     await this.deps.state.createCommand(record);
     try {
       await this.deps.backend.startCommand(ws.backend!, ws.plan, {
-        commandId: id, argv, cwd, env: { ...ws.plan.env, ...(input.env ?? {}) }, ...(stdin ? { stdin } : {}), timeoutMs,
+        commandId: id,
+        argv,
+        cwd,
+        env: { ...ws.plan.env, ...(input.env ?? {}) },
+        ...(stdin ? { stdin } : {}),
+        timeoutMs,
         maxOutputBytes: this.deps.config.commands.maxOutputBytes,
       });
     } catch (error) {
-      await bestEffort(this.deps.state.updateCommand(workspaceId, id, 1, { state: 'lost', reason: 'failed to start', endedAt: this.now().toISOString() }), this.deps.log, 'marking a command that failed to start lost');
+      await bestEffort(
+        this.deps.state.updateCommand(workspaceId, id, 1, {
+          state: 'lost',
+          reason: 'failed to start',
+          endedAt: this.now().toISOString(),
+        }),
+        this.deps.log,
+        'marking a command that failed to start lost',
+      );
       throw error;
     }
     await this.stillReady(ws, record);
@@ -64,9 +97,23 @@ export class Commands {
   private async stillReady(ws: WorkspaceRecord, record: CommandRecord): Promise<void> {
     const now = await this.records.get(ws.id);
     if (now.status === 'ready' && now.backend !== undefined) return;
-    await bestEffort(this.deps.backend.killCommand(ws.backend!, record.id, `workspace became ${now.status}`), this.deps.log, 'killing a command started while the workspace left ready');
-    await bestEffort(this.deps.state.updateCommand(ws.id, record.id, record.version, { state: 'killed', reason: `workspace became ${now.status} while it started`, endedAt: this.now().toISOString() }), this.deps.log, 'recording that command as killed');
-    throw new ConflictError(`workspace '${ws.id}' is ${now.status}; commands need it ready`, { details: { status: now.status } });
+    await bestEffort(
+      this.deps.backend.killCommand(ws.backend!, record.id, `workspace became ${now.status}`),
+      this.deps.log,
+      'killing a command started while the workspace left ready',
+    );
+    await bestEffort(
+      this.deps.state.updateCommand(ws.id, record.id, record.version, {
+        state: 'killed',
+        reason: `workspace became ${now.status} while it started`,
+        endedAt: this.now().toISOString(),
+      }),
+      this.deps.log,
+      'recording that command as killed',
+    );
+    throw new ConflictError(`workspace '${ws.id}' is ${now.status}; commands need it ready`, {
+      details: { status: now.status },
+    });
   }
 
   async get(workspaceId: string, commandId: string, query: ReadCommandQuery): Promise<CommandView> {
@@ -84,7 +131,8 @@ export class Commands {
   async cancel(workspaceId: string, commandId: string): Promise<CommandView> {
     const ws = await this.records.get(workspaceId);
     const record = await this.record(workspaceId, commandId);
-    if (record.state === 'running' && ws.backend) await this.deps.backend.killCommand(ws.backend, commandId, 'cancelled');
+    if (record.state === 'running' && ws.backend)
+      await this.deps.backend.killCommand(ws.backend, commandId, 'cancelled');
     return this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 2_000 });
   }
 
@@ -97,9 +145,12 @@ export class Commands {
     }
     const out = async (stream: 'stdout' | 'stderr', offset: number) => {
       const info = current[stream];
-      const chunk = ws.backend && query.limit > 0
-        ? await this.deps.backend.readOutput(ws.backend, current.id, stream, offset, query.limit).catch(() => ({ data: Buffer.alloc(0), nextOffset: offset }))
-        : { data: Buffer.alloc(0), nextOffset: offset };
+      const chunk =
+        ws.backend && query.limit > 0
+          ? await this.deps.backend
+              .readOutput(ws.backend, current.id, stream, offset, query.limit)
+              .catch(() => ({ data: Buffer.alloc(0), nextOffset: offset }))
+          : { data: Buffer.alloc(0), nextOffset: offset };
       return streamView(chunk, offset, info);
     };
     return commandView(current, await out('stdout', query.stdoutOffset), await out('stderr', query.stderrOffset));
@@ -107,7 +158,9 @@ export class Commands {
 
   private async status(ws: WorkspaceRecord, commandId: string, waitMs: number): Promise<CommandStatus | undefined> {
     try {
-      return waitMs > 0 ? await this.deps.backend.waitCommand(ws.backend!, commandId, waitMs) : await this.deps.backend.commandStatus(ws.backend!, commandId);
+      return waitMs > 0
+        ? await this.deps.backend.waitCommand(ws.backend!, commandId, waitMs)
+        : await this.deps.backend.commandStatus(ws.backend!, commandId);
     } catch (error) {
       if (error instanceof NotFoundError) return undefined; // compute is gone → the command is lost
       throw error;
@@ -117,7 +170,14 @@ export class Commands {
   /** Write the observed status back; another observer may have done it first (then re-read). */
   private async persist(record: CommandRecord, status: CommandStatus | undefined): Promise<CommandRecord> {
     const patch: Partial<CommandRecord> = status
-      ? { state: status.state, exitCode: status.exitCode, signal: status.signal, stdout: status.stdout, stderr: status.stderr, ...(status.reason ? { reason: status.reason } : {}) }
+      ? {
+          state: status.state,
+          exitCode: status.exitCode,
+          signal: status.signal,
+          stdout: status.stdout,
+          stderr: status.stderr,
+          ...(status.reason ? { reason: status.reason } : {}),
+        }
       : { state: 'lost', reason: 'workspace compute is gone' };
     if (patch.state === 'running') return { ...record, ...patch };
     const endedAt = status?.endedAt ?? this.now().toISOString();
@@ -139,7 +199,10 @@ export class Commands {
 
   private async ready(workspaceId: string): Promise<WorkspaceRecord> {
     const ws = await this.records.get(workspaceId);
-    if (ws.status !== 'ready' || !ws.backend) throw new ConflictError(`workspace '${workspaceId}' is ${ws.status}; commands need it ready`, { details: { status: ws.status } });
+    if (ws.status !== 'ready' || !ws.backend)
+      throw new ConflictError(`workspace '${workspaceId}' is ${ws.status}; commands need it ready`, {
+        details: { status: ws.status },
+      });
     refuseIfOverDisk(ws);
     return ws;
   }

@@ -22,9 +22,12 @@ export function diskWarning(exceeded: NonNullable<WorkspaceRecord['diskExceeded'
 /** Throws the 409 a command gets on a workspace over its disk limit. */
 export function refuseIfOverDisk(ws: WorkspaceRecord): void {
   if (ws.diskExceeded === undefined) return;
-  throw new ConflictError(`workspace '${ws.id}' is over its disk limit (${diskWarning(ws.diskExceeded)}); reset or delete it`, {
-    details: { status: ws.status, diskExceeded: ws.diskExceeded },
-  });
+  throw new ConflictError(
+    `workspace '${ws.id}' is over its disk limit (${diskWarning(ws.diskExceeded)}); reset or delete it`,
+    {
+      details: { status: ws.status, diskExceeded: ws.diskExceeded },
+    },
+  );
 }
 
 /** The patch a successful reset applies: the limit no longer exceeded, its warning gone. */
@@ -42,7 +45,14 @@ export async function enforceDiskLimits(deps: ServiceDeps, records: WorkspaceRec
   const ready = await deps.state.listWorkspaces({ owner: deps.instanceId, status: ['ready'] });
   for (const ws of ready) {
     const limitMb = ws.plan.resources.diskMb;
-    if (ws.status !== 'ready' || ws.owner !== deps.instanceId || ws.backend === undefined || limitMb === undefined || ws.diskExceeded) continue;
+    if (
+      ws.status !== 'ready' ||
+      ws.owner !== deps.instanceId ||
+      ws.backend === undefined ||
+      limitMb === undefined ||
+      ws.diskExceeded
+    )
+      continue;
     if (hasForeignRef(backend, ws)) continue; // never measured or killed through another workspace's ref
     try {
       const usedBytes = await backend.usageBytes(ws.backend);
@@ -50,9 +60,16 @@ export async function enforceDiskLimits(deps: ServiceDeps, records: WorkspaceRec
       if (usedBytes <= limitBytes) continue;
       await backend.killAll(ws.backend);
       const exceeded = { usedBytes, limitBytes, at: now.toISOString() };
-      await records.update(ws.id, (r) => ({ diskExceeded: exceeded, warnings: [...r.warnings, diskWarning(exceeded)] }));
+      await records.update(ws.id, (r) => ({
+        diskExceeded: exceeded,
+        warnings: [...r.warnings, diskWarning(exceeded)],
+      }));
       over.push(ws.id);
-      deps.log.warn('workspace over its disk limit: processes killed, commands refused until a reset', { workspaceId: ws.id, usedBytes, limitBytes });
+      deps.log.warn('workspace over its disk limit: processes killed, commands refused until a reset', {
+        workspaceId: ws.id,
+        usedBytes,
+        limitBytes,
+      });
     } catch (error) {
       deps.log.warn('disk usage of a workspace could not be measured', { workspaceId: ws.id, ...errorFields(error) });
     }

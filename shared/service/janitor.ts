@@ -39,9 +39,22 @@ export interface SweepOptions {
  * `workspace.idleTimeoutSeconds`, and applies the cache limits. Only settled workspaces (ready or
  * failed) are touched; another instance's records never are.
  */
-export async function sweep(deps: ServiceDeps, service: DefaultWorkspaceService, now = new Date(), options: SweepOptions = {}): Promise<SweepReport> {
-  const report: SweepReport = { expired: [], idle: [], cacheEvicted: 0, abandoned: [], orphansDestroyed: [], overDisk: [] };
-  if (options.abandonedAfterMs !== undefined) report.abandoned = await failAbandoned(deps, service, now, options.abandonedAfterMs);
+export async function sweep(
+  deps: ServiceDeps,
+  service: DefaultWorkspaceService,
+  now = new Date(),
+  options: SweepOptions = {},
+): Promise<SweepReport> {
+  const report: SweepReport = {
+    expired: [],
+    idle: [],
+    cacheEvicted: 0,
+    abandoned: [],
+    orphansDestroyed: [],
+    overDisk: [],
+  };
+  if (options.abandonedAfterMs !== undefined)
+    report.abandoned = await failAbandoned(deps, service, now, options.abandonedAfterMs);
   if (options.orphans) {
     report.orphansDestroyed = await destroyOrphans(deps).catch((error: unknown) => {
       deps.log.warn('orphan sweep failed', errorFields(error));
@@ -56,7 +69,11 @@ export async function sweep(deps: ServiceDeps, service: DefaultWorkspaceService,
     if (ws.expiresAt !== undefined && ws.expiresAt * 1000 <= now.getTime()) why = 'expired';
     else {
       const commands = await deps.state.listCommands(ws.id);
-      const last = Math.max(Date.parse(ws.updatedAt), ...commands.map((c) => Date.parse(c.endedAt ?? c.startedAt)), ...commands.filter((c) => c.state === 'running').map(() => now.getTime()));
+      const last = Math.max(
+        Date.parse(ws.updatedAt),
+        ...commands.map((c) => Date.parse(c.endedAt ?? c.startedAt)),
+        ...commands.filter((c) => c.state === 'running').map(() => now.getTime()),
+      );
       if (now.getTime() - last > idleMs) why = 'idle';
     }
     if (!why) continue;
@@ -71,13 +88,22 @@ export async function sweep(deps: ServiceDeps, service: DefaultWorkspaceService,
   report.overDisk = await enforceDiskLimits(deps, service.records, now);
   report.cacheEvicted = (await evictCache(deps, now)).evicted.length;
   if (deps.backend.maintain) {
-    const ready = (await deps.state.listCacheEntries()).flatMap((e) => (e.status === 'ready' && e.snapshot && e.backendKind === deps.backend.kind ? [e.snapshot] : []));
-    await deps.backend.maintain(ready).catch((error: unknown) => deps.log.warn('backend upkeep failed', errorFields(error)));
+    const ready = (await deps.state.listCacheEntries()).flatMap((e) =>
+      e.status === 'ready' && e.snapshot && e.backendKind === deps.backend.kind ? [e.snapshot] : [],
+    );
+    await deps.backend
+      .maintain(ready)
+      .catch((error: unknown) => deps.log.warn('backend upkeep failed', errorFields(error)));
   }
   return report;
 }
 
-async function failAbandoned(deps: ServiceDeps, service: DefaultWorkspaceService, now: Date, afterMs: number): Promise<string[]> {
+async function failAbandoned(
+  deps: ServiceDeps,
+  service: DefaultWorkspaceService,
+  now: Date,
+  afterMs: number,
+): Promise<string[]> {
   const out: string[] = [];
   const busy = await deps.state.listWorkspaces({ owner: deps.instanceId, status: ['provisioning', 'resetting'] });
   for (const ws of busy) {
@@ -86,7 +112,10 @@ async function failAbandoned(deps: ServiceDeps, service: DefaultWorkspaceService
     try {
       // Conditional on the status: a worker that was alive after all and finished wins the race.
       const failed = await service.records.transition(ws.id, [ws.status], 'failed', {
-        failure: { step: ws.status === 'provisioning' ? 'provision' : 'reset', message: `no progress for ${Math.round(afterMs / 60_000)} min: the process doing it was lost` },
+        failure: {
+          step: ws.status === 'provisioning' ? 'provision' : 'reset',
+          message: `no progress for ${Math.round(afterMs / 60_000)} min: the process doing it was lost`,
+        },
       });
       await service.teardown(failed);
       out.push(ws.id);

@@ -24,17 +24,30 @@ export interface ReconcileReport {
  */
 export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceService): Promise<ReconcileReport> {
   const { state, backend, log, instanceId } = deps;
-  const report: ReconcileReport = { failedProvisioning: [], resumedResets: [], finishedDeletes: [], commandsSettled: 0, orphansDestroyed: [], snapshotsRemoved: 0, cacheEntriesReleased: [] };
+  const report: ReconcileReport = {
+    failedProvisioning: [],
+    resumedResets: [],
+    finishedDeletes: [],
+    commandsSettled: 0,
+    orphansDestroyed: [],
+    snapshotsRemoved: 0,
+    cacheEntriesReleased: [],
+  };
   const mine = (await state.listWorkspaces({ owner: instanceId })).filter((r) => r.owner === instanceId);
 
   for (const r of mine) {
     try {
       // Listed records did not pass records.get: a ref naming another workspace is not used here either.
-      if (hasForeignRef(backend, r)) throw new ConflictError(`workspace '${r.id}': its stored backend ref does not belong to it; refusing to use it`);
+      if (hasForeignRef(backend, r))
+        throw new ConflictError(
+          `workspace '${r.id}': its stored backend ref does not belong to it; refusing to use it`,
+        );
       if (r.status === 'provisioning') {
         // The work was in this process's memory; it cannot be resumed safely. Fail it and free the compute.
         await bestEffort(service.teardown(r), log, 'tearing down a workspace left provisioning');
-        await service.records.transition(r.id, ['provisioning'], 'failed', { failure: { step: 'provision', message: 'provider restarted during provisioning' } });
+        await service.records.transition(r.id, ['provisioning'], 'failed', {
+          failure: { step: 'provision', message: 'provider restarted during provisioning' },
+        });
         report.failedProvisioning.push(r.id);
       } else if (r.status === 'resetting') {
         // Restore is idempotent: finish it and hand the workspace back.
@@ -57,9 +70,19 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
     for (const c of await state.listCommands(r.id)) {
       if (c.state !== 'running') continue;
       await service.getCommand(r.id, c.id, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 0 }).then(
-        (v) => { if (v.state !== 'running') report.commandsSettled++; },
+        (v) => {
+          if (v.state !== 'running') report.commandsSettled++;
+        },
         async () => {
-          await bestEffort(state.updateCommand(r.id, c.id, c.version, { state: 'lost', reason: 'provider restarted', endedAt: new Date().toISOString() }), log, 'marking a command lost after a restart');
+          await bestEffort(
+            state.updateCommand(r.id, c.id, c.version, {
+              state: 'lost',
+              reason: 'provider restarted',
+              endedAt: new Date().toISOString(),
+            }),
+            log,
+            'marking a command lost after a restart',
+          );
           report.commandsSettled++;
         },
       );
@@ -72,7 +95,11 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
   // Cache entries this instance was building when it died → failed (the next setup rebuilds).
   for (const e of await state.listCacheEntries()) {
     if (e.status === 'building' && e.lease?.owner === instanceId) {
-      await bestEffort(state.updateCacheEntry(e.key, e.version, { status: 'failed' }), log, 'releasing a cache entry this instance was building');
+      await bestEffort(
+        state.updateCacheEntry(e.key, e.version, { status: 'failed' }),
+        log,
+        'releasing a cache entry this instance was building',
+      );
       report.cacheEntriesReleased.push(e.key);
     }
   }
@@ -80,16 +107,20 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
   // Snapshots referenced by nothing → delete.
   const referenced = new Set<string>();
   for (const e of await state.listCacheEntries()) if (e.snapshot) referenced.add(JSON.stringify(e.snapshot));
-  for (const r of live.values()) if (r.baseline && r.status !== 'deleted' && r.status !== 'failed') referenced.add(JSON.stringify(r.baseline));
+  for (const r of live.values())
+    if (r.baseline && r.status !== 'deleted' && r.status !== 'failed') referenced.add(JSON.stringify(r.baseline));
   for (const snap of await backend.listSnapshots()) {
     if (referenced.has(JSON.stringify(snap))) continue;
     await bestEffort(backend.deleteSnapshot(snap), log, 'deleting an unreferenced snapshot');
     report.snapshotsRemoved++;
   }
-  log.info('reconciled', { ...report, failedProvisioning: report.failedProvisioning.length, orphansDestroyed: report.orphansDestroyed.length });
+  log.info('reconciled', {
+    ...report,
+    failedProvisioning: report.failedProvisioning.length,
+    orphansDestroyed: report.orphansDestroyed.length,
+  });
   return report;
 }
-
 
 /**
  * Backend resources of this instance without a live record (none, or deleted/failed) → destroyed.
@@ -104,7 +135,9 @@ export async function destroyOrphans(deps: ServiceDeps): Promise<string[]> {
     if (res.owner !== instanceId) continue;
     const r = live.get(res.workspaceId);
     if (!r || r.status === 'deleted' || r.status === 'failed') {
-      await backend.destroy(res.ref).catch((e) => log.warn('orphan not destroyed', { workspaceId: res.workspaceId, ...errorFields(e) }));
+      await backend
+        .destroy(res.ref)
+        .catch((e) => log.warn('orphan not destroyed', { workspaceId: res.workspaceId, ...errorFields(e) }));
       out.push(res.workspaceId);
     }
   }

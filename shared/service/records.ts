@@ -8,7 +8,10 @@ import type { ProgressStep, WorkspaceRecord, WorkspaceStatus } from '../contract
  * says so: WorkspaceBackend.refBelongsTo). Such a ref is never used: it is how a write to the state
  * store would turn into running as, resetting or deleting another workspace.
  */
-export function hasForeignRef(backend: Pick<WorkspaceBackend, 'refBelongsTo'> | undefined, r: WorkspaceRecord): boolean {
+export function hasForeignRef(
+  backend: Pick<WorkspaceBackend, 'refBelongsTo'> | undefined,
+  r: WorkspaceRecord,
+): boolean {
   return r.backend !== undefined && backend?.refBelongsTo !== undefined && !backend.refBelongsTo(r.backend, r.id);
 }
 
@@ -31,7 +34,9 @@ export class WorkspaceRecords {
     const r = await this.state.getWorkspace(id);
     if (!r) throw new NotFoundError('workspace', id);
     if (hasForeignRef(this.backend, r)) {
-      throw new ConflictError(`workspace '${id}': its stored backend ref does not belong to it; refusing to use it`, { details: { status: r.status } });
+      throw new ConflictError(`workspace '${id}': its stored backend ref does not belong to it; refusing to use it`, {
+        details: { status: r.status },
+      });
     }
     return r;
   }
@@ -41,10 +46,18 @@ export class WorkspaceRecords {
    * A progress `step` given here lands in the same write, so a watcher that stops at the new status
    * has already seen it.
    */
-  async transition(id: string, from: WorkspaceStatus[], to: WorkspaceStatus, patch: Patch<WorkspaceRecord> = {}, step?: { step: string; message: string }): Promise<WorkspaceRecord> {
+  async transition(
+    id: string,
+    from: WorkspaceStatus[],
+    to: WorkspaceStatus,
+    patch: Patch<WorkspaceRecord> = {},
+    step?: { step: string; message: string },
+  ): Promise<WorkspaceRecord> {
     const r = await this.get(id);
     if (!from.includes(r.status)) {
-      throw new ConflictError(`workspace '${id}' is ${r.status}; this needs it to be ${from.join(' or ')}`, { details: { status: r.status } });
+      throw new ConflictError(`workspace '${id}' is ${r.status}; this needs it to be ${from.join(' or ')}`, {
+        details: { status: r.status },
+      });
     }
     const at = this.now().toISOString();
     const steps = step ? { steps: [...r.steps, { at, ...step }].slice(-MAX_STEPS) } : {};

@@ -6,7 +6,15 @@ import { StepFailedError } from '../contract/errors.js';
 import type { BackendRef } from '../contract/workspace.js';
 import type { MirrorHandle } from '../git/mirror.js';
 import type { BundleResult } from '../git/bundle.js';
-import { checkoutArgv, cloneFromBundleArgv, fetchFromBundleArgv, headsArgv, parseHeads, refsUpdateArgv, refsUpdateInput } from '../git/workspace-git.js';
+import {
+  checkoutArgv,
+  cloneFromBundleArgv,
+  fetchFromBundleArgv,
+  headsArgv,
+  parseHeads,
+  refsUpdateArgv,
+  refsUpdateInput,
+} from '../git/workspace-git.js';
 import type { ServiceDeps } from './deps.js';
 import { runStep } from './steps.js';
 
@@ -37,16 +45,36 @@ export class RepoSync {
   }
 
   /** Full bundle → clone at `commit` (on `branch` when the ref was a branch). */
-  async clone(ref: BackendRef, plan: WorkspacePlan, repo: GitRepo, mirror: MirrorHandle, target: { commit: string; branch?: string }): Promise<void> {
+  async clone(
+    ref: BackendRef,
+    plan: WorkspacePlan,
+    repo: GitRepo,
+    mirror: MirrorHandle,
+    target: { commit: string; branch?: string },
+  ): Promise<void> {
     await this.withBundle(ref, plan, mirror, [target.commit], [], async (bundlePath) => {
       if (!bundlePath) throw new StepFailedError(`clone ${repo.name}`, 'the mirror produced an empty bundle');
-      await runStep(this.deps.backend, ref, plan, cloneFromBundleArgv({ bundlePath, target: repo.target, originUrl: repo.source.url, commit: target.commit, ...(target.branch ? { branch: target.branch } : {}) }), { step: `clone ${repo.name}` });
+      await runStep(
+        this.deps.backend,
+        ref,
+        plan,
+        cloneFromBundleArgv({
+          bundlePath,
+          target: repo.target,
+          originUrl: repo.source.url,
+          commit: target.commit,
+          ...(target.branch ? { branch: target.branch } : {}),
+        }),
+        { step: `clone ${repo.name}` },
+      );
     });
   }
 
   /** What the workspace's repo has now: HEAD and remote-tracking heads (the incremental basis). */
   async heads(ref: BackendRef, plan: WorkspacePlan, repo: GitRepo): Promise<ReturnType<typeof parseHeads>> {
-    const out = await runStep(this.deps.backend, ref, plan, headsArgv({ target: repo.target }), { step: `read heads of ${repo.name}` });
+    const out = await runStep(this.deps.backend, ref, plan, headsArgv({ target: repo.target }), {
+      step: `read heads of ${repo.name}`,
+    });
     return parseHeads(out.stdout);
   }
 
@@ -55,20 +83,50 @@ export class RepoSync {
    * to the mirror's (a bundle leaves out refs whose tips the workspace already has, e.g. a new tag on a
    * known commit, so refs are written explicitly; origin/* refs of deleted branches are pruned).
    */
-  async fetch(ref: BackendRef, plan: WorkspacePlan, repo: GitRepo, mirror: MirrorHandle, include: string[]): Promise<void> {
+  async fetch(
+    ref: BackendRef,
+    plan: WorkspacePlan,
+    repo: GitRepo,
+    mirror: MirrorHandle,
+    include: string[],
+  ): Promise<void> {
     const have = await this.heads(ref, plan, repo);
     await this.withBundle(ref, plan, mirror, include, have.basis, async (bundlePath, bundle) => {
-      if (bundlePath) await runStep(this.deps.backend, ref, plan, fetchFromBundleArgv({ bundlePath, target: repo.target }), { step: `fetch ${repo.name}` });
-      await runStep(this.deps.backend, ref, plan, refsUpdateArgv({ target: repo.target }), { step: `update refs of ${repo.name}`, stdin: refsUpdateInput(bundle.refs, have) });
+      if (bundlePath)
+        await runStep(this.deps.backend, ref, plan, fetchFromBundleArgv({ bundlePath, target: repo.target }), {
+          step: `fetch ${repo.name}`,
+        });
+      await runStep(this.deps.backend, ref, plan, refsUpdateArgv({ target: repo.target }), {
+        step: `update refs of ${repo.name}`,
+        stdin: refsUpdateInput(bundle.refs, have),
+      });
     });
   }
 
-  async checkout(ref: BackendRef, plan: WorkspacePlan, repo: GitRepo, target: { commit: string; branch?: string }): Promise<void> {
-    await runStep(this.deps.backend, ref, plan, checkoutArgv({ target: repo.target, commit: target.commit, ...(target.branch ? { branch: target.branch } : {}) }), { step: `checkout ${repo.name}` });
+  async checkout(
+    ref: BackendRef,
+    plan: WorkspacePlan,
+    repo: GitRepo,
+    target: { commit: string; branch?: string },
+  ): Promise<void> {
+    await runStep(
+      this.deps.backend,
+      ref,
+      plan,
+      checkoutArgv({ target: repo.target, commit: target.commit, ...(target.branch ? { branch: target.branch } : {}) }),
+      { step: `checkout ${repo.name}` },
+    );
   }
 
   /** `use` gets the bundle's guest path, or undefined when the workspace already has every object. */
-  private async withBundle(ref: BackendRef, plan: WorkspacePlan, mirror: MirrorHandle, include: string[], basis: string[], use: (guestPath: string | undefined, bundle: BundleResult) => Promise<void>): Promise<void> {
+  private async withBundle(
+    ref: BackendRef,
+    plan: WorkspacePlan,
+    mirror: MirrorHandle,
+    include: string[],
+    basis: string[],
+    use: (guestPath: string | undefined, bundle: BundleResult) => Promise<void>,
+  ): Promise<void> {
     const name = `${randomBytes(8).toString('hex')}.bundle`;
     const hostPath = path.join(this.deps.scratchDir, name);
     await fs.mkdir(this.deps.scratchDir, { recursive: true, mode: 0o700 });

@@ -30,7 +30,13 @@ export interface StepOptions {
  * as the workspace user, and wait for it. Internal steps check their result and raise an error that
  * carries it (style.md §6); agent commands never do.
  */
-export async function runStep(backend: WorkspaceBackend, ref: BackendRef, plan: WorkspacePlan, argv: string[], options: StepOptions): Promise<StepResult> {
+export async function runStep(
+  backend: WorkspaceBackend,
+  ref: BackendRef,
+  plan: WorkspacePlan,
+  argv: string[],
+  options: StepOptions,
+): Promise<StepResult> {
   const commandId = options.commandId ?? newSystemCommandId();
   const maxOutputBytes = options.maxOutputBytes ?? 16 * 1024 * 1024;
   await backend.startCommand(ref, plan, {
@@ -49,8 +55,15 @@ export async function runStep(backend: WorkspaceBackend, ref: BackendRef, plan: 
   const stderr = (await backend.readOutput(ref, commandId, 'stderr', 0, maxOutputBytes)).data.toString('utf8');
   const result = { status, stdout, stderr };
   if ((options.check ?? true) && !(status.state === 'exited' && status.exitCode === 0)) {
-    const how = status.state === 'exited' ? `exit code ${status.exitCode}` : `${status.state}${status.reason ? ` (${status.reason})` : ''}`;
-    throw new StepFailedError(options.step, `${how}: ${tail(stderr || stdout, 2000)}`, { commandId, state: status.state, exitCode: status.exitCode });
+    const how =
+      status.state === 'exited'
+        ? `exit code ${status.exitCode}`
+        : `${status.state}${status.reason ? ` (${status.reason})` : ''}`;
+    throw new StepFailedError(options.step, `${how}: ${tail(stderr || stdout, 2000)}`, {
+      commandId,
+      state: status.state,
+      exitCode: status.exitCode,
+    });
   }
   return result;
 }

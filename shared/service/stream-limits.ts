@@ -21,9 +21,14 @@ export class StreamLimits {
   acquire(workspaceId: string, signal: AbortSignal): () => void {
     const mine = this.perWorkspace.get(workspaceId) ?? 0;
     if (mine >= this.maxPerWorkspace) {
-      throw new TooManyRequestsError(`workspace '${workspaceId}' has ${mine} open event streams (the limit); close one or poll instead`);
+      throw new TooManyRequestsError(
+        `workspace '${workspaceId}' has ${mine} open event streams (the limit); close one or poll instead`,
+      );
     }
-    if (this.total >= this.maxTotal) throw new TooManyRequestsError(`the provider has ${this.total} open event streams (the limit); retry later or poll instead`);
+    if (this.total >= this.maxTotal)
+      throw new TooManyRequestsError(
+        `the provider has ${this.total} open event streams (the limit); retry later or poll instead`,
+      );
     this.total += 1;
     this.perWorkspace.set(workspaceId, mine + 1);
     let released = false;

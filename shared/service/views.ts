@@ -7,7 +7,7 @@ export function workspaceView(r: WorkspaceRecord): WorkspaceView {
   return {
     id: r.id,
     status: r.status,
-    plan: r.plan as unknown as WorkspaceView["plan"],
+    plan: r.plan as unknown as WorkspaceView['plan'],
     repos: r.repos,
     ...(r.cache ? { cache: r.cache } : {}),
     ...(r.baselineFingerprint ? { baselineFingerprint: r.baselineFingerprint } : {}),
@@ -57,7 +57,14 @@ export function streamView(chunk: OutputChunk, offset: number, info: StreamInfo)
     const text = new TextDecoder('utf-8', { fatal: true }).decode(data);
     return { data: text, encoding: 'utf8', offset, nextOffset, bytes: info.bytes, truncated: info.truncated };
   } catch {
-    return { data: chunk.data.toString('base64'), encoding: 'base64', offset, nextOffset: chunk.nextOffset, bytes: info.bytes, truncated: info.truncated };
+    return {
+      data: chunk.data.toString('base64'),
+      encoding: 'base64',
+      offset,
+      nextOffset: chunk.nextOffset,
+      bytes: info.bytes,
+      truncated: info.truncated,
+    };
   }
 }
 

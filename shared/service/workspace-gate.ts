@@ -35,7 +35,9 @@ export class WorkspaceGate {
   async start<T>(workspaceId: string, fn: () => Promise<T>): Promise<T> {
     const s = this.state(workspaceId);
     if (s.op !== undefined && s.blocksCommands) {
-      throw new ConflictError(`workspace '${workspaceId}' is ${s.op}; commands can start when that ends`, { details: { status: s.op } });
+      throw new ConflictError(`workspace '${workspaceId}' is ${s.op}; commands can start when that ends`, {
+        details: { status: s.op },
+      });
     }
     s.starting += 1;
     try {

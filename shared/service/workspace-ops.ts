@@ -1,7 +1,14 @@
 import type { ChangesView, FetchBody, FetchResult, ResetBody, ResetResult } from '../api/schemas.js';
 import { BadRequestError, ConflictError, StepFailedError } from '../contract/errors.js';
 import type { WorkspaceRecord } from '../contract/workspace.js';
-import { contentCheckArgv, diffArgv, parseContentCheck, parseStatus, reconcileChanges, statusArgv } from '../git/workspace-git.js';
+import {
+  contentCheckArgv,
+  diffArgv,
+  parseContentCheck,
+  parseStatus,
+  reconcileChanges,
+  statusArgv,
+} from '../git/workspace-git.js';
 import type { ServiceDeps } from './deps.js';
 import type { Provisioner } from './provisioner.js';
 import type { WorkspaceRecords } from './records.js';
@@ -33,7 +40,10 @@ export class WorkspaceOps {
       const repos = gitRepos(ws.plan);
       const names = input.repos ?? repos.map((r) => r.name);
       for (const n of [...names, ...(input.checkout ? [input.checkout.repo] : [])]) {
-        if (!repos.some((r) => r.name === n)) throw new BadRequestError(`unknown git repository '${n}'`, [{ path: 'body.repos', message: `known: ${repos.map((r) => r.name).join(', ')}` }]);
+        if (!repos.some((r) => r.name === n))
+          throw new BadRequestError(`unknown git repository '${n}'`, [
+            { path: 'body.repos', message: `known: ${repos.map((r) => r.name).join(', ')}` },
+          ]);
       }
       const result: FetchResult = { repos: [] };
       for (const repo of repos.filter((r) => names.includes(r.name))) {
@@ -48,7 +58,13 @@ export class WorkspaceOps {
           checkedOut = target.commit;
         }
         const after = (await this.repoSync.heads(ws.backend!, ws.plan, repo)).head;
-        result.repos.push({ name: repo.name, ...(before ? { before } : {}), ...(after ? { after } : {}), heads, ...(checkedOut ? { checkedOut } : {}) });
+        result.repos.push({
+          name: repo.name,
+          ...(before ? { before } : {}),
+          ...(after ? { after } : {}),
+          heads,
+          ...(checkedOut ? { checkedOut } : {}),
+        });
       }
       await this.records.addStep(id, 'fetch', `fetched ${result.repos.map((r) => r.name).join(', ') || 'nothing'}`);
       return result;
@@ -67,7 +83,10 @@ export class WorkspaceOps {
       // Bad input is refused before anything changes (a failed reset would cost the workspace).
       const known = gitRepos((await this.records.get(id)).plan).map((r) => r.name);
       for (const name of Object.keys(input.refs ?? {})) {
-        if (!known.includes(name)) throw new BadRequestError(`unknown git repository '${name}'`, [{ path: `body.refs.${name}`, message: `known: ${known.join(', ') || 'none'}` }]);
+        if (!known.includes(name))
+          throw new BadRequestError(`unknown git repository '${name}'`, [
+            { path: `body.refs.${name}`, message: `known: ${known.join(', ') || 'none'}` },
+          ]);
       }
       let ws = await this.records.transition(id, ['ready'], 'resetting');
       try {
@@ -82,7 +101,11 @@ export class WorkspaceOps {
           const made = await this.provisioner.recreate(ws);
           previous = baselineFingerprint;
           baselineFingerprint = made.baselineFingerprint;
-          ws = await this.records.update(id, () => ({ backend: made.backend, baseline: made.baseline, baselineFingerprint: made.baselineFingerprint }));
+          ws = await this.records.update(id, () => ({
+            backend: made.backend,
+            baseline: made.baseline,
+            baselineFingerprint: made.baselineFingerprint,
+          }));
         } else {
           await this.deps.backend.restore(ws.backend, ws.plan, ws.baseline);
         }
@@ -92,15 +115,24 @@ export class WorkspaceOps {
           repos = await this.moveTo(ws, input.refs);
           // Nothing may keep writing into the new baseline (a `git gc --auto` the checkout left behind).
           await this.deps.backend.killAll(ws.backend);
-          await bestEffort(this.deps.backend.deleteSnapshot(ws.baseline), this.deps.log, 'deleting the old baseline before a new one');
+          await bestEffort(
+            this.deps.backend.deleteSnapshot(ws.baseline),
+            this.deps.log,
+            'deleting the old baseline before a new one',
+          );
           const baseline = await this.deps.backend.snapshot(ws.backend, ws.plan, 'baseline', id);
           baselineFingerprint = await this.provisioner.fingerprint(ws.backend, ws.plan);
           await this.records.update(id, () => ({ baseline, baselineFingerprint, repos }));
         }
         const fingerprint = await this.provisioner.fingerprint(ws.backend, ws.plan);
-        await this.records.transition(id, ['resetting'], 'ready', clearDiskExceeded(ws), { step: 'reset', message: `reset to the baseline (${fingerprint === baselineFingerprint ? 'fingerprint matches' : 'FINGERPRINT DIFFERS'})` });
+        await this.records.transition(id, ['resetting'], 'ready', clearDiskExceeded(ws), {
+          step: 'reset',
+          message: `reset to the baseline (${fingerprint === baselineFingerprint ? 'fingerprint matches' : 'FINGERPRINT DIFFERS'})`,
+        });
         return {
-          fingerprint, baselineFingerprint, matches: fingerprint === baselineFingerprint,
+          fingerprint,
+          baselineFingerprint,
+          matches: fingerprint === baselineFingerprint,
           ...(previous !== undefined ? { recreated: true, previousBaselineFingerprint: previous } : {}),
           durationMs: Date.now() - started,
         };
@@ -108,7 +140,13 @@ export class WorkspaceOps {
         // What the workspace provoked (a too-deep tree, a full disk) is the reset's failure, told
         // without the provider's host paths — in the record and in the answer alike.
         const failure = publicError('reset', error, hostDirs(this.deps));
-        await bestEffort(this.records.transition(id, ['resetting'], 'failed', { failure: { step: 'reset', message: failure.message } }), this.deps.log, 'marking the workspace failed after a failed reset');
+        await bestEffort(
+          this.records.transition(id, ['resetting'], 'failed', {
+            failure: { step: 'reset', message: failure.message },
+          }),
+          this.deps.log,
+          'marking the workspace failed after a failed reset',
+        );
         throw failure;
       }
     });
@@ -125,11 +163,19 @@ export class WorkspaceOps {
     for (const repo of gitRepos(ws.plan)) {
       const baseCommit = ws.repos.find((r) => r.name === repo.name)?.commit;
       const at = { target: repo.target, baseCommit: baseCommit ?? 'HEAD' };
-      const status = await runStep(this.deps.backend, ws.backend!, ws.plan, statusArgv(at), { step: `status ${repo.name}` });
-      const check = await runStep(this.deps.backend, ws.backend!, ws.plan, contentCheckArgv(at), { step: `content check ${repo.name}` });
-      const diff = await runStep(this.deps.backend, ws.backend!, ws.plan, diffArgv(at), { step: `diff ${repo.name}`, maxOutputBytes: MAX_DIFF_BYTES + 1 });
+      const status = await runStep(this.deps.backend, ws.backend!, ws.plan, statusArgv(at), {
+        step: `status ${repo.name}`,
+      });
+      const check = await runStep(this.deps.backend, ws.backend!, ws.plan, contentCheckArgv(at), {
+        step: `content check ${repo.name}`,
+      });
+      const diff = await runStep(this.deps.backend, ws.backend!, ws.plan, diffArgv(at), {
+        step: `diff ${repo.name}`,
+        maxOutputBytes: MAX_DIFF_BYTES + 1,
+      });
       const head = (await this.repoSync.heads(ws.backend!, ws.plan, repo)).head;
-      if (check.status.stdout.truncated) throw new StepFailedError(`content check ${repo.name}`, 'too many changed files to list');
+      if (check.status.stdout.truncated)
+        throw new StepFailedError(`content check ${repo.name}`, 'too many changed files to list');
       let whole: ReturnType<typeof reconcileChanges>;
       try {
         whole = reconcileChanges(parseStatus(status.stdout), parseContentCheck(check.stdout));
@@ -137,8 +183,14 @@ export class WorkspaceOps {
         throw new StepFailedError(`content check ${repo.name}`, 'unreadable content check output');
       }
       view.repos.push({
-        name: repo.name, path: repo.path, ...(baseCommit ? { baseCommit } : {}), ...(head ? { head } : {}),
-        status: whole.status, hidden: whole.hidden, diff: diff.stdout.slice(0, MAX_DIFF_BYTES), diffTruncated: diff.status.stdout.bytes > MAX_DIFF_BYTES,
+        name: repo.name,
+        path: repo.path,
+        ...(baseCommit ? { baseCommit } : {}),
+        ...(head ? { head } : {}),
+        status: whole.status,
+        hidden: whole.hidden,
+        diff: diff.stdout.slice(0, MAX_DIFF_BYTES),
+        diffTruncated: diff.status.stdout.bytes > MAX_DIFF_BYTES,
       });
     }
     return view;
@@ -164,7 +216,8 @@ export class WorkspaceOps {
 
   private async ready(id: string): Promise<WorkspaceRecord> {
     const ws = await this.records.get(id);
-    if (ws.status !== 'ready' || !ws.backend) throw new ConflictError(`workspace '${id}' is ${ws.status}; this needs it ready`);
+    if (ws.status !== 'ready' || !ws.backend)
+      throw new ConflictError(`workspace '${id}' is ${ws.status}; this needs it ready`);
     return ws;
   }
 }

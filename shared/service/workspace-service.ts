@@ -1,4 +1,15 @@
-import type { ChangesView, CommandView, CreateWorkspaceBody, FetchBody, FetchResult, ReadCommandQuery, ResetBody, ResetResult, RunCommandBody, WorkspaceView } from '../api/schemas.js';
+import type {
+  ChangesView,
+  CommandView,
+  CreateWorkspaceBody,
+  FetchBody,
+  FetchResult,
+  ReadCommandQuery,
+  ResetBody,
+  ResetResult,
+  RunCommandBody,
+  WorkspaceView,
+} from '../api/schemas.js';
 import { BadRequestError, ConflictError } from '../contract/errors.js';
 import type { WorkspaceRecord } from '../contract/workspace.js';
 import { normalizeRepoPath } from '../config/schema.js';
@@ -47,22 +58,38 @@ export class DefaultWorkspaceService implements WorkspaceService {
   async createWorkspace(input: CreateWorkspaceBody): Promise<{ workspace: WorkspaceView; created: boolean }> {
     const names = new Set(this.deps.config.repositories.map((r) => normalizeRepoPath(r.path)));
     for (const name of Object.keys(input.refs ?? {})) {
-      if (!names.has(name)) throw new BadRequestError(`unknown repository '${name}' in refs`, [{ path: `body.refs.${name}`, message: `known: ${[...names].join(', ') || 'none'}` }]);
+      if (!names.has(name))
+        throw new BadRequestError(`unknown repository '${name}' in refs`, [
+          { path: `body.refs.${name}`, message: `known: ${[...names].join(', ') || 'none'}` },
+        ]);
     }
     const id = newWorkspaceId();
     if (input.idempotencyKey !== undefined) {
       const holder = await this.deps.state.claimIdempotencyKey(input.idempotencyKey, id);
       if (holder !== id) return { workspace: workspaceView(await this.records.get(holder)), created: false };
     }
-    const plan = resolveWorkspacePlan(this.deps.config, { ...(input.refs ? { refs: input.refs } : {}), ...(input.env ? { env: input.env } : {}) }, this.deps.baseDir);
+    const plan = resolveWorkspacePlan(
+      this.deps.config,
+      { ...(input.refs ? { refs: input.refs } : {}), ...(input.env ? { env: input.env } : {}) },
+      this.deps.baseDir,
+    );
     const now = (this.deps.now ?? (() => new Date()))();
     const ttlSeconds = input.ttlSeconds ?? this.deps.config.workspace.ttlSeconds;
     const record: WorkspaceRecord = {
-      id, status: 'provisioning', version: 1, plan, repos: [], labels: input.labels ?? {},
+      id,
+      status: 'provisioning',
+      version: 1,
+      plan,
+      repos: [],
+      labels: input.labels ?? {},
       ...(input.idempotencyKey !== undefined ? { idempotencyKey: input.idempotencyKey } : {}),
-      owner: this.deps.instanceId, lease: { owner: this.deps.instanceId, expiresAt: now.getTime() + ttlSeconds * 1000 },
-      warnings: [], steps: [{ at: now.toISOString(), step: 'accepted', message: 'provisioning queued' }],
-      createdAt: now.toISOString(), updatedAt: now.toISOString(), expiresAt: Math.floor(now.getTime() / 1000) + ttlSeconds,
+      owner: this.deps.instanceId,
+      lease: { owner: this.deps.instanceId, expiresAt: now.getTime() + ttlSeconds * 1000 },
+      warnings: [],
+      steps: [{ at: now.toISOString(), step: 'accepted', message: 'provisioning queued' }],
+      createdAt: now.toISOString(),
+      updatedAt: now.toISOString(),
+      expiresAt: Math.floor(now.getTime() / 1000) + ttlSeconds,
     };
     await this.deps.state.createWorkspace(record);
     await this.dispatch({ kind: 'provision', workspaceId: id });
@@ -88,22 +115,33 @@ export class DefaultWorkspaceService implements WorkspaceService {
     if (current.status === 'provisioning' || current.status === 'resetting') {
       throw new ConflictError(`workspace '${id}' is ${current.status}; delete it when that ends`);
     }
-    const deleting = current.status === 'deleting' ? current : await this.records.transition(id, ['ready', 'failed'], 'deleting');
+    const deleting =
+      current.status === 'deleting' ? current : await this.records.transition(id, ['ready', 'failed'], 'deleting');
     try {
       await this.teardown(deleting);
     } catch (error) {
       // Stays 'deleting': a later DELETE (or the reconciler) tries again; the caller learns why.
       throw publicError('delete', error, hostDirs(this.deps));
     }
-    return workspaceView(await this.records.transition(id, ['deleting'], 'deleted', { lease: { owner: this.deps.instanceId, expiresAt: 0 } }));
+    return workspaceView(
+      await this.records.transition(id, ['deleting'], 'deleted', {
+        lease: { owner: this.deps.instanceId, expiresAt: 0 },
+      }),
+    );
   }
 
   /** Remove the compute and the baseline. Also used by the reconciler. */
   async teardown(record: WorkspaceRecord): Promise<void> {
     // Records from a list (reconciler) did not pass records.get: a foreign ref is not destroyed.
-    if (hasForeignRef(this.deps.backend, record)) throw new ConflictError(`workspace '${record.id}': its stored backend ref does not belong to it; refusing to use it`);
+    if (hasForeignRef(this.deps.backend, record))
+      throw new ConflictError(
+        `workspace '${record.id}': its stored backend ref does not belong to it; refusing to use it`,
+      );
     if (record.backend) await this.deps.backend.destroy(record.backend);
-    if (record.baseline) await this.deps.backend.deleteSnapshot(record.baseline).catch((e) => this.deps.log.warn('baseline delete failed', { workspaceId: record.id, ...errorFields(e) }));
+    if (record.baseline)
+      await this.deps.backend
+        .deleteSnapshot(record.baseline)
+        .catch((e) => this.deps.log.warn('baseline delete failed', { workspaceId: record.id, ...errorFields(e) }));
   }
 
   runCommand(workspaceId: string, input: RunCommandBody): Promise<CommandView> {
@@ -150,7 +188,9 @@ export class DefaultWorkspaceService implements WorkspaceService {
       steps = r.steps.length;
       if (r.setupCommandId && r.backend) {
         for (const stream of ['stdout', 'stderr'] as const) {
-          const chunk = await this.deps.backend.readOutput(r.backend, r.setupCommandId, stream, offsets[stream], 256 * 1024).catch(() => undefined);
+          const chunk = await this.deps.backend
+            .readOutput(r.backend, r.setupCommandId, stream, offsets[stream], 256 * 1024)
+            .catch(() => undefined);
           if (chunk && chunk.data.length > 0) {
             offsets[stream] = chunk.nextOffset;
             yield { type: 'output', commandId: r.setupCommandId, stream, data: chunk.data.toString('utf8') };
@@ -166,20 +206,39 @@ export class DefaultWorkspaceService implements WorkspaceService {
     }
   }
 
-  private async *commandEvents(workspaceId: string, commandId: string, signal: AbortSignal): AsyncIterable<CommandEvent> {
+  private async *commandEvents(
+    workspaceId: string,
+    commandId: string,
+    signal: AbortSignal,
+  ): AsyncIterable<CommandEvent> {
     const offsets = { stdout: 0, stderr: 0 };
     while (!signal.aborted) {
-      const view = await this.commands.get(workspaceId, commandId, { stdoutOffset: offsets.stdout, stderrOffset: offsets.stderr, limit: 256 * 1024, waitMs: 0 });
+      const view = await this.commands.get(workspaceId, commandId, {
+        stdoutOffset: offsets.stdout,
+        stderrOffset: offsets.stderr,
+        limit: 256 * 1024,
+        waitMs: 0,
+      });
       for (const stream of ['stdout', 'stderr'] as const) {
         const s = view[stream];
         if (s.nextOffset > offsets[stream]) {
-          yield { type: 'output', stream, data: s.encoding === 'utf8' ? s.data : Buffer.from(s.data, 'base64').toString('utf8'), offset: s.offset };
+          yield {
+            type: 'output',
+            stream,
+            data: s.encoding === 'utf8' ? s.data : Buffer.from(s.data, 'base64').toString('utf8'),
+            offset: s.offset,
+          };
           offsets[stream] = s.nextOffset;
         }
       }
-      const drained = view.stdout.nextOffset >= Math.min(view.stdout.bytes, this.deps.config.commands.maxOutputBytes) && view.stderr.nextOffset >= Math.min(view.stderr.bytes, this.deps.config.commands.maxOutputBytes);
+      const drained =
+        view.stdout.nextOffset >= Math.min(view.stdout.bytes, this.deps.config.commands.maxOutputBytes) &&
+        view.stderr.nextOffset >= Math.min(view.stderr.bytes, this.deps.config.commands.maxOutputBytes);
       if (view.state !== 'running' && drained) {
-        yield { type: 'end', command: { ...view, stdout: { ...view.stdout, data: '' }, stderr: { ...view.stderr, data: '' } } };
+        yield {
+          type: 'end',
+          command: { ...view, stdout: { ...view.stdout, data: '' }, stderr: { ...view.stderr, data: '' } },
+        };
         return;
       }
       await sleep(view.state === 'running' ? POLL_MS : 0, signal);
@@ -205,7 +264,9 @@ export class DefaultWorkspaceService implements WorkspaceService {
   }
 
   private track(work: Promise<void>): void {
-    const p = work.catch((e) => this.deps.log.error('background work failed', errorFields(e))).finally(() => this.background.delete(p));
+    const p = work
+      .catch((e) => this.deps.log.error('background work failed', errorFields(e)))
+      .finally(() => this.background.delete(p));
     this.background.add(p);
   }
 }

@@ -36,7 +36,11 @@ export function createDynamoClients(options: DynamoClientOptions): DynamoClients
     // given http.Agent as is (an "external agent": its pool, its connections); Node's Agent merges
     // its own options into every socket it creates, so `socketPath` replaces host:port. Same
     // keep-alive and pool size as the SDK's default agent.
-    const agent = new Agent({ keepAlive: true, maxSockets: 50, socketPath: options.socketPath } as ConstructorParameters<typeof Agent>[0]);
+    const agent = new Agent({
+      keepAlive: true,
+      maxSockets: 50,
+      socketPath: options.socketPath,
+    } as ConstructorParameters<typeof Agent>[0]);
     config.requestHandler = { httpAgent: agent };
   } else if (options.endpoint !== undefined) {
     config.endpoint = options.endpoint;
@@ -54,6 +58,10 @@ export function createDynamoClients(options: DynamoClientOptions): DynamoClients
 
 function hasAwsCredentials(env: NodeJS.ProcessEnv): boolean {
   return Boolean(
-    (env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) || env.AWS_PROFILE || env.AWS_WEB_IDENTITY_TOKEN_FILE || env.AWS_CONTAINER_CREDENTIALS_RELATIVE_URI || env.AWS_CONTAINER_CREDENTIALS_FULL_URI,
+    (env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) ||
+      env.AWS_PROFILE ||
+      env.AWS_WEB_IDENTITY_TOKEN_FILE ||
+      env.AWS_CONTAINER_CREDENTIALS_RELATIVE_URI ||
+      env.AWS_CONTAINER_CREDENTIALS_FULL_URI,
   );
 }

@@ -122,7 +122,8 @@ export class DynamoStateStore implements StateStore {
       derive: (plan) => {
         if ('expiresAt' in plan.set) plan.set[TABLE_SHAPE.ttlAttribute] = plan.set.expiresAt;
         if (plan.remove.includes('expiresAt')) plan.remove.push(TABLE_SHAPE.ttlAttribute);
-        if (typeof plan.set.createdAt === 'string') plan.set[TABLE_SHAPE.gsi1.sortKey] = listSortKey(plan.set.createdAt, id);
+        if (typeof plan.set.createdAt === 'string')
+          plan.set[TABLE_SHAPE.gsi1.sortKey] = listSortKey(plan.set.createdAt, id);
       },
     });
   }
@@ -137,9 +138,12 @@ export class DynamoStateStore implements StateStore {
   async deleteWorkspace(id: string): Promise<void> {
     const record = await this.getWorkspace(id);
     if (record !== undefined && record.status !== 'deleted') {
-      throw new ConflictError(`workspace '${id}' is '${record.status}'; only a 'deleted' workspace record can be removed`, {
-        details: { storedStatus: record.status, storedVersion: record.version },
-      });
+      throw new ConflictError(
+        `workspace '${id}' is '${record.status}'; only a 'deleted' workspace record can be removed`,
+        {
+          details: { storedStatus: record.status, storedVersion: record.version },
+        },
+      );
     }
     await this.deleteCommandsOf(id);
     if (record === undefined) return;
@@ -157,7 +161,8 @@ export class DynamoStateStore implements StateStore {
       // Gone already (a concurrent delete) is fine; anything else lost the condition after our read.
       if (!isConditionFailed(err)) throw storeUnavailable(`delete workspace '${id}'`, err);
       const now = await this.getWorkspace(id);
-      if (now !== undefined) throw new ConflictError(`workspace '${id}' changed to '${now.status}' while being removed`, { cause: err });
+      if (now !== undefined)
+        throw new ConflictError(`workspace '${id}' changed to '${now.status}' while being removed`, { cause: err });
     }
     if (record.idempotencyKey !== undefined) {
       await this.deleteIdempotencyKeyIfHeld(record.idempotencyKey, id);
@@ -249,7 +254,11 @@ export class DynamoStateStore implements StateStore {
     return items.map((item) => itemToRecord<CacheEntryRecord>(item));
   }
 
-  async updateCacheEntry(key: string, expectedVersion: number, patch: Patch<CacheEntryRecord>): Promise<CacheEntryRecord> {
+  async updateCacheEntry(
+    key: string,
+    expectedVersion: number,
+    patch: Patch<CacheEntryRecord>,
+  ): Promise<CacheEntryRecord> {
     return this.conditionalUpdate<CacheEntryRecord>(patch, {
       kind: 'cache entry',
       label: key,
@@ -257,14 +266,21 @@ export class DynamoStateStore implements StateStore {
       identity: { key },
       expectedVersion,
       derive: (plan) => {
-        if (typeof plan.set.createdAt === 'string') plan.set[TABLE_SHAPE.gsi1.sortKey] = listSortKey(plan.set.createdAt, key);
+        if (typeof plan.set.createdAt === 'string')
+          plan.set[TABLE_SHAPE.gsi1.sortKey] = listSortKey(plan.set.createdAt, key);
       },
     });
   }
 
   /** Delete iff the stored version is `expectedVersion`. NotFoundError if gone, ConflictError if changed. */
   async deleteCacheEntry(key: string, expectedVersion: number): Promise<void> {
-    await this.deleteAtVersion({ kind: 'cache entry', label: key, key: cacheEntryKey(key), identity: { key }, expectedVersion });
+    await this.deleteAtVersion({
+      kind: 'cache entry',
+      label: key,
+      key: cacheEntryKey(key),
+      identity: { key },
+      expectedVersion,
+    });
   }
 
   // ---- warm-pool tasks --------------------------------------------------------------------
@@ -282,7 +298,10 @@ export class DynamoStateStore implements StateStore {
     const b = new ExpressionBuilder();
     const input: Omit<QueryCommandInput, 'TableName'> =
       cacheKey === undefined
-        ? { IndexName: TABLE_SHAPE.gsi1.indexName, KeyConditionExpression: `${b.name(TABLE_SHAPE.gsi1.partitionKey)} = ${b.value(GSI_WARM)}` }
+        ? {
+            IndexName: TABLE_SHAPE.gsi1.indexName,
+            KeyConditionExpression: `${b.name(TABLE_SHAPE.gsi1.partitionKey)} = ${b.value(GSI_WARM)}`,
+          }
         : {
             KeyConditionExpression: `${b.name(TABLE_SHAPE.partitionKey)} = ${b.value(warmPoolPartition(cacheKey))} AND begins_with(${b.name(TABLE_SHAPE.sortKey)}, ${b.value(WARM_TASK_SK_PREFIX)})`,
             ConsistentRead: true,
@@ -294,7 +313,10 @@ export class DynamoStateStore implements StateStore {
     // The partition sorts by id (random); callers want launch order.
     return items
       .map((item) => itemToRecord<WarmTaskRecord>(item))
-      .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.cacheKey.localeCompare(b.cacheKey) || a.id.localeCompare(b.id));
+      .sort(
+        (a, b) =>
+          a.createdAt.localeCompare(b.createdAt) || a.cacheKey.localeCompare(b.cacheKey) || a.id.localeCompare(b.id),
+      );
   }
 
   async updateWarmTask(
@@ -312,7 +334,8 @@ export class DynamoStateStore implements StateStore {
       expectedVersion,
       ...(expectedStatus !== undefined ? { expectedStatus } : {}),
       derive: (plan) => {
-        if (typeof plan.set.createdAt === 'string') plan.set[TABLE_SHAPE.gsi1.sortKey] = listSortKey(plan.set.createdAt, `${cacheKey}#${id}`);
+        if (typeof plan.set.createdAt === 'string')
+          plan.set[TABLE_SHAPE.gsi1.sortKey] = listSortKey(plan.set.createdAt, `${cacheKey}#${id}`);
       },
     });
   }
@@ -323,7 +346,13 @@ export class DynamoStateStore implements StateStore {
       await this.deleteItem(warmTaskKey(cacheKey, id), `delete warm task '${label}'`);
       return;
     }
-    await this.deleteAtVersion({ kind: 'warm task', label, key: warmTaskKey(cacheKey, id), identity: { cacheKey, id }, expectedVersion });
+    await this.deleteAtVersion({
+      kind: 'warm task',
+      label,
+      key: warmTaskKey(cacheKey, id),
+      identity: { cacheKey, id },
+      expectedVersion,
+    });
   }
 
   // ---- building blocks --------------------------------------------------------------------
@@ -374,7 +403,10 @@ export class DynamoStateStore implements StateStore {
 
     const b = new ExpressionBuilder();
     const update = updateExpression(b, plan);
-    const conditions = [`attribute_exists(${b.name(TABLE_SHAPE.partitionKey)})`, `${b.name('version')} = ${b.value(target.expectedVersion)}`];
+    const conditions = [
+      `attribute_exists(${b.name(TABLE_SHAPE.partitionKey)})`,
+      `${b.name('version')} = ${b.value(target.expectedVersion)}`,
+    ];
     if (target.expectedStatus !== undefined) {
       // No allowed status can never match (and `IN ()` is not valid syntax): explain without writing.
       if (target.expectedStatus.length === 0) throw await this.explainLostCondition(target, undefined);
@@ -414,7 +446,9 @@ export class DynamoStateStore implements StateStore {
       ...(target.expectedStatus !== undefined ? { expectedStatus: target.expectedStatus, storedStatus } : {}),
     };
     const statusLost =
-      target.expectedStatus !== undefined && storedVersion === target.expectedVersion && !target.expectedStatus.includes(String(storedStatus));
+      target.expectedStatus !== undefined &&
+      storedVersion === target.expectedVersion &&
+      !target.expectedStatus.includes(String(storedStatus));
     const message = statusLost
       ? `${target.kind} '${target.label}' is '${String(storedStatus)}', expected one of [${target.expectedStatus?.join(', ')}] (version ${target.expectedVersion})`
       : `${target.kind} '${target.label}' was changed: expected version ${target.expectedVersion}, stored version ${String(storedVersion)}`;
@@ -464,7 +498,9 @@ export class DynamoStateStore implements StateStore {
     return this.queryAll(
       {
         KeyConditionExpression: `${b.name(TABLE_SHAPE.partitionKey)} = ${b.value(pk)} AND begins_with(${b.name(TABLE_SHAPE.sortKey)}, ${b.value(COMMAND_SK_PREFIX)})`,
-        ...(keysOnly ? { ProjectionExpression: `${b.name(TABLE_SHAPE.partitionKey)}, ${b.name(TABLE_SHAPE.sortKey)}` } : {}),
+        ...(keysOnly
+          ? { ProjectionExpression: `${b.name(TABLE_SHAPE.partitionKey)}, ${b.name(TABLE_SHAPE.sortKey)}` }
+          : {}),
         ExpressionAttributeNames: b.names,
         ExpressionAttributeValues: b.values,
         ConsistentRead: true,

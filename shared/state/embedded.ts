@@ -114,7 +114,8 @@ function privateSocketDir(dir: string | undefined): { path: string; temporary: b
     const path = join(dir, 'socket');
     mkdirSync(path, { mode: 0o700, recursive: true });
     const st = lstatSync(path);
-    if (!st.isDirectory() || st.uid !== process.getuid?.()) throw new Error(`${path} is not a directory owned by this process's user`);
+    if (!st.isDirectory() || st.uid !== process.getuid?.())
+      throw new Error(`${path} is not a directory owned by this process's user`);
     chmodSync(path, 0o700);
     return { path, temporary: false };
   }

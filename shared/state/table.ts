@@ -68,7 +68,11 @@ export interface EnsureTableOptions {
  * race: a concurrent creator's ResourceInUseException counts as success.
  * Throws BackendUnavailableError when the endpoint fails or the table does not become ACTIVE.
  */
-export async function ensureTable(client: DynamoDBClient, tableName: string, options: EnsureTableOptions = {}): Promise<void> {
+export async function ensureTable(
+  client: DynamoDBClient,
+  tableName: string,
+  options: EnsureTableOptions = {},
+): Promise<void> {
   const timeoutMs = options.timeoutMs ?? 60_000;
   const pollMs = options.pollMs ?? 200;
   try {
@@ -94,7 +98,10 @@ export async function ensureTable(client: DynamoDBClient, tableName: string, opt
     await enableTtl(client, tableName);
   } catch (err) {
     if (err instanceof BackendUnavailableError) throw err;
-    throw new BackendUnavailableError(`state store unavailable: cannot ensure table '${tableName}' (${errorName(err)})`, err);
+    throw new BackendUnavailableError(
+      `state store unavailable: cannot ensure table '${tableName}' (${errorName(err)})`,
+      err,
+    );
   }
 }
 

@@ -54,7 +54,10 @@ const DIGEST_LINE = /^digest ([0-9a-f]{64}) entries (\d+)$/;
  * StepFailedError when there is none (the script failed or its output was cut off).
  */
 export function parseFingerprint(stdout: string): { digest: string; entries: number } {
-  const lines = stdout.split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
+  const lines = stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0);
   const match = DIGEST_LINE.exec(lines[lines.length - 1] ?? '');
   if (!match) throw new StepFailedError('fingerprint', 'no digest line in the fingerprint output');
   return { digest: match[1] as string, entries: Number(match[2]) };

@@ -28,7 +28,10 @@ describe('WspClient: workspaces', () => {
     const events: WorkspaceEvent[] = [];
     const ready = await client.waitForWorkspace(created.id, { timeoutMs: 30_000, onEvent: (e) => events.push(e) });
     expect(ready).toMatchObject({ id: created.id, status: 'ready', labels: { team: 'a' } });
-    expect(events.filter((e) => e.type === 'step').map((e) => (e as { step: string }).step)).toEqual(['clone', 'setup']);
+    expect(events.filter((e) => e.type === 'step').map((e) => (e as { step: string }).step)).toEqual([
+      'clone',
+      'setup',
+    ]);
     expect(events.some((e) => e.type === 'output')).toBe(true);
     expect(fake.calls.map((c) => c.method)).toContain('watchWorkspace');
     expect((await client.listWorkspaces()).map((w) => w.id)).toEqual([created.id]);
@@ -61,7 +64,9 @@ describe('WspClient: workspaces', () => {
   it('throws WspTimeoutError when the workspace does not settle in time', async () => {
     const { client } = await setup({ manualProvisioning: true });
     const created = await client.createWorkspace();
-    await expect(client.waitForWorkspace(created.id, { timeoutMs: 100, pollIntervalMs: 10 })).rejects.toBeInstanceOf(WspTimeoutError);
+    await expect(client.waitForWorkspace(created.id, { timeoutMs: 100, pollIntervalMs: 10 })).rejects.toBeInstanceOf(
+      WspTimeoutError,
+    );
   });
 
   it('throws WspApiError with the API code, message and details', async () => {
@@ -71,7 +76,9 @@ describe('WspClient: workspaces', () => {
     expect(missing).toMatchObject({ status: 404, code: 'not_found' });
     const bad = await client.createWorkspace({ refs: { '../x': 'main' } }).catch((e: unknown) => e);
     expect(bad).toMatchObject({ status: 400, code: 'bad_request', details: [{ path: 'body.refs["../x"]' }] });
-    await expect(client.waitForWorkspace('ws-000000000000', { timeoutMs: 5_000 })).rejects.toMatchObject({ code: 'not_found' });
+    await expect(client.waitForWorkspace('ws-000000000000', { timeoutMs: 5_000 })).rejects.toMatchObject({
+      code: 'not_found',
+    });
   });
 
   it('reports a wrong token and an unreachable server as WspApiError', async () => {
@@ -89,7 +96,11 @@ describe('WspClient: commands', () => {
     const { fake, client } = await setup();
     const ws = fake.seedWorkspace();
     const result = await client.runCommand(ws.id, { argv: ['ticks', '3', '20'], waitMs: 0 });
-    expect(result).toMatchObject({ state: 'exited', exitCode: 0, stdout: { data: 'tick 1\ntick 2\ntick 3\n', offset: 0 } });
+    expect(result).toMatchObject({
+      state: 'exited',
+      exitCode: 0,
+      stdout: { data: 'tick 1\ntick 2\ntick 3\n', offset: 0 },
+    });
     const polls = fake.calls.filter((c) => c.method === 'getCommand').map((c) => c.args[2]);
     expect(polls[0]).toMatchObject({ waitMs: 25_000, limit: 0 });
     expect(polls.at(-1)).toMatchObject({ waitMs: 0, stdoutOffset: 0 });
@@ -156,14 +167,16 @@ describe('parseSse', () => {
   }
 
   it('handles comments, multi-line data, CRLF and chunk boundaries anywhere', async () => {
-    const text = ': open\r\n\r\nevent: output\r\ndata: {"a":1}\r\n\r\ndata: line1\ndata: line2\n\nevent:end\rdata:{}\r\r';
+    const text =
+      ': open\r\n\r\nevent: output\r\ndata: {"a":1}\r\n\r\ndata: line1\ndata: line2\n\nevent:end\rdata:{}\r\r';
     const expected = [
       { event: 'output', data: '{"a":1}' },
       { event: 'message', data: 'line1\nline2' },
       { event: 'end', data: '{}' },
     ];
     expect(await all([text])).toEqual(expected);
-    for (let cut = 1; cut < text.length; cut++) expect(await all([text.slice(0, cut), text.slice(cut)])).toEqual(expected);
+    for (let cut = 1; cut < text.length; cut++)
+      expect(await all([text.slice(0, cut), text.slice(cut)])).toEqual(expected);
   });
 
   it('drops an unterminated last event', async () => {

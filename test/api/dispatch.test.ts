@@ -84,7 +84,11 @@ const BODY_CASES: Record<string, Array<{ name: string; body: unknown; paths: str
     { name: 'empty command', body: { command: '' }, paths: ['body.command'] },
     { name: 'negative timeout', body: { argv: ['ls'], timeoutMs: -1 }, paths: ['body.timeoutMs'] },
     { name: 'waitMs over 25 s', body: { argv: ['ls'], waitMs: 30_000 }, paths: ['body.waitMs'] },
-    { name: 'bad stdin encoding', body: { argv: ['cat'], stdin: 'x', stdinEncoding: 'hex' }, paths: ['body.stdinEncoding'] },
+    {
+      name: 'bad stdin encoding',
+      body: { argv: ['cat'], stdin: 'x', stdinEncoding: 'hex' },
+      paths: ['body.stdinEncoding'],
+    },
     { name: 'bad env name', body: { argv: ['ls'], env: { 'A-B': 'x' } }, paths: ['body.env["A-B"]'] },
     { name: 'empty cwd', body: { argv: ['ls'], cwd: '' }, paths: ['body.cwd'] },
     {
@@ -96,9 +100,17 @@ const BODY_CASES: Record<string, Array<{ name: string; body: unknown; paths: str
   gitFetch: [
     { name: 'empty repos', body: { repos: [] }, paths: ['body.repos'] },
     { name: "repo with '..'", body: { repos: ['../other'] }, paths: ['body.repos[0]'] },
-    { name: 'checkout ref is an option', body: { checkout: { repo: '.', ref: '--upload-pack=x' } }, paths: ['body.checkout.ref'] },
+    {
+      name: 'checkout ref is an option',
+      body: { checkout: { repo: '.', ref: '--upload-pack=x' } },
+      paths: ['body.checkout.ref'],
+    },
     { name: 'checkout without ref', body: { checkout: { repo: '.' } }, paths: ['body.checkout.ref'] },
-    { name: 'checkout unknown field', body: { checkout: { repo: '.', ref: 'main', force: true } }, paths: ['body.checkout.force'] },
+    {
+      name: 'checkout unknown field',
+      body: { checkout: { repo: '.', ref: 'main', force: true } },
+      paths: ['body.checkout.force'],
+    },
   ],
   resetWorkspace: [
     { name: "refs key with '..'", body: { refs: { 'a/../..': 'main' } }, paths: ['body.refs["a/../.."]'] },
@@ -125,20 +137,41 @@ describe('dispatch: bad input never reaches the service', () => {
         });
       }
       it('400 for an unknown field', async () => {
-        expectRejected(await call(route.method, fill(route.path), { body: { bogusField: 1 } }), 400, 'bad_request', ['body.bogusField']);
+        expectRejected(await call(route.method, fill(route.path), { body: { bogusField: 1 } }), 400, 'bad_request', [
+          'body.bogusField',
+        ]);
       });
       it('400 for malformed JSON', async () => {
         expectRejected(await call(route.method, fill(route.path), { body: '{"argv": [' }), 400, 'bad_request');
       });
       it('400 for a body that is not UTF-8', async () => {
-        expectRejected(await call(route.method, fill(route.path), { body: Buffer.from([0x7b, 0xff, 0xfe, 0x7d]) }), 400, 'bad_request');
+        expectRejected(
+          await call(route.method, fill(route.path), { body: Buffer.from([0x7b, 0xff, 0xfe, 0x7d]) }),
+          400,
+          'bad_request',
+        );
       });
       it('415 for a non-JSON content type', async () => {
-        expectRejected(await call(route.method, fill(route.path), { body: 'argv=ls', contentType: 'application/x-www-form-urlencoded' }), 415, 'unsupported_media_type');
-        expectRejected(await call(route.method, fill(route.path), { body: '{}', contentType: 'text/plain' }), 415, 'unsupported_media_type');
+        expectRejected(
+          await call(route.method, fill(route.path), {
+            body: 'argv=ls',
+            contentType: 'application/x-www-form-urlencoded',
+          }),
+          415,
+          'unsupported_media_type',
+        );
+        expectRejected(
+          await call(route.method, fill(route.path), { body: '{}', contentType: 'text/plain' }),
+          415,
+          'unsupported_media_type',
+        );
       });
       it('415 for a body without a content type', async () => {
-        expectRejected(await call(route.method, fill(route.path), { body: '{}', contentType: null }), 415, 'unsupported_media_type');
+        expectRejected(
+          await call(route.method, fill(route.path), { body: '{}', contentType: null }),
+          415,
+          'unsupported_media_type',
+        );
       });
       it('413 for a body over 1 MiB', async () => {
         const big = JSON.stringify({ command: 'x'.repeat(1024 * 1024) });
@@ -156,11 +189,22 @@ describe('dispatch: bad input never reaches the service', () => {
   for (const route of routes) {
     it(`${route.method} ${route.path}: 400 for an unknown query parameter`, async () => {
       const body = route.operationId === 'runCommand' ? { argv: ['ls'] } : undefined;
-      expectRejected(await call(route.method, fill(route.path), { query: { bogus: '1' }, body }), 400, 'bad_request', ['query.bogus']);
+      expectRejected(await call(route.method, fill(route.path), { query: { bogus: '1' }, body }), 400, 'bad_request', [
+        'query.bogus',
+      ]);
     });
   }
 
-  const badIds = ['nope', 'WS-ABCDEFGH', 'ws-short', '..', '%2e%2e', 'ws-abcdefgh%2Fx', 'ws-abcdefgh%00', 'cmd-abcdef012345'];
+  const badIds = [
+    'nope',
+    'WS-ABCDEFGH',
+    'ws-short',
+    '..',
+    '%2e%2e',
+    'ws-abcdefgh%2Fx',
+    'ws-abcdefgh%00',
+    'cmd-abcdef012345',
+  ];
   for (const route of idRoutes) {
     for (const id of badIds) {
       it(`${route.method} ${route.path}: 400 for workspace id '${id}'`, async () => {
@@ -195,7 +239,15 @@ describe('dispatch: bad input never reaches the service', () => {
   }
 
   it('404 in our error shape for unknown routes', async () => {
-    for (const path of ['/', '/nope', '/workspaces/', `/workspaces/${WS}/nope`, `/workspaces/${WS}/commands/${CMD}/events/x`, '/workspaces//commands', '/healthz/']) {
+    for (const path of [
+      '/',
+      '/nope',
+      '/workspaces/',
+      `/workspaces/${WS}/nope`,
+      `/workspaces/${WS}/commands/${CMD}/events/x`,
+      '/workspaces//commands',
+      '/healthz/',
+    ]) {
       expectRejected(await call('GET', path), 404, 'not_found');
     }
   });
@@ -220,17 +272,33 @@ describe('dispatch: auth', () => {
     expect(json(res).headers['www-authenticate']).toBe('Bearer');
   });
   it('401 for a wrong token, a different scheme or a token prefix', async () => {
-    for (const authorization of ['Bearer wrong', `Basic ${TOKEN}`, `Bearer ${TOKEN.slice(0, -1)}`, `Bearer ${TOKEN}x`, 'Bearer', '']) {
-      expectRejected(await call('GET', '/workspaces', { headers: { authorization }, authToken: TOKEN }), 401, 'unauthorized');
+    for (const authorization of [
+      'Bearer wrong',
+      `Basic ${TOKEN}`,
+      `Bearer ${TOKEN.slice(0, -1)}`,
+      `Bearer ${TOKEN}x`,
+      'Bearer',
+      '',
+    ]) {
+      expectRejected(
+        await call('GET', '/workspaces', { headers: { authorization }, authToken: TOKEN }),
+        401,
+        'unauthorized',
+      );
     }
   });
   it('accepts the right token (scheme case-insensitive)', async () => {
-    const res = json(await call('GET', '/workspaces', { headers: { Authorization: `bearer ${TOKEN}` }, authToken: TOKEN }));
+    const res = json(
+      await call('GET', '/workspaces', { headers: { Authorization: `bearer ${TOKEN}` }, authToken: TOKEN }),
+    );
     expect(res.status).toBe(200);
     expect(fake.calls.map((c) => c.method)).toEqual(['listWorkspaces']);
   });
   it('leaves /healthz open', async () => {
-    expect(json(await call('GET', '/healthz', { authToken: TOKEN }))).toMatchObject({ status: 200, body: { ok: true } });
+    expect(json(await call('GET', '/healthz', { authToken: TOKEN }))).toMatchObject({
+      status: 200,
+      body: { ok: true },
+    });
   });
 });
 
@@ -249,7 +317,9 @@ describe('dispatch: valid requests', () => {
 
   it('POST commands → 201 when it ended within waitMs, 202 while running; defaults applied', async () => {
     const ws = fake.seedWorkspace();
-    const done = json(await call('POST', `/workspaces/${ws.id}/commands`, { body: { argv: ['echo', 'hi'], waitMs: 1000 } }));
+    const done = json(
+      await call('POST', `/workspaces/${ws.id}/commands`, { body: { argv: ['echo', 'hi'], waitMs: 1000 } }),
+    );
     expect(done.status).toBe(201);
     expect(done.body).toMatchObject({ state: 'exited', exitCode: 0, stdout: { data: 'hi\n' } });
     expect(fake.calls[0]?.args[1]).toEqual({ argv: ['echo', 'hi'], waitMs: 1000, stdinEncoding: 'utf8' });
@@ -261,8 +331,12 @@ describe('dispatch: valid requests', () => {
 
   it('GET command coerces the query', async () => {
     const ws = fake.seedWorkspace();
-    const cmd = json(await call('POST', `/workspaces/${ws.id}/commands`, { body: { argv: ['echo', 'hello'], waitMs: 1000 } })).body;
-    const res = json(await call('GET', `/workspaces/${ws.id}/commands/${cmd.id}`, { query: { stdoutOffset: '2', limit: '2' } }));
+    const cmd = json(
+      await call('POST', `/workspaces/${ws.id}/commands`, { body: { argv: ['echo', 'hello'], waitMs: 1000 } }),
+    ).body;
+    const res = json(
+      await call('GET', `/workspaces/${ws.id}/commands/${cmd.id}`, { query: { stdoutOffset: '2', limit: '2' } }),
+    );
     expect(res.body.stdout).toMatchObject({ data: 'll', offset: 2, nextOffset: 4 });
     expect(fake.calls.at(-1)?.args[2]).toEqual({ stdoutOffset: 2, stderrOffset: 0, limit: 2, waitMs: 0 });
   });
@@ -273,10 +347,21 @@ describe('dispatch: valid requests', () => {
     expect(json(await call('GET', '/workspaces')).body.workspaces).toHaveLength(1);
     expect(json(await call('GET', `/workspaces/${ws.id}`)).body.id).toBe(ws.id);
     expect(json(await call('GET', `/workspaces/${ws.id}/commands`)).body.commands).toHaveLength(1);
-    expect(json(await call('DELETE', `/workspaces/${ws.id}/commands/${cmd.id}`)).body).toMatchObject({ state: 'killed', signal: 'SIGTERM' });
+    expect(json(await call('DELETE', `/workspaces/${ws.id}/commands/${cmd.id}`)).body).toMatchObject({
+      state: 'killed',
+      signal: 'SIGTERM',
+    });
     expect(json(await call('POST', `/workspaces/${ws.id}/git/fetch`)).body.repos).toHaveLength(1);
-    expect(json(await call('POST', `/workspaces/${ws.id}/git/fetch`, { body: { repos: ['.'], checkout: { repo: '.', ref: 'main' } } })).body.repos[0].checkedOut).toBe('main');
-    expect(json(await call('POST', `/workspaces/${ws.id}/reset`, { body: { refs: { '.': 'v1.2' } } })).body.matches).toBe(true);
+    expect(
+      json(
+        await call('POST', `/workspaces/${ws.id}/git/fetch`, {
+          body: { repos: ['.'], checkout: { repo: '.', ref: 'main' } },
+        }),
+      ).body.repos[0].checkedOut,
+    ).toBe('main');
+    expect(
+      json(await call('POST', `/workspaces/${ws.id}/reset`, { body: { refs: { '.': 'v1.2' } } })).body.matches,
+    ).toBe(true);
     expect(json(await call('GET', `/workspaces/${ws.id}/changes`)).body.repos[0].status).toHaveLength(1);
     expect(json(await call('GET', '/openapi.json')).body.openapi).toBe('3.1.0');
     const deleted = json(await call('DELETE', `/workspaces/${ws.id}`));
@@ -291,7 +376,9 @@ describe('dispatch: valid requests', () => {
 
   it('SSE routes return a stream of typed events, 404 first for unknown ids', async () => {
     const ws = fake.seedWorkspace();
-    const cmd = json(await call('POST', `/workspaces/${ws.id}/commands`, { body: { argv: ['echo', 'x'], waitMs: 1000 } })).body;
+    const cmd = json(
+      await call('POST', `/workspaces/${ws.id}/commands`, { body: { argv: ['echo', 'x'], waitMs: 1000 } }),
+    ).body;
     const res = await call('GET', `/workspaces/${ws.id}/commands/${cmd.id}/events`);
     if (!('stream' in res)) throw new Error('expected a stream');
     const events = [];
@@ -319,9 +406,19 @@ describe('dispatch: valid requests', () => {
 describe('dispatch: error mapping', () => {
   const cases: Array<[string, unknown, number, string]> = [
     ['conflict', new ConflictError('workspace is resetting'), 409, 'conflict'],
-    ['backend unavailable', new BackendUnavailableError('docker daemon not reachable', new Error('ECONNREFUSED')), 503, 'backend_unavailable'],
+    [
+      'backend unavailable',
+      new BackendUnavailableError('docker daemon not reachable', new Error('ECONNREFUSED')),
+      503,
+      'backend_unavailable',
+    ],
     // A failed step's message is shown (messages are scrubbed of secrets where they are made).
-    ['step failed', new StepFailedError('clone', 'authentication failed for https://git.example/app.git', { exitCode: 128 }), 502, 'step_failed'],
+    [
+      'step failed',
+      new StepFailedError('clone', 'authentication failed for https://git.example/app.git', { exitCode: 128 }),
+      502,
+      'step_failed',
+    ],
     ['plain Error', new Error(CRASH_MESSAGE), 500, 'internal'],
     ['a thrown string', 'oops', 500, 'internal'],
   ];
@@ -336,6 +433,9 @@ describe('dispatch: error mapping', () => {
   }
 
   it('unknown workspace → 404 not_found', async () => {
-    expect(json(await call('GET', `/workspaces/${WS}`))).toMatchObject({ status: 404, body: { error: { code: 'not_found' } } });
+    expect(json(await call('GET', `/workspaces/${WS}`))).toMatchObject({
+      status: 404,
+      body: { error: { code: 'not_found' } },
+    });
   });
 });

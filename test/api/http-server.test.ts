@@ -44,7 +44,10 @@ async function readUntil(res: Response, until: (text: string) => boolean): Promi
 }
 
 /** Sends a request with node:http so the test controls framing (Content-Length, chunks). */
-function rawRequest(options: http.RequestOptions, write: (req: http.ClientRequest) => void): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+function rawRequest(
+  options: http.RequestOptions,
+  write: (req: http.ClientRequest) => void,
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port: server.port, ...options }, (res) => {
       let body = '';
@@ -53,14 +56,22 @@ function rawRequest(options: http.RequestOptions, write: (req: http.ClientReques
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
     });
     // The server may close the connection while we are still sending (that is the point of 413).
-    req.on('error', (e) => (e as NodeJS.ErrnoException).code === 'EPIPE' || (e as NodeJS.ErrnoException).code === 'ECONNRESET' ? undefined : reject(e));
+    req.on('error', (e) =>
+      (e as NodeJS.ErrnoException).code === 'EPIPE' || (e as NodeJS.ErrnoException).code === 'ECONNRESET'
+        ? undefined
+        : reject(e),
+    );
     write(req);
   });
 }
 
 describe('http server: auth', () => {
   it('401 JSON with WWW-Authenticate without a token, or with a wrong one', async () => {
-    const cases: Array<Record<string, string>> = [{}, { authorization: 'Bearer nope' }, { authorization: `Basic ${TOKEN}` }];
+    const cases: Array<Record<string, string>> = [
+      {},
+      { authorization: 'Bearer nope' },
+      { authorization: `Basic ${TOKEN}` },
+    ];
     for (const headers of cases) {
       const res = await fetch(`${server.url}/workspaces`, { headers });
       expect(res.status).toBe(401);
@@ -110,9 +121,17 @@ describe('http server: errors', () => {
 
   it('bad JSON over the wire → 400, wrong content type → 415', async () => {
     const ws = fake.seedWorkspace();
-    const bad = await fetch(`${server.url}/workspaces/${ws.id}/commands`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"argv":' });
+    const bad = await fetch(`${server.url}/workspaces/${ws.id}/commands`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: '{"argv":',
+    });
     expect(bad.status).toBe(400);
-    const form = await fetch(`${server.url}/workspaces/${ws.id}/commands`, { method: 'POST', headers: auth, body: new URLSearchParams({ argv: 'ls' }) });
+    const form = await fetch(`${server.url}/workspaces/${ws.id}/commands`, {
+      method: 'POST',
+      headers: auth,
+      body: new URLSearchParams({ argv: 'ls' }),
+    });
     expect(form.status).toBe(415);
     expect(fake.calls).toEqual([]);
   });
@@ -121,7 +140,11 @@ describe('http server: errors', () => {
 describe('http server: body cap', () => {
   it('413 for a declared Content-Length over 1 MiB, without reading it', async () => {
     const res = await rawRequest(
-      { method: 'POST', path: '/workspaces', headers: { ...auth, 'content-type': 'application/json', 'content-length': String(2 * 1024 * 1024) } },
+      {
+        method: 'POST',
+        path: '/workspaces',
+        headers: { ...auth, 'content-type': 'application/json', 'content-length': String(2 * 1024 * 1024) },
+      },
       (req) => req.end(),
     );
     expect(res.status).toBe(413);
@@ -131,11 +154,14 @@ describe('http server: body cap', () => {
 
   it('413 for a chunked body that grows past 1 MiB while being read', async () => {
     const chunk = Buffer.alloc(256 * 1024, 0x20);
-    const res = await rawRequest({ method: 'POST', path: '/workspaces', headers: { ...auth, 'content-type': 'application/json' } }, (req) => {
-      req.write('{"labels":{"a":"');
-      for (let i = 0; i < 6; i++) req.write(chunk);
-      req.end('"}}');
-    });
+    const res = await rawRequest(
+      { method: 'POST', path: '/workspaces', headers: { ...auth, 'content-type': 'application/json' } },
+      (req) => {
+        req.write('{"labels":{"a":"');
+        for (let i = 0; i < 6; i++) req.write(chunk);
+        req.end('"}}');
+      },
+    );
     expect(res.status).toBe(413);
     expect(fake.calls).toEqual([]);
   });
@@ -172,7 +198,12 @@ describe('http server: SSE', () => {
       return { event: match[1], data: JSON.parse(match[2]!) };
     });
     expect(events.map((e) => e.event)).toEqual(['output', 'output', 'output', 'end']);
-    expect(events.slice(0, 3).map((e) => e.data.data).join('')).toBe('tick 1\ntick 2\ntick 3\n');
+    expect(
+      events
+        .slice(0, 3)
+        .map((e) => e.data.data)
+        .join(''),
+    ).toBe('tick 1\ntick 2\ntick 3\n');
     expect(events[3]?.data.command).toMatchObject({ id, state: 'exited', exitCode: 0 });
   });
 
@@ -185,7 +216,10 @@ describe('http server: SSE', () => {
     });
     const { id } = (await run.json()) as { id: string };
     const client = new AbortController();
-    const res = await fetch(`${server.url}/workspaces/${ws.id}/commands/${id}/events`, { headers: auth, signal: client.signal });
+    const res = await fetch(`${server.url}/workspaces/${ws.id}/commands/${id}/events`, {
+      headers: auth,
+      signal: client.signal,
+    });
     const text = await readUntil(res, (t) => t.includes(': heartbeat\n\n'));
     expect(text).toContain(': heartbeat\n\n');
     expect(fake.watchAborts).toBe(0);

@@ -30,7 +30,9 @@ describe('openapi document', () => {
   it('is an OpenAPI 3.1 document with a bearer security scheme', () => {
     expect(doc.openapi).toBe('3.1.0');
     expect(doc.info).toMatchObject({ title: expect.any(String), version: expect.any(String) });
-    expect(doc.components.securitySchemes.bearerAuth).toEqual(expect.objectContaining({ type: 'http', scheme: 'bearer' }));
+    expect(doc.components.securitySchemes.bearerAuth).toEqual(
+      expect.objectContaining({ type: 'http', scheme: 'bearer' }),
+    );
     expect(doc.security).toEqual([{ bearerAuth: [] }]);
     expect(() => JSON.stringify(doc)).not.toThrow();
   });
@@ -49,7 +51,9 @@ describe('openapi document', () => {
         expect(p.required).toBe(true);
         expect(p.schema.pattern).toEqual(expect.any(String));
       }
-      expect(Object.keys(op.responses)).toEqual(expect.arrayContaining([...Object.keys(route.responses), '400', '500']));
+      expect(Object.keys(op.responses)).toEqual(
+        expect.arrayContaining([...Object.keys(route.responses), '400', '500']),
+      );
     }
     expect(Object.values(doc.paths).flatMap((p: any) => Object.keys(p))).toHaveLength(routes.length);
   });
@@ -64,7 +68,9 @@ describe('openapi document', () => {
       expect(Object.keys(resolved.properties).length).toBeGreaterThan(0);
       expect(Object.keys(op.responses)).toEqual(expect.arrayContaining(['413', '415']));
     }
-    const run = resolve(doc.paths['/workspaces/{id}/commands'].post.requestBody.content['application/json'].schema.$ref);
+    const run = resolve(
+      doc.paths['/workspaces/{id}/commands'].post.requestBody.content['application/json'].schema.$ref,
+    );
     expect(run.properties.argv).toMatchObject({ type: 'array', items: { type: 'string' } });
     expect(run.required ?? []).not.toContain('stdinEncoding'); // has a default: optional on input
     expect(doc.paths['/workspaces/{id}/commands'].post.requestBody.required).toBe(true);
@@ -93,7 +99,13 @@ describe('openapi document', () => {
   });
 
   it('is served at GET /openapi.json', async () => {
-    const res = await dispatch(routes, new FakeWorkspaceService(), { method: 'GET', path: '/openapi.json', query: {}, headers: {}, rawBody: undefined });
+    const res = await dispatch(routes, new FakeWorkspaceService(), {
+      method: 'GET',
+      path: '/openapi.json',
+      query: {},
+      headers: {},
+      rawBody: undefined,
+    });
     expect('body' in res && res.status === 200 && res.body).toEqual(doc);
   });
 });

@@ -58,10 +58,21 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
     describe('lifecycle', () => {
       it('creates a home that exists, is the working dir and is writable by the plan user', async () => {
         const ref = await fx.create();
-        const r = await fx.sh(ref, 'id -u; id -g; id -un; pwd; echo "$HOME"; touch "$HOME/probe" && echo ok; ls -d "$1"', [fx.plan.root]);
+        const r = await fx.sh(
+          ref,
+          'id -u; id -g; id -un; pwd; echo "$HOME"; touch "$HOME/probe" && echo ok; ls -d "$1"',
+          [fx.plan.root],
+        );
         expect(r.status).toMatchObject({ state: 'exited', exitCode: 0 });
         expect(r.stdout.split('\n')).toEqual([
-          String(fx.plan.user.uid), String(fx.plan.user.gid), fx.plan.user.name, fx.plan.workdir, fx.plan.home, 'ok', fx.plan.root, '',
+          String(fx.plan.user.uid),
+          String(fx.plan.user.gid),
+          fx.plan.user.name,
+          fx.plan.workdir,
+          fx.plan.home,
+          'ok',
+          fx.plan.root,
+          '',
         ]);
         const inRoot = await fx.run(ref, ['pwd'], { cwd: fx.plan.root });
         expect(inRoot.stdout).toBe(`${fx.plan.root}\n`);
@@ -76,14 +87,35 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         await fx.backend.destroy(ref);
         const after = await fx.backend.listResources();
         expect(after.map((r) => r.workspaceId)).not.toContain(id);
-        await expectCode(fx.backend.startCommand(ref, fx.plan, { commandId: 'c', argv: ['true'], cwd: fx.plan.home, env: {}, timeoutMs: 0, maxOutputBytes: 1024 }), 'not_found');
+        await expectCode(
+          fx.backend.startCommand(ref, fx.plan, {
+            commandId: 'c',
+            argv: ['true'],
+            cwd: fx.plan.home,
+            env: {},
+            timeoutMs: 0,
+            maxOutputBytes: 1024,
+          }),
+          'not_found',
+        );
       });
     });
 
     describe('commands', () => {
       it('passes argv verbatim (spaces, quotes, globs, unicode, empty)', async () => {
         const ref = await fx.create();
-        const args = ['a b', "it's", '"double"', '$HOME', '*', '', 'ünïcødé ✓ 日本', 'back\\slash', 'semi;colon && x', '-n'];
+        const args = [
+          'a b',
+          "it's",
+          '"double"',
+          '$HOME',
+          '*',
+          '',
+          'ünïcødé ✓ 日本',
+          'back\\slash',
+          'semi;colon && x',
+          '-n',
+        ];
         const r = await fx.run(ref, ['printf', '[%s]\\n', ...args]);
         expect(r.status.exitCode).toBe(0);
         expect(r.stdout).toBe(args.map((a) => `[${a}]\n`).join(''));
@@ -92,7 +124,9 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
       it('gives the command spec.env and the basics, never the provider environment', async () => {
         const ref = await fx.create();
         const value = `a b "c" $d 'e' ünï\nline2`;
-        const r = await fx.sh(ref, 'printenv WSP_VISIBLE; echo ---; env', [], { env: { WSP_VISIBLE: value, EMPTY_ONE: '' } });
+        const r = await fx.sh(ref, 'printenv WSP_VISIBLE; echo ---; env', [], {
+          env: { WSP_VISIBLE: value, EMPTY_ONE: '' },
+        });
         expect(r.status.exitCode).toBe(0);
         const [visible, env] = r.stdout.split('---\n');
         expect(visible).toBe(`${value}\n`);
@@ -137,9 +171,16 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const ref = await fx.create();
         const total = 3 * 1024 * 1024;
         const max = 1024 * 1024;
-        const id = await fx.start(ref, ['sh', '-c', 'yes 0123456789abcde | head -c "$1"', 'sh', String(total)], { maxOutputBytes: max });
+        const id = await fx.start(ref, ['sh', '-c', 'yes 0123456789abcde | head -c "$1"', 'sh', String(total)], {
+          maxOutputBytes: max,
+        });
         const status = await fx.backend.waitCommand(ref, id, 60_000);
-        expect(status).toMatchObject({ state: 'exited', exitCode: 0, stdout: { bytes: total, truncated: true }, stderr: { bytes: 0, truncated: false } });
+        expect(status).toMatchObject({
+          state: 'exited',
+          exitCode: 0,
+          stdout: { bytes: total, truncated: true },
+          stderr: { bytes: 0, truncated: false },
+        });
         const chunks: Buffer[] = [];
         let offset = 0;
         for (;;) {
@@ -169,7 +210,9 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
 
       it('kills the whole process group on timeout', async () => {
         const ref = await fx.create();
-        const id = await fx.start(ref, ['sh', '-c', 'sleep 300 & echo $! > "$HOME/child.pid"; sleep 300'], { timeoutMs: 500 });
+        const id = await fx.start(ref, ['sh', '-c', 'sleep 300 & echo $! > "$HOME/child.pid"; sleep 300'], {
+          timeoutMs: 500,
+        });
         const status = await fx.backend.waitCommand(ref, id, 60_000);
         expect(status).toMatchObject({ state: 'killed', reason: 'timeout', signal: 'SIGKILL', exitCode: null });
         const pid = (await fx.run(ref, ['cat', `${fx.plan.home}/child.pid`])).stdout.trim();
@@ -248,7 +291,10 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const ref = await fx.create();
         const id = await fx.start(ref, ['sleep', '300']);
         await handle.loseCommand(ref, id);
-        expect(await fx.backend.waitCommand(ref, id, 10_000)).toMatchObject({ state: 'lost', reason: 'process vanished' });
+        expect(await fx.backend.waitCommand(ref, id, 10_000)).toMatchObject({
+          state: 'lost',
+          reason: 'process vanished',
+        });
       });
     });
 
@@ -299,17 +345,28 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         expect((await fx.sh(src, populate, ['x'])).status.exitCode).toBe(0);
         const cache = fx.trackSnapshot(await fx.backend.snapshot(src, fx.plan, 'cache', newId('snap')));
         const ref = await fx.create({ from: cache });
-        expect((await fx.sh(ref, 'echo warm > a.txt && echo fetched > new.txt && chmod 700 x.sh')).status.exitCode).toBe(0);
+        expect(
+          (await fx.sh(ref, 'echo warm > a.txt && echo fetched > new.txt && chmod 700 x.sh')).status.exitCode,
+        ).toBe(0);
         const f0 = await fingerprint(fx, ref, fx.plan.home);
         const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('snap')));
         await fx.backend.deleteSnapshot(cache);
         // Agent work: files from the first snapshot edited in place, removed, added; modes changed.
-        expect((await fx.sh(ref, 'echo edit >> d/sub/b.txt && echo edit >> .hidden && rm -f link new.txt && chmod 600 a.txt && echo junk > junk')).status.exitCode).toBe(0);
+        expect(
+          (
+            await fx.sh(
+              ref,
+              'echo edit >> d/sub/b.txt && echo edit >> .hidden && rm -f link new.txt && chmod 600 a.txt && echo junk > junk',
+            )
+          ).status.exitCode,
+        ).toBe(0);
         await fx.backend.restore(ref, fx.plan, baseline);
         expect(await fingerprint(fx, ref, fx.plan.home)).toBe(f0);
         expect((await fx.run(ref, ['cat', 'd/sub/b.txt', 'a.txt'], { cwd: fx.plan.home })).stdout).toBe('b\nwarm\n');
         // The restored files are the workspace user's own, and writing to them leaves the baseline alone.
-        const own = await fx.sh(ref, 'stat -c %u d/sub/b.txt .hidden && echo again >> d/sub/b.txt', [], { cwd: fx.plan.home });
+        const own = await fx.sh(ref, 'stat -c %u d/sub/b.txt .hidden && echo again >> d/sub/b.txt', [], {
+          cwd: fx.plan.home,
+        });
         expect(own.stdout).toBe(`${fx.plan.user.uid}\n${fx.plan.user.uid}\n`);
         await fx.backend.restore(ref, fx.plan, baseline);
         expect(await fingerprint(fx, ref, fx.plan.home)).toBe(f0);
@@ -318,13 +375,14 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
       // A backend without fingerprintHome relies on the in-workspace script alone: then this checks the
       // script itself on that backend (stable, and sensitive to a mode change) instead of the comparison.
       it('fingerprintHome, when offered, equals the in-workspace script on a tree with every kind of entry', async () => {
-        const offered = fx.backend.fingerprintHome?.bind(fx.backend) ?? (async (r: BackendRef) => fingerprint(fx, r, fx.plan.home));
+        const offered =
+          fx.backend.fingerprintHome?.bind(fx.backend) ?? (async (r: BackendRef) => fingerprint(fx, r, fx.plan.home));
         const ref = await fx.create();
         const odd = [
           'set -e',
           "mkdir -p d/sub empty 'with space' \"$(printf 'new\\nline')\" sticky",
           "printf 'hello\\n' > d/sub/file && printf x > 'with space/a  b.txt' && printf t > \"$(printf 'new\\nline')/$(printf 'tab\\there')\"",
-          "printf raw > \"$(printf 'raw-\\377\\376')\" && printf d > ./-dash && : > empty-file",
+          'printf raw > "$(printf \'raw-\\377\\376\')" && printf d > ./-dash && : > empty-file',
           "printf '#!/bin/sh\\n' > run.sh && chmod 755 run.sh && printf s > suid && chmod 4755 suid && chmod 1777 sticky",
           'printf ro > ro && chmod 444 ro && ln -s d/sub/file link && ln -s "/nowhere/$(printf \'dangling\\ntarget\')" dangling',
           'ln d/sub/file hard && mkfifo fifo && head -c 3000000 /dev/urandom > big.bin',
@@ -392,10 +450,14 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
           fs.symlinkSync('bin/run.sh', path.join(host, 'link'));
           const dest = `${fx.plan.root}/proj`;
           await fx.backend.putDirectory(ref, fx.plan, host, dest);
-          const r = await fx.sh(ref, [
-            'cd "$1" && stat -c "%n %u %g %a %F" .git/HEAD .env.local bin/run.sh ro.txt link',
-            'readlink link && cat .git/HEAD && touch .git/new bin/new && echo writable',
-          ].join(' && '), [dest]);
+          const r = await fx.sh(
+            ref,
+            [
+              'cd "$1" && stat -c "%n %u %g %a %F" .git/HEAD .env.local bin/run.sh ro.txt link',
+              'readlink link && cat .git/HEAD && touch .git/new bin/new && echo writable',
+            ].join(' && '),
+            [dest],
+          );
           const u = `${fx.plan.user.uid} ${fx.plan.user.gid}`;
           expect(r.stdout.split('\n')).toEqual([
             `.git/HEAD ${u} 644 regular file`,
@@ -411,9 +473,14 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
           // Into an existing directory: merged.
           fs.writeFileSync(path.join(host, 'second.txt'), '2\n');
           await fx.backend.putDirectory(ref, fx.plan, host, dest);
-          expect((await fx.run(ref, ['ls', '-A', dest])).stdout.split('\n').filter(Boolean).sort()).toEqual(
-            ['.env.local', '.git', 'bin', 'link', 'ro.txt', 'second.txt'],
-          );
+          expect((await fx.run(ref, ['ls', '-A', dest])).stdout.split('\n').filter(Boolean).sort()).toEqual([
+            '.env.local',
+            '.git',
+            'bin',
+            'link',
+            'ro.txt',
+            'second.txt',
+          ]);
           await expectCode(fx.backend.putDirectory(ref, fx.plan, host, '/etc/evil'), 'bad_request');
         } finally {
           fs.rmSync(host, { recursive: true, force: true });

@@ -44,11 +44,18 @@ interface CliResult {
   stderr: string;
 }
 
-function spawnCli(args: string[], options: { env?: Record<string, string>; input?: string; noStdinEnd?: boolean } = {}): { child: ChildProcess; done: Promise<CliResult> } {
+function spawnCli(
+  args: string[],
+  options: { env?: Record<string, string>; input?: string; noStdinEnd?: boolean } = {},
+): { child: ChildProcess; done: Promise<CliResult> } {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('WSP_')) env[k] = v;
   Object.assign(env, { WSP_URL: server?.url ?? '', WSP_TOKEN: TOKEN }, options.env);
-  const child = spawn(process.execPath, ['--import', TSX, CLI, ...args], { cwd: tmp, env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', TSX, CLI, ...args], {
+    cwd: tmp,
+    env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
@@ -61,7 +68,8 @@ function spawnCli(args: string[], options: { env?: Record<string, string>; input
   return { child, done };
 }
 
-const wsp = (args: string[], options?: Parameters<typeof spawnCli>[1]): Promise<CliResult> => spawnCli(args, options).done;
+const wsp = (args: string[], options?: Parameters<typeof spawnCli>[1]): Promise<CliResult> =>
+  spawnCli(args, options).done;
 
 describe('wsp exec', () => {
   it('propagates the exit code and streams stderr', async () => {
@@ -78,16 +86,37 @@ describe('wsp exec', () => {
     const ws = fake.seedWorkspace();
     const r = await wsp(['exec', ws.id, '-c', 'echo hi there']);
     expect([r.code, r.stdout]).toEqual([0, 'hi there\n']);
-    expect(fake.calls.find((c) => c.method === 'runCommand')?.args[1]).toMatchObject({ command: 'echo hi there', waitMs: 0 });
+    expect(fake.calls.find((c) => c.method === 'runCommand')?.args[1]).toMatchObject({
+      command: 'echo hi there',
+      waitMs: 0,
+    });
   });
 
   it('streams output of a running command over SSE, nothing doubled or lost', async () => {
     await startWith();
     const ws = fake.seedWorkspace();
-    const r = await wsp(['exec', ws.id, '--cwd', 'sub', '--timeout-ms', '5000', '--env', 'A=1', '--', 'ticks', '4', '30']);
+    const r = await wsp([
+      'exec',
+      ws.id,
+      '--cwd',
+      'sub',
+      '--timeout-ms',
+      '5000',
+      '--env',
+      'A=1',
+      '--',
+      'ticks',
+      '4',
+      '30',
+    ]);
     expect([r.code, r.stdout]).toEqual([0, 'tick 1\ntick 2\ntick 3\ntick 4\n']);
     expect(fake.calls.map((c) => c.method)).toContain('watchCommand');
-    expect(fake.calls.find((c) => c.method === 'runCommand')?.args[1]).toMatchObject({ argv: ['ticks', '4', '30'], cwd: 'sub', timeoutMs: 5000, env: { A: '1' } });
+    expect(fake.calls.find((c) => c.method === 'runCommand')?.args[1]).toMatchObject({
+      argv: ['ticks', '4', '30'],
+      cwd: 'sub',
+      timeoutMs: 5000,
+      env: { A: '1' },
+    });
   });
 
   it('pipes stdin when it is not a terminal', async () => {
@@ -118,7 +147,9 @@ describe('wsp exec', () => {
     expect(r.code).toBe(130);
     const cancel = fake.calls.find((c) => c.method === 'cancelCommand');
     expect(cancel?.args[0]).toBe(ws.id);
-    const listed = await fetch(`${server.url}/workspaces/${ws.id}/commands`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const listed = await fetch(`${server.url}/workspaces/${ws.id}/commands`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
     expect(((await listed.json()) as any).commands[0].state).toBe('killed');
   });
 
@@ -143,7 +174,11 @@ describe('wsp usage errors exit 2', () => {
     ['unknown option', ['ls', '--bogus'], /unknown option '--bogus'/],
     ['command flags without --', ['exec', 'ws-abcdefgh1234', 'ls', '-la'], /unknown option '-l'/],
     ['malformed --ref', ['setup', '--ref', 'main'], /--ref expects KEY=VALUE/],
-    ['non-numeric --timeout-ms', ['exec', 'ws-abcdefgh1234', '--timeout-ms', 'soon', '--', 'ls'], /--timeout-ms expects a non-negative integer/],
+    [
+      'non-numeric --timeout-ms',
+      ['exec', 'ws-abcdefgh1234', '--timeout-ms', 'soon', '--', 'ls'],
+      /--timeout-ms expects a non-negative integer/,
+    ],
     ['extra positional', ['rm', 'ws-abcdefgh1234', 'ws-abcdefgh5678'], /unexpected argument/],
   ];
   it.each(cases)('%s', async (_name, args, message) => {
@@ -165,7 +200,17 @@ describe('wsp usage errors exit 2', () => {
 describe('wsp workspace commands', () => {
   it('setup prints progress and setup output on stderr, the id on stdout', async () => {
     await startWith();
-    const r = await wsp(['setup', '--ref', 'app=main', '--ref', '.=v1.0', '--env', 'NODE_ENV=test', '--label', 'team=core']);
+    const r = await wsp([
+      'setup',
+      '--ref',
+      'app=main',
+      '--ref',
+      '.=v1.0',
+      '--env',
+      'NODE_ENV=test',
+      '--label',
+      'team=core',
+    ]);
     expect(r.code).toBe(0);
     const id = r.stdout.trim();
     expect(id).toMatch(/^ws-[a-f0-9]+$/);
@@ -203,7 +248,9 @@ describe('wsp workspace commands', () => {
     const ws = fake.seedWorkspace({ team: 'core' });
     const ls = await wsp(['ls']);
     expect(ls.code).toBe(0);
-    expect(ls.stdout).toMatch(new RegExp(`^ID\\s+STATUS\\s+CREATED\\s+LABELS\\n${ws.id}\\s+ready\\s+\\S+\\s+team=core\\n$`));
+    expect(ls.stdout).toMatch(
+      new RegExp(`^ID\\s+STATUS\\s+CREATED\\s+LABELS\\n${ws.id}\\s+ready\\s+\\S+\\s+team=core\\n$`),
+    );
     const lsJson = await wsp(['ls', '--json']);
     expect(JSON.parse(lsJson.stdout).map((w: { id: string }) => w.id)).toEqual([ws.id]);
     const show = await wsp(['show', ws.id]);
@@ -211,7 +258,10 @@ describe('wsp workspace commands', () => {
     expect(show.stdout).toContain('cache:     miss (no entry for key)');
     const fetched = await wsp(['fetch', ws.id, '--repo', '.', '--checkout', '.=main']);
     expect(fetched.stdout).toBe(`.: ${'a'.repeat(12)} -> ${'b'.repeat(12)}, checked out main\n`);
-    expect(fake.calls.find((c) => c.method === 'fetch')?.args[1]).toEqual({ repos: ['.'], checkout: { repo: '.', ref: 'main' } });
+    expect(fake.calls.find((c) => c.method === 'fetch')?.args[1]).toEqual({
+      repos: ['.'],
+      checkout: { repo: '.', ref: 'main' },
+    });
     const reset = await wsp(['reset', ws.id, '--ref', '.=v2']);
     expect(reset.code).toBe(0);
     expect(reset.stdout).toMatch(/matches the baseline \(2 restored, 1 removed\)/);
@@ -235,7 +285,14 @@ describe('wsp workspace commands', () => {
   it('reset --recreate asks for mode recreate and says what replaced what', async () => {
     await startWith();
     const ws = fake.seedWorkspace();
-    fake.stub('reset', async () => ({ fingerprint: 'n', baselineFingerprint: 'n', matches: true, recreated: true, previousBaselineFingerprint: 'o', durationMs: 1 }));
+    fake.stub('reset', async () => ({
+      fingerprint: 'n',
+      baselineFingerprint: 'n',
+      matches: true,
+      recreated: true,
+      previousBaselineFingerprint: 'o',
+      durationMs: 1,
+    }));
     const r = await wsp(['reset', ws.id, '--recreate']);
     expect(r.code).toBe(0);
     expect(fake.calls.filter((c) => c.method === 'reset').at(-1)?.args[1]).toEqual({ mode: 'recreate' });
@@ -267,7 +324,9 @@ describe('wsp connection settings', () => {
     const wrong = await wsp(['ls'], { env: { WSP_TOKEN: 'wrong-token' } });
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain('wsp: unauthorized:');
-    const flags = await wsp(['ls', '--json', '--url', server.url, '--token', TOKEN], { env: { WSP_URL: 'http://127.0.0.1:9', WSP_TOKEN: 'wrong' } });
+    const flags = await wsp(['ls', '--json', '--url', server.url, '--token', TOKEN], {
+      env: { WSP_URL: 'http://127.0.0.1:9', WSP_TOKEN: 'wrong' },
+    });
     expect(flags.code).toBe(0);
   });
 
@@ -287,7 +346,9 @@ describe('wsp serve', () => {
   it('starts the provider; other commands find it with the token file; SIGINT stops it', async () => {
     fs.chmodSync(tmp, 0o711); // workspace uids must traverse to their dirs under the data dir
     const dataDir = path.join(tmp, 'serve-data');
-    const { child, done } = spawnCli(['serve', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir], { env: { WSP_TOKEN: '' } });
+    const { child, done } = spawnCli(['serve', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir], {
+      env: { WSP_TOKEN: '' },
+    });
     const url = await new Promise<string>((resolve, reject) => {
       let seen = '';
       child.stdout!.on('data', (chunk: string) => {
@@ -300,7 +361,9 @@ describe('wsp serve', () => {
     try {
       const ls = await wsp(['ls', '--json', '--url', url, '--data-dir', dataDir], { env: { WSP_TOKEN: '' } });
       expect([ls.code, JSON.parse(ls.stdout)]).toEqual([0, []]);
-      const anonymous = await wsp(['ls', '--url', url, '--data-dir', path.join(tmp, 'elsewhere')], { env: { WSP_TOKEN: '' } });
+      const anonymous = await wsp(['ls', '--url', url, '--data-dir', path.join(tmp, 'elsewhere')], {
+        env: { WSP_TOKEN: '' },
+      });
       expect(anonymous.code).toBe(1);
       expect(anonymous.stderr).toContain('unauthorized');
     } finally {

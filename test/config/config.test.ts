@@ -19,7 +19,13 @@ describe('provider configuration', () => {
   it('has sane embedded defaults', () => {
     const c = parseConfig({});
     expect(c.mode).toBe('local');
-    expect(c.listen).toEqual({ host: '127.0.0.1', port: 7070, maxBodyBytes: 12 * 1024 * 1024, maxEventStreams: 256, maxEventStreamsPerWorkspace: 16 });
+    expect(c.listen).toEqual({
+      host: '127.0.0.1',
+      port: 7070,
+      maxBodyBytes: 12 * 1024 * 1024,
+      maxEventStreams: 256,
+      maxEventStreamsPerWorkspace: 16,
+    });
     expect(c.workspace.guestPath).toBe('/home/node/workspace');
     expect(c.state.embedded).toBe(true);
   });
@@ -28,8 +34,14 @@ describe('provider configuration', () => {
     const c = parseConfig({});
     expect(c.workspace.network).toBe('none');
     expect(c.setup.network).toBe('egress');
-    expect(parseConfig({ workspace: { network: 'bridge' }, setup: { network: 'bridge' } })).toMatchObject({ workspace: { network: 'egress' }, setup: { network: 'egress' } });
-    expect(parseConfig({ workspace: { network: 'host' }, setup: { network: 'none' } })).toMatchObject({ workspace: { network: 'host' }, setup: { network: 'none' } });
+    expect(parseConfig({ workspace: { network: 'bridge' }, setup: { network: 'bridge' } })).toMatchObject({
+      workspace: { network: 'egress' },
+      setup: { network: 'egress' },
+    });
+    expect(parseConfig({ workspace: { network: 'host' }, setup: { network: 'none' } })).toMatchObject({
+      workspace: { network: 'host' },
+      setup: { network: 'none' },
+    });
   });
 
   // Every bad field is reported by its path.
@@ -44,10 +56,24 @@ describe('provider configuration', () => {
     [{ repositories: [{ url: 'https://x/a.git', localPath: '/tmp', path: 'a' }] }, 'repositories[0]'],
     [{ repositories: [{ url: 'https://user:pw@x/a.git', path: 'a' }] }, 'repositories[0].url'],
     [{ repositories: [{ url: 'ftp://x/a.git', path: 'a' }] }, 'repositories[0].url'],
-    [{ repositories: [{ url: 'https://x/a.git', path: 'a', credential: 'ghp_plaintexttoken' }] }, 'repositories[0].credential'],
+    [
+      { repositories: [{ url: 'https://x/a.git', path: 'a', credential: 'ghp_plaintexttoken' }] },
+      'repositories[0].credential',
+    ],
     [{ repositories: [{ url: 'https://x/a.git', path: 'a', ref: '--upload-pack=evil' }] }, 'repositories[0].ref'],
-    [{ repositories: [{ url: 'https://x/a.git', path: 'a', cacheKeyFiles: ['../lock'] }] }, 'repositories[0].cacheKeyFiles[0]'],
-    [{ repositories: [{ url: 'https://x/a.git', path: 'a' }, { url: 'https://x/b.git', path: 'a/' }] }, 'repositories'],
+    [
+      { repositories: [{ url: 'https://x/a.git', path: 'a', cacheKeyFiles: ['../lock'] }] },
+      'repositories[0].cacheKeyFiles[0]',
+    ],
+    [
+      {
+        repositories: [
+          { url: 'https://x/a.git', path: 'a' },
+          { url: 'https://x/b.git', path: 'a/' },
+        ],
+      },
+      'repositories',
+    ],
     [{ repositories: [{ url: 'https://x/a.git', path: 'a', extra: 1 }] }, 'repositories[0]'],
     [{ setup: { script: 1 } }, 'setup.script'],
     [{ setup: { timeoutMs: -1 } }, 'setup.timeoutMs'],
@@ -82,7 +108,10 @@ describe('provider configuration', () => {
   it('merges file < env < flags', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-config-'));
     const file = path.join(dir, 'wsp.json');
-    fs.writeFileSync(file, JSON.stringify({ listen: { port: 1111 }, dataDir: 'data', repositories: [{ localPath: 'src', path: '.' }] }));
+    fs.writeFileSync(
+      file,
+      JSON.stringify({ listen: { port: 1111 }, dataDir: 'data', repositories: [{ localPath: 'src', path: '.' }] }),
+    );
     const a = loadConfig(['--config', file], {});
     expect(a.config.listen.port).toBe(1111);
     expect(a.config.dataDir).toBe(path.join(dir, 'data')); // relative to the config file
@@ -95,7 +124,11 @@ describe('provider configuration', () => {
   });
 
   it('takes repositories and a setup script from flags', () => {
-    const { config } = loadConfig(['--repo', 'app=https://example.com/app.git', '--repo', '/tmp/x', '--setup', 'echo hi'], {}, '/work');
+    const { config } = loadConfig(
+      ['--repo', 'app=https://example.com/app.git', '--repo', '/tmp/x', '--setup', 'echo hi'],
+      {},
+      '/work',
+    );
     expect(config.repositories).toEqual([
       expect.objectContaining({ path: 'app', url: 'https://example.com/app.git' }),
       expect.objectContaining({ path: '.', localPath: '/tmp/x' }),

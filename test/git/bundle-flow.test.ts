@@ -84,7 +84,11 @@ describe('full bundle → clone', () => {
   let mirror: MirrorHandle;
 
   beforeAll(async () => {
-    upstream = createUpstreamRepo(server.root, 'full', { 'README.md': '# full\n', 'src/a.ts': 'a\n', 'bin/data.bin': BINARY });
+    upstream = createUpstreamRepo(server.root, 'full', {
+      'README.md': '# full\n',
+      'src/a.ts': 'a\n',
+      'bin/data.bin': BINARY,
+    });
     createTag(upstream, 'v1', 'HEAD', 'release');
     mirror = await sync('full');
   });
@@ -99,10 +103,19 @@ describe('full bundle → clone', () => {
 
     const ws = workspace();
     const target = path.join(ws, 'repos', 'full');
-    await runArgvOk(cloneFromBundleArgv({ bundlePath: out, target, originUrl: mirror.url, commit: resolved.commit, branch: resolved.branch }), {
-      cwd: ws,
-      home,
-    });
+    await runArgvOk(
+      cloneFromBundleArgv({
+        bundlePath: out,
+        target,
+        originUrl: mirror.url,
+        commit: resolved.commit,
+        branch: resolved.branch,
+      }),
+      {
+        cwd: ws,
+        home,
+      },
+    );
 
     expect(fs.readFileSync(path.join(target, 'README.md'), 'utf8')).toBe('# full\n');
     expect(fs.readFileSync(path.join(target, 'src/a.ts'), 'utf8')).toBe('a\n');
@@ -122,7 +135,10 @@ describe('full bundle → clone', () => {
     await broker.createBundle(mirror, { include: [upstream.head], basis: [] }, out);
     const ws = workspace();
     const target = path.join(ws, 'r');
-    await runArgvOk(cloneFromBundleArgv({ bundlePath: out, target, originUrl: mirror.url, commit: upstream.head }), { cwd: ws, home });
+    await runArgvOk(cloneFromBundleArgv({ bundlePath: out, target, originUrl: mirror.url, commit: upstream.head }), {
+      cwd: ws,
+      home,
+    });
     expect(git(target, ['rev-parse', 'HEAD'])).toBe(upstream.head);
     expect((await runArgv(['git', '-C', target, 'symbolic-ref', '-q', 'HEAD'], { cwd: ws, home })).code).not.toBe(0);
   });
@@ -133,10 +149,13 @@ describe('full bundle → clone', () => {
     for (const useDot of [false, true]) {
       const root = workspace();
       const target = useDot ? '.' : root;
-      await runArgvOk(cloneFromBundleArgv({ bundlePath: out, target, originUrl: mirror.url, commit: upstream.head, branch: 'main' }), {
-        cwd: root,
-        home,
-      });
+      await runArgvOk(
+        cloneFromBundleArgv({ bundlePath: out, target, originUrl: mirror.url, commit: upstream.head, branch: 'main' }),
+        {
+          cwd: root,
+          home,
+        },
+      );
       expect(fs.existsSync(path.join(root, '.git'))).toBe(true);
       expect(fs.readFileSync(path.join(root, 'README.md'), 'utf8')).toBe('# full\n');
       expect(git(root, ['rev-parse', 'HEAD'])).toBe(upstream.head);
@@ -148,7 +167,10 @@ describe('full bundle → clone', () => {
     await broker.createBundle(mirror, { include: [upstream.head], basis: [] }, out);
     const ws = workspace();
     git(ws, ['init', '--quiet']);
-    const result = await runArgv(cloneFromBundleArgv({ bundlePath: out, target: ws, originUrl: mirror.url, commit: upstream.head }), { cwd: ws, home });
+    const result = await runArgv(
+      cloneFromBundleArgv({ bundlePath: out, target: ws, originUrl: mirror.url, commit: upstream.head }),
+      { cwd: ws, home },
+    );
     expect(result.code).toBe(3);
     expect(result.stderr).toContain('already has a .git');
   });
@@ -159,7 +181,10 @@ describe('full bundle → clone', () => {
     const ws = workspace();
     const target = path.join(ws, `dir with 'quote' $(touch pwned) ;x`);
     const originUrl = `${mirror.url}?$(touch pwned)`;
-    await runArgvOk(cloneFromBundleArgv({ bundlePath: out, target, originUrl, commit: upstream.head, branch: 'main' }), { cwd: ws, home });
+    await runArgvOk(
+      cloneFromBundleArgv({ bundlePath: out, target, originUrl, commit: upstream.head, branch: 'main' }),
+      { cwd: ws, home },
+    );
     expect(git(target, ['remote', 'get-url', 'origin'])).toBe(originUrl);
     expect(fs.existsSync(path.join(ws, 'pwned'))).toBe(false);
     expect(fs.existsSync(path.join(target, 'pwned'))).toBe(false);
@@ -171,15 +196,28 @@ describe('incremental bundles', () => {
   let ws: string;
 
   beforeAll(async () => {
-    upstream = createUpstreamRepo(server.root, 'inc', { 'keep.txt': 'keep\n', 'change.txt': 'v1\n', 'gone.txt': 'bye\n' });
+    upstream = createUpstreamRepo(server.root, 'inc', {
+      'keep.txt': 'keep\n',
+      'change.txt': 'v1\n',
+      'gone.txt': 'bye\n',
+    });
     const mirror = await sync('inc');
     const out = bundlePath();
     await broker.createBundle(mirror, { include: [upstream.head], basis: [] }, out);
     ws = workspace();
-    await runArgvOk(cloneFromBundleArgv({ bundlePath: out, target: ws, originUrl: mirror.url, commit: upstream.head, branch: 'main' }), {
-      cwd: ws,
-      home,
-    });
+    await runArgvOk(
+      cloneFromBundleArgv({
+        bundlePath: out,
+        target: ws,
+        originUrl: mirror.url,
+        commit: upstream.head,
+        branch: 'main',
+      }),
+      {
+        cwd: ws,
+        home,
+      },
+    );
   });
 
   it('brings new upstream commits with a bundle that only holds what the workspace lacks', async () => {
@@ -212,7 +250,11 @@ describe('incremental bundles', () => {
   it('reports {empty:true} and writes nothing when the workspace is up to date', async () => {
     const mirror = await sync('inc');
     const out = bundlePath();
-    const bundle = await broker.createBundle(mirror, { include: [(await broker.resolveRef(mirror)).commit], basis: (await heads(ws)).basis }, out);
+    const bundle = await broker.createBundle(
+      mirror,
+      { include: [(await broker.resolveRef(mirror)).commit], basis: (await heads(ws)).basis },
+      out,
+    );
     expect(bundle).toMatchObject({ empty: true, heads: [] });
     expect(fs.existsSync(out)).toBe(false);
   });
@@ -226,7 +268,9 @@ describe('incremental bundles', () => {
     let bundle = await broker.createBundle(mirror, { include: [], basis: current.basis }, out);
     expect(bundle.empty).toBe(true); // topic points at a commit the workspace has: nothing to send…
     await runArgvOk(refsUpdateArgv({ target: ws }), { cwd: ws, home, stdin: refsUpdateInput(bundle.refs, current) });
-    expect(git(ws, ['rev-parse', 'refs/remotes/origin/topic'])).toBe(git(upstream.dir, ['rev-parse', 'refs/heads/topic']));
+    expect(git(ws, ['rev-parse', 'refs/remotes/origin/topic'])).toBe(
+      git(upstream.dir, ['rev-parse', 'refs/heads/topic']),
+    );
 
     const tagged = createTag(upstream, 'release-light');
     deleteBranch(upstream, 'topic');
@@ -251,7 +295,11 @@ describe('incremental bundles', () => {
     const current = await heads(ws);
     expect(current.basis).toContain(agentCommit);
     const out = bundlePath();
-    const bundle = await broker.createBundle(mirror, { include: [newHead], basis: [...current.basis, 'f'.repeat(40)] }, out);
+    const bundle = await broker.createBundle(
+      mirror,
+      { include: [newHead], basis: [...current.basis, 'f'.repeat(40)] },
+      out,
+    );
     expect(bundle.empty).toBe(false);
     await runArgvOk(fetchFromBundleArgv({ bundlePath: out, target: ws }), { cwd: ws, home });
     expect(git(ws, ['rev-parse', 'refs/remotes/origin/main'])).toBe(newHead);
@@ -276,7 +324,10 @@ describe('commits no branch or tag reaches', () => {
     expect(bundle.heads).toEqual(expect.arrayContaining(['refs/heads/main', `refs/wsp/pins/${lost}`]));
 
     const ws = workspace();
-    await runArgvOk(cloneFromBundleArgv({ bundlePath: out, target: ws, originUrl: mirror.url, commit: lost }), { cwd: ws, home });
+    await runArgvOk(cloneFromBundleArgv({ bundlePath: out, target: ws, originUrl: mirror.url, commit: lost }), {
+      cwd: ws,
+      home,
+    });
     expect(git(ws, ['rev-parse', 'HEAD'])).toBe(lost);
     expect(fs.readFileSync(path.join(ws, 'a.txt'), 'utf8')).toBe('2\n');
     expect(git(ws, ['rev-parse', 'refs/remotes/origin/main'])).toBe(rewritten);
@@ -287,6 +338,8 @@ describe('commits no branch or tag reaches', () => {
     await expect(broker.createBundle(mirror, { include: ['a'.repeat(40)], basis: [] }, bundlePath())).rejects.toThrow(
       `commit ${'a'.repeat(40)} not found in ${server.url('force')}`,
     );
-    await expect(broker.createBundle(mirror, { include: ['HEAD'], basis: [] }, bundlePath())).rejects.toThrow(/not a full commit id/);
+    await expect(broker.createBundle(mirror, { include: ['HEAD'], basis: [] }, bundlePath())).rejects.toThrow(
+      /not a full commit id/,
+    );
   });
 });

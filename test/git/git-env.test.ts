@@ -1,6 +1,14 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { StepFailedError } from '../../shared/contract/errors.js';
-import { authEnv, baseGitEnv, basicCredential, runGit, runGitChecked, scrub, secretForms } from '../../shared/git/git-env.js';
+import {
+  authEnv,
+  baseGitEnv,
+  basicCredential,
+  runGit,
+  runGitChecked,
+  scrub,
+  secretForms,
+} from '../../shared/git/git-env.js';
 import { removeDirs, tempDir } from './helpers.js';
 
 const TOKEN = 'ghp_canaryEnvToken0123456789';
@@ -79,7 +87,9 @@ describe('runGit', () => {
 
   it('runGitChecked throws StepFailedError with the scrubbed stderr', async () => {
     const cwd = await gitRepo();
-    const error = await runGitChecked('git probe', ['show', TOKEN], { cwd, env, secrets: secretForms(TOKEN) }).catch((e: unknown) => e);
+    const error = await runGitChecked('git probe', ['show', TOKEN], { cwd, env, secrets: secretForms(TOKEN) }).catch(
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(StepFailedError);
     const failed = error as StepFailedError;
     expect(failed.step).toBe('git probe');

@@ -45,7 +45,10 @@ export function runArgv(argv: string[], options: { cwd: string; home: string; st
 }
 
 /** runArgv that fails the test (with stderr) on a non-zero exit. */
-export async function runArgvOk(argv: string[], options: { cwd: string; home: string; stdin?: Buffer }): Promise<ArgvResult> {
+export async function runArgvOk(
+  argv: string[],
+  options: { cwd: string; home: string; stdin?: Buffer },
+): Promise<ArgvResult> {
   const result = await runArgv(argv, options);
   if (result.code !== 0) throw new Error(`argv exited ${result.code}: ${result.stderr}`);
   return result;

@@ -39,7 +39,10 @@ afterAll(async () => {
   removeDirs(dirs);
 });
 
-function broker(extra: Partial<ConstructorParameters<typeof GitBroker>[0]> = {}): { broker: GitBroker; mirrorsDir: string } {
+function broker(extra: Partial<ConstructorParameters<typeof GitBroker>[0]> = {}): {
+  broker: GitBroker;
+  mirrorsDir: string;
+} {
   const mirrorsDir = tempDir('mirrors');
   dirs.push(mirrorsDir);
   return { broker: new GitBroker({ mirrorsDir, resolveSecret, ...extra }), mirrorsDir };
@@ -72,7 +75,10 @@ describe('GitBroker.sync', () => {
     // The scan itself can find a leak: plant the base64 form in a copy and look again.
     const control = tempDir('control');
     dirs.push(control);
-    fs.writeFileSync(path.join(control, 'config'), `[http]\n\textraHeader = Authorization: Basic ${basicCredential(TOKEN)}\n`);
+    fs.writeFileSync(
+      path.join(control, 'config'),
+      `[http]\n\textraHeader = Authorization: Basic ${basicCredential(TOKEN)}\n`,
+    );
     expect(filesContaining(control, secretForms(TOKEN))).toEqual([path.join(control, 'config')]);
   });
 
@@ -83,7 +89,8 @@ describe('GitBroker.sync', () => {
     expect((error as StepFailedError).step).toBe('git fetch');
     expect((error as Error).message).toBe(`git fetch failed: authentication failed for ${server.url('app')}`);
     const everything = `${(error as Error).message} ${JSON.stringify((error as StepFailedError).result)}`;
-    for (const form of [...secretForms('wrong-token-value-123'), ...secretForms(TOKEN)]) expect(everything).not.toContain(form);
+    for (const form of [...secretForms('wrong-token-value-123'), ...secretForms(TOKEN)])
+      expect(everything).not.toContain(form);
     expect(fs.readdirSync(mirrorsDir).filter((n) => n !== '.home')).toEqual([]);
   });
 
@@ -94,7 +101,9 @@ describe('GitBroker.sync', () => {
 
   it('fails with "not found" for an unknown repository', async () => {
     const { broker: b } = broker();
-    await expect(b.sync({ url: server.url('nope'), credential: 'env:GOOD' })).rejects.toThrow(/repository .*nope\.git not found/);
+    await expect(b.sync({ url: server.url('nope'), credential: 'env:GOOD' })).rejects.toThrow(
+      /repository .*nope\.git not found/,
+    );
   });
 
   it('removes temp clones of dead provider processes on start, and keeps live ones', async () => {
@@ -192,12 +201,22 @@ describe('GitBroker.resolveRef', () => {
   });
 
   it('resolves branches (also as refs/heads/…), annotated tags to their commit, and shas', async () => {
-    expect(await b.resolveRef(mirror, 'feature/x')).toEqual({ commit: featureCommit, ref: 'feature/x', branch: 'feature/x' });
-    expect(await b.resolveRef(mirror, 'refs/heads/feature/x')).toMatchObject({ commit: featureCommit, branch: 'feature/x' });
+    expect(await b.resolveRef(mirror, 'feature/x')).toEqual({
+      commit: featureCommit,
+      ref: 'feature/x',
+      branch: 'feature/x',
+    });
+    expect(await b.resolveRef(mirror, 'refs/heads/feature/x')).toMatchObject({
+      commit: featureCommit,
+      branch: 'feature/x',
+    });
     expect(await b.resolveRef(mirror, 'v2')).toEqual({ commit: tagCommit, ref: 'v2' });
     expect(await b.resolveRef(mirror, 'refs/tags/v2')).toEqual({ commit: tagCommit, ref: 'refs/tags/v2' });
     expect(await b.resolveRef(mirror, featureCommit)).toEqual({ commit: featureCommit, ref: featureCommit });
-    expect(await b.resolveRef(mirror, featureCommit.slice(0, 10))).toEqual({ commit: featureCommit, ref: featureCommit.slice(0, 10) });
+    expect(await b.resolveRef(mirror, featureCommit.slice(0, 10))).toEqual({
+      commit: featureCommit,
+      ref: featureCommit.slice(0, 10),
+    });
   });
 
   it('rejects unknown refs and shas with BadRequestError naming the URL', async () => {

@@ -25,7 +25,13 @@ afterAll(() => removeDirs(dirs));
 
 describe('argv builders', () => {
   it('never interpolate values into the script: they are positional parameters after $0', () => {
-    const values = { bundlePath: '/t/b.bundle', target: '/w/$(x)', originUrl: 'https://h/o.git', commit: SHA, branch: 'feat/y' };
+    const values = {
+      bundlePath: '/t/b.bundle',
+      target: '/w/$(x)',
+      originUrl: 'https://h/o.git',
+      commit: SHA,
+      branch: 'feat/y',
+    };
     const argv = cloneFromBundleArgv(values);
     expect(argv.slice(0, 2)).toEqual(['sh', '-c']);
     expect(argv[3]).toBe('wsp-git');
@@ -87,9 +93,13 @@ describe('parsers', () => {
         { ref: 'refs/tags/v1', object: 'a'.repeat(40), commit: SHA },
         { ref: `refs/wsp/pins/${SHA}`, object: SHA, commit: SHA },
       ],
-      parseHeads(`HEAD ${SHA}\nrefs/remotes/origin/old ${SHA}\nrefs/remotes/origin/HEAD ${SHA}\nrefs/tags/mine ${SHA}\n`),
+      parseHeads(
+        `HEAD ${SHA}\nrefs/remotes/origin/old ${SHA}\nrefs/remotes/origin/HEAD ${SHA}\nrefs/tags/mine ${SHA}\n`,
+      ),
     ).toString('utf8');
-    expect(input).toBe(`delete refs/remotes/origin/old\nupdate refs/remotes/origin/main ${SHA}\nupdate refs/tags/v1 ${'a'.repeat(40)}\n`);
+    expect(input).toBe(
+      `delete refs/remotes/origin/old\nupdate refs/remotes/origin/main ${SHA}\nupdate refs/tags/v1 ${'a'.repeat(40)}\n`,
+    );
   });
 });
 
@@ -152,7 +162,9 @@ describe('status and diff inside a real repository', () => {
     const { stdout } = await runArgvOk(headsArgv({ target: repo }), { cwd: repo, home });
     const heads = parseHeads(stdout);
     expect(heads.head).toBe(git(repo, ['rev-parse', 'HEAD']));
-    expect(heads.refs.map((r) => r.ref)).toEqual(expect.arrayContaining(['refs/heads/main', 'refs/remotes/origin/main', 'refs/tags/v1']));
+    expect(heads.refs.map((r) => r.ref)).toEqual(
+      expect.arrayContaining(['refs/heads/main', 'refs/remotes/origin/main', 'refs/tags/v1']),
+    );
     expect(heads.refs.find((r) => r.ref === 'refs/tags/v1')?.commit).toBe(base);
     expect(heads.basis).toContain(base);
   });
@@ -171,7 +183,11 @@ describe('content check against the baseline (contentCheckArgv → parseContentC
     const root = tempDir('upstream');
     const home = tempDir('home');
     dirs.push(root, home);
-    const upstream = createUpstreamRepo(root, 'hide', { '.gitignore': 'deps/\n', 'a.txt': 'a\n', 'flagged\nname.txt': 'n\n' });
+    const upstream = createUpstreamRepo(root, 'hide', {
+      '.gitignore': 'deps/\n',
+      'a.txt': 'a\n',
+      'flagged\nname.txt': 'n\n',
+    });
     const repo = upstream.work;
     fs.appendFileSync(path.join(repo, 'a.txt'), 'more\n');
     fs.appendFileSync(path.join(repo, 'flagged\nname.txt'), 'more\n');
@@ -186,15 +202,28 @@ describe('content check against the baseline (contentCheckArgv → parseContentC
 
     const at = { target: repo, baseCommit: upstream.head };
     const check = parseContentCheck((await runArgvOk(contentCheckArgv(at), { cwd: repo, home })).stdout);
-    expect(check.flagged).toEqual(new Map([['a.txt', 'skip-worktree'], ['flagged\nname.txt', 'assume-unchanged']]));
+    expect(check.flagged).toEqual(
+      new Map([
+        ['a.txt', 'skip-worktree'],
+        ['flagged\nname.txt', 'assume-unchanged'],
+      ]),
+    );
     expect([...check.changed.keys()].sort()).toEqual(['.gitignore', 'a.txt', 'flagged\nname.txt']);
     const status = parseStatus((await runArgvOk(statusArgv(at), { cwd: repo, home })).stdout);
     const whole = reconcileChanges(status, check);
     expect(Object.fromEntries(whole.hidden.map((h) => [h.path, h.how]))).toEqual({
-      'a.txt': 'skip-worktree', 'flagged\nname.txt': 'assume-unchanged', 'info-excluded.txt': 'ignored', 'gi-hidden.txt': 'ignored',
+      'a.txt': 'skip-worktree',
+      'flagged\nname.txt': 'assume-unchanged',
+      'info-excluded.txt': 'ignored',
+      'gi-hidden.txt': 'ignored',
     });
     const codes = Object.fromEntries(whole.status.map((e) => [e.path, e.code]));
-    expect(codes).toMatchObject({ 'a.txt': ' M', 'flagged\nname.txt': ' M', 'info-excluded.txt': '??', 'gi-hidden.txt': '!!' });
+    expect(codes).toMatchObject({
+      'a.txt': ' M',
+      'flagged\nname.txt': ' M',
+      'info-excluded.txt': '??',
+      'gi-hidden.txt': '!!',
+    });
     expect(Object.keys(codes).some((p) => p.startsWith('deps'))).toBe(false);
   });
 });

@@ -10,7 +10,12 @@ import { readStream, readText, sizeOf, type StoredSpec } from '../../shared/back
 // (a hostile setup once got root in the container this way) swaps a file for a symlink to a host
 // secret, or for a FIFO that would hang a blocking open. Neither may work.
 
-const SPEC: StoredSpec = { commandId: 'c1', timeoutMs: 0, maxOutputBytes: 1 << 20, startedAt: new Date(0).toISOString() };
+const SPEC: StoredSpec = {
+  commandId: 'c1',
+  timeoutMs: 0,
+  maxOutputBytes: 1 << 20,
+  startedAt: new Date(0).toISOString(),
+};
 
 describe('command files are read without following links or blocking', () => {
   let root: string;

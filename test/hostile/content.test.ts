@@ -29,7 +29,8 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
   const dataDir = (): string => (fx.handle as BackendHandle & { dataDir: string }).dataDir;
   const wsDir = (ref: BackendRef): string => path.join(dataDir(), 'local', 'workspaces', String(ref.workspaceId));
   const home = (ref: BackendRef): string => path.join(wsDir(ref), 'home');
-  const hostUid = (ref: BackendRef): number => JSON.parse(fs.readFileSync(path.join(wsDir(ref), 'meta.json'), 'utf8')).hostUid as number;
+  const hostUid = (ref: BackendRef): number =>
+    JSON.parse(fs.readFileSync(path.join(wsDir(ref), 'meta.json'), 'utf8')).hostUid as number;
   const snapDir = (s: SnapshotRef): string => path.join(dataDir(), 'local', 'snapshots', String(s.name));
   const sh = async (ref: BackendRef, script: string, args: string[] = []): Promise<void> => {
     const r = await fx.sh(ref, script, args, { cwd: fx.plan.home });
@@ -86,9 +87,15 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
         unlink('victim');
         rename('victim.real', 'victim');
       }`;
-    const racer = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--', 'perl', '-e', script, target], {
-      cwd, stdio: 'ignore', detached: true,
-    });
+    const racer = spawn(
+      'setpriv',
+      [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--', 'perl', '-e', script, target],
+      {
+        cwd,
+        stdio: 'ignore',
+        detached: true,
+      },
+    );
     racers.push(racer);
     return racer;
   };
@@ -110,7 +117,10 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
 
   const baselineWithVictim = async (): Promise<{ ref: BackendRef; baseline: SnapshotRef; fp: string }> => {
     const ref = await fx.create();
-    await sh(ref, 'mkdir -p victim/sub && echo original > victim/file && echo deep > victim/sub/deep.txt && echo top > top.txt');
+    await sh(
+      ref,
+      'mkdir -p victim/sub && echo original > victim/file && echo deep > victim/sub/deep.txt && echo top > top.txt',
+    );
     const fp = await fx.backend.fingerprintHome!(ref, fx.plan);
     const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
     return { ref, baseline, fp };
@@ -204,7 +214,10 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     // No change: the reset only walks.
     await fx.backend.restore(ref, fx.plan, baseline);
     // A change at the bottom: written back through a path longer than PATH_MAX — may fail, but clearly.
-    await sh(ref, `perl -e 'for (1..2200) { chdir "d" or die "$!" } open(my $f, ">", "f") or die; print $f "changed\\n"; open(my $g, ">", "g") or die;'`);
+    await sh(
+      ref,
+      `perl -e 'for (1..2200) { chdir "d" or die "$!" } open(my $f, ">", "f") or die; print $f "changed\\n"; open(my $g, ">", "g") or die;'`,
+    );
     const outcome = await doneOrStepFailed(fx.backend.restore(ref, fx.plan, baseline));
     if (outcome === 'done') expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toBe(fp);
     const uid = hostUid(ref);
@@ -238,7 +251,15 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     const secret = path.join(sentinel.dir, 'secret');
     // The workspace uid itself cannot make this link where fs.protected_hardlinks is on (here: it is)…
     const protectedLinks = fs.readFileSync('/proc/sys/fs/protected_hardlinks', 'utf8').trim() === '1';
-    const attempt = spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--', 'ln', secret, path.join(home(ref), 'stolen')]);
+    const attempt = spawnSync('setpriv', [
+      `--reuid=${uid}`,
+      `--regid=${uid}`,
+      '--clear-groups',
+      '--',
+      'ln',
+      secret,
+      path.join(home(ref), 'stolen'),
+    ]);
     if (protectedLinks) expect(attempt.status).not.toBe(0);
     // …so make it as root: what a host without that protection would let the workspace do.
     if (!fs.existsSync(path.join(home(ref), 'stolen'))) fs.linkSync(secret, path.join(home(ref), 'stolen'));
@@ -264,7 +285,15 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     const outside = path.join(sentinel.dir, 'owned-by-workspace');
     fs.writeFileSync(outside, 'outside v1\n');
     fs.chownSync(outside, uid, uid);
-    const ln = spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--', 'ln', outside, path.join(home(ref), 'linked')]);
+    const ln = spawnSync('setpriv', [
+      `--reuid=${uid}`,
+      `--regid=${uid}`,
+      '--clear-groups',
+      '--',
+      'ln',
+      outside,
+      path.join(home(ref), 'linked'),
+    ]);
     expect(ln.status, ln.stderr.toString()).toBe(0); // its own file: allowed
     const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
     expect(fs.readFileSync(path.join(snapDir(snap), 'home', 'linked'), 'utf8')).toBe('outside v1\n'); // its own data
@@ -280,14 +309,27 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     const uid = hostUid(ref);
     await sh(ref, 'mkdir d && mkfifo d/pipe && echo data > d/file');
     // Device nodes only root can make (a workspace cannot): made here the way a compromised setup might leave them.
-    for (const [name, type, major, minor] of [['null', 'c', '1', '3'], ['zero', 'c', '1', '5'], ['loop', 'b', '7', '0']] as const) {
+    for (const [name, type, major, minor] of [
+      ['null', 'c', '1', '3'],
+      ['zero', 'c', '1', '5'],
+      ['loop', 'b', '7', '0'],
+    ] as const) {
       const p = path.join(home(ref), 'd', name);
       expect(spawnSync('mknod', [p, type, major, minor]).status).toBe(0);
       fs.chownSync(p, uid, uid);
     }
     // A unix socket the workspace bound and left behind (its server gone).
-    const sock = spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--', 'perl', '-MSocket', '-e',
-      'socket(my $s, PF_UNIX, SOCK_STREAM, 0) or die; bind($s, pack_sockaddr_un($ARGV[0])) or die $!', path.join(home(ref), 'd', 'sock')]);
+    const sock = spawnSync('setpriv', [
+      `--reuid=${uid}`,
+      `--regid=${uid}`,
+      '--clear-groups',
+      '--',
+      'perl',
+      '-MSocket',
+      '-e',
+      'socket(my $s, PF_UNIX, SOCK_STREAM, 0) or die; bind($s, pack_sockaddr_un($ARGV[0])) or die $!',
+      path.join(home(ref), 'd', 'sock'),
+    ]);
     expect(sock.status, sock.stderr.toString()).toBe(0);
     expect(fs.lstatSync(path.join(home(ref), 'd', 'sock')).isSocket()).toBe(true);
 
@@ -328,7 +370,9 @@ function chain(n: number, name: string, leaf: string): string {
 /** The workspace dir a host uid is claimed for, or undefined. */
 function claimOf(uid: number): string | undefined {
   try {
-    return (JSON.parse(fs.readFileSync(path.join(DEFAULT_UID_REGISTRY, String(uid)), 'utf8')) as { workspaceDir: string }).workspaceDir;
+    return (
+      JSON.parse(fs.readFileSync(path.join(DEFAULT_UID_REGISTRY, String(uid)), 'utf8')) as { workspaceDir: string }
+    ).workspaceDir;
   } catch {
     return undefined;
   }

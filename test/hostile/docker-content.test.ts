@@ -23,7 +23,11 @@ import { describeTree, inodes } from '../backends/local/tree/helpers.js';
 const SECRET = `host-secret-${randomBytes(12).toString('hex')}`;
 const DOCKER: ConfigInput = { mode: 'docker', docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE } };
 const docker = (...args: string[]): string =>
-  execFileSync('docker', ['-H', `unix://${DOCKER_SOCKET}`, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+  execFileSync('docker', ['-H', `unix://${DOCKER_SOCKET}`, ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 60_000,
+  });
 
 describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Docker backend, real provider)', () => {
   let root: string | undefined;
@@ -46,7 +50,9 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
    * A provider whose data dir sits next to a host sentinel dir (root-owned, 0755, a 0600 secret):
    * the host path an attacker would aim at, with a name it can guess from the layout.
    */
-  async function start(setup: string | ((sentinel: string) => string)): Promise<{ sentinel: string; untouched: () => void }> {
+  async function start(
+    setup: string | ((sentinel: string) => string),
+  ): Promise<{ sentinel: string; untouched: () => void }> {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-dcontent-'));
     const sentinel = path.join(root, 'sentinel');
     fs.mkdirSync(path.join(sentinel, 'sub'), { recursive: true, mode: 0o755 });
@@ -73,7 +79,9 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
   /** /healthz answers, and fast, while `attack` runs; returns the attack's result and the slowest answer. */
   async function healthyDuring<T>(attack: Promise<T>): Promise<T> {
     let done = false;
-    const settled = attack.finally(() => { done = true; });
+    const settled = attack.finally(() => {
+      done = true;
+    });
     let slowest = 0;
     let probes = 0;
     while (!done) {
@@ -109,7 +117,9 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
     // prepares the user's root as container root: if that follows the link, the user owns
     // /usr/local/bin, and the next runner binary it shadows runs as container root — which can write
     // the host dir bind-mounted at /run/wsp-runner/cmd and plant a symlink the provider reads.
-    const { sentinel, untouched } = await start('cd ~ && mv workspace workspace.real && ln -s /usr/local/bin workspace');
+    const { sentinel, untouched } = await start(
+      'cd ~ && mv workspace workspace.real && ln -s /usr/local/bin workspace',
+    );
     const first = await wsp!.setup();
     const cached = await wsp!.api('POST', '/workspaces', {});
     expect([200, 202]).toContain(cached.status);
@@ -126,9 +136,12 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
       expect(owner, 'the runner prepared the root through the symlink').toBe('root:root');
       // The whole chain, as the attacker would run it: shadow a tool the root runner calls, then
       // read a command's output (the provider reads it on the host).
-      const planted = await wsp!.exec(cached.body.id, [
-        `printf '#!/bin/sh\\nfor d in /run/wsp-runner/cmd/*/; do ln -sf ${sentinel}/secret "$d/stdout.x" 2>/dev/null && mv -f "$d/stdout.x" "$d/stdout"; done\\nexec /usr/bin/setsid "$@"\\n' > /usr/local/bin/setsid 2>/dev/null && chmod +x /usr/local/bin/setsid && echo planted || echo refused`,
-      ].join('\n'));
+      const planted = await wsp!.exec(
+        cached.body.id,
+        [
+          `printf '#!/bin/sh\\nfor d in /run/wsp-runner/cmd/*/; do ln -sf ${sentinel}/secret "$d/stdout.x" 2>/dev/null && mv -f "$d/stdout.x" "$d/stdout"; done\\nexec /usr/bin/setsid "$@"\\n' > /usr/local/bin/setsid 2>/dev/null && chmod +x /usr/local/bin/setsid && echo planted || echo refused`,
+        ].join('\n'),
+      );
       expect(planted.stdout.data).toContain('refused');
       const next = await wsp!.exec(cached.body.id, 'echo hello');
       expect(next.stdout.data).toBe('hello\n');
@@ -159,7 +172,9 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
     const targets = (sentinel: string): string[] => [sentinel, `${sentinel}/sub`, '/etc'];
     // The setup is itself hostile: it races during the cache and baseline commits (the provider kills
     // its leftovers first; the commit pauses the container either way).
-    const { sentinel, untouched } = await start((dir) => `echo clean > state.txt && ln -s '${dir}' ~/hostlink && ${racer(targets(dir))} true`);
+    const { sentinel, untouched } = await start(
+      (dir) => `echo clean > state.txt && ln -s '${dir}' ~/hostlink && ${racer(targets(dir))} true`,
+    );
     const hostTargets = targets(sentinel);
     const ws = await healthyDuring(wsp!.setup());
     const passwd = docker('exec', container(ws.id), 'sha256sum', '/etc/passwd');
@@ -197,8 +212,10 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
     // chain alone takes the attacker minutes to build — quadratic in the depth, measured 5 s for 500
     // levels and 290 s for 2,200. A baseline holding such a tree is a known limit on Docker: the
     // daemon's commit drops what lies beyond PATH_MAX — a reset then reports matches: false.)
-    const deep = (name: string): string => `mkdir ${name} && cd ${name} && n=$(printf '%0250d' 0) && i=0; while [ $i -lt 40 ]; do mkdir "$n" && cd "$n" || exit 1; i=$((i+1)); done; echo bottom > f`;
-    const long = (dir: string): string => `n=$(printf '%0255d' 0); mkdir -p "${dir}/$n/$n" && echo x > "${dir}/$n/$n/$n"`;
+    const deep = (name: string): string =>
+      `mkdir ${name} && cd ${name} && n=$(printf '%0250d' 0) && i=0; while [ $i -lt 40 ]; do mkdir "$n" && cd "$n" || exit 1; i=$((i+1)); done; echo bottom > f`;
+    const long = (dir: string): string =>
+      `n=$(printf '%0255d' 0); mkdir -p "${dir}/$n/$n" && echo x > "${dir}/$n/$n/$n"`;
     const { untouched } = await start('echo clean > state.txt # docker-content deep');
     const ws = await wsp!.setup();
     await run(ws.id, `echo dirty > state.txt; (${deep('deep')}); ${long('long')}`);
@@ -221,7 +238,10 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
     const passwd = docker('exec', container(ws.id), 'sha256sum', '/etc/passwd');
     // The kernel's protected_hardlinks refuses a link to a file the uid neither owns nor may write;
     // if it allowed one, a reset must still not be a way to change /etc/passwd.
-    const link = await wsp!.exec(ws.id, 'ln /etc/passwd ~/passwd.link 2>&1 && echo linked || echo refused; mkfifo agent.fifo && echo ok');
+    const link = await wsp!.exec(
+      ws.id,
+      'ln /etc/passwd ~/passwd.link 2>&1 && echo linked || echo refused; mkfifo agent.fifo && echo ok',
+    );
     expect(link.stdout.data).toMatch(/(linked|refused)\nok\n$/);
     await run(ws.id, 'echo "evil:x:0:0::/:/bin/sh" >> ~/passwd.link 2>/dev/null; echo dirty > state.txt; true');
     // Runaway output at the default cap, still running while the reset begins.
@@ -235,10 +255,15 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
     expect(reset.body.matches).toBe(true);
     const ended = (await wsp!.api('GET', `/workspaces/${ws.id}/commands/${flood.body.id}`)).body;
     expect(ended.state).not.toBe('running');
-    const kept = fs.statSync(path.join(wsp!.dataDir, 'docker', 'workspaces', ws.id, 'cmd', flood.body.id, 'stdout')).size;
+    const kept = fs.statSync(
+      path.join(wsp!.dataDir, 'docker', 'workspaces', ws.id, 'cmd', flood.body.id, 'stdout'),
+    ).size;
     expect(kept).toBeLessThanOrEqual(cap);
     expect(docker('exec', container(ws.id), 'sha256sum', '/etc/passwd')).toBe(passwd);
-    const after = await run(ws.id, 'cat state.txt; ls -a ~ ~/workspace | grep -c fifo; [ -p ~/home.fifo ] && echo fifo-kept');
+    const after = await run(
+      ws.id,
+      'cat state.txt; ls -a ~ ~/workspace | grep -c fifo; [ -p ~/home.fifo ] && echo fifo-kept',
+    );
     expect(after.stdout.data).toBe('clean\n2\nfifo-kept\n');
     // A second workspace (cache hit: a container from the committed image, fifos included).
     const warm = await healthyDuring(wsp!.setup());

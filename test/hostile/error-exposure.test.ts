@@ -34,7 +34,11 @@ describe('public errors', () => {
   });
 
   it('domain errors keep their code; host paths in their message are scrubbed, guest paths kept', () => {
-    const e = publicError('reset', new StepFailedError('restore', `cannot copy ${DATA}/local/snapshots/b1/home/app/x to /home/node/workspace/app/x`), [DATA]);
+    const e = publicError(
+      'reset',
+      new StepFailedError('restore', `cannot copy ${DATA}/local/snapshots/b1/home/app/x to /home/node/workspace/app/x`),
+      [DATA],
+    );
     expect(e.code).toBe('step_failed');
     expect(e.message).toBe('restore failed: cannot copy <provider path> to /home/node/workspace/app/x');
   });
@@ -46,6 +50,8 @@ describe('public errors', () => {
   });
 
   it('scrubbing leaves unrelated paths and prefixes that only look alike', () => {
-    expect(scrubHostPaths(`${DATA}-other/x and ${DATA}/y, ${DATA}`, [DATA])).toBe(`${DATA}-other/x and <provider path>, <provider path>`);
+    expect(scrubHostPaths(`${DATA}-other/x and ${DATA}/y, ${DATA}`, [DATA])).toBe(
+      `${DATA}-other/x and <provider path>, <provider path>`,
+    );
   });
 });

@@ -14,7 +14,10 @@ describe('open event streams are capped (429)', () => {
   const open: AbortController[] = [];
 
   beforeAll(async () => {
-    wsp = await startTestProvider({ workspace: { network: 'none' }, listen: { maxEventStreams: TOTAL, maxEventStreamsPerWorkspace: PER_WORKSPACE } });
+    wsp = await startTestProvider({
+      workspace: { network: 'none' },
+      listen: { maxEventStreams: TOTAL, maxEventStreamsPerWorkspace: PER_WORKSPACE },
+    });
   }, 60_000);
 
   afterAll(async () => {
@@ -26,7 +29,10 @@ describe('open event streams are capped (429)', () => {
   /** GET an SSE route; returns the status and keeps the stream open (until its controller aborts). */
   async function stream(route: string): Promise<{ status: number; body: string; controller: AbortController }> {
     const controller = new AbortController();
-    const res = await fetch(wsp.url + route, { headers: { authorization: `Bearer ${wsp.token}` }, signal: controller.signal });
+    const res = await fetch(wsp.url + route, {
+      headers: { authorization: `Bearer ${wsp.token}` },
+      signal: controller.signal,
+    });
     if (res.status !== 200) return { status: res.status, body: await res.text(), controller };
     open.push(controller);
     return { status: res.status, body: '', controller };
@@ -55,7 +61,8 @@ describe('open event streams are capped (429)', () => {
 
     // Another workspace may still stream, up to the provider's total.
     const theirs = [];
-    for (let i = 0; i < TOTAL - PER_WORKSPACE; i++) theirs.push(await stream(`/workspaces/${b.id}/commands/${cb}/events`));
+    for (let i = 0; i < TOTAL - PER_WORKSPACE; i++)
+      theirs.push(await stream(`/workspaces/${b.id}/commands/${cb}/events`));
     expect(theirs.map((s) => s.status)).toEqual(Array(TOTAL - PER_WORKSPACE).fill(200));
     const overTotal = await stream(`/workspaces/${b.id}/commands/${cb}/events`);
     expect(overTotal.status).toBe(429);

@@ -32,7 +32,27 @@ afterAll(async () => {
 const nasty = fc.oneof(
   fc.string(),
   fc.string({ unit: 'grapheme', maxLength: 40 }),
-  fc.constantFrom('', '..', '.', '%2e%2e', '%00', '\u0000', '/', '//', '%2F', 'ws-' + '0'.repeat(24), 'null', 'undefined', '-1', '1e309', 'NaN', '0x10', ' 1', '[]', '{}'),
+  fc.constantFrom(
+    '',
+    '..',
+    '.',
+    '%2e%2e',
+    '%00',
+    '\u0000',
+    '/',
+    '//',
+    '%2F',
+    'ws-' + '0'.repeat(24),
+    'null',
+    'undefined',
+    '-1',
+    '1e309',
+    'NaN',
+    '0x10',
+    ' 1',
+    '[]',
+    '{}',
+  ),
   fc.string({ minLength: 300, maxLength: 3000 }),
   fc.integer().map(String),
 );
@@ -42,16 +62,48 @@ const idParam = fc.oneof({ weight: 3, arbitrary: fc.constant('REAL') }, { weight
 const cidParam = fc.oneof({ weight: 3, arbitrary: fc.constant('REAL') }, { weight: 2, arbitrary: nasty });
 
 /** Bodies: arbitrary JSON, objects with the API's field names and wrong-typed values, or raw bytes. */
-const fieldNames = ['refs', 'env', 'labels', 'ttlSeconds', 'idempotencyKey', 'argv', 'command', 'cwd', 'stdin', 'stdinEncoding', 'timeoutMs', 'waitMs', 'repos', 'checkout', 'mode', 'ref', 'repo'];
+const fieldNames = [
+  'refs',
+  'env',
+  'labels',
+  'ttlSeconds',
+  'idempotencyKey',
+  'argv',
+  'command',
+  'cwd',
+  'stdin',
+  'stdinEncoding',
+  'timeoutMs',
+  'waitMs',
+  'repos',
+  'checkout',
+  'mode',
+  'ref',
+  'repo',
+];
 const smallJson = fc.jsonValue({ maxDepth: 3 });
 const body = fc.oneof(
-  { weight: 3, arbitrary: fc.dictionary(fc.constantFrom(...fieldNames), fc.oneof(smallJson, nasty)).map((o) => JSON.stringify(o)) },
+  {
+    weight: 3,
+    arbitrary: fc.dictionary(fc.constantFrom(...fieldNames), fc.oneof(smallJson, nasty)).map((o) => JSON.stringify(o)),
+  },
   { weight: 2, arbitrary: smallJson.map((v) => JSON.stringify(v)) },
   { weight: 1, arbitrary: fc.string() },
   { weight: 1, arbitrary: fc.constant(undefined) },
 );
-const query = fc.dictionary(fc.constantFrom('waitMs', 'stdoutOffset', 'stderrOffset', 'limit', 'x', '__proto__', 'constructor'), nasty, { maxKeys: 4 });
-const contentType = fc.constantFrom('application/json', 'application/json; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded', '', 'application/json; charset=latin1');
+const query = fc.dictionary(
+  fc.constantFrom('waitMs', 'stdoutOffset', 'stderrOffset', 'limit', 'x', '__proto__', 'constructor'),
+  nasty,
+  { maxKeys: 4 },
+);
+const contentType = fc.constantFrom(
+  'application/json',
+  'application/json; charset=utf-8',
+  'text/plain',
+  'application/x-www-form-urlencoded',
+  '',
+  'application/json; charset=latin1',
+);
 
 const request = fc.record({
   route: fc.constantFrom(...routes),
@@ -74,7 +126,8 @@ function boundCreates(path: string, method: string, raw: string | undefined): st
   if (path !== '/workspaces' || method !== 'POST' || raw === undefined) return raw;
   try {
     const parsed = JSON.parse(raw);
-    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return JSON.stringify({ ...parsed, idempotencyKey: 'fuzz-bounded' });
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed))
+      return JSON.stringify({ ...parsed, idempotencyKey: 'fuzz-bounded' });
   } catch {
     // not JSON: sent as is
   }
@@ -95,7 +148,10 @@ describe('fuzzing every route over HTTP', () => {
         try {
           const res = await fetch(`${wsp.url}${path}${qs ? `?${qs}` : ''}`, {
             method,
-            headers: { authorization: `Bearer ${wsp.token}`, ...(r.contentType ? { 'content-type': r.contentType } : {}) },
+            headers: {
+              authorization: `Bearer ${wsp.token}`,
+              ...(r.contentType ? { 'content-type': r.contentType } : {}),
+            },
             ...(payload !== undefined ? { body: payload } : {}),
             signal: controller.signal,
           });

@@ -59,7 +59,8 @@ function probeScript(ports: number[]): string {
  * come back from a port a workspace can reach.
  */
 function dynamoProbeScript(ports: number[]): string {
-  const request = 'POST / HTTP/1.1\\r\\nHost: localhost\\r\\nX-Amz-Target: DynamoDB_20120810.ListTables\\r\\nContent-Type: application/x-amz-json-1.0\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\n{}';
+  const request =
+    'POST / HTTP/1.1\\r\\nHost: localhost\\r\\nX-Amz-Target: DynamoDB_20120810.ListTables\\r\\nContent-Type: application/x-amz-json-1.0\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\n{}';
   return [
     `for p in ${ports.join(' ')}; do`,
     `  out=$(timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$p"' && printf "${request}" >&3 && timeout 2 cat <&3' 2>/dev/null | head -c 2000 | tr -d '\\r' | tr '\\n' ' ')`,
@@ -72,7 +73,9 @@ function dynamoProbeScript(ports: number[]): string {
 async function askSocket(socketPath: string): Promise<string> {
   return new Promise<string>((resolve, reject) => {
     const s = net.connect({ path: socketPath }, () => {
-      s.end('POST / HTTP/1.1\r\nHost: localhost\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}');
+      s.end(
+        'POST / HTTP/1.1\r\nHost: localhost\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}',
+      );
     });
     let data = '';
     s.on('data', (d) => (data += String(d)));
@@ -124,7 +127,11 @@ for (const backend of backends) {
         setup: { script: setupProbe },
       });
       // The explicit opt-in: the host's network for setup and commands alike.
-      hostNet = await startTestProvider({ ...backend.config, workspace: { network: 'host' }, setup: { network: 'host' } });
+      hostNet = await startTestProvider({
+        ...backend.config,
+        workspace: { network: 'host' },
+        setup: { network: 'host' },
+      });
     }, 180_000);
 
     afterAll(async () => {
@@ -165,7 +172,7 @@ for (const backend of backends) {
       await wsp.api('DELETE', `/workspaces/${ws.id}`);
     }, 600_000);
 
-    it('setup (network egress) cannot reach the host loopback either, not through slirp\'s host alias', async () => {
+    it("setup (network egress) cannot reach the host loopback either, not through slirp's host alias", async () => {
       const ws = await wsp.setup();
       const lines = await run(wsp, ws.id, 'cat "$HOME/setup-net"; echo "iface=$(cat "$HOME/setup-net-iface")"');
       expect(lines.filter((l) => l.endsWith(' open'))).toEqual([]);
@@ -174,7 +181,8 @@ for (const backend of backends) {
       if (backend.name === 'local') {
         // With slirp4netns, setup really had a network of its own (tap0) — it is egress, not none.
         expect(lines.at(-1)).toBe(slirp ? 'iface=tap0' : 'iface=');
-        if (!slirp) console.warn('slirp4netns not installed (or not root): setup ran with no network, egress not exercised');
+        if (!slirp)
+          console.warn('slirp4netns not installed (or not root): setup ran with no network, egress not exercised');
         else expect(ws.warnings.join('\n')).not.toMatch(/egress.*runs as 'none'/);
       }
       // The commands that follow are back on 'none': no tap0.
@@ -211,50 +219,81 @@ for (const backend of backends) {
         expect(await run(hostNet, ws.id, probeScript([apiPort]))).toEqual([`${apiPort} open`]);
       }
       // The socket (and the whole data dir) does not exist inside the workspace.
-      expect(await run(hostNet, ws.id, `[ -e ${socketPath} ] && echo visible || echo absent; [ -e ${hostNet.dataDir} ] && echo datadir || echo no-datadir`)).toEqual(['absent', 'no-datadir']);
+      expect(
+        await run(
+          hostNet,
+          ws.id,
+          `[ -e ${socketPath} ] && echo visible || echo absent; [ -e ${hostNet.dataDir} ] && echo datadir || echo no-datadir`,
+        ),
+      ).toEqual(['absent', 'no-datadir']);
       await hostNet.api('DELETE', `/workspaces/${ws.id}`);
     }, 600_000);
 
-    it.runIf(backend.name === 'docker')("Docker: a container never enters or leaves the host's network (setup host with commands none is refused)", async () => {
-      const created = await wsp.api('POST', '/workspaces', {});
-      expect(created.status).toBe(202);
-      // The same provider config, but a plan that mixes host and none: refused at create, before any container.
-      const plan = { ...(await wsp.provider.deps.state.getWorkspace(created.body.id))!.plan, network: 'none' as const, setupNetwork: 'host' as const };
-      await expect(wsp.provider.deps.backend.create(plan, { workspaceId: `mix${randomBytes(4).toString('hex')}`, labels: {} })).rejects.toThrow(/both be 'host' or neither/);
-      await waitReady(wsp, created.body.id);
-      await wsp.api('DELETE', `/workspaces/${created.body.id}`);
-    }, 600_000);
+    it.runIf(backend.name === 'docker')(
+      "Docker: a container never enters or leaves the host's network (setup host with commands none is refused)",
+      async () => {
+        const created = await wsp.api('POST', '/workspaces', {});
+        expect(created.status).toBe(202);
+        // The same provider config, but a plan that mixes host and none: refused at create, before any container.
+        const plan = {
+          ...(await wsp.provider.deps.state.getWorkspace(created.body.id))!.plan,
+          network: 'none' as const,
+          setupNetwork: 'host' as const,
+        };
+        await expect(
+          wsp.provider.deps.backend.create(plan, { workspaceId: `mix${randomBytes(4).toString('hex')}`, labels: {} }),
+        ).rejects.toThrow(/both be 'host' or neither/);
+        await waitReady(wsp, created.body.id);
+        await wsp.api('DELETE', `/workspaces/${created.body.id}`);
+      },
+      600_000,
+    );
 
-    it.runIf(backend.name === 'docker')('Docker: setup\'s own network is a disconnect/connect of the running container, then back to none alone', async () => {
-      const docker = dockerClient();
-      const name = `wsp-nettest-${randomBytes(4).toString('hex')}`;
-      const container = await docker.createContainer({ name, Image: BASE_IMAGE, Entrypoint: ['sleep', 'infinity'], HostConfig: { NetworkMode: 'none', Init: true } });
-      try {
-        await container.start();
-        const attached = async (): Promise<string[]> => Object.keys((await container.inspect()).NetworkSettings.Networks).sort();
-        const networks = new ContainerNetworks(docker);
-        expect(await attached()).toEqual(['none']);
-        await networks.ensure(name, 'egress');
-        // 'none' is gone (a container on 'none' cannot join a second network). The bridge join is
-        // inert on this test daemon (--bridge=none): a real one attaches eth0 here.
-        expect(await attached()).not.toContain('none');
-        // Back to no network by leaving every one (never by re-connecting 'none': dockerd then keeps a
-        // stale endpoint of the container's name and a reset's new container of that name cannot start).
-        await networks.ensure(name, 'none');
-        expect(await attached()).toEqual([]);
-        // A fresh instance (a provider restart) reads the state back instead of trusting memory.
-        await new ContainerNetworks(docker).ensure(name, 'none');
-        expect(await attached()).toEqual([]);
-        await expect(networks.ensure(name, 'host')).rejects.toThrow(/cannot be moved into the host's network/);
-        expect(await attached()).toEqual([]);
-        // The same name can be used again right away (what a reset does).
-        await container.remove({ force: true });
-        const again = await docker.createContainer({ name, Image: BASE_IMAGE, Entrypoint: ['sleep', 'infinity'], HostConfig: { NetworkMode: 'none', Init: true } });
-        await again.start();
-      } finally {
-        await docker.getContainer(name).remove({ force: true });
-      }
-    }, 120_000);
+    it.runIf(backend.name === 'docker')(
+      "Docker: setup's own network is a disconnect/connect of the running container, then back to none alone",
+      async () => {
+        const docker = dockerClient();
+        const name = `wsp-nettest-${randomBytes(4).toString('hex')}`;
+        const container = await docker.createContainer({
+          name,
+          Image: BASE_IMAGE,
+          Entrypoint: ['sleep', 'infinity'],
+          HostConfig: { NetworkMode: 'none', Init: true },
+        });
+        try {
+          await container.start();
+          const attached = async (): Promise<string[]> =>
+            Object.keys((await container.inspect()).NetworkSettings.Networks).sort();
+          const networks = new ContainerNetworks(docker);
+          expect(await attached()).toEqual(['none']);
+          await networks.ensure(name, 'egress');
+          // 'none' is gone (a container on 'none' cannot join a second network). The bridge join is
+          // inert on this test daemon (--bridge=none): a real one attaches eth0 here.
+          expect(await attached()).not.toContain('none');
+          // Back to no network by leaving every one (never by re-connecting 'none': dockerd then keeps a
+          // stale endpoint of the container's name and a reset's new container of that name cannot start).
+          await networks.ensure(name, 'none');
+          expect(await attached()).toEqual([]);
+          // A fresh instance (a provider restart) reads the state back instead of trusting memory.
+          await new ContainerNetworks(docker).ensure(name, 'none');
+          expect(await attached()).toEqual([]);
+          await expect(networks.ensure(name, 'host')).rejects.toThrow(/cannot be moved into the host's network/);
+          expect(await attached()).toEqual([]);
+          // The same name can be used again right away (what a reset does).
+          await container.remove({ force: true });
+          const again = await docker.createContainer({
+            name,
+            Image: BASE_IMAGE,
+            Entrypoint: ['sleep', 'infinity'],
+            HostConfig: { NetworkMode: 'none', Init: true },
+          });
+          await again.start();
+        } finally {
+          await docker.getContainer(name).remove({ force: true });
+        }
+      },
+      120_000,
+    );
 
     it("a record whose backend ref was rewritten to another workspace's is refused; that workspace is untouched", async () => {
       const a = await wsp.setup();
@@ -263,7 +302,12 @@ for (const backend of backends) {
 
       // The attacker's write, through the store's own socket (as a workspace could over TCP before).
       const socketPath = path.join(wsp.dataDir, 'state', 'socket', 'dynamo.sock');
-      const { client, doc } = createDynamoClients({ endpoint: 'http://localhost', socketPath, region: 'us-east-1', env: {} });
+      const { client, doc } = createDynamoClients({
+        endpoint: 'http://localhost',
+        socketPath,
+        region: 'us-east-1',
+        env: {},
+      });
       try {
         const store = new DynamoStateStore(doc, wsp.provider.deps.config.state.tableName);
         const recordA = (await store.getWorkspace(a.id))!;
@@ -274,7 +318,10 @@ for (const backend of backends) {
         client.destroy();
       }
 
-      const command = await wsp.api('POST', `/workspaces/${a.id}/commands`, { command: 'echo pwned > "$HOME/pwned"; rm -f "$HOME/b-file"', waitMs: 5_000 });
+      const command = await wsp.api('POST', `/workspaces/${a.id}/commands`, {
+        command: 'echo pwned > "$HOME/pwned"; rm -f "$HOME/b-file"',
+        waitMs: 5_000,
+      });
       expect(command.status).toBe(409);
       expect(command.text).toMatch(/backend ref does not belong/);
       expect((await wsp.api('POST', `/workspaces/${a.id}/reset`, {})).status).toBe(409);

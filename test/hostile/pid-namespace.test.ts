@@ -30,7 +30,8 @@ describe.skipIf(skip !== undefined)('a workspace sees only its own processes (lo
   });
 
   const wsDir = (id: string): string => path.join(wsp.dataDir, 'local', 'workspaces', id);
-  const hostUid = (id: string): number => JSON.parse(fs.readFileSync(path.join(wsDir(id), 'meta.json'), 'utf8')).hostUid;
+  const hostUid = (id: string): number =>
+    JSON.parse(fs.readFileSync(path.join(wsDir(id), 'meta.json'), 'utf8')).hostUid;
   /** The holder's record: "<host pid of the namespace's init> <start time>". */
   const holder = (id: string): string | undefined => {
     try {
@@ -49,7 +50,10 @@ describe.skipIf(skip !== undefined)('a workspace sees only its own processes (lo
       }
     });
 
-  async function run(id: string, command: string): Promise<{ exitCode: number | null; state: string; stdout: string; stderr: string }> {
+  async function run(
+    id: string,
+    command: string,
+  ): Promise<{ exitCode: number | null; state: string; stdout: string; stderr: string }> {
     const r = await wsp.exec(id, command);
     return { exitCode: r.exitCode, state: r.state, stdout: String(r.stdout.data), stderr: String(r.stderr.data) };
   }
@@ -58,10 +62,13 @@ describe.skipIf(skip !== undefined)('a workspace sees only its own processes (lo
   async function ps(id: string): Promise<Array<{ pid: number; args: string }>> {
     const r = await run(id, 'ps -e -o pid=,args=');
     expect(r.exitCode, r.stderr).toBe(0);
-    return r.stdout.split('\n').filter((l) => l.trim() !== '').map((l) => {
-      const m = /^\s*(\d+)\s+(.*)$/.exec(l)!;
-      return { pid: Number(m[1]), args: m[2]! };
-    });
+    return r.stdout
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => {
+        const m = /^\s*(\d+)\s+(.*)$/.exec(l)!;
+        return { pid: Number(m[1]), args: m[2]! };
+      });
   }
 
   it("ps and /proc show only the workspace's processes: not the provider, not another workspace's background process", async () => {
@@ -80,7 +87,10 @@ describe.skipIf(skip !== undefined)('a workspace sees only its own processes (lo
     expect(seen.map((p) => p.pid)).toContain(1);
     expect(seen.every((p) => p.pid < 1000)).toBe(true);
     // /proc by hand (no ps): no entry of the provider's host pid, none naming node.
-    const proc = await run(a.id, `ls /proc | grep -E '^[0-9]+$'; cat /proc/${process.pid}/cmdline 2>&1; for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done`);
+    const proc = await run(
+      a.id,
+      `ls /proc | grep -E '^[0-9]+$'; cat /proc/${process.pid}/cmdline 2>&1; for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done`,
+    );
     expect(proc.stdout).not.toMatch(new RegExp(`^${process.pid}$`, 'm'));
     expect(proc.stdout).toContain('No such file or directory');
     expect(proc.stdout).not.toMatch(/node|vitest|sleep 3101/);
@@ -89,7 +99,13 @@ describe.skipIf(skip !== undefined)('a workspace sees only its own processes (lo
     expect(fs.readFileSync(`/proc/${holderPid}/cgroup`, 'utf8')).toContain(`/${a.id}\n`);
     // The holder's own namespaces are empty: /proc/1/net shows no host socket or interface.
     const net = await run(a.id, 'cat /proc/1/net/dev');
-    expect(net.stdout.split('\n').slice(2).filter(Boolean).map((l) => l.split(':')[0]!.trim())).toEqual(['lo']);
+    expect(
+      net.stdout
+        .split('\n')
+        .slice(2)
+        .filter(Boolean)
+        .map((l) => l.split(':')[0]!.trim()),
+    ).toEqual(['lo']);
   }, 120_000);
 
   it('a background process started by one command is seen and signalled by the next', async () => {
@@ -100,7 +116,8 @@ describe.skipIf(skip !== undefined)('a workspace sees only its own processes (lo
     expect((await ps(a.id)).find((p) => p.pid === pid)?.args).toBe('sleep 3102');
     const killed = await run(a.id, `kill -TERM ${pid} && echo signalled`);
     expect(killed.stdout).toBe('signalled\n');
-    for (let i = 0; i < 50 && (await hostProcesses(a.id, 'sleep 3102')).length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 50 && (await hostProcesses(a.id, 'sleep 3102')).length > 0; i++)
+      await new Promise((r) => setTimeout(r, 20));
     expect((await ps(a.id)).map((p) => p.args)).not.toContain('sleep 3102');
   }, 120_000);
 

@@ -30,7 +30,12 @@ describe('stageConfig', () => {
 
   it('applies overrides: secrets (deduplicated), VPC id, auth mode, provider config', () => {
     const arn = 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:git-AbCdEf';
-    const c = stageConfig('dev', { gitSecrets: ['wsp/git/a', arn, 'wsp/git/a'], vpcId: 'vpc-0abc1234', apiAuth: 'bearer', provider: { setup: { script: 'true' } } });
+    const c = stageConfig('dev', {
+      gitSecrets: ['wsp/git/a', arn, 'wsp/git/a'],
+      vpcId: 'vpc-0abc1234',
+      apiAuth: 'bearer',
+      provider: { setup: { script: 'true' } },
+    });
     expect(c.gitSecrets).toEqual(['wsp/git/a', arn]);
     expect(c.vpc).toEqual({ kind: 'import', vpcId: 'vpc-0abc1234' });
     expect(c.api.auth).toBe('bearer');
@@ -56,10 +61,10 @@ describe('stageConfig', () => {
     expect(stageConfig('dev', { provider, gitSecrets: ['wsp/git/b'] }).gitSecrets).toEqual(['wsp/git/b', 'wsp/git/a']);
   });
 
-  it('validates the provider config with the provider\'s own schema', () => {
-    expect(() => stageConfig('dev', { provider: { repositories: [{ url: 'https://example.com/r.git', path: '../escape' }] } })).toThrow(
-      /repositories\[0\]\.path/,
-    );
+  it("validates the provider config with the provider's own schema", () => {
+    expect(() =>
+      stageConfig('dev', { provider: { repositories: [{ url: 'https://example.com/r.git', path: '../escape' }] } }),
+    ).toThrow(/repositories\[0\]\.path/);
     expect(() => stageConfig('dev', { provider: { mode: 'kubernetes' } })).toThrow(BadRequestError);
   });
 
@@ -79,7 +84,9 @@ describe('stageConfig', () => {
     expect(stageConfig('dev', { warmPoolSize: WARM_POOL_MAX_SIZE }).warmPool.size).toBe(20);
     for (const bad of [-1, 21, 1.5, Number.NaN]) {
       expect(() => stageConfig('dev', { warmPoolSize: bad }), String(bad)).toThrow(BadRequestError);
-      expect(() => stageConfig('dev', { warmPoolSize: bad }), String(bad)).toThrow(/warmPool\.size must be an integer 0–20/);
+      expect(() => stageConfig('dev', { warmPoolSize: bad }), String(bad)).toThrow(
+        /warmPool\.size must be an integer 0–20/,
+      );
     }
   });
 
@@ -87,7 +94,9 @@ describe('stageConfig', () => {
     expect(stageConfig('dev', { ephemeralStorageGiB: 21 }).workspace.ephemeralStorageGiB).toBe(21);
     expect(stageConfig('prod', { ephemeralStorageGiB: 200 }).workspace.ephemeralStorageGiB).toBe(200);
     for (const bad of [20, 201, 30.5, Number.NaN]) {
-      expect(() => stageConfig('dev', { ephemeralStorageGiB: bad }), String(bad)).toThrow(/ephemeralStorageGiB must be an integer 21–200/);
+      expect(() => stageConfig('dev', { ephemeralStorageGiB: bad }), String(bad)).toThrow(
+        /ephemeralStorageGiB must be an integer 21–200/,
+      );
     }
   });
 

@@ -26,7 +26,13 @@ import {
  */
 
 const GIT_LAYER = 'arn:aws:lambda:eu-west-1:111111111111:layer:wsp-git:7';
-const ECR_PUSH_ACTIONS = ['ecr:PutImage', 'ecr:InitiateLayerUpload', 'ecr:UploadLayerPart', 'ecr:CompleteLayerUpload', 'ecr:BatchCheckLayerAvailability'];
+const ECR_PUSH_ACTIONS = [
+  'ecr:PutImage',
+  'ecr:InitiateLayerUpload',
+  'ecr:UploadLayerPart',
+  'ecr:CompleteLayerUpload',
+  'ecr:BatchCheckLayerAvailability',
+];
 const ECR_PULL_ACTIONS = ['ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer'];
 const TASK_DEFINITION_ACTIONS = ['ecs:RegisterTaskDefinition', 'ecs:DescribeTaskDefinition'];
 /** Eviction deregisters the revision and deletes the manifest through the registry API (login + BatchDeleteImage). */
@@ -64,17 +70,29 @@ let full: Roles;
 let plain: Roles;
 
 beforeAll(() => {
-  full = rolesOf(synthTemplates({ stage: 'dev', overrides: { apiAuth: 'bearer', warmPoolSize: 3, gitLayerArn: GIT_LAYER, ephemeralStorageGiB: 100 } }));
+  full = rolesOf(
+    synthTemplates({
+      stage: 'dev',
+      overrides: { apiAuth: 'bearer', warmPoolSize: 3, gitLayerArn: GIT_LAYER, ephemeralStorageGiB: 100 },
+    }),
+  );
   plain = rolesOf(synthTemplates({ stage: 'dev' }));
 }, 240_000);
 
 const of = (r: Roles, role: string): PolicyStatementJson[] => r.statements.get(role) ?? [];
-const holders = (r: Roles, action: string): string[] => [...r.statements].filter(([, st]) => roleCan(st, action)).map(([id]) => id).sort();
-const statementsFor = (statements: PolicyStatementJson[], action: string) => statements.filter((s) => actionsOf(s).some((a) => actionCovers(a, action)));
+const holders = (r: Roles, action: string): string[] =>
+  [...r.statements]
+    .filter(([, st]) => roleCan(st, action))
+    .map(([id]) => id)
+    .sort();
+const statementsFor = (statements: PolicyStatementJson[], action: string) =>
+  statements.filter((s) => actionsOf(s).some((a) => actionCovers(a, action)));
 const resourcesFor = (statements: PolicyStatementJson[], action: string): unknown[] =>
   statementsFor(statements, action).flatMap((s) => (Array.isArray(s.Resource) ? s.Resource : [s.Resource]));
-const fnProps = (r: Roles, fn: Parameters<typeof logicalId>[0]): Json => (r.template.stateless.toJSON()['Resources'][logicalId(fn)] as Json)['Properties'] as Json;
-const envOf = (r: Roles, fn: Parameters<typeof logicalId>[0]): Json => ((fnProps(r, fn)['Environment'] as Json)['Variables'] as Json);
+const fnProps = (r: Roles, fn: Parameters<typeof logicalId>[0]): Json =>
+  (r.template.stateless.toJSON()['Resources'][logicalId(fn)] as Json)['Properties'] as Json;
+const envOf = (r: Roles, fn: Parameters<typeof logicalId>[0]): Json =>
+  (fnProps(r, fn)['Environment'] as Json)['Variables'] as Json;
 /** `{ "Fn::GetAtt": [role, "Arn"] }` as the template writes a role ARN. */
 const roleArn = (role: string) => ({ 'Fn::GetAtt': [role, 'Arn'] });
 
@@ -89,13 +107,18 @@ describe('cache images: the provisioner registers a task-definition revision per
     for (const r of [full, plain]) {
       for (const action of EVICT_ACTIONS) {
         // The execution role logs in to pull images; nothing else of it is about eviction.
-        const expected = action === 'ecr:GetAuthorizationToken' ? [r.provisioner, r.janitor, r.executionRole] : [r.provisioner, r.janitor];
+        const expected =
+          action === 'ecr:GetAuthorizationToken'
+            ? [r.provisioner, r.janitor, r.executionRole]
+            : [r.provisioner, r.janitor];
         expect(holders(r, action), action).toEqual(expected.sort());
       }
       for (const role of [r.provisioner, r.janitor]) {
         const resources = resourcesFor(of(r, role), 'ecr:BatchDeleteImage');
         expect(resources, role).toHaveLength(1);
-        expect(JSON.stringify(resources[0]), role).toMatch(/:ecr:eu-west-1:111111111111:repository\/wsp-dev-workspaces"$/);
+        expect(JSON.stringify(resources[0]), role).toMatch(
+          /:ecr:eu-west-1:111111111111:repository\/wsp-dev-workspaces"$/,
+        );
       }
     }
   });
@@ -137,7 +160,11 @@ describe('cache images: the provisioner registers a task-definition revision per
       expect(more).toEqual([]);
       expect(actionsOf(st!)).toEqual(['ecs:RunTask']);
       expect(JSON.stringify(st!.Resource)).toMatch(/:task-definition\/wsp-dev-workspace:\*"/);
-      expect(st!.Condition).toEqual({ ArnEquals: { 'ecs:cluster': { 'Fn::GetAtt': [logicalId(full.template.built.stateless.compute.cluster), 'Arn'] } } });
+      expect(st!.Condition).toEqual({
+        ArnEquals: {
+          'ecs:cluster': { 'Fn::GetAtt': [logicalId(full.template.built.stateless.compute.cluster), 'Arn'] },
+        },
+      });
     }
   });
 
@@ -165,7 +192,9 @@ describe('cache images: the provisioner registers a task-definition revision per
       }
       expect(conditions, role).toEqual(expected.sort());
     }
-    const [onRegister] = statementsFor(of(full, full.provisioner), 'ecs:TagResource').filter((st) => JSON.stringify(st.Condition).includes('RegisterTaskDefinition'));
+    const [onRegister] = statementsFor(of(full, full.provisioner), 'ecs:TagResource').filter((st) =>
+      JSON.stringify(st.Condition).includes('RegisterTaskDefinition'),
+    );
     expect(onRegister!.Resource).toBe('arn:aws:ecs:eu-west-1:111111111111:task-definition/wsp-dev-workspace:*');
   });
 
@@ -175,21 +204,39 @@ describe('cache images: the provisioner registers a task-definition revision per
       const resources = resourcesFor(statements, action);
       expect(resources, action).toHaveLength(1);
       // A repository ARN has no tag part: one grant covers base and every cache tag.
-      expect(JSON.stringify(resources[0]), action).toMatch(/:ecr:eu-west-1:111111111111:repository\/wsp-dev-workspaces"$/);
+      expect(JSON.stringify(resources[0]), action).toMatch(
+        /:ecr:eu-west-1:111111111111:repository\/wsp-dev-workspaces"$/,
+      );
     }
-    for (const action of ECR_PUSH_ACTIONS.filter((a) => a !== 'ecr:BatchCheckLayerAvailability')) expect(roleCan(statements, action), action).toBe(false);
+    for (const action of ECR_PUSH_ACTIONS.filter((a) => a !== 'ecr:BatchCheckLayerAvailability'))
+      expect(roleCan(statements, action), action).toBe(false);
   });
 });
 
 describe('data bucket: transfer/ and layers/', () => {
   it('the prefixes are exported, and each expires after a day and aborts incomplete multipart uploads after a day', () => {
-    expect(BUCKET_PREFIXES).toMatchObject({ transfer: 'transfer/', layers: 'layers/', bundles: 'bundles/', outputs: 'outputs/' });
+    expect(BUCKET_PREFIXES).toMatchObject({
+      transfer: 'transfer/',
+      layers: 'layers/',
+      bundles: 'bundles/',
+      outputs: 'outputs/',
+    });
     full.template.stateful.hasResourceProperties('AWS::S3::Bucket', {
       BucketName: 'wsp-dev-data-111111111111-eu-west-1',
       LifecycleConfiguration: {
         Rules: Match.arrayWith([
-          Match.objectLike({ Prefix: 'transfer/', ExpirationInDays: 1, AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' }),
-          Match.objectLike({ Prefix: 'layers/', ExpirationInDays: 1, AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' }),
+          Match.objectLike({
+            Prefix: 'transfer/',
+            ExpirationInDays: 1,
+            AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 },
+            Status: 'Enabled',
+          }),
+          Match.objectLike({
+            Prefix: 'layers/',
+            ExpirationInDays: 1,
+            AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 },
+            Status: 'Enabled',
+          }),
         ]),
       },
     });
@@ -217,7 +264,9 @@ describe('data bucket: transfer/ and layers/', () => {
     for (const action of ['s3:PutObject', 's3:GetObject']) {
       expect(s3Holders(full, action, BUCKET_PREFIXES.transfer), action).toEqual([full.provisioner, full.api].sort());
     }
-    expect(s3Holders(full, 's3:DeleteObject', BUCKET_PREFIXES.transfer)).toEqual([full.provisioner, full.api, full.janitor].sort());
+    expect(s3Holders(full, 's3:DeleteObject', BUCKET_PREFIXES.transfer)).toEqual(
+      [full.provisioner, full.api, full.janitor].sort(),
+    );
   });
 
   it('layers/: only the worker signs the PUT and reads the layer; it and the janitor (eviction) delete it', () => {
@@ -227,22 +276,33 @@ describe('data bucket: transfer/ and layers/', () => {
     expect(s3Holders(full, 's3:DeleteObject', BUCKET_PREFIXES.layers)).toEqual([full.provisioner, full.janitor].sort());
   });
 
-  it('listing is limited to keys under transfer/ (deleting a workspace\'s transfer objects), for exactly those that delete them', () => {
+  it("listing is limited to keys under transfer/ (deleting a workspace's transfer objects), for exactly those that delete them", () => {
     expect(holders(full, 's3:ListBucket')).toEqual([full.provisioner, full.api, full.janitor].sort());
     for (const role of holders(full, 's3:ListBucket')) {
       const statements = statementsFor(of(full, role), 's3:ListBucket');
       expect(statements, role).toEqual([
-        { Effect: 'Allow', Action: 's3:ListBucket', Resource: 'arn:aws:s3:::wsp-dev-data-111111111111-eu-west-1', Condition: { StringLike: { 's3:prefix': ['transfer/*'] } } },
+        {
+          Effect: 'Allow',
+          Action: 's3:ListBucket',
+          Resource: 'arn:aws:s3:::wsp-dev-data-111111111111-eu-west-1',
+          Condition: { StringLike: { 's3:prefix': ['transfer/*'] } },
+        },
       ]);
     }
   });
 
   it('no role may delete outside transfer/ and layers/, and the workspace roles have no S3 right at all', () => {
     for (const [role, statements] of full.statements) {
-      for (const res of resourcesFor(statements, 's3:DeleteObject')) expect(JSON.stringify(res), role).toMatch(/\/(transfer|layers)\/\*"/);
+      for (const res of resourcesFor(statements, 's3:DeleteObject'))
+        expect(JSON.stringify(res), role).toMatch(/\/(transfer|layers)\/\*"/);
     }
     for (const role of [full.taskRole, full.executionRole]) {
-      expect(of(full, role).flatMap(actionsOf).filter((a) => a.startsWith('s3:')), role).toEqual([]);
+      expect(
+        of(full, role)
+          .flatMap(actionsOf)
+          .filter((a) => a.startsWith('s3:')),
+        role,
+      ).toEqual([]);
     }
   });
 });
@@ -250,10 +310,13 @@ describe('data bucket: transfer/ and layers/', () => {
 describe('handler environment', () => {
   it('api, worker and janitor know the bucket; every ECS handler knows the repository URI, base image tag and warm pool size', () => {
     const fns = full.template.built.stateless.functions;
-    for (const fn of [fns.api, fns.worker, fns.janitor]) expect(envOf(full, fn)['WSP_BUCKET']).toBe('wsp-dev-data-111111111111-eu-west-1');
+    for (const fn of [fns.api, fns.worker, fns.janitor])
+      expect(envOf(full, fn)['WSP_BUCKET']).toBe('wsp-dev-data-111111111111-eu-west-1');
     for (const fn of [fns.api, fns.worker, fns.janitor, fns.taskEvents]) {
       const env = envOf(full, fn);
-      expect(JSON.stringify(env['WSP_ECR_REPOSITORY_URI'])).toMatch(/^"111111111111\.dkr\.ecr\.eu-west-1\.|"111111111111\.dkr\.ecr\.eu-west-1\."/);
+      expect(JSON.stringify(env['WSP_ECR_REPOSITORY_URI'])).toMatch(
+        /^"111111111111\.dkr\.ecr\.eu-west-1\.|"111111111111\.dkr\.ecr\.eu-west-1\."/,
+      );
       expect(JSON.stringify(env['WSP_ECR_REPOSITORY_URI'])).toContain('/wsp-dev-workspaces');
       expect(env['WSP_ECS_BASE_IMAGE_TAG']).toBe('base');
       expect(env['WSP_ECS_WARM_POOL_SIZE']).toBe('3');
@@ -266,10 +329,24 @@ describe('handler environment', () => {
 describe('warm pool', () => {
   it('with a pool the janitor runs, describes and stops tasks, but cannot exec, read secrets, push images or register revisions', () => {
     const janitor = of(full, full.janitor);
-    for (const action of ['ecs:RunTask', 'ecs:DescribeTasks', 'ecs:StopTask', 'ecs:ListTasks', 'iam:PassRole', 'ecs:TagResource']) {
+    for (const action of [
+      'ecs:RunTask',
+      'ecs:DescribeTasks',
+      'ecs:StopTask',
+      'ecs:ListTasks',
+      'iam:PassRole',
+      'ecs:TagResource',
+    ]) {
       expect(roleCan(janitor, action), action).toBe(true);
     }
-    for (const action of ['ecs:ExecuteCommand', 'secretsmanager:GetSecretValue', 'ecr:PutImage', 'ecr:InitiateLayerUpload', 'ecr:BatchGetImage', ...TASK_DEFINITION_ACTIONS]) {
+    for (const action of [
+      'ecs:ExecuteCommand',
+      'secretsmanager:GetSecretValue',
+      'ecr:PutImage',
+      'ecr:InitiateLayerUpload',
+      'ecr:BatchGetImage',
+      ...TASK_DEFINITION_ACTIONS,
+    ]) {
       expect(roleCan(janitor, action), action).toBe(false);
     }
   });
@@ -277,7 +354,8 @@ describe('warm pool', () => {
   it('without a pool (the default) the janitor cannot start tasks or pass roles, and still stops them', () => {
     const janitor = of(plain, plain.janitor);
     expect(roleCan(janitor, 'ecs:StopTask')).toBe(true);
-    for (const action of ['ecs:RunTask', 'iam:PassRole', 'ecs:TagResource']) expect(roleCan(janitor, action), action).toBe(false);
+    for (const action of ['ecs:RunTask', 'iam:PassRole', 'ecs:TagResource'])
+      expect(roleCan(janitor, action), action).toBe(false);
   });
 });
 
@@ -295,16 +373,19 @@ describe('git for the provisioner', () => {
   });
 
   it('a layer from another region is refused at synth (Lambda attaches same-region layers only)', () => {
-    expect(() => synthTemplates({ overrides: { gitLayerArn: 'arn:aws:lambda:us-east-1:111111111111:layer:wsp-git:7' } })).toThrow(
-      /gitLayerArn is in us-east-1, the stack in eu-west-1/,
-    );
+    expect(() =>
+      synthTemplates({ overrides: { gitLayerArn: 'arn:aws:lambda:us-east-1:111111111111:layer:wsp-git:7' } }),
+    ).toThrow(/gitLayerArn is in us-east-1, the stack in eu-west-1/);
   });
 
   it('without a layer the worker has none and the stateless stack carries a warning that provisioning will fail', () => {
     const worker = plain.template.built.stateless.functions.worker;
     expect(fnProps(plain, worker)['Layers']).toBeUndefined();
     expect(envOf(plain, worker)['GIT_EXEC_PATH']).toBeUndefined();
-    const warnings = Annotations.fromStack(plain.template.built.stateless).findWarning('*', Match.stringLikeRegexp('provisioning workspaces will fail until a git layer'));
+    const warnings = Annotations.fromStack(plain.template.built.stateless).findWarning(
+      '*',
+      Match.stringLikeRegexp('provisioning workspaces will fail until a git layer'),
+    );
     expect(warnings).toHaveLength(1);
     expect(JSON.stringify(warnings[0]!.entry.data)).toContain(GIT_LAYER_MISSING_WARNING);
   });

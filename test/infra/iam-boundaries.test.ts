@@ -66,7 +66,7 @@ describe('git secrets', () => {
     expect(Object.keys(t.stateless.findResources('AWS::SecretsManager::Secret'))).toEqual([]);
   });
 
-  it('the provisioner role is the worker function\'s role and no other function\'s', () => {
+  it("the provisioner role is the worker function's role and no other function's", () => {
     const s = t.built.stateless;
     expect(functionRole(t.stateless, logicalId(s.functions.worker))).toBe(ids.provisioner);
     expect(Object.values(ids.handlerRoles)).not.toContain(ids.provisioner);
@@ -85,7 +85,14 @@ describe('workspace task', () => {
   it('execution role can pull images and write logs, nothing else', () => {
     const actions = statementsOf(ids.executionRole).flatMap(actionsOf).sort();
     expect(actions).toEqual(
-      ['ecr:BatchCheckLayerAvailability', 'ecr:BatchGetImage', 'ecr:GetAuthorizationToken', 'ecr:GetDownloadUrlForLayer', 'logs:CreateLogStream', 'logs:PutLogEvents'].sort(),
+      [
+        'ecr:BatchCheckLayerAvailability',
+        'ecr:BatchGetImage',
+        'ecr:GetAuthorizationToken',
+        'ecr:GetDownloadUrlForLayer',
+        'logs:CreateLogStream',
+        'logs:PutLogEvents',
+      ].sort(),
     );
   });
 
@@ -121,22 +128,26 @@ describe('ECR push', () => {
   it('handler roles and the workspace roles cannot push; the provisioner can (control)', () => {
     const cannot = { ...ids.handlerRoles, taskRole: ids.taskRole, executionRole: ids.executionRole };
     for (const [name, role] of Object.entries(cannot)) {
-      for (const action of ECR_PUSH_ACTIONS) expect(roleCan(statementsOf(role), action), `${name} ${action}`).toBe(false);
+      for (const action of ECR_PUSH_ACTIONS)
+        expect(roleCan(statementsOf(role), action), `${name} ${action}`).toBe(false);
     }
     for (const action of ECR_PUSH_ACTIONS) expect(roleCan(statementsOf(ids.provisioner), action)).toBe(true);
   });
 
   it('no role anywhere has a wildcard action', () => {
     for (const [role, statements] of roles) {
-      for (const action of statements.flatMap(actionsOf)) expect(action.includes('*'), `${role}: ${action}`).toBe(false);
+      for (const action of statements.flatMap(actionsOf))
+        expect(action.includes('*'), `${role}: ${action}`).toBe(false);
     }
   });
 
-  it('no role of ours has an AWS managed policy (only CDK\'s default-SG restrictor, which runs once at deploy)', () => {
+  it("no role of ours has an AWS managed policy (only CDK's default-SG restrictor, which runs once at deploy)", () => {
     for (const [role, statements] of roles) {
       const managed = statements.flatMap(actionsOf).filter((a) => a.startsWith('managed-policy:'));
       if (role.startsWith('CustomVpcRestrictDefaultSGCustomResourceProvider')) {
-        expect(managed).toEqual(['managed-policy:{"Fn::Sub":"arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}']);
+        expect(managed).toEqual([
+          'managed-policy:{"Fn::Sub":"arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}',
+        ]);
       } else {
         expect(managed, role).toEqual([]);
       }
@@ -145,7 +156,7 @@ describe('ECR push', () => {
 });
 
 describe('handler roles', () => {
-  it('only the api function may invoke the worker, and it is told the worker\'s name', () => {
+  it("only the api function may invoke the worker, and it is told the worker's name", () => {
     const invokers = [...roles].filter(([, st]) => roleCan(st, 'lambda:InvokeFunction')).map(([id]) => id);
     expect(invokers).toEqual([ids.handlerRoles['api']]);
     const api = t.stateless.toJSON()['Resources'][logicalId(t.built.stateless.functions.api)] as Json;
@@ -163,7 +174,10 @@ describe('handler roles', () => {
   it('the janitor can stop tasks but not exec into them; the authorizer has nothing but its logs', () => {
     expect(roleCan(statementsOf(ids.handlerRoles['janitor']!), 'ecs:StopTask')).toBe(true);
     expect(roleCan(statementsOf(ids.handlerRoles['janitor']!), 'ecs:ExecuteCommand')).toBe(false);
-    expect(statementsOf(ids.handlerRoles['authorizer']!).flatMap(actionsOf).sort()).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents']);
+    expect(statementsOf(ids.handlerRoles['authorizer']!).flatMap(actionsOf).sort()).toEqual([
+      'logs:CreateLogStream',
+      'logs:PutLogEvents',
+    ]);
   });
 });
 
@@ -189,10 +203,15 @@ describe('network', () => {
       expect(subnet['Type']).toBe('AWS::EC2::Subnet');
       expect((subnet['Properties'] as Json)['MapPublicIpOnLaunch']).toBe(false);
       const association = Object.values(resources).find(
-        (r) => r['Type'] === 'AWS::EC2::SubnetRouteTableAssociation' && JSON.stringify((r['Properties'] as Json)['SubnetId']) === JSON.stringify({ Ref: id }),
+        (r) =>
+          r['Type'] === 'AWS::EC2::SubnetRouteTableAssociation' &&
+          JSON.stringify((r['Properties'] as Json)['SubnetId']) === JSON.stringify({ Ref: id }),
       );
       const routeTable = JSON.stringify((association?.['Properties'] as Json | undefined)?.['RouteTableId']);
-      const routes = Object.values(resources).filter((r) => r['Type'] === 'AWS::EC2::Route' && JSON.stringify((r['Properties'] as Json)['RouteTableId']) === routeTable);
+      const routes = Object.values(resources).filter(
+        (r) =>
+          r['Type'] === 'AWS::EC2::Route' && JSON.stringify((r['Properties'] as Json)['RouteTableId']) === routeTable,
+      );
       expect(routes.length, `routes of ${id}`).toBeGreaterThan(0);
       for (const route of routes) {
         expect((route['Properties'] as Json)['GatewayId']).toBeUndefined();

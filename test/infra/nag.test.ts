@@ -34,16 +34,26 @@ function readReport(outdir: string): Report | undefined {
 }
 
 function violations(report: Report | undefined): string[] {
-  return (report?.pluginReports ?? []).flatMap((p) => p.violations.flatMap((v) => v.violatingConstructs.map((c) => `${v.ruleName} @ ${c.constructPath}`)));
+  return (report?.pluginReports ?? []).flatMap((p) =>
+    p.violations.flatMap((v) => v.violatingConstructs.map((c) => `${v.ruleName} @ ${c.constructPath}`)),
+  );
 }
 
 /** Every acknowledgement recorded in the tree: [construct path, rule id, reason]. */
 function acknowledgements(root: IConstruct): [string, string, string][] {
-  return root.node.findAll().flatMap((c) =>
-    c.node.metadata
-      .filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY)
-      .flatMap((m) => Object.entries(m.data as Record<string, string>).map(([id, reason]): [string, string, string] => [c.node.path, id, reason])),
-  );
+  return root.node
+    .findAll()
+    .flatMap((c) =>
+      c.node.metadata
+        .filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY)
+        .flatMap((m) =>
+          Object.entries(m.data as Record<string, string>).map(([id, reason]): [string, string, string] => [
+            c.node.path,
+            id,
+            reason,
+          ]),
+        ),
+    );
 }
 
 const SECRETS = ['wsp/git/github-token', 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:wsp/git/gitlab-AbCdEf'];
@@ -56,55 +66,77 @@ const GIT_LAYER = 'arn:aws:lambda:eu-west-1:111111111111:layer:wsp-git:3';
 
 const cases: [string, SynthOptions][] = [
   ['dev, IAM auth, two git secrets', { stage: 'dev', overrides: { gitSecrets: SECRETS, gitLayerArn: GIT_LAYER } }],
-  ['prod, bearer auth (Lambda authorizer)', { stage: 'prod', overrides: { gitSecrets: SECRETS, apiAuth: 'bearer', gitLayerArn: GIT_LAYER } }],
+  [
+    'prod, bearer auth (Lambda authorizer)',
+    { stage: 'prod', overrides: { gitSecrets: SECRETS, apiAuth: 'bearer', gitLayerArn: GIT_LAYER } },
+  ],
   ['dev without git secrets', { stage: 'dev', overrides: { gitLayerArn: GIT_LAYER } }],
-  ['prod with a warm pool (the janitor runs tasks)', { stage: 'prod', overrides: { gitLayerArn: GIT_LAYER, warmPoolSize: 3 } }],
+  [
+    'prod with a warm pool (the janitor runs tasks)',
+    { stage: 'prod', overrides: { gitLayerArn: GIT_LAYER, warmPoolSize: 3 } },
+  ],
 ];
 
 describe('cdk-nag AwsSolutions', () => {
-  it.each(cases)('%s: zero unacknowledged findings', (name, options) => {
-    const outdir = path.join(tmp, name.replace(/\W+/g, '-'));
-    const built = buildStage({ ...options, nag: true, outdir });
-    let error: unknown;
-    try {
-      built.app.synth();
-    } catch (err) {
-      error = err;
-    }
-    expect(violations(readReport(outdir))).toEqual([]);
-    expect(error).toBeUndefined();
-    // The plugin did run (a report is written even when it is clean).
-    expect(readReport(outdir)).toBeDefined();
-  }, SYNTH_TIMEOUT_MS);
+  it.each(cases)(
+    '%s: zero unacknowledged findings',
+    (name, options) => {
+      const outdir = path.join(tmp, name.replace(/\W+/g, '-'));
+      const built = buildStage({ ...options, nag: true, outdir });
+      let error: unknown;
+      try {
+        built.app.synth();
+      } catch (err) {
+        error = err;
+      }
+      expect(violations(readReport(outdir))).toEqual([]);
+      expect(error).toBeUndefined();
+      // The plugin did run (a report is written even when it is clean).
+      expect(readReport(outdir)).toBeDefined();
+    },
+    SYNTH_TIMEOUT_MS,
+  );
 
-  it('without a git layer the only finding is the git-layer warning, and it does not fail the synth', () => {
-    const outdir = path.join(tmp, 'no-git-layer');
-    const built = buildStage({ stage: 'dev', nag: true, outdir });
-    expect(() => built.app.synth()).not.toThrow();
-    expect(violations(readReport(outdir))).toEqual([`Annotation::${GIT_LAYER_MISSING_WARNING} @ wsp-dev-stateless`]);
-    const [annotation] = (readReport(outdir)?.pluginReports ?? []).flatMap((p) => p.violations);
-    expect(annotation).toMatchObject({ severity: 'warning' });
-  }, SYNTH_TIMEOUT_MS);
+  it(
+    'without a git layer the only finding is the git-layer warning, and it does not fail the synth',
+    () => {
+      const outdir = path.join(tmp, 'no-git-layer');
+      const built = buildStage({ stage: 'dev', nag: true, outdir });
+      expect(() => built.app.synth()).not.toThrow();
+      expect(violations(readReport(outdir))).toEqual([`Annotation::${GIT_LAYER_MISSING_WARNING} @ wsp-dev-stateless`]);
+      const [annotation] = (readReport(outdir)?.pluginReports ?? []).flatMap((p) => p.violations);
+      expect(annotation).toMatchObject({ severity: 'warning' });
+    },
+    SYNTH_TIMEOUT_MS,
+  );
 
-  it('every acknowledgement has a written reason, and wildcard ones name the exact resource (appliesTo)', () => {
-    const built = buildStage({ stage: 'prod', overrides: { gitSecrets: SECRETS, apiAuth: 'bearer' } });
-    const acks = acknowledgements(built.app);
-    expect(acks.length).toBeGreaterThan(5);
-    for (const [where, id, reason] of acks) {
-      expect(reason.trim().length, `${where} ${id}`).toBeGreaterThan(30);
-      if (id.includes('IAM5')) expect(id, where).toMatch(/IAM5\[(Resource|Action)::.+\]$/);
-      // A bare rule id on an IAM principal would hide every future wildcard on it.
-      expect(id, where).not.toMatch(/AwsSolutions-IAM5$/);
-    }
-  }, SYNTH_TIMEOUT_MS);
+  it(
+    'every acknowledgement has a written reason, and wildcard ones name the exact resource (appliesTo)',
+    () => {
+      const built = buildStage({ stage: 'prod', overrides: { gitSecrets: SECRETS, apiAuth: 'bearer' } });
+      const acks = acknowledgements(built.app);
+      expect(acks.length).toBeGreaterThan(5);
+      for (const [where, id, reason] of acks) {
+        expect(reason.trim().length, `${where} ${id}`).toBeGreaterThan(30);
+        if (id.includes('IAM5')) expect(id, where).toMatch(/IAM5\[(Resource|Action)::.+\]$/);
+        // A bare rule id on an IAM principal would hide every future wildcard on it.
+        expect(id, where).not.toMatch(/AwsSolutions-IAM5$/);
+      }
+    },
+    SYNTH_TIMEOUT_MS,
+  );
 
-  it('catches a non-compliant resource added to our stacks (control)', () => {
-    const outdir = path.join(tmp, 'control');
-    const built = buildStage({ stage: 'dev', nag: true, outdir, overrides: { gitLayerArn: GIT_LAYER } });
-    new Bucket(built.stateful, 'UnsafeBucket');
-    expect(() => built.app.synth()).toThrow(/AwsSolutions-S10/);
-    const found = violations(readReport(outdir));
-    expect(found).toContain('AwsSolutions-S10 @ wsp-dev-stateful/UnsafeBucket/Resource');
-    expect(found.every((v) => v.includes('UnsafeBucket'))).toBe(true);
-  }, SYNTH_TIMEOUT_MS);
+  it(
+    'catches a non-compliant resource added to our stacks (control)',
+    () => {
+      const outdir = path.join(tmp, 'control');
+      const built = buildStage({ stage: 'dev', nag: true, outdir, overrides: { gitLayerArn: GIT_LAYER } });
+      new Bucket(built.stateful, 'UnsafeBucket');
+      expect(() => built.app.synth()).toThrow(/AwsSolutions-S10/);
+      const found = violations(readReport(outdir));
+      expect(found).toContain('AwsSolutions-S10 @ wsp-dev-stateful/UnsafeBucket/Resource');
+      expect(found.every((v) => v.includes('UnsafeBucket'))).toBe(true);
+    },
+    SYNTH_TIMEOUT_MS,
+  );
 });

@@ -8,11 +8,17 @@ import { logicalId, resourcesOf, synthTemplates, type Json, type Templates } fro
 
 let t: Templates;
 beforeAll(() => {
-  t = synthTemplates({ overrides: { gitSecrets: ['wsp/git/token'], provider: { repositories: [{ url: 'https://example.com/r.git', path: 'r' }] } } });
+  t = synthTemplates({
+    overrides: {
+      gitSecrets: ['wsp/git/token'],
+      provider: { repositories: [{ url: 'https://example.com/r.git', path: 'r' }] },
+    },
+  });
 });
 
 const resource = (id: string): Json => t.stateless.toJSON()['Resources'][id] as Json;
-const envOf = (fnLogicalId: string): Json => (((resource(fnLogicalId)['Properties'] as Json)['Environment'] as Json)['Variables'] as Json);
+const envOf = (fnLogicalId: string): Json =>
+  ((resource(fnLogicalId)['Properties'] as Json)['Environment'] as Json)['Variables'] as Json;
 
 describe('stateful stack', () => {
   it('the table has exactly the shape shared/state/table.ts creates, plus TTL, PITR and RETAIN', () => {
@@ -41,8 +47,15 @@ describe('stateful stack', () => {
       DeletionPolicy: 'Retain',
       Properties: Match.objectLike({
         BucketName: 'wsp-dev-data-111111111111-eu-west-1',
-        PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
-        BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
+        PublicAccessBlockConfiguration: {
+          BlockPublicAcls: true,
+          BlockPublicPolicy: true,
+          IgnorePublicAcls: true,
+          RestrictPublicBuckets: true,
+        },
+        BucketEncryption: {
+          ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+        },
         LoggingConfiguration: Match.objectLike({ LogFilePrefix: 'data-bucket/' }),
         LifecycleConfiguration: {
           Rules: Match.arrayWith([
@@ -64,11 +77,20 @@ describe('stateful stack', () => {
     expect((t.stateful.toJSON()['Resources'][id] as Json)['DeletionPolicy']).toBe('Retain');
     expect(repo['RepositoryName']).toBe('wsp-dev-workspaces');
     expect(repo['ImageScanningConfiguration']).toEqual({ ScanOnPush: true });
-    const policy = JSON.parse(((repo['LifecyclePolicy'] as Json)['LifecyclePolicyText']) as string) as { rules: Json[] };
+    const policy = JSON.parse((repo['LifecyclePolicy'] as Json)['LifecyclePolicyText'] as string) as { rules: Json[] };
     expect(policy.rules).toEqual(
       expect.arrayContaining([
-        expect.objectContaining({ selection: expect.objectContaining({ tagStatus: 'untagged', countType: 'sinceImagePushed' }) }),
-        expect.objectContaining({ selection: expect.objectContaining({ tagStatus: 'tagged', tagPrefixList: ['cache-'], countType: 'imageCountMoreThan', countNumber: 20 }) }),
+        expect.objectContaining({
+          selection: expect.objectContaining({ tagStatus: 'untagged', countType: 'sinceImagePushed' }),
+        }),
+        expect.objectContaining({
+          selection: expect.objectContaining({
+            tagStatus: 'tagged',
+            tagPrefixList: ['cache-'],
+            countType: 'imageCountMoreThan',
+            countNumber: 20,
+          }),
+        }),
       ]),
     );
   });
@@ -111,7 +133,9 @@ describe('stateless stack', () => {
       expect(env['TABLE_NAME']).toBe('wsp-dev-state');
       expect(env['WSP_MODE']).toBe('ecs');
       expect(env['WSP_INSTANCE_ID']).toBe('wsp-dev');
-      expect(JSON.parse(env['WSP_CONFIG_JSON'] as string)).toEqual({ repositories: [{ url: 'https://example.com/r.git', path: 'r' }] });
+      expect(JSON.parse(env['WSP_CONFIG_JSON'] as string)).toEqual({
+        repositories: [{ url: 'https://example.com/r.git', path: 'r' }],
+      });
     }
     for (const fn of [fns.api, fns.worker]) {
       const env = envOf(logicalId(fn));
@@ -123,7 +147,10 @@ describe('stateless stack', () => {
 
   it('the worker is invoked asynchronously with retries and a dead-letter queue', () => {
     const worker = logicalId(t.built.stateless.functions.worker);
-    t.stateless.hasResourceProperties('AWS::Lambda::EventInvokeConfig', { FunctionName: { Ref: worker }, MaximumRetryAttempts: 2 });
+    t.stateless.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+      FunctionName: { Ref: worker },
+      MaximumRetryAttempts: 2,
+    });
     expect(JSON.stringify((resource(worker)['Properties'] as Json)['DeadLetterConfig'])).toContain('FailedInvocations');
   });
 

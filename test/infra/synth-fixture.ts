@@ -12,8 +12,13 @@ export const TEST_ENV = { account: '111111111111', region: 'eu-west-1' } as cons
 
 /** The context `cdk synth` would give the app: cdk.json's feature flags plus cdk.context.json. */
 export function cliContext(): Record<string, unknown> {
-  const cdkJson = JSON.parse(fs.readFileSync(path.join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as { context?: Record<string, unknown> };
-  const lookups = JSON.parse(fs.readFileSync(path.join(PROJECT_ROOT, 'cdk.context.json'), 'utf8')) as Record<string, unknown>;
+  const cdkJson = JSON.parse(fs.readFileSync(path.join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as {
+    context?: Record<string, unknown>;
+  };
+  const lookups = JSON.parse(fs.readFileSync(path.join(PROJECT_ROOT, 'cdk.context.json'), 'utf8')) as Record<
+    string,
+    unknown
+  >;
   return { ...cdkJson.context, ...lookups };
 }
 
@@ -39,7 +44,9 @@ export function buildStage(options: SynthOptions = {}): Synthesized {
   // An empty list tells NodejsFunction to skip bundling in every stack.
   if (!options.bundle) context['aws:cdk:bundling-stacks'] = [];
   const app = new App({ context, ...(options.outdir ? { outdir: options.outdir } : {}) });
-  const stacks = addWspStacks(app, stageConfig(options.stage ?? 'dev', options.overrides), TEST_ENV, { nag: options.nag ?? false });
+  const stacks = addWspStacks(app, stageConfig(options.stage ?? 'dev', options.overrides), TEST_ENV, {
+    nag: options.nag ?? false,
+  });
   return { app, ...stacks };
 }
 
@@ -90,17 +97,21 @@ export function refTarget(value: unknown): string | undefined {
  */
 export function statementsByRole(template: Template): Map<string, PolicyStatementJson[]> {
   const out = new Map<string, PolicyStatementJson[]>();
-  const add = (role: string, statements: PolicyStatementJson[]) => out.set(role, [...(out.get(role) ?? []), ...statements]);
+  const add = (role: string, statements: PolicyStatementJson[]) =>
+    out.set(role, [...(out.get(role) ?? []), ...statements]);
   for (const [id, props] of resourcesOf(template, 'AWS::IAM::Role')) {
     out.set(id, out.get(id) ?? []);
-    for (const p of (props['Policies'] as Json[] | undefined) ?? []) add(id, ((p['PolicyDocument'] as Json)['Statement'] as PolicyStatementJson[]) ?? []);
+    for (const p of (props['Policies'] as Json[] | undefined) ?? [])
+      add(id, ((p['PolicyDocument'] as Json)['Statement'] as PolicyStatementJson[]) ?? []);
     for (const arn of (props['ManagedPolicyArns'] as unknown[] | undefined) ?? []) {
       add(id, [{ Effect: 'Allow', Action: `managed-policy:${JSON.stringify(arn)}`, Resource: '*' }]);
     }
   }
   for (const type of ['AWS::IAM::Policy', 'AWS::IAM::ManagedPolicy']) {
     for (const [, props] of resourcesOf(template, type)) {
-      const statements = (((props['PolicyDocument'] as Json)['Statement'] as PolicyStatementJson[]) ?? []).filter((s) => s.Effect === 'Allow');
+      const statements = (((props['PolicyDocument'] as Json)['Statement'] as PolicyStatementJson[]) ?? []).filter(
+        (s) => s.Effect === 'Allow',
+      );
       for (const role of (props['Roles'] as unknown[] | undefined) ?? []) {
         const target = refTarget(role);
         if (target) add(target, statements);
@@ -112,7 +123,13 @@ export function statementsByRole(template: Template): Map<string, PolicyStatemen
 
 /** True when `granted` (which may hold wildcards, e.g. `ecr:*`, `*`) covers `action`. */
 export function actionCovers(granted: string, action: string): boolean {
-  const re = new RegExp(`^${granted.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 'i');
+  const re = new RegExp(
+    `^${granted
+      .split('*')
+      .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+    'i',
+  );
   return re.test(action);
 }
 

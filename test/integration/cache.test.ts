@@ -25,7 +25,12 @@ afterAll(async () => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-const repo = () => ({ url: git.url('app'), path: 'app', credential: 'env:WSP_CACHE_TOKEN', cacheKeyFiles: ['deps.lock'] });
+const repo = () => ({
+  url: git.url('app'),
+  path: 'app',
+  credential: 'env:WSP_CACHE_TOKEN',
+  cacheKeyFiles: ['deps.lock'],
+});
 
 describe('provisioning cache', () => {
   it('builds each key once when setups race (single-flight)', async () => {
@@ -34,7 +39,10 @@ describe('provisioning cache', () => {
       const all = await Promise.all([wsp.setup(), wsp.setup(), wsp.setup()]);
       const misses = all.filter((w) => !w.cache.hit);
       expect(misses).toHaveLength(1);
-      expect(all.filter((w) => w.cache.hit).map((w) => w.cache.reason)).toEqual(['entry built by a concurrent setup', 'entry built by a concurrent setup']);
+      expect(all.filter((w) => w.cache.hit).map((w) => w.cache.reason)).toEqual([
+        'entry built by a concurrent setup',
+        'entry built by a concurrent setup',
+      ]);
       for (const w of all) expect((await wsp.exec(w.id, 'wc -l < ~/runs')).stdout.data.trim()).toBe('1');
     } finally {
       await wsp.close();
@@ -42,7 +50,11 @@ describe('provisioning cache', () => {
   });
 
   it('evicts the least recently used entry beyond maxEntries, snapshot included', async () => {
-    const wsp = await startTestProvider({ repositories: [repo()], setup: { script: 'true' }, cache: { maxEntries: 1 } });
+    const wsp = await startTestProvider({
+      repositories: [repo()],
+      setup: { script: 'true' },
+      cache: { maxEntries: 1 },
+    });
     try {
       const first = await wsp.setup();
       const snapshotsBefore = fs.readdirSync(path.join(wsp.dataDir, 'local', 'snapshots'));
@@ -61,8 +73,11 @@ describe('provisioning cache', () => {
     }
   });
 
-  it("a ready entry whose snapshot vanished is a miss that rebuilds the entry, not a failed workspace", async () => {
-    const wsp = await startTestProvider({ repositories: [repo()], setup: { script: 'echo run >> ~/runs # vanished snapshot' } });
+  it('a ready entry whose snapshot vanished is a miss that rebuilds the entry, not a failed workspace', async () => {
+    const wsp = await startTestProvider({
+      repositories: [repo()],
+      setup: { script: 'echo run >> ~/runs # vanished snapshot' },
+    });
     try {
       const first = await wsp.setup();
       const [entry] = (await wsp.provider.deps.state.listCacheEntries()).filter((e) => e.key === first.cache.key);
@@ -71,7 +86,9 @@ describe('provisioning cache', () => {
       await wsp.provider.deps.backend.deleteSnapshot(entry!.snapshot!);
       const second = await wsp.setup();
       expect(second.status).toBe('ready');
-      expect(second.steps.map((s: { message: string }) => s.message)).toContain("the entry's snapshot is gone: rebuilding the entry");
+      expect(second.steps.map((s: { message: string }) => s.message)).toContain(
+        "the entry's snapshot is gone: rebuilding the entry",
+      );
       expect((await wsp.exec(second.id, 'cat ~/runs')).stdout.data).toBe('run\n');
       const rebuilt = (await wsp.provider.deps.state.listCacheEntries()).find((e) => e.key === first.cache.key);
       expect(rebuilt?.status).toBe('ready');
@@ -83,7 +100,11 @@ describe('provisioning cache', () => {
 
   it('refuses to keep an entry that contains a secret value, and says so on the workspace', async () => {
     // The operator put the token into the workspace env by mistake; setup writes it to a file.
-    const wsp = await startTestProvider({ repositories: [repo()], setup: { script: 'echo "$OOPS" > ~/leaked' }, workspace: { env: { OOPS: TOKEN } } });
+    const wsp = await startTestProvider({
+      repositories: [repo()],
+      setup: { script: 'echo "$OOPS" > ~/leaked' },
+      workspace: { env: { OOPS: TOKEN } },
+    });
     try {
       const ws = await wsp.setup();
       expect(ws.warnings.join(' ')).toMatch(/cache entry refused: a secret value was found/);

@@ -34,12 +34,15 @@ afterAll(async () => {
 });
 
 function writeConfig(setup: string): void {
-  fs.writeFileSync(configFile, JSON.stringify({
-    dataDir,
-    repositories: [{ url: git.url('app'), path: 'app', credential: 'env:CRASH_TOKEN' }],
-    setup: { script: setup },
-    workspace: { network: 'none' },
-  }));
+  fs.writeFileSync(
+    configFile,
+    JSON.stringify({
+      dataDir,
+      repositories: [{ url: git.url('app'), path: 'app', credential: 'env:CRASH_TOKEN' }],
+      setup: { script: setup },
+      workspace: { network: 'none' },
+    }),
+  );
 }
 
 describe('crash safety (kill -9 of the provider process)', () => {
@@ -49,7 +52,11 @@ describe('crash safety (kill -9 of the provider process)', () => {
     const created = await provider.api('POST', '/workspaces', {});
     expect(created.status).toBe(202);
     const id = created.body.id as string;
-    await waitFor('setup to start', async () => ((await provider!.api('GET', `/workspaces/${id}`)).body.steps.some((s: any) => s.step === 'setup') ? true : undefined));
+    await waitFor('setup to start', async () =>
+      (await provider!.api('GET', `/workspaces/${id}`)).body.steps.some((s: any) => s.step === 'setup')
+        ? true
+        : undefined,
+    );
     await waitFor('the setup process', async () => (processesWith(`sleep ${MARK}`) > 0 ? true : undefined));
     await provider.kill9();
 
@@ -69,8 +76,13 @@ describe('crash safety (kill -9 of the provider process)', () => {
     provider = await spawnProvider(configFile, { CRASH_TOKEN: TOKEN });
     const created = await provider.api('POST', '/workspaces', {});
     const id = created.body.id as string;
-    await waitFor('ready', async () => ((await provider!.api('GET', `/workspaces/${id}`)).body.status === 'ready' ? true : undefined));
-    const short = await provider.api('POST', `/workspaces/${id}/commands`, { command: 'sleep 1.5; echo finished', waitMs: 0 });
+    await waitFor('ready', async () =>
+      (await provider!.api('GET', `/workspaces/${id}`)).body.status === 'ready' ? true : undefined,
+    );
+    const short = await provider.api('POST', `/workspaces/${id}/commands`, {
+      command: 'sleep 1.5; echo finished',
+      waitMs: 0,
+    });
     const long = await provider.api('POST', `/workspaces/${id}/commands`, { command: `sleep ${MARK}0`, waitMs: 0 });
     expect(short.status).toBe(202);
     await provider.kill9();

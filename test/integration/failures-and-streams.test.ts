@@ -39,15 +39,26 @@ async function readEvents(url: string, token: string): Promise<{ event: string; 
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toContain('text/event-stream');
   const text = await res.text(); // the server ends the stream when the workspace settles / command ends
-  return text.split('\n\n').filter((b) => b.includes('data:')).map((block) => ({
-    event: /^event: (.*)$/m.exec(block)?.[1] ?? 'message',
-    data: JSON.parse(block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n')),
-  }));
+  return text
+    .split('\n\n')
+    .filter((b) => b.includes('data:'))
+    .map((block) => ({
+      event: /^event: (.*)$/m.exec(block)?.[1] ?? 'message',
+      data: JSON.parse(
+        block
+          .split('\n')
+          .filter((l) => l.startsWith('data:'))
+          .map((l) => l.slice(5).trimStart())
+          .join('\n'),
+      ),
+    }));
 }
 
 describe('failures', () => {
   it('a wrong token fails the setup at the fetch step, without the token anywhere in the answer', async () => {
-    const wsp = await startTestProvider({ repositories: [{ url: git.url('app'), path: 'app', credential: 'env:WSP_FAIL_BAD' }] });
+    const wsp = await startTestProvider({
+      repositories: [{ url: git.url('app'), path: 'app', credential: 'env:WSP_FAIL_BAD' }],
+    });
     try {
       const created = await wsp.api('POST', '/workspaces', {});
       const ws = await settle(wsp, created.body.id);
@@ -63,7 +74,10 @@ describe('failures', () => {
   });
 
   it('a failing setup script fails the workspace with its exit code and output tail, and leaves nothing behind', async () => {
-    const wsp = await startTestProvider({ repositories: [{ url: git.url('app'), path: 'app', credential: 'env:WSP_FAIL_GOOD' }], setup: { script: 'echo preparing; echo "npm ERR! missing thing" >&2; exit 3' } });
+    const wsp = await startTestProvider({
+      repositories: [{ url: git.url('app'), path: 'app', credential: 'env:WSP_FAIL_GOOD' }],
+      setup: { script: 'echo preparing; echo "npm ERR! missing thing" >&2; exit 3' },
+    });
     try {
       const created = await wsp.api('POST', '/workspaces', {});
       const ws = await settle(wsp, created.body.id);
@@ -82,22 +96,44 @@ describe('failures', () => {
 });
 
 describe('server-sent events from the real service', () => {
-  it('streams provisioning steps, setup output and the final status; then a command\'s output and end', async () => {
-    const wsp = await startTestProvider({ repositories: [{ url: git.url('app'), path: 'app', credential: 'env:WSP_FAIL_GOOD' }], setup: { script: 'for i in 1 2 3; do echo "setup line $i"; sleep 0.1; done' } });
+  it("streams provisioning steps, setup output and the final status; then a command's output and end", async () => {
+    const wsp = await startTestProvider({
+      repositories: [{ url: git.url('app'), path: 'app', credential: 'env:WSP_FAIL_GOOD' }],
+      setup: { script: 'for i in 1 2 3; do echo "setup line $i"; sleep 0.1; done' },
+    });
     try {
       const created = await wsp.api('POST', '/workspaces', {});
       const events = await readEvents(`${wsp.url}/workspaces/${created.body.id}/events`, wsp.token);
       const steps = events.filter((e) => e.event === 'step').map((e) => e.data.step);
       expect(steps).toEqual(expect.arrayContaining(['resolve', 'cache', 'clone', 'setup', 'baseline', 'ready']));
-      const output = events.filter((e) => e.event === 'output').map((e) => e.data.data).join('');
+      const output = events
+        .filter((e) => e.event === 'output')
+        .map((e) => e.data.data)
+        .join('');
       expect(output).toBe('setup line 1\nsetup line 2\nsetup line 3\n');
       expect(events.at(-1)).toMatchObject({ event: 'status', data: { status: 'ready' } });
 
-      const cmd = await wsp.api('POST', `/workspaces/${created.body.id}/commands`, { command: 'echo one; sleep 0.3; echo two >&2; exit 4', waitMs: 0 });
-      const cmdEvents = await readEvents(`${wsp.url}/workspaces/${created.body.id}/commands/${cmd.body.id}/events`, wsp.token);
+      const cmd = await wsp.api('POST', `/workspaces/${created.body.id}/commands`, {
+        command: 'echo one; sleep 0.3; echo two >&2; exit 4',
+        waitMs: 0,
+      });
+      const cmdEvents = await readEvents(
+        `${wsp.url}/workspaces/${created.body.id}/commands/${cmd.body.id}/events`,
+        wsp.token,
+      );
       const out = cmdEvents.filter((e) => e.event === 'output');
-      expect(out.filter((e) => e.data.stream === 'stdout').map((e) => e.data.data).join('')).toBe('one\n');
-      expect(out.filter((e) => e.data.stream === 'stderr').map((e) => e.data.data).join('')).toBe('two\n');
+      expect(
+        out
+          .filter((e) => e.data.stream === 'stdout')
+          .map((e) => e.data.data)
+          .join(''),
+      ).toBe('one\n');
+      expect(
+        out
+          .filter((e) => e.data.stream === 'stderr')
+          .map((e) => e.data.data)
+          .join(''),
+      ).toBe('two\n');
       expect(cmdEvents.at(-1)).toMatchObject({ event: 'end', data: { command: { state: 'exited', exitCode: 4 } } });
     } finally {
       await wsp.close();

@@ -20,14 +20,21 @@ describe('README quickstart', () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-quickstart-'));
     fs.chmodSync(dataDir, 0o711);
     const script = `set -euo pipefail\n${quickstartBlock()}`;
-    const child = spawn('bash', ['-c', script], { cwd: ROOT, env: { ...process.env, WSP_DATA_DIR: dataDir, WSP_TOKEN: '', WSP_URL: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('bash', ['-c', script], {
+      cwd: ROOT,
+      env: { ...process.env, WSP_DATA_DIR: dataDir, WSP_TOKEN: '', WSP_URL: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (err += d));
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     try {
-      expect({ code, err: code === 0 ? '' : err + fs.readFileSync('/tmp/wsp-demo.log', 'utf8') }).toEqual({ code: 0, err: '' });
+      expect({ code, err: code === 0 ? '' : err + fs.readFileSync('/tmp/wsp-demo.log', 'utf8') }).toEqual({
+        code: 0,
+        err: '',
+      });
       expect(out).toMatch(/^first$/m); // log after setup
       expect(out).toMatch(/^second\nfirst$/m); // log after fetch + checkout
       expect(out).toContain('notes.txt'); // changes

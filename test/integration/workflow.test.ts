@@ -26,7 +26,12 @@ beforeAll(async () => {
   process.env.WSP_IT_TOKEN = CANARY;
   hostRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-it-git-'));
   git = await startGitServer({ token: CANARY, root: hostRoot });
-  app = createUpstreamRepo(hostRoot, 'app', { 'README.md': '# app\n', 'deps.lock': 'left-pad@1\n', 'src/index.js': 'console.log(1)\n', '.gitignore': 'build/\n' });
+  app = createUpstreamRepo(hostRoot, 'app', {
+    'README.md': '# app\n',
+    'deps.lock': 'left-pad@1\n',
+    'src/index.js': 'console.log(1)\n',
+    '.gitignore': 'build/\n',
+  });
   lib = createUpstreamRepo(hostRoot, 'lib', { 'lib.txt': 'lib v1\n' });
   wsp = await startTestProvider({
     repositories: [
@@ -53,8 +58,16 @@ describe('core loop over HTTP (local backend)', () => {
   it('cold setup clones both repositories and runs setup once', async () => {
     cold = await wsp.setup({ labels: { task: 'cold' } });
     expect(cold.cache).toMatchObject({ hit: false });
-    expect(cold.repos).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'app', commit: app.head }), expect.objectContaining({ name: 'libs/lib', commit: lib.head })]));
-    const r = await wsp.exec(cold.id, 'cat app/README.md libs/lib/lib.txt app/build/out.txt; wc -l < ~/setup-runs; git -C app remote get-url origin; git -C app rev-parse HEAD');
+    expect(cold.repos).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ name: 'app', commit: app.head }),
+        expect.objectContaining({ name: 'libs/lib', commit: lib.head }),
+      ]),
+    );
+    const r = await wsp.exec(
+      cold.id,
+      'cat app/README.md libs/lib/lib.txt app/build/out.txt; wc -l < ~/setup-runs; git -C app remote get-url origin; git -C app rev-parse HEAD',
+    );
     expect(r).toMatchObject({ state: 'exited', exitCode: 0 });
     const lines = r.stdout.data.trim().split('\n');
     expect(lines).toEqual(['# app', 'lib v1', 'built', '1', git.url('app'), app.head]);
@@ -68,7 +81,10 @@ describe('core loop over HTTP (local backend)', () => {
     warm = await wsp.setup();
     expect(warm.cache).toMatchObject({ hit: true, key: cold.cache.key });
     expect(warm.repos.find((r: any) => r.name === 'app').commit).toBe(newer);
-    const r = await wsp.exec(warm.id, 'git -C app rev-parse HEAD; wc -l < ~/setup-runs; cat app/src/feature.js; git -C app reflog --format=%H | tail -n 1');
+    const r = await wsp.exec(
+      warm.id,
+      'git -C app rev-parse HEAD; wc -l < ~/setup-runs; cat app/src/feature.js; git -C app reflog --format=%H | tail -n 1',
+    );
     const [head, runs, feature, firstReflog] = r.stdout.data.trim().split('\n');
     expect(head).toBe(newer);
     expect(runs).toBe('1'); // the cached setup's single run, not a second one
@@ -89,10 +105,16 @@ describe('core loop over HTTP (local backend)', () => {
   it('runs argv verbatim with env, stdin and a non-zero exit as data', async () => {
     const r = await wsp.exec(warm.id, '', {}).catch((e) => e);
     expect(String(r)).toContain('400');
-    const argv = await wsp.api('POST', `/workspaces/${warm.id}/commands`, { argv: ['printf', '%s|', 'a b', "it's", 'ünï'], waitMs: 10_000 });
+    const argv = await wsp.api('POST', `/workspaces/${warm.id}/commands`, {
+      argv: ['printf', '%s|', 'a b', "it's", 'ünï'],
+      waitMs: 10_000,
+    });
     expect(argv.status).toBe(201);
     expect(argv.body.stdout.data).toBe("a b|it's|ünï|");
-    const env = await wsp.exec(warm.id, 'echo "$GREETING"; cat; exit 7', { env: { GREETING: 'hi' }, stdin: 'from stdin\n' });
+    const env = await wsp.exec(warm.id, 'echo "$GREETING"; cat; exit 7', {
+      env: { GREETING: 'hi' },
+      stdin: 'from stdin\n',
+    });
     expect(env).toMatchObject({ state: 'exited', exitCode: 7 });
     expect(env.stdout.data).toBe('hi\nfrom stdin\n');
     const cwd = await wsp.exec(warm.id, 'pwd', { cwd: 'libs/lib' });
@@ -107,7 +129,10 @@ describe('core loop over HTTP (local backend)', () => {
   });
 
   it('returns 202 for a long command, and cancels it', async () => {
-    const started = await wsp.api('POST', `/workspaces/${warm.id}/commands`, { command: 'echo started; sleep 300', waitMs: 200 });
+    const started = await wsp.api('POST', `/workspaces/${warm.id}/commands`, {
+      command: 'echo started; sleep 300',
+      waitMs: 200,
+    });
     expect(started.status).toBe(202);
     expect(started.body.state).toBe('running');
     const cancelled = await wsp.api('DELETE', `/workspaces/${warm.id}/commands/${started.body.id}`);
@@ -134,37 +159,56 @@ describe('core loop over HTTP (local backend)', () => {
 
   it('fetches new upstream commits through the provider and checks one out', async () => {
     const next = commitFiles(lib, { 'lib.txt': 'lib v2\n' }, 'lib v2');
-    const r = await wsp.api('POST', `/workspaces/${warm.id}/git/fetch`, { repos: ['libs/lib'], checkout: { repo: 'libs/lib', ref: 'main' } });
+    const r = await wsp.api('POST', `/workspaces/${warm.id}/git/fetch`, {
+      repos: ['libs/lib'],
+      checkout: { repo: 'libs/lib', ref: 'main' },
+    });
     expect(r.status).toBe(200);
     expect(r.body.repos[0]).toMatchObject({ name: 'libs/lib', checkedOut: next, after: next });
-    const cat = await wsp.exec(warm.id, 'cat libs/lib/lib.txt; git -C libs/lib config --list | grep -ci extraheader || true');
+    const cat = await wsp.exec(
+      warm.id,
+      'cat libs/lib/lib.txt; git -C libs/lib config --list | grep -ci extraheader || true',
+    );
     expect(cat.stdout.data).toBe('lib v2\n0\n');
   });
 
-  it('shows the agent\'s changes against the baseline', async () => {
+  it("shows the agent's changes against the baseline", async () => {
     await wsp.exec(warm.id, 'echo changed >> app/README.md && echo new > app/untracked.txt && rm app/src/index.js');
     const r = await wsp.api('GET', `/workspaces/${warm.id}/changes`);
     expect(r.status).toBe(200);
     const appChanges = r.body.repos.find((x: any) => x.name === 'app');
-    expect(appChanges.status).toEqual(expect.arrayContaining([
-      expect.objectContaining({ path: 'README.md' }),
-      expect.objectContaining({ path: 'untracked.txt' }),
-      expect.objectContaining({ path: 'src/index.js' }),
-    ]));
+    expect(appChanges.status).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ path: 'README.md' }),
+        expect.objectContaining({ path: 'untracked.txt' }),
+        expect.objectContaining({ path: 'src/index.js' }),
+      ]),
+    );
     expect(appChanges.diff).toContain('+changed');
   });
 
   it('resets to the baseline: fingerprint matches, files and processes are gone', async () => {
-    await wsp.exec(warm.id, [
-      'echo x >> libs/lib/lib.txt', 'chmod +x app/README.md', 'mkdir -p app/build/deep && echo y > app/build/deep/z',
-      'ln -s /etc/passwd app/link', 'echo t > /tmp/scratch', 'echo h > ~/.bash_history_x',
-      '(setsid sleep 1000 >/dev/null 2>&1 &)', 'nohup sleep 999 >/dev/null 2>&1 &',
-    ].join('; '));
+    await wsp.exec(
+      warm.id,
+      [
+        'echo x >> libs/lib/lib.txt',
+        'chmod +x app/README.md',
+        'mkdir -p app/build/deep && echo y > app/build/deep/z',
+        'ln -s /etc/passwd app/link',
+        'echo t > /tmp/scratch',
+        'echo h > ~/.bash_history_x',
+        '(setsid sleep 1000 >/dev/null 2>&1 &)',
+        'nohup sleep 999 >/dev/null 2>&1 &',
+      ].join('; '),
+    );
     const reset = await wsp.api('POST', `/workspaces/${warm.id}/reset`, {});
     expect(reset.status).toBe(200);
     expect(reset.body.matches).toBe(true);
     expect(reset.body.fingerprint).toBe(warm.baselineFingerprint);
-    const check = await wsp.exec(warm.id, 'ls app; cat app/README.md; ls /tmp | wc -l; ps -u "$(id -u)" -o args= | grep -c "^sleep 99" || true');
+    const check = await wsp.exec(
+      warm.id,
+      'ls app; cat app/README.md; ls /tmp | wc -l; ps -u "$(id -u)" -o args= | grep -c "^sleep 99" || true',
+    );
     expect(check.stdout.data).not.toContain('untracked.txt');
     expect(check.stdout.data).not.toContain('link');
     expect(check.stdout.data).toContain('# app\n');
@@ -191,7 +235,8 @@ describe('core loop over HTTP (local backend)', () => {
       expect(coldNow.cache).toMatchObject({ hit: false, reason: 'cache disabled' });
       expect(coldNow.repos).toEqual(warmNow.repos);
       // Working trees (content, modes, symlinks; .git internals differ by history of arrival).
-      const tree = 'cd ~/workspace && find . -path "*/.git" -prune -o -printf "%p %y %m %l\\n" | LC_ALL=C sort | sha256sum; find . -path "*/.git" -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum; git -C app rev-parse HEAD; git -C libs/lib rev-parse HEAD; for r in app libs/lib; do git -C $r for-each-ref --format="%(refname) %(objectname)"; git -C $r status --porcelain; done';
+      const tree =
+        'cd ~/workspace && find . -path "*/.git" -prune -o -printf "%p %y %m %l\\n" | LC_ALL=C sort | sha256sum; find . -path "*/.git" -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum; git -C app rev-parse HEAD; git -C libs/lib rev-parse HEAD; for r in app libs/lib; do git -C $r for-each-ref --format="%(refname) %(objectname)"; git -C $r status --porcelain; done';
       const a = await wsp.exec(warmNow.id, tree);
       const b = await coldProvider.exec(coldNow.id, tree);
       expect(a.exitCode).toBe(0);
@@ -204,7 +249,11 @@ describe('core loop over HTTP (local backend)', () => {
   });
 
   it('canary: the token is nowhere — workspace files, processes, outputs, cache, state, logs, responses', async () => {
-    const needles = [CANARY, Buffer.from(`x-access-token:${CANARY}`).toString('base64'), Buffer.from(CANARY).toString('base64')];
+    const needles = [
+      CANARY,
+      Buffer.from(`x-access-token:${CANARY}`).toString('base64'),
+      Buffer.from(CANARY).toString('base64'),
+    ];
     // Inside the workspace: every file it can read, and every process it can see.
     // Patterns come in on stdin (never argv or env, which /proc would show), reversed so the stored stdin
     // file does not itself hold the canary; grep reads them from a pipe.
@@ -213,7 +262,9 @@ describe('core loop over HTTP (local backend)', () => {
       'grep -rlaF -f <(printf "%s\\n" "$pats") ~ /tmp 2>/dev/null',
       'for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do cat "$f" 2>/dev/null; echo; done | grep -caF -f <(printf "%s\\n" "$pats") || true',
     ].join('\n');
-    const inside = await wsp.exec(warm.id, probe, { stdin: needles.map((n) => [...n].reverse().join('')).join('\n') + '\n' });
+    const inside = await wsp.exec(warm.id, probe, {
+      stdin: needles.map((n) => [...n].reverse().join('')).join('\n') + '\n',
+    });
     expect(inside.stdout.data).toBe('0\n');
     // Every file under the provider's data dir: workspaces, snapshots, cache, scratch, command outputs, mirrors.
     const hits: string[] = [];
@@ -234,7 +285,8 @@ describe('core loop over HTTP (local backend)', () => {
     const items: unknown[] = [...(await state.listWorkspaces()), ...(await state.listCacheEntries())];
     for (const w of await state.listWorkspaces()) items.push(...(await state.listCommands(w.id)));
     const corpora = { state: JSON.stringify(items), logs: wsp.logs.join('\n'), responses: wsp.responses.join('\n') };
-    for (const [name, text] of Object.entries(corpora)) for (const n of needles) expect(text.includes(n), `${name} contains the canary`).toBe(false);
+    for (const [name, text] of Object.entries(corpora))
+      for (const n of needles) expect(text.includes(n), `${name} contains the canary`).toBe(false);
     expect(wsp.logs.length).toBeGreaterThan(0);
   });
 

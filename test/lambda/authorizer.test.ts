@@ -6,7 +6,13 @@ vi.mock('node:crypto', async (importOriginal) => {
   const actual = await importOriginal<typeof import('node:crypto')>();
   return { ...actual, timingSafeEqual: vi.fn(actual.timingSafeEqual) };
 });
-import { authorizationMatches, bearerKey, constantTimeIncludes, hashApiKey, parseKeyHashes } from '../../functions/lambda/api-keys.js';
+import {
+  authorizationMatches,
+  bearerKey,
+  constantTimeIncludes,
+  hashApiKey,
+  parseKeyHashes,
+} from '../../functions/lambda/api-keys.js';
 import { authorize } from '../../functions/lambda/authorizer.js';
 import { apiEvent, lambdaContext } from './events.js';
 
@@ -32,7 +38,9 @@ describe('authorizer decision (simple responses)', () => {
     expect(authorize(authEvent(), hashes).isAuthorized).toBe(false);
     expect(authorize({}, hashes).isAuthorized).toBe(false);
     expect(authorize(authEvent('Bearer '), hashes).isAuthorized).toBe(false);
-    expect(authorize(authEvent(`Basic ${Buffer.from(`u:${KEY_A}`).toString('base64')}`), hashes).isAuthorized).toBe(false);
+    expect(authorize(authEvent(`Basic ${Buffer.from(`u:${KEY_A}`).toString('base64')}`), hashes).isAuthorized).toBe(
+      false,
+    );
     expect(authorize(authEvent(`Bearer ${KEY_A}`), []).isAuthorized).toBe(false);
   });
 });
@@ -94,7 +102,13 @@ describe('authorizer handler', () => {
     process.env.WSP_API_KEY_HASHES = hashApiKey(KEY_A);
     try {
       const { handler } = await import('../../functions/lambda/authorizer.js');
-      const event = (authorization?: string) => ({ ...apiEvent('GET', '/workspaces', { headers: authorization ? { authorization } : {} }), type: 'REQUEST' as const, routeArn: 'arn:x', identitySource: authorization ? [authorization] : [], cookies: [] });
+      const event = (authorization?: string) => ({
+        ...apiEvent('GET', '/workspaces', { headers: authorization ? { authorization } : {} }),
+        type: 'REQUEST' as const,
+        routeArn: 'arn:x',
+        identitySource: authorization ? [authorization] : [],
+        cookies: [],
+      });
       expect(await handler(event(`Bearer ${KEY_A}`), lambdaContext())).toEqual({ isAuthorized: true });
       expect(await handler(event(`Bearer ${KEY_B}`), lambdaContext())).toEqual({ isAuthorized: false });
       expect(await handler(event(), lambdaContext())).toEqual({ isAuthorized: false });
@@ -111,7 +125,13 @@ describe('authorizer handler', () => {
     const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
       const { handler } = await import('../../functions/lambda/authorizer.js');
-      const event = { ...apiEvent('GET', '/workspaces', { headers: { authorization: `Bearer ${KEY_A}` } }), type: 'REQUEST' as const, routeArn: 'arn:x', identitySource: [], cookies: [] };
+      const event = {
+        ...apiEvent('GET', '/workspaces', { headers: { authorization: `Bearer ${KEY_A}` } }),
+        type: 'REQUEST' as const,
+        routeArn: 'arn:x',
+        identitySource: [],
+        cookies: [],
+      };
       expect(await handler(event, lambdaContext())).toEqual({ isAuthorized: false });
       expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain('authorizer misconfigured');
     } finally {

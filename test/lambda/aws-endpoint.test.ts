@@ -34,18 +34,34 @@ beforeAll(async () => {
         const { SecretId } = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { SecretId: string };
         res.setHeader('content-type', 'application/x-amz-json-1.1');
         if (target === 'secretsmanager.GetSecretValue' && SecretId === SECRET.Name) {
-          res.end(JSON.stringify({ ...SECRET, ARN: `arn:aws:secretsmanager:eu-west-1:000000000000:secret:${SECRET.Name}`, VersionId: 'v1', VersionStages: ['AWSCURRENT'] }));
+          res.end(
+            JSON.stringify({
+              ...SECRET,
+              ARN: `arn:aws:secretsmanager:eu-west-1:000000000000:secret:${SECRET.Name}`,
+              VersionId: 'v1',
+              VersionStages: ['AWSCURRENT'],
+            }),
+          );
         } else {
           res.statusCode = 400;
-          res.end(JSON.stringify({ __type: 'ResourceNotFoundException', message: 'Secrets Manager can\'t find the specified secret.' }));
+          res.end(
+            JSON.stringify({
+              __type: 'ResourceNotFoundException',
+              message: "Secrets Manager can't find the specified secret.",
+            }),
+          );
         }
         return;
       }
       // Everything else is DynamoDB: forward as-is.
-      const upstream = http.request(dynamo.endpoint, { socketPath: dynamo.socketPath, method: req.method, path: req.url, headers: req.headers }, (up) => {
-        res.writeHead(up.statusCode ?? 500, up.headers);
-        up.pipe(res);
-      });
+      const upstream = http.request(
+        dynamo.endpoint,
+        { socketPath: dynamo.socketPath, method: req.method, path: req.url, headers: req.headers },
+        (up) => {
+          res.writeHead(up.statusCode ?? 500, up.headers);
+          up.pipe(res);
+        },
+      );
       upstream.end(Buffer.concat(chunks));
     });
   });
@@ -53,7 +69,12 @@ beforeAll(async () => {
   endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-ls-'));
   // The SDK reads these from the process environment when a client is built.
-  for (const [k, v] of Object.entries({ AWS_ENDPOINT_URL: endpoint, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: 'eu-west-1' })) {
+  for (const [k, v] of Object.entries({
+    AWS_ENDPOINT_URL: endpoint,
+    AWS_ACCESS_KEY_ID: 'test',
+    AWS_SECRET_ACCESS_KEY: 'test',
+    AWS_REGION: 'eu-west-1',
+  })) {
     saved[k] = process.env[k];
     process.env[k] = v;
   }
@@ -72,7 +93,9 @@ afterAll(async () => {
 
 describe('AWS_ENDPOINT_URL points the Lambda composition at one LocalStack-style endpoint', () => {
   it('DynamoDB (state store) and Secrets Manager (git credentials) both go there', async () => {
-    await configureLambda({ env: { ...process.env, TABLE_NAME: 'wsp-ls', WSP_ENSURE_TABLE: '1', WSP_DATA_DIR: dataDir } });
+    await configureLambda({
+      env: { ...process.env, TABLE_NAME: 'wsp-ls', WSP_ENSURE_TABLE: '1', WSP_DATA_DIR: dataDir },
+    });
     const listed = parseResult(await api(apiEvent('GET', '/workspaces'), lambdaContext()));
     expect(listed.status, listed.text).toBe(200);
     expect(listed.body).toEqual({ workspaces: [] });

@@ -16,7 +16,12 @@ import { apiEvent } from './events.js';
 const root = path.resolve(import.meta.dirname, '..', '..');
 const lambdaDir = path.join(root, 'functions', 'lambda');
 const ENTRIES = ['api.ts', 'worker.ts', 'task-events.ts', 'janitor.ts', 'authorizer.ts'];
-const FORBIDDEN = [/(^|\/)node_modules\/dockerode\//, /(^|\/)node_modules\/docker-modem\//, /^shared\/backends\/local\//, /^shared\/backends\/docker\//];
+const FORBIDDEN = [
+  /(^|\/)node_modules\/dockerode\//,
+  /(^|\/)node_modules\/docker-modem\//,
+  /^shared\/backends\/local\//,
+  /^shared\/backends\/docker\//,
+];
 const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-bundle-'));
 
 afterAll(() => fs.rmSync(outDir, { recursive: true, force: true }));
@@ -25,8 +30,10 @@ afterAll(() => fs.rmSync(outDir, { recursive: true, force: true }));
  * The settings of infra/constructs/wsp-function.ts (BUNDLING) for ESM — one file, CommonJS
  * dependencies given a `require` through createRequire — and NodejsFunction's default CommonJS.
  */
-const ESM_BANNER = "import { createRequire as __wspCreateRequire } from 'node:module'; const require = __wspCreateRequire(import.meta.url);";
-const bundlePath = (entry: string, format: 'esm' | 'cjs') => path.join(outDir, `${format}-${entry.replace(/\.ts$/, format === 'esm' ? '.mjs' : '.cjs')}`);
+const ESM_BANNER =
+  "import { createRequire as __wspCreateRequire } from 'node:module'; const require = __wspCreateRequire(import.meta.url);";
+const bundlePath = (entry: string, format: 'esm' | 'cjs') =>
+  path.join(outDir, `${format}-${entry.replace(/\.ts$/, format === 'esm' ? '.mjs' : '.cjs')}`);
 
 async function bundle(entry: string, format: 'esm' | 'cjs'): Promise<Metafile> {
   const result = await build({
@@ -75,7 +82,14 @@ describe('Lambda bundles', () => {
   it('the check would catch a backend: bundling the local server composition does include it', async () => {
     const result = await build({
       entryPoints: [path.join(root, 'functions', 'server', 'provider.ts')],
-      bundle: true, platform: 'node', target: 'node22', format: 'esm', write: false, metafile: true, logLevel: 'silent', absWorkingDir: root,
+      bundle: true,
+      platform: 'node',
+      target: 'node22',
+      format: 'esm',
+      write: false,
+      metafile: true,
+      logLevel: 'silent',
+      absWorkingDir: root,
       // dockerode's optional native addons (ssh2, cpu-features) cannot be bundled; only the inputs matter here.
       loader: { '.node': 'empty' },
     });
@@ -92,22 +106,35 @@ describe('Lambda bundles', () => {
       const dynamo = await startTcpDynalite();
       try {
         const env = {
-          PATH: process.env.PATH ?? '', HOME: os.tmpdir(), AWS_REGION: 'eu-west-1', TABLE_NAME: 'wsp-bundle', WSP_DYNAMODB_ENDPOINT: dynamo.endpoint,
-          WSP_ENSURE_TABLE: '1', WSP_DATA_DIR: path.join(outDir, `data-${format}`), WSP_API_KEY_HASHES: hashApiKey('bundle-key-0123456789'),
+          PATH: process.env.PATH ?? '',
+          HOME: os.tmpdir(),
+          AWS_REGION: 'eu-west-1',
+          TABLE_NAME: 'wsp-bundle',
+          WSP_DYNAMODB_ENDPOINT: dynamo.endpoint,
+          WSP_ENSURE_TABLE: '1',
+          WSP_DATA_DIR: path.join(outDir, `data-${format}`),
+          WSP_API_KEY_HASHES: hashApiKey('bundle-key-0123456789'),
         };
         const auth = { authorization: 'Bearer bundle-key-0123456789' };
         const answers = await invokeBundle(bundlePath('api.ts', format), env, [
           apiEvent('GET', '/healthz'),
           apiEvent('GET', '/workspaces', { headers: auth }),
           apiEvent('GET', '/workspaces'),
-          apiEvent('POST', '/workspaces', { headers: { ...auth, 'content-type': 'application/json' }, body: '{"labels":' }),
+          apiEvent('POST', '/workspaces', {
+            headers: { ...auth, 'content-type': 'application/json' },
+            body: '{"labels":',
+          }),
           apiEvent('POST', '/workspaces', { headers: { ...auth, 'content-type': 'application/json' }, body: '{}' }),
         ]);
         expect(answers.map((a: any) => a.statusCode)).toEqual([200, 200, 401, 400, 503]);
         expect(JSON.parse(answers[1].body)).toEqual({ workspaces: [] });
-        expect(JSON.parse(answers[4].body).error.message).toMatch(/^mode ecs is not configured: mode 'ecs' needs ecs\.cluster, /);
+        expect(JSON.parse(answers[4].body).error.message).toMatch(
+          /^mode ecs is not configured: mode 'ecs' needs ecs\.cluster, /,
+        );
         const decisions = await invokeBundle(bundlePath('authorizer.ts', format), env, [
-          { headers: auth }, { headers: { authorization: 'Bearer wrong' } }, { headers: {} },
+          { headers: auth },
+          { headers: { authorization: 'Bearer wrong' } },
+          { headers: {} },
         ]);
         expect(decisions).toEqual([{ isAuthorized: true }, { isAuthorized: false }, { isAuthorized: false }]);
       } finally {
@@ -127,7 +154,9 @@ async function invokeBundle(file: string, env: Record<string, string>, events: u
     process.stdout.write('RESULT ' + JSON.stringify(out) + '\\n');
   `;
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', runner], {
-    cwd: outDir, env: { ...env, WSP_TEST_EVENTS: JSON.stringify(events) }, maxBuffer: 8 * 1024 * 1024,
+    cwd: outDir,
+    env: { ...env, WSP_TEST_EVENTS: JSON.stringify(events) },
+    maxBuffer: 8 * 1024 * 1024,
   });
   const line = stdout.split('\n').find((l) => l.startsWith('RESULT '));
   if (!line) throw new Error(`no result from ${file}: ${stdout}`);

@@ -64,9 +64,13 @@ describe('Fargate settings from the stack environment', () => {
       expect.unreachable();
     } catch (error) {
       expect(error).toBeInstanceOf(BadRequestError);
-      expect(((error as BadRequestError).details as Array<{ path: string }>).map((d) => d.path).sort()).toEqual(
-        ['ecs.bucket', 'ecs.repositoryUri', 'ecs.securityGroups', 'ecs.subnets', 'ecs.taskDefinition'],
-      );
+      expect(((error as BadRequestError).details as Array<{ path: string }>).map((d) => d.path).sort()).toEqual([
+        'ecs.bucket',
+        'ecs.repositoryUri',
+        'ecs.securityGroups',
+        'ecs.subnets',
+        'ecs.taskDefinition',
+      ]);
     }
   });
 });

@@ -49,15 +49,41 @@ const CASES: Case[] = [
     name: 'create: malformed JSON is 400, not 415',
     request: () => ({ method: 'POST', url: '/workspaces', body: '{"labels":' }),
     status: 400,
-    after: (a) => expect(a.body.error).toMatchObject({ code: 'bad_request', message: 'request body is not valid JSON' }),
+    after: (a) =>
+      expect(a.body.error).toMatchObject({ code: 'bad_request', message: 'request body is not valid JSON' }),
   },
-  { name: 'create: body that is not JSON', request: () => ({ method: 'POST', url: '/workspaces', body: 'labels=x', contentType: 'text/plain' }), status: 415 },
-  { name: 'create: unknown field', request: () => ({ method: 'POST', url: '/workspaces', body: { image: 'evil' } }), status: 400 },
-  { name: 'create: wrong type', request: () => ({ method: 'POST', url: '/workspaces', body: { labels: 'x' } }), status: 400 },
-  { name: 'create: refs for an unknown repository', request: () => ({ method: 'POST', url: '/workspaces', body: { refs: { nope: 'main' } } }), status: 400 },
-  { name: 'get: unknown id', request: () => ({ method: 'GET', url: '/workspaces/ws-0123456789abcdef01234567' }), status: 404 },
+  {
+    name: 'create: body that is not JSON',
+    request: () => ({ method: 'POST', url: '/workspaces', body: 'labels=x', contentType: 'text/plain' }),
+    status: 415,
+  },
+  {
+    name: 'create: unknown field',
+    request: () => ({ method: 'POST', url: '/workspaces', body: { image: 'evil' } }),
+    status: 400,
+  },
+  {
+    name: 'create: wrong type',
+    request: () => ({ method: 'POST', url: '/workspaces', body: { labels: 'x' } }),
+    status: 400,
+  },
+  {
+    name: 'create: refs for an unknown repository',
+    request: () => ({ method: 'POST', url: '/workspaces', body: { refs: { nope: 'main' } } }),
+    status: 400,
+  },
+  {
+    name: 'get: unknown id',
+    request: () => ({ method: 'GET', url: '/workspaces/ws-0123456789abcdef01234567' }),
+    status: 404,
+  },
   { name: 'get: malformed id', request: () => ({ method: 'GET', url: '/workspaces/..%2Fetc' }), status: 400 },
-  { name: 'list: empty', request: () => ({ method: 'GET', url: '/workspaces' }), status: 200, after: (a) => expect(a.body.workspaces).toEqual([]) },
+  {
+    name: 'list: empty',
+    request: () => ({ method: 'GET', url: '/workspaces' }),
+    status: 200,
+    after: (a) => expect(a.body.workspaces).toEqual([]),
+  },
   {
     name: 'create → 202 provisioning, then ready',
     request: () => ({ method: 'POST', url: '/workspaces', body: { labels: { task: 'eq' } } }),
@@ -78,22 +104,46 @@ const CASES: Case[] = [
       expect(a.body.repos.map((r: { name: string }) => r.name).sort()).toEqual(['app', 'proj']);
     },
   },
-  { name: 'list: one workspace', request: () => ({ method: 'GET', url: '/workspaces' }), status: 200, after: (a) => expect(a.body.workspaces).toHaveLength(1) },
+  {
+    name: 'list: one workspace',
+    request: () => ({ method: 'GET', url: '/workspaces' }),
+    status: 200,
+    after: (a) => expect(a.body.workspaces).toHaveLength(1),
+  },
   {
     name: 'exec: ends within waitMs',
-    request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/commands`, body: { command: 'cat app/README.md proj/tracked.txt', waitMs: 20_000 } }),
+    request: (ctx) => ({
+      method: 'POST',
+      url: `/workspaces/${ws(ctx)}/commands`,
+      body: { command: 'cat app/README.md proj/tracked.txt', waitMs: 20_000 },
+    }),
     status: 201,
-    after: (a) => expect(a.body).toMatchObject({ state: 'exited', exitCode: 0, stdout: { data: '# app\nlocal tracked\n' } }),
+    after: (a) =>
+      expect(a.body).toMatchObject({ state: 'exited', exitCode: 0, stdout: { data: '# app\nlocal tracked\n' } }),
   },
   {
     name: 'exec: non-zero exit is data, not an error',
-    request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/commands`, body: { argv: ['bash', '-c', 'echo out; echo err >&2; exit 3'], waitMs: 20_000 } }),
+    request: (ctx) => ({
+      method: 'POST',
+      url: `/workspaces/${ws(ctx)}/commands`,
+      body: { argv: ['bash', '-c', 'echo out; echo err >&2; exit 3'], waitMs: 20_000 },
+    }),
     status: 201,
-    after: (a) => expect(a.body).toMatchObject({ state: 'exited', exitCode: 3, stdout: { data: 'out\n' }, stderr: { data: 'err\n' } }),
+    after: (a) =>
+      expect(a.body).toMatchObject({
+        state: 'exited',
+        exitCode: 3,
+        stdout: { data: 'out\n' },
+        stderr: { data: 'err\n' },
+      }),
   },
   {
     name: 'exec: still running after waitMs → 202',
-    request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/commands`, body: { command: 'sleep 1; echo late', waitMs: 0 } }),
+    request: (ctx) => ({
+      method: 'POST',
+      url: `/workspaces/${ws(ctx)}/commands`,
+      body: { command: 'sleep 1; echo late', waitMs: 0 },
+    }),
     status: 202,
     after: (a, ctx) => {
       expect(a.body.state).toBe('running');
@@ -107,11 +157,39 @@ const CASES: Case[] = [
     status: 200,
     after: (a) => expect(a.body).toMatchObject({ state: 'exited', exitCode: 0, stdout: { data: 'late\n' } }),
   },
-  { name: 'exec: unknown command id', request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/commands/cmd-0123456789abcdef01234567` }), status: 404 },
-  { name: 'exec: bad query', request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/commands/${ctx.cmdId}?waitMs=abc` }), status: 400 },
-  { name: 'exec: cwd outside the workspace', request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/commands`, body: { command: 'pwd', cwd: '/etc' } }), status: 400 },
-  { name: 'exec: neither argv nor command', request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/commands`, body: {} }), status: 400 },
-  { name: 'exec: unknown workspace', request: () => ({ method: 'POST', url: '/workspaces/ws-0123456789abcdef01234567/commands', body: { command: 'true' } }), status: 404 },
+  {
+    name: 'exec: unknown command id',
+    request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/commands/cmd-0123456789abcdef01234567` }),
+    status: 404,
+  },
+  {
+    name: 'exec: bad query',
+    request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/commands/${ctx.cmdId}?waitMs=abc` }),
+    status: 400,
+  },
+  {
+    name: 'exec: cwd outside the workspace',
+    request: (ctx) => ({
+      method: 'POST',
+      url: `/workspaces/${ws(ctx)}/commands`,
+      body: { command: 'pwd', cwd: '/etc' },
+    }),
+    status: 400,
+  },
+  {
+    name: 'exec: neither argv nor command',
+    request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/commands`, body: {} }),
+    status: 400,
+  },
+  {
+    name: 'exec: unknown workspace',
+    request: () => ({
+      method: 'POST',
+      url: '/workspaces/ws-0123456789abcdef01234567/commands',
+      body: { command: 'true' },
+    }),
+    status: 404,
+  },
   {
     name: 'list commands',
     request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/commands` }),
@@ -121,7 +199,14 @@ const CASES: Case[] = [
   {
     name: 'changes: an agent edit shows in the git repo',
     before: async (ctx) => {
-      const r = await ctx.call({ method: 'POST', url: `/workspaces/${ws(ctx)}/commands`, body: { command: 'echo edited >> app/README.md; echo new > app/new.txt; echo x > proj/extra.txt', waitMs: 20_000 } });
+      const r = await ctx.call({
+        method: 'POST',
+        url: `/workspaces/${ws(ctx)}/commands`,
+        body: {
+          command: 'echo edited >> app/README.md; echo new > app/new.txt; echo x > proj/extra.txt',
+          waitMs: 20_000,
+        },
+      });
       expect(r.body).toMatchObject({ state: 'exited', exitCode: 0 });
     },
     request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/changes` }),
@@ -144,7 +229,11 @@ const CASES: Case[] = [
       expect(Object.values(app.heads)).toContain(ctx.newHead);
     },
   },
-  { name: 'fetch: unknown repository', request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/git/fetch`, body: { repos: ['nope'] } }), status: 400 },
+  {
+    name: 'fetch: unknown repository',
+    request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/git/fetch`, body: { repos: ['nope'] } }),
+    status: 400,
+  },
   {
     name: 'reset: back to the baseline, fingerprint matches',
     request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/reset`, body: {} }),
@@ -160,12 +249,39 @@ const CASES: Case[] = [
       expect(app.diff).toBe('');
     },
   },
-  { name: 'reset: refs for an unknown repository', request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/reset`, body: { refs: { nope: 'main' } } }), status: 400 },
-  { name: 'delete', request: (ctx) => ({ method: 'DELETE', url: `/workspaces/${ws(ctx)}` }), status: 200, after: (a) => expect(a.body.status).toBe('deleted') },
-  { name: 'delete twice', request: (ctx) => ({ method: 'DELETE', url: `/workspaces/${ws(ctx)}` }), status: 200, after: (a) => expect(a.body.status).toBe('deleted') },
-  { name: 'exec on a deleted workspace', request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/commands`, body: { command: 'true' } }), status: 409 },
-  { name: 'list: deleted workspaces are not listed', request: () => ({ method: 'GET', url: '/workspaces' }), status: 200, after: (a) => expect(a.body.workspaces).toEqual([]) },
-  { name: 'delete: unknown id', request: () => ({ method: 'DELETE', url: '/workspaces/ws-0123456789abcdef01234567' }), status: 404 },
+  {
+    name: 'reset: refs for an unknown repository',
+    request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/reset`, body: { refs: { nope: 'main' } } }),
+    status: 400,
+  },
+  {
+    name: 'delete',
+    request: (ctx) => ({ method: 'DELETE', url: `/workspaces/${ws(ctx)}` }),
+    status: 200,
+    after: (a) => expect(a.body.status).toBe('deleted'),
+  },
+  {
+    name: 'delete twice',
+    request: (ctx) => ({ method: 'DELETE', url: `/workspaces/${ws(ctx)}` }),
+    status: 200,
+    after: (a) => expect(a.body.status).toBe('deleted'),
+  },
+  {
+    name: 'exec on a deleted workspace',
+    request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/commands`, body: { command: 'true' } }),
+    status: 409,
+  },
+  {
+    name: 'list: deleted workspaces are not listed',
+    request: () => ({ method: 'GET', url: '/workspaces' }),
+    status: 200,
+    after: (a) => expect(a.body.workspaces).toEqual([]),
+  },
+  {
+    name: 'delete: unknown id',
+    request: () => ({ method: 'DELETE', url: '/workspaces/ws-0123456789abcdef01234567' }),
+    status: 404,
+  },
 ];
 
 async function waitSettled(ctx: Ctx, id: string): Promise<any> {
@@ -201,11 +317,16 @@ export function normalise(value: unknown, key = ''): unknown {
 
 /** Commands are listed in id order, and ids are random: compare them as a set. */
 function sortLists(body: any): unknown {
-  if (body && Array.isArray(body.commands)) return { ...body, commands: [...body.commands].sort((x, y) => JSON.stringify(x).localeCompare(JSON.stringify(y))) };
+  if (body && Array.isArray(body.commands))
+    return { ...body, commands: [...body.commands].sort((x, y) => JSON.stringify(x).localeCompare(JSON.stringify(y))) };
   return body;
 }
 
-const summary = (a: Answer) => ({ status: a.status, body: sortLists(normalise(a.body)), location: a.headers['location'] === undefined ? undefined : normalise(a.headers['location']) });
+const summary = (a: Answer) => ({
+  status: a.status,
+  body: sortLists(normalise(a.body)),
+  location: a.headers['location'] === undefined ? undefined : normalise(a.headers['location']),
+});
 
 // ---- fixtures: one git server + upstream repo, one local directory; both targets use the same config ----
 
@@ -234,7 +355,8 @@ beforeAll(async () => {
   git = await startGitServer({ token: gitToken, root: gitRoot });
   upstream = createUpstreamRepo(gitRoot, 'app', { 'README.md': '# app\n', '.gitignore': 'build/\n' });
   localSource = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-eq-src-'));
-  const g = (...args: string[]) => execFileSync('git', ['-C', localSource, '-c', 'user.name=t', '-c', 'user.email=t@t', ...args]);
+  const g = (...args: string[]) =>
+    execFileSync('git', ['-C', localSource, '-c', 'user.name=t', '-c', 'user.email=t@t', ...args]);
   g('init', '-q', '-b', 'main');
   fs.writeFileSync(path.join(localSource, 'tracked.txt'), 'local tracked\n');
   g('add', '.');
@@ -255,7 +377,8 @@ const TARGETS: Array<{ key: string; start(): Promise<ApiTarget> }> = [
   {
     key: 'lambda',
     start: () => {
-      if (!dynamo) throw new Error(dynamoStatus.state === 'present' ? 'DynamoDB Local did not start' : dynamoStatus.message);
+      if (!dynamo)
+        throw new Error(dynamoStatus.state === 'present' ? 'DynamoDB Local did not start' : dynamoStatus.message);
       return lambdaTarget(config(), dynamo.endpoint, `eq-api-key-${randomBytes(12).toString('hex')}`);
     },
   },
@@ -281,9 +404,13 @@ for (const target of TARGETS) {
         const answer = await api.call(request);
         mine.set(c.name, answer);
         expect(answer.status, answer.text).toBe(c.status);
-        if (answer.status >= 400) expect(answer.body.error).toEqual(expect.objectContaining({ code: expect.any(String), message: expect.any(String) }));
+        if (answer.status >= 400)
+          expect(answer.body.error).toEqual(
+            expect.objectContaining({ code: expect.any(String), message: expect.any(String) }),
+          );
         // The authorizer in front of the api (same key hashes) lets exactly these requests through.
-        if (answer.authorizerAllowed !== undefined) expect(answer.authorizerAllowed).toBe((request.auth ?? 'ok') === 'ok');
+        if (answer.authorizerAllowed !== undefined)
+          expect(answer.authorizerAllowed).toBe((request.auth ?? 'ok') === 'ok');
         await c.after?.(answer, ctx);
       });
     }
@@ -294,14 +421,17 @@ for (const target of TARGETS) {
   });
 }
 
-(dynamoStatus.state === 'skipped' ? describe.skip : describe)('the Lambda handler answers like the local server', () => {
-  for (const c of CASES) {
-    it(c.name, () => {
-      const http = answers.get('http')?.get(c.name);
-      const lambda = answers.get('lambda')?.get(c.name);
-      expect(http, 'no answer from the local server').toBeDefined();
-      expect(lambda, 'no answer from the Lambda handler').toBeDefined();
-      expect(summary(lambda!)).toEqual(summary(http!));
-    });
-  }
-});
+(dynamoStatus.state === 'skipped' ? describe.skip : describe)(
+  'the Lambda handler answers like the local server',
+  () => {
+    for (const c of CASES) {
+      it(c.name, () => {
+        const http = answers.get('http')?.get(c.name);
+        const lambda = answers.get('lambda')?.get(c.name);
+        expect(http, 'no answer from the local server').toBeDefined();
+        expect(lambda, 'no answer from the Lambda handler').toBeDefined();
+        expect(summary(lambda!)).toEqual(summary(http!));
+      });
+    }
+  },
+);

@@ -36,7 +36,10 @@ export function apiEvent(
       timeEpoch: now.getTime(),
     },
     ...(options.body !== undefined
-      ? { body: options.base64 ? Buffer.from(options.body).toString('base64') : options.body, isBase64Encoded: options.base64 === true }
+      ? {
+          body: options.base64 ? Buffer.from(options.body).toString('base64') : options.body,
+          isBase64Encoded: options.base64 === true,
+        }
       : { isBase64Encoded: false }),
   };
 }
@@ -68,7 +71,8 @@ export interface ParsedResult {
 
 /** The handler's structured result, with the body parsed as JSON. */
 export function parseResult(result: APIGatewayProxyStructuredResultV2 | string | undefined): ParsedResult {
-  if (result === undefined || typeof result === 'string') throw new Error(`handler returned a bare ${typeof result}, expected a structured result`);
+  if (result === undefined || typeof result === 'string')
+    throw new Error(`handler returned a bare ${typeof result}, expected a structured result`);
   const text = result.isBase64Encoded ? Buffer.from(result.body ?? '', 'base64').toString('utf8') : (result.body ?? '');
   let body: unknown;
   try {

@@ -31,8 +31,17 @@ describe('git operations handed to the worker', () => {
 
   it.each([
     ['an invoke that fails', () => mock.on(InvokeCommand).rejects(new Error('throttled'))],
-    ['a worker that crashed', () => mock.on(InvokeCommand).resolves({ StatusCode: 200, FunctionError: 'Unhandled', Payload: payload({ errorMessage: 'boom' }) })],
-    ['a worker that answered nonsense', () => mock.on(InvokeCommand).resolves({ StatusCode: 200, Payload: payload({ ran: true }) })],
+    [
+      'a worker that crashed',
+      () =>
+        mock
+          .on(InvokeCommand)
+          .resolves({ StatusCode: 200, FunctionError: 'Unhandled', Payload: payload({ errorMessage: 'boom' }) }),
+    ],
+    [
+      'a worker that answered nonsense',
+      () => mock.on(InvokeCommand).resolves({ StatusCode: 200, Payload: payload({ ran: true }) }),
+    ],
   ])('%s is a 503', async (_name, arrange) => {
     arrange();
     await expect(invokeWorkerGitOp(lambda, 'wsp-worker')(op)).rejects.toBeInstanceOf(BackendUnavailableError);

@@ -47,14 +47,21 @@ afterEach(() => configureLambda({}));
 async function deploy(env: Record<string, string> = {}, extra: Partial<LambdaOverrides> = {}): Promise<void> {
   table++;
   await configureLambda({
-    env: { TABLE_NAME: `wsp-h-${table}`, AWS_REGION: 'eu-west-1', WSP_DATA_DIR: dataDir, WSP_INSTANCE_ID: 'wsp-test-stack', ...env },
+    env: {
+      TABLE_NAME: `wsp-h-${table}`,
+      AWS_REGION: 'eu-west-1',
+      WSP_DATA_DIR: dataDir,
+      WSP_INSTANCE_ID: 'wsp-test-stack',
+      ...env,
+    },
     dynamoEndpoint: dynamo.endpoint,
     log: createLogger({}, (line) => logs.push(line)),
     ...extra,
   });
 }
 
-const call = async (method: string, url: string, options: Parameters<typeof apiEvent>[2] = {}) => parseResult(await api(apiEvent(method, url, options), lambdaContext()));
+const call = async (method: string, url: string, options: Parameters<typeof apiEvent>[2] = {}) =>
+  parseResult(await api(apiEvent(method, url, options), lambdaContext()));
 const json = { 'content-type': 'application/json' };
 
 describe('api handler in mode ecs without its WSP_ECS_* configuration', () => {
@@ -62,7 +69,12 @@ describe('api handler in mode ecs without its WSP_ECS_* configuration', () => {
     await deploy({ WSP_MODE: 'ecs' });
     const created = await call('POST', '/workspaces', { headers: json, body: '{}' });
     expect(created.status).toBe(503);
-    expect(created.body).toEqual({ error: { code: 'backend_unavailable', message: expect.stringMatching(/^mode ecs is not configured: mode 'ecs' needs ecs\.cluster, .*WSP_ECS_\*/) } });
+    expect(created.body).toEqual({
+      error: {
+        code: 'backend_unavailable',
+        message: expect.stringMatching(/^mode ecs is not configured: mode 'ecs' needs ecs\.cluster, .*WSP_ECS_\*/),
+      },
+    });
     expect((await call('GET', '/workspaces')).body).toEqual({ workspaces: [] });
     expect((await call('GET', '/healthz')).status).toBe(200);
     expect((await call('GET', '/workspaces/ws-0123456789abcdef01234567')).status).toBe(404);
@@ -76,7 +88,9 @@ describe('api handler in mode ecs without its WSP_ECS_* configuration', () => {
     expect(denied.status).toBe(401);
     expect(denied.headers['www-authenticate']).toBe('Bearer');
     expect(denied.body.error.code).toBe('unauthorized');
-    expect((await call('GET', '/workspaces', { headers: { authorization: 'Bearer the-right-key-123' } })).status).toBe(200);
+    expect((await call('GET', '/workspaces', { headers: { authorization: 'Bearer the-right-key-123' } })).status).toBe(
+      200,
+    );
     expect((await call('GET', '/healthz')).status).toBe(200);
   });
 
@@ -85,7 +99,9 @@ describe('api handler in mode ecs without its WSP_ECS_* configuration', () => {
     expect((await call('GET', '/healthz', { stage: 'prod' })).status).toBe(200);
     expect((await call('GET', '/workspaces', { stage: 'prod' })).body).toEqual({ workspaces: [] });
     // Valid JSON once decoded reaches the service (503 here); the same bytes not decoded would be a 400.
-    expect((await call('POST', '/workspaces', { headers: json, body: '{"labels":{"a":"b"}}', base64: true })).status).toBe(503);
+    expect(
+      (await call('POST', '/workspaces', { headers: json, body: '{"labels":{"a":"b"}}', base64: true })).status,
+    ).toBe(503);
     expect((await call('POST', '/workspaces', { headers: json, body: '{"labels":', base64: true })).status).toBe(400);
   });
 
@@ -97,10 +113,15 @@ describe('api handler in mode ecs without its WSP_ECS_* configuration', () => {
     await deps.state.createCommand(commandRecord(id, 'cmd-00000000000000000000000b', { state: 'exited', exitCode: 0 }));
     const events = await call('GET', `/workspaces/${id}/events`);
     expect(events.status).toBe(501);
-    expect(events.body.error).toEqual({ code: 'not_implemented', message: `streaming is not available on the Lambda API; poll GET /workspaces/${id}` });
+    expect(events.body.error).toEqual({
+      code: 'not_implemented',
+      message: `streaming is not available on the Lambda API; poll GET /workspaces/${id}`,
+    });
     const cmdEvents = await call('GET', `/workspaces/${id}/commands/cmd-00000000000000000000000b/events`);
     expect(cmdEvents.status).toBe(501);
-    expect(cmdEvents.body.error.message).toBe(`streaming is not available on the Lambda API; poll GET /workspaces/${id}/commands/cmd-00000000000000000000000b?waitMs=20000`);
+    expect(cmdEvents.body.error.message).toBe(
+      `streaming is not available on the Lambda API; poll GET /workspaces/${id}/commands/cmd-00000000000000000000000b?waitMs=20000`,
+    );
     expect((await call('GET', '/workspaces/ws-0123456789abcdef01234567/events')).status).toBe(404);
   });
 
@@ -124,7 +145,10 @@ describe('provisioning hand-off (async invoke of the worker)', () => {
     expect(calls).toHaveLength(1);
     const input = calls[0]!.args[0].input;
     expect(input).toMatchObject({ FunctionName: 'wsp-worker-fn', InvocationType: 'Event' });
-    expect(JSON.parse(new TextDecoder().decode(input.Payload as Uint8Array))).toEqual({ kind: 'provision', workspaceId: created.body.id });
+    expect(JSON.parse(new TextDecoder().decode(input.Payload as Uint8Array))).toEqual({
+      kind: 'provision',
+      workspaceId: created.body.id,
+    });
   });
 
   it('a failed hand-off is a 503 and the workspace is failed, not left provisioning', async () => {
@@ -147,7 +171,9 @@ describe('provisioning hand-off (async invoke of the worker)', () => {
   it('LambdaInvokeDispatcher refuses a non-202 answer', async () => {
     lambdaMock.on(InvokeCommand).resolves({ StatusCode: 200 });
     const dispatcher = new LambdaInvokeDispatcher(new LambdaClient({ region: 'eu-west-1' }), 'fn');
-    await expect(dispatcher.dispatch({ kind: 'provision', workspaceId: 'ws-1' })).rejects.toBeInstanceOf(BackendUnavailableError);
+    await expect(dispatcher.dispatch({ kind: 'provision', workspaceId: 'ws-1' })).rejects.toBeInstanceOf(
+      BackendUnavailableError,
+    );
   });
 });
 
@@ -155,7 +181,10 @@ describe('worker handler', () => {
   it('ignores a malformed job without throwing (no pointless retries)', async () => {
     await deploy();
     expect(await worker({ kind: 'provision' }, lambdaContext())).toEqual({ ran: false, reason: 'malformed job' });
-    expect(await worker({ kind: 'format-disk', workspaceId: 'ws-0123456789abcdef01234567' }, lambdaContext())).toEqual({ ran: false, reason: 'malformed job' });
+    expect(await worker({ kind: 'format-disk', workspaceId: 'ws-0123456789abcdef01234567' }, lambdaContext())).toEqual({
+      ran: false,
+      reason: 'malformed job',
+    });
   });
 
   it('a re-delivered job for a settled workspace changes nothing', async () => {
@@ -171,7 +200,13 @@ describe('worker handler', () => {
     await deploy({ WSP_MODE: 'ecs' });
     const { deps } = await lambdaContainer();
     const id = 'ws-00000000000000000000000d';
-    await deps.state.createWorkspace(workspaceRecord(id, { status: 'provisioning', owner: 'wsp-test-stack', plan: { ...workspaceRecord(id).plan, repos: [] } }));
+    await deps.state.createWorkspace(
+      workspaceRecord(id, {
+        status: 'provisioning',
+        owner: 'wsp-test-stack',
+        plan: { ...workspaceRecord(id).plan, repos: [] },
+      }),
+    );
     await worker({ kind: 'provision', workspaceId: id }, lambdaContext());
     const after = await deps.state.getWorkspace(id);
     expect(after?.status).toBe('failed');
@@ -185,17 +220,40 @@ describe('worker time limit', () => {
     await deploy({}, { backend: async () => hanging });
     const { deps } = await lambdaContainer();
     const id = 'ws-00000000000000000000000f';
-    await deps.state.createWorkspace(workspaceRecord(id, { status: 'provisioning', owner: 'wsp-test-stack', plan: { ...workspaceRecord(id).plan, repos: [] } }));
+    await deps.state.createWorkspace(
+      workspaceRecord(id, {
+        status: 'provisioning',
+        owner: 'wsp-test-stack',
+        plan: { ...workspaceRecord(id).plan, repos: [] },
+      }),
+    );
     const context = { ...lambdaContext(), getRemainingTimeInMillis: () => TIME_MARGIN_MS + 300 };
     expect(await worker({ kind: 'provision', workspaceId: id }, context)).toEqual({ ran: true, reason: 'timed out' });
-    expect(await deps.state.getWorkspace(id)).toMatchObject({ status: 'failed', failure: { step: 'provision', message: 'provisioning did not finish within the worker function time limit' } });
+    expect(await deps.state.getWorkspace(id)).toMatchObject({
+      status: 'failed',
+      failure: { step: 'provision', message: 'provisioning did not finish within the worker function time limit' },
+    });
   });
 });
 
 describe('task-events handler', () => {
   const stopped = (taskArn: string, lastStatus = 'STOPPED') => ({
-    version: '0', id: 'e1', 'detail-type': 'ECS Task State Change', source: 'aws.ecs', account: '111111111111', time: new Date().toISOString(), region: 'eu-west-1',
-    resources: [taskArn], detail: { taskArn, lastStatus, desiredStatus: 'STOPPED', stoppedReason: 'Essential container in task exited', stopCode: 'EssentialContainerExited', clusterArn: 'arn:c' },
+    version: '0',
+    id: 'e1',
+    'detail-type': 'ECS Task State Change',
+    source: 'aws.ecs',
+    account: '111111111111',
+    time: new Date().toISOString(),
+    region: 'eu-west-1',
+    resources: [taskArn],
+    detail: {
+      taskArn,
+      lastStatus,
+      desiredStatus: 'STOPPED',
+      stoppedReason: 'Essential container in task exited',
+      stopCode: 'EssentialContainerExited',
+      clusterArn: 'arn:c',
+    },
   });
 
   it("marks the stopped task's running commands lost, leaves ended ones and other workspaces alone", async () => {
@@ -205,7 +263,9 @@ describe('task-events handler', () => {
     const a = 'ws-0000000000000000000000a1';
     const b = 'ws-0000000000000000000000b1';
     await deps.state.createWorkspace(workspaceRecord(a, { status: 'ready', backend: { kind: 'ecs', taskArn: arn } }));
-    await deps.state.createWorkspace(workspaceRecord(b, { status: 'ready', backend: { kind: 'ecs', taskArn: `${arn}-other` } }));
+    await deps.state.createWorkspace(
+      workspaceRecord(b, { status: 'ready', backend: { kind: 'ecs', taskArn: `${arn}-other` } }),
+    );
     await deps.state.createCommand(commandRecord(a, 'cmd-1'));
     await deps.state.createCommand(commandRecord(a, 'cmd-2', { state: 'exited', exitCode: 0 }));
     await deps.state.createCommand(commandRecord(b, 'cmd-3'));
@@ -213,15 +273,26 @@ describe('task-events handler', () => {
     expect(await taskEvents(stopped(arn, 'RUNNING'), lambdaContext())).toMatchObject({ commandsLost: 0 });
     expect((await deps.state.getCommand(a, 'cmd-1'))?.state).toBe('running');
 
-    expect(await taskEvents(stopped(arn), lambdaContext())).toEqual({ taskArn: arn, lastStatus: 'STOPPED', workspaces: [a], commandsLost: 1 });
-    expect(await deps.state.getCommand(a, 'cmd-1')).toMatchObject({ state: 'lost', reason: 'workspace task stopped: Essential container in task exited' });
+    expect(await taskEvents(stopped(arn), lambdaContext())).toEqual({
+      taskArn: arn,
+      lastStatus: 'STOPPED',
+      workspaces: [a],
+      commandsLost: 1,
+    });
+    expect(await deps.state.getCommand(a, 'cmd-1')).toMatchObject({
+      state: 'lost',
+      reason: 'workspace task stopped: Essential container in task exited',
+    });
     expect((await deps.state.getCommand(a, 'cmd-2'))?.state).toBe('exited');
     expect((await deps.state.getCommand(b, 'cmd-3'))?.state).toBe('running');
   });
 
   it('ignores events that are not ECS task state changes', async () => {
     await deploy();
-    expect(await taskEvents({ 'detail-type': 'Something Else', detail: {} }, lambdaContext())).toEqual({ workspaces: [], commandsLost: 0 });
+    expect(await taskEvents({ 'detail-type': 'Something Else', detail: {} }, lambdaContext())).toEqual({
+      workspaces: [],
+      commandsLost: 0,
+    });
   });
 });
 
@@ -231,9 +302,30 @@ describe('janitor handler', () => {
     const { deps } = await lambdaContainer();
     const past = Math.floor(Date.now() / 1000) - 60;
     const now = new Date().toISOString();
-    await deps.state.createWorkspace(workspaceRecord('ws-0000000000000000000000e1', { status: 'failed', owner: 'wsp-test-stack', expiresAt: past, updatedAt: now }));
-    await deps.state.createWorkspace(workspaceRecord('ws-0000000000000000000000e2', { status: 'failed', owner: 'someone-else', expiresAt: past, updatedAt: now }));
-    await deps.state.createWorkspace(workspaceRecord('ws-0000000000000000000000e3', { status: 'failed', owner: 'wsp-test-stack', expiresAt: past + 3600, updatedAt: now }));
+    await deps.state.createWorkspace(
+      workspaceRecord('ws-0000000000000000000000e1', {
+        status: 'failed',
+        owner: 'wsp-test-stack',
+        expiresAt: past,
+        updatedAt: now,
+      }),
+    );
+    await deps.state.createWorkspace(
+      workspaceRecord('ws-0000000000000000000000e2', {
+        status: 'failed',
+        owner: 'someone-else',
+        expiresAt: past,
+        updatedAt: now,
+      }),
+    );
+    await deps.state.createWorkspace(
+      workspaceRecord('ws-0000000000000000000000e3', {
+        status: 'failed',
+        owner: 'wsp-test-stack',
+        expiresAt: past + 3600,
+        updatedAt: now,
+      }),
+    );
     const report = await janitor({ source: 'aws.scheduler' }, lambdaContext());
     expect(report).toMatchObject({ expired: ['ws-0000000000000000000000e1'], idle: [] });
     expect((await deps.state.getWorkspace('ws-0000000000000000000000e1'))?.status).toBe('deleted');
@@ -248,16 +340,35 @@ describe('janitor handler: work whose worker was lost', () => {
     const { deps } = await lambdaContainer();
     const stale = new Date(Date.now() - ABANDONED_AFTER_MS - 60_000).toISOString();
     const fresh = new Date(Date.now() - 60_000).toISOString();
-    const ids = { lostProvision: 'ws-0000000000000000000000a1', lostReset: 'ws-0000000000000000000000a2', working: 'ws-0000000000000000000000a3', other: 'ws-0000000000000000000000a4' };
-    await deps.state.createWorkspace(workspaceRecord(ids.lostProvision, { status: 'provisioning', owner: 'wsp-test-stack', updatedAt: stale }));
-    await deps.state.createWorkspace(workspaceRecord(ids.lostReset, { status: 'resetting', owner: 'wsp-test-stack', updatedAt: stale }));
-    await deps.state.createWorkspace(workspaceRecord(ids.working, { status: 'provisioning', owner: 'wsp-test-stack', updatedAt: fresh }));
-    await deps.state.createWorkspace(workspaceRecord(ids.other, { status: 'provisioning', owner: 'someone-else', updatedAt: stale }));
+    const ids = {
+      lostProvision: 'ws-0000000000000000000000a1',
+      lostReset: 'ws-0000000000000000000000a2',
+      working: 'ws-0000000000000000000000a3',
+      other: 'ws-0000000000000000000000a4',
+    };
+    await deps.state.createWorkspace(
+      workspaceRecord(ids.lostProvision, { status: 'provisioning', owner: 'wsp-test-stack', updatedAt: stale }),
+    );
+    await deps.state.createWorkspace(
+      workspaceRecord(ids.lostReset, { status: 'resetting', owner: 'wsp-test-stack', updatedAt: stale }),
+    );
+    await deps.state.createWorkspace(
+      workspaceRecord(ids.working, { status: 'provisioning', owner: 'wsp-test-stack', updatedAt: fresh }),
+    );
+    await deps.state.createWorkspace(
+      workspaceRecord(ids.other, { status: 'provisioning', owner: 'someone-else', updatedAt: stale }),
+    );
     const report = await janitor({ source: 'aws.scheduler' }, lambdaContext());
     expect(report.abandoned.sort()).toEqual([ids.lostProvision, ids.lostReset]);
     const lost = await deps.state.getWorkspace(ids.lostProvision);
-    expect(lost).toMatchObject({ status: 'failed', failure: { step: 'provision', message: expect.stringMatching(/no progress for 16 min/) } });
-    expect((await deps.state.getWorkspace(ids.lostReset))).toMatchObject({ status: 'failed', failure: { step: 'reset' } });
+    expect(lost).toMatchObject({
+      status: 'failed',
+      failure: { step: 'provision', message: expect.stringMatching(/no progress for 16 min/) },
+    });
+    expect(await deps.state.getWorkspace(ids.lostReset)).toMatchObject({
+      status: 'failed',
+      failure: { step: 'reset' },
+    });
     expect((await deps.state.getWorkspace(ids.working))?.status).toBe('provisioning');
     expect((await deps.state.getWorkspace(ids.other))?.status).toBe('provisioning');
   });
@@ -289,7 +400,10 @@ describe('function timeout', () => {
       const context = { ...lambdaContext(), getRemainingTimeInMillis: () => 300 };
       const r = parseResult(await api(apiEvent('GET', '/workspaces'), context));
       expect(r.status).toBe(503);
-      expect(r.body.error).toEqual({ code: 'backend_unavailable', message: 'the request did not finish within the function timeout; retry, or long-poll with a shorter waitMs' });
+      expect(r.body.error).toEqual({
+        code: 'backend_unavailable',
+        message: 'the request did not finish within the function timeout; retry, or long-poll with a shorter waitMs',
+      });
     } finally {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => silent.close(() => resolve()));

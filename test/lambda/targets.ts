@@ -54,8 +54,14 @@ function headersFor(request: ApiRequest, token: string): { headers: Record<strin
   const auth = request.auth ?? 'ok';
   if (auth === 'ok') headers['authorization'] = `Bearer ${token}`;
   if (auth === 'wrong') headers['authorization'] = `Bearer not-the-${token.slice(0, 4)}-key`;
-  const body = request.body === undefined ? undefined : typeof request.body === 'string' ? request.body : JSON.stringify(request.body);
-  if (body !== undefined && request.contentType !== null) headers['content-type'] = request.contentType ?? 'application/json';
+  const body =
+    request.body === undefined
+      ? undefined
+      : typeof request.body === 'string'
+        ? request.body
+        : JSON.stringify(request.body);
+  if (body !== undefined && request.contentType !== null)
+    headers['content-type'] = request.contentType ?? 'application/json';
   return { headers, body };
 }
 
@@ -66,7 +72,11 @@ export async function httpTarget(config: ConfigInput): Promise<ApiTarget & { wsp
     wsp,
     async call(request) {
       const { headers, body } = headersFor(request, wsp.token);
-      const res = await fetch(wsp.url + request.url, { method: request.method, headers, ...(body !== undefined ? { body } : {}) });
+      const res = await fetch(wsp.url + request.url, {
+        method: request.method,
+        headers,
+        ...(body !== undefined ? { body } : {}),
+      });
       const text = await res.text();
       wsp.responses.push(text);
       let parsed: unknown;
@@ -102,20 +112,31 @@ export async function lambdaTarget(config: ConfigInput, dynamoEndpoint: string, 
       const run = workerHandler(payload, lambdaContext('wsp-worker')).then((result) => {
         if ('ran' in result && !result.ran) logs.push(`worker refused a job: ${result.reason}`);
       });
-      const tracked = run.catch((e: unknown) => void logs.push(`worker failed: ${String(e)}`)).finally(() => background.delete(tracked));
+      const tracked = run
+        .catch((e: unknown) => void logs.push(`worker failed: ${String(e)}`))
+        .finally(() => background.delete(tracked));
       background.add(tracked);
     },
   };
   const keyHashes = parseKeyHashes(hashApiKey(token));
-  const parsed = parseConfig({ ...config, dataDir, state: { tableName: 'wsp-eq', embedded: false }, auth: { disabled: true } });
+  const parsed = parseConfig({
+    ...config,
+    dataDir,
+    state: { tableName: 'wsp-eq', embedded: false },
+    auth: { disabled: true },
+  });
   await configureLambda({
     env: { ...process.env, WSP_API_KEY_HASHES: hashApiKey(token), WSP_INSTANCE_ID: 'wsp-eq-lambda', WSP_MODE: 'local' },
     config: parsed,
     dynamoEndpoint,
-    backend: ({ dataDir: dir, instanceId, log: backendLog }) => createLocalBackend({ dataDir: dir, owner: instanceId, log: backendLog }),
+    backend: ({ dataDir: dir, instanceId, log: backendLog }) =>
+      createLocalBackend({ dataDir: dir, owner: instanceId, log: backendLog }),
     jobs,
     // Git operations go through the worker handler as they do deployed (a synchronous invoke), JSON both ways.
-    gitOps: async (op) => JSON.parse(JSON.stringify(await workerHandler({ gitOp: JSON.parse(JSON.stringify(op)) }, lambdaContext('wsp-worker')))),
+    gitOps: async (op) =>
+      JSON.parse(
+        JSON.stringify(await workerHandler({ gitOp: JSON.parse(JSON.stringify(op)) }, lambdaContext('wsp-worker'))),
+      ),
     log,
   });
   return {

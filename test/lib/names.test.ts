@@ -9,9 +9,28 @@ import { newCommandId, newSystemCommandId, newWorkspaceId } from '../../shared/s
 describe('checkName: the one rule for names that become paths, tags and keys', () => {
   it('accepts every name the provider produces', () => {
     // The key reads only these plan fields.
-    const plan = { home: '/home/dev', root: '/', user: { name: 'dev', uid: 1000, gid: 1000 }, repos: [] } as unknown as WorkspacePlan;
-    const key = computeCacheKey({ backendKind: 'local', baseIdentity: 'host', plan, setupScript: 'true', setupEnv: {}, keyFiles: {} });
-    for (const name of [key, newWorkspaceId(), newCommandId(), newSystemCommandId(), `${randomBytes(8).toString('hex')}.bundle`, 'x'.repeat(120)]) {
+    const plan = {
+      home: '/home/dev',
+      root: '/',
+      user: { name: 'dev', uid: 1000, gid: 1000 },
+      repos: [],
+    } as unknown as WorkspacePlan;
+    const key = computeCacheKey({
+      backendKind: 'local',
+      baseIdentity: 'host',
+      plan,
+      setupScript: 'true',
+      setupEnv: {},
+      keyFiles: {},
+    });
+    for (const name of [
+      key,
+      newWorkspaceId(),
+      newCommandId(),
+      newSystemCommandId(),
+      `${randomBytes(8).toString('hex')}.bundle`,
+      'x'.repeat(120),
+    ]) {
       expect(checkName('name', name)).toBe(name);
     }
   });

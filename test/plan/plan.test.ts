@@ -29,11 +29,21 @@ describe('resolveWorkspacePlan', () => {
     const host = tmp();
     const plan = resolveWorkspacePlan(parseConfig({ repositories: [{ localPath: host, path: '.' }] }));
     expect(plan.workdir).toBe('/home/node/workspace');
-    expect(plan.repos[0]).toMatchObject({ name: '.', path: '.', target: '/home/node/workspace', source: { kind: 'localDir', hostPath: host, hasGitDir: false } });
+    expect(plan.repos[0]).toMatchObject({
+      name: '.',
+      path: '.',
+      target: '/home/node/workspace',
+      source: { kind: 'localDir', hostPath: host, hasGitDir: false },
+    });
   });
 
   it('honours a home and guest-path override everywhere', () => {
-    const plan = resolveWorkspacePlan(parseConfig({ workspace: { home: '/home/agent', guestPath: '/home/agent/src' }, repositories: [{ url: 'https://example.com/a.git', path: 'a' }] }));
+    const plan = resolveWorkspacePlan(
+      parseConfig({
+        workspace: { home: '/home/agent', guestPath: '/home/agent/src' },
+        repositories: [{ url: 'https://example.com/a.git', path: 'a' }],
+      }),
+    );
     expect(plan.home).toBe('/home/agent');
     expect(plan.root).toBe('/home/agent/src');
     expect(plan.repos[0]!.target).toBe('/home/agent/src/a');
@@ -44,7 +54,11 @@ describe('resolveWorkspacePlan', () => {
     fs.mkdirSync(path.join(base, 'proj'));
     const rel = resolveWorkspacePlan(parseConfig({ repositories: [{ localPath: 'proj', path: 'p' }] }), {}, base);
     expect(rel.repos[0]!.source).toMatchObject({ kind: 'localDir', hostPath: path.join(base, 'proj') });
-    const abs = resolveWorkspacePlan(parseConfig({ repositories: [{ localPath: path.join(base, 'proj'), path: 'p' }] }), {}, '/somewhere/else');
+    const abs = resolveWorkspacePlan(
+      parseConfig({ repositories: [{ localPath: path.join(base, 'proj'), path: 'p' }] }),
+      {},
+      '/somewhere/else',
+    );
     expect(abs.repos[0]!.source).toMatchObject({ kind: 'localDir', hostPath: path.join(base, 'proj') });
   });
 
@@ -56,7 +70,13 @@ describe('resolveWorkspacePlan', () => {
   });
 
   it('applies request refs and env over the config', () => {
-    const plan = resolveWorkspacePlan(parseConfig({ repositories: [{ url: 'https://example.com/a.git', path: 'a', ref: 'main' }], workspace: { env: { A: '1', B: '1' } } }), { refs: { a: 'v2' }, env: { B: '2' } });
+    const plan = resolveWorkspacePlan(
+      parseConfig({
+        repositories: [{ url: 'https://example.com/a.git', path: 'a', ref: 'main' }],
+        workspace: { env: { A: '1', B: '1' } },
+      }),
+      { refs: { a: 'v2' }, env: { B: '2' } },
+    );
     expect(plan.repos[0]!.source).toMatchObject({ kind: 'git', ref: 'v2' });
     expect(plan.env).toEqual({ A: '1', B: '2' });
   });

@@ -77,7 +77,9 @@ describe('SecretsManagerSecretSource', () => {
   });
 
   it('caches for the TTL and picks up a rotated value after it', async () => {
-    sm.on(GetSecretValueCommand).resolvesOnce({ SecretString: SECRET, ...meta }).resolves({ SecretString: ROTATED, ...meta });
+    sm.on(GetSecretValueCommand)
+      .resolvesOnce({ SecretString: SECRET, ...meta })
+      .resolves({ SecretString: ROTATED, ...meta });
     expect(await source.resolve('secretsmanager:git/token')).toBe(SECRET);
     nowMs += 59_999;
     expect(await source.resolve('secretsmanager:git/token')).toBe(SECRET);
@@ -89,7 +91,9 @@ describe('SecretsManagerSecretSource', () => {
 
   it('defaults the TTL to five minutes', async () => {
     const defaults = new SecretsManagerSecretSource({ client, now });
-    sm.on(GetSecretValueCommand).resolvesOnce({ SecretString: SECRET, ...meta }).resolves({ SecretString: ROTATED, ...meta });
+    sm.on(GetSecretValueCommand)
+      .resolvesOnce({ SecretString: SECRET, ...meta })
+      .resolves({ SecretString: ROTATED, ...meta });
     expect(await defaults.resolve('secretsmanager:t')).toBe(SECRET);
     nowMs += 5 * 60_000 - 1;
     expect(await defaults.resolve('secretsmanager:t')).toBe(SECRET);
@@ -106,7 +110,9 @@ describe('SecretsManagerSecretSource', () => {
 
   it('maps ResourceNotFoundException to BadRequestError naming the reference, and does not cache failures', async () => {
     sm.on(GetSecretValueCommand)
-      .rejectsOnce(new ResourceNotFoundException({ message: "Secrets Manager can't find the specified secret.", ...meta }))
+      .rejectsOnce(
+        new ResourceNotFoundException({ message: "Secrets Manager can't find the specified secret.", ...meta }),
+      )
       .resolves({ SecretString: SECRET, ...meta });
     const err = await rejection(source.resolve('secretsmanager:git/missing'));
     expect(err).toBeInstanceOf(BadRequestError);
@@ -118,7 +124,12 @@ describe('SecretsManagerSecretSource', () => {
 
   it('maps AccessDeniedException to BackendUnavailableError', async () => {
     // Not a modelled exception of this client: AWS returns it as a generic service error by name.
-    const denied = new SecretsManagerServiceException({ name: 'AccessDeniedException', $fault: 'client', message: 'User is not authorized', ...meta });
+    const denied = new SecretsManagerServiceException({
+      name: 'AccessDeniedException',
+      $fault: 'client',
+      message: 'User is not authorized',
+      ...meta,
+    });
     sm.on(GetSecretValueCommand).rejects(denied);
     const err = await rejection(source.resolve('secretsmanager:git/token#token'));
     expect(err).toBeInstanceOf(BackendUnavailableError);
@@ -128,13 +139,18 @@ describe('SecretsManagerSecretSource', () => {
   });
 
   it('maps decryption and service failures to BackendUnavailableError', async () => {
-    sm.on(GetSecretValueCommand).rejectsOnce(new DecryptionFailure({ message: 'kms', ...meta })).rejectsOnce(new InternalServiceError({ message: 'boom', ...meta }));
+    sm.on(GetSecretValueCommand)
+      .rejectsOnce(new DecryptionFailure({ message: 'kms', ...meta }))
+      .rejectsOnce(new InternalServiceError({ message: 'boom', ...meta }));
     expect(await rejection(source.resolve('secretsmanager:a'))).toBeInstanceOf(BackendUnavailableError);
     expect(await rejection(source.resolve('secretsmanager:a'))).toBeInstanceOf(BackendUnavailableError);
   });
 
   it('rejects a missing JSON key, a non-string value and a non-JSON secret without echoing the value', async () => {
-    sm.on(GetSecretValueCommand, { SecretId: 'json' }).resolves({ SecretString: JSON.stringify({ token: SECRET, n: 42, o: { t: SECRET } }), ...meta });
+    sm.on(GetSecretValueCommand, { SecretId: 'json' }).resolves({
+      SecretString: JSON.stringify({ token: SECRET, n: 42, o: { t: SECRET } }),
+      ...meta,
+    });
     sm.on(GetSecretValueCommand, { SecretId: 'plain' }).resolves({ SecretString: SECRET, ...meta });
     sm.on(GetSecretValueCommand, { SecretId: 'array' }).resolves({ SecretString: JSON.stringify([SECRET]), ...meta });
 

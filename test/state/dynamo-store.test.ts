@@ -29,7 +29,12 @@ if (local.state === 'skipped') {
 describe('DynamoStateStore when the endpoint is down', () => {
   it('raises BackendUnavailableError, keeping the cause', async () => {
     const embedded = await startEmbeddedDynamo();
-    const { client, doc } = createDynamoClients({ endpoint: embedded.endpoint, socketPath: embedded.socketPath, region: 'us-east-1', env: {} });
+    const { client, doc } = createDynamoClients({
+      endpoint: embedded.endpoint,
+      socketPath: embedded.socketPath,
+      region: 'us-east-1',
+      env: {},
+    });
     await ensureTable(client, 'wsp');
     const store = new DynamoStateStore(doc, 'wsp');
     await store.createWorkspace(workspaceRecord('ws-1'));
@@ -39,7 +44,9 @@ describe('DynamoStateStore when the endpoint is down', () => {
       expect(err).toBeInstanceOf(BackendUnavailableError);
       expect((err as Error).message).toMatch(/^state store unavailable/);
       expect((err as Error).cause).toBeInstanceOf(Error);
-      expect(await store.updateWorkspace('ws-1', 1, { status: 'ready' }).catch((e: unknown) => e)).toBeInstanceOf(BackendUnavailableError);
+      expect(await store.updateWorkspace('ws-1', 1, { status: 'ready' }).catch((e: unknown) => e)).toBeInstanceOf(
+        BackendUnavailableError,
+      );
       expect(await ensureTable(client, 'other').catch((e: unknown) => e)).toBeInstanceOf(BackendUnavailableError);
     } finally {
       client.destroy();

@@ -1,5 +1,17 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -29,7 +41,12 @@ async function start(dir?: string): Promise<EmbeddedDynamo> {
 }
 
 function storeOn(embedded: EmbeddedDynamo): { store: DynamoStateStore; ready: Promise<void> } {
-  const { client, doc } = createDynamoClients({ endpoint: embedded.endpoint, socketPath: embedded.socketPath, region: 'us-east-1', env: {} });
+  const { client, doc } = createDynamoClients({
+    endpoint: embedded.endpoint,
+    socketPath: embedded.socketPath,
+    region: 'us-east-1',
+    env: {},
+  });
   cleanups.push(() => client.destroy());
   return { store: new DynamoStateStore(doc, 'wsp'), ready: ensureTable(client, 'wsp') };
 }
@@ -173,7 +190,9 @@ describe('the embedded store is reachable only through a root-only unix socket',
   it('answers DynamoDB on the socket (a raw connection gets an HTTP reply)', async () => {
     const embedded = await start();
     const reply = await new Promise<string>((resolve, reject) => {
-      const s = connect({ path: embedded.socketPath }, () => s.end('GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'));
+      const s = connect({ path: embedded.socketPath }, () =>
+        s.end('GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'),
+      );
       let data = '';
       s.on('data', (d) => (data += String(d)));
       s.on('end', () => resolve(data));

@@ -27,7 +27,12 @@ export function useFreshTable(startEndpoint: () => Promise<Endpoint>, prefix: st
   let tableCount = 0;
   beforeAll(async () => {
     endpoint = await startEndpoint();
-    clients = createDynamoClients({ endpoint: endpoint.endpoint, ...(endpoint.socketPath !== undefined ? { socketPath: endpoint.socketPath } : {}), region: 'us-east-1', env: {} });
+    clients = createDynamoClients({
+      endpoint: endpoint.endpoint,
+      ...(endpoint.socketPath !== undefined ? { socketPath: endpoint.socketPath } : {}),
+      region: 'us-east-1',
+      env: {},
+    });
   });
   afterAll(async () => {
     clients?.client.destroy();

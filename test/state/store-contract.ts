@@ -50,7 +50,10 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
     });
 
     it('round-trips a workspace through create, get, list and update', async () => {
-      const record = workspaceRecord('ws-1', { expiresAt: 1_900_000_000, lease: { owner: 'instance-1', expiresAt: 1_800_000_000 } });
+      const record = workspaceRecord('ws-1', {
+        expiresAt: 1_900_000_000,
+        lease: { owner: 'instance-1', expiresAt: 1_800_000_000 },
+      });
       await store.createWorkspace(record);
       expect(await store.getWorkspace('ws-1')).toEqual(record);
       expect(await store.getWorkspace('nope')).toBeUndefined();
@@ -59,7 +62,12 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
       const updated = await store.updateWorkspace(
         'ws-1',
         1,
-        { status: 'ready', repos: [{ name: 'app', path: 'app', commit: 'b'.repeat(40) }], lease: undefined, updatedAt: '2025-01-01T00:01:00.000Z' },
+        {
+          status: 'ready',
+          repos: [{ name: 'app', path: 'app', commit: 'b'.repeat(40) }],
+          lease: undefined,
+          updatedAt: '2025-01-01T00:01:00.000Z',
+        },
         ['provisioning'],
       );
       const { lease: _dropped, ...withoutLease } = record;
@@ -77,14 +85,23 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
     it('stores the record as attributes with table keys and ttl from expiresAt', async () => {
       await store.createWorkspace(workspaceRecord('ws-1', { expiresAt: 1_900_000_000 }));
       const raw = await clients.doc.send(new GetCommand({ TableName: tableName, Key: { pk: 'WS#ws-1', sk: 'META' } }));
-      expect(raw.Item).toMatchObject({ gsi1pk: 'WS', gsi1sk: '2025-01-01T00:00:00.000Z#ws-1', ttl: 1_900_000_000, status: 'provisioning' });
+      expect(raw.Item).toMatchObject({
+        gsi1pk: 'WS',
+        gsi1sk: '2025-01-01T00:00:00.000Z#ws-1',
+        ttl: 1_900_000_000,
+        status: 'provisioning',
+      });
       expect(typeof raw.Item?.plan).toBe('object');
 
       await store.updateWorkspace('ws-1', 1, { expiresAt: 2_000_000_000 });
-      const after = await clients.doc.send(new GetCommand({ TableName: tableName, Key: { pk: 'WS#ws-1', sk: 'META' } }));
+      const after = await clients.doc.send(
+        new GetCommand({ TableName: tableName, Key: { pk: 'WS#ws-1', sk: 'META' } }),
+      );
       expect(after.Item?.ttl).toBe(2_000_000_000);
       await store.updateWorkspace('ws-1', 2, { expiresAt: undefined });
-      const cleared = await clients.doc.send(new GetCommand({ TableName: tableName, Key: { pk: 'WS#ws-1', sk: 'META' } }));
+      const cleared = await clients.doc.send(
+        new GetCommand({ TableName: tableName, Key: { pk: 'WS#ws-1', sk: 'META' } }),
+      );
       expect(cleared.Item).not.toHaveProperty('ttl');
       expect(cleared.Item).not.toHaveProperty('expiresAt');
     });
@@ -111,7 +128,9 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
 
     it('turns a status outside expectedStatus into ConflictError and writes nothing', async () => {
       await store.createWorkspace(workspaceRecord('ws-1'));
-      const err = await store.updateWorkspace('ws-1', 1, { status: 'ready' }, ['resetting', 'ready']).catch((e: unknown) => e);
+      const err = await store
+        .updateWorkspace('ws-1', 1, { status: 'ready' }, ['resetting', 'ready'])
+        .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ConflictError);
       expect((err as Error).message).toContain("is 'provisioning'");
       expect(await store.getWorkspace('ws-1')).toMatchObject({ status: 'provisioning', version: 1 });
@@ -123,8 +142,12 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
       const err = await store.updateWorkspace('ghost', 1, { status: 'ready' }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(NotFoundError);
       expect(await store.getWorkspace('ghost')).toBeUndefined();
-      expect(await store.updateCommand('ghost', 'c1', 1, { state: 'exited' }).catch((e: unknown) => e)).toBeInstanceOf(NotFoundError);
-      expect(await store.updateCacheEntry('ghost', 1, { status: 'ready' }).catch((e: unknown) => e)).toBeInstanceOf(NotFoundError);
+      expect(await store.updateCommand('ghost', 'c1', 1, { state: 'exited' }).catch((e: unknown) => e)).toBeInstanceOf(
+        NotFoundError,
+      );
+      expect(await store.updateCacheEntry('ghost', 1, { status: 'ready' }).catch((e: unknown) => e)).toBeInstanceOf(
+        NotFoundError,
+      );
     });
 
     it('refuses to change a record identity through a patch', async () => {
@@ -161,11 +184,24 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
         );
       }
       const send = vi.spyOn(clients.doc, 'send');
-      expect((await paged.listWorkspaces()).map((w) => w.id)).toEqual(['ws-0', 'ws-1', 'ws-2', 'ws-3', 'ws-4', 'ws-5', 'ws-6']);
+      expect((await paged.listWorkspaces()).map((w) => w.id)).toEqual([
+        'ws-0',
+        'ws-1',
+        'ws-2',
+        'ws-3',
+        'ws-4',
+        'ws-5',
+        'ws-6',
+      ]);
       // 7 items at 2 per page: the list really followed LastEvaluatedKey.
       expect(send.mock.calls.filter(([command]) => command instanceof QueryCommand).length).toBeGreaterThanOrEqual(4);
       send.mockRestore();
-      expect((await paged.listWorkspaces({ owner: 'even' })).map((w) => w.id)).toEqual(['ws-0', 'ws-2', 'ws-4', 'ws-6']);
+      expect((await paged.listWorkspaces({ owner: 'even' })).map((w) => w.id)).toEqual([
+        'ws-0',
+        'ws-2',
+        'ws-4',
+        'ws-6',
+      ]);
       expect((await paged.listWorkspaces({ owner: 'odd', status: ['ready'] })).map((w) => w.id)).toEqual(['ws-1']);
       expect(await paged.listWorkspaces({ status: [] })).toEqual([]);
       // Commands and cache entries never show up as workspaces.
@@ -179,7 +215,9 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
       await paged.createWorkspace(workspaceRecord('ws-1'));
       for (const id of ['c1', 'c2', 'c3', 'c4', 'c5']) await paged.createCommand(commandRecord('ws-1', id));
       await paged.createCommand(commandRecord('ws-2', 'c1'));
-      expect(await paged.createCommand(commandRecord('ws-1', 'c1')).catch((e: unknown) => e)).toBeInstanceOf(ConflictError);
+      expect(await paged.createCommand(commandRecord('ws-1', 'c1')).catch((e: unknown) => e)).toBeInstanceOf(
+        ConflictError,
+      );
 
       expect((await paged.listCommands('ws-1')).map((c) => c.id)).toEqual(['c1', 'c2', 'c3', 'c4', 'c5']);
       const done = await paged.updateCommand('ws-1', 'c2', 1, {
@@ -200,7 +238,9 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
       });
       expect(await paged.getCommand('ws-1', 'c2')).toEqual(done);
       expect(await paged.getCommand('ws-1', 'nope')).toBeUndefined();
-      expect(await paged.updateCommand('ws-1', 'c2', 1, { state: 'lost' }).catch((e: unknown) => e)).toBeInstanceOf(ConflictError);
+      expect(await paged.updateCommand('ws-1', 'c2', 1, { state: 'lost' }).catch((e: unknown) => e)).toBeInstanceOf(
+        ConflictError,
+      );
     });
 
     it('deleteWorkspace removes the record, every command and its idempotency key', async () => {
@@ -230,7 +270,9 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
     it('claims an idempotency key once and returns the first id to everyone', async () => {
       expect(await store.claimIdempotencyKey('key-a', 'ws-1')).toBe('ws-1');
       expect(await store.claimIdempotencyKey('key-a', 'ws-2')).toBe('ws-1');
-      const racers = await Promise.all(Array.from({ length: 5 }, (_, i) => store.claimIdempotencyKey('key-b', `ws-${i}`)));
+      const racers = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => store.claimIdempotencyKey('key-b', `ws-${i}`)),
+      );
       expect(new Set(racers).size).toBe(1);
     });
 
@@ -244,7 +286,9 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
     it('manages cache entries: create once, update, list, delete by version', async () => {
       const entry = cacheEntryRecord('key-1');
       await store.createCacheEntry(entry);
-      const again = await store.createCacheEntry(cacheEntryRecord('key-1', { backendKind: 'docker' })).catch((e: unknown) => e);
+      const again = await store
+        .createCacheEntry(cacheEntryRecord('key-1', { backendKind: 'docker' }))
+        .catch((e: unknown) => e);
       expect(again).toBeInstanceOf(ConflictError);
       expect(await store.getCacheEntry('key-1')).toEqual(entry);
 
@@ -255,7 +299,13 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
         sizeBytes: 1234,
       });
       const { lease: _l, ...rest } = entry;
-      expect(ready).toEqual({ ...rest, status: 'ready', version: 2, snapshot: { kind: 'local', dir: '/data/cache/key-1' }, sizeBytes: 1234 });
+      expect(ready).toEqual({
+        ...rest,
+        status: 'ready',
+        version: 2,
+        snapshot: { kind: 'local', dir: '/data/cache/key-1' },
+        sizeBytes: 1234,
+      });
       await store.createCacheEntry(cacheEntryRecord('key-2', { createdAt: '2025-01-02T00:00:00.000Z' }));
       await store.createWorkspace(workspaceRecord('ws-1'));
       expect((await store.listCacheEntries()).map((e) => e.key)).toEqual(['key-1', 'key-2']);
@@ -270,7 +320,9 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
     it('reports an item deleted under a writer as NotFoundError', async () => {
       await store.createWorkspace(workspaceRecord('ws-1'));
       await clients.doc.send(new DeleteCommand({ TableName: tableName, Key: { pk: 'WS#ws-1', sk: 'META' } }));
-      expect(await store.updateWorkspace('ws-1', 1, { status: 'ready' }).catch((e: unknown) => e)).toBeInstanceOf(NotFoundError);
+      expect(await store.updateWorkspace('ws-1', 1, { status: 'ready' }).catch((e: unknown) => e)).toBeInstanceOf(
+        NotFoundError,
+      );
     });
   });
 }

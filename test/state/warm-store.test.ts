@@ -41,7 +41,9 @@ function warmStoreSuite(name: string, startEndpoint: () => Promise<Endpoint>): v
       expect(await store.getWarmTask('k1', 'nope')).toBeUndefined();
       expect(await store.getWarmTask('k2', 'a')).toBeUndefined();
 
-      const raw = await clients.doc.send(new GetCommand({ TableName: tableName, Key: { pk: 'WARM#k1', sk: 'TASK#a' } }));
+      const raw = await clients.doc.send(
+        new GetCommand({ TableName: tableName, Key: { pk: 'WARM#k1', sk: 'TASK#a' } }),
+      );
       expect(raw.Item).toMatchObject({ gsi1pk: 'WARM', gsi1sk: '2025-01-01T00:00:00.000Z#k1#a', status: 'starting' });
 
       const again = await store.putWarmTask(warmTask('k1', 'a', { status: 'ready' })).catch((e: unknown) => e);
@@ -51,7 +53,9 @@ function warmStoreSuite(name: string, startEndpoint: () => Promise<Endpoint>): v
 
     it('lists one pool oldest first, or every pool, and never mixes with workspaces or cache entries', async () => {
       await store.putWarmTask(warmTask('k1', 'z-old', { createdAt: '2025-01-01T00:00:01.000Z' }));
-      await store.putWarmTask(warmTask('k1', 'a-new', { createdAt: '2025-01-01T00:00:02.000Z', taskArn: 'arn:task/1' }));
+      await store.putWarmTask(
+        warmTask('k1', 'a-new', { createdAt: '2025-01-01T00:00:02.000Z', taskArn: 'arn:task/1' }),
+      );
       await store.putWarmTask(warmTask('k2', 'b', { createdAt: '2025-01-01T00:00:00.500Z' }));
       // Same sort-key shapes as other kinds: a cache entry and a workspace named like the pool.
       await store.createCacheEntry(cacheEntryRecord('k1'));
@@ -60,28 +64,43 @@ function warmStoreSuite(name: string, startEndpoint: () => Promise<Endpoint>): v
       expect((await store.listWarmTasks('k1')).map((r) => r.id)).toEqual(['z-old', 'a-new']);
       expect((await store.listWarmTasks('k2')).map((r) => r.id)).toEqual(['b']);
       expect(await store.listWarmTasks('k3')).toEqual([]);
-      expect((await store.listWarmTasks()).map((r) => `${r.cacheKey}/${r.id}`)).toEqual(['k2/b', 'k1/z-old', 'k1/a-new']);
+      expect((await store.listWarmTasks()).map((r) => `${r.cacheKey}/${r.id}`)).toEqual([
+        'k2/b',
+        'k1/z-old',
+        'k1/a-new',
+      ]);
       expect((await store.listCacheEntries()).map((e) => e.key)).toEqual(['k1']);
       expect((await store.listWorkspaces()).map((w) => w.id)).toEqual(['k1']);
     });
 
     it('pages a pool listing', async () => {
       const paged = new DynamoStateStore(clients.doc, tableName, { pageSize: 2 });
-      for (let i = 0; i < 5; i++) await paged.putWarmTask(warmTask('k1', `t${i}`, { createdAt: `2025-01-01T00:00:0${i}.000Z` }));
+      for (let i = 0; i < 5; i++)
+        await paged.putWarmTask(warmTask('k1', `t${i}`, { createdAt: `2025-01-01T00:00:0${i}.000Z` }));
       expect((await paged.listWarmTasks('k1')).map((r) => r.id)).toEqual(['t0', 't1', 't2', 't3', 't4']);
       expect(await paged.listWarmTasks()).toHaveLength(5);
     });
 
     it('updates conditionally on version and status, and removes fields patched to undefined', async () => {
       await store.putWarmTask(warmTask('k1', 'a'));
-      const withArn = await store.updateWarmTask('k1', 'a', 1, { taskArn: 'arn:task/1', updatedAt: '2025-01-01T00:01:00.000Z' }, ['starting']);
-      expect(withArn).toEqual(warmTask('k1', 'a', { taskArn: 'arn:task/1', updatedAt: '2025-01-01T00:01:00.000Z', version: 2 }));
+      const withArn = await store.updateWarmTask(
+        'k1',
+        'a',
+        1,
+        { taskArn: 'arn:task/1', updatedAt: '2025-01-01T00:01:00.000Z' },
+        ['starting'],
+      );
+      expect(withArn).toEqual(
+        warmTask('k1', 'a', { taskArn: 'arn:task/1', updatedAt: '2025-01-01T00:01:00.000Z', version: 2 }),
+      );
 
       const stale = await store.updateWarmTask('k1', 'a', 1, { status: 'ready' }).catch((e: unknown) => e);
       expect(stale).toBeInstanceOf(ConflictError);
       expect((stale as ConflictError).details).toMatchObject({ expectedVersion: 1, storedVersion: 2 });
 
-      const wrongStatus = await store.updateWarmTask('k1', 'a', 2, { status: 'claimed' }, ['ready']).catch((e: unknown) => e);
+      const wrongStatus = await store
+        .updateWarmTask('k1', 'a', 2, { status: 'claimed' }, ['ready'])
+        .catch((e: unknown) => e);
       expect(wrongStatus).toBeInstanceOf(ConflictError);
       expect((wrongStatus as Error).message).toMatch(/is 'starting', expected one of \[ready\]/);
 
@@ -91,16 +110,24 @@ function warmStoreSuite(name: string, startEndpoint: () => Promise<Endpoint>): v
       expect(unclaimed).not.toHaveProperty('claimedBy');
       expect(await store.getWarmTask('k1', 'a')).toEqual(unclaimed);
 
-      expect(await store.updateWarmTask('k1', 'a', 4, { id: 'b' }).catch((e: unknown) => e)).toBeInstanceOf(BadRequestError);
-      expect(await store.updateWarmTask('k1', 'a', 4, { cacheKey: 'k2' }).catch((e: unknown) => e)).toBeInstanceOf(BadRequestError);
-      expect(await store.updateWarmTask('k1', 'gone', 1, { status: 'ready' }).catch((e: unknown) => e)).toBeInstanceOf(NotFoundError);
+      expect(await store.updateWarmTask('k1', 'a', 4, { id: 'b' }).catch((e: unknown) => e)).toBeInstanceOf(
+        BadRequestError,
+      );
+      expect(await store.updateWarmTask('k1', 'a', 4, { cacheKey: 'k2' }).catch((e: unknown) => e)).toBeInstanceOf(
+        BadRequestError,
+      );
+      expect(await store.updateWarmTask('k1', 'gone', 1, { status: 'ready' }).catch((e: unknown) => e)).toBeInstanceOf(
+        NotFoundError,
+      );
       expect(await store.getWarmTask('k1', 'gone')).toBeUndefined();
     });
 
     it('lets exactly one of 10 concurrent ready → claimed updates win', async () => {
       await store.putWarmTask(warmTask('k1', 'a', { status: 'ready', taskArn: 'arn:task/1' }));
       const results = await Promise.allSettled(
-        Array.from({ length: 10 }, (_, i) => store.updateWarmTask('k1', 'a', 1, { status: 'claimed', claimedBy: `ws-${i}` }, ['ready'])),
+        Array.from({ length: 10 }, (_, i) =>
+          store.updateWarmTask('k1', 'a', 1, { status: 'claimed', claimedBy: `ws-${i}` }, ['ready']),
+        ),
       );
       const winners = results.filter((r) => r.status === 'fulfilled');
       expect(winners).toHaveLength(1);

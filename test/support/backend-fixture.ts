@@ -46,7 +46,12 @@ export interface BackendFixture {
   /** Default plan: resolveWorkspacePlan of the default config (no repositories). */
   readonly plan: WorkspacePlan;
   /** Create a workspace that is destroyed after the test. */
-  create(options?: { plan?: WorkspacePlan; from?: SnapshotRef; labels?: Record<string, string>; workspaceId?: string }): Promise<BackendRef>;
+  create(options?: {
+    plan?: WorkspacePlan;
+    from?: SnapshotRef;
+    labels?: Record<string, string>;
+    workspaceId?: string;
+  }): Promise<BackendRef>;
   /** Delete this snapshot after the test. */
   trackSnapshot(snapshot: SnapshotRef): SnapshotRef;
   /** Start a command (argv) and return its id without waiting. */
@@ -91,7 +96,12 @@ export function useBackendFixture(make: MakeBackend, config: ConfigInput = {}): 
     await handle?.cleanup();
   });
 
-  const start = async (ref: BackendRef, argv: string[], options: RunOptions = {}, p: WorkspacePlan = plan): Promise<string> => {
+  const start = async (
+    ref: BackendRef,
+    argv: string[],
+    options: RunOptions = {},
+    p: WorkspacePlan = plan,
+  ): Promise<string> => {
     const spec: CommandSpec = {
       commandId: options.commandId ?? newId('cmd'),
       argv,
@@ -105,7 +115,12 @@ export function useBackendFixture(make: MakeBackend, config: ConfigInput = {}): 
     return spec.commandId;
   };
 
-  const run = async (ref: BackendRef, argv: string[], options: RunOptions = {}, p: WorkspacePlan = plan): Promise<RunResult> => {
+  const run = async (
+    ref: BackendRef,
+    argv: string[],
+    options: RunOptions = {},
+    p: WorkspacePlan = plan,
+  ): Promise<RunResult> => {
     const b = need().backend;
     const commandId = await start(ref, argv, options, p);
     const status = await b.waitCommand(ref, commandId, options.waitMs ?? 60_000);

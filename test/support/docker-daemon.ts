@@ -15,16 +15,23 @@ import type { ContractHandle } from './backend-fixture.js';
 
 /** WSP_DOCKER_SOCKET, else the socket .ci/docker.sh starts, else the system default. */
 export const DOCKER_SOCKET =
-  process.env.WSP_DOCKER_SOCKET ?? [`/var/lib/wsp-ci-docker/docker.sock`, '/var/run/docker.sock'].find((s) => fs.existsSync(s)) ?? '/var/lib/wsp-ci-docker/docker.sock';
+  process.env.WSP_DOCKER_SOCKET ??
+  [`/var/lib/wsp-ci-docker/docker.sock`, '/var/run/docker.sock'].find((s) => fs.existsSync(s)) ??
+  '/var/lib/wsp-ci-docker/docker.sock';
 export const BASE_IMAGE = process.env.WSP_BASE_IMAGE ?? 'wsp-base:bookworm';
 
 /** Why Docker tests cannot run here (undefined = they can). Checked once, synchronously, at import. */
 export const dockerUnavailable: string | undefined = (() => {
   try {
-    execFileSync('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE], { stdio: 'pipe', timeout: 20_000 });
+    execFileSync('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE], {
+      stdio: 'pipe',
+      timeout: 20_000,
+    });
     return undefined;
   } catch (error) {
-    const stderr = String((error as { stderr?: Buffer }).stderr ?? '').trim().split('\n')[0];
+    const stderr = String((error as { stderr?: Buffer }).stderr ?? '')
+      .trim()
+      .split('\n')[0];
     return `no Docker daemon with image ${BASE_IMAGE} at ${DOCKER_SOCKET} (${stderr || (error as Error).message}); run .ci/docker.sh`;
   }
 })();
@@ -38,14 +45,22 @@ if (dockerUnavailable !== undefined) {
 export const dockerClient = (): Docker => new Docker({ socketPath: DOCKER_SOCKET });
 
 /** A docker backend over a fresh temp data dir and a unique owner; reopen = a second instance on both. */
-export async function makeDockerBackend(): Promise<ContractHandle & { dataDir: string; owner: string; docker: Docker }> {
+export async function makeDockerBackend(): Promise<
+  ContractHandle & { dataDir: string; owner: string; docker: Docker }
+> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-docker-'));
-  const owner = `test-${path.basename(dataDir).replace(/[^A-Za-z0-9]/g, '').toLowerCase()}`;
-  const open = (): Promise<WorkspaceBackend> => createDockerBackend({ dataDir, owner, socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE });
+  const owner = `test-${path
+    .basename(dataDir)
+    .replace(/[^A-Za-z0-9]/g, '')
+    .toLowerCase()}`;
+  const open = (): Promise<WorkspaceBackend> =>
+    createDockerBackend({ dataDir, owner, socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE });
   const backend = await open();
   const docker = dockerClient();
   const exec = async (ref: BackendRef, argv: string[]): Promise<void> => {
-    execFileSync('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'exec', String(ref.container), ...argv], { stdio: 'pipe' });
+    execFileSync('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'exec', String(ref.container), ...argv], {
+      stdio: 'pipe',
+    });
   };
   return {
     dataDir,

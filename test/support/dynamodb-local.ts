@@ -10,7 +10,13 @@ import { DynamoDBClient, ListTablesCommand } from '@aws-sdk/client-dynamodb';
  * .cache/dynamodb-local/ (npm test runs that first). A missing jar is a test failure unless
  * WSP_SKIP_DYNAMODB_LOCAL=1.
  */
-export const DYNAMODB_LOCAL_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '.cache', 'dynamodb-local');
+export const DYNAMODB_LOCAL_DIR = resolve(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  '.cache',
+  'dynamodb-local',
+);
 const JAR = join(DYNAMODB_LOCAL_DIR, 'DynamoDBLocal.jar');
 
 export type DynamoDbLocalStatus =
@@ -18,7 +24,10 @@ export type DynamoDbLocalStatus =
   | { state: 'skipped'; message: string }
   | { state: 'missing'; message: string };
 
-export function dynamoDbLocalStatus(env: NodeJS.ProcessEnv = process.env, dir = DYNAMODB_LOCAL_DIR): DynamoDbLocalStatus {
+export function dynamoDbLocalStatus(
+  env: NodeJS.ProcessEnv = process.env,
+  dir = DYNAMODB_LOCAL_DIR,
+): DynamoDbLocalStatus {
   const jar = join(dir, 'DynamoDBLocal.jar');
   if (env.WSP_SKIP_DYNAMODB_LOCAL === '1') {
     return { state: 'skipped', message: 'DynamoDB Local tests skipped (WSP_SKIP_DYNAMODB_LOCAL=1)' };
@@ -49,7 +58,15 @@ export async function startDynamoDbLocal(options: { readyTimeoutMs?: number } = 
   const port = await freePort();
   const child = spawn(
     'java',
-    [`-Djava.library.path=${join(DYNAMODB_LOCAL_DIR, 'DynamoDBLocal_lib')}`, '-jar', JAR, '-inMemory', '-port', String(port), '-disableTelemetry'],
+    [
+      `-Djava.library.path=${join(DYNAMODB_LOCAL_DIR, 'DynamoDBLocal_lib')}`,
+      '-jar',
+      JAR,
+      '-inMemory',
+      '-port',
+      String(port),
+      '-disableTelemetry',
+    ],
     { cwd: DYNAMODB_LOCAL_DIR, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
@@ -86,7 +103,8 @@ export async function startDynamoDbLocal(options: { readyTimeoutMs?: number } = 
   const deadline = Date.now() + readyTimeoutMs;
   try {
     for (;;) {
-      if (exitCode !== undefined) throw new Error(`DynamoDB Local exited (code ${exitCode}) before answering:\n${output}`);
+      if (exitCode !== undefined)
+        throw new Error(`DynamoDB Local exited (code ${exitCode}) before answering:\n${output}`);
       try {
         await client.send(new ListTablesCommand({ Limit: 1 }));
         return { endpoint, close };
@@ -94,7 +112,9 @@ export async function startDynamoDbLocal(options: { readyTimeoutMs?: number } = 
         // not listening yet
       }
       if (Date.now() > deadline) {
-        throw new Error(`DynamoDB Local did not answer ListTables on ${endpoint} within ${readyTimeoutMs} ms:\n${output}`);
+        throw new Error(
+          `DynamoDB Local did not answer ListTables on ${endpoint} within ${readyTimeoutMs} ms:\n${output}`,
+        );
       }
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -27,7 +27,9 @@ const run = promisify(execFile);
  * S3 and registry ports are bridged into it (netns-bridge.ts).
  */
 
-export const RUNNER_DIR = path.dirname(fileURLToPath(new URL('../../shared/backends/runner/runner.sh', import.meta.url)));
+export const RUNNER_DIR = path.dirname(
+  fileURLToPath(new URL('../../shared/backends/runner/runner.sh', import.meta.url)),
+);
 export const ECS_CLUSTER = 'wsp-test';
 
 /** Shared by every backend of one test file: the registry with the base image pushed once. */
@@ -52,7 +54,8 @@ async function startInfra(): Promise<Infra> {
 }
 
 async function ensureImage(image: string): Promise<void> {
-  const docker = (...args: string[]) => run('docker', ['-H', `unix://${DOCKER_SOCKET}`, ...args], { maxBuffer: 16 * 1024 * 1024 });
+  const docker = (...args: string[]) =>
+    run('docker', ['-H', `unix://${DOCKER_SOCKET}`, ...args], { maxBuffer: 16 * 1024 * 1024 });
   try {
     await docker('image', 'inspect', image);
   } catch {
@@ -61,7 +64,13 @@ async function ensureImage(image: string): Promise<void> {
 }
 
 /** Fast, deterministic enough for tests: same shape as production, shorter waits. */
-export const TEST_RETRY: RetryPolicy = { attempts: 4, baseMs: 20, capMs: 200, random: Math.random, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) };
+export const TEST_RETRY: RetryPolicy = {
+  attempts: 4,
+  baseMs: 20,
+  capMs: 200,
+  random: Math.random,
+  sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+};
 
 export interface EcsHandle extends ContractHandle {
   backend: EcsBackend;
@@ -123,7 +132,15 @@ export async function makeEcsBackend(overrides: Partial<EcsBackendOptions> = {})
       const task = fake.tasks.get(String(ref.taskArn));
       if (!task) throw new Error('unknown task');
       const dir = `/var/lib/wsp/cmd/${commandId}`;
-      await run('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'exec', task.container, 'sh', '-c', `kill -KILL "$(cat ${dir}/pid)" "-$(cat ${dir}/pgid)"`]);
+      await run('docker', [
+        '-H',
+        `unix://${DOCKER_SOCKET}`,
+        'exec',
+        task.container,
+        'sh',
+        '-c',
+        `kill -KILL "$(cat ${dir}/pid)" "-$(cat ${dir}/pgid)"`,
+      ]);
     },
     async cleanup() {
       for (const ws of await backend.listResources()) await backend.destroy(ws.ref);

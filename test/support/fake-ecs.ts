@@ -56,7 +56,11 @@ export interface FakeEcsOptions {
 }
 
 export class FakeEcs {
-  readonly client = new ECSClient({ region: 'us-east-1', credentials: { accessKeyId: 'AKIDFAKE', secretAccessKey: 'fake' }, maxAttempts: 1 });
+  readonly client = new ECSClient({
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'AKIDFAKE', secretAccessKey: 'fake' },
+    maxAttempts: 1,
+  });
   readonly mock: AwsClientStub<ECSClient>;
   readonly tasks = new Map<string, FakeTask>();
   readonly taskDefinitions = new Map<string, TaskDefinition>();
@@ -78,54 +82,86 @@ export class FakeEcs {
     readonly agent: FakeSsmAgent,
   ) {
     this.mock = mockClient(this.client);
-    this.mock.on(RegisterTaskDefinitionCommand).callsFake(async (input: TaskDefinition & { tags?: Array<{ key?: string; value?: string }> }) => {
-      const { tags, ...definition } = input;
-      const td = this.register(definition);
-      this.taskDefinitionTags.set(td.taskDefinitionArn!, tags ?? []);
-      return { taskDefinition: td, tags: tags ?? [] };
-    });
-    this.mock.on(DescribeTaskDefinitionCommand).callsFake(async (input: { taskDefinition: string; include?: string[] }) => {
-      const td = this.findTaskDefinition(input.taskDefinition);
-      if (!td) throw Object.assign(new Error('Unable to describe task definition.'), { name: 'ClientException' });
-      return { taskDefinition: td, ...(input.include?.includes('TAGS') ? { tags: this.taskDefinitionTags.get(td.taskDefinitionArn!) ?? [] } : {}) };
-    });
+    this.mock
+      .on(RegisterTaskDefinitionCommand)
+      .callsFake(async (input: TaskDefinition & { tags?: Array<{ key?: string; value?: string }> }) => {
+        const { tags, ...definition } = input;
+        const td = this.register(definition);
+        this.taskDefinitionTags.set(td.taskDefinitionArn!, tags ?? []);
+        return { taskDefinition: td, tags: tags ?? [] };
+      });
+    this.mock
+      .on(DescribeTaskDefinitionCommand)
+      .callsFake(async (input: { taskDefinition: string; include?: string[] }) => {
+        const td = this.findTaskDefinition(input.taskDefinition);
+        if (!td) throw Object.assign(new Error('Unable to describe task definition.'), { name: 'ClientException' });
+        return {
+          taskDefinition: td,
+          ...(input.include?.includes('TAGS')
+            ? { tags: this.taskDefinitionTags.get(td.taskDefinitionArn!) ?? [] }
+            : {}),
+        };
+      });
     this.mock.on(DeregisterTaskDefinitionCommand).callsFake(async (input: { taskDefinition: string }) => {
       const td = this.findTaskDefinition(input.taskDefinition);
-      if (!td) throw Object.assign(new Error('The specified task definition does not exist.'), { name: 'ClientException' });
+      if (!td)
+        throw Object.assign(new Error('The specified task definition does not exist.'), { name: 'ClientException' });
       td.status = 'INACTIVE';
       return { taskDefinition: td };
     });
     this.mock.on(ListTaskDefinitionsCommand).callsFake(async (input: { familyPrefix?: string; status?: string }) => ({
       taskDefinitionArns: [...this.taskDefinitions.values()]
-        .filter((td) => (!input.familyPrefix || td.family === input.familyPrefix) && (td.status ?? 'ACTIVE') === (input.status ?? 'ACTIVE'))
+        .filter(
+          (td) =>
+            (!input.familyPrefix || td.family === input.familyPrefix) &&
+            (td.status ?? 'ACTIVE') === (input.status ?? 'ACTIVE'),
+        )
         .map((td) => td.taskDefinitionArn!),
     }));
     this.mock.on(RunTaskCommand).callsFake(async (input) => this.runTask(input));
     this.mock.on(DescribeTasksCommand).callsFake(async (input: { tasks: string[] }) => this.describeTasks(input.tasks));
     this.mock.on(StopTaskCommand).callsFake(async (input: { task: string; reason?: string }) => {
       const task = this.tasks.get(input.task);
-      if (!task) throw Object.assign(new Error('The referenced task was not found.'), { name: 'InvalidParameterException' });
+      if (!task)
+        throw Object.assign(new Error('The referenced task was not found.'), { name: 'InvalidParameterException' });
       await this.killTask(task.arn, `Task stopped by user${input.reason ? `: ${input.reason}` : ''}`);
       return { task: { taskArn: task.arn, lastStatus: 'STOPPED', desiredStatus: 'STOPPED' } };
     });
-    this.mock.on(TagResourceCommand).callsFake(async (input: { resourceArn: string; tags?: Array<{ key?: string; value?: string }> }) => {
-      const task = this.tasks.get(input.resourceArn);
-      if (!task) throw Object.assign(new Error('The specified resource could not be found.'), { name: 'InvalidParameterException' });
-      for (const t of input.tags ?? []) if (t.key) task.tags[t.key] = t.value ?? '';
-      return {};
-    });
+    this.mock
+      .on(TagResourceCommand)
+      .callsFake(async (input: { resourceArn: string; tags?: Array<{ key?: string; value?: string }> }) => {
+        const task = this.tasks.get(input.resourceArn);
+        if (!task)
+          throw Object.assign(new Error('The specified resource could not be found.'), {
+            name: 'InvalidParameterException',
+          });
+        for (const t of input.tags ?? []) if (t.key) task.tags[t.key] = t.value ?? '';
+        return {};
+      });
     this.mock.on(ListTasksCommand).callsFake(async (input: { startedBy?: string; desiredStatus?: string }) => ({
       taskArns: [...this.tasks.values()]
-        .filter((t) => (!input.startedBy || t.startedBy === input.startedBy) && ((input.desiredStatus ?? 'RUNNING') === 'STOPPED') === (t.stopped !== undefined))
+        .filter(
+          (t) =>
+            (!input.startedBy || t.startedBy === input.startedBy) &&
+            ((input.desiredStatus ?? 'RUNNING') === 'STOPPED') === (t.stopped !== undefined),
+        )
         .map((t) => t.arn),
     }));
-    this.mock.on(ExecuteCommandCommand).callsFake(async (input: { task: string; command: string; interactive: boolean }) => {
-      const task = this.tasks.get(input.task);
-      if (!input.interactive) throw Object.assign(new Error('Interactive is the only mode supported currently.'), { name: 'InvalidParameterException' });
-      if (!task || task.stopped) throw Object.assign(new Error('The execute command failed because the task is stopped.'), { name: 'InvalidParameterException' });
-      const session = this.agent.openSession(`${task.arn}\n${input.command}`);
-      return { clusterArn: FAKE_CLUSTER, taskArn: task.arn, containerName: 'workspace', interactive: true, session };
-    });
+    this.mock
+      .on(ExecuteCommandCommand)
+      .callsFake(async (input: { task: string; command: string; interactive: boolean }) => {
+        const task = this.tasks.get(input.task);
+        if (!input.interactive)
+          throw Object.assign(new Error('Interactive is the only mode supported currently.'), {
+            name: 'InvalidParameterException',
+          });
+        if (!task || task.stopped)
+          throw Object.assign(new Error('The execute command failed because the task is stopped.'), {
+            name: 'InvalidParameterException',
+          });
+        const session = this.agent.openSession(`${task.arn}\n${input.command}`);
+        return { clusterArn: FAKE_CLUSTER, taskArn: task.arn, containerName: 'workspace', interactive: true, session };
+      });
   }
 
   static async start(opts: FakeEcsOptions): Promise<FakeEcs> {
@@ -144,7 +180,15 @@ export class FakeEcs {
   registerBase(family: string, image: string): string {
     return this.register({
       family,
-      containerDefinitions: [{ name: 'workspace', image, essential: true, command: ['sleep', 'infinity'], linuxParameters: { initProcessEnabled: true } }],
+      containerDefinitions: [
+        {
+          name: 'workspace',
+          image,
+          essential: true,
+          command: ['sleep', 'infinity'],
+          linuxParameters: { initProcessEnabled: true },
+        },
+      ],
       requiresCompatibilities: ['FARGATE'],
       networkMode: 'awsvpc',
       cpu: '1024',
@@ -161,7 +205,10 @@ export class FakeEcs {
     const task = this.tasks.get(taskArn);
     if (!task || task.stopped) return;
     task.stopped = reason;
-    await this.opts.docker.getContainer(task.container).remove({ force: true }).catch(() => undefined);
+    await this.opts.docker
+      .getContainer(task.container)
+      .remove({ force: true })
+      .catch(() => undefined);
   }
 
   async stop(): Promise<void> {
@@ -174,7 +221,13 @@ export class FakeEcs {
     const family = input.family ?? 'wsp-workspace';
     const revision = [...this.taskDefinitions.values()].filter((t) => t.family === family).length + 1;
     const arn = `${ACCOUNT_PREFIX}:task-definition/${family}:${revision}`;
-    const td: TaskDefinition = { ...structuredClone(input), family, revision, taskDefinitionArn: arn, status: 'ACTIVE' };
+    const td: TaskDefinition = {
+      ...structuredClone(input),
+      family,
+      revision,
+      taskDefinitionArn: arn,
+      status: 'ACTIVE',
+    };
     this.taskDefinitions.set(arn, td);
     return td;
   }
@@ -184,7 +237,9 @@ export class FakeEcs {
     if (direct) return direct;
     // "family" (latest ACTIVE) or "family:revision".
     const [family, revision] = ref.split(':');
-    const matches = [...this.taskDefinitions.values()].filter((t) => t.family === family && (revision === undefined || String(t.revision) === revision));
+    const matches = [...this.taskDefinitions.values()].filter(
+      (t) => t.family === family && (revision === undefined || String(t.revision) === revision),
+    );
     return matches.filter((t) => t.status === 'ACTIVE').at(-1) ?? matches.at(-1);
   }
 
@@ -195,11 +250,17 @@ export class FakeEcs {
     enableExecuteCommand?: boolean;
   }): Promise<{ tasks: Task[]; failures: Array<{ reason: string }> }> {
     const planned = this.failRunTask.shift();
-    if (planned === 'throttle') throw Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', $metadata: { httpStatusCode: 400 } });
+    if (planned === 'throttle')
+      throw Object.assign(new Error('Rate exceeded'), {
+        name: 'ThrottlingException',
+        $metadata: { httpStatusCode: 400 },
+      });
     if (planned !== undefined) return { tasks: [], failures: [{ reason: planned }] };
     const td = this.findTaskDefinition(input.taskDefinition);
-    if (!td || td.status !== 'ACTIVE') throw Object.assign(new Error('TaskDefinition not found.'), { name: 'ClientException' });
-    if (!input.enableExecuteCommand) throw new Error('the fake requires enableExecuteCommand (every workspace task needs it)');
+    if (!td || td.status !== 'ACTIVE')
+      throw Object.assign(new Error('TaskDefinition not found.'), { name: 'ClientException' });
+    if (!input.enableExecuteCommand)
+      throw new Error('the fake requires enableExecuteCommand (every workspace task needs it)');
     const id = randomBytes(16).toString('hex');
     const arn = `${ACCOUNT_PREFIX}:task/wsp-test/${id}`;
     const tags: Record<string, string> = {};
@@ -207,8 +268,26 @@ export class FakeEcs {
     const neverStarts = this.failTaskStart.shift();
     if (neverStarts !== undefined) {
       // Accepted, then stopped before any container ran (no container to inspect or remove).
-      this.tasks.set(arn, { arn, container: '', taskDefinitionArn: td.taskDefinitionArn!, tags, ...(input.startedBy ? { startedBy: input.startedBy } : {}), describeRounds: 0, stopped: neverStarts });
-      return { tasks: [{ taskArn: arn, lastStatus: 'PROVISIONING', desiredStatus: 'RUNNING', taskDefinitionArn: td.taskDefinitionArn }], failures: [] };
+      this.tasks.set(arn, {
+        arn,
+        container: '',
+        taskDefinitionArn: td.taskDefinitionArn!,
+        tags,
+        ...(input.startedBy ? { startedBy: input.startedBy } : {}),
+        describeRounds: 0,
+        stopped: neverStarts,
+      });
+      return {
+        tasks: [
+          {
+            taskArn: arn,
+            lastStatus: 'PROVISIONING',
+            desiredStatus: 'RUNNING',
+            taskDefinitionArn: td.taskDefinitionArn,
+          },
+        ],
+        failures: [],
+      };
     }
     const image = td.containerDefinitions![0]!.image!;
     await this.opts.ensureImage?.(image);
@@ -224,11 +303,25 @@ export class FakeEcs {
       },
     });
     await container.start();
-    this.tasks.set(arn, { arn, container: container.id, taskDefinitionArn: td.taskDefinitionArn!, tags, ...(input.startedBy ? { startedBy: input.startedBy } : {}), describeRounds: 0 });
-    return { tasks: [{ taskArn: arn, lastStatus: 'PROVISIONING', desiredStatus: 'RUNNING', taskDefinitionArn: td.taskDefinitionArn }], failures: [] };
+    this.tasks.set(arn, {
+      arn,
+      container: container.id,
+      taskDefinitionArn: td.taskDefinitionArn!,
+      tags,
+      ...(input.startedBy ? { startedBy: input.startedBy } : {}),
+      describeRounds: 0,
+    });
+    return {
+      tasks: [
+        { taskArn: arn, lastStatus: 'PROVISIONING', desiredStatus: 'RUNNING', taskDefinitionArn: td.taskDefinitionArn },
+      ],
+      failures: [],
+    };
   }
 
-  private async describeTasks(arns: string[]): Promise<{ tasks: Task[]; failures: Array<{ arn: string; reason: string }> }> {
+  private async describeTasks(
+    arns: string[],
+  ): Promise<{ tasks: Task[]; failures: Array<{ arn: string; reason: string }> }> {
     const tasks: Task[] = [];
     const failures: Array<{ arn: string; reason: string }> = [];
     for (const arn of arns) {
@@ -240,7 +333,13 @@ export class FakeEcs {
       t.describeRounds++;
       let running = false;
       if (!t.stopped) {
-        const state = await this.opts.docker.getContainer(t.container).inspect().then((i) => i.State, () => undefined);
+        const state = await this.opts.docker
+          .getContainer(t.container)
+          .inspect()
+          .then(
+            (i) => i.State,
+            () => undefined,
+          );
         if (!state?.Running) t.stopped = 'Essential container in task exited';
         else running = true;
       }
@@ -254,7 +353,9 @@ export class FakeEcs {
         taskDefinitionArn: t.taskDefinitionArn,
         ...(t.stopped ? { stoppedReason: t.stopped } : {}),
         tags: Object.entries(t.tags).map(([key, value]) => ({ key, value })),
-        containers: [{ name: 'workspace', lastStatus, managedAgents: [{ name: 'ExecuteCommandAgent', lastStatus: agent }] }],
+        containers: [
+          { name: 'workspace', lastStatus, managedAgents: [{ name: 'ExecuteCommandAgent', lastStatus: agent }] },
+        ],
       });
     }
     return { tasks, failures };
@@ -279,7 +380,10 @@ export class FakeEcs {
     const finish = async (): Promise<void> => {
       if (ended) return;
       ended = true;
-      const code = await exec.inspect().then((i) => i.ExitCode ?? null, () => null);
+      const code = await exec.inspect().then(
+        (i) => i.ExitCode ?? null,
+        () => null,
+      );
       exitHandlers.forEach((h) => h(code));
     };
     stream.on('end', () => void finish());

@@ -148,7 +148,11 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
       const uploadId = randomUUID();
       const algo = header(req.headers, 'x-amz-checksum-algorithm')?.toUpperCase();
       uploads.set(uploadId, { key, checksumAlgorithm: algo, parts: new Map() });
-      return sendXml(res, 200, `<InitiateMultipartUploadResult><Bucket>${bucket}</Bucket><Key>${esc(key)}</Key><UploadId>${uploadId}</UploadId></InitiateMultipartUploadResult>`);
+      return sendXml(
+        res,
+        200,
+        `<InitiateMultipartUploadResult><Bucket>${bucket}</Bucket><Key>${esc(key)}</Key><UploadId>${uploadId}</UploadId></InitiateMultipartUploadResult>`,
+      );
     }
     if (method === 'POST' && q.has('uploadId')) return completeUpload(key, q.get('uploadId') ?? '', payload, res);
     if (method === 'DELETE' && q.has('uploadId')) {
@@ -163,7 +167,12 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
         if (method === 'HEAD') return void res.writeHead(404).end();
         return sendError(res, 404, 'NoSuchKey', 'The specified key does not exist.');
       }
-      res.writeHead(200, { 'content-length': obj.length, 'content-type': 'application/octet-stream', etag: etagOf(obj), 'last-modified': new Date(0).toUTCString() });
+      res.writeHead(200, {
+        'content-length': obj.length,
+        'content-type': 'application/octet-stream',
+        etag: etagOf(obj),
+        'last-modified': new Date(0).toUTCString(),
+      });
       res.end(method === 'GET' ? obj : undefined);
       return;
     }
@@ -175,14 +184,27 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
     sendError(res, 400, 'NotImplemented', `fake S3 does not implement ${method}`);
   }
 
-  function uploadPart(key: string, q: URLSearchParams, headers: http.IncomingHttpHeaders, payload: Buffer, res: http.ServerResponse): void {
+  function uploadPart(
+    key: string,
+    q: URLSearchParams,
+    headers: http.IncomingHttpHeaders,
+    payload: Buffer,
+    res: http.ServerResponse,
+  ): void {
     const upload = uploads.get(q.get('uploadId') ?? '');
-    if (!upload || upload.key !== key) return sendError(res, 404, 'NoSuchUpload', 'The specified upload does not exist');
+    if (!upload || upload.key !== key)
+      return sendError(res, 404, 'NoSuchUpload', 'The specified upload does not exist');
     const partNumber = Number(q.get('partNumber'));
-    if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > 10000) return sendError(res, 400, 'InvalidArgument', 'Part number must be an integer between 1 and 10000');
+    if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > 10000)
+      return sendError(res, 400, 'InvalidArgument', 'Part number must be an integer between 1 and 10000');
     const partAlgo = sentChecksumAlgorithm(headers, q);
     if (partAlgo !== upload.checksumAlgorithm) {
-      return sendError(res, 400, 'InvalidRequest', `Checksum Type mismatch occurred, expected checksum Type: ${upload.checksumAlgorithm?.toLowerCase() ?? 'null'}, actual checksum Type: ${partAlgo?.toLowerCase() ?? 'null'}`);
+      return sendError(
+        res,
+        400,
+        'InvalidRequest',
+        `Checksum Type mismatch occurred, expected checksum Type: ${upload.checksumAlgorithm?.toLowerCase() ?? 'null'}, actual checksum Type: ${partAlgo?.toLowerCase() ?? 'null'}`,
+      );
     }
     const etag = etagOf(payload);
     const crc32 = upload.checksumAlgorithm === 'CRC32' ? crc32Base64(payload) : undefined;
@@ -192,7 +214,8 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
 
   function completeUpload(key: string, uploadId: string, xml: Buffer, res: http.ServerResponse): void {
     const upload = uploads.get(uploadId);
-    if (!upload || upload.key !== key) return sendError(res, 404, 'NoSuchUpload', 'The specified upload does not exist');
+    if (!upload || upload.key !== key)
+      return sendError(res, 404, 'NoSuchUpload', 'The specified upload does not exist');
     const listed = [...xml.toString().matchAll(/<Part>([\s\S]*?)<\/Part>/g)].map((m) => ({
       partNumber: Number(tag(m[1]!, 'PartNumber')),
       etag: tag(m[1]!, 'ETag'),
@@ -202,20 +225,38 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
     const chunks: Buffer[] = [];
     let previous = 0;
     for (const p of listed) {
-      if (p.partNumber <= previous) return sendError(res, 400, 'InvalidPartOrder', 'The list of parts was not in ascending order.');
+      if (p.partNumber <= previous)
+        return sendError(res, 400, 'InvalidPartOrder', 'The list of parts was not in ascending order.');
       previous = p.partNumber;
       const stored = upload.parts.get(p.partNumber);
-      if (!stored || stored.etag !== p.etag) return sendError(res, 400, 'InvalidPart', `One or more of the specified parts could not be found (part ${p.partNumber}).`);
+      if (!stored || stored.etag !== p.etag)
+        return sendError(
+          res,
+          400,
+          'InvalidPart',
+          `One or more of the specified parts could not be found (part ${p.partNumber}).`,
+        );
       if (stored.crc32 !== undefined && p.crc32 !== stored.crc32) {
-        return sendError(res, 400, 'InvalidRequest', `The upload was created using a crc32 checksum. The complete request must include the checksum for each part. It was missing for part ${p.partNumber} in the request.`);
+        return sendError(
+          res,
+          400,
+          'InvalidRequest',
+          `The upload was created using a crc32 checksum. The complete request must include the checksum for each part. It was missing for part ${p.partNumber} in the request.`,
+        );
       }
       chunks.push(stored.body);
     }
     const whole = Buffer.concat(chunks);
     objects.set(key, whole);
     uploads.delete(uploadId);
-    const etag = `"${createHash('md5').update(listed.map((p) => p.etag.replaceAll('"', '')).join('')).digest('hex')}-${listed.length}"`;
-    sendXml(res, 200, `<CompleteMultipartUploadResult><Bucket>${bucket}</Bucket><Key>${esc(key)}</Key><ETag>${esc(etag)}</ETag></CompleteMultipartUploadResult>`);
+    const etag = `"${createHash('md5')
+      .update(listed.map((p) => p.etag.replaceAll('"', '')).join(''))
+      .digest('hex')}-${listed.length}"`;
+    sendXml(
+      res,
+      200,
+      `<CompleteMultipartUploadResult><Bucket>${bucket}</Bucket><Key>${esc(key)}</Key><ETag>${esc(etag)}</ETag></CompleteMultipartUploadResult>`,
+    );
   }
 
   function listObjects(q: URLSearchParams, res: http.ServerResponse): void {
@@ -226,11 +267,18 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
     const page = keys.slice(0, maxKeys);
     const truncated = keys.length > page.length;
     const contents = page
-      .map((k) => `<Contents><Key>${esc(k)}</Key><Size>${objects.get(k)!.length}</Size><ETag>${esc(etagOf(objects.get(k)!))}</ETag><LastModified>${new Date(0).toISOString()}</LastModified><StorageClass>STANDARD</StorageClass></Contents>`)
+      .map(
+        (k) =>
+          `<Contents><Key>${esc(k)}</Key><Size>${objects.get(k)!.length}</Size><ETag>${esc(etagOf(objects.get(k)!))}</ETag><LastModified>${new Date(0).toISOString()}</LastModified><StorageClass>STANDARD</StorageClass></Contents>`,
+      )
       .join('');
     // The continuation token is the last key returned (opaque to clients, as in S3).
     const next = truncated ? `<NextContinuationToken>${esc(page[page.length - 1]!)}</NextContinuationToken>` : '';
-    sendXml(res, 200, `<ListBucketResult><Name>${bucket}</Name><Prefix>${esc(prefix)}</Prefix><KeyCount>${page.length}</KeyCount><MaxKeys>${maxKeys}</MaxKeys><IsTruncated>${truncated}</IsTruncated>${contents}${next}</ListBucketResult>`);
+    sendXml(
+      res,
+      200,
+      `<ListBucketResult><Name>${bucket}</Name><Prefix>${esc(prefix)}</Prefix><KeyCount>${page.length}</KeyCount><MaxKeys>${maxKeys}</MaxKeys><IsTruncated>${truncated}</IsTruncated>${contents}${next}</ListBucketResult>`,
+    );
   }
 
   function deleteObjects(xml: Buffer, res: http.ServerResponse): void {
@@ -258,14 +306,16 @@ function checkPresigned(q: URLSearchParams, nowMs: number): string | undefined {
   if (!m) return 'X-Amz-Date must be in the ISO8601 Long Format';
   const signedAt = Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!);
   const expires = Number(q.get('X-Amz-Expires'));
-  if (!Number.isInteger(expires) || expires < 1 || expires > 604800) return 'X-Amz-Expires must be between 1 and 604800 seconds';
+  if (!Number.isInteger(expires) || expires < 1 || expires > 604800)
+    return 'X-Amz-Expires must be between 1 and 604800 seconds';
   if (nowMs > signedAt + expires * 1000) return 'Request has expired';
   return undefined;
 }
 
 function checkAuthorizationHeader(headers: http.IncomingHttpHeaders): string | undefined {
   const auth = header(headers, 'authorization');
-  if (!auth?.startsWith('AWS4-HMAC-SHA256 ') || !auth.includes('Signature=')) return 'Access Denied (no AWS4-HMAC-SHA256 authorization header)';
+  if (!auth?.startsWith('AWS4-HMAC-SHA256 ') || !auth.includes('Signature='))
+    return 'Access Denied (no AWS4-HMAC-SHA256 authorization header)';
   return undefined;
 }
 
@@ -279,7 +329,9 @@ function checkAuthorizationHeader(headers: http.IncomingHttpHeaders): string | u
 function decodePayload(headers: http.IncomingHttpHeaders, body: Buffer, q: URLSearchParams): Buffer {
   let payload = body;
   const trailers: Record<string, string> = {};
-  const chunked = (header(headers, 'content-encoding') ?? '').includes('aws-chunked') || (header(headers, 'x-amz-content-sha256') ?? '').startsWith('STREAMING-');
+  const chunked =
+    (header(headers, 'content-encoding') ?? '').includes('aws-chunked') ||
+    (header(headers, 'x-amz-content-sha256') ?? '').startsWith('STREAMING-');
   if (chunked) {
     payload = decodeAwsChunked(body, trailers);
     const declared = header(headers, 'x-amz-decoded-content-length');
@@ -287,7 +339,8 @@ function decodePayload(headers: http.IncomingHttpHeaders, body: Buffer, q: URLSe
       throw { status: 400, code: 'IncompleteBody', message: 'The request body terminated unexpectedly' };
     }
   }
-  const expected = header(headers, 'x-amz-checksum-crc32') ?? q.get('x-amz-checksum-crc32') ?? trailers['x-amz-checksum-crc32'];
+  const expected =
+    header(headers, 'x-amz-checksum-crc32') ?? q.get('x-amz-checksum-crc32') ?? trailers['x-amz-checksum-crc32'];
   if (expected !== undefined && expected !== crc32Base64(payload)) {
     throw { status: 400, code: 'BadDigest', message: 'The CRC32 you specified did not match the calculated checksum.' };
   }
@@ -356,11 +409,22 @@ function tag(xml: string, name: string): string {
 }
 
 function esc(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
+  return s
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&apos;');
 }
 
 function unesc(s: string): string {
-  return s.replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&#(\d+);/g, (_m, d: string) => String.fromCharCode(Number(d))).replace(/&amp;/g, '&');
+  return s
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&#(\d+);/g, (_m, d: string) => String.fromCharCode(Number(d)))
+    .replace(/&amp;/g, '&');
 }
 
 function sendXml(res: http.ServerResponse, status: number, xml: string): void {
@@ -371,5 +435,9 @@ function sendXml(res: http.ServerResponse, status: number, xml: string): void {
 }
 
 function sendError(res: http.ServerResponse, status: number, code: string, message: string): void {
-  sendXml(res, status, `<Error><Code>${esc(code)}</Code><Message>${esc(message)}</Message><RequestId>fake</RequestId></Error>`);
+  sendXml(
+    res,
+    status,
+    `<Error><Code>${esc(code)}</Code><Message>${esc(message)}</Message><RequestId>fake</RequestId></Error>`,
+  );
 }

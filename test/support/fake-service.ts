@@ -1,5 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import type { ChangesView, CommandView, CreateWorkspaceBody, FetchBody, FetchResult, ReadCommandQuery, ResetBody, ResetResult, RunCommandBody, StreamView, WorkspaceView } from '../../shared/api/schemas.js';
+import type {
+  ChangesView,
+  CommandView,
+  CreateWorkspaceBody,
+  FetchBody,
+  FetchResult,
+  ReadCommandQuery,
+  ResetBody,
+  ResetResult,
+  RunCommandBody,
+  StreamView,
+  WorkspaceView,
+} from '../../shared/api/schemas.js';
 import { ConflictError, NotFoundError } from '../../shared/contract/errors.js';
 import type { CommandEvent, WorkspaceEvent, WorkspaceService } from '../../shared/service/types.js';
 import { sleep } from '../../shared/lib/sleep.js';
@@ -107,7 +119,8 @@ export class FakeWorkspaceService implements WorkspaceService {
     return this.call('createWorkspace', [input], async () => {
       if (input.idempotencyKey !== undefined) {
         for (const ws of this.workspaces.values()) {
-          if (ws.idempotencyKey === input.idempotencyKey) return { workspace: structuredClone(ws.view), created: false };
+          if (ws.idempotencyKey === input.idempotencyKey)
+            return { workspace: structuredClone(ws.view), created: false };
         }
       }
       const ws = this.newWorkspace(input.labels ?? {});
@@ -124,7 +137,9 @@ export class FakeWorkspaceService implements WorkspaceService {
   }
 
   async listWorkspaces(): Promise<WorkspaceView[]> {
-    return this.call('listWorkspaces', [], async () => [...this.workspaces.values()].map((w) => structuredClone(w.view)));
+    return this.call('listWorkspaces', [], async () =>
+      [...this.workspaces.values()].map((w) => structuredClone(w.view)),
+    );
   }
 
   async deleteWorkspace(id: string): Promise<WorkspaceView> {
@@ -138,11 +153,15 @@ export class FakeWorkspaceService implements WorkspaceService {
   async runCommand(workspaceId: string, input: RunCommandBody): Promise<CommandView> {
     return this.call('runCommand', [workspaceId, input], async () => {
       const ws = this.mustWorkspace(workspaceId);
-      if (ws.view.status !== 'ready') throw new ConflictError(`workspace '${workspaceId}' is ${ws.view.status}, not ready`);
+      if (ws.view.status !== 'ready')
+        throw new ConflictError(`workspace '${workspaceId}' is ${ws.view.status}, not ready`);
       const argv = input.argv ?? ['bash', '-lc', input.command ?? ''];
       const words = input.argv ?? (input.command ?? '').trim().split(/\s+/);
       if (words[0] === 'crash') throw new Error(CRASH_MESSAGE);
-      const stdin = input.stdin === undefined ? Buffer.alloc(0) : Buffer.from(input.stdin, input.stdinEncoding === 'base64' ? 'base64' : 'utf8');
+      const stdin =
+        input.stdin === undefined
+          ? Buffer.alloc(0)
+          : Buffer.from(input.stdin, input.stdinEncoding === 'base64' ? 'base64' : 'utf8');
       const cmd = this.startCommand(workspaceId, argv, input.cwd ?? ws.view.plan.workdir);
       this.interpret(cmd, words, stdin);
       await endedOrTimeout(cmd.ended, input.waitMs ?? 0);
@@ -193,7 +212,14 @@ export class FakeWorkspaceService implements WorkspaceService {
   async reset(workspaceId: string, input: ResetBody): Promise<ResetResult> {
     return this.call('reset', [workspaceId, input], async () => {
       this.mustReady(workspaceId);
-      return { fingerprint: 'f'.repeat(64), baselineFingerprint: 'f'.repeat(64), matches: true, restored: 2, removed: 1, durationMs: 12 };
+      return {
+        fingerprint: 'f'.repeat(64),
+        baselineFingerprint: 'f'.repeat(64),
+        matches: true,
+        restored: 2,
+        removed: 1,
+        durationMs: 12,
+      };
     });
   }
 
@@ -250,7 +276,12 @@ export class FakeWorkspaceService implements WorkspaceService {
   }
 
   /** Replays `history` from the start, then follows it live until `done()` or the signal aborts. */
-  private async *follow<E>(history: E[], listeners: Set<() => void>, done: () => boolean, signal: AbortSignal): AsyncGenerator<E> {
+  private async *follow<E>(
+    history: E[],
+    listeners: Set<() => void>,
+    done: () => boolean,
+    signal: AbortSignal,
+  ): AsyncGenerator<E> {
     let next = 0;
     for (;;) {
       while (next < history.length) yield history[next++]!;
@@ -302,7 +333,10 @@ export class FakeWorkspaceService implements WorkspaceService {
     const delay = this.options.stepDelayMs ?? 5;
     const setupId = `sys-${randomBytes(6).toString('hex')}`;
     ws.view.setupCommandId = setupId;
-    for (const [step, message] of [['clone', 'cloned 1 repository'], ['setup', 'running setup script']] as const) {
+    for (const [step, message] of [
+      ['clone', 'cloned 1 repository'],
+      ['setup', 'running setup script'],
+    ] as const) {
       await sleep(delay);
       const at = new Date().toISOString();
       ws.view.steps.push({ at, step, message });
@@ -336,7 +370,16 @@ export class FakeWorkspaceService implements WorkspaceService {
     let resolveEnded!: () => void;
     const started = Date.now();
     const cmd: FakeCommand = {
-      view: { id, workspaceId, state: 'running', exitCode: null, signal: null, argv, cwd, startedAt: new Date(started).toISOString() },
+      view: {
+        id,
+        workspaceId,
+        state: 'running',
+        exitCode: null,
+        signal: null,
+        argv,
+        cwd,
+        startedAt: new Date(started).toISOString(),
+      },
       out: { stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) },
       events: [],
       ended: new Promise<void>((resolve) => (resolveEnded = resolve)),
@@ -345,8 +388,17 @@ export class FakeWorkspaceService implements WorkspaceService {
       finish: (exitCode, state, signal) => {
         if (cmd.view.state !== 'running') return;
         for (const t of cmd.timers) clearTimeout(t);
-        Object.assign(cmd.view, { state, exitCode, signal: signal ?? null, endedAt: new Date().toISOString(), durationMs: Date.now() - started });
-        cmd.events.push({ type: 'end', command: this.viewOf(cmd, { stdoutOffset: 0, stderrOffset: 0, limit: 1024 * 1024, waitMs: 0 }) });
+        Object.assign(cmd.view, {
+          state,
+          exitCode,
+          signal: signal ?? null,
+          endedAt: new Date().toISOString(),
+          durationMs: Date.now() - started,
+        });
+        cmd.events.push({
+          type: 'end',
+          command: this.viewOf(cmd, { stdoutOffset: 0, stderrOffset: 0, limit: 1024 * 1024, waitMs: 0 }),
+        });
         for (const wake of [...cmd.listeners]) wake();
         resolveEnded();
       },
@@ -401,9 +453,20 @@ export class FakeWorkspaceService implements WorkspaceService {
     const stream = (buf: Buffer, offset: number): StreamView => {
       const slice = buf.subarray(Math.min(offset, buf.length), Math.min(offset + query.limit, buf.length));
       const start = Math.min(offset, buf.length);
-      return { data: slice.toString('utf8'), encoding: 'utf8', offset: start, nextOffset: start + slice.length, bytes: buf.length, truncated: false };
+      return {
+        data: slice.toString('utf8'),
+        encoding: 'utf8',
+        offset: start,
+        nextOffset: start + slice.length,
+        bytes: buf.length,
+        truncated: false,
+      };
     };
-    return { ...structuredClone(cmd.view), stdout: stream(cmd.out.stdout, query.stdoutOffset), stderr: stream(cmd.out.stderr, query.stderrOffset) };
+    return {
+      ...structuredClone(cmd.view),
+      stdout: stream(cmd.out.stdout, query.stdoutOffset),
+      stderr: stream(cmd.out.stderr, query.stderrOffset),
+    };
   }
 
   private mustWorkspace(id: string): FakeWorkspace {

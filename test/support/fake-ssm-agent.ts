@@ -167,7 +167,12 @@ class AgentConnection {
     } catch {
       frame = undefined;
     }
-    if (!frame || frame.MessageSchemaVersion !== '1.0' || frame.TokenValue !== this.token || typeof frame.RequestId !== 'string') {
+    if (
+      !frame ||
+      frame.MessageSchemaVersion !== '1.0' ||
+      frame.TokenValue !== this.token ||
+      typeof frame.RequestId !== 'string'
+    ) {
       this.info.rejectedConnections++;
       this.closed = true;
       clearInterval(this.resendTimer);
@@ -184,14 +189,20 @@ class AgentConnection {
           RequestedClientActions: [
             {
               ActionType: 'SessionType',
-              ActionParameters: { SessionType: 'InteractiveCommands', Properties: { commands: this.info.command, runAsElevated: true } },
+              ActionParameters: {
+                SessionType: 'InteractiveCommands',
+                Properties: { commands: this.info.command, runAsElevated: true },
+              },
             },
           ],
         }),
       ),
     );
     this.handshakeTimer = setTimeout(
-      () => this.failHandshake('Handshake timed out. Please ensure that you have the latest version of the session manager plugin.'),
+      () =>
+        this.failHandshake(
+          'Handshake timed out. Please ensure that you have the latest version of the session manager plugin.',
+        ),
       this.opts.handshakeTimeoutMs ?? 15_000,
     );
   }
@@ -263,7 +274,9 @@ class AgentConnection {
     }
     const bad = actions.find((a) => a.ActionStatus !== 1);
     if (bad) {
-      this.failHandshake(`${bad.ActionType} failed on client with status ${bad.ActionStatus} error: ${bad.Error ?? ''}`);
+      this.failHandshake(
+        `${bad.ActionType} failed on client with status ${bad.ActionStatus} error: ${bad.Error ?? ''}`,
+      );
       return;
     }
     this.sendStream(
@@ -396,7 +409,8 @@ class AgentConnection {
   private onAck(msg: ClientMessage): void {
     let seq: number;
     try {
-      seq = (JSON.parse(msg.payload.toString('utf8')) as { AcknowledgedMessageSequenceNumber: number }).AcknowledgedMessageSequenceNumber;
+      seq = (JSON.parse(msg.payload.toString('utf8')) as { AcknowledgedMessageSequenceNumber: number })
+        .AcknowledgedMessageSequenceNumber;
     } catch {
       return;
     }

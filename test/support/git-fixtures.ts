@@ -45,7 +45,12 @@ export function fixtureGitEnv(): NodeJS.ProcessEnv {
 
 /** Run git synchronously with the fixture env; returns trimmed stdout; throws with stderr. */
 export function git(cwd: string, args: string[]): string {
-  return execFileSync('git', args, { cwd, env: fixtureGitEnv(), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  return execFileSync('git', args, {
+    cwd,
+    env: fixtureGitEnv(),
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  }).trim();
 }
 
 /**

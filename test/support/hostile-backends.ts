@@ -18,7 +18,11 @@ export interface HostileBackend {
 export function hostileBackends(localSkip?: string): HostileBackend[] {
   return [
     { name: 'local', config: {}, skip: localSkip },
-    { name: 'docker', config: { mode: 'docker', docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE } }, skip: dockerUnavailable },
+    {
+      name: 'docker',
+      config: { mode: 'docker', docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE } },
+      skip: dockerUnavailable,
+    },
   ];
 }
 

@@ -101,7 +101,9 @@ function resolveDaemonPid(options: BridgeOptions): number {
   } catch {
     /* fall through */
   }
-  throw new Error(`no dockerd found: nothing listens on ${options.socketPath ?? DEFAULT_SOCKET} and ${pidFile} names no live process`);
+  throw new Error(
+    `no dockerd found: nothing listens on ${options.socketPath ?? DEFAULT_SOCKET} and ${pidFile} names no live process`,
+  );
 }
 
 /** Bridges 127.0.0.1:<port> of the docker daemon's namespace to 127.0.0.1:<port> here. Throws if the peer cannot listen. */
@@ -161,7 +163,10 @@ export async function bridgeIntoDockerNetns(port: number, options: BridgeOptions
     await new Promise<void>((resolve, reject) => {
       let stderr = '';
       let stdout = '';
-      const timer = setTimeout(() => reject(new Error(`netns bridge peer for port ${port} not ready after ${PEER_READY_TIMEOUT_MS} ms`)), PEER_READY_TIMEOUT_MS);
+      const timer = setTimeout(
+        () => reject(new Error(`netns bridge peer for port ${port} not ready after ${PEER_READY_TIMEOUT_MS} ms`)),
+        PEER_READY_TIMEOUT_MS,
+      );
       proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
       proc.stdout!.on('data', (d: Buffer) => {
         stdout += d.toString();

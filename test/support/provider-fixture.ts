@@ -45,15 +45,40 @@ export async function startTestProvider(config: ConfigInput, options: TestProvid
   const logs: string[] = [];
   const responses: string[] = [];
   const log = createLogger({ svc: 'wsp-test' }, (line) => logs.push(line));
-  const parsed = parseConfig({ ...config, dataDir, listen: { ...(config.listen ?? {}), host: '127.0.0.1', port: 0 }, auth: { token } });
+  const parsed = parseConfig({
+    ...config,
+    dataDir,
+    listen: { ...(config.listen ?? {}), host: '127.0.0.1', port: 0 },
+    auth: { token },
+  });
   const backend = options.backend?.(log.child({ part: 'backend' }));
-  const provider = await composeProvider({ config: parsed, baseDir: process.cwd(), sources: [] }, log, backend ? { backend } : {});
-  const server = await startHttpServer({ service: provider.service, host: '127.0.0.1', port: 0, authToken: token, log, maxBodyBytes: parsed.listen.maxBodyBytes });
+  const provider = await composeProvider(
+    { config: parsed, baseDir: process.cwd(), sources: [] },
+    log,
+    backend ? { backend } : {},
+  );
+  const server = await startHttpServer({
+    service: provider.service,
+    host: '127.0.0.1',
+    port: 0,
+    authToken: token,
+    log,
+    maxBodyBytes: parsed.listen.maxBodyBytes,
+  });
 
-  const api = async <T = any,>(method: string, route: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer<T>> => {
+  const api = async <T = any>(
+    method: string,
+    route: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<ApiAnswer<T>> => {
     const res = await fetch(server.url + route, {
       method,
-      headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      headers: {
+        authorization: `Bearer ${token}`,
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...headers,
+      },
       ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
     });
     const text = await res.text();
@@ -90,7 +115,8 @@ export async function startTestProvider(config: ConfigInput, options: TestProvid
       const created = await api('POST', '/workspaces', body);
       if (created.status !== 202 && created.status !== 200) throw new Error(`setup: ${created.status} ${created.text}`);
       const ws = await waitSettled(created.body.id);
-      if (ws.status !== 'ready') throw new Error(`setup ended ${ws.status}: ${JSON.stringify(ws.failure)} steps=${JSON.stringify(ws.steps)}`);
+      if (ws.status !== 'ready')
+        throw new Error(`setup ended ${ws.status}: ${JSON.stringify(ws.failure)} steps=${JSON.stringify(ws.steps)}`);
       return ws;
     },
     async exec(id, command, extra = {}) {

@@ -50,9 +50,20 @@ export function localPty(command: string, env: Record<string, string> = {}): Pty
  * `docker exec -it <container> <argv>` over dockerode (Tty: true: one raw, hijacked stream). close()
  * destroys the stream and sends SIGHUP to the exec'd process: the daemon alone would leave it running.
  */
-export async function dockerPty(docker: Docker, container: string, argv: string[], env: string[] = []): Promise<PtyLike> {
+export async function dockerPty(
+  docker: Docker,
+  container: string,
+  argv: string[],
+  env: string[] = [],
+): Promise<PtyLike> {
   const exec = await docker.getContainer(container).exec({
-    Cmd: argv, User: '0:0', AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: true, Env: ['TERM=xterm', ...env],
+    Cmd: argv,
+    User: '0:0',
+    AttachStdin: true,
+    AttachStdout: true,
+    AttachStderr: true,
+    Tty: true,
+    Env: ['TERM=xterm', ...env],
   });
   const stream = (await exec.start({ hijack: true, stdin: true, Tty: true })) as Duplex;
   const closers: Array<(err?: Error) => void> = [];

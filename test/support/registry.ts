@@ -89,11 +89,16 @@ async function startOnce(port: number): Promise<LoopbackRegistry> {
     await waitFor(
       `docker-registry on ${url}/v2/`,
       async () => {
-        if (exited) throw new Error(`docker-registry exited: ${fs.readFileSync(path.join(dir, 'registry.log'), 'utf8').trim().slice(-500)}`);
+        if (exited)
+          throw new Error(
+            `docker-registry exited: ${fs.readFileSync(path.join(dir, 'registry.log'), 'utf8').trim().slice(-500)}`,
+          );
         try {
           const res = await fetch(`${url}/v2/`);
           await res.arrayBuffer();
-          return res.status === 200 && res.headers.get('docker-distribution-api-version') === 'registry/2.0' ? true : undefined;
+          return res.status === 200 && res.headers.get('docker-distribution-api-version') === 'registry/2.0'
+            ? true
+            : undefined;
         } catch {
           return undefined;
         }
@@ -127,9 +132,16 @@ const run = promisify(execFile);
  * docker CLI. The daemon must reach the registry's port (see netns-bridge.ts); a loopback registry
  * is plain-HTTP "insecure" by default in dockerd. The extra tag is removed again afterwards.
  */
-export async function pushImage(dockerSocket: string, image: string, registry: LoopbackRegistry, repository: string, tag: string): Promise<string> {
+export async function pushImage(
+  dockerSocket: string,
+  image: string,
+  registry: LoopbackRegistry,
+  repository: string,
+  tag: string,
+): Promise<string> {
   const ref = `${registry.host}/${repository}:${tag}`;
-  const docker = (...args: string[]) => run('docker', ['-H', `unix://${dockerSocket}`, ...args], { maxBuffer: 16 * 1024 * 1024 });
+  const docker = (...args: string[]) =>
+    run('docker', ['-H', `unix://${dockerSocket}`, ...args], { maxBuffer: 16 * 1024 * 1024 });
   await docker('tag', image, ref);
   try {
     await docker('push', ref);

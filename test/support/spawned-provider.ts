@@ -16,11 +16,15 @@ const ROOT = path.resolve(import.meta.dirname, '../..');
 
 /** `npm start` as a separate process (tsx functions/server/main.ts), so tests can kill -9 it. */
 export async function spawnProvider(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<SpawnedProvider> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'functions/server/main.ts'), '--config', configFile, '--port', '0'], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(ROOT, 'functions/server/main.ts'), '--config', configFile, '--port', '0'],
+    {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -50,7 +54,10 @@ export async function spawnProvider(configFile: string, env: NodeJS.ProcessEnv =
     async api(method, route, body) {
       const res = await fetch(url + route, {
         method,
-        headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
       });
       const text = await res.text();

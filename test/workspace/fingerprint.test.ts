@@ -28,7 +28,10 @@ function runScript(dir: string, asUid?: number): { status: number | null; stdout
     cmd = 'setpriv';
   }
   // A hostile locale must not change the sort order: the script sets LC_ALL itself.
-  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'en_US.UTF-8' } });
+  const r = spawnSync(cmd, args, {
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'en_US.UTF-8' },
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -103,25 +106,37 @@ describe('fingerprintArgv / parseFingerprint', () => {
     ['same-size content change', (d) => fs.writeFileSync(path.join(d, 'README.md'), '# HELLO\n')],
     ['chmod +x', (d) => fs.chmodSync(path.join(d, 'README.md'), 0o755)],
     ['setuid bit dropped', (d) => fs.chmodSync(path.join(d, 'node_modules/.bin/tool'), 0o755)],
-    ['symlink retarget', (d) => {
-      fs.rmSync(path.join(d, 'link'));
-      fs.symlinkSync('README.md', path.join(d, 'link'));
-    }],
-    ['symlink replaced by a file with the target as content', (d) => {
-      fs.rmSync(path.join(d, 'link'));
-      fs.writeFileSync(path.join(d, 'link'), 'src/index.ts');
-    }],
+    [
+      'symlink retarget',
+      (d) => {
+        fs.rmSync(path.join(d, 'link'));
+        fs.symlinkSync('README.md', path.join(d, 'link'));
+      },
+    ],
+    [
+      'symlink replaced by a file with the target as content',
+      (d) => {
+        fs.rmSync(path.join(d, 'link'));
+        fs.writeFileSync(path.join(d, 'link'), 'src/index.ts');
+      },
+    ],
     ['new empty dir', (d) => fs.mkdirSync(path.join(d, 'src/new'))],
     ['new empty file', (d) => fs.writeFileSync(path.join(d, 'empty-dir/.keep'), '')],
     ['rename', (d) => fs.renameSync(path.join(d, 'src/index.ts'), path.join(d, 'src/main.ts'))],
-    ['name with spaces', (d) => fs.renameSync(path.join(d, 'with space/and  two.txt'), path.join(d, 'with space/and two.txt'))],
+    [
+      'name with spaces',
+      (d) => fs.renameSync(path.join(d, 'with space/and  two.txt'), path.join(d, 'with space/and two.txt')),
+    ],
     ['name with a newline', (d) => fs.writeFileSync(path.join(d, 'README.md\n'), '# hello\n')],
     ['unicode name', (d) => fs.renameSync(path.join(d, 'ünïcødé/日本語.txt'), path.join(d, 'ünïcødé/日本.txt'))],
     ['dir removed', (d) => fs.rmSync(path.join(d, 'empty-dir'), { recursive: true })],
-    ['fifo replaced by an empty file', (d) => {
-      fs.rmSync(path.join(d, 'fifo'));
-      fs.writeFileSync(path.join(d, 'fifo'), '');
-    }],
+    [
+      'fifo replaced by an empty file',
+      (d) => {
+        fs.rmSync(path.join(d, 'fifo'));
+        fs.writeFileSync(path.join(d, 'fifo'), '');
+      },
+    ],
   ];
   for (const [name, change] of changes) {
     it(`changes with: ${name}`, async () => {

@@ -109,8 +109,14 @@ class Channel {
         reject(new Error('runner channel request timed out'));
       }, REQUEST_TIMEOUT_MS);
       this.pending.set(id, {
-        resolve: (c) => { settle(); resolve(c); },
-        reject: (e) => { settle(); reject(e); },
+        resolve: (c) => {
+          settle();
+          resolve(c);
+        },
+        reject: (e) => {
+          settle();
+          reject(e);
+        },
       });
       this.hold(true);
       this.stream.write(encodeRequest(id, argv));
@@ -154,7 +160,10 @@ export class RunnerChannels {
   forget(container: string): void {
     const existing = this.channels.get(container);
     this.channels.delete(container);
-    void existing?.then((c) => c.close(), () => undefined);
+    void existing?.then(
+      (c) => c.close(),
+      () => undefined,
+    );
   }
 
   private channel(container: string): Promise<Channel> {
@@ -176,7 +185,12 @@ export class RunnerChannels {
 
   private async open(container: string): Promise<Channel> {
     const exec = await this.docker.getContainer(container).exec({
-      Cmd: ['/bin/sh', GUEST_RUNNER, 'serve'], User: '0:0', AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: false,
+      Cmd: ['/bin/sh', GUEST_RUNNER, 'serve'],
+      User: '0:0',
+      AttachStdin: true,
+      AttachStdout: true,
+      AttachStderr: true,
+      Tty: false,
     });
     const stream = (await exec.start({ hijack: true, stdin: true })) as Duplex;
     const channel = new Channel(stream);

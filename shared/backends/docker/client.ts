@@ -34,7 +34,10 @@ export async function pingDocker(docker: DockerClient, socketPath: string): Prom
   try {
     await docker.ping();
   } catch (error) {
-    throw new BackendUnavailableError(`the Docker daemon at ${socketPath} does not answer (start it, or set docker.socketPath)`, error);
+    throw new BackendUnavailableError(
+      `the Docker daemon at ${socketPath} does not answer (start it, or set docker.socketPath)`,
+      error,
+    );
   }
 }
 
@@ -49,12 +52,19 @@ export interface ExecResult {
  * code. The argv must carry no secret (it is visible to the daemon and in the container's process
  * list). Throws BackendUnavailableError when the exec cannot be created or started.
  */
-export async function execIn(docker: DockerClient, container: string, argv: string[], user = '0:0'): Promise<ExecResult> {
+export async function execIn(
+  docker: DockerClient,
+  container: string,
+  argv: string[],
+  user = '0:0',
+): Promise<ExecResult> {
   let exec!: Docker.Exec;
   let stream!: NodeJS.ReadableStream;
   for (let attempt = 0; ; attempt++) {
     try {
-      exec = await docker.getContainer(container).exec({ Cmd: argv, User: user, AttachStdout: true, AttachStderr: true, AttachStdin: false, Tty: false });
+      exec = await docker
+        .getContainer(container)
+        .exec({ Cmd: argv, User: user, AttachStdout: true, AttachStderr: true, AttachStdin: false, Tty: false });
       stream = await exec.start({ hijack: true, stdin: false });
       break;
     } catch (error) {
@@ -80,15 +90,27 @@ export async function execIn(docker: DockerClient, container: string, argv: stri
     stream.on('error', reject);
   });
   const info = await exec.inspect();
-  return { exitCode: info.ExitCode ?? -1, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+  return {
+    exitCode: info.ExitCode ?? -1,
+    stdout: Buffer.concat(out).toString('utf8'),
+    stderr: Buffer.concat(err).toString('utf8'),
+  };
 }
 
 /** execIn that throws BackendUnavailableError (with the first line of stderr) on a non-zero exit. */
-export async function execChecked(docker: DockerClient, container: string, what: string, argv: string[], user = '0:0'): Promise<ExecResult> {
+export async function execChecked(
+  docker: DockerClient,
+  container: string,
+  what: string,
+  argv: string[],
+  user = '0:0',
+): Promise<ExecResult> {
   const result = await execIn(docker, container, argv, user);
   if (result.exitCode !== 0) {
     const detail = result.stderr.trim().split('\n').slice(-1)[0] ?? '';
-    throw new BackendUnavailableError(`${what} failed in container ${container} (exit ${result.exitCode}${detail ? `: ${detail.slice(0, 300)}` : ''})`);
+    throw new BackendUnavailableError(
+      `${what} failed in container ${container} (exit ${result.exitCode}${detail ? `: ${detail.slice(0, 300)}` : ''})`,
+    );
   }
   return result;
 }

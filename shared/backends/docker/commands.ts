@@ -38,8 +38,15 @@ export class DockerCommands {
     }
     if (!fresh) return;
     const argv = [
-      'start', guestCommandDir(spec.commandId),
-      String(plan.user.uid), String(plan.user.gid), String(spec.timeoutMs), String(spec.maxOutputBytes), spec.cwd, '--', ...spec.argv,
+      'start',
+      guestCommandDir(spec.commandId),
+      String(plan.user.uid),
+      String(plan.user.gid),
+      String(spec.timeoutMs),
+      String(spec.maxOutputBytes),
+      spec.cwd,
+      '--',
+      ...spec.argv,
     ];
     // On failure the dir stays without a supervisor: its status reads 'lost', which is the truth.
     await this.channels.run(containerName(workspaceId), 'starting the command', argv);
@@ -64,22 +71,32 @@ export class DockerCommands {
       watcher = undefined;
     }
     try {
-      return await waitWhileRunning(() => readStatus(dir, spec), waitMs, (left) =>
-        new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, Math.min(POLL_MS, left));
-          wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        }),
+      return await waitWhileRunning(
+        () => readStatus(dir, spec),
+        waitMs,
+        (left) =>
+          new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, Math.min(POLL_MS, left));
+            wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          }),
       );
     } finally {
       watcher?.close();
     }
   }
 
-  async read(workspaceId: string, commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
-    if (!Number.isInteger(offset) || offset < 0) throw new BadRequestError('offset must be an integer >= 0', { field: 'offset' });
+  async read(
+    workspaceId: string,
+    commandId: string,
+    stream: OutputStream,
+    offset: number,
+    limit: number,
+  ): Promise<OutputChunk> {
+    if (!Number.isInteger(offset) || offset < 0)
+      throw new BadRequestError('offset must be an integer >= 0', { field: 'offset' });
     const { dir, spec } = await this.find(workspaceId, commandId);
     return readStream(dir, spec, stream, offset, limit);
   }
@@ -88,14 +105,24 @@ export class DockerCommands {
   async kill(workspaceId: string, commandId: string, reason: string): Promise<void> {
     const { dir } = await this.find(workspaceId, commandId);
     if (!(await isRunning(dir))) return;
-    await this.channels.run(containerName(workspaceId), 'killing the command', ['kill', guestCommandDir(commandId), reason || 'killed']);
+    await this.channels.run(containerName(workspaceId), 'killing the command', [
+      'kill',
+      guestCommandDir(commandId),
+      reason || 'killed',
+    ]);
     await this.settle([dir]);
   }
 
   /** Kill every running command (recorded as killed with `reason`) and every process of the user. */
   async killAll(workspaceId: string, user: { uid: number; gid: number }, reason: string): Promise<void> {
     const running = await this.runningDirs(workspaceId);
-    await this.channels.run(containerName(workspaceId), 'killing all processes', ['killall', GUEST_CMD_ROOT, reason, String(user.uid), String(user.gid)]);
+    await this.channels.run(containerName(workspaceId), 'killing all processes', [
+      'killall',
+      GUEST_CMD_ROOT,
+      reason,
+      String(user.uid),
+      String(user.gid),
+    ]);
     await this.settle(running);
   }
 
@@ -103,7 +130,10 @@ export class DockerCommands {
     const dir = this.layout.commandDir(workspaceId, commandId);
     const spec = await readSpec(dir);
     if (spec === undefined) {
-      const workspaceExists = await fs.stat(this.layout.workspaceDir(workspaceId)).then(() => true, () => false);
+      const workspaceExists = await fs.stat(this.layout.workspaceDir(workspaceId)).then(
+        () => true,
+        () => false,
+      );
       throw workspaceExists ? new NotFoundError('command', commandId) : new NotFoundError('workspace', workspaceId);
     }
     return { dir, spec };

@@ -23,7 +23,13 @@ import { containerName, GUEST_CMD_ROOT, GUEST_RUNNER_DIR, LABEL, type DockerLayo
 const CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'SETUID', 'SETGID', 'KILL', 'SYS_CHROOT'];
 const PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-export function containerConfig(layout: DockerLayout, workspaceId: string, plan: WorkspacePlan, image: string, labels: Record<string, string>): Docker.ContainerCreateOptions {
+export function containerConfig(
+  layout: DockerLayout,
+  workspaceId: string,
+  plan: WorkspacePlan,
+  image: string,
+  labels: Record<string, string>,
+): Docker.ContainerCreateOptions {
   const r = plan.resources;
   return {
     name: containerName(workspaceId),
@@ -40,7 +46,10 @@ export function containerConfig(layout: DockerLayout, workspaceId: string, plan:
       // Back after a daemon restart (its commands then read 'lost': their supervisors are gone).
       RestartPolicy: { Name: 'unless-stopped' },
       NetworkMode: dockerNetwork(plan.network),
-      Binds: [`${layout.cmdRoot(workspaceId)}:${GUEST_CMD_ROOT}`, `${layout.transfer(workspaceId)}:${plan.transferDir}:ro`],
+      Binds: [
+        `${layout.cmdRoot(workspaceId)}:${GUEST_CMD_ROOT}`,
+        `${layout.transfer(workspaceId)}:${plan.transferDir}:ro`,
+      ],
       // /tmp in memory: empty in every new container (restore) and never part of a committed image.
       // A tmpfs is memory: without a size the agent could fill the host's RAM through /tmp.
       Tmpfs: { '/tmp': `rw,exec,nosuid,nodev,mode=1777${r.diskMb !== undefined ? `,size=${r.diskMb}m` : ''}` },
@@ -55,7 +64,11 @@ export function containerConfig(layout: DockerLayout, workspaceId: string, plan:
   };
 }
 
-export function workspaceLabels(workspaceId: string, owner: string, labels: Record<string, string>): Record<string, string> {
+export function workspaceLabels(
+  workspaceId: string,
+  owner: string,
+  labels: Record<string, string>,
+): Record<string, string> {
   return { ...labels, [LABEL.workspace]: workspaceId, [LABEL.owner]: owner, [LABEL.kind]: 'workspace' };
 }
 
@@ -65,14 +78,21 @@ export async function createAndStart(docker: DockerClient, config: Docker.Contai
   try {
     container = await docker.createContainer(config);
   } catch (error) {
-    if (dockerStatus(error) === 409) throw new ConflictError(`container ${config.name} already exists`, { cause: error });
+    if (dockerStatus(error) === 409)
+      throw new ConflictError(`container ${config.name} already exists`, { cause: error });
     throw new BackendUnavailableError(`cannot create container ${config.name} from ${config.Image}`, error);
   }
   try {
     // The runner goes in before start (any image works; an old runner in a snapshot is replaced).
     const script = await fs.readFile(RUNNER_SCRIPT);
     const dir = GUEST_RUNNER_DIR.replace(/^\//, '');
-    await container.putArchive(packFiles([{ name: dir, mode: 0o700 }], [{ name: `${dir}/runner.sh`, content: script, mode: 0o700 }], { uid: 0, gid: 0 }), { path: '/' });
+    await container.putArchive(
+      packFiles([{ name: dir, mode: 0o700 }], [{ name: `${dir}/runner.sh`, content: script, mode: 0o700 }], {
+        uid: 0,
+        gid: 0,
+      }),
+      { path: '/' },
+    );
     await container.start();
   } catch (error) {
     await container.remove({ force: true }).catch(() => undefined);
@@ -149,18 +169,31 @@ export class ContainerNetworks {
     const mode = String(info.HostConfig?.NetworkMode ?? '');
     const attached = Object.keys(info.NetworkSettings?.Networks ?? {});
     if ((mode === 'host') !== (want === 'host')) {
-      throw new BadRequestError(`a Docker container cannot be moved ${want === 'host' ? 'into' : 'out of'} the host's network: set setup.network and workspace.network both to 'host', or neither`, { field: 'network' });
+      throw new BadRequestError(
+        `a Docker container cannot be moved ${want === 'host' ? 'into' : 'out of'} the host's network: set setup.network and workspace.network both to 'host', or neither`,
+        { field: 'network' },
+      );
     }
     // 'none' is reached by leaving every network (only the container's own loopback remains), never
     // by connecting 'none' again: dockerd (20.10) then keeps a stale endpoint named after the
     // container in 'none', and the next container of that name (a reset's) cannot start.
     const isNone = (list: string[]): boolean => list.length === 0 || (list.length === 1 && list[0] === 'none');
-    now = want === 'host' ? 'host' : want === 'none' ? (isNone(attached) ? 'none' : undefined) : attached.length === 1 && attached[0] === want ? want : undefined;
+    now =
+      want === 'host'
+        ? 'host'
+        : want === 'none'
+          ? isNone(attached)
+            ? 'none'
+            : undefined
+          : attached.length === 1 && attached[0] === want
+            ? want
+            : undefined;
     if (now !== want) {
       try {
         const leave = want === 'none' ? attached.filter((n) => n !== 'none') : attached.filter((n) => n !== want);
         for (const other of leave) await this.docker.getNetwork(other).disconnect({ Container: name, Force: true });
-        if (want !== 'none' && !attached.includes(want)) await this.docker.getNetwork(want).connect({ Container: name });
+        if (want !== 'none' && !attached.includes(want))
+          await this.docker.getNetwork(want).connect({ Container: name });
       } catch (error) {
         this.current.delete(name);
         throw new BackendUnavailableError(`cannot put container ${name} on network '${want}'`, error);

@@ -53,8 +53,14 @@ export class DockerFingerprints {
   }
 
   private async script(container: string, plan: WorkspacePlan): Promise<string> {
-    const result = await execIn(this.docker, container, ['env', 'LC_ALL=C', ...fingerprintArgv(plan.home)], `${plan.user.uid}:${plan.user.gid}`);
-    if (result.exitCode !== 0) throw new StepFailedError('fingerprint', `exit code ${result.exitCode}: ${result.stderr.trim().slice(-500)}`);
+    const result = await execIn(
+      this.docker,
+      container,
+      ['env', 'LC_ALL=C', ...fingerprintArgv(plan.home)],
+      `${plan.user.uid}:${plan.user.gid}`,
+    );
+    if (result.exitCode !== 0)
+      throw new StepFailedError('fingerprint', `exit code ${result.exitCode}: ${result.stderr.trim().slice(-500)}`);
     return parseFingerprint(result.stdout).digest;
   }
 
@@ -78,5 +84,7 @@ export class DockerFingerprints {
 /** The daemon answers `null` (which dockerode hands back as a raw Buffer) when nothing changed. */
 function parseChanges(raw: unknown): { Path: string }[] {
   const value: unknown = Buffer.isBuffer(raw) ? JSON.parse(raw.toString('utf8') || 'null') : raw;
-  return Array.isArray(value) ? value.filter((c): c is { Path: string } => typeof (c as { Path?: unknown })?.Path === 'string') : [];
+  return Array.isArray(value)
+    ? value.filter((c): c is { Path: string } => typeof (c as { Path?: unknown })?.Path === 'string')
+    : [];
 }

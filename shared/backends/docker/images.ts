@@ -22,19 +22,31 @@ export function snapshotRef(purpose: Purpose, name: string): SnapshotRef {
 
 /** The image tag of a ref, rebuilt from purpose and name (the stored `image` is not trusted). */
 export function refImage(snapshot: SnapshotRef): { purpose: Purpose; name: string; image: string } {
-  if (snapshot?.kind !== 'docker') throw new BadRequestError(`not a docker snapshot (kind '${String(snapshot?.kind)}')`, { field: 'snapshot' });
+  if (snapshot?.kind !== 'docker')
+    throw new BadRequestError(`not a docker snapshot (kind '${String(snapshot?.kind)}')`, { field: 'snapshot' });
   const purpose = snapshot.purpose;
-  if (purpose !== 'cache' && purpose !== 'baseline') throw new BadRequestError('invalid snapshot purpose', { field: 'snapshot' });
+  if (purpose !== 'cache' && purpose !== 'baseline')
+    throw new BadRequestError('invalid snapshot purpose', { field: 'snapshot' });
   const name = checkName('snapshot name', snapshot.name);
   return { purpose, name, image: `wsp-${purpose}:${name}` };
 }
 
-export async function commitSnapshot(docker: DockerClient, container: string, purpose: Purpose, name: string, owner: string): Promise<SnapshotRef> {
+export async function commitSnapshot(
+  docker: DockerClient,
+  container: string,
+  purpose: Purpose,
+  name: string,
+  owner: string,
+): Promise<SnapshotRef> {
   checkName('snapshot name', name);
-  const labels = [`"${LABEL.kind}"="${purpose}"`, `"${LABEL.snapshot}"="${name}"`, `"${LABEL.owner}"="${owner}"`].join(' ');
+  const labels = [`"${LABEL.kind}"="${purpose}"`, `"${LABEL.snapshot}"="${name}"`, `"${LABEL.owner}"="${owner}"`].join(
+    ' ',
+  );
   try {
     // pause: a consistent file system for the commit (processes are frozen for its duration).
-    await docker.getContainer(container).commit({ repo: `wsp-${purpose}`, tag: name, pause: true, changes: [`LABEL ${labels}`] });
+    await docker
+      .getContainer(container)
+      .commit({ repo: `wsp-${purpose}`, tag: name, pause: true, changes: [`LABEL ${labels}`] });
   } catch (error) {
     if (isNotFound(error)) throw new NotFoundError('workspace container', container);
     throw new BackendUnavailableError(`docker commit of ${container} failed`, error);
@@ -45,7 +57,9 @@ export async function commitSnapshot(docker: DockerClient, container: string, pu
 /** Image ids carrying this snapshot's labels (tagged or not — an untagged one is still ours to remove). */
 async function imagesOf(docker: DockerClient, owner: string, purpose: Purpose, name: string): Promise<string[]> {
   const list = await docker.listImages({
-    filters: JSON.stringify({ label: [`${LABEL.owner}=${owner}`, `${LABEL.kind}=${purpose}`, `${LABEL.snapshot}=${name}`] }),
+    filters: JSON.stringify({
+      label: [`${LABEL.owner}=${owner}`, `${LABEL.kind}=${purpose}`, `${LABEL.snapshot}=${name}`],
+    }),
   });
   return list.map((i) => i.Id);
 }
@@ -55,7 +69,12 @@ async function imagesOf(docker: DockerClient, owner: string, purpose: Purpose, n
  * is removed (so the name is free) and the untagged image stays listed by its labels until a later
  * delete (the reconciler's) succeeds — logged, not thrown.
  */
-export async function deleteSnapshot(docker: DockerClient, owner: string, snapshot: SnapshotRef, log: Logger): Promise<void> {
+export async function deleteSnapshot(
+  docker: DockerClient,
+  owner: string,
+  snapshot: SnapshotRef,
+  log: Logger,
+): Promise<void> {
   const { purpose, name, image } = refImage(snapshot);
   const targets = [image, ...(await imagesOf(docker, owner, purpose, name))];
   for (const target of targets) {
@@ -67,8 +86,16 @@ export async function deleteSnapshot(docker: DockerClient, owner: string, snapsh
       if (status === 409) {
         // Forced removal of a *tag* only untags an image a container uses (never the image itself);
         // an image id is never force-removed (that would break a stopped container built on it).
-        if (target === image) await bestEffort(docker.getImage(target).remove({ force: true }), log, 'force-removing a snapshot image in use');
-        log.warn('snapshot image still used by a container: untagged, removal retried later', { snapshot: name, purpose });
+        if (target === image)
+          await bestEffort(
+            docker.getImage(target).remove({ force: true }),
+            log,
+            'force-removing a snapshot image in use',
+          );
+        log.warn('snapshot image still used by a container: untagged, removal retried later', {
+          snapshot: name,
+          purpose,
+        });
         continue;
       }
       throw new BackendUnavailableError(`cannot remove image ${image}`, error);
@@ -120,7 +147,11 @@ export async function snapshotSize(docker: DockerClient, snapshot: SnapshotRef, 
 }
 
 /** Every needle in every layer (file contents and names) and in the image config: "<where>: needle #i". */
-export async function scanSnapshot(docker: DockerClient, snapshot: SnapshotRef, needles: readonly string[]): Promise<string[]> {
+export async function scanSnapshot(
+  docker: DockerClient,
+  snapshot: SnapshotRef,
+  needles: readonly string[],
+): Promise<string[]> {
   const { image } = refImage(snapshot);
   let stream: NodeJS.ReadableStream;
   try {

@@ -1,6 +1,12 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { BackendResource, CommandSpec, CreateOptions, OutputStream, WorkspaceBackend } from '../../contract/backend.js';
+import type {
+  BackendResource,
+  CommandSpec,
+  CreateOptions,
+  OutputStream,
+  WorkspaceBackend,
+} from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
 import { BackendUnavailableError, BadRequestError, ConflictError, NotFoundError } from '../../contract/errors.js';
@@ -9,7 +15,14 @@ import { packTree } from '../tar/archive.js';
 import { RunnerChannels } from './channel.js';
 import { connectDocker, DEFAULT_DOCKER_SOCKET, pingDocker, type DockerClient } from './client.js';
 import { DockerCommands } from './commands.js';
-import { ContainerNetworks, containerConfig, createAndStart, imageExists, removeContainer, workspaceLabels } from './container.js';
+import {
+  ContainerNetworks,
+  containerConfig,
+  createAndStart,
+  imageExists,
+  removeContainer,
+  workspaceLabels,
+} from './container.js';
 import * as images from './images.js';
 import { checkName } from '../../lib/names.js';
 import { containerName, DockerLayout, dockerRef, LABEL, refBelongsTo, refWorkspaceId } from './layout.js';
@@ -40,7 +53,9 @@ const KILL_ALL_REASON = 'all workspace processes killed';
 export async function createDockerBackend(options: DockerBackendOptions): Promise<WorkspaceBackend> {
   const log = (options.log ?? silentLogger).child({ backend: 'docker' });
   checkName('owner', options.owner);
-  const dockerHost = process.env.DOCKER_HOST?.startsWith('unix://') ? process.env.DOCKER_HOST.slice('unix://'.length) : undefined;
+  const dockerHost = process.env.DOCKER_HOST?.startsWith('unix://')
+    ? process.env.DOCKER_HOST.slice('unix://'.length)
+    : undefined;
   const socketPath = options.socketPath ?? process.env.WSP_DOCKER_SOCKET ?? dockerHost ?? DEFAULT_DOCKER_SOCKET;
   const docker = connectDocker(socketPath);
   await pingDocker(docker, socketPath);
@@ -50,7 +65,9 @@ export async function createDockerBackend(options: DockerBackendOptions): Promis
   await fs.chmod(layout.workspacesDir, 0o700);
   const warnings: string[] = [];
   if (!(await imageExists(docker, options.baseImage))) {
-    warnings.push(`docker base image '${options.baseImage}' is missing on the daemon (it is never pulled): build it (.ci/docker.sh) or set docker.baseImage`);
+    warnings.push(
+      `docker base image '${options.baseImage}' is missing on the daemon (it is never pulled): build it (.ci/docker.sh) or set docker.baseImage`,
+    );
   }
   for (const w of warnings) log.warn(w);
   return new DockerBackend(docker, layout, options.owner, options.baseImage, log, warnings);
@@ -85,8 +102,14 @@ class DockerBackend implements WorkspaceBackend {
 
   private noteNetwork(plan: WorkspacePlan): void {
     const networks = new Set<string>([plan.network, plan.setupNetwork ?? plan.network]);
-    if (networks.has('host')) this.warnOnce("network 'host': workspaces share the Docker host's network namespace and can reach every service on its loopback (the provider's API included)");
-    if (networks.has('egress') || networks.has('bridge')) this.warnOnce("network 'egress': the workspace's egress goes through Docker's default bridge (other containers on it are reachable; the host's loopback is not)");
+    if (networks.has('host'))
+      this.warnOnce(
+        "network 'host': workspaces share the Docker host's network namespace and can reach every service on its loopback (the provider's API included)",
+      );
+    if (networks.has('egress') || networks.has('bridge'))
+      this.warnOnce(
+        "network 'egress': the workspace's egress goes through Docker's default bridge (other containers on it are reachable; the host's loopback is not)",
+      );
   }
 
   refBelongsTo(ref: BackendRef, workspaceId: string): boolean {
@@ -99,17 +122,26 @@ class DockerBackend implements WorkspaceBackend {
     const image = options.from ? images.refImage(options.from).image : this.baseImage;
     if (!(await imageExists(this.docker, image))) {
       if (options.from) throw new NotFoundError('snapshot', String(options.from.name));
-      throw new BackendUnavailableError(`docker base image '${image}' is missing on the daemon (it is never pulled): build it (.ci/docker.sh) or set docker.baseImage`);
+      throw new BackendUnavailableError(
+        `docker base image '${image}' is missing on the daemon (it is never pulled): build it (.ci/docker.sh) or set docker.baseImage`,
+      );
     }
     const wsDir = this.layout.workspaceDir(id);
     try {
       await fs.mkdir(wsDir, { mode: 0o700 });
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`docker workspace '${id}' already exists`, { cause: error });
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST')
+        throw new ConflictError(`docker workspace '${id}' already exists`, { cause: error });
       throw error;
     }
     const labels = workspaceLabels(id, this.owner, options.labels);
-    const meta: DockerWorkspaceMeta = { workspaceId: id, owner: this.owner, labels, user: { uid: plan.user.uid, gid: plan.user.gid }, createdAt: new Date().toISOString() };
+    const meta: DockerWorkspaceMeta = {
+      workspaceId: id,
+      owner: this.owner,
+      labels,
+      user: { uid: plan.user.uid, gid: plan.user.gid },
+      createdAt: new Date().toISOString(),
+    };
     try {
       // meta.json first: from here on a crash leaves a resource listResources finds.
       await writeMeta(this.layout, meta);
@@ -121,15 +153,28 @@ class DockerBackend implements WorkspaceBackend {
       const { user } = plan;
       // Also opens the runner channel, so the first command does not pay for it.
       await this.channels.run(containerName(id), 'preparing the workspace user', [
-        'init', String(user.uid), String(user.gid), user.name, plan.home, plan.root,
+        'init',
+        String(user.uid),
+        String(user.gid),
+        user.name,
+        plan.home,
+        plan.root,
       ]);
       this.log.info('workspace created', { workspaceId: id, image, fromSnapshot: options.from?.name ?? null });
       return dockerRef(id);
     } catch (error) {
       this.channels.forget(containerName(id));
       this.networks.forget(containerName(id));
-      await bestEffort(removeContainer(this.docker, containerName(id)), this.log, 'removing the container of a failed create');
-      await bestEffort(fs.rm(wsDir, { recursive: true, force: true }), this.log, 'removing the workspace dir of a failed create');
+      await bestEffort(
+        removeContainer(this.docker, containerName(id)),
+        this.log,
+        'removing the container of a failed create',
+      );
+      await bestEffort(
+        fs.rm(wsDir, { recursive: true, force: true }),
+        this.log,
+        'removing the workspace dir of a failed create',
+      );
       throw error;
     }
   }
@@ -156,7 +201,9 @@ class DockerBackend implements WorkspaceBackend {
 
   async removeTransferFile(ref: BackendRef, _plan: WorkspacePlan, name: string): Promise<void> {
     const meta = await requireMeta(this.layout, ref);
-    await fs.rm(path.join(this.layout.transfer(meta.workspaceId), checkName('transfer file name', name)), { force: true });
+    await fs.rm(path.join(this.layout.transfer(meta.workspaceId), checkName('transfer file name', name)), {
+      force: true,
+    });
   }
 
   /** put-archive of the host tree, every header owned by the plan user; missing parents made as the user. */
@@ -204,7 +251,9 @@ class DockerBackend implements WorkspaceBackend {
     const meta = await requireMeta(this.layout, ref);
     // `size=true` is a query option of the Engine API that @types/dockerode does not list.
     const options = { size: true } as unknown as Parameters<ReturnType<DockerClient['getContainer']>['inspect']>[0];
-    const info = (await this.docker.getContainer(containerName(meta.workspaceId)).inspect(options)) as { SizeRw?: number };
+    const info = (await this.docker.getContainer(containerName(meta.workspaceId)).inspect(options)) as {
+      SizeRw?: number;
+    };
     return info.SizeRw ?? 0;
   }
 
@@ -213,7 +262,12 @@ class DockerBackend implements WorkspaceBackend {
     await this.commands.killAll(meta.workspaceId, meta.user, KILL_ALL_REASON);
   }
 
-  async snapshot(ref: BackendRef, _plan: WorkspacePlan, purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
+  async snapshot(
+    ref: BackendRef,
+    _plan: WorkspacePlan,
+    purpose: 'cache' | 'baseline',
+    name: string,
+  ): Promise<SnapshotRef> {
     const meta = await requireMeta(this.layout, ref);
     const snap = await images.commitSnapshot(this.docker, containerName(meta.workspaceId), purpose, name, this.owner);
     this.log.info('snapshot taken', { workspaceId: meta.workspaceId, snapshot: name, purpose });
@@ -231,7 +285,10 @@ class DockerBackend implements WorkspaceBackend {
     const id = meta.workspaceId;
     await this.commands.killAll(id, meta.user, KILL_ALL_REASON).catch((e: unknown) => {
       // A container that is gone or stopped has no processes left to kill; its commands read 'lost'.
-      this.log.warn('restore: killAll before replacing the container failed', { workspaceId: id, error: (e as Error).message });
+      this.log.warn('restore: killAll before replacing the container failed', {
+        workspaceId: id,
+        error: (e as Error).message,
+      });
     });
     this.channels.forget(containerName(id));
     this.networks.forget(containerName(id));
@@ -293,10 +350,13 @@ class DockerBackend implements WorkspaceBackend {
 function checkPlan(plan: WorkspacePlan): void {
   checkPlanShape(plan);
   for (const network of [plan.network, plan.setupNetwork ?? plan.network]) {
-    if (!['none', 'egress', 'host', 'bridge'].includes(network)) throw new BadRequestError('invalid plan network', { field: 'plan.network' });
+    if (!['none', 'egress', 'host', 'bridge'].includes(network))
+      throw new BadRequestError('invalid plan network', { field: 'plan.network' });
   }
   // A container never enters or leaves the host's network namespace (see ContainerNetworks).
   if ((plan.network === 'host') !== ((plan.setupNetwork ?? plan.network) === 'host')) {
-    throw new BadRequestError("on Docker, setup.network and workspace.network must both be 'host' or neither", { field: 'plan.network' });
+    throw new BadRequestError("on Docker, setup.network and workspace.network must both be 'host' or neither", {
+      field: 'plan.network',
+    });
   }
 }

@@ -30,7 +30,6 @@ export const LABEL = {
   snapshot: 'wsp.snapshot',
 } as const;
 
-
 export const containerName = (workspaceId: string): string => `wsp-${checkName('workspace id', workspaceId)}`;
 
 export function dockerRef(workspaceId: string): BackendRef {
@@ -51,7 +50,8 @@ export function refBelongsTo(ref: BackendRef, workspaceId: string): boolean {
 
 /** The workspace id of a ref (the container name is derived from it, never trusted). */
 export function refWorkspaceId(ref: BackendRef): string {
-  if (ref?.kind !== 'docker') throw new BadRequestError(`not a docker backend ref (kind '${String(ref?.kind)}')`, { field: 'ref' });
+  if (ref?.kind !== 'docker')
+    throw new BadRequestError(`not a docker backend ref (kind '${String(ref?.kind)}')`, { field: 'ref' });
   return checkName('workspace id', ref.workspaceId);
 }
 

@@ -77,7 +77,8 @@ const KEY_CHARS = /^[A-Za-z0-9._/-]+$/;
  * '/', no '//' — so a key can never climb out of the prefix or be read two ways. Throws BadRequestError.
  */
 export function validateBlobKey(key: string, what = 'blob key'): void {
-  if (key.length === 0 || key.length > 900) throw new BadRequestError(`${what} must be 1..900 characters`, { field: what });
+  if (key.length === 0 || key.length > 900)
+    throw new BadRequestError(`${what} must be 1..900 characters`, { field: what });
   if (!KEY_CHARS.test(key)) throw new BadRequestError(`${what} may contain only A-Z a-z 0-9 . _ / -`, { field: what });
   if (key.includes('..')) throw new BadRequestError(`${what} must not contain '..'`, { field: what });
   if (key.startsWith('/')) throw new BadRequestError(`${what} must not start with '/'`, { field: what });
@@ -99,12 +100,15 @@ export class S3BlobStore implements BlobStore {
     if (options.prefix !== '') validateBlobKey(options.prefix, 'blob store prefix');
     this.prefix = options.prefix;
     const maxTtl = options.maxTtlSeconds ?? 900;
-    if (!Number.isInteger(maxTtl) || maxTtl < 1 || maxTtl > 3600) throw new BadRequestError('maxTtlSeconds must be an integer in 1..3600', { field: 'maxTtlSeconds' });
+    if (!Number.isInteger(maxTtl) || maxTtl < 1 || maxTtl > 3600)
+      throw new BadRequestError('maxTtlSeconds must be an integer in 1..3600', { field: 'maxTtlSeconds' });
     this.maxTtlSeconds = maxTtl;
     this.thresholdBytes = options.multipartThresholdBytes ?? 64 * MiB;
     this.partBytes = options.partBytes ?? 16 * MiB;
-    if (!(this.thresholdBytes >= MIN_PART_BYTES)) throw new BadRequestError('multipartThresholdBytes must be at least 5 MiB', { field: 'multipartThresholdBytes' });
-    if (!(this.partBytes >= MIN_PART_BYTES) || this.partBytes > MAX_SINGLE_PUT_BYTES) throw new BadRequestError('partBytes must be 5 MiB..5 GiB', { field: 'partBytes' });
+    if (!(this.thresholdBytes >= MIN_PART_BYTES))
+      throw new BadRequestError('multipartThresholdBytes must be at least 5 MiB', { field: 'multipartThresholdBytes' });
+    if (!(this.partBytes >= MIN_PART_BYTES) || this.partBytes > MAX_SINGLE_PUT_BYTES)
+      throw new BadRequestError('partBytes must be 5 MiB..5 GiB', { field: 'partBytes' });
   }
 
   /** The full S3 key for a store key (validated). */
@@ -122,7 +126,14 @@ export class S3BlobStore implements BlobStore {
       const size = (await handle.stat()).size;
       if (size > this.thresholdBytes) return await this.putMultipart(objectKey, handle, size);
       await this.send('PutObject', key, () =>
-        this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: objectKey, Body: rangeStream(handle, 0, size), ContentLength: size })),
+        this.client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: objectKey,
+            Body: rangeStream(handle, 0, size),
+            ContentLength: size,
+          }),
+        ),
       );
       return { bytes: size };
     } finally {
@@ -140,7 +151,9 @@ export class S3BlobStore implements BlobStore {
     const key = objectKey.slice(this.prefix.length);
     const partBytes = Math.max(this.partBytes, Math.ceil(size / MAX_PARTS));
     const created = await this.send('CreateMultipartUpload', key, () =>
-      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, ChecksumAlgorithm: 'CRC32' })),
+      this.client.send(
+        new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, ChecksumAlgorithm: 'CRC32' }),
+      ),
     );
     const uploadId = created.UploadId;
     if (!uploadId) throw new BackendUnavailableError(`S3 CreateMultipartUpload ${key} returned no UploadId`);
@@ -161,17 +174,30 @@ export class S3BlobStore implements BlobStore {
             }),
           ),
         );
-        parts.push({ PartNumber: n, ETag: out.ETag, ...(out.ChecksumCRC32 ? { ChecksumCRC32: out.ChecksumCRC32 } : {}) });
+        parts.push({
+          PartNumber: n,
+          ETag: out.ETag,
+          ...(out.ChecksumCRC32 ? { ChecksumCRC32: out.ChecksumCRC32 } : {}),
+        });
       }
       await this.send('CompleteMultipartUpload', key, () =>
-        this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId, MultipartUpload: { Parts: parts } })),
+        this.client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: this.bucket,
+            Key: objectKey,
+            UploadId: uploadId,
+            MultipartUpload: { Parts: parts },
+          }),
+        ),
       );
       return { bytes: size };
     } catch (err) {
       // Best effort: the original failure is what the caller needs; a lifecycle rule on
       // incomplete multipart uploads is the backstop if the abort fails too.
       try {
-        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId }));
+        await this.client.send(
+          new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId }),
+        );
       } catch {
         /* the part/complete error below is the one to report */
       }
@@ -206,19 +232,29 @@ export class S3BlobStore implements BlobStore {
   async presignGet(key: string, ttlSeconds: number): Promise<string> {
     const objectKey = this.objectKey(key);
     const expiresIn = this.checkTtl(ttlSeconds);
-    return this.send('presign GetObject', key, () => getSignedUrl(this.client, withoutChecksums(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey })), { expiresIn }));
+    return this.send('presign GetObject', key, () =>
+      getSignedUrl(this.client, withoutChecksums(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey })), {
+        expiresIn,
+      }),
+    );
   }
 
   async presignPut(key: string, ttlSeconds: number): Promise<string> {
     const objectKey = this.objectKey(key);
     const expiresIn = this.checkTtl(ttlSeconds);
-    return this.send('presign PutObject', key, () => getSignedUrl(this.client, withoutChecksums(new PutObjectCommand({ Bucket: this.bucket, Key: objectKey })), { expiresIn }));
+    return this.send('presign PutObject', key, () =>
+      getSignedUrl(this.client, withoutChecksums(new PutObjectCommand({ Bucket: this.bucket, Key: objectKey })), {
+        expiresIn,
+      }),
+    );
   }
 
   async delete(key: string): Promise<void> {
     const objectKey = this.objectKey(key);
     try {
-      await this.send('DeleteObject', key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: objectKey })));
+      await this.send('DeleteObject', key, () =>
+        this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: objectKey })),
+      );
     } catch (err) {
       if (err instanceof NotFoundError) return;
       throw err;
@@ -229,22 +265,36 @@ export class S3BlobStore implements BlobStore {
     if (prefix !== '') validateBlobKey(prefix, 'blob prefix');
     const full = this.prefix + prefix;
     // An empty full prefix would mean "the whole bucket": never.
-    if (full === '') throw new BadRequestError('deletePrefix needs a non-empty prefix when the store has none', { field: 'prefix' });
+    if (full === '')
+      throw new BadRequestError('deletePrefix needs a non-empty prefix when the store has none', { field: 'prefix' });
     let deleted = 0;
     let token: string | undefined;
     do {
       const page = await this.send('ListObjectsV2', prefix, () =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, ...(token ? { ContinuationToken: token } : {}) })),
+        this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: full,
+            ...(token ? { ContinuationToken: token } : {}),
+          }),
+        ),
       );
       const keys = (page.Contents ?? []).map((o) => o.Key).filter((k): k is string => typeof k === 'string');
       // ListObjectsV2 pages hold at most 1000 keys, DeleteObjects takes at most 1000.
       if (keys.length > 0) {
         const out = await this.send('DeleteObjects', prefix, () =>
-          this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } })),
+          this.client.send(
+            new DeleteObjectsCommand({
+              Bucket: this.bucket,
+              Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true },
+            }),
+          ),
         );
         const failed = out.Errors ?? [];
         if (failed.length > 0) {
-          throw new BackendUnavailableError(`S3 DeleteObjects ${prefix}: ${failed.length} of ${keys.length} not deleted (${failed[0]?.Code ?? 'unknown'})`);
+          throw new BackendUnavailableError(
+            `S3 DeleteObjects ${prefix}: ${failed.length} of ${keys.length} not deleted (${failed[0]?.Code ?? 'unknown'})`,
+          );
         }
         deleted += keys.length;
       }
@@ -255,16 +305,21 @@ export class S3BlobStore implements BlobStore {
 
   private checkTtl(ttlSeconds: number): number {
     if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > this.maxTtlSeconds) {
-      throw new BadRequestError(`presigned URL lifetime must be an integer in 1..${this.maxTtlSeconds} seconds`, { field: 'ttlSeconds' });
+      throw new BadRequestError(`presigned URL lifetime must be an integer in 1..${this.maxTtlSeconds} seconds`, {
+        field: 'ttlSeconds',
+      });
     }
     return ttlSeconds;
   }
 
   private async getObject(key: string): Promise<{ body: Readable; length: number | undefined }> {
     const objectKey = this.objectKey(key);
-    const out = await this.send('GetObject', key, () => this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey })));
+    const out = await this.send('GetObject', key, () =>
+      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey })),
+    );
     const body = out.Body;
-    if (!(body instanceof Readable)) throw new BackendUnavailableError(`S3 GetObject ${key} returned no Node stream body`);
+    if (!(body instanceof Readable))
+      throw new BackendUnavailableError(`S3 GetObject ${key} returned no Node stream body`);
     return { body, length: out.ContentLength };
   }
 
@@ -284,7 +339,11 @@ export function mapS3Error(op: string, key: string, err: unknown): WspError {
   const e = err as { name?: unknown; Code?: unknown; $metadata?: { httpStatusCode?: number } } | undefined;
   const code = typeof e?.Code === 'string' ? e.Code : typeof e?.name === 'string' ? e.name : 'UnknownError';
   const status = e?.$metadata?.httpStatusCode;
-  if (code === 'NoSuchKey' || code === 'NotFound' || (status === 404 && code !== 'NoSuchBucket' && code !== 'NoSuchUpload')) {
+  if (
+    code === 'NoSuchKey' ||
+    code === 'NotFound' ||
+    (status === 404 && code !== 'NoSuchBucket' && code !== 'NoSuchUpload')
+  ) {
     return new NotFoundError('blob', key);
   }
   return new BackendUnavailableError(`S3 ${op} ${key} failed: ${code}${status ? ` (HTTP ${status})` : ''}`, err);
@@ -298,7 +357,9 @@ export function mapS3Error(op: string, key: string, err: unknown): WspError {
  * it here keeps the fix independent of how the caller configured its S3Client. Runs after the
  * checksum middleware (build step), so before presigning (finalizeRequest).
  */
-function withoutChecksums<C extends { middlewareStack: { addRelativeTo(m: BuildMiddleware<any, any>, o: RelativeMiddlewareOptions): void } }>(command: C): C {
+function withoutChecksums<
+  C extends { middlewareStack: { addRelativeTo(m: BuildMiddleware<any, any>, o: RelativeMiddlewareOptions): void } },
+>(command: C): C {
   command.middlewareStack.addRelativeTo(stripChecksumHeaders, {
     relation: 'after',
     toMiddleware: 'flexibleChecksumsMiddleware',

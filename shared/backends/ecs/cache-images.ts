@@ -1,6 +1,11 @@
 import { DescribeTaskDefinitionCommand, ListTaskDefinitionsCommand, type ECSClient } from '@aws-sdk/client-ecs';
 import { BackendUnavailableError } from '../../contract/errors.js';
-import { appendLayer, deregisterCacheTaskDefinition, registerCacheTaskDefinition, type RegistryClient } from './image/index.js';
+import {
+  appendLayer,
+  deregisterCacheTaskDefinition,
+  registerCacheTaskDefinition,
+  type RegistryClient,
+} from './image/index.js';
 import { checkName } from '../../lib/names.js';
 import { TAG, type ImageSnapshot } from './guest.js';
 
@@ -79,7 +84,14 @@ export class RegistryCacheImages implements CacheImages {
         [TAG_IMAGE]: appended.imageRef,
       },
     });
-    return { kind: 'ecs-image', name, image: appended.imageRef, taskDefinitionArn, layerKey: input.layerKey, bytes: appended.compressedSize };
+    return {
+      kind: 'ecs-image',
+      name,
+      image: appended.imageRef,
+      taskDefinitionArn,
+      layerKey: input.layerKey,
+      bytes: appended.compressedSize,
+    };
   }
 
   async remove(snapshot: ImageSnapshot): Promise<void> {
@@ -96,7 +108,13 @@ export class RegistryCacheImages implements CacheImages {
     let nextToken: string | undefined;
     try {
       do {
-        const page = await this.o.ecs.send(new ListTaskDefinitionsCommand({ familyPrefix: family, status: 'ACTIVE', ...(nextToken ? { nextToken } : {}) }));
+        const page = await this.o.ecs.send(
+          new ListTaskDefinitionsCommand({
+            familyPrefix: family,
+            status: 'ACTIVE',
+            ...(nextToken ? { nextToken } : {}),
+          }),
+        );
         arns.push(...(page.taskDefinitionArns ?? []));
         nextToken = page.nextToken;
       } while (nextToken);
@@ -105,9 +123,18 @@ export class RegistryCacheImages implements CacheImages {
     }
     const out: ImageSnapshot[] = [];
     for (const arn of arns) {
-      const described = await this.o.ecs.send(new DescribeTaskDefinitionCommand({ taskDefinition: arn, include: ['TAGS'] })).catch(() => undefined);
+      const described = await this.o.ecs
+        .send(new DescribeTaskDefinitionCommand({ taskDefinition: arn, include: ['TAGS'] }))
+        .catch(() => undefined);
       const tags = Object.fromEntries((described?.tags ?? []).map((t) => [t.key ?? '', t.value ?? '']));
-      if (tags[TAG.kind] !== 'cache' || tags[TAG.owner] !== owner || !tags[TAG.snapshot] || !tags[TAG_IMAGE] || !tags[TAG_LAYER]) continue;
+      if (
+        tags[TAG.kind] !== 'cache' ||
+        tags[TAG.owner] !== owner ||
+        !tags[TAG.snapshot] ||
+        !tags[TAG_IMAGE] ||
+        !tags[TAG_LAYER]
+      )
+        continue;
       out.push({
         kind: 'ecs-image',
         name: tags[TAG.snapshot]!,
@@ -124,10 +151,15 @@ export class RegistryCacheImages implements CacheImages {
   private async family(): Promise<string> {
     if (this.familyName) return this.familyName;
     try {
-      const out = await this.o.ecs.send(new DescribeTaskDefinitionCommand({ taskDefinition: this.o.baseTaskDefinition }));
+      const out = await this.o.ecs.send(
+        new DescribeTaskDefinitionCommand({ taskDefinition: this.o.baseTaskDefinition }),
+      );
       this.familyName = out.taskDefinition?.family ?? this.o.baseTaskDefinition.split(':')[0]!;
     } catch (error) {
-      throw new BackendUnavailableError(`ECS DescribeTaskDefinition ${this.o.baseTaskDefinition} failed: ${(error as Error).message}`, error);
+      throw new BackendUnavailableError(
+        `ECS DescribeTaskDefinition ${this.o.baseTaskDefinition} failed: ${(error as Error).message}`,
+        error,
+      );
     }
     return this.familyName;
   }

@@ -37,24 +37,55 @@ export class EcsCommands {
   async start(taskArn: string, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
     checkCommandSpec(spec);
     const dir = commandDir(spec.commandId);
-    const stored = { commandId: spec.commandId, timeoutMs: spec.timeoutMs, maxOutputBytes: spec.maxOutputBytes, startedAt: new Date().toISOString() };
+    const stored = {
+      commandId: spec.commandId,
+      timeoutMs: spec.timeoutMs,
+      maxOutputBytes: spec.maxOutputBytes,
+      startedAt: new Date().toISOString(),
+    };
     const stdin = spec.stdin ?? Buffer.alloc(0);
-    const carried = stdin.length > STDIN_INLINE_MAX_BYTES && this.stdinCarrier ? await this.stdinCarrier(spec.commandId, stdin) : undefined;
+    const carried =
+      stdin.length > STDIN_INLINE_MAX_BYTES && this.stdinCarrier
+        ? await this.stdinCarrier(spec.commandId, stdin)
+        : undefined;
     try {
       await this.channels.with(taskArn, 'starting the command', async (rpc) => {
-        await rpc.prepare(dir, JSON.stringify(stored), envScript(commandEnv(plan, spec)), carried ? Buffer.alloc(0) : stdin);
+        await rpc.prepare(
+          dir,
+          JSON.stringify(stored),
+          envScript(commandEnv(plan, spec)),
+          carried ? Buffer.alloc(0) : stdin,
+        );
         // Also on a retry (dir exists): a first attempt may have died before this step. A command that did
         // start has opened and removed its stdin already, so a second copy is never read (and the runner
         // renames it in whole, so a supervisor opening it meanwhile sees one complete file or the other).
         if (carried) {
-          const got = await rpc.call(['fetch-url', carried.url, `${dir}/stdin`, '0600', '0:0'], { timeoutMs: 30 * 60_000 });
-          if (got.status !== 0) throw new BackendUnavailableError(`moving the command's stdin into the workspace task failed: ${got.payload.toString('utf8').slice(0, 300)}`);
+          const got = await rpc.call(['fetch-url', carried.url, `${dir}/stdin`, '0600', '0:0'], {
+            timeoutMs: 30 * 60_000,
+          });
+          if (got.status !== 0)
+            throw new BackendUnavailableError(
+              `moving the command's stdin into the workspace task failed: ${got.payload.toString('utf8').slice(0, 300)}`,
+            );
         }
         // Always `start`, also when the dir existed: a session that dropped between prepare and start
         // must not leave a command that never runs. `start` claims the dir, so a second one only waits.
-        const argv = ['start', dir, String(plan.user.uid), String(plan.user.gid), String(spec.timeoutMs), String(spec.maxOutputBytes), spec.cwd, '--', ...spec.argv];
+        const argv = [
+          'start',
+          dir,
+          String(plan.user.uid),
+          String(plan.user.gid),
+          String(spec.timeoutMs),
+          String(spec.maxOutputBytes),
+          spec.cwd,
+          '--',
+          ...spec.argv,
+        ];
         const { status, payload } = await rpc.call(argv);
-        if (status !== 0) throw new BackendUnavailableError(`starting the command failed in the workspace task: ${payload.toString('utf8').slice(0, 300)}`);
+        if (status !== 0)
+          throw new BackendUnavailableError(
+            `starting the command failed in the workspace task: ${payload.toString('utf8').slice(0, 300)}`,
+          );
       });
     } finally {
       await carried?.done();
@@ -72,12 +103,20 @@ export class EcsCommands {
 
   async wait(taskArn: string, commandId: string, waitMs: number): Promise<CommandStatus> {
     // Each read is one request on the open session: back off from 100 ms to 1 s.
-    return waitWhileRunning(() => this.status(taskArn, commandId), waitMs, (left, round) =>
-      sleep(Math.min(left, POLL_MAX_MS, POLL_MIN_MS * 1.5 ** round)),
+    return waitWhileRunning(
+      () => this.status(taskArn, commandId),
+      waitMs,
+      (left, round) => sleep(Math.min(left, POLL_MAX_MS, POLL_MIN_MS * 1.5 ** round)),
     );
   }
 
-  async read(taskArn: string, commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
+  async read(
+    taskArn: string,
+    commandId: string,
+    stream: OutputStream,
+    offset: number,
+    limit: number,
+  ): Promise<OutputChunk> {
     checkReadArgs(stream, offset, limit);
     try {
       return await this.channels.with(taskArn, 'reading command output', async (rpc) => {
@@ -104,9 +143,20 @@ export class EcsCommands {
   /** Kill every running command (recorded as killed with `reason`) and every process of the user. */
   async killAll(taskArn: string, user: { uid: number; gid: number }, reason: string): Promise<void> {
     await this.channels.with(taskArn, 'killing all processes', async (rpc) => {
-      const running = (await rpc.statusMany(GUEST.cmdRoot)).filter((s) => s.status.state === 'running').map((s) => s.id);
-      const { status, payload } = await rpc.call(['killall', GUEST.cmdRoot, reason, String(user.uid), String(user.gid)]);
-      if (status !== 0) throw new BackendUnavailableError(`killing all processes failed in the workspace task: ${payload.toString('utf8').slice(0, 300)}`);
+      const running = (await rpc.statusMany(GUEST.cmdRoot))
+        .filter((s) => s.status.state === 'running')
+        .map((s) => s.id);
+      const { status, payload } = await rpc.call([
+        'killall',
+        GUEST.cmdRoot,
+        reason,
+        String(user.uid),
+        String(user.gid),
+      ]);
+      if (status !== 0)
+        throw new BackendUnavailableError(
+          `killing all processes failed in the workspace task: ${payload.toString('utf8').slice(0, 300)}`,
+        );
       await this.settle(rpc, running);
     });
   }

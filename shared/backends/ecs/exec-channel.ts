@@ -44,9 +44,10 @@ const DEFAULT_COMMAND = 'sh /opt/wsp/runner.sh rpc';
 function ptyOverSession(session: SsmSession): PtyLike {
   return {
     write: (data) => session.write(data),
-    onData: (cb) => session.onOutput((chunk, type) => {
-      if (type === 1 || type === 11) cb(chunk);
-    }),
+    onData: (cb) =>
+      session.onOutput((chunk, type) => {
+        if (type === 1 || type === 11) cb(chunk);
+      }),
     onClose: (cb) => {
       session.ended.then(
         () => cb(),
@@ -140,7 +141,16 @@ export class ExecChannels {
     let out;
     try {
       out = await withRetry(
-        () => this.ecs.send(new ExecuteCommandCommand({ cluster, task: taskArn, container, interactive: true, command: this.options.command ?? DEFAULT_COMMAND })),
+        () =>
+          this.ecs.send(
+            new ExecuteCommandCommand({
+              cluster,
+              task: taskArn,
+              container,
+              interactive: true,
+              command: this.options.command ?? DEFAULT_COMMAND,
+            }),
+          ),
         this.retry,
         // The agent can lag the task by a moment right after start: TargetNotConnected is worth a retry.
         (e) => isRetryable(e) || (e as { name?: string }).name === 'TargetNotConnectedException',
@@ -150,7 +160,8 @@ export class ExecChannels {
       throw new BackendUnavailableError(`${what}: ECS ExecuteCommand failed: ${(error as Error).message}`, error);
     }
     const session = out.session;
-    if (!session?.streamUrl || !session.tokenValue) throw new BackendUnavailableError(`${what}: ECS ExecuteCommand returned no session`);
+    if (!session?.streamUrl || !session.tokenValue)
+      throw new BackendUnavailableError(`${what}: ECS ExecuteCommand returned no session`);
     const transport = await (this.options.openTransport ?? openWsTransport)(session.streamUrl);
     const ssm = new SsmSession(transport, { tokenValue: session.tokenValue });
     ssm.start();
@@ -160,7 +171,9 @@ export class ExecChannels {
       await rpc.ready();
     } catch (error) {
       rpc.close();
-      throw error instanceof BackendUnavailableError ? error : new BackendUnavailableError(`${what}: the runner did not answer in the workspace task`, error);
+      throw error instanceof BackendUnavailableError
+        ? error
+        : new BackendUnavailableError(`${what}: the runner did not answer in the workspace task`, error);
     }
     return rpc;
   }
@@ -169,13 +182,21 @@ export class ExecChannels {
   async throwIfGone(taskArn: string): Promise<void> {
     let out;
     try {
-      out = await withRetry(() => this.ecs.send(new DescribeTasksCommand({ cluster: this.options.cluster, tasks: [taskArn] })), this.retry);
+      out = await withRetry(
+        () => this.ecs.send(new DescribeTasksCommand({ cluster: this.options.cluster, tasks: [taskArn] })),
+        this.retry,
+      );
     } catch {
       return;
     }
     const task = out.tasks?.find((t) => t.taskArn === taskArn);
     if (!task) throw new TaskGoneError(taskArn, out.failures?.[0]?.reason ?? 'MISSING');
-    if (task.lastStatus === 'STOPPED' || task.desiredStatus === 'STOPPED' || task.lastStatus === 'DEPROVISIONING' || task.lastStatus === 'STOPPING') {
+    if (
+      task.lastStatus === 'STOPPED' ||
+      task.desiredStatus === 'STOPPED' ||
+      task.lastStatus === 'DEPROVISIONING' ||
+      task.lastStatus === 'STOPPING'
+    ) {
       throw new TaskGoneError(taskArn, task.stoppedReason ?? task.lastStatus ?? 'stopped');
     }
   }

@@ -76,7 +76,15 @@ export function createEcsBackendFromConfig(config: ProviderConfig, ctx: EcsFacto
     e.warmPoolSize > 0 && ctx.state
       ? new WarmPool(
           ctx.state,
-          new EcsWarmLauncher(new EcsTasks(ecs, { cluster: common.cluster, container: common.container, network: { subnets: common.subnets, securityGroups: common.securityGroups }, startedBy: ctx.owner }), ctx.owner),
+          new EcsWarmLauncher(
+            new EcsTasks(ecs, {
+              cluster: common.cluster,
+              container: common.container,
+              network: { subnets: common.subnets, securityGroups: common.securityGroups },
+              startedBy: ctx.owner,
+            }),
+            ctx.owner,
+          ),
           { owner: ctx.owner, log: ctx.log },
         )
       : undefined;

@@ -32,7 +32,6 @@ export const TAG = {
   kind: 'wsp:kind',
 } as const;
 
-
 export const commandDir = (commandId: string): string => `${GUEST.cmdRoot}/${checkName('command id', commandId)}`;
 export const pristineDir = (name: string): string => `${GUEST.pristineRoot}/${checkName('snapshot name', name)}`;
 
@@ -44,17 +43,29 @@ export interface EcsRef {
 }
 
 export function ecsRef(r: EcsRef): BackendRef {
-  return { kind: 'ecs', workspaceId: r.workspaceId, taskArn: r.taskArn, ...(r.uid !== undefined ? { uid: r.uid, gid: r.gid ?? r.uid } : {}) };
+  return {
+    kind: 'ecs',
+    workspaceId: r.workspaceId,
+    taskArn: r.taskArn,
+    ...(r.uid !== undefined ? { uid: r.uid, gid: r.gid ?? r.uid } : {}),
+  };
 }
 
 /** Throws BadRequestError for a handle of another backend or a malformed one. */
 export function parseRef(ref: BackendRef): EcsRef {
-  if (ref?.kind !== 'ecs') throw new BadRequestError(`not an ecs backend ref (kind '${String(ref?.kind)}')`, { field: 'ref' });
+  if (ref?.kind !== 'ecs')
+    throw new BadRequestError(`not an ecs backend ref (kind '${String(ref?.kind)}')`, { field: 'ref' });
   const taskArn = ref['taskArn'];
-  if (typeof taskArn !== 'string' || !taskArn.startsWith('arn:')) throw new BadRequestError('ecs ref without a task ARN', { field: 'ref' });
+  if (typeof taskArn !== 'string' || !taskArn.startsWith('arn:'))
+    throw new BadRequestError('ecs ref without a task ARN', { field: 'ref' });
   const uid = typeof ref['uid'] === 'number' ? ref['uid'] : undefined;
   const gid = typeof ref['gid'] === 'number' ? ref['gid'] : undefined;
-  return { workspaceId: checkName('workspace id', ref.workspaceId), taskArn, ...(uid !== undefined ? { uid } : {}), ...(gid !== undefined ? { gid } : {}) };
+  return {
+    workspaceId: checkName('workspace id', ref.workspaceId),
+    taskArn,
+    ...(uid !== undefined ? { uid } : {}),
+    ...(gid !== undefined ? { gid } : {}),
+  };
 }
 
 export interface PristineSnapshot {
@@ -77,7 +88,8 @@ export interface ImageSnapshot {
 
 export function parseSnapshot(snapshot: SnapshotRef): PristineSnapshot | ImageSnapshot {
   const name = checkName('snapshot name', snapshot?.name);
-  if (snapshot.kind === 'ecs-pristine' && typeof snapshot['taskArn'] === 'string') return { kind: 'ecs-pristine', name, taskArn: snapshot['taskArn'] };
+  if (snapshot.kind === 'ecs-pristine' && typeof snapshot['taskArn'] === 'string')
+    return { kind: 'ecs-pristine', name, taskArn: snapshot['taskArn'] };
   if (
     snapshot.kind === 'ecs-image' &&
     typeof snapshot['image'] === 'string' &&

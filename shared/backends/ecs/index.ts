@@ -5,7 +5,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ECSClient } from '@aws-sdk/client-ecs';
-import type { BackendResource, CommandSpec, CreateOptions, OutputStream, WorkspaceBackend } from '../../contract/backend.js';
+import type {
+  BackendResource,
+  CommandSpec,
+  CreateOptions,
+  OutputStream,
+  WorkspaceBackend,
+} from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
@@ -114,7 +120,9 @@ export class EcsBackend implements WorkspaceBackend {
     const workspaceId = checkName('workspace id', options.workspaceId);
     checkPlanShape(plan);
     if (plan.network !== 'host') {
-      this.warnOnce(`network '${plan.network}' is not enforced on Fargate: egress follows the task's security group and subnets`);
+      this.warnOnce(
+        `network '${plan.network}' is not enforced on Fargate: egress follows the task's security group and subnets`,
+      );
     }
     const from = options.from ? this.imageSnapshot(options.from) : undefined;
     const tags = this.tags({ ...options.labels, [TAG.workspace]: workspaceId, [TAG.kind]: 'workspace' });
@@ -125,15 +133,29 @@ export class EcsBackend implements WorkspaceBackend {
     try {
       if (!claimed) await this.tasks.waitReady(taskArn, this.o.readyTimeoutMs ?? 10 * 60_000);
       const { user } = plan;
-      await this.call(ref, 'preparing the workspace user', ['init', String(user.uid), String(user.gid), user.name, plan.home, plan.root]);
+      await this.call(ref, 'preparing the workspace user', [
+        'init',
+        String(user.uid),
+        String(user.gid),
+        user.name,
+        plan.home,
+        plan.root,
+      ]);
       await this.call(ref, 'preparing the transfer dir', ['mkdirs', '0755', '0:0', plan.transferDir, GUEST.tmp]);
       // The pool forgets the task (and starts a new one at its next upkeep): the workspace holds it now.
-      if (claimed && from) await this.o.warmPool!.release(from.name, taskArn).catch((e: unknown) => this.log.warn('warm claim not released', { taskArn, error: (e as Error).message }));
+      if (claimed && from)
+        await this.o
+          .warmPool!.release(from.name, taskArn)
+          .catch((e: unknown) => this.log.warn('warm claim not released', { taskArn, error: (e as Error).message }));
       this.log.info('workspace created', { workspaceId, taskArn, fromSnapshot: from?.name ?? null, warm: claimed });
       return ref;
     } catch (error) {
       this.channels.forget(taskArn);
-      await bestEffort(this.tasks.stop(taskArn, 'workspace creation failed'), this.log, 'stopping the task of a failed create');
+      await bestEffort(
+        this.tasks.stop(taskArn, 'workspace creation failed'),
+        this.log,
+        'stopping the task of a failed create',
+      );
       throw error;
     }
   }
@@ -144,7 +166,11 @@ export class EcsBackend implements WorkspaceBackend {
    * record is dropped and the caller runs a fresh task). The claimed task gets the workspace's tags at
    * once, so from here on a crash leaves a task listResources (the reconciler) finds.
    */
-  private async claimWarm(cacheKey: string, workspaceId: string, tags: Record<string, string>): Promise<string | undefined> {
+  private async claimWarm(
+    cacheKey: string,
+    workspaceId: string,
+    tags: Record<string, string>,
+  ): Promise<string | undefined> {
     const pool = this.o.warmPool;
     const taskArn = pool ? (await pool.claim(cacheKey, workspaceId))?.taskArn : undefined;
     if (!pool || !taskArn) return undefined;
@@ -155,7 +181,11 @@ export class EcsBackend implements WorkspaceBackend {
     try {
       const [view] = await this.tasks.describe([taskArn]);
       if (view?.phase !== 'ready') {
-        this.log.warn('claimed warm task is not running; starting a new task', { cacheKey, taskArn, status: view?.lastStatus ?? 'unknown' });
+        this.log.warn('claimed warm task is not running; starting a new task', {
+          cacheKey,
+          taskArn,
+          status: view?.lastStatus ?? 'unknown',
+        });
         await giveBack('warm task not ready when claimed');
         return undefined;
       }
@@ -172,7 +202,9 @@ export class EcsBackend implements WorkspaceBackend {
     const { taskArn, workspaceId } = parseRef(ref);
     this.channels.forget(taskArn);
     await this.tasks.stop(taskArn, 'workspace deleted');
-    await this.o.blobs.deletePrefix(`${BLOB.transfer}${workspaceId}/`).catch((e: unknown) => this.log.warn('transfer blobs not deleted', { workspaceId, error: (e as Error).message }));
+    await this.o.blobs
+      .deletePrefix(`${BLOB.transfer}${workspaceId}/`)
+      .catch((e: unknown) => this.log.warn('transfer blobs not deleted', { workspaceId, error: (e as Error).message }));
     this.log.info('workspace destroyed', { workspaceId, taskArn });
   }
 
@@ -184,7 +216,10 @@ export class EcsBackend implements WorkspaceBackend {
   }
 
   async removeTransferFile(ref: BackendRef, plan: WorkspacePlan, name: string): Promise<void> {
-    await this.call(ref, 'removing a transfer file', ['remove', `${plan.transferDir}/${checkName('transfer file name', name)}`]);
+    await this.call(ref, 'removing a transfer file', [
+      'remove',
+      `${plan.transferDir}/${checkName('transfer file name', name)}`,
+    ]);
   }
 
   async putDirectory(ref: BackendRef, plan: WorkspacePlan, hostDir: string, guestPath: string): Promise<void> {
@@ -196,12 +231,24 @@ export class EcsBackend implements WorkspaceBackend {
     const local = path.join(this.scratch, `dir-${randomBytes(8).toString('hex')}.tar`);
     const guestTar = `${GUEST.tmp}/dir-${randomBytes(8).toString('hex')}.tar`;
     try {
-      await pipeline(packTree(hostDir, rel, parents, { uid: plan.user.uid, gid: plan.user.gid }), fs.createWriteStream(local, { mode: 0o600 }));
+      await pipeline(
+        packTree(hostDir, rel, parents, { uid: plan.user.uid, gid: plan.user.gid }),
+        fs.createWriteStream(local, { mode: 0o600 }),
+      );
       await this.fetchInto(ref, r.workspaceId, local, guestTar, '0600', '0:0');
-      await this.call(ref, 'unpacking a directory', ['unpack', guestTar, plan.home, `${plan.user.uid}:${plan.user.gid}`]);
+      await this.call(ref, 'unpacking a directory', [
+        'unpack',
+        guestTar,
+        plan.home,
+        `${plan.user.uid}:${plan.user.gid}`,
+      ]);
     } finally {
       await fsp.rm(local, { force: true });
-      await bestEffort(this.call(ref, 'removing a tar in transit', ['remove', guestTar]), this.log, 'removing a tar in transit');
+      await bestEffort(
+        this.call(ref, 'removing a tar in transit', ['remove', guestTar]),
+        this.log,
+        'removing a tar in transit',
+      );
     }
   }
 
@@ -239,7 +286,12 @@ export class EcsBackend implements WorkspaceBackend {
     await this.commands.killAll(r.taskArn, { uid: r.uid, gid: r.gid ?? r.uid }, KILL_ALL_REASON);
   }
 
-  async snapshot(ref: BackendRef, plan: WorkspacePlan, purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
+  async snapshot(
+    ref: BackendRef,
+    plan: WorkspacePlan,
+    purpose: 'cache' | 'baseline',
+    name: string,
+  ): Promise<SnapshotRef> {
     const r = parseRef(ref);
     checkName('snapshot name', name);
     if (purpose === 'baseline') {
@@ -268,14 +320,24 @@ export class EcsBackend implements WorkspaceBackend {
       await this.call(ref, 'uploading the cache layer', ['put-url', guestTar, url]);
       await this.o.blobs.getToFile(layerKey, local);
       const snap = await this.o.images.build({ name, layerTarPath: local, layerKey, owner: this.o.owner });
-      this.log.info('snapshot taken', { workspaceId: r.workspaceId, snapshot: name, purpose: 'cache', image: snap.image, bytes: snap.bytes });
+      this.log.info('snapshot taken', {
+        workspaceId: r.workspaceId,
+        snapshot: name,
+        purpose: 'cache',
+        image: snap.image,
+        bytes: snap.bytes,
+      });
       return { ...snap };
     } catch (error) {
       await bestEffort(this.o.blobs.delete(layerKey), this.log, 'deleting the layer blob of a failed snapshot');
       throw error;
     } finally {
       await fsp.rm(local, { force: true });
-      await bestEffort(this.call(ref, 'removing the layer tar', ['remove', guestTar]), this.log, 'removing the layer tar');
+      await bestEffort(
+        this.call(ref, 'removing the layer tar', ['remove', guestTar]),
+        this.log,
+        'removing the layer tar',
+      );
     }
   }
 
@@ -283,10 +345,20 @@ export class EcsBackend implements WorkspaceBackend {
   async restore(ref: BackendRef, plan: WorkspacePlan, snapshot: SnapshotRef): Promise<void> {
     const r = parseRef(ref);
     const snap = parseSnapshot(snapshot);
-    if (snap.kind !== 'ecs-pristine') throw new BadRequestError('an ecs workspace restores from its baseline copy; a cache image makes a new workspace', { field: 'snapshot' });
+    if (snap.kind !== 'ecs-pristine')
+      throw new BadRequestError(
+        'an ecs workspace restores from its baseline copy; a cache image makes a new workspace',
+        { field: 'snapshot' },
+      );
     if (snap.taskArn !== r.taskArn) throw new NotFoundError('snapshot', snap.name);
     await this.killAll(ref);
-    await this.call(ref, 'restoring the baseline', ['pristine-restore', plan.home, pristineDir(snap.name), String(plan.user.uid), String(plan.user.gid)]);
+    await this.call(ref, 'restoring the baseline', [
+      'pristine-restore',
+      plan.home,
+      pristineDir(snap.name),
+      String(plan.user.uid),
+      String(plan.user.gid),
+    ]);
     await this.call(ref, 'emptying /tmp', ['clean-tmp']);
     this.log.info('workspace restored', { workspaceId: r.workspaceId, snapshot: snap.name });
   }
@@ -296,7 +368,9 @@ export class EcsBackend implements WorkspaceBackend {
     if (snap.kind === 'ecs-pristine') {
       // The copy lives in the task: gone with it, else removed.
       await this.channels
-        .with(snap.taskArn, 'deleting a baseline copy', (rpc) => rpcOk(rpc, 'deleting a baseline copy', ['remove', pristineDir(snap.name)]))
+        .with(snap.taskArn, 'deleting a baseline copy', (rpc) =>
+          rpcOk(rpc, 'deleting a baseline copy', ['remove', pristineDir(snap.name)]),
+        )
         .then(() => undefined)
         .catch((e: unknown) => {
           if (!(e instanceof TaskGoneError)) throw e;
@@ -336,11 +410,20 @@ export class EcsBackend implements WorkspaceBackend {
       }
     });
     for (const snap of ready) {
-      await pool.replenish(snap.name, snap.taskDefinitionArn, size).catch((e: unknown) => this.log.warn('warm pool not replenished', { snapshot: snap.name, error: (e as Error).message }));
+      await pool
+        .replenish(snap.name, snap.taskDefinitionArn, size)
+        .catch((e: unknown) =>
+          this.log.warn('warm pool not replenished', { snapshot: snap.name, error: (e as Error).message }),
+        );
     }
     const keep = new Set(size > 0 ? ready.map((s) => s.name) : []);
     for (const key of await pool.cacheKeys()) {
-      if (!keep.has(key)) await pool.drain(key).catch((e: unknown) => this.log.warn('warm pool not drained', { cacheKey: key, error: (e as Error).message }));
+      if (!keep.has(key))
+        await pool
+          .drain(key)
+          .catch((e: unknown) =>
+            this.log.warn('warm pool not drained', { cacheKey: key, error: (e as Error).message }),
+          );
     }
   }
 
@@ -362,7 +445,8 @@ export class EcsBackend implements WorkspaceBackend {
 
   private imageSnapshot(snapshot: SnapshotRef): ImageSnapshot {
     const snap = parseSnapshot(snapshot);
-    if (snap.kind !== 'ecs-image') throw new BadRequestError('a workspace is created from a cache image snapshot', { field: 'from' });
+    if (snap.kind !== 'ecs-image')
+      throw new BadRequestError('a workspace is created from a cache image snapshot', { field: 'from' });
     return snap;
   }
 
@@ -378,10 +462,20 @@ export class EcsBackend implements WorkspaceBackend {
     } finally {
       await fsp.rm(local, { force: true });
     }
-    return { url: await this.o.blobs.presignGet(key, this.o.transferTtlSeconds ?? 600), done: () => bestEffort(this.o.blobs.delete(key), this.log, 'deleting a stdin blob') };
+    return {
+      url: await this.o.blobs.presignGet(key, this.o.transferTtlSeconds ?? 600),
+      done: () => bestEffort(this.o.blobs.delete(key), this.log, 'deleting a stdin blob'),
+    };
   }
 
-  private async fetchInto(ref: BackendRef, workspaceId: string, hostPath: string, dest: string, mode: string, owner: string): Promise<void> {
+  private async fetchInto(
+    ref: BackendRef,
+    workspaceId: string,
+    hostPath: string,
+    dest: string,
+    mode: string,
+    owner: string,
+  ): Promise<void> {
     const key = `${BLOB.transfer}${workspaceId}/${randomBytes(8).toString('hex')}`;
     await this.o.blobs.putFile(key, hostPath);
     try {
@@ -393,12 +487,15 @@ export class EcsBackend implements WorkspaceBackend {
   }
 
   private async call(ref: BackendRef, what: string, argv: string[]): Promise<void> {
-    await this.channels.with(parseRef(ref).taskArn, what, (rpc) => rpcOk(rpc, what, argv, SLOW_OPS.has(argv[0]!) ? SLOW_OP_TIMEOUT_MS : undefined));
+    await this.channels.with(parseRef(ref).taskArn, what, (rpc) =>
+      rpcOk(rpc, what, argv, SLOW_OPS.has(argv[0]!) ? SLOW_OP_TIMEOUT_MS : undefined),
+    );
   }
 
   private tags(labels: Record<string, string>): Record<string, string> {
     const out: Record<string, string> = { [TAG.owner]: this.o.owner };
-    for (const [k, v] of Object.entries(labels)) out[k.replace(TAG_VALUE, '_').slice(0, 128)] = v.replace(TAG_VALUE, '_').slice(0, 256);
+    for (const [k, v] of Object.entries(labels))
+      out[k.replace(TAG_VALUE, '_').slice(0, 128)] = v.replace(TAG_VALUE, '_').slice(0, 256);
     return out;
   }
 
@@ -412,6 +509,9 @@ export class EcsBackend implements WorkspaceBackend {
 /** A runner request that must succeed; its stderr-free failure is reported by what it was for. */
 export async function rpcOk(rpc: RunnerRpc, what: string, argv: string[], timeoutMs?: number): Promise<Buffer> {
   const { status, payload } = await rpc.call(argv, timeoutMs !== undefined ? { timeoutMs } : {});
-  if (status !== 0) throw new BackendUnavailableError(`${what} failed in the workspace task (runner status ${status}): ${payload.toString('utf8').slice(0, 300)}`);
+  if (status !== 0)
+    throw new BackendUnavailableError(
+      `${what} failed in the workspace task (runner status ${status}): ${payload.toString('utf8').slice(0, 300)}`,
+    );
   return payload;
 }

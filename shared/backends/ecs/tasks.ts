@@ -109,7 +109,13 @@ export class EcsTasks {
     // DescribeTasks takes at most 100 tasks.
     for (let i = 0; i < taskArns.length; i += 100) {
       const page = await this.call('DescribeTasks', () =>
-        this.ecs.send(new DescribeTasksCommand({ cluster: this.options.cluster, tasks: taskArns.slice(i, i + 100), include: ['TAGS'] })),
+        this.ecs.send(
+          new DescribeTasksCommand({
+            cluster: this.options.cluster,
+            tasks: taskArns.slice(i, i + 100),
+            include: ['TAGS'],
+          }),
+        ),
       );
       const seen = new Set<string>();
       for (const task of page.tasks ?? []) {
@@ -119,7 +125,14 @@ export class EcsTasks {
       }
       // A task ECS no longer knows (stopped long ago) is reported as a failure "MISSING": it is stopped.
       for (const f of page.failures ?? []) {
-        if (f.arn && !seen.has(f.arn)) out.push({ taskArn: f.arn, phase: 'stopped', lastStatus: 'MISSING', stoppedReason: f.reason ?? 'MISSING', tags: {} });
+        if (f.arn && !seen.has(f.arn))
+          out.push({
+            taskArn: f.arn,
+            phase: 'stopped',
+            lastStatus: 'MISSING',
+            stoppedReason: f.reason ?? 'MISSING',
+            tags: {},
+          });
       }
     }
     return out;
@@ -129,7 +142,11 @@ export class EcsTasks {
    * Poll until the task can be exec'd into. Throws BackendUnavailableError when it stops first (with
    * ECS's stoppedReason, e.g. CannotPullContainerError) or is not ready within `timeoutMs`.
    */
-  async waitReady(taskArn: string, timeoutMs: number, sleep: (ms: number) => Promise<void> = this.retry.sleep): Promise<TaskView> {
+  async waitReady(
+    taskArn: string,
+    timeoutMs: number,
+    sleep: (ms: number) => Promise<void> = this.retry.sleep,
+  ): Promise<TaskView> {
     const now = this.options.now ?? Date.now;
     const deadline = now() + timeoutMs;
     const min = this.options.pollMinMs ?? 1_000;
@@ -139,10 +156,15 @@ export class EcsTasks {
       [last] = await this.describe([taskArn]);
       if (last?.phase === 'ready') return last;
       if (last === undefined || last.phase === 'stopped') {
-        throw new BackendUnavailableError(`workspace task stopped before it was ready: ${last?.stoppedReason ?? 'unknown task'}`);
+        throw new BackendUnavailableError(
+          `workspace task stopped before it was ready: ${last?.stoppedReason ?? 'unknown task'}`,
+        );
       }
       if (now() >= deadline) {
-        const what = last.lastStatus === 'RUNNING' ? `its exec agent is ${last.agentStatus ?? 'not reported'}` : `it is ${last.lastStatus}`;
+        const what =
+          last.lastStatus === 'RUNNING'
+            ? `its exec agent is ${last.agentStatus ?? 'not reported'}`
+            : `it is ${last.lastStatus}`;
         throw new BackendUnavailableError(`workspace task not ready after ${Math.round(timeoutMs / 1000)} s (${what})`);
       }
       const ceiling = Math.min(max, min * 1.5 ** round);
@@ -153,14 +175,23 @@ export class EcsTasks {
   /** Add tags to a running task (a warm-pool task claimed by a workspace gets the workspace's tags). */
   async tag(taskArn: string, tags: Record<string, string>): Promise<void> {
     await this.call('TagResource', () =>
-      this.ecs.send(new TagResourceCommand({ resourceArn: taskArn, tags: Object.entries(tags).map(([key, value]) => ({ key, value })) })),
+      this.ecs.send(
+        new TagResourceCommand({
+          resourceArn: taskArn,
+          tags: Object.entries(tags).map(([key, value]) => ({ key, value })),
+        }),
+      ),
     );
   }
 
   /** Idempotent: a task already stopped or unknown is fine. */
   async stop(taskArn: string, reason: string): Promise<void> {
     try {
-      await this.call('StopTask', () => this.ecs.send(new StopTaskCommand({ cluster: this.options.cluster, task: taskArn, reason: reason.slice(0, 255) })));
+      await this.call('StopTask', () =>
+        this.ecs.send(
+          new StopTaskCommand({ cluster: this.options.cluster, task: taskArn, reason: reason.slice(0, 255) }),
+        ),
+      );
     } catch (error) {
       const name = (error as { cause?: { name?: string } }).cause?.name;
       const message = String((error as { cause?: { message?: string } }).cause?.message ?? '');
@@ -176,7 +207,14 @@ export class EcsTasks {
       let nextToken: string | undefined;
       do {
         const page = await this.call('ListTasks', () =>
-          this.ecs.send(new ListTasksCommand({ cluster: this.options.cluster, startedBy: this.options.startedBy, desiredStatus, ...(nextToken ? { nextToken } : {}) })),
+          this.ecs.send(
+            new ListTasksCommand({
+              cluster: this.options.cluster,
+              startedBy: this.options.startedBy,
+              desiredStatus,
+              ...(nextToken ? { nextToken } : {}),
+            }),
+          ),
         );
         arns.push(...(page.taskArns ?? []));
         nextToken = page.nextToken;
@@ -189,8 +227,14 @@ export class EcsTasks {
     const container = task.containers?.find((c) => c.name === this.options.container) ?? task.containers?.[0];
     const agent = container?.managedAgents?.find((a) => a.name === 'ExecuteCommandAgent');
     const lastStatus = task.lastStatus ?? 'UNKNOWN';
-    const stopping = ['DEACTIVATING', 'STOPPING', 'DEPROVISIONING', 'STOPPED', 'DELETED'].includes(lastStatus) || task.desiredStatus === 'STOPPED';
-    const phase: TaskPhase = stopping ? 'stopped' : lastStatus === 'RUNNING' && agent?.lastStatus === 'RUNNING' ? 'ready' : 'starting';
+    const stopping =
+      ['DEACTIVATING', 'STOPPING', 'DEPROVISIONING', 'STOPPED', 'DELETED'].includes(lastStatus) ||
+      task.desiredStatus === 'STOPPED';
+    const phase: TaskPhase = stopping
+      ? 'stopped'
+      : lastStatus === 'RUNNING' && agent?.lastStatus === 'RUNNING'
+        ? 'ready'
+        : 'starting';
     const tags: Record<string, string> = {};
     for (const t of task.tags ?? []) if (t.key) tags[t.key] = t.value ?? '';
     return {

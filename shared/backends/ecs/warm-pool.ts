@@ -100,7 +100,9 @@ export class WarmPool {
    */
   async claim(cacheKey: string, workspaceId: string): Promise<ClaimedWarmTask | undefined> {
     for (let round = 0; round < 2; round++) {
-      const candidates = shuffle((await this.store.listWarmTasks(cacheKey)).filter((r) => r.status === 'ready' && r.taskArn !== undefined));
+      const candidates = shuffle(
+        (await this.store.listWarmTasks(cacheKey)).filter((r) => r.status === 'ready' && r.taskArn !== undefined),
+      );
       if (candidates.length === 0) return undefined;
       for (const candidate of candidates) {
         try {
@@ -111,7 +113,12 @@ export class WarmPool {
             { status: 'claimed', claimedBy: workspaceId, updatedAt: this.now().toISOString() },
             ['ready'],
           );
-          this.log.info('warm task claimed', { cacheKey, warmTaskId: claimed.id, taskArn: claimed.taskArn, workspaceId });
+          this.log.info('warm task claimed', {
+            cacheKey,
+            warmTaskId: claimed.id,
+            taskArn: claimed.taskArn,
+            workspaceId,
+          });
           return claimed as ClaimedWarmTask;
         } catch (err) {
           if (!isLostRace(err)) throw err;
@@ -135,7 +142,9 @@ export class WarmPool {
     const result: ReplenishResult = { launched: 0, stopped: 0, removed: 0 };
     let records = await this.cleanUp(cacheKey, result);
 
-    const wrongRevision = records.filter((r) => UNCLAIMED.includes(r.status) && r.taskDefinitionArn !== taskDefinitionArn);
+    const wrongRevision = records.filter(
+      (r) => UNCLAIMED.includes(r.status) && r.taskDefinitionArn !== taskDefinitionArn,
+    );
     for (const r of wrongRevision) if (await this.retire(r, 'warm pool: task definition replaced')) result.stopped++;
     records = records.filter((r) => !wrongRevision.includes(r));
 
@@ -148,7 +157,8 @@ export class WarmPool {
       const byPreference = launched.sort(
         (a, b) => Number(a.status === 'ready') - Number(b.status === 'ready') || b.createdAt.localeCompare(a.createdAt),
       );
-      for (const r of byPreference.slice(0, launched.length - size)) if (await this.retire(r, 'warm pool: surplus')) result.stopped++;
+      for (const r of byPreference.slice(0, launched.length - size))
+        if (await this.retire(r, 'warm pool: surplus')) result.stopped++;
       return result;
     }
 
@@ -199,7 +209,9 @@ export class WarmPool {
     for (const r of await this.store.listWarmTasks(cacheKey)) {
       if (r.taskArn !== taskArn) continue;
       if (r.status !== 'claimed') {
-        throw new ConflictError(`warm task '${taskArn}' of '${cacheKey}' is '${r.status}', not claimed; only a claimed task can be released`);
+        throw new ConflictError(
+          `warm task '${taskArn}' of '${cacheKey}' is '${r.status}', not claimed; only a claimed task can be released`,
+        );
       }
       await this.store.deleteWarmTask(cacheKey, r.id);
     }
@@ -213,14 +225,21 @@ export class WarmPool {
     const kept: WarmTaskRecord[] = [];
     const nowMs = this.now().getTime();
     const probed = records.filter((r) => UNCLAIMED.includes(r.status) && r.taskArn !== undefined);
-    const { ready, gone } = probed.length ? await this.launcher.probe(probed.map((r) => r.taskArn as string)) : { ready: [], gone: [] };
+    const { ready, gone } = probed.length
+      ? await this.launcher.probe(probed.map((r) => r.taskArn as string))
+      : { ready: [], gone: [] };
 
     for (const r of records) {
       if (r.status === 'claimed') {
         const unreleased = nowMs - Date.parse(r.updatedAt) > this.claimedRetentionMs;
         if (unreleased && (await this.forget(r))) {
           result.removed++;
-          this.log.warn('claimed warm task never released; record forgotten', { cacheKey, warmTaskId: r.id, taskArn: r.taskArn, workspaceId: r.claimedBy });
+          this.log.warn('claimed warm task never released; record forgotten', {
+            cacheKey,
+            warmTaskId: r.id,
+            taskArn: r.taskArn,
+            workspaceId: r.claimedBy,
+          });
         } else if (!unreleased) kept.push(r);
       } else if (r.taskArn === undefined) {
         const stale = nowMs - Date.parse(r.createdAt) > this.launchTimeoutMs;
@@ -250,7 +269,12 @@ export class WarmPool {
    * kept launches never exceed size minus the unclaimed tasks that existed. Colliding replenishers
    * may all withdraw (under-launch); the next round or the next replenish fills the pool.
    */
-  private async reserve(cacheKey: string, taskDefinitionArn: string, size: number, wanted: number): Promise<WarmTaskRecord[]> {
+  private async reserve(
+    cacheKey: string,
+    taskDefinitionArn: string,
+    size: number,
+    wanted: number,
+  ): Promise<WarmTaskRecord[]> {
     const at = this.now().toISOString();
     const mine: WarmTaskRecord[] = Array.from({ length: wanted }, () => ({
       cacheKey,
@@ -268,7 +292,8 @@ export class WarmPool {
     const excess = Math.max(0, counted.length - size);
     const withdrawn = mine.slice(0, Math.min(excess, mine.length));
     for (const r of withdrawn) await this.store.deleteWarmTask(cacheKey, r.id);
-    if (withdrawn.length > 0) this.log.info('warm launches withdrawn (pool full)', { cacheKey, withdrawn: withdrawn.length });
+    if (withdrawn.length > 0)
+      this.log.info('warm launches withdrawn (pool full)', { cacheKey, withdrawn: withdrawn.length });
     return mine.slice(withdrawn.length);
   }
 
@@ -290,7 +315,11 @@ export class WarmPool {
       this.log.info('warm task launched', { cacheKey: record.cacheKey, warmTaskId: record.id, taskArn });
       return true;
     }
-    this.log.warn('warm task record vanished during launch; stopping the task', { cacheKey: record.cacheKey, warmTaskId: record.id, taskArn });
+    this.log.warn('warm task record vanished during launch; stopping the task', {
+      cacheKey: record.cacheKey,
+      warmTaskId: record.id,
+      taskArn,
+    });
     await this.launcher.stop(taskArn, 'warm pool: record removed during launch');
     return false;
   }
@@ -300,7 +329,12 @@ export class WarmPool {
     if (!(await this.forget(record))) return false;
     // An ARN-less record is a launch in flight: its launcher finds the record gone and stops the task.
     if (record.taskArn !== undefined) await this.launcher.stop(record.taskArn, reason);
-    this.log.info('warm task retired', { cacheKey: record.cacheKey, warmTaskId: record.id, taskArn: record.taskArn, reason });
+    this.log.info('warm task retired', {
+      cacheKey: record.cacheKey,
+      warmTaskId: record.id,
+      taskArn: record.taskArn,
+      reason,
+    });
     return true;
   }
 
@@ -322,7 +356,13 @@ export class WarmPool {
     expectedStatus: WarmTaskRecord['status'][],
   ): Promise<WarmTaskRecord | undefined> {
     try {
-      return await this.store.updateWarmTask(record.cacheKey, record.id, record.version, { ...patch, updatedAt: this.now().toISOString() }, expectedStatus);
+      return await this.store.updateWarmTask(
+        record.cacheKey,
+        record.id,
+        record.version,
+        { ...patch, updatedAt: this.now().toISOString() },
+        expectedStatus,
+      );
     } catch (err) {
       if (isLostRace(err)) return undefined;
       throw err;

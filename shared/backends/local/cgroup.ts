@@ -43,7 +43,6 @@ interface Layout {
   bases: Partial<Record<Hierarchy | 'unified', string>>;
 }
 
-
 export class WorkspaceCgroups {
   private constructor(private readonly layout: Layout) {}
 
@@ -61,7 +60,8 @@ export class WorkspaceCgroups {
 
   /** The workspace's cgroup dirs, one per hierarchy (v2: one). */
   dirs(workspaceId: string): string[] {
-    if (!isSafeName(workspaceId)) throw new BackendUnavailableError(`not a workspace id for a cgroup: ${JSON.stringify(workspaceId)}`);
+    if (!isSafeName(workspaceId))
+      throw new BackendUnavailableError(`not a workspace id for a cgroup: ${JSON.stringify(workspaceId)}`);
     return Object.values(this.layout.bases).map((base) => path.join(base!, workspaceId));
   }
 
@@ -74,7 +74,9 @@ export class WorkspaceCgroups {
   async ensure(workspaceId: string, limits: CgroupLimits): Promise<void> {
     for (const dir of this.dirs(workspaceId)) {
       // Twice: remove() of this provider's last workspace may take the parent away in between.
-      await fs.mkdir(dir, { recursive: true, mode: 0o755 }).catch(() => fs.mkdir(dir, { recursive: true, mode: 0o755 }));
+      await fs
+        .mkdir(dir, { recursive: true, mode: 0o755 })
+        .catch(() => fs.mkdir(dir, { recursive: true, mode: 0o755 }));
     }
     const pids = limits.pids === undefined ? 'max' : String(limits.pids);
     // cpu: nothing to set — the default weight of one cgroup is the point (see Hierarchy).
@@ -130,7 +132,9 @@ export class WorkspaceCgroups {
     }
     const left = await this.members(workspaceId);
     if (left.length === 0) return maxRounds;
-    throw new BackendUnavailableError(`${left.length} process(es) of workspace ${workspaceId} survived ${maxRounds} kill rounds`);
+    throw new BackendUnavailableError(
+      `${left.length} process(es) of workspace ${workspaceId} survived ${maxRounds} kill rounds`,
+    );
   }
 
   /**
@@ -161,7 +165,14 @@ export class WorkspaceCgroups {
 
   /** killAll, then remove the workspace's cgroup dirs; idempotent (missing dirs are fine). */
   async remove(workspaceId: string): Promise<void> {
-    const exists = await Promise.all(this.dirs(workspaceId).map((d) => fs.stat(d).then(() => true, () => false)));
+    const exists = await Promise.all(
+      this.dirs(workspaceId).map((d) =>
+        fs.stat(d).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    );
     if (!exists.some(Boolean)) return;
     await this.killAll(workspaceId);
     for (const dir of this.dirs(workspaceId)) {
@@ -173,7 +184,8 @@ export class WorkspaceCgroups {
         } catch (error) {
           const code = (error as NodeJS.ErrnoException).code;
           if (code === 'ENOENT') break;
-          if (code !== 'EBUSY' || attempt >= 100) throw new BackendUnavailableError(`cannot remove the workspace cgroup ${dir}`, error);
+          if (code !== 'EBUSY' || attempt >= 100)
+            throw new BackendUnavailableError(`cannot remove the workspace cgroup ${dir}`, error);
           await sleep(20);
         }
       }
@@ -196,7 +208,7 @@ export class WorkspaceCgroups {
     }
     // Kernels before 5.14 have no cgroup.kill: freeze, kill, thaw.
     await fs.writeFile(path.join(dir, 'cgroup.freeze'), '1');
-    await waitFor(async () => /frozen 1/.test(await readTrim(path.join(dir, 'cgroup.events')) ?? ''));
+    await waitFor(async () => /frozen 1/.test((await readTrim(path.join(dir, 'cgroup.events'))) ?? ''));
     killEach(await this.members(workspaceId));
     await fs.writeFile(path.join(dir, 'cgroup.freeze'), '0');
   }
@@ -343,20 +355,28 @@ async function waitFor(done: () => Promise<boolean>): Promise<void> {
  * How the local backend limits workspaces on this host: their cgroups, or — without — the warnings
  * that say plainly what is then not enforced (every workspace record carries the backend's warnings).
  */
-export async function detectLimits(dataDir: string, sandbox: SandboxHost): Promise<{ cgroups?: WorkspaceCgroups; warnings: string[] }> {
+export async function detectLimits(
+  dataDir: string,
+  sandbox: SandboxHost,
+): Promise<{ cgroups?: WorkspaceCgroups; warnings: string[] }> {
   const { asRoot } = sandbox;
   const found = asRoot ? await WorkspaceCgroups.detect(dataDir) : { reason: 'the provider does not run as root' };
   if (found.cgroups !== undefined) {
     await removeOrphans(found.cgroups, dataDir);
     return { cgroups: found.cgroups, warnings: [] };
   }
-  const warnings = [`no per-workspace cgroup (${found.reason}): resources.memoryMb limits each process's address space, not the workspace's memory`];
+  const warnings = [
+    `no per-workspace cgroup (${found.reason}): resources.memoryMb limits each process's address space, not the workspace's memory`,
+  ];
   if (asRoot) {
-    warnings.push('resources.pids is the RLIMIT_NPROC of the workspace\'s host uid; a kill-all is a by-uid sweep');
+    warnings.push("resources.pids is the RLIMIT_NPROC of the workspace's host uid; a kill-all is a by-uid sweep");
   } else {
-    warnings.push('resources.pids is approximate: RLIMIT_NPROC counts every task of the provider\'s own uid, so each command may start about pids more than that uid runs at its start');
+    warnings.push(
+      "resources.pids is approximate: RLIMIT_NPROC counts every task of the provider's own uid, so each command may start about pids more than that uid runs at its start",
+    );
     // With bwrap (not root) each command has a pid namespace that ends with it; without, nothing holds them.
-    if (sandbox.kind === 'none') warnings.push('a process that leaves its command\'s process group (setsid) survives a reset or delete');
+    if (sandbox.kind === 'none')
+      warnings.push("a process that leaves its command's process group (setsid) survives a reset or delete");
   }
   return { warnings };
 }
@@ -370,7 +390,13 @@ async function removeOrphans(cgroups: WorkspaceCgroups, dataDir: string): Promis
   const layout = new LocalLayout(dataDir);
   for (const id of await cgroups.workspaceIds().catch(() => [])) {
     try {
-      if (!(await fs.stat(layout.workspaceDir(id)).then(() => true, () => false))) await cgroups.remove(id);
+      if (
+        !(await fs.stat(layout.workspaceDir(id)).then(
+          () => true,
+          () => false,
+        ))
+      )
+        await cgroups.remove(id);
     } catch {
       // not a name of ours, or it would not go: the next start tries again
     }

@@ -9,8 +9,10 @@ import { liveStartTime } from './procs.js';
  * is read back from it — by any provider process, also after a restart.
  */
 
-export const commandFile = (dir: string, name: 'spec.json' | 'stdin' | 'stdout' | 'stderr' | 'fd3' | 'pid' | 'pgid' | 'kill' | 'exit'): string =>
-  path.join(dir, name);
+export const commandFile = (
+  dir: string,
+  name: 'spec.json' | 'stdin' | 'stdout' | 'stderr' | 'fd3' | 'pid' | 'pgid' | 'kill' | 'exit',
+): string => path.join(dir, name);
 
 /** Is the wrapper recorded in `pid` still the same live process (start time checked against pid reuse)? */
 export async function wrapperAlive(dir: string): Promise<boolean> {
@@ -47,20 +49,35 @@ export async function readStatus(dir: string, spec: StoredSpec): Promise<Command
   let exit = await readExit(dir);
   if (exit === undefined) {
     if (await wrapperAlive(dir)) {
-      const [out, err] = await Promise.all([streamBytes(commandFile(dir, 'stdout')), streamBytes(commandFile(dir, 'stderr'))]);
+      const [out, err] = await Promise.all([
+        streamBytes(commandFile(dir, 'stdout')),
+        streamBytes(commandFile(dir, 'stderr')),
+      ]);
       return {
-        ...base, state: 'running', exitCode: null, signal: null,
-        stdout: { bytes: out, truncated: out > max }, stderr: { bytes: err, truncated: err > max },
+        ...base,
+        state: 'running',
+        exitCode: null,
+        signal: null,
+        stdout: { bytes: out, truncated: out > max },
+        stderr: { bytes: err, truncated: err > max },
       };
     }
     // The wrapper may have written its record and ended between the two reads.
     exit = await readExit(dir);
   }
   if (exit === undefined) {
-    const [out, err] = await Promise.all([streamBytes(commandFile(dir, 'stdout')), streamBytes(commandFile(dir, 'stderr'))]);
+    const [out, err] = await Promise.all([
+      streamBytes(commandFile(dir, 'stdout')),
+      streamBytes(commandFile(dir, 'stderr')),
+    ]);
     return {
-      ...base, state: 'lost', exitCode: null, signal: null, reason: 'process vanished',
-      stdout: { bytes: out, truncated: out > max }, stderr: { bytes: err, truncated: err > max },
+      ...base,
+      state: 'lost',
+      exitCode: null,
+      signal: null,
+      reason: 'process vanished',
+      stdout: { bytes: out, truncated: out > max },
+      stderr: { bytes: err, truncated: err > max },
     };
   }
   const streams = {
@@ -68,7 +85,15 @@ export async function readStatus(dir: string, spec: StoredSpec): Promise<Command
     stderr: { bytes: exit.stderrBytes, truncated: exit.stderrBytes > max },
   };
   if (exit.killed) {
-    return { ...base, state: 'killed', exitCode: null, signal: exit.signal ?? 'SIGKILL', reason: (await readKillReason(dir)) ?? 'killed', ...streams, endedAt: exit.endedAt };
+    return {
+      ...base,
+      state: 'killed',
+      exitCode: null,
+      signal: exit.signal ?? 'SIGKILL',
+      reason: (await readKillReason(dir)) ?? 'killed',
+      ...streams,
+      endedAt: exit.endedAt,
+    };
   }
   return { ...base, state: 'exited', exitCode: exit.code, signal: exit.signal, ...streams, endedAt: exit.endedAt };
 }

@@ -56,7 +56,10 @@ export class CommandRunner {
   async prepareLimits(workspaceId: string, plan: WorkspacePlan): Promise<void> {
     if (this.cgroups === undefined) return;
     try {
-      await this.cgroups.ensure(workspaceId, { pids: plan.resources.pids ?? DEFAULT_WORKSPACE_PIDS, memoryMb: plan.resources.memoryMb });
+      await this.cgroups.ensure(workspaceId, {
+        pids: plan.resources.pids ?? DEFAULT_WORKSPACE_PIDS,
+        memoryMb: plan.resources.memoryMb,
+      });
     } catch (error) {
       throw new BackendUnavailableError('cannot set up the workspace cgroup', error);
     }
@@ -90,13 +93,20 @@ export class CommandRunner {
     // workspace's pid namespace (started inside that cgroup when there is none alive).
     await this.prepareLimits(ws.workspaceId, plan);
     const pidns = await this.pidns?.ensure(ws, plan);
-    const launch = buildLaunch(this.sandbox, ws.hostUid, await this.launchPlan(plan), {
-      home: this.layout.home(ws.workspaceId),
-      tmp: this.layout.tmp(ws.workspaceId),
-      transfer: this.layout.transfer(ws.workspaceId),
-      passwd: this.layout.passwd(ws.workspaceId),
-      group: this.layout.group(ws.workspaceId),
-    }, spec, pidns);
+    const launch = buildLaunch(
+      this.sandbox,
+      ws.hostUid,
+      await this.launchPlan(plan),
+      {
+        home: this.layout.home(ws.workspaceId),
+        tmp: this.layout.tmp(ws.workspaceId),
+        transfer: this.layout.transfer(ws.workspaceId),
+        passwd: this.layout.passwd(ws.workspaceId),
+        group: this.layout.group(ws.workspaceId),
+      },
+      spec,
+      pidns,
+    );
     try {
       await fs.mkdir(dir, { mode: 0o700 });
     } catch (error) {
@@ -114,17 +124,32 @@ export class CommandRunner {
       fs.writeFile(commandFile(dir, 'stdout'), '', { mode: 0o600 }),
       fs.writeFile(commandFile(dir, 'stderr'), '', { mode: 0o600 }),
       fs.writeFile(commandFile(dir, 'fd3'), launch.fd3, { mode: 0o600 }),
-      ...(this.cgroups ? [fs.writeFile(path.join(dir, 'cgroup'), this.cgroups.procsFiles(ws.workspaceId).map((f) => `${f}\n`).join(''), { mode: 0o600 })] : []),
+      ...(this.cgroups
+        ? [
+            fs.writeFile(
+              path.join(dir, 'cgroup'),
+              this.cgroups
+                .procsFiles(ws.workspaceId)
+                .map((f) => `${f}\n`)
+                .join(''),
+              { mode: 0o600 },
+            ),
+          ]
+        : []),
     ]);
     // spec.json last: its presence means "the files are complete".
     await fs.writeFile(commandFile(dir, 'spec.json'), JSON.stringify(stored), { mode: 0o600 });
 
-    const child = spawn('/bin/sh', [WRAPPER, dir, String(spec.timeoutMs), String(spec.maxOutputBytes), '--', ...launch.chain], {
-      detached: true,
-      stdio: await sealedStdio(await this.devNull()),
-      cwd: '/',
-      env: TOOL_ENV,
-    });
+    const child = spawn(
+      '/bin/sh',
+      [WRAPPER, dir, String(spec.timeoutMs), String(spec.maxOutputBytes), '--', ...launch.chain],
+      {
+        detached: true,
+        stdio: await sealedStdio(await this.devNull()),
+        cwd: '/',
+        env: TOOL_ENV,
+      },
+    );
     let spawnError: Error | undefined;
     let exited = false;
     const exit = new Promise<void>((resolve) => {
@@ -146,7 +171,8 @@ export class CommandRunner {
     const deadline = Date.now() + START_TIMEOUT_MS;
     for (;;) {
       if (spawnError) throw new BackendUnavailableError('cannot start the command wrapper', spawnError);
-      if ((await readExit(dir)) !== undefined || ((await readPgid(dir)) !== undefined && (await wrapperAlive(dir)))) return;
+      if ((await readExit(dir)) !== undefined || ((await readPgid(dir)) !== undefined && (await wrapperAlive(dir))))
+        return;
       if (exited) return; // it ended without an exit record: status will say 'lost'
       if (Date.now() > deadline) throw new BackendUnavailableError('the command wrapper did not start in time');
       await sleep(2);
@@ -162,14 +188,24 @@ export class CommandRunner {
     if (!Number.isFinite(waitMs) || waitMs < 0) throw new BadRequestError('waitMs must be >= 0', { field: 'waitMs' });
     const { dir, spec } = await this.find(workspaceId, commandId);
     // A wrapper this process started wakes the waiter when it exits; others are polled.
-    return waitWhileRunning(() => readStatus(dir, spec), waitMs, async (left) => {
-      const exit = this.exits.get(dir);
-      await Promise.race([sleep(Math.min(POLL_MS, left)), ...(exit ? [exit] : [])]);
-    });
+    return waitWhileRunning(
+      () => readStatus(dir, spec),
+      waitMs,
+      async (left) => {
+        const exit = this.exits.get(dir);
+        await Promise.race([sleep(Math.min(POLL_MS, left)), ...(exit ? [exit] : [])]);
+      },
+    );
   }
 
   /** Bytes [offset, min(offset + limit, kept)) of a stream; kept = min(file size, maxOutputBytes). */
-  async read(workspaceId: string, commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
+  async read(
+    workspaceId: string,
+    commandId: string,
+    stream: OutputStream,
+    offset: number,
+    limit: number,
+  ): Promise<OutputChunk> {
     checkReadArgs(stream, offset, limit); // before the lookup: a bad read is 400 even for an unknown command
     const { dir, spec } = await this.find(workspaceId, commandId);
     return readStream(dir, spec, stream, offset, limit);
@@ -217,7 +253,10 @@ export class CommandRunner {
     const dir = this.layout.commandDir(workspaceId, commandId);
     const spec = await readSpec(dir);
     if (spec === undefined) {
-      const workspaceExists = await fs.stat(this.layout.workspaceDir(workspaceId)).then(() => true, () => false);
+      const workspaceExists = await fs.stat(this.layout.workspaceDir(workspaceId)).then(
+        () => true,
+        () => false,
+      );
       throw workspaceExists ? new NotFoundError('command', commandId) : new NotFoundError('workspace', workspaceId);
     }
     return { dir, spec };

@@ -46,18 +46,28 @@ export function runTool(argv: readonly string[], options: ToolOptions = {}): Pro
       err = (err + d).slice(-4096);
     });
     child.on('error', (cause) => reject(new StepFailedError('local tool', `cannot run ${cmd}: ${cause.message}`)));
-    child.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: err }));
+    child.on('close', (code, signal) =>
+      resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: err }),
+    );
   });
 }
 
 /** runTool, but a non-zero exit throws StepFailedError(step) carrying the exit code and stderr tail. */
-export async function runToolChecked(step: string, argv: readonly string[], options: ToolOptions = {}): Promise<ToolResult> {
+export async function runToolChecked(
+  step: string,
+  argv: readonly string[],
+  options: ToolOptions = {},
+): Promise<ToolResult> {
   const result = await runTool(argv, options);
   if (result.code !== 0) {
-    throw new StepFailedError(step, `${argv[0]} exited ${result.code ?? result.signal}: ${result.stderr.trim().slice(-1000)}`, {
-      code: result.code,
-      signal: result.signal,
-    });
+    throw new StepFailedError(
+      step,
+      `${argv[0]} exited ${result.code ?? result.signal}: ${result.stderr.trim().slice(-1000)}`,
+      {
+        code: result.code,
+        signal: result.signal,
+      },
+    );
   }
   return result;
 }

@@ -41,10 +41,12 @@ export function hostPathInHome(plan: WorkspacePlan, home: string, guestPath: str
  */
 export async function copyDirIntoHome(owner: HomeOwner, hostDir: string, dest: string): Promise<void> {
   const st = await fs.stat(hostDir).catch(() => undefined);
-  if (!st?.isDirectory()) throw new BadRequestError('local directory to copy does not exist or is not a directory', { field: 'hostDir' });
+  if (!st?.isDirectory())
+    throw new BadRequestError('local directory to copy does not exist or is not a directory', { field: 'hostDir' });
   const user = owner.asRoot ? { uid: owner.hostUid, gid: owner.hostUid } : undefined;
   const rel = path.relative(owner.home, dest);
-  if (rel.startsWith('..') || path.isAbsolute(rel)) throw new BadRequestError('destination must be inside the workspace home', { field: 'guestPath' });
+  if (rel.startsWith('..') || path.isAbsolute(rel))
+    throw new BadRequestError('destination must be inside the workspace home', { field: 'guestPath' });
   try {
     await tarAs('copy directory', user, hostDir, owner.home, undefined, { subdir: rel });
   } catch (error) {
@@ -62,7 +64,8 @@ export async function putTransfer(transferDir: string, name: string, hostPath: s
     await fs.rename(tmp, path.join(transferDir, name));
   } catch (error) {
     await fs.rm(tmp, { force: true });
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new BadRequestError('transfer source file does not exist', { field: 'hostPath' });
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new BadRequestError('transfer source file does not exist', { field: 'hostPath' });
     throw new StepFailedError('transfer file', (error as Error).message);
   }
 }

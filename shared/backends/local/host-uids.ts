@@ -37,7 +37,10 @@ async function readClaim(file: string): Promise<Claim | undefined> {
 }
 
 async function exists(p: string): Promise<boolean> {
-  return fs.lstat(p).then(() => true, () => false);
+  return fs.lstat(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Uids the host already uses for accounts or delegates to user namespaces (subuid/subgid). */
@@ -68,7 +71,10 @@ async function withLock<T>(registry: string, fn: () => Promise<T>): Promise<T> {
       break;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const age = await fs.stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+      const age = await fs.stat(lock).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => 0,
+      );
       if (age > STALE_LOCK_MS) await fs.rm(lock, { recursive: true, force: true });
       else if (Date.now() > deadline) throw new BackendUnavailableError(`host uid registry ${registry} stays locked`);
       else await sleep(5 + Math.random() * 20);
@@ -104,7 +110,9 @@ export async function claimHostUid(registry: string, workspaceDir: string): Prom
       await fs.writeFile(file, JSON.stringify({ workspaceDir } satisfies Claim), { mode: 0o600 });
       return uid;
     }
-    throw new BackendUnavailableError(`no free host uid in ${HOST_UID_BASE + 1}..${HOST_UID_BASE + HOST_UID_COUNT - 1}`);
+    throw new BackendUnavailableError(
+      `no free host uid in ${HOST_UID_BASE + 1}..${HOST_UID_BASE + HOST_UID_COUNT - 1}`,
+    );
   });
 }
 

@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { BackendResource, CommandSpec, CreateOptions, OutputStream, WorkspaceBackend } from '../../contract/backend.js';
+import type {
+  BackendResource,
+  CommandSpec,
+  CreateOptions,
+  OutputStream,
+  WorkspaceBackend,
+} from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
 import { BadRequestError, ConflictError, StepFailedError, WspError } from '../../contract/errors.js';
@@ -57,7 +63,15 @@ export async function createLocalBackend(options: LocalBackendOptions): Promise<
   const limits = await detectLimits(options.dataDir, detected.sandbox);
   const warnings = [...detected.warnings, ...limits.warnings];
   for (const warning of warnings) log.warn(warning);
-  return new LocalBackend(layout, detected.sandbox, options.hostUidRegistry ?? DEFAULT_UID_REGISTRY, options.owner, log, warnings, limits.cgroups);
+  return new LocalBackend(
+    layout,
+    detected.sandbox,
+    options.hostUidRegistry ?? DEFAULT_UID_REGISTRY,
+    options.owner,
+    log,
+    warnings,
+    limits.cgroups,
+  );
 }
 
 class LocalBackend implements WorkspaceBackend {
@@ -141,7 +155,10 @@ class LocalBackend implements WorkspaceBackend {
     await fs.chmod(this.layout.trashDir, 0o700);
     const parked = path.join(this.layout.trashDir, `${id}-${randomBytes(4).toString('hex')}`);
     await fs.rename(wsDir, parked);
-    this.log.warn('workspace content left in the root-only trash of the data dir', { workspaceId: id, trash: path.basename(parked) });
+    this.log.warn('workspace content left in the root-only trash of the data dir', {
+      workspaceId: id,
+      trash: path.basename(parked),
+    });
   }
 
   refBelongsTo(ref: BackendRef, workspaceId: string): boolean {
@@ -159,7 +176,8 @@ class LocalBackend implements WorkspaceBackend {
     try {
       await fs.mkdir(wsDir, { mode: 0o711 });
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`local workspace '${id}' already exists`, { cause: error });
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST')
+        throw new ConflictError(`local workspace '${id}' already exists`, { cause: error });
       throw error;
     }
     try {
@@ -167,7 +185,13 @@ class LocalBackend implements WorkspaceBackend {
       await fs.chmod(wsDir, 0o711);
       if (this.sandbox.asRoot) hostUid = await claimHostUid(this.uidRegistry, wsDir);
       else hostUid = process.getuid!();
-      const meta: WorkspaceMeta = { workspaceId: id, owner: this.owner, labels: { ...options.labels }, hostUid, createdAt: new Date().toISOString() };
+      const meta: WorkspaceMeta = {
+        workspaceId: id,
+        owner: this.owner,
+        labels: { ...options.labels },
+        hostUid,
+        createdAt: new Date().toISOString(),
+      };
       // meta.json first: from here on a crash leaves a resource the reconciler can find and destroy.
       await writeMeta(this.layout, meta);
       // Its cgroup right after meta.json: a crash from here on leaves a workspace the reconciler's
@@ -201,7 +225,12 @@ class LocalBackend implements WorkspaceBackend {
     } catch (error) {
       await bestEffort(this.removeWorkspaceDir(id, hostUid), this.log, 'removing the workspace dir of a failed create');
       await bestEffort(this.commands.removeLimits(id), this.log, 'removing the limits of a failed create');
-      if (this.sandbox.asRoot && hostUid !== undefined) await bestEffort(releaseHostUid(this.uidRegistry, hostUid, wsDir), this.log, 'releasing the host uid of a failed create');
+      if (this.sandbox.asRoot && hostUid !== undefined)
+        await bestEffort(
+          releaseHostUid(this.uidRegistry, hostUid, wsDir),
+          this.log,
+          'releasing the host uid of a failed create',
+        );
       throw error;
     }
   }
@@ -213,7 +242,12 @@ class LocalBackend implements WorkspaceBackend {
    * newest recorded ctime: a write in the same tick could otherwise keep a file's ctime and look
    * untouched. A failure here costs only the optimisation (warned, record removed).
    */
-  private async recordOrigin(workspaceId: string, snapshot: string, snapDir: string, snapshotId: string): Promise<void> {
+  private async recordOrigin(
+    workspaceId: string,
+    snapshot: string,
+    snapDir: string,
+    snapshotId: string,
+  ): Promise<void> {
     const file = this.layout.origin(workspaceId);
     try {
       const files = await recordOriginFiles(this.layout.home(workspaceId));
@@ -221,7 +255,10 @@ class LocalBackend implements WorkspaceBackend {
       await writeOrigin(file, { snapshot, snapshotId, files });
       await waitPastCtime(this.layout.workspaceDir(workspaceId), maxOriginCtimeNs(files));
     } catch (error) {
-      this.log.warn('origin record not written: snapshots of this workspace will copy every file', { workspaceId, ...errorFields(error) });
+      this.log.warn('origin record not written: snapshots of this workspace will copy every file', {
+        workspaceId,
+        ...errorFields(error),
+      });
       await fs.rm(file, { force: true });
     }
   }
@@ -264,7 +301,9 @@ class LocalBackend implements WorkspaceBackend {
 
   async removeTransferFile(ref: BackendRef, _plan: WorkspacePlan, name: string): Promise<void> {
     const meta = await requireMeta(this.layout, ref);
-    await fs.rm(path.join(this.layout.transfer(meta.workspaceId), checkName('transfer file name', name)), { force: true });
+    await fs.rm(path.join(this.layout.transfer(meta.workspaceId), checkName('transfer file name', name)), {
+      force: true,
+    });
   }
 
   async putDirectory(ref: BackendRef, plan: WorkspacePlan, hostDir: string, guestPath: string): Promise<void> {
@@ -299,18 +338,35 @@ class LocalBackend implements WorkspaceBackend {
     await this.commands.killAll(await requireMeta(this.layout, ref), KILL_ALL_REASON);
   }
 
-  async snapshot(ref: BackendRef, _plan: WorkspacePlan, purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
+  async snapshot(
+    ref: BackendRef,
+    _plan: WorkspacePlan,
+    purpose: 'cache' | 'baseline',
+    name: string,
+  ): Promise<SnapshotRef> {
     const meta = await requireMeta(this.layout, ref);
     checkName('snapshot name', name);
     const origin = await readOrigin(this.layout.origin(meta.workspaceId));
-    const taken = await snapshots.createSnapshot(this.layout, this.layout.home(meta.workspaceId), name, {
-      purpose,
-      workspaceId: meta.workspaceId,
-      createdAt: new Date().toISOString(),
-    }, origin, { ownerUid: meta.hostUid });
+    const taken = await snapshots.createSnapshot(
+      this.layout,
+      this.layout.home(meta.workspaceId),
+      name,
+      {
+        purpose,
+        workspaceId: meta.workspaceId,
+        createdAt: new Date().toISOString(),
+      },
+      origin,
+      { ownerUid: meta.hostUid },
+    );
     this.log.info('snapshot taken', {
-      workspaceId: meta.workspaceId, snapshot: name, purpose, linkedFiles: taken.linkedFiles ?? 0, copiedFiles: taken.copiedFiles ?? 'all',
-      skippedSpecialFiles: taken.skipped?.special ?? 0, skippedForeignFiles: taken.skipped?.foreign ?? 0,
+      workspaceId: meta.workspaceId,
+      snapshot: name,
+      purpose,
+      linkedFiles: taken.linkedFiles ?? 0,
+      copiedFiles: taken.copiedFiles ?? 'all',
+      skippedSpecialFiles: taken.skipped?.special ?? 0,
+      skippedForeignFiles: taken.skipped?.foreign ?? 0,
     });
     // A workspace not seeded from a snapshot: its first snapshot becomes its origin (a cold start's
     // baseline, right after its cache snapshot, then links nearly everything from it).
@@ -328,10 +384,14 @@ class LocalBackend implements WorkspaceBackend {
     try {
       const manifest = await readManifest(this.layout.snapshotDir(snapshot));
       const files: OriginFiles = new Map();
-      for (const [key, e] of manifest) if (e.type === 'f' && e.ino !== 0n) files.set(key, { ino: e.ino, ctimeNs: e.ctimeNs });
+      for (const [key, e] of manifest)
+        if (e.type === 'f' && e.ino !== 0n) files.set(key, { ino: e.ino, ctimeNs: e.ctimeNs });
       await writeOrigin(file, { snapshot, snapshotId, files });
     } catch (error) {
-      this.log.warn('origin record not written: snapshots of this workspace will copy every file', { workspaceId, ...errorFields(error) });
+      this.log.warn('origin record not written: snapshots of this workspace will copy every file', {
+        workspaceId,
+        ...errorFields(error),
+      });
       await fs.rm(file, { force: true });
     }
   }
@@ -357,7 +417,10 @@ class LocalBackend implements WorkspaceBackend {
       if (error instanceof WspError) throw error;
       // A file system error names host paths: the step, not the message, goes to the caller.
       this.log.warn('restore failed', { workspaceId: meta.workspaceId, ...errorFields(error) });
-      throw new StepFailedError('restore', `cannot restore the workspace home (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+      throw new StepFailedError(
+        'restore',
+        `cannot restore the workspace home (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
     }
     this.log.info('workspace restored', { workspaceId: meta.workspaceId, snapshot: snapshot.name, ...result });
   }
@@ -385,16 +448,28 @@ class LocalBackend implements WorkspaceBackend {
     const id = meta.workspaceId;
     const commandId = `sys-fp-${randomBytes(8).toString('hex')}`;
     await this.commands.start(meta, plan, {
-      commandId, argv: fingerprintArgv(plan.home), cwd: plan.home, env: { ...plan.env, LC_ALL: 'C' },
-      timeoutMs: FINGERPRINT_TIMEOUT_MS, maxOutputBytes: FINGERPRINT_OUTPUT_BYTES,
+      commandId,
+      argv: fingerprintArgv(plan.home),
+      cwd: plan.home,
+      env: { ...plan.env, LC_ALL: 'C' },
+      timeoutMs: FINGERPRINT_TIMEOUT_MS,
+      maxOutputBytes: FINGERPRINT_OUTPUT_BYTES,
     });
     let status = await this.commands.wait(id, commandId, 25_000);
     while (status.state === 'running') status = await this.commands.wait(id, commandId, 25_000);
     if (status.state !== 'exited' || status.exitCode !== 0) {
-      const stderr = (await this.commands.read(id, commandId, 'stderr', 0, FINGERPRINT_OUTPUT_BYTES)).data.toString('utf8').trim();
-      throw new StepFailedError('fingerprint', `${status.state} ${status.exitCode ?? status.reason ?? ''}: ${stderr.slice(-2000)}`, { commandId });
+      const stderr = (await this.commands.read(id, commandId, 'stderr', 0, FINGERPRINT_OUTPUT_BYTES)).data
+        .toString('utf8')
+        .trim();
+      throw new StepFailedError(
+        'fingerprint',
+        `${status.state} ${status.exitCode ?? status.reason ?? ''}: ${stderr.slice(-2000)}`,
+        { commandId },
+      );
     }
-    return parseFingerprint((await this.commands.read(id, commandId, 'stdout', 0, FINGERPRINT_OUTPUT_BYTES)).data.toString('utf8')).digest;
+    return parseFingerprint(
+      (await this.commands.read(id, commandId, 'stdout', 0, FINGERPRINT_OUTPUT_BYTES)).data.toString('utf8'),
+    ).digest;
   }
 
   deleteSnapshot(snapshot: SnapshotRef): Promise<void> {

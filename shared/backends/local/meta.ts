@@ -31,7 +31,8 @@ export async function readMeta(layout: LocalLayout, workspaceId: string): Promis
 
 /** The workspace id of a ref; the ref's `dir` is informational only (paths derive from the id). */
 export function refWorkspaceId(ref: BackendRef): string {
-  if (ref?.kind !== 'local') throw new BadRequestError(`not a local backend ref (kind '${String(ref?.kind)}')`, { field: 'ref' });
+  if (ref?.kind !== 'local')
+    throw new BadRequestError(`not a local backend ref (kind '${String(ref?.kind)}')`, { field: 'ref' });
   return checkName('workspace id', ref.workspaceId);
 }
 

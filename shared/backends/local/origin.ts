@@ -58,7 +58,12 @@ export async function readOrigin(file: string): Promise<OriginRecord | undefined
   } catch {
     return undefined;
   }
-  if (json?.version !== VERSION || typeof json.snapshot !== 'string' || typeof json.snapshotId !== 'string' || !Array.isArray(json.files)) {
+  if (
+    json?.version !== VERSION ||
+    typeof json.snapshot !== 'string' ||
+    typeof json.snapshotId !== 'string' ||
+    !Array.isArray(json.files)
+  ) {
     return undefined;
   }
   try {

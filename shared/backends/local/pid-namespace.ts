@@ -146,15 +146,34 @@ export class PidNamespaces {
   private async start(ws: { workspaceId: string; hostUid: number }, plan: WorkspacePlan): Promise<HolderRecord> {
     const uid = String(ws.hostUid);
     const chain = [
-      'setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--inh-caps=-all', '--',
+      'setpriv',
+      `--reuid=${uid}`,
+      `--regid=${uid}`,
+      '--clear-groups',
+      '--inh-caps=-all',
+      '--',
       this.sandbox.bwrapPath ?? 'bwrap',
-      '--unshare-user', '--uid', String(plan.user.uid), '--gid', String(plan.user.gid),
-      '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--unshare-cgroup-try',
+      '--unshare-user',
+      '--uid',
+      String(plan.user.uid),
+      '--gid',
+      String(plan.user.gid),
+      '--unshare-pid',
+      '--unshare-ipc',
+      '--unshare-uts',
+      '--unshare-net',
+      '--unshare-cgroup-try',
       ...this.sandbox.rootfsArgs,
-      '--chdir', '/',
-      '--cap-drop', 'ALL',
-      '--info-fd', '3',
-      '--', 'sh', '-c', PAYLOAD,
+      '--chdir',
+      '/',
+      '--cap-drop',
+      'ALL',
+      '--info-fd',
+      '3',
+      '--',
+      'sh',
+      '-c',
+      PAYLOAD,
     ];
     const procsFiles = this.cgroups?.procsFiles(ws.workspaceId) ?? [];
     // bwrap's own complaints go to a root-only file (a pipe to the provider would break when the
@@ -169,7 +188,10 @@ export class PidNamespaces {
       stdio[3] = 'pipe';
       stdio[4] = 'pipe';
       child = spawn('/bin/sh', ['-c', ENTER_CGROUP, 'wsp-pidns-holder', ...procsFiles, '--', ...chain], {
-        detached: true, stdio, cwd: '/', env: TOOL_ENV,
+        detached: true,
+        stdio,
+        cwd: '/',
+        env: TOOL_ENV,
       });
     } finally {
       await log.close();
@@ -183,10 +205,13 @@ export class PidNamespaces {
         [pid] = await Promise.all([childPid(info), readyByte(ready)]);
       } catch (error) {
         const why = (await fs.readFile(logFile, 'utf8').catch(() => '')).trim().slice(-500);
-        throw new BackendUnavailableError(`cannot start the workspace's pid namespace: ${(error as Error).message}${why ? ` (${why})` : ''}`);
+        throw new BackendUnavailableError(
+          `cannot start the workspace's pid namespace: ${(error as Error).message}${why ? ` (${why})` : ''}`,
+        );
       }
       const start = await holderStartTime(pid);
-      if (start === undefined) throw new BackendUnavailableError("the workspace's pid namespace ended right after it started");
+      if (start === undefined)
+        throw new BackendUnavailableError("the workspace's pid namespace ended right after it started");
       return { pid, start };
     } catch (error) {
       child.kill('SIGKILL');

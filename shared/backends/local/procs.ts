@@ -12,7 +12,10 @@ import { sleep } from '../../lib/sleep.js';
 async function statFields(pid: number): Promise<string[] | undefined> {
   try {
     const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).trim().split(' ');
+    return stat
+      .slice(stat.lastIndexOf(')') + 2)
+      .trim()
+      .split(' ');
   } catch {
     return undefined;
   }

@@ -55,7 +55,11 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Throws BadRequestError for argv/env that cannot be passed verbatim (NUL bytes, bad names). */
 export function checkCommandSpec(spec: CommandSpec): void {
-  if (!Array.isArray(spec.argv) || spec.argv.length === 0 || spec.argv.some((a) => typeof a !== 'string' || a.includes('\0'))) {
+  if (
+    !Array.isArray(spec.argv) ||
+    spec.argv.length === 0 ||
+    spec.argv.some((a) => typeof a !== 'string' || a.includes('\0'))
+  ) {
     throw new BadRequestError('argv must be a non-empty list of strings without NUL bytes', { field: 'argv' });
   }
   if (typeof spec.cwd !== 'string' || !path.posix.isAbsolute(spec.cwd) || spec.cwd.includes('\0')) {
@@ -63,10 +67,13 @@ export function checkCommandSpec(spec: CommandSpec): void {
   }
   for (const [name, value] of Object.entries(spec.env ?? {})) {
     if (!ENV_NAME.test(name) || typeof value !== 'string' || value.includes('\0')) {
-      throw new BadRequestError('env names must be [A-Za-z_][A-Za-z0-9_]* and values strings without NUL bytes', { field: 'env' });
+      throw new BadRequestError('env names must be [A-Za-z_][A-Za-z0-9_]* and values strings without NUL bytes', {
+        field: 'env',
+      });
     }
   }
-  if (!Number.isInteger(spec.timeoutMs) || spec.timeoutMs < 0) throw new BadRequestError('timeoutMs must be an integer >= 0', { field: 'timeoutMs' });
+  if (!Number.isInteger(spec.timeoutMs) || spec.timeoutMs < 0)
+    throw new BadRequestError('timeoutMs must be an integer >= 0', { field: 'timeoutMs' });
   if (!Number.isInteger(spec.maxOutputBytes) || spec.maxOutputBytes < 0) {
     throw new BadRequestError('maxOutputBytes must be an integer >= 0', { field: 'maxOutputBytes' });
   }
@@ -74,7 +81,14 @@ export function checkCommandSpec(spec: CommandSpec): void {
 
 /** The command's environment: fixed basics, then spec.env (which may override any of them). */
 export function commandEnv(plan: WorkspacePlan, spec: CommandSpec, home: string): Record<string, string> {
-  return { HOME: home, USER: plan.user.name, LOGNAME: plan.user.name, PATH: DEFAULT_PATH, LANG: 'C.UTF-8', ...spec.env };
+  return {
+    HOME: home,
+    USER: plan.user.name,
+    LOGNAME: plan.user.name,
+    PATH: DEFAULT_PATH,
+    LANG: 'C.UTF-8',
+    ...spec.env,
+  };
 }
 
 /** `prlimit` prefix for plan.resources (pids → RLIMIT_NPROC, per real uid; memoryMb → RLIMIT_AS, per process). */
@@ -105,10 +119,14 @@ export function networkWarnings(sandbox: SandboxHost, plan: WorkspacePlan): stri
   const wanted = new Set<string>([plan.network, plan.setupNetwork ?? plan.network]);
   const out: string[] = [];
   if (wanted.has('host')) {
-    out.push("network 'host': workspaces share the host's network namespace and can reach every service on its loopback (the provider's API included)");
+    out.push(
+      "network 'host': workspaces share the host's network namespace and can reach every service on its loopback (the provider's API included)",
+    );
   }
-  if ((wanted.has('egress') || wanted.has('bridge')) && sandbox.kind === 'bwrap' && sandbox.egressUnavailable) out.push(sandbox.egressUnavailable);
-  if (sandbox.kind === 'none' && (wanted.has('none') || wanted.has('egress'))) out.push('no sandbox: workspace networks are not enforced (commands use the host\'s network)');
+  if ((wanted.has('egress') || wanted.has('bridge')) && sandbox.kind === 'bwrap' && sandbox.egressUnavailable)
+    out.push(sandbox.egressUnavailable);
+  if (sandbox.kind === 'none' && (wanted.has('none') || wanted.has('egress')))
+    out.push("no sandbox: workspace networks are not enforced (commands use the host's network)");
   return out;
 }
 
@@ -152,10 +170,17 @@ exec "$@"`;
  * `pidns`: the holder of the workspace's pid namespace (root + bwrap); the command joins it.
  */
 export function buildLaunch(
-  sandbox: SandboxHost, hostUid: number, plan: WorkspacePlan, paths: WorkspaceHostPaths, spec: CommandSpec,
+  sandbox: SandboxHost,
+  hostUid: number,
+  plan: WorkspacePlan,
+  paths: WorkspaceHostPaths,
+  spec: CommandSpec,
   pidns?: { pid: number; start: string },
 ): Launch {
-  const join = pidns !== undefined && sandbox.kind === 'bwrap' ? ['sh', '-c', JOIN_NS, 'wsp-join-pidns', String(pidns.pid), pidns.start] : [];
+  const join =
+    pidns !== undefined && sandbox.kind === 'bwrap'
+      ? ['sh', '-c', JOIN_NS, 'wsp-join-pidns', String(pidns.pid), pidns.start]
+      : [];
   const prefix = [...join, ...limitArgs(plan), ...(sandbox.asRoot ? dropToUid(hostUid) : [])];
   if (sandbox.kind === 'bwrap') {
     const network = effectiveNetwork(sandbox, plan, spec);
@@ -167,12 +192,18 @@ export function buildLaunch(
       ...egress,
       ...prefix,
       sandbox.bwrapPath ?? 'bwrap',
-      '--args', '3',
+      '--args',
+      '3',
       // The workspace's user namespace (its uid mapping is the holder's: host uid -> plan uid) or,
       // without a holder, one of the command's own.
       ...(join.length > 0 ? ['--userns', '7', '--pidns', '8'] : ['--unshare-user']),
-      '--uid', String(plan.user.uid), '--gid', String(plan.user.gid),
-      '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
+      '--uid',
+      String(plan.user.uid),
+      '--gid',
+      String(plan.user.gid),
+      '--unshare-ipc',
+      '--unshare-uts',
+      '--unshare-cgroup-try',
       ...networkArgs(network),
       // Without root there is no per-workspace uid and no holder: a pid namespace per command instead
       // (background processes end with the command).
@@ -180,13 +211,23 @@ export function buildLaunch(
       ...sandbox.rootfsArgs,
       ...(paths.passwd ? ['--ro-bind-try', paths.passwd, '/etc/passwd'] : []),
       ...(paths.group ? ['--ro-bind-try', paths.group, '/etc/group'] : []),
-      '--proc', '/proc',
-      '--dev', '/dev',
-      '--bind', paths.home, plan.home,
-      '--bind', paths.tmp, '/tmp',
-      '--ro-bind', paths.transfer, plan.transferDir,
-      '--chdir', spec.cwd,
-      '--cap-drop', 'ALL',
+      '--proc',
+      '/proc',
+      '--dev',
+      '/dev',
+      '--bind',
+      paths.home,
+      plan.home,
+      '--bind',
+      paths.tmp,
+      '/tmp',
+      '--ro-bind',
+      paths.transfer,
+      plan.transferDir,
+      '--chdir',
+      spec.cwd,
+      '--cap-drop',
+      'ALL',
       '--',
       ...spec.argv,
     ];
@@ -196,7 +237,9 @@ export function buildLaunch(
   const cwd = guestToHost(plan, paths, spec.cwd);
   if (cwd === undefined) throw new BadRequestError('cwd must be inside the workspace home', { field: 'cwd' });
   const env = commandEnv(plan, spec, paths.home);
-  const script = Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}\n`).join('');
+  const script = Object.entries(env)
+    .map(([k, v]) => `export ${k}=${shellQuote(v)}\n`)
+    .join('');
   // The env script is read from fd 3 (root-only file opened by the wrapper), then fd 3 is closed.
   const runner = 'eval "$(cat <&3)"; exec 3<&-; cd "$1" || exit 126; shift; exec "$@"';
   const chain = [...prefix, 'env', '-i', 'sh', '-c', runner, 'wsp-run', cwd, ...spec.argv];
@@ -206,7 +249,11 @@ export function buildLaunch(
 /** Host path of a guest path under plan.home, /tmp or plan.transferDir (no-sandbox mode only). */
 export function guestToHost(plan: WorkspacePlan, paths: WorkspaceHostPaths, guest: string): string | undefined {
   const normal = path.posix.normalize(guest);
-  for (const [guestBase, hostBase] of [[plan.home, paths.home], ['/tmp', paths.tmp], [plan.transferDir, paths.transfer]] as const) {
+  for (const [guestBase, hostBase] of [
+    [plan.home, paths.home],
+    ['/tmp', paths.tmp],
+    [plan.transferDir, paths.transfer],
+  ] as const) {
     const rel = path.posix.relative(guestBase, normal);
     if (rel === '') return hostBase;
     if (!rel.startsWith('..') && !path.posix.isAbsolute(rel)) return path.join(hostBase, rel);
@@ -220,9 +267,14 @@ export function guestToHost(plan: WorkspacePlan, paths: WorkspaceHostPaths, gues
  */
 export function accountFiles(plan: WorkspacePlan): { passwd: string; group: string } {
   const { name, uid, gid } = plan.user;
-  const passwd = [`root:x:0:0:root:/root:/bin/sh`, `${name}:x:${uid}:${gid}:${name}:${plan.home}:/bin/sh`, 'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin'];
+  const passwd = [
+    `root:x:0:0:root:/root:/bin/sh`,
+    `${name}:x:${uid}:${gid}:${name}:${plan.home}:/bin/sh`,
+    'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin',
+  ];
   const group = ['root:x:0:', `${name}:x:${gid}:`, 'nogroup:x:65534:'];
-  const unique = (lines: string[]): string[] => lines.filter((l, i) => lines.findIndex((m) => m.split(':')[0] === l.split(':')[0]) === i);
+  const unique = (lines: string[]): string[] =>
+    lines.filter((l, i) => lines.findIndex((m) => m.split(':')[0] === l.split(':')[0]) === i);
   return { passwd: `${unique(passwd).join('\n')}\n`, group: `${unique(group).join('\n')}\n` };
 }
 

@@ -50,7 +50,12 @@ export async function prepareDataDir(layout: LocalLayout, sandbox: SandboxHost):
 async function sweepTrash(layout: LocalLayout): Promise<void> {
   const names = await fs.readdir(layout.trashDir).catch(() => [] as string[]);
   if (names.length === 0) return;
-  await removeAs('sweep trash', undefined, layout.trashDir, names.map((n) => Buffer.from(n))).catch(() => undefined);
+  await removeAs(
+    'sweep trash',
+    undefined,
+    layout.trashDir,
+    names.map((n) => Buffer.from(n)),
+  ).catch(() => undefined);
 }
 
 /** mkdir with an exact mode (mkdir's mode is filtered by the umask; an existing dir is re-moded). */

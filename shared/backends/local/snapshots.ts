@@ -45,14 +45,18 @@ export function snapshotRef(layout: LocalLayout, name: string): SnapshotRef {
 
 /** The snapshot dir of a ref (derived from its name; the ref's `dir` is not trusted). */
 export function snapshotDirOf(layout: LocalLayout, snapshot: SnapshotRef): string {
-  if (snapshot?.kind !== 'local') throw new BadRequestError(`not a local snapshot (kind '${String(snapshot?.kind)}')`, { field: 'snapshot' });
+  if (snapshot?.kind !== 'local')
+    throw new BadRequestError(`not a local snapshot (kind '${String(snapshot?.kind)}')`, { field: 'snapshot' });
   return layout.snapshotDir(checkName('snapshot name', snapshot.name));
 }
 
 /** A complete snapshot has its manifest; NotFoundError otherwise. */
 export async function requireSnapshot(layout: LocalLayout, snapshot: SnapshotRef): Promise<string> {
   const dir = snapshotDirOf(layout, snapshot);
-  const ok = await fs.stat(path.join(dir, 'manifest.json')).then(() => true, () => false);
+  const ok = await fs.stat(path.join(dir, 'manifest.json')).then(
+    () => true,
+    () => false,
+  );
   if (!ok) throw new NotFoundError('snapshot', String(snapshot.name));
   return dir;
 }
@@ -77,7 +81,12 @@ export async function readSnapshotId(snapDir: string): Promise<string | undefine
  * other owners out.
  */
 export async function createSnapshot(
-  layout: LocalLayout, home: string, name: string, info: Omit<SnapshotInfo, 'id'>, origin: OriginRecord | undefined, options: SnapshotOptions,
+  layout: LocalLayout,
+  home: string,
+  name: string,
+  info: Omit<SnapshotInfo, 'id'>,
+  origin: OriginRecord | undefined,
+  options: SnapshotOptions,
 ): Promise<SnapshotTaken> {
   const final = layout.snapshotDir(name);
   const tmpName = `.tmp-${name}-${randomBytes(4).toString('hex')}`;
@@ -117,7 +126,11 @@ async function removeSnapshotDir(layout: LocalLayout, name: string): Promise<voi
  * Undefined (nothing left in `tmp`) when a full copy must be taken instead.
  */
 async function takeLinkedFromOrigin(
-  layout: LocalLayout, home: string, tmp: string, origin: OriginRecord, options: SnapshotOptions,
+  layout: LocalLayout,
+  home: string,
+  tmp: string,
+  origin: OriginRecord,
+  options: SnapshotOptions,
 ): Promise<{ linked: number; copied: number; skipped: Skipped } | undefined> {
   let dir: string;
   try {
@@ -152,12 +165,19 @@ export async function snapshotSize(layout: LocalLayout, snapshot: SnapshotRef): 
 }
 
 /** Needle hits in the snapshot's content and names (its home, manifest and info). */
-export async function scanSnapshot(layout: LocalLayout, snapshot: SnapshotRef, needles: readonly string[]): Promise<string[]> {
+export async function scanSnapshot(
+  layout: LocalLayout,
+  snapshot: SnapshotRef,
+  needles: readonly string[],
+): Promise<string[]> {
   return scanTree(await requireSnapshot(layout, snapshot), needles);
 }
 
 /** Complete snapshots (temp dirs of snapshots being taken are skipped). */
 export async function listSnapshots(layout: LocalLayout): Promise<SnapshotRef[]> {
   const names = await fs.readdir(layout.snapshotsDir).catch(() => [] as string[]);
-  return names.filter((n) => !n.startsWith('.')).sort().map((n) => snapshotRef(layout, n));
+  return names
+    .filter((n) => !n.startsWith('.'))
+    .sort()
+    .map((n) => snapshotRef(layout, n));
 }

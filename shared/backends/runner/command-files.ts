@@ -18,24 +18,42 @@ import { readExit, readText, statusFromRecord, streamBytes, type StoredSpec } fr
 /** Absolute host path of runner.sh (shipped with the code; put into the workspace by the backend). */
 // Bundled into a CommonJS Lambda there is no import.meta.url and no runner.sh on disk — nor a need for
 // one: Fargate tasks carry the runner in their image. Only the Docker backend and tests read this path.
-export const RUNNER_SCRIPT = typeof import.meta.url === 'string' ? fileURLToPath(new URL('./runner.sh', import.meta.url)) : '';
+export const RUNNER_SCRIPT =
+  typeof import.meta.url === 'string' ? fileURLToPath(new URL('./runner.sh', import.meta.url)) : '';
 
-type FileName = 'spec.json' | 'stdin' | 'env' | 'stdout' | 'stderr' | 'alive' | 'pid' | 'pgid' | 'kill' | 'exit' | 'claim';
+type FileName =
+  | 'spec.json'
+  | 'stdin'
+  | 'env'
+  | 'stdout'
+  | 'stderr'
+  | 'alive'
+  | 'pid'
+  | 'pgid'
+  | 'kill'
+  | 'exit'
+  | 'claim';
 export const commandFile = (dir: string, name: FileName): string => path.join(dir, name);
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Throws BadRequestError for what no process can be given: NUL bytes in argv/env, bad env names. */
 export function checkCommandSpec(spec: CommandSpec): void {
-  if (!Array.isArray(spec.argv) || spec.argv.length === 0) throw new BadRequestError('argv must not be empty', { field: 'argv' });
-  if (spec.argv.some((a) => typeof a !== 'string' || a.includes('\0'))) throw new BadRequestError('argv must not contain NUL bytes', { field: 'argv' });
-  if (typeof spec.cwd !== 'string' || !spec.cwd.startsWith('/') || spec.cwd.includes('\0')) throw new BadRequestError('cwd must be an absolute path', { field: 'cwd' });
+  if (!Array.isArray(spec.argv) || spec.argv.length === 0)
+    throw new BadRequestError('argv must not be empty', { field: 'argv' });
+  if (spec.argv.some((a) => typeof a !== 'string' || a.includes('\0')))
+    throw new BadRequestError('argv must not contain NUL bytes', { field: 'argv' });
+  if (typeof spec.cwd !== 'string' || !spec.cwd.startsWith('/') || spec.cwd.includes('\0'))
+    throw new BadRequestError('cwd must be an absolute path', { field: 'cwd' });
   for (const [name, value] of Object.entries(spec.env)) {
     if (!ENV_NAME.test(name)) throw new BadRequestError('invalid environment variable name', { field: 'env' });
-    if (typeof value !== 'string' || value.includes('\0')) throw new BadRequestError('environment values must not contain NUL bytes', { field: 'env' });
+    if (typeof value !== 'string' || value.includes('\0'))
+      throw new BadRequestError('environment values must not contain NUL bytes', { field: 'env' });
   }
-  if (!Number.isInteger(spec.timeoutMs) || spec.timeoutMs < 0) throw new BadRequestError('timeoutMs must be an integer >= 0', { field: 'timeoutMs' });
-  if (!Number.isInteger(spec.maxOutputBytes) || spec.maxOutputBytes < 0) throw new BadRequestError('maxOutputBytes must be an integer >= 0', { field: 'maxOutputBytes' });
+  if (!Number.isInteger(spec.timeoutMs) || spec.timeoutMs < 0)
+    throw new BadRequestError('timeoutMs must be an integer >= 0', { field: 'timeoutMs' });
+  if (!Number.isInteger(spec.maxOutputBytes) || spec.maxOutputBytes < 0)
+    throw new BadRequestError('maxOutputBytes must be an integer >= 0', { field: 'maxOutputBytes' });
 }
 
 /** The basics every command gets, under spec.env (which wins). PATH/HOME/USER as a login would set them. */
@@ -69,7 +87,12 @@ export async function writeCommandDir(dir: string, spec: CommandSpec, env: Recor
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw error;
   }
-  const stored: StoredSpec = { commandId: spec.commandId, timeoutMs: spec.timeoutMs, maxOutputBytes: spec.maxOutputBytes, startedAt: new Date().toISOString() };
+  const stored: StoredSpec = {
+    commandId: spec.commandId,
+    timeoutMs: spec.timeoutMs,
+    maxOutputBytes: spec.maxOutputBytes,
+    startedAt: new Date().toISOString(),
+  };
   await Promise.all([
     fs.writeFile(commandFile(dir, 'stdin'), spec.stdin ?? Buffer.alloc(0), { mode: 0o600 }),
     fs.writeFile(commandFile(dir, 'env'), envScript(env), { mode: 0o600 }),
@@ -116,7 +139,9 @@ export async function readStatus(dir: string, spec: StoredSpec): Promise<Command
   const alive = exitBefore === undefined ? await supervisorAlive(dir) : false;
   const exit = exitBefore ?? (await readText(commandFile(dir, 'exit')));
   const [stdoutBytes, stderrBytes, kill] = await Promise.all([
-    streamBytes(commandFile(dir, 'stdout')), streamBytes(commandFile(dir, 'stderr')), readText(commandFile(dir, 'kill')),
+    streamBytes(commandFile(dir, 'stdout')),
+    streamBytes(commandFile(dir, 'stderr')),
+    readText(commandFile(dir, 'kill')),
   ]);
   return statusFromRecord({ spec, exit, kill, alive, stdoutBytes, stderrBytes });
 }

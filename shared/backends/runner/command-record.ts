@@ -139,7 +139,15 @@ export function statusFromRecord(record: CommandRecordFiles): CommandStatus {
   };
   if (exit.killed) {
     const reason = record.kill?.trim() || 'killed';
-    return { ...base, state: 'killed', exitCode: null, signal: exit.signal ?? 'SIGKILL', reason, ...streams, endedAt: exit.endedAt };
+    return {
+      ...base,
+      state: 'killed',
+      exitCode: null,
+      signal: exit.signal ?? 'SIGKILL',
+      reason,
+      ...streams,
+      endedAt: exit.endedAt,
+    };
   }
   return { ...base, state: 'exited', exitCode: exit.code, signal: exit.signal, ...streams, endedAt: exit.endedAt };
 }
@@ -157,13 +165,22 @@ export async function readExit(dir: string): Promise<ExitRecord | undefined> {
 
 /** Throws BadRequestError for a read no stream can answer. */
 export function checkReadArgs(stream: OutputStream, offset: number, limit: number): void {
-  if (stream !== 'stdout' && stream !== 'stderr') throw new BadRequestError("stream must be 'stdout' or 'stderr'", { field: 'stream' });
-  if (!Number.isInteger(offset) || offset < 0) throw new BadRequestError('offset must be an integer >= 0', { field: 'offset' });
-  if (!Number.isInteger(limit) || limit < 0) throw new BadRequestError('limit must be an integer >= 0', { field: 'limit' });
+  if (stream !== 'stdout' && stream !== 'stderr')
+    throw new BadRequestError("stream must be 'stdout' or 'stderr'", { field: 'stream' });
+  if (!Number.isInteger(offset) || offset < 0)
+    throw new BadRequestError('offset must be an integer >= 0', { field: 'offset' });
+  if (!Number.isInteger(limit) || limit < 0)
+    throw new BadRequestError('limit must be an integer >= 0', { field: 'limit' });
 }
 
 /** Bytes [offset, min(offset + limit, kept)) of a stream; kept = min(file size, maxOutputBytes). */
-export async function readStream(dir: string, spec: StoredSpec, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
+export async function readStream(
+  dir: string,
+  spec: StoredSpec,
+  stream: OutputStream,
+  offset: number,
+  limit: number,
+): Promise<OutputChunk> {
   checkReadArgs(stream, offset, limit);
   const handle = await openRegular(path.join(dir, stream));
   if (handle === undefined) return { data: Buffer.alloc(0), nextOffset: offset };

@@ -132,7 +132,11 @@ interface Waiter {
  */
 export class RunnerRpc {
   private readonly parser = new RpcFrameParser();
-  private readonly nonce = Math.random().toString(36).slice(2, 10).replace(/[^a-z0-9]/g, '') || 'n';
+  private readonly nonce =
+    Math.random()
+      .toString(36)
+      .slice(2, 10)
+      .replace(/[^a-z0-9]/g, '') || 'n';
   private counter = 0;
   private tail: Promise<unknown> = Promise.resolve();
   private current: Waiter | undefined;
@@ -158,7 +162,10 @@ export class RunnerRpc {
       () => this.fail(new BackendUnavailableError('the workspace runner did not answer (no rpc banner)')),
       opts.readyTimeoutMs ?? 30_000,
     );
-    this.readyPromise.then(() => clearTimeout(timer), () => clearTimeout(timer));
+    this.readyPromise.then(
+      () => clearTimeout(timer),
+      () => clearTimeout(timer),
+    );
     pty.onData((chunk) => this.onData(chunk));
     pty.onClose((err) => this.fail(new BackendUnavailableError('the runner session ended', err)));
   }
@@ -182,7 +189,10 @@ export class RunnerRpc {
     let cancel: (error: Error) => void = () => undefined;
     const turn = new Promise<void>((resolve, reject) => {
       cancel = reject;
-      this.tail.then(() => resolve(), () => resolve());
+      this.tail.then(
+        () => resolve(),
+        () => resolve(),
+      );
     });
     this.queued.add(cancel);
     const result = turn.then(() => {
@@ -204,7 +214,9 @@ export class RunnerRpc {
     const id = `${this.nonce}${++this.counter}`;
     return new Promise<RpcAnswer>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.fail(new BackendUnavailableError(`the workspace runner did not answer '${String(argv[0])}' in ${timeoutMs} ms`));
+        this.fail(
+          new BackendUnavailableError(`the workspace runner did not answer '${String(argv[0])}' in ${timeoutMs} ms`),
+        );
       }, timeoutMs);
       this.current = {
         id,
@@ -270,7 +282,8 @@ export class RunnerRpc {
     const b64 = (s: string | Buffer): string => Buffer.from(s).toString('base64');
     const answer = await this.ok('prepare', ['prepare', dir, b64(specJson), b64(envScript), b64(stdin)]);
     const word = answer.toString('utf8').trim();
-    if (word !== 'created' && word !== 'exists') throw new BackendUnavailableError(`runner prepare answered '${word.slice(0, 40)}'`);
+    if (word !== 'created' && word !== 'exists')
+      throw new BackendUnavailableError(`runner prepare answered '${word.slice(0, 40)}'`);
     return word;
   }
 
@@ -319,7 +332,9 @@ export class RunnerRpc {
 }
 
 function runnerFailed(what: string, status: number, payload: Buffer): BackendUnavailableError {
-  return new BackendUnavailableError(`runner ${what} failed (status ${status}): ${payload.toString('utf8').trim().slice(0, 300)}`);
+  return new BackendUnavailableError(
+    `runner ${what} failed (status ${status}): ${payload.toString('utf8').trim().slice(0, 300)}`,
+  );
 }
 
 function parseJson(what: string, payload: Buffer): unknown {
@@ -330,7 +345,8 @@ function parseJson(what: string, payload: Buffer): unknown {
   }
 }
 
-const fromB64 = (v: unknown): string | undefined => (typeof v === 'string' ? Buffer.from(v, 'base64').toString('utf8') : undefined);
+const fromB64 = (v: unknown): string | undefined =>
+  typeof v === 'string' ? Buffer.from(v, 'base64').toString('utf8') : undefined;
 
 /** One status object of the runner (status_fields in runner.sh) → the CommandStatus Docker would read. */
 export function statusFromAnswer(answer: unknown): CommandStatus {

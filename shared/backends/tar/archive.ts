@@ -33,7 +33,10 @@ export function packFiles(dirs: DirEntry[], files: FileEntry[], owner: Owner): N
   for (const d of dirs) pack.entry({ name: d.name, type: 'directory', mode: d.mode, uid: owner.uid, gid: owner.gid });
   for (const f of files) {
     const content = typeof f.content === 'string' ? Buffer.from(f.content) : f.content;
-    pack.entry({ name: f.name, type: 'file', mode: f.mode, uid: owner.uid, gid: owner.gid, size: content.length }, content);
+    pack.entry(
+      { name: f.name, type: 'file', mode: f.mode, uid: owner.uid, gid: owner.gid, size: content.length },
+      content,
+    );
   }
   pack.finalize();
   return pack as unknown as NodeJS.ReadableStream;
@@ -54,7 +57,8 @@ export function packTree(hostDir: string, prefix: string, parents: DirEntry[], o
     if (st.isDirectory()) {
       // name '' = the extraction dir itself: keep its owner and mode, only fill it.
       if (name !== '') pack.entry({ ...base, name, type: 'directory', mode, mtime });
-      for (const child of (await fs.promises.readdir(abs)).sort()) await walk(path.join(abs, child), name === '' ? child : `${name}/${child}`);
+      for (const child of (await fs.promises.readdir(abs)).sort())
+        await walk(path.join(abs, child), name === '' ? child : `${name}/${child}`);
     } else if (st.isSymbolicLink()) {
       pack.entry({ ...base, name, type: 'symlink', linkname: await fs.promises.readlink(abs), mode, mtime });
     } else if (st.isFile()) {

@@ -19,7 +19,8 @@ async function searchStream(stream: AsyncIterable<Buffer>, needles: readonly Buf
     // The chunk itself, plus only the seam with the previous chunk (no copy of whole chunks).
     const seam = carry.length > 0 ? Buffer.concat([carry, chunk.subarray(0, keep)]) : undefined;
     needles.forEach((n, i) => {
-      if (n.length > 0 && !found.has(i) && (chunk.includes(n) || (seam !== undefined && seam.includes(n)))) found.add(i);
+      if (n.length > 0 && !found.has(i) && (chunk.includes(n) || (seam !== undefined && seam.includes(n))))
+        found.add(i);
     });
     if (keep > 0) {
       const joined = chunk.length >= keep ? chunk : Buffer.concat([carry, chunk]);
@@ -43,7 +44,12 @@ function redact(name: string, needles: readonly string[]): string {
 }
 
 /** Every file of one layer tar: names (and link targets) and contents. */
-async function scanLayerEntries(layer: Readable, needles: readonly Buffer[], texts: readonly string[], label: string): Promise<string[]> {
+async function scanLayerEntries(
+  layer: Readable,
+  needles: readonly Buffer[],
+  texts: readonly string[],
+  label: string,
+): Promise<string[]> {
   const hits: string[] = [];
   const inner = tar.extract();
   layer.pipe(inner);
@@ -56,12 +62,21 @@ async function scanLayerEntries(layer: Readable, needles: readonly Buffer[], tex
 }
 
 /** The secret scan of a single layer tar (uncompressed), e.g. the one a Fargate cache image appends. Hits are "<label>:/<path>: needle #<i>". */
-export async function scanLayerTar(stream: NodeJS.ReadableStream, needleStrings: readonly string[], label: string): Promise<string[]> {
+export async function scanLayerTar(
+  stream: NodeJS.ReadableStream,
+  needleStrings: readonly string[],
+  label: string,
+): Promise<string[]> {
   if (needleStrings.every((n) => n.length === 0)) {
     stream.resume();
     return [];
   }
-  return scanLayerEntries(stream as Readable, needleStrings.map((n) => Buffer.from(n)), needleStrings, label);
+  return scanLayerEntries(
+    stream as Readable,
+    needleStrings.map((n) => Buffer.from(n)),
+    needleStrings,
+    label,
+  );
 }
 
 export async function scanImageTar(stream: NodeJS.ReadableStream, needleStrings: readonly string[]): Promise<string[]> {

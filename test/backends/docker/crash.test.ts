@@ -23,7 +23,11 @@ describe.skipIf(dockerUnavailable !== undefined)('crash safety on docker (kill -
   const docker = dockerClient();
   const owner = (): string => fs.readFileSync(path.join(dataDir, 'instance-id'), 'utf8').trim();
   const byLabels = (labels: string[]) => JSON.stringify({ label: labels });
-  const containersOf = async (id: string) => docker.listContainers({ all: true, filters: byLabels([`wsp.owner=${owner()}`, `wsp.workspace=${id}`, 'wsp.kind=workspace']) });
+  const containersOf = async (id: string) =>
+    docker.listContainers({
+      all: true,
+      filters: byLabels([`wsp.owner=${owner()}`, `wsp.workspace=${id}`, 'wsp.kind=workspace']),
+    });
   const imagesOfOwner = async () => docker.listImages({ filters: byLabels([`wsp.owner=${owner()}`]) });
 
   beforeAll(async () => {
@@ -38,26 +42,38 @@ describe.skipIf(dockerUnavailable !== undefined)('crash safety on docker (kill -
     await provider?.stop();
     // Whatever a failed assertion left behind, by this instance's label.
     if (fs.existsSync(path.join(dataDir, 'instance-id'))) {
-      for (const c of await docker.listContainers({ all: true, filters: byLabels([`wsp.owner=${owner()}`]) })) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-      for (const i of await imagesOfOwner()) await docker.getImage(i.Id).remove({ force: true }).catch(() => undefined);
+      for (const c of await docker.listContainers({ all: true, filters: byLabels([`wsp.owner=${owner()}`]) }))
+        await docker
+          .getContainer(c.Id)
+          .remove({ force: true })
+          .catch(() => undefined);
+      for (const i of await imagesOfOwner())
+        await docker
+          .getImage(i.Id)
+          .remove({ force: true })
+          .catch(() => undefined);
     }
     await git?.close();
     fs.rmSync(root, { recursive: true, force: true });
   });
 
   function writeConfig(setup: string): void {
-    fs.writeFileSync(configFile, JSON.stringify({
-      mode: 'docker',
-      docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE },
-      dataDir,
-      repositories: [{ url: git.url('app'), path: 'app', credential: 'env:CRASH_TOKEN' }],
-      setup: { script: setup },
-      workspace: { network: 'none' },
-    }));
+    fs.writeFileSync(
+      configFile,
+      JSON.stringify({
+        mode: 'docker',
+        docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE },
+        dataDir,
+        repositories: [{ url: git.url('app'), path: 'app', credential: 'env:CRASH_TOKEN' }],
+        setup: { script: setup },
+        workspace: { network: 'none' },
+      }),
+    );
   }
 
   // waitFor's default here: a docker setup takes longer than a local one.
-  const waitFor = <T,>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000) => waitUntil(what, fn, timeoutMs);
+  const waitFor = <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000) =>
+    waitUntil(what, fn, timeoutMs);
 
   it('during setup: the workspace ends failed; no container, image or process is left', async () => {
     writeConfig(`sleep ${MARK}`);
@@ -86,8 +102,13 @@ describe.skipIf(dockerUnavailable !== undefined)('crash safety on docker (kill -
     provider = await spawnProvider(configFile, { CRASH_TOKEN: TOKEN });
     const created = await provider.api('POST', '/workspaces', {});
     const id = created.body.id as string;
-    await waitFor('ready', async () => ((await provider!.api('GET', `/workspaces/${id}`)).body.status === 'ready' ? true : undefined));
-    const short = await provider.api('POST', `/workspaces/${id}/commands`, { command: 'sleep 1.5; echo finished', waitMs: 0 });
+    await waitFor('ready', async () =>
+      (await provider!.api('GET', `/workspaces/${id}`)).body.status === 'ready' ? true : undefined,
+    );
+    const short = await provider.api('POST', `/workspaces/${id}/commands`, {
+      command: 'sleep 1.5; echo finished',
+      waitMs: 0,
+    });
     const long = await provider.api('POST', `/workspaces/${id}/commands`, { command: `sleep ${MARK}0`, waitMs: 0 });
     expect(short.status).toBe(202);
     await provider.kill9();

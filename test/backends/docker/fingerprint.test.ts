@@ -15,13 +15,14 @@ type DockerHandle = Awaited<ReturnType<typeof makeDockerBackend>>;
 describe.skipIf(dockerUnavailable !== undefined)('docker fingerprintHome', () => {
   const fx = useBackendFixture(() => makeDockerBackend());
   const h = (): DockerHandle => fx.handle as BackendHandle as DockerHandle;
-  const inside = async (ref: BackendRef): Promise<string> => parseFingerprint((await fx.run(ref, ['env', 'LC_ALL=C', ...fingerprintArgv(fx.plan.home)])).stdout).digest;
+  const inside = async (ref: BackendRef): Promise<string> =>
+    parseFingerprint((await fx.run(ref, ['env', 'LC_ALL=C', ...fingerprintArgv(fx.plan.home)])).stdout).digest;
   const cacheFile = async (ref: BackendRef): Promise<string> => {
     const imageId = (await h().docker.getContainer(String(ref.container)).inspect()).Image;
     return path.join(h().dataDir, 'docker', 'fingerprints', imageId.replace(/[^A-Za-z0-9]/g, '_'));
   };
 
-  it('remembers the baseline image\'s digest, uses it only while nothing under the home changed', async () => {
+  it("remembers the baseline image's digest, uses it only while nothing under the home changed", async () => {
     const ref = await fx.create();
     expect((await fx.sh(ref, 'mkdir -p w && printf a > w/a && printf b > w/b')).status.exitCode).toBe(0);
     const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));

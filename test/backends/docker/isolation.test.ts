@@ -18,7 +18,10 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend: canary scan an
 
   /** Config.Env of every container of this backend's owner, and of the images they run. */
   async function containerEnvironments(): Promise<string[]> {
-    const list = await h().docker.listContainers({ all: true, filters: JSON.stringify({ label: [`wsp.owner=${h().owner}`] }) });
+    const list = await h().docker.listContainers({
+      all: true,
+      filters: JSON.stringify({ label: [`wsp.owner=${h().owner}`] }),
+    });
     const envs: string[] = [];
     for (const c of list) envs.push(...((await h().docker.getContainer(c.Id).inspect()).Config.Env ?? []));
     return envs;
@@ -28,7 +31,13 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend: canary scan an
     const needle = newId('canary-token');
     const dirty = await fx.create();
     // Planted as a file's content and as part of a file's name, in the home and outside it.
-    expect((await fx.sh(dirty, 'printf "token=%s\\n" "$1" > "$HOME/.npmrc" && mkdir -p "$HOME/d" && : > "$HOME/d/x-$1"', [needle])).status.exitCode).toBe(0);
+    expect(
+      (
+        await fx.sh(dirty, 'printf "token=%s\\n" "$1" > "$HOME/.npmrc" && mkdir -p "$HOME/d" && : > "$HOME/d/x-$1"', [
+          needle,
+        ])
+      ).status.exitCode,
+    ).toBe(0);
     const cache = fx.trackSnapshot(await fx.backend.snapshot(dirty, fx.plan, 'cache', newId('snap')));
     const hits = await fx.backend.scanSnapshot(cache, ['absent-needle', needle]);
     expect(hits.some((x) => /:\/home\/node\/\.npmrc: needle #1$/.test(x))).toBe(true);
@@ -41,7 +50,10 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend: canary scan an
 
     // Clean: the needle only ever travelled as a command's env value and stdin.
     const clean = await fx.create();
-    const r = await fx.sh(clean, 'read -r line; test "$line" = "$SECRET_VALUE" && echo same', [], { env: { SECRET_VALUE: needle }, stdin: `${needle}\n` });
+    const r = await fx.sh(clean, 'read -r line; test "$line" = "$SECRET_VALUE" && echo same', [], {
+      env: { SECRET_VALUE: needle },
+      stdin: `${needle}\n`,
+    });
     expect(r.stdout).toBe('same\n');
     const cleanCache = fx.trackSnapshot(await fx.backend.snapshot(clean, fx.plan, 'cache', newId('snap')));
     const cleanWarm = await fx.create({ from: cleanCache });
@@ -69,7 +81,10 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend: canary scan an
     // Nothing readable anywhere in A's file system carries the marker (the same probe in B finds it).
     const everywhere = 'grep -rlF -e "$1" / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null; true';
     expect((await probe(a, everywhere, [marker])).stdout).toBe('');
-    expect((await probe(b, everywhere, [marker])).stdout.split('\n').filter(Boolean).sort()).toEqual([`${fx.plan.home}/b-file`, `${fx.plan.transferDir}/b.bundle`]);
+    expect((await probe(b, everywhere, [marker])).stdout.split('\n').filter(Boolean).sort()).toEqual([
+      `${fx.plan.home}/b-file`,
+      `${fx.plan.transferDir}/b.bundle`,
+    ]);
     // No process of B is visible (own pid namespace).
     const ps = await probe(a, 'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " "');
     expect(ps.stdout).not.toContain(marker);
@@ -78,7 +93,9 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend: canary scan an
     expect((await probe(a, 'ls /run/wsp-runner/cmd')).status.exitCode).not.toBe(0);
     expect((await probe(a, 'cat /proc/1/environ')).status.exitCode).not.toBe(0);
     // B really has them (the probes could have found them).
-    expect((await fx.run(b, ['cat', `${fx.plan.home}/b-file`, `${fx.plan.transferDir}/b.bundle`])).stdout).toBe(`${marker}\n${marker}\n`);
+    expect((await fx.run(b, ['cat', `${fx.plan.home}/b-file`, `${fx.plan.transferDir}/b.bundle`])).stdout).toBe(
+      `${marker}\n${marker}\n`,
+    );
     expect((await probe(b, 'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " "')).stdout).toContain(marker);
     await fx.backend.killCommand(b, bg, 'cancelled');
   });

@@ -4,7 +4,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { encodeRequest } from '../../../shared/backends/docker/channel.js';
-import { envScript, readStatus, RUNNER_SCRIPT, supervisorAlive, writeCommandDir } from '../../../shared/backends/runner/command-files.js';
+import {
+  envScript,
+  readStatus,
+  RUNNER_SCRIPT,
+  supervisorAlive,
+  writeCommandDir,
+} from '../../../shared/backends/runner/command-files.js';
 import { readSpec } from '../../../shared/backends/runner/command-record.js';
 import { configSchema } from '../../../shared/config/schema.js';
 import { shellQuote } from '../../../shared/lib/shell-quote.js';
@@ -16,14 +22,35 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-runner-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 const sh = (script: string, args: string[] = [], input?: string): string =>
-  execFileSync('sh', ['-c', script, 'sh', ...args], { input, encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } });
+  execFileSync('sh', ['-c', script, 'sh', ...args], {
+    input,
+    encoding: 'utf8',
+    env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+  });
 
-const awkward = ['a b', "it's", '"double"', '$HOME', '*', '', 'ünïcødé ✓', 'back\\slash', 'semi;colon && x', '-n', 'new\nline', "'"];
+const awkward = [
+  'a b',
+  "it's",
+  '"double"',
+  '$HOME',
+  '*',
+  '',
+  'ünïcødé ✓',
+  'back\\slash',
+  'semi;colon && x',
+  '-n',
+  'new\nline',
+  "'",
+];
 
 describe('runner encodings', () => {
   it('envScript survives eval byte for byte', () => {
     const env = Object.fromEntries(awkward.map((v, i) => [`V${i}`, v]));
-    const out = sh('eval "$(cat)"; for i in $(seq 0 11); do eval "printf \'[%s]\' \\"\\$V$i\\""; done', [], envScript(env));
+    const out = sh(
+      'eval "$(cat)"; for i in $(seq 0 11); do eval "printf \'[%s]\' \\"\\$V$i\\""; done',
+      [],
+      envScript(env),
+    );
     expect(out).toBe(awkward.map((v) => `[${v}]`).join(''));
   });
 
@@ -42,9 +69,21 @@ describe('runner encodings', () => {
 describe.skipIf(rootUnavailable !== undefined)('runner.sh on the host (root)', () => {
   const start = async (id: string, argv: string[], timeoutMs = 0, stdin = ''): Promise<string> => {
     const dir = path.join(tmp, id);
-    const spec = { commandId: id, argv, cwd: '/tmp', env: { WSP_X: "it's" }, timeoutMs, maxOutputBytes: 1000, stdin: Buffer.from(stdin) };
+    const spec = {
+      commandId: id,
+      argv,
+      cwd: '/tmp',
+      env: { WSP_X: "it's" },
+      timeoutMs,
+      maxOutputBytes: 1000,
+      stdin: Buffer.from(stdin),
+    };
     expect(await writeCommandDir(dir, spec, { PATH: '/usr/bin:/bin', ...spec.env })).toBe(true);
-    const r = spawnSync('sh', [RUNNER_SCRIPT, 'start', dir, '65534', '65534', String(timeoutMs), '1000', '/tmp', '--', ...argv], { encoding: 'utf8' });
+    const r = spawnSync(
+      'sh',
+      [RUNNER_SCRIPT, 'start', dir, '65534', '65534', String(timeoutMs), '1000', '/tmp', '--', ...argv],
+      { encoding: 'utf8' },
+    );
     expect(r.status, r.stderr).toBe(0);
     return dir;
   };
@@ -89,11 +128,20 @@ describe.skipIf(rootUnavailable !== undefined)('runner.sh on the host (root)', (
 
   it('output is capped while the command runs; a background process holding stdout does not hold the exit record', async () => {
     // maxOutputBytes is 1000: 5000 bytes now, then the command ends while its child writes on.
-    const dir = await start('c5', ['sh', '-c', 'head -c 5000 /dev/zero; (sleep 0.5; head -c 3000 /dev/zero; sleep 30) & echo done >&2']);
+    const dir = await start('c5', [
+      'sh',
+      '-c',
+      'head -c 5000 /dev/zero; (sleep 0.5; head -c 3000 /dev/zero; sleep 30) & echo done >&2',
+    ]);
     const t0 = Date.now();
     const status = await waitEnd(dir);
     expect(Date.now() - t0).toBeLessThan(5_000); // the 1 s grace, not the child's 30 s
-    expect(status).toMatchObject({ state: 'exited', exitCode: 0, stdout: { truncated: true }, stderr: { bytes: 5, truncated: false } });
+    expect(status).toMatchObject({
+      state: 'exited',
+      exitCode: 0,
+      stdout: { truncated: true },
+      stderr: { bytes: 5, truncated: false },
+    });
     // The count in the record is what was known at exit (the first byte past the cap at least).
     expect(status.stdout.bytes).toBeGreaterThan(1000);
     // The child's later output is still cut: the kept file never passes the cap; once the stream
@@ -112,7 +160,11 @@ describe.skipIf(rootUnavailable !== undefined)('runner.sh on the host (root)', (
 
   it('a second start of the same dir starts nothing new', async () => {
     const dir = await start('c4', ['sh', '-c', 'echo once']);
-    const r = spawnSync('sh', [RUNNER_SCRIPT, 'start', dir, '65534', '65534', '0', '1000', '/tmp', '--', 'sh', '-c', 'echo twice'], { encoding: 'utf8' });
+    const r = spawnSync(
+      'sh',
+      [RUNNER_SCRIPT, 'start', dir, '65534', '65534', '0', '1000', '/tmp', '--', 'sh', '-c', 'echo twice'],
+      { encoding: 'utf8' },
+    );
     expect(r.status).toBe(0);
     await waitEnd(dir);
     expect(fs.readFileSync(path.join(dir, 'stdout'), 'utf8')).toBe('once\n');
@@ -122,12 +174,18 @@ describe.skipIf(rootUnavailable !== undefined)('runner.sh on the host (root)', (
 describe('docker config section', () => {
   it('defaults to the wsp-base:bookworm image and no explicit socket', () => {
     expect(configSchema.parse({}).docker).toEqual({ baseImage: 'wsp-base:bookworm' });
-    expect(configSchema.parse({ docker: { socketPath: '/run/d.sock', baseImage: 'registry.local:5000/img:Tag-1' } }).docker)
-      .toEqual({ socketPath: '/run/d.sock', baseImage: 'registry.local:5000/img:Tag-1' });
+    expect(
+      configSchema.parse({ docker: { socketPath: '/run/d.sock', baseImage: 'registry.local:5000/img:Tag-1' } }).docker,
+    ).toEqual({ socketPath: '/run/d.sock', baseImage: 'registry.local:5000/img:Tag-1' });
   });
 
   it('rejects a relative socket, a bad image reference and unknown keys', () => {
-    for (const docker of [{ socketPath: 'docker.sock' }, { baseImage: 'bad image' }, { baseImage: '' }, { pull: true }]) {
+    for (const docker of [
+      { socketPath: 'docker.sock' },
+      { baseImage: 'bad image' },
+      { baseImage: '' },
+      { pull: true },
+    ]) {
       expect(configSchema.safeParse({ docker }).success, JSON.stringify(docker)).toBe(false);
     }
   });

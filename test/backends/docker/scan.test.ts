@@ -9,7 +9,11 @@ async function tarOf(entries: { name: string; content?: Buffer | string; linknam
   const pack = tar.pack();
   for (const e of entries) {
     if (e.linkname !== undefined) pack.entry({ name: e.name, type: 'symlink', linkname: e.linkname });
-    else pack.entry({ name: e.name }, typeof e.content === 'string' ? Buffer.from(e.content) : e.content ?? Buffer.alloc(0));
+    else
+      pack.entry(
+        { name: e.name },
+        typeof e.content === 'string' ? Buffer.from(e.content) : (e.content ?? Buffer.alloc(0)),
+      );
   }
   pack.finalize();
   const chunks: Buffer[] = [];

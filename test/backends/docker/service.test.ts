@@ -12,7 +12,11 @@ import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../.
 // bundle, setup script), warm setup from the committed cache image, reset to the baseline image,
 // teardown — and the canary token in no image layer, container environment, response or log line.
 const CANARY = `wsp-canary-${randomBytes(12).toString('hex')}`;
-const SETUP = ['echo "setup ran" >> "$HOME/setup-runs"', 'mkdir -p app/build && echo built > app/build/out.txt', 'echo "setup says hello"'].join('\n');
+const SETUP = [
+  'echo "setup ran" >> "$HOME/setup-runs"',
+  'mkdir -p app/build && echo built > app/build/out.txt',
+  'echo "setup says hello"',
+].join('\n');
 
 describe.skipIf(dockerUnavailable !== undefined)('service over the docker backend', () => {
   let git: GitServer;
@@ -26,11 +30,17 @@ describe.skipIf(dockerUnavailable !== undefined)('service over the docker backen
     process.env.WSP_DOCKER_IT_TOKEN = CANARY;
     hostRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-dit-git-'));
     git = await startGitServer({ token: CANARY, root: hostRoot });
-    app = createUpstreamRepo(hostRoot, 'app', { 'README.md': '# app\n', 'deps.lock': 'left-pad@1\n', '.gitignore': 'build/\n' });
+    app = createUpstreamRepo(hostRoot, 'app', {
+      'README.md': '# app\n',
+      'deps.lock': 'left-pad@1\n',
+      '.gitignore': 'build/\n',
+    });
     wsp = await startTestProvider({
       mode: 'docker',
       docker: { socketPath: DOCKER_SOCKET, baseImage: BASE_IMAGE },
-      repositories: [{ url: git.url('app'), path: 'app', credential: 'env:WSP_DOCKER_IT_TOKEN', cacheKeyFiles: ['deps.lock'] }],
+      repositories: [
+        { url: git.url('app'), path: 'app', credential: 'env:WSP_DOCKER_IT_TOKEN', cacheKeyFiles: ['deps.lock'] },
+      ],
       setup: { script: SETUP },
       workspace: { network: 'none' },
     });
@@ -52,7 +62,10 @@ describe.skipIf(dockerUnavailable !== undefined)('service over the docker backen
   it('cold setup: the repository arrives without network, setup runs once as the user', async () => {
     cold = await wsp.setup();
     expect(cold.cache).toMatchObject({ hit: false });
-    const r = await wsp.exec(cold.id, 'cat app/README.md app/build/out.txt; wc -l < ~/setup-runs; git -C app remote get-url origin; git -C app rev-parse HEAD; id -u');
+    const r = await wsp.exec(
+      cold.id,
+      'cat app/README.md app/build/out.txt; wc -l < ~/setup-runs; git -C app remote get-url origin; git -C app rev-parse HEAD; id -u',
+    );
     expect(r).toMatchObject({ state: 'exited', exitCode: 0 });
     expect(r.stdout.data.trim().split('\n')).toEqual(['# app', 'built', '1', git.url('app'), app.head, '1000']);
   });
@@ -82,14 +95,27 @@ describe.skipIf(dockerUnavailable !== undefined)('service over the docker backen
     const reset = await wsp.api('POST', `/workspaces/${warm.id}/reset`, { mode: 'recreate' });
     expect(reset.status, JSON.stringify(reset.body)).toBe(200);
     // A new baseline (git's index and reflogs are rewritten, so its digest is new); the work tree is the baseline's.
-    expect(reset.body).toMatchObject({ matches: true, recreated: true, previousBaselineFingerprint: before.baselineFingerprint });
+    expect(reset.body).toMatchObject({
+      matches: true,
+      recreated: true,
+      previousBaselineFingerprint: before.baselineFingerprint,
+    });
     expect(reset.body.fingerprint).toBe(reset.body.baselineFingerprint);
     const after = (await wsp.provider.deps.state.getWorkspace(warm.id))!;
-    expect((await dockerClient().getContainer(String(after.backend!['container'])).inspect()).Id).not.toBe(containerBefore);
-    const r = await wsp.exec(warm.id, 'ls app; wc -l < ~/setup-runs; git -C app rev-parse HEAD; git -C app status --porcelain | wc -l');
+    expect((await dockerClient().getContainer(String(after.backend!['container'])).inspect()).Id).not.toBe(
+      containerBefore,
+    );
+    const r = await wsp.exec(
+      warm.id,
+      'ls app; wc -l < ~/setup-runs; git -C app rev-parse HEAD; git -C app status --porcelain | wc -l',
+    );
     expect(r.stdout.data).toContain('README.md');
     expect(r.stdout.data).not.toContain('junk.txt');
-    expect(r.stdout.data.trim().split('\n').slice(-3)).toEqual(['1', before.repos.find((x) => x.name === 'app')!.commit, '0']);
+    expect(r.stdout.data.trim().split('\n').slice(-3)).toEqual([
+      '1',
+      before.repos.find((x) => x.name === 'app')!.commit,
+      '0',
+    ]);
   }, 120_000);
 
   it('reset with mode recreate of a workspace whose cache entry is gone is a 409 and changes nothing', async () => {
@@ -112,19 +138,29 @@ describe.skipIf(dockerUnavailable !== undefined)('service over the docker backen
     expect(snapshots.map((s) => s.purpose).sort()).toEqual(expect.arrayContaining(['baseline', 'cache']));
     for (const snap of snapshots) expect(await backend.scanSnapshot(snap, [CANARY])).toEqual([]);
     const docker = dockerClient();
-    const containers = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`wsp.owner=${wsp.provider.deps.instanceId}`] }) });
+    const containers = await docker.listContainers({
+      all: true,
+      filters: JSON.stringify({ label: [`wsp.owner=${wsp.provider.deps.instanceId}`] }),
+    });
     expect(containers.length).toBeGreaterThan(0);
-    for (const c of containers) expect(JSON.stringify((await docker.getContainer(c.Id).inspect()).Config)).not.toContain(CANARY);
+    for (const c of containers)
+      expect(JSON.stringify((await docker.getContainer(c.Id).inspect()).Config)).not.toContain(CANARY);
     expect(wsp.responses.join('\n')).not.toContain(CANARY);
     expect(wsp.logs.join('\n')).not.toContain(CANARY);
   });
 
   it('teardown leaves no container of the workspace', async () => {
-    for (const id of [cold.id, warm.id]) expect((await wsp.api('DELETE', `/workspaces/${id}`)).status).toBeLessThan(300);
+    for (const id of [cold.id, warm.id])
+      expect((await wsp.api('DELETE', `/workspaces/${id}`)).status).toBeLessThan(300);
     const deadline = Date.now() + 60_000;
     const docker = dockerClient();
     const mine = async () =>
-      (await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`wsp.owner=${wsp.provider.deps.instanceId}`, 'wsp.kind=workspace'] }) })).length;
+      (
+        await docker.listContainers({
+          all: true,
+          filters: JSON.stringify({ label: [`wsp.owner=${wsp.provider.deps.instanceId}`, 'wsp.kind=workspace'] }),
+        })
+      ).length;
     while ((await mine()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
     expect(await mine()).toBe(0);
   });

@@ -19,9 +19,18 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     expect(ref).toEqual({ kind: 'docker', workspaceId: ref.workspaceId, container: `wsp-${String(ref.workspaceId)}` });
     const info = await inspect(ref);
     expect(info.Config.Labels).toMatchObject({
-      'wsp.workspace': ref.workspaceId, 'wsp.owner': h().owner, 'wsp.cache-key': 'key-1', 'wsp.kind': 'workspace',
+      'wsp.workspace': ref.workspaceId,
+      'wsp.owner': h().owner,
+      'wsp.cache-key': 'key-1',
+      'wsp.kind': 'workspace',
     });
-    expect(info.HostConfig).toMatchObject({ NetworkMode: 'none', NanoCpus: 1.5e9, Memory: 512 * 1024 * 1024, PidsLimit: 128, Init: true });
+    expect(info.HostConfig).toMatchObject({
+      NetworkMode: 'none',
+      NanoCpus: 1.5e9,
+      Memory: 512 * 1024 * 1024,
+      PidsLimit: 128,
+      Init: true,
+    });
     expect(info.Config.WorkingDir).toBe(plan.workdir);
     // Network none: only the loopback interface exists inside.
     const net = await fx.run(ref, ['ls', '/sys/class/net'], {}, plan);
@@ -33,7 +42,12 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'cache', newId('snap')));
     const image = await h().docker.getImage(String(snap.image)).inspect();
     // Inherited from the container, except the kind, which the commit overrides.
-    expect(image.Config.Labels).toMatchObject({ 'wsp.kind': 'cache', 'wsp.snapshot': snap.name, 'wsp.owner': h().owner, 'wsp.cache-key': 'key-2' });
+    expect(image.Config.Labels).toMatchObject({
+      'wsp.kind': 'cache',
+      'wsp.snapshot': snap.name,
+      'wsp.owner': h().owner,
+      'wsp.cache-key': 'key-2',
+    });
     const resources = await fx.backend.listResources();
     expect(resources.map((r) => r.workspaceId)).toEqual([ref.workspaceId]);
     expect((await fx.backend.listSnapshots()).map((s) => s.name)).toEqual([snap.name]);
@@ -48,7 +62,10 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     await fx.backend.restore(ref, fx.plan, snap);
     expect((await inspect(ref)).Id).not.toBe(oldId);
     expect((await fx.backend.readOutput(ref, before.commandId, 'stdout', 0, 100)).data.toString()).toBe('kept\n');
-    expect(await fx.backend.commandStatus(ref, running)).toMatchObject({ state: 'killed', reason: 'all workspace processes killed' });
+    expect(await fx.backend.commandStatus(ref, running)).toMatchObject({
+      state: 'killed',
+      reason: 'all workspace processes killed',
+    });
     expect((await fx.run(ref, ['cat', 'f'])).stdout).toBe('data\n');
   });
 
@@ -82,7 +99,10 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     const stream = await h().docker.getEvents({ since, until, filters: { container: [id], event: ['exec_create'] } });
     const chunks: Buffer[] = [];
     for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
-    return Buffer.concat(chunks).toString().split('\n').filter((l) => l.includes('exec_create')).length;
+    return Buffer.concat(chunks)
+      .toString()
+      .split('\n')
+      .filter((l) => l.includes('exec_create')).length;
   }
   const nowSeconds = (): number => Date.now() / 1000;
 
@@ -91,9 +111,20 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     const t0 = nowSeconds();
     await fx.run(ref, ['true']);
     // The daemon's clock counts the exec that opened the channel at create; a plain exec is counted too.
-    await h().docker.getContainer(String(ref.container)).exec({ Cmd: ['true'] }).then((e) => e.start({})).then((s) => new Promise((r) => { s.on('end', r); s.resume(); }));
+    await h()
+      .docker.getContainer(String(ref.container))
+      .exec({ Cmd: ['true'] })
+      .then((e) => e.start({}))
+      .then(
+        (s) =>
+          new Promise((r) => {
+            s.on('end', r);
+            s.resume();
+          }),
+      );
     const t1 = nowSeconds();
-    for (let i = 0; i < 5; i++) expect((await fx.run(ref, ['sh', '-c', 'echo "$1"', 'sh', String(i)])).stdout).toBe(`${i}\n`);
+    for (let i = 0; i < 5; i++)
+      expect((await fx.run(ref, ['sh', '-c', 'echo "$1"', 'sh', String(i)])).stdout).toBe(`${i}\n`);
     await fx.backend.killAll(ref);
     const t2 = nowSeconds() + 1;
     expect(await execsCreated(ref, t0, t1)).toBe(1); // the probe exec: the count sees execs
@@ -104,9 +135,17 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     const ref = await fx.create();
     await fx.run(ref, ['true']);
     // Kill the serve loop (root, so through a one-off exec): the channel's stream ends.
-    await h().docker.getContainer(String(ref.container)).exec({ Cmd: ['pkill', '-KILL', '-f', 'runner.sh serve'], User: '0:0' })
+    await h()
+      .docker.getContainer(String(ref.container))
+      .exec({ Cmd: ['pkill', '-KILL', '-f', 'runner.sh serve'], User: '0:0' })
       .then((e) => e.start({}))
-      .then((s) => new Promise((r) => { s.on('end', r); s.resume(); }));
+      .then(
+        (s) =>
+          new Promise((r) => {
+            s.on('end', r);
+            s.resume();
+          }),
+      );
     const r = await fx.run(ref, ['echo', 'still here']);
     expect(r.status).toMatchObject({ state: 'exited', exitCode: 0 });
     expect(r.stdout).toBe('still here\n');
@@ -116,7 +155,9 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
   it('never puts env values in any process argv or in the container config', async () => {
     const ref = await fx.create();
     const secret = newId('env-secret');
-    const id = await fx.start(ref, ['sh', '-c', 'printf "%s\\n" "$API_KEY"; exec sleep 300'], { env: { API_KEY: secret } });
+    const id = await fx.start(ref, ['sh', '-c', 'printf "%s\\n" "$API_KEY"; exec sleep 300'], {
+      env: { API_KEY: secret },
+    });
     let out = '';
     for (let i = 0; i < 400 && out === ''; i++) {
       out = (await fx.backend.readOutput(ref, id, 'stdout', 0, 1000)).data.toString();
@@ -140,11 +181,18 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
   it('rejects unsafe ids and names with bad_request', async () => {
     const ref = await fx.create();
     await expect(fx.backend.commandStatus(ref, '../meta.json')).rejects.toMatchObject({ code: 'bad_request' });
-    await expect(fx.backend.destroy({ kind: 'docker', workspaceId: '..', container: 'x' })).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(fx.backend.destroy({ kind: 'docker', workspaceId: '..', container: 'x' })).rejects.toMatchObject({
+      code: 'bad_request',
+    });
     await expect(fx.backend.snapshot(ref, fx.plan, 'cache', 'a/b')).rejects.toMatchObject({ code: 'bad_request' });
     await expect(fx.start(ref, ['true'], { env: { 'BAD=NAME': 'x' } })).rejects.toMatchObject({ code: 'bad_request' });
     await expect(fx.start(ref, ['printf', 'a\0b'])).rejects.toMatchObject({ code: 'bad_request' });
-    await expect(fx.backend.create(fx.plan, { workspaceId: newId('ws'), labels: {}, from: { kind: 'docker', purpose: 'cache', name: 'never-made', image: 'x' } }))
-      .rejects.toMatchObject({ code: 'not_found' });
+    await expect(
+      fx.backend.create(fx.plan, {
+        workspaceId: newId('ws'),
+        labels: {},
+        from: { kind: 'docker', purpose: 'cache', name: 'never-made', image: 'x' },
+      }),
+    ).rejects.toMatchObject({ code: 'not_found' });
   });
 });

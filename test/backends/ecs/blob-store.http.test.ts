@@ -35,7 +35,13 @@ beforeAll(async () => {
     // Fail fast on injected faults instead of retrying them.
     maxAttempts: 1,
   });
-  store = new S3BlobStore({ client, bucket: fake.bucket, prefix: 'transfer/', multipartThresholdBytes: 5 * MiB, partBytes: 5 * MiB });
+  store = new S3BlobStore({
+    client,
+    bucket: fake.bucket,
+    prefix: 'transfer/',
+    multipartThresholdBytes: 5 * MiB,
+    partBytes: 5 * MiB,
+  });
 });
 afterAll(async () => {
   client.destroy();
@@ -93,7 +99,8 @@ describe('S3BlobStore over HTTP (fake S3)', () => {
 
   it('aborts a multipart upload whose part is refused; no object, no pending upload, S3 code in the error', async () => {
     const { file } = randomFile('bad.tar', 6 * MiB);
-    fake.fault = (r) => (r.query.get('partNumber') === '2' ? { status: 403, code: 'AccessDenied', message: 'no' } : undefined);
+    fake.fault = (r) =>
+      r.query.get('partNumber') === '2' ? { status: 403, code: 'AccessDenied', message: 'no' } : undefined;
     const err = await store.putFile('cache/bad.tar', file).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BackendUnavailableError);
     expect((err as Error).message).toBe('S3 UploadPart cache/bad.tar failed: AccessDenied (HTTP 403)');
@@ -111,7 +118,13 @@ describe('S3BlobStore over HTTP (fake S3)', () => {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       maxAttempts: 1,
     });
-    const other = new S3BlobStore({ client: lean, bucket: fake.bucket, prefix: 'transfer/', multipartThresholdBytes: 5 * MiB, partBytes: 5 * MiB });
+    const other = new S3BlobStore({
+      client: lean,
+      bucket: fake.bucket,
+      prefix: 'transfer/',
+      multipartThresholdBytes: 5 * MiB,
+      partBytes: 5 * MiB,
+    });
     const { file, data } = randomFile('lean.tar', 7 * MiB);
     await expect(other.putFile('lean.tar', file)).resolves.toEqual({ bytes: data.length });
     expect(fake.objects.get('transfer/lean.tar')?.equals(data)).toBe(true);
@@ -135,7 +148,9 @@ describe('S3BlobStore over HTTP (fake S3)', () => {
 
   it('an S3 failure is BackendUnavailableError with the S3 code', async () => {
     fake.fault = () => ({ status: 403, code: 'AccessDenied', message: 'Access Denied' });
-    await expect(store.getStream('x')).rejects.toThrow(new BackendUnavailableError('S3 GetObject x failed: AccessDenied (HTTP 403)'));
+    await expect(store.getStream('x')).rejects.toThrow(
+      new BackendUnavailableError('S3 GetObject x failed: AccessDenied (HTTP 403)'),
+    );
   });
 
   it('a presigned GET URL is fetched by curl without credentials', async () => {

@@ -24,12 +24,22 @@ import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../.
 /** Request shapes, checked against aws-sdk-client-mock (no network). */
 
 const MiB = 1024 * 1024;
-const client = new S3Client({ region: 'us-east-1', credentials: { accessKeyId: 'AKIDMOCK', secretAccessKey: 'mock-secret' } });
+const client = new S3Client({
+  region: 'us-east-1',
+  credentials: { accessKeyId: 'AKIDMOCK', secretAccessKey: 'mock-secret' },
+});
 const s3 = mockClient(client);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-blob-mock-'));
 
 function store(extra: Partial<ConstructorParameters<typeof S3BlobStore>[0]> = {}): S3BlobStore {
-  return new S3BlobStore({ client, bucket: 'wsp-bucket', prefix: 'transfer/', multipartThresholdBytes: 5 * MiB, partBytes: 5 * MiB, ...extra });
+  return new S3BlobStore({
+    client,
+    bucket: 'wsp-bucket',
+    prefix: 'transfer/',
+    multipartThresholdBytes: 5 * MiB,
+    partBytes: 5 * MiB,
+    ...extra,
+  });
 }
 
 function file(name: string, bytes: number): string {
@@ -39,7 +49,12 @@ function file(name: string, bytes: number): string {
 }
 
 function s3Error(name: string, status: number): S3ServiceException {
-  return new S3ServiceException({ name, $fault: status >= 500 ? 'server' : 'client', $metadata: { httpStatusCode: status }, message: `${name} happened` });
+  return new S3ServiceException({
+    name,
+    $fault: status >= 500 ? 'server' : 'client',
+    $metadata: { httpStatusCode: status },
+    message: `${name} happened`,
+  });
 }
 
 beforeEach(() => s3.reset());
@@ -51,18 +66,29 @@ describe('S3BlobStore request shapes', () => {
     await expect(store().putFile('ws-1/repo.bundle', file('small', 1234))).resolves.toEqual({ bytes: 1234 });
     const calls = s3.commandCalls(PutObjectCommand);
     expect(calls).toHaveLength(1);
-    expect(calls[0]!.args[0].input).toMatchObject({ Bucket: 'wsp-bucket', Key: 'transfer/ws-1/repo.bundle', ContentLength: 1234 });
+    expect(calls[0]!.args[0].input).toMatchObject({
+      Bucket: 'wsp-bucket',
+      Key: 'transfer/ws-1/repo.bundle',
+      ContentLength: 1234,
+    });
     expect(s3.commandCalls(CreateMultipartUploadCommand)).toHaveLength(0);
   });
 
   it('goes multipart above the threshold: CRC32 declared at creation, parts 1..n with exact lengths, completion lists ETags and checksums', async () => {
     s3.on(CreateMultipartUploadCommand).resolves({ UploadId: 'up-1' });
-    s3.on(UploadPartCommand).callsFake((input: { PartNumber: number }) => ({ ETag: `"etag-${input.PartNumber}"`, ChecksumCRC32: `crc-${input.PartNumber}` }));
+    s3.on(UploadPartCommand).callsFake((input: { PartNumber: number }) => ({
+      ETag: `"etag-${input.PartNumber}"`,
+      ChecksumCRC32: `crc-${input.PartNumber}`,
+    }));
     s3.on(CompleteMultipartUploadCommand).resolves({});
     const size = 11 * MiB + 7;
     await expect(store().putFile('layer.tar', file('big', size))).resolves.toEqual({ bytes: size });
 
-    expect(s3.commandCalls(CreateMultipartUploadCommand)[0]!.args[0].input).toEqual({ Bucket: 'wsp-bucket', Key: 'transfer/layer.tar', ChecksumAlgorithm: 'CRC32' });
+    expect(s3.commandCalls(CreateMultipartUploadCommand)[0]!.args[0].input).toEqual({
+      Bucket: 'wsp-bucket',
+      Key: 'transfer/layer.tar',
+      ChecksumAlgorithm: 'CRC32',
+    });
     const parts = s3.commandCalls(UploadPartCommand).map((c) => c.args[0].input);
     expect(parts.map((p) => [p.PartNumber, p.ContentLength, p.UploadId, p.Key, p.ChecksumAlgorithm])).toEqual([
       [1, 5 * MiB, 'up-1', 'transfer/layer.tar', 'CRC32'],
@@ -104,11 +130,15 @@ describe('S3BlobStore request shapes', () => {
     s3.on(UploadPartCommand, { PartNumber: 1 }).resolves({ ETag: '"a"', ChecksumCRC32: 'c' });
     s3.on(UploadPartCommand, { PartNumber: 2 }).rejects(s3Error('SlowDown', 503));
     s3.on(AbortMultipartUploadCommand).resolves({});
-    const err = await store().putFile('layer.tar', file('big2', 11 * MiB)).catch((e: unknown) => e);
+    const err = await store()
+      .putFile('layer.tar', file('big2', 11 * MiB))
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BackendUnavailableError);
     expect((err as Error).message).toBe('S3 UploadPart layer.tar failed: SlowDown (HTTP 503)');
     expect((err as Error).cause).toBeInstanceOf(S3ServiceException);
-    expect(s3.commandCalls(AbortMultipartUploadCommand).map((c) => c.args[0].input)).toEqual([{ Bucket: 'wsp-bucket', Key: 'transfer/layer.tar', UploadId: 'up-2' }]);
+    expect(s3.commandCalls(AbortMultipartUploadCommand).map((c) => c.args[0].input)).toEqual([
+      { Bucket: 'wsp-bucket', Key: 'transfer/layer.tar', UploadId: 'up-2' },
+    ]);
     expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
     expect(s3.commandCalls(UploadPartCommand)).toHaveLength(2);
   });
@@ -118,17 +148,23 @@ describe('S3BlobStore request shapes', () => {
     s3.on(UploadPartCommand).resolves({ ETag: '"a"' });
     s3.on(CompleteMultipartUploadCommand).rejects(s3Error('InvalidPart', 400));
     s3.on(AbortMultipartUploadCommand).rejects(s3Error('InternalError', 500));
-    await expect(store().putFile('x', file('big3', 6 * MiB))).rejects.toThrow('S3 CompleteMultipartUpload x failed: InvalidPart (HTTP 400)');
+    await expect(store().putFile('x', file('big3', 6 * MiB))).rejects.toThrow(
+      'S3 CompleteMultipartUpload x failed: InvalidPart (HTTP 400)',
+    );
     expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
   });
 
   it('maps NoSuchKey to NotFoundError and other S3 errors to BackendUnavailableError with the code', async () => {
-    s3.on(GetObjectCommand, { Key: 'transfer/missing' }).rejects(new NoSuchKey({ message: 'The specified key does not exist.', $metadata: { httpStatusCode: 404 } }));
+    s3.on(GetObjectCommand, { Key: 'transfer/missing' }).rejects(
+      new NoSuchKey({ message: 'The specified key does not exist.', $metadata: { httpStatusCode: 404 } }),
+    );
     s3.on(GetObjectCommand, { Key: 'transfer/denied' }).rejects(s3Error('AccessDenied', 403));
     await expect(store().getStream('missing')).rejects.toBeInstanceOf(NotFoundError);
     await expect(store().getToFile('missing', path.join(dir, 'never'))).rejects.toBeInstanceOf(NotFoundError);
     expect(fs.existsSync(path.join(dir, 'never'))).toBe(false);
-    await expect(store().getStream('denied')).rejects.toThrow(new BackendUnavailableError('S3 GetObject denied failed: AccessDenied (HTTP 403)'));
+    await expect(store().getStream('denied')).rejects.toThrow(
+      new BackendUnavailableError('S3 GetObject denied failed: AccessDenied (HTTP 403)'),
+    );
   });
 
   it('getToFile refuses a body shorter than its Content-Length and leaves no file behind', async () => {
@@ -139,7 +175,9 @@ describe('S3BlobStore request shapes', () => {
   });
 
   it('delete sends DeleteObject with the prefixed key and treats NoSuchKey as done', async () => {
-    s3.on(DeleteObjectCommand).resolvesOnce({}).rejectsOnce(new NoSuchKey({ message: 'gone', $metadata: { httpStatusCode: 404 } }));
+    s3.on(DeleteObjectCommand)
+      .resolvesOnce({})
+      .rejectsOnce(new NoSuchKey({ message: 'gone', $metadata: { httpStatusCode: 404 } }));
     await store().delete('ws-1/a');
     await store().delete('ws-1/a');
     expect(s3.commandCalls(DeleteObjectCommand).map((c) => c.args[0].input)).toEqual([
@@ -149,8 +187,15 @@ describe('S3BlobStore request shapes', () => {
   });
 
   it('deletePrefix pages ListObjectsV2 with the continuation token and deletes each page quietly', async () => {
-    s3.on(ListObjectsV2Command, { ContinuationToken: undefined }).resolves({ Contents: [{ Key: 'transfer/ws-1/a' }, { Key: 'transfer/ws-1/b' }], IsTruncated: true, NextContinuationToken: 't1' });
-    s3.on(ListObjectsV2Command, { ContinuationToken: 't1' }).resolves({ Contents: [{ Key: 'transfer/ws-1/c' }], IsTruncated: false });
+    s3.on(ListObjectsV2Command, { ContinuationToken: undefined }).resolves({
+      Contents: [{ Key: 'transfer/ws-1/a' }, { Key: 'transfer/ws-1/b' }],
+      IsTruncated: true,
+      NextContinuationToken: 't1',
+    });
+    s3.on(ListObjectsV2Command, { ContinuationToken: 't1' }).resolves({
+      Contents: [{ Key: 'transfer/ws-1/c' }],
+      IsTruncated: false,
+    });
     s3.on(DeleteObjectsCommand).resolves({});
     await expect(store().deletePrefix('ws-1/')).resolves.toBe(3);
     expect(s3.commandCalls(ListObjectsV2Command).map((c) => c.args[0].input)).toEqual([
@@ -158,7 +203,10 @@ describe('S3BlobStore request shapes', () => {
       { Bucket: 'wsp-bucket', Prefix: 'transfer/ws-1/', ContinuationToken: 't1' },
     ]);
     expect(s3.commandCalls(DeleteObjectsCommand).map((c) => c.args[0].input)).toEqual([
-      { Bucket: 'wsp-bucket', Delete: { Objects: [{ Key: 'transfer/ws-1/a' }, { Key: 'transfer/ws-1/b' }], Quiet: true } },
+      {
+        Bucket: 'wsp-bucket',
+        Delete: { Objects: [{ Key: 'transfer/ws-1/a' }, { Key: 'transfer/ws-1/b' }], Quiet: true },
+      },
       { Bucket: 'wsp-bucket', Delete: { Objects: [{ Key: 'transfer/ws-1/c' }], Quiet: true } },
     ]);
   });
@@ -174,14 +222,17 @@ describe('S3BlobStore request shapes', () => {
     expect(s3.calls()).toHaveLength(0);
   });
 
-  it.each(['../etc/passwd', 'a/../b', '/abs', 'a//b', 'a b', 'ключ', 'a?b', 'a\nb', ''])('rejects the key %j before any S3 call', async (key) => {
-    const st = store();
-    await expect(st.putFile(key, file('k', 1))).rejects.toBeInstanceOf(BadRequestError);
-    await expect(st.getStream(key)).rejects.toBeInstanceOf(BadRequestError);
-    await expect(st.presignGet(key, 60)).rejects.toBeInstanceOf(BadRequestError);
-    await expect(st.delete(key)).rejects.toBeInstanceOf(BadRequestError);
-    expect(s3.calls()).toHaveLength(0);
-  });
+  it.each(['../etc/passwd', 'a/../b', '/abs', 'a//b', 'a b', 'ключ', 'a?b', 'a\nb', ''])(
+    'rejects the key %j before any S3 call',
+    async (key) => {
+      const st = store();
+      await expect(st.putFile(key, file('k', 1))).rejects.toBeInstanceOf(BadRequestError);
+      await expect(st.getStream(key)).rejects.toBeInstanceOf(BadRequestError);
+      await expect(st.presignGet(key, 60)).rejects.toBeInstanceOf(BadRequestError);
+      await expect(st.delete(key)).rejects.toBeInstanceOf(BadRequestError);
+      expect(s3.calls()).toHaveLength(0);
+    },
+  );
 
   it('bounds presigned-URL lifetimes by maxTtlSeconds (default 900, at most 3600)', async () => {
     await expect(store().presignGet('k', 0)).rejects.toBeInstanceOf(BadRequestError);

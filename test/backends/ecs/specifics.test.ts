@@ -39,7 +39,8 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
   const execCalls = (arn: string) => h().fake.mock.commandCalls(ExecuteCommandCommand, { task: arn });
   const runTaskCalls = () => h().fake.mock.commandCalls(RunTaskCommand);
   /** Agent sessions of one task (the fake's command is `<taskArn>\n<command>`). */
-  const sessionsOf = (arn: string) => [...h().fake.agent.sessions.values()].filter((s) => s.command.startsWith(`${arn}\n`));
+  const sessionsOf = (arn: string) =>
+    [...h().fake.agent.sessions.values()].filter((s) => s.command.startsWith(`${arn}\n`));
   /** A shell in the task's container as root, outside ECS Exec (what the test looks at). */
   const inTask = async (ref: BackendRef, script: string): Promise<string> => {
     const task = h().fake.tasks.get(taskArn(ref));
@@ -76,10 +77,22 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
         count: 1,
         enableExecuteCommand: true,
         startedBy: h().owner,
-        networkConfiguration: { awsvpcConfiguration: { subnets: ['subnet-private-a'], securityGroups: ['sg-workspaces'], assignPublicIp: 'DISABLED' } },
+        networkConfiguration: {
+          awsvpcConfiguration: {
+            subnets: ['subnet-private-a'],
+            securityGroups: ['sg-workspaces'],
+            assignPublicIp: 'DISABLED',
+          },
+        },
       });
       const tags = Object.fromEntries((input.tags ?? []).map((t) => [t.key, t.value]));
-      expect(tags).toMatchObject({ 'wsp:workspace': workspaceId, 'wsp:owner': h().owner, 'wsp:kind': 'workspace', team: 'blue', 'wsp.workspace': workspaceId });
+      expect(tags).toMatchObject({
+        'wsp:workspace': workspaceId,
+        'wsp:owner': h().owner,
+        'wsp:kind': 'workspace',
+        team: 'blue',
+        'wsp.workspace': workspaceId,
+      });
       // Characters ECS tags refuse are replaced, not passed through (RunTask would fail).
       expect(tags['odd key_']).toBe('v a_l');
       expect(ref).toMatchObject({ kind: 'ecs', workspaceId, taskArn: expect.stringMatching(/^arn:aws:ecs:/) });
@@ -89,12 +102,22 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       const ref = await fx.create();
       const calls = execCalls(taskArn(ref));
       expect(calls).toHaveLength(1);
-      expect(calls[0]!.args[0].input).toEqual({ cluster: ECS_CLUSTER, task: taskArn(ref), container: 'workspace', interactive: true, command: 'sh /opt/wsp/runner.sh rpc' });
+      expect(calls[0]!.args[0].input).toEqual({
+        cluster: ECS_CLUSTER,
+        task: taskArn(ref),
+        container: 'workspace',
+        interactive: true,
+        command: 'sh /opt/wsp/runner.sh rpc',
+      });
 
       await fx.backend.destroy(ref);
       const stops = h().fake.mock.commandCalls(StopTaskCommand, { task: taskArn(ref) });
       expect(stops).toHaveLength(1);
-      expect(stops[0]!.args[0].input).toEqual({ cluster: ECS_CLUSTER, task: taskArn(ref), reason: 'workspace deleted' });
+      expect(stops[0]!.args[0].input).toEqual({
+        cluster: ECS_CLUSTER,
+        task: taskArn(ref),
+        reason: 'workspace deleted',
+      });
       expect(h().fake.tasks.get(taskArn(ref))?.stopped).toMatch(/workspace deleted/);
     });
   });
@@ -205,7 +228,8 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       const ref = await fx.create();
       const id = await fx.start(ref, ['sh', '-c', 'echo started; sleep 60']);
       // Its output exists before the task dies…
-      for (let i = 0; i < 100 && (await fx.backend.readOutput(ref, id, 'stdout', 0, 100)).data.length === 0; i++) await sleep(50);
+      for (let i = 0; i < 100 && (await fx.backend.readOutput(ref, id, 'stdout', 0, 100)).data.length === 0; i++)
+        await sleep(50);
       expect((await fx.backend.readOutput(ref, id, 'stdout', 0, 100)).data.toString()).toBe('started\n');
       await h().fake.killTask(taskArn(ref), 'Task failed container health checks');
 
@@ -216,7 +240,14 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       expect(await fx.backend.readOutput(ref, id, 'stdout', 0, 100)).toEqual({ data: Buffer.alloc(0), nextOffset: 0 });
       expect(await fx.backend.readOutput(ref, id, 'stdout', 3, 100)).toEqual({ data: Buffer.alloc(0), nextOffset: 3 });
       await expectCode(
-        fx.backend.startCommand(ref, fx.plan, { commandId: newId('cmd'), argv: ['true'], cwd: fx.plan.home, env: {}, timeoutMs: 0, maxOutputBytes: 1024 }),
+        fx.backend.startCommand(ref, fx.plan, {
+          commandId: newId('cmd'),
+          argv: ['true'],
+          cwd: fx.plan.home,
+          env: {},
+          timeoutMs: 0,
+          maxOutputBytes: 1024,
+        }),
         'not_found',
       );
       await fx.backend.destroy(ref);
@@ -238,7 +269,14 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       try {
         const beforeExec = execCalls(taskArn(ref)).length;
         const id = newId('cmd');
-        await second.startCommand(storedRef, fx.plan, { commandId: id, argv: ['sh', '-c', 'echo two > "$HOME/f"; cat "$HOME/f"'], cwd: fx.plan.home, env: {}, timeoutMs: 0, maxOutputBytes: 1024 });
+        await second.startCommand(storedRef, fx.plan, {
+          commandId: id,
+          argv: ['sh', '-c', 'echo two > "$HOME/f"; cat "$HOME/f"'],
+          cwd: fx.plan.home,
+          env: {},
+          timeoutMs: 0,
+          maxOutputBytes: 1024,
+        });
         expect(await second.waitCommand(storedRef, id, 30_000)).toMatchObject({ state: 'exited', exitCode: 0 });
         expect((await second.readOutput(storedRef, id, 'stdout', 0, 100)).data.toString()).toBe('two\n');
         // Its own session: the first instance's session is not shared across instances.
@@ -297,7 +335,12 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       }
       const dockerSnap: SnapshotRef = { kind: 'docker-image', name: 'snap-1', image: 'sha256:abc' };
       const pristine: SnapshotRef = { kind: 'ecs-pristine', name: 'snap-1', taskArn: arn };
-      const imageWithoutTd: SnapshotRef = { kind: 'ecs-image', name: 'snap-1', image: 'r/x@sha256:abc', layerKey: 'layers/x' };
+      const imageWithoutTd: SnapshotRef = {
+        kind: 'ecs-image',
+        name: 'snap-1',
+        image: 'r/x@sha256:abc',
+        layerKey: 'layers/x',
+      };
       await expectCode(b.restore(good, fx.plan, dockerSnap), 'bad_request');
       await expectCode(b.deleteSnapshot(dockerSnap), 'bad_request');
       await expectCode(b.deleteSnapshot(imageWithoutTd), 'bad_request');
@@ -306,7 +349,17 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       await expectCode(b.create(fx.plan, { workspaceId: 'ws-2', labels: {}, from: pristine }), 'bad_request');
       await expectCode(b.create(fx.plan, { workspaceId: 'ws-2', labels: {}, from: dockerSnap }), 'bad_request');
       // A cache image is not restored into a workspace.
-      await expectCode(b.restore(good, fx.plan, { kind: 'ecs-image', name: 'snap-1', image: 'r/x@sha256:abc', taskDefinitionArn: 'arn:td', layerKey: 'k', bytes: 1 }), 'bad_request');
+      await expectCode(
+        b.restore(good, fx.plan, {
+          kind: 'ecs-image',
+          name: 'snap-1',
+          image: 'r/x@sha256:abc',
+          taskDefinitionArn: 'arn:td',
+          layerKey: 'k',
+          bytes: 1,
+        }),
+        'bad_request',
+      );
       // Nothing reached ECS for any of these.
       expect(h().fake.mock.commandCalls(ExecuteCommandCommand, { task: arn })).toHaveLength(0);
       expect(h().fake.mock.commandCalls(StopTaskCommand, { task: arn })).toHaveLength(0);

@@ -1,4 +1,11 @@
-import { DescribeTasksCommand, ECSClient, ListTasksCommand, RunTaskCommand, StopTaskCommand, type Task } from '@aws-sdk/client-ecs';
+import {
+  DescribeTasksCommand,
+  ECSClient,
+  ListTasksCommand,
+  RunTaskCommand,
+  StopTaskCommand,
+  type Task,
+} from '@aws-sdk/client-ecs';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { BackendUnavailableError } from '../../../shared/contract/errors.js';
@@ -7,7 +14,11 @@ import { EcsTasks } from '../../../shared/backends/ecs/tasks.js';
 
 // The task lifecycle at the ECS SDK boundary: request shapes, retry with jitter, and every failure path.
 
-const ecs = new ECSClient({ region: 'us-east-1', credentials: { accessKeyId: 'a', secretAccessKey: 'b' }, maxAttempts: 1 });
+const ecs = new ECSClient({
+  region: 'us-east-1',
+  credentials: { accessKeyId: 'a', secretAccessKey: 'b' },
+  maxAttempts: 1,
+});
 const mock = mockClient(ecs);
 const TASK = 'arn:aws:ecs:us-east-1:1:task/c/abc';
 
@@ -30,7 +41,16 @@ function tasks(retry = policy(), now?: () => number) {
 }
 
 const describing = (lastStatus: string, agent?: string, extra: Record<string, unknown> = {}) => ({
-  tasks: [{ taskArn: TASK, lastStatus, containers: [{ name: 'workspace', managedAgents: agent ? [{ name: 'ExecuteCommandAgent', lastStatus: agent }] : [] }], ...extra }] as Task[],
+  tasks: [
+    {
+      taskArn: TASK,
+      lastStatus,
+      containers: [
+        { name: 'workspace', managedAgents: agent ? [{ name: 'ExecuteCommandAgent', lastStatus: agent }] : [] },
+      ],
+      ...extra,
+    },
+  ] as Task[],
 });
 
 beforeEach(() => mock.reset());
@@ -47,8 +67,17 @@ describe('EcsTasks', () => {
       count: 1,
       startedBy: 'wsp-prod',
       enableExecuteCommand: true,
-      networkConfiguration: { awsvpcConfiguration: { subnets: ['subnet-1', 'subnet-2'], securityGroups: ['sg-1'], assignPublicIp: 'DISABLED' } },
-      tags: [{ key: 'wsp:workspace', value: 'w1' }, { key: 'wsp:owner', value: 'wsp-prod' }],
+      networkConfiguration: {
+        awsvpcConfiguration: {
+          subnets: ['subnet-1', 'subnet-2'],
+          securityGroups: ['sg-1'],
+          assignPublicIp: 'DISABLED',
+        },
+      },
+      tags: [
+        { key: 'wsp:workspace', value: 'w1' },
+        { key: 'wsp:owner', value: 'wsp-prod' },
+      ],
     });
   });
 
@@ -57,7 +86,10 @@ describe('EcsTasks', () => {
     mock
       .on(RunTaskCommand)
       .rejectsOnce(Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' }))
-      .resolvesOnce({ tasks: [], failures: [{ reason: 'Capacity is unavailable at this time. Please try again later.' }] })
+      .resolvesOnce({
+        tasks: [],
+        failures: [{ reason: 'Capacity is unavailable at this time. Please try again later.' }],
+      })
       .resolves({ tasks: [{ taskArn: TASK }] });
     expect(await tasks(retry).run('td', {})).toBe(TASK);
     expect(mock.commandCalls(RunTaskCommand)).toHaveLength(3);
@@ -86,30 +118,48 @@ describe('EcsTasks', () => {
     const view = await tasks().waitReady(TASK, 60_000, async () => undefined);
     expect(view.phase).toBe('ready');
     expect(mock.commandCalls(DescribeTasksCommand)).toHaveLength(3);
-    expect(mock.commandCalls(DescribeTasksCommand)[0]!.args[0].input).toEqual({ cluster: 'wsp', tasks: [TASK], include: ['TAGS'] });
+    expect(mock.commandCalls(DescribeTasksCommand)[0]!.args[0].input).toEqual({
+      cluster: 'wsp',
+      tasks: [TASK],
+      include: ['TAGS'],
+    });
   });
 
   it('a task that never starts fails with ECS’s stoppedReason', async () => {
-    mock.on(DescribeTasksCommand).resolves(describing('STOPPED', undefined, { stoppedReason: 'CannotPullContainerError: pull access denied' }));
-    await expect(tasks().waitReady(TASK, 60_000, async () => undefined)).rejects.toThrow(/stopped before it was ready: CannotPullContainerError/);
+    mock
+      .on(DescribeTasksCommand)
+      .resolves(describing('STOPPED', undefined, { stoppedReason: 'CannotPullContainerError: pull access denied' }));
+    await expect(tasks().waitReady(TASK, 60_000, async () => undefined)).rejects.toThrow(
+      /stopped before it was ready: CannotPullContainerError/,
+    );
   });
 
   it('an agent that never becomes ready times out, saying so', async () => {
     let t = 0;
     mock.on(DescribeTasksCommand).resolves(describing('RUNNING', 'PENDING'));
     const sleep = async (ms: number) => void (t += ms);
-    await expect(tasks(policy(), () => t).waitReady(TASK, 1_000, sleep)).rejects.toThrow(/not ready after 1 s \(its exec agent is PENDING\)/);
+    await expect(tasks(policy(), () => t).waitReady(TASK, 1_000, sleep)).rejects.toThrow(
+      /not ready after 1 s \(its exec agent is PENDING\)/,
+    );
   });
 
   it('an unknown task (DescribeTasks failure MISSING) reads as stopped', async () => {
     mock.on(DescribeTasksCommand).resolves({ tasks: [], failures: [{ arn: TASK, reason: 'MISSING' }] });
-    expect(await tasks().describe([TASK])).toEqual([{ taskArn: TASK, phase: 'stopped', lastStatus: 'MISSING', stoppedReason: 'MISSING', tags: {} }]);
+    expect(await tasks().describe([TASK])).toEqual([
+      { taskArn: TASK, phase: 'stopped', lastStatus: 'MISSING', stoppedReason: 'MISSING', tags: {} },
+    ]);
   });
 
   it('StopTask is idempotent for a task ECS no longer has', async () => {
-    mock.on(StopTaskCommand).rejects(Object.assign(new Error('The referenced task was not found.'), { name: 'InvalidParameterException' }));
+    mock
+      .on(StopTaskCommand)
+      .rejects(Object.assign(new Error('The referenced task was not found.'), { name: 'InvalidParameterException' }));
     await expect(tasks().stop(TASK, 'workspace deleted')).resolves.toBeUndefined();
-    expect(mock.commandCalls(StopTaskCommand)[0]!.args[0].input).toEqual({ cluster: 'wsp', task: TASK, reason: 'workspace deleted' });
+    expect(mock.commandCalls(StopTaskCommand)[0]!.args[0].input).toEqual({
+      cluster: 'wsp',
+      task: TASK,
+      reason: 'workspace deleted',
+    });
   });
 
   it('lists its own tasks by startedBy, running and stopped, through every page', async () => {
@@ -118,10 +168,23 @@ describe('EcsTasks', () => {
       .resolvesOnce({ taskArns: ['a'], nextToken: 'n' })
       .resolvesOnce({ taskArns: ['b'] });
     mock.on(ListTasksCommand, { desiredStatus: 'STOPPED' }).resolves({ taskArns: ['c'] });
-    mock.on(DescribeTasksCommand).resolves({ tasks: ['a', 'b', 'c'].map((taskArn) => ({ taskArn, lastStatus: 'RUNNING', tags: [{ key: 'wsp:workspace', value: taskArn }] })) });
+    mock
+      .on(DescribeTasksCommand)
+      .resolves({
+        tasks: ['a', 'b', 'c'].map((taskArn) => ({
+          taskArn,
+          lastStatus: 'RUNNING',
+          tags: [{ key: 'wsp:workspace', value: taskArn }],
+        })),
+      });
     const views = await tasks().listOwn();
-    expect(views.map((v) => [v.taskArn, v.tags['wsp:workspace']])).toEqual([['a', 'a'], ['b', 'b'], ['c', 'c']]);
-    for (const call of mock.commandCalls(ListTasksCommand)) expect(call.args[0].input).toMatchObject({ cluster: 'wsp', startedBy: 'wsp-prod' });
+    expect(views.map((v) => [v.taskArn, v.tags['wsp:workspace']])).toEqual([
+      ['a', 'a'],
+      ['b', 'b'],
+      ['c', 'c'],
+    ]);
+    for (const call of mock.commandCalls(ListTasksCommand))
+      expect(call.args[0].input).toMatchObject({ cluster: 'wsp', startedBy: 'wsp-prod' });
   });
 });
 
@@ -135,7 +198,12 @@ describe('retry policy', () => {
   it('does not retry what is not transient', async () => {
     let calls = 0;
     const p = policy();
-    await expect(withRetry(async () => { calls++; throw Object.assign(new Error('denied'), { name: 'AccessDeniedException' }); }, p)).rejects.toThrow('denied');
+    await expect(
+      withRetry(async () => {
+        calls++;
+        throw Object.assign(new Error('denied'), { name: 'AccessDeniedException' });
+      }, p),
+    ).rejects.toThrow('denied');
     expect(calls).toBe(1);
   });
 });

@@ -36,7 +36,12 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
   const fx = useBackendFixture(async () => {
     const ecs = await makeEcsBackend();
     const dynamo = await startEmbeddedDynamo();
-    const clients = createDynamoClients({ endpoint: dynamo.endpoint, socketPath: dynamo.socketPath, region: 'us-east-1', env: {} });
+    const clients = createDynamoClients({
+      endpoint: dynamo.endpoint,
+      socketPath: dynamo.socketPath,
+      region: 'us-east-1',
+      env: {},
+    });
     await ensureTable(clients.client, 'wsp-warm-test');
     const store = new DynamoStateStore(clients.doc, 'wsp-warm-test');
     // The pool's tasks: same cluster, network and startedBy as the backend's own (what production wires).
@@ -135,7 +140,12 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     const tagCalls = s().ecs.fake.mock.commandCalls(TagResourceCommand, { resourceArn: String(ref.taskArn) });
     expect(tagCalls).toHaveLength(1);
     const claimTags = Object.fromEntries((tagCalls[0]!.args[0].input.tags ?? []).map((t) => [t.key, t.value]));
-    expect(claimTags).toMatchObject({ 'wsp:workspace': workspaceId, 'wsp:kind': 'workspace', 'wsp:owner': s().ecs.owner, 'wsp.workspace': workspaceId });
+    expect(claimTags).toMatchObject({
+      'wsp:workspace': workspaceId,
+      'wsp:kind': 'workspace',
+      'wsp:owner': s().ecs.owner,
+      'wsp.workspace': workspaceId,
+    });
     const listed = (await fx.backend.listResources()).find((res) => res.workspaceId === workspaceId);
     expect(listed?.ref.taskArn).toBe(ref.taskArn);
     // The pool no longer counts it: one unclaimed task left, and the next replenish starts one more.

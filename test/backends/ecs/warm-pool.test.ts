@@ -92,7 +92,8 @@ function warmPoolSuite(name: string, startEndpoint: () => Promise<Endpoint>): vo
     });
 
     const records = (cacheKey = 'k1'): Promise<WarmTaskRecord[]> => store.listWarmTasks(cacheKey);
-    const statuses = async (cacheKey = 'k1'): Promise<string[]> => (await records(cacheKey)).map((r) => r.status).sort();
+    const statuses = async (cacheKey = 'k1'): Promise<string[]> =>
+      (await records(cacheKey)).map((r) => r.status).sort();
 
     it('launches exactly the deficit, records each task with its ARN, and is idempotent', async () => {
       expect(await pool.replenish('k1', TD1, 3)).toEqual({ launched: 3, stopped: 0, removed: 0 });
@@ -101,7 +102,13 @@ function warmPoolSuite(name: string, startEndpoint: () => Promise<Endpoint>): vo
       for (const r of stored) {
         const launch = launcher.launched.find((l) => l.warmTaskId === r.id);
         expect(launch).toMatchObject({ cacheKey: 'k1', taskDefinitionArn: TD1 });
-        expect(r).toMatchObject({ status: 'starting', taskArn: launch?.taskArn, taskDefinitionArn: TD1, owner: 'stack-1', version: 2 });
+        expect(r).toMatchObject({
+          status: 'starting',
+          taskArn: launch?.taskArn,
+          taskDefinitionArn: TD1,
+          owner: 'stack-1',
+          version: 2,
+        });
       }
       expect(await pool.replenish('k1', TD1, 3)).toEqual({ launched: 0, stopped: 0, removed: 0 });
       expect(launcher.launched).toHaveLength(3);
@@ -184,7 +191,9 @@ function warmPoolSuite(name: string, startEndpoint: () => Promise<Endpoint>): vo
       expect(await statuses()).toEqual(['claimed', 'ready', 'starting', 'starting']);
 
       expect(await pool.replenish('k1', TD1, 1)).toEqual({ launched: 0, stopped: 2, removed: 0 });
-      expect(launcher.stopped.map((s) => s.taskArn).sort()).toEqual([launcher.launched[2]?.taskArn, launcher.launched[3]?.taskArn].sort());
+      expect(launcher.stopped.map((s) => s.taskArn).sort()).toEqual(
+        [launcher.launched[2]?.taskArn, launcher.launched[3]?.taskArn].sort(),
+      );
       expect(await statuses()).toEqual(['claimed', 'ready']);
       expect(await pool.replenish('k1', TD1, 0)).toEqual({ launched: 0, stopped: 1, removed: 0 });
       expect(await statuses()).toEqual(['claimed']);
@@ -250,7 +259,13 @@ function warmPoolSuite(name: string, startEndpoint: () => Promise<Endpoint>): vo
     });
 
     it('counts a fresh launch in flight and forgets one whose launcher died', async () => {
-      const launching = { cacheKey: 'k1', taskDefinitionArn: TD1, status: 'starting', owner: 'other', version: 1 } as const;
+      const launching = {
+        cacheKey: 'k1',
+        taskDefinitionArn: TD1,
+        status: 'starting',
+        owner: 'other',
+        version: 1,
+      } as const;
       const fresh = new Date().toISOString();
       await store.putWarmTask({ ...launching, id: 'in-flight', createdAt: fresh, updatedAt: fresh });
       expect(await pool.replenish('k1', TD1, 1)).toEqual({ launched: 0, stopped: 0, removed: 0 });
@@ -270,7 +285,10 @@ function warmPoolSuite(name: string, startEndpoint: () => Promise<Endpoint>): vo
       expect(await soon.replenish('k1', TD1, 0)).toEqual({ launched: 0, stopped: 0, removed: 0 });
       expect(await store.getWarmTask('k1', claimed?.id as string)).toEqual(claimed);
 
-      const hourLater = new WarmPool(store, launcher, { owner: 'stack-1', now: () => new Date(Date.now() + 3_600_001) });
+      const hourLater = new WarmPool(store, launcher, {
+        owner: 'stack-1',
+        now: () => new Date(Date.now() + 3_600_001),
+      });
       expect(await hourLater.replenish('k1', TD1, 0)).toEqual({ launched: 0, stopped: 0, removed: 1 });
       expect(await records()).toEqual([]);
       expect(launcher.stopped).toEqual([]);

@@ -44,7 +44,8 @@ describe('local backend specifics', () => {
       const mine = await fx.create();
       const theirs = await other.backend.create(fx.plan, { workspaceId: newId('ws'), labels: {} });
       const uidOf = (dir: string, ref: BackendRef): number =>
-        JSON.parse(fs.readFileSync(path.join(dir, 'local', 'workspaces', String(ref.workspaceId), 'meta.json'), 'utf8')).hostUid;
+        JSON.parse(fs.readFileSync(path.join(dir, 'local', 'workspaces', String(ref.workspaceId), 'meta.json'), 'utf8'))
+          .hostUid;
       expect(uidOf(other.dataDir, theirs)).not.toBe(uidOf(dataDir(), mine));
     } finally {
       await other.cleanup();
@@ -71,7 +72,9 @@ describe('local backend specifics', () => {
   it('never puts env values in any process argv (they travel through a root-only file)', async () => {
     const ref = await fx.create();
     const secret = newId('env-secret');
-    const id = await fx.start(ref, ['sh', '-c', 'printf "%s\\n" "$API_KEY"; exec sleep 300'], { env: { API_KEY: secret } });
+    const id = await fx.start(ref, ['sh', '-c', 'printf "%s\\n" "$API_KEY"; exec sleep 300'], {
+      env: { API_KEY: secret },
+    });
     // Once the command printed it, the whole launch chain (wrapper, setpriv, bwrap, sh) exists.
     let out = '';
     for (let i = 0; i < 400 && out === ''; i++) {
@@ -97,7 +100,10 @@ describe('local backend specifics', () => {
     // namespaces the command is in.
     const r = await fx.sh(ref, 'ls -l /proc/self/fd && readlink /proc/self/ns/user /proc/self/ns/pid');
     expect(r.status.exitCode).toBe(0);
-    const fds = r.stdout.split('\n').filter((l) => l.includes(' -> ')).map((l) => l.slice(l.lastIndexOf(' ', l.indexOf(' -> ') - 1) + 1));
+    const fds = r.stdout
+      .split('\n')
+      .filter((l) => l.includes(' -> '))
+      .map((l) => l.slice(l.lastIndexOf(' ', l.indexOf(' -> ') - 1) + 1));
     const ownNamespaces = r.stdout.split('\n').filter((l) => /^(user|pid):\[\d+\]$/.test(l));
     expect(ownNamespaces).toHaveLength(2);
     const inherited = fds.filter((f) => !/^[012] -> /.test(f) && !/ -> \/proc\/\d+\/fd$/.test(f));
@@ -121,13 +127,22 @@ describe('local backend specifics', () => {
     const id = await fx.start(ref, ['sleep', '300'], {}, plan);
     let pids: number[] = [];
     for (let i = 0; i < 200 && pids.length === 0; i++) {
-      pids = (await processesOfUid(hostUid)).filter((p) => fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('sleep'));
+      pids = (await processesOfUid(hostUid)).filter((p) =>
+        fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('sleep'),
+      );
       if (pids.length === 0) await new Promise((res) => setTimeout(res, 10));
     }
-    const cgroupOf = (hierarchy: string): string => fs.readFileSync(`/proc/${pids[0]}/cgroup`, 'utf8').split('\n').find((l) => l.split(':')[1] === hierarchy)!.split(':')[2]!;
+    const cgroupOf = (hierarchy: string): string =>
+      fs
+        .readFileSync(`/proc/${pids[0]}/cgroup`, 'utf8')
+        .split('\n')
+        .find((l) => l.split(':')[1] === hierarchy)!
+        .split(':')[2]!;
     expect(cgroupOf('pids')).toMatch(new RegExp(`^/wsp/[0-9a-f]{16}/${ref.workspaceId}$`));
     expect(fs.readFileSync(`/sys/fs/cgroup/pids${cgroupOf('pids')}/pids.max`, 'utf8').trim()).toBe('64');
-    expect(fs.readFileSync(`/sys/fs/cgroup/memory${cgroupOf('memory')}/memory.limit_in_bytes`, 'utf8').trim()).toBe(String(2048 * 1024 * 1024));
+    expect(fs.readFileSync(`/sys/fs/cgroup/memory${cgroupOf('memory')}/memory.limit_in_bytes`, 'utf8').trim()).toBe(
+      String(2048 * 1024 * 1024),
+    );
     await fx.backend.killCommand(ref, id, 'done');
   });
 
@@ -155,7 +170,9 @@ describe('local backend specifics', () => {
   it('rejects unsafe ids, names and refs with bad_request', async () => {
     const ref = await fx.create();
     await expect(fx.backend.commandStatus(ref, '../meta.json')).rejects.toMatchObject({ code: 'bad_request' });
-    await expect(fx.backend.destroy({ kind: 'local', workspaceId: '..', dir: '/' })).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(fx.backend.destroy({ kind: 'local', workspaceId: '..', dir: '/' })).rejects.toMatchObject({
+      code: 'bad_request',
+    });
     await expect(fx.backend.snapshot(ref, fx.plan, 'cache', 'a/b')).rejects.toMatchObject({ code: 'bad_request' });
     await expect(fx.start(ref, ['true'], { env: { 'BAD=NAME': 'x' } })).rejects.toMatchObject({ code: 'bad_request' });
     await expect(fx.start(ref, ['printf', 'a\0b'])).rejects.toMatchObject({ code: 'bad_request' });
@@ -185,10 +202,17 @@ describe('local backend specifics', () => {
       const plan = fx.plan;
       const ref = await handle.backend.create(plan, { workspaceId: newId('ws'), labels: {} });
       await handle.backend.startCommand(ref, plan, {
-        commandId: 'c1', argv: ['sh', '-c', 'id -u; pwd; echo "$HOME"; echo "$WSP_X"'], cwd: plan.home, env: { WSP_X: "it's" }, timeoutMs: 0, maxOutputBytes: 4096,
+        commandId: 'c1',
+        argv: ['sh', '-c', 'id -u; pwd; echo "$HOME"; echo "$WSP_X"'],
+        cwd: plan.home,
+        env: { WSP_X: "it's" },
+        timeoutMs: 0,
+        maxOutputBytes: 4096,
       });
       expect(await handle.backend.waitCommand(ref, 'c1', 30_000)).toMatchObject({ state: 'exited', exitCode: 0 });
-      const meta = JSON.parse(fs.readFileSync(path.join(handle.dataDir, 'local', 'workspaces', String(ref.workspaceId), 'meta.json'), 'utf8'));
+      const meta = JSON.parse(
+        fs.readFileSync(path.join(handle.dataDir, 'local', 'workspaces', String(ref.workspaceId), 'meta.json'), 'utf8'),
+      );
       const home = path.join(handle.dataDir, 'local', 'workspaces', String(ref.workspaceId), 'home');
       const out = (await handle.backend.readOutput(ref, 'c1', 'stdout', 0, 4096)).data.toString();
       expect(out).toBe(`${meta.hostUid}\n${home}\n${home}\nit's\n`);

@@ -20,7 +20,8 @@ import { makeLocalBackend } from './handle.js';
 describe('local backend: fingerprintHome', () => {
   const fx = useBackendFixture(() => makeLocalBackend());
   const dataDir = (): string => (fx.handle as BackendHandle & { dataDir: string }).dataDir;
-  const hostHome = (ref: BackendRef): string => path.join(dataDir(), 'local', 'workspaces', String(ref.workspaceId), 'home');
+  const hostHome = (ref: BackendRef): string =>
+    path.join(dataDir(), 'local', 'workspaces', String(ref.workspaceId), 'home');
 
   async function inside(ref: BackendRef, plan = fx.plan): Promise<string> {
     const r = await fx.run(ref, fingerprintArgv(plan.home), { cwd: plan.home }, plan);
@@ -54,7 +55,9 @@ describe('local backend: fingerprintHome', () => {
   });
 
   it('unknown workspace → not_found', async () => {
-    await expect(fx.backend.fingerprintHome!({ kind: 'local', workspaceId: 'ws-never-made', dir: '/x' }, fx.plan)).rejects.toMatchObject({ code: 'not_found' });
+    await expect(
+      fx.backend.fingerprintHome!({ kind: 'local', workspaceId: 'ws-never-made', dir: '/x' }, fx.plan),
+    ).rejects.toMatchObject({ code: 'not_found' });
   });
 
   it('works without a sandbox too (where the script would look at the guest path on the host)', async () => {
@@ -87,7 +90,10 @@ describe('Provisioner.fingerprint', () => {
   const fx = useBackendFixture(() => makeLocalBackend());
 
   /** The local backend, counting calls; `withFingerprintHome: false` hides the optional method. */
-  function counted(backend: WorkspaceBackend, withFingerprintHome: boolean): { backend: WorkspaceBackend; calls: Record<string, number> } {
+  function counted(
+    backend: WorkspaceBackend,
+    withFingerprintHome: boolean,
+  ): { backend: WorkspaceBackend; calls: Record<string, number> } {
     const calls: Record<string, number> = { fingerprintHome: 0, startCommand: 0 };
     const proxy = new Proxy(backend, {
       get(target, prop) {
@@ -104,7 +110,11 @@ describe('Provisioner.fingerprint', () => {
   }
 
   const provisioner = (backend: WorkspaceBackend): Provisioner =>
-    new Provisioner({ backend } as unknown as ServiceDeps, undefined as unknown as WorkspaceRecords, undefined as unknown as RepoSync);
+    new Provisioner(
+      { backend } as unknown as ServiceDeps,
+      undefined as unknown as WorkspaceRecords,
+      undefined as unknown as RepoSync,
+    );
 
   it('asks the backend when it offers fingerprintHome, else runs the script inside; same digest', async () => {
     const ref = await fx.create();

@@ -7,7 +7,9 @@ import { createLocalBackend } from '../../../shared/backends/local/index.js';
 import type { ContractHandle } from '../../support/backend-fixture.js';
 
 /** A local backend over a fresh temp data dir; reopen = a second instance on the same dir. */
-export async function makeLocalBackend(options: { bwrapPath?: string | null } = {}): Promise<ContractHandle & { dataDir: string }> {
+export async function makeLocalBackend(
+  options: { bwrapPath?: string | null } = {},
+): Promise<ContractHandle & { dataDir: string }> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-local-'));
   const open = (): Promise<WorkspaceBackend> => createLocalBackend({ dataDir, owner: 'test-instance', ...options });
   const backend = await open();
@@ -31,4 +33,3 @@ export async function makeLocalBackend(options: { bwrapPath?: string | null } = 
     },
   };
 }
-

@@ -14,7 +14,8 @@ describe('local backend isolation', () => {
   const fx = useBackendFixture(() => makeLocalBackend());
   const dataDir = (): string => (fx.handle as BackendHandle & { dataDir: string }).dataDir;
   const wsDir = (ref: BackendRef): string => path.join(dataDir(), 'local', 'workspaces', String(ref.workspaceId));
-  const hostUid = (ref: BackendRef): number => JSON.parse(fs.readFileSync(path.join(wsDir(ref), 'meta.json'), 'utf8')).hostUid;
+  const hostUid = (ref: BackendRef): number =>
+    JSON.parse(fs.readFileSync(path.join(wsDir(ref), 'meta.json'), 'utf8')).hostUid;
 
   /** Two workspaces; B holds a canary in a file, in its /tmp and in a running process's env. */
   async function twoWorkspaces(): Promise<{ a: BackendRef; b: BackendRef; canary: string; bPid: number }> {
@@ -43,11 +44,15 @@ describe('local backend isolation', () => {
     expect(direct.status.exitCode).not.toBe(0);
     expect(direct.stdout).not.toContain(canary);
     // Whole visible file system: by name, and by content outside the big read-only system dirs.
-    const search = await fx.sh(a, [
-      'find / -path /proc -prune -o -path /sys -prune -o -name "*$1*" -print 2>/dev/null',
-      'grep -rl -- "$1" /home /tmp /run /root /var /opt /srv /mnt 2>/dev/null',
-      'true',
-    ].join('; '), [canary]);
+    const search = await fx.sh(
+      a,
+      [
+        'find / -path /proc -prune -o -path /sys -prune -o -name "*$1*" -print 2>/dev/null',
+        'grep -rl -- "$1" /home /tmp /run /root /var /opt /srv /mnt 2>/dev/null',
+        'true',
+      ].join('; '),
+      [canary],
+    );
     expect(search.stdout).toBe('');
   });
 
@@ -58,7 +63,11 @@ describe('local backend isolation', () => {
       fs.writeFileSync(path.join(dataDir(), rel), `${canary}\n`, { mode: 0o600 });
     }
     const a = await fx.create();
-    const r = await fx.sh(a, 'ls "$1"; cat "$1/auth-token" "$1/state/table.db" "$1/mirrors/repo.git/config"; ls "$1/local"', [dataDir()]);
+    const r = await fx.sh(
+      a,
+      'ls "$1"; cat "$1/auth-token" "$1/state/table.db" "$1/mirrors/repo.git/config"; ls "$1/local"',
+      [dataDir()],
+    );
     expect(r.status.exitCode).not.toBe(0);
     expect(r.stdout).not.toContain(canary);
     expect(r.stderr).toMatch(/No such file or directory/);
@@ -66,7 +75,11 @@ describe('local backend isolation', () => {
 
   it("cannot see B's process environment, root or cwd, nor signal it", async () => {
     const { a, b, canary, bPid } = await twoWorkspaces();
-    const r = await fx.sh(a, 'cat "/proc/$1/environ"; ls "/proc/$1/root/"; ls "/proc/$1/cwd/"; kill -9 "$1"; echo done', [String(bPid)]);
+    const r = await fx.sh(
+      a,
+      'cat "/proc/$1/environ"; ls "/proc/$1/root/"; ls "/proc/$1/cwd/"; kill -9 "$1"; echo done',
+      [String(bPid)],
+    );
     expect(r.stdout).not.toContain(canary);
     expect(r.stdout).toBe('done\n');
     // As root each workspace has a pid namespace of its own: B's host pid does not even exist in A's
@@ -92,11 +105,21 @@ describe('local backend isolation', () => {
     const plan = { ...fx.plan, network: 'none' as const };
     const a = await fx.create({ plan });
     const r = await fx.run(a, ['cat', '/proc/net/dev'], {}, plan);
-    const interfaces = r.stdout.split('\n').slice(2).filter(Boolean).map((l) => l.split(':')[0]!.trim());
+    const interfaces = r.stdout
+      .split('\n')
+      .slice(2)
+      .filter(Boolean)
+      .map((l) => l.split(':')[0]!.trim());
     expect(interfaces).toEqual(['lo']);
     // The default policy is 'none' too; only the explicit opt-in 'host' shows the host's interfaces.
     const byDefault = await fx.run(await fx.create(), ['cat', '/proc/net/dev']);
-    expect(byDefault.stdout.split('\n').slice(2).filter(Boolean).map((l) => l.split(':')[0]!.trim())).toEqual(['lo']);
+    expect(
+      byDefault.stdout
+        .split('\n')
+        .slice(2)
+        .filter(Boolean)
+        .map((l) => l.split(':')[0]!.trim()),
+    ).toEqual(['lo']);
     const hostPlan = { ...fx.plan, network: 'host' as const };
     const open = await fx.run(await fx.create({ plan: hostPlan }), ['cat', '/proc/net/dev'], {}, hostPlan);
     const count = (text: string): number => text.split('\n').slice(2).filter(Boolean).length;

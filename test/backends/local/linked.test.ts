@@ -16,10 +16,12 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
   const fx = useBackendFixture(() => makeLocalBackend());
   const dataDir = (): string => (fx.handle as BackendHandle & { dataDir: string }).dataDir;
   const wsDir = (ref: BackendRef): string => path.join(dataDir(), 'local', 'workspaces', String(ref.workspaceId));
-  const inSnap = (snap: SnapshotRef, rel: string): string => path.join(dataDir(), 'local', 'snapshots', String(snap.name), 'home', rel);
+  const inSnap = (snap: SnapshotRef, rel: string): string =>
+    path.join(dataDir(), 'local', 'snapshots', String(snap.name), 'home', rel);
   const inHome = (ref: BackendRef, rel: string): string => path.join(wsDir(ref), 'home', rel);
   const ino = (p: string): number => fs.lstatSync(p).ino;
-  const hostUid = (ref: BackendRef): number => JSON.parse(fs.readFileSync(path.join(wsDir(ref), 'meta.json'), 'utf8')).hostUid;
+  const hostUid = (ref: BackendRef): number =>
+    JSON.parse(fs.readFileSync(path.join(wsDir(ref), 'meta.json'), 'utf8')).hostUid;
 
   const POPULATE = [
     'mkdir -p app/src .cache/deps && echo a > app/src/a.txt && echo b > app/src/b.txt && echo keep > app/keep.txt',
@@ -44,7 +46,10 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
   it('links untouched files from the cache snapshot into the baseline; changed files are new inodes; restore is exact', async () => {
     const { source, cache, ref } = await warm();
     // A warm start's fetch + checkout changes a few files.
-    expect((await fx.sh(ref, 'echo checked-out > app/src/b.txt && echo fetched > app/new.txt', [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
+    expect(
+      (await fx.sh(ref, 'echo checked-out > app/src/b.txt && echo fetched > app/new.txt', [], { cwd: fx.plan.home }))
+        .status.exitCode,
+    ).toBe(0);
     const f0 = await inside(ref);
     const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
 
@@ -59,7 +64,8 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
     expect(hostUid(source)).not.toBe(hostUid(ref));
 
     // Agent work, then reset.
-    const work = 'echo edit >> app/src/a.txt && chmod 600 app/run.sh && rm -rf app/src && echo x > junk && echo k2 >> app/keep.txt';
+    const work =
+      'echo edit >> app/src/a.txt && chmod 600 app/run.sh && rm -rf app/src && echo x > junk && echo k2 >> app/keep.txt';
     expect((await fx.sh(ref, work, [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
     await fx.backend.restore(ref, fx.plan, baseline);
     expect(await inside(ref)).toBe(f0);
@@ -73,7 +79,10 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
     }
     // Writing into restored files in place changes neither snapshot.
     const snapBytes = fs.readFileSync(inSnap(baseline, 'app/src/a.txt'));
-    expect((await fx.sh(ref, 'echo more >> app/src/a.txt && echo more >> app/keep.txt', [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
+    expect(
+      (await fx.sh(ref, 'echo more >> app/src/a.txt && echo more >> app/keep.txt', [], { cwd: fx.plan.home })).status
+        .exitCode,
+    ).toBe(0);
     expect(fs.readFileSync(inSnap(baseline, 'app/src/a.txt'))).toEqual(snapBytes);
     expect(fs.readFileSync(inSnap(cache, 'app/keep.txt'), 'utf8')).toBe('keep\n');
     expect(fs.readFileSync(inSnap(baseline, 'app/keep.txt'), 'utf8')).toBe('keep\n');
@@ -88,7 +97,10 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
     await fx.backend.deleteSnapshot(cache);
     expect(fs.lstatSync(inSnap(baseline, '.cache/deps/blob')).nlink).toBe(1);
     expect(fs.readFileSync(inSnap(baseline, '.cache/deps/blob'))).toEqual(blob);
-    expect((await fx.sh(ref, 'rm -rf .cache app/keep.txt && echo y >> app/src/a.txt', [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
+    expect(
+      (await fx.sh(ref, 'rm -rf .cache app/keep.txt && echo y >> app/src/a.txt', [], { cwd: fx.plan.home })).status
+        .exitCode,
+    ).toBe(0);
     await fx.backend.restore(ref, fx.plan, baseline);
     expect(await inside(ref)).toBe(f0);
   });
@@ -105,7 +117,7 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
     expect(await inside(ref)).toBe(f0);
   });
 
-  it('never links from another snapshot taken later under the origin\'s name', async () => {
+  it("never links from another snapshot taken later under the origin's name", async () => {
     const { cache, ref } = await warm();
     // The cache entry is rebuilt under the same name from a workspace with other bytes in the same
     // names, sizes, modes and mtimes: only the snapshot's identity can tell the two apart.
@@ -114,13 +126,20 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
     expect((await fx.sh(other, sameNamesOtherBytes, [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
     for (const rel of ['app/src/a.txt', 'app/src/b.txt', 'app/keep.txt', 'app/run.sh', '.cache/deps/blob']) {
       const ns = fs.lstatSync(inHome(ref, rel), { bigint: true }).mtimeNs;
-      execFileSync('touch', ['-d', `@${ns / 1_000_000_000n}.${String(ns % 1_000_000_000n).padStart(9, '0')}`, '--', inHome(other, rel)]);
+      execFileSync('touch', [
+        '-d',
+        `@${ns / 1_000_000_000n}.${String(ns % 1_000_000_000n).padStart(9, '0')}`,
+        '--',
+        inHome(other, rel),
+      ]);
     }
     await fx.backend.snapshot(other, fx.plan, 'cache', String(cache.name));
     expect(fs.readFileSync(inSnap(cache, 'app/keep.txt'), 'utf8')).toBe('KEEP\n');
     // The same mtime as far as a snapshot keeps one: the copier sets times through futimes (seconds as a
     // double, ~240 ns of rounding), and the linking compares within 2 µs for that reason.
-    const drift = fs.lstatSync(inSnap(cache, 'app/keep.txt'), { bigint: true }).mtimeNs - fs.lstatSync(inHome(ref, 'app/keep.txt'), { bigint: true }).mtimeNs;
+    const drift =
+      fs.lstatSync(inSnap(cache, 'app/keep.txt'), { bigint: true }).mtimeNs -
+      fs.lstatSync(inHome(ref, 'app/keep.txt'), { bigint: true }).mtimeNs;
     expect(drift >= -2_000n && drift <= 2_000n, `mtime drift ${drift} ns`).toBe(true);
 
     const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
@@ -138,15 +157,23 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
     expect({ uid: st.uid, mode: st.mode & 0o777 }).toEqual({ uid: 0, mode: 0o600 });
     const origin = JSON.parse(fs.readFileSync(file, 'utf8'));
     expect(origin.snapshot).toBe(cache.name);
-    const info = JSON.parse(fs.readFileSync(path.join(dataDir(), 'local', 'snapshots', String(cache.name), 'info.json'), 'utf8'));
+    const info = JSON.parse(
+      fs.readFileSync(path.join(dataDir(), 'local', 'snapshots', String(cache.name), 'info.json'), 'utf8'),
+    );
     expect(origin.snapshotId).toBe(info.id);
-    expect(origin.files.map((f: string[]) => f[0]).sort()).toEqual(['.cache/deps/blob', 'app/keep.txt', 'app/run.sh', 'app/src/a.txt', 'app/src/b.txt']);
+    expect(origin.files.map((f: string[]) => f[0]).sort()).toEqual([
+      '.cache/deps/blob',
+      'app/keep.txt',
+      'app/run.sh',
+      'app/src/a.txt',
+      'app/src/b.txt',
+    ]);
     // Invisible from inside: the workspace sees its home, not the directory around it.
     const r = await fx.sh(ref, 'ls -a "$HOME/.."; cat "$HOME/../origin.json"');
     expect(r.stdout).not.toContain('origin.json');
   });
 
-  it('a workspace created empty takes its first snapshot as its origin: a cold start\'s baseline links from its cache snapshot', async () => {
+  it("a workspace created empty takes its first snapshot as its origin: a cold start's baseline links from its cache snapshot", async () => {
     const source = await fx.create();
     expect(fs.existsSync(path.join(wsDir(source), 'origin.json'))).toBe(false);
     expect((await fx.sh(source, POPULATE, [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
@@ -162,7 +189,9 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
     expect(fs.readFileSync(inSnap(baseline, 'app/keep.txt'), 'utf8')).toBe('changed\n');
     // The origin stays the first snapshot.
     expect(JSON.parse(fs.readFileSync(path.join(wsDir(source), 'origin.json'), 'utf8')).snapshot).toBe(cache.name);
-    expect((await fx.sh(source, 'echo edit >> app/src/a.txt && rm -rf .cache', [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
+    expect(
+      (await fx.sh(source, 'echo edit >> app/src/a.txt && rm -rf .cache', [], { cwd: fx.plan.home })).status.exitCode,
+    ).toBe(0);
     await fx.backend.restore(source, fx.plan, baseline);
     expect(await inside(source)).toBe(f0);
   });
@@ -174,7 +203,9 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
     const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
     expect(ino(inSnap(baseline, 'app/keep.txt'))).toBe(ino(inSnap(cache, 'app/keep.txt')));
     expect(fs.lstatSync(inSnap(baseline, 'app/pipe')).isFIFO()).toBe(true);
-    expect((await fx.sh(ref, 'rm app/pipe && echo q > app/keep.txt', [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
+    expect((await fx.sh(ref, 'rm app/pipe && echo q > app/keep.txt', [], { cwd: fx.plan.home })).status.exitCode).toBe(
+      0,
+    );
     await fx.backend.restore(ref, fx.plan, baseline);
     expect(await inside(ref)).toBe(f0);
   });

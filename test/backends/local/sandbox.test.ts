@@ -1,19 +1,46 @@
 import { describe, expect, it } from 'vitest';
 import type { CommandSpec } from '../../../shared/contract/backend.js';
-import { buildLaunch, guestToHost, NET_EGRESS_SCRIPT, networkWarnings, type SandboxHost } from '../../../shared/backends/local/sandbox.js';
+import {
+  buildLaunch,
+  guestToHost,
+  NET_EGRESS_SCRIPT,
+  networkWarnings,
+  type SandboxHost,
+} from '../../../shared/backends/local/sandbox.js';
 import { planFor } from '../../support/backend-fixture.js';
 
 /** The launch chain per host situation (pure); the root + bwrap chain runs for real in local.test.ts. */
 describe('local sandbox launch chain', () => {
   const plan = { ...planFor(), resources: { pids: 100 } };
-  const paths = { home: '/data/local/workspaces/w/home', tmp: '/data/local/workspaces/w/tmp', transfer: '/data/local/workspaces/w/transfer' };
-  const spec: CommandSpec = { commandId: 'c', argv: ['echo', 'hi'], cwd: `${plan.home}/workspace`, env: { TOKEN: 'v@lue it\'s' }, timeoutMs: 0, maxOutputBytes: 10 };
+  const paths = {
+    home: '/data/local/workspaces/w/home',
+    tmp: '/data/local/workspaces/w/tmp',
+    transfer: '/data/local/workspaces/w/transfer',
+  };
+  const spec: CommandSpec = {
+    commandId: 'c',
+    argv: ['echo', 'hi'],
+    cwd: `${plan.home}/workspace`,
+    env: { TOKEN: "v@lue it's" },
+    timeoutMs: 0,
+    maxOutputBytes: 10,
+  };
   const rootfsArgs = ['--ro-bind', '/usr', '/usr'];
 
   it('root + bwrap: prlimit, setpriv to the host uid, bwrap without pid namespace, env only in fd 3', () => {
     const sandbox: SandboxHost = { kind: 'bwrap', bwrapPath: '/usr/bin/bwrap', asRoot: true, rootfsArgs };
     const { chain, fd3 } = buildLaunch(sandbox, 200123, plan, paths, spec);
-    expect(chain.slice(0, 9)).toEqual(['prlimit', '--nproc=100', '--', 'setpriv', '--reuid=200123', '--regid=200123', '--clear-groups', '--inh-caps=-all', '--']);
+    expect(chain.slice(0, 9)).toEqual([
+      'prlimit',
+      '--nproc=100',
+      '--',
+      'setpriv',
+      '--reuid=200123',
+      '--regid=200123',
+      '--clear-groups',
+      '--inh-caps=-all',
+      '--',
+    ]);
     expect(chain).toContain('/usr/bin/bwrap');
     expect(chain).not.toContain('--unshare-pid');
     expect(chain).toContain('--unshare-net'); // the default network of commands is 'none'
@@ -21,7 +48,11 @@ describe('local sandbox launch chain', () => {
     expect(chain.slice(-3)).toEqual(['--', 'echo', 'hi']);
     const args = fd3.toString().split('\0');
     expect(args).toContain('--clearenv');
-    expect(args.slice(args.indexOf('TOKEN') - 1, args.indexOf('TOKEN') + 2)).toEqual(['--setenv', 'TOKEN', "v@lue it's"]);
+    expect(args.slice(args.indexOf('TOKEN') - 1, args.indexOf('TOKEN') + 2)).toEqual([
+      '--setenv',
+      'TOKEN',
+      "v@lue it's",
+    ]);
   });
 
   it("not root: no uid switch, a pid namespace per command; network 'none' unshares the net", () => {
@@ -32,7 +63,13 @@ describe('local sandbox launch chain', () => {
   });
 
   it("network 'egress' (setup's default): net-egress.sh first, as root, then a fresh net namespace that waits for slirp4netns", () => {
-    const sandbox: SandboxHost = { kind: 'bwrap', bwrapPath: '/usr/bin/bwrap', asRoot: true, rootfsArgs, slirp4netnsPath: '/usr/bin/slirp4netns' };
+    const sandbox: SandboxHost = {
+      kind: 'bwrap',
+      bwrapPath: '/usr/bin/bwrap',
+      asRoot: true,
+      rootfsArgs,
+      slirp4netnsPath: '/usr/bin/slirp4netns',
+    };
     const { chain } = buildLaunch(sandbox, 200123, plan, paths, { ...spec, network: 'egress' });
     expect(chain.slice(0, 4)).toEqual(['/bin/sh', NET_EGRESS_SCRIPT, '/usr/bin/slirp4netns', '--']);
     expect(chain.indexOf('setpriv')).toBeGreaterThan(3);
@@ -41,7 +78,13 @@ describe('local sandbox launch chain', () => {
   });
 
   it("network 'egress' without slirp4netns is 'none', never the host's network", () => {
-    const sandbox: SandboxHost = { kind: 'bwrap', bwrapPath: '/usr/bin/bwrap', asRoot: true, rootfsArgs, egressUnavailable: 'slirp4netns is not installed' };
+    const sandbox: SandboxHost = {
+      kind: 'bwrap',
+      bwrapPath: '/usr/bin/bwrap',
+      asRoot: true,
+      rootfsArgs,
+      egressUnavailable: 'slirp4netns is not installed',
+    };
     const { chain } = buildLaunch(sandbox, 200123, { ...plan, network: 'egress' }, paths, spec);
     expect(chain).toContain('--unshare-net');
     expect(chain).not.toContain('--info-fd');
@@ -53,7 +96,9 @@ describe('local sandbox launch chain', () => {
     const sandbox: SandboxHost = { kind: 'bwrap', bwrapPath: '/usr/bin/bwrap', asRoot: true, rootfsArgs };
     const hostPlan = { ...plan, network: 'host' as const, setupNetwork: 'host' as const };
     expect(buildLaunch(sandbox, 200123, hostPlan, paths, spec).chain).not.toContain('--unshare-net');
-    expect(buildLaunch(sandbox, 200123, hostPlan, paths, { ...spec, network: 'none' }).chain).toContain('--unshare-net');
+    expect(buildLaunch(sandbox, 200123, hostPlan, paths, { ...spec, network: 'none' }).chain).toContain(
+      '--unshare-net',
+    );
     expect(networkWarnings(sandbox, hostPlan).join('\n')).toMatch(/network 'host'.*loopback/);
     expect(networkWarnings(sandbox, { ...plan, network: 'none', setupNetwork: 'none' })).toEqual([]);
   });

@@ -9,12 +9,20 @@ import { BASE_IMAGE, DOCKER_SOCKET, dockerUnavailable } from '../../support/dock
 // the script bind-mounted read-only, run as root with Docker's default capabilities (no CAP_SYS_ADMIN,
 // like a Fargate task), the workspace user node 1000:1000 with home /home/node.
 
-const SCRIPT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../shared/backends/runner/pristine.sh');
+const SCRIPT = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '../../../shared/backends/runner/pristine.sh',
+);
 const HOME = '/home/node';
 const name = `wsp-pristine-test-${randomBytes(4).toString('hex')}`;
 
 const docker = (args: string[], input?: string): string =>
-  execFileSync('docker', ['-H', `unix://${DOCKER_SOCKET}`, ...args], { input, encoding: 'utf8', stdio: 'pipe', maxBuffer: 64 << 20 });
+  execFileSync('docker', ['-H', `unix://${DOCKER_SOCKET}`, ...args], {
+    input,
+    encoding: 'utf8',
+    stdio: 'pipe',
+    maxBuffer: 64 << 20,
+  });
 
 /** Run a script in the container (as root unless user is given); `$@` = args. */
 const sh = (script: string, args: string[] = [], user = '0:0'): string =>
@@ -38,7 +46,10 @@ interface Summary {
 function parseSummary(out: string): Summary {
   const lines = out.split('\n');
   expect(lines).toHaveLength(1);
-  const m = /^pristine: rewritten=(\d+) removed=(\d+) restored=(\d+) metadata=(\d+) checked=(\d+) killed=(\d+) mode=(changed|full)$/.exec(lines[0]!);
+  const m =
+    /^pristine: rewritten=(\d+) removed=(\d+) restored=(\d+) metadata=(\d+) checked=(\d+) killed=(\d+) mode=(changed|full)$/.exec(
+      lines[0]!,
+    );
   expect(m, out).not.toBeNull();
   const n = (i: number) => Number(m![i]);
   return { rewritten: n(1), removed: n(2), restored: n(3), metadata: n(4), checked: n(5), killed: n(6), mode: m![7]! };
@@ -52,7 +63,9 @@ interface Entry {
 
 /** Full listing of the home keyed by relative path (NUL-separated, so any name survives). */
 function listing(): Map<string, Entry> {
-  const raw = sh(`find . -printf '%P\\0%y\\0%m\\0%U\\0%G\\0%s\\0%T@\\0%l\\0%i\\0'; printf '\\1'; find . -type f -print0 | xargs -0 -r sha256sum -z`);
+  const raw = sh(
+    `find . -printf '%P\\0%y\\0%m\\0%U\\0%G\\0%s\\0%T@\\0%l\\0%i\\0'; printf '\\1'; find . -type f -print0 | xargs -0 -r sha256sum -z`,
+  );
   const [meta, sums] = raw.split('\u0001') as [string, string];
   const hashes = new Map<string, string>();
   for (const rec of sums.split('\0').filter(Boolean)) hashes.set(rec.slice(66).replace(/^\.\//, ''), rec.slice(0, 64));
@@ -67,16 +80,27 @@ function listing(): Map<string, Entry> {
   return out;
 }
 
-const lines = (l: Map<string, Entry>): Record<string, string> => Object.fromEntries([...l].map(([p, e]) => [p, e.line]));
+const lines = (l: Map<string, Entry>): Record<string, string> =>
+  Object.fromEntries([...l].map(([p, e]) => [p, e.line]));
 
 /** Live (non-zombie) processes of uid 1000 as "pid stat cmd" lines. */
 const userProcesses = (): string[] =>
-  sh(`ps -e -o uid=,pid=,stat=,args= | awk '$1 == 1000 && $3 !~ /^Z/'`)
-    .split('\n')
-    .filter(Boolean);
+  sh(`ps -e -o uid=,pid=,stat=,args= | awk '$1 == 1000 && $3 !~ /^Z/'`).split('\n').filter(Boolean);
 
 // Odd names: spaces, quotes, a leading dash, newlines (inside and trailing), unicode, glob and escape characters.
-const ODD = ['with space', "single'quote", 'double"quote', '-leading-dash', 'new\nline', 'trailing-nl\n', 'ünïcødé ✓', '*star?[x]', 'back\\slash', '.hidden', '..dots'];
+const ODD = [
+  'with space',
+  "single'quote",
+  'double"quote',
+  '-leading-dash',
+  'new\nline',
+  'trailing-nl\n',
+  'ünïcødé ✓',
+  '*star?[x]',
+  'back\\slash',
+  '.hidden',
+  '..dots',
+];
 
 const BUILD = String.raw`
 set -e
@@ -157,7 +181,22 @@ async function waitForProcesses(min: number): Promise<string[]> {
 
 describe.skipIf(dockerUnavailable !== undefined)('pristine.sh save/restore in a container', () => {
   beforeAll(() => {
-    docker(['run', '-d', '--rm', '--name', name, '--network', 'none', '--pids-limit', '2048', '-v', `${SCRIPT}:/opt/wsp/pristine.sh:ro`, BASE_IMAGE, 'sleep', 'infinity']);
+    docker([
+      'run',
+      '-d',
+      '--rm',
+      '--name',
+      name,
+      '--network',
+      'none',
+      '--pids-limit',
+      '2048',
+      '-v',
+      `${SCRIPT}:/opt/wsp/pristine.sh:ro`,
+      BASE_IMAGE,
+      'sleep',
+      'infinity',
+    ]);
     sh('chown 1000:1000 /home/node && chmod 755 /home/node');
   });
   afterAll(() => {
@@ -192,7 +231,9 @@ describe.skipIf(dockerUnavailable !== undefined)('pristine.sh save/restore in a 
     const after = listing();
     expect(lines(after)).toEqual(lines(baseline));
     // Untouched = same listing and inode before and after the mutations: restore must not rewrite it.
-    const untouched = [...baseline].filter(([p, e]) => mutated.get(p)?.line === e.line && mutated.get(p)?.inode === e.inode);
+    const untouched = [...baseline].filter(
+      ([p, e]) => mutated.get(p)?.line === e.line && mutated.get(p)?.inode === e.inode,
+    );
     expect(untouched.map(([p]) => p)).toContain('big.bin');
     expect(untouched.length).toBeGreaterThan(15);
     for (const [p, e] of untouched) expect(after.get(p)?.inode, p).toBe(e.inode);
@@ -208,7 +249,15 @@ describe.skipIf(dockerUnavailable !== undefined)('pristine.sh save/restore in a 
 
     // Idempotent: a second restore finds nothing to do and changes nothing.
     const again = restore('/var/lib/wsp/pristine/ws1');
-    expect(again).toEqual({ rewritten: 0, removed: 0, restored: 0, metadata: 0, checked: 0, killed: 0, mode: 'changed' });
+    expect(again).toEqual({
+      rewritten: 0,
+      removed: 0,
+      restored: 0,
+      metadata: 0,
+      checked: 0,
+      killed: 0,
+      mode: 'changed',
+    });
     const afterAgain = listing();
     expect(lines(afterAgain)).toEqual(lines(baseline));
     for (const [p, e] of after) expect(afterAgain.get(p)?.inode, p).toBe(e.inode);
@@ -218,7 +267,15 @@ describe.skipIf(dockerUnavailable !== undefined)('pristine.sh save/restore in a 
     const store = '/var/lib/wsp/pristine/ws2';
     save(store);
     const before = listing();
-    expect(restore(store)).toEqual({ rewritten: 0, removed: 0, restored: 0, metadata: 0, checked: 0, killed: 0, mode: 'changed' });
+    expect(restore(store)).toEqual({
+      rewritten: 0,
+      removed: 0,
+      restored: 0,
+      metadata: 0,
+      checked: 0,
+      killed: 0,
+      mode: 'changed',
+    });
     const same = listing();
     expect(lines(same)).toEqual(lines(before));
     for (const [p, e] of before) expect(same.get(p)?.inode, p).toBe(e.inode);
@@ -227,7 +284,10 @@ describe.skipIf(dockerUnavailable !== undefined)('pristine.sh save/restore in a 
     sh('printf "kept\\n" > baseline-2.txt', [], '1000:1000');
     save(store);
     save(store); // idempotent
-    expect(sh('ls -A /var/lib/wsp/pristine/ws2').split('\n').filter(Boolean)).toEqual(['current', expect.stringMatching(/^v\./)]);
+    expect(sh('ls -A /var/lib/wsp/pristine/ws2').split('\n').filter(Boolean)).toEqual([
+      'current',
+      expect.stringMatching(/^v\./),
+    ]);
     sh('printf "gone\\n" > later.txt && rm baseline-2.txt', [], '1000:1000');
     const s = restore(store);
     expect(s).toMatchObject({ removed: 1, restored: 1 });

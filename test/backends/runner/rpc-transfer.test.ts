@@ -54,7 +54,10 @@ describe.skipIf(rootUnavailable !== undefined)('runner rpc byte movers (local pt
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    rpc = new RunnerRpc(localPty(runnerRpcCommand(RUNNER_SCRIPT), { WSP_RPC_WORK_ROOT: path.join(tmp, 'rpc') }), { readyTimeoutMs: 20_000, requestTimeoutMs: 60_000 });
+    rpc = new RunnerRpc(localPty(runnerRpcCommand(RUNNER_SCRIPT), { WSP_RPC_WORK_ROOT: path.join(tmp, 'rpc') }), {
+      readyTimeoutMs: 20_000,
+      requestTimeoutMs: 60_000,
+    });
     await rpc.ready();
   });
   afterAll(async () => {
@@ -64,7 +67,8 @@ describe.skipIf(rootUnavailable !== undefined)('runner rpc byte movers (local pt
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  const siblings = (file: string): string[] => fs.readdirSync(path.dirname(file)).filter((n) => n.startsWith(path.basename(file)));
+  const siblings = (file: string): string[] =>
+    fs.readdirSync(path.dirname(file)).filter((n) => n.startsWith(path.basename(file)));
 
   it('fetch-url writes the body with mode and owner, through a temp file that is renamed', async () => {
     const dest = path.join(tmp, 'bundle');
@@ -94,7 +98,10 @@ describe.skipIf(rootUnavailable !== undefined)('runner rpc byte movers (local pt
   });
 
   it('a fetch in flight when the session drops completes; the url is in no process argv meanwhile', async () => {
-    const session = new RunnerRpc(localPty(runnerRpcCommand(RUNNER_SCRIPT), { WSP_RPC_WORK_ROOT: path.join(tmp, 'rpc') }), { readyTimeoutMs: 20_000 });
+    const session = new RunnerRpc(
+      localPty(runnerRpcCommand(RUNNER_SCRIPT), { WSP_RPC_WORK_ROOT: path.join(tmp, 'rpc') }),
+      { readyTimeoutMs: 20_000 },
+    );
     await session.ready();
     const dest = path.join(tmp, 'slow');
     const before = seen.length;
@@ -145,7 +152,8 @@ describe.skipIf(rootUnavailable !== undefined)('runner rpc byte movers (local pt
     const f = path.join(dest, rel, 'sub', 'f.txt');
     expect(fs.readFileSync(f, 'utf8')).toBe('hello');
     expect(fs.statSync(f).mode & 0o777).toBe(0o751);
-    for (const p of [dest, path.join(dest, rel), f, path.join(dest, rel, 'link')]) expect(fs.lstatSync(p).uid, p).toBe(65534);
+    for (const p of [dest, path.join(dest, rel), f, path.join(dest, rel, 'link')])
+      expect(fs.lstatSync(p).uid, p).toBe(65534);
     expect(fs.statSync(outside).uid).toBe(0);
   });
 

@@ -64,7 +64,10 @@ export async function appendLayer(input: AppendLayerInput): Promise<AppendLayerR
   const { client } = input;
   const [baseResult, layerResult] = await Promise.allSettled([
     client.getManifest(input.baseRepository, input.baseReference, input.platform ? { platform: input.platform } : {}),
-    gzipLayer(input.layerTarPath, { ...(input.tmpDir ? { tmpDir: input.tmpDir } : {}), ...(input.gzipLevel !== undefined ? { level: input.gzipLevel } : {}) }),
+    gzipLayer(input.layerTarPath, {
+      ...(input.tmpDir ? { tmpDir: input.tmpDir } : {}),
+      ...(input.gzipLevel !== undefined ? { level: input.gzipLevel } : {}),
+    }),
   ]);
   if (baseResult.status === 'rejected' || layerResult.status === 'rejected') {
     if (layerResult.status === 'fulfilled') layerResult.value.remove();
@@ -73,7 +76,9 @@ export async function appendLayer(input: AppendLayerInput): Promise<AppendLayerR
   const base = baseResult.value;
   const layer = layerResult.value;
   try {
-    const baseConfig = JSON.parse((await client.getBlobBytes(input.baseRepository, base.manifest.config.digest)).toString('utf8')) as unknown;
+    const baseConfig = JSON.parse(
+      (await client.getBlobBytes(input.baseRepository, base.manifest.config.digest)).toString('utf8'),
+    ) as unknown;
 
     if (input.targetRepository !== input.baseRepository) {
       // Sequential: mounts are cheap, and a fallback copy should not run several big downloads at once.
@@ -93,9 +98,11 @@ export async function appendLayer(input: AppendLayerInput): Promise<AppendLayerR
     });
     const configBytes = Buffer.from(JSON.stringify(config));
     const configDigest = sha256Digest(configBytes);
-    if (!(await client.blobExists(input.targetRepository, configDigest))) await client.uploadBlob(input.targetRepository, configDigest, configBytes);
+    if (!(await client.blobExists(input.targetRepository, configDigest)))
+      await client.uploadBlob(input.targetRepository, configDigest, configBytes);
 
-    const configMediaType = base.manifest.config.mediaType || (base.mediaType === DOCKER_MANIFEST ? DOCKER_CONFIG : OCI_CONFIG);
+    const configMediaType =
+      base.manifest.config.mediaType || (base.mediaType === DOCKER_MANIFEST ? DOCKER_CONFIG : OCI_CONFIG);
     const newLayer: Descriptor = { mediaType: layerMediaType, digest: layer.digest, size: layer.compressedSize };
     const manifest: ImageManifest = {
       schemaVersion: 2,
@@ -103,7 +110,12 @@ export async function appendLayer(input: AppendLayerInput): Promise<AppendLayerR
       config: { mediaType: configMediaType, digest: configDigest, size: configBytes.length },
       layers: [...base.manifest.layers, newLayer],
     };
-    const digest = await client.putManifest(input.targetRepository, input.targetTag, base.mediaType, Buffer.from(JSON.stringify(manifest)));
+    const digest = await client.putManifest(
+      input.targetRepository,
+      input.targetTag,
+      base.mediaType,
+      Buffer.from(JSON.stringify(manifest)),
+    );
     return {
       digest,
       imageRef: `${client.host}/${input.targetRepository}@${digest}`,

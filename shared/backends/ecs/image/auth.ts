@@ -48,7 +48,11 @@ export function bearerChallengeAuth(credentials?: { username: string; password: 
       const url = new URL(params.realm!);
       if (params.service) url.searchParams.set('service', params.service);
       if (params.scope) url.searchParams.set('scope', params.scope);
-      const headers: Record<string, string> = credentials ? { authorization: `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}` } : {};
+      const headers: Record<string, string> = credentials
+        ? {
+            authorization: `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`,
+          }
+        : {};
       try {
         const res = await fetch(url, { headers });
         if (!res.ok) {

@@ -10,7 +10,8 @@ const DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
 const REPOSITORY_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
 const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 
-export const sha256Digest = (bytes: Uint8Array): string => `sha256:${crypto.createHash('sha256').update(bytes).digest('hex')}`;
+export const sha256Digest = (bytes: Uint8Array): string =>
+  `sha256:${crypto.createHash('sha256').update(bytes).digest('hex')}`;
 
 export function isDigest(s: string): boolean {
   return DIGEST_RE.test(s);
@@ -21,12 +22,14 @@ export function assertDigest(s: string): void {
 }
 
 export function assertRepository(name: string): void {
-  if (name.length > 255 || !REPOSITORY_RE.test(name)) throw new BadRequestError(`invalid repository name '${name.slice(0, 80)}'`);
+  if (name.length > 255 || !REPOSITORY_RE.test(name))
+    throw new BadRequestError(`invalid repository name '${name.slice(0, 80)}'`);
 }
 
 /** A tag or a digest. */
 export function assertReference(ref: string): void {
-  if (!TAG_RE.test(ref) && !DIGEST_RE.test(ref)) throw new BadRequestError(`invalid image reference '${ref.slice(0, 80)}' (a tag or sha256 digest)`);
+  if (!TAG_RE.test(ref) && !DIGEST_RE.test(ref))
+    throw new BadRequestError(`invalid image reference '${ref.slice(0, 80)}' (a tag or sha256 digest)`);
 }
 
 /** Counts and hashes what passes through; `digest`/`size` are final after the stream ends. */
@@ -63,7 +66,12 @@ export class VerifyingStream extends Transform {
     this.hash.update(chunk);
     this.size += chunk.length;
     if (this.expectedSize !== undefined && this.size > this.expectedSize) {
-      done(new RegistryError(`${this.what}: blob ${this.expected} is larger than its descriptor's ${this.expectedSize} bytes`, { registryCode: 'SIZE_INVALID' }));
+      done(
+        new RegistryError(
+          `${this.what}: blob ${this.expected} is larger than its descriptor's ${this.expectedSize} bytes`,
+          { registryCode: 'SIZE_INVALID' },
+        ),
+      );
       return;
     }
     done(null, chunk);
@@ -71,9 +79,18 @@ export class VerifyingStream extends Transform {
   override _flush(done: TransformCallback): void {
     const got = `sha256:${this.hash.digest('hex')}`;
     if (got !== this.expected) {
-      done(new RegistryError(`${this.what}: blob digest mismatch (expected ${this.expected}, got ${got})`, { registryCode: 'DIGEST_INVALID' }));
+      done(
+        new RegistryError(`${this.what}: blob digest mismatch (expected ${this.expected}, got ${got})`, {
+          registryCode: 'DIGEST_INVALID',
+        }),
+      );
     } else if (this.expectedSize !== undefined && this.size !== this.expectedSize) {
-      done(new RegistryError(`${this.what}: blob ${this.expected} has ${this.size} bytes, descriptor says ${this.expectedSize}`, { registryCode: 'SIZE_INVALID' }));
+      done(
+        new RegistryError(
+          `${this.what}: blob ${this.expected} has ${this.size} bytes, descriptor says ${this.expectedSize}`,
+          { registryCode: 'SIZE_INVALID' },
+        ),
+      );
     } else done();
   }
 }

@@ -39,15 +39,22 @@ export function ecrAuth(ecr: ECRClient, options: EcrAuthOptions = {}): EcrAuth {
   const fetchToken = async (): Promise<CachedToken> => {
     let out;
     try {
-      out = await ecr.send(new GetAuthorizationTokenCommand(options.registryId ? { registryIds: [options.registryId] } : {}));
+      out = await ecr.send(
+        new GetAuthorizationTokenCommand(options.registryId ? { registryIds: [options.registryId] } : {}),
+      );
     } catch (error) {
       throw new BackendUnavailableError(`ECR GetAuthorizationToken failed: ${(error as Error).name}`, error);
     }
     const data = out.authorizationData?.[0];
-    if (!data?.authorizationToken || !data.proxyEndpoint) throw new BackendUnavailableError('ECR GetAuthorizationToken returned no authorization data');
+    if (!data?.authorizationToken || !data.proxyEndpoint)
+      throw new BackendUnavailableError('ECR GetAuthorizationToken returned no authorization data');
     // Without expiresAt, assume ECR's documented 12 h validity.
     const expiresAt = data.expiresAt?.getTime() ?? now() + 12 * 3600_000;
-    return { header: `Basic ${data.authorizationToken}`, endpoint: data.proxyEndpoint, refreshAt: expiresAt - refreshBeforeMs };
+    return {
+      header: `Basic ${data.authorizationToken}`,
+      endpoint: data.proxyEndpoint,
+      refreshAt: expiresAt - refreshBeforeMs,
+    };
   };
 
   const current = async (): Promise<CachedToken> => {

@@ -40,10 +40,20 @@ export async function errorFromResponse(what: string, method: string, url: URL, 
 }
 
 /** The RegistryError for an error response whose body was already read. */
-export function errorFromBody(what: string, method: string, url: URL, status: number, statusText: string, text: string): RegistryError {
+export function errorFromBody(
+  what: string,
+  method: string,
+  url: URL,
+  status: number,
+  statusText: string,
+  text: string,
+): RegistryError {
   const errors = parseErrors(text);
   const first = errors[0];
-  const detail = errors.length > 0 ? errors.map((e) => `${e.code}: ${e.message}`).join('; ') : text.trim().slice(0, 200) || statusText;
+  const detail =
+    errors.length > 0
+      ? errors.map((e) => `${e.code}: ${e.message}`).join('; ')
+      : text.trim().slice(0, 200) || statusText;
   return new RegistryError(`${what}: registry ${method} ${url.pathname} → HTTP ${status} ${detail}`, {
     status,
     ...(first ? { registryCode: first.code } : {}),

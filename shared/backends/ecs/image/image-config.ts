@@ -41,7 +41,10 @@ export function appendLayerToConfig(base: unknown, add: LayerAddition): ImageCon
   let history = Array.isArray(cfg.history) ? cfg.history : [];
   if (history.filter((h) => !h.empty_layer).length !== baseLayers) {
     // Missing or inconsistent history: one placeholder per base layer keeps `docker history` sane.
-    history = [...history.filter((h) => h.empty_layer), ...cfg.rootfs.diff_ids.map(() => ({ created: cfg.created ?? created, comment: 'base layer' }))];
+    history = [
+      ...history.filter((h) => h.empty_layer),
+      ...cfg.rootfs.diff_ids.map(() => ({ created: cfg.created ?? created, comment: 'base layer' })),
+    ];
   }
   cfg.history = [...history, { created, created_by: add.createdBy ?? 'wsp: workspace cache layer', comment: 'wsp' }];
   cfg.rootfs = { type: 'layers', diff_ids: [...cfg.rootfs.diff_ids, add.diffId] };

@@ -4,5 +4,14 @@ export { basicAuth, basicTokenAuth, bearerChallengeAuth, noAuth, type RegistryAu
 export { createEcrRegistryClient, ecrAuth, type EcrAuth, type EcrAuthOptions } from './ecr-auth.js';
 export { RegistryError } from './errors.js';
 export { LINUX_AMD64, type Descriptor, type ImageIndex, type ImageManifest, type Platform } from './manifest.js';
-export { RegistryClient, type BlobPlacement, type FetchedManifest, type RegistryClientOptions } from './registry-client.js';
-export { deregisterCacheTaskDefinition, registerCacheTaskDefinition, type CacheTaskDefinitionInput } from './task-definition.js';
+export {
+  RegistryClient,
+  type BlobPlacement,
+  type FetchedManifest,
+  type RegistryClientOptions,
+} from './registry-client.js';
+export {
+  deregisterCacheTaskDefinition,
+  registerCacheTaskDefinition,
+  type CacheTaskDefinitionInput,
+} from './task-definition.js';

@@ -26,17 +26,36 @@ export interface GzippedLayer {
  * never holds the layer in memory. `level` is zlib's (default 6; 1 is ~3× faster, ~15 % bigger).
  * Throws BackendUnavailableError if the tar cannot be read or the temp file written.
  */
-export async function gzipLayer(tarPath: string, options: { tmpDir?: string; level?: number } = {}): Promise<GzippedLayer> {
+export async function gzipLayer(
+  tarPath: string,
+  options: { tmpDir?: string; level?: number } = {},
+): Promise<GzippedLayer> {
   const dir = fs.mkdtempSync(path.join(options.tmpDir ?? os.tmpdir(), 'wsp-layer-'));
   const out = path.join(dir, 'layer.tar.gz');
   const remove = (): void => fs.rmSync(dir, { recursive: true, force: true });
   const tar = new HashTap();
   const gz = new HashTap();
   try {
-    await pipeline(fs.createReadStream(tarPath), tar, zlib.createGzip({ level: options.level ?? 6 }), gz, fs.createWriteStream(out));
+    await pipeline(
+      fs.createReadStream(tarPath),
+      tar,
+      zlib.createGzip({ level: options.level ?? 6 }),
+      gz,
+      fs.createWriteStream(out),
+    );
   } catch (error) {
     remove();
-    throw new BackendUnavailableError(`gzip of layer tar ${path.basename(tarPath)} failed: ${(error as Error).message}`, error);
+    throw new BackendUnavailableError(
+      `gzip of layer tar ${path.basename(tarPath)} failed: ${(error as Error).message}`,
+      error,
+    );
   }
-  return { path: out, diffId: tar.digest, digest: gz.digest, compressedSize: gz.size, uncompressedSize: tar.size, remove };
+  return {
+    path: out,
+    diffId: tar.digest,
+    digest: gz.digest,
+    compressedSize: gz.size,
+    uncompressedSize: tar.size,
+    remove,
+  };
 }

@@ -38,7 +38,10 @@ export const LINUX_AMD64: Platform = { os: 'linux', architecture: 'amd64' };
  * The media type of a fetched manifest: the Content-Type if it is a known one, else the body's
  * `mediaType`, else inferred from its shape (OCI allows omitting mediaType).
  */
-export function manifestMediaType(contentType: string | null, body: { mediaType?: unknown; manifests?: unknown; config?: unknown }): string {
+export function manifestMediaType(
+  contentType: string | null,
+  body: { mediaType?: unknown; manifests?: unknown; config?: unknown },
+): string {
   const header = contentType?.split(';')[0]?.trim();
   if (header && (isImageManifestType(header) || isIndexType(header))) return header;
   if (typeof body.mediaType === 'string' && body.mediaType) return body.mediaType;
@@ -51,12 +54,15 @@ export function manifestMediaType(contentType: string | null, body: { mediaType?
 export function parseImageManifest(mediaType: string, body: unknown, where: string): ImageManifest {
   const m = body as Partial<ImageManifest>;
   if (!isImageManifestType(mediaType) || m.schemaVersion !== 2 || !m.config?.digest || !Array.isArray(m.layers)) {
-    throw new RegistryError(`${where}: unsupported manifest (media type ${mediaType}); need an OCI or Docker schema2 image manifest`);
+    throw new RegistryError(
+      `${where}: unsupported manifest (media type ${mediaType}); need an OCI or Docker schema2 image manifest`,
+    );
   }
   return m as ImageManifest;
 }
 
-const platformName = (p: Platform | undefined): string => (p ? `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}` : 'unknown');
+const platformName = (p: Platform | undefined): string =>
+  p ? `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}` : 'unknown';
 
 /**
  * The entry of an index / manifest list for `want` (variant compared only if `want` names one).
@@ -65,10 +71,15 @@ const platformName = (p: Platform | undefined): string => (p ? `${p.os}/${p.arch
  */
 export function selectPlatform(index: ImageIndex, want: Platform, where: string): Descriptor {
   const match = index.manifests.find(
-    (m) => m.platform?.os === want.os && m.platform.architecture === want.architecture && (want.variant === undefined || m.platform.variant === want.variant),
+    (m) =>
+      m.platform?.os === want.os &&
+      m.platform.architecture === want.architecture &&
+      (want.variant === undefined || m.platform.variant === want.variant),
   );
   if (match) return match;
   const have = index.manifests.map((m) => platformName(m.platform)).join(', ') || 'none';
   const kind = index.mediaType === DOCKER_MANIFEST_LIST ? 'manifest list' : 'image index';
-  throw new BadRequestError(`${where}: the ${kind} has no ${platformName(want)} image (it has: ${have})`, { platforms: index.manifests.map((m) => m.platform ?? null) });
+  throw new BadRequestError(`${where}: the ${kind} has no ${platformName(want)} image (it has: ${have})`, {
+    platforms: index.manifests.map((m) => m.platform ?? null),
+  });
 }

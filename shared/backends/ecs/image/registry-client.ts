@@ -4,7 +4,16 @@ import { BackendUnavailableError } from '../../../contract/errors.js';
 import { noAuth, type RegistryAuth } from './auth.js';
 import { assertDigest, assertReference, assertRepository, isDigest, sha256Digest, VerifyingStream } from './digest.js';
 import { RegistryError, errorFromBody, errorFromResponse } from './errors.js';
-import { LINUX_AMD64, manifestMediaType, parseImageManifest, selectPlatform, type Descriptor, type ImageIndex, type ImageManifest, type Platform } from './manifest.js';
+import {
+  LINUX_AMD64,
+  manifestMediaType,
+  parseImageManifest,
+  selectPlatform,
+  type Descriptor,
+  type ImageIndex,
+  type ImageManifest,
+  type Platform,
+} from './manifest.js';
 import { MANIFEST_ACCEPT, isIndexType } from './media-types.js';
 
 /**
@@ -50,11 +59,13 @@ export class RegistryClient {
 
   constructor(options: RegistryClientOptions) {
     this.endpoint = new URL(options.endpoint);
-    if (this.endpoint.protocol !== 'https:' && this.endpoint.protocol !== 'http:') throw new BackendUnavailableError(`registry endpoint must be http(s): ${this.endpoint.protocol}`);
+    if (this.endpoint.protocol !== 'https:' && this.endpoint.protocol !== 'http:')
+      throw new BackendUnavailableError(`registry endpoint must be http(s): ${this.endpoint.protocol}`);
     this.host = this.endpoint.host;
     this.auth = options.auth ?? noAuth;
     this.partSizeBytes = options.partSizeBytes ?? DEFAULT_PART_SIZE_BYTES;
-    if (!Number.isInteger(this.partSizeBytes) || this.partSizeBytes <= 0) throw new BackendUnavailableError(`partSizeBytes must be a positive integer`);
+    if (!Number.isInteger(this.partSizeBytes) || this.partSizeBytes <= 0)
+      throw new BackendUnavailableError(`partSizeBytes must be a positive integer`);
   }
 
   private url(pathAndQuery: string): URL {
@@ -77,9 +88,17 @@ export class RegistryClient {
       }
       let res: Response;
       try {
-        res = await fetch(target, { method, headers, redirect: 'manual', ...(init.body !== undefined ? { body: init.body } : {}) });
+        res = await fetch(target, {
+          method,
+          headers,
+          redirect: 'manual',
+          ...(init.body !== undefined ? { body: init.body } : {}),
+        });
       } catch (error) {
-        throw new RegistryError(`${what}: registry ${method} ${target.host}${target.pathname} unreachable (${(error as Error).message})`, { cause: error });
+        throw new RegistryError(
+          `${what}: registry ${method} ${target.host}${target.pathname} unreachable (${(error as Error).message})`,
+          { cause: error },
+        );
       }
       if (res.status === 401 && !retried && this.auth.onUnauthorized && target.origin === this.endpoint.origin) {
         retried = true;
@@ -117,26 +136,38 @@ export class RegistryClient {
    * `platform` entry (default linux/amd64; BadRequestError if absent). The bytes are verified
    * against the reference digest or the Docker-Content-Digest header.
    */
-  async getManifest(repository: string, reference: string, options: { platform?: Platform } = {}): Promise<FetchedManifest> {
+  async getManifest(
+    repository: string,
+    reference: string,
+    options: { platform?: Platform } = {},
+  ): Promise<FetchedManifest> {
     assertRepository(repository);
     assertReference(reference);
     const where = `manifest ${repository}:${reference}`;
     const first = await this.getRawManifest(repository, reference, where);
-    if (!isIndexType(first.mediaType)) return { ...first, manifest: parseImageManifest(first.mediaType, first.body, where) };
+    if (!isIndexType(first.mediaType))
+      return { ...first, manifest: parseImageManifest(first.mediaType, first.body, where) };
     const entry = selectPlatform(first.body as ImageIndex, options.platform ?? LINUX_AMD64, where);
     const chosen = await this.getRawManifest(repository, entry.digest, `${where} (${entry.digest})`);
     return { ...chosen, manifest: parseImageManifest(chosen.mediaType, chosen.body, `${where} (${entry.digest})`) };
   }
 
-  private async getRawManifest(repository: string, reference: string, where: string): Promise<{ digest: string; mediaType: string; bytes: Buffer; body: unknown }> {
+  private async getRawManifest(
+    repository: string,
+    reference: string,
+    where: string,
+  ): Promise<{ digest: string; mediaType: string; bytes: Buffer; body: unknown }> {
     const url = this.url(`/v2/${repository}/manifests/${reference}`);
     const res = await this.request(where, 'GET', url, { headers: { accept: MANIFEST_ACCEPT } }, [200]);
     const bytes = Buffer.from(await res.arrayBuffer());
-    if (bytes.length > MAX_MANIFEST_BYTES) throw new RegistryError(`${where}: manifest larger than ${MAX_MANIFEST_BYTES} bytes`);
+    if (bytes.length > MAX_MANIFEST_BYTES)
+      throw new RegistryError(`${where}: manifest larger than ${MAX_MANIFEST_BYTES} bytes`);
     const digest = sha256Digest(bytes);
     const claimed = isDigest(reference) ? reference : res.headers.get('docker-content-digest');
     if (claimed && claimed.startsWith('sha256:') && claimed !== digest) {
-      throw new RegistryError(`${where}: manifest digest mismatch (expected ${claimed}, got ${digest})`, { registryCode: 'DIGEST_INVALID' });
+      throw new RegistryError(`${where}: manifest digest mismatch (expected ${claimed}, got ${digest})`, {
+        registryCode: 'DIGEST_INVALID',
+      });
     }
     let body: unknown;
     try {
@@ -153,10 +184,19 @@ export class RegistryClient {
     assertReference(reference);
     const digest = sha256Digest(bytes);
     const where = `put manifest ${repository}:${reference}`;
-    const res = await this.request(where, 'PUT', this.url(`/v2/${repository}/manifests/${reference}`), { headers: { 'content-type': mediaType }, body: bytes }, [200, 201]);
+    const res = await this.request(
+      where,
+      'PUT',
+      this.url(`/v2/${repository}/manifests/${reference}`),
+      { headers: { 'content-type': mediaType }, body: bytes },
+      [200, 201],
+    );
     await res.body?.cancel();
     const echoed = res.headers.get('docker-content-digest');
-    if (echoed && echoed !== digest) throw new RegistryError(`${where}: registry stored digest ${echoed}, we sent ${digest}`, { registryCode: 'DIGEST_INVALID' });
+    if (echoed && echoed !== digest)
+      throw new RegistryError(`${where}: registry stored digest ${echoed}, we sent ${digest}`, {
+        registryCode: 'DIGEST_INVALID',
+      });
     return digest;
   }
 
@@ -165,7 +205,13 @@ export class RegistryClient {
     assertRepository(repository);
     assertDigest(digest);
     // A redirect (to storage) also means "exists"; it is not followed: presigned URLs are per-method.
-    const res = await this.request(`blob ${repository}@${digest}`, 'HEAD', this.url(`/v2/${repository}/blobs/${digest}`), {}, [200, 404, ...REDIRECTS]);
+    const res = await this.request(
+      `blob ${repository}@${digest}`,
+      'HEAD',
+      this.url(`/v2/${repository}/blobs/${digest}`),
+      {},
+      [200, 404, ...REDIRECTS],
+    );
     await res.body?.cancel();
     return res.status !== 404;
   }
@@ -182,7 +228,9 @@ export class RegistryClient {
     if (!res.body) throw new RegistryError(`${where}: empty response body`);
     const source = Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
     const verify = new VerifyingStream(digest, where, expectedSize);
-    source.on('error', (e) => verify.destroy(new RegistryError(`${where}: download failed (${e.message})`, { cause: e })));
+    source.on('error', (e) =>
+      verify.destroy(new RegistryError(`${where}: download failed (${e.message})`, { cause: e })),
+    );
     // A consumer that stops early (destroy) must not leave the HTTP body flowing.
     verify.on('close', () => source.destroy());
     return source.pipe(verify);
@@ -208,7 +256,13 @@ export class RegistryClient {
   async startUpload(repository: string): Promise<URL> {
     assertRepository(repository);
     const url = this.url(`/v2/${repository}/blobs/uploads/`);
-    const res = await this.request(`start upload to ${repository}`, 'POST', url, { headers: { 'content-length': '0' } }, [202]);
+    const res = await this.request(
+      `start upload to ${repository}`,
+      'POST',
+      url,
+      { headers: { 'content-length': '0' } },
+      [202],
+    );
     await res.body?.cancel();
     return this.location(`start upload to ${repository}`, res, url);
   }
@@ -220,7 +274,12 @@ export class RegistryClient {
    * The registry verifies the digest (DIGEST_INVALID otherwise). `session` continues an upload
    * that a mount attempt already opened. A failed upload is cancelled (best effort).
    */
-  async uploadBlob(repository: string, digest: string, source: Buffer | AsyncIterable<Uint8Array>, session?: URL): Promise<void> {
+  async uploadBlob(
+    repository: string,
+    digest: string,
+    source: Buffer | AsyncIterable<Uint8Array>,
+    session?: URL,
+  ): Promise<void> {
     assertRepository(repository);
     assertDigest(digest);
     const where = `upload ${repository}@${digest}`;
@@ -233,7 +292,11 @@ export class RegistryClient {
           'PATCH',
           location,
           {
-            headers: { 'content-type': 'application/octet-stream', 'content-length': String(part.length), 'content-range': `${offset}-${offset + part.length - 1}` },
+            headers: {
+              'content-type': 'application/octet-stream',
+              'content-length': String(part.length),
+              'content-range': `${offset}-${offset + part.length - 1}`,
+            },
             body: part,
           },
           // ECR answers intermediate PATCHes with 201 (not the spec's 202) and a stale Range header
@@ -250,7 +313,10 @@ export class RegistryClient {
       const res = await this.request(where, 'PUT', done, { headers: { 'content-length': '0' } }, [201]);
       await res.body?.cancel();
     } catch (error) {
-      await fetch(location, { method: 'DELETE', headers: await this.authHeaders(location) }).then((r) => r.body?.cancel(), () => undefined);
+      await fetch(location, { method: 'DELETE', headers: await this.authHeaders(location) }).then(
+        (r) => r.body?.cancel(),
+        () => undefined,
+      );
       throw error;
     }
   }
@@ -272,15 +338,24 @@ export class RegistryClient {
     assertDigest(descriptor.digest);
     if (await this.blobExists(toRepository, descriptor.digest)) return 'present';
     let session: URL | undefined;
-    const url = this.url(`/v2/${toRepository}/blobs/uploads/?mount=${encodeURIComponent(descriptor.digest)}&from=${encodeURIComponent(fromRepository)}`);
+    const url = this.url(
+      `/v2/${toRepository}/blobs/uploads/?mount=${encodeURIComponent(descriptor.digest)}&from=${encodeURIComponent(fromRepository)}`,
+    );
     try {
-      const res = await this.request(`mount ${descriptor.digest} from ${fromRepository} into ${toRepository}`, 'POST', url, { headers: { 'content-length': '0' } }, [201, 202]);
+      const res = await this.request(
+        `mount ${descriptor.digest} from ${fromRepository} into ${toRepository}`,
+        'POST',
+        url,
+        { headers: { 'content-length': '0' } },
+        [201, 202],
+      );
       await res.body?.cancel();
       if (res.status === 201) return 'mounted';
       session = this.location(`mount into ${toRepository}`, res, url);
     } catch (error) {
       // Only "the registry does not do mounts" falls back; auth and availability errors propagate.
-      if (!(error instanceof RegistryError) || error.status === undefined || ![400, 404, 405].includes(error.status)) throw error;
+      if (!(error instanceof RegistryError) || error.status === undefined || ![400, 404, 405].includes(error.status))
+        throw error;
     }
     const bytes = await this.getBlob(fromRepository, descriptor.digest, descriptor.size);
     await this.uploadBlob(toRepository, descriptor.digest, bytes, session);
@@ -308,7 +383,10 @@ export class RegistryClient {
 }
 
 /** Re-slices a byte stream into parts of exactly `size` bytes (the last may be shorter; none empty). */
-export async function* partsOf(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, size: number): AsyncGenerator<Buffer> {
+export async function* partsOf(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  size: number,
+): AsyncGenerator<Buffer> {
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   for await (const chunk of source) {

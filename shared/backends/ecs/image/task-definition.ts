@@ -56,24 +56,36 @@ const FAMILY_RE = /^[A-Za-z0-9_-]{1,255}$/;
 function pickContainer(def: TaskDefinition, wanted: string | undefined): string {
   const names = (def.containerDefinitions ?? []).map((c) => c.name ?? '');
   if (wanted !== undefined) {
-    if (!names.includes(wanted)) throw new BadRequestError(`task definition ${def.family} has no container '${wanted}' (it has: ${names.join(', ') || 'none'})`);
+    if (!names.includes(wanted))
+      throw new BadRequestError(
+        `task definition ${def.family} has no container '${wanted}' (it has: ${names.join(', ') || 'none'})`,
+      );
     return wanted;
   }
   if (names.length === 1) return names[0]!;
   if (names.includes('workspace')) return 'workspace';
-  throw new BadRequestError(`task definition ${def.family} has ${names.length} containers (${names.join(', ')}); name the workspace container`);
+  throw new BadRequestError(
+    `task definition ${def.family} has ${names.length} containers (${names.join(', ')}); name the workspace container`,
+  );
 }
 
 /** The RegisterTaskDefinition input for a cache revision of `base` (pure; exported for tests). */
-export function cacheTaskDefinitionRequest(base: TaskDefinition, baseTags: Tag[], input: CacheTaskDefinitionInput): RegisterTaskDefinitionCommandInput {
+export function cacheTaskDefinitionRequest(
+  base: TaskDefinition,
+  baseTags: Tag[],
+  input: CacheTaskDefinitionInput,
+): RegisterTaskDefinitionCommandInput {
   const family = input.family ?? base.family;
-  if (!family || !FAMILY_RE.test(family)) throw new BadRequestError(`invalid task definition family '${String(family).slice(0, 80)}'`);
+  if (!family || !FAMILY_RE.test(family))
+    throw new BadRequestError(`invalid task definition family '${String(family).slice(0, 80)}'`);
   const container = pickContainer(base, input.containerName);
   const request: RegisterTaskDefinitionCommandInput = { family, containerDefinitions: undefined };
   for (const key of REGISTERABLE) {
     if (base[key] !== undefined) (request as unknown as Record<string, unknown>)[key] = structuredClone(base[key]);
   }
-  request.containerDefinitions = (request.containerDefinitions ?? []).map((c) => (c.name === container ? { ...c, image: input.image } : c));
+  request.containerDefinitions = (request.containerDefinitions ?? []).map((c) =>
+    c.name === container ? { ...c, image: input.image } : c,
+  );
   const tags = new Map(baseTags.filter((t) => t.key !== undefined).map((t) => [t.key!, t.value ?? '']));
   for (const [key, value] of Object.entries(input.tags ?? {})) tags.set(key, value);
   if (tags.size > 0) request.tags = [...tags].map(([key, value]) => ({ key, value }));
@@ -88,34 +100,54 @@ export function cacheTaskDefinitionRequest(base: TaskDefinition, baseTags: Tag[]
 export async function registerCacheTaskDefinition(ecs: ECSClient, input: CacheTaskDefinitionInput): Promise<string> {
   let described;
   try {
-    described = await ecs.send(new DescribeTaskDefinitionCommand({ taskDefinition: input.baseTaskDefinition, include: ['TAGS'] }));
+    described = await ecs.send(
+      new DescribeTaskDefinitionCommand({ taskDefinition: input.baseTaskDefinition, include: ['TAGS'] }),
+    );
   } catch (error) {
-    throw new BackendUnavailableError(`ECS DescribeTaskDefinition ${input.baseTaskDefinition} failed: ${(error as Error).name}: ${(error as Error).message}`, error);
+    throw new BackendUnavailableError(
+      `ECS DescribeTaskDefinition ${input.baseTaskDefinition} failed: ${(error as Error).name}: ${(error as Error).message}`,
+      error,
+    );
   }
-  if (!described.taskDefinition) throw new BackendUnavailableError(`ECS DescribeTaskDefinition ${input.baseTaskDefinition} returned no task definition`);
+  if (!described.taskDefinition)
+    throw new BackendUnavailableError(
+      `ECS DescribeTaskDefinition ${input.baseTaskDefinition} returned no task definition`,
+    );
   const request = cacheTaskDefinitionRequest(described.taskDefinition, described.tags ?? [], input);
   let registered;
   try {
     registered = await ecs.send(new RegisterTaskDefinitionCommand(request));
   } catch (error) {
-    throw new BackendUnavailableError(`ECS RegisterTaskDefinition ${request.family} failed: ${(error as Error).name}: ${(error as Error).message}`, error);
+    throw new BackendUnavailableError(
+      `ECS RegisterTaskDefinition ${request.family} failed: ${(error as Error).name}: ${(error as Error).message}`,
+      error,
+    );
   }
   const arn = registered.taskDefinition?.taskDefinitionArn;
   if (!arn) throw new BackendUnavailableError(`ECS RegisterTaskDefinition ${request.family} returned no ARN`);
   return arn;
 }
 
-const isMissing = (error: unknown): boolean => /does not exist|unable to describe task definition/i.test((error as Error)?.message ?? '');
+const isMissing = (error: unknown): boolean =>
+  /does not exist|unable to describe task definition/i.test((error as Error)?.message ?? '');
 
 /**
  * Eviction: deregisters the revision (new RunTasks can no longer use it; running tasks are not
  * affected) and, with `delete: true`, asks ECS to delete it. Idempotent: an unknown revision is fine.
  */
-export async function deregisterCacheTaskDefinition(ecs: ECSClient, taskDefinitionArn: string, options: { delete?: boolean } = {}): Promise<void> {
+export async function deregisterCacheTaskDefinition(
+  ecs: ECSClient,
+  taskDefinitionArn: string,
+  options: { delete?: boolean } = {},
+): Promise<void> {
   try {
     await ecs.send(new DeregisterTaskDefinitionCommand({ taskDefinition: taskDefinitionArn }));
   } catch (error) {
-    if (!isMissing(error)) throw new BackendUnavailableError(`ECS DeregisterTaskDefinition ${taskDefinitionArn} failed: ${(error as Error).name}: ${(error as Error).message}`, error);
+    if (!isMissing(error))
+      throw new BackendUnavailableError(
+        `ECS DeregisterTaskDefinition ${taskDefinitionArn} failed: ${(error as Error).name}: ${(error as Error).message}`,
+        error,
+      );
   }
   if (!options.delete) return;
   let out;
@@ -123,8 +155,14 @@ export async function deregisterCacheTaskDefinition(ecs: ECSClient, taskDefiniti
     out = await ecs.send(new DeleteTaskDefinitionsCommand({ taskDefinitions: [taskDefinitionArn] }));
   } catch (error) {
     if (isMissing(error)) return;
-    throw new BackendUnavailableError(`ECS DeleteTaskDefinitions ${taskDefinitionArn} failed: ${(error as Error).name}: ${(error as Error).message}`, error);
+    throw new BackendUnavailableError(
+      `ECS DeleteTaskDefinitions ${taskDefinitionArn} failed: ${(error as Error).name}: ${(error as Error).message}`,
+      error,
+    );
   }
   const failure = out.failures?.find((f) => !/does not exist|missing/i.test(`${f.reason ?? ''} ${f.detail ?? ''}`));
-  if (failure) throw new BackendUnavailableError(`ECS DeleteTaskDefinitions ${taskDefinitionArn} failed: ${failure.reason ?? 'unknown'}`);
+  if (failure)
+    throw new BackendUnavailableError(
+      `ECS DeleteTaskDefinitions ${taskDefinitionArn} failed: ${failure.reason ?? 'unknown'}`,
+    );
 }

@@ -159,8 +159,7 @@ export function decodeClientMessage(buf: Buffer): ClientMessage {
   }
   const payload = Buffer.from(buf.subarray(payloadStart));
   const payloadLength = buf.readUInt32BE(OFFSETS.payloadLength);
-  const skipValidation =
-    messageType === MessageType.StartPublication || messageType === MessageType.PausePublication;
+  const skipValidation = messageType === MessageType.StartPublication || messageType === MessageType.PausePublication;
   if (!skipValidation) {
     if (headerLength === 0) throw protocolError('header length is zero');
     if (messageType === '') throw protocolError('message type is missing');

@@ -150,7 +150,12 @@ export function requestedSessionType(req: HandshakeRequest): string | undefined 
 }
 
 /** Session types the Go plugin accepts in the SessionType action (`ProcessSessionTypeHandshakeAction`). */
-export const KNOWN_SESSION_TYPES = ['Standard_Stream', 'InteractiveCommands', 'NonInteractiveCommands', 'Port'] as const;
+export const KNOWN_SESSION_TYPES = [
+  'Standard_Stream',
+  'InteractiveCommands',
+  'NonInteractiveCommands',
+  'Port',
+] as const;
 
 /**
  * HandshakeResponse payload (payload type 6), shaped like the Go plugin's `handleHandshakeRequest`
@@ -181,7 +186,11 @@ export function buildHandshakeResponse(req: HandshakeRequest, clientVersion: str
     return { ActionType: a.ActionType, ActionStatus: ActionStatus.Unsupported, ActionResult: null, Error: error };
   });
   return Buffer.from(
-    JSON.stringify({ ClientVersion: clientVersion, ProcessedClientActions: processed, Errors: errors.length ? errors : null }),
+    JSON.stringify({
+      ClientVersion: clientVersion,
+      ProcessedClientActions: processed,
+      Errors: errors.length ? errors : null,
+    }),
   );
 }
 

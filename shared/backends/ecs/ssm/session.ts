@@ -135,7 +135,8 @@ export class SsmSession {
       timers: realTimers,
       ...options,
     };
-    if (!(this.opts.maxInputFrameBytes >= 1)) throw new BackendUnavailableError('ssm session: maxInputFrameBytes must be >= 1');
+    if (!(this.opts.maxInputFrameBytes >= 1))
+      throw new BackendUnavailableError('ssm session: maxInputFrameBytes must be >= 1');
     this.ended = new Promise((res, rej) => {
       this.resolveEnded = res;
       this.rejectEnded = rej;
@@ -243,7 +244,10 @@ export class SsmSession {
    * included); rejects if the session ends first.
    */
   drained(): Promise<void> {
-    if (this.done) return this.ended.then(() => Promise.reject(new BackendUnavailableError('ssm data channel: session already ended')));
+    if (this.done)
+      return this.ended.then(() =>
+        Promise.reject(new BackendUnavailableError('ssm data channel: session already ended')),
+      );
     if (this.isDrained()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.drainWaiters.push(resolve);
@@ -395,8 +399,11 @@ export class SsmSession {
   }
 
   private onOutputStream(msg: ClientMessage): void {
-    if (msg.sequenceNumber > this.expectedSeq && !this.outOfOrder.has(msg.sequenceNumber) &&
-        this.outOfOrder.size >= this.opts.maxBufferedFrames) {
+    if (
+      msg.sequenceNumber > this.expectedSeq &&
+      !this.outOfOrder.has(msg.sequenceNumber) &&
+      this.outOfOrder.size >= this.opts.maxBufferedFrames
+    ) {
       return; // no room: leave it unacknowledged so the agent sends it again later
     }
     this.sendFrame(encodeClientMessage(buildAcknowledge(msg)));

@@ -30,7 +30,16 @@ const STDERR_TAIL = 600;
 
 function asUserArgv(user: AsUser, argv: readonly string[]): string[] {
   if (user === undefined) return [...argv];
-  return ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--inh-caps=-all', '--no-new-privs', '--', ...argv];
+  return [
+    'setpriv',
+    `--reuid=${user.uid}`,
+    `--regid=${user.gid}`,
+    '--clear-groups',
+    '--inh-caps=-all',
+    '--no-new-privs',
+    '--',
+    ...argv,
+  ];
 }
 
 /**
@@ -54,7 +63,11 @@ interface Spawned {
  * `stdin`: a readable child stream to read from, or 'pipe'. `extra`: Buffers written to fds 3, 4…
  */
 async function spawnTool(
-  argv: readonly string[], cwd: string, stdin: 'pipe' | 'ignore', stdout: 'pipe' | 'ignore' | NodeJS.WritableStream, extra: Buffer[] = [],
+  argv: readonly string[],
+  cwd: string,
+  stdin: 'pipe' | 'ignore',
+  stdout: 'pipe' | 'ignore' | NodeJS.WritableStream,
+  extra: Buffer[] = [],
   timeoutMs = DEFAULT_TIMEOUT_MS,
 ): Promise<Spawned> {
   const devNull = openSync('/dev/null', 'r+');
@@ -94,7 +107,12 @@ async function spawnTool(
   return { child, done };
 }
 
-function check(step: string, what: string, r: { code: number | null; signal: string | null; stderr: string }, hide: readonly string[]): void {
+function check(
+  step: string,
+  what: string,
+  r: { code: number | null; signal: string | null; stderr: string },
+  hide: readonly string[],
+): void {
   if (r.code === 0) return;
   throw new StepFailedError(step, `${what} exited ${r.code ?? r.signal}: ${tail(r.stderr, hide)}`);
 }
@@ -115,7 +133,8 @@ async function openUpOwnDir(dir: string): Promise<void> {
  * unwritable or unreadable (chmod 000) fails the first `rm`; as its owner the writer may open it
  * up (chmod -R never follows a symlink while it recurses) and try again.
  */
-const REMOVE_SCRIPT = 'rm -rf --one-file-system -- "$@" 2>/dev/null || { chmod -Rf u+rwx -- "$@"; rm -rf --one-file-system -- "$@"; }';
+const REMOVE_SCRIPT =
+  'rm -rf --one-file-system -- "$@" 2>/dev/null || { chmod -Rf u+rwx -- "$@"; rm -rf --one-file-system -- "$@"; }';
 
 const nulList = (names: readonly Buffer[]): Buffer => Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])]));
 
@@ -124,11 +143,23 @@ const nulList = (names: readonly Buffer[]): Buffer => Buffer.concat(names.flatMa
  * written into; callers restore their modes afterwards), then remove each of `remove` (whole
  * subtrees). Names are relative to `dir`, raw bytes, parents before children in `openDirs`.
  */
-export async function removeAs(step: string, user: AsUser, dir: string, remove: readonly Buffer[], openDirs: readonly Buffer[] = []): Promise<void> {
+export async function removeAs(
+  step: string,
+  user: AsUser,
+  dir: string,
+  remove: readonly Buffer[],
+  openDirs: readonly Buffer[] = [],
+): Promise<void> {
   if (remove.length === 0 && openDirs.length === 0) return;
   await openUpOwnDir(dir);
   const script = '{ xargs -0 -r chmod -f u+rwx -- <&3 || true; }; xargs -0 -r sh -c "$0" rm';
-  const { child, done } = await spawnTool(asUserArgv(user, ['sh', '-c', script, REMOVE_SCRIPT]), dir, 'pipe', 'ignore', [nulList(openDirs)]);
+  const { child, done } = await spawnTool(
+    asUserArgv(user, ['sh', '-c', script, REMOVE_SCRIPT]),
+    dir,
+    'pipe',
+    'ignore',
+    [nulList(openDirs)],
+  );
   child.stdin!.on('error', () => undefined);
   child.stdin!.end(nulList(remove)); // stdin carries the removal list
   check(step, 'rm', await done, [dir]);
@@ -163,15 +194,29 @@ export interface TarOptions {
  * can still be filled. Hard links among the members stay hard links.
  */
 export async function tarAs(
-  step: string, user: AsUser, srcDir: string, destDir: string, members?: readonly Buffer[], options: TarOptions = {},
+  step: string,
+  user: AsUser,
+  srcDir: string,
+  destDir: string,
+  members?: readonly Buffer[],
+  options: TarOptions = {},
 ): Promise<void> {
   if (members !== undefined && members.length === 0) {
-    if (options.prelude !== undefined) await removeAs(step, user, destDir, options.prelude.remove, options.prelude.openDirs);
+    if (options.prelude !== undefined)
+      await removeAs(step, user, destDir, options.prelude.remove, options.prelude.openDirs);
     return;
   }
   await openUpOwnDir(destDir);
   // posix (pax) format: nanosecond mtimes (a linked snapshot compares them exactly), any name length.
-  const create = ['tar', '-c', '-f', '-', '--numeric-owner', '--format=posix', '--pax-option=delete=atime,delete=ctime'];
+  const create = [
+    'tar',
+    '-c',
+    '-f',
+    '-',
+    '--numeric-owner',
+    '--format=posix',
+    '--pax-option=delete=atime,delete=ctime',
+  ];
   if (members === undefined) create.push('.');
   else create.push('--no-recursion', '--null', '--verbatim-files-from', '--no-unquote', '-T', '-');
   const owner = user === undefined && process.getuid?.() === 0 ? '--same-owner' : '--no-same-owner';
@@ -179,14 +224,16 @@ export async function tarAs(
   if (options.subdir !== undefined && options.subdir !== '') {
     // Into `subdir` (relative to destDir), made by the writer: whatever non-directory (or symlink)
     // sits at that name is replaced by a directory; an existing directory is merged into.
-    const script = 'if [ -L "$1" ] || { [ -e "$1" ] && [ ! -d "$1" ]; }; then rm -f -- "$1"; fi; mkdir -p -- "$1" && cd -- "$1" && shift && exec "$@"';
+    const script =
+      'if [ -L "$1" ] || { [ -e "$1" ] && [ ! -d "$1" ]; }; then rm -f -- "$1"; fi; mkdir -p -- "$1" && cd -- "$1" && shift && exec "$@"';
     extract = ['sh', '-c', script, 'wsp-put', options.subdir, ...extract];
   }
   let lists: Buffer[] = [];
   if (options.prelude !== undefined) {
     // The same writer first opens up and removes (lists on fds 3 and 4; xargs gives its commands
     // /dev/null as stdin, so the archive waiting on stdin is left for tar).
-    const prelude = '{ xargs -0 -r chmod -f u+rwx -- <&3 || true; }; exec 3<&-; xargs -0 -r sh -c "$0" rm <&4 || exit $?; exec 4<&-; exec "$@"';
+    const prelude =
+      '{ xargs -0 -r chmod -f u+rwx -- <&3 || true; }; exec 3<&-; xargs -0 -r sh -c "$0" rm <&4 || exit $?; exec 4<&-; exec "$@"';
     extract = ['sh', '-c', prelude, REMOVE_SCRIPT, ...extract];
     lists = [nulList(options.prelude.openDirs), nulList(options.prelude.remove)];
   }

@@ -43,7 +43,10 @@ export async function hostFingerprint(dir: string, options: FingerprintOptions =
   return (await hostFingerprintDetailed(dir, options)).digest;
 }
 
-export async function hostFingerprintDetailed(dir: string, options: FingerprintOptions = {}): Promise<{ digest: string; entries: number }> {
+export async function hostFingerprintDetailed(
+  dir: string,
+  options: FingerprintOptions = {},
+): Promise<{ digest: string; entries: number }> {
   const records: Buffer[] = [];
   let bytesSinceYield = 0n;
   await walkTreeAt(dir, {

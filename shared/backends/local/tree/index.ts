@@ -37,7 +37,11 @@ export async function copyTreeAs(src: string, dest: string, user: AsUser): Promi
  * lstat'ed before it is copied. The manifest is written last, so a snapshot without one is
  * incomplete (restoreChanged refuses it).
  */
-export async function takeSnapshot(home: string, snapDir: string, options: SnapshotOptions = {}): Promise<{ copied: number; skipped: Skipped }> {
+export async function takeSnapshot(
+  home: string,
+  snapDir: string,
+  options: SnapshotOptions = {},
+): Promise<{ copied: number; skipped: Skipped }> {
   if (await exists(`${snapDir}/home`)) throw new ConflictError('snapshot destination already exists');
   const taken = await takeLinkedSnapshot(home, snapDir, undefined, options);
   return { copied: taken.copied, skipped: taken.skipped };

@@ -107,7 +107,7 @@ export async function waitPastCtime(probeDir: string, ctimeNs: bigint): Promise<
   try {
     for (let i = 0; i < 200; i++) {
       await writeFile(probe, String(i));
-      if ((lstatBig(Buffer.from(probe))).ctimeNs > ctimeNs) return;
+      if (lstatBig(Buffer.from(probe)).ctimeNs > ctimeNs) return;
       await sleep(1);
     }
   } finally {

@@ -30,7 +30,11 @@ import { entryType, parentRel } from './walk.js';
  * Throws ConflictError when the snapshot has no manifest, StepFailedError('restore') when a tool
  * fails (e.g. a snapshot path longer than PATH_MAX), never with a host path in the message.
  */
-export async function restoreChanged(home: string, snapDir: string, user?: AsUser): Promise<{ restored: number; removed: number }> {
+export async function restoreChanged(
+  home: string,
+  snapDir: string,
+  user?: AsUser,
+): Promise<{ restored: number; removed: number }> {
   const manifest = await readManifest(snapDir);
   const snapHome = join(snapDir, 'home');
 
@@ -110,7 +114,11 @@ export async function restoreChanged(home: string, snapDir: string, user?: AsUse
         const m = manifest.get(key);
         const snap = snapStat.lstat(keyRel(key));
         // Counted only when the directory itself differed, not when its ctime moved because entries changed.
-        if (snap !== undefined && (m === undefined || m.ino !== live.ino || (live.mode & 0o7777n) !== (snap.mode & 0o7777n))) restored++;
+        if (
+          snap !== undefined &&
+          (m === undefined || m.ino !== live.ino || (live.mode & 0o7777n) !== (snap.mode & 0o7777n))
+        )
+          restored++;
       }
     } finally {
       snapStat.close();
@@ -133,7 +141,12 @@ export async function restoreChanged(home: string, snapDir: string, user?: AsUse
         const st = stat.lstat(rel);
         const key = relKey(rel);
         // Gone again (a live process) or never written: ino 0 never matches, so the next reset writes it.
-        manifest.set(key, st === undefined ? { type: manifest.get(key)?.type ?? 'f', ino: 0n, ctimeNs: 0n } : { type: entryType(st), ino: st.ino, ctimeNs: st.ctimeNs });
+        manifest.set(
+          key,
+          st === undefined
+            ? { type: manifest.get(key)?.type ?? 'f', ino: 0n, ctimeNs: 0n }
+            : { type: entryType(st), ino: st.ino, ctimeNs: st.ctimeNs },
+        );
       }
     } finally {
       stat.close();

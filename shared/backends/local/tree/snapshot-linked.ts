@@ -2,8 +2,22 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
 import {
-  closeSync, constants, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lutimesSync, mkdirSync, openSync, readlinkSync, readSync,
-  renameSync, symlinkSync, unlinkSync, writeSync,
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  readSync,
+  renameSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync,
 } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -108,20 +122,28 @@ const YIELD_EVERY_BYTES = 8 << 20;
  * Returns how many files were linked and copied, and what was skipped.
  */
 export async function takeLinkedSnapshot(
-  home: string, snapDir: string, origin: LinkOrigin | undefined, options: SnapshotOptions = {},
+  home: string,
+  snapDir: string,
+  origin: LinkOrigin | undefined,
+  options: SnapshotOptions = {},
 ): Promise<{ linked: number; copied: number; skipped: Skipped }> {
   await mkdir(snapDir, { recursive: true });
   const destHome = join(snapDir, 'home');
   try {
     mkdirSync(destHome, DIR_MODE_WHILE_FILLING);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`snapshot destination ${destHome} already exists`, { cause: error });
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST')
+      throw new ConflictError(`snapshot destination ${destHome} already exists`, { cause: error });
     throw error;
   }
   const dest = openDirAt(destHome);
   if (dest === undefined) throw new ConflictError(`snapshot destination ${destHome} is not a directory`);
   const builder = new LinkedCopy(
-    Buffer.from(destHome), origin ? Buffer.from(origin.snapHome) : undefined, origin?.files ?? new Map(), dest.fd, options.ownerUid,
+    Buffer.from(destHome),
+    origin ? Buffer.from(origin.snapHome) : undefined,
+    origin?.files ?? new Map(),
+    dest.fd,
+    options.ownerUid,
   );
   try {
     const rootSt = await walkTreeAt(home, {
@@ -253,7 +275,14 @@ class LinkedCopy {
     // mtimes within 2 µs: the copies this module writes set times through futimes, in seconds as a
     // double (~240 ns of rounding at today's epoch).
     const mtimeDiff = s.mtimeNs - e.st.mtimeNs;
-    if (!s.isFile() || (s.mode & 0o7777n) !== (e.st.mode & 0o7777n) || s.size !== e.st.size || mtimeDiff > 2000n || mtimeDiff < -2000n) return false;
+    if (
+      !s.isFile() ||
+      (s.mode & 0o7777n) !== (e.st.mode & 0o7777n) ||
+      s.size !== e.st.size ||
+      mtimeDiff > 2000n ||
+      mtimeDiff < -2000n
+    )
+      return false;
     try {
       linkSync(src, to);
     } catch {
@@ -274,7 +303,10 @@ class LinkedCopy {
   private fifo(e: AtEntry): void {
     const tmp = Buffer.from(`.wsp-fifo-${randomBytes(6).toString('hex')}`);
     const mode = (Number(e.st.mode) & 0o7777).toString(8);
-    const r = spawnSync('mkfifo', ['-m', mode, `/proc/self/fd/3/${tmp.toString()}`], { stdio: ['ignore', 'ignore', 'pipe', this.destFd()], env: TOOL_ENV });
+    const r = spawnSync('mkfifo', ['-m', mode, `/proc/self/fd/3/${tmp.toString()}`], {
+      stdio: ['ignore', 'ignore', 'pipe', this.destFd()],
+      env: TOOL_ENV,
+    });
     if (r.status !== 0) throw new StepFailedError('snapshot', `mkfifo exited ${r.status ?? r.signal}`);
     const to = this.destAt(e.name);
     renameSync(this.destAt(tmp), to);

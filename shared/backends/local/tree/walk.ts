@@ -87,4 +87,3 @@ export async function walkTree(
   };
   await walkDir(Buffer.alloc(0));
 }
-

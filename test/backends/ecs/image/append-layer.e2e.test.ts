@@ -50,114 +50,148 @@ async function writeLayerTar(file: string, big: Buffer): Promise<void> {
   await out;
 }
 
-describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undefined)('appendLayer against a loopback registry, run by the local dockerd', () => {
-  let registry: LoopbackRegistry;
-  let bridge: NetnsBridge;
-  let tmp: string;
-  const pulled: string[] = [];
+describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undefined)(
+  'appendLayer against a loopback registry, run by the local dockerd',
+  () => {
+    let registry: LoopbackRegistry;
+    let bridge: NetnsBridge;
+    let tmp: string;
+    const pulled: string[] = [];
 
-  beforeAll(async () => {
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-append-'));
-    registry = await startRegistry();
-    bridge = await bridgeIntoDockerNetns(registry.port);
-    await pushBaseImage(registry, { dockerSocket: DOCKER_SOCKET, image: BASE_IMAGE });
-  });
-
-  afterAll(async () => {
-    for (const ref of pulled) await docker('image', 'rm', '-f', ref).catch(() => undefined);
-    await bridge?.close();
-    await registry?.stop();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-  });
-
-  it('the appended image pulls and runs: content present, owned by node, whiteout applied, base intact', async () => {
-    const big = crypto.randomBytes(BIG_BYTES);
-    const tarPath = path.join(tmp, 'layer.tar');
-    await writeLayerTar(tarPath, big);
-    const tag = `t${Date.now().toString(36)}`;
-    const client = new RegistryClient({ endpoint: registry.url, partSizeBytes: 1024 * 1024 });
-
-    const result = await appendLayer({
-      client,
-      baseRepository: 'wsp/base',
-      baseReference: 'bookworm',
-      targetRepository: 'wsp/cache',
-      targetTag: tag,
-      layerTarPath: tarPath,
-      history: 'wsp cache test',
-      labels: { 'wsp.cache-key': 'abc123' },
+    beforeAll(async () => {
+      tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-append-'));
+      registry = await startRegistry();
+      bridge = await bridgeIntoDockerNetns(registry.port);
+      await pushBaseImage(registry, { dockerSocket: DOCKER_SOCKET, image: BASE_IMAGE });
     });
-    expect(result.digest).toMatch(/^sha256:[a-f0-9]{64}$/);
-    expect(result.imageRef).toBe(`${registry.host}/wsp/cache@${result.digest}`);
-    expect(result.diffId).toBe(`sha256:${crypto.createHash('sha256').update(fs.readFileSync(tarPath)).digest('hex')}`);
-    expect(result.compressedSize).toBeGreaterThan(BIG_BYTES);
 
-    // The registry serves what we wrote: manifest by digest, layer list = base + 1.
-    const base = await client.getManifest('wsp/base', 'bookworm');
-    const cache = await client.getManifest('wsp/cache', result.digest);
-    expect(cache.manifest.layers.map((l) => l.digest)).toEqual([...base.manifest.layers.map((l) => l.digest), result.layerDigest]);
-    expect(cache.mediaType).toBe(base.mediaType);
+    afterAll(async () => {
+      for (const ref of pulled) await docker('image', 'rm', '-f', ref).catch(() => undefined);
+      await bridge?.close();
+      await registry?.stop();
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    });
 
-    // dockerd pulls (verifying every layer's diff_id against the config) and runs it with no network.
-    const ref = `${registry.host}/wsp/cache:${tag}`;
-    pulled.push(ref);
-    await docker('pull', ref);
-    const inspect = JSON.parse(await docker('image', 'inspect', ref)) as { RootFS: { Layers: string[] }; Config: { Labels: Record<string, string> | null } }[];
-    expect(inspect[0]!.RootFS.Layers.at(-1)).toBe(result.diffId);
-    expect(inspect[0]!.Config.Labels?.['wsp.cache-key']).toBe('abc123');
+    it('the appended image pulls and runs: content present, owned by node, whiteout applied, base intact', async () => {
+      const big = crypto.randomBytes(BIG_BYTES);
+      const tarPath = path.join(tmp, 'layer.tar');
+      await writeLayerTar(tarPath, big);
+      const tag = `t${Date.now().toString(36)}`;
+      const client = new RegistryClient({ endpoint: registry.url, partSizeBytes: 1024 * 1024 });
 
-    const script = [
-      'cd /home/node/workspace',
-      'stat -c "%n %u:%g %a" . README.md bin bin/run.sh big.bin /home/node',
-      'cat README.md',
-      'readlink link; cat link',
-      './bin/run.sh',
-      'sha256sum big.bin | cut -d" " -f1',
-      'test -e /home/node/.bash_logout && echo "bash_logout present" || echo "bash_logout gone"',
-      'test -f /home/node/.bashrc && echo "bashrc kept"',
-      'git --version | cut -d" " -f1-2',
-      '. /etc/os-release; echo "$VERSION_CODENAME"',
-    ].join('\n');
-    const out = await docker('run', '--rm', '--network', 'none', '--user', '1000:1000', ref, 'sh', '-c', script);
-    expect(out.split('\n')).toEqual([
-      '. 1000:1000 755',
-      'README.md 1000:1000 644',
-      'bin 1000:1000 755',
-      'bin/run.sh 1000:1000 755',
-      'big.bin 1000:1000 600',
-      '/home/node 1000:1000 755',
-      'hello from the cache layer',
-      'README.md',
-      'hello from the cache layer',
-      'ran as 1000',
-      crypto.createHash('sha256').update(big).digest('hex'),
-      'bash_logout gone',
-      'bashrc kept',
-      'git version',
-      'bookworm',
-      '',
-    ]);
-  });
+      const result = await appendLayer({
+        client,
+        baseRepository: 'wsp/base',
+        baseReference: 'bookworm',
+        targetRepository: 'wsp/cache',
+        targetTag: tag,
+        layerTarPath: tarPath,
+        history: 'wsp cache test',
+        labels: { 'wsp.cache-key': 'abc123' },
+      });
+      expect(result.digest).toMatch(/^sha256:[a-f0-9]{64}$/);
+      expect(result.imageRef).toBe(`${registry.host}/wsp/cache@${result.digest}`);
+      expect(result.diffId).toBe(
+        `sha256:${crypto.createHash('sha256').update(fs.readFileSync(tarPath)).digest('hex')}`,
+      );
+      expect(result.compressedSize).toBeGreaterThan(BIG_BYTES);
 
-  it('appends onto the base repository itself, and onto a previous cache image', async () => {
-    const client = new RegistryClient({ endpoint: registry.url });
-    const tarPath = path.join(tmp, 'small.tar');
-    const pack = tar.pack();
-    pack.entry({ name: 'home/node/marker', uid: 1000, gid: 1000, mode: 0o644 }, 'one\n');
-    pack.finalize();
-    await pipeline(pack, fs.createWriteStream(tarPath));
+      // The registry serves what we wrote: manifest by digest, layer list = base + 1.
+      const base = await client.getManifest('wsp/base', 'bookworm');
+      const cache = await client.getManifest('wsp/cache', result.digest);
+      expect(cache.manifest.layers.map((l) => l.digest)).toEqual([
+        ...base.manifest.layers.map((l) => l.digest),
+        result.layerDigest,
+      ]);
+      expect(cache.mediaType).toBe(base.mediaType);
 
-    const first = await appendLayer({ client, baseRepository: 'wsp/base', baseReference: 'bookworm', targetRepository: 'wsp/base', targetTag: 'with-marker', layerTarPath: tarPath });
-    const second = await appendLayer({ client, baseRepository: 'wsp/base', baseReference: first.digest, targetRepository: 'wsp/other', targetTag: 'stacked', layerTarPath: tarPath });
-    const manifest = await client.getManifest('wsp/other', 'stacked');
-    const base = await client.getManifest('wsp/base', 'bookworm');
-    expect(manifest.manifest.layers).toHaveLength(base.manifest.layers.length + 2);
+      // dockerd pulls (verifying every layer's diff_id against the config) and runs it with no network.
+      const ref = `${registry.host}/wsp/cache:${tag}`;
+      pulled.push(ref);
+      await docker('pull', ref);
+      const inspect = JSON.parse(await docker('image', 'inspect', ref)) as {
+        RootFS: { Layers: string[] };
+        Config: { Labels: Record<string, string> | null };
+      }[];
+      expect(inspect[0]!.RootFS.Layers.at(-1)).toBe(result.diffId);
+      expect(inspect[0]!.Config.Labels?.['wsp.cache-key']).toBe('abc123');
 
-    const ref = `${registry.host}/wsp/other:stacked`;
-    pulled.push(ref);
-    await docker('pull', ref);
-    const out = await docker('run', '--rm', '--network', 'none', ref, 'sh', '-c', 'stat -c "%u:%g" /home/node/marker; cat /home/node/marker');
-    expect(out).toBe('1000:1000\none\n');
-    expect(second.digest).not.toBe(first.digest);
-  });
-});
+      const script = [
+        'cd /home/node/workspace',
+        'stat -c "%n %u:%g %a" . README.md bin bin/run.sh big.bin /home/node',
+        'cat README.md',
+        'readlink link; cat link',
+        './bin/run.sh',
+        'sha256sum big.bin | cut -d" " -f1',
+        'test -e /home/node/.bash_logout && echo "bash_logout present" || echo "bash_logout gone"',
+        'test -f /home/node/.bashrc && echo "bashrc kept"',
+        'git --version | cut -d" " -f1-2',
+        '. /etc/os-release; echo "$VERSION_CODENAME"',
+      ].join('\n');
+      const out = await docker('run', '--rm', '--network', 'none', '--user', '1000:1000', ref, 'sh', '-c', script);
+      expect(out.split('\n')).toEqual([
+        '. 1000:1000 755',
+        'README.md 1000:1000 644',
+        'bin 1000:1000 755',
+        'bin/run.sh 1000:1000 755',
+        'big.bin 1000:1000 600',
+        '/home/node 1000:1000 755',
+        'hello from the cache layer',
+        'README.md',
+        'hello from the cache layer',
+        'ran as 1000',
+        crypto.createHash('sha256').update(big).digest('hex'),
+        'bash_logout gone',
+        'bashrc kept',
+        'git version',
+        'bookworm',
+        '',
+      ]);
+    });
+
+    it('appends onto the base repository itself, and onto a previous cache image', async () => {
+      const client = new RegistryClient({ endpoint: registry.url });
+      const tarPath = path.join(tmp, 'small.tar');
+      const pack = tar.pack();
+      pack.entry({ name: 'home/node/marker', uid: 1000, gid: 1000, mode: 0o644 }, 'one\n');
+      pack.finalize();
+      await pipeline(pack, fs.createWriteStream(tarPath));
+
+      const first = await appendLayer({
+        client,
+        baseRepository: 'wsp/base',
+        baseReference: 'bookworm',
+        targetRepository: 'wsp/base',
+        targetTag: 'with-marker',
+        layerTarPath: tarPath,
+      });
+      const second = await appendLayer({
+        client,
+        baseRepository: 'wsp/base',
+        baseReference: first.digest,
+        targetRepository: 'wsp/other',
+        targetTag: 'stacked',
+        layerTarPath: tarPath,
+      });
+      const manifest = await client.getManifest('wsp/other', 'stacked');
+      const base = await client.getManifest('wsp/base', 'bookworm');
+      expect(manifest.manifest.layers).toHaveLength(base.manifest.layers.length + 2);
+
+      const ref = `${registry.host}/wsp/other:stacked`;
+      pulled.push(ref);
+      await docker('pull', ref);
+      const out = await docker(
+        'run',
+        '--rm',
+        '--network',
+        'none',
+        ref,
+        'sh',
+        '-c',
+        'stat -c "%u:%g" /home/node/marker; cat /home/node/marker',
+      );
+      expect(out).toBe('1000:1000\none\n');
+      expect(second.digest).not.toBe(first.digest);
+    });
+  },
+);

@@ -19,8 +19,16 @@ describe('ECR registry auth', () => {
     // A registry that accepts only the current token, like ECR's Basic auth.
     server = await scriptedServer((req) =>
       req.headers.authorization === `Basic ${valid}`
-        ? { status: 200, headers: { 'docker-distribution-api-version': 'registry/2.0', 'content-type': 'application/json' }, body: '{}' }
-        : { status: 401, headers: { 'www-authenticate': 'Basic realm="ecr"', 'content-type': 'application/json' }, body: '{"errors":[{"code":"DENIED","message":"Your authorization token has expired."}]}' },
+        ? {
+            status: 200,
+            headers: { 'docker-distribution-api-version': 'registry/2.0', 'content-type': 'application/json' },
+            body: '{}',
+          }
+        : {
+            status: 401,
+            headers: { 'www-authenticate': 'Basic realm="ecr"', 'content-type': 'application/json' },
+            body: '{"errors":[{"code":"DENIED","message":"Your authorization token has expired."}]}',
+          },
     );
   });
   afterEach(async () => {
@@ -30,15 +38,22 @@ describe('ECR registry auth', () => {
   it('sends Basic <authorizationToken> to the proxyEndpoint and caches the token until 5 min before expiresAt', async () => {
     let nowMs = Date.parse('2026-05-01T00:00:00Z');
     ecrMock.on(GetAuthorizationTokenCommand).resolves({
-      authorizationData: [{ authorizationToken: valid, proxyEndpoint: server.url, expiresAt: new Date(nowMs + 12 * 3600_000) }],
+      authorizationData: [
+        { authorizationToken: valid, proxyEndpoint: server.url, expiresAt: new Date(nowMs + 12 * 3600_000) },
+      ],
     });
-    const client = await createEcrRegistryClient(new ECRClient({ region: 'us-east-1' }), { registryId: '123456789012', now: () => nowMs });
+    const client = await createEcrRegistryClient(new ECRClient({ region: 'us-east-1' }), {
+      registryId: '123456789012',
+      now: () => nowMs,
+    });
     expect(client.endpoint.origin).toBe(server.url);
     await client.ping();
     await client.ping();
     expect(server.requests.map((r) => r.headers.authorization)).toEqual([`Basic ${valid}`, `Basic ${valid}`]);
     expect(ecrMock.commandCalls(GetAuthorizationTokenCommand)).toHaveLength(1);
-    expect(ecrMock.commandCalls(GetAuthorizationTokenCommand)[0]!.args[0].input).toEqual({ registryIds: ['123456789012'] });
+    expect(ecrMock.commandCalls(GetAuthorizationTokenCommand)[0]!.args[0].input).toEqual({
+      registryIds: ['123456789012'],
+    });
 
     nowMs += 12 * 3600_000 - 5 * 60_000 - 1; // just inside the window: still cached
     await client.ping();
@@ -52,8 +67,16 @@ describe('ECR registry auth', () => {
     const stale = token('stale-password');
     ecrMock
       .on(GetAuthorizationTokenCommand)
-      .resolvesOnce({ authorizationData: [{ authorizationToken: stale, proxyEndpoint: server.url, expiresAt: new Date(Date.now() + 3600_000) }] })
-      .resolves({ authorizationData: [{ authorizationToken: valid, proxyEndpoint: server.url, expiresAt: new Date(Date.now() + 3600_000) }] });
+      .resolvesOnce({
+        authorizationData: [
+          { authorizationToken: stale, proxyEndpoint: server.url, expiresAt: new Date(Date.now() + 3600_000) },
+        ],
+      })
+      .resolves({
+        authorizationData: [
+          { authorizationToken: valid, proxyEndpoint: server.url, expiresAt: new Date(Date.now() + 3600_000) },
+        ],
+      });
     const client = await createEcrRegistryClient(new ECRClient({ region: 'us-east-1' }));
     await client.ping();
     expect(server.requests.map((r) => r.headers.authorization)).toEqual([`Basic ${stale}`, `Basic ${valid}`]);
@@ -63,7 +86,13 @@ describe('ECR registry auth', () => {
 
   it('a registry that keeps refusing gives a RegistryError naming the code, never the token', async () => {
     const wrong = token('never-accepted-password');
-    ecrMock.on(GetAuthorizationTokenCommand).resolves({ authorizationData: [{ authorizationToken: wrong, proxyEndpoint: server.url, expiresAt: new Date(Date.now() + 3600_000) }] });
+    ecrMock
+      .on(GetAuthorizationTokenCommand)
+      .resolves({
+        authorizationData: [
+          { authorizationToken: wrong, proxyEndpoint: server.url, expiresAt: new Date(Date.now() + 3600_000) },
+        ],
+      });
     const client = await createEcrRegistryClient(new ECRClient({ region: 'us-east-1' }));
     const error = (await client.ping().catch((e: unknown) => e)) as RegistryError;
     expect(error).toBeInstanceOf(RegistryError);
@@ -77,7 +106,13 @@ describe('ECR registry auth', () => {
   });
 
   it('concurrent first requests share one GetAuthorizationToken call', async () => {
-    ecrMock.on(GetAuthorizationTokenCommand).resolves({ authorizationData: [{ authorizationToken: valid, proxyEndpoint: server.url, expiresAt: new Date(Date.now() + 3600_000) }] });
+    ecrMock
+      .on(GetAuthorizationTokenCommand)
+      .resolves({
+        authorizationData: [
+          { authorizationToken: valid, proxyEndpoint: server.url, expiresAt: new Date(Date.now() + 3600_000) },
+        ],
+      });
     const auth = ecrAuth(new ECRClient({ region: 'us-east-1' }));
     const headers = await Promise.all([auth.header(), auth.header(), auth.endpoint()]);
     expect(headers).toEqual([`Basic ${valid}`, `Basic ${valid}`, server.url]);
@@ -85,7 +120,10 @@ describe('ECR registry auth', () => {
   });
 
   it('ECR failures and empty answers become BackendUnavailableError', async () => {
-    ecrMock.on(GetAuthorizationTokenCommand).rejectsOnce(Object.assign(new Error('rate exceeded'), { name: 'ThrottlingException' })).resolves({ authorizationData: [] });
+    ecrMock
+      .on(GetAuthorizationTokenCommand)
+      .rejectsOnce(Object.assign(new Error('rate exceeded'), { name: 'ThrottlingException' }))
+      .resolves({ authorizationData: [] });
     const auth = ecrAuth(new ECRClient({ region: 'us-east-1' }));
     await expect(auth.header()).rejects.toThrow(/GetAuthorizationToken failed: ThrottlingException/);
     await expect(auth.header()).rejects.toBeInstanceOf(BackendUnavailableError);

@@ -13,10 +13,18 @@ describe('appendLayerToConfig', () => {
       created: '2026-01-01T00:00:00Z',
       config: { Cmd: ['/bin/bash'], Labels: { keep: 'me', over: 'old' } },
       rootfs: { type: 'layers', diff_ids: ['sha256:' + 'a'.repeat(64)] },
-      history: [{ created: '2026-01-01T00:00:00Z', comment: 'Imported from -' }, { created_by: 'ENV X=1', empty_layer: true }],
+      history: [
+        { created: '2026-01-01T00:00:00Z', comment: 'Imported from -' },
+        { created_by: 'ENV X=1', empty_layer: true },
+      ],
     };
     const frozen = structuredClone(base);
-    const out = appendLayerToConfig(base, { diffId, created, createdBy: 'wsp cache k1', labels: { over: 'new', added: 'yes' } });
+    const out = appendLayerToConfig(base, {
+      diffId,
+      created,
+      createdBy: 'wsp cache k1',
+      labels: { over: 'new', added: 'yes' },
+    });
     expect(out).toEqual({
       architecture: 'amd64',
       os: 'linux',
@@ -29,7 +37,13 @@ describe('appendLayerToConfig', () => {
   });
 
   it('a base without (consistent) history gets one placeholder per base layer, so history matches the layers', () => {
-    const out = appendLayerToConfig({ created: '2026-01-01T00:00:00Z', rootfs: { type: 'layers', diff_ids: ['sha256:' + '1'.repeat(64), 'sha256:' + '2'.repeat(64)] } }, { diffId, created });
+    const out = appendLayerToConfig(
+      {
+        created: '2026-01-01T00:00:00Z',
+        rootfs: { type: 'layers', diff_ids: ['sha256:' + '1'.repeat(64), 'sha256:' + '2'.repeat(64)] },
+      },
+      { diffId, created },
+    );
     expect(out.history?.filter((h) => !h.empty_layer)).toHaveLength(3);
     expect(out.history?.at(-1)?.created_by).toBe('wsp: workspace cache layer');
     expect(out.config).toBeUndefined();

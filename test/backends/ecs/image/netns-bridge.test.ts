@@ -14,7 +14,20 @@ const run = promisify(execFile);
 /** curl from a --network host container, i.e. from inside the daemon's network namespace. */
 async function curlFromContainer(port: number): Promise<{ ok: boolean; body: string }> {
   try {
-    const { stdout } = await run('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'run', '--rm', '--network', 'host', BASE_IMAGE, 'curl', '-sSf', '--max-time', '10', `http://127.0.0.1:${port}/bytes`]);
+    const { stdout } = await run('docker', [
+      '-H',
+      `unix://${DOCKER_SOCKET}`,
+      'run',
+      '--rm',
+      '--network',
+      'host',
+      BASE_IMAGE,
+      'curl',
+      '-sSf',
+      '--max-time',
+      '10',
+      `http://127.0.0.1:${port}/bytes`,
+    ]);
     return { ok: true, body: stdout };
   } catch (error) {
     return { ok: false, body: String((error as { stderr?: string }).stderr ?? '') };
@@ -43,7 +56,8 @@ describe.skipIf(dockerUnavailable !== undefined)('netns bridge into the test doc
     try {
       const through = await curlFromContainer(port);
       expect(through).toEqual({ ok: true, body: payload });
-      const sameNs = fs.readlinkSync('/proc/self/ns/net') === fs.readlinkSync(`/proc/${bridge.peerPid ?? process.pid}/ns/net`);
+      const sameNs =
+        fs.readlinkSync('/proc/self/ns/net') === fs.readlinkSync(`/proc/${bridge.peerPid ?? process.pid}/ns/net`);
       if (!bridge.bridged) return; // same namespace: nothing more to prove
       expect(sameNs).toBe(false);
       const peer = bridge.peerPid!;
@@ -84,7 +98,9 @@ describe.skipIf(dockerUnavailable !== undefined)('netns bridge into the test doc
       const before = fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('wsp-netns-bridge-')).length;
       await expect(bridgeIntoDockerNetns(port)).rejects.toThrow(/EADDRINUSE/);
       // The failed attempt removed its temp dir (and its peer exited on its own).
-      expect(fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('wsp-netns-bridge-')).length).toBeLessThanOrEqual(before);
+      expect(fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('wsp-netns-bridge-')).length).toBeLessThanOrEqual(
+        before,
+      );
     } finally {
       await a.close();
     }

@@ -4,7 +4,14 @@ import { basicAuth } from '../../../../shared/backends/ecs/image/auth.js';
 import { sha256Digest } from '../../../../shared/backends/ecs/image/digest.js';
 import { RegistryError } from '../../../../shared/backends/ecs/image/errors.js';
 import type { ImageIndex, ImageManifest } from '../../../../shared/backends/ecs/image/manifest.js';
-import { DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST } from '../../../../shared/backends/ecs/image/media-types.js';
+import {
+  DOCKER_MANIFEST,
+  DOCKER_MANIFEST_LIST,
+  OCI_CONFIG,
+  OCI_INDEX,
+  OCI_LAYER_GZIP,
+  OCI_MANIFEST,
+} from '../../../../shared/backends/ecs/image/media-types.js';
 import { RegistryClient, partsOf } from '../../../../shared/backends/ecs/image/registry-client.js';
 import { BadRequestError } from '../../../../shared/contract/errors.js';
 import { registryUnavailable, startRegistry, type LoopbackRegistry } from '../../../support/registry.js';
@@ -15,7 +22,11 @@ const KiB = 1024;
 describe('partsOf: re-slicing a stream into upload parts', () => {
   const sizes = async (chunks: number[], size: number): Promise<number[]> => {
     const out: number[] = [];
-    for await (const p of partsOf(chunks.map((n) => Buffer.alloc(n, 1)), size)) out.push(p.length);
+    for await (const p of partsOf(
+      chunks.map((n) => Buffer.alloc(n, 1)),
+      size,
+    ))
+      out.push(p.length);
     return out;
   };
   it('parts are exactly the part size except a shorter last one, whatever the input chunking', async () => {
@@ -39,21 +50,30 @@ describe('chunked upload protocol (scripted registry)', () => {
     let n = 0;
     const server = await scriptedServer((req) => {
       if (req.method === 'POST') return { status: 202, headers: { location: '/v2/r/blobs/uploads/u1?_state=s0' } };
-      if (req.method === 'PATCH') return { status: 202, headers: { location: `/v2/r/blobs/uploads/u1?_state=s${++n}` } };
+      if (req.method === 'PATCH')
+        return { status: 202, headers: { location: `/v2/r/blobs/uploads/u1?_state=s${++n}` } };
       if (req.method === 'PUT') return { status: 201 };
       return { status: 405 };
     });
     try {
       const data = crypto.randomBytes(2 * KiB + 452);
       const client = new RegistryClient({ endpoint: server.url, partSizeBytes: KiB });
-      await client.uploadBlob('r', sha256Digest(data), (async function* () {
-        yield data.subarray(0, 100);
-        yield data.subarray(100);
-      })());
+      await client.uploadBlob(
+        'r',
+        sha256Digest(data),
+        (async function* () {
+          yield data.subarray(0, 100);
+          yield data.subarray(100);
+        })(),
+      );
       const patches = server.requests.filter((r) => r.method === 'PATCH');
       expect(patches.map((r) => r.body.length)).toEqual([1024, 1024, 452]);
       expect(patches.map((r) => r.headers['content-range'])).toEqual(['0-1023', '1024-2047', '2048-2499']);
-      expect(patches.map((r) => r.url)).toEqual(['/v2/r/blobs/uploads/u1?_state=s0', '/v2/r/blobs/uploads/u1?_state=s1', '/v2/r/blobs/uploads/u1?_state=s2']);
+      expect(patches.map((r) => r.url)).toEqual([
+        '/v2/r/blobs/uploads/u1?_state=s0',
+        '/v2/r/blobs/uploads/u1?_state=s1',
+        '/v2/r/blobs/uploads/u1?_state=s2',
+      ]);
       expect(Buffer.concat(patches.map((r) => r.body)).equals(data)).toBe(true);
       const put = server.requests.at(-1)!;
       expect(put.method).toBe('PUT');
@@ -69,14 +89,19 @@ describe('chunked upload protocol (scripted registry)', () => {
   it("ECR's quirk: intermediate PATCHes answered 201 with a stale Range still advance by the bytes sent", async () => {
     const server = await scriptedServer((req) => {
       if (req.method === 'POST') return { status: 202, headers: { location: '/v2/r/blobs/uploads/e1' } };
-      if (req.method === 'PATCH') return { status: 201, headers: { location: '/v2/r/blobs/uploads/e1', range: '0-1023' } };
+      if (req.method === 'PATCH')
+        return { status: 201, headers: { location: '/v2/r/blobs/uploads/e1', range: '0-1023' } };
       if (req.method === 'PUT') return { status: 201 };
       return { status: 405 };
     });
     try {
       const data = crypto.randomBytes(3 * KiB);
       await new RegistryClient({ endpoint: server.url, partSizeBytes: KiB }).uploadBlob('r', sha256Digest(data), data);
-      expect(server.requests.filter((r) => r.method === 'PATCH').map((r) => r.headers['content-range'])).toEqual(['0-1023', '1024-2047', '2048-3071']);
+      expect(server.requests.filter((r) => r.method === 'PATCH').map((r) => r.headers['content-range'])).toEqual([
+        '0-1023',
+        '1024-2047',
+        '2048-3071',
+      ]);
       expect(server.requests.at(-1)!.method).toBe('PUT');
     } finally {
       await server.close();
@@ -86,16 +111,25 @@ describe('chunked upload protocol (scripted registry)', () => {
   it('a failed PATCH cancels the upload (DELETE) and throws the registry error', async () => {
     const server = await scriptedServer((req) => {
       if (req.method === 'POST') return { status: 202, headers: { location: '/v2/r/blobs/uploads/u2' } };
-      if (req.method === 'PATCH') return { status: 416, headers: { 'content-type': 'application/json' }, body: '{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"blob upload invalid"}]}' };
+      if (req.method === 'PATCH')
+        return {
+          status: 416,
+          headers: { 'content-type': 'application/json' },
+          body: '{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"blob upload invalid"}]}',
+        };
       return { status: 204 };
     });
     try {
       const client = new RegistryClient({ endpoint: server.url, auth: basicAuth('user', 'pa55word-secret') });
-      const error = (await client.uploadBlob('r', sha256Digest(Buffer.from('x')), Buffer.from('x')).catch((e: unknown) => e)) as RegistryError;
+      const error = (await client
+        .uploadBlob('r', sha256Digest(Buffer.from('x')), Buffer.from('x'))
+        .catch((e: unknown) => e)) as RegistryError;
       expect(error).toBeInstanceOf(RegistryError);
       expect(error.registryCode).toBe('BLOB_UPLOAD_INVALID');
       expect(error.status).toBe(416);
-      expect(error.message).toMatch(/upload r@sha256:[0-9a-f]+: registry PATCH \/v2\/r\/blobs\/uploads\/u2 → HTTP 416 BLOB_UPLOAD_INVALID: blob upload invalid/);
+      expect(error.message).toMatch(
+        /upload r@sha256:[0-9a-f]+: registry PATCH \/v2\/r\/blobs\/uploads\/u2 → HTTP 416 BLOB_UPLOAD_INVALID: blob upload invalid/,
+      );
       expect(error.message).not.toContain(Buffer.from('user:pa55word-secret').toString('base64'));
       expect(server.requests.map((r) => r.method)).toEqual(['POST', 'PATCH', 'DELETE']);
     } finally {
@@ -112,7 +146,10 @@ describe('downloads are verified (scripted registry)', () => {
     const server = await scriptedServer(() => ({ status: 200, body: 'tampered blob' }));
     try {
       const client = new RegistryClient({ endpoint: server.url });
-      await expect(client.getBlobBytes('r', digest)).rejects.toMatchObject({ name: 'RegistryError', registryCode: 'DIGEST_INVALID' });
+      await expect(client.getBlobBytes('r', digest)).rejects.toMatchObject({
+        name: 'RegistryError',
+        registryCode: 'DIGEST_INVALID',
+      });
       await expect(client.getBlobBytes('r', digest)).rejects.toThrow(`expected ${digest}`);
     } finally {
       await server.close();
@@ -124,9 +161,11 @@ describe('downloads are verified (scripted registry)', () => {
     try {
       const client = new RegistryClient({ endpoint: server.url });
       const stream = await client.getBlob('r', digest, good.length + 1);
-      await expect((async () => {
-        for await (const _ of stream) void _;
-      })()).rejects.toMatchObject({ registryCode: 'SIZE_INVALID' });
+      await expect(
+        (async () => {
+          for await (const _ of stream) void _;
+        })(),
+      ).rejects.toMatchObject({ registryCode: 'SIZE_INVALID' });
       expect((await client.getBlobBytes('r', digest)).equals(good)).toBe(true);
     } finally {
       await server.close();
@@ -134,17 +173,27 @@ describe('downloads are verified (scripted registry)', () => {
   });
 
   it('a manifest that does not match Docker-Content-Digest (or the digest asked for) is rejected', async () => {
-    const manifest = JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: OCI_CONFIG, digest, size: 13 }, layers: [] });
+    const manifest = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: OCI_CONFIG, digest, size: 13 },
+      layers: [],
+    });
     const server = await scriptedServer((req) => ({
       status: 200,
-      headers: { 'content-type': OCI_MANIFEST, ...(req.url.endsWith('/lying') ? { 'docker-content-digest': sha256Digest(Buffer.from('other')) } : {}) },
+      headers: {
+        'content-type': OCI_MANIFEST,
+        ...(req.url.endsWith('/lying') ? { 'docker-content-digest': sha256Digest(Buffer.from('other')) } : {}),
+      },
       body: manifest,
     }));
     try {
       const client = new RegistryClient({ endpoint: server.url });
       expect((await client.getManifest('r', 'honest')).digest).toBe(sha256Digest(Buffer.from(manifest)));
       await expect(client.getManifest('r', 'lying')).rejects.toMatchObject({ registryCode: 'DIGEST_INVALID' });
-      await expect(client.getManifest('r', sha256Digest(Buffer.from('something else')))).rejects.toMatchObject({ registryCode: 'DIGEST_INVALID' });
+      await expect(client.getManifest('r', sha256Digest(Buffer.from('something else')))).rejects.toMatchObject({
+        registryCode: 'DIGEST_INVALID',
+      });
     } finally {
       await server.close();
     }
@@ -152,7 +201,10 @@ describe('downloads are verified (scripted registry)', () => {
 
   it('redirects are followed, and the Authorization header does not leave the registry origin (ECR → S3)', async () => {
     const s3 = await scriptedServer(() => ({ status: 200, body: good }));
-    const reg = await scriptedServer(() => ({ status: 307, headers: { location: `${s3.url}/bucket/blob?X-Amz-Signature=abc` } }));
+    const reg = await scriptedServer(() => ({
+      status: 307,
+      headers: { location: `${s3.url}/bucket/blob?X-Amz-Signature=abc` },
+    }));
     try {
       const client = new RegistryClient({ endpoint: reg.url, auth: basicAuth('AWS', 'pw') });
       expect((await client.getBlobBytes('r', digest)).equals(good)).toBe(true);
@@ -189,9 +241,15 @@ describe.skipIf(registryUnavailable !== undefined)('against a real registry (doc
   });
 
   /** A tiny image (config + one layer blob) in `repo`; returns its manifest digest. */
-  async function pushTinyImage(repo: string, arch: string, manifestType = OCI_MANIFEST): Promise<{ digest: string; size: number }> {
+  async function pushTinyImage(
+    repo: string,
+    arch: string,
+    manifestType = OCI_MANIFEST,
+  ): Promise<{ digest: string; size: number }> {
     const layer = crypto.randomBytes(100);
-    const config = Buffer.from(JSON.stringify({ architecture: arch, os: 'linux', rootfs: { type: 'layers', diff_ids: [sha256Digest(layer)] } }));
+    const config = Buffer.from(
+      JSON.stringify({ architecture: arch, os: 'linux', rootfs: { type: 'layers', diff_ids: [sha256Digest(layer)] } }),
+    );
     await client.uploadBlob(repo, sha256Digest(layer), layer);
     await client.uploadBlob(repo, sha256Digest(config), config);
     const m: ImageManifest = {
@@ -220,7 +278,9 @@ describe.skipIf(registryUnavailable !== undefined)('against a real registry (doc
     expect(['MANIFEST_UNKNOWN', 'NAME_UNKNOWN']).toContain(unknown.registryCode);
     expect(unknown.message).toContain('registry GET /v2/t/nothing/manifests/latest → HTTP 404');
 
-    const wrong = (await client.uploadBlob('t/blobs', sha256Digest(Buffer.from('not these bytes')), Buffer.from('these bytes')).catch((e: unknown) => e)) as RegistryError;
+    const wrong = (await client
+      .uploadBlob('t/blobs', sha256Digest(Buffer.from('not these bytes')), Buffer.from('these bytes'))
+      .catch((e: unknown) => e)) as RegistryError;
     expect(wrong.status).toBe(400);
     expect(wrong.registryCode).toBe('DIGEST_INVALID');
     expect(wrong.message).not.toContain('_state');
@@ -242,21 +302,33 @@ describe.skipIf(registryUnavailable !== undefined)('against a real registry (doc
     const chosen = await client.getManifest('t/multi', 'multi');
     expect(chosen.digest).toBe(amd.digest);
     expect(chosen.mediaType).toBe(OCI_MANIFEST);
-    expect((await client.getManifest('t/multi', 'multi', { platform: { os: 'linux', architecture: 'arm64' } })).digest).toBe(arm.digest);
+    expect(
+      (await client.getManifest('t/multi', 'multi', { platform: { os: 'linux', architecture: 'arm64' } })).digest,
+    ).toBe(arm.digest);
 
-    const missing = (await client.getManifest('t/multi', 'multi', { platform: { os: 'linux', architecture: 's390x' } }).catch((e: unknown) => e)) as BadRequestError;
+    const missing = (await client
+      .getManifest('t/multi', 'multi', { platform: { os: 'linux', architecture: 's390x' } })
+      .catch((e: unknown) => e)) as BadRequestError;
     expect(missing).toBeInstanceOf(BadRequestError);
-    expect(missing.message).toBe('manifest t/multi:multi: the image index has no linux/s390x image (it has: linux/arm64/v8, linux/amd64)');
+    expect(missing.message).toBe(
+      'manifest t/multi:multi: the image index has no linux/s390x image (it has: linux/arm64/v8, linux/amd64)',
+    );
   });
 
   it('a Docker manifest list resolves the same way', async () => {
     const amd = await pushTinyImage('t/dlist', 'amd64', DOCKER_MANIFEST);
-    const list = { schemaVersion: 2, mediaType: DOCKER_MANIFEST_LIST, manifests: [{ mediaType: DOCKER_MANIFEST, ...amd, platform: { os: 'linux', architecture: 'amd64' } }] };
+    const list = {
+      schemaVersion: 2,
+      mediaType: DOCKER_MANIFEST_LIST,
+      manifests: [{ mediaType: DOCKER_MANIFEST, ...amd, platform: { os: 'linux', architecture: 'amd64' } }],
+    };
     await client.putManifest('t/dlist', 'list', DOCKER_MANIFEST_LIST, Buffer.from(JSON.stringify(list)));
     const chosen = await client.getManifest('t/dlist', 'list');
     expect(chosen.digest).toBe(amd.digest);
     expect(chosen.mediaType).toBe(DOCKER_MANIFEST);
-    await expect(client.getManifest('t/dlist', 'list', { platform: { os: 'windows', architecture: 'amd64' } })).rejects.toThrow('the manifest list has no windows/amd64 image (it has: linux/amd64)');
+    await expect(
+      client.getManifest('t/dlist', 'list', { platform: { os: 'windows', architecture: 'amd64' } }),
+    ).rejects.toThrow('the manifest list has no windows/amd64 image (it has: linux/amd64)');
   });
 
   it('deleteManifest removes a manifest and is idempotent', async () => {
@@ -283,7 +355,9 @@ describe('deleteManifest on a registry without the delete API (scripted)', () =>
     const server = await scriptedServer(() => ({ status: 404, body: '404 page not found' }));
     try {
       const client = new RegistryClient({ endpoint: server.url });
-      await expect(client.deleteManifest('r', sha256Digest(Buffer.from('m')))).rejects.toThrow(/HTTP 404 404 page not found/);
+      await expect(client.deleteManifest('r', sha256Digest(Buffer.from('m')))).rejects.toThrow(
+        /HTTP 404 404 page not found/,
+      );
     } finally {
       await server.close();
     }
@@ -304,7 +378,9 @@ describe('copyBlob when the registry declines the mount (scripted)', () => {
     });
     try {
       const client = new RegistryClient({ endpoint: server.url, partSizeBytes: 1024 });
-      expect(await client.copyBlob('t/from', 't/to', { mediaType: OCI_LAYER_GZIP, digest, size: data.length })).toBe('copied');
+      expect(await client.copyBlob('t/from', 't/to', { mediaType: OCI_LAYER_GZIP, digest, size: data.length })).toBe(
+        'copied',
+      );
       expect(server.requests.map((r) => `${r.method} ${r.url.split('?')[0]}`)).toEqual([
         `HEAD /v2/t/to/blobs/${digest}`,
         'POST /v2/t/to/blobs/uploads/',
@@ -315,7 +391,9 @@ describe('copyBlob when the registry declines the mount (scripted)', () => {
         'PUT /v2/t/to/blobs/uploads/s1',
       ]);
       expect(new URL(server.requests[1]!.url, server.url).searchParams.get('from')).toBe('t/from');
-      expect(Buffer.concat(server.requests.filter((r) => r.method === 'PATCH').map((r) => r.body)).equals(data)).toBe(true);
+      expect(Buffer.concat(server.requests.filter((r) => r.method === 'PATCH').map((r) => r.body)).equals(data)).toBe(
+        true,
+      );
     } finally {
       await server.close();
     }

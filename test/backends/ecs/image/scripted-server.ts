@@ -21,18 +21,30 @@ export interface ScriptedServer {
   close(): Promise<void>;
 }
 
-export async function scriptedServer(reply: (req: RecordedRequest, self: { url: string }) => ScriptedReply | Promise<ScriptedReply>): Promise<ScriptedServer> {
+export async function scriptedServer(
+  reply: (req: RecordedRequest, self: { url: string }) => ScriptedReply | Promise<ScriptedReply>,
+): Promise<ScriptedServer> {
   const requests: RecordedRequest[] = [];
   const self = { url: '' };
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const rec: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks) };
+      const rec: RecordedRequest = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks),
+      };
       requests.push(rec);
       Promise.resolve(reply(rec, self)).then(
         (r) => {
-          res.writeHead(r.status, Object.fromEntries(Object.entries(r.headers ?? {}).filter((e): e is [string, string] => e[1] !== undefined)));
+          res.writeHead(
+            r.status,
+            Object.fromEntries(
+              Object.entries(r.headers ?? {}).filter((e): e is [string, string] => e[1] !== undefined),
+            ),
+          );
           res.end(r.body ?? '');
         },
         (e: Error) => {

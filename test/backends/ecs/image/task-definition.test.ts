@@ -8,7 +8,10 @@ import {
 } from '@aws-sdk/client-ecs';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { deregisterCacheTaskDefinition, registerCacheTaskDefinition } from '../../../../shared/backends/ecs/image/task-definition.js';
+import {
+  deregisterCacheTaskDefinition,
+  registerCacheTaskDefinition,
+} from '../../../../shared/backends/ecs/image/task-definition.js';
 import { BackendUnavailableError, BadRequestError } from '../../../../shared/contract/errors.js';
 
 const ecsMock = mockClient(ECSClient);
@@ -52,13 +55,31 @@ describe('cache task-definition revisions', () => {
   beforeEach(() => ecsMock.reset());
 
   it('registers a copy of the base with only registerable fields, the workspace image replaced and tags merged', async () => {
-    ecsMock.on(DescribeTaskDefinitionCommand).resolves({ taskDefinition: described(), tags: [{ key: 'wsp:owner', value: 'stack-a' }, { key: 'wsp:role', value: 'base' }] });
-    ecsMock.on(RegisterTaskDefinitionCommand).resolves({ taskDefinition: { taskDefinitionArn: 'arn:aws:ecs:us-east-1:123456789012:task-definition/wsp-cache:1' } });
+    ecsMock.on(DescribeTaskDefinitionCommand).resolves({
+      taskDefinition: described(),
+      tags: [
+        { key: 'wsp:owner', value: 'stack-a' },
+        { key: 'wsp:role', value: 'base' },
+      ],
+    });
+    ecsMock
+      .on(RegisterTaskDefinitionCommand)
+      .resolves({
+        taskDefinition: { taskDefinitionArn: 'arn:aws:ecs:us-east-1:123456789012:task-definition/wsp-cache:1' },
+      });
 
-    const arn = await registerCacheTaskDefinition(ecs, { baseTaskDefinition: BASE_ARN, image: IMAGE, family: 'wsp-cache', tags: { 'wsp:cache-key': 'k1', 'wsp:role': 'cache' } });
+    const arn = await registerCacheTaskDefinition(ecs, {
+      baseTaskDefinition: BASE_ARN,
+      image: IMAGE,
+      family: 'wsp-cache',
+      tags: { 'wsp:cache-key': 'k1', 'wsp:role': 'cache' },
+    });
     expect(arn).toBe('arn:aws:ecs:us-east-1:123456789012:task-definition/wsp-cache:1');
 
-    expect(ecsMock.commandCalls(DescribeTaskDefinitionCommand)[0]!.args[0].input).toEqual({ taskDefinition: BASE_ARN, include: ['TAGS'] });
+    expect(ecsMock.commandCalls(DescribeTaskDefinitionCommand)[0]!.args[0].input).toEqual({
+      taskDefinition: BASE_ARN,
+      include: ['TAGS'],
+    });
     const input = ecsMock.commandCalls(RegisterTaskDefinitionCommand)[0]!.args[0].input;
     const base = described();
     expect(input).toEqual({
@@ -80,14 +101,26 @@ describe('cache task-definition revisions', () => {
         { key: 'wsp:cache-key', value: 'k1' },
       ],
     });
-    for (const dropped of ['taskDefinitionArn', 'revision', 'status', 'requiresAttributes', 'compatibilities', 'registeredAt', 'registeredBy', 'deregisteredAt']) {
+    for (const dropped of [
+      'taskDefinitionArn',
+      'revision',
+      'status',
+      'requiresAttributes',
+      'compatibilities',
+      'registeredAt',
+      'registeredBy',
+      'deregisteredAt',
+    ]) {
       expect(input).not.toHaveProperty(dropped);
     }
   });
 
   it('defaults: the base family; the only container, else the one named workspace; a named container must exist', async () => {
     const single = { ...described(), containerDefinitions: [{ name: 'main', image: 'base:1' }] };
-    ecsMock.on(DescribeTaskDefinitionCommand).resolvesOnce({ taskDefinition: single }).resolves({ taskDefinition: described() });
+    ecsMock
+      .on(DescribeTaskDefinitionCommand)
+      .resolvesOnce({ taskDefinition: single })
+      .resolves({ taskDefinition: described() });
     ecsMock.on(RegisterTaskDefinitionCommand).resolves({ taskDefinition: { taskDefinitionArn: 'arn:new' } });
 
     await registerCacheTaskDefinition(ecs, { baseTaskDefinition: 'wsp-workspace', image: IMAGE });
@@ -97,24 +130,34 @@ describe('cache task-definition revisions', () => {
     expect(first.tags).toBeUndefined();
 
     await registerCacheTaskDefinition(ecs, { baseTaskDefinition: 'wsp-workspace', image: IMAGE });
-    expect(ecsMock.commandCalls(RegisterTaskDefinitionCommand)[1]!.args[0].input.containerDefinitions!.map((c) => c.image)).toEqual([IMAGE, 'public.ecr.aws/x/sidecar:1']);
+    expect(
+      ecsMock.commandCalls(RegisterTaskDefinitionCommand)[1]!.args[0].input.containerDefinitions!.map((c) => c.image),
+    ).toEqual([IMAGE, 'public.ecr.aws/x/sidecar:1']);
 
-    await expect(registerCacheTaskDefinition(ecs, { baseTaskDefinition: 'wsp-workspace', image: IMAGE, containerName: 'nope' })).rejects.toThrow(
-      "task definition wsp-workspace has no container 'nope' (it has: workspace, sidecar)",
-    );
-    await expect(registerCacheTaskDefinition(ecs, { baseTaskDefinition: 'wsp-workspace', image: IMAGE, family: 'bad family!' })).rejects.toBeInstanceOf(BadRequestError);
+    await expect(
+      registerCacheTaskDefinition(ecs, { baseTaskDefinition: 'wsp-workspace', image: IMAGE, containerName: 'nope' }),
+    ).rejects.toThrow("task definition wsp-workspace has no container 'nope' (it has: workspace, sidecar)");
+    await expect(
+      registerCacheTaskDefinition(ecs, { baseTaskDefinition: 'wsp-workspace', image: IMAGE, family: 'bad family!' }),
+    ).rejects.toBeInstanceOf(BadRequestError);
     expect(ecsMock.commandCalls(RegisterTaskDefinitionCommand)).toHaveLength(2);
   });
 
   it('ECS failures become BackendUnavailableError keeping the cause', async () => {
     const throttled = Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' });
     ecsMock.on(DescribeTaskDefinitionCommand).rejectsOnce(throttled).resolves({ taskDefinition: described() });
-    ecsMock.on(RegisterTaskDefinitionCommand).rejects(Object.assign(new Error('Too many revisions'), { name: 'ClientException' }));
-    const e1 = (await registerCacheTaskDefinition(ecs, { baseTaskDefinition: BASE_ARN, image: IMAGE }).catch((e: unknown) => e)) as BackendUnavailableError;
+    ecsMock
+      .on(RegisterTaskDefinitionCommand)
+      .rejects(Object.assign(new Error('Too many revisions'), { name: 'ClientException' }));
+    const e1 = (await registerCacheTaskDefinition(ecs, { baseTaskDefinition: BASE_ARN, image: IMAGE }).catch(
+      (e: unknown) => e,
+    )) as BackendUnavailableError;
     expect(e1).toBeInstanceOf(BackendUnavailableError);
     expect(e1.message).toContain('DescribeTaskDefinition');
     expect(e1.cause).toBe(throttled);
-    await expect(registerCacheTaskDefinition(ecs, { baseTaskDefinition: BASE_ARN, image: IMAGE })).rejects.toThrow('ECS RegisterTaskDefinition wsp-workspace failed: ClientException: Too many revisions');
+    await expect(registerCacheTaskDefinition(ecs, { baseTaskDefinition: BASE_ARN, image: IMAGE })).rejects.toThrow(
+      'ECS RegisterTaskDefinition wsp-workspace failed: ClientException: Too many revisions',
+    );
   });
 
   it('deregister (and optionally delete) for eviction; idempotent for a revision that is gone', async () => {
@@ -124,13 +167,20 @@ describe('cache task-definition revisions', () => {
     await deregisterCacheTaskDefinition(ecs, arn);
     expect(ecsMock.commandCalls(DeleteTaskDefinitionsCommand)).toHaveLength(0);
     await deregisterCacheTaskDefinition(ecs, arn, { delete: true });
-    expect(ecsMock.commandCalls(DeregisterTaskDefinitionCommand).map((c) => c.args[0].input)).toEqual([{ taskDefinition: arn }, { taskDefinition: arn }]);
+    expect(ecsMock.commandCalls(DeregisterTaskDefinitionCommand).map((c) => c.args[0].input)).toEqual([
+      { taskDefinition: arn },
+      { taskDefinition: arn },
+    ]);
     expect(ecsMock.commandCalls(DeleteTaskDefinitionsCommand)[0]!.args[0].input).toEqual({ taskDefinitions: [arn] });
 
     ecsMock.reset();
-    ecsMock.on(DeregisterTaskDefinitionCommand).rejects(Object.assign(new Error('The specified task definition does not exist.'), { name: 'ClientException' }));
+    ecsMock
+      .on(DeregisterTaskDefinitionCommand)
+      .rejects(Object.assign(new Error('The specified task definition does not exist.'), { name: 'ClientException' }));
     await expect(deregisterCacheTaskDefinition(ecs, arn)).resolves.toBeUndefined();
-    ecsMock.on(DeregisterTaskDefinitionCommand).rejects(Object.assign(new Error('Access denied'), { name: 'AccessDeniedException' }));
+    ecsMock
+      .on(DeregisterTaskDefinitionCommand)
+      .rejects(Object.assign(new Error('Access denied'), { name: 'AccessDeniedException' }));
     await expect(deregisterCacheTaskDefinition(ecs, arn)).rejects.toBeInstanceOf(BackendUnavailableError);
     ecsMock.on(DeregisterTaskDefinitionCommand).resolves({});
     ecsMock.on(DeleteTaskDefinitionsCommand).resolves({ failures: [{ arn, reason: 'TASK_DEFINITION_IN_USE' }] });

@@ -6,7 +6,11 @@
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { decodeClientMessage, encodeClientMessage, type ClientMessage } from '../../../../shared/backends/ecs/ssm/codec.js';
+import {
+  decodeClientMessage,
+  encodeClientMessage,
+  type ClientMessage,
+} from '../../../../shared/backends/ecs/ssm/codec.js';
 
 export const HANDSHAKE_REQUEST = {
   AgentVersion: '3.3.0.0',
@@ -51,10 +55,18 @@ export class AgentPeer {
     return `ws://127.0.0.1:${(this.server.address() as AddressInfo).port}/v1/data-channel/test`;
   }
 
-  private sendMsg(m: Omit<ClientMessage, 'schemaVersion' | 'createdDate' | 'messageId' | 'flags'> & { messageId?: string }): void {
+  private sendMsg(
+    m: Omit<ClientMessage, 'schemaVersion' | 'createdDate' | 'messageId' | 'flags'> & { messageId?: string },
+  ): void {
     if (!this.socket) throw new Error('no client connected');
     this.socket.send(
-      encodeClientMessage({ schemaVersion: 1, createdDate: Date.now(), flags: 0, messageId: m.messageId ?? randomUUID(), ...m }),
+      encodeClientMessage({
+        schemaVersion: 1,
+        createdDate: Date.now(),
+        flags: 0,
+        messageId: m.messageId ?? randomUUID(),
+        ...m,
+      }),
     );
   }
 
@@ -101,7 +113,9 @@ export class AgentPeer {
       messageType: 'channel_closed',
       sequenceNumber: 0,
       payloadType: 0,
-      payload: Buffer.from(JSON.stringify({ MessageId: randomUUID(), SessionId: 's-1', Output: output, SchemaVersion: 1 })),
+      payload: Buffer.from(
+        JSON.stringify({ MessageId: randomUUID(), SessionId: 's-1', Output: output, SchemaVersion: 1 }),
+      ),
     });
   }
 
@@ -119,7 +133,11 @@ export class AgentPeer {
     return this.received.filter((m) => m.messageType === 'input_stream_data');
   }
 
-  acks(): Array<{ AcknowledgedMessageSequenceNumber: number; AcknowledgedMessageId: string; IsSequentialMessage: boolean }> {
+  acks(): Array<{
+    AcknowledgedMessageSequenceNumber: number;
+    AcknowledgedMessageId: string;
+    IsSequentialMessage: boolean;
+  }> {
     return this.received
       .filter((m) => m.messageType === 'acknowledge')
       .map((m) => JSON.parse(m.payload.toString()) as never);

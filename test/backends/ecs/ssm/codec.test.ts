@@ -1,6 +1,10 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { decodeClientMessage, encodeClientMessage, type ClientMessage } from '../../../../shared/backends/ecs/ssm/codec.js';
+import {
+  decodeClientMessage,
+  encodeClientMessage,
+  type ClientMessage,
+} from '../../../../shared/backends/ecs/ssm/codec.js';
 
 /**
  * Frames here are built byte by byte from the published layout (literal offsets, not the codec's
@@ -91,7 +95,7 @@ describe('ClientMessage codec', () => {
     expect(() => decodeClientMessage(f.subarray(0, 100))).toThrow(/shorter than the 120-byte header/);
   });
 
-  it('locates the payload by the frame\'s own header length, so a wrong one fails the digest', () => {
+  it("locates the payload by the frame's own header length, so a wrong one fails the digest", () => {
     const f = handBuilt({ type: 'output_stream_data', seq: 0n, payloadType: 1, payload: Buffer.from('abc') });
     f.writeUInt32BE(112, 0); // payload would start at 116 (the PayloadLength bytes + 'abc')
     expect(() => decodeClientMessage(f)).toThrow(/digest mismatch/);

@@ -6,7 +6,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SsmSession, type SsmSessionOptions } from '../../../../shared/backends/ecs/ssm/session.js';
 import { openWsTransport } from '../../../../shared/backends/ecs/ssm/ws-transport.js';
-import { FakeSsmAgent, splitUtf8LikeGo, type AgentProcess, type FakeSsmAgentOptions } from '../../../support/fake-ssm-agent.js';
+import {
+  FakeSsmAgent,
+  splitUtf8LikeGo,
+  type AgentProcess,
+  type FakeSsmAgentOptions,
+} from '../../../support/fake-ssm-agent.js';
 import { until } from './agent-peer.js';
 
 const children: ChildProcess[] = [];
@@ -20,7 +25,10 @@ afterEach(async () => {
 
 /** The command in a PTY, as the agent runs it (stdout+stderr merged, echo on, \n → \r\n). */
 function ptyProcess(command: string): AgentProcess {
-  const child = spawn('script', ['-qfec', command, '/dev/null'], { env: { ...process.env, SHELL: '/bin/sh' }, stdio: 'pipe' });
+  const child = spawn('script', ['-qfec', command, '/dev/null'], {
+    env: { ...process.env, SHELL: '/bin/sh' },
+    stdio: 'pipe',
+  });
   children.push(child);
   const exitHandlers: Array<(code: number | null) => void> = [];
   let exit: number | null | undefined;
@@ -65,9 +73,14 @@ async function connect(
 describe('SsmSession against FakeSsmAgent and a real PTY process', () => {
   it('echoes keystrokes through the PTY, runs the command, and ends with channel_closed when it exits', async () => {
     await startAgent();
-    const { session, sessionId, output } = await connect(`sh -c 'read line; echo "got:$line"'`, { terminalSize: { cols: 120, rows: 40 } });
+    const { session, sessionId, output } = await connect(`sh -c 'read line; echo "got:$line"'`, {
+      terminalSize: { cols: 120, rows: 40 },
+    });
     session.write('hello\n'); // before the handshake: our client holds it until HandshakeComplete
-    await expect(session.handshake).resolves.toEqual({ sessionType: 'InteractiveCommands', agentVersion: '3.3.2299.0' });
+    await expect(session.handshake).resolves.toEqual({
+      sessionType: 'InteractiveCommands',
+      agentVersion: '3.3.2299.0',
+    });
     await expect(session.ended).resolves.toEqual({ reason: 'channel_closed', output: '' });
     expect(output().toString()).toBe('hello\r\ngot:hello\r\n');
     const info = agent!.sessions.get(sessionId)!;
@@ -125,7 +138,10 @@ describe('SsmSession against FakeSsmAgent and a real PTY process', () => {
     const { session, sessionId } = await connect('sleep 30');
     await session.handshake;
     agent!.kill(sessionId, 'close');
-    await expect(session.ended).resolves.toEqual({ reason: 'channel_closed', output: 'Session terminated by the agent.' });
+    await expect(session.ended).resolves.toEqual({
+      reason: 'channel_closed',
+      output: 'Session terminated by the agent.',
+    });
   });
 
   it('rejects a client whose token it did not issue', async () => {
@@ -154,7 +170,9 @@ describe('SsmSession against FakeSsmAgent and a real PTY process', () => {
           if (typeof data !== 'string') {
             const m = decodeClientMessage(data);
             if (m.payloadType === 6) {
-              const body = JSON.parse(m.payload.toString()) as { ProcessedClientActions: Array<{ ActionStatus: number }> };
+              const body = JSON.parse(m.payload.toString()) as {
+                ProcessedClientActions: Array<{ ActionStatus: number }>;
+              };
               body.ProcessedClientActions[0]!.ActionStatus = 2;
               data = encodeClientMessage({ ...m, payload: Buffer.from(JSON.stringify(body)) });
             }
@@ -188,7 +206,9 @@ describe('splitUtf8LikeGo (the agent output pump)', () => {
   });
 
   it('passes invalid bytes one by one, and (the agent quirk) shortens a literal U+FFFD to its first byte', () => {
-    expect(splitUtf8LikeGo(Buffer.from([0xff, 0x41, 0x42, 0x43, 0x44])).out).toEqual(Buffer.from([0xff, 0x41, 0x42, 0x43, 0x44]));
+    expect(splitUtf8LikeGo(Buffer.from([0xff, 0x41, 0x42, 0x43, 0x44])).out).toEqual(
+      Buffer.from([0xff, 0x41, 0x42, 0x43, 0x44]),
+    );
     const withReplacement = Buffer.concat([Buffer.from('x'), Buffer.from('\ufffd'), Buffer.from('yzw')]);
     expect(splitUtf8LikeGo(withReplacement).out).toEqual(Buffer.from([0x78, 0xef, 0x79, 0x7a, 0x77]));
   });

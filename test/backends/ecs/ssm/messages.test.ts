@@ -23,16 +23,34 @@ const request = Buffer.from(
 describe('SSM messages', () => {
   it('token frame carries the token and schema version', () => {
     const f = JSON.parse(buildTokenFrame({ tokenValue: 'tok', clientId: 'c', requestId: 'r' }));
-    expect(f).toEqual({ MessageSchemaVersion: '1.0', RequestId: 'r', TokenValue: 'tok', ClientId: 'c', ClientVersion: '1.2.0.0' });
+    expect(f).toEqual({
+      MessageSchemaVersion: '1.0',
+      RequestId: 'r',
+      TokenValue: 'tok',
+      ClientId: 'c',
+      ClientVersion: '1.2.0.0',
+    });
   });
 
   it('acknowledge names the acknowledged message', () => {
     const of: ClientMessage = {
-      messageType: 'output_stream_data', schemaVersion: 1, createdDate: 1, sequenceNumber: 42, flags: 0,
-      messageId: '00112233-4455-6677-8899-aabbccddeeff', payloadType: 1, payload: Buffer.from('x'),
+      messageType: 'output_stream_data',
+      schemaVersion: 1,
+      createdDate: 1,
+      sequenceNumber: 42,
+      flags: 0,
+      messageId: '00112233-4455-6677-8899-aabbccddeeff',
+      payloadType: 1,
+      payload: Buffer.from('x'),
     };
     const ack = buildAcknowledge(of, 5);
-    expect(ack).toMatchObject({ messageType: 'acknowledge', sequenceNumber: 0, flags: 3, schemaVersion: 1, createdDate: 5 });
+    expect(ack).toMatchObject({
+      messageType: 'acknowledge',
+      sequenceNumber: 0,
+      flags: 3,
+      schemaVersion: 1,
+      createdDate: 5,
+    });
     expect(JSON.parse(ack.payload.toString())).toEqual({
       AcknowledgedMessageType: 'output_stream_data',
       AcknowledgedMessageId: '00112233-4455-6677-8899-aabbccddeeff',
@@ -55,13 +73,23 @@ describe('SSM messages', () => {
   it('handshake response lists failures in Errors (null when none) and fails unknown session types', () => {
     const only = (type: string) =>
       parseHandshakeRequest(
-        Buffer.from(JSON.stringify({ AgentVersion: '3', RequestedClientActions: [{ ActionType: 'SessionType', ActionParameters: { SessionType: type } }] })),
+        Buffer.from(
+          JSON.stringify({
+            AgentVersion: '3',
+            RequestedClientActions: [{ ActionType: 'SessionType', ActionParameters: { SessionType: type } }],
+          }),
+        ),
       );
     const good = JSON.parse(buildHandshakeResponse(only('Standard_Stream')).toString());
     expect(good.Errors).toBeNull();
-    expect(good.ProcessedClientActions).toEqual([{ ActionType: 'SessionType', ActionStatus: 1, ActionResult: null, Error: '' }]);
+    expect(good.ProcessedClientActions).toEqual([
+      { ActionType: 'SessionType', ActionStatus: 1, ActionResult: null, Error: '' },
+    ]);
     const bad = JSON.parse(buildHandshakeResponse(only('Bogus')).toString());
-    expect(bad.ProcessedClientActions[0]).toMatchObject({ ActionStatus: 2, Error: expect.stringContaining('Unknown session type Bogus') });
+    expect(bad.ProcessedClientActions[0]).toMatchObject({
+      ActionStatus: 2,
+      Error: expect.stringContaining('Unknown session type Bogus'),
+    });
     expect(bad.Errors).toEqual(['Unknown session type Bogus']);
     const kms = JSON.parse(buildHandshakeResponse(parseHandshakeRequest(request)).toString());
     expect(kms.Errors).toEqual(['Unsupported action KMSEncryption']);

@@ -87,7 +87,10 @@ describe('SsmSession against a loopback agent', () => {
     expect(peer.inputs()[2]!.payload.toString()).toBe('ls\n');
 
     peer.sendChannelClosed('Exiting session with sessionId: s-1.');
-    await expect(session.ended).resolves.toEqual({ reason: 'channel_closed', output: 'Exiting session with sessionId: s-1.' });
+    await expect(session.ended).resolves.toEqual({
+      reason: 'channel_closed',
+      output: 'Exiting session with sessionId: s-1.',
+    });
     await until(() => peer.closedByClient, 'client closes the socket');
   });
 
@@ -150,12 +153,12 @@ describe('SsmSession against a loopback agent', () => {
     session.write('line\n');
     session.end();
     await session.drained();
-    expect(peer.inputs().slice(1).map((m) => m.payload.toString('hex'))).toEqual([
-      Buffer.from('partial').toString('hex'),
-      '0404',
-      Buffer.from('line\n').toString('hex'),
-      '04',
-    ]);
+    expect(
+      peer
+        .inputs()
+        .slice(1)
+        .map((m) => m.payload.toString('hex')),
+    ).toEqual([Buffer.from('partial').toString('hex'), '0404', Buffer.from('line\n').toString('hex'), '04']);
     session.close();
   });
 
@@ -191,7 +194,12 @@ describe('SsmSession against a loopback agent', () => {
     timers.advance(100);
     timers.advance(100);
     await until(() => peer.inputs().length === 6, 'two resends');
-    expect(peer.inputs().slice(4).map((m) => m.sequenceNumber)).toEqual([1, 1]);
+    expect(
+      peer
+        .inputs()
+        .slice(4)
+        .map((m) => m.sequenceNumber),
+    ).toEqual([1, 1]);
     peer.ack(peer.inputs()[1]!); // the oldest is acked: the next one becomes the front
     await until(() => session.unacknowledgedCount === 2, 'ack of 1');
     timers.advance(100);

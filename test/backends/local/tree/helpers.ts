@@ -55,8 +55,10 @@ export function describeTree(root: string): Record<string, string> {
       if (st.isDirectory()) {
         out[key] = `d ${perm} ${own}`;
         walk(parts);
-      } else if (st.isSymbolicLink()) out[key] = `l ${own} -> ${fs.readlinkSync(abs, { encoding: 'buffer' }).toString('hex')}`;
-      else if (st.isFile()) out[key] = `f ${perm} ${own} ${createHash('sha256').update(fs.readFileSync(abs)).digest('hex')}`;
+      } else if (st.isSymbolicLink())
+        out[key] = `l ${own} -> ${fs.readlinkSync(abs, { encoding: 'buffer' }).toString('hex')}`;
+      else if (st.isFile())
+        out[key] = `f ${perm} ${own} ${createHash('sha256').update(fs.readFileSync(abs)).digest('hex')}`;
       else out[key] = `${st.isFIFO() ? 'p' : st.isSocket() ? 's' : 'x'} ${perm} ${own}`;
     }
   };

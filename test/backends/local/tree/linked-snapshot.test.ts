@@ -3,10 +3,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConflictError } from '../../../../shared/contract/errors.js';
-import { copyTreeAs, hostFingerprint, restoreChanged, takeSnapshot } from '../../../../shared/backends/local/tree/index.js';
+import {
+  copyTreeAs,
+  hostFingerprint,
+  restoreChanged,
+  takeSnapshot,
+} from '../../../../shared/backends/local/tree/index.js';
 import { maxCtimeNs, readManifest, waitPastCtime } from '../../../../shared/backends/local/tree/manifest.js';
 import {
-  maxOriginCtimeNs, recordOriginFiles, takeLinkedSnapshot, type OriginFiles,
+  maxOriginCtimeNs,
+  recordOriginFiles,
+  takeLinkedSnapshot,
+  type OriginFiles,
 } from '../../../../shared/backends/local/tree/snapshot-linked.js';
 import { describeTree, makeTree, tmpDir, type TreeSpec } from './helpers.js';
 
@@ -40,9 +48,17 @@ async function seeded(spec: TreeSpec, prepare?: (src: string) => void): Promise<
   return { base, origin, home, files };
 }
 
-async function linkedSnapshot(s: Seeded, name = 'snap'): Promise<{ snap: string; linked: number; copied: number; skipped: { special: number; foreign: number } }> {
+async function linkedSnapshot(
+  s: Seeded,
+  name = 'snap',
+): Promise<{ snap: string; linked: number; copied: number; skipped: { special: number; foreign: number } }> {
   const snap = path.join(s.base, name);
-  const r = await takeLinkedSnapshot(s.home, snap, { snapHome: path.join(s.origin, 'home'), files: s.files }, { ownerUid: OWNER.uid });
+  const r = await takeLinkedSnapshot(
+    s.home,
+    snap,
+    { snapHome: path.join(s.origin, 'home'), files: s.files },
+    { ownerUid: OWNER.uid },
+  );
   return { snap, ...r };
 }
 
@@ -56,8 +72,8 @@ const SPEC: TreeSpec = {
   'src/b.ts': 'export const b = 2;\n',
   'bin/run.sh': { mode: 0o755, content: '#!/bin/sh\n' },
   'ro.txt': { mode: 0o444, content: 'read only\n' },
-  'link': { link: 'src/a.ts' },
-  'empty': { dir: true },
+  link: { link: 'src/a.ts' },
+  empty: { dir: true },
   'with space/and\nnewline': 'odd name',
 };
 
@@ -124,7 +140,7 @@ describe('takeLinkedSnapshot', () => {
   });
 
   it('the copy into the home keeps exact modes (setuid too), so such files are linked as well', async () => {
-    const s = await seeded({ 'tool': { mode: 0o4755, content: 'x' }, 'plain': 'p' });
+    const s = await seeded({ tool: { mode: 0o4755, content: 'x' }, plain: 'p' });
     expect(fs.statSync(path.join(s.origin, 'home/tool')).mode & 0o7777).toBe(0o4755);
     expect(fs.statSync(path.join(s.home, 'tool')).mode & 0o7777).toBe(0o4755);
     const { snap } = await linkedSnapshot(s);
@@ -133,7 +149,7 @@ describe('takeLinkedSnapshot', () => {
   });
 
   it('copies a file whose origin copy has another mode than the live one', async () => {
-    const s = await seeded({ 'tool': { mode: 0o755, content: 'x' } });
+    const s = await seeded({ tool: { mode: 0o755, content: 'x' } });
     fs.chmodSync(path.join(s.origin, 'home/tool'), 0o700); // (a snapshot is never changed; this stands for any mismatch)
     const { snap } = await linkedSnapshot(s);
     expect(ino(path.join(snap, 'home/tool'))).not.toBe(ino(path.join(s.origin, 'home/tool')));

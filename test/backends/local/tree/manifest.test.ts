@@ -1,13 +1,19 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildManifest, maxCtimeNs, readManifest, waitPastCtime, writeManifest } from '../../../../shared/backends/local/tree/manifest.js';
+import {
+  buildManifest,
+  maxCtimeNs,
+  readManifest,
+  waitPastCtime,
+  writeManifest,
+} from '../../../../shared/backends/local/tree/manifest.js';
 import { makeTree, tmpDir } from './helpers.js';
 
 describe('manifest', () => {
   it('round-trips through manifest.json, raw names included', async () => {
     const home = tmpDir();
-    makeTree(home, { 'a': 'a', 'd/b': 'b', 'l': { link: 'a' } });
+    makeTree(home, { a: 'a', 'd/b': 'b', l: { link: 'a' } });
     fs.writeFileSync(Buffer.from(`${home}/\xff\xfe`, 'latin1'), 'x');
     const m = await buildManifest(home);
     const snap = tmpDir();
@@ -36,7 +42,7 @@ describe('manifest', () => {
     expect(fs.readdirSync(probeDir)).toEqual([]);
   });
 
-  it('after waitPastCtime, even a brand-new file (never stat\'ed) gets a later ctime', async () => {
+  it("after waitPastCtime, even a brand-new file (never stat'ed) gets a later ctime", async () => {
     const home = tmpDir();
     const probeDir = tmpDir();
     for (let i = 0; i < 30; i++) {

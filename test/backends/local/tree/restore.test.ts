@@ -18,7 +18,10 @@ interface Fixture {
   fingerprint: string;
 }
 
-async function setup(spec: Parameters<typeof makeTree>[1], prepare?: (home: string) => void | Promise<void>): Promise<Fixture> {
+async function setup(
+  spec: Parameters<typeof makeTree>[1],
+  prepare?: (home: string) => void | Promise<void>,
+): Promise<Fixture> {
   const base = tmpDir();
   const home = path.join(base, 'home');
   makeTree(home, spec);
@@ -28,7 +31,10 @@ async function setup(spec: Parameters<typeof makeTree>[1], prepare?: (home: stri
   return { home, snap, before: describeTree(home), fingerprint: await hostFingerprint(home) };
 }
 
-async function expectRestored(f: Fixture, owner?: { uid: number; gid: number }): Promise<{ restored: number; removed: number }> {
+async function expectRestored(
+  f: Fixture,
+  owner?: { uid: number; gid: number },
+): Promise<{ restored: number; removed: number }> {
   const result = await restoreChanged(f.home, f.snap, owner);
   if (!owner) {
     expect(describeTree(f.home)).toEqual(f.before);
@@ -45,8 +51,8 @@ const BASE = {
   'dir/b.txt': 'bravo',
   'dir/sub/c.txt': 'charlie',
   'dir/sub/deep/d.txt': 'delta',
-  'link': { link: 'a.txt' },
-  'empty': { dir: true as const },
+  link: { link: 'a.txt' },
+  empty: { dir: true as const },
   'run.sh': { mode: 0o755, content: '#!/bin/sh\necho hi\n' },
 };
 
@@ -62,7 +68,13 @@ describe('restoreChanged', () => {
     const spec: Record<string, string> = {};
     for (let i = 0; i < 400; i++) spec[`d${i % 20}/f${i}.txt`] = `file ${i}\n`.repeat(50);
     const f = await setup(spec);
-    const stamp = (): Map<string, string> => new Map([...inodes(f.home)].map(([rel, n]) => [rel, `${n}@${fs.lstatSync(path.join(f.home, rel), { bigint: true }).ctimeNs}`]));
+    const stamp = (): Map<string, string> =>
+      new Map(
+        [...inodes(f.home)].map(([rel, n]) => [
+          rel,
+          `${n}@${fs.lstatSync(path.join(f.home, rel), { bigint: true }).ctimeNs}`,
+        ]),
+      );
     const ino = stamp();
     fs.appendFileSync(path.join(f.home, 'd7/f187.txt'), 'agent was here');
     const result = await expectRestored(f);
@@ -279,7 +291,9 @@ describe('restoreChanged', () => {
     const base = tmpDir();
     makeTree(path.join(base, 'home'), { x: 'x' });
     fs.mkdirSync(path.join(base, 'snap/home'), { recursive: true });
-    await expect(restoreChanged(path.join(base, 'home'), path.join(base, 'snap'))).rejects.toBeInstanceOf(ConflictError);
+    await expect(restoreChanged(path.join(base, 'home'), path.join(base, 'snap'))).rejects.toBeInstanceOf(
+      ConflictError,
+    );
   });
 });
 

@@ -15,7 +15,7 @@ describe('scanTree', () => {
       'clean.txt': 'nothing here',
       '.git/config': `[http]\n\textraHeader = Authorization: Bearer ${TOKEN}\n`,
       [`cache/${TOKEN}.json`]: '{}',
-      'link': { link: `/run/${OTHER}` },
+      link: { link: `/run/${OTHER}` },
       'both.txt': `${OTHER} and ${TOKEN}`,
     });
     execFileSync('mkfifo', [path.join(dir, 'fifo')]); // must not be opened (it would block)

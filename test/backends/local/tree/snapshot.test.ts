@@ -10,7 +10,12 @@ describe('copyTreeAs', () => {
   it('keeps modes, symlinks, mtimes and hard links; everything belongs to the writer', async () => {
     const base = tmpDir();
     const src = path.join(base, 'src');
-    makeTree(src, { 'a.txt': 'a', 'bin/run': { mode: 0o4750, content: 'x' }, 'l': { link: '../outside' }, 'e': { dir: true } });
+    makeTree(src, {
+      'a.txt': 'a',
+      'bin/run': { mode: 0o4750, content: 'x' },
+      l: { link: '../outside' },
+      e: { dir: true },
+    });
     fs.utimesSync(path.join(src, 'a.txt'), 1_000_000, 1_000_000);
     fs.linkSync(path.join(src, 'a.txt'), path.join(src, 'a-link'));
     fs.chmodSync(path.join(src, 'e'), 0o500);
@@ -18,7 +23,8 @@ describe('copyTreeAs', () => {
     fs.mkdirSync(dest);
     fs.chownSync(dest, 4242, 4343);
     await copyTreeAs(src, dest, { uid: 4242, gid: 4343 });
-    const owned = (t: Record<string, string>): Record<string, string> => Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v.replace(/ 0:0/, ' 4242:4343')]));
+    const owned = (t: Record<string, string>): Record<string, string> =>
+      Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v.replace(/ 0:0/, ' 4242:4343')]));
     expect(describeTree(dest)).toEqual(owned(describeTree(src)));
     expect(fs.statSync(path.join(dest, 'a.txt')).mtimeMs).toBe(1_000_000_000);
     expect(fs.statSync(path.join(dest, 'a-link')).ino).toBe(fs.statSync(path.join(dest, 'a.txt')).ino);
@@ -28,7 +34,9 @@ describe('copyTreeAs', () => {
     const base = tmpDir();
     makeTree(path.join(base, 'src'), { x: 'x' });
     fs.mkdirSync(path.join(base, 'dest')); // root-owned: uid 4242 cannot write into it
-    const error = await copyTreeAs(path.join(base, 'src'), path.join(base, 'dest'), { uid: 4242, gid: 4242 }).catch((e: unknown) => e);
+    const error = await copyTreeAs(path.join(base, 'src'), path.join(base, 'dest'), { uid: 4242, gid: 4242 }).catch(
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(StepFailedError);
     expect(String((error as Error).message)).not.toContain(base);
   });
@@ -61,7 +69,7 @@ describe('takeSnapshot', () => {
 describe('treeSizeBytes', () => {
   it('sums file and symlink sizes, counting hard links once', async () => {
     const dir = tmpDir();
-    makeTree(dir, { 'a': 'x'.repeat(1000), 'd/b': 'y'.repeat(234), 'l': { link: 'abcdef' }, 'e': { dir: true } });
+    makeTree(dir, { a: 'x'.repeat(1000), 'd/b': 'y'.repeat(234), l: { link: 'abcdef' }, e: { dir: true } });
     fs.linkSync(path.join(dir, 'a'), path.join(dir, 'd/a-again'));
     expect(await treeSizeBytes(dir)).toBe(1000 + 234 + 6);
   });

@@ -56,7 +56,7 @@ describe('openRegularAt', () => {
 describe('walkTreeAt', () => {
   it('visits every entry once with its type, parents first, and leaves directories after their contents', async () => {
     const dir = tmpDir();
-    makeTree(dir, { 'a/b/c.txt': 'c', 'a/l': { link: 'b' }, 'e': { dir: true }, 'f': 'f' });
+    makeTree(dir, { 'a/b/c.txt': 'c', 'a/l': { link: 'b' }, e: { dir: true }, f: 'f' });
     const events: string[] = [];
     await walkTreeAt(dir, {
       visit: (e) => {
@@ -69,7 +69,14 @@ describe('walkTreeAt', () => {
         throw new Error('unexpected change');
       },
     });
-    expect(events.filter((e) => e.startsWith('visit')).sort()).toEqual(['visit a d', 'visit a/b d', 'visit a/b/c.txt f', 'visit a/l l', 'visit e d', 'visit f f']);
+    expect(events.filter((e) => e.startsWith('visit')).sort()).toEqual([
+      'visit a d',
+      'visit a/b d',
+      'visit a/b/c.txt f',
+      'visit a/l l',
+      'visit e d',
+      'visit f f',
+    ]);
     const at = (s: string): number => events.indexOf(s);
     expect(at('visit a/b d')).toBeGreaterThan(at('visit a d'));
     expect(at('leave a/b')).toBeGreaterThan(at('visit a/b/c.txt f'));
