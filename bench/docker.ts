@@ -96,7 +96,7 @@ async function rawExec(docker: Docker, container: string): Promise<void> {
 
 /** The provider's one cache image (tag), found through its backend. */
 async function cacheImage(wsp: TestProvider): Promise<string> {
-  const snaps = (await wsp.provider.deps.backend.listSnapshots()).filter((s) => s.purpose === 'cache');
+  const snaps = (await wsp.provider.deps.backend.snapshots.list()).filter((s) => s.purpose === 'cache');
   if (snaps.length !== 1) throw new Error(`expected one cache snapshot, found ${snaps.length}`);
   return String(snaps[0]!.image);
 }
@@ -120,7 +120,7 @@ async function main(): Promise<void> {
         const backend = wsp.provider.deps.backend;
         try {
           for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
-          for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
+          for (const snap of await backend.snapshots.list()) await backend.snapshots.delete(snap);
         } catch (error) {
           process.stderr.write(
             `cleanup through the backend of ${wsp.provider.deps.instanceId}: ${(error as Error).message}\n`,
@@ -397,7 +397,7 @@ async function restoreTimes(wsp: TestProvider, id: string, n: number): Promise<n
   const backend = wsp.provider.deps.backend;
   const view = await wsp.api('GET', `/workspaces/${id}`);
   const plan = view.body.plan as WorkspacePlan;
-  const baseline = (await backend.listSnapshots()).find((s) => s.purpose === 'baseline' && s.name === id);
+  const baseline = (await backend.snapshots.list()).find((s) => s.purpose === 'baseline' && s.name === id);
   if (!baseline) throw new Error(`no baseline snapshot named ${id}`);
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
@@ -406,7 +406,7 @@ async function restoreTimes(wsp: TestProvider, id: string, n: number): Promise<n
       '-c',
       'echo change >> app/src/m0/f0.txt && echo new > app/new-file && (sleep 600 > /dev/null 2>&1 &)',
     ]);
-    out.push(await time(() => backend.restore(dockerRef(id), plan, baseline)));
+    out.push(await time(() => backend.open(dockerRef(id), plan).snapshots.restore(baseline)));
   }
   const left = await api(wsp, id, ['sh', '-c', 'test -e app/new-file && echo present || echo gone']);
   if (left.trim() !== 'gone') throw new Error('restore left app/new-file behind');

@@ -84,11 +84,11 @@ async function exec(
     timeoutMs,
     maxOutputBytes: MiB,
   };
-  await backend.startCommand(ref, plan, spec);
-  const status = await backend.waitCommand(ref, spec.commandId, timeoutMs + 10_000);
-  const out = (await backend.readOutput(ref, spec.commandId, 'stdout', 0, MiB)).data.toString('utf8');
+  await backend.open(ref, plan).commands.start(spec);
+  const status = await backend.open(ref, plan).commands.wait(spec.commandId, timeoutMs + 10_000);
+  const out = (await backend.open(ref, plan).commands.read(spec.commandId, 'stdout', 0, MiB)).data.toString('utf8');
   if (status.state !== 'exited' || status.exitCode !== 0) {
-    const err = (await backend.readOutput(ref, spec.commandId, 'stderr', 0, 4096)).data.toString('utf8');
+    const err = (await backend.open(ref, plan).commands.read(spec.commandId, 'stderr', 0, 4096)).data.toString('utf8');
     throw new Error(`${argv.join(' ').slice(0, 80)} ended ${status.state} ${status.exitCode}: ${err}`);
   }
   return out;
@@ -200,7 +200,7 @@ async function main(): Promise<void> {
     const container = ecs.fake.tasks.get(taskArn)!.container;
     // A command dir to ask about (status of an exited command: the runner reads its record files).
     const probe = `c-${randomBytes(6).toString('hex')}`;
-    await backend.startCommand(a, ecsPlan, {
+    await backend.open(a, ecsPlan).commands.start({
       commandId: probe,
       argv: ['true'],
       cwd: ecsPlan.workdir,
@@ -208,7 +208,7 @@ async function main(): Promise<void> {
       timeoutMs: 60_000,
       maxOutputBytes: MiB,
     });
-    await backend.waitCommand(a, probe, 60_000);
+    await backend.open(a, ecsPlan).commands.wait(probe, 60_000);
     const newChannels = (): ExecChannels =>
       new ExecChannels(ecs!.fake.client, { cluster: ECS_CLUSTER, container: 'workspace', retry: TEST_RETRY });
     const statusOver = async (ch: ExecChannels): Promise<void> => {
@@ -271,7 +271,7 @@ async function main(): Promise<void> {
       const out: number[] = [];
       for (let i = 0; i < count; i++) {
         if (change) await sh(backend, ref, ecsPlan, changeScript(CHANGE_MB));
-        out.push(await time(() => backend.restore(ref, ecsPlan, snap)));
+        out.push(await time(() => backend.open(ref, ecsPlan).snapshots.restore(snap)));
       }
       // The last restore really put the baseline back (a number for an undone reset would be a lie).
       if ((await sum(ref)) !== expect) throw new Error('restore did not bring back the baseline content');
@@ -279,7 +279,7 @@ async function main(): Promise<void> {
     };
     const small = await created('small');
     const smallBytes = await fillHome(backend, small, ecsPlan, SMALL_MB);
-    const smallSnap = await backend.snapshot(small, ecsPlan, 'baseline', `bl-${RUN}-small`);
+    const smallSnap = await backend.open(small, ecsPlan).snapshots.take('baseline', `bl-${RUN}-small`);
     const smallSum = await sum(small);
     await sh(backend, small, ecsPlan, 'sync');
     const resetSmallChanged = push(
@@ -296,7 +296,7 @@ async function main(): Promise<void> {
     let bigSnap: SnapshotRef | undefined;
     push(
       `(baseline copy of the ${mb(bigBytes)} home: pristine-save, cp -a; 1 run)`,
-      await time(async () => (bigSnap = await backend.snapshot(big, ecsPlan, 'baseline', `bl-${RUN}-big`))),
+      await time(async () => (bigSnap = await backend.open(big, ecsPlan).snapshots.take('baseline', `bl-${RUN}-big`))),
     );
     const bigSum = await sum(big);
     // The fill and the copy leave GiBs of dirty pages: flush them so their writeback is not timed as reset.
@@ -316,7 +316,7 @@ async function main(): Promise<void> {
     );
     const snaps: SnapshotRef[] = [];
     const build = async (ref: BackendRef, what: string): Promise<void> => {
-      snaps.push(await backend.snapshot(ref, ecsPlan, 'cache', `cache-${RUN}-${what}-${snaps.length}`));
+      snaps.push(await backend.open(ref, ecsPlan).snapshots.take('cache', `cache-${RUN}-${what}-${snaps.length}`));
     };
     const cacheSmall = push(
       `cache image of the ${mb(smallBytes)} home (median of ${fewRounds})`,
@@ -326,7 +326,7 @@ async function main(): Promise<void> {
     const cacheBig = push(`cache image of the ${mb(bigBytes)} home (1 run)`, await time(() => build(big, 'big')));
     const bigLayer = Number(snaps.at(-1)!['bytes']);
     rows.at(-1)!.note = `layer ${mb(bigLayer)} gzip; ${(bigBytes / MiB / (cacheBig / 1000)).toFixed(0)} MiB/s of home`;
-    for (const s of snaps.slice(1)) await backend.deleteSnapshot(s);
+    for (const s of snaps.slice(1)) await backend.snapshots.delete(s);
     for (const ref of [big]) await backend.destroy(ref);
 
     // --- create from the cache image vs warm claim ---------------------------------------------
@@ -418,7 +418,7 @@ async function main(): Promise<void> {
       claims,
     );
     await pool.drain(cacheKey);
-    await backend.deleteSnapshot(smallImage);
+    await backend.snapshots.delete(smallImage);
 
     const ratios: Array<[string, number]> = [
       ['runner `status` over the open session / raw `docker exec true`', rpcRtt / rawRtt],

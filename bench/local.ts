@@ -156,19 +156,21 @@ async function backendSteps(dir: string, files: Record<string, string>): Promise
   };
   for (let i = 0; i < rounds; i++) {
     const source = await backend.create(plan, { workspaceId: `bench-src-${i}`, labels: {} });
-    await backend.putDirectory(source, plan, content, plan.home);
+    await backend.open(source, plan).files.putDirectory(content, plan.home);
     let ref: BackendRef | undefined;
     try {
       let cache: SnapshotRef | undefined;
-      t.full.push(await time(async () => (cache = await backend.snapshot(source, plan, 'cache', `bench-cache-${i}`))));
-      t.coldBase.push(await time(() => backend.snapshot(source, plan, 'baseline', `bench-cold-${i}`)));
+      t.full.push(
+        await time(async () => (cache = await backend.open(source, plan).snapshots.take('cache', `bench-cache-${i}`))),
+      );
+      t.coldBase.push(await time(() => backend.open(source, plan).snapshots.take('baseline', `bench-cold-${i}`)));
       t.create.push(
         await time(
           async () => (ref = await backend.create(plan, { workspaceId: `bench-${i}`, labels: {}, from: cache! })),
         ),
       );
       await runInside(backend, ref!, plan, ['sh', '-c', 'echo moved >> app/src/m0/f0.txt && echo new > app/new.txt']);
-      t.warmBase.push(await time(() => backend.snapshot(ref!, plan, 'baseline', `bench-base-${i}`)));
+      t.warmBase.push(await time(() => backend.open(ref!, plan).snapshots.take('baseline', `bench-base-${i}`)));
       let a = '';
       t.inside.push(
         await time(
@@ -176,13 +178,14 @@ async function backendSteps(dir: string, files: Record<string, string>): Promise
         ),
       );
       // (A build without fingerprintHome — the code before it — reports NaN for that row.)
-      if (backend.fingerprintHome) {
+      const { files } = backend.open(ref!, plan);
+      if (files.fingerprintHome) {
         let b = '';
-        t.host.push(await time(async () => (b = await backend.fingerprintHome!(ref!, plan))));
+        t.host.push(await time(async () => (b = await files.fingerprintHome!())));
         if (a !== b) throw new Error('the two fingerprints disagree');
       } else t.host.push(Number.NaN);
       for (const name of [`bench-cache-${i}`, `bench-cold-${i}`, `bench-base-${i}`])
-        await backend.deleteSnapshot({ kind: 'local', name });
+        await backend.snapshots.delete({ kind: 'local', name });
     } finally {
       if (ref) await backend.destroy(ref);
       await backend.destroy(source);
@@ -209,7 +212,7 @@ async function runInside(
   argv: string[],
 ): Promise<string> {
   const commandId = `bench-${randomBytes(6).toString('hex')}`;
-  await backend.startCommand(ref, plan, {
+  await backend.open(ref, plan).commands.start({
     commandId,
     argv,
     cwd: plan.home,
@@ -217,11 +220,11 @@ async function runInside(
     timeoutMs: 600_000,
     maxOutputBytes: 1 << 20,
   });
-  let status = await backend.waitCommand(ref, commandId, 60_000);
-  while (status.state === 'running') status = await backend.waitCommand(ref, commandId, 60_000);
+  let status = await backend.open(ref, plan).commands.wait(commandId, 60_000);
+  while (status.state === 'running') status = await backend.open(ref, plan).commands.wait(commandId, 60_000);
   if (status.state !== 'exited' || status.exitCode !== 0)
     throw new Error(`${argv[0]} failed in the bench workspace (${status.state} ${status.exitCode})`);
-  return (await backend.readOutput(ref, commandId, 'stdout', 0, 1 << 20)).data.toString('utf8');
+  return (await backend.open(ref, plan).commands.read(commandId, 'stdout', 0, 1 << 20)).data.toString('utf8');
 }
 
 void main().then(

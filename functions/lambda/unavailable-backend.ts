@@ -1,5 +1,6 @@
 import type { WorkspaceBackend } from '../../shared/contract/backend.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
+import { openOrReject } from '../../shared/backends/handle.js';
 
 /**
  * The backend of a mode this Lambda build does not contain (local and docker are never bundled into
@@ -14,26 +15,18 @@ export function unavailableBackend(
   const fail = async (): Promise<never> => {
     throw new BackendUnavailableError(message);
   };
+  const unavailable = { delete: fail, sizeBytes: fail, scan: fail, list: fail };
   return {
     kind: mode,
     warnings: [],
+    baseIdentity: fail,
     create: fail,
+    open: (ref) =>
+      openOrReject(ref, () => {
+        throw new BackendUnavailableError(message);
+      }),
     destroy: fail,
-    putTransferFile: fail,
-    removeTransferFile: fail,
-    putDirectory: fail,
-    startCommand: fail,
-    commandStatus: fail,
-    waitCommand: fail,
-    readOutput: fail,
-    killCommand: fail,
-    killAll: fail,
-    snapshot: fail,
-    restore: fail,
-    deleteSnapshot: fail,
-    snapshotSizeBytes: fail,
-    scanSnapshot: fail,
+    snapshots: unavailable,
     listResources: fail,
-    listSnapshots: fail,
   };
 }

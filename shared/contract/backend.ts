@@ -2,13 +2,15 @@ import type { NetworkPolicy, WorkspacePlan } from './plan.js';
 import type { BackendRef, CommandState, SnapshotRef, StreamInfo } from './workspace.js';
 
 /**
- * The backend-neutral contract: lifecycle (create/destroy/snapshot/restore) and executor
- * (commands). Git, setup, caching and reset are written once on top of it (shared/service).
- * No vendor type crosses this interface; handles are serialisable and live in the state store.
+ * The backend-neutral contract: a backend (lifecycle, snapshots, base identity) and the workspace
+ * handle it opens (commands, files, snapshots of that workspace). Git, setup, caching and reset are
+ * written once on top of it (shared/service).
+ * No vendor type crosses this interface; refs (BackendRef, SnapshotRef) are serialisable and live in
+ * the state store.
  */
 
 export interface CommandSpec {
-  /** Unique per workspace; `startCommand` is idempotent on it. */
+  /** Unique per workspace; `commands.start` is idempotent on it. */
   commandId: string;
   argv: string[];
   /** Absolute guest path inside the workspace (the service validates it). */
@@ -58,13 +60,30 @@ export interface BackendResource {
   ref: BackendRef;
 }
 
+/**
+ * A backend: where workspaces live (local directories + bwrap, Docker containers, Fargate tasks).
+ * Lifecycle, the snapshots it keeps, and the identity of its base; everything done INSIDE one
+ * workspace goes through the handle `open` returns.
+ */
 export interface WorkspaceBackend {
   readonly kind: string;
   /** Human-readable notes about weakened guarantees (e.g. no sandbox available). */
   readonly warnings: readonly string[];
 
+  /**
+   * What a cache entry built here depends on besides the plan and the setup inputs: the base a fresh
+   * workspace starts from (Docker: the base image's id; Fargate: the base task definition's revision
+   * ARN; local: the host). Part of the cache key, so a rebuilt base never serves an old entry.
+   */
+  baseIdentity(): Promise<string>;
+
   /** Create the workspace's compute and empty (or snapshot-seeded) home per the plan. */
   create(plan: WorkspacePlan, options: CreateOptions): Promise<BackendRef>;
+  /**
+   * The workspace `ref` names, run per `plan` (its record's). No I/O: a ref that names nothing (any
+   * more) fails on first use (NotFoundError), a malformed one rejects every call.
+   */
+  open(ref: BackendRef, plan: WorkspacePlan): WorkspaceHandle;
   /**
    * Optional: does `ref` address the resources `create` made for `workspaceId` (and nothing else)?
    * A ref comes back from the state store, which the service does not trust blindly: a record whose
@@ -74,51 +93,8 @@ export interface WorkspaceBackend {
   /** Tear down; idempotent (an unknown or already-removed ref is not an error). */
   destroy(ref: BackendRef): Promise<void>;
 
-  /** Copy a host file into plan.transferDir under `name`, readable by the workspace user. */
-  putTransferFile(ref: BackendRef, plan: WorkspacePlan, name: string, hostPath: string): Promise<void>;
-  removeTransferFile(ref: BackendRef, plan: WorkspacePlan, name: string): Promise<void>;
-  /** Copy a host directory whole into a guest path, owned by the workspace user. */
-  putDirectory(ref: BackendRef, plan: WorkspacePlan, hostDir: string, guestPath: string): Promise<void>;
-
-  startCommand(ref: BackendRef, plan: WorkspacePlan, spec: CommandSpec): Promise<void>;
-  commandStatus(ref: BackendRef, commandId: string): Promise<CommandStatus>;
-  /** Resolve when the command is no longer running or after `waitMs`; returns the status then. */
-  waitCommand(ref: BackendRef, commandId: string, waitMs: number): Promise<CommandStatus>;
-  readOutput(
-    ref: BackendRef,
-    commandId: string,
-    stream: OutputStream,
-    offset: number,
-    limit: number,
-  ): Promise<OutputChunk>;
-  /** Kill the command's process group; no-op if it has ended. */
-  killCommand(ref: BackendRef, commandId: string, reason: string): Promise<void>;
-  /** Kill every process of the workspace user. */
-  killAll(ref: BackendRef): Promise<void>;
-
-  /** Keep the current home as a snapshot (cache entry or baseline). */
-  snapshot(ref: BackendRef, plan: WorkspacePlan, purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef>;
-  /** Return the workspace to a snapshot: processes killed, only what changed rewritten. */
-  restore(ref: BackendRef, plan: WorkspacePlan, snapshot: SnapshotRef): Promise<void>;
-  deleteSnapshot(snapshot: SnapshotRef): Promise<void>;
-  snapshotSizeBytes(snapshot: SnapshotRef): Promise<number>;
-  /** Every needle found in the snapshot's content (file paths or layer ids), for the secret scan. */
-  scanSnapshot(snapshot: SnapshotRef, needles: readonly string[]): Promise<string[]>;
-
-  /**
-   * Optional: the digest `fingerprintArgv(plan.home)` (shared/workspace/fingerprint.ts) would print
-   * inside the workspace, computed by the backend when it can do that faster (e.g. from the host).
-   * Absent → the service runs the script in the workspace. Throws NotFoundError for an unknown
-   * workspace, StepFailedError('fingerprint') when the home cannot be read (or changes meanwhile).
-   */
-  fingerprintHome?(ref: BackendRef, plan: WorkspacePlan): Promise<string>;
-
-  /**
-   * Optional: bytes the workspace's writable content uses now (its home and /tmp, or everything it
-   * wrote, whichever the backend can measure), read without trusting the workspace (a dir it made
-   * unreadable still counts). For the disk limit (plan.resources.diskMb), enforced by the janitor.
-   */
-  usageBytes?(ref: BackendRef): Promise<number>;
+  /** Snapshots kept by this backend (cache entries and baselines), whoever took them. */
+  readonly snapshots: SnapshotStore;
 
   /**
    * Optional periodic upkeep, called by the janitor with the snapshots of the ready cache entries
@@ -128,5 +104,60 @@ export interface WorkspaceBackend {
 
   /** Resources this backend holds that carry our labels (for the reconciler). */
   listResources(): Promise<BackendResource[]>;
-  listSnapshots(): Promise<SnapshotRef[]>;
+}
+
+export interface SnapshotStore {
+  delete(snapshot: SnapshotRef): Promise<void>;
+  sizeBytes(snapshot: SnapshotRef): Promise<number>;
+  /** Every needle found in the snapshot's content (file paths or layer ids), for the secret scan. */
+  scan(snapshot: SnapshotRef, needles: readonly string[]): Promise<string[]>;
+  list(): Promise<SnapshotRef[]>;
+}
+
+/** One workspace, opened by its backend: what runs in it, what is copied into it, its snapshots. */
+export interface WorkspaceHandle {
+  readonly ref: BackendRef;
+  readonly commands: WorkspaceCommands;
+  readonly files: WorkspaceFiles;
+  readonly snapshots: WorkspaceSnapshots;
+}
+
+export interface WorkspaceCommands {
+  start(spec: CommandSpec): Promise<void>;
+  status(commandId: string): Promise<CommandStatus>;
+  /** Resolve when the command is no longer running or after `waitMs`; returns the status then. */
+  wait(commandId: string, waitMs: number): Promise<CommandStatus>;
+  read(commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk>;
+  /** Kill the command's process group; no-op if it has ended. */
+  kill(commandId: string, reason: string): Promise<void>;
+  /** Kill every process of the workspace user. */
+  killAll(): Promise<void>;
+}
+
+export interface WorkspaceFiles {
+  /** Copy a host file into plan.transferDir under `name`, readable by the workspace user. */
+  putTransferFile(name: string, hostPath: string): Promise<void>;
+  removeTransferFile(name: string): Promise<void>;
+  /** Copy a host directory whole into a guest path, owned by the workspace user. */
+  putDirectory(hostDir: string, guestPath: string): Promise<void>;
+  /**
+   * Optional: the digest `fingerprintArgv(plan.home)` (shared/workspace/fingerprint.ts) would print
+   * inside the workspace, computed by the backend when it can do that faster (e.g. from the host).
+   * Absent → the service runs the script in the workspace. Throws NotFoundError for an unknown
+   * workspace, StepFailedError('fingerprint') when the home cannot be read (or changes meanwhile).
+   */
+  fingerprintHome?(): Promise<string>;
+  /**
+   * Optional: bytes the workspace's writable content uses now (its home and /tmp, or everything it
+   * wrote, whichever the backend can measure), read without trusting the workspace (a dir it made
+   * unreadable still counts). For the disk limit (plan.resources.diskMb), enforced by the janitor.
+   */
+  usageBytes?(): Promise<number>;
+}
+
+export interface WorkspaceSnapshots {
+  /** Keep the current home as a snapshot (cache entry or baseline). */
+  take(purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef>;
+  /** Return the workspace to a snapshot: processes killed, only what changed rewritten. */
+  restore(snapshot: SnapshotRef): Promise<void>;
 }

@@ -44,7 +44,7 @@ export async function evictCache(deps: ServiceDeps, now = new Date()): Promise<E
   for (const { entry, reason } of victims) {
     try {
       await state.deleteCacheEntry(entry.key, entry.version);
-      if (entry.snapshot) await backend.deleteSnapshot(entry.snapshot);
+      if (entry.snapshot) await backend.snapshots.delete(entry.snapshot);
       report.evicted.push({ key: entry.key, reason });
       log.info('cache entry evicted', { cacheKey: entry.key, reason });
     } catch (error) {

@@ -64,7 +64,7 @@ export class Commands {
     };
     await this.deps.state.createCommand(record);
     try {
-      await this.deps.backend.startCommand(ws.backend!, ws.plan, {
+      await this.deps.backend.open(ws.backend!, ws.plan).commands.start({
         commandId: id,
         argv,
         cwd,
@@ -98,7 +98,7 @@ export class Commands {
     const now = await this.records.get(ws.id);
     if (now.status === 'ready' && now.backend !== undefined) return;
     await bestEffort(
-      this.deps.backend.killCommand(ws.backend!, record.id, `workspace became ${now.status}`),
+      this.deps.backend.open(ws.backend!, ws.plan).commands.kill(record.id, `workspace became ${now.status}`),
       this.deps.log,
       'killing a command started while the workspace left ready',
     );
@@ -132,7 +132,7 @@ export class Commands {
     const ws = await this.records.get(workspaceId);
     const record = await this.record(workspaceId, commandId);
     if (record.state === 'running' && ws.backend)
-      await this.deps.backend.killCommand(ws.backend, commandId, 'cancelled');
+      await this.deps.backend.open(ws.backend, ws.plan).commands.kill(commandId, 'cancelled');
     return this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 2_000 });
   }
 
@@ -148,7 +148,8 @@ export class Commands {
       const chunk =
         ws.backend && query.limit > 0
           ? await this.deps.backend
-              .readOutput(ws.backend, current.id, stream, offset, query.limit)
+              .open(ws.backend, ws.plan)
+              .commands.read(current.id, stream, offset, query.limit)
               .catch(() => ({ data: Buffer.alloc(0), nextOffset: offset }))
           : { data: Buffer.alloc(0), nextOffset: offset };
       return streamView(chunk, offset, info);
@@ -157,10 +158,9 @@ export class Commands {
   }
 
   private async status(ws: WorkspaceRecord, commandId: string, waitMs: number): Promise<CommandStatus | undefined> {
+    const { commands } = this.deps.backend.open(ws.backend!, ws.plan);
     try {
-      return waitMs > 0
-        ? await this.deps.backend.waitCommand(ws.backend!, commandId, waitMs)
-        : await this.deps.backend.commandStatus(ws.backend!, commandId);
+      return waitMs > 0 ? await commands.wait(commandId, waitMs) : await commands.status(commandId);
     } catch (error) {
       if (error instanceof NotFoundError) return undefined; // compute is gone → the command is lost
       throw error;

@@ -40,7 +40,6 @@ export function clearDiskExceeded(ws: WorkspaceRecord): Partial<WorkspaceRecord>
 /** One janitor pass over this instance's ready workspaces; returns the ids newly found over their limit. */
 export async function enforceDiskLimits(deps: ServiceDeps, records: WorkspaceRecords, now: Date): Promise<string[]> {
   const { backend } = deps;
-  if (!backend.usageBytes) return [];
   const over: string[] = [];
   const ready = await deps.state.listWorkspaces({ owner: deps.instanceId, status: ['ready'] });
   for (const ws of ready) {
@@ -54,11 +53,13 @@ export async function enforceDiskLimits(deps: ServiceDeps, records: WorkspaceRec
     )
       continue;
     if (hasForeignRef(backend, ws)) continue; // never measured or killed through another workspace's ref
+    const { files, commands } = backend.open(ws.backend, ws.plan);
+    if (!files.usageBytes) return over; // the backend cannot measure what a workspace uses
     try {
-      const usedBytes = await backend.usageBytes(ws.backend);
+      const usedBytes = await files.usageBytes();
       const limitBytes = limitMb * MIB;
       if (usedBytes <= limitBytes) continue;
-      await backend.killAll(ws.backend);
+      await commands.killAll();
       const exceeded = { usedBytes, limitBytes, at: now.toISOString() };
       await records.update(ws.id, (r) => ({
         diskExceeded: exceeded,

@@ -107,8 +107,8 @@ export class Provisioner {
       }
 
       await this.step(id, 'baseline', 'taking the baseline snapshot');
-      await this.deps.backend.killAll(ref); // nothing left running writes into the home while it is kept
-      const baseline = await this.deps.backend.snapshot(ref, plan, 'baseline', id);
+      await this.deps.backend.open(ref, plan).commands.killAll(); // nothing left running writes into the home while it is kept
+      const baseline = await this.deps.backend.open(ref, plan).snapshots.take('baseline', id);
       const fingerprint = await this.fingerprint(ref, plan);
       const repos: RepoState[] = plan.repos.map((r) => {
         const res = resolved.find((x) => x.name === r.name);
@@ -152,7 +152,7 @@ export class Provisioner {
     if (ws.backend) await this.deps.backend.destroy(ws.backend);
     if (ws.baseline)
       await bestEffort(
-        this.deps.backend.deleteSnapshot(ws.baseline),
+        this.deps.backend.snapshots.delete(ws.baseline),
         this.deps.log,
         'deleting the old baseline before recreating',
       );
@@ -175,8 +175,8 @@ export class Provisioner {
       });
     }
     await this.warmStart(ws.id, ref, plan, resolved, entry);
-    await this.deps.backend.killAll(ref);
-    const baseline = await this.deps.backend.snapshot(ref, plan, 'baseline', ws.id);
+    await this.deps.backend.open(ref, plan).commands.killAll();
+    const baseline = await this.deps.backend.open(ref, plan).snapshots.take('baseline', ws.id);
     return { backend: ref, baseline, baselineFingerprint: await this.fingerprint(ref, plan) };
   }
 
@@ -242,7 +242,7 @@ export class Provisioner {
     }
     return computeCacheKey({
       backendKind: this.deps.backend.kind,
-      baseIdentity: this.deps.backend.kind === 'local' ? 'host' : this.deps.backend.kind,
+      baseIdentity: await this.deps.backend.baseIdentity(),
       plan,
       setupScript: this.deps.config.setup.script,
       setupEnv: this.deps.config.workspace.env,
@@ -324,7 +324,7 @@ export class Provisioner {
     for (const repo of byDepth(plan.repos)) {
       if (repo.source.kind === 'localDir') {
         await this.step(id, 'copy', `copying ${repo.source.hostPath} to ${repo.target}`);
-        await this.deps.backend.putDirectory(ref, plan, repo.source.hostPath, repo.target);
+        await this.deps.backend.open(ref, plan).files.putDirectory(repo.source.hostPath, repo.target);
         continue;
       }
       const res = resolved.find((r) => r.name === repo.name)!;
@@ -351,7 +351,7 @@ export class Provisioner {
         // A local directory is the operator's live tree: always copied fresh, never served from cache.
         await this.step(id, 'copy', `copying ${repo.source.hostPath} to ${repo.target}`);
         await runStep(this.deps.backend, ref, plan, ['rm', '-rf', '--', repo.target], { step: `clear ${repo.name}` });
-        await this.deps.backend.putDirectory(ref, plan, repo.source.hostPath, repo.target);
+        await this.deps.backend.open(ref, plan).files.putDirectory(repo.source.hostPath, repo.target);
         continue;
       }
       const res = resolved.find((r) => r.name === repo.name)!;
@@ -427,7 +427,7 @@ export class Provisioner {
         ...(plan.setupNetwork ? { network: plan.setupNetwork } : {}),
       });
     } finally {
-      const status = await this.deps.backend.commandStatus(ref, commandId);
+      const status = await this.deps.backend.open(ref, plan).commands.status(commandId);
       const rec = await this.deps.state.getCommand(id, commandId);
       if (rec) {
         await bestEffort(
@@ -449,7 +449,7 @@ export class Provisioner {
     }
     // What setup left running (a daemon, `cmd &`) must not live on into the cache entry or keep
     // writing into the home while it is snapshotted.
-    await this.deps.backend.killAll(ref);
+    await this.deps.backend.open(ref, plan).commands.killAll();
   }
 
   /** Snapshot the clean post-setup state, refuse it if any known secret value is inside, mark ready. */
@@ -461,10 +461,10 @@ export class Provisioner {
     resolved: ResolvedRepo[],
   ): Promise<undefined> {
     await this.step(id, 'cache', 'keeping the post-setup state as the cache entry');
-    const snapshot = await this.deps.backend.snapshot(ref, plan, 'cache', building.key);
-    const hits = await this.deps.backend.scanSnapshot(snapshot, this.deps.secrets.knownSecretValues());
+    const snapshot = await this.deps.backend.open(ref, plan).snapshots.take('cache', building.key);
+    const hits = await this.deps.backend.snapshots.scan(snapshot, this.deps.secrets.knownSecretValues());
     if (hits.length > 0) {
-      await this.deps.backend.deleteSnapshot(snapshot);
+      await this.deps.backend.snapshots.delete(snapshot);
       await bestEffort(
         this.deps.state.updateCacheEntry(building.key, building.version, { status: 'failed' }),
         this.deps.log,
@@ -483,7 +483,7 @@ export class Provisioner {
       });
       return undefined;
     }
-    const sizeBytes = await this.deps.backend.snapshotSizeBytes(snapshot);
+    const sizeBytes = await this.deps.backend.snapshots.sizeBytes(snapshot);
     await this.deps.state.updateCacheEntry(building.key, building.version, {
       status: 'ready',
       snapshot,
@@ -510,7 +510,8 @@ export class Provisioner {
    */
   async fingerprint(ref: BackendRef, plan: WorkspacePlan): Promise<string> {
     const { backend } = this.deps;
-    if (backend.fingerprintHome) return backend.fingerprintHome(ref, plan);
+    const { files } = backend.open(ref, plan);
+    if (files.fingerprintHome) return files.fingerprintHome();
     const out = await runStep(backend, ref, plan, fingerprintArgv(plan.home), {
       step: 'fingerprint',
       env: { LC_ALL: 'C' },

@@ -51,7 +51,7 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
         report.failedProvisioning.push(r.id);
       } else if (r.status === 'resetting') {
         // Restore is idempotent: finish it and hand the workspace back.
-        if (r.backend && r.baseline) await backend.restore(r.backend, r.plan, r.baseline);
+        if (r.backend && r.baseline) await backend.open(r.backend, r.plan).snapshots.restore(r.baseline);
         await service.records.transition(r.id, ['resetting'], 'ready');
         report.resumedResets.push(r.id);
       } else if (r.status === 'deleting') {
@@ -109,9 +109,9 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
   for (const e of await state.listCacheEntries()) if (e.snapshot) referenced.add(JSON.stringify(e.snapshot));
   for (const r of live.values())
     if (r.baseline && r.status !== 'deleted' && r.status !== 'failed') referenced.add(JSON.stringify(r.baseline));
-  for (const snap of await backend.listSnapshots()) {
+  for (const snap of await backend.snapshots.list()) {
     if (referenced.has(JSON.stringify(snap))) continue;
-    await bestEffort(backend.deleteSnapshot(snap), log, 'deleting an unreferenced snapshot');
+    await bestEffort(backend.snapshots.delete(snap), log, 'deleting an unreferenced snapshot');
     report.snapshotsRemoved++;
   }
   log.info('reconciled', {

@@ -133,11 +133,12 @@ export class RepoSync {
     try {
       const bundle = await this.deps.broker.createBundle(mirror, { include, basis }, hostPath);
       if (bundle.empty) return await use(undefined, bundle);
-      await this.deps.backend.putTransferFile(ref, plan, name, hostPath);
+      const { files } = this.deps.backend.open(ref, plan);
+      await files.putTransferFile(name, hostPath);
       try {
         await use(path.posix.join(plan.transferDir, name), bundle);
       } finally {
-        await this.deps.backend.removeTransferFile(ref, plan, name);
+        await files.removeTransferFile(name);
       }
     } finally {
       await fs.rm(hostPath, { force: true });

@@ -39,7 +39,8 @@ export async function runStep(
 ): Promise<StepResult> {
   const commandId = options.commandId ?? newSystemCommandId();
   const maxOutputBytes = options.maxOutputBytes ?? 16 * 1024 * 1024;
-  await backend.startCommand(ref, plan, {
+  const { commands } = backend.open(ref, plan);
+  await commands.start({
     commandId,
     argv,
     cwd: options.cwd ?? plan.home,
@@ -49,10 +50,10 @@ export async function runStep(
     ...(options.stdin ? { stdin: options.stdin } : {}),
     ...(options.network ? { network: options.network } : {}),
   });
-  let status = await backend.waitCommand(ref, commandId, 25_000);
-  while (status.state === 'running') status = await backend.waitCommand(ref, commandId, 25_000);
-  const stdout = (await backend.readOutput(ref, commandId, 'stdout', 0, maxOutputBytes)).data.toString('utf8');
-  const stderr = (await backend.readOutput(ref, commandId, 'stderr', 0, maxOutputBytes)).data.toString('utf8');
+  let status = await commands.wait(commandId, 25_000);
+  while (status.state === 'running') status = await commands.wait(commandId, 25_000);
+  const stdout = (await commands.read(commandId, 'stdout', 0, maxOutputBytes)).data.toString('utf8');
+  const stderr = (await commands.read(commandId, 'stderr', 0, maxOutputBytes)).data.toString('utf8');
   const result = { status, stdout, stderr };
   if ((options.check ?? true) && !(status.state === 'exited' && status.exitCode === 0)) {
     const how =

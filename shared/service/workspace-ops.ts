@@ -107,20 +107,20 @@ export class WorkspaceOps {
             baselineFingerprint: made.baselineFingerprint,
           }));
         } else {
-          await this.deps.backend.restore(ws.backend, ws.plan, ws.baseline);
+          await this.deps.backend.open(ws.backend, ws.plan).snapshots.restore(ws.baseline);
         }
         if (!ws.backend || !ws.baseline) throw new ConflictError(`workspace '${id}' has no baseline`);
         let repos = ws.repos;
         if (input.refs && Object.keys(input.refs).length > 0) {
           repos = await this.moveTo(ws, input.refs);
           // Nothing may keep writing into the new baseline (a `git gc --auto` the checkout left behind).
-          await this.deps.backend.killAll(ws.backend);
+          await this.deps.backend.open(ws.backend, ws.plan).commands.killAll();
           await bestEffort(
-            this.deps.backend.deleteSnapshot(ws.baseline),
+            this.deps.backend.snapshots.delete(ws.baseline),
             this.deps.log,
             'deleting the old baseline before a new one',
           );
-          const baseline = await this.deps.backend.snapshot(ws.backend, ws.plan, 'baseline', id);
+          const baseline = await this.deps.backend.open(ws.backend, ws.plan).snapshots.take('baseline', id);
           baselineFingerprint = await this.provisioner.fingerprint(ws.backend, ws.plan);
           await this.records.update(id, () => ({ baseline, baselineFingerprint, repos }));
         }

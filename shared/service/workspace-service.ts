@@ -139,8 +139,8 @@ export class DefaultWorkspaceService implements WorkspaceService {
       );
     if (record.backend) await this.deps.backend.destroy(record.backend);
     if (record.baseline)
-      await this.deps.backend
-        .deleteSnapshot(record.baseline)
+      await this.deps.backend.snapshots
+        .delete(record.baseline)
         .catch((e) => this.deps.log.warn('baseline delete failed', { workspaceId: record.id, ...errorFields(e) }));
   }
 
@@ -189,7 +189,8 @@ export class DefaultWorkspaceService implements WorkspaceService {
       if (r.setupCommandId && r.backend) {
         for (const stream of ['stdout', 'stderr'] as const) {
           const chunk = await this.deps.backend
-            .readOutput(r.backend, r.setupCommandId, stream, offsets[stream], 256 * 1024)
+            .open(r.backend, r.plan)
+            .commands.read(r.setupCommandId, stream, offsets[stream], 256 * 1024)
             .catch(() => undefined);
           if (chunk && chunk.data.length > 0) {
             offsets[stream] = chunk.nextOffset;

@@ -88,7 +88,7 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const after = await fx.backend.listResources();
         expect(after.map((r) => r.workspaceId)).not.toContain(id);
         await expectCode(
-          fx.backend.startCommand(ref, fx.plan, {
+          fx.backend.open(ref, fx.plan).commands.start({
             commandId: 'c',
             argv: ['true'],
             cwd: fx.plan.home,
@@ -141,8 +141,11 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const ref = await fx.create();
         const input = Buffer.from([0, 1, 2, 255, 10, 0x68, 0x69, 0, 10]);
         const id = await fx.start(ref, ['od', '-An', '-tx1', '-v'], { stdin: input });
-        await fx.backend.waitCommand(ref, id, 60_000);
-        const out = (await fx.backend.readOutput(ref, id, 'stdout', 0, 4096)).data.toString().trim().split(/\s+/);
+        await fx.backend.open(ref, fx.plan).commands.wait(id, 60_000);
+        const out = (await fx.backend.open(ref, fx.plan).commands.read(id, 'stdout', 0, 4096)).data
+          .toString()
+          .trim()
+          .split(/\s+/);
         expect(out).toEqual([...input].map((b) => b.toString(16).padStart(2, '0')));
         const empty = await fx.run(ref, ['cat']);
         expect(empty.status).toMatchObject({ state: 'exited', exitCode: 0 });
@@ -174,7 +177,7 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const id = await fx.start(ref, ['sh', '-c', 'yes 0123456789abcde | head -c "$1"', 'sh', String(total)], {
           maxOutputBytes: max,
         });
-        const status = await fx.backend.waitCommand(ref, id, 60_000);
+        const status = await fx.backend.open(ref, fx.plan).commands.wait(id, 60_000);
         expect(status).toMatchObject({
           state: 'exited',
           exitCode: 0,
@@ -184,7 +187,7 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const chunks: Buffer[] = [];
         let offset = 0;
         for (;;) {
-          const chunk = await fx.backend.readOutput(ref, id, 'stdout', offset, 300_000);
+          const chunk = await fx.backend.open(ref, fx.plan).commands.read(id, 'stdout', offset, 300_000);
           if (chunk.data.length === 0) break;
           expect(chunk.nextOffset).toBe(offset + chunk.data.length);
           chunks.push(chunk.data);
@@ -200,12 +203,12 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const id = await fx.start(ref, ['sh', '-c', 'echo one; sleep 300']);
         let seen = '';
         for (let i = 0; i < 400 && seen === ''; i++) {
-          seen = (await fx.backend.readOutput(ref, id, 'stdout', 0, 100)).data.toString();
+          seen = (await fx.backend.open(ref, fx.plan).commands.read(id, 'stdout', 0, 100)).data.toString();
           if (seen === '') await new Promise((r) => setTimeout(r, 25));
         }
         expect(seen).toBe('one\n');
-        expect((await fx.backend.commandStatus(ref, id)).state).toBe('running');
-        await fx.backend.killCommand(ref, id, 'cancelled');
+        expect((await fx.backend.open(ref, fx.plan).commands.status(id)).state).toBe('running');
+        await fx.backend.open(ref, fx.plan).commands.kill(id, 'cancelled');
       });
 
       it('kills the whole process group on timeout', async () => {
@@ -213,7 +216,7 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const id = await fx.start(ref, ['sh', '-c', 'sleep 300 & echo $! > "$HOME/child.pid"; sleep 300'], {
           timeoutMs: 500,
         });
-        const status = await fx.backend.waitCommand(ref, id, 60_000);
+        const status = await fx.backend.open(ref, fx.plan).commands.wait(id, 60_000);
         expect(status).toMatchObject({ state: 'killed', reason: 'timeout', signal: 'SIGKILL', exitCode: null });
         const pid = (await fx.run(ref, ['cat', `${fx.plan.home}/child.pid`])).stdout.trim();
         expect(pid).toMatch(/^\d+$/);
@@ -223,15 +226,21 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
       it('killCommand ends a running command as killed with the reason; killing an ended one is a no-op', async () => {
         const ref = await fx.create();
         const id = await fx.start(ref, ['sleep', '300']);
-        expect((await fx.backend.commandStatus(ref, id)).state).toBe('running');
-        await fx.backend.killCommand(ref, id, 'cancelled');
-        const status = await fx.backend.waitCommand(ref, id, 30_000);
+        expect((await fx.backend.open(ref, fx.plan).commands.status(id)).state).toBe('running');
+        await fx.backend.open(ref, fx.plan).commands.kill(id, 'cancelled');
+        const status = await fx.backend.open(ref, fx.plan).commands.wait(id, 30_000);
         expect(status).toMatchObject({ state: 'killed', reason: 'cancelled', signal: 'SIGKILL' });
-        await fx.backend.killCommand(ref, id, 'again');
-        expect(await fx.backend.commandStatus(ref, id)).toMatchObject({ state: 'killed', reason: 'cancelled' });
+        await fx.backend.open(ref, fx.plan).commands.kill(id, 'again');
+        expect(await fx.backend.open(ref, fx.plan).commands.status(id)).toMatchObject({
+          state: 'killed',
+          reason: 'cancelled',
+        });
         const done = await fx.run(ref, ['true']);
-        await fx.backend.killCommand(ref, done.commandId, 'late');
-        expect(await fx.backend.commandStatus(ref, done.commandId)).toMatchObject({ state: 'exited', exitCode: 0 });
+        await fx.backend.open(ref, fx.plan).commands.kill(done.commandId, 'late');
+        expect(await fx.backend.open(ref, fx.plan).commands.status(done.commandId)).toMatchObject({
+          state: 'exited',
+          exitCode: 0,
+        });
       });
 
       it('startCommand is idempotent on the command id', async () => {
@@ -239,16 +248,18 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const commandId = newId('cmd');
         await fx.start(ref, ['sh', '-c', 'echo first'], { commandId });
         await fx.start(ref, ['sh', '-c', 'echo second'], { commandId });
-        const status = await fx.backend.waitCommand(ref, commandId, 60_000);
+        const status = await fx.backend.open(ref, fx.plan).commands.wait(commandId, 60_000);
         expect(status.state).toBe('exited');
-        expect((await fx.backend.readOutput(ref, commandId, 'stdout', 0, 100)).data.toString()).toBe('first\n');
+        expect((await fx.backend.open(ref, fx.plan).commands.read(commandId, 'stdout', 0, 100)).data.toString()).toBe(
+          'first\n',
+        );
       });
 
       it('unknown command or workspace → not_found; bad read arguments → bad_request', async () => {
         const ref = await fx.create();
-        await expectCode(fx.backend.commandStatus(ref, 'cmd-unknown'), 'not_found');
+        await expectCode(fx.backend.open(ref, fx.plan).commands.status('cmd-unknown'), 'not_found');
         const done = await fx.run(ref, ['true']);
-        await expectCode(fx.backend.readOutput(ref, done.commandId, 'stdout', -1, 10), 'bad_request');
+        await expectCode(fx.backend.open(ref, fx.plan).commands.read(done.commandId, 'stdout', -1, 10), 'bad_request');
       });
 
       it('background processes outlive their command and are gone after killAll', async () => {
@@ -258,15 +269,15 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const pid = r.stdout.trim();
         const started = await startedAt(fx, ref, pid);
         expect(await isAlive(fx, ref, pid, started)).toBe(true);
-        await fx.backend.killAll(ref);
+        await fx.backend.open(ref, fx.plan).commands.killAll();
         expect(await isAlive(fx, ref, pid, started)).toBe(false);
       });
 
       it('killAll also ends running commands (state killed)', async () => {
         const ref = await fx.create();
         const id = await fx.start(ref, ['sleep', '300']);
-        await fx.backend.killAll(ref);
-        const status = await fx.backend.waitCommand(ref, id, 30_000);
+        await fx.backend.open(ref, fx.plan).commands.killAll();
+        const status = await fx.backend.open(ref, fx.plan).commands.wait(id, 30_000);
         expect(status.state).toBe('killed');
         expect(status.reason).toBeTruthy();
       });
@@ -279,11 +290,16 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const done = await fx.sh(ref, 'echo before; exit 4');
         const away = await fx.start(ref, ['sh', '-c', 'sleep 1; echo after']);
         const again: WorkspaceBackend = await handle.reopen();
-        expect(await again.commandStatus(ref, done.commandId)).toMatchObject({ state: 'exited', exitCode: 4 });
-        expect((await again.readOutput(ref, done.commandId, 'stdout', 0, 100)).data.toString()).toBe('before\n');
-        const status = await again.waitCommand(ref, away, 60_000);
+        expect(await again.open(ref, fx.plan).commands.status(done.commandId)).toMatchObject({
+          state: 'exited',
+          exitCode: 4,
+        });
+        expect((await again.open(ref, fx.plan).commands.read(done.commandId, 'stdout', 0, 100)).data.toString()).toBe(
+          'before\n',
+        );
+        const status = await again.open(ref, fx.plan).commands.wait(away, 60_000);
         expect(status).toMatchObject({ state: 'exited', exitCode: 0 });
-        expect((await again.readOutput(ref, away, 'stdout', 0, 100)).data.toString()).toBe('after\n');
+        expect((await again.open(ref, fx.plan).commands.read(away, 'stdout', 0, 100)).data.toString()).toBe('after\n');
       });
 
       it('a command whose supervisor vanished is lost, not running forever', async () => {
@@ -291,7 +307,7 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const ref = await fx.create();
         const id = await fx.start(ref, ['sleep', '300']);
         await handle.loseCommand(ref, id);
-        expect(await fx.backend.waitCommand(ref, id, 10_000)).toMatchObject({
+        expect(await fx.backend.open(ref, fx.plan).commands.wait(id, 10_000)).toMatchObject({
           state: 'lost',
           reason: 'process vanished',
         });
@@ -312,20 +328,20 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const ref = await fx.create();
         expect((await fx.sh(ref, populate, ['x'])).status.exitCode).toBe(0);
         const f0 = await fingerprint(fx, ref, fx.plan.home);
-        const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('snap')));
+        const snap = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('snap')));
         expect((await fx.sh(ref, mutate)).status.exitCode).toBe(0);
         const pid = (await fx.run(ref, ['cat', `${fx.plan.home}/bg.pid`])).stdout.trim();
         const started = await startedAt(fx, ref, pid);
         expect(await isAlive(fx, ref, pid, started)).toBe(true);
         expect(await fingerprint(fx, ref, fx.plan.home)).not.toBe(f0);
 
-        await fx.backend.restore(ref, fx.plan, snap);
+        await fx.backend.open(ref, fx.plan).snapshots.restore(snap);
         expect(await isAlive(fx, ref, pid, started)).toBe(false);
         expect(await fingerprint(fx, ref, fx.plan.home)).toBe(f0);
         expect((await fx.run(ref, ['ls', '-A', '/tmp'])).stdout).toBe('');
         // Still the user's and writable; and a second round trip is exact too.
         expect((await fx.sh(ref, 'echo again >> a.txt && touch d/sub/more && rm link')).status.exitCode).toBe(0);
-        await fx.backend.restore(ref, fx.plan, snap);
+        await fx.backend.open(ref, fx.plan).snapshots.restore(snap);
         expect(await fingerprint(fx, ref, fx.plan.home)).toBe(f0);
       });
 
@@ -333,7 +349,7 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const ref = await fx.create();
         expect((await fx.sh(ref, populate, ['x'])).status.exitCode).toBe(0);
         const f0 = await fingerprint(fx, ref, fx.plan.home);
-        const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'cache', newId('snap')));
+        const snap = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('cache', newId('snap')));
         const copy = await fx.create({ from: snap });
         expect(await fingerprint(fx, copy, fx.plan.home)).toBe(f0);
         const r = await fx.sh(copy, 'stat -c %u a.txt d/sub; touch a.txt d/sub/new && echo ok');
@@ -343,14 +359,16 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
       it('a snapshot of a workspace created from a snapshot restores exactly, even after the first one is deleted', async () => {
         const src = await fx.create();
         expect((await fx.sh(src, populate, ['x'])).status.exitCode).toBe(0);
-        const cache = fx.trackSnapshot(await fx.backend.snapshot(src, fx.plan, 'cache', newId('snap')));
+        const cache = fx.trackSnapshot(await fx.backend.open(src, fx.plan).snapshots.take('cache', newId('snap')));
         const ref = await fx.create({ from: cache });
         expect(
           (await fx.sh(ref, 'echo warm > a.txt && echo fetched > new.txt && chmod 700 x.sh')).status.exitCode,
         ).toBe(0);
         const f0 = await fingerprint(fx, ref, fx.plan.home);
-        const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('snap')));
-        await fx.backend.deleteSnapshot(cache);
+        const baseline = fx.trackSnapshot(
+          await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('snap')),
+        );
+        await fx.backend.snapshots.delete(cache);
         // Agent work: files from the first snapshot edited in place, removed, added; modes changed.
         expect(
           (
@@ -360,7 +378,7 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
             )
           ).status.exitCode,
         ).toBe(0);
-        await fx.backend.restore(ref, fx.plan, baseline);
+        await fx.backend.open(ref, fx.plan).snapshots.restore(baseline);
         expect(await fingerprint(fx, ref, fx.plan.home)).toBe(f0);
         expect((await fx.run(ref, ['cat', 'd/sub/b.txt', 'a.txt'], { cwd: fx.plan.home })).stdout).toBe('b\nwarm\n');
         // The restored files are the workspace user's own, and writing to them leaves the baseline alone.
@@ -368,15 +386,17 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
           cwd: fx.plan.home,
         });
         expect(own.stdout).toBe(`${fx.plan.user.uid}\n${fx.plan.user.uid}\n`);
-        await fx.backend.restore(ref, fx.plan, baseline);
+        await fx.backend.open(ref, fx.plan).snapshots.restore(baseline);
         expect(await fingerprint(fx, ref, fx.plan.home)).toBe(f0);
       });
 
       // A backend without fingerprintHome relies on the in-workspace script alone: then this checks the
       // script itself on that backend (stable, and sensitive to a mode change) instead of the comparison.
       it('fingerprintHome, when offered, equals the in-workspace script on a tree with every kind of entry', async () => {
-        const offered =
-          fx.backend.fingerprintHome?.bind(fx.backend) ?? (async (r: BackendRef) => fingerprint(fx, r, fx.plan.home));
+        const offered = async (r: BackendRef): Promise<string> => {
+          const { files } = fx.backend.open(r, fx.plan);
+          return files.fingerprintHome ? files.fingerprintHome() : fingerprint(fx, r, fx.plan.home);
+        };
         const ref = await fx.create();
         const odd = [
           'set -e',
@@ -392,9 +412,9 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const made = await fx.sh(ref, odd, [], { cwd: fx.plan.home });
         expect(made.status, made.stderr).toMatchObject({ state: 'exited', exitCode: 0 });
         const inside = await fingerprint(fx, ref, fx.plan.home);
-        expect(await offered(ref, fx.plan)).toBe(inside);
+        expect(await offered(ref)).toBe(inside);
         expect((await fx.sh(ref, 'chmod 644 suid')).status.exitCode).toBe(0);
-        const changed = await offered(ref, fx.plan);
+        const changed = await offered(ref);
         expect(changed).not.toBe(inside);
         expect(changed).toBe(await fingerprint(fx, ref, fx.plan.home));
       });
@@ -403,16 +423,16 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         const ref = await fx.create();
         const needle = newId('needle');
         expect((await fx.sh(ref, populate, [needle])).status.exitCode).toBe(0);
-        const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'cache', newId('snap')));
-        expect((await fx.backend.listSnapshots()).map((s) => s.name)).toContain(snap.name);
-        expect(await fx.backend.snapshotSizeBytes(snap)).toBeGreaterThan(0);
-        const hits = await fx.backend.scanSnapshot(snap, [needle, newId('absent')]);
+        const snap = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('cache', newId('snap')));
+        expect((await fx.backend.snapshots.list()).map((s) => s.name)).toContain(snap.name);
+        expect(await fx.backend.snapshots.sizeBytes(snap)).toBeGreaterThan(0);
+        const hits = await fx.backend.snapshots.scan(snap, [needle, newId('absent')]);
         expect(hits.length).toBeGreaterThan(0);
         expect(hits.join('\n')).not.toContain(needle);
-        expect(await fx.backend.scanSnapshot(snap, [newId('absent')])).toEqual([]);
-        await fx.backend.deleteSnapshot(snap);
-        await fx.backend.deleteSnapshot(snap);
-        expect((await fx.backend.listSnapshots()).map((s) => s.name)).not.toContain(snap.name);
+        expect(await fx.backend.snapshots.scan(snap, [newId('absent')])).toEqual([]);
+        await fx.backend.snapshots.delete(snap);
+        await fx.backend.snapshots.delete(snap);
+        expect((await fx.backend.snapshots.list()).map((s) => s.name)).not.toContain(snap.name);
       });
     });
 
@@ -423,14 +443,14 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         try {
           const file = path.join(host, 'bundle');
           fs.writeFileSync(file, 'bundle-bytes\n', { mode: 0o600 });
-          await fx.backend.putTransferFile(ref, fx.plan, 'repo.bundle', file);
+          await fx.backend.open(ref, fx.plan).files.putTransferFile('repo.bundle', file);
           const t = `${fx.plan.transferDir}/repo.bundle`;
           expect((await fx.run(ref, ['cat', t])).stdout).toBe('bundle-bytes\n');
           expect((await fx.sh(ref, 'echo x >> "$1"', [t])).status.exitCode).not.toBe(0);
           expect((await fx.sh(ref, 'rm -f "$1"', [t])).status.exitCode).not.toBe(0);
           expect((await fx.sh(ref, 'touch "$1/new"', [fx.plan.transferDir])).status.exitCode).not.toBe(0);
           expect((await fx.run(ref, ['cat', t])).stdout).toBe('bundle-bytes\n');
-          await fx.backend.removeTransferFile(ref, fx.plan, 'repo.bundle');
+          await fx.backend.open(ref, fx.plan).files.removeTransferFile('repo.bundle');
           expect((await fx.run(ref, ['cat', t])).status.exitCode).not.toBe(0);
         } finally {
           fs.rmSync(host, { recursive: true, force: true });
@@ -449,7 +469,7 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
           fs.writeFileSync(path.join(host, 'ro.txt'), 'ro\n', { mode: 0o444 });
           fs.symlinkSync('bin/run.sh', path.join(host, 'link'));
           const dest = `${fx.plan.root}/proj`;
-          await fx.backend.putDirectory(ref, fx.plan, host, dest);
+          await fx.backend.open(ref, fx.plan).files.putDirectory(host, dest);
           const r = await fx.sh(
             ref,
             [
@@ -472,7 +492,7 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
           ]);
           // Into an existing directory: merged.
           fs.writeFileSync(path.join(host, 'second.txt'), '2\n');
-          await fx.backend.putDirectory(ref, fx.plan, host, dest);
+          await fx.backend.open(ref, fx.plan).files.putDirectory(host, dest);
           expect((await fx.run(ref, ['ls', '-A', dest])).stdout.split('\n').filter(Boolean).sort()).toEqual([
             '.env.local',
             '.git',
@@ -481,7 +501,7 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
             'ro.txt',
             'second.txt',
           ]);
-          await expectCode(fx.backend.putDirectory(ref, fx.plan, host, '/etc/evil'), 'bad_request');
+          await expectCode(fx.backend.open(ref, fx.plan).files.putDirectory(host, '/etc/evil'), 'bad_request');
         } finally {
           fs.rmSync(host, { recursive: true, force: true });
         }

@@ -121,8 +121,8 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
       ref,
       'mkdir -p victim/sub && echo original > victim/file && echo deep > victim/sub/deep.txt && echo top > top.txt',
     );
-    const fp = await fx.backend.fingerprintHome!(ref, fx.plan);
-    const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
+    const fp = await fx.backend.open(ref, fx.plan).files.fingerprintHome!();
+    const baseline = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
     return { ref, baseline, fp };
   };
 
@@ -141,8 +141,8 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     expect(outcomes).toContain('done');
     // With the racer gone, the normal reset brings the exact baseline back.
     await stopRacer(racers.pop()!);
-    await fx.backend.restore(ref, fx.plan, baseline);
-    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toBe(fp);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(baseline);
+    expect(await fx.backend.open(ref, fx.plan).files.fingerprintHome!()).toBe(fp);
     sentinel.before();
   }, 180_000);
 
@@ -152,8 +152,8 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     startRacer(hostUid(ref), home(ref), sentinel.dir);
     await pause(100);
     for (let i = 0; i < 8; i++) {
-      const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('race')));
-      expect(await fx.backend.scanSnapshot!(snap, [SECRET, 'sentinel deep', 'sentinel junk'])).toEqual([]);
+      const snap = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('race')));
+      expect(await fx.backend.snapshots.scan(snap, [SECRET, 'sentinel deep', 'sentinel junk'])).toEqual([]);
       sentinel.before();
     }
     // takeSnapshot itself, as the provider reads any home: same guarantee.
@@ -189,13 +189,13 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
   it('a PATH_MAX-deep chain and 255-byte names: reset succeeds, and delete of a 3,000-deep chain succeeds and releases the uid', async () => {
     const ref = await fx.create();
     await sh(ref, 'echo base > base.txt');
-    const fp = await fx.backend.fingerprintHome!(ref, fx.plan);
-    const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
+    const fp = await fx.backend.open(ref, fx.plan).files.fingerprintHome!();
+    const baseline = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
     const long = 'L'.repeat(255);
     await sh(ref, `${chain(2200, 'd', long)} && mkdir "${long}" && echo x > "${long}/${long}"`);
-    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).not.toBe(fp);
-    await fx.backend.restore(ref, fx.plan, baseline);
-    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toBe(fp);
+    expect(await fx.backend.open(ref, fx.plan).files.fingerprintHome!()).not.toBe(fp);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(baseline);
+    expect(await fx.backend.open(ref, fx.plan).files.fingerprintHome!()).toBe(fp);
 
     const uid = hostUid(ref);
     await sh(ref, chain(3000, 'deeper', long));
@@ -208,18 +208,18 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
   it('a PATH_MAX-deep chain inside the baseline: snapshot works, reset works or fails clearly, and the workspace stays deletable', async () => {
     const ref = await fx.create();
     await sh(ref, chain(2200, 'd', 'f'));
-    const fp = await fx.backend.fingerprintHome!(ref, fx.plan);
-    const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
-    expect(await fx.backend.snapshotSizeBytes!(baseline)).toBeGreaterThan(0);
+    const fp = await fx.backend.open(ref, fx.plan).files.fingerprintHome!();
+    const baseline = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
+    expect(await fx.backend.snapshots.sizeBytes(baseline)).toBeGreaterThan(0);
     // No change: the reset only walks.
-    await fx.backend.restore(ref, fx.plan, baseline);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(baseline);
     // A change at the bottom: written back through a path longer than PATH_MAX — may fail, but clearly.
     await sh(
       ref,
       `perl -e 'for (1..2200) { chdir "d" or die "$!" } open(my $f, ">", "f") or die; print $f "changed\\n"; open(my $g, ">", "g") or die;'`,
     );
-    const outcome = await doneOrStepFailed(fx.backend.restore(ref, fx.plan, baseline));
-    if (outcome === 'done') expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toBe(fp);
+    const outcome = await doneOrStepFailed(fx.backend.open(ref, fx.plan).snapshots.restore(baseline));
+    if (outcome === 'done') expect(await fx.backend.open(ref, fx.plan).files.fingerprintHome!()).toBe(fp);
     const uid = hostUid(ref);
     await fx.backend.destroy(ref);
     expect(fs.existsSync(wsDir(ref))).toBe(false);
@@ -264,14 +264,14 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     // …so make it as root: what a host without that protection would let the workspace do.
     if (!fs.existsSync(path.join(home(ref), 'stolen'))) fs.linkSync(secret, path.join(home(ref), 'stolen'));
     // The fingerprint (handed to the caller) does not depend on the secret's content.
-    const fp = await fx.backend.fingerprintHome!(ref, fx.plan);
+    const fp = await fx.backend.open(ref, fx.plan).files.fingerprintHome!();
     fs.writeFileSync(secret, `${SECRET}-other\n`);
-    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toBe(fp);
+    expect(await fx.backend.open(ref, fx.plan).files.fingerprintHome!()).toBe(fp);
     fs.writeFileSync(secret, `${SECRET}\n`);
-    const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
-    expect(await fx.backend.scanSnapshot!(snap, [SECRET])).toEqual([]);
+    const snap = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
+    expect(await fx.backend.snapshots.scan(snap, [SECRET])).toEqual([]);
     expect(fs.existsSync(path.join(snapDir(snap), 'home', 'stolen'))).toBe(false);
-    await fx.backend.restore(ref, fx.plan, snap);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(snap);
     expect(fs.existsSync(path.join(home(ref), 'stolen'))).toBe(false);
     expect(fs.readFileSync(secret, 'utf8')).toBe(`${SECRET}\n`);
     expect(fs.statSync(secret).nlink).toBe(1);
@@ -295,10 +295,10 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
       path.join(home(ref), 'linked'),
     ]);
     expect(ln.status, ln.stderr.toString()).toBe(0); // its own file: allowed
-    const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
+    const snap = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
     expect(fs.readFileSync(path.join(snapDir(snap), 'home', 'linked'), 'utf8')).toBe('outside v1\n'); // its own data
     await sh(ref, 'echo "changed by the workspace" > linked'); // writes through its own link: its own business
-    await fx.backend.restore(ref, fx.plan, snap);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(snap);
     expect(fs.readFileSync(path.join(home(ref), 'linked'), 'utf8')).toBe('outside v1\n');
     expect(fs.readFileSync(outside, 'utf8')).toBe('changed by the workspace\n'); // the restore did not write it
     expect(fs.statSync(outside).ino).not.toBe(fs.statSync(path.join(home(ref), 'linked')).ino);
@@ -333,28 +333,28 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     expect(sock.status, sock.stderr.toString()).toBe(0);
     expect(fs.lstatSync(path.join(home(ref), 'd', 'sock')).isSocket()).toBe(true);
 
-    const fp = await fx.backend.fingerprintHome!(ref, fx.plan);
+    const fp = await fx.backend.open(ref, fx.plan).files.fingerprintHome!();
     expect(fp).toMatch(/^[0-9a-f]{64}$/);
-    const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
-    expect(await fx.backend.scanSnapshot!(snap, ['data'])).toEqual(['home/d/file: needle #0']);
-    expect(await fx.backend.snapshotSizeBytes!(snap)).toBeGreaterThan(0);
+    const snap = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
+    expect(await fx.backend.snapshots.scan(snap, ['data'])).toEqual(['home/d/file: needle #0']);
+    expect(await fx.backend.snapshots.sizeBytes(snap)).toBeGreaterThan(0);
     const inSnap = (n: string): string => path.join(snapDir(snap), 'home', 'd', n);
     expect(fs.lstatSync(inSnap('pipe')).isFIFO()).toBe(true);
     for (const n of ['null', 'zero', 'loop', 'sock']) expect(fs.existsSync(inSnap(n)), n).toBe(false);
 
     await sh(ref, 'rm d/pipe && echo junk > d/junk');
-    await fx.backend.restore(ref, fx.plan, snap);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(snap);
     expect(fs.lstatSync(path.join(home(ref), 'd', 'pipe')).isFIFO()).toBe(true);
     expect(fs.existsSync(path.join(home(ref), 'd', 'junk'))).toBe(false);
     // Recorded but not copied: untouched, they stay, and the home is back to its fingerprint.
     for (const n of ['null', 'zero', 'loop', 'sock']) expect(fs.existsSync(path.join(home(ref), 'd', n)), n).toBe(true);
-    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toBe(fp);
+    expect(await fx.backend.open(ref, fx.plan).files.fingerprintHome!()).toBe(fp);
     // Removed by the workspace: a reset cannot bring them back (no uid may create them) — and says so
     // through the fingerprint, without failing.
     await sh(ref, 'rm d/null d/sock');
-    await fx.backend.restore(ref, fx.plan, snap);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(snap);
     expect(fs.existsSync(path.join(home(ref), 'd', 'null'))).toBe(false);
-    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).not.toBe(fp);
+    expect(await fx.backend.open(ref, fx.plan).files.fingerprintHome!()).not.toBe(fp);
   }, 120_000);
 });
 

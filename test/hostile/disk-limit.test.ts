@@ -50,9 +50,11 @@ describe.each(hostileBackends())('disk limit ($name backend)', ({ config, skip }
       expect(view.warnings.join('\n')).toMatch(/disk limit exceeded: \d+ MiB used of 4 MiB/);
 
       // The writer was killed: usage no longer grows.
-      const usage1 = await deps.backend.usageBytes!(view.backend ?? (await deps.state.getWorkspace(ws.id))!.backend!);
+      const record = (await deps.state.getWorkspace(ws.id))!;
+      const files = deps.backend.open(record.backend!, record.plan).files;
+      const usage1 = await files.usageBytes!();
       await new Promise((r) => setTimeout(r, 600));
-      const usage2 = await deps.backend.usageBytes!((await deps.state.getWorkspace(ws.id))!.backend!);
+      const usage2 = await files.usageBytes!();
       expect(usage2).toBe(usage1);
 
       const refused = await wsp.api('POST', `/workspaces/${ws.id}/commands`, { command: 'echo hi' });

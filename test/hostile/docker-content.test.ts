@@ -38,7 +38,7 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
       // Containers and images outlive a provider by design; a test's must not outlive the test.
       const backend = wsp.provider.deps.backend;
       for (const ws of await backend.listResources()) await backend.destroy(ws.ref).catch(() => undefined);
-      for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap).catch(() => undefined);
+      for (const snap of await backend.snapshots.list()) await backend.snapshots.delete(snap).catch(() => undefined);
       await wsp.close();
     }
     if (root) fs.rmSync(root, { recursive: true, force: true });
@@ -193,9 +193,9 @@ describe.skipIf(dockerUnavailable !== undefined)('hostile workspace content (Doc
 
     // Every snapshot the provider took while the racers ran: the host secret is in none.
     const backend = wsp!.provider.deps.backend;
-    const snaps = await backend.listSnapshots();
+    const snaps = await backend.snapshots.list();
     expect(snaps.length).toBeGreaterThanOrEqual(2);
-    for (const snap of snaps) expect(await backend.scanSnapshot!(snap, [SECRET])).toEqual([]);
+    for (const snap of snaps) expect(await backend.snapshots.scan(snap, [SECRET])).toEqual([]);
 
     await run(ws.id, `${racer(hostTargets)} echo started`);
     const del = await healthyDuring(wsp!.api('DELETE', `/workspaces/${ws.id}`));

@@ -171,9 +171,8 @@ describe.each(BACKENDS)('limits that hold per workspace ($name backend, real pro
       }
       // The median: other test files share these 2 cores in CI. Without the cpu cgroup it was seconds.
       expect(latencies.sort((a, b) => a - b)[5]).toBeLessThan(1_000);
-      await wsp.provider.deps.backend.killAll(
-        (await wsp.provider.deps.backend.listResources()).find((r) => r.workspaceId === ws.id)!.ref,
-      );
+      const record = (await wsp.provider.deps.state.getWorkspace(ws.id))!;
+      await wsp.provider.deps.backend.open(record.backend!, record.plan).commands.killAll();
     },
     120_000,
   );
@@ -262,7 +261,7 @@ describe.each(BACKENDS)('limits that hold per workspace ($name backend, real pro
       for (let i = 0; i < 100 && readNumber(path.join(pids, 'pids.current')) < 50; i++) await sleep(50);
       expect(readNumber(path.join(pids, 'pids.current'))).toBeGreaterThanOrEqual(50);
 
-      await backend.killAll(ref);
+      await backend.open(ref, (await wsp.provider.deps.state.getWorkspace(ws.id))!.plan).commands.killAll();
       const userProcs = async (): Promise<number[]> => {
         const inCgroup = members(pids).filter((pid) => uidOf(pid) !== 0);
         if (name === 'docker') return inCgroup;
@@ -333,10 +332,10 @@ describe.skipIf(rootUnavailable !== undefined)('the local workspace cgroup (root
     expect(members(pids).length).toBeGreaterThanOrEqual(20);
 
     const restarted = await fx.handle.reopen!();
-    await restarted.killAll(ref);
+    await restarted.open(ref, fx.plan).commands.killAll();
     expect(members(pids)).toEqual([]);
     expect(await processesOfUid(hostUid(ref))).toEqual([]);
-    expect((await restarted.commandStatus(ref, id)).state).toBe('killed');
+    expect((await restarted.open(ref, fx.plan).commands.status(id)).state).toBe('killed');
     // A new command of the restarted provider enters the same cgroup.
     expect((await fx.run(ref, ['true'])).status.exitCode).toBe(0);
 

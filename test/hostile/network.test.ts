@@ -140,7 +140,7 @@ for (const backend of backends) {
         if (backend.name === 'docker') {
           const b = p.provider.deps.backend;
           for (const ws of await b.listResources()) await b.destroy(ws.ref);
-          for (const snap of await b.listSnapshots()) await b.deleteSnapshot(snap);
+          for (const snap of await b.snapshots.list()) await b.snapshots.delete(snap);
         }
         await p.close();
       }

@@ -136,7 +136,9 @@ describe.skipIf(skip !== undefined)('a workspace sees only its own processes (lo
 
     await run(a.id, 'setsid sleep 3104 > /dev/null 2>&1 < /dev/null & echo ok');
     const ref = (await wsp.provider.deps.backend.listResources()).find((r) => r.workspaceId === a.id)!.ref;
-    await wsp.provider.deps.backend.killAll(ref);
+    await wsp.provider.deps.backend
+      .open(ref, (await wsp.provider.deps.state.getWorkspace(a.id))!.plan)
+      .commands.killAll();
     expect((await processesOfUid(hostUid(a.id))).length).toBe(0);
     const after = await run(a.id, 'echo works; ps -e -o args=');
     expect(after.stdout).toMatch(/^works\n/);

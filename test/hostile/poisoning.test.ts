@@ -100,7 +100,7 @@ for (const backend of backends) {
             // Cache images outlive a provider by design; a test's must not outlive the test.
             const b = wsp.provider.deps.backend;
             for (const ws of await b.listResources()) await b.destroy(ws.ref);
-            for (const snap of await b.listSnapshots()) await b.deleteSnapshot(snap);
+            for (const snap of await b.snapshots.list()) await b.snapshots.delete(snap);
           }
           await wsp.close();
         }

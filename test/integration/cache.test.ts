@@ -83,7 +83,7 @@ describe('provisioning cache', () => {
       const [entry] = (await wsp.provider.deps.state.listCacheEntries()).filter((e) => e.key === first.cache.key);
       expect(entry?.status).toBe('ready');
       // Pruned behind the provider's back (by hand, a lost disk, another tool).
-      await wsp.provider.deps.backend.deleteSnapshot(entry!.snapshot!);
+      await wsp.provider.deps.backend.snapshots.delete(entry!.snapshot!);
       const second = await wsp.setup();
       expect(second.status).toBe('ready');
       expect(second.steps.map((s: { message: string }) => s.message)).toContain(

@@ -89,7 +89,7 @@ export function useBackendFixture(make: MakeBackend, config: ConfigInput = {}): 
     const b = need().backend;
     const errors: unknown[] = [];
     for (const ref of refs.splice(0)) await b.destroy(ref).catch((e: unknown) => errors.push(e));
-    for (const snap of snaps.splice(0)) await b.deleteSnapshot(snap).catch((e: unknown) => errors.push(e));
+    for (const snap of snaps.splice(0)) await b.snapshots.delete(snap).catch((e: unknown) => errors.push(e));
     if (errors.length > 0) throw new AggregateError(errors, 'fixture cleanup failed');
   });
   afterAll(async () => {
@@ -111,7 +111,7 @@ export function useBackendFixture(make: MakeBackend, config: ConfigInput = {}): 
       maxOutputBytes: options.maxOutputBytes ?? 4 * 1024 * 1024,
       ...(options.stdin !== undefined ? { stdin: Buffer.from(options.stdin) } : {}),
     };
-    await need().backend.startCommand(ref, p, spec);
+    await need().backend.open(ref, p).commands.start(spec);
     return spec.commandId;
   };
 
@@ -123,10 +123,10 @@ export function useBackendFixture(make: MakeBackend, config: ConfigInput = {}): 
   ): Promise<RunResult> => {
     const b = need().backend;
     const commandId = await start(ref, argv, options, p);
-    const status = await b.waitCommand(ref, commandId, options.waitMs ?? 60_000);
+    const status = await b.open(ref, plan).commands.wait(commandId, options.waitMs ?? 60_000);
     const max = options.maxOutputBytes ?? 4 * 1024 * 1024;
-    const stdout = (await b.readOutput(ref, commandId, 'stdout', 0, max)).data.toString('utf8');
-    const stderr = (await b.readOutput(ref, commandId, 'stderr', 0, max)).data.toString('utf8');
+    const stdout = (await b.open(ref, plan).commands.read(commandId, 'stdout', 0, max)).data.toString('utf8');
+    const stderr = (await b.open(ref, plan).commands.read(commandId, 'stderr', 0, max)).data.toString('utf8');
     return { commandId, status, stdout, stderr };
   };
 

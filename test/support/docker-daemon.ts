@@ -77,7 +77,7 @@ export async function makeDockerBackend(): Promise<
     },
     async cleanup() {
       for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
-      for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
+      for (const snap of await backend.snapshots.list()) await backend.snapshots.delete(snap);
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };

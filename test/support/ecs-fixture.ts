@@ -144,7 +144,7 @@ export async function makeEcsBackend(overrides: Partial<EcsBackendOptions> = {})
     },
     async cleanup() {
       for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
-      for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
+      for (const snap of await backend.snapshots.list()) await backend.snapshots.delete(snap);
       backend.close();
       await fake.stop();
       users--;

@@ -35,7 +35,7 @@ export async function closeTestProvider(wsp: TestProvider | undefined): Promise<
   if (!wsp) return;
   const backend = wsp.provider.deps.backend;
   for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
-  for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
+  for (const snap of await backend.snapshots.list()) await backend.snapshots.delete(snap);
   await wsp.close();
   fs.rmSync(wsp.dataDir, { recursive: true, force: true });
 }

@@ -1,17 +1,25 @@
 import { watch, type FSWatcher } from 'node:fs';
 import fs from 'node:fs/promises';
-import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
+import type {
+  CommandSpec,
+  CommandStatus,
+  OutputChunk,
+  OutputStream,
+  WorkspaceCommands,
+} from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import { readSpec, readStream, waitWhileRunning, type StoredSpec } from '../runner/command-record.js';
 import { checkCommandSpec, commandEnv, isRunning, readStatus, writeCommandDir } from '../runner/command-files.js';
-import type { RunnerChannels } from './channel.js';
+import type { RunnerClient } from '../runner/client.js';
+import type { ContainerNetworks } from './container.js';
 import { containerName, GUEST_CMD_ROOT, guestCommandDir, type DockerLayout } from './layout.js';
+import { requireMeta } from './workspace-meta.js';
 import { sleep } from '../../lib/sleep.js';
 
 /** How often a waiter looks at the exit file when no watch event came (a host file read: cheap). */
 const POLL_MS = 50;
-/** How long killCommand/killAll wait for the supervisors to write their killed records. */
+/** How long kill/killAll wait for the supervisors to write their killed records. */
 const KILL_SETTLE_MS = 5_000;
 
 /**
@@ -20,14 +28,22 @@ const KILL_SETTLE_MS = 5_000;
  * `docker exec` when the channel is down) and every read (status, output, wait) is a host file read
  * — no round trip, and results survive container replacement and provider restarts.
  */
-export class DockerCommands {
+export class DockerCommands implements WorkspaceCommands {
   constructor(
-    private readonly channels: RunnerChannels,
+    private readonly runner: RunnerClient,
+    private readonly networks: ContainerNetworks,
     private readonly layout: DockerLayout,
+    private readonly workspaceId: string,
+    private readonly plan: WorkspacePlan,
+    private readonly killAllReason: string,
   ) {}
 
   /** Idempotent on commandId: an existing command dir means it was started already. */
-  async start(workspaceId: string, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
+  async start(spec: CommandSpec): Promise<void> {
+    const { workspaceId, plan } = this;
+    await requireMeta(this.layout, workspaceId);
+    // Setup may have a network of its own (spec.network); every other command runs on plan.network.
+    await this.networks.ensure(containerName(workspaceId), spec.network ?? plan.network);
     checkCommandSpec(spec);
     const dir = this.layout.commandDir(workspaceId, spec.commandId);
     let fresh: boolean;
@@ -37,29 +53,18 @@ export class DockerCommands {
       throw new BackendUnavailableError('cannot create the command directory', error);
     }
     if (!fresh) return;
-    const argv = [
-      'start',
-      guestCommandDir(spec.commandId),
-      String(plan.user.uid),
-      String(plan.user.gid),
-      String(spec.timeoutMs),
-      String(spec.maxOutputBytes),
-      spec.cwd,
-      '--',
-      ...spec.argv,
-    ];
     // On failure the dir stays without a supervisor: its status reads 'lost', which is the truth.
-    await this.channels.run(containerName(workspaceId), 'starting the command', argv);
+    await this.runner.start(guestCommandDir(spec.commandId), plan, spec);
   }
 
-  async status(workspaceId: string, commandId: string): Promise<CommandStatus> {
-    const { dir, spec } = await this.find(workspaceId, commandId);
+  async status(commandId: string): Promise<CommandStatus> {
+    const { dir, spec } = await this.find(commandId);
     return readStatus(dir, spec);
   }
 
-  async wait(workspaceId: string, commandId: string, waitMs: number): Promise<CommandStatus> {
+  async wait(commandId: string, waitMs: number): Promise<CommandStatus> {
     if (!Number.isFinite(waitMs) || waitMs < 0) throw new BadRequestError('waitMs must be >= 0', { field: 'waitMs' });
-    const { dir, spec } = await this.find(workspaceId, commandId);
+    const { dir, spec } = await this.find(commandId);
     // The exit record lands by rename in the (bind-mounted) dir: a watch wakes us at once; the poll
     // is the fallback for whatever a watch misses.
     let wake: () => void = () => undefined;
@@ -88,45 +93,31 @@ export class DockerCommands {
     }
   }
 
-  async read(
-    workspaceId: string,
-    commandId: string,
-    stream: OutputStream,
-    offset: number,
-    limit: number,
-  ): Promise<OutputChunk> {
+  async read(commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
     if (!Number.isInteger(offset) || offset < 0)
       throw new BadRequestError('offset must be an integer >= 0', { field: 'offset' });
-    const { dir, spec } = await this.find(workspaceId, commandId);
+    const { dir, spec } = await this.find(commandId);
     return readStream(dir, spec, stream, offset, limit);
   }
 
   /** Kill the command's process group and record `reason`; no-op once it has ended. */
-  async kill(workspaceId: string, commandId: string, reason: string): Promise<void> {
-    const { dir } = await this.find(workspaceId, commandId);
+  async kill(commandId: string, reason: string): Promise<void> {
+    const { dir } = await this.find(commandId);
     if (!(await isRunning(dir))) return;
-    await this.channels.run(containerName(workspaceId), 'killing the command', [
-      'kill',
-      guestCommandDir(commandId),
-      reason || 'killed',
-    ]);
+    await this.runner.kill(guestCommandDir(commandId), reason);
     await this.settle([dir]);
   }
 
-  /** Kill every running command (recorded as killed with `reason`) and every process of the user. */
-  async killAll(workspaceId: string, user: { uid: number; gid: number }, reason: string): Promise<void> {
-    const running = await this.runningDirs(workspaceId);
-    await this.channels.run(containerName(workspaceId), 'killing all processes', [
-      'killall',
-      GUEST_CMD_ROOT,
-      reason,
-      String(user.uid),
-      String(user.gid),
-    ]);
+  /** Kill every running command (recorded as killed) and every process of the workspace user. */
+  async killAll(): Promise<void> {
+    const meta = await requireMeta(this.layout, this.workspaceId);
+    const running = await this.runningDirs();
+    await this.runner.killAll(GUEST_CMD_ROOT, this.killAllReason, meta.user);
     await this.settle(running);
   }
 
-  private async find(workspaceId: string, commandId: string): Promise<{ dir: string; spec: StoredSpec }> {
+  private async find(commandId: string): Promise<{ dir: string; spec: StoredSpec }> {
+    const { workspaceId } = this;
     const dir = this.layout.commandDir(workspaceId, commandId);
     const spec = await readSpec(dir);
     if (spec === undefined) {
@@ -139,7 +130,8 @@ export class DockerCommands {
     return { dir, spec };
   }
 
-  async runningDirs(workspaceId: string): Promise<string[]> {
+  private async runningDirs(): Promise<string[]> {
+    const { workspaceId } = this;
     const names = await fs.readdir(this.layout.cmdRoot(workspaceId)).catch(() => [] as string[]);
     const dirs = names.map((n) => this.layout.commandDir(workspaceId, n));
     const running = await Promise.all(dirs.map(async (d) => ((await isRunning(d)) ? d : undefined)));

@@ -2,19 +2,19 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type {
   BackendResource,
-  CommandSpec,
   CreateOptions,
-  OutputStream,
+  SnapshotStore,
   WorkspaceBackend,
+  WorkspaceHandle,
 } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
+import type { BackendRef } from '../../contract/workspace.js';
 import { BackendUnavailableError, BadRequestError, ConflictError, NotFoundError } from '../../contract/errors.js';
 import { silentLogger, type Logger } from '../../log.js';
-import { packTree } from '../tar/archive.js';
+import { openOrReject } from '../handle.js';
+import { RunnerClient } from '../runner/client.js';
 import { RunnerChannels } from './channel.js';
 import { connectDocker, DEFAULT_DOCKER_SOCKET, pingDocker, type DockerClient } from './client.js';
-import { DockerCommands } from './commands.js';
 import {
   ContainerNetworks,
   containerConfig,
@@ -26,9 +26,10 @@ import {
 import * as images from './images.js';
 import { checkName } from '../../lib/names.js';
 import { containerName, DockerLayout, dockerRef, LABEL, refBelongsTo, refWorkspaceId } from './layout.js';
-import { readMeta, requireMeta, writeMeta, type DockerWorkspaceMeta } from './workspace-meta.js';
+import { readMeta, writeMeta, type DockerWorkspaceMeta } from './workspace-meta.js';
+import { type DockerContext, DockerWorkspace } from './workspace.js';
 import { DockerFingerprints } from './fingerprint.js';
-import { checkPlanShape, homeDestination } from '../plan-check.js';
+import { checkPlanShape } from '../plan-check.js';
 import { bestEffort } from '../../lib/best-effort.js';
 
 export interface DockerBackendOptions {
@@ -42,8 +43,6 @@ export interface DockerBackendOptions {
   /** Image of fresh workspaces (never pulled: it must exist on the daemon). */
   baseImage: string;
 }
-
-const KILL_ALL_REASON = 'all workspace processes killed';
 
 /**
  * The Docker backend (`mode: docker`): one container per workspace (`wsp-<id>`), commands through
@@ -75,9 +74,9 @@ export async function createDockerBackend(options: DockerBackendOptions): Promis
 
 class DockerBackend implements WorkspaceBackend {
   readonly kind = 'docker';
-  private readonly commands: DockerCommands;
+  readonly snapshots: SnapshotStore;
+  private readonly context: DockerContext;
   private readonly channels: RunnerChannels;
-  private readonly fingerprints: DockerFingerprints;
   private readonly networks: ContainerNetworks;
 
   constructor(
@@ -89,9 +88,40 @@ class DockerBackend implements WorkspaceBackend {
     readonly warnings: string[],
   ) {
     this.channels = new RunnerChannels(docker, log);
-    this.commands = new DockerCommands(this.channels, layout);
-    this.fingerprints = new DockerFingerprints(docker, path.join(layout.base, 'fingerprints'));
     this.networks = new ContainerNetworks(docker);
+    const channels = this.channels;
+    this.context = {
+      docker,
+      layout,
+      owner,
+      channels,
+      networks: this.networks,
+      fingerprints: new DockerFingerprints(docker, path.join(layout.base, 'fingerprints')),
+      runner: (container) => new RunnerClient({ call: (what, argv) => channels.run(container, what, argv) }),
+      log,
+    };
+    this.snapshots = {
+      delete: (snapshot) => images.deleteSnapshot(docker, owner, snapshot, log),
+      sizeBytes: (snapshot) => images.snapshotSize(docker, snapshot, baseImage),
+      scan: (snapshot, needles) => images.scanSnapshot(docker, snapshot, needles),
+      list: () => images.listSnapshots(docker, owner),
+    };
+  }
+
+  /** The base image's id: a rebuilt image (same tag, new content) is a new base. */
+  async baseIdentity(): Promise<string> {
+    try {
+      return `docker-image:${(await this.docker.getImage(this.baseImage).inspect()).Id}`;
+    } catch (error) {
+      throw new BackendUnavailableError(
+        `docker base image '${this.baseImage}' cannot be inspected (it is never pulled): build it (.ci/docker.sh) or set docker.baseImage`,
+        error,
+      );
+    }
+  }
+
+  open(ref: BackendRef, plan: WorkspacePlan): WorkspaceHandle {
+    return openOrReject(ref, () => new DockerWorkspace(this.context, ref, refWorkspaceId(ref), plan));
   }
 
   private warnOnce(message: string): void {
@@ -150,16 +180,8 @@ class DockerBackend implements WorkspaceBackend {
       await fs.chmod(this.layout.transfer(id), 0o755);
       this.noteNetwork(plan);
       await createAndStart(this.docker, containerConfig(this.layout, id, plan, image, labels));
-      const { user } = plan;
       // Also opens the runner channel, so the first command does not pay for it.
-      await this.channels.run(containerName(id), 'preparing the workspace user', [
-        'init',
-        String(user.uid),
-        String(user.gid),
-        user.name,
-        plan.home,
-        plan.root,
-      ]);
+      await this.context.runner(containerName(id)).init(plan);
       this.log.info('workspace created', { workspaceId: id, image, fromSnapshot: options.from?.name ?? null });
       return dockerRef(id);
     } catch (error) {
@@ -189,132 +211,6 @@ class DockerBackend implements WorkspaceBackend {
     this.log.info('workspace destroyed', { workspaceId: id, existed });
   }
 
-  /** A host file in the workspace's transfer dir, bind-mounted read-only at plan.transferDir. */
-  async putTransferFile(ref: BackendRef, _plan: WorkspacePlan, name: string, hostPath: string): Promise<void> {
-    const meta = await requireMeta(this.layout, ref);
-    const dest = path.join(this.layout.transfer(meta.workspaceId), checkName('transfer file name', name));
-    const tmp = `${dest}.${process.pid}.tmp`;
-    await fs.copyFile(hostPath, tmp);
-    await fs.chmod(tmp, 0o644);
-    await fs.rename(tmp, dest);
-  }
-
-  async removeTransferFile(ref: BackendRef, _plan: WorkspacePlan, name: string): Promise<void> {
-    const meta = await requireMeta(this.layout, ref);
-    await fs.rm(path.join(this.layout.transfer(meta.workspaceId), checkName('transfer file name', name)), {
-      force: true,
-    });
-  }
-
-  /** put-archive of the host tree, every header owned by the plan user; missing parents made as the user. */
-  async putDirectory(ref: BackendRef, plan: WorkspacePlan, hostDir: string, guestPath: string): Promise<void> {
-    const meta = await requireMeta(this.layout, ref);
-    const { rel, parents } = homeDestination(plan, guestPath);
-    const st = await fs.stat(hostDir).catch(() => undefined);
-    if (!st?.isDirectory()) throw new BadRequestError('source is not a directory', { field: 'hostDir' });
-    const archive = packTree(hostDir, rel, parents, { uid: plan.user.uid, gid: plan.user.gid });
-    try {
-      await this.docker.getContainer(containerName(meta.workspaceId)).putArchive(archive, { path: plan.home });
-    } catch (error) {
-      throw new BackendUnavailableError(`cannot copy ${hostDir} into the workspace`, error);
-    }
-  }
-
-  async startCommand(ref: BackendRef, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
-    const meta = await requireMeta(this.layout, ref);
-    // Setup may have a network of its own (spec.network); every other command runs on plan.network.
-    await this.networks.ensure(containerName(meta.workspaceId), spec.network ?? plan.network);
-    await this.commands.start(meta.workspaceId, plan, spec);
-  }
-
-  commandStatus(ref: BackendRef, commandId: string) {
-    return this.commands.status(refWorkspaceId(ref), commandId);
-  }
-
-  waitCommand(ref: BackendRef, commandId: string, waitMs: number) {
-    return this.commands.wait(refWorkspaceId(ref), commandId, waitMs);
-  }
-
-  readOutput(ref: BackendRef, commandId: string, stream: OutputStream, offset: number, limit: number) {
-    return this.commands.read(refWorkspaceId(ref), commandId, stream, offset, limit);
-  }
-
-  killCommand(ref: BackendRef, commandId: string, reason: string): Promise<void> {
-    return this.commands.kill(refWorkspaceId(ref), commandId, reason);
-  }
-
-  /**
-   * What the container wrote (its writable layer, SizeRw: the home and everything else outside the
-   * image). /tmp is a tmpfs, capped by its own size option (container.ts), so it is not counted here.
-   */
-  async usageBytes(ref: BackendRef): Promise<number> {
-    const meta = await requireMeta(this.layout, ref);
-    // `size=true` is a query option of the Engine API that @types/dockerode does not list.
-    const options = { size: true } as unknown as Parameters<ReturnType<DockerClient['getContainer']>['inspect']>[0];
-    const info = (await this.docker.getContainer(containerName(meta.workspaceId)).inspect(options)) as {
-      SizeRw?: number;
-    };
-    return info.SizeRw ?? 0;
-  }
-
-  async killAll(ref: BackendRef): Promise<void> {
-    const meta = await requireMeta(this.layout, ref);
-    await this.commands.killAll(meta.workspaceId, meta.user, KILL_ALL_REASON);
-  }
-
-  async snapshot(
-    ref: BackendRef,
-    _plan: WorkspacePlan,
-    purpose: 'cache' | 'baseline',
-    name: string,
-  ): Promise<SnapshotRef> {
-    const meta = await requireMeta(this.layout, ref);
-    const snap = await images.commitSnapshot(this.docker, containerName(meta.workspaceId), purpose, name, this.owner);
-    this.log.info('snapshot taken', { workspaceId: meta.workspaceId, snapshot: name, purpose });
-    return snap;
-  }
-
-  /**
-   * Constant time: running commands are killed (and recorded so), the container is removed and a new
-   * one with the same name is made from the snapshot image. The host command dir is kept.
-   */
-  async restore(ref: BackendRef, plan: WorkspacePlan, snapshot: SnapshotRef): Promise<void> {
-    const meta = await requireMeta(this.layout, ref);
-    const { image } = images.refImage(snapshot);
-    if (!(await imageExists(this.docker, image))) throw new NotFoundError('snapshot', String(snapshot.name));
-    const id = meta.workspaceId;
-    await this.commands.killAll(id, meta.user, KILL_ALL_REASON).catch((e: unknown) => {
-      // A container that is gone or stopped has no processes left to kill; its commands read 'lost'.
-      this.log.warn('restore: killAll before replacing the container failed', {
-        workspaceId: id,
-        error: (e as Error).message,
-      });
-    });
-    this.channels.forget(containerName(id));
-    this.networks.forget(containerName(id));
-    await removeContainer(this.docker, containerName(id));
-    await createAndStart(this.docker, containerConfig(this.layout, id, plan, image, meta.labels));
-    this.log.info('workspace restored', { workspaceId: id, snapshot: snapshot.name });
-  }
-
-  /** O(changes since the container's image) when the home is untouched — see fingerprint.ts. */
-  async fingerprintHome(ref: BackendRef, plan: WorkspacePlan): Promise<string> {
-    const meta = await requireMeta(this.layout, ref);
-    return this.fingerprints.home(containerName(meta.workspaceId), plan);
-  }
-
-  deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
-    return images.deleteSnapshot(this.docker, this.owner, snapshot, this.log);
-  }
-
-  snapshotSizeBytes(snapshot: SnapshotRef): Promise<number> {
-    return images.snapshotSize(this.docker, snapshot, this.baseImage);
-  }
-
-  scanSnapshot(snapshot: SnapshotRef, needles: readonly string[]): Promise<string[]> {
-    return images.scanSnapshot(this.docker, snapshot, needles);
-  }
-
   /**
    * This owner's workspace containers (by label; images are told apart by `wsp.kind`), plus host dirs
    * left without a container by a crash during create.
@@ -340,10 +236,6 @@ class DockerBackend implements WorkspaceBackend {
       out.push({ workspaceId: id, owner: this.owner, ref: dockerRef(id) });
     }
     return out;
-  }
-
-  listSnapshots(): Promise<SnapshotRef[]> {
-    return images.listSnapshots(this.docker, this.owner);
   }
 }
 

@@ -1,7 +1,6 @@
 import fs from 'node:fs/promises';
-import type { BackendRef } from '../../contract/workspace.js';
 import { NotFoundError } from '../../contract/errors.js';
-import { refWorkspaceId, type DockerLayout } from './layout.js';
+import type { DockerLayout } from './layout.js';
 
 /** meta.json of a docker workspace (root-only, on the host): what a restarted provider needs. */
 export interface DockerWorkspaceMeta {
@@ -29,9 +28,8 @@ export async function readMeta(layout: DockerLayout, workspaceId: string): Promi
   }
 }
 
-/** The meta of a ref's workspace; NotFoundError when it was never created or is destroyed. */
-export async function requireMeta(layout: DockerLayout, ref: BackendRef): Promise<DockerWorkspaceMeta> {
-  const id = refWorkspaceId(ref);
+/** The meta of a workspace; NotFoundError when it was never created or is destroyed. */
+export async function requireMeta(layout: DockerLayout, id: string): Promise<DockerWorkspaceMeta> {
   const meta = await readMeta(layout, id);
   if (meta === undefined) throw new NotFoundError('workspace', id);
   return meta;

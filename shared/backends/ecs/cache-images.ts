@@ -22,6 +22,8 @@ export interface CacheImages {
   remove(snapshot: ImageSnapshot): Promise<void>;
   /** This owner's cache snapshots (ACTIVE task-definition revisions tagged as ours). */
   list(owner: string): Promise<ImageSnapshot[]>;
+  /** What fresh workspaces start from (the base task definition's revision), for the cache key. */
+  baseIdentity(): Promise<string>;
 }
 
 export interface RegistryCacheImagesOptions {
@@ -147,20 +149,36 @@ export class RegistryCacheImages implements CacheImages {
     return out;
   }
 
-  private familyName: string | undefined;
-  private async family(): Promise<string> {
-    if (this.familyName) return this.familyName;
+  /**
+   * The base task definition as ECS resolves it (family and revision, once per instance): what a
+   * cache entry's key names as its base, so a redeployed base image (a new revision) starts new entries.
+   */
+  async baseIdentity(): Promise<string> {
+    const base = await this.base();
+    return `ecs-task-definition:${base.arn}`;
+  }
+
+  private resolvedBase: { family: string; arn: string } | undefined;
+  private async base(): Promise<{ family: string; arn: string }> {
+    if (this.resolvedBase) return this.resolvedBase;
     try {
       const out = await this.o.ecs.send(
         new DescribeTaskDefinitionCommand({ taskDefinition: this.o.baseTaskDefinition }),
       );
-      this.familyName = out.taskDefinition?.family ?? this.o.baseTaskDefinition.split(':')[0]!;
+      this.resolvedBase = {
+        family: out.taskDefinition?.family ?? this.o.baseTaskDefinition.split(':')[0]!,
+        arn: out.taskDefinition?.taskDefinitionArn ?? this.o.baseTaskDefinition,
+      };
     } catch (error) {
       throw new BackendUnavailableError(
         `ECS DescribeTaskDefinition ${this.o.baseTaskDefinition} failed: ${(error as Error).message}`,
         error,
       );
     }
-    return this.familyName;
+    return this.resolvedBase;
+  }
+
+  private async family(): Promise<string> {
+    return (await this.base()).family;
   }
 }

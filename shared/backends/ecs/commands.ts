@@ -1,8 +1,15 @@
-import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
+import type {
+  CommandSpec,
+  CommandStatus,
+  OutputChunk,
+  OutputStream,
+  WorkspaceCommands,
+} from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import { checkReadArgs, waitWhileRunning } from '../runner/command-record.js';
 import { checkCommandSpec, commandEnv, envScript } from '../runner/command-files.js';
+import { RunnerClient } from '../runner/client.js';
 import type { RunnerRpc } from '../runner/rpc.js';
 import { ExecChannels, TaskGoneError } from './exec-channel.js';
 import { commandDir, GUEST } from './guest.js';
@@ -27,14 +34,64 @@ export const STDIN_INLINE_MAX_BYTES = 64 * 1024;
 /** Moves a big stdin in through the blob store: returns the URL for `fetch-url`, and how to clean up. */
 export type StdinCarrier = (commandId: string, stdin: Buffer) => Promise<{ url: string; done: () => Promise<void> }>;
 
-export class EcsCommands {
+/** The runner's protocol over an open exec session (rpc.call answers with the runner's status). */
+export function rpcRunner(rpc: RunnerRpc): RunnerClient {
+  return new RunnerClient({
+    call: async (what, argv, options) => {
+      await rpcOk(rpc, what, argv, options?.timeoutMs);
+    },
+  });
+}
+
+/** A runner request that must succeed; its stderr-free failure is reported by what it was for. */
+export async function rpcOk(
+  rpc: RunnerRpc,
+  what: string,
+  argv: readonly string[],
+  timeoutMs?: number,
+): Promise<Buffer> {
+  const { status, payload } = await rpc.call(argv, timeoutMs !== undefined ? { timeoutMs } : {});
+  if (status !== 0)
+    throw new BackendUnavailableError(
+      `${what} failed in the workspace task (runner status ${status}): ${payload.toString('utf8').slice(0, 300)}`,
+    );
+  return payload;
+}
+
+export interface EcsWorkspaceIdentity {
+  taskArn: string;
+  workspaceId: string;
+  plan: WorkspacePlan;
+  /** The workspace user as its ref records it (killAll runs as it). */
+  user: { uid: number; gid: number } | undefined;
+}
+
+export class EcsCommands implements WorkspaceCommands {
+  private readonly taskArn: string;
+
   constructor(
     private readonly channels: ExecChannels,
+    private readonly ws: EcsWorkspaceIdentity,
+    private readonly killAllReason: string,
     private readonly stdinCarrier?: StdinCarrier,
-  ) {}
+  ) {
+    this.taskArn = ws.taskArn;
+  }
 
   /** Idempotent on commandId: the runner's `prepare` says `exists` for a dir made already. */
-  async start(taskArn: string, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
+  async start(spec: CommandSpec): Promise<void> {
+    try {
+      await this.startOnTask(spec);
+    } catch (error) {
+      // Nothing starts on a task that is gone: the workspace's compute no longer exists.
+      if (error instanceof TaskGoneError) throw new NotFoundError('workspace', this.ws.workspaceId);
+      throw error;
+    }
+  }
+
+  private async startOnTask(spec: CommandSpec): Promise<void> {
+    const { taskArn } = this;
+    const { plan } = this.ws;
     checkCommandSpec(spec);
     const dir = commandDir(spec.commandId);
     const stored = {
@@ -59,67 +116,48 @@ export class EcsCommands {
         // Also on a retry (dir exists): a first attempt may have died before this step. A command that did
         // start has opened and removed its stdin already, so a second copy is never read (and the runner
         // renames it in whole, so a supervisor opening it meanwhile sees one complete file or the other).
-        if (carried) {
-          const got = await rpc.call(['fetch-url', carried.url, `${dir}/stdin`, '0600', '0:0'], {
-            timeoutMs: 30 * 60_000,
-          });
-          if (got.status !== 0)
-            throw new BackendUnavailableError(
-              `moving the command's stdin into the workspace task failed: ${got.payload.toString('utf8').slice(0, 300)}`,
-            );
-        }
+        const runner = rpcRunner(rpc);
+        if (carried)
+          await runner.call("moving the command's stdin into the workspace task", [
+            'fetch-url',
+            carried.url,
+            `${dir}/stdin`,
+            '0600',
+            '0:0',
+          ]);
         // Always `start`, also when the dir existed: a session that dropped between prepare and start
         // must not leave a command that never runs. `start` claims the dir, so a second one only waits.
-        const argv = [
-          'start',
-          dir,
-          String(plan.user.uid),
-          String(plan.user.gid),
-          String(spec.timeoutMs),
-          String(spec.maxOutputBytes),
-          spec.cwd,
-          '--',
-          ...spec.argv,
-        ];
-        const { status, payload } = await rpc.call(argv);
-        if (status !== 0)
-          throw new BackendUnavailableError(
-            `starting the command failed in the workspace task: ${payload.toString('utf8').slice(0, 300)}`,
-          );
+        await runner.start(dir, plan, spec);
       });
     } finally {
       await carried?.done();
     }
   }
 
-  async status(taskArn: string, commandId: string): Promise<CommandStatus> {
+  async status(commandId: string): Promise<CommandStatus> {
     try {
-      return await this.channels.with(taskArn, 'reading the command status', (rpc) => this.statusVia(rpc, commandId));
+      return await this.channels.with(this.taskArn, 'reading the command status', (rpc) =>
+        this.statusVia(rpc, commandId),
+      );
     } catch (error) {
       if (error instanceof TaskGoneError) return lostStatus(commandId, error.why);
       throw error;
     }
   }
 
-  async wait(taskArn: string, commandId: string, waitMs: number): Promise<CommandStatus> {
+  async wait(commandId: string, waitMs: number): Promise<CommandStatus> {
     // Each read is one request on the open session: back off from 100 ms to 1 s.
     return waitWhileRunning(
-      () => this.status(taskArn, commandId),
+      () => this.status(commandId),
       waitMs,
       (left, round) => sleep(Math.min(left, POLL_MAX_MS, POLL_MIN_MS * 1.5 ** round)),
     );
   }
 
-  async read(
-    taskArn: string,
-    commandId: string,
-    stream: OutputStream,
-    offset: number,
-    limit: number,
-  ): Promise<OutputChunk> {
+  async read(commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
     checkReadArgs(stream, offset, limit);
     try {
-      return await this.channels.with(taskArn, 'reading command output', async (rpc) => {
+      return await this.channels.with(this.taskArn, 'reading command output', async (rpc) => {
         const data = await rpc.read(commandDir(commandId), stream, offset, limit);
         if (data === undefined) throw new NotFoundError('command', commandId);
         return { data, nextOffset: offset + data.length };
@@ -131,32 +169,24 @@ export class EcsCommands {
     }
   }
 
-  async kill(taskArn: string, commandId: string, reason: string): Promise<void> {
-    const status = await this.status(taskArn, commandId);
+  async kill(commandId: string, reason: string): Promise<void> {
+    const status = await this.status(commandId);
     if (status.state !== 'running') return;
-    await this.channels.with(taskArn, 'killing the command', async (rpc) => {
-      await rpc.call(['kill', commandDir(commandId), reason || 'killed']);
+    await this.channels.with(this.taskArn, 'killing the command', async (rpc) => {
+      await rpcRunner(rpc).kill(commandDir(commandId), reason);
       await this.settle(rpc, [commandId]);
     });
   }
 
-  /** Kill every running command (recorded as killed with `reason`) and every process of the user. */
-  async killAll(taskArn: string, user: { uid: number; gid: number }, reason: string): Promise<void> {
-    await this.channels.with(taskArn, 'killing all processes', async (rpc) => {
+  /** Kill every running command (recorded as killed) and every process of the workspace user. */
+  async killAll(): Promise<void> {
+    const { user } = this.ws;
+    if (user === undefined) throw new BadRequestError('ecs ref without the workspace user', { field: 'ref' });
+    await this.channels.with(this.taskArn, 'killing all processes', async (rpc) => {
       const running = (await rpc.statusMany(GUEST.cmdRoot))
         .filter((s) => s.status.state === 'running')
         .map((s) => s.id);
-      const { status, payload } = await rpc.call([
-        'killall',
-        GUEST.cmdRoot,
-        reason,
-        String(user.uid),
-        String(user.gid),
-      ]);
-      if (status !== 0)
-        throw new BackendUnavailableError(
-          `killing all processes failed in the workspace task: ${payload.toString('utf8').slice(0, 300)}`,
-        );
+      await rpcRunner(rpc).killAll(GUEST.cmdRoot, this.killAllReason, user);
       await this.settle(rpc, running);
     });
   }

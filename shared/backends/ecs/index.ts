@@ -7,10 +7,10 @@ import { pipeline } from 'node:stream/promises';
 import type { ECSClient } from '@aws-sdk/client-ecs';
 import type {
   BackendResource,
-  CommandSpec,
   CreateOptions,
-  OutputStream,
+  SnapshotStore,
   WorkspaceBackend,
+  WorkspaceHandle,
 } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
@@ -19,16 +19,17 @@ import { silentLogger, type Logger } from '../../log.js';
 import { checkPlanShape, homeDestination } from '../plan-check.js';
 import { packTree } from '../tar/archive.js';
 import { scanLayerTar } from '../tar/scan.js';
-import type { RunnerRpc } from '../runner/rpc.js';
+import { openOrReject } from '../handle.js';
 import type { BlobStore } from './blob-store.js';
 import type { CacheImages } from './cache-images.js';
-import { EcsCommands } from './commands.js';
+import { rpcRunner } from './commands.js';
 import { ExecChannels, TaskGoneError } from './exec-channel.js';
 import { checkName } from '../../lib/names.js';
 import { ecsRef, GUEST, parseRef, parseSnapshot, pristineDir, TAG, type ImageSnapshot } from './guest.js';
 import type { RetryPolicy } from './retry.js';
 import type { SsmTransport } from './ssm/transport.js';
 import { EcsTasks } from './tasks.js';
+import { BLOB, type EcsContext, EcsWorkspace } from './workspace.js';
 import type { WarmPool } from './warm-pool.js';
 import { bestEffort } from '../../lib/best-effort.js';
 
@@ -65,12 +66,6 @@ export interface EcsBackendOptions {
   log?: Logger;
 }
 
-const KILL_ALL_REASON = 'all workspace processes killed';
-/** Requests that move or copy a whole tree: they may take minutes (the default request timeout is 2 min). */
-const SLOW_OPS = new Set(['fetch-url', 'put-url', 'pack', 'unpack', 'pristine-save', 'pristine-restore']);
-const SLOW_OP_TIMEOUT_MS = 30 * 60_000;
-/** Key prefixes in the data bucket (infra: BUCKET_PREFIXES; each has its own expiry rule). */
-const BLOB = { transfer: 'transfer/', layers: 'layers/' } as const;
 const TAG_VALUE = /[^A-Za-z0-9 +\-=._:/@]/g;
 
 /**
@@ -82,9 +77,10 @@ const TAG_VALUE = /[^A-Za-z0-9 +\-=._:/@]/g;
 export class EcsBackend implements WorkspaceBackend {
   readonly kind = 'ecs';
   readonly warnings: string[] = [];
+  readonly snapshots: SnapshotStore;
   private readonly tasks: EcsTasks;
   private readonly channels: ExecChannels;
-  private readonly commands: EcsCommands;
+  private readonly context: EcsContext;
   private readonly log: Logger;
   private readonly scratch: string;
 
@@ -107,8 +103,36 @@ export class EcsBackend implements WorkspaceBackend {
       ...(o.retry ? { retry: o.retry } : {}),
       log: this.log,
     });
-    this.commands = new EcsCommands(this.channels, (commandId, stdin) => this.carryStdin(commandId, stdin));
     this.scratch = o.scratchDir ?? path.join(os.tmpdir(), 'wsp-ecs');
+    this.context = {
+      channels: this.channels,
+      blobs: o.blobs,
+      images: o.images,
+      owner: o.owner,
+      scratch: this.scratch,
+      transferTtlSeconds: o.transferTtlSeconds ?? 600,
+      carryStdin: (commandId, stdin) => this.carryStdin(commandId, stdin),
+      log: this.log,
+    };
+    this.snapshots = {
+      delete: (snapshot) => this.deleteSnapshot(snapshot),
+      // async: a malformed ref rejects rather than throws.
+      sizeBytes: async (snapshot) => {
+        const snap = parseSnapshot(snapshot);
+        return snap.kind === 'ecs-image' ? snap.bytes : 0;
+      },
+      scan: (snapshot, needles) => this.scanSnapshot(snapshot, needles),
+      list: async () => (await o.images.list(o.owner)).map((s) => ({ ...s })),
+    };
+  }
+
+  /** The base task definition's revision ARN: a new base image is a new revision (cdk deploy registers it). */
+  baseIdentity(): Promise<string> {
+    return this.o.images.baseIdentity();
+  }
+
+  open(ref: BackendRef, plan: WorkspacePlan): WorkspaceHandle {
+    return openOrReject(ref, () => new EcsWorkspace(this.context, ref, plan));
   }
 
   /** Close the open exec sessions (a Lambda container keeps them between invocations otherwise). */
@@ -132,16 +156,10 @@ export class EcsBackend implements WorkspaceBackend {
     const ref = ecsRef({ workspaceId, taskArn, uid: plan.user.uid, gid: plan.user.gid });
     try {
       if (!claimed) await this.tasks.waitReady(taskArn, this.o.readyTimeoutMs ?? 10 * 60_000);
-      const { user } = plan;
-      await this.call(ref, 'preparing the workspace user', [
-        'init',
-        String(user.uid),
-        String(user.gid),
-        user.name,
-        plan.home,
-        plan.root,
-      ]);
-      await this.call(ref, 'preparing the transfer dir', ['mkdirs', '0755', '0:0', plan.transferDir, GUEST.tmp]);
+      await this.channels.with(taskArn, 'preparing the workspace user', (rpc) => rpcRunner(rpc).init(plan));
+      await this.channels.with(taskArn, 'preparing the transfer dir', (rpc) =>
+        rpcRunner(rpc).call('preparing the transfer dir', ['mkdirs', '0755', '0:0', plan.transferDir, GUEST.tmp]),
+      );
       // The pool forgets the task (and starts a new one at its next upkeep): the workspace holds it now.
       if (claimed && from)
         await this.o
@@ -208,168 +226,13 @@ export class EcsBackend implements WorkspaceBackend {
     this.log.info('workspace destroyed', { workspaceId, taskArn });
   }
 
-  /** The file goes to S3 and the task fetches it through a presigned URL (no credentials in the task). */
-  async putTransferFile(ref: BackendRef, plan: WorkspacePlan, name: string, hostPath: string): Promise<void> {
-    const r = parseRef(ref);
-    checkName('transfer file name', name);
-    await this.fetchInto(ref, r.workspaceId, hostPath, `${plan.transferDir}/${name}`, '0644', '0:0');
-  }
-
-  async removeTransferFile(ref: BackendRef, plan: WorkspacePlan, name: string): Promise<void> {
-    await this.call(ref, 'removing a transfer file', [
-      'remove',
-      `${plan.transferDir}/${checkName('transfer file name', name)}`,
-    ]);
-  }
-
-  async putDirectory(ref: BackendRef, plan: WorkspacePlan, hostDir: string, guestPath: string): Promise<void> {
-    const r = parseRef(ref);
-    const { rel, parents } = homeDestination(plan, guestPath);
-    const st = await fsp.stat(hostDir).catch(() => undefined);
-    if (!st?.isDirectory()) throw new BadRequestError('source is not a directory', { field: 'hostDir' });
-    await fsp.mkdir(this.scratch, { recursive: true, mode: 0o700 });
-    const local = path.join(this.scratch, `dir-${randomBytes(8).toString('hex')}.tar`);
-    const guestTar = `${GUEST.tmp}/dir-${randomBytes(8).toString('hex')}.tar`;
-    try {
-      await pipeline(
-        packTree(hostDir, rel, parents, { uid: plan.user.uid, gid: plan.user.gid }),
-        fs.createWriteStream(local, { mode: 0o600 }),
-      );
-      await this.fetchInto(ref, r.workspaceId, local, guestTar, '0600', '0:0');
-      await this.call(ref, 'unpacking a directory', [
-        'unpack',
-        guestTar,
-        plan.home,
-        `${plan.user.uid}:${plan.user.gid}`,
-      ]);
-    } finally {
-      await fsp.rm(local, { force: true });
-      await bestEffort(
-        this.call(ref, 'removing a tar in transit', ['remove', guestTar]),
-        this.log,
-        'removing a tar in transit',
-      );
-    }
-  }
-
-  async startCommand(ref: BackendRef, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
-    const r = parseRef(ref);
-    try {
-      await this.commands.start(r.taskArn, plan, spec);
-    } catch (error) {
-      // Nothing starts on a task that is gone: the workspace's compute no longer exists.
-      if (error instanceof TaskGoneError) throw new NotFoundError('workspace', r.workspaceId);
-      throw error;
-    }
-  }
-
-  // async (also below): a malformed ref must reject, not throw before a promise exists (callers `.catch()`).
-  async commandStatus(ref: BackendRef, commandId: string) {
-    return this.commands.status(parseRef(ref).taskArn, commandId);
-  }
-
-  async waitCommand(ref: BackendRef, commandId: string, waitMs: number) {
-    return this.commands.wait(parseRef(ref).taskArn, commandId, waitMs);
-  }
-
-  async readOutput(ref: BackendRef, commandId: string, stream: OutputStream, offset: number, limit: number) {
-    return this.commands.read(parseRef(ref).taskArn, commandId, stream, offset, limit);
-  }
-
-  async killCommand(ref: BackendRef, commandId: string, reason: string): Promise<void> {
-    return this.commands.kill(parseRef(ref).taskArn, commandId, reason);
-  }
-
-  async killAll(ref: BackendRef): Promise<void> {
-    const r = parseRef(ref);
-    if (r.uid === undefined) throw new BadRequestError('ecs ref without the workspace user', { field: 'ref' });
-    await this.commands.killAll(r.taskArn, { uid: r.uid, gid: r.gid ?? r.uid }, KILL_ALL_REASON);
-  }
-
-  async snapshot(
-    ref: BackendRef,
-    plan: WorkspacePlan,
-    purpose: 'cache' | 'baseline',
-    name: string,
-  ): Promise<SnapshotRef> {
-    const r = parseRef(ref);
-    checkName('snapshot name', name);
-    if (purpose === 'baseline') {
-      await this.call(ref, 'taking the baseline copy', ['pristine-save', plan.home, pristineDir(name)]);
-      this.log.info('snapshot taken', { workspaceId: r.workspaceId, snapshot: name, purpose });
-      return { kind: 'ecs-pristine', name, taskArn: r.taskArn };
-    }
-    return this.cacheSnapshot(ref, plan, name);
-  }
-
-  /**
-   * The home as one image layer: the runner tars it and PUTs it to a presigned URL; the provider
-   * streams it from S3 and appends it onto the base image through the registry API, then registers a
-   * task definition for the new image. The layer object stays (for the secret scan) until deleted.
-   */
-  private async cacheSnapshot(ref: BackendRef, plan: WorkspacePlan, name: string): Promise<SnapshotRef> {
-    const r = parseRef(ref);
-    const nonce = randomBytes(6).toString('hex');
-    const layerKey = `${BLOB.layers}${name}-${nonce}.tar`;
-    const guestTar = `${GUEST.tmp}/layer-${nonce}.tar`;
-    await fsp.mkdir(this.scratch, { recursive: true, mode: 0o700 });
-    const local = path.join(this.scratch, `layer-${nonce}.tar`);
-    try {
-      await this.call(ref, 'packing the home', ['pack', plan.home, guestTar]);
-      const url = await this.o.blobs.presignPut(layerKey, this.o.transferTtlSeconds ?? 600);
-      await this.call(ref, 'uploading the cache layer', ['put-url', guestTar, url]);
-      await this.o.blobs.getToFile(layerKey, local);
-      const snap = await this.o.images.build({ name, layerTarPath: local, layerKey, owner: this.o.owner });
-      this.log.info('snapshot taken', {
-        workspaceId: r.workspaceId,
-        snapshot: name,
-        purpose: 'cache',
-        image: snap.image,
-        bytes: snap.bytes,
-      });
-      return { ...snap };
-    } catch (error) {
-      await bestEffort(this.o.blobs.delete(layerKey), this.log, 'deleting the layer blob of a failed snapshot');
-      throw error;
-    } finally {
-      await fsp.rm(local, { force: true });
-      await bestEffort(
-        this.call(ref, 'removing the layer tar', ['remove', guestTar]),
-        this.log,
-        'removing the layer tar',
-      );
-    }
-  }
-
-  /** Processes killed (their commands recorded killed), then only what changed since the copy is rewritten. */
-  async restore(ref: BackendRef, plan: WorkspacePlan, snapshot: SnapshotRef): Promise<void> {
-    const r = parseRef(ref);
-    const snap = parseSnapshot(snapshot);
-    if (snap.kind !== 'ecs-pristine')
-      throw new BadRequestError(
-        'an ecs workspace restores from its baseline copy; a cache image makes a new workspace',
-        { field: 'snapshot' },
-      );
-    if (snap.taskArn !== r.taskArn) throw new NotFoundError('snapshot', snap.name);
-    await this.killAll(ref);
-    await this.call(ref, 'restoring the baseline', [
-      'pristine-restore',
-      plan.home,
-      pristineDir(snap.name),
-      String(plan.user.uid),
-      String(plan.user.gid),
-    ]);
-    await this.call(ref, 'emptying /tmp', ['clean-tmp']);
-    this.log.info('workspace restored', { workspaceId: r.workspaceId, snapshot: snap.name });
-  }
-
-  async deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
+  private async deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
     const snap = parseSnapshot(snapshot);
     if (snap.kind === 'ecs-pristine') {
       // The copy lives in the task: gone with it, else removed.
       await this.channels
         .with(snap.taskArn, 'deleting a baseline copy', (rpc) =>
-          rpcOk(rpc, 'deleting a baseline copy', ['remove', pristineDir(snap.name)]),
+          rpcRunner(rpc).call('deleting a baseline copy', ['remove', pristineDir(snap.name)]),
         )
         .then(() => undefined)
         .catch((e: unknown) => {
@@ -381,13 +244,8 @@ export class EcsBackend implements WorkspaceBackend {
     await this.o.blobs.delete(snap.layerKey);
   }
 
-  async snapshotSizeBytes(snapshot: SnapshotRef): Promise<number> {
-    const snap = parseSnapshot(snapshot);
-    return snap.kind === 'ecs-image' ? snap.bytes : 0;
-  }
-
   /** The appended layer is what the workspace made: its tar (still in S3) is what is scanned. */
-  async scanSnapshot(snapshot: SnapshotRef, needles: readonly string[]): Promise<string[]> {
+  private async scanSnapshot(snapshot: SnapshotRef, needles: readonly string[]): Promise<string[]> {
     const snap = parseSnapshot(snapshot);
     if (snap.kind !== 'ecs-image') throw new BadRequestError('only cache images are scanned', { field: 'snapshot' });
     return scanLayerTar(await this.o.blobs.getStream(snap.layerKey), needles, `layer ${snap.name}`);
@@ -439,10 +297,6 @@ export class EcsBackend implements WorkspaceBackend {
     return out;
   }
 
-  async listSnapshots(): Promise<SnapshotRef[]> {
-    return (await this.o.images.list(this.o.owner)).map((s) => ({ ...s }));
-  }
-
   private imageSnapshot(snapshot: SnapshotRef): ImageSnapshot {
     const snap = parseSnapshot(snapshot);
     if (snap.kind !== 'ecs-image')
@@ -468,30 +322,6 @@ export class EcsBackend implements WorkspaceBackend {
     };
   }
 
-  private async fetchInto(
-    ref: BackendRef,
-    workspaceId: string,
-    hostPath: string,
-    dest: string,
-    mode: string,
-    owner: string,
-  ): Promise<void> {
-    const key = `${BLOB.transfer}${workspaceId}/${randomBytes(8).toString('hex')}`;
-    await this.o.blobs.putFile(key, hostPath);
-    try {
-      const url = await this.o.blobs.presignGet(key, this.o.transferTtlSeconds ?? 600);
-      await this.call(ref, 'fetching a file into the workspace', ['fetch-url', url, dest, mode, owner]);
-    } finally {
-      await bestEffort(this.o.blobs.delete(key), this.log, 'deleting a transfer blob');
-    }
-  }
-
-  private async call(ref: BackendRef, what: string, argv: string[]): Promise<void> {
-    await this.channels.with(parseRef(ref).taskArn, what, (rpc) =>
-      rpcOk(rpc, what, argv, SLOW_OPS.has(argv[0]!) ? SLOW_OP_TIMEOUT_MS : undefined),
-    );
-  }
-
   private tags(labels: Record<string, string>): Record<string, string> {
     const out: Record<string, string> = { [TAG.owner]: this.o.owner };
     for (const [k, v] of Object.entries(labels))
@@ -504,14 +334,4 @@ export class EcsBackend implements WorkspaceBackend {
     this.warnings.push(message);
     this.log.warn(message);
   }
-}
-
-/** A runner request that must succeed; its stderr-free failure is reported by what it was for. */
-export async function rpcOk(rpc: RunnerRpc, what: string, argv: string[], timeoutMs?: number): Promise<Buffer> {
-  const { status, payload } = await rpc.call(argv, timeoutMs !== undefined ? { timeoutMs } : {});
-  if (status !== 0)
-    throw new BackendUnavailableError(
-      `${what} failed in the workspace task (runner status ${status}): ${payload.toString('utf8').slice(0, 300)}`,
-    );
-  return payload;
 }

@@ -2,7 +2,13 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
+import type {
+  CommandSpec,
+  CommandStatus,
+  OutputChunk,
+  OutputStream,
+  WorkspaceCommands,
+} from '../../contract/backend.js';
 import { DEFAULT_WORKSPACE_PIDS } from '../../contract/limits.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
@@ -10,6 +16,7 @@ import { readExit, readSpec, type StoredSpec } from '../runner/command-record.js
 import { commandFile, readPgid, readStatus, wrapperAlive, writeKillReason } from './command-files.js';
 import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
+import { requireMeta } from './meta.js';
 import type { WorkspaceCgroups } from './cgroup.js';
 import { PidNamespaces } from './pid-namespace.js';
 import { killAllOfUid, killGroup, tasksOfUid } from './procs.js';
@@ -280,5 +287,44 @@ export class CommandRunner {
     for (const dir of dirs) {
       while ((await this.isRunning(dir)) && Date.now() < deadline) await sleep(10);
     }
+  }
+}
+
+/**
+ * One workspace's commands, on the host-wide CommandRunner (which keeps what must outlive a handle:
+ * the exits of the wrappers this process spawned). Start and killAll read meta.json first, so a
+ * destroyed workspace answers NotFoundError.
+ */
+export class LocalCommands implements WorkspaceCommands {
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly layout: LocalLayout,
+    private readonly workspaceId: string,
+    private readonly plan: WorkspacePlan,
+    private readonly killAllReason: string,
+  ) {}
+
+  async start(spec: CommandSpec): Promise<void> {
+    await this.runner.start(await requireMeta(this.layout, this.workspaceId), this.plan, spec);
+  }
+
+  status(commandId: string): Promise<CommandStatus> {
+    return this.runner.status(this.workspaceId, commandId);
+  }
+
+  wait(commandId: string, waitMs: number): Promise<CommandStatus> {
+    return this.runner.wait(this.workspaceId, commandId, waitMs);
+  }
+
+  read(commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk> {
+    return this.runner.read(this.workspaceId, commandId, stream, offset, limit);
+  }
+
+  kill(commandId: string, reason: string): Promise<void> {
+    return this.runner.kill(this.workspaceId, commandId, reason);
+  }
+
+  async killAll(): Promise<void> {
+    await this.runner.killAll(await requireMeta(this.layout, this.workspaceId), this.killAllReason);
   }
 }

@@ -3,10 +3,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type {
   BackendResource,
-  CommandSpec,
   CreateOptions,
-  OutputStream,
+  SnapshotStore,
   WorkspaceBackend,
+  WorkspaceHandle,
 } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
@@ -32,6 +32,8 @@ import { wipeAs } from './tree/as-user.js';
 import { readManifest, waitPastCtime } from './tree/manifest.js';
 import { maxOriginCtimeNs, recordOriginFiles, type OriginFiles } from './tree/snapshot-linked.js';
 import { bestEffort } from '../../lib/best-effort.js';
+import { openOrReject } from '../handle.js';
+import { asUser, chownToWorkspace, KILL_ALL_REASON, type LocalContext, LocalWorkspace } from './workspace.js';
 
 export interface LocalBackendOptions {
   /** Provider data dir; the backend keeps everything under `<dataDir>/local/`. */
@@ -44,11 +46,6 @@ export interface LocalBackendOptions {
   /** Host-wide registry of claimed workspace uids (root only); shared by every provider on the host. */
   hostUidRegistry?: string;
 }
-
-const KILL_ALL_REASON = 'all workspace processes killed';
-/** Bounds of the in-workspace fingerprint, when the host cannot compute the same digest itself. */
-const FINGERPRINT_TIMEOUT_MS = 10 * 60_000;
-const FINGERPRINT_OUTPUT_BYTES = 64 * 1024;
 
 /**
  * The local backend (`mode: local`): each workspace is a directory tree under the data dir; commands
@@ -76,7 +73,9 @@ export async function createLocalBackend(options: LocalBackendOptions): Promise<
 
 class LocalBackend implements WorkspaceBackend {
   readonly kind = 'local';
+  readonly snapshots: SnapshotStore;
   private readonly commands: CommandRunner;
+  private readonly context: LocalContext;
 
   constructor(
     private readonly layout: LocalLayout,
@@ -88,6 +87,25 @@ class LocalBackend implements WorkspaceBackend {
     cgroups?: WorkspaceCgroups,
   ) {
     this.commands = new CommandRunner(layout, sandbox, cgroups);
+    this.context = { layout, sandbox, runner: this.commands, log };
+    this.snapshots = {
+      delete: (snapshot) => snapshots.deleteSnapshot(layout, snapshot),
+      sizeBytes: (snapshot) => snapshots.snapshotSize(layout, snapshot),
+      scan: (snapshot, needles) => snapshots.scanSnapshot(layout, snapshot, needles),
+      list: () => snapshots.listSnapshots(layout),
+    };
+  }
+
+  /**
+   * Fresh local workspaces start from the host itself (its /usr, /etc… bound read-only into the
+   * sandbox): nothing the provider can name a version of.
+   */
+  async baseIdentity(): Promise<string> {
+    return 'host';
+  }
+
+  open(ref: BackendRef, plan: WorkspacePlan): WorkspaceHandle {
+    return openOrReject(ref, () => new LocalWorkspace(this.context, ref, refWorkspaceId(ref), plan));
   }
 
   private ref(workspaceId: string): BackendRef {
@@ -98,25 +116,6 @@ class LocalBackend implements WorkspaceBackend {
     if (this.warnings.includes(message)) return;
     this.warnings.push(message);
     this.log.warn(message);
-  }
-
-  /**
-   * Who writes into this workspace's home and /tmp (tree/as-user.ts): its own host uid when the
-   * provider is root — a symlink the workspace planted can then only lead that writer to what the
-   * workspace may touch anyway; the provider itself otherwise (it is the workspace's uid then).
-   */
-  private asUser(meta: { hostUid: number }): AsUser {
-    return this.sandbox.asRoot ? { uid: meta.hostUid, gid: meta.hostUid } : undefined;
-  }
-
-  /**
-   * Hand a directory the provider just made (home, tmp: in the root-owned workspace dir, so never a
-   * symlink) to the workspace's host uid — the directory itself, never anything below it: what is
-   * below is written by the workspace uid itself.
-   */
-  private async chownToWorkspace(meta: WorkspaceMeta, target: string): Promise<void> {
-    if (!this.sandbox.asRoot) return;
-    await fs.lchown(target, meta.hostUid, meta.hostUid);
   }
 
   /**
@@ -139,7 +138,7 @@ class LocalBackend implements WorkspaceBackend {
       try {
         if (st.isDirectory()) {
           // Without meta.json (a create that crashed early) the dir's owner is the uid it was handed to.
-          await wipeAs('delete', this.asUser({ hostUid: hostUid ?? st.uid }), dir);
+          await wipeAs('delete', asUser(this.sandbox, { hostUid: hostUid ?? st.uid }), dir);
           await fs.rmdir(dir);
         } else await fs.unlink(dir);
       } catch (error) {
@@ -204,18 +203,18 @@ class LocalBackend implements WorkspaceBackend {
       await fs.mkdir(this.layout.transfer(id), { mode: 0o755 });
       await fs.chmod(this.layout.transfer(id), 0o755);
       await fs.mkdir(this.layout.tmp(id), { mode: 0o700 });
-      await this.chownToWorkspace(meta, this.layout.tmp(id));
+      await chownToWorkspace(this.sandbox, meta, this.layout.tmp(id));
       const home = this.layout.home(id);
       if (snapDir !== undefined) {
         const snapshotId = await snapshots.readSnapshotId(snapDir);
         await fs.mkdir(home, { mode: 0o700 });
-        await this.chownToWorkspace(meta, home);
+        await chownToWorkspace(this.sandbox, meta, home);
         // The provider reads the root-only snapshot; the workspace uid writes its home (tree/as-user.ts).
-        await copyTreeAs(path.join(snapDir, 'home'), home, this.asUser(meta));
+        await copyTreeAs(path.join(snapDir, 'home'), home, asUser(this.sandbox, meta));
         if (snapshotId !== undefined) await this.recordOrigin(id, String(options.from!.name), snapDir, snapshotId);
       } else {
         await fs.mkdir(home, { mode: 0o700 });
-        await this.chownToWorkspace(meta, home);
+        await chownToWorkspace(this.sandbox, meta, home);
       }
       await this.ensureRootDir(meta, plan);
       if (plan.resources.cpus !== undefined) this.warnOnce('resources.cpus is not enforced by the local backend');
@@ -294,196 +293,6 @@ class LocalBackend implements WorkspaceBackend {
     this.log.info('workspace destroyed', { workspaceId: id, existed: meta !== undefined });
   }
 
-  async putTransferFile(ref: BackendRef, _plan: WorkspacePlan, name: string, hostPath: string): Promise<void> {
-    const meta = await requireMeta(this.layout, ref);
-    await putTransfer(this.layout.transfer(meta.workspaceId), checkName('transfer file name', name), hostPath);
-  }
-
-  async removeTransferFile(ref: BackendRef, _plan: WorkspacePlan, name: string): Promise<void> {
-    const meta = await requireMeta(this.layout, ref);
-    await fs.rm(path.join(this.layout.transfer(meta.workspaceId), checkName('transfer file name', name)), {
-      force: true,
-    });
-  }
-
-  async putDirectory(ref: BackendRef, plan: WorkspacePlan, hostDir: string, guestPath: string): Promise<void> {
-    const meta = await requireMeta(this.layout, ref);
-    const home = this.layout.home(meta.workspaceId);
-    const dest = hostPathInHome(plan, home, guestPath);
-    await copyDirIntoHome({ home, hostUid: meta.hostUid, asRoot: this.sandbox.asRoot }, hostDir, dest);
-  }
-
-  async startCommand(ref: BackendRef, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
-    const meta = await requireMeta(this.layout, ref);
-    await this.commands.start(meta, plan, spec);
-  }
-
-  commandStatus(ref: BackendRef, commandId: string) {
-    return this.commands.status(refWorkspaceId(ref), commandId);
-  }
-
-  waitCommand(ref: BackendRef, commandId: string, waitMs: number) {
-    return this.commands.wait(refWorkspaceId(ref), commandId, waitMs);
-  }
-
-  readOutput(ref: BackendRef, commandId: string, stream: OutputStream, offset: number, limit: number) {
-    return this.commands.read(refWorkspaceId(ref), commandId, stream, offset, limit);
-  }
-
-  killCommand(ref: BackendRef, commandId: string, reason: string): Promise<void> {
-    return this.commands.kill(refWorkspaceId(ref), commandId, reason);
-  }
-
-  async killAll(ref: BackendRef): Promise<void> {
-    await this.commands.killAll(await requireMeta(this.layout, ref), KILL_ALL_REASON);
-  }
-
-  async snapshot(
-    ref: BackendRef,
-    _plan: WorkspacePlan,
-    purpose: 'cache' | 'baseline',
-    name: string,
-  ): Promise<SnapshotRef> {
-    const meta = await requireMeta(this.layout, ref);
-    checkName('snapshot name', name);
-    const origin = await readOrigin(this.layout.origin(meta.workspaceId));
-    const taken = await snapshots.createSnapshot(
-      this.layout,
-      this.layout.home(meta.workspaceId),
-      name,
-      {
-        purpose,
-        workspaceId: meta.workspaceId,
-        createdAt: new Date().toISOString(),
-      },
-      origin,
-      { ownerUid: meta.hostUid },
-    );
-    this.log.info('snapshot taken', {
-      workspaceId: meta.workspaceId,
-      snapshot: name,
-      purpose,
-      linkedFiles: taken.linkedFiles ?? 0,
-      copiedFiles: taken.copiedFiles ?? 'all',
-      skippedSpecialFiles: taken.skipped?.special ?? 0,
-      skippedForeignFiles: taken.skipped?.foreign ?? 0,
-    });
-    // A workspace not seeded from a snapshot: its first snapshot becomes its origin (a cold start's
-    // baseline, right after its cache snapshot, then links nearly everything from it).
-    if (origin === undefined) await this.recordOriginFromSnapshot(meta.workspaceId, name, taken.id);
-    return taken.ref;
-  }
-
-  /**
-   * origin.json from a snapshot just taken of this workspace: its manifest holds (inode, ctime) of
-   * every live path, stat'ed before the copy, with the ctime barrier already passed — what
-   * recordOrigin collects after a create. Entries reconciled to inode 0 are left out.
-   */
-  private async recordOriginFromSnapshot(workspaceId: string, snapshot: string, snapshotId: string): Promise<void> {
-    const file = this.layout.origin(workspaceId);
-    try {
-      const manifest = await readManifest(this.layout.snapshotDir(snapshot));
-      const files: OriginFiles = new Map();
-      for (const [key, e] of manifest)
-        if (e.type === 'f' && e.ino !== 0n) files.set(key, { ino: e.ino, ctimeNs: e.ctimeNs });
-      await writeOrigin(file, { snapshot, snapshotId, files });
-    } catch (error) {
-      this.log.warn('origin record not written: snapshots of this workspace will copy every file', {
-        workspaceId,
-        ...errorFields(error),
-      });
-      await fs.rm(file, { force: true });
-    }
-  }
-
-  /** killAll, then rewrite only what changed since the snapshot, then an empty /tmp. */
-  async restore(ref: BackendRef, _plan: WorkspacePlan, snapshot: SnapshotRef): Promise<void> {
-    const meta = await requireMeta(this.layout, ref);
-    const snapDir = await snapshots.requireSnapshot(this.layout, snapshot);
-    await this.commands.killAll(meta, KILL_ALL_REASON);
-    const user = this.asUser(meta);
-    let result;
-    try {
-      result = await restoreChanged(this.layout.home(meta.workspaceId), snapDir, user);
-      // /tmp emptied as the workspace uid too; the dir itself (root-owned parent) stays.
-      const tmp = this.layout.tmp(meta.workspaceId);
-      await fs.mkdir(tmp, { mode: 0o700 }).catch((error: NodeJS.ErrnoException) => {
-        if (error.code !== 'EEXIST') throw error;
-      });
-      await wipeAs('wipe /tmp', user, tmp);
-      await fs.chmod(tmp, 0o700);
-      await this.chownToWorkspace(meta, tmp);
-    } catch (error) {
-      if (error instanceof WspError) throw error;
-      // A file system error names host paths: the step, not the message, goes to the caller.
-      this.log.warn('restore failed', { workspaceId: meta.workspaceId, ...errorFields(error) });
-      throw new StepFailedError(
-        'restore',
-        `cannot restore the workspace home (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
-      );
-    }
-    this.log.info('workspace restored', { workspaceId: meta.workspaceId, snapshot: snapshot.name, ...result });
-  }
-
-  /**
-   * hostFingerprint of the home: the digest the in-workspace script prints, without a sandbox
-   * start and a shell pipeline (and as root, so a file the user made unreadable does not fail it).
-   * When another sandbox mount (/tmp, the transfer dir, system dirs) lies inside or around
-   * plan.home, the workspace sees a different tree there: the script is run inside instead.
-   */
-  async fingerprintHome(ref: BackendRef, plan: WorkspacePlan): Promise<string> {
-    const meta = await requireMeta(this.layout, ref);
-    if (this.sandbox.kind === 'bwrap' && mountsOverlapHome(plan)) return this.fingerprintInside(meta, plan);
-    try {
-      return await hostFingerprint(this.layout.home(meta.workspaceId), { ownerUid: meta.hostUid });
-    } catch (error) {
-      if (error instanceof WspError) throw error;
-      const failed = new StepFailedError('fingerprint', 'cannot read the workspace home');
-      failed.cause = error;
-      throw failed;
-    }
-  }
-
-  private async fingerprintInside(meta: WorkspaceMeta, plan: WorkspacePlan): Promise<string> {
-    const id = meta.workspaceId;
-    const commandId = `sys-fp-${randomBytes(8).toString('hex')}`;
-    await this.commands.start(meta, plan, {
-      commandId,
-      argv: fingerprintArgv(plan.home),
-      cwd: plan.home,
-      env: { ...plan.env, LC_ALL: 'C' },
-      timeoutMs: FINGERPRINT_TIMEOUT_MS,
-      maxOutputBytes: FINGERPRINT_OUTPUT_BYTES,
-    });
-    let status = await this.commands.wait(id, commandId, 25_000);
-    while (status.state === 'running') status = await this.commands.wait(id, commandId, 25_000);
-    if (status.state !== 'exited' || status.exitCode !== 0) {
-      const stderr = (await this.commands.read(id, commandId, 'stderr', 0, FINGERPRINT_OUTPUT_BYTES)).data
-        .toString('utf8')
-        .trim();
-      throw new StepFailedError(
-        'fingerprint',
-        `${status.state} ${status.exitCode ?? status.reason ?? ''}: ${stderr.slice(-2000)}`,
-        { commandId },
-      );
-    }
-    return parseFingerprint(
-      (await this.commands.read(id, commandId, 'stdout', 0, FINGERPRINT_OUTPUT_BYTES)).data.toString('utf8'),
-    ).digest;
-  }
-
-  deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
-    return snapshots.deleteSnapshot(this.layout, snapshot);
-  }
-
-  snapshotSizeBytes(snapshot: SnapshotRef): Promise<number> {
-    return snapshots.snapshotSize(this.layout, snapshot);
-  }
-
-  scanSnapshot(snapshot: SnapshotRef, needles: readonly string[]): Promise<string[]> {
-    return snapshots.scanSnapshot(this.layout, snapshot, needles);
-  }
-
   /** Every workspace dir; one without meta.json (crash during create) is listed with owner ''. */
   async listResources(): Promise<BackendResource[]> {
     const names = await fs.readdir(this.layout.workspacesDir).catch(() => [] as string[]);
@@ -498,23 +307,5 @@ class LocalBackend implements WorkspaceBackend {
       out.push({ workspaceId: name, owner: meta?.owner ?? '', ref: this.ref(name) });
     }
     return out;
-  }
-
-  /**
-   * `du` as root over the home and /tmp: no symlink followed, one filesystem, hardlinks once, and a
-   * directory the workspace made unreadable still counted. A walk that raced a deletion (du exits
-   * non-zero) still reports what it saw.
-   */
-  async usageBytes(ref: BackendRef): Promise<number> {
-    const meta = await requireMeta(this.layout, ref);
-    const id = meta.workspaceId;
-    const result = await runTool(['du', '-s', '-x', '-B1', '--total', '--', this.layout.home(id), this.layout.tmp(id)]);
-    const total = /^(\d+)\s+total$/m.exec(result.stdout);
-    if (total === null) throw new StepFailedError('disk usage', `du exited ${result.code ?? result.signal}`);
-    return Number(total[1]);
-  }
-
-  listSnapshots(): Promise<SnapshotRef[]> {
-    return snapshots.listSnapshots(this.layout);
   }
 }

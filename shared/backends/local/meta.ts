@@ -49,8 +49,8 @@ export function refBelongsTo(layout: LocalLayout, ref: BackendRef, workspaceId: 
   }
 }
 
-export async function requireMeta(layout: LocalLayout, ref: BackendRef): Promise<WorkspaceMeta> {
-  const id = refWorkspaceId(ref);
+/** The meta of a workspace; NotFoundError when it was never created or is destroyed. */
+export async function requireMeta(layout: LocalLayout, id: string): Promise<WorkspaceMeta> {
   const meta = await readMeta(layout, id);
   if (meta === undefined) throw new NotFoundError('workspace', id);
   return meta;

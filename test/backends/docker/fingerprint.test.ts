@@ -25,25 +25,25 @@ describe.skipIf(dockerUnavailable !== undefined)('docker fingerprintHome', () =>
   it("remembers the baseline image's digest, uses it only while nothing under the home changed", async () => {
     const ref = await fx.create();
     expect((await fx.sh(ref, 'mkdir -p w && printf a > w/a && printf b > w/b')).status.exitCode).toBe(0);
-    const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
+    const snap = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
     const baseline = await inside(ref);
 
-    await fx.backend.restore(ref, fx.plan, snap);
-    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toBe(baseline); // computed, then remembered
+    await fx.backend.open(ref, fx.plan).snapshots.restore(snap);
+    expect(await fx.backend.open(ref, fx.plan).files.fingerprintHome!()).toBe(baseline); // computed, then remembered
     const file = await cacheFile(ref);
     expect(fs.readFileSync(file, 'utf8')).toBe(baseline);
 
     // Prove the remembered value is what answers: plant a marker digest and restore again.
     const marker = 'f'.repeat(64);
     fs.writeFileSync(file, marker);
-    await fx.backend.restore(ref, fx.plan, snap);
-    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toBe(marker);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(snap);
+    expect(await fx.backend.open(ref, fx.plan).files.fingerprintHome!()).toBe(marker);
 
     // Any change under the home — even rewriting a file with its own bytes — bypasses it.
     expect((await fx.sh(ref, 'printf a > w/a')).status.exitCode).toBe(0);
-    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toBe(baseline);
+    expect(await fx.backend.open(ref, fx.plan).files.fingerprintHome!()).toBe(baseline);
     expect((await fx.sh(ref, 'printf changed > w/b')).status.exitCode).toBe(0);
-    const changed = await fx.backend.fingerprintHome!(ref, fx.plan);
+    const changed = await fx.backend.open(ref, fx.plan).files.fingerprintHome!();
     expect(changed).not.toBe(baseline);
     expect(changed).toBe(await inside(ref));
     fs.writeFileSync(file, baseline);

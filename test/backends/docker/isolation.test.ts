@@ -38,15 +38,15 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend: canary scan an
         ])
       ).status.exitCode,
     ).toBe(0);
-    const cache = fx.trackSnapshot(await fx.backend.snapshot(dirty, fx.plan, 'cache', newId('snap')));
-    const hits = await fx.backend.scanSnapshot(cache, ['absent-needle', needle]);
+    const cache = fx.trackSnapshot(await fx.backend.open(dirty, fx.plan).snapshots.take('cache', newId('snap')));
+    const hits = await fx.backend.snapshots.scan(cache, ['absent-needle', needle]);
     expect(hits.some((x) => /:\/home\/node\/\.npmrc: needle #1$/.test(x))).toBe(true);
     expect(hits.some((x) => /:\/home\/node\/d\/x-\*\*\* \(name\): needle #1$/.test(x))).toBe(true);
     expect(hits.join('\n')).not.toContain(needle);
     // A workspace from the dirty cache carries it into its baseline too.
     const warm = await fx.create({ from: cache });
-    const baseline = fx.trackSnapshot(await fx.backend.snapshot(warm, fx.plan, 'baseline', newId('snap')));
-    expect((await fx.backend.scanSnapshot(baseline, [needle])).length).toBeGreaterThan(0);
+    const baseline = fx.trackSnapshot(await fx.backend.open(warm, fx.plan).snapshots.take('baseline', newId('snap')));
+    expect((await fx.backend.snapshots.scan(baseline, [needle])).length).toBeGreaterThan(0);
 
     // Clean: the needle only ever travelled as a command's env value and stdin.
     const clean = await fx.create();
@@ -55,11 +55,13 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend: canary scan an
       stdin: `${needle}\n`,
     });
     expect(r.stdout).toBe('same\n');
-    const cleanCache = fx.trackSnapshot(await fx.backend.snapshot(clean, fx.plan, 'cache', newId('snap')));
+    const cleanCache = fx.trackSnapshot(await fx.backend.open(clean, fx.plan).snapshots.take('cache', newId('snap')));
     const cleanWarm = await fx.create({ from: cleanCache });
-    const cleanBaseline = fx.trackSnapshot(await fx.backend.snapshot(cleanWarm, fx.plan, 'baseline', newId('snap')));
-    expect(await fx.backend.scanSnapshot(cleanCache, [needle])).toEqual([]);
-    expect(await fx.backend.scanSnapshot(cleanBaseline, [needle])).toEqual([]);
+    const cleanBaseline = fx.trackSnapshot(
+      await fx.backend.open(cleanWarm, fx.plan).snapshots.take('baseline', newId('snap')),
+    );
+    expect(await fx.backend.snapshots.scan(cleanCache, [needle])).toEqual([]);
+    expect(await fx.backend.snapshots.scan(cleanBaseline, [needle])).toEqual([]);
     // Every container's environment (and the clean images' configs, scanned above) is free of it.
     const envs = await containerEnvironments();
     expect(envs.length).toBeGreaterThan(0);
@@ -74,7 +76,7 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend: canary scan an
     expect((await fx.sh(b, 'echo "$1" > "$HOME/b-file"', [marker])).status.exitCode).toBe(0);
     const host = fs.mkdtempSync(path.join(h().dataDir, 'host-'));
     fs.writeFileSync(path.join(host, 'bundle'), `${marker}\n`);
-    await fx.backend.putTransferFile(b, fx.plan, 'b.bundle', path.join(host, 'bundle'));
+    await fx.backend.open(b, fx.plan).files.putTransferFile('b.bundle', path.join(host, 'bundle'));
     const bg = await fx.start(b, ['sh', '-c', 'exec sleep 300', marker]);
 
     const probe = async (ref: BackendRef, script: string, args: string[] = []) => fx.sh(ref, script, args);
@@ -97,6 +99,6 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend: canary scan an
       `${marker}\n${marker}\n`,
     );
     expect((await probe(b, 'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " "')).stdout).toContain(marker);
-    await fx.backend.killCommand(b, bg, 'cancelled');
+    await fx.backend.open(b, fx.plan).commands.kill(bg, 'cancelled');
   });
 });

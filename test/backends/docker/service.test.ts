@@ -51,7 +51,7 @@ describe.skipIf(dockerUnavailable !== undefined)('service over the docker backen
     if (wsp) {
       const backend = wsp.provider.deps.backend;
       for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
-      for (const snap of await backend.listSnapshots()) await backend.deleteSnapshot(snap);
+      for (const snap of await backend.snapshots.list()) await backend.snapshots.delete(snap);
     }
     await wsp?.close();
     await git?.close();
@@ -134,9 +134,9 @@ describe.skipIf(dockerUnavailable !== undefined)('service over the docker backen
 
   it('the canary token is in no image layer, container environment, response or log line', async () => {
     const backend = wsp.provider.deps.backend;
-    const snapshots = await backend.listSnapshots();
+    const snapshots = await backend.snapshots.list();
     expect(snapshots.map((s) => s.purpose).sort()).toEqual(expect.arrayContaining(['baseline', 'cache']));
-    for (const snap of snapshots) expect(await backend.scanSnapshot(snap, [CANARY])).toEqual([]);
+    for (const snap of snapshots) expect(await backend.snapshots.scan(snap, [CANARY])).toEqual([]);
     const docker = dockerClient();
     const containers = await docker.listContainers({
       all: true,

@@ -39,7 +39,7 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
 
   it('snapshot images are labelled by their own kind and are never listed as workspaces', async () => {
     const ref = await fx.create({ labels: { 'wsp.cache-key': 'key-2' } });
-    const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'cache', newId('snap')));
+    const snap = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('cache', newId('snap')));
     const image = await h().docker.getImage(String(snap.image)).inspect();
     // Inherited from the container, except the kind, which the commit overrides.
     expect(image.Config.Labels).toMatchObject({
@@ -50,19 +50,21 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     });
     const resources = await fx.backend.listResources();
     expect(resources.map((r) => r.workspaceId)).toEqual([ref.workspaceId]);
-    expect((await fx.backend.listSnapshots()).map((s) => s.name)).toEqual([snap.name]);
+    expect((await fx.backend.snapshots.list()).map((s) => s.name)).toEqual([snap.name]);
   });
 
   it('restore replaces the container under the same ref; earlier results stay readable', async () => {
     const ref = await fx.create();
     const before = await fx.sh(ref, 'echo kept; echo data > f');
-    const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('snap')));
+    const snap = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('snap')));
     const running = await fx.start(ref, ['sleep', '300']);
     const oldId = (await inspect(ref)).Id;
-    await fx.backend.restore(ref, fx.plan, snap);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(snap);
     expect((await inspect(ref)).Id).not.toBe(oldId);
-    expect((await fx.backend.readOutput(ref, before.commandId, 'stdout', 0, 100)).data.toString()).toBe('kept\n');
-    expect(await fx.backend.commandStatus(ref, running)).toMatchObject({
+    expect(
+      (await fx.backend.open(ref, fx.plan).commands.read(before.commandId, 'stdout', 0, 100)).data.toString(),
+    ).toBe('kept\n');
+    expect(await fx.backend.open(ref, fx.plan).commands.status(running)).toMatchObject({
       state: 'killed',
       reason: 'all workspace processes killed',
     });
@@ -71,15 +73,15 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
 
   it('deleting a snapshot a container still runs from untags it now and removes it on a later try', async () => {
     const src = await fx.create();
-    const snap = await fx.backend.snapshot(src, fx.plan, 'cache', newId('snap'));
+    const snap = await fx.backend.open(src, fx.plan).snapshots.take('cache', newId('snap'));
     const user = await fx.backend.create(fx.plan, { workspaceId: newId('ws'), labels: {}, from: snap });
-    await fx.backend.deleteSnapshot(snap);
+    await fx.backend.snapshots.delete(snap);
     await expect(h().docker.getImage(String(snap.image)).inspect()).rejects.toMatchObject({ statusCode: 404 });
     // Still ours (by its labels) until nothing uses it.
-    expect((await fx.backend.listSnapshots()).map((s) => s.name)).toContain(snap.name);
+    expect((await fx.backend.snapshots.list()).map((s) => s.name)).toContain(snap.name);
     await fx.backend.destroy(user);
-    await fx.backend.deleteSnapshot(snap);
-    expect((await fx.backend.listSnapshots()).map((s) => s.name)).not.toContain(snap.name);
+    await fx.backend.snapshots.delete(snap);
+    expect((await fx.backend.snapshots.list()).map((s) => s.name)).not.toContain(snap.name);
   });
 
   it('keeps command files on the host, root-only, and removes the env file once the command runs', async () => {
@@ -125,7 +127,7 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     const t1 = nowSeconds();
     for (let i = 0; i < 5; i++)
       expect((await fx.run(ref, ['sh', '-c', 'echo "$1"', 'sh', String(i)])).stdout).toBe(`${i}\n`);
-    await fx.backend.killAll(ref);
+    await fx.backend.open(ref, fx.plan).commands.killAll();
     const t2 = nowSeconds() + 1;
     expect(await execsCreated(ref, t0, t1)).toBe(1); // the probe exec: the count sees execs
     expect(await execsCreated(ref, t1, t2)).toBe(0); // five starts and a killAll: none
@@ -160,7 +162,7 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     });
     let out = '';
     for (let i = 0; i < 400 && out === ''; i++) {
-      out = (await fx.backend.readOutput(ref, id, 'stdout', 0, 1000)).data.toString();
+      out = (await fx.backend.open(ref, fx.plan).commands.read(id, 'stdout', 0, 1000)).data.toString();
       if (out === '') await new Promise((r) => setTimeout(r, 25));
     }
     expect(out).toBe(`${secret}\n`);
@@ -175,16 +177,20 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     }
     expect(leaks).toEqual([]);
     expect(JSON.stringify((await inspect(ref)).Config)).not.toContain(secret);
-    await fx.backend.killCommand(ref, id, 'cancelled');
+    await fx.backend.open(ref, fx.plan).commands.kill(id, 'cancelled');
   });
 
   it('rejects unsafe ids and names with bad_request', async () => {
     const ref = await fx.create();
-    await expect(fx.backend.commandStatus(ref, '../meta.json')).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(fx.backend.open(ref, fx.plan).commands.status('../meta.json')).rejects.toMatchObject({
+      code: 'bad_request',
+    });
     await expect(fx.backend.destroy({ kind: 'docker', workspaceId: '..', container: 'x' })).rejects.toMatchObject({
       code: 'bad_request',
     });
-    await expect(fx.backend.snapshot(ref, fx.plan, 'cache', 'a/b')).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(fx.backend.open(ref, fx.plan).snapshots.take('cache', 'a/b')).rejects.toMatchObject({
+      code: 'bad_request',
+    });
     await expect(fx.start(ref, ['true'], { env: { 'BAD=NAME': 'x' } })).rejects.toMatchObject({ code: 'bad_request' });
     await expect(fx.start(ref, ['printf', 'a\0b'])).rejects.toMatchObject({ code: 'bad_request' });
     await expect(

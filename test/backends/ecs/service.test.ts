@@ -142,7 +142,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     }, 300_000);
 
     it('the cache entry is an image in the registry (base + one layer) with its own task-definition revision', async () => {
-      const images = (await backend.listSnapshots()).filter((s) => s.kind === 'ecs-image');
+      const images = (await backend.snapshots.list()).filter((s) => s.kind === 'ecs-image');
       expect(images).toHaveLength(1);
       const snap = images[0]!;
       expect(snap.name).toBe(cold.cache.key);
@@ -165,7 +165,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       const newer = commitFiles(app, { 'src/feature.js': 'export const f = 2;\n' }, 'feature');
       warm = await wsp.setup();
       expect(warm.cache).toMatchObject({ hit: true, key: cold.cache.key });
-      const [snap] = (await backend.listSnapshots()).filter((s) => s.kind === 'ecs-image');
+      const [snap] = (await backend.snapshots.list()).filter((s) => s.kind === 'ecs-image');
       expect(taskOf(warm.id).taskDefinitionArn).toBe(snap?.taskDefinitionArn);
       // HEAD's reflog begins at the cached commit (the clone happened once, in the cold workspace).
       const r = await wsp.exec(

@@ -129,7 +129,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
         const r = await fx.sh(ref, 'echo "n=$1"', [String(i)]);
         expect(r.stdout).toBe(`n=${i}\n`);
       }
-      await fx.backend.killAll(ref);
+      await fx.backend.open(ref, fx.plan).commands.killAll();
       expect(execCalls(taskArn(ref))).toHaveLength(1);
       expect(sessionsOf(taskArn(ref)).map((s) => s.state)).toEqual(['running']);
     });
@@ -160,9 +160,11 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       const id = await fx.start(ref, ['sh', '-c', 'echo before; sleep 2; echo after; exit 7']);
       const dropped = dropSession(ref);
       // The command started in the old session runs on (the runner detached it).
-      const status = await fx.backend.waitCommand(ref, id, 30_000);
+      const status = await fx.backend.open(ref, fx.plan).commands.wait(id, 30_000);
       expect(status).toMatchObject({ state: 'exited', exitCode: 7 });
-      expect((await fx.backend.readOutput(ref, id, 'stdout', 0, 1024)).data.toString()).toBe('before\nafter\n');
+      expect((await fx.backend.open(ref, fx.plan).commands.read(id, 'stdout', 0, 1024)).data.toString()).toBe(
+        'before\nafter\n',
+      );
       expect(execCalls(taskArn(ref))).toHaveLength(2);
       expect(h().fake.agent.sessions.get(dropped)?.closeReason).toBe('killed');
     });
@@ -170,7 +172,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     it('a session dropped during waitCommand: the waiter reconnects and reports the exit code', async () => {
       const ref = await fx.create();
       const id = await fx.start(ref, ['sh', '-c', 'sleep 3; exit 5']);
-      const waiting = fx.backend.waitCommand(ref, id, 30_000);
+      const waiting = fx.backend.open(ref, fx.plan).commands.wait(id, 30_000);
       // Let the waiter poll on the open session at least once, then drop it under it.
       await sleep(500);
       dropSession(ref);
@@ -228,19 +230,31 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       const ref = await fx.create();
       const id = await fx.start(ref, ['sh', '-c', 'echo started; sleep 60']);
       // Its output exists before the task dies…
-      for (let i = 0; i < 100 && (await fx.backend.readOutput(ref, id, 'stdout', 0, 100)).data.length === 0; i++)
+      for (
+        let i = 0;
+        i < 100 && (await fx.backend.open(ref, fx.plan).commands.read(id, 'stdout', 0, 100)).data.length === 0;
+        i++
+      )
         await sleep(50);
-      expect((await fx.backend.readOutput(ref, id, 'stdout', 0, 100)).data.toString()).toBe('started\n');
+      expect((await fx.backend.open(ref, fx.plan).commands.read(id, 'stdout', 0, 100)).data.toString()).toBe(
+        'started\n',
+      );
       await h().fake.killTask(taskArn(ref), 'Task failed container health checks');
 
-      const status = await fx.backend.commandStatus(ref, id);
+      const status = await fx.backend.open(ref, fx.plan).commands.status(id);
       expect(status).toMatchObject({ commandId: id, state: 'lost', exitCode: null });
       expect(status.reason).toMatch(/Task failed container health checks/);
-      expect(await fx.backend.waitCommand(ref, id, 5_000)).toMatchObject({ state: 'lost' });
-      expect(await fx.backend.readOutput(ref, id, 'stdout', 0, 100)).toEqual({ data: Buffer.alloc(0), nextOffset: 0 });
-      expect(await fx.backend.readOutput(ref, id, 'stdout', 3, 100)).toEqual({ data: Buffer.alloc(0), nextOffset: 3 });
+      expect(await fx.backend.open(ref, fx.plan).commands.wait(id, 5_000)).toMatchObject({ state: 'lost' });
+      expect(await fx.backend.open(ref, fx.plan).commands.read(id, 'stdout', 0, 100)).toEqual({
+        data: Buffer.alloc(0),
+        nextOffset: 0,
+      });
+      expect(await fx.backend.open(ref, fx.plan).commands.read(id, 'stdout', 3, 100)).toEqual({
+        data: Buffer.alloc(0),
+        nextOffset: 3,
+      });
       await expectCode(
-        fx.backend.startCommand(ref, fx.plan, {
+        fx.backend.open(ref, fx.plan).commands.start({
           commandId: newId('cmd'),
           argv: ['true'],
           cwd: fx.plan.home,
@@ -261,15 +275,15 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       const first = fx.backend;
       const ref = await fx.create();
       expect((await fx.sh(ref, 'echo one > "$HOME/f"')).status.exitCode).toBe(0);
-      const baseline = roundTrip(await first.snapshot(ref, fx.plan, 'baseline', newId('base')));
-      const cache = fx.trackSnapshot(roundTrip(await first.snapshot(ref, fx.plan, 'cache', newId('cache'))));
+      const baseline = roundTrip(await first.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
+      const cache = fx.trackSnapshot(roundTrip(await first.open(ref, fx.plan).snapshots.take('cache', newId('cache'))));
       const storedRef = roundTrip(ref);
 
       const second = (await h().reopen!()) as EcsBackend;
       try {
         const beforeExec = execCalls(taskArn(ref)).length;
         const id = newId('cmd');
-        await second.startCommand(storedRef, fx.plan, {
+        await second.open(storedRef, fx.plan).commands.start({
           commandId: id,
           argv: ['sh', '-c', 'echo two > "$HOME/f"; cat "$HOME/f"'],
           cwd: fx.plan.home,
@@ -277,12 +291,17 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
           timeoutMs: 0,
           maxOutputBytes: 1024,
         });
-        expect(await second.waitCommand(storedRef, id, 30_000)).toMatchObject({ state: 'exited', exitCode: 0 });
-        expect((await second.readOutput(storedRef, id, 'stdout', 0, 100)).data.toString()).toBe('two\n');
+        expect(await second.open(storedRef, fx.plan).commands.wait(id, 30_000)).toMatchObject({
+          state: 'exited',
+          exitCode: 0,
+        });
+        expect((await second.open(storedRef, fx.plan).commands.read(id, 'stdout', 0, 100)).data.toString()).toBe(
+          'two\n',
+        );
         // Its own session: the first instance's session is not shared across instances.
         expect(execCalls(taskArn(ref)).length).toBe(beforeExec + 1);
 
-        await second.restore(storedRef, fx.plan, baseline);
+        await second.open(storedRef, fx.plan).snapshots.restore(baseline);
         expect((await fx.sh(ref, 'cat "$HOME/f"')).stdout).toBe('one\n');
 
         const fromCache = await second.create(fx.plan, { workspaceId: newId('ws'), labels: {}, from: cache });
@@ -295,13 +314,13 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
         // deleteSnapshot from the JSON: the baseline copy leaves the task, the image's revision is deregistered.
         const pristine = `/var/lib/wsp/pristine/${baseline.name}`;
         expect(await inTask(ref, `test -d ${pristine} && echo yes`)).toBe('yes\n');
-        await second.deleteSnapshot(roundTrip(baseline));
+        await second.snapshots.delete(roundTrip(baseline));
         expect(await inTask(ref, `test -e ${pristine} || echo gone`)).toBe('gone\n');
-        await second.deleteSnapshot(roundTrip(cache));
+        await second.snapshots.delete(roundTrip(cache));
         expect(h().fake.taskDefinitions.get(String(cache.taskDefinitionArn))?.status).toBe('INACTIVE');
         expect(h().s3.objects.has(String(cache.layerKey))).toBe(false);
         // Deleting again is fine (the fixture's cleanup does it too).
-        await second.deleteSnapshot(roundTrip(baseline));
+        await second.snapshots.delete(roundTrip(baseline));
       } finally {
         second.close();
       }
@@ -309,9 +328,9 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
 
     it('a baseline of a stopped task is gone with it: deleteSnapshot succeeds', async () => {
       const ref = await fx.create();
-      const baseline = await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base'));
+      const baseline = await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base'));
       await h().fake.killTask(taskArn(ref));
-      await fx.backend.deleteSnapshot(baseline);
+      await fx.backend.snapshots.delete(baseline);
     });
 
     it('bad handles → bad_request', async () => {
@@ -324,14 +343,14 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       const spec = { commandId: 'c1', argv: ['true'], cwd: fx.plan.home, env: {}, timeoutMs: 0, maxOutputBytes: 1024 };
       for (const ref of [otherKind, noArn, badArn]) {
         await expectCode(b.destroy(ref), 'bad_request');
-        await expectCode(b.startCommand(ref, fx.plan, spec), 'bad_request');
+        await expectCode(b.open(ref, fx.plan).commands.start(spec), 'bad_request');
         // Rejections, never synchronous throws: callers chain `.catch()` on these.
-        await expectCode(b.commandStatus(ref, 'c1'), 'bad_request');
-        await expectCode(b.waitCommand(ref, 'c1', 0), 'bad_request');
-        await expectCode(b.readOutput(ref, 'c1', 'stdout', 0, 10), 'bad_request');
-        await expectCode(b.killCommand(ref, 'c1', 'x'), 'bad_request');
-        await expectCode(b.killAll(ref), 'bad_request');
-        await expectCode(b.snapshot(ref, fx.plan, 'baseline', 'b1'), 'bad_request');
+        await expectCode(b.open(ref, fx.plan).commands.status('c1'), 'bad_request');
+        await expectCode(b.open(ref, fx.plan).commands.wait('c1', 0), 'bad_request');
+        await expectCode(b.open(ref, fx.plan).commands.read('c1', 'stdout', 0, 10), 'bad_request');
+        await expectCode(b.open(ref, fx.plan).commands.kill('c1', 'x'), 'bad_request');
+        await expectCode(b.open(ref, fx.plan).commands.killAll(), 'bad_request');
+        await expectCode(b.open(ref, fx.plan).snapshots.take('baseline', 'b1'), 'bad_request');
       }
       const dockerSnap: SnapshotRef = { kind: 'docker-image', name: 'snap-1', image: 'sha256:abc' };
       const pristine: SnapshotRef = { kind: 'ecs-pristine', name: 'snap-1', taskArn: arn };
@@ -341,16 +360,16 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
         image: 'r/x@sha256:abc',
         layerKey: 'layers/x',
       };
-      await expectCode(b.restore(good, fx.plan, dockerSnap), 'bad_request');
-      await expectCode(b.deleteSnapshot(dockerSnap), 'bad_request');
-      await expectCode(b.deleteSnapshot(imageWithoutTd), 'bad_request');
-      await expectCode(b.scanSnapshot(pristine, ['x']), 'bad_request');
+      await expectCode(b.open(good, fx.plan).snapshots.restore(dockerSnap), 'bad_request');
+      await expectCode(b.snapshots.delete(dockerSnap), 'bad_request');
+      await expectCode(b.snapshots.delete(imageWithoutTd), 'bad_request');
+      await expectCode(b.snapshots.scan(pristine, ['x']), 'bad_request');
       // A workspace starts from a cache image, not from another task's baseline copy.
       await expectCode(b.create(fx.plan, { workspaceId: 'ws-2', labels: {}, from: pristine }), 'bad_request');
       await expectCode(b.create(fx.plan, { workspaceId: 'ws-2', labels: {}, from: dockerSnap }), 'bad_request');
       // A cache image is not restored into a workspace.
       await expectCode(
-        b.restore(good, fx.plan, {
+        b.open(good, fx.plan).snapshots.restore({
           kind: 'ecs-image',
           name: 'snap-1',
           image: 'r/x@sha256:abc',

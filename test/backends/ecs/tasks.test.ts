@@ -168,15 +168,13 @@ describe('EcsTasks', () => {
       .resolvesOnce({ taskArns: ['a'], nextToken: 'n' })
       .resolvesOnce({ taskArns: ['b'] });
     mock.on(ListTasksCommand, { desiredStatus: 'STOPPED' }).resolves({ taskArns: ['c'] });
-    mock
-      .on(DescribeTasksCommand)
-      .resolves({
-        tasks: ['a', 'b', 'c'].map((taskArn) => ({
-          taskArn,
-          lastStatus: 'RUNNING',
-          tags: [{ key: 'wsp:workspace', value: taskArn }],
-        })),
-      });
+    mock.on(DescribeTasksCommand).resolves({
+      tasks: ['a', 'b', 'c'].map((taskArn) => ({
+        taskArn,
+        lastStatus: 'RUNNING',
+        tags: [{ key: 'wsp:workspace', value: taskArn }],
+      })),
+    });
     const views = await tasks().listOwn();
     expect(views.map((v) => [v.taskArn, v.tags['wsp:workspace']])).toEqual([
       ['a', 'a'],

@@ -91,7 +91,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     const source = await fx.create();
     const r = await fx.sh(source, 'printf %s "$1" > "$HOME/warm-file"', [content]);
     expect(r.status).toMatchObject({ state: 'exited', exitCode: 0 });
-    const snap = fx.trackSnapshot(await fx.backend.snapshot(source, fx.plan, 'cache', newId('cache')));
+    const snap = fx.trackSnapshot(await fx.backend.open(source, fx.plan).snapshots.take('cache', newId('cache')));
     await fx.backend.destroy(source);
     expect(snap).toMatchObject({ kind: 'ecs-image', taskDefinitionArn: expect.any(String) });
     return { snap, td: String(snap.taskDefinitionArn) };

@@ -65,7 +65,7 @@ describe('local backend specifics', () => {
     }
     expect(count).toBeGreaterThanOrEqual(30);
     expect(count).toBeLessThanOrEqual(40);
-    await fx.backend.killAll(ref);
+    await fx.backend.open(ref, fx.plan).commands.killAll();
     expect(await processesOfUid(uid)).toEqual([]);
   });
 
@@ -78,7 +78,7 @@ describe('local backend specifics', () => {
     // Once the command printed it, the whole launch chain (wrapper, setpriv, bwrap, sh) exists.
     let out = '';
     for (let i = 0; i < 400 && out === ''; i++) {
-      out = (await fx.backend.readOutput(ref, id, 'stdout', 0, 1000)).data.toString();
+      out = (await fx.backend.open(ref, fx.plan).commands.read(id, 'stdout', 0, 1000)).data.toString();
       if (out === '') await new Promise((r) => setTimeout(r, 25));
     }
     expect(out).toBe(`${secret}\n`);
@@ -91,7 +91,7 @@ describe('local backend specifics', () => {
       }
     }
     expect(leaks).toEqual([]);
-    await fx.backend.killCommand(ref, id, 'cancelled');
+    await fx.backend.open(ref, fx.plan).commands.kill(id, 'cancelled');
   });
 
   it('passes no descriptor of the provider into a command (inherited ones are overwritten with /dev/null)', async () => {
@@ -143,7 +143,7 @@ describe('local backend specifics', () => {
     expect(fs.readFileSync(`/sys/fs/cgroup/memory${cgroupOf('memory')}/memory.limit_in_bytes`, 'utf8').trim()).toBe(
       String(2048 * 1024 * 1024),
     );
-    await fx.backend.killCommand(ref, id, 'done');
+    await fx.backend.open(ref, fx.plan).commands.kill(id, 'done');
   });
 
   it('restore rewrites only what changed (untouched files keep their inode)', async () => {
@@ -151,10 +151,10 @@ describe('local backend specifics', () => {
     expect((await fx.sh(ref, 'mkdir -p keep && echo k > keep/k.txt && echo c > change.txt')).status.exitCode).toBe(0);
     const home = path.join(wsDir(ref), 'home');
     const inode = fs.statSync(path.join(home, 'keep', 'k.txt')).ino;
-    const snap = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('snap')));
+    const snap = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('snap')));
     const f0 = await hostFingerprint(home);
     expect((await fx.sh(ref, 'echo changed > change.txt && touch new')).status.exitCode).toBe(0);
-    await fx.backend.restore(ref, fx.plan, snap);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(snap);
     expect(await hostFingerprint(home)).toBe(f0);
     expect(fs.statSync(path.join(home, 'keep', 'k.txt')).ino).toBe(inode);
     expect(fs.statSync(path.join(home, 'change.txt')).uid).toBe(fs.statSync(home).uid);
@@ -169,11 +169,15 @@ describe('local backend specifics', () => {
 
   it('rejects unsafe ids, names and refs with bad_request', async () => {
     const ref = await fx.create();
-    await expect(fx.backend.commandStatus(ref, '../meta.json')).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(fx.backend.open(ref, fx.plan).commands.status('../meta.json')).rejects.toMatchObject({
+      code: 'bad_request',
+    });
     await expect(fx.backend.destroy({ kind: 'local', workspaceId: '..', dir: '/' })).rejects.toMatchObject({
       code: 'bad_request',
     });
-    await expect(fx.backend.snapshot(ref, fx.plan, 'cache', 'a/b')).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(fx.backend.open(ref, fx.plan).snapshots.take('cache', 'a/b')).rejects.toMatchObject({
+      code: 'bad_request',
+    });
     await expect(fx.start(ref, ['true'], { env: { 'BAD=NAME': 'x' } })).rejects.toMatchObject({ code: 'bad_request' });
     await expect(fx.start(ref, ['printf', 'a\0b'])).rejects.toMatchObject({ code: 'bad_request' });
     await fx.backend.destroy({ kind: 'local', workspaceId: 'ws-never-created', dir: '/nowhere' });
@@ -201,7 +205,7 @@ describe('local backend specifics', () => {
       expect(handle.backend.warnings.join('\n')).toMatch(/NO SANDBOX/);
       const plan = fx.plan;
       const ref = await handle.backend.create(plan, { workspaceId: newId('ws'), labels: {} });
-      await handle.backend.startCommand(ref, plan, {
+      await handle.backend.open(ref, plan).commands.start({
         commandId: 'c1',
         argv: ['sh', '-c', 'id -u; pwd; echo "$HOME"; echo "$WSP_X"'],
         cwd: plan.home,
@@ -209,12 +213,15 @@ describe('local backend specifics', () => {
         timeoutMs: 0,
         maxOutputBytes: 4096,
       });
-      expect(await handle.backend.waitCommand(ref, 'c1', 30_000)).toMatchObject({ state: 'exited', exitCode: 0 });
+      expect(await handle.backend.open(ref, fx.plan).commands.wait('c1', 30_000)).toMatchObject({
+        state: 'exited',
+        exitCode: 0,
+      });
       const meta = JSON.parse(
         fs.readFileSync(path.join(handle.dataDir, 'local', 'workspaces', String(ref.workspaceId), 'meta.json'), 'utf8'),
       );
       const home = path.join(handle.dataDir, 'local', 'workspaces', String(ref.workspaceId), 'home');
-      const out = (await handle.backend.readOutput(ref, 'c1', 'stdout', 0, 4096)).data.toString();
+      const out = (await handle.backend.open(ref, fx.plan).commands.read('c1', 'stdout', 0, 4096)).data.toString();
       expect(out).toBe(`${meta.hostUid}\n${home}\n${home}\nit's\n`);
     } finally {
       await handle.cleanup();

@@ -32,7 +32,7 @@ describe('local backend: fingerprintHome', () => {
   it('is the host fingerprint of the home directory', async () => {
     const ref = await fx.create();
     expect((await fx.sh(ref, 'mkdir -p a/b && echo x > a/b/f && ln -s a link')).status.exitCode).toBe(0);
-    const digest = await fx.backend.fingerprintHome!(ref, fx.plan);
+    const digest = await fx.backend.open(ref, fx.plan).files.fingerprintHome!();
     expect(digest).toBe(await hostFingerprint(hostHome(ref)));
     expect(digest).toBe(await inside(ref));
   });
@@ -44,8 +44,8 @@ describe('local backend: fingerprintHome', () => {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-fp-transfer-')), 'bundle');
     try {
       fs.writeFileSync(file, 'bundle bytes');
-      await fx.backend.putTransferFile(ref, plan, 'repo.bundle', file);
-      const digest = await fx.backend.fingerprintHome!(ref, plan);
+      await fx.backend.open(ref, plan).files.putTransferFile('repo.bundle', file);
+      const digest = await fx.backend.open(ref, plan).files.fingerprintHome!();
       expect(digest).toBe(await inside(ref, plan));
       // The host directory alone lacks the transfer file the workspace sees under /run/wsp.
       expect(await hostFingerprint(hostHome(ref))).not.toBe(digest);
@@ -56,7 +56,7 @@ describe('local backend: fingerprintHome', () => {
 
   it('unknown workspace → not_found', async () => {
     await expect(
-      fx.backend.fingerprintHome!({ kind: 'local', workspaceId: 'ws-never-made', dir: '/x' }, fx.plan),
+      fx.backend.open({ kind: 'local', workspaceId: 'ws-never-made', dir: '/x' }, fx.plan).files.fingerprintHome!(),
     ).rejects.toMatchObject({ code: 'not_found' });
   });
 
@@ -67,7 +67,7 @@ describe('local backend: fingerprintHome', () => {
       const home = path.join(handle.dataDir, 'local', 'workspaces', String(ref.workspaceId), 'home');
       fs.writeFileSync(path.join(home, 'f'), 'x');
       fs.chownSync(path.join(home, 'f'), fs.statSync(home).uid, fs.statSync(home).gid); // the workspace user's, as its files are
-      expect(await handle.backend.fingerprintHome!(ref, fx.plan)).toBe(await hostFingerprint(home));
+      expect(await handle.backend.open(ref, fx.plan).files.fingerprintHome!()).toBe(await hostFingerprint(home));
     } finally {
       await handle.cleanup();
     }

@@ -38,7 +38,7 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
   async function warm(): Promise<{ source: BackendRef; cache: SnapshotRef; ref: BackendRef }> {
     const source = await fx.create();
     expect((await fx.sh(source, POPULATE, [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
-    const cache = fx.trackSnapshot(await fx.backend.snapshot(source, fx.plan, 'cache', newId('cache')));
+    const cache = fx.trackSnapshot(await fx.backend.open(source, fx.plan).snapshots.take('cache', newId('cache')));
     const ref = await fx.create({ from: cache });
     return { source, cache, ref };
   }
@@ -51,7 +51,7 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
         .status.exitCode,
     ).toBe(0);
     const f0 = await inside(ref);
-    const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
+    const baseline = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
 
     for (const rel of ['app/src/a.txt', 'app/keep.txt', 'app/run.sh', '.cache/deps/blob']) {
       expect(ino(inSnap(baseline, rel)), rel).toBe(ino(inSnap(cache, rel)));
@@ -67,9 +67,9 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
     const work =
       'echo edit >> app/src/a.txt && chmod 600 app/run.sh && rm -rf app/src && echo x > junk && echo k2 >> app/keep.txt';
     expect((await fx.sh(ref, work, [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
-    await fx.backend.restore(ref, fx.plan, baseline);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(baseline);
     expect(await inside(ref)).toBe(f0);
-    expect(await fx.backend.fingerprintHome!(ref, fx.plan)).toBe(f0);
+    expect(await fx.backend.open(ref, fx.plan).files.fingerprintHome!()).toBe(f0);
     expect(await hostFingerprint(path.join(wsDir(ref), 'home'))).toBe(f0);
 
     // Restored files are copies owned by this workspace — never the snapshot's inodes, never the origin's owner.
@@ -91,29 +91,29 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
   it('deleting the cache snapshot leaves the linked baseline whole, and a reset still restores it exactly', async () => {
     const { cache, ref } = await warm();
     const f0 = await inside(ref);
-    const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
+    const baseline = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
     const blob = fs.readFileSync(inSnap(baseline, '.cache/deps/blob'));
     expect(fs.lstatSync(inSnap(baseline, '.cache/deps/blob')).nlink).toBe(2);
-    await fx.backend.deleteSnapshot(cache);
+    await fx.backend.snapshots.delete(cache);
     expect(fs.lstatSync(inSnap(baseline, '.cache/deps/blob')).nlink).toBe(1);
     expect(fs.readFileSync(inSnap(baseline, '.cache/deps/blob'))).toEqual(blob);
     expect(
       (await fx.sh(ref, 'rm -rf .cache app/keep.txt && echo y >> app/src/a.txt', [], { cwd: fx.plan.home })).status
         .exitCode,
     ).toBe(0);
-    await fx.backend.restore(ref, fx.plan, baseline);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(baseline);
     expect(await inside(ref)).toBe(f0);
   });
 
   it('copies everything when the origin snapshot was evicted before the snapshot', async () => {
     const { cache, ref } = await warm();
     const f0 = await inside(ref);
-    await fx.backend.deleteSnapshot(cache);
-    const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
+    await fx.backend.snapshots.delete(cache);
+    const baseline = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
     expect(fs.lstatSync(inSnap(baseline, 'app/keep.txt')).nlink).toBe(1);
     expect(fs.readFileSync(inSnap(baseline, 'app/keep.txt'), 'utf8')).toBe('keep\n');
     expect((await fx.sh(ref, 'echo z > app/keep.txt')).status.exitCode).toBe(0);
-    await fx.backend.restore(ref, fx.plan, baseline);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(baseline);
     expect(await inside(ref)).toBe(f0);
   });
 
@@ -133,7 +133,7 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
         inHome(other, rel),
       ]);
     }
-    await fx.backend.snapshot(other, fx.plan, 'cache', String(cache.name));
+    await fx.backend.open(other, fx.plan).snapshots.take('cache', String(cache.name));
     expect(fs.readFileSync(inSnap(cache, 'app/keep.txt'), 'utf8')).toBe('KEEP\n');
     // The same mtime as far as a snapshot keeps one: the copier sets times through futimes (seconds as a
     // double, ~240 ns of rounding), and the linking compares within 2 µs for that reason.
@@ -142,7 +142,7 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
       fs.lstatSync(inHome(ref, 'app/keep.txt'), { bigint: true }).mtimeNs;
     expect(drift >= -2_000n && drift <= 2_000n, `mtime drift ${drift} ns`).toBe(true);
 
-    const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
+    const baseline = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
     expect(fs.readFileSync(inSnap(baseline, 'app/keep.txt'), 'utf8')).toBe('keep\n');
     for (const rel of ['app/keep.txt', 'app/src/a.txt']) {
       expect(ino(inSnap(baseline, rel)), rel).not.toBe(ino(inSnap(cache, rel)));
@@ -177,12 +177,12 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
     const source = await fx.create();
     expect(fs.existsSync(path.join(wsDir(source), 'origin.json'))).toBe(false);
     expect((await fx.sh(source, POPULATE, [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
-    const cache = fx.trackSnapshot(await fx.backend.snapshot(source, fx.plan, 'cache', newId('cache')));
+    const cache = fx.trackSnapshot(await fx.backend.open(source, fx.plan).snapshots.take('cache', newId('cache')));
     expect(JSON.parse(fs.readFileSync(path.join(wsDir(source), 'origin.json'), 'utf8')).snapshot).toBe(cache.name);
     expect(fs.lstatSync(inSnap(cache, 'app/keep.txt')).nlink).toBe(1); // the first one is a full copy
     expect((await fx.sh(source, 'echo changed > app/keep.txt', [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
     const f0 = await inside(source);
-    const baseline = fx.trackSnapshot(await fx.backend.snapshot(source, fx.plan, 'baseline', newId('base')));
+    const baseline = fx.trackSnapshot(await fx.backend.open(source, fx.plan).snapshots.take('baseline', newId('base')));
     expect(ino(inSnap(baseline, 'app/src/a.txt'))).toBe(ino(inSnap(cache, 'app/src/a.txt')));
     expect(ino(inSnap(baseline, '.cache/deps/blob'))).toBe(ino(inSnap(cache, '.cache/deps/blob')));
     expect(ino(inSnap(baseline, 'app/keep.txt'))).not.toBe(ino(inSnap(cache, 'app/keep.txt')));
@@ -192,7 +192,7 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
     expect(
       (await fx.sh(source, 'echo edit >> app/src/a.txt && rm -rf .cache', [], { cwd: fx.plan.home })).status.exitCode,
     ).toBe(0);
-    await fx.backend.restore(source, fx.plan, baseline);
+    await fx.backend.open(source, fx.plan).snapshots.restore(baseline);
     expect(await inside(source)).toBe(f0);
   });
 
@@ -200,13 +200,13 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
     const { cache, ref } = await warm();
     expect((await fx.sh(ref, 'mkfifo app/pipe', [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
     const f0 = await inside(ref);
-    const baseline = fx.trackSnapshot(await fx.backend.snapshot(ref, fx.plan, 'baseline', newId('base')));
+    const baseline = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
     expect(ino(inSnap(baseline, 'app/keep.txt'))).toBe(ino(inSnap(cache, 'app/keep.txt')));
     expect(fs.lstatSync(inSnap(baseline, 'app/pipe')).isFIFO()).toBe(true);
     expect((await fx.sh(ref, 'rm app/pipe && echo q > app/keep.txt', [], { cwd: fx.plan.home })).status.exitCode).toBe(
       0,
     );
-    await fx.backend.restore(ref, fx.plan, baseline);
+    await fx.backend.open(ref, fx.plan).snapshots.restore(baseline);
     expect(await inside(ref)).toBe(f0);
   });
 });

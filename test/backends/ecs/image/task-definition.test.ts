@@ -62,11 +62,9 @@ describe('cache task-definition revisions', () => {
         { key: 'wsp:role', value: 'base' },
       ],
     });
-    ecsMock
-      .on(RegisterTaskDefinitionCommand)
-      .resolves({
-        taskDefinition: { taskDefinitionArn: 'arn:aws:ecs:us-east-1:123456789012:task-definition/wsp-cache:1' },
-      });
+    ecsMock.on(RegisterTaskDefinitionCommand).resolves({
+      taskDefinition: { taskDefinitionArn: 'arn:aws:ecs:us-east-1:123456789012:task-definition/wsp-cache:1' },
+    });
 
     const arn = await registerCacheTaskDefinition(ecs, {
       baseTaskDefinition: BASE_ARN,

@@ -1,0 +1,189 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
+import { BadRequestError, NotFoundError } from '../../contract/errors.js';
+import type { WorkspacePlan } from '../../contract/plan.js';
+import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
+import { bestEffort } from '../../lib/best-effort.js';
+import { checkName } from '../../lib/names.js';
+import type { Logger } from '../../log.js';
+import { homeDestination } from '../plan-check.js';
+import { packTree } from '../tar/archive.js';
+import type { BlobStore } from './blob-store.js';
+import type { CacheImages } from './cache-images.js';
+import { EcsCommands, rpcRunner, type StdinCarrier } from './commands.js';
+import type { ExecChannels } from './exec-channel.js';
+import { GUEST, parseRef, parseSnapshot, pristineDir } from './guest.js';
+
+const KILL_ALL_REASON = 'all workspace processes killed';
+/** Key prefixes in the data bucket (infra: BUCKET_PREFIXES; each has its own expiry rule). */
+export const BLOB = { transfer: 'transfer/', layers: 'layers/' } as const;
+
+/** What every handle of one Fargate backend shares. */
+export interface EcsContext {
+  channels: ExecChannels;
+  blobs: BlobStore;
+  images: CacheImages;
+  owner: string;
+  /** Local scratch for tars in transit (Lambda: under /tmp). */
+  scratch: string;
+  /** Presigned URL lifetime for transfers, seconds. */
+  transferTtlSeconds: number;
+  carryStdin: StdinCarrier;
+  log: Logger;
+}
+
+/**
+ * One Fargate workspace (its task): commands and every other operation through the runner over ECS
+ * Exec, bytes in and out through presigned S3 URLs, baselines as pristine copies inside the task,
+ * cache snapshots as images with the home appended as one layer.
+ */
+export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceSnapshots {
+  readonly commands: EcsCommands;
+  /** The files and snapshots of this workspace are methods of the handle itself. */
+  readonly files: WorkspaceFiles = this;
+  readonly snapshots: WorkspaceSnapshots = this;
+  private readonly taskArn: string;
+  private readonly workspaceId: string;
+
+  constructor(
+    private readonly c: EcsContext,
+    readonly ref: BackendRef,
+    private readonly plan: WorkspacePlan,
+  ) {
+    const r = parseRef(ref);
+    this.taskArn = r.taskArn;
+    this.workspaceId = r.workspaceId;
+    const user = r.uid === undefined ? undefined : { uid: r.uid, gid: r.gid ?? r.uid };
+    this.commands = new EcsCommands(
+      c.channels,
+      { taskArn: r.taskArn, workspaceId: r.workspaceId, plan, user },
+      KILL_ALL_REASON,
+      c.carryStdin,
+    );
+  }
+
+  /** The file goes to S3 and the task fetches it through a presigned URL (no credentials in the task). */
+  async putTransferFile(name: string, hostPath: string): Promise<void> {
+    checkName('transfer file name', name);
+    await this.fetchInto(hostPath, `${this.plan.transferDir}/${name}`, '0644', '0:0');
+  }
+
+  async removeTransferFile(name: string): Promise<void> {
+    await this.call('removing a transfer file', [
+      'remove',
+      `${this.plan.transferDir}/${checkName('transfer file name', name)}`,
+    ]);
+  }
+
+  async putDirectory(hostDir: string, guestPath: string): Promise<void> {
+    const { plan, c } = this;
+    const { rel, parents } = homeDestination(plan, guestPath);
+    const st = await fsp.stat(hostDir).catch(() => undefined);
+    if (!st?.isDirectory()) throw new BadRequestError('source is not a directory', { field: 'hostDir' });
+    await fsp.mkdir(c.scratch, { recursive: true, mode: 0o700 });
+    const local = path.join(c.scratch, `dir-${randomBytes(8).toString('hex')}.tar`);
+    const guestTar = `${GUEST.tmp}/dir-${randomBytes(8).toString('hex')}.tar`;
+    try {
+      await pipeline(
+        packTree(hostDir, rel, parents, { uid: plan.user.uid, gid: plan.user.gid }),
+        fs.createWriteStream(local, { mode: 0o600 }),
+      );
+      await this.fetchInto(local, guestTar, '0600', '0:0');
+      await this.call('unpacking a directory', ['unpack', guestTar, plan.home, `${plan.user.uid}:${plan.user.gid}`]);
+    } finally {
+      await fsp.rm(local, { force: true });
+      await bestEffort(
+        this.call('removing a tar in transit', ['remove', guestTar]),
+        c.log,
+        'removing a tar in transit',
+      );
+    }
+  }
+
+  async take(purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
+    checkName('snapshot name', name);
+    if (purpose === 'baseline') {
+      await this.call('taking the baseline copy', ['pristine-save', this.plan.home, pristineDir(name)]);
+      this.c.log.info('snapshot taken', { workspaceId: this.workspaceId, snapshot: name, purpose });
+      return { kind: 'ecs-pristine', name, taskArn: this.taskArn };
+    }
+    return this.cacheSnapshot(name);
+  }
+
+  /**
+   * The home as one image layer: the runner tars it and PUTs it to a presigned URL; the provider
+   * streams it from S3 and appends it onto the base image through the registry API, then registers a
+   * task definition for the new image. The layer object stays (for the secret scan) until deleted.
+   */
+  private async cacheSnapshot(name: string): Promise<SnapshotRef> {
+    const { c } = this;
+    const nonce = randomBytes(6).toString('hex');
+    const layerKey = `${BLOB.layers}${name}-${nonce}.tar`;
+    const guestTar = `${GUEST.tmp}/layer-${nonce}.tar`;
+    await fsp.mkdir(c.scratch, { recursive: true, mode: 0o700 });
+    const local = path.join(c.scratch, `layer-${nonce}.tar`);
+    try {
+      await this.call('packing the home', ['pack', this.plan.home, guestTar]);
+      const url = await c.blobs.presignPut(layerKey, c.transferTtlSeconds);
+      await this.call('uploading the cache layer', ['put-url', guestTar, url]);
+      await c.blobs.getToFile(layerKey, local);
+      const snap = await c.images.build({ name, layerTarPath: local, layerKey, owner: c.owner });
+      c.log.info('snapshot taken', {
+        workspaceId: this.workspaceId,
+        snapshot: name,
+        purpose: 'cache',
+        image: snap.image,
+        bytes: snap.bytes,
+      });
+      return { ...snap };
+    } catch (error) {
+      await bestEffort(c.blobs.delete(layerKey), c.log, 'deleting the layer blob of a failed snapshot');
+      throw error;
+    } finally {
+      await fsp.rm(local, { force: true });
+      await bestEffort(this.call('removing the layer tar', ['remove', guestTar]), c.log, 'removing the layer tar');
+    }
+  }
+
+  /** Processes killed (their commands recorded killed), then only what changed since the copy is rewritten. */
+  async restore(snapshot: SnapshotRef): Promise<void> {
+    const { plan } = this;
+    const snap = parseSnapshot(snapshot);
+    if (snap.kind !== 'ecs-pristine')
+      throw new BadRequestError(
+        'an ecs workspace restores from its baseline copy; a cache image makes a new workspace',
+        { field: 'snapshot' },
+      );
+    if (snap.taskArn !== this.taskArn) throw new NotFoundError('snapshot', snap.name);
+    await this.commands.killAll();
+    await this.call('restoring the baseline', [
+      'pristine-restore',
+      plan.home,
+      pristineDir(snap.name),
+      String(plan.user.uid),
+      String(plan.user.gid),
+    ]);
+    await this.call('emptying /tmp', ['clean-tmp']);
+    this.c.log.info('workspace restored', { workspaceId: this.workspaceId, snapshot: snap.name });
+  }
+
+  private async fetchInto(hostPath: string, dest: string, mode: string, owner: string): Promise<void> {
+    const { c } = this;
+    const key = `${BLOB.transfer}${this.workspaceId}/${randomBytes(8).toString('hex')}`;
+    await c.blobs.putFile(key, hostPath);
+    try {
+      const url = await c.blobs.presignGet(key, c.transferTtlSeconds);
+      await this.call('fetching a file into the workspace', ['fetch-url', url, dest, mode, owner]);
+    } finally {
+      await bestEffort(c.blobs.delete(key), c.log, 'deleting a transfer blob');
+    }
+  }
+
+  private call(what: string, argv: string[]): Promise<void> {
+    return this.c.channels.with(this.taskArn, what, (rpc) => rpcRunner(rpc).call(what, argv));
+  }
+}

@@ -1,0 +1,245 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
+import { StepFailedError, WspError } from '../../contract/errors.js';
+import type { WorkspacePlan } from '../../contract/plan.js';
+import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
+import { checkName } from '../../lib/names.js';
+import { errorFields, type Logger } from '../../log.js';
+import { fingerprintArgv, parseFingerprint } from '../../workspace/fingerprint.js';
+import { type CommandRunner, LocalCommands } from './commands.js';
+import { runTool } from './exec.js';
+import { copyDirIntoHome, hostPathInHome, putTransfer } from './files.js';
+import type { LocalLayout } from './layout.js';
+import { requireMeta, type WorkspaceMeta } from './meta.js';
+import { readOrigin, writeOrigin } from './origin.js';
+import { mountsOverlapHome, type SandboxHost } from './sandbox.js';
+import * as snapshots from './snapshots.js';
+import { hostFingerprint, restoreChanged, type AsUser } from './tree/index.js';
+import { wipeAs } from './tree/as-user.js';
+import { readManifest } from './tree/manifest.js';
+import type { OriginFiles } from './tree/snapshot-linked.js';
+
+export const KILL_ALL_REASON = 'all workspace processes killed';
+/** Bounds of the in-workspace fingerprint, when the host cannot compute the same digest itself. */
+const FINGERPRINT_TIMEOUT_MS = 10 * 60_000;
+const FINGERPRINT_OUTPUT_BYTES = 64 * 1024;
+
+/** What every handle of one local backend shares. */
+export interface LocalContext {
+  layout: LocalLayout;
+  sandbox: SandboxHost;
+  runner: CommandRunner;
+  log: Logger;
+}
+
+/**
+ * Who writes into a workspace's home and /tmp (tree/as-user.ts): its own host uid when the
+ * provider is root — a symlink the workspace planted can then only lead that writer to what the
+ * workspace may touch anyway; the provider itself otherwise (it is the workspace's uid then).
+ */
+export function asUser(sandbox: SandboxHost, meta: { hostUid: number }): AsUser {
+  return sandbox.asRoot ? { uid: meta.hostUid, gid: meta.hostUid } : undefined;
+}
+
+/**
+ * Hand a directory the provider just made (home, tmp: in the root-owned workspace dir, so never a
+ * symlink) to the workspace's host uid — the directory itself, never anything below it: what is
+ * below is written by the workspace uid itself.
+ */
+export async function chownToWorkspace(sandbox: SandboxHost, meta: WorkspaceMeta, target: string): Promise<void> {
+  if (!sandbox.asRoot) return;
+  await fs.lchown(target, meta.hostUid, meta.hostUid);
+}
+
+/**
+ * One local workspace (a directory tree under the data dir): commands in its sandbox, files copied
+ * in as its uid, snapshots as root-only copies that know what a later reset must rewrite.
+ */
+export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceSnapshots {
+  readonly commands: LocalCommands;
+  /** The files and snapshots of this workspace are methods of the handle itself. */
+  readonly files: WorkspaceFiles = this;
+  readonly snapshots: WorkspaceSnapshots = this;
+
+  constructor(
+    private readonly c: LocalContext,
+    readonly ref: BackendRef,
+    private readonly workspaceId: string,
+    private readonly plan: WorkspacePlan,
+  ) {
+    this.commands = new LocalCommands(c.runner, c.layout, workspaceId, plan, KILL_ALL_REASON);
+  }
+
+  async putTransferFile(name: string, hostPath: string): Promise<void> {
+    const meta = await requireMeta(this.c.layout, this.workspaceId);
+    await putTransfer(this.c.layout.transfer(meta.workspaceId), checkName('transfer file name', name), hostPath);
+  }
+
+  async removeTransferFile(name: string): Promise<void> {
+    const meta = await requireMeta(this.c.layout, this.workspaceId);
+    await fs.rm(path.join(this.c.layout.transfer(meta.workspaceId), checkName('transfer file name', name)), {
+      force: true,
+    });
+  }
+
+  async putDirectory(hostDir: string, guestPath: string): Promise<void> {
+    const meta = await requireMeta(this.c.layout, this.workspaceId);
+    const home = this.c.layout.home(meta.workspaceId);
+    const dest = hostPathInHome(this.plan, home, guestPath);
+    await copyDirIntoHome({ home, hostUid: meta.hostUid, asRoot: this.c.sandbox.asRoot }, hostDir, dest);
+  }
+  async take(purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
+    const meta = await requireMeta(this.c.layout, this.workspaceId);
+    checkName('snapshot name', name);
+    const origin = await readOrigin(this.c.layout.origin(meta.workspaceId));
+    const taken = await snapshots.createSnapshot(
+      this.c.layout,
+      this.c.layout.home(meta.workspaceId),
+      name,
+      {
+        purpose,
+        workspaceId: meta.workspaceId,
+        createdAt: new Date().toISOString(),
+      },
+      origin,
+      { ownerUid: meta.hostUid },
+    );
+    this.c.log.info('snapshot taken', {
+      workspaceId: meta.workspaceId,
+      snapshot: name,
+      purpose,
+      linkedFiles: taken.linkedFiles ?? 0,
+      copiedFiles: taken.copiedFiles ?? 'all',
+      skippedSpecialFiles: taken.skipped?.special ?? 0,
+      skippedForeignFiles: taken.skipped?.foreign ?? 0,
+    });
+    // A workspace not seeded from a snapshot: its first snapshot becomes its origin (a cold start's
+    // baseline, right after its cache snapshot, then links nearly everything from it).
+    if (origin === undefined) await this.recordOriginFromSnapshot(meta.workspaceId, name, taken.id);
+    return taken.ref;
+  }
+
+  /**
+   * origin.json from a snapshot just taken of this workspace: its manifest holds (inode, ctime) of
+   * every live path, stat'ed before the copy, with the ctime barrier already passed — what
+   * recordOrigin collects after a create. Entries reconciled to inode 0 are left out.
+   */
+  private async recordOriginFromSnapshot(workspaceId: string, snapshot: string, snapshotId: string): Promise<void> {
+    const file = this.c.layout.origin(workspaceId);
+    try {
+      const manifest = await readManifest(this.c.layout.snapshotDir(snapshot));
+      const files: OriginFiles = new Map();
+      for (const [key, e] of manifest)
+        if (e.type === 'f' && e.ino !== 0n) files.set(key, { ino: e.ino, ctimeNs: e.ctimeNs });
+      await writeOrigin(file, { snapshot, snapshotId, files });
+    } catch (error) {
+      this.c.log.warn('origin record not written: snapshots of this workspace will copy every file', {
+        workspaceId,
+        ...errorFields(error),
+      });
+      await fs.rm(file, { force: true });
+    }
+  }
+
+  /** killAll, then rewrite only what changed since the snapshot, then an empty /tmp. */
+  async restore(snapshot: SnapshotRef): Promise<void> {
+    const meta = await requireMeta(this.c.layout, this.workspaceId);
+    const snapDir = await snapshots.requireSnapshot(this.c.layout, snapshot);
+    await this.c.runner.killAll(meta, KILL_ALL_REASON);
+    const user = asUser(this.c.sandbox, meta);
+    let result;
+    try {
+      result = await restoreChanged(this.c.layout.home(meta.workspaceId), snapDir, user);
+      // /tmp emptied as the workspace uid too; the dir itself (root-owned parent) stays.
+      const tmp = this.c.layout.tmp(meta.workspaceId);
+      await fs.mkdir(tmp, { mode: 0o700 }).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'EEXIST') throw error;
+      });
+      await wipeAs('wipe /tmp', user, tmp);
+      await fs.chmod(tmp, 0o700);
+      await chownToWorkspace(this.c.sandbox, meta, tmp);
+    } catch (error) {
+      if (error instanceof WspError) throw error;
+      // A file system error names host paths: the step, not the message, goes to the caller.
+      this.c.log.warn('restore failed', { workspaceId: meta.workspaceId, ...errorFields(error) });
+      throw new StepFailedError(
+        'restore',
+        `cannot restore the workspace home (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
+    }
+    this.c.log.info('workspace restored', { workspaceId: meta.workspaceId, snapshot: snapshot.name, ...result });
+  }
+
+  /**
+   * hostFingerprint of the home: the digest the in-workspace script prints, without a sandbox
+   * start and a shell pipeline (and as root, so a file the user made unreadable does not fail it).
+   * When another sandbox mount (/tmp, the transfer dir, system dirs) lies inside or around
+   * plan.home, the workspace sees a different tree there: the script is run inside instead.
+   */
+  async fingerprintHome(): Promise<string> {
+    const { plan } = this;
+    const meta = await requireMeta(this.c.layout, this.workspaceId);
+    if (this.c.sandbox.kind === 'bwrap' && mountsOverlapHome(plan)) return this.fingerprintInside();
+    try {
+      return await hostFingerprint(this.c.layout.home(meta.workspaceId), { ownerUid: meta.hostUid });
+    } catch (error) {
+      if (error instanceof WspError) throw error;
+      const failed = new StepFailedError('fingerprint', 'cannot read the workspace home');
+      failed.cause = error;
+      throw failed;
+    }
+  }
+
+  /**
+   * `du` as root over the home and /tmp: no symlink followed, one filesystem, hardlinks once, and a
+   * directory the workspace made unreadable still counted. A walk that raced a deletion (du exits
+   * non-zero) still reports what it saw.
+   */
+  async usageBytes(): Promise<number> {
+    const meta = await requireMeta(this.c.layout, this.workspaceId);
+    const id = meta.workspaceId;
+    const result = await runTool([
+      'du',
+      '-s',
+      '-x',
+      '-B1',
+      '--total',
+      '--',
+      this.c.layout.home(id),
+      this.c.layout.tmp(id),
+    ]);
+    const total = /^(\d+)\s+total$/m.exec(result.stdout);
+    if (total === null) throw new StepFailedError('disk usage', `du exited ${result.code ?? result.signal}`);
+    return Number(total[1]);
+  }
+
+  private async fingerprintInside(): Promise<string> {
+    const { plan } = this;
+    const commandId = `sys-fp-${randomBytes(8).toString('hex')}`;
+    await this.commands.start({
+      commandId,
+      argv: fingerprintArgv(plan.home),
+      cwd: plan.home,
+      env: { ...plan.env, LC_ALL: 'C' },
+      timeoutMs: FINGERPRINT_TIMEOUT_MS,
+      maxOutputBytes: FINGERPRINT_OUTPUT_BYTES,
+    });
+    let status = await this.commands.wait(commandId, 25_000);
+    while (status.state === 'running') status = await this.commands.wait(commandId, 25_000);
+    if (status.state !== 'exited' || status.exitCode !== 0) {
+      const stderr = (await this.commands.read(commandId, 'stderr', 0, FINGERPRINT_OUTPUT_BYTES)).data
+        .toString('utf8')
+        .trim();
+      throw new StepFailedError(
+        'fingerprint',
+        `${status.state} ${status.exitCode ?? status.reason ?? ''}: ${stderr.slice(-2000)}`,
+        { commandId },
+      );
+    }
+    return parseFingerprint(
+      (await this.commands.read(commandId, 'stdout', 0, FINGERPRINT_OUTPUT_BYTES)).data.toString('utf8'),
+    ).digest;
+  }
+}
