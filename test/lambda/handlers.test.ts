@@ -216,7 +216,11 @@ describe('worker handler', () => {
 
 describe('worker time limit', () => {
   it('provisioning still running just before the function timeout fails the workspace instead of leaving it provisioning', async () => {
-    const hanging = { ...unavailableBackend('test'), create: () => new Promise<never>(() => undefined) };
+    const hanging = {
+      ...unavailableBackend('test'),
+      baseIdentity: async () => 'test-base',
+      create: () => new Promise<never>(() => undefined),
+    };
     await deploy({}, { backend: async () => hanging });
     const { deps } = await lambdaContainer();
     const id = 'ws-00000000000000000000000f';

@@ -10,7 +10,15 @@ import type {
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import { readSpec, readStream, waitWhileRunning, type StoredSpec } from '../runner/command-record.js';
-import { checkCommandSpec, commandEnv, isRunning, readStatus, writeCommandDir } from '../runner/command-files.js';
+import {
+  checkCommandSpec,
+  commandEnv,
+  findCommandDir,
+  isRunning,
+  readStatus,
+  runningCommandDirs,
+  writeCommandDir,
+} from '../runner/command-files.js';
 import type { RunnerClient } from '../runner/client.js';
 import type { ContainerNetworks } from './container.js';
 import { containerName, GUEST_CMD_ROOT, guestCommandDir, type DockerLayout } from './layout.js';
@@ -116,26 +124,12 @@ export class DockerCommands implements WorkspaceCommands {
     await this.settle(running);
   }
 
-  private async find(commandId: string): Promise<{ dir: string; spec: StoredSpec }> {
-    const { workspaceId } = this;
-    const dir = this.layout.commandDir(workspaceId, commandId);
-    const spec = await readSpec(dir);
-    if (spec === undefined) {
-      const workspaceExists = await fs.stat(this.layout.workspaceDir(workspaceId)).then(
-        () => true,
-        () => false,
-      );
-      throw workspaceExists ? new NotFoundError('command', commandId) : new NotFoundError('workspace', workspaceId);
-    }
-    return { dir, spec };
+  private find(commandId: string): Promise<{ dir: string; spec: StoredSpec }> {
+    return findCommandDir(this.layout, this.workspaceId, commandId);
   }
 
-  private async runningDirs(): Promise<string[]> {
-    const { workspaceId } = this;
-    const names = await fs.readdir(this.layout.cmdRoot(workspaceId)).catch(() => [] as string[]);
-    const dirs = names.map((n) => this.layout.commandDir(workspaceId, n));
-    const running = await Promise.all(dirs.map(async (d) => ((await isRunning(d)) ? d : undefined)));
-    return running.filter((d): d is string => d !== undefined);
+  private runningDirs(): Promise<string[]> {
+    return runningCommandDirs(this.layout, this.workspaceId, isRunning);
   }
 
   /** Wait (bounded) until the supervisors of `dirs` have written their records. */

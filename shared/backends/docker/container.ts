@@ -47,7 +47,7 @@ export function containerConfig(
       RestartPolicy: { Name: 'unless-stopped' },
       NetworkMode: dockerNetwork(plan.network),
       Binds: [
-        `${layout.cmdRoot(workspaceId)}:${GUEST_CMD_ROOT}`,
+        `${layout.commandsDir(workspaceId)}:${GUEST_CMD_ROOT}`,
         `${layout.transfer(workspaceId)}:${plan.transferDir}:ro`,
       ],
       // /tmp in memory: empty in every new container (restore) and never part of a committed image.

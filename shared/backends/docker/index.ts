@@ -175,7 +175,7 @@ class DockerBackend implements WorkspaceBackend {
     try {
       // meta.json first: from here on a crash leaves a resource listResources finds.
       await writeMeta(this.layout, meta);
-      await fs.mkdir(this.layout.cmdRoot(id), { mode: 0o700 });
+      await fs.mkdir(this.layout.commandsDir(id), { mode: 0o700 });
       await fs.mkdir(this.layout.transfer(id), { mode: 0o755 });
       await fs.chmod(this.layout.transfer(id), 0o755);
       this.noteNetwork(plan);

@@ -71,11 +71,11 @@ export class DockerLayout {
   meta(workspaceId: string): string {
     return path.join(this.workspaceDir(workspaceId), 'meta.json');
   }
-  cmdRoot(workspaceId: string): string {
+  commandsDir(workspaceId: string): string {
     return path.join(this.workspaceDir(workspaceId), 'cmd');
   }
   commandDir(workspaceId: string, commandId: string): string {
-    return path.join(this.cmdRoot(workspaceId), checkName('command id', commandId));
+    return path.join(this.commandsDir(workspaceId), checkName('command id', commandId));
   }
   transfer(workspaceId: string): string {
     return path.join(this.workspaceDir(workspaceId), 'transfer');

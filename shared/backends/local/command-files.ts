@@ -2,17 +2,13 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { CommandStatus } from '../../contract/backend.js';
 import { readExit, readText, streamBytes, type StoredSpec } from '../runner/command-record.js';
+import { commandFile } from '../runner/command-files.js';
 import { liveStartTime } from './procs.js';
 
 /**
  * The on-disk record of one command (written by commands.ts and run-command.sh), and how its status
  * is read back from it — by any provider process, also after a restart.
  */
-
-export const commandFile = (
-  dir: string,
-  name: 'spec.json' | 'stdin' | 'stdout' | 'stderr' | 'fd3' | 'pid' | 'pgid' | 'kill' | 'exit',
-): string => path.join(dir, name);
 
 /** Is the wrapper recorded in `pid` still the same live process (start time checked against pid reuse)? */
 export async function wrapperAlive(dir: string): Promise<boolean> {

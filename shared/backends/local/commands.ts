@@ -13,7 +13,8 @@ import { DEFAULT_WORKSPACE_PIDS } from '../../contract/limits.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import { readExit, readSpec, type StoredSpec } from '../runner/command-record.js';
-import { commandFile, readPgid, readStatus, wrapperAlive, writeKillReason } from './command-files.js';
+import { commandFile, findCommandDir, runningCommandDirs, writeCommandDir } from '../runner/command-files.js';
+import { readPgid, readStatus, wrapperAlive, writeKillReason } from './command-files.js';
 import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
 import { requireMeta } from './meta.js';
@@ -114,38 +115,19 @@ export class CommandRunner {
       spec,
       pidns,
     );
-    try {
-      await fs.mkdir(dir, { mode: 0o700 });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return;
-      throw new BackendUnavailableError('cannot create the command directory', error);
-    }
-    const stored: StoredSpec = {
-      commandId: spec.commandId,
-      timeoutMs: spec.timeoutMs,
-      maxOutputBytes: spec.maxOutputBytes,
-      startedAt: new Date().toISOString(),
-    };
-    await Promise.all([
-      fs.writeFile(commandFile(dir, 'stdin'), spec.stdin ?? Buffer.alloc(0), { mode: 0o600 }),
-      fs.writeFile(commandFile(dir, 'stdout'), '', { mode: 0o600 }),
-      fs.writeFile(commandFile(dir, 'stderr'), '', { mode: 0o600 }),
-      fs.writeFile(commandFile(dir, 'fd3'), launch.fd3, { mode: 0o600 }),
+    // The environment travels in fd3 (the launch), not in an env file.
+    const fresh = await writeCommandDir(dir, spec, undefined, {
+      fd3: launch.fd3,
       ...(this.cgroups
-        ? [
-            fs.writeFile(
-              path.join(dir, 'cgroup'),
-              this.cgroups
-                .procsFiles(ws.workspaceId)
-                .map((f) => `${f}\n`)
-                .join(''),
-              { mode: 0o600 },
-            ),
-          ]
-        : []),
-    ]);
-    // spec.json last: its presence means "the files are complete".
-    await fs.writeFile(commandFile(dir, 'spec.json'), JSON.stringify(stored), { mode: 0o600 });
+        ? {
+            cgroup: this.cgroups
+              .procsFiles(ws.workspaceId)
+              .map((f) => `${f}\n`)
+              .join(''),
+          }
+        : {}),
+    });
+    if (!fresh) return;
 
     const child = spawn(
       '/bin/sh',
@@ -256,29 +238,16 @@ export class CommandRunner {
     return (await this.devNullHandle).fd;
   }
 
-  private async find(workspaceId: string, commandId: string): Promise<{ dir: string; spec: StoredSpec }> {
-    const dir = this.layout.commandDir(workspaceId, commandId);
-    const spec = await readSpec(dir);
-    if (spec === undefined) {
-      const workspaceExists = await fs.stat(this.layout.workspaceDir(workspaceId)).then(
-        () => true,
-        () => false,
-      );
-      throw workspaceExists ? new NotFoundError('command', commandId) : new NotFoundError('workspace', workspaceId);
-    }
-    return { dir, spec };
+  private find(workspaceId: string, commandId: string): Promise<{ dir: string; spec: StoredSpec }> {
+    return findCommandDir(this.layout, workspaceId, commandId);
   }
 
   private async isRunning(dir: string): Promise<boolean> {
     return (await readExit(dir)) === undefined && (await wrapperAlive(dir));
   }
 
-  private async runningDirs(workspaceId: string): Promise<string[]> {
-    const base = this.layout.commandsDir(workspaceId);
-    const names = await fs.readdir(base).catch(() => [] as string[]);
-    const dirs = names.map((n) => this.layout.commandDir(workspaceId, n));
-    const running = await Promise.all(dirs.map(async (d) => ((await this.isRunning(d)) ? d : undefined)));
-    return running.filter((d): d is string => d !== undefined);
+  private runningDirs(workspaceId: string): Promise<string[]> {
+    return runningCommandDirs(this.layout, workspaceId, (dir) => this.isRunning(dir));
   }
 
   /** Wait (bounded) until the wrappers of `dirs` have written their records. */

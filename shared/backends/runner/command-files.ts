@@ -4,9 +4,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import { BadRequestError } from '../../contract/errors.js';
+import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import { shellQuote } from '../../lib/shell-quote.js';
-import { readExit, readText, statusFromRecord, streamBytes, type StoredSpec } from './command-record.js';
+import { readExit, readSpec, readText, statusFromRecord, streamBytes, type StoredSpec } from './command-record.js';
 
 /**
  * The provider's side of runner.sh's command directory (see the header of runner.sh for the files):
@@ -32,7 +32,10 @@ type FileName =
   | 'pgid'
   | 'kill'
   | 'exit'
-  | 'claim';
+  | 'claim'
+  // the local backend's wrapper (run-command.sh): its launch descriptor and cgroup files
+  | 'fd3'
+  | 'cgroup';
 export const commandFile = (dir: string, name: FileName): string => path.join(dir, name);
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -76,16 +79,21 @@ export function envScript(env: Record<string, string>): string {
 }
 
 /**
- * Create the command dir and its input files (root-only). Returns false when the dir exists already
- * (startCommand is idempotent on the command id). spec.json is written last: its presence means the
- * dir is complete.
+ * Create the command dir and its input files (root-only): stdin, empty stdout/stderr, `env` when
+ * given and `extra` files. Returns false when the dir exists already (a start is idempotent on the
+ * command id). spec.json is written last: its presence means the dir is complete.
  */
-export async function writeCommandDir(dir: string, spec: CommandSpec, env: Record<string, string>): Promise<boolean> {
+export async function writeCommandDir(
+  dir: string,
+  spec: CommandSpec,
+  env: Record<string, string> | undefined,
+  extra: Partial<Record<FileName, string | Buffer>> = {},
+): Promise<boolean> {
   try {
     await fs.mkdir(dir, { mode: 0o700 });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw error;
+    throw new BackendUnavailableError('cannot create the command directory', error);
   }
   const stored: StoredSpec = {
     commandId: spec.commandId,
@@ -93,12 +101,18 @@ export async function writeCommandDir(dir: string, spec: CommandSpec, env: Recor
     maxOutputBytes: spec.maxOutputBytes,
     startedAt: new Date().toISOString(),
   };
-  await Promise.all([
-    fs.writeFile(commandFile(dir, 'stdin'), spec.stdin ?? Buffer.alloc(0), { mode: 0o600 }),
-    fs.writeFile(commandFile(dir, 'env'), envScript(env), { mode: 0o600 }),
-    fs.writeFile(commandFile(dir, 'stdout'), '', { mode: 0o600 }),
-    fs.writeFile(commandFile(dir, 'stderr'), '', { mode: 0o600 }),
-  ]);
+  const files: Partial<Record<FileName, string | Buffer>> = {
+    stdin: spec.stdin ?? Buffer.alloc(0),
+    stdout: '',
+    stderr: '',
+    ...(env ? { env: envScript(env) } : {}),
+    ...extra,
+  };
+  await Promise.all(
+    Object.entries(files).map(([name, data]) =>
+      fs.writeFile(commandFile(dir, name as FileName), data, { mode: 0o600 }),
+    ),
+  );
   await fs.writeFile(commandFile(dir, 'spec.json'), JSON.stringify(stored), { mode: 0o600 });
   return true;
 }
@@ -144,4 +158,41 @@ export async function readStatus(dir: string, spec: StoredSpec): Promise<Command
     readText(commandFile(dir, 'kill')),
   ]);
   return statusFromRecord({ spec, exit, kill, alive, stdoutBytes, stderrBytes });
+}
+
+/** Where a backend keeps its workspaces' command dirs on the host (Docker bind-mounts them in). */
+export interface HostCommandDirs {
+  workspaceDir(workspaceId: string): string;
+  commandsDir(workspaceId: string): string;
+  commandDir(workspaceId: string, commandId: string): string;
+}
+
+/** A complete command dir and its spec; NotFoundError for the command, or for the workspace when it is gone. */
+export async function findCommandDir(
+  dirs: HostCommandDirs,
+  workspaceId: string,
+  commandId: string,
+): Promise<{ dir: string; spec: StoredSpec }> {
+  const dir = dirs.commandDir(workspaceId, commandId);
+  const spec = await readSpec(dir);
+  if (spec === undefined) {
+    const workspaceExists = await fs.stat(dirs.workspaceDir(workspaceId)).then(
+      () => true,
+      () => false,
+    );
+    throw workspaceExists ? new NotFoundError('command', commandId) : new NotFoundError('workspace', workspaceId);
+  }
+  return { dir, spec };
+}
+
+/** The command dirs of a workspace whose command is still running (by the backend's `isRunning`). */
+export async function runningCommandDirs(
+  dirs: HostCommandDirs,
+  workspaceId: string,
+  isRunning: (dir: string) => Promise<boolean>,
+): Promise<string[]> {
+  const names = await fs.readdir(dirs.commandsDir(workspaceId)).catch(() => [] as string[]);
+  const all = names.map((n) => dirs.commandDir(workspaceId, n));
+  const running = await Promise.all(all.map(async (d) => ((await isRunning(d)) ? d : undefined)));
+  return running.filter((d): d is string => d !== undefined);
 }

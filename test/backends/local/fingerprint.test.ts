@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { WorkspaceBackend } from '../../../shared/contract/backend.js';
+import type { WorkspaceBackend, WorkspaceHandle } from '../../../shared/contract/backend.js';
+import type { WorkspacePlan } from '../../../shared/contract/plan.js';
 import type { BackendRef } from '../../../shared/contract/workspace.js';
 import { hostFingerprint } from '../../../shared/backends/local/tree/index.js';
 import { mountsOverlapHome } from '../../../shared/backends/local/sandbox.js';
@@ -89,20 +90,35 @@ describe('local backend: fingerprintHome', () => {
 describe('Provisioner.fingerprint', () => {
   const fx = useBackendFixture(() => makeLocalBackend());
 
-  /** The local backend, counting calls; `withFingerprintHome: false` hides the optional method. */
+  /** The local backend, counting calls of its handles; `withFingerprintHome: false` hides the optional method. */
   function counted(
     backend: WorkspaceBackend,
     withFingerprintHome: boolean,
   ): { backend: WorkspaceBackend; calls: Record<string, number> } {
-    const calls: Record<string, number> = { fingerprintHome: 0, startCommand: 0 };
+    const calls: Record<string, number> = { fingerprintHome: 0, start: 0 };
+    const counting = <T extends object>(target: T, hide?: string): T =>
+      new Proxy(target, {
+        get(t, prop) {
+          if (prop === hide) return undefined;
+          const value = Reflect.get(t, prop, t) as unknown;
+          if (typeof value !== 'function') return value;
+          return (...args: unknown[]) => {
+            if (typeof prop === 'string' && prop in calls) calls[prop]! += 1;
+            return (value as (...a: unknown[]) => unknown).apply(t, args);
+          };
+        },
+      });
     const proxy = new Proxy(backend, {
       get(target, prop) {
-        if (prop === 'fingerprintHome' && !withFingerprintHome) return undefined;
-        const value = Reflect.get(target, prop, target) as unknown;
-        if (typeof value !== 'function') return value;
-        return (...args: unknown[]) => {
-          if (typeof prop === 'string' && prop in calls) calls[prop]! += 1;
-          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        if (prop !== 'open') return Reflect.get(target, prop, target) as unknown;
+        return (ref: BackendRef, plan: WorkspacePlan): WorkspaceHandle => {
+          const handle = target.open(ref, plan);
+          return {
+            ref: handle.ref,
+            commands: counting(handle.commands),
+            files: counting(handle.files, withFingerprintHome ? undefined : 'fingerprintHome'),
+            snapshots: handle.snapshots,
+          };
         };
       },
     });
@@ -121,10 +137,10 @@ describe('Provisioner.fingerprint', () => {
     expect((await fx.sh(ref, 'mkdir -p d && echo x > d/f && ln -s d/f l && mkfifo p')).status.exitCode).toBe(0);
     const fast = counted(fx.backend, true);
     const viaBackend = await provisioner(fast.backend).fingerprint(ref, fx.plan);
-    expect(fast.calls).toEqual({ fingerprintHome: 1, startCommand: 0 });
+    expect(fast.calls).toEqual({ fingerprintHome: 1, start: 0 });
     const slow = counted(fx.backend, false);
     const viaScript = await provisioner(slow.backend).fingerprint(ref, fx.plan);
-    expect(slow.calls).toEqual({ fingerprintHome: 0, startCommand: 1 });
+    expect(slow.calls).toEqual({ fingerprintHome: 0, start: 1 });
     expect(viaBackend).toBe(viaScript);
   });
 });
