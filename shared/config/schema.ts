@@ -37,7 +37,7 @@ export const gitRef = z
   .string()
   .min(1)
   .max(256)
-  .regex(/^[A-Za-z0-9._\/@{}^~-]+$/, 'is not a valid git ref')
+  .regex(/^[A-Za-z0-9._/@{}^~-]+$/, 'is not a valid git ref')
   .refine((r) => !r.startsWith('-') && !r.includes('..'), 'is not a valid git ref');
 
 export const repositorySchema = z
@@ -227,7 +227,7 @@ export const configSchema = z
           .string()
           .min(1)
           .max(256)
-          .regex(/^[A-Za-z0-9][A-Za-z0-9._\/:@-]*$/, 'is not a valid image reference')
+          .regex(/^[A-Za-z0-9][A-Za-z0-9._/:@-]*$/, 'is not a valid image reference')
           .default('wsp-base:bookworm'),
       })
       .strict()
@@ -274,7 +274,7 @@ export const configSchema = z
         /** `<registry host>/<repository>`: base image and cache images (ECR: `<acct>.dkr.ecr.<region>.amazonaws.com/<repo>`). */
         repositoryUri: z
           .string()
-          .regex(/^[A-Za-z0-9.-]+(:\d+)?\/[a-z0-9][a-z0-9._\/-]*$/, 'is not <registry host>/<repository>')
+          .regex(/^[A-Za-z0-9.-]+(:\d+)?\/[a-z0-9][a-z0-9._/-]*$/, 'is not <registry host>/<repository>')
           .optional(),
         baseImageTag: z
           .string()

@@ -148,7 +148,7 @@ export async function makeEcsBackend(overrides: Partial<EcsBackendOptions> = {})
       backend.close();
       await fake.stop();
       users--;
-      if (users === 0 && infra) {
+      if (users === 0 && infra !== undefined) {
         const done = await infra;
         infra = undefined;
         for (const b of done.bridges) await b.close();

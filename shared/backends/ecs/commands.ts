@@ -1,10 +1,10 @@
 import type { CommandSpec, CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
+import { BackendUnavailableError, NotFoundError } from '../../contract/errors.js';
 import { checkReadArgs, waitWhileRunning } from '../runner/command-record.js';
 import { checkCommandSpec, commandEnv, envScript } from '../runner/command-files.js';
 import type { RunnerRpc } from '../runner/rpc.js';
-import { ExecChannels, TaskGoneError } from './exec-channel.js';
+import { type ExecChannels, TaskGoneError } from './exec-channel.js';
 import { commandDir, GUEST } from './guest.js';
 import { sleep } from '../../lib/sleep.js';
 

@@ -150,7 +150,8 @@ export class EcsBackend implements WorkspaceBackend {
       this.log.info('workspace created', { workspaceId, taskArn, fromSnapshot: from?.name ?? null, warm: claimed });
       return ref;
     } catch (error) {
-      this.channels.forget(taskArn);
+      // Not awaited: the session leaves the map at once; its close waits for a pending connect, which the stop ends.
+      void this.channels.forget(taskArn);
       await bestEffort(
         this.tasks.stop(taskArn, 'workspace creation failed'),
         this.log,
@@ -200,7 +201,8 @@ export class EcsBackend implements WorkspaceBackend {
 
   async destroy(ref: BackendRef): Promise<void> {
     const { taskArn, workspaceId } = parseRef(ref);
-    this.channels.forget(taskArn);
+    // Not awaited: the session leaves the map at once; its close waits for a pending connect, which the stop ends.
+    void this.channels.forget(taskArn);
     await this.tasks.stop(taskArn, 'workspace deleted');
     await this.o.blobs
       .deletePrefix(`${BLOB.transfer}${workspaceId}/`)

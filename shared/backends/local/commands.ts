@@ -193,7 +193,7 @@ export class CommandRunner {
       waitMs,
       async (left) => {
         const exit = this.exits.get(dir);
-        await Promise.race([sleep(Math.min(POLL_MS, left)), ...(exit ? [exit] : [])]);
+        await Promise.race([sleep(Math.min(POLL_MS, left)), ...(exit !== undefined ? [exit] : [])]);
       },
     );
   }

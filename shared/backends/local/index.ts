@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { Stats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type {
@@ -130,7 +131,7 @@ class LocalBackend implements WorkspaceBackend {
     const wsDir = this.layout.workspaceDir(id);
     let clean = true;
     for (const dir of [this.layout.home(id), this.layout.tmp(id)]) {
-      let st;
+      let st: Stats;
       try {
         st = await fs.lstat(dir);
       } catch {
@@ -402,7 +403,7 @@ class LocalBackend implements WorkspaceBackend {
     const snapDir = await snapshots.requireSnapshot(this.layout, snapshot);
     await this.commands.killAll(meta, KILL_ALL_REASON);
     const user = this.asUser(meta);
-    let result;
+    let result: { restored: number; removed: number };
     try {
       result = await restoreChanged(this.layout.home(meta.workspaceId), snapDir, user);
       // /tmp emptied as the workspace uid too; the dir itself (root-owned parent) stays.

@@ -86,13 +86,11 @@ describe('ECR registry auth', () => {
 
   it('a registry that keeps refusing gives a RegistryError naming the code, never the token', async () => {
     const wrong = token('never-accepted-password');
-    ecrMock
-      .on(GetAuthorizationTokenCommand)
-      .resolves({
-        authorizationData: [
-          { authorizationToken: wrong, proxyEndpoint: server.url, expiresAt: new Date(Date.now() + 3600_000) },
-        ],
-      });
+    ecrMock.on(GetAuthorizationTokenCommand).resolves({
+      authorizationData: [
+        { authorizationToken: wrong, proxyEndpoint: server.url, expiresAt: new Date(Date.now() + 3600_000) },
+      ],
+    });
     const client = await createEcrRegistryClient(new ECRClient({ region: 'us-east-1' }));
     const error = (await client.ping().catch((e: unknown) => e)) as RegistryError;
     expect(error).toBeInstanceOf(RegistryError);
@@ -106,13 +104,11 @@ describe('ECR registry auth', () => {
   });
 
   it('concurrent first requests share one GetAuthorizationToken call', async () => {
-    ecrMock
-      .on(GetAuthorizationTokenCommand)
-      .resolves({
-        authorizationData: [
-          { authorizationToken: valid, proxyEndpoint: server.url, expiresAt: new Date(Date.now() + 3600_000) },
-        ],
-      });
+    ecrMock.on(GetAuthorizationTokenCommand).resolves({
+      authorizationData: [
+        { authorizationToken: valid, proxyEndpoint: server.url, expiresAt: new Date(Date.now() + 3600_000) },
+      ],
+    });
     const auth = ecrAuth(new ECRClient({ region: 'us-east-1' }));
     const headers = await Promise.all([auth.header(), auth.header(), auth.endpoint()]);
     expect(headers).toEqual([`Basic ${valid}`, `Basic ${valid}`, server.url]);
