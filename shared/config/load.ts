@@ -81,7 +81,7 @@ export function parseConfig(input: unknown): ProviderConfig {
   return result.data;
 }
 
-export function configError(error: z.ZodError): BadRequestError {
+function configError(error: z.ZodError): BadRequestError {
   const details = error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
   return new BadRequestError(
     `invalid configuration: ${details.map((d) => `${d.path || '(root)'}: ${d.message}`).join('; ')}`,

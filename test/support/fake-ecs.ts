@@ -30,7 +30,7 @@ import { FakeSsmAgent, type AgentProcess } from './fake-ssm-agent.js';
  * Knobs for failure paths: `failRunTask`, `failTaskStart`, `agentNeverReady`, `startRounds`, `killTask` (a task dies).
  */
 
-export const FAKE_CLUSTER = 'arn:aws:ecs:us-east-1:123456789012:cluster/wsp-test';
+const FAKE_CLUSTER = 'arn:aws:ecs:us-east-1:123456789012:cluster/wsp-test';
 const ACCOUNT_PREFIX = 'arn:aws:ecs:us-east-1:123456789012';
 
 interface FakeTask {

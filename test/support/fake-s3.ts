@@ -395,7 +395,7 @@ function sentChecksumAlgorithm(headers: http.IncomingHttpHeaders, q: URLSearchPa
   return sent?.toUpperCase();
 }
 
-export function crc32Base64(data: Buffer): string {
+function crc32Base64(data: Buffer): string {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(zlib.crc32(data) >>> 0);
   return b.toString('base64');
