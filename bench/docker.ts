@@ -22,6 +22,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type Docker from 'dockerode';
 import { dockerRef } from '../shared/backends/docker/layout.js';
+import type { WorkspaceView } from '../shared/api/schemas.js';
 import type { WorkspacePlan } from '../shared/contract/plan.js';
 import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../test/support/docker-daemon.js';
 import { commitFiles, createUpstreamRepo } from '../test/support/git-fixtures.js';
@@ -47,7 +48,7 @@ const RUN_LABEL = 'wsp-bench';
 const DEVCONTAINER_CLI = '@devcontainers/cli@0.89.0';
 
 /** POST /workspaces and poll every `pollMs` until it settles; throws unless ready. Returns the view. */
-async function setup(wsp: TestProvider, pollMs = POLL_MS): Promise<any> {
+async function setup(wsp: TestProvider, pollMs = POLL_MS): Promise<WorkspaceView> {
   const created = await wsp.api('POST', '/workspaces', {});
   if (created.status !== 202 && created.status !== 200) throw new Error(`setup: ${created.status} ${created.text}`);
   const id = created.body.id as string;
@@ -73,9 +74,9 @@ async function api(wsp: TestProvider, id: string, argv: string[]): Promise<strin
   return r.body.stdout?.data ?? '';
 }
 
-function expectCache(view: any, hit: boolean, what: string): void {
-  if (view.cache?.hit !== hit)
-    throw new Error(`${what}: expected a cache ${hit ? 'hit' : 'miss'}, got ${JSON.stringify(view.cache)}`);
+function expectCache(view: WorkspaceView | undefined, hit: boolean, what: string): void {
+  if (view?.cache?.hit !== hit)
+    throw new Error(`${what}: expected a cache ${hit ? 'hit' : 'miss'}, got ${JSON.stringify(view?.cache)}`);
 }
 
 /** Raw `docker exec` of `true` as the workspace user through dockerode: create, start, drain, inspect. */
@@ -178,14 +179,14 @@ async function main(): Promise<void> {
     providers.push(big);
 
     // --- setups -------------------------------------------------------------------------------
-    let coldView: any;
+    let coldView: WorkspaceView | undefined;
     const cold = push(
       'cold setup (bundle in + 9 MB setup + cache and baseline commits)',
       await time(async () => (coldView = await setup(small))),
     );
     expectCache(coldView, false, 'cold setup');
-    const ids: string[] = [coldView.id];
-    let lastWarm: any;
+    const ids: string[] = [coldView!.id];
+    let lastWarm: WorkspaceView | undefined;
     const warm = push(
       `warm setup (cache hit, same commit; median of ${rounds})`,
       await timeN(rounds, async () => {
@@ -197,11 +198,11 @@ async function main(): Promise<void> {
     );
     let upstreamHead = app.head;
     for (let i = 0; i < 5; i++) upstreamHead = commitFiles(app, { [`src/new${i}.txt`]: `new ${i}\n` }, `c${i}`);
-    let fetched: any;
+    let fetched: WorkspaceView | undefined;
     push('warm setup after 5 new upstream commits (1 run)', await time(async () => (fetched = await setup(small))));
     expectCache(fetched, true, 'warm setup after commits');
-    ids.push(fetched.id);
-    const head = (await api(small, fetched.id, ['git', '-C', 'app', 'rev-parse', 'HEAD'])).trim();
+    ids.push(fetched!.id);
+    const head = (await api(small, fetched!.id, ['git', '-C', 'app', 'rev-parse', 'HEAD'])).trim();
     if (head !== upstreamHead) throw new Error(`warm setup after commits is at ${head}, upstream at ${upstreamHead}`);
 
     // --- the create+start floor ---------------------------------------------------------------
@@ -234,24 +235,24 @@ async function main(): Promise<void> {
       `… of which the backend restore alone (new container from the baseline image; no fingerprint, no state writes; median of ${rounds})`,
       await restoreTimes(small, id, rounds),
     );
-    let bigView: any;
+    let bigView: WorkspaceView | undefined;
     push(
       `(cold setup of the big workspace, ${BIG_MB} MiB written by setup; 1 run)`,
       await time(async () => (bigView = await setup(big))),
     );
-    const bigSize = Number((await api(big, bigView.id, ['sh', '-c', 'du -sb "$HOME"'])).split('\t')[0]);
+    const bigSize = Number((await api(big, bigView!.id, ['sh', '-c', 'du -sb "$HOME"'])).split('\t')[0]);
     const bigNote = short ? `short run: ${BIG_MB} MiB instead of 1 GiB` : undefined;
     const resetBig = push(
       `reset of a ${mb(bigSize)} workspace (median of ${fewRounds})`,
-      await resetTimes(big, bigView.id, fewRounds),
+      await resetTimes(big, bigView!.id, fewRounds),
       bigNote,
     );
     const restoreBig = push(
       `… of which the backend restore alone (median of ${fewRounds})`,
-      await restoreTimes(big, bigView.id, fewRounds),
+      await restoreTimes(big, bigView!.id, fewRounds),
       bigNote,
     );
-    await big.api('DELETE', `/workspaces/${bigView.id}`);
+    await big.api('DELETE', `/workspaces/${bigView!.id}`);
 
     // --- 20 parallel warm setups + 200 commands -------------------------------------------------
     for (const w of ids) await small.api('DELETE', `/workspaces/${w}`);
@@ -325,13 +326,13 @@ async function main(): Promise<void> {
       `| warm setup / devcontainer up | ${dc.times ? fmt(ratios.warmVsDevcontainerUp) : `devcontainer: not measured (${dc.reason})`} |`,
       '',
     ].join('\n');
-    process.stdout.write(md + '\n');
+    process.stdout.write(`${md}\n`);
     const results = path.join(import.meta.dirname, 'results');
     fs.mkdirSync(results, { recursive: true });
     fs.writeFileSync(path.join(results, 'docker.md'), md);
     fs.writeFileSync(
       path.join(results, 'docker.json'),
-      JSON.stringify(
+      `${JSON.stringify(
         {
           date: new Date().toISOString(),
           machine,
@@ -347,7 +348,7 @@ async function main(): Promise<void> {
         },
         null,
         2,
-      ) + '\n',
+      )}\n`,
     );
   } finally {
     await cleanup();
@@ -355,7 +356,7 @@ async function main(): Promise<void> {
 }
 
 /** "step +ms, …" from a view's progress steps (their `at` stamps have ms resolution). */
-function stepTimeline(view: any): string {
+function stepTimeline(view: WorkspaceView | undefined): string {
   const steps: { at: string; step: string }[] = view?.steps ?? [];
   return (
     steps.map((st, i) => `${st.step} +${i === 0 ? 0 : Date.parse(st.at) - Date.parse(steps[i - 1]!.at)}`).join(', ') ||

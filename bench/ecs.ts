@@ -463,7 +463,7 @@ async function main(): Promise<void> {
       ...ratios.map(([k, v]) => `| ${k} | ${v.toFixed(2)} |`),
       '',
     ].join('\n');
-    process.stdout.write(md + '\n');
+    process.stdout.write(`${md}\n`);
     const results = path.join(import.meta.dirname, 'results');
     fs.mkdirSync(results, { recursive: true });
     fs.writeFileSync(path.join(results, `ecs-${date}${short ? '-short' : ''}.md`), md);

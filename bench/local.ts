@@ -114,11 +114,11 @@ async function main(): Promise<void> {
       `| fingerprint on the host / fingerprint script inside | ${ratios.hostVsInsideFingerprint.toFixed(2)} |`,
       '',
     ].join('\n');
-    process.stdout.write(md + '\n');
+    process.stdout.write(`${md}\n`);
     fs.writeFileSync(path.join(import.meta.dirname, 'results', 'local.md'), md);
     fs.writeFileSync(
       path.join(import.meta.dirname, 'results', 'local.json'),
-      JSON.stringify({ date: new Date().toISOString(), machine, short, rows, ratios }, null, 2) + '\n',
+      `${JSON.stringify({ date: new Date().toISOString(), machine, short, rows, ratios }, null, 2)}\n`,
     );
     for (const w of ids) await wsp.api('DELETE', `/workspaces/${w}`);
   } finally {

@@ -234,7 +234,7 @@ function checkRanges(config: StageConfig): void {
  * Secret names/ARNs in the provider config's `secretsmanager:<name-or-arn>[#jsonKey]` credential
  * references (repositories[].credential), without the `#jsonKey` part.
  */
-export function secretsReferencedBy(provider: Record<string, unknown>): string[] {
+function secretsReferencedBy(provider: Record<string, unknown>): string[] {
   const repos = Array.isArray(provider['repositories']) ? (provider['repositories'] as unknown[]) : [];
   const refs = repos
     .map((r) => (typeof r === 'object' && r !== null ? (r as Record<string, unknown>)['credential'] : undefined))

@@ -9,7 +9,7 @@ import type { IConstruct } from 'constructs';
  */
 
 /** cdk-nag's flattenCfnReference (utils/flatten-cfn-reference.ts, Apache-2.0), same output. */
-export function flattenForNag(node: unknown): string {
+function flattenForNag(node: unknown): string {
   if (node === undefined) return '';
   if (typeof node === 'string') return node.replace(/\$\{/g, '<').replace(/}/g, '>');
   if (typeof node === 'object' && node !== null) {
@@ -30,7 +30,7 @@ export function flattenForNag(node: unknown): string {
 }
 
 /** The IAM5 finding id for a wildcard `resource` (a token or string) granted to `principal`. */
-export function wildcardResourceFinding(principal: IConstruct, resource: string): string {
+function wildcardResourceFinding(principal: IConstruct, resource: string): string {
   return `AwsSolutions-IAM5[Resource::${flattenForNag(Stack.of(principal).resolve(resource))}]`;
 }
 

@@ -11,7 +11,7 @@ export interface Logger {
 
 export function createLogger(
   base: Record<string, unknown> = {},
-  write: (line: string) => void = (l) => process.stderr.write(l + '\n'),
+  write: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
 ): Logger {
   const emit = (level: string, message: string, fields?: Record<string, unknown>): void => {
     write(JSON.stringify({ t: new Date().toISOString(), level, msg: message, ...base, ...fields }));

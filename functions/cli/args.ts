@@ -79,16 +79,19 @@ export interface ParsedArgs {
   };
 }
 
-export function parseCli(argv: string[]): ParsedArgs {
-  let parsed;
+function tokenize(argv: string[]) {
   try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
+    return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
   } catch (error) {
     const message = (error as Error).message;
     const unknown = /Unknown option '([^']+)'/.exec(message)?.[1];
     if (unknown) throw new UsageError(`unknown option '${unknown}' (arguments of the command itself go after --)`);
     throw new UsageError(message.split('\n')[0] ?? message);
   }
+}
+
+export function parseCli(argv: string[]): ParsedArgs {
+  const parsed = tokenize(argv);
   const terminator = parsed.tokens.find((t) => t.kind === 'option-terminator')?.index ?? Infinity;
   const before = parsed.tokens
     .filter((t) => t.kind === 'positional' && t.index < terminator)

@@ -13,7 +13,7 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
   const { values } = args;
   const id = args.positionals[0] ?? '';
   const json = async (value: unknown): Promise<number> => {
-    await io.out(JSON.stringify(value, null, 2) + '\n');
+    await io.out(`${JSON.stringify(value, null, 2)}\n`);
     return 0;
   };
   switch (args.subcommand) {
@@ -31,7 +31,9 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
     }
     case 'show': {
       const ws = await client.getWorkspace(id);
-      return values.json ? json(ws) : (await io.out(describe(ws)), 0);
+      if (values.json) return json(ws);
+      await io.out(describe(ws));
+      return 0;
     }
     case 'exec': {
       if (args.rest.length > 0 === (values.command !== undefined)) {
@@ -100,14 +102,16 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
         if (repo.status.length === 0) await io.out('no changes\n');
         for (const s of repo.status)
           await io.out(`${s.code.padEnd(2)} ${s.origPath ? `${s.origPath} -> ` : ''}${s.path}\n`);
-        if (repo.diff) await io.out('\n' + repo.diff + (repo.diff.endsWith('\n') ? '' : '\n'));
+        if (repo.diff) await io.out(`\n${repo.diff}${repo.diff.endsWith('\n') ? '' : '\n'}`);
         if (repo.diffTruncated) await io.out('(diff truncated)\n');
       }
       return 0;
     }
     case 'rm': {
       const ws = await client.deleteWorkspace(id);
-      return values.json ? json(ws) : (await io.out(`${ws.id} ${ws.status}\n`), 0);
+      if (values.json) return json(ws);
+      await io.out(`${ws.id} ${ws.status}\n`);
+      return 0;
     }
     default:
       throw new UsageError('missing command');
@@ -128,7 +132,7 @@ async function setup(client: WspClient, io: Io, values: ParsedArgs['values']): P
     ...(values['idempotency-key'] !== undefined ? { idempotencyKey: values['idempotency-key'] } : {}),
   });
   if (values['no-wait']) {
-    await io.out(values.json ? JSON.stringify(created, null, 2) + '\n' : created.id + '\n');
+    await io.out(values.json ? `${JSON.stringify(created, null, 2)}\n` : `${created.id}\n`);
     return 0;
   }
   await io.err(`wsp: workspace ${created.id} ${created.status}\n`);
@@ -140,8 +144,8 @@ async function setup(client: WspClient, io: Io, values: ParsedArgs['values']): P
   };
   const final = await client.waitForWorkspace(created.id, { timeoutMs, onEvent });
   await Promise.all(pending);
-  if (values.json) await io.out(JSON.stringify(final, null, 2) + '\n');
-  else await io.out(final.id + '\n');
+  if (values.json) await io.out(`${JSON.stringify(final, null, 2)}\n`);
+  else await io.out(`${final.id}\n`);
   if (final.status === 'ready') {
     await io.err(
       `wsp: workspace ${final.id} ready${final.cache ? ` (cache ${final.cache.hit ? 'hit' : 'miss'}: ${final.cache.reason})` : ''}\n`,
@@ -173,9 +177,9 @@ function describe(ws: WorkspaceView): string {
   if (ws.failure) lines.push(['failure', `${ws.failure.step}: ${ws.failure.message}`]);
   for (const warning of ws.warnings) lines.push(['warning', warning]);
   if (ws.setupCommandId) lines.push(['setup cmd', ws.setupCommandId]);
-  let out = lines.map(([k, v]) => `${(k + ':').padEnd(11)}${v}\n`).join('');
+  let out = lines.map(([k, v]) => `${`${k}:`.padEnd(11)}${v}\n`).join('');
   if (ws.steps.length > 0)
-    out += 'steps:\n' + ws.steps.map((s) => `  ${s.at}  ${s.step.padEnd(10)} ${s.message}\n`).join('');
+    out += `steps:\n${ws.steps.map((s) => `  ${s.at}  ${s.step.padEnd(10)} ${s.message}\n`).join('')}`;
   return out;
 }
 
@@ -192,6 +196,6 @@ function short(commit: string | undefined): string {
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows
-    .map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ') + '\n')
+    .map((r) => `${r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')}\n`)
     .join('');
 }

@@ -44,7 +44,7 @@ export async function runExec(client: WspClient, io: Io, options: ExecOptions): 
   try {
     if (options.json) {
       const final = first.state === 'running' ? await client.waitForCommand(options.workspaceId, id) : first;
-      await io.out(JSON.stringify(final, null, 2) + '\n');
+      await io.out(`${JSON.stringify(final, null, 2)}\n`);
       return exitCodeOf(final);
     }
     const printer = new OffsetPrinter(io);

@@ -1,4 +1,4 @@
-import { InvokeCommand, type LambdaClient } from '@aws-sdk/client-lambda';
+import { InvokeCommand, type InvokeCommandOutput, type LambdaClient } from '@aws-sdk/client-lambda';
 import { z } from 'zod';
 import type { FetchBody, FetchResult, ResetBody, ResetResult } from '../../shared/api/schemas.js';
 import { BackendUnavailableError, WspError, type ErrorCode } from '../../shared/contract/errors.js';
@@ -103,7 +103,7 @@ export function invokeWorkerGitOp(
   functionName: string,
 ): (op: GitOp) => Promise<GitOpAnswer> {
   return async (op) => {
-    let out;
+    let out: InvokeCommandOutput;
     try {
       out = await client.send(
         new InvokeCommand({

@@ -28,7 +28,7 @@ function stripStage(rawPath: string, stage: string | undefined): string {
   if (!stage || stage === '$default') return rawPath;
   const prefix = `/${stage}`;
   if (rawPath === prefix) return '/';
-  return rawPath.startsWith(prefix + '/') ? rawPath.slice(prefix.length) : rawPath;
+  return rawPath.startsWith(`${prefix}/`) ? rawPath.slice(prefix.length) : rawPath;
 }
 
 /** A JSON response with the same headers the local server sends. */

@@ -63,7 +63,7 @@ async function main(): Promise<void> {
   } catch (error) {
     const message = error instanceof WspError ? error.message : 'failed to start';
     process.stderr.write(`wsp: ${message}\n`);
-    if (!(error instanceof WspError)) process.stderr.write(JSON.stringify(errorFields(error)) + '\n');
+    if (!(error instanceof WspError)) process.stderr.write(`${JSON.stringify(errorFields(error))}\n`);
     process.exit(error instanceof WspError && error.code === 'bad_request' ? 2 : 1);
   }
 }

@@ -162,7 +162,7 @@ function readOrCreate(file: string, make: () => string): string {
     return fs.readFileSync(file, 'utf8').trim();
   } catch {
     const value = make();
-    fs.writeFileSync(file, value + '\n', { mode: 0o600, flag: 'wx' });
+    fs.writeFileSync(file, `${value}\n`, { mode: 0o600, flag: 'wx' });
     return value;
   }
 }

@@ -19,7 +19,7 @@ export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.
  * file for Node 22; CommonJS dependencies get a `require` through createRequire. The pinned
  * AWS SDK v3 is bundled rather than taken from the runtime, so what was tested is what runs.
  */
-export const BUNDLING = {
+const BUNDLING = {
   format: OutputFormat.ESM,
   target: 'node22',
   mainFields: ['module', 'main'],

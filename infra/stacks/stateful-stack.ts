@@ -25,7 +25,7 @@ export const BUCKET_PREFIXES = {
 } as const;
 
 /** Cache image tags start with this; the ECR count rule applies to them only (not to `base`). */
-export const CACHE_TAG_PREFIX = 'cache-';
+const CACHE_TAG_PREFIX = 'cache-';
 
 export interface StatefulStackProps extends StackProps {
   stage: StageConfig;

@@ -81,7 +81,9 @@ export function buildOpenApiDocument(
         content: { 'application/json': { schema: schemaFor(route.body, 'input') } },
       };
     }
-    (paths[route.path] ??= {})[route.method.toLowerCase()] = operation;
+    const pathItem = paths[route.path] ?? {};
+    pathItem[route.method.toLowerCase()] = operation;
+    paths[route.path] = pathItem;
   }
 
   return {

@@ -8,10 +8,7 @@ import { envMap, gitRef, relativePath } from '../config/schema.js';
 
 export const workspaceId = z.string().regex(/^ws-[a-z0-9]{8,40}$/, 'is not a workspace id');
 export const commandId = z.string().regex(/^(cmd|sys)-[a-z0-9]{8,40}$/, 'is not a command id');
-const labelMap = z.record(
-  z.string().regex(/^[A-Za-z0-9._\/-]{1,63}$/, 'is not a valid label key'),
-  z.string().max(256),
-);
+const labelMap = z.record(z.string().regex(/^[A-Za-z0-9._/-]{1,63}$/, 'is not a valid label key'), z.string().max(256));
 const repoName = relativePath.or(z.literal('.'));
 
 export const createWorkspaceBody = z

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { BadRequestError } from '../contract/errors.js';
 import { configSchema, type ConfigInput, type ProviderConfig } from './schema.js';
 
@@ -47,20 +47,20 @@ export function loadConfig(
     node[keys[keys.length - 1]!] = value;
     sources.push(`${keys.join('.')} from ${from}`);
   };
-  const num = (name: string, v: string | undefined): number | string | undefined =>
+  const num = (v: string | undefined): number | string | undefined =>
     v === undefined ? undefined : /^\d+$/.test(v) ? Number(v) : v; // a non-number stays a string so zod names the field
 
   set(['mode'], env.WSP_MODE, 'WSP_MODE');
   set(['dataDir'], env.WSP_DATA_DIR, 'WSP_DATA_DIR');
   set(['listen', 'host'], env.WSP_HOST, 'WSP_HOST');
-  set(['listen', 'port'], num('WSP_PORT', env.WSP_PORT), 'WSP_PORT');
+  set(['listen', 'port'], num(env.WSP_PORT), 'WSP_PORT');
   set(['state', 'endpoint'], env.WSP_DYNAMODB_ENDPOINT, 'WSP_DYNAMODB_ENDPOINT');
   set(['auth', 'token'], env.WSP_AUTH_TOKEN, 'WSP_AUTH_TOKEN');
 
   set(['mode'], values.mode, '--mode');
   set(['dataDir'], values['data-dir'], '--data-dir');
   set(['listen', 'host'], values.host, '--host');
-  set(['listen', 'port'], num('--port', values.port), '--port');
+  set(['listen', 'port'], num(values.port), '--port');
   set(['state', 'endpoint'], values['dynamodb-endpoint'], '--dynamodb-endpoint');
   if (values['no-auth'] === true) set(['auth', 'disabled'], true, '--no-auth');
   if (values.repo !== undefined && values.repo.length > 0)
@@ -81,7 +81,7 @@ export function parseConfig(input: unknown): ProviderConfig {
   return result.data;
 }
 
-export function configError(error: z.ZodError): BadRequestError {
+function configError(error: z.ZodError): BadRequestError {
   const details = error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
   return new BadRequestError(
     `invalid configuration: ${details.map((d) => `${d.path || '(root)'}: ${d.message}`).join('; ')}`,

@@ -15,7 +15,7 @@ export const relativePath = z
   .refine((p) => !path.posix.isAbsolute(p) && !p.includes('\0'), 'must be a relative path')
   .refine((p) => !p.split(/[\\/]+/).includes('..'), "must not contain '..'");
 
-export const credentialReference = z
+const credentialReference = z
   .string()
   .regex(
     /^(env:[A-Za-z_][A-Za-z0-9_]*|file:\/.+|secretsmanager:[^#\s]+(#[^\s]+)?)$/,
@@ -23,7 +23,7 @@ export const credentialReference = z
   );
 
 /** Git remote URL. Credentials in the URL are refused: they belong in `credential`. */
-export const gitUrl = z
+const gitUrl = z
   .string()
   .min(1)
   .max(2048)
@@ -37,10 +37,10 @@ export const gitRef = z
   .string()
   .min(1)
   .max(256)
-  .regex(/^[A-Za-z0-9._\/@{}^~-]+$/, 'is not a valid git ref')
+  .regex(/^[A-Za-z0-9._/@{}^~-]+$/, 'is not a valid git ref')
   .refine((r) => !r.startsWith('-') && !r.includes('..'), 'is not a valid git ref');
 
-export const repositorySchema = z
+const repositorySchema = z
   .object({
     url: gitUrl.optional(),
     /** A host directory copied whole (working tree, uncommitted changes and `.git`). */
@@ -76,7 +76,7 @@ export function normalizeRepoPath(p: string): string {
  * services included: an explicit opt-in, warned on every workspace). `bridge` is the old name of
  * `egress` and still accepted.
  */
-export const networkPolicy = z
+const networkPolicy = z
   .enum(['none', 'egress', 'host', 'bridge'])
   .transform((v): 'none' | 'egress' | 'host' => (v === 'bridge' ? 'egress' : v));
 
@@ -227,7 +227,7 @@ export const configSchema = z
           .string()
           .min(1)
           .max(256)
-          .regex(/^[A-Za-z0-9][A-Za-z0-9._\/:@-]*$/, 'is not a valid image reference')
+          .regex(/^[A-Za-z0-9][A-Za-z0-9._/:@-]*$/, 'is not a valid image reference')
           .default('wsp-base:bookworm'),
       })
       .strict()
@@ -274,7 +274,7 @@ export const configSchema = z
         /** `<registry host>/<repository>`: base image and cache images (ECR: `<acct>.dkr.ecr.<region>.amazonaws.com/<repo>`). */
         repositoryUri: z
           .string()
-          .regex(/^[A-Za-z0-9.-]+(:\d+)?\/[a-z0-9][a-z0-9._\/-]*$/, 'is not <registry host>/<repository>')
+          .regex(/^[A-Za-z0-9.-]+(:\d+)?\/[a-z0-9][a-z0-9._/-]*$/, 'is not <registry host>/<repository>')
           .optional(),
         baseImageTag: z
           .string()
@@ -312,5 +312,4 @@ function isInside(parent: string, child: string): boolean {
 }
 
 export type ProviderConfig = z.infer<typeof configSchema>;
-export type RepositoryConfig = z.infer<typeof repositorySchema>;
 export type ConfigInput = z.input<typeof configSchema>;

@@ -52,7 +52,7 @@ export async function createMirrorBundle(
   if (bundleRefs.length === 0) return { empty: true, heads: [], refs };
 
   const basis = await knownCommits(git, request.basis);
-  const revs = [...bundleRefs, ...basis.map((c) => `^${c}`)].join('\n') + '\n';
+  const revs = `${[...bundleRefs, ...basis.map((c) => `^${c}`)].join('\n')}\n`;
   const created = await git(['bundle', 'create', '--quiet', outPath, '--stdin'], { stdin: revs });
   if (created.code !== 0) {
     fs.rmSync(outPath, { force: true });
@@ -99,7 +99,7 @@ async function knownCommits(git: MirrorGit, ids: readonly string[]): Promise<str
   const unique = [...new Set(ids)];
   if (unique.length === 0) return [];
   const checked = await git(['cat-file', '--batch-check=%(objectname) %(objecttype)'], {
-    stdin: unique.join('\n') + '\n',
+    stdin: `${unique.join('\n')}\n`,
   });
   if (checked.code !== 0) throw gitStepError('git bundle', stderrSummary(checked), checked);
   return checked.stdout

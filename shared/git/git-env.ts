@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { StepFailedError } from '../contract/errors.js';
 
 /** User name paired with the token in Basic auth (what GitHub/GitLab/Gitea accept for tokens). */
-export const TOKEN_USER = 'x-access-token';
+const TOKEN_USER = 'x-access-token';
 
 /** Env giving one git process the token as an `Authorization: Basic` extra header. */
 export function authEnv(token: string): Record<string, string> {

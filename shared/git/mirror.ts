@@ -99,7 +99,7 @@ export class GitBroker {
    */
   sync(request: SyncRequest): Promise<MirrorHandle> {
     const running = this.syncs.get(request.url);
-    if (running) return running;
+    if (running !== undefined) return running;
     const run = this.lock(request.url)
       .write(() => this.syncNow(request))
       .finally(() => this.syncs.delete(request.url));

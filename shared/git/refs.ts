@@ -50,6 +50,7 @@ export async function commitOf(git: MirrorGit, rev: string): Promise<string | nu
  */
 export async function resolveMirrorRef(git: MirrorGit, url: string, ref?: string): Promise<ResolvedRef> {
   if (ref === undefined) return resolveDefault(git, url);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this rejects (git forbids them in ref names)
   if (ref === '' || ref.startsWith('-') || /[\s\x00-\x1f\x7f]/.test(ref)) {
     throw new BadRequestError(`ref '${ref}' is not a valid git ref`);
   }

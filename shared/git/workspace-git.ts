@@ -182,6 +182,7 @@ function requireBranch(branch: string | undefined): string {
     branch.includes('..') ||
     branch.includes('@{') ||
     branch.includes('//') ||
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this rejects (git forbids them in ref names)
     /[\s\x00-\x1f\x7f~^:?*[\\]/.test(branch);
   if (bad) throw new BadRequestError(`'${branch}' is not a valid branch name`);
   return branch;

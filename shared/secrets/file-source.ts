@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import { BackendUnavailableError, BadRequestError } from '../contract/errors.js';
 import type { SecretSource } from '../contract/secrets.js';
@@ -31,7 +31,7 @@ export class FileSecretSource implements SecretSource {
 }
 
 async function readLimited(reference: string, path: string): Promise<string> {
-  let handle;
+  let handle: FileHandle;
   try {
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
     handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);

@@ -1,4 +1,8 @@
-import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import {
+  GetSecretValueCommand,
+  type GetSecretValueCommandOutput,
+  type SecretsManagerClient,
+} from '@aws-sdk/client-secrets-manager';
 import { BackendUnavailableError, BadRequestError } from '../contract/errors.js';
 import type { SecretSource } from '../contract/secrets.js';
 import { bodyOf, withCause } from './reference.js';
@@ -74,7 +78,7 @@ export class SecretsManagerSecretSource implements SecretSource {
   }
 
   private async getSecretValue(reference: string, secretId: string): Promise<CachedSecret> {
-    let out;
+    let out: GetSecretValueCommandOutput;
     try {
       out = await this.client.send(new GetSecretValueCommand({ SecretId: secretId }));
     } catch (err) {

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { BadRequestError, ConflictError, NotFoundError, StepFailedError, WspError } from '../contract/errors.js';
+import { BadRequestError, ConflictError, NotFoundError, StepFailedError } from '../contract/errors.js';
 import type { WorkspacePlan } from '../contract/plan.js';
 import type {
   BackendRef,

@@ -1,4 +1,3 @@
-import type { WorkspaceRecord } from '../contract/workspace.js';
 import { errorFields } from '../log.js';
 import { ConflictError } from '../contract/errors.js';
 import type { ServiceDeps } from './deps.js';

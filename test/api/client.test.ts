@@ -13,7 +13,7 @@ let server: StartedHttpServer | undefined;
 async function setup(options: FakeOptions = {}): Promise<{ fake: FakeWorkspaceService; client: WspClient }> {
   const fake = new FakeWorkspaceService(options);
   server = await startHttpServer({ service: fake, authToken: TOKEN, log: silentLogger });
-  return { fake, client: new WspClient({ baseUrl: server.url + '/', token: TOKEN }) };
+  return { fake, client: new WspClient({ baseUrl: `${server.url}/`, token: TOKEN }) };
 }
 afterEach(async () => {
   await server?.close();

@@ -24,6 +24,7 @@ process.env.WSP_CONTRACT_PROVIDER_CANARY = PROVIDER_CANARY;
  * workspace can carry the very pid of a killed one. `started PID` prints that start time.
  */
 const ALIVE = [
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion, not a template
   'started() { st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; st=${st##*) }; set -f; set -- $st; shift 19; echo "$1"; }',
   `alive() { s=$(sed -n 's/^State:[[:space:]]*\\(.\\).*/\\1/p' "/proc/$1/status" 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ] && [ "$s" != X ] && { [ -z "\${2:-}" ] || [ "$(started "$1")" = "$2" ]; }; }`,
 ].join('\n');

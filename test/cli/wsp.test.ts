@@ -312,7 +312,7 @@ describe('wsp connection settings', () => {
     await startWith();
     const dataDir = path.join(tmp, 'data');
     fs.mkdirSync(dataDir, { recursive: true });
-    fs.writeFileSync(path.join(dataDir, 'auth-token'), TOKEN + '\n', { mode: 0o600 });
+    fs.writeFileSync(path.join(dataDir, 'auth-token'), `${TOKEN}\n`, { mode: 0o600 });
     const viaFlag = await wsp(['ls', '--data-dir', dataDir, '--json'], { env: { WSP_TOKEN: '' } });
     expect(viaFlag.code).toBe(0);
     const viaEnv = await wsp(['ls', '--json'], { env: { WSP_TOKEN: '', WSP_DATA_DIR: dataDir } });

@@ -42,7 +42,7 @@ const nasty = fc.oneof(
     '/',
     '//',
     '%2F',
-    'ws-' + '0'.repeat(24),
+    `ws-${'0'.repeat(24)}`,
     'null',
     'undefined',
     '-1',

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeTestProvider, hostileBackends } from '../support/hostile-backends.js';
-import { createUpstreamRepo, type UpstreamRepo } from '../support/git-fixtures.js';
+import { createUpstreamRepo } from '../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../support/git-server.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
 
@@ -17,7 +17,6 @@ const TOKEN = `hidden-${randomBytes(10).toString('hex')}`;
 describe.each(hostileBackends())('changes cannot be blinded ($name backend)', ({ name, config, skip }) => {
   let root: string;
   let git: GitServer;
-  let app: UpstreamRepo;
   let wsp: TestProvider;
   const env = `WSP_HIDDEN_TOKEN_${name.toUpperCase()}`;
 
@@ -29,7 +28,7 @@ describe.each(hostileBackends())('changes cannot be blinded ($name backend)', ({
     const files: Record<string, string> = { '.gitignore': 'node_modules/\n', 'README.md': '# app\n' };
     for (const name of ['skip', 'assume', 'binary', 'filtered', 'forged', 'crlf', 'plain'])
       files[`src/${name}.js`] = `export const ${name} = 1;\n`;
-    app = createUpstreamRepo(root, 'app', files);
+    createUpstreamRepo(root, 'app', files);
     wsp = await startTestProvider({
       ...config,
       repositories: [{ url: git.url('app'), path: 'app', credential: `env:${env}` }],

@@ -146,6 +146,7 @@ describe('ECR push', () => {
       const managed = statements.flatMap(actionsOf).filter((a) => a.startsWith('managed-policy:'));
       if (role.startsWith('CustomVpcRestrictDefaultSGCustomResourceProvider')) {
         expect(managed).toEqual([
+          // biome-ignore lint/suspicious/noTemplateCurlyInString: a CloudFormation Fn::Sub placeholder, not a template
           'managed-policy:{"Fn::Sub":"arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}',
         ]);
       } else {

@@ -81,7 +81,7 @@ export function actionsOf(statement: PolicyStatementJson): string[] {
 }
 
 /** `{Ref: X}` or `{Fn::GetAtt: [X, ...]}` → X. */
-export function refTarget(value: unknown): string | undefined {
+function refTarget(value: unknown): string | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const v = value as Json;
   if (typeof v['Ref'] === 'string') return v['Ref'];

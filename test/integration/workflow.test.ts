@@ -263,7 +263,7 @@ describe('core loop over HTTP (local backend)', () => {
       'for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do cat "$f" 2>/dev/null; echo; done | grep -caF -f <(printf "%s\\n" "$pats") || true',
     ].join('\n');
     const inside = await wsp.exec(warm.id, probe, {
-      stdin: needles.map((n) => [...n].reverse().join('')).join('\n') + '\n',
+      stdin: `${needles.map((n) => [...n].reverse().join('')).join('\n')}\n`,
     });
     expect(inside.stdout.data).toBe('0\n');
     // Every file under the provider's data dir: workspaces, snapshots, cache, scratch, command outputs, mirrors.

@@ -1,7 +1,7 @@
 import { DescribeTimeToLiveCommand } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, GetCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ConflictError, NotFoundError, WspError } from '../../shared/contract/errors.js';
+import { ConflictError, NotFoundError, type WspError } from '../../shared/contract/errors.js';
 import type { WorkspaceRecord } from '../../shared/contract/workspace.js';
 import type { DynamoClients } from '../../shared/state/client.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';

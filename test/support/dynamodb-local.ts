@@ -10,13 +10,7 @@ import { DynamoDBClient, ListTablesCommand } from '@aws-sdk/client-dynamodb';
  * .cache/dynamodb-local/ (npm test runs that first). A missing jar is a test failure unless
  * WSP_SKIP_DYNAMODB_LOCAL=1.
  */
-export const DYNAMODB_LOCAL_DIR = resolve(
-  dirname(fileURLToPath(import.meta.url)),
-  '..',
-  '..',
-  '.cache',
-  'dynamodb-local',
-);
+const DYNAMODB_LOCAL_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '.cache', 'dynamodb-local');
 const JAR = join(DYNAMODB_LOCAL_DIR, 'DynamoDBLocal.jar');
 
 export type DynamoDbLocalStatus =

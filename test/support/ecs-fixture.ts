@@ -27,9 +27,7 @@ const run = promisify(execFile);
  * S3 and registry ports are bridged into it (netns-bridge.ts).
  */
 
-export const RUNNER_DIR = path.dirname(
-  fileURLToPath(new URL('../../shared/backends/runner/runner.sh', import.meta.url)),
-);
+const RUNNER_DIR = path.dirname(fileURLToPath(new URL('../../shared/backends/runner/runner.sh', import.meta.url)));
 export const ECS_CLUSTER = 'wsp-test';
 
 /** Shared by every backend of one test file: the registry with the base image pushed once. */
@@ -148,7 +146,7 @@ export async function makeEcsBackend(overrides: Partial<EcsBackendOptions> = {})
       backend.close();
       await fake.stop();
       users--;
-      if (users === 0 && infra) {
+      if (users === 0 && infra !== undefined) {
         const done = await infra;
         infra = undefined;
         for (const b of done.bridges) await b.close();

@@ -30,7 +30,7 @@ import { FakeSsmAgent, type AgentProcess } from './fake-ssm-agent.js';
  * Knobs for failure paths: `failRunTask`, `failTaskStart`, `agentNeverReady`, `startRounds`, `killTask` (a task dies).
  */
 
-export const FAKE_CLUSTER = 'arn:aws:ecs:us-east-1:123456789012:cluster/wsp-test';
+const FAKE_CLUSTER = 'arn:aws:ecs:us-east-1:123456789012:cluster/wsp-test';
 const ACCOUNT_PREFIX = 'arn:aws:ecs:us-east-1:123456789012';
 
 interface FakeTask {
@@ -257,7 +257,7 @@ export class FakeEcs {
       });
     if (planned !== undefined) return { tasks: [], failures: [{ reason: planned }] };
     const td = this.findTaskDefinition(input.taskDefinition);
-    if (!td || td.status !== 'ACTIVE')
+    if (td?.status !== 'ACTIVE')
       throw Object.assign(new Error('TaskDefinition not found.'), { name: 'ClientException' });
     if (!input.enableExecuteCommand)
       throw new Error('the fake requires enableExecuteCommand (every workspace task needs it)');
@@ -376,7 +376,11 @@ export class FakeEcs {
     const dataHandlers: Array<(b: Buffer) => void> = [];
     const exitHandlers: Array<(code: number | null) => void> = [];
     let ended = false;
-    stream.on('data', (b: Buffer) => dataHandlers.forEach((h) => h(b)));
+    stream.on('data', (b: Buffer) =>
+      dataHandlers.forEach((h) => {
+        h(b);
+      }),
+    );
     const finish = async (): Promise<void> => {
       if (ended) return;
       ended = true;
@@ -384,7 +388,9 @@ export class FakeEcs {
         (i) => i.ExitCode ?? null,
         () => null,
       );
-      exitHandlers.forEach((h) => h(code));
+      exitHandlers.forEach((h) => {
+        h(code);
+      });
     };
     stream.on('end', () => void finish());
     stream.on('close', () => void finish());

@@ -192,19 +192,24 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
     res: http.ServerResponse,
   ): void {
     const upload = uploads.get(q.get('uploadId') ?? '');
-    if (!upload || upload.key !== key)
-      return sendError(res, 404, 'NoSuchUpload', 'The specified upload does not exist');
+    if (!upload || upload.key !== key) {
+      sendError(res, 404, 'NoSuchUpload', 'The specified upload does not exist');
+      return;
+    }
     const partNumber = Number(q.get('partNumber'));
-    if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > 10000)
-      return sendError(res, 400, 'InvalidArgument', 'Part number must be an integer between 1 and 10000');
+    if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > 10000) {
+      sendError(res, 400, 'InvalidArgument', 'Part number must be an integer between 1 and 10000');
+      return;
+    }
     const partAlgo = sentChecksumAlgorithm(headers, q);
     if (partAlgo !== upload.checksumAlgorithm) {
-      return sendError(
+      sendError(
         res,
         400,
         'InvalidRequest',
         `Checksum Type mismatch occurred, expected checksum Type: ${upload.checksumAlgorithm?.toLowerCase() ?? 'null'}, actual checksum Type: ${partAlgo?.toLowerCase() ?? 'null'}`,
       );
+      return;
     }
     const etag = etagOf(payload);
     const crc32 = upload.checksumAlgorithm === 'CRC32' ? crc32Base64(payload) : undefined;
@@ -214,35 +219,45 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
 
   function completeUpload(key: string, uploadId: string, xml: Buffer, res: http.ServerResponse): void {
     const upload = uploads.get(uploadId);
-    if (!upload || upload.key !== key)
-      return sendError(res, 404, 'NoSuchUpload', 'The specified upload does not exist');
+    if (!upload || upload.key !== key) {
+      sendError(res, 404, 'NoSuchUpload', 'The specified upload does not exist');
+      return;
+    }
     const listed = [...xml.toString().matchAll(/<Part>([\s\S]*?)<\/Part>/g)].map((m) => ({
       partNumber: Number(tag(m[1]!, 'PartNumber')),
       etag: tag(m[1]!, 'ETag'),
       crc32: tag(m[1]!, 'ChecksumCRC32'),
     }));
-    if (listed.length === 0) return sendError(res, 400, 'MalformedXML', 'no parts listed');
+    if (listed.length === 0) {
+      sendError(res, 400, 'MalformedXML', 'no parts listed');
+      return;
+    }
     const chunks: Buffer[] = [];
     let previous = 0;
     for (const p of listed) {
-      if (p.partNumber <= previous)
-        return sendError(res, 400, 'InvalidPartOrder', 'The list of parts was not in ascending order.');
+      if (p.partNumber <= previous) {
+        sendError(res, 400, 'InvalidPartOrder', 'The list of parts was not in ascending order.');
+        return;
+      }
       previous = p.partNumber;
       const stored = upload.parts.get(p.partNumber);
-      if (!stored || stored.etag !== p.etag)
-        return sendError(
+      if (!stored || stored.etag !== p.etag) {
+        sendError(
           res,
           400,
           'InvalidPart',
           `One or more of the specified parts could not be found (part ${p.partNumber}).`,
         );
+        return;
+      }
       if (stored.crc32 !== undefined && p.crc32 !== stored.crc32) {
-        return sendError(
+        sendError(
           res,
           400,
           'InvalidRequest',
           `The upload was created using a crc32 checksum. The complete request must include the checksum for each part. It was missing for part ${p.partNumber} in the request.`,
         );
+        return;
       }
       chunks.push(stored.body);
     }
@@ -283,7 +298,10 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
 
   function deleteObjects(xml: Buffer, res: http.ServerResponse): void {
     const keys = [...xml.toString().matchAll(/<Object>([\s\S]*?)<\/Object>/g)].map((m) => tag(m[1]!, 'Key'));
-    if (keys.length > 1000) return sendError(res, 400, 'MalformedXML', 'more than 1000 keys');
+    if (keys.length > 1000) {
+      sendError(res, 400, 'MalformedXML', 'more than 1000 keys');
+      return;
+    }
     const quiet = /<Quiet>true<\/Quiet>/.test(xml.toString());
     for (const k of keys) objects.delete(k);
     const deleted = quiet ? '' : keys.map((k) => `<Deleted><Key>${esc(k)}</Key></Deleted>`).join('');
@@ -377,7 +395,7 @@ function sentChecksumAlgorithm(headers: http.IncomingHttpHeaders, q: URLSearchPa
   return sent?.toUpperCase();
 }
 
-export function crc32Base64(data: Buffer): string {
+function crc32Base64(data: Buffer): string {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(zlib.crc32(data) >>> 0);
   return b.toString('base64');

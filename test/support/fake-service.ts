@@ -419,14 +419,17 @@ export class FakeWorkspaceService implements WorkspaceService {
     const [program = '', ...args] = words;
     switch (program) {
       case 'echo':
-        this.write(cmd, 'stdout', args.join(' ') + '\n');
-        return cmd.finish(0, 'exited');
+        this.write(cmd, 'stdout', `${args.join(' ')}\n`);
+        cmd.finish(0, 'exited');
+        return;
       case 'exit':
-        if (args.length > 1) this.write(cmd, 'stderr', args.slice(1).join(' ') + '\n');
-        return cmd.finish(Number(args[0] ?? 0), 'exited');
+        if (args.length > 1) this.write(cmd, 'stderr', `${args.slice(1).join(' ')}\n`);
+        cmd.finish(Number(args[0] ?? 0), 'exited');
+        return;
       case 'cat':
         if (stdin.length > 0) this.write(cmd, 'stdout', stdin);
-        return cmd.finish(0, 'exited');
+        cmd.finish(0, 'exited');
+        return;
       case 'ticks': {
         const n = Number(args[0] ?? 3);
         const ms = Number(args[1] ?? 10);
@@ -445,7 +448,8 @@ export class FakeWorkspaceService implements WorkspaceService {
         return;
       default:
         this.write(cmd, 'stderr', `fake: unknown program '${program}'\n`);
-        return cmd.finish(127, 'exited');
+        cmd.finish(127, 'exited');
+        return;
     }
   }
 

@@ -168,8 +168,7 @@ class AgentConnection {
       frame = undefined;
     }
     if (
-      !frame ||
-      frame.MessageSchemaVersion !== '1.0' ||
+      frame?.MessageSchemaVersion !== '1.0' ||
       frame.TokenValue !== this.token ||
       typeof frame.RequestId !== 'string'
     ) {

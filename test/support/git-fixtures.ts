@@ -26,7 +26,7 @@ export interface UpstreamRepo {
 export type FileMap = Record<string, string | Uint8Array>;
 
 /** Environment for fixture git: deterministic identity, no system/global config, no prompts. */
-export function fixtureGitEnv(): NodeJS.ProcessEnv {
+function fixtureGitEnv(): NodeJS.ProcessEnv {
   return {
     PATH: process.env.PATH,
     HOME: '/nonexistent',
@@ -121,11 +121,6 @@ export function forcePush(repo: UpstreamRepo, commit: string): void {
 /** Point the bare repo's HEAD (the default branch clients see) at `branch`. */
 export function setDefaultBranch(repo: UpstreamRepo, branch: string): void {
   git(repo.dir, ['symbolic-ref', 'HEAD', `refs/heads/${branch}`]);
-}
-
-/** Commit id of a ref in the bare repo. */
-export function upstreamCommit(repo: UpstreamRepo, ref: string): string {
-  return git(repo.dir, ['rev-parse', `${ref}^{commit}`]);
 }
 
 function commitAndPush(repo: UpstreamRepo, message: string): string {

@@ -59,7 +59,7 @@ function netnsOf(pid: number | 'self'): string {
 }
 
 /** The pid of the process holding the listening unix socket at `socketPath`, if any (needs root or same user). */
-export function pidListeningOn(socketPath: string): number | undefined {
+function pidListeningOn(socketPath: string): number | undefined {
   let inode: string | undefined;
   try {
     // /proc/net/unix: Num RefCount Protocol Flags Type St Inode Path

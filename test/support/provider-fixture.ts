@@ -83,7 +83,7 @@ export async function startTestProvider(config: ConfigInput, options: TestProvid
     });
     const text = await res.text();
     responses.push(text);
-    let parsedBody: any = undefined;
+    let parsedBody: any;
     try {
       parsedBody = text ? JSON.parse(text) : undefined;
     } catch {

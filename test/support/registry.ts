@@ -21,7 +21,7 @@ export interface LoopbackRegistry {
   stop(): Promise<void>;
 }
 
-export const REGISTRY_BIN = process.env.WSP_REGISTRY_BIN ?? '/usr/bin/docker-registry';
+const REGISTRY_BIN = process.env.WSP_REGISTRY_BIN ?? '/usr/bin/docker-registry';
 
 /** Why registry tests cannot run here (undefined = they can). In CI the binary is required. */
 export const registryUnavailable: string | undefined = fs.existsSync(REGISTRY_BIN)
@@ -132,7 +132,7 @@ const run = promisify(execFile);
  * docker CLI. The daemon must reach the registry's port (see netns-bridge.ts); a loopback registry
  * is plain-HTTP "insecure" by default in dockerd. The extra tag is removed again afterwards.
  */
-export async function pushImage(
+async function pushImage(
   dockerSocket: string,
   image: string,
   registry: LoopbackRegistry,

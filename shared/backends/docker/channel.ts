@@ -64,8 +64,7 @@ class Channel {
     timer.unref();
     stdout.on('data', (chunk: Buffer) => {
       this.buffered += chunk.toString('utf8');
-      let nl: number;
-      while ((nl = this.buffered.indexOf('\n')) >= 0) {
+      for (let nl = this.buffered.indexOf('\n'); nl >= 0; nl = this.buffered.indexOf('\n')) {
         const line = this.buffered.slice(0, nl);
         this.buffered = this.buffered.slice(nl + 1);
         if (line === 'ready') {

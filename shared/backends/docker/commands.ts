@@ -1,5 +1,4 @@
 import { watch, type FSWatcher } from 'node:fs';
-import fs from 'node:fs/promises';
 import type {
   CommandSpec,
   CommandStatus,
@@ -8,8 +7,8 @@ import type {
   WorkspaceCommands,
 } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
-import { readSpec, readStream, waitWhileRunning, type StoredSpec } from '../runner/command-record.js';
+import { BackendUnavailableError, BadRequestError } from '../../contract/errors.js';
+import { readStream, waitWhileRunning, type StoredSpec } from '../runner/command-record.js';
 import {
   checkCommandSpec,
   commandEnv,

@@ -358,6 +358,7 @@ export function mapS3Error(op: string, key: string, err: unknown): WspError {
  * checksum middleware (build step), so before presigning (finalizeRequest).
  */
 function withoutChecksums<
+  // biome-ignore lint/suspicious/noExplicitAny: one middleware for all commands (SDK middleware types are invariant)
   C extends { middlewareStack: { addRelativeTo(m: BuildMiddleware<any, any>, o: RelativeMiddlewareOptions): void } },
 >(command: C): C {
   command.middlewareStack.addRelativeTo(stripChecksumHeaders, {
@@ -368,6 +369,7 @@ function withoutChecksums<
   return command;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: one middleware for all commands (SDK middleware types are invariant)
 const stripChecksumHeaders: BuildMiddleware<any, any> = (next) => async (args) => {
   const headers = (args.request as { headers?: Record<string, string> }).headers ?? {};
   for (const name of Object.keys(headers)) {

@@ -11,7 +11,7 @@ import { checkReadArgs, waitWhileRunning } from '../runner/command-record.js';
 import { checkCommandSpec, commandEnv, envScript } from '../runner/command-files.js';
 import { RunnerClient } from '../runner/client.js';
 import type { RunnerRpc } from '../runner/rpc.js';
-import { ExecChannels, TaskGoneError } from './exec-channel.js';
+import { type ExecChannels, TaskGoneError } from './exec-channel.js';
 import { commandDir, GUEST } from './guest.js';
 import { sleep } from '../../lib/sleep.js';
 

@@ -1,4 +1,10 @@
-import { DescribeTasksCommand, ExecuteCommandCommand, type ECSClient } from '@aws-sdk/client-ecs';
+import {
+  DescribeTasksCommand,
+  ExecuteCommandCommand,
+  type DescribeTasksCommandOutput,
+  type ECSClient,
+  type ExecuteCommandCommandOutput,
+} from '@aws-sdk/client-ecs';
 import { BackendUnavailableError } from '../../contract/errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { RunnerRpc, type PtyLike } from '../runner/rpc.js';
@@ -138,7 +144,7 @@ export class ExecChannels {
 
   private async connect(taskArn: string, what: string): Promise<RunnerRpc> {
     const { cluster, container } = this.options;
-    let out;
+    let out: ExecuteCommandCommandOutput;
     try {
       out = await withRetry(
         () =>
@@ -180,7 +186,7 @@ export class ExecChannels {
 
   /** Throws TaskGoneError when ECS says the task is stopped or unknown; returns otherwise (also when ECS cannot be asked). */
   async throwIfGone(taskArn: string): Promise<void> {
-    let out;
+    let out: DescribeTasksCommandOutput;
     try {
       out = await withRetry(
         () => this.ecs.send(new DescribeTasksCommand({ cluster: this.options.cluster, tasks: [taskArn] })),

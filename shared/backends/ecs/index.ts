@@ -1,9 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import type { ECSClient } from '@aws-sdk/client-ecs';
 import type {
   BackendResource,
@@ -14,10 +12,9 @@ import type {
 } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
-import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
+import { BadRequestError } from '../../contract/errors.js';
 import { silentLogger, type Logger } from '../../log.js';
-import { checkPlanShape, homeDestination } from '../plan-check.js';
-import { packTree } from '../tar/archive.js';
+import { checkPlanShape } from '../plan-check.js';
 import { scanLayerTar } from '../tar/scan.js';
 import { openOrReject } from '../handle.js';
 import type { BlobStore } from './blob-store.js';
@@ -168,7 +165,8 @@ export class EcsBackend implements WorkspaceBackend {
       this.log.info('workspace created', { workspaceId, taskArn, fromSnapshot: from?.name ?? null, warm: claimed });
       return ref;
     } catch (error) {
-      this.channels.forget(taskArn);
+      // Not awaited: the session leaves the map at once; its close waits for a pending connect, which the stop ends.
+      void this.channels.forget(taskArn);
       await bestEffort(
         this.tasks.stop(taskArn, 'workspace creation failed'),
         this.log,
@@ -218,7 +216,8 @@ export class EcsBackend implements WorkspaceBackend {
 
   async destroy(ref: BackendRef): Promise<void> {
     const { taskArn, workspaceId } = parseRef(ref);
-    this.channels.forget(taskArn);
+    // Not awaited: the session leaves the map at once; its close waits for a pending connect, which the stop ends.
+    void this.channels.forget(taskArn);
     await this.tasks.stop(taskArn, 'workspace deleted');
     await this.o.blobs
       .deletePrefix(`${BLOB.transfer}${workspaceId}/`)

@@ -1,5 +1,4 @@
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import type { CommandStatus } from '../../contract/backend.js';
 import { readExit, readText, streamBytes, type StoredSpec } from '../runner/command-record.js';
 import { commandFile } from '../runner/command-files.js';

@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type {
   CommandSpec,
@@ -11,9 +10,9 @@ import type {
 } from '../../contract/backend.js';
 import { DEFAULT_WORKSPACE_PIDS } from '../../contract/limits.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
-import { readExit, readSpec, type StoredSpec } from '../runner/command-record.js';
-import { commandFile, findCommandDir, runningCommandDirs, writeCommandDir } from '../runner/command-files.js';
+import { BackendUnavailableError, BadRequestError } from '../../contract/errors.js';
+import { readExit, type StoredSpec } from '../runner/command-record.js';
+import { findCommandDir, runningCommandDirs, writeCommandDir } from '../runner/command-files.js';
 import { readPgid, readStatus, wrapperAlive, writeKillReason } from './command-files.js';
 import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
@@ -182,7 +181,7 @@ export class CommandRunner {
       waitMs,
       async (left) => {
         const exit = this.exits.get(dir);
-        await Promise.race([sleep(Math.min(POLL_MS, left)), ...(exit ? [exit] : [])]);
+        await Promise.race([sleep(Math.min(POLL_MS, left)), ...(exit !== undefined ? [exit] : [])]);
       },
     );
   }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { Stats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type {
@@ -9,28 +10,27 @@ import type {
   WorkspaceHandle,
 } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
-import { BadRequestError, ConflictError, StepFailedError, WspError } from '../../contract/errors.js';
+import type { BackendRef } from '../../contract/workspace.js';
+import { BadRequestError, ConflictError } from '../../contract/errors.js';
 import { errorFields, silentLogger, type Logger } from '../../log.js';
-import { fingerprintArgv, parseFingerprint } from '../../workspace/fingerprint.js';
 import { detectLimits, type WorkspaceCgroups } from './cgroup.js';
 import { CommandRunner } from './commands.js';
-import { runTool, runToolChecked } from './exec.js';
-import { copyDirIntoHome, hostPathInHome, putTransfer } from './files.js';
+import { runToolChecked } from './exec.js';
+import { hostPathInHome } from './files.js';
 import { claimHostUid, DEFAULT_UID_REGISTRY, releaseHostUid } from './host-uids.js';
 import { checkName } from '../../lib/names.js';
 import { LocalLayout } from './layout.js';
 import { killAllOfUid } from './procs.js';
-import { readMeta, refBelongsTo, refWorkspaceId, requireMeta, writeMeta, type WorkspaceMeta } from './meta.js';
-import { readOrigin, writeOrigin } from './origin.js';
+import { readMeta, refBelongsTo, refWorkspaceId, writeMeta, type WorkspaceMeta } from './meta.js';
+import { writeOrigin } from './origin.js';
 import { detectSandbox } from './sandbox-detect.js';
-import { accountFiles, mountsOverlapHome, networkWarnings, type SandboxHost } from './sandbox.js';
+import { accountFiles, networkWarnings, type SandboxHost } from './sandbox.js';
 import * as snapshots from './snapshots.js';
 import { prepareDataDir } from './setup-dirs.js';
-import { copyTreeAs, hostFingerprint, restoreChanged, type AsUser } from './tree/index.js';
+import { copyTreeAs } from './tree/index.js';
 import { wipeAs } from './tree/as-user.js';
-import { readManifest, waitPastCtime } from './tree/manifest.js';
-import { maxOriginCtimeNs, recordOriginFiles, type OriginFiles } from './tree/snapshot-linked.js';
+import { waitPastCtime } from './tree/manifest.js';
+import { maxOriginCtimeNs, recordOriginFiles } from './tree/snapshot-linked.js';
 import { bestEffort } from '../../lib/best-effort.js';
 import { openOrReject } from '../handle.js';
 import { asUser, chownToWorkspace, KILL_ALL_REASON, type LocalContext, LocalWorkspace } from './workspace.js';
@@ -129,7 +129,7 @@ class LocalBackend implements WorkspaceBackend {
     const wsDir = this.layout.workspaceDir(id);
     let clean = true;
     for (const dir of [this.layout.home(id), this.layout.tmp(id)]) {
-      let st;
+      let st: Stats;
       try {
         st = await fs.lstat(dir);
       } catch {

@@ -149,7 +149,7 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
     const snapDir = await snapshots.requireSnapshot(this.c.layout, snapshot);
     await this.c.runner.killAll(meta, KILL_ALL_REASON);
     const user = asUser(this.c.sandbox, meta);
-    let result;
+    let result: { restored: number; removed: number };
     try {
       result = await restoreChanged(this.c.layout.home(meta.workspaceId), snapDir, user);
       // /tmp emptied as the workspace uid too; the dir itself (root-owned parent) stays.

@@ -124,7 +124,7 @@ live_pids() { # <uid>
   want=$1
   set +f
   for d in /proc/[0-9]*; do
-    state= ids=
+    state='' ids=''
     while IFS= read -r line; do
       case $line in
         State:*) state=${line#State:} ;;

@@ -319,6 +319,7 @@ cmd_init() {
 # "<id> <exit status>" on stdout. A request costs a pipe write instead of a new exec; whoever talks to
 # it falls back to a plain exec when the channel dies. Requests run one at a time, each in a subshell
 # with its own stdio, so nothing a request starts holds the channel's pipes.
+# shellcheck disable=SC2120 # "$@" is the request's argv, set by eval "set -- …", not the caller's
 cmd_serve() {
   echo "ready"
   while IFS= read -r line; do
@@ -557,6 +558,7 @@ cmd_rpc() {
   umask 077
   # Root-only and outside /tmp: invisible to the workspace user, untouched by a reset's clean-tmp.
   root=${WSP_RPC_WORK_ROOT:-/var/lib/wsp/rpc}
+  # shellcheck disable=SC2174 # parents get the umask (077) above: 0700 as well
   mkdir -p -m 700 "$root" || return 1
   work=$(mktemp -d "$root/wsp-rpc.XXXXXX") || return 1
   trap 'rm -rf "$work"' EXIT
@@ -625,6 +627,7 @@ rpc_answer() { # <id> <status> <payload file>
 }
 
 # One request, in its own session: argv = the shell-quoted words on stdin, base64-encoded.
+# shellcheck disable=SC2120 # "$@" is the request's argv, set by eval "set -- …", not the caller's
 cmd_rpc_exec() {
   script=$(base64 -d) || { echo "runner: request is not base64" >&2; return 2; }
   exec < /dev/null

@@ -19,8 +19,7 @@ async function searchStream(stream: AsyncIterable<Buffer>, needles: readonly Buf
     // The chunk itself, plus only the seam with the previous chunk (no copy of whole chunks).
     const seam = carry.length > 0 ? Buffer.concat([carry, chunk.subarray(0, keep)]) : undefined;
     needles.forEach((n, i) => {
-      if (n.length > 0 && !found.has(i) && (chunk.includes(n) || (seam !== undefined && seam.includes(n))))
-        found.add(i);
+      if (n.length > 0 && !found.has(i) && (chunk.includes(n) || seam?.includes(n))) found.add(i);
     });
     if (keep > 0) {
       const joined = chunk.length >= keep ? chunk : Buffer.concat([carry, chunk]);

@@ -84,7 +84,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
 
       // The provider's instance id is the backend's owner, as in a deployment (one owner per stack).
       const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-eit-'));
-      fs.writeFileSync(path.join(dataDir, 'instance-id'), ecs.owner + '\n', { mode: 0o600 });
+      fs.writeFileSync(path.join(dataDir, 'instance-id'), `${ecs.owner}\n`, { mode: 0o600 });
       wsp = await startTestProvider(
         {
           mode: 'ecs',

@@ -137,7 +137,9 @@ describe('EcsTasks', () => {
   it('an agent that never becomes ready times out, saying so', async () => {
     let t = 0;
     mock.on(DescribeTasksCommand).resolves(describing('RUNNING', 'PENDING'));
-    const sleep = async (ms: number) => void (t += ms);
+    const sleep = async (ms: number) => {
+      t += ms;
+    };
     await expect(tasks(policy(), () => t).waitReady(TASK, 1_000, sleep)).rejects.toThrow(
       /not ready after 1 s \(its exec agent is PENDING\)/,
     );

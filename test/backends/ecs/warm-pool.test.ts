@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BackendUnavailableError, ConflictError } from '../../../shared/contract/errors.js';
 import type { WarmTaskRecord } from '../../../shared/contract/workspace.js';
 import { WarmPool, type WarmLauncher } from '../../../shared/backends/ecs/warm-pool.js';
-import { DynamoStateStore } from '../../../shared/state/dynamo-store.js';
+import type { DynamoStateStore } from '../../../shared/state/dynamo-store.js';
 import { startEmbeddedDynamo } from '../../../shared/state/embedded.js';
 import { dynamoDbLocalStatus, startDynamoDbLocal } from '../../support/dynamodb-local.js';
 import { useFreshTable, type Endpoint } from '../../state/fresh-table.js';

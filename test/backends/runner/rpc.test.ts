@@ -55,7 +55,7 @@ describe('rpc framing (pure)', () => {
     const real = `<<<wsp:id7:0:${payload.toString('base64')}>>>\r\n`;
     const noise =
       'motd \x1b[31m<<<wsp: half a sentinel\r\n\x03\x04 WSPREQ id7\r\nAAAA\r\n<<<wsp:other:0:QQ==>>>\r\n\x1b]0;title\x07';
-    const stream = Buffer.from(noise + real + '<<<wsp:id8:2:bm8=>>>\r\n<<<wsp:id9:0:not base64!>>>', 'latin1');
+    const stream = Buffer.from(`${noise + real}<<<wsp:id8:2:bm8=>>>\r\n<<<wsp:id9:0:not base64!>>>`, 'latin1');
     for (const step of [1, 3, 7, stream.length]) {
       const parser = new RpcFrameParser();
       const frames = [];

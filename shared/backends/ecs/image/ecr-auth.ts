@@ -1,4 +1,8 @@
-import { GetAuthorizationTokenCommand, type ECRClient } from '@aws-sdk/client-ecr';
+import {
+  GetAuthorizationTokenCommand,
+  type ECRClient,
+  type GetAuthorizationTokenCommandOutput,
+} from '@aws-sdk/client-ecr';
 import { BackendUnavailableError } from '../../../contract/errors.js';
 import type { RegistryAuth } from './auth.js';
 import { RegistryClient, type RegistryClientOptions } from './registry-client.js';
@@ -37,7 +41,7 @@ export function ecrAuth(ecr: ECRClient, options: EcrAuthOptions = {}): EcrAuth {
   let inflight: Promise<CachedToken> | undefined;
 
   const fetchToken = async (): Promise<CachedToken> => {
-    let out;
+    let out: GetAuthorizationTokenCommandOutput;
     try {
       out = await ecr.send(
         new GetAuthorizationTokenCommand(options.registryId ? { registryIds: [options.registryId] } : {}),

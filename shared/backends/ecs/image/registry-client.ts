@@ -164,7 +164,7 @@ export class RegistryClient {
       throw new RegistryError(`${where}: manifest larger than ${MAX_MANIFEST_BYTES} bytes`);
     const digest = sha256Digest(bytes);
     const claimed = isDigest(reference) ? reference : res.headers.get('docker-content-digest');
-    if (claimed && claimed.startsWith('sha256:') && claimed !== digest) {
+    if (claimed?.startsWith('sha256:') && claimed !== digest) {
       throw new RegistryError(`${where}: manifest digest mismatch (expected ${claimed}, got ${digest})`, {
         registryCode: 'DIGEST_INVALID',
       });

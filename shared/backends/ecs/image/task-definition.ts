@@ -3,8 +3,11 @@ import {
   DeregisterTaskDefinitionCommand,
   DescribeTaskDefinitionCommand,
   RegisterTaskDefinitionCommand,
+  type DeleteTaskDefinitionsCommandOutput,
+  type DescribeTaskDefinitionCommandOutput,
   type ECSClient,
   type RegisterTaskDefinitionCommandInput,
+  type RegisterTaskDefinitionCommandOutput,
   type Tag,
   type TaskDefinition,
 } from '@aws-sdk/client-ecs';
@@ -98,7 +101,7 @@ export function cacheTaskDefinitionRequest(
  * family/container, BackendUnavailableError (with the SDK error as cause) when ECS fails.
  */
 export async function registerCacheTaskDefinition(ecs: ECSClient, input: CacheTaskDefinitionInput): Promise<string> {
-  let described;
+  let described: DescribeTaskDefinitionCommandOutput;
   try {
     described = await ecs.send(
       new DescribeTaskDefinitionCommand({ taskDefinition: input.baseTaskDefinition, include: ['TAGS'] }),
@@ -114,7 +117,7 @@ export async function registerCacheTaskDefinition(ecs: ECSClient, input: CacheTa
       `ECS DescribeTaskDefinition ${input.baseTaskDefinition} returned no task definition`,
     );
   const request = cacheTaskDefinitionRequest(described.taskDefinition, described.tags ?? [], input);
-  let registered;
+  let registered: RegisterTaskDefinitionCommandOutput;
   try {
     registered = await ecs.send(new RegisterTaskDefinitionCommand(request));
   } catch (error) {
@@ -150,7 +153,7 @@ export async function deregisterCacheTaskDefinition(
       );
   }
   if (!options.delete) return;
-  let out;
+  let out: DeleteTaskDefinitionsCommandOutput;
   try {
     out = await ecs.send(new DeleteTaskDefinitionsCommand({ taskDefinitions: [taskDefinitionArn] }));
   } catch (error) {

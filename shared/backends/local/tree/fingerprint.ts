@@ -52,9 +52,12 @@ export async function hostFingerprintDetailed(
   await walkTreeAt(dir, {
     visit: async (e) => {
       records.push(await fingerprintRecord(e, options.ownerUid));
-      if (e.type === 'f' && (bytesSinceYield += e.st.size + 4096n) > YIELD_EVERY_BYTES) {
-        bytesSinceYield = 0n;
-        await yieldToLoop();
+      if (e.type === 'f') {
+        bytesSinceYield += e.st.size + 4096n;
+        if (bytesSinceYield > YIELD_EVERY_BYTES) {
+          bytesSinceYield = 0n;
+          await yieldToLoop();
+        }
       }
     },
     onChanged: () => {
@@ -111,7 +114,8 @@ async function sha256At(e: AtEntry, ownerUid: number | undefined): Promise<Buffe
       const n = readSync(file.fd, chunk, 0, CHUNK_BYTES, null);
       if (n === 0) break;
       hash.update(chunk.subarray(0, n));
-      if ((sinceYield += n) >= Number(YIELD_EVERY_BYTES)) {
+      sinceYield += n;
+      if (sinceYield >= Number(YIELD_EVERY_BYTES)) {
         sinceYield = 0;
         await yieldToLoop();
       }

@@ -43,7 +43,8 @@ export async function scanTree(dir: string, needles: readonly string[]): Promise
         for (const n of list) if (target.includes(n.bytes)) found.add(n.index);
       } else if (e.type === 'f') {
         for (const i of await scanFile(e.at, e.st.size, list)) found.add(i);
-        if ((bytesSinceYield += Number(e.st.size) + 4096) > YIELD_EVERY_BYTES) {
+        bytesSinceYield += Number(e.st.size) + 4096;
+        if (bytesSinceYield > YIELD_EVERY_BYTES) {
           bytesSinceYield = 0;
           await yieldToLoop();
         }

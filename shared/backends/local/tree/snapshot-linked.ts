@@ -337,7 +337,8 @@ class LinkedCopy {
           const n = readSync(src.fd, this.buf, 0, COPY_CHUNK_BYTES, null);
           if (n === 0) break;
           for (let off = 0; off < n; ) off += writeSync(out, this.buf, off, n - off);
-          if ((sinceYield += n) >= YIELD_EVERY_BYTES) {
+          sinceYield += n;
+          if (sinceYield >= YIELD_EVERY_BYTES) {
             sinceYield = 0;
             await yieldToLoop();
           }

@@ -34,6 +34,7 @@ export interface WalkAtOptions {
    * Called before a directory's contents and must return false to skip them (and `leave`).
    * `at` may be used until the returned promise settles.
    */
+  // biome-ignore lint/suspicious/noConfusingVoidType: void, not undefined, so that visitors without a return statement type-check
   visit: (entry: AtEntry) => Promise<boolean | void> | boolean | void;
   /** Called for each directory that was entered, after its contents (its `at` is still valid). */
   leave?: (entry: AtEntry) => Promise<void> | void;

@@ -68,6 +68,7 @@ export { yieldToLoop };
  */
 export async function walkTree(
   root: string | Buffer,
+  // biome-ignore lint/suspicious/noConfusingVoidType: void, not undefined, so that visitors without a return statement type-check
   visit: (entry: WalkEntry) => Promise<boolean | void> | boolean | void,
 ): Promise<void> {
   const rootBuf = toBuffer(root);

@@ -3,7 +3,7 @@ import { appendLayerToConfig } from '../../../../shared/backends/ecs/image/image
 import { RegistryError } from '../../../../shared/backends/ecs/image/errors.js';
 
 const created = new Date('2026-03-04T05:06:07Z');
-const diffId = 'sha256:' + 'b'.repeat(64);
+const diffId = `sha256:${'b'.repeat(64)}`;
 
 describe('appendLayerToConfig', () => {
   it('appends the diff_id and a history entry, merges labels, sets created, keeps everything else', () => {
@@ -12,7 +12,7 @@ describe('appendLayerToConfig', () => {
       os: 'linux',
       created: '2026-01-01T00:00:00Z',
       config: { Cmd: ['/bin/bash'], Labels: { keep: 'me', over: 'old' } },
-      rootfs: { type: 'layers', diff_ids: ['sha256:' + 'a'.repeat(64)] },
+      rootfs: { type: 'layers', diff_ids: [`sha256:${'a'.repeat(64)}`] },
       history: [
         { created: '2026-01-01T00:00:00Z', comment: 'Imported from -' },
         { created_by: 'ENV X=1', empty_layer: true },
@@ -30,7 +30,7 @@ describe('appendLayerToConfig', () => {
       os: 'linux',
       created: '2026-03-04T05:06:07.000Z',
       config: { Cmd: ['/bin/bash'], Labels: { keep: 'me', over: 'new', added: 'yes' } },
-      rootfs: { type: 'layers', diff_ids: ['sha256:' + 'a'.repeat(64), diffId] },
+      rootfs: { type: 'layers', diff_ids: [`sha256:${'a'.repeat(64)}`, diffId] },
       history: [...base.history, { created: '2026-03-04T05:06:07.000Z', created_by: 'wsp cache k1', comment: 'wsp' }],
     });
     expect(base).toEqual(frozen);
@@ -40,7 +40,7 @@ describe('appendLayerToConfig', () => {
     const out = appendLayerToConfig(
       {
         created: '2026-01-01T00:00:00Z',
-        rootfs: { type: 'layers', diff_ids: ['sha256:' + '1'.repeat(64), 'sha256:' + '2'.repeat(64)] },
+        rootfs: { type: 'layers', diff_ids: [`sha256:${'1'.repeat(64)}`, `sha256:${'2'.repeat(64)}`] },
       },
       { diffId, created },
     );

@@ -17,7 +17,7 @@ import { BackendUnavailableError, BadRequestError } from '../../../../shared/con
 const ecsMock = mockClient(ECSClient);
 const ecs = new ECSClient({ region: 'us-east-1' });
 const BASE_ARN = 'arn:aws:ecs:us-east-1:123456789012:task-definition/wsp-workspace:7';
-const IMAGE = '123456789012.dkr.ecr.us-east-1.amazonaws.com/wsp/cache@sha256:' + 'a'.repeat(64);
+const IMAGE = `123456789012.dkr.ecr.us-east-1.amazonaws.com/wsp/cache@sha256:${'a'.repeat(64)}`;
 
 /** What DescribeTaskDefinition returns: registerable fields plus the ones Register rejects. */
 const described = (): TaskDefinition => ({

@@ -12,7 +12,7 @@ import {
   type ClientMessage,
 } from '../../../../shared/backends/ecs/ssm/codec.js';
 
-export const HANDSHAKE_REQUEST = {
+const HANDSHAKE_REQUEST = {
   AgentVersion: '3.3.0.0',
   RequestedClientActions: [
     { ActionType: 'SessionType', ActionParameters: { SessionType: 'InteractiveCommands', Properties: null } },

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type ClientMessage } from '../../../../shared/backends/ecs/ssm/codec.js';
+import type { ClientMessage } from '../../../../shared/backends/ecs/ssm/codec.js';
 import {
   buildAcknowledge,
   buildHandshakeResponse,
