@@ -1,6 +1,7 @@
 import { InvokeCommand, type LambdaClient } from '@aws-sdk/client-lambda';
 import { z } from 'zod';
-import type { FetchBody, FetchResult, ResetBody, ResetResult } from '../../shared/api/schemas.js';
+import type { FetchParams, ResetParams } from '../../shared/contract/inputs.js';
+import type { FetchResult, ResetResult } from '../../shared/contract/views.js';
 import { BackendUnavailableError, WspError, type ErrorCode } from '../../shared/contract/errors.js';
 import { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
 import type { ServiceDeps } from '../../shared/service/deps.js';
@@ -14,8 +15,8 @@ import type { ServiceDeps } from '../../shared/service/deps.js';
  */
 
 export type GitOp =
-  | { kind: 'fetch'; workspaceId: string; input: FetchBody }
-  | { kind: 'reset'; workspaceId: string; input: ResetBody };
+  | { kind: 'fetch'; workspaceId: string; input: FetchParams }
+  | { kind: 'reset'; workspaceId: string; input: ResetParams };
 
 export type GitOpAnswer =
   | { ok: true; result: unknown }
@@ -78,15 +79,15 @@ export class WorkerGitOpsService extends DefaultWorkspaceService {
 
   /** The operations run in this process (what the worker does with a handed-over op). */
   readonly locally = {
-    fetch: (workspaceId: string, input: FetchBody): Promise<FetchResult> => super.fetch(workspaceId, input),
-    reset: (workspaceId: string, input: ResetBody): Promise<ResetResult> => super.reset(workspaceId, input),
+    fetch: (workspaceId: string, input: FetchParams): Promise<FetchResult> => super.fetch(workspaceId, input),
+    reset: (workspaceId: string, input: ResetParams): Promise<ResetResult> => super.reset(workspaceId, input),
   };
 
-  override async fetch(workspaceId: string, input: FetchBody): Promise<FetchResult> {
+  override async fetch(workspaceId: string, input: FetchParams): Promise<FetchResult> {
     return (await this.delegate({ kind: 'fetch', workspaceId, input })) as FetchResult;
   }
 
-  override async reset(workspaceId: string, input: ResetBody): Promise<ResetResult> {
+  override async reset(workspaceId: string, input: ResetParams): Promise<ResetResult> {
     return (await this.delegate({ kind: 'reset', workspaceId, input })) as ResetResult;
   }
 

@@ -1,15 +1,19 @@
 import type {
+  CreateWorkspaceParams,
+  FetchParams,
+  ReadCommandParams,
+  ResetParams,
+  RunCommandParams,
+} from '../contract/inputs.js';
+import type {
   ChangesView,
+  CommandEvent,
   CommandView,
-  CreateWorkspaceBody,
-  FetchBody,
   FetchResult,
-  ReadCommandQuery,
-  ResetBody,
   ResetResult,
-  RunCommandBody,
+  WorkspaceEvent,
   WorkspaceView,
-} from '../api/schemas.js';
+} from '../contract/views.js';
 import { BadRequestError, ConflictError } from '../contract/errors.js';
 import type { WorkspaceRecord } from '../contract/workspace.js';
 import { normalizeRepoPath } from '../config/schema.js';
@@ -23,7 +27,7 @@ import { newWorkspaceId } from './ids.js';
 import { Provisioner } from './provisioner.js';
 import { hasForeignRef, WorkspaceRecords } from './records.js';
 import { RepoSync } from './repo-sync.js';
-import type { CommandEvent, WorkspaceEvent, WorkspaceService } from './types.js';
+import type { WorkspaceService } from './types.js';
 import { workspaceView } from './views.js';
 import { StreamLimits } from './stream-limits.js';
 import { WorkspaceGate } from './workspace-gate.js';
@@ -55,7 +59,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
     this.ops = new WorkspaceOps(deps, this.records, repoSync, this.provisioner, this.gate);
   }
 
-  async createWorkspace(input: CreateWorkspaceBody): Promise<{ workspace: WorkspaceView; created: boolean }> {
+  async createWorkspace(input: CreateWorkspaceParams): Promise<{ workspace: WorkspaceView; created: boolean }> {
     const names = new Set(this.deps.config.repositories.map((r) => normalizeRepoPath(r.path)));
     for (const name of Object.keys(input.refs ?? {})) {
       if (!names.has(name))
@@ -144,10 +148,10 @@ export class DefaultWorkspaceService implements WorkspaceService {
         .catch((e) => this.deps.log.warn('baseline delete failed', { workspaceId: record.id, ...errorFields(e) }));
   }
 
-  runCommand(workspaceId: string, input: RunCommandBody): Promise<CommandView> {
+  runCommand(workspaceId: string, input: RunCommandParams): Promise<CommandView> {
     return this.commands.run(workspaceId, input);
   }
-  getCommand(workspaceId: string, commandId: string, query: ReadCommandQuery): Promise<CommandView> {
+  getCommand(workspaceId: string, commandId: string, query: ReadCommandParams): Promise<CommandView> {
     return this.commands.get(workspaceId, commandId, query);
   }
   listCommands(workspaceId: string): Promise<CommandView[]> {
@@ -156,10 +160,10 @@ export class DefaultWorkspaceService implements WorkspaceService {
   cancelCommand(workspaceId: string, commandId: string): Promise<CommandView> {
     return this.commands.cancel(workspaceId, commandId);
   }
-  fetch(workspaceId: string, input: FetchBody): Promise<FetchResult> {
+  fetch(workspaceId: string, input: FetchParams): Promise<FetchResult> {
     return this.ops.fetch(workspaceId, input);
   }
-  reset(workspaceId: string, input: ResetBody): Promise<ResetResult> {
+  reset(workspaceId: string, input: ResetParams): Promise<ResetResult> {
     return this.ops.reset(workspaceId, input);
   }
   changes(workspaceId: string): Promise<ChangesView> {
