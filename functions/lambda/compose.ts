@@ -14,6 +14,7 @@ import type { Job, JobDispatcher } from '../../shared/service/jobs.js';
 import { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
 import { createDynamoClients } from '../../shared/state/client.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
+import { DynamoWarmTaskStore } from '../../shared/state/dynamo-warm-tasks.js';
 import { ensureTable } from '../../shared/state/table.js';
 import { LambdaInvokeDispatcher } from './invoke-dispatcher.js';
 import { readLambdaSettings, type LambdaSettings } from './settings.js';
@@ -103,7 +104,7 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
         owner: instanceId,
         dataDir,
         log: log.child({ part: 'ecs-backend' }),
-        state,
+        warmTasks: new DynamoWarmTaskStore(dynamo.doc, config.state.tableName),
       });
     } catch (error) {
       unavailable = `mode ecs is not configured: ${(error as Error).message}`;

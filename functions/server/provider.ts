@@ -11,6 +11,7 @@ import { createSecretResolver } from '../../shared/secrets/default-resolver.js';
 import { createSecretsManagerClient } from '../../shared/secrets/secrets-manager-client.js';
 import { createDynamoClients } from '../../shared/state/client.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
+import { DynamoWarmTaskStore } from '../../shared/state/dynamo-warm-tasks.js';
 import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/state/embedded.js';
 import { ensureTable } from '../../shared/state/table.js';
 import type { ServiceDeps } from '../../shared/service/deps.js';
@@ -78,7 +79,8 @@ export async function composeProvider(
   const secrets = createSecretResolver(
     usesSecretsManager ? { secretsManagerClient: createSecretsManagerClient({ region: config.state.region }) } : {},
   );
-  const backend = overrides.backend ?? (await loadBackend(config, dataDir, instanceId, log, state));
+  const warmTasks = new DynamoWarmTaskStore(dynamo.doc, config.state.tableName);
+  const backend = overrides.backend ?? (await loadBackend(config, dataDir, instanceId, log, warmTasks));
   for (const warning of backend.warnings) log.warn(warning);
   const broker = new GitBroker({
     mirrorsDir: privateDir(dataDir, 'mirrors'),
@@ -125,7 +127,7 @@ async function loadBackend(
   dataDir: string,
   owner: string,
   log: Logger,
-  state: DynamoStateStore,
+  warmTasks: DynamoWarmTaskStore,
 ): Promise<WorkspaceBackend> {
   const mode = config.mode;
   switch (mode) {
@@ -147,7 +149,7 @@ async function loadBackend(
     case 'ecs': {
       // Fargate from this machine: the same backend the Lambda functions use (config section `ecs`).
       const { createEcsBackendFromConfig } = await import('../../shared/backends/ecs/factory.js');
-      return createEcsBackendFromConfig(config, { owner, dataDir, log: log.child({ part: 'ecs-backend' }), state });
+      return createEcsBackendFromConfig(config, { owner, dataDir, log: log.child({ part: 'ecs-backend' }), warmTasks });
     }
     default:
       throw new BadRequestError(`mode '${mode as string}' is not available in this build`, [
