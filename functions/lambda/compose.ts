@@ -4,26 +4,26 @@ import type { WorkspaceBackend } from '../../shared/contract/backend.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
 import type { ProviderConfig } from '../../shared/config/schema.js';
 import { GitBroker } from '../../shared/git/mirror.js';
-import { bestEffort } from '../../shared/lib/best-effort.js';
 import { privateDir } from '../../shared/lib/private-dir.js';
 import { createLogger, errorFields, type Logger } from '../../shared/log.js';
 import { createSecretResolver } from '../../shared/secrets/default-resolver.js';
 import { createSecretsManagerClient } from '../../shared/secrets/secrets-manager-client.js';
 import type { ServiceDeps } from '../../shared/service/deps.js';
-import type { Job, JobDispatcher } from '../../shared/service/jobs.js';
 import { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
 import { createDynamoClients } from '../../shared/state/client.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
 import { DynamoWarmTaskStore } from '../../shared/state/dynamo-warm-tasks.js';
 import { ensureTable } from '../../shared/state/table.js';
-import { LambdaInvokeDispatcher } from './invoke-dispatcher.js';
+import { LambdaInvokeDispatcher, type JobHandOff } from './invoke-dispatcher.js';
 import { readLambdaSettings, type LambdaSettings } from './settings.js';
 import { unavailableBackend } from './unavailable-backend.js';
-import { invokeWorkerGitOp, WorkerGitOpsService, type GitOp, type GitOpAnswer } from './git-ops.js';
+import { invokeWorkerGitOp, type GitOpAnswer } from './git-ops.js';
+import { WorkerWork } from './worker-work.js';
+import type { GitOp } from '../../shared/service/long-work.js';
 
 /**
  * The composition for Lambda: config from the environment, the DynamoDB state store, secret
- * sources, the backend for the mode, the git broker, the service and the job dispatcher — built
+ * sources, the backend for the mode, the git broker, the service and where its long work runs — built
  * once per container (lazily, on the first invocation) and reused by later invocations. Nothing
  * about a workspace is kept here: every call reads its record (and backend handle) from DynamoDB.
  *
@@ -44,8 +44,8 @@ export interface LambdaOverrides {
   gitOps?: (op: GitOp) => Promise<GitOpAnswer>;
   /** Build the backend (tests: the local backend). Receives the data dir and the instance id (owner). */
   backend?: (context: { dataDir: string; instanceId: string; log: Logger }) => Promise<WorkspaceBackend>;
-  /** Where long work goes (tests: a dispatcher that calls the worker handler). Default: async Lambda invoke. */
-  jobs?: JobDispatcher;
+  /** Where provisioning jobs go (tests: a hand-off that calls the worker handler). Default: async Lambda invoke. */
+  jobs?: JobHandOff;
   log?: Logger;
 }
 
@@ -54,19 +54,6 @@ export interface LambdaContainer {
   deps: ServiceDeps;
   service: DefaultWorkspaceService;
   close(): Promise<void>;
-}
-
-/** The service used when the backend is unavailable: create refuses up front instead of storing a workspace doomed to fail. */
-class BackendGatedService extends DefaultWorkspaceService {
-  constructor(
-    deps: ServiceDeps,
-    private readonly unavailable: string,
-  ) {
-    super(deps);
-  }
-  override async createWorkspace(): Promise<never> {
-    throw new BackendUnavailableError(this.unavailable);
-  }
 }
 
 export async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaContainer> {
@@ -123,25 +110,15 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
 
   let lambdaClient: LambdaClient | undefined;
   const lambda = (): LambdaClient => (lambdaClient ??= new LambdaClient({ region: config.state.region }));
-  const handOff = overrides.jobs ?? workerDispatcher(settings, lambda);
-  // A job that could not be handed off would leave the workspace 'provisioning' for ever: fail it.
-  const jobs: JobDispatcher = {
-    async dispatch(job: Job) {
-      try {
-        await handOff.dispatch(job);
-      } catch (error) {
-        log.error('job hand-off failed', { job: job.kind, workspaceId: job.workspaceId, ...errorFields(error) });
-        await bestEffort(
-          service.records.transition(job.workspaceId, ['provisioning'], 'failed', {
-            failure: { step: 'dispatch', message: 'provisioning could not be handed to the worker' },
-          }),
-          log,
-          'marking a workspace whose job was not handed off failed',
-        );
-        throw error;
-      }
-    },
-  };
+  // The api function (it knows a worker) hands git operations to it; the worker runs them itself. A
+  // container whose backend is unavailable runs them here (they fail as every backend call does).
+  const gitOps =
+    unavailable !== undefined
+      ? undefined
+      : (overrides.gitOps ??
+        (settings.workerFunctionName !== undefined
+          ? invokeWorkerGitOp(lambda(), settings.workerFunctionName)
+          : undefined));
   const deps: ServiceDeps = {
     config,
     baseDir: process.cwd(),
@@ -152,18 +129,10 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
     secrets,
     scratchDir: privateDir(dataDir, 'scratch'),
     log,
-    jobs,
+    work: new WorkerWork(overrides.jobs ?? workerDispatcher(settings, lambda), gitOps),
+    ...(unavailable !== undefined ? { backendUnavailable: unavailable } : {}),
   };
-  // The api function (it knows a worker) hands git operations to it; the worker runs them itself.
-  const gitOps =
-    overrides.gitOps ??
-    (settings.workerFunctionName !== undefined ? invokeWorkerGitOp(lambda(), settings.workerFunctionName) : undefined);
-  const service =
-    unavailable !== undefined
-      ? new BackendGatedService(deps, unavailable)
-      : gitOps !== undefined
-        ? new WorkerGitOpsService(deps, gitOps)
-        : new DefaultWorkspaceService(deps);
+  const service = new DefaultWorkspaceService(deps);
   return {
     settings,
     deps,
@@ -175,7 +144,7 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
   };
 }
 
-function workerDispatcher(settings: LambdaSettings, client: () => LambdaClient): JobDispatcher {
+function workerDispatcher(settings: LambdaSettings, client: () => LambdaClient): JobHandOff {
   return {
     dispatch(job) {
       if (settings.workerFunctionName === undefined) {
