@@ -22,7 +22,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type Docker from 'dockerode';
 import { dockerRef } from '../shared/backends/docker/layout.js';
-import type { WorkspaceView } from '../shared/api/schemas.js';
+import type { WorkspaceView } from '../shared/contract/views.js';
 import type { WorkspacePlan } from '../shared/contract/plan.js';
 import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../test/support/docker-daemon.js';
 import { commitFiles, createUpstreamRepo } from '../test/support/git-fixtures.js';

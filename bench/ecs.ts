@@ -44,7 +44,7 @@ import type { WorkspacePlan } from '../shared/contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../shared/contract/workspace.js';
 import { resolveWorkspacePlan } from '../shared/plan/resolve.js';
 import { createDynamoClients } from '../shared/state/client.js';
-import { DynamoStateStore } from '../shared/state/dynamo-store.js';
+import { DynamoWarmTaskStore } from '../shared/state/dynamo-warm-tasks.js';
 import { startEmbeddedDynamo, type EmbeddedDynamo } from '../shared/state/embedded.js';
 import { ensureTable } from '../shared/state/table.js';
 import { DOCKER_SOCKET, dockerClient, dockerUnavailable, makeDockerBackend } from '../test/support/docker-daemon.js';
@@ -369,7 +369,7 @@ async function main(): Promise<void> {
       env: {},
     });
     await ensureTable(clients.client, `wsp-bench-${RUN}`);
-    const store = new DynamoStateStore(clients.doc, `wsp-bench-${RUN}`);
+    const store = new DynamoWarmTaskStore(clients.doc, `wsp-bench-${RUN}`);
     const o = ecs.options;
     const tasks = new EcsTasks(o.ecs, {
       cluster: o.cluster,

@@ -1,6 +1,5 @@
-import type { WorkspaceView } from '../../shared/api/schemas.js';
 import type { WspClient } from '../../shared/client/client.js';
-import type { WorkspaceEvent } from '../../shared/service/types.js';
+import type { WorkspaceEvent, WorkspaceView } from '../../shared/contract/views.js';
 import { integer, keyValues, UsageError, type ParsedArgs } from './args.js';
 import { runExec } from './exec.js';
 import type { Io } from './io.js';

@@ -1,4 +1,4 @@
-import type { CommandView, StreamView } from '../../shared/api/schemas.js';
+import type { CommandView, StreamView } from '../../shared/contract/views.js';
 import { WspApiError, type RunCommandInput, type WspClient } from '../../shared/client/client.js';
 import { exitCodeOf, readPipedStdin, type Io } from './io.js';
 

@@ -1,5 +1,5 @@
 import { constants } from 'node:os';
-import type { CommandView } from '../../shared/api/schemas.js';
+import type { CommandView } from '../../shared/contract/views.js';
 
 /** Where the CLI writes: waits for 'drain' so large outputs are not buffered without bound. */
 export interface Io {

@@ -1,35 +1,31 @@
-import fs from 'node:fs';
 import { LambdaClient } from '@aws-sdk/client-lambda';
-import type { WorkspaceBackend } from '../../shared/contract/backend.js';
-import { BackendUnavailableError } from '../../shared/contract/errors.js';
 import type { ProviderConfig } from '../../shared/config/schema.js';
-import { GitBroker } from '../../shared/git/mirror.js';
-import { bestEffort } from '../../shared/lib/best-effort.js';
-import { privateDir } from '../../shared/lib/private-dir.js';
-import { createLogger, errorFields, type Logger } from '../../shared/log.js';
-import { createSecretResolver } from '../../shared/secrets/default-resolver.js';
-import { createSecretsManagerClient } from '../../shared/secrets/secrets-manager-client.js';
+import { BackendUnavailableError } from '../../shared/contract/errors.js';
+import { createLogger, type Logger } from '../../shared/log.js';
 import type { ServiceDeps } from '../../shared/service/deps.js';
-import type { Job, JobDispatcher } from '../../shared/service/jobs.js';
-import { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
-import { createDynamoClients } from '../../shared/state/client.js';
-import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
-import { ensureTable } from '../../shared/state/table.js';
-import { LambdaInvokeDispatcher } from './invoke-dispatcher.js';
+import type { GitOp } from '../../shared/service/long-work.js';
+import type { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
+import { ecsBackend, type BackendFactory, type BackendRegistry } from '../compose/backends.js';
+import { composeService } from '../compose/compose.js';
+import { invokeWorkerGitOp, type GitOpAnswer } from './git-ops.js';
+import { LambdaInvokeDispatcher, type JobHandOff } from './invoke-dispatcher.js';
 import { readLambdaSettings, type LambdaSettings } from './settings.js';
 import { unavailableBackend } from './unavailable-backend.js';
-import { invokeWorkerGitOp, WorkerGitOpsService, type GitOp, type GitOpAnswer } from './git-ops.js';
+import { WorkerWork } from './worker-work.js';
 
 /**
- * The composition for Lambda: config from the environment, the DynamoDB state store, secret
- * sources, the backend for the mode, the git broker, the service and the job dispatcher — built
- * once per container (lazily, on the first invocation) and reused by later invocations. Nothing
- * about a workspace is kept here: every call reads its record (and backend handle) from DynamoDB.
+ * The Lambda functions' composition: settings from the environment (settings.ts), then the one
+ * composition root (functions/compose/compose.ts) — built once per container (lazily, on the first
+ * invocation) and reused by later invocations. Nothing about a workspace is kept here: every call
+ * reads its record (and backend handle) from DynamoDB.
  *
- * Backends are never imported statically (the bundle must not contain dockerode or the local
- * backend). Mode `ecs` builds the Fargate backend from the WSP_ECS_* environment (settings.ts);
- * any other mode — or an ecs configuration that is incomplete — gets `unavailableBackend`, which
- * answers 503 with the reason. Tests inject a backend through `LambdaOverrides.backend`.
+ * What is the Lambda's own:
+ * - Backends: only the Fargate one is registered (the bundle must not contain dockerode or the local
+ *   backend). Any other mode — or an ecs configuration that is incomplete — gets `unavailableBackend`,
+ *   which answers 503 with the reason, and creates are refused up front. Tests inject a backend
+ *   through `LambdaOverrides.backend`.
+ * - Long work goes to the worker function (WorkerWork): provisioning by async invoke, git
+ *   operations by synchronous invoke.
  */
 
 export interface LambdaOverrides {
@@ -41,10 +37,10 @@ export interface LambdaOverrides {
   dynamoEndpoint?: string;
   /** Instead of invoking the worker function for git operations (tests: run them in process). */
   gitOps?: (op: GitOp) => Promise<GitOpAnswer>;
-  /** Build the backend (tests: the local backend). Receives the data dir and the instance id (owner). */
-  backend?: (context: { dataDir: string; instanceId: string; log: Logger }) => Promise<WorkspaceBackend>;
-  /** Where long work goes (tests: a dispatcher that calls the worker handler). Default: async Lambda invoke. */
-  jobs?: JobDispatcher;
+  /** Build the backend (tests: the local backend), whatever the mode. */
+  backend?: BackendFactory;
+  /** Where provisioning jobs go (tests: a hand-off that calls the worker handler). Default: async Lambda invoke. */
+  jobs?: JobHandOff;
   log?: Logger;
 }
 
@@ -55,126 +51,55 @@ export interface LambdaContainer {
   close(): Promise<void>;
 }
 
-/** The service used when the backend is unavailable: create refuses up front instead of storing a workspace doomed to fail. */
-class BackendGatedService extends DefaultWorkspaceService {
-  constructor(
-    deps: ServiceDeps,
-    private readonly unavailable: string,
-  ) {
-    super(deps);
-  }
-  override async createWorkspace(): Promise<never> {
-    throw new BackendUnavailableError(this.unavailable);
-  }
-}
+/** The backends a Lambda build contains. */
+const LAMBDA_BACKENDS: BackendRegistry = { ecs: ecsBackend };
 
 export async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaContainer> {
   const env = overrides.env ?? process.env;
   const settings = readLambdaSettings(env);
   const config = overrides.config ?? settings.config;
   const log = overrides.log ?? createLogger({ svc: 'wsp-lambda' });
-  const dataDir = config.dataDir;
-  const { instanceId } = settings;
-  // 0711: a sandboxed workspace user (another uid) must traverse to its own dir; nothing here is listable.
-  fs.mkdirSync(dataDir, { recursive: true, mode: 0o711 });
-  fs.chmodSync(dataDir, 0o711);
-
   const endpoint = overrides.dynamoEndpoint ?? config.state.endpoint;
-  const dynamo = createDynamoClients({ region: config.state.region, ...(endpoint ? { endpoint } : {}), env });
-  if (settings.ensureTable || overrides.dynamoEndpoint !== undefined)
-    await ensureTable(dynamo.client, config.state.tableName);
-  const state = new DynamoStateStore(dynamo.doc, config.state.tableName);
-
-  // The Secrets Manager client is cheap to build and needed only by the worker (the provisioner).
-  const secrets = createSecretResolver({
-    env,
-    secretsManagerClient: createSecretsManagerClient({ region: config.state.region }),
-  });
-  // Why this container cannot reach workspaces (undefined: it can): create then refuses up front.
-  let unavailable: string | undefined;
-  let backend: WorkspaceBackend;
-  if (overrides.backend)
-    backend = await overrides.backend({ dataDir, instanceId, log: log.child({ part: 'backend' }) });
-  else if (config.mode === 'ecs') {
-    try {
-      // Imported lazily: only the Fargate backend is ever bundled into a function (never dockerode).
-      const { createEcsBackendFromConfig } = await import('../../shared/backends/ecs/factory.js');
-      backend = createEcsBackendFromConfig(config, {
-        owner: instanceId,
-        dataDir,
-        log: log.child({ part: 'ecs-backend' }),
-        state,
-      });
-    } catch (error) {
-      unavailable = `mode ecs is not configured: ${(error as Error).message}`;
-      log.error('the Fargate backend could not be built', errorFields(error));
-      backend = unavailableBackend(config.mode, unavailable);
-    }
-  } else {
-    unavailable = `mode ${config.mode} is not available in this build`;
-    backend = unavailableBackend(config.mode, unavailable);
-  }
-  const broker = new GitBroker({
-    mirrorsDir: privateDir(dataDir, 'mirrors'),
-    resolveSecret: (ref: string) => secrets.resolve(ref),
-    log: log.child({ part: 'git' }),
-  });
 
   let lambdaClient: LambdaClient | undefined;
   const lambda = (): LambdaClient => (lambdaClient ??= new LambdaClient({ region: config.state.region }));
-  const handOff = overrides.jobs ?? workerDispatcher(settings, lambda);
-  // A job that could not be handed off would leave the workspace 'provisioning' for ever: fail it.
-  const jobs: JobDispatcher = {
-    async dispatch(job: Job) {
-      try {
-        await handOff.dispatch(job);
-      } catch (error) {
-        log.error('job hand-off failed', { job: job.kind, workspaceId: job.workspaceId, ...errorFields(error) });
-        await bestEffort(
-          service.records.transition(job.workspaceId, ['provisioning'], 'failed', {
-            failure: { step: 'dispatch', message: 'provisioning could not be handed to the worker' },
-          }),
-          log,
-          'marking a workspace whose job was not handed off failed',
-        );
-        throw error;
-      }
-    },
-  };
-  const deps: ServiceDeps = {
+  const composed = await composeService({
     config,
     baseDir: process.cwd(),
-    instanceId,
-    state,
-    backend,
-    broker,
-    secrets,
-    scratchDir: privateDir(dataDir, 'scratch'),
+    instanceId: settings.instanceId,
+    env,
     log,
-    jobs,
-  };
-  // The api function (it knows a worker) hands git operations to it; the worker runs them itself.
-  const gitOps =
-    overrides.gitOps ??
-    (settings.workerFunctionName !== undefined ? invokeWorkerGitOp(lambda(), settings.workerFunctionName) : undefined);
-  const service =
-    unavailable !== undefined
-      ? new BackendGatedService(deps, unavailable)
-      : gitOps !== undefined
-        ? new WorkerGitOpsService(deps, gitOps)
-        : new DefaultWorkspaceService(deps);
+    dynamo: {
+      ...(endpoint ? { endpoint } : {}),
+      ensureTable: settings.ensureTable || overrides.dynamoEndpoint !== undefined,
+    },
+    backends: overrides.backend ? { [config.mode]: overrides.backend } : LAMBDA_BACKENDS,
+    standIn: unavailableBackend,
+    // The api function (it knows a worker) hands git operations to it; the worker runs them itself. A
+    // container whose backend is unavailable runs them here (they fail as every backend call does).
+    work: (backendUnavailable) =>
+      new WorkerWork(
+        overrides.jobs ?? workerDispatcher(settings, lambda),
+        backendUnavailable !== undefined
+          ? undefined
+          : (overrides.gitOps ??
+              (settings.workerFunctionName !== undefined
+                ? invokeWorkerGitOp(lambda(), settings.workerFunctionName)
+                : undefined)),
+      ),
+  });
   return {
     settings,
-    deps,
-    service,
+    deps: composed.deps,
+    service: composed.service,
     async close() {
-      dynamo.client.destroy();
+      await composed.close();
       lambdaClient?.destroy();
     },
   };
 }
 
-function workerDispatcher(settings: LambdaSettings, client: () => LambdaClient): JobDispatcher {
+function workerDispatcher(settings: LambdaSettings, client: () => LambdaClient): JobHandOff {
   return {
     dispatch(job) {
       if (settings.workerFunctionName === undefined) {

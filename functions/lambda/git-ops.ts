@@ -1,9 +1,8 @@
 import { InvokeCommand, type InvokeCommandOutput, type LambdaClient } from '@aws-sdk/client-lambda';
 import { z } from 'zod';
-import type { FetchBody, FetchResult, ResetBody, ResetResult } from '../../shared/api/schemas.js';
 import { BackendUnavailableError, WspError, type ErrorCode } from '../../shared/contract/errors.js';
-import { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
-import type { ServiceDeps } from '../../shared/service/deps.js';
+import type { GitOp } from '../../shared/service/long-work.js';
+import type { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
 
 /**
  * Git operations of a running workspace (`POST …/git/fetch`, `POST …/reset`, which may move to other
@@ -12,10 +11,6 @@ import type { ServiceDeps } from '../../shared/service/deps.js';
  * SYNCHRONOUS invoke and answers with its result: same API, same answers, no token in the api role.
  * The payload is ids and the request body only; the answer is the result or a domain error by code.
  */
-
-export type GitOp =
-  | { kind: 'fetch'; workspaceId: string; input: FetchBody }
-  | { kind: 'reset'; workspaceId: string; input: ResetBody };
 
 export type GitOpAnswer =
   | { ok: true; result: unknown }
@@ -39,13 +34,9 @@ export const gitOpSchema = z.discriminatedUnion('kind', [
 ]);
 
 /** The worker's side: run the op here and answer (domain errors become data, anything else throws). */
-export async function runGitOp(service: DefaultWorkspaceService, op: GitOp): Promise<GitOpAnswer> {
+export async function answerGitOp(service: Pick<DefaultWorkspaceService, 'runGitOp'>, op: GitOp): Promise<GitOpAnswer> {
   try {
-    // Always here: a worker sharing its container with an api handler (tests) must not hand it on again.
-    const local = service instanceof WorkerGitOpsService ? service.locally : service;
-    const result =
-      op.kind === 'fetch' ? await local.fetch(op.workspaceId, op.input) : await local.reset(op.workspaceId, op.input);
-    return { ok: true, result };
+    return { ok: true, result: await service.runGitOp(op) };
   } catch (error) {
     if (error instanceof WspError)
       return {
@@ -60,41 +51,13 @@ export async function runGitOp(service: DefaultWorkspaceService, op: GitOp): Pro
   }
 }
 
-/** Rebuild the worker's domain error on the api side (same code → same HTTP status). */
-function toError(e: { code: ErrorCode; message: string; details?: unknown }): WspError {
+/** The api's side: the worker's answer as the operation's result, or its domain error rebuilt (same code → same HTTP status). */
+export function fromAnswer(answer: GitOpAnswer): unknown {
+  if (answer.ok) return answer.result;
+  const e = answer.error;
   const error = new WspError(e.code, e.message, e.details !== undefined ? { details: e.details } : undefined);
   error.name = 'WorkerGitOpError';
-  return error;
-}
-
-/** The api function's service: everything local, except the git operations, which the worker runs. */
-export class WorkerGitOpsService extends DefaultWorkspaceService {
-  constructor(
-    deps: ServiceDeps,
-    private readonly invoke: (op: GitOp) => Promise<GitOpAnswer>,
-  ) {
-    super(deps);
-  }
-
-  /** The operations run in this process (what the worker does with a handed-over op). */
-  readonly locally = {
-    fetch: (workspaceId: string, input: FetchBody): Promise<FetchResult> => super.fetch(workspaceId, input),
-    reset: (workspaceId: string, input: ResetBody): Promise<ResetResult> => super.reset(workspaceId, input),
-  };
-
-  override async fetch(workspaceId: string, input: FetchBody): Promise<FetchResult> {
-    return (await this.delegate({ kind: 'fetch', workspaceId, input })) as FetchResult;
-  }
-
-  override async reset(workspaceId: string, input: ResetBody): Promise<ResetResult> {
-    return (await this.delegate({ kind: 'reset', workspaceId, input })) as ResetResult;
-  }
-
-  private async delegate(op: GitOp): Promise<unknown> {
-    const answer = await this.invoke(op);
-    if (answer.ok) return answer.result;
-    throw toError(answer.error);
-  }
+  throw error;
 }
 
 /** A synchronous invoke of the worker with a git op (RequestResponse: the api waits for the answer). */

@@ -1,6 +1,12 @@
 import { InvokeCommand, type LambdaClient } from '@aws-sdk/client-lambda';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
-import type { Job, JobDispatcher } from '../../shared/service/jobs.js';
+import type { Job } from '../../shared/service/long-work.js';
+
+/** How the api function hands a job to the worker (tests replace it: LambdaOverrides.jobs). */
+export interface JobHandOff {
+  /** Resolves once the job is handed off (not when it is done). */
+  dispatch(job: Job): Promise<void>;
+}
 
 /**
  * Hands a job to the worker function with an asynchronous invoke (`InvocationType: 'Event'`): Lambda
@@ -8,7 +14,7 @@ import type { Job, JobDispatcher } from '../../shared/service/jobs.js';
  * waiting (API Gateway caps a request at 30 s; provisioning takes longer). The job is only ids, so the
  * payload never carries a secret. A failed hand-off throws BackendUnavailableError (503) with the cause.
  */
-export class LambdaInvokeDispatcher implements JobDispatcher {
+export class LambdaInvokeDispatcher implements JobHandOff {
   constructor(
     private readonly client: Pick<LambdaClient, 'send'>,
     /** Name or ARN of the worker function. */

@@ -1,9 +1,9 @@
 import middy from '@middy/core';
 import { z } from 'zod';
 import { createLogger, errorFields } from '../../shared/log.js';
-import type { Job } from '../../shared/service/jobs.js';
+import type { GitOp, Job } from '../../shared/service/long-work.js';
 import { lambdaContainer } from './compose.js';
-import { gitOpSchema, runGitOp, type GitOp, type GitOpAnswer } from './git-ops.js';
+import { answerGitOp, gitOpSchema, type GitOpAnswer } from './git-ops.js';
 
 /**
  * The worker (the provisioner: the only role with the git secrets, the only function with git).
@@ -55,7 +55,7 @@ export const handler = middy<unknown, WorkerResult | GitOpAnswer>({ timeoutEarly
       }
       const { service } = await lambdaContainer();
       log.info('worker: git op', { op: op.data.kind, workspaceId: op.data.workspaceId });
-      return runGitOp(service, op.data as GitOp);
+      return answerGitOp(service, op.data as GitOp);
     }
     const parsed = jobSchema.safeParse(event);
     if (!parsed.success) {

@@ -1,10 +1,12 @@
 import { z } from 'zod';
+import type { CommandEvent, WorkspaceEvent } from '../contract/views.js';
+import type { AllTrue, Equal } from './same-type.js';
 import { commandView, workspaceView } from './schemas.js';
 
 /**
  * Response shapes the route table adds on top of shared/api/schemas.ts: list wrappers, the health
  * answer and the SSE event payloads (mirroring WorkspaceEvent / CommandEvent in
- * shared/service/types.ts). Used for /openapi.json and as the client's types.
+ * shared/contract/views.ts). Used for /openapi.json and as the client's types.
  */
 
 export const workspaceList = z.object({ workspaces: z.array(workspaceView) });
@@ -31,3 +33,11 @@ export const commandEventSchema = z.discriminatedUnion('type', [
 
 export type WorkspaceList = z.infer<typeof workspaceList>;
 export type CommandList = z.infer<typeof commandList>;
+
+// biome-ignore lint/correctness/noUnusedVariables: a compile-time check, never referenced
+type EventSchemasMatchContract = AllTrue<
+  [
+    Equal<z.output<typeof workspaceEventSchema>, WorkspaceEvent>,
+    Equal<z.output<typeof commandEventSchema>, CommandEvent>,
+  ]
+>;

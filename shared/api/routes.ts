@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { CommandEvent, WorkspaceEvent } from '../service/types.js';
+import type { CommandEvent, WorkspaceEvent } from '../contract/views.js';
 import { buildOpenApiDocument } from './openapi.js';
 import {
   commandEventSchema,

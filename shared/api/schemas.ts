@@ -1,9 +1,27 @@
 import { z } from 'zod';
 import { envMap, gitRef, relativePath } from '../config/schema.js';
+import type { AllTrue, Equal } from './same-type.js';
+import type {
+  CreateWorkspaceParams,
+  FetchParams,
+  ReadCommandParams,
+  ResetParams,
+  RunCommandParams,
+} from '../contract/inputs.js';
+import type {
+  ChangesView,
+  CommandView,
+  FetchResult,
+  ResetResult,
+  StreamView,
+  WorkspaceView,
+} from '../contract/views.js';
 
 /**
  * Request and response schemas of the HTTP API. The route table validates requests with these,
  * and /openapi.json is generated from the same objects (z.toJSONSchema), so the two cannot drift.
+ * The types themselves belong to the contract (shared/contract/inputs.ts, views.ts: the service's
+ * language); `SchemasMatchContract` below fails to compile if a schema and its type disagree.
  */
 
 export const workspaceId = z.string().regex(/^ws-[a-z0-9]{8,40}$/, 'is not a workspace id');
@@ -213,14 +231,21 @@ export const errorBody = z.object({
   error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
 });
 
-export type CreateWorkspaceBody = z.infer<typeof createWorkspaceBody>;
-export type RunCommandBody = z.infer<typeof runCommandBody>;
-export type ReadCommandQuery = z.infer<typeof readCommandQuery>;
-export type FetchBody = z.infer<typeof fetchBody>;
-export type ResetBody = z.infer<typeof resetBody>;
-export type CommandView = z.infer<typeof commandView>;
-export type StreamView = z.infer<typeof streamView>;
-export type WorkspaceView = z.infer<typeof workspaceView>;
-export type FetchResult = z.infer<typeof fetchResult>;
-export type ResetResult = z.infer<typeof resetResult>;
-export type ChangesView = z.infer<typeof changesView>;
+// ---- the schemas parse into / document exactly the contract's types (z.output: after defaults) ----
+
+// biome-ignore lint/correctness/noUnusedVariables: a compile-time check, never referenced
+type SchemasMatchContract = AllTrue<
+  [
+    Equal<z.output<typeof createWorkspaceBody>, CreateWorkspaceParams>,
+    Equal<z.output<typeof runCommandBody>, RunCommandParams>,
+    Equal<z.output<typeof readCommandQuery>, ReadCommandParams>,
+    Equal<z.output<typeof fetchBody>, FetchParams>,
+    Equal<z.output<typeof resetBody>, ResetParams>,
+    Equal<z.output<typeof streamView>, StreamView>,
+    Equal<z.output<typeof commandView>, CommandView>,
+    Equal<z.output<typeof workspaceView>, WorkspaceView>,
+    Equal<z.output<typeof fetchResult>, FetchResult>,
+    Equal<z.output<typeof resetResult>, ResetResult>,
+    Equal<z.output<typeof changesView>, ChangesView>,
+  ]
+>;

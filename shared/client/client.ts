@@ -1,19 +1,16 @@
 import type { z } from 'zod';
 import { statusForCode } from '../api/errors.js';
 import type { CommandList, WorkspaceList } from '../api/response-schemas.js';
+import type { createWorkspaceBody, fetchBody, readCommandQuery, resetBody, runCommandBody } from '../api/schemas.js';
 import type {
   ChangesView,
+  CommandEvent,
   CommandView,
-  createWorkspaceBody,
-  fetchBody,
   FetchResult,
-  readCommandQuery,
-  resetBody,
   ResetResult,
-  runCommandBody,
+  WorkspaceEvent,
   WorkspaceView,
-} from '../api/schemas.js';
-import type { CommandEvent, WorkspaceEvent } from '../service/types.js';
+} from '../contract/views.js';
 import { apiErrorFrom, WspApiError, WspTimeoutError } from './errors.js';
 import { parseSse } from './sse.js';
 import { sleep } from '../lib/sleep.js';

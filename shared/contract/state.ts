@@ -1,4 +1,4 @@
-import type { CacheEntryRecord, CommandRecord, WarmTaskRecord, WorkspaceRecord } from './workspace.js';
+import type { CacheEntryRecord, CommandRecord, WorkspaceRecord } from './workspace.js';
 
 /**
  * State store port. Every update is conditional on `version` (and the caller's expectations);
@@ -49,33 +49,4 @@ export interface StateStore {
   listCacheEntries(): Promise<CacheEntryRecord[]>;
   updateCacheEntry(key: string, expectedVersion: number, patch: Patch<CacheEntryRecord>): Promise<CacheEntryRecord>;
   deleteCacheEntry(key: string, expectedVersion: number): Promise<void>;
-
-  /**
-   * Warm-pool task records, one partition per cache key (see WarmTaskRecord).
-   * putWarmTask throws ConflictError if (cacheKey, id) exists.
-   */
-  putWarmTask(record: WarmTaskRecord): Promise<void>;
-  getWarmTask(cacheKey: string, id: string): Promise<WarmTaskRecord | undefined>;
-  /**
-   * With `cacheKey`: that pool's records, strongly consistent (the pool's launch bound relies on
-   * it), oldest first. Without: every pool's records (an index read, eventually consistent on AWS).
-   */
-  listWarmTasks(cacheKey?: string): Promise<WarmTaskRecord[]>;
-  /**
-   * Apply `patch` iff the stored version equals `expectedVersion` (and, if given, the status is one
-   * of `expectedStatus`). Returns the new record (version + 1). ConflictError if changed,
-   * NotFoundError if gone.
-   */
-  updateWarmTask(
-    cacheKey: string,
-    id: string,
-    expectedVersion: number,
-    patch: Patch<WarmTaskRecord>,
-    expectedStatus?: WarmTaskRecord['status'][],
-  ): Promise<WarmTaskRecord>;
-  /**
-   * Remove a record. With `expectedVersion`: only that version (ConflictError if changed,
-   * NotFoundError if gone) — so a record claimed meanwhile is never dropped. Without: idempotent.
-   */
-  deleteWarmTask(cacheKey: string, id: string, expectedVersion?: number): Promise<void>;
 }

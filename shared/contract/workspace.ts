@@ -122,35 +122,3 @@ export interface CacheEntryRecord {
   createdAt: string;
   lastUsedAt: string;
 }
-
-/**
- * Lifecycle of one warm-pool task record: 'starting' (launch in flight or task not yet ready),
- * 'ready' (RUNNING with the exec agent up; claimable), 'claimed' (a workspace owns the task; the
- * record is kept only until the workspace releases it).
- */
-export type WarmTaskStatus = 'starting' | 'ready' | 'claimed';
-
-/**
- * One task of a cache key's warm pool (Fargate tasks pre-started from the cache image's task
- * definition). The record is written BEFORE RunTask, so it is named by `id` (chosen by the pool)
- * rather than by the task ARN, which only exists once RunTask has answered; `taskArn` is patched in
- * then. A 'starting' record without `taskArn` is a launch in flight (or one whose launcher crashed:
- * the task, if any, carries `id` as a tag so it can be found).
- */
-export interface WarmTaskRecord {
-  cacheKey: string;
-  /** Stable record id within the pool (a random UUID), also passed to the launcher as a tag. */
-  id: string;
-  /** ECS task ARN; absent until RunTask returned. */
-  taskArn?: string;
-  taskDefinitionArn: string;
-  status: WarmTaskStatus;
-  /** Workspace id that claimed the task (status 'claimed' only). */
-  claimedBy?: string;
-  /** Provider instance / deployment that launched the task (for reapers). */
-  owner: string;
-  createdAt: string;
-  updatedAt: string;
-  /** Incremented by every write; every write is conditional on it. */
-  version: number;
-}

@@ -1,4 +1,5 @@
-import type { CommandView, ReadCommandQuery, RunCommandBody } from '../api/schemas.js';
+import type { ReadCommandParams, RunCommandParams } from '../contract/inputs.js';
+import type { CommandView } from '../contract/views.js';
 import type { CommandStatus } from '../contract/backend.js';
 import { BadRequestError, ConflictError, NotFoundError } from '../contract/errors.js';
 import type { CommandRecord, WorkspaceRecord } from '../contract/workspace.js';
@@ -23,7 +24,7 @@ export class Commands {
     private readonly gate: WorkspaceGate,
   ) {}
 
-  async run(workspaceId: string, input: RunCommandBody): Promise<CommandView> {
+  async run(workspaceId: string, input: RunCommandParams): Promise<CommandView> {
     const { ws, record } = await this.gate.start(workspaceId, () => this.start(workspaceId, input));
     const waitMs = input.waitMs ?? this.deps.config.commands.defaultWaitMs;
     return this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 1024 * 1024, waitMs });
@@ -32,7 +33,7 @@ export class Commands {
   /** Record, then start; refused (409) unless the workspace is ready before and still ready after. */
   private async start(
     workspaceId: string,
-    input: RunCommandBody,
+    input: RunCommandParams,
   ): Promise<{ ws: WorkspaceRecord; record: CommandRecord }> {
     const ws = await this.ready(workspaceId);
     const cwd = resolveGuestCwd(ws.plan, input.cwd);
@@ -116,7 +117,7 @@ export class Commands {
     });
   }
 
-  async get(workspaceId: string, commandId: string, query: ReadCommandQuery): Promise<CommandView> {
+  async get(workspaceId: string, commandId: string, query: ReadCommandParams): Promise<CommandView> {
     const ws = await this.records.get(workspaceId);
     const record = await this.record(workspaceId, commandId);
     return this.read(ws, record, query);
@@ -137,7 +138,7 @@ export class Commands {
   }
 
   /** Status (long-polled up to waitMs) + output windows; persists the end state once observed. */
-  async read(ws: WorkspaceRecord, record: CommandRecord, query: ReadCommandQuery): Promise<CommandView> {
+  async read(ws: WorkspaceRecord, record: CommandRecord, query: ReadCommandParams): Promise<CommandView> {
     let current = record;
     if (current.state === 'running') {
       const status = ws.backend ? await this.status(ws, record.id, query.waitMs) : undefined;

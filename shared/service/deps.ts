@@ -4,7 +4,7 @@ import type { ProviderConfig } from '../config/schema.js';
 import type { GitBroker } from '../git/mirror.js';
 import type { Logger } from '../log.js';
 import type { SecretResolver } from '../secrets/resolver.js';
-import type { JobDispatcher } from './jobs.js';
+import type { LongWork } from './long-work.js';
 
 /** Everything the service needs, built once by an entry point (functions/server/main.ts). */
 export interface ServiceDeps {
@@ -21,8 +21,13 @@ export interface ServiceDeps {
   scratchDir: string;
   log: Logger;
   now?: () => Date;
-  /** Where long work runs; default: in this process, in the background (see jobs.ts). */
-  jobs?: JobDispatcher;
+  /** Where long work (provisioning, fetch, reset) runs; default: in this process (see long-work.ts). */
+  work?: LongWork;
+  /**
+   * Why this deployment cannot reach workspaces (its backend could not be built; the backend then
+   * answers 503 with it): createWorkspace refuses up front instead of storing a workspace doomed to fail.
+   */
+  backendUnavailable?: string;
 }
 
 /** The provider's own host directories: never named in a public message (see public-error.ts). */

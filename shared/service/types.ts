@@ -1,48 +1,42 @@
 import type {
+  CreateWorkspaceParams,
+  FetchParams,
+  ReadCommandParams,
+  ResetParams,
+  RunCommandParams,
+} from '../contract/inputs.js';
+import type {
   ChangesView,
+  CommandEvent,
   CommandView,
-  CreateWorkspaceBody,
-  FetchBody,
   FetchResult,
-  ReadCommandQuery,
-  ResetBody,
   ResetResult,
-  RunCommandBody,
+  WorkspaceEvent,
   WorkspaceView,
-} from '../api/schemas.js';
-
-/** Events streamed over SSE while a workspace provisions (or a fetch/reset runs). */
-export type WorkspaceEvent =
-  | { type: 'status'; status: WorkspaceView['status']; workspace: WorkspaceView }
-  | { type: 'step'; at: string; step: string; message: string }
-  | { type: 'output'; commandId: string; stream: 'stdout' | 'stderr'; data: string };
-
-/** Events streamed over SSE for one command: output as it comes, then its final view. */
-export type CommandEvent =
-  | { type: 'output'; stream: 'stdout' | 'stderr'; data: string; offset: number }
-  | { type: 'end'; command: CommandView };
+} from '../contract/views.js';
 
 /**
  * The one service behind every entry point (local HTTP server, Lambda handlers, CLI via the client).
- * Methods take already-validated inputs (shared/api/schemas.ts) and throw domain errors
- * (shared/contract/errors.ts); they never return HTTP concepts except `accepted` flags.
+ * Methods take already-validated inputs and answer with views, both in the contract's language
+ * (shared/contract/inputs.ts, views.ts — the HTTP API's zod schemas are checked against them), and
+ * throw domain errors (shared/contract/errors.ts); they never return HTTP concepts except `accepted` flags.
  */
 export interface WorkspaceService {
   /** Starts provisioning and returns at once (status 'provisioning'); `created` false on an idempotent repeat. */
-  createWorkspace(input: CreateWorkspaceBody): Promise<{ workspace: WorkspaceView; created: boolean }>;
+  createWorkspace(input: CreateWorkspaceParams): Promise<{ workspace: WorkspaceView; created: boolean }>;
   getWorkspace(id: string): Promise<WorkspaceView>;
   listWorkspaces(): Promise<WorkspaceView[]>;
   /** Idempotent: deleting a deleted or unknown-but-once-known workspace returns its view / NotFound. */
   deleteWorkspace(id: string): Promise<WorkspaceView>;
 
   /** Runs until it ends or `waitMs` passes; a view with state 'running' means "202, poll". */
-  runCommand(workspaceId: string, input: RunCommandBody): Promise<CommandView>;
-  getCommand(workspaceId: string, commandId: string, query: ReadCommandQuery): Promise<CommandView>;
+  runCommand(workspaceId: string, input: RunCommandParams): Promise<CommandView>;
+  getCommand(workspaceId: string, commandId: string, query: ReadCommandParams): Promise<CommandView>;
   listCommands(workspaceId: string): Promise<CommandView[]>;
   cancelCommand(workspaceId: string, commandId: string): Promise<CommandView>;
 
-  fetch(workspaceId: string, input: FetchBody): Promise<FetchResult>;
-  reset(workspaceId: string, input: ResetBody): Promise<ResetResult>;
+  fetch(workspaceId: string, input: FetchParams): Promise<FetchResult>;
+  reset(workspaceId: string, input: ResetParams): Promise<ResetResult>;
   changes(workspaceId: string): Promise<ChangesView>;
 
   /** Until the workspace settles (ready/failed/deleted) or `signal` aborts. */

@@ -1,4 +1,4 @@
-import type { CommandView, StreamView, WorkspaceView } from '../api/schemas.js';
+import type { CommandView, StreamView, WorkspaceView } from '../contract/views.js';
 import type { OutputChunk } from '../contract/backend.js';
 import type { CommandRecord, StreamInfo, WorkspaceRecord } from '../contract/workspace.js';
 

@@ -1,4 +1,5 @@
-import type { ChangesView, FetchBody, FetchResult, ResetBody, ResetResult } from '../api/schemas.js';
+import type { FetchParams, ResetParams } from '../contract/inputs.js';
+import type { ChangesView, FetchResult, ResetResult } from '../contract/views.js';
 import { BadRequestError, ConflictError, StepFailedError } from '../contract/errors.js';
 import type { WorkspaceRecord } from '../contract/workspace.js';
 import {
@@ -33,7 +34,7 @@ export class WorkspaceOps {
   ) {}
 
   /** The provider fetches into its mirror (with the token), then the workspace fetches a bundle. */
-  async fetch(id: string, input: FetchBody): Promise<FetchResult> {
+  async fetch(id: string, input: FetchParams): Promise<FetchResult> {
     // Fetch changes only git metadata, through the workspace's own git: commands may run beside it.
     return this.gate.exclusive(id, 'fetching', false, async () => {
       const ws = await this.ready(id);
@@ -75,7 +76,7 @@ export class WorkspaceOps {
    * Back to the baseline: processes killed, only what changed rewritten, then the fingerprint is
    * recomputed and compared. With `refs`, the workspace then moves to them and that becomes the baseline.
    */
-  async reset(id: string, input: ResetBody): Promise<ResetResult> {
+  async reset(id: string, input: ResetParams): Promise<ResetResult> {
     // No command starts from here on (409), and the ones starting now finish starting first, so the
     // backend's kill-all inside restore/recreate catches every process before content is rewritten.
     return this.gate.exclusive(id, 'resetting', true, async () => {

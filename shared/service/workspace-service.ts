@@ -1,16 +1,20 @@
 import type {
+  CreateWorkspaceParams,
+  FetchParams,
+  ReadCommandParams,
+  ResetParams,
+  RunCommandParams,
+} from '../contract/inputs.js';
+import type {
   ChangesView,
+  CommandEvent,
   CommandView,
-  CreateWorkspaceBody,
-  FetchBody,
   FetchResult,
-  ReadCommandQuery,
-  ResetBody,
   ResetResult,
-  RunCommandBody,
+  WorkspaceEvent,
   WorkspaceView,
-} from '../api/schemas.js';
-import { BadRequestError, ConflictError } from '../contract/errors.js';
+} from '../contract/views.js';
+import { BackendUnavailableError, BadRequestError, ConflictError } from '../contract/errors.js';
 import type { WorkspaceRecord } from '../contract/workspace.js';
 import { normalizeRepoPath } from '../config/schema.js';
 import { resolveWorkspacePlan } from '../plan/resolve.js';
@@ -18,16 +22,17 @@ import { errorFields } from '../log.js';
 import { Commands } from './commands.js';
 import { hostDirs, type ServiceDeps } from './deps.js';
 import { publicError } from './public-error.js';
-import type { Job } from './jobs.js';
+import { InProcessWork, type GitOp, type GitOpResult, type Job, type LongWork } from './long-work.js';
 import { newWorkspaceId } from './ids.js';
 import { Provisioner } from './provisioner.js';
 import { hasForeignRef, WorkspaceRecords } from './records.js';
 import { RepoSync } from './repo-sync.js';
-import type { CommandEvent, WorkspaceEvent, WorkspaceService } from './types.js';
+import type { WorkspaceService } from './types.js';
 import { workspaceView } from './views.js';
 import { StreamLimits } from './stream-limits.js';
 import { WorkspaceGate } from './workspace-gate.js';
 import { WorkspaceOps } from './workspace-ops.js';
+import { bestEffort } from '../lib/best-effort.js';
 import { sleep } from '../lib/sleep.js';
 
 const SETTLED = new Set<WorkspaceRecord['status']>(['ready', 'failed', 'deleted']);
@@ -42,8 +47,8 @@ export class DefaultWorkspaceService implements WorkspaceService {
   /** Command starts against reset/delete of the same workspace, in this process. */
   private readonly gate = new WorkspaceGate();
   private readonly streams: StreamLimits;
-  /** Provisioning runs in the background of this process; kept so shutdown can wait for it. */
-  private readonly background = new Set<Promise<void>>();
+  /** Where provisioning, fetch and reset run. */
+  private readonly work: LongWork;
 
   constructor(private readonly deps: ServiceDeps) {
     const now = deps.now ?? (() => new Date());
@@ -53,9 +58,11 @@ export class DefaultWorkspaceService implements WorkspaceService {
     this.provisioner = new Provisioner(deps, this.records, repoSync);
     this.commands = new Commands(deps, this.records, this.gate);
     this.ops = new WorkspaceOps(deps, this.records, repoSync, this.provisioner, this.gate);
+    this.work = deps.work ?? new InProcessWork(deps.log);
   }
 
-  async createWorkspace(input: CreateWorkspaceBody): Promise<{ workspace: WorkspaceView; created: boolean }> {
+  async createWorkspace(input: CreateWorkspaceParams): Promise<{ workspace: WorkspaceView; created: boolean }> {
+    if (this.deps.backendUnavailable !== undefined) throw new BackendUnavailableError(this.deps.backendUnavailable);
     const names = new Set(this.deps.config.repositories.map((r) => normalizeRepoPath(r.path)));
     for (const name of Object.keys(input.refs ?? {})) {
       if (!names.has(name))
@@ -144,10 +151,10 @@ export class DefaultWorkspaceService implements WorkspaceService {
         .catch((e) => this.deps.log.warn('baseline delete failed', { workspaceId: record.id, ...errorFields(e) }));
   }
 
-  runCommand(workspaceId: string, input: RunCommandBody): Promise<CommandView> {
+  runCommand(workspaceId: string, input: RunCommandParams): Promise<CommandView> {
     return this.commands.run(workspaceId, input);
   }
-  getCommand(workspaceId: string, commandId: string, query: ReadCommandQuery): Promise<CommandView> {
+  getCommand(workspaceId: string, commandId: string, query: ReadCommandParams): Promise<CommandView> {
     return this.commands.get(workspaceId, commandId, query);
   }
   listCommands(workspaceId: string): Promise<CommandView[]> {
@@ -156,11 +163,11 @@ export class DefaultWorkspaceService implements WorkspaceService {
   cancelCommand(workspaceId: string, commandId: string): Promise<CommandView> {
     return this.commands.cancel(workspaceId, commandId);
   }
-  fetch(workspaceId: string, input: FetchBody): Promise<FetchResult> {
-    return this.ops.fetch(workspaceId, input);
+  fetch(workspaceId: string, input: FetchParams): Promise<FetchResult> {
+    return this.work.run({ kind: 'fetch', workspaceId, input }, () => this.ops.fetch(workspaceId, input));
   }
-  reset(workspaceId: string, input: ResetBody): Promise<ResetResult> {
-    return this.ops.reset(workspaceId, input);
+  reset(workspaceId: string, input: ResetParams): Promise<ResetResult> {
+    return this.work.run({ kind: 'reset', workspaceId, input }, () => this.ops.reset(workspaceId, input));
   }
   changes(workspaceId: string): Promise<ChangesView> {
     return this.ops.changes(workspaceId);
@@ -246,7 +253,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
     }
   }
 
-  /** Run a job here and now (the in-process dispatcher, or a worker Lambda that received it). */
+  /** Run a job here and now (in-process long work, or a worker Lambda that received it). */
   async runJob(job: Job): Promise<void> {
     switch (job.kind) {
       case 'provision':
@@ -254,21 +261,40 @@ export class DefaultWorkspaceService implements WorkspaceService {
     }
   }
 
+  /** Run a git operation here and now (in-process long work, or a worker Lambda that received it). */
+  runGitOp(op: GitOp): Promise<GitOpResult> {
+    switch (op.kind) {
+      case 'fetch':
+        return this.ops.fetch(op.workspaceId, op.input);
+      case 'reset':
+        return this.ops.reset(op.workspaceId, op.input);
+    }
+  }
+
+  /** Hand the job off; one that could not be would leave the workspace 'provisioning' for ever: fail it. */
   private async dispatch(job: Job): Promise<void> {
-    if (this.deps.jobs) return this.deps.jobs.dispatch(job);
-    this.track(this.runJob(job));
+    try {
+      await this.work.dispatch(job, () => this.runJob(job));
+    } catch (error) {
+      this.deps.log.error('job hand-off failed', {
+        job: job.kind,
+        workspaceId: job.workspaceId,
+        ...errorFields(error),
+      });
+      await bestEffort(
+        this.records.transition(job.workspaceId, ['provisioning'], 'failed', {
+          failure: { step: 'dispatch', message: 'provisioning could not be handed to the worker' },
+        }),
+        this.deps.log,
+        'marking a workspace whose job was not handed off failed',
+      );
+      throw error;
+    }
   }
 
   /** Wait for background provisioning (tests and graceful shutdown). */
-  async drain(): Promise<void> {
-    while (this.background.size > 0) await Promise.allSettled([...this.background]);
-  }
-
-  private track(work: Promise<void>): void {
-    const p = work
-      .catch((e) => this.deps.log.error('background work failed', errorFields(e)))
-      .finally(() => this.background.delete(p));
-    this.background.add(p);
+  drain(): Promise<void> {
+    return this.work.drain();
   }
 }
 

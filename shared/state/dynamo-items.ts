@@ -1,4 +1,5 @@
-import type { CacheEntryRecord, CommandRecord, WarmTaskRecord, WorkspaceRecord } from '../contract/workspace.js';
+import type { WarmTaskRecord } from '../backends/ecs/warm-task-store.js';
+import type { CacheEntryRecord, CommandRecord, WorkspaceRecord } from '../contract/workspace.js';
 import { TABLE_SHAPE } from './table.js';
 
 /**

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startHttpServer, type StartedHttpServer } from '../../functions/server/http-server.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
 import { silentLogger } from '../../shared/log.js';
-import type { WorkspaceEvent } from '../../shared/service/types.js';
+import type { WorkspaceEvent } from '../../shared/contract/views.js';
 import { WspApiError, WspClient, WspTimeoutError } from '../../shared/client/client.js';
 import { parseSse } from '../../shared/client/sse.js';
 import { CRASH_MESSAGE, FakeWorkspaceService, type FakeOptions } from '../support/fake-service.js';

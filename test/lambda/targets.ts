@@ -5,7 +5,8 @@ import type { ConfigInput } from '../../shared/config/schema.js';
 import { parseConfig } from '../../shared/config/load.js';
 import { createLocalBackend } from '../../shared/backends/local/index.js';
 import { createLogger } from '../../shared/log.js';
-import type { Job, JobDispatcher } from '../../shared/service/jobs.js';
+import type { Job } from '../../shared/service/long-work.js';
+import type { JobHandOff } from '../../functions/lambda/invoke-dispatcher.js';
 import { configureLambda } from '../../functions/lambda/compose.js';
 import { hashApiKey, parseKeyHashes } from '../../functions/lambda/api-keys.js';
 import { authorize } from '../../functions/lambda/authorizer.js';
@@ -106,7 +107,7 @@ export async function lambdaTarget(config: ConfigInput, dynamoEndpoint: string, 
   const responses: string[] = [];
   const log = createLogger({ svc: 'wsp-lambda-test' }, (line) => logs.push(line));
   const background = new Set<Promise<void>>();
-  const jobs: JobDispatcher = {
+  const jobs: JobHandOff = {
     async dispatch(job: Job) {
       const payload = JSON.parse(JSON.stringify(job)) as unknown;
       const run = workerHandler(payload, lambdaContext('wsp-worker')).then((result) => {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, beforeEach } from 'vitest';
 import { createDynamoClients, type DynamoClients } from '../../shared/state/client.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
+import { DynamoWarmTaskStore } from '../../shared/state/dynamo-warm-tasks.js';
 import { ensureTable } from '../../shared/state/table.js';
 
 export interface Endpoint {
@@ -14,6 +15,8 @@ export interface FreshTable {
   clients: DynamoClients;
   tableName: string;
   store: DynamoStateStore;
+  /** The warm pool's records, over the same table. */
+  warmTasks: DynamoWarmTaskStore;
 }
 
 /**
@@ -41,7 +44,12 @@ export function useFreshTable(startEndpoint: () => Promise<Endpoint>, prefix: st
   beforeEach(async () => {
     const tableName = `${prefix}-${++tableCount}`;
     await ensureTable(clients!.client, tableName);
-    current = { clients: clients!, tableName, store: new DynamoStateStore(clients!.doc, tableName) };
+    current = {
+      clients: clients!,
+      tableName,
+      store: new DynamoStateStore(clients!.doc, tableName),
+      warmTasks: new DynamoWarmTaskStore(clients!.doc, tableName),
+    };
   });
   return () => {
     if (!current) throw new Error('used outside a test');

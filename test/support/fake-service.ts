@@ -1,19 +1,23 @@
 import { randomBytes } from 'node:crypto';
 import type {
+  CreateWorkspaceParams,
+  FetchParams,
+  ReadCommandParams,
+  ResetParams,
+  RunCommandParams,
+} from '../../shared/contract/inputs.js';
+import type {
   ChangesView,
+  CommandEvent,
   CommandView,
-  CreateWorkspaceBody,
-  FetchBody,
   FetchResult,
-  ReadCommandQuery,
-  ResetBody,
   ResetResult,
-  RunCommandBody,
   StreamView,
+  WorkspaceEvent,
   WorkspaceView,
-} from '../../shared/api/schemas.js';
+} from '../../shared/contract/views.js';
 import { ConflictError, NotFoundError } from '../../shared/contract/errors.js';
-import type { CommandEvent, WorkspaceEvent, WorkspaceService } from '../../shared/service/types.js';
+import type { WorkspaceService } from '../../shared/service/types.js';
 import { sleep } from '../../shared/lib/sleep.js';
 
 /**
@@ -115,7 +119,7 @@ export class FakeWorkspaceService implements WorkspaceService {
 
   // ---- WorkspaceService ----
 
-  async createWorkspace(input: CreateWorkspaceBody): Promise<{ workspace: WorkspaceView; created: boolean }> {
+  async createWorkspace(input: CreateWorkspaceParams): Promise<{ workspace: WorkspaceView; created: boolean }> {
     return this.call('createWorkspace', [input], async () => {
       if (input.idempotencyKey !== undefined) {
         for (const ws of this.workspaces.values()) {
@@ -150,7 +154,7 @@ export class FakeWorkspaceService implements WorkspaceService {
     });
   }
 
-  async runCommand(workspaceId: string, input: RunCommandBody): Promise<CommandView> {
+  async runCommand(workspaceId: string, input: RunCommandParams): Promise<CommandView> {
     return this.call('runCommand', [workspaceId, input], async () => {
       const ws = this.mustWorkspace(workspaceId);
       if (ws.view.status !== 'ready')
@@ -169,7 +173,7 @@ export class FakeWorkspaceService implements WorkspaceService {
     });
   }
 
-  async getCommand(workspaceId: string, commandId: string, query: ReadCommandQuery): Promise<CommandView> {
+  async getCommand(workspaceId: string, commandId: string, query: ReadCommandParams): Promise<CommandView> {
     return this.call('getCommand', [workspaceId, commandId, query], async () => {
       const cmd = this.mustCommand(workspaceId, commandId);
       if (query.waitMs > 0) await endedOrTimeout(cmd.ended, query.waitMs);
@@ -193,7 +197,7 @@ export class FakeWorkspaceService implements WorkspaceService {
     });
   }
 
-  async fetch(workspaceId: string, input: FetchBody): Promise<FetchResult> {
+  async fetch(workspaceId: string, input: FetchParams): Promise<FetchResult> {
     return this.call('fetch', [workspaceId, input], async () => {
       this.mustReady(workspaceId);
       const names = input.repos ?? ['.'];
@@ -209,7 +213,7 @@ export class FakeWorkspaceService implements WorkspaceService {
     });
   }
 
-  async reset(workspaceId: string, input: ResetBody): Promise<ResetResult> {
+  async reset(workspaceId: string, input: ResetParams): Promise<ResetResult> {
     return this.call('reset', [workspaceId, input], async () => {
       this.mustReady(workspaceId);
       return {
@@ -453,7 +457,7 @@ export class FakeWorkspaceService implements WorkspaceService {
     }
   }
 
-  private viewOf(cmd: FakeCommand, query: ReadCommandQuery): CommandView {
+  private viewOf(cmd: FakeCommand, query: ReadCommandParams): CommandView {
     const stream = (buf: Buffer, offset: number): StreamView => {
       const slice = buf.subarray(Math.min(offset, buf.length), Math.min(offset + query.limit, buf.length));
       const start = Math.min(offset, buf.length);

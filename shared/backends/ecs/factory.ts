@@ -4,7 +4,6 @@ import { ECSClient } from '@aws-sdk/client-ecs';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { ProviderConfig } from '../../config/schema.js';
 import { BadRequestError } from '../../contract/errors.js';
-import type { StateStore } from '../../contract/state.js';
 import type { Logger } from '../../log.js';
 import { S3BlobStore } from './blob-store.js';
 import { RegistryCacheImages } from './cache-images.js';
@@ -13,6 +12,7 @@ import { EcsBackend } from './index.js';
 import { EcsTasks } from './tasks.js';
 import { EcsWarmLauncher } from './warm-launcher.js';
 import { WarmPool } from './warm-pool.js';
+import type { WarmTaskStore } from './warm-task-store.js';
 
 /**
  * The Fargate backend from the provider config (`ecs` section; in Lambda filled from the WSP_ECS_*
@@ -28,7 +28,7 @@ export interface EcsFactoryContext {
   dataDir: string;
   log: Logger;
   /** For the warm pool's records (only used when ecs.warmPoolSize > 0). */
-  state?: StateStore;
+  warmTasks?: WarmTaskStore;
 }
 
 export function createEcsBackendFromConfig(config: ProviderConfig, ctx: EcsFactoryContext): EcsBackend {
@@ -73,9 +73,9 @@ export function createEcsBackendFromConfig(config: ProviderConfig, ctx: EcsFacto
     tmpDir: scratchDir,
   });
   const warmPool =
-    e.warmPoolSize > 0 && ctx.state
+    e.warmPoolSize > 0 && ctx.warmTasks
       ? new WarmPool(
-          ctx.state,
+          ctx.warmTasks,
           new EcsWarmLauncher(
             new EcsTasks(ecs, {
               cluster: common.cluster,

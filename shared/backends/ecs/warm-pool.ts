@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { BackendUnavailableError, ConflictError, NotFoundError } from '../../contract/errors.js';
-import type { Patch, StateStore } from '../../contract/state.js';
-import type { WarmTaskRecord } from '../../contract/workspace.js';
+import type { Patch } from '../../contract/state.js';
 import { errorFields, silentLogger, type Logger } from '../../log.js';
 import { sleep } from '../../lib/sleep.js';
+import type { WarmTaskRecord, WarmTaskStore } from './warm-task-store.js';
 
 /**
  * The ECS side of the warm pool (implemented by the EcsBackend with the ECS SDK; a recording fake
@@ -61,7 +61,7 @@ export interface ReplenishResult {
 const UNCLAIMED: readonly WarmTaskRecord['status'][] = ['starting', 'ready'];
 
 /**
- * Warm pool per cache key, kept in the state store with conditional writes only (no transactions).
+ * Warm pool per cache key, its records in a WarmTaskStore (warm-task-store.ts) with conditional writes only (no transactions).
  *
  * Invariants:
  * - Exactly one claimer wins a task: claim is the conditional update ready → claimed.
@@ -81,7 +81,7 @@ export class WarmPool {
   private readonly maxRounds: number;
 
   constructor(
-    private readonly store: StateStore,
+    private readonly store: WarmTaskStore,
     private readonly launcher: WarmLauncher,
     opts: WarmPoolOptions,
   ) {

@@ -4,9 +4,10 @@ import { EcsBackend } from '../../../shared/backends/ecs/index.js';
 import { EcsTasks } from '../../../shared/backends/ecs/tasks.js';
 import { EcsWarmLauncher } from '../../../shared/backends/ecs/warm-launcher.js';
 import { WarmPool } from '../../../shared/backends/ecs/warm-pool.js';
-import type { SnapshotRef, WarmTaskRecord } from '../../../shared/contract/workspace.js';
+import type { WarmTaskRecord } from '../../../shared/backends/ecs/warm-task-store.js';
+import type { SnapshotRef } from '../../../shared/contract/workspace.js';
 import { createDynamoClients, type DynamoClients } from '../../../shared/state/client.js';
-import { DynamoStateStore } from '../../../shared/state/dynamo-store.js';
+import { DynamoWarmTaskStore } from '../../../shared/state/dynamo-warm-tasks.js';
 import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../../shared/state/embedded.js';
 import { ensureTable } from '../../../shared/state/table.js';
 import { newId, useBackendFixture } from '../../support/backend-fixture.js';
@@ -26,7 +27,7 @@ interface WarmSetup {
   /** The backend with `warmPool` (the fixture's `backend`). */
   warm: EcsBackend;
   pool: WarmPool;
-  store: DynamoStateStore;
+  store: DynamoWarmTaskStore;
   dynamo: EmbeddedDynamo;
   clients: DynamoClients;
 }
@@ -43,7 +44,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       env: {},
     });
     await ensureTable(clients.client, 'wsp-warm-test');
-    const store = new DynamoStateStore(clients.doc, 'wsp-warm-test');
+    const store = new DynamoWarmTaskStore(clients.doc, 'wsp-warm-test');
     // The pool's tasks: same cluster, network and startedBy as the backend's own (what production wires).
     const tasks = new EcsTasks(ecs.fake.client, {
       cluster: ECS_CLUSTER,

@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BackendUnavailableError, ConflictError } from '../../../shared/contract/errors.js';
-import type { WarmTaskRecord } from '../../../shared/contract/workspace.js';
 import { WarmPool, type WarmLauncher } from '../../../shared/backends/ecs/warm-pool.js';
-import type { DynamoStateStore } from '../../../shared/state/dynamo-store.js';
+import type { WarmTaskRecord } from '../../../shared/backends/ecs/warm-task-store.js';
+import type { DynamoWarmTaskStore } from '../../../shared/state/dynamo-warm-tasks.js';
 import { startEmbeddedDynamo } from '../../../shared/state/embedded.js';
 import { dynamoDbLocalStatus, startDynamoDbLocal } from '../../support/dynamodb-local.js';
 import { useFreshTable, type Endpoint } from '../../state/fresh-table.js';
@@ -79,11 +79,11 @@ class FakeLauncher implements WarmLauncher {
 function warmPoolSuite(name: string, startEndpoint: () => Promise<Endpoint>): void {
   describe(`WarmPool on ${name}`, () => {
     const table = useFreshTable(startEndpoint, 'wsp-pool');
-    let store: DynamoStateStore;
+    let store: DynamoWarmTaskStore;
     let launcher: FakeLauncher;
     let pool: WarmPool;
     beforeEach(() => {
-      ({ store } = table());
+      ({ warmTasks: store } = table());
       launcher = new FakeLauncher();
       pool = new WarmPool(store, launcher, { owner: 'stack-1' });
     });

@@ -1,0 +1,57 @@
+/**
+ * What the service accepts: inputs already validated at the edge. The HTTP API's zod schemas
+ * (shared/api/schemas.ts) parse requests into exactly these types — a compile-time check there keeps
+ * the two identical — so these are the types after defaults are applied.
+ */
+
+export interface CreateWorkspaceParams {
+  /** Ref (branch, tag or commit) per repository name (its configured path). */
+  refs?: Record<string, string>;
+  env?: Record<string, string>;
+  labels?: Record<string, string>;
+  ttlSeconds?: number;
+  idempotencyKey?: string;
+}
+
+/** Exactly one of `argv` and `command`. */
+export interface RunCommandParams {
+  argv?: string[];
+  /** A shell string, run with `bash -lc` if bash exists, else `sh -c`. */
+  command?: string;
+  /** Relative to the workspace's workdir, or absolute; must stay inside the workspace home. */
+  cwd?: string;
+  env?: Record<string, string>;
+  stdin?: string;
+  stdinEncoding: 'utf8' | 'base64';
+  timeoutMs?: number;
+  waitMs?: number;
+}
+
+export interface ReadCommandParams {
+  stdoutOffset: number;
+  stderrOffset: number;
+  /** Max bytes per stream in this answer. */
+  limit: number;
+  /** Long-poll: wait up to this long for the command to end. */
+  waitMs: number;
+}
+
+export interface FetchParams {
+  /** Repository names to fetch; all git repositories when absent. */
+  repos?: string[];
+  /** Check out this ref in this repository after fetching. */
+  checkout?: { repo: string; ref: string };
+}
+
+export type ResetMode = 'restore' | 'recreate';
+
+export interface ResetParams {
+  /** Move to new refs as part of the reset; the new state becomes the baseline. */
+  refs?: Record<string, string>;
+  /**
+   * 'restore' (default): back to the baseline in place (only what changed is rewritten).
+   * 'recreate': new compute from the workspace's cache entry, at the baseline commits; that becomes
+   * the new baseline (same files and HEAD, new git metadata — see ResetResult).
+   */
+  mode?: ResetMode;
+}

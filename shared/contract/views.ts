@@ -1,0 +1,121 @@
+import type { CommandState, WorkspaceStatus } from './workspace.js';
+
+/**
+ * What the service answers with: the API's response bodies and streamed events. The HTTP API's zod
+ * schemas (shared/api/schemas.ts, response-schemas.ts) document exactly these types — a compile-time
+ * check there keeps the two identical.
+ */
+
+export interface StreamView {
+  /** Base64 when `encoding` is base64 (non-UTF-8 output), else text. */
+  data: string;
+  encoding: 'utf8' | 'base64';
+  offset: number;
+  nextOffset: number;
+  bytes: number;
+  truncated: boolean;
+}
+
+export interface CommandView {
+  id: string;
+  workspaceId: string;
+  state: CommandState;
+  exitCode: number | null;
+  signal: string | null;
+  reason?: string;
+  argv: string[];
+  cwd: string;
+  stdout: StreamView;
+  stderr: StreamView;
+  startedAt: string;
+  endedAt?: string;
+  durationMs?: number;
+}
+
+/** The workspace plan as shown (its documented fields; the rest passes through). */
+export interface PlanView {
+  home: string;
+  root: string;
+  workdir: string;
+  user: { name: string; uid: number; gid: number };
+  repos: {
+    name: string;
+    path: string;
+    target: string;
+    source: { kind: string; [key: string]: unknown };
+  }[];
+  [key: string]: unknown;
+}
+
+export interface WorkspaceView {
+  id: string;
+  status: WorkspaceStatus;
+  plan: PlanView;
+  repos: { name: string; path: string; commit?: string; ref?: string }[];
+  cache?: { key: string; hit: boolean; reason: string };
+  baselineFingerprint?: string;
+  labels: Record<string, string>;
+  failure?: { step: string; message: string };
+  warnings: string[];
+  steps: { at: string; step: string; message: string }[];
+  setupCommandId?: string;
+  createdAt: string;
+  updatedAt: string;
+  expiresAt?: number;
+}
+
+export interface FetchResult {
+  repos: {
+    name: string;
+    before?: string;
+    after?: string;
+    heads: Record<string, string>;
+    checkedOut?: string;
+  }[];
+}
+
+export interface ResetResult {
+  fingerprint: string;
+  baselineFingerprint: string;
+  matches: boolean;
+  restored?: number;
+  removed?: number;
+  /** mode 'recreate': new compute and a new baseline (its fingerprint is `baselineFingerprint`). */
+  recreated?: boolean;
+  /** mode 'recreate': the replaced baseline's fingerprint (the new one differs: git's index and reflogs are rewritten). */
+  previousBaselineFingerprint?: string;
+  durationMs: number;
+}
+
+/**
+ * How git had been told to hide a changed file from the workspace's own status/diff: an index flag
+ * (skip-worktree, assume-unchanged), an ignore rule added since the baseline or .git/info/exclude
+ * ('ignored'), attributes added since the baseline ('attributes'), or git's index saying unchanged
+ * while the content differs ('index').
+ */
+export type HiddenHow = 'skip-worktree' | 'assume-unchanged' | 'ignored' | 'attributes' | 'index';
+
+export interface ChangesView {
+  repos: {
+    name: string;
+    path: string;
+    baseCommit?: string;
+    head?: string;
+    status: { code: string; path: string; origPath?: string }[];
+    /** Changed files git had been told to hide (see HiddenHow); each is also in `status`. */
+    hidden: { path: string; how: HiddenHow }[];
+    diff: string;
+    diffTruncated: boolean;
+  }[];
+}
+
+/** Events streamed while a workspace provisions (or a fetch/reset runs). */
+export type WorkspaceEvent =
+  | { type: 'status'; status: WorkspaceStatus; workspace: WorkspaceView }
+  | { type: 'step'; at: string; step: string; message: string }
+  | { type: 'output'; commandId: string; stream: 'stdout' | 'stderr'; data: string };
+
+/** Events streamed for one command: output as it comes (`offset`: byte offset of `data` in its stream), then its final view. */
+export type CommandEvent =
+  | { type: 'output'; stream: 'stdout' | 'stderr'; data: string; offset: number }
+  | { type: 'end'; command: CommandView };
