@@ -3,7 +3,7 @@ import path from 'node:path';
 import { WspClient } from '../../shared/client/client.js';
 import type { ParsedArgs } from './args.js';
 
-export const DEFAULT_URL = 'http://127.0.0.1:7070';
+const DEFAULT_URL = 'http://127.0.0.1:7070';
 
 /**
  * Server URL and token for the CLI: flags, then env (WSP_URL; WSP_TOKEN, or the server's own

@@ -54,7 +54,7 @@ export interface LambdaContainer {
 /** The backends a Lambda build contains. */
 const LAMBDA_BACKENDS: BackendRegistry = { ecs: ecsBackend };
 
-export async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaContainer> {
+async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaContainer> {
   const env = overrides.env ?? process.env;
   const settings = readLambdaSettings(env);
   const config = overrides.config ?? settings.config;

@@ -35,8 +35,8 @@ export interface LambdaSettings {
   ensureTable: boolean;
 }
 
-export const DEFAULT_LAMBDA_DATA_DIR = '/tmp/wsp';
-export const DEFAULT_LAMBDA_INSTANCE_ID = 'wsp-lambda';
+const DEFAULT_LAMBDA_DATA_DIR = '/tmp/wsp';
+const DEFAULT_LAMBDA_INSTANCE_ID = 'wsp-lambda';
 
 /** Throws BadRequestError naming the bad variable or config field. */
 export function readLambdaSettings(env: NodeJS.ProcessEnv = process.env): LambdaSettings {

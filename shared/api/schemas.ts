@@ -116,7 +116,7 @@ export const resetBody = z
 
 // ---- responses (documentation + client types) ----
 
-export const streamView = z.object({
+const streamView = z.object({
   /** Base64 when `encoding` is base64 (non-UTF-8 output), else text. */
   data: z.string(),
   encoding: z.enum(['utf8', 'base64']),

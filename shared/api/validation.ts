@@ -9,7 +9,7 @@ export interface FieldProblem {
 const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
 /** `['argv', 0]` under `body` → `body.argv[0]`; keys that are not identifiers are quoted: `body.refs["../x"]`. */
-export function formatPath(root: string, path: readonly PropertyKey[]): string {
+function formatPath(root: string, path: readonly PropertyKey[]): string {
   let out = root;
   for (const key of path) {
     if (typeof key === 'number') out += `[${key}]`;

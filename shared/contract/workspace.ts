@@ -1,7 +1,6 @@
 import type { WorkspacePlan } from './plan.js';
 
 export type WorkspaceStatus = 'provisioning' | 'ready' | 'resetting' | 'deleting' | 'deleted' | 'failed';
-export const TRANSITIONAL_STATUSES: readonly WorkspaceStatus[] = ['provisioning', 'resetting', 'deleting'];
 
 /**
  * A serialisable backend handle, kept in the state store so any process can rebuild it:

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { WorkspacePlan } from '../contract/plan.js';
 
 /** Bump when the layout of a cache entry changes: old entries then simply miss. */
-export const PROVIDER_FORMAT_VERSION = 1;
+const PROVIDER_FORMAT_VERSION = 1;
 
 export interface CacheKeyInputs {
   backendKind: string;

@@ -15,7 +15,7 @@ import { hasForeignRef, type WorkspaceRecords } from './records.js';
 
 const MIB = 1024 * 1024;
 
-export function diskWarning(exceeded: NonNullable<WorkspaceRecord['diskExceeded']>): string {
+function diskWarning(exceeded: NonNullable<WorkspaceRecord['diskExceeded']>): string {
   return `disk limit exceeded: ${Math.ceil(exceeded.usedBytes / MIB)} MiB used of ${exceeded.limitBytes / MIB} MiB; processes killed, commands refused until a reset`;
 }
 

@@ -35,7 +35,7 @@ const TREE_CODES: Record<string, string> = {
 };
 
 /** The errno code of a Node system error (`ENOSPC`), if it is one. */
-export function systemErrorCode(error: unknown): string | undefined {
+function systemErrorCode(error: unknown): string | undefined {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   return typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) ? code : undefined;
 }

@@ -69,7 +69,7 @@ export async function runStep(
   return result;
 }
 
-export function tail(text: string, max: number): string {
+function tail(text: string, max: number): string {
   const t = text.trimEnd();
   return t.length <= max ? t : `…${t.slice(t.length - max)}`;
 }

@@ -141,7 +141,7 @@ export async function imageExists(docker: DockerClient, image: string): Promise<
  * 'host' shares the host's namespace, loopback included: the warned opt-in. 'bridge' is the old
  * name of 'egress' (plans stored before it); anything unknown is 'none'.
  */
-export function dockerNetwork(network: NetworkPolicy | string): 'none' | 'bridge' | 'host' {
+function dockerNetwork(network: NetworkPolicy | string): 'none' | 'bridge' | 'host' {
   if (network === 'egress' || network === 'bridge') return 'bridge';
   return network === 'host' ? 'host' : 'none';
 }

@@ -16,7 +16,7 @@ import { bestEffort } from '../../lib/best-effort.js';
 export type Purpose = 'cache' | 'baseline';
 
 /** The one way a snapshot ref is built (the reconciler compares refs as JSON, so the shape is fixed). */
-export function snapshotRef(purpose: Purpose, name: string): SnapshotRef {
+function snapshotRef(purpose: Purpose, name: string): SnapshotRef {
   return { kind: 'docker', purpose, name, image: `wsp-${purpose}:${name}` };
 }
 

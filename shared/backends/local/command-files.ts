@@ -24,7 +24,7 @@ export async function readPgid(dir: string): Promise<number | undefined> {
   return Number.isInteger(n) && n > 1 ? n : undefined;
 }
 
-export async function readKillReason(dir: string): Promise<string | undefined> {
+async function readKillReason(dir: string): Promise<string | undefined> {
   return (await readText(commandFile(dir, 'kill')))?.trim() || undefined;
 }
 

@@ -17,7 +17,7 @@ import { sleep } from '../../lib/sleep.js';
  * /etc/subuid ranges are skipped.
  */
 export const HOST_UID_BASE = 200_000;
-export const HOST_UID_COUNT = 1_000_000;
+const HOST_UID_COUNT = 1_000_000;
 export const DEFAULT_UID_REGISTRY = '/var/lib/wsp-local/host-uids';
 
 const LOCK = '.lock';

@@ -17,11 +17,11 @@ export interface Detected {
   warnings: string[];
 }
 
-export const NO_SANDBOX_WARNING =
+const NO_SANDBOX_WARNING =
   "NO SANDBOX: bubblewrap (bwrap) is not available, so local commands run directly on the host and can read the provider's files";
 
 /** Find an executable on the provider's PATH. */
-export async function which(name: string): Promise<string | undefined> {
+async function which(name: string): Promise<string | undefined> {
   for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
     if (dir === '') continue;
     const candidate = path.join(dir, name);

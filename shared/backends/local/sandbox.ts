@@ -48,7 +48,7 @@ export interface Launch {
   fd3: Buffer;
 }
 
-export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
+const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
 /** Attaches slirp4netns (host loopback disabled) to a command's fresh network namespace. */
 export const NET_EGRESS_SCRIPT = fileURLToPath(new URL('./net-egress.sh', import.meta.url));
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -80,7 +80,7 @@ export function checkCommandSpec(spec: CommandSpec): void {
 }
 
 /** The command's environment: fixed basics, then spec.env (which may override any of them). */
-export function commandEnv(plan: WorkspacePlan, spec: CommandSpec, home: string): Record<string, string> {
+function commandEnv(plan: WorkspacePlan, spec: CommandSpec, home: string): Record<string, string> {
   return {
     HOME: home,
     USER: plan.user.name,
@@ -107,7 +107,7 @@ function dropToUid(hostUid: number): string[] {
  * The network a command gets here: spec.network (setup) or plan.network; 'egress' without
  * slirp4netns is 'none' (the backend warns). Without bwrap nothing is enforced (NO SANDBOX warning).
  */
-export function effectiveNetwork(sandbox: SandboxHost, plan: WorkspacePlan, spec: CommandSpec): NetworkPolicy {
+function effectiveNetwork(sandbox: SandboxHost, plan: WorkspacePlan, spec: CommandSpec): NetworkPolicy {
   let wanted: string = spec.network ?? plan.network;
   if (wanted === 'bridge') wanted = 'egress'; // plans stored before 'egress' existed: the same meaning
   if (wanted === 'egress') return sandbox.slirp4netnsPath !== undefined ? 'egress' : 'none';
@@ -150,7 +150,7 @@ function networkArgs(network: NetworkPolicy): string[] {
  * a new one. The command inherits both fds: they name the namespaces it is in anyway (as its own
  * /proc/self/ns/user and /proc/self/ns/pid do), and setns needs capabilities it has not.
  */
-export const JOIN_NS = `pid=$1 start=$2
+const JOIN_NS = `pid=$1 start=$2
 shift 2
 set -f
 st=

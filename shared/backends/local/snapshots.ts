@@ -39,12 +39,12 @@ export interface SnapshotTaken {
   skipped?: Skipped;
 }
 
-export function snapshotRef(layout: LocalLayout, name: string): SnapshotRef {
+function snapshotRef(layout: LocalLayout, name: string): SnapshotRef {
   return { kind: 'local', name, dir: layout.snapshotDir(name) };
 }
 
 /** The snapshot dir of a ref (derived from its name; the ref's `dir` is not trusted). */
-export function snapshotDirOf(layout: LocalLayout, snapshot: SnapshotRef): string {
+function snapshotDirOf(layout: LocalLayout, snapshot: SnapshotRef): string {
   if (snapshot?.kind !== 'local')
     throw new BadRequestError(`not a local snapshot (kind '${String(snapshot?.kind)}')`, { field: 'snapshot' });
   return layout.snapshotDir(checkName('snapshot name', snapshot.name));

@@ -139,10 +139,6 @@ export async function isRunning(dir: string): Promise<boolean> {
   return (await readExit(dir)) === undefined && (await supervisorAlive(dir));
 }
 
-export async function readKillReason(dir: string): Promise<string | undefined> {
-  return (await readText(commandFile(dir, 'kill')))?.trim() || undefined;
-}
-
 /**
  * The status as the files tell it (statusFromRecord: exit record → ended; live supervisor → running;
  * else lost). The exit file is read after the liveness check, so a supervisor that ends in between is

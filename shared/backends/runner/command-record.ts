@@ -88,7 +88,7 @@ export async function readSpec(dir: string): Promise<StoredSpec | undefined> {
 }
 
 /** "<code> <signal|-> <killed 0|1> <stdout bytes> <stderr bytes> <ended epoch ms>" */
-export function parseExit(text: string): ExitRecord | undefined {
+function parseExit(text: string): ExitRecord | undefined {
   const [code, signal, killed, out, err, ended] = text.trim().split(/\s+/);
   const numbers = [code, out, err, ended].map(Number);
   if (numbers.some((n) => !Number.isFinite(n)) || signal === undefined || killed === undefined) return undefined;
@@ -153,7 +153,7 @@ export function statusFromRecord(record: CommandRecordFiles): CommandStatus {
 }
 
 /** Bytes of a stream a read may return: [offset, min(offset + limit, kept)), kept = min(size, maxOutputBytes). */
-export function readWindow(size: number, maxOutputBytes: number, offset: number, limit: number): number {
+function readWindow(size: number, maxOutputBytes: number, offset: number, limit: number): number {
   const kept = Math.min(size, maxOutputBytes);
   return Math.max(0, Math.min(offset + limit, kept) - offset);
 }

@@ -23,9 +23,7 @@ import { checkReadArgs, statusFromRecord, type StoredSpec } from './command-reco
  * like an answer. Command output only ever travels base64-encoded inside an answer.
  */
 
-/** What ECS Exec runs in the task (the image's contract: the runner at /opt/wsp/runner.sh). */
-export const RUNNER_RPC_COMMAND = 'sh /opt/wsp/runner.sh rpc';
-/** The same for a runner somewhere else (tests, other images). The path must not need shell quoting. */
+/** What ECS Exec runs to speak to a runner at `runnerPath` (the image has it at /opt/wsp/runner.sh). The path must not need shell quoting. */
 export const runnerRpcCommand = (runnerPath: string): string => `sh ${runnerPath} rpc`;
 
 /** A terminal session: bytes in, bytes out (echo and "\r\n" included), and its end. */
@@ -349,7 +347,7 @@ const fromB64 = (v: unknown): string | undefined =>
   typeof v === 'string' ? Buffer.from(v, 'base64').toString('utf8') : undefined;
 
 /** One status object of the runner (status_fields in runner.sh) → the CommandStatus Docker would read. */
-export function statusFromAnswer(answer: unknown): CommandStatus {
+function statusFromAnswer(answer: unknown): CommandStatus {
   const a = answer as Record<string, unknown>;
   const specText = fromB64(a.spec);
   let spec: StoredSpec;

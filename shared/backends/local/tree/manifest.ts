@@ -25,7 +25,7 @@ export interface ManifestEntry {
 
 export type Manifest = Map<string, ManifestEntry>;
 
-export const MANIFEST_FILE = 'manifest.json';
+const MANIFEST_FILE = 'manifest.json';
 const MANIFEST_VERSION = 1;
 
 interface ManifestJson {
