@@ -8,7 +8,7 @@ import type { WorkspaceCgroups } from './cgroup.js';
 import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
 import { holderStartTime } from './procs.js';
-import type { SandboxHost } from './sandbox.js';
+import { type SandboxHost, workspaceIdentityArgs } from './sandbox.js';
 
 /**
  * One pid namespace per workspace (local backend, provider as root with bwrap), alive as long as
@@ -154,15 +154,9 @@ export class PidNamespaces {
       '--',
       this.sandbox.bwrapPath ?? 'bwrap',
       '--unshare-user',
-      '--uid',
-      String(plan.user.uid),
-      '--gid',
-      String(plan.user.gid),
+      ...workspaceIdentityArgs(plan),
       '--unshare-pid',
-      '--unshare-ipc',
-      '--unshare-uts',
       '--unshare-net',
-      '--unshare-cgroup-try',
       ...this.sandbox.rootfsArgs,
       '--chdir',
       '/',

@@ -165,6 +165,24 @@ fields() { flags=$7; shift 19; now=$1; }
 exec "$@"`;
 
 /**
+ * Who a process is inside a workspace's sandbox: the plan's uid/gid in the user namespace, its own
+ * ipc and uts namespaces, its own cgroup namespace where the kernel has one. The same for every
+ * command and for the workspace's pid-namespace holder (pid-namespace.ts), whose namespaces the
+ * commands join: the two must agree.
+ */
+export function workspaceIdentityArgs(plan: WorkspacePlan): string[] {
+  return [
+    '--uid',
+    String(plan.user.uid),
+    '--gid',
+    String(plan.user.gid),
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--unshare-cgroup-try',
+  ];
+}
+
+/**
  * Build the launch chain of one command. Env values (possibly secrets) never enter argv — argv is
  * world-readable in /proc — they go into fd 3, which the wrapper opens from a root-only file.
  * `pidns`: the holder of the workspace's pid namespace (root + bwrap); the command joins it.
@@ -197,13 +215,7 @@ export function buildLaunch(
       // The workspace's user namespace (its uid mapping is the holder's: host uid -> plan uid) or,
       // without a holder, one of the command's own.
       ...(join.length > 0 ? ['--userns', '7', '--pidns', '8'] : ['--unshare-user']),
-      '--uid',
-      String(plan.user.uid),
-      '--gid',
-      String(plan.user.gid),
-      '--unshare-ipc',
-      '--unshare-uts',
-      '--unshare-cgroup-try',
+      ...workspaceIdentityArgs(plan),
       ...networkArgs(network),
       // Without root there is no per-workspace uid and no holder: a pid namespace per command instead
       // (background processes end with the command).

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The in-workspace command runner (issue 3 item 5; docs: shared/docs/cloud.md). POSIX sh + coreutils +
 # util-linux's setsid, no Node: it runs inside any Linux image, as root, started by whatever channel
-# the backend has into the workspace (docker exec today; ECS Exec later). The channel only kicks it:
+# the backend has into the workspace (docker exec on Docker, ECS Exec on Fargate). The channel only kicks it:
 # a command's result lives in files, never in the channel.
 #
 #   runner.sh start <dir> <uid> <gid> <timeoutMs> <maxOutputBytes> <cwd> -- <argv...>
