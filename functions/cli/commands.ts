@@ -51,10 +51,14 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
     case 'fetch': {
       const checkout =
         values.checkout === undefined ? undefined : Object.entries(keyValues('checkout', [values.checkout])!)[0];
-      const result = await client.fetch(id, {
-        ...(values.repo ? { repos: values.repo } : {}),
-        ...(checkout ? { checkout: { repo: checkout[0], ref: checkout[1] } } : {}),
-      });
+      const result = await client.fetch(
+        id,
+        {
+          ...(values.repo ? { repos: values.repo } : {}),
+          ...(checkout ? { checkout: { repo: checkout[0], ref: checkout[1] } } : {}),
+        },
+        { onAccepted: (op) => void io.err(stillRunning(op.kind, op.id)) },
+      );
       if (values.json) return json(result);
       for (const repo of result.repos) {
         const moved =
@@ -67,10 +71,14 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
     }
     case 'reset': {
       const refs = keyValues('ref', values.ref);
-      const result = await client.reset(id, {
-        ...(refs ? { refs } : {}),
-        ...(values.recreate ? { mode: 'recreate' as const } : {}),
-      });
+      const result = await client.reset(
+        id,
+        {
+          ...(refs ? { refs } : {}),
+          ...(values.recreate ? { mode: 'recreate' as const } : {}),
+        },
+        { onAccepted: (op) => void io.err(stillRunning(op.kind, op.id)) },
+      );
       if (values.json) return json(result);
       if (result.recreated)
         await io.out(
@@ -198,3 +206,7 @@ function table(rows: string[][]): string {
     .map((r) => `${r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')}\n`)
     .join('');
 }
+
+/** Progress on stderr while a long operation is polled past the server's wait. */
+const stillRunning = (kind: string, operationId: string): string =>
+  `wsp: ${kind} still running (operation ${operationId}); waiting for it\n`;

@@ -3,11 +3,9 @@ import type { ProviderConfig } from '../../shared/config/schema.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
 import { createLogger, type Logger } from '../../shared/log.js';
 import type { ServiceDeps } from '../../shared/service/deps.js';
-import type { GitOp } from '../../shared/service/long-work.js';
 import type { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
 import { ecsBackend, type BackendFactory, type BackendRegistry } from '../compose/backends.js';
 import { composeService } from '../compose/compose.js';
-import { invokeWorkerGitOp, type GitOpAnswer } from './git-ops.js';
 import { LambdaInvokeDispatcher, type JobHandOff } from './invoke-dispatcher.js';
 import { readLambdaSettings, type LambdaSettings } from './settings.js';
 import { unavailableBackend } from './unavailable-backend.js';
@@ -24,9 +22,13 @@ import { WorkerWork } from './worker-work.js';
  *   backend). Any other mode — or an ecs configuration that is incomplete — gets `unavailableBackend`,
  *   which answers 503 with the reason, and creates are refused up front. Tests inject a backend
  *   through `LambdaOverrides.backend`.
- * - Long work goes to the worker function (WorkerWork): provisioning by async invoke, git
- *   operations by synchronous invoke.
+ * - Long work goes to the worker function (WorkerWork) by async invoke: provisioning, and the
+ *   operations fetch and reset, whose request waits at most LAMBDA_OPERATION_WAIT_MS for them (the
+ *   api function has 29 s, API Gateway 30) and answers 202 with the operation to poll after that.
  */
+
+/** How long an api request waits for a fetch/reset it started before answering 202 (whatever the config says). */
+export const LAMBDA_OPERATION_WAIT_MS = 20_000;
 
 export interface LambdaOverrides {
   /** Instead of process.env. */
@@ -35,11 +37,9 @@ export interface LambdaOverrides {
   config?: ProviderConfig;
   /** DynamoDB endpoint (DynamoDB Local in tests); wins over the config's. */
   dynamoEndpoint?: string;
-  /** Instead of invoking the worker function for git operations (tests: run them in process). */
-  gitOps?: (op: GitOp) => Promise<GitOpAnswer>;
   /** Build the backend (tests: the local backend), whatever the mode. */
   backend?: BackendFactory;
-  /** Where provisioning jobs go (tests: a hand-off that calls the worker handler). Default: async Lambda invoke. */
+  /** Where jobs go (tests: a hand-off that calls the worker handler). Default: async Lambda invoke. */
   jobs?: JobHandOff;
   log?: Logger;
 }
@@ -57,7 +57,11 @@ const LAMBDA_BACKENDS: BackendRegistry = { ecs: ecsBackend };
 async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaContainer> {
   const env = overrides.env ?? process.env;
   const settings = readLambdaSettings(env);
-  const config = overrides.config ?? settings.config;
+  const configured = overrides.config ?? settings.config;
+  const config: ProviderConfig = {
+    ...configured,
+    operations: { maxWaitMs: Math.min(configured.operations.maxWaitMs, LAMBDA_OPERATION_WAIT_MS) },
+  };
   const log = overrides.log ?? createLogger({ svc: 'wsp-lambda' });
   const endpoint = overrides.dynamoEndpoint ?? config.state.endpoint;
 
@@ -75,18 +79,7 @@ async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaCon
     },
     backends: overrides.backend ? { [config.mode]: overrides.backend } : LAMBDA_BACKENDS,
     standIn: unavailableBackend,
-    // The api function (it knows a worker) hands git operations to it; the worker runs them itself. A
-    // container whose backend is unavailable runs them here (they fail as every backend call does).
-    work: (backendUnavailable) =>
-      new WorkerWork(
-        overrides.jobs ?? workerDispatcher(settings, lambda),
-        backendUnavailable !== undefined
-          ? undefined
-          : (overrides.gitOps ??
-              (settings.workerFunctionName !== undefined
-                ? invokeWorkerGitOp(lambda(), settings.workerFunctionName)
-                : undefined)),
-      ),
+    work: () => new WorkerWork(overrides.jobs ?? workerDispatcher(settings, lambda)),
   });
   return {
     settings,

@@ -1,23 +1,21 @@
 import middy from '@middy/core';
 import { z } from 'zod';
 import { createLogger, errorFields } from '../../shared/log.js';
-import type { GitOp, Job } from '../../shared/service/long-work.js';
+import type { Job } from '../../shared/service/long-work.js';
 import { lambdaContainer } from './compose.js';
-import { answerGitOp, gitOpSchema, type GitOpAnswer } from './git-ops.js';
 
 /**
- * The worker (the provisioner: the only role with the git secrets, the only function with git).
- * Git operations of running workspaces arrive as `{ gitOp }` synchronous invokes from the api function
- * (git-ops.ts) and are answered with their result. Jobs arrive from the api function's async invoke, run with
- * `service.runJob` (provisioning: clone/fetch, setup, cache, baseline). Jobs are idempotent: a
- * re-delivered provision job for a settled workspace does nothing. Provisioning records its own
- * failure on the workspace and does not throw; a throw here (e.g. the state store unreachable)
- * lets Lambda retry the async invocation.
+ * The worker (the provisioner: the only role with the git secrets, the only function with git). Jobs
+ * arrive from the api function's async invoke and run with `service.runJob`: provisioning
+ * (clone/fetch, setup, cache, baseline) and the operations fetch and reset (their outcome is written
+ * on the operation's record, which the api reads). Jobs are idempotent: a re-delivered job for a
+ * settled workspace or an ended operation does nothing. Both record their own failure and do not
+ * throw; a throw here (e.g. the state store unreachable) lets Lambda retry the async invocation.
  *
- * Time limit: a Lambda runs at most 15 minutes. When provisioning is still going
- * `TIME_MARGIN_MS` before the function's timeout, the workspace is failed and its compute torn
- * down, and the invocation ends normally — no retry that would start over, nothing left
- * 'provisioning' for ever.
+ * Time limit: a Lambda runs at most 15 minutes. When a job is still going `TIME_MARGIN_MS` before
+ * the function's timeout, it is failed (a provisioning workspace failed and its compute torn down; an
+ * operation failed, its workspace left to the janitor's stuck-reset check) and the invocation ends
+ * normally — no retry that would start over, nothing left running for ever.
  */
 
 const log = createLogger({ svc: 'wsp-worker' });
@@ -25,8 +23,12 @@ const log = createLogger({ svc: 'wsp-worker' });
 /** Kept free before the function timeout to fail the workspace and tear its compute down. */
 export const TIME_MARGIN_MS = 30_000;
 
+const workspaceId = z.string().regex(/^ws-[0-9a-f]{24}$/);
 const jobSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('provision'), workspaceId: z.string().regex(/^ws-[0-9a-f]{24}$/) }).strict(),
+  z.object({ kind: z.literal('provision'), workspaceId }).strict(),
+  z
+    .object({ kind: z.literal('operation'), workspaceId, operationId: z.string().regex(/^op-[0-9a-f]{8,40}$/) })
+    .strict(),
 ]);
 
 export interface WorkerResult {
@@ -34,7 +36,7 @@ export interface WorkerResult {
   reason?: string;
 }
 
-export const handler = middy<unknown, WorkerResult | GitOpAnswer>({ timeoutEarlyInMillis: TIME_MARGIN_MS })
+export const handler = middy<unknown, WorkerResult>({ timeoutEarlyInMillis: TIME_MARGIN_MS })
   .use({
     onError: async (request) => {
       if (request.error?.name !== 'TimeoutError') return; // rethrown by middy: Lambda retries
@@ -44,19 +46,6 @@ export const handler = middy<unknown, WorkerResult | GitOpAnswer>({ timeoutEarly
     },
   })
   .handler(async (event) => {
-    // A git operation from the api function (synchronous invoke): run it here, answer with its result.
-    if (typeof event === 'object' && event !== null && 'gitOp' in event) {
-      const op = gitOpSchema.safeParse((event as { gitOp: unknown }).gitOp);
-      if (!op.success) {
-        log.error('worker: malformed git op refused', {
-          issues: op.error.issues.map((i) => i.path.join('.') || '(root)'),
-        });
-        return { ok: false, error: { code: 'bad_request', message: 'malformed git operation' } };
-      }
-      const { service } = await lambdaContainer();
-      log.info('worker: git op', { op: op.data.kind, workspaceId: op.data.workspaceId });
-      return answerGitOp(service, op.data as GitOp);
-    }
     const parsed = jobSchema.safeParse(event);
     if (!parsed.success) {
       // Not retried: a malformed job never becomes valid. Only the field paths are logged, not the payload.
@@ -73,11 +62,23 @@ export const handler = middy<unknown, WorkerResult | GitOpAnswer>({ timeoutEarly
     return { ran: true };
   });
 
-/** The provisioning outlived the function: fail the workspace (if still provisioning) and free its compute. */
+/**
+ * The job outlived the function. Provisioning: fail the workspace (if still provisioning) and free its
+ * compute. An operation: fail it (a reset leaves its workspace 'resetting': the janitor fails it once
+ * no worker can still be running it).
+ */
 async function failTimedOut(job: Job): Promise<void> {
   log.error('worker: job did not finish within the function timeout', { job: job.kind, workspaceId: job.workspaceId });
   try {
     const { service, deps } = await lambdaContainer();
+    if (job.kind === 'operation') {
+      await service.operations.failRunning(
+        job.workspaceId,
+        job.operationId,
+        'the operation did not finish within the worker function time limit',
+      );
+      return;
+    }
     const record = await deps.state.getWorkspace(job.workspaceId);
     if (record?.status !== 'provisioning') return;
     const failed = await service.records.transition(job.workspaceId, ['provisioning'], 'failed', {

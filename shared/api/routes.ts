@@ -1,14 +1,16 @@
 import { z } from 'zod';
-import type { CommandEvent, WorkspaceEvent } from '../contract/views.js';
+import type { CommandEvent, OperationView, WorkspaceEvent } from '../contract/views.js';
+import { operationError } from '../service/operations.js';
 import { buildOpenApiDocument } from './openapi.js';
 import {
   commandEventSchema,
   commandList,
   healthBody,
+  operationList,
   workspaceEventSchema,
   workspaceList,
 } from './response-schemas.js';
-import { defineRoute, type Route, type SseEvent } from './route-types.js';
+import { defineRoute, type Route, type HandlerResult, type SseEvent } from './route-types.js';
 import {
   changesView,
   commandId,
@@ -16,6 +18,9 @@ import {
   createWorkspaceBody,
   fetchBody,
   fetchResult,
+  operationId,
+  operationView,
+  operationWaitQuery,
   readCommandQuery,
   resetBody,
   resetResult,
@@ -31,6 +36,7 @@ import {
 
 const wsParams = z.object({ id: workspaceId }).strict();
 const cmdParams = z.object({ id: workspaceId, cid: commandId }).strict();
+const opParams = z.object({ id: workspaceId, oid: operationId }).strict();
 
 /** Service events → SSE events named by their `type`. */
 async function* toSse<E extends { type: string }>(events: AsyncIterable<E>): AsyncIterable<SseEvent> {
@@ -39,6 +45,25 @@ async function* toSse<E extends { type: string }>(events: AsyncIterable<E>): Asy
 
 const workspaceLocation = (id: string) => `/workspaces/${id}`;
 const commandLocation = (id: string, cid: string) => `/workspaces/${id}/commands/${cid}`;
+const operationLocation = (id: string, oid: string) => `/workspaces/${id}/operations/${oid}`;
+
+/**
+ * A long operation's answer: its result (200) once it succeeded within the wait, its error (same
+ * status as if it had run inline) once it failed, else 202 with the operation to poll.
+ */
+function operationAnswer(view: OperationView): HandlerResult {
+  if (view.status === 'succeeded') return { status: 200, body: view.result };
+  if (view.status === 'failed') throw operationError(view);
+  return { status: 202, body: view, headers: { location: operationLocation(view.workspaceId, view.id) } };
+}
+
+const operationResponses = (what: string, result: z.ZodType) => ({
+  200: { description: `${what} done within the wait: its result`, schema: result },
+  202: {
+    description: `${what} still running after the wait (?waitMs=, capped by the provider): poll the operation (Location)`,
+    schema: operationView,
+  },
+});
 
 let openApiCache: unknown;
 
@@ -190,9 +215,10 @@ export const routes: readonly Route[] = [
     operationId: 'gitFetch',
     summary: 'Fetch new commits into all or some repositories (optionally check one out).',
     params: wsParams,
+    query: operationWaitQuery,
     body: fetchBody,
-    responses: { 200: { description: 'Per-repository result', schema: fetchResult } },
-    handler: async (service, { params, body }) => ({ status: 200, body: await service.fetch(params.id, body) }),
+    responses: operationResponses('Fetch', fetchResult),
+    handler: async (service, { params, query, body }) => operationAnswer(await service.fetch(params.id, body, query)),
   }),
   defineRoute({
     method: 'POST',
@@ -200,9 +226,35 @@ export const routes: readonly Route[] = [
     operationId: 'resetWorkspace',
     summary: 'Undo everything since the baseline (optionally moving to new refs); reports a fingerprint.',
     params: wsParams,
+    query: operationWaitQuery,
     body: resetBody,
-    responses: { 200: { description: 'Reset done', schema: resetResult } },
-    handler: async (service, { params, body }) => ({ status: 200, body: await service.reset(params.id, body) }),
+    responses: operationResponses('Reset', resetResult),
+    handler: async (service, { params, query, body }) => operationAnswer(await service.reset(params.id, body, query)),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/operations',
+    operationId: 'listOperations',
+    summary: "The workspace's long operations (fetch, reset), oldest first.",
+    params: wsParams,
+    responses: { 200: { description: 'Operations', schema: operationList } },
+    handler: async (service, { params }) => ({
+      status: 200,
+      body: { operations: await service.listOperations(params.id) },
+    }),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/operations/{oid}',
+    operationId: 'getOperation',
+    summary: 'A long operation (fetch, reset): running, or its result / error; waitMs long-polls for the end.',
+    params: opParams,
+    query: operationWaitQuery,
+    responses: { 200: { description: 'The operation', schema: operationView } },
+    handler: async (service, { params, query }) => ({
+      status: 200,
+      body: await service.getOperation(params.id, params.oid, query),
+    }),
   }),
   defineRoute({
     method: 'GET',

@@ -4,6 +4,7 @@ import type { AllTrue, Equal } from './same-type.js';
 import type {
   CreateWorkspaceParams,
   FetchParams,
+  OperationWaitParams,
   ReadCommandParams,
   ResetParams,
   RunCommandParams,
@@ -12,6 +13,7 @@ import type {
   ChangesView,
   CommandView,
   FetchResult,
+  OperationView,
   ResetResult,
   StreamView,
   WorkspaceView,
@@ -26,6 +28,7 @@ import type {
 
 export const workspaceId = z.string().regex(/^ws-[a-z0-9]{8,40}$/, 'is not a workspace id');
 export const commandId = z.string().regex(/^(cmd|sys)-[a-z0-9]{8,40}$/, 'is not a command id');
+export const operationId = z.string().regex(/^op-[a-f0-9]{8,40}$/, 'is not an operation id');
 const labelMap = z.record(z.string().regex(/^[A-Za-z0-9._/-]{1,63}$/, 'is not a valid label key'), z.string().max(256));
 const repoName = relativePath.or(z.literal('.'));
 
@@ -75,6 +78,18 @@ export const runCommandBody = z
   .refine((b) => (b.argv === undefined) !== (b.command === undefined), {
     message: 'exactly one of argv or command is required',
   });
+
+/** How long a request that starts or reads a long operation waits for its end (the provider caps it). */
+export const operationWaitQuery = z
+  .object({
+    waitMs: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(60 * 60_000)
+      .optional(),
+  })
+  .strict();
 
 export const readCommandQuery = z
   .object({
@@ -227,6 +242,22 @@ export const changesView = z.object({
   ),
 });
 
+export const operationView = z.object({
+  id: z.string(),
+  workspaceId: z.string(),
+  kind: z.enum(['fetch', 'reset']),
+  status: z.enum(['running', 'succeeded', 'failed']),
+  /** The request body that started it. */
+  input: z.record(z.string(), z.unknown()),
+  /** Once succeeded: what the request would have answered (a fetch or reset result). */
+  result: z.union([fetchResult, resetResult]).optional(),
+  /** Once failed: the error the request would have answered (its code maps to the same HTTP status). */
+  error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }).optional(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  endedAt: z.string().optional(),
+});
+
 export const errorBody = z.object({
   error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
 });
@@ -247,5 +278,7 @@ type SchemasMatchContract = AllTrue<
     Equal<z.output<typeof fetchResult>, FetchResult>,
     Equal<z.output<typeof resetResult>, ResetResult>,
     Equal<z.output<typeof changesView>, ChangesView>,
+    Equal<z.output<typeof operationWaitQuery>, OperationWaitParams>,
+    Equal<z.output<typeof operationView>, OperationView>,
   ]
 >;

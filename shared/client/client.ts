@@ -7,6 +7,7 @@ import type {
   CommandEvent,
   CommandView,
   FetchResult,
+  OperationView,
   ResetResult,
   WorkspaceEvent,
   WorkspaceView,
@@ -23,6 +24,15 @@ export type RunCommandInput = z.input<typeof runCommandBody>;
 export type ReadCommandOptions = Partial<z.input<typeof readCommandQuery>>;
 export type FetchInput = z.input<typeof fetchBody>;
 export type ResetInput = z.input<typeof resetBody>;
+
+export interface OperationOptions {
+  /** How long the POST itself may wait on the server before it hands back the operation (server-capped). */
+  waitMs?: number;
+  /** Give up waiting (WspTimeoutError) after this long; the operation goes on. Default: no limit. */
+  timeoutMs?: number;
+  /** Called when the server answered 202: the operation being polled. */
+  onAccepted?: (operation: OperationView) => void;
+}
 
 export interface WspClientOptions {
   /** e.g. `http://127.0.0.1:7070` (a trailing slash is fine). */
@@ -165,12 +175,65 @@ export class WspClient {
   // ---- git and baseline ----
 
   /** Fetches new commits into all (or `repos`) repositories; optionally checks one out. */
-  async fetch(id: string, body: FetchInput = {}): Promise<FetchResult> {
-    return (await this.#json<FetchResult>('POST', `/workspaces/${enc(id)}/git/fetch`, { body })).body;
+  /** Fetch new commits; waits for the end (polling the operation past the server's wait). */
+  async fetch(id: string, body: FetchInput = {}, options: OperationOptions = {}): Promise<FetchResult> {
+    return this.#operation<FetchResult>(id, 'git/fetch', body, options);
   }
 
-  async reset(id: string, body: ResetInput = {}): Promise<ResetResult> {
-    return (await this.#json<ResetResult>('POST', `/workspaces/${enc(id)}/reset`, { body })).body;
+  /** Back to the baseline (or to new refs); waits for the end (polling the operation past the server's wait). */
+  async reset(id: string, body: ResetInput = {}, options: OperationOptions = {}): Promise<ResetResult> {
+    return this.#operation<ResetResult>(id, 'reset', body, options);
+  }
+
+  async getOperation(id: string, operationId: string, query: { waitMs?: number } = {}): Promise<OperationView> {
+    return (
+      await this.#json<OperationView>('GET', `/workspaces/${enc(id)}/operations/${enc(operationId)}`, {
+        query: { ...query },
+      })
+    ).body;
+  }
+
+  async listOperations(id: string): Promise<OperationView[]> {
+    return (await this.#json<{ operations: OperationView[] }>('GET', `/workspaces/${enc(id)}/operations`)).body
+      .operations;
+  }
+
+  /** Wait for a long operation: until it ends (its result, or its error thrown as the API's) or `timeoutMs`. */
+  async waitForOperation(
+    id: string,
+    operationId: string,
+    options: { timeoutMs?: number } = {},
+  ): Promise<OperationView> {
+    const deadline = Date.now() + (options.timeoutMs ?? Number.POSITIVE_INFINITY);
+    for (;;) {
+      const left = deadline - Date.now();
+      const op = await this.getOperation(id, operationId, { waitMs: Math.max(0, Math.min(LONG_POLL_MS, left)) });
+      if (op.status !== 'running') return op;
+      if (Date.now() >= deadline) throw new WspTimeoutError(`operation ${operationId} still running`);
+    }
+  }
+
+  /**
+   * POST a long operation: its result when the server answers 200 within its wait, else (202) the
+   * operation is polled until it ends; a failure is thrown as the API error the request would have
+   * answered. `onAccepted` sees the operation when the server handed it back.
+   */
+  async #operation<T>(id: string, route: string, body: unknown, options: OperationOptions): Promise<T> {
+    const started = await this.#json<T | OperationView>('POST', `/workspaces/${enc(id)}/${route}`, {
+      body,
+      ...(options.waitMs !== undefined ? { query: { waitMs: options.waitMs } } : {}),
+    });
+    if (started.status !== 202) return started.body as T;
+    const accepted = started.body as OperationView;
+    options.onAccepted?.(accepted);
+    const op = await this.waitForOperation(
+      id,
+      accepted.id,
+      options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {},
+    );
+    if (op.status === 'succeeded') return op.result as T;
+    const error = op.error ?? { code: 'internal', message: 'operation failed' };
+    throw new WspApiError(statusForCode(error.code), error.code, error.message, { details: error.details });
   }
 
   async changes(id: string): Promise<ChangesView> {

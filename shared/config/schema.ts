@@ -217,6 +217,22 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Long operations (git fetch, reset): how long their request waits for the end before it answers
+     * 202 with the operation to poll. A request's own `waitMs` may ask for less. The Lambda entry point
+     * caps it below API Gateway's 30 s whatever is configured here.
+     */
+    operations: z
+      .object({
+        maxWaitMs: z
+          .number()
+          .int()
+          .min(0)
+          .max(60 * 60_000)
+          .default(10 * 60_000),
+      })
+      .strict()
+      .prefault({}),
     /** mode 'docker': the daemon and the image fresh workspaces start from (never pulled). */
     docker: z
       .object({

@@ -43,6 +43,11 @@ export interface FetchParams {
   checkout?: { repo: string; ref: string };
 }
 
+/** How long a request that starts or reads a long operation waits for it to end (capped by the entry point). */
+export interface OperationWaitParams {
+  waitMs?: number;
+}
+
 export type ResetMode = 'restore' | 'recreate';
 
 export interface ResetParams {

@@ -1,4 +1,4 @@
-import type { CacheEntryRecord, CommandRecord, WorkspaceRecord } from './workspace.js';
+import type { CacheEntryRecord, CommandRecord, OperationRecord, WorkspaceRecord } from './workspace.js';
 
 /**
  * State store port. Every update is conditional on `version` (and the caller's expectations);
@@ -27,7 +27,7 @@ export interface StateStore {
     patch: Patch<WorkspaceRecord>,
     expectedStatus?: WorkspaceRecord['status'][],
   ): Promise<WorkspaceRecord>;
-  /** Remove the record and its commands (after teardown, once 'deleted' has been observed). */
+  /** Remove the record, its commands and operations (after teardown, once 'deleted' has been observed). */
   deleteWorkspace(id: string): Promise<void>;
 
   createCommand(record: CommandRecord): Promise<void>;
@@ -39,6 +39,17 @@ export interface StateStore {
     expectedVersion: number,
     patch: Patch<CommandRecord>,
   ): Promise<CommandRecord>;
+
+  createOperation(record: OperationRecord): Promise<void>;
+  getOperation(workspaceId: string, operationId: string): Promise<OperationRecord | undefined>;
+  /** Operations of one workspace in id order (ids sort by time). */
+  listOperations(workspaceId: string): Promise<OperationRecord[]>;
+  updateOperation(
+    workspaceId: string,
+    operationId: string,
+    expectedVersion: number,
+    patch: Patch<OperationRecord>,
+  ): Promise<OperationRecord>;
 
   /** Claim an idempotency key for a workspace id; returns the id that holds it (ours or earlier). */
   claimIdempotencyKey(key: string, workspaceId: string): Promise<string>;

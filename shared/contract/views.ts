@@ -87,6 +87,20 @@ export interface ResetResult {
   durationMs: number;
 }
 
+/** A long operation (git fetch, reset): `result` once it succeeded, `error` (code, message) once it failed. */
+export interface OperationView {
+  id: string;
+  workspaceId: string;
+  kind: 'fetch' | 'reset';
+  status: 'running' | 'succeeded' | 'failed';
+  input: Record<string, unknown>;
+  result?: FetchResult | ResetResult;
+  error?: { code: string; message: string; details?: unknown };
+  createdAt: string;
+  updatedAt: string;
+  endedAt?: string;
+}
+
 /**
  * How git had been told to hide a changed file from the workspace's own status/diff: an index flag
  * (skip-worktree, assume-unchanged), an ignore rule added since the baseline or .git/info/exclude

@@ -106,6 +106,32 @@ export interface CommandRecord {
   durationMs?: number;
 }
 
+export type OperationKind = 'fetch' | 'reset';
+export type OperationStatus = 'running' | 'succeeded' | 'failed';
+
+/**
+ * A long operation on a ready workspace (git fetch, reset): started by a request that answers within
+ * a bounded wait (API Gateway's 30 s) and polled after that. Runs wherever long work runs.
+ */
+export interface OperationRecord {
+  workspaceId: string;
+  id: string;
+  version: number;
+  kind: OperationKind;
+  status: OperationStatus;
+  /** The validated request body (FetchParams / ResetParams). */
+  input: Record<string, unknown>;
+  /** The operation's answer once it succeeded (FetchResult / ResetResult). */
+  result?: Record<string, unknown>;
+  /** Why it failed: the code and message the request would have answered (never a host path). */
+  error?: { code: string; message: string; details?: unknown };
+  /** Instance that started it (the reconciler settles only its own). */
+  owner: string;
+  createdAt: string;
+  updatedAt: string;
+  endedAt?: string;
+}
+
 export type CacheEntryStatus = 'building' | 'ready' | 'failed';
 
 export interface CacheEntryRecord {

@@ -53,8 +53,17 @@ export async function sweep(
     orphansDestroyed: [],
     overDisk: [],
   };
-  if (options.abandonedAfterMs !== undefined)
+  if (options.abandonedAfterMs !== undefined) {
     report.abandoned = await failAbandoned(deps, service, now, options.abandonedAfterMs);
+    // Operations (fetch, reset) whose worker was killed hard: nothing will ever end them.
+    const live = await deps.state.listWorkspaces({ owner: deps.instanceId });
+    const ops = await service.operations.failAbandoned(
+      live.filter((w) => w.owner === deps.instanceId && w.status !== 'deleted').map((w) => w.id),
+      `no progress for ${Math.round(options.abandonedAfterMs / 60_000)} min: the process running it was lost`,
+      options.abandonedAfterMs,
+    );
+    report.abandoned.push(...ops);
+  }
   if (options.orphans) {
     report.orphansDestroyed = await destroyOrphans(deps).catch((error: unknown) => {
       deps.log.warn('orphan sweep failed', errorFields(error));

@@ -1,36 +1,29 @@
-import type { FetchParams, ResetParams } from '../contract/inputs.js';
-import type { FetchResult, ResetResult } from '../contract/views.js';
 import { errorFields, type Logger } from '../log.js';
 
 /**
- * Where long work runs: the one port through which the service starts provisioning (a job: fire
- * and forget) and runs the git operations of a ready workspace (fetch, reset: the caller waits for
- * the answer). The local server runs both in its own process (InProcessWork); a Lambda deployment
- * hands both to its worker function (functions/lambda/worker-work.ts), which runs them with
- * `DefaultWorkspaceService.runJob` / `runGitOp`. Jobs and ops are small and serialisable (ids and
- * the validated request body); a job is idempotent to re-run against the state store.
+ * Where long work runs: the one port through which the service hands off provisioning and the long
+ * operations of a ready workspace (fetch, reset: recorded as operations, shared/service/operations.ts,
+ * that the request waits for a bounded time and the caller polls after that). The local server runs
+ * jobs in its own process (InProcessWork); a Lambda deployment hands them to its worker function by
+ * async invoke (functions/lambda/worker-work.ts), which runs them with `DefaultWorkspaceService.runJob`.
+ * Nothing waits on a hand-off longer than API Gateway's 30 s, and no job is bounded by the request.
+ * Jobs are small and serialisable (ids only) and idempotent to re-run against the state store.
  *
- * `here` is the work done in this process: a runner either calls it, or hands the work to a process
+ * `here` is the work done in this process: a runner either calls it, or hands the job to a process
  * that does the same there.
  */
-export type Job = { kind: 'provision'; workspaceId: string };
-
-export type GitOp =
-  | { kind: 'fetch'; workspaceId: string; input: FetchParams }
-  | { kind: 'reset'; workspaceId: string; input: ResetParams };
-
-export type GitOpResult = FetchResult | ResetResult;
+export type Job =
+  | { kind: 'provision'; workspaceId: string }
+  | { kind: 'operation'; workspaceId: string; operationId: string };
 
 export interface LongWork {
   /** Resolves once the job is handed off (not when it is done); throws if it could not be. */
   dispatch(job: Job, here: () => Promise<void>): Promise<void>;
-  /** Resolves with the operation's answer; a domain error is thrown as itself. */
-  run<T extends GitOpResult>(op: GitOp, here: () => Promise<T>): Promise<T>;
   /** Waits for jobs running in the background of this process (graceful shutdown, tests). */
   drain(): Promise<void>;
 }
 
-/** The local server's: a job runs in the background of this process, an operation inline. */
+/** The local server's: a job runs in the background of this process. */
 export class InProcessWork implements LongWork {
   private readonly background = new Set<Promise<void>>();
 
@@ -41,10 +34,6 @@ export class InProcessWork implements LongWork {
       .catch((e) => this.log.error('background work failed', errorFields(e)))
       .finally(() => this.background.delete(p));
     this.background.add(p);
-  }
-
-  run<T extends GitOpResult>(_op: GitOp, here: () => Promise<T>): Promise<T> {
-    return here();
   }
 
   async drain(): Promise<void> {

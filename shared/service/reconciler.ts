@@ -10,6 +10,7 @@ export interface ReconcileReport {
   resumedResets: string[];
   finishedDeletes: string[];
   commandsSettled: number;
+  operationsFailed: string[];
   orphansDestroyed: string[];
   snapshotsRemoved: number;
   cacheEntriesReleased: string[];
@@ -28,6 +29,7 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
     resumedResets: [],
     finishedDeletes: [],
     commandsSettled: 0,
+    operationsFailed: [],
     orphansDestroyed: [],
     snapshotsRemoved: 0,
     cacheEntriesReleased: [],
@@ -87,6 +89,13 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
       );
     }
   }
+
+  // Operations (fetch, reset) this instance was running: their work was in its memory. A reset's
+  // workspace was finished above; the operation itself says it was interrupted.
+  report.operationsFailed = await service.operations.failAbandoned(
+    mine.map((r) => r.id),
+    'provider restarted while the operation ran; the workspace was reconciled (GET it for its state)',
+  );
 
   report.orphansDestroyed = await destroyOrphans(deps);
   const live = new Map((await state.listWorkspaces({ owner: instanceId })).map((r) => [r.id, r] as const));

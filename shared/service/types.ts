@@ -1,6 +1,7 @@
 import type {
   CreateWorkspaceParams,
   FetchParams,
+  OperationWaitParams,
   ReadCommandParams,
   ResetParams,
   RunCommandParams,
@@ -9,8 +10,7 @@ import type {
   ChangesView,
   CommandEvent,
   CommandView,
-  FetchResult,
-  ResetResult,
+  OperationView,
   WorkspaceEvent,
   WorkspaceView,
 } from '../contract/views.js';
@@ -35,8 +35,15 @@ export interface WorkspaceService {
   listCommands(workspaceId: string): Promise<CommandView[]>;
   cancelCommand(workspaceId: string, commandId: string): Promise<CommandView>;
 
-  fetch(workspaceId: string, input: FetchParams): Promise<FetchResult>;
-  reset(workspaceId: string, input: ResetParams): Promise<ResetResult>;
+  /**
+   * Long operations: started, then waited for up to `waitMs` (capped: config operations.maxWaitMs, and
+   * below API Gateway's 30 s on Lambda). The view says whether it ended (`result` / `error`) or is still
+   * `running` — then poll getOperation.
+   */
+  fetch(workspaceId: string, input: FetchParams, wait?: OperationWaitParams): Promise<OperationView>;
+  reset(workspaceId: string, input: ResetParams, wait?: OperationWaitParams): Promise<OperationView>;
+  getOperation(workspaceId: string, operationId: string, wait?: OperationWaitParams): Promise<OperationView>;
+  listOperations(workspaceId: string): Promise<OperationView[]>;
   changes(workspaceId: string): Promise<ChangesView>;
 
   /** Until the workspace settles (ready/failed/deleted) or `signal` aborts. */

@@ -1,6 +1,7 @@
 import type {
   CreateWorkspaceParams,
   FetchParams,
+  OperationWaitParams,
   ReadCommandParams,
   ResetParams,
   RunCommandParams,
@@ -9,8 +10,7 @@ import type {
   ChangesView,
   CommandEvent,
   CommandView,
-  FetchResult,
-  ResetResult,
+  OperationView,
   WorkspaceEvent,
   WorkspaceView,
 } from '../contract/views.js';
@@ -22,7 +22,8 @@ import { errorFields } from '../log.js';
 import { Commands } from './commands.js';
 import { hostDirs, type ServiceDeps } from './deps.js';
 import { publicError } from './public-error.js';
-import { InProcessWork, type GitOp, type GitOpResult, type Job, type LongWork } from './long-work.js';
+import { InProcessWork, type Job, type LongWork } from './long-work.js';
+import { Operations } from './operations.js';
 import { newWorkspaceId } from './ids.js';
 import { Provisioner } from './provisioner.js';
 import { hasForeignRef, WorkspaceRecords } from './records.js';
@@ -49,6 +50,8 @@ export class DefaultWorkspaceService implements WorkspaceService {
   private readonly streams: StreamLimits;
   /** Where provisioning, fetch and reset run. */
   private readonly work: LongWork;
+  /** fetch and reset, as operations a request waits for a bounded time. */
+  readonly operations: Operations;
 
   constructor(private readonly deps: ServiceDeps) {
     const now = deps.now ?? (() => new Date());
@@ -59,6 +62,9 @@ export class DefaultWorkspaceService implements WorkspaceService {
     this.commands = new Commands(deps, this.records, this.gate);
     this.ops = new WorkspaceOps(deps, this.records, repoSync, this.provisioner, this.gate);
     this.work = deps.work ?? new InProcessWork(deps.log);
+    this.operations = new Operations(deps, this.records, this.work, (workspaceId, op) =>
+      op.kind === 'fetch' ? this.ops.fetch(workspaceId, op.input) : this.ops.reset(workspaceId, op.input),
+    );
   }
 
   async createWorkspace(input: CreateWorkspaceParams): Promise<{ workspace: WorkspaceView; created: boolean }> {
@@ -163,11 +169,17 @@ export class DefaultWorkspaceService implements WorkspaceService {
   cancelCommand(workspaceId: string, commandId: string): Promise<CommandView> {
     return this.commands.cancel(workspaceId, commandId);
   }
-  fetch(workspaceId: string, input: FetchParams): Promise<FetchResult> {
-    return this.work.run({ kind: 'fetch', workspaceId, input }, () => this.ops.fetch(workspaceId, input));
+  fetch(workspaceId: string, input: FetchParams, wait: OperationWaitParams = {}): Promise<OperationView> {
+    return this.operations.start(workspaceId, { kind: 'fetch', input }, wait.waitMs);
   }
-  reset(workspaceId: string, input: ResetParams): Promise<ResetResult> {
-    return this.work.run({ kind: 'reset', workspaceId, input }, () => this.ops.reset(workspaceId, input));
+  reset(workspaceId: string, input: ResetParams, wait: OperationWaitParams = {}): Promise<OperationView> {
+    return this.operations.start(workspaceId, { kind: 'reset', input }, wait.waitMs);
+  }
+  getOperation(workspaceId: string, operationId: string, wait: OperationWaitParams = {}): Promise<OperationView> {
+    return this.operations.get(workspaceId, operationId, wait.waitMs);
+  }
+  listOperations(workspaceId: string): Promise<OperationView[]> {
+    return this.operations.list(workspaceId);
   }
   changes(workspaceId: string): Promise<ChangesView> {
     return this.ops.changes(workspaceId);
@@ -258,16 +270,8 @@ export class DefaultWorkspaceService implements WorkspaceService {
     switch (job.kind) {
       case 'provision':
         return this.provisioner.provision(job.workspaceId);
-    }
-  }
-
-  /** Run a git operation here and now (in-process long work, or a worker Lambda that received it). */
-  runGitOp(op: GitOp): Promise<GitOpResult> {
-    switch (op.kind) {
-      case 'fetch':
-        return this.ops.fetch(op.workspaceId, op.input);
-      case 'reset':
-        return this.ops.reset(op.workspaceId, op.input);
+      case 'operation':
+        return this.operations.run(job.workspaceId, job.operationId);
     }
   }
 

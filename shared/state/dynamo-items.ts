@@ -1,5 +1,5 @@
 import type { WarmTaskRecord } from '../backends/ecs/warm-task-store.js';
-import type { CacheEntryRecord, CommandRecord, WorkspaceRecord } from '../contract/workspace.js';
+import type { CacheEntryRecord, CommandRecord, OperationRecord, WorkspaceRecord } from '../contract/workspace.js';
 import { TABLE_SHAPE } from './table.js';
 
 /**
@@ -8,6 +8,7 @@ import { TABLE_SHAPE } from './table.js';
  *
  *   workspace    pk=WS#<id>      sk=META        gsi1pk=WS     gsi1sk=<createdAt>#<id>  ttl=expiresAt
  *   command      pk=WS#<id>      sk=CMD#<cid>
+ *   operation    pk=WS#<id>      sk=OP#<oid>
  *   idempotency  pk=IDEM#<key>   sk=IDEM        workspaceId, createdAt
  *   cache entry  pk=CACHE#<key>  sk=META        gsi1pk=CACHE  gsi1sk=<createdAt>#<key>
  *   warm task    pk=WARM#<key>   sk=TASK#<id>   gsi1pk=WARM   gsi1sk=<createdAt>#<key>#<id>
@@ -21,12 +22,17 @@ export const GSI_WORKSPACES = 'WS';
 export const GSI_CACHE = 'CACHE';
 export const GSI_WARM = 'WARM';
 export const COMMAND_SK_PREFIX = 'CMD#';
+export const OPERATION_SK_PREFIX = 'OP#';
 export const WARM_TASK_SK_PREFIX = 'TASK#';
 
 export const workspaceKey = (id: string): Key => ({ pk: `WS#${id}`, sk: 'META' });
 export const commandKey = (workspaceId: string, commandId: string): Key => ({
   pk: `WS#${workspaceId}`,
   sk: `${COMMAND_SK_PREFIX}${commandId}`,
+});
+export const operationKey = (workspaceId: string, operationId: string): Key => ({
+  pk: `WS#${workspaceId}`,
+  sk: `${OPERATION_SK_PREFIX}${operationId}`,
 });
 export const idempotencyKey = (key: string): Key => ({ pk: `IDEM#${key}`, sk: 'IDEM' });
 export const cacheEntryKey = (key: string): Key => ({ pk: `CACHE#${key}`, sk: 'META' });
@@ -59,6 +65,10 @@ export function workspaceToItem(record: WorkspaceRecord): Item {
 
 export function commandToItem(record: CommandRecord): Item {
   return { ...record, ...commandKey(record.workspaceId, record.id) };
+}
+
+export function operationToItem(record: OperationRecord): Item {
+  return { ...record, ...operationKey(record.workspaceId, record.id) };
 }
 
 export function cacheEntryToItem(record: CacheEntryRecord): Item {

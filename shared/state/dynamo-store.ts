@@ -2,7 +2,7 @@ import { DeleteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { ConflictError } from '../contract/errors.js';
 import type { Patch, StateStore, WorkspaceQuery } from '../contract/state.js';
-import type { CacheEntryRecord, CommandRecord, WorkspaceRecord } from '../contract/workspace.js';
+import type { CacheEntryRecord, CommandRecord, OperationRecord, WorkspaceRecord } from '../contract/workspace.js';
 import { isConditionFailed, storeUnavailable } from './dynamo-errors.js';
 import {
   COMMAND_SK_PREFIX,
@@ -14,6 +14,9 @@ import {
   commandToItem,
   idempotencyKey,
   itemToRecord,
+  OPERATION_SK_PREFIX,
+  operationKey,
+  operationToItem,
   listSortKey,
   workspaceKey,
   workspaceToItem,
@@ -171,6 +174,39 @@ export class DynamoStateStore extends DynamoTable implements StateStore {
     });
   }
 
+  // ---- operations -------------------------------------------------------------------------
+
+  async createOperation(record: OperationRecord): Promise<void> {
+    await this.putNew(operationToItem(record), `operation '${record.workspaceId}/${record.id}'`);
+  }
+
+  async getOperation(workspaceId: string, operationId: string): Promise<OperationRecord | undefined> {
+    return this.getRecord<OperationRecord>(
+      operationKey(workspaceId, operationId),
+      `operation '${workspaceId}/${operationId}'`,
+    );
+  }
+
+  async listOperations(workspaceId: string): Promise<OperationRecord[]> {
+    const items = await this.queryChildItems(workspaceId, OPERATION_SK_PREFIX);
+    return items.map((item) => itemToRecord<OperationRecord>(item));
+  }
+
+  async updateOperation(
+    workspaceId: string,
+    operationId: string,
+    expectedVersion: number,
+    patch: Patch<OperationRecord>,
+  ): Promise<OperationRecord> {
+    return this.conditionalUpdate<OperationRecord>(patch, {
+      kind: 'operation',
+      label: `${workspaceId}/${operationId}`,
+      key: operationKey(workspaceId, operationId),
+      identity: { workspaceId, id: operationId },
+      expectedVersion,
+    });
+  }
+
   // ---- idempotency ------------------------------------------------------------------------
 
   /**
@@ -256,11 +292,16 @@ export class DynamoStateStore extends DynamoTable implements StateStore {
   // ---- helpers --------------------------------------------------------------------------
 
   private queryCommandItems(workspaceId: string, keysOnly = false): Promise<Item[]> {
+    return this.queryChildItems(workspaceId, COMMAND_SK_PREFIX, keysOnly);
+  }
+
+  /** Items of one workspace's partition whose sort key starts with `prefix` (commands, operations). */
+  private queryChildItems(workspaceId: string, prefix: string, keysOnly = false): Promise<Item[]> {
     const b = new ExpressionBuilder();
     const { pk } = workspaceKey(workspaceId);
     return this.queryAll(
       {
-        KeyConditionExpression: `${b.name(TABLE_SHAPE.partitionKey)} = ${b.value(pk)} AND begins_with(${b.name(TABLE_SHAPE.sortKey)}, ${b.value(COMMAND_SK_PREFIX)})`,
+        KeyConditionExpression: `${b.name(TABLE_SHAPE.partitionKey)} = ${b.value(pk)} AND begins_with(${b.name(TABLE_SHAPE.sortKey)}, ${b.value(prefix)})`,
         ...(keysOnly
           ? { ProjectionExpression: `${b.name(TABLE_SHAPE.partitionKey)}, ${b.name(TABLE_SHAPE.sortKey)}` }
           : {}),
@@ -268,12 +309,16 @@ export class DynamoStateStore extends DynamoTable implements StateStore {
         ExpressionAttributeValues: b.values,
         ConsistentRead: true,
       },
-      `list commands of workspace '${workspaceId}'`,
+      `list ${prefix === COMMAND_SK_PREFIX ? 'commands' : 'operations'} of workspace '${workspaceId}'`,
     );
   }
 
+  /** The workspace's commands and operations (every item of its partition but META). */
   private async deleteCommandsOf(workspaceId: string): Promise<void> {
-    const keys = await this.queryCommandItems(workspaceId, true);
+    const keys = [
+      ...(await this.queryCommandItems(workspaceId, true)),
+      ...(await this.queryChildItems(workspaceId, OPERATION_SK_PREFIX, true)),
+    ];
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < keys.length) {

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startHttpServer, type StartedHttpServer } from '../../functions/server/http-server.js';
 import { silentLogger } from '../../shared/log.js';
-import { FakeWorkspaceService, type FakeOptions } from '../support/fake-service.js';
+import { doneOperation, FakeWorkspaceService, type FakeOptions } from '../support/fake-service.js';
 
 /**
  * The CLI as a user runs it: a child process (node + tsx) against the real HTTP server on
@@ -276,7 +276,9 @@ describe('wsp workspace commands', () => {
   it('reset exits 1 when the fingerprint does not match the baseline', async () => {
     await startWith();
     const ws = fake.seedWorkspace();
-    fake.stub('reset', async () => ({ fingerprint: 'a', baselineFingerprint: 'b', matches: false, durationMs: 1 }));
+    fake.stub('reset', async () =>
+      doneOperation(ws.id, 'reset', { fingerprint: 'a', baselineFingerprint: 'b', matches: false, durationMs: 1 }),
+    );
     const r = await wsp(['reset', ws.id]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('did not reach the baseline');
@@ -285,14 +287,16 @@ describe('wsp workspace commands', () => {
   it('reset --recreate asks for mode recreate and says what replaced what', async () => {
     await startWith();
     const ws = fake.seedWorkspace();
-    fake.stub('reset', async () => ({
-      fingerprint: 'n',
-      baselineFingerprint: 'n',
-      matches: true,
-      recreated: true,
-      previousBaselineFingerprint: 'o',
-      durationMs: 1,
-    }));
+    fake.stub('reset', async () =>
+      doneOperation(ws.id, 'reset', {
+        fingerprint: 'n',
+        baselineFingerprint: 'n',
+        matches: true,
+        recreated: true,
+        previousBaselineFingerprint: 'o',
+        durationMs: 1,
+      }),
+    );
     const r = await wsp(['reset', ws.id, '--recreate']);
     expect(r.code).toBe(0);
     expect(fake.calls.filter((c) => c.method === 'reset').at(-1)?.args[1]).toEqual({ mode: 'recreate' });

@@ -4,7 +4,12 @@ import path from 'node:path';
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { configureLambda, lambdaContainer, type LambdaOverrides } from '../../functions/lambda/compose.js';
+import {
+  configureLambda,
+  LAMBDA_OPERATION_WAIT_MS,
+  lambdaContainer,
+  type LambdaOverrides,
+} from '../../functions/lambda/compose.js';
 import { hashApiKey } from '../../functions/lambda/api-keys.js';
 import { handler as api } from '../../functions/lambda/api.js';
 import { ABANDONED_AFTER_MS, handler as janitor } from '../../functions/lambda/janitor.js';
@@ -13,6 +18,7 @@ import { handler as worker, TIME_MARGIN_MS } from '../../functions/lambda/worker
 import { LambdaInvokeDispatcher } from '../../functions/lambda/invoke-dispatcher.js';
 import { unavailableBackend } from '../../functions/lambda/unavailable-backend.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
+import type { BackendRef, OperationRecord } from '../../shared/contract/workspace.js';
 import { createLogger } from '../../shared/log.js';
 import { startTcpDynalite, type TcpDynamo } from '../support/dynalite-tcp.js';
 import { commandRecord, workspaceRecord } from '../state/fixtures.js';
@@ -377,6 +383,85 @@ describe('janitor handler: work whose worker was lost', () => {
     expect((await deps.state.getWorkspace(ids.other))?.status).toBe('provisioning');
   });
 });
+
+describe('janitor handler: operations whose worker was lost', () => {
+  it('fails running operations with no progress beyond the worker time limit, and only those', async () => {
+    await deploy();
+    const { deps } = await lambdaContainer();
+    const stale = new Date(Date.now() - ABANDONED_AFTER_MS - 60_000).toISOString();
+    const fresh = new Date(Date.now() - 60_000).toISOString();
+    const ws = 'ws-0000000000000000000000b1';
+    await deps.state.createWorkspace(workspaceRecord(ws, { status: 'ready', owner: 'wsp-test-stack' }));
+    await deps.state.createOperation(operationRecord(ws, 'op-0000000000000000000000b1', stale));
+    await deps.state.createOperation(operationRecord(ws, 'op-0000000000000000000000b2', fresh));
+    const report = await janitor({ source: 'aws.scheduler' }, lambdaContext());
+    expect(report.abandoned).toEqual(['op-0000000000000000000000b1']);
+    expect(await deps.state.getOperation(ws, 'op-0000000000000000000000b1')).toMatchObject({
+      status: 'failed',
+      error: { code: 'backend_unavailable', message: expect.stringMatching(/no progress for 16 min/) },
+    });
+    expect((await deps.state.getOperation(ws, 'op-0000000000000000000000b2'))?.status).toBe('running');
+  });
+});
+
+describe('operations (fetch, reset) on Lambda', () => {
+  it('a request waits at most LAMBDA_OPERATION_WAIT_MS for one, whatever the config says', async () => {
+    await deploy({ WSP_CONFIG_JSON: JSON.stringify({ operations: { maxWaitMs: 3_600_000 } }) });
+    const { deps } = await lambdaContainer();
+    expect(LAMBDA_OPERATION_WAIT_MS).toBeLessThan(29_000);
+    expect(deps.config.operations.maxWaitMs).toBe(LAMBDA_OPERATION_WAIT_MS);
+  });
+
+  it('an operation still running just before the function timeout is failed, not left running', async () => {
+    const never = () => new Promise<never>(() => undefined);
+    const hanging = {
+      ...unavailableBackend('test'),
+      baseIdentity: async () => 'test-base',
+      open: (ref: BackendRef) => ({
+        ref,
+        commands: { start: never, status: never, wait: never, read: never, kill: never, killAll: never },
+        files: { putTransferFile: never, removeTransferFile: never, putDirectory: never },
+        snapshots: { take: never, restore: never },
+      }),
+    };
+    await deploy({}, { backend: async () => hanging });
+    const { deps } = await lambdaContainer();
+    const id = 'ws-0000000000000000000000b3';
+    await deps.state.createWorkspace(
+      workspaceRecord(id, {
+        status: 'ready',
+        owner: 'wsp-test-stack',
+        backend: { kind: 'test', workspaceId: id },
+        baseline: { kind: 'test', name: id },
+      }),
+    );
+    const operationId = 'op-0000000000000000000000b3';
+    await deps.state.createOperation({ ...operationRecord(id, operationId, new Date().toISOString()), kind: 'reset' });
+    const context = { ...lambdaContext(), getRemainingTimeInMillis: () => TIME_MARGIN_MS + 300 };
+    expect(await worker({ kind: 'operation', workspaceId: id, operationId }, context)).toEqual({
+      ran: true,
+      reason: 'timed out',
+    });
+    expect(await deps.state.getOperation(id, operationId)).toMatchObject({
+      status: 'failed',
+      error: { code: 'backend_unavailable', message: expect.stringMatching(/worker function time limit/) },
+    });
+  });
+});
+
+function operationRecord(workspaceId: string, id: string, updatedAt: string): OperationRecord {
+  return {
+    workspaceId,
+    id,
+    version: 1,
+    kind: 'fetch',
+    status: 'running',
+    input: {},
+    owner: 'wsp-test-stack',
+    createdAt: updatedAt,
+    updatedAt,
+  };
+}
 
 describe('container lifetime', () => {
   it('is composed once per execution environment and reused across invocations', async () => {

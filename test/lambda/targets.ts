@@ -111,7 +111,7 @@ export async function lambdaTarget(config: ConfigInput, dynamoEndpoint: string, 
     async dispatch(job: Job) {
       const payload = JSON.parse(JSON.stringify(job)) as unknown;
       const run = workerHandler(payload, lambdaContext('wsp-worker')).then((result) => {
-        if ('ran' in result && !result.ran) logs.push(`worker refused a job: ${result.reason}`);
+        if (!result.ran) logs.push(`worker refused a job: ${result.reason}`);
       });
       const tracked = run
         .catch((e: unknown) => void logs.push(`worker failed: ${String(e)}`))
@@ -132,12 +132,8 @@ export async function lambdaTarget(config: ConfigInput, dynamoEndpoint: string, 
     dynamoEndpoint,
     backend: ({ dataDir: dir, instanceId, log: backendLog }) =>
       createLocalBackend({ dataDir: dir, owner: instanceId, log: backendLog }),
+    // Provisioning and the operations (fetch, reset) go through the worker handler as they do deployed.
     jobs,
-    // Git operations go through the worker handler as they do deployed (a synchronous invoke), JSON both ways.
-    gitOps: async (op) =>
-      JSON.parse(
-        JSON.stringify(await workerHandler({ gitOp: JSON.parse(JSON.stringify(op)) }, lambdaContext('wsp-worker'))),
-      ),
     log,
   });
   return {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type {
   CreateWorkspaceParams,
   FetchParams,
+  OperationWaitParams,
   ReadCommandParams,
   ResetParams,
   RunCommandParams,
@@ -11,6 +12,7 @@ import type {
   CommandEvent,
   CommandView,
   FetchResult,
+  OperationView,
   ResetResult,
   StreamView,
   WorkspaceEvent,
@@ -68,7 +70,30 @@ interface FakeWorkspace {
   idempotencyKey?: string;
 }
 
+/** A fetch/reset that ended with `result` (what a stub of fetch/reset returns). */
+export function doneOperation(
+  workspaceId: string,
+  kind: OperationView['kind'],
+  result: FetchResult | ResetResult,
+): OperationView {
+  const at = new Date().toISOString();
+  return {
+    id: `op-${randomBytes(12).toString('hex')}`,
+    workspaceId,
+    kind,
+    status: 'succeeded',
+    input: {},
+    result,
+    createdAt: at,
+    updatedAt: at,
+    endedAt: at,
+  };
+}
+
 export class FakeWorkspaceService implements WorkspaceService {
+  /** fetch/reset take this long to end; a request that waits less gets the operation still running (202). */
+  operationDelayMs = 0;
+  private readonly operations = new Map<string, { view: OperationView; ended: Promise<void> }>();
   readonly calls: RecordedCall[] = [];
   /** Called on every recorded call, before the method runs (tests use it to act at a given moment). */
   onCall: ((call: RecordedCall) => void) | undefined;
@@ -197,8 +222,8 @@ export class FakeWorkspaceService implements WorkspaceService {
     });
   }
 
-  async fetch(workspaceId: string, input: FetchParams): Promise<FetchResult> {
-    return this.call('fetch', [workspaceId, input], async () => {
+  async fetch(workspaceId: string, input: FetchParams, wait?: OperationWaitParams): Promise<OperationView> {
+    return this.operation(workspaceId, 'fetch', input, wait, async (): Promise<FetchResult> => {
       this.mustReady(workspaceId);
       const names = input.repos ?? ['.'];
       return {
@@ -213,8 +238,8 @@ export class FakeWorkspaceService implements WorkspaceService {
     });
   }
 
-  async reset(workspaceId: string, input: ResetParams): Promise<ResetResult> {
-    return this.call('reset', [workspaceId, input], async () => {
+  async reset(workspaceId: string, input: ResetParams, wait?: OperationWaitParams): Promise<OperationView> {
+    return this.operation(workspaceId, 'reset', input, wait, async (): Promise<ResetResult> => {
       this.mustReady(workspaceId);
       return {
         fingerprint: 'f'.repeat(64),
@@ -224,6 +249,52 @@ export class FakeWorkspaceService implements WorkspaceService {
         removed: 1,
         durationMs: 12,
       };
+    });
+  }
+
+  async getOperation(workspaceId: string, operationId: string, wait: OperationWaitParams = {}): Promise<OperationView> {
+    return this.call('getOperation', [workspaceId, operationId, wait], async () => {
+      this.mustWorkspace(workspaceId);
+      const op = this.operations.get(operationId);
+      if (op === undefined || op.view.workspaceId !== workspaceId) throw new NotFoundError('operation', operationId);
+      if (op.view.status === 'running' && (wait.waitMs ?? 0) > 0)
+        await Promise.race([op.ended, sleep(wait.waitMs ?? 0)]);
+      return { ...op.view };
+    });
+  }
+
+  async listOperations(workspaceId: string): Promise<OperationView[]> {
+    return this.call('listOperations', [workspaceId], async () => {
+      this.mustWorkspace(workspaceId);
+      return [...this.operations.values()]
+        .filter((o) => o.view.workspaceId === workspaceId)
+        .map((o) => ({ ...o.view }));
+    });
+  }
+
+  /** A fetch/reset: `impl`'s checks throw at once; its result lands after operationDelayMs. */
+  private async operation(
+    workspaceId: string,
+    kind: OperationView['kind'],
+    input: FetchParams | ResetParams,
+    wait: OperationWaitParams | undefined,
+    impl: () => Promise<FetchResult | ResetResult>,
+  ): Promise<OperationView> {
+    return this.call(kind, [workspaceId, input, ...(wait === undefined ? [] : [wait])], async () => {
+      const result = await impl();
+      const view: OperationView = { ...doneOperation(workspaceId, kind, result), input: { ...input } };
+      if (this.operationDelayMs === 0) return view;
+      const { result: _result, endedAt: _endedAt, ...rest } = view;
+      const entry: { view: OperationView; ended: Promise<void> } = {
+        view: { ...rest, status: 'running' },
+        ended: Promise.resolve(),
+      };
+      entry.ended = sleep(this.operationDelayMs).then(() => {
+        entry.view = view;
+      });
+      this.operations.set(view.id, entry);
+      if ((wait?.waitMs ?? Number.POSITIVE_INFINITY) >= this.operationDelayMs) await entry.ended;
+      return { ...entry.view };
     });
   }
 

@@ -1,0 +1,217 @@
+import { randomBytes } from 'node:crypto';
+import { ConflictError, NotFoundError, WspError, type ErrorCode } from '../contract/errors.js';
+import type { FetchParams, ResetParams } from '../contract/inputs.js';
+import type { OperationKind, OperationRecord } from '../contract/workspace.js';
+import type { FetchResult, OperationView, ResetResult } from '../contract/views.js';
+import { sleep } from '../lib/sleep.js';
+import { errorFields } from '../log.js';
+import { hostDirs, type ServiceDeps } from './deps.js';
+import type { LongWork } from './long-work.js';
+import { publicError } from './public-error.js';
+import type { WorkspaceRecords } from './records.js';
+
+/** Operation ids sort by start time (a listing reads oldest first), then random. */
+const newOperationId = (now: Date): string =>
+  `op-${now.getTime().toString(16).padStart(12, '0')}${randomBytes(6).toString('hex')}`;
+
+/** How a waiter in another process than the runner looks again: quick at first, then every second. */
+const POLL_MIN_MS = 100;
+const POLL_MAX_MS = 1_000;
+
+export type OperationInput = { kind: 'fetch'; input: FetchParams } | { kind: 'reset'; input: ResetParams };
+
+/** What runs an operation's work (the service's fetch/reset), given its validated input. */
+export type OperationRunner = (workspaceId: string, op: OperationInput) => Promise<FetchResult | ResetResult>;
+
+/**
+ * Long operations on a ready workspace (git fetch, reset) as records: a request starts one, waits a
+ * bounded time for it (API Gateway answers in 30 s at most; the service's cap says how long), and
+ * answers with its result — or with the operation to poll (`GET …/operations/{oid}`). The work runs
+ * wherever long work runs (LongWork: this process, or the Lambda worker), and writes its result or
+ * its public error into the record; a waiter in this process is woken at once, others poll.
+ */
+export class Operations {
+  /** Operations running in this process: a waiter here needs no polling. */
+  private readonly here = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly deps: ServiceDeps,
+    private readonly records: WorkspaceRecords,
+    private readonly work: LongWork,
+    private readonly runner: OperationRunner,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  /** Start `op` on a workspace and wait up to `waitMs` (capped) for it; the view says whether it ended. */
+  async start(workspaceId: string, op: OperationInput, waitMs: number | undefined): Promise<OperationView> {
+    await this.records.get(workspaceId); // 404 (or a refused record) before anything is started
+    const at = this.now();
+    const record: OperationRecord = {
+      workspaceId,
+      id: newOperationId(at),
+      version: 1,
+      kind: op.kind,
+      status: 'running',
+      input: { ...op.input },
+      owner: this.deps.instanceId,
+      createdAt: at.toISOString(),
+      updatedAt: at.toISOString(),
+    };
+    await this.deps.state.createOperation(record);
+    const job = { kind: 'operation', workspaceId, operationId: record.id } as const;
+    try {
+      await this.work.dispatch(job, () => this.runHere(workspaceId, record.id));
+    } catch (error) {
+      this.deps.log.error('operation hand-off failed', { workspaceId, operationId: record.id, ...errorFields(error) });
+      await this.settle(record, {
+        status: 'failed',
+        error: errorBody(publicError(op.kind, error, hostDirs(this.deps))),
+      });
+      throw error;
+    }
+    return this.wait(workspaceId, record.id, this.capWait(waitMs));
+  }
+
+  /** The operation now, or once it ends within `waitMs` (capped). */
+  async get(workspaceId: string, operationId: string, waitMs: number | undefined): Promise<OperationView> {
+    await this.records.get(workspaceId);
+    return this.wait(workspaceId, operationId, this.capWait(waitMs));
+  }
+
+  async list(workspaceId: string): Promise<OperationView[]> {
+    await this.records.get(workspaceId);
+    return (await this.deps.state.listOperations(workspaceId)).map(operationView);
+  }
+
+  /**
+   * Run the operation here and now (in-process long work, or a worker that received the job). A
+   * re-delivered job for an operation that has ended does nothing. Never throws for the operation's
+   * own failure: that is recorded on it.
+   */
+  async run(workspaceId: string, operationId: string): Promise<void> {
+    const record = await this.deps.state.getOperation(workspaceId, operationId);
+    if (record === undefined) throw new NotFoundError('operation', operationId);
+    if (record.status !== 'running') return;
+    const op = { kind: record.kind, input: record.input } as OperationInput;
+    try {
+      const result = await this.runner(workspaceId, op);
+      await this.settle(record, { status: 'succeeded', result: { ...result } });
+    } catch (error) {
+      const failure = publicError(record.kind, error, hostDirs(this.deps));
+      if (!(error instanceof WspError))
+        this.deps.log.error('operation failed', { workspaceId, operationId, kind: record.kind, ...errorFields(error) });
+      await this.settle(record, { status: 'failed', error: errorBody(failure) });
+    }
+  }
+
+  /** Fail one operation if it is still running (its runner is about to be stopped). */
+  async failRunning(workspaceId: string, operationId: string, reason: string): Promise<void> {
+    const op = await this.deps.state.getOperation(workspaceId, operationId);
+    if (op?.status !== 'running') return;
+    await this.settle(op, { status: 'failed', error: { code: 'backend_unavailable', message: reason } });
+  }
+
+  /**
+   * Fail this instance's operations still recorded running (start-up: whoever ran them is gone), or —
+   * with `olderThanMs` — any running one not updated for that long (a Lambda worker killed hard).
+   */
+  async failAbandoned(workspaceIds: readonly string[], reason: string, olderThanMs?: number): Promise<string[]> {
+    const failed: string[] = [];
+    const cutoff = olderThanMs === undefined ? undefined : this.now().getTime() - olderThanMs;
+    for (const workspaceId of workspaceIds) {
+      for (const op of await this.deps.state.listOperations(workspaceId)) {
+        if (op.status !== 'running' || this.here.has(op.id)) continue;
+        if (cutoff === undefined ? op.owner !== this.deps.instanceId : Date.parse(op.updatedAt) > cutoff) continue;
+        await this.settle(op, { status: 'failed', error: { code: 'backend_unavailable', message: reason } });
+        failed.push(op.id);
+      }
+    }
+    return failed;
+  }
+
+  private runHere(workspaceId: string, operationId: string): Promise<void> {
+    const running = this.run(workspaceId, operationId).finally(() => this.here.delete(operationId));
+    this.here.set(operationId, running);
+    return running;
+  }
+
+  private async wait(workspaceId: string, operationId: string, waitMs: number): Promise<OperationView> {
+    const deadline = Date.now() + waitMs;
+    const running = this.here.get(operationId);
+    if (running !== undefined && waitMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        running.catch(() => undefined),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, waitMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    for (let round = 0; ; round++) {
+      const record = await this.deps.state.getOperation(workspaceId, operationId);
+      if (record === undefined) throw new NotFoundError('operation', operationId);
+      const left = deadline - Date.now();
+      if (record.status !== 'running' || left <= 0) return operationView(record);
+      await sleep(Math.min(left, POLL_MAX_MS, POLL_MIN_MS * 1.5 ** round));
+    }
+  }
+
+  private capWait(waitMs: number | undefined): number {
+    const cap = this.deps.config.operations.maxWaitMs;
+    return Math.min(waitMs ?? cap, cap);
+  }
+
+  /** Record the end of an operation; a writer that lost the race re-reads (the first end wins). */
+  private async settle(
+    record: OperationRecord,
+    end: Pick<OperationRecord, 'status' | 'result' | 'error'>,
+  ): Promise<void> {
+    const at = this.now().toISOString();
+    let current = record;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        await this.deps.state.updateOperation(current.workspaceId, current.id, current.version, {
+          ...end,
+          updatedAt: at,
+          endedAt: at,
+        });
+        return;
+      } catch (error) {
+        if (!(error instanceof ConflictError)) throw error;
+        const again = await this.deps.state.getOperation(current.workspaceId, current.id);
+        if (again === undefined || again.status !== 'running') return;
+        current = again;
+      }
+    }
+  }
+}
+
+function errorBody(error: WspError): NonNullable<OperationRecord['error']> {
+  return {
+    code: error.code,
+    message: error.message,
+    ...(error.details !== undefined ? { details: error.details } : {}),
+  };
+}
+
+function operationView(r: OperationRecord): OperationView {
+  return {
+    id: r.id,
+    workspaceId: r.workspaceId,
+    kind: r.kind as OperationKind,
+    status: r.status,
+    input: r.input,
+    ...(r.result !== undefined ? { result: r.result as unknown as FetchResult | ResetResult } : {}),
+    ...(r.error !== undefined ? { error: r.error } : {}),
+    createdAt: r.createdAt,
+    updatedAt: r.updatedAt,
+    ...(r.endedAt !== undefined ? { endedAt: r.endedAt } : {}),
+  };
+}
+
+/** An operation that failed, as the error the request would have thrown (same code → same HTTP status). */
+export function operationError(view: OperationView): WspError {
+  const e = view.error ?? { code: 'internal', message: 'operation failed' };
+  return new WspError(e.code as ErrorCode, e.message, e.details !== undefined ? { details: e.details } : undefined);
+}
