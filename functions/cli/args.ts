@@ -47,6 +47,7 @@ export const SUBCOMMANDS = {
   reset: [['id'], ['ref', 'recreate']],
   changes: [['id'], []],
   rm: [['id'], []],
+  smoke: [[], ['timeout-ms']],
 } as const satisfies Record<string, readonly [readonly string[], readonly OptionName[]]>;
 
 export type Subcommand = keyof typeof SUBCOMMANDS;
@@ -159,6 +160,8 @@ Commands:
                                          return to the baseline (optionally at new refs);
                                          --recreate: new compute from the cache entry instead
   changes <id>                           status and diff against the baseline
+  smoke [--timeout-ms N]                 the whole loop once with timings (create, command, reset,
+                                         delete): run it after a deployment; exit 1 if a check failed
   rm <id>                                delete a workspace
 
 Options (every command):
