@@ -123,6 +123,11 @@ class AgentConnection {
     });
   }
 
+  /** A websocket TEXT frame from the service side (the plugin ignores them; so must a client). */
+  sendText(text: string): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(text, { binary: false });
+  }
+
   /** Agent-side termination: 'drop' = the socket vanishes (task gone); 'close' = channel_closed first. */
   kill(mode: 'drop' | 'close'): void {
     if (this.closed) return;
@@ -541,6 +546,11 @@ export class FakeSsmAgent {
       streamUrl: `ws://127.0.0.1:${port}/v1/data-channel/${sessionId}?role=publish_subscribe&cell-number=AAEAAQ==`,
       tokenValue,
     };
+  }
+
+  /** Send a websocket text frame on a live session (what the service might send; not a protocol message). */
+  sendText(sessionId: string, text: string): void {
+    this.connections.get(sessionId)?.sendText(text);
   }
 
   /**

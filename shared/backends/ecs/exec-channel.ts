@@ -169,7 +169,7 @@ export class ExecChannels {
     if (!session?.streamUrl || !session.tokenValue)
       throw new BackendUnavailableError(`${what}: ECS ExecuteCommand returned no session`);
     const transport = await (this.options.openTransport ?? openWsTransport)(session.streamUrl);
-    const ssm = new SsmSession(transport, { tokenValue: session.tokenValue });
+    const ssm = new SsmSession(transport, { tokenValue: session.tokenValue, log: this.log });
     ssm.start();
     const rpc = new RunnerRpc(ptyOverSession(ssm), { requestTimeoutMs: this.options.requestTimeoutMs ?? 120_000 });
     try {

@@ -25,6 +25,9 @@
  *    only the front of its buffer), after `retransmitMs` (1 s, the plugin's maximum RTO, which its
  *    adaptive RTO reaches under ECS's ~1 s latency); the plugin gives up after ~5 min of resends
  *    (ResendMaxAttempt) and so do we by default (300 × 1 s);
+ *  - a websocket TEXT frame after the token is not a protocol message: the plugin hands it to the same
+ *    handler, which fails to parse it, logs and goes on (`websocketchannel.go` accepts text and binary,
+ *    `OutputMessageHandler`'s error is ignored). We ignore it too (counted, logged once per session);
  *  - keystrokes travel in frames of at most 1024 bytes (plugin `StdinBufferLimit`);
  *  - `pause_publication` holds our new input and resends until `start_publication` or any stream
  *    data/ack from the peer (the agent's own rule, `handlePausePublicationMessage` and
@@ -46,6 +49,7 @@ import {
   requestedSessionType,
   CLIENT_VERSION,
 } from './messages.js';
+import { silentLogger, type Logger } from '../../../log.js';
 import { realTimers, type SsmTimers, type SsmTransport } from './transport.js';
 
 /** Bytes per keystroke frame, as the plugin reads stdin (`StdinBufferLimit`). */
@@ -71,6 +75,8 @@ export interface SsmSessionOptions {
   /** Sent right after the handshake completes when set. */
   terminalSize?: { cols: number; rows: number };
   timers?: SsmTimers;
+  /** Where the odd-but-harmless goes (an ignored text frame). Default silent. */
+  log?: Logger;
 }
 
 export interface SsmSessionEnd {
@@ -98,7 +104,7 @@ export class SsmSession {
   /** Resolves once HandshakeComplete arrived (input flows from then on). */
   readonly handshake: Promise<SsmHandshakeResult>;
 
-  private readonly opts: Required<Omit<SsmSessionOptions, 'terminalSize' | 'clientId'>> &
+  private readonly opts: Required<Omit<SsmSessionOptions, 'terminalSize' | 'clientId' | 'log'>> &
     Pick<SsmSessionOptions, 'terminalSize' | 'clientId'>;
   private outputHandlers: Array<(chunk: Buffer, payloadType: number) => void> = [];
   private expectedSeq = 0;
@@ -113,6 +119,8 @@ export class SsmSession {
   private paused = false;
   private done = false;
   private dropped = 0;
+  private textFrames = 0;
+  private readonly log: Logger;
   private lastInputByte: number | undefined;
   private drainWaiters: Array<() => void> = [];
   private handshakeTimer: unknown;
@@ -135,6 +143,7 @@ export class SsmSession {
       timers: realTimers,
       ...options,
     };
+    this.log = options.log ?? silentLogger;
     if (!(this.opts.maxInputFrameBytes >= 1))
       throw new BackendUnavailableError('ssm session: maxInputFrameBytes must be >= 1');
     this.ended = new Promise((res, rej) => {
@@ -232,6 +241,11 @@ export class SsmSession {
   /** Frames from the agent dropped because they failed validation (the agent resends them). */
   get droppedFrames(): number {
     return this.dropped;
+  }
+
+  /** Websocket text frames from the service, ignored (the plugin ignores them too). */
+  get ignoredTextFrames(): number {
+    return this.textFrames;
   }
 
   /** True while the peer has paused publication. */
@@ -335,9 +349,10 @@ export class SsmSession {
 
   private onFrame(data: Buffer | string): void {
     if (this.done) return;
-    // The agent only speaks binary frames after the token; a text frame is a protocol error.
+    // The agent speaks binary frames; a text frame is no protocol message. The plugin ignores it.
     if (typeof data === 'string') {
-      this.fail(new BackendUnavailableError('ssm data channel: unexpected text frame from the agent'));
+      if (this.textFrames++ === 0)
+        this.log.warn('ssm data channel: ignoring a websocket text frame from the service', { chars: data.length });
       return;
     }
     let msg: ClientMessage;

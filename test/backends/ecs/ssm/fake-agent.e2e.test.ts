@@ -96,6 +96,19 @@ describe('SsmSession against FakeSsmAgent and a real PTY process', () => {
     expect(info.inputBytes).toBe(6);
   });
 
+  it('ignores a websocket text frame from the service mid-session (as the plugin does)', async () => {
+    await startAgent();
+    const { session, sessionId, output } = await connect(`sh -c 'read line; echo "got:$line"'`);
+    await session.handshake;
+    await until(() => agent!.sessions.get(sessionId)!.state === 'running', 'running');
+    agent!.sendText(sessionId, '{"MessageType":"something_new"}');
+    session.write('hello\n');
+    await expect(session.ended).resolves.toEqual({ reason: 'channel_closed', output: '' });
+    expect(output().toString()).toBe('hello\r\ngot:hello\r\n');
+    expect(session.ignoredTextFrames).toBe(1);
+    expect(agent!.sessions.get(sessionId)!).toMatchObject({ closeReason: 'exited', invalidFrames: 0 });
+  });
+
   it('delivers exact bytes when the agent drops every 3rd and duplicates every 4th output frame', async () => {
     await startAgent({ dropEveryNthOutput: 3, duplicateEveryNthOutput: 4 });
     const { session, sessionId, output } = await connect('seq 1 6000');
