@@ -18,8 +18,9 @@
  *    including its quirk: a literal U+FFFD in the output loses its last two bytes);
  *  - unacked output: only the oldest is resent, once it is older than the RTO (200 ms, then adaptive,
  *    ≤ 1 s; checked every 100 ms), with no attempt limit;
- *  - process end → wait (≤ 2 s) for all output to be acked → `channel_closed` (what the service sends
- *    after the agent reports Terminating) → socket closed. InteractiveCommands sends no exit code.
+ *  - process end → wait (≤ 2 s, `closeDrainMs`) for all output to be acked → `channel_closed` (what the
+ *    service sends after the agent reports Terminating) → socket closed, also when frames are still
+ *    unacked (counted in `outputFramesUnackedAtClose`). InteractiveCommands sends no exit code.
  * Deliberate differences: frames failing `decodeClientMessage` (which checks the payload digest, the
  * agent does not) are dropped and counted in `invalidFrames`; `dropEveryNthOutput` /
  * `duplicateEveryNthOutput` simulate a lossy path (a dropped frame is only ever recovered by resend).
@@ -51,6 +52,11 @@ export interface FakeSsmAgentOptions {
   duplicateEveryNthOutput?: number;
   /** How long the agent waits for the HandshakeResponse. Default 15000 (the agent's `handshakeTimeout`). */
   handshakeTimeoutMs?: number;
+  /**
+   * How long a process's end waits for its output to be acked before channel_closed. Default 2000 (the
+   * agent's PrepareToCloseChannel). Longer in tests of delivery under loss on a loaded machine.
+   */
+  closeDrainMs?: number;
   /** Fixed resend timeout in ms instead of the agent's adaptive one (200 ms start, ≤ 1 s). */
   resendAfterMs?: number;
   agentVersion?: string;
@@ -74,6 +80,8 @@ export interface FakeAgentSession {
   outputFramesDropped: number;
   outputFramesDuplicated: number;
   resends: number;
+  /** Output frames still unacknowledged when channel_closed was sent (lost to the client). */
+  outputFramesUnackedAtClose: number;
   invalidFrames: number;
   rejectedConnections: number;
   exitCode?: number | null;
@@ -325,11 +333,12 @@ class AgentConnection {
     if (this.closed) return;
     this.info.exitCode = code;
     this.info.state = 'closing';
-    const deadline = Date.now() + CLOSE_DRAIN_MS;
+    const deadline = Date.now() + (this.opts.closeDrainMs ?? CLOSE_DRAIN_MS);
     while (this.outgoing.length > 0 && Date.now() < deadline && !this.closed) {
       await new Promise((r) => setTimeout(r, 10));
     }
     if (this.closed) return;
+    this.info.outputFramesUnackedAtClose = this.outgoing.length;
     this.sendChannelClosed('');
     this.shutdown('exited');
     this.ws.close(1000);
@@ -537,6 +546,7 @@ export class FakeSsmAgent {
       outputFramesDropped: 0,
       outputFramesDuplicated: 0,
       resends: 0,
+      outputFramesUnackedAtClose: 0,
       invalidFrames: 0,
       rejectedConnections: 0,
     });

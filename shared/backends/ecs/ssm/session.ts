@@ -33,7 +33,10 @@
  *    data/ack from the peer (the agent's own rule, `handlePausePublicationMessage` and
  *    `dataChannel.Pause = false` on incoming traffic; the plugin ignores both messages);
  *  - `channel_closed` ends the session normally. InteractiveCommands (ECS Exec) never sends an exit
- *    code: when the process ends the agent reports Terminating to the service, which closes the channel.
+ *    code: when the process ends the agent waits at most 2 s for its output to be acked
+ *    (`PrepareToCloseChannel`), then reports Terminating to the service, which closes the channel. So
+ *    on a slow path a dropped frame may never be resent: with later frames still waiting for it, the
+ *    session FAILS (the plugin exits 0 and loses them silently); a lost tail cannot be seen.
  */
 import { BackendUnavailableError } from '../../../contract/errors.js';
 import { decodeClientMessage, encodeClientMessage, MessageType, PayloadType, type ClientMessage } from './codec.js';
@@ -391,6 +394,16 @@ export class SsmSession {
       }
       case MessageType.ChannelClosed: {
         const closed = parseChannelClosed(msg.payload);
+        if (this.outOfOrder.size > 0) {
+          // The agent gave up on a frame we never got (it waits ≤ 2 s for acks before it closes).
+          this.fail(
+            new BackendUnavailableError(
+              `ssm data channel: channel_closed while output was missing from sequence ${this.expectedSeq} ` +
+                `(${this.outOfOrder.size} later frame(s) held back); the agent stopped resending it`,
+            ),
+          );
+          return;
+        }
         this.finish();
         this.resolveEnded({ reason: 'channel_closed', output: closed.Output });
         return;

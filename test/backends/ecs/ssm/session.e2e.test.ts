@@ -327,6 +327,22 @@ describe('SsmSession against a loopback agent', () => {
     expect(() => session.write('x')).toThrow(/already ended/);
   });
 
+  // The agent waits at most 2 s for its output to be acked before it reports Terminating
+  // (datachannel.go PrepareToCloseChannel); the service then sends channel_closed even if a frame was
+  // never delivered. The plugin exits 0 then; we say that output is missing instead of ending "normally".
+  it('fails, naming the gap, when channel_closed comes while a dropped output frame was never resent', async () => {
+    const { session, output } = await connect();
+    await handshake(session);
+    peer.sendOutput(2, 'a');
+    peer.sendOutput(4, 'c'); // 3 was lost; 4 waits in the reorder buffer
+    await until(() => peer.acks().length === 4, 'four acks');
+    peer.sendChannelClosed('');
+    await expect(session.ended).rejects.toThrow(
+      /channel_closed while output was missing from sequence 3 \(1 later frame/,
+    );
+    expect(output()).toBe('a');
+  });
+
   it('fails when the socket drops without channel_closed', async () => {
     const { session } = await connect();
     const errs: string[] = [];
