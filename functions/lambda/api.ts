@@ -7,6 +7,7 @@ import { routes } from '../../shared/api/routes.js';
 import { createLogger } from '../../shared/log.js';
 import { authorizationMatches } from './api-keys.js';
 import { errorResult, jsonResult, toDispatchRequest } from './http-event.js';
+import { inInvocation } from './invocation.js';
 import { containerOr503, httpErrorShape } from './middleware.js';
 
 /**
@@ -29,24 +30,29 @@ const UNMATCHABLE_TOKEN = randomBytes(32).toString('base64url');
 
 export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
   .use(httpErrorShape(log))
-  .handler(async (event, _context, options) => {
-    const request = toDispatchRequest(event, options?.signal);
-    const container = await containerOr503(log);
-    const hashes = container.settings.apiKeyHashes;
-    const keyOk = hashes.length === 0 || authorizationMatches(header(request, 'authorization'), hashes);
-    const response = await dispatch(routes, container.service, request, {
-      maxBodyBytes: container.deps.config.listen.maxBodyBytes,
-      log,
-      ...(keyOk ? {} : { authToken: UNMATCHABLE_TOKEN }),
-    });
-    log.info('request', {
-      method: request.method,
-      path: request.path,
-      status: 'stream' in response ? 501 : response.status,
-    });
-    if ('stream' in response) return streamingUnavailable(request.path);
-    return jsonResult(response.status, response.headers, response.body);
+  .handler((event, context, options) => inInvocation(context, () => serve(event, options?.signal)));
+
+async function serve(
+  event: APIGatewayProxyEventV2,
+  signal: AbortSignal | undefined,
+): Promise<APIGatewayProxyStructuredResultV2> {
+  const request = toDispatchRequest(event, signal);
+  const container = await containerOr503(log);
+  const hashes = container.settings.apiKeyHashes;
+  const keyOk = hashes.length === 0 || authorizationMatches(header(request, 'authorization'), hashes);
+  const response = await dispatch(routes, container.service, request, {
+    maxBodyBytes: container.deps.config.listen.maxBodyBytes,
+    log,
+    ...(keyOk ? {} : { authToken: UNMATCHABLE_TOKEN }),
   });
+  log.info('request', {
+    method: request.method,
+    path: request.path,
+    status: 'stream' in response ? 501 : response.status,
+  });
+  if ('stream' in response) return streamingUnavailable(request.path);
+  return jsonResult(response.status, response.headers, response.body);
+}
 
 /** `/workspaces/x/events` → 501 naming `GET /workspaces/x` (and `?waitMs=` for commands) to poll instead. */
 function streamingUnavailable(path: string): APIGatewayProxyStructuredResultV2 {

@@ -8,6 +8,7 @@ import type { DefaultWorkspaceService } from '../../shared/service/workspace-ser
 import { ecsBackend, type BackendFactory, type BackendRegistry } from '../compose/backends.js';
 import { composeService } from '../compose/compose.js';
 import { invokeWorkerGitOp, type GitOpAnswer } from './git-ops.js';
+import { invocationRemainingMs } from './invocation.js';
 import { LambdaInvokeDispatcher, type JobHandOff } from './invoke-dispatcher.js';
 import { readLambdaSettings, type LambdaSettings } from './settings.js';
 import { unavailableBackend } from './unavailable-backend.js';
@@ -75,6 +76,8 @@ export async function composeLambda(overrides: LambdaOverrides = {}): Promise<La
     },
     backends: overrides.backend ? { [config.mode]: overrides.backend } : LAMBDA_BACKENDS,
     standIn: unavailableBackend,
+    // Built once per container, used by many invocations: each wait is bounded by the current one's time.
+    remainingMs: invocationRemainingMs,
     // The api function (it knows a worker) hands git operations to it; the worker runs them itself. A
     // container whose backend is unavailable runs them here (they fail as every backend call does).
     work: (backendUnavailable) =>

@@ -4,6 +4,7 @@ import { createLogger, errorFields } from '../../shared/log.js';
 import type { GitOp, Job } from '../../shared/service/long-work.js';
 import { lambdaContainer } from './compose.js';
 import { answerGitOp, gitOpSchema, type GitOpAnswer } from './git-ops.js';
+import { inInvocation } from './invocation.js';
 
 /**
  * The worker (the provisioner: the only role with the git secrets, the only function with git).
@@ -43,35 +44,38 @@ export const handler = middy<unknown, WorkerResult | GitOpAnswer>({ timeoutEarly
       request.response = { ran: true, reason: 'timed out' };
     },
   })
-  .handler(async (event) => {
-    // A git operation from the api function (synchronous invoke): run it here, answer with its result.
-    if (typeof event === 'object' && event !== null && 'gitOp' in event) {
-      const op = gitOpSchema.safeParse((event as { gitOp: unknown }).gitOp);
-      if (!op.success) {
-        log.error('worker: malformed git op refused', {
-          issues: op.error.issues.map((i) => i.path.join('.') || '(root)'),
-        });
-        return { ok: false, error: { code: 'bad_request', message: 'malformed git operation' } };
-      }
-      const { service } = await lambdaContainer();
-      log.info('worker: git op', { op: op.data.kind, workspaceId: op.data.workspaceId });
-      return answerGitOp(service, op.data as GitOp);
-    }
-    const parsed = jobSchema.safeParse(event);
-    if (!parsed.success) {
-      // Not retried: a malformed job never becomes valid. Only the field paths are logged, not the payload.
-      log.error('worker: malformed job ignored', {
-        issues: parsed.error.issues.map((i) => i.path.join('.') || '(root)'),
+  // Exec waits in the backend end before the margin this handler keeps to fail a job that ran out of time.
+  .handler((event, context) => inInvocation(context, () => work(event), TIME_MARGIN_MS));
+
+async function work(event: unknown): Promise<WorkerResult | GitOpAnswer> {
+  // A git operation from the api function (synchronous invoke): run it here, answer with its result.
+  if (typeof event === 'object' && event !== null && 'gitOp' in event) {
+    const op = gitOpSchema.safeParse((event as { gitOp: unknown }).gitOp);
+    if (!op.success) {
+      log.error('worker: malformed git op refused', {
+        issues: op.error.issues.map((i) => i.path.join('.') || '(root)'),
       });
-      return { ran: false, reason: 'malformed job' };
+      return { ok: false, error: { code: 'bad_request', message: 'malformed git operation' } };
     }
-    const job: Job = parsed.data;
     const { service } = await lambdaContainer();
-    log.info('worker: job started', { job: job.kind, workspaceId: job.workspaceId });
-    await service.runJob(job);
-    log.info('worker: job done', { job: job.kind, workspaceId: job.workspaceId });
-    return { ran: true };
-  });
+    log.info('worker: git op', { op: op.data.kind, workspaceId: op.data.workspaceId });
+    return answerGitOp(service, op.data as GitOp);
+  }
+  const parsed = jobSchema.safeParse(event);
+  if (!parsed.success) {
+    // Not retried: a malformed job never becomes valid. Only the field paths are logged, not the payload.
+    log.error('worker: malformed job ignored', {
+      issues: parsed.error.issues.map((i) => i.path.join('.') || '(root)'),
+    });
+    return { ran: false, reason: 'malformed job' };
+  }
+  const job: Job = parsed.data;
+  const { service } = await lambdaContainer();
+  log.info('worker: job started', { job: job.kind, workspaceId: job.workspaceId });
+  await service.runJob(job);
+  log.info('worker: job done', { job: job.kind, workspaceId: job.workspaceId });
+  return { ran: true };
+}
 
 /** The provisioning outlived the function: fail the workspace (if still provisioning) and free its compute. */
 async function failTimedOut(job: Job): Promise<void> {

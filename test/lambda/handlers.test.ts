@@ -414,3 +414,37 @@ describe('function timeout', () => {
     }
   });
 });
+
+describe('invocation deadline', () => {
+  it('the backend (composed once per container) sees what is left of the CURRENT invocation; none without a clock', async () => {
+    const seen: Array<number | undefined> = [];
+    await deploy(
+      {},
+      {
+        backend: async ({ remainingMs }) => ({
+          ...unavailableBackend('ecs'),
+          // Called on every read of a record with a backend ref: a window into the request's context.
+          refBelongsTo: () => {
+            seen.push(remainingMs?.());
+            return true;
+          },
+        }),
+      },
+    );
+    const { deps } = await lambdaContainer();
+    const id = 'ws-00000000000000000000000c';
+    await deps.state.createWorkspace(
+      workspaceRecord(id, { status: 'ready', owner: 'wsp-test-stack', backend: { kind: 'ecs', taskArn: 'arn:x' } }),
+    );
+    const get = (context: ReturnType<typeof lambdaContext>) => api(apiEvent('GET', `/workspaces/${id}`), context);
+    expect(parseResult(await get({ ...lambdaContext(), getRemainingTimeInMillis: () => 29_000 })).status).toBe(200);
+    expect(parseResult(await get({ ...lambdaContext(), getRemainingTimeInMillis: () => 7_000 })).status).toBe(200);
+    expect(parseResult(await get(lambdaContext())).status).toBe(200);
+    expect(seen).toHaveLength(3);
+    expect(seen[0]).toBeGreaterThan(25_000);
+    expect(seen[0]).toBeLessThanOrEqual(29_000);
+    expect(seen[1]).toBeGreaterThan(3_000);
+    expect(seen[1]).toBeLessThanOrEqual(7_000);
+    expect(seen[2]).toBeUndefined();
+  });
+});

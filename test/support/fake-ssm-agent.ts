@@ -62,7 +62,7 @@ export interface FakeSsmAgentOptions {
   agentVersion?: string;
 }
 
-export type FakeSessionState = 'issued' | 'handshaking' | 'running' | 'closing' | 'closed';
+export type FakeSessionState = 'issued' | 'handshaking' | 'running' | 'stalled' | 'closing' | 'closed';
 
 /** What a test can observe about one session. */
 export interface FakeAgentSession {
@@ -117,6 +117,8 @@ class AgentConnection {
   private readonly resendTimer: ReturnType<typeof setInterval>;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
+  /** A dead path: nothing in or out (frames and pings vanish), the socket stays open. */
+  private stalled = false;
 
   constructor(
     private readonly ws: WebSocket,
@@ -126,6 +128,10 @@ class AgentConnection {
   ) {
     this.resendTimer = setInterval(() => this.resendOldest(), RESEND_CHECK_MS);
     ws.on('message', (raw, isBinary) => this.onMessage(raw as Buffer, isBinary));
+    // Pongs by hand (the server has autoPong off), so a stalled path answers no ping either.
+    ws.on('ping', (data) => {
+      if (!this.stalled && ws.readyState === ws.OPEN) ws.pong(data);
+    });
     ws.on('close', () => {
       if (!this.closed) this.shutdown('client closed');
     });
@@ -134,6 +140,12 @@ class AgentConnection {
   /** A websocket TEXT frame from the service side (the plugin ignores them; so must a client). */
   sendText(text: string): void {
     if (this.ws.readyState === this.ws.OPEN) this.ws.send(text, { binary: false });
+  }
+
+  /** From now on the path is dead: nothing is received or sent, no resend, no pong; the socket stays open. */
+  stall(): void {
+    this.stalled = true;
+    this.info.state = 'stalled';
   }
 
   /** Agent-side termination: 'drop' = the socket vanishes (task gone); 'close' = channel_closed first. */
@@ -147,7 +159,7 @@ class AgentConnection {
   }
 
   private onMessage(raw: Buffer, isBinary: boolean): void {
-    if (this.closed) return;
+    if (this.closed || this.stalled) return;
     if (this.firstFrame) {
       this.firstFrame = false;
       this.onToken(raw, isBinary);
@@ -448,6 +460,7 @@ class AgentConnection {
   }
 
   private sendRaw(frame: Buffer): void {
+    if (this.stalled) return;
     if (this.ws.readyState === this.ws.OPEN) this.ws.send(frame, { binary: true });
   }
 
@@ -517,7 +530,7 @@ export class FakeSsmAgent {
   }
 
   static async start(opts: FakeSsmAgentOptions): Promise<FakeSsmAgent> {
-    const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    const server = new WebSocketServer({ host: '127.0.0.1', port: 0, autoPong: false });
     await new Promise<void>((resolve, reject) => {
       server.once('listening', () => resolve());
       server.once('error', reject);
@@ -556,6 +569,14 @@ export class FakeSsmAgent {
       streamUrl: `ws://127.0.0.1:${port}/v1/data-channel/${sessionId}?role=publish_subscribe&cell-number=AAEAAQ==`,
       tokenValue,
     };
+  }
+
+  /**
+   * The session's path dies silently (what a Lambda finds after a freeze when the connection was
+   * dropped on the way: no FIN, no RST): the socket stays open but nothing gets through either way.
+   */
+  stall(sessionId: string): void {
+    this.connections.get(sessionId)?.stall();
   }
 
   /** Send a websocket text frame on a live session (what the service might send; not a protocol message). */

@@ -25,6 +25,12 @@
  *    only the front of its buffer), after `retransmitMs` (1 s, the plugin's maximum RTO, which its
  *    adaptive RTO reaches under ECS's ~1 s latency); the plugin gives up after ~5 min of resends
  *    (ResendMaxAttempt) and so do we by default (300 × 1 s);
+ *  - a websocket ping ("keepalive") every 5 minutes (plugin `StartPings`, `PingTimeInterval`), which also
+ *    keeps idle-timeout middleboxes (a NAT gateway drops idle flows after 350 s) from forgetting us;
+ *  - not in the plugin, opt-in (`ackTimeoutMs`): input that gets no answer at all — no frame, no pong —
+ *    within that time means the path is dead (the agent acks every input message at once), and the
+ *    session fails instead of resending into the void for 5 minutes. A peer that stays silent while
+ *    nothing is owed to us is never a failure;
  *  - a websocket TEXT frame after the token is not a protocol message: the plugin hands it to the same
  *    handler, which fails to parse it, logs and goes on (`websocketchannel.go` accepts text and binary,
  *    `OutputMessageHandler`'s error is ignored). We ignore it too (counted, logged once per session);
@@ -75,6 +81,13 @@ export interface SsmSessionOptions {
   maxBufferedFrames?: number;
   /** Largest keystroke frame in bytes. Default 1024. */
   maxInputFrameBytes?: number;
+  /** Websocket ping interval in ms (0: none). Default 300000, the plugin's. */
+  pingIntervalMs?: number;
+  /**
+   * Fail the session when input we sent is followed by no traffic at all from the peer (no frame, no
+   * pong) for this long, while not paused. 0 (default): off — the plugin has no such rule.
+   */
+  ackTimeoutMs?: number;
   /** Sent right after the handshake completes when set. */
   terminalSize?: { cols: number; rows: number };
   timers?: SsmTimers;
@@ -127,6 +140,9 @@ export class SsmSession {
   private lastInputByte: number | undefined;
   private drainWaiters: Array<() => void> = [];
   private handshakeTimer: unknown;
+  private pingTimer: unknown;
+  /** Armed while input is owed an answer: fires when the peer stays silent for ackTimeoutMs. */
+  private silenceTimer: unknown;
   private resolveEnded!: (v: SsmSessionEnd) => void;
   private rejectEnded!: (e: Error) => void;
   private resolveHandshake!: (v: SsmHandshakeResult) => void;
@@ -143,6 +159,8 @@ export class SsmSession {
       maxRetransmits: 300,
       maxBufferedFrames: 10_000,
       maxInputFrameBytes: MAX_INPUT_FRAME_BYTES,
+      pingIntervalMs: 300_000,
+      ackTimeoutMs: 0,
       timers: realTimers,
       ...options,
     };
@@ -180,6 +198,7 @@ export class SsmSession {
   /** Send the token frame and start waiting for the handshake. Call once, after the socket is open. */
   start(): void {
     this.transport.onMessage((data) => this.onFrame(data));
+    this.transport.onPong?.(() => this.heardFromPeer());
     this.transport.onClose((err) => {
       if (!this.done) {
         this.fail(new BackendUnavailableError('ssm data channel: websocket closed before channel_closed', err));
@@ -200,6 +219,7 @@ export class SsmSession {
         ),
       );
     }, this.opts.handshakeTimeoutMs);
+    this.armPing();
   }
 
   /**
@@ -300,6 +320,45 @@ export class SsmSession {
     this.unacked.set(msg.sequenceNumber, pending);
     this.sendFrame(pending.frame);
     if (this.resendTimer === undefined) this.armResend();
+    if (this.silenceTimer === undefined) this.armSilence();
+  }
+
+  private armPing(): void {
+    if (!(this.opts.pingIntervalMs > 0) || !this.transport.ping) return;
+    this.pingTimer = this.opts.timers.setTimeout(() => {
+      if (this.done) return;
+      try {
+        this.transport.ping?.();
+      } catch {
+        return; // the socket is gone: its close event ends the session
+      }
+      this.armPing();
+    }, this.opts.pingIntervalMs);
+  }
+
+  /** Starts the wait for any sign of life from the peer (only with ackTimeoutMs). */
+  private armSilence(): void {
+    this.opts.timers.clearTimeout(this.silenceTimer);
+    this.silenceTimer = undefined;
+    if (!(this.opts.ackTimeoutMs > 0) || this.done || this.unacked.size === 0) return;
+    this.silenceTimer = this.opts.timers.setTimeout(() => {
+      this.silenceTimer = undefined;
+      if (this.done) return;
+      if (this.paused) {
+        this.armSilence(); // the peer told us to wait
+        return;
+      }
+      this.fail(
+        new BackendUnavailableError(
+          `ssm data channel: no answer from the agent within ${this.opts.ackTimeoutMs} ms of sending input; the session is dead`,
+        ),
+      );
+    }, this.opts.ackTimeoutMs);
+  }
+
+  /** Any frame or pong: the path lives. What is still owed gets a fresh wait. */
+  private heardFromPeer(): void {
+    if (this.silenceTimer !== undefined) this.armSilence();
   }
 
   private sendFrame(frame: Buffer): void {
@@ -352,6 +411,7 @@ export class SsmSession {
 
   private onFrame(data: Buffer | string): void {
     if (this.done) return;
+    this.heardFromPeer();
     // The agent speaks binary frames; a text frame is no protocol message. The plugin ignores it.
     if (typeof data === 'string') {
       if (this.textFrames++ === 0)
@@ -389,6 +449,7 @@ export class SsmSession {
         this.unpauseOnTraffic();
         const wasOldest = this.unacked.keys().next().value === seq;
         if (this.unacked.delete(seq) && wasOldest) this.armResend();
+        if (this.unacked.size === 0) this.armSilence(); // nothing owed: clears the wait
         if (this.isDrained()) this.notifyDrained();
         return;
       }
@@ -502,6 +563,9 @@ export class SsmSession {
     this.opts.timers.clearTimeout(this.handshakeTimer);
     this.opts.timers.clearTimeout(this.resendTimer);
     this.resendTimer = undefined;
+    this.opts.timers.clearTimeout(this.pingTimer);
+    this.opts.timers.clearTimeout(this.silenceTimer);
+    this.silenceTimer = undefined;
     this.unacked.clear();
     // No-op when the handshake already resolved.
     this.rejectHandshake(

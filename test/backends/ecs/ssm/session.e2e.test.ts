@@ -208,6 +208,44 @@ describe('SsmSession against a loopback agent', () => {
     session.close();
   });
 
+  // Plugin websocketchannel.go StartPings: a websocket ping ("keepalive") every 5 minutes
+  // (config.PingTimeInterval), which also keeps NAT and load-balancer idle timers from expiring.
+  it('pings the websocket every 5 minutes while the session lives', async () => {
+    const timers = new ManualTimers();
+    const { session } = await connect({ timers });
+    await handshake(session);
+    timers.advance(299_999);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(peer.pings).toBe(0);
+    timers.advance(1);
+    await until(() => peer.pings === 1, 'first ping');
+    timers.advance(300_000);
+    await until(() => peer.pings === 2, 'second ping');
+    session.close();
+    timers.advance(600_000);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(peer.pings).toBe(2);
+  });
+
+  // Not in the plugin: a dead path (e.g. a socket that died while a Lambda was frozen) shows as input
+  // that nothing answers. The agent acks every input message at once, so silence is death.
+  it('with ackTimeoutMs, fails when input gets no answer at all from the peer in that time', async () => {
+    const timers = new ManualTimers();
+    const { session } = await connect({ timers, ackTimeoutMs: 5_000 });
+    await handshake(session);
+    await session.drained();
+    timers.advance(60_000); // idle: nothing is owed, nothing fails
+    peer.autoAck = false;
+    session.write('x');
+    await until(() => peer.inputs().length === 2, 'input sent');
+    timers.advance(4_000);
+    peer.sendOutput(2, 'still here'); // traffic: the peer lives, the wait starts over
+    await until(() => peer.acks().length === 3, 'output acked');
+    timers.advance(4_000);
+    timers.advance(1_000);
+    await expect(session.ended).rejects.toThrow(/no answer from the agent within 5000 ms/);
+  });
+
   it('gives up with a clear error after maxRetransmits resends without an ack (default 300, ~5 min as the plugin)', async () => {
     const timers = new ManualTimers();
     const { session } = await connect({ timers, retransmitMs: 100 });
