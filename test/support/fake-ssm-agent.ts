@@ -23,7 +23,8 @@
  *    unacked (counted in `outputFramesUnackedAtClose`). InteractiveCommands sends no exit code.
  * Deliberate differences: frames failing `decodeClientMessage` (which checks the payload digest, the
  * agent does not) are dropped and counted in `invalidFrames`; `dropEveryNthOutput` /
- * `duplicateEveryNthOutput` simulate a lossy path (a dropped frame is only ever recovered by resend).
+ * `duplicateEveryNthOutput` / `dropInputSeqsOnce` simulate a lossy path (a dropped frame is only ever
+ * recovered by the sender's resend).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -50,6 +51,8 @@ export interface FakeSsmAgentOptions {
   dropEveryNthOutput?: number;
   /** Send every Nth output stream frame twice. */
   duplicateEveryNthOutput?: number;
+  /** Lose the first arrival of the client's input stream messages with these sequence numbers (no ack: the client must resend). */
+  dropInputSeqsOnce?: number[];
   /** How long the agent waits for the HandshakeResponse. Default 15000 (the agent's `handshakeTimeout`). */
   handshakeTimeoutMs?: number;
   /**
@@ -75,6 +78,8 @@ export interface FakeAgentSession {
   inputFramesAcked: number;
   /** Keystroke bytes written to the process. */
   inputBytes: number;
+  /** Input frames lost on purpose (`dropInputSeqsOnce`). */
+  inputFramesDropped: number;
   inputDiscardedBeforeHandshake: number;
   outputFramesSent: number;
   outputFramesDropped: number;
@@ -106,6 +111,7 @@ class AgentConnection {
   private readonly outgoing: Outgoing[] = [];
   private expectedIn = 0;
   private readonly incoming = new Map<number, ClientMessage>();
+  private readonly droppedInput = new Set<number>();
   private handshakeComplete = false;
   private proc: AgentProcess | undefined;
   private firstFrame = true;
@@ -175,6 +181,11 @@ class AgentConnection {
     }
     switch (msg.messageType) {
       case MessageType.InputStreamData:
+        if (this.opts.dropInputSeqsOnce?.includes(msg.sequenceNumber) && !this.droppedInput.has(msg.sequenceNumber)) {
+          this.droppedInput.add(msg.sequenceNumber);
+          this.info.inputFramesDropped++;
+          return;
+        }
         this.onInput(msg);
         return;
       case MessageType.Acknowledge:
@@ -554,6 +565,7 @@ export class FakeSsmAgent {
       state: 'issued',
       inputFramesAcked: 0,
       inputBytes: 0,
+      inputFramesDropped: 0,
       inputDiscardedBeforeHandshake: 0,
       outputFramesSent: 0,
       outputFramesDropped: 0,
