@@ -8,12 +8,16 @@ import { createLogger } from '../../shared/log.js';
 import { authorizationMatches } from './api-keys.js';
 import { errorResult, jsonResult, toDispatchRequest } from './http-event.js';
 import { inInvocation } from './invocation.js';
+import { LAMBDA_LIMITS, LAMBDA_MAX_BODY_BYTES } from './limits.js';
 import { containerOr503, httpErrorShape } from './middleware.js';
 
 /**
  * Every HTTP route of the API (HTTP API, payload 2.0) through the one route table and dispatch()
  * that the local server uses: same validation, same error mapping, same statuses. Request bodies
  * are parsed by dispatch (malformed JSON → our 400), never by a middy body parser (which answers 415).
+ *
+ * Payloads are ≤ 6 MB each way (limits.ts): bodies over 2.5 MiB get 413, and an answer with command
+ * output carries as much of it as fits (nextOffset says where to read on).
  *
  * Streaming (SSE) routes cannot stream through API Gateway + a buffered Lambda: they answer 501 with
  * the GET to poll instead (after dispatch has checked auth and that the workspace/command exists).
@@ -41,7 +45,8 @@ async function serve(
   const hashes = container.settings.apiKeyHashes;
   const keyOk = hashes.length === 0 || authorizationMatches(header(request, 'authorization'), hashes);
   const response = await dispatch(routes, container.service, request, {
-    maxBodyBytes: container.deps.config.listen.maxBodyBytes,
+    maxBodyBytes: Math.min(container.deps.config.listen.maxBodyBytes, LAMBDA_MAX_BODY_BYTES),
+    limits: LAMBDA_LIMITS,
     log,
     ...(keyOk ? {} : { authToken: UNMATCHABLE_TOKEN }),
   });
