@@ -20,6 +20,8 @@ export interface BackendContext {
   log: Logger;
   /** The Fargate warm pool's records (the state store's table). */
   warmTasks: WarmTaskStore;
+  /** What is left of the current invocation (Lambda); undefined: no deadline. */
+  remainingMs?: () => number | undefined;
 }
 
 export type BackendFactory = (context: BackendContext) => Promise<WorkspaceBackend>;
@@ -28,7 +30,13 @@ export type BackendFactory = (context: BackendContext) => Promise<WorkspaceBacke
 export type BackendRegistry = Partial<Record<ProviderConfig['mode'], BackendFactory>>;
 
 /** Fargate (config section `ecs`; in Lambda filled from the stack's WSP_ECS_* environment). */
-export const ecsBackend: BackendFactory = async ({ config, dataDir, instanceId, log, warmTasks }) => {
+export const ecsBackend: BackendFactory = async ({ config, dataDir, instanceId, log, warmTasks, remainingMs }) => {
   const { createEcsBackendFromConfig } = await import('../../shared/backends/ecs/factory.js');
-  return createEcsBackendFromConfig(config, { owner: instanceId, dataDir, log, warmTasks });
+  return createEcsBackendFromConfig(config, {
+    owner: instanceId,
+    dataDir,
+    log,
+    warmTasks,
+    ...(remainingMs ? { remainingMs } : {}),
+  });
 };

@@ -45,6 +45,8 @@ export interface CompositionOptions {
   standIn?: (mode: string, reason: string) => WorkspaceBackend;
   /** Where long work runs, knowing whether the backend is unavailable. Default: in this process. */
   work?: (backendUnavailable: string | undefined) => LongWork;
+  /** What is left of the current invocation (Lambda), for backends that must not wait past it. Default: no deadline. */
+  remainingMs?: () => number | undefined;
 }
 
 export interface Composition {
@@ -80,6 +82,7 @@ export async function composeService(o: CompositionOptions): Promise<Composition
     instanceId: o.instanceId,
     log: log.child({ part: `${config.mode}-backend` }),
     warmTasks,
+    ...(o.remainingMs !== undefined ? { remainingMs: o.remainingMs } : {}),
   });
   for (const warning of backend.warnings) log.warn(warning);
   const broker = new GitBroker({

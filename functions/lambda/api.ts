@@ -7,12 +7,17 @@ import { routes } from '../../shared/api/routes.js';
 import { createLogger } from '../../shared/log.js';
 import { authorizationMatches } from './api-keys.js';
 import { errorResult, jsonResult, toDispatchRequest } from './http-event.js';
+import { inInvocation } from './invocation.js';
+import { LAMBDA_LIMITS, LAMBDA_MAX_BODY_BYTES } from './limits.js';
 import { containerOr503, httpErrorShape } from './middleware.js';
 
 /**
  * Every HTTP route of the API (HTTP API, payload 2.0) through the one route table and dispatch()
  * that the local server uses: same validation, same error mapping, same statuses. Request bodies
  * are parsed by dispatch (malformed JSON → our 400), never by a middy body parser (which answers 415).
+ *
+ * Payloads are ≤ 6 MB each way (limits.ts): bodies over 2.5 MiB get 413, and an answer with command
+ * output carries as much of it as fits (nextOffset says where to read on).
  *
  * Streaming (SSE) routes cannot stream through API Gateway + a buffered Lambda: they answer 501 with
  * the GET to poll instead (after dispatch has checked auth and that the workspace/command exists).
@@ -29,24 +34,30 @@ const UNMATCHABLE_TOKEN = randomBytes(32).toString('base64url');
 
 export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
   .use(httpErrorShape(log))
-  .handler(async (event, _context, options) => {
-    const request = toDispatchRequest(event, options?.signal);
-    const container = await containerOr503(log);
-    const hashes = container.settings.apiKeyHashes;
-    const keyOk = hashes.length === 0 || authorizationMatches(header(request, 'authorization'), hashes);
-    const response = await dispatch(routes, container.service, request, {
-      maxBodyBytes: container.deps.config.listen.maxBodyBytes,
-      log,
-      ...(keyOk ? {} : { authToken: UNMATCHABLE_TOKEN }),
-    });
-    log.info('request', {
-      method: request.method,
-      path: request.path,
-      status: 'stream' in response ? 501 : response.status,
-    });
-    if ('stream' in response) return streamingUnavailable(request.path);
-    return jsonResult(response.status, response.headers, response.body);
+  .handler((event, context, options) => inInvocation(context, () => serve(event, options?.signal)));
+
+async function serve(
+  event: APIGatewayProxyEventV2,
+  signal: AbortSignal | undefined,
+): Promise<APIGatewayProxyStructuredResultV2> {
+  const request = toDispatchRequest(event, signal);
+  const container = await containerOr503(log);
+  const hashes = container.settings.apiKeyHashes;
+  const keyOk = hashes.length === 0 || authorizationMatches(header(request, 'authorization'), hashes);
+  const response = await dispatch(routes, container.service, request, {
+    maxBodyBytes: Math.min(container.deps.config.listen.maxBodyBytes, LAMBDA_MAX_BODY_BYTES),
+    limits: LAMBDA_LIMITS,
+    log,
+    ...(keyOk ? {} : { authToken: UNMATCHABLE_TOKEN }),
   });
+  log.info('request', {
+    method: request.method,
+    path: request.path,
+    status: 'stream' in response ? 501 : response.status,
+  });
+  if ('stream' in response) return streamingUnavailable(request.path);
+  return jsonResult(response.status, response.headers, response.body);
+}
 
 /** `/workspaces/x/events` → 501 naming `GET /workspaces/x` (and `?waitMs=` for commands) to poll instead. */
 function streamingUnavailable(path: string): APIGatewayProxyStructuredResultV2 {

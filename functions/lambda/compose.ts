@@ -6,6 +6,7 @@ import type { ServiceDeps } from '../../shared/service/deps.js';
 import type { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
 import { ecsBackend, type BackendFactory, type BackendRegistry } from '../compose/backends.js';
 import { composeService } from '../compose/compose.js';
+import { invocationRemainingMs } from './invocation.js';
 import { LambdaInvokeDispatcher, type JobHandOff } from './invoke-dispatcher.js';
 import { readLambdaSettings, type LambdaSettings } from './settings.js';
 import { unavailableBackend } from './unavailable-backend.js';
@@ -79,6 +80,8 @@ async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaCon
     },
     backends: overrides.backend ? { [config.mode]: overrides.backend } : LAMBDA_BACKENDS,
     standIn: unavailableBackend,
+    // Built once per container, used by many invocations: each wait is bounded by the current one's time.
+    remainingMs: invocationRemainingMs,
     work: () => new WorkerWork(overrides.jobs ?? workerDispatcher(settings, lambda)),
   });
   return {

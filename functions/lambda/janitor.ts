@@ -2,6 +2,7 @@ import middy from '@middy/core';
 import { createLogger } from '../../shared/log.js';
 import { sweep, type SweepReport } from '../../shared/service/janitor.js';
 import { lambdaContainer } from './compose.js';
+import { inInvocation } from './invocation.js';
 
 /**
  * Scheduled (EventBridge Scheduler / rule): one janitor sweep — tear down this deployment's
@@ -19,7 +20,9 @@ const log = createLogger({ svc: 'wsp-janitor' });
  */
 export const ABANDONED_AFTER_MS = 16 * 60_000;
 
-export const handler = middy<unknown, SweepReport>().handler(async () => {
+export const handler = middy<unknown, SweepReport>().handler((_event, context) => inInvocation(context, sweepOnce));
+
+async function sweepOnce(): Promise<SweepReport> {
   const { deps, service } = await lambdaContainer();
   const report = await sweep(deps, service, new Date(), { abandonedAfterMs: ABANDONED_AFTER_MS, orphans: true });
   log.info('janitor sweep done', {
@@ -30,4 +33,4 @@ export const handler = middy<unknown, SweepReport>().handler(async () => {
     orphansDestroyed: report.orphansDestroyed.length,
   });
   return report;
-});
+}

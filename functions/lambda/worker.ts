@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { createLogger, errorFields } from '../../shared/log.js';
 import type { Job } from '../../shared/service/long-work.js';
 import { lambdaContainer } from './compose.js';
+import { inInvocation } from './invocation.js';
 
 /**
  * The worker (the provisioner: the only role with the git secrets, the only function with git). Jobs
@@ -45,22 +46,25 @@ export const handler = middy<unknown, WorkerResult>({ timeoutEarlyInMillis: TIME
       request.response = { ran: true, reason: 'timed out' };
     },
   })
-  .handler(async (event) => {
-    const parsed = jobSchema.safeParse(event);
-    if (!parsed.success) {
-      // Not retried: a malformed job never becomes valid. Only the field paths are logged, not the payload.
-      log.error('worker: malformed job ignored', {
-        issues: parsed.error.issues.map((i) => i.path.join('.') || '(root)'),
-      });
-      return { ran: false, reason: 'malformed job' };
-    }
-    const job: Job = parsed.data;
-    const { service } = await lambdaContainer();
-    log.info('worker: job started', { job: job.kind, workspaceId: job.workspaceId });
-    await service.runJob(job);
-    log.info('worker: job done', { job: job.kind, workspaceId: job.workspaceId });
-    return { ran: true };
-  });
+  // Exec waits in the backend end before the margin this handler keeps to fail a job that ran out of time.
+  .handler((event, context) => inInvocation(context, () => work(event), TIME_MARGIN_MS));
+
+async function work(event: unknown): Promise<WorkerResult> {
+  const parsed = jobSchema.safeParse(event);
+  if (!parsed.success) {
+    // Not retried: a malformed job never becomes valid. Only the field paths are logged, not the payload.
+    log.error('worker: malformed job ignored', {
+      issues: parsed.error.issues.map((i) => i.path.join('.') || '(root)'),
+    });
+    return { ran: false, reason: 'malformed job' };
+  }
+  const job: Job = parsed.data;
+  const { service } = await lambdaContainer();
+  log.info('worker: job started', { job: job.kind, workspaceId: job.workspaceId });
+  await service.runJob(job);
+  log.info('worker: job done', { job: job.kind, workspaceId: job.workspaceId });
+  return { ran: true };
+}
 
 /**
  * The job outlived the function. Provisioning: fail the workspace (if still provisioning) and free its

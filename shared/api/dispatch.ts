@@ -4,7 +4,7 @@ import type { Logger } from '../log.js';
 import type { WorkspaceService } from '../service/types.js';
 import { bearerMatches } from './auth.js';
 import { errorBody, toErrorResponse } from './errors.js';
-import type { Route, SseEvent } from './route-types.js';
+import type { EntryLimits, Route, SseEvent } from './route-types.js';
 import { issuesToProblems, type FieldProblem } from './validation.js';
 
 /**
@@ -34,6 +34,8 @@ export interface DispatchOptions {
   authToken?: string;
   /** Bodies larger than this are refused with 413 (the server also enforces it while reading). */
   maxBodyBytes?: number;
+  /** What the entry point's answers can carry (Lambda: 6 MB); default: no limit. */
+  limits?: EntryLimits;
   log?: Pick<Logger, 'error' | 'warn'>;
 }
 
@@ -69,7 +71,7 @@ export async function dispatch(
     }
     const body = readBody(route, request, options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
     const input = validate(route, rawParams, request.query, body);
-    const result = await route.handler(service, { ...input, signal });
+    const result = await route.handler(service, { ...input, signal, limits: options.limits ?? {} });
     const headers = result.headers ?? {};
     if ('stream' in result)
       return { status: result.status, headers, stream: guardStream(result.stream, signal, options.log) };

@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import type { WorkspaceService } from '../service/types.js';
+import type { AnswerLimit } from './answer-fit.js';
 
 /**
  * Types of the route table. Deliberately free of Node `http` types: the local server and the Lambda
@@ -27,12 +28,21 @@ export interface ResponseDoc {
 
 type Out<S> = S extends z.ZodType ? z.output<S> : undefined;
 
+/** What one entry point's transport can carry beyond the request body limit (none: the local server). */
+export interface EntryLimits {
+  /** Most output bytes per stream read for one answer: a larger `limit` is cut to it. */
+  maxReadBytes?: number;
+  /** Answers with command output are cut to fit (answer-fit.ts). */
+  answer?: AnswerLimit;
+}
+
 export interface HandlerInput<P, Q, B> {
   params: P;
   query: Q;
   body: B;
   /** Aborted when the client goes away; SSE handlers hand it to the service's watch*. */
   signal: AbortSignal;
+  limits: EntryLimits;
 }
 
 interface RouteFields {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { CommandEvent, OperationView, WorkspaceEvent } from '../contract/views.js';
 import { operationError } from '../service/operations.js';
+import { fitCommandView } from './answer-fit.js';
 import { buildOpenApiDocument } from './openapi.js';
 import {
   commandEventSchema,
@@ -148,8 +149,8 @@ export const routes: readonly Route[] = [
       201: { description: 'Ran and ended within waitMs', schema: commandView },
       202: { description: 'Still running (state running)', schema: commandView },
     },
-    handler: async (service, { params, body }) => {
-      const command = await service.runCommand(params.id, body);
+    handler: async (service, { params, body, limits }) => {
+      const command = fitCommandView(await service.runCommand(params.id, body), limits.answer);
       return {
         status: command.state === 'running' ? 202 : 201,
         body: command,
@@ -177,10 +178,11 @@ export const routes: readonly Route[] = [
     params: cmdParams,
     query: readCommandQuery,
     responses: { 200: { description: 'The command', schema: commandView } },
-    handler: async (service, { params, query }) => ({
-      status: 200,
-      body: await service.getCommand(params.id, params.cid, query),
-    }),
+    handler: async (service, { params, query, limits }) => {
+      const limit = Math.min(query.limit, limits.maxReadBytes ?? query.limit);
+      const command = await service.getCommand(params.id, params.cid, { ...query, limit });
+      return { status: 200, body: fitCommandView(command, limits.answer) };
+    },
   }),
   defineRoute({
     method: 'DELETE',

@@ -95,7 +95,10 @@ export const readCommandQuery = z
   .object({
     stdoutOffset: z.coerce.number().int().min(0).default(0),
     stderrOffset: z.coerce.number().int().min(0).default(0),
-    /** Max bytes per stream in this answer. */
+    /**
+     * Max bytes per stream in this answer. An entry point may send fewer (the Lambda API: ≤ 2 MiB, and
+     * only what fits its 6 MB answer); `nextOffset` always says where to read on.
+     */
     limit: z.coerce
       .number()
       .int()

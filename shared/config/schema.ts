@@ -89,7 +89,10 @@ export const configSchema = z
       .object({
         host: z.string().min(1).default('127.0.0.1'),
         port: z.number().int().min(0).max(65535).default(7070),
-        /** Largest request body accepted (413 beyond). Command stdin may be up to 8 MiB (base64 ~11 MiB). */
+        /**
+         * Largest request body accepted by the local server (413 beyond). Command stdin may be up to 8 MiB
+         * (base64 ~11 MiB). The Lambda API takes at most 2.5 MiB whatever this says (6 MB payloads).
+         */
         maxBodyBytes: z
           .number()
           .int()

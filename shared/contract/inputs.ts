@@ -30,7 +30,7 @@ export interface RunCommandParams {
 export interface ReadCommandParams {
   stdoutOffset: number;
   stderrOffset: number;
-  /** Max bytes per stream in this answer. */
+  /** Max bytes per stream in this answer (an entry point may send fewer: `nextOffset` says where to read on). */
   limit: number;
   /** Long-poll: wait up to this long for the command to end. */
   waitMs: number;

@@ -499,3 +499,142 @@ describe('function timeout', () => {
     }
   });
 });
+
+describe('invocation deadline', () => {
+  it('the backend (composed once per container) sees what is left of the CURRENT invocation; none without a clock', async () => {
+    const seen: Array<number | undefined> = [];
+    await deploy(
+      {},
+      {
+        backend: async ({ remainingMs }) => ({
+          ...unavailableBackend('ecs'),
+          // Called on every read of a record with a backend ref: a window into the request's context.
+          refBelongsTo: () => {
+            seen.push(remainingMs?.());
+            return true;
+          },
+        }),
+      },
+    );
+    const { deps } = await lambdaContainer();
+    const id = 'ws-00000000000000000000000c';
+    await deps.state.createWorkspace(
+      workspaceRecord(id, { status: 'ready', owner: 'wsp-test-stack', backend: { kind: 'ecs', taskArn: 'arn:x' } }),
+    );
+    const get = (context: ReturnType<typeof lambdaContext>) => api(apiEvent('GET', `/workspaces/${id}`), context);
+    expect(parseResult(await get({ ...lambdaContext(), getRemainingTimeInMillis: () => 29_000 })).status).toBe(200);
+    expect(parseResult(await get({ ...lambdaContext(), getRemainingTimeInMillis: () => 7_000 })).status).toBe(200);
+    expect(parseResult(await get(lambdaContext())).status).toBe(200);
+    expect(seen).toHaveLength(3);
+    expect(seen[0]).toBeGreaterThan(25_000);
+    expect(seen[0]).toBeLessThanOrEqual(29_000);
+    expect(seen[1]).toBeGreaterThan(3_000);
+    expect(seen[1]).toBeLessThanOrEqual(7_000);
+    expect(seen[2]).toBeUndefined();
+  });
+});
+
+describe('payload limits (Lambda: 6 MB each way)', () => {
+  const LAMBDA_PAYLOAD = 6_291_456;
+  const id = 'ws-00000000000000000000000d';
+  const cid = 'cmd-00000000000000000000000e';
+  const MiB = 1024 * 1024;
+
+  /** A workspace whose one command printed `stdout` and `stderr` (served by an in-memory backend). */
+  async function deployWithOutput(stdout: Buffer, stderr: Buffer): Promise<void> {
+    const streams = { stdout, stderr };
+    const reject = () => Promise.reject(new BackendUnavailableError('not in this test'));
+    await deploy(
+      {},
+      {
+        backend: async () => ({
+          ...unavailableBackend('ecs'),
+          refBelongsTo: () => true,
+          open: (ref) => ({
+            ref,
+            commands: {
+              start: reject,
+              status: reject,
+              wait: reject,
+              kill: reject,
+              killAll: reject,
+              read: async (_cid, stream, offset, limit) => {
+                const data = streams[stream].subarray(offset, offset + limit);
+                return { data: Buffer.from(data), nextOffset: offset + data.length };
+              },
+            },
+            files: { putTransferFile: reject, removeTransferFile: reject, putDirectory: reject },
+            snapshots: { take: reject, restore: reject },
+          }),
+        }),
+      },
+    );
+    const { deps } = await lambdaContainer();
+    await deps.state.createWorkspace(
+      workspaceRecord(id, { status: 'ready', owner: 'wsp-test-stack', backend: { kind: 'ecs', taskArn: 'arn:x' } }),
+    );
+    await deps.state.createCommand(
+      commandRecord(id, cid, {
+        state: 'exited',
+        exitCode: 0,
+        stdout: { bytes: stdout.length, truncated: false },
+        stderr: { bytes: stderr.length, truncated: false },
+      }),
+    );
+  }
+
+  /** The function's result exactly as Lambda serializes it. */
+  const read = async (query: string) => {
+    const result = await api(apiEvent('GET', `/workspaces/${id}/commands/${cid}?${query}`), lambdaContext());
+    return { bytes: Buffer.byteLength(JSON.stringify(result)), parsed: parseResult(result) };
+  };
+
+  it('a maximal read (8 MiB per stream of the costliest JSON) answers in < 6 MB; offsets go on exactly', async () => {
+    // \x01 is 7 bytes once the JSON body sits in the result's JSON, '"' 4: the worst UTF-8 there is.
+    const stdout = Buffer.alloc(8 * MiB, 0x01);
+    const stderr = Buffer.alloc(8 * MiB, '"');
+    await deployWithOutput(stdout, stderr);
+    const first = await read(`limit=${8 * MiB}`);
+    expect(first.parsed.status).toBe(200);
+    expect(first.bytes).toBeLessThan(LAMBDA_PAYLOAD);
+    const { stdout: out, stderr: err } = first.parsed.body;
+    expect(out).toMatchObject({ offset: 0, bytes: 8 * MiB, truncated: false, encoding: 'utf8' });
+    expect(out.nextOffset).toBe(Buffer.byteLength(out.data));
+    expect(err.nextOffset).toBe(Buffer.byteLength(err.data));
+    expect(out.nextOffset).toBeGreaterThan(100_000); // cut to fit, not to nothing
+    expect(err.nextOffset).toBeGreaterThan(100_000);
+  });
+
+  it('reading on from nextOffset reassembles every byte (text and base64), each answer < 6 MB', async () => {
+    const text = Buffer.from('a "quoted" line\twith\x01controls ✓\n'.repeat(60_000)); // ~2 MiB
+    const binary = Buffer.from(Array.from({ length: 3 * MiB }, (_, i) => (i * 7919) % 256)); // not UTF-8: base64
+    await deployWithOutput(text, binary);
+    const got = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+    const at = { stdout: 0, stderr: 0 };
+    for (let round = 0; at.stdout < text.length || at.stderr < binary.length; round++) {
+      expect(round).toBeLessThan(20);
+      const r = await read(`limit=${8 * MiB}&stdoutOffset=${at.stdout}&stderrOffset=${at.stderr}`);
+      expect(r.bytes).toBeLessThan(LAMBDA_PAYLOAD);
+      for (const s of ['stdout', 'stderr'] as const) {
+        const v = r.parsed.body[s];
+        expect(v.offset).toBe(at[s]);
+        const data = Buffer.from(v.data, v.encoding === 'base64' ? 'base64' : 'utf8');
+        expect(v.nextOffset).toBe(at[s] + data.length);
+        got[s].push(data);
+        at[s] = v.nextOffset;
+      }
+    }
+    expect(Buffer.concat(got.stdout).equals(text)).toBe(true);
+    expect(Buffer.concat(got.stderr).equals(binary)).toBe(true);
+  });
+
+  it('refuses a request body the 6 MB payload could not carry back (413), whatever the config allows', async () => {
+    await deployWithOutput(Buffer.alloc(0), Buffer.alloc(0));
+    const body = JSON.stringify({ argv: ['cat'], stdin: 'x'.repeat(3 * MiB) });
+    const r = parseResult(
+      await api(apiEvent('POST', `/workspaces/${id}/commands`, { headers: json, body }), lambdaContext()),
+    );
+    expect(r.status).toBe(413);
+    expect(r.body.error.code).toBe('payload_too_large');
+  });
+});

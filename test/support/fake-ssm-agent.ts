@@ -18,11 +18,13 @@
  *    including its quirk: a literal U+FFFD in the output loses its last two bytes);
  *  - unacked output: only the oldest is resent, once it is older than the RTO (200 ms, then adaptive,
  *    ≤ 1 s; checked every 100 ms), with no attempt limit;
- *  - process end → wait (≤ 2 s) for all output to be acked → `channel_closed` (what the service sends
- *    after the agent reports Terminating) → socket closed. InteractiveCommands sends no exit code.
+ *  - process end → wait (≤ 2 s, `closeDrainMs`) for all output to be acked → `channel_closed` (what the
+ *    service sends after the agent reports Terminating) → socket closed, also when frames are still
+ *    unacked (counted in `outputFramesUnackedAtClose`). InteractiveCommands sends no exit code.
  * Deliberate differences: frames failing `decodeClientMessage` (which checks the payload digest, the
  * agent does not) are dropped and counted in `invalidFrames`; `dropEveryNthOutput` /
- * `duplicateEveryNthOutput` simulate a lossy path (a dropped frame is only ever recovered by resend).
+ * `duplicateEveryNthOutput` / `dropInputSeqsOnce` simulate a lossy path (a dropped frame is only ever
+ * recovered by the sender's resend).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -49,14 +51,21 @@ export interface FakeSsmAgentOptions {
   dropEveryNthOutput?: number;
   /** Send every Nth output stream frame twice. */
   duplicateEveryNthOutput?: number;
+  /** Lose the first arrival of the client's input stream messages with these sequence numbers (no ack: the client must resend). */
+  dropInputSeqsOnce?: number[];
   /** How long the agent waits for the HandshakeResponse. Default 15000 (the agent's `handshakeTimeout`). */
   handshakeTimeoutMs?: number;
+  /**
+   * How long a process's end waits for its output to be acked before channel_closed. Default 2000 (the
+   * agent's PrepareToCloseChannel). Longer in tests of delivery under loss on a loaded machine.
+   */
+  closeDrainMs?: number;
   /** Fixed resend timeout in ms instead of the agent's adaptive one (200 ms start, ≤ 1 s). */
   resendAfterMs?: number;
   agentVersion?: string;
 }
 
-export type FakeSessionState = 'issued' | 'handshaking' | 'running' | 'closing' | 'closed';
+export type FakeSessionState = 'issued' | 'handshaking' | 'running' | 'stalled' | 'closing' | 'closed';
 
 /** What a test can observe about one session. */
 export interface FakeAgentSession {
@@ -69,11 +78,15 @@ export interface FakeAgentSession {
   inputFramesAcked: number;
   /** Keystroke bytes written to the process. */
   inputBytes: number;
+  /** Input frames lost on purpose (`dropInputSeqsOnce`). */
+  inputFramesDropped: number;
   inputDiscardedBeforeHandshake: number;
   outputFramesSent: number;
   outputFramesDropped: number;
   outputFramesDuplicated: number;
   resends: number;
+  /** Output frames still unacknowledged when channel_closed was sent (lost to the client). */
+  outputFramesUnackedAtClose: number;
   invalidFrames: number;
   rejectedConnections: number;
   exitCode?: number | null;
@@ -98,6 +111,7 @@ class AgentConnection {
   private readonly outgoing: Outgoing[] = [];
   private expectedIn = 0;
   private readonly incoming = new Map<number, ClientMessage>();
+  private readonly droppedInput = new Set<number>();
   private handshakeComplete = false;
   private proc: AgentProcess | undefined;
   private firstFrame = true;
@@ -109,6 +123,8 @@ class AgentConnection {
   private readonly resendTimer: ReturnType<typeof setInterval>;
   private handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
+  /** A dead path: nothing in or out (frames and pings vanish), the socket stays open. */
+  private stalled = false;
 
   constructor(
     private readonly ws: WebSocket,
@@ -118,9 +134,24 @@ class AgentConnection {
   ) {
     this.resendTimer = setInterval(() => this.resendOldest(), RESEND_CHECK_MS);
     ws.on('message', (raw, isBinary) => this.onMessage(raw as Buffer, isBinary));
+    // Pongs by hand (the server has autoPong off), so a stalled path answers no ping either.
+    ws.on('ping', (data) => {
+      if (!this.stalled && ws.readyState === ws.OPEN) ws.pong(data);
+    });
     ws.on('close', () => {
       if (!this.closed) this.shutdown('client closed');
     });
+  }
+
+  /** A websocket TEXT frame from the service side (the plugin ignores them; so must a client). */
+  sendText(text: string): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(text, { binary: false });
+  }
+
+  /** From now on the path is dead: nothing is received or sent, no resend, no pong; the socket stays open. */
+  stall(): void {
+    this.stalled = true;
+    this.info.state = 'stalled';
   }
 
   /** Agent-side termination: 'drop' = the socket vanishes (task gone); 'close' = channel_closed first. */
@@ -134,7 +165,7 @@ class AgentConnection {
   }
 
   private onMessage(raw: Buffer, isBinary: boolean): void {
-    if (this.closed) return;
+    if (this.closed || this.stalled) return;
     if (this.firstFrame) {
       this.firstFrame = false;
       this.onToken(raw, isBinary);
@@ -150,6 +181,11 @@ class AgentConnection {
     }
     switch (msg.messageType) {
       case MessageType.InputStreamData:
+        if (this.opts.dropInputSeqsOnce?.includes(msg.sequenceNumber) && !this.droppedInput.has(msg.sequenceNumber)) {
+          this.droppedInput.add(msg.sequenceNumber);
+          this.info.inputFramesDropped++;
+          return;
+        }
         this.onInput(msg);
         return;
       case MessageType.Acknowledge:
@@ -320,11 +356,12 @@ class AgentConnection {
     if (this.closed) return;
     this.info.exitCode = code;
     this.info.state = 'closing';
-    const deadline = Date.now() + CLOSE_DRAIN_MS;
+    const deadline = Date.now() + (this.opts.closeDrainMs ?? CLOSE_DRAIN_MS);
     while (this.outgoing.length > 0 && Date.now() < deadline && !this.closed) {
       await new Promise((r) => setTimeout(r, 10));
     }
     if (this.closed) return;
+    this.info.outputFramesUnackedAtClose = this.outgoing.length;
     this.sendChannelClosed('');
     this.shutdown('exited');
     this.ws.close(1000);
@@ -434,6 +471,7 @@ class AgentConnection {
   }
 
   private sendRaw(frame: Buffer): void {
+    if (this.stalled) return;
     if (this.ws.readyState === this.ws.OPEN) this.ws.send(frame, { binary: true });
   }
 
@@ -503,7 +541,7 @@ export class FakeSsmAgent {
   }
 
   static async start(opts: FakeSsmAgentOptions): Promise<FakeSsmAgent> {
-    const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    const server = new WebSocketServer({ host: '127.0.0.1', port: 0, autoPong: false });
     await new Promise<void>((resolve, reject) => {
       server.once('listening', () => resolve());
       server.once('error', reject);
@@ -527,11 +565,13 @@ export class FakeSsmAgent {
       state: 'issued',
       inputFramesAcked: 0,
       inputBytes: 0,
+      inputFramesDropped: 0,
       inputDiscardedBeforeHandshake: 0,
       outputFramesSent: 0,
       outputFramesDropped: 0,
       outputFramesDuplicated: 0,
       resends: 0,
+      outputFramesUnackedAtClose: 0,
       invalidFrames: 0,
       rejectedConnections: 0,
     });
@@ -541,6 +581,19 @@ export class FakeSsmAgent {
       streamUrl: `ws://127.0.0.1:${port}/v1/data-channel/${sessionId}?role=publish_subscribe&cell-number=AAEAAQ==`,
       tokenValue,
     };
+  }
+
+  /**
+   * The session's path dies silently (what a Lambda finds after a freeze when the connection was
+   * dropped on the way: no FIN, no RST): the socket stays open but nothing gets through either way.
+   */
+  stall(sessionId: string): void {
+    this.connections.get(sessionId)?.stall();
+  }
+
+  /** Send a websocket text frame on a live session (what the service might send; not a protocol message). */
+  sendText(sessionId: string, text: string): void {
+    this.connections.get(sessionId)?.sendText(text);
   }
 
   /**

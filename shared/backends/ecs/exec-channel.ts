@@ -19,6 +19,12 @@ import { defaultRetryPolicy, isRetryable, withRetry, type RetryPolicy } from './
  * (the 1 s ExecuteCommand floor is paid once, not per request); when it dies (20 min idle timeout,
  * network, agent restart) the next request opens a new one. A result never travels only in the
  * session: the runner keeps everything in files, so a retried request is safe.
+ *
+ * Time: a session kept across Lambda invocations may have died while the function was frozen, with
+ * nothing to show for it (no FIN ever arrived). Such a session is found dead when the input of the next
+ * request gets no sign of life within `ackTimeoutMs` (the agent acks input at once), and replaced once.
+ * And nothing waits past the invocation: with `remainingMs`, every wait is cut to what is left of it
+ * (minus a reserve to answer), and no attempt starts without enough time to finish.
  */
 
 /** The task is gone (stopped, or unknown to ECS): nothing in it can answer again. */
@@ -41,10 +47,21 @@ export interface ExecChannelOptions {
   retry?: RetryPolicy;
   /** A request that gets no answer within this time fails the session. Default 120 s. */
   requestTimeoutMs?: number;
+  /** Input without any sign of life from the agent for this long fails the session (then one reconnect). Default 10 s. */
+  ackTimeoutMs?: number;
+  /**
+   * What is left of the current invocation in ms (Lambda: `context.getRemainingTimeInMillis()`), read
+   * at every attempt and request; undefined (default): no deadline (the local server).
+   */
+  remainingMs?: () => number | undefined;
   log?: Logger;
 }
 
 const DEFAULT_COMMAND = 'sh /opt/wsp/runner.sh rpc';
+/** Kept free at the end of an invocation to answer (an error, if it comes to that). */
+const ANSWER_RESERVE_MS = 1_000;
+/** No attempt (connect + request) starts with less than this left after the reserve. */
+const MIN_ATTEMPT_MS = 2_000;
 
 /** The runner's bytes come as Output (1) or, for some agents, StdErr (11) payloads: both are the PTY. */
 function ptyOverSession(session: SsmSession): PtyLike {
@@ -83,6 +100,7 @@ export class ExecChannels {
    */
   async with<T>(taskArn: string, what: string, fn: (rpc: RunnerRpc) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
+      this.checkTimeLeft(what);
       let rpc = await this.session(taskArn, what);
       if (rpc.closed) {
         // It ended while idle (agent restart, 20 min idle timeout): replace it without spending the retry.
@@ -100,8 +118,24 @@ export class ExecChannels {
           throw new BackendUnavailableError(`${what}: the exec session to the workspace task failed twice`, error);
         }
         this.log.warn('ecs exec session failed; opening a new one', { taskArn, what, error: error.message });
+        this.checkTimeLeft(what, error);
       }
     }
+  }
+
+  /** What this invocation may still spend on exec (its remaining time less the answer reserve); undefined: unbounded. */
+  private budgetMs(): number | undefined {
+    const left = this.options.remainingMs?.();
+    return left === undefined ? undefined : left - ANSWER_RESERVE_MS;
+  }
+
+  private checkTimeLeft(what: string, cause?: Error): void {
+    const budget = this.budgetMs();
+    if (budget === undefined || budget >= MIN_ATTEMPT_MS) return;
+    throw new BackendUnavailableError(
+      `${what}: no time left in this invocation for the exec session${cause ? ` (it failed: ${cause.message})` : ''}`,
+      cause,
+    );
   }
 
   /**
@@ -169,9 +203,18 @@ export class ExecChannels {
     if (!session?.streamUrl || !session.tokenValue)
       throw new BackendUnavailableError(`${what}: ECS ExecuteCommand returned no session`);
     const transport = await (this.options.openTransport ?? openWsTransport)(session.streamUrl);
-    const ssm = new SsmSession(transport, { tokenValue: session.tokenValue });
+    const budget = this.budgetMs();
+    const ssm = new SsmSession(transport, {
+      tokenValue: session.tokenValue,
+      ackTimeoutMs: this.options.ackTimeoutMs ?? 10_000,
+      ...(budget === undefined ? {} : { handshakeTimeoutMs: Math.max(0, Math.min(15_000, budget)) }),
+      log: this.log,
+    });
     ssm.start();
-    const rpc = new RunnerRpc(ptyOverSession(ssm), { requestTimeoutMs: this.options.requestTimeoutMs ?? 120_000 });
+    const rpc = new RunnerRpc(ptyOverSession(ssm), {
+      requestTimeoutMs: this.options.requestTimeoutMs ?? 120_000,
+      remainingMs: () => this.budgetMs(),
+    });
     try {
       await ssm.handshake;
       await rpc.ready();

@@ -29,6 +29,8 @@ export interface EcsFactoryContext {
   log: Logger;
   /** For the warm pool's records (only used when ecs.warmPoolSize > 0). */
   warmTasks?: WarmTaskStore;
+  /** What is left of the current invocation (Lambda): exec sessions never wait past it. */
+  remainingMs?: () => number | undefined;
 }
 
 export function createEcsBackendFromConfig(config: ProviderConfig, ctx: EcsFactoryContext): EcsBackend {
@@ -96,6 +98,7 @@ export function createEcsBackendFromConfig(config: ProviderConfig, ctx: EcsFacto
     ...(warmPool ? { warmPool, warmPoolSize: e.warmPoolSize } : {}),
     scratchDir,
     readyTimeoutMs: e.readyTimeoutSeconds * 1000,
+    ...(ctx.remainingMs ? { remainingMs: ctx.remainingMs } : {}),
     log: ctx.log,
   });
 }

@@ -59,6 +59,11 @@ export interface EcsBackendOptions {
   transferTtlSeconds?: number;
   openTransport?: (streamUrl: string) => Promise<SsmTransport>;
   runnerCommand?: string;
+  /**
+   * What is left of the current invocation in ms (Lambda): exec sessions are connected, and requests
+   * waited for, only within it (see exec-channel.ts). Default: no deadline.
+   */
+  remainingMs?: () => number | undefined;
   retry?: RetryPolicy;
   log?: Logger;
 }
@@ -98,6 +103,7 @@ export class EcsBackend implements WorkspaceBackend {
       ...(o.runnerCommand ? { command: o.runnerCommand } : {}),
       ...(o.openTransport ? { openTransport: o.openTransport } : {}),
       ...(o.retry ? { retry: o.retry } : {}),
+      ...(o.remainingMs ? { remainingMs: o.remainingMs } : {}),
       log: this.log,
     });
     this.scratch = o.scratchDir ?? path.join(os.tmpdir(), 'wsp-ecs');

@@ -40,6 +40,11 @@ export interface RunnerRpcOptions {
   readyTimeoutMs?: number;
   /** A request without an answer in this time fails — and ends the session. Default 120 s. */
   requestTimeoutMs?: number;
+  /**
+   * Time the caller may still spend (e.g. what is left of a Lambda invocation), read at each request
+   * and at the start: every timeout (ready, request, a request's own) is cut to it. undefined: no bound.
+   */
+  remainingMs?: () => number | undefined;
 }
 
 export interface RpcAnswer {
@@ -144,12 +149,14 @@ export class RunnerRpc {
   private markReady: () => void = () => undefined;
   private failReady: (e: Error) => void = () => undefined;
   private readonly requestTimeoutMs: number;
+  private readonly remainingMs: () => number | undefined;
 
   constructor(
     private readonly pty: PtyLike,
     opts: RunnerRpcOptions = {},
   ) {
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 120_000;
+    this.remainingMs = opts.remainingMs ?? (() => undefined);
     this.readyPromise = new Promise<void>((resolve, reject) => {
       this.markReady = resolve;
       this.failReady = reject;
@@ -158,7 +165,7 @@ export class RunnerRpc {
     this.readyPromise.catch(() => undefined);
     const timer = setTimeout(
       () => this.fail(new BackendUnavailableError('the workspace runner did not answer (no rpc banner)')),
-      opts.readyTimeoutMs ?? 30_000,
+      this.bounded(opts.readyTimeoutMs ?? 30_000),
     );
     this.readyPromise.then(
       () => clearTimeout(timer),
@@ -210,12 +217,16 @@ export class RunnerRpc {
     await this.readyPromise;
     if (this.closedWith !== undefined) throw this.closedWith;
     const id = `${this.nonce}${++this.counter}`;
+    const limitMs = this.bounded(timeoutMs);
+    const cut = limitMs < timeoutMs ? ' (all the time left to this caller)' : '';
     return new Promise<RpcAnswer>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.fail(
-          new BackendUnavailableError(`the workspace runner did not answer '${String(argv[0])}' in ${timeoutMs} ms`),
+          new BackendUnavailableError(
+            `the workspace runner did not answer '${String(argv[0])}' in ${limitMs} ms${cut}`,
+          ),
         );
-      }, timeoutMs);
+      }, limitMs);
       this.current = {
         id,
         resolve: (a) => {
@@ -233,6 +244,12 @@ export class RunnerRpc {
         this.fail(new BackendUnavailableError('cannot write to the runner session', error));
       }
     });
+  }
+
+  /** `ms` cut to the caller's remaining time (never below 0). */
+  private bounded(ms: number): number {
+    const left = this.remainingMs();
+    return left === undefined ? ms : Math.max(0, Math.min(ms, left));
   }
 
   private onData(chunk: Buffer): void {

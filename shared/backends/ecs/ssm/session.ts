@@ -25,12 +25,24 @@
  *    only the front of its buffer), after `retransmitMs` (1 s, the plugin's maximum RTO, which its
  *    adaptive RTO reaches under ECS's ~1 s latency); the plugin gives up after ~5 min of resends
  *    (ResendMaxAttempt) and so do we by default (300 × 1 s);
+ *  - a websocket ping ("keepalive") every 5 minutes (plugin `StartPings`, `PingTimeInterval`), which also
+ *    keeps idle-timeout middleboxes (a NAT gateway drops idle flows after 350 s) from forgetting us;
+ *  - not in the plugin, opt-in (`ackTimeoutMs`): input that gets no answer at all — no frame, no pong —
+ *    within that time means the path is dead (the agent acks every input message at once), and the
+ *    session fails instead of resending into the void for 5 minutes. A peer that stays silent while
+ *    nothing is owed to us is never a failure;
+ *  - a websocket TEXT frame after the token is not a protocol message: the plugin hands it to the same
+ *    handler, which fails to parse it, logs and goes on (`websocketchannel.go` accepts text and binary,
+ *    `OutputMessageHandler`'s error is ignored). We ignore it too (counted, logged once per session);
  *  - keystrokes travel in frames of at most 1024 bytes (plugin `StdinBufferLimit`);
  *  - `pause_publication` holds our new input and resends until `start_publication` or any stream
  *    data/ack from the peer (the agent's own rule, `handlePausePublicationMessage` and
  *    `dataChannel.Pause = false` on incoming traffic; the plugin ignores both messages);
  *  - `channel_closed` ends the session normally. InteractiveCommands (ECS Exec) never sends an exit
- *    code: when the process ends the agent reports Terminating to the service, which closes the channel.
+ *    code: when the process ends the agent waits at most 2 s for its output to be acked
+ *    (`PrepareToCloseChannel`), then reports Terminating to the service, which closes the channel. So
+ *    on a slow path a dropped frame may never be resent: with later frames still waiting for it, the
+ *    session FAILS (the plugin exits 0 and loses them silently); a lost tail cannot be seen.
  */
 import { BackendUnavailableError } from '../../../contract/errors.js';
 import { decodeClientMessage, encodeClientMessage, MessageType, PayloadType, type ClientMessage } from './codec.js';
@@ -46,6 +58,7 @@ import {
   requestedSessionType,
   CLIENT_VERSION,
 } from './messages.js';
+import { silentLogger, type Logger } from '../../../log.js';
 import { realTimers, type SsmTimers, type SsmTransport } from './transport.js';
 
 /** Bytes per keystroke frame, as the plugin reads stdin (`StdinBufferLimit`). */
@@ -68,9 +81,18 @@ export interface SsmSessionOptions {
   maxBufferedFrames?: number;
   /** Largest keystroke frame in bytes. Default 1024. */
   maxInputFrameBytes?: number;
+  /** Websocket ping interval in ms (0: none). Default 300000, the plugin's. */
+  pingIntervalMs?: number;
+  /**
+   * Fail the session when input we sent is followed by no traffic at all from the peer (no frame, no
+   * pong) for this long, while not paused. 0 (default): off — the plugin has no such rule.
+   */
+  ackTimeoutMs?: number;
   /** Sent right after the handshake completes when set. */
   terminalSize?: { cols: number; rows: number };
   timers?: SsmTimers;
+  /** Where the odd-but-harmless goes (an ignored text frame). Default silent. */
+  log?: Logger;
 }
 
 export interface SsmSessionEnd {
@@ -98,7 +120,7 @@ export class SsmSession {
   /** Resolves once HandshakeComplete arrived (input flows from then on). */
   readonly handshake: Promise<SsmHandshakeResult>;
 
-  private readonly opts: Required<Omit<SsmSessionOptions, 'terminalSize' | 'clientId'>> &
+  private readonly opts: Required<Omit<SsmSessionOptions, 'terminalSize' | 'clientId' | 'log'>> &
     Pick<SsmSessionOptions, 'terminalSize' | 'clientId'>;
   private outputHandlers: Array<(chunk: Buffer, payloadType: number) => void> = [];
   private expectedSeq = 0;
@@ -113,9 +135,14 @@ export class SsmSession {
   private paused = false;
   private done = false;
   private dropped = 0;
+  private textFrames = 0;
+  private readonly log: Logger;
   private lastInputByte: number | undefined;
   private drainWaiters: Array<() => void> = [];
   private handshakeTimer: unknown;
+  private pingTimer: unknown;
+  /** Armed while input is owed an answer: fires when the peer stays silent for ackTimeoutMs. */
+  private silenceTimer: unknown;
   private resolveEnded!: (v: SsmSessionEnd) => void;
   private rejectEnded!: (e: Error) => void;
   private resolveHandshake!: (v: SsmHandshakeResult) => void;
@@ -132,9 +159,12 @@ export class SsmSession {
       maxRetransmits: 300,
       maxBufferedFrames: 10_000,
       maxInputFrameBytes: MAX_INPUT_FRAME_BYTES,
+      pingIntervalMs: 300_000,
+      ackTimeoutMs: 0,
       timers: realTimers,
       ...options,
     };
+    this.log = options.log ?? silentLogger;
     if (!(this.opts.maxInputFrameBytes >= 1))
       throw new BackendUnavailableError('ssm session: maxInputFrameBytes must be >= 1');
     this.ended = new Promise((res, rej) => {
@@ -168,6 +198,7 @@ export class SsmSession {
   /** Send the token frame and start waiting for the handshake. Call once, after the socket is open. */
   start(): void {
     this.transport.onMessage((data) => this.onFrame(data));
+    this.transport.onPong?.(() => this.heardFromPeer());
     this.transport.onClose((err) => {
       if (!this.done) {
         this.fail(new BackendUnavailableError('ssm data channel: websocket closed before channel_closed', err));
@@ -188,6 +219,7 @@ export class SsmSession {
         ),
       );
     }, this.opts.handshakeTimeoutMs);
+    this.armPing();
   }
 
   /**
@@ -232,6 +264,11 @@ export class SsmSession {
   /** Frames from the agent dropped because they failed validation (the agent resends them). */
   get droppedFrames(): number {
     return this.dropped;
+  }
+
+  /** Websocket text frames from the service, ignored (the plugin ignores them too). */
+  get ignoredTextFrames(): number {
+    return this.textFrames;
   }
 
   /** True while the peer has paused publication. */
@@ -283,6 +320,45 @@ export class SsmSession {
     this.unacked.set(msg.sequenceNumber, pending);
     this.sendFrame(pending.frame);
     if (this.resendTimer === undefined) this.armResend();
+    if (this.silenceTimer === undefined) this.armSilence();
+  }
+
+  private armPing(): void {
+    if (!(this.opts.pingIntervalMs > 0) || !this.transport.ping) return;
+    this.pingTimer = this.opts.timers.setTimeout(() => {
+      if (this.done) return;
+      try {
+        this.transport.ping?.();
+      } catch {
+        return; // the socket is gone: its close event ends the session
+      }
+      this.armPing();
+    }, this.opts.pingIntervalMs);
+  }
+
+  /** Starts the wait for any sign of life from the peer (only with ackTimeoutMs). */
+  private armSilence(): void {
+    this.opts.timers.clearTimeout(this.silenceTimer);
+    this.silenceTimer = undefined;
+    if (!(this.opts.ackTimeoutMs > 0) || this.done || this.unacked.size === 0) return;
+    this.silenceTimer = this.opts.timers.setTimeout(() => {
+      this.silenceTimer = undefined;
+      if (this.done) return;
+      if (this.paused) {
+        this.armSilence(); // the peer told us to wait
+        return;
+      }
+      this.fail(
+        new BackendUnavailableError(
+          `ssm data channel: no answer from the agent within ${this.opts.ackTimeoutMs} ms of sending input; the session is dead`,
+        ),
+      );
+    }, this.opts.ackTimeoutMs);
+  }
+
+  /** Any frame or pong: the path lives. What is still owed gets a fresh wait. */
+  private heardFromPeer(): void {
+    if (this.silenceTimer !== undefined) this.armSilence();
   }
 
   private sendFrame(frame: Buffer): void {
@@ -335,9 +411,11 @@ export class SsmSession {
 
   private onFrame(data: Buffer | string): void {
     if (this.done) return;
-    // The agent only speaks binary frames after the token; a text frame is a protocol error.
+    this.heardFromPeer();
+    // The agent speaks binary frames; a text frame is no protocol message. The plugin ignores it.
     if (typeof data === 'string') {
-      this.fail(new BackendUnavailableError('ssm data channel: unexpected text frame from the agent'));
+      if (this.textFrames++ === 0)
+        this.log.warn('ssm data channel: ignoring a websocket text frame from the service', { chars: data.length });
       return;
     }
     let msg: ClientMessage;
@@ -371,11 +449,22 @@ export class SsmSession {
         this.unpauseOnTraffic();
         const wasOldest = this.unacked.keys().next().value === seq;
         if (this.unacked.delete(seq) && wasOldest) this.armResend();
+        if (this.unacked.size === 0) this.armSilence(); // nothing owed: clears the wait
         if (this.isDrained()) this.notifyDrained();
         return;
       }
       case MessageType.ChannelClosed: {
         const closed = parseChannelClosed(msg.payload);
+        if (this.outOfOrder.size > 0) {
+          // The agent gave up on a frame we never got (it waits ≤ 2 s for acks before it closes).
+          this.fail(
+            new BackendUnavailableError(
+              `ssm data channel: channel_closed while output was missing from sequence ${this.expectedSeq} ` +
+                `(${this.outOfOrder.size} later frame(s) held back); the agent stopped resending it`,
+            ),
+          );
+          return;
+        }
         this.finish();
         this.resolveEnded({ reason: 'channel_closed', output: closed.Output });
         return;
@@ -474,6 +563,9 @@ export class SsmSession {
     this.opts.timers.clearTimeout(this.handshakeTimer);
     this.opts.timers.clearTimeout(this.resendTimer);
     this.resendTimer = undefined;
+    this.opts.timers.clearTimeout(this.pingTimer);
+    this.opts.timers.clearTimeout(this.silenceTimer);
+    this.silenceTimer = undefined;
     this.unacked.clear();
     // No-op when the handshake already resolved.
     this.rejectHandshake(

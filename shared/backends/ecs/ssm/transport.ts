@@ -1,7 +1,7 @@
 /**
  * What the SSM session needs from a websocket, so the protocol logic is testable and not tied to `ws`.
  * Contract: `send` queues one frame (string → text frame, Buffer → binary frame) and may throw if
- * the socket is gone; `onMessage` / `onClose` register the single handler for each event;
+ * the socket is gone; `onMessage` / `onClose` / `onPong` register the single handler for each event;
  * `close` is idempotent.
  */
 export interface SsmTransport {
@@ -10,6 +10,10 @@ export interface SsmTransport {
   /** Called once when the underlying socket closes (err set when it failed). */
   onClose(handler: (err?: Error) => void): void;
   close(): void;
+  /** A websocket ping (keepalive); absent on transports without one. May throw if the socket is gone. */
+  ping?(): void;
+  /** Registers the single handler for pongs from the peer. */
+  onPong?(handler: () => void): void;
 }
 
 /** Timer functions, injectable so tests can drive timeouts without waiting. */

@@ -7,6 +7,8 @@ import WebSocket from 'ws';
 import { BackendUnavailableError } from '../../../contract/errors.js';
 import type { SsmTransport } from './transport.js';
 
+const KEEPALIVE = Buffer.from('keepalive');
+
 export function wrapWebSocket(ws: WebSocket): SsmTransport {
   let closeHandler: ((err?: Error) => void) | undefined;
   let closeError: Error | undefined;
@@ -37,6 +39,13 @@ export function wrapWebSocket(ws: WebSocket): SsmTransport {
     },
     close() {
       if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) ws.close(1000);
+    },
+    ping() {
+      if (ws.readyState !== WebSocket.OPEN) throw new BackendUnavailableError('ssm websocket is not open');
+      ws.ping(KEEPALIVE); // the plugin's payload
+    },
+    onPong(handler) {
+      ws.on('pong', () => handler());
     },
   };
 }

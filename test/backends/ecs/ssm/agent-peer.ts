@@ -25,10 +25,15 @@ export class AgentPeer {
   /** When true, every client input_stream_data is acknowledged as it arrives. */
   autoAck = true;
   closedByClient = false;
+  /** Websocket pings received from the client (answered with a pong by `ws` itself). */
+  pings = 0;
   private socket: WebSocket | undefined;
   private constructor(private readonly server: WebSocketServer) {
     server.on('connection', (ws) => {
       this.socket = ws;
+      ws.on('ping', () => {
+        this.pings++;
+      });
       ws.on('close', () => {
         this.closedByClient = true;
       });

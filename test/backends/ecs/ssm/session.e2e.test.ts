@@ -208,6 +208,44 @@ describe('SsmSession against a loopback agent', () => {
     session.close();
   });
 
+  // Plugin websocketchannel.go StartPings: a websocket ping ("keepalive") every 5 minutes
+  // (config.PingTimeInterval), which also keeps NAT and load-balancer idle timers from expiring.
+  it('pings the websocket every 5 minutes while the session lives', async () => {
+    const timers = new ManualTimers();
+    const { session } = await connect({ timers });
+    await handshake(session);
+    timers.advance(299_999);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(peer.pings).toBe(0);
+    timers.advance(1);
+    await until(() => peer.pings === 1, 'first ping');
+    timers.advance(300_000);
+    await until(() => peer.pings === 2, 'second ping');
+    session.close();
+    timers.advance(600_000);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(peer.pings).toBe(2);
+  });
+
+  // Not in the plugin: a dead path (e.g. a socket that died while a Lambda was frozen) shows as input
+  // that nothing answers. The agent acks every input message at once, so silence is death.
+  it('with ackTimeoutMs, fails when input gets no answer at all from the peer in that time', async () => {
+    const timers = new ManualTimers();
+    const { session } = await connect({ timers, ackTimeoutMs: 5_000 });
+    await handshake(session);
+    await session.drained();
+    timers.advance(60_000); // idle: nothing is owed, nothing fails
+    peer.autoAck = false;
+    session.write('x');
+    await until(() => peer.inputs().length === 2, 'input sent');
+    timers.advance(4_000);
+    peer.sendOutput(2, 'still here'); // traffic: the peer lives, the wait starts over
+    await until(() => peer.acks().length === 3, 'output acked');
+    timers.advance(4_000);
+    timers.advance(1_000);
+    await expect(session.ended).rejects.toThrow(/no answer from the agent within 5000 ms/);
+  });
+
   it('gives up with a clear error after maxRetransmits resends without an ack (default 300, ~5 min as the plugin)', async () => {
     const timers = new ManualTimers();
     const { session } = await connect({ timers, retransmitMs: 100 });
@@ -325,6 +363,22 @@ describe('SsmSession against a loopback agent', () => {
     expect(seen).toEqual([[undefined, 'channel_closed']]);
     await expect(session.drained()).rejects.toThrow(/already ended/);
     expect(() => session.write('x')).toThrow(/already ended/);
+  });
+
+  // The agent waits at most 2 s for its output to be acked before it reports Terminating
+  // (datachannel.go PrepareToCloseChannel); the service then sends channel_closed even if a frame was
+  // never delivered. The plugin exits 0 then; we say that output is missing instead of ending "normally".
+  it('fails, naming the gap, when channel_closed comes while a dropped output frame was never resent', async () => {
+    const { session, output } = await connect();
+    await handshake(session);
+    peer.sendOutput(2, 'a');
+    peer.sendOutput(4, 'c'); // 3 was lost; 4 waits in the reorder buffer
+    await until(() => peer.acks().length === 4, 'four acks');
+    peer.sendChannelClosed('');
+    await expect(session.ended).rejects.toThrow(
+      /channel_closed while output was missing from sequence 3 \(1 later frame/,
+    );
+    expect(output()).toBe('a');
   });
 
   it('fails when the socket drops without channel_closed', async () => {
