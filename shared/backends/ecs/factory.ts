@@ -96,6 +96,7 @@ export function createEcsBackendFromConfig(config: ProviderConfig, ctx: EcsFacto
     ...(warmPool ? { warmPool, warmPoolSize: e.warmPoolSize } : {}),
     scratchDir,
     readyTimeoutMs: e.readyTimeoutSeconds * 1000,
+    layerPartBytes: e.layerPartMb * 1024 * 1024,
     log: ctx.log,
   });
 }
