@@ -14,7 +14,7 @@
  *   - command start→exit of `true` through EcsBackend vs through the Docker backend;
  *   - reset (pristine restore) of a big home with some MiB changed vs nothing changed vs a small home
  *     with the same change (the claim: constant-ish in home size);
- *   - cache image build (pack + presigned PUT + layer append + task definition) of the small vs the
+ *   - cache image build (pack + multipart upload of presigned parts + layer append + task definition) of the small vs the
  *     big home;
  *   - create from the cache image (RunTask → ready → init), image present on the daemon and image
  *     removed first (the fake pulls it, as Fargate does at every start), vs a warm-pool claim
@@ -312,7 +312,7 @@ async function main(): Promise<void> {
     // --- cache image builds ---------------------------------------------------------------------
     progress('cache image builds');
     section(
-      'cache image build (runner pack → presigned PUT → S3 → gzip + layer append in the registry → task definition)',
+      'cache image build (runner pack → presigned part PUTs → S3 → gzip + layer append in the registry → task definition)',
     );
     const snaps: SnapshotRef[] = [];
     const build = async (ref: BackendRef, what: string): Promise<void> => {

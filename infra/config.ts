@@ -55,12 +55,6 @@ export interface StageConfig {
      */
     layerExpiryDays: number;
   };
-  cacheImages: {
-    /** ECR keeps at most this many cache images (tag prefix `cache-`). */
-    maxImages: number;
-    /** Untagged images (replaced layers) expire after this many days. */
-    untaggedExpiryDays: number;
-  };
   workspace: {
     /** Fargate CPU units (1024 = 1 vCPU) and memory in MiB; must be a valid Fargate pair. */
     cpu: number;
@@ -130,7 +124,6 @@ const dev: StageConfig = {
   provider: {},
   logRetentionDays: 14,
   bucket: { bundleExpiryDays: 1, outputExpiryDays: 7, transferExpiryDays: 1, layerExpiryDays: 1 },
-  cacheImages: { maxImages: 20, untaggedExpiryDays: 1 },
   workspace: {
     cpu: 1024,
     memoryMiB: 4096,
@@ -151,7 +144,6 @@ const prod: StageConfig = {
   api: { auth: 'iam', throttleRatePerSecond: 100, throttleBurst: 200 },
   logRetentionDays: 90,
   bucket: { bundleExpiryDays: 1, outputExpiryDays: 30, transferExpiryDays: 1, layerExpiryDays: 1 },
-  cacheImages: { maxImages: 100, untaggedExpiryDays: 1 },
   workspace: { ...dev.workspace, cpu: 2048, memoryMiB: 8192, ephemeralStorageGiB: 60 },
   janitorRateMinutes: 1,
 };

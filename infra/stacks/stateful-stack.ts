@@ -1,6 +1,6 @@
 import { CfnOutput, Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
 import { AttributeType, BillingMode, ProjectionType, Table } from 'aws-cdk-lib/aws-dynamodb';
-import { Repository, TagStatus } from 'aws-cdk-lib/aws-ecr';
+import { Repository } from 'aws-cdk-lib/aws-ecr';
 import { BlockPublicAccess, Bucket, BucketEncryption, ObjectOwnership } from 'aws-cdk-lib/aws-s3';
 import { Secret, type ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
@@ -23,9 +23,6 @@ export const BUCKET_PREFIXES = {
   transfer: 'transfer/',
   layers: 'layers/',
 } as const;
-
-/** Cache image tags start with this; the ECR count rule applies to them only (not to `base`). */
-const CACHE_TAG_PREFIX = 'cache-';
 
 export interface StatefulStackProps extends StackProps {
   stage: StageConfig;
@@ -113,25 +110,15 @@ export class StatefulStack extends Stack {
       removalPolicy: RemovalPolicy.RETAIN,
     });
 
+    // No lifecycle rules. ECR's rules do not follow index references (aws/containers-roadmap#1466):
+    // the per-platform children of a multi-platform `base` are untagged images, so expiring untagged
+    // images can break `base` under its live tag. And a count of `cache-*` images by push time can
+    // delete an image the provider still serves (it keeps entries by last use): the provider deletes
+    // its own cache images when it evicts their entries. Replaced bases are deleted by hand (deploy.md 3c).
     this.repository = new Repository(this, 'ImageRepository', {
       repositoryName: names.repository,
       imageScanOnPush: true,
       removalPolicy: RemovalPolicy.RETAIN,
-      lifecycleRules: [
-        {
-          rulePriority: 1,
-          description: 'Untagged layers of replaced images',
-          tagStatus: TagStatus.UNTAGGED,
-          maxImageAge: Duration.days(stage.cacheImages.untaggedExpiryDays),
-        },
-        {
-          rulePriority: 2,
-          description: 'Keep the newest cache images',
-          tagStatus: TagStatus.TAGGED,
-          tagPrefixList: [CACHE_TAG_PREFIX],
-          maxImageCount: stage.cacheImages.maxImages,
-        },
-      ],
     });
 
     this.gitSecrets = stage.gitSecrets.map((ref, i) =>

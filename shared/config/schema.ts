@@ -303,6 +303,8 @@ export const configSchema = z
         warmPoolSize: z.number().int().min(0).max(20).default(0),
         /** How long a new task may take to be exec-ready (image pull included). */
         readyTimeoutSeconds: z.number().int().min(30).max(3600).default(600),
+        /** Part size, MiB, of a cache layer's multipart upload from the task (S3: 5 MiB..5 GiB a part, 10,000 parts). */
+        layerPartMb: z.number().int().min(5).max(5120).default(64),
       })
       .strict()
       .prefault({}),

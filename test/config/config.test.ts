@@ -94,6 +94,7 @@ describe('provider configuration', () => {
     [{ ecs: { region: 'mars' } }, 'ecs.region'],
     [{ ecs: { cluster: 'a b' } }, 'ecs.cluster'],
     [{ ecs: { readyTimeoutSeconds: 5 } }, 'ecs.readyTimeoutSeconds'],
+    [{ ecs: { layerPartMb: 4 } }, 'ecs.layerPartMb'],
     [{ ecs: { unknown: 1 } }, 'ecs'],
     [{ unknownTopLevel: true }, ''],
   ])('%j → names %s', (input, field) => {

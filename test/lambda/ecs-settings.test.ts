@@ -35,6 +35,7 @@ describe('Fargate settings from the stack environment', () => {
       baseImageTag: 'base',
       warmPoolSize: 2,
       readyTimeoutSeconds: 600,
+      layerPartMb: 64,
     });
   });
 

@@ -26,8 +26,11 @@ import zlib from 'node:zlib';
  *  - any other request must carry an `authorization: AWS4-HMAC-SHA256 …` header.
  * What it does check like S3: CRC32 checksums (header, presigned query or aws-chunked trailer),
  * Content-Length vs decoded length, the multipart checksum-type rule ("Checksum Type mismatch"
- * when an upload created without a checksum algorithm gets parts with one, and vice versa), part
- * ETags at completion.
+ * when an upload created without a checksum algorithm gets parts with one, and vice versa), and
+ * S3's size rules: one PUT carries at most 5 GiB (EntityTooLarge; `maxPutBytes` lowers the cap so a
+ * test can stand for it), a part at most 5 GiB, part numbers 1..10,000; at completion every listed
+ * part but the last has at least 5 MiB (EntityTooSmall), the list is in ascending part order
+ * (InvalidPartOrder) and names each part by its ETag (InvalidPart).
  */
 
 export interface FakeS3Options {
@@ -36,6 +39,8 @@ export interface FakeS3Options {
   now?: () => number;
   /** ListObjectsV2 page size cap (S3's is 1000), so tests can force continuation tokens. */
   listPageSize?: number;
+  /** Largest single PUT, bytes. Default S3's 5 GiB; also settable later via `fake.maxPutBytes`. */
+  maxPutBytes?: number;
 }
 
 export interface FakeS3Request {
@@ -74,8 +79,15 @@ export interface FakeS3 {
   now: () => number;
   /** When it returns a fault for a request, the request fails with it (after auth, before acting). */
   fault: ((req: FakeS3Request) => FakeS3Fault | undefined) | undefined;
+  /** Largest single PUT (PutObject), bytes: larger ones get 400 EntityTooLarge. */
+  maxPutBytes: number;
   stop(): Promise<void>;
 }
+
+const MiB = 1024 * 1024;
+/** S3's largest single PUT and largest part; its smallest part but the last. */
+const S3_MAX_PUT_BYTES = 5 * 1024 * MiB;
+const S3_MIN_PART_BYTES = 5 * MiB;
 
 export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> {
   const bucket = options.bucket ?? 'wsp-test-bucket';
@@ -92,6 +104,7 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
     requests,
     now: options.now ?? Date.now,
     fault: undefined,
+    maxPutBytes: options.maxPutBytes ?? S3_MAX_PUT_BYTES,
     stop: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -138,6 +151,8 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
       return sendError(res, e.status ?? 400, e.code ?? 'InvalidRequest', e.message ?? String(err));
     }
 
+    if (method === 'PUT' && payload.length > (q.has('uploadId') ? S3_MAX_PUT_BYTES : fake.maxPutBytes))
+      return sendError(res, 400, 'EntityTooLarge', 'Your proposed upload exceeds the maximum allowed size');
     if (method === 'PUT' && q.has('uploadId')) return uploadPart(key, q, req.headers, payload, res);
     if (method === 'PUT') {
       objects.set(key, payload);
@@ -234,7 +249,7 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
     }
     const chunks: Buffer[] = [];
     let previous = 0;
-    for (const p of listed) {
+    for (const [i, p] of listed.entries()) {
       if (p.partNumber <= previous) {
         sendError(res, 400, 'InvalidPartOrder', 'The list of parts was not in ascending order.');
         return;
@@ -257,6 +272,10 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
           'InvalidRequest',
           `The upload was created using a crc32 checksum. The complete request must include the checksum for each part. It was missing for part ${p.partNumber} in the request.`,
         );
+        return;
+      }
+      if (i < listed.length - 1 && stored.body.length < S3_MIN_PART_BYTES) {
+        sendError(res, 400, 'EntityTooSmall', 'Your proposed upload is smaller than the minimum allowed size');
         return;
       }
       chunks.push(stored.body);

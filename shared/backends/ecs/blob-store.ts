@@ -2,8 +2,9 @@
  * Bundles and cache layers through S3, for the Fargate backend (issue 5 item 4).
  *
  * The provider uploads a git bundle / a tar to S3 and hands the task a short-lived presigned GET
- * URL (the task `curl`s it); the task PUTs its cache-layer tar to a presigned PUT URL and the
- * provider streams it back. The task never holds AWS credentials. Bundles are token-free, and no
+ * URL (the task `curl`s it); the task uploads its cache-layer tar as the parts of a multipart upload
+ * the provider creates, presigns (UploadPart, part by part) and completes, and the provider streams
+ * it back. The task never holds AWS credentials. Bundles are token-free, and no
  * git token ever goes into a key or URL.
  *
  * Presigned URLs carry the access key ID (not the secret) and, with temporary credentials (Lambda),
@@ -45,6 +46,22 @@ export interface BlobStore {
   presignGet(key: string, ttlSeconds: number): Promise<string>;
   /** A URL a credential-less `curl -T file` can PUT for `ttlSeconds` (1..maxTtlSeconds). Single PUT: S3 caps it at 5 GiB. */
   presignPut(key: string, ttlSeconds: number): Promise<string>;
+  /**
+   * Starts a multipart upload whose parts a credential-less curl PUTs (presignPart); its upload id.
+   * No checksum algorithm: presigned parts carry none, and S3 refuses parts whose checksum type
+   * differs from the upload's.
+   */
+  createMultipart(key: string): Promise<string>;
+  /** A URL a credential-less `curl -T part` can PUT as part `partNumber` (1..10000) for `ttlSeconds`. */
+  presignPart(key: string, uploadId: string, partNumber: number, ttlSeconds: number): Promise<string>;
+  /** Completes the upload from its parts' ETags, listed in ascending part order (S3 checks sizes and ETags). */
+  completeMultipart(
+    key: string,
+    uploadId: string,
+    parts: readonly { partNumber: number; etag: string }[],
+  ): Promise<void>;
+  /** Discards the upload and its parts. Idempotent: an unknown (finished or aborted) upload is fine. */
+  abortMultipart(key: string, uploadId: string): Promise<void>;
   /** Idempotent: deleting an absent key succeeds. */
   delete(key: string): Promise<void>;
   /** Deletes every object under `prefix` (relative to the store's prefix); returns how many. */
@@ -247,6 +264,61 @@ export class S3BlobStore implements BlobStore {
         expiresIn,
       }),
     );
+  }
+
+  async createMultipart(key: string): Promise<string> {
+    const objectKey = this.objectKey(key);
+    const created = await this.send('CreateMultipartUpload', key, () =>
+      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey })),
+    );
+    if (!created.UploadId) throw new BackendUnavailableError(`S3 CreateMultipartUpload ${key} returned no UploadId`);
+    return created.UploadId;
+  }
+
+  async presignPart(key: string, uploadId: string, partNumber: number, ttlSeconds: number): Promise<string> {
+    const objectKey = this.objectKey(key);
+    const expiresIn = this.checkTtl(ttlSeconds);
+    if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > MAX_PARTS)
+      throw new BadRequestError(`part number must be an integer in 1..${MAX_PARTS}`, { field: 'partNumber' });
+    return this.send('presign UploadPart', key, () =>
+      getSignedUrl(
+        this.client,
+        withoutChecksums(
+          new UploadPartCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId, PartNumber: partNumber }),
+        ),
+        { expiresIn },
+      ),
+    );
+  }
+
+  async completeMultipart(
+    key: string,
+    uploadId: string,
+    parts: readonly { partNumber: number; etag: string }[],
+  ): Promise<void> {
+    const objectKey = this.objectKey(key);
+    await this.send('CompleteMultipartUpload', key, () =>
+      this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: objectKey,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+        }),
+      ),
+    );
+  }
+
+  async abortMultipart(key: string, uploadId: string): Promise<void> {
+    const objectKey = this.objectKey(key);
+    try {
+      await this.client.send(
+        new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId }),
+      );
+    } catch (err) {
+      if ((err as { name?: unknown } | undefined)?.name === 'NoSuchUpload') return;
+      throw mapS3Error('AbortMultipartUpload', key, err);
+    }
   }
 
   async delete(key: string): Promise<void> {

@@ -4,6 +4,8 @@ import {
   appendLayer,
   deregisterCacheTaskDefinition,
   registerCacheTaskDefinition,
+  taskDefinitionPlatform,
+  type Platform,
   type RegistryClient,
 } from './image/index.js';
 import { checkName } from '../../lib/names.js';
@@ -62,10 +64,13 @@ export class RegistryCacheImages implements CacheImages {
   async build(input: { name: string; layerTarPath: string; layerKey: string; owner: string }): Promise<ImageSnapshot> {
     const name = checkName('snapshot name', input.name);
     const client = await this.registry();
+    // A multi-platform base: the image of the platform the task definition runs on.
+    const { platform } = await this.base();
     const appended = await appendLayer({
       client,
       baseRepository: this.o.baseRepository,
       baseReference: this.o.baseReference,
+      platform,
       targetRepository: this.o.cacheRepository,
       targetTag: `cache-${name}`.slice(0, 128),
       layerTarPath: input.layerTarPath,
@@ -152,14 +157,15 @@ export class RegistryCacheImages implements CacheImages {
   /**
    * The base task definition as ECS resolves it (family and revision, once per instance): what a
    * cache entry's key names as its base, so a redeployed base image (a new revision) starts new entries.
+   * A new cpuArchitecture is a new revision too, so the platform resolved with it stays right.
    */
   async baseIdentity(): Promise<string> {
     const base = await this.base();
     return `ecs-task-definition:${base.arn}`;
   }
 
-  private resolvedBase: { family: string; arn: string } | undefined;
-  private async base(): Promise<{ family: string; arn: string }> {
+  private resolvedBase: { family: string; arn: string; platform: Platform } | undefined;
+  private async base(): Promise<{ family: string; arn: string; platform: Platform }> {
     if (this.resolvedBase) return this.resolvedBase;
     try {
       const out = await this.o.ecs.send(
@@ -168,6 +174,7 @@ export class RegistryCacheImages implements CacheImages {
       this.resolvedBase = {
         family: out.taskDefinition?.family ?? this.o.baseTaskDefinition.split(':')[0]!,
         arn: out.taskDefinition?.taskDefinitionArn ?? this.o.baseTaskDefinition,
+        platform: taskDefinitionPlatform(out.taskDefinition),
       };
     } catch (error) {
       throw new BackendUnavailableError(

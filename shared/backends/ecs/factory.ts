@@ -99,6 +99,7 @@ export function createEcsBackendFromConfig(config: ProviderConfig, ctx: EcsFacto
     scratchDir,
     readyTimeoutMs: e.readyTimeoutSeconds * 1000,
     ...(ctx.remainingMs ? { remainingMs: ctx.remainingMs } : {}),
+    layerPartBytes: e.layerPartMb * 1024 * 1024,
     log: ctx.log,
   });
 }

@@ -27,6 +27,7 @@ import type { RetryPolicy } from './retry.js';
 import type { SsmTransport } from './ssm/transport.js';
 import { EcsTasks } from './tasks.js';
 import { BLOB, type EcsContext, EcsWorkspace } from './workspace.js';
+import { planParts } from './layer-upload.js';
 import type { WarmPool } from './warm-pool.js';
 import { bestEffort } from '../../lib/best-effort.js';
 
@@ -57,6 +58,8 @@ export interface EcsBackendOptions {
   readyPollMs?: { min: number; max: number };
   /** Presigned URL lifetime for transfers, seconds. Default 600. */
   transferTtlSeconds?: number;
+  /** Part size of a cache layer's upload from the task (S3 multipart), bytes: 5 MiB..5 GiB, default 64 MiB. */
+  layerPartBytes?: number;
   openTransport?: (streamUrl: string) => Promise<SsmTransport>;
   runnerCommand?: string;
   /**
@@ -69,6 +72,7 @@ export interface EcsBackendOptions {
 }
 
 const TAG_VALUE = /[^A-Za-z0-9 +\-=._:/@]/g;
+const DEFAULT_LAYER_PART_BYTES = 64 * 1024 * 1024;
 
 /**
  * The Fargate backend (`mode: ecs`): one task per workspace, every operation inside it through ECS
@@ -114,6 +118,8 @@ export class EcsBackend implements WorkspaceBackend {
       owner: o.owner,
       scratch: this.scratch,
       transferTtlSeconds: o.transferTtlSeconds ?? 600,
+      // planParts throws BadRequestError for a part size S3 refuses.
+      layerPartBytes: planParts(0, o.layerPartBytes ?? DEFAULT_LAYER_PART_BYTES).partBytes,
       carryStdin: (commandId, stdin) => this.carryStdin(commandId, stdin),
       log: this.log,
     };

@@ -4,7 +4,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
-import { BadRequestError, NotFoundError } from '../../contract/errors.js';
+import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
 import { bestEffort } from '../../lib/best-effort.js';
@@ -14,9 +14,11 @@ import { homeDestination } from '../plan-check.js';
 import { packTree } from '../tar/archive.js';
 import type { BlobStore } from './blob-store.js';
 import type { CacheImages } from './cache-images.js';
-import { EcsCommands, rpcRunner, type StdinCarrier } from './commands.js';
+import { EcsCommands, rpcOk, rpcRunner, type StdinCarrier } from './commands.js';
 import type { ExecChannels } from './exec-channel.js';
 import { GUEST, parseRef, parseSnapshot, pristineDir } from './guest.js';
+import { uploadFromTask } from './layer-upload.js';
+import { SLOW_OP_TIMEOUT_MS } from '../runner/client.js';
 
 const KILL_ALL_REASON = 'all workspace processes killed';
 /** Key prefixes in the data bucket (infra: BUCKET_PREFIXES; each has its own expiry rule). */
@@ -32,6 +34,8 @@ export interface EcsContext {
   scratch: string;
   /** Presigned URL lifetime for transfers, seconds. */
   transferTtlSeconds: number;
+  /** Part size of a cache layer's multipart upload from the task, bytes (5 MiB..5 GiB). */
+  layerPartBytes: number;
   carryStdin: StdinCarrier;
   log: Logger;
 }
@@ -115,9 +119,10 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
   }
 
   /**
-   * The home as one image layer: the runner tars it and PUTs it to a presigned URL; the provider
-   * streams it from S3 and appends it onto the base image through the registry API, then registers a
-   * task definition for the new image. The layer object stays (for the secret scan) until deleted.
+   * The home as one image layer: the runner tars it and uploads it as the parts of a multipart upload
+   * (presigned part URLs; one PUT would cap a layer at 5 GiB); the provider streams it from S3 and
+   * appends it onto the base image through the registry API, then registers a task definition for
+   * the new image. The layer object stays (for the secret scan) until deleted.
    */
   private async cacheSnapshot(name: string): Promise<SnapshotRef> {
     const { c } = this;
@@ -127,9 +132,21 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
     await fsp.mkdir(c.scratch, { recursive: true, mode: 0o700 });
     const local = path.join(c.scratch, `layer-${nonce}.tar`);
     try {
-      await this.call('packing the home', ['pack', this.plan.home, guestTar]);
-      const url = await c.blobs.presignPut(layerKey, c.transferTtlSeconds);
-      await this.call('uploading the cache layer', ['put-url', guestTar, url]);
+      const packed = (await this.callOut('packing the home', ['pack', this.plan.home, guestTar])).toString().trim();
+      if (!/^\d+$/.test(packed))
+        throw new BackendUnavailableError(
+          'packing the home: the runner in the base image printed no tar size; it is older than this provider — re-push the base image with shared/backends/runner/runner.sh (docs/deploy.md 3c)',
+        );
+      await uploadFromTask({
+        blobs: c.blobs,
+        key: layerKey,
+        guestFile: guestTar,
+        sizeBytes: Number(packed),
+        partBytes: c.layerPartBytes,
+        ttlSeconds: c.transferTtlSeconds,
+        runner: (argv) => this.callOut('uploading the cache layer', argv),
+        log: c.log,
+      });
       await c.blobs.getToFile(layerKey, local);
       const snap = await c.images.build({ name, layerTarPath: local, layerKey, owner: c.owner });
       c.log.info('snapshot taken', {
@@ -185,5 +202,10 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
 
   private call(what: string, argv: string[]): Promise<void> {
     return this.c.channels.with(this.taskArn, what, (rpc) => rpcRunner(rpc).call(what, argv));
+  }
+
+  /** A tree-sized runner request whose answer is wanted (its stdout). */
+  private callOut(what: string, argv: string[]): Promise<Buffer> {
+    return this.c.channels.with(this.taskArn, what, (rpc) => rpcOk(rpc, what, argv, SLOW_OP_TIMEOUT_MS));
   }
 }

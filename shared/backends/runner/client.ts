@@ -11,8 +11,8 @@ export interface RunnerTransport {
 }
 
 /** Requests that move or copy a whole tree: they may take minutes (the default request timeout is 2 min). */
-const SLOW_OPS = new Set(['fetch-url', 'put-url', 'pack', 'unpack', 'pristine-save', 'pristine-restore']);
-const SLOW_OP_TIMEOUT_MS = 30 * 60_000;
+const SLOW_OPS = new Set(['fetch-url', 'put-url', 'put-parts', 'pack', 'unpack', 'pristine-save', 'pristine-restore']);
+export const SLOW_OP_TIMEOUT_MS = 30 * 60_000;
 
 /**
  * The runner's protocol, spelled out once (runner.sh's header documents each subcommand): the argv

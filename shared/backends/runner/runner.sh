@@ -35,8 +35,13 @@
 #       The url reaches curl on its stdin (a config line), never in an argv.
 #   runner.sh put-url <file> <url>
 #       PUT the file to the url (from a file, so with Content-Length, as S3 presigned PUTs need).
+#   runner.sh put-parts <file> <partBytes> <firstPart> <url...>
+#       Upload parts firstPart, firstPart+1, ... of the file (part n = bytes [(n-1)*partBytes, n*partBytes))
+#       to the urls in turn (presigned S3 UploadPart URLs), each cut into a temp file beside the file (one
+#       part on disk at a time) and PUT with Content-Length; prints "<part number> <ETag>" per part.
 #   runner.sh pack <dir> <dest.tar>
 #       tar of dir, numeric owners, member names relative to / (home/node/...): a valid image layer.
+#       Prints the tar's size in bytes.
 #   runner.sh unpack <tar> <destdir> <uid:gid>
 #       Extract the tar into destdir, then chown everything under destdir to uid:gid (links themselves).
 #   runner.sh pristine-save|pristine-restore ...
@@ -477,6 +482,54 @@ cmd_put_url() {
   printf '%s\n' "$config" | curl $CURL_OPTS -T "$1" -o /dev/null -K - || return 1
 }
 
+cmd_put_parts() {
+  [ $# -ge 4 ] || { fail2 "usage: put-parts <file> <partBytes> <firstPart> <url...>"; return; }
+  file=$1 psize=$2 n=$3
+  shift 3
+  is_uint "$psize" && [ "$psize" -gt 0 ] && is_uint "$n" && [ "$n" -ge 1 ] \
+    || { fail2 "put-parts: partBytes and firstPart must be integers >= 1"; return; }
+  [ -f "$file" ] || { echo "runner: put-parts: no file $file" >&2; return 1; }
+  size=$(size_or_0 "$file")
+  for url in "$@"; do curl_url_config "$url" > /dev/null || return 2; done
+  part=$(mktemp "$file.part.XXXXXX") || return 1
+  head=$(mktemp "$file.head.XXXXXX") || { rm -f "$part"; return 1; }
+  st=0
+  for url in "$@"; do
+    offset=$(((n - 1) * psize))
+    len=$((size - offset))
+    [ "$len" -gt "$psize" ] && len=$psize
+    # Only an empty file has an empty part (its one part).
+    if [ "$len" -le 0 ] && [ "$n" -ne 1 ]; then
+      echo "runner: put-parts: part $n starts past the end ($size bytes)" >&2
+      st=2
+      break
+    fi
+    if ! dd if="$file" of="$part" bs=1M iflag=skip_bytes,count_bytes skip="$offset" count="$len" status=none; then
+      st=1
+      break
+    fi
+    # -D: the response headers, for the part's ETag (the last one, should a retry have answered too).
+    # shellcheck disable=SC2086
+    if ! curl_url_config "$url" | curl $CURL_OPTS -T "$part" -D "$head" -o /dev/null -K -; then
+      echo "runner: put-parts: part $n failed" >&2
+      st=1
+      break
+    fi
+    etag=$(tr -d '\r' < "$head" | sed -n 's/^[Ee][Tt][Aa][Gg]:[[:space:]]*//p' | tail -n 1)
+    case $etag in
+      '' | *[[:space:]]*)
+        echo "runner: put-parts: part $n: no ETag in the answer" >&2
+        st=1
+        break
+        ;;
+    esac
+    printf '%s %s\n' "$n" "$etag"
+    n=$((n + 1))
+  done
+  rm -f "$part" "$head"
+  return $st
+}
+
 cmd_pack() {
   [ $# -eq 2 ] || { fail2 "usage: pack <dir> <dest.tar>"; return; }
   dir=${1%/} dest=$2
@@ -485,7 +538,10 @@ cmd_pack() {
   umask 077
   tmp=$(mktemp "$dest.XXXXXX") || return 1
   # Members relative to / (home/node/...), numeric owners: the tar is an image layer as it is.
-  if tar -C / --numeric-owner -cf "$tmp" -- "${dir#/}" && mv -f "$tmp" "$dest"; then return 0; fi
+  if tar -C / --numeric-owner -cf "$tmp" -- "${dir#/}" && mv -f "$tmp" "$dest"; then
+    size_or_0 "$dest"
+    return 0
+  fi
   rm -f "$tmp"
   return 1
 }
@@ -656,6 +712,7 @@ main() {
     read) cmd_read "$@" ;;
     fetch-url) cmd_fetch_url "$@" ;;
     put-url) cmd_put_url "$@" ;;
+    put-parts) cmd_put_parts "$@" ;;
     pack) cmd_pack "$@" ;;
     unpack) cmd_unpack "$@" ;;
     mkdirs) cmd_mkdirs "$@" ;;
@@ -664,7 +721,7 @@ main() {
     pristine-save) cmd_pristine save "$@" ;;
     pristine-restore) cmd_pristine restore "$@" ;;
     *)
-      echo "usage: runner.sh start|kill|killall|init|serve|rpc|prepare|mkdirs|remove|clean-tmp|status|status-many|read|fetch-url|put-url|pack|unpack|pristine-save|pristine-restore ..." >&2
+      echo "usage: runner.sh start|kill|killall|init|serve|rpc|prepare|mkdirs|remove|clean-tmp|status|status-many|read|fetch-url|put-url|put-parts|pack|unpack|pristine-save|pristine-restore ..." >&2
       return 2
       ;;
   esac

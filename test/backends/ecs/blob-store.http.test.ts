@@ -178,6 +178,83 @@ describe('S3BlobStore over HTTP (fake S3)', () => {
     expect(fs.readFileSync(back).equals(data)).toBe(true);
   });
 
+  /** curl PUTs `file` to a presigned part URL as the task's runner does; the part's ETag. */
+  async function putPart(file: string, url: string): Promise<string> {
+    const { stdout } = await run('curl', ['-fsS', '-D', '-', '-o', '/dev/null', '-T', file, url]);
+    const etag = /^etag:\s*(\S+)\s*$/im.exec(stdout)?.[1];
+    if (!etag) throw new Error(`no ETag in ${stdout}`);
+    return etag;
+  }
+
+  it('a multipart upload of presigned parts: curl PUTs each part (no checksum in the URLs), completion makes the object', async () => {
+    const sizes = [5 * MiB, 5 * MiB, MiB + 17];
+    const parts = sizes.map((n, i) => randomFile(`part${i + 1}`, n));
+    const uploadId = await store.createMultipart('layers/big.tar');
+    const done: { partNumber: number; etag: string }[] = [];
+    for (const [i, part] of parts.entries()) {
+      const url = await store.presignPart('layers/big.tar', uploadId, i + 1, 120);
+      expect(url).not.toMatch(/x-amz-checksum|x-amz-sdk-checksum/i);
+      done.push({ partNumber: i + 1, etag: await putPart(part.file, url) });
+    }
+    expect(fake.requests.filter((r) => r.query.has('partNumber')).every((r) => r.presigned)).toBe(true);
+    await store.completeMultipart('layers/big.tar', uploadId, done);
+    expect(fake.objects.get('transfer/layers/big.tar')?.equals(Buffer.concat(parts.map((p) => p.data)))).toBe(true);
+    expect(fake.pendingUploads().size).toBe(0);
+    // Aborting a finished (or unknown) upload is fine.
+    await expect(store.abortMultipart('layers/big.tar', uploadId)).resolves.toBeUndefined();
+  });
+
+  it("the fake holds multipart uploads to S3's rules: 5 MiB parts but the last, ascending ETag list, 10,000 parts, 5 GiB PUTs", async () => {
+    const small = randomFile('small-part', MiB);
+    const big = randomFile('big-part', 5 * MiB);
+    const uploadId = await store.createMultipart('rules.tar');
+    const url = (n: number) => store.presignPart('rules.tar', uploadId, n, 60);
+    const one = await putPart(small.file, await url(1));
+    const two = await putPart(big.file, await url(2));
+    const code = (e: unknown): string => String((e as Error).message);
+    // A 1 MiB part that is not the last.
+    expect(
+      code(
+        await store
+          .completeMultipart('rules.tar', uploadId, [
+            { partNumber: 1, etag: one },
+            { partNumber: 2, etag: two },
+          ])
+          .catch((e: unknown) => e),
+      ),
+    ).toMatch(/EntityTooSmall/);
+    expect(
+      code(
+        await store
+          .completeMultipart('rules.tar', uploadId, [
+            { partNumber: 2, etag: two },
+            { partNumber: 1, etag: one },
+          ])
+          .catch((e: unknown) => e),
+      ),
+    ).toMatch(/InvalidPartOrder/);
+    expect(
+      code(
+        await store.completeMultipart('rules.tar', uploadId, [{ partNumber: 2, etag: one }]).catch((e: unknown) => e),
+      ),
+    ).toMatch(/: InvalidPart \(HTTP 400\)/);
+    await expect(url(10_001)).rejects.toBeInstanceOf(BadRequestError);
+    const past = new URL(await url(1));
+    past.searchParams.set('partNumber', '10001');
+    expect((await curl(['-T', small.file, past.toString()])).body).toContain('<Code>InvalidArgument</Code>');
+    await store.abortMultipart('rules.tar', uploadId);
+    expect(fake.pendingUploads().size).toBe(0);
+
+    fake.maxPutBytes = MiB - 1;
+    try {
+      const res = await curl(['-T', small.file, await store.presignPut('too-big', 60)]);
+      expect(res.status).toBe(400);
+      expect(res.body).toContain('<Code>EntityTooLarge</Code>');
+    } finally {
+      fake.maxPutBytes = 5 * 1024 * MiB;
+    }
+  });
+
   it('the fake refuses a PUT whose body does not match a checksum signed into the URL (what real S3 does)', async () => {
     // Guards the guard: without the store's checksum stripping the SDK signs CRC32("") into the URL.
     const { file } = randomFile('x', 10);

@@ -326,6 +326,38 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       }
     });
 
+    it('a cache layer larger than one PUT leaves the task as a multipart upload: parts the runner PUTs, completed by the provider', async () => {
+      const MiB = 1024 * 1024;
+      const s3 = h().s3;
+      const backend = new EcsBackend({ ...h().options, layerPartBytes: 5 * MiB });
+      s3.maxPutBytes = 8 * MiB; // stands for S3's 5 GiB per PUT
+      try {
+        const ref = await fx.create();
+        const made = await fx.sh(ref, 'head -c 12582912 /dev/urandom > "$HOME/big.bin" && sha256sum < "$HOME/big.bin"');
+        expect(made.status.exitCode).toBe(0);
+        const before = s3.requests.length;
+        const cache = fx.trackSnapshot(
+          roundTrip(await backend.open(ref, fx.plan).snapshots.take('cache', newId('cache'))),
+        );
+        const requests = s3.requests.slice(before);
+        const parts = requests.filter((r) => r.method === 'PUT' && r.query.has('uploadId'));
+        expect(parts.map((r) => r.query.get('partNumber'))).toEqual(['1', '2', '3']);
+        expect(parts.every((r) => r.presigned && r.key === cache.layerKey)).toBe(true);
+        expect(requests.filter((r) => r.method === 'PUT' && !r.query.has('uploadId'))).toEqual([]);
+        expect(s3.pendingUploads().size).toBe(0);
+
+        const fromCache = await backend.create(fx.plan, { workspaceId: newId('ws'), labels: {}, from: cache });
+        try {
+          expect((await fx.sh(fromCache, 'sha256sum < "$HOME/big.bin"')).stdout).toBe(made.stdout);
+        } finally {
+          await backend.destroy(roundTrip(fromCache));
+        }
+      } finally {
+        s3.maxPutBytes = 5 * 1024 * MiB;
+        backend.close();
+      }
+    });
+
     it('a baseline of a stopped task is gone with it: deleteSnapshot succeeds', async () => {
       const ref = await fx.create();
       const baseline = await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base'));

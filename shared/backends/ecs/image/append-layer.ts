@@ -56,7 +56,8 @@ export interface AppendLayerResult {
  * Appends the layer tar to the base image and tags the result `targetRepository:targetTag`.
  * Steps: fetch base manifest + config (verified) ‖ gzip the tar to a temp file (hashing both);
  * make the base layers present in the target repo (mount, else copy); upload the new layer
- * (chunked) and the new config; put the manifest. Streams throughout; the temp file is removed.
+ * (one streamed PATCH, as docker push does) and the new config; put the manifest. Streams throughout;
+ * the temp file is removed.
  * Throws RegistryError (BackendUnavailableError) for registry failures, BadRequestError for bad
  * names or a base without the wanted platform.
  */

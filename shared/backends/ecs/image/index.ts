@@ -13,5 +13,6 @@ export {
 export {
   deregisterCacheTaskDefinition,
   registerCacheTaskDefinition,
+  taskDefinitionPlatform,
   type CacheTaskDefinitionInput,
 } from './task-definition.js';

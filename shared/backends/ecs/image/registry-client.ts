@@ -26,8 +26,6 @@ export interface RegistryClientOptions {
   endpoint: string;
   /** Default: no auth. */
   auth?: RegistryAuth;
-  /** Largest PATCH of a chunked upload, bytes. Default 20 MiB (ECR's part limit); parts are exactly this size except the last. */
-  partSizeBytes?: number;
 }
 
 export interface FetchedManifest {
@@ -40,21 +38,20 @@ export interface FetchedManifest {
 
 export type BlobPlacement = 'present' | 'mounted' | 'copied';
 
-export const DEFAULT_PART_SIZE_BYTES = 20 * 1024 * 1024;
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const MAX_REDIRECTS = 5;
 const REDIRECTS = [301, 302, 303, 307, 308];
 
 interface RequestInit2 {
   headers?: Record<string, string>;
-  body?: Buffer;
+  /** A Buffer can be sent again (after a 401); a stream is sent once, chunked. */
+  body?: Buffer | AsyncIterable<Uint8Array>;
 }
 
 export class RegistryClient {
   readonly endpoint: URL;
   /** host[:port] — the prefix of image references in this registry */
   readonly host: string;
-  readonly partSizeBytes: number;
   private readonly auth: RegistryAuth;
 
   constructor(options: RegistryClientOptions) {
@@ -63,9 +60,6 @@ export class RegistryClient {
       throw new BackendUnavailableError(`registry endpoint must be http(s): ${this.endpoint.protocol}`);
     this.host = this.endpoint.host;
     this.auth = options.auth ?? noAuth;
-    this.partSizeBytes = options.partSizeBytes ?? DEFAULT_PART_SIZE_BYTES;
-    if (!Number.isInteger(this.partSizeBytes) || this.partSizeBytes <= 0)
-      throw new BackendUnavailableError(`partSizeBytes must be a positive integer`);
   }
 
   private url(pathAndQuery: string): URL {
@@ -74,7 +68,7 @@ export class RegistryClient {
 
   /**
    * One HTTP exchange. Auth is attached only for the registry's own origin; a 401 gives the auth
-   * one chance to refresh (bodies are Buffers, so a retry can resend them). GET redirects are followed
+   * one chance to refresh (a Buffer body is sent again; a streamed one cannot be). GET redirects are followed
    * by hand, without the Authorization header once they leave the registry's origin (ECR sends blob
    * GETs to S3 presigned URLs, which reject a second auth mechanism). Statuses outside `ok` throw.
    */
@@ -92,7 +86,7 @@ export class RegistryClient {
           method,
           headers,
           redirect: 'manual',
-          ...(init.body !== undefined ? { body: init.body } : {}),
+          ...(init.body === undefined ? {} : Buffer.isBuffer(init.body) ? { body: init.body } : streamed(init.body)),
         });
       } catch (error) {
         throw new RegistryError(
@@ -100,7 +94,13 @@ export class RegistryClient {
           { cause: error },
         );
       }
-      if (res.status === 401 && !retried && this.auth.onUnauthorized && target.origin === this.endpoint.origin) {
+      if (
+        res.status === 401 &&
+        !retried &&
+        this.auth.onUnauthorized &&
+        target.origin === this.endpoint.origin &&
+        (init.body === undefined || Buffer.isBuffer(init.body))
+      ) {
         retried = true;
         const challenge = res.headers.get('www-authenticate');
         const text = (await res.text().catch(() => '')).slice(0, 65_536);
@@ -268,11 +268,17 @@ export class RegistryClient {
   }
 
   /**
-   * Uploads a blob: chunked PATCHes of exactly `partSizeBytes` (the last may be shorter) with
-   * Content-Range, each to the Location of the previous answer, then PUT ?digest=. (ECR: keep
-   * parts ≥ 5 MiB except the last, ≤ 20 MiB — the default.) `source` is streamed: at most one part is held in memory.
-   * The registry verifies the digest (DIGEST_INVALID otherwise). `session` continues an upload
-   * that a mount attempt already opened. A failed upload is cancelled (best effort).
+   * Uploads a blob the way Docker's own push does (moby daemon/internal/distribution/push_v2.go
+   * uploadUsingSession → distribution's client blob_writer.go ReadFrom + Commit): ONE PATCH streams
+   * the whole blob (application/octet-stream, no Content-Range, chunked transfer encoding), then
+   * PUT ?digest= with no body commits it, and the registry verifies the digest (DIGEST_INVALID
+   * otherwise). Not chunked PATCHes with Content-Range: ECR publishes part limits (5–10 MiB, 4,200
+   * parts) only for its own UploadLayerPart API and no public report shows its registry endpoint
+   * taking chunked uploads, while every `docker push` to ECR takes the streamed path. Not one
+   * monolithic PUT: the same path, minus the one Docker proves daily. The answer's Range is not
+   * trusted (ECR's can be stale, aws/containers-roadmap#2831); the next request goes to its Location.
+   * `source` is streamed, never held in memory. `session` continues an upload that a mount attempt
+   * already opened. A failed upload is cancelled (best effort).
    */
   async uploadBlob(
     repository: string,
@@ -285,29 +291,17 @@ export class RegistryClient {
     const where = `upload ${repository}@${digest}`;
     let location = session ?? (await this.startUpload(repository));
     try {
-      let offset = 0;
-      for await (const part of partsOf(Buffer.isBuffer(source) ? [source] : source, this.partSizeBytes)) {
-        const res = await this.request(
-          where,
-          'PATCH',
-          location,
-          {
-            headers: {
-              'content-type': 'application/octet-stream',
-              'content-length': String(part.length),
-              'content-range': `${offset}-${offset + part.length - 1}`,
-            },
-            body: part,
-          },
-          // ECR answers intermediate PATCHes with 201 (not the spec's 202) and a stale Range header
-          // (aws/containers-roadmap#2831): accept both, and track the offset by what we sent.
-          [201, 202],
-        );
-        await res.body?.cancel();
-        const next = res.headers.get('location');
-        if (next) location = new URL(next, location);
-        offset += part.length;
-      }
+      const patch = await this.request(
+        where,
+        'PATCH',
+        location,
+        { headers: { 'content-type': 'application/octet-stream' }, body: source },
+        // ECR answers 201 (not the spec's 202).
+        [201, 202],
+      );
+      await patch.body?.cancel();
+      const next = patch.headers.get('location');
+      if (next) location = new URL(next, location);
       const done = new URL(location);
       done.searchParams.set('digest', digest);
       const res = await this.request(where, 'PUT', done, { headers: { 'content-length': '0' } }, [201]);
@@ -382,27 +376,7 @@ export class RegistryClient {
   }
 }
 
-/** Re-slices a byte stream into parts of exactly `size` bytes (the last may be shorter; none empty). */
-export async function* partsOf(
-  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-  size: number,
-): AsyncGenerator<Buffer> {
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  for await (const chunk of source) {
-    let buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    while (pendingBytes + buf.length >= size) {
-      const take = size - pendingBytes;
-      pending.push(buf.subarray(0, take));
-      yield Buffer.concat(pending);
-      pending = [];
-      pendingBytes = 0;
-      buf = buf.subarray(take);
-    }
-    if (buf.length > 0) {
-      pending.push(buf);
-      pendingBytes += buf.length;
-    }
-  }
-  if (pendingBytes > 0) yield Buffer.concat(pending);
+/** fetch options for a streamed request body (undici sends it chunked; `duplex` is required for a stream). */
+function streamed(body: AsyncIterable<Uint8Array>): { body: AsyncIterable<Uint8Array>; duplex: 'half' } {
+  return { body, duplex: 'half' };
 }

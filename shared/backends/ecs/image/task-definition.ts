@@ -12,6 +12,7 @@ import {
   type TaskDefinition,
 } from '@aws-sdk/client-ecs';
 import { BackendUnavailableError, BadRequestError } from '../../../contract/errors.js';
+import { LINUX_AMD64, type Platform } from './manifest.js';
 
 /**
  * One task-definition revision per cache image (RunTask cannot override a container's image):
@@ -129,6 +130,15 @@ export async function registerCacheTaskDefinition(ecs: ECSClient, input: CacheTa
   const arn = registered.taskDefinition?.taskDefinitionArn;
   if (!arn) throw new BackendUnavailableError(`ECS RegisterTaskDefinition ${request.family} returned no ARN`);
   return arn;
+}
+
+/**
+ * The image platform a task definition runs on: its runtimePlatform.cpuArchitecture (ARM64 →
+ * linux/arm64; X86_64, or none named — Fargate's default — → linux/amd64). A cache layer must go onto
+ * that platform's image of a multi-platform base, or the task cannot start it.
+ */
+export function taskDefinitionPlatform(def: Pick<TaskDefinition, 'runtimePlatform'> | undefined): Platform {
+  return def?.runtimePlatform?.cpuArchitecture === 'ARM64' ? { os: 'linux', architecture: 'arm64' } : LINUX_AMD64;
 }
 
 const isMissing = (error: unknown): boolean =>

@@ -23,7 +23,7 @@ const run = promisify(execFile);
 const docker = async (...args: string[]): Promise<string> =>
   (await run('docker', ['-H', `unix://${DOCKER_SOCKET}`, ...args], { maxBuffer: 16 * 1024 * 1024 })).stdout;
 
-const BIG_BYTES = 3 * 1024 * 1024 + 12_345; // incompressible: the gzip spans several 1 MiB parts
+const BIG_BYTES = 3 * 1024 * 1024 + 12_345; // incompressible: one streamed PATCH of several MiB
 
 /** The workspace layer: node-owned dirs and files, an executable, a symlink, a whiteout. */
 async function writeLayerTar(file: string, big: Buffer): Promise<void> {
@@ -77,7 +77,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       const tarPath = path.join(tmp, 'layer.tar');
       await writeLayerTar(tarPath, big);
       const tag = `t${Date.now().toString(36)}`;
-      const client = new RegistryClient({ endpoint: registry.url, partSizeBytes: 1024 * 1024 });
+      const client = new RegistryClient({ endpoint: registry.url });
 
       const result = await appendLayer({
         client,

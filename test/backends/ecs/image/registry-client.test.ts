@@ -12,52 +12,24 @@ import {
   OCI_LAYER_GZIP,
   OCI_MANIFEST,
 } from '../../../../shared/backends/ecs/image/media-types.js';
-import { RegistryClient, partsOf } from '../../../../shared/backends/ecs/image/registry-client.js';
+import { RegistryClient } from '../../../../shared/backends/ecs/image/registry-client.js';
 import { BadRequestError } from '../../../../shared/contract/errors.js';
 import { registryUnavailable, startRegistry, type LoopbackRegistry } from '../../../support/registry.js';
 import { scriptedServer } from './scripted-server.js';
 
 const KiB = 1024;
 
-describe('partsOf: re-slicing a stream into upload parts', () => {
-  const sizes = async (chunks: number[], size: number): Promise<number[]> => {
-    const out: number[] = [];
-    for await (const p of partsOf(
-      chunks.map((n) => Buffer.alloc(n, 1)),
-      size,
-    ))
-      out.push(p.length);
-    return out;
-  };
-  it('parts are exactly the part size except a shorter last one, whatever the input chunking', async () => {
-    expect(await sizes([10, 10, 10], 8)).toEqual([8, 8, 8, 6]);
-    expect(await sizes([25], 8)).toEqual([8, 8, 8, 1]);
-    expect(await sizes([3, 5, 8], 8)).toEqual([8, 8]);
-    expect(await sizes([], 8)).toEqual([]);
-    expect(await sizes([0, 0, 2], 8)).toEqual([2]);
-  });
-  it('keeps the bytes in order', async () => {
-    const data = crypto.randomBytes(1000);
-    const chunks = [data.subarray(0, 333), data.subarray(333, 334), data.subarray(334)];
-    const parts: Buffer[] = [];
-    for await (const p of partsOf(chunks, 128)) parts.push(p);
-    expect(Buffer.concat(parts).equals(data)).toBe(true);
-  });
-});
-
-describe('chunked upload protocol (scripted registry)', () => {
-  it('POST, PATCHes of ≤ partSize with Content-Range following each Location, then PUT ?digest= on the last Location', async () => {
-    let n = 0;
+describe('streamed upload protocol (scripted registry)', () => {
+  it("POST, one PATCH with the whole stream (no Content-Range) to its Location, then PUT ?digest= on the PATCH answer's Location", async () => {
     const server = await scriptedServer((req) => {
       if (req.method === 'POST') return { status: 202, headers: { location: '/v2/r/blobs/uploads/u1?_state=s0' } };
-      if (req.method === 'PATCH')
-        return { status: 202, headers: { location: `/v2/r/blobs/uploads/u1?_state=s${++n}` } };
+      if (req.method === 'PATCH') return { status: 202, headers: { location: '/v2/r/blobs/uploads/u1?_state=s1' } };
       if (req.method === 'PUT') return { status: 201 };
       return { status: 405 };
     });
     try {
       const data = crypto.randomBytes(2 * KiB + 452);
-      const client = new RegistryClient({ endpoint: server.url, partSizeBytes: KiB });
+      const client = new RegistryClient({ endpoint: server.url });
       await client.uploadBlob(
         'r',
         sha256Digest(data),
@@ -66,19 +38,15 @@ describe('chunked upload protocol (scripted registry)', () => {
           yield data.subarray(100);
         })(),
       );
-      const patches = server.requests.filter((r) => r.method === 'PATCH');
-      expect(patches.map((r) => r.body.length)).toEqual([1024, 1024, 452]);
-      expect(patches.map((r) => r.headers['content-range'])).toEqual(['0-1023', '1024-2047', '2048-2499']);
-      expect(patches.map((r) => r.url)).toEqual([
-        '/v2/r/blobs/uploads/u1?_state=s0',
-        '/v2/r/blobs/uploads/u1?_state=s1',
-        '/v2/r/blobs/uploads/u1?_state=s2',
-      ]);
-      expect(Buffer.concat(patches.map((r) => r.body)).equals(data)).toBe(true);
-      const put = server.requests.at(-1)!;
-      expect(put.method).toBe('PUT');
+      expect(server.requests.map((r) => r.method)).toEqual(['POST', 'PATCH', 'PUT']);
+      const patch = server.requests[1]!;
+      expect(patch.url).toBe('/v2/r/blobs/uploads/u1?_state=s0');
+      expect(patch.headers['content-range']).toBeUndefined();
+      expect(patch.headers['content-type']).toBe('application/octet-stream');
+      expect(patch.body.equals(data)).toBe(true);
+      const put = server.requests[2]!;
       const putUrl = new URL(put.url, server.url);
-      expect(putUrl.searchParams.get('_state')).toBe('s3');
+      expect(putUrl.searchParams.get('_state')).toBe('s1');
       expect(putUrl.searchParams.get('digest')).toBe(sha256Digest(data));
       expect(put.body.length).toBe(0);
     } finally {
@@ -86,7 +54,7 @@ describe('chunked upload protocol (scripted registry)', () => {
     }
   });
 
-  it("ECR's quirk: intermediate PATCHes answered 201 with a stale Range still advance by the bytes sent", async () => {
+  it("ECR's quirk: a PATCH answered 201 with a stale Range still commits (the Range is not trusted)", async () => {
     const server = await scriptedServer((req) => {
       if (req.method === 'POST') return { status: 202, headers: { location: '/v2/r/blobs/uploads/e1' } };
       if (req.method === 'PATCH')
@@ -96,13 +64,9 @@ describe('chunked upload protocol (scripted registry)', () => {
     });
     try {
       const data = crypto.randomBytes(3 * KiB);
-      await new RegistryClient({ endpoint: server.url, partSizeBytes: KiB }).uploadBlob('r', sha256Digest(data), data);
-      expect(server.requests.filter((r) => r.method === 'PATCH').map((r) => r.headers['content-range'])).toEqual([
-        '0-1023',
-        '1024-2047',
-        '2048-3071',
-      ]);
-      expect(server.requests.at(-1)!.method).toBe('PUT');
+      await new RegistryClient({ endpoint: server.url }).uploadBlob('r', sha256Digest(data), data);
+      expect(server.requests.map((r) => r.method)).toEqual(['POST', 'PATCH', 'PUT']);
+      expect(server.requests[1]!.body.length).toBe(data.length);
     } finally {
       await server.close();
     }
@@ -234,7 +198,7 @@ describe.skipIf(registryUnavailable !== undefined)('against a real registry (doc
   let client: RegistryClient;
   beforeAll(async () => {
     registry = await startRegistry();
-    client = new RegistryClient({ endpoint: registry.url, partSizeBytes: 64 * KiB });
+    client = new RegistryClient({ endpoint: registry.url });
   });
   afterAll(async () => {
     await registry?.stop();
@@ -262,8 +226,8 @@ describe.skipIf(registryUnavailable !== undefined)('against a real registry (doc
     return { digest: await client.putManifest(repo, arch, manifestType, bytes), size: bytes.length };
   }
 
-  it('a multi-part upload lands intact; HEAD and verified GET see it', async () => {
-    const data = crypto.randomBytes(200 * KiB + 7); // 4 PATCHes of ≤ 64 KiB
+  it('a streamed upload lands intact; HEAD and verified GET see it', async () => {
+    const data = crypto.randomBytes(200 * KiB + 7);
     const digest = sha256Digest(data);
     expect(await client.blobExists('t/blobs', digest)).toBe(false);
     await client.uploadBlob('t/blobs', digest, data);
@@ -377,7 +341,7 @@ describe('copyBlob when the registry declines the mount (scripted)', () => {
       return { status: 400 };
     });
     try {
-      const client = new RegistryClient({ endpoint: server.url, partSizeBytes: 1024 });
+      const client = new RegistryClient({ endpoint: server.url });
       expect(await client.copyBlob('t/from', 't/to', { mediaType: OCI_LAYER_GZIP, digest, size: data.length })).toBe(
         'copied',
       );
@@ -385,8 +349,6 @@ describe('copyBlob when the registry declines the mount (scripted)', () => {
         `HEAD /v2/t/to/blobs/${digest}`,
         'POST /v2/t/to/blobs/uploads/',
         `GET /v2/t/from/blobs/${digest}`,
-        'PATCH /v2/t/to/blobs/uploads/s1',
-        'PATCH /v2/t/to/blobs/uploads/s1',
         'PATCH /v2/t/to/blobs/uploads/s1',
         'PUT /v2/t/to/blobs/uploads/s1',
       ]);
