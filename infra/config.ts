@@ -67,8 +67,6 @@ export interface StageConfig {
     architecture: 'X86_64' | 'ARM64';
     /** `all`: any outbound traffic (setup scripts install packages). `https`: TCP 443 only. */
     egress: 'all' | 'https';
-    /** Image tag of the base image in the cache repository. */
-    baseImageTag: string;
   };
   janitorRateMinutes: number;
   /**
@@ -130,7 +128,6 @@ const dev: StageConfig = {
     ephemeralStorageGiB: 40,
     architecture: 'X86_64',
     egress: 'all',
-    baseImageTag: 'base',
   },
   janitorRateMinutes: 5,
   warmPool: { size: 0 },

@@ -23,7 +23,7 @@ import { parseKeyHashes } from './api-keys.js';
  *   deployed roles have no CreateTable).
  * - The Fargate backend (config `ecs`, set by infra/constructs/workspace-compute.ts): `WSP_ECS_CLUSTER`,
  *   `WSP_ECS_TASK_DEFINITION`, `WSP_ECS_CONTAINER`, `WSP_ECS_SUBNETS` and `WSP_ECS_SECURITY_GROUPS`
- *   (comma-separated), `WSP_BUCKET`, `WSP_ECR_REPOSITORY_URI`, `WSP_ECS_BASE_IMAGE_TAG`,
+ *   (comma-separated), `WSP_BUCKET`, `WSP_ECR_REPOSITORY_URI`, `WSP_ECS_BASE_IMAGE` (or `WSP_ECS_BASE_IMAGE_TAG`),
  *   `WSP_ECS_WARM_POOL_SIZE`. Each overrides the same field of WSP_CONFIG_JSON's `ecs`.
  */
 export interface LambdaSettings {
@@ -104,6 +104,7 @@ function ecsFromEnv(env: NodeJS.ProcessEnv, fromJson: unknown): Record<string, u
   set('WSP_BUCKET', 'bucket');
   set('WSP_ECR_REPOSITORY_URI', 'repositoryUri');
   set('WSP_ECS_BASE_IMAGE_TAG', 'baseImageTag');
+  set('WSP_ECS_BASE_IMAGE', 'baseImage');
   // Not a number → the schema names ecs.warmPoolSize.
   set('WSP_ECS_WARM_POOL_SIZE', 'warmPoolSize', (v) => (/^\d+$/.test(v) ? Number(v) : v));
   if (env.AWS_REGION && ecs['region'] === undefined) ecs['region'] = env.AWS_REGION;

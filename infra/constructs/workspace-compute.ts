@@ -17,6 +17,7 @@ import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import type { StageConfig } from '../config.js';
 import { acknowledgeWildcardResource } from '../nag.js';
+import { WorkspaceImage } from './workspace-image.js';
 
 /**
  * The four actions ECS Exec needs inside the task, and nothing else: a command in a workspace
@@ -35,7 +36,7 @@ export const WORKSPACE_CONTAINER = 'workspace';
 export interface WorkspaceComputeProps {
   stage: StageConfig;
   vpc: IVpc;
-  /** Holds the base image (tag `stage.workspace.baseImageTag`) and the cache images. */
+  /** Holds the cache images (the base image is an asset of this stack: WorkspaceImage). */
   repository: IRepository;
   logRetention: RetentionDays;
 }
@@ -53,6 +54,8 @@ export class WorkspaceCompute extends Construct {
   readonly executionRole: Role;
   readonly subnetIds: string[];
   readonly repository: IRepository;
+  /** The base image fresh workspaces start from, built from this checkout by `cdk deploy`. */
+  readonly image: WorkspaceImage;
   private readonly stage: StageConfig;
   private readonly passRoleGranted = new Set<IRole>();
   private readonly evictGranted = new Set<IRole>();
@@ -114,10 +117,13 @@ export class WorkspaceCompute extends Construct {
       removalPolicy: RemovalPolicy.DESTROY,
     });
     // Deliberately no `secrets` and no environment: anything here is visible to every command.
+    this.image = new WorkspaceImage(this, 'BaseImage', { stage });
+    // The cache-image revisions name images in the cache repository (new tags): the execution role
+    // pulls the whole repository (ECR permissions are per repository, not per tag) as well as the base.
+    props.repository.grantPull(this.executionRole);
     this.taskDefinition.addContainer(WORKSPACE_CONTAINER, {
-      // Grants the execution role pull on the whole repository (ECR permissions are per
-      // repository, not per tag), so the cache-image revisions (new tags) pull with the same role.
-      image: ContainerImage.fromEcrRepository(props.repository, stage.workspace.baseImageTag),
+      // Grants the execution role pull on the asset's repository.
+      image: ContainerImage.fromDockerImageAsset(this.image.asset),
       essential: true,
       // The runner writes its state under /var/lib/wsp and the workspace user's home is written too.
       readonlyRootFilesystem: false,
@@ -228,6 +234,8 @@ export class WorkspaceCompute extends Construct {
    */
   grantCacheImages(role: IRole): void {
     this.repository.grantPullPush(role);
+    // The base image's layers are read (mounted, else copied) from the asset repository.
+    this.image.asset.repository.grantPull(role);
     role.addToPrincipalPolicy(
       new PolicyStatement({ actions: ['ecs:RegisterTaskDefinition', 'ecs:DescribeTaskDefinition'], resources: ['*'] }),
     );
@@ -295,8 +303,9 @@ export class WorkspaceCompute extends Construct {
    * Env for handlers that talk to ECS (read by the ECS backend):
    * - `WSP_ECS_CLUSTER`, `WSP_ECS_TASK_FAMILY`, `WSP_ECS_TASK_DEFINITION` (the base revision's ARN),
    *   `WSP_ECS_CONTAINER`, `WSP_ECS_SUBNETS` (comma-separated), `WSP_ECS_SECURITY_GROUPS`;
-   * - `WSP_ECR_REPOSITORY_URI`: `<account>.dkr.ecr.<region>.<suffix>/<name>`, base and cache images;
-   * - `WSP_ECS_BASE_IMAGE_TAG`: tag of the base image in that repository (cache images: `cache-…`);
+   * - `WSP_ECR_REPOSITORY_URI`: `<account>.dkr.ecr.<region>.<suffix>/<name>`, the cache images (`cache-…`);
+   * - `WSP_ECS_BASE_IMAGE`: the base image (the asset: `<registry>/<asset repository>:<hash>`), which
+   *   cache layers are appended onto;
    * - `WSP_ECS_WARM_POOL_SIZE`: tasks kept started per cache image (decimal; `0` = no pool).
    */
   environment(): Record<string, string> {
@@ -308,7 +317,7 @@ export class WorkspaceCompute extends Construct {
       WSP_ECS_SUBNETS: this.subnetIds.join(','),
       WSP_ECS_SECURITY_GROUPS: this.securityGroup.securityGroupId,
       WSP_ECR_REPOSITORY_URI: this.repository.repositoryUri,
-      WSP_ECS_BASE_IMAGE_TAG: this.stage.workspace.baseImageTag,
+      WSP_ECS_BASE_IMAGE: this.image.asset.imageUri,
       WSP_ECS_WARM_POOL_SIZE: String(this.stage.warmPool.size),
     };
   }

@@ -131,7 +131,7 @@ export class StatefulStack extends Stack {
     new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName });
     new CfnOutput(this, 'RepositoryUri', {
       value: this.repository.repositoryUri,
-      description: `Push the base image as :${stage.workspace.baseImageTag}`,
+      description: 'Cache images (cache-…); the base image is built and pushed by cdk deploy as an image asset',
     });
   }
 }

@@ -295,6 +295,18 @@ export const configSchema = z
           .string()
           .regex(/^[A-Za-z0-9.-]+(:\d+)?\/[a-z0-9][a-z0-9._/-]*$/, 'is not <registry host>/<repository>')
           .optional(),
+        /**
+         * The base image as `<registry host>/<repository>:<tag>` (or `@sha256:…`), when it is not a tag
+         * of `repositoryUri` — the CDK stack builds it as an image asset (WSP_ECS_BASE_IMAGE). Same
+         * registry host as repositoryUri. Wins over baseImageTag.
+         */
+        baseImage: z
+          .string()
+          .regex(
+            /^[A-Za-z0-9.-]+(:\d+)?\/[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$/,
+            'is not <registry host>/<repository>:<tag> or @sha256:<digest>',
+          )
+          .optional(),
         baseImageTag: z
           .string()
           .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/)

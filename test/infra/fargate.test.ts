@@ -138,14 +138,20 @@ describe('cache images: the provisioner registers a task-definition revision per
     }
   });
 
-  it('the provisioner pushes and pulls the workspace repository only, and may log in to the registry', () => {
+  it('the provisioner pushes to the workspace repository only, pulls it and the base image asset, and may log in to the registry', () => {
     const statements = of(full, full.provisioner);
-    for (const action of [...ECR_PUSH_ACTIONS, ...ECR_PULL_ACTIONS]) {
+    const workspaceRepo = /:ecr:eu-west-1:111111111111:repository\/wsp-dev-workspaces"/;
+    const assetRepo = /:repository\/cdk-hnb659fds-container-assets-111111111111-eu-west-1"/;
+    for (const action of ECR_PUSH_ACTIONS.filter((a) => a !== 'ecr:BatchCheckLayerAvailability')) {
       const resources = resourcesFor(statements, action);
       expect(resources, action).toHaveLength(1);
-      const flat = JSON.stringify(resources[0]);
-      expect(flat, action).toMatch(/:ecr:eu-west-1:111111111111:repository\/wsp-dev-workspaces"/);
-      expect(flat, action).not.toContain('*');
+      expect(JSON.stringify(resources[0]), action).toMatch(workspaceRepo);
+    }
+    for (const action of [...ECR_PULL_ACTIONS, 'ecr:BatchCheckLayerAvailability']) {
+      const flat = resourcesFor(statements, action).map((r) => JSON.stringify(r));
+      expect(flat, action).toHaveLength(2);
+      expect(flat.some((r) => workspaceRepo.test(r)) && flat.some((r) => assetRepo.test(r)), action).toBe(true);
+      for (const r of flat) expect(r, action).not.toContain('*');
     }
     expect(resourcesFor(statements, 'ecr:GetAuthorizationToken')).toEqual(['*']);
     // Nobody else pushes (the janitor keeping a pool included).
@@ -198,15 +204,17 @@ describe('cache images: the provisioner registers a task-definition revision per
     expect(onRegister!.Resource).toBe('arn:aws:ecs:eu-west-1:111111111111:task-definition/wsp-dev-workspace:*');
   });
 
-  it('the workspace execution role pulls any tag of the workspace repository (cache images are new tags), nothing else', () => {
+  it('the workspace execution role pulls any tag of the workspace repository (cache images are new tags) and the base image asset, nothing else', () => {
     const statements = of(full, full.executionRole);
     for (const action of [...ECR_PULL_ACTIONS, 'ecr:BatchCheckLayerAvailability']) {
-      const resources = resourcesFor(statements, action);
-      expect(resources, action).toHaveLength(1);
-      // A repository ARN has no tag part: one grant covers base and every cache tag.
-      expect(JSON.stringify(resources[0]), action).toMatch(
-        /:ecr:eu-west-1:111111111111:repository\/wsp-dev-workspaces"$/,
-      );
+      const flat = resourcesFor(statements, action).map((r) => JSON.stringify(r));
+      // A repository ARN has no tag part: one grant covers every cache tag; the base is the asset's.
+      expect(flat.sort(), action).toEqual([
+        expect.stringMatching(
+          /:ecr:eu-west-1:111111111111:repository\/cdk-hnb659fds-container-assets-111111111111-eu-west-1"$/,
+        ),
+        expect.stringMatching(/:ecr:eu-west-1:111111111111:repository\/wsp-dev-workspaces"$/),
+      ]);
     }
     for (const action of ECR_PUSH_ACTIONS.filter((a) => a !== 'ecr:BatchCheckLayerAvailability'))
       expect(roleCan(statements, action), action).toBe(false);
@@ -308,7 +316,7 @@ describe('data bucket: transfer/ and layers/', () => {
 });
 
 describe('handler environment', () => {
-  it('api, worker and janitor know the bucket; every ECS handler knows the repository URI, base image tag and warm pool size', () => {
+  it('api, worker and janitor know the bucket; every ECS handler knows the repository URI, base image and warm pool size', () => {
     const fns = full.template.built.stateless.functions;
     for (const fn of [fns.api, fns.worker, fns.janitor])
       expect(envOf(full, fn)['WSP_BUCKET']).toBe('wsp-dev-data-111111111111-eu-west-1');
@@ -318,7 +326,9 @@ describe('handler environment', () => {
         /^"111111111111\.dkr\.ecr\.eu-west-1\.|"111111111111\.dkr\.ecr\.eu-west-1\."/,
       );
       expect(JSON.stringify(env['WSP_ECR_REPOSITORY_URI'])).toContain('/wsp-dev-workspaces');
-      expect(env['WSP_ECS_BASE_IMAGE_TAG']).toBe('base');
+      // The base image is the stack's image asset (built and pushed by cdk deploy), not a hand-pushed tag.
+      expect(JSON.stringify(env['WSP_ECS_BASE_IMAGE'])).toContain('cdk-hnb659fds-container-assets-');
+      expect(env['WSP_ECS_BASE_IMAGE_TAG']).toBeUndefined();
       expect(env['WSP_ECS_WARM_POOL_SIZE']).toBe('3');
       expect(env['WSP_ECS_TASK_FAMILY']).toBe('wsp-dev-workspace');
     }

@@ -171,13 +171,15 @@ describe('stateless stack', () => {
     });
   });
 
-  it('the workspace task uses the base image of the stage repository and sizes from the stage', () => {
+  it('the workspace task runs the base image cdk deploy builds from this checkout (an image asset), sized by the stage', () => {
     const [[, td]] = resourcesOf(t.stateless, 'AWS::ECS::TaskDefinition') as [[string, Json]];
     expect(td['Family']).toBe('wsp-dev-workspace');
     expect(td['Cpu']).toBe('1024');
     expect(td['Memory']).toBe('4096');
     expect(td['EphemeralStorage']).toEqual({ SizeInGiB: 40 });
-    expect(JSON.stringify(td['ContainerDefinitions'])).toContain('wsp-dev-workspaces:base');
+    expect(JSON.stringify(td['ContainerDefinitions'])).toContain(
+      'cdk-hnb659fds-container-assets-111111111111-eu-west-1',
+    );
   });
 
   it('refuses a provider config too big for the Lambda environment, naming the limit', () => {

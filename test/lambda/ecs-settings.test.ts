@@ -15,7 +15,7 @@ const STACK_ENV = {
   WSP_ECS_SECURITY_GROUPS: 'sg-0123456789abcdef0',
   WSP_BUCKET: 'wsp-dev-data-111111111111',
   WSP_ECR_REPOSITORY_URI: '111111111111.dkr.ecr.eu-west-1.amazonaws.com/wsp-dev-workspaces',
-  WSP_ECS_BASE_IMAGE_TAG: 'base',
+  WSP_ECS_BASE_IMAGE: `111111111111.dkr.ecr.eu-west-1.amazonaws.com/cdk-hnb659fds-container-assets-111111111111-eu-west-1:${'a'.repeat(64)}`,
   WSP_ECS_WARM_POOL_SIZE: '2',
 };
 
@@ -32,6 +32,7 @@ describe('Fargate settings from the stack environment', () => {
       securityGroups: ['sg-0123456789abcdef0'],
       bucket: 'wsp-dev-data-111111111111',
       repositoryUri: STACK_ENV.WSP_ECR_REPOSITORY_URI,
+      baseImage: STACK_ENV.WSP_ECS_BASE_IMAGE,
       baseImageTag: 'base',
       warmPoolSize: 2,
       readyTimeoutSeconds: 600,
@@ -46,6 +47,7 @@ describe('Fargate settings from the stack environment', () => {
     ['WSP_ECS_WARM_POOL_SIZE', '21', 'ecs.warmPoolSize'],
     ['WSP_BUCKET', 'Not_A_Bucket', 'ecs.bucket'],
     ['WSP_ECR_REPOSITORY_URI', 'https://registry/x', 'ecs.repositoryUri'],
+    ['WSP_ECS_BASE_IMAGE', 'debian:bookworm', 'ecs.baseImage'],
   ])('a bad %s (%s) is refused, naming %s', (name, value, field) => {
     try {
       readLambdaSettings({ ...STACK_ENV, [name]: value });
@@ -59,6 +61,12 @@ describe('Fargate settings from the stack environment', () => {
   it('build the Fargate backend; an incomplete section names every missing field', () => {
     const ctx = { owner: 'wsp-dev', dataDir: '/tmp/wsp', log: silentLogger };
     expect(createEcsBackendFromConfig(readLambdaSettings(STACK_ENV).config, ctx).kind).toBe('ecs');
+    // The base image (the stack's image asset) must be in the cache repository's registry.
+    const elsewhere = readLambdaSettings({
+      ...STACK_ENV,
+      WSP_ECS_BASE_IMAGE: '222222222222.dkr.ecr.eu-west-1.amazonaws.com/other:base',
+    }).config;
+    expect(() => createEcsBackendFromConfig(elsewhere, ctx)).toThrow(/ecs.baseImage must be in the registry/);
     const partial = readLambdaSettings({ AWS_REGION: 'eu-west-1', WSP_ECS_CLUSTER: 'c' }).config;
     try {
       createEcsBackendFromConfig(partial, ctx);

@@ -51,6 +51,7 @@ export function createEcsBackendFromConfig(config: ProviderConfig, ctx: EcsFacto
   const slash = e.repositoryUri!.indexOf('/');
   const host = e.repositoryUri!.slice(0, slash);
   const repository = e.repositoryUri!.slice(slash + 1);
+  const base = baseImageOf(e, host, repository);
   const ecr = ECR_HOST.exec(host);
   const registry = ecr
     ? () => createEcrRegistryClient(new ECRClient({ region: ecr[2]! }), { registryId: ecr[1]! })
@@ -67,8 +68,8 @@ export function createEcsBackendFromConfig(config: ProviderConfig, ctx: EcsFacto
   const images = new RegistryCacheImages({
     ecs,
     registry,
-    baseRepository: repository,
-    baseReference: e.baseImageTag,
+    baseRepository: base.repository,
+    baseReference: base.reference,
     cacheRepository: repository,
     baseTaskDefinition: common.baseTaskDefinition,
     container: common.container,
@@ -102,4 +103,25 @@ export function createEcsBackendFromConfig(config: ProviderConfig, ctx: EcsFacto
     layerPartBytes: e.layerPartMb * 1024 * 1024,
     log: ctx.log,
   });
+}
+
+/**
+ * Where the base image is: `ecs.baseImage` (the CDK stack's image asset, in the bootstrap asset
+ * repository of the same registry), else the `baseImageTag` of the cache repository.
+ */
+function baseImageOf(
+  e: { baseImage?: string | undefined; baseImageTag: string },
+  host: string,
+  cacheRepository: string,
+): { repository: string; reference: string } {
+  if (e.baseImage === undefined) return { repository: cacheRepository, reference: e.baseImageTag };
+  const slash = e.baseImage.indexOf('/');
+  if (e.baseImage.slice(0, slash) !== host)
+    throw new BadRequestError('ecs.baseImage must be in the registry of ecs.repositoryUri', [
+      { path: 'ecs.baseImage', message: `registry ${e.baseImage.slice(0, slash)}, expected ${host}` },
+    ]);
+  const rest = e.baseImage.slice(slash + 1);
+  const at = rest.indexOf('@');
+  const split = at >= 0 ? at : rest.lastIndexOf(':');
+  return { repository: rest.slice(0, split), reference: rest.slice(split + 1) };
 }
