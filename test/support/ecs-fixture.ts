@@ -8,9 +8,10 @@ import { S3BlobStore } from '../../shared/backends/ecs/blob-store.js';
 import { RegistryCacheImages } from '../../shared/backends/ecs/cache-images.js';
 import { RegistryClient } from '../../shared/backends/ecs/image/index.js';
 import { EcsBackend, type EcsBackendOptions } from '../../shared/backends/ecs/index.js';
-import type { RetryPolicy } from '../../shared/backends/ecs/retry.js';
+import { defaultRetryPolicy, type RetryPolicy } from '../../shared/backends/ecs/retry.js';
 import type { ContractHandle } from './backend-fixture.js';
 import { DOCKER_SOCKET, dockerClient } from './docker-daemon.js';
+import { fakeAwsProfile, type FakeAwsProfile } from './fake-aws-profile.js';
 import { FakeEcs } from './fake-ecs.js';
 import { startFakeS3, type FakeS3 } from './fake-s3.js';
 import { bridgeIntoDockerNetns, type NetnsBridge } from './netns-bridge.js';
@@ -70,6 +71,33 @@ export const TEST_RETRY: RetryPolicy = {
   sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
 };
 
+/**
+ * The backend's timing against the fake's profile. Fast: TEST_RETRY and quick polls. Realistic: the
+ * production retry policy and readiness polls (both wait through the policy's sleep), that sleep
+ * scaled like the fake's delays (fake-aws-profile.ts), so backoff meets throttling bursts and slow
+ * starts as it would in AWS.
+ */
+function timing(profile: FakeAwsProfile): Pick<EcsBackendOptions, 'retry' | 'readyTimeoutMs' | 'readyPollMs'> {
+  if (profile.name === 'fast') return { retry: TEST_RETRY, readyTimeoutMs: 60_000, readyPollMs: { min: 20, max: 200 } };
+  const s = profile.scale;
+  return {
+    retry: { ...defaultRetryPolicy, sleep: (ms) => new Promise((r) => setTimeout(r, ms * s)) },
+    readyTimeoutMs: Math.max(60_000, 10 * 60_000 * s),
+  };
+}
+
+/** The image's size on the test daemon (0 when it is not there: a task that never starts pulls nothing). */
+async function imageBytes(image: string): Promise<number> {
+  return (
+    (
+      await dockerClient()
+        .getImage(image)
+        .inspect()
+        .catch(() => undefined)
+    )?.Size ?? 0
+  );
+}
+
 export interface EcsHandle extends ContractHandle {
   backend: EcsBackend;
   fake: FakeEcs;
@@ -84,7 +112,16 @@ export async function makeEcsBackend(overrides: Partial<EcsBackendOptions> = {})
   const { s3, registry } = await infra;
   const docker = dockerClient();
   const label = `wsp-ecs-test-${randomBytes(4).toString('hex')}`;
-  const fake = await FakeEcs.start({ docker, runnerDir: RUNNER_DIR, network: 'host', label, ensureImage });
+  const profile = fakeAwsProfile();
+  const fake = await FakeEcs.start({
+    docker,
+    runnerDir: RUNNER_DIR,
+    network: 'host',
+    label,
+    ensureImage,
+    imageBytes,
+    profile,
+  });
   const baseTaskDefinition = fake.registerBase('wsp-workspace', `${registry.host}/wsp/base:bookworm`);
   const s3Client = new S3Client({
     endpoint: s3.endpoint,
@@ -113,9 +150,7 @@ export async function makeEcsBackend(overrides: Partial<EcsBackendOptions> = {})
     owner,
     blobs,
     images,
-    retry: TEST_RETRY,
-    readyTimeoutMs: 60_000,
-    readyPollMs: { min: 20, max: 200 },
+    ...timing(profile),
     ...overrides,
   };
   const backend = new EcsBackend(options);
@@ -144,6 +179,7 @@ export async function makeEcsBackend(overrides: Partial<EcsBackendOptions> = {})
       for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
       for (const snap of await backend.snapshots.list()) await backend.snapshots.delete(snap);
       backend.close();
+      if (profile.name === 'realistic') console.info(`fake AWS (seed ${profile.seed}): ${JSON.stringify(fake.stats)}`);
       await fake.stop();
       users--;
       if (users === 0 && infra !== undefined) {

@@ -17,6 +17,8 @@ import {
 } from '@aws-sdk/client-ecs';
 import { mockClient, type AwsClientStub } from 'aws-sdk-client-mock';
 import type Docker from 'dockerode';
+import { sleep } from '../../shared/lib/sleep.js';
+import { fakeAwsProfile, type FakeAwsProfile } from './fake-aws-profile.js';
 import { FakeSsmAgent, type AgentProcess } from './fake-ssm-agent.js';
 
 /**
@@ -27,8 +29,53 @@ import { FakeSsmAgent, type AgentProcess } from './fake-ssm-agent.js';
  * fake SSM agent that runs the command in the container through `docker exec` with a TTY — so the
  * backend's SSM client, the PTY quirks and the runner are all real; only AWS's control plane is faked.
  *
- * Knobs for failure paths: `failRunTask`, `failTaskStart`, `agentNeverReady`, `startRounds`, `killTask` (a task dies).
+ * Like ECS, it refuses what ECS refuses: a `startedBy` ECS would not take, ListTasks with `startedBy` and
+ * another filter, a RunTask `clientToken` reused with other parameters; and it honours `clientToken`
+ * (the same token answers with the same task, never a second one).
+ *
+ * Knobs for failure paths: `failRunTask`, `failTaskStart`, `agentNeverReady`, `startRounds`, `missingRounds`
+ * (ECS's read-after-write lag), `loseRunTaskResponses` (a RunTask whose answer never arrives), `killTask`
+ * (a task dies).
+ *
+ * Profiles (fake-aws-profile.ts): `fast` answers at once and counts DescribeTasks rounds; `realistic`
+ * runs on the clock as ECS does (REALISTIC below): a task is MISSING for a while after RunTask, then
+ * PROVISIONING, PENDING while its image is pulled (time ∝ image size), RUNNING, and its exec agent
+ * RUNNING later still; DescribeTasks reports the state of up to a second ago; RunTask, DescribeTasks
+ * and ExecuteCommand are throttled in bursts; ExecuteCommand takes ~1 s; some RunTask answers are lost
+ * after the task started.
  */
+
+/** The realistic profile's ECS, true to life (every duration then scaled by the profile). */
+const REALISTIC = {
+  /** RunTask → the task is known to DescribeTasks, StopTask, TagResource, ListTasks, ExecuteCommand. */
+  missingMs: [500, 3_000],
+  /** PROVISIONING (Fargate capacity, the task's network interface) from RunTask on. */
+  provisioningMs: [2_000, 8_000],
+  /** PENDING while the image is pulled: ~400 MB in 57 s (../shared/docs/cloud.md). */
+  pullBytesPerSecond: 7_000_000,
+  /** From RUNNING to the exec agent RUNNING. */
+  agentMs: [1_000, 4_000],
+  /** DescribeTasks answers with the state as of this long ago. */
+  describeLagMs: [0, 1_000],
+  /** Each call of a throttled API starts a burst with this chance; every call in a burst is throttled. */
+  throttleChance: 0.03,
+  throttleBurstMs: [200, 800],
+  /** ExecuteCommand's answer (ECS Exec's ~1 s floor). */
+  execOpenMs: [800, 1_300],
+  /** RunTask starts the task, then its answer is lost (connection reset), with this chance. */
+  lostRunTaskChance: 0.1,
+} as const;
+
+/** ECS's rule for startedBy (RunTask, ListTasks). */
+const STARTED_BY = /^[A-Za-z0-9/_-]{1,36}$/;
+
+/** An error as the SDK raises ECS's. */
+const ecsError = (name: string, message: string, status = 400): Error =>
+  Object.assign(new Error(message), {
+    name,
+    $fault: status >= 500 ? 'server' : 'client',
+    $metadata: { httpStatusCode: status },
+  });
 
 const FAKE_CLUSTER = 'arn:aws:ecs:us-east-1:123456789012:cluster/wsp-test';
 const ACCOUNT_PREFIX = 'arn:aws:ecs:us-east-1:123456789012';
@@ -40,8 +87,16 @@ interface FakeTask {
   tags: Record<string, string>;
   startedBy?: string;
   describeRounds: number;
+  /** Fast profile: DescribeTasks rounds left in which ECS does not show the task yet (MISSING). */
+  hiddenRounds: number;
+  /** Realistic profile: when (epoch ms) each status begins. */
+  timeline?: { visibleAt: number; pendingAt: number; runningAt: number; agentAt: number };
+  /** The truth: why it stopped (set at once); `stoppedAt` when (the realistic DescribeTasks lags it). */
   stopped?: string;
+  stoppedAt?: number;
 }
+
+type RunTaskAnswer = { tasks: Task[]; failures: Array<{ reason: string }> };
 
 export interface FakeEcsOptions {
   docker: Docker;
@@ -53,6 +108,10 @@ export interface FakeEcsOptions {
   label: string;
   /** Make sure an image is on the daemon before a container is made from it (e.g. docker pull from the loopback registry). */
   ensureImage?: (image: string) => Promise<void>;
+  /** An image's size in bytes (the realistic profile's pull time); 0 when not given. */
+  imageBytes?: (image: string) => Promise<number>;
+  /** Default: from WSP_FAKE_AWS (fake-aws-profile.ts). */
+  profile?: FakeAwsProfile;
 }
 
 export class FakeEcs {
@@ -74,13 +133,24 @@ export class FakeEcs {
   failTaskStart: string[] = [];
   /** DescribeTasks never reports the exec agent RUNNING. */
   agentNeverReady = false;
-  /** DescribeTasks rounds a new task spends PROVISIONING/PENDING before RUNNING. */
+  /** DescribeTasks rounds a new task spends PROVISIONING/PENDING before RUNNING (fast profile). */
   startRounds = 1;
+  /** New tasks are MISSING for this many DescribeTasks, and unknown to StopTask/TagResource meanwhile (fast profile). */
+  missingRounds = 0;
+  /** The next RunTasks start their task, then their answer is lost (ECONNRESET): the caller's retry decides. */
+  loseRunTaskResponses = 0;
+  /** What the profile made happen (realistic runs print it). */
+  readonly stats = { throttled: 0, missingAnswers: 0, lostRunTaskAnswers: 0, tokenReplays: 0 };
+  readonly profile: FakeAwsProfile;
+  /** RunTask clientToken → the request it came with and its answer (ECS keeps them 24 h). */
+  private readonly runTokens = new Map<string, { request: string; answer: RunTaskAnswer }>();
+  private readonly throttledUntil = new Map<string, number>();
 
   private constructor(
     private readonly opts: FakeEcsOptions,
     readonly agent: FakeSsmAgent,
   ) {
+    this.profile = opts.profile ?? fakeAwsProfile();
     this.mock = mockClient(this.client);
     this.mock
       .on(RegisterTaskDefinitionCommand)
@@ -121,7 +191,7 @@ export class FakeEcs {
     this.mock.on(RunTaskCommand).callsFake(async (input) => this.runTask(input));
     this.mock.on(DescribeTasksCommand).callsFake(async (input: { tasks: string[] }) => this.describeTasks(input.tasks));
     this.mock.on(StopTaskCommand).callsFake(async (input: { task: string; reason?: string }) => {
-      const task = this.tasks.get(input.task);
+      const task = this.visibleTask(input.task);
       if (!task)
         throw Object.assign(new Error('The referenced task was not found.'), { name: 'InvalidParameterException' });
       await this.killTask(task.arn, `Task stopped by user${input.reason ? `: ${input.reason}` : ''}`);
@@ -130,7 +200,7 @@ export class FakeEcs {
     this.mock
       .on(TagResourceCommand)
       .callsFake(async (input: { resourceArn: string; tags?: Array<{ key?: string; value?: string }> }) => {
-        const task = this.tasks.get(input.resourceArn);
+        const task = this.visibleTask(input.resourceArn);
         if (!task)
           throw Object.assign(new Error('The specified resource could not be found.'), {
             name: 'InvalidParameterException',
@@ -138,19 +208,34 @@ export class FakeEcs {
         for (const t of input.tags ?? []) if (t.key) task.tags[t.key] = t.value ?? '';
         return {};
       });
-    this.mock.on(ListTasksCommand).callsFake(async (input: { startedBy?: string; desiredStatus?: string }) => ({
-      taskArns: [...this.tasks.values()]
-        .filter(
-          (t) =>
-            (!input.startedBy || t.startedBy === input.startedBy) &&
-            ((input.desiredStatus ?? 'RUNNING') === 'STOPPED') === (t.stopped !== undefined),
-        )
-        .map((t) => t.arn),
-    }));
+    this.mock.on(ListTasksCommand).callsFake(async (input: Record<string, string | undefined>) => {
+      // ListTasks docs: "When you specify startedBy as the filter, it must be the only filter that you use."
+      const others = ['family', 'containerInstance', 'serviceName', 'desiredStatus', 'launchType'].filter(
+        (k) => input[k] !== undefined,
+      );
+      if (input.startedBy !== undefined && others.length > 0)
+        throw ecsError(
+          'InvalidParameterException',
+          `startedBy must be the only filter when it is given (also given: ${others.join(', ')})`,
+        );
+      if (input.startedBy !== undefined && !STARTED_BY.test(input.startedBy))
+        throw ecsError('InvalidParameterException', 'Invalid startedBy.');
+      return {
+        taskArns: [...this.tasks.values()]
+          .filter(
+            (t) =>
+              this.visible(t) &&
+              (!input.startedBy || t.startedBy === input.startedBy) &&
+              ((input.desiredStatus ?? 'RUNNING') === 'STOPPED') === (t.stopped !== undefined),
+          )
+          .map((t) => t.arn),
+      };
+    });
     this.mock
       .on(ExecuteCommandCommand)
       .callsFake(async (input: { task: string; command: string; interactive: boolean }) => {
-        const task = this.tasks.get(input.task);
+        this.throttle('ExecuteCommand');
+        const task = this.visibleTask(input.task);
         if (!input.interactive)
           throw Object.assign(new Error('Interactive is the only mode supported currently.'), {
             name: 'InvalidParameterException',
@@ -159,6 +244,14 @@ export class FakeEcs {
           throw Object.assign(new Error('The execute command failed because the task is stopped.'), {
             name: 'InvalidParameterException',
           });
+        if (this.profile.name === 'realistic') {
+          if (this.agentNeverReady || Date.now() < task.timeline!.agentAt)
+            throw ecsError(
+              'InvalidParameterException',
+              "The execute command failed because execute command was not enabled when the task was run or the execute command agent isn't running. Wait and try again or run a new task with execute command enabled and try again.",
+            );
+          await sleep(this.profile.between(...REALISTIC.execOpenMs));
+        }
         const session = this.agent.openSession(`${task.arn}\n${input.command}`);
         return { clusterArn: FAKE_CLUSTER, taskArn: task.arn, containerName: 'workspace', interactive: true, session };
       });
@@ -205,6 +298,7 @@ export class FakeEcs {
     const task = this.tasks.get(taskArn);
     if (!task || task.stopped) return;
     task.stopped = reason;
+    task.stoppedAt = Date.now();
     await this.opts.docker
       .getContainer(task.container)
       .remove({ force: true })
@@ -245,17 +339,55 @@ export class FakeEcs {
 
   private async runTask(input: {
     taskDefinition: string;
+    cluster?: string;
+    clientToken?: string;
     tags?: Array<{ key?: string; value?: string }>;
     startedBy?: string;
     enableExecuteCommand?: boolean;
-  }): Promise<{ tasks: Task[]; failures: Array<{ reason: string }> }> {
+  }): Promise<RunTaskAnswer> {
+    this.throttle('RunTask');
     const planned = this.failRunTask.shift();
-    if (planned === 'throttle')
-      throw Object.assign(new Error('Rate exceeded'), {
-        name: 'ThrottlingException',
-        $metadata: { httpStatusCode: 400 },
-      });
+    if (planned === 'throttle') throw ecsError('ThrottlingException', 'Rate exceeded');
     if (planned !== undefined) return { tasks: [], failures: [{ reason: planned }] };
+    if (input.startedBy !== undefined && !STARTED_BY.test(input.startedBy))
+      throw ecsError(
+        'InvalidParameterException',
+        'startedBy: up to 36 letters (uppercase and lowercase), numbers, hyphens, forward slashes and underscores are allowed.',
+      );
+    // Idempotency (ECS_Idempotency.html): the same token in the same cluster with the same parameters
+    // answers the original result; with other parameters it is a ConflictException.
+    const { clientToken, ...request } = input;
+    const tokenKey = clientToken === undefined ? undefined : `${input.cluster ?? 'default'}\n${clientToken}`;
+    const previous = tokenKey === undefined ? undefined : this.runTokens.get(tokenKey);
+    if (previous) {
+      if (previous.request !== JSON.stringify(request))
+        throw ecsError(
+          'ConflictException',
+          'The RunTask request could not be processed due to conflicts. The provided clientToken is already in use with a different RunTask request.',
+        );
+      this.stats.tokenReplays++;
+      return structuredClone(previous.answer);
+    }
+    const answer = await this.startTask(input);
+    if (tokenKey !== undefined) this.runTokens.set(tokenKey, { request: JSON.stringify(request), answer });
+    if (
+      this.loseRunTaskResponses > 0 ||
+      (this.profile.name === 'realistic' && this.profile.chance(REALISTIC.lostRunTaskChance))
+    ) {
+      if (this.loseRunTaskResponses > 0) this.loseRunTaskResponses--;
+      this.stats.lostRunTaskAnswers++;
+      throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+    }
+    return structuredClone(answer);
+  }
+
+  /** RunTask proper: a container (unless the task is to fail before starting), a record, the answer. */
+  private async startTask(input: {
+    taskDefinition: string;
+    tags?: Array<{ key?: string; value?: string }>;
+    startedBy?: string;
+    enableExecuteCommand?: boolean;
+  }): Promise<RunTaskAnswer> {
     const td = this.findTaskDefinition(input.taskDefinition);
     if (td?.status !== 'ACTIVE')
       throw Object.assign(new Error('TaskDefinition not found.'), { name: 'ClientException' });
@@ -265,31 +397,33 @@ export class FakeEcs {
     const arn = `${ACCOUNT_PREFIX}:task/wsp-test/${id}`;
     const tags: Record<string, string> = {};
     for (const t of input.tags ?? []) if (t.key) tags[t.key] = t.value ?? '';
+    const image = td.containerDefinitions![0]!.image!;
+    const record = (container: string): FakeTask => ({
+      arn,
+      container,
+      taskDefinitionArn: td.taskDefinitionArn!,
+      tags,
+      ...(input.startedBy ? { startedBy: input.startedBy } : {}),
+      describeRounds: 0,
+      hiddenRounds: this.missingRounds,
+    });
+    const answer: RunTaskAnswer = {
+      tasks: [
+        { taskArn: arn, lastStatus: 'PROVISIONING', desiredStatus: 'RUNNING', taskDefinitionArn: td.taskDefinitionArn },
+      ],
+      failures: [],
+    };
     const neverStarts = this.failTaskStart.shift();
     if (neverStarts !== undefined) {
       // Accepted, then stopped before any container ran (no container to inspect or remove).
-      this.tasks.set(arn, {
-        arn,
-        container: '',
-        taskDefinitionArn: td.taskDefinitionArn!,
-        tags,
-        ...(input.startedBy ? { startedBy: input.startedBy } : {}),
-        describeRounds: 0,
-        stopped: neverStarts,
-      });
-      return {
-        tasks: [
-          {
-            taskArn: arn,
-            lastStatus: 'PROVISIONING',
-            desiredStatus: 'RUNNING',
-            taskDefinitionArn: td.taskDefinitionArn,
-          },
-        ],
-        failures: [],
-      };
+      const task = { ...record(''), stopped: neverStarts };
+      this.tasks.set(arn, task);
+      if (this.profile.name === 'realistic') {
+        task.timeline = await this.timeline(image);
+        task.stoppedAt = task.timeline.pendingAt;
+      }
+      return answer;
     }
-    const image = td.containerDefinitions![0]!.image!;
     await this.opts.ensureImage?.(image);
     const container = await this.opts.docker.createContainer({
       Image: image,
@@ -303,30 +437,63 @@ export class FakeEcs {
       },
     });
     await container.start();
-    this.tasks.set(arn, {
-      arn,
-      container: container.id,
-      taskDefinitionArn: td.taskDefinitionArn!,
-      tags,
-      ...(input.startedBy ? { startedBy: input.startedBy } : {}),
-      describeRounds: 0,
-    });
+    const task = record(container.id);
+    if (this.profile.name === 'realistic') task.timeline = await this.timeline(image);
+    this.tasks.set(arn, task);
+    return answer;
+  }
+
+  /** Realistic: when a task started now becomes visible, PENDING (pulling), RUNNING, exec-ready. */
+  private async timeline(image: string): Promise<NonNullable<FakeTask['timeline']>> {
+    const now = Date.now();
+    const bytes = (await this.opts.imageBytes?.(image)) ?? 0;
+    const pendingAt = now + this.profile.between(...REALISTIC.provisioningMs);
+    const runningAt = pendingAt + (bytes / REALISTIC.pullBytesPerSecond) * 1000 * this.profile.scale;
     return {
-      tasks: [
-        { taskArn: arn, lastStatus: 'PROVISIONING', desiredStatus: 'RUNNING', taskDefinitionArn: td.taskDefinitionArn },
-      ],
-      failures: [],
+      visibleAt: now + this.profile.between(...REALISTIC.missingMs),
+      pendingAt,
+      runningAt,
+      agentAt: runningAt + this.profile.between(...REALISTIC.agentMs),
     };
+  }
+
+  /** Does ECS show the task yet (DescribeTasks' MISSING lag after RunTask)? */
+  private visible(task: FakeTask): boolean {
+    return this.profile.name === 'realistic' ? Date.now() >= task.timeline!.visibleAt : task.hiddenRounds === 0;
+  }
+
+  private visibleTask(arn: string): FakeTask | undefined {
+    const task = this.tasks.get(arn);
+    return task && this.visible(task) ? task : undefined;
+  }
+
+  /** Realistic: a call of `api` during one of its throttling bursts (or starting one) is throttled. */
+  private throttle(api: 'RunTask' | 'DescribeTasks' | 'ExecuteCommand'): void {
+    if (this.profile.name !== 'realistic') return;
+    const now = Date.now();
+    if ((this.throttledUntil.get(api) ?? 0) <= now) {
+      if (!this.profile.chance(REALISTIC.throttleChance)) return;
+      this.throttledUntil.set(api, now + this.profile.between(...REALISTIC.throttleBurstMs));
+    }
+    this.stats.throttled++;
+    throw ecsError('ThrottlingException', 'Rate exceeded');
   }
 
   private async describeTasks(
     arns: string[],
   ): Promise<{ tasks: Task[]; failures: Array<{ arn: string; reason: string }> }> {
+    this.throttle('DescribeTasks');
+    const realistic = this.profile.name === 'realistic';
+    // Realistic: the answer is the state as of a moment ago.
+    const at = realistic ? Date.now() - this.profile.between(...REALISTIC.describeLagMs) : Date.now();
     const tasks: Task[] = [];
     const failures: Array<{ arn: string; reason: string }> = [];
     for (const arn of arns) {
       const t = this.tasks.get(arn);
-      if (!t) {
+      const hidden = t !== undefined && (realistic ? at < t.timeline!.visibleAt : t.hiddenRounds > 0);
+      if (!t || hidden) {
+        if (t && !realistic) t.hiddenRounds--;
+        if (t) this.stats.missingAnswers++;
         failures.push({ arn, reason: 'MISSING' });
         continue;
       }
@@ -340,18 +507,39 @@ export class FakeEcs {
             (i) => i.State,
             () => undefined,
           );
-        if (!state?.Running) t.stopped = 'Essential container in task exited';
-        else running = true;
+        if (!state?.Running) {
+          t.stopped = 'Essential container in task exited';
+          t.stoppedAt = Date.now();
+        } else running = true;
       }
-      const starting = running && t.describeRounds <= this.startRounds;
-      const lastStatus = t.stopped ? 'STOPPED' : starting ? 'PENDING' : 'RUNNING';
-      const agent = t.stopped ? 'STOPPED' : !starting && !this.agentNeverReady ? 'RUNNING' : 'PENDING';
+      let lastStatus: string;
+      let agent: string;
+      const stopped = t.stopped !== undefined && (!realistic || at >= (t.stoppedAt ?? 0));
+      if (realistic) {
+        const tl = t.timeline!;
+        lastStatus = stopped
+          ? 'STOPPED'
+          : at < tl.pendingAt
+            ? 'PROVISIONING'
+            : at < tl.runningAt
+              ? 'PENDING'
+              : 'RUNNING';
+        agent = stopped
+          ? 'STOPPED'
+          : lastStatus === 'RUNNING' && at >= tl.agentAt && !this.agentNeverReady
+            ? 'RUNNING'
+            : 'PENDING';
+      } else {
+        const starting = running && t.describeRounds <= this.startRounds;
+        lastStatus = stopped ? 'STOPPED' : starting ? 'PENDING' : 'RUNNING';
+        agent = stopped ? 'STOPPED' : !starting && !this.agentNeverReady ? 'RUNNING' : 'PENDING';
+      }
       tasks.push({
         taskArn: arn,
         lastStatus,
-        desiredStatus: t.stopped ? 'STOPPED' : 'RUNNING',
+        desiredStatus: stopped ? 'STOPPED' : 'RUNNING',
         taskDefinitionArn: t.taskDefinitionArn,
-        ...(t.stopped ? { stoppedReason: t.stopped } : {}),
+        ...(stopped ? { stoppedReason: t.stopped } : {}),
         tags: Object.entries(t.tags).map(([key, value]) => ({ key, value })),
         containers: [
           { name: 'workspace', lastStatus, managedAgents: [{ name: 'ExecuteCommandAgent', lastStatus: agent }] },

@@ -40,7 +40,10 @@ export interface EcsBackendOptions {
   securityGroups: string[];
   /** Task definition (ARN or family[:revision]) of fresh workspaces: the base image. */
   baseTaskDefinition: string;
-  /** This provider's owner id: `startedBy` and the owner tag of everything it creates. */
+  /**
+   * This provider's owner id: `startedBy` and the owner tag of everything it creates, so at most 36
+   * letters, digits, '-' or '_' (ECS's startedBy rule and our name rule; checked at construction).
+   */
   owner: string;
   /** Bundles and directories into tasks, cache layers out of them (presigned URLs). */
   blobs: BlobStore;
@@ -207,12 +210,14 @@ export class EcsBackend implements WorkspaceBackend {
       await bestEffort(this.tasks.stop(taskArn, reason), this.log, 'stopping a warm task given back');
     };
     try {
-      const [view] = await this.tasks.describe([taskArn]);
-      if (view?.phase !== 'ready') {
+      // The pool saw it ready: MISSING now is ECS lagging, not a task gone (waited out for the grace period).
+      this.tasks.expectVisible(taskArn);
+      const view = await this.tasks.waitVisible(taskArn);
+      if (view.phase !== 'ready') {
         this.log.warn('claimed warm task is not running; starting a new task', {
           cacheKey,
           taskArn,
-          status: view?.lastStatus ?? 'unknown',
+          status: view.lastStatus,
         });
         await giveBack('warm task not ready when claimed');
         return undefined;

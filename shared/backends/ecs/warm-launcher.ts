@@ -26,8 +26,10 @@ export class EcsWarmLauncher implements WarmLauncher {
     });
   }
 
-  async probe(taskArns: string[]): Promise<{ ready: string[]; gone: string[] }> {
-    const views = await this.tasks.describe(taskArns);
+  /** A task ECS does not show yet (MISSING) within the grace period after `knownAt` is neither ready nor gone. */
+  async probe(tasks: ReadonlyArray<{ taskArn: string; knownAt: Date }>): Promise<{ ready: string[]; gone: string[] }> {
+    for (const t of tasks) this.tasks.expectVisible(t.taskArn, t.knownAt.getTime());
+    const views = await this.tasks.describe(tasks.map((t) => t.taskArn));
     return {
       ready: views.filter((v) => v.phase === 'ready').map((v) => v.taskArn),
       gone: views.filter((v) => v.phase === 'stopped').map((v) => v.taskArn),

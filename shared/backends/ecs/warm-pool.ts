@@ -16,8 +16,12 @@ export interface WarmLauncher {
    * can still be found and stopped by a reaper); returns the task ARN (the task may still be starting).
    */
   launch(cacheKey: string, taskDefinitionArn: string, warmTaskId: string): Promise<string>;
-  /** Which of these tasks are ready (RUNNING + exec agent RUNNING), which are gone (STOPPED/unknown). */
-  probe(taskArns: string[]): Promise<{ ready: string[]; gone: string[] }>;
+  /**
+   * Which of these tasks are ready (RUNNING + exec agent RUNNING), which are gone (STOPPED/unknown).
+   * `knownAt`: when the pool last knew the task existed (its ARN recorded, or seen ready) — ECS may
+   * not show a task it has just started, and such a task is not gone.
+   */
+  probe(tasks: ReadonlyArray<{ taskArn: string; knownAt: Date }>): Promise<{ ready: string[]; gone: string[] }>;
   /** StopTask; a task that is already stopped or unknown is not an error. */
   stop(taskArn: string, reason: string): Promise<void>;
 }
@@ -225,8 +229,9 @@ export class WarmPool {
     const kept: WarmTaskRecord[] = [];
     const nowMs = this.now().getTime();
     const probed = records.filter((r) => UNCLAIMED.includes(r.status) && r.taskArn !== undefined);
+    // updatedAt: when the ARN was recorded ('starting') or the task was seen ready ('ready').
     const { ready, gone } = probed.length
-      ? await this.launcher.probe(probed.map((r) => r.taskArn as string))
+      ? await this.launcher.probe(probed.map((r) => ({ taskArn: r.taskArn as string, knownAt: new Date(r.updatedAt) })))
       : { ready: [], gone: [] };
 
     for (const r of records) {

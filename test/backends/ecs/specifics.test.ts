@@ -1,9 +1,10 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import { ExecuteCommandCommand, RunTaskCommand, StopTaskCommand } from '@aws-sdk/client-ecs';
+import { ExecuteCommandCommand, ListTasksCommand, RunTaskCommand, StopTaskCommand } from '@aws-sdk/client-ecs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EcsBackend } from '../../../shared/backends/ecs/index.js';
+import { BadRequestError } from '../../../shared/contract/errors.js';
 import type { BackendRef, SnapshotRef } from '../../../shared/contract/workspace.js';
 import { newId, useBackendFixture } from '../../support/backend-fixture.js';
 import { DOCKER_SOCKET, dockerUnavailable } from '../../support/docker-daemon.js';
@@ -60,6 +61,8 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     fake.failRunTask = [];
     fake.failTaskStart = [];
     fake.agentNeverReady = false;
+    fake.missingRounds = 0;
+    fake.loseRunTaskResponses = 0;
   });
 
   describe('request shapes', () => {
@@ -267,6 +270,65 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       await fx.backend.destroy(ref);
       await fx.backend.destroy(ref);
       expect((await fx.backend.listResources()).map((r) => r.workspaceId)).not.toContain(ref.workspaceId);
+    });
+  });
+
+  // Issue 11: ECS as it really behaves — and the fake refusing what ECS refuses.
+  describe('ECS as it really behaves', () => {
+    it('a new task ECS does not show yet (DescribeTasks MISSING right after RunTask) is waited for, not taken as stopped', async () => {
+      h().fake.missingRounds = 2;
+      const before = h().fake.stats.missingAnswers;
+      const ref = await fx.create();
+      expect(h().fake.stats.missingAnswers - before).toBe(2);
+      expect((await fx.run(ref, ['echo', 'visible now'])).stdout).toBe('visible now\n');
+    });
+
+    it('listResources finds the tasks by ListTasks with startedBy as its only filter (ECS refuses startedBy + desiredStatus)', async () => {
+      await expect(
+        h().fake.client.send(
+          new ListTasksCommand({ cluster: ECS_CLUSTER, startedBy: h().owner, desiredStatus: 'RUNNING' }),
+        ),
+      ).rejects.toMatchObject({ name: 'InvalidParameterException' });
+      const ref = await fx.create();
+      const before = h().fake.mock.commandCalls(ListTasksCommand).length;
+      expect((await fx.backend.listResources()).map((r) => r.workspaceId)).toContain(ref.workspaceId);
+      for (const call of h().fake.mock.commandCalls(ListTasksCommand).slice(before))
+        expect(call.args[0].input).toEqual({ cluster: ECS_CLUSTER, startedBy: h().owner });
+    });
+
+    it('a RunTask whose answer is lost is retried with the same clientToken: one task, no billed duplicate', async () => {
+      h().fake.loseRunTaskResponses = 1;
+      const tasksBefore = new Set(h().fake.tasks.keys());
+      const callsBefore = runTaskCalls().length;
+      const ref = await fx.create();
+      const calls = runTaskCalls().slice(callsBefore);
+      expect(calls).toHaveLength(2);
+      expect(calls[1]!.args[0].input.clientToken).toBe(calls[0]!.args[0].input.clientToken);
+      const started = [...h().fake.tasks.keys()].filter((arn) => !tasksBefore.has(arn));
+      expect(started).toEqual([taskArn(ref)]);
+      // ECS's side of the contract: the token with other parameters is a conflict, never a second task.
+      await expect(
+        h().fake.client.send(
+          new RunTaskCommand({ ...calls[0]!.args[0].input, taskDefinition: `${h().options.baseTaskDefinition}-other` }),
+        ),
+      ).rejects.toMatchObject({ name: 'ConflictException' });
+    });
+
+    it('an owner id ECS would not take as startedBy is refused when the backend is built, and by the fake ECS', async () => {
+      for (const owner of ['wsp.with.dots', `wsp-${'0'.repeat(33)}`]) {
+        expect(() => new EcsBackend({ ...h().options, owner })).toThrow(BadRequestError);
+        expect(() => new EcsBackend({ ...h().options, owner })).toThrow(/cannot be the ECS startedBy/);
+      }
+      await expect(
+        h().fake.client.send(
+          new RunTaskCommand({
+            cluster: ECS_CLUSTER,
+            taskDefinition: h().options.baseTaskDefinition,
+            startedBy: 'wsp.with.dots',
+            enableExecuteCommand: true,
+          }),
+        ),
+      ).rejects.toMatchObject({ name: 'InvalidParameterException' });
     });
   });
 

@@ -42,7 +42,12 @@ class FakeLauncher implements WarmLauncher {
     return taskArn;
   }
 
-  async probe(taskArns: string[]): Promise<{ ready: string[]; gone: string[] }> {
+  /** Every probe's tasks with the times the pool gave for them. */
+  readonly probes: { taskArn: string; knownAt: Date }[][] = [];
+
+  async probe(tasks: ReadonlyArray<{ taskArn: string; knownAt: Date }>): Promise<{ ready: string[]; gone: string[] }> {
+    this.probes.push([...tasks]);
+    const taskArns = tasks.map((t) => t.taskArn);
     return {
       ready: taskArns.filter((arn) => this.tasks.get(arn) === 'ready'),
       gone: taskArns.filter((arn) => (this.tasks.get(arn) ?? 'gone') === 'gone'),
@@ -128,6 +133,19 @@ function warmPoolSuite(name: string, startEndpoint: () => Promise<Endpoint>): vo
       expect(await pool.claim('k1', 'ws-2')).toBeUndefined();
       expect(await pool.claim('other-key', 'ws-2')).toBeUndefined();
       expect(await store.getWarmTask('k1', claimed?.id as string)).toEqual(claimed);
+    });
+
+    it('probes each task with when the pool last knew it existed (ARN recorded, then seen ready)', async () => {
+      await pool.replenish('k1', TD1, 1);
+      const [launched] = await records();
+      await pool.replenish('k1', TD1, 1);
+      expect(launcher.probes.at(-1)).toEqual([{ taskArn: launched!.taskArn, knownAt: new Date(launched!.updatedAt) }]);
+      launcher.makeReady();
+      await pool.replenish('k1', TD1, 1);
+      const [ready] = await records();
+      expect(ready!.status).toBe('ready');
+      await pool.replenish('k1', TD1, 1);
+      expect(launcher.probes.at(-1)).toEqual([{ taskArn: ready!.taskArn, knownAt: new Date(ready!.updatedAt) }]);
     });
 
     it('gives 3 ready tasks to exactly 3 of 10 concurrent claimers', async () => {
