@@ -17,11 +17,6 @@ const config: KnipConfig = {
   ignoreExportsUsedInFile: { interface: true, type: true },
   // Host tools the tests and benches run (Debian packages .ci/run installs), not npm packages.
   ignoreBinaries: ['bwrap', 'java', 'nsenter', 'script', 'setpriv'],
-  // TEMPORARY, while the Fargate backend is being changed on other branches (issue 11): its unused exports
-  // are not reported. Remove this block once they are cleaned up.
-  ignoreIssues: {
-    'shared/backends/ecs/**': ['exports', 'types'],
-  },
 };
 
 export default config;

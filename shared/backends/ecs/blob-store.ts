@@ -93,7 +93,7 @@ const KEY_CHARS = /^[A-Za-z0-9._/-]+$/;
  * Key rules (for keys and the store prefix): characters [A-Za-z0-9._/-] only, no '..', no leading
  * '/', no '//' — so a key can never climb out of the prefix or be read two ways. Throws BadRequestError.
  */
-export function validateBlobKey(key: string, what = 'blob key'): void {
+function validateBlobKey(key: string, what = 'blob key'): void {
   if (key.length === 0 || key.length > 900)
     throw new BadRequestError(`${what} must be 1..900 characters`, { field: what });
   if (!KEY_CHARS.test(key)) throw new BadRequestError(`${what} may contain only A-Z a-z 0-9 . _ / -`, { field: what });
@@ -406,7 +406,7 @@ export class S3BlobStore implements BlobStore {
 }
 
 /** NoSuchKey / 404 → NotFoundError('blob', key); anything else → BackendUnavailableError naming S3's code. */
-export function mapS3Error(op: string, key: string, err: unknown): WspError {
+function mapS3Error(op: string, key: string, err: unknown): WspError {
   if (err instanceof WspError) return err;
   const e = err as { name?: unknown; Code?: unknown; $metadata?: { httpStatusCode?: number } } | undefined;
   const code = typeof e?.Code === 'string' ? e.Code : typeof e?.name === 'string' ? e.name : 'UnknownError';

@@ -29,7 +29,7 @@ const KILL_SETTLE_MS = 5_000;
  * Stdin up to this size travels in the start request itself (through the PTY, ~0.4 MB/s after base64);
  * larger stdin goes through S3 like any other bytes (a presigned GET by the runner's curl).
  */
-export const STDIN_INLINE_MAX_BYTES = 64 * 1024;
+const STDIN_INLINE_MAX_BYTES = 64 * 1024;
 
 /** Moves a big stdin in through the blob store: returns the URL for `fetch-url`, and how to clean up. */
 export type StdinCarrier = (commandId: string, stdin: Buffer) => Promise<{ url: string; done: () => Promise<void> }>;

@@ -15,7 +15,7 @@ import type { BlobStore } from './blob-store.js';
  */
 
 const MiB = 1024 * 1024;
-export const S3_MIN_PART_BYTES = 5 * MiB;
+const S3_MIN_PART_BYTES = 5 * MiB;
 const S3_MAX_PART_BYTES = 5 * 1024 * MiB;
 const S3_MAX_PARTS = 10_000;
 /** Parts per runner request, and bytes: a batch's URLs are presigned just before it runs. */

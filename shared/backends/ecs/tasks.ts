@@ -27,7 +27,7 @@ import { defaultRetryPolicy, isRetryable, withRetry, type RetryPolicy } from './
 const STARTED_BY = /^[A-Za-z0-9/_-]{1,36}$/;
 
 /** Returns `value` if ECS accepts it as `startedBy`; else BadRequestError saying why (at construction, not at the first RunTask). */
-export function checkStartedBy(value: string): string {
+function checkStartedBy(value: string): string {
   if (!STARTED_BY.test(value)) {
     throw new BadRequestError(
       `owner id '${value.slice(0, 64)}' cannot be the ECS startedBy of its tasks: ECS takes 1-36 letters, digits, '-', '_' or '/' (an instance id is 'wsp-' + 16 hex digits)`,

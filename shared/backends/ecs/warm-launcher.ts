@@ -3,7 +3,7 @@ import { TAG } from './guest.js';
 import type { EcsTasks } from './tasks.js';
 
 /** Tags of pool tasks: no workspace tag until a claim (listResources leaves them to the pool). */
-export const WARM_TAG = { cacheKey: 'wsp:warm-cache-key', id: 'wsp:warm-id' } as const;
+const WARM_TAG = { cacheKey: 'wsp:warm-cache-key', id: 'wsp:warm-id' } as const;
 
 /**
  * The warm pool's way to ECS: RunTask of the cache image's task definition tagged with the pool's

@@ -18,11 +18,6 @@ export function basicAuth(username: string, password: string): RegistryAuth {
   return { header: async () => value };
 }
 
-/** Basic with a ready `base64(user:password)` token (what ECR's GetAuthorizationToken returns). */
-export function basicTokenAuth(token: string): RegistryAuth {
-  return { header: async () => `Basic ${token}` };
-}
-
 /** Parses `Bearer realm="…",service="…",scope="…"` (undefined if not a Bearer challenge). */
 export function parseBearerChallenge(challenge: string | null): Record<string, string> | undefined {
   const m = challenge?.match(/^\s*Bearer\s+(.*)$/i);

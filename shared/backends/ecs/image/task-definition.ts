@@ -74,7 +74,7 @@ function pickContainer(def: TaskDefinition, wanted: string | undefined): string 
 }
 
 /** The RegisterTaskDefinition input for a cache revision of `base` (pure; exported for tests). */
-export function cacheTaskDefinitionRequest(
+function cacheTaskDefinitionRequest(
   base: TaskDefinition,
   baseTags: Tag[],
   input: CacheTaskDefinitionInput,

@@ -19,13 +19,13 @@
 import { createHash } from 'node:crypto';
 import { BackendUnavailableError } from '../../../contract/errors.js';
 
-export const HEADER_LENGTH = 116;
+const HEADER_LENGTH = 116;
 /** Bytes before the payload: the header plus the 4-byte PayloadLength field. */
-export const PAYLOAD_OFFSET = HEADER_LENGTH + 4;
+const PAYLOAD_OFFSET = HEADER_LENGTH + 4;
 const MESSAGE_TYPE_LENGTH = 32;
 
 /** Field offsets, exported so tests and debugging tools can name them. */
-export const OFFSETS = {
+const OFFSETS = {
   headerLength: 0,
   messageType: 4,
   schemaVersion: 36,
@@ -66,10 +66,6 @@ export const PayloadType = {
   ExitCode: 12,
 } as const;
 
-/** Flag bits. */
-export const FLAG_SYN = 1;
-export const FLAG_FIN = 2;
-
 export interface ClientMessage {
   messageType: string;
   schemaVersion: number;
@@ -95,14 +91,14 @@ function sha256(data: Buffer): Buffer {
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** UUID text → 16 wire bytes (halves swapped). Throws BackendUnavailableError on malformed text. */
-export function uuidToWire(id: string): Buffer {
+function uuidToWire(id: string): Buffer {
   if (!UUID_RE.test(id)) throw protocolError(`message id is not a UUID: '${id}'`);
   const raw = Buffer.from(id.replace(/-/g, ''), 'hex');
   return Buffer.concat([raw.subarray(8, 16), raw.subarray(0, 8)]);
 }
 
 /** 16 wire bytes (halves swapped) → canonical UUID text. */
-export function uuidFromWire(wire: Buffer): string {
+function uuidFromWire(wire: Buffer): string {
   const raw = Buffer.concat([wire.subarray(8, 16), wire.subarray(0, 8)]).toString('hex');
   return `${raw.slice(0, 8)}-${raw.slice(8, 12)}-${raw.slice(12, 16)}-${raw.slice(16, 20)}-${raw.slice(20)}`;
 }

@@ -10,7 +10,7 @@ import { MessageType, PayloadType, type ClientMessage } from './codec.js';
 export const CLIENT_VERSION = '1.2.0.0';
 
 /** ActionStatus values of a processed handshake action. */
-export const ActionStatus = { Success: 1, Failed: 2, Unsupported: 3 } as const;
+const ActionStatus = { Success: 1, Failed: 2, Unsupported: 3 } as const;
 
 export interface TokenFrameInput {
   /** `session.tokenValue` from ECS `ExecuteCommand`. Secret: never log the returned text. */
@@ -150,12 +150,7 @@ export function requestedSessionType(req: HandshakeRequest): string | undefined 
 }
 
 /** Session types the Go plugin accepts in the SessionType action (`ProcessSessionTypeHandshakeAction`). */
-export const KNOWN_SESSION_TYPES = [
-  'Standard_Stream',
-  'InteractiveCommands',
-  'NonInteractiveCommands',
-  'Port',
-] as const;
+const KNOWN_SESSION_TYPES = ['Standard_Stream', 'InteractiveCommands', 'NonInteractiveCommands', 'Port'] as const;
 
 /**
  * HandshakeResponse payload (payload type 6), shaped like the Go plugin's `handleHandshakeRequest`
@@ -192,22 +187,6 @@ export function buildHandshakeResponse(req: HandshakeRequest, clientVersion: str
       Errors: errors.length ? errors : null,
     }),
   );
-}
-
-export interface HandshakeComplete {
-  /** Go time.Duration: nanoseconds. */
-  HandshakeTimeToComplete: number;
-  /** Text the plugin prints to the user, e.g. a KMS notice; usually empty. */
-  CustomerMessage: string;
-}
-
-/** Parse the agent's HandshakeComplete (payload type 7); tolerant, its content is informational. */
-export function parseHandshakeComplete(payload: Buffer): HandshakeComplete {
-  const v = lenientRecord(payload);
-  return {
-    HandshakeTimeToComplete: typeof v.HandshakeTimeToComplete === 'number' ? v.HandshakeTimeToComplete : 0,
-    CustomerMessage: typeof v.CustomerMessage === 'string' ? v.CustomerMessage : '',
-  };
 }
 
 /** Terminal size payload (payload type 3). */

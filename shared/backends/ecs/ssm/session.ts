@@ -62,7 +62,7 @@ import { silentLogger, type Logger } from '../../../log.js';
 import { realTimers, type SsmTimers, type SsmTransport } from './transport.js';
 
 /** Bytes per keystroke frame, as the plugin reads stdin (`StdinBufferLimit`). */
-export const MAX_INPUT_FRAME_BYTES = 1024;
+const MAX_INPUT_FRAME_BYTES = 1024;
 /** The PTY's end-of-file character (VEOF, Ctrl-D). */
 const EOF_CHAR = 0x04;
 

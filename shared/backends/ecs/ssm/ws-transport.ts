@@ -9,7 +9,7 @@ import type { SsmTransport } from './transport.js';
 
 const KEEPALIVE = Buffer.from('keepalive');
 
-export function wrapWebSocket(ws: WebSocket): SsmTransport {
+function wrapWebSocket(ws: WebSocket): SsmTransport {
   let closeHandler: ((err?: Error) => void) | undefined;
   let closeError: Error | undefined;
   let closedFired = false;
