@@ -1,13 +1,4 @@
-import {
-  Annotations,
-  CfnOutput,
-  CfnParameter,
-  Duration,
-  Stack,
-  Token,
-  Validations,
-  type StackProps,
-} from 'aws-cdk-lib';
+import { CfnOutput, CfnParameter, Duration, Stack, Token, Validations, type StackProps } from 'aws-cdk-lib';
 import { Table } from 'aws-cdk-lib/aws-dynamodb';
 import { Repository } from 'aws-cdk-lib/aws-ecr';
 import { Rule, Schedule } from 'aws-cdk-lib/aws-events';
@@ -21,6 +12,7 @@ import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { BadRequestError } from '../../shared/contract/errors.js';
 import { GIT_LAYER_EXEC_PATH, type StageConfig } from '../config.js';
+import { GitLayer } from '../constructs/git-layer.js';
 import { stateNames } from '../names.js';
 import { TABLE_SHAPE } from '../../shared/state/table.js';
 import { WspHttpApi } from '../constructs/http-api.js';
@@ -45,7 +37,6 @@ export const HANDLER_ENTRIES = {
 } as const;
 
 /** Id of the synth warning given when the stage has no git layer for the provisioner. */
-export const GIT_LAYER_MISSING_WARNING = 'wsp:provisioner-git-layer-missing';
 
 /** Share of the 4 KB Lambda environment the provider config (WSP_CONFIG_JSON) may take. */
 export const MAX_PROVIDER_CONFIG_CHARS = 2800;
@@ -116,7 +107,8 @@ export class StatelessStack extends Stack {
     });
     for (const secret of props.gitSecrets) secret.grantRead(this.provisionerRole);
 
-    // The Lambda runtime has no git; the provisioner runs it from a layer (docs/deploy.md builds one).
+    // The Lambda runtime has no git; the provisioner runs it from a layer: the one this stack builds
+    // (GitLayer, at deploy), or a prebuilt one given as provisioner.gitLayerArn.
     const gitLayerArn = stage.provisioner.gitLayerArn;
     // Lambda attaches layers of the function's own region only; say so at synth, not at deploy.
     const layerRegion = gitLayerArn?.split(':')[3];
@@ -125,12 +117,10 @@ export class StatelessStack extends Stack {
         `provisioner.gitLayerArn is in ${layerRegion}, the stack in ${this.region}: publish the git layer in ${this.region}`,
       );
     }
-    if (gitLayerArn === undefined) {
-      Annotations.of(this).addWarningV2(
-        GIT_LAYER_MISSING_WARNING,
-        'No provisioner.gitLayerArn (-c gitLayerArn=…): the Lambda runtime has no git, so provisioning workspaces will fail until a git layer is given (docs/deploy.md).',
-      );
-    }
+    const gitLayer =
+      gitLayerArn === undefined
+        ? new GitLayer(this, 'Git').layer
+        : LayerVersion.fromLayerVersionArn(this, 'GitLayer', gitLayerArn);
     const worker = new WspFunction(this, 'Worker', {
       entry: HANDLER_ENTRIES.worker,
       description: 'Provisioning jobs (async-invoked by the api function)',
@@ -141,8 +131,8 @@ export class StatelessStack extends Stack {
       logRetention,
       // git finds its helpers (git-remote-https, …) through GIT_EXEC_PATH; /opt/bin is already on
       // Lambda's PATH and /opt/lib on its LD_LIBRARY_PATH.
-      environment: gitLayerArn === undefined ? common : { ...common, GIT_EXEC_PATH: GIT_LAYER_EXEC_PATH },
-      layers: gitLayerArn === undefined ? [] : [LayerVersion.fromLayerVersionArn(this, 'GitLayer', gitLayerArn)],
+      environment: { ...common, GIT_EXEC_PATH: GIT_LAYER_EXEC_PATH },
+      layers: [gitLayer],
       deadLetterQueue: failures,
     })
       .bindTable(table)

@@ -3,7 +3,6 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { GIT_LAYER_EXEC_PATH } from '../../infra/config.js';
 import { WORKSPACE_CONTAINER } from '../../infra/constructs/workspace-compute.js';
 import { BUCKET_PREFIXES } from '../../infra/stacks/stateful-stack.js';
-import { GIT_LAYER_MISSING_WARNING } from '../../infra/stacks/stateless-stack.js';
 import {
   actionCovers,
   actionsOf,
@@ -388,16 +387,16 @@ describe('git for the provisioner', () => {
     ).toThrow(/gitLayerArn is in us-east-1, the stack in eu-west-1/);
   });
 
-  it('without a layer the worker has none and the stateless stack carries a warning that provisioning will fail', () => {
-    const worker = plain.template.built.stateless.functions.worker;
-    expect(fnProps(plain, worker)['Layers']).toBeUndefined();
-    expect(envOf(plain, worker)['GIT_EXEC_PATH']).toBeUndefined();
-    const warnings = Annotations.fromStack(plain.template.built.stateless).findWarning(
-      '*',
-      Match.stringLikeRegexp('provisioning workspaces will fail until a git layer'),
-    );
-    expect(warnings).toHaveLength(1);
-    expect(JSON.stringify(warnings[0]!.entry.data)).toContain(GIT_LAYER_MISSING_WARNING);
+  it('without a prebuilt layer the stack builds its own (arm64, nodejs22.x) for the worker only, and does not warn', () => {
+    const fns = plain.template.built.stateless.functions;
+    const layers = resourcesOf(plain.template.stateless, 'AWS::Lambda::LayerVersion');
+    expect(layers).toHaveLength(1);
+    const [layerId, layer] = layers[0]!;
+    expect(layer).toMatchObject({ CompatibleArchitectures: ['arm64'], CompatibleRuntimes: ['nodejs22.x'] });
+    expect(fnProps(plain, fns.worker)['Layers']).toEqual([{ Ref: layerId }]);
+    expect(envOf(plain, fns.worker)['GIT_EXEC_PATH']).toBe(GIT_LAYER_EXEC_PATH);
+    for (const fn of [fns.api, fns.janitor, fns.taskEvents]) expect(fnProps(plain, fn)['Layers']).toBeUndefined();
+    expect(Annotations.fromStack(plain.template.built.stateless).findWarning('*', Match.anyValue())).toEqual([]);
   });
 });
 

@@ -1,3 +1,4 @@
+import { DOCKER_BUNDLING_CONTEXT } from '../../infra/constructs/git-layer.js';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -36,6 +37,8 @@ describe('cdk synth (offline)', () => {
         nag: true,
         outdir,
         overrides: { apiAuth: 'bearer', gitSecrets: ['wsp/git/token'] },
+        // The git layer is built in Docker (Amazon Linux, arm64) by cdk deploy; offline it is not.
+        context: { [DOCKER_BUNDLING_CONTEXT]: false },
       });
       const assembly = built.app.synth();
       const manifest = JSON.parse(fs.readFileSync(path.join(assembly.directory, 'manifest.json'), 'utf8')) as Manifest;
