@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import { DescribeTaskDefinitionCommand, ListTaskDefinitionsCommand, type ECSClient } from '@aws-sdk/client-ecs';
 import { BackendUnavailableError } from '../../contract/errors.js';
 import {
@@ -19,7 +20,13 @@ import { TAG, type ImageSnapshot } from './guest.js';
  */
 
 export interface CacheImages {
-  build(input: { name: string; layerTarPath: string; layerKey: string; owner: string }): Promise<ImageSnapshot>;
+  /** `layerTar` opens the uncompressed layer tar (read once, streamed into the registry). */
+  build(input: {
+    name: string;
+    layerTar: () => Promise<Readable>;
+    layerKey: string;
+    owner: string;
+  }): Promise<ImageSnapshot>;
   /** Idempotent: the task definition is deregistered and the image manifest deleted. */
   remove(snapshot: ImageSnapshot): Promise<void>;
   /** This owner's cache snapshots (ACTIVE task-definition revisions tagged as ours). */
@@ -40,8 +47,6 @@ export interface RegistryCacheImagesOptions {
   /** Base task definition (family[:revision] or ARN); cache revisions join its family. */
   baseTaskDefinition: string;
   container: string;
-  /** Scratch for the gzip of a layer. */
-  tmpDir?: string;
 }
 
 const TAG_LAYER = 'wsp:layer-key';
@@ -61,7 +66,12 @@ export class RegistryCacheImages implements CacheImages {
     return this.client;
   }
 
-  async build(input: { name: string; layerTarPath: string; layerKey: string; owner: string }): Promise<ImageSnapshot> {
+  async build(input: {
+    name: string;
+    layerTar: () => Promise<Readable>;
+    layerKey: string;
+    owner: string;
+  }): Promise<ImageSnapshot> {
     const name = checkName('snapshot name', input.name);
     const client = await this.registry();
     // A multi-platform base: the image of the platform the task definition runs on.
@@ -73,10 +83,9 @@ export class RegistryCacheImages implements CacheImages {
       platform,
       targetRepository: this.o.cacheRepository,
       targetTag: `cache-${name}`.slice(0, 128),
-      layerTarPath: input.layerTarPath,
+      layerTar: input.layerTar,
       history: `wsp cache snapshot ${name}`,
       labels: { [TAG.snapshot]: name, [TAG.owner]: input.owner },
-      ...(this.o.tmpDir ? { tmpDir: this.o.tmpDir } : {}),
     });
     const taskDefinitionArn = await registerCacheTaskDefinition(this.o.ecs, {
       baseTaskDefinition: this.o.baseTaskDefinition,

@@ -73,7 +73,6 @@ export function createEcsBackendFromConfig(config: ProviderConfig, ctx: EcsFacto
     cacheRepository: repository,
     baseTaskDefinition: common.baseTaskDefinition,
     container: common.container,
-    tmpDir: scratchDir,
   });
   const warmPool =
     e.warmPoolSize > 0 && ctx.warmTasks

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
@@ -129,8 +130,6 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
     const nonce = randomBytes(6).toString('hex');
     const layerKey = `${BLOB.layers}${name}-${nonce}.tar`;
     const guestTar = `${GUEST.tmp}/layer-${nonce}.tar`;
-    await fsp.mkdir(c.scratch, { recursive: true, mode: 0o700 });
-    const local = path.join(c.scratch, `layer-${nonce}.tar`);
     try {
       const packed = (await this.callOut('packing the home', ['pack', this.plan.home, guestTar])).toString().trim();
       if (!/^\d+$/.test(packed))
@@ -147,8 +146,13 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
         runner: (argv) => this.callOut('uploading the cache layer', argv),
         log: c.log,
       });
-      await c.blobs.getToFile(layerKey, local);
-      const snap = await c.images.build({ name, layerTarPath: local, layerKey, owner: c.owner });
+      // Streamed from S3 through gzip into the registry: no copy in the provider's scratch space.
+      const snap = await c.images.build({
+        name,
+        layerTar: async () => Readable.from(await c.blobs.getStream(layerKey)),
+        layerKey,
+        owner: c.owner,
+      });
       c.log.info('snapshot taken', {
         workspaceId: this.workspaceId,
         snapshot: name,
@@ -161,7 +165,6 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
       await bestEffort(c.blobs.delete(layerKey), c.log, 'deleting the layer blob of a failed snapshot');
       throw error;
     } finally {
-      await fsp.rm(local, { force: true });
       await bestEffort(this.call('removing the layer tar', ['remove', guestTar]), c.log, 'removing the layer tar');
     }
   }

@@ -1,9 +1,9 @@
-import fs from 'node:fs';
+import { pipeline, type Readable } from 'node:stream';
+import zlib from 'node:zlib';
 import { appendLayerToConfig } from './image-config.js';
-import { gzipLayer } from './layer-file.js';
 import type { Descriptor, ImageManifest, Platform } from './manifest.js';
 import { DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, gzipLayerTypeFor } from './media-types.js';
-import { sha256Digest } from './digest.js';
+import { HashTap, sha256Digest } from './digest.js';
 import type { RegistryClient } from './registry-client.js';
 
 /**
@@ -19,18 +19,17 @@ export interface AppendLayerInput {
   targetRepository: string;
   targetTag: string;
   /**
-   * An UNCOMPRESSED tar, paths relative to / (e.g. `home/node/...`), owners/modes as they must be in
-   * the image; `.wh.<name>` entries delete base files (OCI whiteouts).
+   * Opens the layer: an UNCOMPRESSED tar, paths relative to / (e.g. `home/node/...`), owners/modes as
+   * they must be in the image; `.wh.<name>` entries delete base files (OCI whiteouts). Read once,
+   * streamed: gzipped and hashed on its way into the registry, never stored (no temp file).
    */
-  layerTarPath: string;
+  layerTar: () => Promise<Readable>;
   /** The history entry's created_by (no secrets: it is readable by anyone who can pull). */
   history?: string;
   /** Merged into the config's Labels. */
   labels?: Record<string, string>;
   /** For a base that is an index / manifest list; default linux/amd64. */
   platform?: Platform;
-  /** Temp dir for the gzip file; default os.tmpdir(). Needs room for the compressed layer. */
-  tmpDir?: string;
   /** gzip level (zlib), default 6. */
   gzipLevel?: number;
   /** Clock for `created`; default now. */
@@ -54,79 +53,75 @@ export interface AppendLayerResult {
 
 /**
  * Appends the layer tar to the base image and tags the result `targetRepository:targetTag`.
- * Steps: fetch base manifest + config (verified) ‖ gzip the tar to a temp file (hashing both);
- * make the base layers present in the target repo (mount, else copy); upload the new layer
- * (one streamed PATCH, as docker push does) and the new config; put the manifest. Streams throughout;
- * the temp file is removed.
+ * Steps: fetch base manifest + config (verified); make the base layers present in the target repo
+ * (mount, else copy); stream the tar through gzip into one PATCH (as docker push does), hashing both
+ * sides on the way, then PUT with the digest known at the end; upload the new config; put the
+ * manifest. Nothing is held in memory or written to disk: the layer's size is bounded by neither.
  * Throws RegistryError (BackendUnavailableError) for registry failures, BadRequestError for bad
  * names or a base without the wanted platform.
  */
 export async function appendLayer(input: AppendLayerInput): Promise<AppendLayerResult> {
   const { client } = input;
-  const [baseResult, layerResult] = await Promise.allSettled([
-    client.getManifest(input.baseRepository, input.baseReference, input.platform ? { platform: input.platform } : {}),
-    gzipLayer(input.layerTarPath, {
-      ...(input.tmpDir ? { tmpDir: input.tmpDir } : {}),
-      ...(input.gzipLevel !== undefined ? { level: input.gzipLevel } : {}),
-    }),
-  ]);
-  if (baseResult.status === 'rejected' || layerResult.status === 'rejected') {
-    if (layerResult.status === 'fulfilled') layerResult.value.remove();
-    throw baseResult.status === 'rejected' ? baseResult.reason : (layerResult as PromiseRejectedResult).reason;
+  const base = await client.getManifest(
+    input.baseRepository,
+    input.baseReference,
+    input.platform ? { platform: input.platform } : {},
+  );
+  const baseConfig = JSON.parse(
+    (await client.getBlobBytes(input.baseRepository, base.manifest.config.digest)).toString('utf8'),
+  ) as unknown;
+
+  if (input.targetRepository !== input.baseRepository) {
+    // Sequential: mounts are cheap, and a fallback copy should not run several big downloads at once.
+    for (const l of base.manifest.layers) await client.copyBlob(input.baseRepository, input.targetRepository, l);
   }
-  const base = baseResult.value;
-  const layer = layerResult.value;
+
+  const layerMediaType = gzipLayerTypeFor(base.mediaType);
+  const tar = new HashTap();
+  const gz = new HashTap();
+  // A failure anywhere (the source, gzip) destroys the chain: the PATCH body errors, the upload is cancelled.
+  const gzipped = pipeline(await input.layerTar(), tar, zlib.createGzip({ level: input.gzipLevel ?? 6 }), gz, () => {});
   try {
-    const baseConfig = JSON.parse(
-      (await client.getBlobBytes(input.baseRepository, base.manifest.config.digest)).toString('utf8'),
-    ) as unknown;
-
-    if (input.targetRepository !== input.baseRepository) {
-      // Sequential: mounts are cheap, and a fallback copy should not run several big downloads at once.
-      for (const l of base.manifest.layers) await client.copyBlob(input.baseRepository, input.targetRepository, l);
-    }
-
-    const layerMediaType = gzipLayerTypeFor(base.mediaType);
-    if (!(await client.blobExists(input.targetRepository, layer.digest))) {
-      await client.uploadBlob(input.targetRepository, layer.digest, fs.createReadStream(layer.path));
-    }
-
-    const config = appendLayerToConfig(baseConfig, {
-      diffId: layer.diffId,
-      created: (input.now ?? (() => new Date()))(),
-      ...(input.history !== undefined ? { createdBy: input.history } : {}),
-      ...(input.labels ? { labels: input.labels } : {}),
-    });
-    const configBytes = Buffer.from(JSON.stringify(config));
-    const configDigest = sha256Digest(configBytes);
-    if (!(await client.blobExists(input.targetRepository, configDigest)))
-      await client.uploadBlob(input.targetRepository, configDigest, configBytes);
-
-    const configMediaType =
-      base.manifest.config.mediaType || (base.mediaType === DOCKER_MANIFEST ? DOCKER_CONFIG : OCI_CONFIG);
-    const newLayer: Descriptor = { mediaType: layerMediaType, digest: layer.digest, size: layer.compressedSize };
-    const manifest: ImageManifest = {
-      schemaVersion: 2,
-      mediaType: base.mediaType,
-      config: { mediaType: configMediaType, digest: configDigest, size: configBytes.length },
-      layers: [...base.manifest.layers, newLayer],
-    };
-    const digest = await client.putManifest(
-      input.targetRepository,
-      input.targetTag,
-      base.mediaType,
-      Buffer.from(JSON.stringify(manifest)),
-    );
-    return {
-      digest,
-      imageRef: `${client.host}/${input.targetRepository}@${digest}`,
-      taggedRef: `${client.host}/${input.targetRepository}:${input.targetTag}`,
-      layerDigest: layer.digest,
-      diffId: layer.diffId,
-      compressedSize: layer.compressedSize,
-      mediaType: base.mediaType,
-    };
-  } finally {
-    layer.remove();
+    await client.uploadBlob(input.targetRepository, () => gz.digest, gzipped);
+  } catch (error) {
+    gzipped.destroy(); // and with it the source (an S3 body holds a socket)
+    throw error;
   }
+  const layer = { digest: gz.digest, diffId: tar.digest, compressedSize: gz.size };
+
+  const config = appendLayerToConfig(baseConfig, {
+    diffId: layer.diffId,
+    created: (input.now ?? (() => new Date()))(),
+    ...(input.history !== undefined ? { createdBy: input.history } : {}),
+    ...(input.labels ? { labels: input.labels } : {}),
+  });
+  const configBytes = Buffer.from(JSON.stringify(config));
+  const configDigest = sha256Digest(configBytes);
+  if (!(await client.blobExists(input.targetRepository, configDigest)))
+    await client.uploadBlob(input.targetRepository, configDigest, configBytes);
+
+  const configMediaType =
+    base.manifest.config.mediaType || (base.mediaType === DOCKER_MANIFEST ? DOCKER_CONFIG : OCI_CONFIG);
+  const newLayer: Descriptor = { mediaType: layerMediaType, digest: layer.digest, size: layer.compressedSize };
+  const manifest: ImageManifest = {
+    schemaVersion: 2,
+    mediaType: base.mediaType,
+    config: { mediaType: configMediaType, digest: configDigest, size: configBytes.length },
+    layers: [...base.manifest.layers, newLayer],
+  };
+  const digest = await client.putManifest(
+    input.targetRepository,
+    input.targetTag,
+    base.mediaType,
+    Buffer.from(JSON.stringify(manifest)),
+  );
+  return {
+    digest,
+    imageRef: `${client.host}/${input.targetRepository}@${digest}`,
+    taggedRef: `${client.host}/${input.targetRepository}:${input.targetTag}`,
+    layerDigest: layer.digest,
+    diffId: layer.diffId,
+    compressedSize: layer.compressedSize,
+    mediaType: base.mediaType,
+  };
 }

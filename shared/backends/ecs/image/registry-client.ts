@@ -282,13 +282,14 @@ export class RegistryClient {
    */
   async uploadBlob(
     repository: string,
-    digest: string,
+    /** The blob's digest, or — for a blob hashed while it streams — a function read once the PATCH is sent. */
+    digestOf: string | (() => string),
     source: Buffer | AsyncIterable<Uint8Array>,
     session?: URL,
   ): Promise<void> {
     assertRepository(repository);
-    assertDigest(digest);
-    const where = `upload ${repository}@${digest}`;
+    if (typeof digestOf === 'string') assertDigest(digestOf);
+    const where = `upload ${repository}@${typeof digestOf === 'string' ? digestOf : '(streamed)'}`;
     let location = session ?? (await this.startUpload(repository));
     try {
       const patch = await this.request(
@@ -302,6 +303,8 @@ export class RegistryClient {
       await patch.body?.cancel();
       const next = patch.headers.get('location');
       if (next) location = new URL(next, location);
+      const digest = typeof digestOf === 'string' ? digestOf : digestOf();
+      assertDigest(digest);
       const done = new URL(location);
       done.searchParams.set('digest', digest);
       const res = await this.request(where, 'PUT', done, { headers: { 'content-length': '0' } }, [201]);

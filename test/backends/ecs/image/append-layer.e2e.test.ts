@@ -85,7 +85,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
         baseReference: 'bookworm',
         targetRepository: 'wsp/cache',
         targetTag: tag,
-        layerTarPath: tarPath,
+        layerTar: async () => fs.createReadStream(tarPath),
         history: 'wsp cache test',
         labels: { 'wsp.cache-key': 'abc123' },
       });
@@ -163,7 +163,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
         baseReference: 'bookworm',
         targetRepository: 'wsp/base',
         targetTag: 'with-marker',
-        layerTarPath: tarPath,
+        layerTar: async () => fs.createReadStream(tarPath),
       });
       const second = await appendLayer({
         client,
@@ -171,7 +171,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
         baseReference: first.digest,
         targetRepository: 'wsp/other',
         targetTag: 'stacked',
-        layerTarPath: tarPath,
+        layerTar: async () => fs.createReadStream(tarPath),
       });
       const manifest = await client.getManifest('wsp/other', 'stacked');
       const base = await client.getManifest('wsp/base', 'bookworm');

@@ -116,9 +116,13 @@ describe.skipIf(registryUnavailable !== undefined)('cache images on a multi-plat
       cacheRepository: 'wsp/cache',
       baseTaskDefinition: BASE_TD,
       container: 'workspace',
-      tmpDir: tmp,
     });
-    const snap = await images.build({ name, layerTarPath: layerTar, layerKey: `layers/${name}.tar`, owner: 'o1' });
+    const snap = await images.build({
+      name,
+      layerTar: async () => fs.createReadStream(layerTar),
+      layerKey: `layers/${name}.tar`,
+      owner: 'o1',
+    });
     const digest = snap.image.slice(snap.image.lastIndexOf('@') + 1);
     const manifest = (await client.getManifest('wsp/cache', digest)).manifest;
     const config = JSON.parse((await client.getBlobBytes('wsp/cache', manifest.config.digest)).toString()) as {

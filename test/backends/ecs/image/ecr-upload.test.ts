@@ -136,8 +136,7 @@ describe('RegistryClient.uploadBlob on ECR', () => {
       baseReference: 'base',
       targetRepository: 'wsp/cache',
       targetTag: 'cache-big',
-      layerTarPath,
-      tmpDir: tmp,
+      layerTar: async () => fs.createReadStream(layerTarPath),
     });
     expect(result.compressedSize).toBeGreaterThan(10 * MiB);
     const stored = (await client.getManifest('wsp/cache', 'cache-big')).manifest;
