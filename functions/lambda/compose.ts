@@ -7,6 +7,7 @@ import type { DefaultWorkspaceService } from '../../shared/service/workspace-ser
 import { ecsBackend, type BackendFactory, type BackendRegistry } from '../compose/backends.js';
 import { composeService } from '../compose/compose.js';
 import { LambdaInvokeDispatcher, type JobHandOff } from './invoke-dispatcher.js';
+import { StepFunctionsHandOff, type StartExecutionClient } from './provision-workflow.js';
 import { readLambdaSettings, type LambdaSettings } from './settings.js';
 import { unavailableBackend } from './unavailable-backend.js';
 import { WorkerWork } from './worker-work.js';
@@ -22,9 +23,11 @@ import { WorkerWork } from './worker-work.js';
  *   backend). Any other mode — or an ecs configuration that is incomplete — gets `unavailableBackend`,
  *   which answers 503 with the reason, and creates are refused up front. Tests inject a backend
  *   through `LambdaOverrides.backend`.
- * - Long work goes to the worker function (WorkerWork) by async invoke: provisioning, and the
- *   operations fetch and reset, whose request waits at most LAMBDA_OPERATION_WAIT_MS for them (the
- *   api function has 29 s, API Gateway 30) and answers 202 with the operation to poll after that.
+ * - Long work (WorkerWork): provisioning starts a Step Functions execution that runs its phases in the
+ *   worker function (provision-workflow.ts; no job is bounded by Lambda's 15 min); the operations
+ *   fetch and reset go to the worker by async invoke, and their request waits at most
+ *   LAMBDA_OPERATION_WAIT_MS for them (the api function has 29 s, API Gateway 30) and answers 202
+ *   with the operation to poll after that.
  */
 
 /** How long an api request waits for a fetch/reset it started before answering 202 (whatever the config says). */
@@ -41,6 +44,11 @@ export interface LambdaOverrides {
   backend?: BackendFactory;
   /** Where jobs go (tests: a hand-off that calls the worker handler). Default: async Lambda invoke. */
   jobs?: JobHandOff;
+  /**
+   * The Step Functions client provisioning is started with (tests: a fake). Without one, provisioning
+   * goes to the worker by async invoke as one job (every phase in one invocation, bounded by its 15 min).
+   */
+  startExecution?: StartExecutionClient;
   log?: Logger;
 }
 
@@ -79,7 +87,10 @@ async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaCon
     },
     backends: overrides.backend ? { [config.mode]: overrides.backend } : LAMBDA_BACKENDS,
     standIn: unavailableBackend,
-    work: () => new WorkerWork(overrides.jobs ?? workerDispatcher(settings, lambda)),
+    work: () =>
+      new WorkerWork(
+        routeJobs(settings, overrides.startExecution, overrides.jobs ?? workerDispatcher(settings, lambda), log),
+      ),
   });
   return {
     settings,
@@ -89,6 +100,21 @@ async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaCon
       await composed.close();
       lambdaClient?.destroy();
     },
+  };
+}
+
+/** Provisioning to the state machine (when this build has a client for it); every other job to `jobs`. */
+function routeJobs(
+  settings: LambdaSettings,
+  sfn: StartExecutionClient | undefined,
+  jobs: JobHandOff,
+  log: Logger,
+): JobHandOff {
+  const arn = settings.provisionStateMachineArn;
+  const workflow = sfn && arn ? new StepFunctionsHandOff(sfn, arn) : undefined;
+  if (arn && !workflow) log.warn('no Step Functions client in this build: provisioning goes to the worker as one job');
+  return {
+    dispatch: (job) => (job.kind === 'provision' && workflow ? workflow : jobs).dispatch(job),
   };
 }
 

@@ -6,8 +6,9 @@ import { lambdaContainer } from './compose.js';
 
 /**
  * The worker (the provisioner: the only role with the git secrets, the only function with git). Jobs
- * arrive from the api function's async invoke and run with `service.runJob`: provisioning
- * (clone/fetch, setup, cache, baseline) and the operations fetch and reset (their outcome is written
+ * run with `service.runJob`: provisioning's phases, invoked one at a time by the provisioning state
+ * machine (`provision-phase`: the answer says what comes next; `provision-failed` when it gave up),
+ * and the operations fetch and reset from the api function's async invoke (their outcome is written
  * on the operation's record, which the api reads). Jobs are idempotent: a re-delivered job for a
  * settled workspace or an ended operation does nothing. Both record their own failure and do not
  * throw; a throw here (e.g. the state store unreachable) lets Lambda retry the async invocation.
@@ -27,13 +28,24 @@ const workspaceId = z.string().regex(/^ws-[0-9a-f]{24}$/);
 const jobSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('provision'), workspaceId }).strict(),
   z
+    .object({ kind: z.literal('provision-phase'), workspaceId, phase: z.enum(['start', 'await-setup', 'finish']) })
+    .strict(),
+  // `error`: the Step Functions error name (States.TaskFailed, TimeoutError, …), bounded.
+  z.object({ kind: z.literal('provision-failed'), workspaceId, error: z.string().max(200) }).strict(),
+  z
     .object({ kind: z.literal('operation'), workspaceId, operationId: z.string().regex(/^op-[0-9a-f]{8,40}$/) })
     .strict(),
 ]);
 
+/** What the worker answers; for a provisioning phase, what comes next (read by the state machine's Choice). */
 export interface WorkerResult {
   ran: boolean;
   reason?: string;
+  /** The workspace is settled (ready or failed): the workflow ends. */
+  done?: boolean;
+  /** The phase to run next, after `waitSeconds`. */
+  next?: string;
+  waitSeconds?: number;
 }
 
 export const handler = middy<unknown, WorkerResult>({ timeoutEarlyInMillis: TIME_MARGIN_MS })
@@ -41,6 +53,8 @@ export const handler = middy<unknown, WorkerResult>({ timeoutEarlyInMillis: TIME
     onError: async (request) => {
       if (request.error?.name !== 'TimeoutError') return; // rethrown by middy: Lambda retries
       const job = jobSchema.safeParse(request.event);
+      // A phase is idempotent: the state machine retries it (and fails the workspace when it gives up).
+      if (job.success && job.data.kind.startsWith('provision-')) return;
       if (job.success) await failTimedOut(job.data);
       request.response = { ran: true, reason: 'timed out' };
     },
@@ -57,9 +71,9 @@ export const handler = middy<unknown, WorkerResult>({ timeoutEarlyInMillis: TIME
     const job: Job = parsed.data;
     const { service } = await lambdaContainer();
     log.info('worker: job started', { job: job.kind, workspaceId: job.workspaceId });
-    await service.runJob(job);
-    log.info('worker: job done', { job: job.kind, workspaceId: job.workspaceId });
-    return { ran: true };
+    const outcome = await service.runJob(job);
+    log.info('worker: job done', { job: job.kind, workspaceId: job.workspaceId, ...(outcome ?? {}) });
+    return { ran: true, ...(outcome ?? {}) };
   });
 
 /**
