@@ -13,10 +13,13 @@ import { lambdaContainer } from './compose.js';
  * settled workspace or an ended operation does nothing. Both record their own failure and do not
  * throw; a throw here (e.g. the state store unreachable) lets Lambda retry the async invocation.
  *
- * Time limit: a Lambda runs at most 15 minutes. When a job is still going `TIME_MARGIN_MS` before
- * the function's timeout, it is failed (a provisioning workspace failed and its compute torn down; an
- * operation failed, its workspace left to the janitor's stuck-reset check) and the invocation ends
- * normally — no retry that would start over, nothing left running for ever.
+ * Time limit: a Lambda runs at most 15 minutes. A provisioning phase is short by design (the setup is
+ * awaited in bounded looks, not in one invocation); one still going `TIME_MARGIN_MS` before the
+ * function's timeout is rethrown as TimeoutError, and the state machine runs the phase again (phases
+ * are idempotent) or, its retries spent, fails the workspace. Any other job still going then is failed
+ * here (a provisioning workspace failed and its compute torn down; an operation failed, its workspace
+ * left to the janitor's stuck-reset check) and the invocation ends normally — no retry that would
+ * start over, nothing left running for ever.
  */
 
 const log = createLogger({ svc: 'wsp-worker' });
