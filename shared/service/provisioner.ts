@@ -158,6 +158,7 @@ export class Provisioner {
     const key = (await this.records.get(id)).cache?.key ?? '';
     let ref = record.backend; // a re-run reuses the compute an earlier run created
     if (!ref) {
+      await this.destroyStrays(id);
       const labels = { 'wsp.workspace': id, 'wsp.owner': this.deps.instanceId, 'wsp.cache-key': key };
       try {
         ref = await this.deps.backend.create(plan, {
@@ -561,6 +562,24 @@ export class Provisioner {
       }),
       this.deps.log,
       'recording the final status of the setup command',
+    );
+  }
+
+  /**
+   * Compute of this workspace that no record names: an earlier run was killed between `create` and
+   * writing its ref (and may have been cut short inside `create`). Destroyed before creating again, so
+   * a re-run never leaves two.
+   */
+  private async destroyStrays(id: string): Promise<void> {
+    await bestEffort(
+      (async () => {
+        for (const res of await this.deps.backend.listResources()) {
+          if (res.workspaceId !== id || res.owner !== this.deps.instanceId) continue;
+          await this.deps.backend.destroy(res.ref);
+        }
+      })(),
+      this.deps.log,
+      'destroying compute an earlier run left unrecorded (the orphan sweep gets it once the workspace settles)',
     );
   }
 

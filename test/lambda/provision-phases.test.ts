@@ -175,7 +175,7 @@ describe('provisioning phases across invocations', () => {
     expect((await record(id)).version).toBe(ready.version);
   });
 
-  it('a start killed after its compute was created is re-run: the compute is reused, and it ends ready', async () => {
+  it('a start killed after its compute was recorded is re-run: the compute is reused, and it ends ready', async () => {
     const d = deployment('echo set > set.txt');
     const id = await create(d);
     trap.at = 'files.putTransferFile'; // the clone's bundle: the worker dies mid-clone
@@ -190,6 +190,19 @@ describe('provisioning phases across invocations', () => {
     const ready = await record(id);
     expect(ready.status).toBe('ready');
     expect(ready.backend).toEqual(ref); // the same compute
+    expect(await computeOf(id)).toBe(1);
+  });
+
+  it('a start killed between creating the compute and recording it leaves no second compute behind', async () => {
+    const d = deployment('echo set > set.txt');
+    const id = await create(d);
+    const { deps } = await lambdaContainer();
+    const ws = await record(id);
+    // What the killed run did: the compute exists, the record does not name it.
+    await deps.backend.create(ws.plan, { workspaceId: id, labels: { 'wsp.workspace': id } });
+    expect(await computeOf(id)).toBe(1);
+    await runToEnd(d, id);
+    expect((await record(id)).status).toBe('ready');
     expect(await computeOf(id)).toBe(1);
   });
 
