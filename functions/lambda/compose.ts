@@ -1,4 +1,5 @@
 import { LambdaClient } from '@aws-sdk/client-lambda';
+import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import type { ProviderConfig } from '../../shared/config/schema.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
 import { createLogger, type Logger } from '../../shared/log.js';
@@ -8,6 +9,7 @@ import { ecsBackend, type BackendFactory, type BackendRegistry } from '../compos
 import { composeService } from '../compose/compose.js';
 import { invocationRemainingMs } from './invocation.js';
 import { LambdaInvokeDispatcher, type JobHandOff } from './invoke-dispatcher.js';
+import { StepFunctionsHandOff, type StartExecutionClient } from './provision-workflow.js';
 import { readLambdaSettings, type LambdaSettings } from './settings.js';
 import { unavailableBackend } from './unavailable-backend.js';
 import { WorkerWork } from './worker-work.js';
@@ -23,9 +25,11 @@ import { WorkerWork } from './worker-work.js';
  *   backend). Any other mode — or an ecs configuration that is incomplete — gets `unavailableBackend`,
  *   which answers 503 with the reason, and creates are refused up front. Tests inject a backend
  *   through `LambdaOverrides.backend`.
- * - Long work goes to the worker function (WorkerWork) by async invoke: provisioning, and the
- *   operations fetch and reset, whose request waits at most LAMBDA_OPERATION_WAIT_MS for them (the
- *   api function has 29 s, API Gateway 30) and answers 202 with the operation to poll after that.
+ * - Long work (WorkerWork): provisioning starts a Step Functions execution that runs its phases in the
+ *   worker function (provision-workflow.ts; no job is bounded by Lambda's 15 min); the operations
+ *   fetch and reset go to the worker by async invoke, and their request waits at most
+ *   LAMBDA_OPERATION_WAIT_MS for them (the api function has 29 s, API Gateway 30) and answers 202
+ *   with the operation to poll after that.
  */
 
 /** How long an api request waits for a fetch/reset it started before answering 202 (whatever the config says). */
@@ -42,6 +46,11 @@ export interface LambdaOverrides {
   backend?: BackendFactory;
   /** Where jobs go (tests: a hand-off that calls the worker handler). Default: async Lambda invoke. */
   jobs?: JobHandOff;
+  /**
+   * The Step Functions client provisioning is started with (tests: a fake). Without one, provisioning
+   * goes to the worker by async invoke as one job (every phase in one invocation, bounded by its 15 min).
+   */
+  startExecution?: StartExecutionClient;
   log?: Logger;
 }
 
@@ -82,7 +91,15 @@ async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaCon
     standIn: unavailableBackend,
     // Built once per container, used by many invocations: each wait is bounded by the current one's time.
     remainingMs: invocationRemainingMs,
-    work: () => new WorkerWork(overrides.jobs ?? workerDispatcher(settings, lambda)),
+    work: () =>
+      new WorkerWork(
+        routeJobs(
+          settings,
+          overrides.startExecution ?? sfnStartExecution(config.state.region),
+          overrides.jobs ?? workerDispatcher(settings, lambda),
+          log,
+        ),
+      ),
   });
   return {
     settings,
@@ -91,6 +108,28 @@ async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaCon
     async close() {
       await composed.close();
       lambdaClient?.destroy();
+    },
+  };
+}
+
+/** Provisioning to the state machine (when this build has a client for it); every other job to `jobs`. */
+function routeJobs(settings: LambdaSettings, sfn: StartExecutionClient, jobs: JobHandOff, log: Logger): JobHandOff {
+  const arn = settings.provisionStateMachineArn;
+  const workflow = arn ? new StepFunctionsHandOff(sfn, arn) : undefined;
+  if (!workflow)
+    log.info('no provisioning state machine (WSP_PROVISION_STATE_MACHINE): provisioning is one worker job');
+  return {
+    dispatch: (job) => (job.kind === 'provision' && workflow ? workflow : jobs).dispatch(job),
+  };
+}
+
+/** The AWS SDK's Step Functions client, made on the first start (most invocations never start one). */
+function sfnStartExecution(region: string | undefined): StartExecutionClient {
+  let client: SFNClient | undefined;
+  return {
+    async startExecution(input) {
+      client ??= new SFNClient(region ? { region } : {});
+      await client.send(new StartExecutionCommand(input));
     },
   };
 }

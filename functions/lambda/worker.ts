@@ -7,16 +7,20 @@ import { inInvocation } from './invocation.js';
 
 /**
  * The worker (the provisioner: the only role with the git secrets, the only function with git). Jobs
- * arrive from the api function's async invoke and run with `service.runJob`: provisioning
- * (clone/fetch, setup, cache, baseline) and the operations fetch and reset (their outcome is written
+ * run with `service.runJob`: provisioning's phases, invoked one at a time by the provisioning state
+ * machine (`provision-phase`: the answer says what comes next; `provision-failed` when it gave up),
+ * and the operations fetch and reset from the api function's async invoke (their outcome is written
  * on the operation's record, which the api reads). Jobs are idempotent: a re-delivered job for a
  * settled workspace or an ended operation does nothing. Both record their own failure and do not
  * throw; a throw here (e.g. the state store unreachable) lets Lambda retry the async invocation.
  *
- * Time limit: a Lambda runs at most 15 minutes. When a job is still going `TIME_MARGIN_MS` before
- * the function's timeout, it is failed (a provisioning workspace failed and its compute torn down; an
- * operation failed, its workspace left to the janitor's stuck-reset check) and the invocation ends
- * normally — no retry that would start over, nothing left running for ever.
+ * Time limit: a Lambda runs at most 15 minutes. A provisioning phase is short by design (the setup is
+ * awaited in bounded looks, not in one invocation); one still going `TIME_MARGIN_MS` before the
+ * function's timeout is rethrown as TimeoutError, and the state machine runs the phase again (phases
+ * are idempotent) or, its retries spent, fails the workspace. Any other job still going then is failed
+ * here (a provisioning workspace failed and its compute torn down; an operation failed, its workspace
+ * left to the janitor's stuck-reset check) and the invocation ends normally — no retry that would
+ * start over, nothing left running for ever.
  */
 
 const log = createLogger({ svc: 'wsp-worker' });
@@ -28,13 +32,24 @@ const workspaceId = z.string().regex(/^ws-[0-9a-f]{24}$/);
 const jobSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('provision'), workspaceId }).strict(),
   z
+    .object({ kind: z.literal('provision-phase'), workspaceId, phase: z.enum(['start', 'await-setup', 'finish']) })
+    .strict(),
+  // `error`: the Step Functions error name (States.TaskFailed, TimeoutError, …), bounded.
+  z.object({ kind: z.literal('provision-failed'), workspaceId, error: z.string().max(200) }).strict(),
+  z
     .object({ kind: z.literal('operation'), workspaceId, operationId: z.string().regex(/^op-[0-9a-f]{8,40}$/) })
     .strict(),
 ]);
 
+/** What the worker answers; for a provisioning phase, what comes next (read by the state machine's Choice). */
 export interface WorkerResult {
   ran: boolean;
   reason?: string;
+  /** The workspace is settled (ready or failed): the workflow ends. */
+  done?: boolean;
+  /** The phase to run next, after `waitSeconds`. */
+  next?: string;
+  waitSeconds?: number;
 }
 
 export const handler = middy<unknown, WorkerResult>({ timeoutEarlyInMillis: TIME_MARGIN_MS })
@@ -42,6 +57,8 @@ export const handler = middy<unknown, WorkerResult>({ timeoutEarlyInMillis: TIME
     onError: async (request) => {
       if (request.error?.name !== 'TimeoutError') return; // rethrown by middy: Lambda retries
       const job = jobSchema.safeParse(request.event);
+      // A phase is idempotent: the state machine retries it (and fails the workspace when it gives up).
+      if (job.success && job.data.kind.startsWith('provision-')) return;
       if (job.success) await failTimedOut(job.data);
       request.response = { ran: true, reason: 'timed out' };
     },
@@ -61,9 +78,9 @@ async function work(event: unknown): Promise<WorkerResult> {
   const job: Job = parsed.data;
   const { service } = await lambdaContainer();
   log.info('worker: job started', { job: job.kind, workspaceId: job.workspaceId });
-  await service.runJob(job);
-  log.info('worker: job done', { job: job.kind, workspaceId: job.workspaceId });
-  return { ran: true };
+  const outcome = await service.runJob(job);
+  log.info('worker: job done', { job: job.kind, workspaceId: job.workspaceId, ...(outcome ?? {}) });
+  return { ran: true, ...(outcome ?? {}) };
 }
 
 /**

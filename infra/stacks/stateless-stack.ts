@@ -17,6 +17,7 @@ import { stateNames } from '../names.js';
 import { TABLE_SHAPE } from '../../shared/state/table.js';
 import { WspHttpApi } from '../constructs/http-api.js';
 import { workspaceVpc } from '../constructs/network.js';
+import { ProvisionWorkflow } from '../constructs/provision-workflow.js';
 import { WorkspaceCompute } from '../constructs/workspace-compute.js';
 import { WspFunction } from '../constructs/wsp-function.js';
 import { BUCKET_PREFIXES } from './stateful-stack.js';
@@ -41,6 +42,11 @@ export const HANDLER_ENTRIES = {
 /** Share of the 4 KB Lambda environment the provider config (WSP_CONFIG_JSON) may take. */
 export const MAX_PROVIDER_CONFIG_CHARS = 2800;
 
+/** The worker function's timeout (Lambda's maximum); one provisioning phase is far shorter. */
+const WORKER_TIMEOUT = Duration.minutes(15);
+/** Longest a provisioning execution may run (setups are bounded by `setup.timeoutMs` well before). */
+const PROVISIONING_TIMEOUT = Duration.hours(12);
+
 /**
  * Everything that can be replaced freely: the HTTP API, the five functions, the workspace compute
  * (VPC, cluster, task definition), the provisioner role, the event rule and the janitor schedule.
@@ -55,6 +61,7 @@ export class StatelessStack extends Stack {
     authorizer?: WspFunction;
   };
   readonly compute: WorkspaceCompute;
+  readonly provisioning: ProvisionWorkflow;
   readonly httpApi: WspHttpApi;
 
   constructor(scope: Construct, id: string, props: StatelessStackProps) {
@@ -123,10 +130,11 @@ export class StatelessStack extends Stack {
         : LayerVersion.fromLayerVersionArn(this, 'GitLayer', gitLayerArn);
     const worker = new WspFunction(this, 'Worker', {
       entry: HANDLER_ENTRIES.worker,
-      description: 'Provisioning jobs (async-invoked by the api function)',
+      description:
+        'Provisioning phases (run by the provisioning state machine) and fetch/reset operations (async-invoked by the api)',
       role: this.provisionerRole,
       memorySizeMiB: 2048,
-      timeout: Duration.minutes(15),
+      timeout: WORKER_TIMEOUT,
       ephemeralStorageMiB: 10240,
       logRetention,
       // git finds its helpers (git-remote-https, …) through GIT_EXEC_PATH; /opt/bin is already on
@@ -166,6 +174,17 @@ export class StatelessStack extends Stack {
       })
       .bindInvoke(worker, 'WSP_WORKER_FUNCTION');
     this.compute.grantOperate(api.role, { exec: true });
+
+    // Provisioning is a Step Functions execution per workspace (no job bounded by Lambda's 15 min):
+    // only the api may start it, and it may invoke only the worker.
+    this.provisioning = new ProvisionWorkflow(this, 'Provisioning', {
+      worker,
+      workerTimeout: WORKER_TIMEOUT,
+      timeout: PROVISIONING_TIMEOUT,
+      logRetention,
+    });
+    this.provisioning.stateMachine.grantStartExecution(api.role);
+    api.addEnvironment('WSP_PROVISION_STATE_MACHINE', this.provisioning.stateMachine.stateMachineArn);
 
     const taskEvents = new WspFunction(this, 'TaskEvents', {
       entry: HANDLER_ENTRIES.taskEvents,

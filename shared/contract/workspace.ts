@@ -44,6 +44,40 @@ export interface Lease {
   expiresAt: number;
 }
 
+/**
+ * Provisioning runs in resumable phases (shared/service/provisioner.ts), each re-runnable against the
+ * state store: `start` (resolve, cache decision, compute, repositories, the setup command started, or
+ * the whole warm path), `await-setup` (one look at the setup command), `finish` (cache entry, baseline,
+ * ready). Any process may run the next one: the local server in sequence, Step Functions on AWS.
+ */
+export type ProvisionPhase = 'start' | 'await-setup' | 'finish';
+
+/** A repository's ref as resolved once, at `start` (a re-run never re-resolves: a branch may have moved). */
+export interface ResolvedRef {
+  name: string;
+  commit: string;
+  ref: string;
+  branch?: string;
+}
+
+/** What a phase needs from the earlier ones, written on the workspace record. */
+export interface ProvisionProgress {
+  /** The phase to run next. */
+  phase: ProvisionPhase;
+  /** The requested refs. */
+  resolved: ResolvedRef[];
+  /** Where setup runs (the configured refs whenever the cache is in play). */
+  setupAt: ResolvedRef[];
+  /** The ready cache entry's snapshot the compute starts from (a warm start). */
+  from?: SnapshotRef;
+  /** Key of the cache entry this workspace builds (its `builder`). */
+  buildingKey?: string;
+  /** Repositories already put into the workspace (a re-run `start` skips them). */
+  synced: string[];
+  /** When the setup command was last seen running (ISO): progress for the janitor. */
+  setupCheckedAt?: string;
+}
+
 export interface WorkspaceRecord {
   id: string;
   status: WorkspaceStatus;
@@ -70,6 +104,8 @@ export interface WorkspaceRecord {
   steps: ProgressStep[];
   /** Internal command id of the setup script's run, so its output can be read and streamed. */
   setupCommandId?: string;
+  /** Where provisioning is (while 'provisioning'): see ProvisionProgress. */
+  provisioning?: ProvisionProgress;
   createdAt: string;
   updatedAt: string;
   /** Epoch seconds after which the record (and workspace) may be reaped. */
@@ -143,6 +179,8 @@ export interface CacheEntryRecord {
   repos: RepoState[];
   /** Instance that builds the entry, and until when (single-flight lease). */
   lease?: Lease;
+  /** Workspace that builds the entry: a re-run of its `start` phase finds the entry its own. */
+  builder?: string;
   sizeBytes?: number;
   createdAt: string;
   lastUsedAt: string;

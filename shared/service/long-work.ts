@@ -1,11 +1,14 @@
+import type { ProvisionPhase } from '../contract/workspace.js';
 import { errorFields, type Logger } from '../log.js';
 
 /**
  * Where long work runs: the one port through which the service hands off provisioning and the long
  * operations of a ready workspace (fetch, reset: recorded as operations, shared/service/operations.ts,
  * that the request waits for a bounded time and the caller polls after that). The local server runs
- * jobs in its own process (InProcessWork); a Lambda deployment hands them to its worker function by
- * async invoke (functions/lambda/worker-work.ts), which runs them with `DefaultWorkspaceService.runJob`.
+ * jobs in its own process (InProcessWork; provisioning's phases in sequence, Provisioner.provision). A
+ * Lambda deployment (functions/lambda/worker-work.ts) starts provisioning as a Step Functions execution
+ * that runs each phase in the worker function (`provision-phase` jobs) and waits in between, and hands
+ * operations to the worker by async invoke; the worker runs them with `DefaultWorkspaceService.runJob`.
  * Nothing waits on a hand-off longer than API Gateway's 30 s, and no job is bounded by the request.
  * Jobs are small and serialisable (ids only) and idempotent to re-run against the state store.
  *
@@ -13,7 +16,12 @@ import { errorFields, type Logger } from '../log.js';
  * that does the same there.
  */
 export type Job =
+  /** Provision a workspace: its phases (Provisioner.runPhase) run in sequence, however the runner spreads them. */
   | { kind: 'provision'; workspaceId: string }
+  /** One phase of it, run by a durable workflow (on AWS: the Step Functions state machine), which gets the outcome. */
+  | { kind: 'provision-phase'; workspaceId: string; phase: ProvisionPhase }
+  /** The workflow gave up on a phase (retries exhausted, `error` its name): fail the workspace truthfully. */
+  | { kind: 'provision-failed'; workspaceId: string; error: string }
   | { kind: 'operation'; workspaceId: string; operationId: string };
 
 export interface LongWork {

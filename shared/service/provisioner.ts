@@ -6,7 +6,10 @@ import type {
   BackendRef,
   CacheEntryRecord,
   CacheInfo,
+  ProvisionPhase,
+  ProvisionProgress,
   RepoState,
+  ResolvedRef,
   SnapshotRef,
   WorkspaceRecord,
 } from '../contract/workspace.js';
@@ -21,24 +24,41 @@ import { publicError } from './public-error.js';
 import { newSystemCommandId } from './ids.js';
 import type { WorkspaceRecords } from './records.js';
 import { byDepth, gitRepos, type RepoSync } from './repo-sync.js';
-import { runStep } from './steps.js';
+import { runStep, stepResult } from './steps.js';
+import { sleep } from '../lib/sleep.js';
+import type { CommandStatus } from '../contract/backend.js';
 import { bestEffort } from '../lib/best-effort.js';
 
-interface ResolvedRepo {
-  name: string;
+interface ResolvedRepo extends ResolvedRef {
   mirror: MirrorHandle;
-  commit: string;
-  ref: string;
-  branch?: string;
 }
 
-/** How long a cache builder's lease lasts before another instance may take the key over. */
+/** How long a cache builder's lease lasts before another instance may take the key over (renewed while setup runs). */
 const CACHE_LEASE_MS = 10 * 60_000;
+/** How long one `await-setup` run waits on the setup command (well inside any worker's time limit). */
+const SETUP_POLL_MS = 20_000;
+/** Pause between two looks at a setup that is still running. */
+const SETUP_RECHECK_SECONDS = 5;
+/** How long one `start` run waits for a cache entry another workspace builds before it is re-run. */
+const CACHE_WAIT_IN_PHASE_MS = 2 * 60_000;
+
+/** What comes after a phase: nothing (the workspace is settled: ready or failed), or a phase after a pause. */
+export type PhaseOutcome = { done: true } | { done: false; next: ProvisionPhase; waitSeconds: number };
+
+const DONE: PhaseOutcome = { done: true };
+const next = (phase: ProvisionPhase, waitSeconds = 0): PhaseOutcome => ({ done: false, next: phase, waitSeconds });
 
 /**
  * Provisioning: resolve refs in the mirrors, compute the cache key, then either start from a ready
  * cache entry and fetch + check out (warm), or clone + run setup and keep the result as the entry
  * (cold). Ends with a baseline snapshot and its fingerprint, and the workspace 'ready'.
+ *
+ * It runs in phases (ProvisionPhase), each idempotent against the state store and bounded in time, so
+ * no process has to live as long as a setup: `start` (everything up to the setup command STARTED, or
+ * the whole warm path), `await-setup` (one bounded look at the setup command; its own timeout is
+ * `setup.timeoutMs`), `finish` (cache entry, overrides, baseline, ready). What a phase needs from an
+ * earlier one is on the workspace record (`provisioning`, `backend`, `setupCommandId`). A phase that
+ * fails records the failure on the workspace (compute freed) and answers done.
  */
 export class Provisioner {
   constructor(
@@ -47,87 +67,198 @@ export class Provisioner {
     private readonly repoSync: RepoSync,
   ) {}
 
+  /** The in-process runner: every phase in sequence, pausing in between as each asks. */
   async provision(id: string): Promise<void> {
-    const log = this.deps.log.child({ workspaceId: id });
-    let ref: BackendRef | undefined;
-    let building: CacheEntryRecord | undefined;
+    let phase: ProvisionPhase = 'start';
+    for (;;) {
+      const outcome = await this.runPhase(id, phase);
+      if (outcome.done) return;
+      if (outcome.waitSeconds > 0) await sleep(outcome.waitSeconds * 1000);
+      phase = outcome.next;
+    }
+  }
+
+  /**
+   * Run one phase. A phase the record is not at (re-delivered, or already done by an earlier run)
+   * does nothing and answers the phase the record is at; a settled workspace answers done.
+   * `waitMs`: how long `await-setup` may wait on the setup command in this run.
+   */
+  async runPhase(id: string, phase: ProvisionPhase, options: { waitMs?: number } = {}): Promise<PhaseOutcome> {
+    const log = this.deps.log.child({ workspaceId: id, phase });
     try {
       const record = await this.records.get(id);
-      if (record.status !== 'provisioning') return; // a re-delivered job for a settled workspace
-      const plan = record.plan;
+      if (record.status !== 'provisioning') return DONE;
+      const at = record.provisioning?.phase ?? 'start';
+      if (at !== phase) return next(at);
+      switch (phase) {
+        case 'start':
+          return await this.start(record);
+        case 'await-setup':
+          return await this.awaitSetup(record, options.waitMs ?? SETUP_POLL_MS);
+        case 'finish':
+          return await this.finish(record);
+      }
+    } catch (error) {
+      log.error('provisioning failed', errorFields(error));
+      await this.failProvisioning(id, error);
+      return DONE;
+    }
+  }
+
+  /**
+   * Fail a workspace still provisioning (the workflow running its phases gave up, or a phase threw):
+   * its cache entry released, its compute freed, the failure recorded with its step.
+   */
+  async failProvisioning(id: string, error: unknown): Promise<void> {
+    const current = await this.deps.state.getWorkspace(id).catch(() => undefined);
+    if (current && current.status !== 'provisioning') return;
+    await this.releaseCacheEntry(id, current?.provisioning?.buildingKey);
+    await this.fail(id, error, current?.backend);
+  }
+
+  /** Resolve, decide, create the compute, put the repositories in, start setup (or do the warm path). */
+  private async start(record: WorkspaceRecord, attempt = 0): Promise<PhaseOutcome> {
+    const { id, plan } = record;
+    const resumed = record.provisioning !== undefined; // a re-run: earlier work is in the record
+    const mirrors = new Map<string, MirrorHandle>();
+    let progress = record.provisioning;
+    if (!progress) {
       await this.step(
         id,
         'resolve',
         `resolving ${plan.repos.length} repositor${plan.repos.length === 1 ? 'y' : 'ies'}`,
       );
       const resolved = await this.resolveRepos(plan);
+      for (const r of resolved) mirrors.set(r.name, r.mirror);
       // The entry is keyed and built from the CONFIGURED refs only: a request for other refs must
       // never put its branch's setup side effects into everybody's cache (configuredRepos says which).
       const configured = await this.configuredRepos(plan, resolved);
       const overridden = configured ? overriddenRepos(resolved, configured) : resolved.map((r) => r.name);
       const key = await this.cacheKey(plan, configured ?? resolved);
-      const labels = { 'wsp.workspace': id, 'wsp.owner': this.deps.instanceId, 'wsp.cache-key': key };
-      let decision: Awaited<ReturnType<Provisioner['decideCache']>>;
-      let start: ReturnType<typeof startPlan>;
-      for (let attempt = 0; ; attempt++) {
-        decision = await this.decideCache(key, configured !== undefined);
-        building = decision.building;
-        start = startPlan(decision, resolved, configured, overridden, this.deps.config.cache.enabled);
-        const info: CacheInfo = { ...decision.info, reason: start.reason };
-        await this.records.update(id, () => ({ cache: info }));
-        await this.step(id, 'cache', `${info.hit ? 'hit' : 'miss'}: ${info.reason}`);
-        try {
-          ref = await this.deps.backend.create(plan, {
-            workspaceId: id,
-            labels,
-            ...(decision.entry?.snapshot ? { from: decision.entry.snapshot } : {}),
-          });
-          break;
-        } catch (error) {
-          // A ready entry whose snapshot is gone (pruned by hand, lost with a disk): a miss, not a
-          // failure. The entry is marked failed, so the next decision rebuilds it (once).
-          if (!(error instanceof NotFoundError) || !decision.entry || attempt > 0) throw error;
-          await bestEffort(
-            this.deps.state.updateCacheEntry(key, decision.entry.version, { status: 'failed' }),
-            this.deps.log,
-            'marking a cache entry whose snapshot is gone failed',
-          );
-          await this.step(id, 'cache', "the entry's snapshot is gone: rebuilding the entry");
-        }
+      const deadline = Date.parse(record.createdAt) + this.deps.config.setup.timeoutMs;
+      const decision = await this.decideCache(id, key, configured !== undefined, deadline);
+      if (decision === 'wait') {
+        await this.records.update(id, () => ({})); // progress for the janitor: someone is waiting
+        return next('start', SETUP_RECHECK_SECONDS);
       }
-      await this.records.update(id, () => ({ backend: ref! }));
-
-      if (decision.entry) await this.warmStart(id, ref, plan, resolved, decision.entry);
-      else {
-        // Setup runs at `start.setupAt`: the configured refs whenever the cache is in play.
-        await this.coldStart(id, ref, plan, start.setupAt);
-        if (building) building = await this.keepCacheEntry(id, ref, plan, building, start.setupAt);
-        // Then the requested refs are fetched and checked out over it, setup not re-run.
-        await this.checkoutOverrides(id, ref, plan, start.setupAt, resolved);
-      }
-
-      await this.step(id, 'baseline', 'taking the baseline snapshot');
-      await this.deps.backend.open(ref, plan).commands.killAll(); // nothing left running writes into the home while it is kept
-      const baseline = await this.deps.backend.open(ref, plan).snapshots.take('baseline', id);
-      const fingerprint = await this.fingerprint(ref, plan);
-      const repos: RepoState[] = plan.repos.map((r) => {
-        const res = resolved.find((x) => x.name === r.name);
-        return { name: r.name, path: r.path, ...(res ? { commit: res.commit, ref: res.ref } : {}) };
-      });
-      const warnings = [...new Set([...(await this.records.get(id)).warnings, ...this.deps.backend.warnings])];
-      await this.records.transition(
-        id,
-        ['provisioning'],
-        'ready',
-        { baseline, baselineFingerprint: fingerprint, repos, warnings },
-        { step: 'ready', message: `ready (fingerprint ${fingerprint.slice(0, 12)})` },
-      );
-      log.info('workspace ready', { cacheKey: key, hit: decision.info.hit });
-    } catch (error) {
-      log.error('provisioning failed', errorFields(error));
-      await this.releaseCacheEntry(building);
-      await this.fail(id, error, ref);
+      const plannedStart = startPlan(decision, resolved, configured, overridden, this.deps.config.cache.enabled);
+      const info: CacheInfo = { ...decision.info, reason: plannedStart.reason };
+      progress = {
+        phase: 'start',
+        resolved: resolved.map(plainRef),
+        setupAt: plannedStart.setupAt.map(plainRef),
+        synced: [],
+        ...(decision.entry?.snapshot ? { from: decision.entry.snapshot } : {}),
+        ...(decision.building ? { buildingKey: key } : {}),
+      };
+      const written = progress;
+      await this.records.update(id, () => ({ cache: info, provisioning: written }));
+      await this.step(id, 'cache', `${info.hit ? 'hit' : 'miss'}: ${info.reason}`);
     }
+    const key = (await this.records.get(id)).cache?.key ?? '';
+    let ref = record.backend; // a re-run reuses the compute an earlier run created
+    if (!ref) {
+      await this.destroyStrays(id);
+      const labels = { 'wsp.workspace': id, 'wsp.owner': this.deps.instanceId, 'wsp.cache-key': key };
+      try {
+        ref = await this.deps.backend.create(plan, {
+          workspaceId: id,
+          labels,
+          ...(progress.from ? { from: progress.from } : {}),
+        });
+      } catch (error) {
+        // A ready entry whose snapshot is gone (pruned by hand, lost with a disk): a miss, not a
+        // failure. The entry is marked failed and the decision made again, so it is rebuilt (once).
+        if (!(error instanceof NotFoundError) || !progress.from || attempt > 0) throw error;
+        await this.markEntryFailed(key, 'marking a cache entry whose snapshot is gone failed');
+        await this.step(id, 'cache', "the entry's snapshot is gone: rebuilding the entry");
+        return this.start(await this.records.update(id, () => ({ provisioning: undefined })), attempt + 1);
+      }
+      const created = ref;
+      await this.records.update(id, () => ({ backend: created }));
+    }
+
+    if (progress.from) {
+      const entry = await this.deps.state.getCacheEntry(key);
+      const resolved = await this.withMirrors(plan, progress.resolved, mirrors);
+      await this.warmStart(id, ref, plan, resolved, entry?.repos ?? []);
+      await this.setProgress(id, { phase: 'finish' });
+      return next('finish');
+    }
+    // Cold: setup runs at `setupAt` (the configured refs whenever the cache is in play).
+    await this.syncRepos(id, ref, plan, progress, mirrors, resumed);
+    if (this.deps.config.setup.script.trim() === '') {
+      await this.setProgress(id, { phase: 'finish' });
+      return next('finish');
+    }
+    if (progress.buildingKey && !(await this.renewLease(id, progress.buildingKey)))
+      await this.lostLease(id, progress.buildingKey);
+    await this.startSetup(id, ref, plan);
+    await this.setProgress(id, { phase: 'await-setup' });
+    return next('await-setup');
+  }
+
+  /** One look at the setup command (waiting at most `waitMs`): still running → look again later. */
+  private async awaitSetup(record: WorkspaceRecord, waitMs: number): Promise<PhaseOutcome> {
+    const { id, plan, backend: ref, setupCommandId: commandId } = record;
+    if (!ref || !commandId) throw new StepFailedError('setup', 'the record lost its compute or setup command');
+    const status = await this.deps.backend.open(ref, plan).commands.wait(commandId, waitMs);
+    if (status.state === 'running') {
+      const key = record.provisioning?.buildingKey;
+      // A long setup keeps its build lease: nobody else starts building the same entry meanwhile.
+      if (key && !(await this.renewLease(id, key))) await this.lostLease(id, key);
+      await this.setProgress(id, { setupCheckedAt: this.now().toISOString() });
+      return next('await-setup', SETUP_RECHECK_SECONDS);
+    }
+    await this.recordSetupStatus(id, commandId, status);
+    await stepResult(this.deps.backend, ref, plan, status, {
+      step: 'setup',
+      maxOutputBytes: this.deps.config.commands.maxOutputBytes,
+    });
+    // What setup left running (a daemon, `cmd &`) must not live on into the cache entry or keep
+    // writing into the home while it is snapshotted.
+    await this.deps.backend.open(ref, plan).commands.killAll();
+    await this.setProgress(id, { phase: 'finish' });
+    return next('finish');
+  }
+
+  /** Keep the cache entry, check out requested refs, baseline, fingerprint, ready. */
+  private async finish(record: WorkspaceRecord): Promise<PhaseOutcome> {
+    const { id, plan } = record;
+    const progress = record.provisioning!;
+    const ref = record.backend;
+    if (!ref) throw new StepFailedError('provision', 'the record lost its compute');
+    const { commands, snapshots } = this.deps.backend.open(ref, plan);
+    await commands.killAll(); // nothing left running writes into the home while it is kept
+    if (progress.buildingKey) {
+      const entry = await this.deps.state.getCacheEntry(progress.buildingKey);
+      // A re-run after the entry was kept finds it ready: not kept twice.
+      if (entry?.status === 'building' && entry.builder === id)
+        await this.keepCacheEntry(id, ref, plan, entry, progress.setupAt);
+      await this.setProgress(id, { buildingKey: undefined });
+    }
+    const mirrors = new Map<string, MirrorHandle>();
+    // Then the requested refs are fetched and checked out over it, setup not re-run.
+    if (!progress.from) await this.checkoutOverrides(id, ref, plan, progress.setupAt, progress.resolved, mirrors);
+
+    await this.step(id, 'baseline', 'taking the baseline snapshot');
+    await commands.killAll();
+    const baseline = await snapshots.take('baseline', id);
+    const fingerprint = await this.fingerprint(ref, plan);
+    const repos: RepoState[] = plan.repos.map((r) => {
+      const res = progress.resolved.find((x) => x.name === r.name);
+      return { name: r.name, path: r.path, ...(res ? { commit: res.commit, ref: res.ref } : {}) };
+    });
+    const warnings = [...new Set([...(await this.records.get(id)).warnings, ...this.deps.backend.warnings])];
+    await this.records.transition(
+      id,
+      ['provisioning'],
+      'ready',
+      { baseline, baselineFingerprint: fingerprint, repos, warnings, provisioning: undefined },
+      { step: 'ready', message: `ready (fingerprint ${fingerprint.slice(0, 12)})` },
+    );
+    this.deps.log.info('workspace ready', { workspaceId: id, cacheKey: record.cache?.key, hit: record.cache?.hit });
+    return DONE;
   }
 
   /**
@@ -174,7 +305,7 @@ export class Provisioner {
         ...(now.branch ? { branch: now.branch } : {}),
       });
     }
-    await this.warmStart(ws.id, ref, plan, resolved, entry);
+    await this.warmStart(ws.id, ref, plan, resolved, entry.repos);
     await this.deps.backend.open(ref, plan).commands.killAll();
     const baseline = await this.deps.backend.open(ref, plan).snapshots.take('baseline', ws.id);
     return { backend: ref, baseline, baselineFingerprint: await this.fingerprint(ref, plan) };
@@ -251,14 +382,21 @@ export class Provisioner {
   }
 
   /**
-   * Single-flight per key across instances: the first to create the entry (conditional put) builds it;
-   * others wait for it to become ready, or go uncached when the builder fails or its lease runs out.
+   * Single-flight per key across instances: the first to create the entry (conditional put) builds it
+   * (`builder`: this workspace, so a re-run of its `start` finds it its own); others wait for it to
+   * become ready — at most CACHE_WAIT_IN_PHASE_MS in one run ('wait': run `start` again later) — and
+   * go uncached after `deadline` (epoch ms) or when the builder fails or its lease runs out.
    */
-  private async decideCache(key: string, usable = true): Promise<CacheDecision> {
+  private async decideCache(
+    id: string,
+    key: string,
+    usable: boolean,
+    deadline: number,
+  ): Promise<CacheDecision | 'wait'> {
     const { state } = this.deps;
     if (!this.deps.config.cache.enabled) return { info: { key, hit: false, reason: 'cache disabled' } };
     if (!usable) return { info: { key, hit: false, reason: 'uncached' } };
-    const deadline = Date.now() + this.deps.config.setup.timeoutMs;
+    const inPhaseUntil = Date.now() + CACHE_WAIT_IN_PHASE_MS;
     let waited = false;
     for (;;) {
       const entry = await state.getCacheEntry(key);
@@ -277,6 +415,10 @@ export class Provisioner {
         };
       }
       const lease = { owner: this.deps.instanceId, expiresAt: now.getTime() + CACHE_LEASE_MS };
+      if (entry?.status === 'building' && entry.builder === id) {
+        // An earlier run of this workspace's `start` took the build and was cut short.
+        return { info: { key, hit: false, reason: 'no entry for this key (building it)' }, building: entry };
+      }
       if (!entry) {
         const fresh: CacheEntryRecord = {
           key,
@@ -285,6 +427,7 @@ export class Provisioner {
           backendKind: this.deps.backend.kind,
           repos: [],
           lease,
+          builder: id,
           createdAt: now.toISOString(),
           lastUsedAt: now.toISOString(),
         };
@@ -299,7 +442,7 @@ export class Provisioner {
       const stale = entry.status === 'failed' || (entry.lease?.expiresAt ?? 0) < now.getTime();
       if (stale) {
         try {
-          const taken = await state.updateCacheEntry(key, entry.version, { status: 'building', lease });
+          const taken = await state.updateCacheEntry(key, entry.version, { status: 'building', lease, builder: id });
           return {
             info: {
               key,
@@ -313,29 +456,180 @@ export class Provisioner {
           throw error;
         }
       }
-      if (Date.now() > deadline)
+      if (now.getTime() > deadline || Date.now() > deadline)
         return { info: { key, hit: false, reason: 'entry still building elsewhere (went uncached)' } };
+      if (Date.now() > inPhaseUntil) return 'wait';
       waited = true;
-      await new Promise((r) => setTimeout(r, 250));
+      await sleep(250);
     }
   }
 
-  private async coldStart(id: string, ref: BackendRef, plan: WorkspacePlan, resolved: ResolvedRepo[]): Promise<void> {
+  /** Cold start: each repository not yet in the workspace is cloned (or copied) at `setupAt`. */
+  private async syncRepos(
+    id: string,
+    ref: BackendRef,
+    plan: WorkspacePlan,
+    progress: ProvisionProgress,
+    mirrors: Map<string, MirrorHandle>,
+    resumed: boolean,
+  ): Promise<void> {
     for (const repo of byDepth(plan.repos)) {
+      if (progress.synced.includes(repo.name)) continue;
       if (repo.source.kind === 'localDir') {
         await this.step(id, 'copy', `copying ${repo.source.hostPath} to ${repo.target}`);
         await this.deps.backend.open(ref, plan).files.putDirectory(repo.source.hostPath, repo.target);
-        continue;
+      } else {
+        const at = progress.setupAt.find((r) => r.name === repo.name)!;
+        const git = { ...repo, source: repo.source };
+        await this.step(
+          id,
+          'clone',
+          `cloning ${repo.source.url} at ${at.ref} (${at.commit.slice(0, 12)}) into ${repo.target}`,
+        );
+        // A clone an earlier run was cut short in is started over.
+        if (resumed)
+          await runStep(this.deps.backend, ref, plan, ['rm', '-rf', '--', `${repo.target}/.git`], {
+            step: `clear ${repo.name}`,
+          });
+        const [res] = await this.withMirrors(plan, [at], mirrors);
+        await this.repoSync.clone(ref, plan, git, res!.mirror, at);
       }
-      const res = resolved.find((r) => r.name === repo.name)!;
-      await this.step(
-        id,
-        'clone',
-        `cloning ${repo.source.url} at ${res.ref} (${res.commit.slice(0, 12)}) into ${repo.target}`,
-      );
-      await this.repoSync.clone(ref, plan, { ...repo, source: repo.source }, res.mirror, res);
+      const done = repo.name;
+      await this.records.update(id, (r) => ({
+        provisioning: { ...r.provisioning!, synced: [...r.provisioning!.synced, done] },
+      }));
     }
-    await this.runSetup(id, ref, plan);
+  }
+
+  /**
+   * Start the setup script as a command of the workspace (not awaited here). Idempotent: the command
+   * id is written on the record first, and `commands.start` is idempotent on it.
+   */
+  private async startSetup(id: string, ref: BackendRef, plan: WorkspacePlan): Promise<void> {
+    let commandId = (await this.records.get(id)).setupCommandId;
+    if (!commandId) {
+      const fresh = newSystemCommandId();
+      await this.records.update(id, () => ({ setupCommandId: fresh }));
+      commandId = fresh;
+    }
+    try {
+      await this.deps.state.createCommand({
+        workspaceId: id,
+        id: commandId,
+        version: 1,
+        state: 'running',
+        argv: ['sh', '-c', '<setup script>'],
+        cwd: plan.workdir,
+        internal: true,
+        timeoutMs: this.deps.config.setup.timeoutMs,
+        exitCode: null,
+        signal: null,
+        stdout: { bytes: 0, truncated: false },
+        stderr: { bytes: 0, truncated: false },
+        startedAt: this.now().toISOString(),
+      });
+    } catch (error) {
+      if (!(error instanceof ConflictError)) throw error; // written by an earlier run
+    }
+    await this.step(id, 'setup', `running the setup script (command ${commandId})`);
+    await this.deps.backend.open(ref, plan).commands.start({
+      commandId,
+      argv: ['sh', '-c', this.deps.config.setup.script],
+      cwd: plan.workdir,
+      env: { ...plan.env, GIT_TERMINAL_PROMPT: '0', ...this.deps.config.workspace.env },
+      timeoutMs: this.deps.config.setup.timeoutMs,
+      maxOutputBytes: this.deps.config.commands.maxOutputBytes,
+      // Setup has its own network (config setup.network: egress by default, for `npm install`).
+      ...(plan.setupNetwork ? { network: plan.setupNetwork } : {}),
+    });
+  }
+
+  /** The setup command's final status onto its record (where its output is read and streamed from). */
+  private async recordSetupStatus(id: string, commandId: string, status: CommandStatus): Promise<void> {
+    const rec = await this.deps.state.getCommand(id, commandId);
+    if (rec?.state !== 'running') return;
+    await bestEffort(
+      this.deps.state.updateCommand(id, commandId, rec.version, {
+        state: status.state,
+        exitCode: status.exitCode,
+        signal: status.signal,
+        stdout: status.stdout,
+        stderr: status.stderr,
+        ...(status.reason ? { reason: status.reason } : {}),
+        ...(status.endedAt
+          ? { endedAt: status.endedAt, durationMs: Date.parse(status.endedAt) - Date.parse(rec.startedAt) }
+          : {}),
+      }),
+      this.deps.log,
+      'recording the final status of the setup command',
+    );
+  }
+
+  /**
+   * Compute of this workspace that no record names: an earlier run was killed between `create` and
+   * writing its ref (and may have been cut short inside `create`). Destroyed before creating again, so
+   * a re-run never leaves two.
+   */
+  private async destroyStrays(id: string): Promise<void> {
+    await bestEffort(
+      (async () => {
+        for (const res of await this.deps.backend.listResources()) {
+          if (res.workspaceId !== id || res.owner !== this.deps.instanceId) continue;
+          await this.deps.backend.destroy(res.ref);
+        }
+      })(),
+      this.deps.log,
+      'destroying compute an earlier run left unrecorded (the orphan sweep gets it once the workspace settles)',
+    );
+  }
+
+  /** Extend this workspace's build lease on the entry; false when the entry is no longer its to build. */
+  private async renewLease(id: string, key: string): Promise<boolean> {
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const entry = await this.deps.state.getCacheEntry(key);
+      if (entry?.status !== 'building' || entry.builder !== id) return false;
+      try {
+        await this.deps.state.updateCacheEntry(key, entry.version, {
+          lease: { owner: this.deps.instanceId, expiresAt: this.now().getTime() + CACHE_LEASE_MS },
+        });
+        return true;
+      } catch (error) {
+        if (!(error instanceof ConflictError)) throw error;
+      }
+    }
+    return false;
+  }
+
+  /** The build was taken over (its lease ran out): this workspace goes on uncached. */
+  private async lostLease(id: string, key: string): Promise<void> {
+    await this.records.update(id, (r) => ({
+      provisioning: { ...r.provisioning!, buildingKey: undefined },
+      warnings: [...r.warnings, `cache entry ${key.slice(0, 12)} not kept: its build lease ran out`],
+    }));
+  }
+
+  private async setProgress(id: string, patch: Partial<ProvisionProgress>): Promise<void> {
+    await this.records.update(id, (r) => ({ provisioning: { ...r.provisioning!, ...patch } }));
+  }
+
+  /** The resolved refs with their mirrors (synced once per run; a resumed phase syncs them again). */
+  private async withMirrors(
+    plan: WorkspacePlan,
+    refs: ResolvedRef[],
+    mirrors: Map<string, MirrorHandle>,
+  ): Promise<ResolvedRepo[]> {
+    const out: ResolvedRepo[] = [];
+    for (const r of refs) {
+      const repo = gitRepos(plan).find((g) => g.name === r.name);
+      if (!repo) continue;
+      let mirror = mirrors.get(r.name);
+      if (!mirror) {
+        mirror = await this.repoSync.mirror(repo);
+        mirrors.set(r.name, mirror);
+      }
+      out.push({ ...r, mirror });
+    }
+    return out;
   }
 
   /** Start from the entry: fetch and check out the requested commits; setup is NOT re-run. */
@@ -344,7 +638,7 @@ export class Provisioner {
     ref: BackendRef,
     plan: WorkspacePlan,
     resolved: ResolvedRepo[],
-    entry: CacheEntryRecord,
+    cachedRepos: RepoState[],
   ): Promise<void> {
     for (const repo of byDepth(plan.repos)) {
       if (repo.source.kind === 'localDir') {
@@ -355,7 +649,7 @@ export class Provisioner {
         continue;
       }
       const res = resolved.find((r) => r.name === repo.name)!;
-      const cached = entry.repos.find((r) => r.name === repo.name)?.commit;
+      const cached = cachedRepos.find((r) => r.name === repo.name)?.commit;
       const git = { ...repo, source: repo.source };
       // Always fetch (cheap when nothing is new): refs and tags then equal a cold clone's.
       await this.step(
@@ -376,13 +670,14 @@ export class Provisioner {
     id: string,
     ref: BackendRef,
     plan: WorkspacePlan,
-    setupAt: ResolvedRepo[],
-    resolved: ResolvedRepo[],
+    setupAt: ResolvedRef[],
+    resolved: ResolvedRef[],
+    mirrors: Map<string, MirrorHandle>,
   ): Promise<void> {
     for (const repo of byDepth(gitRepos(plan))) {
-      const res = resolved.find((r) => r.name === repo.name)!;
       const at = setupAt.find((r) => r.name === repo.name)!;
-      if (sameCheckout(at, res)) continue;
+      const [res] = await this.withMirrors(plan, [resolved.find((r) => r.name === repo.name)!], mirrors);
+      if (!res || sameCheckout(at, res)) continue;
       await this.step(
         id,
         'fetch',
@@ -393,73 +688,14 @@ export class Provisioner {
     }
   }
 
-  private async runSetup(id: string, ref: BackendRef, plan: WorkspacePlan): Promise<void> {
-    const script = this.deps.config.setup.script;
-    if (script.trim() === '') return;
-    const commandId = newSystemCommandId();
-    const now = this.now().toISOString();
-    await this.deps.state.createCommand({
-      workspaceId: id,
-      id: commandId,
-      version: 1,
-      state: 'running',
-      argv: ['sh', '-c', '<setup script>'],
-      cwd: plan.workdir,
-      internal: true,
-      timeoutMs: this.deps.config.setup.timeoutMs,
-      exitCode: null,
-      signal: null,
-      stdout: { bytes: 0, truncated: false },
-      stderr: { bytes: 0, truncated: false },
-      startedAt: now,
-    });
-    await this.records.update(id, () => ({ setupCommandId: commandId }));
-    await this.step(id, 'setup', `running the setup script (command ${commandId})`);
-    try {
-      await runStep(this.deps.backend, ref, plan, ['sh', '-c', script], {
-        step: 'setup',
-        commandId,
-        cwd: plan.workdir,
-        env: this.deps.config.workspace.env,
-        timeoutMs: this.deps.config.setup.timeoutMs,
-        maxOutputBytes: this.deps.config.commands.maxOutputBytes,
-        // Setup has its own network (config setup.network: egress by default, for `npm install`).
-        ...(plan.setupNetwork ? { network: plan.setupNetwork } : {}),
-      });
-    } finally {
-      const status = await this.deps.backend.open(ref, plan).commands.status(commandId);
-      const rec = await this.deps.state.getCommand(id, commandId);
-      if (rec) {
-        await bestEffort(
-          this.deps.state.updateCommand(id, commandId, rec.version, {
-            state: status.state,
-            exitCode: status.exitCode,
-            signal: status.signal,
-            stdout: status.stdout,
-            stderr: status.stderr,
-            ...(status.reason ? { reason: status.reason } : {}),
-            ...(status.endedAt
-              ? { endedAt: status.endedAt, durationMs: Date.parse(status.endedAt) - Date.parse(rec.startedAt) }
-              : {}),
-          }),
-          this.deps.log,
-          'recording the final status of the setup command',
-        );
-      }
-    }
-    // What setup left running (a daemon, `cmd &`) must not live on into the cache entry or keep
-    // writing into the home while it is snapshotted.
-    await this.deps.backend.open(ref, plan).commands.killAll();
-  }
-
   /** Snapshot the clean post-setup state, refuse it if any known secret value is inside, mark ready. */
   private async keepCacheEntry(
     id: string,
     ref: BackendRef,
     plan: WorkspacePlan,
     building: CacheEntryRecord,
-    resolved: ResolvedRepo[],
-  ): Promise<undefined> {
+    resolved: ResolvedRef[],
+  ): Promise<void> {
     await this.step(id, 'cache', 'keeping the post-setup state as the cache entry');
     const snapshot = await this.deps.backend.open(ref, plan).snapshots.take('cache', building.key);
     const hits = await this.deps.backend.snapshots.scan(snapshot, this.deps.secrets.knownSecretValues());
@@ -481,7 +717,7 @@ export class Provisioner {
         cacheKey: building.key,
         places: hits.length,
       });
-      return undefined;
+      return;
     }
     const sizeBytes = await this.deps.backend.snapshots.sizeBytes(snapshot);
     await this.deps.state.updateCacheEntry(building.key, building.version, {
@@ -492,15 +728,24 @@ export class Provisioner {
       lastUsedAt: this.now().toISOString(),
     });
     await evictCache(this.deps, this.now()).catch((e) => this.deps.log.warn('cache eviction failed', errorFields(e)));
-    return undefined;
   }
 
-  private async releaseCacheEntry(building: CacheEntryRecord | undefined): Promise<void> {
-    if (!building) return;
+  /** A failed provisioning releases the entry it was building (marked failed: the next one rebuilds it). */
+  private async releaseCacheEntry(id: string, key: string | undefined): Promise<void> {
+    if (!key) return;
+    const entry = await this.deps.state.getCacheEntry(key).catch(() => undefined);
+    if (entry?.status !== 'building' || entry.builder !== id) return;
+    await this.markEntryFailed(key, 'releasing the cache entry being built (marking it failed)');
+  }
+
+  private async markEntryFailed(key: string, what: string): Promise<void> {
     await bestEffort(
-      this.deps.state.updateCacheEntry(building.key, building.version, { status: 'failed' }),
+      (async () => {
+        const entry = await this.deps.state.getCacheEntry(key);
+        if (entry) await this.deps.state.updateCacheEntry(key, entry.version, { status: 'failed' });
+      })(),
       this.deps.log,
-      'releasing the cache entry being built (marking it failed)',
+      what,
     );
   }
 
@@ -550,10 +795,14 @@ export class Provisioner {
   }
 }
 
+function plainRef(r: ResolvedRef): ResolvedRef {
+  return { name: r.name, commit: r.commit, ref: r.ref, ...(r.branch ? { branch: r.branch } : {}) };
+}
+
 type CacheDecision = { info: CacheInfo; entry?: CacheEntryRecord; building?: CacheEntryRecord };
 
 /** Same commit on the same branch (or both detached): an identical clone. */
-function sameCheckout(a: ResolvedRepo, b: ResolvedRepo): boolean {
+function sameCheckout(a: ResolvedRef, b: ResolvedRef): boolean {
   return a.commit === b.commit && a.branch === b.branch;
 }
 

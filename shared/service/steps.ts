@@ -52,6 +52,24 @@ export async function runStep(
   });
   let status = await commands.wait(commandId, 25_000);
   while (status.state === 'running') status = await commands.wait(commandId, 25_000);
+  return stepResult(backend, ref, plan, status, { ...options, maxOutputBytes }, commandId);
+}
+
+/**
+ * The result of a step that has ended (`status` not running): its output read back, and with `check`
+ * (default) a StepFailedError carrying it unless it exited 0. For a step started earlier and awaited
+ * by someone else (the setup script, awaited across provisioning phases).
+ */
+export async function stepResult(
+  backend: WorkspaceBackend,
+  ref: BackendRef,
+  plan: WorkspacePlan,
+  status: CommandStatus,
+  options: Pick<StepOptions, 'step' | 'maxOutputBytes' | 'check'>,
+  commandId = status.commandId,
+): Promise<StepResult> {
+  const maxOutputBytes = options.maxOutputBytes ?? 16 * 1024 * 1024;
+  const { commands } = backend.open(ref, plan);
   const stdout = (await commands.read(commandId, 'stdout', 0, maxOutputBytes)).data.toString('utf8');
   const stderr = (await commands.read(commandId, 'stderr', 0, maxOutputBytes)).data.toString('utf8');
   const result = { status, stdout, stderr };

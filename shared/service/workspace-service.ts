@@ -14,7 +14,7 @@ import type {
   WorkspaceEvent,
   WorkspaceView,
 } from '../contract/views.js';
-import { BackendUnavailableError, BadRequestError, ConflictError } from '../contract/errors.js';
+import { BackendUnavailableError, BadRequestError, ConflictError, StepFailedError } from '../contract/errors.js';
 import type { WorkspaceRecord } from '../contract/workspace.js';
 import { normalizeRepoPath } from '../config/schema.js';
 import { resolveWorkspacePlan } from '../plan/resolve.js';
@@ -25,7 +25,7 @@ import { publicError } from './public-error.js';
 import { InProcessWork, type Job, type LongWork } from './long-work.js';
 import { Operations } from './operations.js';
 import { newWorkspaceId } from './ids.js';
-import { Provisioner } from './provisioner.js';
+import { Provisioner, type PhaseOutcome } from './provisioner.js';
 import { hasForeignRef, WorkspaceRecords } from './records.js';
 import { RepoSync } from './repo-sync.js';
 import type { WorkspaceService } from './types.js';
@@ -265,20 +265,31 @@ export class DefaultWorkspaceService implements WorkspaceService {
     }
   }
 
-  /** Run a job here and now (in-process long work, or a worker Lambda that received it). */
-  async runJob(job: Job): Promise<void> {
+  /**
+   * Run a job here and now (in-process long work, or a worker Lambda that received it). A provisioning
+   * phase answers what comes next (for the workflow that runs the phases).
+   */
+  async runJob(job: Job): Promise<PhaseOutcome | undefined> {
     switch (job.kind) {
       case 'provision':
-        return this.provisioner.provision(job.workspaceId);
+        return this.provisioner.provision(job.workspaceId).then(() => undefined);
+      case 'provision-phase':
+        return this.provisioner.runPhase(job.workspaceId, job.phase);
+      case 'provision-failed':
+        await this.provisioner.failProvisioning(
+          job.workspaceId,
+          new StepFailedError('provision', `the provisioning workflow gave up (${job.error})`),
+        );
+        return { done: true };
       case 'operation':
-        return this.operations.run(job.workspaceId, job.operationId);
+        return this.operations.run(job.workspaceId, job.operationId).then(() => undefined);
     }
   }
 
   /** Hand the job off; one that could not be would leave the workspace 'provisioning' for ever: fail it. */
   private async dispatch(job: Job): Promise<void> {
     try {
-      await this.work.dispatch(job, () => this.runJob(job));
+      await this.work.dispatch(job, () => this.runJob(job).then(() => undefined));
     } catch (error) {
       this.deps.log.error('job hand-off failed', {
         job: job.kind,

@@ -157,12 +157,35 @@ describe('ECR push', () => {
 });
 
 describe('handler roles', () => {
-  it("only the api function may invoke the worker, and it is told the worker's name", () => {
+  it("only the api function and the provisioning state machine may invoke the worker; the api is told the worker's name", () => {
     const invokers = [...roles].filter(([, st]) => roleCan(st, 'lambda:InvokeFunction')).map(([id]) => id);
-    expect(invokers).toEqual([ids.handlerRoles['api']]);
+    const machineRole = logicalId(t.built.stateless.provisioning.stateMachine.role);
+    expect(invokers.sort()).toEqual([ids.handlerRoles['api'], machineRole].sort());
+    // The state machine may invoke the worker (and its versions) and nothing else.
+    const invoked = statementsOf(machineRole)
+      .filter((st) => actionsOf(st).includes('lambda:InvokeFunction'))
+      .flatMap((st) => (Array.isArray(st.Resource) ? st.Resource : [st.Resource]));
+    const worker = logicalId(t.built.stateless.functions.worker);
+    expect(invoked).toEqual([
+      { 'Fn::GetAtt': [worker, 'Arn'] },
+      { 'Fn::Join': ['', [{ 'Fn::GetAtt': [worker, 'Arn'] }, ':*']] },
+    ]);
     const api = t.stateless.toJSON()['Resources'][logicalId(t.built.stateless.functions.api)] as Json;
     const env = ((api['Properties'] as Json)['Environment'] as Json)['Variables'] as Json;
-    expect(env['WSP_WORKER_FUNCTION']).toEqual({ Ref: logicalId(t.built.stateless.functions.worker) });
+    expect(env['WSP_WORKER_FUNCTION']).toEqual({ Ref: worker });
+  });
+
+  it('only the api function may start provisioning executions, of that one state machine', () => {
+    const starters = [...roles].filter(([, st]) => roleCan(st, 'states:StartExecution')).map(([id]) => id);
+    expect(starters).toEqual([ids.handlerRoles['api']]);
+    const machine = logicalId(t.built.stateless.provisioning.stateMachine);
+    const resources = statementsOf(ids.handlerRoles['api']!)
+      .filter((st) => actionsOf(st).includes('states:StartExecution'))
+      .flatMap((st) => (Array.isArray(st.Resource) ? st.Resource : [st.Resource]));
+    expect(resources).toEqual([{ Ref: machine }]);
+    const api = t.stateless.toJSON()['Resources'][logicalId(t.built.stateless.functions.api)] as Json;
+    const env = ((api['Properties'] as Json)['Environment'] as Json)['Variables'] as Json;
+    expect(env['WSP_PROVISION_STATE_MACHINE']).toEqual({ Ref: machine });
   });
 
   it('only the provisioner may start tasks or pass the workspace roles', () => {

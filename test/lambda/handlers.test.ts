@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
+import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -138,6 +139,41 @@ describe('api handler in mode ecs without its WSP_ECS_* configuration', () => {
     expect(r.body.error.code).toBe('backend_unavailable');
     await deploy({ WSP_API_KEY_HASHES: 'abc' });
     expect((await call('GET', '/workspaces')).status).toBe(503);
+  });
+});
+
+describe('provisioning hand-off (Step Functions, the SDK client the deployed api uses)', () => {
+  const sfnMock = mockClient(SFNClient);
+  afterEach(() => sfnMock.reset());
+  afterAll(() => sfnMock.restore());
+  const MACHINE = 'arn:aws:states:eu-west-1:111111111111:stateMachine:wsp-dev-provision';
+
+  it('POST /workspaces starts one execution named after the workspace, and invokes no worker', async () => {
+    sfnMock.on(StartExecutionCommand).resolves({ executionArn: `${MACHINE}:x`, startDate: new Date() });
+    await deploy(
+      { WSP_WORKER_FUNCTION: 'wsp-worker-fn', WSP_PROVISION_STATE_MACHINE: MACHINE },
+      { backend: async () => unavailableBackend('test') },
+    );
+    const created = await call('POST', '/workspaces', { headers: json, body: '{}' });
+    expect(created.status).toBe(202);
+    const calls = sfnMock.commandCalls(StartExecutionCommand);
+    expect(calls.map((c) => c.args[0].input)).toEqual([
+      { stateMachineArn: MACHINE, name: created.body.id, input: JSON.stringify({ workspaceId: created.body.id }) },
+    ]);
+    expect(lambdaMock.commandCalls(InvokeCommand)).toHaveLength(0);
+  });
+
+  it('an execution of that name that exists already is a hand-off done; any other failure is a 503', async () => {
+    const exists = Object.assign(new Error('exists'), { name: 'ExecutionAlreadyExists' });
+    sfnMock.on(StartExecutionCommand).rejectsOnce(exists).rejectsOnce(new Error('throttled'));
+    await deploy(
+      { WSP_WORKER_FUNCTION: 'wsp-worker-fn', WSP_PROVISION_STATE_MACHINE: MACHINE },
+      { backend: async () => unavailableBackend('test') },
+    );
+    expect((await call('POST', '/workspaces', { headers: json, body: '{}' })).status).toBe(202);
+    const failed = await call('POST', '/workspaces', { headers: json, body: '{}' });
+    expect(failed.status).toBe(503);
+    expect(failed.body.error.message).toBe('could not start the provisioning workflow');
   });
 });
 

@@ -12,6 +12,7 @@ import { hashApiKey, parseKeyHashes } from '../../functions/lambda/api-keys.js';
 import { authorize } from '../../functions/lambda/authorizer.js';
 import { handler as apiHandler } from '../../functions/lambda/api.js';
 import { handler as workerHandler } from '../../functions/lambda/worker.js';
+import { FakeStateMachine } from '../support/fake-state-machine.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
 import { apiEvent, lambdaContext, parseResult } from './events.js';
 
@@ -119,6 +120,8 @@ export async function lambdaTarget(config: ConfigInput, dynamoEndpoint: string, 
       background.add(tracked);
     },
   };
+  // Provisioning runs as the deployed state machine runs it: one worker invocation per phase.
+  const stateMachine = new FakeStateMachine((payload) => workerHandler(payload, lambdaContext('wsp-worker')));
   const keyHashes = parseKeyHashes(hashApiKey(token));
   const parsed = parseConfig({
     ...config,
@@ -127,13 +130,20 @@ export async function lambdaTarget(config: ConfigInput, dynamoEndpoint: string, 
     auth: { disabled: true },
   });
   await configureLambda({
-    env: { ...process.env, WSP_API_KEY_HASHES: hashApiKey(token), WSP_INSTANCE_ID: 'wsp-eq-lambda', WSP_MODE: 'local' },
+    env: {
+      ...process.env,
+      WSP_API_KEY_HASHES: hashApiKey(token),
+      WSP_INSTANCE_ID: 'wsp-eq-lambda',
+      WSP_MODE: 'local',
+      WSP_PROVISION_STATE_MACHINE: 'arn:aws:states:eu-west-1:111111111111:stateMachine:wsp-provision',
+    },
     config: parsed,
     dynamoEndpoint,
     backend: ({ dataDir: dir, instanceId, log: backendLog }) =>
       createLocalBackend({ dataDir: dir, owner: instanceId, log: backendLog }),
-    // Provisioning and the operations (fetch, reset) go through the worker handler as they do deployed.
+    // Provisioning (the state machine) and the operations (fetch, reset) go through the worker handler as deployed.
     jobs,
+    startExecution: stateMachine,
     log,
   });
   return {
@@ -147,6 +157,7 @@ export async function lambdaTarget(config: ConfigInput, dynamoEndpoint: string, 
     },
     transcript: () => [...responses, ...logs],
     async close() {
+      await stateMachine.drain();
       while (background.size > 0) await Promise.allSettled([...background]);
       await configureLambda({});
       fs.rmSync(dataDir, { recursive: true, force: true });
