@@ -1,12 +1,8 @@
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runSmoke } from '../../functions/cli/smoke.js';
-import { EcsBackend } from '../../shared/backends/ecs/index.js';
 import { WspClient } from '../../shared/client/client.js';
 import { dockerUnavailable } from '../support/docker-daemon.js';
-import { makeEcsBackend, type EcsHandle } from '../support/ecs-fixture.js';
+import { makeEcsBackend, startEcsProvider, type EcsHandle } from '../support/ecs-fixture.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
 import { registryUnavailable } from '../support/registry.js';
 
@@ -86,32 +82,18 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
   'wsp smoke against a provider on the Fargate backend (fakes)',
   () => {
     let ecs: EcsHandle;
-    let backend: EcsBackend | undefined;
-    let wsp: TestProvider;
+    let provider: Awaited<ReturnType<typeof startEcsProvider>> | undefined;
     beforeAll(async () => {
       ecs = await makeEcsBackend();
-      const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-smoke-ecs-'));
-      fs.writeFileSync(path.join(dataDir, 'instance-id'), `${ecs.owner}\n`, { mode: 0o600 });
-      wsp = await startTestProvider(
-        { mode: 'ecs' },
-        {
-          dataDir,
-          backend: (log) => {
-            backend = new EcsBackend({ ...ecs.options, log });
-            return backend;
-          },
-        },
-      );
+      provider = await startEcsProvider(ecs);
     }, 300_000);
     afterAll(async () => {
-      await wsp?.close();
-      backend?.close();
+      await provider?.close();
       await ecs?.cleanup();
-      if (wsp) fs.rmSync(wsp.dataDir, { recursive: true, force: true });
     }, 300_000);
 
     it('runs the whole loop on a Fargate task', async () => {
-      const { code, report } = await smokeAgainst(wsp);
+      const { code, report } = await smokeAgainst(provider!.wsp);
       expect(report.steps.filter((s) => !s.ok)).toEqual([]);
       expect(code).toBe(0);
     }, 300_000);

@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -15,6 +17,8 @@ import { fakeAwsProfile, type FakeAwsProfile } from './fake-aws-profile.js';
 import { FakeEcs } from './fake-ecs.js';
 import { startFakeS3, type FakeS3 } from './fake-s3.js';
 import { bridgeIntoDockerNetns, type NetnsBridge } from './netns-bridge.js';
+import type { ConfigInput } from '../../shared/config/schema.js';
+import { startTestProvider, type TestProvider } from './provider-fixture.js';
 import { pushBaseImage, startRegistry, type LoopbackRegistry } from './registry.js';
 
 const run = promisify(execFile);
@@ -189,6 +193,38 @@ export async function makeEcsBackend(overrides: Partial<EcsBackendOptions> = {})
         await done.registry.stop();
         await done.s3.stop();
       }
+    },
+  };
+}
+
+/**
+ * A provider in mode ecs over the fakes (real HTTP on 127.0.0.1): its instance id is the backend's
+ * owner, as in a deployment (one owner per stack). `backend()` is the EcsBackend it runs on.
+ */
+export async function startEcsProvider(
+  ecs: EcsHandle,
+  config: ConfigInput = {},
+): Promise<{ wsp: TestProvider; backend: () => EcsBackend; close(): Promise<void> }> {
+  let backend: EcsBackend | undefined;
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-ecs-provider-'));
+  fs.writeFileSync(path.join(dataDir, 'instance-id'), `${ecs.owner}\n`, { mode: 0o600 });
+  const wsp = await startTestProvider(
+    { ...config, mode: 'ecs' },
+    {
+      dataDir,
+      backend: (log) => {
+        backend = new EcsBackend({ ...ecs.options, log });
+        return backend;
+      },
+    },
+  );
+  return {
+    wsp,
+    backend: () => backend!,
+    async close() {
+      await wsp.close();
+      backend?.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -1,3 +1,4 @@
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 /**
  * A loopback (127.0.0.1) websocket server that plays the AGENT side of SSM data channels — the
  * amazon-ssm-agent and the Message Gateway Service in one — bridging each session to a real process
@@ -42,6 +43,31 @@ export interface AgentProcess {
   onData(cb: (b: Buffer) => void): void;
   onExit(cb: (code: number | null) => void): void;
   kill(): void;
+}
+
+/**
+ * A local child process as the agent's session process: its stdout is the session's output, writes
+ * go to its stdin (ignored once it has exited), `onExit` fires once with its exit code.
+ */
+export function childAgentProcess(child: ChildProcessWithoutNullStreams): AgentProcess {
+  const exitHandlers: Array<(code: number | null) => void> = [];
+  let exit: number | null | undefined;
+  child.on('close', (code) => {
+    exit = code;
+    for (const h of exitHandlers) h(code);
+  });
+  child.stdin.on('error', () => undefined); // writes racing the exit
+  return {
+    write: (data) => {
+      if (exit === undefined) child.stdin.write(data);
+    },
+    onData: (cb) => child.stdout.on('data', cb),
+    onExit: (cb) => {
+      if (exit !== undefined) cb(exit);
+      else exitHandlers.push(cb);
+    },
+    kill: () => child.kill('SIGKILL'),
+  };
 }
 
 export interface FakeSsmAgentOptions {

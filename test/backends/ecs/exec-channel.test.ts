@@ -16,7 +16,7 @@ import { RUNNER_SCRIPT } from '../../../shared/backends/runner/command-files.js'
 import { runnerRpcCommand } from '../../../shared/backends/runner/rpc.js';
 import { defaultRetryPolicy } from '../../../shared/backends/ecs/retry.js';
 import { BackendUnavailableError } from '../../../shared/contract/errors.js';
-import { FakeSsmAgent, type AgentProcess } from '../../support/fake-ssm-agent.js';
+import { FakeSsmAgent, type AgentProcess, childAgentProcess } from '../../support/fake-ssm-agent.js';
 
 const TASK = 'arn:aws:ecs:us-east-1:123456789012:task/wsp-test/0123456789abcdef';
 const children: ChildProcess[] = [];
@@ -34,21 +34,7 @@ function runnerProcess(command: string, workRoot: string): AgentProcess {
     stdio: 'pipe',
   });
   children.push(child);
-  let exit: number | null | undefined;
-  const exitHandlers: Array<(code: number | null) => void> = [];
-  child.on('close', (code) => {
-    exit = code;
-    for (const h of exitHandlers) h(code);
-  });
-  child.stdin.on('error', () => undefined);
-  return {
-    write: (data) => {
-      if (exit === undefined) child.stdin.write(data);
-    },
-    onData: (cb) => child.stdout.on('data', cb),
-    onExit: (cb) => (exit !== undefined ? cb(exit) : exitHandlers.push(cb)),
-    kill: () => child.kill('SIGKILL'),
-  };
+  return childAgentProcess(child);
 }
 
 async function setUp(options: Partial<ExecChannelOptions> = {}) {

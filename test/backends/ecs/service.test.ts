@@ -8,13 +8,13 @@ import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { RunTaskCommand, StopTaskCommand } from '@aws-sdk/client-ecs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EcsBackend } from '../../../shared/backends/ecs/index.js';
+import type { EcsBackend } from '../../../shared/backends/ecs/index.js';
 import { DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../../support/docker-daemon.js';
-import { makeEcsBackend, type EcsHandle } from '../../support/ecs-fixture.js';
+import { makeEcsBackend, startEcsProvider, type EcsHandle } from '../../support/ecs-fixture.js';
 import type { AgentProcess } from '../../support/fake-ssm-agent.js';
 import { commitFiles, createUpstreamRepo, type UpstreamRepo } from '../../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../../support/git-server.js';
-import { startTestProvider, type TestProvider } from '../../support/provider-fixture.js';
+import type { TestProvider } from '../../support/provider-fixture.js';
 import { registryUnavailable } from '../../support/registry.js';
 
 const run = promisify(execFile);
@@ -52,6 +52,7 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
     let ecs: EcsHandle;
     let backend: EcsBackend;
     let wsp: TestProvider;
+    let provider: Awaited<ReturnType<typeof startEcsProvider>> | undefined;
     let hostRoot: string;
     let registry: { url: string; host: string; dataDir: string };
     let cold: any;
@@ -82,35 +83,22 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       registry = findRegistry(ecs);
       sampler = sampleTaskProcesses(ecs, procSamples);
 
-      // The provider's instance id is the backend's owner, as in a deployment (one owner per stack).
-      const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-eit-'));
-      fs.writeFileSync(path.join(dataDir, 'instance-id'), `${ecs.owner}\n`, { mode: 0o600 });
-      wsp = await startTestProvider(
-        {
-          mode: 'ecs',
-          repositories: [
-            { url: git.url('app'), path: 'app', credential: 'env:WSP_ECS_IT_TOKEN', cacheKeyFiles: ['deps.lock'] },
-          ],
-          setup: { script: SETUP },
-        },
-        {
-          dataDir,
-          backend: (log) => {
-            backend = new EcsBackend({ ...ecs.options, log });
-            return backend;
-          },
-        },
-      );
+      provider = await startEcsProvider(ecs, {
+        repositories: [
+          { url: git.url('app'), path: 'app', credential: 'env:WSP_ECS_IT_TOKEN', cacheKeyFiles: ['deps.lock'] },
+        ],
+        setup: { script: SETUP },
+      });
+      wsp = provider.wsp;
+      backend = provider.backend();
     }, 300_000);
 
     afterAll(async () => {
       await sampler?.stop();
-      await wsp?.close();
-      backend?.close();
+      await provider?.close();
       // Destroys what is left (tasks, cache images + their task definitions, layer objects), stops the fakes.
       await ecs?.cleanup();
       await git?.close();
-      if (wsp) fs.rmSync(wsp.dataDir, { recursive: true, force: true });
       fs.rmSync(hostRoot, { recursive: true, force: true });
       delete process.env.WSP_ECS_IT_TOKEN;
     }, 300_000);

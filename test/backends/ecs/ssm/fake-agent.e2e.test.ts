@@ -11,6 +11,7 @@ import {
   splitUtf8LikeGo,
   type AgentProcess,
   type FakeSsmAgentOptions,
+  childAgentProcess,
 } from '../../../support/fake-ssm-agent.js';
 import { until } from './agent-peer.js';
 
@@ -30,24 +31,7 @@ function ptyProcess(command: string): AgentProcess {
     stdio: 'pipe',
   });
   children.push(child);
-  const exitHandlers: Array<(code: number | null) => void> = [];
-  let exit: number | null | undefined;
-  child.on('close', (code) => {
-    exit = code;
-    for (const h of exitHandlers) h(code);
-  });
-  child.stdin.on('error', () => undefined); // writes racing the exit
-  return {
-    write: (data) => {
-      if (exit === undefined) child.stdin.write(data);
-    },
-    onData: (cb) => child.stdout.on('data', cb),
-    onExit: (cb) => {
-      if (exit !== undefined) cb(exit);
-      else exitHandlers.push(cb);
-    },
-    kill: () => child.kill('SIGKILL'),
-  };
+  return childAgentProcess(child);
 }
 
 async function startAgent(extra: Partial<FakeSsmAgentOptions> = {}): Promise<FakeSsmAgent> {

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FakeSsmAgent, type AgentProcess } from '../../../support/fake-ssm-agent.js';
+import { FakeSsmAgent, type AgentProcess, childAgentProcess } from '../../../support/fake-ssm-agent.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
 const PLUGIN = path.resolve(REPO, '../shared/tools/session-manager-plugin/session-manager-plugin');
@@ -43,21 +43,7 @@ afterEach(async () => {
 function pipeProcess(argv: string[]): AgentProcess {
   const child = spawn(argv[0]!, argv.slice(1), { stdio: 'pipe' });
   cleanups.push(() => child.kill('SIGKILL'));
-  let exit: number | null | undefined;
-  const exitHandlers: Array<(code: number | null) => void> = [];
-  child.on('close', (code) => {
-    exit = code;
-    for (const h of exitHandlers) h(code);
-  });
-  child.stdin.on('error', () => undefined);
-  return {
-    write: (data) => {
-      if (exit === undefined) child.stdin.write(data);
-    },
-    onData: (cb) => child.stdout.on('data', cb),
-    onExit: (cb) => (exit !== undefined ? cb(exit) : exitHandlers.push(cb)),
-    kill: () => child.kill('SIGKILL'),
-  };
+  return childAgentProcess(child);
 }
 
 /** Runs the plugin as the AWS CLI does; resolves with its exit code and stdout once it exits. */
