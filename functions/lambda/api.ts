@@ -59,10 +59,11 @@ async function serve(
   return jsonResult(response.status, response.headers, response.body);
 }
 
-/** `/workspaces/x/events` → 501 naming `GET /workspaces/x` (and `?waitMs=` for commands) to poll instead. */
+/** `/workspaces/x/events` → 501 naming `GET /workspaces/x` (and `?waitMs=` for commands and operations) to poll instead. */
 function streamingUnavailable(path: string): APIGatewayProxyStructuredResultV2 {
   const target = path.replace(/\/events$/, '');
-  const poll = target.includes('/commands/') ? `GET ${target}?waitMs=20000` : `GET ${target}`;
+  const longPoll = target.includes('/commands/') || target.includes('/operations/');
+  const poll = longPoll ? `GET ${target}?waitMs=20000` : `GET ${target}`;
   return errorResult(501, errorBody('not_implemented', `streaming is not available on the Lambda API; poll ${poll}`));
 }
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { CommandEvent, WorkspaceEvent } from '../contract/views.js';
+import type { CommandEvent, OperationEvent, WorkspaceEvent } from '../contract/views.js';
 import type { AllTrue, Equal } from './same-type.js';
 import { commandView, operationView, workspaceView } from './schemas.js';
 
@@ -32,6 +32,11 @@ export const commandEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('end'), command: commandView }),
 ]);
 
+export const operationEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('step'), at: z.string(), step: z.string(), message: z.string() }),
+  z.object({ type: z.literal('end'), operation: operationView }),
+]);
+
 export type WorkspaceList = z.infer<typeof workspaceList>;
 export type CommandList = z.infer<typeof commandList>;
 
@@ -40,5 +45,6 @@ type EventSchemasMatchContract = AllTrue<
   [
     Equal<z.output<typeof workspaceEventSchema>, WorkspaceEvent>,
     Equal<z.output<typeof commandEventSchema>, CommandEvent>,
+    Equal<z.output<typeof operationEventSchema>, OperationEvent>,
   ]
 >;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { CommandEvent, OperationView, WorkspaceEvent } from '../contract/views.js';
+import type { CommandEvent, OperationEvent, OperationView, WorkspaceEvent } from '../contract/views.js';
 import { operationError } from '../service/operations.js';
 import { fitCommandView } from './answer-fit.js';
 import { buildOpenApiDocument } from './openapi.js';
@@ -7,6 +7,7 @@ import {
   commandEventSchema,
   commandList,
   healthBody,
+  operationEventSchema,
   operationList,
   workspaceEventSchema,
   workspaceList,
@@ -257,6 +258,24 @@ export const routes: readonly Route[] = [
       status: 200,
       body: await service.getOperation(params.id, params.oid, query),
     }),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/operations/{oid}/events',
+    operationId: 'watchOperation',
+    summary: "Stream a long operation's progress steps (SSE), then its final view.",
+    params: opParams,
+    responses: {
+      200: {
+        description: 'Server-Sent Events, one per OperationEvent',
+        schema: operationEventSchema,
+        contentType: 'text/event-stream',
+      },
+    },
+    handler: async (service, { params, signal }) => {
+      await service.getOperation(params.id, params.oid, { waitMs: 0 });
+      return { status: 200, stream: toSse<OperationEvent>(service.watchOperation(params.id, params.oid, signal)) };
+    },
   }),
   defineRoute({
     method: 'GET',

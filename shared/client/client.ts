@@ -7,6 +7,7 @@ import type {
   CommandEvent,
   CommandView,
   FetchResult,
+  OperationEvent,
   OperationView,
   ResetResult,
   WorkspaceEvent,
@@ -172,9 +173,18 @@ export class WspClient {
       yield data as CommandEvent;
   }
 
+  /** Follow a long operation (server-sent events, local server only): its steps, then `end` with its view. */
+  async *watchOperation(
+    id: string,
+    operationId: string,
+    options: { signal?: AbortSignal } = {},
+  ): AsyncGenerator<OperationEvent> {
+    for await (const data of this.#sse(`/workspaces/${enc(id)}/operations/${enc(operationId)}/events`, options.signal))
+      yield data as OperationEvent;
+  }
+
   // ---- git and baseline ----
 
-  /** Fetches new commits into all (or `repos`) repositories; optionally checks one out. */
   /** Fetch new commits; waits for the end (polling the operation past the server's wait). */
   async fetch(id: string, body: FetchInput = {}, options: OperationOptions = {}): Promise<FetchResult> {
     return this.#operation<FetchResult>(id, 'git/fetch', body, options);

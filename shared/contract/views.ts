@@ -129,6 +129,11 @@ export type WorkspaceEvent =
   | { type: 'step'; at: string; step: string; message: string }
   | { type: 'output'; commandId: string; stream: 'stdout' | 'stderr'; data: string };
 
+/** Events streamed for one long operation: the workspace's progress steps since it began, then its final view. */
+export type OperationEvent =
+  | { type: 'step'; at: string; step: string; message: string }
+  | { type: 'end'; operation: OperationView };
+
 /** Events streamed for one command: output as it comes (`offset`: byte offset of `data` in its stream), then its final view. */
 export type CommandEvent =
   | { type: 'output'; stream: 'stdout' | 'stderr'; data: string; offset: number }

@@ -10,6 +10,7 @@ import type {
   ChangesView,
   CommandEvent,
   CommandView,
+  OperationEvent,
   OperationView,
   WorkspaceEvent,
   WorkspaceView,
@@ -44,6 +45,8 @@ export interface WorkspaceService {
   reset(workspaceId: string, input: ResetParams, wait?: OperationWaitParams): Promise<OperationView>;
   getOperation(workspaceId: string, operationId: string, wait?: OperationWaitParams): Promise<OperationView>;
   listOperations(workspaceId: string): Promise<OperationView[]>;
+  /** Until the operation ends or `signal` aborts: the workspace's steps since it began, then its view. */
+  watchOperation(workspaceId: string, operationId: string, signal: AbortSignal): AsyncIterable<OperationEvent>;
   changes(workspaceId: string): Promise<ChangesView>;
 
   /** Until the workspace settles (ready/failed/deleted) or `signal` aborts. */

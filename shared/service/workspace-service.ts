@@ -10,6 +10,7 @@ import type {
   ChangesView,
   CommandEvent,
   CommandView,
+  OperationEvent,
   OperationView,
   WorkspaceEvent,
   WorkspaceView,
@@ -194,6 +195,34 @@ export class DefaultWorkspaceService implements WorkspaceService {
   watchCommand(workspaceId: string, commandId: string, signal: AbortSignal): AsyncIterable<CommandEvent> {
     const release = this.streams.acquire(workspaceId, signal);
     return releasing(this.commandEvents(workspaceId, commandId, signal), release);
+  }
+
+  watchOperation(workspaceId: string, operationId: string, signal: AbortSignal): AsyncIterable<OperationEvent> {
+    const release = this.streams.acquire(workspaceId, signal);
+    return releasing(this.operationEvents(workspaceId, operationId, signal), release);
+  }
+
+  /** Polls the operation (any process may run it) and the workspace's steps recorded since it began. */
+  private async *operationEvents(
+    workspaceId: string,
+    operationId: string,
+    signal: AbortSignal,
+  ): AsyncIterable<OperationEvent> {
+    let seen: number | undefined;
+    while (!signal.aborted) {
+      const op = await this.operations.get(workspaceId, operationId, 0);
+      const steps = (await this.records.get(workspaceId)).steps;
+      // The steps of this operation: those recorded at or after its start (the first read fixes where).
+      seen ??= steps.findIndex((s) => s.at >= op.createdAt);
+      if (seen < 0) seen = steps.length;
+      for (const s of steps.slice(seen)) yield { type: 'step', ...s };
+      seen = Math.max(seen, steps.length);
+      if (op.status !== 'running') {
+        yield { type: 'end', operation: op };
+        return;
+      }
+      await sleep(POLL_MS, signal);
+    }
   }
 
   /** Polls the record (any process may be doing the work) and the setup command's output. */

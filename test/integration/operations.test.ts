@@ -93,10 +93,24 @@ describe('long operations (local backend)', () => {
     expect(op).toMatchObject({ status: 'succeeded', kind: 'fetch' });
   });
 
+  it('an operation can be followed as server-sent events: the reset steps, then its end with the result', async () => {
+    await wsp.exec(ws.id, 'echo dirt > app/dirt.txt');
+    const started = await wsp.api('POST', `/workspaces/${ws.id}/reset?waitMs=0`, {});
+    expect(started.status).toBe(202);
+    const client = new WspClient({ baseUrl: wsp.url, token: wsp.token });
+    const events: any[] = [];
+    for await (const event of client.watchOperation(ws.id, started.body.id)) events.push(event);
+    const end = events.at(-1);
+    expect(end).toMatchObject({ type: 'end', operation: { id: started.body.id, status: 'succeeded' } });
+    expect(end.operation.result).toMatchObject({ matches: true });
+    expect(events.slice(0, -1).every((e) => e.type === 'step')).toBe(true);
+  });
+
   it('unknown operations and workspaces are 404; a malformed operation id is 400', async () => {
     expect((await wsp.api('GET', `/workspaces/${ws.id}/operations/op-${'0'.repeat(24)}`)).status).toBe(404);
     expect((await wsp.api('GET', `/workspaces/ws-${'0'.repeat(24)}/operations`)).status).toBe(404);
     expect((await wsp.api('GET', `/workspaces/${ws.id}/operations/nope`)).status).toBe(400);
+    expect((await wsp.api('GET', `/workspaces/${ws.id}/operations/op-${'0'.repeat(24)}/events`)).status).toBe(404);
     expect((await wsp.api('POST', `/workspaces/${ws.id}/reset?waitMs=-1`, {})).status).toBe(400);
   });
 

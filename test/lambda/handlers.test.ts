@@ -129,6 +129,23 @@ describe('api handler in mode ecs without its WSP_ECS_* configuration', () => {
     expect(cmdEvents.body.error.message).toBe(
       `streaming is not available on the Lambda API; poll GET /workspaces/${id}/commands/cmd-00000000000000000000000b?waitMs=20000`,
     );
+    const op = 'op-00000000000000000000000c';
+    await deps.state.createOperation({
+      workspaceId: id,
+      id: op,
+      version: 1,
+      kind: 'reset',
+      status: 'running',
+      input: {},
+      owner: 'wsp-test-stack',
+      createdAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(),
+    });
+    const opEvents = await call('GET', `/workspaces/${id}/operations/${op}/events`);
+    expect(opEvents.status).toBe(501);
+    expect(opEvents.body.error.message).toBe(
+      `streaming is not available on the Lambda API; poll GET /workspaces/${id}/operations/${op}?waitMs=20000`,
+    );
     expect((await call('GET', '/workspaces/ws-0123456789abcdef01234567/events')).status).toBe(404);
   });
 

@@ -12,6 +12,7 @@ import type {
   CommandEvent,
   CommandView,
   FetchResult,
+  OperationEvent,
   OperationView,
   ResetResult,
   StreamView,
@@ -270,6 +271,16 @@ export class FakeWorkspaceService implements WorkspaceService {
         .filter((o) => o.view.workspaceId === workspaceId)
         .map((o) => ({ ...o.view }));
     });
+  }
+
+  async *watchOperation(workspaceId: string, operationId: string, signal: AbortSignal): AsyncIterable<OperationEvent> {
+    this.record('watchOperation', [workspaceId, operationId]);
+    this.mustWorkspace(workspaceId);
+    const op = this.operations.get(operationId);
+    if (op === undefined || op.view.workspaceId !== workspaceId) throw new NotFoundError('operation', operationId);
+    await Promise.race([op.ended, new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
+    if (signal.aborted) return;
+    yield { type: 'end', operation: { ...op.view } };
   }
 
   /** A fetch/reset: `impl`'s checks throw at once; its result lands after operationDelayMs. */
