@@ -8,7 +8,7 @@ import { createLogger } from '../../shared/log.js';
 import { authorizationMatches } from './api-keys.js';
 import { errorResult, jsonResult, toDispatchRequest } from './http-event.js';
 import { inInvocation } from './invocation.js';
-import { LAMBDA_LIMITS, LAMBDA_MAX_BODY_BYTES } from './limits.js';
+import { LAMBDA_LIMITS, LAMBDA_MAX_BODY_BYTES, LAMBDA_PAYLOAD_BYTES } from './limits.js';
 import { containerOr503, httpErrorShape } from './middleware.js';
 
 /**
@@ -56,7 +56,28 @@ async function serve(
     status: 'stream' in response ? 501 : response.status,
   });
   if ('stream' in response) return streamingUnavailable(request.path);
-  return jsonResult(response.status, response.headers, response.body);
+  return withinPayloadLimit(jsonResult(response.status, response.headers, response.body), request);
+}
+
+/**
+ * The last guard of Lambda's 6 MB: an answer the route could not fit (a list of many commands with long
+ * argv, a changes view with large diffs) becomes a clear 503 naming its size, instead of Lambda's own
+ * failure (API Gateway's opaque 502). Command output is fitted before this (answer-fit.ts).
+ */
+function withinPayloadLimit(
+  result: APIGatewayProxyStructuredResultV2,
+  request: DispatchRequest,
+): APIGatewayProxyStructuredResultV2 {
+  const bytes = Buffer.byteLength(JSON.stringify(result));
+  if (bytes <= LAMBDA_PAYLOAD_BYTES) return result;
+  log.warn('answer over the Lambda payload limit', { method: request.method, path: request.path, bytes });
+  return errorResult(
+    503,
+    errorBody(
+      'backend_unavailable',
+      `the answer (${bytes} bytes) exceeds the Lambda API's 6 MB payload limit; commands can be read one by one (GET …/commands/{cid}), anything else needs the local server`,
+    ),
+  );
 }
 
 /** `/workspaces/x/events` → 501 naming `GET /workspaces/x` (and `?waitMs=` for commands and operations) to poll instead. */

@@ -7,8 +7,8 @@ import type { EntryLimits } from '../../shared/api/route-types.js';
  * configured limits; here they are cut so that no request we accept can need an answer over the cap.
  */
 
-/** Lambda's synchronous payload limit, request and response each (6 MB). */
-const LAMBDA_PAYLOAD_BYTES = 6_291_456;
+/** Lambda's synchronous payload limit, request and response each (6 MB): a function result's JSON. */
+export const LAMBDA_PAYLOAD_BYTES = 6_291_456;
 
 /**
  * Request bodies beyond this get 413: at most 5 MiB in the event, and what an answer echoes of a

@@ -681,6 +681,31 @@ describe('payload limits (Lambda: 6 MB each way)', () => {
     expect(Buffer.concat(got.stderr).equals(binary)).toBe(true);
   });
 
+  it('an answer no route can fit (many commands with long argv) is a clear 503 naming its size, never over 6 MB', async () => {
+    await deployWithOutput(Buffer.alloc(0), Buffer.alloc(0));
+    const { deps } = await lambdaContainer();
+    // DynamoDB keeps an item under 400 KB: 20 commands of 350 KB of argv are 7 MB together.
+    for (let i = 0; i < 20; i++)
+      await deps.state.createCommand(
+        commandRecord(id, `cmd-0000000000000000000000${String(i).padStart(2, '0')}`, {
+          state: 'exited',
+          exitCode: 0,
+          argv: ['x'.repeat(350 * 1024)],
+        }),
+      );
+    const result = await api(apiEvent('GET', `/workspaces/${id}/commands`), lambdaContext());
+    expect(Buffer.byteLength(JSON.stringify(result))).toBeLessThan(LAMBDA_PAYLOAD);
+    const r = parseResult(result);
+    expect(r.status).toBe(503);
+    expect(r.body.error.message).toMatch(/^the answer \(\d+ bytes\) exceeds the Lambda API's 6 MB payload limit/);
+    // One by one they fit.
+    expect(
+      parseResult(
+        await api(apiEvent('GET', `/workspaces/${id}/commands/cmd-000000000000000000000000`), lambdaContext()),
+      ).status,
+    ).toBe(200);
+  });
+
   it('refuses a request body the 6 MB payload could not carry back (413), whatever the config allows', async () => {
     await deployWithOutput(Buffer.alloc(0), Buffer.alloc(0));
     const body = JSON.stringify({ argv: ['cat'], stdin: 'x'.repeat(3 * MiB) });
