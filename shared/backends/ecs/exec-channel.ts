@@ -129,6 +129,12 @@ export class ExecChannels {
     return left === undefined ? undefined : left - ANSWER_RESERVE_MS;
   }
 
+  /** Another ExecuteCommand attempt fits: the longest backoff and one attempt are left in the invocation. */
+  private canAffordRetry(): boolean {
+    const budget = this.budgetMs();
+    return budget === undefined || budget >= this.retry.capMs + MIN_ATTEMPT_MS;
+  }
+
   private checkTimeLeft(what: string, cause?: Error): void {
     const budget = this.budgetMs();
     if (budget === undefined || budget >= MIN_ATTEMPT_MS) return;
@@ -192,8 +198,10 @@ export class ExecChannels {
             }),
           ),
         this.retry,
-        // The agent can lag the task by a moment right after start: TargetNotConnected is worth a retry.
-        (e) => isRetryable(e) || (e as { name?: string }).name === 'TargetNotConnectedException',
+        // The agent can lag the task by a moment right after start: TargetNotConnected is worth a retry —
+        // unless the invocation cannot afford the longest backoff plus one more attempt.
+        (e) =>
+          (isRetryable(e) || (e as { name?: string }).name === 'TargetNotConnectedException') && this.canAffordRetry(),
       );
     } catch (error) {
       await this.throwIfGone(taskArn);

@@ -70,7 +70,7 @@ async function setUp(options: Partial<ExecChannelOptions> = {}) {
   cleanups.push(() => channels.closeAll());
   const listCommands = (what: string) => channels.with(TASK, what, (rpc) => rpc.statusMany(cmdRoot));
   const live = () => [...agent.sessions.values()].filter((s) => s.state === 'running');
-  return { agent, channels, listCommands, live };
+  return { agent, channels, listCommands, live, mock };
 }
 
 /** What a Lambda invocation of the API function has: 29 s from its start. */
@@ -95,6 +95,21 @@ describe('ExecChannels: dead sessions and the invocation deadline', () => {
       ['running', undefined],
     ]);
   }, 40_000);
+
+  it('a throttled ExecuteCommand is retried only while the invocation can afford the backoff and one more try', async () => {
+    const throttled = () => Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' });
+    const retry = { ...defaultRetryPolicy, attempts: 6, sleep: async () => undefined };
+    // Plenty of time: all six attempts.
+    const roomy = await setUp({ retry, remainingMs: invocation(600_000) });
+    roomy.mock.on(ExecuteCommandCommand).rejects(throttled());
+    await expect(roomy.listCommands('open')).rejects.toBeInstanceOf(BackendUnavailableError);
+    expect(roomy.mock.commandCalls(ExecuteCommandCommand)).toHaveLength(6);
+    // 6 s left (less the 1 s answer reserve): not the 5 s backoff cap plus a 2 s attempt — no retry.
+    const tight = await setUp({ retry, remainingMs: invocation(6_000) });
+    tight.mock.on(ExecuteCommandCommand).rejects(throttled());
+    await expect(tight.listCommands('open')).rejects.toBeInstanceOf(BackendUnavailableError);
+    expect(tight.mock.commandCalls(ExecuteCommandCommand)).toHaveLength(1);
+  });
 
   it('no request outlives the invocation: the remaining time bounds it (here ~3 s, not 120 s)', async () => {
     // Detection by silence is off (a long ack timeout): only the deadline can end the wait.
