@@ -6,7 +6,8 @@ import type { DefaultWorkspaceService } from './workspace-service.js';
 import { bestEffort } from '../lib/best-effort.js';
 
 export interface ReconcileReport {
-  failedProvisioning: string[];
+  /** Provisioning picked up at the phase its record names (the setup command, detached, may still run). */
+  resumedProvisioning: string[];
   resumedResets: string[];
   finishedDeletes: string[];
   commandsSettled: number;
@@ -25,7 +26,7 @@ export interface ReconcileReport {
 export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceService): Promise<ReconcileReport> {
   const { state, backend, log, instanceId } = deps;
   const report: ReconcileReport = {
-    failedProvisioning: [],
+    resumedProvisioning: [],
     resumedResets: [],
     finishedDeletes: [],
     commandsSettled: 0,
@@ -44,12 +45,10 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
           `workspace '${r.id}': its stored backend ref does not belong to it; refusing to use it`,
         );
       if (r.status === 'provisioning') {
-        // The work was in this process's memory; it cannot be resumed safely. Fail it and free the compute.
-        await bestEffort(service.teardown(r), log, 'tearing down a workspace left provisioning');
-        await service.records.transition(r.id, ['provisioning'], 'failed', {
-          failure: { step: 'provision', message: 'provider restarted during provisioning' },
-        });
-        report.failedProvisioning.push(r.id);
+        // Its phases are on the record, each idempotent (Provisioner.runPhase): handed off again after
+        // the rest is reconciled, provisioning goes on where it was — a setup still running (its wrapper
+        // outlives the provider) is awaited, not started again.
+        report.resumedProvisioning.push(r.id);
       } else if (r.status === 'resetting') {
         // Restore is idempotent: finish it and hand the workspace back.
         if (r.backend && r.baseline) await backend.open(r.backend, r.plan).snapshots.restore(r.baseline);
@@ -100,9 +99,11 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
   report.orphansDestroyed = await destroyOrphans(deps);
   const live = new Map((await state.listWorkspaces({ owner: instanceId })).map((r) => [r.id, r] as const));
 
-  // Cache entries this instance was building when it died → failed (the next setup rebuilds).
+  // Cache entries this instance was building when it died → failed (the next setup rebuilds) — but
+  // not those a resumed provisioning goes on building.
+  const resumed = new Set(report.resumedProvisioning);
   for (const e of await state.listCacheEntries()) {
-    if (e.status === 'building' && e.lease?.owner === instanceId) {
+    if (e.status === 'building' && e.lease?.owner === instanceId && !(e.builder && resumed.has(e.builder))) {
       await bestEffort(
         state.updateCacheEntry(e.key, e.version, { status: 'failed' }),
         log,
@@ -122,9 +123,11 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
     await bestEffort(backend.snapshots.delete(snap), log, 'deleting an unreferenced snapshot');
     report.snapshotsRemoved++;
   }
+  for (const id of report.resumedProvisioning)
+    await bestEffort(service.resumeProvisioning(id), log, 'handing a resumed provisioning off again');
   log.info('reconciled', {
     ...report,
-    failedProvisioning: report.failedProvisioning.length,
+    resumedProvisioning: report.resumedProvisioning.length,
     orphansDestroyed: report.orphansDestroyed.length,
   });
   return report;

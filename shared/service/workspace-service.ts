@@ -336,6 +336,11 @@ export class DefaultWorkspaceService implements WorkspaceService {
     }
   }
 
+  /** Hand a workspace left provisioning (a provider restart) off again: it goes on at its recorded phase. */
+  resumeProvisioning(id: string): Promise<void> {
+    return this.dispatch({ kind: 'provision', workspaceId: id });
+  }
+
   /** Wait for background provisioning (tests and graceful shutdown). */
   drain(): Promise<void> {
     return this.work.drain();

@@ -46,8 +46,8 @@ function writeConfig(setup: string): void {
 }
 
 describe('crash safety (kill -9 of the provider process)', () => {
-  it('during setup: the workspace ends failed, its compute and processes are gone', async () => {
-    writeConfig(`sleep ${MARK}`);
+  it('during setup: the restarted provider picks provisioning up where it was — setup runs once, the workspace ends ready', async () => {
+    writeConfig(`echo run >> "$HOME/setup-runs"; sleep ${MARK}`);
     provider = await spawnProvider(configFile, { CRASH_TOKEN: TOKEN });
     const created = await provider.api('POST', '/workspaces', {});
     expect(created.status).toBe(202);
@@ -61,13 +61,29 @@ describe('crash safety (kill -9 of the provider process)', () => {
     await provider.kill9();
 
     provider = await spawnProvider(configFile, { CRASH_TOKEN: TOKEN });
-    const ws = (await provider.api('GET', `/workspaces/${id}`)).body;
-    expect(ws.status).toBe('failed');
-    expect(ws.failure.message).toMatch(/restarted/);
-    expect(fs.existsSync(path.join(dataDir, 'local', 'workspaces', id))).toBe(false);
+    const ws = await waitFor('ready after the restart', async () => {
+      const view = (await provider!.api('GET', `/workspaces/${id}`)).body;
+      return view.status === 'provisioning' ? undefined : view;
+    });
+    expect(ws.status, JSON.stringify(ws.failure)).toBe('ready');
+    const runs = await provider.api('POST', `/workspaces/${id}/commands`, {
+      command: 'wc -l < "$HOME/setup-runs"',
+      waitMs: 20_000,
+    });
+    expect(runs.body.stdout.data.trim()).toBe('1');
     expect(processesWith(`sleep ${MARK}`)).toBe(0);
+    // The cache entry it was building was kept, not released by the restart: the next setup hits it.
+    const second = (await provider.api('POST', '/workspaces', {})).body.id as string;
+    const warm = await waitFor('the second workspace', async () => {
+      const view = (await provider!.api('GET', `/workspaces/${second}`)).body;
+      return view.status === 'provisioning' ? undefined : view;
+    });
+    expect(warm).toMatchObject({ status: 'ready', cache: { hit: true } });
+    expect((await provider.api('DELETE', `/workspaces/${second}`)).status).toBe(200);
     const all = (await provider.api('GET', '/workspaces')).body.workspaces as any[];
     expect(all.filter((w) => ['provisioning', 'resetting', 'deleting'].includes(w.status))).toEqual([]);
+    expect((await provider.api('DELETE', `/workspaces/${id}`)).status).toBe(200);
+    expect(fs.existsSync(path.join(dataDir, 'local', 'workspaces', id))).toBe(false);
     await provider.stop();
   });
 

@@ -75,8 +75,8 @@ describe.skipIf(dockerUnavailable !== undefined)('crash safety on docker (kill -
   const waitFor = <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000) =>
     waitUntil(what, fn, timeoutMs);
 
-  it('during setup: the workspace ends failed; no container, image or process is left', async () => {
-    writeConfig(`sleep ${MARK}`);
+  it('during setup: the restarted provider picks provisioning up where it was — setup runs once, the workspace ends ready', async () => {
+    writeConfig(`echo run >> "$HOME/setup-runs"; sleep ${MARK}`);
     provider = await spawnProvider(configFile, { CRASH_TOKEN: TOKEN });
     const created = await provider.api('POST', '/workspaces', {});
     expect(created.status).toBe(202);
@@ -86,14 +86,22 @@ describe.skipIf(dockerUnavailable !== undefined)('crash safety on docker (kill -
     await provider.kill9();
 
     provider = await spawnProvider(configFile, { CRASH_TOKEN: TOKEN });
-    const ws = (await provider.api('GET', `/workspaces/${id}`)).body;
-    expect(ws.status).toBe('failed');
-    expect(ws.failure.message).toMatch(/restarted/);
-    expect(await containersOf(id)).toEqual([]);
-    expect(await imagesOfOwner()).toEqual([]);
+    const ws = await waitFor('ready after the restart', async () => {
+      const view = (await provider!.api('GET', `/workspaces/${id}`)).body;
+      return view.status === 'provisioning' ? undefined : view;
+    });
+    expect(ws.status, JSON.stringify(ws.failure)).toBe('ready');
+    const runs = await provider.api('POST', `/workspaces/${id}/commands`, {
+      command: 'wc -l < "$HOME/setup-runs"',
+      waitMs: 20_000,
+    });
+    expect(runs.body.stdout.data.trim()).toBe('1');
     expect(processesWith(`sleep ${MARK}`)).toBe(0);
+    expect((await containersOf(id)).length).toBe(1);
     const all = (await provider.api('GET', '/workspaces')).body.workspaces as any[];
     expect(all.filter((w) => ['provisioning', 'resetting', 'deleting'].includes(w.status))).toEqual([]);
+    expect((await provider.api('DELETE', `/workspaces/${id}`)).status).toBe(200);
+    expect(await containersOf(id)).toEqual([]);
     await provider.stop();
   });
 
