@@ -133,9 +133,11 @@ describe.skipIf(dockerUnavailable !== undefined)('crash safety on docker (kill -
     expect(processesWith(`sleep ${MARK}0`)).toBe(0);
     expect((await provider.api('DELETE', `/workspaces/${id}`)).status).toBe(200);
     await waitFor('the container to go', async () => ((await containersOf(id)).length === 0 ? true : undefined));
-    // Its baseline image goes with it; only the cache entry's image stays (by design, for the next setup).
-    const kinds = (await imagesOfOwner()).map((i) => i.Labels?.['wsp.kind']).sort();
-    expect(kinds).toEqual(['cache']);
+    // Its baseline image goes with it; only cache entries' images stay (by design, for the next setup):
+    // this test's, and the first test's when it ran before (resumed to ready, it kept its entry).
+    const kinds = (await imagesOfOwner()).map((i) => i.Labels?.['wsp.kind']);
+    expect(kinds.filter((k) => k !== 'cache')).toEqual([]);
+    expect(kinds.length).toBeGreaterThanOrEqual(1);
     await provider.stop();
   });
 });
