@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUpstreamRepo } from '../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../support/git-server.js';
-import { spawnProvider, type SpawnedProvider } from '../support/spawned-provider.js';
+import { settledView, spawnProvider, type SpawnedProvider } from '../support/spawned-provider.js';
 import { processesWith, waitFor } from '../support/wait.js';
 
 // Invariant 5: kill -9 the provider at any point; on restart nothing stays transitional, nothing is
@@ -45,6 +45,9 @@ function writeConfig(setup: string): void {
   );
 }
 
+/** How long a setup may take to settle after a restart (as this file's waitFor). */
+const SETTLE_MS = 60_000;
+
 describe('crash safety (kill -9 of the provider process)', () => {
   it('during setup: the restarted provider picks provisioning up where it was — setup runs once, the workspace ends ready', async () => {
     writeConfig(`echo run >> "$HOME/setup-runs"; sleep ${MARK}`);
@@ -61,10 +64,7 @@ describe('crash safety (kill -9 of the provider process)', () => {
     await provider.kill9();
 
     provider = await spawnProvider(configFile, { CRASH_TOKEN: TOKEN });
-    const ws = await waitFor('ready after the restart', async () => {
-      const view = (await provider!.api('GET', `/workspaces/${id}`)).body;
-      return view.status === 'provisioning' ? undefined : view;
-    });
+    const ws = await settledView(provider, id, SETTLE_MS);
     expect(ws.status, JSON.stringify(ws.failure)).toBe('ready');
     const runs = await provider.api('POST', `/workspaces/${id}/commands`, {
       command: 'wc -l < "$HOME/setup-runs"',
@@ -74,10 +74,7 @@ describe('crash safety (kill -9 of the provider process)', () => {
     expect(processesWith(`sleep ${MARK}`)).toBe(0);
     // The cache entry it was building was kept, not released by the restart: the next setup hits it.
     const second = (await provider.api('POST', '/workspaces', {})).body.id as string;
-    const warm = await waitFor('the second workspace', async () => {
-      const view = (await provider!.api('GET', `/workspaces/${second}`)).body;
-      return view.status === 'provisioning' ? undefined : view;
-    });
+    const warm = await settledView(provider, second, SETTLE_MS);
     expect(warm).toMatchObject({ status: 'ready', cache: { hit: true } });
     expect((await provider.api('DELETE', `/workspaces/${second}`)).status).toBe(200);
     const all = (await provider.api('GET', '/workspaces')).body.workspaces as any[];

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { waitFor } from './wait.js';
 
 export interface SpawnedProvider {
   url: string;
@@ -74,4 +75,16 @@ export async function spawnProvider(configFile: string, env: NodeJS.ProcessEnv =
       }
     },
   };
+}
+
+/** The workspace once it has left 'provisioning' (a restarted provider resuming it, or a new setup). */
+export function settledView(provider: SpawnedProvider, id: string, timeoutMs?: number): Promise<any> {
+  return waitFor(
+    `workspace ${id} to leave provisioning`,
+    async () => {
+      const view = (await provider.api('GET', `/workspaces/${id}`)).body;
+      return view.status === 'provisioning' ? undefined : view;
+    },
+    timeoutMs,
+  );
 }

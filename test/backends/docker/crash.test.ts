@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUpstreamRepo } from '../../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../../support/git-server.js';
-import { spawnProvider, type SpawnedProvider } from '../../support/spawned-provider.js';
+import { settledView, spawnProvider, type SpawnedProvider } from '../../support/spawned-provider.js';
 import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../../support/docker-daemon.js';
 import { processesWith, waitFor as waitUntil } from '../../support/wait.js';
 
@@ -13,6 +13,9 @@ import { processesWith, waitFor as waitUntil } from '../../support/wait.js';
 // restart no orphan container or image, nothing transitional, no completed result lost.
 const TOKEN = `crash-${randomBytes(8).toString('hex')}`;
 const MARK = `${7 + Math.floor(Math.random() * 1000) / 1000}`; // a unique sleep duration to find our processes
+
+/** How long a setup may take to settle after a restart (as this file's waitFor). */
+const SETTLE_MS = 90_000;
 
 describe.skipIf(dockerUnavailable !== undefined)('crash safety on docker (kill -9 of the provider process)', () => {
   let git: GitServer;
@@ -86,10 +89,7 @@ describe.skipIf(dockerUnavailable !== undefined)('crash safety on docker (kill -
     await provider.kill9();
 
     provider = await spawnProvider(configFile, { CRASH_TOKEN: TOKEN });
-    const ws = await waitFor('ready after the restart', async () => {
-      const view = (await provider!.api('GET', `/workspaces/${id}`)).body;
-      return view.status === 'provisioning' ? undefined : view;
-    });
+    const ws = await settledView(provider, id, SETTLE_MS);
     expect(ws.status, JSON.stringify(ws.failure)).toBe('ready');
     const runs = await provider.api('POST', `/workspaces/${id}/commands`, {
       command: 'wc -l < "$HOME/setup-runs"',
