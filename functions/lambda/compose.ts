@@ -9,7 +9,7 @@ import { ecsBackend, type BackendFactory, type BackendRegistry } from '../compos
 import { composeService } from '../compose/compose.js';
 import { invocationRemainingMs } from './invocation.js';
 import { LambdaInvokeDispatcher, type JobHandOff } from './invoke-dispatcher.js';
-import { StepFunctionsHandOff, type StartExecutionClient } from './provision-workflow.js';
+import { StepFunctionsHandOff, type StartExecutionClient } from './workflow-hand-off.js';
 import { readLambdaSettings, type LambdaSettings } from './settings.js';
 import { unavailableBackend } from './unavailable-backend.js';
 import { WorkerWork } from './worker-work.js';
@@ -112,15 +112,17 @@ async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaCon
   };
 }
 
-/** Provisioning to the state machine (when this build has a client for it); every other job to `jobs`. */
+/** Provisioning and operations to their state machines (where configured); every other job to `jobs`. */
 function routeJobs(settings: LambdaSettings, sfn: StartExecutionClient, jobs: JobHandOff, log: Logger): JobHandOff {
-  const arn = settings.provisionStateMachineArn;
-  const workflow = arn ? new StepFunctionsHandOff(sfn, arn) : undefined;
-  if (!workflow)
+  const workflows = new StepFunctionsHandOff(sfn, {
+    ...(settings.provisionStateMachineArn ? { provision: settings.provisionStateMachineArn } : {}),
+    ...(settings.operationStateMachineArn ? { operation: settings.operationStateMachineArn } : {}),
+  });
+  if (!settings.provisionStateMachineArn)
     log.info('no provisioning state machine (WSP_PROVISION_STATE_MACHINE): provisioning is one worker job');
-  return {
-    dispatch: (job) => (job.kind === 'provision' && workflow ? workflow : jobs).dispatch(job),
-  };
+  if (!settings.operationStateMachineArn)
+    log.info('no operations state machine (WSP_OPERATION_STATE_MACHINE): a fetch or reset is one worker job');
+  return { dispatch: (job) => (workflows.takes(job) ? workflows : jobs).dispatch(job) };
 }
 
 /** The AWS SDK's Step Functions client, made on the first start (most invocations never start one). */

@@ -18,6 +18,7 @@ import { parseKeyHashes } from './api-keys.js';
  *   share it, or the janitor would not recognise the workspaces other containers created; default `wsp-lambda`.
  * - `WSP_WORKER_FUNCTION`: name or ARN of the worker function (api only).
  * - `WSP_PROVISION_STATE_MACHINE`: ARN of the provisioning state machine (api only).
+ * - `WSP_OPERATION_STATE_MACHINE`: ARN of the operations (fetch, reset) state machine (api only).
  * - `WSP_API_KEY_HASHES`: comma-separated hex sha256 of accepted bearer keys. When set, the api
  *   handler checks the bearer key itself too (defence in depth behind the authorizer).
  * - `WSP_ENSURE_TABLE=1`: create the table if missing (LocalStack / DynamoDB Local only; the
@@ -33,6 +34,8 @@ export interface LambdaSettings {
   workerFunctionName: string | undefined;
   /** ARN of the Step Functions state machine that runs provisioning's phases. */
   provisionStateMachineArn: string | undefined;
+  /** ARN of the Step Functions state machine that runs the phases of fetch and reset operations. */
+  operationStateMachineArn: string | undefined;
   /** sha256 digests of the accepted bearer keys (empty: the api handler does not check keys). */
   apiKeyHashes: Buffer[];
   ensureTable: boolean;
@@ -82,6 +85,7 @@ export function readLambdaSettings(env: NodeJS.ProcessEnv = process.env): Lambda
     instanceId: env.WSP_INSTANCE_ID || DEFAULT_LAMBDA_INSTANCE_ID,
     workerFunctionName: env.WSP_WORKER_FUNCTION || undefined,
     provisionStateMachineArn: env.WSP_PROVISION_STATE_MACHINE || undefined,
+    operationStateMachineArn: env.WSP_OPERATION_STATE_MACHINE || undefined,
     apiKeyHashes: keyHashes(env.WSP_API_KEY_HASHES),
     ensureTable: env.WSP_ENSURE_TABLE === '1',
   };

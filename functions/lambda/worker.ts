@@ -9,13 +9,16 @@ import { inInvocation } from './invocation.js';
  * The worker (the provisioner: the only role with the git secrets, the only function with git). Jobs
  * run with `service.runJob`: provisioning's phases, invoked one at a time by the provisioning state
  * machine (`provision-phase`: the answer says what comes next; `provision-failed` when it gave up),
- * and the operations fetch and reset from the api function's async invoke (their outcome is written
- * on the operation's record, which the api reads). Jobs are idempotent: a re-delivered job for a
+ * and the operations fetch and reset, phase by phase from the operations state machine
+ * (`operation-phase`, `operation-failed`; their outcome is written on the operation's record, which
+ * the api reads) — or whole, from the api's async invoke where no state machine is configured.
+ * Jobs are idempotent: a re-delivered job for a
  * settled workspace or an ended operation does nothing. Both record their own failure and do not
  * throw; a throw here (e.g. the state store unreachable) lets Lambda retry the async invocation.
  *
- * Time limit: a Lambda runs at most 15 minutes. A provisioning phase is short by design (the setup is
- * awaited in bounded looks, not in one invocation); one still going `TIME_MARGIN_MS` before the
+ * Time limit: a Lambda runs at most 15 minutes. A phase is short by design (the setup is awaited in
+ * bounded looks, not in one invocation; a reset's restore, replacement, sync and verification are
+ * each a phase); one still going `TIME_MARGIN_MS` before the
  * function's timeout is rethrown as TimeoutError, and the state machine runs the phase again (phases
  * are idempotent) or, its retries spent, fails the workspace. Any other job still going then is failed
  * here (a provisioning workspace failed and its compute torn down; an operation failed, its workspace
@@ -29,6 +32,7 @@ const log = createLogger({ svc: 'wsp-worker' });
 export const TIME_MARGIN_MS = 30_000;
 
 const workspaceId = z.string().regex(/^ws-[0-9a-f]{24}$/);
+const operationId = z.string().regex(/^op-[0-9a-f]{8,40}$/);
 const jobSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('provision'), workspaceId }).strict(),
   z
@@ -36,9 +40,16 @@ const jobSchema = z.discriminatedUnion('kind', [
     .strict(),
   // `error`: the Step Functions error name (States.TaskFailed, TimeoutError, …), bounded.
   z.object({ kind: z.literal('provision-failed'), workspaceId, error: z.string().max(200) }).strict(),
+  z.object({ kind: z.literal('operation'), workspaceId, operationId }).strict(),
   z
-    .object({ kind: z.literal('operation'), workspaceId, operationId: z.string().regex(/^op-[0-9a-f]{8,40}$/) })
+    .object({
+      kind: z.literal('operation-phase'),
+      workspaceId,
+      operationId,
+      phase: z.enum(['begin', 'restore', 'replace', 'sync', 'move', 'verify']),
+    })
     .strict(),
+  z.object({ kind: z.literal('operation-failed'), workspaceId, operationId, error: z.string().max(200) }).strict(),
 ]);
 
 /** What the worker answers; for a provisioning phase, what comes next (read by the state machine's Choice). */
@@ -57,8 +68,8 @@ export const handler = middy<unknown, WorkerResult>({ timeoutEarlyInMillis: TIME
     onError: async (request) => {
       if (request.error?.name !== 'TimeoutError') return; // rethrown by middy: Lambda retries
       const job = jobSchema.safeParse(request.event);
-      // A phase is idempotent: the state machine retries it (and fails the workspace when it gives up).
-      if (job.success && job.data.kind.startsWith('provision-')) return;
+      // A phase is idempotent: the state machine retries it (and fails the work when it gives up).
+      if (job.success && (job.data.kind.startsWith('provision-') || job.data.kind.startsWith('operation-'))) return;
       if (job.success) await failTimedOut(job.data);
       request.response = { ran: true, reason: 'timed out' };
     },

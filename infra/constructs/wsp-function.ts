@@ -155,13 +155,4 @@ export class WspFunction extends NodejsFunction {
     this.addEnvironment('WSP_BUCKET', bucket.bucketName);
     return this;
   }
-
-  /** May invoke `target` (sync or async; exactly that function, no alias wildcard); sets `envName`. */
-  bindInvoke(target: WspFunction, envName: string): this {
-    this.role.addToPrincipalPolicy(
-      new PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [target.functionArn] }),
-    );
-    this.addEnvironment(envName, target.functionName);
-    return this;
-  }
 }

@@ -17,7 +17,7 @@ import { stateNames } from '../names.js';
 import { TABLE_SHAPE } from '../../shared/state/table.js';
 import { WspHttpApi } from '../constructs/http-api.js';
 import { workspaceVpc } from '../constructs/network.js';
-import { ProvisionWorkflow } from '../constructs/provision-workflow.js';
+import { PhaseWorkflow } from '../constructs/phase-workflow.js';
 import { WorkspaceCompute } from '../constructs/workspace-compute.js';
 import { WspFunction } from '../constructs/wsp-function.js';
 import { BUCKET_PREFIXES } from './stateful-stack.js';
@@ -42,10 +42,12 @@ export const HANDLER_ENTRIES = {
 /** Share of the 4 KB Lambda environment the provider config (WSP_CONFIG_JSON) may take. */
 export const MAX_PROVIDER_CONFIG_CHARS = 2800;
 
-/** The worker function's timeout (Lambda's maximum); one provisioning phase is far shorter. */
+/** The worker function's timeout (Lambda's maximum); one phase is far shorter. */
 const WORKER_TIMEOUT = Duration.minutes(15);
 /** Longest a provisioning execution may run (setups are bounded by `setup.timeoutMs` well before). */
 const PROVISIONING_TIMEOUT = Duration.hours(12);
+/** Longest a fetch or reset execution may run (each of its phases is one worker invocation). */
+const OPERATION_TIMEOUT = Duration.hours(6);
 
 /**
  * Everything that can be replaced freely: the HTTP API, the five functions, the workspace compute
@@ -61,7 +63,8 @@ export class StatelessStack extends Stack {
     authorizer?: WspFunction;
   };
   readonly compute: WorkspaceCompute;
-  readonly provisioning: ProvisionWorkflow;
+  readonly provisioning: PhaseWorkflow;
+  readonly operations: PhaseWorkflow;
   readonly httpApi: WspHttpApi;
 
   constructor(scope: Construct, id: string, props: StatelessStackProps) {
@@ -131,7 +134,7 @@ export class StatelessStack extends Stack {
     const worker = new WspFunction(this, 'Worker', {
       entry: HANDLER_ENTRIES.worker,
       description:
-        'Provisioning phases (run by the provisioning state machine) and fetch/reset operations (async-invoked by the api)',
+        'Phases of provisioning and of fetch/reset operations, each run by its state machine',
       role: this.provisionerRole,
       memorySizeMiB: 2048,
       timeout: WORKER_TIMEOUT,
@@ -172,12 +175,13 @@ export class StatelessStack extends Stack {
         delete: [BUCKET_PREFIXES.transfer],
         list: [BUCKET_PREFIXES.transfer],
       })
-      .bindInvoke(worker, 'WSP_WORKER_FUNCTION');
     this.compute.grantOperate(api.role, { exec: true });
 
-    // Provisioning is a Step Functions execution per workspace (no job bounded by Lambda's 15 min):
-    // only the api may start it, and it may invoke only the worker.
-    this.provisioning = new ProvisionWorkflow(this, 'Provisioning', {
+    // Provisioning (per workspace) and each fetch or reset (per operation) are Step Functions
+    // executions that run phase by phase in the worker, so no job is bounded by Lambda's 15 min: only
+    // the api may start them, they may invoke only the worker, and the api never invokes it itself.
+    this.provisioning = new PhaseWorkflow(this, 'Provisioning', {
+      work: 'provision',
       worker,
       workerTimeout: WORKER_TIMEOUT,
       timeout: PROVISIONING_TIMEOUT,
@@ -185,6 +189,15 @@ export class StatelessStack extends Stack {
     });
     this.provisioning.stateMachine.grantStartExecution(api.role);
     api.addEnvironment('WSP_PROVISION_STATE_MACHINE', this.provisioning.stateMachine.stateMachineArn);
+    this.operations = new PhaseWorkflow(this, 'Operations', {
+      work: 'operation',
+      worker,
+      workerTimeout: WORKER_TIMEOUT,
+      timeout: OPERATION_TIMEOUT,
+      logRetention,
+    });
+    this.operations.stateMachine.grantStartExecution(api.role);
+    api.addEnvironment('WSP_OPERATION_STATE_MACHINE', this.operations.stateMachine.stateMachineArn);
 
     const taskEvents = new WspFunction(this, 'TaskEvents', {
       entry: HANDLER_ENTRIES.taskEvents,

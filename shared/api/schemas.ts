@@ -250,6 +250,8 @@ export const operationView = z.object({
   workspaceId: z.string(),
   kind: z.enum(['fetch', 'reset']),
   status: z.enum(['running', 'succeeded', 'failed']),
+  /** While running: the phase it is in (a reset: begin → restore, or replace → sync; then move with refs; verify). */
+  phase: z.enum(['begin', 'restore', 'replace', 'sync', 'move', 'verify']).optional(),
   /** The request body that started it. */
   input: z.record(z.string(), z.unknown()),
   /** Once succeeded: what the request would have answered (a fetch or reset result). */

@@ -93,6 +93,8 @@ export interface OperationView {
   workspaceId: string;
   kind: 'fetch' | 'reset';
   status: 'running' | 'succeeded' | 'failed';
+  /** While running: the phase it is in (begin, restore, replace, sync, move, verify). */
+  phase?: 'begin' | 'restore' | 'replace' | 'sync' | 'move' | 'verify';
   input: Record<string, unknown>;
   result?: FetchResult | ResetResult;
   error?: { code: string; message: string; details?: unknown };

@@ -106,6 +106,8 @@ export interface WorkspaceRecord {
   setupCommandId?: string;
   /** Where provisioning is (while 'provisioning'): see ProvisionProgress. */
   provisioning?: ProvisionProgress;
+  /** The reset operation that made it 'resetting' (its phases may run in several processes). */
+  resetBy?: string;
   createdAt: string;
   updatedAt: string;
   /** Epoch seconds after which the record (and workspace) may be reaped. */
@@ -146,6 +148,24 @@ export type OperationKind = 'fetch' | 'reset';
 export type OperationStatus = 'running' | 'succeeded' | 'failed';
 
 /**
+ * Where a running operation is. Every operation starts at `begin` (a fetch does all its work there);
+ * a reset goes on to `restore` (in place) or `replace` + `sync` (mode 'recreate'), then `move` (only
+ * with `refs`) and `verify`. Each phase is idempotent against the records, so a phase cut short (its
+ * worker gone) is run again — on AWS by the operations state machine, one invocation per phase.
+ */
+export type OperationPhase = 'begin' | 'restore' | 'replace' | 'sync' | 'move' | 'verify';
+
+/** What an operation's earlier phases left for the later ones (on its record). */
+export interface OperationProgress {
+  /** When its work began (epoch ms): a reset's `durationMs` spans every phase. */
+  startedAt?: number;
+  /** A recreate: the fingerprint of the baseline it replaced. */
+  previousBaselineFingerprint?: string;
+  /** A fetch: the repositories already fetched (a re-run goes on with the rest). */
+  fetched?: Record<string, unknown>[];
+}
+
+/**
  * A long operation on a ready workspace (git fetch, reset): started by a request that answers within
  * a bounded wait (API Gateway's 30 s) and polled after that. Runs wherever long work runs.
  */
@@ -163,6 +183,9 @@ export interface OperationRecord {
   error?: { code: string; message: string; details?: unknown };
   /** Instance that started it (the reconciler settles only its own). */
   owner: string;
+  /** The phase to run next while running (records written before phases existed have none: `begin`). */
+  phase?: OperationPhase;
+  progress?: OperationProgress;
   createdAt: string;
   updatedAt: string;
   endedAt?: string;

@@ -1,4 +1,4 @@
-import type { ProvisionPhase } from '../contract/workspace.js';
+import type { OperationPhase, ProvisionPhase } from '../contract/workspace.js';
 import { errorFields, type Logger } from '../log.js';
 
 /**
@@ -22,7 +22,12 @@ export type Job =
   | { kind: 'provision-phase'; workspaceId: string; phase: ProvisionPhase }
   /** The workflow gave up on a phase (retries exhausted, `error` its name): fail the workspace truthfully. */
   | { kind: 'provision-failed'; workspaceId: string; error: string }
-  | { kind: 'operation'; workspaceId: string; operationId: string };
+  /** A fetch or reset: its phases (Operations.run) in sequence, however the runner spreads them. */
+  | { kind: 'operation'; workspaceId: string; operationId: string }
+  /** One phase of it, run by a durable workflow (on AWS: the operations state machine). */
+  | { kind: 'operation-phase'; workspaceId: string; operationId: string; phase: OperationPhase }
+  /** The workflow gave up on a phase (`error` its name): fail the operation (and a reset's workspace). */
+  | { kind: 'operation-failed'; workspaceId: string; operationId: string; error: string };
 
 export interface LongWork {
   /** Resolves once the job is handed off (not when it is done); throws if it could not be. */

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { ConflictError, NotFoundError, WspError, type ErrorCode } from '../contract/errors.js';
+import { BackendUnavailableError, ConflictError, NotFoundError, WspError, type ErrorCode } from '../contract/errors.js';
 import type { FetchParams, ResetParams } from '../contract/inputs.js';
-import type { OperationKind, OperationRecord } from '../contract/workspace.js';
+import type { OperationKind, OperationPhase, OperationRecord } from '../contract/workspace.js';
 import type { FetchResult, OperationView, ResetResult } from '../contract/views.js';
 import { sleep } from '../lib/sleep.js';
 import { errorFields } from '../log.js';
@@ -9,6 +9,7 @@ import { hostDirs, type ServiceDeps } from './deps.js';
 import type { LongWork } from './long-work.js';
 import { publicError } from './public-error.js';
 import type { WorkspaceRecords } from './records.js';
+import type { PhaseStep, SaveProgress } from './workspace-ops.js';
 
 /** Operation ids sort by start time (a listing reads oldest first), then random. */
 const newOperationId = (now: Date): string =>
@@ -20,8 +21,19 @@ const POLL_MAX_MS = 1_000;
 
 export type OperationInput = { kind: 'fetch'; input: FetchParams } | { kind: 'reset'; input: ResetParams };
 
-/** What runs an operation's work (the service's fetch/reset), given its validated input. */
-export type OperationRunner = (workspaceId: string, op: OperationInput) => Promise<FetchResult | ResetResult>;
+/** What runs an operation's phases (the service's WorkspaceOps). */
+export interface OperationPhases {
+  runPhase(op: OperationRecord, save: SaveProgress): Promise<PhaseStep>;
+  /** How the phases of one kind hold the workspace in this process. */
+  exclusive<T>(kind: OperationKind, workspaceId: string, fn: () => Promise<T>): Promise<T>;
+  /** A reset given up on: its workspace failed (if the reset still holds it); the public error. */
+  failReset(workspaceId: string, operationId: string, error: unknown): Promise<WspError>;
+}
+
+/** After a phase: the operation ended (its record says how), or the phase to run next after a pause. */
+export type OperationOutcome = { done: true } | { done: false; next: OperationPhase; waitSeconds: number };
+
+const DONE: OperationOutcome = { done: true };
 
 /**
  * Long operations on a ready workspace (git fetch, reset) as records: a request starts one, waits a
@@ -29,6 +41,10 @@ export type OperationRunner = (workspaceId: string, op: OperationInput) => Promi
  * answers with its result — or with the operation to poll (`GET …/operations/{oid}`). The work runs
  * wherever long work runs (LongWork: this process, or the Lambda worker), and writes its result or
  * its public error into the record; a waiter in this process is woken at once, others poll.
+ *
+ * The work is phases (OperationPhase), each idempotent against the records: in this process they run
+ * in sequence (`run`); on AWS the operations state machine runs each in its own worker invocation
+ * (`runPhase`), so no operation is bounded by Lambda's 15 minutes, and a phase cut short runs again.
  */
 export class Operations {
   /** Operations running in this process: a waiter here needs no polling. */
@@ -38,7 +54,7 @@ export class Operations {
     private readonly deps: ServiceDeps,
     private readonly records: WorkspaceRecords,
     private readonly work: LongWork,
-    private readonly runner: OperationRunner,
+    private readonly phases: OperationPhases,
     private readonly now: () => Date = () => new Date(),
   ) {}
 
@@ -54,6 +70,7 @@ export class Operations {
       status: 'running',
       input: { ...op.input },
       owner: this.deps.instanceId,
+      phase: 'begin',
       createdAt: at.toISOString(),
       updatedAt: at.toISOString(),
     };
@@ -84,24 +101,85 @@ export class Operations {
   }
 
   /**
-   * Run the operation here and now (in-process long work, or a worker that received the job). A
-   * re-delivered job for an operation that has ended does nothing. Never throws for the operation's
-   * own failure: that is recorded on it.
+   * Run the operation here and now, every phase in sequence (in-process long work, or a worker that
+   * received the whole job). A re-delivered job for an operation that has ended does nothing. Never
+   * throws for the operation's own failure: that is recorded on it.
    */
   async run(workspaceId: string, operationId: string): Promise<void> {
     const record = await this.deps.state.getOperation(workspaceId, operationId);
     if (record === undefined) throw new NotFoundError('operation', operationId);
     if (record.status !== 'running') return;
-    const op = { kind: record.kind, input: record.input } as OperationInput;
+    await this.phases.exclusive(record.kind, workspaceId, async () => {
+      let phase = record.phase ?? 'begin';
+      for (;;) {
+        const outcome = await this.step(workspaceId, operationId, phase);
+        if (outcome.done) return;
+        if (outcome.waitSeconds > 0) await sleep(outcome.waitSeconds * 1000);
+        phase = outcome.next;
+      }
+    });
+  }
+
+  /**
+   * Run one phase (the operations state machine, one worker invocation each). A phase the record is
+   * not at (re-delivered, or done by an earlier run) does nothing and answers the phase it is at; an
+   * ended operation answers done.
+   */
+  async runPhase(workspaceId: string, operationId: string, phase: OperationPhase): Promise<OperationOutcome> {
+    const record = await this.deps.state.getOperation(workspaceId, operationId);
+    if (record === undefined) throw new NotFoundError('operation', operationId);
+    if (record.status !== 'running') return DONE;
+    return this.phases.exclusive(record.kind, workspaceId, () => this.step(workspaceId, operationId, phase));
+  }
+
+  /** The workflow gave up on a phase (retries spent): the operation failed, and a reset's workspace with it. */
+  async giveUp(workspaceId: string, operationId: string, error: string): Promise<void> {
+    const record = await this.deps.state.getOperation(workspaceId, operationId);
+    if (record?.status !== 'running') return;
+    const cause = new BackendUnavailableError(`the operations workflow gave up (${error})`);
+    const failure = record.kind === 'reset' ? await this.phases.failReset(workspaceId, operationId, cause) : cause;
+    await this.settle(record, { status: 'failed', error: errorBody(failure) });
+  }
+
+  private async step(workspaceId: string, operationId: string, phase: OperationPhase): Promise<OperationOutcome> {
+    let record = await this.deps.state.getOperation(workspaceId, operationId);
+    if (record === undefined) throw new NotFoundError('operation', operationId);
+    if (record.status !== 'running') return DONE;
+    const at = record.phase ?? 'begin';
+    if (at !== phase) return { done: false, next: at, waitSeconds: 0 };
+    const save: SaveProgress = async (progress) => {
+      const current = record!;
+      record = await this.deps.state.updateOperation(workspaceId, operationId, current.version, {
+        progress: { ...current.progress, ...progress },
+        updatedAt: this.now().toISOString(),
+      });
+    };
+    let step: PhaseStep;
     try {
-      const result = await this.runner(workspaceId, op);
-      await this.settle(record, { status: 'succeeded', result: { ...result } });
+      step = await this.phases.runPhase(record, save);
     } catch (error) {
       const failure = publicError(record.kind, error, hostDirs(this.deps));
       if (!(error instanceof WspError))
-        this.deps.log.error('operation failed', { workspaceId, operationId, kind: record.kind, ...errorFields(error) });
+        this.deps.log.error('operation failed', {
+          workspaceId,
+          operationId,
+          kind: record.kind,
+          phase,
+          ...errorFields(error),
+        });
       await this.settle(record, { status: 'failed', error: errorBody(failure) });
+      return DONE;
     }
+    if ('result' in step) {
+      await this.settle(record, { status: 'succeeded', result: { ...step.result } });
+      return DONE;
+    }
+    await this.deps.state.updateOperation(workspaceId, operationId, record.version, {
+      phase: step.next,
+      progress: { ...record.progress, ...step.progress },
+      updatedAt: this.now().toISOString(),
+    });
+    return { done: false, next: step.next, waitSeconds: step.waitSeconds ?? 0 };
   }
 
   /** Fail one operation if it is still running (its runner is about to be stopped). */
@@ -201,6 +279,7 @@ function operationView(r: OperationRecord): OperationView {
     workspaceId: r.workspaceId,
     kind: r.kind as OperationKind,
     status: r.status,
+    ...(r.status === 'running' ? { phase: r.phase ?? 'begin' } : {}),
     input: r.input,
     ...(r.result !== undefined ? { result: r.result as unknown as FetchResult | ResetResult } : {}),
     ...(r.error !== undefined ? { error: r.error } : {}),

@@ -262,15 +262,13 @@ export class Provisioner {
   }
 
   /**
-   * Reset by replacement (`reset` with mode 'recreate'): the workspace's compute is destroyed and made
-   * again from its cache entry, its repositories are fetched and checked out at the baseline commits
-   * (setup is not re-run: the entry holds its result), and a new baseline is taken. For when restoring
-   * in place is not enough (the compute itself is suspect) or not cheaper (a Fargate task from a warm
-   * pool). Throws ConflictError when the workspace's cache entry is not ready (nothing to recreate from).
+   * Reset by replacement (`reset` with mode 'recreate'), in two phases of the reset operation: the
+   * workspace's compute is destroyed and made again from its cache entry (`replaceCompute`), then its
+   * repositories are fetched and checked out at the baseline commits — setup not re-run: the entry
+   * holds its result — and a new baseline is taken (`syncReplaced`). For when restoring in place is not
+   * enough (the compute itself is suspect) or not cheaper (a Fargate task from a warm pool).
    */
-  async recreate(
-    ws: WorkspaceRecord,
-  ): Promise<{ backend: BackendRef; baseline: SnapshotRef; baselineFingerprint: string }> {
+  async recreateEntry(ws: WorkspaceRecord): Promise<CacheEntryRecord & { snapshot: SnapshotRef }> {
     const key = ws.cache?.key;
     const entry = key ? await this.deps.state.getCacheEntry(key) : undefined;
     if (!key || entry?.status !== 'ready' || !entry.snapshot) {
@@ -278,18 +276,35 @@ export class Provisioner {
         `workspace '${ws.id}' has no ready cache entry to recreate from; reset with mode 'restore'`,
       );
     }
-    const { plan } = ws;
+    return { ...entry, snapshot: entry.snapshot };
+  }
+
+  /**
+   * New compute from the cache entry, named on the record. Safe to run again: whatever compute of the
+   * workspace exists (the old one, or one a cut-short run made and did not record) is destroyed first.
+   */
+  async replaceCompute(ws: WorkspaceRecord): Promise<WorkspaceRecord> {
+    const entry = await this.recreateEntry(ws);
     await this.step(ws.id, 'recreate', 'replacing the workspace compute');
     if (ws.backend) await this.deps.backend.destroy(ws.backend);
+    await this.destroyStrays(ws.id);
     if (ws.baseline)
       await bestEffort(
         this.deps.backend.snapshots.delete(ws.baseline),
         this.deps.log,
         'deleting the old baseline before recreating',
       );
-    const labels = { 'wsp.workspace': ws.id, 'wsp.owner': this.deps.instanceId, 'wsp.cache-key': key };
-    const ref = await this.deps.backend.create(plan, { workspaceId: ws.id, labels, from: entry.snapshot });
-    await this.records.update(ws.id, () => ({ backend: ref }));
+    const labels = { 'wsp.workspace': ws.id, 'wsp.owner': this.deps.instanceId, 'wsp.cache-key': entry.key };
+    const ref = await this.deps.backend.create(ws.plan, { workspaceId: ws.id, labels, from: entry.snapshot });
+    return this.records.update(ws.id, () => ({ backend: ref, baseline: undefined, baselineFingerprint: undefined }));
+  }
+
+  /** The replaced compute at the baseline commits, with a new baseline named on the record. Safe to run again. */
+  async syncReplaced(ws: WorkspaceRecord): Promise<WorkspaceRecord> {
+    const entry = await this.recreateEntry(ws);
+    const { plan } = ws;
+    const ref = ws.backend;
+    if (!ref) throw new StepFailedError('recreate', 'the record lost its compute');
     // The baseline commits, not wherever the branches are now.
     const resolved: ResolvedRepo[] = [];
     for (const repo of gitRepos(plan)) {
@@ -308,7 +323,8 @@ export class Provisioner {
     await this.warmStart(ws.id, ref, plan, resolved, entry.repos);
     await this.deps.backend.open(ref, plan).commands.killAll();
     const baseline = await this.deps.backend.open(ref, plan).snapshots.take('baseline', ws.id);
-    return { backend: ref, baseline, baselineFingerprint: await this.fingerprint(ref, plan) };
+    const baselineFingerprint = await this.fingerprint(ref, plan);
+    return this.records.update(ws.id, () => ({ baseline, baselineFingerprint }));
   }
 
   private async resolveRepos(plan: WorkspacePlan): Promise<ResolvedRepo[]> {

@@ -24,7 +24,7 @@ import { Commands } from './commands.js';
 import { hostDirs, type ServiceDeps } from './deps.js';
 import { publicError } from './public-error.js';
 import { InProcessWork, type Job, type LongWork } from './long-work.js';
-import { Operations } from './operations.js';
+import { Operations, type OperationOutcome } from './operations.js';
 import { newWorkspaceId } from './ids.js';
 import { Provisioner, type PhaseOutcome } from './provisioner.js';
 import { hasForeignRef, WorkspaceRecords } from './records.js';
@@ -63,8 +63,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
     this.commands = new Commands(deps, this.records, this.gate);
     this.ops = new WorkspaceOps(deps, this.records, repoSync, this.provisioner, this.gate);
     this.work = deps.work ?? new InProcessWork(deps.log);
-    this.operations = new Operations(deps, this.records, this.work, (workspaceId, op) =>
-      op.kind === 'fetch' ? this.ops.fetch(workspaceId, op.input) : this.ops.reset(workspaceId, op.input),
+    this.operations = new Operations(deps, this.records, this.work, this.ops
     );
   }
 
@@ -298,7 +297,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
    * Run a job here and now (in-process long work, or a worker Lambda that received it). A provisioning
    * phase answers what comes next (for the workflow that runs the phases).
    */
-  async runJob(job: Job): Promise<PhaseOutcome | undefined> {
+  async runJob(job: Job): Promise<PhaseOutcome | OperationOutcome | undefined> {
     switch (job.kind) {
       case 'provision':
         return this.provisioner.provision(job.workspaceId).then(() => undefined);
@@ -312,6 +311,11 @@ export class DefaultWorkspaceService implements WorkspaceService {
         return { done: true };
       case 'operation':
         return this.operations.run(job.workspaceId, job.operationId).then(() => undefined);
+      case 'operation-phase':
+        return this.operations.runPhase(job.workspaceId, job.operationId, job.phase);
+      case 'operation-failed':
+        await this.operations.giveUp(job.workspaceId, job.operationId, job.error);
+        return { done: true };
     }
   }
 

@@ -157,35 +157,40 @@ describe('ECR push', () => {
 });
 
 describe('handler roles', () => {
-  it("only the api function and the provisioning state machine may invoke the worker; the api is told the worker's name", () => {
+  it('only the two state machines may invoke the worker (the api never does), each the worker alone', () => {
     const invokers = [...roles].filter(([, st]) => roleCan(st, 'lambda:InvokeFunction')).map(([id]) => id);
-    const machineRole = logicalId(t.built.stateless.provisioning.stateMachine.role);
-    expect(invokers.sort()).toEqual([ids.handlerRoles['api'], machineRole].sort());
-    // The state machine may invoke the worker (and its versions) and nothing else.
-    const invoked = statementsOf(machineRole)
-      .filter((st) => actionsOf(st).includes('lambda:InvokeFunction'))
-      .flatMap((st) => (Array.isArray(st.Resource) ? st.Resource : [st.Resource]));
+    const machines = [t.built.stateless.provisioning, t.built.stateless.operations].map((w) => w.stateMachine);
+    expect(invokers.sort()).toEqual(machines.map((m) => logicalId(m.role)).sort());
     const worker = logicalId(t.built.stateless.functions.worker);
-    expect(invoked).toEqual([
-      { 'Fn::GetAtt': [worker, 'Arn'] },
-      { 'Fn::Join': ['', [{ 'Fn::GetAtt': [worker, 'Arn'] }, ':*']] },
-    ]);
+    for (const machine of machines) {
+      // The state machine may invoke the worker (and its versions) and nothing else.
+      const invoked = statementsOf(logicalId(machine.role))
+        .filter((st) => actionsOf(st).includes('lambda:InvokeFunction'))
+        .flatMap((st) => (Array.isArray(st.Resource) ? st.Resource : [st.Resource]));
+      expect(invoked).toEqual([
+        { 'Fn::GetAtt': [worker, 'Arn'] },
+        { 'Fn::Join': ['', [{ 'Fn::GetAtt': [worker, 'Arn'] }, ':*']] },
+      ]);
+    }
     const api = t.stateless.toJSON()['Resources'][logicalId(t.built.stateless.functions.api)] as Json;
     const env = ((api['Properties'] as Json)['Environment'] as Json)['Variables'] as Json;
-    expect(env['WSP_WORKER_FUNCTION']).toEqual({ Ref: worker });
+    expect(env['WSP_WORKER_FUNCTION']).toBeUndefined();
   });
 
-  it('only the api function may start provisioning executions, of that one state machine', () => {
+  it('only the api function may start executions, of those two state machines, and is told their ARNs', () => {
     const starters = [...roles].filter(([, st]) => roleCan(st, 'states:StartExecution')).map(([id]) => id);
     expect(starters).toEqual([ids.handlerRoles['api']]);
-    const machine = logicalId(t.built.stateless.provisioning.stateMachine);
+    const provisioning = logicalId(t.built.stateless.provisioning.stateMachine);
+    const operations = logicalId(t.built.stateless.operations.stateMachine);
     const resources = statementsOf(ids.handlerRoles['api']!)
       .filter((st) => actionsOf(st).includes('states:StartExecution'))
       .flatMap((st) => (Array.isArray(st.Resource) ? st.Resource : [st.Resource]));
-    expect(resources).toEqual([{ Ref: machine }]);
+    expect(resources).toHaveLength(2);
+    expect(resources).toEqual(expect.arrayContaining([{ Ref: provisioning }, { Ref: operations }]));
     const api = t.stateless.toJSON()['Resources'][logicalId(t.built.stateless.functions.api)] as Json;
     const env = ((api['Properties'] as Json)['Environment'] as Json)['Variables'] as Json;
-    expect(env['WSP_PROVISION_STATE_MACHINE']).toEqual({ Ref: machine });
+    expect(env['WSP_PROVISION_STATE_MACHINE']).toEqual({ Ref: provisioning });
+    expect(env['WSP_OPERATION_STATE_MACHINE']).toEqual({ Ref: operations });
   });
 
   it('only the provisioner may start tasks or pass the workspace roles', () => {

@@ -192,6 +192,26 @@ describe('provisioning hand-off (Step Functions, the SDK client the deployed api
     expect(failed.status).toBe(503);
     expect(failed.body.error.message).toBe('could not start the provisioning workflow');
   });
+
+  it('a fetch or reset starts one operations execution named after the operation, and invokes no worker', async () => {
+    const OPS = 'arn:aws:states:eu-west-1:111111111111:stateMachine:wsp-dev-operation';
+    sfnMock.on(StartExecutionCommand).resolves({ executionArn: `${OPS}:x`, startDate: new Date() });
+    await deploy(
+      { WSP_PROVISION_STATE_MACHINE: MACHINE, WSP_OPERATION_STATE_MACHINE: OPS },
+      { backend: async () => unavailableBackend('test') },
+    );
+    const created = await call('POST', '/workspaces', { headers: json, body: '{}' });
+    const fetched = await call('POST', `/workspaces/${created.body.id}/git/fetch?waitMs=0`, { headers: json, body: '{}' });
+    expect(fetched.status).toBe(202);
+    expect(fetched.body).toMatchObject({ kind: 'fetch', status: 'running', phase: 'begin' });
+    const calls = sfnMock.commandCalls(StartExecutionCommand).map((c) => c.args[0].input);
+    expect(calls.at(-1)).toEqual({
+      stateMachineArn: OPS,
+      name: fetched.body.id,
+      input: JSON.stringify({ workspaceId: created.body.id, operationId: fetched.body.id }),
+    });
+    expect(lambdaMock.commandCalls(InvokeCommand)).toHaveLength(0);
+  });
 });
 
 describe('provisioning hand-off (async invoke of the worker)', () => {
@@ -500,6 +520,44 @@ describe('operations (fetch, reset) on Lambda', () => {
       error: { code: 'backend_unavailable', message: expect.stringMatching(/worker function time limit/) },
     });
   });
+  it('an operation phase still running at the margin is rethrown, so the state machine runs it again; nothing is failed', async () => {
+    const never = () => new Promise<never>(() => undefined);
+    const hanging = {
+      ...unavailableBackend('test'),
+      baseIdentity: async () => 'test-base',
+      open: (ref: BackendRef) => ({
+        ref,
+        commands: { start: never, status: never, wait: never, read: never, kill: never, killAll: never },
+        files: { putTransferFile: never, removeTransferFile: never, putDirectory: never },
+        snapshots: { take: never, restore: never },
+      }),
+    };
+    await deploy({}, { backend: async () => hanging });
+    const { deps } = await lambdaContainer();
+    const id = 'ws-0000000000000000000000b4';
+    const operationId = 'op-0000000000000000000000b4';
+    await deps.state.createWorkspace(
+      workspaceRecord(id, {
+        status: 'resetting',
+        resetBy: operationId,
+        owner: 'wsp-test-stack',
+        backend: { kind: 'test', workspaceId: id },
+        baseline: { kind: 'test', name: id },
+      }),
+    );
+    await deps.state.createOperation({
+      ...operationRecord(id, operationId, new Date().toISOString()),
+      kind: 'reset',
+      phase: 'restore',
+    });
+    const context = { ...lambdaContext(), getRemainingTimeInMillis: () => TIME_MARGIN_MS + 300 };
+    await expect(
+      worker({ kind: 'operation-phase', workspaceId: id, operationId, phase: 'restore' }, context),
+    ).rejects.toMatchObject({ name: 'TimeoutError' });
+    expect(await deps.state.getOperation(id, operationId)).toMatchObject({ status: 'running', phase: 'restore' });
+    expect(await deps.state.getWorkspace(id)).toMatchObject({ status: 'resetting', resetBy: operationId });
+  });
+
 });
 
 function operationRecord(workspaceId: string, id: string, updatedAt: string): OperationRecord {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configureLambda, lambdaContainer, type LambdaOverrides } from '../../functions/lambda/compose.js';
 import { ABANDONED_AFTER_MS } from '../../functions/lambda/janitor.js';
-import { StepFunctionsHandOff } from '../../functions/lambda/provision-workflow.js';
+import { StepFunctionsHandOff } from '../../functions/lambda/workflow-hand-off.js';
 import { handler as worker } from '../../functions/lambda/worker.js';
 import { createLocalBackend } from '../../shared/backends/local/index.js';
 import { parseConfig } from '../../shared/config/load.js';
@@ -289,7 +289,9 @@ describe('provisioning phases across invocations', () => {
     const id = await create(d);
     await configureLambda(d);
     const machine = new FakeStateMachine((payload) => worker(payload, lambdaContext('w')));
-    const handOff = new StepFunctionsHandOff(machine, 'arn:aws:states:eu-west-1:111111111111:stateMachine:p');
+    const handOff = new StepFunctionsHandOff(machine, {
+      provision: 'arn:aws:states:eu-west-1:111111111111:stateMachine:p',
+    });
     await handOff.dispatch({ kind: 'provision', workspaceId: id });
     await handOff.dispatch({ kind: 'provision', workspaceId: id }); // a retried request: the same execution
     await machine.drain();
@@ -304,7 +306,7 @@ describe('StepFunctionsHandOff', () => {
   it('a failed StartExecution is a 503 with the cause; other jobs are refused', async () => {
     const handOff = new StepFunctionsHandOff(
       { startExecution: () => Promise.reject(Object.assign(new Error('nope'), { name: 'AccessDeniedException' })) },
-      'arn:x',
+      { provision: 'arn:x' },
     );
     await expect(handOff.dispatch({ kind: 'provision', workspaceId: 'ws-0' })).rejects.toBeInstanceOf(
       BackendUnavailableError,

@@ -1,4 +1,4 @@
-import type { StartExecutionClient } from '../../functions/lambda/provision-workflow.js';
+import type { StartExecutionClient, WorkflowExecutionInput } from '../../functions/lambda/workflow-hand-off.js';
 import type { WorkerResult } from '../../functions/lambda/worker.js';
 import { sleep } from '../../shared/lib/sleep.js';
 
@@ -13,12 +13,13 @@ export interface FakeStateMachineOptions {
 }
 
 /**
- * Runs provisioning executions the way the state machine of infra/constructs/provision-workflow.ts
- * does: invoke the worker with `{kind:'provision-phase', workspaceId, phase}`; Choice on the answer —
+ * Runs executions the way the state machines of infra/constructs/phase-workflow.ts do — provisioning
+ * (input `{workspaceId}`) and operations (`{workspaceId, operationId}`): invoke the worker with
+ * `{kind:'<work>-phase', …ids, phase}` from the first phase (`start`, `begin`); Choice on the answer —
  * `done` ends, `next` waits `waitSeconds` and invokes that phase; an invocation that throws is retried,
- * and when the retries are spent (or the answer has neither) the Catch invokes `provision-failed`.
- * Executions are named by workspace id: a second start of a running one is harmless, of an ended one
- * `ExecutionAlreadyExists`.
+ * and when the retries are spent (or the answer has neither) the Catch invokes `<work>-failed`.
+ * Executions are named (workspace or operation id): a second start of a running one is harmless, of an
+ * ended one `ExecutionAlreadyExists`.
  */
 export class FakeStateMachine implements StartExecutionClient {
   readonly executions = new Map<string, { input: string; run: Promise<void>; ended: boolean }>();
@@ -36,9 +37,9 @@ export class FakeStateMachine implements StartExecutionClient {
       if (!existing.ended && existing.input === input.input) return;
       throw Object.assign(new Error(`execution ${input.name} already exists`), { name: 'ExecutionAlreadyExists' });
     }
-    const { workspaceId } = JSON.parse(input.input) as { workspaceId: string };
+    const ids = JSON.parse(input.input) as WorkflowExecutionInput;
     const execution = { input: input.input, run: Promise.resolve(), ended: false };
-    execution.run = this.run(workspaceId).finally(() => {
+    execution.run = this.run(ids).finally(() => {
       execution.ended = true;
     });
     this.executions.set(input.name, execution);
@@ -50,19 +51,20 @@ export class FakeStateMachine implements StartExecutionClient {
       await Promise.allSettled([...this.executions.values()].map((e) => e.run));
   }
 
-  private async run(workspaceId: string): Promise<void> {
-    let phase = 'start';
+  private async run(ids: WorkflowExecutionInput): Promise<void> {
+    const work = ids.operationId === undefined ? 'provision' : 'operation';
+    let phase = work === 'provision' ? 'start' : 'begin';
     for (;;) {
       let answer: WorkerResult;
       try {
-        answer = await this.withRetry({ kind: 'provision-phase', workspaceId, phase });
+        answer = await this.withRetry({ kind: `${work}-phase`, ...ids, phase });
       } catch (error) {
-        await this.call({ kind: 'provision-failed', workspaceId, error: (error as Error).name });
+        await this.call({ kind: `${work}-failed`, ...ids, error: (error as Error).name });
         return;
       }
       if (answer.done) return;
       if (!answer.next) {
-        await this.call({ kind: 'provision-failed', workspaceId, error: 'NoOutcome' });
+        await this.call({ kind: `${work}-failed`, ...ids, error: 'NoOutcome' });
         return;
       }
       await sleep((answer.waitSeconds ?? 0) * 1000 * (this.options.waitScale ?? 0.01));

@@ -24,12 +24,14 @@ import { LambdaInvoke } from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import { acknowledgeWildcardResource } from '../nag.js';
 
-export interface ProvisionWorkflowProps {
-  /** The worker function: it runs each phase (`provision-phase` jobs) and fails a workspace (`provision-failed`). */
+export interface PhaseWorkflowProps {
+  /** What runs: `provision` (a workspace's provisioning) or `operation` (a fetch or reset). */
+  work: 'provision' | 'operation';
+  /** The worker function: it runs each phase (`<work>-phase` jobs) and fails the work (`<work>-failed`). */
   worker: IFunction;
   /** The worker's own timeout; a phase invocation is given a little more. */
   workerTimeout: Duration;
-  /** Longest a whole provisioning may take (the setup script's own timeout is shorter). */
+  /** Longest the whole work may take (provisioning: longer than the setup script's own timeout). */
   timeout: Duration;
   logRetention: RetentionDays;
 }
@@ -37,36 +39,53 @@ export interface ProvisionWorkflowProps {
 /** Errors of a worker invocation cut short (its own early timeout, Lambda's hard one, a task timeout). */
 const PHASE_TIMEOUT_ERRORS = ['TimeoutError', 'Sandbox.Timedout', 'Lambda.Unknown', Errors.TIMEOUT];
 
+/** Per kind of work: its first phase, the ids its jobs carry (from the execution's input), its comment. */
+const WORK = {
+  provision: {
+    firstPhase: 'start',
+    ids: ['workspaceId'],
+    comment: 'Provisioning of one workspace, phase by phase (execution name = workspace id)',
+  },
+  operation: {
+    firstPhase: 'begin',
+    ids: ['workspaceId', 'operationId'],
+    comment: 'A fetch or reset of one workspace, phase by phase (execution name = operation id)',
+  },
+} as const;
+
 /**
- * Provisioning as a durable workflow (Step Functions Standard): a loop that runs one phase of
- * shared/service/provisioner.ts in the worker, then does what the answer says — `done` ends it, else
- * Wait `waitSeconds` and run `next`. The loop's state is the workspace record (each phase is
- * idempotent), so a throttled, failed or timed-out invocation is simply retried; when the retries are
- * spent the Catch has the worker fail the workspace truthfully (and free its compute). The api starts
- * one execution per workspace, named after it (functions/lambda/provision-workflow.ts).
+ * Long work as a durable workflow (Step Functions Standard): a loop that runs one phase of it in the
+ * worker — provisioning (shared/service/provisioner.ts) or an operation, fetch or reset
+ * (shared/service/operations.ts) — then does what the answer says: `done` ends it, else Wait
+ * `waitSeconds` and run `next`. The loop's state is the records (each phase is idempotent), so a
+ * throttled, failed or timed-out invocation is simply retried; when the retries are spent the Catch
+ * has the worker fail the work truthfully (a workspace's compute freed). The api starts one execution
+ * per workspace or operation, named after it (functions/lambda/workflow-hand-off.ts).
  *
  *   Begin → RunPhase → WhatNext ─ done ─────────→ Settled
  *              ↑            ├─ next → Pause ──┐
  *              └────────────┼─────────────────┘
- *                           └─ neither → NoOutcome → FailWorkspace → GaveUp
- *   RunPhase (retries spent) ──────────────────────→ FailWorkspace
+ *                           └─ neither → NoOutcome → FailWork → GaveUp
+ *   RunPhase (retries spent) ──────────────────────→ FailWork
  */
-export class ProvisionWorkflow extends Construct {
+export class PhaseWorkflow extends Construct {
   readonly stateMachine: StateMachine;
 
-  constructor(scope: Construct, id: string, props: ProvisionWorkflowProps) {
+  constructor(scope: Construct, id: string, props: PhaseWorkflowProps) {
     super(scope, id);
+    const work = WORK[props.work];
+    const ids = Object.fromEntries(work.ids.map((name) => [name, JsonPath.stringAt(`$.${name}`)]));
     const begin = new Pass(this, 'Begin', {
       comment: 'The first phase',
-      result: Result.fromObject({ done: false, next: 'start', waitSeconds: 0 }),
+      result: Result.fromObject({ done: false, next: work.firstPhase, waitSeconds: 0 }),
       resultPath: '$.outcome',
     });
     const runPhase = new LambdaInvoke(this, 'RunPhase', {
       comment: 'One phase in the worker; answers {done} or {next, waitSeconds}',
       lambdaFunction: props.worker,
       payload: TaskInput.fromObject({
-        kind: 'provision-phase',
-        workspaceId: JsonPath.stringAt('$.workspaceId'),
+        kind: `${props.work}-phase`,
+        ...ids,
         phase: JsonPath.stringAt('$.outcome.next'),
       }),
       payloadResponseOnly: true,
@@ -91,12 +110,12 @@ export class ProvisionWorkflow extends Construct {
       backoffRate: 2,
     });
 
-    const failWorkspace = new LambdaInvoke(this, 'FailWorkspace', {
-      comment: 'The workflow gave up: the worker fails the workspace and frees its compute',
+    const failWork = new LambdaInvoke(this, 'FailWork', {
+      comment: 'The workflow gave up: the worker fails the work truthfully (and frees compute it holds)',
       lambdaFunction: props.worker,
       payload: TaskInput.fromObject({
-        kind: 'provision-failed',
-        workspaceId: JsonPath.stringAt('$.workspaceId'),
+        kind: `${props.work}-failed`,
+        ...ids,
         error: JsonPath.stringAt('$.error.Error'),
       }),
       payloadResponseOnly: true,
@@ -104,20 +123,25 @@ export class ProvisionWorkflow extends Construct {
       retryOnServiceExceptions: true,
       taskTimeout: Timeout.duration(props.workerTimeout.plus(Duration.minutes(1))),
     });
-    failWorkspace.addRetry({
+    failWork.addRetry({
       errors: ['Lambda.TooManyRequestsException', ...PHASE_TIMEOUT_ERRORS],
       interval: Duration.seconds(5),
       maxAttempts: 4,
       backoffRate: 2,
     });
-    failWorkspace.next(new Fail(this, 'GaveUp', { error: 'ProvisioningFailed', cause: 'see the workspace record' }));
-    runPhase.addCatch(failWorkspace, { errors: [Errors.ALL], resultPath: '$.error' });
+    failWork.next(
+      new Fail(this, 'GaveUp', {
+        error: props.work === 'provision' ? 'ProvisioningFailed' : 'OperationFailed',
+        cause: props.work === 'provision' ? 'see the workspace record' : 'see the operation record',
+      }),
+    );
+    runPhase.addCatch(failWork, { errors: [Errors.ALL], resultPath: '$.error' });
 
     const noOutcome = new Pass(this, 'NoOutcome', {
       comment: 'The worker answered neither done nor next (a refused job)',
       result: Result.fromObject({ Error: 'NoOutcome' }),
       resultPath: '$.error',
-    }).next(failWorkspace);
+    }).next(failWork);
     const pause = new Wait(this, 'Pause', { time: WaitTime.secondsPath('$.outcome.waitSeconds') }).next(runPhase);
     const whatNext = new Choice(this, 'WhatNext')
       .when(
@@ -132,7 +156,7 @@ export class ProvisionWorkflow extends Construct {
       removalPolicy: RemovalPolicy.DESTROY,
     });
     this.stateMachine = new StateMachine(this, 'StateMachine', {
-      comment: 'Provisioning of one workspace, phase by phase (execution name = workspace id)',
+      comment: work.comment,
       stateMachineType: StateMachineType.STANDARD,
       definitionBody: DefinitionBody.fromChainable(begin.next(runPhase).next(whatNext)),
       timeout: props.timeout,
