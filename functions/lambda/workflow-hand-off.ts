@@ -62,7 +62,11 @@ export class StepFunctionsHandOff implements JobHandOff {
     if (!target) throw new BackendUnavailableError(`no state machine here runs ${job.kind} jobs`);
     const input: WorkflowExecutionInput = target.input;
     try {
-      await this.client.startExecution({ stateMachineArn: target.arn, name: target.name, input: JSON.stringify(input) });
+      await this.client.startExecution({
+        stateMachineArn: target.arn,
+        name: target.name,
+        input: JSON.stringify(input),
+      });
     } catch (cause) {
       if (cause instanceof Error && cause.name === 'ExecutionAlreadyExists') return;
       throw new BackendUnavailableError(

@@ -133,8 +133,7 @@ export class StatelessStack extends Stack {
         : LayerVersion.fromLayerVersionArn(this, 'GitLayer', gitLayerArn);
     const worker = new WspFunction(this, 'Worker', {
       entry: HANDLER_ENTRIES.worker,
-      description:
-        'Phases of provisioning and of fetch/reset operations, each run by its state machine',
+      description: 'Phases of provisioning and of fetch/reset operations, each run by its state machine',
       role: this.provisionerRole,
       memorySizeMiB: 2048,
       timeout: WORKER_TIMEOUT,
@@ -174,7 +173,7 @@ export class StatelessStack extends Stack {
         write: [BUCKET_PREFIXES.outputs, BUCKET_PREFIXES.transfer],
         delete: [BUCKET_PREFIXES.transfer],
         list: [BUCKET_PREFIXES.transfer],
-      })
+      });
     this.compute.grantOperate(api.role, { exec: true });
 
     // Provisioning (per workspace) and each fetch or reset (per operation) are Step Functions

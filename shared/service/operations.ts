@@ -182,6 +182,12 @@ export class Operations {
     return { done: false, next: step.next, waitSeconds: step.waitSeconds ?? 0 };
   }
 
+  /** Hand a running operation off again (a provider restart): it goes on at the phase its record names. */
+  async resume(workspaceId: string, operationId: string): Promise<void> {
+    const job = { kind: 'operation', workspaceId, operationId } as const;
+    await this.work.dispatch(job, () => this.runHere(workspaceId, operationId));
+  }
+
   /** Fail one operation if it is still running (its runner is about to be stopped). */
   async failRunning(workspaceId: string, operationId: string, reason: string): Promise<void> {
     const op = await this.deps.state.getOperation(workspaceId, operationId);
@@ -193,12 +199,17 @@ export class Operations {
    * Fail this instance's operations still recorded running (start-up: whoever ran them is gone), or —
    * with `olderThanMs` — any running one not updated for that long (a Lambda worker killed hard).
    */
-  async failAbandoned(workspaceIds: readonly string[], reason: string, olderThanMs?: number): Promise<string[]> {
+  async failAbandoned(
+    workspaceIds: readonly string[],
+    reason: string,
+    olderThanMs?: number,
+    spare: ReadonlySet<string> = new Set(),
+  ): Promise<string[]> {
     const failed: string[] = [];
     const cutoff = olderThanMs === undefined ? undefined : this.now().getTime() - olderThanMs;
     for (const workspaceId of workspaceIds) {
       for (const op of await this.deps.state.listOperations(workspaceId)) {
-        if (op.status !== 'running' || this.here.has(op.id)) continue;
+        if (op.status !== 'running' || this.here.has(op.id) || spare.has(op.id)) continue;
         if (cutoff === undefined ? op.owner !== this.deps.instanceId : Date.parse(op.updatedAt) > cutoff) continue;
         await this.settle(op, { status: 'failed', error: { code: 'backend_unavailable', message: reason } });
         failed.push(op.id);

@@ -8,7 +8,10 @@ import { bestEffort } from '../lib/best-effort.js';
 export interface ReconcileReport {
   /** Provisioning picked up at the phase its record names (the setup command, detached, may still run). */
   resumedProvisioning: string[];
+  /** Resets finished in place (their workspace had no running reset operation to resume). */
   resumedResets: string[];
+  /** Operations (fetch, reset) of this instance picked up at the phase their record names. */
+  resumedOperations: { workspaceId: string; operationId: string }[];
   finishedDeletes: string[];
   commandsSettled: number;
   operationsFailed: string[];
@@ -28,6 +31,7 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
   const report: ReconcileReport = {
     resumedProvisioning: [],
     resumedResets: [],
+    resumedOperations: [],
     finishedDeletes: [],
     commandsSettled: 0,
     operationsFailed: [],
@@ -50,7 +54,10 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
         // outlives the provider) is awaited, not started again.
         report.resumedProvisioning.push(r.id);
       } else if (r.status === 'resetting') {
-        // Restore is idempotent: finish it and hand the workspace back.
+        const op = r.resetBy ? await state.getOperation(r.id, r.resetBy) : undefined;
+        // Its reset's phases are on the operation's record, each idempotent: resumed below.
+        if (op?.status === 'running' && op.owner === instanceId) continue;
+        // No operation to go on with: restore is idempotent, so finish it and hand the workspace back.
         if (r.backend && r.baseline) await backend.open(r.backend, r.plan).snapshots.restore(r.baseline);
         await service.records.transition(r.id, ['resetting'], 'ready');
         report.resumedResets.push(r.id);
@@ -89,11 +96,23 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
     }
   }
 
-  // Operations (fetch, reset) this instance was running: their work was in its memory. A reset's
-  // workspace was finished above; the operation itself says it was interrupted.
+  // Operations (fetch, reset) this instance was running go on at their recorded phase (each phase is
+  // idempotent) where their workspace still allows it: ready, or resetting by that very reset. The
+  // rest say they were interrupted (their workspace was reconciled above).
+  for (const id of mine.map((r) => r.id)) {
+    const ws = await state.getWorkspace(id);
+    if (ws?.status !== 'ready' && ws?.status !== 'resetting') continue;
+    for (const op of await state.listOperations(id)) {
+      if (op.status !== 'running' || op.owner !== instanceId) continue;
+      if (ws.status === 'ready' || ws.resetBy === op.id)
+        report.resumedOperations.push({ workspaceId: id, operationId: op.id });
+    }
+  }
   report.operationsFailed = await service.operations.failAbandoned(
     mine.map((r) => r.id),
     'provider restarted while the operation ran; the workspace was reconciled (GET it for its state)',
+    undefined,
+    new Set(report.resumedOperations.map((o) => o.operationId)),
   );
 
   report.orphansDestroyed = await destroyOrphans(deps);
@@ -125,9 +144,12 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
   }
   for (const id of report.resumedProvisioning)
     await bestEffort(service.resumeProvisioning(id), log, 'handing a resumed provisioning off again');
+  for (const { workspaceId, operationId } of report.resumedOperations)
+    await bestEffort(service.operations.resume(workspaceId, operationId), log, 'handing a resumed operation off again');
   log.info('reconciled', {
     ...report,
     resumedProvisioning: report.resumedProvisioning.length,
+    resumedOperations: report.resumedOperations.length,
     orphansDestroyed: report.orphansDestroyed.length,
   });
   return report;

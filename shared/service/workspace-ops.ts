@@ -132,21 +132,23 @@ export class WorkspaceOps {
     if (phase === 'begin') return this.beginReset(op, input);
     let ws = await this.records.get(id);
     if (ws.status !== 'resetting' || ws.resetBy !== op.id)
-      throw new ConflictError(`workspace '${id}' is ${ws.status}; the reset lost it`, { details: { status: ws.status } });
+      throw new ConflictError(`workspace '${id}' is ${ws.status}; the reset lost it`, {
+        details: { status: ws.status },
+      });
     const refs = input.refs && Object.keys(input.refs).length > 0 ? input.refs : undefined;
     try {
       switch (phase) {
         case 'restore': {
           if (!ws.backend || !ws.baseline) throw new ConflictError(`workspace '${id}' has no baseline`);
           await this.deps.backend.open(ws.backend, ws.plan).snapshots.restore(ws.baseline);
-          return this.then(id, refs ? 'move' : 'verify');
+          return this.advance(id, refs ? 'move' : 'verify');
         }
         case 'replace':
           await this.provisioner.replaceCompute(ws);
-          return this.then(id, 'sync');
+          return this.advance(id, 'sync');
         case 'sync':
           await this.provisioner.syncReplaced(ws);
-          return this.then(id, refs ? 'move' : 'verify');
+          return this.advance(id, refs ? 'move' : 'verify');
         case 'move': {
           if (!ws.backend || !ws.baseline || !refs) throw new ConflictError(`workspace '${id}' has no baseline`);
           const repos = await this.moveTo(ws, refs);
@@ -160,7 +162,7 @@ export class WorkspaceOps {
           const baseline = await this.deps.backend.open(ws.backend, ws.plan).snapshots.take('baseline', id);
           const baselineFingerprint = await this.provisioner.fingerprint(ws.backend, ws.plan);
           ws = await this.records.update(id, () => ({ baseline, baselineFingerprint, repos }));
-          return this.then(id, 'verify');
+          return this.advance(id, 'verify');
         }
         case 'verify':
           return { result: await this.verify(ws, op) };
@@ -232,7 +234,7 @@ export class WorkspaceOps {
   }
 
   /** The next phase; the step on the record is progress the janitor sees (its abandoned rule). */
-  private async then(id: string, next: OperationPhase): Promise<PhaseStep> {
+  private async advance(id: string, next: OperationPhase): Promise<PhaseStep> {
     await this.records.addStep(id, 'reset', RESET_PHASE_MESSAGES[next]);
     return { next };
   }

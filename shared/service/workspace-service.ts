@@ -63,8 +63,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
     this.commands = new Commands(deps, this.records, this.gate);
     this.ops = new WorkspaceOps(deps, this.records, repoSync, this.provisioner, this.gate);
     this.work = deps.work ?? new InProcessWork(deps.log);
-    this.operations = new Operations(deps, this.records, this.work, this.ops
-    );
+    this.operations = new Operations(deps, this.records, this.work, this.ops);
   }
 
   async createWorkspace(input: CreateWorkspaceParams): Promise<{ workspace: WorkspaceView; created: boolean }> {

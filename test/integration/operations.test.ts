@@ -114,10 +114,46 @@ describe('long operations (local backend)', () => {
     expect((await wsp.api('POST', `/workspaces/${ws.id}/reset?waitMs=-1`, {})).status).toBe(400);
   });
 
-  it('an operation this instance was running when it died is failed at start-up, not left running', async () => {
+  it('at start-up, a reset this instance was running goes on at its recorded phase; one its workspace no longer allows is failed', async () => {
+    const { deps, service } = wsp.provider;
+    await wsp.exec(ws.id, 'echo dirt > app/dirt.txt');
+    const at = new Date().toISOString();
+    const op = (id: string, kind: 'fetch' | 'reset', phase: 'begin' | 'restore') => ({
+      workspaceId: ws.id,
+      id,
+      version: 1,
+      kind,
+      status: 'running' as const,
+      input: {},
+      owner: deps.instanceId,
+      phase,
+      createdAt: at,
+      updatedAt: at,
+    });
+    // What the dead provider left: its reset past `begin` (the workspace resetting by it), and a fetch
+    // queued behind it that never began.
+    const reset = `op-${'e'.repeat(24)}`;
+    const fetch = `op-${'f'.repeat(24)}`;
+    await deps.state.createOperation(op(reset, 'reset', 'restore'));
+    await deps.state.createOperation(op(fetch, 'fetch', 'begin'));
+    await service.records.transition(ws.id, ['ready'], 'resetting', { resetBy: reset });
+
+    const report = await reconcile(deps, service);
+    expect(report.resumedOperations).toEqual([{ workspaceId: ws.id, operationId: reset }]);
+    expect(report.operationsFailed).toEqual([fetch]);
+    expect(report.resumedResets).toEqual([]);
+    const done = await poll(ws.id, reset);
+    expect(done).toMatchObject({ status: 'succeeded', result: { matches: true, fingerprint: ws.baselineFingerprint } });
+    expect((await wsp.exec(ws.id, 'test -e app/dirt.txt; echo $?')).stdout.data).toBe('1\n');
+    expect((await wsp.api('GET', `/workspaces/${ws.id}`)).body.status).toBe('ready');
+    const failed = (await wsp.api('GET', `/workspaces/${ws.id}/operations/${fetch}`)).body;
+    expect(failed).toMatchObject({ status: 'failed', error: { message: expect.stringMatching(/provider restarted/) } });
+  });
+
+  it('at start-up, a fetch this instance was running on a ready workspace goes on and ends', async () => {
     const { deps, service } = wsp.provider;
     const at = new Date().toISOString();
-    const operationId = `op-${'f'.repeat(24)}`;
+    const operationId = `op-${'d'.repeat(24)}`;
     await deps.state.createOperation({
       workspaceId: ws.id,
       id: operationId,
@@ -126,12 +162,12 @@ describe('long operations (local backend)', () => {
       status: 'running',
       input: {},
       owner: deps.instanceId,
-      createdAt: at,
+      createdAt: at, // written before operations had phases: it starts at `begin`
       updatedAt: at,
     });
     const report = await reconcile(deps, service);
-    expect(report.operationsFailed).toEqual([operationId]);
-    const view = (await wsp.api('GET', `/workspaces/${ws.id}/operations/${operationId}`)).body;
-    expect(view).toMatchObject({ status: 'failed', error: { message: expect.stringMatching(/provider restarted/) } });
+    expect(report.resumedOperations).toEqual([{ workspaceId: ws.id, operationId }]);
+    expect(report.operationsFailed).toEqual([]);
+    expect(await poll(ws.id, operationId)).toMatchObject({ status: 'succeeded', result: { repos: [{ name: 'app' }] } });
   });
 });

@@ -201,7 +201,10 @@ describe('provisioning hand-off (Step Functions, the SDK client the deployed api
       { backend: async () => unavailableBackend('test') },
     );
     const created = await call('POST', '/workspaces', { headers: json, body: '{}' });
-    const fetched = await call('POST', `/workspaces/${created.body.id}/git/fetch?waitMs=0`, { headers: json, body: '{}' });
+    const fetched = await call('POST', `/workspaces/${created.body.id}/git/fetch?waitMs=0`, {
+      headers: json,
+      body: '{}',
+    });
     expect(fetched.status).toBe(202);
     expect(fetched.body).toMatchObject({ kind: 'fetch', status: 'running', phase: 'begin' });
     const calls = sfnMock.commandCalls(StartExecutionCommand).map((c) => c.args[0].input);
@@ -557,7 +560,6 @@ describe('operations (fetch, reset) on Lambda', () => {
     expect(await deps.state.getOperation(id, operationId)).toMatchObject({ status: 'running', phase: 'restore' });
     expect(await deps.state.getWorkspace(id)).toMatchObject({ status: 'resetting', resetBy: operationId });
   });
-
 });
 
 function operationRecord(workspaceId: string, id: string, updatedAt: string): OperationRecord {

@@ -1,124 +1,28 @@
-import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { configureLambda, lambdaContainer, type LambdaOverrides } from '../../functions/lambda/compose.js';
 import { ABANDONED_AFTER_MS } from '../../functions/lambda/janitor.js';
 import { StepFunctionsHandOff } from '../../functions/lambda/workflow-hand-off.js';
 import { handler as worker } from '../../functions/lambda/worker.js';
-import { createLocalBackend } from '../../shared/backends/local/index.js';
-import { parseConfig } from '../../shared/config/load.js';
-import type { WorkspaceBackend, WorkspaceHandle } from '../../shared/contract/backend.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
 import type { ProvisionPhase } from '../../shared/contract/workspace.js';
-import { createLogger } from '../../shared/log.js';
 import { sweep } from '../../shared/service/janitor.js';
-import type { Job } from '../../shared/service/long-work.js';
-import { startTcpDynalite, type TcpDynamo } from '../support/dynalite-tcp.js';
 import { FakeStateMachine } from '../support/fake-state-machine.js';
-import { createUpstreamRepo } from '../support/git-fixtures.js';
-import { startGitServer, type GitServer } from '../support/git-server.js';
+import { phaseHarness, waitUntil } from '../support/phase-harness.js';
 import { lambdaContext } from './events.js';
 
 // Provisioning as the state machine runs it on AWS: each phase in its own "invocation" — a freshly
 // composed Lambda container, so nothing but the state store and the workspace carries over — and a
 // phase cut short (its process gone mid-way) simply run again.
 
-const TOKEN = `pp-${randomBytes(8).toString('hex')}`;
-let git: GitServer;
-let root: string;
-let dynamo: TcpDynamo;
-let table = 0;
-const handedOff: Job[] = [];
-/** `files.putTransferFile`, `snapshots.take`, …: the next call of that method never returns (its worker was killed). */
-const trap: { at?: string; skip?: number } = {};
-
-beforeAll(async () => {
-  root = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-phases-'));
-  fs.chmodSync(root, 0o711);
-  git = await startGitServer({ token: TOKEN, root: path.join(root, 'git') });
-  createUpstreamRepo(git.root, 'app', { 'a.txt': 'a\n' });
-  dynamo = await startTcpDynalite();
-});
-afterAll(async () => {
-  await configureLambda({});
-  await dynamo?.close();
-  await git?.close();
-  fs.rmSync(root, { recursive: true, force: true });
-});
-
-function trapping<T extends object>(target: T, area: string): T {
-  return new Proxy(target, {
-    get(t, p) {
-      const v = Reflect.get(t, p) as unknown;
-      if (typeof v !== 'function') return v;
-      if (trap.at === `${area}.${String(p)}` && !trap.skip) {
-        trap.at = undefined;
-        return () => new Promise(() => undefined);
-      }
-      if (trap.at === `${area}.${String(p)}`) trap.skip = (trap.skip ?? 1) - 1;
-      return (v as (...a: unknown[]) => unknown).bind(t);
-    },
-  });
-}
-
-function trappedBackend(backend: WorkspaceBackend): WorkspaceBackend {
-  return new Proxy(backend, {
-    get(t, p) {
-      if (p === 'open')
-        return (...args: Parameters<WorkspaceBackend['open']>): WorkspaceHandle => {
-          const h = t.open(...args);
-          return {
-            ref: h.ref,
-            commands: trapping(h.commands, 'commands'),
-            files: trapping(h.files, 'files'),
-            snapshots: trapping(h.snapshots, 'snapshots'),
-          };
-        };
-      return trapping(t, 'backend')[p as keyof WorkspaceBackend];
-    },
-  });
-}
-
-/** One deployment (its own table and data dir); `setup` is the setup script. */
-function deployment(setup: string): LambdaOverrides {
-  table++;
-  const dataDir = path.join(root, `data-${table}`);
-  return {
-    env: { WSP_INSTANCE_ID: 'wsp-phases', WSP_MODE: 'local', PP_TOKEN: TOKEN },
-    config: parseConfig({
-      dataDir,
-      repositories: [{ url: git.url('app'), path: 'app', credential: 'env:PP_TOKEN' }],
-      setup: { script: setup },
-      workspace: { network: 'none' },
-      state: { tableName: `wsp-phases-${table}`, embedded: false },
-      auth: { disabled: true },
-    }),
-    dynamoEndpoint: dynamo.endpoint,
-    backend: async ({ dataDir: dir, instanceId, log }) =>
-      trappedBackend(await createLocalBackend({ dataDir: dir, owner: instanceId, log })),
-    jobs: { dispatch: async (job) => void handedOff.push(job) },
-    log: createLogger({ svc: 'wsp-phases-test' }, () => undefined),
-  };
-}
+const h = phaseHarness('phases');
+const { handedOff, trap, record, computeOf, create } = h;
+const deployment = (setup: string): LambdaOverrides => h.deployment(setup);
 
 /** A fresh container (a new worker "invocation"), then one phase in it. */
 async function invoke(d: LambdaOverrides, id: string, phase: ProvisionPhase, waitMs = 150) {
   await configureLambda(d);
   const { service } = await lambdaContainer();
   return service.provisioner.runPhase(id, phase, { waitMs });
-}
-
-async function create(d: LambdaOverrides): Promise<string> {
-  await configureLambda(d);
-  const { workspace } = await (await lambdaContainer()).service.createWorkspace({});
-  return workspace.id;
-}
-
-async function computeOf(id: string): Promise<number> {
-  const { deps } = await lambdaContainer();
-  return (await deps.backend.listResources()).filter((r) => r.workspaceId === id).length;
 }
 
 /** Runs phases like the state machine, each in a fresh container; returns the phases run. */
@@ -133,8 +37,6 @@ async function runToEnd(d: LambdaOverrides, id: string, from: ProvisionPhase = '
   }
   throw new Error(`no end after ${ran.length} phases`);
 }
-
-const record = async (id: string) => (await (await lambdaContainer()).deps.state.getWorkspace(id))!;
 
 describe('provisioning phases across invocations', () => {
   it('a setup that outlives one invocation is awaited across many and ends ready; its build lease is renewed', async () => {
@@ -316,11 +218,3 @@ describe('StepFunctionsHandOff', () => {
     ).rejects.toBeInstanceOf(BackendUnavailableError);
   });
 });
-
-async function waitUntil(check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
