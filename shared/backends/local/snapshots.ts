@@ -11,6 +11,7 @@ import { scanTree, takeSnapshot, treeSizeBytes } from './tree/index.js';
 import { removeAs } from './tree/as-user.js';
 import { takeLinkedSnapshot, type SnapshotOptions, type Skipped } from './tree/snapshot-linked.js';
 import { fdPath, openDirAt } from './tree/walk-at.js';
+import { readMountTable, snapshotInUse } from './overlay/index.js';
 
 /**
  * Snapshots of a workspace home: `snapshots/<name>/` = tree.ts's home copy + manifest, plus
@@ -116,7 +117,34 @@ export async function createSnapshot(
  * GNU rm (fd-relative) removes it at any depth, where fs.rm fails.
  */
 async function removeSnapshotDir(layout: LocalLayout, name: string): Promise<void> {
+  const dir = layout.snapshotDir(name);
+  // The lower layer of a mounted overlay home is never removed under it: retired (renamed to a dot
+  // name list() skips), removed by sweepRetired once no mount uses it (overlay/index.ts).
+  if (snapshotInUse(dir)) {
+    await fs
+      .rename(dir, path.join(layout.snapshotsDir, `.retired-${name}-${randomBytes(4).toString('hex')}`))
+      .catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') throw error;
+      });
+    return;
+  }
   await removeAs('delete snapshot', undefined, layout.snapshotsDir, [Buffer.from(checkName('snapshot name', name))]);
+}
+
+/** Remove retired snapshots (see removeSnapshotDir) that no overlay home uses any more. */
+export async function sweepRetired(layout: LocalLayout): Promise<void> {
+  const names = await fs.readdir(layout.snapshotsDir).catch(() => [] as string[]);
+  const retired = names.filter((n) => n.startsWith('.retired-'));
+  if (retired.length === 0) return;
+  const table = readMountTable();
+  const free = retired.filter((n) => !snapshotInUse(path.join(layout.snapshotsDir, n), table));
+  if (free.length > 0)
+    await removeAs(
+      'delete snapshot',
+      undefined,
+      layout.snapshotsDir,
+      free.map((n) => Buffer.from(n)),
+    );
 }
 
 /**
@@ -149,7 +177,10 @@ async function takeLinkedFromOrigin(
       return undefined;
     }
     if (id !== origin.snapshotId) return undefined; // another snapshot under that name now
-    return await takeLinkedSnapshot(home, tmp, { snapHome: path.join(at, 'home'), files: origin.files }, options);
+    const snapHome = path.join(at, 'home');
+    // One owner per snapshot: what is copied takes the origin's owner (an overlay home maps it).
+    const chownTo = (await fs.stat(snapHome)).uid;
+    return await takeLinkedSnapshot(home, tmp, { snapHome, files: origin.files }, { ...options, chownTo });
   } finally {
     closeSync(pinned.fd);
   }
@@ -158,6 +189,7 @@ async function takeLinkedFromOrigin(
 export async function deleteSnapshot(layout: LocalLayout, snapshot: SnapshotRef): Promise<void> {
   snapshotDirOf(layout, snapshot); // validates the ref
   await removeSnapshotDir(layout, String(snapshot.name));
+  await sweepRetired(layout);
 }
 
 export async function snapshotSize(layout: LocalLayout, snapshot: SnapshotRef): Promise<number> {

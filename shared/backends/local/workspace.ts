@@ -18,6 +18,7 @@ import { mountsOverlapHome, type SandboxHost } from './sandbox.js';
 import * as snapshots from './snapshots.js';
 import { hostFingerprint, restoreChanged, type AsUser } from './tree/index.js';
 import { wipeAs } from './tree/as-user.js';
+import type { OverlayHomes } from './overlay/index.js';
 import { readManifest } from './tree/manifest.js';
 import type { OriginFiles } from './tree/snapshot-linked.js';
 
@@ -32,6 +33,8 @@ export interface LocalContext {
   sandbox: SandboxHost;
   runner: CommandRunner;
   log: Logger;
+  /** Copy-on-write homes; absent: homes are copied and reset path by path. */
+  overlay?: OverlayHomes;
 }
 
 /**
@@ -149,9 +152,17 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
     const snapDir = await snapshots.requireSnapshot(this.c.layout, snapshot);
     await this.c.runner.killAll(meta, KILL_ALL_REASON);
     const user = asUser(this.c.sandbox, meta);
-    let result: { restored: number; removed: number };
+    let result: { restored: number; removed: number } | { remounted: true };
     try {
-      result = await restoreChanged(this.c.layout.home(meta.workspaceId), snapDir, user);
+      if (this.c.overlay !== undefined) {
+        // Copy-on-write: drop what the workspace wrote, mount a new empty upper over the snapshot.
+        // (A copied home — a cold start — is dropped once here and is an overlay home from then on.)
+        await this.c.overlay.unmountAndDrop(meta, user);
+        await this.dropPlainHome(meta, user);
+        await this.c.overlay.mount(meta, String(snapshot.name), snapDir, await snapshots.readSnapshotId(snapDir));
+        await snapshots.sweepRetired(this.c.layout);
+        result = { remounted: true };
+      } else result = await restoreChanged(this.c.layout.home(meta.workspaceId), snapDir, user);
       // /tmp emptied as the workspace uid too; the dir itself (root-owned parent) stays.
       const tmp = this.c.layout.tmp(meta.workspaceId);
       await fs.mkdir(tmp, { mode: 0o700 }).catch((error: NodeJS.ErrnoException) => {
@@ -170,6 +181,23 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
       );
     }
     this.c.log.info('workspace restored', { workspaceId: meta.workspaceId, snapshot: snapshot.name, ...result });
+  }
+
+  /**
+   * A plain (copied) home under the overlay mount point: emptied as the workspace uid, then removed,
+   * so the mount point is an empty root-owned dir. No-op for an (unmounted) overlay mount point.
+   */
+  private async dropPlainHome(meta: WorkspaceMeta, user: ReturnType<typeof asUser>): Promise<void> {
+    const home = this.c.layout.home(meta.workspaceId);
+    const st = await fs.lstat(home).catch(() => undefined);
+    if (st === undefined) return;
+    if (!st.isDirectory()) {
+      await fs.unlink(home);
+      return;
+    }
+    if (st.uid === 0) return;
+    await wipeAs('drop copied home', user, home);
+    await fs.rmdir(home);
   }
 
   /**
@@ -200,16 +228,9 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
   async usageBytes(): Promise<number> {
     const meta = await requireMeta(this.c.layout, this.workspaceId);
     const id = meta.workspaceId;
-    const result = await runTool([
-      'du',
-      '-s',
-      '-x',
-      '-B1',
-      '--total',
-      '--',
-      this.c.layout.home(id),
-      this.c.layout.tmp(id),
-    ]);
+    // An overlay home uses disk only for what it wrote: its upper dir (root-only, not the snapshot).
+    const home = this.c.overlay?.upperOf(id) ?? this.c.layout.home(id);
+    const result = await runTool(['du', '-s', '-x', '-B1', '--total', '--', home, this.c.layout.tmp(id)]);
     const total = /^(\d+)\s+total$/m.exec(result.stdout);
     if (total === null) throw new StepFailedError('disk usage', `du exited ${result.code ?? result.signal}`);
     return Number(total[1]);

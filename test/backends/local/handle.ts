@@ -33,3 +33,8 @@ export async function makeLocalBackend(
     },
   };
 }
+
+/** Whether this backend gives copy-on-write (overlay) homes; false: the copy fallback (its warning says so). */
+export function overlayHomes(backend: WorkspaceBackend): boolean {
+  return !backend.warnings.some((w) => w.startsWith('copy-on-write homes unavailable'));
+}

@@ -70,6 +70,12 @@ export interface SnapshotOptions {
    * gets back. Undefined: keep every owner's files (provider-owned trees, tests).
    */
   ownerUid?: number;
+  /**
+   * Owner of every entry written into the snapshot (root only); undefined: the live owner. A
+   * snapshot that links from an origin takes the origin's owner, so a snapshot has ONE owner on
+   * disk — what lets an overlay home map it to its workspace's uid (overlay/index.ts).
+   */
+  chownTo?: number;
 }
 
 /**
@@ -144,6 +150,7 @@ export async function takeLinkedSnapshot(
     origin?.files ?? new Map(),
     dest.fd,
     options.ownerUid,
+    options.chownTo,
   );
   try {
     const rootSt = await walkTreeAt(home, {
@@ -178,8 +185,16 @@ class LinkedCopy {
     private readonly files: OriginFiles,
     rootFd: number,
     private readonly ownerUid: number | undefined,
+    private readonly chownTo: number | undefined,
   ) {
     this.dirs = [rootFd];
+  }
+
+  private uid(st: BigIntStats): number {
+    return this.chownTo ?? Number(st.uid);
+  }
+  private gid(st: BigIntStats): number {
+    return this.chownTo ?? Number(st.gid);
   }
 
   private destFd(): number {
@@ -219,7 +234,7 @@ class LinkedCopy {
           return false;
         }
         symlinkSync(target, to);
-        if (isRoot()) lchownSync(to, Number(e.st.uid), Number(e.st.gid));
+        if (isRoot()) lchownSync(to, this.uid(e.st), this.gid(e.st));
         lutimesSync(to, toSec(e.st.atimeNs), toSec(e.st.mtimeNs));
         break;
       }
@@ -247,7 +262,7 @@ class LinkedCopy {
   }
 
   finishDir(fd: number, st: BigIntStats): void {
-    if (isRoot()) fchownSync(fd, Number(st.uid), Number(st.gid));
+    if (isRoot()) fchownSync(fd, this.uid(st), this.gid(st));
     fchmodSync(fd, Number(st.mode & 0o7777n));
     futimesSync(fd, toSec(st.atimeNs), toSec(st.mtimeNs));
   }
@@ -310,7 +325,7 @@ class LinkedCopy {
     if (r.status !== 0) throw new StepFailedError('snapshot', `mkfifo exited ${r.status ?? r.signal}`);
     const to = this.destAt(e.name);
     renameSync(this.destAt(tmp), to);
-    if (isRoot()) lchownSync(to, Number(e.st.uid), Number(e.st.gid));
+    if (isRoot()) lchownSync(to, this.uid(e.st), this.gid(e.st));
     lutimesSync(to, toSec(e.st.atimeNs), toSec(e.st.mtimeNs));
   }
 
@@ -343,7 +358,7 @@ class LinkedCopy {
             await yieldToLoop();
           }
         }
-        if (isRoot()) fchownSync(out, Number(src.st.uid), Number(src.st.gid));
+        if (isRoot()) fchownSync(out, this.uid(src.st), this.gid(src.st));
         fchmodSync(out, Number(src.st.mode & 0o7777n)); // after chown, which clears setuid bits
         futimesSync(out, toSec(src.st.atimeNs), toSec(src.st.mtimeNs));
       } finally {
