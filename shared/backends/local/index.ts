@@ -146,7 +146,7 @@ class LocalBackend implements WorkspaceBackend {
       ))
     ) {
       try {
-        await new OverlayHomes(this.layout, this.log).unmountAndDrop(
+        await (this.overlay ?? new OverlayHomes(this.layout, this.log)).unmountAndDrop(
           { workspaceId: id, hostUid },
           asUser(this.sandbox, { hostUid }),
         );
@@ -242,8 +242,14 @@ class LocalBackend implements WorkspaceBackend {
         // Copy-on-write: the snapshot is the read-only lower layer, writes land in an upper of its own.
         const snapshotId = await snapshots.readSnapshotId(snapDir);
         await this.overlay.mount(meta, String(options.from!.name), snapDir, snapshotId);
-        // Unchanged files show the snapshot's own inodes and ctimes: a later snapshot links them.
-        if (snapshotId !== undefined) await this.recordOrigin(id, String(options.from!.name), snapDir, snapshotId);
+        // Unchanged files ARE the snapshot's files (their inodes): a later snapshot links them, no walk.
+        if (snapshotId !== undefined)
+          await writeOrigin(this.layout.origin(id), {
+            snapshot: String(options.from!.name),
+            snapshotId,
+            files: new Map(),
+            lower: true,
+          });
       } else if (snapDir !== undefined) {
         const snapshotId = await snapshots.readSnapshotId(snapDir);
         await fs.mkdir(home, { mode: 0o700 });

@@ -180,7 +180,12 @@ async function takeLinkedFromOrigin(
     const snapHome = path.join(at, 'home');
     // One owner per snapshot: what is copied takes the origin's owner (an overlay home maps it).
     const chownTo = (await fs.stat(snapHome)).uid;
-    return await takeLinkedSnapshot(home, tmp, { snapHome, files: origin.files }, { ...options, chownTo });
+    return await takeLinkedSnapshot(
+      home,
+      tmp,
+      { snapHome, files: origin.files, ...(origin.lower ? { lower: true } : {}) },
+      { ...options, chownTo },
+    );
   } finally {
     closeSync(pinned.fd);
   }

@@ -89,12 +89,14 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
 
   async putDirectory(hostDir: string, guestPath: string): Promise<void> {
     const meta = await requireMeta(this.c.layout, this.workspaceId);
+    await this.c.overlay?.ensureMounted(meta); // a home found unmounted (reboot): mounted first
     const home = this.c.layout.home(meta.workspaceId);
     const dest = hostPathInHome(this.plan, home, guestPath);
     await copyDirIntoHome({ home, hostUid: meta.hostUid, asRoot: this.c.sandbox.asRoot }, hostDir, dest);
   }
   async take(purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
     const meta = await requireMeta(this.c.layout, this.workspaceId);
+    await this.c.overlay?.ensureMounted(meta); // a home found unmounted (reboot): mounted first
     checkName('snapshot name', name);
     const origin = await readOrigin(this.c.layout.origin(meta.workspaceId));
     const taken = await snapshots.createSnapshot(
@@ -159,7 +161,13 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
         // (A copied home — a cold start — is dropped once here and is an overlay home from then on.)
         await this.c.overlay.unmountAndDrop(meta, user);
         await this.dropPlainHome(meta, user);
-        await this.c.overlay.mount(meta, String(snapshot.name), snapDir, await snapshots.readSnapshotId(snapDir));
+        const snapshotId = await snapshots.readSnapshotId(snapDir);
+        await this.c.overlay.mount(meta, String(snapshot.name), snapDir, snapshotId);
+        // Later snapshots link from the snapshot now under the home (see origin.ts `lower`).
+        const originFile = this.c.layout.origin(meta.workspaceId);
+        if (snapshotId === undefined) await fs.rm(originFile, { force: true });
+        else
+          await writeOrigin(originFile, { snapshot: String(snapshot.name), snapshotId, files: new Map(), lower: true });
         await snapshots.sweepRetired(this.c.layout);
         result = { remounted: true };
       } else result = await restoreChanged(this.c.layout.home(meta.workspaceId), snapDir, user);
@@ -209,6 +217,7 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
   async fingerprintHome(): Promise<string> {
     const { plan } = this;
     const meta = await requireMeta(this.c.layout, this.workspaceId);
+    await this.c.overlay?.ensureMounted(meta); // a home found unmounted (reboot): mounted first
     if (this.c.sandbox.kind === 'bwrap' && mountsOverlapHome(plan)) return this.fingerprintInside();
     try {
       return await hostFingerprint(this.c.layout.home(meta.workspaceId), { ownerUid: meta.hostUid });
@@ -227,6 +236,7 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
    */
   async usageBytes(): Promise<number> {
     const meta = await requireMeta(this.c.layout, this.workspaceId);
+    await this.c.overlay?.ensureMounted(meta); // a home found unmounted (reboot): mounted first
     const id = meta.workspaceId;
     // An overlay home uses disk only for what it wrote: its upper dir (root-only, not the snapshot).
     const home = this.c.overlay?.upperOf(id) ?? this.c.layout.home(id);

@@ -59,6 +59,8 @@ export interface LinkOrigin {
    */
   snapHome: string;
   files: OriginFiles;
+  /** The live home is an overlay over snapHome: a file is untouched iff it is snapHome's own inode. */
+  lower?: boolean;
 }
 
 export interface SnapshotOptions {
@@ -148,6 +150,7 @@ export async function takeLinkedSnapshot(
     Buffer.from(destHome),
     origin ? Buffer.from(origin.snapHome) : undefined,
     origin?.files ?? new Map(),
+    origin?.lower === true,
     dest.fd,
     options.ownerUid,
     options.chownTo,
@@ -183,6 +186,7 @@ class LinkedCopy {
     private readonly destHome: Buffer,
     private readonly snapHome: Buffer | undefined,
     private readonly files: OriginFiles,
+    private readonly lower: boolean,
     rootFd: number,
     private readonly ownerUid: number | undefined,
     private readonly chownTo: number | undefined,
@@ -279,7 +283,8 @@ class LinkedCopy {
   private link(e: AtEntry, to: Buffer): boolean {
     if (this.snapHome === undefined) return false;
     const recorded = this.files.get(relKey(e.rel));
-    if (recorded === undefined || recorded.ino !== e.st.ino || recorded.ctimeNs !== e.st.ctimeNs) return false;
+    if (!this.lower && (recorded === undefined || recorded.ino !== e.st.ino || recorded.ctimeNs !== e.st.ctimeNs))
+      return false;
     const src = joinPath(this.snapHome, e.rel);
     let s: BigIntStats;
     try {
@@ -287,6 +292,8 @@ class LinkedCopy {
     } catch {
       return false; // origin evicted meanwhile, path too long…: copy
     }
+    // An overlay home: the live file is the lower's own (never copied up) — same fs, xino off.
+    if (this.lower && (s.ino !== e.st.ino || s.ctimeNs !== e.st.ctimeNs)) return false;
     // mtimes within 2 µs: the copies this module writes set times through futimes, in seconds as a
     // double (~240 ns of rounding at today's epoch).
     const mtimeDiff = s.mtimeNs - e.st.mtimeNs;
