@@ -156,6 +156,15 @@ class LocalBackend implements WorkspaceBackend {
       }
     }
     if (mountsUnder(wsDir).length > 0) await unmountAll(wsDir);
+    // An upper nobody could drop as its uid (no meta.json): never removed recursively by root.
+    if (
+      hostUid === undefined &&
+      (await fs.stat(path.join(wsDir, 'ovl')).then(
+        () => true,
+        () => false,
+      ))
+    )
+      clean = false;
     for (const dir of [this.layout.home(id), this.layout.tmp(id)]) {
       let st: Stats;
       try {
