@@ -87,6 +87,12 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace vs copy-on-wri
     expect(describeTree(path.join(snapDir(cache), 'home'))).toEqual(snapBefore);
     // The snapshot's files stay the original owner's on disk (root-only dir): nothing was chowned.
     expect(fs.statSync(path.join(snapDir(cache), 'home', 'app', 'src', 'a.txt')).uid).not.toBe(hostUid(ref));
+    // Its mount table names no host path for the home (layers given relative to the root-only ovl/).
+    const homeLine = (await sh(ref, 'cat /proc/self/mountinfo'))
+      .split('\n')
+      .find((l) => l.includes(` ${fx.plan.home} `));
+    expect(homeLine).toMatch(/ overlay overlay .*lowerdir=lower,upperdir=upper,workdir=work/);
+    expect(homeLine).not.toContain(dataDir());
     // The upper is out of the workspace uid's reach except through the mount.
     expect(fs.statSync(path.join(wsDir(ref), 'ovl')).mode & 0o777).toBe(0o700);
   });

@@ -98,7 +98,7 @@ export async function detectOverlay(
     await fs.chown(path.join(probe, 'src', 'f'), 65533, 65533);
     const merged = path.join(probe, 'merged');
     await mountLower(path.join(probe, 'src'), path.join(probe, 'lower'), 65533, 65532);
-    await mountOverlay(path.join(probe, 'lower'), path.join(probe, 'upper'), path.join(probe, 'work'), merged);
+    await mountOverlay(probe, merged);
     const st = await fs.stat(path.join(merged, 'f'));
     if (st.uid !== 65532) return { ok: false, reason: 'idmapped lower layer not honoured' };
     return { ok: true };
@@ -115,11 +115,14 @@ async function mountLower(src: string, target: string, fromUid: number, toUid: n
   if (r.code !== 0) throw new StepFailedError('mount home', `idmapped lower: ${r.stderr.trim().slice(-300)}`);
 }
 
-async function mountOverlay(lower: string, upper: string, work: string, target: string): Promise<void> {
-  for (const p of [lower, upper, work])
-    if (/[,:\\\s]/.test(p)) throw new StepFailedError('mount home', 'data dir path unusable for overlay options');
-  const opts = `lowerdir=${lower},upperdir=${upper},workdir=${work},${OVERLAY_OPTIONS}`;
-  const r = await runTool(['mount', '-t', 'overlay', '-o', opts, 'overlay', target]);
+/**
+ * Overlay at `target` from `dir`/{lower,upper,work}. The layer paths are given RELATIVE to `dir`
+ * (mount runs there): the kernel shows the options as given in every mountinfo, the sandbox's
+ * included, so the workspace never sees the provider's data dir path.
+ */
+async function mountOverlay(dir: string, target: string): Promise<void> {
+  const opts = `lowerdir=lower,upperdir=upper,workdir=work,${OVERLAY_OPTIONS}`;
+  const r = await runTool(['mount', '-t', 'overlay', '-o', opts, 'overlay', target], { cwd: dir });
   if (r.code !== 0) throw new StepFailedError('mount home', `overlay: ${r.stderr.trim().slice(-300)}`);
 }
 
@@ -189,7 +192,7 @@ export class OverlayHomes {
     const record: OverlayRecord = { snapshot, fromUid: top.uid, ...(snapshotId ? { snapshotId } : {}) };
     await fs.writeFile(this.recordFile(id), JSON.stringify(record), { mode: 0o600 });
     await mountLower(snapHome, path.join(ovl, 'lower'), top.uid, ws.hostUid);
-    await mountOverlay(path.join(ovl, 'lower'), path.join(ovl, 'upper'), path.join(ovl, 'work'), home);
+    await mountOverlay(ovl, home);
     this.mounted.add(id);
   }
 
@@ -214,7 +217,7 @@ export class OverlayHomes {
       throw new StepFailedError('mount home', 'the snapshot under this workspace home is gone');
     for (const m of mountsUnder(ovl, table)) await runTool(['umount', '-l', '--', m]);
     await mountLower(path.join(snapDir, 'home'), path.join(ovl, 'lower'), record.fromUid, ws.hostUid);
-    await mountOverlay(path.join(ovl, 'lower'), path.join(ovl, 'upper'), path.join(ovl, 'work'), home);
+    await mountOverlay(ovl, home);
     this.log.info('overlay home mounted again', { workspaceId: id, snapshot: record.snapshot });
     this.mounted.add(id);
   }
