@@ -214,6 +214,20 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace vs copy-on-wri
     );
   });
 
+  it('a snapshot that does not say it has one owner (taken before overlay homes) is copied, never mounted', async () => {
+    const { cache, ref } = await warm();
+    const infoFile = path.join(snapDir(cache), 'info.json');
+    const info = JSON.parse(fs.readFileSync(infoFile, 'utf8'));
+    expect(info.owner).toBe(fs.statSync(path.join(snapDir(cache), 'home')).uid);
+    const baseline = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
+    expect(JSON.parse(fs.readFileSync(path.join(snapDir(baseline), 'info.json'), 'utf8')).owner).toBe(info.owner);
+    delete info.owner;
+    fs.writeFileSync(infoFile, JSON.stringify(info));
+    const old = await fx.create({ from: cache });
+    expect(mounts()).not.toContain(` ${home(old)} `);
+    expect(await sh(old, 'cat app/src/a.txt; stat -c %u app/src/a.txt')).toBe(`a\n${fx.plan.user.uid}\n`);
+  });
+
   it('disk usage of an overlay home counts what the workspace wrote, not the snapshot under it', async () => {
     const { ref } = await warm();
     const before = await fx.backend.open(ref, fx.plan).files.usageBytes!();

@@ -247,7 +247,7 @@ class LocalBackend implements WorkspaceBackend {
       await fs.mkdir(this.layout.tmp(id), { mode: 0o700 });
       await chownToWorkspace(this.sandbox, meta, this.layout.tmp(id));
       const home = this.layout.home(id);
-      if (snapDir !== undefined && this.overlay !== undefined) {
+      if (snapDir !== undefined && this.overlay !== undefined && (await this.overlay.usable(snapDir))) {
         // Copy-on-write: the snapshot is the read-only lower layer, writes land in an upper of its own.
         const snapshotId = await snapshots.readSnapshotId(snapDir);
         await this.overlay.mount(meta, String(options.from!.name), snapDir, snapshotId);

@@ -27,6 +27,12 @@ export interface SnapshotInfo {
   createdAt: string;
   /** Random, set by createSnapshot: tells a snapshot from a later one taken under the same name. */
   id?: string;
+  /**
+   * Set when every file of the snapshot's home is owned by this one uid on disk (a full copy of a
+   * home, or one linked from a snapshot that had it): what an overlay home needs to map it to its
+   * workspace's uid (overlay/index.ts). Snapshots from before it: homes are copied from them.
+   */
+  owner?: number;
 }
 
 /** How a snapshot was taken: files hard-linked from the origin snapshot, files copied. */
@@ -96,12 +102,18 @@ export async function createSnapshot(
   try {
     await fs.mkdir(tmp, { mode: 0o700 });
     const counts = origin ? await takeLinkedFromOrigin(layout, home, tmp, origin, options) : undefined;
-    if (counts) taken = { ...taken, linkedFiles: counts.linked, copiedFiles: counts.copied, skipped: counts.skipped };
-    else {
+    let owner: number | undefined;
+    if (counts) {
+      taken = { ...taken, linkedFiles: counts.linked, copiedFiles: counts.copied, skipped: counts.skipped };
+      owner = counts.owner;
+    } else {
       const full = await takeSnapshot(home, tmp, options);
       taken = { ...taken, copiedFiles: full.copied, skipped: full.skipped };
+      // Files of other owners are left out (ownerUid), the rest keep the live owner: that one uid.
+      if (options.ownerUid !== undefined && (await fs.stat(path.join(tmp, 'home'))).uid === options.ownerUid)
+        owner = options.ownerUid;
     }
-    const full: SnapshotInfo = { ...info, id: taken.id };
+    const full: SnapshotInfo = { ...info, id: taken.id, ...(owner !== undefined ? { owner } : {}) };
     await fs.writeFile(path.join(tmp, 'info.json'), JSON.stringify(full), { mode: 0o600 });
     await removeSnapshotDir(layout, name);
     await fs.rename(tmp, final);
@@ -159,7 +171,7 @@ async function takeLinkedFromOrigin(
   tmp: string,
   origin: OriginRecord,
   options: SnapshotOptions,
-): Promise<{ linked: number; copied: number; skipped: Skipped } | undefined> {
+): Promise<{ linked: number; copied: number; skipped: Skipped; owner?: number } | undefined> {
   let dir: string;
   try {
     dir = layout.snapshotDir(origin.snapshot);
@@ -171,8 +183,11 @@ async function takeLinkedFromOrigin(
   try {
     const at = fdPath(pinned.fd).toString();
     let id: unknown;
+    let originOwner: unknown;
     try {
-      id = (JSON.parse(readFileSync(path.join(at, 'info.json'), 'utf8')) as SnapshotInfo).id;
+      const originInfo = JSON.parse(readFileSync(path.join(at, 'info.json'), 'utf8')) as SnapshotInfo;
+      id = originInfo.id;
+      originOwner = originInfo.owner;
     } catch {
       return undefined;
     }
@@ -180,12 +195,14 @@ async function takeLinkedFromOrigin(
     const snapHome = path.join(at, 'home');
     // One owner per snapshot: what is copied takes the origin's owner (an overlay home maps it).
     const chownTo = (await fs.stat(snapHome)).uid;
-    return await takeLinkedSnapshot(
+    const counts = await takeLinkedSnapshot(
       home,
       tmp,
       { snapHome, files: origin.files, ...(origin.lower ? { lower: true } : {}) },
       { ...options, chownTo },
     );
+    // Linked files keep the origin's owners, copies take chownTo: one owner iff the origin had one.
+    return originOwner === chownTo ? { ...counts, owner: chownTo } : counts;
   } finally {
     closeSync(pinned.fd);
   }

@@ -156,7 +156,7 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
     const user = asUser(this.c.sandbox, meta);
     let result: { restored: number; removed: number } | { remounted: true };
     try {
-      if (this.c.overlay !== undefined) {
+      if (this.c.overlay !== undefined && (await this.c.overlay.usable(snapDir))) {
         // Copy-on-write: drop what the workspace wrote, mount a new empty upper over the snapshot.
         // (A copied home — a cold start — is dropped once here and is an overlay home from then on.)
         await this.c.overlay.unmountAndDrop(meta, user);

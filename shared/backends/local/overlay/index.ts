@@ -167,6 +167,20 @@ export class OverlayHomes {
   }
 
   /**
+   * Whether a snapshot can be a lower layer: its info.json says every file has one owner on disk
+   * (SnapshotInfo.owner) and its home is that owner's. Older snapshots (mixed owners possible) are
+   * copied instead: an idmapping maps one uid only, the rest would show as nobody.
+   */
+  async usable(snapDir: string): Promise<boolean> {
+    try {
+      const info = JSON.parse(await fs.readFile(path.join(snapDir, 'info.json'), 'utf8')) as { owner?: unknown };
+      return Number.isInteger(info.owner) && (await fs.stat(path.join(snapDir, 'home'))).uid === info.owner;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
    * Mount the home of `ws` over snapshot `snapshot` (its dir `snapDir`) with a fresh, empty upper.
    * `home` must be an existing empty dir or absent; it becomes root-owned 0700 (the mount point).
    */
