@@ -3,7 +3,10 @@
  * asserted): cold setup, warm setup, warm setup after 5 new upstream commits, command round trip
  * through the API vs a raw bwrap spawn, reset of a small change in a big tree vs in a small tree;
  * then the steps of a warm setup on the backend alone (create from the cache snapshot, baseline
- * snapshot linked vs copied, fingerprint on the host vs inside).
+ * snapshot linked vs copied, fingerprint on the host vs inside); then, per home size (2,000 and
+ * 50,000 files), create from a cache snapshot, baseline of it and reset of a small change, to show
+ * whether they grow with the home (issue 12: copy-on-write homes). The home mode in use (overlay or
+ * the copy fallback) is in the report; `WSP_LOCAL_OVERLAY=off` forces the fallback.
  * Writes bench/results/local.md and local.json. `BENCH_SHORT=1` does fewer rounds (CI).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -85,6 +88,9 @@ async function main(): Promise<void> {
 
     const steps = await backendSteps(path.join(root, 'steps'), files);
     rows.push(...steps);
+    const small = await homeSizeSteps(path.join(root, 'size-2k'), 2_000);
+    const big = await homeSizeSteps(path.join(root, 'size-50k'), 50_000);
+    rows.push(...small.rows, ...big.rows);
     const stepMs = (prefix: string): number => steps.find((r) => r.name.startsWith(prefix))!.ms ?? NaN;
 
     const ratios = {
@@ -94,12 +100,18 @@ async function main(): Promise<void> {
       linkedVsCopiedSnapshot:
         stepMs('backend: baseline snapshot of a warm-created') / stepMs('backend: cache snapshot'),
       hostVsInsideFingerprint: stepMs('backend: fingerprintHome') / stepMs('backend: fingerprint script'),
+      warmSetupVsRawSpawn: warm / rawRtt,
+      resetSmallVsRawSpawn: median(resetSmall) / rawRtt,
+      create50kVs2k: big.create / small.create,
+      createAndBaseline50kVs2k: (big.create + big.baseline) / (small.create + small.baseline),
+      reset50kVs2k: big.reset / small.reset,
     };
+    const mode = small.mode;
     const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, node ${process.version}`;
     const md = [
       `## Local backend — ${new Date().toISOString().slice(0, 10)}${short ? ' (short run)' : ''}`,
       '',
-      `Machine: ${machine}. Median of ${rounds} rounds where repeated.`,
+      `Machine: ${machine}. Median of ${rounds} rounds where repeated. Homes: ${mode}.`,
       '',
       '| step | ms |',
       '|---|---:|',
@@ -112,13 +124,18 @@ async function main(): Promise<void> {
       `| reset (all files changed) / reset (2 files changed) | ${ratios.resetAllVsResetSmall.toFixed(2)} |`,
       `| warm baseline snapshot (linked) / cache snapshot (full copy) | ${ratios.linkedVsCopiedSnapshot.toFixed(2)} |`,
       `| fingerprint on the host / fingerprint script inside | ${ratios.hostVsInsideFingerprint.toFixed(2)} |`,
+      `| warm setup / raw bwrap spawn (goal ≤ 30) | ${ratios.warmSetupVsRawSpawn.toFixed(1)} |`,
+      `| reset of a 2-file change / raw bwrap spawn (goal ≤ 20) | ${ratios.resetSmallVsRawSpawn.toFixed(1)} |`,
+      `| backend create from cache, 50k-file home / 2k-file home (goal ≤ 1.5) | ${ratios.create50kVs2k.toFixed(2)} |`,
+      `| backend create + baseline, 50k / 2k | ${ratios.createAndBaseline50kVs2k.toFixed(2)} |`,
+      `| backend reset of a 2-file change, 50k / 2k | ${ratios.reset50kVs2k.toFixed(2)} |`,
       '',
     ].join('\n');
     process.stdout.write(`${md}\n`);
     fs.writeFileSync(path.join(import.meta.dirname, 'results', 'local.md'), md);
     fs.writeFileSync(
       path.join(import.meta.dirname, 'results', 'local.json'),
-      `${JSON.stringify({ date: new Date().toISOString(), machine, short, rows, ratios }, null, 2)}\n`,
+      `${JSON.stringify({ date: new Date().toISOString(), machine, short, mode, rows, ratios }, null, 2)}\n`,
     );
     for (const w of ids) await wsp.api('DELETE', `/workspaces/${w}`);
   } finally {
@@ -195,13 +212,82 @@ async function backendSteps(dir: string, files: Record<string, string>): Promise
     { name: 'backend: cache snapshot (a first snapshot: full fd-relative copy)', ms: median(t.full) },
     { name: 'backend: cold baseline right after the cache snapshot (links from it)', ms: median(t.coldBase) },
     {
-      name: 'backend: create from the cache snapshot (root tar -c into a tar -x as the workspace uid + origin record)',
+      name: 'backend: create from the cache snapshot (overlay mount, or the fallback: root tar -c into a tar -x as the uid; + origin record)',
       ms: median(t.create),
     },
     { name: 'backend: baseline snapshot of a warm-created workspace (links unchanged files)', ms: median(t.warmBase) },
     { name: 'backend: fingerprint script inside the workspace', ms: median(t.inside) },
     { name: 'backend: fingerprintHome on the host', ms: median(t.host) },
   ];
+}
+
+/**
+ * A home of `n` small files (100 per directory): its cache snapshot, then per round a workspace
+ * created from it, a 2-file change, its baseline, another 2-file change and a reset to the baseline.
+ */
+async function homeSizeSteps(
+  dir: string,
+  n: number,
+): Promise<{ rows: Row[]; create: number; baseline: number; reset: number; mode: string }> {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o711 });
+  const content = path.join(dir, 'content');
+  for (let i = 0; i < n; i++) {
+    const d = path.join(content, 'app', `d${Math.floor(i / 100)}`);
+    if (i % 100 === 0) fs.mkdirSync(d, { recursive: true });
+    fs.writeFileSync(path.join(d, `f${i}.txt`), `${i}\n`);
+  }
+  const backend = await createLocalBackend({ dataDir: path.join(dir, 'data'), owner: 'bench' });
+  const mode = backend.warnings.some((w) => w.startsWith('copy-on-write homes unavailable'))
+    ? 'copied (fallback)'
+    : 'copy-on-write (overlay)';
+  const plan = planFor({ workspace: { network: 'none' } });
+  const source = await backend.create(plan, { workspaceId: `size-src-${n}`, labels: {} });
+  const t = { create: [] as number[], baseline: [] as number[], reset: [] as number[] };
+  try {
+    await backend.open(source, plan).files.putDirectory(content, plan.home);
+    const cache = await backend.open(source, plan).snapshots.take('cache', `size-cache-${n}`);
+    const sizeRounds = Math.min(rounds, 5);
+    for (let i = 0; i < sizeRounds; i++) {
+      let ref: BackendRef | undefined;
+      try {
+        t.create.push(
+          await time(
+            async () => (ref = await backend.create(plan, { workspaceId: `size-${n}-${i}`, labels: {}, from: cache })),
+          ),
+        );
+        await runInside(backend, ref!, plan, ['sh', '-c', 'echo moved >> app/d0/f0.txt && echo new > app/new.txt']);
+        let base: SnapshotRef | undefined;
+        t.baseline.push(
+          await time(
+            async () => (base = await backend.open(ref!, plan).snapshots.take('baseline', `size-base-${n}-${i}`)),
+          ),
+        );
+        await runInside(backend, ref!, plan, ['sh', '-c', 'echo again >> app/d0/f1.txt && echo x > app/junk.txt']);
+        t.reset.push(await time(() => backend.open(ref!, plan).snapshots.restore(base!)));
+      } finally {
+        if (ref) await backend.destroy(ref);
+        await backend.snapshots.delete({ kind: 'local', name: `size-base-${n}-${i}` });
+      }
+    }
+    await backend.snapshots.delete(cache);
+  } finally {
+    await backend.destroy(source);
+  }
+  const label = n.toLocaleString('en-US');
+  const create = median(t.create);
+  const baseline = median(t.baseline);
+  const reset = median(t.reset);
+  return {
+    mode,
+    create,
+    baseline,
+    reset,
+    rows: [
+      { name: `backend, ${label}-file home: create from the cache snapshot`, ms: create },
+      { name: `backend, ${label}-file home: baseline snapshot after a 2-file change`, ms: baseline },
+      { name: `backend, ${label}-file home: reset of a 2-file change`, ms: reset },
+    ],
+  };
 }
 
 /** Run argv in the workspace, wait, return stdout; throws on a non-zero exit. */

@@ -10,7 +10,7 @@ import { restoreChanged, takeSnapshot } from '../../shared/backends/local/tree/i
 import { wipeAs } from '../../shared/backends/local/tree/as-user.js';
 import { newId, useBackendFixture, type BackendHandle } from '../support/backend-fixture.js';
 import { rootUnavailable } from '../support/root.js';
-import { makeLocalBackend } from '../backends/local/handle.js';
+import { makeLocalBackend, overlayHomes } from '../backends/local/handle.js';
 import { describeTree, inodes } from '../backends/local/tree/helpers.js';
 
 // The workspace owns every byte of its home and /tmp and may have a process alive that swaps a
@@ -346,6 +346,14 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace content (local
     await fx.backend.open(ref, fx.plan).snapshots.restore(snap);
     expect(fs.lstatSync(path.join(home(ref), 'd', 'pipe')).isFIFO()).toBe(true);
     expect(fs.existsSync(path.join(home(ref), 'd', 'junk'))).toBe(false);
+    if (overlayHomes(fx.backend)) {
+      // Copy-on-write homes: the reset mounts the snapshot itself, which never held them: gone.
+      for (const n of ['null', 'zero', 'loop', 'sock'])
+        expect(fs.existsSync(path.join(home(ref), 'd', n)), n).toBe(false);
+      await fx.backend.destroy(ref);
+      expect(claimOf(uid)).not.toBe(wsDir(ref));
+      return;
+    }
     // Recorded but not copied: untouched, they stay, and the home is back to its fingerprint.
     for (const n of ['null', 'zero', 'loop', 'sock']) expect(fs.existsSync(path.join(home(ref), 'd', n)), n).toBe(true);
     expect(await fx.backend.open(ref, fx.plan).files.fingerprintHome!()).toBe(fp);

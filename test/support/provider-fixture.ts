@@ -1,3 +1,4 @@
+import { unmountAll } from '../../shared/backends/local/overlay/index.js';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -130,6 +131,9 @@ export async function startTestProvider(config: ConfigInput, options: TestProvid
     async close() {
       await server.close();
       await provider.close();
+      // Overlay homes stay mounted across a provider's restart; a test's data dir is removed after
+      // close, so they are detached here (a provider started again on it mounts them again).
+      await unmountAll(dataDir);
     },
   };
 }

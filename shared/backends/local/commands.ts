@@ -18,6 +18,7 @@ import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
 import { requireMeta } from './meta.js';
 import type { WorkspaceCgroups } from './cgroup.js';
+import type { OverlayHomes } from './overlay/index.js';
 import { PidNamespaces } from './pid-namespace.js';
 import { killAllOfUid, killGroup, tasksOfUid } from './procs.js';
 import { buildLaunch, checkCommandSpec, type SandboxHost } from './sandbox.js';
@@ -55,6 +56,8 @@ export class CommandRunner {
     private readonly sandbox: SandboxHost,
     /** The workspaces' cgroups (root with cgroup support); undefined: per-process rlimits instead. */
     private readonly cgroups?: WorkspaceCgroups,
+    /** Copy-on-write homes (overlay/index.ts); undefined: homes are plain directories. */
+    private readonly overlay?: OverlayHomes,
   ) {
     this.pidns = PidNamespaces.wanted(sandbox) ? new PidNamespaces(layout, sandbox, cgroups) : undefined;
   }
@@ -99,6 +102,8 @@ export class CommandRunner {
     // provider restart or upgrade, or whose cgroup vanished, is confined all the same. Then the
     // workspace's pid namespace (started inside that cgroup when there is none alive).
     await this.prepareLimits(ws.workspaceId, plan);
+    // An overlay home found unmounted (a host reboot) is mounted again before anything runs in it.
+    await this.overlay?.ensureMounted(ws);
     const pidns = await this.pidns?.ensure(ws, plan);
     const launch = buildLaunch(
       this.sandbox,

@@ -20,6 +20,8 @@ export interface ToolOptions {
   /** Run as this host uid/gid (the provider must be root); supplementary groups are dropped. */
   uid?: number;
   gid?: number;
+  /** Working directory (default '/'): only ever a provider-made, root-owned directory. */
+  cwd?: string;
 }
 
 /**
@@ -34,7 +36,7 @@ export function runTool(argv: readonly string[], options: ToolOptions = {}): Pro
     const child = spawn(cmd, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: TOOL_ENV,
-      cwd: '/',
+      cwd: options.cwd ?? '/',
       ...(options.uid !== undefined ? { uid: options.uid } : {}),
       ...(options.gid !== undefined ? { gid: options.gid } : {}),
     });

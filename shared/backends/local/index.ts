@@ -27,6 +27,7 @@ import { detectSandbox } from './sandbox-detect.js';
 import { accountFiles, networkWarnings, type SandboxHost } from './sandbox.js';
 import * as snapshots from './snapshots.js';
 import { prepareDataDir } from './setup-dirs.js';
+import { detectOverlay, mountsUnder, OverlayHomes, unmountAll } from './overlay/index.js';
 import { copyTreeAs } from './tree/index.js';
 import { wipeAs } from './tree/as-user.js';
 import { waitPastCtime } from './tree/manifest.js';
@@ -59,6 +60,11 @@ export async function createLocalBackend(options: LocalBackendOptions): Promise<
   await prepareDataDir(layout, detected.sandbox);
   const limits = await detectLimits(options.dataDir, detected.sandbox);
   const warnings = [...detected.warnings, ...limits.warnings];
+  const overlay = await detectOverlay(layout, detected.sandbox);
+  if (!overlay.ok)
+    warnings.push(
+      `copy-on-write homes unavailable (${overlay.reason}): homes are copied from snapshots and reset by rewriting changed paths`,
+    );
   for (const warning of warnings) log.warn(warning);
   return new LocalBackend(
     layout,
@@ -68,6 +74,7 @@ export async function createLocalBackend(options: LocalBackendOptions): Promise<
     log,
     warnings,
     limits.cgroups,
+    overlay.ok ? new OverlayHomes(layout, log) : undefined,
   );
 }
 
@@ -85,9 +92,10 @@ class LocalBackend implements WorkspaceBackend {
     private readonly log: Logger,
     readonly warnings: string[],
     cgroups?: WorkspaceCgroups,
+    private readonly overlay?: OverlayHomes,
   ) {
-    this.commands = new CommandRunner(layout, sandbox, cgroups);
-    this.context = { layout, sandbox, runner: this.commands, log };
+    this.commands = new CommandRunner(layout, sandbox, cgroups, overlay);
+    this.context = { layout, sandbox, runner: this.commands, log, ...(overlay ? { overlay } : {}) };
     this.snapshots = {
       delete: (snapshot) => snapshots.deleteSnapshot(layout, snapshot),
       sizeBytes: (snapshot) => snapshots.snapshotSize(layout, snapshot),
@@ -128,6 +136,35 @@ class LocalBackend implements WorkspaceBackend {
   private async removeWorkspaceDir(id: string, hostUid: number | undefined): Promise<void> {
     const wsDir = this.layout.workspaceDir(id);
     let clean = true;
+    // An overlay home: unmounted (lazily when busy) and its upper emptied as the uid first. Root
+    // never removes a tree while anything is mounted in it (the rm would reach through the mount).
+    if (
+      hostUid !== undefined &&
+      (await fs.stat(path.join(wsDir, 'ovl')).then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      try {
+        await (this.overlay ?? new OverlayHomes(this.layout, this.log)).unmountAndDrop(
+          { workspaceId: id, hostUid },
+          asUser(this.sandbox, { hostUid }),
+        );
+      } catch (error) {
+        clean = false;
+        this.log.warn('overlay home could not be dropped', { workspaceId: id, ...errorFields(error) });
+      }
+    }
+    if (mountsUnder(wsDir).length > 0) await unmountAll(wsDir);
+    // An upper nobody could drop as its uid (no meta.json): never removed recursively by root.
+    if (
+      hostUid === undefined &&
+      (await fs.stat(path.join(wsDir, 'ovl')).then(
+        () => true,
+        () => false,
+      ))
+    )
+      clean = false;
     for (const dir of [this.layout.home(id), this.layout.tmp(id)]) {
       let st: Stats;
       try {
@@ -137,6 +174,11 @@ class LocalBackend implements WorkspaceBackend {
       }
       try {
         if (st.isDirectory()) {
+          // An overlay mount point (root-owned, empty) is simply removed.
+          if (st.uid === 0 && this.sandbox.asRoot) {
+            await fs.rmdir(dir);
+            continue;
+          }
           // Without meta.json (a create that crashed early) the dir's owner is the uid it was handed to.
           await wipeAs('delete', asUser(this.sandbox, { hostUid: hostUid ?? st.uid }), dir);
           await fs.rmdir(dir);
@@ -205,7 +247,19 @@ class LocalBackend implements WorkspaceBackend {
       await fs.mkdir(this.layout.tmp(id), { mode: 0o700 });
       await chownToWorkspace(this.sandbox, meta, this.layout.tmp(id));
       const home = this.layout.home(id);
-      if (snapDir !== undefined) {
+      if (snapDir !== undefined && this.overlay !== undefined && (await this.overlay.usable(snapDir))) {
+        // Copy-on-write: the snapshot is the read-only lower layer, writes land in an upper of its own.
+        const snapshotId = await snapshots.readSnapshotId(snapDir);
+        await this.overlay.mount(meta, String(options.from!.name), snapDir, snapshotId);
+        // Unchanged files ARE the snapshot's files (their inodes): a later snapshot links them, no walk.
+        if (snapshotId !== undefined)
+          await writeOrigin(this.layout.origin(id), {
+            snapshot: String(options.from!.name),
+            snapshotId,
+            files: new Map(),
+            lower: true,
+          });
+      } else if (snapDir !== undefined) {
         const snapshotId = await snapshots.readSnapshotId(snapDir);
         await fs.mkdir(home, { mode: 0o700 });
         await chownToWorkspace(this.sandbox, meta, home);
@@ -282,6 +336,7 @@ class LocalBackend implements WorkspaceBackend {
     if (meta !== undefined) await this.commands.killAll(meta, KILL_ALL_REASON);
     const wsDir = this.layout.workspaceDir(id);
     await this.removeWorkspaceDir(id, meta?.hostUid);
+    await bestEffort(snapshots.sweepRetired(this.layout), this.log, 'removing retired snapshots');
     // Kills whatever is still in the workspace's cgroup, then removes it (also without meta.json).
     await this.commands.removeLimits(id);
     if (meta !== undefined && this.sandbox.asRoot) {

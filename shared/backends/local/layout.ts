@@ -10,7 +10,10 @@ import { checkName } from '../../lib/names.js';
  *     origin.json               root-only: the snapshot the home was seeded from (or its first
  *                               snapshot) and (inode, ctime) of each home file then (origin.ts)
  *     passwd, group             0644: bound over /etc/passwd and /etc/group (the plan user's name)
- *     home/                     bound at plan.home, owned by the workspace's host uid
+ *     home/                     bound at plan.home, owned by the workspace's host uid (or, for a
+ *                               copy-on-write home, a root-owned 0700 overlay mount point: overlay/)
+ *     ovl/{lower,upper,work}/   root-only 0700: an overlay home's idmapped snapshot, writes, work dir
+ *     overlay.json              root-only: the snapshot under an overlay home (overlay/index.ts)
  *     tmp/                      bound at /tmp, owned by the host uid
  *     transfer/                 bound read-only at plan.transferDir, root-owned 0755
  *     commands/<cid>/           root-only: the exec contract's files (see run-command.sh)

@@ -18,6 +18,12 @@ export interface OriginRecord {
   snapshot: string;
   snapshotId: string;
   files: OriginFiles;
+  /**
+   * The home is an overlay over this snapshot (overlay/index.ts): no per-file record (files is
+   * empty); a live file is untouched iff it IS the snapshot's file at that path (same inode and
+   * ctime — any change copies it up into the upper, a new inode).
+   */
+  lower?: boolean;
 }
 
 const VERSION = 1;
@@ -28,6 +34,7 @@ interface OriginJson {
   snapshotId: string;
   /** [relLatin1, ino, ctimeNs] of regular files; bigints as decimal strings. */
   files: [string, string, string][];
+  lower?: boolean;
 }
 
 /** Written atomically (temp + rename), mode 0600. */
@@ -37,6 +44,7 @@ export async function writeOrigin(file: string, record: OriginRecord): Promise<v
     snapshot: record.snapshot,
     snapshotId: record.snapshotId,
     files: [...record.files].map(([k, f]) => [k, f.ino.toString(), f.ctimeNs.toString()]),
+    ...(record.lower ? { lower: true } : {}),
   };
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
   try {
@@ -69,7 +77,12 @@ export async function readOrigin(file: string): Promise<OriginRecord | undefined
   try {
     const files: OriginFiles = new Map();
     for (const [k, ino, ctimeNs] of json.files) files.set(k, { ino: BigInt(ino), ctimeNs: BigInt(ctimeNs) });
-    return { snapshot: json.snapshot, snapshotId: json.snapshotId, files };
+    return {
+      snapshot: json.snapshot,
+      snapshotId: json.snapshotId,
+      files,
+      ...(json.lower === true ? { lower: true } : {}),
+    };
   } catch {
     return undefined;
   }

@@ -11,6 +11,7 @@ import { scanTree, takeSnapshot, treeSizeBytes } from './tree/index.js';
 import { removeAs } from './tree/as-user.js';
 import { takeLinkedSnapshot, type SnapshotOptions, type Skipped } from './tree/snapshot-linked.js';
 import { fdPath, openDirAt } from './tree/walk-at.js';
+import { readMountTable, snapshotInUse } from './overlay/index.js';
 
 /**
  * Snapshots of a workspace home: `snapshots/<name>/` = tree.ts's home copy + manifest, plus
@@ -26,6 +27,12 @@ export interface SnapshotInfo {
   createdAt: string;
   /** Random, set by createSnapshot: tells a snapshot from a later one taken under the same name. */
   id?: string;
+  /**
+   * Set when every file of the snapshot's home is owned by this one uid on disk (a full copy of a
+   * home, or one linked from a snapshot that had it): what an overlay home needs to map it to its
+   * workspace's uid (overlay/index.ts). Snapshots from before it: homes are copied from them.
+   */
+  owner?: number;
 }
 
 /** How a snapshot was taken: files hard-linked from the origin snapshot, files copied. */
@@ -95,12 +102,18 @@ export async function createSnapshot(
   try {
     await fs.mkdir(tmp, { mode: 0o700 });
     const counts = origin ? await takeLinkedFromOrigin(layout, home, tmp, origin, options) : undefined;
-    if (counts) taken = { ...taken, linkedFiles: counts.linked, copiedFiles: counts.copied, skipped: counts.skipped };
-    else {
+    let owner: number | undefined;
+    if (counts) {
+      taken = { ...taken, linkedFiles: counts.linked, copiedFiles: counts.copied, skipped: counts.skipped };
+      owner = counts.owner;
+    } else {
       const full = await takeSnapshot(home, tmp, options);
       taken = { ...taken, copiedFiles: full.copied, skipped: full.skipped };
+      // Files of other owners are left out (ownerUid), the rest keep the live owner: that one uid.
+      if (options.ownerUid !== undefined && (await fs.stat(path.join(tmp, 'home'))).uid === options.ownerUid)
+        owner = options.ownerUid;
     }
-    const full: SnapshotInfo = { ...info, id: taken.id };
+    const full: SnapshotInfo = { ...info, id: taken.id, ...(owner !== undefined ? { owner } : {}) };
     await fs.writeFile(path.join(tmp, 'info.json'), JSON.stringify(full), { mode: 0o600 });
     await removeSnapshotDir(layout, name);
     await fs.rename(tmp, final);
@@ -116,7 +129,34 @@ export async function createSnapshot(
  * GNU rm (fd-relative) removes it at any depth, where fs.rm fails.
  */
 async function removeSnapshotDir(layout: LocalLayout, name: string): Promise<void> {
+  const dir = layout.snapshotDir(name);
+  // The lower layer of a mounted overlay home is never removed under it: retired (renamed to a dot
+  // name list() skips), removed by sweepRetired once no mount uses it (overlay/index.ts).
+  if (snapshotInUse(dir)) {
+    await fs
+      .rename(dir, path.join(layout.snapshotsDir, `.retired-${name}-${randomBytes(4).toString('hex')}`))
+      .catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') throw error;
+      });
+    return;
+  }
   await removeAs('delete snapshot', undefined, layout.snapshotsDir, [Buffer.from(checkName('snapshot name', name))]);
+}
+
+/** Remove retired snapshots (see removeSnapshotDir) that no overlay home uses any more. */
+export async function sweepRetired(layout: LocalLayout): Promise<void> {
+  const names = await fs.readdir(layout.snapshotsDir).catch(() => [] as string[]);
+  const retired = names.filter((n) => n.startsWith('.retired-'));
+  if (retired.length === 0) return;
+  const table = readMountTable();
+  const free = retired.filter((n) => !snapshotInUse(path.join(layout.snapshotsDir, n), table));
+  if (free.length > 0)
+    await removeAs(
+      'delete snapshot',
+      undefined,
+      layout.snapshotsDir,
+      free.map((n) => Buffer.from(n)),
+    );
 }
 
 /**
@@ -131,7 +171,7 @@ async function takeLinkedFromOrigin(
   tmp: string,
   origin: OriginRecord,
   options: SnapshotOptions,
-): Promise<{ linked: number; copied: number; skipped: Skipped } | undefined> {
+): Promise<{ linked: number; copied: number; skipped: Skipped; owner?: number } | undefined> {
   let dir: string;
   try {
     dir = layout.snapshotDir(origin.snapshot);
@@ -143,13 +183,26 @@ async function takeLinkedFromOrigin(
   try {
     const at = fdPath(pinned.fd).toString();
     let id: unknown;
+    let originOwner: unknown;
     try {
-      id = (JSON.parse(readFileSync(path.join(at, 'info.json'), 'utf8')) as SnapshotInfo).id;
+      const originInfo = JSON.parse(readFileSync(path.join(at, 'info.json'), 'utf8')) as SnapshotInfo;
+      id = originInfo.id;
+      originOwner = originInfo.owner;
     } catch {
       return undefined;
     }
     if (id !== origin.snapshotId) return undefined; // another snapshot under that name now
-    return await takeLinkedSnapshot(home, tmp, { snapHome: path.join(at, 'home'), files: origin.files }, options);
+    const snapHome = path.join(at, 'home');
+    // One owner per snapshot: what is copied takes the origin's owner (an overlay home maps it).
+    const chownTo = (await fs.stat(snapHome)).uid;
+    const counts = await takeLinkedSnapshot(
+      home,
+      tmp,
+      { snapHome, files: origin.files, ...(origin.lower ? { lower: true } : {}) },
+      { ...options, chownTo },
+    );
+    // Linked files keep the origin's owners, copies take chownTo: one owner iff the origin had one.
+    return originOwner === chownTo ? { ...counts, owner: chownTo } : counts;
   } finally {
     closeSync(pinned.fd);
   }
@@ -158,6 +211,7 @@ async function takeLinkedFromOrigin(
 export async function deleteSnapshot(layout: LocalLayout, snapshot: SnapshotRef): Promise<void> {
   snapshotDirOf(layout, snapshot); // validates the ref
   await removeSnapshotDir(layout, String(snapshot.name));
+  await sweepRetired(layout);
 }
 
 export async function snapshotSize(layout: LocalLayout, snapshot: SnapshotRef): Promise<number> {

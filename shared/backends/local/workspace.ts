@@ -18,6 +18,7 @@ import { mountsOverlapHome, type SandboxHost } from './sandbox.js';
 import * as snapshots from './snapshots.js';
 import { hostFingerprint, restoreChanged, type AsUser } from './tree/index.js';
 import { wipeAs } from './tree/as-user.js';
+import type { OverlayHomes } from './overlay/index.js';
 import { readManifest } from './tree/manifest.js';
 import type { OriginFiles } from './tree/snapshot-linked.js';
 
@@ -32,6 +33,8 @@ export interface LocalContext {
   sandbox: SandboxHost;
   runner: CommandRunner;
   log: Logger;
+  /** Copy-on-write homes; absent: homes are copied and reset path by path. */
+  overlay?: OverlayHomes;
 }
 
 /**
@@ -86,12 +89,14 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
 
   async putDirectory(hostDir: string, guestPath: string): Promise<void> {
     const meta = await requireMeta(this.c.layout, this.workspaceId);
+    await this.c.overlay?.ensureMounted(meta); // a home found unmounted (reboot): mounted first
     const home = this.c.layout.home(meta.workspaceId);
     const dest = hostPathInHome(this.plan, home, guestPath);
     await copyDirIntoHome({ home, hostUid: meta.hostUid, asRoot: this.c.sandbox.asRoot }, hostDir, dest);
   }
   async take(purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
     const meta = await requireMeta(this.c.layout, this.workspaceId);
+    await this.c.overlay?.ensureMounted(meta); // a home found unmounted (reboot): mounted first
     checkName('snapshot name', name);
     const origin = await readOrigin(this.c.layout.origin(meta.workspaceId));
     const taken = await snapshots.createSnapshot(
@@ -149,9 +154,23 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
     const snapDir = await snapshots.requireSnapshot(this.c.layout, snapshot);
     await this.c.runner.killAll(meta, KILL_ALL_REASON);
     const user = asUser(this.c.sandbox, meta);
-    let result: { restored: number; removed: number };
+    let result: { restored: number; removed: number } | { remounted: true };
     try {
-      result = await restoreChanged(this.c.layout.home(meta.workspaceId), snapDir, user);
+      if (this.c.overlay !== undefined && (await this.c.overlay.usable(snapDir))) {
+        // Copy-on-write: drop what the workspace wrote, mount a new empty upper over the snapshot.
+        // (A copied home — a cold start — is dropped once here and is an overlay home from then on.)
+        await this.c.overlay.unmountAndDrop(meta, user);
+        await this.dropPlainHome(meta, user);
+        const snapshotId = await snapshots.readSnapshotId(snapDir);
+        await this.c.overlay.mount(meta, String(snapshot.name), snapDir, snapshotId);
+        // Later snapshots link from the snapshot now under the home (see origin.ts `lower`).
+        const originFile = this.c.layout.origin(meta.workspaceId);
+        if (snapshotId === undefined) await fs.rm(originFile, { force: true });
+        else
+          await writeOrigin(originFile, { snapshot: String(snapshot.name), snapshotId, files: new Map(), lower: true });
+        await snapshots.sweepRetired(this.c.layout);
+        result = { remounted: true };
+      } else result = await restoreChanged(this.c.layout.home(meta.workspaceId), snapDir, user);
       // /tmp emptied as the workspace uid too; the dir itself (root-owned parent) stays.
       const tmp = this.c.layout.tmp(meta.workspaceId);
       await fs.mkdir(tmp, { mode: 0o700 }).catch((error: NodeJS.ErrnoException) => {
@@ -173,6 +192,23 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
   }
 
   /**
+   * A plain (copied) home under the overlay mount point: emptied as the workspace uid, then removed,
+   * so the mount point is an empty root-owned dir. No-op for an (unmounted) overlay mount point.
+   */
+  private async dropPlainHome(meta: WorkspaceMeta, user: ReturnType<typeof asUser>): Promise<void> {
+    const home = this.c.layout.home(meta.workspaceId);
+    const st = await fs.lstat(home).catch(() => undefined);
+    if (st === undefined) return;
+    if (!st.isDirectory()) {
+      await fs.unlink(home);
+      return;
+    }
+    if (st.uid === 0) return;
+    await wipeAs('drop copied home', user, home);
+    await fs.rmdir(home);
+  }
+
+  /**
    * hostFingerprint of the home: the digest the in-workspace script prints, without a sandbox
    * start and a shell pipeline (and as root, so a file the user made unreadable does not fail it).
    * When another sandbox mount (/tmp, the transfer dir, system dirs) lies inside or around
@@ -181,6 +217,7 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
   async fingerprintHome(): Promise<string> {
     const { plan } = this;
     const meta = await requireMeta(this.c.layout, this.workspaceId);
+    await this.c.overlay?.ensureMounted(meta); // a home found unmounted (reboot): mounted first
     if (this.c.sandbox.kind === 'bwrap' && mountsOverlapHome(plan)) return this.fingerprintInside();
     try {
       return await hostFingerprint(this.c.layout.home(meta.workspaceId), { ownerUid: meta.hostUid });
@@ -199,17 +236,11 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
    */
   async usageBytes(): Promise<number> {
     const meta = await requireMeta(this.c.layout, this.workspaceId);
+    await this.c.overlay?.ensureMounted(meta); // a home found unmounted (reboot): mounted first
     const id = meta.workspaceId;
-    const result = await runTool([
-      'du',
-      '-s',
-      '-x',
-      '-B1',
-      '--total',
-      '--',
-      this.c.layout.home(id),
-      this.c.layout.tmp(id),
-    ]);
+    // An overlay home uses disk only for what it wrote: its upper dir (root-only, not the snapshot).
+    const home = this.c.overlay?.upperOf(id) ?? this.c.layout.home(id);
+    const result = await runTool(['du', '-s', '-x', '-B1', '--total', '--', home, this.c.layout.tmp(id)]);
     const total = /^(\d+)\s+total$/m.exec(result.stdout);
     if (total === null) throw new StepFailedError('disk usage', `du exited ${result.code ?? result.signal}`);
     return Number(total[1]);

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { WorkspaceBackend } from '../../../shared/contract/backend.js';
 import type { BackendRef } from '../../../shared/contract/workspace.js';
 import { createLocalBackend } from '../../../shared/backends/local/index.js';
+import { unmountAll } from '../../../shared/backends/local/overlay/index.js';
 import type { ContractHandle } from '../../support/backend-fixture.js';
 
 /** A local backend over a fresh temp data dir; reopen = a second instance on the same dir. */
@@ -29,7 +30,14 @@ export async function makeLocalBackend(
     },
     async cleanup() {
       for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
+      // A mount left by a failed destroy (overlay homes) is never removed through: detached first.
+      await unmountAll(dataDir);
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** Whether this backend gives copy-on-write (overlay) homes; false: the copy fallback (its warning says so). */
+export function overlayHomes(backend: WorkspaceBackend): boolean {
+  return !backend.warnings.some((w) => w.startsWith('copy-on-write homes unavailable'));
 }

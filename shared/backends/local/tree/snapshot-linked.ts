@@ -59,6 +59,8 @@ export interface LinkOrigin {
    */
   snapHome: string;
   files: OriginFiles;
+  /** The live home is an overlay over snapHome: a file is untouched iff it is snapHome's own inode. */
+  lower?: boolean;
 }
 
 export interface SnapshotOptions {
@@ -70,6 +72,12 @@ export interface SnapshotOptions {
    * gets back. Undefined: keep every owner's files (provider-owned trees, tests).
    */
   ownerUid?: number;
+  /**
+   * Owner of every entry written into the snapshot (root only); undefined: the live owner. A
+   * snapshot that links from an origin takes the origin's owner, so a snapshot has ONE owner on
+   * disk — what lets an overlay home map it to its workspace's uid (overlay/index.ts).
+   */
+  chownTo?: number;
 }
 
 /**
@@ -142,8 +150,10 @@ export async function takeLinkedSnapshot(
     Buffer.from(destHome),
     origin ? Buffer.from(origin.snapHome) : undefined,
     origin?.files ?? new Map(),
+    origin?.lower === true,
     dest.fd,
     options.ownerUid,
+    options.chownTo,
   );
   try {
     const rootSt = await walkTreeAt(home, {
@@ -176,10 +186,19 @@ class LinkedCopy {
     private readonly destHome: Buffer,
     private readonly snapHome: Buffer | undefined,
     private readonly files: OriginFiles,
+    private readonly lower: boolean,
     rootFd: number,
     private readonly ownerUid: number | undefined,
+    private readonly chownTo: number | undefined,
   ) {
     this.dirs = [rootFd];
+  }
+
+  private uid(st: BigIntStats): number {
+    return this.chownTo ?? Number(st.uid);
+  }
+  private gid(st: BigIntStats): number {
+    return this.chownTo ?? Number(st.gid);
   }
 
   private destFd(): number {
@@ -219,7 +238,7 @@ class LinkedCopy {
           return false;
         }
         symlinkSync(target, to);
-        if (isRoot()) lchownSync(to, Number(e.st.uid), Number(e.st.gid));
+        if (isRoot()) lchownSync(to, this.uid(e.st), this.gid(e.st));
         lutimesSync(to, toSec(e.st.atimeNs), toSec(e.st.mtimeNs));
         break;
       }
@@ -247,7 +266,7 @@ class LinkedCopy {
   }
 
   finishDir(fd: number, st: BigIntStats): void {
-    if (isRoot()) fchownSync(fd, Number(st.uid), Number(st.gid));
+    if (isRoot()) fchownSync(fd, this.uid(st), this.gid(st));
     fchmodSync(fd, Number(st.mode & 0o7777n));
     futimesSync(fd, toSec(st.atimeNs), toSec(st.mtimeNs));
   }
@@ -264,7 +283,8 @@ class LinkedCopy {
   private link(e: AtEntry, to: Buffer): boolean {
     if (this.snapHome === undefined) return false;
     const recorded = this.files.get(relKey(e.rel));
-    if (recorded === undefined || recorded.ino !== e.st.ino || recorded.ctimeNs !== e.st.ctimeNs) return false;
+    if (!this.lower && (recorded === undefined || recorded.ino !== e.st.ino || recorded.ctimeNs !== e.st.ctimeNs))
+      return false;
     const src = joinPath(this.snapHome, e.rel);
     let s: BigIntStats;
     try {
@@ -272,6 +292,8 @@ class LinkedCopy {
     } catch {
       return false; // origin evicted meanwhile, path too long…: copy
     }
+    // An overlay home: the live file is the lower's own (never copied up) — same fs, xino off.
+    if (this.lower && (s.ino !== e.st.ino || s.ctimeNs !== e.st.ctimeNs)) return false;
     // mtimes within 2 µs: the copies this module writes set times through futimes, in seconds as a
     // double (~240 ns of rounding at today's epoch).
     const mtimeDiff = s.mtimeNs - e.st.mtimeNs;
@@ -310,7 +332,7 @@ class LinkedCopy {
     if (r.status !== 0) throw new StepFailedError('snapshot', `mkfifo exited ${r.status ?? r.signal}`);
     const to = this.destAt(e.name);
     renameSync(this.destAt(tmp), to);
-    if (isRoot()) lchownSync(to, Number(e.st.uid), Number(e.st.gid));
+    if (isRoot()) lchownSync(to, this.uid(e.st), this.gid(e.st));
     lutimesSync(to, toSec(e.st.atimeNs), toSec(e.st.mtimeNs));
   }
 
@@ -343,7 +365,7 @@ class LinkedCopy {
             await yieldToLoop();
           }
         }
-        if (isRoot()) fchownSync(out, Number(src.st.uid), Number(src.st.gid));
+        if (isRoot()) fchownSync(out, this.uid(src.st), this.gid(src.st));
         fchmodSync(out, Number(src.st.mode & 0o7777n)); // after chown, which clears setuid bits
         futimesSync(out, toSec(src.st.atimeNs), toSec(src.st.mtimeNs));
       } finally {
