@@ -5,7 +5,8 @@
  * then the steps of a warm setup on the backend alone (create from the cache snapshot, baseline
  * snapshot linked vs copied, fingerprint on the host vs inside); then, per home size (2,000 and
  * 50,000 files), create from a cache snapshot, baseline of it and reset of a small change, to show
- * whether they grow with the home (issue 12: copy-on-write homes). The home mode in use (overlay or
+ * whether they grow with the home (issue 12: copy-on-write homes); and a lockfile bump, restored from
+ * the older cache entry vs from nothing (restore keys). The home mode in use (overlay or
  * the copy fallback) is in the report; `WSP_LOCAL_OVERLAY=off` forces the fallback.
  * Writes bench/results/local.md and local.json. `BENCH_SHORT=1` does fewer rounds (CI).
  */
@@ -88,6 +89,8 @@ async function main(): Promise<void> {
 
     const steps = await backendSteps(path.join(root, 'steps'), files);
     rows.push(...steps);
+    const lockBump = await restoreKeySteps(path.join(root, 'restore'), git);
+    rows.push(...lockBump.rows);
     const small = await homeSizeSteps(path.join(root, 'size-2k'), 2_000);
     const big = await homeSizeSteps(path.join(root, 'size-50k'), 50_000);
     rows.push(...small.rows, ...big.rows);
@@ -105,6 +108,7 @@ async function main(): Promise<void> {
       create50kVs2k: big.create / small.create,
       createAndBaseline50kVs2k: (big.create + big.baseline) / (small.create + small.baseline),
       reset50kVs2k: big.reset / small.reset,
+      lockBumpRestoredVsCold: lockBump.restored / lockBump.cold,
     };
     const mode = small.mode;
     const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, node ${process.version}`;
@@ -129,6 +133,7 @@ async function main(): Promise<void> {
       `| backend create from cache, 50k-file home / 2k-file home (goal ≤ 1.5) | ${ratios.create50kVs2k.toFixed(2)} |`,
       `| backend create + baseline, 50k / 2k | ${ratios.createAndBaseline50kVs2k.toFixed(2)} |`,
       `| backend reset of a 2-file change, 50k / 2k | ${ratios.reset50kVs2k.toFixed(2)} |`,
+      `| setup after a lockfile bump: restored from the older entry / from nothing (goal ≤ 0.5) | ${ratios.lockBumpRestoredVsCold.toFixed(2)} |`,
       '',
     ].join('\n');
     process.stdout.write(`${md}\n`);
@@ -225,6 +230,58 @@ async function backendSteps(dir: string, files: Record<string, string>): Promise
  * A home of `n` small files (100 per directory): its cache snapshot, then per round a workspace
  * created from it, a 2-file change, its baseline, another 2-file change and a reset to the baseline.
  */
+/**
+ * Restore keys (issue 12): a lockfile bump misses the cache. The setup is an incremental install —
+ * each dependency in deps.lock costs ~40 ms and unpacks 100 files, once — so from the older entry's
+ * home only the new dependency is installed. Setup after the bump, restored (cache.restore on, the
+ * entry of the previous lockfile present) vs from nothing (cache.restore off), same commit.
+ */
+async function restoreKeySteps(
+  dir: string,
+  git: Awaited<ReturnType<typeof startGitServer>>,
+): Promise<{ rows: Row[]; restored: number; cold: number }> {
+  const deps = (n: number) => Array.from({ length: n }, (_, i) => `dep${i}`).join('\n');
+  const repo = createUpstreamRepo(git.root, 'deps-app', { 'deps.lock': `${deps(40)}\n` });
+  const install = [
+    'cd ~/workspace/app && mkdir -p ~/deps && while read -r d; do',
+    '  [ -e ~/deps/"$d" ] && continue; sleep 0.04; mkdir -p ~/deps/"$d".tmp',
+    '  for i in $(seq 100); do echo "$d $i" > ~/deps/"$d".tmp/f$i.js; done; mv ~/deps/"$d".tmp ~/deps/"$d"',
+    'done < deps.lock',
+  ].join('\n');
+  const config = (restore: boolean) => ({
+    repositories: [
+      { url: git.url('deps-app'), path: 'app', credential: 'env:WSP_BENCH_TOKEN', cacheKeyFiles: ['deps.lock'] },
+    ],
+    setup: { script: install },
+    workspace: { network: 'none' as const },
+    cache: { restore },
+  });
+  const withRestore = await startTestProvider(config(true), { dataDir: path.join(dir, 'on') });
+  const without = await startTestProvider(config(false), { dataDir: path.join(dir, 'off') });
+  try {
+    const seeded = await time(() => withRestore.setup());
+    commitFiles(repo, { 'deps.lock': `${deps(41)}\n` }, 'one more dependency');
+    let restoredFrom: string | undefined;
+    const restored = await time(async () => {
+      restoredFrom = (await withRestore.setup()).cache.restoredFrom;
+    });
+    if (!restoredFrom) throw new Error('the setup after the bump did not restore from the older entry');
+    const cold = await time(() => without.setup());
+    return {
+      restored,
+      cold,
+      rows: [
+        { name: 'lockfile bump: cold setup of 40 dependencies (seeds the entry)', ms: seeded },
+        { name: 'lockfile bump: setup of 41, restored from the 40-dependency entry', ms: restored },
+        { name: 'lockfile bump: setup of 41 from nothing (cache.restore off)', ms: cold },
+      ],
+    };
+  } finally {
+    await withRestore.close();
+    await without.close();
+  }
+}
+
 async function homeSizeSteps(
   dir: string,
   n: number,

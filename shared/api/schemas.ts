@@ -182,7 +182,15 @@ export const workspaceView = z.object({
   repos: z.array(
     z.object({ name: z.string(), path: z.string(), commit: z.string().optional(), ref: z.string().optional() }),
   ),
-  cache: z.object({ key: z.string(), hit: z.boolean(), reason: z.string() }).optional(),
+  cache: z
+    .object({
+      key: z.string(),
+      hit: z.boolean(),
+      reason: z.string(),
+      /** A miss that started from an older entry (only a cacheKeyFiles file differed) and re-ran setup on top. */
+      restoredFrom: z.string().optional(),
+    })
+    .optional(),
   baselineFingerprint: z.string().optional(),
   labels: z.record(z.string(), z.string()),
   failure: z.object({ step: z.string(), message: z.string() }).optional(),

@@ -190,6 +190,11 @@ export const configSchema = z
     cache: z
       .object({
         enabled: z.boolean().default(true),
+        /**
+         * Restore keys: a miss caused only by a changed cacheKeyFiles file (a lockfile bump) starts from
+         * the most recent ready entry of the same repositories and setup script and re-runs setup on top.
+         */
+        restore: z.boolean().default(true),
         maxEntries: z.number().int().min(0).default(20),
         maxBytes: z
           .number()

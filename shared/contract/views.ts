@@ -52,7 +52,7 @@ export interface WorkspaceView {
   status: WorkspaceStatus;
   plan: PlanView;
   repos: { name: string; path: string; commit?: string; ref?: string }[];
-  cache?: { key: string; hit: boolean; reason: string };
+  cache?: { key: string; hit: boolean; reason: string; restoredFrom?: string };
   baselineFingerprint?: string;
   labels: Record<string, string>;
   failure?: { step: string; message: string };

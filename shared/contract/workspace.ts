@@ -31,6 +31,8 @@ export interface CacheInfo {
   hit: boolean;
   /** Why it hit or missed, in words: 'entry ready', 'no entry for key', 'entry building elsewhere', … */
   reason: string;
+  /** A miss started from this older entry (same restore key: only a cacheKeyFiles file differs), setup re-run on top. */
+  restoredFrom?: string;
 }
 
 export interface ProgressStep {
@@ -68,8 +70,10 @@ export interface ProvisionProgress {
   resolved: ResolvedRef[];
   /** Where setup runs (the configured refs whenever the cache is in play). */
   setupAt: ResolvedRef[];
-  /** The ready cache entry's snapshot the compute starts from (a warm start). */
+  /** The ready cache entry's snapshot the compute starts from (a warm start, or a restore). */
   from?: SnapshotRef;
+  /** `from` is an older entry of the same restore key (not this key's): setup runs on top of it. */
+  restoredFrom?: string;
   /** Key of the cache entry this workspace builds (its `builder`). */
   buildingKey?: string;
   /** Repositories already put into the workspace (a re-run `start` skips them). */
@@ -204,6 +208,8 @@ export interface CacheEntryRecord {
   lease?: Lease;
   /** Workspace that builds the entry: a re-run of its `start` phase finds the entry its own. */
   builder?: string;
+  /** The key without the key files' contents (cache-key.ts computeRestoreKey): a later miss may start from it. */
+  restoreKey?: string;
   sizeBytes?: number;
   createdAt: string;
   lastUsedAt: string;

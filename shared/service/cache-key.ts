@@ -22,7 +22,20 @@ export interface CacheKeyInputs {
  * Commits are left out on purpose: a newer commit is reached by fetching into a warm entry.
  */
 export function computeCacheKey(inputs: CacheKeyInputs): string {
-  const canonical = {
+  return `ck-${sha256(JSON.stringify(canonical(inputs, true))).slice(0, 32)}`;
+}
+
+/**
+ * The restore key (like a CI cache's restore-keys): the cache key without the key files' contents —
+ * same backend, base, repos, setup script and environment. Entries that share it differ only in a
+ * cacheKeyFiles file (a lockfile bump), so one may start from the other and re-run setup on top.
+ */
+export function computeRestoreKey(inputs: CacheKeyInputs): string {
+  return `rk-${sha256(JSON.stringify(canonical(inputs, false))).slice(0, 32)}`;
+}
+
+function canonical(inputs: CacheKeyInputs, withKeyFileContents: boolean) {
+  return {
     v: PROVIDER_FORMAT_VERSION,
     backend: inputs.backendKind,
     base: inputs.baseIdentity,
@@ -32,15 +45,13 @@ export function computeCacheKey(inputs: CacheKeyInputs): string {
     repos: inputs.plan.repos.map((r) => ({
       path: r.path,
       source: r.source.kind === 'git' ? { git: r.source.url } : { dir: r.source.hostPath },
-      keyFiles: (inputs.keyFiles[r.name] ?? []).map(([p, content]) => [
-        p,
-        content === undefined ? null : sha256(content),
-      ]),
+      keyFiles: (inputs.keyFiles[r.name] ?? []).map(([p, content]) =>
+        withKeyFileContents ? [p, content === undefined ? null : sha256(content)] : [p],
+      ),
     })),
     setup: sha256(inputs.setupScript),
     setupEnv: sha256(JSON.stringify(Object.entries(inputs.setupEnv).sort())),
   };
-  return `ck-${sha256(JSON.stringify(canonical)).slice(0, 32)}`;
 }
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');

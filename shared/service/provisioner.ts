@@ -17,7 +17,7 @@ import type { MirrorHandle } from '../git/mirror.js';
 import { normalizeRepoPath } from '../config/schema.js';
 import { errorFields } from '../log.js';
 import { fingerprintArgv, parseFingerprint } from '../workspace/fingerprint.js';
-import { computeCacheKey } from './cache-key.js';
+import { computeCacheKey, computeRestoreKey } from './cache-key.js';
 import { evictCache } from './cache-eviction.js';
 import { hostDirs, type ServiceDeps } from './deps.js';
 import { publicError } from './public-error.js';
@@ -134,13 +134,15 @@ export class Provisioner {
       // never put its branch's setup side effects into everybody's cache (configuredRepos says which).
       const configured = await this.configuredRepos(plan, resolved);
       const overridden = configured ? overriddenRepos(resolved, configured) : resolved.map((r) => r.name);
-      const key = await this.cacheKey(plan, configured ?? resolved);
+      const { key, restoreKey } = await this.cacheKey(plan, configured ?? resolved);
       const deadline = Date.parse(record.createdAt) + this.deps.config.setup.timeoutMs;
-      const decision = await this.decideCache(id, key, configured !== undefined, deadline);
+      const decision = await this.decideCache(id, key, restoreKey, configured !== undefined, deadline);
       if (decision === 'wait') {
         await this.records.update(id, () => ({})); // progress for the janitor: someone is waiting
         return next('start', SETUP_RECHECK_SECONDS);
       }
+      const restore = decision.building ? await this.restoreEntry(key, restoreKey) : undefined;
+      if (restore) decision.info = restoredInfo(decision.info, restore);
       const plannedStart = startPlan(decision, resolved, configured, overridden, this.deps.config.cache.enabled);
       const info: CacheInfo = { ...decision.info, reason: plannedStart.reason };
       progress = {
@@ -149,6 +151,7 @@ export class Provisioner {
         setupAt: plannedStart.setupAt.map(plainRef),
         synced: [],
         ...(decision.entry?.snapshot ? { from: decision.entry.snapshot } : {}),
+        ...(restore ? { from: restore.snapshot, restoredFrom: restore.key } : {}),
         ...(decision.building ? { buildingKey: key } : {}),
       };
       const written = progress;
@@ -170,7 +173,7 @@ export class Provisioner {
         // A ready entry whose snapshot is gone (pruned by hand, lost with a disk): a miss, not a
         // failure. The entry is marked failed and the decision made again, so it is rebuilt (once).
         if (!(error instanceof NotFoundError) || !progress.from || attempt > 0) throw error;
-        await this.markEntryFailed(key, 'marking a cache entry whose snapshot is gone failed');
+        await this.markEntryFailed(progress.restoredFrom ?? key, 'marking a cache entry whose snapshot is gone failed');
         await this.step(id, 'cache', "the entry's snapshot is gone: rebuilding the entry");
         return this.start(await this.records.update(id, () => ({ provisioning: undefined })), attempt + 1);
       }
@@ -178,15 +181,23 @@ export class Provisioner {
       await this.records.update(id, () => ({ backend: created }));
     }
 
-    if (progress.from) {
+    if (progress.from && !progress.restoredFrom) {
       const entry = await this.deps.state.getCacheEntry(key);
       const resolved = await this.withMirrors(plan, progress.resolved, mirrors);
       await this.warmStart(id, ref, plan, resolved, entry?.repos ?? []);
       await this.setProgress(id, { phase: 'finish' });
       return next('finish');
     }
-    // Cold: setup runs at `setupAt` (the configured refs whenever the cache is in play).
-    await this.syncRepos(id, ref, plan, progress, mirrors, resumed);
+    if (progress.restoredFrom) {
+      // Restored: the older entry's home, its repositories moved to `setupAt`; setup re-runs on top
+      // (an incremental install), and the result becomes this key's entry.
+      const older = await this.deps.state.getCacheEntry(progress.restoredFrom);
+      const setupAt = await this.withMirrors(plan, progress.setupAt, mirrors);
+      await this.warmStart(id, ref, plan, setupAt, older?.repos ?? []);
+    } else {
+      // Cold: setup runs at `setupAt` (the configured refs whenever the cache is in play).
+      await this.syncRepos(id, ref, plan, progress, mirrors, resumed);
+    }
     if (this.deps.config.setup.script.trim() === '') {
       await this.setProgress(id, { phase: 'finish' });
       return next('finish');
@@ -239,7 +250,8 @@ export class Provisioner {
     }
     const mirrors = new Map<string, MirrorHandle>();
     // Then the requested refs are fetched and checked out over it, setup not re-run.
-    if (!progress.from) await this.checkoutOverrides(id, ref, plan, progress.setupAt, progress.resolved, mirrors);
+    if (!progress.from || progress.restoredFrom)
+      await this.checkoutOverrides(id, ref, plan, progress.setupAt, progress.resolved, mirrors);
 
     await this.step(id, 'baseline', 'taking the baseline snapshot');
     await commands.killAll();
@@ -327,6 +339,36 @@ export class Provisioner {
     return this.records.update(ws.id, () => ({ baseline, baselineFingerprint }));
   }
 
+  /**
+   * The most recent ready entry this build may start from instead of from nothing: same restore key
+   * (only a cacheKeyFiles file differs), this backend, a snapshot. Its last use is touched, so
+   * eviction keeps it as long as it serves.
+   */
+  private async restoreEntry(
+    key: string,
+    restoreKey: string,
+  ): Promise<(CacheEntryRecord & { snapshot: SnapshotRef }) | undefined> {
+    if (!this.deps.config.cache.restore) return undefined;
+    const candidates = (await this.deps.state.listCacheEntries())
+      .filter(
+        (e): e is CacheEntryRecord & { snapshot: SnapshotRef } =>
+          e.key !== key &&
+          e.status === 'ready' &&
+          e.snapshot !== undefined &&
+          e.restoreKey === restoreKey &&
+          e.backendKind === this.deps.backend.kind,
+      )
+      .sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+    const newest = candidates[0];
+    if (!newest) return undefined;
+    await bestEffort(
+      this.deps.state.updateCacheEntry(newest.key, newest.version, { lastUsedAt: this.now().toISOString() }),
+      this.deps.log,
+      'touching the cache entry a build restores from',
+    );
+    return newest;
+  }
+
   private async resolveRepos(plan: WorkspacePlan): Promise<ResolvedRepo[]> {
     const out: ResolvedRepo[] = [];
     for (const repo of gitRepos(plan)) {
@@ -369,7 +411,7 @@ export class Provisioner {
     return out;
   }
 
-  private async cacheKey(plan: WorkspacePlan, resolved: ResolvedRepo[]): Promise<string> {
+  private async cacheKey(plan: WorkspacePlan, resolved: ResolvedRepo[]): Promise<{ key: string; restoreKey: string }> {
     const keyFiles: Record<string, [string, string | undefined][]> = {};
     for (const repoConfig of this.deps.config.repositories) {
       const name = normalizeRepoPath(repoConfig.path);
@@ -387,14 +429,15 @@ export class Provisioner {
       }
       keyFiles[name] = files;
     }
-    return computeCacheKey({
+    const inputs = {
       backendKind: this.deps.backend.kind,
       baseIdentity: await this.deps.backend.baseIdentity(),
       plan,
       setupScript: this.deps.config.setup.script,
       setupEnv: this.deps.config.workspace.env,
       keyFiles,
-    });
+    };
+    return { key: computeCacheKey(inputs), restoreKey: computeRestoreKey(inputs) };
   }
 
   /**
@@ -406,6 +449,7 @@ export class Provisioner {
   private async decideCache(
     id: string,
     key: string,
+    restoreKey: string,
     usable: boolean,
     deadline: number,
   ): Promise<CacheDecision | 'wait'> {
@@ -444,6 +488,7 @@ export class Provisioner {
           repos: [],
           lease,
           builder: id,
+          restoreKey,
           createdAt: now.toISOString(),
           lastUsedAt: now.toISOString(),
         };
@@ -458,7 +503,12 @@ export class Provisioner {
       const stale = entry.status === 'failed' || (entry.lease?.expiresAt ?? 0) < now.getTime();
       if (stale) {
         try {
-          const taken = await state.updateCacheEntry(key, entry.version, { status: 'building', lease, builder: id });
+          const taken = await state.updateCacheEntry(key, entry.version, {
+            status: 'building',
+            lease,
+            builder: id,
+            restoreKey,
+          });
           return {
             info: {
               key,
@@ -816,6 +866,15 @@ function plainRef(r: ResolvedRef): ResolvedRef {
 }
 
 type CacheDecision = { info: CacheInfo; entry?: CacheEntryRecord; building?: CacheEntryRecord };
+
+/** A miss that starts from an older entry of the same restore key. */
+function restoredInfo(info: CacheInfo, from: CacheEntryRecord): CacheInfo {
+  return {
+    ...info,
+    restoredFrom: from.key,
+    reason: `${info.reason}; restored from entry ${from.key} (only a cacheKeyFiles file differs), setup re-run on top`,
+  };
+}
 
 /** Same commit on the same branch (or both detached): an identical clone. */
 function sameCheckout(a: ResolvedRef, b: ResolvedRef): boolean {

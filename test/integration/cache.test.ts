@@ -98,6 +98,54 @@ describe('provisioning cache', () => {
     }
   });
 
+  it('restore keys: a lockfile bump starts from the newest entry of the same repos and setup, re-runs setup on top, and keeps the result as the new entry', async () => {
+    // An "incremental install": each line of deps.lock is installed once; what the home has is kept.
+    const install =
+      'cd ~/workspace/app && while read -r d; do [ -e ~/pkgs/"$d" ] || { mkdir -p ~/pkgs; echo "$d" > ~/pkgs/"$d"; echo "$d" >> ~/installed; }; done < deps.lock';
+    const wsp = await startTestProvider({ repositories: [repo()], setup: { script: install } });
+    try {
+      commitFiles(app, { 'deps.lock': 'a\nb\n' }, 'deps a b');
+      const first = await wsp.setup();
+      expect(first.cache).toMatchObject({ hit: false });
+      expect(first.cache.restoredFrom).toBeUndefined();
+      commitFiles(app, { 'deps.lock': 'a\nb\nc\n' }, 'deps + c');
+      const second = await wsp.setup();
+      expect(second.cache).toMatchObject({ hit: false, restoredFrom: first.cache.key });
+      // Only the new dependency was installed on top of the restored home.
+      expect((await wsp.exec(second.id, 'cat ~/installed')).stdout.data).toBe('a\nb\nc\n');
+      expect((await wsp.exec(second.id, 'ls ~/pkgs | tr "\\n" " "')).stdout.data).toBe('a b c ');
+      const entries = await wsp.provider.deps.state.listCacheEntries();
+      expect(entries.find((e) => e.key === second.cache.key)).toMatchObject({
+        status: 'ready',
+        restoreKey: entries.find((e) => e.key === first.cache.key)?.restoreKey,
+      });
+      // The new entry serves the next setup at that lockfile as a plain hit.
+      const third = await wsp.setup();
+      expect(third.cache).toMatchObject({ hit: true, key: second.cache.key });
+      expect((await wsp.exec(third.id, 'cat ~/installed')).stdout.data).toBe('a\nb\nc\n');
+    } finally {
+      await wsp.close();
+    }
+  });
+
+  it('restore keys can be switched off (cache.restore false): a lockfile bump builds from nothing', async () => {
+    const wsp = await startTestProvider({
+      repositories: [repo()],
+      setup: { script: 'echo run >> ~/runs' },
+      cache: { restore: false },
+    });
+    try {
+      await wsp.setup();
+      commitFiles(app, { 'deps.lock': `v${Date.now()}\n` }, 'new deps');
+      const second = await wsp.setup();
+      expect(second.cache.hit).toBe(false);
+      expect(second.cache.restoredFrom).toBeUndefined();
+      expect((await wsp.exec(second.id, 'cat ~/runs')).stdout.data).toBe('run\n');
+    } finally {
+      await wsp.close();
+    }
+  });
+
   it('refuses to keep an entry that contains a secret value, and says so on the workspace', async () => {
     // The operator put the token into the workspace env by mistake; setup writes it to a file.
     const wsp = await startTestProvider({

@@ -92,13 +92,16 @@ describe('core loop over HTTP (local backend)', () => {
     expect(firstReflog).toBe(app.head); // the repo was born at the cached commit, then moved: no re-clone
   });
 
-  it('a change to a cacheKeyFiles file misses the cache', async () => {
+  it('a change to a cacheKeyFiles file misses the cache, and restores from the older entry (setup re-run on top)', async () => {
     commitFiles(app, { 'deps.lock': 'left-pad@2\n' }, 'bump deps');
     const ws = await wsp.setup();
     expect(ws.cache.hit).toBe(false);
     expect(ws.cache.key).not.toBe(cold.cache.key);
+    expect(ws.cache.restoredFrom).toBe(cold.cache.key);
+    expect(ws.cache.reason).toContain(`restored from entry ${cold.cache.key}`);
+    // The older entry's home, then setup once more on top of it.
     const r = await wsp.exec(ws.id, 'wc -l < ~/setup-runs');
-    expect(r.stdout.data.trim()).toBe('1');
+    expect(r.stdout.data.trim()).toBe('2');
     expect((await wsp.api('DELETE', `/workspaces/${ws.id}`)).status).toBe(200);
   });
 
