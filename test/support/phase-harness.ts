@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
 import { configureLambda, lambdaContainer, type LambdaOverrides } from '../../functions/lambda/compose.js';
 import { createLocalBackend } from '../../shared/backends/local/index.js';
+import { unmountAll } from '../../shared/backends/local/overlay/index.js';
 import { parseConfig } from '../../shared/config/load.js';
 import type { WorkspaceBackend, WorkspaceHandle } from '../../shared/contract/backend.js';
 import type { WorkspaceRecord } from '../../shared/contract/workspace.js';
@@ -59,6 +60,7 @@ export function phaseHarness(prefix: string): PhaseHarness {
     await configureLambda({});
     await dynamo?.close();
     await git?.close();
+    await unmountAll(root); // overlay homes (local backend) stay mounted until detached
     fs.rmSync(root, { recursive: true, force: true });
   });
 
