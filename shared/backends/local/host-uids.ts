@@ -12,9 +12,11 @@ import { sleep } from '../../lib/sleep.js';
  * Uids are a HOST-wide resource — two providers (or two test runs) with different data dirs must
  * never hand out the same uid — so claims live in one registry dir per host (default
  * /var/lib/wsp-local/host-uids): file `<uid>` = {"workspaceDir": …}. Allocation runs under a
- * mkdir lock in that dir. A claim whose workspace dir is gone and whose uid has no process left is
- * stale (a data dir deleted without destroy) and is reused. Uids of /etc/passwd accounts and
- * /etc/subuid ranges are skipped.
+ * mkdir lock in that dir. Allocation takes the lowest uid with no claim file and no process, without
+ * reading any claim (a create must not grow with the number of claims on the host). A claim whose
+ * workspace dir is gone and whose uid has no process left is stale (a data dir deleted without
+ * destroy): `sweepStaleHostUids` removes those (at backend start-up and in its upkeep), so their uids
+ * are free again. Uids of /etc/passwd accounts and /etc/subuid ranges are skipped.
  */
 export const HOST_UID_BASE = 200_000;
 const HOST_UID_COUNT = 1_000_000;
@@ -98,21 +100,40 @@ export async function claimHostUid(registry: string, workspaceDir: string): Prom
   return withLock(registry, async () => {
     const claimed = new Set((await fs.readdir(registry)).map(Number).filter(Number.isInteger));
     for (let uid = HOST_UID_BASE + 1; uid < HOST_UID_BASE + HOST_UID_COUNT; uid++) {
-      if (reserved(uid)) continue;
-      const file = path.join(registry, String(uid));
-      if (claimed.has(uid)) {
-        const claim = await readClaim(file);
-        // Still held: its workspace exists (or the claim is unreadable — leave it alone).
-        if (claim === undefined || (await exists(claim.workspaceDir))) continue;
-      }
+      if (reserved(uid) || claimed.has(uid)) continue;
       // A uid with live processes (left by a crash mid-destroy) is not reused until they are gone.
       if ((await processesOfUid(uid)).length > 0) continue;
-      await fs.writeFile(file, JSON.stringify({ workspaceDir } satisfies Claim), { mode: 0o600 });
+      await fs.writeFile(path.join(registry, String(uid)), JSON.stringify({ workspaceDir } satisfies Claim), {
+        mode: 0o600,
+      });
       return uid;
     }
     throw new BackendUnavailableError(
       `no free host uid in ${HOST_UID_BASE + 1}..${HOST_UID_BASE + HOST_UID_COUNT - 1}`,
     );
+  });
+}
+
+/**
+ * Remove stale claims — their workspace dir is gone and their uid runs nothing (a data dir deleted
+ * without destroy) — so their uids are handed out again. Unreadable claims are left alone. Returns
+ * how many were removed.
+ */
+export async function sweepStaleHostUids(registry: string): Promise<number> {
+  if (!(await exists(registry))) return 0;
+  return withLock(registry, async () => {
+    let removed = 0;
+    for (const name of await fs.readdir(registry)) {
+      const uid = Number(name);
+      if (!Number.isInteger(uid)) continue;
+      const file = path.join(registry, name);
+      const claim = await readClaim(file);
+      if (claim === undefined || (await exists(claim.workspaceDir))) continue;
+      if ((await processesOfUid(uid)).length > 0) continue;
+      await fs.rm(file, { force: true });
+      removed++;
+    }
+    return removed;
   });
 }
 

@@ -17,7 +17,7 @@ import { detectLimits, type WorkspaceCgroups } from './cgroup.js';
 import { CommandRunner } from './commands.js';
 import { runToolChecked } from './exec.js';
 import { hostPathInHome } from './files.js';
-import { claimHostUid, DEFAULT_UID_REGISTRY, releaseHostUid } from './host-uids.js';
+import { claimHostUid, DEFAULT_UID_REGISTRY, releaseHostUid, sweepStaleHostUids } from './host-uids.js';
 import { checkName } from '../../lib/names.js';
 import { LocalLayout } from './layout.js';
 import { killAllOfUid } from './procs.js';
@@ -66,16 +66,28 @@ export async function createLocalBackend(options: LocalBackendOptions): Promise<
       `copy-on-write homes unavailable (${overlay.reason}): homes are copied from snapshots and reset by rewriting changed paths`,
     );
   for (const warning of warnings) log.warn(warning);
+  const uidRegistry = options.hostUidRegistry ?? DEFAULT_UID_REGISTRY;
+  if (detected.sandbox.asRoot) await sweepUids(uidRegistry, log);
   return new LocalBackend(
     layout,
     detected.sandbox,
-    options.hostUidRegistry ?? DEFAULT_UID_REGISTRY,
+    uidRegistry,
     options.owner,
     log,
     warnings,
     limits.cgroups,
     overlay.ok ? new OverlayHomes(layout, log) : undefined,
   );
+}
+
+/** Stale host-uid claims freed (start-up and upkeep); a failure only delays their reuse. */
+async function sweepUids(registry: string, log: Logger): Promise<void> {
+  try {
+    const removed = await sweepStaleHostUids(registry);
+    if (removed > 0) log.info('stale host uid claims removed', { removed });
+  } catch (error) {
+    log.warn('could not sweep stale host uid claims', errorFields(error));
+  }
 }
 
 class LocalBackend implements WorkspaceBackend {
@@ -349,6 +361,11 @@ class LocalBackend implements WorkspaceBackend {
   }
 
   /** Every workspace dir; one without meta.json (crash during create) is listed with owner ''. */
+  /** Upkeep (the janitor, once a minute): host uids whose workspace was removed without destroy are freed. */
+  async maintain(): Promise<void> {
+    if (this.sandbox.asRoot) await sweepUids(this.uidRegistry, this.log);
+  }
+
   async listResources(): Promise<BackendResource[]> {
     const names = await fs.readdir(this.layout.workspacesDir).catch(() => [] as string[]);
     const out: BackendResource[] = [];
