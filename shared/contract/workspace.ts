@@ -24,6 +24,12 @@ export interface RepoState {
   /** Commit checked out at the baseline (git sources only). */
   commit?: string;
   ref?: string;
+  /**
+   * On a cache entry: the digest of the mirror's branches and tags the repo's remote-tracking refs
+   * and tags were set to (git/refs.ts refsDigest). A warm start at the same commit and ref whose
+   * mirror still has that digest has nothing to fetch or check out.
+   */
+  refsDigest?: string;
 }
 
 export interface CacheInfo {
@@ -78,6 +84,8 @@ export interface ProvisionProgress {
   buildingKey?: string;
   /** Repositories already put into the workspace (a re-run `start` skips them). */
   synced: string[];
+  /** Per repository put in at `setupAt`: the refsDigest of what it got (kept on the cache entry). */
+  refsDigests?: Record<string, string>;
   /** When the setup command was last seen running (ISO): progress for the janitor. */
   setupCheckedAt?: string;
 }

@@ -1,6 +1,7 @@
 /**
  * Reading refs of a provider-side mirror (local operations: no token, no network).
  */
+import { createHash } from 'node:crypto';
 import { BadRequestError } from '../contract/errors.js';
 import { gitStepError, stderrSummary, type GitResult } from './git-env.js';
 
@@ -27,6 +28,19 @@ export interface MirrorRef {
 
 /** Namespace for refs the provider creates to keep commits not reachable from branches/tags. */
 export const PIN_PREFIX = 'refs/wsp/pins/';
+
+/**
+ * A digest of the branches and tags of a mirror's ref list (pins left out): what a workspace's
+ * remote-tracking refs and tags are set to by a clone or fetch from a bundle of that list. Equal
+ * digests → a fetch would change no ref.
+ */
+export function refsDigest(refs: readonly MirrorRef[]): string {
+  const lines = refs
+    .filter((r) => r.ref.startsWith('refs/heads/') || r.ref.startsWith('refs/tags/'))
+    .map((r) => `${r.ref} ${r.object}`)
+    .sort();
+  return createHash('sha256').update(lines.join('\n')).digest('hex');
+}
 
 const HEX_ID = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
 const ABBREVIATED = /^[0-9a-f]{4,63}$/i;

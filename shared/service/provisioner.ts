@@ -14,6 +14,7 @@ import type {
   WorkspaceRecord,
 } from '../contract/workspace.js';
 import type { MirrorHandle } from '../git/mirror.js';
+import { refsDigest } from '../git/refs.js';
 import { normalizeRepoPath } from '../config/schema.js';
 import { errorFields } from '../log.js';
 import { fingerprintArgv, parseFingerprint } from '../workspace/fingerprint.js';
@@ -193,7 +194,8 @@ export class Provisioner {
       // (an incremental install), and the result becomes this key's entry.
       const older = await this.deps.state.getCacheEntry(progress.restoredFrom);
       const setupAt = await this.withMirrors(plan, progress.setupAt, mirrors);
-      await this.warmStart(id, ref, plan, setupAt, older?.repos ?? []);
+      const refsDigests = await this.warmStart(id, ref, plan, setupAt, older?.repos ?? []);
+      await this.setProgress(id, { refsDigests });
     } else {
       // Cold: setup runs at `setupAt` (the configured refs whenever the cache is in play).
       await this.syncRepos(id, ref, plan, progress, mirrors, resumed);
@@ -245,7 +247,7 @@ export class Provisioner {
       const entry = await this.deps.state.getCacheEntry(progress.buildingKey);
       // A re-run after the entry was kept finds it ready: not kept twice.
       if (entry?.status === 'building' && entry.builder === id)
-        await this.keepCacheEntry(id, ref, plan, entry, progress.setupAt);
+        await this.keepCacheEntry(id, ref, plan, entry, progress.setupAt, progress.refsDigests ?? {});
       await this.setProgress(id, { buildingKey: undefined });
     }
     const mirrors = new Map<string, MirrorHandle>();
@@ -539,6 +541,7 @@ export class Provisioner {
     mirrors: Map<string, MirrorHandle>,
     resumed: boolean,
   ): Promise<void> {
+    const digests: Record<string, string> = {};
     for (const repo of byDepth(plan.repos)) {
       if (progress.synced.includes(repo.name)) continue;
       if (repo.source.kind === 'localDir') {
@@ -558,11 +561,16 @@ export class Provisioner {
             step: `clear ${repo.name}`,
           });
         const [res] = await this.withMirrors(plan, [at], mirrors);
-        await this.repoSync.clone(ref, plan, git, res!.mirror, at);
+        digests[repo.name] = await this.repoSync.clone(ref, plan, git, res!.mirror, at);
       }
       const done = repo.name;
+      const digest = digests[done];
       await this.records.update(id, (r) => ({
-        provisioning: { ...r.provisioning!, synced: [...r.provisioning!.synced, done] },
+        provisioning: {
+          ...r.provisioning!,
+          synced: [...r.provisioning!.synced, done],
+          ...(digest ? { refsDigests: { ...r.provisioning!.refsDigests, [done]: digest } } : {}),
+        },
       }));
     }
   }
@@ -699,13 +707,20 @@ export class Provisioner {
   }
 
   /** Start from the entry: fetch and check out the requested commits; setup is NOT re-run. */
+  /**
+   * Each repository from what the entry holds to `resolved`: an incremental fetch + checkout, or
+   * nothing at all when the entry is already there — same commit and ref, and the mirror's branches
+   * and tags unchanged since the entry got them (refsDigest): a fetch would change no ref. Answers
+   * each git repository's refsDigest now.
+   */
   private async warmStart(
     id: string,
     ref: BackendRef,
     plan: WorkspacePlan,
     resolved: ResolvedRepo[],
     cachedRepos: RepoState[],
-  ): Promise<void> {
+  ): Promise<Record<string, string>> {
+    const digests: Record<string, string> = {};
     for (const repo of byDepth(plan.repos)) {
       if (repo.source.kind === 'localDir') {
         // A local directory is the operator's live tree: always copied fresh, never served from cache.
@@ -715,17 +730,30 @@ export class Provisioner {
         continue;
       }
       const res = resolved.find((r) => r.name === repo.name)!;
-      const cached = cachedRepos.find((r) => r.name === repo.name)?.commit;
+      const cached = cachedRepos.find((r) => r.name === repo.name);
       const git = { ...repo, source: repo.source };
-      // Always fetch (cheap when nothing is new): refs and tags then equal a cold clone's.
+      if (cached?.refsDigest && cached.commit === res.commit && cached.ref === res.ref) {
+        const now = refsDigest(await this.deps.broker.listRefs(res.mirror));
+        if (now === cached.refsDigest) {
+          await this.step(
+            id,
+            'fetch',
+            `${repo.name} unchanged since the cache entry (${res.commit.slice(0, 12)}): nothing to fetch`,
+          );
+          digests[repo.name] = now;
+          continue;
+        }
+      }
+      // Refs and tags then equal a cold clone's.
       await this.step(
         id,
         'fetch',
-        `fetching ${repo.name}: ${cached?.slice(0, 12) ?? '?'} → ${res.commit.slice(0, 12)}`,
+        `fetching ${repo.name}: ${cached?.commit?.slice(0, 12) ?? '?'} → ${res.commit.slice(0, 12)}`,
       );
-      await this.repoSync.fetch(ref, plan, git, res.mirror, [res.commit]);
+      digests[repo.name] = await this.repoSync.fetch(ref, plan, git, res.mirror, [res.commit]);
       await this.repoSync.checkout(ref, plan, git, res);
     }
+    return digests;
   }
 
   /**
@@ -761,6 +789,7 @@ export class Provisioner {
     plan: WorkspacePlan,
     building: CacheEntryRecord,
     resolved: ResolvedRef[],
+    refsDigests: Record<string, string>,
   ): Promise<void> {
     await this.step(id, 'cache', 'keeping the post-setup state as the cache entry');
     const snapshot = await this.deps.backend.open(ref, plan).snapshots.take('cache', building.key);
@@ -790,7 +819,13 @@ export class Provisioner {
       status: 'ready',
       snapshot,
       sizeBytes,
-      repos: resolved.map((r) => ({ name: r.name, path: r.name, commit: r.commit, ref: r.ref })),
+      repos: resolved.map((r) => ({
+        name: r.name,
+        path: r.name,
+        commit: r.commit,
+        ref: r.ref,
+        ...(refsDigests[r.name] ? { refsDigest: refsDigests[r.name] } : {}),
+      })),
       lastUsedAt: this.now().toISOString(),
     });
     await evictCache(this.deps, this.now()).catch((e) => this.deps.log.warn('cache eviction failed', errorFields(e)));

@@ -6,6 +6,7 @@ import { StepFailedError } from '../contract/errors.js';
 import type { BackendRef } from '../contract/workspace.js';
 import type { MirrorHandle } from '../git/mirror.js';
 import type { BundleResult } from '../git/bundle.js';
+import { refsDigest } from '../git/refs.js';
 import {
   checkoutArgv,
   cloneFromBundleArgv,
@@ -44,15 +45,20 @@ export class RepoSync {
     return this.deps.broker.sync({ url, ...(credential ? { credential } : {}) });
   }
 
-  /** Full bundle → clone at `commit` (on `branch` when the ref was a branch). */
+  /**
+   * Full bundle → clone at `commit` (on `branch` when the ref was a branch). Answers the refsDigest of
+   * the branches and tags the clone got.
+   */
   async clone(
     ref: BackendRef,
     plan: WorkspacePlan,
     repo: GitRepo,
     mirror: MirrorHandle,
     target: { commit: string; branch?: string },
-  ): Promise<void> {
-    await this.withBundle(ref, plan, mirror, [target.commit], [], async (bundlePath) => {
+  ): Promise<string> {
+    let digest = '';
+    await this.withBundle(ref, plan, mirror, [target.commit], [], async (bundlePath, bundle) => {
+      digest = refsDigest(bundle.refs);
       if (!bundlePath) throw new StepFailedError(`clone ${repo.name}`, 'the mirror produced an empty bundle');
       await runStep(
         this.deps.backend,
@@ -68,6 +74,7 @@ export class RepoSync {
         { step: `clone ${repo.name}` },
       );
     });
+    return digest;
   }
 
   /** What the workspace's repo has now: HEAD and remote-tracking heads (the incremental basis). */
@@ -82,6 +89,7 @@ export class RepoSync {
    * Incremental bundle against what the workspace has → fetch, then set refs/remotes/origin/* and tags
    * to the mirror's (a bundle leaves out refs whose tips the workspace already has, e.g. a new tag on a
    * known commit, so refs are written explicitly; origin/* refs of deleted branches are pruned).
+   * Answers the refsDigest of the branches and tags the workspace's refs now equal.
    */
   async fetch(
     ref: BackendRef,
@@ -89,9 +97,11 @@ export class RepoSync {
     repo: GitRepo,
     mirror: MirrorHandle,
     include: string[],
-  ): Promise<void> {
+  ): Promise<string> {
     const have = await this.heads(ref, plan, repo);
+    let digest = '';
     await this.withBundle(ref, plan, mirror, include, have.basis, async (bundlePath, bundle) => {
+      digest = refsDigest(bundle.refs);
       if (bundlePath)
         await runStep(this.deps.backend, ref, plan, fetchFromBundleArgv({ bundlePath, target: repo.target }), {
           step: `fetch ${repo.name}`,
@@ -101,6 +111,7 @@ export class RepoSync {
         stdin: refsUpdateInput(bundle.refs, have),
       });
     });
+    return digest;
   }
 
   async checkout(

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { commitFiles, createUpstreamRepo, type UpstreamRepo } from '../support/git-fixtures.js';
+import { commitFiles, createTag, createUpstreamRepo, type UpstreamRepo } from '../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../support/git-server.js';
 import { startTestProvider } from '../support/provider-fixture.js';
 
@@ -93,6 +93,33 @@ describe('provisioning cache', () => {
       const rebuilt = (await wsp.provider.deps.state.listCacheEntries()).find((e) => e.key === first.cache.key);
       expect(rebuilt?.status).toBe('ready');
       expect((await wsp.setup()).cache.hit).toBe(true);
+    } finally {
+      await wsp.close();
+    }
+  });
+
+  it('a warm start at an unchanged commit whose mirror refs are unchanged fetches nothing and equals the entry; a new upstream tag is fetched', async () => {
+    const wsp = await startTestProvider({ repositories: [repo()], setup: { script: 'echo run >> ~/runs' } });
+    const refsOf = async (id: string) =>
+      (await wsp.exec(id, 'cd ~/workspace/app && git rev-parse HEAD && git symbolic-ref -q HEAD; git for-each-ref'))
+        .stdout.data;
+    const messages = (ws: { steps: { message: string }[] }) => ws.steps.map((s) => s.message).join('\n');
+    try {
+      const cold = await wsp.setup();
+      const warm = await wsp.setup();
+      expect(warm.cache.hit).toBe(true);
+      expect(messages(warm)).toMatch(/app unchanged since the cache entry \([0-9a-f]{12}\): nothing to fetch/);
+      expect(await refsOf(warm.id)).toBe(await refsOf(cold.id));
+      const entry = (await wsp.provider.deps.state.listCacheEntries()).find((e) => e.key === cold.cache.key);
+      expect(entry?.repos[0]?.refsDigest).toMatch(/^[0-9a-f]{64}$/);
+
+      createTag(app, `t-${Date.now()}`); // same commit, one more ref upstream
+      const tagged = await wsp.setup();
+      expect(tagged.cache.hit).toBe(true);
+      expect(messages(tagged)).toMatch(/fetching app: /);
+      const refs = await refsOf(tagged.id);
+      expect(refs).toMatch(/refs\/tags\/t-\d+/);
+      expect(refs.split('\n')[0]).toBe((await refsOf(cold.id)).split('\n')[0]); // HEAD unchanged
     } finally {
       await wsp.close();
     }
