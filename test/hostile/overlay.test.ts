@@ -7,6 +7,7 @@ import type { BackendRef, SnapshotRef } from '../../shared/contract/workspace.js
 import { DEFAULT_UID_REGISTRY } from '../../shared/backends/local/host-uids.js';
 import { LocalLayout } from '../../shared/backends/local/layout.js';
 import { OverlayHomes } from '../../shared/backends/local/overlay/index.js';
+import { hostFingerprint } from '../../shared/backends/local/tree/index.js';
 import { silentLogger } from '../../shared/log.js';
 import { newId, useBackendFixture, type BackendHandle } from '../support/backend-fixture.js';
 import { rootUnavailable } from '../support/root.js';
@@ -226,6 +227,39 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace vs copy-on-wri
     const old = await fx.create({ from: cache });
     expect(mounts()).not.toContain(` ${home(old)} `);
     expect(await sh(old, 'cat app/src/a.txt; stat -c %u app/src/a.txt')).toBe(`a\n${fx.plan.user.uid}\n`);
+  });
+
+  it('an unwritten overlay home fingerprints as its snapshot (walked once, kept root-only beside it); any write — a same-bytes rewrite, a chmod, a delete — makes it walk the home', async () => {
+    const { cache, ref } = await warm();
+    const walk = () => hostFingerprint(home(ref), { ownerUid: hostUid(ref) });
+    const kept = path.join(snapDir(cache), 'fingerprint.json');
+    expect(fs.existsSync(kept)).toBe(false);
+    const clean = await fingerprint(ref);
+    expect(clean).toBe(await walk());
+    expect(JSON.parse(fs.readFileSync(kept, 'utf8'))).toEqual({ snapshotId: expect.any(String), digest: clean });
+    expect(fs.statSync(kept)).toMatchObject({ uid: 0, mode: expect.any(Number) });
+    expect(fs.statSync(kept).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(snapDir(cache)).mode & 0o077).toBe(0); // no workspace reaches it
+    // Create-then-delete of a new file leaves nothing written: still the snapshot.
+    await sh(ref, 'echo t > tmpfile && rm tmpfile');
+    expect(await fingerprint(ref)).toBe(clean);
+    // The same bytes written back: copied up, walked, and still the same digest.
+    await sh(ref, 'cat app/src/a.txt > t && cat t > app/src/a.txt && rm t');
+    expect(await fingerprint(ref)).toBe(clean);
+    await sh(ref, 'chmod 600 app/src/a.txt');
+    const chmodded = await fingerprint(ref);
+    expect(chmodded).not.toBe(clean);
+    expect(chmodded).toBe(await walk());
+    await sh(ref, 'rm app/keep/k.txt');
+    const deleted = await fingerprint(ref);
+    expect(deleted).toBe(await walk());
+    // Reset onto a baseline of that state: unwritten again, so the baseline's kept digest answers.
+    const baseline = await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base'));
+    fx.trackSnapshot(baseline);
+    await sh(ref, 'echo more > more.txt');
+    await fx.backend.open(ref, fx.plan).snapshots.restore(baseline);
+    expect(await fingerprint(ref)).toBe(deleted);
+    expect(await walk()).toBe(deleted);
   });
 
   it('disk usage of an overlay home counts what the workspace wrote, not the snapshot under it', async () => {

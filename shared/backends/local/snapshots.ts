@@ -7,7 +7,7 @@ import { BadRequestError, NotFoundError } from '../../contract/errors.js';
 import { checkName } from '../../lib/names.js';
 import type { LocalLayout } from './layout.js';
 import type { OriginRecord } from './origin.js';
-import { scanTree, takeSnapshot, treeSizeBytes } from './tree/index.js';
+import { hostFingerprint, scanTree, takeSnapshot, treeSizeBytes } from './tree/index.js';
 import { removeAs } from './tree/as-user.js';
 import { takeLinkedSnapshot, type SnapshotOptions, type Skipped } from './tree/snapshot-linked.js';
 import { fdPath, openDirAt } from './tree/walk-at.js';
@@ -76,6 +76,29 @@ export async function readSnapshotId(snapDir: string): Promise<string | undefine
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The fingerprint digest of a snapshot's home (what a home mounted over it, with nothing written,
+ * fingerprints to): walked once per snapshot, as root, from the root-only snapshot dir that no
+ * workspace can reach, and kept beside it (`fingerprint.json`, keyed by the snapshot's id: a snapshot
+ * re-taken under the same name is walked again). `owner`: the uid owning the snapshot's files on
+ * disk (the workspace's own, seen through the idmapped lower).
+ */
+export async function snapshotDigest(snapDir: string, snapshotId: string, owner: number): Promise<string> {
+  const file = path.join(snapDir, 'fingerprint.json');
+  try {
+    const kept = JSON.parse(await fs.readFile(file, 'utf8')) as { snapshotId?: unknown; digest?: unknown };
+    if (kept.snapshotId === snapshotId && typeof kept.digest === 'string' && /^[0-9a-f]{64}$/.test(kept.digest))
+      return kept.digest;
+  } catch {
+    // not kept yet (or unreadable): walked below
+  }
+  const digest = await hostFingerprint(path.join(snapDir, 'home'), { ownerUid: owner });
+  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+  await fs.writeFile(tmp, JSON.stringify({ snapshotId, digest }), { mode: 0o600 });
+  await fs.rename(tmp, file);
+  return digest;
 }
 
 /**

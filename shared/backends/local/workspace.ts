@@ -220,6 +220,13 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
     await this.c.overlay?.ensureMounted(meta); // a home found unmounted (reboot): mounted first
     if (this.c.sandbox.kind === 'bwrap' && mountsOverlapHome(plan)) return this.fingerprintInside();
     try {
+      const clean = await this.c.overlay?.cleanLower(meta.workspaceId);
+      if (clean) {
+        // Nothing written over the snapshot: its digest (walked once per snapshot, from the root-only
+        // snapshot the workspace cannot touch), if the home is still unwritten after reading it.
+        const digest = await snapshots.snapshotDigest(clean.snapDir, clean.snapshotId, clean.owner);
+        if (await this.c.overlay!.upperEmpty(meta.workspaceId)) return digest;
+      }
       return await hostFingerprint(this.c.layout.home(meta.workspaceId), { ownerUid: meta.hostUid });
     } catch (error) {
       if (error instanceof WspError) throw error;

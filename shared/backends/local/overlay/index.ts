@@ -272,6 +272,29 @@ export class OverlayHomes {
     }
   }
 
+  /**
+   * When the home is an overlay home that holds nothing of its own (empty upper: no write since it
+   * was mounted over its snapshot), the merged view IS the snapshot's home: its lower snapshot (dir,
+   * id, on-disk owner). Undefined otherwise (a copied home, or anything written).
+   */
+  async cleanLower(id: string): Promise<{ snapDir: string; snapshotId: string; owner: number } | undefined> {
+    const record = await this.readRecord(id);
+    if (record?.snapshotId === undefined) return undefined;
+    if (!(await this.upperEmpty(id))) return undefined;
+    const snapDir = this.layout.snapshotDir(record.snapshot);
+    if ((await readId(snapDir)) !== record.snapshotId) return undefined;
+    return { snapDir, snapshotId: record.snapshotId, owner: record.fromUid };
+  }
+
+  /** Whether the upper dir has no entry (the merged view is the lower's). */
+  async upperEmpty(id: string): Promise<boolean> {
+    try {
+      return (await fs.readdir(path.join(this.ovl(id), 'upper'))).length === 0;
+    } catch {
+      return false;
+    }
+  }
+
   /** The upper dir (what the workspace wrote), for disk usage; undefined for a copied home. */
   upperOf(id: string): string | undefined {
     const upper = path.join(this.ovl(id), 'upper');
