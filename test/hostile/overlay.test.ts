@@ -262,6 +262,34 @@ describe.skipIf(rootUnavailable !== undefined)('hostile workspace vs copy-on-wri
     expect(await walk()).toBe(deleted);
   });
 
+  it('the baseline of an unwritten home is an alias of the snapshot under it: O(1), the snapshot kept while named, removed with the last alias and mount', async () => {
+    const { cache, ref } = await warm();
+    const f0 = await fingerprint(ref);
+    const baseline = await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base'));
+    const info = JSON.parse(fs.readFileSync(path.join(snapDir(baseline), 'info.json'), 'utf8'));
+    expect(info.alias).toEqual({ name: cache.name, id: expect.any(String) });
+    expect(fs.existsSync(path.join(snapDir(baseline), 'home'))).toBe(false);
+    // The cache entry is evicted: its snapshot is retired, not removed (mounted, and named by the alias).
+    await fx.backend.snapshots.delete(cache);
+    const retired = () =>
+      fs.readdirSync(path.join(dataDir(), 'local', 'snapshots')).filter((n) => n.startsWith('.retired-'));
+    expect(retired()).toHaveLength(1);
+    // A reset to the alias mounts the retired snapshot again; the home is exactly the baseline.
+    await sh(ref, 'rm -rf app && echo junk > junk');
+    await fx.backend.open(ref, fx.plan).snapshots.restore(baseline);
+    expect(await fingerprint(ref)).toBe(f0);
+    expect(await sh(ref, 'cat app/src/a.txt')).toBe('a\n');
+    // A new workspace from the alias is the same content.
+    const twin = await fx.create({ from: baseline });
+    expect(await fingerprint(twin)).toBe(f0);
+    await fx.backend.destroy(twin);
+    // The alias goes, then the last workspace over it: the retired snapshot goes with them.
+    await fx.backend.snapshots.delete(baseline);
+    expect(retired()).toHaveLength(1); // still mounted under `ref`
+    await fx.backend.destroy(ref);
+    expect(retired()).toHaveLength(0);
+  });
+
   it('disk usage of an overlay home counts what the workspace wrote, not the snapshot under it', async () => {
     const { ref } = await warm();
     const before = await fx.backend.open(ref, fx.plan).files.usageBytes!();

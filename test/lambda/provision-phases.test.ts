@@ -40,7 +40,8 @@ async function runToEnd(d: LambdaOverrides, id: string, from: ProvisionPhase = '
 
 describe('provisioning phases across invocations', () => {
   it('a setup that outlives one invocation is awaited across many and ends ready; its build lease is renewed', async () => {
-    const d = deployment('sleep 1.5; echo built > built.txt');
+    // Long enough to outlive two starts and a look, each in a freshly composed container (~0.3–0.7 s).
+    const d = deployment('sleep 4; echo built > built.txt');
     const id = await create(d);
     expect(handedOff.at(-1)).toEqual({ kind: 'provision', workspaceId: id });
 

@@ -121,20 +121,30 @@ export async function claimHostUid(registry: string, workspaceDir: string): Prom
  */
 export async function sweepStaleHostUids(registry: string): Promise<number> {
   if (!(await exists(registry))) return 0;
+  // Candidates are found without the lock (allocations go on meanwhile); each is checked again and
+  // removed under it, so the lock is held only briefly.
+  const stale: number[] = [];
+  for (const name of await fs.readdir(registry)) {
+    const uid = Number(name);
+    if (Number.isInteger(uid) && (await isStale(registry, uid))) stale.push(uid);
+  }
+  if (stale.length === 0) return 0;
   return withLock(registry, async () => {
     let removed = 0;
-    for (const name of await fs.readdir(registry)) {
-      const uid = Number(name);
-      if (!Number.isInteger(uid)) continue;
-      const file = path.join(registry, name);
-      const claim = await readClaim(file);
-      if (claim === undefined || (await exists(claim.workspaceDir))) continue;
-      if ((await processesOfUid(uid)).length > 0) continue;
-      await fs.rm(file, { force: true });
+    for (const uid of stale) {
+      if (!(await isStale(registry, uid))) continue;
+      await fs.rm(path.join(registry, String(uid)), { force: true });
       removed++;
     }
     return removed;
   });
+}
+
+/** A readable claim whose workspace dir is gone and whose uid runs nothing. */
+async function isStale(registry: string, uid: number): Promise<boolean> {
+  const claim = await readClaim(path.join(registry, String(uid)));
+  if (claim === undefined || (await exists(claim.workspaceDir))) return false;
+  return (await processesOfUid(uid)).length === 0;
 }
 
 /** Release `uid` if it is still claimed for `workspaceDir` (idempotent). */

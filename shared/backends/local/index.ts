@@ -67,7 +67,8 @@ export async function createLocalBackend(options: LocalBackendOptions): Promise<
     );
   for (const warning of warnings) log.warn(warning);
   const uidRegistry = options.hostUidRegistry ?? DEFAULT_UID_REGISTRY;
-  if (detected.sandbox.asRoot) await sweepUids(uidRegistry, log);
+  // In the background: a host with many claims must not slow the start (a Lambda-style compose per call).
+  if (detected.sandbox.asRoot) void sweepUids(uidRegistry, log);
   return new LocalBackend(
     layout,
     detected.sandbox,
@@ -223,7 +224,9 @@ class LocalBackend implements WorkspaceBackend {
     if (!path.posix.isAbsolute(plan.home) || !Number.isInteger(plan.user.uid) || !Number.isInteger(plan.user.gid)) {
       throw new BadRequestError('plan.home must be absolute and plan.user.uid/gid integers', { field: 'plan' });
     }
-    const snapDir = options.from ? await snapshots.requireSnapshot(this.layout, options.from) : undefined;
+    // An alias (a baseline that is its lower) stands for its target: name and dir are the target's.
+    const from = options.from ? await snapshots.resolveSnapshot(this.layout, options.from) : undefined;
+    const snapDir = from?.dir;
     const wsDir = this.layout.workspaceDir(id);
     let hostUid: number | undefined;
     try {
@@ -262,11 +265,11 @@ class LocalBackend implements WorkspaceBackend {
       if (snapDir !== undefined && this.overlay !== undefined && (await this.overlay.usable(snapDir))) {
         // Copy-on-write: the snapshot is the read-only lower layer, writes land in an upper of its own.
         const snapshotId = await snapshots.readSnapshotId(snapDir);
-        await this.overlay.mount(meta, String(options.from!.name), snapDir, snapshotId);
+        await this.overlay.mount(meta, from!.name, snapDir, snapshotId);
         // Unchanged files ARE the snapshot's files (their inodes): a later snapshot links them, no walk.
         if (snapshotId !== undefined)
           await writeOrigin(this.layout.origin(id), {
-            snapshot: String(options.from!.name),
+            snapshot: from!.name,
             snapshotId,
             files: new Map(),
             lower: true,
@@ -277,7 +280,7 @@ class LocalBackend implements WorkspaceBackend {
         await chownToWorkspace(this.sandbox, meta, home);
         // The provider reads the root-only snapshot; the workspace uid writes its home (tree/as-user.ts).
         await copyTreeAs(path.join(snapDir, 'home'), home, asUser(this.sandbox, meta));
-        if (snapshotId !== undefined) await this.recordOrigin(id, String(options.from!.name), snapDir, snapshotId);
+        if (snapshotId !== undefined) await this.recordOrigin(id, from!.name, snapDir, snapshotId);
       } else {
         await fs.mkdir(home, { mode: 0o700 });
         await chownToWorkspace(this.sandbox, meta, home);

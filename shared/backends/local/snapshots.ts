@@ -33,6 +33,12 @@ export interface SnapshotInfo {
    * workspace's uid (overlay/index.ts). Snapshots from before it: homes are copied from them.
    */
   owner?: number;
+  /**
+   * An alias (no home of its own): the baseline of an overlay home nothing was written to IS the
+   * snapshot under it — this names that snapshot (and its id). The target is kept (retired, never
+   * removed) while an alias names it; see resolveSnapshot, createAlias.
+   */
+  alias?: { name: string; id: string };
 }
 
 /** How a snapshot was taken: files hard-linked from the origin snapshot, files copied. */
@@ -57,15 +63,91 @@ function snapshotDirOf(layout: LocalLayout, snapshot: SnapshotRef): string {
   return layout.snapshotDir(checkName('snapshot name', snapshot.name));
 }
 
-/** A complete snapshot has its manifest; NotFoundError otherwise. */
+/** A complete snapshot has its manifest (an alias: its target's); NotFoundError otherwise. Answers its dir. */
 export async function requireSnapshot(layout: LocalLayout, snapshot: SnapshotRef): Promise<string> {
+  return (await resolveSnapshot(layout, snapshot)).dir;
+}
+
+/**
+ * The snapshot a ref stands for: itself, or an alias's target — found under its name, or retired
+ * (renamed to `.retired-<name>-…`) with the same id. `name` is the target's dir name.
+ */
+export async function resolveSnapshot(
+  layout: LocalLayout,
+  snapshot: SnapshotRef,
+): Promise<{ dir: string; name: string }> {
   const dir = snapshotDirOf(layout, snapshot);
-  const ok = await fs.stat(path.join(dir, 'manifest.json')).then(
+  const alias = (await readInfo(dir))?.alias;
+  if (alias === undefined) {
+    if (!(await exists(path.join(dir, 'manifest.json')))) throw new NotFoundError('snapshot', String(snapshot.name));
+    return { dir, name: String(snapshot.name) };
+  }
+  const names = await fs.readdir(layout.snapshotsDir).catch(() => [] as string[]);
+  for (const name of [alias.name, ...names.filter((n) => n.startsWith(`.retired-${alias.name}-`))]) {
+    const target = path.join(layout.snapshotsDir, name);
+    const info = await readInfo(target);
+    if (info?.id === alias.id && info.alias === undefined && (await exists(path.join(target, 'manifest.json'))))
+      return { dir: target, name };
+  }
+  throw new NotFoundError('snapshot', String(snapshot.name));
+}
+
+/**
+ * Snapshot `name` as an alias of snapshot `target` (a baseline of an overlay home with nothing
+ * written: its content IS the target's). O(1); replaces a snapshot of that name like createSnapshot.
+ */
+export async function createAlias(
+  layout: LocalLayout,
+  name: string,
+  info: Omit<SnapshotInfo, 'id' | 'owner' | 'alias'>,
+  target: { name: string; id: string; owner: number },
+): Promise<SnapshotTaken> {
+  const final = layout.snapshotDir(name);
+  const tmpName = `.tmp-${name}-${randomBytes(4).toString('hex')}`;
+  const tmp = path.join(layout.snapshotsDir, tmpName);
+  const taken: SnapshotTaken = { ref: snapshotRef(layout, name), id: randomBytes(12).toString('hex') };
+  const full: SnapshotInfo = {
+    ...info,
+    id: taken.id,
+    owner: target.owner,
+    alias: { name: target.name, id: target.id },
+  };
+  try {
+    await fs.mkdir(tmp, { mode: 0o700 });
+    await fs.writeFile(path.join(tmp, 'info.json'), JSON.stringify(full), { mode: 0o600 });
+    await removeSnapshotDir(layout, name);
+    await fs.rename(tmp, final);
+  } catch (error) {
+    await removeAs('snapshot', undefined, layout.snapshotsDir, [Buffer.from(tmpName)]).catch(() => undefined);
+    throw error;
+  }
+  return taken;
+}
+
+async function readInfo(dir: string): Promise<SnapshotInfo | undefined> {
+  try {
+    return JSON.parse(await fs.readFile(path.join(dir, 'info.json'), 'utf8')) as SnapshotInfo;
+  } catch {
+    return undefined;
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  return fs.stat(p).then(
     () => true,
     () => false,
   );
-  if (!ok) throw new NotFoundError('snapshot', String(snapshot.name));
-  return dir;
+}
+
+/** Ids of the snapshots some alias names (they are kept while named). */
+async function aliasedIds(layout: LocalLayout): Promise<Set<string>> {
+  const ids = new Set<string>();
+  for (const name of await fs.readdir(layout.snapshotsDir).catch(() => [] as string[])) {
+    if (name.startsWith('.')) continue;
+    const alias = (await readInfo(path.join(layout.snapshotsDir, name)))?.alias;
+    if (alias) ids.add(alias.id);
+  }
+  return ids;
 }
 
 /** The id in a snapshot dir's info.json; undefined when absent (snapshots from before ids, or gone). */
@@ -153,9 +235,11 @@ export async function createSnapshot(
  */
 async function removeSnapshotDir(layout: LocalLayout, name: string): Promise<void> {
   const dir = layout.snapshotDir(name);
-  // The lower layer of a mounted overlay home is never removed under it: retired (renamed to a dot
-  // name list() skips), removed by sweepRetired once no mount uses it (overlay/index.ts).
-  if (snapshotInUse(dir)) {
+  // The lower layer of a mounted overlay home is never removed under it, nor a snapshot an alias
+  // names: retired (renamed to a dot name list() skips), removed by sweepRetired once no mount uses
+  // it and no alias names it (overlay/index.ts).
+  const id = (await readInfo(dir))?.id;
+  if (snapshotInUse(dir) || (id !== undefined && (await aliasedIds(layout)).has(id))) {
     await fs
       .rename(dir, path.join(layout.snapshotsDir, `.retired-${name}-${randomBytes(4).toString('hex')}`))
       .catch((error: NodeJS.ErrnoException) => {
@@ -172,7 +256,15 @@ export async function sweepRetired(layout: LocalLayout): Promise<void> {
   const retired = names.filter((n) => n.startsWith('.retired-'));
   if (retired.length === 0) return;
   const table = readMountTable();
-  const free = retired.filter((n) => !snapshotInUse(path.join(layout.snapshotsDir, n), table));
+  const named = await aliasedIds(layout);
+  const free: string[] = [];
+  for (const n of retired) {
+    const dir = path.join(layout.snapshotsDir, n);
+    if (snapshotInUse(dir, table)) continue;
+    const id = (await readInfo(dir))?.id;
+    if (id !== undefined && named.has(id)) continue;
+    free.push(n);
+  }
   if (free.length > 0)
     await removeAs(
       'delete snapshot',
@@ -234,7 +326,7 @@ async function takeLinkedFromOrigin(
 export async function deleteSnapshot(layout: LocalLayout, snapshot: SnapshotRef): Promise<void> {
   snapshotDirOf(layout, snapshot); // validates the ref
   await removeSnapshotDir(layout, String(snapshot.name));
-  await sweepRetired(layout);
+  await sweepRetired(layout); // an alias's target no longer named by any alias goes too
 }
 
 export async function snapshotSize(layout: LocalLayout, snapshot: SnapshotRef): Promise<number> {

@@ -98,6 +98,26 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
     const meta = await requireMeta(this.c.layout, this.workspaceId);
     await this.c.overlay?.ensureMounted(meta); // a home found unmounted (reboot): mounted first
     checkName('snapshot name', name);
+    // A baseline of an overlay home nothing was written to is the snapshot under it: an alias, O(1).
+    const clean = purpose === 'baseline' ? await this.c.overlay?.cleanLower(meta.workspaceId) : undefined;
+    if (clean) {
+      const alias = await snapshots.createAlias(
+        this.c.layout,
+        name,
+        { purpose, workspaceId: meta.workspaceId, createdAt: new Date().toISOString() },
+        { name: clean.name, id: clean.snapshotId, owner: clean.owner },
+      );
+      // Still unwritten after (no process runs during a baseline): else a real snapshot is taken.
+      if (await this.c.overlay!.upperEmpty(meta.workspaceId)) {
+        this.c.log.info('snapshot taken', {
+          workspaceId: meta.workspaceId,
+          snapshot: name,
+          purpose,
+          aliasOf: clean.name,
+        });
+        return alias.ref;
+      }
+    }
     const origin = await readOrigin(this.c.layout.origin(meta.workspaceId));
     const taken = await snapshots.createSnapshot(
       this.c.layout,
@@ -151,7 +171,8 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
   /** killAll, then rewrite only what changed since the snapshot, then an empty /tmp. */
   async restore(snapshot: SnapshotRef): Promise<void> {
     const meta = await requireMeta(this.c.layout, this.workspaceId);
-    const snapDir = await snapshots.requireSnapshot(this.c.layout, snapshot);
+    // An alias (a baseline that is its lower) stands for its target: name and dir are the target's.
+    const { dir: snapDir, name: snapName } = await snapshots.resolveSnapshot(this.c.layout, snapshot);
     await this.c.runner.killAll(meta, KILL_ALL_REASON);
     const user = asUser(this.c.sandbox, meta);
     let result: { restored: number; removed: number } | { remounted: true };
@@ -162,12 +183,11 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
         await this.c.overlay.unmountAndDrop(meta, user);
         await this.dropPlainHome(meta, user);
         const snapshotId = await snapshots.readSnapshotId(snapDir);
-        await this.c.overlay.mount(meta, String(snapshot.name), snapDir, snapshotId);
+        await this.c.overlay.mount(meta, snapName, snapDir, snapshotId);
         // Later snapshots link from the snapshot now under the home (see origin.ts `lower`).
         const originFile = this.c.layout.origin(meta.workspaceId);
         if (snapshotId === undefined) await fs.rm(originFile, { force: true });
-        else
-          await writeOrigin(originFile, { snapshot: String(snapshot.name), snapshotId, files: new Map(), lower: true });
+        else await writeOrigin(originFile, { snapshot: snapName, snapshotId, files: new Map(), lower: true });
         await snapshots.sweepRetired(this.c.layout);
         result = { remounted: true };
       } else result = await restoreChanged(this.c.layout.home(meta.workspaceId), snapDir, user);

@@ -92,6 +92,8 @@ describe('local backend: snapshots link what is unchanged since a warm create', 
 
   it('deleting the cache snapshot leaves the linked baseline whole, and a reset still restores it exactly', async () => {
     const { cache, ref } = await warm();
+    // Written to (an unwritten overlay home's baseline is an alias of its lower: overlay.test.ts).
+    expect((await fx.sh(ref, 'echo b > app/b.txt', [], { cwd: fx.plan.home })).status.exitCode).toBe(0);
     const f0 = await inside(ref);
     const baseline = fx.trackSnapshot(await fx.backend.open(ref, fx.plan).snapshots.take('baseline', newId('base')));
     const blob = fs.readFileSync(inSnap(baseline, '.cache/deps/blob'));

@@ -226,7 +226,7 @@ export class OverlayHomes {
       return;
     }
     const ovl = this.ovl(id);
-    const snapDir = this.layout.snapshotDir(record.snapshot);
+    const snapDir = this.snapshotDir(record.snapshot);
     if ((await readId(snapDir)) !== record.snapshotId)
       throw new StepFailedError('mount home', 'the snapshot under this workspace home is gone');
     for (const m of mountsUnder(ovl, table)) await runTool(['umount', '-l', '--', m]);
@@ -277,13 +277,22 @@ export class OverlayHomes {
    * was mounted over its snapshot), the merged view IS the snapshot's home: its lower snapshot (dir,
    * id, on-disk owner). Undefined otherwise (a copied home, or anything written).
    */
-  async cleanLower(id: string): Promise<{ snapDir: string; snapshotId: string; owner: number } | undefined> {
+  async cleanLower(
+    id: string,
+  ): Promise<{ snapDir: string; name: string; snapshotId: string; owner: number } | undefined> {
     const record = await this.readRecord(id);
     if (record?.snapshotId === undefined) return undefined;
     if (!(await this.upperEmpty(id))) return undefined;
-    const snapDir = this.layout.snapshotDir(record.snapshot);
+    const snapDir = this.snapshotDir(record.snapshot);
     if ((await readId(snapDir)) !== record.snapshotId) return undefined;
-    return { snapDir, snapshotId: record.snapshotId, owner: record.fromUid };
+    return { snapDir, name: record.snapshot, snapshotId: record.snapshotId, owner: record.fromUid };
+  }
+
+  /** A lower's snapshot dir: a snapshot name, or a retired one's dir name (snapshots.ts removeSnapshotDir). */
+  private snapshotDir(name: string): string {
+    return /^\.retired-[A-Za-z0-9_.-]+$/.test(name) && !name.includes('..')
+      ? path.join(this.layout.snapshotsDir, name)
+      : this.layout.snapshotDir(name);
   }
 
   /** Whether the upper dir has no entry (the merged view is the lower's). */
