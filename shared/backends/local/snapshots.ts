@@ -64,7 +64,7 @@ function snapshotDirOf(layout: LocalLayout, snapshot: SnapshotRef): string {
 }
 
 /** A complete snapshot has its manifest (an alias: its target's); NotFoundError otherwise. Answers its dir. */
-export async function requireSnapshot(layout: LocalLayout, snapshot: SnapshotRef): Promise<string> {
+async function requireSnapshot(layout: LocalLayout, snapshot: SnapshotRef): Promise<string> {
   return (await resolveSnapshot(layout, snapshot)).dir;
 }
 
