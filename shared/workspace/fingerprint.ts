@@ -18,7 +18,7 @@ import { StepFailedError } from '../contract/errors.js';
  * (unreadable file or directory, short list, no temp space) exits non-zero with a message on
  * stderr and no digest line. Mtimes and owners are not part of it.
  *
- * Two more modes serve a backend that derives the digest from what changed (docker: see
+ * Three more modes serve a backend that derives the digest from what changed (docker: see
  * shared/backends/docker/fingerprint.ts); the digest line and its records stay the same:
  *   --records  also writes the sorted records themselves before a trailer line
  *              `digest <hex> entries <n> records <bytes>`;

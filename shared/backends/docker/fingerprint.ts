@@ -60,7 +60,12 @@ export class DockerFingerprints {
     if (mountTouches(info, plan.home)) return this.full(container, plan);
     const key = indexKey(info.Image, plan);
     const index = await readIndex(this.cacheDir, key);
-    const walk = parseStatOutput((await this.run(container, plan, '--stat')).stdout);
+    let walk: ReturnType<typeof parseStatOutput>;
+    try {
+      walk = parseStatOutput((await this.run(container, plan, '--stat')).stdout);
+    } catch {
+      return this.full(container, plan); // it fails too if the home cannot be walked, with its message
+    }
     const records: string[] = [];
     const toHash: StatEntry[] = [];
     // Entries are facts about the image's files, valid for every container of it: kept even when this
