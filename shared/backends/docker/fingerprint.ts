@@ -59,13 +59,15 @@ export class DockerFingerprints {
     // ctimes are another file system's); the full script, as the service would run it inside.
     if (mountTouches(info, plan.home)) return this.full(container, plan);
     const key = indexKey(info.Image, plan);
-    const index = await readIndex(this.cacheDir, key);
-    let walk: ReturnType<typeof parseStatOutput>;
-    try {
-      walk = parseStatOutput((await this.run(container, plan, '--stat')).stdout);
-    } catch {
-      return this.full(container, plan); // it fails too if the home cannot be walked, with its message
-    }
+    const [index, walk] = await Promise.all([
+      readIndex(this.cacheDir, key),
+      this.run(container, plan, '--stat').then(
+        (r) => parseStatOutput(r.stdout),
+        () => undefined,
+      ),
+    ]);
+    // The full script fails too if the home cannot be walked, with its own message.
+    if (!walk) return this.full(container, plan);
     const records: string[] = [];
     const toHash: StatEntry[] = [];
     // Entries are facts about the image's files, valid for every container of it: kept even when this
