@@ -6,7 +6,8 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { StepFailedError } from '../../shared/contract/errors.js';
 import { hostFingerprintDetailed } from '../../shared/backends/local/tree/index.js';
-import { fingerprintArgv, parseFingerprint } from '../../shared/workspace/fingerprint.js';
+import { type FingerprintMode, fingerprintArgv, parseFingerprint } from '../../shared/workspace/fingerprint.js';
+import { parseRecordsOutput, parseStatOutput, recordPath } from '../../shared/workspace/records.js';
 
 // The in-workspace script is run for real (sh + findutils + coreutils, as in a Debian image) and
 // must agree with the host's Node implementation on every tree.
@@ -189,6 +190,55 @@ describe('fingerprintArgv / parseFingerprint', () => {
     const locked = runScript(dir, 65534);
     expect(locked.status).not.toBe(0);
     expect(locked.stderr).toContain('wsp-fingerprint: cannot walk every directory');
+  });
+
+  const runMode = (dir: string, mode: FingerprintMode, input?: Buffer) => {
+    const [cmd, ...args] = fingerprintArgv(dir, mode) as [string, ...string[]];
+    const r = spawnSync(cmd, args, {
+      input,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'en_US.UTF-8' },
+    });
+    expect(r.stderr.toString()).toBe('');
+    expect(r.status).toBe(0);
+    return r.stdout;
+  };
+
+  it('--records emits exactly the sorted records of the same digest', async () => {
+    const dir = await richTree();
+    const digest = await fingerprint(dir);
+    const out = parseRecordsOutput(runMode(dir, '--records'));
+    expect(out.digest).toBe(digest);
+    expect(out.records).toHaveLength(parseFingerprint(runScript(dir).stdout).entries);
+    expect([...out.records].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))).toEqual(out.records);
+    expect(out.records.map(recordPath)).toContain('raw-\xff\xfe');
+  });
+
+  it('--paths fingerprints only the listed names (any byte but NUL), and their ctimes after', async () => {
+    const dir = await richTree();
+    const all = parseRecordsOutput(runMode(dir, '--records')).records;
+    const names = ['new\nline/file\nname', 'raw-\xff\xfe', 'link', 'empty-dir', '-leading-dash', 'missing', '.'];
+    const list = Buffer.from(names.map((n) => `${n}\0`).join(''), 'latin1');
+    const out = parseRecordsOutput(runMode(dir, '--paths', list));
+    const byPath = new Map(all.map((r) => [recordPath(r), r]));
+    expect(out.records.filter((r) => recordPath(r) !== '.')).toEqual(
+      names
+        .filter((n) => byPath.has(n))
+        .map((n) => byPath.get(n))
+        .sort((a, b) => (a! < b! ? -1 : 1)),
+    );
+    expect([...out.ctimes!.keys()].sort()).toEqual(names.filter((n) => n !== 'missing').sort());
+  });
+
+  it('--stat lists every entry with type, mode, size, inode, ctime and target, and a mark from the same clock', async () => {
+    const dir = await richTree();
+    const { mark, entries } = parseStatOutput(runMode(dir, '--stat'));
+    expect(entries).toHaveLength(28);
+    const link = entries.find((e) => e.path === 'dangling')!;
+    expect(link).toMatchObject({ type: 'l', target: '/nowhere/dangling target\nwith newline' });
+    const readme = entries.find((e) => e.path === 'README.md')!;
+    expect(readme).toMatchObject({ type: 'f', perm: '644', size: 8 });
+    expect(BigInt(fs.statSync(path.join(dir, 'README.md'), { bigint: true }).ctimeNs)).toBe(readme.ctime);
+    expect(readme.ctime <= mark).toBe(true);
   });
 
   it('parseFingerprint takes the last digest line and rejects anything else', () => {

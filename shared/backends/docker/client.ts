@@ -58,14 +58,35 @@ export async function execIn(
   argv: string[],
   user = '0:0',
 ): Promise<ExecResult> {
+  const r = await execBytes(docker, container, argv, user);
+  return { exitCode: r.exitCode, stdout: r.stdout.toString('utf8'), stderr: r.stderr };
+}
+
+/**
+ * execIn with stdout as bytes (names that are not UTF-8 survive) and, optionally, `stdin` written to
+ * the process and then closed.
+ */
+export async function execBytes(
+  docker: DockerClient,
+  container: string,
+  argv: string[],
+  user = '0:0',
+  stdin?: Buffer,
+): Promise<{ exitCode: number; stdout: Buffer; stderr: string }> {
   let exec!: Docker.Exec;
-  let stream!: NodeJS.ReadableStream;
+  let stream!: NodeJS.ReadWriteStream;
+  const withStdin = stdin !== undefined;
   for (let attempt = 0; ; attempt++) {
     try {
-      exec = await docker
-        .getContainer(container)
-        .exec({ Cmd: argv, User: user, AttachStdout: true, AttachStderr: true, AttachStdin: false, Tty: false });
-      stream = await exec.start({ hijack: true, stdin: false });
+      exec = await docker.getContainer(container).exec({
+        Cmd: argv,
+        User: user,
+        AttachStdout: true,
+        AttachStderr: true,
+        AttachStdin: withStdin,
+        Tty: false,
+      });
+      stream = (await exec.start({ hijack: true, stdin: withStdin })) as NodeJS.ReadWriteStream;
       break;
     } catch (error) {
       // 409 "is restarting" / "is not running": a container just started (or brought back by its
@@ -84,15 +105,18 @@ export async function execIn(
   stdout.on('data', (b: Buffer) => out.push(b));
   stderr.on('data', (b: Buffer) => err.push(b));
   docker.modem.demuxStream(stream, stdout, stderr);
-  await new Promise<void>((resolve, reject) => {
+  const ended = new Promise<void>((resolve, reject) => {
     stream.on('end', resolve);
     stream.on('close', resolve);
     stream.on('error', reject);
   });
+  // Half-closing the hijacked connection is the process's end of input.
+  if (withStdin) stream.end(stdin);
+  await ended;
   const info = await exec.inspect();
   return {
     exitCode: info.ExitCode ?? -1,
-    stdout: Buffer.concat(out).toString('utf8'),
+    stdout: Buffer.concat(out),
     stderr: Buffer.concat(err).toString('utf8'),
   };
 }

@@ -1,58 +1,158 @@
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import { StepFailedError } from '../../contract/errors.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import { fingerprintArgv, parseFingerprint } from '../../workspace/fingerprint.js';
-import { execIn, type DockerClient } from './client.js';
+import { type FingerprintMode, fingerprintArgv, parseFingerprint } from '../../workspace/fingerprint.js';
+import {
+  digestOf,
+  parseRecordsOutput,
+  parseStatOutput,
+  type RecordsOutput,
+  sortRecords,
+  type StatEntry,
+} from '../../workspace/records.js';
+import { execBytes, execIn, type DockerClient } from './client.js';
+import { type FileIndex, indexKey, readIndex, writeIndex } from './fingerprint-cache.js';
 
 /**
- * The home's fingerprint for a docker workspace, in time that grows with what CHANGED since the
- * container's image, not with the home's size.
+ * The home's fingerprint for a docker workspace without reading the files that did not change since
+ * the container's image: the same digest as the in-workspace script (shared/workspace/fingerprint.ts),
+ * in the time of a metadata walk plus hashing what changed.
  *
- * Why it is sound: a container's writable layer only ever gains entries — a file modified, even back
- * to its old bytes, stays listed by `docker diff` (C), a deleted one leaves a whiteout (D). So if the
- * diff lists nothing under the home both before and after the in-container script ran, the digest the
- * script printed is the digest of the IMAGE's home, and can be remembered for that image id (image
- * ids are content addresses). The next container from that image with an empty diff under the home —
- * every reset, which starts a fresh container from the baseline image — gets it without reading a byte.
- * Anything else runs the same script the service would run inside the workspace, as the workspace user.
+ * How: the script's --stat walk lists every entry with its type, mode, size, inode and ctime (no file
+ * read) — enough for every record but a regular file's hash. A file's hash is taken from the index of
+ * the container's image (fingerprint-cache.ts) when its inode, size and ctime are the ones it had when
+ * it was hashed; every other file is hashed in the container (--paths, as the workspace user).
+ *
+ * Why it is sound: a file's ctime changes with any change of its content or mode and cannot be set by
+ * the workspace (only the kernel's clock sets it); a copy-up or a new file is a new inode with a new
+ * ctime. An index entry is only made for a file whose ctime, read after hashing, is the one the walk
+ * saw and is older than the walk's `mark` (the ctime of a file made just before the walk, same clock):
+ * a change after the mark would give it a ctime at least the mark's, so a file written in the same
+ * clock tick as it was hashed (git's "racily clean" case) is hashed again next time. Files of the
+ * image's layers keep their inodes and ctimes in every container made from it, so a reset or a warm
+ * setup reads only what changed since the image (after one fingerprint of a container of that image).
+ * Only those are remembered, i.e. files whose ctime is older than the container (minus a margin for
+ * the kernel's coarse clock): a file written in a container is a copy-up or a new file made after it
+ * was created, and overlayfs gives a copied-up file the inode number of the image's file, so two
+ * containers of one image could otherwise show the same inode, size and ctime for different bytes.
+ *
+ * It does not use `docker diff`: the daemon's diff can be the naive one (it compares mtimes, which the
+ * workspace can set back — seen on the test daemon although `docker info` says "Native Overlay Diff:
+ * true"), and the test daemon was seen answering "D" for every top-level directory of running
+ * containers. Anything that does not add up (a file the walk listed that is gone, or of another type
+ * or mode, when hashed) runs the full script instead; a racing workspace gets what the full script,
+ * which also reads files one after the other, could have seen.
  */
 export class DockerFingerprints {
+  /** What the fingerprints did, for tests and logs: full walks, files hashed, files taken from the index. */
+  readonly stats = { full: 0, derived: 0, hashed: 0, reused: 0 };
+  /** The files the last fingerprint read (latin1 relpaths). */
+  lastHashed: string[] = [];
+
   constructor(
     private readonly docker: DockerClient,
     private readonly cacheDir: string,
   ) {}
 
   async home(container: string, plan: WorkspacePlan): Promise<string> {
-    const imageId = (await this.docker.getContainer(container).inspect()).Image;
-    const cleanBefore = !(await this.changedUnder(container, plan.home));
-    if (cleanBefore) {
-      const known = await this.read(imageId);
-      if (known) return known;
+    const info = await this.docker.getContainer(container).inspect();
+    // A mount at, under or above the home: its files are not the image's layers (their inodes and
+    // ctimes are another file system's); the full script, as the service would run it inside.
+    if (mountTouches(info, plan.home)) return this.full(container, plan);
+    const key = indexKey(info.Image, plan);
+    const [index, walk] = await Promise.all([
+      readIndex(this.cacheDir, key),
+      this.run(container, plan, '--stat').then(
+        (r) => parseStatOutput(r.stdout),
+        () => undefined,
+      ),
+    ]);
+    // The full script fails too if the home cannot be walked, with its own message.
+    if (!walk) return this.full(container, plan);
+    const records: string[] = [];
+    const toHash: StatEntry[] = [];
+    // Entries are facts about the image's files, valid for every container of it: kept even when this
+    // container changed or deleted the file; only files of the image's layers are ever added.
+    const next: FileIndex = new Map(index);
+    for (const e of walk.entries) {
+      if (e.type !== 'f') {
+        records.push(`${e.path}\t${e.type}\t${e.perm}\t${e.target}`);
+        continue;
+      }
+      const known = index.get(e.path);
+      if (known && known.inode === e.inode && known.size === e.size && known.ctime === e.ctime) {
+        records.push(`${e.path}\tf\t${e.perm}\t${known.hash}`);
+      } else toHash.push(e);
     }
-    const digest = await this.script(container, plan);
-    if (cleanBefore && !(await this.changedUnder(container, plan.home))) await this.write(imageId, digest);
-    return digest;
+    // Only files of the image's layers are remembered (see below), and only once stable.
+    const stableBefore = minBigint(walk.mark, createdNs(info.Created) - CLOCK_MARGIN_NS);
+    const hashed = toHash.length > 0 ? await this.hash(container, plan, toHash, stableBefore, next) : [];
+    if (hashed === undefined) return this.full(container, plan);
+    records.push(...hashed);
+    this.stats.derived++;
+    this.stats.hashed += toHash.length;
+    this.lastHashed = toHash.map((e) => e.path);
+    this.stats.reused += walk.entries.filter((e) => e.type === 'f').length - toHash.length;
+    if (added(index, next)) await writeIndex(this.cacheDir, key, next);
+    return digestOf(sortRecords(records));
   }
 
   /**
-   * True when `docker diff` lists any path at or below `dir` — or cannot tell: the daemon's diff
-   * lstats full host paths, so a tree deeper than PATH_MAX in the image (the workspace made it) makes
-   * it answer 500. Unknown counts as changed: the script runs and nothing is cached.
+   * The records of `files` hashed now, adding to `next` those with a ctime before `stableBefore` that
+   * did not change while hashed; undefined when they are not what the walk listed (gone, another type
+   * or mode: the workspace raced the walk).
    */
-  private async changedUnder(container: string, dir: string): Promise<boolean> {
-    let raw: unknown;
+  private async hash(
+    container: string,
+    plan: WorkspacePlan,
+    files: StatEntry[],
+    stableBefore: bigint,
+    next: FileIndex,
+  ): Promise<string[] | undefined> {
+    const list = Buffer.from(files.map((e) => `${e.path}\0`).join(''), 'latin1');
+    let out: RecordsOutput;
     try {
-      raw = await this.docker.getContainer(container).changes();
+      out = parseRecordsOutput((await this.run(container, plan, '--paths', list)).stdout);
     } catch {
-      return true;
+      return undefined;
     }
-    const changes = parseChanges(raw);
-    const prefix = dir.endsWith('/') ? dir : `${dir}/`;
-    return changes.some((c) => c.Path === dir || c.Path.startsWith(prefix));
+    if (out.records.length !== files.length || !out.ctimes) return undefined;
+    // Each record must be `relpath TAB f TAB perm TAB <64 hex>` for a file the walk listed with that
+    // mode: cut the fixed-length hash off and look the rest up (no parsing of names that hold TABs).
+    const byPrefix = new Map(files.map((e) => [`${e.path}\tf\t${e.perm}\t`, e]));
+    const seen = new Set<StatEntry>();
+    for (const r of out.records) {
+      const hash = r.slice(-64);
+      const e = byPrefix.get(r.slice(0, -64));
+      if (!e || seen.has(e) || !/^[0-9a-f]{64}$/.test(hash)) return undefined;
+      seen.add(e);
+      const after = out.ctimes.get(e.path);
+      if (after === e.ctime && after < stableBefore)
+        next.set(e.path, { inode: e.inode, size: e.size, ctime: e.ctime, hash });
+    }
+    return out.records;
   }
 
-  private async script(container: string, plan: WorkspacePlan): Promise<string> {
+  private async run(
+    container: string,
+    plan: WorkspacePlan,
+    mode: FingerprintMode,
+    stdin?: Buffer,
+  ): Promise<{ stdout: Buffer }> {
+    const result = await execBytes(
+      this.docker,
+      container,
+      ['env', 'LC_ALL=C', ...fingerprintArgv(plan.home, mode)],
+      `${plan.user.uid}:${plan.user.gid}`,
+      stdin,
+    );
+    if (result.exitCode !== 0)
+      throw new StepFailedError('fingerprint', `exit code ${result.exitCode}: ${result.stderr.trim().slice(-500)}`);
+    return result;
+  }
+
+  /** The full walk, digest only: what the service would run inside the workspace. */
+  private async full(container: string, plan: WorkspacePlan): Promise<string> {
+    this.stats.full++;
     const result = await execIn(
       this.docker,
       container,
@@ -63,28 +163,33 @@ export class DockerFingerprints {
       throw new StepFailedError('fingerprint', `exit code ${result.exitCode}: ${result.stderr.trim().slice(-500)}`);
     return parseFingerprint(result.stdout).digest;
   }
-
-  private file(imageId: string): string {
-    return path.join(this.cacheDir, imageId.replace(/[^A-Za-z0-9]/g, '_'));
-  }
-
-  private async read(imageId: string): Promise<string | undefined> {
-    const text = await fs.readFile(this.file(imageId), 'utf8').catch(() => undefined);
-    return text && /^[0-9a-f]{64}$/.test(text.trim()) ? text.trim() : undefined;
-  }
-
-  private async write(imageId: string, digest: string): Promise<void> {
-    await fs.mkdir(this.cacheDir, { recursive: true, mode: 0o700 });
-    const file = this.file(imageId);
-    await fs.writeFile(`${file}.tmp`, digest, { mode: 0o600 });
-    await fs.rename(`${file}.tmp`, file);
-  }
 }
 
-/** The daemon answers `null` (which dockerode hands back as a raw Buffer) when nothing changed. */
-function parseChanges(raw: unknown): { Path: string }[] {
-  const value: unknown = Buffer.isBuffer(raw) ? JSON.parse(raw.toString('utf8') || 'null') : raw;
-  return Array.isArray(value)
-    ? value.filter((c): c is { Path: string } => typeof (c as { Path?: unknown })?.Path === 'string')
-    : [];
+/** The kernel stamps ctimes from a coarse clock (a tick behind the daemon's at most); a generous bound. */
+const CLOCK_MARGIN_NS = 2_000_000_000n;
+
+/** Docker's `Created` (RFC 3339 with up to 9 fractional digits, UTC) in ns; 0 when it does not parse. */
+export function createdNs(created: string): bigint {
+  const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z$/.exec(created);
+  const ms = m ? Date.parse(`${m[1]}Z`) : Number.NaN;
+  if (!m || Number.isNaN(ms)) return 0n;
+  return BigInt(ms) * 1_000_000n + BigInt(`${m[2] ?? ''}000000000`.slice(0, 9));
+}
+
+function added(before: FileIndex, after: FileIndex): boolean {
+  for (const [p, f] of after) if (before.get(p) !== f) return true;
+  return false;
+}
+
+function minBigint(a: bigint, b: bigint): bigint {
+  return a < b ? a : b;
+}
+
+/** A mount at, under or above the home (bind mounts, volumes, tmpfs). */
+function mountTouches(
+  info: { Mounts?: { Destination?: string }[]; HostConfig?: { Tmpfs?: object } },
+  home: string,
+): boolean {
+  const dests = [...(info.Mounts ?? []).map((m) => m.Destination ?? ''), ...Object.keys(info.HostConfig?.Tmpfs ?? {})];
+  return dests.some((d) => d === home || d.startsWith(`${home}/`) || home.startsWith(d.endsWith('/') ? d : `${d}/`));
 }
