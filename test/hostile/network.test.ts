@@ -22,9 +22,9 @@ import { startTestProvider, type TestProvider } from '../support/provider-fixtur
 
 const TOKEN = `net-${randomBytes(10).toString('hex')}`;
 
-/** TCP ports in LISTEN state on this host (this network namespace): /proc/net/tcp and tcp6, state 0A. */
-function hostListeners(): number[] {
-  const ports = new Set<number>();
+/** TCP sockets in LISTEN state on this host (this network namespace), /proc/net/tcp and tcp6 state 0A: inode → port. */
+function listeningSockets(): Map<string, number> {
+  const portOf = new Map<string, number>();
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
     let text = '';
     try {
@@ -34,11 +34,14 @@ function hostListeners(): number[] {
     }
     for (const line of text.split('\n').slice(1)) {
       const cols = line.trim().split(/\s+/);
-      if (cols[3] !== '0A') continue;
-      ports.add(Number.parseInt(cols[1]!.split(':')[1]!, 16));
+      if (cols[3] === '0A') portOf.set(cols[9]!, Number.parseInt(cols[1]!.split(':')[1]!, 16));
     }
   }
-  return [...ports].sort((a, b) => a - b);
+  return portOf;
+}
+
+function hostListeners(): number[] {
+  return [...new Set(listeningSockets().values())].sort((a, b) => a - b);
 }
 
 /**
@@ -64,19 +67,7 @@ function probeScript(ports: number[]): string {
  * servers on 127.0.0.1) are not the provider's.
  */
 function ownListeners(): Set<number> {
-  const portOf = new Map<string, number>();
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text = '';
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch {
-      continue;
-    }
-    for (const line of text.split('\n').slice(1)) {
-      const cols = line.trim().split(/\s+/);
-      if (cols[3] === '0A') portOf.set(cols[9]!, Number.parseInt(cols[1]!.split(':')[1]!, 16));
-    }
-  }
+  const portOf = listeningSockets();
   const children = new Map<number, number[]>();
   for (const name of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;

@@ -489,18 +489,7 @@ describe('operations (fetch, reset) on Lambda', () => {
   });
 
   it('an operation still running just before the function timeout is failed, not left running', async () => {
-    const never = () => new Promise<never>(() => undefined);
-    const hanging = {
-      ...unavailableBackend('test'),
-      baseIdentity: async () => 'test-base',
-      open: (ref: BackendRef) => ({
-        ref,
-        commands: { start: never, status: never, wait: never, read: never, kill: never, killAll: never },
-        files: { putTransferFile: never, removeTransferFile: never, putDirectory: never },
-        snapshots: { take: never, restore: never },
-      }),
-    };
-    await deploy({}, { backend: async () => hanging });
+    await deploy({}, { backend: async () => hangingBackend() });
     const { deps } = await lambdaContainer();
     const id = 'ws-0000000000000000000000b3';
     await deps.state.createWorkspace(
@@ -523,19 +512,9 @@ describe('operations (fetch, reset) on Lambda', () => {
       error: { code: 'backend_unavailable', message: expect.stringMatching(/worker function time limit/) },
     });
   });
+
   it('an operation phase still running at the margin is rethrown, so the state machine runs it again; nothing is failed', async () => {
-    const never = () => new Promise<never>(() => undefined);
-    const hanging = {
-      ...unavailableBackend('test'),
-      baseIdentity: async () => 'test-base',
-      open: (ref: BackendRef) => ({
-        ref,
-        commands: { start: never, status: never, wait: never, read: never, kill: never, killAll: never },
-        files: { putTransferFile: never, removeTransferFile: never, putDirectory: never },
-        snapshots: { take: never, restore: never },
-      }),
-    };
-    await deploy({}, { backend: async () => hanging });
+    await deploy({}, { backend: async () => hangingBackend() });
     const { deps } = await lambdaContainer();
     const id = 'ws-0000000000000000000000b4';
     const operationId = 'op-0000000000000000000000b4';
@@ -561,6 +540,21 @@ describe('operations (fetch, reset) on Lambda', () => {
     expect(await deps.state.getWorkspace(id)).toMatchObject({ status: 'resetting', resetBy: operationId });
   });
 });
+
+/** A backend whose every workspace call never returns (a worker stuck in it until its time is up). */
+function hangingBackend() {
+  const never = () => new Promise<never>(() => undefined);
+  return {
+    ...unavailableBackend('test'),
+    baseIdentity: async () => 'test-base',
+    open: (ref: BackendRef) => ({
+      ref,
+      commands: { start: never, status: never, wait: never, read: never, kill: never, killAll: never },
+      files: { putTransferFile: never, removeTransferFile: never, putDirectory: never },
+      snapshots: { take: never, restore: never },
+    }),
+  };
+}
 
 function operationRecord(workspaceId: string, id: string, updatedAt: string): OperationRecord {
   return {

@@ -102,9 +102,6 @@ export async function createAlias(
   info: Omit<SnapshotInfo, 'id' | 'owner' | 'alias'>,
   target: { name: string; id: string; owner: number },
 ): Promise<SnapshotTaken> {
-  const final = layout.snapshotDir(name);
-  const tmpName = `.tmp-${name}-${randomBytes(4).toString('hex')}`;
-  const tmp = path.join(layout.snapshotsDir, tmpName);
   const taken: SnapshotTaken = { ref: snapshotRef(layout, name), id: randomBytes(12).toString('hex') };
   const full: SnapshotInfo = {
     ...info,
@@ -112,16 +109,33 @@ export async function createAlias(
     owner: target.owner,
     alias: { name: target.name, id: target.id },
   };
+  await publishSnapshot(layout, name, async (tmp) => {
+    await fs.writeFile(path.join(tmp, 'info.json'), JSON.stringify(full), { mode: 0o600 });
+  });
+  return taken;
+}
+
+/**
+ * Build a snapshot dir under a temp name (`build` fills it) and rename it into place, replacing a
+ * snapshot of that name: a crash never leaves a half snapshot under a real name.
+ */
+async function publishSnapshot(
+  layout: LocalLayout,
+  name: string,
+  build: (tmp: string) => Promise<void>,
+): Promise<void> {
+  const final = layout.snapshotDir(name);
+  const tmpName = `.tmp-${name}-${randomBytes(4).toString('hex')}`;
+  const tmp = path.join(layout.snapshotsDir, tmpName);
   try {
     await fs.mkdir(tmp, { mode: 0o700 });
-    await fs.writeFile(path.join(tmp, 'info.json'), JSON.stringify(full), { mode: 0o600 });
+    await build(tmp);
     await removeSnapshotDir(layout, name);
     await fs.rename(tmp, final);
   } catch (error) {
     await removeAs('snapshot', undefined, layout.snapshotsDir, [Buffer.from(tmpName)]).catch(() => undefined);
     throw error;
   }
-  return taken;
 }
 
 async function readInfo(dir: string): Promise<SnapshotInfo | undefined> {
@@ -200,12 +214,8 @@ export async function createSnapshot(
   origin: OriginRecord | undefined,
   options: SnapshotOptions,
 ): Promise<SnapshotTaken> {
-  const final = layout.snapshotDir(name);
-  const tmpName = `.tmp-${name}-${randomBytes(4).toString('hex')}`;
-  const tmp = path.join(layout.snapshotsDir, tmpName);
   let taken: SnapshotTaken = { ref: snapshotRef(layout, name), id: randomBytes(12).toString('hex') };
-  try {
-    await fs.mkdir(tmp, { mode: 0o700 });
+  await publishSnapshot(layout, name, async (tmp) => {
     const counts = origin ? await takeLinkedFromOrigin(layout, home, tmp, origin, options) : undefined;
     let owner: number | undefined;
     if (counts) {
@@ -220,12 +230,7 @@ export async function createSnapshot(
     }
     const full: SnapshotInfo = { ...info, id: taken.id, ...(owner !== undefined ? { owner } : {}) };
     await fs.writeFile(path.join(tmp, 'info.json'), JSON.stringify(full), { mode: 0o600 });
-    await removeSnapshotDir(layout, name);
-    await fs.rename(tmp, final);
-  } catch (error) {
-    await removeAs('snapshot', undefined, layout.snapshotsDir, [Buffer.from(tmpName)]).catch(() => undefined);
-    throw error;
-  }
+  });
   return taken;
 }
 
