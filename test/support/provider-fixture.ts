@@ -37,6 +37,8 @@ export interface TestProviderOptions {
   dataDir?: string;
   /** A backend to use instead of the one `mode` selects, given the provider's logger (so its lines land in `logs`). */
   backend?: (log: Logger) => WorkspaceBackend;
+  /** How often `setup` looks at a provisioning workspace (default 100 ms; the benches use 10). */
+  pollMs?: number;
 }
 
 /** A real provider (backend per `mode`, embedded dynalite, real HTTP on 127.0.0.1) in this process. */
@@ -100,7 +102,7 @@ export async function startTestProvider(config: ConfigInput, options: TestProvid
       if (r.status !== 200) throw new Error(`GET workspace ${id}: ${r.status} ${r.text}`);
       if (r.body.status !== 'provisioning') return r.body;
       if (Date.now() > deadline) throw new Error(`workspace ${id} still provisioning`);
-      await new Promise((res) => setTimeout(res, 100));
+      await new Promise((res) => setTimeout(res, options.pollMs ?? 100));
     }
   };
 

@@ -206,6 +206,13 @@ class DockerBackend implements WorkspaceBackend {
     this.channels.forget(containerName(id));
     this.networks.forget(containerName(id));
     await removeContainer(this.docker, containerName(id));
+    // And any other container of the workspace (one a restore renamed aside and was cut short removing).
+    const others = await this.docker.listContainers({
+      all: true,
+      filters: JSON.stringify({ label: [`${LABEL.owner}=${this.owner}`, `${LABEL.workspace}=${id}`] }),
+    });
+    for (const c of others)
+      for (const name of c.Names ?? []) await removeContainer(this.docker, name.replace(/^\//, ''));
     const existed = (await readMeta(this.layout, id)) !== undefined;
     await fs.rm(this.layout.workspaceDir(id), { recursive: true, force: true });
     this.log.info('workspace destroyed', { workspaceId: id, existed });

@@ -1,16 +1,18 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
+import { bestEffort } from '../../lib/best-effort.js';
 import { checkName } from '../../lib/names.js';
 import type { Logger } from '../../log.js';
 import { homeDestination } from '../plan-check.js';
 import type { RunnerClient } from '../runner/client.js';
 import { packTree } from '../tar/archive.js';
 import type { RunnerChannels } from './channel.js';
-import type { DockerClient } from './client.js';
+import { type DockerClient, isNotFound } from './client.js';
 import { DockerCommands } from './commands.js';
 import { type ContainerNetworks, containerConfig, createAndStart, imageExists, removeContainer } from './container.js';
 import type { DockerFingerprints } from './fingerprint.js';
@@ -36,6 +38,21 @@ export interface DockerContext {
  * One Docker workspace (container `wsp-<id>`): its commands through the runner, its files copied in
  * by the transfer dir (a bind mount) or put-archive, its snapshots as committed images.
  */
+/**
+ * Rename container `name` to a fresh name beside it: the new name, undefined when there is no such
+ * container, false when it could not be renamed (the caller removes it in place instead).
+ */
+async function renameAside(docker: DockerClient, name: string): Promise<string | undefined | false> {
+  const aside = `${name}-replaced-${randomBytes(4).toString('hex')}`;
+  try {
+    await docker.getContainer(name).rename({ name: aside });
+    return aside;
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    return false;
+  }
+}
+
 export class DockerWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceSnapshots {
   readonly commands: DockerCommands;
   /** The files and snapshots of this workspace are methods of the handle itself. */
@@ -135,8 +152,17 @@ export class DockerWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspa
     });
     c.channels.forget(this.container);
     c.networks.forget(this.container);
-    await removeContainer(c.docker, this.container);
-    await createAndStart(c.docker, containerConfig(c.layout, id, this.plan, image, meta.labels));
+    // The replacement is created while the old container is removed: the old one is renamed aside
+    // first (its workspace processes were killed above, and its root file system is its own), so the
+    // name is free at once; the restore ends when both are done.
+    const aside = await renameAside(c.docker, this.container);
+    if (aside === false) await removeContainer(c.docker, this.container);
+    const removal = typeof aside === 'string' ? removeContainer(c.docker, aside) : Promise.resolve();
+    try {
+      await createAndStart(c.docker, containerConfig(c.layout, id, this.plan, image, meta.labels));
+    } finally {
+      await bestEffort(removal, c.log, 'removing the replaced container');
+    }
     c.log.info('workspace restored', { workspaceId: id, snapshot: snapshot.name });
   }
 }

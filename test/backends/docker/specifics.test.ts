@@ -69,6 +69,27 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
       reason: 'all workspace processes killed',
     });
     expect((await fx.run(ref, ['cat', 'f'])).stdout).toBe('data\n');
+    // The old container was renamed aside and removed while the new one started: nothing is left.
+    const mine = await h().docker.listContainers({
+      all: true,
+      filters: JSON.stringify({ label: [`wsp.workspace=${String(ref.workspaceId)}`] }),
+    });
+    expect(mine.map((c) => c.Names)).toEqual([[`/wsp-${String(ref.workspaceId)}`]]);
+  });
+
+  it('destroy removes every container of the workspace, also one a restore renamed aside and did not get to remove', async () => {
+    const ref = await fx.create();
+    const container = h().docker.getContainer(String(ref.container));
+    const info = await container.inspect();
+    // What a provider killed mid-restore leaves: the old container under another name, still labelled.
+    await container.rename({ name: `${String(ref.container)}-replaced-0000` });
+    await h().docker.createContainer({ name: String(ref.container), Image: info.Image, Labels: info.Config.Labels });
+    await fx.backend.destroy(ref);
+    const left = await h().docker.listContainers({
+      all: true,
+      filters: JSON.stringify({ label: [`wsp.workspace=${String(ref.workspaceId)}`] }),
+    });
+    expect(left).toEqual([]);
   });
 
   it('deleting a snapshot a container still runs from untags it now and removes it on a later try', async () => {
