@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { BackendUnavailableError } from '../../contract/errors.js';
-import { processesOfUid } from './procs.js';
+import { processesOfUid, uidsWithProcesses } from './procs.js';
 import { sleep } from '../../lib/sleep.js';
 
 /**
@@ -119,20 +119,37 @@ export async function claimHostUid(registry: string, workspaceDir: string): Prom
  * without destroy) — so their uids are handed out again. Unreadable claims are left alone. Returns
  * how many were removed.
  */
-export async function sweepStaleHostUids(registry: string): Promise<number> {
+export function sweepStaleHostUids(registry: string): Promise<number> {
+  // One sweep per registry at a time in this process, and not again within SWEEP_EVERY_MS: many
+  // backends composed in one process (a Lambda-style compose per call) share it.
+  const last = sweeps.get(registry);
+  if (last && (last.running || Date.now() - last.at < SWEEP_EVERY_MS)) return last.done;
+  const entry = { at: Date.now(), running: true, done: Promise.resolve(0) };
+  entry.done = sweepNow(registry).finally(() => {
+    entry.running = false;
+  });
+  sweeps.set(registry, entry);
+  return entry.done;
+}
+
+const SWEEP_EVERY_MS = 60_000;
+const sweeps = new Map<string, { at: number; running: boolean; done: Promise<number> }>();
+
+async function sweepNow(registry: string): Promise<number> {
   if (!(await exists(registry))) return 0;
-  // Candidates are found without the lock (allocations go on meanwhile); each is checked again and
-  // removed under it, so the lock is held only briefly.
+  // Candidates are found without the lock (allocations go on meanwhile), against one look at which
+  // uids run processes; each is checked again and removed under the lock, so it is held briefly.
+  const busy = await uidsWithProcesses();
   const stale: number[] = [];
   for (const name of await fs.readdir(registry)) {
     const uid = Number(name);
-    if (Number.isInteger(uid) && (await isStale(registry, uid))) stale.push(uid);
+    if (Number.isInteger(uid) && !busy.has(uid) && (await claimGone(registry, uid))) stale.push(uid);
   }
   if (stale.length === 0) return 0;
   return withLock(registry, async () => {
     let removed = 0;
     for (const uid of stale) {
-      if (!(await isStale(registry, uid))) continue;
+      if (!(await claimGone(registry, uid)) || (await processesOfUid(uid)).length > 0) continue;
       await fs.rm(path.join(registry, String(uid)), { force: true });
       removed++;
     }
@@ -140,11 +157,10 @@ export async function sweepStaleHostUids(registry: string): Promise<number> {
   });
 }
 
-/** A readable claim whose workspace dir is gone and whose uid runs nothing. */
-async function isStale(registry: string, uid: number): Promise<boolean> {
+/** A readable claim whose workspace dir is gone. */
+async function claimGone(registry: string, uid: number): Promise<boolean> {
   const claim = await readClaim(path.join(registry, String(uid)));
-  if (claim === undefined || (await exists(claim.workspaceDir))) return false;
-  return (await processesOfUid(uid)).length === 0;
+  return claim !== undefined && !(await exists(claim.workspaceDir));
 }
 
 /** Release `uid` if it is still claimed for `workspaceDir` (idempotent). */

@@ -48,6 +48,29 @@ export async function holderStartTime(pid: number): Promise<string | undefined> 
 }
 
 /** Pids of live (non-zombie) processes whose real uid is `uid`. */
+/** Real uids of the live (not zombie) processes of the host: one look at /proc. */
+export async function uidsWithProcesses(): Promise<Set<number>> {
+  const uids = new Set<number>();
+  let entries: string[];
+  try {
+    entries = await fs.readdir('/proc');
+  } catch {
+    return uids;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const status = await fs.readFile(`/proc/${e}/status`, 'utf8');
+      const state = /^State:\s+(\S)/m.exec(status)?.[1];
+      const realUid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
+      if (realUid !== undefined && state !== 'Z' && state !== 'X') uids.add(Number(realUid));
+    } catch {
+      // gone while we looked
+    }
+  }
+  return uids;
+}
+
 export async function processesOfUid(uid: number): Promise<number[]> {
   const out: number[] = [];
   let entries: string[];
