@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { SnapshotRef } from '../../contract/workspace.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import type { Logger } from '../../log.js';
@@ -8,27 +9,37 @@ import { scanImageTar } from '../tar/scan.js';
 import { bestEffort } from '../../lib/best-effort.js';
 
 /**
- * Snapshots are images: `docker commit` of a workspace container, tagged `wsp-<purpose>:<name>` and
- * labelled (kind, snapshot name, owner) explicitly at commit — a committed image inherits its
- * container's labels, so `wsp.kind` must be overridden or the image would look like a workspace.
+ * Snapshots are images: `docker commit` of a workspace container, tagged
+ * `wsp-<purpose>-<owner token>:<name>` and labelled (kind, snapshot name, owner) explicitly at commit —
+ * a committed image inherits its container's labels, so `wsp.kind` must be overridden or the image
+ * would look like a workspace. The repository is the owner's own: two providers on one daemon with the
+ * same configuration compute the same cache key (the snapshot name), and a tag shared between them
+ * would let one's commit or delete move or remove the other's image (seen as a cache entry's image
+ * "not found" right after its commit, and it would let one provider start workspaces from the other's
+ * snapshot).
  */
 
 export type Purpose = 'cache' | 'baseline';
 
-/** The one way a snapshot ref is built (the reconciler compares refs as JSON, so the shape is fixed). */
-function snapshotRef(purpose: Purpose, name: string): SnapshotRef {
-  return { kind: 'docker', purpose, name, image: `wsp-${purpose}:${name}` };
+/** The image repository of this owner's snapshots of one purpose. */
+function repository(purpose: Purpose, owner: string): string {
+  return `wsp-${purpose}-${createHash('sha256').update(owner).digest('hex').slice(0, 12)}`;
 }
 
-/** The image tag of a ref, rebuilt from purpose and name (the stored `image` is not trusted). */
-export function refImage(snapshot: SnapshotRef): { purpose: Purpose; name: string; image: string } {
+/** The one way a snapshot ref is built (the reconciler compares refs as JSON, so the shape is fixed). */
+function snapshotRef(purpose: Purpose, name: string, owner: string): SnapshotRef {
+  return { kind: 'docker', purpose, name, image: `${repository(purpose, owner)}:${name}` };
+}
+
+/** The image tag of a ref, rebuilt from purpose, name and owner (the stored `image` is not trusted). */
+export function refImage(snapshot: SnapshotRef, owner: string): { purpose: Purpose; name: string; image: string } {
   if (snapshot?.kind !== 'docker')
     throw new BadRequestError(`not a docker snapshot (kind '${String(snapshot?.kind)}')`, { field: 'snapshot' });
   const purpose = snapshot.purpose;
   if (purpose !== 'cache' && purpose !== 'baseline')
     throw new BadRequestError('invalid snapshot purpose', { field: 'snapshot' });
   const name = checkName('snapshot name', snapshot.name);
-  return { purpose, name, image: `wsp-${purpose}:${name}` };
+  return { purpose, name, image: `${repository(purpose, owner)}:${name}` };
 }
 
 export async function commitSnapshot(
@@ -46,12 +57,12 @@ export async function commitSnapshot(
     // pause: a consistent file system for the commit (processes are frozen for its duration).
     await docker
       .getContainer(container)
-      .commit({ repo: `wsp-${purpose}`, tag: name, pause: true, changes: [`LABEL ${labels}`] });
+      .commit({ repo: repository(purpose, owner), tag: name, pause: true, changes: [`LABEL ${labels}`] });
   } catch (error) {
     if (isNotFound(error)) throw new NotFoundError('workspace container', container);
     throw new BackendUnavailableError(`docker commit of ${container} failed`, error);
   }
-  return snapshotRef(purpose, name);
+  return snapshotRef(purpose, name, owner);
 }
 
 /** Image ids carrying this snapshot's labels (tagged or not — an untagged one is still ours to remove). */
@@ -75,7 +86,7 @@ export async function deleteSnapshot(
   snapshot: SnapshotRef,
   log: Logger,
 ): Promise<void> {
-  const { purpose, name, image } = refImage(snapshot);
+  const { purpose, name, image } = refImage(snapshot, owner);
   const targets = [image, ...(await imagesOf(docker, owner, purpose, name))];
   for (const target of targets) {
     try {
@@ -117,7 +128,7 @@ export async function listSnapshots(docker: DockerClient, owner: string): Promis
     } catch {
       continue;
     }
-    out.set(`${purpose}:${name}`, snapshotRef(purpose, name));
+    out.set(`${purpose}:${name}`, snapshotRef(purpose, name, owner));
   }
   return [...out.values()];
 }
@@ -126,8 +137,13 @@ export async function listSnapshots(docker: DockerClient, owner: string): Promis
  * Bytes the snapshot adds on top of the base image (its whole size when it does not descend from it).
  * Throws NotFoundError when the image is gone.
  */
-export async function snapshotSize(docker: DockerClient, snapshot: SnapshotRef, baseImage: string): Promise<number> {
-  const { image } = refImage(snapshot);
+export async function snapshotSize(
+  docker: DockerClient,
+  snapshot: SnapshotRef,
+  owner: string,
+  baseImage: string,
+): Promise<number> {
+  const { image } = refImage(snapshot, owner);
   let info: { Size: number; RootFS?: { Layers?: string[] } };
   try {
     info = await docker.getImage(image).inspect();
@@ -150,9 +166,10 @@ export async function snapshotSize(docker: DockerClient, snapshot: SnapshotRef, 
 export async function scanSnapshot(
   docker: DockerClient,
   snapshot: SnapshotRef,
+  owner: string,
   needles: readonly string[],
 ): Promise<string[]> {
-  const { image } = refImage(snapshot);
+  const { image } = refImage(snapshot, owner);
   let stream: NodeJS.ReadableStream;
   try {
     stream = await docker.getImage(image).get();

@@ -102,8 +102,8 @@ class DockerBackend implements WorkspaceBackend {
     };
     this.snapshots = {
       delete: (snapshot) => images.deleteSnapshot(docker, owner, snapshot, log),
-      sizeBytes: (snapshot) => images.snapshotSize(docker, snapshot, baseImage),
-      scan: (snapshot, needles) => images.scanSnapshot(docker, snapshot, needles),
+      sizeBytes: (snapshot) => images.snapshotSize(docker, snapshot, owner, baseImage),
+      scan: (snapshot, needles) => images.scanSnapshot(docker, snapshot, owner, needles),
       list: () => images.listSnapshots(docker, owner),
     };
   }
@@ -149,7 +149,7 @@ class DockerBackend implements WorkspaceBackend {
   async create(plan: WorkspacePlan, options: CreateOptions): Promise<BackendRef> {
     const id = checkName('workspace id', options.workspaceId);
     checkPlan(plan);
-    const image = options.from ? images.refImage(options.from).image : this.baseImage;
+    const image = options.from ? images.refImage(options.from, this.owner).image : this.baseImage;
     if (!(await imageExists(this.docker, image))) {
       if (options.from) throw new NotFoundError('snapshot', String(options.from.name));
       throw new BackendUnavailableError(

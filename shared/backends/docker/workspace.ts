@@ -141,7 +141,7 @@ export class DockerWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspa
   async restore(snapshot: SnapshotRef): Promise<void> {
     const { c, workspaceId: id } = this;
     const meta = await requireMeta(c.layout, id);
-    const { image } = images.refImage(snapshot);
+    const { image } = images.refImage(snapshot, c.owner);
     if (!(await imageExists(c.docker, image))) throw new NotFoundError('snapshot', String(snapshot.name));
     await this.commands.killAll().catch((e: unknown) => {
       // A container that is gone or stopped has no processes left to kill; its commands read 'lost'.

@@ -92,6 +92,39 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     expect(left).toEqual([]);
   });
 
+  it('two providers on one daemon with the same snapshot name never share an image: one deleting its own leaves the other whole', async () => {
+    const other = await makeDockerBackend();
+    try {
+      const name = newId('same');
+      const mine = await fx.create();
+      await fx.sh(mine, 'echo mine > who');
+      const theirsRef = await other.backend.create(fx.plan, { workspaceId: newId('ws'), labels: {} });
+      await other.backend
+        .open(theirsRef, fx.plan)
+        .commands.start({
+          commandId: 'w',
+          argv: ['sh', '-c', 'echo theirs > who'],
+          cwd: fx.plan.home,
+          env: {},
+          timeoutMs: 10_000,
+          maxOutputBytes: 100,
+        });
+      await other.backend.open(theirsRef, fx.plan).commands.wait('w', 10_000);
+      const mySnap = fx.trackSnapshot(await fx.backend.open(mine, fx.plan).snapshots.take('cache', name));
+      const theirSnap = await other.backend.open(theirsRef, fx.plan).snapshots.take('cache', name);
+      expect(mySnap.image).not.toBe(theirSnap.image);
+      await other.backend.snapshots.delete(theirSnap);
+      // Mine is still there, still mine, with my content.
+      const info = await h().docker.getImage(String(mySnap.image)).inspect();
+      expect(info.Config.Labels?.['wsp.owner']).toBe(h().owner);
+      const twin = await fx.create({ from: mySnap });
+      expect((await fx.run(twin, ['cat', 'who'])).stdout).toBe('mine\n');
+      await other.backend.destroy(theirsRef);
+    } finally {
+      await other.cleanup();
+    }
+  });
+
   it('deleting a snapshot a container still runs from untags it now and removes it on a later try', async () => {
     const src = await fx.create();
     const snap = await fx.backend.open(src, fx.plan).snapshots.take('cache', newId('snap'));
