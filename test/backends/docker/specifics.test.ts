@@ -99,16 +99,14 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
       const mine = await fx.create();
       await fx.sh(mine, 'echo mine > who');
       const theirsRef = await other.backend.create(fx.plan, { workspaceId: newId('ws'), labels: {} });
-      await other.backend
-        .open(theirsRef, fx.plan)
-        .commands.start({
-          commandId: 'w',
-          argv: ['sh', '-c', 'echo theirs > who'],
-          cwd: fx.plan.home,
-          env: {},
-          timeoutMs: 10_000,
-          maxOutputBytes: 100,
-        });
+      await other.backend.open(theirsRef, fx.plan).commands.start({
+        commandId: 'w',
+        argv: ['sh', '-c', 'echo theirs > who'],
+        cwd: fx.plan.home,
+        env: {},
+        timeoutMs: 10_000,
+        maxOutputBytes: 100,
+      });
       await other.backend.open(theirsRef, fx.plan).commands.wait('w', 10_000);
       const mySnap = fx.trackSnapshot(await fx.backend.open(mine, fx.plan).snapshots.take('cache', name));
       const theirSnap = await other.backend.open(theirsRef, fx.plan).snapshots.take('cache', name);
