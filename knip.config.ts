@@ -9,6 +9,8 @@ const config: KnipConfig = {
     'functions/server/main.ts',
     // The Lambda handlers: infra/stacks/stateless-stack.ts HANDLERS (bundled by path, never imported).
     'functions/lambda/{api,worker,task-events,janitor,authorizer}.ts',
+    // The local command supervisor: a process of its own, started by path (supervisor/client.ts).
+    'shared/backends/local/supervisor/daemon.ts',
     'bench/*.ts',
     'test/**/*.test.ts',
   ],

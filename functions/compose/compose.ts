@@ -52,7 +52,7 @@ export interface CompositionOptions {
 export interface Composition {
   deps: ServiceDeps;
   service: DefaultWorkspaceService;
-  /** Waits for background work, then closes the state store's clients. */
+  /** Waits for background work, then closes the state store's clients and the backend's connections. */
   close(): Promise<void>;
 }
 
@@ -111,6 +111,8 @@ export async function composeService(o: CompositionOptions): Promise<Composition
     async close() {
       await service.drain();
       dynamo.client.destroy();
+      // Connections only (the local supervisor's): a backend used again reconnects on demand.
+      await backend.close?.();
     },
   };
 }

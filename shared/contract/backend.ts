@@ -104,6 +104,12 @@ export interface WorkspaceBackend {
 
   /** Resources this backend holds that carry our labels (for the reconciler). */
   listResources(): Promise<BackendResource[]>;
+
+  /**
+   * Optional: let go of what this process holds open for the backend (the local backend's connection
+   * to its command supervisor). Workspaces and their running commands live on.
+   */
+  close?(): void | Promise<void>;
 }
 
 export interface SnapshotStore {

@@ -18,6 +18,9 @@ import { bestEffort } from '../lib/best-effort.js';
  * observes it ended — so a result outlives the provider process that started it.
  */
 export class Commands {
+  /** End states being written back after the answer (observe); drain waits for them. */
+  private readonly writes = new Set<Promise<void>>();
+
   constructor(
     private readonly deps: ServiceDeps,
     private readonly records: WorkspaceRecords,
@@ -25,16 +28,30 @@ export class Commands {
   ) {}
 
   async run(workspaceId: string, input: RunCommandParams): Promise<CommandView> {
-    const { ws, record } = await this.gate.start(workspaceId, () => this.start(workspaceId, input));
+    const { ws, record, stillReady } = await this.gate.start(workspaceId, () => this.start(workspaceId, input));
     const waitMs = input.waitMs ?? this.deps.config.commands.defaultWaitMs;
-    return this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 1024 * 1024, waitMs });
+    // The re-read that catches an operation begun elsewhere runs beside the wait, off the answer's
+    // path; when it finds one, its 409 is the answer (the command is killed already).
+    const [view] = await Promise.all([
+      this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 1024 * 1024, waitMs }),
+      stillReady,
+    ]);
+    return view;
   }
 
-  /** Record, then start; refused (409) unless the workspace is ready before and still ready after. */
+  /** Wait for the end states being written in the background (see observe). */
+  async flush(): Promise<void> {
+    while (this.writes.size > 0) await Promise.all([...this.writes]);
+  }
+
+  /**
+   * Record, then start; refused (409) unless the workspace is ready before. `stillReady` settles
+   * once it is known to be ready after the start too (it rejects with the 409 when not).
+   */
   private async start(
     workspaceId: string,
     input: RunCommandParams,
-  ): Promise<{ ws: WorkspaceRecord; record: CommandRecord }> {
+  ): Promise<{ ws: WorkspaceRecord; record: CommandRecord; stillReady: Promise<void> }> {
     const ws = await this.ready(workspaceId);
     const cwd = resolveGuestCwd(ws.plan, input.cwd);
     if (cwd === undefined)
@@ -86,8 +103,9 @@ export class Commands {
       );
       throw error;
     }
-    await this.stillReady(ws, record);
-    return { ws, record };
+    const stillReady = this.stillReady(ws, record);
+    stillReady.catch(() => undefined); // observed by run(); never an unhandled rejection meanwhile
+    return { ws, record, stillReady };
   }
 
   /**
@@ -137,12 +155,12 @@ export class Commands {
     return this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 2_000 });
   }
 
-  /** Status (long-polled up to waitMs) + output windows; persists the end state once observed. */
+  /** Status (long-polled up to waitMs) + output windows; an end state observed is written back (observe). */
   async read(ws: WorkspaceRecord, record: CommandRecord, query: ReadCommandParams): Promise<CommandView> {
     let current = record;
     if (current.state === 'running') {
       const status = ws.backend ? await this.status(ws, record.id, query.waitMs) : undefined;
-      current = await this.persist(current, status);
+      current = this.observe(current, status);
     }
     const out = async (stream: 'stdout' | 'stderr', offset: number) => {
       const info = current[stream];
@@ -168,8 +186,12 @@ export class Commands {
     }
   }
 
-  /** Write the observed status back; another observer may have done it first (then re-read). */
-  private async persist(record: CommandRecord, status: CommandStatus | undefined): Promise<CommandRecord> {
+  /**
+   * The record as `status` shows it. An end state is written back in the background: the answer
+   * does not wait for the write, and needs it for nothing — until it lands, whoever reads the record
+   * finds 'running' and asks the backend, whose files say the same end (the record is a cache of them).
+   */
+  private observe(record: CommandRecord, status: CommandStatus | undefined): CommandRecord {
     const patch: Partial<CommandRecord> = status
       ? {
           state: status.state,
@@ -184,11 +206,19 @@ export class Commands {
     const endedAt = status?.endedAt ?? this.now().toISOString();
     patch.endedAt = endedAt;
     patch.durationMs = Math.max(0, Date.parse(endedAt) - Date.parse(record.startedAt));
+    const write: Promise<void> = bestEffort(this.persist(record, patch), this.deps.log, 'recording a command end')
+      .then(() => undefined)
+      .finally(() => this.writes.delete(write));
+    this.writes.add(write);
+    return { ...record, ...patch };
+  }
+
+  /** Write an observed end state; another observer may have written it first (then nothing to do). */
+  private async persist(record: CommandRecord, patch: Partial<CommandRecord>): Promise<void> {
     try {
-      return await this.deps.state.updateCommand(record.workspaceId, record.id, record.version, patch);
+      await this.deps.state.updateCommand(record.workspaceId, record.id, record.version, patch);
     } catch (error) {
       if (!(error instanceof ConflictError)) throw error;
-      return (await this.deps.state.getCommand(record.workspaceId, record.id)) ?? { ...record, ...patch };
     }
   }
 

@@ -344,9 +344,10 @@ export class DefaultWorkspaceService implements WorkspaceService {
     return this.dispatch({ kind: 'provision', workspaceId: id });
   }
 
-  /** Wait for background provisioning (tests and graceful shutdown). */
-  drain(): Promise<void> {
-    return this.work.drain();
+  /** Wait for background provisioning and end states being written (tests and graceful shutdown). */
+  async drain(): Promise<void> {
+    await this.work.drain();
+    await this.commands.flush();
   }
 }
 

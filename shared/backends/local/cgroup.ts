@@ -43,6 +43,22 @@ interface Layout {
   bases: Partial<Record<Hierarchy | 'unified', string>>;
 }
 
+/**
+ * Launch-chain prefix (runs as root): enter every cgroup.procs given (its own pid: this sh), then exec
+ * the rest. A failed write means the chain would run outside the workspace's limits: it does not
+ * run (125). Empty without cgroups.
+ */
+export function enterCgroup(procsFiles: readonly string[]): string[] {
+  if (procsFiles.length === 0) return [];
+  const script = `while [ "$1" != -- ]; do
+  echo $$ > "$1" || { echo "wsp: cannot enter the workspace cgroup" >&2; exit 125; }
+  shift
+done
+shift
+exec "$@"`;
+  return ['/bin/sh', '-c', script, 'wsp-enter-cgroup', ...procsFiles, '--'];
+}
+
 export class WorkspaceCgroups {
   private constructor(private readonly layout: Layout) {}
 

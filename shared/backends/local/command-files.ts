@@ -5,12 +5,12 @@ import { commandFile } from '../runner/command-files.js';
 import { liveStartTime } from './procs.js';
 
 /**
- * The on-disk record of one command (written by commands.ts and run-command.sh), and how its status
+ * The on-disk record of one command (written by commands.ts and supervisor/daemon.ts), and how its status
  * is read back from it — by any provider process, also after a restart.
  */
 
-/** Is the wrapper recorded in `pid` still the same live process (start time checked against pid reuse)? */
-export async function wrapperAlive(dir: string): Promise<boolean> {
+/** Is the supervisor recorded in `pid` still the same live process (start time checked against pid reuse)? */
+export async function supervisorLives(dir: string): Promise<boolean> {
   const text = await readText(commandFile(dir, 'pid'));
   if (text === undefined) return false;
   const [pid, start] = text.trim().split(' ');
@@ -37,13 +37,13 @@ export async function writeKillReason(dir: string, reason: string): Promise<void
   }
 }
 
-/** The status as the files tell it: exit record → ended; live wrapper → running; else lost. */
+/** The status as the files tell it: exit record → ended; live supervisor → running; else lost. */
 export async function readStatus(dir: string, spec: StoredSpec): Promise<CommandStatus> {
   const base = { commandId: spec.commandId, startedAt: spec.startedAt };
   const max = spec.maxOutputBytes;
   let exit = await readExit(dir);
   if (exit === undefined) {
-    if (await wrapperAlive(dir)) {
+    if (await supervisorLives(dir)) {
       const [out, err] = await Promise.all([
         streamBytes(commandFile(dir, 'stdout')),
         streamBytes(commandFile(dir, 'stderr')),
@@ -57,7 +57,7 @@ export async function readStatus(dir: string, spec: StoredSpec): Promise<Command
         stderr: { bytes: err, truncated: err > max },
       };
     }
-    // The wrapper may have written its record and ended between the two reads.
+    // The supervisor may have written its record and ended between the two reads.
     exit = await readExit(dir);
   }
   if (exit === undefined) {

@@ -1,6 +1,3 @@
-import { spawn } from 'node:child_process';
-import fs from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import type {
   CommandSpec,
   CommandStatus,
@@ -13,11 +10,11 @@ import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError } from '../../contract/errors.js';
 import { readExit, type StoredSpec } from '../runner/command-record.js';
 import { findCommandDir, runningCommandDirs, writeCommandDir } from '../runner/command-files.js';
-import { readPgid, readStatus, wrapperAlive, writeKillReason } from './command-files.js';
-import { sealedStdio, TOOL_ENV } from './exec.js';
+import { readPgid, readStatus, supervisorLives, writeKillReason } from './command-files.js';
+import { SupervisorClient } from './supervisor/client.js';
 import type { LocalLayout } from './layout.js';
 import { requireMeta } from './meta.js';
-import type { WorkspaceCgroups } from './cgroup.js';
+import { enterCgroup, type WorkspaceCgroups } from './cgroup.js';
 import type { OverlayHomes } from './overlay/index.js';
 import { PidNamespaces } from './pid-namespace.js';
 import { killAllOfUid, killGroup, tasksOfUid } from './procs.js';
@@ -25,12 +22,9 @@ import { buildLaunch, checkCommandSpec, type SandboxHost } from './sandbox.js';
 import { checkReadArgs, readStream, waitWhileRunning } from '../runner/command-record.js';
 import { sleep } from '../../lib/sleep.js';
 
-const WRAPPER = fileURLToPath(new URL('./run-command.sh', import.meta.url));
 /** How often a waiter looks at the exit file when it did not spawn the command itself. */
 const POLL_MS = 50;
-/** How long startCommand waits for the wrapper to record its pid before calling the start failed. */
-const START_TIMEOUT_MS = 15_000;
-/** How long killCommand/killAll wait for the wrapper to write the killed record. */
+/** How long killCommand/killAll wait for the supervisor to write the killed record. */
 const KILL_SETTLE_MS = 5_000;
 
 /** What the runner needs to know about a workspace (from its meta.json). */
@@ -40,14 +34,13 @@ export interface WorkspaceIdentity {
 }
 
 /**
- * The exec contract of the local backend. Each command is a directory of files and a detached
- * wrapper (run-command.sh) that survives the provider; status is always read back from the files.
+ * The exec contract of the local backend. Each command is a directory of files, started and
+ * supervised by the data dir's command supervisor (supervisor/daemon.ts, detached: it survives the
+ * provider); status is always read back from the files.
  */
 export class CommandRunner {
-  /** Exit events of wrappers this process spawned, by command dir: waiters wake at once. */
-  private readonly exits = new Map<string, Promise<void>>();
-  /** /dev/null, kept open (close-on-exec) to overwrite leaked descriptors in wrappers (sealedStdio). */
-  private devNullHandle: Promise<fs.FileHandle> | undefined;
+  /** Starts and supervises every command (daemon.ts); tells this process of exits as they happen. */
+  private readonly supervisor: SupervisorClient;
   /** Each workspace's pid namespace (root + bwrap); undefined: none (see sandbox.ts). */
   readonly pidns: PidNamespaces | undefined;
 
@@ -60,6 +53,12 @@ export class CommandRunner {
     private readonly overlay?: OverlayHomes,
   ) {
     this.pidns = PidNamespaces.wanted(sandbox) ? new PidNamespaces(layout, sandbox, cgroups) : undefined;
+    this.supervisor = new SupervisorClient(layout.runDir);
+  }
+
+  /** Let go of the supervisor connection (the supervisor and its commands live on). */
+  close(): void {
+    this.supervisor.close();
   }
 
   /** Create (or find again) the workspace's cgroup and set its limits from plan.resources. */
@@ -120,56 +119,16 @@ export class CommandRunner {
       pidns,
     );
     // The environment travels in fd3 (the launch), not in an env file.
-    const fresh = await writeCommandDir(dir, spec, undefined, {
-      fd3: launch.fd3,
-      ...(this.cgroups
-        ? {
-            cgroup: this.cgroups
-              .procsFiles(ws.workspaceId)
-              .map((f) => `${f}\n`)
-              .join(''),
-          }
-        : {}),
-    });
+    const fresh = await writeCommandDir(dir, spec, undefined, { fd3: launch.fd3 });
     if (!fresh) return;
-
-    const child = spawn(
-      '/bin/sh',
-      [WRAPPER, dir, String(spec.timeoutMs), String(spec.maxOutputBytes), '--', ...launch.chain],
-      {
-        detached: true,
-        stdio: await sealedStdio(await this.devNull()),
-        cwd: '/',
-        env: TOOL_ENV,
-      },
-    );
-    let spawnError: Error | undefined;
-    let exited = false;
-    const exit = new Promise<void>((resolve) => {
-      child.once('error', (error) => {
-        spawnError = error;
-        resolve();
-      });
-      child.once('exit', () => {
-        exited = true;
-        resolve();
-      });
+    await this.supervisor.start({
+      dir,
+      timeoutMs: spec.timeoutMs,
+      maxOutputBytes: spec.maxOutputBytes,
+      // Into the workspace's cgroup first, while still root: nothing the command starts is ever outside.
+      chain: [...enterCgroup(this.cgroups?.procsFiles(ws.workspaceId) ?? []), ...launch.chain],
+      ...(launch.joinNamespacesOf ? { joinNamespacesOf: launch.joinNamespacesOf } : {}),
     });
-    child.unref();
-    this.exits.set(dir, exit);
-    void exit.then(() => setTimeout(() => this.exits.delete(dir), 60_000).unref());
-
-    // Return only once the wrapper has recorded itself and the command's process group, so a status
-    // right after start is never 'lost' and a kill right after start reaches the group.
-    const deadline = Date.now() + START_TIMEOUT_MS;
-    for (;;) {
-      if (spawnError) throw new BackendUnavailableError('cannot start the command wrapper', spawnError);
-      if ((await readExit(dir)) !== undefined || ((await readPgid(dir)) !== undefined && (await wrapperAlive(dir))))
-        return;
-      if (exited) return; // it ended without an exit record: status will say 'lost'
-      if (Date.now() > deadline) throw new BackendUnavailableError('the command wrapper did not start in time');
-      await sleep(2);
-    }
   }
 
   async status(workspaceId: string, commandId: string): Promise<CommandStatus> {
@@ -180,12 +139,12 @@ export class CommandRunner {
   async wait(workspaceId: string, commandId: string, waitMs: number): Promise<CommandStatus> {
     if (!Number.isFinite(waitMs) || waitMs < 0) throw new BadRequestError('waitMs must be >= 0', { field: 'waitMs' });
     const { dir, spec } = await this.find(workspaceId, commandId);
-    // A wrapper this process started wakes the waiter when it exits; others are polled.
+    // A command this process started wakes the waiter when the supervisor reports its exit; others are polled.
     return waitWhileRunning(
       () => readStatus(dir, spec),
       waitMs,
       async (left) => {
-        const exit = this.exits.get(dir);
+        const exit = this.supervisor.exited(dir);
         await Promise.race([sleep(Math.min(POLL_MS, left)), ...(exit !== undefined ? [exit] : [])]);
       },
     );
@@ -209,7 +168,7 @@ export class CommandRunner {
     const { dir } = await this.find(workspaceId, commandId);
     if (!(await this.isRunning(dir))) return;
     await writeKillReason(dir, reason || 'killed');
-    // If the pgid is not recorded yet, the wrapper sees the kill file right after recording it.
+    // If the pgid is not recorded yet, the supervisor sees the kill file right after recording it.
     const pgid = await readPgid(dir);
     if (pgid !== undefined) killGroup(pgid);
     await this.settle([dir]);
@@ -236,25 +195,19 @@ export class CommandRunner {
     await this.settle(running);
   }
 
-  private async devNull(): Promise<number> {
-    // The handle is kept (not just its fd): a collected FileHandle closes its descriptor.
-    this.devNullHandle ??= fs.open('/dev/null', 'r');
-    return (await this.devNullHandle).fd;
-  }
-
   private find(workspaceId: string, commandId: string): Promise<{ dir: string; spec: StoredSpec }> {
     return findCommandDir(this.layout, workspaceId, commandId);
   }
 
   private async isRunning(dir: string): Promise<boolean> {
-    return (await readExit(dir)) === undefined && (await wrapperAlive(dir));
+    return (await readExit(dir)) === undefined && (await supervisorLives(dir));
   }
 
   private runningDirs(workspaceId: string): Promise<string[]> {
     return runningCommandDirs(this.layout, workspaceId, (dir) => this.isRunning(dir));
   }
 
-  /** Wait (bounded) until the wrappers of `dirs` have written their records. */
+  /** Wait (bounded) until the supervisor has written the records of `dirs` their records. */
   private async settle(dirs: string[]): Promise<void> {
     const deadline = Date.now() + KILL_SETTLE_MS;
     for (const dir of dirs) {
@@ -265,7 +218,7 @@ export class CommandRunner {
 
 /**
  * One workspace's commands, on the host-wide CommandRunner (which keeps what must outlive a handle:
- * the exits of the wrappers this process spawned). Start and killAll read meta.json first, so a
+ * the supervisor connection, which reports exits). Start and killAll read meta.json first, so a
  * destroyed workspace answers NotFoundError.
  */
 export class LocalCommands implements WorkspaceCommands {

@@ -365,6 +365,10 @@ class LocalBackend implements WorkspaceBackend {
 
   /** Every workspace dir; one without meta.json (crash during create) is listed with owner ''. */
   /** Upkeep (the janitor, once a minute): host uids whose workspace was removed without destroy are freed. */
+  async close(): Promise<void> {
+    this.commands.close();
+  }
+
   async maintain(): Promise<void> {
     if (this.sandbox.asRoot) await sweepUids(this.uidRegistry, this.log);
   }

@@ -16,7 +16,8 @@ import { checkName } from '../../lib/names.js';
  *     overlay.json              root-only: the snapshot under an overlay home (overlay/index.ts)
  *     tmp/                      bound at /tmp, owned by the host uid
  *     transfer/                 bound read-only at plan.transferDir, root-owned 0755
- *     commands/<cid>/           root-only: the exec contract's files (see run-command.sh)
+ *     commands/<cid>/           root-only: the exec contract's files (see supervisor/daemon.ts)
+ *   run/                        root-only 0700: the command supervisor's socket, log and FIFOs
  *   trash/<id>-<rand>/          root-only 0700: a deleted workspace's dir whose content could not be
  *                               removed as its uid (kept out of reach of every uid, logged)
  *   snapshots/<name>/           root-only: home/ + manifest.json (tree.ts) + info.json; home files
@@ -40,6 +41,10 @@ export class LocalLayout {
   }
   get snapshotsDir(): string {
     return path.join(this.base, 'snapshots');
+  }
+  /** Root-only 0700: the command supervisor's socket, log and FIFO pool (supervisor/). */
+  get runDir(): string {
+    return path.join(this.base, 'run');
   }
   /** Root-only: workspace dirs whose content could not be removed (see LocalBackend.removeWorkspaceDir). */
   get trashDir(): string {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError } from '../../contract/errors.js';
-import type { WorkspaceCgroups } from './cgroup.js';
+import { enterCgroup, type WorkspaceCgroups } from './cgroup.js';
 import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
 import { holderStartTime } from './procs.js';
@@ -20,8 +20,8 @@ import { type SandboxHost, workspaceIdentityArgs } from './sandbox.js';
  * uts, net and cgroup namespaces) running `sleep infinity`. bwrap's child is the namespace's pid 1
  * (bwrap's reaper: it reaps every orphan of the workspace, so none lingers as a zombie against the
  * pids limit); the sleep is pid 2. Every command's bwrap then joins the holder's user and pid
- * namespaces (`--userns 7 --pidns 8`, descriptors opened as root by the launch chain, see
- * sandbox.ts JOIN_NS) and still makes its own mount, ipc, uts and (per policy) net namespaces.
+ * namespaces (`--userns 7 --pidns 8`, descriptors opened as root by the command supervisor, see
+ * supervisor/namespaces.ts) and still makes its own mount, ipc, uts and (per policy) net namespaces.
  * The holder's namespaces are all its own: /proc/1/net, /proc/1/root of the holder, readable by the
  * workspace (same uid), show an empty network namespace and the read-only system dirs only.
  *
@@ -39,7 +39,7 @@ import { type SandboxHost, workspaceIdentityArgs } from './sandbox.js';
  *   host-side bwrap processes are not in its namespace). bwrap's reaper then exits as soon as the
  *   namespace has no other process left, and the kernel ends the namespace: that ends only the
  *   workspace's own processes. The next command finds the init gone (or exiting) and starts a new
- *   holder; a command racing that very end fails with a clear message (exit 125, JOIN_NS) or
+ *   holder; a command racing that very end fails with a clear message (exit 125, supervisor/namespaces.ts) or
  *   bwrap's fork error, and the one after works.
  * - A workspace dir removed while the holder ran (crash during destroy) is handled by the cgroup's
  *   orphan removal at start-up (cgroup.ts removeOrphans: the holder is a member).
@@ -59,17 +59,6 @@ export interface HolderRecord {
 
 /** Runs in the holder sandbox (no /dev there): report readiness on fd 4 (every namespace is set up), then hold with no descriptor open. */
 const PAYLOAD = 'printf r >&4; exec sleep infinity <&- >&- 2>&- 3>&- 4>&-';
-
-/**
- * Enter every cgroup.procs given before `--` (own pid: this sh), then exec the rest. A failed write
- * means the holder would run outside the workspace's limits: it does not start.
- */
-const ENTER_CGROUP = `while [ "$1" != -- ]; do
-  echo $$ > "$1" || { echo "wsp: cannot enter the workspace cgroup" >&2; exit 125; }
-  shift
-done
-shift
-exec "$@"`;
 
 export class PidNamespaces {
   /** A start in flight per workspace: concurrent commands share it (never two holders). */
@@ -146,6 +135,8 @@ export class PidNamespaces {
   private async start(ws: { workspaceId: string; hostUid: number }, plan: WorkspacePlan): Promise<HolderRecord> {
     const uid = String(ws.hostUid);
     const chain = [
+      // In the workspace's cgroup before it execs, like every command.
+      ...enterCgroup(this.cgroups?.procsFiles(ws.workspaceId) ?? []),
       'setpriv',
       `--reuid=${uid}`,
       `--regid=${uid}`,
@@ -169,7 +160,6 @@ export class PidNamespaces {
       '-c',
       PAYLOAD,
     ];
-    const procsFiles = this.cgroups?.procsFiles(ws.workspaceId) ?? [];
     // bwrap's own complaints go to a root-only file (a pipe to the provider would break when the
     // provider exits, and the holder outlives it); read back only when the start fails.
     const logFile = path.join(this.layout.workspaceDir(ws.workspaceId), 'pidns.log');
@@ -181,7 +171,7 @@ export class PidNamespaces {
       stdio[2] = log.fd;
       stdio[3] = 'pipe';
       stdio[4] = 'pipe';
-      child = spawn('/bin/sh', ['-c', ENTER_CGROUP, 'wsp-pidns-holder', ...procsFiles, '--', ...chain], {
+      child = spawn(chain[0]!, chain.slice(1), {
         detached: true,
         stdio,
         cwd: '/',

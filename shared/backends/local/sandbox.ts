@@ -42,10 +42,15 @@ export interface WorkspaceHostPaths {
 }
 
 export interface Launch {
-  /** argv of the launch chain (the wrapper runs it). Holds no env values: those travel in `fd3`. */
+  /** argv of the launch chain (the supervisor runs it). Holds no env values: those travel in `fd3`. */
   chain: string[];
-  /** Data the wrapper opens as fd 3 for the chain: bwrap `--args` (NUL-separated) or an env script. */
+  /** Data the supervisor opens as fd 3 for the chain: bwrap `--args` (NUL-separated) or an env script. */
   fd3: Buffer;
+  /**
+   * The holder of the workspace's namespaces: the supervisor opens its user and pid namespaces as
+   * fds 7 and 8 for `bwrap --userns 7 --pidns 8` (see supervisor/namespaces.ts).
+   */
+  joinNamespacesOf?: { pid: number; start: string };
 }
 
 const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
@@ -142,29 +147,6 @@ function networkArgs(network: NetworkPolicy): string[] {
 }
 
 /**
- * Opens the workspace's user and pid namespaces as fds 7 and 8 for `bwrap --userns 7 --pidns 8`,
- * while still root (args: holder pid, its recorded start time, then the rest of the chain). The
- * start time is checked AFTER the open: the process that holds the pid then is the recorded holder,
- * so the fds are its namespaces and never those of a later process that reuses the pid. A holder
- * that died (or is dying) in the meantime fails the command clearly (125); the next command starts
- * a new one. The command inherits both fds: they name the namespaces it is in anyway (as its own
- * /proc/self/ns/user and /proc/self/ns/pid do), and setns needs capabilities it has not.
- */
-const JOIN_NS = `pid=$1 start=$2
-shift 2
-set -f
-st=
-exec 9>&2 2> /dev/null
-command exec 7< "/proc/$pid/ns/user" 8< "/proc/$pid/ns/pid" && IFS= read -r st < "/proc/$pid/stat"
-exec 2>&9 9>&-
-fields() { flags=$7; shift 19; now=$1; }
-[ -n "$st" ] && fields \${st##*) } && [ "$now" = "$start" ] && [ $((flags & 4)) -eq 0 ] || {
-  echo "wsp: the workspace's pid namespace ended before this command could join it (its holder was killed); run the command again" >&2
-  exit 125
-}
-exec "$@"`;
-
-/**
  * Who a process is inside a workspace's sandbox: the plan's uid/gid in the user namespace, its own
  * ipc and uts namespaces, its own cgroup namespace where the kernel has one. The same for every
  * command and for the workspace's pid-namespace holder (pid-namespace.ts), whose namespaces the
@@ -184,7 +166,7 @@ export function workspaceIdentityArgs(plan: WorkspacePlan): string[] {
 
 /**
  * Build the launch chain of one command. Env values (possibly secrets) never enter argv — argv is
- * world-readable in /proc — they go into fd 3, which the wrapper opens from a root-only file.
+ * world-readable in /proc — they go into fd 3, which the supervisor opens from a root-only file.
  * `pidns`: the holder of the workspace's pid namespace (root + bwrap); the command joins it.
  */
 export function buildLaunch(
@@ -195,11 +177,8 @@ export function buildLaunch(
   spec: CommandSpec,
   pidns?: { pid: number; start: string },
 ): Launch {
-  const join =
-    pidns !== undefined && sandbox.kind === 'bwrap'
-      ? ['sh', '-c', JOIN_NS, 'wsp-join-pidns', String(pidns.pid), pidns.start]
-      : [];
-  const prefix = [...join, ...limitArgs(plan), ...(sandbox.asRoot ? dropToUid(hostUid) : [])];
+  const join = pidns !== undefined && sandbox.kind === 'bwrap';
+  const prefix = [...limitArgs(plan), ...(sandbox.asRoot ? dropToUid(hostUid) : [])];
   if (sandbox.kind === 'bwrap') {
     const network = effectiveNetwork(sandbox, plan, spec);
     // net-egress.sh runs first, as root: it starts the rest of the chain and attaches slirp4netns.
@@ -214,7 +193,7 @@ export function buildLaunch(
       '3',
       // The workspace's user namespace (its uid mapping is the holder's: host uid -> plan uid) or,
       // without a holder, one of the command's own.
-      ...(join.length > 0 ? ['--userns', '7', '--pidns', '8'] : ['--unshare-user']),
+      ...(join ? ['--userns', '7', '--pidns', '8'] : ['--unshare-user']),
       ...workspaceIdentityArgs(plan),
       ...networkArgs(network),
       // Without root there is no per-workspace uid and no holder: a pid namespace per command instead
@@ -243,7 +222,11 @@ export function buildLaunch(
       '--',
       ...spec.argv,
     ];
-    return { chain, fd3: Buffer.from(args.map((a) => `${a}\0`).join(''), 'utf8') };
+    return {
+      chain,
+      fd3: Buffer.from(args.map((a) => `${a}\0`).join(''), 'utf8'),
+      ...(join ? { joinNamespacesOf: pidns } : {}),
+    };
   }
   // No sandbox: guest paths do not exist on the host, so they are mapped onto the workspace's dirs.
   const cwd = guestToHost(plan, paths, spec.cwd);
@@ -252,7 +235,7 @@ export function buildLaunch(
   const script = Object.entries(env)
     .map(([k, v]) => `export ${k}=${shellQuote(v)}\n`)
     .join('');
-  // The env script is read from fd 3 (root-only file opened by the wrapper), then fd 3 is closed.
+  // The env script is read from fd 3 (root-only file opened by the supervisor), then fd 3 is closed.
   const runner = 'eval "$(cat <&3)"; exec 3<&-; cd "$1" || exit 126; shift; exec "$@"';
   const chain = [...prefix, 'env', '-i', 'sh', '-c', runner, 'wsp-run', cwd, ...spec.argv];
   return { chain, fd3: Buffer.from(script, 'utf8') };

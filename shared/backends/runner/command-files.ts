@@ -33,9 +33,8 @@ type FileName =
   | 'kill'
   | 'exit'
   | 'claim'
-  // the local backend's wrapper (run-command.sh): its launch descriptor and cgroup files
-  | 'fd3'
-  | 'cgroup';
+  // the local backend's supervisor (local/supervisor/daemon.ts): its launch descriptor
+  | 'fd3';
 export const commandFile = (dir: string, name: FileName): string => path.join(dir, name);
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;

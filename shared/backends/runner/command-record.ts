@@ -5,7 +5,7 @@ import type { CommandStatus, OutputChunk, OutputStream } from '../../contract/ba
 import { BadRequestError } from '../../contract/errors.js';
 
 /**
- * The on-disk command record both command runners write (the local backend's run-command.sh and the
+ * The on-disk command record both command runners write (the local backend's supervisor and the
  * shared runner.sh): spec.json, stdout, stderr and the atomic `exit` line — and how it is read back,
  * by any provider process, also after a restart. One reader for both, so their records cannot drift.
  */
@@ -30,7 +30,7 @@ export interface ExitRecord {
 
 /**
  * Command files are read by the provider on the HOST, in a directory the runner (root in a container,
- * or the local wrapper) writes: a compromised runner must not turn one into a symlink to a host file
+ * or the local supervisor) writes: a compromised runner must not turn one into a symlink to a host file
  * (it would be served as output) or a FIFO (a blocking open would hang the provider). So: no symlink
  * followed at the file or at its directory, never blocking on open, regular files only.
  */
@@ -85,6 +85,12 @@ export async function readSpec(dir: string): Promise<StoredSpec | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/** "<code> <signal|-> <killed 0|1> <stdout bytes> <stderr bytes> <ended epoch ms>" (as runner.sh writes it). */
+export function formatExit(exit: ExitRecord): string {
+  const { code, signal, killed, stdoutBytes, stderrBytes, endedAt } = exit;
+  return `${code} ${signal ?? '-'} ${killed ? 1 : 0} ${stdoutBytes} ${stderrBytes} ${Date.parse(endedAt)}\n`;
 }
 
 /** "<code> <signal|-> <killed 0|1> <stdout bytes> <stderr bytes> <ended epoch ms>" */

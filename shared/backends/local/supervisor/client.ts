@@ -1,0 +1,229 @@
+import { type IOType, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs, { constants } from 'node:fs';
+import { createRequire } from 'node:module';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { BackendUnavailableError } from '../../../contract/errors.js';
+import { sleep } from '../../../lib/sleep.js';
+import { sealedStdio, TOOL_ENV } from '../exec.js';
+import { liveStartTime } from '../procs.js';
+import { lineReader, type Message, type Reply, type StartRequest } from './protocol.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** The daemon as shipped: compiled JavaScript when there is one beside this file, else the TypeScript source. */
+const DAEMON = ['daemon.js', 'daemon.ts'].map((f) => path.join(HERE, f)).find((f) => fs.existsSync(f))!;
+/** How long a request (and a daemon's start-up: Node + tsx) may take before the supervisor counts as unavailable. */
+const REQUEST_TIMEOUT_MS = 15_000;
+const DAEMON_START_TIMEOUT_MS = 30_000;
+
+/**
+ * The socket is named after the supervisor's code: a provider upgraded in place starts a supervisor
+ * of its own version, and the old one ends once its commands have (it exits when idle).
+ */
+function socketName(): string {
+  const hash = createHash('sha256');
+  for (const f of fs.readdirSync(HERE).sort()) hash.update(f).update(fs.readFileSync(path.join(HERE, f)));
+  return `supervisor-${hash.digest('hex').slice(0, 12)}.sock`;
+}
+
+interface Connection {
+  socket: net.Socket;
+  pending: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
+}
+
+/**
+ * The provider's side of the command supervisor (daemon.ts): connects to the one serving this data
+ * dir, starting it (detached) when there is none, and learns of exits as they happen.
+ */
+export class SupervisorClient {
+  private connection: Promise<Connection> | undefined;
+  private nextId = 1;
+  private readonly waiters = new Map<string, { promise: Promise<void>; resolve: () => void }>();
+  private runFd: number | undefined;
+  private readonly socket = socketName();
+
+  constructor(private readonly runDir: string) {}
+
+  /**
+   * Start the chain of the command dir `dir` (its inputs written); resolves once the supervisor has
+   * recorded its pid and process group. Sent again once on a fresh supervisor when the first one
+   * ended before answering and had not taken the dir (no `pid` file): nothing ran yet.
+   */
+  async start(request: Omit<StartRequest, 'id' | 'op'>): Promise<void> {
+    this.exitOf(request.dir);
+    try {
+      await this.send(request);
+    } catch (error) {
+      if (fs.existsSync(path.join(request.dir, 'pid'))) throw error;
+      await this.send(request);
+    }
+  }
+
+  /** Resolves when the supervisor reports `dir` ended (or its connection is lost): a waiter looks again. */
+  exited(dir: string): Promise<void> | undefined {
+    return this.waiters.get(dir)?.promise;
+  }
+
+  /** Closes this client's connection; the supervisor and its commands live on. */
+  close(): void {
+    void this.connection?.then((c) => c.socket.destroy()).catch(() => undefined);
+    this.connection = undefined;
+    if (this.runFd !== undefined) fs.closeSync(this.runFd);
+    this.runFd = undefined;
+  }
+
+  private exitOf(dir: string): void {
+    if (this.waiters.has(dir)) return;
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => {
+      resolve = r;
+    });
+    this.waiters.set(dir, { promise, resolve });
+  }
+
+  private settle(dir: string): void {
+    const w = this.waiters.get(dir);
+    if (w === undefined) return;
+    this.waiters.delete(dir);
+    w.resolve();
+  }
+
+  private async send(request: Omit<StartRequest, 'id' | 'op'>): Promise<void> {
+    const conn = await this.connect();
+    const id = this.nextId++;
+    const message: StartRequest = { id, op: 'start', ...request };
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        conn.pending.delete(id);
+        reject(new BackendUnavailableError('the command supervisor did not answer in time'));
+      }, REQUEST_TIMEOUT_MS);
+      conn.pending.set(id, {
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      conn.socket.write(`${JSON.stringify(message)}\n`);
+    });
+  }
+
+  private connect(): Promise<Connection> {
+    this.connection ??= this.open().catch((error) => {
+      this.connection = undefined;
+      throw error;
+    });
+    return this.connection;
+  }
+
+  private async open(): Promise<Connection> {
+    fs.mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
+    fs.chmodSync(this.runDir, 0o700);
+    this.runFd ??= fs.openSync(this.runDir, constants.O_RDONLY | constants.O_DIRECTORY);
+    // Through a descriptor of the run dir: a unix socket path holds at most 108 bytes.
+    const address = `/proc/self/fd/${this.runFd}/${this.socket}`;
+    let socket = await tryConnect(address);
+    if (socket === undefined) {
+      await this.spawnDaemon();
+      const deadline = Date.now() + DAEMON_START_TIMEOUT_MS;
+      while (socket === undefined && Date.now() < deadline) {
+        await sleep(20);
+        socket = await tryConnect(address);
+      }
+    }
+    if (socket === undefined) {
+      const tail = readTail(path.join(this.runDir, 'supervisor.log'));
+      throw new BackendUnavailableError(`the command supervisor did not start${tail ? `: ${tail}` : ''}`);
+    }
+    return this.attach(socket);
+  }
+
+  private attach(socket: net.Socket): Connection {
+    const conn: Connection = { socket, pending: new Map() };
+    // An idle connection keeps no process alive (a request's timer does, while it waits).
+    socket.unref();
+    socket.on(
+      'data',
+      lineReader(
+        (value) => {
+          const m = value as Message;
+          if ('exit' in m && typeof m.exit === 'string') return this.settle(m.exit);
+          const r = m as Reply;
+          const p = conn.pending.get(r.id);
+          if (p === undefined) return;
+          conn.pending.delete(r.id);
+          if (r.ok) p.resolve();
+          else p.reject(new BackendUnavailableError(`cannot start the command: ${r.error ?? 'refused'}`));
+        },
+        () => undefined,
+      ),
+    );
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      if (this.connection !== undefined) this.connection = undefined;
+      for (const p of conn.pending.values()) p.reject(new BackendUnavailableError('the command supervisor ended'));
+      conn.pending.clear();
+      // Waiters look at the files again (the commands of a dead supervisor read 'lost').
+      for (const dir of [...this.waiters.keys()]) this.settle(dir);
+    });
+    return conn;
+  }
+
+  private async spawnDaemon(): Promise<void> {
+    await removeDeadFifoDirs(this.runDir);
+    const logFd = fs.openSync(path.join(this.runDir, 'supervisor.log'), 'a', 0o600);
+    const devNull = fs.openSync('/dev/null', 'r');
+    try {
+      // Descriptors this process inherited without close-on-exec become /dev/null in the daemon.
+      const stdio = [...(await sealedStdio(devNull))] as Array<IOType | number>;
+      stdio[2] = logFd;
+      const loader = DAEMON.endsWith('.ts')
+        ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href]
+        : [];
+      const child = spawn(process.execPath, [...loader, DAEMON, this.runDir, this.socket], {
+        detached: true,
+        stdio,
+        cwd: '/',
+        env: TOOL_ENV,
+      });
+      child.once('error', () => undefined); // reported as "did not start" by open()
+      child.unref();
+    } finally {
+      fs.closeSync(logFd);
+      fs.closeSync(devNull);
+    }
+  }
+}
+
+function tryConnect(address: string): Promise<net.Socket | undefined> {
+  return new Promise((resolve) => {
+    const socket = net.connect(address);
+    socket.once('connect', () => {
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', () => resolve(undefined));
+  });
+}
+
+/** The FIFO pools of supervisors that died without cleaning up (fifo-<pid>). */
+async function removeDeadFifoDirs(runDir: string): Promise<void> {
+  for (const name of fs.readdirSync(runDir)) {
+    const pid = /^fifo-(\d+)$/.exec(name)?.[1];
+    if (pid !== undefined && (await liveStartTime(Number(pid))) === undefined)
+      fs.rmSync(path.join(runDir, name), { recursive: true, force: true });
+  }
+}
+
+function readTail(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim().split('\n').slice(-3).join(' | ').slice(-1000);
+  } catch {
+    return '';
+  }
+}
