@@ -1,3 +1,4 @@
+import fs from 'node:fs/promises';
 import type {
   CommandSpec,
   CommandStatus,
@@ -182,6 +183,7 @@ export class CommandRunner {
    * command (a process that left its group survives: said in the warnings).
    */
   async killAll(ws: WorkspaceIdentity, reason: string): Promise<void> {
+    if (await this.neverRan(ws.workspaceId)) return;
     const running = await this.runningDirs(ws.workspaceId);
     await Promise.all(running.map((dir) => writeKillReason(dir, reason)));
     await this.pidns?.kill(ws.workspaceId);
@@ -197,6 +199,18 @@ export class CommandRunner {
 
   private find(workspaceId: string, commandId: string): Promise<{ dir: string; spec: StoredSpec }> {
     return findCommandDir(this.layout, workspaceId, commandId);
+  }
+
+  /**
+   * Nothing of the workspace ever ran — every process of a workspace descends from a command (whose
+   * dir stays for the workspace's life) or its namespace holder (recorded until killed) — so a kill-all
+   * has nothing to do (a warm start, whose repositories needed no sync, calls it several times). Its
+   * host uid had no process when it was claimed (host-uids.ts), and the provider's own helpers that
+   * run as the uid (tree/as-user.ts) are awaited.
+   */
+  private async neverRan(workspaceId: string): Promise<boolean> {
+    const commands = await fs.readdir(this.layout.commandsDir(workspaceId)).catch(() => undefined);
+    return commands !== undefined && commands.length === 0 && !(await this.pidns?.recorded(workspaceId));
   }
 
   private async isRunning(dir: string): Promise<boolean> {

@@ -105,6 +105,11 @@ export class PidNamespaces {
     return killed;
   }
 
+  /** Whether a holder is recorded (alive or not): one was started and not yet killed by kill(). */
+  async recorded(workspaceId: string): Promise<boolean> {
+    return (await this.read(workspaceId)) !== undefined;
+  }
+
   /** The recorded holder if it is still that process and alive (not dying), else undefined. */
   async alive(workspaceId: string): Promise<HolderRecord | undefined> {
     const record = await this.read(workspaceId);
