@@ -162,7 +162,9 @@ export class Provisioner {
     const key = (await this.records.get(id)).cache?.key ?? '';
     let ref = record.backend; // a re-run reuses the compute an earlier run created
     if (!ref) {
-      await this.destroyStrays(id);
+      // Only a re-run can find compute an earlier run created but did not record: a first run wrote
+      // its progress before any create (listing every resource is O(workspaces) on each backend).
+      if (resumed) await this.destroyStrays(id);
       const labels = { 'wsp.workspace': id, 'wsp.owner': this.deps.instanceId, 'wsp.cache-key': key };
       try {
         ref = await this.deps.backend.create(plan, {

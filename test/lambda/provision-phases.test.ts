@@ -99,9 +99,14 @@ describe('provisioning phases across invocations', () => {
   it('a start killed between creating the compute and recording it leaves no second compute behind', async () => {
     const d = deployment('echo set > set.txt');
     const id = await create(d);
-    const { deps } = await lambdaContainer();
+    // The killed run: it recorded its progress (every run does, before it creates anything), then
+    // created the compute and died before the record named it.
+    trap.at = 'backend.create';
+    await configureLambda(d);
+    const { service, deps } = await lambdaContainer();
+    void service.provisioner.runPhase(id, 'start'); // never returns
+    await waitUntil(async () => (await record(id)).provisioning !== undefined && trap.at === undefined);
     const ws = await record(id);
-    // What the killed run did: the compute exists, the record does not name it.
     await deps.backend.create(ws.plan, { workspaceId: id, labels: { 'wsp.workspace': id } });
     expect(await computeOf(id)).toBe(1);
     await runToEnd(d, id);
