@@ -139,23 +139,26 @@ export class Commands {
 
   /** Status (long-polled up to waitMs) + output windows; persists the end state once observed. */
   async read(ws: WorkspaceRecord, record: CommandRecord, query: ReadCommandParams): Promise<CommandView> {
-    let current = record;
-    if (current.state === 'running') {
-      const status = ws.backend ? await this.status(ws, record.id, query.waitMs) : undefined;
-      current = await this.persist(current, status);
-    }
-    const out = async (stream: 'stdout' | 'stderr', offset: number) => {
-      const info = current[stream];
-      const chunk =
-        ws.backend && query.limit > 0
-          ? await this.deps.backend
-              .open(ws.backend, ws.plan)
-              .commands.read(current.id, stream, offset, query.limit)
-              .catch(() => ({ data: Buffer.alloc(0), nextOffset: offset }))
-          : { data: Buffer.alloc(0), nextOffset: offset };
-      return streamView(chunk, offset, info);
-    };
-    return commandView(current, await out('stdout', query.stdoutOffset), await out('stderr', query.stderrOffset));
+    const status =
+      record.state === 'running' && ws.backend ? await this.status(ws, record.id, query.waitMs) : undefined;
+    const chunk = async (stream: 'stdout' | 'stderr', offset: number) =>
+      ws.backend && query.limit > 0
+        ? await this.deps.backend
+            .open(ws.backend, ws.plan)
+            .commands.read(record.id, stream, offset, query.limit)
+            .catch(() => ({ data: Buffer.alloc(0), nextOffset: offset }))
+        : { data: Buffer.alloc(0), nextOffset: offset };
+    // The end state's write and both output reads at once (the reads do not depend on the write).
+    const [current, out, err] = await Promise.all([
+      record.state === 'running' ? this.persist(record, status) : record,
+      chunk('stdout', query.stdoutOffset),
+      chunk('stderr', query.stderrOffset),
+    ]);
+    return commandView(
+      current,
+      streamView(out, query.stdoutOffset, current.stdout),
+      streamView(err, query.stderrOffset, current.stderr),
+    );
   }
 
   private async status(ws: WorkspaceRecord, commandId: string, waitMs: number): Promise<CommandStatus | undefined> {
