@@ -173,7 +173,8 @@ export class Commands {
           : { data: Buffer.alloc(0), nextOffset: offset };
       return streamView(chunk, offset, info);
     };
-    return commandView(current, await out('stdout', query.stdoutOffset), await out('stderr', query.stderrOffset));
+    const [stdout, stderr] = await Promise.all([out('stdout', query.stdoutOffset), out('stderr', query.stderrOffset)]);
+    return commandView(current, stdout, stderr);
   }
 
   private async status(ws: WorkspaceRecord, commandId: string, waitMs: number): Promise<CommandStatus | undefined> {

@@ -164,18 +164,29 @@ exec git "$@"
       { mode: 0o755 },
     );
     const { broker: b } = broker({ gitPath: wrapper });
-    const mirror = await b.sync({ url: server.url('app'), credential: 'env:GOOD' });
-    await b.sync({ url: server.url('app'), credential: 'env:GOOD' });
+    const recorded = createUpstreamRepo(server.root, 'recorded', { 'a.txt': 'a\n' });
+    createTag(recorded, 'v1.0.0', 'HEAD', 'annotated');
+    const url = server.url('recorded');
+    const mirror = await b.sync({ url, credential: 'env:GOOD' });
+    // Unchanged upstream: one look at its refs, no fetch.
+    await b.sync({ url, credential: 'env:GOOD' });
+    const unchanged = fs.readFileSync(log, 'utf8');
+    expect(unchanged).toMatch(/^ARGV \[ls-remote\]/m);
+    expect(unchanged).not.toMatch(/^ARGV \[fetch\]/m);
+    // A new commit upstream: fetched.
+    const later = commitFiles(recorded, { 'b.txt': 'b\n' }, 'later');
+    await b.sync({ url, credential: 'env:GOOD' });
+    expect((await b.resolveRef(mirror)).commit).toBe(later);
     await b.resolveRef(mirror, 'v1.0.0');
     await b.createBundle(mirror, { include: [], basis: [] }, path.join(binDir, 'out.bundle'));
 
-    const recorded = fs.readFileSync(log, 'utf8');
-    expect(recorded).toMatch(/^ARGV \[clone\]/m);
-    expect(recorded).toMatch(/^ARGV \[fetch\]/m);
-    expect(recorded).toMatch(/^ARGV \[ls-remote\]/m);
-    expect(recorded).toMatch(/^ARGV \[bundle\] \[create\]/m);
-    expect(recorded).toContain('ENV_AUTH'); // the channel the token does use
-    for (const form of secretForms(TOKEN)) expect(recorded).not.toContain(form);
+    const argv = fs.readFileSync(log, 'utf8');
+    expect(argv).toMatch(/^ARGV \[clone\]/m);
+    expect(argv).toMatch(/^ARGV \[fetch\]/m);
+    expect(argv).toMatch(/^ARGV \[ls-remote\]/m);
+    expect(argv).toMatch(/^ARGV \[bundle\] \[create\]/m);
+    expect(argv).toContain('ENV_AUTH'); // the channel the token does use
+    for (const form of secretForms(TOKEN)) expect(argv).not.toContain(form);
   });
 });
 

@@ -18,11 +18,14 @@ const REQUEST_TIMEOUT_MS = 30_000;
 const OPEN_TIMEOUT_MS = 10_000;
 
 /**
- * One request line: "<id> <base64 of the quoted argv>" (base64: no newline can split a request). The
- * quoting keeps every byte but NUL (NULs are rejected before this).
+ * One request line: "<id> =<quoted argv>" when the quoted argv holds no newline or CR (the serve loop
+ * evaluates it as it is: no base64 process per request), else "<id> <base64 of the quoted argv>"
+ * (no newline can split a request). The quoting keeps every byte but NUL (NULs are rejected before this).
  */
-export const encodeRequest = (id: number, argv: readonly string[]): string =>
-  `${id} ${Buffer.from(argv.map(shellQuote).join(' ')).toString('base64')}\n`;
+export const encodeRequest = (id: number, argv: readonly string[]): string => {
+  const quoted = argv.map(shellQuote).join(' ');
+  return /[\n\r]/.test(quoted) ? `${id} ${Buffer.from(quoted).toString('base64')}\n` : `${id} =${quoted}\n`;
+};
 
 interface Pending {
   resolve(code: number): void;

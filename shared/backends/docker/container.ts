@@ -1,10 +1,7 @@
-import fs from 'node:fs/promises';
 import type Docker from 'dockerode';
 import { DEFAULT_WORKSPACE_PIDS } from '../../contract/limits.js';
 import type { NetworkPolicy, WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, ConflictError } from '../../contract/errors.js';
-import { RUNNER_SCRIPT } from '../runner/command-files.js';
-import { packFiles } from '../tar/archive.js';
 import { dockerStatus, isNotFound, type DockerClient } from './client.js';
 import { containerName, GUEST_CMD_ROOT, GUEST_RUNNER_DIR, LABEL, type DockerLayout } from './layout.js';
 
@@ -47,6 +44,8 @@ export function containerConfig(
       RestartPolicy: { Name: 'unless-stopped' },
       NetworkMode: dockerNetwork(plan.network),
       Binds: [
+        // The runner, read-only (runner-dir.ts); the workspace's command dirs mount inside it.
+        `${layout.runnerDir}:${GUEST_RUNNER_DIR}:ro`,
         `${layout.commandsDir(workspaceId)}:${GUEST_CMD_ROOT}`,
         `${layout.transfer(workspaceId)}:${plan.transferDir}:ro`,
       ],
@@ -72,7 +71,7 @@ export function workspaceLabels(
   return { ...labels, [LABEL.workspace]: workspaceId, [LABEL.owner]: owner, [LABEL.kind]: 'workspace' };
 }
 
-/** Create + runner in + start. Throws ConflictError when the name is taken, BackendUnavailableError otherwise. */
+/** Create + start (the runner is a bind: runner-dir.ts). Throws ConflictError when the name is taken, BackendUnavailableError otherwise. */
 export async function createAndStart(docker: DockerClient, config: Docker.ContainerCreateOptions): Promise<void> {
   let container: Docker.Container;
   try {
@@ -83,16 +82,6 @@ export async function createAndStart(docker: DockerClient, config: Docker.Contai
     throw new BackendUnavailableError(`cannot create container ${config.name} from ${config.Image}`, error);
   }
   try {
-    // The runner goes in before start (any image works; an old runner in a snapshot is replaced).
-    const script = await fs.readFile(RUNNER_SCRIPT);
-    const dir = GUEST_RUNNER_DIR.replace(/^\//, '');
-    await container.putArchive(
-      packFiles([{ name: dir, mode: 0o700 }], [{ name: `${dir}/runner.sh`, content: script, mode: 0o700 }], {
-        uid: 0,
-        gid: 0,
-      }),
-      { path: '/' },
-    );
     await container.start();
   } catch (error) {
     await container.remove({ force: true }).catch(() => undefined);
@@ -123,11 +112,15 @@ export async function removeContainer(docker: DockerClient, name: string): Promi
 
 /** Does the image exist on the daemon? */
 export async function imageExists(docker: DockerClient, image: string): Promise<boolean> {
+  return (await imageId(docker, image)) !== undefined;
+}
+
+/** The image's id (content address), undefined when there is no such image. */
+export async function imageId(docker: DockerClient, image: string): Promise<string | undefined> {
   try {
-    await docker.getImage(image).inspect();
-    return true;
+    return (await docker.getImage(image).inspect()).Id;
   } catch (error) {
-    if (isNotFound(error)) return false;
+    if (isNotFound(error)) return undefined;
     throw new BackendUnavailableError(`cannot inspect image ${image}`, error);
   }
 }

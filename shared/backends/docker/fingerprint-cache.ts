@@ -27,12 +27,62 @@ const GZIP_ABOVE = 64 * 1024;
 const HEADER = 'wsp-fingerprint-index 1\n';
 const META = /^(\d+) (\d+) (\d+) ([0-9a-f]{64})$/;
 
+/**
+ * `<image hex>.<sha256 of image, home and user>`: the image's own id first, so prune can tell whose
+ * a file is without reading it.
+ */
 export function indexKey(imageId: string, plan: WorkspacePlan): string {
-  return createHash('sha256').update(`${imageId}\0${plan.home}\0${plan.user.uid}:${plan.user.gid}`).digest('hex');
+  const hash = createHash('sha256').update(`${imageId}\0${plan.home}\0${plan.user.uid}:${plan.user.gid}`).digest('hex');
+  return `${imageHex(imageId)}.${hash}`;
+}
+
+/** The hex of an image id (`sha256:<hex>`); anything else hashed, so it never names a path. */
+function imageHex(imageId: string): string {
+  const hex = imageId.replace(/^sha256:/, '');
+  return /^[0-9a-f]{64}$/.test(hex) ? hex : createHash('sha256').update(imageId).digest('hex');
 }
 
 export function indexFile(dir: string, key: string): string {
   return path.join(dir, `${key}.index`);
+}
+
+/**
+ * Remove what is kept for images that no longer exist (`imageIds`: every image on the daemon), and
+ * files of an older naming. Returns how many files went. Files being written (`.tmp`) are left alone.
+ */
+export async function pruneFingerprints(dir: string, imageIds: readonly string[]): Promise<number> {
+  const alive = new Set(imageIds.map(imageHex));
+  let removed = 0;
+  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+    if (name.endsWith('.tmp')) continue;
+    const m = /^([0-9a-f]{64})\.[0-9a-f]{64}(\.[0-9a-f]{64})?\.(index|digest)$/.exec(name);
+    if (m && alive.has(m[1] as string)) continue;
+    await fs.rm(path.join(dir, name), { force: true });
+    removed++;
+  }
+  return removed;
+}
+
+/**
+ * The home digest of a pristine container of an image (pristine.ts): one line, `<64 hex>`, in
+ * `<digestKey>.digest`. Keyed by more than the index (the runner's init makes plan.root as that
+ * user), so only a container made for the same home, root and user reuses it.
+ */
+export function digestKey(imageId: string, plan: WorkspacePlan): string {
+  const hash = createHash('sha256')
+    .update(`${indexKey(imageId, plan)}\0${plan.root}\0${plan.user.name}`)
+    .digest('hex');
+  return `${indexKey(imageId, plan)}.${hash}`;
+}
+
+export async function readDigest(dir: string, key: string): Promise<string | undefined> {
+  const text = await fs.readFile(path.join(dir, `${key}.digest`), 'utf8').catch(() => undefined);
+  const digest = text?.trim();
+  return digest && /^[0-9a-f]{64}$/.test(digest) ? digest : undefined;
+}
+
+export async function writeDigest(dir: string, key: string, digest: string): Promise<void> {
+  await writeAtomic(dir, `${key}.digest`, Buffer.from(`${digest}\n`));
 }
 
 export async function readIndex(dir: string, key: string): Promise<FileIndex> {
@@ -67,7 +117,12 @@ export async function writeIndex(dir: string, key: string, index: FileIndex): Pr
   for (const [p, f] of index) body.push(`${p}\0${f.inode} ${f.size} ${f.ctime} ${f.hash}\0`);
   let data = Buffer.from(body.join(''), 'latin1');
   if (data.length > GZIP_ABOVE) data = gzipSync(data, { level: 1 });
-  const file = indexFile(dir, key);
+  await writeAtomic(dir, `${key}.index`, data);
+}
+
+async function writeAtomic(dir: string, name: string, data: Buffer): Promise<void> {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  const file = path.join(dir, name);
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
     await fs.writeFile(tmp, data, { mode: 0o600 });

@@ -10,7 +10,15 @@ import {
   type StatEntry,
 } from '../../workspace/records.js';
 import { execBytes, execIn, type DockerClient } from './client.js';
-import { type FileIndex, indexKey, readIndex, writeIndex } from './fingerprint-cache.js';
+import {
+  digestKey,
+  type FileIndex,
+  indexKey,
+  readDigest,
+  readIndex,
+  writeDigest,
+  writeIndex,
+} from './fingerprint-cache.js';
 
 /**
  * The home's fingerprint for a docker workspace without reading the files that did not change since
@@ -44,7 +52,7 @@ import { type FileIndex, indexKey, readIndex, writeIndex } from './fingerprint-c
  */
 export class DockerFingerprints {
   /** What the fingerprints did, for tests and logs: full walks, files hashed, files taken from the index. */
-  readonly stats = { full: 0, derived: 0, hashed: 0, reused: 0 };
+  readonly stats = { full: 0, derived: 0, hashed: 0, reused: 0, pristine: 0 };
   /** The files the last fingerprint read (latin1 relpaths). */
   lastHashed: string[] = [];
 
@@ -53,11 +61,39 @@ export class DockerFingerprints {
     private readonly cacheDir: string,
   ) {}
 
-  async home(container: string, plan: WorkspacePlan): Promise<string> {
+  /**
+   * `pristineImage`: the image id the container is still identical to, if the backend knows it
+   * (pristine.ts) — then the digest measured once in such a container is the answer, no walk; and the
+   * one measured now is kept for the next, if the container was pristine before and after it.
+   */
+  async home(
+    container: string,
+    plan: WorkspacePlan,
+    pristineImage: () => string | undefined = () => undefined,
+  ): Promise<string> {
+    const before = pristineImage();
     const info = await this.docker.getContainer(container).inspect();
     // A mount at, under or above the home: its files are not the image's layers (their inodes and
     // ctimes are another file system's); the full script, as the service would run it inside.
     if (mountTouches(info, plan.home)) return this.full(container, plan);
+    const pristine = before !== undefined && before === info.Image ? digestKey(info.Image, plan) : undefined;
+    if (pristine !== undefined) {
+      const known = await readDigest(this.cacheDir, pristine);
+      if (known !== undefined) {
+        this.stats.pristine++;
+        return known;
+      }
+    }
+    const digest = await this.derived(container, plan, info);
+    if (pristine !== undefined && pristineImage() === before) await writeDigest(this.cacheDir, pristine, digest);
+    return digest;
+  }
+
+  private async derived(
+    container: string,
+    plan: WorkspacePlan,
+    info: { Image: string; Created: string },
+  ): Promise<string> {
     const key = indexKey(info.Image, plan);
     const [index, walk] = await Promise.all([
       readIndex(this.cacheDir, key),

@@ -65,14 +65,41 @@ export async function commitSnapshot(
   return snapshotRef(purpose, name, owner);
 }
 
-/** Image ids carrying this snapshot's labels (tagged or not — an untagged one is still ours to remove). */
+/**
+ * The image of a container that is still exactly `imageId` (pristine.ts), tagged as snapshot `name`
+ * instead of committed: same files, no new image. Its labels stay those of the image it was made as
+ * (listSnapshots also reads the owner's tags, and deleteSnapshot only removes this tag while the image
+ * is another snapshot's too).
+ */
+export async function tagSnapshot(
+  docker: DockerClient,
+  imageId: string,
+  purpose: Purpose,
+  name: string,
+  owner: string,
+): Promise<SnapshotRef> {
+  checkName('snapshot name', name);
+  try {
+    await docker.getImage(imageId).tag({ repo: repository(purpose, owner), tag: name });
+  } catch (error) {
+    if (isNotFound(error)) throw new NotFoundError('snapshot image', imageId);
+    throw new BackendUnavailableError(`docker tag of ${imageId} failed`, error);
+  }
+  return snapshotRef(purpose, name, owner);
+}
+
+/**
+ * Image ids carrying this snapshot's labels (tagged or not — an untagged one is still ours to remove),
+ * except those still tagged as another snapshot (a baseline made by tagSnapshot keeps its image alive).
+ */
 async function imagesOf(docker: DockerClient, owner: string, purpose: Purpose, name: string): Promise<string[]> {
   const list = await docker.listImages({
     filters: JSON.stringify({
       label: [`${LABEL.owner}=${owner}`, `${LABEL.kind}=${purpose}`, `${LABEL.snapshot}=${name}`],
     }),
   });
-  return list.map((i) => i.Id);
+  const own = `${repository(purpose, owner)}:${name}`;
+  return list.filter((i) => !(i.RepoTags ?? []).some((t) => t !== own && t !== '<none>:<none>')).map((i) => i.Id);
 }
 
 /**
@@ -114,21 +141,33 @@ export async function deleteSnapshot(
   }
 }
 
-/** Snapshots of this owner (tagged or left untagged by a delete that had to wait). */
+/**
+ * Snapshots of this owner: by labels (tagged or left untagged by a delete that had to wait) and by
+ * the owner's tags (a baseline made by tagSnapshot carries its image's labels, not its own).
+ */
 export async function listSnapshots(docker: DockerClient, owner: string): Promise<SnapshotRef[]> {
   const list = await docker.listImages({ filters: JSON.stringify({ label: [`${LABEL.owner}=${owner}`] }) });
   const out = new Map<string, SnapshotRef>();
-  for (const img of list) {
-    const labels = img.Labels ?? {};
-    const purpose = labels[LABEL.kind];
-    const name = labels[LABEL.snapshot];
-    if ((purpose !== 'cache' && purpose !== 'baseline') || name === undefined) continue;
+  const add = (purpose: string | undefined, name: string | undefined): void => {
+    if ((purpose !== 'cache' && purpose !== 'baseline') || name === undefined) return;
     try {
       checkName('snapshot name', name);
     } catch {
-      continue;
+      return;
     }
     out.set(`${purpose}:${name}`, snapshotRef(purpose, name, owner));
+  };
+  const repos = new Map<string, Purpose>([
+    [repository('cache', owner), 'cache'],
+    [repository('baseline', owner), 'baseline'],
+  ]);
+  for (const img of list) {
+    const labels = img.Labels ?? {};
+    add(labels[LABEL.kind], labels[LABEL.snapshot]);
+    for (const tag of img.RepoTags ?? []) {
+      const colon = tag.lastIndexOf(':');
+      add(repos.get(tag.slice(0, colon)), tag.slice(colon + 1));
+    }
   }
   return [...out.values()];
 }

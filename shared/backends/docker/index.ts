@@ -20,6 +20,7 @@ import {
   containerConfig,
   createAndStart,
   imageExists,
+  imageId,
   removeContainer,
   workspaceLabels,
 } from './container.js';
@@ -29,6 +30,9 @@ import { containerName, DockerLayout, dockerRef, LABEL, refBelongsTo, refWorkspa
 import { readMeta, writeMeta, type DockerWorkspaceMeta } from './workspace-meta.js';
 import { type DockerContext, DockerWorkspace } from './workspace.js';
 import { DockerFingerprints } from './fingerprint.js';
+import { pruneFingerprints } from './fingerprint-cache.js';
+import { installRunnerDir } from './runner-dir.js';
+import { PristineContainers, runnerRequestKeepsFiles } from './pristine.js';
 import { checkPlanShape } from '../plan-check.js';
 import { bestEffort } from '../../lib/best-effort.js';
 
@@ -62,6 +66,7 @@ export async function createDockerBackend(options: DockerBackendOptions): Promis
   await fs.mkdir(layout.workspacesDir, { recursive: true, mode: 0o700 });
   await fs.chmod(layout.base, 0o700);
   await fs.chmod(layout.workspacesDir, 0o700);
+  await installRunnerDir(layout);
   const warnings: string[] = [];
   if (!(await imageExists(docker, options.baseImage))) {
     warnings.push(
@@ -78,6 +83,7 @@ class DockerBackend implements WorkspaceBackend {
   private readonly context: DockerContext;
   private readonly channels: RunnerChannels;
   private readonly networks: ContainerNetworks;
+  private readonly fingerprintsDir: string;
 
   constructor(
     private readonly docker: DockerClient,
@@ -88,16 +94,26 @@ class DockerBackend implements WorkspaceBackend {
     readonly warnings: string[],
   ) {
     this.channels = new RunnerChannels(docker, log);
+    this.fingerprintsDir = path.join(layout.base, 'fingerprints');
     this.networks = new ContainerNetworks(docker);
     const channels = this.channels;
+    const pristine = new PristineContainers();
     this.context = {
       docker,
       layout,
       owner,
       channels,
       networks: this.networks,
-      fingerprints: new DockerFingerprints(docker, path.join(layout.base, 'fingerprints')),
-      runner: (container) => new RunnerClient({ call: (what, argv) => channels.run(container, what, argv) }),
+      fingerprints: new DockerFingerprints(docker, this.fingerprintsDir),
+      pristine,
+      runner: (container) =>
+        new RunnerClient({
+          call: (what, argv) => {
+            // Before the request is sent: it may write into the container (pristine.ts).
+            if (!runnerRequestKeepsFiles(argv)) pristine.forget(container);
+            return channels.run(container, what, argv);
+          },
+        }),
       log,
     };
     this.snapshots = {
@@ -118,6 +134,19 @@ class DockerBackend implements WorkspaceBackend {
         error,
       );
     }
+  }
+
+  /**
+   * The janitor's minute: what the fingerprints keep for images that are gone (deleted snapshots,
+   * pruned images) goes too — one image list, one readdir.
+   */
+  async maintain(): Promise<void> {
+    const all = await this.docker.listImages({ all: true });
+    const removed = await pruneFingerprints(
+      this.fingerprintsDir,
+      all.map((i) => i.Id),
+    );
+    if (removed > 0) this.log.info('fingerprint files of removed images pruned', { removed });
   }
 
   open(ref: BackendRef, plan: WorkspacePlan): WorkspaceHandle {
@@ -150,7 +179,8 @@ class DockerBackend implements WorkspaceBackend {
     const id = checkName('workspace id', options.workspaceId);
     checkPlan(plan);
     const image = options.from ? images.refImage(options.from, this.owner).image : this.baseImage;
-    if (!(await imageExists(this.docker, image))) {
+    const id0 = await imageId(this.docker, image);
+    if (id0 === undefined) {
       if (options.from) throw new NotFoundError('snapshot', String(options.from.name));
       throw new BackendUnavailableError(
         `docker base image '${image}' is missing on the daemon (it is never pulled): build it (.ci/docker.sh) or set docker.baseImage`,
@@ -179,14 +209,18 @@ class DockerBackend implements WorkspaceBackend {
       await fs.mkdir(this.layout.transfer(id), { mode: 0o755 });
       await fs.chmod(this.layout.transfer(id), 0o755);
       this.noteNetwork(plan);
-      await createAndStart(this.docker, containerConfig(this.layout, id, plan, image, labels));
+      // A snapshot by its id: the very image inspected above, even should its tag move meanwhile.
+      await createAndStart(this.docker, containerConfig(this.layout, id, plan, options.from ? id0 : image, labels));
       // Also opens the runner channel, so the first command does not pay for it.
       await this.context.runner(containerName(id)).init(plan);
+      // From a snapshot: the container is its image until something writes (pristine.ts).
+      if (options.from) this.context.pristine.set(containerName(id), id0);
       this.log.info('workspace created', { workspaceId: id, image, fromSnapshot: options.from?.name ?? null });
       return dockerRef(id);
     } catch (error) {
       this.channels.forget(containerName(id));
       this.networks.forget(containerName(id));
+      this.context.pristine.forget(containerName(id));
       await bestEffort(
         removeContainer(this.docker, containerName(id)),
         this.log,
@@ -205,6 +239,7 @@ class DockerBackend implements WorkspaceBackend {
     const id = refWorkspaceId(ref);
     this.channels.forget(containerName(id));
     this.networks.forget(containerName(id));
+    this.context.pristine.forget(containerName(id));
     await removeContainer(this.docker, containerName(id));
     // And any other container of the workspace (one a restore renamed aside and was cut short removing).
     const others = await this.docker.listContainers({

@@ -11,8 +11,11 @@ import { checkName } from '../../lib/names.js';
  *     meta.json                 id, owner, labels, createdAt (what a restarted provider needs)
  *     cmd/                      root-only 0700, bind-mounted at GUEST_CMD_ROOT: runner command dirs
  *     transfer/                 root-owned 0755, bind-mounted read-only at plan.transferDir
+ *   runner/                     root-only 0700, bind-mounted read-only at GUEST_RUNNER_DIR in every container:
+ *     runner.sh                 copied from the code at backend start (runner.ts)
+ *     cmd/                      empty: the mount point of each workspace's cmd/ bind
  *
- * Guest: GUEST_RUNNER (put in by put-archive at create), GUEST_CMD_ROOT (the bind above).
+ * Guest: GUEST_RUNNER (the read-only runner/ bind above), GUEST_CMD_ROOT (the cmd/ bind above).
  * Docker objects: container `wsp-<id>`; snapshot images `wsp-<purpose>:<name>`; labels below.
  */
 
@@ -76,6 +79,10 @@ export class DockerLayout {
   }
   commandDir(workspaceId: string, commandId: string): string {
     return path.join(this.commandsDir(workspaceId), checkName('command id', commandId));
+  }
+  /** The runner dir every container mounts read-only at GUEST_RUNNER_DIR. */
+  get runnerDir(): string {
+    return path.join(this.base, 'runner');
   }
   transfer(workspaceId: string): string {
     return path.join(this.workspaceDir(workspaceId), 'transfer');

@@ -14,11 +14,12 @@ import { packTree } from '../tar/archive.js';
 import type { RunnerChannels } from './channel.js';
 import { type DockerClient, isNotFound } from './client.js';
 import { DockerCommands } from './commands.js';
-import { type ContainerNetworks, containerConfig, createAndStart, imageExists, removeContainer } from './container.js';
+import { type ContainerNetworks, containerConfig, createAndStart, imageId, removeContainer } from './container.js';
 import type { DockerFingerprints } from './fingerprint.js';
 import * as images from './images.js';
 import { containerName, type DockerLayout } from './layout.js';
 import { requireMeta } from './workspace-meta.js';
+import type { PristineContainers } from './pristine.js';
 
 const KILL_ALL_REASON = 'all workspace processes killed';
 
@@ -30,6 +31,7 @@ export interface DockerContext {
   channels: RunnerChannels;
   networks: ContainerNetworks;
   fingerprints: DockerFingerprints;
+  pristine: PristineContainers;
   runner(container: string): RunnerClient;
   log: Logger;
 }
@@ -102,6 +104,7 @@ export class DockerWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspa
     const st = await fs.stat(hostDir).catch(() => undefined);
     if (!st?.isDirectory()) throw new BadRequestError('source is not a directory', { field: 'hostDir' });
     const archive = packTree(hostDir, rel, parents, { uid: plan.user.uid, gid: plan.user.gid });
+    this.c.pristine.forget(this.container);
     try {
       await this.c.docker.getContainer(this.container).putArchive(archive, { path: plan.home });
     } catch (error) {
@@ -124,13 +127,20 @@ export class DockerWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspa
   /** O(changes since the container's image) when the home is untouched — see fingerprint.ts. */
   async fingerprintHome(): Promise<string> {
     await requireMeta(this.c.layout, this.workspaceId);
-    return this.c.fingerprints.home(this.container, this.plan);
+    return this.c.fingerprints.home(this.container, this.plan, () => this.c.pristine.imageOf(this.container));
   }
 
+  /**
+   * A committed image of the container; a baseline of a container that is still its snapshot image
+   * (pristine.ts: a warm start whose repositories needed nothing) is that image, tagged — same files.
+   */
   async take(purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
     await requireMeta(this.c.layout, this.workspaceId);
-    const snap = await images.commitSnapshot(this.c.docker, this.container, purpose, name, this.c.owner);
-    this.c.log.info('snapshot taken', { workspaceId: this.workspaceId, snapshot: name, purpose });
+    const same = purpose === 'baseline' ? this.c.pristine.imageOf(this.container) : undefined;
+    const snap = same
+      ? await images.tagSnapshot(this.c.docker, same, purpose, name, this.c.owner)
+      : await images.commitSnapshot(this.c.docker, this.container, purpose, name, this.c.owner);
+    this.c.log.info('snapshot taken', { workspaceId: this.workspaceId, snapshot: name, purpose, tagged: !!same });
     return snap;
   }
 
@@ -142,7 +152,8 @@ export class DockerWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspa
     const { c, workspaceId: id } = this;
     const meta = await requireMeta(c.layout, id);
     const { image } = images.refImage(snapshot, c.owner);
-    if (!(await imageExists(c.docker, image))) throw new NotFoundError('snapshot', String(snapshot.name));
+    const id0 = await imageId(c.docker, image);
+    if (id0 === undefined) throw new NotFoundError('snapshot', String(snapshot.name));
     await this.commands.killAll().catch((e: unknown) => {
       // A container that is gone or stopped has no processes left to kill; its commands read 'lost'.
       c.log.warn('restore: killAll before replacing the container failed', {
@@ -152,6 +163,7 @@ export class DockerWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspa
     });
     c.channels.forget(this.container);
     c.networks.forget(this.container);
+    c.pristine.forget(this.container);
     // The replacement is created while the old container is removed: the old one is renamed aside
     // first (its workspace processes were killed above, and its root file system is its own), so the
     // name is free at once; the restore ends when both are done.
@@ -159,10 +171,12 @@ export class DockerWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspa
     if (aside === false) await removeContainer(c.docker, this.container);
     const removal = typeof aside === 'string' ? removeContainer(c.docker, aside) : Promise.resolve();
     try {
-      await createAndStart(c.docker, containerConfig(c.layout, id, this.plan, image, meta.labels));
+      // By id: the image inspected above (pristine.ts), even should its tag move meanwhile.
+      await createAndStart(c.docker, containerConfig(c.layout, id, this.plan, id0, meta.labels));
     } finally {
       await bestEffort(removal, c.log, 'removing the replaced container');
     }
+    c.pristine.set(this.container, id0);
     c.log.info('workspace restored', { workspaceId: id, snapshot: snapshot.name });
   }
 }

@@ -99,9 +99,14 @@ write_atomic() { # <file> <content>
 
 # The shell that becomes the command, already as the workspace user: the usual umask (whatever channel
 # started the runner — an rpc session runs with 077), then read the env script from fd 3
-# (opened by the supervisor, whose file is gone by now), close it, enter cwd, exec argv.
+# (opened by the supervisor, whose file is gone by now) with the shell's own read (no cat process; a
+# value may span lines, so it is evaluated whole), close it, enter cwd, exec argv.
 INNER='umask 022
-eval "$(cat <&3)" || exit 126
+e= l=
+while IFS= read -r l; do e="$e$l
+"; done <&3
+eval "$e$l" || exit 126
+unset e l
 exec 3<&-
 cd "$1" || exit 126
 shift
@@ -111,7 +116,10 @@ cmd_start() {
   dir=$1
   # Claim the dir atomically; a second start (a retry over another channel) only waits like the first.
   if mkdir "$dir/claim" 2> /dev/null; then
-    setsid sh "$SELF" supervise "$@" < /dev/null > /dev/null 2>&1 &
+    # The supervisor's stdout is this substitution's pipe, which it closes once the process group is
+    # published (supervise_group), or by ending: the read returns then — no polling, no sleep process.
+    # shellcheck disable=SC2034 # read only to wait for the pipe's end
+    started=$(setsid sh "$SELF" supervise "$@" < /dev/null 2> /dev/null &)
   fi
   tries=0
   while [ ! -e "$dir/pgid" ] && [ ! -e "$dir/exit" ] && [ "$tries" -lt 7500 ]; do
@@ -130,7 +138,11 @@ cmd_supervise() {
   [ "${1:-}" = "--" ] && shift
   mkfifo -m 600 "$dir/alive"
   exec 5<> "$dir/alive"
-  write_atomic "$dir/pid" "$$"
+  # Plain write (one process fewer than write_atomic): read only once the start has returned, i.e.
+  # after the pgid, which is written atomically after it.
+  printf '%s\n' "$$" > "$dir/pid"
+  # Our stdout is cmd_start's pipe: supervise_group closes it once the pgid is published.
+  STARTED_PIPE=1
 
   start_output_cutters "$dir" "$max_bytes"
   exec 3< "$dir/env" 4< "$dir/stdin"
@@ -164,6 +176,7 @@ start_output_cutters() { # <dir> <max_bytes>
 cut_stream() { # <file> <max_bytes>; stdin: the stream
   # head writes through stdio (buffered into a file until it exits): stdbuf -o0 makes every chunk it
   # reads reach the file at once, so the output streams. Without stdbuf it lands in 4 KiB pieces.
+  # (Not dd iflag=count_bytes: from a pipe, its short reads count as whole blocks — not a byte cap.)
   if command -v stdbuf > /dev/null 2>&1; then stdbuf -o0 head -c "$2" >> "$1"; else head -c "$2" >> "$1"; fi
   # Fewer than max bytes kept: the stream ended before the cap, there is no rest.
   [ "$(stat -c %s "$1" 2> /dev/null || echo 0)" -lt "$2" ] && return 0
@@ -191,9 +204,9 @@ CUTTER_GRACE_GROUP_EMPTY=10
 # (Not in a subshell: it waits for children of this shell.)
 finish_output_cutters() { # <dir> <pgid of the command>
   for s in stdout stderr; do
-    # A FIFO no writer ever opened would block its cutter's open for ever: a non-blocking open for
-    # writing (ENXIO when no reader) wakes it, and it reads EOF.
-    [ -p "$1/$s.fifo" ] && dd of="$1/$s.fifo" oflag=nonblock conv=nocreat,notrunc count=0 status=none < /dev/null 2> /dev/null
+    # A FIFO no writer ever opened would block its cutter's open for ever: opening it read-write
+    # (never blocks on Linux) and closing it again wakes the cutter, which then reads EOF.
+    if [ -p "$1/$s.fifo" ]; then exec 7<> "$1/$s.fifo" && exec 7<&-; fi
   done
   rm -f "$1/stdout.fifo" "$1/stderr.fifo"
   # A trapped signal interrupts `wait` (POSIX): the grace timer sends one. The trap stays set, so a
@@ -205,8 +218,23 @@ finish_output_cutters() { # <dir> <pgid of the command>
   grace=$!
   wait "$cut_out" "$cut_err"
   kill "$grace" 2> /dev/null
-  out_bytes=$(($(stat -c %s "$1/stdout" 2> /dev/null || echo 0) + $(cat "$1/stdout.rest" 2> /dev/null || echo 0)))
-  err_bytes=$(($(stat -c %s "$1/stderr" 2> /dev/null || echo 0) + $(cat "$1/stderr.rest" 2> /dev/null || echo 0)))
+  # One stat for both kept files (one each should either be missing); the rests by the shell's read.
+  sizes=$(stat -c %s "$1/stdout" "$1/stderr" 2> /dev/null)
+  case $sizes in
+    *"$NL"*) kept_out=${sizes%%"$NL"*} kept_err=${sizes#*"$NL"} ;;
+    *) kept_out=$(size_or_0 "$1/stdout") kept_err=$(size_or_0 "$1/stderr") ;;
+  esac
+  read_rest "$1/stdout.rest"
+  out_bytes=$((kept_out + rest_n))
+  read_rest "$1/stderr.rest"
+  err_bytes=$((kept_err + rest_n))
+}
+
+# rest_n = the number in a .rest file, 0 when there is none (no process started).
+read_rest() {
+  rest_n=0
+  [ -f "$1" ] && read -r rest_n < "$1"
+  case $rest_n in '' | *[!0-9]*) rest_n=0 ;; esac
 }
 
 # The supervision every command gets — here and in the local backend's wrapper (which sources this
@@ -225,6 +253,8 @@ supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
     sleep 0.002
   done
   write_atomic "$dir/pgid" "$child"
+  # Started by cmd_start: its wait ends here (nothing launched later holds the pipe).
+  [ "${STARTED_PIPE:-0}" = 1 ] && exec > /dev/null
   # A kill requested before the pgid was known: honour it now. (dash's kill takes no "--".)
   [ -e "$dir/kill" ] && kill -KILL "-$child" 2> /dev/null
 
@@ -331,7 +361,12 @@ cmd_serve() {
     rid=${line%% *}
     enc=${line#* }
     (
-      script=$(printf '%s' "$enc" | base64 -d) && eval "set -- $script" && main "$@"
+      # "=<quoted argv>" as it is (no base64 process; only requests without a newline or CR come so).
+      case $enc in
+        =*) script=${enc#=} ;;
+        *) script=$(printf '%s' "$enc" | base64 -d) || exit ;;
+      esac
+      eval "set -- $script" && main "$@"
     ) < /dev/null > /dev/null 2>&1
     printf '%s %s\n' "$rid" "$?"
   done

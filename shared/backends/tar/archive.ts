@@ -20,28 +20,6 @@ export interface DirEntry {
   mode: number;
 }
 
-/** A small in-memory file. */
-export interface FileEntry {
-  name: string;
-  content: Buffer | string;
-  mode: number;
-}
-
-/** An archive of in-memory files (and their directories first), all owned by `owner`. */
-export function packFiles(dirs: DirEntry[], files: FileEntry[], owner: Owner): NodeJS.ReadableStream {
-  const pack = tar.pack();
-  for (const d of dirs) pack.entry({ name: d.name, type: 'directory', mode: d.mode, uid: owner.uid, gid: owner.gid });
-  for (const f of files) {
-    const content = typeof f.content === 'string' ? Buffer.from(f.content) : f.content;
-    pack.entry(
-      { name: f.name, type: 'file', mode: f.mode, uid: owner.uid, gid: owner.gid, size: content.length },
-      content,
-    );
-  }
-  pack.finalize();
-  return pack as unknown as NodeJS.ReadableStream;
-}
-
 /**
  * An archive of `hostDir` whole (dotfiles, `.git`, symlinks as links, modes, mtimes), placed under
  * `prefix` (the tree's own entry gets hostDir's mode), after `parents`. Errors while reading the tree

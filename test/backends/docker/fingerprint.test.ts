@@ -214,6 +214,27 @@ printf t > "$(printf 'tab\tl\t777\tname')" && ln -s w/a link && chmod 600 w/sub/
     await expect(fresh().home(container(ref), fx.plan)).rejects.toThrow(/cannot walk every directory/);
     await sh(ref, 'chmod 755 w/sub');
   });
+
+  it('maintain prunes what is kept for images that are gone, and only theirs', async () => {
+    const maker = await fx.create();
+    await sh(maker, 'printf p > p');
+    const gone = await fx.backend.open(maker, fx.plan).snapshots.take('baseline', newId('gone'));
+    const ref = await fx.create({ from: gone });
+    // Untouched since made from the snapshot: its digest is kept beside the image's index.
+    await fx.backend.open(ref, fx.plan).files.fingerprintHome!();
+    const image = (await imageKey(ref)).split('.')[0]!;
+    const kept = (): string[] => fs.readdirSync(cacheDir()).filter((n) => n.startsWith(`${image}.`));
+    expect(kept().length).toBeGreaterThan(0);
+    const others = fs.readdirSync(cacheDir()).filter((n) => !n.startsWith(`${image}.`));
+    await fx.backend.maintain!([]);
+    expect(kept().length).toBeGreaterThan(0);
+    await fx.backend.destroy(ref);
+    await fx.backend.destroy(maker);
+    await fx.backend.snapshots.delete(gone);
+    await fx.backend.maintain!([]);
+    expect(kept()).toEqual([]);
+    expect(fs.readdirSync(cacheDir()).filter((n) => !n.startsWith(`${image}.`))).toEqual(others);
+  });
 });
 
 /** The docker client, running `hook` before the `n`th exec it creates (1-based). */
