@@ -237,8 +237,8 @@ read_rest() {
   case $rest_n in '' | *[!0-9]*) rest_n=0 ;; esac
 }
 
-# The supervision every command gets — here and in the local backend's wrapper (which sources this
-# file as a library): publish the process group of <child> (a `setsid` launch, already started), kill
+# The supervision every command of a Docker container or Fargate task gets (the local backend has its
+# own supervisor, local/supervisor/daemon.ts, writing the same files): publish the process group of <child> (a `setsid` launch, already started), kill
 # it on timeout, wait for it, collect the output cutters (start_output_cutters, called before the
 # launch) and write the exit record atomically.
 supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
@@ -762,5 +762,4 @@ main() {
   esac
 }
 
-# Sourced as a library (the local backend's wrapper uses stat_field, write_atomic, supervise_group): no main.
-[ "${WSP_RUNNER_LIBRARY:-0}" = 1 ] || main "$@"
+main "$@"
