@@ -3,14 +3,17 @@
  * (never asserted): cold setup, warm setup (cache hit, same commit), warm setup after 5 new upstream
  * commits, the create+start floor (a raw dockerode create+start of the cache image), reset of a
  * ~10 MB and of a ~1 GB workspace, command round trip through the API vs a raw dockerode exec,
- * 20 parallel warm setups + 200 commands, and the peer `devcontainer up` (@devcontainers/cli 0.89.0
- * through npx) on the same cache image.
+ * 20 parallel warm setups + 200 commands vs 20 parallel raw create+starts (the parallel floor), a
+ * lockfile bump restored from the older cache entry vs from nothing (restore keys; bench/lockfile.ts,
+ * as bench/local.ts), and the peer `devcontainer up` (@devcontainers/cli 0.89.0 through npx) on the
+ * same cache image. The ratios of issue 12 are in docker.json `ratios`, each goal in the table's label.
  *
  * Needs the daemon and base image of .ci/docker.sh (socket: WSP_DOCKER_SOCKET or its default).
  * Writes bench/results/docker.md and docker.json. `BENCH_SHORT=1` does fewer rounds and scales the
- * big workspace down to 200 MB (the table says so).
+ * big workspace down to 200 MB (the table says so); the parallel and lockfile-bump parts are one run
+ * each in both modes (~35 s of a short run).
  *
- * Cleanup (also on failure or SIGINT/SIGTERM): every workspace and snapshot of the two bench
+ * Cleanup (also on failure or SIGINT/SIGTERM): every workspace and snapshot of the bench
  * providers (their owners are fresh instance ids), and every container carrying this run's
  * `wsp-bench=<run>` label (the floor's and devcontainer's containers).
  */
@@ -28,6 +31,7 @@ import { BASE_IMAGE, DOCKER_SOCKET, dockerClient, dockerUnavailable } from '../t
 import { commitFiles, createUpstreamRepo } from '../test/support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../test/support/git-server.js';
 import { startTestProvider, type TestProvider } from '../test/support/provider-fixture.js';
+import { lockfileBump } from './lockfile.js';
 import { type Row, median, time, timeN } from './timing.js';
 
 const run = promisify(execFile);
@@ -254,15 +258,22 @@ async function main(): Promise<void> {
     );
     await big.api('DELETE', `/workspaces/${bigView!.id}`);
 
-    // --- 20 parallel warm setups + 200 commands -------------------------------------------------
+    // --- 20 parallel raw create+starts (the floor), then 20 parallel warm setups + 200 commands ----
     for (const w of ids) await small.api('DELETE', `/workspaces/${w}`);
+    // Both parallel measurements start on a daemon with none of this run's workspaces left.
+    await settled([small, big]);
+    const parFloor = push(
+      `${PARALLEL} parallel raw create+starts of the cache image (the parallel floor): wall time`,
+      await parallelFloorTime(docker, image),
+    );
+    await settled([small, big]);
     let par: string[] = [];
     const parSetup = await time(async () => {
       const views = await Promise.all(Array.from({ length: PARALLEL }, () => setup(small, POLL_PARALLEL_MS)));
       for (const v of views) expectCache(v, true, 'parallel warm setup');
       par = views.map((v) => v.id as string);
     });
-    push(`${PARALLEL} parallel warm setups: wall time (polled every ${POLL_PARALLEL_MS} ms)`, parSetup);
+    const parWarm = push(`${PARALLEL} parallel warm setups: wall time (polled every ${POLL_PARALLEL_MS} ms)`, parSetup);
     const perCommand: number[] = [];
     const perWs = COMMANDS / PARALLEL;
     const parCmds = await time(() =>
@@ -279,6 +290,21 @@ async function main(): Promise<void> {
     push(`… per command (median of ${COMMANDS}, under that load)`, perCommand);
     await Promise.all(par.map((w) => small.api('DELETE', `/workspaces/${w}`)));
 
+    // --- lockfile bump: restored from the older entry vs from nothing ----------------------------
+    const lockBump = await lockfileBump({
+      git,
+      start: async (config, restore) => {
+        const wsp = await startTestProvider(
+          { ...config, mode: 'docker', docker: base.docker },
+          { dataDir: path.join(root, restore ? 'data-lock-on' : 'data-lock-off') },
+        );
+        providers.push(wsp);
+        return wsp;
+      },
+      setup: (wsp) => setup(wsp),
+    });
+    rows.push(...lockBump.rows);
+
     // --- the peer: devcontainer up ---------------------------------------------------------------
     const dc = await devcontainerTimes(docker, image, root);
     const dcMs = dc.times
@@ -291,10 +317,13 @@ async function main(): Promise<void> {
     const ratios = {
       warmVsFloor: warm / floor,
       warmVsCold: warm / cold,
+      resetSmallVsFloor: resetSmall / floor,
       resetBigVsResetSmall: resetBig / resetSmall,
       restoreBigVsRestoreSmall: restoreBig / restoreSmall,
       apiRoundTripVsRawExec: apiRtt / rawRtt,
       warmVsDevcontainerUp: dc.times ? warm / dcMs : null,
+      parallelWarmVsParallelFloor: parWarm / parFloor,
+      restoreKeyVsCold: lockBump.restored / lockBump.cold,
     };
     const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, node ${process.version}`;
     const { stdout: engine } = await run('docker', [
@@ -318,12 +347,15 @@ async function main(): Promise<void> {
       '',
       '| ratio | value |',
       '|---|---:|',
-      `| warm setup / create+start floor | ${fmt(ratios.warmVsFloor)} |`,
+      `| warm setup / create+start floor (goal ≤ 2.5) | ${fmt(ratios.warmVsFloor)} |`,
       `| warm setup / cold setup | ${fmt(ratios.warmVsCold)} |`,
-      `| reset ${mb(bigSize)} / reset ${mb(smallSize)} | ${fmt(ratios.resetBigVsResetSmall)} |`,
+      `| reset ${mb(smallSize)} / create+start floor (goal ≤ 2) | ${fmt(ratios.resetSmallVsFloor)} |`,
+      `| reset ${mb(bigSize)} / reset ${mb(smallSize)} (goal ≤ 1.2 for 1 GiB) | ${fmt(ratios.resetBigVsResetSmall)} |`,
       `| backend restore alone ${mb(bigSize)} / ${mb(smallSize)} (the reset minus its fingerprint and state writes) | ${fmt(ratios.restoreBigVsRestoreSmall)} |`,
-      `| API command round trip / raw docker exec | ${fmt(ratios.apiRoundTripVsRawExec)} |`,
-      `| warm setup / devcontainer up | ${dc.times ? fmt(ratios.warmVsDevcontainerUp) : `devcontainer: not measured (${dc.reason})`} |`,
+      `| API command round trip / raw docker exec (goal ≤ 0.5) | ${fmt(ratios.apiRoundTripVsRawExec)} |`,
+      `| warm setup / devcontainer up (goal ≤ 0.33) | ${dc.times ? fmt(ratios.warmVsDevcontainerUp) : `devcontainer: not measured (${dc.reason})`} |`,
+      `| ${PARALLEL} parallel warm setups / ${PARALLEL} parallel raw create+starts, wall (goal ≤ 3) | ${fmt(ratios.parallelWarmVsParallelFloor)} |`,
+      `| setup after a lockfile bump: restored from the older entry / from nothing (goal ≤ 0.5) | ${fmt(ratios.restoreKeyVsCold)} |`,
       '',
     ].join('\n');
     process.stdout.write(`${md}\n`);
@@ -414,27 +446,55 @@ async function restoreTimes(wsp: TestProvider, id: string, n: number): Promise<n
   return out;
 }
 
-/** Raw create+start of `image` (network none, docker's init, sleep infinity), each removed untimed. */
+/** The floor's unit: a raw create+start of `image` (network none, docker's init, sleep infinity). */
+async function createStart(docker: Docker, image: string, name: string): Promise<Docker.Container> {
+  const container = await docker.createContainer({
+    name,
+    Image: image,
+    Entrypoint: ['sleep', 'infinity'],
+    Cmd: [],
+    Labels: { [RUN_LABEL]: RUN },
+    HostConfig: { NetworkMode: 'none', Init: true },
+  });
+  await container.start();
+  return container;
+}
+
+/** `rounds` create+starts one after another, each removed untimed. */
 async function floorTimes(docker: Docker, image: string): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < rounds; i++) {
     let container: Docker.Container | undefined;
-    out.push(
-      await time(async () => {
-        container = await docker.createContainer({
-          name: `wsp-bench-floor-${RUN}-${i}`,
-          Image: image,
-          Entrypoint: ['sleep', 'infinity'],
-          Cmd: [],
-          Labels: { [RUN_LABEL]: RUN },
-          HostConfig: { NetworkMode: 'none', Init: true },
-        });
-        await container.start();
-      }),
-    );
+    out.push(await time(async () => (container = await createStart(docker, image, `wsp-bench-floor-${RUN}-${i}`))));
     await container?.remove({ force: true });
   }
   return out;
+}
+
+/** Wall time of `PARALLEL` create+starts at once (as the parallel warm setups run); removed untimed. */
+async function parallelFloorTime(docker: Docker, image: string): Promise<number> {
+  let containers: Docker.Container[] = [];
+  try {
+    return await time(async () => {
+      containers = await Promise.all(
+        Array.from({ length: PARALLEL }, (_, i) => createStart(docker, image, `wsp-bench-pfloor-${RUN}-${i}`)),
+      );
+    });
+  } finally {
+    // (On a failure, the containers that did start are removed by the run-label sweep of cleanup.)
+    await Promise.all(containers.map((c) => c.remove({ force: true })));
+  }
+}
+
+/** Wait (up to 120 s) until none of these providers' workspace containers are left (deletes answer 202 and finish behind). */
+async function settled(wsps: TestProvider[]): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  for (const wsp of wsps) {
+    while ((await wsp.provider.deps.backend.listResources()).length > 0) {
+      if (Date.now() > deadline) throw new Error('workspaces still being deleted after 120 s');
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  }
 }
 
 /**
