@@ -24,6 +24,7 @@ import { planFor } from '../test/support/backend-fixture.js';
 import { commitFiles, createUpstreamRepo } from '../test/support/git-fixtures.js';
 import { startGitServer } from '../test/support/git-server.js';
 import { startTestProvider } from '../test/support/provider-fixture.js';
+import { lockfileBump } from './lockfile.js';
 import { type Row, median, time } from './timing.js';
 
 const short = process.env.BENCH_SHORT === '1';
@@ -97,8 +98,16 @@ async function main(): Promise<void> {
 
     const steps = await backendSteps(path.join(root, 'steps'), files);
     rows.push(...steps);
-    const lockBump = await restoreKeySteps(path.join(root, 'restore'), git);
+    const lockBump = await lockfileBump({
+      git,
+      start: (config, restore) =>
+        startTestProvider(config, { dataDir: path.join(root, 'restore', restore ? 'on' : 'off'), pollMs: POLL_MS }),
+    });
     rows.push(...lockBump.rows);
+    const bigFiles = short ? 20_000 : 50_000;
+    const warmSmallHome = await warmSetupOfHome(path.join(root, 'warm-2k'), git, 2_000);
+    const warmBigHome = await warmSetupOfHome(path.join(root, 'warm-big'), git, bigFiles);
+    rows.push(warmSmallHome.row, warmBigHome.row);
     const small = await homeSizeSteps(path.join(root, 'size-2k'), 2_000);
     const big = await homeSizeSteps(path.join(root, 'size-50k'), 50_000);
     rows.push(...small.rows, ...big.rows);
@@ -111,8 +120,9 @@ async function main(): Promise<void> {
       linkedVsCopiedSnapshot:
         stepMs('backend: baseline snapshot of a warm-created') / stepMs('backend: cache snapshot'),
       hostVsInsideFingerprint: stepMs('backend: fingerprintHome') / stepMs('backend: fingerprint script'),
-      warmSetupVsRawSpawn: warm / rawRtt,
-      resetSmallVsRawSpawn: median(resetSmall) / rawRtt,
+      warmVsSpawn: warm / rawRtt,
+      resetSmallVsSpawn: median(resetSmall) / rawRtt,
+      warmBigVsWarmSmall: warmBigHome.ms / warmSmallHome.ms,
       create50kVs2k: big.create / small.create,
       createAndBaseline50kVs2k: (big.create + big.baseline) / (small.create + small.baseline),
       reset50kVs2k: big.reset / small.reset,
@@ -132,12 +142,13 @@ async function main(): Promise<void> {
       '| ratio | value |',
       '|---|---:|',
       `| warm setup / cold setup | ${ratios.warmVsCold.toFixed(2)} |`,
-      `| API command round trip / raw bwrap spawn | ${ratios.apiRoundTripVsRawSpawn.toFixed(2)} |`,
+      `| API command round trip / raw bwrap spawn (goal ≤ 3) | ${ratios.apiRoundTripVsRawSpawn.toFixed(2)} |`,
       `| reset (all files changed) / reset (2 files changed) | ${ratios.resetAllVsResetSmall.toFixed(2)} |`,
       `| warm baseline snapshot (linked) / cache snapshot (full copy) | ${ratios.linkedVsCopiedSnapshot.toFixed(2)} |`,
       `| fingerprint on the host / fingerprint script inside | ${ratios.hostVsInsideFingerprint.toFixed(2)} |`,
-      `| warm setup / raw bwrap spawn (goal ≤ 30) | ${ratios.warmSetupVsRawSpawn.toFixed(1)} |`,
-      `| reset of a 2-file change / raw bwrap spawn (goal ≤ 20) | ${ratios.resetSmallVsRawSpawn.toFixed(1)} |`,
+      `| warm setup / raw bwrap spawn (goal ≤ 30) | ${ratios.warmVsSpawn.toFixed(1)} |`,
+      `| reset of a 2-file change / raw bwrap spawn (goal ≤ 20) | ${ratios.resetSmallVsSpawn.toFixed(1)} |`,
+      `| warm setup, ${bigFiles.toLocaleString('en')}-file home / 2,000-file home (goal ≤ 1.5) | ${ratios.warmBigVsWarmSmall.toFixed(2)} |`,
       `| backend create from cache, 50k-file home / 2k-file home (goal ≤ 1.5) | ${ratios.create50kVs2k.toFixed(2)} |`,
       `| backend create + baseline, 50k / 2k | ${ratios.createAndBaseline50kVs2k.toFixed(2)} |`,
       `| backend reset of a 2-file change, 50k / 2k | ${ratios.reset50kVs2k.toFixed(2)} |`,
@@ -235,57 +246,45 @@ async function backendSteps(dir: string, files: Record<string, string>): Promise
 }
 
 /**
- * Restore keys (issue 12): a lockfile bump misses the cache. The setup is an incremental install —
- * each dependency in deps.lock costs ~150 ms (a package's download and unpack: npm takes that order
- * per package) and unpacks 100 files, once — so from the older entry's home only the new dependency is
- * installed. Setup after the bump, restored (cache.restore on, the entry of the previous lockfile
- * present) vs from nothing (cache.restore off), same commit. The restored setup's fixed cost (create,
- * fetch, keeping the entry, baseline, fingerprint: ~1.5–3.5 s here) is what the ratio weighs against
- * the install; with ~40 ms per dependency it varied 0.35–0.93 between runs.
+ * Warm setup through the API of a workspace whose setup leaves `n` small files in the home (100 per
+ * directory: a generated stand-in for node_modules, no network): one cold setup keeps the entry, then
+ * the median of the warm setups (cache hit, same commit). Flat in home size is the goal.
  */
-async function restoreKeySteps(
+async function warmSetupOfHome(
   dir: string,
   git: Awaited<ReturnType<typeof startGitServer>>,
-): Promise<{ rows: Row[]; restored: number; cold: number }> {
-  const deps = (n: number) => Array.from({ length: n }, (_, i) => `dep${i}`).join('\n');
-  const repo = createUpstreamRepo(git.root, 'deps-app', { 'deps.lock': `${deps(40)}\n` });
-  const install = [
-    'cd ~/workspace/app && mkdir -p ~/deps && while read -r d; do',
-    '  [ -e ~/deps/"$d" ] && continue; sleep 0.15; mkdir -p ~/deps/"$d".tmp',
-    '  for i in $(seq 100); do echo "$d $i" > ~/deps/"$d".tmp/f$i.js; done; mv ~/deps/"$d".tmp ~/deps/"$d"',
-    'done < deps.lock',
-  ].join('\n');
-  const config = (restore: boolean) => ({
-    repositories: [
-      { url: git.url('deps-app'), path: 'app', credential: 'env:WSP_BENCH_TOKEN', cacheKeyFiles: ['deps.lock'] },
-    ],
-    setup: { script: install },
-    workspace: { network: 'none' as const },
-    cache: { restore },
-  });
-  const withRestore = await startTestProvider(config(true), { dataDir: path.join(dir, 'on'), pollMs: POLL_MS });
-  const without = await startTestProvider(config(false), { dataDir: path.join(dir, 'off'), pollMs: POLL_MS });
+  n: number,
+): Promise<{ row: Row; ms: number }> {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o711 });
+  const name = `home-${n}`;
+  createUpstreamRepo(git.root, name, { 'package.json': '{}\n' });
+  const dirs = Math.ceil(n / 100);
+  const script = `for d in $(seq 1 ${dirs}); do mkdir -p ~/node_modules/p$d; for f in $(seq 1 100); do echo "module.exports = $d$f" > ~/node_modules/p$d/f$f.js; done; done`;
+  const wsp = await startTestProvider(
+    {
+      repositories: [{ url: git.url(name), path: 'app', credential: 'env:WSP_BENCH_TOKEN' }],
+      setup: { script },
+      workspace: { network: 'none' },
+    },
+    { dataDir: path.join(dir, 'data'), pollMs: POLL_MS },
+  );
   try {
-    const seeded = await time(() => withRestore.setup());
-    commitFiles(repo, { 'deps.lock': `${deps(41)}\n` }, 'one more dependency');
-    let restoredFrom: string | undefined;
-    const restored = await time(async () => {
-      restoredFrom = (await withRestore.setup()).cache.restoredFrom;
-    });
-    if (!restoredFrom) throw new Error('the setup after the bump did not restore from the older entry');
-    const cold = await time(() => without.setup());
-    return {
-      restored,
-      cold,
-      rows: [
-        { name: 'lockfile bump: cold setup of 40 dependencies (seeds the entry)', ms: seeded },
-        { name: 'lockfile bump: setup of 41, restored from the 40-dependency entry', ms: restored },
-        { name: 'lockfile bump: setup of 41 from nothing (cache.restore off)', ms: cold },
-      ],
-    };
+    await wsp.setup(); // cold: keeps the entry
+    const times: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      let view: Awaited<ReturnType<typeof wsp.setup>> | undefined;
+      times.push(
+        await time(async () => {
+          view = await wsp.setup();
+        }),
+      );
+      if (view?.cache?.hit !== true) throw new Error(`warm setup of the ${n}-file home missed the cache`);
+      await wsp.api('DELETE', `/workspaces/${view.id}`);
+    }
+    const ms = median(times);
+    return { row: { name: `warm setup, a home of ${n.toLocaleString('en')} files (setup-generated)`, ms }, ms };
   } finally {
-    await withRestore.close();
-    await without.close();
+    await wsp.close();
   }
 }
 

@@ -18,7 +18,7 @@ import { requireMeta } from './meta.js';
 import { enterCgroup, type WorkspaceCgroups } from './cgroup.js';
 import type { OverlayHomes } from './overlay/index.js';
 import { PidNamespaces } from './pid-namespace.js';
-import { killAllOfUid, killGroup, tasksOfUid } from './procs.js';
+import { anyProcessOwnedBy, killAllOfUid, killGroup, tasksOfUid } from './procs.js';
 import { buildLaunch, checkCommandSpec, type SandboxHost } from './sandbox.js';
 import { checkReadArgs, readStream, waitWhileRunning } from '../runner/command-record.js';
 import { sleep } from '../../lib/sleep.js';
@@ -183,7 +183,7 @@ export class CommandRunner {
    * command (a process that left its group survives: said in the warnings).
    */
   async killAll(ws: WorkspaceIdentity, reason: string): Promise<void> {
-    if (await this.neverRan(ws.workspaceId)) return;
+    if (await this.nothingAlive(ws)) return;
     const running = await this.runningDirs(ws.workspaceId);
     await Promise.all(running.map((dir) => writeKillReason(dir, reason)));
     await this.pidns?.kill(ws.workspaceId);
@@ -202,15 +202,19 @@ export class CommandRunner {
   }
 
   /**
-   * Nothing of the workspace ever ran — every process of a workspace descends from a command (whose
-   * dir stays for the workspace's life) or its namespace holder (recorded until killed) — so a kill-all
-   * has nothing to do (a warm start, whose repositories needed no sync, calls it several times). Its
-   * host uid had no process when it was claimed (host-uids.ts), and the provider's own helpers that
-   * run as the uid (tree/as-user.ts) are awaited.
+   * Nothing of the workspace is alive, known cheaply: no command was ever started (each leaves its
+   * dir for the workspace's life) — the workspace's own code runs only through commands — no namespace
+   * holder is recorded, and no process runs as its host uid (a helper of the provider's that ran as it
+   * and was orphaned by a crash, say). Only as root, where that uid is the workspace's own. A warm
+   * start whose repositories needed no sync runs nothing in its new workspace, yet kills all twice: a
+   * full kill-all costs a cgroup freeze/thaw and a read of every process's status.
    */
-  private async neverRan(workspaceId: string): Promise<boolean> {
-    const commands = await fs.readdir(this.layout.commandsDir(workspaceId)).catch(() => undefined);
-    return commands !== undefined && commands.length === 0 && !(await this.pidns?.recorded(workspaceId));
+  private async nothingAlive(ws: WorkspaceIdentity): Promise<boolean> {
+    if (!this.sandbox.asRoot) return false;
+    const commands = await fs.readdir(this.layout.commandsDir(ws.workspaceId)).catch(() => undefined);
+    if (commands === undefined || commands.length > 0) return false;
+    if (await this.pidns?.recorded(ws.workspaceId)) return false;
+    return !anyProcessOwnedBy(ws.hostUid);
   }
 
   private async isRunning(dir: string): Promise<boolean> {

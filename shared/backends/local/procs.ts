@@ -1,3 +1,4 @@
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import { BackendUnavailableError } from '../../contract/errors.js';
 import { runTool } from './exec.js';
@@ -45,6 +46,30 @@ export async function holderStartTime(pid: number): Promise<string | undefined> 
   if (fields === undefined || fields[0] === 'Z' || fields[0] === 'X') return undefined;
   if ((Number(fields[6]) & PF_EXITING) !== 0) return undefined;
   return fields[19];
+}
+
+/**
+ * Whether any process's /proc entry belongs to `uid` (its effective uid, while it is dumpable): one
+ * synchronous stat per process, ~2 ms for 400 processes where reading each status takes 20 ms. A
+ * quick look, not a kill-all's sweep (processesOfUid reads the real uid of every process).
+ */
+export function anyProcessOwnedBy(uid: number): boolean {
+  let entries: string[];
+  try {
+    entries = fsSync.readdirSync('/proc');
+  } catch {
+    return true; // cannot tell: assume there is
+  }
+  for (const e of entries) {
+    const c = e.charCodeAt(0);
+    if (c < 48 || c > 57) continue;
+    try {
+      if (fsSync.statSync(`/proc/${e}`).uid === uid) return true;
+    } catch {
+      // gone while we looked
+    }
+  }
+  return false;
 }
 
 /** Pids of live (non-zombie) processes whose real uid is `uid`. */

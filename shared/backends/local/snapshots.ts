@@ -50,6 +50,8 @@ export interface SnapshotTaken {
   copiedFiles?: number;
   /** Left out: devices/sockets, files of another owner (hard links from outside the home). */
   skipped?: Skipped;
+  /** The one uid owning its files on disk, when there is one (info.json `owner`). */
+  owner?: number;
 }
 
 function snapshotRef(layout: LocalLayout, name: string): SnapshotRef {
@@ -181,7 +183,21 @@ export async function readSnapshotId(snapDir: string): Promise<string | undefine
  * re-taken under the same name is walked again). `owner`: the uid owning the snapshot's files on
  * disk (the workspace's own, seen through the idmapped lower).
  */
-export async function snapshotDigest(snapDir: string, snapshotId: string, owner: number): Promise<string> {
+export function snapshotDigest(snapDir: string, snapshotId: string, owner: number): Promise<string> {
+  // One walk per snapshot at a time in this process: a warm start may ask while the walk begun right
+  // after the cache snapshot was taken still runs (LocalSnapshots.take).
+  const key = `${snapDir}\0${snapshotId}`;
+  let walking = digestsInFlight.get(key);
+  if (walking === undefined) {
+    walking = keptOrWalkedDigest(snapDir, snapshotId, owner).finally(() => digestsInFlight.delete(key));
+    digestsInFlight.set(key, walking);
+  }
+  return walking;
+}
+
+const digestsInFlight = new Map<string, Promise<string>>();
+
+async function keptOrWalkedDigest(snapDir: string, snapshotId: string, owner: number): Promise<string> {
   const file = path.join(snapDir, 'fingerprint.json');
   try {
     const kept = JSON.parse(await fs.readFile(file, 'utf8')) as { snapshotId?: unknown; digest?: unknown };
@@ -191,7 +207,9 @@ export async function snapshotDigest(snapDir: string, snapshotId: string, owner:
     // not kept yet (or unreadable): walked below
   }
   const digest = await hostFingerprint(path.join(snapDir, 'home'), { ownerUid: owner });
-  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+  // Written beside the snapshot dirs (a dot name: never listed as a snapshot), then renamed in: the
+  // snapshot dir never holds a transient file that a size or secret scan could see vanish.
+  const tmp = path.join(path.dirname(snapDir), `.fingerprint-${randomBytes(6).toString('hex')}.tmp`);
   await fs.writeFile(tmp, JSON.stringify({ snapshotId, digest }), { mode: 0o600 });
   await fs.rename(tmp, file);
   return digest;
@@ -229,6 +247,7 @@ export async function createSnapshot(
         owner = options.ownerUid;
     }
     const full: SnapshotInfo = { ...info, id: taken.id, ...(owner !== undefined ? { owner } : {}) };
+    if (owner !== undefined) taken = { ...taken, owner };
     await fs.writeFile(path.join(tmp, 'info.json'), JSON.stringify(full), { mode: 0o600 });
   });
   return taken;

@@ -5,6 +5,7 @@ import type { WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../
 import { StepFailedError, WspError } from '../../contract/errors.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
+import { bestEffort } from '../../lib/best-effort.js';
 import { checkName } from '../../lib/names.js';
 import { errorFields, type Logger } from '../../log.js';
 import { fingerprintArgv, parseFingerprint } from '../../workspace/fingerprint.js';
@@ -140,6 +141,15 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
       skippedSpecialFiles: taken.skipped?.special ?? 0,
       skippedForeignFiles: taken.skipped?.foreign ?? 0,
     });
+    // A cache snapshot is the lower of every warm start's home, whose fingerprint is this snapshot's
+    // digest: walked now, in the background, rather than by the first warm start.
+    if (purpose === 'cache' && taken.owner !== undefined) {
+      void bestEffort(
+        snapshots.snapshotDigest(this.c.layout.snapshotDir(name), taken.id, taken.owner),
+        this.c.log,
+        'walking a cache snapshot for its digest',
+      );
+    }
     // A workspace not seeded from a snapshot: its first snapshot becomes its origin (a cold start's
     // baseline, right after its cache snapshot, then links nearly everything from it).
     if (origin === undefined) await this.recordOriginFromSnapshot(meta.workspaceId, name, taken.id);
