@@ -139,7 +139,7 @@ cmd_supervise() {
   mkfifo -m 600 "$dir/alive"
   exec 5<> "$dir/alive"
   # Plain write (one process fewer than write_atomic): read only once the start has returned, i.e.
-  # after the pgid, which is written atomically after it.
+  # after the pgid, which is written after it.
   printf '%s\n' "$$" > "$dir/pid"
   # Our stdout is cmd_start's pipe: supervise_group closes it once the pgid is published.
   STARTED_PIPE=1
@@ -252,7 +252,10 @@ supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
     tries=$((tries + 1))
     sleep 0.002
   done
-  write_atomic "$dir/pgid" "$child"
+  # Published without a process (no mv): the command may be a fork bomb that has taken every pid of
+  # the container by now, and a pgid never published is a start that fails. One small write: readers
+  # take an empty file for "not yet" (cmd_kill's -s, the provider's readPgid), never half a number.
+  printf '%s\n' "$child" > "$dir/pgid"
   # Started by cmd_start: its wait ends here (nothing launched later holds the pipe).
   [ "${STARTED_PIPE:-0}" = 1 ] && exec > /dev/null
   # A kill requested before the pgid was known: honour it now. (dash's kill takes no "--".)
