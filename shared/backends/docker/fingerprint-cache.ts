@@ -1,8 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { WorkspacePlan } from '../../contract/plan.js';
+import { writeFileAtomic } from '../../lib/write-atomic.js';
 
 /**
  * What the fingerprints remember of an image's home: for each regular file hashed in a container of
@@ -122,12 +123,5 @@ export async function writeIndex(dir: string, key: string, index: FileIndex): Pr
 
 async function writeAtomic(dir: string, name: string, data: Buffer): Promise<void> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-  const file = path.join(dir, name);
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  try {
-    await fs.writeFile(tmp, data, { mode: 0o600 });
-    await fs.rename(tmp, file);
-  } finally {
-    await fs.rm(tmp, { force: true });
-  }
+  await writeFileAtomic(path.join(dir, name), data, { mode: 0o600 });
 }

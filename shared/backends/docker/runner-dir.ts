@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { writeFileAtomic } from '../../lib/write-atomic.js';
 import { RUNNER_SCRIPT } from '../runner/command-files.js';
 import type { DockerLayout } from './layout.js';
 
@@ -22,11 +22,5 @@ export async function installRunnerDir(layout: DockerLayout): Promise<void> {
   const dest = path.join(dir, 'runner.sh');
   const current = await fs.readFile(dest).catch(() => undefined);
   if (current?.equals(script)) return;
-  const tmp = `${dest}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  try {
-    await fs.writeFile(tmp, script, { mode: 0o700 });
-    await fs.rename(tmp, dest);
-  } finally {
-    await fs.rm(tmp, { force: true });
-  }
+  await writeFileAtomic(dest, script, { mode: 0o700 });
 }

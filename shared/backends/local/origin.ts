@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import type { OriginFiles } from './tree/snapshot-linked.js';
+import { writeFileAtomic } from '../../lib/write-atomic.js';
 
 /**
  * `<workspace>/origin.json` (root-only): which snapshot a workspace's home was seeded from, and the
@@ -46,13 +46,7 @@ export async function writeOrigin(file: string, record: OriginRecord): Promise<v
     files: [...record.files].map(([k, f]) => [k, f.ino.toString(), f.ctimeNs.toString()]),
     ...(record.lower ? { lower: true } : {}),
   };
-  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    await fs.writeFile(tmp, JSON.stringify(json), { mode: 0o600 });
-    await fs.rename(tmp, file);
-  } finally {
-    await fs.rm(tmp, { force: true });
-  }
+  await writeFileAtomic(file, JSON.stringify(json), { mode: 0o600 });
 }
 
 /**

@@ -12,6 +12,7 @@ import { removeAs } from './tree/as-user.js';
 import { takeLinkedSnapshot, type SnapshotOptions, type Skipped } from './tree/snapshot-linked.js';
 import { fdPath, openDirAt } from './tree/walk-at.js';
 import { readMountTable, snapshotInUse } from './overlay/index.js';
+import { writeFileAtomic } from '../../lib/write-atomic.js';
 
 /**
  * Snapshots of a workspace home: `snapshots/<name>/` = tree.ts's home copy + manifest, plus
@@ -207,11 +208,9 @@ async function keptOrWalkedDigest(snapDir: string, snapshotId: string, owner: nu
     // not kept yet (or unreadable): walked below
   }
   const digest = await hostFingerprint(path.join(snapDir, 'home'), { ownerUid: owner });
-  // Written beside the snapshot dirs (a dot name: never listed as a snapshot), then renamed in: the
-  // snapshot dir never holds a transient file that a size or secret scan could see vanish.
-  const tmp = path.join(path.dirname(snapDir), `.fingerprint-${randomBytes(6).toString('hex')}.tmp`);
-  await fs.writeFile(tmp, JSON.stringify({ snapshotId, digest }), { mode: 0o600 });
-  await fs.rename(tmp, file);
+  // The temp file lives beside the snapshot dirs (a dot name: never listed as a snapshot): the snapshot
+  // dir never holds a transient file that a size or secret scan could see vanish.
+  await writeFileAtomic(file, JSON.stringify({ snapshotId, digest }), { mode: 0o600, tmpDir: path.dirname(snapDir) });
   return digest;
 }
 
