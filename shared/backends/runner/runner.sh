@@ -116,10 +116,9 @@ cmd_start() {
   dir=$1
   # Claim the dir atomically; a second start (a retry over another channel) only waits like the first.
   if mkdir "$dir/claim" 2> /dev/null; then
-    # The supervisor's stdout is this substitution's pipe, which it closes once the process group is
-    # published (supervise_group), or by ending: the read returns then — no polling, no sleep process.
-    # shellcheck disable=SC2034 # read only to wait for the pipe's end
-    started=$(setsid sh "$SELF" supervise "$@" < /dev/null 2> /dev/null &)
+    # Launched straight from here (no command substitution around it): a channel killed right after
+    # the claim must not take a not-yet-launched supervisor with it, or the claim waits for ever.
+    setsid sh "$SELF" supervise "$@" < /dev/null > /dev/null 2>&1 &
   fi
   tries=0
   while [ ! -e "$dir/pgid" ] && [ ! -e "$dir/exit" ] && [ "$tries" -lt 7500 ]; do
@@ -141,8 +140,6 @@ cmd_supervise() {
   # Plain write (one process fewer than write_atomic): read only once the start has returned, i.e.
   # after the pgid, which is written after it.
   printf '%s\n' "$$" > "$dir/pid"
-  # Our stdout is cmd_start's pipe: supervise_group closes it once the pgid is published.
-  STARTED_PIPE=1
 
   start_output_cutters "$dir" "$max_bytes"
   exec 3< "$dir/env" 4< "$dir/stdin"
@@ -256,8 +253,6 @@ supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
   # the container by now, and a pgid never published is a start that fails. One small write: readers
   # take an empty file for "not yet" (cmd_kill's -s, the provider's readPgid), never half a number.
   printf '%s\n' "$child" > "$dir/pgid"
-  # Started by cmd_start: its wait ends here (nothing launched later holds the pipe).
-  [ "${STARTED_PIPE:-0}" = 1 ] && exec > /dev/null
   # A kill requested before the pgid was known: honour it now. (dash's kill takes no "--".)
   [ -e "$dir/kill" ] && kill -KILL "-$child" 2> /dev/null
 
