@@ -157,9 +157,10 @@ describe.skipIf(skip !== undefined)('a workspace sees only its own processes (lo
     expect(atInit.stdout).toBe('done\n');
     expect(holder(a.id)).toBe(before);
     expect(await hostProcesses(a.id, 'sleep 3105')).toHaveLength(1);
-    // Everything else it may kill: the holder's sleep (pid 2) and all its own processes. The reaper
-    // exits once it has no child left, and the kernel ends the namespace — this command with it.
-    const suicide = await run(a.id, 'kill -KILL -1; sleep 30; echo survived');
+    // Everything else it may kill: the holder's sleep (pid 2), its forker and all its own processes
+    // (kill -1 spares the caller: it kills itself next). The reaper exits once it has no child left,
+    // and the kernel ends the namespace.
+    const suicide = await run(a.id, 'kill -KILL -1; kill -KILL $$; sleep 30; echo survived');
     expect(suicide.stdout).not.toContain('survived');
     expect(await hostProcesses(a.id, 'sleep 3105')).toHaveLength(0);
 

@@ -17,9 +17,9 @@ import type { LocalLayout } from './layout.js';
 import { requireMeta } from './meta.js';
 import { enterCgroup, type WorkspaceCgroups } from './cgroup.js';
 import type { OverlayHomes } from './overlay/index.js';
-import { PidNamespaces } from './pid-namespace.js';
+import { type PidNamespaceOptions, PidNamespaces } from './pid-namespace.js';
 import { anyProcessOwnedBy, killAllOfUid, killGroup, tasksOfUid } from './procs.js';
-import { buildLaunch, checkCommandSpec, type SandboxHost } from './sandbox.js';
+import { buildLaunch, checkCommandSpec, forkerCommand, type SandboxHost } from './sandbox.js';
 import { checkReadArgs, readStream, waitWhileRunning } from '../runner/command-record.js';
 import { sleep } from '../../lib/sleep.js';
 
@@ -52,8 +52,9 @@ export class CommandRunner {
     private readonly cgroups?: WorkspaceCgroups,
     /** Copy-on-write homes (overlay/index.ts); undefined: homes are plain directories. */
     private readonly overlay?: OverlayHomes,
+    options: PidNamespaceOptions = {},
   ) {
-    this.pidns = PidNamespaces.wanted(sandbox) ? new PidNamespaces(layout, sandbox, cgroups) : undefined;
+    this.pidns = PidNamespaces.wanted(sandbox) ? new PidNamespaces(layout, sandbox, cgroups, options) : undefined;
     this.supervisor = new SupervisorClient(layout.runDir);
   }
 
@@ -122,6 +123,10 @@ export class CommandRunner {
     // The environment travels in fd3 (the launch), not in an env file.
     const fresh = await writeCommandDir(dir, spec, undefined, { fd3: launch.fd3 });
     if (!fresh) return;
+    // The workspace's forker, when its holder has one and the command can share the holder's sandbox;
+    // the chain is the fallback either way (the supervisor decides, see supervisor/forked.ts).
+    const inSandbox = pidns?.forker !== undefined ? forkerCommand(this.sandbox, plan, spec) : undefined;
+    const procs = this.cgroups?.procsFiles(ws.workspaceId)[0];
     await this.supervisor.start({
       dir,
       timeoutMs: spec.timeoutMs,
@@ -129,6 +134,17 @@ export class CommandRunner {
       // Into the workspace's cgroup first, while still root: nothing the command starts is ever outside.
       chain: [...enterCgroup(this.cgroups?.procsFiles(ws.workspaceId) ?? []), ...launch.chain],
       ...(launch.joinNamespacesOf ? { joinNamespacesOf: launch.joinNamespacesOf } : {}),
+      ...(inSandbox !== undefined && pidns?.forker !== undefined
+        ? {
+            forker: {
+              chan: this.layout.chanDir(ws.workspaceId),
+              hostUid: ws.hostUid,
+              forker: pidns.forker,
+              ...inSandbox,
+              ...(procs !== undefined ? { procs } : {}),
+            },
+          }
+        : {}),
     });
   }
 

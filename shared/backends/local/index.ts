@@ -46,6 +46,11 @@ export interface LocalBackendOptions {
   bwrapPath?: string | null;
   /** Host-wide registry of claimed workspace uids (root only); shared by every provider on the host. */
   hostUidRegistry?: string;
+  /**
+   * Start commands through each workspace's in-sandbox forker where the host allows it (default
+   * true; pid-namespace.ts); false: a new sandbox per command.
+   */
+  forker?: boolean;
 }
 
 /**
@@ -78,6 +83,7 @@ export async function createLocalBackend(options: LocalBackendOptions): Promise<
     warnings,
     limits.cgroups,
     overlay.ok ? new OverlayHomes(layout, log) : undefined,
+    options.forker,
   );
 }
 
@@ -106,8 +112,9 @@ class LocalBackend implements WorkspaceBackend {
     readonly warnings: string[],
     cgroups?: WorkspaceCgroups,
     private readonly overlay?: OverlayHomes,
+    forker?: boolean,
   ) {
-    this.commands = new CommandRunner(layout, sandbox, cgroups, overlay);
+    this.commands = new CommandRunner(layout, sandbox, cgroups, overlay, forker === undefined ? {} : { forker });
     this.context = { layout, sandbox, runner: this.commands, log, ...(overlay ? { overlay } : {}) };
     this.snapshots = {
       delete: (snapshot) => snapshots.deleteSnapshot(layout, snapshot),

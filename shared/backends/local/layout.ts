@@ -17,6 +17,9 @@ import { checkName } from '../../lib/names.js';
  *     tmp/                      bound at /tmp, owned by the host uid
  *     transfer/                 bound read-only at plan.transferDir, root-owned 0755
  *     commands/<cid>/           root-only: the exec contract's files (see supervisor/daemon.ts)
+ *     pidns, pidns.log          root-only: the namespace holder's record and bwrap's complaints (pid-namespace.ts)
+ *     chan/                     root-owned 0711, bound read-only into the holder: the in-sandbox forker's
+ *                               script, request FIFO and per-command FIFOs (supervisor/forked.ts)
  *   run/                        root-only 0700: the command supervisor's socket, log and FIFOs
  *   trash/<id>-<rand>/          root-only 0700: a deleted workspace's dir whose content could not be
  *                               removed as its uid (kept out of reach of every uid, logged)
@@ -74,6 +77,10 @@ export class LocalLayout {
   }
   transfer(workspaceId: string): string {
     return path.join(this.workspaceDir(workspaceId), 'transfer');
+  }
+  /** Root-owned 0711, bound read-only into the workspace's holder: its forker's channel (pid-namespace.ts). */
+  chanDir(workspaceId: string): string {
+    return path.join(this.workspaceDir(workspaceId), 'chan');
   }
   commandsDir(workspaceId: string): string {
     return path.join(this.workspaceDir(workspaceId), 'commands');

@@ -7,7 +7,10 @@ import { BackendUnavailableError } from '../../contract/errors.js';
 import { enterCgroup, type WorkspaceCgroups } from './cgroup.js';
 import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
+import { type ForkerProcess, ForkerStarter } from './forker-start.js';
+import { childPid, readyByte } from './bwrap-start.js';
 import { holderStartTime } from './procs.js';
+import { sleep } from '../../lib/sleep.js';
 import { type SandboxHost, workspaceIdentityArgs } from './sandbox.js';
 
 /**
@@ -44,17 +47,27 @@ import { type SandboxHost, workspaceIdentityArgs } from './sandbox.js';
  * - A workspace dir removed while the holder ran (crash during destroy) is handled by the cgroup's
  *   orphan removal at start-up (cgroup.ts removeOrphans: the holder is a member).
  *
+ * The holder's second process, the in-sandbox forker (forker-start.ts, when the host allows it): a
+ * long-lived "command" that joined the holder's namespaces like any other, with the workspace's
+ * mounts and a network namespace of its own, which starts the workspace's commands on network
+ * 'none' as one fork + exec each (supervisor/forked.ts). The record's second line is its host pid
+ * and start time. A workspace that kills it only loses the fast path: commands take the chain.
+ *
  * Without root, or without bwrap, there is no holder: see sandbox.ts and the backend's warnings.
  */
-
-/** How long a new holder may take to report its namespace and start its payload. */
-const START_TIMEOUT_MS = 15_000;
 
 export interface HolderRecord {
   /** Host pid of the namespace's init (bwrap's child). */
   pid: number;
   /** Its start time (field 22 of /proc/<pid>/stat). */
   start: string;
+  /** The workspace's in-sandbox forker, started beside the holder (forker-start.ts). */
+  forker?: ForkerProcess;
+}
+
+export interface PidNamespaceOptions {
+  /** Start an in-sandbox forker with each holder (default true, where the host allows it). */
+  forker?: boolean;
 }
 
 /** Runs in the holder sandbox (no /dev there): report readiness on fd 4 (every namespace is set up), then hold with no descriptor open. */
@@ -64,12 +77,17 @@ export class PidNamespaces {
   /** A start in flight per workspace: concurrent commands share it (never two holders). */
   private readonly pending = new Map<string, Promise<HolderRecord>>();
   private devNullHandle: Promise<fs.FileHandle> | undefined;
+  private readonly forkers: ForkerStarter | undefined;
 
   constructor(
     private readonly layout: LocalLayout,
     private readonly sandbox: SandboxHost,
     private readonly cgroups?: WorkspaceCgroups,
-  ) {}
+    options: PidNamespaceOptions = {},
+  ) {
+    this.forkers =
+      options.forker === false ? undefined : ForkerStarter.ifAvailable(layout, sandbox, cgroups, () => this.devNull());
+  }
 
   /** Only a root provider with bwrap gives workspaces a pid namespace of their own. */
   static wanted(sandbox: SandboxHost): boolean {
@@ -114,7 +132,14 @@ export class PidNamespaces {
   async alive(workspaceId: string): Promise<HolderRecord | undefined> {
     const record = await this.read(workspaceId);
     if (record === undefined) return undefined;
-    return (await holderStartTime(record.pid)) === record.start ? record : undefined;
+    if ((await holderStartTime(record.pid)) !== record.start) return undefined;
+    // An init with no child left is on its way out (bwrap's reaper exits then): a command joining it now
+    // would find the namespace gone. Wait (briefly) for it to go, and start a new holder.
+    if (await childless(record.pid)) {
+      for (let i = 0; i < 200 && (await holderStartTime(record.pid)) === record.start; i++) await sleep(5);
+      return undefined;
+    }
+    return record;
   }
 
   private recordFile(workspaceId: string): string {
@@ -123,16 +148,24 @@ export class PidNamespaces {
 
   private async read(workspaceId: string): Promise<HolderRecord | undefined> {
     const text = await fs.readFile(this.recordFile(workspaceId), 'utf8').catch(() => undefined);
-    const m = text === undefined ? null : /^(\d+) (\d+)\n?$/.exec(text);
-    return m === null ? undefined : { pid: Number(m[1]), start: m[2]! };
+    const m = text === undefined ? null : /^(\d+) (\d+)\n(?:(\d+) (\d+)\n)?$/.exec(text);
+    if (m === null) return undefined;
+    return {
+      pid: Number(m[1]),
+      start: m[2]!,
+      ...(m[3] !== undefined ? { forker: { pid: Number(m[3]), start: m[4]! } } : {}),
+    };
   }
 
   private async findOrStart(ws: { workspaceId: string; hostUid: number }, plan: WorkspacePlan): Promise<HolderRecord> {
     const found = await this.alive(ws.workspaceId);
     if (found !== undefined) return found;
-    const record = await this.start(ws, plan);
+    const holder = await this.start(ws, plan);
+    const forker = await this.forkers?.start(ws, plan, holder);
+    const record: HolderRecord = { ...holder, ...(forker !== undefined ? { forker } : {}) };
     const file = this.recordFile(ws.workspaceId);
-    await fs.writeFile(`${file}.tmp`, `${record.pid} ${record.start}\n`, { mode: 0o600 });
+    const second = forker === undefined ? '' : `${forker.pid} ${forker.start}\n`;
+    await fs.writeFile(`${file}.tmp`, `${record.pid} ${record.start}\n${second}`, { mode: 0o600 });
     await fs.rename(`${file}.tmp`, file);
     return record;
   }
@@ -217,40 +250,7 @@ export class PidNamespaces {
   }
 }
 
-/** bwrap's --info-fd JSON: the host pid of its child (the namespace's init). */
-function childPid(stream: Readable): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    const timer = setTimeout(() => reject(new Error('no namespace report in time')), START_TIMEOUT_MS);
-    stream.setEncoding('utf8');
-    stream.on('data', (d: string) => {
-      text += d;
-      const m = /"child-pid":\s*(\d+)/.exec(text);
-      if (m !== null) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    });
-    stream.once('close', () => {
-      clearTimeout(timer);
-      reject(new Error('bwrap reported no namespace'));
-    });
-    stream.once('error', (e) => reject(e));
-  });
-}
-
-/** One byte from the payload: the namespaces are set up and the init runs. EOF first: it failed. */
-function readyByte(stream: Readable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the holder did not start in time')), START_TIMEOUT_MS);
-    stream.once('data', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    stream.once('close', () => {
-      clearTimeout(timer);
-      reject(new Error('the holder ended before it was ready'));
-    });
-    stream.once('error', (e) => reject(e));
-  });
+async function childless(pid: number): Promise<boolean> {
+  const children = await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => undefined);
+  return children !== undefined && children.trim() === '';
 }

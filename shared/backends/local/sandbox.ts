@@ -165,6 +165,47 @@ export function workspaceIdentityArgs(plan: WorkspacePlan): string[] {
 }
 
 /**
+ * What a workspace sees of the file system (bwrap args): the host's system dirs read-only, its own
+ * /etc/passwd and /etc/group, /proc of its pid namespace, a minimal /dev, its home and /tmp, the
+ * transfer dir read-only. The same for a command's own sandbox and for the namespace holder whose
+ * forker starts commands inside it (pid-namespace.ts).
+ */
+export function workspaceMountArgs(sandbox: SandboxHost, plan: WorkspacePlan, paths: WorkspaceHostPaths): string[] {
+  return [
+    ...sandbox.rootfsArgs,
+    ...(paths.passwd ? ['--ro-bind-try', paths.passwd, '/etc/passwd'] : []),
+    ...(paths.group ? ['--ro-bind-try', paths.group, '/etc/group'] : []),
+    '--proc',
+    '/proc',
+    '--dev',
+    '/dev',
+    '--bind',
+    paths.home,
+    plan.home,
+    '--bind',
+    paths.tmp,
+    '/tmp',
+    '--ro-bind',
+    paths.transfer,
+    plan.transferDir,
+  ];
+}
+
+/**
+ * The command as the workspace's in-sandbox forker runs it (supervisor/forked.ts), or undefined when
+ * it needs a sandbox of its own: only a command on network 'none' shares the holder's (empty)
+ * network namespace; 'egress' and 'host' get theirs from the launch chain.
+ */
+export function forkerCommand(
+  sandbox: SandboxHost,
+  plan: WorkspacePlan,
+  spec: CommandSpec,
+): { argv: string[]; env: Record<string, string>; cwd: string } | undefined {
+  if (sandbox.kind !== 'bwrap' || !sandbox.asRoot || effectiveNetwork(sandbox, plan, spec) !== 'none') return undefined;
+  return { argv: [...spec.argv], env: commandEnv(plan, spec, plan.home), cwd: spec.cwd };
+}
+
+/**
  * Build the launch chain of one command. Env values (possibly secrets) never enter argv — argv is
  * world-readable in /proc — they go into fd 3, which the supervisor opens from a root-only file.
  * `pidns`: the holder of the workspace's pid namespace (root + bwrap); the command joins it.
@@ -199,22 +240,7 @@ export function buildLaunch(
       // Without root there is no per-workspace uid and no holder: a pid namespace per command instead
       // (background processes end with the command).
       ...(sandbox.asRoot ? [] : ['--unshare-pid', '--die-with-parent']),
-      ...sandbox.rootfsArgs,
-      ...(paths.passwd ? ['--ro-bind-try', paths.passwd, '/etc/passwd'] : []),
-      ...(paths.group ? ['--ro-bind-try', paths.group, '/etc/group'] : []),
-      '--proc',
-      '/proc',
-      '--dev',
-      '/dev',
-      '--bind',
-      paths.home,
-      plan.home,
-      '--bind',
-      paths.tmp,
-      '/tmp',
-      '--ro-bind',
-      paths.transfer,
-      plan.transferDir,
+      ...workspaceMountArgs(sandbox, plan, paths),
       '--chdir',
       spec.cwd,
       '--cap-drop',

@@ -29,15 +29,25 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { formatExit } from '../../runner/command-record.js';
+import { Forkers } from './forked.js';
 import { HolderGoneError, openHolderNamespaces } from './namespaces.js';
 import { CappedStream } from './output.js';
-import { isStartRequest, lineReader, type Message, type Reply, type StartRequest } from './protocol.js';
+import {
+  type ForkerTarget,
+  isStartRequest,
+  lineReader,
+  type Message,
+  type Reply,
+  type StartRequest,
+} from './protocol.js';
 
 /** How long an unused supervisor lingers (a provider restarting within it finds it again). */
 const IDLE_MS = 5_000;
 /** After the chain ended: how long the exit record waits for its output pipes to close (see finish). */
 const GRACE_GROUP_ALIVE_MS = 1_000;
 const GRACE_GROUP_EMPTY_MS = 10_000;
+/** After a timeout's kill: how long a forker may take to report the end before the command is ended without it. */
+const FORKER_KILL_GRACE_MS = 3_000;
 /** FIFOs made per `mkfifo` run (two per command). */
 const FIFO_BATCH = 32;
 const TOOL_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
@@ -100,8 +110,13 @@ function pipePair(): { read: number; write: number } {
 interface Running {
   pgid: number | undefined;
   timer: NodeJS.Timeout | undefined;
+  /** A command run by the workspace's forker: ask it to kill the command's group too. */
+  forkerKill?: () => void;
+  /** A command run by the workspace's forker: end it as killed without the forker's word (forked.ts). */
+  forkerAbandon?: () => void;
 }
 const running = new Map<string, Running>();
+const forkers = new Forkers();
 
 function groupAlive(pgid: number | undefined): boolean {
   if (pgid === undefined) return false;
@@ -131,12 +146,86 @@ function writeKillReason(dir: string, reason: string): void {
   }
 }
 
-function start(req: StartRequest): void {
-  const { dir, chain } = req;
+/** The command's group is known: record it; honour a kill that came before it was known. */
+function groupKnown(dir: string, cmd: Running, pgid: number | undefined): void {
+  cmd.pgid = pgid;
+  if (pgid !== undefined) writeAtomic(path.join(dir, 'pgid'), `${pgid}\n`);
+  if (fs.existsSync(path.join(dir, 'kill'))) {
+    killGroup(cmd.pgid);
+    cmd.forkerKill?.();
+  }
+}
+
+function armTimeout(dir: string, cmd: Running, timeoutMs: number): void {
+  if (timeoutMs <= 0) return;
+  // setTimeout holds at most 2^31-1 ms (~24.8 days); longer is as good as none here.
+  cmd.timer = setTimeout(
+    () => {
+      writeKillReason(dir, 'timeout');
+      killGroup(cmd.pgid);
+      cmd.forkerKill?.();
+      // A forker the workspace stopped never reports the end: the timeout holds all the same.
+      if (cmd.forkerAbandon !== undefined)
+        setTimeout(() => running.get(dir) === cmd && cmd.forkerAbandon?.(), FORKER_KILL_GRACE_MS).unref();
+    },
+    Math.min(timeoutMs, 2 ** 31 - 1),
+  );
+}
+
+/** Resolves once the command's pid and process group are recorded (or it ended first). */
+async function start(req: StartRequest): Promise<void> {
+  const { dir } = req;
   // A start sent again (its answer was lost): the first one holds the dir.
   if (running.has(dir) || fs.existsSync(path.join(dir, 'pid'))) return;
   writeAtomic(path.join(dir, 'pid'), `${process.pid} ${selfStart}\n`);
   const cmd: Running = { pgid: undefined, timer: undefined };
+  if (req.forker !== undefined) {
+    const started = startForked(req, req.forker, cmd);
+    if (started !== undefined) return started;
+  }
+  startChain(req, cmd);
+}
+
+/**
+ * Through the workspace's forker (forked.ts): undefined when it does not take the command (nothing
+ * ran); else resolves once the forker started it (its group recorded) or it ended.
+ */
+function startForked(req: StartRequest, target: ForkerTarget, cmd: Running): Promise<void> | undefined {
+  const { dir } = req;
+  const streams: { out?: CappedStream; err?: CappedStream } = {};
+  let known!: () => void;
+  const started = new Promise<void>((resolve) => {
+    known = resolve;
+  });
+  const forked = forkers.start(target, dir, {
+    started: (pgid) => {
+      groupKnown(dir, cmd, pgid);
+      known();
+    },
+    ended: (code, signal, note, ran) => {
+      known();
+      const said = note === undefined ? undefined : `wsp: ${note}\n`;
+      void finish(dir, cmd, streams.out!, streams.err!, code, signal, said, ran === false ? 0 : undefined);
+    },
+  });
+  if (forked === undefined) return undefined;
+  cmd.forkerKill = forked.kill;
+  cmd.forkerAbandon = forked.abandon;
+  try {
+    streams.out = new CappedStream(path.join(dir, 'stdout'), req.maxOutputBytes, forked.out);
+    streams.err = new CappedStream(path.join(dir, 'stderr'), req.maxOutputBytes, forked.err);
+  } catch (error) {
+    forked.kill();
+    throw error;
+  }
+  running.set(dir, cmd);
+  armTimeout(dir, cmd, req.timeoutMs);
+  return started;
+}
+
+/** A sandbox of its own for the command: the launch chain (sandbox.ts), spawned here. */
+function startChain(req: StartRequest, cmd: Running): void {
+  const { dir, chain } = req;
   const inputs: number[] = [];
   const outputs: Array<{ read: number; write: number }> = [];
   let child: ChildProcess | undefined;
@@ -184,35 +273,31 @@ function start(req: StartRequest): void {
   }
   running.set(dir, cmd);
   if (child === undefined) {
-    void finish(dir, cmd, out, err, refused instanceof HolderGoneError ? 125 : 127, null, refused);
+    void finish(dir, cmd, out, err, refused instanceof HolderGoneError ? 125 : 127, null, startNote(refused));
     return;
   }
   let spawnError: Error | undefined;
   child.once('error', (error) => {
     spawnError = error;
   });
-  cmd.pgid = child.pid;
-  if (cmd.pgid !== undefined) {
-    writeAtomic(path.join(dir, 'pgid'), `${cmd.pgid}\n`);
-    // A kill that came before the group was known is honoured now.
-    if (fs.existsSync(path.join(dir, 'kill'))) killGroup(cmd.pgid);
-    if (req.timeoutMs > 0) {
-      // setTimeout holds at most 2^31-1 ms (~24.8 days); longer is as good as none here.
-      cmd.timer = setTimeout(
-        () => {
-          writeKillReason(dir, 'timeout');
-          killGroup(cmd.pgid);
-        },
-        Math.min(req.timeoutMs, 2 ** 31 - 1),
-      );
-    }
+  if (child.pid !== undefined) {
+    groupKnown(dir, cmd, child.pid);
+    armTimeout(dir, cmd, req.timeoutMs);
   }
   const spawned = child;
   const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     spawned.once('exit', (code, signal) => resolve({ code, signal }));
     spawned.once('error', () => resolve({ code: 127, signal: null }));
   });
-  void ended.then(({ code, signal }) => finish(dir, cmd, out, err, code, signal, spawnError));
+  void ended.then(({ code, signal }) => finish(dir, cmd, out, err, code, signal, startNote(spawnError)));
+}
+
+/** What stderr says about a command that could not be started. */
+function startNote(error: Error | undefined): string | undefined {
+  if (error === undefined) return undefined;
+  return error instanceof HolderGoneError
+    ? `wsp: ${error.message}\n`
+    : `wsp: cannot start the command: ${error.message}\n`;
 }
 
 /**
@@ -228,11 +313,14 @@ async function finish(
   err: CappedStream,
   code: number | null,
   signal: NodeJS.Signals | null,
-  spawnError: Error | undefined,
+  /** Appended to stderr: why the command has no status of its own (it could not start, say). */
+  note: string | undefined,
+  /** How long the output may take to end; default: by whether the command's group lives on. */
+  graceMs?: number,
 ): Promise<void> {
   if (cmd.timer !== undefined) clearTimeout(cmd.timer);
   const status = code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0);
-  const grace = groupAlive(cmd.pgid) ? GRACE_GROUP_ALIVE_MS : GRACE_GROUP_EMPTY_MS;
+  const grace = graceMs ?? (groupAlive(cmd.pgid) ? GRACE_GROUP_ALIVE_MS : GRACE_GROUP_EMPTY_MS);
   let graceTimer: NodeJS.Timeout | undefined;
   await Promise.race([
     Promise.all([out.ended, err.ended]),
@@ -243,13 +331,9 @@ async function finish(
   clearTimeout(graceTimer);
   try {
     let stderrBytes = err.bytes;
-    if (spawnError !== undefined) {
-      const message =
-        spawnError instanceof HolderGoneError
-          ? `wsp: ${spawnError.message}\n`
-          : `wsp: cannot start the command: ${spawnError.message}\n`;
-      fs.appendFileSync(path.join(dir, 'stderr'), message);
-      stderrBytes += Buffer.byteLength(message);
+    if (note !== undefined) {
+      fs.appendFileSync(path.join(dir, 'stderr'), note);
+      stderrBytes += Buffer.byteLength(note);
     }
     const killed = status === 128 + 9 && fs.existsSync(path.join(dir, 'kill'));
     writeAtomic(
@@ -294,13 +378,13 @@ function onClient(socket: net.Socket): void {
           reply({ id: typeof id === 'number' ? id : -1, ok: false, error: 'not a valid request' });
           return;
         }
-        try {
-          start(value);
-          reply({ id: value.id, ok: true });
-        } catch (error) {
-          log(`start ${value.dir}: ${(error as Error).message}`);
-          reply({ id: value.id, ok: false, error: (error as Error).message });
-        }
+        start(value).then(
+          () => reply({ id: value.id, ok: true }),
+          (error: Error) => {
+            log(`start ${value.dir}: ${error.message}`);
+            reply({ id: value.id, ok: false, error: error.message });
+          },
+        );
       },
       (line) => log(`unreadable request: ${line.slice(0, 200)}`),
     ),

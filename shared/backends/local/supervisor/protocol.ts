@@ -15,6 +15,23 @@ export interface StartRequest {
   chain: string[];
   /** The holder whose user and pid namespaces become the chain's fds 7 and 8 (namespaces.ts). */
   joinNamespacesOf?: { pid: number; start: string };
+  /** The workspace's in-sandbox forker, tried first (forked.ts); `chain` runs when it does not take the command. */
+  forker?: ForkerTarget;
+}
+
+/** A command for a workspace's forker (forker.py): what bwrap would have set up is the sandbox's already. */
+export interface ForkerTarget {
+  /** Host path of the workspace's channel dir (root-owned; bound read-only into its sandbox). */
+  chan: string;
+  /** The workspace's host uid: owner of the FIFOs and request files made for the forker. */
+  hostUid: number;
+  /** Host pid and start time of the forker process. */
+  forker: { pid: number; start: string };
+  /** A cgroup.procs file of the workspace's cgroup: where a command's group is looked for when its leader is gone. */
+  procs?: string;
+  argv: string[];
+  env: Record<string, string>;
+  cwd: string;
 }
 
 /** The answer to a request with the same id; a start is answered once `pid` and `pgid` are recorded. */
@@ -72,6 +89,32 @@ export function isStartRequest(value: unknown): value is StartRequest {
       (Number.isInteger(r.joinNamespacesOf.pid) &&
         r.joinNamespacesOf.pid > 1 &&
         typeof r.joinNamespacesOf.start === 'string' &&
-        /^\d+$/.test(r.joinNamespacesOf.start)))
+        /^\d+$/.test(r.joinNamespacesOf.start))) &&
+    (r.forker === undefined || isForkerTarget(r.forker))
+  );
+}
+
+function isForkerTarget(t: Partial<ForkerTarget>): boolean {
+  return (
+    typeof t === 'object' &&
+    t !== null &&
+    typeof t.chan === 'string' &&
+    t.chan.startsWith('/') &&
+    Number.isInteger(t.hostUid) &&
+    t.hostUid! > 0 &&
+    typeof t.forker === 'object' &&
+    t.forker !== null &&
+    Number.isInteger(t.forker.pid) &&
+    t.forker.pid > 1 &&
+    typeof t.forker.start === 'string' &&
+    /^\d+$/.test(t.forker.start) &&
+    Array.isArray(t.argv) &&
+    t.argv.length > 0 &&
+    t.argv.every((a) => typeof a === 'string') &&
+    typeof t.env === 'object' &&
+    t.env !== null &&
+    Object.values(t.env).every((v) => typeof v === 'string') &&
+    typeof t.cwd === 'string' &&
+    (t.procs === undefined || (typeof t.procs === 'string' && t.procs.startsWith('/')))
   );
 }

@@ -1,0 +1,178 @@
+"""wsp forker: starts a workspace's commands from inside its sandbox (local backend).
+
+It runs beside the workspace's namespace holder (forker-start.ts), sandboxed as a command is: the
+workspace's user, in its user and pid namespaces, with its home, /tmp, /proc and /dev mounted and
+no capabilities. A command is then one fork + exec of an already sandboxed process (a few ms)
+instead of a new bubblewrap sandbox per command.
+
+The provider's command supervisor (daemon.ts, root, outside every sandbox) talks to it through the
+channel dir bound read-only at this script's dir: a root-made dir the workspace cannot write.
+  req              FIFO, read here: one line per request, "s <token>" (start) or "k <token>" (kill)
+  <token>.req      the start request (JSON): argv, env, cwd and the names of its FIFOs
+  out, err, st     FIFO names given in the request: the command's stdout/stderr (read and capped by
+                   the supervisor) and this command's status channel, where this writes
+                   "p <pid>" once the command runs and "x <code>" when it ended (code < 0: -signal)
+  in               optional: a file for stdin (else /dev/null)
+Nothing here is trusted by the supervisor beyond this workspace: a workspace that tampers with its
+forker can only lie about, or stop, its own commands (the supervisor falls back to a sandbox per
+command, see daemon.ts). This process holds no descriptor a command inherits (all close-on-exec).
+"""
+
+import errno
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+
+CHAN = os.path.dirname(os.path.abspath(__file__))
+TOKEN = re.compile(r"^[0-9a-f]{32}$")
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_LINE = 256
+
+# token -> pid (its process group: the command leads a session of its own)
+running = {}
+# pid -> (token, status fd, Popen)
+children = {}
+
+
+def chan_path(name):
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ValueError("bad channel name")
+    return os.path.join(CHAN, name)
+
+
+def write_all(fd, data):
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def open_writer(name):
+    # Non-blocking: a FIFO whose reader (the supervisor) gave up fails at once (ENXIO), never hangs.
+    fd = os.open(chan_path(name), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def start(token):
+    with open(chan_path(token + ".req"), "rb") as f:
+        req = json.loads(f.read(1 << 20))
+    argv, env, cwd = req["argv"], req["env"], req["cwd"]
+    st = open_writer(req["st"])
+    fds = []
+    try:
+        fds.append(open_writer(req["out"]))
+        fds.append(open_writer(req["err"]))
+        stdin = req.get("in")
+        fds.append(os.open(chan_path(stdin) if stdin else "/dev/null", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW))
+        try:
+            child = subprocess.Popen(
+                argv,
+                stdin=fds[2],
+                stdout=fds[0],
+                stderr=fds[1],
+                cwd=cwd,
+                env=env,
+                close_fds=True,
+                start_new_session=True,
+            )
+        except OSError as e:
+            # What a shell would say and exit with: 126 found but not runnable, 127 not found.
+            where = cwd if e.filename == cwd else argv[0]
+            write_all(fds[1], ("wsp: cannot run %s: %s\n" % (where, e.strerror)).encode("utf-8", "replace"))
+            code = 127 if e.errno == errno.ENOENT and where != cwd else 126
+            write_all(st, b"p 0\nx %d\n" % code)
+            os.close(st)
+            return
+    except BaseException:
+        os.close(st)
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+    try:
+        write_all(st, b"p %d\n" % child.pid)
+    except OSError:
+        # The supervisor gave up on this command before it ran: it must not run unseen.
+        kill_group(child.pid)
+    running[token] = child.pid
+    children[child.pid] = (token, st, child)
+
+
+def kill_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def reap():
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        entry = children.pop(pid, None)
+        if entry is None:
+            continue
+        token, st, child = entry
+        child.returncode = os.waitstatus_to_exitcode(status)  # so Popen never waits for it again
+        running.pop(token, None)
+        try:
+            write_all(st, b"x %d\n" % child.returncode)
+        except OSError:
+            pass
+        os.close(st)
+
+
+def handle(line):
+    parts = line.split(b" ")
+    if len(parts) != 2:
+        return
+    op, token = parts[0], parts[1].decode("ascii", "replace")
+    if not TOKEN.match(token):
+        return
+    if op == b"s":
+        try:
+            start(token)
+        except Exception:  # a bad or withdrawn request: the supervisor times it out
+            pass
+    elif op == b"k" and token in running:
+        kill_group(running[token])
+
+
+def main():
+    os.umask(0o022)
+    # Read and write: the FIFO never reads EOF while supervisors come and go.
+    req = os.open(os.path.join(CHAN, "req"), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    # Ready (pid-namespace.ts waits for this byte on fd 4), then nothing of the holder's start stays open.
+    os.write(4, b"r")
+    os.close(4)
+    pending = b""
+    while True:
+        try:
+            readable, _, _ = select.select([req, wake_r], [], [])
+        except InterruptedError:
+            continue
+        if wake_r in readable:
+            try:
+                os.read(wake_r, 512)
+            except BlockingIOError:
+                pass
+        reap()
+        if req in readable:
+            pending += os.read(req, 4096)
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                handle(line)
+            if len(pending) > MAX_LINE:
+                pending = b""  # garbage from inside the workspace: drop it
+
+
+main()
