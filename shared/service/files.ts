@@ -214,8 +214,13 @@ interface ExecResult {
 }
 type Exec = (argv: string[], options: ExecOptions) => Promise<ExecResult>;
 
-/** Every kept byte of a finished command's stdout, in pages. */
+/** Every kept byte of a finished command's stdout: by the backend's bulk path when it has one, else in pages. */
 async function readAll(commands: WorkspaceCommands, commandId: string, bytes: number): Promise<Buffer> {
+  if (commands.readAll) {
+    const data = await commands.readAll(commandId, 'stdout', bytes);
+    if (data.length !== bytes) throw new StepFailedError('file operation', 'its answer could not be read back whole');
+    return data;
+  }
   const parts: Buffer[] = [];
   let offset = 0;
   while (offset < bytes) {

@@ -24,10 +24,17 @@ const FILES_CONFIG: ConfigInput = {
   workspace: { network: 'none' },
 };
 
+interface Started {
+  wsp: TestProvider;
+  close(): Promise<void>;
+  /** Fargate only: the fake S3's requests (large bodies must travel there, not over the exec session). */
+  s3?: EcsHandle['s3'];
+}
+
 interface Target {
   name: string;
   skip: string | undefined;
-  start(): Promise<{ wsp: TestProvider; close(): Promise<void> }>;
+  start(): Promise<Started>;
 }
 
 const [local, docker] = hostileBackends();
@@ -48,6 +55,7 @@ const targets: Target[] = [
       const provider = await startEcsProvider(ecs, FILES_CONFIG);
       return {
         wsp: provider.wsp,
+        s3: ecs.s3,
         async close() {
           await provider.close();
           await ecs.cleanup();
@@ -74,13 +82,14 @@ for (const target of targets) {
   describe.skipIf(target.skip !== undefined)(`files API over HTTP: ${target.name}`, () => {
     let wsp: TestProvider;
     let close: () => Promise<void>;
+    let s3: Started['s3'];
     let ws: { id: string; plan: { home: string; workdir: string } };
     /** A host directory OUTSIDE every workspace: what a symlink in the home names must never reach it. */
     let canaryDir: string;
     const CANARY = `host-canary-${randomBytes(8).toString('hex')}\n`;
 
     beforeAll(async () => {
-      ({ wsp, close } = await target.start());
+      ({ wsp, close, s3 } = await target.start());
       ws = await wsp.setup();
       canaryDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-files-canary-'));
       fs.chmodSync(canaryDir, 0o777); // wide open: only the sandbox may stand between it and the workspace
@@ -322,6 +331,14 @@ for (const target of targets) {
       const tail = await get('huge.bin', { range: 'bytes=-10' });
       expect(tail.status).toBe(206);
       expect(tail.bytes.equals(Buffer.alloc(10))).toBe(true);
+      // On Fargate a large body never crosses the exec session: in and out through presigned S3 URLs.
+      if (s3) {
+        const max = await get('max.bin');
+        expect(max.bytes.equals(Buffer.alloc(MAX_BYTES, 7))).toBe(true);
+        const presigned = s3.requests.filter((q) => q.presigned);
+        expect(presigned.some((q) => q.method === 'GET' && q.key.includes('stdin/'))).toBe(true);
+        expect(presigned.some((q) => q.method === 'PUT' && q.key.includes('output/'))).toBe(true);
+      }
     });
 
     it('404 for an unknown workspace; 409 while the workspace is not ready', async () => {
