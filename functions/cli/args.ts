@@ -32,12 +32,14 @@ const OPTIONS = {
   repo: { type: 'string', multiple: true },
   checkout: { type: 'string' },
   recreate: { type: 'boolean' },
+  mode: { type: 'string' },
+  recursive: { type: 'boolean', short: 'r' },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
 const GLOBAL: OptionName[] = ['url', 'token', 'data-dir', 'json', 'help'];
 
-/** Subcommand → [positional names, extra options]. */
+/** Subcommand → [positional names (`?`: optional, last only), extra options]. */
 export const SUBCOMMANDS = {
   setup: [[], ['ref', 'env', 'label', 'ttl-seconds', 'idempotency-key', 'no-wait', 'timeout-ms']],
   ls: [[], []],
@@ -47,6 +49,8 @@ export const SUBCOMMANDS = {
   reset: [['id'], ['ref', 'recreate']],
   changes: [['id'], []],
   rm: [['id'], []],
+  cp: [['source', 'destination'], ['mode']],
+  files: [['action', 'id', 'path?'], ['recursive']],
   smoke: [[], ['timeout-ms']],
 } as const satisfies Record<string, readonly [readonly string[], readonly OptionName[]]>;
 
@@ -75,6 +79,8 @@ export interface ParsedArgs {
     command?: string;
     'no-stdin'?: boolean;
     recreate?: boolean;
+    mode?: string;
+    recursive?: boolean;
     repo?: string[];
     checkout?: string;
   };
@@ -105,7 +111,8 @@ export function parseCli(argv: string[]): ParsedArgs {
   if (name === undefined) return { subcommand: undefined, positionals: [], rest, values };
   if (!(name in SUBCOMMANDS)) throw new UsageError(`unknown command '${name}'`);
   const subcommand = name as Subcommand;
-  const [names, extra] = SUBCOMMANDS[subcommand];
+  const [allNames, extra] = SUBCOMMANDS[subcommand];
+  const names = (allNames as readonly string[]).filter((n) => !n.endsWith('?'));
   const allowed = new Set<string>([...GLOBAL, ...extra]);
   for (const token of parsed.tokens) {
     if (token.kind === 'option' && !allowed.has(token.name))
@@ -114,9 +121,9 @@ export function parseCli(argv: string[]): ParsedArgs {
   if (!values.help) {
     if (positionals.length < names.length)
       throw new UsageError(`'${subcommand}' needs ${names.map((n) => `<${n}>`).join(' ')}`);
-    if (positionals.length > names.length)
+    if (positionals.length > allNames.length)
       throw new UsageError(
-        `unexpected argument '${positionals[names.length]}' (arguments of the command itself go after --)`,
+        `unexpected argument '${positionals[allNames.length]}' (arguments of the command itself go after --)`,
       );
     if (rest.length > 0 && subcommand !== 'exec') throw new UsageError(`'${subcommand}' takes no arguments after --`);
   }
@@ -163,6 +170,12 @@ Commands:
   smoke [--timeout-ms N]                 the whole loop once with timings (create, command, reset,
                                          delete): run it after a deployment; exit 1 if a check failed
   rm <id>                                delete a workspace
+  cp <src> <dest> [--mode 0644]          copy a file into or out of a workspace: one side is ID:PATH
+                                         (PATH relative to the workdir or absolute; ID:dir/ keeps the
+                                         name), the other a local path or - (stdin / stdout)
+  files ls <id> [path] [-r]              list a directory of the workspace (-r: the whole tree)
+  files stat <id> <path>                 type, mode, size, mtime of one path (a symlink itself)
+  files rm <id> <path> [-r]              delete a file, symlink or directory (-r: a non-empty one)
 
 Options (every command):
   --url URL          server (env WSP_URL, default http://127.0.0.1:7070)

@@ -2,6 +2,7 @@ import type { WspClient } from '../../shared/client/client.js';
 import type { WorkspaceEvent, WorkspaceView } from '../../shared/contract/views.js';
 import { integer, keyValues, UsageError, type ParsedArgs } from './args.js';
 import { runExec } from './exec.js';
+import { runCp, runFiles } from './files.js';
 import { runSmoke } from './smoke.js';
 import type { Io } from './io.js';
 
@@ -115,6 +116,10 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
       }
       return 0;
     }
+    case 'cp':
+      return runCp(client, io, args);
+    case 'files':
+      return runFiles(client, io, args);
     case 'smoke':
       return runSmoke(client, io, {
         readyTimeoutMs: integer('timeout-ms', values['timeout-ms']) ?? 30 * 60_000,

@@ -6,7 +6,7 @@ import { errorBody } from '../../shared/api/errors.js';
 import { routes } from '../../shared/api/routes.js';
 import { createLogger } from '../../shared/log.js';
 import { authorizationMatches } from './api-keys.js';
-import { errorResult, jsonResult, toDispatchRequest } from './http-event.js';
+import { bytesResult, errorResult, jsonResult, toDispatchRequest } from './http-event.js';
 import { inInvocation } from './invocation.js';
 import { LAMBDA_LIMITS, LAMBDA_MAX_BODY_BYTES, LAMBDA_PAYLOAD_BYTES } from './limits.js';
 import { containerOr503, httpErrorShape } from './middleware.js';
@@ -46,6 +46,7 @@ async function serve(
   const keyOk = hashes.length === 0 || authorizationMatches(header(request, 'authorization'), hashes);
   const response = await dispatch(routes, container.service, request, {
     maxBodyBytes: Math.min(container.deps.config.listen.maxBodyBytes, LAMBDA_MAX_BODY_BYTES),
+    maxRawBodyBytes: Math.min(container.deps.config.files.maxBytes, LAMBDA_MAX_BODY_BYTES),
     limits: LAMBDA_LIMITS,
     log,
     ...(keyOk ? {} : { authToken: UNMATCHABLE_TOKEN }),
@@ -56,6 +57,8 @@ async function serve(
     status: 'stream' in response ? 501 : response.status,
   });
   if ('stream' in response) return streamingUnavailable(request.path);
+  if ('bytes' in response)
+    return withinPayloadLimit(bytesResult(response.status, response.headers, response.bytes), request);
   return withinPayloadLimit(jsonResult(response.status, response.headers, response.body), request);
 }
 

@@ -37,11 +37,26 @@ export function jsonResult(
   headers: Record<string, string>,
   body: unknown,
 ): APIGatewayProxyStructuredResultV2 {
+  if (status === 204) return { statusCode: 204, headers: { ...headers, 'cache-control': 'no-store' }, body: '' };
   return {
     statusCode: status,
     headers: { ...headers, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
     body: JSON.stringify(body ?? null),
     isBase64Encoded: false,
+  };
+}
+
+/** Raw bytes (a file), base64 in the result as API Gateway wants binary answers. */
+export function bytesResult(
+  status: number,
+  headers: Record<string, string>,
+  bytes: Buffer,
+): APIGatewayProxyStructuredResultV2 {
+  return {
+    statusCode: status,
+    headers: { 'content-type': 'application/octet-stream', ...headers, 'cache-control': 'no-store' },
+    body: bytes.toString('base64'),
+    isBase64Encoded: true,
   };
 }
 

@@ -24,4 +24,6 @@ export const LAMBDA_LIMITS: EntryLimits = {
   // Two streams of text fit at about this much each; more would be read over ECS Exec and thrown away.
   maxReadBytes: 2 * 1024 * 1024,
   answer: { maxBytes: LAMBDA_PAYLOAD_BYTES - ENVELOPE_BYTES, jsonDepth: 2 },
+  // A file travels base64 in the result (4/3 of its size): 4 MiB fits; larger files are read in ranges.
+  maxFileBytes: 4 * 1024 * 1024,
 };

@@ -1,6 +1,11 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { DEFAULT_MAX_BODY_BYTES, dispatch, type DispatchResponse } from '../../shared/api/dispatch.js';
+import {
+  DEFAULT_MAX_BODY_BYTES,
+  dispatch,
+  requestBodyLimit,
+  type DispatchResponse,
+} from '../../shared/api/dispatch.js';
 import { errorBody } from '../../shared/api/errors.js';
 import type { Route } from '../../shared/api/route-types.js';
 import { routes as defaultRoutes } from '../../shared/api/routes.js';
@@ -28,6 +33,8 @@ export interface HttpServerOptions {
   log?: Logger;
   /** Default 1 MiB. */
   maxBodyBytes?: number;
+  /** Raw bodies (file uploads, config files.maxBytes); default maxBodyBytes. */
+  maxRawBodyBytes?: number;
   /** SSE heartbeat comment interval; default 15 000 ms. */
   heartbeatMs?: number;
   routes?: readonly Route[];
@@ -45,6 +52,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
   const host = options.host ?? '127.0.0.1';
   const log = options.log ?? createLogger({ component: 'http' });
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const limits = { maxBodyBytes, maxRawBodyBytes: options.maxRawBodyBytes ?? maxBodyBytes };
   const heartbeatMs = options.heartbeatMs ?? 15_000;
   const routes = options.routes ?? defaultRoutes;
   /** One controller per in-flight request, so close() can end SSE streams. */
@@ -68,13 +76,15 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
       });
     });
 
-    const read = await readRequestBody(req, maxBodyBytes);
+    // The route decides the cap (a file upload may be larger than a JSON body) before a byte is read.
+    const cap = requestBodyLimit(routes, req.method ?? 'GET', rawPath, limits);
+    const read = await readRequestBody(req, cap);
     if (read.kind === 'too_large') {
       // The unread rest of the body is discarded; close the connection rather than reuse it.
       sendJson(res, {
         status: 413,
         headers: { connection: 'close' },
-        body: errorBody('payload_too_large', `request body exceeds ${maxBodyBytes} bytes`),
+        body: errorBody('payload_too_large', `request body exceeds ${cap} bytes`),
       });
       return;
     }
@@ -89,9 +99,10 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
         rawBody: read.body,
         signal: controller.signal,
       },
-      { authToken: options.authToken, maxBodyBytes, log },
+      { authToken: options.authToken, ...limits, log },
     );
     if ('stream' in response) await writeSseStream(res, response, controller.signal, heartbeatMs);
+    else if ('bytes' in response) sendBytes(res, response);
     else sendJson(res, response);
   };
 
@@ -131,7 +142,23 @@ function splitUrl(url: string): [string, string] {
   return q === -1 ? [url, ''] : [url.slice(0, q), url.slice(q + 1)];
 }
 
+function sendBytes(res: ServerResponse, response: Extract<DispatchResponse, { bytes: Buffer }>): void {
+  res.writeHead(response.status, {
+    'content-type': 'application/octet-stream',
+    ...response.headers,
+    'cache-control': 'no-store',
+    'content-length': String(response.bytes.length),
+  });
+  res.end(response.bytes);
+}
+
 function sendJson(res: ServerResponse, response: Extract<DispatchResponse, { body: unknown }>): void {
+  if (response.status === 204) {
+    // No Content: no body, so no content type either.
+    res.writeHead(204, { ...response.headers, 'cache-control': 'no-store' });
+    res.end();
+    return;
+  }
   const payload = Buffer.from(JSON.stringify(response.body ?? null));
   res.writeHead(response.status, {
     ...response.headers,

@@ -26,6 +26,7 @@ export async function startProvider(argv: string[], env: NodeJS.ProcessEnv = pro
     host: config.listen.host,
     port: config.listen.port,
     maxBodyBytes: config.listen.maxBodyBytes,
+    maxRawBodyBytes: config.files.maxBytes,
     ...(provider.authToken !== undefined ? { authToken: provider.authToken } : {}),
     log: log.child({ part: 'http' }),
   });

@@ -34,6 +34,8 @@ export interface DispatchOptions {
   authToken?: string;
   /** Bodies larger than this are refused with 413 (the server also enforces it while reading). */
   maxBodyBytes?: number;
+  /** The same for routes with a raw body (file uploads); default maxBodyBytes. */
+  maxRawBodyBytes?: number;
   /** What the entry point's answers can carry (Lambda: 6 MB); default: no limit. */
   limits?: EntryLimits;
   log?: Pick<Logger, 'error' | 'warn'>;
@@ -41,7 +43,8 @@ export interface DispatchOptions {
 
 export type DispatchResponse =
   | { status: number; headers: Record<string, string>; body: unknown }
-  | { status: number; headers: Record<string, string>; stream: AsyncIterable<SseEvent> };
+  | { status: number; headers: Record<string, string>; stream: AsyncIterable<SseEvent> }
+  | { status: number; headers: Record<string, string>; bytes: Buffer };
 
 /** Query schema for routes that declare none: no query parameters at all. */
 const NO_QUERY = z.object({}).strict();
@@ -69,12 +72,20 @@ export async function dispatch(
     if (options.authToken !== undefined && !route.public) {
       if (!bearerMatches(header(request.headers, 'authorization'), options.authToken)) throw new UnauthorizedError();
     }
-    const body = readBody(route, request, options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
+    const rawBody = route.rawBody ? readRawBody(request, bodyLimit(route, options)) : undefined;
+    const body = route.rawBody ? undefined : readBody(route, request, bodyLimit(route, options));
     const input = validate(route, rawParams, request.query, body);
-    const result = await route.handler(service, { ...input, signal, limits: options.limits ?? {} });
+    const result = await route.handler(service, {
+      ...input,
+      rawBody,
+      headers: lowerCaseHeaders(request.headers),
+      signal,
+      limits: options.limits ?? {},
+    });
     const headers = result.headers ?? {};
     if ('stream' in result)
       return { status: result.status, headers, stream: guardStream(result.stream, signal, options.log) };
+    if ('bytes' in result) return { status: result.status, headers, bytes: result.bytes };
     return { status: result.status, headers, body: result.body };
   } catch (error) {
     const { status, headers, body } = toErrorResponse(error, options.log);
@@ -131,6 +142,43 @@ function matchTemplate(template: string, segments: string[]): Record<string, str
     }
   }
   return params;
+}
+
+/**
+ * The body limit of the route `method path` names (the raw one for upload routes), so a server can cap
+ * what it reads before dispatching. Unknown routes get the JSON limit.
+ */
+export function requestBodyLimit(
+  routes: readonly Route[],
+  method: string,
+  path: string,
+  options: Pick<DispatchOptions, 'maxBodyBytes' | 'maxRawBodyBytes'>,
+): number {
+  let found: Match;
+  try {
+    found = matchRoute(routes, method, path);
+  } catch {
+    found = { kind: 'not_found' };
+  }
+  return found.kind === 'found' ? bodyLimit(found.route, options) : (options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
+}
+
+function bodyLimit(route: Route, options: Pick<DispatchOptions, 'maxBodyBytes' | 'maxRawBodyBytes'>): number {
+  const json = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  return route.rawBody ? (options.maxRawBodyBytes ?? json) : json;
+}
+
+/** A raw body (any content type), empty when none was sent. */
+function readRawBody(request: DispatchRequest, maxBodyBytes: number): Buffer {
+  const raw = request.rawBody ?? Buffer.alloc(0);
+  if (raw.length > maxBodyBytes) throw new WspError('payload_too_large', `request body exceeds ${maxBodyBytes} bytes`);
+  return raw;
+}
+
+function lowerCaseHeaders(headers: DispatchRequest['headers']): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  for (const [key, value] of Object.entries(headers)) out[key.toLowerCase()] = Array.isArray(value) ? value[0] : value;
+  return out;
 }
 
 /** The JSON body, `{}` for an empty body on a route that takes one, `undefined` for routes without. */

@@ -14,6 +14,8 @@ import {
   errorBody,
   fetchBody,
   fetchResult,
+  fileList,
+  fileStat,
   resetBody,
   resetResult,
   runCommandBody,
@@ -44,6 +46,8 @@ const RESPONSE_SCHEMAS: Record<string, z.ZodType> = {
   FetchResult: fetchResult,
   ResetResult: resetResult,
   ChangesView: changesView,
+  FileStat: fileStat,
+  FileList: fileList,
   WorkspaceEvent: workspaceEventSchema,
   CommandEvent: commandEventSchema,
   Health: healthBody,
@@ -74,6 +78,13 @@ export function buildOpenApiDocument(
       responses: { ...successResponses(route, schemaFor), ...errorResponses(route) },
     };
     if (route.public) operation['security'] = [];
+    if (route.rawBody) {
+      operation['requestBody'] = {
+        required: false,
+        description: route.rawBody.description,
+        content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } },
+      };
+    }
     if (route.body) {
       operation['requestBody'] = {
         // A body that may be `{}` may also be left out entirely.
@@ -140,7 +151,16 @@ function successResponses(
   const out: Record<string, unknown> = {};
   for (const [status, doc] of Object.entries(route.responses)) {
     const contentType = doc.contentType ?? 'application/json';
-    const schema = doc.schema ? schemaFor(doc.schema, 'output') : {};
+    if (status === '204') {
+      out[status] = { description: doc.description };
+      continue;
+    }
+    const schema =
+      contentType === 'application/octet-stream'
+        ? { type: 'string', format: 'binary' }
+        : doc.schema
+          ? schemaFor(doc.schema, 'output')
+          : {};
     out[status] = { description: doc.description, content: { [contentType]: { schema } } };
   }
   return out;
@@ -156,6 +176,7 @@ function errorResponses(route: Route): Record<string, unknown> {
     statuses.push([413, 'Request body too large']);
     statuses.push([415, 'Request body is not JSON']);
   }
+  if (route.rawBody) statuses.push([413, 'Request body too large']);
   statuses.push([500, 'Internal error (no detail is given)']);
   if (!route.public) statuses.push([503, 'Backend unavailable']);
   const error = { content: { 'application/json': { schema: { $ref: `${REF_PREFIX}Error` } } } };

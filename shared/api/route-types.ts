@@ -7,7 +7,7 @@ import type { AnswerLimit } from './answer-fit.js';
  * handlers both drive the same table through shared/api/dispatch.ts.
  */
 
-export type HttpMethod = 'GET' | 'POST' | 'DELETE';
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
 /** One Server-Sent Event: written as `event: <event>\ndata: <JSON of data>\n\n`. */
 export interface SseEvent {
@@ -17,13 +17,15 @@ export interface SseEvent {
 
 export type HandlerResult =
   | { status: number; body: unknown; headers?: Record<string, string> }
-  | { status: number; stream: AsyncIterable<SseEvent>; headers?: Record<string, string> };
+  | { status: number; stream: AsyncIterable<SseEvent>; headers?: Record<string, string> }
+  /** Raw bytes (application/octet-stream unless `headers` say otherwise): a file's content. */
+  | { status: number; bytes: Buffer; headers?: Record<string, string> };
 
 export interface ResponseDoc {
   description: string;
   schema?: z.ZodType;
   /** Default application/json. */
-  contentType?: 'application/json' | 'text/event-stream';
+  contentType?: 'application/json' | 'text/event-stream' | 'application/octet-stream';
 }
 
 type Out<S> = S extends z.ZodType ? z.output<S> : undefined;
@@ -34,12 +36,18 @@ export interface EntryLimits {
   maxReadBytes?: number;
   /** Answers with command output are cut to fit (answer-fit.ts). */
   answer?: AnswerLimit;
+  /** Most bytes of a file one answer carries (a larger file: 413, read it in ranges). */
+  maxFileBytes?: number;
 }
 
 export interface HandlerInput<P, Q, B> {
   params: P;
   query: Q;
   body: B;
+  /** The request body as bytes, on a `rawBody` route (else undefined). */
+  rawBody: Buffer | undefined;
+  /** Request headers, names lower-case (a route reads only what it documents, e.g. Range). */
+  headers: Record<string, string | undefined>;
   /** Aborted when the client goes away; SSE handlers hand it to the service's watch*. */
   signal: AbortSignal;
   limits: EntryLimits;
@@ -53,6 +61,11 @@ interface RouteFields {
   summary: string;
   /** No bearer token needed (only /healthz). */
   public?: boolean;
+  /**
+   * The request body is raw bytes of any content type, handed to the handler as a Buffer (never parsed),
+   * up to the entry point's raw body limit (DispatchOptions.maxRawBodyBytes) instead of the JSON one.
+   */
+  rawBody?: { description: string };
   responses: Record<number, ResponseDoc>;
 }
 

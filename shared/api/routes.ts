@@ -1,6 +1,9 @@
 import { z } from 'zod';
 import type { CommandEvent, OperationEvent, OperationView, WorkspaceEvent } from '../contract/views.js';
 import { operationError } from '../service/operations.js';
+import { WspError } from '../contract/errors.js';
+import { errorBody } from './errors.js';
+import { parseRange } from './range.js';
 import { fitCommandView } from './answer-fit.js';
 import { buildOpenApiDocument } from './openapi.js';
 import {
@@ -18,8 +21,15 @@ import {
   commandId,
   commandView,
   createWorkspaceBody,
+  errorBody as errorBodySchema,
   fetchBody,
   fetchResult,
+  fileDeleteQuery,
+  fileList,
+  fileListQuery,
+  filePathQuery,
+  fileStat,
+  fileWriteQuery,
   operationId,
   operationView,
   operationWaitQuery,
@@ -67,7 +77,17 @@ const operationResponses = (what: string, result: z.ZodType) => ({
   },
 });
 
+/** GET routes that need the workspace ready say so (other methods get the 409 documented anyway). */
+const notReady = {
+  409: { description: 'The workspace is not ready (provisioning, resetting, …)', schema: errorBodySchema },
+};
+
 let openApiCache: unknown;
+
+/** The error body of a domain error answered by a route itself (416 needs its Content-Range header). */
+function errorBodyOf(error: WspError): unknown {
+  return errorBody(error.code, error.message, error.details);
+}
 
 export const routes: readonly Route[] = [
   defineRoute({
@@ -285,6 +305,98 @@ export const routes: readonly Route[] = [
     params: wsParams,
     responses: { 200: { description: 'Changes', schema: changesView } },
     handler: async (service, { params }) => ({ status: 200, body: await service.changes(params.id) }),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/files',
+    operationId: 'readFile',
+    summary:
+      "A file's bytes, read inside the workspace as its user. `Range: bytes=a-b` (one range) answers 206; a range outside the file 416. Path: relative to the workdir or absolute, inside the home or /tmp as the workspace sees them (symlinks resolved inside). Larger than files.maxBytes (Lambda: 4 MiB) → 413: read it in ranges.",
+    params: wsParams,
+    query: filePathQuery,
+    responses: {
+      200: { description: 'The whole file', contentType: 'application/octet-stream' },
+      206: { description: 'The range asked for (Content-Range)', contentType: 'application/octet-stream' },
+      413: { description: 'The file is larger than one answer may carry: read it in ranges', schema: errorBodySchema },
+      416: { description: 'The range is outside the file (Content-Range: bytes */size)', schema: errorBodySchema },
+      ...notReady,
+    },
+    handler: async (service, { params, query, headers, limits }) => {
+      const range = parseRange(headers['range']);
+      try {
+        const file = await service.readFile(params.id, query, {
+          ...(range ? { range } : {}),
+          ...(limits.maxFileBytes !== undefined ? { maxBytes: limits.maxFileBytes } : {}),
+        });
+        const common = { 'accept-ranges': 'bytes' };
+        if (!file.range) return { status: 200, bytes: file.data, headers: common };
+        const { first, last } = file.range;
+        return {
+          status: 206,
+          bytes: file.data,
+          headers: { ...common, 'content-range': `bytes ${first}-${last}/${file.size}` },
+        };
+      } catch (error) {
+        if (!(error instanceof WspError) || error.code !== 'range_not_satisfiable') throw error;
+        const size = (error.details as { size: number }).size;
+        return {
+          status: 416,
+          body: errorBodyOf(error),
+          headers: { 'content-range': `bytes */${size}` },
+        };
+      }
+    },
+  }),
+  defineRoute({
+    method: 'PUT',
+    path: '/workspaces/{id}/files',
+    operationId: 'writeFile',
+    summary:
+      'Write a file from the raw body, inside the workspace as its user: parents created, atomically (a temp file renamed in the same directory). `mode` sets its permission bits (default: an existing file keeps its mode, a new one gets 0644). Bodies over files.maxBytes (Lambda: 2.5 MiB) → 413.',
+    params: wsParams,
+    query: fileWriteQuery,
+    rawBody: { description: 'The file content, any bytes (Content-Type is not looked at)' },
+    responses: { 200: { description: 'Written: the new file', schema: fileStat } },
+    handler: async (service, { params, query, rawBody }) => ({
+      status: 200,
+      body: await service.writeFile(params.id, query, rawBody ?? Buffer.alloc(0)),
+    }),
+  }),
+  defineRoute({
+    method: 'DELETE',
+    path: '/workspaces/{id}/files',
+    operationId: 'deleteFile',
+    summary:
+      'Delete a file, symlink (the link itself) or directory (a non-empty one only with recursive=true, else 409).',
+    params: wsParams,
+    query: fileDeleteQuery,
+    responses: { 204: { description: 'Deleted' } },
+    handler: async (service, { params, query }) => {
+      await service.deleteFile(params.id, query);
+      return { status: 204, body: undefined };
+    },
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/files/stat',
+    operationId: 'statFile',
+    summary:
+      "Type, size, mode, mtime (and a symlink's target) of a path, the entry itself (a symlink is not followed).",
+    params: wsParams,
+    query: filePathQuery,
+    responses: { 200: { description: 'The entry', schema: fileStat }, ...notReady },
+    handler: async (service, { params, query }) => ({ status: 200, body: await service.statFile(params.id, query) }),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/files/list',
+    operationId: 'listFiles',
+    summary:
+      'The entries of a directory (recursive=true: the whole tree), sorted by path, at most files.maxListEntries (`truncated` says there were more). Names that are not UTF-8 are skipped and counted (skippedNonUtf8).',
+    params: wsParams,
+    query: fileListQuery,
+    responses: { 200: { description: 'The entries', schema: fileList }, ...notReady },
+    handler: async (service, { params, query }) => ({ status: 200, body: await service.listFiles(params.id, query) }),
   }),
   defineRoute({
     method: 'GET',

@@ -4,6 +4,10 @@ import type { AllTrue, Equal } from './same-type.js';
 import type {
   CreateWorkspaceParams,
   FetchParams,
+  FileDeleteParams,
+  FileListParams,
+  FilePathParams,
+  FileWriteParams,
   OperationWaitParams,
   ReadCommandParams,
   ResetParams,
@@ -13,6 +17,9 @@ import type {
   ChangesView,
   CommandView,
   FetchResult,
+  FileEntry,
+  FileList,
+  FileStat,
   OperationView,
   ResetResult,
   StreamView,
@@ -271,6 +278,50 @@ export const operationView = z.object({
   endedAt: z.string().optional(),
 });
 
+// ---- files ----
+
+/** A Files API path: relative to the workdir or absolute; the service confines it (home or /tmp). */
+const filePath = z
+  .string()
+  .min(1)
+  .max(4096)
+  .refine((p) => !p.includes('\0'), 'must not contain NUL');
+/** `?recursive=true|false` (default false). */
+const queryFlag = z
+  .enum(['true', 'false'])
+  .default('false')
+  .transform((v) => v === 'true');
+
+export const filePathQuery = z.object({ path: filePath }).strict();
+export const fileWriteQuery = z
+  .object({
+    path: filePath,
+    /** Permission bits in octal (0644, 755); setuid/setgid/sticky are not offered. */
+    mode: z
+      .string()
+      .regex(/^0?[0-7]{3}$/, 'must be octal permission bits such as 0644')
+      .transform((m) => m.padStart(4, '0'))
+      .optional(),
+  })
+  .strict();
+export const fileListQuery = z.object({ path: filePath.default('.'), recursive: queryFlag }).strict();
+export const fileDeleteQuery = z.object({ path: filePath, recursive: queryFlag }).strict();
+
+export const fileStat = z.object({
+  type: z.enum(['file', 'dir', 'symlink', 'other']),
+  size: z.number().int(),
+  mode: z.string(),
+  mtime: z.string(),
+  target: z.string().optional(),
+});
+const fileEntry = fileStat.extend({ name: z.string(), path: z.string() });
+export const fileList = z.object({
+  path: z.string(),
+  entries: z.array(fileEntry),
+  truncated: z.boolean(),
+  skippedNonUtf8: z.number().int(),
+});
+
 export const errorBody = z.object({
   error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
 });
@@ -293,5 +344,12 @@ type SchemasMatchContract = AllTrue<
     Equal<z.output<typeof changesView>, ChangesView>,
     Equal<z.output<typeof operationWaitQuery>, OperationWaitParams>,
     Equal<z.output<typeof operationView>, OperationView>,
+    Equal<z.output<typeof filePathQuery>, FilePathParams>,
+    Equal<z.output<typeof fileWriteQuery>, FileWriteParams>,
+    Equal<z.output<typeof fileListQuery>, FileListParams>,
+    Equal<z.output<typeof fileDeleteQuery>, FileDeleteParams>,
+    Equal<z.output<typeof fileStat>, FileStat>,
+    Equal<z.output<typeof fileEntry>, FileEntry>,
+    Equal<z.output<typeof fileList>, FileList>,
   ]
 >;

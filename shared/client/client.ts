@@ -7,6 +7,8 @@ import type {
   CommandEvent,
   CommandView,
   FetchResult,
+  FileList,
+  FileStat,
   OperationEvent,
   OperationView,
   ResetResult,
@@ -246,6 +248,66 @@ export class WspClient {
     throw new WspApiError(statusForCode(error.code), error.code, error.message, { details: error.details });
   }
 
+  // ---- files (inside the workspace, as its user; paths relative to the workdir or absolute) ----
+
+  /**
+   * A file's bytes; with `range` ({first, last?} or {suffix}) only those (`range` in the answer says
+   * which, `size` is the whole file's). A file over the server's limit throws 413: read it in ranges.
+   */
+  async readFile(
+    id: string,
+    path: string,
+    options: { range?: { first: number; last?: number } | { suffix: number } } = {},
+  ): Promise<{ data: Buffer; size: number; range?: { first: number; last: number } }> {
+    const headers: Record<string, string> = {};
+    const r = options.range;
+    if (r) headers['range'] = 'suffix' in r ? `bytes=-${r.suffix}` : `bytes=${r.first}-${r.last ?? ''}`;
+    const res = await this.#send('GET', `/workspaces/${enc(id)}/files`, {
+      query: { path },
+      accept: 'application/octet-stream',
+      headers,
+    });
+    if (!res.ok) throw await errorOf(res);
+    const data = Buffer.from(await res.arrayBuffer());
+    const contentRange = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
+    if (res.status === 206 && contentRange) {
+      const [, first, last, size] = contentRange.map(Number) as [number, number, number, number];
+      return { data, size, range: { first, last } };
+    }
+    return { data, size: data.length };
+  }
+
+  /** Write a file (atomically, parents created); `mode` e.g. '0644'. Answers the new file's stat. */
+  async writeFile(id: string, path: string, data: Uint8Array, options: { mode?: string } = {}): Promise<FileStat> {
+    const res = await this.#send('PUT', `/workspaces/${enc(id)}/files`, {
+      query: { path, ...(options.mode !== undefined ? { mode: options.mode } : {}) },
+      accept: 'application/json',
+      raw: data,
+    });
+    if (!res.ok) throw await errorOf(res);
+    return (await res.json()) as FileStat;
+  }
+
+  /** The entry itself (a symlink is not followed). */
+  async statFile(id: string, path: string): Promise<FileStat> {
+    return (await this.#json<FileStat>('GET', `/workspaces/${enc(id)}/files/stat`, { query: { path } })).body;
+  }
+
+  async listFiles(id: string, path = '.', options: { recursive?: boolean } = {}): Promise<FileList> {
+    return (
+      await this.#json<FileList>('GET', `/workspaces/${enc(id)}/files/list`, {
+        query: { path, recursive: options.recursive ?? false },
+      })
+    ).body;
+  }
+
+  /** A non-empty directory needs `recursive` (else 409). */
+  async deleteFile(id: string, path: string, options: { recursive?: boolean } = {}): Promise<void> {
+    await this.#json<undefined>('DELETE', `/workspaces/${enc(id)}/files`, {
+      query: { path, recursive: options.recursive ?? false },
+    });
+  }
+
   async changes(id: string): Promise<ChangesView> {
     return (await this.#json<ChangesView>('GET', `/workspaces/${enc(id)}/changes`)).body;
   }
@@ -259,19 +321,29 @@ export class WspClient {
   async #send(
     method: string,
     path: string,
-    options: { body?: unknown; query?: Record<string, unknown>; accept: string; signal?: AbortSignal },
+    options: {
+      body?: unknown;
+      /** Raw bytes sent as application/octet-stream instead of a JSON body. */
+      raw?: Uint8Array;
+      query?: Record<string, unknown>;
+      accept: string;
+      headers?: Record<string, string>;
+      signal?: AbortSignal;
+    },
   ): Promise<Response> {
     const url = new URL(this.baseUrl + path);
     for (const [key, value] of Object.entries(options.query ?? {}))
       if (value !== undefined) url.searchParams.set(key, String(value));
-    const headers: Record<string, string> = { accept: options.accept };
+    const headers: Record<string, string> = { ...(options.headers ?? {}), accept: options.accept };
     if (this.#token !== undefined) headers['authorization'] = `Bearer ${this.#token}`;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
+    if (options.raw !== undefined) headers['content-type'] = 'application/octet-stream';
     try {
       return await this.#fetch(url, {
         method,
         headers,
         ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
+        ...(options.raw !== undefined ? { body: options.raw } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
       });
     } catch (error) {
@@ -328,3 +400,15 @@ export class WspClient {
 }
 
 const enc = encodeURIComponent;
+
+/** The API error an answer that is not ok carries (its JSON error body, when there is one). */
+async function errorOf(res: Response): Promise<WspApiError> {
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  return apiErrorFrom(res.status, parsed);
+}

@@ -226,6 +226,27 @@ export const configSchema = z
       .strict()
       .prefault({}),
     /**
+     * The Files API (GET/PUT/DELETE /workspaces/{id}/files…). Each operation runs inside the workspace as
+     * its user, like a command. `maxBytes` caps an upload and a download alike (413 beyond; a bigger file
+     * is read in ranges); the local server accepts upload bodies up to it whatever listen.maxBodyBytes says,
+     * the Lambda API at most 2.5 MiB. A download is held in memory while it is sent.
+     */
+    files: z
+      .object({
+        maxBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(1024 * 1024 * 1024)
+          .default(64 * 1024 * 1024),
+        /** Entries one list answers with at most (`truncated` says there were more). */
+        maxListEntries: z.number().int().min(1).max(1_000_000).default(10_000),
+        /** One file operation inside the workspace is killed after this (a FIFO, a hung filesystem): 502. */
+        timeoutMs: z.number().int().min(1000).max(3_600_000).default(60_000),
+      })
+      .strict()
+      .prefault({}),
+    /**
      * Long operations (git fetch, reset): how long their request waits for the end before it answers
      * 202 with the operation to poll. A request's own `waitMs` may ask for less. The Lambda entry point
      * caps it below API Gateway's 30 s whatever is configured here.

@@ -134,6 +134,12 @@ export interface WorkspaceCommands {
   /** Resolve when the command is no longer running or after `waitMs`; returns the status then. */
   wait(commandId: string, waitMs: number): Promise<CommandStatus>;
   read(commandId: string, stream: OutputStream, offset: number, limit: number): Promise<OutputChunk>;
+  /**
+   * Optional: every kept byte of an ended command's `stream` (`bytes` of them, as its status said) by the
+   * backend's bulk path, where paging through `read` would be slow or cross a narrow channel (Fargate:
+   * the task PUTs the file to a presigned S3 URL, never through the exec PTY). Absent → `read` in pages.
+   */
+  readAll?(commandId: string, stream: OutputStream, bytes: number): Promise<Buffer>;
   /** Kill the command's process group; no-op if it has ended. */
   kill(commandId: string, reason: string): Promise<void>;
   /** Kill every process of the workspace user. */

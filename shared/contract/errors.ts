@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'not_found'
   | 'conflict'
   | 'payload_too_large'
+  /** A `Range` outside the file (HTTP 416; `details.size` is the file's size). */
+  | 'range_not_satisfiable'
   | 'unsupported_media_type'
   /** A per-workspace or provider-wide cap (open event streams) is reached; retry later. */
   | 'too_many_requests'

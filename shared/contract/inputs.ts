@@ -60,3 +60,34 @@ export interface ResetParams {
    */
   mode?: ResetMode;
 }
+
+/**
+ * A path of the Files API: relative to the workspace's workdir, or absolute. It must stay inside the
+ * home or /tmp as the workspace sees them (symlinks resolved inside the workspace, never on the host).
+ */
+export interface FilePathParams {
+  path: string;
+}
+
+export interface FileWriteParams extends FilePathParams {
+  /** Octal permission bits (e.g. '0644'); absent → an existing file keeps its mode, a new one is 0644. */
+  mode?: string;
+}
+
+export interface FileListParams extends FilePathParams {
+  recursive: boolean;
+}
+
+export interface FileDeleteParams extends FilePathParams {
+  /** A non-empty directory is refused (409) without it. */
+  recursive: boolean;
+}
+
+export interface FileReadOptions {
+  range?: ByteRange;
+  /** The entry point carries at most this many bytes of a file (below config files.maxBytes). */
+  maxBytes?: number;
+}
+
+/** A `Range: bytes=…` request: `first`-`last` (last absent: to the end), or the last `suffix` bytes. */
+export type ByteRange = { first: number; last?: number } | { suffix: number };

@@ -140,3 +140,44 @@ export type OperationEvent =
 export type CommandEvent =
   | { type: 'output'; stream: 'stdout' | 'stderr'; data: string; offset: number }
   | { type: 'end'; command: CommandView };
+
+export type FileType = 'file' | 'dir' | 'symlink' | 'other';
+
+/** One entry as the workspace sees it (lstat: a symlink is reported as one, with its target). */
+export interface FileStat {
+  type: FileType;
+  /** Bytes (a symlink: the length of its target). */
+  size: number;
+  /** Permission bits as 4 octal digits, e.g. '0644'. */
+  mode: string;
+  /** Last modification, ISO 8601. */
+  mtime: string;
+  target?: string;
+}
+
+export interface FileEntry extends FileStat {
+  /** Last path component. */
+  name: string;
+  /** Absolute path inside the workspace (the listed directory as asked for, then the entry's relative path). */
+  path: string;
+}
+
+export interface FileList {
+  /** The listed directory, absolute. */
+  path: string;
+  /** Sorted by path. */
+  entries: FileEntry[];
+  /** More entries exist than the provider's cap (config files.maxListEntries) let through. */
+  truncated: boolean;
+  /** Entries left out because their name is not valid UTF-8 (JSON cannot carry it; v1 skips them). */
+  skippedNonUtf8: number;
+}
+
+/** A file's bytes (a whole file, or the range asked for). */
+export interface FileContent {
+  data: Buffer;
+  /** Size of the whole file. */
+  size: number;
+  /** The byte range `data` holds when a Range was asked for (inclusive). */
+  range?: { first: number; last: number };
+}

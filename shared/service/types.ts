@@ -1,5 +1,10 @@
 import type {
   CreateWorkspaceParams,
+  FileDeleteParams,
+  FileListParams,
+  FilePathParams,
+  FileReadOptions,
+  FileWriteParams,
   FetchParams,
   OperationWaitParams,
   ReadCommandParams,
@@ -10,6 +15,9 @@ import type {
   ChangesView,
   CommandEvent,
   CommandView,
+  FileContent,
+  FileList,
+  FileStat,
   OperationEvent,
   OperationView,
   WorkspaceEvent,
@@ -48,6 +56,18 @@ export interface WorkspaceService {
   /** Until the operation ends or `signal` aborts: the workspace's steps since it began, then its view. */
   watchOperation(workspaceId: string, operationId: string, signal: AbortSignal): AsyncIterable<OperationEvent>;
   changes(workspaceId: string): Promise<ChangesView>;
+
+  /**
+   * Files, inside the workspace as its user (shared/service/files.ts). Paths: relative to the workdir or
+   * absolute, inside the home or /tmp as the workspace sees them (400 otherwise). The workspace must be
+   * ready (409); a missing path is NotFound; over files.maxBytes is payload_too_large.
+   */
+  readFile(workspaceId: string, input: FilePathParams, options?: FileReadOptions): Promise<FileContent>;
+  /** Atomic (temp file + rename in the same directory), parents created; answers the new file's stat. */
+  writeFile(workspaceId: string, input: FileWriteParams, body: Buffer): Promise<FileStat>;
+  statFile(workspaceId: string, input: FilePathParams): Promise<FileStat>;
+  listFiles(workspaceId: string, input: FileListParams): Promise<FileList>;
+  deleteFile(workspaceId: string, input: FileDeleteParams): Promise<void>;
 
   /** Until the workspace settles (ready/failed/deleted) or `signal` aborts. */
   watchWorkspace(workspaceId: string, signal: AbortSignal): AsyncIterable<WorkspaceEvent>;

@@ -1,5 +1,10 @@
 import type {
   CreateWorkspaceParams,
+  FileDeleteParams,
+  FileListParams,
+  FilePathParams,
+  FileReadOptions,
+  FileWriteParams,
   FetchParams,
   OperationWaitParams,
   ReadCommandParams,
@@ -10,6 +15,9 @@ import type {
   ChangesView,
   CommandEvent,
   CommandView,
+  FileContent,
+  FileList,
+  FileStat,
   OperationEvent,
   OperationView,
   WorkspaceEvent,
@@ -22,6 +30,7 @@ import { resolveWorkspacePlan } from '../plan/resolve.js';
 import { errorFields } from '../log.js';
 import { Commands } from './commands.js';
 import { hostDirs, type ServiceDeps } from './deps.js';
+import { Files } from './files.js';
 import { publicError } from './public-error.js';
 import { InProcessWork, type Job, type LongWork } from './long-work.js';
 import { Operations, type OperationOutcome } from './operations.js';
@@ -45,6 +54,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
   readonly records: WorkspaceRecords;
   readonly provisioner: Provisioner;
   private readonly commands: Commands;
+  private readonly files: Files;
   private readonly ops: WorkspaceOps;
   /** Command starts against reset/delete of the same workspace, in this process. */
   private readonly gate = new WorkspaceGate();
@@ -61,6 +71,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
     const repoSync = new RepoSync(deps);
     this.provisioner = new Provisioner(deps, this.records, repoSync);
     this.commands = new Commands(deps, this.records, this.gate);
+    this.files = new Files(deps, this.records, this.gate);
     this.ops = new WorkspaceOps(deps, this.records, repoSync, this.provisioner, this.gate);
     this.work = deps.work ?? new InProcessWork(deps.log);
     this.operations = new Operations(deps, this.records, this.work, this.ops);
@@ -182,6 +193,21 @@ export class DefaultWorkspaceService implements WorkspaceService {
   }
   changes(workspaceId: string): Promise<ChangesView> {
     return this.ops.changes(workspaceId);
+  }
+  readFile(workspaceId: string, input: FilePathParams, options?: FileReadOptions): Promise<FileContent> {
+    return this.files.read(workspaceId, input, options);
+  }
+  writeFile(workspaceId: string, input: FileWriteParams, body: Buffer): Promise<FileStat> {
+    return this.files.write(workspaceId, input, body);
+  }
+  statFile(workspaceId: string, input: FilePathParams): Promise<FileStat> {
+    return this.files.stat(workspaceId, input);
+  }
+  listFiles(workspaceId: string, input: FileListParams): Promise<FileList> {
+    return this.files.list(workspaceId, input);
+  }
+  deleteFile(workspaceId: string, input: FileDeleteParams): Promise<void> {
+    return this.files.remove(workspaceId, input);
   }
 
   /** A stream slot is taken now (429 beyond the caps, before any event), given back when it ends. */

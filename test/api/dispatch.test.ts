@@ -37,6 +37,7 @@ function call(method: string, path: string, r: Req = {}): Promise<DispatchRespon
 
 function json(res: DispatchResponse): { status: number; body: any; headers: Record<string, string> } {
   if ('stream' in res) throw new Error(`expected a JSON response, got a stream (${res.status})`);
+  if ('bytes' in res) throw new Error(`expected a JSON response, got bytes (${res.status})`);
   return { status: res.status, body: res.body, headers: res.headers };
 }
 

@@ -265,3 +265,86 @@ describe('http server: access log', () => {
     for (const secret of [TOKEN, 'QUERYVALUE', 'BODYVALUE']) expect(all).not.toContain(secret);
   });
 });
+
+describe('files routes over the wire', () => {
+  const files = (id: string, query: string) => `${server.url}/workspaces/${id}/files${query}`;
+
+  it('PUT takes a raw body of any content type; GET answers octet-stream bytes with Accept-Ranges', async () => {
+    const ws = fake.seedWorkspace();
+    const bytes = Buffer.from([0, 0xff, 0, 0x0a, 0x7b]); // not UTF-8, not JSON
+    const put = await fetch(files(ws.id, '?path=a.bin&mode=600'), {
+      method: 'PUT',
+      headers: { ...auth, 'content-type': 'image/png' },
+      body: bytes,
+    });
+    expect(put.status).toBe(200);
+    expect(await put.json()).toMatchObject({ type: 'file', size: 5, mode: '0600' });
+    const get = await fetch(files(ws.id, '?path=a.bin'), { headers: auth });
+    expect(get.status).toBe(200);
+    expect(get.headers.get('content-type')).toBe('application/octet-stream');
+    expect(get.headers.get('accept-ranges')).toBe('bytes');
+    expect(get.headers.get('content-length')).toBe('5');
+    expect(Buffer.from(await get.arrayBuffer()).equals(bytes)).toBe(true);
+  });
+
+  it('a Range header reaches the service: 206 with Content-Range; 416 with bytes */size', async () => {
+    const ws = fake.seedWorkspace();
+    await fetch(files(ws.id, '?path=r.txt'), { method: 'PUT', headers: auth, body: '0123456789' });
+    const part = await fetch(files(ws.id, '?path=r.txt'), { headers: { ...auth, range: 'bytes=2-4' } });
+    expect([part.status, part.headers.get('content-range'), await part.text()]).toEqual([206, 'bytes 2-4/10', '234']);
+    const past = await fetch(files(ws.id, '?path=r.txt'), { headers: { ...auth, range: 'bytes=10-' } });
+    expect(past.status).toBe(416);
+    expect(past.headers.get('content-range')).toBe('bytes */10');
+    expect(((await past.json()) as any).error.code).toBe('range_not_satisfiable');
+  });
+
+  it('a file body may exceed the JSON body cap (its own cap is maxRawBodyBytes): 413 only beyond that', async () => {
+    await server.close();
+    server = await startHttpServer({
+      service: fake,
+      authToken: TOKEN,
+      maxBodyBytes: 1024,
+      maxRawBodyBytes: 4096,
+      log: createLogger({}, () => undefined),
+    });
+    const ws = fake.seedWorkspace();
+    const ok = await fetch(files(ws.id, '?path=big'), { method: 'PUT', headers: auth, body: Buffer.alloc(4096) });
+    expect(ok.status).toBe(200);
+    const big = await fetch(files(ws.id, '?path=big'), { method: 'PUT', headers: auth, body: Buffer.alloc(4097) });
+    expect(big.status).toBe(413);
+    expect(((await big.json()) as any).error.code).toBe('payload_too_large');
+    // JSON routes keep their own cap.
+    const json = await fetch(`${server.url}/workspaces/${ws.id}/commands`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ command: 'x'.repeat(2000) }),
+    });
+    expect(json.status).toBe(413);
+  });
+
+  it('DELETE answers 204 with no body and no content type; errors keep the JSON shape and statuses', async () => {
+    const ws = fake.seedWorkspace();
+    await fetch(files(ws.id, '?path=gone.txt'), { method: 'PUT', headers: auth, body: 'x' });
+    const del = await fetch(files(ws.id, '?path=gone.txt'), { method: 'DELETE', headers: auth });
+    expect(del.status).toBe(204);
+    expect(del.headers.get('content-type')).toBeNull();
+    expect(await del.text()).toBe('');
+    const missing = await fetch(files(ws.id, '?path=gone.txt'), { headers: auth });
+    expect(missing.status).toBe(404);
+    const outside = await fetch(files(ws.id, '?path=/etc/passwd'), { headers: auth });
+    expect(outside.status).toBe(400);
+    expect(((await outside.json()) as any).error.message).toMatch(/outside/);
+    const noPath = await fetch(files(ws.id, ''), { headers: auth });
+    expect(noPath.status).toBe(400);
+    const badMode = await fetch(files(ws.id, '?path=a&mode=4755'), { method: 'PUT', headers: auth, body: 'x' });
+    expect(badMode.status).toBe(400);
+    const unknown = await fetch(files('ws-00000000000000000000', '?path=a'), { headers: auth });
+    expect(unknown.status).toBe(404);
+    const stat = await fetch(`${server.url}/workspaces/${ws.id}/files/stat?path=nope`, { headers: auth });
+    expect(stat.status).toBe(404);
+    const list = await fetch(`${server.url}/workspaces/${ws.id}/files/list?recursive=maybe`, { headers: auth });
+    expect(list.status).toBe(400);
+    const noAuth = await fetch(files(ws.id, '?path=a'));
+    expect(noAuth.status).toBe(401);
+  });
+});

@@ -85,6 +85,25 @@ describe('openapi document', () => {
     expect(Object.keys(events)).toEqual(['text/event-stream']);
   });
 
+  it('documents the files routes: raw bytes in and out, Range answers, the query parameters', () => {
+    const files = doc.paths['/workspaces/{id}/files'];
+    expect(Object.keys(files.get.responses['200'].content)).toEqual(['application/octet-stream']);
+    expect(files.get.responses['206']).toBeDefined();
+    expect(files.get.responses['416']).toBeDefined();
+    expect(files.get.responses['409']).toBeDefined();
+    expect(files.put.requestBody.content['application/octet-stream'].schema).toEqual({
+      type: 'string',
+      format: 'binary',
+    });
+    expect(Object.keys(files.put.responses)).toEqual(expect.arrayContaining(['200', '400', '404', '409', '413']));
+    expect(files.put.parameters.filter((p: any) => p.in === 'query').map((p: any) => p.name)).toEqual(['path', 'mode']);
+    expect(files.delete.responses['204'].content).toBeUndefined();
+    const list = doc.paths['/workspaces/{id}/files/list'].get;
+    expect(list.parameters.find((p: any) => p.name === 'recursive').schema.enum).toEqual(['true', 'false']);
+    expect(resolve(list.responses['200'].content['application/json'].schema.$ref).properties.truncated).toBeDefined();
+    expect(doc.paths['/workspaces/{id}/files/stat'].get.responses['200']).toBeDefined();
+  });
+
   it('every $ref resolves, and no embedded schema carries its own $schema', () => {
     for (const ref of refs(doc)) expect(resolve(ref), ref).toBeDefined();
     expect(JSON.stringify(doc.paths)).not.toContain('$schema');

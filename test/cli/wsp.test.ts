@@ -376,3 +376,49 @@ describe('wsp serve', () => {
     expect((await done).code).toBe(0);
   });
 });
+
+describe('wsp cp and wsp files', () => {
+  it('copies a file in and out byte for byte (ID:PATH either side, - for stdin/stdout)', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    const bytes = Buffer.from([0, 1, 2, 0xff, 0x0a, 0, 0x80]);
+    fs.writeFileSync(path.join(tmp, 'in.bin'), bytes);
+    const put = await wsp(['cp', 'in.bin', `${ws.id}:sub/`, '--mode', '0600']);
+    expect(put.code, put.stderr).toBe(0);
+    expect(fake.calls.find((c) => c.method === 'writeFile')?.args[1]).toEqual({ path: 'sub/in.bin', mode: '0600' });
+    const out = await wsp(['cp', `${ws.id}:sub/in.bin`, 'out.bin']);
+    expect(out.code, out.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(tmp, 'out.bin')).equals(bytes)).toBe(true);
+    // Into a local directory: the remote name is kept. From stdin, to stdout.
+    fs.mkdirSync(path.join(tmp, 'dir'), { recursive: true });
+    expect((await wsp(['cp', `${ws.id}:sub/in.bin`, 'dir'])).code).toBe(0);
+    expect(fs.readFileSync(path.join(tmp, 'dir', 'in.bin')).equals(bytes)).toBe(true);
+    expect((await wsp(['cp', '-', `${ws.id}:/tmp/t.txt`], { input: 'text in\n' })).code).toBe(0);
+    const cat = await wsp(['cp', `${ws.id}:/tmp/t.txt`, '-']);
+    expect([cat.code, cat.stdout]).toEqual([0, 'text in\n']);
+  });
+
+  it('lists, stats and removes; errors are the API answer (exit 1), misuse is a usage error (exit 2)', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    await wsp(['cp', '-', `${ws.id}:a/one.txt`], { input: '1' });
+    await wsp(['cp', '-', `${ws.id}:a/b/two.txt`], { input: '22' });
+    const flat = await wsp(['files', 'ls', ws.id, 'a']);
+    expect(flat.code, flat.stderr).toBe(0);
+    expect(flat.stdout).toMatch(/^-0644 +1 \S+ one\.txt\n$/);
+    const deep = await wsp(['files', 'ls', ws.id, 'a', '-r', '--json']);
+    expect(JSON.parse(deep.stdout).entries.map((e: any) => e.name)).toEqual(['two.txt', 'one.txt']);
+    const stat = await wsp(['files', 'stat', ws.id, 'a/b/two.txt', '--json']);
+    expect(JSON.parse(stat.stdout)).toMatchObject({ type: 'file', size: 2 });
+    expect((await wsp(['files', 'rm', ws.id, 'a/one.txt'])).code).toBe(0);
+    const gone = await wsp(['files', 'stat', ws.id, 'a/one.txt']);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toMatch(/not_found/);
+    const outside = await wsp(['cp', `${ws.id}:/etc/passwd`, '-']);
+    expect(outside.code).toBe(1);
+    expect(outside.stderr).toMatch(/bad_request: .*outside/);
+    expect((await wsp(['cp', 'a', 'b'])).code).toBe(2);
+    expect((await wsp(['files', 'chmod', ws.id, 'x'])).code).toBe(2);
+    expect((await wsp(['files', 'stat', ws.id])).code).toBe(2);
+  });
+});

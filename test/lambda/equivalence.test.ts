@@ -197,6 +197,36 @@ const CASES: Case[] = [
     after: (a) => expect(a.body.commands).toHaveLength(3),
   },
   {
+    name: 'files: a raw upload (any content type) is written, parents created',
+    request: (ctx) => ({
+      method: 'PUT',
+      url: `/workspaces/${ws(ctx)}/files?path=${encodeURIComponent('/tmp/eq/a.txt')}`,
+      body: 'hello files',
+      contentType: 'text/plain',
+    }),
+    status: 200,
+    after: (a) => expect(a.body).toMatchObject({ type: 'file', size: 11, mode: '0644' }),
+  },
+  {
+    name: 'files: the bytes come back as application/octet-stream',
+    request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/files?path=%2Ftmp%2Feq%2Fa.txt` }),
+    status: 200,
+    after: (a) => {
+      expect(a.text).toBe('hello files');
+      expect(a.headers['content-type']).toBe('application/octet-stream');
+    },
+  },
+  {
+    name: 'files: a path outside the home and /tmp is 400',
+    request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/files?path=%2Fetc%2Fpasswd` }),
+    status: 400,
+  },
+  {
+    name: 'files: delete answers 204',
+    request: (ctx) => ({ method: 'DELETE', url: `/workspaces/${ws(ctx)}/files?path=%2Ftmp%2Feq&recursive=true` }),
+    status: 204,
+  },
+  {
     name: 'changes: an agent edit shows in the git repo',
     before: async (ctx) => {
       const r = await ctx.call({

@@ -2,6 +2,11 @@ import { randomBytes } from 'node:crypto';
 import type {
   CreateWorkspaceParams,
   FetchParams,
+  FileDeleteParams,
+  FileListParams,
+  FilePathParams,
+  FileReadOptions,
+  FileWriteParams,
   OperationWaitParams,
   ReadCommandParams,
   ResetParams,
@@ -12,6 +17,9 @@ import type {
   CommandEvent,
   CommandView,
   FetchResult,
+  FileContent,
+  FileList,
+  FileStat,
   OperationEvent,
   OperationView,
   ResetResult,
@@ -19,7 +27,7 @@ import type {
   WorkspaceEvent,
   WorkspaceView,
 } from '../../shared/contract/views.js';
-import { ConflictError, NotFoundError } from '../../shared/contract/errors.js';
+import { BadRequestError, ConflictError, NotFoundError, WspError } from '../../shared/contract/errors.js';
 import type { WorkspaceService } from '../../shared/service/types.js';
 import { sleep } from '../../shared/lib/sleep.js';
 
@@ -102,6 +110,8 @@ export class FakeWorkspaceService implements WorkspaceService {
   watchAborts = 0;
   private readonly workspaces = new Map<string, FakeWorkspace>();
   private readonly commands = new Map<string, FakeCommand>();
+  /** Fake files: `${workspaceId} ${absolute path}` → content (paths relative to /home/node/workspace). */
+  private readonly files = new Map<string, { data: Buffer; mode: string }>();
   private readonly stubs = new Map<keyof WorkspaceService, (...args: unknown[]) => unknown>();
   private readonly abortWaiters: Array<() => void> = [];
 
@@ -326,6 +336,76 @@ export class FakeWorkspaceService implements WorkspaceService {
           },
         ],
       };
+    });
+  }
+
+  // ---- files: a flat map, enough for the HTTP layer, the client and the CLI ----
+
+  private filePath(workspaceId: string, p: string): string {
+    this.mustReady(workspaceId);
+    const abs = p.startsWith('/') ? p : `/home/node/workspace/${p}`;
+    if (abs.split('/').includes('..') || !(abs.startsWith('/home/node') || abs.startsWith('/tmp')))
+      throw new BadRequestError(`path '${p}' is outside the workspace`, [{ path: 'query.path', message: 'outside' }]);
+    return `${workspaceId} ${abs}`;
+  }
+
+  private fakeStat(file: { data: Buffer; mode: string }): FileStat {
+    return { type: 'file', size: file.data.length, mode: file.mode, mtime: new Date(0).toISOString() };
+  }
+
+  async readFile(workspaceId: string, input: FilePathParams, options: FileReadOptions = {}): Promise<FileContent> {
+    return this.call('readFile', [workspaceId, input, options], async () => {
+      const file = this.files.get(this.filePath(workspaceId, input.path));
+      if (!file) throw new WspError('not_found', 'no such file');
+      const size = file.data.length;
+      const r = options.range;
+      if (!r) return { data: file.data, size };
+      const first = 'suffix' in r ? Math.max(0, size - r.suffix) : r.first;
+      const last = 'suffix' in r ? size - 1 : Math.min(r.last ?? size - 1, size - 1);
+      if (first >= size || ('suffix' in r && r.suffix === 0))
+        throw new WspError('range_not_satisfiable', 'range outside', { details: { size } });
+      return { data: file.data.subarray(first, last + 1), size, range: { first, last } };
+    });
+  }
+
+  async writeFile(workspaceId: string, input: FileWriteParams, body: Buffer): Promise<FileStat> {
+    return this.call('writeFile', [workspaceId, input, body], async () => {
+      const key = this.filePath(workspaceId, input.path);
+      const file = { data: Buffer.from(body), mode: input.mode ?? this.files.get(key)?.mode ?? '0644' };
+      this.files.set(key, file);
+      return this.fakeStat(file);
+    });
+  }
+
+  async statFile(workspaceId: string, input: FilePathParams): Promise<FileStat> {
+    return this.call('statFile', [workspaceId, input], async () => {
+      const file = this.files.get(this.filePath(workspaceId, input.path));
+      if (!file) throw new WspError('not_found', 'no such file or directory');
+      return this.fakeStat(file);
+    });
+  }
+
+  async listFiles(workspaceId: string, input: FileListParams): Promise<FileList> {
+    return this.call('listFiles', [workspaceId, input], async () => {
+      const dir = this.filePath(workspaceId, input.path)
+        .slice(workspaceId.length + 1)
+        .replace(/\/+$/, '');
+      const entries = [...this.files.entries()]
+        .filter(([k]) => k.startsWith(`${workspaceId} ${dir}/`))
+        .map(([k, f]) => {
+          const p = k.slice(workspaceId.length + 1);
+          return { name: p.slice(p.lastIndexOf('/') + 1), path: p, ...this.fakeStat(f) };
+        })
+        .filter((e) => input.recursive || !e.path.slice(dir.length + 1).includes('/'))
+        .sort((a, b) => (a.path < b.path ? -1 : 1));
+      return { path: dir, entries, truncated: false, skippedNonUtf8: 0 };
+    });
+  }
+
+  async deleteFile(workspaceId: string, input: FileDeleteParams): Promise<void> {
+    return this.call('deleteFile', [workspaceId, input], async () => {
+      if (!this.files.delete(this.filePath(workspaceId, input.path)))
+        throw new WspError('not_found', 'no such file or directory');
     });
   }
 

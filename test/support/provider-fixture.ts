@@ -67,6 +67,7 @@ export async function startTestProvider(config: ConfigInput, options: TestProvid
     authToken: token,
     log,
     maxBodyBytes: parsed.listen.maxBodyBytes,
+    maxRawBodyBytes: parsed.files.maxBytes,
   });
 
   const api = async <T = any>(

@@ -34,6 +34,12 @@ const STDIN_INLINE_MAX_BYTES = 64 * 1024;
 /** Moves a big stdin in through the blob store: returns the URL for `fetch-url`, and how to clean up. */
 export type StdinCarrier = (commandId: string, stdin: Buffer) => Promise<{ url: string; done: () => Promise<void> }>;
 
+/**
+ * Moves a command's output file out through the blob store: `put(url)` makes the task PUT it to that
+ * presigned URL; the carrier answers the object's bytes (and removes it).
+ */
+export type OutputCarrier = (commandId: string, put: (url: string) => Promise<void>) => Promise<Buffer>;
+
 /** The runner's protocol over an open exec session (rpc.call answers with the runner's status). */
 export function rpcRunner(rpc: RunnerRpc): RunnerClient {
   return new RunnerClient({
@@ -74,6 +80,7 @@ export class EcsCommands implements WorkspaceCommands {
     private readonly ws: EcsWorkspaceIdentity,
     private readonly killAllReason: string,
     private readonly stdinCarrier?: StdinCarrier,
+    private readonly outputCarrier?: OutputCarrier,
   ) {
     this.taskArn = ws.taskArn;
   }
@@ -165,6 +172,27 @@ export class EcsCommands implements WorkspaceCommands {
     } catch (error) {
       // The output died with the task: nothing more to read.
       if (error instanceof TaskGoneError) return { data: Buffer.alloc(0), nextOffset: offset };
+      throw error;
+    }
+  }
+
+  /** Small output is read over the session; larger output leaves the task through S3 (outputCarrier). */
+  async readAll(commandId: string, stream: OutputStream, bytes: number): Promise<Buffer> {
+    checkReadArgs(stream, 0, bytes);
+    if (bytes <= STDIN_INLINE_MAX_BYTES || !this.outputCarrier)
+      return (await this.read(commandId, stream, 0, Math.max(bytes, 1))).data;
+    const file = `${commandDir(commandId)}/${stream}`;
+    try {
+      const data = await this.outputCarrier(commandId, (url) =>
+        this.channels.with(this.taskArn, 'moving command output out of the task', async (rpc) => {
+          if ((await rpc.status(commandDir(commandId))) === undefined) throw new NotFoundError('command', commandId);
+          await rpcRunner(rpc).call("moving the command's output out of the workspace task", ['put-url', file, url]);
+        }),
+      );
+      // The kept output is at most `bytes` long (the runner stops writing at maxOutputBytes).
+      return data.subarray(0, bytes);
+    } catch (error) {
+      if (error instanceof TaskGoneError) return Buffer.alloc(0);
       throw error;
     }
   }

@@ -124,6 +124,7 @@ export class EcsBackend implements WorkspaceBackend {
       // planParts throws BadRequestError for a part size S3 refuses.
       layerPartBytes: planParts(0, o.layerPartBytes ?? DEFAULT_LAYER_PART_BYTES).partBytes,
       carryStdin: (commandId, stdin) => this.carryStdin(commandId, stdin),
+      carryOutput: (commandId, put) => this.carryOutput(commandId, put),
       log: this.log,
     };
     this.snapshots = {
@@ -336,6 +337,20 @@ export class EcsBackend implements WorkspaceBackend {
       url: await this.o.blobs.presignGet(key, this.o.transferTtlSeconds ?? 600),
       done: () => bestEffort(this.o.blobs.delete(key), this.log, 'deleting a stdin blob'),
     };
+  }
+
+  /** A command's output out of the task: PUT by the task to a presigned URL, read back here, removed. */
+  private async carryOutput(commandId: string, put: (url: string) => Promise<void>): Promise<Buffer> {
+    const nonce = randomBytes(8).toString('hex');
+    const key = `${BLOB.transfer}output/${checkName('command id', commandId)}-${nonce}`;
+    try {
+      await put(await this.o.blobs.presignPut(key, this.o.transferTtlSeconds ?? 600));
+      const chunks: Buffer[] = [];
+      for await (const chunk of await this.o.blobs.getStream(key)) chunks.push(Buffer.from(chunk as Uint8Array));
+      return Buffer.concat(chunks);
+    } finally {
+      await bestEffort(this.o.blobs.delete(key), this.log, 'deleting a command output blob');
+    }
   }
 
   private tags(labels: Record<string, string>): Record<string, string> {

@@ -15,7 +15,7 @@ import { homeDestination } from '../plan-check.js';
 import { packTree } from '../tar/archive.js';
 import type { BlobStore } from './blob-store.js';
 import type { CacheImages } from './cache-images.js';
-import { EcsCommands, rpcOk, rpcRunner, type StdinCarrier } from './commands.js';
+import { EcsCommands, type OutputCarrier, rpcOk, rpcRunner, type StdinCarrier } from './commands.js';
 import type { ExecChannels } from './exec-channel.js';
 import { GUEST, parseRef, parseSnapshot, pristineDir } from './guest.js';
 import { uploadFromTask } from './layer-upload.js';
@@ -38,6 +38,7 @@ export interface EcsContext {
   /** Part size of a cache layer's multipart upload from the task, bytes (5 MiB..5 GiB). */
   layerPartBytes: number;
   carryStdin: StdinCarrier;
+  carryOutput: OutputCarrier;
   log: Logger;
 }
 
@@ -68,6 +69,7 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
       { taskArn: r.taskArn, workspaceId: r.workspaceId, plan, user },
       KILL_ALL_REASON,
       c.carryStdin,
+      c.carryOutput,
     );
   }
 
