@@ -32,10 +32,10 @@ describe.skipIf(skip !== undefined)('a workspace sees only its own processes (lo
   const wsDir = (id: string): string => path.join(wsp.dataDir, 'local', 'workspaces', id);
   const hostUid = (id: string): number =>
     JSON.parse(fs.readFileSync(path.join(wsDir(id), 'meta.json'), 'utf8')).hostUid;
-  /** The holder's record: "<host pid of the namespace's init> <start time>". */
+  /** The holder's record: "<host pid of the namespace's init> <start time>" (a second line names its forker). */
   const holder = (id: string): string | undefined => {
     try {
-      return fs.readFileSync(path.join(wsDir(id), 'pidns'), 'utf8').trim();
+      return fs.readFileSync(path.join(wsDir(id), 'pidns'), 'utf8').split('\n')[0];
     } catch {
       return undefined;
     }

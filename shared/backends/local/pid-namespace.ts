@@ -78,6 +78,8 @@ export class PidNamespaces {
   private readonly pending = new Map<string, Promise<HolderRecord>>();
   private devNullHandle: Promise<fs.FileHandle> | undefined;
   private readonly forkers: ForkerStarter | undefined;
+  /** A forker being started per workspace: a kill waits for it (else its processes race the kill's sweep). */
+  private readonly addingForker = new Map<string, Promise<void>>();
 
   constructor(
     private readonly layout: LocalLayout,
@@ -108,6 +110,7 @@ export class PidNamespaces {
    * whether a live holder was found. Idempotent; the record goes (the next command starts anew).
    */
   async kill(workspaceId: string): Promise<boolean> {
+    await this.addingForker.get(workspaceId);
     const record = await this.read(workspaceId);
     if (record === undefined) return false;
     let killed = false;
@@ -118,6 +121,13 @@ export class PidNamespaces {
       } catch {
         // ESRCH: it ended meanwhile
       }
+    }
+    // The forker dies with the namespace; its parent (the bwrap that started it, outside) reaps it —
+    // unless a kill-all's sweep kills that bwrap first: the forker's zombie then goes to the host's
+    // init, which may reap it seconds later, and until then it holds a slot of the workspace's pids
+    // limit (cgroup.ts waitReaped waits for that). So: wait (briefly) for the reap first.
+    if (killed && record.forker !== undefined) {
+      for (let i = 0; i < 250 && (await pidExists(record.forker.pid, record.forker.start)); i++) await sleep(2);
     }
     await fs.rm(this.recordFile(workspaceId), { force: true });
     return killed;
@@ -161,13 +171,41 @@ export class PidNamespaces {
     const found = await this.alive(ws.workspaceId);
     if (found !== undefined) return found;
     const holder = await this.start(ws, plan);
-    const forker = await this.forkers?.start(ws, plan, holder);
-    const record: HolderRecord = { ...holder, ...(forker !== undefined ? { forker } : {}) };
-    const file = this.recordFile(ws.workspaceId);
-    const second = forker === undefined ? '' : `${forker.pid} ${forker.start}\n`;
+    await this.write(ws.workspaceId, holder);
+    // The forker starts beside the command that asked for the holder (which takes the chain): its
+    // start (~70 ms: a sandbox, python) is on no command's path.
+    if (this.forkers !== undefined) {
+      const adding = this.addForker(this.forkers, ws, plan, holder).finally(() => {
+        if (this.addingForker.get(ws.workspaceId) === adding) this.addingForker.delete(ws.workspaceId);
+      });
+      this.addingForker.set(ws.workspaceId, adding);
+    }
+    return holder;
+  }
+
+  /** Start the holder's forker and add it to the record, if the record still names that holder. */
+  private async addForker(
+    forkers: ForkerStarter,
+    ws: { workspaceId: string; hostUid: number },
+    plan: WorkspacePlan,
+    holder: HolderRecord,
+  ): Promise<void> {
+    try {
+      const forker = await forkers.start(ws, plan, holder);
+      const now = await this.read(ws.workspaceId);
+      // A holder killed meanwhile took its forker with it (same pid namespace).
+      if (forker === undefined || now?.pid !== holder.pid || now.start !== holder.start) return;
+      await this.write(ws.workspaceId, { ...holder, forker });
+    } catch {
+      // commands take the chain
+    }
+  }
+
+  private async write(workspaceId: string, record: HolderRecord): Promise<void> {
+    const file = this.recordFile(workspaceId);
+    const second = record.forker === undefined ? '' : `${record.forker.pid} ${record.forker.start}\n`;
     await fs.writeFile(`${file}.tmp`, `${record.pid} ${record.start}\n${second}`, { mode: 0o600 });
     await fs.rename(`${file}.tmp`, file);
-    return record;
   }
 
   private async start(ws: { workspaceId: string; hostUid: number }, plan: WorkspacePlan): Promise<HolderRecord> {
@@ -248,6 +286,12 @@ export class PidNamespaces {
     this.devNullHandle ??= fs.open('/dev/null', 'r');
     return (await this.devNullHandle).fd;
   }
+}
+
+/** The process (zombie or not) still exists: its pid names the same start time. */
+async function pidExists(pid: number, start: string): Promise<boolean> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  return stat !== undefined && stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] === start;
 }
 
 async function childless(pid: number): Promise<boolean> {
