@@ -4,6 +4,7 @@ import {
   DEFAULT_MAX_BODY_BYTES,
   dispatch,
   requestBodyLimit,
+  unauthorizedAnswer,
   type DispatchResponse,
 } from '../../shared/api/dispatch.js';
 import { errorBody } from '../../shared/api/errors.js';
@@ -16,9 +17,9 @@ import { writeSseStream } from './sse-writer.js';
 
 /**
  * The local HTTP server: node `http` in front of the shared route table (the same one the Lambda
- * handlers use). Reads bodies with a size cap, leaves auth/validation/error mapping to dispatch(),
- * writes JSON or SSE, and logs one access line per request (method, path, status, ms — never
- * headers, query strings or bodies).
+ * handlers use). Reads bodies with a size cap (a body over the JSON cap only once the token is
+ * checked), leaves auth/validation/error mapping to dispatch(), writes JSON or SSE, and logs one
+ * access line per request (method, path, status, ms — never headers, query strings or bodies).
  */
 
 export interface HttpServerOptions {
@@ -78,6 +79,19 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
 
     // The route decides the cap (a file upload may be larger than a JSON body) before a byte is read.
     const cap = requestBodyLimit(routes, req.method ?? 'GET', rawPath, limits);
+    // A body over the JSON cap (a file upload, up to files.maxBytes) is read only for a client with the
+    // token: anyone else gets dispatch's 401 now, its body unread and the connection closed.
+    if (cap > limits.maxBodyBytes) {
+      const refused = unauthorizedAnswer(
+        routes,
+        { method: req.method ?? 'GET', path: rawPath, headers: req.headers },
+        options.authToken,
+      );
+      if (refused !== undefined) {
+        sendJson(res, { ...refused, headers: { ...refused.headers, connection: 'close' } });
+        return;
+      }
+    }
     const read = await readRequestBody(req, cap);
     if (read.kind === 'too_large') {
       // The unread rest of the body is discarded; close the connection rather than reuse it.

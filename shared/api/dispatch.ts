@@ -69,9 +69,7 @@ export async function dispatch(
       };
     }
     const { route, rawParams } = found;
-    if (options.authToken !== undefined && !route.public) {
-      if (!bearerMatches(header(request.headers, 'authorization'), options.authToken)) throw new UnauthorizedError();
-    }
+    checkAuth(route, request.headers, options.authToken);
     const rawBody = route.rawBody ? readRawBody(request, bodyLimit(route, options)) : undefined;
     const body = route.rawBody ? undefined : readBody(route, request, bodyLimit(route, options));
     const input = validate(route, rawParams, request.query, body);
@@ -89,6 +87,35 @@ export async function dispatch(
     return { status: result.status, headers, body: result.body };
   } catch (error) {
     const { status, headers, body } = toErrorResponse(error, options.log);
+    return { status, headers, body };
+  }
+}
+
+/** Every non-public route needs `Authorization: Bearer <authToken>` (when a token is set). */
+function checkAuth(route: Route, headers: DispatchRequest['headers'], authToken: string | undefined): void {
+  if (authToken === undefined || route.public) return;
+  if (!bearerMatches(header(headers, 'authorization'), authToken)) throw new UnauthorizedError();
+}
+
+/**
+ * The 401 dispatch would answer for `method path` with these headers — same rule, same constant-time
+ * check — decided before any body is read, or undefined (a public or unknown route, or the right
+ * token: dispatch decides then). A server asks it before buffering a body larger than a JSON one, so a
+ * client without the token cannot make it hold a file upload's worth of bytes.
+ */
+export function unauthorizedAnswer(
+  routes: readonly Route[],
+  request: Pick<DispatchRequest, 'method' | 'path' | 'headers'>,
+  authToken: string | undefined,
+): Extract<DispatchResponse, { body: unknown }> | undefined {
+  try {
+    const found = matchRoute(routes, request.method, request.path);
+    if (found.kind === 'found') checkAuth(found.route, request.headers, authToken);
+    return undefined;
+  } catch (error) {
+    // A malformed path is dispatch's 400 to give; only the auth refusal is answered here.
+    if (!(error instanceof UnauthorizedError)) return undefined;
+    const { status, headers, body } = toErrorResponse(error);
     return { status, headers, body };
   }
 }

@@ -142,6 +142,18 @@ export interface WorkspaceCommands {
   readAll?(commandId: string, stream: OutputStream, bytes: number): Promise<Buffer>;
   /** Kill the command's process group; no-op if it has ended. */
   kill(commandId: string, reason: string): Promise<void>;
+  /**
+   * Optional: drop an ended command's record and output (its files, and whatever else the backend keeps
+   * for it), so that short system commands (Files API operations) leave nothing behind; afterwards
+   * `status` answers NotFoundError. Idempotent: an unknown (or forgotten) command, or a workspace that
+   * is gone, is not an error. A command still running is REFUSED (ConflictError), never forgotten: its
+   * record is what `kill`, `killAll` and the timeout find it by, and its supervisor still writes it —
+   * kill it (and let `kill` settle) first.
+   * It also ends `start`'s idempotency for that id: a later start of the same id would start a new
+   * command. So forget only ids nobody will start again — fresh ones the caller made for one run whose
+   * `start` has returned (never a setup command, whose start a re-run phase repeats).
+   */
+  forget?(commandId: string): Promise<void>;
   /** Kill every process of the workspace user. */
   killAll(): Promise<void>;
 }

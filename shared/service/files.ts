@@ -141,9 +141,30 @@ export class Files {
     });
   }
 
+  /**
+   * The script as one system command, forgotten once its result is read or the operation failed
+   * (WorkspaceCommands.forget): its dir would otherwise stay for the workspace's life, a download's with
+   * a whole copy of the file. The id is fresh and never started again, so forgetting it breaks no
+   * start's idempotency; a command that could not be stopped is refused by the backend (logged).
+   */
   private async exec(ws: WorkspaceRecord, argv: string[], options: ExecOptions): Promise<ExecResult> {
     const { commands } = this.deps.backend.open(ws.backend!, ws.plan);
     const commandId = newSystemCommandId();
+    try {
+      return await this.execOnce(ws, commands, commandId, argv, options);
+    } finally {
+      if (commands.forget)
+        await bestEffort(commands.forget(commandId), this.deps.log, 'forgetting a file operation command');
+    }
+  }
+
+  private async execOnce(
+    ws: WorkspaceRecord,
+    commands: WorkspaceCommands,
+    commandId: string,
+    argv: string[],
+    options: ExecOptions,
+  ): Promise<ExecResult> {
     const timeoutMs = this.deps.config.files.timeoutMs;
     await commands.start({
       commandId,

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import net from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startHttpServer, type StartedHttpServer } from '../../functions/server/http-server.js';
 import { createLogger } from '../../shared/log.js';
@@ -320,6 +321,54 @@ describe('files routes over the wire', () => {
       body: JSON.stringify({ command: 'x'.repeat(2000) }),
     });
     expect(json.status).toBe(413);
+  });
+
+  it('an upload without the token is refused before its body is read: 401 at once, connection closed', async () => {
+    await server.close();
+    server = await startHttpServer({
+      service: fake,
+      authToken: TOKEN,
+      maxRawBodyBytes: 64 * 1024 * 1024,
+      log: createLogger({}, () => undefined),
+    });
+    const ws = fake.seedWorkspace();
+    for (const authorization of [undefined, 'Bearer wrong-token']) {
+      // Headers announcing 64 MiB and a few bytes of it; the socket stays open, the rest never comes.
+      const socket = net.connect(server.port, '127.0.0.1');
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+      const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      socket.on('error', () => undefined);
+      socket.write(
+        [
+          `PUT /workspaces/${ws.id}/files?path=big.bin HTTP/1.1`,
+          'Host: localhost',
+          'Content-Type: application/octet-stream',
+          `Content-Length: ${64 * 1024 * 1024}`,
+          ...(authorization ? [`Authorization: ${authorization}`] : []),
+          '',
+          'only a few bytes',
+        ].join('\r\n'),
+      );
+      // The server answers and closes the connection without waiting for the body.
+      let timer: NodeJS.Timeout | undefined;
+      const waited = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer in 5 s (so far: ${answer || 'nothing'})`)), 5_000);
+      });
+      await Promise.race([ended, waited]).finally(() => clearTimeout(timer));
+      expect(answer).toMatch(/^HTTP\/1\.1 401 /);
+      expect(answer).toMatch(/\r\nwww-authenticate: Bearer\r\n/i);
+      expect(answer).toMatch(/\r\nconnection: close\r\n/i);
+      expect(answer).toContain('"code":"unauthorized"');
+    }
+    expect(fake.calls).toEqual([]);
+    // With the token, the same route still takes a body over the JSON cap.
+    const ok = await fetch(files(ws.id, '?path=big.bin'), {
+      method: 'PUT',
+      headers: auth,
+      body: Buffer.alloc(2 * 1024 * 1024, 1),
+    });
+    expect([ok.status, ((await ok.json()) as any).size]).toEqual([200, 2 * 1024 * 1024]);
   });
 
   it('DELETE answers 204 with no body and no content type; errors keep the JSON shape and statuses', async () => {

@@ -284,6 +284,51 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
       });
     });
 
+    describe('forget', () => {
+      // Files API operations are short system commands that must leave nothing behind (a download's
+      // output is a whole copy of the file). Stdin and output over 64 KiB: Fargate carries them through S3.
+      it('drops an ended command: its files (and objects) go, status is not_found; idempotent', async () => {
+        const handle = fx.handle as ContractHandle;
+        const ref = await fx.create();
+        const commands = fx.backend.open(ref, fx.plan).commands;
+        const input = Buffer.alloc(200 * 1024, 'x');
+        const id = await fx.start(ref, ['cat'], { stdin: input });
+        const status = await commands.wait(id, 60_000);
+        expect(status).toMatchObject({ state: 'exited', exitCode: 0, stdout: { bytes: input.length } });
+        const out = commands.readAll
+          ? await commands.readAll(id, 'stdout', input.length)
+          : (await commands.read(id, 'stdout', 0, input.length)).data;
+        expect(out.equals(input)).toBe(true);
+        expect(await handle.commandLeftovers(ref, id)).toEqual(expect.arrayContaining(['file:stdout', 'file:exit']));
+        expect(commands.forget).toBeDefined();
+        await commands.forget!(id);
+        expect(await handle.commandLeftovers(ref, id)).toEqual([]);
+        await expectCode(commands.status(id), 'not_found');
+        await expectCode(commands.read(id, 'stdout', 0, 10), 'not_found');
+        await commands.forget!(id);
+        await commands.forget!('cmd-never-started');
+        // Other commands are untouched.
+        const other = await fx.run(ref, ['echo', 'kept']);
+        await commands.forget!(id);
+        expect(await commands.status(other.commandId)).toMatchObject({ state: 'exited', exitCode: 0 });
+      });
+
+      it('refuses a running command (conflict) and keeps it whole; once killed it can be forgotten', async () => {
+        const handle = fx.handle as ContractHandle;
+        const ref = await fx.create();
+        const commands = fx.backend.open(ref, fx.plan).commands;
+        const id = await fx.start(ref, ['sleep', '300']);
+        await expectCode(commands.forget!(id), 'conflict');
+        expect((await commands.status(id)).state).toBe('running');
+        expect(await handle.commandLeftovers(ref, id)).not.toEqual([]);
+        await commands.kill(id, 'cancelled');
+        expect(await commands.wait(id, 30_000)).toMatchObject({ state: 'killed', reason: 'cancelled' });
+        await commands.forget!(id);
+        expect(await handle.commandLeftovers(ref, id)).toEqual([]);
+        await expectCode(commands.status(id), 'not_found');
+      });
+    });
+
     describe('provider restart', () => {
       it('a new backend instance reports a finished result and one that finished while it was away', async () => {
         const handle = fx.handle as ContractHandle;

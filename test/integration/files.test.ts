@@ -1,10 +1,12 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfigInput } from '../../shared/config/schema.js';
-import { dockerUnavailable } from '../support/docker-daemon.js';
+import { DOCKER_SOCKET, dockerUnavailable } from '../support/docker-daemon.js';
 import { makeEcsBackend, startEcsProvider, type EcsHandle } from '../support/ecs-fixture.js';
 import { closeTestProvider, hostileBackends } from '../support/hostile-backends.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
@@ -29,7 +31,12 @@ interface Started {
   close(): Promise<void>;
   /** Fargate only: the fake S3's requests (large bodies must travel there, not over the exec session). */
   s3?: EcsHandle['s3'];
+  /** How many command dirs the backend keeps for workspace `id` (host dirs; Fargate: in the task). */
+  commandDirs(id: string): Promise<number>;
 }
+
+/** Entries of a host dir (0 when it is gone). */
+const entries = (dir: string): number => (fs.existsSync(dir) ? fs.readdirSync(dir).length : 0);
 
 interface Target {
   name: string;
@@ -37,6 +44,7 @@ interface Target {
   start(): Promise<Started>;
 }
 
+const execFileP = promisify(execFile);
 const [local, docker] = hostileBackends();
 const targets: Target[] = [
   ...[local!, docker!].map((b) => ({
@@ -44,7 +52,12 @@ const targets: Target[] = [
     skip: b.skip,
     async start() {
       const wsp = await startTestProvider({ ...b.config, ...FILES_CONFIG });
-      return { wsp, close: () => closeTestProvider(wsp) };
+      const kind = b.name === 'local' ? ['local', 'commands'] : ['docker', 'cmd'];
+      return {
+        wsp,
+        close: () => closeTestProvider(wsp),
+        commandDirs: async (id: string) => entries(path.join(wsp.dataDir, kind[0]!, 'workspaces', id, kind[1]!)),
+      };
     },
   })),
   {
@@ -56,6 +69,21 @@ const targets: Target[] = [
       return {
         wsp: provider.wsp,
         s3: ecs.s3,
+        // The workspace's task is the one tagged with its id.
+        async commandDirs(id: string) {
+          const task = [...ecs.fake.tasks.values()].find((t) => t.tags['wsp:workspace'] === id);
+          if (!task) throw new Error(`no task for ${id}`);
+          const { stdout } = await execFileP('docker', [
+            '-H',
+            `unix://${DOCKER_SOCKET}`,
+            'exec',
+            task.container,
+            'sh',
+            '-c',
+            'ls -A /var/lib/wsp/cmd 2>/dev/null | wc -l',
+          ]);
+          return Number(stdout.trim());
+        },
         async close() {
           await provider.close();
           await ecs.cleanup();
@@ -83,13 +111,14 @@ for (const target of targets) {
     let wsp: TestProvider;
     let close: () => Promise<void>;
     let s3: Started['s3'];
+    let commandDirs: Started['commandDirs'];
     let ws: { id: string; plan: { home: string; workdir: string } };
     /** A host directory OUTSIDE every workspace: what a symlink in the home names must never reach it. */
     let canaryDir: string;
     const CANARY = `host-canary-${randomBytes(8).toString('hex')}\n`;
 
     beforeAll(async () => {
-      ({ wsp, close, s3 } = await target.start());
+      ({ wsp, close, s3, commandDirs } = await target.start());
       ws = await wsp.setup();
       canaryDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-files-canary-'));
       fs.chmodSync(canaryDir, 0o777); // wide open: only the sandbox may stand between it and the workspace
@@ -339,6 +368,25 @@ for (const target of targets) {
         expect(presigned.some((q) => q.method === 'GET' && q.key.includes('stdin/'))).toBe(true);
         expect(presigned.some((q) => q.method === 'PUT' && q.key.includes('output/'))).toBe(true);
       }
+    });
+
+    it('leaves no command behind: after many operations (downloads, uploads, failures) the command dirs do not grow', async () => {
+      const body = Buffer.alloc(200 * 1024, 3);
+      expect((await put('leak/probe.bin', body)).status).toBe(200);
+      const before = await commandDirs(ws.id);
+      for (let i = 0; i < 8; i++) {
+        const r = await get('leak/probe.bin');
+        expect(r.bytes.equals(body)).toBe(true);
+      }
+      expect((await put('leak/probe.bin', body)).status).toBe(200);
+      expect((await stat('leak/probe.bin')).status).toBe(200);
+      expect((await list('leak')).status).toBe(200);
+      expect((await get('leak/absent')).status).toBe(404);
+      expect((await get('leak')).status).toBe(400); // a directory: refused by the script in the workspace
+      expect((await del('leak/probe.bin')).status).toBe(204);
+      expect(await commandDirs(ws.id)).toBeLessThanOrEqual(before);
+      // Fargate: nothing of the carried stdin/output stays in S3 either.
+      if (s3) expect([...s3.objects.keys()].filter((k) => /^transfer\/(stdin|output)\//.test(k))).toEqual([]);
     });
 
     it('404 for an unknown workspace; 409 while the workspace is not ready', async () => {

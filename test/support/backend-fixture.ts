@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import type { CommandSpec, CommandStatus, WorkspaceBackend } from '../../shared/contract/backend.js';
 import type { WorkspacePlan } from '../../shared/contract/plan.js';
@@ -15,12 +16,21 @@ export interface BackendHandle {
   reopen?(): Promise<WorkspaceBackend>;
   /** Make a running command's supervisor vanish without leaving a result (→ state 'lost'). */
   loseCommand?(ref: BackendRef, commandId: string): Promise<void>;
+  /**
+   * What the backend still keeps for one command, looked at from outside the port: the files of its
+   * dir (host or task) and its blob-store objects; [] when nothing.
+   */
+  commandLeftovers?(ref: BackendRef, commandId: string): Promise<string[]>;
 }
 
 export type MakeBackend = () => Promise<BackendHandle>;
 
-/** What the shared contract suite needs: every backend in it can be reopened and can lose a command (nothing is skipped). */
-export type ContractHandle = BackendHandle & Required<Pick<BackendHandle, 'reopen' | 'loseCommand'>>;
+/**
+ * What the shared contract suite needs: every backend in it can be reopened, can lose a command and
+ * shows what it keeps of a command (nothing is skipped).
+ */
+export type ContractHandle = BackendHandle &
+  Required<Pick<BackendHandle, 'reopen' | 'loseCommand' | 'commandLeftovers'>>;
 
 export interface RunOptions {
   commandId?: string;
@@ -156,4 +166,13 @@ export function useBackendFixture(make: MakeBackend, config: ConfigInput = {}): 
     run,
     sh: (ref, script, args = [], options, p) => run(ref, ['sh', '-c', script, 'sh', ...args], options, p),
   };
+}
+
+/** The files of a host command dir (local, Docker), as `file:<name>`; [] when the dir is gone. */
+export function hostDirLeftovers(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir).map((name) => `file:${name}`);
+  } catch {
+    return [];
+  }
 }

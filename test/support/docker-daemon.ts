@@ -6,7 +6,7 @@ import Docker from 'dockerode';
 import { createDockerBackend } from '../../shared/backends/docker/index.js';
 import type { WorkspaceBackend } from '../../shared/contract/backend.js';
 import type { BackendRef } from '../../shared/contract/workspace.js';
-import type { ContractHandle } from './backend-fixture.js';
+import { type ContractHandle, hostDirLeftovers } from './backend-fixture.js';
 
 /**
  * Finding the test Docker daemon (started by .ci/docker.sh) and making docker backends over it.
@@ -62,6 +62,8 @@ export async function makeDockerBackend(): Promise<
       stdio: 'pipe',
     });
   };
+  const commandDir = (ref: BackendRef, commandId: string): string =>
+    path.join(dataDir, 'docker', 'workspaces', String(ref.workspaceId), 'cmd', commandId);
   return {
     dataDir,
     owner,
@@ -70,11 +72,12 @@ export async function makeDockerBackend(): Promise<
     reopen: open,
     // Kill the runner's supervisor and the command's group inside the container: no exit record.
     async loseCommand(ref, commandId) {
-      const dir = path.join(dataDir, 'docker', 'workspaces', String(ref.workspaceId), 'cmd', commandId);
+      const dir = commandDir(ref, commandId);
       const pid = fs.readFileSync(path.join(dir, 'pid'), 'utf8').trim();
       const pgid = fs.readFileSync(path.join(dir, 'pgid'), 'utf8').trim();
       await exec(ref, ['sh', '-c', 'kill -KILL "$1" "-$2"', 'sh', pid, pgid]);
     },
+    commandLeftovers: async (ref, commandId) => hostDirLeftovers(commandDir(ref, commandId)),
     async cleanup() {
       for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
       for (const snap of await backend.snapshots.list()) await backend.snapshots.delete(snap);

@@ -179,6 +179,27 @@ export async function makeEcsBackend(overrides: Partial<EcsBackendOptions> = {})
         `kill -KILL "$(cat ${dir}/pid)" "-$(cat ${dir}/pgid)"`,
       ]);
     },
+    // The command's dir in the task (ls as root: it is root-only) and every object naming the command.
+    async commandLeftovers(ref, commandId) {
+      const task = fake.tasks.get(String(ref.taskArn));
+      if (!task) throw new Error('unknown task');
+      const dir = `/var/lib/wsp/cmd/${commandId}`;
+      const { stdout } = await run('docker', [
+        '-H',
+        `unix://${DOCKER_SOCKET}`,
+        'exec',
+        task.container,
+        'sh',
+        '-c',
+        `if [ -e ${dir} ]; then ls -A ${dir}; fi`,
+      ]);
+      const files = stdout
+        .split('\n')
+        .filter((n) => n !== '')
+        .map((n) => `file:${n}`);
+      const objects = [...s3.objects.keys()].filter((k) => k.includes(`/${commandId}/`)).map((k) => `object:${k}`);
+      return [...files, ...objects];
+    },
     async cleanup() {
       for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
       for (const snap of await backend.snapshots.list()) await backend.snapshots.delete(snap);

@@ -13,6 +13,7 @@ import {
   checkCommandSpec,
   commandEnv,
   findCommandDir,
+  forgetCommandDir,
   isRunning,
   readStatus,
   runningCommandDirs,
@@ -113,6 +114,14 @@ export class DockerCommands implements WorkspaceCommands {
     if (!(await isRunning(dir))) return;
     await this.runner.kill(guestCommandDir(commandId), reason);
     await this.settle([dir]);
+  }
+
+  /**
+   * Remove the command's host dir (the bind-mounted one: its stdin, output and records); refused while it
+   * runs (see WorkspaceCommands.forget). Nothing else is kept per command: the runner holds no state.
+   */
+  forget(commandId: string): Promise<void> {
+    return forgetCommandDir(this.layout, this.workspaceId, commandId, isRunning);
   }
 
   /** Kill every running command (recorded as killed) and every process of the workspace user. */

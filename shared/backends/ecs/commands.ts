@@ -6,7 +6,7 @@ import type {
   WorkspaceCommands,
 } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
+import { BackendUnavailableError, BadRequestError, ConflictError, NotFoundError } from '../../contract/errors.js';
 import { checkReadArgs, waitWhileRunning } from '../runner/command-record.js';
 import { checkCommandSpec, commandEnv, envScript } from '../runner/command-files.js';
 import { RunnerClient } from '../runner/client.js';
@@ -81,6 +81,8 @@ export class EcsCommands implements WorkspaceCommands {
     private readonly killAllReason: string,
     private readonly stdinCarrier?: StdinCarrier,
     private readonly outputCarrier?: OutputCarrier,
+    /** Removes what the carriers left in the blob store for a command (forget). */
+    private readonly dropBlobs?: (commandId: string) => Promise<void>,
   ) {
     this.taskArn = ws.taskArn;
   }
@@ -204,6 +206,26 @@ export class EcsCommands implements WorkspaceCommands {
       await rpcRunner(rpc).kill(commandDir(commandId), reason);
       await this.settle(rpc, [commandId]);
     });
+  }
+
+  /**
+   * Drop an ended command: its dir in the task (runner `remove`, as root: the dir is root-only under
+   * /var/lib/wsp, never the workspace user's, and rm -rf follows no symlink) and its objects in S3.
+   * Refused while it runs (see WorkspaceCommands.forget); a task that is gone took the dir with it.
+   * The runner keeps nothing else per command; the S3 objects expire by the bucket's rule otherwise.
+   */
+  async forget(commandId: string): Promise<void> {
+    const dir = commandDir(commandId);
+    try {
+      await this.channels.with(this.taskArn, 'forgetting a command', async (rpc) => {
+        if ((await rpc.status(dir))?.state === 'running')
+          throw new ConflictError(`command '${commandId}' is still running: kill it before forgetting it`);
+        await rpcRunner(rpc).call('removing a command dir', ['remove', dir]);
+      });
+    } catch (error) {
+      if (!(error instanceof TaskGoneError)) throw error;
+    }
+    await this.dropBlobs?.(commandId);
   }
 
   /** Kill every running command (recorded as killed) and every process of the workspace user. */

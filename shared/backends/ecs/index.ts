@@ -125,6 +125,7 @@ export class EcsBackend implements WorkspaceBackend {
       layerPartBytes: planParts(0, o.layerPartBytes ?? DEFAULT_LAYER_PART_BYTES).partBytes,
       carryStdin: (commandId, stdin) => this.carryStdin(commandId, stdin),
       carryOutput: (commandId, put) => this.carryOutput(commandId, put),
+      dropBlobs: (commandId) => this.dropBlobs(commandId),
       log: this.log,
     };
     this.snapshots = {
@@ -324,7 +325,7 @@ export class EcsBackend implements WorkspaceBackend {
   /** A big stdin as a transfer object: its presigned URL for the runner, and the cleanup after the start. */
   private async carryStdin(commandId: string, stdin: Buffer): Promise<{ url: string; done: () => Promise<void> }> {
     const nonce = randomBytes(8).toString('hex');
-    const key = `${BLOB.transfer}stdin/${checkName('command id', commandId)}-${nonce}`;
+    const key = `${commandBlobPrefix('stdin', commandId)}${nonce}`;
     await fsp.mkdir(this.scratch, { recursive: true, mode: 0o700 });
     const local = path.join(this.scratch, `stdin-${nonce}`);
     try {
@@ -342,7 +343,7 @@ export class EcsBackend implements WorkspaceBackend {
   /** A command's output out of the task: PUT by the task to a presigned URL, read back here, removed. */
   private async carryOutput(commandId: string, put: (url: string) => Promise<void>): Promise<Buffer> {
     const nonce = randomBytes(8).toString('hex');
-    const key = `${BLOB.transfer}output/${checkName('command id', commandId)}-${nonce}`;
+    const key = `${commandBlobPrefix('output', commandId)}${nonce}`;
     try {
       await put(await this.o.blobs.presignPut(key, this.o.transferTtlSeconds ?? 600));
       const chunks: Buffer[] = [];
@@ -351,6 +352,16 @@ export class EcsBackend implements WorkspaceBackend {
     } finally {
       await bestEffort(this.o.blobs.delete(key), this.log, 'deleting a command output blob');
     }
+  }
+
+  /**
+   * Whatever the carriers left in S3 for the command (they delete their objects as they go, best
+   * effort: this catches a delete that failed). Each command's objects sit under a prefix of their own
+   * (`…/<id>/`), so no other command's objects share it.
+   */
+  private async dropBlobs(commandId: string): Promise<void> {
+    for (const kind of ['stdin', 'output'] as const)
+      await this.o.blobs.deletePrefix(commandBlobPrefix(kind, commandId));
   }
 
   private tags(labels: Record<string, string>): Record<string, string> {
@@ -366,3 +377,7 @@ export class EcsBackend implements WorkspaceBackend {
     this.log.warn(message);
   }
 }
+
+/** Where the carriers keep one command's objects: a prefix of its own, ending in '/'. */
+const commandBlobPrefix = (kind: 'stdin' | 'output', commandId: string): string =>
+  `${BLOB.transfer}${kind}/${checkName('command id', commandId)}/`;

@@ -39,6 +39,8 @@ export interface EcsContext {
   layerPartBytes: number;
   carryStdin: StdinCarrier;
   carryOutput: OutputCarrier;
+  /** Removes whatever the carriers left in the blob store for a command (forget). */
+  dropBlobs: (commandId: string) => Promise<void>;
   log: Logger;
 }
 
@@ -70,6 +72,7 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
       KILL_ALL_REASON,
       c.carryStdin,
       c.carryOutput,
+      c.dropBlobs,
     );
   }
 

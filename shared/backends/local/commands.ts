@@ -10,7 +10,7 @@ import { DEFAULT_WORKSPACE_PIDS } from '../../contract/limits.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError } from '../../contract/errors.js';
 import { readExit, type StoredSpec } from '../runner/command-record.js';
-import { findCommandDir, runningCommandDirs, writeCommandDir } from '../runner/command-files.js';
+import { findCommandDir, forgetCommandDir, runningCommandDirs, writeCommandDir } from '../runner/command-files.js';
 import { readPgid, readStatus, supervisorLives, writeKillReason } from './command-files.js';
 import { SupervisorClient } from './supervisor/client.js';
 import type { LocalLayout } from './layout.js';
@@ -192,6 +192,15 @@ export class CommandRunner {
   }
 
   /**
+   * Remove an ended command's dir (stdin, output, records); refused while it runs (see
+   * WorkspaceCommands.forget). The supervisor keeps nothing of an ended command (its forker FIFOs are
+   * unlinked when the command ends), so the dir is all there is.
+   */
+  forget(workspaceId: string, commandId: string): Promise<void> {
+    return forgetCommandDir(this.layout, workspaceId, commandId, (dir) => this.isRunning(dir));
+  }
+
+  /**
    * Kill every process of the workspace, so that none can fork its way out. With a pid namespace:
    * its init first (the kernel ends everything inside at once). With a cgroup: the cgroup's kill-all
    * (frozen or cgroup.kill: a fork loop cannot outrun it). Root: then all processes of its host uid
@@ -218,9 +227,10 @@ export class CommandRunner {
   }
 
   /**
-   * Nothing of the workspace is alive, known cheaply: no command was ever started (each leaves its
-   * dir for the workspace's life) — the workspace's own code runs only through commands — no namespace
-   * holder is recorded, and no process runs as its host uid (a helper of the provider's that ran as it
+   * Nothing of the workspace is alive, known cheaply: no command dir is there (each stays until its
+   * command has ended and is forgotten) — the workspace's own code runs only through commands — no
+   * namespace holder is recorded, and no process runs as its host uid (so also nothing a forgotten
+   * command left behind) (a helper of the provider's that ran as it
    * and was orphaned by a crash, say). Only as root, where that uid is the workspace's own. A warm
    * start whose repositories needed no sync runs nothing in its new workspace, yet kills all twice: a
    * full kill-all costs a cgroup freeze/thaw and a read of every process's status.
@@ -282,6 +292,10 @@ export class LocalCommands implements WorkspaceCommands {
 
   kill(commandId: string, reason: string): Promise<void> {
     return this.runner.kill(this.workspaceId, commandId, reason);
+  }
+
+  forget(commandId: string): Promise<void> {
+    return this.runner.forget(this.workspaceId, commandId);
   }
 
   async killAll(): Promise<void> {

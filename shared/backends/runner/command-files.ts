@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandSpec, CommandStatus } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
+import { BackendUnavailableError, BadRequestError, ConflictError, NotFoundError } from '../../contract/errors.js';
 import { shellQuote } from '../../lib/shell-quote.js';
 import { readExit, readSpec, readText, statusFromRecord, streamBytes, type StoredSpec } from './command-record.js';
 
@@ -190,4 +190,28 @@ export async function runningCommandDirs(
   const all = names.map((n) => dirs.commandDir(workspaceId, n));
   const running = await Promise.all(all.map(async (d) => ((await isRunning(d)) ? d : undefined)));
   return running.filter((d): d is string => d !== undefined);
+}
+
+/**
+ * Remove an ended command's dir (WorkspaceCommands.forget); ConflictError while it runs (by the backend's
+ * `isRunning`), nothing when there is no such dir. The dir is the provider's own (root-only, written by
+ * the provider and the supervisor; a workspace never sees it — Docker binds it where only the runner,
+ * as root, writes), its path is built from checked names only, and fs.rm never follows a symlink (it
+ * unlinks the link), so no path the workspace controls is followed.
+ */
+export async function forgetCommandDir(
+  dirs: HostCommandDirs,
+  workspaceId: string,
+  commandId: string,
+  isRunning: (dir: string) => Promise<boolean>,
+): Promise<void> {
+  const dir = dirs.commandDir(workspaceId, commandId);
+  const there = await fs.lstat(dir).then(
+    (st) => st.isDirectory(),
+    () => false,
+  );
+  if (!there) return;
+  if (await isRunning(dir))
+    throw new ConflictError(`command '${commandId}' is still running: kill it before forgetting it`);
+  await fs.rm(dir, { recursive: true, force: true });
 }

@@ -158,6 +158,28 @@ describe.skipIf(dockerUnavailable !== undefined || registryUnavailable !== undef
       expect([...s3.objects.keys()].filter((k) => k.startsWith('transfer/stdin/'))).toEqual([]);
     });
 
+    it('forget also removes what the carriers left in S3 for the command (exactly its prefix), and works on a stopped task', async () => {
+      const ref = await fx.create();
+      const s3 = h().s3;
+      const done = await fx.run(ref, ['true']);
+      const id = done.commandId;
+      // As if the carriers' own best-effort deletes had failed; and a neighbour whose id starts like it.
+      const mine = [`transfer/stdin/${id}/0123456789abcdef`, `transfer/output/${id}/fedcba9876543210`];
+      const neighbour = `transfer/output/${id}x/0123456789abcdef`;
+      for (const key of [...mine, neighbour]) s3.objects.set(key, Buffer.from('left over'));
+      await fx.backend.open(ref, fx.plan).commands.forget!(id);
+      expect(mine.filter((k) => s3.objects.has(k))).toEqual([]);
+      expect(s3.objects.has(neighbour)).toBe(true);
+      s3.objects.delete(neighbour);
+      await expectCode(fx.backend.open(ref, fx.plan).commands.status(id), 'not_found');
+      // The task gone: its dirs went with it; the objects are still removed.
+      const other = await fx.run(ref, ['true']);
+      s3.objects.set(`transfer/output/${other.commandId}/0123456789abcdef`, Buffer.from('left over'));
+      await h().fake.client.send(new StopTaskCommand({ cluster: ECS_CLUSTER, task: taskArn(ref), reason: 'test' }));
+      await fx.backend.open(ref, fx.plan).commands.forget!(other.commandId);
+      expect([...s3.objects.keys()].filter((k) => k.includes(other.commandId))).toEqual([]);
+    });
+
     it('a session dropped between operations: the next operation opens a new one and sees the true state', async () => {
       const ref = await fx.create();
       const id = await fx.start(ref, ['sh', '-c', 'echo before; sleep 2; echo after; exit 7']);

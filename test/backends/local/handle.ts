@@ -5,7 +5,7 @@ import type { WorkspaceBackend } from '../../../shared/contract/backend.js';
 import type { BackendRef } from '../../../shared/contract/workspace.js';
 import { createLocalBackend } from '../../../shared/backends/local/index.js';
 import { unmountAll } from '../../../shared/backends/local/overlay/index.js';
-import type { ContractHandle } from '../../support/backend-fixture.js';
+import { type ContractHandle, hostDirLeftovers } from '../../support/backend-fixture.js';
 
 /** A local backend over a fresh temp data dir; reopen = a second instance on the same dir. */
 export async function makeLocalBackend(
@@ -28,6 +28,7 @@ export async function makeLocalBackend(
       process.kill(Number(pid), 'SIGKILL');
       process.kill(-Number(pgid), 'SIGKILL');
     },
+    commandLeftovers: async (ref, commandId) => hostDirLeftovers(commandDir(ref, commandId)),
     async cleanup() {
       for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
       // A mount left by a failed destroy (overlay homes) is never removed through: detached first.
