@@ -2,7 +2,7 @@
  * `npm run bench:docker` — docker backend, side by side in one run, reported as times and ratios
  * (never asserted): cold setup, warm setup (cache hit, same commit), warm setup after 5 new upstream
  * commits, the create+start floor (a raw dockerode create+start of the cache image), reset of a
- * ~10 MB and of a ~1 GB workspace, command round trip through the API vs a raw dockerode exec,
+ * ~10 MB and of a ~1 GB workspace and of a node_modules-like one (20,000 small files), command round trip through the API vs a raw dockerode exec,
  * 20 parallel warm setups + 200 commands vs 20 parallel raw create+starts (the parallel floor), a
  * lockfile bump restored from the older cache entry vs from nothing (restore keys; bench/lockfile.ts,
  * as bench/local.ts), and the peer `devcontainer up` (@devcontainers/cli 0.89.0 through npx) on the
@@ -10,7 +10,7 @@
  *
  * Needs the daemon and base image of .ci/docker.sh (socket: WSP_DOCKER_SOCKET or its default).
  * Writes bench/results/docker.md and docker.json. `BENCH_SHORT=1` does fewer rounds and scales the
- * big workspace down to 200 MB (the table says so); the parallel and lockfile-bump parts are one run
+ * big workspace down to 200 MB and the node_modules-like one to 5,000 files (the table says so); the parallel and lockfile-bump parts are one run
  * each in both modes (~35 s of a short run).
  *
  * Cleanup (also on failure or SIGINT/SIGTERM): every workspace and snapshot of the bench
@@ -43,6 +43,11 @@ const PARALLEL = 20;
 const COMMANDS = 200;
 /** Size of the big workspace's setup data, MiB (full: 1 GiB; short: 200 MiB). */
 const BIG_MB = short ? 200 : 1024;
+/**
+ * Files of the node_modules-like workspace (the issue's real-project row without a network: a tree of
+ * small files written by setup, 100 per package dir; full: 20,000; short: 5,000).
+ */
+const MANY_FILES = short ? 5_000 : 20_000;
 /** Poll interval while a setup provisions (the API has no long-poll for setup): adds up to this much. */
 const POLL_MS = 10;
 const POLL_PARALLEL_MS = 50;
@@ -181,6 +186,16 @@ async function main(): Promise<void> {
       { dataDir: path.join(root, 'data-big') },
     );
     providers.push(big);
+    const many = await startTestProvider(
+      {
+        ...base,
+        setup: {
+          script: `mkdir -p ~/node_modules && cd ~/node_modules && for d in $(seq 1 ${MANY_FILES / 100}); do mkdir p$d && for f in $(seq 1 100); do echo "module.exports = '$d.$f';" > p$d/f$f.js; done; done`,
+        },
+      },
+      { dataDir: path.join(root, 'data-many') },
+    );
+    providers.push(many);
 
     // --- setups -------------------------------------------------------------------------------
     let coldView: WorkspaceView | undefined;
@@ -257,16 +272,28 @@ async function main(): Promise<void> {
       bigNote,
     );
     await big.api('DELETE', `/workspaces/${bigView!.id}`);
+    let manyView: WorkspaceView | undefined;
+    const manyLabel = `${MANY_FILES.toLocaleString('en-US')} small files`;
+    push(
+      `(cold setup of a node_modules-like workspace: ${manyLabel} written by setup; 1 run)`,
+      await time(async () => (manyView = await setup(many))),
+    );
+    const resetMany = push(
+      `reset of the node_modules-like workspace (${manyLabel}; median of ${fewRounds})`,
+      await resetTimes(many, manyView!.id, fewRounds),
+      short ? `short run: ${manyLabel} instead of 20,000` : undefined,
+    );
+    await many.api('DELETE', `/workspaces/${manyView!.id}`);
 
     // --- 20 parallel raw create+starts (the floor), then 20 parallel warm setups + 200 commands ----
     for (const w of ids) await small.api('DELETE', `/workspaces/${w}`);
     // Both parallel measurements start on a daemon with none of this run's workspaces left.
-    await settled([small, big]);
+    await settled([small, big, many]);
     const parFloor = push(
       `${PARALLEL} parallel raw create+starts of the cache image (the parallel floor): wall time`,
       await parallelFloorTime(docker, image),
     );
-    await settled([small, big]);
+    await settled([small, big, many]);
     let par: string[] = [];
     const parSetup = await time(async () => {
       const views = await Promise.all(Array.from({ length: PARALLEL }, () => setup(small, POLL_PARALLEL_MS)));
@@ -319,6 +346,7 @@ async function main(): Promise<void> {
       warmVsCold: warm / cold,
       resetSmallVsFloor: resetSmall / floor,
       resetBigVsResetSmall: resetBig / resetSmall,
+      resetManyFilesVsResetSmall: resetMany / resetSmall,
       restoreBigVsRestoreSmall: restoreBig / restoreSmall,
       apiRoundTripVsRawExec: apiRtt / rawRtt,
       warmVsDevcontainerUp: dc.times ? warm / dcMs : null,
@@ -352,6 +380,7 @@ async function main(): Promise<void> {
       `| reset ${mb(smallSize)} / create+start floor (goal ≤ 2) | ${fmt(ratios.resetSmallVsFloor)} |`,
       `| reset ${mb(bigSize)} / reset ${mb(smallSize)} (goal ≤ 1.2 for 1 GiB) | ${fmt(ratios.resetBigVsResetSmall)} |`,
       `| backend restore alone ${mb(bigSize)} / ${mb(smallSize)} (the reset minus its fingerprint and state writes) | ${fmt(ratios.restoreBigVsRestoreSmall)} |`,
+      `| reset of the node_modules-like workspace (${manyLabel}) / reset ${mb(smallSize)} (goal ≤ 1.5) | ${fmt(ratios.resetManyFilesVsResetSmall)} |`,
       `| API command round trip / raw docker exec (goal ≤ 0.5) | ${fmt(ratios.apiRoundTripVsRawExec)} |`,
       `| warm setup / devcontainer up (goal ≤ 0.33) | ${dc.times ? fmt(ratios.warmVsDevcontainerUp) : `devcontainer: not measured (${dc.reason})`} |`,
       `| ${PARALLEL} parallel warm setups / ${PARALLEL} parallel raw create+starts, wall (goal ≤ 3) | ${fmt(ratios.parallelWarmVsParallelFloor)} |`,
