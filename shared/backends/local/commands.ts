@@ -61,6 +61,7 @@ export class CommandRunner {
   /** Let go of the supervisor connection (the supervisor and its commands live on). */
   close(): void {
     this.supervisor.close();
+    this.pidns?.close();
   }
 
   /** Create (or find again) the workspace's cgroup and set its limits from plan.resources. */

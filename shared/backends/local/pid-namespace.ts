@@ -286,6 +286,13 @@ export class PidNamespaces {
     this.devNullHandle ??= fs.open('/dev/null', 'r');
     return (await this.devNullHandle).fd;
   }
+
+  /** Let go of the /dev/null kept for spawns (holders and forkers live on). */
+  close(): void {
+    const handle = this.devNullHandle;
+    this.devNullHandle = undefined;
+    void handle?.then((h) => h.close()).catch(() => undefined);
+  }
 }
 
 /** The process (zombie or not) still exists: its pid names the same start time. */
