@@ -2,7 +2,7 @@ import { type ChildProcess, type IOType, spawn } from 'node:child_process';
 import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { childPid, readyByte } from './bwrap-start.js';
@@ -37,7 +37,7 @@ import { openHolderNamespaces } from './supervisor/namespaces.js';
 const FORKER_MOUNT = '/run/wsp-forker';
 const PYTHON = '/usr/bin/python3';
 /** python3 -I -S: no environment, no site packages — the standard library only. It reports readiness on fd 4. */
-const PAYLOAD = `exec ${PYTHON} -I -S ${FORKER_MOUNT}/forker.py </dev/null >/dev/null 2>/dev/null 3>&- 7>&- 8>&-`;
+const PAYLOAD = `exec ${PYTHON} -I -S ${FORKER_MOUNT}/forker.py </dev/null >/dev/null 2>/dev/null 3>&- 5>&- 7>&- 8>&-`;
 const SCRIPT = fileURLToPath(new URL('./supervisor/forker.py', import.meta.url));
 
 export interface ForkerProcess {
@@ -97,6 +97,16 @@ export class ForkerStarter {
       '--inh-caps=-all',
       '--',
       this.sandbox.bwrapPath ?? 'bwrap',
+      // The options through fd 5: until it execs the payload, bwrap's child is in the workspace's pid
+      // namespace with bwrap's argv, which names host paths (the workspace's dirs) to its `ps`.
+      '--args',
+      '5',
+      '--',
+      'sh',
+      '-c',
+      PAYLOAD,
+    ];
+    const options = [
       '--userns',
       '7',
       '--pidns',
@@ -119,10 +129,6 @@ export class ForkerStarter {
       'ALL',
       '--info-fd',
       '3',
-      '--',
-      'sh',
-      '-c',
-      PAYLOAD,
     ];
     const ns = openHolderNamespaces(holder);
     const logFile = path.join(this.layout.workspaceDir(ws.workspaceId), 'forker.log');
@@ -134,6 +140,7 @@ export class ForkerStarter {
       stdio[2] = log.fd;
       stdio[3] = 'pipe';
       stdio[4] = 'pipe';
+      stdio[5] = 'pipe';
       stdio[7] = ns.user;
       stdio[8] = ns.pid;
       // Detached: it outlives the provider, as the holder does.
@@ -144,6 +151,7 @@ export class ForkerStarter {
       fsSync.closeSync(ns.pid);
     }
     child.unref();
+    (child.stdio as unknown as Writable[])[5]!.end(Buffer.from(options.map((a) => `${a}\0`).join(''), 'utf8'));
     const info = child.stdio[3] as Readable;
     const ready = child.stdio[4] as Readable;
     try {
