@@ -113,7 +113,10 @@ describe.skipIf(skip !== undefined)('a workspace sees only its own processes (lo
     const started = await run(a.id, 'sleep 3102 > /dev/null 2>&1 & echo $!');
     const pid = Number(started.stdout.trim());
     expect(pid).toBeGreaterThan(0);
-    expect((await ps(a.id)).find((p) => p.pid === pid)?.args).toBe('sleep 3102');
+    // The background child runs `sleep` once it has exec'd: a next command may come before that.
+    const args = async () => (await ps(a.id)).find((p) => p.pid === pid)?.args;
+    for (let i = 0; i < 100 && (await args()) !== 'sleep 3102'; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await args()).toBe('sleep 3102');
     const killed = await run(a.id, `kill -TERM ${pid} && echo signalled`);
     expect(killed.stdout).toBe('signalled\n');
     for (let i = 0; i < 50 && (await hostProcesses(a.id, 'sleep 3102')).length > 0; i++)
@@ -125,6 +128,9 @@ describe.skipIf(skip !== undefined)('a workspace sees only its own processes (lo
     const a = await wsp.setup();
     // A process that left its command's session and group: only the namespace (or cgroup) catches it.
     await run(a.id, 'setsid sleep 3103 > /dev/null 2>&1 < /dev/null & echo ok');
+    // (once the background child has exec'd sleep)
+    for (let i = 0; i < 100 && (await hostProcesses(a.id, 'sleep 3103')).length === 0; i++)
+      await new Promise((r) => setTimeout(r, 20));
     expect(await hostProcesses(a.id, 'sleep 3103')).toHaveLength(1);
     const reset = await wsp.api('POST', `/workspaces/${a.id}/reset`, {});
     expect(reset.status).toBe(200);

@@ -226,12 +226,11 @@ export function buildLaunch(
     const egress = network === 'egress' ? ['/bin/sh', NET_EGRESS_SCRIPT, sandbox.slirp4netnsPath!, '--'] : [];
     const env = commandEnv(plan, spec, plan.home);
     const args = ['--clearenv', ...Object.entries(env).flatMap(([k, v]) => ['--setenv', k, v])];
-    const chain = [
-      ...egress,
-      ...prefix,
-      sandbox.bwrapPath ?? 'bwrap',
-      '--args',
-      '3',
+    // Every bwrap option travels in fd 3 (`--args`), argv holds none: until it execs the command,
+    // bwrap's child sits in the workspace's pid namespace with bwrap's argv, and the mounts name host
+    // paths (the workspace's dirs) that its `ps` must not learn.
+    const options = [
+      ...args,
       // The workspace's user namespace (its uid mapping is the holder's: host uid -> plan uid) or,
       // without a holder, one of the command's own.
       ...(join ? ['--userns', '7', '--pidns', '8'] : ['--unshare-user']),
@@ -245,12 +244,11 @@ export function buildLaunch(
       spec.cwd,
       '--cap-drop',
       'ALL',
-      '--',
-      ...spec.argv,
     ];
+    const chain = [...egress, ...prefix, sandbox.bwrapPath ?? 'bwrap', '--args', '3', '--', ...spec.argv];
     return {
       chain,
-      fd3: Buffer.from(args.map((a) => `${a}\0`).join(''), 'utf8'),
+      fd3: Buffer.from(options.map((a) => `${a}\0`).join(''), 'utf8'),
       ...(join ? { joinNamespacesOf: pidns } : {}),
     };
   }

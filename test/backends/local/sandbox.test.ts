@@ -9,6 +9,17 @@ import {
 } from '../../../shared/backends/local/sandbox.js';
 import { planFor } from '../../support/backend-fixture.js';
 
+/** argv of the chain followed by what bwrap reads from fd 3 (`--args 3`): every option bwrap gets. */
+function bwrapArgs(launch: { chain: string[]; fd3: Buffer }): string[] {
+  return [
+    ...launch.chain,
+    ...launch.fd3
+      .toString()
+      .split('\0')
+      .filter((a) => a !== ''),
+  ];
+}
+
 /** The launch chain per host situation (pure); the root + bwrap chain runs for real in local.test.ts. */
 describe('local sandbox launch chain', () => {
   const plan = { ...planFor(), resources: { pids: 100 } };
@@ -29,7 +40,8 @@ describe('local sandbox launch chain', () => {
 
   it('root + bwrap: prlimit, setpriv to the host uid, bwrap without pid namespace, env only in fd 3', () => {
     const sandbox: SandboxHost = { kind: 'bwrap', bwrapPath: '/usr/bin/bwrap', asRoot: true, rootfsArgs };
-    const { chain, fd3 } = buildLaunch(sandbox, 200123, plan, paths, spec);
+    const launch = buildLaunch(sandbox, 200123, plan, paths, spec);
+    const { chain, fd3 } = launch;
     expect(chain.slice(0, 9)).toEqual([
       'prlimit',
       '--nproc=100',
@@ -42,10 +54,12 @@ describe('local sandbox launch chain', () => {
       '--',
     ]);
     expect(chain).toContain('/usr/bin/bwrap');
-    expect(chain).not.toContain('--unshare-pid');
-    expect(chain).toContain('--unshare-net'); // the default network of commands is 'none'
+    expect(bwrapArgs(launch)).not.toContain('--unshare-pid');
+    expect(bwrapArgs(launch)).toContain('--unshare-net'); // the default network of commands is 'none'
     expect(chain.join(' ')).not.toContain('v@lue');
-    expect(chain.slice(-3)).toEqual(['--', 'echo', 'hi']);
+    // No option in argv (visible to the workspace's ps until bwrap execs): no host path either.
+    expect(chain.slice(chain.indexOf('/usr/bin/bwrap'))).toEqual(['/usr/bin/bwrap', '--args', '3', '--', 'echo', 'hi']);
+    expect(chain.join(' ')).not.toContain(paths.home);
     const args = fd3.toString().split('\0');
     expect(args).toContain('--clearenv');
     expect(args.slice(args.indexOf('TOKEN') - 1, args.indexOf('TOKEN') + 2)).toEqual([
@@ -57,9 +71,9 @@ describe('local sandbox launch chain', () => {
 
   it("not root: no uid switch, a pid namespace per command; network 'none' unshares the net", () => {
     const sandbox: SandboxHost = { kind: 'bwrap', bwrapPath: 'bwrap', asRoot: false, rootfsArgs };
-    const { chain } = buildLaunch(sandbox, 1000, { ...plan, network: 'none' }, paths, spec);
-    expect(chain).not.toContain('setpriv');
-    expect(chain).toEqual(expect.arrayContaining(['--unshare-pid', '--die-with-parent', '--unshare-net']));
+    const launch = buildLaunch(sandbox, 1000, { ...plan, network: 'none' }, paths, spec);
+    expect(launch.chain).not.toContain('setpriv');
+    expect(bwrapArgs(launch)).toEqual(expect.arrayContaining(['--unshare-pid', '--die-with-parent', '--unshare-net']));
   });
 
   it("network 'egress' (setup's default): net-egress.sh first, as root, then a fresh net namespace that waits for slirp4netns", () => {
@@ -70,11 +84,11 @@ describe('local sandbox launch chain', () => {
       rootfsArgs,
       slirp4netnsPath: '/usr/bin/slirp4netns',
     };
-    const { chain } = buildLaunch(sandbox, 200123, plan, paths, { ...spec, network: 'egress' });
+    const launch = buildLaunch(sandbox, 200123, plan, paths, { ...spec, network: 'egress' });
+    const { chain } = launch;
     expect(chain.slice(0, 4)).toEqual(['/bin/sh', NET_EGRESS_SCRIPT, '/usr/bin/slirp4netns', '--']);
     expect(chain.indexOf('setpriv')).toBeGreaterThan(3);
-    const bwrapArgs = chain.slice(chain.indexOf('/usr/bin/bwrap'));
-    expect(bwrapArgs).toEqual(expect.arrayContaining(['--unshare-net', '--info-fd', '5', '--block-fd', '6']));
+    expect(bwrapArgs(launch)).toEqual(expect.arrayContaining(['--unshare-net', '--info-fd', '5', '--block-fd', '6']));
   });
 
   it("network 'egress' without slirp4netns is 'none', never the host's network", () => {
@@ -85,18 +99,18 @@ describe('local sandbox launch chain', () => {
       rootfsArgs,
       egressUnavailable: 'slirp4netns is not installed',
     };
-    const { chain } = buildLaunch(sandbox, 200123, { ...plan, network: 'egress' }, paths, spec);
-    expect(chain).toContain('--unshare-net');
-    expect(chain).not.toContain('--info-fd');
-    expect(chain).not.toContain(NET_EGRESS_SCRIPT);
+    const launch = buildLaunch(sandbox, 200123, { ...plan, network: 'egress' }, paths, spec);
+    expect(bwrapArgs(launch)).toContain('--unshare-net');
+    expect(bwrapArgs(launch)).not.toContain('--info-fd');
+    expect(launch.chain).not.toContain(NET_EGRESS_SCRIPT);
     expect(networkWarnings(sandbox, { ...plan, network: 'egress' })).toEqual(['slirp4netns is not installed']);
   });
 
   it("network 'host' shares the host's namespace, with a warning; spec.network overrides plan.network", () => {
     const sandbox: SandboxHost = { kind: 'bwrap', bwrapPath: '/usr/bin/bwrap', asRoot: true, rootfsArgs };
     const hostPlan = { ...plan, network: 'host' as const, setupNetwork: 'host' as const };
-    expect(buildLaunch(sandbox, 200123, hostPlan, paths, spec).chain).not.toContain('--unshare-net');
-    expect(buildLaunch(sandbox, 200123, hostPlan, paths, { ...spec, network: 'none' }).chain).toContain(
+    expect(bwrapArgs(buildLaunch(sandbox, 200123, hostPlan, paths, spec))).not.toContain('--unshare-net');
+    expect(bwrapArgs(buildLaunch(sandbox, 200123, hostPlan, paths, { ...spec, network: 'none' }))).toContain(
       '--unshare-net',
     );
     expect(networkWarnings(sandbox, hostPlan).join('\n')).toMatch(/network 'host'.*loopback/);
