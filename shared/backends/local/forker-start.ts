@@ -2,7 +2,7 @@ import { type ChildProcess, type IOType, spawn } from 'node:child_process';
 import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable, Writable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { childPid, readyByte } from './bwrap-start.js';
@@ -130,9 +130,19 @@ export class ForkerStarter {
       '--info-fd',
       '3',
     ];
+    // The options from a root-only file (a regular file: bwrap reads it to its end, no writer to wait for).
+    const argsFile = path.join(this.layout.workspaceDir(ws.workspaceId), 'forker.args');
+    await fs.writeFile(argsFile, Buffer.from(options.map((a) => `${a}\0`).join(''), 'utf8'), { mode: 0o600 });
+    const args = fsSync.openSync(argsFile, 'r');
+    await fs.rm(argsFile, { force: true });
     const ns = openHolderNamespaces(holder);
     const logFile = path.join(this.layout.workspaceDir(ws.workspaceId), 'forker.log');
-    const log = await fs.open(logFile, 'w', 0o600);
+    const log = await fs.open(logFile, 'w', 0o600).catch((error: unknown) => {
+      fsSync.closeSync(args);
+      fsSync.closeSync(ns.user);
+      fsSync.closeSync(ns.pid);
+      throw error;
+    });
     let child: ChildProcess;
     try {
       const stdio = [...(await sealedStdio(await this.devNull()))] as Array<IOType | number>;
@@ -140,18 +150,18 @@ export class ForkerStarter {
       stdio[2] = log.fd;
       stdio[3] = 'pipe';
       stdio[4] = 'pipe';
-      stdio[5] = 'pipe';
+      stdio[5] = args;
       stdio[7] = ns.user;
       stdio[8] = ns.pid;
       // Detached: it outlives the provider, as the holder does.
       child = spawn(chain[0]!, chain.slice(1), { detached: true, stdio, cwd: '/', env: TOOL_ENV });
     } finally {
       await log.close();
+      fsSync.closeSync(args);
       fsSync.closeSync(ns.user);
       fsSync.closeSync(ns.pid);
     }
     child.unref();
-    (child.stdio as unknown as Writable[])[5]!.end(Buffer.from(options.map((a) => `${a}\0`).join(''), 'utf8'));
     const info = child.stdio[3] as Readable;
     const ready = child.stdio[4] as Readable;
     try {
