@@ -54,14 +54,16 @@ export class CommandRunner {
     private readonly overlay?: OverlayHomes,
     options: PidNamespaceOptions = {},
   ) {
-    this.pidns = PidNamespaces.wanted(sandbox) ? new PidNamespaces(layout, sandbox, cgroups, options) : undefined;
     this.supervisor = new SupervisorClient(layout.runDir);
+    const supervisor = this.supervisor;
+    this.pidns = PidNamespaces.wanted(sandbox)
+      ? new PidNamespaces(layout, sandbox, (request) => supervisor.spawnSandboxed(request), cgroups, options)
+      : undefined;
   }
 
   /** Let go of the supervisor connection (the supervisor and its commands live on). */
   close(): void {
     this.supervisor.close();
-    this.pidns?.close();
   }
 
   /** Create (or find again) the workspace's cgroup and set its limits from plan.resources. */

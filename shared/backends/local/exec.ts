@@ -82,6 +82,9 @@ const O_CLOEXEC = 0o2000000;
  * itself inherited WITHOUT close-on-exec (a supervisor's pipe, say) overwritten with /dev/null in the
  * child — otherwise it would pass through bwrap into the sandbox. `devNull` is an fd of /dev/null
  * the caller keeps open (Node opens files close-on-exec, so it does not leak itself).
+ * It scans before the spawn, so a descriptor opened meanwhile by native code (LevelDB) slips through:
+ * nothing that enters a sandbox is spawned this way (the supervisor spawns those, and drops what it
+ * inherited: supervisor/inherited-fds.ts).
  */
 export async function sealedStdio(devNull: number): Promise<StdioOptions> {
   const leaked: number[] = [];

@@ -1,17 +1,14 @@
-import { type ChildProcess, type IOType, spawn } from 'node:child_process';
 import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import { childPid, readyByte } from './bwrap-start.js';
 import { enterCgroup, type WorkspaceCgroups } from './cgroup.js';
-import { runToolChecked, sealedStdio, TOOL_ENV } from './exec.js';
+import { runToolChecked } from './exec.js';
 import type { LocalLayout } from './layout.js';
+import type { SandboxSpawner } from './pid-namespace.js';
 import { liveStartTime } from './procs.js';
 import { type SandboxHost, workspaceIdentityArgs, workspaceMountArgs } from './sandbox.js';
-import { openHolderNamespaces } from './supervisor/namespaces.js';
 
 /**
  * The in-sandbox forker of a workspace (local backend, root + bwrap + cgroups + python3): started
@@ -49,14 +46,16 @@ export interface ForkerProcess {
 type Ws = { workspaceId: string; hostUid: number };
 
 export class ForkerStarter {
-  /** Why forkers are no longer started here (one failed to start: the host cannot run them). */
+  /** Why forkers are no longer started here (the first one failed to start: the host cannot run them). */
   private off: string | undefined;
+  /** One started: the host can run them, and a later failure is that workspace's own (it may be at its pids limit). */
+  private proven = false;
 
   private constructor(
     private readonly layout: LocalLayout,
     private readonly sandbox: SandboxHost,
     private readonly cgroups: WorkspaceCgroups,
-    private readonly devNull: () => Promise<number>,
+    private readonly spawnSandboxed: SandboxSpawner,
   ) {}
 
   /**
@@ -67,20 +66,23 @@ export class ForkerStarter {
     layout: LocalLayout,
     sandbox: SandboxHost,
     cgroups: WorkspaceCgroups | undefined,
-    devNull: () => Promise<number>,
+    spawnSandboxed: SandboxSpawner,
   ): ForkerStarter | undefined {
     if (sandbox.kind !== 'bwrap' || !sandbox.asRoot || cgroups === undefined || !fsSync.existsSync(PYTHON))
       return undefined;
-    return new ForkerStarter(layout, sandbox, cgroups, devNull);
+    return new ForkerStarter(layout, sandbox, cgroups, spawnSandboxed);
   }
 
   /** Start the workspace's forker in the holder's namespaces; undefined when it cannot (commands take the chain). */
   async start(ws: Ws, plan: WorkspacePlan, holder: { pid: number; start: string }): Promise<ForkerProcess | undefined> {
     if (this.off !== undefined || mountClash(plan) !== undefined) return undefined;
     try {
-      return await this.spawn(ws, plan, holder);
+      const started = await this.spawn(ws, plan, holder);
+      this.proven = true;
+      return started;
     } catch (error) {
-      this.off = (error as Error).message;
+      // Not after a success: a workspace could otherwise turn the fast path off for every other one.
+      if (!this.proven) this.off = (error as Error).message;
       return undefined;
     }
   }
@@ -130,53 +132,22 @@ export class ForkerStarter {
       '--info-fd',
       '3',
     ];
-    // The options from a root-only file (a regular file: bwrap reads it to its end, no writer to wait for).
+    // The options from a root-only file (a regular file: bwrap reads it to its end, no writer to wait
+    // for); the supervisor opens it as fd 5 and removes it.
     const argsFile = path.join(this.layout.workspaceDir(ws.workspaceId), 'forker.args');
     await fs.writeFile(argsFile, Buffer.from(options.map((a) => `${a}\0`).join(''), 'utf8'), { mode: 0o600 });
-    const args = fsSync.openSync(argsFile, 'r');
-    await fs.rm(argsFile, { force: true });
-    const ns = openHolderNamespaces(holder);
-    const logFile = path.join(this.layout.workspaceDir(ws.workspaceId), 'forker.log');
-    const log = await fs.open(logFile, 'w', 0o600).catch((error: unknown) => {
-      fsSync.closeSync(args);
-      fsSync.closeSync(ns.user);
-      fsSync.closeSync(ns.pid);
-      throw error;
-    });
-    let child: ChildProcess;
+    const log = path.join(this.layout.workspaceDir(ws.workspaceId), 'forker.log');
+    let pid: number;
     try {
-      const stdio = [...(await sealedStdio(await this.devNull()))] as Array<IOType | number>;
-      while (stdio.length < 9) stdio.push('ignore');
-      stdio[2] = log.fd;
-      stdio[3] = 'pipe';
-      stdio[4] = 'pipe';
-      stdio[5] = args;
-      stdio[7] = ns.user;
-      stdio[8] = ns.pid;
-      // Detached: it outlives the provider, as the holder does.
-      child = spawn(chain[0]!, chain.slice(1), { detached: true, stdio, cwd: '/', env: TOOL_ENV });
-    } finally {
-      await log.close();
-      fsSync.closeSync(args);
-      fsSync.closeSync(ns.user);
-      fsSync.closeSync(ns.pid);
-    }
-    child.unref();
-    const info = child.stdio[3] as Readable;
-    const ready = child.stdio[4] as Readable;
-    try {
-      const [pid] = await Promise.all([childPid(info), readyByte(ready)]);
-      const start = await liveStartTime(pid);
-      if (start === undefined) throw new Error('the forker ended right after it started');
-      return { pid, start };
+      pid = await this.spawnSandboxed({ argv: chain, log, argsFile, joinNamespacesOf: holder });
     } catch (error) {
-      child.kill('SIGKILL');
-      const why = (await fs.readFile(logFile, 'utf8').catch(() => '')).trim().slice(-500);
-      throw new Error(`the in-sandbox forker did not start: ${(error as Error).message}${why ? ` (${why})` : ''}`);
+      throw new Error(`the in-sandbox forker did not start: ${(error as Error).message}`);
     } finally {
-      info.destroy();
-      ready.destroy();
+      await fs.rm(argsFile, { force: true });
     }
+    const start = await liveStartTime(pid);
+    if (start === undefined) throw new Error('the forker ended right after it started');
+    return { pid, start };
   }
 
   /** The channel dir, made anew for a new holder: the forker script and its request FIFO. */

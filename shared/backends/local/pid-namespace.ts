@@ -1,17 +1,20 @@
-import { spawn, type ChildProcess, type IOType } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError } from '../../contract/errors.js';
 import { enterCgroup, type WorkspaceCgroups } from './cgroup.js';
-import { sealedStdio, TOOL_ENV } from './exec.js';
 import type { LocalLayout } from './layout.js';
 import { type ForkerProcess, ForkerStarter } from './forker-start.js';
-import { childPid, readyByte } from './bwrap-start.js';
 import { holderStartTime } from './procs.js';
 import { sleep } from '../../lib/sleep.js';
 import { type SandboxHost, workspaceIdentityArgs } from './sandbox.js';
+import type { SpawnRequest } from './supervisor/protocol.js';
+
+/**
+ * Starts a long-lived process of a workspace's sandbox from the command supervisor
+ * (SupervisorClient.spawnSandboxed) — never from the provider, whose descriptors could leak into it.
+ */
+export type SandboxSpawner = (request: Omit<SpawnRequest, 'id' | 'op'>) => Promise<number>;
 
 /**
  * One pid namespace per workspace (local backend, provider as root with bwrap), alive as long as
@@ -29,8 +32,9 @@ import { type SandboxHost, workspaceIdentityArgs } from './sandbox.js';
  * workspace (same uid), show an empty network namespace and the read-only system dirs only.
  *
  * Lifetime:
- * - Started lazily by the first command (and again after it died), detached and in a session of its
- *   own, so it outlives a provider restart; `<workspace dir>/pidns` (root-only dir) records
+ * - Started lazily by the first command (and again after it died), by the command supervisor
+ *   (supervisor/sandboxed.ts: the one process with no descriptor to leak into it), detached and in a
+ *   session of its own, so it outlives a provider restart; `<workspace dir>/pidns` (root-only dir) records
  *   "<pid of the namespace's init> <its start time>", and a record whose pid now has another start
  *   time (a recycled pid) is never trusted (holderStartTime also refuses a dying init).
  * - It joins the workspace's cgroup before it execs, like every command: whatever the workspace
@@ -76,7 +80,6 @@ const PAYLOAD = 'printf r >&4; exec sleep infinity <&- >&- 2>&- 3>&- 4>&-';
 export class PidNamespaces {
   /** A start in flight per workspace: concurrent commands share it (never two holders). */
   private readonly pending = new Map<string, Promise<HolderRecord>>();
-  private devNullHandle: Promise<fs.FileHandle> | undefined;
   private readonly forkers: ForkerStarter | undefined;
   /** A forker being started per workspace: a kill waits for it (else its processes race the kill's sweep). */
   private readonly addingForker = new Map<string, Promise<void>>();
@@ -84,11 +87,12 @@ export class PidNamespaces {
   constructor(
     private readonly layout: LocalLayout,
     private readonly sandbox: SandboxHost,
+    private readonly spawnSandboxed: SandboxSpawner,
     private readonly cgroups?: WorkspaceCgroups,
     options: PidNamespaceOptions = {},
   ) {
     this.forkers =
-      options.forker === false ? undefined : ForkerStarter.ifAvailable(layout, sandbox, cgroups, () => this.devNull());
+      options.forker === false ? undefined : ForkerStarter.ifAvailable(layout, sandbox, cgroups, spawnSandboxed);
   }
 
   /** Only a root provider with bwrap gives workspaces a pid namespace of their own. */
@@ -237,61 +241,18 @@ export class PidNamespaces {
       PAYLOAD,
     ];
     // bwrap's own complaints go to a root-only file (a pipe to the provider would break when the
-    // provider exits, and the holder outlives it); read back only when the start fails.
-    const logFile = path.join(this.layout.workspaceDir(ws.workspaceId), 'pidns.log');
-    const log = await fs.open(logFile, 'w', 0o600);
-    let child: ChildProcess;
+    // provider exits, and the holder outlives it); the supervisor reads it back when the start fails.
+    const log = path.join(this.layout.workspaceDir(ws.workspaceId), 'pidns.log');
+    let pid: number;
     try {
-      const stdio = [...(await sealedStdio(await this.devNull()))] as Array<IOType | number>;
-      while (stdio.length < 5) stdio.push('ignore');
-      stdio[2] = log.fd;
-      stdio[3] = 'pipe';
-      stdio[4] = 'pipe';
-      child = spawn(chain[0]!, chain.slice(1), {
-        detached: true,
-        stdio,
-        cwd: '/',
-        env: TOOL_ENV,
-      });
-    } finally {
-      await log.close();
-    }
-    child.unref();
-    const info = child.stdio[3] as Readable;
-    const ready = child.stdio[4] as Readable;
-    try {
-      let pid: number;
-      try {
-        [pid] = await Promise.all([childPid(info), readyByte(ready)]);
-      } catch (error) {
-        const why = (await fs.readFile(logFile, 'utf8').catch(() => '')).trim().slice(-500);
-        throw new BackendUnavailableError(
-          `cannot start the workspace's pid namespace: ${(error as Error).message}${why ? ` (${why})` : ''}`,
-        );
-      }
-      const start = await holderStartTime(pid);
-      if (start === undefined)
-        throw new BackendUnavailableError("the workspace's pid namespace ended right after it started");
-      return { pid, start };
+      pid = await this.spawnSandboxed({ argv: chain, log });
     } catch (error) {
-      child.kill('SIGKILL');
-      throw error;
-    } finally {
-      info.destroy();
-      ready.destroy();
+      throw new BackendUnavailableError(`cannot start the workspace's pid namespace: ${(error as Error).message}`);
     }
-  }
-
-  private async devNull(): Promise<number> {
-    this.devNullHandle ??= fs.open('/dev/null', 'r');
-    return (await this.devNullHandle).fd;
-  }
-
-  /** Let go of the /dev/null kept for spawns (holders and forkers live on). */
-  close(): void {
-    const handle = this.devNullHandle;
-    this.devNullHandle = undefined;
-    void handle?.then((h) => h.close()).catch(() => undefined);
+    const start = await holderStartTime(pid);
+    if (start === undefined)
+      throw new BackendUnavailableError("the workspace's pid namespace ended right after it started");
+    return { pid, start };
   }
 }
 

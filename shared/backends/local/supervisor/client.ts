@@ -9,13 +9,15 @@ import { BackendUnavailableError } from '../../../contract/errors.js';
 import { sleep } from '../../../lib/sleep.js';
 import { sealedStdio, TOOL_ENV } from '../exec.js';
 import { liveStartTime } from '../procs.js';
-import { lineReader, type Message, type Reply, type StartRequest } from './protocol.js';
+import { lineReader, type Message, type Reply, type SpawnRequest, type StartRequest } from './protocol.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** The daemon as shipped: compiled JavaScript when there is one beside this file, else the TypeScript source. */
 const DAEMON = ['daemon.js', 'daemon.ts'].map((f) => path.join(HERE, f)).find((f) => fs.existsSync(f))!;
 /** How long a request (and a daemon's start-up: Node + tsx) may take before the supervisor counts as unavailable. */
 const REQUEST_TIMEOUT_MS = 15_000;
+/** A spawn's answer: the supervisor gives a sandbox 20 s to start (sandboxed.ts), and fails it then. */
+const SPAWN_TIMEOUT_MS = 30_000;
 const DAEMON_START_TIMEOUT_MS = 30_000;
 
 /**
@@ -30,7 +32,7 @@ function socketName(): string {
 
 interface Connection {
   socket: net.Socket;
-  pending: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
+  pending: Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>;
 }
 
 /**
@@ -54,11 +56,22 @@ export class SupervisorClient {
   async start(request: Omit<StartRequest, 'id' | 'op'>): Promise<void> {
     this.exitOf(request.dir);
     try {
-      await this.send(request);
+      await this.send({ op: 'start', ...request });
     } catch (error) {
       if (fs.existsSync(path.join(request.dir, 'pid'))) throw error;
-      await this.send(request);
+      await this.send({ op: 'start', ...request });
     }
+  }
+
+  /**
+   * Start a long-lived process of a workspace's sandbox (holder, forker) from the supervisor (see
+   * SpawnRequest); resolves to bwrap's child's host pid. Never sent twice: a second one would leave a
+   * second holder behind.
+   */
+  async spawnSandboxed(request: Omit<SpawnRequest, 'id' | 'op'>): Promise<number> {
+    const reply = await this.send({ op: 'spawn', ...request }, SPAWN_TIMEOUT_MS);
+    if (reply.pid === undefined) throw new BackendUnavailableError('the command supervisor answered no pid');
+    return reply.pid;
   }
 
   /** Resolves when the supervisor reports `dir` ended (or its connection is lost): a waiter looks again. */
@@ -90,19 +103,22 @@ export class SupervisorClient {
     w.resolve();
   }
 
-  private async send(request: Omit<StartRequest, 'id' | 'op'>): Promise<void> {
+  private async send(
+    request: Omit<StartRequest, 'id'> | Omit<SpawnRequest, 'id'>,
+    timeoutMs = REQUEST_TIMEOUT_MS,
+  ): Promise<Reply> {
     const conn = await this.connect();
     const id = this.nextId++;
-    const message: StartRequest = { id, op: 'start', ...request };
-    await new Promise<void>((resolve, reject) => {
+    const message = { id, ...request };
+    return new Promise<Reply>((resolve, reject) => {
       const timer = setTimeout(() => {
         conn.pending.delete(id);
         reject(new BackendUnavailableError('the command supervisor did not answer in time'));
-      }, REQUEST_TIMEOUT_MS);
+      }, timeoutMs);
       conn.pending.set(id, {
-        resolve: () => {
+        resolve: (r) => {
           clearTimeout(timer);
-          resolve();
+          resolve(r);
         },
         reject: (e) => {
           clearTimeout(timer);
@@ -157,8 +173,8 @@ export class SupervisorClient {
           const p = conn.pending.get(r.id);
           if (p === undefined) return;
           conn.pending.delete(r.id);
-          if (r.ok) p.resolve();
-          else p.reject(new BackendUnavailableError(`cannot start the command: ${r.error ?? 'refused'}`));
+          if (r.ok) p.resolve(r);
+          else p.reject(new BackendUnavailableError(`the command supervisor refused: ${r.error ?? 'no reason given'}`));
         },
         () => undefined,
       ),
@@ -182,10 +198,8 @@ export class SupervisorClient {
       // Descriptors this process inherited without close-on-exec become /dev/null in the daemon.
       const stdio = [...(await sealedStdio(devNull))] as Array<IOType | number>;
       stdio[2] = logFd;
-      const loader = DAEMON.endsWith('.ts')
-        ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href]
-        : [];
-      const child = spawn(process.execPath, [...loader, DAEMON, this.runDir, this.socket], {
+      const argv = daemonArgv(this.runDir);
+      const child = spawn(argv[0]!, argv.slice(1), {
         detached: true,
         stdio,
         cwd: '/',
@@ -198,6 +212,14 @@ export class SupervisorClient {
       fs.closeSync(devNull);
     }
   }
+}
+
+/** How the supervisor of `runDir` is started (its socket named after its code, see socketName). */
+export function daemonArgv(runDir: string): string[] {
+  const loader = DAEMON.endsWith('.ts')
+    ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href]
+    : [];
+  return [process.execPath, ...loader, DAEMON, runDir, socketName()];
 }
 
 function tryConnect(address: string): Promise<net.Socket | undefined> {

@@ -12,6 +12,10 @@
  * socket is in the root-only run dir, the command dirs it writes are root-only and provider-made.
  * It exits when it has had no client and no running command for IDLE_MS.
  *
+ * It also starts each workspace's long-lived sandbox processes (namespace holder, forker:
+ * sandboxed.ts) — every process that enters a sandbox comes from here, and this process passes on
+ * no descriptor it inherited (inherited-fds.ts).
+ *
  * The command dir's files (commands.ts writes the inputs; command-record.ts reads the rest back):
  *   stdin            fed to the command (opened, then removed)
  *   fd3              opened as fd 3 for the chain (bwrap --args or an env script: env values), then removed
@@ -30,16 +34,24 @@ import os from 'node:os';
 import path from 'node:path';
 import { formatExit } from '../../runner/command-record.js';
 import { Forkers } from './forked.js';
+import { closeInheritedDescriptors } from './inherited-fds.js';
 import { HolderGoneError, openHolderNamespaces } from './namespaces.js';
 import { CappedStream } from './output.js';
 import {
   type ForkerTarget,
+  isSpawnRequest,
   isStartRequest,
   lineReader,
   type Message,
   type Reply,
   type StartRequest,
 } from './protocol.js';
+import { spawnSandboxed } from './sandboxed.js';
+
+// Before anything of ours opens a descriptor: nothing this process inherited may reach a sandbox.
+// (Node marks the first inherited ones close-on-exec itself, up to the first gap past fd 15; this
+// closes the rest.)
+const inheritedClosed = closeInheritedDescriptors();
 
 /** How long an unused supervisor lingers (a provider restarting within it finds it again). */
 const IDLE_MS = 5_000;
@@ -373,6 +385,16 @@ function onClient(socket: net.Socket): void {
     'data',
     lineReader(
       (value) => {
+        if (isSpawnRequest(value)) {
+          spawnSandboxed(value).then(
+            (pid) => reply({ id: value.id, ok: true, pid }),
+            (error: Error) => {
+              log(`spawn ${value.argv.join(' ').slice(0, 200)}: ${error.message}`);
+              reply({ id: value.id, ok: false, error: error.message });
+            },
+          );
+          return;
+        }
         if (!isStartRequest(value)) {
           const id = (value as { id?: unknown } | null)?.id;
           reply({ id: typeof id === 'number' ? id : -1, ok: false, error: 'not a valid request' });
@@ -436,7 +458,7 @@ function listen(retry: boolean): void {
     });
   });
   server.listen(socketPath, () => {
-    log('ready');
+    log(`ready${inheritedClosed.length > 0 ? ` (closed inherited descriptors ${inheritedClosed.join(' ')})` : ''}`);
     idleCheck();
   });
 }

@@ -34,11 +34,33 @@ export interface ForkerTarget {
   cwd: string;
 }
 
+/**
+ * Start a long-lived process of a workspace's sandbox — its namespace holder (pid-namespace.ts) or its
+ * forker (forker-start.ts) — detached, from the supervisor: the one process that holds no descriptor
+ * a sandbox could inherit (it drops what it inherited when it starts, inherited-fds.ts), whereas the
+ * provider's own (the embedded store's LevelDB files, opened without close-on-exec at any time) would
+ * pass through bwrap into the sandbox. `argv` runs with fd 2 on `log`, bwrap's --info-fd on fd 3 and a
+ * ready byte from the payload on fd 4; answered with bwrap's child's host pid once both came.
+ */
+export interface SpawnRequest {
+  id: number;
+  op: 'spawn';
+  argv: string[];
+  /** Root-only file for the process's stderr (truncated), read back when the start fails. */
+  log: string;
+  /** Opened as fd 5, then removed (bwrap --args 5: options that must not show in argv). */
+  argsFile?: string;
+  /** The holder whose user and pid namespaces become fds 7 and 8 (a forker joins them). */
+  joinNamespacesOf?: { pid: number; start: string };
+}
+
 /** The answer to a request with the same id; a start is answered once `pid` and `pgid` are recorded. */
 export interface Reply {
   id: number;
   ok: boolean;
   error?: string;
+  /** A spawn's answer: the host pid of bwrap's child. */
+  pid?: number;
 }
 
 /** Sent to every connected client when a command's exit record is written. */
@@ -85,12 +107,36 @@ export function isStartRequest(value: unknown): value is StartRequest {
     Array.isArray(r.chain) &&
     r.chain.length > 0 &&
     r.chain.every((a) => typeof a === 'string') &&
-    (r.joinNamespacesOf === undefined ||
-      (Number.isInteger(r.joinNamespacesOf.pid) &&
-        r.joinNamespacesOf.pid > 1 &&
-        typeof r.joinNamespacesOf.start === 'string' &&
-        /^\d+$/.test(r.joinNamespacesOf.start))) &&
+    (r.joinNamespacesOf === undefined || isProcessRef(r.joinNamespacesOf)) &&
     (r.forker === undefined || isForkerTarget(r.forker))
+  );
+}
+
+export function isSpawnRequest(value: unknown): value is SpawnRequest {
+  const r = value as Partial<SpawnRequest> | null;
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    r.op === 'spawn' &&
+    Number.isInteger(r.id) &&
+    Array.isArray(r.argv) &&
+    r.argv.length > 0 &&
+    r.argv.every((a) => typeof a === 'string') &&
+    typeof r.log === 'string' &&
+    r.log.startsWith('/') &&
+    (r.argsFile === undefined || (typeof r.argsFile === 'string' && r.argsFile.startsWith('/'))) &&
+    (r.joinNamespacesOf === undefined || isProcessRef(r.joinNamespacesOf))
+  );
+}
+
+function isProcessRef(p: { pid?: unknown; start?: unknown }): boolean {
+  return (
+    typeof p === 'object' &&
+    p !== null &&
+    Number.isInteger(p.pid) &&
+    (p.pid as number) > 1 &&
+    typeof p.start === 'string' &&
+    /^\d+$/.test(p.start)
   );
 }
 
@@ -102,12 +148,8 @@ function isForkerTarget(t: Partial<ForkerTarget>): boolean {
     t.chan.startsWith('/') &&
     Number.isInteger(t.hostUid) &&
     t.hostUid! > 0 &&
-    typeof t.forker === 'object' &&
-    t.forker !== null &&
-    Number.isInteger(t.forker.pid) &&
-    t.forker.pid > 1 &&
-    typeof t.forker.start === 'string' &&
-    /^\d+$/.test(t.forker.start) &&
+    t.forker !== undefined &&
+    isProcessRef(t.forker) &&
     Array.isArray(t.argv) &&
     t.argv.length > 0 &&
     t.argv.every((a) => typeof a === 'string') &&
