@@ -13,7 +13,15 @@ export function openOrReject(ref: BackendRef, open: () => WorkspaceHandle): Work
     const reject = (): Promise<never> => Promise.reject(error);
     return {
       ref,
-      commands: { start: reject, status: reject, wait: reject, read: reject, kill: reject, killAll: reject },
+      commands: {
+        start: reject,
+        status: reject,
+        wait: reject,
+        read: reject,
+        kill: reject,
+        killAll: reject,
+        writeStdin: reject,
+      },
       files: { putTransferFile: reject, removeTransferFile: reject, putDirectory: reject },
       snapshots: { take: reject, restore: reject },
     };

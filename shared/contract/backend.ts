@@ -18,6 +18,11 @@ export interface CommandSpec {
   /** Merged over plan.env by the service already. */
   env: Record<string, string>;
   stdin?: Buffer;
+  /**
+   * Keep stdin open: the command reads a pipe fed by `writeStdin` (after `stdin`, if given) until
+   * `writeStdin(…, eof: true)`. Without it stdin is `stdin` then end of file.
+   */
+  openStdin?: boolean;
   /** 0 = no limit. On expiry the whole process group is killed and the state is `killed`. */
   timeoutMs: number;
   /** Bytes kept per stream; beyond that `truncated` is set and bytes are still counted. */
@@ -156,7 +161,18 @@ export interface WorkspaceCommands {
   forget?(commandId: string): Promise<void>;
   /** Kill every process of the workspace user. */
   killAll(): Promise<void>;
+  /**
+   * Append `data` to the stdin of a command started with `openStdin` (in call order), then close it
+   * when `eof`. Resolves once the backend holds the bytes (the command may read them later): at most
+   * STDIN_PENDING_MAX_BYTES may wait unread, more is refused (ConflictError, "stdin is full") until the
+   * command reads. NotFoundError: unknown command. ConflictError: not started with openStdin, ended,
+   * or its stdin closed already. The bytes are the workspace's own input: never logged.
+   */
+  writeStdin(commandId: string, data: Buffer, eof: boolean): Promise<void>;
 }
+
+/** Bytes of open stdin a backend keeps for a command that is not reading (writeStdin). */
+export const STDIN_PENDING_MAX_BYTES = 1024 * 1024;
 
 export interface WorkspaceFiles {
   /** Copy a host file into plan.transferDir under `name`, readable by the workspace user. */

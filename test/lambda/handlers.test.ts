@@ -549,7 +549,15 @@ function hangingBackend() {
     baseIdentity: async () => 'test-base',
     open: (ref: BackendRef) => ({
       ref,
-      commands: { start: never, status: never, wait: never, read: never, kill: never, killAll: never },
+      commands: {
+        start: never,
+        status: never,
+        wait: never,
+        read: never,
+        kill: never,
+        killAll: never,
+        writeStdin: never,
+      },
       files: { putTransferFile: never, removeTransferFile: never, putDirectory: never },
       snapshots: { take: never, restore: never },
     }),
@@ -665,6 +673,7 @@ describe('payload limits (Lambda: 6 MB each way)', () => {
               wait: reject,
               kill: reject,
               killAll: reject,
+              writeStdin: reject,
               read: async (_cid, stream, offset, limit) => {
                 const data = streams[stream].subarray(offset, offset + limit);
                 return { data: Buffer.from(data), nextOffset: offset + data.length };

@@ -125,6 +125,11 @@ export class DockerCommands implements WorkspaceCommands {
   }
 
   /** Kill every running command (recorded as killed) and every process of the workspace user. */
+  /** Not yet on this backend (in progress): a clear refusal, never a silent no-op. */
+  async writeStdin(_commandId: string, _data: Buffer, _eof: boolean): Promise<void> {
+    throw new BackendUnavailableError('open stdin is not available on the docker backend yet');
+  }
+
   async killAll(): Promise<void> {
     const meta = await requireMeta(this.layout, this.workspaceId);
     const running = await this.runningDirs();

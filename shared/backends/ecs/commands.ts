@@ -229,6 +229,11 @@ export class EcsCommands implements WorkspaceCommands {
   }
 
   /** Kill every running command (recorded as killed) and every process of the workspace user. */
+  /** Not yet on this backend (in progress): a clear refusal, never a silent no-op. */
+  async writeStdin(_commandId: string, _data: Buffer, _eof: boolean): Promise<void> {
+    throw new BackendUnavailableError('open stdin is not available on the ecs backend yet');
+  }
+
   async killAll(): Promise<void> {
     const { user } = this.ws;
     if (user === undefined) throw new BadRequestError('ecs ref without the workspace user', { field: 'ref' });

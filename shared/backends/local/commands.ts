@@ -301,6 +301,11 @@ export class LocalCommands implements WorkspaceCommands {
     return this.runner.forget(this.workspaceId, commandId);
   }
 
+  /** Not yet on this backend (in progress): a clear refusal, never a silent no-op. */
+  async writeStdin(_commandId: string, _data: Buffer, _eof: boolean): Promise<void> {
+    throw new BackendUnavailableError('open stdin is not available on the local backend yet');
+  }
+
   async killAll(): Promise<void> {
     await this.runner.killAll(await requireMeta(this.layout, this.workspaceId), this.killAllReason);
   }
