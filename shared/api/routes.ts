@@ -37,6 +37,7 @@ import {
   resetBody,
   resetResult,
   runCommandBody,
+  stdinQuery,
   workspaceId,
   workspaceView,
 } from './schemas.js';
@@ -213,6 +214,21 @@ export const routes: readonly Route[] = [
     params: cmdParams,
     responses: { 200: { description: 'The command after cancelling', schema: commandView } },
     handler: async (service, { params }) => ({ status: 200, body: await service.cancelCommand(params.id, params.cid) }),
+  }),
+  defineRoute({
+    method: 'POST',
+    path: '/workspaces/{id}/commands/{cid}/stdin',
+    operationId: 'writeStdin',
+    summary:
+      'Append the raw body to the stdin of a running command started with `openStdin: true` (in request order); `eof=true` closes its stdin after these bytes. The bytes are held for the command until it reads them: at most 1 MiB may wait unread (more → 409 `stdin is full`), and one request carries at most 1 MiB (413). 409 once the command ended, when it was not started with openStdin, or after eof. Output comes back through GET …/commands/{cid} (polling; the local server also streams it: …/events).',
+    params: cmdParams,
+    query: stdinQuery,
+    rawBody: { description: 'Bytes for the command to read (any bytes; Content-Type is not looked at)' },
+    responses: { 204: { description: 'Taken: the command can read them' } },
+    handler: async (service, { params, query, rawBody }) => {
+      await service.writeStdin(params.id, params.cid, rawBody ?? Buffer.alloc(0), query);
+      return { status: 204, body: undefined };
+    },
   }),
   defineRoute({
     method: 'GET',

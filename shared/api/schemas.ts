@@ -12,6 +12,7 @@ import type {
   ReadCommandParams,
   ResetParams,
   RunCommandParams,
+  StdinParams,
 } from '../contract/inputs.js';
 import type {
   ChangesView,
@@ -73,6 +74,8 @@ export const runCommandBody = z
       .max(8 * 1024 * 1024)
       .optional(),
     stdinEncoding: z.enum(['utf8', 'base64']).default('utf8'),
+    /** Keep stdin open (after `stdin`) for POST …/commands/{cid}/stdin, until `?eof=true`. */
+    openStdin: z.boolean().optional(),
     timeoutMs: z
       .number()
       .int()
@@ -292,6 +295,9 @@ const queryFlag = z
   .default('false')
   .transform((v) => v === 'true');
 
+/** `?eof=true`: close the command's stdin after this body. */
+export const stdinQuery = z.object({ eof: queryFlag }).strict();
+
 export const filePathQuery = z.object({ path: filePath }).strict();
 export const fileWriteQuery = z
   .object({
@@ -333,6 +339,7 @@ type SchemasMatchContract = AllTrue<
   [
     Equal<z.output<typeof createWorkspaceBody>, CreateWorkspaceParams>,
     Equal<z.output<typeof runCommandBody>, RunCommandParams>,
+    Equal<z.output<typeof stdinQuery>, StdinParams>,
     Equal<z.output<typeof readCommandQuery>, ReadCommandParams>,
     Equal<z.output<typeof fetchBody>, FetchParams>,
     Equal<z.output<typeof resetBody>, ResetParams>,

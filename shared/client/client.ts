@@ -165,6 +165,24 @@ export class WspClient {
     return (await this.#json<CommandView>('DELETE', `/workspaces/${enc(id)}/commands/${enc(commandId)}`)).body;
   }
 
+  /**
+   * Feed a running command started with `openStdin: true` (bytes or text, in call order); `eof`
+   * closes its stdin after them. At most 1 MiB per call, and 1 MiB waiting unread (409 beyond).
+   */
+  async writeStdin(
+    id: string,
+    commandId: string,
+    data: Uint8Array | string,
+    options: { eof?: boolean } = {},
+  ): Promise<void> {
+    const res = await this.#send('POST', `/workspaces/${enc(id)}/commands/${enc(commandId)}/stdin`, {
+      query: { eof: options.eof ?? false },
+      accept: 'application/json',
+      raw: typeof data === 'string' ? new TextEncoder().encode(data) : data,
+    });
+    if (!res.ok) throw await errorOf(res);
+  }
+
   /** Output as it comes (`output` events, `offset` = byte offset in its stream), then one `end` event. */
   async *watchCommand(
     id: string,

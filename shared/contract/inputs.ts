@@ -23,8 +23,15 @@ export interface RunCommandParams {
   env?: Record<string, string>;
   stdin?: string;
   stdinEncoding: 'utf8' | 'base64';
+  /** Keep stdin open after `stdin` for POST …/commands/{cid}/stdin, until `eof`. */
+  openStdin?: boolean;
   timeoutMs?: number;
   waitMs?: number;
+}
+
+/** POST …/commands/{cid}/stdin: close stdin after the body's bytes. */
+export interface StdinParams {
+  eof: boolean;
 }
 
 export interface ReadCommandParams {

@@ -1,7 +1,7 @@
 import type { ReadCommandParams, RunCommandParams } from '../contract/inputs.js';
 import type { CommandView } from '../contract/views.js';
-import type { CommandStatus } from '../contract/backend.js';
-import { BadRequestError, ConflictError, NotFoundError } from '../contract/errors.js';
+import { type CommandStatus, STDIN_PENDING_MAX_BYTES } from '../contract/backend.js';
+import { BadRequestError, ConflictError, NotFoundError, WspError } from '../contract/errors.js';
 import type { CommandRecord, WorkspaceRecord } from '../contract/workspace.js';
 import { resolveGuestCwd } from '../plan/resolve.js';
 import type { ServiceDeps } from './deps.js';
@@ -88,6 +88,7 @@ export class Commands {
         cwd,
         env: { ...ws.plan.env, ...(input.env ?? {}) },
         ...(stdin ? { stdin } : {}),
+        ...(input.openStdin ? { openStdin: true } : {}),
         timeoutMs,
         maxOutputBytes: this.deps.config.commands.maxOutputBytes,
       });
@@ -153,6 +154,24 @@ export class Commands {
     if (record.state === 'running' && ws.backend)
       await this.deps.backend.open(ws.backend, ws.plan).commands.kill(commandId, 'cancelled');
     return this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 2_000 });
+  }
+
+  /**
+   * Append to the open stdin of a running command (started with openStdin); `eof` closes it after.
+   * 409 once it ended, before the backend is asked (its record says so); the backend refuses the rest.
+   */
+  async writeStdin(workspaceId: string, commandId: string, data: Buffer, eof: boolean): Promise<void> {
+    if (data.length > STDIN_PENDING_MAX_BYTES)
+      throw new WspError('payload_too_large', `stdin writes are at most ${STDIN_PENDING_MAX_BYTES} bytes each`, {
+        details: { maxBytes: STDIN_PENDING_MAX_BYTES },
+      });
+    const ws = await this.records.get(workspaceId);
+    const record = await this.record(workspaceId, commandId);
+    if (record.state !== 'running' || ws.backend === undefined)
+      throw new ConflictError(`command '${commandId}' is ${record.state}: it takes no more input`, {
+        details: { state: record.state },
+      });
+    await this.deps.backend.open(ws.backend, ws.plan).commands.writeStdin(commandId, data, eof);
   }
 
   /** Status (long-polled up to waitMs) + output windows; an end state observed is written back (observe). */

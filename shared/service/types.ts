@@ -10,6 +10,7 @@ import type {
   ReadCommandParams,
   ResetParams,
   RunCommandParams,
+  StdinParams,
 } from '../contract/inputs.js';
 import type {
   ChangesView,
@@ -43,6 +44,8 @@ export interface WorkspaceService {
   getCommand(workspaceId: string, commandId: string, query: ReadCommandParams): Promise<CommandView>;
   listCommands(workspaceId: string): Promise<CommandView[]>;
   cancelCommand(workspaceId: string, commandId: string): Promise<CommandView>;
+  /** Append the bytes to a running command's open stdin (openStdin); `eof` closes it after them. */
+  writeStdin(workspaceId: string, commandId: string, data: Buffer, input: StdinParams): Promise<void>;
 
   /**
    * Long operations: started, then waited for up to `waitMs` (capped: config operations.maxWaitMs, and

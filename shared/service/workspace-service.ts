@@ -10,6 +10,7 @@ import type {
   ReadCommandParams,
   ResetParams,
   RunCommandParams,
+  StdinParams,
 } from '../contract/inputs.js';
 import type {
   ChangesView,
@@ -178,6 +179,9 @@ export class DefaultWorkspaceService implements WorkspaceService {
   }
   cancelCommand(workspaceId: string, commandId: string): Promise<CommandView> {
     return this.commands.cancel(workspaceId, commandId);
+  }
+  writeStdin(workspaceId: string, commandId: string, data: Buffer, input: StdinParams): Promise<void> {
+    return this.commands.writeStdin(workspaceId, commandId, data, input.eof);
   }
   fetch(workspaceId: string, input: FetchParams, wait: OperationWaitParams = {}): Promise<OperationView> {
     return this.operations.start(workspaceId, { kind: 'fetch', input }, wait.waitMs);

@@ -121,7 +121,7 @@ const BODY_CASES: Record<string, Array<{ name: string; body: unknown; paths: str
 };
 
 const bodyRoutes = routes.filter((r) => r.body);
-const noBodyRoutes = routes.filter((r) => !r.body);
+const noBodyRoutes = routes.filter((r) => !r.body && !r.rawBody);
 const idRoutes = routes.filter((r) => r.path.includes('{id}'));
 const cidRoutes = routes.filter((r) => r.path.includes('{cid}'));
 

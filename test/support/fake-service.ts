@@ -11,6 +11,7 @@ import type {
   ReadCommandParams,
   ResetParams,
   RunCommandParams,
+  StdinParams,
 } from '../../shared/contract/inputs.js';
 import type {
   ChangesView,
@@ -222,6 +223,14 @@ export class FakeWorkspaceService implements WorkspaceService {
       this.mustWorkspace(workspaceId);
       const all = [...this.commands.values()].filter((c) => c.view.workspaceId === workspaceId);
       return all.map((c) => this.viewOf(c, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 0 }));
+    });
+  }
+
+  /** Only the checks: a running command takes the bytes (the calls record what came), an ended one refuses. */
+  async writeStdin(workspaceId: string, commandId: string, data: Buffer, input: StdinParams): Promise<void> {
+    return this.call('writeStdin', [workspaceId, commandId, data, input], async () => {
+      const cmd = this.mustCommand(workspaceId, commandId);
+      if (cmd.view.state !== 'running') throw new ConflictError(`command '${commandId}' is ${cmd.view.state}`);
     });
   }
 

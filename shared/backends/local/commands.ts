@@ -8,7 +8,7 @@ import type {
 } from '../../contract/backend.js';
 import { DEFAULT_WORKSPACE_PIDS } from '../../contract/limits.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import { BackendUnavailableError, BadRequestError } from '../../contract/errors.js';
+import { BackendUnavailableError, BadRequestError, ConflictError } from '../../contract/errors.js';
 import { readExit, type StoredSpec } from '../runner/command-record.js';
 import { findCommandDir, forgetCommandDir, runningCommandDirs, writeCommandDir } from '../runner/command-files.js';
 import { readPgid, readStatus, supervisorLives, writeKillReason } from './command-files.js';
@@ -137,6 +137,7 @@ export class CommandRunner {
       // Into the workspace's cgroup first, while still root: nothing the command starts is ever outside.
       chain: [...enterCgroup(this.cgroups?.procsFiles(ws.workspaceId) ?? []), ...launch.chain],
       ...(launch.joinNamespacesOf ? { joinNamespacesOf: launch.joinNamespacesOf } : {}),
+      ...(spec.openStdin ? { openStdin: true } : {}),
       ...(inSandbox !== undefined && pidns?.forker !== undefined
         ? {
             forker: {
@@ -192,6 +193,15 @@ export class CommandRunner {
     const pgid = await readPgid(dir);
     if (pgid !== undefined) killGroup(pgid);
     await this.settle([dir]);
+  }
+
+  /** Feed the open stdin of a running command (the supervisor holds it: see supervisor/stdin-feed.ts). */
+  async writeStdin(workspaceId: string, commandId: string, data: Buffer, eof: boolean): Promise<void> {
+    const { dir, spec } = await this.find(workspaceId, commandId);
+    if (spec.openStdin !== true)
+      throw new ConflictError(`command '${commandId}' was not started with openStdin: its stdin is closed`);
+    if (!(await this.isRunning(dir))) throw new ConflictError(`command '${commandId}' has ended`);
+    await this.supervisor.writeStdin(dir, data, eof);
   }
 
   /**
@@ -301,9 +311,8 @@ export class LocalCommands implements WorkspaceCommands {
     return this.runner.forget(this.workspaceId, commandId);
   }
 
-  /** Not yet on this backend (in progress): a clear refusal, never a silent no-op. */
-  async writeStdin(_commandId: string, _data: Buffer, _eof: boolean): Promise<void> {
-    throw new BackendUnavailableError('open stdin is not available on the local backend yet');
+  writeStdin(commandId: string, data: Buffer, eof: boolean): Promise<void> {
+    return this.runner.writeStdin(this.workspaceId, commandId, data, eof);
   }
 
   async killAll(): Promise<void> {

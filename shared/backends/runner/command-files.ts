@@ -99,6 +99,7 @@ export async function writeCommandDir(
     timeoutMs: spec.timeoutMs,
     maxOutputBytes: spec.maxOutputBytes,
     startedAt: new Date().toISOString(),
+    ...(spec.openStdin ? { openStdin: true } : {}),
   };
   const files: Partial<Record<FileName, string | Buffer>> = {
     stdin: spec.stdin ?? Buffer.alloc(0),

@@ -16,6 +16,8 @@ export interface StoredSpec {
   timeoutMs: number;
   maxOutputBytes: number;
   startedAt: string;
+  /** Started with openStdin: its stdin takes writes until eof (WorkspaceCommands.writeStdin). */
+  openStdin?: boolean;
 }
 
 /** The runner's last word (file `exit`). */

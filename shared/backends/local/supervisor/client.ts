@@ -5,11 +5,18 @@ import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { BackendUnavailableError } from '../../../contract/errors.js';
+import { BackendUnavailableError, ConflictError } from '../../../contract/errors.js';
 import { sleep } from '../../../lib/sleep.js';
 import { sealedStdio, TOOL_ENV } from '../exec.js';
 import { liveStartTime } from '../procs.js';
-import { lineReader, type Message, type Reply, type SpawnRequest, type StartRequest } from './protocol.js';
+import {
+  lineReader,
+  type Message,
+  type Reply,
+  type SpawnRequest,
+  type StartRequest,
+  type StdinRequest,
+} from './protocol.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** The daemon as shipped: compiled JavaScript when there is one beside this file, else the TypeScript source. */
@@ -55,11 +62,12 @@ export class SupervisorClient {
    */
   async start(request: Omit<StartRequest, 'id' | 'op'>): Promise<void> {
     this.exitOf(request.dir);
+    const send = async () => refusedAs(await this.send({ op: 'start', ...request }), 'cannot start the command');
     try {
-      await this.send({ op: 'start', ...request });
+      await send();
     } catch (error) {
       if (fs.existsSync(path.join(request.dir, 'pid'))) throw error;
-      await this.send({ op: 'start', ...request });
+      await send();
     }
   }
 
@@ -69,9 +77,21 @@ export class SupervisorClient {
    * second holder behind.
    */
   async spawnSandboxed(request: Omit<SpawnRequest, 'id' | 'op'>): Promise<number> {
-    const reply = await this.send({ op: 'spawn', ...request }, SPAWN_TIMEOUT_MS);
+    const reply = refusedAs(
+      await this.send({ op: 'spawn', ...request }, SPAWN_TIMEOUT_MS),
+      'the sandbox did not start',
+    );
     if (reply.pid === undefined) throw new BackendUnavailableError('the command supervisor answered no pid');
     return reply.pid;
+  }
+
+  /**
+   * Append to the open stdin of the running command of `dir`; ConflictError when the supervisor
+   * refuses (no open stdin: the command ended or was not started with one; closed; full).
+   */
+  async writeStdin(dir: string, data: Buffer, eof: boolean): Promise<void> {
+    const reply = await this.send({ op: 'stdin', dir, data: data.toString('base64'), eof });
+    if (!reply.ok) throw new ConflictError(reply.error ?? 'the command does not take input');
   }
 
   /** Resolves when the supervisor reports `dir` ended (or its connection is lost): a waiter looks again. */
@@ -104,7 +124,7 @@ export class SupervisorClient {
   }
 
   private async send(
-    request: Omit<StartRequest, 'id'> | Omit<SpawnRequest, 'id'>,
+    request: Omit<StartRequest, 'id'> | Omit<SpawnRequest, 'id'> | Omit<StdinRequest, 'id'>,
     timeoutMs = REQUEST_TIMEOUT_MS,
   ): Promise<Reply> {
     const conn = await this.connect();
@@ -173,8 +193,7 @@ export class SupervisorClient {
           const p = conn.pending.get(r.id);
           if (p === undefined) return;
           conn.pending.delete(r.id);
-          if (r.ok) p.resolve(r);
-          else p.reject(new BackendUnavailableError(`the command supervisor refused: ${r.error ?? 'no reason given'}`));
+          p.resolve(r);
         },
         () => undefined,
       ),
@@ -220,6 +239,12 @@ export function daemonArgv(runDir: string): string[] {
     ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href]
     : [];
   return [process.execPath, ...loader, DAEMON, runDir, socketName()];
+}
+
+/** The reply, or the supervisor's refusal as BackendUnavailableError. */
+function refusedAs(reply: Reply, what: string): Reply {
+  if (!reply.ok) throw new BackendUnavailableError(`${what}: ${reply.error ?? 'refused by the command supervisor'}`);
+  return reply;
 }
 
 function tryConnect(address: string): Promise<net.Socket | undefined> {

@@ -32,6 +32,7 @@ import fs, { constants } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { STDIN_PENDING_MAX_BYTES } from '../../../contract/backend.js';
 import { formatExit } from '../../runner/command-record.js';
 import { Forkers } from './forked.js';
 import { closeInheritedDescriptors } from './inherited-fds.js';
@@ -41,12 +42,14 @@ import {
   type ForkerTarget,
   isSpawnRequest,
   isStartRequest,
+  isStdinRequest,
   lineReader,
   type Message,
   type Reply,
   type StartRequest,
 } from './protocol.js';
 import { spawnSandboxed } from './sandboxed.js';
+import { StdinFeed } from './stdin-feed.js';
 
 // Before anything of ours opens a descriptor: nothing this process inherited may reach a sandbox.
 // (Node marks the first inherited ones close-on-exec itself, up to the first gap past fd 15; this
@@ -100,7 +103,7 @@ function takeInput(file: string): number {
 // `echo x > /dev/stdout` fail in the command, as a shell's pipe does not).
 let fifoSerial = 0;
 const fifoPool: string[] = [];
-function pipePair(): { read: number; write: number } {
+function fifoName(): string {
   if (fifoPool.length === 0) {
     const names = Array.from({ length: FIFO_BATCH }, () => path.join(runDir!, fifoDir, `f${fifoSerial++}`));
     // 0666: once unlinked, a FIFO is reachable only through the descriptors of the command it was
@@ -109,12 +112,49 @@ function pipePair(): { read: number; write: number } {
     execFileSync('mkfifo', ['-m', '666', '--', ...names], { env: TOOL_ENV, stdio: 'ignore' });
     fifoPool.push(...names);
   }
-  const name = fifoPool.pop()!;
+  return fifoPool.pop()!;
+}
+function pipePair(): { read: number; write: number } {
+  const name = fifoName();
   const read = fs.openSync(name, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
   // Blocking (the command's stdout must be): the open returns at once, the read end is open.
   const write = fs.openSync(name, constants.O_WRONLY | constants.O_NOFOLLOW);
   fs.rmSync(name, { force: true });
   return { read, write };
+}
+
+/**
+ * An open stdin: the write end kept here — opened read-write first, so that neither open blocks and
+ * the command's read end is a blocking one (as a shell's pipe is).
+ */
+function stdinPipe(): { read: number; write: number } {
+  const name = fifoName();
+  const write = fs.openSync(name, constants.O_RDWR | constants.O_NOFOLLOW);
+  try {
+    return { read: fs.openSync(name, constants.O_RDONLY | constants.O_NOFOLLOW), write };
+  } catch (error) {
+    fs.closeSync(write);
+    throw error;
+  } finally {
+    fs.rmSync(name, { force: true });
+  }
+}
+
+/** The open stdins of running commands (openStdin), by command dir. */
+const feeds = new Map<string, StdinFeed>();
+
+/** Feed an open stdin, the bytes of the command's `stdin` file first (given at start: not capped). */
+function openFeed(dir: string, write: number, initial: Buffer): void {
+  const feed = new StdinFeed(write, STDIN_PENDING_MAX_BYTES);
+  feed.write(initial, false, true);
+  feeds.set(dir, feed);
+}
+
+/** Answer to a StdinRequest: undefined when taken, else why not. */
+function feedStdin(dir: string, data: Buffer, eof: boolean): string | undefined {
+  const feed = feeds.get(dir);
+  if (feed === undefined) return 'the command is not running with an open stdin';
+  return feed.write(data, eof);
 }
 
 // --- commands ---------------------------------------------------------------------------------
@@ -209,18 +249,28 @@ function startForked(req: StartRequest, target: ForkerTarget, cmd: Running): Pro
   const started = new Promise<void>((resolve) => {
     known = resolve;
   });
-  const forked = forkers.start(target, dir, {
-    started: (pgid) => {
-      groupKnown(dir, cmd, pgid);
-      known();
+  const forked = forkers.start(
+    target,
+    dir,
+    {
+      started: (pgid) => {
+        groupKnown(dir, cmd, pgid);
+        known();
+      },
+      ended: (code, signal, note, ran) => {
+        known();
+        const said = note === undefined ? undefined : `wsp: ${note}\n`;
+        void finish(dir, cmd, streams.out!, streams.err!, code, signal, said, ran === false ? 0 : undefined);
+      },
     },
-    ended: (code, signal, note, ran) => {
-      known();
-      const said = note === undefined ? undefined : `wsp: ${note}\n`;
-      void finish(dir, cmd, streams.out!, streams.err!, code, signal, said, ran === false ? 0 : undefined);
-    },
-  });
+    req.openStdin === true,
+  );
   if (forked === undefined) return undefined;
+  if (forked.stdin !== undefined) {
+    const initial = fs.readFileSync(path.join(dir, 'stdin'));
+    fs.rmSync(path.join(dir, 'stdin'), { force: true });
+    openFeed(dir, forked.stdin, initial);
+  }
   cmd.forkerKill = forked.kill;
   cmd.forkerAbandon = forked.abandon;
   try {
@@ -247,6 +297,13 @@ function startChain(req: StartRequest, cmd: Running): void {
   let owned = 0;
   try {
     inputs.push(takeInput(path.join(dir, 'stdin')), takeInput(path.join(dir, 'fd3')));
+    if (req.openStdin === true) {
+      const initial = fs.readFileSync(inputs[0]!);
+      const pipe = stdinPipe();
+      fs.closeSync(inputs[0]!);
+      inputs[0] = pipe.read;
+      openFeed(dir, pipe.write, initial);
+    }
     outputs.push(pipePair(), pipePair());
     out = new CappedStream(path.join(dir, 'stdout'), req.maxOutputBytes, outputs[0]!.read);
     owned = 1;
@@ -275,6 +332,8 @@ function startChain(req: StartRequest, cmd: Running): void {
   } catch (error) {
     // Its inputs are missing or no pipe could be made: it never ran, and says so (never 'running').
     for (const p of outputs.slice(owned)) fs.closeSync(p.read); // the others are their streams' now
+    feeds.get(dir)?.close('the command did not start');
+    feeds.delete(dir);
     const ended = new Date().toISOString();
     const record = { code: 127, signal: null, killed: false, stdoutBytes: 0, stderrBytes: 0, endedAt: ended };
     writeAtomic(path.join(dir, 'exit'), formatExit(record));
@@ -331,6 +390,8 @@ async function finish(
   graceMs?: number,
 ): Promise<void> {
   if (cmd.timer !== undefined) clearTimeout(cmd.timer);
+  feeds.get(dir)?.close('the command ended');
+  feeds.delete(dir);
   const status = code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0);
   const grace = graceMs ?? (groupAlive(cmd.pgid) ? GRACE_GROUP_ALIVE_MS : GRACE_GROUP_EMPTY_MS);
   let graceTimer: NodeJS.Timeout | undefined;
@@ -385,6 +446,11 @@ function onClient(socket: net.Socket): void {
     'data',
     lineReader(
       (value) => {
+        if (isStdinRequest(value)) {
+          const refused = feedStdin(value.dir, Buffer.from(value.data, 'base64'), value.eof);
+          reply({ id: value.id, ok: refused === undefined, ...(refused !== undefined ? { error: refused } : {}) });
+          return;
+        }
         if (isSpawnRequest(value)) {
           spawnSandboxed(value).then(
             (pid) => reply({ id: value.id, ok: true, pid }),

@@ -45,6 +45,8 @@ export interface ForkedEvents {
 export interface Forked {
   out: number;
   err: number;
+  /** With openStdin: the write end of the command's stdin (a FIFO opened read-write: never blocks). */
+  stdin?: number;
   /** Ask the forker to kill the command's group (besides the host-side group kill). */
   kill(): void;
   /**
@@ -64,7 +66,7 @@ export class Forkers {
    * Hand the command of `dir` to the workspace's forker. Undefined: no forker takes it (none alive,
    * broken, or not reading) and nothing was handed off — the caller runs the chain instead.
    */
-  start(target: ForkerTarget, dir: string, events: ForkedEvents): Forked | undefined {
+  start(target: ForkerTarget, dir: string, events: ForkedEvents, openStdin = false): Forked | undefined {
     const key = `${target.forker.pid}:${target.forker.start}`;
     if (this.broken.has(key) || startTime(target.forker.pid) !== target.forker.start) return undefined;
     const token = randomBytes(16).toString('hex');
@@ -82,7 +84,13 @@ export class Forkers {
         fds.push(fs.openSync(inChan(n), constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW));
       let stdin: string | null = null;
       const stdinFile = path.join(dir, 'stdin');
-      if (fs.statSync(stdinFile).size > 0) {
+      if (openStdin) {
+        // Its stdin: a FIFO whose write end this process keeps (the `stdin` file's bytes are fed first,
+        // by the caller). Opened read-write so that neither this open nor the forker's blocks.
+        stdin = this.fifos(target, key, 1)[0]!;
+        names.push(stdin);
+        fds.push(fs.openSync(inChan(stdin), constants.O_RDWR | constants.O_NOFOLLOW));
+      } else if (fs.statSync(stdinFile).size > 0) {
         stdin = `${token}.in`;
         fs.renameSync(stdinFile, inChan(stdin));
         stdinMoved = stdin;
@@ -104,11 +112,17 @@ export class Forkers {
       unlinkAll();
       return undefined;
     }
-    // Handed off: the command's inputs are the forker's now.
-    fs.rmSync(path.join(dir, 'stdin'), { force: true });
+    // Handed off: the command's inputs are the forker's now (an open stdin's first bytes: the caller's).
+    if (!openStdin) fs.rmSync(path.join(dir, 'stdin'), { force: true });
     fs.rmSync(path.join(dir, 'fd3'), { force: true });
     const abandon = this.watch(target, key, dir, fds[2]!, events, unlinkAll);
-    return { out: fds[0]!, err: fds[1]!, kill: () => void send(target.chan, `k ${token}\n`), abandon };
+    return {
+      out: fds[0]!,
+      err: fds[1]!,
+      ...(openStdin ? { stdin: fds[3]! } : {}),
+      kill: () => void send(target.chan, `k ${token}\n`),
+      abandon,
+    };
   }
 
   /** Read the command's status channel: "p <pid inside>", then "x <code>" (negative: -signal). */

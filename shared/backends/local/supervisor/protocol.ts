@@ -17,6 +17,18 @@ export interface StartRequest {
   joinNamespacesOf?: { pid: number; start: string };
   /** The workspace's in-sandbox forker, tried first (forked.ts); `chain` runs when it does not take the command. */
   forker?: ForkerTarget;
+  /** stdin stays open: a pipe this supervisor feeds (the `stdin` file's bytes first), see StdinRequest. */
+  openStdin?: boolean;
+}
+
+/** Append to the open stdin of the command of `dir` (started with openStdin); `eof` closes it after. */
+export interface StdinRequest {
+  id: number;
+  op: 'stdin';
+  dir: string;
+  /** base64 */
+  data: string;
+  eof: boolean;
 }
 
 /** A command for a workspace's forker (forker.py): what bwrap would have set up is the sandbox's already. */
@@ -108,7 +120,22 @@ export function isStartRequest(value: unknown): value is StartRequest {
     r.chain.length > 0 &&
     r.chain.every((a) => typeof a === 'string') &&
     (r.joinNamespacesOf === undefined || isProcessRef(r.joinNamespacesOf)) &&
-    (r.forker === undefined || isForkerTarget(r.forker))
+    (r.forker === undefined || isForkerTarget(r.forker)) &&
+    (r.openStdin === undefined || typeof r.openStdin === 'boolean')
+  );
+}
+
+export function isStdinRequest(value: unknown): value is StdinRequest {
+  const r = value as Partial<StdinRequest> | null;
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    r.op === 'stdin' &&
+    Number.isInteger(r.id) &&
+    typeof r.dir === 'string' &&
+    r.dir.startsWith('/') &&
+    typeof r.data === 'string' &&
+    typeof r.eof === 'boolean'
   );
 }
 

@@ -1,0 +1,99 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WspClient } from '../../shared/client/client.js';
+import { WspApiError } from '../../shared/client/errors.js';
+import type { ConfigInput } from '../../shared/config/schema.js';
+import { closeTestProvider, hostileBackends } from '../support/hostile-backends.js';
+import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
+import { waitFor } from '../support/wait.js';
+
+// Input while a command runs (issue 13): POST /workspaces/{id}/commands/{cid}/stdin for a command
+// started with `openStdin`, over real HTTP through the typed client, as a controller drives an
+// interactive program — and as the attacker: input for a command that ended, never opened its stdin,
+// or belongs to nobody.
+
+const CONFIG: ConfigInput = { workspace: { network: 'none' } };
+const [local] = hostileBackends();
+
+for (const target of [local!]) {
+  describe.skipIf(target.skip !== undefined)(`open stdin over the API (${target.name})`, () => {
+    let wsp: TestProvider;
+    let client: WspClient;
+    let id: string;
+
+    beforeAll(async () => {
+      wsp = await startTestProvider({ ...target.config, ...CONFIG });
+      client = new WspClient({ baseUrl: wsp.url, token: wsp.token });
+      id = (await wsp.setup()).id;
+    }, 120_000);
+
+    afterAll(async () => {
+      if (wsp) await closeTestProvider(wsp);
+    });
+
+    /** Started, not waited for (it waits for input). */
+    const start = (body: { command: string; openStdin?: boolean }) =>
+      client.runCommand(id, { ...body, waitMs: 0 }, { wait: false });
+    const output = async (cid: string) => (await client.getCommand(id, cid)).stdout.data;
+
+    it('drives an interactive program: a prompt answered, state kept between inputs, eof ends it', async () => {
+      const started = await start({
+        command: 'total=0; while read n; do total=$((total + n)); echo "sum $total"; done; echo "final $total"',
+        openStdin: true,
+      });
+      expect(started.state).toBe('running');
+      await client.writeStdin(id, started.id, '2\n');
+      await waitFor('the first sum', async () => ((await output(started.id)) === 'sum 2\n' ? true : undefined), 15_000);
+      await client.writeStdin(id, started.id, new TextEncoder().encode('40\n'));
+      await waitFor(
+        'the second sum',
+        async () => ((await output(started.id)) === 'sum 2\nsum 42\n' ? true : undefined),
+        15_000,
+      );
+      expect((await client.getCommand(id, started.id)).state).toBe('running');
+      await client.writeStdin(id, started.id, '', { eof: true });
+      const ended = await client.waitForCommand(id, started.id);
+      expect(ended).toMatchObject({ state: 'exited', exitCode: 0 });
+      expect(ended.stdout.data).toBe('sum 2\nsum 42\nfinal 42\n');
+    });
+
+    it('refuses input it cannot deliver, with the status that says why', async () => {
+      const closed = await start({ command: 'sleep 30' });
+      await expectStatus(client.writeStdin(id, closed.id, 'x'), 409, /openStdin/);
+      await client.cancelCommand(id, closed.id);
+      await expectStatus(client.writeStdin(id, closed.id, 'x'), 409, /killed|ended/);
+      const open = await start({ command: 'cat > /dev/null', openStdin: true });
+      await client.writeStdin(id, open.id, 'bye', { eof: true });
+      await expectStatus(client.writeStdin(id, open.id, 'again'), 409, /closed|exited|ended/);
+      // Well-formed ids of nothing (a malformed one is a 400).
+      const other = (real: string) => real.replace(/.$/, (c) => (c === 'a' ? 'b' : 'a'));
+      await expectStatus(client.writeStdin(id, other(open.id), 'x'), 404, /./);
+      await expectStatus(client.writeStdin(other(id), open.id, 'x'), 404, /./);
+      const tooBig = await start({ command: 'cat > /dev/null', openStdin: true });
+      await expectStatus(client.writeStdin(id, tooBig.id, new Uint8Array(1024 * 1024 + 1)), 413, /at most/);
+      await client.writeStdin(id, tooBig.id, '', { eof: true });
+      expect(await client.waitForCommand(id, tooBig.id)).toMatchObject({ state: 'exited', exitCode: 0 });
+    });
+
+    it('without a token, nothing is delivered (401)', async () => {
+      const open = await start({ command: 'cat', openStdin: true });
+      const res = await fetch(`${wsp.url}/workspaces/${id}/commands/${open.id}/stdin?eof=true`, {
+        method: 'POST',
+        body: 'intruder',
+      });
+      expect(res.status).toBe(401);
+      expect((await client.getCommand(id, open.id)).state).toBe('running');
+      await client.writeStdin(id, open.id, 'owner\n', { eof: true });
+      expect((await client.waitForCommand(id, open.id)).stdout.data).toBe('owner\n');
+    });
+  });
+}
+
+async function expectStatus(promise: Promise<unknown>, status: number, message: RegExp): Promise<void> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(WspApiError);
+  expect((error as WspApiError).status).toBe(status);
+  expect((error as WspApiError).message).toMatch(message);
+}
