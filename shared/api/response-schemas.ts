@@ -40,6 +40,7 @@ export const operationEventSchema = z.discriminatedUnion('type', [
 
 export type WorkspaceList = z.infer<typeof workspaceList>;
 export type CommandList = z.infer<typeof commandList>;
+export type SnapshotList = z.infer<typeof snapshotList>;
 
 // biome-ignore lint/correctness/noUnusedVariables: a compile-time check, never referenced
 type EventSchemasMatchContract = AllTrue<
