@@ -281,6 +281,22 @@ for (const target of targets) {
       expect((await wsp.api('DELETE', `/snapshots/${ok.body.id}`)).status).toBe(204);
     }, 600_000);
 
+    it('a fork answered before its fork point is taken (?waitMs=0): the copies wait for it, then start from it', async () => {
+      await out(source.id, 'echo early > app/early.txt');
+      const forked = await wsp.api('POST', `/workspaces/${source.id}/fork?waitMs=0`, { count: 1 });
+      expect(forked.status, forked.text).toBe(202);
+      expect(['creating', 'ready']).toContain(forked.body.snapshot.status);
+      const copy = await settled(forked.body.workspaces[0].id);
+      expect(copy.status, JSON.stringify(copy.failure)).toBe('ready');
+      expect(await out(copy.id, 'cat app/early.txt')).toBe('early\n');
+      const point = await wsp.api('GET', `/snapshots/${forked.body.snapshot.id}`);
+      expect(point.body).toMatchObject({ status: 'ready', kind: 'fork' });
+      const op = await wsp.api('GET', `/workspaces/${source.id}/operations/${point.body.operationId}`);
+      expect(op.body).toMatchObject({ kind: 'snapshot', status: 'succeeded', result: { snapshotId: point.body.id } });
+      await wsp.api('DELETE', `/workspaces/${copy.id}`);
+      await out(source.id, 'rm app/early.txt');
+    }, 600_000);
+
     it('bad input: count outside 1..maxCount is 400, unknown ids 404, a workspace that is not ready 409', async () => {
       const zero = await wsp.api('POST', `/workspaces/${source.id}/fork`, { count: 0 });
       expect(zero.status).toBe(400);
