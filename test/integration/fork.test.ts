@@ -206,6 +206,25 @@ for (const target of targets) {
       expect(back.body).toMatchObject({ matches: true, fingerprint: source.baselineFingerprint });
       expect(await out(source.id, 'test -e app/dirty.txt; echo $?')).toBe('1\n');
 
+      // While a workspace is still being made from the fork point, neither the janitor nor a DELETE removes it
+      // (a provisioning record written straight into the state store: no timing involved).
+      const { state } = wsp.provider.deps;
+      const holder = {
+        ...(await state.getWorkspace(ids[0]!))!,
+        id: `ws-${randomBytes(12).toString('hex')}`,
+        status: 'provisioning' as const,
+        version: 1,
+        backend: undefined,
+        baseline: undefined,
+      };
+      await state.createWorkspace(holder);
+      expect(await wsp.provider.service.snapshots.sweep()).not.toContain(forked.body.snapshot.id);
+      const refused = await wsp.api('DELETE', `/snapshots/${forked.body.snapshot.id}`);
+      expect(refused.status).toBe(409);
+      expect(refused.body.error.message).toContain(holder.id);
+      await state.updateWorkspace(holder.id, 1, { status: 'deleted' });
+      await state.deleteWorkspace(holder.id);
+
       // Once every copy is made and settled, the janitor removes the fork point; the forks keep their baselines.
       const removed = await wsp.provider.service.snapshots.sweep();
       expect(removed).toContain(forked.body.snapshot.id);
