@@ -34,6 +34,9 @@ const OPTIONS = {
   recreate: { type: 'boolean' },
   mode: { type: 'string' },
   recursive: { type: 'boolean', short: 'r' },
+  count: { type: 'string', short: 'n' },
+  name: { type: 'string' },
+  'from-snapshot': { type: 'string' },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -41,7 +44,8 @@ const GLOBAL: OptionName[] = ['url', 'token', 'data-dir', 'json', 'help'];
 
 /** Subcommand → [positional names (`?`: optional, last only), extra options]. */
 export const SUBCOMMANDS = {
-  setup: [[], ['ref', 'env', 'label', 'ttl-seconds', 'idempotency-key', 'no-wait', 'timeout-ms']],
+  setup: [[], ['ref', 'env', 'label', 'ttl-seconds', 'idempotency-key', 'no-wait', 'timeout-ms', 'from-snapshot']],
+  create: [[], ['ref', 'env', 'label', 'ttl-seconds', 'idempotency-key', 'no-wait', 'timeout-ms', 'from-snapshot']],
   ls: [[], []],
   show: [['id'], []],
   exec: [['id'], ['cwd', 'timeout-ms', 'env', 'command', 'no-stdin']],
@@ -52,6 +56,11 @@ export const SUBCOMMANDS = {
   cp: [['source', 'destination'], ['mode']],
   files: [['action', 'id', 'path?'], ['recursive']],
   smoke: [[], ['timeout-ms']],
+  fork: [['id'], ['count', 'label', 'ttl-seconds', 'no-wait', 'timeout-ms']],
+  snapshot: [
+    ['action', 'arg?'],
+    ['name', 'label'],
+  ],
 } as const satisfies Record<string, readonly [readonly string[], readonly OptionName[]]>;
 
 export type Subcommand = keyof typeof SUBCOMMANDS;
@@ -83,6 +92,9 @@ export interface ParsedArgs {
     recursive?: boolean;
     repo?: string[];
     checkout?: string;
+    count?: string;
+    name?: string;
+    'from-snapshot'?: string;
   };
 }
 
@@ -156,6 +168,8 @@ Commands:
   setup [--ref NAME=REF]... [--env K=V]... [--label K=V]... [--ttl-seconds N]
         [--idempotency-key KEY] [--no-wait] [--timeout-ms N]
                                          create a workspace, show progress, print its id
+  create [setup's options] [--from-snapshot SID]
+                                         the same (setup); --from-snapshot: from a snapshot
   ls                                     list workspaces
   show <id>                              show one workspace
   exec <id> [--cwd DIR] [--timeout-ms N] [--env K=V]... [--no-stdin] -- ARGV...
@@ -176,6 +190,12 @@ Commands:
   files ls <id> [path] [-r]              list a directory of the workspace (-r: the whole tree)
   files stat <id> <path>                 type, mode, size, mtime of one path (a symlink itself)
   files rm <id> <path> [-r]              delete a file, symlink or directory (-r: a non-empty one)
+  fork <id> [-n N] [--label K=V]... [--ttl-seconds N] [--no-wait] [--timeout-ms N]
+                                         N workspaces from the workspace's current state (files,
+                                         git state; not its processes); prints their ids once ready
+  snapshot create <id> [--name NAME] [--label K=V]...
+                                         a snapshot of the current state; prints its id
+  snapshot ls | show <sid> | rm <sid>    list, show, delete snapshots
 
 Options (every command):
   --url URL          server (env WSP_URL, default http://127.0.0.1:7070)

@@ -4,6 +4,7 @@ import { integer, keyValues, UsageError, type ParsedArgs } from './args.js';
 import { runExec } from './exec.js';
 import { runCp, runFiles } from './files.js';
 import { runSmoke } from './smoke.js';
+import { runFork, runSnapshot } from './snapshots.js';
 import type { Io } from './io.js';
 
 /**
@@ -19,7 +20,12 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
   };
   switch (args.subcommand) {
     case 'setup':
+    case 'create':
       return setup(client, io, values);
+    case 'fork':
+      return runFork(client, io, args);
+    case 'snapshot':
+      return runSnapshot(client, io, args);
     case 'ls': {
       const list = await client.listWorkspaces();
       if (values.json) return json(list);
@@ -148,6 +154,7 @@ async function setup(client: WspClient, io: Io, values: ParsedArgs['values']): P
     ...(labelMap ? { labels: labelMap } : {}),
     ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
     ...(values['idempotency-key'] !== undefined ? { idempotencyKey: values['idempotency-key'] } : {}),
+    ...(values['from-snapshot'] !== undefined ? { fromSnapshot: values['from-snapshot'] } : {}),
   });
   if (values['no-wait']) {
     await io.out(values.json ? `${JSON.stringify(created, null, 2)}\n` : `${created.id}\n`);

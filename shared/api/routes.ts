@@ -12,6 +12,7 @@ import {
   healthBody,
   operationEventSchema,
   operationList,
+  snapshotList,
   workspaceEventSchema,
   workspaceList,
 } from './response-schemas.js';
@@ -20,6 +21,7 @@ import {
   changesView,
   commandId,
   commandView,
+  createSnapshotBody,
   createWorkspaceBody,
   errorBody as errorBodySchema,
   fetchBody,
@@ -30,6 +32,8 @@ import {
   filePathQuery,
   fileStat,
   fileWriteQuery,
+  forkBody,
+  forkView,
   operationId,
   operationView,
   operationWaitQuery,
@@ -37,6 +41,8 @@ import {
   resetBody,
   resetResult,
   runCommandBody,
+  snapshotId,
+  snapshotView,
   stdinQuery,
   workspaceId,
   workspaceView,
@@ -50,6 +56,7 @@ import {
 const wsParams = z.object({ id: workspaceId }).strict();
 const cmdParams = z.object({ id: workspaceId, cid: commandId }).strict();
 const opParams = z.object({ id: workspaceId, oid: operationId }).strict();
+const snapParams = z.object({ sid: snapshotId }).strict();
 
 /** Service events → SSE events named by their `type`. */
 async function* toSse<E extends { type: string }>(events: AsyncIterable<E>): AsyncIterable<SseEvent> {
@@ -311,6 +318,74 @@ export const routes: readonly Route[] = [
     handler: async (service, { params, signal }) => {
       await service.getOperation(params.id, params.oid, { waitMs: 0 });
       return { status: 200, stream: toSse<OperationEvent>(service.watchOperation(params.id, params.oid, signal)) };
+    },
+  }),
+  // ---- fork and snapshots (issue 13; shared/service/snapshots.ts) ----
+  defineRoute({
+    method: 'POST',
+    path: '/workspaces/{id}/fork',
+    operationId: 'forkWorkspace',
+    summary:
+      "N new workspaces from the workspace's CURRENT state: its files and git state (commits, branches, index, dirty files) at the fork point, never its processes; each one's baseline is that state (a reset returns to the fork point). The source keeps running (commands running meanwhile: the copy is crash-consistent per file). The fork point is taken first (waited for up to ?waitMs; a secret found in it → 409, and no workspace is made); the new workspaces then provision from it (poll each). count: 1..config fork.maxCount (400 beyond). The source must be ready (409).",
+    params: wsParams,
+    query: operationWaitQuery,
+    body: forkBody,
+    responses: { 202: { description: 'The fork point and the new workspaces (provisioning)', schema: forkView } },
+    handler: async (service, { params, query, body }) => ({
+      status: 202,
+      body: await service.fork(params.id, body, query),
+    }),
+  }),
+  defineRoute({
+    method: 'POST',
+    path: '/workspaces/{id}/snapshots',
+    operationId: 'createSnapshot',
+    summary:
+      "A named snapshot of the workspace's current state (files and git state, no processes), kept until deleted; POST /workspaces {fromSnapshot} makes workspaces from it. Secret-scanned: a secret value found in it → 409. Taken by a 'snapshot' operation on the workspace: answered once taken within ?waitMs, else 202 (poll GET /snapshots/{sid}).",
+    params: wsParams,
+    query: operationWaitQuery,
+    body: createSnapshotBody,
+    responses: {
+      201: { description: 'Taken', schema: snapshotView },
+      202: { description: 'Still being taken (status creating): poll it (Location)', schema: snapshotView },
+    },
+    handler: async (service, { params, query, body }) => {
+      const snapshot = await service.createSnapshot(params.id, body, query);
+      return {
+        status: snapshot.status === 'creating' ? 202 : 201,
+        body: snapshot,
+        headers: { location: `/snapshots/${snapshot.id}` },
+      };
+    },
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/snapshots',
+    operationId: 'listSnapshots',
+    summary: 'Snapshots: user snapshots and the fork points of forks still being made.',
+    responses: { 200: { description: 'Snapshots', schema: snapshotList } },
+    handler: async (service) => ({ status: 200, body: { snapshots: await service.listSnapshots() } }),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/snapshots/{sid}',
+    operationId: 'getSnapshot',
+    summary: 'A snapshot: creating, ready (sizeBytes) or failed (why).',
+    params: snapParams,
+    responses: { 200: { description: 'The snapshot', schema: snapshotView } },
+    handler: async (service, { params }) => ({ status: 200, body: await service.getSnapshot(params.sid) }),
+  }),
+  defineRoute({
+    method: 'DELETE',
+    path: '/snapshots/{sid}',
+    operationId: 'deleteSnapshot',
+    summary:
+      'Delete a snapshot; 409 while it is being taken or a workspace is being made from it (workspaces made from it keep their own baselines).',
+    params: snapParams,
+    responses: { 204: { description: 'Deleted' } },
+    handler: async (service, { params }) => {
+      await service.deleteSnapshot(params.sid);
+      return { status: 204, body: undefined };
     },
   }),
   defineRoute({

@@ -2,7 +2,9 @@ import { z } from 'zod';
 import { envMap, gitRef, relativePath } from '../config/schema.js';
 import type { AllTrue, Equal } from './same-type.js';
 import type {
+  CreateSnapshotParams,
   CreateWorkspaceParams,
+  ForkParams,
   FetchParams,
   FileDeleteParams,
   FileListParams,
@@ -21,8 +23,11 @@ import type {
   FileEntry,
   FileList,
   FileStat,
+  ForkView,
   OperationView,
   ResetResult,
+  SnapshotResult,
+  SnapshotView,
   StreamView,
   WorkspaceView,
 } from '../contract/views.js';
@@ -57,6 +62,11 @@ export const createWorkspaceBody = z
       .min(1)
       .max(128)
       .regex(/^[\x21-\x7e]+$/)
+      .optional(),
+    /** Start from this snapshot (its files, git state and plan) instead of provisioning; not with `refs`. */
+    fromSnapshot: z
+      .string()
+      .regex(/^snap-[a-f0-9]{8,40}$/, 'is not a snapshot id')
       .optional(),
   })
   .strict();
@@ -210,6 +220,10 @@ export const workspaceView = z.object({
   createdAt: z.string(),
   updatedAt: z.string(),
   expiresAt: z.number().optional(),
+  /** Made from this snapshot (a user snapshot or a fork point). */
+  fromSnapshot: z.string().optional(),
+  /** A fork: the workspace it was forked from. */
+  forkedFrom: z.string().optional(),
 });
 
 export const fetchResult = z.object({
@@ -263,17 +277,20 @@ export const changesView = z.object({
   ),
 });
 
+/** A 'snapshot' operation's result (it took a fork point or a user snapshot). */
+const snapshotResult = z.object({ snapshotId: z.string(), sizeBytes: z.number() });
+
 export const operationView = z.object({
   id: z.string(),
   workspaceId: z.string(),
-  kind: z.enum(['fetch', 'reset']),
+  kind: z.enum(['fetch', 'reset', 'snapshot']),
   status: z.enum(['running', 'succeeded', 'failed']),
   /** While running: the phase it is in (a reset: begin → restore, or replace → sync; then move with refs; verify). */
   phase: z.enum(['begin', 'restore', 'replace', 'sync', 'move', 'verify']).optional(),
   /** The request body that started it. */
   input: z.record(z.string(), z.unknown()),
-  /** Once succeeded: what the request would have answered (a fetch or reset result). */
-  result: z.union([fetchResult, resetResult]).optional(),
+  /** Once succeeded: what the request would have answered (a fetch or reset result; a snapshot's id). */
+  result: z.union([fetchResult, resetResult, snapshotResult]).optional(),
   /** Once failed: the error the request would have answered (its code maps to the same HTTP status). */
   error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }).optional(),
   createdAt: z.string(),
@@ -327,6 +344,66 @@ export const fileList = z.object({
   truncated: z.boolean(),
   skippedNonUtf8: z.number().int(),
 });
+
+// ---- fork and snapshots (issue 13) ----
+
+export const snapshotId = z.string().regex(/^snap-[a-f0-9]{8,40}$/, 'is not a snapshot id');
+
+export const forkBody = z
+  .object({
+    /** How many copies (1..config fork.maxCount, 400 beyond it). */
+    count: z.number().int().min(1).max(256),
+    /** Labels of the new workspaces (the source's are not copied). */
+    labels: labelMap.optional(),
+    ttlSeconds: z
+      .number()
+      .int()
+      .min(60)
+      .max(30 * 24 * 3600)
+      .optional(),
+  })
+  .strict();
+
+export const createSnapshotBody = z
+  .object({
+    name: z
+      .string()
+      .min(1)
+      .max(128)
+      .regex(/^[\x20-\x7e]+$/, 'must be printable ASCII')
+      .optional(),
+    labels: labelMap.optional(),
+  })
+  .strict();
+
+export const snapshotView = z.object({
+  id: z.string(),
+  status: z.enum(['creating', 'ready', 'failed']),
+  /** 'user': kept until deleted; 'fork': a fork point, removed once every copy is made and settled. */
+  kind: z.enum(['user', 'fork']),
+  name: z.string().optional(),
+  sourceWorkspaceId: z.string(),
+  /** The 'snapshot' operation on the source that takes it (GET /workspaces/{id}/operations/{oid}). */
+  operationId: z.string(),
+  labels: z.record(z.string(), z.string()),
+  sizeBytes: z.number().optional(),
+  failure: z.object({ step: z.string(), message: z.string() }).optional(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+
+export const forkView = z.object({ snapshot: snapshotView, workspaces: z.array(workspaceView) });
+
+// biome-ignore lint/correctness/noUnusedVariables: a compile-time check, never referenced
+type SnapshotSchemasMatchContract = AllTrue<
+  [
+    Equal<z.output<typeof forkBody>, ForkParams>,
+    Equal<z.output<typeof createSnapshotBody>, CreateSnapshotParams>,
+    Equal<z.output<typeof snapshotView>, SnapshotView>,
+    Equal<z.output<typeof forkView>, ForkView>,
+    Equal<z.output<typeof snapshotResult>, SnapshotResult>,
+  ]
+>;
 
 export const errorBody = z.object({
   error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),

@@ -1,7 +1,15 @@
 import type { z } from 'zod';
 import { statusForCode } from '../api/errors.js';
-import type { CommandList, WorkspaceList } from '../api/response-schemas.js';
-import type { createWorkspaceBody, fetchBody, readCommandQuery, resetBody, runCommandBody } from '../api/schemas.js';
+import type { CommandList, SnapshotList, WorkspaceList } from '../api/response-schemas.js';
+import type {
+  createSnapshotBody,
+  createWorkspaceBody,
+  fetchBody,
+  forkBody,
+  readCommandQuery,
+  resetBody,
+  runCommandBody,
+} from '../api/schemas.js';
 import type {
   ChangesView,
   CommandEvent,
@@ -9,9 +17,11 @@ import type {
   FetchResult,
   FileList,
   FileStat,
+  ForkView,
   OperationEvent,
   OperationView,
   ResetResult,
+  SnapshotView,
   WorkspaceEvent,
   WorkspaceView,
 } from '../contract/views.js';
@@ -27,6 +37,8 @@ export type RunCommandInput = z.input<typeof runCommandBody>;
 export type ReadCommandOptions = Partial<z.input<typeof readCommandQuery>>;
 export type FetchInput = z.input<typeof fetchBody>;
 export type ResetInput = z.input<typeof resetBody>;
+export type ForkInput = z.input<typeof forkBody>;
+export type CreateSnapshotInput = z.input<typeof createSnapshotBody>;
 
 export interface OperationOptions {
   /** How long the POST itself may wait on the server before it hands back the operation (server-capped). */
@@ -264,6 +276,58 @@ export class WspClient {
     if (op.status === 'succeeded') return op.result as T;
     const error = op.error ?? { code: 'internal', message: 'operation failed' };
     throw new WspApiError(statusForCode(error.code), error.code, error.message, { details: error.details });
+  }
+
+  // ---- fork and snapshots (issue 13) ----
+
+  /**
+   * `count` new workspaces from the workspace's current state (files, git state; not its processes).
+   * Answers the fork point and the workspaces (provisioning: waitForWorkspace each). A secret in the
+   * workspace fails the fork (409) before any workspace is made.
+   */
+  async fork(id: string, body: ForkInput, options: { waitMs?: number } = {}): Promise<ForkView> {
+    return (
+      await this.#json<ForkView>('POST', `/workspaces/${enc(id)}/fork`, {
+        body,
+        ...(options.waitMs !== undefined ? { query: { waitMs: options.waitMs } } : {}),
+      })
+    ).body;
+  }
+
+  /** A named snapshot of the workspace's current state; waits until it is taken (or failed: thrown). */
+  async createSnapshot(
+    id: string,
+    body: CreateSnapshotInput = {},
+    options: { waitMs?: number; timeoutMs?: number } = {},
+  ): Promise<SnapshotView> {
+    const started = (
+      await this.#json<SnapshotView>('POST', `/workspaces/${enc(id)}/snapshots`, {
+        body,
+        ...(options.waitMs !== undefined ? { query: { waitMs: options.waitMs } } : {}),
+      })
+    ).body;
+    const deadline = Date.now() + (options.timeoutMs ?? Number.POSITIVE_INFINITY);
+    let snap = started;
+    while (snap.status === 'creating') {
+      if (Date.now() >= deadline) throw new WspTimeoutError(`snapshot ${snap.id} still being taken`);
+      await sleep(1000);
+      snap = await this.getSnapshot(snap.id);
+    }
+    if (snap.status === 'failed')
+      throw new WspApiError(409, 'conflict', snap.failure?.message ?? `snapshot ${snap.id} failed`);
+    return snap;
+  }
+
+  async getSnapshot(sid: string): Promise<SnapshotView> {
+    return (await this.#json<SnapshotView>('GET', `/snapshots/${enc(sid)}`)).body;
+  }
+
+  async listSnapshots(): Promise<SnapshotView[]> {
+    return (await this.#json<SnapshotList>('GET', '/snapshots')).body.snapshots;
+  }
+
+  async deleteSnapshot(sid: string): Promise<void> {
+    await this.#json<undefined>('DELETE', `/snapshots/${enc(sid)}`);
   }
 
   // ---- files (inside the workspace, as its user; paths relative to the workdir or absolute) ----

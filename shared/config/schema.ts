@@ -262,6 +262,16 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Fork and snapshots (POST /workspaces/{id}/fork, …/snapshots): `maxCount` caps the copies one fork
+     * makes (a count above it is a 400). Each copy is a workspace with the source's plan and limits.
+     */
+    fork: z
+      .object({
+        maxCount: z.number().int().min(1).max(256).default(16),
+      })
+      .strict()
+      .prefault({}),
     /** mode 'docker': the daemon and the image fresh workspaces start from (never pulled). */
     docker: z
       .object({

@@ -55,7 +55,7 @@ export interface CreateOptions {
   workspaceId: string;
   /** Labels/tags put on every resource, so a reconciler can find it (workspace id, owner, cache key). */
   labels: Record<string, string>;
-  /** Start from a cache snapshot instead of an empty home. */
+  /** Start from a snapshot (purpose 'cache' or 'snapshot') instead of an empty home. */
   from?: SnapshotRef;
 }
 
@@ -195,9 +195,18 @@ export interface WorkspaceFiles {
   usageBytes?(): Promise<number>;
 }
 
+/**
+ * What a snapshot is for: a cache entry, a workspace's baseline (what its reset returns to; may live
+ * inside the workspace's compute), or a 'snapshot' of a workspace's current state (a fork point, a
+ * user snapshot) — like a cache entry, durable beyond the workspace and usable as `CreateOptions.from`,
+ * kept apart from the cache entries' names. A 'snapshot' may be taken while commands run: the copy is
+ * of the files at that moment (crash-consistent where a command writes meanwhile).
+ */
+export type SnapshotPurpose = 'cache' | 'baseline' | 'snapshot';
+
 export interface WorkspaceSnapshots {
-  /** Keep the current home as a snapshot (cache entry or baseline). */
-  take(purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef>;
+  /** Keep the current home as a snapshot (see SnapshotPurpose). */
+  take(purpose: SnapshotPurpose, name: string): Promise<SnapshotRef>;
   /** Return the workspace to a snapshot: processes killed, only what changed rewritten. */
   restore(snapshot: SnapshotRef): Promise<void>;
 }

@@ -11,6 +11,8 @@ export interface CreateWorkspaceParams {
   labels?: Record<string, string>;
   ttlSeconds?: number;
   idempotencyKey?: string;
+  /** Start from this snapshot (its files, git state and plan) instead of provisioning; no `refs` then. */
+  fromSnapshot?: string;
 }
 
 /** Exactly one of `argv` and `command`. */
@@ -98,3 +100,18 @@ export interface FileReadOptions {
 
 /** A `Range: bytes=…` request: `first`-`last` (last absent: to the end), or the last `suffix` bytes. */
 export type ByteRange = { first: number; last?: number } | { suffix: number };
+
+/** N copies of a workspace's current state (POST /workspaces/{id}/fork). */
+export interface ForkParams {
+  /** 1..config fork.maxCount. */
+  count: number;
+  /** Labels of the new workspaces (the source's are not copied). */
+  labels?: Record<string, string>;
+  ttlSeconds?: number;
+}
+
+/** A named snapshot of a workspace's current state (POST /workspaces/{id}/snapshots). */
+export interface CreateSnapshotParams {
+  name?: string;
+  labels?: Record<string, string>;
+}

@@ -1,4 +1,4 @@
-import type { CacheEntryRecord, CommandRecord, OperationRecord, WorkspaceRecord } from './workspace.js';
+import type { CacheEntryRecord, CommandRecord, OperationRecord, SnapshotRecord, WorkspaceRecord } from './workspace.js';
 
 /**
  * State store port. Every update is conditional on `version` (and the caller's expectations);
@@ -60,4 +60,13 @@ export interface StateStore {
   listCacheEntries(): Promise<CacheEntryRecord[]>;
   updateCacheEntry(key: string, expectedVersion: number, patch: Patch<CacheEntryRecord>): Promise<CacheEntryRecord>;
   deleteCacheEntry(key: string, expectedVersion: number): Promise<void>;
+
+  // ---- snapshots (fork points and user snapshots) ----
+  /** Throws ConflictError if the id exists. */
+  createSnapshot(record: SnapshotRecord): Promise<void>;
+  getSnapshot(id: string): Promise<SnapshotRecord | undefined>;
+  listSnapshots(): Promise<SnapshotRecord[]>;
+  updateSnapshot(id: string, expectedVersion: number, patch: Patch<SnapshotRecord>): Promise<SnapshotRecord>;
+  /** Delete iff the stored version is `expectedVersion`. NotFoundError if gone, ConflictError if changed. */
+  deleteSnapshot(id: string, expectedVersion: number): Promise<void>;
 }

@@ -62,6 +62,10 @@ export interface WorkspaceView {
   createdAt: string;
   updatedAt: string;
   expiresAt?: number;
+  /** Made from this snapshot (a user snapshot or a fork point). */
+  fromSnapshot?: string;
+  /** A fork: the workspace it was forked from. */
+  forkedFrom?: string;
 }
 
 export interface FetchResult {
@@ -91,12 +95,12 @@ export interface ResetResult {
 export interface OperationView {
   id: string;
   workspaceId: string;
-  kind: 'fetch' | 'reset';
+  kind: 'fetch' | 'reset' | 'snapshot';
   status: 'running' | 'succeeded' | 'failed';
   /** While running: the phase it is in (begin, restore, replace, sync, move, verify). */
   phase?: 'begin' | 'restore' | 'replace' | 'sync' | 'move' | 'verify';
   input: Record<string, unknown>;
-  result?: FetchResult | ResetResult;
+  result?: FetchResult | ResetResult | SnapshotResult;
   error?: { code: string; message: string; details?: unknown };
   createdAt: string;
   updatedAt: string;
@@ -180,4 +184,32 @@ export interface FileContent {
   size: number;
   /** The byte range `data` holds when a Range was asked for (inclusive). */
   range?: { first: number; last: number };
+}
+
+/** What a 'snapshot' operation answers once it succeeded. */
+export interface SnapshotResult {
+  snapshotId: string;
+  sizeBytes: number;
+}
+
+/** A snapshot of a workspace's current state (a user snapshot, or the fork point of a fork). */
+export interface SnapshotView {
+  id: string;
+  status: 'creating' | 'ready' | 'failed';
+  kind: 'user' | 'fork';
+  name?: string;
+  sourceWorkspaceId: string;
+  /** The operation on the source workspace that takes it. */
+  operationId: string;
+  labels: Record<string, string>;
+  sizeBytes?: number;
+  failure?: { step: string; message: string };
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** A fork's answer: its fork point and the new workspaces (provisioning from it). */
+export interface ForkView {
+  snapshot: SnapshotView;
+  workspaces: WorkspaceView[];
 }

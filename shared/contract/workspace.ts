@@ -124,6 +124,10 @@ export interface WorkspaceRecord {
   updatedAt: string;
   /** Epoch seconds after which the record (and workspace) may be reaped. */
   expiresAt?: number;
+  /** Made from this snapshot (a user snapshot, or the fork point of a fork): see SnapshotRecord. */
+  fromSnapshot?: string;
+  /** A fork: the workspace it was forked from (its state at the fork point is `fromSnapshot`). */
+  forkedFrom?: string;
 }
 
 export type CommandState = 'running' | 'exited' | 'killed' | 'lost';
@@ -156,7 +160,7 @@ export interface CommandRecord {
   durationMs?: number;
 }
 
-export type OperationKind = 'fetch' | 'reset';
+export type OperationKind = 'fetch' | 'reset' | 'snapshot';
 export type OperationStatus = 'running' | 'succeeded' | 'failed';
 
 /**
@@ -221,4 +225,42 @@ export interface CacheEntryRecord {
   sizeBytes?: number;
   createdAt: string;
   lastUsedAt: string;
+}
+
+// ---- snapshots of a workspace's current state (fork, user snapshots: issue 13) ----
+
+export type SnapshotStatus = 'creating' | 'ready' | 'failed';
+/** 'user': named by a caller (POST /workspaces/{id}/snapshots), kept until deleted. 'fork': a fork point, kept while a workspace made from it lives. */
+export type SnapshotKind = 'user' | 'fork';
+
+/**
+ * A snapshot of one workspace's current state (files, git state; never processes), taken by a
+ * 'snapshot' operation on its source, secret-scanned like a cache entry, and what new workspaces are
+ * created from (`WorkspaceRecord.fromSnapshot`). The backend snapshot (`snapshot`) is durable on every
+ * backend (local: a root-only copy; Docker: a committed image; Fargate: a layer appended to the base).
+ */
+export interface SnapshotRecord {
+  id: string;
+  version: number;
+  status: SnapshotStatus;
+  kind: SnapshotKind;
+  name?: string;
+  /** A fork point: how many workspaces the fork makes from it (the janitor removes it once all are made and settled). */
+  forkCount?: number;
+  sourceWorkspaceId: string;
+  /** The operation on the source that takes it. */
+  operationId: string;
+  backendKind: string;
+  snapshot?: SnapshotRef;
+  /** The source's plan: what a workspace made from the snapshot runs per (its paths, user, repositories). */
+  plan: WorkspacePlan;
+  /** The source's baseline commits (what `changes` of a workspace made from it diffs against). */
+  repos: RepoState[];
+  labels: Record<string, string>;
+  sizeBytes?: number;
+  failure?: { step: string; message: string };
+  /** Instance that created it (the reconciler and janitor settle only their own). */
+  owner: string;
+  createdAt: string;
+  updatedAt: string;
 }

@@ -15,6 +15,8 @@ export interface SweepReport {
   orphansDestroyed: string[];
   /** Workspaces found over their disk limit in this sweep (processes killed, commands refused). */
   overDisk: string[];
+  /** Fork points removed: every workspace of the fork made and settled (snapshots.ts sweep). */
+  snapshotsRemoved: string[];
 }
 
 export interface SweepOptions {
@@ -52,6 +54,7 @@ export async function sweep(
     abandoned: [],
     orphansDestroyed: [],
     overDisk: [],
+    snapshotsRemoved: [],
   };
   if (options.abandonedAfterMs !== undefined) {
     report.abandoned = await failAbandoned(deps, service, now, options.abandonedAfterMs);
@@ -96,6 +99,10 @@ export async function sweep(
   }
   report.overDisk = await enforceDiskLimits(deps, service.records, now);
   report.cacheEvicted = (await evictCache(deps, now)).evicted.length;
+  report.snapshotsRemoved = await service.snapshots.sweep(now).catch((error: unknown) => {
+    deps.log.warn('snapshot sweep failed', errorFields(error));
+    return [];
+  });
   if (deps.backend.maintain) {
     const ready = (await deps.state.listCacheEntries()).flatMap((e) =>
       e.status === 'ready' && e.snapshot && e.backendKind === deps.backend.kind ? [e.snapshot] : [],

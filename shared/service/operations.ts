@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { BackendUnavailableError, ConflictError, NotFoundError, WspError, type ErrorCode } from '../contract/errors.js';
 import type { FetchParams, ResetParams } from '../contract/inputs.js';
 import type { OperationKind, OperationPhase, OperationRecord } from '../contract/workspace.js';
-import type { FetchResult, OperationView, ResetResult } from '../contract/views.js';
+import type { FetchResult, OperationView, ResetResult, SnapshotResult } from '../contract/views.js';
 import { sleep } from '../lib/sleep.js';
 import { errorFields } from '../log.js';
 import { hostDirs, type ServiceDeps } from './deps.js';
@@ -12,14 +12,18 @@ import type { WorkspaceRecords } from './records.js';
 import type { PhaseStep, SaveProgress } from './workspace-ops.js';
 
 /** Operation ids sort by start time (a listing reads oldest first), then random. */
-const newOperationId = (now: Date): string =>
+export const newOperationId = (now: Date): string =>
   `op-${now.getTime().toString(16).padStart(12, '0')}${randomBytes(6).toString('hex')}`;
 
 /** How a waiter in another process than the runner looks again: quick at first, then every second. */
 const POLL_MIN_MS = 100;
 const POLL_MAX_MS = 1_000;
 
-export type OperationInput = { kind: 'fetch'; input: FetchParams } | { kind: 'reset'; input: ResetParams };
+export type OperationInput =
+  | { kind: 'fetch'; input: FetchParams }
+  | { kind: 'reset'; input: ResetParams }
+  /** Take snapshot record `snapshotId` of the workspace's current state (snapshots.ts). */
+  | { kind: 'snapshot'; input: { snapshotId: string } };
 
 /** What runs an operation's phases (the service's WorkspaceOps). */
 export interface OperationPhases {
@@ -58,13 +62,21 @@ export class Operations {
     private readonly now: () => Date = () => new Date(),
   ) {}
 
-  /** Start `op` on a workspace and wait up to `waitMs` (capped) for it; the view says whether it ended. */
-  async start(workspaceId: string, op: OperationInput, waitMs: number | undefined): Promise<OperationView> {
+  /**
+   * Start `op` on a workspace and wait up to `waitMs` (capped) for it; the view says whether it ended.
+   * `id`: one the caller made beforehand (newOperationId) and wrote where the operation's work finds it.
+   */
+  async start(
+    workspaceId: string,
+    op: OperationInput,
+    waitMs: number | undefined,
+    id?: string,
+  ): Promise<OperationView> {
     await this.records.get(workspaceId); // 404 (or a refused record) before anything is started
     const at = this.now();
     const record: OperationRecord = {
       workspaceId,
-      id: newOperationId(at),
+      id: id ?? newOperationId(at),
       version: 1,
       kind: op.kind,
       status: 'running',
@@ -292,7 +304,7 @@ function operationView(r: OperationRecord): OperationView {
     status: r.status,
     ...(r.status === 'running' ? { phase: r.phase ?? 'begin' } : {}),
     input: r.input,
-    ...(r.result !== undefined ? { result: r.result as unknown as FetchResult | ResetResult } : {}),
+    ...(r.result !== undefined ? { result: r.result as unknown as FetchResult | ResetResult | SnapshotResult } : {}),
     ...(r.error !== undefined ? { error: r.error } : {}),
     createdAt: r.createdAt,
     updatedAt: r.updatedAt,

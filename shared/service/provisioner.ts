@@ -29,6 +29,7 @@ import { runStep, stepResult } from './steps.js';
 import { sleep } from '../lib/sleep.js';
 import type { CommandStatus } from '../contract/backend.js';
 import { bestEffort } from '../lib/best-effort.js';
+import { snapshotUnusable } from './snapshots.js';
 
 interface ResolvedRepo extends ResolvedRef {
   mirror: MirrorHandle;
@@ -93,7 +94,7 @@ export class Provisioner {
       if (at !== phase) return next(at);
       switch (phase) {
         case 'start':
-          return await this.start(record);
+          return record.fromSnapshot !== undefined ? await this.startFromSnapshot(record) : await this.start(record);
         case 'await-setup':
           return await this.awaitSetup(record, options.waitMs ?? SETUP_POLL_MS);
         case 'finish':
@@ -211,6 +212,51 @@ export class Provisioner {
     await this.startSetup(id, ref, plan);
     await this.setProgress(id, { phase: 'await-setup' });
     return next('await-setup');
+  }
+
+  /**
+   * A workspace made from a snapshot (a fork, `fromSnapshot`): once the snapshot is ready, the compute
+   * is created from it — the source's files and git state at that moment, nothing running — and its own
+   * baseline taken, so a reset returns here. No clone, no setup: the snapshot holds their result, and
+   * the token-less fetch path needs nothing of the source (origin is the token-free URL; objects come
+   * as bundles into this workspace's own transfer dir). One phase; a re-run reuses recorded compute.
+   */
+  private async startFromSnapshot(record: WorkspaceRecord): Promise<PhaseOutcome> {
+    const { id, plan } = record;
+    const sid = record.fromSnapshot!;
+    const snap = await this.deps.state.getSnapshot(sid);
+    if (snap?.status === 'creating') {
+      if (Date.now() - Date.parse(record.createdAt) > this.deps.config.setup.timeoutMs)
+        throw new StepFailedError('snapshot', `snapshot '${sid}' was not taken within setup.timeoutMs`);
+      await this.records.update(id, () => ({})); // progress for the janitor: waiting for the snapshot
+      return next('start', 1);
+    }
+    if (snap?.status !== 'ready' || !snap.snapshot) throw snapshotUnusable(snap, sid);
+    let ref = record.backend;
+    if (!ref) {
+      if (record.provisioning) await this.destroyStrays(id);
+      else await this.setProgressOn(id, { phase: 'start', resolved: [], setupAt: [], synced: [], from: snap.snapshot });
+      await this.step(id, 'snapshot', `creating the workspace from snapshot ${sid}`);
+      const labels = { 'wsp.workspace': id, 'wsp.owner': this.deps.instanceId, 'wsp.snapshot': sid };
+      ref = await this.deps.backend.create(plan, { workspaceId: id, labels, from: snap.snapshot });
+      const created = ref;
+      await this.records.update(id, () => ({ backend: created }));
+    }
+    const { commands, snapshots } = this.deps.backend.open(ref, plan);
+    await commands.killAll();
+    await this.step(id, 'baseline', 'taking the baseline snapshot (the state at the snapshot)');
+    const baseline = await snapshots.take('baseline', id);
+    const fingerprint = await this.fingerprint(ref, plan);
+    const warnings = [...new Set([...(await this.records.get(id)).warnings, ...this.deps.backend.warnings])];
+    await this.records.transition(
+      id,
+      ['provisioning'],
+      'ready',
+      { baseline, baselineFingerprint: fingerprint, repos: snap.repos, warnings, provisioning: undefined },
+      { step: 'ready', message: `ready from snapshot ${sid} (fingerprint ${fingerprint.slice(0, 12)})` },
+    );
+    this.deps.log.info('workspace ready', { workspaceId: id, fromSnapshot: sid, forkedFrom: record.forkedFrom });
+    return DONE;
   }
 
   /** One look at the setup command (waiting at most `waitMs`): still running → look again later. */
@@ -682,6 +728,10 @@ export class Provisioner {
       provisioning: { ...r.provisioning!, buildingKey: undefined },
       warnings: [...r.warnings, `cache entry ${key.slice(0, 12)} not kept: its build lease ran out`],
     }));
+  }
+
+  private async setProgressOn(id: string, progress: ProvisionProgress): Promise<void> {
+    await this.records.update(id, () => ({ provisioning: progress }));
   }
 
   private async setProgress(id: string, patch: Partial<ProvisionProgress>): Promise<void> {

@@ -4,6 +4,7 @@ import type { ServiceDeps } from './deps.js';
 import { hasForeignRef } from './records.js';
 import type { DefaultWorkspaceService } from './workspace-service.js';
 import { bestEffort } from '../lib/best-effort.js';
+import { snapshotRefsInUse } from './snapshots.js';
 
 export interface ReconcileReport {
   /** Provisioning picked up at the phase its record names (the setup command, detached, may still run). */
@@ -24,7 +25,8 @@ export interface ReconcileReport {
  * Start-up reconciliation (mission invariant 5). Only this instance's records are touched (owner), so
  * another provider sharing the state store is never reaped. After it: nothing of ours is left in a
  * transitional status, every backend resource has a live record, every running command either runs
- * or has its final state written, and every snapshot is referenced by a cache entry or a baseline.
+ * or has its final state written, and every snapshot is referenced by a cache entry, a baseline or a
+ * snapshot record (a fork point, a user snapshot).
  */
 export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceService): Promise<ReconcileReport> {
   const { state, backend, log, instanceId } = deps;
@@ -135,6 +137,8 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
   // Snapshots referenced by nothing → delete.
   const referenced = new Set<string>();
   for (const e of await state.listCacheEntries()) if (e.snapshot) referenced.add(JSON.stringify(e.snapshot));
+  // Fork points and user snapshots (whoever's: their records say what they hold).
+  for (const ref of await snapshotRefsInUse(deps)) referenced.add(ref);
   for (const r of live.values())
     if (r.baseline && r.status !== 'deleted' && r.status !== 'failed') referenced.add(JSON.stringify(r.baseline));
   for (const snap of await backend.snapshots.list()) {

@@ -1,5 +1,7 @@
 import type {
+  CreateSnapshotParams,
   CreateWorkspaceParams,
+  ForkParams,
   FileDeleteParams,
   FileListParams,
   FilePathParams,
@@ -19,8 +21,10 @@ import type {
   FileContent,
   FileList,
   FileStat,
+  ForkView,
   OperationEvent,
   OperationView,
+  SnapshotView,
   WorkspaceEvent,
   WorkspaceView,
 } from '../contract/views.js';
@@ -76,4 +80,17 @@ export interface WorkspaceService {
   watchWorkspace(workspaceId: string, signal: AbortSignal): AsyncIterable<WorkspaceEvent>;
   /** Until the command ends or `signal` aborts. */
   watchCommand(workspaceId: string, commandId: string, signal: AbortSignal): AsyncIterable<CommandEvent>;
+
+  /**
+   * Fork and snapshots (issue 13; shared/service/snapshots.ts). The source must be ready (409); its
+   * commands keep running. `fork` answers the fork point and `count` new workspaces (provisioning);
+   * `createSnapshot` answers the snapshot once taken within the wait, or 'creating' (poll getSnapshot).
+   * A secret found in the copy fails it (409). `createWorkspace({fromSnapshot})` makes one from a snapshot.
+   */
+  fork(workspaceId: string, input: ForkParams, wait?: OperationWaitParams): Promise<ForkView>;
+  createSnapshot(workspaceId: string, input: CreateSnapshotParams, wait?: OperationWaitParams): Promise<SnapshotView>;
+  getSnapshot(id: string): Promise<SnapshotView>;
+  listSnapshots(): Promise<SnapshotView[]>;
+  /** 409 while it is being taken or a workspace is being made from it. */
+  deleteSnapshot(id: string): Promise<void>;
 }

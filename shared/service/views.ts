@@ -19,6 +19,8 @@ export function workspaceView(r: WorkspaceRecord): WorkspaceView {
     createdAt: r.createdAt,
     updatedAt: r.updatedAt,
     ...(r.expiresAt !== undefined ? { expiresAt: r.expiresAt } : {}),
+    ...(r.fromSnapshot !== undefined ? { fromSnapshot: r.fromSnapshot } : {}),
+    ...(r.forkedFrom !== undefined ? { forkedFrom: r.forkedFrom } : {}),
   };
 }
 

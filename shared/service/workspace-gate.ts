@@ -1,7 +1,7 @@
 import { ConflictError } from '../contract/errors.js';
 
 /** What an exclusive operation is doing to the workspace; commands are refused with it (409). */
-export type ExclusiveOp = 'resetting' | 'deleting' | 'fetching';
+export type ExclusiveOp = 'resetting' | 'deleting' | 'fetching' | 'snapshotting';
 
 interface GateState {
   /** Command starts in flight (between the ready check and the backend's start returning). */

@@ -1,5 +1,5 @@
 import type { FetchParams, ResetParams } from '../contract/inputs.js';
-import type { ChangesView, FetchResult, ResetResult } from '../contract/views.js';
+import type { ChangesView, FetchResult, ResetResult, SnapshotResult } from '../contract/views.js';
 import { BadRequestError, ConflictError, StepFailedError, type WspError } from '../contract/errors.js';
 import type {
   OperationKind,
@@ -31,7 +31,7 @@ const MAX_DIFF_BYTES = 1024 * 1024;
 
 /** What one phase of an operation answers: the phase to run next (after `waitSeconds`), or the result. */
 export type PhaseStep =
-  | { result: FetchResult | ResetResult }
+  | { result: FetchResult | ResetResult | SnapshotResult }
   | { next: OperationPhase; progress?: OperationProgress; waitSeconds?: number };
 
 /** Records an operation's progress (merged into what its record holds). */

@@ -1,5 +1,7 @@
 import type {
+  CreateSnapshotParams,
   CreateWorkspaceParams,
+  ForkParams,
   FileDeleteParams,
   FileListParams,
   FilePathParams,
@@ -19,13 +21,15 @@ import type {
   FileContent,
   FileList,
   FileStat,
+  ForkView,
   OperationEvent,
   OperationView,
+  SnapshotView,
   WorkspaceEvent,
   WorkspaceView,
 } from '../contract/views.js';
 import { BackendUnavailableError, BadRequestError, ConflictError, StepFailedError } from '../contract/errors.js';
-import type { WorkspaceRecord } from '../contract/workspace.js';
+import type { SnapshotRecord, WorkspaceRecord } from '../contract/workspace.js';
 import { normalizeRepoPath } from '../config/schema.js';
 import { resolveWorkspacePlan } from '../plan/resolve.js';
 import { errorFields } from '../log.js';
@@ -34,7 +38,8 @@ import { hostDirs, type ServiceDeps } from './deps.js';
 import { Files } from './files.js';
 import { publicError } from './public-error.js';
 import { InProcessWork, type Job, type LongWork } from './long-work.js';
-import { Operations, type OperationOutcome } from './operations.js';
+import { Operations, type OperationOutcome, type OperationPhases } from './operations.js';
+import { Snapshots } from './snapshots.js';
 import { newWorkspaceId } from './ids.js';
 import { Provisioner, type PhaseOutcome } from './provisioner.js';
 import { hasForeignRef, WorkspaceRecords } from './records.js';
@@ -64,6 +69,8 @@ export class DefaultWorkspaceService implements WorkspaceService {
   private readonly work: LongWork;
   /** fetch and reset, as operations a request waits for a bounded time. */
   readonly operations: Operations;
+  /** Fork points and user snapshots (taken by 'snapshot' operations). */
+  readonly snapshots: Snapshots;
 
   constructor(private readonly deps: ServiceDeps) {
     const now = deps.now ?? (() => new Date());
@@ -75,7 +82,21 @@ export class DefaultWorkspaceService implements WorkspaceService {
     this.files = new Files(deps, this.records, this.gate);
     this.ops = new WorkspaceOps(deps, this.records, repoSync, this.provisioner, this.gate);
     this.work = deps.work ?? new InProcessWork(deps.log);
-    this.operations = new Operations(deps, this.records, this.work, this.ops);
+    // A 'snapshot' operation's phase is the snapshots part's; the others are WorkspaceOps'.
+    const phases: OperationPhases = {
+      runPhase: async (op, save) =>
+        op.kind === 'snapshot'
+          ? { result: await this.snapshots.takePhase(op.workspaceId, String(op.input['snapshotId'])) }
+          : this.ops.runPhase(op, save),
+      // A snapshot runs beside commands (they keep running) but never beside a reset, fetch or delete.
+      exclusive: (kind, id, fn) =>
+        kind === 'snapshot' ? this.gate.exclusive(id, 'snapshotting', false, fn) : this.ops.exclusive(kind, id, fn),
+      failReset: (id, operationId, error) => this.ops.failReset(id, operationId, error),
+    };
+    this.operations = new Operations(deps, this.records, this.work, phases);
+    this.snapshots = new Snapshots(deps, this.records, this.operations, (snap, options) =>
+      this.createFromSnapshot(snap, options),
+    );
   }
 
   async createWorkspace(input: CreateWorkspaceParams): Promise<{ workspace: WorkspaceView; created: boolean }> {
@@ -87,6 +108,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
           { path: `body.refs.${name}`, message: `known: ${[...names].join(', ') || 'none'}` },
         ]);
     }
+    if (input.fromSnapshot !== undefined) return this.createFromSnapshotInput(input);
     const id = newWorkspaceId();
     if (input.idempotencyKey !== undefined) {
       const holder = await this.deps.state.claimIdempotencyKey(input.idempotencyKey, id);
@@ -118,6 +140,85 @@ export class DefaultWorkspaceService implements WorkspaceService {
     await this.deps.state.createWorkspace(record);
     await this.dispatch({ kind: 'provision', workspaceId: id });
     return { workspace: workspaceView(record), created: true };
+  }
+
+  /** `POST /workspaces {"fromSnapshot"}`: a ready snapshot of this backend, no refs (its commits are the snapshot's). */
+  private async createFromSnapshotInput(
+    input: CreateWorkspaceParams,
+  ): Promise<{ workspace: WorkspaceView; created: boolean }> {
+    if (input.refs !== undefined)
+      throw new BadRequestError('refs cannot be given with fromSnapshot (the snapshot fixes every commit)', [
+        { path: 'body.refs', message: 'not with fromSnapshot' },
+      ]);
+    const snap = await this.snapshots.require(input.fromSnapshot!);
+    if (snap.status !== 'ready')
+      throw new ConflictError(`snapshot '${snap.id}' is ${snap.status}; a workspace needs it ready`, {
+        details: { status: snap.status },
+      });
+    if (snap.backendKind !== this.deps.backend.kind)
+      throw new ConflictError(`snapshot '${snap.id}' was taken on backend '${snap.backendKind}'`);
+    const id = newWorkspaceId();
+    if (input.idempotencyKey !== undefined) {
+      const holder = await this.deps.state.claimIdempotencyKey(input.idempotencyKey, id);
+      if (holder !== id) return { workspace: workspaceView(await this.records.get(holder)), created: false };
+    }
+    const record = await this.createFromSnapshot(snap, {
+      id,
+      labels: input.labels ?? {},
+      ...(input.ttlSeconds !== undefined ? { ttlSeconds: input.ttlSeconds } : {}),
+      ...(input.env !== undefined ? { env: input.env } : {}),
+      ...(input.idempotencyKey !== undefined ? { idempotencyKey: input.idempotencyKey } : {}),
+    });
+    return { workspace: workspaceView(record), created: true };
+  }
+
+  /**
+   * A workspace record made from a snapshot (a fork, or `fromSnapshot`), its provisioning handed off:
+   * the snapshot's plan (paths, user, repositories as they were), the request's env over it.
+   */
+  private async createFromSnapshot(
+    snap: SnapshotRecord,
+    options: {
+      id: string;
+      labels: Record<string, string>;
+      ttlSeconds?: number;
+      forkedFrom?: string;
+      env?: Record<string, string>;
+      idempotencyKey?: string;
+    },
+  ): Promise<WorkspaceRecord> {
+    const now = (this.deps.now ?? (() => new Date()))();
+    const ttlSeconds = options.ttlSeconds ?? this.deps.config.workspace.ttlSeconds;
+    const plan = options.env ? { ...snap.plan, env: { ...snap.plan.env, ...options.env } } : snap.plan;
+    const record: WorkspaceRecord = {
+      id: options.id,
+      status: 'provisioning',
+      version: 1,
+      plan,
+      repos: [],
+      labels: options.labels,
+      ...(options.idempotencyKey !== undefined ? { idempotencyKey: options.idempotencyKey } : {}),
+      owner: this.deps.instanceId,
+      lease: { owner: this.deps.instanceId, expiresAt: now.getTime() + ttlSeconds * 1000 },
+      warnings: [],
+      steps: [
+        {
+          at: now.toISOString(),
+          step: 'accepted',
+          message: options.forkedFrom
+            ? `fork of ${options.forkedFrom} (snapshot ${snap.id}) queued`
+            : `creation from snapshot ${snap.id} queued`,
+        },
+      ],
+      createdAt: now.toISOString(),
+      updatedAt: now.toISOString(),
+      expiresAt: Math.floor(now.getTime() / 1000) + ttlSeconds,
+      fromSnapshot: snap.id,
+      ...(options.forkedFrom !== undefined ? { forkedFrom: options.forkedFrom } : {}),
+    };
+    await this.deps.state.createWorkspace(record);
+    await this.dispatch({ kind: 'provision', workspaceId: record.id });
+    return record;
   }
 
   async getWorkspace(id: string): Promise<WorkspaceView> {
@@ -198,6 +299,27 @@ export class DefaultWorkspaceService implements WorkspaceService {
   changes(workspaceId: string): Promise<ChangesView> {
     return this.ops.changes(workspaceId);
   }
+  // ---- fork and snapshots (snapshots.ts) ----
+  fork(workspaceId: string, input: ForkParams, wait: OperationWaitParams = {}): Promise<ForkView> {
+    return this.snapshots.fork(workspaceId, input, wait);
+  }
+  createSnapshot(
+    workspaceId: string,
+    input: CreateSnapshotParams,
+    wait: OperationWaitParams = {},
+  ): Promise<SnapshotView> {
+    return this.snapshots.create(workspaceId, input, wait);
+  }
+  getSnapshot(id: string): Promise<SnapshotView> {
+    return this.snapshots.get(id);
+  }
+  listSnapshots(): Promise<SnapshotView[]> {
+    return this.snapshots.list();
+  }
+  deleteSnapshot(id: string): Promise<void> {
+    return this.snapshots.delete(id);
+  }
+
   readFile(workspaceId: string, input: FilePathParams, options?: FileReadOptions): Promise<FileContent> {
     return this.files.read(workspaceId, input, options);
   }

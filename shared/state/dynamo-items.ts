@@ -1,5 +1,11 @@
 import type { WarmTaskRecord } from '../backends/ecs/warm-task-store.js';
-import type { CacheEntryRecord, CommandRecord, OperationRecord, WorkspaceRecord } from '../contract/workspace.js';
+import type {
+  CacheEntryRecord,
+  CommandRecord,
+  OperationRecord,
+  SnapshotRecord,
+  WorkspaceRecord,
+} from '../contract/workspace.js';
 import { TABLE_SHAPE } from './table.js';
 
 /**
@@ -12,8 +18,9 @@ import { TABLE_SHAPE } from './table.js';
  *   idempotency  pk=IDEM#<key>   sk=IDEM        workspaceId, createdAt
  *   cache entry  pk=CACHE#<key>  sk=META        gsi1pk=CACHE  gsi1sk=<createdAt>#<key>
  *   warm task    pk=WARM#<key>   sk=TASK#<id>   gsi1pk=WARM   gsi1sk=<createdAt>#<key>#<id>
+ *   snapshot     pk=SNAP#<id>    sk=META        gsi1pk=SNAP   gsi1sk=<createdAt>#<id>
  *
- * Listings query gsi1 by kind (WS, CACHE, WARM), so no listing sees another kind's items.
+ * Listings query gsi1 by kind (WS, CACHE, WARM, SNAP), so no listing sees another kind's items.
  */
 export type Key = { pk: string; sk: string };
 export type Item = Record<string, unknown>;
@@ -21,6 +28,7 @@ export type Item = Record<string, unknown>;
 export const GSI_WORKSPACES = 'WS';
 export const GSI_CACHE = 'CACHE';
 export const GSI_WARM = 'WARM';
+export const GSI_SNAPSHOTS = 'SNAP';
 export const COMMAND_SK_PREFIX = 'CMD#';
 export const OPERATION_SK_PREFIX = 'OP#';
 export const WARM_TASK_SK_PREFIX = 'TASK#';
@@ -36,6 +44,7 @@ export const operationKey = (workspaceId: string, operationId: string): Key => (
 });
 export const idempotencyKey = (key: string): Key => ({ pk: `IDEM#${key}`, sk: 'IDEM' });
 export const cacheEntryKey = (key: string): Key => ({ pk: `CACHE#${key}`, sk: 'META' });
+export const snapshotKey = (id: string): Key => ({ pk: `SNAP#${id}`, sk: 'META' });
 export const warmPoolPartition = (cacheKey: string): string => `WARM#${cacheKey}`;
 export const warmTaskKey = (cacheKey: string, id: string): Key => ({
   pk: warmPoolPartition(cacheKey),
@@ -77,6 +86,15 @@ export function cacheEntryToItem(record: CacheEntryRecord): Item {
     ...cacheEntryKey(record.key),
     [TABLE_SHAPE.gsi1.partitionKey]: GSI_CACHE,
     [TABLE_SHAPE.gsi1.sortKey]: listSortKey(record.createdAt, record.key),
+  };
+}
+
+export function snapshotToItem(record: SnapshotRecord): Item {
+  return {
+    ...record,
+    ...snapshotKey(record.id),
+    [TABLE_SHAPE.gsi1.partitionKey]: GSI_SNAPSHOTS,
+    [TABLE_SHAPE.gsi1.sortKey]: listSortKey(record.createdAt, record.id),
   };
 }
 

@@ -2,14 +2,23 @@ import { DeleteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { ConflictError } from '../contract/errors.js';
 import type { Patch, StateStore, WorkspaceQuery } from '../contract/state.js';
-import type { CacheEntryRecord, CommandRecord, OperationRecord, WorkspaceRecord } from '../contract/workspace.js';
+import type {
+  CacheEntryRecord,
+  CommandRecord,
+  OperationRecord,
+  SnapshotRecord,
+  WorkspaceRecord,
+} from '../contract/workspace.js';
 import { isConditionFailed, storeUnavailable } from './dynamo-errors.js';
 import {
   COMMAND_SK_PREFIX,
   GSI_CACHE,
+  GSI_SNAPSHOTS,
   GSI_WORKSPACES,
   cacheEntryKey,
   cacheEntryToItem,
+  snapshotKey,
+  snapshotToItem,
   commandKey,
   commandToItem,
   idempotencyKey,
@@ -285,6 +294,54 @@ export class DynamoStateStore extends DynamoTable implements StateStore {
       label: key,
       key: cacheEntryKey(key),
       identity: { key },
+      expectedVersion,
+    });
+  }
+
+  // ---- snapshots (fork points, user snapshots) ----------------------------------------------
+
+  async createSnapshot(record: SnapshotRecord): Promise<void> {
+    await this.putNew(snapshotToItem(record), `snapshot '${record.id}'`);
+  }
+
+  async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {
+    return this.getRecord<SnapshotRecord>(snapshotKey(id), `snapshot '${id}'`);
+  }
+
+  async listSnapshots(): Promise<SnapshotRecord[]> {
+    const b = new ExpressionBuilder();
+    const items = await this.queryAll(
+      {
+        IndexName: TABLE_SHAPE.gsi1.indexName,
+        KeyConditionExpression: `${b.name(TABLE_SHAPE.gsi1.partitionKey)} = ${b.value(GSI_SNAPSHOTS)}`,
+        ExpressionAttributeNames: b.names,
+        ExpressionAttributeValues: b.values,
+      },
+      'list snapshots',
+    );
+    return items.map((item) => itemToRecord<SnapshotRecord>(item));
+  }
+
+  async updateSnapshot(id: string, expectedVersion: number, patch: Patch<SnapshotRecord>): Promise<SnapshotRecord> {
+    return this.conditionalUpdate<SnapshotRecord>(patch, {
+      kind: 'snapshot',
+      label: id,
+      key: snapshotKey(id),
+      identity: { id },
+      expectedVersion,
+      derive: (plan) => {
+        if (typeof plan.set.createdAt === 'string')
+          plan.set[TABLE_SHAPE.gsi1.sortKey] = listSortKey(plan.set.createdAt, id);
+      },
+    });
+  }
+
+  async deleteSnapshot(id: string, expectedVersion: number): Promise<void> {
+    await this.deleteAtVersion({
+      kind: 'snapshot',
+      label: id,
+      key: snapshotKey(id),
+      identity: { id },
       expectedVersion,
     });
   }

@@ -75,6 +75,7 @@ const BODY_CASES: Record<string, Array<{ name: string; body: unknown; paths: str
     { name: 'idempotency key with space', body: { idempotencyKey: 'a b' }, paths: ['body.idempotencyKey'] },
     { name: 'body is an array', body: [], paths: ['body'] },
     { name: 'body is null', body: null, paths: ['body'] },
+    { name: 'fromSnapshot not a snapshot id', body: { fromSnapshot: '../x' }, paths: ['body.fromSnapshot'] },
   ],
   runCommand: [
     { name: 'empty body', body: {}, paths: ['body'] },
@@ -117,6 +118,21 @@ const BODY_CASES: Record<string, Array<{ name: string; body: unknown; paths: str
     { name: "refs key with '..'", body: { refs: { 'a/../..': 'main' } }, paths: ['body.refs["a/../.."]'] },
     { name: 'ref with ..', body: { refs: { '.': 'x..y' } }, paths: ['body.refs["."]'] },
     { name: 'refs an array', body: { refs: ['main'] }, paths: ['body.refs'] },
+  ],
+  // ---- fork and snapshots ----
+  forkWorkspace: [
+    { name: 'no count', body: {}, paths: ['body.count'] },
+    { name: 'count 0', body: { count: 0 }, paths: ['body.count'] },
+    { name: 'count not an integer', body: { count: 1.5 }, paths: ['body.count'] },
+    { name: 'count a string', body: { count: '4' }, paths: ['body.count'] },
+    { name: 'count far too large', body: { count: 100_000 }, paths: ['body.count'] },
+    { name: 'bad label key', body: { count: 1, labels: { 'a b': 'x' } }, paths: ['body.labels["a b"]'] },
+    { name: 'ttl too small', body: { count: 1, ttlSeconds: 1 }, paths: ['body.ttlSeconds'] },
+  ],
+  createSnapshot: [
+    { name: 'empty name', body: { name: '' }, paths: ['body.name'] },
+    { name: 'name with a newline', body: { name: 'a\nb' }, paths: ['body.name'] },
+    { name: 'labels not an object', body: { labels: 'x' }, paths: ['body.labels'] },
   ],
 };
 

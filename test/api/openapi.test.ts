@@ -104,6 +104,25 @@ describe('openapi document', () => {
     expect(doc.paths['/workspaces/{id}/files/stat'].get.responses['200']).toBeDefined();
   });
 
+  it('documents fork and snapshots: their bodies, the 202/201 answers and the snapshot id pattern', () => {
+    const fork = doc.paths['/workspaces/{id}/fork'].post;
+    const deref = (schema: any): any => (schema.$ref ? resolve(schema.$ref) : schema);
+    const forkBody = deref(fork.requestBody.content['application/json'].schema);
+    expect(forkBody.required).toEqual(['count']);
+    expect(forkBody.properties.count).toMatchObject({ type: 'integer', minimum: 1 });
+    const forkAnswer = deref(fork.responses['202'].content['application/json'].schema);
+    expect(Object.keys(forkAnswer.properties).sort()).toEqual(['snapshot', 'workspaces']);
+    expect(fork.parameters.filter((p: any) => p.in === 'query').map((p: any) => p.name)).toEqual(['waitMs']);
+    const create = doc.paths['/workspaces/{id}/snapshots'].post;
+    expect(Object.keys(create.responses)).toEqual(expect.arrayContaining(['201', '202', '409']));
+    const one = doc.paths['/snapshots/{sid}'];
+    expect(one.get.parameters[0].schema.pattern).toContain('snap-');
+    expect(one.delete.responses['204']).toBeDefined();
+    expect(doc.paths['/snapshots'].get.responses['200']).toBeDefined();
+    const ws = deref(doc.paths['/workspaces'].post.requestBody.content['application/json'].schema);
+    expect(ws.properties.fromSnapshot.pattern).toContain('snap-');
+  });
+
   it('every $ref resolves, and no embedded schema carries its own $schema', () => {
     for (const ref of refs(doc)) expect(resolve(ref), ref).toBeDefined();
     expect(JSON.stringify(doc.paths)).not.toContain('$schema');

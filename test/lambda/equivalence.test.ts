@@ -23,6 +23,9 @@ interface Ctx {
   cmdId?: string;
   /** The upstream commit the fetch case made. */
   newHead?: string;
+  /** The snapshot case's snapshot, and the workspaces made from it and forked. */
+  snapId?: string;
+  copies?: string[];
   call(request: ApiRequest): Promise<Answer>;
 }
 
@@ -284,6 +287,83 @@ const CASES: Case[] = [
     request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/reset`, body: { refs: { nope: 'main' } } }),
     status: 400,
   },
+  // ---- fork and snapshots: taken by a 'snapshot' operation (Lambda: the operations workflow) ----
+  {
+    name: 'snapshot: a named snapshot of the current state',
+    before: async (ctx) => {
+      const r = await ctx.call({
+        method: 'POST',
+        url: `/workspaces/${ws(ctx)}/commands`,
+        body: { command: 'echo at-snapshot > app/snap.txt', waitMs: 20_000 },
+      });
+      expect(r.body).toMatchObject({ state: 'exited', exitCode: 0 });
+    },
+    request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/snapshots`, body: { name: 'eq' } }),
+    status: 201,
+    after: (a, ctx) => {
+      expect(a.body).toMatchObject({ status: 'ready', kind: 'user', name: 'eq', sourceWorkspaceId: ws(ctx) });
+      expect(a.headers['location']).toBe(`/snapshots/${a.body.id}`);
+      ctx.snapId = a.body.id;
+      ctx.copies = [];
+    },
+  },
+  {
+    name: 'snapshots: listed',
+    request: () => ({ method: 'GET', url: '/snapshots' }),
+    status: 200,
+    after: (a, ctx) => expect(a.body.snapshots.map((x: { id: string }) => x.id)).toEqual([ctx.snapId]),
+  },
+  {
+    name: 'create from the snapshot → 202, then ready with its files',
+    request: (ctx) => ({ method: 'POST', url: '/workspaces', body: { fromSnapshot: ctx.snapId } }),
+    status: 202,
+    after: async (a, ctx) => {
+      expect(a.body).toMatchObject({ status: 'provisioning', fromSnapshot: ctx.snapId });
+      ctx.copies!.push(a.body.id);
+      expect((await waitSettled(ctx, a.body.id)).status).toBe('ready');
+      const r = await ctx.call({
+        method: 'POST',
+        url: `/workspaces/${a.body.id}/commands`,
+        body: { command: 'cat app/snap.txt', waitMs: 20_000 },
+      });
+      expect(r.body.stdout.data).toBe('at-snapshot\n');
+    },
+  },
+  {
+    name: 'fork: a count over the cap is 400',
+    request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/fork`, body: { count: 1000 } }),
+    status: 400,
+  },
+  {
+    name: 'fork: two copies → 202 with the fork point, each then ready',
+    request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/fork`, body: { count: 2 } }),
+    status: 202,
+    after: async (a, ctx) => {
+      expect(a.body.snapshot).toMatchObject({ kind: 'fork', status: 'ready' });
+      expect(a.body.workspaces).toHaveLength(2);
+      for (const w of a.body.workspaces) {
+        expect(w.forkedFrom).toBe(ws(ctx));
+        ctx.copies!.push(w.id);
+        expect((await waitSettled(ctx, w.id)).status).toBe('ready');
+      }
+    },
+  },
+  {
+    name: 'snapshot: unknown id',
+    request: () => ({ method: 'GET', url: '/snapshots/snap-0123456789abcdef01234567' }),
+    status: 404,
+  },
+  {
+    name: 'snapshot: delete',
+    request: (ctx) => ({ method: 'DELETE', url: `/snapshots/${ctx.snapId}` }),
+    status: 204,
+    after: async (_a, ctx) => {
+      for (const id of ctx.copies ?? []) {
+        const r = await ctx.call({ method: 'DELETE', url: `/workspaces/${id}` });
+        expect(r.body.status).toBe('deleted');
+      }
+    },
+  },
   {
     name: 'delete',
     request: (ctx) => ({ method: 'DELETE', url: `/workspaces/${ws(ctx)}` }),
@@ -333,10 +413,10 @@ export function normalise(value: unknown, key = ''): unknown {
   if (value !== null && typeof value === 'object') {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, normalise(v, k)]));
   }
-  if (typeof value === 'number' && /(Ms|At|^expiresAt)$/.test(key)) return '<number>';
+  if (typeof value === 'number' && /(Ms|At|^expiresAt|^sizeBytes)$/.test(key)) return '<number>';
   if (typeof value !== 'string') return value;
   return value
-    .replace(/\b(ws|cmd|sys)-[0-9a-f]{24}\b/g, '$1-<id>')
+    .replace(/\b(ws|cmd|sys|snap|op)-[0-9a-f]{24}\b/g, '$1-<id>')
     .replace(/\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z\b/g, '<time>')
     .replace(/\b[0-9a-f]{64}\b/g, '<hash>')
     .replace(/\b[0-9a-f]{40}\b/g, '<sha>')

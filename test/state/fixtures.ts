@@ -1,4 +1,9 @@
-import type { CacheEntryRecord, CommandRecord, WorkspaceRecord } from '../../shared/contract/workspace.js';
+import type {
+  CacheEntryRecord,
+  CommandRecord,
+  SnapshotRecord,
+  WorkspaceRecord,
+} from '../../shared/contract/workspace.js';
 
 /** Records shaped like the service writes them, with nested maps, lists and optional fields. */
 export function workspaceRecord(id: string, overrides: Partial<WorkspaceRecord> = {}): WorkspaceRecord {
@@ -64,6 +69,26 @@ export function cacheEntryRecord(key: string, overrides: Partial<CacheEntryRecor
     lease: { owner: 'instance-1', expiresAt: 1_900_000_000 },
     createdAt: '2025-01-01T00:00:00.000Z',
     lastUsedAt: '2025-01-01T00:00:00.000Z',
+    ...overrides,
+  };
+}
+
+export function snapshotRecord(id: string, overrides: Partial<SnapshotRecord> = {}): SnapshotRecord {
+  return {
+    id,
+    version: 1,
+    status: 'creating',
+    kind: 'user',
+    name: 'before refactor',
+    sourceWorkspaceId: 'ws-1',
+    operationId: 'op-1',
+    backendKind: 'local',
+    plan: workspaceRecord('ws-1').plan,
+    repos: [{ name: 'app', path: 'app', commit: 'a'.repeat(40), ref: 'main' }],
+    labels: { step: '7' },
+    owner: 'instance-1',
+    createdAt: '2025-01-01T00:00:00.000Z',
+    updatedAt: '2025-01-01T00:00:00.000Z',
     ...overrides,
   };
 }

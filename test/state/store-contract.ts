@@ -7,7 +7,7 @@ import type { DynamoClients } from '../../shared/state/client.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
 import { ensureTable } from '../../shared/state/table.js';
 import { useFreshTable, type Endpoint } from './fresh-table.js';
-import { cacheEntryRecord, commandRecord, workspaceRecord } from './fixtures.js';
+import { cacheEntryRecord, commandRecord, snapshotRecord, workspaceRecord } from './fixtures.js';
 
 export type { Endpoint } from './fresh-table.js';
 
@@ -315,6 +315,34 @@ export function stateStoreContract(name: string, startEndpoint: () => Promise<En
       await store.deleteCacheEntry('key-1', 2);
       expect(await store.getCacheEntry('key-1')).toBeUndefined();
       expect(await store.deleteCacheEntry('key-1', 2).catch((e: unknown) => e)).toBeInstanceOf(NotFoundError);
+    });
+
+    it('manages snapshot records: create once, conditional update, list apart from workspaces, delete by version', async () => {
+      const snap = snapshotRecord('snap-1');
+      await store.createSnapshot(snap);
+      expect(await store.createSnapshot(snapshotRecord('snap-1')).catch((e: unknown) => e)).toBeInstanceOf(
+        ConflictError,
+      );
+      expect(await store.getSnapshot('snap-1')).toEqual(snap);
+      const ready = await store.updateSnapshot('snap-1', 1, {
+        status: 'ready',
+        snapshot: { kind: 'local', name: 'snap-1', dir: '/data/snapshots/snap-1' },
+        sizeBytes: 99,
+      });
+      expect(ready).toMatchObject({ status: 'ready', version: 2, sizeBytes: 99 });
+      expect(await store.updateSnapshot('snap-1', 1, { status: 'failed' }).catch((e: unknown) => e)).toBeInstanceOf(
+        ConflictError,
+      );
+      await store.createSnapshot(snapshotRecord('snap-2', { createdAt: '2025-01-02T00:00:00.000Z' }));
+      await store.createWorkspace(workspaceRecord('ws-1'));
+      await store.createCacheEntry(cacheEntryRecord('key-1'));
+      expect((await store.listSnapshots()).map((x) => x.id)).toEqual(['snap-1', 'snap-2']);
+      expect((await store.listWorkspaces()).map((w) => w.id)).toEqual(['ws-1']);
+      expect((await store.listCacheEntries()).map((e) => e.key)).toEqual(['key-1']);
+      expect(await store.deleteSnapshot('snap-1', 1).catch((e: unknown) => e)).toBeInstanceOf(ConflictError);
+      await store.deleteSnapshot('snap-1', 2);
+      expect(await store.getSnapshot('snap-1')).toBeUndefined();
+      expect(await store.deleteSnapshot('snap-1', 2).catch((e: unknown) => e)).toBeInstanceOf(NotFoundError);
     });
 
     it('reports an item deleted under a writer as NotFoundError', async () => {

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type {
+  CreateSnapshotParams,
   CreateWorkspaceParams,
+  ForkParams,
   FetchParams,
   FileDeleteParams,
   FileListParams,
@@ -21,9 +23,11 @@ import type {
   FileContent,
   FileList,
   FileStat,
+  ForkView,
   OperationEvent,
   OperationView,
   ResetResult,
+  SnapshotView,
   StreamView,
   WorkspaceEvent,
   WorkspaceView,
@@ -142,6 +146,8 @@ export class FakeWorkspaceService implements WorkspaceService {
       check();
     });
   }
+  private readonly snapshots = new Map<string, SnapshotView>();
+
   /** Adds a ready workspace directly (no calls recorded). */
   seedWorkspace(labels: Record<string, string> = {}): WorkspaceView {
     const ws = this.newWorkspace(labels);
@@ -305,7 +311,7 @@ export class FakeWorkspaceService implements WorkspaceService {
   /** A fetch/reset: `impl`'s checks throw at once; its result lands after operationDelayMs. */
   private async operation(
     workspaceId: string,
-    kind: OperationView['kind'],
+    kind: 'fetch' | 'reset',
     input: FetchParams | ResetParams,
     wait: OperationWaitParams | undefined,
     impl: () => Promise<FetchResult | ResetResult>,
@@ -326,6 +332,76 @@ export class FakeWorkspaceService implements WorkspaceService {
       if ((wait?.waitMs ?? Number.POSITIVE_INFINITY) >= this.operationDelayMs) await entry.ended;
       return { ...entry.view };
     });
+  }
+
+  // ---- fork and snapshots: a snapshot is ready at once; forks are new workspaces (provisioning) ----
+
+  async fork(workspaceId: string, input: ForkParams, wait?: OperationWaitParams): Promise<ForkView> {
+    return this.call('fork', [workspaceId, input, ...(wait === undefined ? [] : [wait])], async () => {
+      this.mustReady(workspaceId);
+      if (input.count > 16) throw new BadRequestError('count must be between 1 and 16 (config fork.maxCount)');
+      const snapshot = this.newSnapshot(workspaceId, 'fork', {});
+      const workspaces: WorkspaceView[] = [];
+      for (let i = 0; i < input.count; i++) {
+        const ws = this.newWorkspace(input.labels ?? {});
+        ws.view.forkedFrom = workspaceId;
+        ws.view.fromSnapshot = snapshot.id;
+        this.workspaces.set(ws.view.id, ws);
+        if (!this.options.manualProvisioning) void this.provision(ws);
+        workspaces.push(structuredClone(ws.view));
+      }
+      return { snapshot, workspaces };
+    });
+  }
+
+  async createSnapshot(
+    workspaceId: string,
+    input: CreateSnapshotParams,
+    wait?: OperationWaitParams,
+  ): Promise<SnapshotView> {
+    return this.call('createSnapshot', [workspaceId, input, ...(wait === undefined ? [] : [wait])], async () => {
+      this.mustReady(workspaceId);
+      return this.newSnapshot(workspaceId, 'user', input);
+    });
+  }
+
+  async getSnapshot(id: string): Promise<SnapshotView> {
+    return this.call('getSnapshot', [id], async () => structuredClone(this.mustSnapshot(id)));
+  }
+
+  async listSnapshots(): Promise<SnapshotView[]> {
+    return this.call('listSnapshots', [], async () => [...this.snapshots.values()].map((s) => structuredClone(s)));
+  }
+
+  async deleteSnapshot(id: string): Promise<void> {
+    return this.call('deleteSnapshot', [id], async () => {
+      this.mustSnapshot(id);
+      this.snapshots.delete(id);
+    });
+  }
+
+  private newSnapshot(workspaceId: string, kind: SnapshotView['kind'], input: CreateSnapshotParams): SnapshotView {
+    const at = new Date().toISOString();
+    const view: SnapshotView = {
+      id: `snap-${randomBytes(12).toString('hex')}`,
+      status: 'ready',
+      kind,
+      ...(input.name !== undefined ? { name: input.name } : {}),
+      sourceWorkspaceId: workspaceId,
+      operationId: `op-${randomBytes(12).toString('hex')}`,
+      labels: input.labels ?? {},
+      sizeBytes: 1234,
+      createdAt: at,
+      updatedAt: at,
+    };
+    this.snapshots.set(view.id, view);
+    return structuredClone(view);
+  }
+
+  private mustSnapshot(id: string): SnapshotView {
+    const snap = this.snapshots.get(id);
+    if (snap === undefined) throw new NotFoundError('snapshot', id);
+    return snap;
   }
 
   async changes(workspaceId: string): Promise<ChangesView> {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { SnapshotPurpose } from '../../contract/backend.js';
 import type { SnapshotRef } from '../../contract/workspace.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import type { Logger } from '../../log.js';
@@ -19,7 +20,9 @@ import { bestEffort } from '../../lib/best-effort.js';
  * snapshot).
  */
 
-export type Purpose = 'cache' | 'baseline';
+export type Purpose = SnapshotPurpose;
+const PURPOSES: readonly string[] = ['cache', 'baseline', 'snapshot'] satisfies Purpose[];
+const isPurpose = (p: unknown): p is Purpose => typeof p === 'string' && PURPOSES.includes(p);
 
 /** The image repository of this owner's snapshots of one purpose. */
 function repository(purpose: Purpose, owner: string): string {
@@ -36,8 +39,7 @@ export function refImage(snapshot: SnapshotRef, owner: string): { purpose: Purpo
   if (snapshot?.kind !== 'docker')
     throw new BadRequestError(`not a docker snapshot (kind '${String(snapshot?.kind)}')`, { field: 'snapshot' });
   const purpose = snapshot.purpose;
-  if (purpose !== 'cache' && purpose !== 'baseline')
-    throw new BadRequestError('invalid snapshot purpose', { field: 'snapshot' });
+  if (!isPurpose(purpose)) throw new BadRequestError('invalid snapshot purpose', { field: 'snapshot' });
   const name = checkName('snapshot name', snapshot.name);
   return { purpose, name, image: `${repository(purpose, owner)}:${name}` };
 }
@@ -149,7 +151,7 @@ export async function listSnapshots(docker: DockerClient, owner: string): Promis
   const list = await docker.listImages({ filters: JSON.stringify({ label: [`${LABEL.owner}=${owner}`] }) });
   const out = new Map<string, SnapshotRef>();
   const add = (purpose: string | undefined, name: string | undefined): void => {
-    if ((purpose !== 'cache' && purpose !== 'baseline') || name === undefined) return;
+    if (!isPurpose(purpose) || name === undefined) return;
     try {
       checkName('snapshot name', name);
     } catch {
@@ -157,10 +159,7 @@ export async function listSnapshots(docker: DockerClient, owner: string): Promis
     }
     out.set(`${purpose}:${name}`, snapshotRef(purpose, name, owner));
   };
-  const repos = new Map<string, Purpose>([
-    [repository('cache', owner), 'cache'],
-    [repository('baseline', owner), 'baseline'],
-  ]);
+  const repos = new Map<string, Purpose>((PURPOSES as Purpose[]).map((p) => [repository(p, owner), p]));
   for (const img of list) {
     const labels = img.Labels ?? {};
     add(labels[LABEL.kind], labels[LABEL.snapshot]);

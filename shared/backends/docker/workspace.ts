@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
+import type { SnapshotPurpose, WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
@@ -134,7 +134,7 @@ export class DockerWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspa
    * A committed image of the container; a baseline of a container that is still its snapshot image
    * (pristine.ts: a warm start whose repositories needed nothing) is that image, tagged — same files.
    */
-  async take(purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
+  async take(purpose: SnapshotPurpose, name: string): Promise<SnapshotRef> {
     await requireMeta(this.c.layout, this.workspaceId);
     const same = purpose === 'baseline' ? this.c.pristine.imageOf(this.container) : undefined;
     const snap = same

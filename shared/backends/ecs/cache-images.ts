@@ -26,10 +26,12 @@ export interface CacheImages {
     layerTar: () => Promise<Readable>;
     layerKey: string;
     owner: string;
+    /** 'cache' (default) or 'snapshot' (a fork point, a user snapshot): its tag; both are listed. */
+    kind?: 'cache' | 'snapshot';
   }): Promise<ImageSnapshot>;
   /** Idempotent: the task definition is deregistered and the image manifest deleted. */
   remove(snapshot: ImageSnapshot): Promise<void>;
-  /** This owner's cache snapshots (ACTIVE task-definition revisions tagged as ours). */
+  /** This owner's cache snapshots and user snapshots (ACTIVE task-definition revisions tagged as ours). */
   list(owner: string): Promise<ImageSnapshot[]>;
   /** What fresh workspaces start from (the base task definition's revision), for the cache key. */
   baseIdentity(): Promise<string>;
@@ -71,8 +73,10 @@ export class RegistryCacheImages implements CacheImages {
     layerTar: () => Promise<Readable>;
     layerKey: string;
     owner: string;
+    kind?: 'cache' | 'snapshot';
   }): Promise<ImageSnapshot> {
     const name = checkName('snapshot name', input.name);
+    const kind = input.kind ?? 'cache';
     const client = await this.registry();
     // A multi-platform base: the image of the platform the task definition runs on.
     const { platform } = await this.base();
@@ -82,9 +86,9 @@ export class RegistryCacheImages implements CacheImages {
       baseReference: this.o.baseReference,
       platform,
       targetRepository: this.o.cacheRepository,
-      targetTag: `cache-${name}`.slice(0, 128),
+      targetTag: `${kind}-${name}`.slice(0, 128),
       layerTar: input.layerTar,
-      history: `wsp cache snapshot ${name}`,
+      history: `wsp ${kind} snapshot ${name}`,
       labels: { [TAG.snapshot]: name, [TAG.owner]: input.owner },
     });
     const taskDefinitionArn = await registerCacheTaskDefinition(this.o.ecs, {
@@ -94,7 +98,7 @@ export class RegistryCacheImages implements CacheImages {
       tags: {
         [TAG.owner]: input.owner,
         [TAG.snapshot]: name,
-        [TAG.kind]: 'cache',
+        [TAG.kind]: kind,
         [TAG_LAYER]: input.layerKey,
         [TAG_BYTES]: String(appended.compressedSize),
         [TAG_IMAGE]: appended.imageRef,
@@ -144,7 +148,7 @@ export class RegistryCacheImages implements CacheImages {
         .catch(() => undefined);
       const tags = Object.fromEntries((described?.tags ?? []).map((t) => [t.key ?? '', t.value ?? '']));
       if (
-        tags[TAG.kind] !== 'cache' ||
+        (tags[TAG.kind] !== 'cache' && tags[TAG.kind] !== 'snapshot') ||
         tags[TAG.owner] !== owner ||
         !tags[TAG.snapshot] ||
         !tags[TAG_IMAGE] ||

@@ -4,7 +4,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
+import type { SnapshotPurpose, WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
@@ -114,14 +114,15 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
     }
   }
 
-  async take(purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
+  async take(purpose: SnapshotPurpose, name: string): Promise<SnapshotRef> {
     checkName('snapshot name', name);
     if (purpose === 'baseline') {
       await this.call('taking the baseline copy', ['pristine-save', this.plan.home, pristineDir(name)]);
       this.c.log.info('snapshot taken', { workspaceId: this.workspaceId, snapshot: name, purpose });
       return { kind: 'ecs-pristine', name, taskArn: this.taskArn };
     }
-    return this.cacheSnapshot(name);
+    // A fork point or user snapshot outlives the task like a cache entry: the same layer append.
+    return this.cacheSnapshot(name, purpose);
   }
 
   /**
@@ -130,7 +131,7 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
    * appends it onto the base image through the registry API, then registers a task definition for
    * the new image. The layer object stays (for the secret scan) until deleted.
    */
-  private async cacheSnapshot(name: string): Promise<SnapshotRef> {
+  private async cacheSnapshot(name: string, purpose: 'cache' | 'snapshot'): Promise<SnapshotRef> {
     const { c } = this;
     const nonce = randomBytes(6).toString('hex');
     const layerKey = `${BLOB.layers}${name}-${nonce}.tar`;
@@ -157,11 +158,12 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
         layerTar: async () => Readable.from(await c.blobs.getStream(layerKey)),
         layerKey,
         owner: c.owner,
+        kind: purpose,
       });
       c.log.info('snapshot taken', {
         workspaceId: this.workspaceId,
         snapshot: name,
-        purpose: 'cache',
+        purpose,
         image: snap.image,
         bytes: snap.bytes,
       });

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import type { SnapshotPurpose } from '../../contract/backend.js';
 import type { SnapshotRef } from '../../contract/workspace.js';
 import { BadRequestError, NotFoundError } from '../../contract/errors.js';
 import { checkName } from '../../lib/names.js';
@@ -23,7 +24,7 @@ import { writeFileAtomic } from '../../lib/write-atomic.js';
  */
 
 export interface SnapshotInfo {
-  purpose: 'cache' | 'baseline';
+  purpose: SnapshotPurpose;
   workspaceId: string;
   createdAt: string;
   /** Random, set by createSnapshot: tells a snapshot from a later one taken under the same name. */

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
+import type { SnapshotPurpose, WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
 import { StepFailedError, WspError } from '../../contract/errors.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
@@ -95,7 +95,7 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
     const dest = hostPathInHome(this.plan, home, guestPath);
     await copyDirIntoHome({ home, hostUid: meta.hostUid, asRoot: this.c.sandbox.asRoot }, hostDir, dest);
   }
-  async take(purpose: 'cache' | 'baseline', name: string): Promise<SnapshotRef> {
+  async take(purpose: SnapshotPurpose, name: string): Promise<SnapshotRef> {
     const meta = await requireMeta(this.c.layout, this.workspaceId);
     await this.c.overlay?.ensureMounted(meta); // a home found unmounted (reboot): mounted first
     checkName('snapshot name', name);
@@ -141,9 +141,9 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
       skippedSpecialFiles: taken.skipped?.special ?? 0,
       skippedForeignFiles: taken.skipped?.foreign ?? 0,
     });
-    // A cache snapshot is the lower of every warm start's home, whose fingerprint is this snapshot's
-    // digest: walked now, in the background, rather than by the first warm start.
-    if (purpose === 'cache' && taken.owner !== undefined) {
+    // A cache snapshot (or a fork point) is the lower of every warm start's (fork's) home, whose
+    // fingerprint is this snapshot's digest: walked now, in the background, rather than by the first.
+    if (purpose !== 'baseline' && taken.owner !== undefined) {
       void bestEffort(
         snapshots.snapshotDigest(this.c.layout.snapshotDir(name), taken.id, taken.owner),
         this.c.log,
@@ -152,7 +152,9 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
     }
     // A workspace not seeded from a snapshot: its first snapshot becomes its origin (a cold start's
     // baseline, right after its cache snapshot, then links nearly everything from it).
-    if (origin === undefined) await this.recordOriginFromSnapshot(meta.workspaceId, name, taken.id);
+    // (Not a fork point or user snapshot: one may be deleted soon, and links would then be copies.)
+    if (origin === undefined && purpose !== 'snapshot')
+      await this.recordOriginFromSnapshot(meta.workspaceId, name, taken.id);
     return taken.ref;
   }
 

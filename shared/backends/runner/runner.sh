@@ -571,7 +571,11 @@ cmd_pack() {
   umask 077
   tmp=$(mktemp "$dest.XXXXXX") || return 1
   # Members relative to / (home/node/...), numeric owners: the tar is an image layer as it is.
-  if tar -C / --numeric-owner -cf "$tmp" -- "${dir#/}" && mv -f "$tmp" "$dest"; then
+  # Exit 1 is GNU tar's "a file changed as we read it": a snapshot of a workspace whose commands run
+  # on (a fork point) is crash-consistent per file, and the archive is complete.
+  rc=0
+  tar -C / --numeric-owner -cf "$tmp" -- "${dir#/}" || rc=$?
+  if { [ "$rc" -eq 0 ] || [ "$rc" -eq 1 ]; } && mv -f "$tmp" "$dest"; then
     size_or_0 "$dest"
     return 0
   fi
