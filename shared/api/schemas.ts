@@ -14,6 +14,7 @@ import type {
   RunCommandParams,
 } from '../contract/inputs.js';
 import type {
+  ArchiveWritten,
   ChangesView,
   CommandView,
   FetchResult,
@@ -322,6 +323,9 @@ export const fileList = z.object({
   skippedNonUtf8: z.number().int(),
 });
 
+/** PUT /workspaces/{id}/archive's answer. */
+export const archiveWritten = z.object({ path: z.string(), entries: z.number().int() });
+
 export const errorBody = z.object({
   error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
 });
@@ -351,5 +355,6 @@ type SchemasMatchContract = AllTrue<
     Equal<z.output<typeof fileStat>, FileStat>,
     Equal<z.output<typeof fileEntry>, FileEntry>,
     Equal<z.output<typeof fileList>, FileList>,
+    Equal<z.output<typeof archiveWritten>, ArchiveWritten>,
   ]
 >;
