@@ -125,8 +125,10 @@ archive-out)
   # No pipefail in sh: tar's status comes back on fd 3 while its bytes go on to head and out on fd 4.
   exec 4>&1
   rc=$({ { tar -C "$real" --format=gnu -cf - . 4>&-; echo $? >&3; } | head -c "$((max + 1))" >&4; } 3>&1)
-  # A cut (over MAX) kills tar with SIGPIPE: the service looks at the size before this code.
-  [ "$rc" = 0 ] || die 10 "tar could not archive the directory whole"
+  # A cut (over MAX) kills tar with SIGPIPE: the service looks at the size before this code. 1 is
+  # "a file changed as we read it" (a build writing meanwhile): the tar is still whole, that file's
+  # bytes as read. Anything else (an unreadable file) fails the download.
+  case $rc in 0 | 1) ;; *) die 10 "tar could not archive the directory whole" ;; esac
   ;;
 archive-in)
   [ $# -eq 0 ] || die 2 "usage: archive-in HOME DIR"
