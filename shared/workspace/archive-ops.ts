@@ -22,7 +22,8 @@ import { OP_PRELUDE, shell } from './file-ops.js';
  * never follow one. GNU tar itself strips `/` and `..` and defers symlinks that point up or out until
  * the end — a second net. Owners are not restored (`--no-same-owner`); permission bits are, except
  * setuid, setgid and sticky (`--no-same-permissions` under umask 0: tar clears those for a non-root
- * user). Directories the archive implies without listing are made by `mkdir -p` under the usual umask.
+ * user). An existing DIR keeps its own mode (the archive's `./` applies to a DIR it creates), and a DIR
+ * that is not the user's (/tmp) is no failure. Directories the archive implies without listing are made by `mkdir -p` under the usual umask.
  * A workspace process racing the extraction can only lead it where that user may write anyway: the
  * check is the API's rule, the sandbox is the boundary (as for files). Not atomic: an archive tar fails
  * on half way leaves what it extracted (the answer says tar's message).
@@ -134,7 +135,12 @@ archive-in)
   [ $# -eq 0 ] || die 2 "usage: archive-in HOME DIR"
   follow
   inside "$real" || die 3 "the path resolves outside: $rule"
-  if [ -e "$real" ] || [ -L "$real" ]; then [ -d "$real" ] || die 5 "not a directory"; fi
+  # An existing DIR keeps its mode whatever the archive's top entry (./) says; a new one takes it.
+  kept=''
+  if [ -e "$real" ] || [ -L "$real" ]; then
+    [ -d "$real" ] || die 5 "not a directory"
+    kept=$(stat -c %a -- "$real") || die 1 "cannot stat the directory"
+  fi
   mkdir -p -- "$real" 2> /dev/null || { [ -d "$real" ] || die 5 "a parent is not a directory"; }
   [ -w "$real" ] && [ -x "$real" ] || die 8 "permission denied"
   t=$(mktemp -d) || die 1 "cannot make a temp dir"
@@ -155,8 +161,14 @@ archive-in)
       esac
       mkdir -p -- "$d" || exit 255
     done' wsp-archive "$home" < "$t/implied" || exit 3
-  (umask 0 && exec tar -xf "$t/tar" --no-same-owner --no-same-permissions) 2> "$t/err" ||
-    die 10 "tar could not extract the archive whole: $(head -n 1 "$t/err")"
+  if ! (umask 0 && exec tar -xf "$t/tar" --no-same-owner --no-same-permissions) 2> "$t/err"; then
+    # The archive's top entry (./) names DIR itself, which may not be this user's (/tmp): its mode and
+    # times not applied is no failure. Any other message is.
+    grep -v -E -e '^tar: \.: Cannot (utime|change mode to [^:]*): Operation not permitted$' \
+      -e '^tar: Exiting with failure status due to previous errors$' "$t/err" > "$t/other"
+    [ -s "$t/other" ] && die 10 "tar could not extract the archive whole: $(head -n 1 "$t/other")"
+  fi
+  [ -z "$kept" ] || chmod -- "$kept" . 2> /dev/null || :
   wc -l < "$t/list"
   ;;
 *) die 2 "unknown operation" ;;

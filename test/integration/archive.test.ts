@@ -128,6 +128,15 @@ for (const target of targets) {
       expect(
         await sh('cmp src/bin/data.bin copy/bin/data.bin && stat -c %i copy/tool.sh copy/hard | uniq | wc -l'),
       ).toBe('1\n');
+      // Into an existing directory, even one that is not the user's (/tmp on Docker and Fargate: root's):
+      // it keeps its own mode, the entries land.
+      const tmpMode = await sh('stat -c %a /tmp');
+      const tmpTop = tarOf([
+        { name: './', type: '5', mode: 0o700 },
+        { name: './into-tmp.txt', data: 'in /tmp' },
+      ]);
+      expect((await putTar('/tmp', tmpTop)).status).toBe(200);
+      expect(await sh('cat /tmp/into-tmp.txt; stat -c " %a" /tmp')).toBe(`in /tmp ${tmpMode}`);
       // An absolute path works the same; an empty directory is a tar with one entry.
       await sh('mkdir -p /tmp/nothing');
       const empty = await getTar('/tmp/nothing');
