@@ -48,12 +48,13 @@ for (const target of targets) {
     let wsp: TestProvider;
     let close: () => Promise<void>;
     let s3: Started['s3'];
+    let commandDirs: Started['commandDirs'];
     let ws: { id: string; plan: { home: string; workdir: string } };
     let canaryDir: string;
     const CANARY = `host-canary-${randomBytes(8).toString('hex')}\n`;
 
     beforeAll(async () => {
-      ({ wsp, close, s3 } = await target.start());
+      ({ wsp, close, s3, commandDirs } = await target.start());
       ws = await wsp.setup();
       canaryDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-archive-canary-'));
       fs.chmodSync(canaryDir, 0o777);
@@ -274,6 +275,18 @@ for (const target of targets) {
         await service.records.transition(ws.id, ['resetting'], 'ready');
       }
       expect(await sh('test -e during-reset && echo there || echo absent')).toBe('absent\n');
+    });
+
+    it('leaves no command behind (tars in and out, refusals), nor on Fargate any carried object in S3', async () => {
+      const tar = tarOf([{ name: 'f.bin', data: randomBytes(100 * 1024) }]);
+      expect((await putTar('leak', tar)).status).toBe(200);
+      const before = await commandDirs(ws.id);
+      for (let i = 0; i < 4; i++) expect((await getTar('leak')).status).toBe(200);
+      expect((await putTar('leak', tar)).status).toBe(200);
+      expect((await putTar('leak', tarOf([{ name: '../x', data: 'x' }]))).status).toBe(400);
+      expect((await getTar('leak/none')).status).toBe(404);
+      expect(await commandDirs(ws.id)).toBeLessThanOrEqual(before);
+      if (s3) expect([...s3.objects.keys()].filter((k) => /^transfer\/(stdin|output)\//.test(k))).toEqual([]);
     });
 
     it('carries a large tar both ways (Fargate: through presigned S3 URLs, never the exec session)', async () => {
