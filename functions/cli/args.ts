@@ -53,7 +53,10 @@ export const SUBCOMMANDS = {
   reset: [['id'], ['ref', 'recreate']],
   changes: [['id'], []],
   rm: [['id'], []],
-  cp: [['source', 'destination'], ['mode']],
+  cp: [
+    ['source', 'destination'],
+    ['mode', 'recursive'],
+  ],
   files: [['action', 'id', 'path?'], ['recursive']],
   smoke: [[], ['timeout-ms']],
   fork: [['id'], ['count', 'label', 'ttl-seconds', 'no-wait', 'timeout-ms']],
@@ -187,6 +190,9 @@ Commands:
   cp <src> <dest> [--mode 0644]          copy a file into or out of a workspace: one side is ID:PATH
                                          (PATH relative to the workdir or absolute; ID:dir/ keeps the
                                          name), the other a local path or - (stdin / stdout)
+  cp -r <srcdir> <destdir>               copy a directory's contents into or out of a workspace (the
+                                         archive routes; the local tar packs/unpacks, - = a tar on
+                                         stdin / stdout); destdir is created if missing
   files ls <id> [path] [-r]              list a directory of the workspace (-r: the whole tree)
   files stat <id> <path>                 type, mode, size, mtime of one path (a symlink itself)
   files rm <id> <path> [-r]              delete a file, symlink or directory (-r: a non-empty one)

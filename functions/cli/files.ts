@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { WspClient } from '../../shared/client/client.js';
 import type { FileStat } from '../../shared/contract/views.js';
 import { UsageError, type ParsedArgs } from './args.js';
+import { copyDirIn, copyDirOut } from './cp-dir.js';
 import { readPipedStdin, type Io } from './io.js';
 
 /**
@@ -19,6 +20,12 @@ export async function runCp(client: WspClient, io: Io, args: ParsedArgs): Promis
   const to = REMOTE.exec(destination);
   if ((from === null) === (to === null))
     throw new UsageError("cp copies between here and a workspace: exactly one side must be 'ID:PATH'");
+  if (args.values.recursive) {
+    if (args.values.mode) throw new UsageError('cp -r keeps the modes the archive holds: --mode is for one file');
+    if (to) await copyDirIn(client, io, source, to[1]!, to[2]!);
+    else await copyDirOut(client, io, from![1]!, from![2]!, destination);
+    return 0;
+  }
   if (to) {
     const [, id = '', remote = ''] = to;
     const data = source === '-' ? ((await readPipedStdin()) ?? Buffer.alloc(0)) : fs.readFileSync(source);

@@ -14,6 +14,7 @@ import {
   errorBody,
   fetchBody,
   fetchResult,
+  archiveWritten,
   fileList,
   fileStat,
   resetBody,
@@ -48,6 +49,7 @@ const RESPONSE_SCHEMAS: Record<string, z.ZodType> = {
   ChangesView: changesView,
   FileStat: fileStat,
   FileList: fileList,
+  ArchiveWritten: archiveWritten,
   WorkspaceEvent: workspaceEventSchema,
   CommandEvent: commandEventSchema,
   Health: healthBody,
@@ -82,7 +84,9 @@ export function buildOpenApiDocument(
       operation['requestBody'] = {
         required: false,
         description: route.rawBody.description,
-        content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } },
+        content: {
+          [route.rawBody.contentType ?? 'application/octet-stream']: { schema: { type: 'string', format: 'binary' } },
+        },
       };
     }
     if (route.body) {
@@ -156,7 +160,7 @@ function successResponses(
       continue;
     }
     const schema =
-      contentType === 'application/octet-stream'
+      contentType === 'application/octet-stream' || contentType === 'application/x-tar'
         ? { type: 'string', format: 'binary' }
         : doc.schema
           ? schemaFor(doc.schema, 'output')

@@ -25,7 +25,7 @@ export interface ResponseDoc {
   description: string;
   schema?: z.ZodType;
   /** Default application/json. */
-  contentType?: 'application/json' | 'text/event-stream' | 'application/octet-stream';
+  contentType?: 'application/json' | 'text/event-stream' | 'application/octet-stream' | 'application/x-tar';
 }
 
 type Out<S> = S extends z.ZodType ? z.output<S> : undefined;
@@ -36,7 +36,7 @@ export interface EntryLimits {
   maxReadBytes?: number;
   /** Answers with command output are cut to fit (answer-fit.ts). */
   answer?: AnswerLimit;
-  /** Most bytes of a file one answer carries (a larger file: 413, read it in ranges). */
+  /** Most bytes of a file (or a directory's tar) one answer carries (larger: 413; a file: read it in ranges). */
   maxFileBytes?: number;
 }
 
@@ -65,7 +65,7 @@ interface RouteFields {
    * The request body is raw bytes of any content type, handed to the handler as a Buffer (never parsed),
    * up to the entry point's raw body limit (DispatchOptions.maxRawBodyBytes) instead of the JSON one.
    */
-  rawBody?: { description: string };
+  rawBody?: { description: string /** Documented type (default application/octet-stream). */; contentType?: string };
   responses: Record<number, ResponseDoc>;
 }
 

@@ -18,6 +18,7 @@ import {
 } from './response-schemas.js';
 import { defineRoute, type Route, type HandlerResult, type SseEvent } from './route-types.js';
 import {
+  archiveWritten,
   changesView,
   commandId,
   commandView,
@@ -488,6 +489,44 @@ export const routes: readonly Route[] = [
     query: fileListQuery,
     responses: { 200: { description: 'The entries', schema: fileList }, ...notReady },
     handler: async (service, { params, query }) => ({ status: 200, body: await service.listFiles(params.id, query) }),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/archive',
+    operationId: 'readArchive',
+    summary:
+      'A directory as a tar (GNU format: `tar -C DIR -cf - .`), made inside the workspace as its user: symlinks are stored as links, never followed. Path: as for files (relative to the workdir or absolute, inside the home or /tmp as the workspace sees them). A tar larger than files.maxBytes (Lambda: 4 MiB, what one answer may carry) → 413: archive a smaller directory or read files one by one. 404: no such directory.',
+    params: wsParams,
+    query: filePathQuery,
+    responses: {
+      200: { description: 'The tar', contentType: 'application/x-tar' },
+      413: { description: 'The tar is larger than one answer may carry', schema: errorBodySchema },
+      ...notReady,
+    },
+    handler: async (service, { params, query, limits }) => ({
+      status: 200,
+      bytes: await service.readArchive(
+        params.id,
+        query,
+        limits.maxFileBytes !== undefined ? { maxBytes: limits.maxFileBytes } : {},
+      ),
+      headers: { 'content-type': 'application/x-tar' },
+    }),
+  }),
+  defineRoute({
+    method: 'PUT',
+    path: '/workspaces/{id}/archive',
+    operationId: 'writeArchive',
+    summary:
+      'Extract a tar (the raw body) into a directory, created if missing, inside the workspace as its user: owners are not restored, permission bits are except setuid/setgid/sticky; a directory entry replaces a symlink of its name. Refused whole (400, naming the rule) before anything is written: absolute or `..` entries, device nodes and FIFOs, entries under a symlink of the same archive, hard links to anything but an earlier entry, entries under a directory that resolves outside the home and /tmp. Not atomic: tar failing half way (400 with its message) leaves what it extracted. Bodies over files.maxBytes (Lambda: 2.5 MiB) → 413.',
+    params: wsParams,
+    query: filePathQuery,
+    rawBody: { description: 'A tar archive (ustar, GNU or pax; not compressed)', contentType: 'application/x-tar' },
+    responses: { 200: { description: 'Extracted', schema: archiveWritten } },
+    handler: async (service, { params, query, rawBody }) => ({
+      status: 200,
+      body: await service.writeArchive(params.id, query, rawBody ?? Buffer.alloc(0)),
+    }),
   }),
   defineRoute({
     method: 'GET',

@@ -17,6 +17,7 @@ import type {
   StdinParams,
 } from '../contract/inputs.js';
 import type {
+  ArchiveWritten,
   ChangesView,
   CommandView,
   FetchResult,
@@ -405,6 +406,9 @@ type SnapshotSchemasMatchContract = AllTrue<
   ]
 >;
 
+/** PUT /workspaces/{id}/archive's answer. */
+export const archiveWritten = z.object({ path: z.string(), entries: z.number().int() });
+
 export const errorBody = z.object({
   error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
 });
@@ -435,5 +439,6 @@ type SchemasMatchContract = AllTrue<
     Equal<z.output<typeof fileStat>, FileStat>,
     Equal<z.output<typeof fileEntry>, FileEntry>,
     Equal<z.output<typeof fileList>, FileList>,
+    Equal<z.output<typeof archiveWritten>, ArchiveWritten>,
   ]
 >;

@@ -11,6 +11,7 @@ import type {
   runCommandBody,
 } from '../api/schemas.js';
 import type {
+  ArchiveWritten,
   ChangesView,
   CommandEvent,
   CommandView,
@@ -390,6 +391,31 @@ export class WspClient {
     });
   }
 
+  /**
+   * A directory of the workspace as a tar (symlinks stored as links). Larger than the server's limit
+   * (files.maxBytes; Lambda 4 MiB) throws 413.
+   */
+  async readArchive(id: string, path: string): Promise<Buffer> {
+    const res = await this.#send('GET', `/workspaces/${enc(id)}/archive`, {
+      query: { path },
+      accept: 'application/x-tar',
+    });
+    if (!res.ok) throw await errorOf(res);
+    return Buffer.from(await res.arrayBuffer());
+  }
+
+  /** Extract a tar into a directory of the workspace (created if missing); a hostile archive throws 400. */
+  async writeArchive(id: string, path: string, tar: Uint8Array): Promise<ArchiveWritten> {
+    const res = await this.#send('PUT', `/workspaces/${enc(id)}/archive`, {
+      query: { path },
+      accept: 'application/json',
+      raw: tar,
+      contentType: 'application/x-tar',
+    });
+    if (!res.ok) throw await errorOf(res);
+    return (await res.json()) as ArchiveWritten;
+  }
+
   async changes(id: string): Promise<ChangesView> {
     return (await this.#json<ChangesView>('GET', `/workspaces/${enc(id)}/changes`)).body;
   }
@@ -405,8 +431,9 @@ export class WspClient {
     path: string,
     options: {
       body?: unknown;
-      /** Raw bytes sent as application/octet-stream instead of a JSON body. */
+      /** Raw bytes sent as `contentType` (default application/octet-stream) instead of a JSON body. */
       raw?: Uint8Array;
+      contentType?: string;
       query?: Record<string, unknown>;
       accept: string;
       headers?: Record<string, string>;
@@ -419,7 +446,7 @@ export class WspClient {
     const headers: Record<string, string> = { ...(options.headers ?? {}), accept: options.accept };
     if (this.#token !== undefined) headers['authorization'] = `Bearer ${this.#token}`;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
-    if (options.raw !== undefined) headers['content-type'] = 'application/octet-stream';
+    if (options.raw !== undefined) headers['content-type'] = options.contentType ?? 'application/octet-stream';
     try {
       return await this.#fetch(url, {
         method,

@@ -98,6 +98,11 @@ export interface FileReadOptions {
   maxBytes?: number;
 }
 
+export interface ArchiveReadOptions {
+  /** The entry point carries at most this many bytes of a tar (below config files.maxBytes). */
+  maxBytes?: number;
+}
+
 /** A `Range: bytes=…` request: `first`-`last` (last absent: to the end), or the last `suffix` bytes. */
 export type ByteRange = { first: number; last?: number } | { suffix: number };
 

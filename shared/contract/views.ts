@@ -177,6 +177,14 @@ export interface FileList {
   skippedNonUtf8: number;
 }
 
+/** What a tar extracted into a directory (PUT /workspaces/{id}/archive). */
+export interface ArchiveWritten {
+  /** The directory, absolute. */
+  path: string;
+  /** Entries the archive held (its top directory `./` counted when listed). */
+  entries: number;
+}
+
 /** A file's bytes (a whole file, or the range asked for). */
 export interface FileContent {
   data: Buffer;

@@ -127,9 +127,9 @@ export class Files {
 
   /**
    * One operation on a ready workspace, inside its gate: the path checked, then `op` given a runner
-   * that starts the script as a system command and waits for it.
+   * that starts the script as a system command and waits for it. Also the archive routes' (archive.ts).
    */
-  private run<T>(
+  run<T>(
     workspaceId: string,
     rawPath: string,
     op: (plan: WorkspacePlan, abs: string, exec: Exec) => Promise<T>,
@@ -183,7 +183,7 @@ export class Files {
     if (!ok) throw fileError(status, stderr);
     if (status.stdout.truncated)
       throw new StepFailedError('file operation', 'its answer exceeded the output kept from the workspace');
-    return { code: code!, stdout: await readAll(commands, commandId, status.stdout.bytes) };
+    return { code: code!, stdout: await readAll(commands, commandId, status.stdout.bytes), stderr };
   }
 
   private async waitEnd(commands: WorkspaceCommands, commandId: string, timeoutMs: number): Promise<CommandStatus> {
@@ -223,17 +223,19 @@ export class Files {
   }
 }
 
-interface ExecOptions {
+export interface ExecOptions {
   stdin?: Buffer;
   maxOutputBytes: number;
   /** Exit codes whose stdout the operation reads itself (default: only 0). */
   stdoutOnExit?: number[];
 }
-interface ExecResult {
+export interface ExecResult {
   code: number;
   stdout: Buffer;
+  /** Its first 64 KiB, trimmed. */
+  stderr: string;
 }
-type Exec = (argv: string[], options: ExecOptions) => Promise<ExecResult>;
+export type Exec = (argv: string[], options: ExecOptions) => Promise<ExecResult>;
 
 /** Every kept byte of a finished command's stdout: by the backend's bulk path when it has one, else in pages. */
 async function readAll(commands: WorkspaceCommands, commandId: string, bytes: number): Promise<Buffer> {

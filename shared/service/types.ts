@@ -1,5 +1,6 @@
 import type {
   CreateSnapshotParams,
+  ArchiveReadOptions,
   CreateWorkspaceParams,
   ForkParams,
   FileDeleteParams,
@@ -15,6 +16,7 @@ import type {
   StdinParams,
 } from '../contract/inputs.js';
 import type {
+  ArchiveWritten,
   ChangesView,
   CommandEvent,
   CommandView,
@@ -75,6 +77,13 @@ export interface WorkspaceService {
   statFile(workspaceId: string, input: FilePathParams): Promise<FileStat>;
   listFiles(workspaceId: string, input: FileListParams): Promise<FileList>;
   deleteFile(workspaceId: string, input: FileDeleteParams): Promise<void>;
+  /**
+   * A directory as a tar, made inside the workspace (symlinks stored as links); missing → NotFound,
+   * over files.maxBytes (or options.maxBytes) → payload_too_large (shared/service/archive.ts).
+   */
+  readArchive(workspaceId: string, input: FilePathParams, options?: ArchiveReadOptions): Promise<Buffer>;
+  /** A tar extracted into the directory (created if missing); a hostile archive is refused whole (400). */
+  writeArchive(workspaceId: string, input: FilePathParams, body: Buffer): Promise<ArchiveWritten>;
 
   /** Until the workspace settles (ready/failed/deleted) or `signal` aborts. */
   watchWorkspace(workspaceId: string, signal: AbortSignal): AsyncIterable<WorkspaceEvent>;

@@ -1,5 +1,6 @@
 import type {
   CreateSnapshotParams,
+  ArchiveReadOptions,
   CreateWorkspaceParams,
   ForkParams,
   FileDeleteParams,
@@ -15,6 +16,7 @@ import type {
   StdinParams,
 } from '../contract/inputs.js';
 import type {
+  ArchiveWritten,
   ChangesView,
   CommandEvent,
   CommandView,
@@ -35,6 +37,7 @@ import { resolveWorkspacePlan } from '../plan/resolve.js';
 import { errorFields } from '../log.js';
 import { Commands } from './commands.js';
 import { hostDirs, type ServiceDeps } from './deps.js';
+import { Archives } from './archive.js';
 import { Files } from './files.js';
 import { publicError } from './public-error.js';
 import { InProcessWork, type Job, type LongWork } from './long-work.js';
@@ -61,6 +64,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
   readonly provisioner: Provisioner;
   private readonly commands: Commands;
   private readonly files: Files;
+  private readonly archives: Archives;
   private readonly ops: WorkspaceOps;
   /** Command starts against reset/delete of the same workspace, in this process. */
   private readonly gate = new WorkspaceGate();
@@ -80,6 +84,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
     this.provisioner = new Provisioner(deps, this.records, repoSync);
     this.commands = new Commands(deps, this.records, this.gate);
     this.files = new Files(deps, this.records, this.gate);
+    this.archives = new Archives(deps, this.files);
     this.ops = new WorkspaceOps(deps, this.records, repoSync, this.provisioner, this.gate);
     this.work = deps.work ?? new InProcessWork(deps.log);
     // A 'snapshot' operation's phase is the snapshots part's; the others are WorkspaceOps'.
@@ -334,6 +339,12 @@ export class DefaultWorkspaceService implements WorkspaceService {
   }
   deleteFile(workspaceId: string, input: FileDeleteParams): Promise<void> {
     return this.files.remove(workspaceId, input);
+  }
+  readArchive(workspaceId: string, input: FilePathParams, options?: ArchiveReadOptions): Promise<Buffer> {
+    return this.archives.read(workspaceId, input, options);
+  }
+  writeArchive(workspaceId: string, input: FilePathParams, body: Buffer): Promise<ArchiveWritten> {
+    return this.archives.write(workspaceId, input, body);
   }
 
   /** A stream slot is taken now (429 beyond the caps, before any event), given back when it ends. */

@@ -36,8 +36,12 @@ export const FILE_EXIT = {
   tooLarge: 9,
 } as const;
 
-// `$\{` stands for the shell's `${` (a template literal would interpolate it); put back below.
-const SCRIPT = String.raw`set -u
+/**
+ * What every operation script starts with (archive-ops.ts shares it): strict variables, the C locale,
+ * `die`, and the path helpers — `follow`/`entry` set `real`, `inside` applies the rule.
+ * `$\{` stands for the shell's `${` (a template literal would interpolate it); put back by `shell`.
+ */
+export const OP_PRELUDE = String.raw`set -u
 unset IFS
 export LC_ALL=C
 die() { c=$1; shift; printf 'wsp-files: %s\n' "$*" >&2; exit "$c"; }
@@ -57,7 +61,14 @@ entry() {
   case $b in / | . | ..) real=$r ;; *) real=$\{r%/}/$b ;; esac
 }
 stat1() { find "$1" -maxdepth 0 -printf '%y\t%m\t%s\t%T@\0%l\0'; }
-case $op in
+`;
+
+/** A script written with `$\{` for `${` (see OP_PRELUDE) → the shell's text. */
+export const shell = (text: string): string => text.replaceAll('$\\{', '$' + '{');
+
+const SCRIPT = shell(
+  OP_PRELUDE +
+    String.raw`case $op in
 read)
   [ $# -ge 2 ] || die 2 "usage: read HOME PATH MAX KIND [A [B]]"
   max=$1 kind=$2
@@ -144,7 +155,8 @@ delete)
   ;;
 *) die 2 "unknown operation" ;;
 esac
-`.replaceAll('$\\{', '$' + '{');
+`,
+);
 
 /** argv running one operation; every value travels as an argument, never inside the script. */
 export function fileOpArgv(op: 'read' | 'write' | 'stat' | 'list' | 'delete', home: string, args: string[]): string[] {

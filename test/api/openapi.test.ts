@@ -123,6 +123,23 @@ describe('openapi document', () => {
     expect(ws.properties.fromSnapshot.pattern).toContain('snap-');
   });
 
+  it('documents the archive routes: a tar out, a tar in (raw body), their limits', () => {
+    const archive = doc.paths['/workspaces/{id}/archive'];
+    expect(Object.keys(archive.get.responses['200'].content)).toEqual(['application/x-tar']);
+    expect(archive.get.responses['200'].content['application/x-tar'].schema).toEqual({
+      type: 'string',
+      format: 'binary',
+    });
+    expect(Object.keys(archive.get.responses)).toEqual(expect.arrayContaining(['200', '400', '404', '409', '413']));
+    expect(archive.get.summary).toMatch(/Lambda: 4 MiB/);
+    expect(Object.keys(archive.put.requestBody.content)).toEqual(['application/x-tar']);
+    expect(Object.keys(archive.put.responses)).toEqual(expect.arrayContaining(['200', '400', '404', '409', '413']));
+    expect(archive.put.summary).toMatch(/Lambda: 2\.5 MiB/);
+    expect(archive.put.parameters.filter((p: any) => p.in === 'query').map((p: any) => p.name)).toEqual(['path']);
+    const written = resolve(archive.put.responses['200'].content['application/json'].schema.$ref);
+    expect(Object.keys(written.properties).sort()).toEqual(['entries', 'path']);
+  });
+
   it('every $ref resolves, and no embedded schema carries its own $schema', () => {
     for (const ref of refs(doc)) expect(resolve(ref), ref).toBeDefined();
     expect(JSON.stringify(doc.paths)).not.toContain('$schema');

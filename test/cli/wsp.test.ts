@@ -398,6 +398,34 @@ describe('wsp cp and wsp files', () => {
     expect([cat.code, cat.stdout]).toEqual([0, 'text in\n']);
   });
 
+  it('cp -r copies a directory in and out through the archive routes (the local tar packs and unpacks)', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    const src = path.join(tmp, 'tree-src');
+    fs.mkdirSync(path.join(src, 'sub', 'empty'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'sub', 'bin.dat'), Buffer.from([0, 0xff, 0x0a, 0]));
+    fs.writeFileSync(path.join(src, 'run.sh'), 'echo hi\n', { mode: 0o755 });
+    fs.symlinkSync('run.sh', path.join(src, 'link'));
+    const put = await wsp(['cp', '-r', 'tree-src', `${ws.id}:dest`]);
+    expect(put.code, put.stderr).toBe(0);
+    expect(put.stderr).toMatch(/tree-src -> ws-\w+:\/home\/node\/workspace\/dest \(6 entries/);
+    const call = fake.calls.find((c) => c.method === 'writeArchive');
+    expect(call?.args[1]).toEqual({ path: 'dest' });
+    const out = await wsp(['cp', '-r', `${ws.id}:dest`, 'tree-out/nested']);
+    expect(out.code, out.stderr).toBe(0);
+    const dst = path.join(tmp, 'tree-out', 'nested');
+    expect(fs.readFileSync(path.join(dst, 'sub', 'bin.dat')).equals(Buffer.from([0, 0xff, 0x0a, 0]))).toBe(true);
+    expect(fs.statSync(path.join(dst, 'run.sh')).mode & 0o111).not.toBe(0);
+    expect(fs.readlinkSync(path.join(dst, 'link'))).toBe('run.sh');
+    expect(fs.statSync(path.join(dst, 'sub', 'empty')).isDirectory()).toBe(true);
+    // `-`: the tar itself on stdout (no local tar involved).
+    const raw = await wsp(['cp', '-r', `${ws.id}:dest`, '-']);
+    expect(raw.stdout).toContain('./sub/bin.dat');
+    expect((await wsp(['cp', '-r', 'tree-src', `${ws.id}:x`, '--mode', '0644'])).code).toBe(2);
+    const missing = await wsp(['cp', '-r', `${ws.id}:nowhere`, 'x']);
+    expect([missing.code, missing.stderr]).toEqual([1, expect.stringMatching(/not_found/)]);
+  });
+
   it('lists, stats and removes; errors are the API answer (exit 1), misuse is a usage error (exit 2)', async () => {
     await startWith();
     const ws = fake.seedWorkspace();

@@ -8,6 +8,7 @@ import type { ConfigInput } from '../../shared/config/schema.js';
 import { dynamoDbLocalStatus, startDynamoDbLocal, type StartedDynamoDbLocal } from '../support/dynamodb-local.js';
 import { commitFiles, createUpstreamRepo, type UpstreamRepo } from '../support/git-fixtures.js';
 import { startGitServer, type GitServer } from '../support/git-server.js';
+import { tarOf } from '../support/tar.js';
 import { httpTarget, lambdaTarget, type Answer, type ApiRequest, type ApiTarget } from './targets.js';
 
 // ONE table of API cases, run in order against (a) the local server over HTTP and (b) the Lambda api
@@ -223,6 +224,47 @@ const CASES: Case[] = [
     name: 'files: a path outside the home and /tmp is 400',
     request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/files?path=%2Fetc%2Fpasswd` }),
     status: 400,
+  },
+  {
+    name: 'archive: a tar in is extracted (the count of its entries answered)',
+    request: (ctx) => ({
+      method: 'PUT',
+      url: `/workspaces/${ws(ctx)}/archive?path=${encodeURIComponent('/tmp/eq/tree')}`,
+      body: tarOf([
+        { name: 'd/', type: '5' },
+        { name: 'd/f.txt', data: 'in a tar' },
+      ]),
+      contentType: 'application/x-tar',
+    }),
+    status: 200,
+    after: (a) => expect(a.body).toEqual({ path: '/tmp/eq/tree', entries: 2 }),
+  },
+  {
+    name: 'archive: the tar comes back as application/x-tar',
+    // Of d, whose entries all carry the tar's own times: the answers compare byte for byte.
+    request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/archive?path=%2Ftmp%2Feq%2Ftree%2Fd` }),
+    status: 200,
+    after: (a) => {
+      expect(a.headers['content-type']).toBe('application/x-tar');
+      expect(a.bytes.includes(Buffer.from('in a tar'))).toBe(true);
+      expect(a.bytes.includes(Buffer.from('./f.txt'))).toBe(true);
+    },
+  },
+  {
+    name: 'archive: a hostile tar is 400 naming the rule',
+    request: (ctx) => ({
+      method: 'PUT',
+      url: `/workspaces/${ws(ctx)}/archive?path=%2Ftmp%2Feq%2Fevil`,
+      body: tarOf([{ name: '../escaped', data: 'x' }]),
+      contentType: 'application/x-tar',
+    }),
+    status: 400,
+    after: (a) => expect(a.body.error.message).toMatch(/without '\.\.'/),
+  },
+  {
+    name: 'archive: a missing directory is 404',
+    request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/archive?path=%2Ftmp%2Fno-such-dir` }),
+    status: 404,
   },
   {
     name: 'files: delete answers 204',

@@ -8,7 +8,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context
 export function apiEvent(
   method: string,
   url: string,
-  options: { headers?: Record<string, string>; body?: string; base64?: boolean; stage?: string } = {},
+  options: { headers?: Record<string, string>; body?: string | Buffer; base64?: boolean; stage?: string } = {},
 ): APIGatewayProxyEventV2 {
   const q = url.indexOf('?');
   const rawPath = q === -1 ? url : url.slice(0, q);
@@ -37,7 +37,7 @@ export function apiEvent(
     },
     ...(options.body !== undefined
       ? {
-          body: options.base64 ? Buffer.from(options.body).toString('base64') : options.body,
+          body: options.base64 ? Buffer.from(options.body).toString('base64') : options.body.toString(),
           isBase64Encoded: options.base64 === true,
         }
       : { isBase64Encoded: false }),
@@ -67,18 +67,27 @@ export interface ParsedResult {
   headers: Record<string, string>;
   body: any;
   text: string;
+  /** The body's bytes (binary answers: a file, a tar). */
+  bytes: Buffer;
 }
 
 /** The handler's structured result, with the body parsed as JSON. */
 export function parseResult(result: APIGatewayProxyStructuredResultV2 | string | undefined): ParsedResult {
   if (result === undefined || typeof result === 'string')
     throw new Error(`handler returned a bare ${typeof result}, expected a structured result`);
-  const text = result.isBase64Encoded ? Buffer.from(result.body ?? '', 'base64').toString('utf8') : (result.body ?? '');
+  const bytes = Buffer.from(result.body ?? '', result.isBase64Encoded ? 'base64' : 'utf8');
+  const text = bytes.toString('utf8');
   let body: unknown;
   try {
     body = text ? JSON.parse(text) : undefined;
   } catch {
     body = text;
   }
-  return { status: result.statusCode ?? 200, headers: (result.headers ?? {}) as Record<string, string>, body, text };
+  return {
+    status: result.statusCode ?? 200,
+    headers: (result.headers ?? {}) as Record<string, string>,
+    body,
+    text,
+    bytes,
+  };
 }

@@ -27,7 +27,7 @@ export type Auth = 'ok' | 'none' | 'wrong';
 export interface ApiRequest {
   method: string;
   url: string;
-  /** An object is sent as JSON; a string is sent as-is. */
+  /** An object is sent as JSON; a string or a Buffer is sent as-is (a Buffer: base64 in a Lambda event, as API Gateway does for binary types). */
   body?: unknown;
   auth?: Auth;
   /** Content-Type for the body; default application/json when there is a body; null: none. */
@@ -39,6 +39,7 @@ export interface Answer {
   headers: Record<string, string>;
   body: any;
   text: string;
+  bytes: Buffer;
   /** Lambda target only: the authorizer handler's decision for the same request. */
   authorizerAllowed?: boolean;
 }
@@ -51,7 +52,10 @@ export interface ApiTarget {
   close(): Promise<void>;
 }
 
-function headersFor(request: ApiRequest, token: string): { headers: Record<string, string>; body: string | undefined } {
+function headersFor(
+  request: ApiRequest,
+  token: string,
+): { headers: Record<string, string>; body: string | Buffer | undefined } {
   const headers: Record<string, string> = {};
   const auth = request.auth ?? 'ok';
   if (auth === 'ok') headers['authorization'] = `Bearer ${token}`;
@@ -59,7 +63,7 @@ function headersFor(request: ApiRequest, token: string): { headers: Record<strin
   const body =
     request.body === undefined
       ? undefined
-      : typeof request.body === 'string'
+      : typeof request.body === 'string' || Buffer.isBuffer(request.body)
         ? request.body
         : JSON.stringify(request.body);
   if (body !== undefined && request.contentType !== null)
@@ -79,7 +83,8 @@ export async function httpTarget(config: ConfigInput): Promise<ApiTarget & { wsp
         headers,
         ...(body !== undefined ? { body } : {}),
       });
-      const text = await res.text();
+      const bytes = Buffer.from(await res.arrayBuffer());
+      const text = bytes.toString('utf8');
       wsp.responses.push(text);
       let parsed: unknown;
       try {
@@ -87,7 +92,7 @@ export async function httpTarget(config: ConfigInput): Promise<ApiTarget & { wsp
       } catch {
         parsed = text;
       }
-      return { status: res.status, headers: Object.fromEntries(res.headers.entries()), body: parsed, text };
+      return { status: res.status, headers: Object.fromEntries(res.headers.entries()), body: parsed, text, bytes };
     },
     transcript: () => [...wsp.responses, ...wsp.logs],
     async close() {
@@ -150,7 +155,10 @@ export async function lambdaTarget(config: ConfigInput, dynamoEndpoint: string, 
     name: 'Lambda api handler (HTTP API v2 events)',
     async call(request) {
       const { headers, body } = headersFor(request, token);
-      const event = apiEvent(request.method, request.url, { headers, ...(body !== undefined ? { body } : {}) });
+      const event = apiEvent(request.method, request.url, {
+        headers,
+        ...(body !== undefined ? { body, base64: Buffer.isBuffer(body) } : {}),
+      });
       const result = parseResult(await apiHandler(event, lambdaContext('wsp-api')));
       responses.push(result.text);
       return { ...result, authorizerAllowed: authorize(event, keyHashes).isAuthorized };

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type {
   CreateSnapshotParams,
+  ArchiveReadOptions,
   CreateWorkspaceParams,
   ForkParams,
   FetchParams,
@@ -16,6 +17,7 @@ import type {
   StdinParams,
 } from '../../shared/contract/inputs.js';
 import type {
+  ArchiveWritten,
   ChangesView,
   CommandEvent,
   CommandView,
@@ -117,6 +119,8 @@ export class FakeWorkspaceService implements WorkspaceService {
   private readonly commands = new Map<string, FakeCommand>();
   /** Fake files: `${workspaceId} ${absolute path}` → content (paths relative to /home/node/workspace). */
   private readonly files = new Map<string, { data: Buffer; mode: string }>();
+  /** Fake archives: `${workspaceId} ${absolute dir}` → the last tar written there, given back as is. */
+  private readonly archives = new Map<string, Buffer>();
   private readonly stubs = new Map<keyof WorkspaceService, (...args: unknown[]) => unknown>();
   private readonly abortWaiters: Array<() => void> = [];
 
@@ -494,6 +498,24 @@ export class FakeWorkspaceService implements WorkspaceService {
     });
   }
 
+  async readArchive(workspaceId: string, input: FilePathParams, options: ArchiveReadOptions = {}): Promise<Buffer> {
+    return this.call('readArchive', [workspaceId, input, options], async () => {
+      const tar = this.archives.get(this.filePath(workspaceId, input.path));
+      if (!tar) throw new WspError('not_found', 'no such directory');
+      if (options.maxBytes !== undefined && tar.length > options.maxBytes)
+        throw new WspError('payload_too_large', 'the archive is too large');
+      return tar;
+    });
+  }
+
+  async writeArchive(workspaceId: string, input: FilePathParams, body: Buffer): Promise<ArchiveWritten> {
+    return this.call('writeArchive', [workspaceId, input, body], async () => {
+      const key = this.filePath(workspaceId, input.path);
+      this.archives.set(key, Buffer.from(body));
+      return { path: key.slice(workspaceId.length + 1), entries: tarEntries(body) };
+    });
+  }
+
   watchWorkspace(workspaceId: string, signal: AbortSignal): AsyncIterable<WorkspaceEvent> {
     this.record('watchWorkspace', [workspaceId]);
     const stub = this.stubs.get('watchWorkspace');
@@ -749,4 +771,21 @@ async function endedOrTimeout(ended: Promise<void>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([ended, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
   clearTimeout(timer);
+}
+
+/** Entries of a tar: headers walked by their sizes, GNU long-name/pax headers not counted (a fake's count). */
+function tarEntries(tar: Buffer): number {
+  let count = 0;
+  for (let at = 0; at + 512 <= tar.length && tar[at] !== 0; ) {
+    const size = Number.parseInt(
+      tar
+        .subarray(at + 124, at + 136)
+        .toString('latin1')
+        .trim() || '0',
+      8,
+    );
+    if (!'LKxg'.includes(String.fromCharCode(tar[at + 156]!))) count += 1;
+    at += 512 * (1 + Math.ceil(size / 512));
+  }
+  return count;
 }
