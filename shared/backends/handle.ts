@@ -19,6 +19,7 @@ export function openOrReject(ref: BackendRef, open: () => WorkspaceHandle): Work
         wait: reject,
         read: reject,
         kill: reject,
+        signal: reject,
         killAll: reject,
         writeStdin: reject,
       },

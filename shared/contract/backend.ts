@@ -148,6 +148,12 @@ export interface WorkspaceCommands {
   /** Kill the command's process group; no-op if it has ended. */
   kill(commandId: string, reason: string): Promise<void>;
   /**
+   * Send `signal` to the command's process group — its processes inside the workspace only (never a
+   * sandbox's host-side helpers); no-op once it has ended. A shell session interrupts what its shell
+   * runs this way (the shell traps it and lives on). NotFoundError: unknown command.
+   */
+  signal(commandId: string, signal: CommandSignal): Promise<void>;
+  /**
    * Optional: drop an ended command's record and output (its files, and whatever else the backend keeps
    * for it), so that short system commands (Files API operations) leave nothing behind; afterwards
    * `status` answers NotFoundError. Idempotent: an unknown (or forgotten) command, or a workspace that
@@ -170,6 +176,9 @@ export interface WorkspaceCommands {
    */
   writeStdin(commandId: string, data: Buffer, eof: boolean): Promise<void>;
 }
+
+/** What a controller may send a running command (besides kill). */
+export type CommandSignal = 'SIGINT' | 'SIGTERM';
 
 /** Bytes of open stdin a backend keeps for a command that is not reading (writeStdin). */
 export const STDIN_PENDING_MAX_BYTES = 1024 * 1024;

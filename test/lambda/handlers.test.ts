@@ -557,6 +557,7 @@ function hangingBackend() {
         kill: never,
         killAll: never,
         writeStdin: never,
+        signal: never,
       },
       files: { putTransferFile: never, removeTransferFile: never, putDirectory: never },
       snapshots: { take: never, restore: never },
@@ -674,6 +675,7 @@ describe('payload limits (Lambda: 6 MB each way)', () => {
               kill: reject,
               killAll: reject,
               writeStdin: reject,
+              signal: reject,
               read: async (_cid, stream, offset, limit) => {
                 const data = streams[stream].subarray(offset, offset + limit);
                 return { data: Buffer.from(data), nextOffset: offset + data.length };

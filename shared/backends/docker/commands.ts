@@ -1,5 +1,6 @@
 import { watch, type FSWatcher } from 'node:fs';
 import type {
+  CommandSignal,
   CommandSpec,
   CommandStatus,
   OutputChunk,
@@ -114,6 +115,12 @@ export class DockerCommands implements WorkspaceCommands {
     if (!(await isRunning(dir))) return;
     await this.runner.kill(guestCommandDir(commandId), reason);
     await this.settle([dir]);
+  }
+
+  async signal(commandId: string, signal: CommandSignal): Promise<void> {
+    const { dir } = await this.find(commandId);
+    if (!(await isRunning(dir))) return;
+    await this.runner.signal(guestCommandDir(commandId), signal);
   }
 
   /**

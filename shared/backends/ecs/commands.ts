@@ -1,4 +1,5 @@
 import type {
+  CommandSignal,
   CommandSpec,
   CommandStatus,
   OutputChunk,
@@ -197,6 +198,14 @@ export class EcsCommands implements WorkspaceCommands {
       if (error instanceof TaskGoneError) return Buffer.alloc(0);
       throw error;
     }
+  }
+
+  async signal(commandId: string, signal: CommandSignal): Promise<void> {
+    const status = await this.status(commandId);
+    if (status.state !== 'running') return;
+    await this.channels.with(this.taskArn, 'signalling the command', (rpc) =>
+      rpcRunner(rpc).signal(commandDir(commandId), signal),
+    );
   }
 
   async kill(commandId: string, reason: string): Promise<void> {

@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import type {
+  CommandSignal,
   CommandSpec,
   CommandStatus,
   OutputChunk,
@@ -18,7 +19,7 @@ import { requireMeta } from './meta.js';
 import { enterCgroup, type WorkspaceCgroups } from './cgroup.js';
 import type { OverlayHomes } from './overlay/index.js';
 import { type PidNamespaceOptions, PidNamespaces } from './pid-namespace.js';
-import { anyProcessOwnedBy, killAllOfUid, killGroup, tasksOfUid } from './procs.js';
+import { anyProcessOwnedBy, killAllOfUid, killGroup, signalGroupInside, tasksOfUid } from './procs.js';
 import { buildLaunch, checkCommandSpec, forkerCommand, type SandboxHost } from './sandbox.js';
 import { checkReadArgs, readStream, waitWhileRunning } from '../runner/command-record.js';
 import { sleep } from '../../lib/sleep.js';
@@ -195,6 +196,18 @@ export class CommandRunner {
     await this.settle([dir]);
   }
 
+  /**
+   * Signal the command's group — its processes in the workspace: a command of a sandbox of its own
+   * shares its group with the host-side bwrap that started it, which must not get it (SIGINT would end
+   * it, and the daemon would record the command as ended while it runs on).
+   */
+  async signal(workspaceId: string, commandId: string, signal: CommandSignal): Promise<void> {
+    const { dir } = await this.find(workspaceId, commandId);
+    if (!(await this.isRunning(dir))) return;
+    const pgid = await readPgid(dir);
+    if (pgid !== undefined) await signalGroupInside(pgid, signal);
+  }
+
   /** Feed the open stdin of a running command (the supervisor holds it: see supervisor/stdin-feed.ts). */
   async writeStdin(workspaceId: string, commandId: string, data: Buffer, eof: boolean): Promise<void> {
     const { dir, spec } = await this.find(workspaceId, commandId);
@@ -309,6 +322,10 @@ export class LocalCommands implements WorkspaceCommands {
 
   forget(commandId: string): Promise<void> {
     return this.runner.forget(this.workspaceId, commandId);
+  }
+
+  signal(commandId: string, signal: CommandSignal): Promise<void> {
+    return this.runner.signal(this.workspaceId, commandId, signal);
   }
 
   writeStdin(commandId: string, data: Buffer, eof: boolean): Promise<void> {

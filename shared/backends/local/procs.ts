@@ -145,6 +145,36 @@ export function killGroup(pgid: number): void {
 }
 
 /**
+ * Signal the members of process group `pgid` that are not in this process's pid namespace (the
+ * workspace's, where commands run): the group of a chain also holds the host-side setpriv/bwrap
+ * processes, which must not get it. Without pid namespaces (no root), the whole group.
+ */
+export async function signalGroupInside(pgid: number, signal: NodeJS.Signals): Promise<void> {
+  if (!Number.isInteger(pgid) || pgid <= 1) return;
+  const ours = await fs.readlink('/proc/self/ns/pid').catch(() => undefined);
+  const inside: number[] = [];
+  let outside = 0;
+  for (const name of await fs.readdir('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 1) continue;
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+    if (stat === undefined || Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]) !== pgid) continue;
+    const ns = await fs.readlink(`/proc/${pid}/ns/pid`).catch(() => undefined);
+    if (ns !== undefined && ns !== ours) inside.push(pid);
+    else outside++;
+  }
+  const send = (target: number) => {
+    try {
+      process.kill(target, signal);
+    } catch {
+      // gone meanwhile
+    }
+  };
+  if (inside.length > 0) for (const pid of inside) send(pid);
+  else if (outside > 0) send(-pgid);
+}
+
+/**
  * Kill every process whose uid is `uid` (provider must be root), repeating until none is left.
  * Each round runs `kill -KILL -1` AS that uid (a throwaway sh, so only that uid's permissions apply): the kernel then signals every process the uid owns in
  * one pass under the task-list lock, so a fork bomb cannot outrun a /proc scan. Returns the number of

@@ -54,6 +54,11 @@ export class RunnerClient {
     return this.call('killing the command', ['kill', guestDir, reason || 'killed']);
   }
 
+  /** Send SIGINT or SIGTERM to one command's process group (no-op once it ended). */
+  signal(guestDir: string, signal: 'SIGINT' | 'SIGTERM'): Promise<void> {
+    return this.call('signalling the command', ['signal', guestDir, signal.slice(3)]);
+  }
+
   /** Kill every command under `cmdRoot` (recorded as killed with `reason`) and every process of the user. */
   killAll(cmdRoot: string, reason: string, user: { uid: number; gid: number }): Promise<void> {
     return this.call('killing all processes', ['killall', cmdRoot, reason, String(user.uid), String(user.gid)]);

@@ -304,6 +304,14 @@ cmd_kill() {
   return 0
 }
 
+cmd_signal() { # <dir> <INT|TERM>: to the command's group (it leads a session of its own: only its processes)
+  dir=$1 sig=$2
+  case $sig in INT | TERM) ;; *) echo "runner: signal '$sig' is not offered" >&2; return 2 ;; esac
+  [ -e "$dir/exit" ] && return 0
+  [ -s "$dir/pgid" ] && kill "-$sig" "-$(cat "$dir/pgid")" 2> /dev/null
+  return 0
+}
+
 cmd_killall() {
   root=$1 reason=$2 uid=$3 gid=$4
   set +f
@@ -738,6 +746,7 @@ main() {
     start) cmd_start "$@" ;;
     supervise) cmd_supervise "$@" ;;
     kill) cmd_kill "$@" ;;
+    signal) cmd_signal "$@" ;;
     killall) cmd_killall "$@" ;;
     init) cmd_init "$@" ;;
     serve) cmd_serve ;;
