@@ -462,6 +462,27 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         await expectCode(commands.writeStdin('cmd-unknown', Buffer.from('x'), false), 'not_found');
       });
 
+      it('once the command closed its stdin (and runs on), writes are refused soon, not queued for no one', async ({
+        skip,
+      }) => {
+        const ref = await fx.create();
+        await openStdinMissing(fx, ref, skip);
+        const commands = fx.backend.open(ref, fx.plan).commands;
+        const id = await fx.start(ref, ['sh', '-c', 'exec 0<&-; echo closed; exec sleep 300'], { openStdin: true });
+        expect(await waitForText(stdout(ref, id), (t) => t === 'closed\n')).toBe('closed\n');
+        // A backend may only learn it from a write that fails to go in: allow a few.
+        let refusal: unknown;
+        for (let i = 0; i < 20 && refusal === undefined; i++) {
+          await commands.writeStdin(id, Buffer.from('nobody reads this\n'), false).catch((e: unknown) => {
+            refusal = e;
+          });
+          if (refusal === undefined) await new Promise((r) => setTimeout(r, 100));
+        }
+        expect(refusal).toMatchObject({ code: 'conflict', message: expect.stringMatching(/closed/) });
+        expect((await commands.status(id)).state).toBe('running');
+        await commands.kill(id, 'cancelled');
+      });
+
       it('a command that never reads: writes beyond the cap are refused (not hung); kill leaves nothing', async ({
         skip,
       }) => {

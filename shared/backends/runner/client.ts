@@ -87,7 +87,10 @@ export class RunnerClient {
       3: () => new NotFoundError('command', commandId),
       4: () => new ConflictError(`command '${commandId}' was not started with openStdin: its stdin is closed`),
       5: () => new ConflictError(`command '${commandId}' has ended: its stdin is closed`),
-      6: () => new ConflictError(`the stdin of command '${commandId}' is closed already (eof was written)`),
+      6: () =>
+        new ConflictError(
+          `the stdin of command '${commandId}' is closed already (eof was written, or the command closed it)`,
+        ),
       7: () =>
         new ConflictError(
           `stdin is full: the command is not reading (at most ${STDIN_PENDING_MAX_BYTES} bytes wait unread); try again later`,

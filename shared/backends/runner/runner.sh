@@ -175,7 +175,8 @@ cmd_supervise() {
 # into a file in stdin.q/ (at most <maxPending> bytes wait there; more is refused) and tells the keeper
 # over stdin.ctl (a FIFO, one short line per write); the keeper blocks, the request does not.
 #   stdin.fed    ids of the writes the keeper has handled (a retried request is recognised by its id)
-#   stdin.eof    the id of the eof write, once asked (later writes are refused)
+#   stdin.eof    the id of the eof write, once asked, or "-" once the command closed its stdin (later
+#                writes are refused)
 #   stdin.in.<id>  a write's bytes before they are queued (the provider's file on Docker, a presigned
 #                GET or the request's own base64 on Fargate)
 # The keeper is not in the command's process group (a group kill must not end it before the command,
@@ -199,13 +200,14 @@ start_stdin_keeper() { # <dir>; opens fd 4 (the command's stdin) and fd 7, sets 
 
 # The keeper (see above): stdin = stdin.ctl, fd 3 = the write end of the command's stdin, fd 9 = spec.stdin.
 cmd_keep_stdin() { # <dir>
-  # A failed write means the command closed its stdin: nothing more to feed.
-  cat <&9 >&3 || return 0
+  # A failed write means the command closed its stdin (it may run on): later writes are refused as
+  # closed rather than queued for no one.
+  cat <&9 >&3 || { write_atomic "$1/stdin.eof" -; return 0; }
   exec 9<&-
   while IFS=' ' read -r id eof; do
     # A retried request may have told us twice: each write goes in once.
     if ! grep -qxF -e "$id" "$1/stdin.fed"; then
-      if [ -f "$1/stdin.q/$id" ]; then cat -- "$1/stdin.q/$id" >&3 || return 0; fi
+      if [ -f "$1/stdin.q/$id" ]; then cat -- "$1/stdin.q/$id" >&3 || { write_atomic "$1/stdin.eof" -; return 0; }; fi
       printf '%s\n' "$id" >> "$1/stdin.fed"
     fi
     rm -f -- "$1/stdin.q/$id"
@@ -229,7 +231,9 @@ queued_stdin() { # <queue dir>; sets q_bytes and q_count
 cmd_stdin() { # <dir> <write id> <eof 0|1> <maxPending> [<base64 data>]
   { [ $# -eq 4 ] || [ $# -eq 5 ]; } || { fail2 "usage: stdin <dir> <write id> <eof 0|1> <maxPending> [<b64 data>]"; return; }
   dir=${1%/} id=$2 eof=$3 max=$4
-  case $id in '' | *[!A-Za-z0-9]*) fail2 "stdin: the write id must be [A-Za-z0-9]+"; return ;; esac
+  # Short: its notice must stay one atomic pipe write.
+  case $id in '' | *[!A-Za-z0-9]*) fail2 "stdin: the write id must be [A-Za-z0-9]{1,64}"; return ;; esac
+  [ ${#id} -le 64 ] || { fail2 "stdin: the write id must be [A-Za-z0-9]{1,64}"; return; }
   case $eof in 0 | 1) ;; *) fail2 "stdin: eof must be 0 or 1"; return ;; esac
   is_uint "$max" || { fail2 "stdin: maxPending must be an integer >= 0"; return; }
   [ -f "$dir/spec.json" ] || { echo "runner: no command at $dir" >&2; return 3; }
@@ -268,7 +272,11 @@ queue_stdin() { # <dir> <id> <eof> <max> <data file, absent: no data>
       echo "runner: stdin is full: the command is not reading" >&2
       return 7
     fi
-    [ "$size" -gt 0 ] && { mv -f "$in" "$q" || return 1; }
+    if [ "$size" -gt 0 ] && ! mv -f "$in" "$q"; then
+      # The queue goes when the command ends (supervise_group): then that is the answer.
+      [ -d "$dir/stdin.q" ] || { echo "runner: the command has ended" >&2; return 5; }
+      return 1
+    fi
   fi
   [ "$eof" = 1 ] && { write_atomic "$dir/stdin.eof" "$id" || return 1; }
   # The notice: one line, well under PIPE_BUF (written whole or not at all), never blocking (the queue
