@@ -37,6 +37,8 @@ export interface RunOptions {
   cwd?: string;
   env?: Record<string, string>;
   stdin?: Buffer | string;
+  /** CommandSpec.openStdin: stdin stays open for writeStdin until eof. */
+  openStdin?: boolean;
   timeoutMs?: number;
   maxOutputBytes?: number;
   /** How long to wait for the end (default 60 s; the result may still be 'running' after it). */
@@ -120,6 +122,7 @@ export function useBackendFixture(make: MakeBackend, config: ConfigInput = {}): 
       timeoutMs: options.timeoutMs ?? 120_000,
       maxOutputBytes: options.maxOutputBytes ?? 4 * 1024 * 1024,
       ...(options.stdin !== undefined ? { stdin: Buffer.from(options.stdin) } : {}),
+      ...(options.openStdin ? { openStdin: true } : {}),
     };
     await need().backend.open(ref, p).commands.start(spec);
     return spec.commandId;

@@ -1,7 +1,7 @@
 import { PassThrough, type Duplex } from 'node:stream';
 import { shellQuote } from '../../lib/shell-quote.js';
 import type { Logger } from '../../log.js';
-import { execChecked, type DockerClient } from './client.js';
+import { execChecked, execIn, type DockerClient } from './client.js';
 import { GUEST_RUNNER } from './layout.js';
 
 /**
@@ -156,6 +156,27 @@ export class RunnerChannels {
     if (code === 0) return;
     // Not answered, or failed: the exec gives the same request again, with its stderr for the error.
     await execChecked(this.docker, container, what, ['/bin/sh', GUEST_RUNNER, ...argv]);
+  }
+
+  /**
+   * `runner.sh <argv>` answered with its exit status, whatever it is (over the channel; by exec when the
+   * channel is not there or dies — with the exec's stderr as the message). Only for idempotent requests
+   * whose argv may show in the container's process list (the exec fallback puts it there).
+   */
+  async request(
+    container: string,
+    what: string,
+    argv: readonly string[],
+  ): Promise<{ status: number; message: string }> {
+    try {
+      const channel = await this.channel(container);
+      return { status: await channel.request(argv), message: '' };
+    } catch (error) {
+      this.log.warn('runner channel unavailable; using docker exec', { container, error: (error as Error).message });
+      this.forget(container);
+    }
+    const r = await execIn(this.docker, container, ['/bin/sh', GUEST_RUNNER, ...argv]);
+    return { status: r.exitCode, message: r.stderr.trim().split('\n').slice(-1)[0] ?? `${what} failed` };
   }
 
   /** Drop (and close) the channel of a container that is being removed or replaced. */

@@ -1,4 +1,6 @@
 import { watch, type FSWatcher } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import type {
   CommandSignal,
   CommandSpec,
@@ -20,7 +22,7 @@ import {
   runningCommandDirs,
   writeCommandDir,
 } from '../runner/command-files.js';
-import type { RunnerClient } from '../runner/client.js';
+import { checkStdinWrite, newStdinWriteId, type RunnerClient } from '../runner/client.js';
 import type { ContainerNetworks } from './container.js';
 import { containerName, GUEST_CMD_ROOT, guestCommandDir, type DockerLayout } from './layout.js';
 import { requireMeta } from './workspace-meta.js';
@@ -131,12 +133,26 @@ export class DockerCommands implements WorkspaceCommands {
     return forgetCommandDir(this.layout, this.workspaceId, commandId, isRunning);
   }
 
-  /** Kill every running command (recorded as killed) and every process of the workspace user. */
-  /** Not yet on this backend (in progress): a clear refusal, never a silent no-op. */
-  async writeStdin(_commandId: string, _data: Buffer, _eof: boolean): Promise<void> {
-    throw new BackendUnavailableError('open stdin is not available on the docker backend yet');
+  /**
+   * Queue bytes for the open stdin of a command (runner `stdin`, see runner.sh "open stdin"). The bytes
+   * never travel in a request: they go into the command's host dir (root-only, bind-mounted; the
+   * workspace user cannot see it) as `stdin.in.<write id>`, which the runner moves into its queue.
+   */
+  async writeStdin(commandId: string, data: Buffer, eof: boolean): Promise<void> {
+    checkStdinWrite(data);
+    const { dir } = await this.find(commandId);
+    const writeId = newStdinWriteId();
+    const file = path.join(dir, `stdin.in.${writeId}`);
+    try {
+      if (data.length > 0) await fs.writeFile(file, data, { mode: 0o600, flag: 'wx' });
+      await this.runner.writeStdin(guestCommandDir(commandId), commandId, writeId, eof);
+    } finally {
+      // The runner moved it into its queue or dropped it; this covers a request that never ran.
+      await fs.rm(file, { force: true });
+    }
   }
 
+  /** Kill every running command (recorded as killed) and every process of the workspace user. */
   async killAll(): Promise<void> {
     const meta = await requireMeta(this.layout, this.workspaceId);
     const running = await this.runningDirs();

@@ -113,6 +113,10 @@ class DockerBackend implements WorkspaceBackend {
             if (!runnerRequestKeepsFiles(argv)) pristine.forget(container);
             return channels.run(container, what, argv);
           },
+          request: (what, argv) => {
+            if (!runnerRequestKeepsFiles(argv)) pristine.forget(container);
+            return channels.request(container, what, argv);
+          },
         }),
       log,
     };

@@ -30,7 +30,11 @@ export class PristineContainers {
   }
 }
 
-/** Runner requests that leave the container's files as they are (runner.sh: init is idempotent on a snapshot). */
-const KEEPS_FILES = new Set(['init', 'kill', 'killall']);
+/**
+ * Runner requests that leave the container's files as they are (runner.sh: init is idempotent on a
+ * snapshot; stdin only queues bytes in the bind-mounted command dir, for a command whose start forgot
+ * the container already).
+ */
+const KEEPS_FILES = new Set(['init', 'kill', 'killall', 'stdin']);
 
 export const runnerRequestKeepsFiles = (argv: readonly string[]): boolean => KEEPS_FILES.has(argv[0] ?? '');

@@ -10,7 +10,7 @@ import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, ConflictError, NotFoundError } from '../../contract/errors.js';
 import { checkReadArgs, waitWhileRunning } from '../runner/command-record.js';
 import { checkCommandSpec, commandEnv, envScript } from '../runner/command-files.js';
-import { RunnerClient } from '../runner/client.js';
+import { checkStdinWrite, newStdinWriteId, RunnerClient } from '../runner/client.js';
 import type { RunnerRpc } from '../runner/rpc.js';
 import { type ExecChannels, TaskGoneError } from './exec-channel.js';
 import { commandDir, GUEST } from './guest.js';
@@ -46,6 +46,10 @@ export function rpcRunner(rpc: RunnerRpc): RunnerClient {
   return new RunnerClient({
     call: async (what, argv, options) => {
       await rpcOk(rpc, what, argv, options?.timeoutMs);
+    },
+    request: async (_what, argv) => {
+      const { status, payload } = await rpc.call(argv);
+      return { status, message: status === 0 ? '' : payload.toString('utf8').trim() };
     },
   });
 }
@@ -237,12 +241,46 @@ export class EcsCommands implements WorkspaceCommands {
     await this.dropBlobs?.(commandId);
   }
 
-  /** Kill every running command (recorded as killed) and every process of the workspace user. */
-  /** Not yet on this backend (in progress): a clear refusal, never a silent no-op. */
-  async writeStdin(_commandId: string, _data: Buffer, _eof: boolean): Promise<void> {
-    throw new BackendUnavailableError('open stdin is not available on the ecs backend yet');
+  /**
+   * Queue bytes for the open stdin of a command (runner `stdin`, see runner.sh "open stdin"): up to
+   * STDIN_INLINE_MAX_BYTES inline in the request (base64 over the PTY, into the runner's root-only
+   * request file — never an argv), larger writes through S3 like a big start stdin (the task's curl
+   * GETs them into the command dir, then one `stdin` request queues them): one request either way, so
+   * a write is taken whole or refused whole. The runner applies a write id once, so the exec channel's
+   * retry after a dropped session never doubles the bytes.
+   */
+  async writeStdin(commandId: string, data: Buffer, eof: boolean): Promise<void> {
+    checkStdinWrite(data);
+    const dir = commandDir(commandId);
+    const writeId = newStdinWriteId();
+    const carried =
+      data.length > STDIN_INLINE_MAX_BYTES && this.stdinCarrier ? await this.stdinCarrier(commandId, data) : undefined;
+    try {
+      await this.channels.with(this.taskArn, "writing to the command's stdin", async (rpc) => {
+        const runner = rpcRunner(rpc);
+        if (carried === undefined) return runner.writeStdin(dir, commandId, writeId, eof, data);
+        // fetch-url needs the dir: an unknown command is not_found here, not a failed transfer.
+        if ((await rpc.status(dir)) === undefined) throw new NotFoundError('command', commandId);
+        await runner.call('moving stdin into the workspace task', [
+          'fetch-url',
+          carried.url,
+          `${dir}/stdin.in.${writeId}`,
+          '0600',
+          '0:0',
+        ]);
+        await runner.writeStdin(dir, commandId, writeId, eof);
+      });
+    } catch (error) {
+      // The command died with its task: there is no stdin to write to.
+      if (error instanceof TaskGoneError)
+        throw new ConflictError(`command '${commandId}' has ended (workspace task stopped): its stdin is closed`);
+      throw error;
+    } finally {
+      await carried?.done();
+    }
   }
 
+  /** Kill every running command (recorded as killed) and every process of the workspace user. */
   async killAll(): Promise<void> {
     const { user } = this.ws;
     if (user === undefined) throw new BadRequestError('ecs ref without the workspace user', { field: 'ref' });

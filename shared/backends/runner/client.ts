@@ -1,5 +1,7 @@
-import type { CommandSpec } from '../../contract/backend.js';
+import { randomBytes } from 'node:crypto';
+import { type CommandSpec, STDIN_PENDING_MAX_BYTES } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
+import { BackendUnavailableError, ConflictError, NotFoundError, WspError } from '../../contract/errors.js';
 
 /**
  * How one runner.sh request reaches a workspace: the Docker backend's runner channel (falling back
@@ -8,7 +10,28 @@ import type { WorkspacePlan } from '../../contract/plan.js';
  */
 export interface RunnerTransport {
   call(what: string, argv: readonly string[], options?: { timeoutMs?: number }): Promise<void>;
+  /**
+   * The same request, answered with the runner's exit status (whatever it is) and its message when the
+   * transport carries one; throws BackendUnavailableError only when the runner cannot be reached.
+   */
+  request(what: string, argv: readonly string[]): Promise<{ status: number; message: string }>;
 }
+
+/**
+ * A write to a command's open stdin is refused whole beyond what the backend keeps waiting (it could
+ * never be held): 413, before anything is sent.
+ */
+export function checkStdinWrite(data: Buffer): void {
+  if (!Buffer.isBuffer(data)) throw new WspError('bad_request', 'stdin data must be bytes');
+  if (data.length > STDIN_PENDING_MAX_BYTES)
+    throw new WspError(
+      'payload_too_large',
+      `a stdin write holds at most ${STDIN_PENDING_MAX_BYTES} bytes (this one: ${data.length}); write it in parts`,
+    );
+}
+
+/** A fresh id for one stdin write: a retried request carries it again, and the runner applies it once. */
+export const newStdinWriteId = (): string => randomBytes(12).toString('hex');
 
 /** Requests that move or copy a whole tree: they may take minutes (the default request timeout is 2 min). */
 const SLOW_OPS = new Set(['fetch-url', 'put-url', 'put-parts', 'pack', 'unpack', 'pristine-save', 'pristine-restore']);
@@ -44,9 +67,41 @@ export class RunnerClient {
       String(spec.timeoutMs),
       String(spec.maxOutputBytes),
       spec.cwd,
+      ...(spec.openStdin ? ['--open-stdin'] : []),
       '--',
       ...spec.argv,
     ]);
+  }
+
+  /**
+   * Queue one write to the open stdin of the command in `guestDir` (runner `stdin`): its bytes are
+   * `inline` (base64 in the request: only over a channel no `ps` shows, and small), else the file
+   * `stdin.in.<writeId>` the backend put into the command dir, else none. Idempotent on `writeId`.
+   * The runner keeps at most STDIN_PENDING_MAX_BYTES queued (the pipe itself holds 64 KiB more).
+   */
+  async writeStdin(guestDir: string, commandId: string, writeId: string, eof: boolean, inline?: Buffer): Promise<void> {
+    const argv = ['stdin', guestDir, writeId, eof ? '1' : '0', String(STDIN_PENDING_MAX_BYTES)];
+    if (inline !== undefined && inline.length > 0) argv.push(inline.toString('base64'));
+    const { status, message } = await this.transport.request("writing to the command's stdin", argv);
+    const refused: Record<number, () => Error> = {
+      3: () => new NotFoundError('command', commandId),
+      4: () => new ConflictError(`command '${commandId}' was not started with openStdin: its stdin is closed`),
+      5: () => new ConflictError(`command '${commandId}' has ended: its stdin is closed`),
+      6: () =>
+        new ConflictError(
+          `the stdin of command '${commandId}' is closed already (eof was written, or the command closed it)`,
+        ),
+      7: () =>
+        new ConflictError(
+          `stdin is full: the command is not reading (at most ${STDIN_PENDING_MAX_BYTES} bytes wait unread); try again later`,
+        ),
+    };
+    if (status === 0) return;
+    const error = refused[status];
+    if (error) throw error();
+    throw new BackendUnavailableError(
+      `writing to the command's stdin failed in the workspace (runner status ${status})${message ? `: ${message.slice(0, 300)}` : ''}`,
+    );
   }
 
   /** Kill one command's process group; its supervisor records `reason`. */

@@ -130,7 +130,7 @@ interface Waiter {
  * BackendUnavailableError and the session is closed — the caller opens a new one and repeats what it
  * needs. Every runner request is safe to repeat: `prepare` answers `exists` for a dir made already,
  * `start` claims the dir (a second start only waits like the first), kill/killall record the first
- * reason, reads and statuses change nothing. A request that reached the runner whole runs to its end
+ * reason, `stdin` applies each write id once, reads and statuses change nothing. A request that reached the runner whole runs to its end
  * even if the session drops meanwhile (the runner runs it in a session of its own).
  */
 export class RunnerRpc {

@@ -4,10 +4,16 @@
 # the backend has into the workspace (docker exec on Docker, ECS Exec on Fargate). The channel only kicks it:
 # a command's result lives in files, never in the channel.
 #
-#   runner.sh start <dir> <uid> <gid> <timeoutMs> <maxOutputBytes> <cwd> -- <argv...>
+#   runner.sh start <dir> <uid> <gid> <timeoutMs> <maxOutputBytes> <cwd> [--open-stdin] -- <argv...>
 #       Start argv detached (own session and process group) as uid:gid in cwd. Idempotent on <dir>:
 #       a second start of the same dir does nothing. Returns once the process group is published
-#       (or the command has already ended), so a kill right after start reaches it.
+#       (or the command has already ended), so a kill right after start reaches it. --open-stdin: stdin
+#       stays open after the stdin file, fed by `stdin` requests until an eof one (see "open stdin").
+#   runner.sh stdin <dir> <write id> <eof 0|1> <maxPending> [<b64 data>]
+#       Queue one write (the data, else the file stdin.in.<write id>, else nothing) for the command's
+#       open stdin, then close it if eof; never blocks. Idempotent on the write id. Exit 3 no such
+#       command, 4 not started with --open-stdin, 5 ended, 6 stdin closed already, 7 full (more than
+#       maxPending bytes would wait unread).
 #   runner.sh kill <dir> <reason>
 #       Record the reason (first writer wins) and SIGKILL the command's process group. No-op once ended.
 #   runner.sh killall <cmdroot> <reason> <uid> <gid>
@@ -56,6 +62,7 @@
 # workspace's compute being replaced and can be read without a round trip):
 #   spec.json        written by the provider (the runner does not read it)
 #   stdin            fed to the command (removed once opened)
+#   stdin.*          open stdin only: its FIFO, queue and records (see "open stdin" below)
 #   env              "export NAME='value'" lines; opened as fd 3 and removed before the command runs,
 #                    then read by the command's own shell (env values never appear in any argv)
 #   stdout, stderr   the kept output, at most maxOutputBytes each: the command (and background processes
@@ -134,6 +141,8 @@ cmd_start() {
 cmd_supervise() {
   dir=$1 uid=$2 gid=$3 timeout_ms=$4 max_bytes=$5 cwd=$6
   shift 6
+  open_stdin=0
+  [ "${1:-}" = "--open-stdin" ] && { open_stdin=1; shift; }
   [ "${1:-}" = "--" ] && shift
   mkfifo -m 600 "$dir/alive"
   exec 5<> "$dir/alive"
@@ -142,16 +151,142 @@ cmd_supervise() {
   printf '%s\n' "$$" > "$dir/pid"
 
   start_output_cutters "$dir" "$max_bytes"
-  exec 3< "$dir/env" 4< "$dir/stdin"
+  exec 3< "$dir/env"
+  keeper=
+  if [ "$open_stdin" = 1 ]; then start_stdin_keeper "$dir" || exit 1; else exec 4< "$dir/stdin"; fi
   rm -f "$dir/env" "$dir/stdin"
   # setsid: the command leads a session (and process group) of its own, so a group kill reaches it and
   # everything it started. env -i: nothing of this shell's environment; the env script sets it all.
   # chroot --userspec to "/" (--skip-chdir) drops to uid:gid with coreutils only (no setpriv/su needed).
   setsid env -i "$CHROOT" --userspec="$uid:$gid" --groups="$gid" --skip-chdir / /bin/sh -c "$INNER" sh "$cwd" "$@" \
-    <&4 4<&- 5<&- > "$dir/stdout.fifo" 2> "$dir/stderr.fifo" &
+    <&4 4<&- 5<&- 7<&- > "$dir/stdout.fifo" 2> "$dir/stderr.fifo" &
   child=$!
   exec 3<&- 4<&-
   supervise_group "$dir" "$child" "$timeout_ms" "$max_bytes"
+}
+
+# --- open stdin (CommandSpec.openStdin) ----------------------------------------------------------
+#
+# The command's stdin is stdin.fifo (root's, 0600, in the root-only command dir: no process of the
+# workspace user can open it — not even through /proc/<pid>/fd/0, which checks the FIFO's own mode).
+# Its only writer is the keeper (cmd_keep_stdin, root, a session of its own, started here): it feeds
+# spec.stdin, then each write that `runner.sh stdin` queued, in order, and ends — closing the pipe, so
+# the command reads end of file — on an eof write. Writes never block a request: `stdin` puts the bytes
+# into a file in stdin.q/ (at most <maxPending> bytes wait there; more is refused) and tells the keeper
+# over stdin.ctl (a FIFO, one short line per write); the keeper blocks, the request does not.
+#   stdin.fed    ids of the writes the keeper has handled (a retried request is recognised by its id)
+#   stdin.eof    the id of the eof write, once asked, or "-" once the command closed its stdin (later
+#                writes are refused)
+#   stdin.in.<id>  a write's bytes before they are queued (the provider's file on Docker, a presigned
+#                GET or the request's own base64 on Fargate)
+# The keeper is not in the command's process group (a group kill must not end it before the command,
+# nor keep the command "running"): the supervisor ends the keeper's session when the command ends (see
+# supervise_group); should the supervisor die, the keeper reads end of file on stdin.ctl (the
+# supervisor holds its only write end) and ends too.
+STDIN_QUEUE_MAX=512 # writes waiting: their notices (<= 70 bytes each) must fit stdin.ctl's 64 KiB
+
+start_stdin_keeper() { # <dir>; opens fd 4 (the command's stdin) and fd 7, sets $keeper
+  mkfifo -m 600 "$1/stdin.fifo" "$1/stdin.ctl" && mkdir -m 700 "$1/stdin.q" && : > "$1/stdin.fed" || return 1
+  # Every open made here, before the fork, in an order where none blocks: 6 (read-write) lets the
+  # command's read end (4) and the keeper's write end (8) open at once, and goes again before the launch,
+  # so the keeper's is the only write end (the command sees EOF when it closes). 7: the supervisor's
+  # end of stdin.ctl, read-write so it never blocks nor makes the keeper's read see EOF while it lives.
+  exec 6<> "$1/stdin.fifo" 4< "$1/stdin.fifo" 8> "$1/stdin.fifo" 7<> "$1/stdin.ctl" 9< "$1/stdin"
+  exec 6<&-
+  setsid sh "$SELF" keep-stdin "$1" < "$1/stdin.ctl" 3>&8 4<&- 5<&- 7<&- 8<&- > /dev/null 2>&1 &
+  keeper=$!
+  exec 8<&- 9<&-
+}
+
+# The keeper (see above): stdin = stdin.ctl, fd 3 = the write end of the command's stdin, fd 9 = spec.stdin.
+cmd_keep_stdin() { # <dir>
+  # A failed write means the command closed its stdin (it may run on): later writes are refused as
+  # closed rather than queued for no one.
+  cat <&9 >&3 || { write_atomic "$1/stdin.eof" -; return 0; }
+  exec 9<&-
+  while IFS=' ' read -r id eof; do
+    # A retried request may have told us twice: each write goes in once.
+    if ! grep -qxF -e "$id" "$1/stdin.fed"; then
+      if [ -f "$1/stdin.q/$id" ]; then cat -- "$1/stdin.q/$id" >&3 || { write_atomic "$1/stdin.eof" -; return 0; }; fi
+      printf '%s\n' "$id" >> "$1/stdin.fed"
+    fi
+    rm -f -- "$1/stdin.q/$id"
+    [ "$eof" = 1 ] && return 0
+  done
+  return 0
+}
+
+# Pending bytes and writes in stdin.q (one stat for all).
+queued_stdin() { # <queue dir>; sets q_bytes and q_count
+  q_bytes=0 q_count=0
+  set +f
+  sizes=$(stat -c %s -- "$1"/* 2> /dev/null)
+  set -f
+  for n in $sizes; do
+    q_bytes=$((q_bytes + n))
+    q_count=$((q_count + 1))
+  done
+}
+
+cmd_stdin() { # <dir> <write id> <eof 0|1> <maxPending> [<base64 data>]
+  { [ $# -eq 4 ] || [ $# -eq 5 ]; } || { fail2 "usage: stdin <dir> <write id> <eof 0|1> <maxPending> [<b64 data>]"; return; }
+  dir=${1%/} id=$2 eof=$3 max=$4
+  # Short: its notice must stay one atomic pipe write.
+  case $id in '' | *[!A-Za-z0-9]*) fail2 "stdin: the write id must be [A-Za-z0-9]{1,64}"; return ;; esac
+  [ ${#id} -le 64 ] || { fail2 "stdin: the write id must be [A-Za-z0-9]{1,64}"; return; }
+  case $eof in 0 | 1) ;; *) fail2 "stdin: eof must be 0 or 1"; return ;; esac
+  is_uint "$max" || { fail2 "stdin: maxPending must be an integer >= 0"; return; }
+  [ -f "$dir/spec.json" ] || { echo "runner: no command at $dir" >&2; return 3; }
+  umask 077
+  in=$dir/stdin.in.$id
+  # The data as an argument (over a channel whose requests no `ps` shows; printf is a builtin).
+  if [ $# -eq 5 ] && ! printf '%s' "$5" | base64 -d > "$in"; then
+    rm -f "$in"
+    fail2 "stdin: bad base64 data"
+    return
+  fi
+  queue_stdin "$dir" "$id" "$eof" "$max" "$in"
+  st=$?
+  rm -f "$in"
+  return $st
+}
+
+# Statuses: 0 queued (or queued already), 4 not open, 5 ended, 6 closed, 7 full; messages on stderr.
+queue_stdin() { # <dir> <id> <eof> <max> <data file, absent: no data>
+  dir=$1 id=$2 eof=$3 max=$4 in=$5
+  [ -f "$dir/stdin.fed" ] || { echo "runner: the command was not started with open stdin" >&2; return 4; }
+  grep -qxF -e "$id" "$dir/stdin.fed" && return 0
+  if [ -f "$dir/stdin.eof" ] && [ "$(cat "$dir/stdin.eof")" != "$id" ]; then
+    echo "runner: the command's stdin is closed already" >&2
+    return 6
+  fi
+  [ -f "$dir/exit" ] && { echo "runner: the command has ended" >&2; return 5; }
+  fifo_alive "$dir/alive" || { echo "runner: the command has ended" >&2; return 5; }
+  size=0
+  [ -f "$in" ] && size=$(size_or_0 "$in")
+  q=$dir/stdin.q/$id
+  # Queued by an earlier attempt of this very request: only the notice may be missing.
+  if [ ! -f "$q" ]; then
+    queued_stdin "$dir/stdin.q"
+    if [ "$q_count" -ge "$STDIN_QUEUE_MAX" ] || [ $((q_bytes + size)) -gt "$max" ]; then
+      echo "runner: stdin is full: the command is not reading" >&2
+      return 7
+    fi
+    if [ "$size" -gt 0 ] && ! mv -f "$in" "$q"; then
+      # The queue goes when the command ends (supervise_group): then that is the answer.
+      [ -d "$dir/stdin.q" ] || { echo "runner: the command has ended" >&2; return 5; }
+      return 1
+    fi
+  fi
+  [ "$eof" = 1 ] && { write_atomic "$dir/stdin.eof" "$id" || return 1; }
+  # The notice: one line, well under PIPE_BUF (written whole or not at all), never blocking (the queue
+  # cap keeps the FIFO from filling; ENXIO: no reader, the keeper is gone).
+  if ! printf '%s %s\n' "$id" "$eof" | dd of="$dir/stdin.ctl" oflag=nonblock conv=nocreat,notrunc status=none 2> /dev/null; then
+    rm -f "$q"
+    [ "$eof" = 1 ] && rm -f "$dir/stdin.eof"
+    echo "runner: the command has ended" >&2
+    return 5
+  fi
 }
 
 # Output capped while the command runs (not only at exit): the command writes into a FIFO per stream,
@@ -211,7 +346,7 @@ finish_output_cutters() { # <dir> <pgid of the command>
   trap : USR1
   wait_s=$CUTTER_GRACE_GROUP_EMPTY
   kill -0 "-$2" 2> /dev/null && wait_s=$CUTTER_GRACE
-  ( exec 5<&- > /dev/null 2>&1; sleep "$wait_s"; kill -USR1 $$ ) &
+  ( exec 5<&- 7<&- > /dev/null 2>&1; sleep "$wait_s"; kill -USR1 $$ ) &
   grace=$!
   wait "$cut_out" "$cut_err"
   kill "$grace" 2> /dev/null
@@ -260,8 +395,9 @@ supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
   if [ "$timeout_ms" -gt 0 ]; then
     secs=$((timeout_ms / 1000)).$(printf '%03d' $((timeout_ms % 1000)))
     (
-      # Not the supervisor's liveness FIFO (fd 5, when there is one): only the supervisor holds it.
-      exec 5<&-
+      # Not the supervisor's liveness FIFO (fd 5, when there is one) nor stdin.ctl (fd 7): only the
+      # supervisor holds them.
+      exec 5<&- 7<&-
       trap 'kill "$sleeper" 2> /dev/null; exit 0' TERM
       sleep "$secs" &
       sleeper=$!
@@ -274,6 +410,14 @@ supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
 
   wait "$child"
   code=$?
+  # The command has ended: so has its stdin. The keeper's whole session (a cat blocked on the full
+  # pipe included), then its control FIFO; queued bytes no one will read go with it.
+  if [ -n "$keeper" ]; then
+    kill -KILL "-$keeper" "$keeper" 2> /dev/null
+    wait "$keeper" 2> /dev/null
+    exec 7<&-
+    rm -rf "$dir/stdin.q" "$dir/stdin.fifo" "$dir/stdin.ctl"
+  fi
 
   if [ -n "$timer" ]; then
     kill -TERM "$timer" 2> /dev/null
@@ -734,7 +878,7 @@ cmd_rpc_exec() {
   exec < /dev/null
   eval "set -- $script" || { echo "runner: request is not a quoted argv" >&2; return 2; }
   case ${1:-} in
-    rpc | serve | rpc-exec | supervise | '') echo "runner: '${1:-}' is not a request" >&2; return 2 ;;
+    rpc | serve | rpc-exec | supervise | keep-stdin | '') echo "runner: '${1:-}' is not a request" >&2; return 2 ;;
   esac
   main "$@"
 }
@@ -745,6 +889,8 @@ main() {
   case $sub in
     start) cmd_start "$@" ;;
     supervise) cmd_supervise "$@" ;;
+    keep-stdin) cmd_keep_stdin "$@" ;;
+    stdin) cmd_stdin "$@" ;;
     kill) cmd_kill "$@" ;;
     signal) cmd_signal "$@" ;;
     killall) cmd_killall "$@" ;;
@@ -767,7 +913,7 @@ main() {
     pristine-save) cmd_pristine save "$@" ;;
     pristine-restore) cmd_pristine restore "$@" ;;
     *)
-      echo "usage: runner.sh start|kill|killall|init|serve|rpc|prepare|mkdirs|remove|clean-tmp|status|status-many|read|fetch-url|put-url|put-parts|pack|unpack|pristine-save|pristine-restore ..." >&2
+      echo "usage: runner.sh start|stdin|kill|killall|init|serve|rpc|prepare|mkdirs|remove|clean-tmp|status|status-many|read|fetch-url|put-url|put-parts|pack|unpack|pristine-save|pristine-restore ..." >&2
       return 2
       ;;
   esac

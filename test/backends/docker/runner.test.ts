@@ -171,6 +171,107 @@ describe.skipIf(rootUnavailable !== undefined)('runner.sh on the host (root)', (
   });
 });
 
+describe.skipIf(rootUnavailable !== undefined)('runner.sh open stdin on the host (root)', () => {
+  const startOpen = async (id: string, argv: string[], stdin = ''): Promise<string> => {
+    const dir = path.join(tmp, id);
+    const spec = {
+      commandId: id,
+      argv,
+      cwd: '/tmp',
+      env: {},
+      timeoutMs: 0,
+      maxOutputBytes: 1000,
+      stdin: Buffer.from(stdin),
+    };
+    expect(await writeCommandDir(dir, spec, { PATH: '/usr/bin:/bin' })).toBe(true);
+    const r = spawnSync(
+      'sh',
+      [RUNNER_SCRIPT, 'start', dir, '65534', '65534', '0', '1000', '/tmp', '--open-stdin', '--', ...argv],
+      { encoding: 'utf8' },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    return dir;
+  };
+  const write = (dir: string, id: string, data: string, eof = false) =>
+    spawnSync(
+      'sh',
+      [RUNNER_SCRIPT, 'stdin', dir, id, eof ? '1' : '0', '1048576', Buffer.from(data).toString('base64')],
+      {
+        encoding: 'utf8',
+      },
+    );
+  const until = async (check: () => boolean): Promise<boolean> => {
+    for (let i = 0; i < 250 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
+    return check();
+  };
+  const keepers = (dir: string): string[] =>
+    fs
+      .readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        try {
+          return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`keep-stdin\0${dir}`);
+        } catch {
+          return false;
+        }
+      });
+
+  it('a retried write (same write id) goes in once, also when its first attempt lost the notice', async () => {
+    const dir = await startOpen('s1', ['cat'], 'first\n');
+    expect(write(dir, 'w1', 'one\n').status).toBe(0);
+    expect(write(dir, 'w1', 'one\n').status).toBe(0);
+    // A first attempt that queued its bytes and died before telling the keeper: the retry tells it.
+    fs.writeFileSync(path.join(dir, 'stdin.q', 'w2'), 'two\n');
+    expect(write(dir, 'w2', 'two\n').status).toBe(0);
+    expect(write(dir, 'w3', 'three\n', true).status).toBe(0);
+    expect(write(dir, 'w3', 'three\n', true).status).toBe(0); // the eof write, retried
+    expect(write(dir, 'w4', 'late\n').status).toBe(6);
+    expect(await until(() => fs.existsSync(path.join(dir, 'exit')))).toBe(true);
+    expect(fs.readFileSync(path.join(dir, 'stdout'), 'utf8')).toBe('first\none\ntwo\nthree\n');
+    // Everything but the records is gone with the command, and so is the keeper.
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('stdin'))).toEqual(['stdin.eof', 'stdin.fed']);
+    expect(keepers(dir)).toEqual([]);
+  });
+
+  it('the FIFO is root-only 0600; the keeper is root, in a session of its own, and ends if the supervisor dies', async () => {
+    const dir = await startOpen('s2', ['cat']);
+    const fifo = fs.statSync(path.join(dir, 'stdin.fifo'));
+    expect(fifo.isFIFO()).toBe(true);
+    expect([fifo.uid, fifo.mode & 0o777]).toEqual([0, 0o600]);
+    const [keeper] = keepers(dir);
+    expect(keeper).toBeDefined();
+    const stat = fs.readFileSync(`/proc/${keeper}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    const pgid = Number(fs.readFileSync(path.join(dir, 'pgid'), 'utf8'));
+    // Fields 5 and 6 (pgid, session) counted from 3 after the name: its own, not the command's.
+    expect([stat[2], stat[3]]).toEqual([keeper, keeper]);
+    expect(Number(stat[2])).not.toBe(pgid);
+    expect(fs.statSync(`/proc/${keeper}`).uid).toBe(0);
+    // A supervisor killed outright (nothing writes the record): the keeper reads EOF on its control
+    // FIFO and ends, closing the command's stdin, so cat ends too.
+    process.kill(Number(fs.readFileSync(path.join(dir, 'pid'), 'utf8')), 'SIGKILL');
+    expect(await until(() => keepers(dir).length === 0)).toBe(true);
+    expect(
+      await until(
+        () => !fs.existsSync(`/proc/${pgid}`) || fs.readFileSync(`/proc/${pgid}/stat`, 'utf8').includes(') Z'),
+      ),
+    ).toBe(true);
+  });
+
+  it('refuses bad arguments, an unknown dir and a command without open stdin', async () => {
+    expect(write(path.join(tmp, 'nope'), 'w1', 'x').status).toBe(3);
+    const plain = path.join(tmp, 's3');
+    await writeCommandDir(
+      plain,
+      { commandId: 's3', argv: ['true'], cwd: '/tmp', env: {}, timeoutMs: 0, maxOutputBytes: 10 },
+      {},
+    );
+    expect(write(plain, 'w1', 'x').status).toBe(4);
+    expect(write(plain, 'bad/id', 'x').status).toBe(2);
+    expect(spawnSync('sh', [RUNNER_SCRIPT, 'stdin', plain, 'w1', '2', '10']).status).toBe(2);
+    expect(fs.readdirSync(plain).filter((f) => f.startsWith('stdin.in'))).toEqual([]);
+  });
+});
+
 describe('docker config section', () => {
   it('defaults to the wsp-base:bookworm image and no explicit socket', () => {
     expect(configSchema.parse({}).docker).toEqual({ baseImage: 'wsp-base:bookworm' });

@@ -206,6 +206,38 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     expect((await fx.run(ref, ['echo', 'again'])).stdout).toBe('again\n');
   });
 
+  it('open stdin: the keeper is seen from inside while the command runs, gone after it; the command dirs are closed', async () => {
+    const ref = await fx.create();
+    const commands = fx.backend.open(ref, fx.plan).commands;
+    const id = await fx.start(ref, ['cat'], { openStdin: true });
+    const look =
+      'for p in /proc/[0-9]*; do tr "\\0" " " < "$p/cmdline" 2>/dev/null; echo; done | grep -c "[k]eep-stdin .*/$1 " || true';
+    expect((await fx.sh(ref, look, [id])).stdout).toBe('1\n');
+    // The workspace user reaches neither the command dirs nor the FIFO in them.
+    const probe = await fx.sh(
+      ref,
+      'ls /run/wsp-runner/cmd 2>&1; (echo x > "/run/wsp-runner/cmd/$1/stdin.fifo") 2>&1; echo done',
+      [id],
+    );
+    expect(probe.stdout).toMatch(/Permission denied[\s\S]*Permission denied[\s\S]*done\n$/);
+    // After the channel died too (exec fallback or a fresh channel: either carries only the write id, never the bytes).
+    await h()
+      .docker.getContainer(String(ref.container))
+      .exec({ Cmd: ['pkill', '-KILL', '-f', 'runner.sh serve'], User: '0:0' })
+      .then((e) => e.start({}))
+      .then(
+        (st) =>
+          new Promise((r) => {
+            st.on('end', r);
+            st.resume();
+          }),
+      );
+    await commands.writeStdin(id, Buffer.from('via exec\n'), true);
+    expect(await commands.wait(id, 30_000)).toMatchObject({ state: 'exited', exitCode: 0 });
+    expect((await commands.read(id, 'stdout', 0, 100)).data.toString()).toBe('via exec\n');
+    expect((await fx.sh(ref, look, [id])).stdout).toBe('0\n');
+  });
+
   it('never puts env values in any process argv or in the container config', async () => {
     const ref = await fx.create();
     const secret = newId('env-secret');
