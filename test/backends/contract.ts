@@ -4,7 +4,6 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { STDIN_PENDING_MAX_BYTES, type WorkspaceBackend } from '../../shared/contract/backend.js';
-import { BackendUnavailableError } from '../../shared/contract/errors.js';
 import type { BackendRef } from '../../shared/contract/workspace.js';
 import { fingerprintArgv, parseFingerprint } from '../../shared/workspace/fingerprint.js';
 import { newId, useBackendFixture, type BackendFixture, type ContractHandle } from '../support/backend-fixture.js';
@@ -52,23 +51,6 @@ async function fingerprint(fx: BackendFixture, ref: BackendRef, dir: string): Pr
 
 async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
   await expect(promise).rejects.toMatchObject({ code });
-}
-
-/**
- * The refusal a backend gives while its open stdin is not implemented yet (backend.ts: one per backend,
- * until its implementation lands); the open-stdin cases skip — loudly — on exactly that, nothing else.
- */
-const STDIN_NOT_YET = /^open stdin is not available on the \w+ backend yet$/;
-
-async function openStdinMissing(fx: BackendFixture, ref: BackendRef, skip: (note: string) => void): Promise<void> {
-  try {
-    await fx.backend.open(ref, fx.plan).commands.writeStdin('cmd-stdin-probe', Buffer.alloc(0), false);
-  } catch (error) {
-    if (error instanceof BackendUnavailableError && STDIN_NOT_YET.test(error.message)) {
-      console.warn(`!!!!!!!!!! OPEN STDIN CASE SKIPPED: ${error.message} !!!!!!!!!!`);
-      skip(error.message);
-    }
-  }
 }
 
 /** Poll `read` until `done(text)` holds (or ~30 s pass); answers the last text read. */
@@ -389,9 +371,8 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
       const stdout = (ref: BackendRef, id: string) => async (): Promise<string> =>
         (await fx.backend.open(ref, fx.plan).commands.read(id, 'stdout', 0, 1 << 20)).data.toString('utf8');
 
-      it('cat echoes spec.stdin, then two writes in order, and exits 0 on eof', async ({ skip }) => {
+      it('cat echoes spec.stdin, then two writes in order, and exits 0 on eof', async () => {
         const ref = await fx.create();
-        await openStdinMissing(fx, ref, skip);
         const commands = fx.backend.open(ref, fx.plan).commands;
         const id = await fx.start(ref, ['cat'], { openStdin: true, stdin: 'zero\n' });
         await commands.writeStdin(id, Buffer.from('one\n'), false);
@@ -403,9 +384,8 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         expect(await stdout(ref, id)()).toBe('zero\none\ntwo\n');
       });
 
-      it('answers a prompt: the command reads a line, then goes on', async ({ skip }) => {
+      it('answers a prompt: the command reads a line, then goes on', async () => {
         const ref = await fx.create();
-        await openStdinMissing(fx, ref, skip);
         const commands = fx.backend.open(ref, fx.plan).commands;
         const id = await fx.start(ref, ['sh', '-c', 'printf "name? "; read -r name; echo "hello $name"; exit 7'], {
           openStdin: true,
@@ -418,9 +398,8 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         await expectCode(commands.writeStdin(id, Buffer.from('late\n'), false), 'conflict');
       });
 
-      it('is binary-safe and takes a write larger than one request (200 KiB, eof with it)', async ({ skip }) => {
+      it('is binary-safe and takes a write larger than one request (200 KiB, eof with it)', async () => {
         const ref = await fx.create();
-        await openStdinMissing(fx, ref, skip);
         const commands = fx.backend.open(ref, fx.plan).commands;
         const data = Buffer.concat([Buffer.from([0, 255, 10, 13, 0]), createHash('sha512').update('x').digest()]);
         const big = Buffer.alloc(200 * 1024);
@@ -435,9 +414,8 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         expect(await stdout(ref, id)()).toBe(`${md5}  -\n`);
       });
 
-      it('refuses writes after eof, to a command without open stdin, and to an unknown command', async ({ skip }) => {
+      it('refuses writes after eof, to a command without open stdin, and to an unknown command', async () => {
         const ref = await fx.create();
-        await openStdinMissing(fx, ref, skip);
         const commands = fx.backend.open(ref, fx.plan).commands;
         // Reads its stdin to the end, then stays: the refusal is for the closed stdin, not an ended command.
         const id = await fx.start(ref, ['sh', '-c', 'cat; echo closed; exec sleep 300'], { openStdin: true });
@@ -462,11 +440,8 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         await expectCode(commands.writeStdin('cmd-unknown', Buffer.from('x'), false), 'not_found');
       });
 
-      it('once the command closed its stdin (and runs on), writes are refused soon, not queued for no one', async ({
-        skip,
-      }) => {
+      it('once the command closed its stdin (and runs on), writes are refused soon, not queued for no one', async () => {
         const ref = await fx.create();
-        await openStdinMissing(fx, ref, skip);
         const commands = fx.backend.open(ref, fx.plan).commands;
         const id = await fx.start(ref, ['sh', '-c', 'exec 0<&-; echo closed; exec sleep 300'], { openStdin: true });
         expect(await waitForText(stdout(ref, id), (t) => t === 'closed\n')).toBe('closed\n');
@@ -483,11 +458,8 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         await commands.kill(id, 'cancelled');
       });
 
-      it('a command that never reads: writes beyond the cap are refused (not hung); kill leaves nothing', async ({
-        skip,
-      }) => {
+      it('a command that never reads: writes beyond the cap are refused (not hung); kill leaves nothing', async () => {
         const ref = await fx.create();
-        await openStdinMissing(fx, ref, skip);
         const commands = fx.backend.open(ref, fx.plan).commands;
         const id = await fx.start(ref, ['sleep', '300'], { openStdin: true });
         await expectCode(
@@ -517,9 +489,8 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         await expectCode(commands.writeStdin(id, Buffer.from('x'), false), 'conflict');
       });
 
-      it('the timeout still holds, and nothing of the command stays', async ({ skip }) => {
+      it('the timeout still holds, and nothing of the command stays', async () => {
         const ref = await fx.create();
-        await openStdinMissing(fx, ref, skip);
         const commands = fx.backend.open(ref, fx.plan).commands;
         const id = await fx.start(ref, ['cat'], { openStdin: true, timeoutMs: 700 });
         await commands.writeStdin(id, Buffer.from('before\n'), false);
@@ -529,9 +500,8 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         await expectCode(commands.writeStdin(id, Buffer.from('after\n'), false), 'conflict');
       });
 
-      it('killAll (a reset) ends open-stdin commands and leaves no process of theirs', async ({ skip }) => {
+      it('killAll (a reset) ends open-stdin commands and leaves no process of theirs', async () => {
         const ref = await fx.create();
-        await openStdinMissing(fx, ref, skip);
         const commands = fx.backend.open(ref, fx.plan).commands;
         const reading = await fx.start(ref, ['cat'], { openStdin: true });
         const idle = await fx.start(ref, ['sleep', '300'], { openStdin: true });
@@ -545,9 +515,8 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
         }
       });
 
-      it('the workspace user cannot open a command stdin, and the bytes are in no process argv', async ({ skip }) => {
+      it('the workspace user cannot open a command stdin, and the bytes are in no process argv', async () => {
         const ref = await fx.create();
-        await openStdinMissing(fx, ref, skip);
         const commands = fx.backend.open(ref, fx.plan).commands;
         const id = await fx.start(ref, ['sh', '-c', 'echo $$ > "$HOME/stdin.pid"; exec sleep 300'], {
           openStdin: true,

@@ -7,9 +7,10 @@ import type {
   OutputStream,
   WorkspaceCommands,
 } from '../../contract/backend.js';
+import { STDIN_PENDING_MAX_BYTES } from '../../contract/backend.js';
 import { DEFAULT_WORKSPACE_PIDS } from '../../contract/limits.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import { BackendUnavailableError, BadRequestError, ConflictError } from '../../contract/errors.js';
+import { BackendUnavailableError, BadRequestError, ConflictError, WspError } from '../../contract/errors.js';
 import { readExit, type StoredSpec } from '../runner/command-record.js';
 import { findCommandDir, forgetCommandDir, runningCommandDirs, writeCommandDir } from '../runner/command-files.js';
 import { readPgid, readStatus, supervisorLives, writeKillReason } from './command-files.js';
@@ -210,6 +211,10 @@ export class CommandRunner {
 
   /** Feed the open stdin of a running command (the supervisor holds it: see supervisor/stdin-feed.ts). */
   async writeStdin(workspaceId: string, commandId: string, data: Buffer, eof: boolean): Promise<void> {
+    if (data.length > STDIN_PENDING_MAX_BYTES)
+      throw new WspError('payload_too_large', `stdin writes are at most ${STDIN_PENDING_MAX_BYTES} bytes each`, {
+        details: { maxBytes: STDIN_PENDING_MAX_BYTES },
+      });
     const { dir, spec } = await this.find(workspaceId, commandId);
     if (spec.openStdin !== true)
       throw new ConflictError(`command '${commandId}' was not started with openStdin: its stdin is closed`);

@@ -219,6 +219,10 @@ export function buildLaunch(
   pidns?: { pid: number; start: string },
 ): Launch {
   const join = pidns !== undefined && sandbox.kind === 'bwrap';
+  // An open stdin comes as fd 9 (the supervisor puts /dev/null on 0): bwrap's host-side process keeps
+  // its own stdin open for its lifetime, and would be a second reader of the pipe — a command that
+  // closes its stdin would then never be noticed. bwrap closes fd 9 in itself; the payload moves it to 0.
+  const argv = spec.openStdin ? ['/bin/sh', '-c', 'exec 0<&9 9<&-; exec "$@"', 'wsp-stdin', ...spec.argv] : spec.argv;
   const prefix = [...limitArgs(plan), ...(sandbox.asRoot ? dropToUid(hostUid) : [])];
   if (sandbox.kind === 'bwrap') {
     const network = effectiveNetwork(sandbox, plan, spec);
@@ -245,7 +249,7 @@ export function buildLaunch(
       '--cap-drop',
       'ALL',
     ];
-    const chain = [...egress, ...prefix, sandbox.bwrapPath ?? 'bwrap', '--args', '3', '--', ...spec.argv];
+    const chain = [...egress, ...prefix, sandbox.bwrapPath ?? 'bwrap', '--args', '3', '--', ...argv];
     return {
       chain,
       fd3: Buffer.from(options.map((a) => `${a}\0`).join(''), 'utf8'),
@@ -261,7 +265,7 @@ export function buildLaunch(
     .join('');
   // The env script is read from fd 3 (root-only file opened by the supervisor), then fd 3 is closed.
   const runner = 'eval "$(cat <&3)"; exec 3<&-; cd "$1" || exit 126; shift; exec "$@"';
-  const chain = [...prefix, 'env', '-i', 'sh', '-c', runner, 'wsp-run', cwd, ...spec.argv];
+  const chain = [...prefix, 'env', '-i', 'sh', '-c', runner, 'wsp-run', cwd, ...argv];
   return { chain, fd3: Buffer.from(script, 'utf8') };
 }
 

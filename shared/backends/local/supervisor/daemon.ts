@@ -124,19 +124,43 @@ function pipePair(): { read: number; write: number } {
 }
 
 /**
- * An open stdin: the write end kept here — opened read-write first, so that neither open blocks and
- * the command's read end is a blocking one (as a shell's pipe is).
+ * An open stdin: the command's read end (a blocking one, as a shell's pipe is) and the write end kept
+ * here. Opened read-write first, so that no open blocks; see exclusiveWriter for the rest.
  */
 function stdinPipe(): { read: number; write: number } {
   const name = fifoName();
-  const write = fs.openSync(name, constants.O_RDWR | constants.O_NOFOLLOW);
+  const both = fs.openSync(name, constants.O_RDWR | constants.O_NOFOLLOW);
+  let read: number | undefined;
   try {
-    return { read: fs.openSync(name, constants.O_RDONLY | constants.O_NOFOLLOW), write };
+    read = fs.openSync(name, constants.O_RDONLY | constants.O_NOFOLLOW);
+    const write = exclusiveWriter(both);
+    if (write === undefined) throw new Error('the stdin pipe lost its reader');
+    return { read, write };
   } catch (error) {
-    fs.closeSync(write);
+    if (read !== undefined) fs.closeSync(read);
     throw error;
   } finally {
     fs.rmSync(name, { force: true });
+  }
+}
+
+/**
+ * Trade a read-write descriptor of a stdin FIFO (once the command has its read end) for a write-only
+ * one: then the command is its only reader, and a command that closes its stdin makes our writes
+ * fail (EPIPE) instead of filling a pipe nobody reads. Root-owned 0600 first, so that no other process
+ * of the workspace can reopen it through /proc/<pid>/fd/0 to read or inject input. Undefined: no
+ * reader is left (the command closed it already). Closes `both` either way.
+ */
+function exclusiveWriter(both: number): number | undefined {
+  try {
+    fs.fchownSync(both, 0, 0);
+    fs.fchmodSync(both, 0o600);
+    return fs.openSync(`/proc/self/fd/${both}`, constants.O_WRONLY | constants.O_NONBLOCK);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENXIO') return undefined;
+    throw error;
+  } finally {
+    fs.closeSync(both);
   }
 }
 
@@ -144,7 +168,7 @@ function stdinPipe(): { read: number; write: number } {
 const feeds = new Map<string, StdinFeed>();
 
 /** Feed an open stdin, the bytes of the command's `stdin` file first (given at start: not capped). */
-function openFeed(dir: string, write: number, initial: Buffer): void {
+function openFeed(dir: string, write: number | undefined, initial: Buffer): void {
   const feed = new StdinFeed(write, STDIN_PENDING_MAX_BYTES);
   feed.write(initial, false, true);
   feeds.set(dir, feed);
@@ -245,6 +269,8 @@ async function start(req: StartRequest): Promise<void> {
 function startForked(req: StartRequest, target: ForkerTarget, cmd: Running): Promise<void> | undefined {
   const { dir } = req;
   const streams: { out?: CappedStream; err?: CappedStream } = {};
+  /** With openStdin: the read-write descriptor of its FIFO, until the forker has opened it (started). */
+  let stdinBoth: number | undefined;
   let known!: () => void;
   const started = new Promise<void>((resolve) => {
     known = resolve;
@@ -254,10 +280,20 @@ function startForked(req: StartRequest, target: ForkerTarget, cmd: Running): Pro
     dir,
     {
       started: (pgid) => {
+        // The forker has opened the command's stdin: ours becomes its only writer (exclusiveWriter).
+        if (stdinBoth !== undefined) {
+          const both = stdinBoth;
+          stdinBoth = undefined;
+          const initial = fs.readFileSync(path.join(dir, 'stdin'));
+          fs.rmSync(path.join(dir, 'stdin'), { force: true });
+          openFeed(dir, exclusiveWriter(both), initial);
+        }
         groupKnown(dir, cmd, pgid);
         known();
       },
       ended: (code, signal, note, ran) => {
+        if (stdinBoth !== undefined) fs.closeSync(stdinBoth);
+        stdinBoth = undefined;
         known();
         const said = note === undefined ? undefined : `wsp: ${note}\n`;
         void finish(dir, cmd, streams.out!, streams.err!, code, signal, said, ran === false ? 0 : undefined);
@@ -266,11 +302,7 @@ function startForked(req: StartRequest, target: ForkerTarget, cmd: Running): Pro
     req.openStdin === true,
   );
   if (forked === undefined) return undefined;
-  if (forked.stdin !== undefined) {
-    const initial = fs.readFileSync(path.join(dir, 'stdin'));
-    fs.rmSync(path.join(dir, 'stdin'), { force: true });
-    openFeed(dir, forked.stdin, initial);
-  }
+  stdinBoth = forked.stdin;
   cmd.forkerKill = forked.kill;
   cmd.forkerAbandon = forked.abandon;
   try {
@@ -297,11 +329,12 @@ function startChain(req: StartRequest, cmd: Running): void {
   let owned = 0;
   try {
     inputs.push(takeInput(path.join(dir, 'stdin')), takeInput(path.join(dir, 'fd3')));
+    let openStdin: number | undefined;
     if (req.openStdin === true) {
       const initial = fs.readFileSync(inputs[0]!);
       const pipe = stdinPipe();
-      fs.closeSync(inputs[0]!);
-      inputs[0] = pipe.read;
+      inputs.push(pipe.read);
+      openStdin = pipe.read;
       openFeed(dir, pipe.write, initial);
     }
     outputs.push(pipePair(), pipePair());
@@ -309,7 +342,13 @@ function startChain(req: StartRequest, cmd: Running): void {
     owned = 1;
     err = new CappedStream(path.join(dir, 'stderr'), req.maxOutputBytes, outputs[1]!.read);
     owned = 2;
-    const stdio: Array<number | 'ignore'> = [inputs[0]!, outputs[0]!.write, outputs[1]!.write, inputs[1]!];
+    // An open stdin goes in as fd 9, /dev/null on 0 (the chain moves it: sandbox.ts buildLaunch).
+    const stdio: Array<number | 'ignore'> = [
+      openStdin === undefined ? inputs[0]! : 'ignore',
+      outputs[0]!.write,
+      outputs[1]!.write,
+      inputs[1]!,
+    ];
     try {
       if (req.joinNamespacesOf !== undefined) {
         const ns = openHolderNamespaces(req.joinNamespacesOf);
@@ -319,6 +358,10 @@ function startChain(req: StartRequest, cmd: Running): void {
     } catch (error) {
       if (!(error instanceof HolderGoneError)) throw error;
       refused = error;
+    }
+    if (openStdin !== undefined) {
+      while (stdio.length < 9) stdio.push('ignore');
+      stdio[9] = openStdin;
     }
     // detached: the chain leads a session (and process group) of its own, so a group kill reaches the
     // command and everything it started — and never this process.
