@@ -2,8 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WspClient } from '../../shared/client/client.js';
 import { WspApiError } from '../../shared/client/errors.js';
 import type { ConfigInput } from '../../shared/config/schema.js';
-import { closeTestProvider, hostileBackends } from '../support/hostile-backends.js';
-import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
+import { filesTargets, type Started } from '../support/files-targets.js';
+import type { TestProvider } from '../support/provider-fixture.js';
 import { waitFor } from '../support/wait.js';
 
 // Input while a command runs (issue 13): POST /workspaces/{id}/commands/{cid}/stdin for a command
@@ -12,22 +12,23 @@ import { waitFor } from '../support/wait.js';
 // or belongs to nobody.
 
 const CONFIG: ConfigInput = { workspace: { network: 'none' } };
-const [local] = hostileBackends();
 
-for (const target of [local!]) {
+for (const target of filesTargets(CONFIG)) {
   describe.skipIf(target.skip !== undefined)(`open stdin over the API (${target.name})`, () => {
+    let started: Started;
     let wsp: TestProvider;
     let client: WspClient;
     let id: string;
 
     beforeAll(async () => {
-      wsp = await startTestProvider({ ...target.config, ...CONFIG });
+      started = await target.start();
+      wsp = started.wsp;
       client = new WspClient({ baseUrl: wsp.url, token: wsp.token });
       id = (await wsp.setup()).id;
     }, 120_000);
 
     afterAll(async () => {
-      if (wsp) await closeTestProvider(wsp);
+      await started?.close();
     });
 
     /** Started, not waited for (it waits for input). */
