@@ -20,6 +20,7 @@ export function openOrReject(ref: BackendRef, open: () => WorkspaceHandle): Work
         read: reject,
         kill: reject,
         signal: reject,
+        resize: reject,
         killAll: reject,
         writeStdin: reject,
       },

@@ -23,6 +23,12 @@ export interface CommandSpec {
    * `writeStdin(…, eof: true)`. Without it stdin is `stdin` then end of file.
    */
   openStdin?: boolean;
+  /**
+   * Run under a pseudo-terminal of this size (the command is its session leader, the terminal its
+   * controlling tty): stdout carries everything the terminal shows, stderr stays empty, and input is
+   * the terminal's keyboard (writeStdin; implies openStdin). Resize with `resize`.
+   */
+  tty?: TerminalSize;
   /** 0 = no limit. On expiry the whole process group is killed and the state is `killed`. */
   timeoutMs: number;
   /** Bytes kept per stream; beyond that `truncated` is set and bytes are still counted. */
@@ -154,6 +160,11 @@ export interface WorkspaceCommands {
    */
   signal(commandId: string, signal: CommandSignal): Promise<void>;
   /**
+   * New size for the terminal of a command started with `tty` (its foreground gets SIGWINCH). No-op
+   * once it has ended. NotFoundError: unknown command; ConflictError: it has no terminal.
+   */
+  resize(commandId: string, size: TerminalSize): Promise<void>;
+  /**
    * Optional: drop an ended command's record and output (its files, and whatever else the backend keeps
    * for it), so that short system commands (Files API operations) leave nothing behind; afterwards
    * `status` answers NotFoundError. Idempotent: an unknown (or forgotten) command, or a workspace that
@@ -175,6 +186,12 @@ export interface WorkspaceCommands {
    * or its stdin closed already. The bytes are the workspace's own input: never logged.
    */
   writeStdin(commandId: string, data: Buffer, eof: boolean): Promise<void>;
+}
+
+/** A terminal's size in character cells (1..1000 each). */
+export interface TerminalSize {
+  rows: number;
+  cols: number;
 }
 
 /** What a controller may send a running command (besides kill). */

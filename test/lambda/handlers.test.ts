@@ -558,6 +558,7 @@ function hangingBackend() {
         killAll: never,
         writeStdin: never,
         signal: never,
+        resize: never,
       },
       files: { putTransferFile: never, removeTransferFile: never, putDirectory: never },
       snapshots: { take: never, restore: never },
@@ -676,6 +677,7 @@ describe('payload limits (Lambda: 6 MB each way)', () => {
               killAll: reject,
               writeStdin: reject,
               signal: reject,
+              resize: reject,
               read: async (_cid, stream, offset, limit) => {
                 const data = streams[stream].subarray(offset, offset + limit);
                 return { data: Buffer.from(data), nextOffset: offset + data.length };

@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type {
   CommandSignal,
+  TerminalSize,
   CommandSpec,
   CommandStatus,
   OutputChunk,
@@ -51,6 +52,8 @@ export class DockerCommands implements WorkspaceCommands {
 
   /** Idempotent on commandId: an existing command dir means it was started already. */
   async start(spec: CommandSpec): Promise<void> {
+    if (spec.tty !== undefined)
+      throw new BackendUnavailableError('terminals (tty) are not available on the docker backend yet');
     const { workspaceId, plan } = this;
     await requireMeta(this.layout, workspaceId);
     // Setup may have a network of its own (spec.network); every other command runs on plan.network.
@@ -153,6 +156,11 @@ export class DockerCommands implements WorkspaceCommands {
   }
 
   /** Kill every running command (recorded as killed) and every process of the workspace user. */
+  /** Not yet on this backend (in progress): a clear refusal, never a silent no-op. */
+  async resize(_commandId: string, _size: TerminalSize): Promise<void> {
+    throw new BackendUnavailableError('terminals (tty) are not available on the docker backend yet');
+  }
+
   async killAll(): Promise<void> {
     const meta = await requireMeta(this.layout, this.workspaceId);
     const running = await this.runningDirs();

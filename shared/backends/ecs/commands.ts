@@ -1,5 +1,6 @@
 import type {
   CommandSignal,
+  TerminalSize,
   CommandSpec,
   CommandStatus,
   OutputChunk,
@@ -94,6 +95,8 @@ export class EcsCommands implements WorkspaceCommands {
 
   /** Idempotent on commandId: the runner's `prepare` says `exists` for a dir made already. */
   async start(spec: CommandSpec): Promise<void> {
+    if (spec.tty !== undefined)
+      throw new BackendUnavailableError('terminals (tty) are not available on the ecs backend yet');
     try {
       await this.startOnTask(spec);
     } catch (error) {
@@ -281,6 +284,11 @@ export class EcsCommands implements WorkspaceCommands {
   }
 
   /** Kill every running command (recorded as killed) and every process of the workspace user. */
+  /** Not yet on this backend (in progress): a clear refusal, never a silent no-op. */
+  async resize(_commandId: string, _size: TerminalSize): Promise<void> {
+    throw new BackendUnavailableError('terminals (tty) are not available on the ecs backend yet');
+  }
+
   async killAll(): Promise<void> {
     const { user } = this.ws;
     if (user === undefined) throw new BadRequestError('ecs ref without the workspace user', { field: 'ref' });

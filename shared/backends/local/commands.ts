@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import type {
   CommandSignal,
+  TerminalSize,
   CommandSpec,
   CommandStatus,
   OutputChunk,
@@ -335,6 +336,11 @@ export class LocalCommands implements WorkspaceCommands {
 
   writeStdin(commandId: string, data: Buffer, eof: boolean): Promise<void> {
     return this.runner.writeStdin(this.workspaceId, commandId, data, eof);
+  }
+
+  /** Not yet on this backend (in progress): a clear refusal, never a silent no-op. */
+  async resize(_commandId: string, _size: TerminalSize): Promise<void> {
+    throw new BackendUnavailableError('terminals (tty) are not available on the local backend yet');
   }
 
   async killAll(): Promise<void> {
