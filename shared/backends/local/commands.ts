@@ -102,8 +102,10 @@ export class CommandRunner {
   }
 
   /** Idempotent on commandId: an existing command dir means it was started already. */
-  async start(ws: WorkspaceIdentity, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
-    checkCommandSpec(spec);
+  async start(ws: WorkspaceIdentity, plan: WorkspacePlan, asked: CommandSpec): Promise<void> {
+    checkCommandSpec(asked);
+    // A terminal's keyboard is its stdin.
+    const spec: CommandSpec = asked.tty !== undefined ? { ...asked, openStdin: true } : asked;
     const dir = this.layout.commandDir(ws.workspaceId, spec.commandId);
     // Every start (re)creates the cgroup and applies the plan's limits: a workspace made before a
     // provider restart or upgrade, or whose cgroup vanished, is confined all the same. Then the
@@ -111,7 +113,9 @@ export class CommandRunner {
     await this.prepareLimits(ws.workspaceId, plan);
     // An overlay home found unmounted (a host reboot) is mounted again before anything runs in it.
     await this.overlay?.ensureMounted(ws);
-    const pidns = await this.pidns?.ensure(ws, plan);
+    // A terminal is made by the workspace's forker (forker.py): wait for it, as the first command of a
+    // workspace would otherwise take the chain.
+    const pidns = spec.tty !== undefined ? await this.terminalHolder(ws, plan, spec) : await this.pidns?.ensure(ws, plan);
     const launch = buildLaunch(
       this.sandbox,
       ws.hostUid,
@@ -148,6 +152,7 @@ export class CommandRunner {
               hostUid: ws.hostUid,
               forker: pidns.forker,
               ...inSandbox,
+              ...(spec.tty !== undefined ? { tty: spec.tty } : {}),
               ...(procs !== undefined ? { procs } : {}),
             },
           }
@@ -196,6 +201,29 @@ export class CommandRunner {
     const pgid = await readPgid(dir);
     if (pgid !== undefined) killGroup(pgid);
     await this.settle([dir]);
+  }
+
+  /** The workspace's holder with its forker, which a terminal needs; refused clearly where there is none. */
+  private async terminalHolder(ws: WorkspaceIdentity, plan: WorkspacePlan, spec: CommandSpec) {
+    const size = spec.tty!;
+    if (![size.rows, size.cols].every((n) => Number.isInteger(n) && n >= 1 && n <= 1000))
+      throw new BadRequestError('tty rows and cols must be integers in 1..1000', { field: 'tty' });
+    if (forkerCommand(this.sandbox, plan, spec) === undefined)
+      throw new BadRequestError('a terminal command runs on network none on the local backend', { field: 'tty' });
+    const holder = this.pidns === undefined ? undefined : await this.pidns.withForker(ws, plan);
+    if (holder?.forker === undefined)
+      throw new BackendUnavailableError(
+        "terminals need the workspace's in-sandbox forker, which this host cannot run (it needs root, bwrap, cgroups and /usr/bin/python3)",
+      );
+    return holder;
+  }
+
+  /** New size for a command's terminal (forker.py's ioctl: its foreground gets SIGWINCH); no-op once it ended. */
+  async resize(workspaceId: string, commandId: string, size: TerminalSize): Promise<void> {
+    const { dir, spec } = await this.find(workspaceId, commandId);
+    if (spec.tty !== true) throw new ConflictError(`command '${commandId}' has no terminal (it was started without tty)`);
+    if (!(await this.isRunning(dir))) return;
+    await this.supervisor.resize(dir, size);
   }
 
   /**
@@ -338,9 +366,8 @@ export class LocalCommands implements WorkspaceCommands {
     return this.runner.writeStdin(this.workspaceId, commandId, data, eof);
   }
 
-  /** Not yet on this backend (in progress): a clear refusal, never a silent no-op. */
-  async resize(_commandId: string, _size: TerminalSize): Promise<void> {
-    throw new BackendUnavailableError('terminals (tty) are not available on the local backend yet');
+  resize(commandId: string, size: TerminalSize): Promise<void> {
+    return this.runner.resize(this.workspaceId, commandId, size);
   }
 
   async killAll(): Promise<void> {

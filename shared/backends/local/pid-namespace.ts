@@ -109,6 +109,14 @@ export class PidNamespaces {
     return started;
   }
 
+  /** The holder, once its forker has started (or failed to): what a terminal command needs. */
+  async withForker(ws: { workspaceId: string; hostUid: number }, plan: WorkspacePlan): Promise<HolderRecord> {
+    const holder = await this.ensure(ws, plan);
+    if (holder.forker !== undefined) return holder;
+    await this.addingForker.get(ws.workspaceId);
+    return (await this.alive(ws.workspaceId)) ?? holder;
+  }
+
   /**
    * SIGKILL the namespace's init: the kernel kills every process in the namespace with it. Returns
    * whether a live holder was found. Idempotent; the record goes (the next command starts anew).

@@ -99,7 +99,8 @@ export async function writeCommandDir(
     timeoutMs: spec.timeoutMs,
     maxOutputBytes: spec.maxOutputBytes,
     startedAt: new Date().toISOString(),
-    ...(spec.openStdin ? { openStdin: true } : {}),
+    ...(spec.openStdin || spec.tty ? { openStdin: true } : {}),
+    ...(spec.tty ? { tty: true } : {}),
   };
   const files: Partial<Record<FileName, string | Buffer>> = {
     stdin: spec.stdin ?? Buffer.alloc(0),

@@ -18,6 +18,8 @@ export interface StoredSpec {
   startedAt: string;
   /** Started with openStdin: its stdin takes writes until eof (WorkspaceCommands.writeStdin). */
   openStdin?: boolean;
+  /** Started under a pseudo-terminal (WorkspaceCommands.resize). */
+  tty?: boolean;
 }
 
 /** The runner's last word (file `exit`). */

@@ -13,6 +13,7 @@ import {
   lineReader,
   type Message,
   type Reply,
+  type ResizeRequest,
   type SpawnRequest,
   type StartRequest,
   type StdinRequest,
@@ -94,6 +95,12 @@ export class SupervisorClient {
     if (!reply.ok) throw new ConflictError(reply.error ?? 'the command does not take input');
   }
 
+  /** New size for the terminal of the running command of `dir`; ConflictError when it has none (or ended). */
+  async resize(dir: string, size: { rows: number; cols: number }): Promise<void> {
+    const reply = await this.send({ op: 'resize', dir, ...size });
+    if (!reply.ok) throw new ConflictError(reply.error ?? 'the command has no terminal');
+  }
+
   /** Resolves when the supervisor reports `dir` ended (or its connection is lost): a waiter looks again. */
   exited(dir: string): Promise<void> | undefined {
     return this.waiters.get(dir)?.promise;
@@ -124,7 +131,7 @@ export class SupervisorClient {
   }
 
   private async send(
-    request: Omit<StartRequest, 'id'> | Omit<SpawnRequest, 'id'> | Omit<StdinRequest, 'id'>,
+    request: Omit<StartRequest, 'id'> | Omit<SpawnRequest, 'id'> | Omit<StdinRequest, 'id'> | Omit<ResizeRequest, 'id'>,
     timeoutMs = REQUEST_TIMEOUT_MS,
   ): Promise<Reply> {
     const conn = await this.connect();

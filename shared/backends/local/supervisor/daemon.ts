@@ -40,6 +40,7 @@ import { HolderGoneError, openHolderNamespaces } from './namespaces.js';
 import { CappedStream } from './output.js';
 import {
   type ForkerTarget,
+  isResizeRequest,
   isSpawnRequest,
   isStartRequest,
   isStdinRequest,
@@ -190,6 +191,8 @@ interface Running {
   forkerKill?: () => void;
   /** A command run by the workspace's forker: end it as killed without the forker's word (forked.ts). */
   forkerAbandon?: () => void;
+  /** A command under a terminal of its forker: resize it. */
+  forkerResize?: (rows: number, cols: number) => boolean;
 }
 const running = new Map<string, Running>();
 const forkers = new Forkers();
@@ -258,6 +261,8 @@ async function start(req: StartRequest): Promise<void> {
   if (req.forker !== undefined) {
     const started = startForked(req, req.forker, cmd);
     if (started !== undefined) return started;
+    // A terminal is the forker's to make: a sandbox per command has none to offer.
+    if (req.forker.tty !== undefined) return refuse(req, cmd, "the workspace's command runner is not available for a terminal; run it again");
   }
   startChain(req, cmd);
 }
@@ -304,6 +309,7 @@ function startForked(req: StartRequest, target: ForkerTarget, cmd: Running): Pro
   if (forked === undefined) return undefined;
   stdinBoth = forked.stdin;
   cmd.forkerKill = forked.kill;
+  if (target.tty !== undefined) cmd.forkerResize = forked.resize;
   cmd.forkerAbandon = forked.abandon;
   try {
     streams.out = new CappedStream(path.join(dir, 'stdout'), req.maxOutputBytes, forked.out);
@@ -406,6 +412,20 @@ function startChain(req: StartRequest, cmd: Running): void {
   void ended.then(({ code, signal }) => finish(dir, cmd, out, err, code, signal, startNote(spawnError)));
 }
 
+/** A command that cannot run as asked: ended at once with exit 125 and why (never 'running'). */
+function refuse(req: StartRequest, cmd: Running, why: string): void {
+  const none = (name: string) => new CappedStream(path.join(req.dir, name), req.maxOutputBytes, emptyPipe());
+  running.set(req.dir, cmd);
+  void finish(req.dir, cmd, none('stdout'), none('stderr'), 125, null, `wsp: ${why}\n`, 0);
+}
+
+/** The read end of a pipe whose write end is closed already: a stream that ends at once. */
+function emptyPipe(): number {
+  const pair = pipePair();
+  fs.closeSync(pair.write);
+  return pair.read;
+}
+
 /** What stderr says about a command that could not be started. */
 function startNote(error: Error | undefined): string | undefined {
   if (error === undefined) return undefined;
@@ -489,6 +509,12 @@ function onClient(socket: net.Socket): void {
     'data',
     lineReader(
       (value) => {
+        if (isResizeRequest(value)) {
+          const resize = running.get(value.dir)?.forkerResize;
+          const ok = resize?.(value.rows, value.cols) ?? false;
+          reply({ id: value.id, ok, ...(ok ? {} : { error: 'the command has no terminal to resize (or has ended)' }) });
+          return;
+        }
         if (isStdinRequest(value)) {
           const refused = feedStdin(value.dir, Buffer.from(value.data, 'base64'), value.eof);
           reply({ id: value.id, ok: refused === undefined, ...(refused !== undefined ? { error: refused } : {}) });

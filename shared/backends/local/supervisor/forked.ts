@@ -49,6 +49,8 @@ export interface Forked {
   stdin?: number;
   /** Ask the forker to kill the command's group (besides the host-side group kill). */
   kill(): void;
+  /** A new size for its terminal (a command started with a tty); false when the forker does not read. */
+  resize(rows: number, cols: number): boolean;
   /**
    * Killed, yet the forker says nothing (the workspace stopped it): end the command as killed without
    * its word, and use the chain for this workspace from now on.
@@ -101,7 +103,16 @@ export class Forkers {
       names.push(`${token}.req`);
       writeOwned(
         inChan(`${token}.req`),
-        JSON.stringify({ argv: target.argv, env: target.env, cwd: target.cwd, out, err, st, in: stdin }),
+        JSON.stringify({
+          argv: target.argv,
+          env: target.env,
+          cwd: target.cwd,
+          out,
+          err,
+          st,
+          in: stdin,
+          ...(target.tty !== undefined ? { tty: [target.tty.rows, target.tty.cols] } : {}),
+        }),
         target.hostUid,
       );
       if (!send(target.chan, `s ${token}\n`)) throw new Error('the forker is not reading');
@@ -121,6 +132,7 @@ export class Forkers {
       err: fds[1]!,
       ...(openStdin ? { stdin: fds[3]! } : {}),
       kill: () => void send(target.chan, `k ${token}\n`),
+      resize: (rows, cols) => send(target.chan, `r ${token} ${rows} ${cols}\n`),
       abandon,
     };
   }

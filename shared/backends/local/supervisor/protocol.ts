@@ -44,6 +44,17 @@ export interface ForkerTarget {
   argv: string[];
   env: Record<string, string>;
   cwd: string;
+  /** Under a pseudo-terminal the forker makes (forker.py), of this size. */
+  tty?: { rows: number; cols: number };
+}
+
+/** New size for the terminal of the command of `dir` (started through its forker with a tty). */
+export interface ResizeRequest {
+  id: number;
+  op: 'resize';
+  dir: string;
+  rows: number;
+  cols: number;
 }
 
 /**
@@ -125,6 +136,22 @@ export function isStartRequest(value: unknown): value is StartRequest {
   );
 }
 
+const isCells = (n: unknown): boolean => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 1000;
+
+export function isResizeRequest(value: unknown): value is ResizeRequest {
+  const r = value as Partial<ResizeRequest> | null;
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    r.op === 'resize' &&
+    Number.isInteger(r.id) &&
+    typeof r.dir === 'string' &&
+    r.dir.startsWith('/') &&
+    isCells(r.rows) &&
+    isCells(r.cols)
+  );
+}
+
 export function isStdinRequest(value: unknown): value is StdinRequest {
   const r = value as Partial<StdinRequest> | null;
   return (
@@ -184,6 +211,7 @@ function isForkerTarget(t: Partial<ForkerTarget>): boolean {
     t.env !== null &&
     Object.values(t.env).every((v) => typeof v === 'string') &&
     typeof t.cwd === 'string' &&
-    (t.procs === undefined || (typeof t.procs === 'string' && t.procs.startsWith('/')))
+    (t.procs === undefined || (typeof t.procs === 'string' && t.procs.startsWith('/'))) &&
+    (t.tty === undefined || (isCells(t.tty.rows) && isCells(t.tty.cols)))
   );
 }
