@@ -49,6 +49,7 @@ export const SUBCOMMANDS = {
   ls: [[], []],
   show: [['id'], []],
   exec: [['id'], ['cwd', 'timeout-ms', 'env', 'command', 'no-stdin']],
+  shell: [['id'], ['cwd', 'env']],
   fetch: [['id'], ['repo', 'checkout']],
   reset: [['id'], ['ref', 'recreate']],
   changes: [['id'], []],
@@ -140,7 +141,8 @@ export function parseCli(argv: string[]): ParsedArgs {
       throw new UsageError(
         `unexpected argument '${positionals[allNames.length]}' (arguments of the command itself go after --)`,
       );
-    if (rest.length > 0 && subcommand !== 'exec') throw new UsageError(`'${subcommand}' takes no arguments after --`);
+    if (rest.length > 0 && subcommand !== 'exec' && subcommand !== 'shell')
+      throw new UsageError(`'${subcommand}' takes no arguments after --`);
   }
   return { subcommand, positionals, rest, values };
 }
@@ -178,6 +180,9 @@ Commands:
   exec <id> [--cwd DIR] [--timeout-ms N] [--env K=V]... [--no-stdin] -- ARGV...
   exec <id> -c "SHELL STRING"            run a command, stream its output, exit with its exit code
                                          (stdin is sent when it is not a terminal)
+  shell <id> [--cwd DIR] [--env K=V]... [-- ARGV...]
+                                         an interactive terminal in the workspace (its shell, or
+                                         ARGV) of this terminal's size; keys go in raw (local server)
   fetch <id> [--repo NAME]... [--checkout NAME=REF]
                                          fetch new commits (provider-side credentials)
   reset <id> [--ref NAME=REF]... [--recreate]

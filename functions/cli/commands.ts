@@ -2,6 +2,7 @@ import type { WspClient } from '../../shared/client/client.js';
 import type { WorkspaceEvent, WorkspaceView } from '../../shared/contract/views.js';
 import { integer, keyValues, UsageError, type ParsedArgs } from './args.js';
 import { runExec } from './exec.js';
+import { runShell } from './shell.js';
 import { runCp, runFiles } from './files.js';
 import { runSmoke } from './smoke.js';
 import { runFork, runSnapshot } from './snapshots.js';
@@ -56,6 +57,13 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
         json: values.json === true,
       });
     }
+    case 'shell':
+      return runShell(client, io, {
+        workspaceId: id,
+        ...(args.rest.length > 0 ? { argv: args.rest } : {}),
+        ...(values.cwd !== undefined ? { cwd: values.cwd } : {}),
+        ...(values.env ? { env: keyValues('env', values.env) } : {}),
+      });
     case 'fetch': {
       const checkout =
         values.checkout === undefined ? undefined : Object.entries(keyValues('checkout', [values.checkout])!)[0];

@@ -12,6 +12,7 @@ import type { Route } from '../../shared/api/route-types.js';
 import { routes as defaultRoutes } from '../../shared/api/routes.js';
 import { createLogger, errorFields, type Logger } from '../../shared/log.js';
 import type { WorkspaceService } from '../../shared/service/types.js';
+import { serveAttach } from './attach.js';
 import { readRequestBody } from './read-body.js';
 import { writeSseStream } from './sse-writer.js';
 
@@ -129,6 +130,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
     });
   });
 
+  const closeAttached = serveAttach(server, { service: options.service, authToken: options.authToken, log });
+
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, host, () => {
@@ -143,6 +146,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
   const close = (): Promise<void> =>
     (closing ??= new Promise<void>((resolve, reject) => {
       for (const controller of inFlight) controller.abort();
+      closeAttached();
       server.close((error) => (error ? reject(error) : resolve()));
       server.closeAllConnections();
     }));

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { CommandEvent, OperationEvent, OperationView, WorkspaceEvent } from '../contract/views.js';
 import { operationError } from '../service/operations.js';
-import { WspError } from '../contract/errors.js';
+import { BadRequestError, WspError } from '../contract/errors.js';
 import { errorBody } from './errors.js';
 import { parseRange } from './range.js';
 import { fitCommandView } from './answer-fit.js';
@@ -45,6 +45,7 @@ import {
   snapshotId,
   snapshotView,
   stdinQuery,
+  terminalSize,
   workspaceId,
   workspaceView,
 } from './schemas.js';
@@ -236,6 +237,34 @@ export const routes: readonly Route[] = [
     handler: async (service, { params, query, rawBody }) => {
       await service.writeStdin(params.id, params.cid, rawBody ?? Buffer.alloc(0), query);
       return { status: 204, body: undefined };
+    },
+  }),
+  defineRoute({
+    method: 'POST',
+    path: '/workspaces/{id}/commands/{cid}/resize',
+    operationId: 'resizeCommand',
+    summary:
+      'New size for the terminal of a running command started with `tty` (its foreground program gets SIGWINCH). 409 once it ended, or when it has no terminal.',
+    params: cmdParams,
+    body: terminalSize,
+    responses: { 204: { description: 'Resized' } },
+    handler: async (service, { params, body }) => {
+      await service.resizeCommand(params.id, params.cid, body);
+      return { status: 204, body: undefined };
+    },
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/commands/{cid}/attach',
+    operationId: 'attachCommand',
+    summary:
+      'A WebSocket to a running command (local server only; send `Upgrade: websocket` with the bearer token): binary frames from the server are output, their first byte the stream (1 stdout, 2 stderr), then a text frame `{"type":"end","command":…}`; binary frames from the client are its stdin (openStdin or tty), text frames `{"type":"resize","rows","cols"}` and `{"type":"eof"}`. `stdoutOffset`/`stderrOffset` say where the output starts (default 0: all of it). Without the upgrade (and on Lambda, which has no WebSockets) → 400: there, POST …/stdin and poll GET …/commands/{cid}.',
+    params: cmdParams,
+    responses: { 101: { description: 'Switching protocols: the WebSocket' } },
+    handler: async () => {
+      throw new BadRequestError(
+        'attach is a WebSocket: send Upgrade: websocket to the local server (on Lambda: POST …/stdin and poll GET …/commands/{cid})',
+      );
     },
   }),
   defineRoute({

@@ -15,6 +15,7 @@ import type {
   ResetParams,
   RunCommandParams,
   StdinParams,
+  TerminalSizeParams,
 } from '../contract/inputs.js';
 import type {
   ArchiveWritten,
@@ -72,6 +73,11 @@ export const createWorkspaceBody = z
   })
   .strict();
 
+/** A terminal's size in character cells. */
+export const terminalSize = z
+  .object({ rows: z.number().int().min(1).max(1000), cols: z.number().int().min(1).max(1000) })
+  .strict();
+
 export const runCommandBody = z
   .object({
     argv: z.array(z.string().max(131_072)).min(1).max(4096).optional(),
@@ -87,6 +93,8 @@ export const runCommandBody = z
     stdinEncoding: z.enum(['utf8', 'base64']).default('utf8'),
     /** Keep stdin open (after `stdin`) for POST …/commands/{cid}/stdin, until `?eof=true`. */
     openStdin: z.boolean().optional(),
+    /** Run under a pseudo-terminal of this size: stdout is what it shows, stderr stays empty; implies openStdin. */
+    tty: terminalSize.optional(),
     timeoutMs: z
       .number()
       .int()
@@ -421,6 +429,7 @@ type SchemasMatchContract = AllTrue<
     Equal<z.output<typeof createWorkspaceBody>, CreateWorkspaceParams>,
     Equal<z.output<typeof runCommandBody>, RunCommandParams>,
     Equal<z.output<typeof stdinQuery>, StdinParams>,
+    Equal<z.output<typeof terminalSize>, TerminalSizeParams>,
     Equal<z.output<typeof readCommandQuery>, ReadCommandParams>,
     Equal<z.output<typeof fetchBody>, FetchParams>,
     Equal<z.output<typeof resetBody>, ResetParams>,

@@ -196,6 +196,56 @@ export class WspClient {
     if (!res.ok) throw await errorOf(res);
   }
 
+  /** New size for the terminal of a running command started with `tty`. */
+  async resizeCommand(id: string, commandId: string, size: { rows: number; cols: number }): Promise<void> {
+    await this.#json<undefined>('POST', `/workspaces/${enc(id)}/commands/${enc(commandId)}/resize`, { body: size });
+  }
+
+  /**
+   * A WebSocket to a running command (local server only; Node, with the `ws` package): see the
+   * attach route in /openapi.json for its frames. Resolves once it is open.
+   */
+  async attach(
+    id: string,
+    commandId: string,
+    offsets: { stdoutOffset?: number; stderrOffset?: number } = {},
+  ): Promise<import('ws').WebSocket> {
+    const { WebSocket } = await import('ws');
+    const url = new URL(`${this.baseUrl}/workspaces/${enc(id)}/commands/${enc(commandId)}/attach`);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    for (const [k, v] of Object.entries(offsets)) if (v !== undefined) url.searchParams.set(k, String(v));
+    const ws = new WebSocket(url, {
+      headers: this.#token !== undefined ? { authorization: `Bearer ${this.#token}` } : {},
+    });
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('unexpected-response', (_req, res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => {
+          text += d.toString();
+        });
+        res.on('end', () => {
+          const body = (() => {
+            try {
+              return JSON.parse(text) as { error?: { code?: string; message?: string } };
+            } catch {
+              return {};
+            }
+          })();
+          reject(
+            new WspApiError(
+              res.statusCode ?? 0,
+              body.error?.code ?? 'http_error',
+              body.error?.message ?? text.slice(0, 200),
+            ),
+          );
+        });
+      });
+      ws.once('error', reject);
+    });
+    return ws;
+  }
+
   /** Output as it comes (`output` events, `offset` = byte offset in its stream), then one `end` event. */
   async *watchCommand(
     id: string,

@@ -27,8 +27,16 @@ export interface RunCommandParams {
   stdinEncoding: 'utf8' | 'base64';
   /** Keep stdin open after `stdin` for POST …/commands/{cid}/stdin, until `eof`. */
   openStdin?: boolean;
+  /** Run under a pseudo-terminal of this size (stdout is the screen, stderr stays empty; implies openStdin). */
+  tty?: TerminalSizeParams;
   timeoutMs?: number;
   waitMs?: number;
+}
+
+/** A terminal's size in character cells. */
+export interface TerminalSizeParams {
+  rows: number;
+  cols: number;
 }
 
 /** POST …/commands/{cid}/stdin: close stdin after the body's bytes. */

@@ -1,4 +1,4 @@
-import type { ReadCommandParams, RunCommandParams } from '../contract/inputs.js';
+import type { ReadCommandParams, RunCommandParams, TerminalSizeParams } from '../contract/inputs.js';
 import type { CommandView } from '../contract/views.js';
 import { type CommandStatus, STDIN_PENDING_MAX_BYTES } from '../contract/backend.js';
 import { BadRequestError, ConflictError, NotFoundError, WspError } from '../contract/errors.js';
@@ -88,7 +88,8 @@ export class Commands {
         cwd,
         env: { ...ws.plan.env, ...(input.env ?? {}) },
         ...(stdin ? { stdin } : {}),
-        ...(input.openStdin ? { openStdin: true } : {}),
+        ...(input.openStdin || input.tty ? { openStdin: true } : {}),
+        ...(input.tty ? { tty: input.tty } : {}),
         timeoutMs,
         maxOutputBytes: this.deps.config.commands.maxOutputBytes,
       });
@@ -172,6 +173,17 @@ export class Commands {
         details: { state: record.state },
       });
     await this.deps.backend.open(ws.backend, ws.plan).commands.writeStdin(commandId, data, eof);
+  }
+
+  /** New size for a running command's terminal (started with `tty`); 409 once it ended or without one. */
+  async resize(workspaceId: string, commandId: string, size: TerminalSizeParams): Promise<void> {
+    const ws = await this.records.get(workspaceId);
+    const record = await this.record(workspaceId, commandId);
+    if (record.state !== 'running' || ws.backend === undefined)
+      throw new ConflictError(`command '${commandId}' is ${record.state}: its terminal is gone`, {
+        details: { state: record.state },
+      });
+    await this.deps.backend.open(ws.backend, ws.plan).commands.resize(commandId, size);
   }
 
   /** Status (long-polled up to waitMs) + output windows; an end state observed is written back (observe). */

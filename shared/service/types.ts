@@ -14,6 +14,7 @@ import type {
   ResetParams,
   RunCommandParams,
   StdinParams,
+  TerminalSizeParams,
 } from '../contract/inputs.js';
 import type {
   ArchiveWritten,
@@ -52,6 +53,8 @@ export interface WorkspaceService {
   cancelCommand(workspaceId: string, commandId: string): Promise<CommandView>;
   /** Append the bytes to a running command's open stdin (openStdin); `eof` closes it after them. */
   writeStdin(workspaceId: string, commandId: string, data: Buffer, input: StdinParams): Promise<void>;
+  /** New size for a running command's terminal (started with `tty`). */
+  resizeCommand(workspaceId: string, commandId: string, size: TerminalSizeParams): Promise<void>;
 
   /**
    * Long operations: started, then waited for up to `waitMs` (capped: config operations.maxWaitMs, and

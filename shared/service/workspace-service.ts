@@ -14,6 +14,7 @@ import type {
   ResetParams,
   RunCommandParams,
   StdinParams,
+  TerminalSizeParams,
 } from '../contract/inputs.js';
 import type {
   ArchiveWritten,
@@ -288,6 +289,9 @@ export class DefaultWorkspaceService implements WorkspaceService {
   }
   writeStdin(workspaceId: string, commandId: string, data: Buffer, input: StdinParams): Promise<void> {
     return this.commands.writeStdin(workspaceId, commandId, data, input.eof);
+  }
+  resizeCommand(workspaceId: string, commandId: string, size: TerminalSizeParams): Promise<void> {
+    return this.commands.resize(workspaceId, commandId, size);
   }
   fetch(workspaceId: string, input: FetchParams, wait: OperationWaitParams = {}): Promise<OperationView> {
     return this.operations.start(workspaceId, { kind: 'fetch', input }, wait.waitMs);

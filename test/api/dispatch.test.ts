@@ -86,6 +86,9 @@ const BODY_CASES: Record<string, Array<{ name: string; body: unknown; paths: str
     { name: 'empty command', body: { command: '' }, paths: ['body.command'] },
     { name: 'negative timeout', body: { argv: ['ls'], timeoutMs: -1 }, paths: ['body.timeoutMs'] },
     { name: 'waitMs over 25 s', body: { argv: ['ls'], waitMs: 30_000 }, paths: ['body.waitMs'] },
+    { name: 'tty without cols', body: { argv: ['sh'], tty: { rows: 24 } }, paths: ['body.tty.cols'] },
+    { name: 'tty of 0 rows', body: { argv: ['sh'], tty: { rows: 0, cols: 80 } }, paths: ['body.tty.rows'] },
+    { name: 'openStdin a string', body: { argv: ['cat'], openStdin: 'yes' }, paths: ['body.openStdin'] },
     {
       name: 'bad stdin encoding',
       body: { argv: ['cat'], stdin: 'x', stdinEncoding: 'hex' },
@@ -118,6 +121,13 @@ const BODY_CASES: Record<string, Array<{ name: string; body: unknown; paths: str
     { name: "refs key with '..'", body: { refs: { 'a/../..': 'main' } }, paths: ['body.refs["a/../.."]'] },
     { name: 'ref with ..', body: { refs: { '.': 'x..y' } }, paths: ['body.refs["."]'] },
     { name: 'refs an array', body: { refs: ['main'] }, paths: ['body.refs'] },
+  ],
+  resizeCommand: [
+    { name: 'no cols', body: { rows: 24 }, paths: ['body.cols'] },
+    { name: 'rows 0', body: { rows: 0, cols: 80 }, paths: ['body.rows'] },
+    { name: 'cols over 1000', body: { rows: 24, cols: 1001 }, paths: ['body.cols'] },
+    { name: 'rows not an integer', body: { rows: 2.5, cols: 80 }, paths: ['body.rows'] },
+    { name: 'unknown field', body: { rows: 24, cols: 80, x: 1 }, paths: ['body.x'] },
   ],
   // ---- fork and snapshots ----
   forkWorkspace: [

@@ -15,6 +15,7 @@ import type {
   ResetParams,
   RunCommandParams,
   StdinParams,
+  TerminalSizeParams,
 } from '../../shared/contract/inputs.js';
 import type {
   ArchiveWritten,
@@ -233,6 +234,13 @@ export class FakeWorkspaceService implements WorkspaceService {
       this.mustWorkspace(workspaceId);
       const all = [...this.commands.values()].filter((c) => c.view.workspaceId === workspaceId);
       return all.map((c) => this.viewOf(c, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 0 }));
+    });
+  }
+
+  async resizeCommand(workspaceId: string, commandId: string, size: TerminalSizeParams): Promise<void> {
+    return this.call('resizeCommand', [workspaceId, commandId, size], async () => {
+      const cmd = this.mustCommand(workspaceId, commandId);
+      if (cmd.view.state !== 'running') throw new ConflictError(`command '${commandId}' is ${cmd.view.state}`);
     });
   }
 

@@ -115,7 +115,8 @@ export class CommandRunner {
     await this.overlay?.ensureMounted(ws);
     // A terminal is made by the workspace's forker (forker.py): wait for it, as the first command of a
     // workspace would otherwise take the chain.
-    const pidns = spec.tty !== undefined ? await this.terminalHolder(ws, plan, spec) : await this.pidns?.ensure(ws, plan);
+    const pidns =
+      spec.tty !== undefined ? await this.terminalHolder(ws, plan, spec) : await this.pidns?.ensure(ws, plan);
     const launch = buildLaunch(
       this.sandbox,
       ws.hostUid,
@@ -221,7 +222,8 @@ export class CommandRunner {
   /** New size for a command's terminal (forker.py's ioctl: its foreground gets SIGWINCH); no-op once it ended. */
   async resize(workspaceId: string, commandId: string, size: TerminalSize): Promise<void> {
     const { dir, spec } = await this.find(workspaceId, commandId);
-    if (spec.tty !== true) throw new ConflictError(`command '${commandId}' has no terminal (it was started without tty)`);
+    if (spec.tty !== true)
+      throw new ConflictError(`command '${commandId}' has no terminal (it was started without tty)`);
     if (!(await this.isRunning(dir))) return;
     await this.supervisor.resize(dir, size);
   }

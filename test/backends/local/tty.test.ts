@@ -80,10 +80,10 @@ describe.skipIf(rootUnavailable !== undefined)('terminals (tty), local backend',
   });
 
   it('resizes: the foreground gets SIGWINCH and sees the new size', async () => {
-    const id = await start(
-      ['sh', '-c', 'trap "stty size" WINCH; echo ready; while :; do sleep 0.1; done'],
-      { rows: 24, cols: 80 },
-    );
+    const id = await start(['sh', '-c', 'trap "stty size" WINCH; echo ready; while :; do sleep 0.1; done'], {
+      rows: 24,
+      cols: 80,
+    });
     await until(id, /ready/);
     await commands.resize(id, { rows: 40, cols: 132 });
     await until(id, /40 132/);

@@ -262,7 +262,8 @@ async function start(req: StartRequest): Promise<void> {
     const started = startForked(req, req.forker, cmd);
     if (started !== undefined) return started;
     // A terminal is the forker's to make: a sandbox per command has none to offer.
-    if (req.forker.tty !== undefined) return refuse(req, cmd, "the workspace's command runner is not available for a terminal; run it again");
+    if (req.forker.tty !== undefined)
+      return refuse(req, cmd, "the workspace's command runner is not available for a terminal; run it again");
   }
   startChain(req, cmd);
 }
