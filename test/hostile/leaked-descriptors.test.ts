@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { daemonArgv } from '../../shared/backends/local/supervisor/client.js';
+import { closeTestProvider } from '../support/hostile-backends.js';
 import { rootUnavailable } from '../support/root.js';
 import { startTestProvider, type TestProvider } from '../support/provider-fixture.js';
 import { waitFor } from '../support/wait.js';
@@ -73,12 +74,7 @@ describe.skipIf(skip !== undefined)("the provider's descriptors never reach a wo
   }, 90_000);
 
   afterAll(async () => {
-    if (wsp) {
-      const backend = wsp.provider.deps.backend;
-      for (const ws of await backend.listResources()) await backend.destroy(ws.ref);
-    }
-    await wsp?.close();
-    if (wsp) fs.rmSync(wsp.dataDir, { recursive: true, force: true });
+    await closeTestProvider(wsp);
     if (canaryDir) fs.rmSync(canaryDir, { recursive: true, force: true });
   });
 
