@@ -374,11 +374,13 @@ async function waitFor(done: () => Promise<boolean>): Promise<void> {
 export async function detectLimits(
   dataDir: string,
   sandbox: SandboxHost,
+  /** Where the workspace dirs are (default: under the data dir). */
+  layout?: LocalLayout,
 ): Promise<{ cgroups?: WorkspaceCgroups; warnings: string[] }> {
   const { asRoot } = sandbox;
   const found = asRoot ? await WorkspaceCgroups.detect(dataDir) : { reason: 'the provider does not run as root' };
   if (found.cgroups !== undefined) {
-    await removeOrphans(found.cgroups, dataDir);
+    await removeOrphans(found.cgroups, layout ?? new LocalLayout(dataDir));
     return { cgroups: found.cgroups, warnings: [] };
   }
   const warnings = [
@@ -402,8 +404,7 @@ export async function detectLimits(
  * dir and of the cgroup): whatever still runs in it belongs to no workspace — killed, and the cgroup
  * removed. Best effort: the provider starts regardless.
  */
-async function removeOrphans(cgroups: WorkspaceCgroups, dataDir: string): Promise<void> {
-  const layout = new LocalLayout(dataDir);
+async function removeOrphans(cgroups: WorkspaceCgroups, layout: LocalLayout): Promise<void> {
   for (const id of await cgroups.workspaceIds().catch(() => [])) {
     try {
       if (

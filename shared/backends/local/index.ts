@@ -19,14 +19,14 @@ import { runToolChecked } from './exec.js';
 import { hostPathInHome } from './files.js';
 import { claimHostUid, DEFAULT_UID_REGISTRY, releaseHostUid, sweepStaleHostUids } from './host-uids.js';
 import { checkName } from '../../lib/names.js';
-import { LocalLayout } from './layout.js';
+import type { LocalLayout } from './layout.js';
 import { killAllOfUid } from './procs.js';
 import { readMeta, refBelongsTo, refWorkspaceId, writeMeta, type WorkspaceMeta } from './meta.js';
 import { writeOrigin } from './origin.js';
 import { detectSandbox } from './sandbox-detect.js';
 import { accountFiles, networkWarnings, type SandboxHost } from './sandbox.js';
 import * as snapshots from './snapshots.js';
-import { prepareDataDir } from './setup-dirs.js';
+import { prepareDataDir, resolveLayout } from './setup-dirs.js';
 import { detectOverlay, mountsUnder, OverlayHomes, unmountAll } from './overlay/index.js';
 import { copyTreeAs } from './tree/index.js';
 import { wipeAs } from './tree/as-user.js';
@@ -60,10 +60,10 @@ export interface LocalBackendOptions {
  */
 export async function createLocalBackend(options: LocalBackendOptions): Promise<WorkspaceBackend> {
   const log = (options.log ?? silentLogger).child({ backend: 'local' });
-  const layout = new LocalLayout(options.dataDir);
   const detected = await detectSandbox(options.bwrapPath === undefined ? {} : { bwrapPath: options.bwrapPath });
+  const layout = await resolveLayout(options.dataDir, detected.sandbox);
   await prepareDataDir(layout, detected.sandbox);
-  const limits = await detectLimits(options.dataDir, detected.sandbox);
+  const limits = await detectLimits(options.dataDir, detected.sandbox, layout);
   const warnings = [...detected.warnings, ...limits.warnings];
   const overlay = await detectOverlay(layout, detected.sandbox);
   if (!overlay.ok)

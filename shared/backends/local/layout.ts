@@ -5,7 +5,10 @@ import { checkName } from '../../lib/names.js';
  * Where the local backend keeps everything, under `<dataDir>/local/` (never visible inside a
  * workspace):
  *
- *   workspaces/<id>/            root-owned 0711 (the workspace's host uid must traverse it for bwrap)
+ *   workspaces/<id>/            root-owned 0711 (the workspace's host uid must traverse it for bwrap);
+ *                               when the data dir's parents are closed to other uids (a checkout under
+ *                               /root), under REACHABLE_ROOT/<hash of the data dir>/ instead, recorded in
+ *                               `workspaces-at` (setup-dirs.ts resolveLayout)
  *     meta.json                 root-only: id, owner, labels, host uid, createdAt
  *     origin.json               root-only: the snapshot the home was seeded from (or its first
  *                               snapshot) and (inode, ctime) of each home file then (origin.ts)
@@ -33,14 +36,18 @@ export class LocalLayout {
   /** `<dataDir>/local`, absolute. */
   readonly base: string;
   readonly dataDir: string;
+  /** Where workspace dirs live: `<base>/workspaces`, or a reachable dir elsewhere (setup-dirs.ts resolveLayout). */
+  readonly workspacesDir: string;
 
-  constructor(dataDir: string) {
+  constructor(dataDir: string, workspacesDir?: string) {
     this.dataDir = path.resolve(dataDir);
     this.base = path.join(this.dataDir, 'local');
+    this.workspacesDir = workspacesDir ?? path.join(this.base, 'workspaces');
   }
 
-  get workspacesDir(): string {
-    return path.join(this.base, 'workspaces');
+  /** Root-only record of where workspace dirs were put when not under the data dir (resolveLayout). */
+  get workspacesRecord(): string {
+    return path.join(this.base, 'workspaces-at');
   }
   get snapshotsDir(): string {
     return path.join(this.base, 'snapshots');
