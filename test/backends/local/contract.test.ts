@@ -185,17 +185,22 @@ describe('local backend specifics', () => {
     await fx.backend.destroy({ kind: 'local', workspaceId: 'ws-never-created', dir: '/nowhere' });
   });
 
-  it('refuses a data dir whose parents the workspace uids cannot traverse, naming the fix', async () => {
-    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-closed-'));
+  it('keeps workspace dirs in a reachable data dir; refuses a recorded place whose parents closed, naming the fix', async () => {
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'wsp-open-'));
     try {
-      fs.chmodSync(parent, 0o700);
-      const attempt = createLocalBackend({ dataDir: path.join(parent, 'data'), owner: 'x' });
-      await expect(attempt).rejects.toMatchObject({ code: 'backend_unavailable' });
-      await expect(attempt).rejects.toThrow(`chmod o+x ${parent}`);
       fs.chmodSync(parent, 0o711);
       const backend = await createLocalBackend({ dataDir: path.join(parent, 'data'), owner: 'x' });
       expect(backend.kind).toBe('local');
       expect(fs.statSync(path.join(parent, 'data')).mode & 0o777).toBe(0o701);
+      expect(fs.existsSync(path.join(parent, 'data', 'local', 'workspaces-at'))).toBe(false);
+      // Workspace dirs recorded elsewhere (see closed-parent.test.ts), whose parent is now closed.
+      const elsewhere = path.join(parent, 'closed', 'wsp', 'workspaces');
+      fs.mkdirSync(elsewhere, { recursive: true });
+      fs.chmodSync(path.join(parent, 'closed'), 0o700);
+      fs.writeFileSync(path.join(parent, 'data', 'local', 'workspaces-at'), `${elsewhere}\n`);
+      const attempt = createLocalBackend({ dataDir: path.join(parent, 'data'), owner: 'x' });
+      await expect(attempt).rejects.toMatchObject({ code: 'backend_unavailable' });
+      await expect(attempt).rejects.toThrow(`chmod o+x ${path.join(parent, 'closed')}`);
     } finally {
       fs.rmSync(parent, { recursive: true, force: true });
     }
