@@ -4,6 +4,7 @@ import { integer, keyValues, UsageError, type ParsedArgs } from './args.js';
 import { runExec } from './exec.js';
 import { runCp, runFiles } from './files.js';
 import { runSmoke } from './smoke.js';
+import { runSession } from './sessions.js';
 import { runFork, runSnapshot } from './snapshots.js';
 import type { Io } from './io.js';
 
@@ -26,6 +27,8 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
       return runFork(client, io, args);
     case 'snapshot':
       return runSnapshot(client, io, args);
+    case 'session':
+      return runSession(client, io, args);
     case 'ls': {
       const list = await client.listWorkspaces();
       if (values.json) return json(list);

@@ -24,14 +24,20 @@ export const sessionDir = (sessionId: string): string => `/tmp/.wsp-session-${se
 export const runOutputPath = (sessionId: string, seq: number, stream: 'out' | 'err'): string =>
   `${sessionDir(sessionId)}/${seq}.${stream}`;
 
-/** The shell's argv: bash if asked and present, else sh — both interactive, without rc files. */
+/**
+ * The shell's argv: bash if asked and present, else sh — both interactive, without rc files. SIGINT
+ * back to its default first where `env --default-signal` exists (GNU coreutils ≥ 8.31): a command that
+ * a shell started in the background (runner.sh's supervisor on Docker and Fargate) inherits SIGINT
+ * IGNORED, and a shell cannot undo that — nor could what it runs, so no interrupt would ever land.
+ */
 export function shellArgv(shell: SessionShell): string[] {
-  const sh = 'exec sh -i';
-  if (shell === 'sh') return ['sh', '-c', sh];
+  const reset = "d=; if env --default-signal=INT true >/dev/null 2>&1; then d='env --default-signal=INT'; fi; ";
+  const sh = 'exec $d sh -i';
+  if (shell === 'sh') return ['sh', '-c', reset + sh];
   return [
     'sh',
     '-c',
-    `if command -v bash >/dev/null 2>&1; then exec bash --noprofile --norc --noediting -i; fi; ${sh}`,
+    `${reset}if command -v bash >/dev/null 2>&1; then exec $d bash --noprofile --norc --noediting -i; fi; ${sh}`,
   ];
 }
 

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WspClient } from '../../shared/client/client.js';
 import { WspApiError } from '../../shared/client/errors.js';
 import type { ConfigInput } from '../../shared/config/schema.js';
@@ -45,6 +45,12 @@ for (const target of filesTargets(CONFIG)) {
 
     afterAll(async () => {
       await started?.close();
+    });
+
+    // A failed case leaves no session behind to count against the next one's limit.
+    afterEach(async () => {
+      for (const s of await client.listSessions(id).catch(() => []))
+        await client.deleteSession(id, s.id).catch(() => undefined);
     });
 
     it('keeps cwd, variables, functions, aliases and PATH between runs; separates stdout and stderr', async () => {
