@@ -37,6 +37,7 @@ const OPTIONS = {
   count: { type: 'string', short: 'n' },
   name: { type: 'string' },
   'from-snapshot': { type: 'string' },
+  shell: { type: 'string' },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -64,6 +65,10 @@ export const SUBCOMMANDS = {
   snapshot: [
     ['action', 'arg?'],
     ['name', 'label'],
+  ],
+  session: [
+    ['action', 'id', 'sid?'],
+    ['cwd', 'env', 'shell', 'command', 'timeout-ms'],
   ],
 } as const satisfies Record<string, readonly [readonly string[], readonly OptionName[]]>;
 
@@ -99,6 +104,7 @@ export interface ParsedArgs {
     count?: string;
     name?: string;
     'from-snapshot'?: string;
+    shell?: string;
   };
 }
 
@@ -141,7 +147,7 @@ export function parseCli(argv: string[]): ParsedArgs {
       throw new UsageError(
         `unexpected argument '${positionals[allNames.length]}' (arguments of the command itself go after --)`,
       );
-    if (rest.length > 0 && subcommand !== 'exec' && subcommand !== 'shell')
+    if (rest.length > 0 && subcommand !== 'exec' && subcommand !== 'shell' && subcommand !== 'session')
       throw new UsageError(`'${subcommand}' takes no arguments after --`);
   }
   return { subcommand, positionals, rest, values };
@@ -207,6 +213,13 @@ Commands:
   snapshot create <id> [--name NAME] [--label K=V]...
                                          a snapshot of the current state; prints its id
   snapshot ls | show <sid> | rm <sid>    list, show, delete snapshots
+  session create <id> [--cwd DIR] [--env K=V]... [--shell bash|sh]
+                                         a persistent shell (cd, variables, functions persist
+                                         between runs); prints its id
+  session run <id> <sid> [--timeout-ms N] (-c "SHELL STRING" | -- WORDS...)
+                                         one command in it: its stdout/stderr, exits with its code
+  session interrupt <id> <sid>           Ctrl-C what it runs (the shell lives on)
+  session rm <id> <sid> | ls <id> [sid]  end one (kills the shell) | list them (or show one)
 
 Options (every command):
   --url URL          server (env WSP_URL, default http://127.0.0.1:7070)

@@ -5,6 +5,7 @@ import { runExec } from './exec.js';
 import { runShell } from './shell.js';
 import { runCp, runFiles } from './files.js';
 import { runSmoke } from './smoke.js';
+import { runSession } from './sessions.js';
 import { runFork, runSnapshot } from './snapshots.js';
 import type { Io } from './io.js';
 
@@ -27,6 +28,8 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
       return runFork(client, io, args);
     case 'snapshot':
       return runSnapshot(client, io, args);
+    case 'session':
+      return runSession(client, io, args);
     case 'ls': {
       const list = await client.listWorkspaces();
       if (values.json) return json(list);

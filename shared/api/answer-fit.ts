@@ -1,4 +1,4 @@
-import type { CommandView, StreamView } from '../contract/views.js';
+import type { StreamView } from '../contract/views.js';
 
 /**
  * How big one answer may get on an entry point whose transport has a hard payload limit (the Lambda:
@@ -72,7 +72,10 @@ function cut(view: StreamView, room: number, depth: number): StreamView {
 }
 
 /** `view` as it fits `limit` (unchanged when it fits or there is no limit); the room is shared fairly. */
-export function fitCommandView(view: CommandView, limit: AnswerLimit | undefined): CommandView {
+export function fitCommandView<V extends { stdout: StreamView; stderr: StreamView }>(
+  view: V,
+  limit: AnswerLimit | undefined,
+): V {
   if (limit === undefined || (view.stdout.data === '' && view.stderr.data === '')) return view;
   const depth = limit.jsonDepth;
   const skeleton = { ...view, stdout: { ...view.stdout, data: '' }, stderr: { ...view.stderr, data: '' } };

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { CommandEvent, OperationEvent, WorkspaceEvent } from '../contract/views.js';
 import type { AllTrue, Equal } from './same-type.js';
-import { commandView, operationView, snapshotView, workspaceView } from './schemas.js';
+import { commandView, operationView, sessionView, snapshotView, workspaceView } from './schemas.js';
 
 /**
  * Response shapes the route table adds on top of shared/api/schemas.ts: list wrappers, the health
@@ -13,6 +13,7 @@ export const workspaceList = z.object({ workspaces: z.array(workspaceView) });
 export const commandList = z.object({ commands: z.array(commandView) });
 export const operationList = z.object({ operations: z.array(operationView) });
 export const snapshotList = z.object({ snapshots: z.array(snapshotView) });
+export const sessionList = z.object({ sessions: z.array(sessionView) });
 export const healthBody = z.object({ ok: z.literal(true) });
 
 /** SSE `event:` names are the `type` field; `data:` is the whole event as JSON. */
@@ -41,6 +42,7 @@ export const operationEventSchema = z.discriminatedUnion('type', [
 export type WorkspaceList = z.infer<typeof workspaceList>;
 export type CommandList = z.infer<typeof commandList>;
 export type SnapshotList = z.infer<typeof snapshotList>;
+export type SessionList = z.infer<typeof sessionList>;
 
 // biome-ignore lint/correctness/noUnusedVariables: a compile-time check, never referenced
 type EventSchemasMatchContract = AllTrue<

@@ -12,6 +12,7 @@ import {
   healthBody,
   operationEventSchema,
   operationList,
+  sessionList,
   snapshotList,
   workspaceEventSchema,
   workspaceList,
@@ -42,6 +43,12 @@ import {
   resetBody,
   resetResult,
   runCommandBody,
+  createSessionBody,
+  runInSessionBody,
+  sessionId,
+  sessionView,
+  sessionRunView,
+  sessionWaitQuery,
   snapshotId,
   snapshotView,
   stdinQuery,
@@ -59,6 +66,7 @@ const wsParams = z.object({ id: workspaceId }).strict();
 const cmdParams = z.object({ id: workspaceId, cid: commandId }).strict();
 const opParams = z.object({ id: workspaceId, oid: operationId }).strict();
 const snapParams = z.object({ sid: snapshotId }).strict();
+const sessParams = z.object({ id: workspaceId, sid: sessionId }).strict();
 
 /** Service events → SSE events named by their `type`. */
 async function* toSse<E extends { type: string }>(events: AsyncIterable<E>): AsyncIterable<SseEvent> {
@@ -67,6 +75,7 @@ async function* toSse<E extends { type: string }>(events: AsyncIterable<E>): Asy
 
 const workspaceLocation = (id: string) => `/workspaces/${id}`;
 const commandLocation = (id: string, cid: string) => `/workspaces/${id}/commands/${cid}`;
+const sessionLocation = (id: string, sid: string) => `/workspaces/${id}/sessions/${sid}`;
 const operationLocation = (id: string, oid: string) => `/workspaces/${id}/operations/${oid}`;
 
 /**
@@ -252,6 +261,110 @@ export const routes: readonly Route[] = [
       await service.resizeCommand(params.id, params.cid, body);
       return { status: 204, body: undefined };
     },
+  }),
+  defineRoute({
+    method: 'POST',
+    path: '/workspaces/{id}/sessions',
+    operationId: 'createSession',
+    summary:
+      'Start a persistent shell (bash, else sh; interactive without a terminal, no rc files) in `cwd` with `env`: cd, variables (exported or not), functions, aliases and an activated virtualenv persist between its runs. At most config sessions.maxPerWorkspace live ones per workspace (409 beyond). It ends with a reset (then `lost`) or the workspace.',
+    params: wsParams,
+    body: createSessionBody,
+    responses: { 201: { description: 'The session (idle)', schema: sessionView } },
+    handler: async (service, { params, body }) => {
+      const session = await service.createSession(params.id, body);
+      return { status: 201, body: session, headers: { location: sessionLocation(params.id, session.id) } };
+    },
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/sessions',
+    operationId: 'listSessions',
+    summary: "List a workspace's sessions (each with its last run).",
+    params: wsParams,
+    responses: { 200: { description: 'Sessions', schema: sessionList } },
+    handler: async (service, { params, limits }) => {
+      const sessions = await service.listSessions(params.id);
+      return {
+        status: 200,
+        body: {
+          sessions: sessions.map((s) =>
+            s.lastRun
+              ? {
+                  ...s,
+                  lastRun: fitCommandView(
+                    s.lastRun,
+                    limits.answer && {
+                      ...limits.answer,
+                      maxBytes: Math.floor(limits.answer.maxBytes / Math.max(1, sessions.length)),
+                    },
+                  ),
+                }
+              : s,
+          ),
+        },
+      };
+    },
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/sessions/{sid}',
+    operationId: 'getSession',
+    summary:
+      'The session and its current or last run (output so far while it runs: poll it); waitMs long-polls for the run to end. A shell that died says `lost`; an overdue run is interrupted when looked at.',
+    params: sessParams,
+    query: sessionWaitQuery,
+    responses: { 200: { description: 'The session', schema: sessionView } },
+    handler: async (service, { params, query, limits }) => {
+      const session = await service.getSession(params.id, params.sid, query);
+      return {
+        status: 200,
+        body: session.lastRun ? { ...session, lastRun: fitCommandView(session.lastRun, limits.answer) } : session,
+      };
+    },
+  }),
+  defineRoute({
+    method: 'DELETE',
+    path: '/workspaces/{id}/sessions/{sid}',
+    operationId: 'deleteSession',
+    summary: 'Kill the shell and what it runs, and forget the session (the answer says `closed`).',
+    params: sessParams,
+    responses: { 200: { description: 'The session, closed', schema: sessionView } },
+    handler: async (service, { params }) => ({ status: 200, body: await service.deleteSession(params.id, params.sid) }),
+  }),
+  defineRoute({
+    method: 'POST',
+    path: '/workspaces/{id}/sessions/{sid}/run',
+    operationId: 'runInSession',
+    summary:
+      "Run one command line in the session's shell (stdin /dev/null). 200 with its exit code and output (each stream at most commands.maxOutputBytes: `bytes`, `truncated`) if it ends within waitMs, else 202: poll GET …/sessions/{sid}?waitMs= (its lastRun). 409 while another run runs (one at a time) or once the session is lost. On timeoutMs: SIGINT, SIGTERM 2 s later, the shell killed 2 s after that (then `lost`); the run ends `killed` and the session stays usable.",
+    params: sessParams,
+    body: runInSessionBody,
+    responses: {
+      200: { description: 'Ran and ended within waitMs', schema: sessionRunView },
+      202: { description: 'Still running (state running): poll the session (Location)', schema: sessionRunView },
+    },
+    handler: async (service, { params, body, limits }) => {
+      const run = fitCommandView(await service.runInSession(params.id, params.sid, body), limits.answer);
+      return {
+        status: run.state === 'running' ? 202 : 200,
+        body: run,
+        headers: { location: sessionLocation(params.id, params.sid) },
+      };
+    },
+  }),
+  defineRoute({
+    method: 'POST',
+    path: '/workspaces/{id}/sessions/{sid}/interrupt',
+    operationId: 'interruptSession',
+    summary:
+      'SIGINT to what the shell runs, like Ctrl-C: the shell survives, the run ends `interrupted` (exit 130; a program that ignores SIGINT runs on). Waits up to 5 s for the run to end. Nothing running: the session as is.',
+    params: sessParams,
+    responses: { 200: { description: 'The session after the interrupt', schema: sessionView } },
+    handler: async (service, { params }) => ({
+      status: 200,
+      body: await service.interruptSession(params.id, params.sid),
+    }),
   }),
   defineRoute({
     method: 'GET',

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { envMap, gitRef, relativePath } from '../config/schema.js';
 import type { AllTrue, Equal } from './same-type.js';
 import type {
+  CreateSessionParams,
   CreateSnapshotParams,
   CreateWorkspaceParams,
   ForkParams,
@@ -14,6 +15,8 @@ import type {
   ReadCommandParams,
   ResetParams,
   RunCommandParams,
+  RunInSessionParams,
+  SessionWaitParams,
   StdinParams,
   TerminalSizeParams,
 } from '../contract/inputs.js';
@@ -28,6 +31,8 @@ import type {
   ForkView,
   OperationView,
   ResetResult,
+  SessionRunView,
+  SessionView,
   SnapshotResult,
   SnapshotView,
   StreamView,
@@ -411,6 +416,77 @@ type SnapshotSchemasMatchContract = AllTrue<
     Equal<z.output<typeof snapshotView>, SnapshotView>,
     Equal<z.output<typeof forkView>, ForkView>,
     Equal<z.output<typeof snapshotResult>, SnapshotResult>,
+  ]
+>;
+
+// ---- persistent shell sessions (issue 13) ----
+
+export const sessionId = z.string().regex(/^sess-[a-f0-9]{8,40}$/, 'is not a session id');
+
+export const createSessionBody = z
+  .object({
+    /** Relative to the workspace's workdir, or absolute; must stay inside the workspace home. */
+    cwd: z.string().min(1).max(4096).optional(),
+    env: envMap.optional(),
+    /** Default bash (sh where bash is absent). */
+    shell: z.enum(['bash', 'sh']).optional(),
+  })
+  .strict();
+
+export const runInSessionBody = z
+  .object({
+    command: z.string().min(1).max(131_072),
+    /** 0 = no limit; default commands.defaultTimeoutMs. On expiry: SIGINT, then SIGTERM, then the shell is killed. */
+    timeoutMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(24 * 3600_000)
+      .optional(),
+    /** How long the request waits for the run's end (default commands.defaultWaitMs); still running → 202. */
+    waitMs: z.number().int().min(0).max(25_000).optional(),
+  })
+  .strict();
+
+export const sessionWaitQuery = z
+  .object({
+    waitMs: z.coerce.number().int().min(0).max(25_000).default(0),
+  })
+  .strict();
+
+export const sessionRunView = z.object({
+  runId: z.string(),
+  state: z.enum(['running', 'exited', 'killed', 'interrupted', 'lost']),
+  exitCode: z.number().nullable(),
+  reason: z.string().optional(),
+  /** Output from offset 0, at most commands.maxOutputBytes each (`bytes`: all the run wrote; `truncated`). */
+  stdout: streamView,
+  stderr: streamView,
+  startedAt: z.string(),
+  endedAt: z.string().optional(),
+  durationMs: z.number().optional(),
+});
+
+export const sessionView = z.object({
+  id: z.string(),
+  workspaceId: z.string(),
+  state: z.enum(['idle', 'busy', 'lost', 'closed']),
+  cwd: z.string(),
+  shell: z.enum(['bash', 'sh']),
+  reason: z.string().optional(),
+  createdAt: z.string(),
+  /** The run going on, or the last one (with its output while the session is not lost). */
+  lastRun: sessionRunView.optional(),
+});
+
+// biome-ignore lint/correctness/noUnusedVariables: a compile-time check, never referenced
+type SessionSchemasMatchContract = AllTrue<
+  [
+    Equal<z.output<typeof createSessionBody>, CreateSessionParams>,
+    Equal<z.output<typeof runInSessionBody>, RunInSessionParams>,
+    Equal<z.output<typeof sessionWaitQuery>, SessionWaitParams>,
+    Equal<z.output<typeof sessionRunView>, SessionRunView>,
+    Equal<z.output<typeof sessionView>, SessionView>,
   ]
 >;
 

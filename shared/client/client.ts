@@ -1,7 +1,8 @@
 import type { z } from 'zod';
 import { statusForCode } from '../api/errors.js';
-import type { CommandList, SnapshotList, WorkspaceList } from '../api/response-schemas.js';
+import type { CommandList, SessionList, SnapshotList, WorkspaceList } from '../api/response-schemas.js';
 import type {
+  createSessionBody,
   createSnapshotBody,
   createWorkspaceBody,
   fetchBody,
@@ -9,6 +10,7 @@ import type {
   readCommandQuery,
   resetBody,
   runCommandBody,
+  runInSessionBody,
 } from '../api/schemas.js';
 import type {
   ArchiveWritten,
@@ -22,6 +24,8 @@ import type {
   OperationEvent,
   OperationView,
   ResetResult,
+  SessionRunView,
+  SessionView,
   SnapshotView,
   WorkspaceEvent,
   WorkspaceView,
@@ -40,6 +44,8 @@ export type FetchInput = z.input<typeof fetchBody>;
 export type ResetInput = z.input<typeof resetBody>;
 export type ForkInput = z.input<typeof forkBody>;
 export type CreateSnapshotInput = z.input<typeof createSnapshotBody>;
+export type CreateSessionInput = z.input<typeof createSessionBody>;
+export type RunInSessionInput = z.input<typeof runInSessionBody>;
 
 export interface OperationOptions {
   /** How long the POST itself may wait on the server before it hands back the operation (server-capped). */
@@ -244,6 +250,54 @@ export class WspClient {
       ws.once('error', reject);
     });
     return ws;
+  }
+
+  // ---- persistent shell sessions ----
+
+  /** A persistent shell: cd, variables, functions, aliases persist between its runs. */
+  async createSession(id: string, body: CreateSessionInput = {}): Promise<SessionView> {
+    return (await this.#json<SessionView>('POST', `/workspaces/${enc(id)}/sessions`, { body })).body;
+  }
+
+  /**
+   * Runs one command line in the session. By default waits for its end like runCommand: on 202 it
+   * long-polls the session until this run ended. `{ wait: false }` returns the first answer as is.
+   */
+  async runInSession(
+    id: string,
+    sessionId: string,
+    body: RunInSessionInput,
+    options: { wait?: boolean } = {},
+  ): Promise<SessionRunView> {
+    const route = `/workspaces/${enc(id)}/sessions/${enc(sessionId)}`;
+    const first = await this.#json<SessionRunView>('POST', `${route}/run`, { body });
+    if (first.status !== 202 || options.wait === false) return first.body;
+    for (;;) {
+      const session = await this.getSession(id, sessionId, { waitMs: LONG_POLL_MS });
+      const run = session.lastRun;
+      if (run === undefined || run.runId !== first.body.runId)
+        return { ...first.body, state: 'lost', reason: 'the session forgot the run' };
+      if (run.state !== 'running') return run;
+    }
+  }
+
+  /** The session and its current or last run; `waitMs` long-polls for the run's end. */
+  async getSession(id: string, sessionId: string, query: { waitMs?: number } = {}): Promise<SessionView> {
+    return (await this.#json<SessionView>('GET', `/workspaces/${enc(id)}/sessions/${enc(sessionId)}`, { query })).body;
+  }
+
+  async listSessions(id: string): Promise<SessionView[]> {
+    return (await this.#json<SessionList>('GET', `/workspaces/${enc(id)}/sessions`)).body.sessions;
+  }
+
+  /** SIGINT to what the session runs (Ctrl-C); the shell survives. */
+  async interruptSession(id: string, sessionId: string): Promise<SessionView> {
+    return (await this.#json<SessionView>('POST', `/workspaces/${enc(id)}/sessions/${enc(sessionId)}/interrupt`)).body;
+  }
+
+  /** Kills the shell and forgets the session (the answer's state is 'closed'). */
+  async deleteSession(id: string, sessionId: string): Promise<SessionView> {
+    return (await this.#json<SessionView>('DELETE', `/workspaces/${enc(id)}/sessions/${enc(sessionId)}`)).body;
   }
 
   /** Output as it comes (`output` events, `offset` = byte offset in its stream), then one `end` event. */

@@ -272,6 +272,13 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** Persistent shell sessions (POST /workspaces/{id}/sessions): at most this many live ones per workspace (409 beyond). */
+    sessions: z
+      .object({
+        maxPerWorkspace: z.number().int().min(1).max(256).default(8),
+      })
+      .strict()
+      .prefault({}),
     /** mode 'docker': the daemon and the image fresh workspaces start from (never pulled). */
     docker: z
       .object({

@@ -128,3 +128,26 @@ export interface CreateSnapshotParams {
   name?: string;
   labels?: Record<string, string>;
 }
+
+/** POST /workspaces/{id}/sessions: a persistent shell. */
+export interface CreateSessionParams {
+  /** Relative to the workspace's workdir, or absolute; must stay inside the workspace home. */
+  cwd?: string;
+  env?: Record<string, string>;
+  /** Default bash (sh where bash is absent). */
+  shell?: 'bash' | 'sh';
+}
+
+/** POST …/sessions/{sid}/run: one command line, run in the session's shell. */
+export interface RunInSessionParams {
+  command: string;
+  /** 0 = no limit; default commands.defaultTimeoutMs. On expiry: SIGINT, then SIGTERM, then the shell is killed. */
+  timeoutMs?: number;
+  /** How long the request waits for the run's end (default commands.defaultWaitMs); still running → 202. */
+  waitMs?: number;
+}
+
+/** GET …/sessions/{sid}: long-poll the current run's end. */
+export interface SessionWaitParams {
+  waitMs: number;
+}

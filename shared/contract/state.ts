@@ -1,3 +1,4 @@
+import type { SessionRecord } from './session.js';
 import type { CacheEntryRecord, CommandRecord, OperationRecord, SnapshotRecord, WorkspaceRecord } from './workspace.js';
 
 /**
@@ -69,4 +70,18 @@ export interface StateStore {
   updateSnapshot(id: string, expectedVersion: number, patch: Patch<SnapshotRecord>): Promise<SnapshotRecord>;
   /** Delete iff the stored version is `expectedVersion`. NotFoundError if gone, ConflictError if changed. */
   deleteSnapshot(id: string, expectedVersion: number): Promise<void>;
+
+  // ---- shell sessions (items of their workspace: deleteWorkspace removes them) ----
+  /** Throws ConflictError if the id exists. */
+  createSession(record: SessionRecord): Promise<void>;
+  getSession(workspaceId: string, sessionId: string): Promise<SessionRecord | undefined>;
+  listSessions(workspaceId: string): Promise<SessionRecord[]>;
+  updateSession(
+    workspaceId: string,
+    sessionId: string,
+    expectedVersion: number,
+    patch: Patch<SessionRecord>,
+  ): Promise<SessionRecord>;
+  /** Delete iff the stored version is `expectedVersion`. NotFoundError if gone, ConflictError if changed. */
+  deleteSession(workspaceId: string, sessionId: string, expectedVersion: number): Promise<void>;
 }

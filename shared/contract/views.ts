@@ -1,3 +1,4 @@
+import type { SessionRunState, SessionShell, SessionState } from './session.js';
 import type { CommandState, WorkspaceStatus } from './workspace.js';
 
 /**
@@ -220,4 +221,30 @@ export interface SnapshotView {
 export interface ForkView {
   snapshot: SnapshotView;
   workspaces: WorkspaceView[];
+}
+
+/** One run of a session: its output is bounded like a command's (commands.maxOutputBytes per stream). */
+export interface SessionRunView {
+  runId: string;
+  state: SessionRunState;
+  exitCode: number | null;
+  reason?: string;
+  /** Output from offset 0, at most commands.maxOutputBytes each (`bytes`: all the run wrote; `truncated`). */
+  stdout: StreamView;
+  stderr: StreamView;
+  startedAt: string;
+  endedAt?: string;
+  durationMs?: number;
+}
+
+export interface SessionView {
+  id: string;
+  workspaceId: string;
+  state: SessionState;
+  cwd: string;
+  shell: SessionShell;
+  reason?: string;
+  createdAt: string;
+  /** The run going on, or the last one (with its output while the session is not lost). */
+  lastRun?: SessionRunView;
 }

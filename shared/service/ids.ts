@@ -8,3 +8,5 @@ export const newSystemCommandId = (): string => `sys-${randomBytes(12).toString(
 export const newInstanceId = (): string => `wsp-${randomBytes(8).toString('hex')}`;
 /** A snapshot of a workspace's current state (a fork point, a user snapshot): also its backend snapshot's name. */
 export const newSnapshotId = (): string => `snap-${randomBytes(12).toString('hex')}`;
+/** A persistent shell session (issue 13). */
+export const newSessionId = (): string => `sess-${randomBytes(12).toString('hex')}`;

@@ -1,5 +1,8 @@
 import type {
   CreateSnapshotParams,
+  CreateSessionParams,
+  RunInSessionParams,
+  SessionWaitParams,
   ArchiveReadOptions,
   CreateWorkspaceParams,
   ForkParams,
@@ -27,6 +30,8 @@ import type {
   ForkView,
   OperationEvent,
   OperationView,
+  SessionRunView,
+  SessionView,
   SnapshotView,
   WorkspaceEvent,
   WorkspaceView,
@@ -105,4 +110,16 @@ export interface WorkspaceService {
   listSnapshots(): Promise<SnapshotView[]>;
   /** 409 while it is being taken or a workspace is being made from it. */
   deleteSnapshot(id: string): Promise<void>;
+
+  /**
+   * Persistent shell sessions (shared/service/sessions.ts): cwd, variables, functions and aliases
+   * persist between runs. The workspace must be ready (409); a busy session refuses a run (409); a
+   * session whose shell died answers `lost`. `runInSession` waits up to waitMs (a run still `running` → 202).
+   */
+  createSession(workspaceId: string, input: CreateSessionParams): Promise<SessionView>;
+  runInSession(workspaceId: string, sessionId: string, input: RunInSessionParams): Promise<SessionRunView>;
+  getSession(workspaceId: string, sessionId: string, wait: SessionWaitParams): Promise<SessionView>;
+  listSessions(workspaceId: string): Promise<SessionView[]>;
+  interruptSession(workspaceId: string, sessionId: string): Promise<SessionView>;
+  deleteSession(workspaceId: string, sessionId: string): Promise<SessionView>;
 }

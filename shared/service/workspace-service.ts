@@ -15,6 +15,9 @@ import type {
   RunCommandParams,
   StdinParams,
   TerminalSizeParams,
+  CreateSessionParams,
+  RunInSessionParams,
+  SessionWaitParams,
 } from '../contract/inputs.js';
 import type {
   ArchiveWritten,
@@ -30,6 +33,8 @@ import type {
   SnapshotView,
   WorkspaceEvent,
   WorkspaceView,
+  SessionRunView,
+  SessionView,
 } from '../contract/views.js';
 import { BackendUnavailableError, BadRequestError, ConflictError, StepFailedError } from '../contract/errors.js';
 import type { SnapshotRecord, WorkspaceRecord } from '../contract/workspace.js';
@@ -43,6 +48,7 @@ import { Files } from './files.js';
 import { publicError } from './public-error.js';
 import { InProcessWork, type Job, type LongWork } from './long-work.js';
 import { Operations, type OperationOutcome, type OperationPhases } from './operations.js';
+import { Sessions } from './sessions.js';
 import { Snapshots } from './snapshots.js';
 import { newWorkspaceId } from './ids.js';
 import { Provisioner, type PhaseOutcome } from './provisioner.js';
@@ -66,6 +72,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
   private readonly commands: Commands;
   private readonly files: Files;
   private readonly archives: Archives;
+  private readonly sessions: Sessions;
   private readonly ops: WorkspaceOps;
   /** Command starts against reset/delete of the same workspace, in this process. */
   private readonly gate = new WorkspaceGate();
@@ -86,6 +93,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
     this.commands = new Commands(deps, this.records, this.gate);
     this.files = new Files(deps, this.records, this.gate);
     this.archives = new Archives(deps, this.files);
+    this.sessions = new Sessions(deps, this.records, this.gate, this.files);
     this.ops = new WorkspaceOps(deps, this.records, repoSync, this.provisioner, this.gate);
     this.work = deps.work ?? new InProcessWork(deps.log);
     // A 'snapshot' operation's phase is the snapshots part's; the others are WorkspaceOps'.
@@ -307,6 +315,25 @@ export class DefaultWorkspaceService implements WorkspaceService {
   }
   changes(workspaceId: string): Promise<ChangesView> {
     return this.ops.changes(workspaceId);
+  }
+  // ---- shell sessions (sessions.ts) ----
+  createSession(workspaceId: string, input: CreateSessionParams): Promise<SessionView> {
+    return this.sessions.create(workspaceId, input);
+  }
+  runInSession(workspaceId: string, sessionId: string, input: RunInSessionParams): Promise<SessionRunView> {
+    return this.sessions.run(workspaceId, sessionId, input);
+  }
+  getSession(workspaceId: string, sessionId: string, wait: SessionWaitParams): Promise<SessionView> {
+    return this.sessions.get(workspaceId, sessionId, wait.waitMs);
+  }
+  listSessions(workspaceId: string): Promise<SessionView[]> {
+    return this.sessions.list(workspaceId);
+  }
+  interruptSession(workspaceId: string, sessionId: string): Promise<SessionView> {
+    return this.sessions.interrupt(workspaceId, sessionId);
+  }
+  deleteSession(workspaceId: string, sessionId: string): Promise<SessionView> {
+    return this.sessions.delete(workspaceId, sessionId);
   }
   // ---- fork and snapshots (snapshots.ts) ----
   fork(workspaceId: string, input: ForkParams, wait: OperationWaitParams = {}): Promise<ForkView> {

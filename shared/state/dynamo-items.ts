@@ -1,3 +1,4 @@
+import type { SessionRecord } from '../contract/session.js';
 import type { WarmTaskRecord } from '../backends/ecs/warm-task-store.js';
 import type {
   CacheEntryRecord,
@@ -15,6 +16,7 @@ import { TABLE_SHAPE } from './table.js';
  *   workspace    pk=WS#<id>      sk=META        gsi1pk=WS     gsi1sk=<createdAt>#<id>  ttl=expiresAt
  *   command      pk=WS#<id>      sk=CMD#<cid>
  *   operation    pk=WS#<id>      sk=OP#<oid>
+ *   session      pk=WS#<id>      sk=SESS#<sid>
  *   idempotency  pk=IDEM#<key>   sk=IDEM        workspaceId, createdAt
  *   cache entry  pk=CACHE#<key>  sk=META        gsi1pk=CACHE  gsi1sk=<createdAt>#<key>
  *   warm task    pk=WARM#<key>   sk=TASK#<id>   gsi1pk=WARM   gsi1sk=<createdAt>#<key>#<id>
@@ -31,6 +33,7 @@ export const GSI_WARM = 'WARM';
 export const GSI_SNAPSHOTS = 'SNAP';
 export const COMMAND_SK_PREFIX = 'CMD#';
 export const OPERATION_SK_PREFIX = 'OP#';
+export const SESSION_SK_PREFIX = 'SESS#';
 export const WARM_TASK_SK_PREFIX = 'TASK#';
 
 export const workspaceKey = (id: string): Key => ({ pk: `WS#${id}`, sk: 'META' });
@@ -41,6 +44,10 @@ export const commandKey = (workspaceId: string, commandId: string): Key => ({
 export const operationKey = (workspaceId: string, operationId: string): Key => ({
   pk: `WS#${workspaceId}`,
   sk: `${OPERATION_SK_PREFIX}${operationId}`,
+});
+export const sessionKey = (workspaceId: string, sessionId: string): Key => ({
+  pk: `WS#${workspaceId}`,
+  sk: `${SESSION_SK_PREFIX}${sessionId}`,
 });
 export const idempotencyKey = (key: string): Key => ({ pk: `IDEM#${key}`, sk: 'IDEM' });
 export const cacheEntryKey = (key: string): Key => ({ pk: `CACHE#${key}`, sk: 'META' });
@@ -78,6 +85,10 @@ export function commandToItem(record: CommandRecord): Item {
 
 export function operationToItem(record: OperationRecord): Item {
   return { ...record, ...operationKey(record.workspaceId, record.id) };
+}
+
+export function sessionToItem(record: SessionRecord): Item {
+  return { ...record, ...sessionKey(record.workspaceId, record.id) };
 }
 
 export function cacheEntryToItem(record: CacheEntryRecord): Item {

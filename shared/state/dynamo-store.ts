@@ -1,6 +1,7 @@
 import { DeleteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { ConflictError } from '../contract/errors.js';
+import type { SessionRecord } from '../contract/session.js';
 import type { Patch, StateStore, WorkspaceQuery } from '../contract/state.js';
 import type {
   CacheEntryRecord,
@@ -24,6 +25,9 @@ import {
   idempotencyKey,
   itemToRecord,
   OPERATION_SK_PREFIX,
+  SESSION_SK_PREFIX,
+  sessionKey,
+  sessionToItem,
   operationKey,
   operationToItem,
   listSortKey,
@@ -346,6 +350,46 @@ export class DynamoStateStore extends DynamoTable implements StateStore {
     });
   }
 
+  // ---- shell sessions -----------------------------------------------------------------------
+
+  async createSession(record: SessionRecord): Promise<void> {
+    await this.putNew(sessionToItem(record), `session '${record.workspaceId}/${record.id}'`);
+  }
+
+  async getSession(workspaceId: string, sessionId: string): Promise<SessionRecord | undefined> {
+    return this.getRecord<SessionRecord>(sessionKey(workspaceId, sessionId), `session '${workspaceId}/${sessionId}'`);
+  }
+
+  async listSessions(workspaceId: string): Promise<SessionRecord[]> {
+    const items = await this.queryChildItems(workspaceId, SESSION_SK_PREFIX);
+    return items.map((item) => itemToRecord<SessionRecord>(item));
+  }
+
+  async updateSession(
+    workspaceId: string,
+    sessionId: string,
+    expectedVersion: number,
+    patch: Patch<SessionRecord>,
+  ): Promise<SessionRecord> {
+    return this.conditionalUpdate<SessionRecord>(patch, {
+      kind: 'session',
+      label: `${workspaceId}/${sessionId}`,
+      key: sessionKey(workspaceId, sessionId),
+      identity: { workspaceId, id: sessionId },
+      expectedVersion,
+    });
+  }
+
+  async deleteSession(workspaceId: string, sessionId: string, expectedVersion: number): Promise<void> {
+    await this.deleteAtVersion({
+      kind: 'session',
+      label: `${workspaceId}/${sessionId}`,
+      key: sessionKey(workspaceId, sessionId),
+      identity: { workspaceId, id: sessionId },
+      expectedVersion,
+    });
+  }
+
   // ---- helpers --------------------------------------------------------------------------
 
   private queryCommandItems(workspaceId: string, keysOnly = false): Promise<Item[]> {
@@ -366,15 +410,16 @@ export class DynamoStateStore extends DynamoTable implements StateStore {
         ExpressionAttributeValues: b.values,
         ConsistentRead: true,
       },
-      `list ${prefix === COMMAND_SK_PREFIX ? 'commands' : 'operations'} of workspace '${workspaceId}'`,
+      `list ${prefix === COMMAND_SK_PREFIX ? 'commands' : prefix === SESSION_SK_PREFIX ? 'sessions' : 'operations'} of workspace '${workspaceId}'`,
     );
   }
 
-  /** The workspace's commands and operations (every item of its partition but META). */
+  /** The workspace's commands, operations and sessions (every item of its partition but META). */
   private async deleteCommandsOf(workspaceId: string): Promise<void> {
     const keys = [
       ...(await this.queryCommandItems(workspaceId, true)),
       ...(await this.queryChildItems(workspaceId, OPERATION_SK_PREFIX, true)),
+      ...(await this.queryChildItems(workspaceId, SESSION_SK_PREFIX, true)),
     ];
     let next = 0;
     const worker = async (): Promise<void> => {

@@ -42,7 +42,10 @@ function json(res: DispatchResponse): { status: number; body: any; headers: Reco
 }
 
 function fill(template: string, values: { id?: string; cid?: string } = {}): string {
-  return template.replace('{id}', values.id ?? WS).replace('{cid}', values.cid ?? CMD);
+  return template
+    .replace('{id}', values.id ?? WS)
+    .replace('{cid}', values.cid ?? CMD)
+    .replace('{sid}', template.includes('/sessions/') ? 'sess-0123456789abcdef01234567' : '{sid}');
 }
 
 /** Asserts our error shape and that the service was never reached. */
@@ -143,6 +146,17 @@ const BODY_CASES: Record<string, Array<{ name: string; body: unknown; paths: str
     { name: 'empty name', body: { name: '' }, paths: ['body.name'] },
     { name: 'name with a newline', body: { name: 'a\nb' }, paths: ['body.name'] },
     { name: 'labels not an object', body: { labels: 'x' }, paths: ['body.labels'] },
+  ],
+  createSession: [
+    { name: 'an unknown shell', body: { shell: 'zsh' }, paths: ['body.shell'] },
+    { name: 'empty cwd', body: { cwd: '' }, paths: ['body.cwd'] },
+    { name: 'env not an object', body: { env: 'x' }, paths: ['body.env'] },
+  ],
+  runInSession: [
+    { name: 'no command', body: {}, paths: ['body.command'] },
+    { name: 'empty command', body: { command: '' }, paths: ['body.command'] },
+    { name: 'negative timeout', body: { command: 'true', timeoutMs: -1 }, paths: ['body.timeoutMs'] },
+    { name: 'waitMs over the cap', body: { command: 'true', waitMs: 60_000 }, paths: ['body.waitMs'] },
   ],
 };
 

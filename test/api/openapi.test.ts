@@ -104,6 +104,29 @@ describe('openapi document', () => {
     expect(doc.paths['/workspaces/{id}/files/stat'].get.responses['200']).toBeDefined();
   });
 
+  it('documents shell sessions: create, run (200/202), interrupt, get with waitMs, list, delete', () => {
+    const deref = (schema: any): any => (schema.$ref ? resolve(schema.$ref) : schema);
+    const create = doc.paths['/workspaces/{id}/sessions'].post;
+    expect(Object.keys(deref(create.requestBody.content['application/json'].schema).properties).sort()).toEqual([
+      'cwd',
+      'env',
+      'shell',
+    ]);
+    const view = deref(create.responses['201'].content['application/json'].schema);
+    expect(view.properties.state.enum).toEqual(['idle', 'busy', 'lost', 'closed']);
+    expect(doc.paths['/workspaces/{id}/sessions'].get.responses['200']).toBeDefined();
+    const run = doc.paths['/workspaces/{id}/sessions/{sid}/run'].post;
+    expect(deref(run.requestBody.content['application/json'].schema).required).toEqual(['command']);
+    expect(Object.keys(run.responses)).toEqual(expect.arrayContaining(['200', '202', '404', '409']));
+    const runView = deref(run.responses['200'].content['application/json'].schema);
+    expect(runView.properties.state.enum).toEqual(['running', 'exited', 'killed', 'interrupted', 'lost']);
+    const one = doc.paths['/workspaces/{id}/sessions/{sid}'];
+    expect(one.get.parameters.find((p: any) => p.name === 'sid').schema.pattern).toContain('sess-');
+    expect(one.get.parameters.filter((p: any) => p.in === 'query').map((p: any) => p.name)).toEqual(['waitMs']);
+    expect(one.delete.responses['200']).toBeDefined();
+    expect(doc.paths['/workspaces/{id}/sessions/{sid}/interrupt'].post.responses['200']).toBeDefined();
+  });
+
   it('documents fork and snapshots: their bodies, the 202/201 answers and the snapshot id pattern', () => {
     const fork = doc.paths['/workspaces/{id}/fork'].post;
     const deref = (schema: any): any => (schema.$ref ? resolve(schema.$ref) : schema);

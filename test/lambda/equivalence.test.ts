@@ -26,6 +26,8 @@ interface Ctx {
   newHead?: string;
   /** The snapshot case's snapshot, and the workspaces made from it and forked. */
   snapId?: string;
+  /** The shell session the session cases drive. */
+  sessId?: string;
   copies?: string[];
   call(request: ApiRequest): Promise<Answer>;
 }
@@ -309,6 +311,83 @@ const CASES: Case[] = [
     request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/git/fetch`, body: { repos: ['nope'] } }),
     status: 400,
   },
+  // ---- persistent shell sessions: state in the store, so each request may land on another Lambda ----
+  {
+    name: 'session: create → 201 idle',
+    request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/sessions`, body: { cwd: 'app' } }),
+    status: 201,
+    after: (a, ctx) => {
+      expect(a.body).toMatchObject({ state: 'idle', shell: 'bash', workspaceId: ws(ctx) });
+      expect(a.headers['location']).toBe(`/workspaces/${ws(ctx)}/sessions/${a.body.id}`);
+      ctx.sessId = a.body.id;
+    },
+  },
+  {
+    name: 'session: a run sets state for the next',
+    request: (ctx) => ({
+      method: 'POST',
+      url: `/workspaces/${ws(ctx)}/sessions/${ctx.sessId}/run`,
+      body: { command: 'cd ..; export EQ=kept; f() { echo "f $1"; }', waitMs: 20_000 },
+    }),
+    status: 200,
+    after: (a) => expect(a.body).toMatchObject({ runId: 'run-1', state: 'exited', exitCode: 0 }),
+  },
+  {
+    name: 'session: the next run sees cwd, variables and functions; stderr apart',
+    request: (ctx) => ({
+      method: 'POST',
+      url: `/workspaces/${ws(ctx)}/sessions/${ctx.sessId}/run`,
+      body: { command: 'basename "$PWD"; echo "$EQ"; f x; echo e >&2; (exit 4)', waitMs: 20_000 },
+    }),
+    status: 200,
+    after: (a) => {
+      expect(a.body).toMatchObject({ state: 'exited', exitCode: 4 });
+      expect(a.body.stdout.data).toMatch(/\nkept\nf x\n$/);
+      expect(a.body.stderr.data).toBe('e\n');
+    },
+  },
+  {
+    name: 'session: a run still going → 202, interrupted → 130, the shell lives on',
+    request: (ctx) => ({
+      method: 'POST',
+      url: `/workspaces/${ws(ctx)}/sessions/${ctx.sessId}/run`,
+      body: { command: 'while true; do sleep 1; done', waitMs: 300 },
+    }),
+    status: 202,
+    after: async (a, ctx) => {
+      expect(a.body.state).toBe('running');
+      const busy = await ctx.call({
+        method: 'POST',
+        url: `/workspaces/${ws(ctx)}/sessions/${ctx.sessId}/run`,
+        body: { command: 'true' },
+      });
+      expect(busy.status).toBe(409);
+      const i = await ctx.call({ method: 'POST', url: `/workspaces/${ws(ctx)}/sessions/${ctx.sessId}/interrupt` });
+      expect(i.body.lastRun).toMatchObject({ runId: a.body.runId, state: 'interrupted', exitCode: 130 });
+    },
+  },
+  {
+    name: 'session: get shows the last run',
+    request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/sessions/${ctx.sessId}?waitMs=1000` }),
+    status: 200,
+    after: (a) => expect(a.body).toMatchObject({ state: 'idle', lastRun: { runId: 'run-3', state: 'interrupted' } }),
+  },
+  {
+    name: 'sessions: listed',
+    request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/sessions` }),
+    status: 200,
+    after: (a, ctx) => expect(a.body.sessions.map((x: { id: string }) => x.id)).toEqual([ctx.sessId]),
+  },
+  {
+    name: 'session: unknown id',
+    request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/sessions/sess-0123456789abcdef01234567` }),
+    status: 404,
+  },
+  {
+    name: 'session: a run without a command',
+    request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/sessions/${ctx.sessId}/run`, body: {} }),
+    status: 400,
+  },
   {
     name: 'reset: back to the baseline, fingerprint matches',
     request: (ctx) => ({ method: 'POST', url: `/workspaces/${ws(ctx)}/reset`, body: {} }),
@@ -322,6 +401,16 @@ const CASES: Case[] = [
     after: (a) => {
       const app = a.body.repos.find((r: { name: string }) => r.name === 'app');
       expect(app.diff).toBe('');
+    },
+  },
+  {
+    name: 'session: lost after the reset, then deleted',
+    request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/sessions/${ctx.sessId}` }),
+    status: 200,
+    after: async (a, ctx) => {
+      expect(a.body.state).toBe('lost');
+      const d = await ctx.call({ method: 'DELETE', url: `/workspaces/${ws(ctx)}/sessions/${ctx.sessId}` });
+      expect(d.body.state).toBe('closed');
     },
   },
   {
@@ -458,7 +547,7 @@ export function normalise(value: unknown, key = ''): unknown {
   if (typeof value === 'number' && /(Ms|At|^expiresAt|^sizeBytes)$/.test(key)) return '<number>';
   if (typeof value !== 'string') return value;
   return value
-    .replace(/\b(ws|cmd|sys|snap|op)-[0-9a-f]{24}\b/g, '$1-<id>')
+    .replace(/\b(ws|cmd|sys|snap|op|sess)-[0-9a-f]{24}\b/g, '$1-<id>')
     .replace(/\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z\b/g, '<time>')
     .replace(/\b[0-9a-f]{64}\b/g, '<hash>')
     .replace(/\b[0-9a-f]{40}\b/g, '<sha>')

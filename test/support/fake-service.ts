@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type {
   CreateSnapshotParams,
+  CreateSessionParams,
+  RunInSessionParams,
+  SessionWaitParams,
   ArchiveReadOptions,
   CreateWorkspaceParams,
   ForkParams,
@@ -30,6 +33,8 @@ import type {
   OperationEvent,
   OperationView,
   ResetResult,
+  SessionRunView,
+  SessionView,
   SnapshotView,
   StreamView,
   WorkspaceEvent,
@@ -408,6 +413,86 @@ export class FakeWorkspaceService implements WorkspaceService {
     };
     this.snapshots.set(view.id, view);
     return structuredClone(view);
+  }
+
+  // ---- sessions: a run answers `ran: <command>` on stdout, exit 0 ----
+  private readonly sessions = new Map<string, SessionView>();
+
+  async createSession(workspaceId: string, input: CreateSessionParams): Promise<SessionView> {
+    return this.call('createSession', [workspaceId, input], async () => {
+      this.mustWorkspace(workspaceId);
+      const view: SessionView = {
+        id: `sess-${randomBytes(12).toString('hex')}`,
+        workspaceId,
+        state: 'idle',
+        cwd: '/home/node/workspace',
+        shell: input.shell ?? 'bash',
+        createdAt: new Date().toISOString(),
+      };
+      this.sessions.set(view.id, view);
+      return structuredClone(view);
+    });
+  }
+
+  async runInSession(workspaceId: string, sessionId: string, input: RunInSessionParams): Promise<SessionRunView> {
+    return this.call('runInSession', [workspaceId, sessionId, input], async () => {
+      const session = this.mustSession(workspaceId, sessionId);
+      const text = `ran: ${input.command}\n`;
+      const stream = (data: string) => ({
+        data,
+        encoding: 'utf8' as const,
+        offset: 0,
+        nextOffset: Buffer.byteLength(data),
+        bytes: Buffer.byteLength(data),
+        truncated: false,
+      });
+      const at = new Date().toISOString();
+      session.lastRun = {
+        runId: `run-${Number(session.lastRun?.runId.slice(4) ?? 0) + 1}`,
+        state: 'exited',
+        exitCode: 0,
+        stdout: stream(text),
+        stderr: stream(''),
+        startedAt: at,
+        endedAt: at,
+        durationMs: 0,
+      };
+      return structuredClone(session.lastRun);
+    });
+  }
+
+  async getSession(workspaceId: string, sessionId: string, wait: SessionWaitParams): Promise<SessionView> {
+    return this.call('getSession', [workspaceId, sessionId, wait], async () =>
+      structuredClone(this.mustSession(workspaceId, sessionId)),
+    );
+  }
+
+  async listSessions(workspaceId: string): Promise<SessionView[]> {
+    return this.call('listSessions', [workspaceId], async () => {
+      this.mustWorkspace(workspaceId);
+      return [...this.sessions.values()].filter((s) => s.workspaceId === workspaceId).map((s) => structuredClone(s));
+    });
+  }
+
+  async interruptSession(workspaceId: string, sessionId: string): Promise<SessionView> {
+    return this.call('interruptSession', [workspaceId, sessionId], async () =>
+      structuredClone(this.mustSession(workspaceId, sessionId)),
+    );
+  }
+
+  async deleteSession(workspaceId: string, sessionId: string): Promise<SessionView> {
+    return this.call('deleteSession', [workspaceId, sessionId], async () => {
+      const session = this.mustSession(workspaceId, sessionId);
+      this.sessions.delete(sessionId);
+      return { ...structuredClone(session), state: 'closed' as const };
+    });
+  }
+
+  private mustSession(workspaceId: string, sessionId: string): SessionView {
+    this.mustWorkspace(workspaceId);
+    const session = this.sessions.get(sessionId);
+    if (session === undefined || session.workspaceId !== workspaceId) throw new NotFoundError('session', sessionId);
+    return session;
   }
 
   private mustSnapshot(id: string): SnapshotView {
