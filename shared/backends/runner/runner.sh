@@ -303,11 +303,12 @@ kill_tty_session() { # <dir>
 
 # The session id of a --tty command's terminal, if it is still that command's: its leader leads it and
 # has the recorded slave as controlling tty (once the command ended, that pty may be another's).
+# Status 1: not (or no longer) there; 2: the record is not "/dev/pts/<n> <sid>".
 tty_session() { # <dir>; prints "<slave> <sid>"
   [ -s "$1/tty" ] || return 1
   read -r t sid < "$1/tty" || return 1
-  case $t in /dev/pts/[0-9]*) ;; *) echo "runner: bad terminal record" >&2; return 1 ;; esac
-  is_uint "${t#/dev/pts/}" && is_uint "$sid" || { echo "runner: bad terminal record" >&2; return 1; }
+  case $t in /dev/pts/[0-9]*) ;; *) echo "runner: bad terminal record" >&2; return 2 ;; esac
+  is_uint "${t#/dev/pts/}" && is_uint "$sid" || { echo "runner: bad terminal record" >&2; return 2; }
   [ "$(stat_field "$sid" 6)" = "$sid" ] || return 1
   dev=$(stat -c '%t %T' -- "$t" 2> /dev/null) || return 1
   # shellcheck disable=SC2086 # two hex numbers
@@ -326,7 +327,8 @@ cmd_resize() { # <dir> <rows> <cols>
   [ -e "$dir/exit" ] && return 0
   fifo_alive "$dir/alive" || return 0
   # Not (or no longer) there: the command has ended, or its terminal never came up. Nothing to resize.
-  ts=$(tty_session "$dir") || return 0
+  ts=$(tty_session "$dir")
+  case $? in 0) ;; 2) return 1 ;; *) return 0 ;; esac
   # A child, never the caller itself: a session leader without a terminal would acquire it on open.
   (stty -F "${ts% *}" rows "$2" cols "$3")
 }
