@@ -160,6 +160,18 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
     });
 
     describe('commands', () => {
+      it('signal: SIGINT ends a program that does not catch it (default action), SIGTERM too', async () => {
+        const ref = await fx.create();
+        const commands = fx.backend.open(ref, fx.plan).commands;
+        for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+          const id = await fx.start(ref, ['sleep', '300']);
+          await commands.signal(id, sig);
+          const status = await commands.wait(id, 10_000);
+          expect(status.state, `${sig}: ${JSON.stringify(status)}`).not.toBe('running');
+          expect(status.state).not.toBe('killed');
+        }
+      });
+
       it('passes argv verbatim (spaces, quotes, globs, unicode, empty)', async () => {
         const ref = await fx.create();
         const args = [

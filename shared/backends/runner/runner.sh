@@ -194,7 +194,12 @@ cmd_supervise() {
     # setsid: the command leads a session (and process group) of its own, so a group kill reaches it and
     # everything it started. env -i: nothing of this shell's environment; the env script sets it all.
     # chroot --userspec to "/" (--skip-chdir) drops to uid:gid with coreutils only (no setpriv/su needed).
-    setsid env -i "$CHROOT" --userspec="$uid:$gid" --groups="$gid" --skip-chdir / /bin/sh -c "$INNER" sh "$cwd" "$@" \
+    # --default-signal (coreutils >= 8.31): launched by `&` from this shell (no job control), the command
+    # would inherit SIGINT and SIGQUIT ignored, and `signal` SIGINT would reach nothing that does not
+    # catch it (a shell session's interrupt could not stop a `sleep`).
+    dflt=--default-signal=INT,QUIT
+    env "$dflt" true 2> /dev/null || dflt=
+    setsid env -i ${dflt:+"$dflt"} "$CHROOT" --userspec="$uid:$gid" --groups="$gid" --skip-chdir / /bin/sh -c "$INNER" sh "$cwd" "$@" \
       <&4 4<&- 5<&- 7<&- > "$dir/stdout.fifo" 2> "$dir/stderr.fifo" &
   fi
   child=$!
