@@ -39,6 +39,8 @@ export interface RunOptions {
   stdin?: Buffer | string;
   /** CommandSpec.openStdin: stdin stays open for writeStdin until eof. */
   openStdin?: boolean;
+  /** CommandSpec.tty: under a terminal of this size. */
+  tty?: { rows: number; cols: number };
   timeoutMs?: number;
   maxOutputBytes?: number;
   /** How long to wait for the end (default 60 s; the result may still be 'running' after it). */
@@ -123,6 +125,7 @@ export function useBackendFixture(make: MakeBackend, config: ConfigInput = {}): 
       maxOutputBytes: options.maxOutputBytes ?? 4 * 1024 * 1024,
       ...(options.stdin !== undefined ? { stdin: Buffer.from(options.stdin) } : {}),
       ...(options.openStdin ? { openStdin: true } : {}),
+      ...(options.tty ? { tty: options.tty } : {}),
     };
     await need().backend.open(ref, p).commands.start(spec);
     return spec.commandId;

@@ -11,16 +11,18 @@ import type {
   WorkspaceCommands,
 } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
-import { BackendUnavailableError, BadRequestError } from '../../contract/errors.js';
+import { BackendUnavailableError, BadRequestError, ConflictError } from '../../contract/errors.js';
 import { readStream, waitWhileRunning, type StoredSpec } from '../runner/command-record.js';
 import {
   checkCommandSpec,
+  checkTerminalSize,
   commandEnv,
   findCommandDir,
   forgetCommandDir,
   isRunning,
   readStatus,
   runningCommandDirs,
+  withTerminalStdin,
   writeCommandDir,
 } from '../runner/command-files.js';
 import { checkStdinWrite, newStdinWriteId, type RunnerClient } from '../runner/client.js';
@@ -51,9 +53,8 @@ export class DockerCommands implements WorkspaceCommands {
   ) {}
 
   /** Idempotent on commandId: an existing command dir means it was started already. */
-  async start(spec: CommandSpec): Promise<void> {
-    if (spec.tty !== undefined)
-      throw new BackendUnavailableError('terminals (tty) are not available on the docker backend yet');
+  async start(given: CommandSpec): Promise<void> {
+    const spec = withTerminalStdin(given);
     const { workspaceId, plan } = this;
     await requireMeta(this.layout, workspaceId);
     // Setup may have a network of its own (spec.network); every other command runs on plan.network.
@@ -155,12 +156,16 @@ export class DockerCommands implements WorkspaceCommands {
     }
   }
 
-  /** Kill every running command (recorded as killed) and every process of the workspace user. */
-  /** Not yet on this backend (in progress): a clear refusal, never a silent no-op. */
-  async resize(_commandId: string, _size: TerminalSize): Promise<void> {
-    throw new BackendUnavailableError('terminals (tty) are not available on the docker backend yet');
+  /** New terminal size (runner `resize`: stty as root in the container); no-op once the command has ended. */
+  async resize(commandId: string, size: TerminalSize): Promise<void> {
+    checkTerminalSize(size, 'size');
+    const { dir, spec } = await this.find(commandId);
+    if (spec.tty === undefined) throw new ConflictError(`command '${commandId}' was not started with a terminal (tty)`);
+    if (!(await isRunning(dir))) return;
+    await this.runner.resize(guestCommandDir(commandId), commandId, size);
   }
 
+  /** Kill every running command (recorded as killed) and every process of the workspace user. */
   async killAll(): Promise<void> {
     const meta = await requireMeta(this.layout, this.workspaceId);
     const running = await this.runningDirs();

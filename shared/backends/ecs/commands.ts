@@ -10,7 +10,13 @@ import type {
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, ConflictError, NotFoundError } from '../../contract/errors.js';
 import { checkReadArgs, waitWhileRunning } from '../runner/command-record.js';
-import { checkCommandSpec, commandEnv, envScript } from '../runner/command-files.js';
+import {
+  checkCommandSpec,
+  checkTerminalSize,
+  commandEnv,
+  envScript,
+  withTerminalStdin,
+} from '../runner/command-files.js';
 import { checkStdinWrite, newStdinWriteId, RunnerClient } from '../runner/client.js';
 import type { RunnerRpc } from '../runner/rpc.js';
 import { type ExecChannels, TaskGoneError } from './exec-channel.js';
@@ -95,10 +101,8 @@ export class EcsCommands implements WorkspaceCommands {
 
   /** Idempotent on commandId: the runner's `prepare` says `exists` for a dir made already. */
   async start(spec: CommandSpec): Promise<void> {
-    if (spec.tty !== undefined)
-      throw new BackendUnavailableError('terminals (tty) are not available on the ecs backend yet');
     try {
-      await this.startOnTask(spec);
+      await this.startOnTask(withTerminalStdin(spec));
     } catch (error) {
       // Nothing starts on a task that is gone: the workspace's compute no longer exists.
       if (error instanceof TaskGoneError) throw new NotFoundError('workspace', this.ws.workspaceId);
@@ -116,6 +120,9 @@ export class EcsCommands implements WorkspaceCommands {
       timeoutMs: spec.timeoutMs,
       maxOutputBytes: spec.maxOutputBytes,
       startedAt: new Date().toISOString(),
+      ...(spec.openStdin ? { openStdin: true } : {}),
+      // The runner's `resize` tells a command with a terminal by it.
+      ...(spec.tty ? { tty: { rows: spec.tty.rows, cols: spec.tty.cols } } : {}),
     };
     const stdin = spec.stdin ?? Buffer.alloc(0);
     const carried =
@@ -283,11 +290,22 @@ export class EcsCommands implements WorkspaceCommands {
     }
   }
 
-  /** Kill every running command (recorded as killed) and every process of the workspace user. */
-  /** Not yet on this backend (in progress): a clear refusal, never a silent no-op. */
-  async resize(_commandId: string, _size: TerminalSize): Promise<void> {
-    throw new BackendUnavailableError('terminals (tty) are not available on the ecs backend yet');
+  /**
+   * New terminal size: one `resize` request (stty as root in the task), which answers whether the command
+   * exists and has a terminal; no-op once it has ended, or once its task is gone.
+   */
+  async resize(commandId: string, size: TerminalSize): Promise<void> {
+    checkTerminalSize(size, 'size');
+    try {
+      await this.channels.with(this.taskArn, "resizing the command's terminal", (rpc) =>
+        rpcRunner(rpc).resize(commandDir(commandId), commandId, size),
+      );
+    } catch (error) {
+      if (!(error instanceof TaskGoneError)) throw error;
+    }
   }
+
+  /** Kill every running command (recorded as killed) and every process of the workspace user. */
 
   async killAll(): Promise<void> {
     const { user } = this.ws;

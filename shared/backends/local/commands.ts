@@ -21,7 +21,14 @@ import { requireMeta } from './meta.js';
 import { enterCgroup, type WorkspaceCgroups } from './cgroup.js';
 import type { OverlayHomes } from './overlay/index.js';
 import { type PidNamespaceOptions, PidNamespaces } from './pid-namespace.js';
-import { anyProcessOwnedBy, killAllOfUid, killGroup, signalGroupInside, tasksOfUid } from './procs.js';
+import {
+  anyProcessOwnedBy,
+  killAllOfUid,
+  killGroup,
+  signalGroupInside,
+  tasksOfUid,
+  terminalForeground,
+} from './procs.js';
 import { buildLaunch, checkCommandSpec, forkerCommand, type SandboxHost } from './sandbox.js';
 import { checkReadArgs, readStream, waitWhileRunning } from '../runner/command-record.js';
 import { sleep } from '../../lib/sleep.js';
@@ -221,8 +228,10 @@ export class CommandRunner {
 
   /** New size for a command's terminal (forker.py's ioctl: its foreground gets SIGWINCH); no-op once it ended. */
   async resize(workspaceId: string, commandId: string, size: TerminalSize): Promise<void> {
+    if (![size.rows, size.cols].every((n) => Number.isInteger(n) && n >= 1 && n <= 1000))
+      throw new BadRequestError('rows and cols must be integers in 1..1000', { field: 'size' });
     const { dir, spec } = await this.find(workspaceId, commandId);
-    if (spec.tty !== true)
+    if (spec.tty === undefined)
       throw new ConflictError(`command '${commandId}' has no terminal (it was started without tty)`);
     if (!(await this.isRunning(dir))) return;
     await this.supervisor.resize(dir, size);
@@ -234,10 +243,14 @@ export class CommandRunner {
    * it, and the daemon would record the command as ended while it runs on).
    */
   async signal(workspaceId: string, commandId: string, signal: CommandSignal): Promise<void> {
-    const { dir } = await this.find(workspaceId, commandId);
+    const { dir, spec } = await this.find(workspaceId, commandId);
     if (!(await this.isRunning(dir))) return;
     const pgid = await readPgid(dir);
-    if (pgid !== undefined) await signalGroupInside(pgid, signal);
+    if (pgid === undefined) return;
+    // Under a terminal: to its foreground job, as the key would (a job-control shell runs each job in a
+    // process group of its own, and ignores SIGINT itself).
+    const target = spec.tty !== undefined ? (terminalForeground(pgid) ?? pgid) : pgid;
+    await signalGroupInside(target, signal);
   }
 
   /** Feed the open stdin of a running command (the supervisor holds it: see supervisor/stdin-feed.ts). */

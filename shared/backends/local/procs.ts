@@ -142,6 +142,46 @@ export function killGroup(pgid: number): void {
   } catch {
     // ESRCH: already gone
   }
+  killSession(pgid);
+}
+
+/** Fields of /proc/<pid>/stat after the command name: 0 state, 2 pgrp, 3 session, 5 tpgid. */
+function statFieldsSync(pid: number): string[] | undefined {
+  try {
+    const stat = fsSync.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * SIGKILL every process of session `sid` (a command leads a session of its own: its pgid is its
+ * sid): a job-control shell puts each job in a process group of its own, which a group kill misses.
+ * A few passes, for what forks meanwhile (the cgroup/uid kill-all is the one that cannot be outrun).
+ */
+export function killSession(sid: number): void {
+  if (!Number.isInteger(sid) || sid <= 1) return;
+  for (let pass = 0; pass < 3; pass++) {
+    let found = 0;
+    for (const name of fsSync.readdirSync('/proc')) {
+      const pid = Number(name);
+      if (!Number.isInteger(pid) || pid <= 1 || Number(statFieldsSync(pid)?.[3]) !== sid) continue;
+      found++;
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    if (found === 0) return;
+  }
+}
+
+/** The foreground process group of the terminal whose session `sid` leads (undefined: none). */
+export function terminalForeground(sid: number): number | undefined {
+  const tpgid = Number(statFieldsSync(sid)?.[5]);
+  return Number.isInteger(tpgid) && tpgid > 1 ? tpgid : undefined;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { type CommandSpec, STDIN_PENDING_MAX_BYTES } from '../../contract/backend.js';
+import { type CommandSpec, STDIN_PENDING_MAX_BYTES, type TerminalSize } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, ConflictError, NotFoundError, WspError } from '../../contract/errors.js';
 
@@ -57,9 +57,13 @@ export class RunnerClient {
     ]);
   }
 
-  /** Start `spec` as the plan's user from its prepared command dir (`guestDir`: the dir as the runner sees it). */
-  start(guestDir: string, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
-    return this.call('starting the command', [
+  /**
+   * Start `spec` as the plan's user from its prepared command dir (`guestDir`: the dir as the runner sees
+   * it). With `tty`, under a terminal (runner.sh "terminals"; its keyboard is the open stdin): an image
+   * without util-linux's `script` is refused with a BackendUnavailableError that says so.
+   */
+  async start(guestDir: string, plan: WorkspacePlan, spec: CommandSpec): Promise<void> {
+    const argv = [
       'start',
       guestDir,
       String(plan.user.uid),
@@ -67,10 +71,40 @@ export class RunnerClient {
       String(spec.timeoutMs),
       String(spec.maxOutputBytes),
       spec.cwd,
-      ...(spec.openStdin ? ['--open-stdin'] : []),
+      ...(spec.openStdin || spec.tty ? ['--open-stdin'] : []),
+      ...(spec.tty ? ['--tty', String(spec.tty.rows), String(spec.tty.cols)] : []),
       '--',
       ...spec.argv,
+    ];
+    if (!spec.tty) return this.call('starting the command', argv);
+    const { status, message } = await this.transport.request('starting the command', argv);
+    if (status === 0) return;
+    if (status === 9)
+      throw new BackendUnavailableError(
+        "terminals (tty) need util-linux's `script` in the workspace image (Debian: package bsdutils), and this image has none",
+      );
+    throw new BackendUnavailableError(
+      `starting the command failed in the workspace (runner status ${status})${message ? `: ${message.slice(0, 300)}` : ''}`,
+    );
+  }
+
+  /**
+   * New size for the terminal of the command in `guestDir` (runner `resize`; no-op once it has ended).
+   * NotFoundError: no such command; ConflictError: it was started without a terminal.
+   */
+  async resize(guestDir: string, commandId: string, size: TerminalSize): Promise<void> {
+    const { status, message } = await this.transport.request("resizing the command's terminal", [
+      'resize',
+      guestDir,
+      String(size.rows),
+      String(size.cols),
     ]);
+    if (status === 0) return;
+    if (status === 3) throw new NotFoundError('command', commandId);
+    if (status === 4) throw new ConflictError(`command '${commandId}' was not started with a terminal (tty)`);
+    throw new BackendUnavailableError(
+      `resizing the command's terminal failed in the workspace (runner status ${status})${message ? `: ${message.slice(0, 300)}` : ''}`,
+    );
   }
 
   /**

@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { CommandSpec, CommandStatus } from '../../contract/backend.js';
+import type { CommandSpec, CommandStatus, TerminalSize } from '../../contract/backend.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import { BackendUnavailableError, BadRequestError, ConflictError, NotFoundError } from '../../contract/errors.js';
 import { shellQuote } from '../../lib/shell-quote.js';
@@ -56,6 +56,19 @@ export function checkCommandSpec(spec: CommandSpec): void {
     throw new BadRequestError('timeoutMs must be an integer >= 0', { field: 'timeoutMs' });
   if (!Number.isInteger(spec.maxOutputBytes) || spec.maxOutputBytes < 0)
     throw new BadRequestError('maxOutputBytes must be an integer >= 0', { field: 'maxOutputBytes' });
+  if (spec.tty !== undefined) checkTerminalSize(spec.tty, 'tty');
+}
+
+/** A terminal's size (CommandSpec.tty, resize): rows and cols integers 1..1000. */
+export function checkTerminalSize(size: TerminalSize, field: string): void {
+  const ok = (n: unknown) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 1000;
+  if (typeof size !== 'object' || size === null || !ok(size.rows) || !ok(size.cols))
+    throw new BadRequestError('a terminal size is {rows, cols}, integers 1..1000', { field });
+}
+
+/** A terminal's keyboard is its open stdin: a tty spec is an openStdin one (CommandSpec.tty). */
+export function withTerminalStdin(spec: CommandSpec): CommandSpec {
+  return spec.tty !== undefined && !spec.openStdin ? { ...spec, openStdin: true } : spec;
 }
 
 /** The basics every command gets, under spec.env (which wins). PATH/HOME/USER as a login would set them. */
@@ -100,7 +113,7 @@ export async function writeCommandDir(
     maxOutputBytes: spec.maxOutputBytes,
     startedAt: new Date().toISOString(),
     ...(spec.openStdin || spec.tty ? { openStdin: true } : {}),
-    ...(spec.tty ? { tty: true } : {}),
+    ...(spec.tty ? { tty: { rows: spec.tty.rows, cols: spec.tty.cols } } : {}),
   };
   const files: Partial<Record<FileName, string | Buffer>> = {
     stdin: spec.stdin ?? Buffer.alloc(0),

@@ -1,7 +1,7 @@
 import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { CommandStatus, OutputChunk, OutputStream } from '../../contract/backend.js';
+import type { CommandStatus, OutputChunk, OutputStream, TerminalSize } from '../../contract/backend.js';
 import { BadRequestError } from '../../contract/errors.js';
 
 /**
@@ -18,8 +18,8 @@ export interface StoredSpec {
   startedAt: string;
   /** Started with openStdin: its stdin takes writes until eof (WorkspaceCommands.writeStdin). */
   openStdin?: boolean;
-  /** Started under a pseudo-terminal (WorkspaceCommands.resize). */
-  tty?: boolean;
+  /** Started under a terminal of this size (CommandSpec.tty; resize applies to it). */
+  tty?: TerminalSize;
 }
 
 /** The runner's last word (file `exit`). */

@@ -4,11 +4,16 @@
 # the backend has into the workspace (docker exec on Docker, ECS Exec on Fargate). The channel only kicks it:
 # a command's result lives in files, never in the channel.
 #
-#   runner.sh start <dir> <uid> <gid> <timeoutMs> <maxOutputBytes> <cwd> [--open-stdin] -- <argv...>
+#   runner.sh start <dir> <uid> <gid> <timeoutMs> <maxOutputBytes> <cwd> [--open-stdin] [--tty <rows> <cols>] -- <argv...>
 #       Start argv detached (own session and process group) as uid:gid in cwd. Idempotent on <dir>:
 #       a second start of the same dir does nothing. Returns once the process group is published
 #       (or the command has already ended), so a kill right after start reaches it. --open-stdin: stdin
 #       stays open after the stdin file, fed by `stdin` requests until an eof one (see "open stdin").
+#       --tty: under a pseudo-terminal of that size (implies --open-stdin; see "terminals"). Exit 9:
+#       this image has no util-linux `script` (Debian: bsdutils), which terminals need.
+#   runner.sh resize <dir> <rows> <cols>
+#       New size (1..1000 each) for the terminal of a --tty command; no-op once it has ended. Exit 3 no
+#       such command, 4 the command has no terminal.
 #   runner.sh stdin <dir> <write id> <eof 0|1> <maxPending> [<b64 data>]
 #       Queue one write (the data, else the file stdin.in.<write id>, else nothing) for the command's
 #       open stdin, then close it if eof; never blocks. Idempotent on the write id. Exit 3 no such
@@ -63,6 +68,7 @@
 #   spec.json        written by the provider (the runner does not read it)
 #   stdin            fed to the command (removed once opened)
 #   stdin.*          open stdin only: its FIFO, queue and records (see "open stdin" below)
+#   tty              terminals only: "<slave path> <session id>" once the terminal is set up (see "terminals")
 #   env              "export NAME='value'" lines; opened as fd 3 and removed before the command runs,
 #                    then read by the command's own shell (env values never appear in any argv)
 #   stdout, stderr   the kept output, at most maxOutputBytes each: the command (and background processes
@@ -121,6 +127,24 @@ exec "$@"'
 
 cmd_start() {
   dir=$1
+  # Refused before the claim (nothing starts): a bad --tty size, no `script` for a terminal.
+  n=0 tty_at=
+  for a in "$@"; do
+    n=$((n + 1))
+    [ "$n" -le 6 ] && continue
+    case $a in
+      --) break ;;
+      --tty) tty_at=$n ;;
+    esac
+  done
+  if [ -n "$tty_at" ]; then
+    eval "rows=\${$((tty_at + 1)):-} cols=\${$((tty_at + 2)):-}"
+    valid_tty_size "$rows" "$cols" || { fail2 "start: --tty needs rows and cols, integers 1..1000"; return; }
+    command -v script > /dev/null 2>&1 || {
+      echo "runner: a terminal (tty) needs util-linux's 'script' (Debian: bsdutils), which this image lacks" >&2
+      return 9
+    }
+  fi
   # Claim the dir atomically; a second start (a retry over another channel) only waits like the first.
   if mkdir "$dir/claim" 2> /dev/null; then
     # Launched straight from here (no command substitution around it): a channel killed right after
@@ -141,9 +165,16 @@ cmd_start() {
 cmd_supervise() {
   dir=$1 uid=$2 gid=$3 timeout_ms=$4 max_bytes=$5 cwd=$6
   shift 6
-  open_stdin=0
-  [ "${1:-}" = "--open-stdin" ] && { open_stdin=1; shift; }
-  [ "${1:-}" = "--" ] && shift
+  open_stdin=0 tty_rows='' tty_cols=''
+  while :; do
+    case ${1:-} in
+      --open-stdin) open_stdin=1 && shift ;;
+      # A terminal's keyboard is its open stdin (cmd_start checked the size).
+      --tty) tty_rows=$2 tty_cols=$3 open_stdin=1 && shift 3 ;;
+      --) shift && break ;;
+      *) break ;;
+    esac
+  done
   mkfifo -m 600 "$dir/alive"
   exec 5<> "$dir/alive"
   # Plain write (one process fewer than write_atomic): read only once the start has returned, i.e.
@@ -154,15 +185,157 @@ cmd_supervise() {
   exec 3< "$dir/env"
   keeper=
   if [ "$open_stdin" = 1 ]; then start_stdin_keeper "$dir" || exit 1; else exec 4< "$dir/stdin"; fi
-  rm -f "$dir/env" "$dir/stdin"
-  # setsid: the command leads a session (and process group) of its own, so a group kill reaches it and
-  # everything it started. env -i: nothing of this shell's environment; the env script sets it all.
-  # chroot --userspec to "/" (--skip-chdir) drops to uid:gid with coreutils only (no setpriv/su needed).
-  setsid env -i "$CHROOT" --userspec="$uid:$gid" --groups="$gid" --skip-chdir / /bin/sh -c "$INNER" sh "$cwd" "$@" \
-    <&4 4<&- 5<&- 7<&- > "$dir/stdout.fifo" 2> "$dir/stderr.fifo" &
+  if [ -n "$tty_rows" ]; then
+    # The env file stays until pty-child, in the terminal, has opened it (or the command has ended).
+    rm -f "$dir/stdin"
+    start_terminal "$dir" "$uid" "$gid" "$cwd" "$@"
+  else
+    rm -f "$dir/env" "$dir/stdin"
+    # setsid: the command leads a session (and process group) of its own, so a group kill reaches it and
+    # everything it started. env -i: nothing of this shell's environment; the env script sets it all.
+    # chroot --userspec to "/" (--skip-chdir) drops to uid:gid with coreutils only (no setpriv/su needed).
+    # --default-signal (coreutils >= 8.31): launched by `&` from this shell (no job control), the command
+    # would inherit SIGINT and SIGQUIT ignored, and `signal` SIGINT would reach nothing that does not
+    # catch it (a shell session's interrupt could not stop a `sleep`).
+    dflt=--default-signal=INT,QUIT
+    env "$dflt" true 2> /dev/null || dflt=
+    setsid env -i ${dflt:+"$dflt"} "$CHROOT" --userspec="$uid:$gid" --groups="$gid" --skip-chdir / /bin/sh -c "$INNER" sh "$cwd" "$@" \
+      <&4 4<&- 5<&- 7<&- > "$dir/stdout.fifo" 2> "$dir/stderr.fifo" &
+  fi
   child=$!
   exec 3<&- 4<&-
   supervise_group "$dir" "$child" "$timeout_ms" "$max_bytes"
+}
+
+# --- terminals (CommandSpec.tty) ------------------------------------------------------------------
+#
+# The command runs under a pseudo-terminal made by util-linux's `script` (-q quiet, -e its exit status
+# is the command's — 128+n for a signal —, -f every chunk passed on at once, /dev/null: no typescript
+# file). script runs as root in the supervised session (the group a kill, the timeout and killall
+# reach, as for any command); its stdin is the open-stdin FIFO (the keeper feeds it: writeStdin is the
+# keyboard, eof is a ^D), its stdout and stderr the command's stdout, so all the terminal shows lands
+# in stdout and stderr stays empty. In the terminal, script's child (a session of its own, the slave its
+# controlling tty) is `runner.sh pty-child`, still root: it makes the slave root's own 0600 (script made
+# it root:tty 0620; no other process of the workspace may open it, to read the keyboard or write to
+# the screen — the command keeps its descriptors and /dev/tty), sets the size, records
+# "<slave> <session id>" in `tty`, opens the env file, then execs the command as uid:gid (same pid: the
+# command is the session leader). With every signal's default action: commands are launched with `&`
+# from a shell without job control, which leaves SIGINT and SIGQUIT ignored — ^C would do nothing.
+#   kill     script's group (the supervised one) first — its status is then 137 —, then every process
+#            of the terminal's session (kill_tty_session): job control puts jobs in groups of their own,
+#            and a process that ignores the hangup of a closed terminal would live on.
+#   resize   `stty -F <slave> rows R cols C` as root: the kernel sends SIGWINCH to the foreground group.
+#   signal   to the terminal's foreground process group, like the key would.
+
+valid_tty_size() { # <rows> <cols>
+  for v in "$1" "$2"; do
+    is_uint "$v" && [ "${#v}" -le 4 ] && [ "$v" -ge 1 ] && [ "$v" -le 1000 ] || return 1
+  done
+}
+
+# Appends one shell-quoted word to $quoted (pure sh: any byte but NUL, newlines included).
+quote_word() {
+  rest=$1 out=
+  while :; do
+    case $rest in
+      *\'*)
+        out="$out${rest%%\'*}'\\''"
+        rest=${rest#*\'}
+        ;;
+      *)
+        out="$out$rest"
+        break
+        ;;
+    esac
+  done
+  quoted="$quoted '$out'"
+}
+
+start_terminal() { # <dir> <uid> <gid> <cwd> <argv...>; $tty_rows/$tty_cols; stdin on fd 4; sets $!
+  quoted=
+  for w in "$SELF" pty-child "$1" "$tty_rows" "$tty_cols" "$2" "$3" "$4"; do quote_word "$w"; done
+  shift 4
+  quoted="$quoted --"
+  for w in "$@"; do quote_word "$w"; done
+  # script runs `$SHELL -c <string>` (no SHELL: /bin/sh). Its stderr (its own complaints) is stdout.
+  setsid env -i PATH="$DEFAULT_PATH" script -q -e -f -c "exec /bin/sh$quoted" /dev/null \
+    <&4 3<&- 4<&- 5<&- 7<&- > "$dir/stdout.fifo" 2>&1 &
+}
+
+# In the terminal (stdin/stdout/stderr the slave), root, the session leader; see "terminals".
+cmd_pty_child() { # <dir> <rows> <cols> <uid> <gid> <cwd> -- <argv...>
+  dir=$1 rows=$2 cols=$3 uid=$4 gid=$5 cwd=$6
+  shift 6
+  [ "${1:-}" = -- ] && shift
+  t=$(tty) || { echo "runner: no terminal" >&2; exit 126; }
+  case $t in /dev/pts/[0-9]*) ;; *) echo "runner: unexpected terminal $t" >&2; exit 126 ;; esac
+  chown 0:0 "$t" && chmod 600 "$t" && stty rows "$rows" cols "$cols" || exit 126
+  exec 3< "$dir/env" || exit 126
+  rm -f "$dir/env"
+  write_atomic "$dir/tty" "$t $$" || exit 126
+  # coreutils >= 8.31; without it a terminal still works, but ^C only reaches programs that catch it.
+  if env --default-signal=INT true 2> /dev/null; then
+    exec env -i --default-signal "$CHROOT" --userspec="$uid:$gid" --groups="$gid" --skip-chdir / /bin/sh -c "$INNER" sh "$cwd" "$@"
+  fi
+  exec env -i "$CHROOT" --userspec="$uid:$gid" --groups="$gid" --skip-chdir / /bin/sh -c "$INNER" sh "$cwd" "$@"
+}
+
+# SIGKILL every process of the terminal's session (not zombies), pass after pass until a pass finds none:
+# one that forked meanwhile is found on the next. Only while the command's supervisor runs (the session
+# id is a pid: once all of the session is gone it may be reused).
+kill_tty_session() { # <dir>
+  [ -s "$1/tty" ] || return 0
+  read -r _ sid < "$1/tty" || return 0
+  is_uint "$sid" && [ "$sid" -gt 1 ] || return 0
+  passes=0
+  while [ "$passes" -lt 50 ]; do
+    found=0
+    set +f
+    for p in /proc/[0-9]*; do
+      read -r st 2> /dev/null < "$p/stat" || continue
+      st=${st##*) }
+      # Fields 3 (state) and 6 (session).
+      # shellcheck disable=SC2086 # numbers and a state letter: no pattern
+      set -- $st
+      [ "$4" = "$sid" ] && [ "$1" != Z ] && [ "$1" != X ] && kill -KILL "${p#/proc/}" 2> /dev/null && found=1
+    done
+    set -f
+    [ "$found" = 0 ] && return 0
+    passes=$((passes + 1))
+  done
+  return 0
+}
+
+# The session id of a --tty command's terminal, if it is still that command's: its leader leads it and
+# has the recorded slave as controlling tty (once the command ended, that pty may be another's).
+# Status 1: not (or no longer) there; 2: the record is not "/dev/pts/<n> <sid>".
+tty_session() { # <dir>; prints "<slave> <sid>"
+  [ -s "$1/tty" ] || return 1
+  read -r t sid < "$1/tty" || return 1
+  case $t in /dev/pts/[0-9]*) ;; *) echo "runner: bad terminal record" >&2; return 2 ;; esac
+  is_uint "${t#/dev/pts/}" && is_uint "$sid" || { echo "runner: bad terminal record" >&2; return 2; }
+  [ "$(stat_field "$sid" 6)" = "$sid" ] || return 1
+  dev=$(stat -c '%t %T' -- "$t" 2> /dev/null) || return 1
+  # shellcheck disable=SC2086 # two hex numbers
+  set -- $dev
+  major=$((0x$1)) minor=$((0x$2))
+  [ "$(stat_field "$sid" 7)" = $(((minor & 255) | (major << 8) | ((minor & ~255) << 12))) ] || return 1
+  printf '%s %s\n' "$t" "$sid"
+}
+
+cmd_resize() { # <dir> <rows> <cols>
+  [ $# -eq 3 ] || { fail2 "usage: resize <dir> <rows> <cols>"; return; }
+  dir=$1
+  valid_tty_size "$2" "$3" || { fail2 "resize: rows and cols must be integers 1..1000"; return; }
+  [ -f "$dir/spec.json" ] || { echo "runner: no command at $dir" >&2; return 3; }
+  grep -qF '"tty":{' "$dir/spec.json" || { echo "runner: the command has no terminal" >&2; return 4; }
+  [ -e "$dir/exit" ] && return 0
+  fifo_alive "$dir/alive" || return 0
+  # Not (or no longer) there: the command has ended, or its terminal never came up. Nothing to resize.
+  ts=$(tty_session "$dir")
+  case $? in 0) ;; 2) return 1 ;; *) return 0 ;; esac
+  # A child, never the caller itself: a session leader without a terminal would acquire it on open.
+  (stty -F "${ts% *}" rows "$2" cols "$3")
 }
 
 # --- open stdin (CommandSpec.openStdin) ----------------------------------------------------------
@@ -378,8 +551,10 @@ supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
   # setsid(1) makes the child a group leader only just after it starts. Publish the pgid once the group
   # exists (or the child is gone), so no one sends a group kill to a group that does not exist yet.
   # (A child that died before setsid stays a zombie in our group until we wait: stop on state Z.)
+  # A terminal: also until it is set up (its record written), so a kill finds its session.
   tries=0
-  while state=$(stat_field "$child" 3) && [ "$state" != Z ] && [ "$(stat_field "$child" 5)" != "$child" ] \
+  while state=$(stat_field "$child" 3) && [ "$state" != Z ] \
+    && { [ "$(stat_field "$child" 5)" != "$child" ] || { [ -n "$tty_rows" ] && [ ! -e "$dir/tty" ]; }; } \
     && [ "$tries" -lt 5000 ]; do
     tries=$((tries + 1))
     sleep 0.002
@@ -389,7 +564,7 @@ supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
   # take an empty file for "not yet" (cmd_kill's -s, the provider's readPgid), never half a number.
   printf '%s\n' "$child" > "$dir/pgid"
   # A kill requested before the pgid was known: honour it now. (dash's kill takes no "--".)
-  [ -e "$dir/kill" ] && kill -KILL "-$child" 2> /dev/null
+  [ -e "$dir/kill" ] && kill_command "$dir" "$child"
 
   timer=
   if [ "$timeout_ms" -gt 0 ]; then
@@ -403,13 +578,18 @@ supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
       sleeper=$!
       wait "$sleeper"
       (set -C; printf 'timeout\n' > "$dir/kill") 2> /dev/null
-      kill -KILL "-$child" 2> /dev/null
+      kill_command "$dir" "$child"
     ) &
     timer=$!
   fi
 
   wait "$child"
   code=$?
+  if [ -n "$tty_rows" ]; then
+    # Killed: what forked while the kill went through the terminal's session goes too.
+    [ -e "$dir/kill" ] && kill_tty_session "$dir"
+    rm -f "$dir/env"
+  fi
   # The command has ended: so has its stdin. The keeper's whole session (a cat blocked on the full
   # pipe included), then its control FIFO; queued bytes no one will read go with it.
   if [ -n "$keeper" ]; then
@@ -439,19 +619,36 @@ supervise_group() { # <dir> <child pid> <timeout_ms> <max_bytes>
   write_atomic "$dir/exit" "$code $signal $killed $out_bytes $err_bytes $(date +%s%3N)"
 }
 
+# SIGKILL the command's process group and, for a terminal, its session (see "terminals").
+kill_command() { # <dir> <pgid>
+  kill -KILL "-$2" 2> /dev/null
+  kill_tty_session "$1"
+}
+
 cmd_kill() {
   dir=$1 reason=$2
   [ -e "$dir/exit" ] && return 0
   (set -C; printf '%s\n' "$reason" > "$dir/kill") 2> /dev/null
   # No pgid yet: the supervisor sees the kill file right after publishing it.
-  [ -s "$dir/pgid" ] && kill -KILL "-$(cat "$dir/pgid")" 2> /dev/null
+  [ -s "$dir/pgid" ] && kill_command "$dir" "$(cat "$dir/pgid")"
   return 0
 }
 
-cmd_signal() { # <dir> <INT|TERM>: to the command's group (it leads a session of its own: only its processes)
+# <dir> <INT|TERM>: to the command's group (it leads a session of its own: only its processes); for a
+# terminal, to the terminal's foreground process group (what the key would reach; script, which would
+# turn any of them into a SIGTERM for the command, gets none).
+cmd_signal() {
   dir=$1 sig=$2
   case $sig in INT | TERM) ;; *) echo "runner: signal '$sig' is not offered" >&2; return 2 ;; esac
   [ -e "$dir/exit" ] && return 0
+  if [ -e "$dir/tty" ]; then
+    ts=$(tty_session "$dir") || return 0
+    sid=${ts#* }
+    fg=$(stat_field "$sid" 8)
+    is_uint "$fg" && [ "$fg" -gt 1 ] || fg=$sid
+    kill "-$sig" "-$fg" 2> /dev/null
+    return 0
+  fi
   [ -s "$dir/pgid" ] && kill "-$sig" "-$(cat "$dir/pgid")" 2> /dev/null
   return 0
 }
@@ -878,7 +1075,7 @@ cmd_rpc_exec() {
   exec < /dev/null
   eval "set -- $script" || { echo "runner: request is not a quoted argv" >&2; return 2; }
   case ${1:-} in
-    rpc | serve | rpc-exec | supervise | keep-stdin | '') echo "runner: '${1:-}' is not a request" >&2; return 2 ;;
+    rpc | serve | rpc-exec | supervise | keep-stdin | pty-child | '') echo "runner: '${1:-}' is not a request" >&2; return 2 ;;
   esac
   main "$@"
 }
@@ -890,6 +1087,8 @@ main() {
     start) cmd_start "$@" ;;
     supervise) cmd_supervise "$@" ;;
     keep-stdin) cmd_keep_stdin "$@" ;;
+    pty-child) cmd_pty_child "$@" ;;
+    resize) cmd_resize "$@" ;;
     stdin) cmd_stdin "$@" ;;
     kill) cmd_kill "$@" ;;
     signal) cmd_signal "$@" ;;
@@ -913,7 +1112,7 @@ main() {
     pristine-save) cmd_pristine save "$@" ;;
     pristine-restore) cmd_pristine restore "$@" ;;
     *)
-      echo "usage: runner.sh start|stdin|kill|killall|init|serve|rpc|prepare|mkdirs|remove|clean-tmp|status|status-many|read|fetch-url|put-url|put-parts|pack|unpack|pristine-save|pristine-restore ..." >&2
+      echo "usage: runner.sh start|stdin|resize|kill|signal|killall|init|serve|rpc|prepare|mkdirs|remove|clean-tmp|status|status-many|read|fetch-url|put-url|put-parts|pack|unpack|pristine-save|pristine-restore ..." >&2
       return 2
       ;;
   esac

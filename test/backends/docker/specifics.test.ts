@@ -238,6 +238,58 @@ describe.skipIf(dockerUnavailable !== undefined)('docker backend specifics', () 
     expect((await fx.sh(ref, look, [id])).stdout).toBe('0\n');
   });
 
+  /** A command as root in the container (a one-off exec): what no workspace request can do. */
+  async function rootExec(ref: BackendRef, cmd: string[]): Promise<void> {
+    await h()
+      .docker.getContainer(String(ref.container))
+      .exec({ Cmd: cmd, User: '0:0' })
+      .then((e) => e.start({}))
+      .then(
+        (st) =>
+          new Promise((r) => {
+            st.on('end', r);
+            st.resume();
+          }),
+      );
+  }
+
+  it('terminals: the env file goes, script is root, the record names the slave; a forged record is never resized', async () => {
+    const ref = await fx.create();
+    const commands = fx.backend.open(ref, fx.plan).commands;
+    const id = await fx.start(ref, ['sh', '-c', 'echo "$TOKENISH"; exec sleep 300'], {
+      tty: { rows: 24, cols: 80 },
+      env: { TOKENISH: 'value-2' },
+    });
+    const dir = path.join(h().dataDir, 'docker', 'workspaces', String(ref.workspaceId), 'cmd', id);
+    expect(fs.existsSync(path.join(dir, 'env'))).toBe(false);
+    expect(fs.readFileSync(path.join(dir, 'tty'), 'utf8')).toMatch(/^\/dev\/pts\/\d+ \d+\n$/);
+    const ps = await fx.sh(ref, 'ps -eo user:12,args | grep "[s]cript -q"');
+    expect(ps.stdout).toMatch(/^root\s+script -q -e -f -c /);
+    // A record that names something else (the dir is root's: only a broken runner could write this).
+    fs.writeFileSync(path.join(dir, 'tty'), '/dev/pts/0/../../../etc/hostname 1\n');
+    await expect(commands.resize(id, { rows: 10, cols: 10 })).rejects.toMatchObject({
+      code: 'backend_unavailable',
+      message: expect.stringMatching(/terminal/),
+    });
+    await commands.kill(id, 'cancelled');
+    expect(await commands.wait(id, 30_000)).toMatchObject({ state: 'killed' });
+  });
+
+  it("terminals: an image without util-linux's script refuses a tty start, naming it", async () => {
+    const ref = await fx.create();
+    await rootExec(ref, ['mv', '/usr/bin/script', '/usr/bin/script.gone']);
+    try {
+      await expect(fx.start(ref, ['true'], { tty: { rows: 24, cols: 80 } })).rejects.toMatchObject({
+        code: 'backend_unavailable',
+        message: expect.stringMatching(/`script`.*bsdutils/),
+      });
+      // Commands without a terminal do not need it.
+      expect((await fx.run(ref, ['echo', 'fine'])).stdout).toBe('fine\n');
+    } finally {
+      await rootExec(ref, ['mv', '/usr/bin/script.gone', '/usr/bin/script']);
+    }
+  });
+
   it('never puts env values in any process argv or in the container config', async () => {
     const ref = await fx.create();
     const secret = newId('env-secret');

@@ -34,6 +34,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { STDIN_PENDING_MAX_BYTES } from '../../../contract/backend.js';
 import { formatExit } from '../../runner/command-record.js';
+import { killSession } from '../procs.js';
 import { Forkers } from './forked.js';
 import { closeInheritedDescriptors } from './inherited-fds.js';
 import { HolderGoneError, openHolderNamespaces } from './namespaces.js';
@@ -207,6 +208,7 @@ function groupAlive(pgid: number | undefined): boolean {
   }
 }
 
+/** The command's process group, then every process of its session (job-control shells' jobs). */
 function killGroup(pgid: number | undefined): void {
   if (pgid === undefined) return;
   try {
@@ -214,6 +216,7 @@ function killGroup(pgid: number | undefined): void {
   } catch {
     // already gone
   }
+  killSession(pgid);
 }
 
 /** Record why the command is killed, unless someone recorded a reason first. */
