@@ -70,6 +70,7 @@ export const SUBCOMMANDS = {
     ['action', 'id', 'sid?'],
     ['cwd', 'env', 'shell', 'command', 'timeout-ms'],
   ],
+  mcp: [[], []],
 } as const satisfies Record<string, readonly [readonly string[], readonly OptionName[]]>;
 
 export type Subcommand = keyof typeof SUBCOMMANDS;
@@ -220,6 +221,9 @@ Commands:
                                          one command in it: its stdout/stderr, exits with its code
   session interrupt <id> <sid>           Ctrl-C what it runs (the shell lives on)
   session rm <id> <sid> | ls <id> [sid]  end one (kills the shell) | list them (or show one)
+  mcp                                    an MCP server on stdin/stdout: workspaces, commands, sessions,
+                                         files, fetch, reset, changes and fork as tools for an agent,
+                                         forwarded to this server (--url/--token as for every command)
 
 Options (every command):
   --url URL          server (env WSP_URL, default http://127.0.0.1:7070)

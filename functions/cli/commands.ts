@@ -142,6 +142,12 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
         readyTimeoutMs: integer('timeout-ms', values['timeout-ms']) ?? 30 * 60_000,
         json: values.json === true,
       });
+    case 'mcp': {
+      // Imported lazily: the other commands need none of the MCP SDK. stdout is the protocol's alone.
+      const { serveMcpStdio } = await import('../mcp/server.js');
+      await serveMcpStdio(client, (line) => void io.err(`${line}\n`));
+      return 0;
+    }
     case 'rm': {
       const ws = await client.deleteWorkspace(id);
       if (values.json) return json(ws);
