@@ -75,7 +75,7 @@ def provider() -> Iterator[Provider]:
         "--setup", 'echo "setup ran"',
     ]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=log)
-    lines: "queue.Queue[bytes]" = queue.Queue()
+    lines: queue.Queue[bytes] = queue.Queue()
 
     def pump() -> None:
         assert proc.stdout is not None

@@ -30,8 +30,7 @@ def test_context_manager_deletes(client: wsp.Client) -> None:
 def test_context_manager_deletes_on_error(client: wsp.Client) -> None:
     """An exception in the block still deletes the workspace, and propagates."""
     seen = []
-    with pytest.raises(RuntimeError, match="boom"):
-        with client.workspace(timeout=300) as ws:
-            seen.append(ws.id)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), client.workspace(timeout=300) as ws:
+        seen.append(ws.id)
+        raise RuntimeError("boom")
     assert _gone(client, seen[0])

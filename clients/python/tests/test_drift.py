@@ -111,4 +111,3 @@ def test_dataclass_fields_exist_in_response_schema(doc: Dict[str, Any], cls: typ
             not_required.append(name)
     assert not missing, f"{cls.__name__}: not in the {operation_id} {status} schema: {missing}"
     assert not not_required, f"{cls.__name__}: modelled as always present but optional in the API: {not_required}"
-

@@ -5,9 +5,9 @@ from __future__ import annotations
 import socket
 
 import pytest
+from conftest import Provider
 
 import wsp
-from conftest import Provider
 
 
 def test_not_found(client: wsp.Client) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import REPO_ROOT, Provider
 
 
@@ -23,7 +22,7 @@ def test_readme_python_quickstart(
     monkeypatch.setenv("WSP_URL", provider.url)
     monkeypatch.setenv("WSP_AUTH_TOKEN", provider.token)
     monkeypatch.chdir(REPO_ROOT)
-    exec(compile(match.group(1), "README.md:python-quickstart", "exec"), {"__name__": "__readme__"})  # noqa: S102
+    exec(compile(match.group(1), "README.md:python-quickstart", "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
     assert "ready: ready" in out
     assert "0 first\n" in out

@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from email.message import Message
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 from .errors import ApiError, TimeoutError, WorkspaceFailedError
 from .models import (
@@ -162,7 +162,7 @@ class Client:
             data = b""
         request = urllib.request.Request(url, data=data, headers=sent, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310 - http(s) only
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
                 return Response(answer.status, answer.headers, answer.read())
         except urllib.error.HTTPError as error:
             payload = error.read() if error.fp is not None else b""
@@ -178,11 +178,11 @@ class Client:
 
     def health(self) -> Dict[str, Any]:
         """Liveness (``{"ok": true}``); needs no token."""
-        return self._json("health")
+        return cast(Dict[str, Any], self._json("health"))
 
     def openapi(self) -> Dict[str, Any]:
         """The provider's OpenAPI 3.1 document."""
-        return self._json("openApi")
+        return cast(Dict[str, Any], self._json("openApi"))
 
     # ---- workspaces ----
 
@@ -484,14 +484,19 @@ class Client:
     # ---- git, baseline, long operations ----
 
     def _operation(
-        self, operation_id: str, workspace_id: str, body: Dict[str, Any], wait_ms: Optional[int], timeout: Optional[float]
+        self,
+        operation_id: str,
+        workspace_id: str,
+        body: Dict[str, Any],
+        wait_ms: Optional[int],
+        timeout: Optional[float],
     ) -> Dict[str, Any]:
         """POST a long operation; its result (200), or poll the operation (202) until it ends.
         A failed operation raises the ApiError the request would have answered."""
         query = _compact({"waitMs": wait_ms})
         answer = self._call(operation_id, {"id": workspace_id}, body=body, query=query)
         if answer.status != 202:
-            return answer.json()
+            return cast(Dict[str, Any], answer.json())
         op = self.wait_operation(workspace_id, answer.json()["id"], timeout=timeout)
         if op.status == "succeeded":
             return op.result or {}
@@ -619,7 +624,7 @@ class Client:
         workspace_id: str,
         path: str,
         *,
-        range: Optional[Tuple[int, Optional[int]]] = None,  # noqa: A002 - the HTTP name
+        range: Optional[Tuple[int, Optional[int]]] = None,
         suffix: Optional[int] = None,
     ) -> FileData:
         """A file's bytes. ``range=(first, last)`` (inclusive; ``last`` None: to the end) or
@@ -663,9 +668,7 @@ class Client:
 
     def read_archive(self, workspace_id: str, path: str) -> bytes:
         """A directory as a tar (GNU format; symlinks stored as links)."""
-        return self._call(
-            "readArchive", {"id": workspace_id}, query={"path": path}, accept="application/x-tar"
-        ).body
+        return self._call("readArchive", {"id": workspace_id}, query={"path": path}, accept="application/x-tar").body
 
     def write_archive(self, workspace_id: str, path: str, tar: bytes) -> ArchiveWritten:
         """Extract a tar into a directory (created if missing); a hostile archive raises 400."""

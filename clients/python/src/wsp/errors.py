@@ -25,7 +25,7 @@ class ApiError(Exception):
         self.details = details
 
     @classmethod
-    def from_response(cls, status: int, body: bytes) -> "ApiError":
+    def from_response(cls, status: int, body: bytes) -> ApiError:
         """The error an answer that is not ok carries (its JSON error body, when it has one)."""
         try:
             parsed = json.loads(body.decode("utf-8")) if body else None
@@ -66,7 +66,7 @@ class WorkspaceFailedError(ApiError):
         self.workspace = workspace
 
 
-class TimeoutError(builtins.TimeoutError):  # noqa: A001 - deliberately wsp.TimeoutError
+class TimeoutError(builtins.TimeoutError):
     """A wait (``wait_ready``, a command, an operation, a snapshot) did not end in time.
 
     The work itself goes on on the provider. A subclass of the built-in ``TimeoutError``.

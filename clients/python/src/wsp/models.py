@@ -18,17 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 __all__ = [
+    "RESPONSE_SCHEMAS",
     "ArchiveWritten",
     "CacheInfo",
     "ChangesView",
     "CommandView",
-    "FetchedRepo",
+    "Failure",
     "FetchResult",
+    "FetchedRepo",
     "FileData",
     "FileEntry",
     "FileList",
     "FileStat",
-    "Failure",
     "ForkView",
     "OperationView",
     "Output",
@@ -36,7 +37,6 @@ __all__ = [
     "RepoChanges",
     "RepoState",
     "ResetResult",
-    "RESPONSE_SCHEMAS",
     "SessionRunView",
     "SessionView",
     "SnapshotView",
@@ -76,9 +76,14 @@ def _decode(tp: Any, value: Any) -> Any:
     return value
 
 
+_HINTS: Dict[type, Dict[str, Any]] = {}
+
+
 def from_dict(cls: Type[T], data: Dict[str, Any]) -> T:
     """Build dataclass ``cls`` from a JSON object; unknown properties stay in ``raw``."""
-    hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
     kwargs: Dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.metadata.get("raw"):
