@@ -75,6 +75,31 @@ for (const target of filesTargets(CONFIG)) {
       expect(await client.waitForCommand(id, tooBig.id)).toMatchObject({ state: 'exited', exitCode: 0 });
     });
 
+    it('a terminal over the API: its size, a resize, keys in (Ctrl-C as a byte)', async () => {
+      const started = await client.runCommand(
+        id,
+        {
+          argv: ['sh', '-c', 'stty size; trap "stty size" WINCH; echo ready; while :; do sleep 0.1; done'],
+          tty: { rows: 24, cols: 80 },
+          waitMs: 0,
+        },
+        { wait: false },
+      );
+      await waitFor('ready', async () => ((await output(started.id)).includes('ready') ? true : undefined), 15_000);
+      expect(await output(started.id)).toBe('24 80\r\nready\r\n');
+      await client.resizeCommand(id, started.id, { rows: 40, cols: 100 });
+      await waitFor(
+        'the new size',
+        async () => ((await output(started.id)).includes('40 100') ? true : undefined),
+        15_000,
+      );
+      await client.writeStdin(id, started.id, '\x03');
+      const ended = await client.waitForCommand(id, started.id);
+      expect(ended.state).not.toBe('running');
+      expect(ended.stderr.bytes).toBe(0);
+      await expectStatus(client.resizeCommand(id, started.id, { rows: 10, cols: 10 }), 409, /./);
+    });
+
     it('without a token, nothing is delivered (401)', async () => {
       const open = await start({ command: 'cat', openStdin: true });
       const res = await fetch(`${wsp.url}/workspaces/${id}/commands/${open.id}/stdin?eof=true`, {

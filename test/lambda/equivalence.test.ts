@@ -28,6 +28,8 @@ interface Ctx {
   snapId?: string;
   /** The shell session the session cases drive. */
   sessId?: string;
+  /** The open-stdin command the stdin cases feed. */
+  stdinCmd?: string;
   copies?: string[];
   call(request: ApiRequest): Promise<Answer>;
 }
@@ -201,6 +203,72 @@ const CASES: Case[] = [
     request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/commands` }),
     status: 200,
     after: (a) => expect(a.body.commands).toHaveLength(3),
+  },
+  // ---- input while a command runs: POST stdin, output by polling (Lambda has no WebSocket) ----
+  {
+    name: 'stdin: a command started with openStdin waits for its input',
+    request: (ctx) => ({
+      method: 'POST',
+      url: `/workspaces/${ws(ctx)}/commands`,
+      body: { argv: ['cat'], openStdin: true, waitMs: 0 },
+    }),
+    status: 202,
+    after: (a, ctx) => {
+      expect(a.body.state).toBe('running');
+      ctx.stdinCmd = a.body.id;
+    },
+  },
+  {
+    name: 'stdin: bytes in (any content type)',
+    request: (ctx) => ({
+      method: 'POST',
+      url: `/workspaces/${ws(ctx)}/commands/${ctx.stdinCmd}/stdin`,
+      body: 'hello stdin\n',
+      contentType: 'text/plain',
+    }),
+    status: 204,
+  },
+  {
+    name: 'stdin: resize without a terminal is 409',
+    request: (ctx) => ({
+      method: 'POST',
+      url: `/workspaces/${ws(ctx)}/commands/${ctx.stdinCmd}/resize`,
+      body: { rows: 10, cols: 10 },
+    }),
+    status: 409,
+  },
+  {
+    name: 'stdin: eof ends it; the output is what went in',
+    request: (ctx) => ({
+      method: 'POST',
+      url: `/workspaces/${ws(ctx)}/commands/${ctx.stdinCmd}/stdin?eof=true`,
+      body: '',
+      contentType: 'application/octet-stream',
+    }),
+    status: 204,
+    after: async (_a, ctx) => {
+      const done = await ctx.call({
+        method: 'GET',
+        url: `/workspaces/${ws(ctx)}/commands/${ctx.stdinCmd}?waitMs=20000`,
+      });
+      expect(done.body).toMatchObject({ state: 'exited', exitCode: 0 });
+      expect(done.body.stdout.data).toBe('hello stdin\n');
+    },
+  },
+  {
+    name: 'stdin: after the end is 409',
+    request: (ctx) => ({
+      method: 'POST',
+      url: `/workspaces/${ws(ctx)}/commands/${ctx.stdinCmd}/stdin`,
+      body: 'late',
+      contentType: 'text/plain',
+    }),
+    status: 409,
+  },
+  {
+    name: 'attach: no WebSocket on this answer path (400 says what to use)',
+    request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/commands/${ctx.stdinCmd}/attach` }),
+    status: 400,
   },
   {
     name: 'files: a raw upload (any content type) is written, parents created',
