@@ -185,24 +185,15 @@ export function terminalForeground(sid: number): number | undefined {
 }
 
 /**
- * Signal the members of process group `pgid` that are not in this process's pid namespace (the
- * workspace's, where commands run): the group of a chain also holds the host-side setpriv/bwrap
- * processes, which must not get it. Without pid namespaces (no root), the whole group.
+ * Signal process group `pgid` — its members in the workspace's pid namespace only: the group of a
+ * chain also holds the host-side setpriv/bwrap processes, which must not get it. A group entirely
+ * inside (a command the forker started) gets it in one kill(-pgid), atomically: a job-control-less
+ * shell acts on SIGINT only if the child it waits for died of it too, so a child forked between a
+ * scan and the kills must not be missed. A mixed group: each inside member, a few passes (a new
+ * member forked meanwhile gets it on the next). Without pid namespaces (no root), the whole group.
  */
 export async function signalGroupInside(pgid: number, signal: NodeJS.Signals): Promise<void> {
   if (!Number.isInteger(pgid) || pgid <= 1) return;
-  const ours = await fs.readlink('/proc/self/ns/pid').catch(() => undefined);
-  const inside: number[] = [];
-  let outside = 0;
-  for (const name of await fs.readdir('/proc')) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid) || pid <= 1) continue;
-    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
-    if (stat === undefined || Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]) !== pgid) continue;
-    const ns = await fs.readlink(`/proc/${pid}/ns/pid`).catch(() => undefined);
-    if (ns !== undefined && ns !== ours) inside.push(pid);
-    else outside++;
-  }
   const send = (target: number) => {
     try {
       process.kill(target, signal);
@@ -210,8 +201,30 @@ export async function signalGroupInside(pgid: number, signal: NodeJS.Signals): P
       // gone meanwhile
     }
   };
-  if (inside.length > 0) for (const pid of inside) send(pid);
-  else if (outside > 0) send(-pgid);
+  const ours = await fs.readlink('/proc/self/ns/pid').catch(() => undefined);
+  const signalled = new Set<number>();
+  for (let pass = 0; pass < 3; pass++) {
+    const inside: number[] = [];
+    let outside = 0;
+    for (const name of await fs.readdir('/proc')) {
+      const pid = Number(name);
+      if (!Number.isInteger(pid) || pid <= 1) continue;
+      const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+      if (stat === undefined || Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]) !== pgid) continue;
+      const ns = await fs.readlink(`/proc/${pid}/ns/pid`).catch(() => undefined);
+      if (ns !== undefined && ns !== ours) inside.push(pid);
+      else outside++;
+    }
+    if (pass === 0 && (outside === 0 || inside.length === 0)) {
+      if (inside.length > 0 || outside > 0) send(-pgid);
+      return;
+    }
+    for (const pid of inside.filter((p) => !signalled.has(p))) {
+      signalled.add(pid);
+      send(pid);
+    }
+    await sleep(5);
+  }
 }
 
 /**
