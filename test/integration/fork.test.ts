@@ -135,12 +135,16 @@ for (const target of targets) {
       );
       // A process that keeps writing into the home while the fork is taken (crash-consistent copy).
       const running = await wsp.api('POST', `/workspaces/${source.id}/commands`, {
-        argv: ['sh', '-c', 'while :; do date > ticker.txt; sleep 0.2; done', MARKER],
+        // Written whole (a temp file renamed): a copy taken at any instant finds it non-empty once it exists.
+        argv: ['sh', '-c', 'while :; do date > ticker.tmp && mv ticker.tmp ticker.txt; sleep 0.2; done', MARKER],
         waitMs: 0,
       });
       expect(running.status).toBe(202);
       // The check below can fail: the source does show the marked process.
       expect(Number(await out(source.id, COUNT_MARKED))).toBeGreaterThanOrEqual(1);
+      expect(
+        await out(source.id, 'for i in $(seq 100); do test -s ticker.txt && break; sleep 0.1; done; cat ticker.txt'),
+      ).not.toBe('');
       const sourceGit = await out(source.id, GIT_STATE);
       expect(sourceGit).toMatch(/^work\n/);
       expect(sourceGit).toContain('A  staged.txt');

@@ -53,9 +53,26 @@ class Terminal:
     def __init__(self, master, out, inp):
         self.master, self.out, self.inp = master, out, inp
         self.keys = b""  # input not yet taken by the terminal (it reads at its own pace)
+        # Its other side is closed by everyone (EIO): output and input are done, but the master stays
+        # open until the command is reaped — closing it hangs the terminal up (SIGHUP to the
+        # foreground), and a command that closed its stdio on the way out is not dead yet.
+        self.drained = False
+        self.reaped = False
 
     def wants_input(self):
-        return self.inp is not None and len(self.keys) < (1 << 16)
+        return not self.drained and self.inp is not None and len(self.keys) < (1 << 16)
+
+    def drain(self):
+        """Nothing more comes out: end the output and the input; the master waits for the reap."""
+        self.drained = True
+        self.keys = b""
+        for fd in (self.out, self.inp):
+            if fd is not None:
+                os.close(fd)
+        self.out = self.inp = None
+
+    def finished(self):
+        return self.drained and self.reaped
 
     def from_terminal(self):
         try:
@@ -206,6 +223,12 @@ def reap():
         if entry is None:
             continue
         token, st, child = entry
+        terminal = terminals.get(token)
+        if terminal is not None:
+            terminal.reaped = True
+            if terminal.finished():
+                terminal.close()
+                del terminals[token]
         child.returncode = os.waitstatus_to_exitcode(status)  # so Popen never waits for it again
         running.pop(token, None)
         try:
@@ -253,6 +276,8 @@ def main():
         watch = [req, wake_r]
         writable = []
         for t in terminals.values():
+            if t.drained:
+                continue
             watch.append(t.master)
             if t.wants_input():
                 watch.append(t.inp)
@@ -263,13 +288,17 @@ def main():
         except InterruptedError:
             continue
         for token, t in list(terminals.items()):
+            if t.drained:
+                continue
             if t.master in ready:
                 t.to_terminal()
             if t.inp is not None and t.inp in readable:
                 t.from_input()
             if t.master in readable and not t.from_terminal():
-                t.close()
-                del terminals[token]
+                t.drain()
+                if t.finished():
+                    t.close()
+                    del terminals[token]
         if wake_r in readable:
             try:
                 os.read(wake_r, 512)
