@@ -75,6 +75,15 @@ export const SUBCOMMANDS = {
 
 export type Subcommand = keyof typeof SUBCOMMANDS;
 
+/** Every flag `subcommand` accepts (its own and the global ones), as typed: `--name` and `-x`. */
+export function optionsOf(subcommand: Subcommand): string[] {
+  const names = [...new Set<OptionName>([...GLOBAL, ...(SUBCOMMANDS[subcommand][1] as readonly OptionName[])])];
+  return names.flatMap((n) => {
+    const short = (OPTIONS[n] as { short?: string }).short;
+    return short === undefined ? [`--${n}`] : [`--${n}`, `-${short}`];
+  });
+}
+
 export interface ParsedArgs {
   subcommand: Subcommand | undefined;
   /** Positionals after the subcommand, before `--`. */
@@ -177,6 +186,7 @@ export const USAGE = `Usage: wsp <command> [options]
 
 Commands:
   serve [provider flags]                 run the provider (same as npm start; see --config, --port, --mode)
+  completion bash                        a bash completion script: source <(wsp completion bash)
   setup [--ref NAME=REF]... [--env K=V]... [--label K=V]... [--ttl-seconds N]
         [--idempotency-key KEY] [--no-wait] [--timeout-ms N]
                                          create a workspace, show progress, print its id

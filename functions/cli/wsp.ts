@@ -5,6 +5,7 @@ import { WspApiError, WspTimeoutError } from '../../shared/client/client.js';
 import { WspError } from '../../shared/contract/errors.js';
 import { parseCli, USAGE, UsageError } from './args.js';
 import { runSubcommand } from './commands.js';
+import { bashCompletion } from './completion.js';
 import { clientFromArgs } from './connection.js';
 import { processIo, type Io } from './io.js';
 
@@ -21,6 +22,12 @@ export async function main(
   try {
     // `serve` hands its flags to the provider's own parser (--config, --port, …), untouched.
     if (argv[0] === 'serve') return await serve(argv.slice(1), io);
+    if (argv[0] === 'completion') {
+      if (argv[1] !== 'bash' || argv.length > 2)
+        throw new UsageError("completion takes one shell: 'wsp completion bash'");
+      await io.out(bashCompletion());
+      return 0;
+    }
     const args = parseCli(argv);
     if (args.values.help) {
       await io.out(USAGE);
