@@ -179,7 +179,7 @@ function openFeed(dir: string, write: number | undefined, initial: Buffer): void
 /** Answer to a StdinRequest: undefined when taken, else why not. */
 function feedStdin(dir: string, data: Buffer, eof: boolean): string | undefined {
   const feed = feeds.get(dir);
-  if (feed === undefined) return 'the command is not running with an open stdin';
+  if (feed === undefined) return 'its stdin is closed: the command has ended, or was not started with openStdin';
   return feed.write(data, eof);
 }
 
@@ -457,8 +457,9 @@ async function finish(
   graceMs?: number,
 ): Promise<void> {
   if (cmd.timer !== undefined) clearTimeout(cmd.timer);
-  feeds.get(dir)?.close('the command ended');
-  feeds.delete(dir);
+  // Closed now; kept (refusing with why) until the exit record is written: a write in between is told
+  // the stdin is closed, not that there is none.
+  feeds.get(dir)?.close('its stdin is closed: the command ended');
   const status = code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0);
   const grace = graceMs ?? (groupAlive(cmd.pgid) ? GRACE_GROUP_ALIVE_MS : GRACE_GROUP_EMPTY_MS);
   let graceTimer: NodeJS.Timeout | undefined;
@@ -492,6 +493,7 @@ async function finish(
     log(`cannot record the exit of ${dir}: ${(error as Error).message}`);
   }
   running.delete(dir);
+  feeds.delete(dir);
   broadcast({ exit: dir });
   idleCheck();
 }
