@@ -1,8 +1,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WspClient } from '../../shared/client/client.js';
-import { WspApiError } from '../../shared/client/errors.js';
 import type { ConfigInput } from '../../shared/config/schema.js';
 import type { StreamView } from '../../shared/contract/views.js';
+import type { WspApiError } from '../../shared/client/errors.js';
+import { expectStatus } from '../support/api-error.js';
 import { filesTargets, type Started } from '../support/files-targets.js';
 import type { TestProvider } from '../support/provider-fixture.js';
 
@@ -18,16 +19,6 @@ const CONFIG: ConfigInput = {
 };
 
 const bytesOf = (s: StreamView): Buffer => Buffer.from(s.data, s.encoding === 'base64' ? 'base64' : 'utf8');
-
-async function expectStatus(p: Promise<unknown>, status: number, message: RegExp): Promise<void> {
-  const error = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(WspApiError);
-  expect((error as WspApiError).status).toBe(status);
-  expect((error as WspApiError).message).toMatch(message);
-}
 
 for (const target of filesTargets(CONFIG)) {
   describe.skipIf(target.skip !== undefined)(`shell sessions over the API (${target.name})`, () => {

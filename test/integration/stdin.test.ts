@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WspClient } from '../../shared/client/client.js';
-import { WspApiError } from '../../shared/client/errors.js';
 import type { ConfigInput } from '../../shared/config/schema.js';
+import { expectStatus } from '../support/api-error.js';
 import { filesTargets, type Started } from '../support/files-targets.js';
 import type { TestProvider } from '../support/provider-fixture.js';
 import { waitFor } from '../support/wait.js';
@@ -112,14 +112,4 @@ for (const target of filesTargets(CONFIG)) {
       expect((await client.waitForCommand(id, open.id)).stdout.data).toBe('owner\n');
     });
   });
-}
-
-async function expectStatus(promise: Promise<unknown>, status: number, message: RegExp): Promise<void> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(WspApiError);
-  expect((error as WspApiError).status).toBe(status);
-  expect((error as WspApiError).message).toMatch(message);
 }
