@@ -94,6 +94,8 @@ interface FakeTask {
   /** The truth: why it stopped (set at once); `stoppedAt` when (the realistic DescribeTasks lags it). */
   stopped?: string;
   stoppedAt?: number;
+  /** The container's end as DescribeTasks reports it (containers[].exitCode / reason). */
+  exit?: { code?: number; reason?: string };
 }
 
 type RunTaskAnswer = { tasks: Task[]; failures: Array<{ reason: string }> };
@@ -505,11 +507,28 @@ export class FakeEcs {
           .inspect()
           .then(
             (i) => i.State,
-            () => undefined,
+            (error: { statusCode?: number }) => {
+              // Gone (404) is an ended task; any other engine error is ours, not the task's: ECS's
+              // own fault answer (retryable), never a made-up "container exited".
+              if (error.statusCode === 404) return undefined;
+              throw ecsError(
+                'ServerException',
+                `the fake could not inspect the task's container: ${String(error)}`,
+                500,
+              );
+            },
           );
         if (!state?.Running) {
           t.stopped = 'Essential container in task exited';
           t.stoppedAt = Date.now();
+          t.exit = {
+            ...(state ? { code: state.ExitCode } : {}),
+            ...(state?.OOMKilled
+              ? { reason: 'OutOfMemoryError: Container killed due to memory usage' }
+              : state?.Error
+                ? { reason: state.Error }
+                : {}),
+          };
         } else running = true;
       }
       let lastStatus: string;
@@ -542,7 +561,13 @@ export class FakeEcs {
         ...(stopped ? { stoppedReason: t.stopped } : {}),
         tags: Object.entries(t.tags).map(([key, value]) => ({ key, value })),
         containers: [
-          { name: 'workspace', lastStatus, managedAgents: [{ name: 'ExecuteCommandAgent', lastStatus: agent }] },
+          {
+            name: 'workspace',
+            lastStatus,
+            ...(stopped && t.exit?.code !== undefined ? { exitCode: t.exit.code } : {}),
+            ...(stopped && t.exit?.reason ? { reason: t.exit.reason } : {}),
+            managedAgents: [{ name: 'ExecuteCommandAgent', lastStatus: agent }],
+          },
         ],
       });
     }

@@ -5,6 +5,7 @@ import {
   RunTaskCommand,
   StopTaskCommand,
   TagResourceCommand,
+  type Container,
   type ECSClient,
   type Task,
 } from '@aws-sdk/client-ecs';
@@ -73,6 +74,8 @@ export interface TaskView {
   lastStatus: string;
   agentStatus?: string;
   stoppedReason?: string;
+  /** The workspace container's end as ECS reports it ("exit code 137", "OutOfMemoryError: …"): why a task stopped. */
+  containerEnd?: string;
   taskDefinitionArn?: string;
   tags: Record<string, string>;
 }
@@ -234,7 +237,7 @@ export class EcsTasks {
       if (last?.phase === 'ready') return last;
       if (last === undefined || last.phase === 'stopped') {
         throw new BackendUnavailableError(
-          `workspace task stopped before it was ready: ${last?.stoppedReason ?? 'unknown task'}`,
+          `workspace task stopped before it was ready: ${last?.stoppedReason ?? 'unknown task'}${last?.containerEnd ? ` (${last.containerEnd})` : ''}`,
         );
       }
       if (this.now() >= deadline) {
@@ -332,12 +335,14 @@ export class EcsTasks {
         : 'starting';
     const tags: Record<string, string> = {};
     for (const t of task.tags ?? []) if (t.key) tags[t.key] = t.value ?? '';
+    const ended = container ? containerEnd(container) : undefined;
     return {
       taskArn: task.taskArn!,
       phase,
       lastStatus,
       ...(agent?.lastStatus ? { agentStatus: agent.lastStatus } : {}),
       ...(task.stoppedReason ? { stoppedReason: task.stoppedReason } : {}),
+      ...(ended ? { containerEnd: ended } : {}),
       ...(task.taskDefinitionArn ? { taskDefinitionArn: task.taskDefinitionArn } : {}),
       tags,
     };
@@ -353,6 +358,15 @@ export class EcsTasks {
 }
 
 /** MISSING within the grace period: ECS does not show the task yet. */
+/** ECS's account of the container's end: its reason (OutOfMemoryError, CannotPullContainerError…) and exit code. */
+function containerEnd(container: Container): string | undefined {
+  const parts = [
+    ...(container.reason ? [container.reason] : []),
+    ...(container.exitCode !== undefined ? [`exit code ${container.exitCode}`] : []),
+  ];
+  return parts.length > 0 ? `container: ${parts.join(', ')}` : undefined;
+}
+
 function notVisibleYet(view: TaskView): boolean {
   return view.phase === 'starting' && view.lastStatus === 'MISSING';
 }

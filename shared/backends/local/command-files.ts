@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import type { CommandStatus } from '../../contract/backend.js';
 import { readExit, readText, streamBytes, type StoredSpec } from '../runner/command-record.js';
 import { commandFile } from '../runner/command-files.js';
-import { liveStartTime } from './procs.js';
+import { liveStartTime, type RecordedGroup } from './procs.js';
 
 /**
  * The on-disk record of one command (written by commands.ts and supervisor/daemon.ts), and how its status
@@ -18,10 +18,12 @@ export async function supervisorLives(dir: string): Promise<boolean> {
   return (await liveStartTime(Number(pid))) === start;
 }
 
-export async function readPgid(dir: string): Promise<number | undefined> {
-  const text = await readText(commandFile(dir, 'pgid'));
-  const n = Number(text?.trim());
-  return Number.isInteger(n) && n > 1 ? n : undefined;
+/** The command's process group as its supervisor recorded it: `pgid [leader start time]`. */
+export async function readPgid(dir: string): Promise<RecordedGroup | undefined> {
+  const [pgid, leaderStart] = ((await readText(commandFile(dir, 'pgid'))) ?? '').trim().split(' ');
+  const n = Number(pgid);
+  if (!Number.isInteger(n) || n <= 1) return undefined;
+  return { pgid: n, ...(leaderStart && /^\d+$/.test(leaderStart) ? { leaderStart } : {}) };
 }
 
 async function readKillReason(dir: string): Promise<string | undefined> {

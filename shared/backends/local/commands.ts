@@ -26,6 +26,7 @@ import {
   killAllOfUid,
   killGroup,
   signalGroupInside,
+  stillOurs,
   tasksOfUid,
   terminalForeground,
 } from './procs.js';
@@ -245,8 +246,9 @@ export class CommandRunner {
   async signal(workspaceId: string, commandId: string, signal: CommandSignal): Promise<void> {
     const { dir, spec } = await this.find(workspaceId, commandId);
     if (!(await this.isRunning(dir))) return;
-    const pgid = await readPgid(dir);
-    if (pgid === undefined) return;
+    const group = await readPgid(dir);
+    if (group === undefined || !stillOurs(group)) return;
+    const { pgid } = group;
     // Under a terminal: to its foreground job, as the key would (a job-control shell runs each job in a
     // process group of its own, and ignores SIGINT itself).
     const target = spec.tty !== undefined ? (terminalForeground(pgid) ?? pgid) : pgid;

@@ -134,15 +134,42 @@ export async function tasksOfUid(uid: number): Promise<number> {
   return total;
 }
 
-/** SIGKILL a process group; a group that no longer exists is fine. */
-export function killGroup(pgid: number): void {
-  if (!Number.isInteger(pgid) || pgid <= 1) return;
+/**
+ * A process group as recorded when it began: its id, and its leader's start time. pid_max may be as
+ * low as 32768, and a busy host wraps it in minutes: a group that ended long ago may have a NEW group
+ * under its number, and a kill by number alone (as root) would end someone else's processes — another
+ * workspace's, a container's init. The number cannot be reused while any process still holds it as
+ * its pid, group or session (the kernel keeps it until the last reference goes), so: leader present
+ * with another start time → a reuse, leave it alone; leader gone → what holds the number is ours.
+ */
+export interface RecordedGroup {
+  pgid: number;
+  /** The leader's start time (stat field 22) when recorded; absent in records older than this check. */
+  leaderStart?: string;
+}
+
+/** Start time of a process, zombies included (a zombie still holds its pid); undefined once it is gone. */
+export function startTimeSync(pid: number): string | undefined {
+  return statFieldsSync(pid)?.[19];
+}
+
+/** Is `group` still the one recorded (see RecordedGroup)? */
+export function stillOurs(group: RecordedGroup): boolean {
+  if (!Number.isInteger(group.pgid) || group.pgid <= 1) return false;
+  if (group.leaderStart === undefined) return true;
+  const now = startTimeSync(group.pgid);
+  return now === undefined || now === group.leaderStart;
+}
+
+/** SIGKILL a recorded process group and its session; a group that ended (or whose number was reused) is fine. */
+export function killGroup(group: RecordedGroup): void {
+  if (!stillOurs(group)) return;
   try {
-    process.kill(-pgid, 'SIGKILL');
+    process.kill(-group.pgid, 'SIGKILL');
   } catch {
     // ESRCH: already gone
   }
-  killSession(pgid);
+  killSession(group);
 }
 
 /** Fields of /proc/<pid>/stat after the command name: 0 state, 2 pgrp, 3 session, 5 tpgid. */
@@ -156,13 +183,15 @@ function statFieldsSync(pid: number): string[] | undefined {
 }
 
 /**
- * SIGKILL every process of session `sid` (a command leads a session of its own: its pgid is its
+ * SIGKILL every process of a recorded session (a command leads a session of its own: its pgid is its
  * sid): a job-control shell puts each job in a process group of its own, which a group kill misses.
  * A few passes, for what forks meanwhile (the cgroup/uid kill-all is the one that cannot be outrun).
  */
-export function killSession(sid: number): void {
-  if (!Number.isInteger(sid) || sid <= 1) return;
+export function killSession(session: RecordedGroup): void {
+  const sid = session.pgid;
   for (let pass = 0; pass < 3; pass++) {
+    // Checked on every pass: the leader may end, and its number be taken, between two.
+    if (!stillOurs(session)) return;
     let found = 0;
     for (const name of fsSync.readdirSync('/proc')) {
       const pid = Number(name);

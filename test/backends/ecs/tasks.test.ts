@@ -180,6 +180,25 @@ describe('EcsTasks', () => {
     );
   });
 
+  it('a task whose container ended says how (ECS’s container reason and exit code)', async () => {
+    mock.on(DescribeTasksCommand).resolves(
+      describing('STOPPED', undefined, {
+        stoppedReason: 'Essential container in task exited',
+        containers: [
+          {
+            name: 'workspace',
+            exitCode: 137,
+            reason: 'OutOfMemoryError: Container killed due to memory usage',
+            managedAgents: [],
+          },
+        ],
+      }),
+    );
+    await expect(tasks().waitReady(TASK, 60_000, async () => undefined)).rejects.toThrow(
+      'workspace task stopped before it was ready: Essential container in task exited (container: OutOfMemoryError: Container killed due to memory usage, exit code 137)',
+    );
+  });
+
   it('an agent that never becomes ready times out, saying so', async () => {
     let t = 0;
     mock.on(DescribeTasksCommand).resolves(describing('RUNNING', 'PENDING'));

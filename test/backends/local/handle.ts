@@ -24,7 +24,7 @@ export async function makeLocalBackend(
     async loseCommand(ref, commandId) {
       const dir = commandDir(ref, commandId);
       const [pid] = fs.readFileSync(path.join(dir, 'pid'), 'utf8').trim().split(' ');
-      const pgid = fs.readFileSync(path.join(dir, 'pgid'), 'utf8').trim();
+      const [pgid] = fs.readFileSync(path.join(dir, 'pgid'), 'utf8').trim().split(' '); // "<pgid> <leader start>"
       process.kill(Number(pid), 'SIGKILL');
       process.kill(-Number(pgid), 'SIGKILL');
     },

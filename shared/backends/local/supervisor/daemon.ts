@@ -21,7 +21,7 @@
  *   fd3              opened as fd 3 for the chain (bwrap --args or an env script: env values), then removed
  *   cgroup           read by the chain itself (sandbox.ts), never by this process
  *   pid              "<supervisor pid> <start time>": a status reads 'running' while that process lives
- *   pgid             the chain's process group (it leads a session of its own)
+ *   pgid             "<pgid> <leader start time>": the chain's process group (it leads a session of its own)
  *   stdout, stderr   kept output (at most maxOutputBytes) and <stream>.rest (count past the cap)
  *   kill             reason, written by whoever kills the command (first writer wins)
  *   exit             the exit record (formatExit), written atomically as the very last step
@@ -34,7 +34,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { STDIN_PENDING_MAX_BYTES } from '../../../contract/backend.js';
 import { formatExit } from '../../runner/command-record.js';
-import { killSession } from '../procs.js';
+import { killGroup, type RecordedGroup, startTimeSync, stillOurs } from '../procs.js';
 import { Forkers } from './forked.js';
 import { closeInheritedDescriptors } from './inherited-fds.js';
 import { HolderGoneError, openHolderNamespaces } from './namespaces.js';
@@ -186,7 +186,8 @@ function feedStdin(dir: string, data: Buffer, eof: boolean): string | undefined 
 // --- commands ---------------------------------------------------------------------------------
 
 interface Running {
-  pgid: number | undefined;
+  /** The command's process group, once known. */
+  group: RecordedGroup | undefined;
   timer: NodeJS.Timeout | undefined;
   /** A command run by the workspace's forker: ask it to kill the command's group too. */
   forkerKill?: () => void;
@@ -198,10 +199,10 @@ interface Running {
 const running = new Map<string, Running>();
 const forkers = new Forkers();
 
-function groupAlive(pgid: number | undefined): boolean {
-  if (pgid === undefined) return false;
+function groupAlive(group: RecordedGroup | undefined): boolean {
+  if (group === undefined || !stillOurs(group)) return false;
   try {
-    process.kill(-pgid, 0);
+    process.kill(-group.pgid, 0);
     return true;
   } catch {
     return false;
@@ -209,14 +210,8 @@ function groupAlive(pgid: number | undefined): boolean {
 }
 
 /** The command's process group, then every process of its session (job-control shells' jobs). */
-function killGroup(pgid: number | undefined): void {
-  if (pgid === undefined) return;
-  try {
-    process.kill(-pgid, 'SIGKILL');
-  } catch {
-    // already gone
-  }
-  killSession(pgid);
+function killRecorded(cmd: Running): void {
+  if (cmd.group !== undefined) killGroup(cmd.group);
 }
 
 /** Record why the command is killed, unless someone recorded a reason first. */
@@ -230,10 +225,14 @@ function writeKillReason(dir: string, reason: string): void {
 
 /** The command's group is known: record it; honour a kill that came before it was known. */
 function groupKnown(dir: string, cmd: Running, pgid: number | undefined): void {
-  cmd.pgid = pgid;
-  if (pgid !== undefined) writeAtomic(path.join(dir, 'pgid'), `${pgid}\n`);
+  if (pgid !== undefined) {
+    // Its leader's start time with it: a kill long after must not hit a new group under the same number.
+    const leaderStart = startTimeSync(pgid);
+    cmd.group = { pgid, ...(leaderStart !== undefined ? { leaderStart } : {}) };
+    writeAtomic(path.join(dir, 'pgid'), `${pgid}${leaderStart !== undefined ? ` ${leaderStart}` : ''}\n`);
+  }
   if (fs.existsSync(path.join(dir, 'kill'))) {
-    killGroup(cmd.pgid);
+    killRecorded(cmd);
     cmd.forkerKill?.();
   }
 }
@@ -244,7 +243,7 @@ function armTimeout(dir: string, cmd: Running, timeoutMs: number): void {
   cmd.timer = setTimeout(
     () => {
       writeKillReason(dir, 'timeout');
-      killGroup(cmd.pgid);
+      killRecorded(cmd);
       cmd.forkerKill?.();
       // A forker the workspace stopped never reports the end: the timeout holds all the same.
       if (cmd.forkerAbandon !== undefined)
@@ -260,7 +259,7 @@ async function start(req: StartRequest): Promise<void> {
   // A start sent again (its answer was lost): the first one holds the dir.
   if (running.has(dir) || fs.existsSync(path.join(dir, 'pid'))) return;
   writeAtomic(path.join(dir, 'pid'), `${process.pid} ${selfStart}\n`);
-  const cmd: Running = { pgid: undefined, timer: undefined };
+  const cmd: Running = { group: undefined, timer: undefined };
   if (req.forker !== undefined) {
     const started = startForked(req, req.forker, cmd);
     if (started !== undefined) return started;
@@ -461,7 +460,7 @@ async function finish(
   // the stdin is closed, not that there is none.
   feeds.get(dir)?.close('its stdin is closed: the command ended');
   const status = code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0);
-  const grace = graceMs ?? (groupAlive(cmd.pgid) ? GRACE_GROUP_ALIVE_MS : GRACE_GROUP_EMPTY_MS);
+  const grace = graceMs ?? (groupAlive(cmd.group) ? GRACE_GROUP_ALIVE_MS : GRACE_GROUP_EMPTY_MS);
   let graceTimer: NodeJS.Timeout | undefined;
   await Promise.race([
     Promise.all([out.ended, err.ended]),
