@@ -9,6 +9,7 @@ import { createSecretResolver } from '../../shared/secrets/default-resolver.js';
 import { createSecretsManagerClient } from '../../shared/secrets/secrets-manager-client.js';
 import type { ServiceDeps } from '../../shared/service/deps.js';
 import type { LongWork } from '../../shared/service/long-work.js';
+import type { ServiceMetrics } from '../../shared/service/metrics.js';
 import { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
 import { createDynamoClients } from '../../shared/state/client.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
@@ -34,6 +35,8 @@ export interface CompositionOptions {
   /** For `env:` secrets and AWS credentials. */
   env: NodeJS.ProcessEnv;
   log: Logger;
+  /** Where the service's counters go: the server's Prometheus registry, the Lambda's EMF. Default: nowhere. */
+  metrics?: ServiceMetrics;
   /** Where the state store is: unset endpoint → the SDK's own (AWS, AWS_ENDPOINT_URL_*); socketPath: the embedded store's. */
   dynamo: { endpoint?: string; socketPath?: string; ensureTable: boolean };
   backends: BackendRegistry;
@@ -101,6 +104,7 @@ export async function composeService(o: CompositionOptions): Promise<Composition
     secrets,
     scratchDir: privateDir(dataDir, 'scratch'),
     log,
+    ...(o.metrics !== undefined ? { metrics: o.metrics } : {}),
     ...(o.work !== undefined ? { work: o.work(unavailable) } : {}),
     ...(unavailable !== undefined ? { backendUnavailable: unavailable } : {}),
   };

@@ -4,12 +4,13 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from '
 import { dispatch, type DispatchRequest } from '../../shared/api/dispatch.js';
 import { errorBody } from '../../shared/api/errors.js';
 import { routes } from '../../shared/api/routes.js';
-import { createLogger } from '../../shared/log.js';
 import { authorizationMatches } from './api-keys.js';
 import { bytesResult, errorResult, jsonResult, toDispatchRequest } from './http-event.js';
 import { inInvocation } from './invocation.js';
 import { LAMBDA_LIMITS, LAMBDA_MAX_BODY_BYTES, LAMBDA_PAYLOAD_BYTES } from './limits.js';
 import { containerOr503, httpErrorShape } from './middleware.js';
+import { lambdaLogger, observed } from './powertools.js';
+import { powertoolsLog } from './powertools-log.js';
 
 /**
  * Every HTTP route of the API (HTTP API, payload 2.0) through the one route table and dispatch()
@@ -23,7 +24,7 @@ import { containerOr503, httpErrorShape } from './middleware.js';
  * the GET to poll instead (after dispatch has checked auth and that the workspace/command exists).
  */
 
-const log = createLogger({ svc: 'wsp-api' });
+const log = powertoolsLog(lambdaLogger);
 
 /**
  * When bearer-key hashes are configured, a request whose key does not match any of them is
@@ -33,6 +34,8 @@ const log = createLogger({ svc: 'wsp-api' });
 const UNMATCHABLE_TOKEN = randomBytes(32).toString('base64url');
 
 export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
+  // Logs carry API Gateway's request id as correlation_id: the id the caller's access log has too.
+  .use(observed<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>((event) => event.requestContext?.requestId))
   .use(httpErrorShape(log))
   .handler((event, context, options) => inInvocation(context, () => serve(event, options?.signal)));
 

@@ -2,7 +2,7 @@ import { LambdaClient } from '@aws-sdk/client-lambda';
 import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import type { ProviderConfig } from '../../shared/config/schema.js';
 import { BackendUnavailableError } from '../../shared/contract/errors.js';
-import { createLogger, type Logger } from '../../shared/log.js';
+import type { Logger } from '../../shared/log.js';
 import type { ServiceDeps } from '../../shared/service/deps.js';
 import type { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
 import { ecsBackend, type BackendFactory, type BackendRegistry } from '../compose/backends.js';
@@ -12,6 +12,9 @@ import { LambdaInvokeDispatcher, type JobHandOff } from './invoke-dispatcher.js'
 import { StepFunctionsHandOff, type StartExecutionClient } from './workflow-hand-off.js';
 import { readLambdaSettings, type LambdaSettings } from './settings.js';
 import { unavailableBackend } from './unavailable-backend.js';
+import { emfMetrics } from './emf-metrics.js';
+import { lambdaLogger, lambdaMetrics } from './powertools.js';
+import { powertoolsLog } from './powertools-log.js';
 import { WorkerWork } from './worker-work.js';
 
 /**
@@ -72,7 +75,8 @@ async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaCon
     ...configured,
     operations: { maxWaitMs: Math.min(configured.operations.maxWaitMs, LAMBDA_OPERATION_WAIT_MS) },
   };
-  const log = overrides.log ?? createLogger({ svc: 'wsp-lambda' });
+  // Powertools (powertools.ts): the service logs and counts into the current invocation's Logger and Metrics.
+  const log = overrides.log ?? powertoolsLog(lambdaLogger);
   const endpoint = overrides.dynamoEndpoint ?? config.state.endpoint;
 
   let lambdaClient: LambdaClient | undefined;
@@ -83,6 +87,7 @@ async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaCon
     instanceId: settings.instanceId,
     env,
     log,
+    metrics: emfMetrics(lambdaMetrics),
     dynamo: {
       ...(endpoint ? { endpoint } : {}),
       ensureTable: settings.ensureTable || overrides.dynamoEndpoint !== undefined,

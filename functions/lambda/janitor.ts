@@ -1,8 +1,9 @@
 import middy from '@middy/core';
-import { createLogger } from '../../shared/log.js';
 import { sweep, type SweepReport } from '../../shared/service/janitor.js';
 import { lambdaContainer } from './compose.js';
 import { inInvocation } from './invocation.js';
+import { eventField, lambdaLogger, observed } from './powertools.js';
+import { powertoolsLog } from './powertools-log.js';
 
 /**
  * Scheduled (EventBridge Scheduler / rule): one janitor sweep — tear down this deployment's
@@ -12,7 +13,7 @@ import { inInvocation } from './invocation.js';
  * The event's content is not used.
  */
 
-const log = createLogger({ svc: 'wsp-janitor' });
+const log = powertoolsLog(lambdaLogger);
 
 /**
  * A worker Lambda lives at most 15 minutes and records progress as it goes: a workspace whose work has
@@ -20,7 +21,10 @@ const log = createLogger({ svc: 'wsp-janitor' });
  */
 export const ABANDONED_AFTER_MS = 16 * 60_000;
 
-export const handler = middy<unknown, SweepReport>().handler((_event, context) => inInvocation(context, sweepOnce));
+export const handler = middy<unknown, SweepReport>()
+  // The schedule's event id (EventBridge), else the Lambda request id.
+  .use(observed<unknown, SweepReport>((event) => eventField(event, 'id')))
+  .handler((_event, context) => inInvocation(context, sweepOnce));
 
 async function sweepOnce(): Promise<SweepReport> {
   const { deps, service } = await lambdaContainer();

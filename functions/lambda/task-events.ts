@@ -1,9 +1,12 @@
 import middy from '@middy/core';
 import { z } from 'zod';
 import { ConflictError } from '../../shared/contract/errors.js';
-import { createLogger, errorFields } from '../../shared/log.js';
+import { errorFields } from '../../shared/log.js';
 import type { StateStore } from '../../shared/contract/state.js';
+import { noMetrics, type ServiceMetrics } from '../../shared/service/metrics.js';
 import { lambdaContainer } from './compose.js';
+import { eventField, lambdaLogger, observed } from './powertools.js';
+import { powertoolsLog } from './powertools-log.js';
 
 /**
  * EventBridge "ECS Task State Change" events of the Fargate backend's cluster: log the change, and
@@ -13,7 +16,7 @@ import { lambdaContainer } from './compose.js';
  * finds the compute gone). Events for tasks no workspace knows are ignored.
  */
 
-const log = createLogger({ svc: 'wsp-task-events' });
+const log = powertoolsLog(lambdaLogger);
 
 const taskStateChange = z.object({
   'detail-type': z.literal('ECS Task State Change'),
@@ -35,24 +38,28 @@ export interface TaskEventResult {
   commandsLost: number;
 }
 
-export const handler = middy<unknown, TaskEventResult>().handler(async (event) => {
-  const parsed = taskStateChange.safeParse(event);
-  if (!parsed.success) {
-    log.warn('task-events: not an ECS Task State Change; ignored');
-    return { workspaces: [], commandsLost: 0 };
-  }
-  const { taskArn, lastStatus, stoppedReason, stopCode } = parsed.data.detail;
-  log.info('task state change', { taskArn, lastStatus, ...(stopCode ? { stopCode } : {}) });
-  if (lastStatus !== 'STOPPED') return { taskArn, lastStatus, workspaces: [], commandsLost: 0 };
-  const { deps } = await lambdaContainer();
-  return { taskArn, lastStatus, ...(await markCommandsLost(deps.state, taskArn, stoppedReason)) };
-});
+export const handler = middy<unknown, TaskEventResult>()
+  // The EventBridge event's id, else the Lambda request id.
+  .use(observed<unknown, TaskEventResult>((event) => eventField(event, 'id')))
+  .handler(async (event) => {
+    const parsed = taskStateChange.safeParse(event);
+    if (!parsed.success) {
+      log.warn('task-events: not an ECS Task State Change; ignored');
+      return { workspaces: [], commandsLost: 0 };
+    }
+    const { taskArn, lastStatus, stoppedReason, stopCode } = parsed.data.detail;
+    log.info('task state change', { taskArn, lastStatus, ...(stopCode ? { stopCode } : {}) });
+    if (lastStatus !== 'STOPPED') return { taskArn, lastStatus, workspaces: [], commandsLost: 0 };
+    const { deps } = await lambdaContainer();
+    return { taskArn, lastStatus, ...(await markCommandsLost(deps.state, taskArn, stoppedReason, deps.metrics)) };
+  });
 
 /** Every running command of the workspaces on `taskArn` → lost. A command settled meanwhile by someone else is left alone. */
 export async function markCommandsLost(
   state: StateStore,
   taskArn: string,
   stoppedReason: string | undefined,
+  metrics: ServiceMetrics = noMetrics,
 ): Promise<{ workspaces: string[]; commandsLost: number }> {
   const workspaces = (await state.listWorkspaces()).filter(
     (w) => w.backend?.kind === 'ecs' && w.backend['taskArn'] === taskArn,
@@ -69,6 +76,7 @@ export async function markCommandsLost(
           endedAt: new Date().toISOString(),
         });
         commandsLost++;
+        if (!command.internal) metrics.count('commandsFinished', 'lost');
       } catch (error) {
         if (!(error instanceof ConflictError)) throw error;
         log.info('command settled by another writer first', {

@@ -1,9 +1,11 @@
 import middy from '@middy/core';
 import { z } from 'zod';
-import { createLogger, errorFields } from '../../shared/log.js';
+import { errorFields } from '../../shared/log.js';
 import type { Job } from '../../shared/service/long-work.js';
 import { lambdaContainer } from './compose.js';
 import { inInvocation } from './invocation.js';
+import { eventField, lambdaLogger, observed } from './powertools.js';
+import { powertoolsLog } from './powertools-log.js';
 
 /**
  * The worker (the provisioner: the only role with the git secrets, the only function with git). Jobs
@@ -26,7 +28,7 @@ import { inInvocation } from './invocation.js';
  * start over, nothing left running for ever.
  */
 
-const log = createLogger({ svc: 'wsp-worker' });
+const log = powertoolsLog(lambdaLogger);
 
 /** Kept free before the function timeout to fail the workspace and tear its compute down. */
 export const TIME_MARGIN_MS = 30_000;
@@ -64,6 +66,9 @@ export interface WorkerResult {
 }
 
 export const handler = middy<unknown, WorkerResult>({ timeoutEarlyInMillis: TIME_MARGIN_MS })
+  // A job has no request id of its own: its correlation_id is the work's id — the operation's, else the
+  // workspace's — the id the api answered with, so a request and every worker phase it caused share it.
+  .use(observed<unknown, WorkerResult>((event) => eventField(event, 'operationId') ?? eventField(event, 'workspaceId')))
   .use({
     onError: async (request) => {
       if (request.error?.name !== 'TimeoutError') return; // rethrown by middy: Lambda retries

@@ -13,6 +13,7 @@ import { routes as defaultRoutes } from '../../shared/api/routes.js';
 import { createLogger, errorFields, type Logger } from '../../shared/log.js';
 import type { WorkspaceService } from '../../shared/service/types.js';
 import { serveAttach } from './attach.js';
+import { serveMetrics, type ScrapeMetrics } from './metrics-endpoint.js';
 import { readRequestBody } from './read-body.js';
 import { writeSseStream } from './sse-writer.js';
 
@@ -40,6 +41,8 @@ export interface HttpServerOptions {
   /** SSE heartbeat comment interval; default 15 000 ms. */
   heartbeatMs?: number;
   routes?: readonly Route[];
+  /** The process's metrics, served at `GET /metrics` behind the token (metrics-endpoint.ts); unset: no /metrics. */
+  metrics?: ScrapeMetrics;
 }
 
 export interface StartedHttpServer {
@@ -77,6 +80,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Start
         ...(res.writableFinished ? {} : { aborted: true }),
       });
     });
+
+    if (options.metrics && (await serveMetrics(req, res, rawPath, options.metrics, options.authToken))) return;
 
     // The route decides the cap (a file upload may be larger than a JSON body) before a byte is read.
     const cap = requestBodyLimit(routes, req.method ?? 'GET', rawPath, limits);

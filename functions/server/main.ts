@@ -28,6 +28,7 @@ export async function startProvider(argv: string[], env: NodeJS.ProcessEnv = pro
     maxBodyBytes: config.listen.maxBodyBytes,
     maxRawBodyBytes: config.files.maxBytes,
     ...(provider.authToken !== undefined ? { authToken: provider.authToken } : {}),
+    metrics: provider.scrapeMetrics,
     log: log.child({ part: 'http' }),
   });
   log.info('workspace provider listening', {

@@ -14,6 +14,8 @@ import { errorFields } from '../../shared/log.js';
 import type { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
 import { composeService, ensureDataDir } from '../compose/compose.js';
 import { MACHINE_BACKENDS } from '../compose/machine-backends.js';
+import type { ScrapeMetrics } from './metrics-endpoint.js';
+import { prometheusMetrics } from './prometheus.js';
 
 const JANITOR_INTERVAL_MS = 60_000;
 
@@ -22,6 +24,8 @@ export interface Provider {
   deps: ServiceDeps;
   authToken: string | undefined;
   reconciled: ReconcileReport;
+  /** The service's counters as Prometheus text (served at GET /metrics). */
+  scrapeMetrics: ScrapeMetrics;
   close(): Promise<void>;
 }
 
@@ -61,12 +65,14 @@ export async function composeProvider(
     endpoint = embedded.endpoint;
   }
   const given = overrides.backend;
+  const prometheus = prometheusMetrics();
   const composed = await composeService({
     config,
     baseDir,
     instanceId,
     env: process.env,
     log,
+    metrics: prometheus.metrics,
     dynamo: {
       ...(endpoint !== undefined ? { endpoint } : {}),
       ...(embedded ? { socketPath: embedded.socketPath } : {}),
@@ -87,6 +93,7 @@ export async function composeProvider(
     deps,
     authToken,
     reconciled,
+    scrapeMetrics: prometheus.scrape,
     async close() {
       clearInterval(janitor);
       await sweeping;

@@ -105,6 +105,7 @@ export class Commands {
       );
       throw error;
     }
+    this.deps.metrics?.count('commandsStarted');
     const stillReady = this.stillReady(ws, record);
     stillReady.catch(() => undefined); // observed by run(); never an unhandled rejection meanwhile
     return { ws, record, stillReady };
@@ -123,7 +124,7 @@ export class Commands {
       this.deps.log,
       'killing a command started while the workspace left ready',
     );
-    await bestEffort(
+    const killed = await bestEffort(
       this.deps.state.updateCommand(ws.id, record.id, record.version, {
         state: 'killed',
         reason: `workspace became ${now.status} while it started`,
@@ -132,6 +133,7 @@ export class Commands {
       this.deps.log,
       'recording that command as killed',
     );
+    if (killed) this.deps.metrics?.count('commandsFinished', 'killed');
     throw new ConflictError(`workspace '${ws.id}' is ${now.status}; commands need it ready`, {
       details: { status: now.status },
     });
@@ -245,10 +247,15 @@ export class Commands {
     return { ...record, ...patch };
   }
 
-  /** Write an observed end state; another observer may have written it first (then nothing to do). */
+  /**
+   * Write an observed end state; another observer may have written it first (then nothing to do).
+   * The writer that wins counts the command finished, so each end is counted once.
+   */
   private async persist(record: CommandRecord, patch: Partial<CommandRecord>): Promise<void> {
     try {
       await this.deps.state.updateCommand(record.workspaceId, record.id, record.version, patch);
+      // GET …/commands/{cid} may read an internal command (setup's): only agent commands are counted.
+      if (!record.internal && patch.state) this.deps.metrics?.count('commandsFinished', patch.state);
     } catch (error) {
       if (!(error instanceof ConflictError)) throw error;
     }

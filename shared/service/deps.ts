@@ -5,6 +5,7 @@ import type { GitBroker } from '../git/mirror.js';
 import type { Logger } from '../log.js';
 import type { SecretResolver } from '../secrets/resolver.js';
 import type { LongWork } from './long-work.js';
+import type { ServiceMetrics } from './metrics.js';
 
 /** Everything the service needs, built once by an entry point (functions/server/main.ts). */
 export interface ServiceDeps {
@@ -20,6 +21,8 @@ export interface ServiceDeps {
   /** Scratch space for bundles (provider-only). */
   scratchDir: string;
   log: Logger;
+  /** Where the service's counters go (metrics.ts); default: nowhere. */
+  metrics?: ServiceMetrics;
   now?: () => Date;
   /** Where long work (provisioning, fetch, reset) runs; default: in this process (see long-work.ts). */
   work?: LongWork;

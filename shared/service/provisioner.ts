@@ -158,6 +158,8 @@ export class Provisioner {
       };
       const written = progress;
       await this.records.update(id, () => ({ cache: info, provisioning: written }));
+      // Counted once the decision is on the record: a re-run of this phase finds it there and skips this.
+      this.deps.metrics?.count(info.hit ? 'cacheHits' : 'cacheMisses');
       await this.step(id, 'cache', `${info.hit ? 'hit' : 'miss'}: ${info.reason}`);
     }
     const key = (await this.records.get(id)).cache?.key ?? '';

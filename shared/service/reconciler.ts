@@ -83,7 +83,7 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
           if (v.state !== 'running') report.commandsSettled++;
         },
         async () => {
-          await bestEffort(
+          const lost = await bestEffort(
             state.updateCommand(r.id, c.id, c.version, {
               state: 'lost',
               reason: 'provider restarted',
@@ -92,6 +92,7 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
             log,
             'marking a command lost after a restart',
           );
+          if (lost && !c.internal) deps.metrics?.count('commandsFinished', 'lost');
           report.commandsSettled++;
         },
       );

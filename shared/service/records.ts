@@ -2,6 +2,7 @@ import type { WorkspaceBackend } from '../contract/backend.js';
 import { ConflictError, NotFoundError } from '../contract/errors.js';
 import type { Patch, StateStore } from '../contract/state.js';
 import type { ProgressStep, WorkspaceRecord, WorkspaceStatus } from '../contract/workspace.js';
+import { noMetrics, stepKind, type ServiceMetrics } from './metrics.js';
 
 /**
  * True when the record's stored backend ref addresses another workspace's resources (the backend
@@ -28,6 +29,7 @@ export class WorkspaceRecords {
     private readonly now: () => Date,
     /** Verifies stored backend refs; every operation on a workspace reads its record through `get`. */
     private readonly backend?: Pick<WorkspaceBackend, 'refBelongsTo'>,
+    private readonly metrics: ServiceMetrics = noMetrics,
   ) {}
 
   async get(id: string): Promise<WorkspaceRecord> {
@@ -44,7 +46,8 @@ export class WorkspaceRecords {
   /**
    * Move `from` → `to` in one conditional write; ConflictError when the status is not in `from`.
    * A progress `step` given here lands in the same write, so a watcher that stops at the new status
-   * has already seen it.
+   * has already seen it. Every status change goes through here, so the lifecycle is counted here
+   * (countTransition), once per change actually written.
    */
   async transition(
     id: string,
@@ -61,7 +64,14 @@ export class WorkspaceRecords {
     }
     const at = this.now().toISOString();
     const steps = step ? { steps: [...r.steps, { at, ...step }].slice(-MAX_STEPS) } : {};
-    return this.state.updateWorkspace(id, r.version, { ...patch, ...steps, status: to, updatedAt: at }, from);
+    const written = await this.state.updateWorkspace(
+      id,
+      r.version,
+      { ...patch, ...steps, status: to, updatedAt: at },
+      from,
+    );
+    countTransition(this.metrics, r, written, Date.parse(at));
+    return written;
   }
 
   /** Apply a field update (no status change), re-reading and retrying if another writer got in first. */
@@ -80,5 +90,25 @@ export class WorkspaceRecords {
     const entry = { at: this.now().toISOString(), step, message };
     await this.update(id, (r) => ({ steps: [...r.steps, entry].slice(-MAX_STEPS) }));
     return entry;
+  }
+}
+
+/**
+ * The lifecycle counts of one written transition: provisioning → ready is a setup (its duration from
+ * the accepted record's createdAt), resetting → ready a reset, anything → failed a failure at its step.
+ */
+function countTransition(metrics: ServiceMetrics, before: WorkspaceRecord, after: WorkspaceRecord, atMs: number): void {
+  if (after.status === 'ready' && before.status === 'provisioning')
+    metrics.seconds('setupDuration', Math.max(0, atMs - Date.parse(before.createdAt)) / 1000);
+  else if (after.status === 'ready' && before.status === 'resetting') metrics.count('resets');
+  else if (after.status === 'failed' && before.status !== 'failed') {
+    const step = after.failure?.step ?? 'unknown';
+    metrics.count(
+      'workspaceFailures',
+      stepKind(
+        step,
+        before.plan.repos.map((r) => r.name),
+      ),
+    );
   }
 }

@@ -87,7 +87,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
   constructor(private readonly deps: ServiceDeps) {
     const now = deps.now ?? (() => new Date());
     this.streams = new StreamLimits(deps.config.listen.maxEventStreams, deps.config.listen.maxEventStreamsPerWorkspace);
-    this.records = new WorkspaceRecords(deps.state, now, deps.backend);
+    this.records = new WorkspaceRecords(deps.state, now, deps.backend, deps.metrics);
     const repoSync = new RepoSync(deps);
     this.provisioner = new Provisioner(deps, this.records, repoSync);
     this.commands = new Commands(deps, this.records, this.gate);
@@ -152,6 +152,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
       expiresAt: Math.floor(now.getTime() / 1000) + ttlSeconds,
     };
     await this.deps.state.createWorkspace(record);
+    this.deps.metrics?.count('workspacesCreated');
     await this.dispatch({ kind: 'provision', workspaceId: id });
     return { workspace: workspaceView(record), created: true };
   }
@@ -231,6 +232,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
       ...(options.forkedFrom !== undefined ? { forkedFrom: options.forkedFrom } : {}),
     };
     await this.deps.state.createWorkspace(record);
+    this.deps.metrics?.count('workspacesCreated');
     await this.dispatch({ kind: 'provision', workspaceId: record.id });
     return record;
   }

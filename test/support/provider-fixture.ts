@@ -66,6 +66,7 @@ export async function startTestProvider(config: ConfigInput, options: TestProvid
     port: 0,
     authToken: token,
     log,
+    metrics: provider.scrapeMetrics,
     maxBodyBytes: parsed.listen.maxBodyBytes,
     maxRawBodyBytes: parsed.files.maxBytes,
   });
