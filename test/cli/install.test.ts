@@ -1,9 +1,16 @@
-import { execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildAndInstall, cleanEnv, finished, runWsp, startWsp, type InstalledCli } from '../support/installed-cli.js';
+import {
+  buildAndInstall,
+  cleanEnv,
+  runWsp,
+  serveInstalled,
+  type InstalledCli,
+  type ServedProvider,
+} from '../support/installed-cli.js';
 import { processesWith } from '../support/wait.js';
 
 // The CLI as users get it (issue 14): compiled JavaScript in a packed tarball, installed into a prefix,
@@ -78,35 +85,13 @@ describe('the packed CLI', () => {
 });
 
 describe('wsp serve from the installed package', () => {
-  let server: ChildProcess | undefined;
-  let url = '';
-  let dataDir = '';
-  const cli = (args: string[]) => runWsp({ ...env, WSP_URL: url, WSP_DATA_DIR: dataDir }, args, tmp);
+  let served: ServedProvider;
+  const cli = (args: string[]) => runWsp({ ...env, WSP_URL: served.url, WSP_DATA_DIR: served.dataDir }, args, tmp);
 
   beforeAll(async () => {
-    fs.chmodSync(tmp, 0o711); // workspace uids traverse to their dirs under the data dir
-    dataDir = path.join(tmp, 'data');
-    server = startWsp(
-      env,
-      ['serve', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir, '--setup', 'echo "setup ran"'],
-      tmp,
-    );
-    url = await new Promise<string>((resolve, reject) => {
-      let seen = '';
-      server!.stdout!.on('data', (chunk: string) => {
-        seen += chunk;
-        const match = /serving on (http:\/\/\S+)/.exec(seen);
-        if (match) resolve(match[1]!);
-      });
-      void finished(server!).then((r) => reject(new Error(`serve exited ${r.code}: ${seen}${r.stderr}`)));
-    });
+    served = await serveInstalled(env, tmp, ['--setup', 'echo "setup ran"']);
   });
-  afterAll(async () => {
-    if (server === undefined || server.exitCode !== null) return;
-    const exited = new Promise((resolve) => server!.once('exit', resolve));
-    server.kill('SIGINT');
-    await exited;
-  });
+  afterAll(() => served?.stop());
 
   it('create, exec and rm through the PATH binary: the compiled supervisor and forker run the commands', async () => {
     const created = await cli(['create']);

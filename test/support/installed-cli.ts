@@ -95,14 +95,14 @@ export function runWsp(env: Record<string, string>, args: string[], cwd: string)
   return finished(startWsp(env, args, cwd));
 }
 
-export function startWsp(env: Record<string, string>, args: string[], cwd: string): ChildProcess {
+function startWsp(env: Record<string, string>, args: string[], cwd: string): ChildProcess {
   const child = spawn('wsp', args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.setEncoding('utf8');
   child.stderr!.setEncoding('utf8');
   return child;
 }
 
-export function finished(child: ChildProcess): Promise<Run> {
+function finished(child: ChildProcess): Promise<Run> {
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (c: string) => (stdout += c));
@@ -111,4 +111,41 @@ export function finished(child: ChildProcess): Promise<Run> {
     child.once('error', reject);
     child.once('close', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+export interface ServedProvider {
+  url: string;
+  dataDir: string;
+  /** SIGINT, and wait for it to exit. */
+  stop(): Promise<void>;
+}
+
+/** `wsp serve` of the installed package on 127.0.0.1 (any port), its data dir under `tmp`. */
+export async function serveInstalled(
+  env: Record<string, string>,
+  tmp: string,
+  flags: string[] = [],
+): Promise<ServedProvider> {
+  fs.chmodSync(tmp, 0o711); // workspace uids traverse to their dirs under the data dir
+  const dataDir = path.join(tmp, 'data');
+  const server = startWsp(env, ['serve', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir, ...flags], tmp);
+  const exited = finished(server);
+  const url = await new Promise<string>((resolve, reject) => {
+    let seen = '';
+    server.stdout!.on('data', (chunk: string) => {
+      seen += chunk;
+      const match = /serving on (http:\/\/\S+)/.exec(seen);
+      if (match) resolve(match[1]!);
+    });
+    void exited.then((r) => reject(new Error(`serve exited ${r.code}: ${seen}${r.stderr}`)));
+  });
+  return {
+    url,
+    dataDir,
+    async stop() {
+      if (server.exitCode !== null || server.signalCode !== null) return;
+      server.kill('SIGINT');
+      await exited;
+    },
+  };
 }
