@@ -17,8 +17,9 @@ const config: KnipConfig = {
   project: ['shared/**', 'functions/**', 'infra/**', 'bench/**', 'test/**'],
   // A type or interface named in its own file's exported signatures stays exported (callers may name it).
   ignoreExportsUsedInFile: { interface: true, type: true },
-  // Host tools the tests and benches run (Debian packages .ci/run installs), not npm packages.
-  ignoreBinaries: ['bwrap', 'java', 'nsenter', 'script', 'setpriv'],
+  // Host tools the tests and benches run (Debian packages .ci/run installs), not npm packages; and wsp
+  // itself, run from PATH as installed (test/support/installed-cli.ts).
+  ignoreBinaries: ['bwrap', 'java', 'nsenter', 'script', 'setpriv', 'wsp'],
 };
 
 export default config;

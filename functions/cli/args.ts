@@ -38,6 +38,7 @@ const OPTIONS = {
   name: { type: 'string' },
   'from-snapshot': { type: 'string' },
   shell: { type: 'string' },
+  progress: { type: 'boolean' },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -45,8 +46,14 @@ const GLOBAL: OptionName[] = ['url', 'token', 'data-dir', 'json', 'help'];
 
 /** Subcommand → [positional names (`?`: optional, last only), extra options]. */
 export const SUBCOMMANDS = {
-  setup: [[], ['ref', 'env', 'label', 'ttl-seconds', 'idempotency-key', 'no-wait', 'timeout-ms', 'from-snapshot']],
-  create: [[], ['ref', 'env', 'label', 'ttl-seconds', 'idempotency-key', 'no-wait', 'timeout-ms', 'from-snapshot']],
+  setup: [
+    [],
+    ['ref', 'env', 'label', 'ttl-seconds', 'idempotency-key', 'no-wait', 'timeout-ms', 'from-snapshot', 'progress'],
+  ],
+  create: [
+    [],
+    ['ref', 'env', 'label', 'ttl-seconds', 'idempotency-key', 'no-wait', 'timeout-ms', 'from-snapshot', 'progress'],
+  ],
   ls: [[], []],
   show: [['id'], []],
   exec: [['id'], ['cwd', 'timeout-ms', 'env', 'command', 'no-stdin']],
@@ -57,11 +64,11 @@ export const SUBCOMMANDS = {
   rm: [['id'], []],
   cp: [
     ['source', 'destination'],
-    ['mode', 'recursive'],
+    ['mode', 'recursive', 'progress'],
   ],
   files: [['action', 'id', 'path?'], ['recursive']],
   smoke: [[], ['timeout-ms']],
-  fork: [['id'], ['count', 'label', 'ttl-seconds', 'no-wait', 'timeout-ms']],
+  fork: [['id'], ['count', 'label', 'ttl-seconds', 'no-wait', 'timeout-ms', 'progress']],
   snapshot: [
     ['action', 'arg?'],
     ['name', 'label'],
@@ -115,6 +122,7 @@ export interface ParsedArgs {
     name?: string;
     'from-snapshot'?: string;
     shell?: string;
+    progress?: boolean;
   };
 }
 
@@ -240,8 +248,12 @@ Options (every command):
   --token TOKEN      bearer token (env WSP_TOKEN; prefer the env: flags are visible to other users)
                      default: the contents of <data dir>/auth-token
   --data-dir DIR     provider data dir for the token file (env WSP_DATA_DIR, default .wsp)
-  --json             print the raw JSON answer
+  --json             print one JSON document on stdout (the API's answer); an error as the API's
+                     error body on stderr; the exit codes stay the same
   -h, --help         this help
+
+Progress (setup, create, fork, cp) goes to stderr: a status line redrawn in place when stderr is a
+terminal, plain lines otherwise; none with --json unless --progress is given.
 
 Exit codes: 0 ok; 1 API or connection error (exec: the command's own exit code); 2 usage error.
 `;

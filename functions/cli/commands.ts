@@ -1,5 +1,5 @@
 import type { WspClient } from '../../shared/client/client.js';
-import type { WorkspaceEvent, WorkspaceView } from '../../shared/contract/views.js';
+import type { WorkspaceView } from '../../shared/contract/views.js';
 import { integer, keyValues, UsageError, type ParsedArgs } from './args.js';
 import { runExec } from './exec.js';
 import { runShell } from './shell.js';
@@ -8,6 +8,8 @@ import { runSmoke } from './smoke.js';
 import { runSession } from './sessions.js';
 import { runFork, runSnapshot } from './snapshots.js';
 import type { Io } from './io.js';
+import { Progress, progressMode } from './progress.js';
+import { runSetup } from './setup.js';
 
 /**
  * The client-side subcommands. Each returns the process exit code. Human output goes to stdout
@@ -16,6 +18,8 @@ import type { Io } from './io.js';
 export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs): Promise<number> {
   const { values } = args;
   const id = args.positionals[0] ?? '';
+  // A long operation polled past the server's wait says so (progress: not with --json).
+  const onAccepted = { onAccepted: (op: { kind: string; id: string }) => stillRunning(io, values, op.kind, op.id) };
   const json = async (value: unknown): Promise<number> => {
     await io.out(`${JSON.stringify(value, null, 2)}\n`);
     return 0;
@@ -23,7 +27,7 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
   switch (args.subcommand) {
     case 'setup':
     case 'create':
-      return setup(client, io, values);
+      return runSetup(client, io, values);
     case 'fork':
       return runFork(client, io, args);
     case 'snapshot':
@@ -66,6 +70,7 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
         ...(args.rest.length > 0 ? { argv: args.rest } : {}),
         ...(values.cwd !== undefined ? { cwd: values.cwd } : {}),
         ...(values.env ? { env: keyValues('env', values.env) } : {}),
+        json: values.json === true,
       });
     case 'fetch': {
       const checkout =
@@ -76,7 +81,7 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
           ...(values.repo ? { repos: values.repo } : {}),
           ...(checkout ? { checkout: { repo: checkout[0], ref: checkout[1] } } : {}),
         },
-        { onAccepted: (op) => void io.err(stillRunning(op.kind, op.id)) },
+        onAccepted,
       );
       if (values.json) return json(result);
       for (const repo of result.repos) {
@@ -96,9 +101,13 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
           ...(refs ? { refs } : {}),
           ...(values.recreate ? { mode: 'recreate' as const } : {}),
         },
-        { onAccepted: (op) => void io.err(stillRunning(op.kind, op.id)) },
+        onAccepted,
       );
-      if (values.json) return json(result);
+      // Not at the baseline is a failure either way (exit 1); --json prints the answer that says so.
+      if (values.json) {
+        await json(result);
+        return result.matches ? 0 : 1;
+      }
       if (result.recreated)
         await io.out(
           `recreated from the cache entry: new baseline ${result.baselineFingerprint} (was ${result.previousBaselineFingerprint})\n`,
@@ -159,47 +168,6 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
   }
 }
 
-async function setup(client: WspClient, io: Io, values: ParsedArgs['values']): Promise<number> {
-  const refs = keyValues('ref', values.ref);
-  const env = keyValues('env', values.env);
-  const labelMap = keyValues('label', values.label);
-  const ttlSeconds = integer('ttl-seconds', values['ttl-seconds']);
-  const timeoutMs = integer('timeout-ms', values['timeout-ms']) ?? 60 * 60_000;
-  const created = await client.createWorkspace({
-    ...(refs ? { refs } : {}),
-    ...(env ? { env } : {}),
-    ...(labelMap ? { labels: labelMap } : {}),
-    ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
-    ...(values['idempotency-key'] !== undefined ? { idempotencyKey: values['idempotency-key'] } : {}),
-    ...(values['from-snapshot'] !== undefined ? { fromSnapshot: values['from-snapshot'] } : {}),
-  });
-  if (values['no-wait']) {
-    await io.out(values.json ? `${JSON.stringify(created, null, 2)}\n` : `${created.id}\n`);
-    return 0;
-  }
-  await io.err(`wsp: workspace ${created.id} ${created.status}\n`);
-  // Progress and setup output go to stderr, so stdout carries only the id: ID=$(wsp setup).
-  const pending: Promise<void>[] = [];
-  const onEvent = (event: WorkspaceEvent): void => {
-    if (event.type === 'step') pending.push(io.err(`[${event.step}] ${event.message}\n`));
-    else if (event.type === 'output') pending.push(io.err(event.data));
-  };
-  const final = await client.waitForWorkspace(created.id, { timeoutMs, onEvent });
-  await Promise.all(pending);
-  if (values.json) await io.out(`${JSON.stringify(final, null, 2)}\n`);
-  else await io.out(`${final.id}\n`);
-  if (final.status === 'ready') {
-    await io.err(
-      `wsp: workspace ${final.id} ready${final.cache ? ` (cache ${final.cache.hit ? 'hit' : 'miss'}: ${final.cache.reason})` : ''}\n`,
-    );
-    return 0;
-  }
-  await io.err(
-    `wsp: workspace ${final.id} ${final.status}${final.failure ? `: ${final.failure.step}: ${final.failure.message}` : ''}\n`,
-  );
-  return 1;
-}
-
 function describe(ws: WorkspaceView): string {
   const lines: Array<[string, string]> = [
     ['id', ws.id],
@@ -243,5 +211,8 @@ function table(rows: string[][]): string {
 }
 
 /** Progress on stderr while a long operation is polled past the server's wait. */
-const stillRunning = (kind: string, operationId: string): string =>
-  `wsp: ${kind} still running (operation ${operationId}); waiting for it\n`;
+function stillRunning(io: Io, values: ParsedArgs['values'], kind: string, operationId: string): void {
+  new Progress(io, progressMode(values, io)).line(
+    `wsp: ${kind} still running (operation ${operationId}); waiting for it`,
+  );
+}

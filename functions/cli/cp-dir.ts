@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import type { WspClient } from '../../shared/client/client.js';
+import type { TransferProgress, WspClient } from '../../shared/client/client.js';
+import type { ArchiveWritten } from '../../shared/contract/views.js';
 import { readPipedStdin, type Io } from './io.js';
 
 /**
@@ -15,28 +16,36 @@ import { readPipedStdin, type Io } from './io.js';
  * therefore follow the local umask (0664 → 0644 under 022). The local tar's own guards apply (GNU tar
  * and bsdtar strip `/` and `..` and do not write through links the archive made).
  */
-export async function copyDirIn(client: WspClient, io: Io, source: string, id: string, remote: string): Promise<void> {
+export async function copyDirIn(
+  client: WspClient,
+  source: string,
+  id: string,
+  remote: string,
+  onProgress: TransferProgress,
+): Promise<{ written: ArchiveWritten; bytes: number }> {
   const tar =
     source === '-' ? ((await readPipedStdin()) ?? Buffer.alloc(0)) : await localTar(['-C', source, '-cf', '-', '.']);
-  const written = await client.writeArchive(id, remote === '' ? '.' : remote, tar);
-  await io.err(`wsp: ${source} -> ${id}:${written.path} (${written.entries} entries, ${tar.length} bytes of tar)\n`);
+  const written = await client.writeArchive(id, remote === '' ? '.' : remote, tar, { onProgress });
+  return { written, bytes: tar.length };
 }
 
+/** Answers the tar's size; `-` writes the tar itself to stdout. */
 export async function copyDirOut(
   client: WspClient,
   io: Io,
   id: string,
   remote: string,
   destination: string,
-): Promise<void> {
-  const tar = await client.readArchive(id, remote === '' ? '.' : remote);
+  onProgress: TransferProgress,
+): Promise<number> {
+  const tar = await client.readArchive(id, remote === '' ? '.' : remote, { onProgress });
   if (destination === '-') {
     await io.out(tar);
-    return;
+    return tar.length;
   }
   fs.mkdirSync(destination, { recursive: true });
   await localTar(['-C', destination, '-xf', '-', '--no-same-owner', '--no-same-permissions'], tar);
-  await io.err(`wsp: ${id}:${remote} -> ${destination} (${tar.length} bytes of tar)\n`);
+  return tar.length;
 }
 
 /** Runs the system tar with `input` on stdin; its stdout, or an error carrying its stderr. */

@@ -5,10 +5,13 @@ import type { FileStat } from '../../shared/contract/views.js';
 import { UsageError, type ParsedArgs } from './args.js';
 import { copyDirIn, copyDirOut } from './cp-dir.js';
 import { readPipedStdin, type Io } from './io.js';
+import { Progress, progressMode, transferProgress } from './progress.js';
 
 /**
  * `wsp cp` and `wsp files ls|stat|rm`: the Files API from the command line. A workspace side is
- * written `ID:PATH` (PATH relative to the workdir, or absolute); `-` is stdin / stdout.
+ * written `ID:PATH` (PATH relative to the workdir, or absolute); `-` is stdin / stdout. A copy shows
+ * its bytes moved on stderr (progress.ts); with --json it prints what the API answered (a write) or
+ * what was written where (a read).
  */
 
 /** `ws-…:path` → its parts; anything else is a local path. */
@@ -20,25 +23,47 @@ export async function runCp(client: WspClient, io: Io, args: ParsedArgs): Promis
   const to = REMOTE.exec(destination);
   if ((from === null) === (to === null))
     throw new UsageError("cp copies between here and a workspace: exactly one side must be 'ID:PATH'");
+  if (args.values.json && destination === '-')
+    throw new UsageError("--json prints on stdout, where '-' would write the copy: name a local file");
+  const progress = new Progress(io, progressMode(args.values, io));
+  const onProgress = transferProgress(progress, `${source} -> ${destination}`);
+  const report = async (value: unknown, human: string): Promise<number> => {
+    await progress.done();
+    if (args.values.json) await io.out(`${JSON.stringify(value, null, 2)}\n`);
+    else await io.err(human);
+    return 0;
+  };
   if (args.values.recursive) {
     if (args.values.mode) throw new UsageError('cp -r keeps the modes the archive holds: --mode is for one file');
-    if (to) await copyDirIn(client, io, source, to[1]!, to[2]!);
-    else await copyDirOut(client, io, from![1]!, from![2]!, destination);
-    return 0;
+    if (to) {
+      const { written, bytes } = await copyDirIn(client, source, to[1]!, to[2]!, onProgress);
+      return report(
+        written,
+        `wsp: ${source} -> ${to[1]}:${written.path} (${written.entries} entries, ${bytes} bytes of tar)\n`,
+      );
+    }
+    const bytes = await copyDirOut(client, io, from![1]!, from![2]!, destination, onProgress);
+    if (destination === '-') {
+      await progress.done();
+      return 0;
+    }
+    return report({ destination, bytes }, `wsp: ${from![1]}:${from![2]} -> ${destination} (${bytes} bytes of tar)\n`);
   }
   if (to) {
     const [, id = '', remote = ''] = to;
     const data = source === '-' ? ((await readPipedStdin()) ?? Buffer.alloc(0)) : fs.readFileSync(source);
     // `ID:dir/` (or `ID:`) names a directory: the file keeps its own name there.
     const target = remote === '' || remote.endsWith('/') ? `${remote}${path.basename(source)}` : remote;
-    const stat = await client.writeFile(id, target, data, args.values.mode ? { mode: args.values.mode } : {});
-    if (args.values.json) await io.out(`${JSON.stringify(stat, null, 2)}\n`);
-    else await io.err(`wsp: ${data.length} bytes -> ${id}:${target}\n`);
-    return 0;
+    const stat = await client.writeFile(id, target, data, {
+      ...(args.values.mode ? { mode: args.values.mode } : {}),
+      onProgress,
+    });
+    return report(stat, `wsp: ${data.length} bytes -> ${id}:${target}\n`);
   }
   const [, id = '', remote = ''] = from!;
-  const { data } = await client.readFile(id, remote);
+  const { data } = await client.readFile(id, remote, { onProgress });
   if (destination === '-') {
+    await progress.done();
     await io.out(data);
     return 0;
   }
@@ -47,8 +72,10 @@ export async function runCp(client: WspClient, io: Io, args: ParsedArgs): Promis
       ? path.join(destination, path.posix.basename(remote))
       : destination;
   fs.writeFileSync(local, data);
-  await io.err(`wsp: ${id}:${remote} -> ${local} (${data.length} bytes)\n`);
-  return 0;
+  return report(
+    { destination: local, bytes: data.length },
+    `wsp: ${id}:${remote} -> ${local} (${data.length} bytes)\n`,
+  );
 }
 
 export async function runFiles(client: WspClient, io: Io, args: ParsedArgs): Promise<number> {
@@ -74,6 +101,7 @@ export async function runFiles(client: WspClient, io: Io, args: ParsedArgs): Pro
     }
     case 'rm':
       await client.deleteFile(id, needPath(action, target), { recursive });
+      if (args.values.json) await json({ path: target, deleted: true });
       return 0;
     default:
       throw new UsageError(`files needs ls, stat or rm, got '${action ?? ''}'`);

@@ -5,6 +5,8 @@ import type { CommandView } from '../../shared/contract/views.js';
 export interface Io {
   out(data: string | Buffer): Promise<void>;
   err(data: string | Buffer): Promise<void>;
+  /** Set when stderr is a terminal (progress redraws a status line there), with its current width. */
+  readonly errTerminal?: { columns: number } | undefined;
 }
 
 export function processIo(): Io {
@@ -13,7 +15,13 @@ export function processIo(): Io {
       if (stream.write(data)) resolve();
       else stream.once('drain', resolve).once('error', reject);
     });
-  return { out: (d) => write(process.stdout, d), err: (d) => write(process.stderr, d) };
+  return {
+    out: (d) => write(process.stdout, d),
+    err: (d) => write(process.stderr, d),
+    get errTerminal() {
+      return process.stderr.isTTY ? { columns: process.stderr.columns || 80 } : undefined;
+    },
+  };
 }
 
 /** Reads stdin to the end when it is not a terminal (piped or redirected); undefined for a TTY. */

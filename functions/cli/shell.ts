@@ -14,17 +14,20 @@ export interface ShellOptions {
   /** Our terminal (default: process.stdin / process.stdout). */
   input?: NodeJS.ReadStream;
   output?: NodeJS.WriteStream;
+  /** Print the ended command's view on stdout; the screen then goes to stderr (still this terminal). */
+  json?: boolean;
 }
 
 /**
  * `wsp shell ID`: an interactive terminal in the workspace — a command under a pseudo-terminal of
  * our terminal's size, attached over a WebSocket (the local server): keys go in raw (Ctrl-C
  * included: the workspace's terminal turns it into SIGINT), the screen comes back as it is drawn,
- * a resize of our window resizes it. Exits with its exit code.
+ * a resize of our window resizes it. Exits with its exit code. `--json`: the screen is drawn on
+ * stderr and the command's final view printed on stdout (`wsp shell --json ID -- make > end.json`).
  */
 export async function runShell(client: WspClient, io: Io, options: ShellOptions): Promise<number> {
   const input = options.input ?? process.stdin;
-  const output = options.output ?? process.stdout;
+  const output = options.output ?? (options.json ? process.stderr : process.stdout);
   const size = () => ({ rows: output.rows || 24, cols: output.columns || 80 });
   const started = await client.runCommand(
     options.workspaceId,
@@ -66,6 +69,7 @@ export async function runShell(client: WspClient, io: Io, options: ShellOptions)
       ws.once('close', () => resolve(last));
       ws.once('error', reject);
     });
+    if (options.json && end !== undefined) await io.out(`${JSON.stringify(end, null, 2)}\n`);
     return end === undefined ? 1 : exitCodeOf(end);
   } finally {
     input.off('data', onKeys);

@@ -2,6 +2,7 @@ import type { WspClient } from '../../shared/client/client.js';
 import type { SnapshotView } from '../../shared/contract/views.js';
 import { integer, keyValues, UsageError, type ParsedArgs } from './args.js';
 import type { Io } from './io.js';
+import { Progress, progressMode } from './progress.js';
 
 /**
  * `wsp fork ID -n N` and `wsp snapshot create|ls|show|rm` (issue 13): copies of a workspace's current
@@ -20,21 +21,44 @@ export async function runFork(client: WspClient, io: Io, args: ParsedArgs): Prom
     ...(labels ? { labels } : {}),
     ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
   });
-  await io.err(`wsp: fork point ${forked.snapshot.id} of ${id}: ${forked.workspaces.length} workspace(s)\n`);
+  const progress = new Progress(io, progressMode(values, io));
+  const total = forked.workspaces.length;
+  progress.line(`wsp: fork point ${forked.snapshot.id} of ${id}: ${total} workspace(s)`);
   if (values['no-wait']) {
+    await progress.done();
     if (values.json) await io.out(`${JSON.stringify(forked, null, 2)}\n`);
     else for (const w of forked.workspaces) await io.out(`${w.id}\n`);
     return 0;
   }
   const timeoutMs = integer('timeout-ms', values['timeout-ms']) ?? 60 * 60_000;
-  const settled = await Promise.all(forked.workspaces.map((w) => client.waitForWorkspace(w.id, { timeoutMs })));
+  // N of M ready as each settles: one line each in plain mode, a status line on a terminal.
+  let ready = 0;
+  let settledCount = 0;
+  progress.status(`wsp: fork: 0 of ${total} ready`);
+  const settled = await Promise.all(
+    forked.workspaces.map(async (w) => {
+      const view = await client.waitForWorkspace(w.id, { timeoutMs });
+      settledCount++;
+      if (view.status === 'ready') ready++;
+      const failed = settledCount - ready;
+      progress.status(
+        `wsp: fork: ${ready} of ${total} ready${failed > 0 ? `, ${failed} not` : ''} (${view.id} ${view.status})`,
+        true,
+      );
+      return view;
+    }),
+  );
+  await progress.done();
   if (values.json) await io.out(`${JSON.stringify({ snapshot: forked.snapshot, workspaces: settled }, null, 2)}\n`);
   else for (const w of settled) await io.out(`${w.id}\n`);
   let code = 0;
   for (const w of settled) {
     if (w.status === 'ready') continue;
     code = 1;
-    await io.err(`wsp: workspace ${w.id} ${w.status}${w.failure ? `: ${w.failure.step}: ${w.failure.message}` : ''}\n`);
+    if (!values.json)
+      await io.err(
+        `wsp: workspace ${w.id} ${w.status}${w.failure ? `: ${w.failure.step}: ${w.failure.message}` : ''}\n`,
+      );
   }
   return code;
 }

@@ -56,6 +56,9 @@ export interface OperationOptions {
   onAccepted?: (operation: OperationView) => void;
 }
 
+/** Bytes moved so far of `total` (a download without a length: total is undefined). */
+export type TransferProgress = (done: number, total: number | undefined) => void;
+
 export interface WspClientOptions {
   /** e.g. `http://127.0.0.1:7070` (a trailing slash is fine). */
   baseUrl: string;
@@ -444,7 +447,7 @@ export class WspClient {
   async readFile(
     id: string,
     path: string,
-    options: { range?: { first: number; last?: number } | { suffix: number } } = {},
+    options: { range?: { first: number; last?: number } | { suffix: number }; onProgress?: TransferProgress } = {},
   ): Promise<{ data: Buffer; size: number; range?: { first: number; last: number } }> {
     const headers: Record<string, string> = {};
     const r = options.range;
@@ -455,7 +458,7 @@ export class WspClient {
       headers,
     });
     if (!res.ok) throw await errorOf(res);
-    const data = Buffer.from(await res.arrayBuffer());
+    const data = await bodyBytes(res, options.onProgress);
     const contentRange = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
     if (res.status === 206 && contentRange) {
       const [, first, last, size] = contentRange.map(Number) as [number, number, number, number];
@@ -465,11 +468,17 @@ export class WspClient {
   }
 
   /** Write a file (atomically, parents created); `mode` e.g. '0644'. Answers the new file's stat. */
-  async writeFile(id: string, path: string, data: Uint8Array, options: { mode?: string } = {}): Promise<FileStat> {
+  async writeFile(
+    id: string,
+    path: string,
+    data: Uint8Array,
+    options: { mode?: string; onProgress?: TransferProgress } = {},
+  ): Promise<FileStat> {
     const res = await this.#send('PUT', `/workspaces/${enc(id)}/files`, {
       query: { path, ...(options.mode !== undefined ? { mode: options.mode } : {}) },
       accept: 'application/json',
       raw: data,
+      ...(options.onProgress ? { onUpload: options.onProgress } : {}),
     });
     if (!res.ok) throw await errorOf(res);
     return (await res.json()) as FileStat;
@@ -499,22 +508,28 @@ export class WspClient {
    * A directory of the workspace as a tar (symlinks stored as links). Larger than the server's limit
    * (files.maxBytes; Lambda 4 MiB) throws 413.
    */
-  async readArchive(id: string, path: string): Promise<Buffer> {
+  async readArchive(id: string, path: string, options: { onProgress?: TransferProgress } = {}): Promise<Buffer> {
     const res = await this.#send('GET', `/workspaces/${enc(id)}/archive`, {
       query: { path },
       accept: 'application/x-tar',
     });
     if (!res.ok) throw await errorOf(res);
-    return Buffer.from(await res.arrayBuffer());
+    return bodyBytes(res, options.onProgress);
   }
 
   /** Extract a tar into a directory of the workspace (created if missing); a hostile archive throws 400. */
-  async writeArchive(id: string, path: string, tar: Uint8Array): Promise<ArchiveWritten> {
+  async writeArchive(
+    id: string,
+    path: string,
+    tar: Uint8Array,
+    options: { onProgress?: TransferProgress } = {},
+  ): Promise<ArchiveWritten> {
     const res = await this.#send('PUT', `/workspaces/${enc(id)}/archive`, {
       query: { path },
       accept: 'application/json',
       raw: tar,
       contentType: 'application/x-tar',
+      ...(options.onProgress ? { onUpload: options.onProgress } : {}),
     });
     if (!res.ok) throw await errorOf(res);
     return (await res.json()) as ArchiveWritten;
@@ -538,6 +553,8 @@ export class WspClient {
       /** Raw bytes sent as `contentType` (default application/octet-stream) instead of a JSON body. */
       raw?: Uint8Array;
       contentType?: string;
+      /** Told as `raw` is handed to the connection (then it is streamed, with its content-length). */
+      onUpload?: TransferProgress;
       query?: Record<string, unknown>;
       accept: string;
       headers?: Record<string, string>;
@@ -551,12 +568,17 @@ export class WspClient {
     if (this.#token !== undefined) headers['authorization'] = `Bearer ${this.#token}`;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
     if (options.raw !== undefined) headers['content-type'] = options.contentType ?? 'application/octet-stream';
+    const raw =
+      options.raw !== undefined && options.onUpload !== undefined
+        ? countedUpload(options.raw, options.onUpload, headers)
+        : options.raw;
     try {
       return await this.#fetch(url, {
         method,
         headers,
         ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
-        ...(options.raw !== undefined ? { body: options.raw } : {}),
+        ...(raw !== undefined ? { body: raw } : {}),
+        ...(raw instanceof ReadableStream ? { duplex: 'half' } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
       });
     } catch (error) {
@@ -613,6 +635,50 @@ export class WspClient {
 }
 
 const enc = encodeURIComponent;
+
+const UPLOAD_CHUNK_BYTES = 256 * 1024;
+
+/**
+ * `data` as a stream of chunks that reports each one as fetch takes it (so: as the connection sends,
+ * give or take its buffers), with the content-length set — the same request a Uint8Array body makes.
+ */
+function countedUpload(
+  data: Uint8Array,
+  onProgress: TransferProgress,
+  headers: Record<string, string>,
+): ReadableStream<Uint8Array> {
+  headers['content-length'] = String(data.length);
+  let offset = 0;
+  onProgress(0, data.length);
+  return new ReadableStream({
+    pull(controller) {
+      if (offset >= data.length) {
+        controller.close();
+        return;
+      }
+      const chunk = data.subarray(offset, offset + UPLOAD_CHUNK_BYTES);
+      offset += chunk.length;
+      controller.enqueue(chunk);
+      onProgress(offset, data.length);
+    },
+  });
+}
+
+/** A response body's bytes, reported as they arrive against its content-length when asked. */
+async function bodyBytes(res: Response, onProgress: TransferProgress | undefined): Promise<Buffer> {
+  if (onProgress === undefined || res.body === null) return Buffer.from(await res.arrayBuffer());
+  const length = Number(res.headers.get('content-length') ?? Number.NaN);
+  const total = Number.isFinite(length) ? length : undefined;
+  const chunks: Uint8Array[] = [];
+  let done = 0;
+  onProgress(0, total);
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    chunks.push(chunk);
+    done += chunk.length;
+    onProgress(done, total);
+  }
+  return Buffer.concat(chunks);
+}
 
 /** The API error an answer that is not ok carries (its JSON error body, when there is one). */
 async function errorOf(res: Response): Promise<WspApiError> {
