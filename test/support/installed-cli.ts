@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 /**
- * The CLI as a package: built (scripts/build.mjs) into a staging copy of the package, packed with
+ * The CLI as a package: built (functions/cli/build.mjs) into a staging copy of the package, packed with
  * `npm pack`, and installed from that tarball into a prefix the way `npm install -g --prefix` lays it
  * out (`<prefix>/lib/node_modules/<name>`, `<prefix>/bin/wsp` → the package's `bin`). The install is
  * done by hand because npm cannot resolve the dependencies offline (its cache holds tarballs, not the
@@ -28,7 +28,7 @@ export function buildAndInstall(tmp: string): InstalledCli {
   const staging = path.join(tmp, 'staging');
   fs.mkdirSync(staging, { recursive: true });
   for (const f of ['package.json', 'README.md']) fs.copyFileSync(path.join(ROOT, f), path.join(staging, f));
-  execFileSync(process.execPath, [path.join(ROOT, 'scripts/build.mjs'), '--outdir', path.join(staging, 'dist')], {
+  execFileSync(process.execPath, [path.join(ROOT, 'functions/cli/build.mjs'), '--outdir', path.join(staging, 'dist')], {
     stdio: 'ignore',
   });
   // --ignore-scripts: `prepare` would build again, from sources the staging copy does not have.

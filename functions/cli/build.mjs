@@ -8,14 +8,15 @@
 // finds its file exactly as it does in the source tree, once the non-TypeScript files beside those
 // modules are copied along. npm packages stay external: the package's `dependencies` provide them.
 //
-//   node scripts/build.mjs [--outdir DIR]      default: dist/ (package.json `bin` and `files` name it)
+//   node functions/cli/build.mjs [--outdir DIR]      default: dist/ (package.json `bin` and `files` name it)
 import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const SELF = fileURLToPath(import.meta.url);
+const ROOT = resolve(dirname(SELF), '..', '..');
 /** The CLI (package.json `bin`) and the processes the provider starts from a file of its own. */
 export const ENTRY_POINTS = ['functions/cli/wsp.ts', 'shared/backends/local/supervisor/daemon.ts'];
 const TARGET = 'node20';
@@ -54,10 +55,10 @@ export async function buildCli(outdir = join(ROOT, 'dist')) {
   const written = sources.map((f) => f.replace(/\.ts$/, '.js'));
 
   // 3. The helpers the code reads or runs from beside itself (*.sh, *.py): every non-TypeScript file
-  //    of a directory that holds a compiled module.
+  //    of a directory that holds a compiled module (not this build script, which lives beside the CLI).
   for (const dir of new Set(sources.map((f) => dirname(f)))) {
     for (const entry of readdirSync(join(ROOT, dir), { withFileTypes: true })) {
-      if (!entry.isFile() || entry.name.endsWith('.ts')) continue;
+      if (!entry.isFile() || entry.name.endsWith('.ts') || join(ROOT, dir, entry.name) === SELF) continue;
       const from = join(ROOT, dir, entry.name);
       mkdirSync(join(outdir, dir), { recursive: true });
       copyFileSync(from, join(outdir, dir, entry.name));
