@@ -11,6 +11,7 @@ import type { ServiceDeps } from '../../shared/service/deps.js';
 import type { LongWork } from '../../shared/service/long-work.js';
 import { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
 import { createDynamoClients } from '../../shared/state/client.js';
+import { DynamoEventStore } from '../../shared/state/dynamo-events.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
 import { DynamoWarmTaskStore } from '../../shared/state/dynamo-warm-tasks.js';
 import { ensureTable } from '../../shared/state/table.js';
@@ -45,6 +46,8 @@ export interface CompositionOptions {
   standIn?: (mode: string, reason: string) => WorkspaceBackend;
   /** Where long work runs, knowing whether the backend is unavailable. Default: in this process. */
   work?: (backendUnavailable: string | undefined) => LongWork;
+  /** How webhook events are delivered (ServiceDeps.webhookDelivery); default background. */
+  webhookDelivery?: 'background' | 'inline';
   /** What is left of the current invocation (Lambda), for backends that must not wait past it. Default: no deadline. */
   remainingMs?: () => number | undefined;
 }
@@ -70,6 +73,7 @@ export async function composeService(o: CompositionOptions): Promise<Composition
   if (o.dynamo.ensureTable) await ensureTable(dynamo.client, config.state.tableName);
   const state = new DynamoStateStore(dynamo.doc, config.state.tableName);
   const warmTasks = new DynamoWarmTaskStore(dynamo.doc, config.state.tableName);
+  const events = new DynamoEventStore(dynamo.doc, config.state.tableName);
 
   // The Secrets Manager client is cheap to build; it is only called for `secretsmanager:` references.
   const secrets = createSecretResolver({
@@ -96,12 +100,14 @@ export async function composeService(o: CompositionOptions): Promise<Composition
     baseDir: o.baseDir,
     instanceId: o.instanceId,
     state,
+    events,
     backend,
     broker,
     secrets,
     scratchDir: privateDir(dataDir, 'scratch'),
     log,
     ...(o.work !== undefined ? { work: o.work(unavailable) } : {}),
+    ...(o.webhookDelivery !== undefined ? { webhookDelivery: o.webhookDelivery } : {}),
     ...(unavailable !== undefined ? { backendUnavailable: unavailable } : {}),
   };
   const service = new DefaultWorkspaceService(deps);

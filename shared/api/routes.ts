@@ -14,6 +14,7 @@ import {
   operationList,
   sessionList,
   snapshotList,
+  webhookEventList,
   workspaceEventSchema,
   workspaceList,
 } from './response-schemas.js';
@@ -177,6 +178,19 @@ export const routes: readonly Route[] = [
       await service.getWorkspace(params.id);
       return { status: 200, stream: toSse<WorkspaceEvent>(service.watchWorkspace(params.id, signal)) };
     },
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/webhook-events',
+    operationId: 'listWebhookEvents',
+    summary:
+      'Lifecycle webhook events of the workspace (workspace.ready|failed|reset|deleted|expiring, command.finished), oldest first: the body sent and every delivery attempt per hook (status or error, duration), pending ones with their next attempt. A deleted workspace keeps its events.',
+    params: wsParams,
+    responses: { 200: { description: 'Its events', schema: webhookEventList } },
+    handler: async (service, { params }) => ({
+      status: 200,
+      body: { events: await service.listWebhookEvents(params.id) },
+    }),
   }),
   defineRoute({
     method: 'POST',
