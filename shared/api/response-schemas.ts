@@ -17,13 +17,13 @@ export const snapshotList = z.object({ snapshots: z.array(snapshotView) });
 export const sessionList = z.object({ sessions: z.array(sessionView) });
 export const healthBody = z.object({ ok: z.literal(true) });
 
-/** One lifecycle event of a workspace with its deliveries (GET /workspaces/{id}/webhook-events). */
+/** One lifecycle event of a workspace with its deliveries (GET /workspaces/{id}/events, Accept: application/json). */
 const webhookEventView = z.object({
   id: z.string(),
   workspaceId: z.string(),
   type: z.enum(WEBHOOK_EVENT_TYPES),
   createdAt: z.string(),
-  /** The body every attempt POSTs: `{id, type, timestamp, workspaceId, data}`. */
+  /** The body every attempt POSTs: `{id, type, at, workspaceId, data}`. */
   payload: z.record(z.string(), z.unknown()),
   deliveries: z.array(
     z.object({

@@ -531,9 +531,9 @@ export class WspClient {
     return (await this.#json<ChangesView>('GET', `/workspaces/${enc(id)}/changes`)).body;
   }
 
-  /** The workspace's lifecycle webhook events, each with every delivery attempt (oldest first). */
+  /** The workspace's lifecycle webhook events, each with every delivery attempt (oldest first): GET …/events as JSON. */
   async listWebhookEvents(id: string): Promise<WebhookEventView[]> {
-    return (await this.#json<WebhookEventList>('GET', `/workspaces/${enc(id)}/webhook-events`)).body.events;
+    return (await this.#json<WebhookEventList>('GET', `/workspaces/${enc(id)}/events`)).body.events;
   }
 
   async health(): Promise<{ ok: true }> {

@@ -333,6 +333,13 @@ export const configSchema = z
           .default(10 * 60_000),
         /** One attempt: connect, send and the receiver's answer (a 2xx) within this. */
         timeoutMs: z.number().int().min(100).max(60_000).default(10_000),
+        /**
+         * A hook given per workspace (its URL comes from an API caller) may be plain http / may reach
+         * loopback, private, link-local or reserved addresses: off by default (SSRF; webhooks/targets.ts).
+         * The configured hooks are the operator's and never restricted.
+         */
+        allowHttp: z.boolean().default(false),
+        allowPrivateAddresses: z.boolean().default(false),
         /** `workspace.expiring` fires this long before the TTL or idle timeout tears a workspace down. */
         expiringBeforeSeconds: z
           .number()

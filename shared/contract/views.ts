@@ -72,13 +72,13 @@ export interface WorkspaceView {
   webhook?: { url: string; events: WebhookEventType[] };
 }
 
-/** `GET /workspaces/{id}/webhook-events`: one lifecycle event, what was sent and every delivery attempt. */
+/** `GET /workspaces/{id}/events` with `Accept: application/json`: one lifecycle event, what was sent and every delivery attempt. */
 export interface WebhookEventView {
   id: string;
   workspaceId: string;
   type: WebhookEventType;
   createdAt: string;
-  /** The body every attempt POSTs (parsed): `{id, type, timestamp, workspaceId, data}`. */
+  /** The body every attempt POSTs (parsed): `{id, type, at, workspaceId, data}`. */
   payload: Record<string, unknown>;
   deliveries: {
     hook: string;

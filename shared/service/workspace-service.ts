@@ -64,6 +64,7 @@ import { WorkspaceOps } from './workspace-ops.js';
 import { bestEffort } from '../lib/best-effort.js';
 import { WebhookDeliverer } from './webhooks/deliverer.js';
 import { WebhookEvents } from './webhooks/events.js';
+import { refusedTarget } from './webhooks/targets.js';
 import { sleep } from '../lib/sleep.js';
 
 const SETTLED = new Set<WorkspaceRecord['status']>(['ready', 'failed', 'deleted']);
@@ -129,6 +130,13 @@ export class DefaultWorkspaceService implements WorkspaceService {
       if (!names.has(name))
         throw new BadRequestError(`unknown repository '${name}' in refs`, [
           { path: `body.refs.${name}`, message: `known: ${[...names].join(', ') || 'none'}` },
+        ]);
+    }
+    if (input.webhook !== undefined) {
+      const refused = refusedTarget(input.webhook.url, this.deps.config.webhookDelivery);
+      if (refused !== undefined)
+        throw new BadRequestError(`webhook url ${refused} (this provider's webhookDelivery policy)`, [
+          { path: 'body.webhook.url', message: refused },
         ]);
     }
     if (input.fromSnapshot !== undefined) return this.createFromSnapshotInput(input);

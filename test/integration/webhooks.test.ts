@@ -1,4 +1,7 @@
+import dns from 'node:dns/promises';
+import os from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isPrivateAddress } from '../../shared/service/webhooks/targets.js';
 import { WspClient } from '../../shared/client/client.js';
 import type { WebhookEventView } from '../../shared/contract/views.js';
 import { sweep } from '../../shared/service/janitor.js';
@@ -8,7 +11,7 @@ import { closedPort, signatureValid, WebhookReceiver, type Received } from '../s
 
 // Lifecycle webhooks (issue 14) against receivers on 127.0.0.1, on a real local provider: signed
 // (Standard Webhooks), retried with backoff while a receiver is down or failing, one event id across
-// attempts, every attempt visible in GET /workspaces/{id}/webhook-events; secrets never answered or logged.
+// attempts, every attempt visible in GET /workspaces/{id}/events (as JSON); secrets never answered or logged.
 
 const CONFIG_SECRET = 'config-hook-secret-0123456789abcdef';
 const OWN_SECRET = 'whsec_c2VjcmV0LW9mLXRoZS13b3Jrc3BhY2UtaG9vaw==';
@@ -38,7 +41,15 @@ beforeAll(async () => {
     workspace: { network: 'none' },
     webhooks: [{ url: configured.url, secret: `env:${SECRET_ENV}` }],
     // Short backoff so a test sees several retries; the shape (doubling, capped, jitter) is the default's.
-    webhookDelivery: { retryBaseMs: 100, retryMaxMs: 400, timeoutMs: 2_000, maxAttempts: 30 },
+    // Receivers here are on 127.0.0.1 over http: allowed for workspace hooks by the operator (off by default).
+    webhookDelivery: {
+      retryBaseMs: 100,
+      retryMaxMs: 400,
+      timeoutMs: 2_000,
+      maxAttempts: 30,
+      allowHttp: true,
+      allowPrivateAddresses: true,
+    },
   });
   client = new WspClient({ baseUrl: wsp.url, token: wsp.token });
 }, 120_000);
@@ -236,5 +247,84 @@ describe('lifecycle webhooks', () => {
       expect(r.body.error.code).toBe('bad_request');
     }
     expect((await client.listWorkspaces()).length).toBe(before);
+  });
+});
+
+describe('lifecycle webhooks under the default target policy', () => {
+  let strict: TestProvider;
+  let strictClient: WspClient;
+
+  beforeAll(async () => {
+    // Defaults: a workspace's hook must be https to a public address. Setup fails on purpose.
+    strict = await startTestProvider({
+      workspace: { network: 'none' },
+      setup: { script: 'echo failing on purpose; exit 7' },
+      webhooks: [{ url: configured.url, events: ['workspace.failed'], secret: `env:${SECRET_ENV}` }],
+      webhookDelivery: { retryBaseMs: 100, retryMaxMs: 400, timeoutMs: 2_000 },
+    });
+    strictClient = new WspClient({ baseUrl: strict.url, token: strict.token });
+  }, 120_000);
+
+  afterAll(async () => {
+    await strict?.close();
+  });
+
+  it("reports a failed setup as workspace.failed (to the operator's own hook on 127.0.0.1)", async () => {
+    const { id } = await strictClient.createWorkspace();
+    const got = await configured.waitFor(ofType('workspace.failed', id));
+    expect(signatureValid(CONFIG_SECRET, got)).toBe(true);
+    expect(payload(got).data.workspace).toMatchObject({ id, status: 'failed', failure: { step: expect.any(String) } });
+  });
+
+  it("refuses a workspace hook aimed at the provider's own network (400): metadata, loopback, private, http", async () => {
+    for (const url of [
+      'https://169.254.169.254/latest/meta-data/',
+      'https://127.0.0.1:7070/hook',
+      'https://[::1]/hook',
+      'https://[::ffff:10.0.0.1]/hook',
+      'https://10.1.2.3/hook',
+      'https://192.168.1.1/hook',
+      'https://localhost/hook',
+      'https://api.localhost/hook',
+      'http://hooks.example.com/hook',
+    ]) {
+      const r = await strict.api('POST', '/workspaces', { webhook: { url, secret: OWN_SECRET } });
+      expect(r.status, url).toBe(400);
+      expect(r.body.error.details[0].path).toBe('body.webhook.url');
+    }
+  });
+
+  it('fails, without a retry or a connection, a hook whose name resolves to a private address', async () => {
+    const receiver = new WebhookReceiver();
+    const port = await receiver.listen();
+    const name = os.hostname();
+    const resolved = await dns.lookup(name, { all: true });
+    // Debian maps the host's own name to 127.0.1.1 (/etc/hosts): a name the URL check cannot see through.
+    expect(resolved.some((a) => isPrivateAddress(a.address))).toBe(true);
+    // A provider that allows http but not private addresses (an operator testing on a LAN, say).
+    const lan = await startTestProvider({
+      workspace: { network: 'none' },
+      webhookDelivery: { allowHttp: true, retryBaseMs: 100 },
+    });
+    try {
+      const c = new WspClient({ baseUrl: lan.url, token: lan.token });
+      const { id } = await c.createWorkspace({
+        webhook: { url: `http://${name}:${port}/hook`, events: ['workspace.ready'], secret: OWN_SECRET },
+      });
+      await c.waitForWorkspace(id, { timeoutMs: 60_000 });
+      const events = await (async () => {
+        for (;;) {
+          const es = await c.listWebhookEvents(id);
+          if (es[0]?.deliveries[0]?.state === 'failed') return es;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
+      expect(events[0]!.deliveries[0]!.attempts).toHaveLength(1);
+      expect(events[0]!.deliveries[0]!.attempts[0]!.error).toMatch(/^refused: .*private/);
+      expect(receiver.received).toEqual([]);
+    } finally {
+      await lan.close();
+      await receiver.close();
+    }
   });
 });

@@ -1,9 +1,12 @@
+import http from 'node:http';
+import https from 'node:https';
 import { ConflictError } from '../../contract/errors.js';
 import type { DeliveryAttempt, WebhookDelivery, WebhookEventRecord } from '../../contract/webhooks.js';
 import { errorFields } from '../../log.js';
 import type { ServiceDeps } from '../deps.js';
 import { type Hook, hooksOf } from './hooks.js';
 import { signedHeaders } from './signature.js';
+import { PRIVATE_TARGET, publicOnlyLookup, refusedTarget } from './targets.js';
 
 /** Longest error text kept per attempt. */
 const MAX_ERROR_CHARS = 200;
@@ -106,7 +109,7 @@ export class WebhookDeliverer {
       const attempts = [...d.attempts, attempt];
       if (attempt.status !== undefined && attempt.status >= 200 && attempt.status < 300)
         return { hook: d.hook, url: d.url, state: 'delivered', attempts };
-      if (attempts.length >= maxAttempts || attempt.error === NO_HOOK) {
+      if (attempts.length >= maxAttempts || isFinal(attempt.error)) {
         this.deps.log.warn('webhook delivery failed for good', { workspaceId, eventId, hook: d.hook });
         return { hook: d.hook, url: d.url, state: 'failed', attempts };
       }
@@ -121,27 +124,33 @@ export class WebhookDeliverer {
   private async post(event: WebhookEventRecord, d: WebhookDelivery, hook: Hook | undefined): Promise<DeliveryAttempt> {
     const at = this.now();
     if (hook === undefined) return { at: at.toISOString(), error: NO_HOOK, durationMs: 0 };
+    const { timeoutMs, allowHttp, allowPrivateAddresses } = this.deps.config.webhookDelivery;
+    // A workspace's own hook is held to the target policy on every attempt (the config may have changed).
+    const guarded = hook.id === 'workspace' && !allowPrivateAddresses;
+    if (hook.id === 'workspace') {
+      const refused = refusedTarget(d.url, { allowHttp, allowPrivateAddresses });
+      if (refused !== undefined)
+        return { at: at.toISOString(), error: `${REFUSED}: the URL ${refused}`, durationMs: 0 };
+    }
     const started = Date.now();
     try {
       const secret = await hook.secret();
-      const res = await fetch(d.url, {
-        method: 'POST',
-        redirect: 'manual',
-        signal: AbortSignal.timeout(this.deps.config.webhookDelivery.timeoutMs),
-        headers: {
+      const status = await postOnce(
+        new URL(d.url),
+        {
           'content-type': 'application/json',
           'user-agent': 'wsp-webhooks/1',
           ...signedHeaders(secret, event.id, Math.floor(at.getTime() / 1000), event.body),
         },
-        body: event.body,
-      });
-      // The receiver's answer is not kept: only its status.
-      await res.body?.cancel().catch(() => undefined);
-      const ok = res.status >= 200 && res.status < 300;
+        event.body,
+        timeoutMs,
+        guarded,
+      );
+      const ok = status >= 200 && status < 300;
       return {
         at: at.toISOString(),
-        status: res.status,
-        ...(ok ? {} : { error: `HTTP ${res.status}` }),
+        status,
+        ...(ok ? {} : { error: `HTTP ${status}` }),
         durationMs: Date.now() - started,
       };
     } catch (error) {
@@ -186,12 +195,52 @@ export class WebhookDeliverer {
 }
 
 const NO_HOOK = 'the hook is no longer configured';
+const REFUSED = 'refused';
+
+/** Attempts that can never succeed: the delivery fails at once instead of being retried. */
+function isFinal(error: string | undefined): boolean {
+  return error !== undefined && (error === NO_HOOK || error.startsWith(`${REFUSED}:`));
+}
 
 /** Why a POST got no answer, in a few words (never the request: its headers carry the signature). */
 function describe(error: unknown): string {
   if (!(error instanceof Error)) return 'failed';
-  if (error.name === 'TimeoutError') return 'timed out';
-  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-  const text = cause?.code ?? cause?.message ?? error.message;
-  return text.slice(0, MAX_ERROR_CHARS);
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === PRIVATE_TARGET) return `${REFUSED}: ${error.message}`.slice(0, MAX_ERROR_CHARS);
+  return (code ?? error.message).slice(0, MAX_ERROR_CHARS);
+}
+
+/**
+ * POST `body` and resolve with the answer's status (its body is drained, not kept). node:http rather
+ * than fetch: it follows no redirect, and takes the lookup that keeps a guarded hook off private addresses.
+ */
+function postOnce(
+  url: URL,
+  headers: Record<string, string>,
+  body: string,
+  timeoutMs: number,
+  guarded: boolean,
+): Promise<number> {
+  const request = url.protocol === 'https:' ? https.request : http.request;
+  return new Promise((resolve, reject) => {
+    const req = request(url, {
+      method: 'POST',
+      headers: { ...headers, 'content-length': Buffer.byteLength(body) },
+      ...(guarded ? { lookup: publicOnlyLookup } : {}),
+    });
+    const timer = setTimeout(
+      () => req.destroy(Object.assign(new Error('timed out'), { code: 'timed out' })),
+      timeoutMs,
+    );
+    req.on('response', (res) => {
+      clearTimeout(timer);
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    req.end(body);
+  });
 }

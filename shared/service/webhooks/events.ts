@@ -111,7 +111,7 @@ export class WebhookEvents {
       version: 1,
       type,
       createdAt,
-      body: JSON.stringify({ id, type, timestamp: createdAt, workspaceId: ws.id, data }),
+      body: JSON.stringify({ id, type, at: createdAt, workspaceId: ws.id, data }),
       deliveries: hooks.map((h) => ({
         hook: h.id,
         url: h.url,
