@@ -74,6 +74,9 @@ export class WebhookDeliverer {
       (d) => d.state === 'pending' && Date.parse(d.nextAttemptAt ?? '') <= now.getTime(),
     );
     if (due.length === 0) return this.schedule(event);
+    // Providers may share a table: another instance's events are its own to deliver (its hooks, its config).
+    const ws = await this.deps.state.getWorkspace(workspaceId);
+    if (ws !== undefined && ws.owner !== this.deps.instanceId) return;
     const claimUntil = new Date(
       now.getTime() + this.deps.config.webhookDelivery.timeoutMs + CLAIM_MARGIN_MS,
     ).toISOString();
@@ -87,7 +90,6 @@ export class WebhookDeliverer {
       if (error instanceof ConflictError) return; // another process claimed it first
       throw error;
     }
-    const ws = await this.deps.state.getWorkspace(workspaceId);
     const hooks = hooksOf(this.deps.config, this.deps.secrets, ws ?? {});
     const outcomes = new Map<WebhookDelivery, DeliveryAttempt>();
     await Promise.all(
