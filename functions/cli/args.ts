@@ -61,6 +61,7 @@ export const SUBCOMMANDS = {
   fetch: [['id'], ['repo', 'checkout']],
   reset: [['id'], ['ref', 'recreate']],
   changes: [['id'], []],
+  events: [['id'], []],
   rm: [['id'], []],
   cp: [
     ['source', 'destination'],
@@ -214,6 +215,7 @@ Commands:
                                          return to the baseline (optionally at new refs);
                                          --recreate: new compute from the cache entry instead
   changes <id>                           status and diff against the baseline
+  events <id>                            its lifecycle webhook events and how each delivery went
   smoke [--timeout-ms N]                 the whole loop once with timings (create, command, reset,
                                          delete): run it after a deployment; exit 1 if a check failed
   rm <id>                                delete a workspace

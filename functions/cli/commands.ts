@@ -142,6 +142,21 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
       }
       return 0;
     }
+    case 'events': {
+      const events = await client.listWebhookEvents(id);
+      if (values.json) return json(events);
+      if (events.length === 0) await io.out('no webhook events\n');
+      for (const e of events) {
+        await io.out(`${e.createdAt} ${e.type} ${e.id}\n`);
+        for (const d of e.deliveries) {
+          const last = d.attempts.at(-1);
+          const outcome = last === undefined ? '' : ` (last: ${last.status ?? last.error})`;
+          const next = d.nextAttemptAt ? `, next ${d.nextAttemptAt}` : '';
+          await io.out(`  ${d.hook} ${d.url}: ${d.state} after ${d.attempts.length} attempt(s)${outcome}${next}\n`);
+        }
+      }
+      return 0;
+    }
     case 'cp':
       return runCp(client, io, args);
     case 'files':

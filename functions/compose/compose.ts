@@ -12,6 +12,7 @@ import type { LongWork } from '../../shared/service/long-work.js';
 import type { ServiceMetrics } from '../../shared/service/metrics.js';
 import { DefaultWorkspaceService } from '../../shared/service/workspace-service.js';
 import { createDynamoClients } from '../../shared/state/client.js';
+import { DynamoEventStore } from '../../shared/state/dynamo-events.js';
 import { DynamoStateStore } from '../../shared/state/dynamo-store.js';
 import { DynamoWarmTaskStore } from '../../shared/state/dynamo-warm-tasks.js';
 import { ensureTable } from '../../shared/state/table.js';
@@ -48,6 +49,8 @@ export interface CompositionOptions {
   standIn?: (mode: string, reason: string) => WorkspaceBackend;
   /** Where long work runs, knowing whether the backend is unavailable. Default: in this process. */
   work?: (backendUnavailable: string | undefined) => LongWork;
+  /** How webhook events are delivered (ServiceDeps.webhookDelivery); default background. */
+  webhookDelivery?: 'background' | 'inline';
   /** What is left of the current invocation (Lambda), for backends that must not wait past it. Default: no deadline. */
   remainingMs?: () => number | undefined;
 }
@@ -73,6 +76,7 @@ export async function composeService(o: CompositionOptions): Promise<Composition
   if (o.dynamo.ensureTable) await ensureTable(dynamo.client, config.state.tableName);
   const state = new DynamoStateStore(dynamo.doc, config.state.tableName);
   const warmTasks = new DynamoWarmTaskStore(dynamo.doc, config.state.tableName);
+  const events = new DynamoEventStore(dynamo.doc, config.state.tableName);
 
   // The Secrets Manager client is cheap to build; it is only called for `secretsmanager:` references.
   const secrets = createSecretResolver({
@@ -99,6 +103,7 @@ export async function composeService(o: CompositionOptions): Promise<Composition
     baseDir: o.baseDir,
     instanceId: o.instanceId,
     state,
+    events,
     backend,
     broker,
     secrets,
@@ -106,6 +111,7 @@ export async function composeService(o: CompositionOptions): Promise<Composition
     log,
     ...(o.metrics !== undefined ? { metrics: o.metrics } : {}),
     ...(o.work !== undefined ? { work: o.work(unavailable) } : {}),
+    ...(o.webhookDelivery !== undefined ? { webhookDelivery: o.webhookDelivery } : {}),
     ...(unavailable !== undefined ? { backendUnavailable: unavailable } : {}),
   };
   const service = new DefaultWorkspaceService(deps);

@@ -94,6 +94,8 @@ async function composeLambda(overrides: LambdaOverrides = {}): Promise<LambdaCon
     },
     backends: overrides.backend ? { [config.mode]: overrides.backend } : LAMBDA_BACKENDS,
     standIn: unavailableBackend,
+    // A frozen container runs no timers: the first attempt is made in the invocation, retries by the janitor.
+    webhookDelivery: 'inline',
     // Built once per container, used by many invocations: each wait is bounded by the current one's time.
     remainingMs: invocationRemainingMs,
     work: () =>

@@ -165,7 +165,14 @@ function successResponses(
         : doc.schema
           ? schemaFor(doc.schema, 'output')
           : {};
-    out[status] = { description: doc.description, content: { [contentType]: { schema } } };
+    const content: Record<string, unknown> = { [contentType]: { schema } };
+    if (doc.negotiated)
+      content[doc.negotiated.contentType] = {
+        schema: schemaFor(doc.negotiated.schema, 'output'),
+        // OpenAPI has no per-media-type description: it travels as an extension beside the schema.
+        'x-when': doc.negotiated.description,
+      };
+    out[status] = { description: doc.description, content };
   }
   return out;
 }

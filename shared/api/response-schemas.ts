@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import type { CommandEvent, OperationEvent, WorkspaceEvent } from '../contract/views.js';
+import type { CommandEvent, OperationEvent, WebhookEventView, WorkspaceEvent } from '../contract/views.js';
+import { WEBHOOK_EVENT_TYPES } from '../contract/webhooks.js';
 import type { AllTrue, Equal } from './same-type.js';
 import { commandView, operationView, sessionView, snapshotView, workspaceView } from './schemas.js';
 
@@ -15,6 +16,34 @@ export const operationList = z.object({ operations: z.array(operationView) });
 export const snapshotList = z.object({ snapshots: z.array(snapshotView) });
 export const sessionList = z.object({ sessions: z.array(sessionView) });
 export const healthBody = z.object({ ok: z.literal(true) });
+
+/** One lifecycle event of a workspace with its deliveries (GET /workspaces/{id}/events, Accept: application/json). */
+const webhookEventView = z.object({
+  id: z.string(),
+  workspaceId: z.string(),
+  type: z.enum(WEBHOOK_EVENT_TYPES),
+  createdAt: z.string(),
+  /** The body every attempt POSTs: `{id, type, at, workspaceId, data}`. */
+  payload: z.record(z.string(), z.unknown()),
+  deliveries: z.array(
+    z.object({
+      /** `config:<n>` (the n-th configured hook) or `workspace` (the one given at create). */
+      hook: z.string(),
+      url: z.string(),
+      state: z.enum(['pending', 'delivered', 'failed']),
+      attempts: z.array(
+        z.object({
+          at: z.string(),
+          status: z.number().int().optional(),
+          error: z.string().optional(),
+          durationMs: z.number(),
+        }),
+      ),
+      nextAttemptAt: z.string().optional(),
+    }),
+  ),
+});
+export const webhookEventList = z.object({ events: z.array(webhookEventView) });
 
 /** SSE `event:` names are the `type` field; `data:` is the whole event as JSON. */
 export const workspaceEventSchema = z.discriminatedUnion('type', [
@@ -43,6 +72,7 @@ export type WorkspaceList = z.infer<typeof workspaceList>;
 export type CommandList = z.infer<typeof commandList>;
 export type SnapshotList = z.infer<typeof snapshotList>;
 export type SessionList = z.infer<typeof sessionList>;
+export type WebhookEventList = z.infer<typeof webhookEventList>;
 
 // biome-ignore lint/correctness/noUnusedVariables: a compile-time check, never referenced
 type EventSchemasMatchContract = AllTrue<
@@ -50,5 +80,6 @@ type EventSchemasMatchContract = AllTrue<
     Equal<z.output<typeof workspaceEventSchema>, WorkspaceEvent>,
     Equal<z.output<typeof commandEventSchema>, CommandEvent>,
     Equal<z.output<typeof operationEventSchema>, OperationEvent>,
+    Equal<z.output<typeof webhookEventView>, WebhookEventView>,
   ]
 >;

@@ -26,6 +26,8 @@ export interface ResponseDoc {
   schema?: z.ZodType;
   /** Default application/json. */
   contentType?: 'application/json' | 'text/event-stream' | 'application/octet-stream' | 'application/x-tar';
+  /** The same status in another content type, answered when the request's Accept prefers it (accept.ts). */
+  negotiated?: { contentType: 'application/json'; schema: z.ZodType; description: string };
 }
 
 type Out<S> = S extends z.ZodType ? z.output<S> : undefined;

@@ -4,6 +4,7 @@ import { operationError } from '../service/operations.js';
 import { BadRequestError, WspError } from '../contract/errors.js';
 import { errorBody } from './errors.js';
 import { parseRange } from './range.js';
+import { prefersJson } from './accept.js';
 import { fitCommandView } from './answer-fit.js';
 import { buildOpenApiDocument } from './openapi.js';
 import {
@@ -14,6 +15,7 @@ import {
   operationList,
   sessionList,
   snapshotList,
+  webhookEventList,
   workspaceEventSchema,
   workspaceList,
 } from './response-schemas.js';
@@ -163,16 +165,24 @@ export const routes: readonly Route[] = [
     method: 'GET',
     path: '/workspaces/{id}/events',
     operationId: 'watchWorkspace',
-    summary: 'Stream provisioning progress (SSE) until the workspace settles.',
+    summary:
+      "Stream provisioning progress (SSE) until the workspace settles; with `Accept: application/json`, the workspace's lifecycle webhook events instead (workspace.ready|failed|reset|deleted|expiring, command.finished), oldest first, each with the body sent and every delivery attempt per hook (status or error, duration), pending ones with their next attempt. The JSON answer works on the Lambda API too; a deleted workspace keeps its events.",
     params: wsParams,
     responses: {
       200: {
-        description: 'Server-Sent Events, one per WorkspaceEvent',
+        description: 'Server-Sent Events, one per WorkspaceEvent (or, asked for JSON, the lifecycle events)',
         schema: workspaceEventSchema,
         contentType: 'text/event-stream',
+        negotiated: {
+          contentType: 'application/json',
+          schema: webhookEventList,
+          description: 'Accept prefers application/json: the lifecycle webhook events with their delivery attempts',
+        },
       },
     },
-    handler: async (service, { params, signal }) => {
+    handler: async (service, { params, signal, headers }) => {
+      if (prefersJson(headers.accept))
+        return { status: 200, body: { events: await service.listWebhookEvents(params.id) } };
       // Ask first so an unknown id is an honest 404, not a 200 stream that ends in an error event.
       await service.getWorkspace(params.id);
       return { status: 200, stream: toSse<WorkspaceEvent>(service.watchWorkspace(params.id, signal)) };

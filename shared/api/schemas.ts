@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { envMap, gitRef, relativePath } from '../config/schema.js';
+import { envMap, gitRef, relativePath, webhookEvents, webhookUrl } from '../config/schema.js';
+import { WEBHOOK_EVENT_TYPES } from '../contract/webhooks.js';
 import type { AllTrue, Equal } from './same-type.js';
 import type {
   CreateSessionParams,
@@ -74,6 +75,20 @@ export const createWorkspaceBody = z
     fromSnapshot: z
       .string()
       .regex(/^snap-[a-f0-9]{8,40}$/, 'is not a snapshot id')
+      .optional(),
+    /** This workspace's own lifecycle webhook, besides the configured ones (docs/webhooks.md). */
+    webhook: z
+      .object({
+        url: webhookUrl,
+        events: webhookEvents,
+        /** The signing key (16..256 printable characters; `whsec_<base64>` is read as Standard Webhooks does). */
+        secret: z
+          .string()
+          .min(16)
+          .max(256)
+          .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces'),
+      })
+      .strict()
       .optional(),
   })
   .strict();
@@ -238,6 +253,8 @@ export const workspaceView = z.object({
   fromSnapshot: z.string().optional(),
   /** A fork: the workspace it was forked from. */
   forkedFrom: z.string().optional(),
+  /** Its own lifecycle webhook (given at create), without the secret. */
+  webhook: z.object({ url: z.string(), events: z.array(z.enum(WEBHOOK_EVENT_TYPES)) }).optional(),
 });
 
 export const fetchResult = z.object({

@@ -1,6 +1,12 @@
 import type { z } from 'zod';
 import { statusForCode } from '../api/errors.js';
-import type { CommandList, SessionList, SnapshotList, WorkspaceList } from '../api/response-schemas.js';
+import type {
+  CommandList,
+  SessionList,
+  SnapshotList,
+  WebhookEventList,
+  WorkspaceList,
+} from '../api/response-schemas.js';
 import type {
   createSessionBody,
   createSnapshotBody,
@@ -27,6 +33,7 @@ import type {
   SessionRunView,
   SessionView,
   SnapshotView,
+  WebhookEventView,
   WorkspaceEvent,
   WorkspaceView,
 } from '../contract/views.js';
@@ -537,6 +544,11 @@ export class WspClient {
 
   async changes(id: string): Promise<ChangesView> {
     return (await this.#json<ChangesView>('GET', `/workspaces/${enc(id)}/changes`)).body;
+  }
+
+  /** The workspace's lifecycle webhook events, each with every delivery attempt (oldest first): GET …/events as JSON. */
+  async listWebhookEvents(id: string): Promise<WebhookEventView[]> {
+    return (await this.#json<WebhookEventList>('GET', `/workspaces/${enc(id)}/events`)).body.events;
   }
 
   async health(): Promise<{ ok: true }> {

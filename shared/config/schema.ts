@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_WORKSPACE_PIDS } from '../contract/limits.js';
+import { WEBHOOK_EVENT_TYPES } from '../contract/webhooks.js';
 
 /**
  * Provider configuration schema: the file, flags and env are merged (shared/config/load.ts) and then
@@ -59,6 +60,39 @@ const repositorySchema = z
     message: 'credential applies to url repositories only',
     path: ['credential'],
   });
+
+/**
+ * Where a webhook is POSTed: http(s) only, no credentials in it (a receiver authenticates deliveries by
+ * their signature). Plain http is allowed for receivers on the same host or network.
+ */
+export const webhookUrl = z
+  .string()
+  .max(2048)
+  .refine((u) => {
+    try {
+      const url = new URL(u);
+      return (url.protocol === 'http:' || url.protocol === 'https:') && url.username === '' && url.password === '';
+    } catch {
+      return false;
+    }
+  }, 'must be an http(s) URL without credentials');
+
+/** Which lifecycle events a hook gets (shared/contract/webhooks.ts); default: all of them. */
+export const webhookEvents = z
+  .array(z.enum(WEBHOOK_EVENT_TYPES))
+  .min(1)
+  .max(WEBHOOK_EVENT_TYPES.length)
+  .refine((events) => new Set(events).size === events.length, 'must not repeat an event')
+  .default([...WEBHOOK_EVENT_TYPES]);
+
+const configWebhook = z
+  .object({
+    url: webhookUrl,
+    events: webhookEvents,
+    /** The signing key, as a reference (env:, file:, secretsmanager:) like a git credential: never a value here. */
+    secret: credentialReference,
+  })
+  .strict();
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'is not a valid environment variable name');
 export const envMap = z.record(envName, z.string().max(32_768));
@@ -276,6 +310,43 @@ export const configSchema = z
     sessions: z
       .object({
         maxPerWorkspace: z.number().int().min(1).max(256).default(8),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * Lifecycle webhooks every workspace's events go to (a workspace may add its own at create):
+     * signed, retried with backoff, at least once (docs/webhooks.md).
+     */
+    webhooks: z.array(configWebhook).max(16).default([]),
+    /** How webhook events are delivered: attempts, backoff, the timeout of one attempt, when `workspace.expiring` fires. */
+    webhookDelivery: z
+      .object({
+        /** Attempts per delivery before it is marked failed (the first included). */
+        maxAttempts: z.number().int().min(1).max(30).default(15),
+        /** Wait before the second attempt; doubled after each failure (with jitter), up to retryMaxMs. */
+        retryBaseMs: z.number().int().min(10).max(3_600_000).default(2_000),
+        retryMaxMs: z
+          .number()
+          .int()
+          .min(10)
+          .max(86_400_000)
+          .default(10 * 60_000),
+        /** One attempt: connect, send and the receiver's answer (a 2xx) within this. */
+        timeoutMs: z.number().int().min(100).max(60_000).default(10_000),
+        /**
+         * A hook given per workspace (its URL comes from an API caller) may be plain http / may reach
+         * loopback, private, link-local or reserved addresses: off by default (SSRF; webhooks/targets.ts).
+         * The configured hooks are the operator's and never restricted.
+         */
+        allowHttp: z.boolean().default(false),
+        allowPrivateAddresses: z.boolean().default(false),
+        /** `workspace.expiring` fires this long before the TTL or idle timeout tears a workspace down. */
+        expiringBeforeSeconds: z
+          .number()
+          .int()
+          .min(60)
+          .max(7 * 24 * 3600)
+          .default(300),
       })
       .strict()
       .prefault({}),

@@ -1,3 +1,4 @@
+import type { WorkspaceWebhook } from './webhooks.js';
 /**
  * What the service accepts: inputs already validated at the edge. The HTTP API's zod schemas
  * (shared/api/schemas.ts) parse requests into exactly these types — a compile-time check there keeps
@@ -13,6 +14,8 @@ export interface CreateWorkspaceParams {
   idempotencyKey?: string;
   /** Start from this snapshot (its files, git state and plan) instead of provisioning; no `refs` then. */
   fromSnapshot?: string;
+  /** This workspace's own lifecycle webhook, besides the configured ones (its secret is never answered). */
+  webhook?: WorkspaceWebhook;
 }
 
 /** Exactly one of `argv` and `command`. */

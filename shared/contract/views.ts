@@ -1,4 +1,5 @@
 import type { SessionRunState, SessionShell, SessionState } from './session.js';
+import type { WebhookEventType } from './webhooks.js';
 import type { CommandState, WorkspaceStatus } from './workspace.js';
 
 /**
@@ -67,6 +68,25 @@ export interface WorkspaceView {
   fromSnapshot?: string;
   /** A fork: the workspace it was forked from. */
   forkedFrom?: string;
+  /** Its own lifecycle webhook (given at create), without the secret. */
+  webhook?: { url: string; events: WebhookEventType[] };
+}
+
+/** `GET /workspaces/{id}/events` with `Accept: application/json`: one lifecycle event, what was sent and every delivery attempt. */
+export interface WebhookEventView {
+  id: string;
+  workspaceId: string;
+  type: WebhookEventType;
+  createdAt: string;
+  /** The body every attempt POSTs (parsed): `{id, type, at, workspaceId, data}`. */
+  payload: Record<string, unknown>;
+  deliveries: {
+    hook: string;
+    url: string;
+    state: 'pending' | 'delivered' | 'failed';
+    attempts: { at: string; status?: number; error?: string; durationMs: number }[];
+    nextAttemptAt?: string;
+  }[];
 }
 
 export interface FetchResult {

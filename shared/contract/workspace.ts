@@ -1,4 +1,5 @@
 import type { WorkspacePlan } from './plan.js';
+import type { WebhookEventType, WorkspaceWebhook } from './webhooks.js';
 
 export type WorkspaceStatus = 'provisioning' | 'ready' | 'resetting' | 'deleting' | 'deleted' | 'failed';
 
@@ -128,6 +129,13 @@ export interface WorkspaceRecord {
   fromSnapshot?: string;
   /** A fork: the workspace it was forked from (its state at the fork point is `fromSnapshot`). */
   forkedFrom?: string;
+  /** Its own lifecycle webhook (`POST /workspaces {"webhook"}`); the secret is never part of a view. */
+  webhook?: WorkspaceWebhook;
+  /**
+   * The webhook event its last status change owes (written in the same conditional write as the
+   * status), so a process that died before recording the event leaves the janitor something to repair.
+   */
+  lastEvent?: { id: string; type: WebhookEventType };
 }
 
 export type CommandState = 'running' | 'exited' | 'killed' | 'lost';

@@ -11,6 +11,8 @@ import type { WorkspaceRecords } from './records.js';
 import { commandView, streamView } from './views.js';
 import type { WorkspaceGate } from './workspace-gate.js';
 import { bestEffort } from '../lib/best-effort.js';
+import { errorFields } from '../log.js';
+import type { WebhookEvents } from './webhooks/events.js';
 
 /**
  * Agent commands: results are data (a non-zero exit is a normal answer), every command is a record
@@ -21,10 +23,15 @@ export class Commands {
   /** End states being written back after the answer (observe); drain waits for them. */
   private readonly writes = new Set<Promise<void>>();
 
+  /** Set at shutdown: watchers of command ends stop. */
+  private closed = false;
+
   constructor(
     private readonly deps: ServiceDeps,
     private readonly records: WorkspaceRecords,
     private readonly gate: WorkspaceGate,
+    /** Told of each end written (`command.finished`). */
+    private readonly events?: WebhookEvents,
   ) {}
 
   async run(workspaceId: string, input: RunCommandParams): Promise<CommandView> {
@@ -36,7 +43,30 @@ export class Commands {
       this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 1024 * 1024, waitMs }),
       stillReady,
     ]);
+    if (view.state === 'running') this.watchEnd(ws, record);
     return view;
+  }
+
+  /**
+   * `command.finished` without anyone polling: in a long-lived process (the local server), a command
+   * still running when its request answers is waited for in the background while a hook wants its end.
+   * A Lambda has no background; there the janitor looks at running commands once a minute.
+   */
+  private watchEnd(ws: WorkspaceRecord, record: CommandRecord): void {
+    if ((this.deps.webhookDelivery ?? 'background') !== 'background' || !this.events?.wantsCommandEnds(ws)) return;
+    void (async () => {
+      while (!this.closed) {
+        const view = await this.read(ws, record, { stdoutOffset: 0, stderrOffset: 0, limit: 0, waitMs: 10_000 });
+        if (view.state !== 'running') return;
+      }
+    })().catch((error: unknown) =>
+      this.deps.log.warn('watching a command for its end failed', { commandId: record.id, ...errorFields(error) }),
+    );
+  }
+
+  /** Shutdown: stop watching command ends. */
+  close(): void {
+    this.closed = true;
   }
 
   /** Wait for the end states being written in the background (see observe). */
@@ -193,7 +223,7 @@ export class Commands {
     let current = record;
     if (current.state === 'running') {
       const status = ws.backend ? await this.status(ws, record.id, query.waitMs) : undefined;
-      current = this.observe(current, status);
+      current = this.observe(ws, current, status);
     }
     const out = async (stream: 'stdout' | 'stderr', offset: number) => {
       const info = current[stream];
@@ -225,7 +255,7 @@ export class Commands {
    * does not wait for the write, and needs it for nothing — until it lands, whoever reads the record
    * finds 'running' and asks the backend, whose files say the same end (the record is a cache of them).
    */
-  private observe(record: CommandRecord, status: CommandStatus | undefined): CommandRecord {
+  private observe(ws: WorkspaceRecord, record: CommandRecord, status: CommandStatus | undefined): CommandRecord {
     const patch: Partial<CommandRecord> = status
       ? {
           state: status.state,
@@ -240,7 +270,7 @@ export class Commands {
     const endedAt = status?.endedAt ?? this.now().toISOString();
     patch.endedAt = endedAt;
     patch.durationMs = Math.max(0, Date.parse(endedAt) - Date.parse(record.startedAt));
-    const write: Promise<void> = bestEffort(this.persist(record, patch), this.deps.log, 'recording a command end')
+    const write: Promise<void> = bestEffort(this.persist(ws, record, patch), this.deps.log, 'recording a command end')
       .then(() => undefined)
       .finally(() => this.writes.delete(write));
     this.writes.add(write);
@@ -249,16 +279,19 @@ export class Commands {
 
   /**
    * Write an observed end state; another observer may have written it first (then nothing to do).
-   * The writer that wins counts the command finished, so each end is counted once.
+   * The writer whose write lands counts the command finished (once per end) and tells the webhooks.
    */
-  private async persist(record: CommandRecord, patch: Partial<CommandRecord>): Promise<void> {
+  private async persist(ws: WorkspaceRecord, record: CommandRecord, patch: Partial<CommandRecord>): Promise<void> {
+    let ended: CommandRecord;
     try {
-      await this.deps.state.updateCommand(record.workspaceId, record.id, record.version, patch);
+      ended = await this.deps.state.updateCommand(record.workspaceId, record.id, record.version, patch);
       // GET …/commands/{cid} may read an internal command (setup's): only agent commands are counted.
       if (!record.internal && patch.state) this.deps.metrics?.count('commandsFinished', patch.state);
     } catch (error) {
       if (!(error instanceof ConflictError)) throw error;
+      return;
     }
+    await this.events?.commandFinished(ws, ended);
   }
 
   private async record(workspaceId: string, commandId: string): Promise<CommandRecord> {

@@ -1,5 +1,6 @@
 import type { WorkspaceBackend } from '../contract/backend.js';
 import type { StateStore } from '../contract/state.js';
+import type { WebhookEventStore } from '../contract/webhooks.js';
 import type { ProviderConfig } from '../config/schema.js';
 import type { GitBroker } from '../git/mirror.js';
 import type { Logger } from '../log.js';
@@ -15,6 +16,8 @@ export interface ServiceDeps {
   /** This provider instance; written as owner on every record it creates. */
   instanceId: string;
   state: StateStore;
+  /** Lifecycle webhook events and their deliveries (same table as `state`). */
+  events: WebhookEventStore;
   backend: WorkspaceBackend;
   broker: GitBroker;
   secrets: SecretResolver;
@@ -26,6 +29,12 @@ export interface ServiceDeps {
   now?: () => Date;
   /** Where long work (provisioning, fetch, reset) runs; default: in this process (see long-work.ts). */
   work?: LongWork;
+  /**
+   * How webhook events are delivered (webhooks/deliverer.ts): `background` (default; the local server:
+   * off the caller's path, retries on timers) or `inline` (Lambda: the first attempt before the emitting
+   * call returns, retries by the janitor).
+   */
+  webhookDelivery?: 'background' | 'inline';
   /**
    * Why this deployment cannot reach workspaces (its backend could not be built; the backend then
    * answers 503 with it): createWorkspace refuses up front instead of storing a workspace doomed to fail.

@@ -2,6 +2,7 @@ import { errorFields } from '../log.js';
 import { evictCache } from './cache-eviction.js';
 import { enforceDiskLimits } from './disk-limit.js';
 import { destroyOrphans } from './reconciler.js';
+import { repairWebhookEvents } from './webhooks/repair.js';
 import type { ServiceDeps } from './deps.js';
 import type { DefaultWorkspaceService } from './workspace-service.js';
 
@@ -17,6 +18,12 @@ export interface SweepReport {
   overDisk: string[];
   /** Fork points removed: every workspace of the fork made and settled (snapshots.ts sweep). */
   snapshotsRemoved: string[];
+  /** Workspaces told `workspace.expiring` (their TTL or idle timeout is within webhookDelivery.expiringBeforeSeconds). */
+  expiring: string[];
+  /** Webhook events recorded late (a crash between a change and its event; a command end nobody observed). */
+  webhookEventsRepaired: number;
+  /** Events with a delivery due that this sweep attempted. */
+  webhookEventsAttempted: number;
 }
 
 export interface SweepOptions {
@@ -55,6 +62,9 @@ export async function sweep(
     orphansDestroyed: [],
     overDisk: [],
     snapshotsRemoved: [],
+    expiring: [],
+    webhookEventsRepaired: 0,
+    webhookEventsAttempted: 0,
   };
   if (options.abandonedAfterMs !== undefined) {
     report.abandoned = await failAbandoned(deps, service, now, options.abandonedAfterMs);
@@ -74,21 +84,33 @@ export async function sweep(
     });
   }
   const idleMs = deps.config.workspace.idleTimeoutSeconds * 1000;
+  const warnMs = deps.config.webhookDelivery.expiringBeforeSeconds * 1000;
   const mine = await deps.state.listWorkspaces({ owner: deps.instanceId, status: ['ready', 'failed'] });
   for (const ws of mine) {
     if (ws.owner !== deps.instanceId || (ws.status !== 'ready' && ws.status !== 'failed')) continue;
+    const commands = await deps.state.listCommands(ws.id);
+    const last = Math.max(
+      Date.parse(ws.updatedAt),
+      ...commands.map((c) => Date.parse(c.endedAt ?? c.startedAt)),
+      ...commands.filter((c) => c.state === 'running').map(() => now.getTime()),
+    );
+    const ttlAt = ws.expiresAt !== undefined ? ws.expiresAt * 1000 : Number.POSITIVE_INFINITY;
     let why: 'expired' | 'idle' | undefined;
-    if (ws.expiresAt !== undefined && ws.expiresAt * 1000 <= now.getTime()) why = 'expired';
-    else {
-      const commands = await deps.state.listCommands(ws.id);
-      const last = Math.max(
-        Date.parse(ws.updatedAt),
-        ...commands.map((c) => Date.parse(c.endedAt ?? c.startedAt)),
-        ...commands.filter((c) => c.state === 'running').map(() => now.getTime()),
-      );
-      if (now.getTime() - last > idleMs) why = 'idle';
+    if (ttlAt <= now.getTime()) why = 'expired';
+    else if (now.getTime() - last > idleMs) why = 'idle';
+    if (!why) {
+      report.webhookEventsRepaired += await repairWebhookEvents(service, ws, commands, now).catch((error: unknown) => {
+        deps.log.warn('webhook repair failed', { workspaceId: ws.id, ...errorFields(error) });
+        return 0;
+      });
+      // Whichever comes first tears it down; `workspace.expiring` once per deadline (its id names it).
+      const [reason, at] = ttlAt <= last + idleMs ? (['ttl', ttlAt] as const) : (['idle', last + idleMs] as const);
+      if (at - now.getTime() <= warnMs) {
+        await service.webhooks.expiring(ws, reason, new Date(at));
+        report.expiring.push(ws.id);
+      }
+      continue;
     }
-    if (!why) continue;
     try {
       await service.deleteWorkspace(ws.id);
       report[why].push(ws.id);
@@ -97,8 +119,17 @@ export async function sweep(
       deps.log.warn('janitor could not tear down a workspace', { workspaceId: ws.id, ...errorFields(error) });
     }
   }
+  // Status changes of workspaces that are no longer ready or failed (deleted ones) whose event a crash lost.
+  for (const ws of await deps.state.listWorkspaces({ owner: deps.instanceId, status: ['deleted'] }))
+    if (ws.owner === deps.instanceId)
+      report.webhookEventsRepaired += await repairWebhookEvents(service, ws, [], now).catch(() => 0);
   report.overDisk = await enforceDiskLimits(deps, service.records, now);
   report.cacheEvicted = (await evictCache(deps, now)).evicted.length;
+  // Webhook deliveries due (on Lambda the only retry path; locally a backstop to the retry timers).
+  report.webhookEventsAttempted = await service.deliverer.deliverDue().catch((error: unknown) => {
+    deps.log.warn('webhook delivery sweep failed', errorFields(error));
+    return 0;
+  });
   report.snapshotsRemoved = await service.snapshots.sweep(now).catch((error: unknown) => {
     deps.log.warn('snapshot sweep failed', errorFields(error));
     return [];

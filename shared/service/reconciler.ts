@@ -151,6 +151,8 @@ export async function reconcile(deps: ServiceDeps, service: DefaultWorkspaceServ
     await bestEffort(service.resumeProvisioning(id), log, 'handing a resumed provisioning off again');
   for (const { workspaceId, operationId } of report.resumedOperations)
     await bestEffort(service.operations.resume(workspaceId, operationId), log, 'handing a resumed operation off again');
+  // Webhook deliveries still pending (the receiver was down, or this process died mid-attempt) go on.
+  await bestEffort(service.deliverer.resume(), log, 'resuming pending webhook deliveries');
   log.info('reconciled', {
     ...report,
     resumedProvisioning: report.resumedProvisioning.length,

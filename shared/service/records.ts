@@ -18,6 +18,14 @@ export function hasForeignRef(
 
 const MAX_STEPS = 100;
 
+/** What a status change owes the lifecycle webhooks (webhooks/events.ts WebhookEvents). */
+export interface TransitionEvents {
+  /** The event this change owes, written on the record with the status. */
+  owed(ws: WorkspaceRecord, to: WorkspaceStatus): WorkspaceRecord['lastEvent'];
+  /** Once the change is written: record the event it owed and hand it to delivery. */
+  transitioned(after: WorkspaceRecord): Promise<void>;
+}
+
 /**
  * Read-modify-write helpers over the state store. Every write is conditional on the version read;
  * status transitions also on the expected source statuses. Field updates retry on a lost race;
@@ -30,6 +38,8 @@ export class WorkspaceRecords {
     /** Verifies stored backend refs; every operation on a workspace reads its record through `get`. */
     private readonly backend?: Pick<WorkspaceBackend, 'refBelongsTo'>,
     private readonly metrics: ServiceMetrics = noMetrics,
+    /** Lifecycle webhooks: told of every status change that is an event (ready, reset, failed, deleted). */
+    private readonly events?: TransitionEvents,
   ) {}
 
   async get(id: string): Promise<WorkspaceRecord> {
@@ -64,14 +74,16 @@ export class WorkspaceRecords {
     }
     const at = this.now().toISOString();
     const steps = step ? { steps: [...r.steps, { at, ...step }].slice(-MAX_STEPS) } : {};
-    const written = await this.state.updateWorkspace(
+    const owed = this.events?.owed(r, to);
+    const after = await this.state.updateWorkspace(
       id,
       r.version,
-      { ...patch, ...steps, status: to, updatedAt: at },
+      { ...patch, ...steps, ...(owed !== undefined ? { lastEvent: owed } : {}), status: to, updatedAt: at },
       from,
     );
-    countTransition(this.metrics, r, written, Date.parse(at));
-    return written;
+    countTransition(this.metrics, r, after, Date.parse(at));
+    if (owed !== undefined) await this.events?.transitioned(after);
+    return after;
   }
 
   /** Apply a field update (no status change), re-reading and retrying if another writer got in first. */

@@ -21,6 +21,8 @@ export function workspaceView(r: WorkspaceRecord): WorkspaceView {
     ...(r.expiresAt !== undefined ? { expiresAt: r.expiresAt } : {}),
     ...(r.fromSnapshot !== undefined ? { fromSnapshot: r.fromSnapshot } : {}),
     ...(r.forkedFrom !== undefined ? { forkedFrom: r.forkedFrom } : {}),
+    // Never the secret: it signs deliveries and is never answered.
+    ...(r.webhook !== undefined ? { webhook: { url: r.webhook.url, events: r.webhook.events } } : {}),
   };
 }
 

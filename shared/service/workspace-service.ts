@@ -35,9 +35,11 @@ import type {
   WorkspaceView,
   SessionRunView,
   SessionView,
+  WebhookEventView,
 } from '../contract/views.js';
 import { BackendUnavailableError, BadRequestError, ConflictError, StepFailedError } from '../contract/errors.js';
 import type { SnapshotRecord, WorkspaceRecord } from '../contract/workspace.js';
+import type { WorkspaceWebhook } from '../contract/webhooks.js';
 import { normalizeRepoPath } from '../config/schema.js';
 import { resolveWorkspacePlan } from '../plan/resolve.js';
 import { errorFields } from '../log.js';
@@ -60,6 +62,9 @@ import { StreamLimits } from './stream-limits.js';
 import { WorkspaceGate } from './workspace-gate.js';
 import { WorkspaceOps } from './workspace-ops.js';
 import { bestEffort } from '../lib/best-effort.js';
+import { WebhookDeliverer } from './webhooks/deliverer.js';
+import { WebhookEvents } from './webhooks/events.js';
+import { refusedTarget } from './webhooks/targets.js';
 import { sleep } from '../lib/sleep.js';
 
 const SETTLED = new Set<WorkspaceRecord['status']>(['ready', 'failed', 'deleted']);
@@ -83,14 +88,19 @@ export class DefaultWorkspaceService implements WorkspaceService {
   readonly operations: Operations;
   /** Fork points and user snapshots (taken by 'snapshot' operations). */
   readonly snapshots: Snapshots;
+  /** Lifecycle webhook events (recorded on status changes, command ends, by the janitor) and their delivery. */
+  readonly webhooks: WebhookEvents;
+  readonly deliverer: WebhookDeliverer;
 
   constructor(private readonly deps: ServiceDeps) {
     const now = deps.now ?? (() => new Date());
     this.streams = new StreamLimits(deps.config.listen.maxEventStreams, deps.config.listen.maxEventStreamsPerWorkspace);
-    this.records = new WorkspaceRecords(deps.state, now, deps.backend, deps.metrics);
+    this.deliverer = new WebhookDeliverer(deps, deps.webhookDelivery ?? 'background');
+    this.webhooks = new WebhookEvents(deps, this.deliverer);
+    this.records = new WorkspaceRecords(deps.state, now, deps.backend, deps.metrics, this.webhooks);
     const repoSync = new RepoSync(deps);
     this.provisioner = new Provisioner(deps, this.records, repoSync);
-    this.commands = new Commands(deps, this.records, this.gate);
+    this.commands = new Commands(deps, this.records, this.gate, this.webhooks);
     this.files = new Files(deps, this.records, this.gate);
     this.archives = new Archives(deps, this.files);
     this.sessions = new Sessions(deps, this.records, this.gate, this.files);
@@ -122,6 +132,13 @@ export class DefaultWorkspaceService implements WorkspaceService {
           { path: `body.refs.${name}`, message: `known: ${[...names].join(', ') || 'none'}` },
         ]);
     }
+    if (input.webhook !== undefined) {
+      const refused = refusedTarget(input.webhook.url, this.deps.config.webhookDelivery);
+      if (refused !== undefined)
+        throw new BadRequestError(`webhook url ${refused} (this provider's webhookDelivery policy)`, [
+          { path: 'body.webhook.url', message: refused },
+        ]);
+    }
     if (input.fromSnapshot !== undefined) return this.createFromSnapshotInput(input);
     const id = newWorkspaceId();
     if (input.idempotencyKey !== undefined) {
@@ -150,6 +167,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
       createdAt: now.toISOString(),
       updatedAt: now.toISOString(),
       expiresAt: Math.floor(now.getTime() / 1000) + ttlSeconds,
+      ...(input.webhook !== undefined ? { webhook: input.webhook } : {}),
     };
     await this.deps.state.createWorkspace(record);
     this.deps.metrics?.count('workspacesCreated');
@@ -183,6 +201,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
       ...(input.ttlSeconds !== undefined ? { ttlSeconds: input.ttlSeconds } : {}),
       ...(input.env !== undefined ? { env: input.env } : {}),
       ...(input.idempotencyKey !== undefined ? { idempotencyKey: input.idempotencyKey } : {}),
+      ...(input.webhook !== undefined ? { webhook: input.webhook } : {}),
     });
     return { workspace: workspaceView(record), created: true };
   }
@@ -200,6 +219,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
       forkedFrom?: string;
       env?: Record<string, string>;
       idempotencyKey?: string;
+      webhook?: WorkspaceWebhook;
     },
   ): Promise<WorkspaceRecord> {
     const now = (this.deps.now ?? (() => new Date()))();
@@ -230,6 +250,7 @@ export class DefaultWorkspaceService implements WorkspaceService {
       expiresAt: Math.floor(now.getTime() / 1000) + ttlSeconds,
       fromSnapshot: snap.id,
       ...(options.forkedFrom !== undefined ? { forkedFrom: options.forkedFrom } : {}),
+      ...(options.webhook !== undefined ? { webhook: options.webhook } : {}),
     };
     await this.deps.state.createWorkspace(record);
     this.deps.metrics?.count('workspacesCreated');
@@ -317,6 +338,10 @@ export class DefaultWorkspaceService implements WorkspaceService {
   }
   changes(workspaceId: string): Promise<ChangesView> {
     return this.ops.changes(workspaceId);
+  }
+  async listWebhookEvents(workspaceId: string): Promise<WebhookEventView[]> {
+    await this.records.get(workspaceId);
+    return this.webhooks.list(workspaceId);
   }
   // ---- shell sessions (sessions.ts) ----
   createSession(workspaceId: string, input: CreateSessionParams): Promise<SessionView> {
@@ -543,7 +568,9 @@ export class DefaultWorkspaceService implements WorkspaceService {
   /** Wait for background provisioning and end states being written (tests and graceful shutdown). */
   async drain(): Promise<void> {
     await this.work.drain();
+    this.commands.close();
     await this.commands.flush();
+    await this.deliverer.drain();
   }
 }
 

@@ -7,6 +7,7 @@ import type {
   SnapshotRecord,
   WorkspaceRecord,
 } from '../contract/workspace.js';
+import type { WebhookEventRecord } from '../contract/webhooks.js';
 import { TABLE_SHAPE } from './table.js';
 
 /**
@@ -17,12 +18,15 @@ import { TABLE_SHAPE } from './table.js';
  *   command      pk=WS#<id>      sk=CMD#<cid>
  *   operation    pk=WS#<id>      sk=OP#<oid>
  *   session      pk=WS#<id>      sk=SESS#<sid>
+ *   webhook event pk=WS#<id>     sk=EVT#<eid>   gsi1pk=HOOK (only while a delivery is pending)  gsi1sk=<dueAt>#<id>#<eid>
  *   idempotency  pk=IDEM#<key>   sk=IDEM        workspaceId, createdAt
  *   cache entry  pk=CACHE#<key>  sk=META        gsi1pk=CACHE  gsi1sk=<createdAt>#<key>
  *   warm task    pk=WARM#<key>   sk=TASK#<id>   gsi1pk=WARM   gsi1sk=<createdAt>#<key>#<id>
  *   snapshot     pk=SNAP#<id>    sk=META        gsi1pk=SNAP   gsi1sk=<createdAt>#<id>
  *
- * Listings query gsi1 by kind (WS, CACHE, WARM, SNAP), so no listing sees another kind's items.
+ * Listings query gsi1 by kind (WS, CACHE, WARM, SNAP, HOOK), so no listing sees another kind's items.
+ * HOOK is sparse: an event leaves it once no delivery is pending, so the deliverer's query reads only
+ * what is due.
  */
 export type Key = { pk: string; sk: string };
 export type Item = Record<string, unknown>;
@@ -34,6 +38,8 @@ export const GSI_SNAPSHOTS = 'SNAP';
 export const COMMAND_SK_PREFIX = 'CMD#';
 export const OPERATION_SK_PREFIX = 'OP#';
 export const SESSION_SK_PREFIX = 'SESS#';
+export const EVENT_SK_PREFIX = 'EVT#';
+export const GSI_PENDING_EVENTS = 'HOOK';
 export const WARM_TASK_SK_PREFIX = 'TASK#';
 
 export const workspaceKey = (id: string): Key => ({ pk: `WS#${id}`, sk: 'META' });
@@ -49,6 +55,12 @@ export const sessionKey = (workspaceId: string, sessionId: string): Key => ({
   pk: `WS#${workspaceId}`,
   sk: `${SESSION_SK_PREFIX}${sessionId}`,
 });
+export const eventKey = (workspaceId: string, eventId: string): Key => ({
+  pk: `WS#${workspaceId}`,
+  sk: `${EVENT_SK_PREFIX}${eventId}`,
+});
+export const pendingEventSortKey = (dueAt: string, workspaceId: string, eventId: string): string =>
+  `${dueAt}#${workspaceId}#${eventId}`;
 export const idempotencyKey = (key: string): Key => ({ pk: `IDEM#${key}`, sk: 'IDEM' });
 export const cacheEntryKey = (key: string): Key => ({ pk: `CACHE#${key}`, sk: 'META' });
 export const snapshotKey = (id: string): Key => ({ pk: `SNAP#${id}`, sk: 'META' });
@@ -89,6 +101,19 @@ export function operationToItem(record: OperationRecord): Item {
 
 export function sessionToItem(record: SessionRecord): Item {
   return { ...record, ...sessionKey(record.workspaceId, record.id) };
+}
+
+export function eventToItem(record: WebhookEventRecord): Item {
+  return {
+    ...record,
+    ...eventKey(record.workspaceId, record.id),
+    ...(record.dueAt !== undefined
+      ? {
+          [TABLE_SHAPE.gsi1.partitionKey]: GSI_PENDING_EVENTS,
+          [TABLE_SHAPE.gsi1.sortKey]: pendingEventSortKey(record.dueAt, record.workspaceId, record.id),
+        }
+      : {}),
+  };
 }
 
 export function cacheEntryToItem(record: CacheEntryRecord): Item {

@@ -13,6 +13,7 @@ import type {
 import { isConditionFailed, storeUnavailable } from './dynamo-errors.js';
 import {
   COMMAND_SK_PREFIX,
+  EVENT_SK_PREFIX,
   GSI_CACHE,
   GSI_SNAPSHOTS,
   GSI_WORKSPACES,
@@ -39,6 +40,13 @@ import {
 import { DynamoTable, type DynamoTableOptions } from './dynamo-table.js';
 import { TABLE_SHAPE } from './table.js';
 import { ExpressionBuilder } from './update-expression.js';
+
+const CHILD_KINDS: Record<string, string> = {
+  [COMMAND_SK_PREFIX]: 'commands',
+  [OPERATION_SK_PREFIX]: 'operations',
+  [SESSION_SK_PREFIX]: 'sessions',
+  [EVENT_SK_PREFIX]: 'webhook events',
+};
 
 export interface DynamoStateStoreOptions extends DynamoTableOptions {
   /** Parallel DeleteItem calls when removing a workspace's commands. Default 16. */
@@ -410,16 +418,17 @@ export class DynamoStateStore extends DynamoTable implements StateStore {
         ExpressionAttributeValues: b.values,
         ConsistentRead: true,
       },
-      `list ${prefix === COMMAND_SK_PREFIX ? 'commands' : prefix === SESSION_SK_PREFIX ? 'sessions' : 'operations'} of workspace '${workspaceId}'`,
+      `list ${CHILD_KINDS[prefix] ?? 'items'} of workspace '${workspaceId}'`,
     );
   }
 
-  /** The workspace's commands, operations and sessions (every item of its partition but META). */
+  /** The workspace's commands, operations, sessions and webhook events (every item of its partition but META). */
   private async deleteCommandsOf(workspaceId: string): Promise<void> {
     const keys = [
       ...(await this.queryCommandItems(workspaceId, true)),
       ...(await this.queryChildItems(workspaceId, OPERATION_SK_PREFIX, true)),
       ...(await this.queryChildItems(workspaceId, SESSION_SK_PREFIX, true)),
+      ...(await this.queryChildItems(workspaceId, EVENT_SK_PREFIX, true)),
     ];
     let next = 0;
     const worker = async (): Promise<void> => {

@@ -20,7 +20,7 @@ export interface DynamoTableOptions {
 
 /** What a conditional update targets; used to build the write and to explain a lost condition. */
 export interface UpdateTarget {
-  kind: 'workspace' | 'command' | 'operation' | 'cache entry' | 'warm task' | 'snapshot' | 'session';
+  kind: 'workspace' | 'command' | 'operation' | 'cache entry' | 'warm task' | 'snapshot' | 'session' | 'webhook event';
   label: string;
   key: Key;
   /** Fields that name the record and may not change. */

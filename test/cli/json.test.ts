@@ -61,6 +61,7 @@ const SAMPLES: Record<Exclude<Subcommand, 'mcp'>, (made: Made) => string[]> = {
   shell: (m) => ['shell', m.id, '--', 'sh', '-c', 'read line; echo on the screen'],
   fetch: (m) => ['fetch', m.id],
   changes: (m) => ['changes', m.id],
+  events: (m) => ['events', m.id],
   reset: (m) => ['reset', m.id], // before the session: a reset ends every process of the workspace
   cp: (m) => ['cp', path.join(tmp, 'local.txt'), `${m.id}:copied.txt`],
   files: (m) => ['files', 'stat', m.id, 'copied.txt'],

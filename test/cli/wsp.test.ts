@@ -266,6 +266,8 @@ describe('wsp workspace commands', () => {
     expect(reset.code).toBe(0);
     expect(reset.stdout).toMatch(/matches the baseline \(2 restored, 1 removed\)/);
     expect(fake.calls.find((c) => c.method === 'reset')?.args[1]).toEqual({ refs: { '.': 'v2' } });
+    expect((await wsp(['events', ws.id])).stdout).toBe('no webhook events\n');
+    expect(JSON.parse((await wsp(['events', ws.id, '--json'])).stdout)).toEqual([]);
     const changes = await wsp(['changes', ws.id]);
     expect(changes.stdout).toContain('M  README.md\n');
     expect(changes.stdout).toContain('+new\n');

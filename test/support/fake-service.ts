@@ -39,6 +39,7 @@ import type {
   StreamView,
   WorkspaceEvent,
   WorkspaceView,
+  WebhookEventView,
 } from '../../shared/contract/views.js';
 import { BadRequestError, ConflictError, NotFoundError, WspError } from '../../shared/contract/errors.js';
 import type { WorkspaceService } from '../../shared/service/types.js';
@@ -499,6 +500,13 @@ export class FakeWorkspaceService implements WorkspaceService {
     const snap = this.snapshots.get(id);
     if (snap === undefined) throw new NotFoundError('snapshot', id);
     return snap;
+  }
+
+  async listWebhookEvents(workspaceId: string): Promise<WebhookEventView[]> {
+    return this.call('listWebhookEvents', [workspaceId], async () => {
+      this.mustWorkspace(workspaceId);
+      return [];
+    });
   }
 
   async changes(workspaceId: string): Promise<ChangesView> {

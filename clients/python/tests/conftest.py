@@ -61,6 +61,9 @@ def provider() -> Iterator[Provider]:
     _git(source, "add", "README.md")
     _git(source, "commit", "-q", "-m", "first")
     token = secrets.token_urlsafe(24)
+    # Webhook tests run their receiver on 127.0.0.1 over http: allowed for workspace hooks here only.
+    config_path = tmp / "config.json"
+    config_path.write_text('{"webhookDelivery": {"allowHttp": true, "allowPrivateAddresses": true, "retryBaseMs": 100}}')
     log_path = tmp / "provider.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed after the process
     env = {**os.environ, "WSP_AUTH_TOKEN": token}
@@ -68,6 +71,7 @@ def provider() -> Iterator[Provider]:
         env.pop(name, None)
     argv = [
         "node", "--import", "tsx", "functions/server/main.ts",
+        "--config", str(config_path),
         "--data-dir", str(tmp / "data"),
         "--host", "127.0.0.1",
         "--port", "0",

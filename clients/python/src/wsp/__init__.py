@@ -37,9 +37,13 @@ from .models import (
     SessionView,
     SnapshotView,
     Step,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEvent,
     WorkspaceView,
 )
 from .routes import ROUTES
+from .webhooks import verify_webhook
 
 __version__ = "0.1.0"
 
@@ -72,6 +76,10 @@ __all__ = [
     "Step",
     "TimeoutError",
     "WorkspaceFailedError",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEvent",
     "WorkspaceView",
     "status_for_code",
+    "verify_webhook",
 ]

@@ -29,6 +29,7 @@ from .models import (
     SessionView,
     SnapshotView,
     Step,
+    WebhookEvent,
     WorkspaceView,
 )
 
@@ -219,6 +220,10 @@ class AsyncClient:
     ) -> OperationView:
         """See :meth:`wsp.Client.wait_operation`."""
         return await asyncio.to_thread(lambda: self.sync.wait_operation(workspace_id, operation_id, timeout=timeout))
+
+    async def list_webhook_events(self, workspace_id: str) -> List[WebhookEvent]:
+        """See :meth:`wsp.Client.list_webhook_events`."""
+        return await asyncio.to_thread(self.sync.list_webhook_events, workspace_id)
 
     async def changes(self, workspace_id: str) -> ChangesView:
         """See :meth:`wsp.Client.changes`."""

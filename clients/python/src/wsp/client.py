@@ -35,6 +35,7 @@ from .models import (
     SessionView,
     SnapshotView,
     Step,
+    WebhookEvent,
     WorkspaceView,
     from_dict,
 )
@@ -195,10 +196,13 @@ class Client:
         ttl_seconds: Optional[int] = None,
         idempotency_key: Optional[str] = None,
         from_snapshot: Optional[str] = None,
+        webhook: Optional[Mapping[str, Any]] = None,
     ) -> WorkspaceView:
         """Start provisioning (status ``provisioning``); use :meth:`wait_ready` next.
 
         An idempotent repeat (same ``idempotency_key``) returns the workspace made earlier.
+        ``webhook``: this workspace's own lifecycle hook, ``{"url", "secret", "events"?}`` — check
+        deliveries with :func:`wsp.verify_webhook`; the secret is never answered back.
         """
         body = _compact(
             {
@@ -208,6 +212,7 @@ class Client:
                 "ttlSeconds": ttl_seconds,
                 "idempotencyKey": idempotency_key,
                 "fromSnapshot": from_snapshot,
+                "webhook": dict(webhook) if webhook is not None else None,
             }
         )
         return from_dict(WorkspaceView, self._json("createWorkspace", body=body))
@@ -556,6 +561,11 @@ class Client:
                 return op
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"operation {operation_id} still running after {timeout} s", op)
+
+    def list_webhook_events(self, workspace_id: str) -> List[WebhookEvent]:
+        """Its lifecycle webhook events, oldest first, each with every delivery attempt (GET …/events as JSON)."""
+        answer = self._json("watchWorkspace", {"id": workspace_id})
+        return [from_dict(WebhookEvent, e) for e in answer["events"]]
 
     def changes(self, workspace_id: str) -> ChangesView:
         """Per repository: status and diff against the baseline."""

@@ -41,6 +41,9 @@ __all__ = [
     "SessionView",
     "SnapshotView",
     "Step",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEvent",
     "WorkspaceView",
     "json_name",
 ]
@@ -413,6 +416,43 @@ class ForkView:
     raw: Dict[str, Any] = _raw()
 
 
+# ---- lifecycle webhook events ----
+
+
+@dataclass
+class WebhookAttempt:
+    """One delivery attempt: the receiver's ``status`` when it answered, else ``error``."""
+
+    at: str
+    duration_ms: int
+    status: Optional[int] = None
+    error: Optional[str] = None
+
+
+@dataclass
+class WebhookDelivery:
+    """An event's delivery to one hook (``config:<n>`` or ``workspace``): its state and every attempt."""
+
+    hook: str
+    url: str
+    state: str
+    attempts: List[WebhookAttempt]
+    next_attempt_at: Optional[str] = None
+
+
+@dataclass
+class WebhookEvent:
+    """A lifecycle event of a workspace, the body sent (``payload``) and its deliveries."""
+
+    id: str
+    workspace_id: str
+    type: str
+    created_at: str
+    payload: Dict[str, Any]
+    deliveries: List[WebhookDelivery]
+    raw: Dict[str, Any] = _raw()
+
+
 #: Which response schema each dataclass follows: (operationId, HTTP status, JSON path inside the
 #: body: property names, ``[]`` for an array's items). Checked against /openapi.json by the tests.
 RESPONSE_SCHEMAS: Dict[type, Tuple[str, str, Tuple[str, ...]]] = {
@@ -437,4 +477,7 @@ RESPONSE_SCHEMAS: Dict[type, Tuple[str, str, Tuple[str, ...]]] = {
     OperationView: ("getOperation", "200", ()),
     SnapshotView: ("getSnapshot", "200", ()),
     ForkView: ("forkWorkspace", "202", ()),
+    WebhookEvent: ("watchWorkspace", "200", ("events", "[]")),
+    WebhookDelivery: ("watchWorkspace", "200", ("events", "[]", "deliveries", "[]")),
+    WebhookAttempt: ("watchWorkspace", "200", ("events", "[]", "deliveries", "[]", "attempts", "[]")),
 }

@@ -36,6 +36,8 @@ ROUTES: Dict[str, Tuple[str, str]] = {
     "listOperations": ("GET", "/workspaces/{id}/operations"),
     "getOperation": ("GET", "/workspaces/{id}/operations/{oid}"),
     "getChanges": ("GET", "/workspaces/{id}/changes"),
+    # lifecycle webhook events: the same route streams SSE progress unless JSON is asked for
+    "watchWorkspace": ("GET", "/workspaces/{id}/events"),
     # fork and snapshots
     "forkWorkspace": ("POST", "/workspaces/{id}/fork"),
     "createSnapshot": ("POST", "/workspaces/{id}/snapshots"),
