@@ -1,8 +1,9 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import type { CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
 import { WspApiError, WspTimeoutError, type WspClient } from '../../shared/client/client.js';
-import { TOOLS } from './tools.js';
+import { type Progress, TOOLS } from './tools.js';
 
 /**
  * `wsp mcp`: the provider's workspaces as MCP tools (tools.ts), over stdio, each call forwarded to a
@@ -22,17 +23,60 @@ function createMcpServer(client: WspClient): McpServer {
     server.registerTool(
       tool.name,
       { description: tool.description, inputSchema: tool.input, annotations: tool.annotations },
-      async (args): Promise<CallToolResult> => {
+      async (args, extra): Promise<CallToolResult> => {
+        const progress = progressReporter(extra, tool.name);
         try {
-          const result = await tool.run(client, args);
+          const result = await tool.run(client, args, progress.report);
           return { content: [{ type: 'text', text: JSON.stringify(result, null, 2) }], structuredContent: result };
         } catch (error) {
           return errorResult(error);
+        } finally {
+          progress.stop();
         }
       },
     );
   }
   return server;
+}
+
+/** How often a call still working says so, when its caller asked for progress (WSP_MCP_HEARTBEAT_MS: tests). */
+const HEARTBEAT_MS = Number(process.env.WSP_MCP_HEARTBEAT_MS) || 15_000;
+
+/**
+ * MCP progress notifications for one call, when its request carried a progressToken: each thing the
+ * tool reports (a provisioning step, forks settled), and a heartbeat while nothing else is said. Many
+ * MCP clients give up on a call after 60 s unless progress comes (the SDK's resetTimeoutOnProgress); a
+ * setup or a test run takes longer. Without a token nothing is sent (the spec allows no unasked progress).
+ */
+function progressReporter(
+  extra: RequestHandlerExtra<ServerRequest, ServerNotification>,
+  toolName: string,
+): { report: Progress; stop(): void } {
+  const token = extra._meta?.progressToken;
+  if (token === undefined) return { report: () => {}, stop: () => {} };
+  const started = Date.now();
+  let count = 0;
+  const send = (message: string) => {
+    count++;
+    extra
+      .sendNotification({
+        method: 'notifications/progress',
+        params: { progressToken: token, progress: count, message },
+      })
+      .catch(() => {}); // the client went away: the call's own answer will fail the same way
+  };
+  let heartbeat = setInterval(beat, HEARTBEAT_MS);
+  function beat() {
+    send(`${toolName}: still working (${Math.round((Date.now() - started) / 1000)} s)`);
+  }
+  return {
+    report(message) {
+      send(message);
+      clearInterval(heartbeat); // the next heartbeat a whole interval after the last word
+      heartbeat = setInterval(beat, HEARTBEAT_MS);
+    },
+    stop: () => clearInterval(heartbeat),
+  };
 }
 
 /** An error as the agent should see it: `code: message`, then one line per bad field. */

@@ -11,12 +11,15 @@ import type { SessionRunView, StreamView, WorkspaceView } from '../../shared/con
  * answer comes back to the agent as an isError result like every other API error.
  */
 
+/** Tell the agent's client how a long call is going (an MCP progress notification when it asked for them). */
+export type Progress = (message: string) => void;
+
 export interface Tool {
   name: string;
   description: string;
   input: z.ZodObject;
   annotations: { readOnlyHint?: boolean; destructiveHint?: boolean; idempotentHint?: boolean };
-  run(client: WspClient, args: Record<string, unknown>): Promise<Record<string, unknown>>;
+  run(client: WspClient, args: Record<string, unknown>, progress: Progress): Promise<Record<string, unknown>>;
 }
 
 function tool<S extends z.ZodObject>(spec: {
@@ -24,7 +27,7 @@ function tool<S extends z.ZodObject>(spec: {
   description: string;
   input: S;
   annotations?: Tool['annotations'];
-  run(client: WspClient, args: z.output<S>): Promise<Record<string, unknown>>;
+  run(client: WspClient, args: z.output<S>, progress: Progress): Promise<Record<string, unknown>>;
 }): Tool {
   return { annotations: {}, ...spec, run: spec.run as Tool['run'] };
 }
@@ -96,9 +99,20 @@ function sessionRun(run: SessionRunView): Record<string, unknown> {
   };
 }
 
-async function waitReady(client: WspClient, w: WorkspaceView, timeoutMs: number): Promise<WorkspaceView> {
+/** Wait for a workspace to settle, telling `progress` each provisioning step as it happens. */
+async function waitReady(
+  client: WspClient,
+  w: WorkspaceView,
+  timeoutMs: number,
+  progress: Progress,
+): Promise<WorkspaceView> {
   try {
-    return await client.waitForWorkspace(w.id, { timeoutMs });
+    return await client.waitForWorkspace(w.id, {
+      timeoutMs,
+      onEvent: (event) => {
+        if (event.type === 'step') progress(`${w.id}: ${event.step}${event.message ? ` — ${event.message}` : ''}`);
+      },
+    });
   } catch (error) {
     if (!(error instanceof WspTimeoutError)) throw error;
     return client.getWorkspace(w.id);
@@ -127,9 +141,10 @@ export const TOOLS: Tool[] = [
       'Answers the workspace id, its status (ready, or provisioning if waitTimeoutMs passed first) and its workdir. ' +
       'Commands, files and sessions take this id.',
     input: input({ waitTimeoutMs }, api.createWorkspaceBody),
-    async run(client, { waitTimeoutMs, ...body }) {
+    async run(client, { waitTimeoutMs, ...body }, progress) {
       const created = await client.createWorkspace(body);
-      const settled = await waitReady(client, created, waitTimeoutMs);
+      progress(`${created.id}: provisioning`);
+      const settled = await waitReady(client, created, waitTimeoutMs, progress);
       if (settled.status === 'failed') throw new WorkspaceFailed(settled);
       return summary(settled);
     },
@@ -321,9 +336,16 @@ export const TOOLS: Tool[] = [
       "Make count new workspaces from a workspace's current state (its files and git state, not its processes) and wait until they are ready. " +
       'labels, ttlSeconds: for the new workspaces. Answers the fork point and each new workspace id and status.',
     input: input({ ...ws, waitTimeoutMs }, api.forkBody),
-    async run(client, { workspaceId, waitTimeoutMs, ...body }) {
+    async run(client, { workspaceId, waitTimeoutMs, ...body }, progress) {
       const forked = await client.fork(workspaceId, body);
-      const settled = await Promise.all(forked.workspaces.map((w) => waitReady(client, w, waitTimeoutMs)));
+      let ready = 0;
+      const settled = await Promise.all(
+        forked.workspaces.map(async (w) => {
+          const done = await waitReady(client, w, waitTimeoutMs, () => {});
+          progress(`${++ready} of ${forked.workspaces.length} forks settled (${done.id}: ${done.status})`);
+          return done;
+        }),
+      );
       return { snapshotId: forked.snapshot.id, workspaces: settled.map(summary) };
     },
   }),

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commitFiles, createUpstreamRepo, type UpstreamRepo } from '../support/git-fixtures.js';
@@ -63,6 +63,8 @@ beforeAll(async () => {
     command: process.execPath,
     args: ['--import', TSX, CLI, 'mcp', '--url', wsp.url, '--token', wsp.token],
     cwd,
+    // A heartbeat every 300 ms instead of 15 s, so the progress test need not wait long.
+    env: { ...getDefaultEnvironment(), WSP_MCP_HEARTBEAT_MS: '300' },
     stderr: 'pipe',
   });
   transport.stderr?.on('data', (chunk: Buffer) => {
@@ -87,14 +89,26 @@ interface Answer {
   data: any;
 }
 
-async function call(name: string, args: Record<string, unknown> = {}): Promise<Answer> {
-  const result = (await client.callTool({ name, arguments: args }, undefined, { timeout: 240_000 })) as CallToolResult;
+async function call(
+  name: string,
+  args: Record<string, unknown> = {},
+  options: { onprogress?: (p: { progress: number; message?: string }) => void; timeout?: number } = {},
+): Promise<Answer> {
+  const result = (await client.callTool({ name, arguments: args }, undefined, {
+    timeout: 240_000,
+    ...options,
+    ...(options.onprogress ? { resetTimeoutOnProgress: true } : {}),
+  })) as CallToolResult;
   const text = result.content.map((c) => (c.type === 'text' ? c.text : '')).join('');
   return { isError: result.isError === true, text, data: result.structuredContent };
 }
 
-async function ok(name: string, args: Record<string, unknown> = {}): Promise<any> {
-  const answer = await call(name, args);
+async function ok(
+  name: string,
+  args: Record<string, unknown> = {},
+  options: Parameters<typeof call>[2] = {},
+): Promise<any> {
+  const answer = await call(name, args, options);
   if (answer.isError) throw new Error(`${name} failed: ${answer.text}`);
   // The text is the same result as JSON (for clients that do not read structuredContent).
   expect(JSON.parse(answer.text)).toEqual(answer.data);
@@ -133,8 +147,16 @@ describe('wsp mcp over stdio', () => {
     expect(stderr).toContain('wsp mcp: serving');
   });
 
-  it('creates a workspace and waits until it is ready', async () => {
-    const created = await ok('create_workspace', { labels: { via: 'mcp' } });
+  it('creates a workspace and waits until it is ready, reporting its provisioning steps as progress', async () => {
+    const progress: string[] = [];
+    const created = await ok(
+      'create_workspace',
+      { labels: { via: 'mcp' } },
+      { onprogress: (p) => progress.push(p.message ?? '') },
+    );
+    expect(progress[0]).toBe(`${created.id}: provisioning`);
+    // The steps the workspace's own record lists, as they happened (the stream may start after the first).
+    expect(progress.some((m) => m.startsWith(`${created.id}: baseline`))).toBe(true);
     expect(created).toMatchObject({ status: 'ready', labels: { via: 'mcp' } });
     expect(created.id).toMatch(/^ws-/);
     id = created.id;
@@ -186,6 +208,26 @@ describe('wsp mcp over stdio', () => {
       env: { GREETING: 'hi' },
     });
     expect(failing).toMatchObject({ state: 'exited', exitCode: 3, stdout: 'hi\n', stderr: 'oops\n' });
+  });
+
+  it('a call longer than the client’s timeout lives on through heartbeats, when progress was asked for', async () => {
+    const progress: Array<{ progress: number; message?: string }> = [];
+    // 3 s of work against a 1.5 s client timeout: only the heartbeats (every 300 ms here) keep it alive.
+    const r = await ok(
+      'run_command',
+      { workspaceId: id, command: 'sleep 3; echo done' },
+      { timeout: 1500, onprogress: (p) => progress.push(p) },
+    );
+    expect(r).toMatchObject({ state: 'exited', exitCode: 0, stdout: 'done\n' });
+    expect(progress.length).toBeGreaterThanOrEqual(2);
+    expect(progress.every((p) => /^run_command: still working \(\d+ s\)$/.test(p.message ?? ''))).toBe(true);
+    // Progress values only grow (the spec's rule).
+    expect(progress.map((p) => p.progress)).toEqual([...progress.map((p) => p.progress)].sort((a, b) => a - b));
+    // Without the token, no notification and the call times out like any other.
+    const timedOut = await call('run_command', { workspaceId: id, command: 'sleep 3' }, { timeout: 1000 }).catch(
+      (e: Error) => e,
+    );
+    expect(String(timedOut)).toMatch(/timed out/i);
   });
 
   it('shows the changes since the baseline', async () => {
