@@ -200,11 +200,19 @@ export class Commands {
       });
     const ws = await this.records.get(workspaceId);
     const record = await this.record(workspaceId, commandId);
-    if (record.state !== 'running' || ws.backend === undefined)
-      throw new ConflictError(`command '${commandId}' is ${record.state}: it takes no more input`, {
-        details: { state: record.state },
-      });
-    await this.deps.backend.open(ws.backend, ws.plan).commands.writeStdin(commandId, data, eof);
+    const ended = (state: string) =>
+      new ConflictError(`command '${commandId}' is ${state}: it takes no more input`, { details: { state } });
+    if (record.state !== 'running' || ws.backend === undefined) throw ended(record.state);
+    try {
+      await this.deps.backend.open(ws.backend, ws.plan).commands.writeStdin(commandId, data, eof);
+    } catch (error) {
+      if (!(error instanceof ConflictError)) throw error;
+      // It may have ended between the record read and the write: answered as any ended command is
+      // (the same words on every backend and from every process), its end written back.
+      const now = this.observe(ws, record, await this.status(ws, commandId, 0));
+      if (now.state !== 'running') throw ended(now.state);
+      throw error;
+    }
   }
 
   /** New size for a running command's terminal (started with `tty`); 409 once it ended or without one. */
