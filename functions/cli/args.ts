@@ -54,6 +54,7 @@ export const SUBCOMMANDS = {
   fetch: [['id'], ['repo', 'checkout']],
   reset: [['id'], ['ref', 'recreate']],
   changes: [['id'], []],
+  usage: [['id'], []],
   rm: [['id'], []],
   cp: [
     ['source', 'destination'],
@@ -206,6 +207,7 @@ Commands:
                                          return to the baseline (optionally at new refs);
                                          --recreate: new compute from the cache entry instead
   changes <id>                           status and diff against the baseline
+  usage <id>                             CPU, memory, disk and pids of the workspace now
   smoke [--timeout-ms N]                 the whole loop once with timings (create, command, reset,
                                          delete): run it after a deployment; exit 1 if a check failed
   rm <id>                                delete a workspace

@@ -27,6 +27,7 @@ import type {
   SessionRunView,
   SessionView,
   SnapshotView,
+  UsageView,
   WorkspaceEvent,
   WorkspaceView,
 } from '../contract/views.js';
@@ -522,6 +523,11 @@ export class WspClient {
 
   async changes(id: string): Promise<ChangesView> {
     return (await this.#json<ChangesView>('GET', `/workspaces/${enc(id)}/changes`)).body;
+  }
+
+  /** CPU, memory, disk and pids of a ready workspace now (null where its backend cannot tell). */
+  async usage(id: string): Promise<UsageView> {
+    return (await this.#json<UsageView>('GET', `/workspaces/${enc(id)}/usage`)).body;
   }
 
   async health(): Promise<{ ok: true }> {

@@ -33,6 +33,7 @@ import type {
   SessionRunView,
   SessionView,
   SnapshotView,
+  UsageView,
   WorkspaceEvent,
   WorkspaceView,
 } from '../contract/views.js';
@@ -73,6 +74,8 @@ export interface WorkspaceService {
   /** Until the operation ends or `signal` aborts: the workspace's steps since it began, then its view. */
   watchOperation(workspaceId: string, operationId: string, signal: AbortSignal): AsyncIterable<OperationEvent>;
   changes(workspaceId: string): Promise<ChangesView>;
+  /** CPU, memory, disk and pids of a ready workspace now, from its backend (409 when not ready). */
+  usage(workspaceId: string): Promise<UsageView>;
 
   /**
    * Files, inside the workspace as its user (shared/service/files.ts). Paths: relative to the workdir or

@@ -31,6 +31,7 @@ import type {
   OperationEvent,
   OperationView,
   SnapshotView,
+  UsageView,
   WorkspaceEvent,
   WorkspaceView,
   SessionRunView,
@@ -59,6 +60,7 @@ import { workspaceView } from './views.js';
 import { StreamLimits } from './stream-limits.js';
 import { WorkspaceGate } from './workspace-gate.js';
 import { WorkspaceOps } from './workspace-ops.js';
+import { workspaceUsage } from './usage.js';
 import { bestEffort } from '../lib/best-effort.js';
 import { sleep } from '../lib/sleep.js';
 
@@ -315,6 +317,10 @@ export class DefaultWorkspaceService implements WorkspaceService {
   }
   changes(workspaceId: string): Promise<ChangesView> {
     return this.ops.changes(workspaceId);
+  }
+
+  usage(workspaceId: string): Promise<UsageView> {
+    return workspaceUsage(this.deps, this.records, workspaceId);
   }
   // ---- shell sessions (sessions.ts) ----
   createSession(workspaceId: string, input: CreateSessionParams): Promise<SessionView> {

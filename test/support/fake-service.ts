@@ -37,6 +37,7 @@ import type {
   SessionView,
   SnapshotView,
   StreamView,
+  UsageView,
   WorkspaceEvent,
   WorkspaceView,
 } from '../../shared/contract/views.js';
@@ -499,6 +500,21 @@ export class FakeWorkspaceService implements WorkspaceService {
     const snap = this.snapshots.get(id);
     if (snap === undefined) throw new NotFoundError('snapshot', id);
     return snap;
+  }
+
+  async usage(workspaceId: string): Promise<UsageView> {
+    return this.call('usage', [workspaceId], async () => {
+      this.mustReady(workspaceId);
+      return {
+        workspaceId,
+        at: new Date().toISOString(),
+        source: 'fake',
+        cpu: { usageSeconds: 1.5 },
+        memory: { currentBytes: 3 * 1024 * 1024, limitBytes: null },
+        disk: { usedBytes: 5 * 1024 * 1024, limitBytes: 1024 * 1024 * 1024 },
+        pids: { current: 4, limit: 1024 },
+      };
+    });
   }
 
   async changes(workspaceId: string): Promise<ChangesView> {
