@@ -29,6 +29,7 @@ from .models import (
     SessionView,
     SnapshotView,
     Step,
+    UsageView,
     WorkspaceView,
 )
 
@@ -223,6 +224,10 @@ class AsyncClient:
     async def changes(self, workspace_id: str) -> ChangesView:
         """See :meth:`wsp.Client.changes`."""
         return await asyncio.to_thread(self.sync.changes, workspace_id)
+
+    async def usage(self, workspace_id: str) -> UsageView:
+        """See :meth:`wsp.Client.usage`."""
+        return await asyncio.to_thread(self.sync.usage, workspace_id)
 
     # ---- fork and snapshots ----
 

@@ -36,6 +36,7 @@ ROUTES: Dict[str, Tuple[str, str]] = {
     "listOperations": ("GET", "/workspaces/{id}/operations"),
     "getOperation": ("GET", "/workspaces/{id}/operations/{oid}"),
     "getChanges": ("GET", "/workspaces/{id}/changes"),
+    "getUsage": ("GET", "/workspaces/{id}/usage"),
     # fork and snapshots
     "forkWorkspace": ("POST", "/workspaces/{id}/fork"),
     "createSnapshot": ("POST", "/workspaces/{id}/snapshots"),
