@@ -38,6 +38,7 @@ const TOOL_NAMES = [
   'fetch',
   'reset',
   'changes',
+  'usage',
   'fork',
 ];
 
@@ -186,6 +187,12 @@ describe('wsp mcp over stdio', () => {
       env: { GREETING: 'hi' },
     });
     expect(failing).toMatchObject({ state: 'exited', exitCode: 3, stdout: 'hi\n', stderr: 'oops\n' });
+  });
+
+  it('answers what the workspace uses', async () => {
+    const usage = await ok('usage', { workspaceId: id });
+    expect(usage).toMatchObject({ workspaceId: id, source: expect.any(String) });
+    expect(usage.disk.usedBytes).toEqual(expect.any(Number));
   });
 
   it('shows the changes since the baseline', async () => {
