@@ -1009,7 +1009,7 @@ usage_line() { # <key> <file>: "<key> <first line>" when the file reads as a num
 cmd_usage() { # <home>
   [ $# -eq 1 ] || { fail2 "usage: usage <home>"; return; }
   check_abs "$1" || { fail2 "usage: not an absolute path: $1"; return; }
-  cg=/sys/fs/cgroup
+  cg=${WSP_CGROUP_ROOT:-/sys/fs/cgroup} # another root: tests only (the provider never sets it)
   if [ -f "$cg/cgroup.controllers" ]; then
     echo "source task cgroup v2"
     d=$(cgroup_dir "$cg" '')
