@@ -18,7 +18,7 @@ const config: KnipConfig = {
   // A type or interface named in its own file's exported signatures stays exported (callers may name it).
   ignoreExportsUsedInFile: { interface: true, type: true },
   // Host tools the tests and benches run (Debian packages .ci/run installs), not npm packages.
-  ignoreBinaries: ['bwrap', 'java', 'nsenter', 'script', 'setpriv'],
+  ignoreBinaries: ['bwrap', 'java', 'nsenter', 'script', 'setpriv', 'unshare'],
 };
 
 export default config;
