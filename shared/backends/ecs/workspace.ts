@@ -192,8 +192,16 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
   async usage(): Promise<WorkspaceUsage> {
     const what = 'measuring the workspace usage';
     try {
-      const out = await this.c.channels.with(this.taskArn, what, (rpc) => rpcOk(rpc, what, usageArgv(this.plan.home)));
-      return parseRunnerUsage(out.toString('utf8'));
+      const { status, payload } = await this.c.channels.with(this.taskArn, what, (rpc) =>
+        rpc.call(usageArgv(this.plan.home)),
+      );
+      if (status === 0) return parseRunnerUsage(payload.toString('utf8'));
+      const message = payload.toString('utf8');
+      throw new BackendUnavailableError(
+        message.startsWith('usage: runner.sh')
+          ? 'the runner in the base image has no usage request; it is older than this provider — re-push the base image with shared/backends/runner/runner.sh (docs/deploy.md 3c)'
+          : `${what} failed in the workspace task (runner status ${status}): ${message.slice(0, 300)}`,
+      );
     } catch (error) {
       if (error instanceof TaskGoneError) throw new NotFoundError('workspace', this.workspaceId);
       throw error;
