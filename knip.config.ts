@@ -19,7 +19,7 @@ const config: KnipConfig = {
   ignoreExportsUsedInFile: { interface: true, type: true },
   // Host tools the tests and benches run (Debian packages .ci/run installs), not npm packages; and wsp
   // itself, run from PATH as installed (test/support/installed-cli.ts).
-  ignoreBinaries: ['bwrap', 'java', 'nsenter', 'script', 'setpriv', 'wsp'],
+  ignoreBinaries: ['bwrap', 'java', 'nsenter', 'script', 'setpriv', 'unshare', 'wsp'],
 };
 
 export default config;

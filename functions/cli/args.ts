@@ -62,6 +62,7 @@ export const SUBCOMMANDS = {
   reset: [['id'], ['ref', 'recreate']],
   changes: [['id'], []],
   events: [['id'], []],
+  usage: [['id'], []],
   rm: [['id'], []],
   cp: [
     ['source', 'destination'],
@@ -216,6 +217,7 @@ Commands:
                                          --recreate: new compute from the cache entry instead
   changes <id>                           status and diff against the baseline
   events <id>                            its lifecycle webhook events and how each delivery went
+  usage <id>                             CPU, memory, disk and pids of the workspace now
   smoke [--timeout-ms N]                 the whole loop once with timings (create, command, reset,
                                          delete): run it after a deployment; exit 1 if a check failed
   rm <id>                                delete a workspace

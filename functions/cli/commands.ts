@@ -7,6 +7,7 @@ import { runCp, runFiles } from './files.js';
 import { runSmoke } from './smoke.js';
 import { runSession } from './sessions.js';
 import { runFork, runSnapshot } from './snapshots.js';
+import { runUsage } from './usage.js';
 import type { Io } from './io.js';
 import { Progress, progressMode } from './progress.js';
 import { runSetup } from './setup.js';
@@ -157,6 +158,8 @@ export async function runSubcommand(client: WspClient, io: Io, args: ParsedArgs)
       }
       return 0;
     }
+    case 'usage':
+      return runUsage(client, io, id, values.json === true);
     case 'cp':
       return runCp(client, io, args);
     case 'files':

@@ -331,6 +331,16 @@ export const TOOLS: Tool[] = [
     },
   }),
   tool({
+    name: 'usage',
+    description:
+      'What a workspace uses now, measured by its backend: CPU seconds, memory (bytes, and its limit), disk (bytes its files take, and the disk limit) and pids (tasks, and their limit); null where the backend cannot tell.',
+    input: input(ws),
+    annotations: { readOnlyHint: true },
+    async run(client, { workspaceId }) {
+      return { ...(await client.usage(workspaceId)) };
+    },
+  }),
+  tool({
     name: 'fork',
     description:
       "Make count new workspaces from a workspace's current state (its files and git state, not its processes) and wait until they are ready. " +

@@ -20,6 +20,7 @@ import {
   resetBody,
   resetResult,
   runCommandBody,
+  usageView,
   workspaceView,
 } from './schemas.js';
 
@@ -47,6 +48,7 @@ const RESPONSE_SCHEMAS: Record<string, z.ZodType> = {
   FetchResult: fetchResult,
   ResetResult: resetResult,
   ChangesView: changesView,
+  UsageView: usageView,
   FileStat: fileStat,
   FileList: fileList,
   ArchiveWritten: archiveWritten,

@@ -55,6 +55,7 @@ import {
   snapshotView,
   stdinQuery,
   terminalSize,
+  usageView,
   workspaceId,
   workspaceView,
 } from './schemas.js';
@@ -549,6 +550,16 @@ export const routes: readonly Route[] = [
     params: wsParams,
     responses: { 200: { description: 'Changes', schema: changesView } },
     handler: async (service, { params }) => ({ status: 200, body: await service.changes(params.id) }),
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/workspaces/{id}/usage',
+    operationId: 'getUsage',
+    summary:
+      'CPU, memory, disk and pids of the workspace now, measured by its backend (cgroup, Docker stats, the task cgroup); null where a backend cannot tell.',
+    params: wsParams,
+    responses: { 200: { description: 'Its usage now', schema: usageView }, ...notReady },
+    handler: async (service, { params }) => ({ status: 200, body: await service.usage(params.id) }),
   }),
   defineRoute({
     method: 'GET',

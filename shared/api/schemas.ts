@@ -37,6 +37,7 @@ import type {
   SnapshotResult,
   SnapshotView,
   StreamView,
+  UsageView,
   WorkspaceView,
 } from '../contract/views.js';
 
@@ -308,6 +309,38 @@ export const changesView = z.object({
   ),
 });
 
+const unknownOr = (what: string) => z.number().nullable().describe(`${what}; null: this backend cannot tell`);
+const limitOr = (what: string) =>
+  z.number().nullable().describe(`${what}; null: none is set, or this backend cannot tell`);
+
+/** GET /workspaces/{id}/usage: measured by the backend, never by anything the workspace controls. */
+export const usageView = z
+  .object({
+    workspaceId: z.string(),
+    at: z.string().describe('When it was measured (ISO 8601)'),
+    source: z
+      .string()
+      .describe(
+        "Where the numbers come from, for people: 'cgroup v2', 'cgroup v1', 'proc scan', 'docker stats', 'task cgroup v1', …",
+      ),
+    cpu: z.object({ usageSeconds: unknownOr('CPU seconds used (user + system) since the workspace compute began') }),
+    memory: z.object({
+      currentBytes: unknownOr('Memory charged to the workspace, page cache and tmpfs files included'),
+      limitBytes: limitOr('Its memory limit'),
+    }),
+    disk: z.object({
+      usedBytes: unknownOr('Bytes its writable content takes (what the disk limit, resources.diskMb, is measured by)'),
+      limitBytes: limitOr('resources.diskMb in bytes'),
+    }),
+    pids: z.object({
+      current: unknownOr('Tasks (processes and threads) now'),
+      limit: limitOr('Its tasks limit'),
+    }),
+  })
+  .describe(
+    "What the workspace uses now, from its backend: the host's view of its cgroup (local), Docker's stats (docker), the task's cgroup files read as root (Fargate). The whole compute counts, the provider's helpers inside it too.",
+  );
+
 /** A 'snapshot' operation's result (it took a fork point or a user snapshot). */
 const snapshotResult = z.object({ snapshotId: z.string(), sizeBytes: z.number() });
 
@@ -532,6 +565,7 @@ type SchemasMatchContract = AllTrue<
     Equal<z.output<typeof fetchResult>, FetchResult>,
     Equal<z.output<typeof resetResult>, ResetResult>,
     Equal<z.output<typeof changesView>, ChangesView>,
+    Equal<z.output<typeof usageView>, UsageView>,
     Equal<z.output<typeof operationWaitQuery>, OperationWaitParams>,
     Equal<z.output<typeof operationView>, OperationView>,
     Equal<z.output<typeof filePathQuery>, FilePathParams>,

@@ -26,6 +26,7 @@ export function openOrReject(ref: BackendRef, open: () => WorkspaceHandle): Work
       },
       files: { putTransferFile: reject, removeTransferFile: reject, putDirectory: reject },
       snapshots: { take: reject, restore: reject },
+      usage: reject,
     };
   }
 }

@@ -34,6 +34,7 @@ import type {
   SessionView,
   SnapshotView,
   WebhookEventView,
+  UsageView,
   WorkspaceEvent,
   WorkspaceView,
 } from '../contract/views.js';
@@ -549,6 +550,11 @@ export class WspClient {
   /** The workspace's lifecycle webhook events, each with every delivery attempt (oldest first): GET …/events as JSON. */
   async listWebhookEvents(id: string): Promise<WebhookEventView[]> {
     return (await this.#json<WebhookEventList>('GET', `/workspaces/${enc(id)}/events`)).body.events;
+  }
+
+  /** CPU, memory, disk and pids of a ready workspace now (null where its backend cannot tell). */
+  async usage(id: string): Promise<UsageView> {
+    return (await this.#json<UsageView>('GET', `/workspaces/${enc(id)}/usage`)).body;
   }
 
   async health(): Promise<{ ok: true }> {

@@ -137,6 +137,30 @@ export interface WorkspaceHandle {
   readonly commands: WorkspaceCommands;
   readonly files: WorkspaceFiles;
   readonly snapshots: WorkspaceSnapshots;
+  /**
+   * What the workspace uses now (WorkspaceUsage), measured where the workspace cannot forge it: the
+   * host's view of its cgroup, the container engine's stats, root-owned cgroup files read as root.
+   * NotFoundError for a workspace that is gone.
+   */
+  usage(): Promise<WorkspaceUsage>;
+}
+
+/**
+ * A workspace's resource use at one moment. null: this backend cannot tell (a limit: none is set,
+ * or it cannot tell). Memory counts what its cgroup is charged — page cache and tmpfs files
+ * included. The numbers cover the workspace's whole compute: helpers of the provider that run
+ * inside it (a container's runner, its init) count too.
+ */
+export interface WorkspaceUsage {
+  /** Where the numbers come from, for people (e.g. 'cgroup v2', 'docker stats', 'task cgroup v1'). */
+  source: string;
+  /** CPU time used since the workspace's compute (or its cgroup) began, in seconds (user + system). */
+  cpu: { usageSeconds: number | null };
+  memory: { currentBytes: number | null; limitBytes: number | null };
+  /** Bytes its writable content takes (what the disk limit is measured by, plan.resources.diskMb). */
+  disk: { usedBytes: number | null; limitBytes: number | null };
+  /** Tasks (processes and threads). */
+  pids: { current: number | null; limit: number | null };
 }
 
 export interface WorkspaceCommands {

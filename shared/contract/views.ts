@@ -1,3 +1,4 @@
+import type { WorkspaceUsage } from './backend.js';
 import type { SessionRunState, SessionShell, SessionState } from './session.js';
 import type { WebhookEventType } from './webhooks.js';
 import type { CommandState, WorkspaceStatus } from './workspace.js';
@@ -110,6 +111,13 @@ export interface ResetResult {
   /** mode 'recreate': the replaced baseline's fingerprint (the new one differs: git's index and reflogs are rewritten). */
   previousBaselineFingerprint?: string;
   durationMs: number;
+}
+
+/** GET /workspaces/{id}/usage: the backend's measurement (WorkspaceUsage), when and of which workspace. */
+export interface UsageView extends WorkspaceUsage {
+  workspaceId: string;
+  /** When it was measured (ISO 8601). */
+  at: string;
 }
 
 /** A long operation (git fetch, reset): `result` once it succeeded, `error` (code, message) once it failed. */

@@ -34,6 +34,7 @@ import type {
   SessionView,
   SnapshotView,
   WebhookEventView,
+  UsageView,
   WorkspaceEvent,
   WorkspaceView,
 } from '../contract/views.js';
@@ -76,6 +77,8 @@ export interface WorkspaceService {
   changes(workspaceId: string): Promise<ChangesView>;
   /** Its lifecycle webhook events, oldest first, each with every delivery attempt (docs/webhooks.md). */
   listWebhookEvents(workspaceId: string): Promise<WebhookEventView[]>;
+  /** CPU, memory, disk and pids of a ready workspace now, from its backend (409 when not ready). */
+  usage(workspaceId: string): Promise<UsageView>;
 
   /**
    * Files, inside the workspace as its user (shared/service/files.ts). Paths: relative to the workdir or

@@ -31,6 +31,7 @@ import type {
   OperationEvent,
   OperationView,
   SnapshotView,
+  UsageView,
   WorkspaceEvent,
   WorkspaceView,
   SessionRunView,
@@ -61,6 +62,7 @@ import { workspaceView } from './views.js';
 import { StreamLimits } from './stream-limits.js';
 import { WorkspaceGate } from './workspace-gate.js';
 import { WorkspaceOps } from './workspace-ops.js';
+import { workspaceUsage } from './usage.js';
 import { bestEffort } from '../lib/best-effort.js';
 import { WebhookDeliverer } from './webhooks/deliverer.js';
 import { WebhookEvents } from './webhooks/events.js';
@@ -342,6 +344,10 @@ export class DefaultWorkspaceService implements WorkspaceService {
   async listWebhookEvents(workspaceId: string): Promise<WebhookEventView[]> {
     await this.records.get(workspaceId);
     return this.webhooks.list(workspaceId);
+  }
+
+  usage(workspaceId: string): Promise<UsageView> {
+    return workspaceUsage(this.deps, this.records, workspaceId);
   }
   // ---- shell sessions (sessions.ts) ----
   createSession(workspaceId: string, input: CreateSessionParams): Promise<SessionView> {

@@ -903,6 +903,68 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
       });
     });
 
+    describe('usage', () => {
+      const MB = 1000 * 1000;
+
+      it('measures cpu, memory, disk and pids from outside: all grow with what the workspace does', async () => {
+        const ref = await fx.create();
+        const handle = fx.backend.open(ref, fx.plan);
+        const idle = await handle.usage();
+        expect(idle.source).not.toBe('');
+        for (const n of [idle.cpu.usageSeconds, idle.memory.currentBytes, idle.disk.usedBytes, idle.pids.current])
+          expect(n).toEqual(expect.any(Number));
+        // Three sleepers and a shell holding ~40 MB in a variable (no python in every image), left running.
+        const holder = await fx.start(ref, [
+          'sh',
+          '-c',
+          // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion, not a template
+          'sleep 300 & sleep 300 & sleep 300 & x=$(head -c 40000000 /dev/zero | tr "\\0" a); echo "held ${#x}"; wait',
+        ]);
+        const held = await waitForText(
+          async () => (await handle.commands.read(holder, 'stdout', 0, 100)).data.toString(),
+          (t) => t.includes('\n'),
+        );
+        expect(held).toBe('held 40000000\n');
+        // 5 MB the workspace hides from itself (a directory it made unreadable) counts all the same.
+        const wrote = await fx.sh(ref, 'mkdir hidden && head -c 5000000 /dev/urandom > hidden/big && chmod 000 hidden');
+        expect(wrote.status.exitCode, wrote.stderr).toBe(0);
+        // A moment of CPU: a shell loop.
+        const burn = await fx.sh(ref, 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo $i');
+        expect(burn.stdout).toBe('300000\n');
+
+        const busy = await handle.usage();
+        expect(busy.source).toBe(idle.source);
+        expect(busy.cpu.usageSeconds!).toBeGreaterThan(idle.cpu.usageSeconds!);
+        expect(busy.memory.currentBytes! - idle.memory.currentBytes!).toBeGreaterThan(30 * MB);
+        expect(busy.pids.current! - idle.pids.current!).toBeGreaterThanOrEqual(4);
+        expect(busy.disk.usedBytes! - idle.disk.usedBytes!).toBeGreaterThanOrEqual(5 * MB);
+        if (busy.memory.limitBytes !== null) expect(busy.memory.limitBytes).toBeGreaterThan(busy.memory.currentBytes!);
+        if (busy.pids.limit !== null) expect(busy.pids.limit).toBeGreaterThan(busy.pids.current!);
+
+        // Killed, the processes and their memory are gone from the count; the file stays.
+        await handle.commands.killAll();
+        const after = await handle.usage();
+        expect(after.pids.current!).toBeLessThan(busy.pids.current! - 3);
+        expect(busy.memory.currentBytes! - after.memory.currentBytes!).toBeGreaterThan(30 * MB);
+        expect(after.disk.usedBytes! - idle.disk.usedBytes!).toBeGreaterThanOrEqual(5 * MB);
+        expect(after.cpu.usageSeconds!).toBeGreaterThanOrEqual(busy.cpu.usageSeconds!);
+      });
+
+      it('answers the limits the workspace runs under; a workspace that is gone is not found', async () => {
+        const plan = { ...fx.plan, resources: { ...fx.plan.resources, pids: 200, memoryMb: 512 } };
+        const ref = await fx.create({ plan });
+        const usage = await fx.backend.open(ref, plan).usage();
+        // Local and Docker apply the plan's limits. A Fargate task is limited by its task definition's
+        // size, whatever the plan says: its cgroup's own limits are answered (none in the fake's containers).
+        if (fx.backend.kind !== 'ecs') {
+          expect(usage.pids.limit).toBe(200);
+          expect(usage.memory.limitBytes).toBe(512 * 1024 * 1024);
+        }
+        await fx.backend.destroy(ref);
+        await expectCode(fx.backend.open(ref, plan).usage(), 'not_found');
+      });
+    });
+
     describe('files from the host', () => {
       it('a transfer file is readable but not writable inside; removing it works', async () => {
         const ref = await fx.create();

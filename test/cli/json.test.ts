@@ -62,6 +62,7 @@ const SAMPLES: Record<Exclude<Subcommand, 'mcp'>, (made: Made) => string[]> = {
   fetch: (m) => ['fetch', m.id],
   changes: (m) => ['changes', m.id],
   events: (m) => ['events', m.id],
+  usage: (m) => ['usage', m.id],
   reset: (m) => ['reset', m.id], // before the session: a reset ends every process of the workspace
   cp: (m) => ['cp', path.join(tmp, 'local.txt'), `${m.id}:copied.txt`],
   files: (m) => ['files', 'stat', m.id, 'copied.txt'],

@@ -275,6 +275,29 @@ describe('wsp workspace commands', () => {
     expect([rm.code, rm.stdout]).toEqual([0, `${ws.id} deleted\n`]);
   });
 
+  it('usage: one line per resource and its limit, --json the answer; an unknown workspace exits 1', async () => {
+    await startWith();
+    const ws = fake.seedWorkspace();
+    const usage = await wsp(['usage', ws.id]);
+    expect(usage.code).toBe(0);
+    const lines = usage.stdout.split('\n');
+    expect(lines.slice(0, 5)).toEqual([
+      'cpu:    1.50 s',
+      'memory: 3.0 MiB', // no limit: none shown
+      'disk:   5.0 MiB of 1.0 GiB',
+      'pids:   4 of 1024',
+      'source: fake',
+    ]);
+    expect(lines[5]).toMatch(/^at: {5}\d{4}-\d\d-\d\dT/);
+    expect(JSON.parse((await wsp(['usage', ws.id, '--json'])).stdout)).toMatchObject({
+      workspaceId: ws.id,
+      memory: { currentBytes: 3 * 1024 * 1024, limitBytes: null },
+    });
+    const missing = await wsp(['usage', 'ws-000000000000000000000000']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('not_found');
+  });
+
   it('reset exits 1 when the fingerprint does not match the baseline', async () => {
     await startWith();
     const ws = fake.seedWorkspace();

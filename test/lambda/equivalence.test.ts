@@ -363,6 +363,20 @@ const CASES: Case[] = [
     },
   },
   {
+    name: 'usage: what the workspace uses, measured by the backend',
+    request: (ctx) => ({ method: 'GET', url: `/workspaces/${ws(ctx)}/usage` }),
+    status: 200,
+    after: (a, ctx) => {
+      expect(a.body).toMatchObject({ workspaceId: ctx.wsId, source: expect.any(String) });
+      expect(a.body.disk.usedBytes).toBeGreaterThan(0);
+    },
+  },
+  {
+    name: 'usage: an unknown workspace is 404',
+    request: () => ({ method: 'GET', url: '/workspaces/ws-000000000000000000000000/usage' }),
+    status: 404,
+  },
+  {
     name: 'fetch: a new upstream commit arrives',
     before: (ctx) => {
       ctx.newHead = commitFiles(upstream, { 'later.txt': `later ${Math.random()}\n` }, 'later');
@@ -612,7 +626,8 @@ export function normalise(value: unknown, key = ''): unknown {
   if (value !== null && typeof value === 'object') {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, normalise(v, k)]));
   }
-  if (typeof value === 'number' && /(Ms|At|^expiresAt|^sizeBytes)$/.test(key)) return '<number>';
+  // Sizes, durations, times — and what a workspace uses now (usage: *Bytes, *Seconds, pids).
+  if (typeof value === 'number' && /(Ms|At|^expiresAt|Bytes|Seconds|^current|^limit)$/.test(key)) return '<number>';
   if (typeof value !== 'string') return value;
   return value
     .replace(/\b(ws|cmd|sys|snap|op|sess)-[0-9a-f]{24}\b/g, '$1-<id>')

@@ -562,6 +562,7 @@ function hangingBackend() {
       },
       files: { putTransferFile: never, removeTransferFile: never, putDirectory: never },
       snapshots: { take: never, restore: never },
+      usage: never,
     }),
   };
 }
@@ -685,6 +686,7 @@ describe('payload limits (Lambda: 6 MB each way)', () => {
             },
             files: { putTransferFile: reject, removeTransferFile: reject, putDirectory: reject },
             snapshots: { take: reject, restore: reject },
+            usage: reject,
           }),
         }),
       },

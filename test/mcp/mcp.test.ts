@@ -38,6 +38,7 @@ const TOOL_NAMES = [
   'fetch',
   'reset',
   'changes',
+  'usage',
   'fork',
 ];
 
@@ -228,6 +229,12 @@ describe('wsp mcp over stdio', () => {
       (e: Error) => e,
     );
     expect(String(timedOut)).toMatch(/timed out/i);
+  });
+
+  it('answers what the workspace uses', async () => {
+    const usage = await ok('usage', { workspaceId: id });
+    expect(usage).toMatchObject({ workspaceId: id, source: expect.any(String) });
+    expect(usage.disk.usedBytes).toEqual(expect.any(Number));
   });
 
   it('shows the changes since the baseline', async () => {

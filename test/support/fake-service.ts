@@ -37,6 +37,7 @@ import type {
   SessionView,
   SnapshotView,
   StreamView,
+  UsageView,
   WorkspaceEvent,
   WorkspaceView,
   WebhookEventView,
@@ -506,6 +507,21 @@ export class FakeWorkspaceService implements WorkspaceService {
     return this.call('listWebhookEvents', [workspaceId], async () => {
       this.mustWorkspace(workspaceId);
       return [];
+    });
+  }
+
+  async usage(workspaceId: string): Promise<UsageView> {
+    return this.call('usage', [workspaceId], async () => {
+      this.mustReady(workspaceId);
+      return {
+        workspaceId,
+        at: new Date().toISOString(),
+        source: 'fake',
+        cpu: { usageSeconds: 1.5 },
+        memory: { currentBytes: 3 * 1024 * 1024, limitBytes: null },
+        disk: { usedBytes: 5 * 1024 * 1024, limitBytes: 1024 * 1024 * 1024 },
+        pids: { current: 4, limit: 1024 },
+      };
     });
   }
 

@@ -90,6 +90,7 @@ export function phaseHarness(prefix: string): PhaseHarness {
               commands: trapping(h.commands, 'commands'),
               files: trapping(h.files, 'files'),
               snapshots: trapping(h.snapshots, 'snapshots'),
+              usage: () => h.usage(),
             };
           };
         return trapping(t, 'backend')[p as keyof WorkspaceBackend];

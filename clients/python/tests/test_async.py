@@ -29,6 +29,7 @@ def test_async_flow(aclient: wsp.AsyncClient, client: wsp.Client) -> None:
             got = b"".join([c.data async for c in aclient.stream_output(ws.id, cmd.id, poll_interval=0.1)])
             assert got == b"x\ny\n"
             assert (await aclient.changes(ws.id)).repos[0].status
+            assert (await aclient.usage(ws.id)).workspace_id == ws.id
             assert (await aclient.reset(ws.id)).matches
             return ws.id
 

@@ -157,6 +157,25 @@ def test_archive_round_trip(client: wsp.Client, ready_ws: wsp.WorkspaceView) -> 
     assert "sub/hello.txt" in names
 
 
+def test_usage(client: wsp.Client, ready_ws: wsp.WorkspaceView) -> None:
+    """usage: typed figures from the backend; 4 MB written and a sleeper left running show in them."""
+    before = client.usage(ready_ws.id)
+    assert isinstance(before, wsp.UsageView) and before.workspace_id == ready_ws.id and before.source
+    assert isinstance(before.cpu, wsp.CpuUsage) and isinstance(before.memory, wsp.MemoryUsage)
+    assert isinstance(before.disk, wsp.DiskUsage) and isinstance(before.pids, wsp.PidsUsage)
+    assert before.disk.used_bytes is not None and before.pids.current is not None
+    wrote = client.run(ready_ws.id, "head -c 4000000 /dev/zero > big.bin && (setsid sleep 2718 >/dev/null 2>&1 &)")
+    assert wrote.exit_code == 0
+    after = client.usage(ready_ws.id)
+    assert after.disk.used_bytes is not None and after.disk.used_bytes - before.disk.used_bytes >= 4_000_000
+    assert after.pids.current is not None and after.pids.current > before.pids.current
+    assert after.raw["workspaceId"] == ready_ws.id
+    client.run(ready_ws.id, "rm big.bin; pkill -x -f 'sleep 2718'")
+    with pytest.raises(wsp.ApiError) as missing:
+        client.usage("ws-000000000000000000000000")
+    assert (missing.value.status, missing.value.code) == (404, "not_found")
+
+
 def test_fetch_snapshot_fork(client: wsp.Client, ready_ws: wsp.WorkspaceView) -> None:
     """fetch (a long operation), snapshots (create/get/list/delete) and fork."""
     fetched = client.fetch(ready_ws.id, checkout=("app", "main"))

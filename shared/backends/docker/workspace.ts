@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { SnapshotPurpose, WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
+import type {
+  SnapshotPurpose,
+  WorkspaceFiles,
+  WorkspaceHandle,
+  WorkspaceSnapshots,
+  WorkspaceUsage,
+} from '../../contract/backend.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
@@ -20,6 +26,7 @@ import * as images from './images.js';
 import { containerName, type DockerLayout } from './layout.js';
 import { requireMeta } from './workspace-meta.js';
 import type { PristineContainers } from './pristine.js';
+import { containerUsage } from './usage.js';
 
 const KILL_ALL_REASON = 'all workspace processes killed';
 
@@ -122,6 +129,17 @@ export class DockerWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspa
     const options = { size: true } as unknown as Parameters<ReturnType<DockerClient['getContainer']>['inspect']>[0];
     const info = (await this.c.docker.getContainer(this.container).inspect(options)) as { SizeRw?: number };
     return info.SizeRw ?? 0;
+  }
+
+  /** Docker's stats of the container (its cgroup, read by the daemon) and its writable layer's size. */
+  async usage(): Promise<WorkspaceUsage> {
+    await requireMeta(this.c.layout, this.workspaceId);
+    const [measured, usedBytes] = await Promise.all([
+      containerUsage(this.c.docker, this.container, this.plan),
+      this.usageBytes(),
+    ]);
+    const diskMb = this.plan.resources.diskMb;
+    return { ...measured, disk: { usedBytes, limitBytes: diskMb === undefined ? null : diskMb * 1024 * 1024 } };
   }
 
   /** O(changes since the container's image) when the home is untouched — see fingerprint.ts. */

@@ -4,7 +4,13 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { SnapshotPurpose, WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
+import type {
+  SnapshotPurpose,
+  WorkspaceFiles,
+  WorkspaceHandle,
+  WorkspaceSnapshots,
+  WorkspaceUsage,
+} from '../../contract/backend.js';
 import { BackendUnavailableError, BadRequestError, NotFoundError } from '../../contract/errors.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
@@ -16,10 +22,11 @@ import { packTree } from '../tar/archive.js';
 import type { BlobStore } from './blob-store.js';
 import type { CacheImages } from './cache-images.js';
 import { EcsCommands, type OutputCarrier, rpcOk, rpcRunner, type StdinCarrier } from './commands.js';
-import type { ExecChannels } from './exec-channel.js';
+import { type ExecChannels, TaskGoneError } from './exec-channel.js';
 import { GUEST, parseRef, parseSnapshot, pristineDir } from './guest.js';
 import { uploadFromTask } from './layer-upload.js';
 import { SLOW_OP_TIMEOUT_MS } from '../runner/client.js';
+import { parseRunnerUsage, usageArgv } from '../runner/usage.js';
 
 const KILL_ALL_REASON = 'all workspace processes killed';
 /** Key prefixes in the data bucket (infra: BUCKET_PREFIXES; each has its own expiry rule). */
@@ -173,6 +180,31 @@ export class EcsWorkspace implements WorkspaceHandle, WorkspaceFiles, WorkspaceS
       throw error;
     } finally {
       await bestEffort(this.call('removing the layer tar', ['remove', guestTar]), c.log, 'removing the layer tar');
+    }
+  }
+
+  /**
+   * The task's container measured from inside by the runner, as root: its cgroup files and du of the
+   * home and /tmp (runner.sh `usage`). The cgroup is the container's, so the runner and the ECS Exec
+   * agent count too. No disk limit: the janitor does not measure Fargate homes (no usageBytes).
+   * (ECS's task metadata endpoint, `${ECS_CONTAINER_METADATA_URI_V4}/task/stats`, reads the same cgroup.)
+   */
+  async usage(): Promise<WorkspaceUsage> {
+    const what = 'measuring the workspace usage';
+    try {
+      const { status, payload } = await this.c.channels.with(this.taskArn, what, (rpc) =>
+        rpc.call(usageArgv(this.plan.home)),
+      );
+      if (status === 0) return parseRunnerUsage(payload.toString('utf8'));
+      const message = payload.toString('utf8');
+      throw new BackendUnavailableError(
+        message.startsWith('usage: runner.sh')
+          ? 'the runner in the base image has no usage request; it is older than this provider — re-push the base image with shared/backends/runner/runner.sh (docs/deploy.md 3c)'
+          : `${what} failed in the workspace task (runner status ${status}): ${message.slice(0, 300)}`,
+      );
+    } catch (error) {
+      if (error instanceof TaskGoneError) throw new NotFoundError('workspace', this.workspaceId);
+      throw error;
     }
   }
 

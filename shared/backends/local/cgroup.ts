@@ -33,9 +33,15 @@ export interface CgroupLimits {
  * cpu is optional: with it the whole workspace competes for CPU as ONE entity (default weight)
  * against the provider and every other workspace, however many processes or sessions it runs.
  * Without it each session of the workspace is an autogroup of its own: 400 `setsid` busy loops
- * starved the provider for seconds.
+ * starved the provider for seconds. cpuacct (v1, optional) only counts the workspace's CPU time, for
+ * its usage; where it shares a mount with cpu (`cpu,cpuacct`), the cpu dir has its files.
  */
-type Hierarchy = 'pids' | 'memory' | 'freezer' | 'cpu';
+type Hierarchy = 'pids' | 'memory' | 'freezer' | 'cpu' | 'cpuacct';
+
+/** Where a workspace's usage is read from (cgroup-usage.ts); a dir is absent when its hierarchy is. */
+export type UsageDirs =
+  | { version: 2; unified: string }
+  | { version: 1; pids?: string; memory?: string; cpuacct?: string };
 
 interface Layout {
   version: 1 | 2;
@@ -79,6 +85,23 @@ export class WorkspaceCgroups {
     if (!isSafeName(workspaceId))
       throw new BackendUnavailableError(`not a workspace id for a cgroup: ${JSON.stringify(workspaceId)}`);
     return Object.values(this.layout.bases).map((base) => path.join(base!, workspaceId));
+  }
+
+  /** The workspace's dirs whose control files say what it uses (cgroup-usage.ts). */
+  usageDirs(workspaceId: string): UsageDirs {
+    this.dirs(workspaceId); // checks the id
+    if (this.layout.version === 2) return { version: 2, unified: this.dir(workspaceId, 'unified') };
+    const { bases } = this.layout;
+    const at = (base: string | undefined) => (base === undefined ? undefined : path.join(base, workspaceId));
+    const cpuacct = at(bases.cpuacct ?? bases.cpu);
+    const pids = at(bases.pids);
+    const memory = at(bases.memory);
+    return {
+      version: 1,
+      ...(pids ? { pids } : {}),
+      ...(memory ? { memory } : {}),
+      ...(cpuacct ? { cpuacct } : {}),
+    };
   }
 
   /** cgroup.procs files a process writes its pid into to enter the workspace (all of them, in order). */
@@ -272,12 +295,15 @@ export class WorkspaceCgroups {
       }
     }
     const bases: Layout['bases'] = {};
-    for (const h of ['pids', 'memory', 'freezer', 'cpu'] as const) {
+    const optional = new Set<Hierarchy>(['cpu', 'cpuacct']);
+    for (const h of ['pids', 'memory', 'freezer', 'cpu', 'cpuacct'] as const) {
       const m = mounts.find((x) => x.type === 'cgroup' && x.options.includes(h));
       if (m === undefined) {
-        if (h !== 'cpu') reasons.push(`no cgroup v1 ${h} hierarchy`);
+        if (!optional.has(h)) reasons.push(`no cgroup v1 ${h} hierarchy`);
         continue;
       }
+      // `cpu,cpuacct` in one mount: its cpu dir is the workspace's cpuacct too (entered once).
+      if (h === 'cpuacct' && bases.cpu !== undefined && bases.cpu === path.join(m.dir, subtree)) continue;
       const base = path.join(m.dir, subtree);
       try {
         await fs.mkdir(base, { recursive: true, mode: 0o755 });

@@ -115,7 +115,14 @@ class LocalBackend implements WorkspaceBackend {
     forker?: boolean,
   ) {
     this.commands = new CommandRunner(layout, sandbox, cgroups, overlay, forker === undefined ? {} : { forker });
-    this.context = { layout, sandbox, runner: this.commands, log, ...(overlay ? { overlay } : {}) };
+    this.context = {
+      layout,
+      sandbox,
+      runner: this.commands,
+      log,
+      ...(overlay ? { overlay } : {}),
+      ...(cgroups ? { cgroups } : {}),
+    };
     this.snapshots = {
       delete: (snapshot) => snapshots.deleteSnapshot(layout, snapshot),
       sizeBytes: (snapshot) => snapshots.snapshotSize(layout, snapshot),

@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { SnapshotPurpose, WorkspaceFiles, WorkspaceHandle, WorkspaceSnapshots } from '../../contract/backend.js';
+import type {
+  SnapshotPurpose,
+  WorkspaceFiles,
+  WorkspaceHandle,
+  WorkspaceSnapshots,
+  WorkspaceUsage,
+} from '../../contract/backend.js';
 import { StepFailedError, WspError } from '../../contract/errors.js';
 import type { WorkspacePlan } from '../../contract/plan.js';
 import type { BackendRef, SnapshotRef } from '../../contract/workspace.js';
@@ -9,13 +15,17 @@ import { bestEffort } from '../../lib/best-effort.js';
 import { checkName } from '../../lib/names.js';
 import { errorFields, type Logger } from '../../log.js';
 import { fingerprintArgv, parseFingerprint } from '../../workspace/fingerprint.js';
+import type { WorkspaceCgroups } from './cgroup.js';
+import { readCgroupUsage } from './cgroup-usage.js';
 import { type CommandRunner, LocalCommands } from './commands.js';
 import { runTool } from './exec.js';
 import { copyDirIntoHome, hostPathInHome, putTransfer } from './files.js';
 import type { LocalLayout } from './layout.js';
 import { requireMeta, type WorkspaceMeta } from './meta.js';
 import { readOrigin, writeOrigin } from './origin.js';
+import { usageOfUid } from './proc-usage.js';
 import { mountsOverlapHome, type SandboxHost } from './sandbox.js';
+import { DEFAULT_WORKSPACE_PIDS } from '../../contract/limits.js';
 import * as snapshots from './snapshots.js';
 import { hostFingerprint, restoreChanged, type AsUser } from './tree/index.js';
 import { wipeAs } from './tree/as-user.js';
@@ -27,6 +37,8 @@ export const KILL_ALL_REASON = 'all workspace processes killed';
 /** Bounds of the in-workspace fingerprint, when the host cannot compute the same digest itself. */
 const FINGERPRINT_TIMEOUT_MS = 10 * 60_000;
 const FINGERPRINT_OUTPUT_BYTES = 64 * 1024;
+/** How long a usage request's du may walk the home before its disk figure is given up (null). */
+const USAGE_DU_SECONDS = 30;
 
 /** What every handle of one local backend shares. */
 export interface LocalContext {
@@ -36,6 +48,8 @@ export interface LocalContext {
   log: Logger;
   /** Copy-on-write homes; absent: homes are copied and reset path by path. */
   overlay?: OverlayHomes;
+  /** The workspaces' cgroups (root with cgroup support): where their usage is read. */
+  cgroups?: WorkspaceCgroups;
 }
 
 /**
@@ -274,15 +288,69 @@ export class LocalWorkspace implements WorkspaceHandle, WorkspaceFiles, Workspac
    * non-zero) still reports what it saw.
    */
   async usageBytes(): Promise<number> {
-    const meta = await requireMeta(this.c.layout, this.workspaceId);
+    return this.du(await requireMeta(this.c.layout, this.workspaceId));
+  }
+
+  /** `limitSeconds`: du is killed after that long (an answer to a request must not wait on a huge tree). */
+  private async du(meta: WorkspaceMeta, limitSeconds?: number): Promise<number> {
     await this.c.overlay?.ensureMounted(meta); // a home found unmounted (reboot): mounted first
     const id = meta.workspaceId;
     // An overlay home uses disk only for what it wrote: its upper dir (root-only, not the snapshot).
     const home = this.c.overlay?.upperOf(id) ?? this.c.layout.home(id);
-    const result = await runTool(['du', '-s', '-x', '-B1', '--total', '--', home, this.c.layout.tmp(id)]);
+    const du = ['du', '-s', '-x', '-B1', '--total', '--', home, this.c.layout.tmp(id)];
+    const result = await runTool(
+      limitSeconds === undefined ? du : ['timeout', '-s', 'KILL', String(limitSeconds), ...du],
+    );
     const total = /^(\d+)\s+total$/m.exec(result.stdout);
     if (total === null) throw new StepFailedError('disk usage', `du exited ${result.code ?? result.signal}`);
     return Number(total[1]);
+  }
+
+  /**
+   * From the host: the workspace's cgroup (root with cgroups), else the processes of its host uid
+   * (root: the uid is the workspace's alone), else — the provider's own uid runs every workspace —
+   * nothing of cpu, memory and pids. Disk: du as root, as the disk limit measures it.
+   */
+  async usage(): Promise<WorkspaceUsage> {
+    const meta = await requireMeta(this.c.layout, this.workspaceId);
+    const diskMb = this.plan.resources.diskMb;
+    const usedBytes = await this.du(meta, USAGE_DU_SECONDS).catch((error: unknown) => {
+      this.c.log.warn('disk usage of a workspace could not be measured', {
+        workspaceId: meta.workspaceId,
+        ...errorFields(error),
+      });
+      return null;
+    });
+    const disk = { usedBytes, limitBytes: diskMb === undefined ? null : diskMb * 1024 * 1024 };
+    const { cgroups, sandbox } = this.c;
+    if (cgroups !== undefined) {
+      const cg = await readCgroupUsage(cgroups.usageDirs(meta.workspaceId));
+      return {
+        source: `cgroup v${cgroups.version}`,
+        cpu: { usageSeconds: cg.cpuSeconds },
+        memory: { currentBytes: cg.memoryBytes, limitBytes: cg.memoryLimitBytes },
+        disk,
+        pids: { current: cg.pids, limit: cg.pidsLimit },
+      };
+    }
+    if (sandbox.asRoot) {
+      const procs = await usageOfUid(meta.hostUid);
+      return {
+        source: 'proc scan',
+        cpu: { usageSeconds: procs.cpuSeconds },
+        memory: { currentBytes: procs.rssBytes, limitBytes: null },
+        disk,
+        // RLIMIT_NPROC of the workspace's own host uid (commands.ts launchPlan).
+        pids: { current: procs.tasks, limit: this.plan.resources.pids ?? DEFAULT_WORKSPACE_PIDS },
+      };
+    }
+    return {
+      source: 'none (the provider does not run as root)',
+      cpu: { usageSeconds: null },
+      memory: { currentBytes: null, limitBytes: null },
+      disk,
+      pids: { current: null, limit: null },
+    };
   }
 
   private async fingerprintInside(): Promise<string> {

@@ -60,6 +60,10 @@
 #   runner.sh mkdirs <mode> <uid:gid> <dir...>    mkdir -p, chmod, chown each (absolute paths only)
 #   runner.sh remove <path...>                     rm -rf each (absolute, no "..", never "/")
 #   runner.sh clean-tmp                            empty /tmp and /var/tmp (but this channel's work dirs)
+#   runner.sh usage <home>
+#       What this container uses, from its cgroup (v2, else v1) as root, and du of home and /tmp: prints
+#       "key value" lines — source, cpu_usec (v2) or cpu_ns (v1), memory_bytes, memory_limit, pids,
+#       pids_limit (a limit may be "max"), disk_bytes; a figure it cannot read is left out.
 #
 # Exit statuses of the new subcommands: 0 done, 1 failed, 2 bad arguments, 3 no such command dir.
 #
@@ -975,6 +979,67 @@ cmd_clean_tmp() {
   done
 }
 
+# --- usage ---------------------------------------------------------------------------------------
+#
+# Root-owned cgroup files (the workspace user can write none of them, and /sys/fs/cgroup is read-only
+# in a container), never anything in the home. du as root: a directory the user made unreadable counts.
+
+# This process's cgroup dir under the hierarchy mounted at <mount> (<controller>: "" for v2). A
+# container's own cgroup is normally the root of its mount (a private cgroup namespace, or the engine's
+# bind of that one dir); the path /proc/self/cgroup names is looked for first, for a mount of a whole
+# hierarchy.
+cgroup_dir() { # <mount> <controller>
+  rel=
+  while IFS=: read -r _ ctl p; do
+    if [ -z "$2" ]; then
+      [ -z "$ctl" ] && rel=$p
+    else
+      case ",$ctl," in *",$2,"*) rel=$p ;; esac
+    fi
+  done < /proc/self/cgroup
+  if [ -n "$rel" ] && [ "$rel" != / ] && [ -d "$1$rel" ]; then echo "$1$rel"; else echo "$1"; fi
+}
+
+usage_line() { # <key> <file>: "<key> <first line>" when the file reads as a number or "max"
+  v=
+  read -r v 2> /dev/null < "$2" || true
+  if [ "$v" = max ] || is_uint "$v"; then echo "$1 $v"; fi
+}
+
+cmd_usage() { # <home>
+  [ $# -eq 1 ] || { fail2 "usage: usage <home>"; return; }
+  check_abs "$1" || { fail2 "usage: not an absolute path: $1"; return; }
+  cg=${WSP_CGROUP_ROOT:-/sys/fs/cgroup} # another root: tests only (the provider never sets it)
+  if [ -f "$cg/cgroup.controllers" ]; then
+    echo "source task cgroup v2"
+    d=$(cgroup_dir "$cg" '')
+    v=$(sed -n 's/^usage_usec \([0-9]*\)$/\1/p' "$d/cpu.stat" 2> /dev/null)
+    [ -n "$v" ] && echo "cpu_usec $v"
+    usage_line memory_bytes "$d/memory.current"
+    usage_line memory_limit "$d/memory.max"
+    usage_line pids "$d/pids.current"
+    usage_line pids_limit "$d/pids.max"
+  else
+    echo "source task cgroup v1"
+    for h in cpuacct cpu,cpuacct cpuacct,cpu; do
+      if [ -d "$cg/$h" ]; then
+        usage_line cpu_ns "$(cgroup_dir "$cg/$h" cpuacct)/cpuacct.usage"
+        break
+      fi
+    done
+    d=$(cgroup_dir "$cg/memory" memory)
+    usage_line memory_bytes "$d/memory.usage_in_bytes"
+    usage_line memory_limit "$d/memory.limit_in_bytes"
+    d=$(cgroup_dir "$cg/pids" pids)
+    usage_line pids "$d/pids.current"
+    usage_line pids_limit "$d/pids.max"
+  fi
+  # Bounded: a home of millions of files gives no disk figure rather than an answer that never comes.
+  v=$(timeout -s KILL 60 du -s -x -B1 -c -- "$1" /tmp 2> /dev/null | sed -n 's/^\([0-9]*\)[[:space:]]*total$/\1/p')
+  [ -n "$v" ] && echo "disk_bytes $v"
+  return 0
+}
+
 cmd_pristine() { # <save|restore> ...
   sh "${SELF%/*}/pristine.sh" "$@"
 }
@@ -1109,10 +1174,11 @@ main() {
     mkdirs) cmd_mkdirs "$@" ;;
     remove) cmd_remove "$@" ;;
     clean-tmp) cmd_clean_tmp ;;
+    usage) cmd_usage "$@" ;;
     pristine-save) cmd_pristine save "$@" ;;
     pristine-restore) cmd_pristine restore "$@" ;;
     *)
-      echo "usage: runner.sh start|stdin|resize|kill|signal|killall|init|serve|rpc|prepare|mkdirs|remove|clean-tmp|status|status-many|read|fetch-url|put-url|put-parts|pack|unpack|pristine-save|pristine-restore ..." >&2
+      echo "usage: runner.sh start|stdin|resize|kill|signal|killall|init|serve|rpc|prepare|mkdirs|remove|clean-tmp|usage|status|status-many|read|fetch-url|put-url|put-parts|pack|unpack|pristine-save|pristine-restore ..." >&2
       return 2
       ;;
   esac

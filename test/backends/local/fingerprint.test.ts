@@ -118,6 +118,7 @@ describe('Provisioner.fingerprint', () => {
             commands: counting(handle.commands),
             files: counting(handle.files, withFingerprintHome ? undefined : 'fingerprintHome'),
             snapshots: handle.snapshots,
+            usage: () => handle.usage(),
           };
         };
       },

@@ -30,6 +30,7 @@ from .models import (
     SnapshotView,
     Step,
     WebhookEvent,
+    UsageView,
     WorkspaceView,
 )
 
@@ -228,6 +229,10 @@ class AsyncClient:
     async def changes(self, workspace_id: str) -> ChangesView:
         """See :meth:`wsp.Client.changes`."""
         return await asyncio.to_thread(self.sync.changes, workspace_id)
+
+    async def usage(self, workspace_id: str) -> UsageView:
+        """See :meth:`wsp.Client.usage`."""
+        return await asyncio.to_thread(self.sync.usage, workspace_id)
 
     # ---- fork and snapshots ----
 

@@ -36,6 +36,7 @@ from .models import (
     SnapshotView,
     Step,
     WebhookEvent,
+    UsageView,
     WorkspaceView,
     from_dict,
 )
@@ -570,6 +571,10 @@ class Client:
     def changes(self, workspace_id: str) -> ChangesView:
         """Per repository: status and diff against the baseline."""
         return from_dict(ChangesView, self._json("getChanges", {"id": workspace_id}))
+
+    def usage(self, workspace_id: str) -> UsageView:
+        """CPU, memory, disk and pids of a ready workspace now, measured by its backend (None: cannot tell)."""
+        return from_dict(UsageView, self._json("getUsage", {"id": workspace_id}))
 
     # ---- fork and snapshots ----
 

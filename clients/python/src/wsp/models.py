@@ -23,6 +23,8 @@ __all__ = [
     "CacheInfo",
     "ChangesView",
     "CommandView",
+    "CpuUsage",
+    "DiskUsage",
     "Failure",
     "FetchResult",
     "FetchedRepo",
@@ -31,9 +33,11 @@ __all__ = [
     "FileList",
     "FileStat",
     "ForkView",
+    "MemoryUsage",
     "OperationView",
     "Output",
     "OutputChunk",
+    "PidsUsage",
     "RepoChanges",
     "RepoState",
     "ResetResult",
@@ -44,6 +48,7 @@ __all__ = [
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEvent",
+    "UsageView",
     "WorkspaceView",
     "json_name",
 ]
@@ -334,6 +339,54 @@ class ChangesView:
     raw: Dict[str, Any] = _raw()
 
 
+# ---- usage ----
+
+
+@dataclass
+class CpuUsage:
+    """CPU seconds used (user + system) since the workspace's compute began; None: cannot tell."""
+
+    usage_seconds: Optional[float]
+
+
+@dataclass
+class MemoryUsage:
+    """Memory charged to the workspace (page cache and tmpfs included) and its limit (None: none)."""
+
+    current_bytes: Optional[int]
+    limit_bytes: Optional[int]
+
+
+@dataclass
+class DiskUsage:
+    """Bytes its writable content takes (as the disk limit measures it) and that limit (None: none)."""
+
+    used_bytes: Optional[int]
+    limit_bytes: Optional[int]
+
+
+@dataclass
+class PidsUsage:
+    """Tasks (processes and threads) now and their limit (None: none)."""
+
+    current: Optional[int]
+    limit: Optional[int]
+
+
+@dataclass
+class UsageView:
+    """What a workspace uses now, measured by its backend (``source`` says where); None: cannot tell."""
+
+    workspace_id: str
+    at: str
+    source: str
+    cpu: CpuUsage
+    memory: MemoryUsage
+    disk: DiskUsage
+    pids: PidsUsage
+    raw: Dict[str, Any] = _raw()
+
+
 @dataclass
 class FetchedRepo:
     """One repository a fetch went through."""
@@ -471,6 +524,11 @@ RESPONSE_SCHEMAS: Dict[type, Tuple[str, str, Tuple[str, ...]]] = {
     ArchiveWritten: ("writeArchive", "200", ()),
     ChangesView: ("getChanges", "200", ()),
     RepoChanges: ("getChanges", "200", ("repos", "[]")),
+    UsageView: ("getUsage", "200", ()),
+    CpuUsage: ("getUsage", "200", ("cpu",)),
+    MemoryUsage: ("getUsage", "200", ("memory",)),
+    DiskUsage: ("getUsage", "200", ("disk",)),
+    PidsUsage: ("getUsage", "200", ("pids",)),
     FetchResult: ("gitFetch", "200", ()),
     FetchedRepo: ("gitFetch", "200", ("repos", "[]")),
     ResetResult: ("resetWorkspace", "200", ()),

@@ -38,6 +38,7 @@ ROUTES: Dict[str, Tuple[str, str]] = {
     "getChanges": ("GET", "/workspaces/{id}/changes"),
     # lifecycle webhook events: the same route streams SSE progress unless JSON is asked for
     "watchWorkspace": ("GET", "/workspaces/{id}/events"),
+    "getUsage": ("GET", "/workspaces/{id}/usage"),
     # fork and snapshots
     "forkWorkspace": ("POST", "/workspaces/{id}/fork"),
     "createSnapshot": ("POST", "/workspaces/{id}/snapshots"),
