@@ -10,6 +10,8 @@ import { addWspStacks } from './wsp-app.js';
  * - `account`, `region`: target environment; else CDK_DEFAULT_ACCOUNT / CDK_DEFAULT_REGION; else
  *   environment-agnostic stacks.
  * - `gitSecrets`: comma-separated Secrets Manager names or ARNs of the git tokens.
+ * - `webhookSecrets`: comma-separated Secrets Manager names or ARNs of webhook signing secrets (those
+ *   the provider config's `webhooks` name are added by themselves).
  * - `vpcId`: use an existing VPC instead of creating one.
  * - `apiAuth`: `iam` (default) or `bearer`.
  * - `providerConfig`: path of a provider config JSON file (repositories, setup, workspace).
@@ -36,6 +38,12 @@ const overrides: StageOverrides = {};
 const secrets = ctx('gitSecrets');
 if (secrets)
   overrides.gitSecrets = secrets
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+const hookSecrets = ctx('webhookSecrets');
+if (hookSecrets)
+  overrides.webhookSecrets = hookSecrets
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);

@@ -36,6 +36,13 @@ export interface StageConfig {
    * the token there themselves. Only the provisioner may read them.
    */
   gitSecrets: string[];
+  /**
+   * Signing secrets of the configured webhooks (Secrets Manager), by name or full ARN: every
+   * `secretsmanager:` secret of the provider config's `webhooks`, plus any given here (context
+   * `webhookSecrets`). Referenced, never created. Readable by exactly the functions that deliver
+   * events (api, worker, janitor); never by a workspace task.
+   */
+  webhookSecrets: string[];
   /** Provider configuration (shared/config/schema.ts input) handed to the Lambdas as WSP_CONFIG_JSON. */
   provider: Record<string, unknown>;
   logRetentionDays: LogRetentionDays;
@@ -100,6 +107,7 @@ export type LogRetentionDays = 1 | 3 | 5 | 7 | 14 | 30 | 60 | 90 | 180 | 365 | 7
 /** Deploy-time inputs that are not part of the code (CDK context). All optional. */
 export interface StageOverrides {
   gitSecrets?: string[];
+  webhookSecrets?: string[];
   vpcId?: string;
   apiAuth?: ApiAuthMode;
   provider?: Record<string, unknown>;
@@ -119,6 +127,7 @@ const dev: StageConfig = {
   vpc: { kind: 'create', maxAzs: 2, natGateways: 1 },
   api: { auth: 'iam', throttleRatePerSecond: 20, throttleBurst: 40 },
   gitSecrets: [],
+  webhookSecrets: [],
   provider: {},
   logRetentionDays: 14,
   bucket: { bundleExpiryDays: 1, outputExpiryDays: 7, transferExpiryDays: 1, layerExpiryDays: 1 },
@@ -167,6 +176,13 @@ export function stageConfig(name: string, overrides: StageOverrides = {}): Stage
     }
     config.gitSecrets = [...new Set(overrides.gitSecrets)];
   }
+  if (overrides.webhookSecrets) {
+    for (const ref of overrides.webhookSecrets) {
+      if (!SECRET_REF.test(ref))
+        throw new BadRequestError(`webhook secret reference '${ref}' is not a secret name or ARN`);
+    }
+    config.webhookSecrets = [...new Set(overrides.webhookSecrets)];
+  }
   if (overrides.vpcId !== undefined) {
     if (!/^vpc-[0-9a-f]{8,17}$/.test(overrides.vpcId))
       throw new BadRequestError(`'${overrides.vpcId}' is not a VPC id`);
@@ -188,10 +204,16 @@ export function stageConfig(name: string, overrides: StageOverrides = {}): Stage
   if (overrides.ephemeralStorageGiB !== undefined) config.workspace.ephemeralStorageGiB = overrides.ephemeralStorageGiB;
   checkRanges(config);
   // Every secret the provider config refers to must be readable by the provisioner: add them.
-  for (const ref of secretsReferencedBy(config.provider)) {
+  for (const ref of secretsReferencedBy(config.provider, 'repositories', 'credential')) {
     if (!SECRET_REF.test(ref))
       throw new BadRequestError(`provider config refers to '${ref}', which is not a secret name or ARN`);
     if (!config.gitSecrets.includes(ref)) config.gitSecrets.push(ref);
+  }
+  // …and every webhook signing secret it refers to by the functions that deliver events.
+  for (const ref of secretsReferencedBy(config.provider, 'webhooks', 'secret')) {
+    if (!SECRET_REF.test(ref))
+      throw new BadRequestError(`provider config refers to '${ref}', which is not a secret name or ARN`);
+    if (!config.webhookSecrets.includes(ref)) config.webhookSecrets.push(ref);
   }
   return config;
 }
@@ -220,13 +242,13 @@ function checkRanges(config: StageConfig): void {
 }
 
 /**
- * Secret names/ARNs in the provider config's `secretsmanager:<name-or-arn>[#jsonKey]` credential
- * references (repositories[].credential), without the `#jsonKey` part.
+ * Secret names/ARNs in the provider config's `secretsmanager:<name-or-arn>[#jsonKey]` references at
+ * `<list>[].<field>` (repositories[].credential, webhooks[].secret), without the `#jsonKey` part.
  */
-function secretsReferencedBy(provider: Record<string, unknown>): string[] {
-  const repos = Array.isArray(provider['repositories']) ? (provider['repositories'] as unknown[]) : [];
-  const refs = repos
-    .map((r) => (typeof r === 'object' && r !== null ? (r as Record<string, unknown>)['credential'] : undefined))
+function secretsReferencedBy(provider: Record<string, unknown>, list: string, field: string): string[] {
+  const items = Array.isArray(provider[list]) ? (provider[list] as unknown[]) : [];
+  const refs = items
+    .map((r) => (typeof r === 'object' && r !== null ? (r as Record<string, unknown>)[field] : undefined))
     .filter((c): c is string => typeof c === 'string' && c.startsWith('secretsmanager:'))
     .map((c) => c.slice('secretsmanager:'.length).split('#')[0]!);
   return [...new Set(refs)];

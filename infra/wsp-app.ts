@@ -36,6 +36,7 @@ export function addWspStacks(
     stage,
     description: `Workspace Provider ${stage.name}: HTTP API, functions, workspace compute`,
     gitSecrets: stateful.gitSecrets,
+    webhookSecrets: stateful.webhookSecrets,
   });
   stateless.addStackDependency(stateful, 'the stateless stack uses the table, bucket and repository by name');
   Tags.of(app).add('wsp:stage', stage.name);

@@ -10,6 +10,7 @@ import { inInvocation } from './invocation.js';
 import { LAMBDA_LIMITS, LAMBDA_MAX_BODY_BYTES, LAMBDA_PAYLOAD_BYTES } from './limits.js';
 import { containerOr503, httpErrorShape } from './middleware.js';
 import { lambdaLogger, observed } from './powertools.js';
+import { settleWrites } from './settle-writes.js';
 import { powertoolsLog } from './powertools-log.js';
 
 /**
@@ -54,6 +55,8 @@ async function serve(
     log,
     ...(keyOk ? {} : { authToken: UNMATCHABLE_TOKEN }),
   });
+  // A command end this request saw is written (and its command.finished sent) before the container freezes.
+  await settleWrites(container.service, log);
   log.info('request', {
     method: request.method,
     path: request.path,
@@ -86,12 +89,19 @@ function withinPayloadLimit(
   );
 }
 
-/** `/workspaces/x/events` → 501 naming `GET /workspaces/x` (and `?waitMs=` for commands and operations) to poll instead. */
+/**
+ * `/workspaces/x/events` → 501 naming `GET /workspaces/x` (and `?waitMs=` for commands and operations) to
+ * poll instead; a workspace's route also answers its webhook-event list as JSON, which the Lambda API serves.
+ */
 function streamingUnavailable(path: string): APIGatewayProxyStructuredResultV2 {
   const target = path.replace(/\/events$/, '');
   const longPoll = target.includes('/commands/') || target.includes('/operations/');
   const poll = longPoll ? `GET ${target}?waitMs=20000` : `GET ${target}`;
-  return errorResult(501, errorBody('not_implemented', `streaming is not available on the Lambda API; poll ${poll}`));
+  const hooks = longPoll ? '' : `; with Accept: application/json, GET ${path} lists the workspace's webhook events`;
+  return errorResult(
+    501,
+    errorBody('not_implemented', `streaming is not available on the Lambda API; poll ${poll}${hooks}`),
+  );
 }
 
 function header(request: DispatchRequest, name: string): string | undefined {

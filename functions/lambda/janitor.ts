@@ -2,6 +2,7 @@ import middy from '@middy/core';
 import { sweep, type SweepReport } from '../../shared/service/janitor.js';
 import { lambdaContainer } from './compose.js';
 import { inInvocation } from './invocation.js';
+import { settleWrites } from './settle-writes.js';
 import { eventField, lambdaLogger, observed } from './powertools.js';
 import { powertoolsLog } from './powertools-log.js';
 
@@ -29,6 +30,8 @@ export const handler = middy<unknown, SweepReport>()
 async function sweepOnce(): Promise<SweepReport> {
   const { deps, service } = await lambdaContainer();
   const report = await sweep(deps, service, new Date(), { abandonedAfterMs: ABANDONED_AFTER_MS, orphans: true });
+  // The sweep looks at running commands (an end it sees owes a command.finished): let those writes land.
+  await settleWrites(service, log);
   log.info('janitor sweep done', {
     expired: report.expired.length,
     idle: report.idle.length,

@@ -4,6 +4,7 @@ import { errorFields } from '../../shared/log.js';
 import type { Job } from '../../shared/service/long-work.js';
 import { lambdaContainer } from './compose.js';
 import { inInvocation } from './invocation.js';
+import { settleWrites } from './settle-writes.js';
 import { eventField, lambdaLogger, observed } from './powertools.js';
 import { powertoolsLog } from './powertools-log.js';
 
@@ -95,6 +96,7 @@ async function work(event: unknown): Promise<WorkerResult> {
   const { service } = await lambdaContainer();
   log.info('worker: job started', { job: job.kind, workspaceId: job.workspaceId });
   const outcome = await service.runJob(job);
+  await settleWrites(service, log);
   log.info('worker: job done', { job: job.kind, workspaceId: job.workspaceId, ...(outcome ?? {}) });
   return { ran: true, ...(outcome ?? {}) };
 }

@@ -56,7 +56,9 @@ export interface WspFunctionProps {
 /**
  * The one Lambda construct of the project: NodejsFunction on nodejs22.x / ARM64, bundled by the
  * locally installed esbuild, its own log group with retention, its own role with no AWS managed
- * policy (only the `bind*` grants below), JSON logs and source maps.
+ * policy (only the `bind*` grants below), JSON logs and source maps. Not in the VPC, on purpose: Lambda's
+ * own network is their egress to AWS APIs and to webhook receivers (docs/deploy.md 3f); inside it they
+ * would need a NAT route for both.
  */
 export class WspFunction extends NodejsFunction {
   override readonly role: Role;

@@ -37,6 +37,8 @@ export class StatefulStack extends Stack {
   readonly bucket: Bucket;
   readonly repository: Repository;
   readonly gitSecrets: ISecret[];
+  /** References to the configured webhooks' signing secrets (read by the functions that deliver events). */
+  readonly webhookSecrets: ISecret[];
 
   constructor(scope: Construct, id: string, props: StatefulStackProps) {
     super(scope, id, props);
@@ -121,11 +123,10 @@ export class StatefulStack extends Stack {
       removalPolicy: RemovalPolicy.RETAIN,
     });
 
-    this.gitSecrets = stage.gitSecrets.map((ref, i) =>
-      isSecretArn(ref)
-        ? Secret.fromSecretCompleteArn(this, `GitSecret${i}`, ref)
-        : Secret.fromSecretNameV2(this, `GitSecret${i}`, ref),
-    );
+    const reference = (id: string, ref: string): ISecret =>
+      isSecretArn(ref) ? Secret.fromSecretCompleteArn(this, id, ref) : Secret.fromSecretNameV2(this, id, ref);
+    this.gitSecrets = stage.gitSecrets.map((ref, i) => reference(`GitSecret${i}`, ref));
+    this.webhookSecrets = stage.webhookSecrets.map((ref, i) => reference(`WebhookSecret${i}`, ref));
 
     new CfnOutput(this, 'TableName', { value: this.table.tableName });
     new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName });

@@ -26,6 +26,8 @@ export interface StatelessStackProps extends StackProps {
   stage: StageConfig;
   /** References to the git secrets (StatefulStack.gitSecrets); only the provisioner may read them. */
   gitSecrets: ISecret[];
+  /** References to the configured webhooks' signing secrets (StatefulStack.webhookSecrets). */
+  webhookSecrets: ISecret[];
 }
 
 /** Handler entry files (owned by functions/lambda); referenced by path, never imported. */
@@ -264,6 +266,13 @@ export class StatelessStack extends Stack {
       schedule: Schedule.rate(Duration.minutes(stage.janitorRateMinutes)),
       targets: [new LambdaFunction(janitor, { retryAttempts: 0 })],
     });
+
+    // Lifecycle webhooks (docs/webhooks.md) are delivered by the functions whose work emits events — the
+    // api (first attempts of what a request causes), the worker (provisioning, reset) and the janitor
+    // (retries, expiring, teardowns) — so exactly these read the configured hooks' signing secrets.
+    // They run outside the VPC: Lambda's own network gives them internet egress to the receivers (docs/deploy.md).
+    for (const secret of props.webhookSecrets)
+      for (const role of [api.role, this.provisionerRole, janitor.role]) secret.grantRead(role);
 
     this.functions = { api, worker, taskEvents, janitor, ...(authorizer ? { authorizer } : {}) };
     new CfnOutput(this, 'ClusterName', { value: this.compute.cluster.clusterName });

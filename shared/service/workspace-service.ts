@@ -571,6 +571,14 @@ export class DefaultWorkspaceService implements WorkspaceService {
     return this.dispatch({ kind: 'provision', workspaceId: id });
   }
 
+  /**
+   * Wait for the command end states being written off the answer's path, and the `command.finished`
+   * each reports: a Lambda is frozen once it answers, so its handlers wait for these first.
+   */
+  settleWrites(): Promise<void> {
+    return this.commands.flush();
+  }
+
   /** Wait for background provisioning and end states being written (tests and graceful shutdown). */
   async drain(): Promise<void> {
     await this.work.drain();

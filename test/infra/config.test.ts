@@ -61,6 +61,25 @@ describe('stageConfig', () => {
     expect(stageConfig('dev', { provider, gitSecrets: ['wsp/git/b'] }).gitSecrets).toEqual(['wsp/git/b', 'wsp/git/a']);
   });
 
+  it("collects webhook signing secrets apart from git secrets: the config hooks' secretsmanager: ones and the override", () => {
+    const arn = 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:wsp/hooks/b-AbCdEf';
+    const provider = {
+      repositories: [{ url: 'https://example.com/a.git', path: 'a', credential: 'secretsmanager:wsp/git/a' }],
+      webhooks: [
+        { url: 'https://hooks.example.com/a', secret: 'secretsmanager:wsp/hooks/a#key' },
+        { url: 'https://hooks.example.com/b', secret: `secretsmanager:${arn}` },
+        { url: 'https://hooks.example.com/c', secret: 'env:HOOK_SECRET' },
+      ],
+    };
+    const c = stageConfig('dev', { provider, webhookSecrets: ['wsp/hooks/extra', 'wsp/hooks/a'] });
+    expect(c.webhookSecrets).toEqual(['wsp/hooks/extra', 'wsp/hooks/a', arn]);
+    expect(c.gitSecrets).toEqual(['wsp/git/a']);
+    expect(stageConfig('dev').webhookSecrets).toEqual([]);
+    expect(() => stageConfig('dev', { webhookSecrets: ['arn:aws:s3:::bucket'] })).toThrow(
+      /webhook secret reference .* is not a secret name or ARN/,
+    );
+  });
+
   it("validates the provider config with the provider's own schema", () => {
     expect(() =>
       stageConfig('dev', { provider: { repositories: [{ url: 'https://example.com/r.git', path: '../escape' }] } }),

@@ -73,6 +73,81 @@ describe('git secrets', () => {
   });
 });
 
+describe('webhook signing secrets', () => {
+  const HOOK_NAME = 'wsp/hooks/controller';
+  const HOOK_ARN = 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:wsp/hooks/from-config-AbCdEf';
+  let hooks: Templates;
+  let byRole: Map<string, PolicyStatementJson[]>;
+  let hookIds: Record<
+    'api' | 'worker' | 'janitor' | 'taskEvents' | 'authorizer' | 'taskRole' | 'executionRole',
+    string
+  >;
+
+  /** Roles that may GetSecretValue on a resource whose rendering contains `secret`. */
+  const readersOf = (secret: string): string[] =>
+    [...byRole]
+      .filter(([, statements]) =>
+        statements.some(
+          (st) =>
+            actionsOf(st).some((a) => a === 'secretsmanager:GetSecretValue' || a === '*' || a === 'secretsmanager:*') &&
+            JSON.stringify(st.Resource).includes(secret),
+        ),
+      )
+      .map(([id]) => id)
+      .sort();
+
+  beforeAll(() => {
+    hooks = synthTemplates({
+      overrides: {
+        gitSecrets: [SECRET_NAME],
+        webhookSecrets: [HOOK_NAME],
+        apiAuth: 'bearer',
+        // A config hook's secret by ARN: granted without being listed.
+        provider: { webhooks: [{ url: 'https://hooks.example.com/wsp', secret: `secretsmanager:${HOOK_ARN}#key` }] },
+      },
+    });
+    byRole = statementsByRole(hooks.stateless);
+    const s = hooks.built.stateless;
+    const fnRole = (fn: Parameters<typeof logicalId>[0]) => functionRole(hooks.stateless, logicalId(fn));
+    hookIds = {
+      api: fnRole(s.functions.api),
+      worker: fnRole(s.functions.worker),
+      janitor: fnRole(s.functions.janitor),
+      taskEvents: fnRole(s.functions.taskEvents),
+      authorizer: fnRole(s.functions.authorizer!),
+      taskRole: logicalId(s.compute.taskRole),
+      executionRole: logicalId(s.compute.executionRole),
+    };
+  });
+
+  it('exactly the delivering functions (api, worker, janitor) may read them, by name and by ARN', () => {
+    const delivering = [hookIds.api, hookIds.worker, hookIds.janitor].sort();
+    expect(readersOf(`secret:${HOOK_NAME}-??????`)).toEqual(delivering);
+    expect(readersOf(HOOK_ARN)).toEqual(delivering);
+    for (const never of [hookIds.taskEvents, hookIds.authorizer, hookIds.taskRole, hookIds.executionRole])
+      expect(readersOf('wsp/hooks/')).not.toContain(never);
+    // Nobody reads secrets wholesale.
+    const everyResource = [...byRole.values()]
+      .flat()
+      .filter((st) => actionsOf(st).includes('secretsmanager:GetSecretValue'))
+      .map((st) => JSON.stringify(st.Resource));
+    expect(everyResource.join(' ')).not.toMatch(/secret:\*|"\*"/);
+  });
+
+  it("the git secrets stay the provisioner's alone", () => {
+    expect(readersOf(`secret:${SECRET_NAME}-??????`)).toEqual([hookIds.worker]);
+  });
+
+  it("the delivering functions run outside the VPC: Lambda's network is their egress to the receivers", () => {
+    const s = hooks.built.stateless;
+    for (const fn of [s.functions.api, s.functions.worker, s.functions.janitor]) {
+      const props = (hooks.stateless.toJSON()['Resources'][logicalId(fn)] as Json)['Properties'] as Json;
+      // Put into the VPC, they would need a NAT route to reach any receiver (docs/deploy.md, webhooks).
+      expect(props['VpcConfig']).toBeUndefined();
+    }
+  });
+});
+
 describe('workspace task', () => {
   it('task role has exactly the four ssmmessages actions and no managed policy', () => {
     const statements = statementsOf(ids.taskRole);

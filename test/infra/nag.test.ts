@@ -71,6 +71,17 @@ const cases: [string, SynthOptions][] = [
   ],
   ['dev without git secrets', { stage: 'dev', overrides: { gitLayerArn: GIT_LAYER } }],
   [
+    'dev with webhook signing secrets (read by api, worker, janitor)',
+    {
+      stage: 'dev',
+      overrides: {
+        gitLayerArn: GIT_LAYER,
+        webhookSecrets: ['wsp/hooks/controller'],
+        provider: { webhooks: [{ url: 'https://hooks.example.com/wsp', secret: `secretsmanager:${SECRETS[1]}` }] },
+      },
+    },
+  ],
+  [
     'prod with a warm pool (the janitor runs tasks)',
     { stage: 'prod', overrides: { gitLayerArn: GIT_LAYER, warmPoolSize: 3 } },
   ],

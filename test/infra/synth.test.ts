@@ -142,6 +142,7 @@ describe('cdk synth (offline)', () => {
         stage: 'prod',
         apiAuth: 'bearer',
         gitSecrets: 'wsp/git/a, wsp/git/b',
+        webhookSecrets: 'wsp/hooks/a',
         providerConfig: providerFile,
         // `-c key=value` arrives as strings.
         warmPoolSize: '4',
@@ -169,7 +170,7 @@ describe('cdk synth (offline)', () => {
       ]);
       const template = fs.readFileSync(path.join(outdir, 'wsp-prod-stateless.template.json'), 'utf8');
       expect(template).toContain('AWS::ApiGatewayV2::Authorizer');
-      for (const name of ['wsp/git/a', 'wsp/git/b', 'wsp/git/from-config'])
+      for (const name of ['wsp/git/a', 'wsp/git/b', 'wsp/git/from-config', 'wsp/hooks/a'])
         expect(template).toContain(`secret:${name}-??????`);
       expect(template).toContain(JSON.stringify(JSON.stringify(provider)));
       const parsed = JSON.parse(template) as {

@@ -122,7 +122,7 @@ describe('api handler in mode ecs without its WSP_ECS_* configuration', () => {
     expect(events.status).toBe(501);
     expect(events.body.error).toEqual({
       code: 'not_implemented',
-      message: `streaming is not available on the Lambda API; poll GET /workspaces/${id}`,
+      message: `streaming is not available on the Lambda API; poll GET /workspaces/${id}; with Accept: application/json, GET /workspaces/${id}/events lists the workspace's webhook events`,
     });
     const cmdEvents = await call('GET', `/workspaces/${id}/commands/cmd-00000000000000000000000b/events`);
     expect(cmdEvents.status).toBe(501);
@@ -146,6 +146,10 @@ describe('api handler in mode ecs without its WSP_ECS_* configuration', () => {
     expect(opEvents.body.error.message).toBe(
       `streaming is not available on the Lambda API; poll GET /workspaces/${id}/operations/${op}?waitMs=20000`,
     );
+    // What the 501 names works here: the JSON event list (none recorded for this workspace).
+    const listed = await call('GET', `/workspaces/${id}/events`, { headers: { accept: 'application/json' } });
+    expect(listed.status).toBe(200);
+    expect(listed.body).toEqual({ events: [] });
     expect((await call('GET', '/workspaces/ws-0123456789abcdef01234567/events')).status).toBe(404);
   });
 
