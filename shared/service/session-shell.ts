@@ -53,11 +53,17 @@ export function setupInput(sessionId: string): string {
   ].join('\n');
 }
 
-/** The line that runs `command` as run `seq`, dropping the previous run's output files first. */
+/**
+ * The line that runs `command` as run `seq`, dropping the previous run's output files first. It says
+ * `<nonce>:<seq> started` first: a SIGINT that reaches the shell before it has READ the line is lost
+ * (the shell abandons an empty input line, then reads this one and runs it whole), so an interrupt
+ * waits for that word before it signals (sessions.ts).
+ */
 export function runLine(sessionId: string, nonce: string, seq: number, command: string): string {
   const b64 = Buffer.from(command, 'utf8').toString('base64');
   const dir = sessionDir(sessionId);
   return (
+    `\\command printf '%s started\\n' '${nonce}:${seq}'; ` +
     `\\command -p rm -f '${dir}/${seq - 1}.out' '${dir}/${seq - 1}.err'; ` +
     `{ eval "$(\\command printf %s '${b64}' | \\command -p base64 -d)"; } </dev/null ` +
     `>'${runOutputPath(sessionId, seq, 'out')}' 2>'${runOutputPath(sessionId, seq, 'err')}'; ` +
@@ -70,8 +76,11 @@ export function interruptedLine(nonce: string, seq: number, code: number): strin
   return `\\command printf '%s %d\\n' '${nonce}:${seq}' ${code}\n`;
 }
 
-/** The exit code of run `seq` if its sentinel is in `stdout` (the shell's output from the run's offset). */
-export function findSentinel(stdout: Buffer, nonce: string, seq: number): number | undefined {
+/**
+ * Run `seq`'s sentinel in `stdout` (the shell's output from the run's offset): its exit code and where
+ * its line ends (just past the newline); undefined while there is none. `<nonce>:<seq> started` is not one.
+ */
+export function findSentinel(stdout: Buffer, nonce: string, seq: number): { code: number; end: number } | undefined {
   const text = stdout.toString('latin1');
   const marker = `${nonce}:${seq} `;
   let at = text.indexOf(marker);
@@ -79,12 +88,20 @@ export function findSentinel(stdout: Buffer, nonce: string, seq: number): number
     if (at === 0 || text[at - 1] === '\n') {
       const end = text.indexOf('\n', at);
       if (end < 0) return undefined; // the line is still being written
-      const code = Number(text.slice(at + marker.length, end));
-      if (Number.isInteger(code)) return code;
+      const word = text.slice(at + marker.length, end);
+      if (/^\d+$/.test(word)) return { code: Number(word), end: end + 1 };
     }
     at = text.indexOf(marker, at + 1);
   }
   return undefined;
+}
+
+/** Has run `seq` begun (its `started` word is in `stdout`, the shell's output from the run's offset)? */
+export function runStarted(stdout: Buffer, nonce: string, seq: number): boolean {
+  const text = stdout.toString('latin1');
+  const line = `${nonce}:${seq} started\n`;
+  const at = text.indexOf(line);
+  return at === 0 || (at > 0 && text[at - 1] === '\n');
 }
 
 /**

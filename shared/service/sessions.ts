@@ -15,6 +15,7 @@ import { newSessionId, newSystemCommandId } from './ids.js';
 import type { WorkspaceRecords } from './records.js';
 import {
   findSentinel,
+  runStarted,
   interruptedLine,
   parseRunOutput,
   READ_RUN_SCRIPT,
@@ -34,6 +35,8 @@ const SHELL_OUTPUT_BYTES = 16 * 1024 * 1024;
 const GRACE_MS = 2_000;
 /** How long an interrupt request waits for the run to end before answering. */
 const INTERRUPT_WAIT_MS = 5_000;
+/** How long a signal waits for the run's line to have been read by the shell (it is, within ms, unless the workspace is starved). */
+const START_WAIT_MS = 3_000;
 /** Polling the shell's stdout for a run's end: from 25 ms up to this. */
 const MAX_POLL_MS = 500;
 
@@ -270,10 +273,9 @@ export class Sessions {
     const run = s.run!;
     const chunk = await commands.read(s.commandId, 'stdout', run.stdoutOffset, 64 * 1024).catch(() => undefined);
     if (!chunk) return undefined;
-    const code = findSentinel(chunk.data, s.nonce, run.seq);
-    if (code === undefined) return undefined;
-    const marker = chunk.data.indexOf(`${s.nonce}:${run.seq} `, 0, 'latin1');
-    const lineEnd = chunk.data.indexOf(0x0a, marker);
+    const sentinel = findSentinel(chunk.data, s.nonce, run.seq);
+    if (sentinel === undefined) return undefined;
+    const code = sentinel.code;
     const endedAt = this.now().toISOString();
     const state =
       run.interruptedAt !== undefined ? 'interrupted' : run.timeoutStage !== undefined ? 'killed' : 'exited';
@@ -286,7 +288,7 @@ export class Sessions {
       endedAt,
       durationMs: Math.max(0, Date.parse(endedAt) - Date.parse(run.startedAt)),
     };
-    return this.write(s, { state: 'idle', run: ended, stdoutOffset: run.stdoutOffset + lineEnd + 1 });
+    return this.write(s, { state: 'idle', run: ended, stdoutOffset: run.stdoutOffset + sentinel.end });
   }
 
   private async enforceTimeout(commands: WorkspaceCommands, s: SessionRecord): Promise<SessionRecord> {
@@ -332,6 +334,8 @@ export class Sessions {
     }
     const ws = await this.records.get(s.workspaceId);
     const commands = this.shellOf(ws);
+    // Not before the shell has read the run's line: a signal then would be lost (session-shell.ts runLine).
+    await this.untilStarted(commands, next, START_WAIT_MS);
     await bestEffort(commands.signal(s.commandId, signal), this.deps.log, `sending ${signal} to a session`);
     await bestEffort(
       commands.writeStdin(s.commandId, Buffer.from(interruptedLine(s.nonce, s.run!.seq, code)), false),
@@ -339,6 +343,17 @@ export class Sessions {
       'ending an interrupted session run',
     );
     return next;
+  }
+
+  /** Wait (at most `waitMs`) until the run has said it started; a shell that never says so is signalled anyway. */
+  private async untilStarted(commands: WorkspaceCommands, s: SessionRecord, waitMs: number): Promise<void> {
+    const run = s.run!;
+    const deadline = Date.now() + waitMs;
+    for (let pause = 10; ; pause = Math.min(MAX_POLL_MS, pause * 2)) {
+      const chunk = await commands.read(s.commandId, 'stdout', run.stdoutOffset, 64 * 1024).catch(() => undefined);
+      if (chunk === undefined || runStarted(chunk.data, s.nonce, run.seq) || Date.now() >= deadline) return;
+      await sleep(Math.min(pause, Math.max(0, deadline - Date.now())));
+    }
   }
 
   private async waitEnd(ws: WorkspaceRecord, s: SessionRecord, waitMs: number): Promise<SessionRecord> {

@@ -91,6 +91,20 @@ for (const target of filesTargets(CONFIG)) {
       await client.deleteSession(id, s.id);
     });
 
+    it('an interrupt sent the moment a run was (before the shell has read its line) still ends it', async () => {
+      // A SIGINT that reaches the shell before it reads the line is lost (the shell abandons an empty
+      // line, then runs this one whole): the interrupt must wait for the run to have begun. Several
+      // tries, each at once after the run's answer, so that some land in that window.
+      const s = await client.createSession(id);
+      for (let i = 0; i < 5; i++) {
+        const running = await client.runInSession(id, s.id, { command: 'sleep 30', waitMs: 0 }, { wait: false });
+        const after = await client.interruptSession(id, s.id);
+        expect(after.lastRun, `try ${i}`).toMatchObject({ runId: running.runId, state: 'interrupted', exitCode: 130 });
+      }
+      expect((await client.runInSession(id, s.id, { command: 'echo alive' })).stdout.data).toBe('alive\n');
+      await client.deleteSession(id, s.id);
+    });
+
     it('a timeout interrupts the run and leaves the session usable', async () => {
       const s = await client.createSession(id);
       await client.runInSession(id, s.id, { command: 'cd /tmp; X=kept' });

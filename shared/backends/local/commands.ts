@@ -23,6 +23,7 @@ import type { OverlayHomes } from './overlay/index.js';
 import { type PidNamespaceOptions, PidNamespaces } from './pid-namespace.js';
 import {
   anyProcessOwnedBy,
+  commandGroupInside,
   killAllOfUid,
   killGroup,
   signalGroupInside,
@@ -251,7 +252,8 @@ export class CommandRunner {
     const { pgid } = group;
     // Under a terminal: to its foreground job, as the key would (a job-control shell runs each job in a
     // process group of its own, and ignores SIGINT itself).
-    const target = spec.tty !== undefined ? (terminalForeground(pgid) ?? pgid) : pgid;
+    const target =
+      spec.tty !== undefined ? (terminalForeground(pgid) ?? pgid) : ((await commandGroupInside(pgid, pgid)) ?? pgid); // a command leads its session: sid = pgid
     await signalGroupInside(target, signal);
   }
 

@@ -214,6 +214,32 @@ export function terminalForeground(sid: number): number | undefined {
 }
 
 /**
+ * The process group of the command's top process inside the sandbox — the first process of session
+ * `sid` in another pid namespace whose parent is outside it (bwrap's child) — when it is not `pgid`
+ * itself; undefined otherwise. A command run through the chain shares its session and group with the
+ * host-side bwrap, and an interactive shell (`bash -i`, a session's shell) moves itself into a group
+ * of its own: a signal to the recorded group would then reach only bwrap, never the shell or what it
+ * runs. (A command started by the forker leads its own session inside: nothing to find.)
+ */
+export async function commandGroupInside(sid: number, pgid: number): Promise<number | undefined> {
+  const ours = await fs.readlink('/proc/self/ns/pid').catch(() => undefined);
+  if (ours === undefined) return undefined;
+  for (const name of await fs.readdir('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 1) continue;
+    const fields = await statFields(pid);
+    if (fields === undefined || Number(fields[3]) !== sid) continue;
+    const ns = await fs.readlink(`/proc/${pid}/ns/pid`).catch(() => undefined);
+    if (ns === undefined || ns === ours) continue;
+    const parentNs = await fs.readlink(`/proc/${fields[1]}/ns/pid`).catch(() => undefined);
+    if (parentNs !== ours) continue; // not the top: its parent is inside too
+    const group = Number(fields[2]);
+    return Number.isInteger(group) && group > 1 && group !== pgid ? group : undefined;
+  }
+  return undefined;
+}
+
+/**
  * Signal process group `pgid` — its members in the workspace's pid namespace only: the group of a
  * chain also holds the host-side setpriv/bwrap processes, which must not get it. A group entirely
  * inside (a command the forker started) gets it in one kill(-pgid), atomically: a job-control-less
