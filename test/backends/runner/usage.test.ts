@@ -15,6 +15,9 @@ const RUNNER = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..
 // Outside /tmp, which each run replaces.
 const scratch = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'wsp-runner-usage-'));
 afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+// The runner too: a checkout under /tmp (a CI clone) would be hidden by the run's own /tmp.
+const runner = path.join(scratch, 'runner.sh');
+fs.copyFileSync(RUNNER, runner);
 
 function tree(name: string, files: Record<string, string>): string {
   const root = path.join(scratch, name);
@@ -28,7 +31,7 @@ function tree(name: string, files: Record<string, string>): string {
 function usage(cgroupRoot: string, home: string): string {
   return execFileSync(
     'unshare',
-    ['--mount', 'sh', '-c', 'mount -t tmpfs wsp-tmp /tmp && exec sh "$@"', 'sh', RUNNER, 'usage', home],
+    ['--mount', 'sh', '-c', 'mount -t tmpfs wsp-tmp /tmp && exec sh "$@"', 'sh', runner, 'usage', home],
     { encoding: 'utf8', env: { ...process.env, WSP_CGROUP_ROOT: cgroupRoot } },
   );
 }
