@@ -59,82 +59,105 @@ export class Sessions {
     private readonly files: Files,
   ) {}
 
+  /** Session creations under way, per workspace (see oneAtATime). */
+  private readonly creating = new Map<string, Promise<unknown>>();
+
+  /**
+   * Run `fn` after every creation for this workspace already under way in this process: the limit is a
+   * count read, then a write, and two creations between them would both pass it. (Across processes —
+   * Lambda — two may still race: the limit can then be passed by one.)
+   */
+  private oneAtATime<T>(workspaceId: string, fn: () => Promise<T>): Promise<T> {
+    const run = (this.creating.get(workspaceId) ?? Promise.resolve()).then(fn);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.creating.set(workspaceId, settled);
+    void settled.then(() => {
+      if (this.creating.get(workspaceId) === settled) this.creating.delete(workspaceId);
+    });
+    return run;
+  }
+
   async create(workspaceId: string, input: CreateSessionParams): Promise<SessionView> {
-    const record = await this.gate.start(workspaceId, async () => {
-      const ws = await this.ready(workspaceId);
-      const cwd = resolveGuestCwd(ws.plan, input.cwd);
-      if (cwd === undefined)
-        throw new BadRequestError(`cwd '${input.cwd}' is outside the workspace`, [
-          { path: 'body.cwd', message: 'must stay inside the workspace home' },
-        ]);
-      const max = this.deps.config.sessions.maxPerWorkspace;
-      const live = (await this.deps.state.listSessions(workspaceId)).filter(
-        (s) => s.state === 'idle' || s.state === 'busy',
-      );
-      if (live.length >= max)
-        throw new ConflictError(
-          `workspace '${workspaceId}' has ${live.length} sessions; sessions.maxPerWorkspace is ${max}`,
-          {
-            details: { maxPerWorkspace: max },
-          },
+    const record = await this.gate.start(workspaceId, () =>
+      this.oneAtATime(workspaceId, async () => {
+        const ws = await this.ready(workspaceId);
+        const cwd = resolveGuestCwd(ws.plan, input.cwd);
+        if (cwd === undefined)
+          throw new BadRequestError(`cwd '${input.cwd}' is outside the workspace`, [
+            { path: 'body.cwd', message: 'must stay inside the workspace home' },
+          ]);
+        const max = this.deps.config.sessions.maxPerWorkspace;
+        const live = (await this.deps.state.listSessions(workspaceId)).filter(
+          (s) => s.state === 'idle' || s.state === 'busy',
         );
-      const id = newSessionId();
-      const shell = input.shell ?? 'bash';
-      const argv = shellArgv(shell);
-      const now = this.now().toISOString();
-      const session: SessionRecord = {
-        workspaceId,
-        id,
-        version: 1,
-        state: 'idle',
-        shell,
-        cwd,
-        commandId: newSystemCommandId(),
-        nonce: randomBytes(12).toString('hex'),
-        seq: 0,
-        stdoutOffset: 0,
-        owner: this.deps.instanceId,
-        createdAt: now,
-        updatedAt: now,
-      };
-      const command: CommandRecord = {
-        workspaceId,
-        id: session.commandId,
-        version: 1,
-        state: 'running',
-        argv,
-        cwd,
-        internal: true,
-        timeoutMs: 0,
-        exitCode: null,
-        signal: null,
-        stdout: { bytes: 0, truncated: false },
-        stderr: { bytes: 0, truncated: false },
-        startedAt: now,
-      };
-      await this.deps.state.createCommand(command);
-      await this.deps.state.createSession(session);
-      try {
-        await this.shellOf(ws).start({
-          commandId: session.commandId,
+        if (live.length >= max)
+          throw new ConflictError(
+            `workspace '${workspaceId}' has ${live.length} sessions; sessions.maxPerWorkspace is ${max}`,
+            {
+              details: { maxPerWorkspace: max },
+            },
+          );
+        const id = newSessionId();
+        const shell = input.shell ?? 'bash';
+        const argv = shellArgv(shell);
+        const now = this.now().toISOString();
+        const session: SessionRecord = {
+          workspaceId,
+          id,
+          version: 1,
+          state: 'idle',
+          shell,
+          cwd,
+          commandId: newSystemCommandId(),
+          nonce: randomBytes(12).toString('hex'),
+          seq: 0,
+          stdoutOffset: 0,
+          owner: this.deps.instanceId,
+          createdAt: now,
+          updatedAt: now,
+        };
+        const command: CommandRecord = {
+          workspaceId,
+          id: session.commandId,
+          version: 1,
+          state: 'running',
           argv,
           cwd,
-          env: { ...ws.plan.env, ...(input.env ?? {}) },
-          stdin: Buffer.from(setupInput(id)),
-          openStdin: true,
+          internal: true,
           timeoutMs: 0,
-          maxOutputBytes: SHELL_OUTPUT_BYTES,
-        });
-      } catch (error) {
-        await bestEffort(
-          this.deps.state.updateSession(workspaceId, id, 1, { state: 'lost', reason: 'the shell failed to start' }),
-          this.deps.log,
-          'marking a session whose shell failed to start lost',
-        );
-        throw error;
-      }
-      return session;
-    });
+          exitCode: null,
+          signal: null,
+          stdout: { bytes: 0, truncated: false },
+          stderr: { bytes: 0, truncated: false },
+          startedAt: now,
+        };
+        await this.deps.state.createCommand(command);
+        await this.deps.state.createSession(session);
+        try {
+          await this.shellOf(ws).start({
+            commandId: session.commandId,
+            argv,
+            cwd,
+            env: { ...ws.plan.env, ...(input.env ?? {}) },
+            stdin: Buffer.from(setupInput(id)),
+            openStdin: true,
+            timeoutMs: 0,
+            maxOutputBytes: SHELL_OUTPUT_BYTES,
+          });
+        } catch (error) {
+          await bestEffort(
+            this.deps.state.updateSession(workspaceId, id, 1, { state: 'lost', reason: 'the shell failed to start' }),
+            this.deps.log,
+            'marking a session whose shell failed to start lost',
+          );
+          throw error;
+        }
+        return session;
+      }),
+    );
     return this.view(record, undefined);
   }
 

@@ -174,6 +174,13 @@ for (const target of filesTargets(CONFIG)) {
       await expectStatus(client.createSession(id), 409, /maxPerWorkspace/);
       for (const m of [s, ...more]) await client.deleteSession(id, m.id);
       expect(await client.listSessions(id)).toEqual([]);
+      // Five at once against a limit of three: exactly three are made (the count and the write are one step).
+      const racing = await Promise.allSettled(Array.from({ length: 5 }, () => client.createSession(id)));
+      const made = racing.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      expect(made).toHaveLength(3);
+      for (const r of racing) if (r.status === 'rejected') expect(String(r.reason)).toMatch(/maxPerWorkspace/);
+      for (const m of made) await client.deleteSession(id, m.id);
+      expect(await client.listSessions(id)).toEqual([]);
     });
 
     it('a reset ends every session: lost on the next call', async () => {
