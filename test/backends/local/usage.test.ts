@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { rootUnavailable } from '../../support/root.js';
 import { readCgroupUsage } from '../../../shared/backends/local/cgroup-usage.js';
 import { usageOfUid } from '../../../shared/backends/local/proc-usage.js';
 import { waitFor } from '../../support/wait.js';
@@ -43,7 +44,7 @@ describe('local usage sources', () => {
     });
   });
 
-  it.skipIf(process.getuid?.() !== 0)(
+  it.skipIf(rootUnavailable !== undefined)(
     'the /proc scan of a uid: its processes, their memory and CPU time; nothing of other uids',
     async () => {
       const uid = 1_900_000 + Math.floor(Math.random() * 50_000); // a uid nothing else runs as

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { rootUnavailable } from '../../support/root.js';
 import { parseRunnerUsage } from '../../../shared/backends/runner/usage.js';
 
 // runner.sh `usage` over cgroup trees laid out like a container's (this machine has cgroup v1 only, so
@@ -40,7 +41,7 @@ const home = path.join(scratch, 'home');
 fs.mkdirSync(home);
 fs.writeFileSync(path.join(home, 'data'), Buffer.alloc(300_000, 1));
 
-describe.skipIf(process.getuid?.() !== 0)('runner.sh usage', () => {
+describe.skipIf(rootUnavailable !== undefined)('runner.sh usage', () => {
   it('cgroup v2: cpu.stat usage_usec, memory.current/max, pids.current/max ("max": no limit), du of the home', () => {
     const root = tree('v2', {
       'cgroup.controllers': 'cpu memory pids\n',
